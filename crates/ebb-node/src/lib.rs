@@ -1,0 +1,9 @@
+//! Worker nodes and the providers that start them.
+//!
+//! Every kind of node (thread, process, container, virtual machine) sits
+//! behind one [`provider::NodeProvider`] interface so the autoscaler can ask
+//! for capacity without knowing how it is isolated, and can weigh each kind's
+//! measured start time.
+
+pub mod provider;
+pub mod sandbox;
