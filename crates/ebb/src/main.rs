@@ -17,11 +17,14 @@ struct Cli {
 enum Command {
     /// Print the build's version and the features this machine supports.
     Info(cmd::info::Args),
+    /// Run a fault-injecting TCP proxy (drop, delay, reset).
+    Chaos(cmd::chaos::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => cmd::info::run(args),
+        Command::Chaos(args) => cmd::chaos::run(args),
     }
 }

@@ -1,3 +1,14 @@
 //! One module per subcommand.
 
+pub mod chaos;
 pub mod info;
+
+/// Prints a line on stdout and flushes it at once, so a parent process that
+/// reads our output through a pipe (the tests, a provider) sees the bound
+/// address without waiting for a buffer to fill.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}

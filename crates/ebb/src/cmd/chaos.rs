@@ -1,0 +1,59 @@
+//! `ebb chaos`: a fault-injecting TCP proxy for tests and demos.
+
+use anyhow::Context;
+use ebb_chaos::{ChaosConfig, Proxy};
+use ebb_core::Nanos;
+
+/// Forward TCP from --listen to --upstream, injecting faults.
+///
+/// Faults are decided per chunk (one read of up to 16 KiB from either side)
+/// with a generator seeded by --seed; each connection draws from its own
+/// stream, forked in accept order. At most 256 connections are proxied at
+/// once; more are closed on accept. Prints the bound address on stdout.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on, e.g. 127.0.0.1:7001 (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: String,
+    /// Address to forward to, e.g. 127.0.0.1:7000; resolved per connection.
+    #[arg(long)]
+    pub upstream: String,
+    /// Probability per chunk that the connection becomes a black hole: that
+    /// chunk and all later ones, both ways, are silently discarded while the
+    /// sockets stay open, as in a partition. (Dropping one chunk of a framed
+    /// stream would only garble it; a black hole is what failure detection
+    /// by heartbeats must catch.)
+    #[arg(long, default_value_t = 0.0)]
+    pub drop: f64,
+    /// Hold every chunk this many milliseconds before forwarding it (order
+    /// within a direction is kept).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Probability per chunk that the proxy resets the connection: both
+    /// sides get a TCP RST (SO_LINGER 0) and the chunk is not forwarded.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset: f64,
+    /// Seed for the fault decisions; the same seed and the same traffic
+    /// give the same faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = ChaosConfig {
+        drop_p: args.drop,
+        delay: Nanos::from_millis(args.delay_ms),
+        reset_p: args.reset,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let proxy = Proxy::bind(&args.listen, &args.upstream, cfg, args.seed).await?;
+        let addr = proxy.local_addr().context("reading the bound address")?;
+        super::announce(&format!("chaos listening on {addr}"));
+        proxy.run().await?;
+        Ok(())
+    })
+}
