@@ -217,10 +217,10 @@ async fn pump(
             }
         }
         // Pass a finished direction's FIN on once its delayed bytes are out.
-        for lane in 0..2 {
-            if lanes[lane].done() && !lanes[lane].shut {
-                lanes[lane].shut = true;
-                let out = if lane == 0 { &mut sw } else { &mut cw };
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            if lane.done() && !lane.shut {
+                lane.shut = true;
+                let out = if i == 0 { &mut sw } else { &mut cw };
                 let _ = out.shutdown().await;
             }
         }
