@@ -5,5 +5,6 @@
 //! give frames, timers and call outcomes out; a thin tokio layer drives them.
 
 pub mod error;
+pub mod service;
 
 pub use error::CallError;
