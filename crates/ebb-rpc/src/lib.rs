@@ -6,5 +6,6 @@
 
 pub mod error;
 pub mod service;
+pub mod transport;
 
 pub use error::CallError;

@@ -1,0 +1,105 @@
+//! Write coalescing: producers append encoded frames to one shared buffer and
+//! a single writer task ships whatever has accumulated with one `write`.
+//!
+//! Under load many replies (or requests) are appended while the previous
+//! write is in flight, so they leave in one syscall; when idle, a lone frame
+//! goes out at once. Two buffers are swapped back and forth, so steady state
+//! allocates nothing.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+
+/// Bytes that may wait in one connection's output buffer; a producer that
+/// would exceed it is told the connection is overloaded instead of growing
+/// memory without bound.
+pub const MAX_PENDING_WRITE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Capacity each of the two buffers starts with.
+const INITIAL_BUF_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("connection closed")]
+    Closed,
+    #[error("output buffer over {MAX_PENDING_WRITE_BYTES} bytes")]
+    Full,
+}
+
+#[derive(Debug)]
+pub struct OutBuf {
+    pending: Mutex<Vec<u8>>,
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+impl Default for OutBuf {
+    fn default() -> Self {
+        OutBuf {
+            pending: Mutex::new(Vec::with_capacity(INITIAL_BUF_BYTES)),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl OutBuf {
+    /// Appends bytes with `encode` (which must append whole frames) and
+    /// wakes the writer.
+    pub fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), PushError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        {
+            let mut buf = self.pending.lock().map_err(|_| PushError::Closed)?;
+            if buf.len() > MAX_PENDING_WRITE_BYTES {
+                return Err(PushError::Full);
+            }
+            encode(&mut buf);
+        }
+        // notify_one stores a permit if the writer is busy, so no wake-up is lost.
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stops the writer after it has flushed what is pending.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The writer task's body: ships pending bytes until closed or the socket
+    /// fails. Marks the buffer closed on exit so producers stop at once.
+    pub async fn drain_into(&self, mut sock: OwnedWriteHalf) -> std::io::Result<()> {
+        let mut spare = Vec::with_capacity(INITIAL_BUF_BYTES);
+        let result = loop {
+            {
+                let Ok(mut buf) = self.pending.lock() else {
+                    break Ok(());
+                };
+                std::mem::swap(&mut *buf, &mut spare);
+            }
+            if spare.is_empty() {
+                if self.is_closed() {
+                    break Ok(());
+                }
+                self.wake.notified().await;
+                continue;
+            }
+            if let Err(e) = sock.write_all(&spare).await {
+                break Err(e);
+            }
+            spare.clear();
+        };
+        self.closed.store(true, Ordering::Release);
+        let _ = sock.shutdown().await;
+        result
+    }
+}

@@ -1,0 +1,181 @@
+//! The TCP runtimes end to end on loopback, with a hand-written dispatcher so
+//! the transport is tested without the macro.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use ebb_rpc::CallError;
+use ebb_rpc::service::{
+    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
+};
+use ebb_rpc::transport::frame::{self, MAX_FRAME_BYTES};
+use ebb_rpc::transport::{Server, TcpClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+
+const fn method(id: u16, name: &'static str, idempotent: bool) -> MethodInfo {
+    MethodInfo {
+        service: "Test",
+        id,
+        name,
+        idempotent,
+        params: &[],
+        returns: "Vec<u8>",
+    }
+}
+
+static METHODS: [MethodInfo; 2] = [method(0, "echo", true), method(1, "gather", false)];
+
+/// `echo` returns its arguments; `gather` waits until `GATHER` calls are
+/// running at once, so its replies can only come back if the client really
+/// multiplexes, and in whatever order the tasks finish.
+struct TestService {
+    gather: Barrier,
+    runs: AtomicUsize,
+}
+
+const GATHER: usize = 64;
+
+impl ServiceDispatch for TestService {
+    fn name(&self) -> &'static str {
+        "Test"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &METHODS
+    }
+    fn dispatch(&self, id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async move {
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            match id {
+                0 => Ok(args),
+                1 => {
+                    self.gather.wait().await;
+                    Ok(args)
+                }
+                _ => Err(DispatchError::UnknownMethod(format!("Test method #{id}"))),
+            }
+        })
+    }
+    fn dispatch_json(
+        &self,
+        method: &str,
+        _args: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        let m = method.to_owned();
+        Box::pin(async move { Err(DispatchError::UnknownMethod(m)) })
+    }
+}
+
+async fn start() -> (String, Arc<TestService>) {
+    let svc = Arc::new(TestService {
+        gather: Barrier::new(GATHER),
+        runs: AtomicUsize::new(0),
+    });
+    let server = Server::bind("127.0.0.1:0", Arc::clone(&svc)).await.unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run());
+    (addr, svc)
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_connection_and_match_their_replies() {
+    let (addr, svc) = start().await;
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let calls: Vec<_> = (0..GATHER as u32)
+        .map(|i| {
+            let c = Arc::clone(&client);
+            tokio::spawn(async move {
+                let arg = Bytes::from(i.to_le_bytes().to_vec());
+                let reply = c
+                    .call(&METHODS[1], arg.clone(), CallOptions::default())
+                    .await;
+                (arg, reply)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (arg, reply) = call.await.unwrap();
+        assert_eq!(reply.unwrap(), arg);
+    }
+    assert_eq!(svc.runs.load(Ordering::Relaxed), GATHER);
+}
+
+#[tokio::test]
+async fn unknown_method_is_a_typed_error() {
+    let (addr, _) = start().await;
+    let client = TcpClient::connect(&addr).await.unwrap();
+    static MISSING: MethodInfo = method(9, "missing", true);
+    let err = client
+        .call(&MISSING, Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::UnknownMethod(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn refused_connection_names_the_address() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let err = TcpClient::connect(&addr).await.err().unwrap();
+    assert!(matches!(err, CallError::ConnectionLost(_)), "{err:?}");
+    assert!(err.to_string().contains(&addr), "{err}");
+}
+
+/// Reads until EOF and decodes what the server said before closing.
+async fn server_last_words(mut s: TcpStream) -> Vec<frame::Frame> {
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes).await;
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = frame::decode(&mut buf) {
+        frames.push(f);
+    }
+    frames
+}
+
+#[tokio::test]
+async fn garbage_closes_only_its_own_connection() {
+    let (addr, _) = start().await;
+    let client = TcpClient::connect(&addr).await.unwrap();
+    let echo =
+        |s: &'static [u8]| client.call(&METHODS[0], Bytes::from_static(s), CallOptions::default());
+    assert_eq!(echo(b"before").await.unwrap(), &b"before"[..]);
+
+    let mut bad = TcpStream::connect(&addr).await.unwrap();
+    bad.write_all(&[9, 0, 0, 0, 0xee, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    let said = server_last_words(bad).await;
+    assert!(
+        matches!(
+            said.as_slice(),
+            [frame::Frame::Error {
+                error: CallError::BadRequest(_),
+                ..
+            }]
+        ),
+        "{said:?}"
+    );
+
+    let mut huge = TcpStream::connect(&addr).await.unwrap();
+    let len = (MAX_FRAME_BYTES as u32) + 1;
+    huge.write_all(&len.to_le_bytes()).await.unwrap();
+    let said = server_last_words(huge).await;
+    match said.as_slice() {
+        [
+            frame::Frame::Error {
+                error: CallError::BadRequest(m),
+                ..
+            },
+        ] => {
+            assert!(m.contains("exceeds"), "{m}")
+        }
+        other => panic!("expected one BadRequest, got {other:?}"),
+    }
+
+    assert_eq!(echo(b"after").await.unwrap(), &b"after"[..]);
+}
