@@ -1,0 +1,58 @@
+//! `ebb chaos` as a process: prints its address, forwards, rejects bad input.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+
+use common::Proc;
+
+#[test]
+fn chaos_process_forwards_to_its_upstream() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap().to_string();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    let chaos = Proc::start(&[
+        "chaos",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &up_addr,
+        "--delay-ms",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    let mut c = TcpStream::connect(&chaos.addr).unwrap();
+    c.write_all(b"through the proxy").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"through the proxy");
+    echo.join().unwrap();
+}
+
+#[test]
+fn chaos_rejects_a_probability_above_one_by_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args([
+            "chaos",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:1",
+        ])
+        .args(["--reset", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--reset") && err.contains("[0, 1]"), "{err}");
+}

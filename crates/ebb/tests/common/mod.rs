@@ -1,0 +1,59 @@
+//! Child processes for real-process tests: start `ebb`, read the address it
+//! prints, kill it when the test ends (even on panic).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// Lines of output read while looking for the bound address.
+const MAX_STARTUP_LINES: usize = 50;
+
+/// A running `ebb` subcommand, killed on drop.
+pub struct Proc {
+    child: Child,
+    pub addr: String,
+}
+
+impl Proc {
+    /// Runs `ebb ARGS` and waits for the line ending in `listening on ADDR`.
+    pub fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the ebb binary was built by cargo for this test");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        for _ in 0..MAX_STARTUP_LINES {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some((_, a)) = line.rsplit_once("listening on ") {
+                        addr = Some(a.trim().to_owned());
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let mut proc = Proc {
+            child,
+            addr: String::new(),
+        };
+        match addr {
+            Some(a) => proc.addr = a,
+            None => panic!("ebb {args:?} exited or printed no 'listening on ADDR' line"),
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        proc
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
