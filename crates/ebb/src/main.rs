@@ -19,6 +19,10 @@ enum Command {
     Info(cmd::info::Args),
     /// Run a fault-injecting TCP proxy (drop, delay, reset).
     Chaos(cmd::chaos::Args),
+    /// Serve the demo service on one TCP address (a worker node).
+    Node(cmd::node::Args),
+    /// Call one method of a node with JSON arguments and print the JSON reply.
+    Call(cmd::call::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,5 +30,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => cmd::info::run(args),
         Command::Chaos(args) => cmd::chaos::run(args),
+        Command::Node(args) => cmd::node::run(args),
+        Command::Call(args) => cmd::call::run(args),
     }
 }

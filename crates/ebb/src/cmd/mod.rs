@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod call;
 pub mod chaos;
 pub mod info;
+pub mod node;
 
 /// Prints a line on stdout and flushes it at once, so a parent process that
 /// reads our output through a pipe (the tests, a provider) sees the bound
