@@ -41,6 +41,8 @@ struct Call {
     method: &'static MethodInfo,
     args: Bytes,
     deadline: Instant,
+    /// When it was last written to a connection.
+    sent_at: Instant,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -90,6 +92,7 @@ impl Transport for TcpClient {
                 method,
                 args,
                 deadline,
+                sent_at: Instant::now(),
                 reply: tx,
             };
             let lost = || CallError::ConnectionLost(format!("client for {} shut down", self.addr));
@@ -109,6 +112,9 @@ impl Transport for TcpClient {
 
 struct Conn {
     read: OwnedReadHalf,
+    /// When bytes last arrived: a call that expires with nothing heard
+    /// since it was sent suggests the connection is dead, not slow.
+    last_rx: Instant,
     buf: BytesMut,
     out: Arc<OutBuf>,
 }
@@ -125,6 +131,7 @@ impl Conn {
         tokio::spawn(async move { writer.drain_into(write).await });
         Ok(Conn {
             read,
+            last_rx: Instant::now(),
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             out,
         })
@@ -181,12 +188,19 @@ impl Driver {
                 }
                 Event::Read(Ok(n)) if n > 0 => self.on_bytes(),
                 Event::Read(_) => self.on_lost("the server closed the connection").await,
-                Event::Sweep => self.sweep(),
+                Event::Sweep => {
+                    if self.sweep() {
+                        self.on_lost(
+                            "nothing heard from the server since an expired call was sent",
+                        )
+                        .await;
+                    }
+                }
             }
         }
     }
 
-    async fn start(&mut self, call: Call) {
+    async fn start(&mut self, mut call: Call) {
         if self.conn.is_none() {
             self.reconnect().await;
         }
@@ -199,6 +213,7 @@ impl Driver {
             ))));
             return;
         };
+        call.sent_at = Instant::now();
         if send(conn, id, &call).is_err() {
             let _ = call
                 .reply
@@ -212,6 +227,7 @@ impl Driver {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
+        conn.last_rx = Instant::now();
         loop {
             match frame::decode(&mut conn.buf) {
                 Ok(None) => return,
@@ -262,7 +278,9 @@ impl Driver {
         self.reconnect().await;
         match self.conn.as_ref() {
             Some(conn) => {
-                for (id, c) in &self.pending {
+                let now = Instant::now();
+                for (id, c) in &mut self.pending {
+                    c.sent_at = now;
                     let _ = send(conn, *id, c);
                 }
             }
@@ -292,10 +310,21 @@ impl Driver {
 
     /// Forgets calls whose caller stopped waiting (deadline passed or the
     /// future was dropped), so the table stays bounded by live calls.
-    fn sweep(&mut self) {
+    /// Returns whether a call expired with the connection silent since the
+    /// call was sent: then the connection is presumed dead (a black hole or
+    /// a partition) and is replaced rather than left to swallow later calls.
+    fn sweep(&mut self) -> bool {
         let now = Instant::now();
-        self.pending
-            .retain(|_, c| !c.reply.is_closed() && c.deadline > now);
+        let last_rx = self.conn.as_ref().map(|c| c.last_rx);
+        let mut silent = false;
+        self.pending.retain(|_, c| {
+            let expired = c.deadline <= now;
+            if expired && last_rx.is_some_and(|rx| rx <= c.sent_at) {
+                silent = true;
+            }
+            !c.reply.is_closed() && !expired
+        });
+        silent
     }
 }
 
