@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use crate::ChaosError;
 use crate::decide::{ChaosConfig, ChunkAction, ConnDecider};
 
-/// Connections proxied at once; further clients are closed on accept.
+/// Connections proxied at once by default; further clients are closed on
+/// accept. [`Proxy::with_max_connections`] lowers it.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Largest chunk read from a socket in one go; the unit of every decision.
 pub const CHUNK_BYTES: usize = 16 * 1024;
@@ -46,6 +47,7 @@ pub struct Proxy {
     cfg: ChaosConfig,
     rng: Rng,
     stats: Arc<ChaosStats>,
+    max_connections: usize,
 }
 
 impl Proxy {
@@ -70,7 +72,14 @@ impl Proxy {
             cfg,
             rng: Rng::seeded(seed),
             stats: Arc::default(),
+            max_connections: MAX_CONNECTIONS,
         })
+    }
+
+    /// Proxies at most `n` connections at once (at most [`MAX_CONNECTIONS`]).
+    pub fn with_max_connections(mut self, n: usize) -> Proxy {
+        self.max_connections = n.min(MAX_CONNECTIONS);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -85,7 +94,7 @@ impl Proxy {
     /// own generator forked in accept order, so a seed replays the same
     /// per-connection decision streams.
     pub async fn run(mut self) -> Result<(), ChaosError> {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         loop {
             let (client, _) = self.listener.accept().await.map_err(ChaosError::Accept)?;
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);

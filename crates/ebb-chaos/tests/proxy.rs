@@ -144,3 +144,48 @@ async fn bad_probability_is_refused_at_bind() {
         .unwrap();
     assert!(err.to_string().contains("--reset"), "{err}");
 }
+
+#[tokio::test]
+async fn connections_beyond_the_bound_are_closed_on_accept() {
+    const BOUND: usize = 4;
+    let (echo, _ends) = echo_server().await;
+    let proxy = Proxy::bind("127.0.0.1:0", &echo, ChaosConfig::TRANSPARENT, 1)
+        .await
+        .unwrap()
+        .with_max_connections(BOUND);
+    let addr = proxy.local_addr().unwrap().to_string();
+    let stats = proxy.stats();
+    tokio::spawn(proxy.run());
+    let mut held = Vec::new();
+    for _ in 0..BOUND {
+        // A round trip proves the connection holds a slot.
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).await.unwrap();
+        held.push(c);
+    }
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = extra.read_to_end(&mut rest).await;
+    assert!(rest.is_empty());
+    assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+
+    // A freed slot is reusable.
+    drop(held.pop());
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    let mut b = [0u8; 1];
+    let mut tries = 0;
+    // The slot is released when the proxy notices the close; until then a
+    // new connection may still be refused. Bounded retries, no sleeps.
+    loop {
+        tries += 1;
+        if c.write_all(b"y").await.is_ok() && c.read_exact(&mut b).await.is_ok() {
+            break;
+        }
+        assert!(tries < 100, "slot never freed");
+        tokio::task::yield_now().await;
+        c = TcpStream::connect(&addr).await.unwrap();
+    }
+    assert_eq!(&b, b"y");
+}
