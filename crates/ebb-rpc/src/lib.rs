@@ -3,9 +3,13 @@
 //! The call semantics (at-least-once for idempotent methods, at-most-once for
 //! the rest) live in sans-IO state machines that take `now` and frames in and
 //! give frames, timers and call outcomes out; a thin tokio layer drives them.
+//!
+//! - [`wire`]: frame layout, the incremental codec, payload helpers.
 
 pub mod error;
 pub mod service;
 pub mod transport;
+pub mod wire;
 
 pub use error::CallError;
+pub use wire::{Frame, FrameCodec, FrameKind, Status, WireError};

@@ -1,0 +1,244 @@
+//! The frame codec: round trips, totality on arbitrary input, split reads,
+//! and one test per decode error.
+#![allow(clippy::unwrap_used)]
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ebb_core::{ClientId, Nanos};
+use ebb_rpc::wire::{
+    FLAG_IDEMPOTENT, Frame, FrameCodec, FrameKind, HEADER_BYTES, LENGTH_PREFIX_BYTES,
+    MAX_FRAME_BYTES, Status, WIRE_VERSION, WireError, decode_frame, encode_frame,
+};
+use proptest::prelude::*;
+
+fn kind() -> impl Strategy<Value = FrameKind> {
+    prop_oneof![
+        Just(FrameKind::Request),
+        Just(FrameKind::Reply),
+        Just(FrameKind::Ping),
+        Just(FrameKind::Pong),
+    ]
+}
+
+fn status() -> impl Strategy<Value = Status> {
+    (0u8..=5).prop_map(|b| Status::from_u8(b).unwrap())
+}
+
+prop_compose! {
+    fn frame()(
+        kind in kind(),
+        idempotent in any::<bool>(),
+        status in status(),
+        client in any::<u128>(),
+        seq in any::<u64>(),
+        ack_below in any::<u64>(),
+        incarnation in any::<u64>(),
+        deadline in any::<u64>(),
+        method in any::<u16>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+    ) -> Frame {
+        Frame {
+            kind,
+            flags: if idempotent { FLAG_IDEMPOTENT } else { 0 },
+            status,
+            client: ClientId(client),
+            seq,
+            ack_below,
+            incarnation,
+            deadline: Nanos(deadline),
+            method,
+            payload: Bytes::from(payload),
+        }
+    }
+}
+
+fn sample() -> Frame {
+    Frame {
+        kind: FrameKind::Request,
+        flags: FLAG_IDEMPOTENT,
+        status: Status::Ok,
+        client: ClientId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+        seq: 7,
+        ack_below: 5,
+        incarnation: 42,
+        deadline: Nanos::from_millis(250),
+        method: 3,
+        payload: Bytes::from_static(b"hello"),
+    }
+}
+
+fn encoded(f: &Frame) -> BytesMut {
+    let mut b = BytesMut::new();
+    encode_frame(f, &mut b).unwrap();
+    b
+}
+
+proptest! {
+    #[test]
+    fn any_frame_round_trips(f in frame()) {
+        let mut buf = encoded(&f);
+        prop_assert_eq!(buf.len(), f.encoded_len());
+        let got = decode_frame(&mut buf).unwrap().unwrap();
+        prop_assert_eq!(got, f);
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn coalesced_frames_decode_in_order(fs in proptest::collection::vec(frame(), 0..8)) {
+        let mut buf = BytesMut::new();
+        for f in &fs {
+            encode_frame(f, &mut buf).unwrap();
+        }
+        for f in &fs {
+            prop_assert_eq!(&decode_frame(&mut buf).unwrap().unwrap(), f);
+        }
+        prop_assert_eq!(decode_frame(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Bounded: every successful decode consumes at least one header.
+        for _ in 0..bytes.len() + 1 {
+            match decode_frame(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_split_anywhere_decodes_identically(f in frame(), cut in any::<prop::sample::Index>()) {
+        let whole = encoded(&f);
+        let cut = cut.index(whole.len() + 1);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&whole[..cut]);
+        if cut < whole.len() {
+            prop_assert_eq!(decode_frame(&mut buf).unwrap(), None);
+            prop_assert_eq!(buf.len(), cut, "an incomplete frame must not be consumed");
+        }
+        buf.extend_from_slice(&whole[cut..]);
+        prop_assert_eq!(decode_frame(&mut buf).unwrap().unwrap(), f);
+    }
+}
+
+#[test]
+fn header_layout_matches_the_documented_offsets() {
+    let b = encoded(&sample());
+    assert_eq!(&b[0..4], &((HEADER_BYTES + 5) as u32).to_le_bytes());
+    assert_eq!(b[4], WIRE_VERSION);
+    assert_eq!(b[5], 1, "kind request");
+    assert_eq!(b[6], FLAG_IDEMPOTENT);
+    assert_eq!(b[7], 0, "status ok");
+    assert_eq!(&b[8..24], &sample().client.0.to_le_bytes());
+    assert_eq!(&b[24..32], &7u64.to_le_bytes());
+    assert_eq!(&b[32..40], &5u64.to_le_bytes());
+    assert_eq!(&b[40..48], &42u64.to_le_bytes());
+    assert_eq!(&b[48..56], &250_000_000u64.to_le_bytes());
+    assert_eq!(&b[56..58], &3u16.to_le_bytes());
+    assert_eq!(&b[58..], b"hello");
+}
+
+#[test]
+fn empty_and_short_buffers_need_more() {
+    for n in 0..LENGTH_PREFIX_BYTES + HEADER_BYTES + 5 {
+        let whole = encoded(&sample());
+        let mut buf = BytesMut::from(&whole[..n]);
+        assert_eq!(decode_frame(&mut buf), Ok(None), "prefix of {n} bytes");
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_buffering() {
+    let mut buf = BytesMut::new();
+    buf.put_u32_le((MAX_FRAME_BYTES + 1) as u32);
+    assert_eq!(
+        decode_frame(&mut buf),
+        Err(WireError::FrameTooLarge {
+            len: MAX_FRAME_BYTES + 1,
+            max: MAX_FRAME_BYTES
+        })
+    );
+}
+
+#[test]
+fn a_lower_configured_limit_applies_to_both_directions() {
+    let codec = FrameCodec::with_max_frame_bytes(HEADER_BYTES + 4);
+    let mut out = BytesMut::new();
+    assert_eq!(
+        codec.encode(&sample(), &mut out),
+        Err(WireError::FrameTooLarge {
+            len: HEADER_BYTES + 5,
+            max: HEADER_BYTES + 4
+        })
+    );
+    assert!(
+        out.is_empty(),
+        "a refused frame leaves the buffer untouched"
+    );
+    let mut buf = encoded(&sample());
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(WireError::FrameTooLarge { .. })
+    ));
+    assert_eq!(
+        FrameCodec::with_max_frame_bytes(usize::MAX).max_frame_bytes(),
+        MAX_FRAME_BYTES
+    );
+}
+
+#[test]
+fn length_shorter_than_the_header_is_refused() {
+    let mut buf = BytesMut::new();
+    buf.put_u32_le(3);
+    buf.put_slice(&[1, 1, 0]);
+    assert_eq!(
+        decode_frame(&mut buf),
+        Err(WireError::FrameTooShort {
+            len: 3,
+            min: HEADER_BYTES
+        })
+    );
+}
+
+/// Corrupts one header byte of an encoded sample and decodes it.
+fn corrupt(offset: usize, value: u8) -> (Result<Option<Frame>, WireError>, BytesMut) {
+    let mut buf = encoded(&sample());
+    buf[offset] = value;
+    buf.extend_from_slice(&encoded(&sample()));
+    let r = decode_frame(&mut buf);
+    (r, buf)
+}
+
+#[test]
+fn unknown_version_is_refused_and_the_frame_skipped() {
+    let (r, mut rest) = corrupt(4, 9);
+    assert_eq!(r, Err(WireError::UnknownVersion(9)));
+    assert_eq!(decode_frame(&mut rest).unwrap().unwrap(), sample());
+}
+
+#[test]
+fn unknown_kind_is_refused() {
+    assert_eq!(corrupt(5, 0).0, Err(WireError::UnknownKind(0)));
+    assert_eq!(corrupt(5, 200).0, Err(WireError::UnknownKind(200)));
+}
+
+#[test]
+fn unknown_flags_are_refused() {
+    assert_eq!(corrupt(6, 0b10).0, Err(WireError::UnknownFlags(0b10)));
+}
+
+#[test]
+fn unknown_status_is_refused() {
+    assert_eq!(corrupt(7, 6).0, Err(WireError::UnknownStatus(6)));
+}
+
+#[test]
+fn payload_is_a_view_not_a_copy_of_the_read_buffer() {
+    let mut buf = encoded(&sample());
+    let start = buf.as_ptr() as usize;
+    let f = decode_frame(&mut buf).unwrap().unwrap();
+    assert_eq!(
+        f.payload.as_ptr() as usize,
+        start + LENGTH_PREFIX_BYTES + HEADER_BYTES
+    );
+}
