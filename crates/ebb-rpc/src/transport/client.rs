@@ -9,21 +9,23 @@
 //! (at-least-once); an at-most-once call ends with `ConnectionLost`, because
 //! it may or may not have run and re-sending could run it twice.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use ebb_core::{ClientId, Nanos, Rng};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::frame::{self, Frame};
+use super::frames;
 use super::outbuf::OutBuf;
 use crate::CallError;
 use crate::service::{BoxFuture, CallOptions, MethodInfo, Transport};
+use crate::wire::{FrameCodec, FrameKind};
 
 /// Calls waiting to be handed to the driver; callers wait for room beyond it.
 pub const MAX_QUEUED_CALLS: usize = 4096;
@@ -31,8 +33,14 @@ pub const MAX_QUEUED_CALLS: usize = 4096;
 pub const RECONNECT_ATTEMPTS: u32 = 4;
 /// First pause between reconnection attempts; doubles after each.
 pub const RECONNECT_BACKOFF_MS: u64 = 10;
-/// How often the driver forgets calls whose caller has given up.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the driver forgets calls whose caller has given up and checks
+/// the connection's liveness.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// With calls outstanding and nothing heard for this long, ping the server.
+pub const PING_AFTER_SILENCE_MS: u64 = 300;
+/// With calls outstanding and nothing heard for this long (pings included),
+/// the server is presumed dead or partitioned and the connection replaced.
+pub const DEAD_AFTER_SILENCE_MS: u64 = 2_000;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 type Reply = Result<Bytes, CallError>;
@@ -62,8 +70,11 @@ impl TcpClient {
         let driver = Driver {
             addr: addr.to_owned(),
             conn: Some(conn),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             next_call: 0,
+            client: ClientId::random(&mut Rng::seeded(frames::os_random_u64())),
+            incarnation: 0,
+            codec: FrameCodec::default(),
         };
         tokio::spawn(driver.run(rx));
         Ok(TcpClient {
@@ -115,6 +126,7 @@ struct Conn {
     /// When bytes last arrived: a call that expires with nothing heard
     /// since it was sent suggests the connection is dead, not slow.
     last_rx: Instant,
+    last_ping: Instant,
     buf: BytesMut,
     out: Arc<OutBuf>,
 }
@@ -132,6 +144,7 @@ impl Conn {
         Ok(Conn {
             read,
             last_rx: Instant::now(),
+            last_ping: Instant::now(),
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             out,
         })
@@ -147,8 +160,14 @@ impl Drop for Conn {
 struct Driver {
     addr: String,
     conn: Option<Conn>,
-    pending: HashMap<u64, Call>,
+    /// Outstanding calls by sequence number; ordered so the lowest one still
+    /// awaited (the `ack_below` sent to the server) is the first key.
+    pending: BTreeMap<u64, Call>,
     next_call: u64,
+    client: ClientId,
+    /// The server incarnation last heard from (0: none yet).
+    incarnation: u64,
+    codec: FrameCodec,
 }
 
 enum Event {
@@ -187,13 +206,23 @@ impl Driver {
                     }
                 }
                 Event::Read(Ok(n)) if n > 0 => self.on_bytes(),
-                Event::Read(_) => self.on_lost("the server closed the connection").await,
+                Event::Read(_) => {
+                    let e = CallError::ConnectionLost(format!(
+                        "{}: the connection closed while the call was outstanding",
+                        self.addr
+                    ));
+                    self.on_lost(e).await
+                }
                 Event::Sweep => {
-                    if self.sweep() {
-                        self.on_lost(
-                            "nothing heard from the server since an expired call was sent",
-                        )
-                        .await;
+                    let silent_expiry = self.sweep();
+                    if let Some(silence) = self.heartbeat() {
+                        self.on_lost(CallError::ServerUnresponsive(silence)).await;
+                    } else if silent_expiry {
+                        let e = CallError::ConnectionLost(format!(
+                            "{}: nothing heard since an expired call was sent",
+                            self.addr
+                        ));
+                        self.on_lost(e).await;
                     }
                 }
             }
@@ -214,13 +243,18 @@ impl Driver {
             return;
         };
         call.sent_at = Instant::now();
-        if send(conn, id, &call).is_err() {
+        self.pending.insert(id, call);
+        let Some(call) = self.pending.get(&id) else {
+            return;
+        };
+        if self.send(conn, id, call).is_err() {
+            let Some(call) = self.pending.remove(&id) else {
+                return;
+            };
             let _ = call
                 .reply
                 .send(Err(CallError::Rejected("client output buffer full".into())));
-            return;
         }
-        self.pending.insert(id, call);
     }
 
     fn on_bytes(&mut self) {
@@ -229,26 +263,34 @@ impl Driver {
         };
         conn.last_rx = Instant::now();
         loop {
-            match frame::decode(&mut conn.buf) {
+            let frame = match self.codec.decode(&mut conn.buf) {
                 Ok(None) => return,
-                Ok(Some(Frame::Reply { call, body })) => {
-                    if let Some(c) = self.pending.remove(&call) {
-                        let _ = c.reply.send(Ok(body));
+                Ok(Some(f)) => f,
+                Err(e) => {
+                    let e = CallError::Remote(format!("{} sent a malformed frame: {e}", self.addr));
+                    self.fail_all(&e);
+                    self.conn = None;
+                    return;
+                }
+            };
+            match frame.kind {
+                FrameKind::Pong => self.incarnation = frame.incarnation,
+                FrameKind::Reply if frame.seq == frames::NO_CALL => {
+                    // The server closed the connection on a protocol error.
+                    let e = CallError::BadRequest(frame.message());
+                    self.fail_all(&e);
+                    self.conn = None;
+                    return;
+                }
+                FrameKind::Reply => {
+                    let known = self.incarnation;
+                    self.incarnation = frame.incarnation;
+                    if let Some(c) = self.pending.remove(&frame.seq) {
+                        let _ = c.reply.send(frames::outcome(frame, known));
                     }
                 }
-                Ok(Some(Frame::Error { call, error })) => match self.pending.remove(&call) {
-                    Some(c) => {
-                        let _ = c.reply.send(Err(error));
-                    }
-                    // An error for no particular call is about the connection.
-                    None => {
-                        self.fail_all(&error);
-                        self.conn = None;
-                        return;
-                    }
-                },
-                Ok(Some(Frame::Request { .. })) | Err(_) => {
-                    let e = CallError::Remote(format!("{} sent a malformed frame", self.addr));
+                FrameKind::Request | FrameKind::Ping => {
+                    let e = CallError::Remote(format!("{} sent a client's frame", self.addr));
                     self.fail_all(&e);
                     self.conn = None;
                     return;
@@ -259,18 +301,15 @@ impl Driver {
 
     /// After a loss: at-most-once calls end with `ConnectionLost`; idempotent
     /// ones are re-sent on a new connection if one can be made in time.
-    async fn on_lost(&mut self, why: &str) {
+    async fn on_lost(&mut self, lost: CallError) {
         self.conn = None;
-        let lost = CallError::ConnectionLost(format!("{}: {why}", self.addr));
-        let ids: Vec<u64> = self.pending.keys().copied().collect();
-        for id in ids {
-            if let Some(c) = self.pending.remove(&id) {
-                if c.method.idempotent {
-                    self.pending.insert(id, c);
-                } else {
-                    let _ = c.reply.send(Err(lost.clone()));
-                }
-            }
+        let (keep, fail): (BTreeMap<u64, Call>, BTreeMap<u64, Call>) =
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|(_, c)| c.method.idempotent);
+        self.pending = keep;
+        for c in fail.into_values() {
+            let _ = c.reply.send(Err(lost.clone()));
         }
         if self.pending.is_empty() {
             return;
@@ -279,9 +318,11 @@ impl Driver {
         match self.conn.as_ref() {
             Some(conn) => {
                 let now = Instant::now();
-                for (id, c) in &mut self.pending {
+                for c in self.pending.values_mut() {
                     c.sent_at = now;
-                    let _ = send(conn, *id, c);
+                }
+                for (id, c) in &self.pending {
+                    let _ = self.send(conn, *id, c);
                 }
             }
             None => self.fail_all(&lost),
@@ -303,9 +344,33 @@ impl Driver {
     }
 
     fn fail_all(&mut self, e: &CallError) {
-        for (_, c) in self.pending.drain() {
+        for c in std::mem::take(&mut self.pending).into_values() {
             let _ = c.reply.send(Err(e.clone()));
         }
+    }
+
+    /// Pings a quiet server while calls are outstanding; returns the silence
+    /// if it has lasted long enough to presume the server dead. Silence is
+    /// counted from the later of the last bytes heard and the oldest
+    /// outstanding send, so an idle period before a call does not count.
+    fn heartbeat(&mut self) -> Option<Nanos> {
+        let conn = self.conn.as_mut()?;
+        let oldest_send = self.pending.values().map(|c| c.sent_at).min()?;
+        let now = Instant::now();
+        let silence = now.saturating_duration_since(conn.last_rx.max(oldest_send));
+        if silence >= Duration::from_millis(DEAD_AFTER_SILENCE_MS) {
+            return Some(Nanos::from(silence));
+        }
+        let since_ping = now.saturating_duration_since(conn.last_ping);
+        let quiet = Duration::from_millis(PING_AFTER_SILENCE_MS);
+        if silence >= quiet && since_ping >= quiet {
+            conn.last_ping = now;
+            let ping = frames::ping(self.client, self.next_call, self.incarnation);
+            let _ = conn
+                .out
+                .push_with(|b| frames::append(&self.codec, &ping, b));
+        }
+        None
     }
 
     /// Forgets calls whose caller stopped waiting (deadline passed or the
@@ -328,10 +393,21 @@ impl Driver {
     }
 }
 
-fn send(conn: &Conn, id: u64, call: &Call) -> Result<(), super::outbuf::PushError> {
-    let left = call.deadline.saturating_duration_since(Instant::now());
-    let deadline_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
-    conn.out.push_with(|b| {
-        frame::encode_request(b, id, call.method.id, deadline_ms, &call.args);
-    })
+impl Driver {
+    fn send(&self, conn: &Conn, id: u64, call: &Call) -> Result<(), super::outbuf::PushError> {
+        let left = call.deadline.saturating_duration_since(Instant::now());
+        let ack_below = self.pending.keys().next().copied().unwrap_or(id);
+        let frame = frames::request(
+            self.client,
+            id,
+            ack_below,
+            self.incarnation,
+            Nanos::from(left),
+            call.method.id,
+            call.method.idempotent,
+            call.args.clone(),
+        );
+        conn.out
+            .push_with(|b| frames::append(&self.codec, &frame, b))
+    }
 }

@@ -7,6 +7,8 @@
 //! allocates nothing.
 
 use std::sync::Mutex;
+
+use bytes::BytesMut;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::AsyncWriteExt;
@@ -31,7 +33,7 @@ pub enum PushError {
 
 #[derive(Debug)]
 pub struct OutBuf {
-    pending: Mutex<Vec<u8>>,
+    pending: Mutex<BytesMut>,
     wake: Notify,
     closed: AtomicBool,
 }
@@ -39,7 +41,7 @@ pub struct OutBuf {
 impl Default for OutBuf {
     fn default() -> Self {
         OutBuf {
-            pending: Mutex::new(Vec::with_capacity(INITIAL_BUF_BYTES)),
+            pending: Mutex::new(BytesMut::with_capacity(INITIAL_BUF_BYTES)),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
         }
@@ -49,7 +51,7 @@ impl Default for OutBuf {
 impl OutBuf {
     /// Appends bytes with `encode` (which must append whole frames) and
     /// wakes the writer.
-    pub fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), PushError> {
+    pub fn push_with(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
@@ -78,7 +80,7 @@ impl OutBuf {
     /// The writer task's body: ships pending bytes until closed or the socket
     /// fails. Marks the buffer closed on exit so producers stop at once.
     pub async fn drain_into(&self, mut sock: OwnedWriteHalf) -> std::io::Result<()> {
-        let mut spare = Vec::with_capacity(INITIAL_BUF_BYTES);
+        let mut spare = BytesMut::with_capacity(INITIAL_BUF_BYTES);
         let result = loop {
             {
                 let Ok(mut buf) = self.pending.lock() else {

@@ -12,10 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::TransportError;
-use super::frame::{self, Frame, NO_CALL};
+use super::frames;
 use super::outbuf::OutBuf;
-use crate::CallError;
 use crate::service::ServiceDispatch;
+use crate::wire::{FrameCodec, FrameKind, Status};
 
 /// Connections served at once; further ones are closed on accept.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -29,6 +29,7 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub struct Server<D> {
     listener: TcpListener,
     dispatch: Arc<D>,
+    incarnation: u64,
 }
 
 impl<D: ServiceDispatch> Server<D> {
@@ -43,11 +44,19 @@ impl<D: ServiceDispatch> Server<D> {
         Ok(Server {
             listener,
             dispatch: Arc::new(dispatch),
+            // Never 0, which clients read as "unknown".
+            incarnation: frames::os_random_u64().max(1),
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// This server process's incarnation: replies carry it so clients can
+    /// tell a restarted server (which lost its state) from the same one.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Serves until accepting fails for good. Transient accept errors (a
@@ -66,8 +75,9 @@ impl<D: ServiceDispatch> Server<D> {
                 continue;
             };
             let dispatch = Arc::clone(&self.dispatch);
+            let incarnation = self.incarnation;
             tokio::spawn(async move {
-                serve_connection(stream, dispatch).await;
+                serve_connection(stream, dispatch, incarnation).await;
                 drop(permit);
             });
         }
@@ -82,7 +92,11 @@ fn is_transient(e: &std::io::Error) -> bool {
     ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
 }
 
-async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, dispatch: Arc<D>) {
+async fn serve_connection<D: ServiceDispatch>(
+    stream: TcpStream,
+    dispatch: Arc<D>,
+    incarnation: u64,
+) {
     let _ = stream.set_nodelay(true);
     let (mut read, write) = stream.into_split();
     let out = Arc::new(OutBuf::default());
@@ -90,6 +104,7 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, dispatch: Arc<D
         let out = Arc::clone(&out);
         tokio::spawn(async move { out.drain_into(write).await })
     };
+    let codec = FrameCodec::default();
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONN));
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     'conn: loop {
@@ -101,42 +116,54 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, dispatch: Arc<D
             Ok(_) => {}
         }
         loop {
-            let request = match frame::decode(&mut buf) {
+            let frame = match codec.decode(&mut buf) {
                 Ok(None) => break,
-                Ok(Some(Frame::Request {
-                    call, method, args, ..
-                })) => (call, method, args),
-                Ok(Some(_)) => {
-                    let err = CallError::BadRequest("a server accepts only request frames".into());
-                    let _ = out.push_with(|b| frame::encode_error(b, NO_CALL, &err));
-                    break 'conn;
-                }
+                Ok(Some(f)) => f,
                 Err(e) => {
-                    // The stream cannot be resynchronised after a bad
-                    // length: say why, then close this connection only.
-                    let err = CallError::BadRequest(e.to_string());
-                    let _ = out.push_with(|b| frame::encode_error(b, NO_CALL, &err));
+                    // Past a bad length the stream cannot be resynchronised,
+                    // and a bad header names no call: say why, then close
+                    // this connection only.
+                    let err = frames::connection_error(incarnation, e.to_string());
+                    let _ = out.push_with(|b| frames::append(&codec, &err, b));
                     break 'conn;
                 }
             };
-            let (call, method, args) = request;
+            match frame.kind {
+                FrameKind::Request => {}
+                FrameKind::Ping => {
+                    let pong = frames::pong(&frame, incarnation);
+                    let _ = out.push_with(|b| frames::append(&codec, &pong, b));
+                    continue;
+                }
+                FrameKind::Reply | FrameKind::Pong => {
+                    let err = frames::refuse(
+                        &frame,
+                        incarnation,
+                        Status::BadRequest,
+                        "a server accepts only requests and pings".into(),
+                    );
+                    let _ = out.push_with(|b| frames::append(&codec, &err, b));
+                    break 'conn;
+                }
+            }
             let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
-                let err = CallError::Rejected(format!(
-                    "over {MAX_IN_FLIGHT_PER_CONN} requests in flight on this connection"
-                ));
-                let _ = out.push_with(|b| frame::encode_error(b, call, &err));
+                let err = frames::refuse(
+                    &frame,
+                    incarnation,
+                    Status::Rejected,
+                    format!("over {MAX_IN_FLIGHT_PER_CONN} requests in flight on this connection"),
+                );
+                let _ = out.push_with(|b| frames::append(&codec, &err, b));
                 continue;
             };
             let dispatch = Arc::clone(&dispatch);
             let out = Arc::clone(&out);
             tokio::spawn(async move {
-                let result = dispatch.dispatch(method, args).await;
+                let outcome = dispatch.dispatch(frame.method, frame.payload.clone()).await;
+                let reply = frames::reply(&frame, incarnation, outcome);
                 // A closed connection means the client will learn the
                 // outcome another way (or not at all); nothing to do here.
-                let _ = out.push_with(|b| match result {
-                    Ok(reply) => frame::encode_reply(b, call, &reply),
-                    Err(e) => frame::encode_error(b, call, &CallError::from(e)),
-                });
+                let _ = out.push_with(|b| frames::append(&codec, &reply, b));
                 drop(permit);
             });
         }
