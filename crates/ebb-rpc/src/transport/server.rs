@@ -4,7 +4,9 @@
 //! A bad frame hurts only its own connection: it gets a typed error frame and
 //! that connection is closed; the accept loop and other connections go on.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -19,8 +21,8 @@ use crate::wire::{FrameCodec, FrameKind, Status};
 
 /// Connections served at once; further ones are closed on accept.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Requests one connection may have running at once; beyond it a request is
-/// answered with `Rejected` without running.
+/// Requests one connection may have waiting on their method at once; beyond
+/// it a request is answered with `Rejected` without running.
 pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// Read buffer growth step per connection.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -146,7 +148,9 @@ async fn serve_connection<D: ServiceDispatch>(
                     break 'conn;
                 }
             }
-            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+            // Only this reader takes permits, so one seen here is still
+            // there if the call has to move to a task below.
+            if in_flight.available_permits() == 0 {
                 let err = frames::refuse(
                     &frame,
                     incarnation,
@@ -155,12 +159,29 @@ async fn serve_connection<D: ServiceDispatch>(
                 );
                 let _ = out.push_with(|b| frames::append(&codec, &err, b));
                 continue;
-            };
+            }
             let dispatch = Arc::clone(&dispatch);
+            let mut call = Box::pin(async move {
+                let outcome = dispatch.dispatch(frame.method, frame.payload.clone()).await;
+                frames::reply(&frame, incarnation, outcome)
+            });
+            // Most calls finish without waiting: answer those inline, which
+            // saves a task per call and lets their replies share one write.
+            // A pending call moves to its own task, which polls it again
+            // with a real waker.
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(reply) = call.as_mut().poll(&mut cx) {
+                let _ = out.push_with(|b| frames::append(&codec, &reply, b));
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                // Unreachable by the check above; dropping the call is the
+                // safe answer (the client's deadline ends it).
+                continue;
+            };
             let out = Arc::clone(&out);
             tokio::spawn(async move {
-                let outcome = dispatch.dispatch(frame.method, frame.payload.clone()).await;
-                let reply = frames::reply(&frame, incarnation, outcome);
+                let reply = call.await;
                 // A closed connection means the client will learn the
                 // outcome another way (or not at all); nothing to do here.
                 let _ = out.push_with(|b| frames::append(&codec, &reply, b));
