@@ -173,3 +173,34 @@ async fn garbage_closes_only_its_own_connection() {
 
     assert_eq!(echo(b"after").await.unwrap(), &b"after"[..]);
 }
+
+#[tokio::test]
+async fn idempotent_calls_survive_connection_resets() {
+    let (addr, svc) = start().await;
+    let cfg = ebb_chaos::ChaosConfig {
+        reset_p: 0.2,
+        ..ebb_chaos::ChaosConfig::TRANSPARENT
+    };
+    let seed = 5;
+    let proxy = ebb_chaos::Proxy::bind("127.0.0.1:0", &addr, cfg, seed)
+        .await
+        .unwrap();
+    let via = proxy.local_addr().unwrap().to_string();
+    let resets = proxy.stats();
+    tokio::spawn(proxy.run());
+    let client = TcpClient::connect(&via).await.unwrap();
+    for i in 0..50u32 {
+        let arg = Bytes::from(i.to_le_bytes().to_vec());
+        let reply = client
+            .call(&METHODS[0], arg.clone(), CallOptions::default())
+            .await;
+        assert_eq!(reply.unwrap(), arg, "seed {seed}, call {i}");
+    }
+    let resets = resets.resets.load(Ordering::Relaxed);
+    assert!(
+        resets > 0,
+        "seed {seed}: the proxy never reset, the test proved nothing"
+    );
+    // At-least-once: every call ran, some more than once.
+    assert!(svc.runs.load(Ordering::Relaxed) >= 50);
+}
