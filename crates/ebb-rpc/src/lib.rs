@@ -5,8 +5,10 @@
 //! give frames, timers and call outcomes out; a thin tokio layer drives them.
 //!
 //! - [`wire`]: frame layout, the incremental codec, payload helpers.
+//! - [`semantics`]: client and server call-semantics state machines.
 
 pub mod error;
+pub mod semantics;
 pub mod wire;
 
 pub use error::CallError;
