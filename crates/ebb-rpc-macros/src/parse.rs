@@ -84,11 +84,19 @@ impl Service {
     pub fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<Service> {
         let mut errors = Errors::default();
         let krate = parse_args(attr, &mut errors);
+        let item_tokens = item.clone();
         let item: ItemTrait = match syn::parse2(item) {
             Ok(item) => item,
             Err(e) => {
-                errors.push_error(e);
-                errors.push(proc_macro2::Span::call_site(), "#[service] goes on a trait");
+                // Another kind of item gets one plain message; a trait with a
+                // syntax error keeps the parser's own.
+                match syn::parse2::<syn::Item>(item_tokens) {
+                    Ok(other) if !matches!(other, syn::Item::Trait(_)) => errors.push(
+                        first_token(&other),
+                        "#[service] goes on a trait (`pub trait Name { async fn .. }`)",
+                    ),
+                    _ => errors.push_error(e),
+                }
                 return Err(errors.into_error());
             }
         };
@@ -140,6 +148,15 @@ impl Service {
     }
 }
 
+/// The span of an item's first token (joined spans are not available on
+/// stable, so a message on a whole item would point at its start anyway).
+fn first_token(item: &syn::Item) -> proc_macro2::Span {
+    quote::ToTokens::to_token_stream(item)
+        .into_iter()
+        .next()
+        .map_or_else(proc_macro2::Span::call_site, |t| t.span())
+}
+
 /// `#[service]` or `#[service(crate = path)]` (also `crate = "path"`).
 fn parse_args(attr: TokenStream, errors: &mut Errors) -> Path {
     let default: Path = parse_quote!(::ebb::rpc);
@@ -189,10 +206,19 @@ fn parse_args(attr: TokenStream, errors: &mut Errors) -> Path {
     krate.unwrap_or(default)
 }
 
+/// Where a generics error should point: the parameters, or the `where`
+/// clause when there are none (empty generics have no span of their own).
+fn generics_span(generics: &syn::Generics) -> proc_macro2::Span {
+    match &generics.where_clause {
+        Some(w) if generics.params.is_empty() => w.span(),
+        _ => generics.span(),
+    }
+}
+
 fn check_trait_header(item: &ItemTrait, errors: &mut Errors) {
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         errors.push(
-            &item.generics,
+            generics_span(&item.generics),
             "a service trait cannot be generic: clients and servers must agree on concrete types",
         );
     }
@@ -247,14 +273,14 @@ fn take_idempotent(attrs: Vec<Attribute>, errors: &mut Errors) -> (Vec<Attribute
     for attr in attrs {
         if attr.path().is_ident("idempotent") {
             if !matches!(attr.meta, Meta::Path(_)) {
-                errors.push(&attr, "`#[idempotent]` takes no arguments");
+                errors.push(&attr.meta, "`#[idempotent]` takes no arguments");
             } else if idempotent {
-                errors.push(&attr, "`#[idempotent]` is given more than once");
+                errors.push(&attr.meta, "`#[idempotent]` is given more than once");
             }
             idempotent = true;
         } else if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
             errors.push(
-                &attr,
+                &attr.meta,
                 "`#[cfg]` is not allowed on a service method: method ids are positions in the trait and must not depend on build flags",
             );
         } else {
@@ -286,7 +312,7 @@ fn check_signature(sig: &Signature, errors: &mut Errors) {
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(
-            &sig.generics,
+            generics_span(&sig.generics),
             format!("service method `{name}` cannot be generic: the server must know the concrete argument types to decode them"),
         );
     }
@@ -337,7 +363,7 @@ fn parse_params(sig: &Signature, errors: &mut Errors) -> Option<Vec<Param>> {
     }
     if params.len() > MAX_PARAMS {
         errors.push(
-            &sig.inputs,
+            &sig.ident,
             format!(
                 "service method `{}` takes {} parameters; at most {MAX_PARAMS} are allowed (group them in a struct)",
                 sig.ident,
