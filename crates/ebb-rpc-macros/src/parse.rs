@@ -4,6 +4,7 @@
 //! mistake in the trait at once instead of one per attempt.
 
 use proc_macro2::TokenStream;
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -387,4 +388,18 @@ fn check_owned(ty: &Type, what: &str, errors: &mut Errors) {
         ),
         _ => {}
     }
+    if mentions_self(ty.to_token_stream()) {
+        errors.push(
+            ty,
+            format!("{what} cannot mention `Self`: clients and the JSON codec do not know the implementing type"),
+        );
+    }
+}
+
+fn mentions_self(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "Self",
+        proc_macro2::TokenTree::Group(g) => mentions_self(g.stream()),
+        _ => false,
+    })
 }
