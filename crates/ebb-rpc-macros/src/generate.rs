@@ -266,6 +266,7 @@ impl<'a> Generator<'a> {
             }
 
             impl<S: #service> #server<S> {
+                /// Serves `service`.
                 pub fn new(service: S) -> Self {
                     Self { service }
                 }
@@ -275,6 +276,7 @@ impl<'a> Generator<'a> {
                     &self.service
                 }
 
+                /// Gives the implementation back.
                 pub fn into_inner(self) -> S {
                     self.service
                 }
@@ -377,10 +379,12 @@ impl<'a> Generator<'a> {
                     self
                 }
 
+                /// The options every call gets.
                 pub fn options(&self) -> #rt::CallOptions {
                     self.options
                 }
 
+                /// The transport calls go through.
                 pub fn transport(&self) -> &T {
                     &self.transport
                 }
