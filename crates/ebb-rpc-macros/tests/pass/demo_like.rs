@@ -20,6 +20,10 @@ pub trait Geometry: std::fmt::Debug {
     async fn many(&self, a: u8, b: Vec<String>, c: Option<(u8, u16)>, r#move: bool) -> Point;
 }
 
+/// A service may have no methods yet.
+#[ebb_rpc_macros::service(crate = ::ebb_rpc)]
+pub trait Empty {}
+
 #[derive(Debug)]
 struct Plane;
 
@@ -46,4 +50,5 @@ fn main() {
     let fut = client.sum(Point { x: 1, y: 2 });
     assert_send(&fut);
     drop(fut);
+    assert!(EmptyCodec::METHODS.is_empty());
 }

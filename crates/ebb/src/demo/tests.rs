@@ -86,6 +86,18 @@ async fn work_spins_at_least_the_requested_time() {
     assert!(started.elapsed() >= std::time::Duration::from_micros(2_000));
 }
 
+#[tokio::test(start_paused = true)]
+async fn sleep_waits_at_most_max_sleep_millis() {
+    let c = client();
+    let started = tokio::time::Instant::now();
+    assert_eq!(c.sleep(u64::MAX).await.unwrap(), MAX_SLEEP_MILLIS);
+    // Paused time advances only as far as the sleep asked.
+    assert_eq!(
+        started.elapsed(),
+        std::time::Duration::from_millis(MAX_SLEEP_MILLIS)
+    );
+}
+
 #[tokio::test]
 async fn store_refuses_new_keys_past_max_keys_but_updates_old_ones() {
     let c = client();
