@@ -204,3 +204,28 @@ async fn idempotent_calls_survive_connection_resets() {
     // At-least-once: every call ran, some more than once.
     assert!(svc.runs.load(Ordering::Relaxed) >= 50);
 }
+
+#[tokio::test]
+async fn a_black_holed_server_is_reported_unresponsive() {
+    let (addr, svc) = start().await;
+    let cfg = ebb_chaos::ChaosConfig {
+        drop_p: 1.0,
+        ..ebb_chaos::ChaosConfig::TRANSPARENT
+    };
+    let proxy = ebb_chaos::Proxy::bind("127.0.0.1:0", &addr, cfg, 1)
+        .await
+        .unwrap();
+    let via = proxy.local_addr().unwrap().to_string();
+    tokio::spawn(proxy.run());
+    let mut config = ebb_rpc::transport::TcpClientConfig::default();
+    config.session.heartbeat_interval = ebb_core::Nanos::from_millis(50);
+    config.session.heartbeat_silence = ebb_core::Nanos::from_millis(200);
+    let client = TcpClient::connect_with(&via, config).await.unwrap();
+    let opts = CallOptions::default().with_timeout(ebb_core::Nanos::from_secs(10));
+    let err = client
+        .call(&METHODS[1], Bytes::from_static(b"x"), opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::ServerUnresponsive(_)), "{err:?}");
+    assert_eq!(svc.runs.load(Ordering::Relaxed), 0);
+}
