@@ -37,6 +37,13 @@ pub struct Stats {
     pub resets: u64,
     pub moves: u64,
     pub frames: u64,
+    /// Server answered a duplicate from its saved replies.
+    pub saved_replies: u64,
+    /// Server refused an at-most-once request `OutcomeUnknown`.
+    pub orphans_refused: u64,
+    /// Duplicate of a running call: waited instead of running again.
+    pub waits: u64,
+    pub dropped_below_ack: u64,
 }
 
 impl Stats {
@@ -54,5 +61,9 @@ impl Stats {
         self.resets += o.resets;
         self.moves += o.moves;
         self.frames += o.frames;
+        self.saved_replies += o.saved_replies;
+        self.orphans_refused += o.orphans_refused;
+        self.waits += o.waits;
+        self.dropped_below_ack += o.dropped_below_ack;
     }
 }

@@ -342,8 +342,16 @@ impl World {
                             },
                         );
                     }
-                    Action::Reply(f) => self.send_to_client(c, s, f),
-                    Action::Wait | Action::Drop => {}
+                    Action::Reply(f) => {
+                        match f.status {
+                            Status::Ok => self.stats.saved_replies += 1,
+                            Status::OutcomeUnknown => self.stats.orphans_refused += 1,
+                            _ => {}
+                        }
+                        self.send_to_client(c, s, f);
+                    }
+                    Action::Wait => self.stats.waits += 1,
+                    Action::Drop => self.stats.dropped_below_ack += 1,
                 }
             }
             Event::Complete {
