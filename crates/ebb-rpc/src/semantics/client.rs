@@ -190,7 +190,9 @@ impl ClientSession {
             }
             FrameKind::Pong => {
                 // No session on the server: calls never sent can be refused
-                // truthfully; sent ones wait for a later handshake.
+                // truthfully; sent ones wait for a later handshake, which
+                // the ping timer retries.
+                self.link = LinkState::Handshaking;
                 let never_sent: Vec<u64> = self
                     .held_at_most_once
                     .iter()
@@ -254,7 +256,9 @@ impl ClientSession {
                 continue;
             };
             call.retransmit_at = None;
-            if call.retransmits < self.cfg.max_retransmits {
+            if !call.idempotent && self.link != LinkState::Ready {
+                self.hold(seq);
+            } else if call.retransmits < self.cfg.max_retransmits {
                 call.retransmits += 1;
                 self.send(seq, now);
             }
