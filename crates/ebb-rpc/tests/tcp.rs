@@ -229,3 +229,47 @@ async fn a_black_holed_server_is_reported_unresponsive() {
     assert!(matches!(err, CallError::ServerUnresponsive(_)), "{err:?}");
     assert_eq!(svc.runs.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn a_peer_that_never_reads_does_not_stall_others() {
+    let (addr, _) = start().await;
+    // Flood idempotent echoes of 64 KiB and never read a reply: the server
+    // must stop reading from this peer rather than buffer without bound.
+    let mut flood = TcpStream::connect(&addr).await.unwrap();
+    let mut bytes = bytes::BytesMut::new();
+    for seq in 1..=64u64 {
+        let frame = Frame {
+            kind: FrameKind::Request,
+            flags: wire::FLAG_IDEMPOTENT,
+            status: Status::Ok,
+            client: ebb_core::ClientId(7),
+            seq,
+            ack_below: 1,
+            incarnation: 0,
+            deadline: ebb_core::Nanos::from_secs(60),
+            method: 0,
+            payload: Bytes::from(vec![1u8; 64 * 1024]),
+        };
+        wire::encode_frame(&frame, &mut bytes).unwrap();
+    }
+    let flooder = tokio::spawn(async move {
+        for _ in 0..8 {
+            if flood.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        flood
+    });
+    let client = TcpClient::connect(&addr).await.unwrap();
+    for _ in 0..10 {
+        let r = client
+            .call(
+                &METHODS[0],
+                Bytes::from_static(b"still here"),
+                CallOptions::default(),
+            )
+            .await;
+        assert_eq!(r.unwrap(), &b"still here"[..]);
+    }
+    flooder.abort();
+}

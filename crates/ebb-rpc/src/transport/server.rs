@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::TransportError;
 use super::frames;
-use super::outbuf::OutBuf;
+use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use crate::semantics::{Action, Incoming, SESSION_EXPIRY, ServerConfig, ServerSession};
 use crate::service::ServiceDispatch;
 use crate::wire::{Frame, FrameCodec, Status};
@@ -196,6 +196,7 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        out.wait_below(MAX_PENDING_WRITE_BYTES / 2).await;
         match read.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
