@@ -129,13 +129,21 @@ impl Transport for TcpClient {
             };
             let gone = || CallError::ConnectionLost(format!("client for {} shut down", self.addr));
             // The session ends every call by its deadline; only the hand-over
-            // to a driver that is overwhelmed needs its own bound.
-            let handover = Instant::now() + Duration::from(options.timeout);
-            match tokio::time::timeout_at(handover, self.calls.send(call)).await {
-                Err(_) => Err(CallError::DeadlineExceeded(options.timeout)),
-                Ok(Err(_)) => Err(gone()),
-                Ok(Ok(())) => rx.await.unwrap_or_else(|_| Err(gone())),
+            // to a driver that is overwhelmed needs its own bound (and a
+            // timer, which the common case does without).
+            match self.calls.try_send(call) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
+                Err(mpsc::error::TrySendError::Full(call)) => {
+                    let wait = Duration::from(options.timeout);
+                    match tokio::time::timeout(wait, self.calls.send(call)).await {
+                        Err(_) => return Err(CallError::DeadlineExceeded(options.timeout)),
+                        Ok(Err(_)) => return Err(gone()),
+                        Ok(Ok(())) => {}
+                    }
+                }
             }
+            rx.await.unwrap_or_else(|_| Err(gone()))
         })
     }
 }
@@ -229,10 +237,12 @@ impl Driver {
             match event {
                 Event::Call(None) => return,
                 Event::Call(Some(call)) => {
-                    self.start(call);
+                    // One clock read for the batch: the calls arrived together.
+                    let now = self.now();
+                    self.start(call, now);
                     // Take everything already queued so it leaves in one write.
                     while let Ok(call) = calls.try_recv() {
-                        self.start(call);
+                        self.start(call, now);
                     }
                 }
                 Event::Read(Ok(n)) if n > 0 => self.on_bytes(),
@@ -246,8 +256,7 @@ impl Driver {
         }
     }
 
-    fn start(&mut self, call: Call) {
-        let now = self.now();
+    fn start(&mut self, call: Call, now: Nanos) {
         let deadline = now.saturating_add(call.timeout);
         match self.session.start_call(
             call.method.id,

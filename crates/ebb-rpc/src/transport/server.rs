@@ -66,8 +66,7 @@ impl<D> Core<D> {
     }
 
     /// Records a finished call and sends its reply to its client's route.
-    fn complete(&self, incoming: &Incoming, status: Status, payload: bytes::Bytes) {
-        let now = self.now();
+    fn complete(&self, incoming: &Incoming, status: Status, payload: bytes::Bytes, now: Nanos) {
         let (reply, route) = {
             let mut shared = self.lock();
             let reply = shared.session.complete(incoming.key, status, payload, now);
@@ -201,6 +200,8 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        // One clock read per batch of frames: they arrived together.
+        let now = core.now();
         loop {
             let frame = match codec.decode(&mut buf) {
                 Ok(None) => break,
@@ -214,11 +215,11 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
                     break 'conn;
                 }
             };
-            let Some(incoming) = decide(&core, &out, conn_id, &mut clients, frame, &in_flight)
+            let Some(incoming) = decide(&core, &out, conn_id, &mut clients, frame, &in_flight, now)
             else {
                 continue;
             };
-            run_call(&core, incoming, &in_flight);
+            run_call(&core, incoming, &in_flight, now);
         }
     }
     out.close();
@@ -246,8 +247,8 @@ fn decide<D>(
     clients: &mut Vec<ClientId>,
     frame: Frame,
     in_flight: &Semaphore,
+    now: Nanos,
 ) -> Option<Incoming> {
-    let now = core.now();
     let client = frame.client;
     let action = {
         let mut shared = core.lock();
@@ -292,15 +293,27 @@ fn run_call<D: ServiceDispatch>(
     core: &Arc<Core<D>>,
     incoming: Incoming,
     in_flight: &Arc<Semaphore>,
+    started: Nanos,
 ) {
     let task_core = Arc::clone(core);
     let mut call = Box::pin(async move {
-        let outcome = task_core
-            .dispatch
-            .dispatch(incoming.key.method, incoming.payload.clone())
-            .await;
+        let mut waited = false;
+        let outcome = {
+            let run = task_core
+                .dispatch
+                .dispatch(incoming.key.method, incoming.payload.clone());
+            tokio::pin!(run);
+            std::future::poll_fn(|cx| {
+                let p = run.as_mut().poll(cx);
+                waited |= p.is_pending();
+                p
+            })
+            .await
+        };
         let (status, payload) = frames::status_of(outcome);
-        task_core.complete(&incoming, status, payload);
+        // A call that finished at once finished at the batch's time.
+        let now = if waited { task_core.now() } else { started };
+        task_core.complete(&incoming, status, payload, now);
     });
     let mut cx = Context::from_waker(Waker::noop());
     if call.as_mut().poll(&mut cx).is_ready() {
