@@ -17,7 +17,7 @@ use ebb_core::Nanos;
 pub use call::{ClientConfig, LinkState, MovedCall};
 pub use client::{CallOutcome, ClientSession};
 pub use reply_table::{ReplyTable, TableFull};
-pub use server::{Action, CallKey, Incoming, ServerConfig, ServerSession};
+pub use server::{Action, CallKey, Incoming, ServerConfig, ServerSession, random_incarnation};
 
 /// Protocol constant: a client never sends an at-most-once request with
 /// `seq >= ack_below + MAX_REPLIES_PER_CLIENT`, so a server holds at most this

@@ -23,6 +23,13 @@ use super::reply_table::{Entry, ReplyTable};
 use super::{MAX_CLIENTS, MAX_REPLIES_PER_CLIENT, SESSION_EXPIRY};
 use crate::wire::{Frame, FrameKind, Status};
 
+/// A fresh incarnation number for a starting server process: 64 random bits
+/// (never 0), so two incarnations collide with probability 2^-64 without
+/// any durable counter.
+pub fn random_incarnation(rng: &mut ebb_core::Rng) -> u64 {
+    rng.next_u64().max(1)
+}
+
 /// Bounds of a server's at-most-once state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -209,6 +216,9 @@ impl ServerSession {
     /// Records a finished call's outcome and returns the reply to send to the
     /// client's current connection. At-most-once outcomes are saved until the
     /// client acknowledges them, so duplicates get this same reply.
+    ///
+    /// Call it exactly once per `Execute`, whatever the outcome (an unknown
+    /// method or undecodable arguments too): until then duplicates wait.
     pub fn complete(&mut self, key: CallKey, status: Status, payload: Bytes, now: Nanos) -> Frame {
         let reply = Frame {
             kind: FrameKind::Reply,
