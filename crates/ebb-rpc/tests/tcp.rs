@@ -28,7 +28,11 @@ const fn method(id: u16, name: &'static str, idempotent: bool) -> MethodInfo {
     }
 }
 
-static METHODS: [MethodInfo; 2] = [method(0, "echo", true), method(1, "gather", false)];
+static METHODS: [MethodInfo; 3] = [
+    method(0, "echo", true),
+    method(1, "gather", false),
+    method(2, "boom", false),
+];
 
 /// `echo` returns its arguments; `gather` waits until `GATHER` calls are
 /// running at once, so its replies can only come back if the client really
@@ -56,6 +60,7 @@ impl ServiceDispatch for TestService {
                     self.gather.wait().await;
                     Ok(args)
                 }
+                2 => panic!("boom: a method that panics"),
                 _ => Err(DispatchError::UnknownMethod(format!("Test method #{id}"))),
             }
         })
@@ -272,4 +277,26 @@ async fn a_peer_that_never_reads_does_not_stall_others() {
         assert_eq!(r.unwrap(), &b"still here"[..]);
     }
     flooder.abort();
+}
+
+#[tokio::test]
+async fn a_panicking_method_fails_its_call_and_the_server_goes_on() {
+    let (addr, _) = start().await;
+    let client = TcpClient::connect(&addr).await.unwrap();
+    let err = client
+        .call(&METHODS[2], Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Remote(m) if m.contains("panicked")),
+        "{err:?}"
+    );
+    let ok = client
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"alive"),
+            CallOptions::default(),
+        )
+        .await;
+    assert_eq!(ok.unwrap(), &b"alive"[..]);
 }

@@ -11,12 +11,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ebb_core::{ClientId, Nanos};
+use ebb_core::{ClientId, Nanos, Rng};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -25,8 +26,9 @@ use tokio::time::Instant;
 use super::TransportError;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
+use crate::semantics::server::random_incarnation;
 use crate::semantics::{Action, Incoming, SESSION_EXPIRY, ServerConfig, ServerSession};
-use crate::service::ServiceDispatch;
+use crate::service::{DispatchError, ServiceDispatch};
 use crate::wire::{Frame, FrameCodec, Status};
 
 /// Connections served at once; further ones are closed on accept.
@@ -108,7 +110,7 @@ impl<D: ServiceDispatch> Server<D> {
                 source,
             })?;
         // Random per process, so a restarted server never reuses one.
-        let incarnation = frames::os_random_u64().max(1);
+        let incarnation = random_incarnation(&mut Rng::seeded(frames::os_random_u64()));
         let session = ServerSession::new(incarnation, config);
         Ok(Server {
             listener,
@@ -298,17 +300,26 @@ fn run_call<D: ServiceDispatch>(
     let task_core = Arc::clone(core);
     let mut call = Box::pin(async move {
         let mut waited = false;
-        let outcome = {
-            let run = task_core
-                .dispatch
-                .dispatch(incoming.key.method, incoming.payload.clone());
-            tokio::pin!(run);
-            std::future::poll_fn(|cx| {
-                let p = run.as_mut().poll(cx);
-                waited |= p.is_pending();
-                p
-            })
-            .await
+        // A panicking method must still complete its call, or its duplicates
+        // would wait for it forever; the run is over either way, so unwind
+        // safety is not at stake.
+        let panicked = || Err(DispatchError::EncodeReply("the method panicked".into()));
+        let method = incoming.key.method;
+        let args = incoming.payload.clone();
+        let started_run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            task_core.dispatch.dispatch(method, args)
+        }));
+        let outcome = match started_run {
+            Err(_) => panicked(),
+            Ok(mut run) => {
+                std::future::poll_fn(|cx| {
+                    let p = std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+                    let p = p.unwrap_or_else(|_| Poll::Ready(panicked()));
+                    waited |= p.is_pending();
+                    p
+                })
+                .await
+            }
         };
         let (status, payload) = frames::status_of(outcome);
         // A call that finished at once finished at the batch's time.
