@@ -94,15 +94,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let done = Arc::new(AtomicU64::new(0));
     let elapsed = rt.block_on(async {
         let client = Arc::new(TcpClient::connect(&addr).await?);
-        let end = Instant::now() + Duration::from_secs(seconds);
+        // A flag rather than a clock read per call, so the loop measures
+        // the RPC path and not the clock.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+                stop.store(true, Ordering::Relaxed);
+            });
+        }
         let start = Instant::now();
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
                 let client = Arc::clone(&client);
                 let done = Arc::clone(&done);
+                let stop = Arc::clone(&stop);
                 tokio::spawn(async move {
                     let payload = Bytes::from(vec![7u8; 64]);
-                    while Instant::now() < end {
+                    while !stop.load(Ordering::Relaxed) {
                         if client
                             .call(&ECHO[0], payload.clone(), CallOptions::default())
                             .await

@@ -48,6 +48,11 @@ pub enum CallError {
     #[error("remote error: {0}")]
     Remote(String),
 
+    /// Refused locally before anything was sent: the client session already
+    /// has its maximum of outstanding calls. Nothing ran; retry later.
+    #[error("too many outstanding calls on this session (limit {limit})")]
+    TooManyOutstanding { limit: usize },
+
     /// Encoding the arguments or decoding the reply failed on this side.
     #[error("codec error: {0}")]
     Codec(String),

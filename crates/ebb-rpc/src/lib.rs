@@ -5,8 +5,12 @@
 //! give frames, timers and call outcomes out; a thin tokio layer drives them.
 //!
 //! - [`wire`]: frame layout, the incremental codec, payload helpers.
+//! - [`semantics`]: client and server call-semantics state machines.
+//! - [`service`]: the interface generated stubs target.
+//! - [`transport`]: the tokio TCP client and server that drive the semantics.
 
 pub mod error;
+pub mod semantics;
 pub mod service;
 pub mod transport;
 pub mod wire;

@@ -237,3 +237,6 @@ pub mod __private {
     pub const fn assert_wire<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>() {
     }
 }
+
+#[cfg(test)]
+mod tests;

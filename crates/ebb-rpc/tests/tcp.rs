@@ -28,7 +28,11 @@ const fn method(id: u16, name: &'static str, idempotent: bool) -> MethodInfo {
     }
 }
 
-static METHODS: [MethodInfo; 2] = [method(0, "echo", true), method(1, "gather", false)];
+static METHODS: [MethodInfo; 3] = [
+    method(0, "echo", true),
+    method(1, "gather", false),
+    method(2, "boom", false),
+];
 
 /// `echo` returns its arguments; `gather` waits until `GATHER` calls are
 /// running at once, so its replies can only come back if the client really
@@ -56,6 +60,7 @@ impl ServiceDispatch for TestService {
                     self.gather.wait().await;
                     Ok(args)
                 }
+                2 => panic!("boom: a method that panics"),
                 _ => Err(DispatchError::UnknownMethod(format!("Test method #{id}"))),
             }
         })
@@ -203,4 +208,95 @@ async fn idempotent_calls_survive_connection_resets() {
     );
     // At-least-once: every call ran, some more than once.
     assert!(svc.runs.load(Ordering::Relaxed) >= 50);
+}
+
+#[tokio::test]
+async fn a_black_holed_server_is_reported_unresponsive() {
+    let (addr, svc) = start().await;
+    let cfg = ebb_chaos::ChaosConfig {
+        drop_p: 1.0,
+        ..ebb_chaos::ChaosConfig::TRANSPARENT
+    };
+    let proxy = ebb_chaos::Proxy::bind("127.0.0.1:0", &addr, cfg, 1)
+        .await
+        .unwrap();
+    let via = proxy.local_addr().unwrap().to_string();
+    tokio::spawn(proxy.run());
+    let mut config = ebb_rpc::transport::TcpClientConfig::default();
+    config.session.heartbeat_interval = ebb_core::Nanos::from_millis(50);
+    config.session.heartbeat_silence = ebb_core::Nanos::from_millis(200);
+    let client = TcpClient::connect_with(&via, config).await.unwrap();
+    let opts = CallOptions::default().with_timeout(ebb_core::Nanos::from_secs(10));
+    let err = client
+        .call(&METHODS[1], Bytes::from_static(b"x"), opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::ServerUnresponsive(_)), "{err:?}");
+    assert_eq!(svc.runs.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_does_not_stall_others() {
+    let (addr, _) = start().await;
+    // Flood idempotent echoes of 64 KiB and never read a reply: the server
+    // must stop reading from this peer rather than buffer without bound.
+    let mut flood = TcpStream::connect(&addr).await.unwrap();
+    let mut bytes = bytes::BytesMut::new();
+    for seq in 1..=64u64 {
+        let frame = Frame {
+            kind: FrameKind::Request,
+            flags: wire::FLAG_IDEMPOTENT,
+            status: Status::Ok,
+            client: ebb_core::ClientId(7),
+            seq,
+            ack_below: 1,
+            incarnation: 0,
+            deadline: ebb_core::Nanos::from_secs(60),
+            method: 0,
+            payload: Bytes::from(vec![1u8; 64 * 1024]),
+        };
+        wire::encode_frame(&frame, &mut bytes).unwrap();
+    }
+    let flooder = tokio::spawn(async move {
+        for _ in 0..8 {
+            if flood.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        flood
+    });
+    let client = TcpClient::connect(&addr).await.unwrap();
+    for _ in 0..10 {
+        let r = client
+            .call(
+                &METHODS[0],
+                Bytes::from_static(b"still here"),
+                CallOptions::default(),
+            )
+            .await;
+        assert_eq!(r.unwrap(), &b"still here"[..]);
+    }
+    flooder.abort();
+}
+
+#[tokio::test]
+async fn a_panicking_method_fails_its_call_and_the_server_goes_on() {
+    let (addr, _) = start().await;
+    let client = TcpClient::connect(&addr).await.unwrap();
+    let err = client
+        .call(&METHODS[2], Bytes::new(), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Remote(m) if m.contains("panicked")),
+        "{err:?}"
+    );
+    let ok = client
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"alive"),
+            CallOptions::default(),
+        )
+        .await;
+    assert_eq!(ok.unwrap(), &b"alive"[..]);
 }

@@ -107,6 +107,23 @@ proptest! {
     }
 
     #[test]
+    fn a_corrupted_frame_decodes_to_a_frame_or_a_typed_error(
+        f in frame(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut buf = encoded(&f);
+        let at = at.index(buf.len());
+        buf[at] = byte;
+        // Either outcome is fine; a panic or an endless loop is not.
+        for _ in 0..2 {
+            if !matches!(decode_frame(&mut buf), Ok(Some(_))) {
+                break;
+            }
+        }
+    }
+
+    #[test]
     fn a_frame_split_anywhere_decodes_identically(f in frame(), cut in any::<prop::sample::Index>()) {
         let whole = encoded(&f);
         let cut = cut.index(whole.len() + 1);

@@ -20,3 +20,18 @@ pub use ebb_rpc as rpc;
 pub use ebb_rpc_macros::service;
 
 pub mod demo;
+
+use rpc::service::ServiceCodec;
+
+/// The services this build knows by name, for callers that speak JSON (the
+/// CLI's `call`, the gateway's HTTP ingress) and need the method table and
+/// argument types without an implementation.
+pub fn service_codec(name: &str) -> Option<&'static dyn ServiceCodec> {
+    match name {
+        demo::DemoCodec::NAME => Some(&demo::DemoCodec),
+        _ => None,
+    }
+}
+
+/// The names [`service_codec`] accepts, for error messages.
+pub const SERVICE_NAMES: &[&str] = &[demo::DemoCodec::NAME];

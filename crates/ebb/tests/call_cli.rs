@@ -59,6 +59,9 @@ fn call_prints_json_replies_and_explains_failures() {
     let e = failure(&call(a, &["incr", "{}"]));
     assert!(e.contains("SERVICE.METHOD"), "{e}");
 
+    let e = failure(&call(a, &["Nope.incr", "{}"]));
+    assert!(e.contains("Nope") && e.contains("Demo"), "{e}");
+
     let e = failure(&call(
         a,
         &["--timeout-ms", "50", "Demo.sleep", r#"{"millis":5000}"#],

@@ -12,14 +12,28 @@ use std::sync::Arc;
 use common::Proc;
 use ebb::demo::DemoClient;
 use ebb::rpc::CallError;
+use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
-use ebb::rpc::transport::TcpClient;
+use ebb::rpc::transport::{TcpClient, TcpClientConfig};
 use ebb_core::Nanos;
 
 const SEEDS: [u64; 2] = [11, 12];
 const CALLERS: usize = 4;
 const CALLS_PER_CALLER: usize = 40;
-const CALL_TIMEOUT_MS: u64 = 400;
+const CALL_TIMEOUT_MS: u64 = 1_000;
+
+/// Short failure detection, so a black-holed connection is given up on
+/// within a call's deadline and the test stays quick.
+fn config() -> TcpClientConfig {
+    let d = TcpClientConfig::default();
+    TcpClientConfig {
+        session: ClientConfig {
+            heartbeat_interval: Nanos::from_millis(100),
+            heartbeat_silence: Nanos::from_millis(400),
+            ..d.session
+        },
+    }
+}
 
 #[derive(Default)]
 struct Tally {
@@ -69,7 +83,11 @@ fn run_seed(seed: u64) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = Arc::new(TcpClient::connect(&chaos.addr).await.unwrap());
+        let client = Arc::new(
+            TcpClient::connect_with(&chaos.addr, config())
+                .await
+                .unwrap(),
+        );
         let tasks: Vec<_> = (0..CALLERS)
             .map(|_| tokio::spawn(caller(Arc::clone(&client))))
             .collect();

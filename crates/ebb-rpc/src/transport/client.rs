@@ -1,15 +1,15 @@
-//! The TCP client runtime: many concurrent calls multiplexed over one
-//! connection, replies matched by call id in any order, reconnection.
+//! The TCP client runtime: drives one [`ClientSession`] (the sans-IO call
+//! semantics) over a TCP connection, reconnecting when it breaks.
 //!
 //! Callers hand calls to one driver task over a bounded channel; the driver
-//! owns the connection's read side and the table of outstanding calls, so
-//! the table needs no lock. Frames go out through a coalescing writer task.
-//!
-//! On connection loss an idempotent call is re-sent on the next connection
-//! (at-least-once); an at-most-once call ends with `ConnectionLost`, because
-//! it may or may not have run and re-sending could run it twice.
+//! owns the session, the connection's read side and the table of waiting
+//! callers, so nothing is locked. It feeds the session frames, connection
+//! events and timer expiries (`poll_timeout` becomes `sleep_until`), and
+//! ships whatever the session wants sent through the coalescing writer.
+//! What to resend after a reconnect, when a call has failed and how, and
+//! when the server is presumed dead are the session's decisions, not ours.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,38 +24,52 @@ use tokio::time::Instant;
 use super::frames;
 use super::outbuf::OutBuf;
 use crate::CallError;
+use crate::semantics::{ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, MethodInfo, Transport};
-use crate::wire::{FrameCodec, FrameKind};
+use crate::wire::FrameCodec;
 
 /// Calls waiting to be handed to the driver; callers wait for room beyond it.
 pub const MAX_QUEUED_CALLS: usize = 4096;
-/// Connection attempts after a loss before outstanding calls are failed.
-pub const RECONNECT_ATTEMPTS: u32 = 4;
-/// First pause between reconnection attempts; doubles after each.
+/// How long one connection attempt may take before it counts as failed.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// First pause between reconnection attempts; doubles up to the maximum.
 pub const RECONNECT_BACKOFF_MS: u64 = 10;
-/// How often the driver forgets calls whose caller has given up and checks
-/// the connection's liveness.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-/// With calls outstanding and nothing heard for this long, ping the server.
-pub const PING_AFTER_SILENCE_MS: u64 = 300;
-/// With calls outstanding and nothing heard for this long (pings included),
-/// the server is presumed dead or partitioned and the connection replaced.
-pub const DEAD_AFTER_SILENCE_MS: u64 = 2_000;
+pub const MAX_RECONNECT_BACKOFF_MS: u64 = 1_000;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 type Reply = Result<Bytes, CallError>;
 
+/// Configuration of a [`TcpClient`]: the session's timers and bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpClientConfig {
+    pub session: ClientConfig,
+}
+
+impl Default for TcpClientConfig {
+    /// The session defaults, except that resends on a live connection start
+    /// later: TCP already delivers or breaks, so an early resend on the same
+    /// connection would only run a slow idempotent call twice. Resends after
+    /// a reconnect are unaffected.
+    fn default() -> TcpClientConfig {
+        TcpClientConfig {
+            session: ClientConfig {
+                retransmit_after: Nanos::from_secs(1),
+                max_retransmit_interval: Nanos::from_secs(4),
+                ..ClientConfig::default()
+            },
+        }
+    }
+}
+
 struct Call {
     method: &'static MethodInfo,
     args: Bytes,
-    deadline: Instant,
-    /// When it was last written to a connection.
-    sent_at: Instant,
+    timeout: Nanos,
     reply: oneshot::Sender<Reply>,
 }
 
-/// A connection to one server. Cheap to share (`Arc<TcpClient>`); every
-/// call is independent.
+/// A client of one server. Cheap to share (`Arc<TcpClient>`); calls from
+/// any number of tasks are multiplexed over one connection.
 pub struct TcpClient {
     calls: mpsc::Sender<Call>,
     addr: String,
@@ -63,18 +77,28 @@ pub struct TcpClient {
 
 impl TcpClient {
     /// Connects to `addr` now, so that a wrong address is reported here
-    /// rather than on the first call. Must run inside a tokio runtime.
+    /// rather than on the first call. Must run inside a tokio runtime, which
+    /// then hosts the client's driver task.
     pub async fn connect(addr: &str) -> Result<TcpClient, CallError> {
+        TcpClient::connect_with(addr, TcpClientConfig::default()).await
+    }
+
+    pub async fn connect_with(addr: &str, cfg: TcpClientConfig) -> Result<TcpClient, CallError> {
         let conn = Conn::open(addr).await?;
+        let epoch = Instant::now();
+        let id = ClientId::random(&mut Rng::seeded(frames::os_random_u64()));
+        let mut session = ClientSession::new(id, cfg.session, Nanos::ZERO);
+        session.handle_connected(Nanos::ZERO);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let driver = Driver {
             addr: addr.to_owned(),
+            epoch,
+            session,
             conn: Some(conn),
-            pending: BTreeMap::new(),
-            next_call: 0,
-            client: ClientId::random(&mut Rng::seeded(frames::os_random_u64())),
-            incarnation: 0,
+            waiters: HashMap::new(),
             codec: FrameCodec::default(),
+            reconnect_at: None,
+            backoff: Duration::from_millis(RECONNECT_BACKOFF_MS),
         };
         tokio::spawn(driver.run(rx));
         Ok(TcpClient {
@@ -96,46 +120,50 @@ impl Transport for TcpClient {
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         Box::pin(async move {
-            let timeout = Duration::from(options.timeout);
-            let deadline = Instant::now() + timeout;
             let (tx, rx) = oneshot::channel();
             let call = Call {
                 method,
                 args,
-                deadline,
-                sent_at: Instant::now(),
+                timeout: options.timeout,
                 reply: tx,
             };
-            let lost = || CallError::ConnectionLost(format!("client for {} shut down", self.addr));
-            match tokio::time::timeout_at(deadline, self.calls.send(call)).await {
-                Err(_) => return Err(CallError::DeadlineExceeded(options.timeout)),
-                Ok(Err(_)) => return Err(lost()),
-                Ok(Ok(())) => {}
+            let gone = || CallError::ConnectionLost(format!("client for {} shut down", self.addr));
+            // The session ends every call by its deadline; only the hand-over
+            // to a driver that is overwhelmed needs its own bound (and a
+            // timer, which the common case does without).
+            match self.calls.try_send(call) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
+                Err(mpsc::error::TrySendError::Full(call)) => {
+                    let wait = Duration::from(options.timeout);
+                    match tokio::time::timeout(wait, self.calls.send(call)).await {
+                        Err(_) => return Err(CallError::DeadlineExceeded(options.timeout)),
+                        Ok(Err(_)) => return Err(gone()),
+                        Ok(Ok(())) => {}
+                    }
+                }
             }
-            match tokio::time::timeout_at(deadline, rx).await {
-                Err(_) => Err(CallError::DeadlineExceeded(options.timeout)),
-                Ok(Err(_)) => Err(lost()),
-                Ok(Ok(reply)) => reply,
-            }
+            rx.await.unwrap_or_else(|_| Err(gone()))
         })
     }
 }
 
 struct Conn {
     read: OwnedReadHalf,
-    /// When bytes last arrived: a call that expires with nothing heard
-    /// since it was sent suggests the connection is dead, not slow.
-    last_rx: Instant,
-    last_ping: Instant,
     buf: BytesMut,
     out: Arc<OutBuf>,
 }
 
 impl Conn {
     async fn open(addr: &str) -> Result<Conn, CallError> {
-        let stream = TcpStream::connect(addr)
+        let cannot = |e: &dyn std::fmt::Display| {
+            CallError::ConnectionLost(format!("cannot connect to {addr}: {e}"))
+        };
+        let connect = TcpStream::connect(addr);
+        let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
             .await
-            .map_err(|e| CallError::ConnectionLost(format!("cannot connect to {addr}: {e}")))?;
+            .map_err(|_| cannot(&format!("no answer within {CONNECT_TIMEOUT_MS} ms")))?
+            .map_err(|e| cannot(&e))?;
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let out = Arc::new(OutBuf::default());
@@ -143,8 +171,6 @@ impl Conn {
         tokio::spawn(async move { writer.drain_into(write).await });
         Ok(Conn {
             read,
-            last_rx: Instant::now(),
-            last_ping: Instant::now(),
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             out,
         })
@@ -159,27 +185,38 @@ impl Drop for Conn {
 
 struct Driver {
     addr: String,
+    /// The session's time zero.
+    epoch: Instant,
+    session: ClientSession,
     conn: Option<Conn>,
-    /// Outstanding calls by sequence number; ordered so the lowest one still
-    /// awaited (the `ack_below` sent to the server) is the first key.
-    pending: BTreeMap<u64, Call>,
-    next_call: u64,
-    client: ClientId,
-    /// The server incarnation last heard from (0: none yet).
-    incarnation: u64,
+    /// Callers waiting, by the session's call id.
+    waiters: HashMap<u64, oneshot::Sender<Reply>>,
     codec: FrameCodec,
+    /// When to try connecting again, while disconnected with calls waiting.
+    reconnect_at: Option<Instant>,
+    backoff: Duration,
 }
 
 enum Event {
     Call(Option<Call>),
     Read(std::io::Result<usize>),
-    Sweep,
+    Timer,
+    Reconnect,
 }
 
 impl Driver {
+    fn now(&self) -> Nanos {
+        Nanos::from(self.epoch.elapsed())
+    }
+
     async fn run(mut self, mut calls: mpsc::Receiver<Call>) {
-        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         loop {
+            self.pump();
+            let timer = self
+                .session
+                .poll_timeout()
+                .map(|t| self.epoch + Duration::from(t));
+            let reconnect = self.reconnect_at;
             let event = match self.conn.as_mut() {
                 Some(conn) => {
                     if conn.buf.capacity() - conn.buf.len() < READ_CHUNK_BYTES / 4 {
@@ -188,226 +225,164 @@ impl Driver {
                     tokio::select! {
                         c = calls.recv() => Event::Call(c),
                         r = conn.read.read_buf(&mut conn.buf) => Event::Read(r),
-                        _ = sweep.tick() => Event::Sweep,
+                        _ = sleep_until(timer), if timer.is_some() => Event::Timer,
                     }
                 }
                 None => tokio::select! {
                     c = calls.recv() => Event::Call(c),
-                    _ = sweep.tick() => Event::Sweep,
+                    _ = sleep_until(timer), if timer.is_some() => Event::Timer,
+                    _ = sleep_until(reconnect), if reconnect.is_some() => Event::Reconnect,
                 },
             };
             match event {
                 Event::Call(None) => return,
                 Event::Call(Some(call)) => {
-                    self.start(call).await;
+                    // One clock read for the batch: the calls arrived together.
+                    let now = self.now();
+                    self.start(call, now);
                     // Take everything already queued so it leaves in one write.
                     while let Ok(call) = calls.try_recv() {
-                        self.start(call).await;
+                        self.start(call, now);
                     }
                 }
                 Event::Read(Ok(n)) if n > 0 => self.on_bytes(),
-                Event::Read(_) => {
-                    let e = CallError::ConnectionLost(format!(
-                        "{}: the connection closed while the call was outstanding",
-                        self.addr
-                    ));
-                    self.on_lost(e).await
+                Event::Read(_) => self.disconnect(),
+                Event::Timer => {
+                    let now = self.now();
+                    self.session.handle_timeout(now);
                 }
-                Event::Sweep => {
-                    let silent_expiry = self.sweep();
-                    if let Some(silence) = self.heartbeat() {
-                        self.on_lost(CallError::ServerUnresponsive(silence)).await;
-                    } else if silent_expiry {
-                        let e = CallError::ConnectionLost(format!(
-                            "{}: nothing heard since an expired call was sent",
-                            self.addr
-                        ));
-                        self.on_lost(e).await;
-                    }
-                }
+                Event::Reconnect => self.reconnect().await,
             }
         }
     }
 
-    async fn start(&mut self, mut call: Call) {
-        if self.conn.is_none() {
-            self.reconnect().await;
-        }
-        let id = self.next_call;
-        self.next_call = self.next_call.wrapping_add(1);
-        let Some(conn) = self.conn.as_ref() else {
-            let _ = call.reply.send(Err(CallError::ConnectionLost(format!(
-                "cannot reach {}",
-                self.addr
-            ))));
-            return;
-        };
-        call.sent_at = Instant::now();
-        self.pending.insert(id, call);
-        let Some(call) = self.pending.get(&id) else {
-            return;
-        };
-        if self.send(conn, id, call).is_err() {
-            let Some(call) = self.pending.remove(&id) else {
-                return;
-            };
-            let _ = call
-                .reply
-                .send(Err(CallError::Rejected("client output buffer full".into())));
+    fn start(&mut self, call: Call, now: Nanos) {
+        let deadline = now.saturating_add(call.timeout);
+        match self.session.start_call(
+            call.method.id,
+            call.method.idempotent,
+            call.args,
+            deadline,
+            now,
+        ) {
+            Ok(id) => {
+                self.waiters.insert(id.0, call.reply);
+                if self.conn.is_none() && self.reconnect_at.is_none() {
+                    self.reconnect_at = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                let _ = call.reply.send(Err(e));
+            }
         }
     }
 
     fn on_bytes(&mut self) {
+        let now = self.now();
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        conn.last_rx = Instant::now();
         loop {
-            let frame = match self.codec.decode(&mut conn.buf) {
+            match self.codec.decode(&mut conn.buf) {
                 Ok(None) => return,
-                Ok(Some(f)) => f,
-                Err(e) => {
-                    let e = CallError::Remote(format!("{} sent a malformed frame: {e}", self.addr));
-                    self.fail_all(&e);
-                    self.conn = None;
+                Ok(Some(frame)) if frame.seq == frames::NO_CALL => {
+                    // The server refused the connection's framing; what it
+                    // says is the only clue, since it names no call.
+                    let e = CallError::BadRequest(format!("{}: {}", self.addr, frame.message()));
+                    self.fail_all(e);
+                    self.disconnect();
                     return;
                 }
-            };
-            match frame.kind {
-                FrameKind::Pong => self.incarnation = frame.incarnation,
-                FrameKind::Reply if frame.seq == frames::NO_CALL => {
-                    // The server closed the connection on a protocol error.
-                    let e = CallError::BadRequest(frame.message());
-                    self.fail_all(&e);
-                    self.conn = None;
-                    return;
-                }
-                FrameKind::Reply => {
-                    let known = self.incarnation;
-                    self.incarnation = frame.incarnation;
-                    if let Some(c) = self.pending.remove(&frame.seq) {
-                        let _ = c.reply.send(frames::outcome(frame, known));
-                    }
-                }
-                FrameKind::Request | FrameKind::Ping => {
-                    let e = CallError::Remote(format!("{} sent a client's frame", self.addr));
-                    self.fail_all(&e);
-                    self.conn = None;
+                Ok(Some(frame)) => self.session.handle_frame(frame, now),
+                Err(_) => {
+                    // The stream cannot be trusted past a bad frame.
+                    self.disconnect();
                     return;
                 }
             }
         }
     }
 
-    /// After a loss: at-most-once calls end with `ConnectionLost`; idempotent
-    /// ones are re-sent on a new connection if one can be made in time.
-    async fn on_lost(&mut self, lost: CallError) {
-        self.conn = None;
-        let (keep, fail): (BTreeMap<u64, Call>, BTreeMap<u64, Call>) =
-            std::mem::take(&mut self.pending)
-                .into_iter()
-                .partition(|(_, c)| c.method.idempotent);
-        self.pending = keep;
-        for c in fail.into_values() {
-            let _ = c.reply.send(Err(lost.clone()));
-        }
-        if self.pending.is_empty() {
-            return;
-        }
-        self.reconnect().await;
+    /// Moves the session's output to the socket and its outcomes to the
+    /// callers, and acts on a request to drop the connection.
+    fn pump(&mut self) {
         match self.conn.as_ref() {
             Some(conn) => {
-                let now = Instant::now();
-                for c in self.pending.values_mut() {
-                    c.sent_at = now;
-                }
-                for (id, c) in &self.pending {
-                    let _ = self.send(conn, *id, c);
-                }
+                let session = &mut self.session;
+                let codec = &self.codec;
+                // A closed writer means the reader sees the failure next;
+                // the session resends what it must after the reconnect.
+                let _ = conn.out.push_with(|b| {
+                    while let Some(frame) = session.poll_transmit() {
+                        frames::append(codec, &frame, b);
+                    }
+                });
             }
-            None => self.fail_all(&lost),
+            None => while self.session.poll_transmit().is_some() {},
+        }
+        while let Some((id, outcome)) = self.session.poll_event() {
+            if let Some(waiter) = self.waiters.remove(&id.0) {
+                let outcome = outcome.map_err(|e| match e {
+                    CallError::ConnectionLost(m) => {
+                        CallError::ConnectionLost(format!("{}: {m}", self.addr))
+                    }
+                    other => other,
+                });
+                let _ = waiter.send(outcome);
+            }
+        }
+        if self.session.poll_close() {
+            self.conn = None;
+            self.schedule_reconnect();
+        }
+    }
+
+    fn disconnect(&mut self) {
+        let now = self.now();
+        self.session.handle_disconnect(now);
+        self.conn = None;
+        self.schedule_reconnect();
+    }
+
+    fn schedule_reconnect(&mut self) {
+        if self.reconnect_at.is_none() {
+            self.reconnect_at = Some(Instant::now() + self.backoff);
         }
     }
 
     async fn reconnect(&mut self) {
-        let mut pause = Duration::from_millis(RECONNECT_BACKOFF_MS);
-        for attempt in 0..RECONNECT_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            if let Ok(conn) = Conn::open(&self.addr).await {
+        self.reconnect_at = None;
+        if self.session.outstanding() == 0 {
+            // Nobody waits: connect lazily, when the next call starts.
+            return;
+        }
+        match Conn::open(&self.addr).await {
+            Ok(conn) => {
                 self.conn = Some(conn);
-                return;
+                self.backoff = Duration::from_millis(RECONNECT_BACKOFF_MS);
+                let now = self.now();
+                self.session.handle_connected(now);
+            }
+            Err(_) => {
+                self.backoff =
+                    (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
+                self.schedule_reconnect();
             }
         }
     }
 
-    fn fail_all(&mut self, e: &CallError) {
-        for c in std::mem::take(&mut self.pending).into_values() {
-            let _ = c.reply.send(Err(e.clone()));
+    /// Ends every waiting call with `e`, for failures the session cannot
+    /// know about (the server refused our framing).
+    fn fail_all(&mut self, e: CallError) {
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.send(Err(e.clone()));
         }
-    }
-
-    /// Pings a quiet server while calls are outstanding; returns the silence
-    /// if it has lasted long enough to presume the server dead. Silence is
-    /// counted from the later of the last bytes heard and the oldest
-    /// outstanding send, so an idle period before a call does not count.
-    fn heartbeat(&mut self) -> Option<Nanos> {
-        let conn = self.conn.as_mut()?;
-        let oldest_send = self.pending.values().map(|c| c.sent_at).min()?;
-        let now = Instant::now();
-        let silence = now.saturating_duration_since(conn.last_rx.max(oldest_send));
-        if silence >= Duration::from_millis(DEAD_AFTER_SILENCE_MS) {
-            return Some(Nanos::from(silence));
-        }
-        let since_ping = now.saturating_duration_since(conn.last_ping);
-        let quiet = Duration::from_millis(PING_AFTER_SILENCE_MS);
-        if silence >= quiet && since_ping >= quiet {
-            conn.last_ping = now;
-            let ping = frames::ping(self.client, self.next_call, self.incarnation);
-            let _ = conn
-                .out
-                .push_with(|b| frames::append(&self.codec, &ping, b));
-        }
-        None
-    }
-
-    /// Forgets calls whose caller stopped waiting (deadline passed or the
-    /// future was dropped), so the table stays bounded by live calls.
-    /// Returns whether a call expired with the connection silent since the
-    /// call was sent: then the connection is presumed dead (a black hole or
-    /// a partition) and is replaced rather than left to swallow later calls.
-    fn sweep(&mut self) -> bool {
-        let now = Instant::now();
-        let last_rx = self.conn.as_ref().map(|c| c.last_rx);
-        let mut silent = false;
-        self.pending.retain(|_, c| {
-            let expired = c.deadline <= now;
-            if expired && last_rx.is_some_and(|rx| rx <= c.sent_at) {
-                silent = true;
-            }
-            !c.reply.is_closed() && !expired
-        });
-        silent
     }
 }
 
-impl Driver {
-    fn send(&self, conn: &Conn, id: u64, call: &Call) -> Result<(), super::outbuf::PushError> {
-        let left = call.deadline.saturating_duration_since(Instant::now());
-        let ack_below = self.pending.keys().next().copied().unwrap_or(id);
-        let frame = frames::request(
-            self.client,
-            id,
-            ack_below,
-            self.incarnation,
-            Nanos::from(left),
-            call.method.id,
-            call.method.idempotent,
-            call.args.clone(),
-        );
-        conn.out
-            .push_with(|b| frames::append(&self.codec, &frame, b))
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,15 +1,14 @@
-//! Building the frames the runtimes send, and appending them to an output
-//! buffer. The layout itself is `crate::wire`'s.
+//! The few frames the runtimes make themselves (the sessions make the rest),
+//! and appending frames to an output buffer. The layout is `crate::wire`'s.
 
 use bytes::{Bytes, BytesMut};
 use ebb_core::{ClientId, Nanos};
 
-use crate::CallError;
 use crate::service::DispatchError;
-use crate::wire::{FLAG_IDEMPOTENT, Frame, FrameCodec, FrameKind, Status};
+use crate::wire::{Frame, FrameCodec, FrameKind, Status};
 
 /// Sequence number of an error frame that answers no particular call (the
-/// connection's framing broke). Clients never use it for a call.
+/// connection's framing broke). Sessions start at 1 and never reach it.
 pub const NO_CALL: u64 = u64::MAX;
 
 /// Appends `frame`; a frame over the size limit becomes a `BadRequest`
@@ -41,104 +40,15 @@ pub fn connection_error(incarnation: u64, message: String) -> Frame {
     }
 }
 
-/// The reply frame for a dispatch outcome.
-pub fn reply(request: &Frame, incarnation: u64, outcome: Result<Bytes, DispatchError>) -> Frame {
+/// The status and payload that report a dispatch outcome to the client.
+pub fn status_of(outcome: Result<Bytes, DispatchError>) -> (Status, Bytes) {
     match outcome {
-        Ok(body) => Frame::reply_to(request, incarnation, Status::Ok, body),
-        Err(e) => {
-            let status = match e {
-                DispatchError::UnknownMethod(_) => Status::UnknownMethod,
-                DispatchError::BadArgs(_) => Status::BadRequest,
-                DispatchError::EncodeReply(_) | DispatchError::BadReply(_) => Status::AppError,
-            };
-            let msg = match e {
-                DispatchError::UnknownMethod(m)
-                | DispatchError::BadArgs(m)
-                | DispatchError::EncodeReply(m)
-                | DispatchError::BadReply(m) => m,
-            };
-            Frame::reply_to(request, incarnation, status, Bytes::from(msg))
+        Ok(body) => (Status::Ok, body),
+        Err(DispatchError::UnknownMethod(m)) => (Status::UnknownMethod, Bytes::from(m)),
+        Err(DispatchError::BadArgs(m)) => (Status::BadRequest, Bytes::from(m)),
+        Err(DispatchError::EncodeReply(m) | DispatchError::BadReply(m)) => {
+            (Status::AppError, Bytes::from(m))
         }
-    }
-}
-
-/// An error reply with a message.
-pub fn refuse(request: &Frame, incarnation: u64, status: Status, message: String) -> Frame {
-    Frame::reply_to(request, incarnation, status, Bytes::from(message))
-}
-
-/// A request frame.
-#[allow(clippy::too_many_arguments)]
-pub fn request(
-    client: ClientId,
-    seq: u64,
-    ack_below: u64,
-    incarnation: u64,
-    deadline: Nanos,
-    method: u16,
-    idempotent: bool,
-    args: Bytes,
-) -> Frame {
-    Frame {
-        kind: FrameKind::Request,
-        flags: if idempotent { FLAG_IDEMPOTENT } else { 0 },
-        status: Status::Ok,
-        client,
-        seq,
-        ack_below,
-        incarnation,
-        deadline,
-        method,
-        payload: args,
-    }
-}
-
-/// A liveness probe; `floor` is the client's lowest never-sent sequence
-/// number.
-pub fn ping(client: ClientId, floor: u64, incarnation: u64) -> Frame {
-    Frame {
-        kind: FrameKind::Ping,
-        flags: 0,
-        status: Status::Ok,
-        client,
-        seq: floor,
-        ack_below: 0,
-        incarnation,
-        deadline: Nanos::ZERO,
-        method: 0,
-        payload: Bytes::new(),
-    }
-}
-
-/// A pong answering `ping`.
-pub fn pong(ping: &Frame, incarnation: u64) -> Frame {
-    Frame {
-        kind: FrameKind::Pong,
-        flags: 0,
-        status: Status::Ok,
-        client: ping.client,
-        seq: ping.seq,
-        ack_below: 0,
-        incarnation,
-        deadline: Nanos::ZERO,
-        method: 0,
-        payload: Bytes::new(),
-    }
-}
-
-/// What a client makes of a reply's status.
-pub fn outcome(reply: Frame, known_incarnation: u64) -> Result<Bytes, CallError> {
-    let msg = || reply.message();
-    match reply.status {
-        Status::Ok => Ok(reply.payload),
-        Status::UnknownMethod => Err(CallError::UnknownMethod(msg())),
-        Status::BadRequest => Err(CallError::BadRequest(msg())),
-        Status::OutcomeUnknown => Err(CallError::OutcomeUnknown {
-            old: known_incarnation,
-            new: reply.incarnation,
-        }),
-        Status::Rejected => Err(CallError::Rejected(msg())),
-        Status::AppError => Err(CallError::Remote(msg())),
     }
 }
 

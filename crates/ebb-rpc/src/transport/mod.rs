@@ -11,7 +11,7 @@ pub mod frames;
 pub mod outbuf;
 pub mod server;
 
-pub use client::TcpClient;
+pub use client::{TcpClient, TcpClientConfig};
 pub use server::Server;
 
 #[derive(Debug, thiserror::Error)]

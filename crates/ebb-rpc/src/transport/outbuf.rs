@@ -35,6 +35,8 @@ pub enum PushError {
 pub struct OutBuf {
     pending: Mutex<BytesMut>,
     wake: Notify,
+    /// Signalled after each write, for readers that pause while full.
+    drained: Notify,
     closed: AtomicBool,
 }
 
@@ -43,6 +45,7 @@ impl Default for OutBuf {
         OutBuf {
             pending: Mutex::new(BytesMut::with_capacity(INITIAL_BUF_BYTES)),
             wake: Notify::new(),
+            drained: Notify::new(),
             closed: AtomicBool::new(false),
         }
     }
@@ -77,6 +80,28 @@ impl OutBuf {
         self.closed.load(Ordering::Acquire)
     }
 
+    fn pending_bytes(&self) -> usize {
+        self.pending.lock().map_or(0, |b| b.len())
+    }
+
+    /// Waits until fewer than `mark` bytes are pending (or the buffer is
+    /// closed). A server calls this before reading more requests, so a peer
+    /// that does not read its replies stops being served instead of making
+    /// us buffer them.
+    pub async fn wait_below(&self, mark: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a write finishing in between
+            // still wakes us.
+            drained.as_mut().enable();
+            if self.is_closed() || self.pending_bytes() < mark {
+                return;
+            }
+            drained.await;
+        }
+    }
+
     /// The writer task's body: ships pending bytes until closed or the socket
     /// fails. Marks the buffer closed on exit so producers stop at once.
     pub async fn drain_into(&self, mut sock: OwnedWriteHalf) -> std::io::Result<()> {
@@ -99,8 +124,10 @@ impl OutBuf {
                 break Err(e);
             }
             spare.clear();
+            self.drained.notify_waiters();
         };
         self.closed.store(true, Ordering::Release);
+        self.drained.notify_waiters();
         let _ = sock.shutdown().await;
         result
     }

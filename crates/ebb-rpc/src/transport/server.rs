@@ -1,23 +1,35 @@
-//! The TCP server runtime: accept loop, one reader per connection feeding
-//! decoded requests to dispatch tasks, one coalescing writer per connection.
+//! The TCP server runtime: accept loop, one reader per connection, one
+//! coalescing writer per connection, and one [`ServerSession`] (the sans-IO
+//! at-most-once semantics) shared by all connections, since a client that
+//! reconnects must find its saved replies on the new connection.
 //!
-//! A bad frame hurts only its own connection: it gets a typed error frame and
-//! that connection is closed; the accept loop and other connections go on.
+//! The session decides per frame: run, answer from memory, wait for the
+//! running copy, or drop. A run's reply goes to the connection its client
+//! was last heard on. A bad frame hurts only its own connection: it gets a
+//! `BadRequest` naming the problem and that connection is closed; the
+//! accept loop and other connections go on.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::BytesMut;
+use ebb_core::{ClientId, Nanos, Rng};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use super::TransportError;
 use super::frames;
-use super::outbuf::OutBuf;
-use crate::service::ServiceDispatch;
-use crate::wire::{FrameCodec, FrameKind, Status};
+use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
+use crate::semantics::server::random_incarnation;
+use crate::semantics::{Action, Incoming, SESSION_EXPIRY, ServerConfig, ServerSession};
+use crate::service::{DispatchError, ServiceDispatch};
+use crate::wire::{Frame, FrameCodec, Status};
 
 /// Connections served at once; further ones are closed on accept.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -27,27 +39,91 @@ pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// Read buffer growth step per connection.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// What all connections share: the semantics and where replies go.
+struct Shared {
+    session: ServerSession,
+    /// Each client's reply route: the connection it was last heard on. An
+    /// entry leaves with its connection, so this is bounded by the clients
+    /// of live connections.
+    routes: HashMap<ClientId, (u64, Arc<OutBuf>)>,
+}
+
+struct Core<D> {
+    dispatch: D,
+    shared: Mutex<Shared>,
+    epoch: Instant,
+    incarnation: u64,
+    codec: FrameCodec,
+}
+
+impl<D> Core<D> {
+    fn now(&self) -> Nanos {
+        Nanos::from(self.epoch.elapsed())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // Every critical section leaves `Shared` consistent, so a panic
+        // elsewhere does not make it unusable.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a finished call and sends its reply to its client's route.
+    fn complete(&self, incoming: &Incoming, status: Status, payload: bytes::Bytes, now: Nanos) {
+        let (reply, route) = {
+            let mut shared = self.lock();
+            let reply = shared.session.complete(incoming.key, status, payload, now);
+            let route = shared
+                .routes
+                .get(&incoming.key.client)
+                .map(|(_, o)| Arc::clone(o));
+            (reply, route)
+        };
+        if let Some(out) = route {
+            // A closed route means the client will ask again on its next
+            // connection and get the saved reply; nothing to do here.
+            let _ = out.push_with(|b| frames::append(&self.codec, &reply, b));
+        }
+    }
+}
+
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server<D> {
     listener: TcpListener,
-    dispatch: Arc<D>,
-    incarnation: u64,
+    core: Arc<Core<D>>,
 }
 
 impl<D: ServiceDispatch> Server<D> {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn bind(addr: &str, dispatch: D) -> Result<Server<D>, TransportError> {
+        Server::bind_with(addr, dispatch, ServerConfig::default()).await
+    }
+
+    pub async fn bind_with(
+        addr: &str,
+        dispatch: D,
+        config: ServerConfig,
+    ) -> Result<Server<D>, TransportError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| TransportError::Bind {
                 addr: addr.to_owned(),
                 source,
             })?;
+        // Random per process, so a restarted server never reuses one.
+        let incarnation = random_incarnation(&mut Rng::seeded(frames::os_random_u64()));
+        let session = ServerSession::new(incarnation, config);
         Ok(Server {
             listener,
-            dispatch: Arc::new(dispatch),
-            // Never 0, which clients read as "unknown".
-            incarnation: frames::os_random_u64().max(1),
+            core: Arc::new(Core {
+                dispatch,
+                incarnation: session.incarnation(),
+                shared: Mutex::new(Shared {
+                    session,
+                    routes: HashMap::new(),
+                }),
+                epoch: Instant::now(),
+                codec: FrameCodec::default(),
+            }),
         })
     }
 
@@ -58,16 +134,26 @@ impl<D: ServiceDispatch> Server<D> {
     /// This server process's incarnation: replies carry it so clients can
     /// tell a restarted server (which lost its state) from the same one.
     pub fn incarnation(&self) -> u64 {
-        self.incarnation
+        self.core.incarnation
     }
 
     /// Serves until accepting fails for good. Transient accept errors (a
     /// client that reset before we accepted, running out of descriptors)
-    /// are skipped, not fatal.
+    /// are skipped, not fatal. Idle client sessions are expired as it goes.
     pub async fn run(self) -> Result<(), TransportError> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut expiry = tokio::time::interval(Duration::from(SESSION_EXPIRY) / 4);
+        let mut next_conn = 0u64;
         loop {
-            let stream = match self.listener.accept().await {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = expiry.tick() => {
+                    let now = self.core.now();
+                    self.core.lock().session.expire_idle(now);
+                    continue;
+                }
+            };
+            let stream = match accepted {
                 Ok((s, _)) => s,
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return Err(TransportError::Accept(e)),
@@ -76,10 +162,11 @@ impl<D: ServiceDispatch> Server<D> {
                 drop(stream);
                 continue;
             };
-            let dispatch = Arc::clone(&self.dispatch);
-            let incarnation = self.incarnation;
+            next_conn += 1;
+            let core = Arc::clone(&self.core);
+            let conn_id = next_conn;
             tokio::spawn(async move {
-                serve_connection(stream, dispatch, incarnation).await;
+                serve_connection(stream, core, conn_id).await;
                 drop(permit);
             });
         }
@@ -94,11 +181,7 @@ fn is_transient(e: &std::io::Error) -> bool {
     ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
 }
 
-async fn serve_connection<D: ServiceDispatch>(
-    stream: TcpStream,
-    dispatch: Arc<D>,
-    incarnation: u64,
-) {
+async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<D>>, conn_id: u64) {
     let _ = stream.set_nodelay(true);
     let (mut read, write) = stream.into_split();
     let out = Arc::new(OutBuf::default());
@@ -106,17 +189,21 @@ async fn serve_connection<D: ServiceDispatch>(
         let out = Arc::clone(&out);
         tokio::spawn(async move { out.drain_into(write).await })
     };
-    let codec = FrameCodec::default();
+    let codec = core.codec;
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONN));
+    let mut clients: Vec<ClientId> = Vec::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     'conn: loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        out.wait_below(MAX_PENDING_WRITE_BYTES / 2).await;
         match read.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        // One clock read per batch of frames: they arrived together.
+        let now = core.now();
         loop {
             let frame = match codec.decode(&mut buf) {
                 Ok(None) => break,
@@ -125,70 +212,129 @@ async fn serve_connection<D: ServiceDispatch>(
                     // Past a bad length the stream cannot be resynchronised,
                     // and a bad header names no call: say why, then close
                     // this connection only.
-                    let err = frames::connection_error(incarnation, e.to_string());
+                    let err = frames::connection_error(core.incarnation, e.to_string());
                     let _ = out.push_with(|b| frames::append(&codec, &err, b));
                     break 'conn;
                 }
             };
-            match frame.kind {
-                FrameKind::Request => {}
-                FrameKind::Ping => {
-                    let pong = frames::pong(&frame, incarnation);
-                    let _ = out.push_with(|b| frames::append(&codec, &pong, b));
-                    continue;
-                }
-                FrameKind::Reply | FrameKind::Pong => {
-                    let err = frames::refuse(
-                        &frame,
-                        incarnation,
-                        Status::BadRequest,
-                        "a server accepts only requests and pings".into(),
-                    );
-                    let _ = out.push_with(|b| frames::append(&codec, &err, b));
-                    break 'conn;
-                }
-            }
-            // Only this reader takes permits, so one seen here is still
-            // there if the call has to move to a task below.
-            if in_flight.available_permits() == 0 {
-                let err = frames::refuse(
-                    &frame,
-                    incarnation,
-                    Status::Rejected,
-                    format!("over {MAX_IN_FLIGHT_PER_CONN} requests in flight on this connection"),
-                );
-                let _ = out.push_with(|b| frames::append(&codec, &err, b));
-                continue;
-            }
-            let dispatch = Arc::clone(&dispatch);
-            let mut call = Box::pin(async move {
-                let outcome = dispatch.dispatch(frame.method, frame.payload.clone()).await;
-                frames::reply(&frame, incarnation, outcome)
-            });
-            // Most calls finish without waiting: answer those inline, which
-            // saves a task per call and lets their replies share one write.
-            // A pending call moves to its own task, which polls it again
-            // with a real waker.
-            let mut cx = Context::from_waker(Waker::noop());
-            if let Poll::Ready(reply) = call.as_mut().poll(&mut cx) {
-                let _ = out.push_with(|b| frames::append(&codec, &reply, b));
-                continue;
-            }
-            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
-                // Unreachable by the check above; dropping the call is the
-                // safe answer (the client's deadline ends it).
+            let Some(incoming) = decide(&core, &out, conn_id, &mut clients, frame, &in_flight, now)
+            else {
                 continue;
             };
-            let out = Arc::clone(&out);
-            tokio::spawn(async move {
-                let reply = call.await;
-                // A closed connection means the client will learn the
-                // outcome another way (or not at all); nothing to do here.
-                let _ = out.push_with(|b| frames::append(&codec, &reply, b));
-                drop(permit);
-            });
+            run_call(&core, incoming, &in_flight, now);
         }
     }
     out.close();
+    {
+        let mut shared = core.lock();
+        for client in clients {
+            if shared
+                .routes
+                .get(&client)
+                .is_some_and(|(c, _)| *c == conn_id)
+            {
+                shared.routes.remove(&client);
+            }
+        }
+    }
     let _ = writer.await;
+}
+
+/// Hands one frame to the session; answers what needs no run and returns
+/// the call to run, if any.
+fn decide<D>(
+    core: &Core<D>,
+    out: &Arc<OutBuf>,
+    conn_id: u64,
+    clients: &mut Vec<ClientId>,
+    frame: Frame,
+    in_flight: &Semaphore,
+    now: Nanos,
+) -> Option<Incoming> {
+    let client = frame.client;
+    let action = {
+        let mut shared = core.lock();
+        let routed_here = shared
+            .routes
+            .get(&client)
+            .is_some_and(|(c, _)| *c == conn_id);
+        if !routed_here {
+            shared.routes.insert(client, (conn_id, Arc::clone(out)));
+            if !clients.contains(&client) {
+                clients.push(client);
+            }
+        }
+        if in_flight.available_permits() == 0 && frame.kind == crate::wire::FrameKind::Request {
+            let msg =
+                format!("over {MAX_IN_FLIGHT_PER_CONN} requests in flight on this connection");
+            Action::Reply(Frame::reply_to(
+                &frame,
+                core.incarnation,
+                Status::Rejected,
+                msg.into(),
+            ))
+        } else {
+            shared.session.handle_frame(frame, now)
+        }
+    };
+    match action {
+        Action::Execute(incoming) => Some(incoming),
+        Action::Reply(reply) => {
+            let _ = out.push_with(|b| frames::append(&core.codec, &reply, b));
+            None
+        }
+        Action::Wait | Action::Drop => None,
+    }
+}
+
+/// Runs one call through the dispatcher. Most calls finish without waiting:
+/// those are answered inline, which saves a task per call and lets their
+/// replies share one write. A pending call moves to its own task, which
+/// polls it again with a real waker.
+fn run_call<D: ServiceDispatch>(
+    core: &Arc<Core<D>>,
+    incoming: Incoming,
+    in_flight: &Arc<Semaphore>,
+    started: Nanos,
+) {
+    let task_core = Arc::clone(core);
+    let mut call = Box::pin(async move {
+        let mut waited = false;
+        // A panicking method must still complete its call, or its duplicates
+        // would wait for it forever; the run is over either way, so unwind
+        // safety is not at stake.
+        let panicked = || Err(DispatchError::EncodeReply("the method panicked".into()));
+        let method = incoming.key.method;
+        let args = incoming.payload.clone();
+        let started_run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            task_core.dispatch.dispatch(method, args)
+        }));
+        let outcome = match started_run {
+            Err(_) => panicked(),
+            Ok(mut run) => {
+                std::future::poll_fn(|cx| {
+                    let p = std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+                    let p = p.unwrap_or_else(|_| Poll::Ready(panicked()));
+                    waited |= p.is_pending();
+                    p
+                })
+                .await
+            }
+        };
+        let (status, payload) = frames::status_of(outcome);
+        // A call that finished at once finished at the batch's time.
+        let now = if waited { task_core.now() } else { started };
+        task_core.complete(&incoming, status, payload, now);
+    });
+    let mut cx = Context::from_waker(Waker::noop());
+    if call.as_mut().poll(&mut cx).is_ready() {
+        return;
+    }
+    // `decide` checked a permit was free and only this connection's reader
+    // takes them, so this succeeds; if it did not, the call still runs.
+    let permit = Arc::clone(in_flight).try_acquire_owned().ok();
+    tokio::spawn(async move {
+        call.await;
+        drop(permit);
+    });
 }

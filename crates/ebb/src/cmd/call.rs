@@ -30,21 +30,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let codec = DemoCodec;
     let Some((service, method)) = args.method.split_once('.') else {
         bail!(
             "method {:?} must be SERVICE.METHOD, e.g. Demo.incr (methods of Demo: {})",
             args.method,
-            method_list(&codec)
+            method_list(&DemoCodec)
         );
     };
-    if service != codec.name() {
+    let Some(codec) = ebb::service_codec(service) else {
         bail!(
-            "unknown service {service:?}: this build knows {} (methods: {})",
-            codec.name(),
-            method_list(&codec)
+            "unknown service {service:?}: this build knows {}",
+            ebb::SERVICE_NAMES.join(", ")
         );
-    }
+    };
     let json: serde_json::Value = serde_json::from_str(&args.args).with_context(|| {
         format!(
             "arguments {:?} are not valid JSON; pass an object keyed by parameter name, e.g. '{{\"key\":\"a\"}}'",
@@ -59,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let reply = rt.block_on(async {
         let client = TcpClient::connect(&args.addr).await?;
-        call_json(&codec, &client, method, json, options).await
+        call_json(codec, &client, method, json, options).await
     });
     match reply {
         Ok(value) => {

@@ -45,6 +45,24 @@ async fn every_method_answers_through_the_typed_client() {
     assert_eq!(c.get("k".into()).await.unwrap(), None);
     assert_eq!(c.put("k".into(), "v".into()).await.unwrap(), Ok(()));
     assert_eq!(c.get("k".into()).await.unwrap(), Some("v".into()));
+    let runs = service(&c).executions();
+    let expected = [
+        ("echo", 1),
+        ("get", 2),
+        ("incr", 3),
+        ("put", 1),
+        ("sleep", 1),
+        ("work", 1),
+    ];
+    assert_eq!(runs.into_iter().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn the_demo_is_known_by_name() {
+    let codec = crate::service_codec("Demo").unwrap();
+    assert_eq!(codec.methods(), DemoCodec::METHODS);
+    assert!(crate::service_codec("Nope").is_none());
+    assert_eq!(crate::SERVICE_NAMES, ["Demo"]);
 }
 
 #[tokio::test]
@@ -66,6 +84,18 @@ async fn work_spins_at_least_the_requested_time() {
     let c = client();
     assert_eq!(c.work(2_000).await.unwrap(), 2_000);
     assert!(started.elapsed() >= std::time::Duration::from_micros(2_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sleep_waits_at_most_max_sleep_millis() {
+    let c = client();
+    let started = tokio::time::Instant::now();
+    assert_eq!(c.sleep(u64::MAX).await.unwrap(), MAX_SLEEP_MILLIS);
+    // Paused time advances only as far as the sleep asked.
+    assert_eq!(
+        started.elapsed(),
+        std::time::Duration::from_millis(MAX_SLEEP_MILLIS)
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,4 @@
+#[ebb_rpc_macros::service]
+struct NotATrait;
+
+fn main() {}

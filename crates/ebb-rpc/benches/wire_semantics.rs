@@ -1,0 +1,101 @@
+//! Throughput of the codec and of one call through both state machines,
+//! without I/O: the ceiling the transport can reach per core.
+//!
+//! Run: `cargo bench -p ebb-rpc --bench wire_semantics`
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ebb_core::{ClientId, Nanos};
+use ebb_rpc::semantics::{Action, ClientConfig, ClientSession, ServerConfig, ServerSession};
+use ebb_rpc::wire::{FLAG_IDEMPOTENT, Frame, FrameCodec, FrameKind, Status};
+
+const FRAMES: usize = 2_000_000;
+const CALLS: u64 = 1_000_000;
+
+fn codec(payload_bytes: usize) {
+    let codec = FrameCodec::default();
+    let frame = Frame {
+        kind: FrameKind::Request,
+        flags: FLAG_IDEMPOTENT,
+        status: Status::Ok,
+        client: ClientId(1),
+        seq: 1,
+        ack_below: 1,
+        incarnation: 9,
+        deadline: Nanos::from_millis(100),
+        method: 3,
+        payload: Bytes::from(vec![7u8; payload_bytes]),
+    };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let t = Instant::now();
+    let mut decoded = 0usize;
+    // Batches of 64 frames per "write", as a coalescing transport would.
+    for _ in 0..FRAMES / 64 {
+        for _ in 0..64 {
+            codec.encode(&frame, &mut buf).expect("fits");
+        }
+        while let Some(f) = codec.decode(&mut buf).expect("valid") {
+            decoded += black_box(f).payload.len();
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(decoded, FRAMES / 64 * 64 * payload_bytes);
+    println!(
+        "codec encode+decode, {payload_bytes} B payload: {:.1} M frames/s ({:.0} ns/frame)",
+        FRAMES as f64 / secs / 1e6,
+        secs * 1e9 / FRAMES as f64
+    );
+}
+
+fn state_machines(idempotent: bool) {
+    let now = Nanos::from_secs(1);
+    let mut client = ClientSession::new(ClientId(5), ClientConfig::default(), now);
+    let mut server = ServerSession::new(77, ServerConfig::default());
+    client.handle_connected(now);
+    while let Some(f) = client.poll_transmit() {
+        if let Action::Reply(r) = server.handle_frame(f, now) {
+            client.handle_frame(r, now);
+        }
+    }
+    let payload = Bytes::from_static(b"0123456789abcdef");
+    let t = Instant::now();
+    for _ in 0..CALLS {
+        client
+            .start_call(
+                3,
+                idempotent,
+                payload.clone(),
+                now + Nanos::from_secs(5),
+                now,
+            )
+            .expect("below the bound");
+        let req = client.poll_transmit().expect("sent at once");
+        let Action::Execute(inc) = server.handle_frame(req, now) else {
+            panic!("a new call executes")
+        };
+        let reply = server.complete(inc.key, Status::Ok, inc.payload, now);
+        client.handle_frame(reply, now);
+        let (_, outcome) = client.poll_event().expect("the reply ends the call");
+        black_box(outcome.expect("the call succeeds"));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let kind = if idempotent {
+        "idempotent"
+    } else {
+        "at-most-once"
+    };
+    println!(
+        "client+server state machines, {kind}: {:.2} M calls/s ({:.0} ns/call)",
+        CALLS as f64 / secs / 1e6,
+        secs * 1e9 / CALLS as f64
+    );
+}
+
+fn main() {
+    codec(16);
+    codec(1024);
+    state_machines(true);
+    state_machines(false);
+}

@@ -1,0 +1,119 @@
+//! A client call's bookkeeping, the client's configuration, and the mapping
+//! from reply status to call outcome.
+
+use bytes::Bytes;
+use ebb_core::Nanos;
+
+use super::{
+    HEARTBEAT_INTERVAL, HEARTBEAT_SILENCE, MAX_OUTSTANDING_CALLS, MAX_RETRANSMIT_INTERVAL,
+    MAX_RETRANSMITS, RETRANSMIT_AFTER,
+};
+use crate::CallError;
+use crate::wire::{Frame, Status};
+
+/// Timers and bounds of a client session; the defaults are the named
+/// constants in [`super`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub max_outstanding_calls: usize,
+    /// First resend delay (also the handshake ping retry interval).
+    pub retransmit_after: Nanos,
+    pub max_retransmit_interval: Nanos,
+    /// Resends of one call per connection.
+    pub max_retransmits: u32,
+    pub heartbeat_interval: Nanos,
+    pub heartbeat_silence: Nanos,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
+            max_outstanding_calls: MAX_OUTSTANDING_CALLS,
+            retransmit_after: RETRANSMIT_AFTER,
+            max_retransmit_interval: MAX_RETRANSMIT_INTERVAL,
+            max_retransmits: MAX_RETRANSMITS,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            heartbeat_silence: HEARTBEAT_SILENCE,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Delay before the resend after `retransmits` earlier resends:
+    /// exponential, capped.
+    pub fn backoff(&self, retransmits: u32) -> Nanos {
+        let factor = 1u64 << retransmits.min(32);
+        Nanos(self.retransmit_after.0.saturating_mul(factor)).min(self.max_retransmit_interval)
+    }
+}
+
+/// Where a session's connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// No connection: calls wait (and end `ConnectionLost` at the deadline).
+    Disconnected,
+    /// Connected, ping sent, pong not yet received: only idempotent calls go.
+    Handshaking,
+    /// The server's incarnation is confirmed for this connection.
+    Ready,
+}
+
+/// An idempotent call taken out of one session to be started on another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MovedCall {
+    pub method: u16,
+    pub payload: Bytes,
+    /// Absolute, as given to `start_call`.
+    pub deadline: Nanos,
+}
+
+#[derive(Debug)]
+pub(super) struct Call {
+    pub method: u16,
+    pub idempotent: bool,
+    pub payload: Bytes,
+    pub started: Nanos,
+    pub deadline: Nanos,
+    /// The incarnation named when first sent; `None`: never sent.
+    pub sent_to: Option<u64>,
+    /// Resends on the current connection.
+    pub retransmits: u32,
+    /// Armed while in flight on the current connection.
+    pub retransmit_at: Option<Nanos>,
+}
+
+impl Call {
+    pub fn new(
+        method: u16,
+        idempotent: bool,
+        payload: Bytes,
+        started: Nanos,
+        deadline: Nanos,
+    ) -> Call {
+        Call {
+            method,
+            idempotent,
+            payload,
+            started,
+            deadline,
+            sent_to: None,
+            retransmits: 0,
+            retransmit_at: None,
+        }
+    }
+}
+
+/// The outcome a reply means for the call first sent to incarnation `sent_to`.
+pub(super) fn outcome(reply: Frame, sent_to: u64) -> Result<Bytes, CallError> {
+    Err(match reply.status {
+        Status::Ok => return Ok(reply.payload),
+        Status::UnknownMethod => CallError::UnknownMethod(reply.message()),
+        Status::BadRequest => CallError::BadRequest(reply.message()),
+        Status::OutcomeUnknown => CallError::OutcomeUnknown {
+            old: sent_to,
+            new: reply.incarnation,
+        },
+        Status::Rejected => CallError::Rejected(reply.message()),
+        Status::AppError => CallError::Remote(reply.message()),
+    })
+}

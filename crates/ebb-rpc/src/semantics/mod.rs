@@ -1,0 +1,62 @@
+//! Call semantics as sans-IO state machines.
+//!
+//! [`client::ClientSession`] and [`server::ServerSession`] take frames, `now`
+//! and connection events in, and give frames to send, call outcomes and the
+//! next timer instant out. They never read a clock or touch a socket, so the
+//! tokio transport and the deterministic fault simulation
+//! (`tests/fault_sim.rs`) drive the very same code. The rules and the reasons
+//! for each bound are in `docs/semantics.md`.
+
+mod call;
+pub mod client;
+pub mod reply_table;
+pub mod server;
+
+use ebb_core::Nanos;
+
+pub use call::{ClientConfig, LinkState, MovedCall};
+pub use client::{CallOutcome, ClientSession};
+pub use reply_table::{ReplyTable, TableFull};
+pub use server::{Action, CallKey, Incoming, ServerConfig, ServerSession, random_incarnation};
+
+/// Protocol constant: a client never sends an at-most-once request with
+/// `seq >= ack_below + MAX_REPLIES_PER_CLIENT`, so a server holds at most this
+/// many saved replies and in-progress markers per client. Both sides must
+/// agree on it, which is why it is a constant and not configuration.
+pub const MAX_REPLIES_PER_CLIENT: u64 = 256;
+
+/// Default bound on calls a client session has outstanding at once; beyond
+/// it `start_call` refuses with `CallError::TooManyOutstanding`.
+pub const MAX_OUTSTANDING_CALLS: usize = 1024;
+
+/// Default first retransmission delay; it doubles per resend up to
+/// [`MAX_RETRANSMIT_INTERVAL`].
+pub const RETRANSMIT_AFTER: Nanos = Nanos::from_millis(200);
+
+/// Default cap on the retransmission backoff.
+pub const MAX_RETRANSMIT_INTERVAL: Nanos = Nanos::from_secs(2);
+
+/// Default bound on resends of one call on one connection; after it the call
+/// waits for its reply or its deadline. A reconnect starts a fresh count
+/// (the old connection's frames are gone), so the total is bounded by this
+/// times the reconnects that fit before the deadline.
+pub const MAX_RETRANSMITS: u32 = 8;
+
+/// Default interval after which an idle client pings the server.
+pub const HEARTBEAT_INTERVAL: Nanos = Nanos::from_secs(1);
+
+/// Default silence (nothing at all heard from the server on a live
+/// connection) after which the server is declared unresponsive.
+pub const HEARTBEAT_SILENCE: Nanos = Nanos::from_secs(5);
+
+/// Default bound on client sessions a server keeps at-most-once state for.
+pub const MAX_CLIENTS: usize = 4096;
+
+/// Default idle time after which a client's session on a server may be
+/// evicted to make room for another. Safe because the server then answers
+/// that client's old calls `OutcomeUnknown` (see `docs/semantics.md`).
+pub const SESSION_EXPIRY: Nanos = Nanos::from_secs(60);
+
+/// Identifies a call within one [`client::ClientSession`]: its sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);

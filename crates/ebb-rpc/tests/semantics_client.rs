@@ -1,0 +1,344 @@
+//! The client rules, one test each, with a plain `Nanos` clock.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use ebb_core::{ClientId, Nanos};
+use ebb_rpc::CallError;
+use ebb_rpc::semantics::{CallId, ClientConfig, ClientSession, LinkState, MAX_REPLIES_PER_CLIENT};
+use ebb_rpc::wire::{Frame, FrameKind, Status};
+
+const ME: ClientId = ClientId(42);
+const INC: u64 = 1000;
+const SEC: Nanos = Nanos::from_secs(1);
+
+fn cfg() -> ClientConfig {
+    ClientConfig {
+        max_outstanding_calls: 4096,
+        ..ClientConfig::default()
+    }
+}
+
+fn drain(s: &mut ClientSession) -> Vec<Frame> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn pong(inc: u64, status: Status) -> Frame {
+    Frame {
+        kind: FrameKind::Pong,
+        flags: 0,
+        status,
+        client: ME,
+        seq: 1,
+        ack_below: 0,
+        incarnation: inc,
+        deadline: Nanos::ZERO,
+        method: 0,
+        payload: Bytes::new(),
+    }
+}
+
+fn reply(to: &Frame, inc: u64, status: Status, payload: &'static [u8]) -> Frame {
+    Frame::reply_to(to, inc, status, Bytes::from_static(payload))
+}
+
+/// Connected and handshaken with incarnation `INC` at time 0.
+fn ready() -> ClientSession {
+    let mut s = ClientSession::new(ME, cfg(), Nanos::ZERO);
+    s.handle_connected(Nanos::ZERO);
+    let f = drain(&mut s);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].kind, FrameKind::Ping);
+    s.handle_frame(pong(INC, Status::Ok), Nanos::ZERO);
+    assert_eq!(s.link(), LinkState::Ready);
+    s
+}
+
+fn call(s: &mut ClientSession, idempotent: bool, now: Nanos) -> CallId {
+    s.start_call(
+        7,
+        idempotent,
+        Bytes::from_static(b"a"),
+        now + Nanos::from_secs(10),
+        now,
+    )
+    .unwrap()
+}
+
+#[test]
+fn at_most_once_calls_wait_for_the_handshake_idempotent_ones_do_not() {
+    let mut s = ClientSession::new(ME, cfg(), Nanos::ZERO);
+    let amo = call(&mut s, false, Nanos::ZERO);
+    let idem = call(&mut s, true, Nanos::ZERO);
+    assert!(
+        drain(&mut s).is_empty(),
+        "nothing goes out while disconnected"
+    );
+    s.handle_connected(Nanos(1));
+    let f = drain(&mut s);
+    assert_eq!(
+        f.iter().map(|f| (f.kind, f.seq)).collect::<Vec<_>>(),
+        vec![(FrameKind::Ping, 1), (FrameKind::Request, idem.0)]
+    );
+    s.handle_frame(pong(INC, Status::Ok), Nanos(2));
+    let f = drain(&mut s);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].seq, f[0].incarnation, f[0].ack_below),
+        (amo.0, INC, 1)
+    );
+}
+
+#[test]
+fn a_reply_ends_its_call_with_the_payload_and_advances_ack_below() {
+    let mut s = ready();
+    let a = call(&mut s, false, Nanos(1));
+    let b = call(&mut s, false, Nanos(1));
+    let f = drain(&mut s);
+    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), Nanos(2));
+    assert_eq!(s.poll_event(), Some((a, Ok(Bytes::from_static(b"r")))));
+    assert_eq!(s.ack_below(), b.0);
+    // A duplicate reply is ignored.
+    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), Nanos(3));
+    assert_eq!(s.poll_event(), None);
+}
+
+#[test]
+fn a_reply_whose_method_differs_is_not_delivered() {
+    let mut s = ready();
+    call(&mut s, false, Nanos(1));
+    let mut r = reply(&drain(&mut s)[0], INC, Status::Ok, b"x");
+    r.method += 1;
+    s.handle_frame(r, Nanos(2));
+    assert_eq!(s.poll_event(), None);
+    assert_eq!(s.outstanding(), 1);
+}
+
+#[test]
+fn error_statuses_map_to_typed_errors() {
+    let cases = [
+        (Status::UnknownMethod, "UnknownMethod"),
+        (Status::BadRequest, "BadRequest"),
+        (Status::Rejected, "Rejected"),
+        (Status::AppError, "Remote"),
+    ];
+    for (status, name) in cases {
+        let mut s = ready();
+        let id = call(&mut s, false, Nanos(1));
+        let f = drain(&mut s);
+        s.handle_frame(reply(&f[0], INC, status, b"why"), Nanos(2));
+        let (got, r) = s.poll_event().unwrap();
+        assert_eq!(got, id);
+        assert!(
+            format!("{:?}", r.unwrap_err()).starts_with(name),
+            "{status:?}"
+        );
+    }
+}
+
+#[test]
+fn unanswered_calls_are_resent_with_backoff_up_to_the_bound() {
+    let c = cfg();
+    let mut s = ready();
+    let deadline = Nanos::from_secs(60);
+    let id = s
+        .start_call(7, false, Bytes::new(), deadline, Nanos::ZERO)
+        .unwrap();
+    drain(&mut s);
+    let mut sends = Vec::new();
+    let mut now = Nanos::ZERO;
+    for _ in 0..100 {
+        let Some(t) = s.poll_timeout() else { break };
+        if t >= deadline {
+            break;
+        }
+        now = t;
+        s.handle_timeout(now);
+        for f in drain(&mut s) {
+            match f.kind {
+                FrameKind::Request => {
+                    assert_eq!(f.seq, id.0, "a resend keeps its seq");
+                    sends.push(now);
+                }
+                // Keep the failure detector quiet.
+                FrameKind::Ping => s.handle_frame(pong(INC, Status::Ok), now),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(sends.len(), c.max_retransmits as usize);
+    assert_eq!(sends[0], c.backoff(0));
+    assert_eq!(sends[1] - sends[0], c.backoff(1));
+    assert!(now < deadline, "resends stopped before the deadline");
+}
+
+#[test]
+fn every_call_ends_by_its_deadline() {
+    let mut s = ready();
+    let id = s
+        .start_call(1, false, Bytes::new(), Nanos::from_millis(50), Nanos::ZERO)
+        .unwrap();
+    drain(&mut s);
+    assert!(s.poll_timeout().unwrap() <= Nanos::from_millis(50));
+    s.handle_timeout(Nanos::from_millis(50));
+    assert_eq!(
+        s.poll_event(),
+        Some((id, Err(CallError::DeadlineExceeded(Nanos::from_millis(50)))))
+    );
+}
+
+#[test]
+fn a_call_still_disconnected_at_its_deadline_ends_connection_lost() {
+    let mut s = ready();
+    let id = call(&mut s, true, Nanos::ZERO);
+    s.handle_disconnect(Nanos(5));
+    s.handle_timeout(Nanos::from_secs(10));
+    assert!(matches!(
+        s.poll_event(),
+        Some((got, Err(CallError::ConnectionLost(_)))) if got == id
+    ));
+}
+
+#[test]
+fn calls_are_resent_with_the_same_seq_after_a_reconnect() {
+    let mut s = ready();
+    let id = call(&mut s, false, Nanos::ZERO);
+    drain(&mut s);
+    s.handle_disconnect(Nanos(1));
+    s.handle_connected(Nanos(2));
+    let f = drain(&mut s);
+    assert_eq!(f.len(), 1, "at-most-once resends wait for the handshake");
+    assert_eq!(
+        f[0].seq, 2,
+        "the handshake ping carries the floor above seq 1"
+    );
+    s.handle_frame(pong(INC, Status::Ok), Nanos(3));
+    let f = drain(&mut s);
+    assert_eq!((f[0].seq, f[0].incarnation), (id.0, INC));
+}
+
+#[test]
+fn new_incarnation_ends_sent_at_most_once_calls_and_resends_idempotent_ones() {
+    let mut s = ready();
+    let amo = call(&mut s, false, Nanos::ZERO);
+    let idem = call(&mut s, true, Nanos::ZERO);
+    drain(&mut s);
+    s.handle_disconnect(Nanos(1));
+    s.handle_connected(Nanos(2));
+    let f = drain(&mut s);
+    assert_eq!(f.iter().filter(|f| f.kind == FrameKind::Request).count(), 1);
+    s.handle_frame(pong(INC + 1, Status::Ok), Nanos(3));
+    assert_eq!(
+        s.poll_event(),
+        Some((
+            amo,
+            Err(CallError::OutcomeUnknown {
+                old: INC,
+                new: INC + 1
+            })
+        ))
+    );
+    assert_eq!(s.outstanding(), 1);
+    let f = drain(&mut s);
+    assert!(
+        f.iter().any(|f| f.seq == idem.0),
+        "idempotent call resent at once"
+    );
+    // A new at-most-once call names the new incarnation.
+    call(&mut s, false, Nanos(4));
+    let f = drain(&mut s);
+    assert_eq!(f.last().unwrap().incarnation, INC + 1);
+}
+
+#[test]
+fn server_outcome_unknown_reply_names_both_incarnations() {
+    let mut s = ready();
+    let id = call(&mut s, false, Nanos::ZERO);
+    let f = drain(&mut s);
+    s.handle_frame(
+        reply(&f[0], INC, Status::OutcomeUnknown, b"floor"),
+        Nanos(1),
+    );
+    assert_eq!(
+        s.poll_event(),
+        Some((id, Err(CallError::OutcomeUnknown { old: INC, new: INC })))
+    );
+}
+
+#[test]
+fn idle_connection_pings_and_silence_ends_calls_server_unresponsive() {
+    let c = cfg();
+    let mut s = ready();
+    assert_eq!(s.poll_timeout(), Some(c.heartbeat_interval));
+    s.handle_timeout(c.heartbeat_interval);
+    assert_eq!(drain(&mut s)[0].kind, FrameKind::Ping);
+    let id = call(&mut s, false, c.heartbeat_interval);
+    s.handle_timeout(c.heartbeat_silence);
+    let (got, r) = s.poll_event().unwrap();
+    assert_eq!(got, id);
+    assert_eq!(r, Err(CallError::ServerUnresponsive(c.heartbeat_silence)));
+    assert!(s.poll_close());
+    assert_eq!(s.link(), LinkState::Disconnected);
+}
+
+#[test]
+fn outstanding_calls_are_bounded() {
+    let mut s = ClientSession::new(
+        ME,
+        ClientConfig {
+            max_outstanding_calls: 2,
+            ..cfg()
+        },
+        Nanos::ZERO,
+    );
+    call(&mut s, true, Nanos::ZERO);
+    call(&mut s, true, Nanos::ZERO);
+    assert_eq!(
+        s.start_call(1, true, Bytes::new(), SEC, Nanos::ZERO),
+        Err(CallError::TooManyOutstanding { limit: 2 })
+    );
+}
+
+#[test]
+fn at_most_once_calls_beyond_the_window_wait_for_the_lowest_to_end() {
+    let mut s = ready();
+    let first = call(&mut s, false, Nanos::ZERO);
+    for _ in 0..MAX_REPLIES_PER_CLIENT {
+        call(&mut s, false, Nanos::ZERO);
+    }
+    let f = drain(&mut s);
+    assert_eq!(f.len() as u64, MAX_REPLIES_PER_CLIENT);
+    assert!(
+        f.iter()
+            .all(|f| f.seq < f.ack_below + MAX_REPLIES_PER_CLIENT)
+    );
+    s.handle_frame(reply(&f[0], INC, Status::Ok, b""), Nanos(1));
+    assert_eq!(s.poll_event().unwrap().0, first);
+    let f = drain(&mut s);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].seq, 1 + MAX_REPLIES_PER_CLIENT);
+}
+
+#[test]
+fn rejected_handshake_refuses_never_sent_at_most_once_calls() {
+    let mut s = ClientSession::new(ME, cfg(), Nanos::ZERO);
+    let id = call(&mut s, false, Nanos::ZERO);
+    s.handle_connected(Nanos(1));
+    s.handle_frame(pong(INC, Status::Rejected), Nanos(2));
+    assert!(matches!(
+        s.poll_event(),
+        Some((got, Err(CallError::Rejected(_)))) if got == id
+    ));
+    assert_eq!(s.link(), LinkState::Handshaking);
+}
+
+#[test]
+fn only_idempotent_calls_can_move_to_another_server() {
+    let mut s = ready();
+    let amo = call(&mut s, false, Nanos::ZERO);
+    let idem = call(&mut s, true, Nanos::ZERO);
+    assert!(s.take_idempotent(amo).is_none());
+    let moved = s.take_idempotent(idem).unwrap();
+    assert_eq!(moved.method, 7);
+    assert_eq!(s.outstanding(), 1);
+    assert_eq!(s.poll_event(), None, "a moved call has no outcome here");
+}

@@ -1,0 +1,69 @@
+//! A pure, seeded world for the fault simulation: clients, servers, a lossy
+//! network, crashes. No tokio, no threads, no wall clock; every map whose
+//! order matters is a `BTreeMap`, so a seed replays exactly.
+
+pub mod world;
+
+use ebb_core::Nanos;
+
+/// Fault and workload knobs of one run, drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub drop: f64,
+    pub duplicate: f64,
+    pub max_delay: Nanos,
+    /// Mean time between connection resets per connection.
+    pub reset_every: Nanos,
+    /// Mean time between crashes per server.
+    pub crash_every: Nanos,
+    /// Probability a client is told at once that a crashed server's
+    /// connection broke (otherwise only heartbeat silence tells it).
+    pub crash_notified: f64,
+}
+
+/// Counts over a run, summed over seeds to show the run was not vacuous.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub calls: u64,
+    pub ok: u64,
+    pub outcome_unknown: u64,
+    pub deadline: u64,
+    pub connection_lost: u64,
+    pub unresponsive: u64,
+    pub rejected: u64,
+    pub other_err: u64,
+    pub executions: u64,
+    pub crashes: u64,
+    pub resets: u64,
+    pub moves: u64,
+    pub frames: u64,
+    /// Server answered a duplicate from its saved replies.
+    pub saved_replies: u64,
+    /// Server refused an at-most-once request `OutcomeUnknown`.
+    pub orphans_refused: u64,
+    /// Duplicate of a running call: waited instead of running again.
+    pub waits: u64,
+    pub dropped_below_ack: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.calls += o.calls;
+        self.ok += o.ok;
+        self.outcome_unknown += o.outcome_unknown;
+        self.deadline += o.deadline;
+        self.connection_lost += o.connection_lost;
+        self.unresponsive += o.unresponsive;
+        self.rejected += o.rejected;
+        self.other_err += o.other_err;
+        self.executions += o.executions;
+        self.crashes += o.crashes;
+        self.resets += o.resets;
+        self.moves += o.moves;
+        self.frames += o.frames;
+        self.saved_replies += o.saved_replies;
+        self.orphans_refused += o.orphans_refused;
+        self.waits += o.waits;
+        self.dropped_below_ack += o.dropped_below_ack;
+    }
+}

@@ -1,0 +1,304 @@
+//! The simulated world: clients with one session per server, servers that
+//! crash and restart with a new incarnation, connections that reset, and a
+//! network that drops, duplicates, delays and so reorders frames. Frames of
+//! a connection that was reset or whose server crashed are lost, as with TCP.
+
+use std::collections::BTreeMap;
+
+use ebb_core::{ClientId, Nanos, Rng};
+use ebb_rpc::CallError;
+use ebb_rpc::semantics::{
+    CallId, CallKey, ClientConfig, ClientSession, ServerConfig, ServerSession,
+};
+use ebb_rpc::wire::Frame;
+
+use super::{Faults, Stats};
+
+mod events;
+
+pub const SERVERS: usize = 2;
+const METHOD: u16 = 7;
+/// Marks a payload as a reply, so a request echoed back would not pass.
+const REPLY_MARK: u32 = 0x0005_EBB0;
+const HORIZON: Nanos = Nanos::from_secs(2);
+const STEP_LIMIT: u64 = 5_000_000;
+
+enum Event {
+    Start {
+        tag: u64,
+    },
+    ToServer {
+        c: usize,
+        s: usize,
+        epoch: u64,
+        frame: Frame,
+    },
+    ToClient {
+        c: usize,
+        s: usize,
+        epoch: u64,
+        frame: Frame,
+    },
+    Complete {
+        s: usize,
+        incarnation: u64,
+        c: usize,
+        key: CallKey,
+        tag: u64,
+    },
+    Reset {
+        c: usize,
+        s: usize,
+    },
+    Reconnect {
+        c: usize,
+        s: usize,
+    },
+    Crash {
+        s: usize,
+    },
+    Restart {
+        s: usize,
+    },
+    Move {
+        tag: u64,
+    },
+}
+
+#[derive(Default)]
+struct Conn {
+    up: bool,
+    epoch: u64,
+    reconnect_pending: bool,
+}
+
+struct Call {
+    client: usize,
+    server: usize,
+    idempotent: bool,
+    start: Nanos,
+    deadline: Nanos,
+    started: bool,
+    ended: Option<(Nanos, Result<(), CallError>)>,
+}
+
+pub struct World {
+    rng: Rng,
+    now: Nanos,
+    tiebreak: u64,
+    events: BTreeMap<(Nanos, u64), Event>,
+    faults: Faults,
+    server_cfg: ServerConfig,
+    sessions: Vec<Vec<ClientSession>>,
+    conns: Vec<Vec<Conn>>,
+    servers: Vec<Option<ServerSession>>,
+    restarts: Vec<u64>,
+    calls: BTreeMap<u64, Call>,
+    by_call: BTreeMap<(usize, usize, CallId), u64>,
+    /// At-most-once executions per (client id, seq); survives crashes.
+    ledger: BTreeMap<(ClientId, u64), u32>,
+    /// Executions per logical call, any kind; survives crashes.
+    executed: BTreeMap<u64, u32>,
+    stats: Stats,
+}
+
+impl World {
+    pub fn new(seed: u64) -> World {
+        let mut rng = Rng::seeded(seed);
+        let faults = Faults {
+            drop: rng.unit() * 0.2,
+            duplicate: rng.unit() * 0.1,
+            max_delay: Nanos::from_micros(500 + rng.below(30_000)),
+            reset_every: Nanos::from_millis(300 + rng.below(3_000)),
+            crash_every: Nanos::from_millis(400 + rng.below(4_000)),
+            crash_notified: 0.5,
+        };
+        // A quarter of the runs squeeze the server's client table so that
+        // handshakes are refused and idle sessions evicted.
+        let server_cfg = if rng.chance(0.25) {
+            ServerConfig {
+                max_clients: 3,
+                session_expiry: Nanos::from_millis(300),
+            }
+        } else {
+            ServerConfig::default()
+        };
+        let clients = 2 + rng.below(3) as usize;
+        let client_cfg = ClientConfig {
+            max_outstanding_calls: 64,
+            retransmit_after: Nanos::from_millis(30),
+            max_retransmit_interval: Nanos::from_millis(300),
+            max_retransmits: 8,
+            heartbeat_interval: Nanos::from_millis(100),
+            heartbeat_silence: Nanos::from_millis(500),
+        };
+        let sessions = (0..clients)
+            .map(|_| {
+                (0..SERVERS)
+                    .map(|_| {
+                        ClientSession::new(ClientId::random(&mut rng), client_cfg, Nanos::ZERO)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut w = World {
+            rng,
+            now: Nanos::ZERO,
+            tiebreak: 0,
+            events: BTreeMap::new(),
+            faults,
+            server_cfg,
+            sessions,
+            conns: (0..clients)
+                .map(|_| (0..SERVERS).map(|_| Conn::default()).collect())
+                .collect(),
+            servers: (0..SERVERS).map(|_| None).collect(),
+            restarts: vec![0; SERVERS],
+            calls: BTreeMap::new(),
+            by_call: BTreeMap::new(),
+            ledger: BTreeMap::new(),
+            executed: BTreeMap::new(),
+            stats: Stats::default(),
+        };
+        w.plan(clients);
+        w
+    }
+
+    fn plan(&mut self, clients: usize) {
+        for s in 0..SERVERS {
+            self.restart(s);
+            let mut t = Nanos::ZERO;
+            loop {
+                t += Nanos::from_secs_f64(self.rng.exp(self.faults.crash_every.as_secs_f64()));
+                if t > HORIZON {
+                    break;
+                }
+                self.at(t, Event::Crash { s });
+            }
+        }
+        let mut tag = 0;
+        for c in 0..clients {
+            for s in 0..SERVERS {
+                self.at(Nanos::ZERO, Event::Reconnect { c, s });
+                let mut t = Nanos::ZERO;
+                loop {
+                    t += Nanos::from_secs_f64(self.rng.exp(self.faults.reset_every.as_secs_f64()));
+                    if t > HORIZON {
+                        break;
+                    }
+                    self.at(t, Event::Reset { c, s });
+                }
+            }
+            for _ in 0..20 + self.rng.below(20) {
+                tag += 1;
+                let start = Nanos(self.rng.below(HORIZON.0));
+                let deadline = start + Nanos::from_millis(20 + self.rng.below(1_500));
+                let idempotent = self.rng.chance(0.4);
+                let server = self.rng.below(SERVERS as u64) as usize;
+                if idempotent && self.rng.chance(0.3) {
+                    let when = start + Nanos(self.rng.below((deadline - start).0));
+                    self.at(when, Event::Move { tag });
+                }
+                self.calls.insert(
+                    tag,
+                    Call {
+                        client: c,
+                        server,
+                        idempotent,
+                        start,
+                        deadline,
+                        started: false,
+                        ended: None,
+                    },
+                );
+                self.at(start, Event::Start { tag });
+            }
+        }
+    }
+
+    /// Runs to the end; `Err` names the first broken rule.
+    pub fn run(mut self) -> Result<Stats, String> {
+        let end = self
+            .calls
+            .values()
+            .map(|c| c.deadline)
+            .max()
+            .unwrap_or(Nanos::ZERO)
+            + Nanos::from_millis(1);
+        for _ in 0..STEP_LIMIT {
+            let timer = self.next_timer();
+            let event = self.events.first_key_value().map(|(k, _)| k.0);
+            match (timer, event) {
+                (Some((t, c, s)), e) if e.is_none_or(|e| t <= e) && t <= end => {
+                    self.now = self.now.max(t);
+                    self.sessions[c][s].handle_timeout(self.now);
+                    self.pump(c, s)?;
+                }
+                (_, Some(e)) if e <= end => {
+                    let ((t, _), ev) = self.events.pop_first().expect("peeked above");
+                    self.now = self.now.max(t);
+                    self.handle(ev)?;
+                }
+                _ => return self.check(),
+            }
+        }
+        Err(format!(
+            "no progress after {STEP_LIMIT} steps at {}",
+            self.now
+        ))
+    }
+
+    fn next_timer(&self) -> Option<(Nanos, usize, usize)> {
+        let mut best = None;
+        for (c, per) in self.sessions.iter().enumerate() {
+            for (s, sess) in per.iter().enumerate() {
+                if let Some(t) = sess.poll_timeout()
+                    && best.is_none_or(|(b, _, _)| t < b)
+                {
+                    best = Some((t, c, s));
+                }
+            }
+        }
+        best
+    }
+
+    fn at(&mut self, t: Nanos, ev: Event) {
+        self.tiebreak += 1;
+        self.events.insert((t, self.tiebreak), ev);
+    }
+
+    fn restart(&mut self, s: usize) {
+        self.restarts[s] += 1;
+        let incarnation = (s as u64 + 1) * 1_000_000 + self.restarts[s];
+        self.servers[s] = Some(ServerSession::new(incarnation, self.server_cfg));
+    }
+
+    /// The end-of-run rules.
+    fn check(mut self) -> Result<Stats, String> {
+        for (tag, call) in &self.calls {
+            let runs = self.executed.get(tag).copied().unwrap_or(0);
+            match &call.ended {
+                None => {
+                    return Err(format!(
+                        "call {tag} (started {}, deadline {}) never ended",
+                        call.start, call.deadline
+                    ));
+                }
+                Some((_, Ok(()))) if runs == 0 => {
+                    return Err(format!("call {tag} succeeded without running"));
+                }
+                Some((_, Err(CallError::Rejected(m)))) if runs > 0 && !call.idempotent => {
+                    return Err(format!(
+                        "call {tag} was rejected ({m}) yet ran {runs} times"
+                    ));
+                }
+                Some((_, Err(e @ (CallError::BadRequest(_) | CallError::UnknownMethod(_))))) => {
+                    return Err(format!("call {tag} failed with a protocol error: {e}"));
+                }
+                _ => {}
+            }
+        }
+        self.stats.calls = self.calls.len() as u64;
+        Ok(self.stats)
+    }
+}

@@ -1,0 +1,281 @@
+//! Event handlers and the simulated network: how each event changes the
+//! world, and how frames travel between sessions.
+
+use bytes::Bytes;
+use ebb_core::Nanos;
+use ebb_rpc::CallError;
+use ebb_rpc::semantics::{Action, LinkState};
+use ebb_rpc::wire::{Frame, Status, decode_payload, encode_payload};
+
+use super::{Event, METHOD, REPLY_MARK, SERVERS, World};
+
+impl World {
+    pub(super) fn handle(&mut self, ev: Event) -> Result<(), String> {
+        match ev {
+            Event::Start { tag } => {
+                let call = &self.calls[&tag];
+                let (c, s, idem, deadline) =
+                    (call.client, call.server, call.idempotent, call.deadline);
+                self.start_on(tag, c, s, idem, deadline)?;
+            }
+            Event::Move { tag } => {
+                let call = &self.calls[&tag];
+                if call.ended.is_some() || !call.started {
+                    return Ok(());
+                }
+                let (c, s, deadline) = (call.client, call.server, call.deadline);
+                let id = self
+                    .by_call
+                    .iter()
+                    .find(|(_, t)| **t == tag)
+                    .map(|(k, _)| k.2);
+                if let Some(id) = id
+                    && let Some(moved) = self.sessions[c][s].take_idempotent(id)
+                {
+                    if moved.deadline != deadline {
+                        return Err(format!("moved call {tag} lost its deadline"));
+                    }
+                    self.by_call.remove(&(c, s, id));
+                    self.stats.moves += 1;
+                    let other = (s + 1) % SERVERS;
+                    self.calls.get_mut(&tag).expect("exists").server = other;
+                    self.start_on(tag, c, other, true, deadline)?;
+                }
+            }
+            Event::ToServer { c, s, epoch, frame } => {
+                if !self.conn_live(c, s, epoch) {
+                    return Ok(());
+                }
+                let Some(server) = self.servers[s].as_mut() else {
+                    return Ok(());
+                };
+                let incarnation = server.incarnation();
+                match server.handle_frame(frame, self.now) {
+                    Action::Execute(inc) => {
+                        let tag: u64 = decode_payload(&inc.payload).map_err(|e| e.to_string())?;
+                        self.stats.executions += 1;
+                        *self.executed.entry(tag).or_default() += 1;
+                        if !inc.key.idempotent {
+                            let n = self
+                                .ledger
+                                .entry((inc.key.client, inc.key.seq))
+                                .or_default();
+                            *n += 1;
+                            if *n > 1 || self.executed[&tag] > 1 {
+                                return Err(format!(
+                                    "at-most-once call {tag} (client {}, seq {}) executed twice, now at incarnation {incarnation}",
+                                    inc.key.client, inc.key.seq
+                                ));
+                            }
+                        }
+                        let done = self.now + Nanos(self.rng.below(Nanos::from_millis(5).0));
+                        self.at(
+                            done,
+                            Event::Complete {
+                                s,
+                                incarnation,
+                                c,
+                                key: inc.key,
+                                tag,
+                            },
+                        );
+                    }
+                    Action::Reply(f) => {
+                        match f.status {
+                            Status::Ok => self.stats.saved_replies += 1,
+                            Status::OutcomeUnknown => self.stats.orphans_refused += 1,
+                            _ => {}
+                        }
+                        self.send_to_client(c, s, f);
+                    }
+                    Action::Wait => self.stats.waits += 1,
+                    Action::Drop => self.stats.dropped_below_ack += 1,
+                }
+            }
+            Event::Complete {
+                s,
+                incarnation,
+                c,
+                key,
+                tag,
+            } => {
+                let Some(server) = self.servers[s].as_mut() else {
+                    return Ok(());
+                };
+                if server.incarnation() != incarnation {
+                    return Ok(());
+                }
+                let payload = encode_payload(&(tag, REPLY_MARK)).map_err(|e| e.to_string())?;
+                let reply = server.complete(key, Status::Ok, payload, self.now);
+                self.send_to_client(c, s, reply);
+            }
+            Event::ToClient { c, s, epoch, frame } => {
+                if self.conn_live(c, s, epoch) {
+                    self.sessions[c][s].handle_frame(frame, self.now);
+                    self.pump(c, s)?;
+                }
+            }
+            Event::Reset { c, s } => {
+                if self.conns[c][s].up {
+                    self.stats.resets += 1;
+                    self.break_conn(c, s, true)?;
+                }
+            }
+            Event::Reconnect { c, s } => {
+                self.conns[c][s].reconnect_pending = false;
+                if self.sessions[c][s].link() != LinkState::Disconnected {
+                    return Ok(());
+                }
+                if self.servers[s].is_some() {
+                    let conn = &mut self.conns[c][s];
+                    conn.up = true;
+                    conn.epoch += 1;
+                    self.sessions[c][s].handle_connected(self.now);
+                    self.pump(c, s)?;
+                } else {
+                    self.schedule_reconnect(c, s, Nanos::from_millis(50));
+                }
+            }
+            Event::Crash { s } => {
+                if self.servers[s].take().is_none() {
+                    return Ok(());
+                }
+                self.stats.crashes += 1;
+                for c in 0..self.sessions.len() {
+                    let notified = self.rng.chance(self.faults.crash_notified);
+                    self.break_conn(c, s, notified)?;
+                }
+                let after = Nanos::from_millis(20 + self.rng.below(400));
+                self.at(self.now + after, Event::Restart { s });
+            }
+            Event::Restart { s } => self.restart(s),
+        }
+        Ok(())
+    }
+
+    fn start_on(
+        &mut self,
+        tag: u64,
+        c: usize,
+        s: usize,
+        idem: bool,
+        deadline: Nanos,
+    ) -> Result<(), String> {
+        let payload: Bytes = encode_payload(&tag).map_err(|e| e.to_string())?;
+        match self.sessions[c][s].start_call(METHOD, idem, payload, deadline, self.now) {
+            Ok(id) => {
+                self.by_call.insert((c, s, id), tag);
+                self.calls.get_mut(&tag).expect("exists").started = true;
+            }
+            Err(e) => self.end(tag, Err(e))?,
+        }
+        self.pump(c, s)
+    }
+
+    fn conn_live(&self, c: usize, s: usize, epoch: u64) -> bool {
+        let conn = &self.conns[c][s];
+        conn.up && conn.epoch == epoch
+    }
+
+    /// The connection dies; in-flight frames are lost. `notified`: the
+    /// client sees it at once (else only its failure detector will).
+    fn break_conn(&mut self, c: usize, s: usize, notified: bool) -> Result<(), String> {
+        let conn = &mut self.conns[c][s];
+        conn.up = false;
+        conn.epoch += 1;
+        if notified {
+            self.sessions[c][s].handle_disconnect(self.now);
+            let after = Nanos::from_millis(1 + self.rng.below(50));
+            self.schedule_reconnect(c, s, after);
+        }
+        self.pump(c, s)
+    }
+
+    fn schedule_reconnect(&mut self, c: usize, s: usize, after: Nanos) {
+        if !std::mem::replace(&mut self.conns[c][s].reconnect_pending, true) {
+            self.at(self.now + after, Event::Reconnect { c, s });
+        }
+    }
+
+    fn send_to_server(&mut self, c: usize, s: usize, frame: Frame) {
+        let epoch = self.conns[c][s].epoch;
+        self.transmit(frame, |frame| Event::ToServer { c, s, epoch, frame }, c, s);
+    }
+
+    fn send_to_client(&mut self, c: usize, s: usize, frame: Frame) {
+        let epoch = self.conns[c][s].epoch;
+        self.transmit(frame, |frame| Event::ToClient { c, s, epoch, frame }, c, s);
+    }
+
+    fn transmit(&mut self, frame: Frame, ev: impl Fn(Frame) -> Event, c: usize, s: usize) {
+        self.stats.frames += 1;
+        if !self.conns[c][s].up || self.rng.chance(self.faults.drop) {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = Nanos(self.rng.below(self.faults.max_delay.0));
+            self.at(self.now + delay, ev(frame.clone()));
+        }
+    }
+
+    /// Moves a session's output into the world.
+    pub(super) fn pump(&mut self, c: usize, s: usize) -> Result<(), String> {
+        while let Some(f) = self.sessions[c][s].poll_transmit() {
+            self.send_to_server(c, s, f);
+        }
+        while let Some((id, r)) = self.sessions[c][s].poll_event() {
+            let Some(tag) = self.by_call.remove(&(c, s, id)) else {
+                return Err(format!(
+                    "client {c} got an outcome for unknown call {id:?} on server {s}"
+                ));
+            };
+            let r = match r {
+                Ok(payload) => {
+                    let got: (u64, u32) = decode_payload(&payload).map_err(|e| e.to_string())?;
+                    if got != (tag, REPLY_MARK) {
+                        return Err(format!("call {tag} got the reply of call {}", got.0));
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            self.end(tag, r)?;
+        }
+        if self.sessions[c][s].poll_close() {
+            self.break_conn(c, s, false)?;
+            self.schedule_reconnect(c, s, Nanos::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, tag: u64, r: Result<(), CallError>) -> Result<(), String> {
+        let now = self.now;
+        let call = self.calls.get_mut(&tag).expect("every tag is planned");
+        if call.ended.is_some() {
+            return Err(format!("call {tag} ended twice"));
+        }
+        if now > call.deadline {
+            return Err(format!(
+                "call {tag} ended at {now}, after its deadline {} ({r:?})",
+                call.deadline
+            ));
+        }
+        let s = &mut self.stats;
+        match &r {
+            Ok(()) => s.ok += 1,
+            Err(CallError::OutcomeUnknown { .. }) => s.outcome_unknown += 1,
+            Err(CallError::DeadlineExceeded(_)) => s.deadline += 1,
+            Err(CallError::ConnectionLost(_)) => s.connection_lost += 1,
+            Err(CallError::ServerUnresponsive(_)) => s.unresponsive += 1,
+            Err(CallError::Rejected(_)) => s.rejected += 1,
+            Err(_) => s.other_err += 1,
+        }
+        call.ended = Some((now, r));
+        Ok(())
+    }
+}
