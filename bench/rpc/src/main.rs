@@ -98,6 +98,13 @@ fn validate(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first three fields of /proc/loadavg: how busy the shared machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     validate(&args)?;
@@ -121,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("client runtime")?;
 
+    let load_before = load_average();
     let mut samples: BTreeMap<Cell, BTreeMap<System, Vec<Sample>>> = BTreeMap::new();
     let mut ping = Vec::new();
     let mut pipe = Vec::new();
@@ -180,6 +188,11 @@ fn main() -> anyhow::Result<()> {
         ping_pong_us: report::median(&mut ping),
         pipelined_msgs_per_sec: report::median(&mut pipe),
     });
+    let load_after = load_average();
+    println!(
+        "{} reps × {} s measured (+{} ms warm-up) per run; load average (1/5/15 min) {load_before} before, {load_after} after.\n",
+        args.reps, args.secs, args.warmup_ms
+    );
     print!("{}", report::markdown(&table, floor));
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
@@ -188,6 +201,8 @@ fn main() -> anyhow::Result<()> {
             "warmup_ms": args.warmup_ms,
             "results": report::rows(&table),
             "floor": floor,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing --json {}", path.display()))?;
