@@ -300,3 +300,27 @@ async fn a_panicking_method_fails_its_call_and_the_server_goes_on() {
         .await;
     assert_eq!(ok.unwrap(), &b"alive"[..]);
 }
+
+#[tokio::test]
+async fn oversized_arguments_are_refused_before_sending() {
+    let (addr, svc) = start().await;
+    let client = TcpClient::connect(&addr).await.unwrap();
+    let huge = Bytes::from(vec![0u8; wire::MAX_PAYLOAD_BYTES + 1]);
+    let err = client
+        .call(&METHODS[0], huge, CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::BadRequest(m) if m.contains("nothing was sent")),
+        "{err:?}"
+    );
+    let ok = client
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"fine"),
+            CallOptions::default(),
+        )
+        .await;
+    assert_eq!(ok.unwrap(), &b"fine"[..]);
+    assert_eq!(svc.runs.load(Ordering::Relaxed), 1);
+}
