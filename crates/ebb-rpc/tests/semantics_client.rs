@@ -281,6 +281,24 @@ fn idle_connection_pings_and_silence_ends_calls_server_unresponsive() {
 }
 
 #[test]
+fn silence_spares_calls_that_were_never_sent() {
+    let c = cfg();
+    let mut s = ClientSession::new(ME, c, Nanos::ZERO);
+    s.handle_connected(Nanos::ZERO);
+    drain(&mut s);
+    // Held: at-most-once calls wait for the pong that never comes.
+    let id = call(&mut s, false, Nanos::ZERO);
+    s.handle_timeout(c.heartbeat_silence);
+    assert_eq!(s.poll_event(), None);
+    assert!(s.poll_close());
+    assert_eq!(s.outstanding(), 1);
+    s.handle_connected(c.heartbeat_silence);
+    s.handle_frame(pong(INC, Status::Ok), c.heartbeat_silence);
+    let f = drain(&mut s);
+    assert_eq!(f.last().unwrap().seq, id.0, "sent on the next connection");
+}
+
+#[test]
 fn outstanding_calls_are_bounded() {
     let mut s = ClientSession::new(
         ME,

@@ -239,8 +239,17 @@ impl ClientSession {
         if self.link != LinkState::Disconnected
             && now >= self.last_heard + self.cfg.heartbeat_silence
         {
+            // Calls sent to the silent server end now, so the caller can act
+            // (move idempotent ones); calls never sent wait for the next
+            // connection, since nothing is known to be wrong with them.
             let silent = now - self.last_heard;
-            for seq in self.calls.keys().copied().collect::<Vec<_>>() {
+            let sent: Vec<u64> = self
+                .calls
+                .iter()
+                .filter(|(_, c)| c.sent_to.is_some())
+                .map(|(&s, _)| s)
+                .collect();
+            for seq in sent {
                 self.finish(seq, Err(CallError::ServerUnresponsive(silent)));
             }
             self.handle_disconnect(now);
