@@ -117,11 +117,10 @@ impl ClientSession {
         self.deadlines.insert((deadline, seq));
         if deadline <= now {
             self.finish(seq, Err(CallError::DeadlineExceeded(Nanos::ZERO)));
-        } else if idempotent {
-            self.held_idempotent.insert(seq);
-            self.flush(now);
+        } else if self.can_send_now(idempotent, seq) {
+            self.send(seq, now);
         } else {
-            self.held_at_most_once.insert(seq);
+            self.hold(seq);
             self.flush(now);
         }
         Ok(CallId(seq))
@@ -346,6 +345,20 @@ impl ClientSession {
                 }
                 (true, Some(_)) if in_flight => self.send(seq, now),
                 _ => {}
+            }
+        }
+    }
+
+    /// Whether a new call may skip the held queues: the fast path, taken
+    /// only when it would be sent first anyway.
+    fn can_send_now(&self, idempotent: bool, seq: u64) -> bool {
+        match self.link {
+            LinkState::Disconnected => false,
+            _ if idempotent => self.held_idempotent.is_empty(),
+            LinkState::Handshaking => false,
+            LinkState::Ready => {
+                self.held_at_most_once.is_empty()
+                    && seq < self.ack_below().saturating_add(MAX_REPLIES_PER_CLIENT)
             }
         }
     }
