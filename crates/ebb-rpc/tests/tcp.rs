@@ -227,8 +227,11 @@ async fn a_black_holed_server_is_reported_unresponsive() {
     config.session.heartbeat_silence = ebb_core::Nanos::from_millis(200);
     let client = TcpClient::connect_with(&via, config).await.unwrap();
     let opts = CallOptions::default().with_timeout(ebb_core::Nanos::from_secs(10));
+    // Idempotent, so it is sent before the handshake completes: the silence
+    // then ends a call that is on the wire, which is what the detector
+    // reports (an unsent call waits for a reconnect instead).
     let err = client
-        .call(&METHODS[1], Bytes::from_static(b"x"), opts)
+        .call(&METHODS[0], Bytes::from_static(b"x"), opts)
         .await
         .unwrap_err();
     assert!(matches!(err, CallError::ServerUnresponsive(_)), "{err:?}");
