@@ -281,6 +281,24 @@ fn idle_connection_pings_and_silence_ends_calls_server_unresponsive() {
 }
 
 #[test]
+fn silence_spares_calls_that_were_never_sent() {
+    let c = cfg();
+    let mut s = ClientSession::new(ME, c, Nanos::ZERO);
+    s.handle_connected(Nanos::ZERO);
+    drain(&mut s);
+    // Held: at-most-once calls wait for the pong that never comes.
+    let id = call(&mut s, false, Nanos::ZERO);
+    s.handle_timeout(c.heartbeat_silence);
+    assert_eq!(s.poll_event(), None);
+    assert!(s.poll_close());
+    assert_eq!(s.outstanding(), 1);
+    s.handle_connected(c.heartbeat_silence);
+    s.handle_frame(pong(INC, Status::Ok), c.heartbeat_silence);
+    let f = drain(&mut s);
+    assert_eq!(f.last().unwrap().seq, id.0, "sent on the next connection");
+}
+
+#[test]
 fn outstanding_calls_are_bounded() {
     let mut s = ClientSession::new(
         ME,
@@ -341,4 +359,45 @@ fn only_idempotent_calls_can_move_to_another_server() {
     assert_eq!(moved.method, 7);
     assert_eq!(s.outstanding(), 1);
     assert_eq!(s.poll_event(), None, "a moved call has no outcome here");
+}
+
+#[test]
+fn an_unanswered_handshake_is_retried_on_the_retransmit_interval() {
+    let c = cfg();
+    let mut s = ClientSession::new(ME, c, Nanos::ZERO);
+    s.handle_connected(Nanos::ZERO);
+    drain(&mut s);
+    assert_eq!(s.poll_timeout(), Some(c.retransmit_after));
+    s.handle_timeout(c.retransmit_after);
+    let f = drain(&mut s);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].kind, FrameKind::Ping);
+}
+
+#[test]
+fn a_refused_heartbeat_sends_the_session_back_to_handshaking() {
+    let mut s = ready();
+    s.handle_frame(pong(INC, Status::Rejected), Nanos(1));
+    assert_eq!(s.link(), LinkState::Handshaking);
+    call(&mut s, false, Nanos(2));
+    assert!(
+        drain(&mut s).is_empty(),
+        "at-most-once calls wait for a session"
+    );
+    s.handle_frame(pong(INC, Status::Ok), Nanos(3));
+    assert_eq!(drain(&mut s).len(), 1);
+}
+
+#[test]
+fn frames_for_another_client_or_while_disconnected_are_ignored() {
+    let mut s = ready();
+    call(&mut s, false, Nanos(1));
+    let req = drain(&mut s).pop().unwrap();
+    let mut foreign = reply(&req, INC, Status::Ok, b"x");
+    foreign.client = ClientId(43);
+    s.handle_frame(foreign, Nanos(2));
+    s.handle_disconnect(Nanos(3));
+    s.handle_frame(reply(&req, INC, Status::Ok, b"x"), Nanos(4));
+    assert_eq!(s.poll_event(), None);
+    assert_eq!(s.outstanding(), 1);
 }

@@ -221,3 +221,43 @@ fn reply_and_pong_frames_sent_to_a_server_are_dropped() {
     f.kind = FrameKind::Reply;
     assert_eq!(s.handle_frame(f, Nanos(1)), Action::Drop);
 }
+
+#[test]
+fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing() {
+    let cfg = ServerConfig {
+        max_clients: 1,
+        session_expiry: Nanos::from_secs(1),
+    };
+    let mut s = ServerSession::new(INC, cfg);
+    s.handle_ping(&ping(1), Nanos::ZERO);
+    let Action::Execute(inc) = s.handle_request(req(1, 1, INC, false), Nanos(1)) else {
+        panic!()
+    };
+    let mut other = ping(1);
+    other.client = ClientId(6);
+    assert_eq!(
+        s.handle_ping(&other, Nanos::from_secs(2)).status,
+        Status::Ok
+    );
+    let reply = s.complete(
+        inc.key,
+        Status::Ok,
+        Bytes::from_static(b"r"),
+        Nanos::from_secs(3),
+    );
+    assert_eq!((reply.seq, reply.status), (1, Status::Ok));
+    assert_eq!(s.table().entries(), 0);
+}
+
+#[test]
+fn a_ping_raises_acknowledged_below_and_prunes() {
+    let mut s = handshaken();
+    let Action::Execute(inc) = s.handle_request(req(1, 1, INC, false), Nanos(1)) else {
+        panic!()
+    };
+    s.complete(inc.key, Status::Ok, Bytes::new(), Nanos(2));
+    let mut p = ping(2);
+    p.ack_below = 2;
+    s.handle_ping(&p, Nanos(3));
+    assert_eq!(s.table().entries(), 0);
+}

@@ -227,8 +227,11 @@ async fn a_black_holed_server_is_reported_unresponsive() {
     config.session.heartbeat_silence = ebb_core::Nanos::from_millis(200);
     let client = TcpClient::connect_with(&via, config).await.unwrap();
     let opts = CallOptions::default().with_timeout(ebb_core::Nanos::from_secs(10));
+    // Idempotent, so it is sent before the handshake completes: the silence
+    // then ends a call that is on the wire, which is what the detector
+    // reports (an unsent call waits for a reconnect instead).
     let err = client
-        .call(&METHODS[1], Bytes::from_static(b"x"), opts)
+        .call(&METHODS[0], Bytes::from_static(b"x"), opts)
         .await
         .unwrap_err();
     assert!(matches!(err, CallError::ServerUnresponsive(_)), "{err:?}");
@@ -299,4 +302,28 @@ async fn a_panicking_method_fails_its_call_and_the_server_goes_on() {
         )
         .await;
     assert_eq!(ok.unwrap(), &b"alive"[..]);
+}
+
+#[tokio::test]
+async fn oversized_arguments_are_refused_before_sending() {
+    let (addr, svc) = start().await;
+    let client = TcpClient::connect(&addr).await.unwrap();
+    let huge = Bytes::from(vec![0u8; wire::MAX_PAYLOAD_BYTES + 1]);
+    let err = client
+        .call(&METHODS[0], huge, CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::BadRequest(m) if m.contains("nothing was sent")),
+        "{err:?}"
+    );
+    let ok = client
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"fine"),
+            CallOptions::default(),
+        )
+        .await;
+    assert_eq!(ok.unwrap(), &b"fine"[..]);
+    assert_eq!(svc.runs.load(Ordering::Relaxed), 1);
 }

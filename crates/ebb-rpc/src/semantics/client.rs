@@ -117,11 +117,10 @@ impl ClientSession {
         self.deadlines.insert((deadline, seq));
         if deadline <= now {
             self.finish(seq, Err(CallError::DeadlineExceeded(Nanos::ZERO)));
-        } else if idempotent {
-            self.held_idempotent.insert(seq);
-            self.flush(now);
+        } else if self.can_send_now(idempotent, seq) {
+            self.send(seq, now);
         } else {
-            self.held_at_most_once.insert(seq);
+            self.hold(seq);
             self.flush(now);
         }
         Ok(CallId(seq))
@@ -239,8 +238,17 @@ impl ClientSession {
         if self.link != LinkState::Disconnected
             && now >= self.last_heard + self.cfg.heartbeat_silence
         {
+            // Calls sent to the silent server end now, so the caller can act
+            // (move idempotent ones); calls never sent wait for the next
+            // connection, since nothing is known to be wrong with them.
             let silent = now - self.last_heard;
-            for seq in self.calls.keys().copied().collect::<Vec<_>>() {
+            let sent: Vec<u64> = self
+                .calls
+                .iter()
+                .filter(|(_, c)| c.sent_to.is_some())
+                .map(|(&s, _)| s)
+                .collect();
+            for seq in sent {
                 self.finish(seq, Err(CallError::ServerUnresponsive(silent)));
             }
             self.handle_disconnect(now);
@@ -337,6 +345,20 @@ impl ClientSession {
                 }
                 (true, Some(_)) if in_flight => self.send(seq, now),
                 _ => {}
+            }
+        }
+    }
+
+    /// Whether a new call may skip the held queues: the fast path, taken
+    /// only when it would be sent first anyway.
+    fn can_send_now(&self, idempotent: bool, seq: u64) -> bool {
+        match self.link {
+            LinkState::Disconnected => false,
+            _ if idempotent => self.held_idempotent.is_empty(),
+            LinkState::Handshaking => false,
+            LinkState::Ready => {
+                self.held_at_most_once.is_empty()
+                    && seq < self.ack_below().saturating_add(MAX_REPLIES_PER_CLIENT)
             }
         }
     }

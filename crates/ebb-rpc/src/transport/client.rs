@@ -24,9 +24,10 @@ use tokio::time::Instant;
 use super::frames;
 use super::outbuf::OutBuf;
 use crate::CallError;
+use crate::semantics::CallId;
 use crate::semantics::{ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, MethodInfo, Transport};
-use crate::wire::FrameCodec;
+use crate::wire::{FrameCodec, MAX_PAYLOAD_BYTES};
 
 /// Calls waiting to be handed to the driver; callers wait for room beyond it.
 pub const MAX_QUEUED_CALLS: usize = 4096;
@@ -120,6 +121,14 @@ impl Transport for TcpClient {
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         Box::pin(async move {
+            if args.len() > MAX_PAYLOAD_BYTES {
+                return Err(CallError::BadRequest(format!(
+                    "{}.{}: arguments of {} bytes exceed the {MAX_PAYLOAD_BYTES}-byte frame payload limit; nothing was sent",
+                    method.service,
+                    method.name,
+                    args.len()
+                )));
+            }
             let (tx, rx) = oneshot::channel();
             let call = Call {
                 method,
@@ -372,9 +381,11 @@ impl Driver {
     }
 
     /// Ends every waiting call with `e`, for failures the session cannot
-    /// know about (the server refused our framing).
+    /// know about (the server refused our framing). The session forgets them
+    /// too, so none is resent after the caller was told it failed.
     fn fail_all(&mut self, e: CallError) {
-        for (_, waiter) in self.waiters.drain() {
+        for (id, waiter) in self.waiters.drain() {
+            self.session.cancel(CallId(id));
             let _ = waiter.send(Err(e.clone()));
         }
     }

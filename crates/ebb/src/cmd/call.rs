@@ -15,6 +15,9 @@ use ebb_core::Nanos;
 /// (like Demo.incr) are never re-sent, so a failure after sending may leave
 /// the outcome unknown; the message says so.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n\nExits 1 with the reason on failure. Demo.incr is at-most-once: after a\nfailure the message says whether it may have run; it never runs twice."
+)]
 pub struct Args {
     /// The node's address, e.g. 127.0.0.1:7000.
     #[arg(long)]

@@ -11,6 +11,9 @@ use ebb_core::Nanos;
 /// stream, forked in accept order. At most 256 connections are proxied at
 /// once; more are closed on accept. Prints the bound address on stdout.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Faults are decided per chunk (one read of up to 16 KiB from either side)\nwith a generator seeded by --seed; each connection draws from its own\nstream, forked in accept order. At most 256 connections are proxied at once.\nExample, in front of a node on port 7000:\n  ebb chaos --listen 127.0.0.1:7001 --upstream 127.0.0.1:7000 --reset 0.05 --drop 0.01 --seed 7"
+)]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7001 (port 0 picks a free port).
     #[arg(long)]

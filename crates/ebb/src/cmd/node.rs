@@ -10,6 +10,9 @@ use ebb::rpc::transport::Server;
 /// Prints `node listening on ADDR` once it accepts connections, so a script
 /// or a provider can bind port 0 and read the address back.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Prints `node listening on ADDR` once it accepts connections, so a script\ncan bind port 0 and read the address back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'"
+)]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7000")]

@@ -4,9 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// Lines of output read while looking for the bound address.
 const MAX_STARTUP_LINES: usize = 50;
+/// A bound on startup, so a child that hangs fails the test instead of
+/// hanging it. Generous: a loaded CI machine may be slow to start processes.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `ebb` subcommand, killed on drop.
 pub struct Proc {
@@ -24,29 +29,33 @@ impl Proc {
             .spawn()
             .expect("the ebb binary was built by cargo for this test");
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut addr = None;
-        for _ in 0..MAX_STARTUP_LINES {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some((_, a)) = line.rsplit_once("listening on ") {
-                        addr = Some(a.trim().to_owned());
-                        break;
+        let (tx, rx) = mpsc::channel();
+        // Reads the address, then keeps draining stdout so the child never
+        // blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for _ in 0..MAX_STARTUP_LINES {
+                match lines.next() {
+                    Some(Ok(line)) => {
+                        if let Some((_, a)) = line.rsplit_once("listening on ") {
+                            let _ = tx.send(a.trim().to_owned());
+                            break;
+                        }
                     }
+                    _ => break,
                 }
-                _ => break,
             }
-        }
+            drop(tx);
+            for _ in lines {}
+        });
         let mut proc = Proc {
             child,
             addr: String::new(),
         };
-        match addr {
-            Some(a) => proc.addr = a,
-            None => panic!("ebb {args:?} exited or printed no 'listening on ADDR' line"),
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(a) => proc.addr = a,
+            Err(_) => panic!("ebb {args:?} exited or printed no 'listening on ADDR' line"),
         }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
         proc
     }
 }
