@@ -193,7 +193,7 @@ fn main() -> anyhow::Result<()> {
         "{} reps × {} s measured (+{} ms warm-up) per run; load average (1/5/15 min) {load_before} before, {load_after} after.\n",
         args.reps, args.secs, args.warmup_ms
     );
-    print!("{}", report::markdown(&table, floor));
+    print!("{}", report::markdown(&table, &samples, floor));
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "reps": args.reps,

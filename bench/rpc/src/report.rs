@@ -87,14 +87,34 @@ fn size(b: usize) -> String {
     }
 }
 
-fn ratio(a: Option<&Summary>, b: Option<&Summary>, f: fn(&Summary) -> f64) -> String {
+/// Median over repetitions of the per-repetition ratio `f(a) / f(b)`.
+///
+/// Systems run back to back within a repetition, so a ratio taken inside one
+/// repetition compares runs that met the same machine; on a shared machine
+/// whose speed swings between repetitions this is far steadier than a ratio
+/// of medians.
+pub fn paired_ratio(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> Option<f64> {
+    let mut rs: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(_, y)| f(y) > 0.0)
+        .map(|(x, y)| f(x) / f(y))
+        .collect();
+    (!rs.is_empty()).then(|| median(&mut rs))
+}
+
+fn ratio(a: Option<&Vec<Sample>>, b: Option<&Vec<Sample>>, f: fn(&Sample) -> f64) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if f(b) > 0.0 => format!("{:.2}", f(a) / f(b)),
+        (Some(a), Some(b)) => paired_ratio(a, b, f).map_or("–".into(), |r| format!("{r:.2}")),
         _ => "–".into(),
     }
 }
 
-pub fn markdown(table: &BTreeMap<Cell, BTreeMap<System, Summary>>, floor: Option<Floor>) -> String {
+pub fn markdown(
+    table: &BTreeMap<Cell, BTreeMap<System, Summary>>,
+    samples: &BTreeMap<Cell, BTreeMap<System, Vec<Sample>>>,
+    floor: Option<Floor>,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -119,10 +139,15 @@ pub fn markdown(table: &BTreeMap<Cell, BTreeMap<System, Summary>>, floor: Option
     let _ = writeln!(md);
     let _ = writeln!(
         md,
+        "Ratios are medians over repetitions of the ratio within each repetition (systems run back to back)."
+    );
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
         "| payload | concurrency | calls/s ebb/tarpc | calls/s ebb/tonic | CPU/call ebb/tarpc | CPU/call ebb/tonic | p50 ebb/tarpc | p50 ebb/tonic |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (&(p, c), by_sys) in table {
+    for (&(p, c), by_sys) in samples {
         let e = by_sys.get(&System::Ebb);
         let ta = by_sys.get(&System::Tarpc);
         let to = by_sys.get(&System::Tonic);
@@ -158,7 +183,28 @@ pub fn markdown(table: &BTreeMap<Cell, BTreeMap<System, Summary>>, floor: Option
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, paired_ratio};
+    use crate::driver::Sample;
+
+    fn at(calls_per_sec: f64) -> Sample {
+        Sample {
+            calls_per_sec,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            server_cpu_us_per_call: 1.0,
+            client_cpu_us_per_call: 1.0,
+        }
+    }
+
+    #[test]
+    fn paired_ratio_compares_within_each_repetition() {
+        // The machine halves its speed in the second repetition: per
+        // repetition a is twice b every time.
+        let a = [at(200.0), at(100.0), at(220.0)];
+        let b = [at(100.0), at(50.0), at(110.0)];
+        assert_eq!(paired_ratio(&a, &b, |s| s.calls_per_sec), Some(2.0));
+        assert_eq!(paired_ratio(&[], &[], |s| s.calls_per_sec), None);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
