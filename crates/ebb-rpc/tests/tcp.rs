@@ -327,3 +327,46 @@ async fn oversized_arguments_are_refused_before_sending() {
     assert_eq!(ok.unwrap(), &b"fine"[..]);
     assert_eq!(svc.runs.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_connection_speaking_for_too_many_clients_is_refused_beyond_the_bound() {
+    use ebb_rpc::transport::server::MAX_CLIENTS_PER_CONN;
+    let (addr, svc) = start().await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut out = bytes::BytesMut::new();
+    let n = MAX_CLIENTS_PER_CONN as u128 + 1;
+    for id in 1..=n {
+        let frame = Frame {
+            kind: FrameKind::Request,
+            flags: wire::FLAG_IDEMPOTENT,
+            status: Status::Ok,
+            client: ebb_core::ClientId(id),
+            seq: 1,
+            ack_below: 1,
+            incarnation: 0,
+            deadline: ebb_core::Nanos::from_secs(60),
+            method: 0,
+            payload: Bytes::from_static(b"e"),
+        };
+        wire::encode_frame(&frame, &mut out).unwrap();
+    }
+    s.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut replies = Vec::new();
+    while replies.len() < n as usize {
+        assert!(
+            s.read_buf(&mut buf).await.unwrap() > 0,
+            "server closed early"
+        );
+        while let Some(f) = wire::decode_frame(&mut buf).unwrap() {
+            replies.push(f);
+        }
+    }
+    let refused: Vec<_> = replies
+        .iter()
+        .filter(|f| f.status == Status::Rejected)
+        .collect();
+    assert_eq!(refused.len(), 1, "{replies:?}");
+    assert_eq!(refused[0].client, ebb_core::ClientId(n));
+    assert_eq!(svc.runs.load(Ordering::Relaxed), MAX_CLIENTS_PER_CONN);
+}

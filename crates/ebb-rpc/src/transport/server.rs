@@ -29,13 +29,18 @@ use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use crate::semantics::server::random_incarnation;
 use crate::semantics::{Action, Incoming, SESSION_EXPIRY, ServerConfig, ServerSession};
 use crate::service::{DispatchError, ServiceDispatch};
-use crate::wire::{Frame, FrameCodec, Status};
+use crate::wire::{Frame, FrameCodec, FrameKind, Status};
 
 /// Connections served at once; further ones are closed on accept.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Requests one connection may have waiting on their method at once; beyond
 /// it a request is answered with `Rejected` without running.
 pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
+/// Distinct client ids one connection may speak for (a client process uses
+/// one; a gateway multiplexing its callers a few). Frames from further ids
+/// on that connection get no reply route, so the route table stays bounded
+/// by connections times this.
+pub const MAX_CLIENTS_PER_CONN: usize = 64;
 /// Read buffer growth step per connection.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -258,23 +263,38 @@ fn decide<D>(
             .routes
             .get(&client)
             .is_some_and(|(c, _)| *c == conn_id);
+        let mut routable = routed_here;
         if !routed_here {
-            shared.routes.insert(client, (conn_id, Arc::clone(out)));
-            if !clients.contains(&client) {
-                clients.push(client);
+            let known = clients.contains(&client);
+            if known || clients.len() < MAX_CLIENTS_PER_CONN {
+                shared.routes.insert(client, (conn_id, Arc::clone(out)));
+                if !known {
+                    clients.push(client);
+                }
+                routable = true;
             }
         }
-        if in_flight.available_permits() == 0 && frame.kind == crate::wire::FrameKind::Request {
-            let msg =
-                format!("over {MAX_IN_FLIGHT_PER_CONN} requests in flight on this connection");
-            Action::Reply(Frame::reply_to(
+        let refusal = if !routable {
+            Some(format!(
+                "this connection already speaks for {MAX_CLIENTS_PER_CONN} client ids"
+            ))
+        } else if in_flight.available_permits() == 0 && frame.kind == FrameKind::Request {
+            Some(format!(
+                "over {MAX_IN_FLIGHT_PER_CONN} requests in flight on this connection"
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            // Refused before the session sees it: nothing runs.
+            Some(msg) if frame.kind == FrameKind::Request => Action::Reply(Frame::reply_to(
                 &frame,
                 core.incarnation,
                 Status::Rejected,
                 msg.into(),
-            ))
-        } else {
-            shared.session.handle_frame(frame, now)
+            )),
+            Some(_) => Action::Drop,
+            None => shared.session.handle_frame(frame, now),
         }
     };
     match action {
