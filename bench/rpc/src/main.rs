@@ -200,6 +200,7 @@ fn main() -> anyhow::Result<()> {
             "secs_per_run": args.secs,
             "warmup_ms": args.warmup_ms,
             "results": report::rows(&table),
+            "ebb_ratios_paired": report::ratios(&samples),
             "floor": floor,
             "load_average_before": load_before,
             "load_average_after": load_after,

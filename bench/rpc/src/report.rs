@@ -79,6 +79,41 @@ pub fn rows(table: &BTreeMap<Cell, BTreeMap<System, Summary>>) -> Vec<Row> {
     out
 }
 
+/// Paired ratios of ebb against each peer, per cell, for the JSON report.
+#[derive(Serialize)]
+pub struct Ratios {
+    pub payload_bytes: usize,
+    pub concurrency: usize,
+    pub peer: &'static str,
+    pub calls_per_sec: Option<f64>,
+    pub server_cpu_us_per_call: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+}
+
+pub fn ratios(samples: &BTreeMap<Cell, BTreeMap<System, Vec<Sample>>>) -> Vec<Ratios> {
+    let mut out = Vec::new();
+    for (&(payload_bytes, concurrency), by_sys) in samples {
+        let Some(e) = by_sys.get(&System::Ebb) else {
+            continue;
+        };
+        for peer in [System::Tarpc, System::Tonic] {
+            if let Some(p) = by_sys.get(&peer) {
+                out.push(Ratios {
+                    payload_bytes,
+                    concurrency,
+                    peer: peer.name(),
+                    calls_per_sec: paired_ratio(e, p, |s| s.calls_per_sec),
+                    server_cpu_us_per_call: paired_ratio(e, p, |s| s.server_cpu_us_per_call),
+                    p50_us: paired_ratio(e, p, |s| s.p50_us),
+                    p99_us: paired_ratio(e, p, |s| s.p99_us),
+                });
+            }
+        }
+    }
+    out
+}
+
 fn size(b: usize) -> String {
     if b >= 1024 && b.is_multiple_of(1024) {
         format!("{} KiB", b / 1024)
