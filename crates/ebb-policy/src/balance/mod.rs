@@ -7,6 +7,11 @@
 
 use ebb_core::{Nanos, NodeId, Rng};
 
+pub mod central;
+pub mod cost;
+pub mod ewma;
+mod idle;
+pub mod jiq;
 pub mod jsq;
 pub mod parse;
 pub mod pod;
