@@ -117,6 +117,20 @@ impl PeakEwmaBalancer {
     /// Lines `per_node` up with `nodes`, keeping estimates of nodes that
     /// stayed (by id).
     fn realign(&mut self, nodes: &[NodeView]) {
+        // Fast path: the old pool is a prefix of the new one (nodes added at
+        // the end, or only states changed); keep everything, no map.
+        let prefix = self.per_node.len() <= nodes.len()
+            && self
+                .per_node
+                .iter()
+                .zip(nodes)
+                .all(|((id, _), v)| *id == v.id);
+        if prefix {
+            let known = self.per_node.len();
+            self.per_node
+                .extend(nodes[known..].iter().map(|v| (v.id, PeakEwma::default())));
+            return;
+        }
         let old: HashMap<NodeId, PeakEwma> = self.per_node.drain(..).collect();
         self.per_node = nodes
             .iter()

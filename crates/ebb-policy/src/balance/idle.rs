@@ -53,6 +53,17 @@ impl IdleList {
     /// Re-indexes entries after the pool changed, keeping nodes that are
     /// still present (found by id) and dropping the rest.
     pub fn remap(&mut self, nodes: &[NodeView]) {
+        // Fast path, the common case of nodes added at the end or changing
+        // state: every entry still names its node, so nothing moves and no
+        // map is built.
+        if self
+            .queue
+            .iter()
+            .all(|&(i, id)| nodes.get(i).is_some_and(|v| v.id == id))
+        {
+            self.listed.resize(nodes.len(), false);
+            return;
+        }
         let index: HashMap<NodeId, usize> =
             nodes.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
         let old = std::mem::take(&mut self.queue);
