@@ -25,6 +25,7 @@
 //! on-demand vs spot), e.g. the "cheapest first, spill over" placement of
 //! cluster autoscalers and serverless platforms.
 
+use super::parse::format_duration;
 use super::{Balancer, Choice, NodeView, RequestInfo};
 use ebb_core::{Nanos, Rng};
 
@@ -101,7 +102,8 @@ impl Balancer for CostAware {
             s.push_str(&format!(":{}", self.target_backlog));
         }
         if let Some(svc) = self.configured_service {
-            s.push_str(&format!(":{}ns", svc.as_nanos()));
+            s.push(':');
+            s.push_str(&format_duration(svc));
         }
         s
     }

@@ -12,6 +12,7 @@
 //! Origin: Finagle's `P2CPeakEwma`, also in linkerd and tower's
 //! `balance::p2c` + `load::PeakEwma`; default time constant 10 s as there.
 
+use super::parse::format_duration;
 use super::sample::{self, MAX_SAMPLES};
 use super::{Balancer, Choice, NodeView, RequestInfo};
 use ebb_core::{Nanos, NodeId, Rng};
@@ -149,7 +150,8 @@ impl Balancer for PeakEwmaBalancer {
     fn name(&self) -> String {
         let mut s = "ewma".to_string();
         if self.tau != DEFAULT_TAU {
-            s.push_str(&format!(":{}ns", self.tau.as_nanos()));
+            s.push(':');
+            s.push_str(&format_duration(self.tau));
         }
         if self.candidates == Candidates::Scan {
             s.push_str(":scan");

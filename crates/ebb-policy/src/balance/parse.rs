@@ -143,6 +143,19 @@ fn duration(s: &str) -> Result<Nanos, String> {
     Ok(d)
 }
 
+/// Formats a duration in the largest unit that keeps it exact, in the
+/// syntax [`duration`] reads back (`10s`, `500ms`, `1500us`).
+pub(crate) fn format_duration(d: Nanos) -> String {
+    let n = d.as_nanos();
+    match n {
+        0 => "0ns".into(),
+        _ if n % 1_000_000_000 == 0 => format!("{}s", n / 1_000_000_000),
+        _ if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+        _ if n % 1_000 == 0 => format!("{}us", n / 1_000),
+        _ => format!("{n}ns"),
+    }
+}
+
 /// Options of the queue-comparing policies: `with`/`without` (sampling, if
 /// `sampled`) and `reported` (load signal), each at most once.
 fn queue_options(opts: &[&str], sampled: bool) -> Result<(Sampling, LoadSignal), String> {
@@ -194,6 +207,28 @@ mod tests {
         for name in POLICY_NAMES {
             let spec = name.replace(":D", ":3");
             assert!(parse(&spec).is_ok(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_and_bad_options_are_told_apart() {
+        assert!(matches!(
+            parse("leastconn"),
+            Err(ParseError::UnknownPolicy { .. })
+        ));
+        assert!(matches!(parse("pod:0"), Err(ParseError::BadOption { .. })));
+    }
+
+    #[test]
+    fn durations_print_in_the_largest_exact_unit_and_read_back() {
+        for (ns, text) in [
+            (10_000_000_000, "10s"),
+            (500_000_000, "500ms"),
+            (1_500_000, "1500us"),
+            (7, "7ns"),
+        ] {
+            assert_eq!(format_duration(Nanos(ns)), text);
+            assert_eq!(duration(text), Ok(Nanos(ns)));
         }
     }
 
