@@ -16,6 +16,8 @@ const SPECS: &[&str] = &[
     "pod:3",
     "pod:3:with",
     "pod:32",
+    "jsq:speed",
+    "p2c:with:reported:speed",
     "jiq",
     "central",
     "ewma",
