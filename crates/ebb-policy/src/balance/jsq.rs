@@ -9,6 +9,7 @@
 //! exponential servers); it is the full-information end of the power-of-d
 //! spectrum (d = n).
 
+use super::argmin::RandomArgMin;
 use super::signal::QueueMeasure;
 use super::{Balancer, Choice, NodeView, RequestInfo};
 use ebb_core::{Nanos, Rng};
@@ -38,33 +39,16 @@ impl Balancer for Jsq {
         _now: Nanos,
         rng: &mut Rng,
     ) -> Choice {
-        let mut best: Option<(usize, f64)> = None;
-        let mut ties = 0u64;
+        let mut best = RandomArgMin::default();
         for (i, v) in nodes.iter().enumerate() {
-            if !v.is_ready() {
-                continue;
-            }
-            let load = self.measure.key(v);
-            match best {
-                Some((_, b)) if load > b => {}
-                Some((_, b)) if load == b => {
-                    // Reservoir sampling over the minima: the k-th tie
-                    // replaces the choice with probability 1/k. Keys are
-                    // small integers (exact in f64) or ratios computed the
-                    // same way, so equal queues compare equal.
-                    ties += 1;
-                    if rng.below(ties) == 0 {
-                        best = Some((i, load));
-                    }
-                }
-                _ => {
-                    best = Some((i, load));
-                    ties = 1;
-                }
+            if v.is_ready() {
+                // Keys are small integers (exact in f64) or ratios computed
+                // the same way, so equal queues compare equal.
+                best.offer(i, self.measure.key(v), rng);
             }
         }
-        match best {
-            Some((i, _)) => Choice::Node(i),
+        match best.index() {
+            Some(i) => Choice::Node(i),
             None => Choice::Hold,
         }
     }

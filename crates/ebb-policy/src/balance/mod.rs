@@ -7,6 +7,7 @@
 
 use ebb_core::{Nanos, NodeId, Rng};
 
+mod argmin;
 pub mod central;
 pub mod cost;
 pub mod ewma;
