@@ -90,7 +90,7 @@ pub fn parse(spec: &str) -> Result<Box<dyn Balancer + Send>, ParseError> {
             for &o in &opts {
                 if o == "scan" && candidates.is_none() {
                     candidates = Some(Candidates::Scan);
-                } else if tau.is_none() {
+                } else if o != "scan" && tau.is_none() {
                     tau = Some(duration(o).map_err(bad)?);
                 } else {
                     return Err(bad(format!("unexpected or repeated option `{o}`")));
