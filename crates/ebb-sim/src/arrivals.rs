@@ -1,0 +1,476 @@
+//! Arrival processes: when the next request reaches the gateways.
+//!
+//! Every process is scaled so that its long-run average rate is the rate
+//! `--load` asks for, except `step` and `ramp`, whose multipliers apply to it
+//! (the load before the step, or at multiplier 1). Time-varying rates use
+//! thinning (Lewis–Shedler): candidates at the peak rate, each kept with
+//! probability rate(t) / peak, which is exact for any bounded rate function.
+
+use crate::dist::{SpecError, split_spec};
+use crate::trace::{Trace, TraceFormat};
+use ebb_core::Rng;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The forms [`ArrivalSpec::from_str`] accepts.
+pub const ARRIVAL_FORMS: &str = "poisson, mmpp:R1,R2,S12,S21, step:AT,FACTOR, \
+     ramp:FROM,TO,OVER, diurnal:PERIOD,AMPLITUDE, trace:FILE[,ts|,counts]";
+
+const NS_PER_SEC: f64 = 1e9;
+
+/// An arrival process as given on the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArrivalSpec {
+    /// Exponential gaps: the M in M/M/k.
+    Poisson,
+    /// Two-state Markov-modulated Poisson: relative rates `r1`, `r2` in the two
+    /// states, switching rates `s12` (1→2) and `s21` (2→1) per second. The
+    /// relative rates are rescaled so the stationary mean is the `--load` rate.
+    Mmpp {
+        r1: f64,
+        r2: f64,
+        s12: f64,
+        s21: f64,
+    },
+    /// The `--load` rate until second `at`, then `factor` times it.
+    Step { at: f64, factor: f64 },
+    /// Multiplier moving linearly from `from` to `to` over the first `over`
+    /// seconds, then staying at `to`.
+    Ramp { from: f64, to: f64, over: f64 },
+    /// rate × (1 + amplitude × sin(2πt / period)); amplitude in [0, 1].
+    Diurnal { period: f64, amplitude: f64 },
+    /// Replay of a file, stretched in time so its mean rate is the `--load` rate.
+    Trace { path: String, format: TraceFormat },
+}
+
+impl FromStr for ArrivalSpec {
+    type Err = SpecError;
+
+    fn from_str(input: &str) -> Result<ArrivalSpec, SpecError> {
+        const WHAT: &str = "arrival process";
+        let err = |reason: &str| SpecError {
+            what: WHAT,
+            input: input.to_string(),
+            reason: reason.to_string(),
+            accepted: ARRIVAL_FORMS,
+        };
+        if let Some(rest) = input.strip_prefix("trace:") {
+            let (path, format) = match rest.rsplit_once(',') {
+                Some((p, "ts")) => (p, TraceFormat::Timestamps),
+                Some((p, "counts")) => (p, TraceFormat::Counts),
+                _ => (rest, TraceFormat::Auto),
+            };
+            if path.is_empty() {
+                return Err(err("missing FILE"));
+            }
+            return Ok(ArrivalSpec::Trace {
+                path: path.to_string(),
+                format,
+            });
+        }
+        let (kind, p) = split_spec(input, WHAT, ARRIVAL_FORMS)?;
+        if p.iter().any(|x| *x < 0.0) {
+            return Err(err("parameters must be at least 0"));
+        }
+        let spec = match (kind.as_str(), p.as_slice()) {
+            ("poisson", []) => ArrivalSpec::Poisson,
+            ("mmpp", [r1, r2, s12, s21]) => {
+                if *s12 <= 0.0 || *s21 <= 0.0 {
+                    return Err(err("switching rates must be greater than 0"));
+                }
+                if *r1 + *r2 <= 0.0 {
+                    return Err(err("at least one state needs a positive rate"));
+                }
+                ArrivalSpec::Mmpp {
+                    r1: *r1,
+                    r2: *r2,
+                    s12: *s12,
+                    s21: *s21,
+                }
+            }
+            ("step", [at, factor]) => ArrivalSpec::Step {
+                at: *at,
+                factor: *factor,
+            },
+            ("ramp", [from, to, over]) => ArrivalSpec::Ramp {
+                from: *from,
+                to: *to,
+                over: *over,
+            },
+            ("diurnal", [period, amplitude]) => {
+                if *period <= 0.0 || *amplitude > 1.0 {
+                    return Err(err("PERIOD must be > 0 and AMPLITUDE in [0, 1]"));
+                }
+                ArrivalSpec::Diurnal {
+                    period: *period,
+                    amplitude: *amplitude,
+                }
+            }
+            ("poisson" | "mmpp" | "step" | "ramp" | "diurnal", _) => {
+                return Err(err("wrong number of parameters"));
+            }
+            _ => return Err(err("unknown kind")),
+        };
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for ArrivalSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArrivalSpec::Poisson => write!(f, "poisson"),
+            ArrivalSpec::Mmpp { r1, r2, s12, s21 } => write!(f, "mmpp:{r1},{r2},{s12},{s21}"),
+            ArrivalSpec::Step { at, factor } => write!(f, "step:{at},{factor}"),
+            ArrivalSpec::Ramp { from, to, over } => write!(f, "ramp:{from},{to},{over}"),
+            ArrivalSpec::Diurnal { period, amplitude } => {
+                write!(f, "diurnal:{period},{amplitude}")
+            }
+            ArrivalSpec::Trace { path, format } => write!(f, "trace:{path}{}", format.suffix()),
+        }
+    }
+}
+
+/// A ready-to-run arrival process: the spec with any trace file loaded, so
+/// that a run itself does no I/O and sweeps read the file once.
+#[derive(Clone, Debug)]
+pub enum Arrivals {
+    Poisson,
+    Mmpp {
+        r1: f64,
+        r2: f64,
+        s12: f64,
+        s21: f64,
+    },
+    Step {
+        at: f64,
+        factor: f64,
+    },
+    Ramp {
+        from: f64,
+        to: f64,
+        over: f64,
+    },
+    Diurnal {
+        period: f64,
+        amplitude: f64,
+    },
+    Trace(Trace),
+}
+
+impl Arrivals {
+    /// Loads the trace file, if the spec names one.
+    pub fn load(spec: &ArrivalSpec) -> Result<Arrivals, crate::trace::TraceError> {
+        Ok(match spec {
+            ArrivalSpec::Poisson => Arrivals::Poisson,
+            ArrivalSpec::Mmpp { r1, r2, s12, s21 } => Arrivals::Mmpp {
+                r1: *r1,
+                r2: *r2,
+                s12: *s12,
+                s21: *s21,
+            },
+            ArrivalSpec::Step { at, factor } => Arrivals::Step {
+                at: *at,
+                factor: *factor,
+            },
+            ArrivalSpec::Ramp { from, to, over } => Arrivals::Ramp {
+                from: *from,
+                to: *to,
+                over: *over,
+            },
+            ArrivalSpec::Diurnal { period, amplitude } => Arrivals::Diurnal {
+                period: *period,
+                amplitude: *amplitude,
+            },
+            ArrivalSpec::Trace { path, format } => {
+                Arrivals::Trace(Trace::load(path.as_ref(), *format)?)
+            }
+        })
+    }
+
+    pub fn is_poisson(&self) -> bool {
+        matches!(self, Arrivals::Poisson)
+    }
+}
+
+/// Rate multiplier over time for the thinned processes.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Step { at_ns: f64, factor: f64 },
+    Ramp { from: f64, to: f64, over_ns: f64 },
+    Diurnal { omega_per_ns: f64, amplitude: f64 },
+}
+
+impl Shape {
+    fn multiplier(&self, t_ns: f64) -> f64 {
+        match *self {
+            Shape::Step { at_ns, factor } => {
+                if t_ns < at_ns {
+                    1.0
+                } else {
+                    factor
+                }
+            }
+            Shape::Ramp { from, to, over_ns } => {
+                if t_ns >= over_ns {
+                    to
+                } else {
+                    from + (to - from) * t_ns / over_ns
+                }
+            }
+            Shape::Diurnal {
+                omega_per_ns,
+                amplitude,
+            } => 1.0 + amplitude * (omega_per_ns * t_ns).sin(),
+        }
+    }
+
+    fn peak(&self) -> f64 {
+        match *self {
+            Shape::Step { factor, .. } => factor.max(1.0),
+            Shape::Ramp { from, to, .. } => from.max(to),
+            Shape::Diurnal { amplitude, .. } => 1.0 + amplitude,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Gen {
+    Poisson {
+        gap_ns: f64,
+    },
+    Mmpp {
+        gap_ns: [f64; 2],
+        stay_ns: [f64; 2],
+        state: usize,
+        switch_at: f64,
+    },
+    Thinned {
+        shape: Shape,
+        peak_gap_ns: f64,
+    },
+    /// Timestamps replayed at `scale` nanoseconds per trace second.
+    TraceTs {
+        ts: Arc<[f64]>,
+        idx: usize,
+        scale: f64,
+    },
+    /// Per-interval counts, each interval `width_ns` long, its arrivals spread
+    /// uniformly (sorted uniforms drawn one at a time, so no buffer).
+    TraceCounts {
+        counts: Arc<[u32]>,
+        line: usize,
+        left: u64,
+        cursor_ns: f64,
+        width_ns: f64,
+    },
+}
+
+/// Generates arrival instants (nanoseconds, non-decreasing) one at a time.
+#[derive(Clone, Debug)]
+pub(crate) struct ArrivalGen {
+    process: Gen,
+    /// Time of the previous arrival, as a float to keep sub-nanosecond gaps.
+    t_ns: f64,
+    done: bool,
+}
+
+impl ArrivalGen {
+    /// `rate_per_sec` is the average arrival rate the run asks for.
+    pub(crate) fn new(arrivals: &Arrivals, rate_per_sec: f64, rng: &mut Rng) -> ArrivalGen {
+        let gap_ns = NS_PER_SEC / rate_per_sec;
+        let process = match arrivals {
+            Arrivals::Poisson => Gen::Poisson { gap_ns },
+            Arrivals::Mmpp { r1, r2, s12, s21 } => {
+                let p1 = s21 / (s12 + s21);
+                let mean_mult = p1 * r1 + (1.0 - p1) * r2;
+                let state = usize::from(!rng.chance(p1));
+                let stay_ns = [NS_PER_SEC / s12, NS_PER_SEC / s21];
+                Gen::Mmpp {
+                    gap_ns: [gap_ns * mean_mult / r1, gap_ns * mean_mult / r2],
+                    stay_ns,
+                    state,
+                    switch_at: rng.exp(stay_ns[state]),
+                }
+            }
+            Arrivals::Step { at, factor } => thinned(
+                Shape::Step {
+                    at_ns: at * NS_PER_SEC,
+                    factor: *factor,
+                },
+                gap_ns,
+            ),
+            Arrivals::Ramp { from, to, over } => thinned(
+                Shape::Ramp {
+                    from: *from,
+                    to: *to,
+                    over_ns: over * NS_PER_SEC,
+                },
+                gap_ns,
+            ),
+            Arrivals::Diurnal { period, amplitude } => thinned(
+                Shape::Diurnal {
+                    omega_per_ns: std::f64::consts::TAU / (period * NS_PER_SEC),
+                    amplitude: *amplitude,
+                },
+                gap_ns,
+            ),
+            Arrivals::Trace(trace) => {
+                // Stretch so that the trace's mean rate becomes the asked rate.
+                let scale = NS_PER_SEC * trace.mean_rate_per_unit() / rate_per_sec;
+                match trace {
+                    Trace::Timestamps(ts) => Gen::TraceTs {
+                        ts: Arc::clone(ts),
+                        idx: 0,
+                        scale,
+                    },
+                    Trace::Counts(counts) => Gen::TraceCounts {
+                        counts: Arc::clone(counts),
+                        line: 0,
+                        left: 0,
+                        cursor_ns: 0.0,
+                        width_ns: scale,
+                    },
+                }
+            }
+        };
+        ArrivalGen {
+            process,
+            t_ns: 0.0,
+            done: false,
+        }
+    }
+
+    /// The next arrival instant, or `None` when a trace has run out.
+    #[inline]
+    pub(crate) fn next(&mut self, rng: &mut Rng) -> Option<u64> {
+        if self.done {
+            return None;
+        }
+        match &mut self.process {
+            Gen::Poisson { gap_ns } => self.t_ns += rng.exp(*gap_ns),
+            Gen::Mmpp {
+                gap_ns,
+                stay_ns,
+                state,
+                switch_at,
+            } => loop {
+                let t = self.t_ns + rng.exp(gap_ns[*state]);
+                if t < *switch_at {
+                    self.t_ns = t;
+                    break;
+                }
+                // Memoryless: restart the clock from the switch instant.
+                self.t_ns = *switch_at;
+                *state = 1 - *state;
+                *switch_at += rng.exp(stay_ns[*state]);
+            },
+            Gen::Thinned { shape, peak_gap_ns } => loop {
+                self.t_ns += rng.exp(*peak_gap_ns);
+                if rng.unit() * shape.peak() < shape.multiplier(self.t_ns) {
+                    break;
+                }
+            },
+            Gen::TraceTs { ts, idx, scale } => {
+                let Some(t) = ts.get(*idx) else {
+                    self.done = true;
+                    return None;
+                };
+                *idx += 1;
+                self.t_ns = (t - ts[0]) * *scale;
+            }
+            Gen::TraceCounts {
+                counts,
+                line,
+                left,
+                cursor_ns,
+                width_ns,
+            } => {
+                while *left == 0 {
+                    let Some(c) = counts.get(*line) else {
+                        self.done = true;
+                        return None;
+                    };
+                    *cursor_ns = *line as f64 * *width_ns;
+                    *line += 1;
+                    *left = u64::from(*c);
+                }
+                // The smallest of `left` uniforms on [cursor, end).
+                let end = *line as f64 * *width_ns;
+                let u = 1.0 - rng.unit();
+                *cursor_ns += (end - *cursor_ns) * (1.0 - u.powf(1.0 / *left as f64));
+                *left -= 1;
+                self.t_ns = *cursor_ns;
+            }
+        }
+        Some(self.t_ns.round() as u64)
+    }
+}
+
+fn thinned(shape: Shape, gap_ns: f64) -> Gen {
+    Gen::Thinned {
+        peak_gap_ns: gap_ns / shape.peak(),
+        shape,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn mean_rate(a: &Arrivals, n: usize) -> f64 {
+        let mut rng = Rng::seeded(11);
+        let mut g = ArrivalGen::new(a, 2.0, &mut rng);
+        let mut last = 0;
+        for _ in 0..n {
+            let t = g.next(&mut rng).unwrap();
+            assert!(t >= last);
+            last = t;
+        }
+        n as f64 / (last as f64 / NS_PER_SEC)
+    }
+
+    #[test]
+    fn poisson_mmpp_and_diurnal_average_the_asked_rate() {
+        let n = 200_000;
+        // Poisson: relative sd of the rate estimate is 1/sqrt(n) = 0.0022.
+        let r = mean_rate(&Arrivals::Poisson, n);
+        assert!((r - 2.0).abs() < 2.0 * 5.0 * 0.0023, "poisson {r}");
+        // Diurnal over many periods (period 100 s, run ~100,000 s).
+        let d = Arrivals::Diurnal {
+            period: 100.0,
+            amplitude: 0.8,
+        };
+        let r = mean_rate(&d, n);
+        assert!((r - 2.0).abs() < 0.05, "diurnal {r}");
+        // MMPP with 10 s / 20 s sojourns: ~3,000 switches in the run.
+        let m = Arrivals::Mmpp {
+            r1: 4.0,
+            r2: 1.0,
+            s12: 0.1,
+            s21: 0.05,
+        };
+        let r = mean_rate(&m, n);
+        assert!((r - 2.0).abs() < 0.1, "mmpp {r}");
+    }
+
+    #[test]
+    fn parse_accepts_every_form_and_rejects_with_the_accepted_list() {
+        for s in [
+            "poisson",
+            "mmpp:4,1,0.1,0.05",
+            "step:100,2",
+            "ramp:0.5,1.5,1000",
+            "diurnal:86400,0.5",
+            "trace:a,b.txt,counts",
+        ] {
+            let a: ArrivalSpec = s.parse().unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+        for s in ["uniform", "mmpp:1,2", "diurnal:10,2", "step:-1,2", "trace:"] {
+            let e = s.parse::<ArrivalSpec>().unwrap_err().to_string();
+            assert!(e.contains(ARRIVAL_FORMS), "{e}");
+        }
+    }
+}
