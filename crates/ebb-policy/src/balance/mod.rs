@@ -7,6 +7,19 @@
 
 use ebb_core::{Nanos, NodeId, Rng};
 
+pub mod jsq;
+pub mod parse;
+pub mod pod;
+pub mod random;
+pub mod rr;
+pub mod sample;
+pub mod signal;
+#[cfg(test)]
+mod testutil;
+
+pub use parse::{POLICY_NAMES, POLICY_SYNTAX, ParseError, parse};
+pub use signal::LoadSignal;
+
 /// Lifecycle of a node as the balancer sees it. Only `Ready` nodes take work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeState {

@@ -1,0 +1,158 @@
+//! Policy names on the command line and in config files.
+
+use super::Balancer;
+use super::jsq::Jsq;
+use super::pod::{PowerOfD, Sampling};
+use super::random::Random;
+use super::rr::RoundRobin;
+use super::sample::MAX_SAMPLES;
+use super::signal::LoadSignal;
+
+/// The policy names [`parse`] accepts, for help text. `pod:D` stands for a
+/// number; see [`POLICY_SYNTAX`] for the options each takes.
+pub const POLICY_NAMES: &[&str] = &["rr", "random", "jsq", "p2c", "pod:D"];
+
+/// The full grammar, shown in errors and `--help`.
+pub const POLICY_SYNTAX: &str = "rr | random | jsq[:reported] | p2c[:with][:reported] | \
+     pod:D[:with|:without][:reported] (D in 1..=32)";
+
+/// A policy spec that names no policy, or a known policy with a bad option.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("unknown balancing policy `{input}`; accepted: {syntax}", syntax = POLICY_SYNTAX)]
+    UnknownPolicy { input: String },
+    #[error("bad balancing policy `{input}`: {reason}; accepted: {syntax}", syntax = POLICY_SYNTAX)]
+    BadOption { input: String, reason: String },
+}
+
+/// Builds a balancer from its name, e.g. `p2c`, `pod:3:with`, `jsq:reported`.
+///
+/// Names are case-insensitive; surrounding whitespace is ignored. Every
+/// balancer's [`Balancer::name`] parses back to an equivalent balancer.
+pub fn parse(spec: &str) -> Result<Box<dyn Balancer + Send>, ParseError> {
+    let lower = spec.trim().to_ascii_lowercase();
+    let mut parts = lower.split(':');
+    let head = parts.next().unwrap_or_default();
+    let opts: Vec<&str> = parts.collect();
+    let bad = |reason: String| ParseError::BadOption {
+        input: spec.to_string(),
+        reason,
+    };
+    let no_opts = |b: Box<dyn Balancer + Send>| {
+        if opts.is_empty() {
+            Ok(b)
+        } else {
+            Err(bad(format!("`{head}` takes no options")))
+        }
+    };
+    match head {
+        "rr" => no_opts(Box::new(RoundRobin::new())),
+        "random" => no_opts(Box::new(Random::new())),
+        "jsq" => {
+            let (_, signal) = queue_options(&opts, false).map_err(bad)?;
+            Ok(Box::new(Jsq::new(signal)))
+        }
+        "p2c" => {
+            let (sampling, signal) = queue_options(&opts, true).map_err(bad)?;
+            Ok(Box::new(PowerOfD::new(2, sampling, signal)))
+        }
+        "pod" => {
+            let Some((d, rest)) = opts.split_first() else {
+                return Err(bad("missing D, the number of choices (e.g. `pod:3`)".into()));
+            };
+            let d: usize = d
+                .parse()
+                .ok()
+                .filter(|d| (1..=MAX_SAMPLES).contains(d))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "D must be a whole number in 1..={MAX_SAMPLES}, got `{d}`"
+                    ))
+                })?;
+            let (sampling, signal) = queue_options(rest, true).map_err(bad)?;
+            Ok(Box::new(PowerOfD::new(d, sampling, signal)))
+        }
+        _ => Err(ParseError::UnknownPolicy {
+            input: spec.to_string(),
+        }),
+    }
+}
+
+/// Options of the queue-comparing policies: `with`/`without` (sampling, if
+/// `sampled`) and `reported` (load signal), each at most once.
+fn queue_options(opts: &[&str], sampled: bool) -> Result<(Sampling, LoadSignal), String> {
+    let mut sampling = None;
+    let mut signal = None;
+    for &o in opts {
+        match o {
+            "with" | "without" if sampled && sampling.is_none() => {
+                sampling = Some(if o == "with" {
+                    Sampling::WithReplacement
+                } else {
+                    Sampling::WithoutReplacement
+                });
+            }
+            "reported" if signal.is_none() => signal = Some(LoadSignal::InFlightPlusReported),
+            _ => return Err(format!("unexpected or repeated option `{o}`")),
+        }
+    }
+    Ok((sampling.unwrap_or_default(), signal.unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &[&str] = &[
+        "rr",
+        "random",
+        "jsq",
+        "jsq:reported",
+        "p2c",
+        "p2c:with",
+        "p2c:without:reported",
+        "pod:1",
+        "pod:3",
+        "pod:3:with",
+        "pod:32:without",
+        " RR ",
+    ];
+
+    #[test]
+    fn accepts_every_name_and_names_round_trip() {
+        for spec in VALID {
+            let b = parse(spec).unwrap_or_else(|e| panic!("`{spec}` rejected: {e}"));
+            let again =
+                parse(&b.name()).unwrap_or_else(|e| panic!("name `{}` rejected: {e}", b.name()));
+            assert_eq!(again.name(), b.name());
+        }
+        for name in POLICY_NAMES {
+            let spec = name.replace(":D", ":3");
+            assert!(parse(&spec).is_ok(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_specs_listing_what_is_accepted() {
+        for spec in [
+            "",
+            "rrr",
+            "pod",
+            "pod:0",
+            "pod:33",
+            "pod:x",
+            "rr:1",
+            "p2c:with:with",
+            "jsq:with",
+        ] {
+            let err = parse(spec)
+                .err()
+                .unwrap_or_else(|| panic!("`{spec}` accepted"));
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("`{spec}`")), "{msg}");
+            for name in ["rr", "random", "jsq", "p2c", "pod:D"] {
+                assert!(msg.contains(name), "`{spec}`: {msg} lacks {name}");
+            }
+        }
+    }
+}

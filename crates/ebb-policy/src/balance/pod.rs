@@ -1,0 +1,178 @@
+//! Power-of-d choices: sample `d` Ready nodes, send to the least loaded.
+//!
+//! State: `d`, the sampling mode and the load signal. Cost: O(d) expected
+//! and allocation-free (samples live in a fixed stack buffer of
+//! [`MAX_SAMPLES`]). `p2c` is d = 2. Sampling is without replacement by
+//! default (d distinct nodes, so d = n is exactly JSQ); `:with` samples
+//! independently as in the original analysis. Origin: Mitzenmacher 1996 /
+//! Vvedenskaya et al. 1996 — with d = 2 the tail of the queue-length
+//! distribution falls doubly exponentially instead of geometrically.
+
+use super::sample::{self, MAX_SAMPLES};
+use super::signal::LoadSignal;
+use super::{Balancer, Choice, NodeView, RequestInfo};
+use ebb_core::{Nanos, Rng};
+
+/// How the `d` candidates are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sampling {
+    /// `d` distinct nodes (or all Ready nodes when fewer than `d`).
+    #[default]
+    WithoutReplacement,
+    /// `d` independent draws; the same node may come up twice.
+    WithReplacement,
+}
+
+#[derive(Clone, Debug)]
+pub struct PowerOfD {
+    d: usize,
+    sampling: Sampling,
+    signal: LoadSignal,
+}
+
+impl PowerOfD {
+    /// `d` is clamped to `1..=MAX_SAMPLES`; [`super::parse`] rejects values
+    /// outside that range instead.
+    pub fn new(d: usize, sampling: Sampling, signal: LoadSignal) -> PowerOfD {
+        PowerOfD {
+            d: d.clamp(1, MAX_SAMPLES),
+            sampling,
+            signal,
+        }
+    }
+
+    /// Power-of-two choices without replacement on `in_flight`.
+    pub fn p2c() -> PowerOfD {
+        PowerOfD::new(2, Sampling::WithoutReplacement, LoadSignal::InFlight)
+    }
+
+    pub fn d(&self) -> usize {
+        self.d
+    }
+}
+
+impl Balancer for PowerOfD {
+    fn name(&self) -> String {
+        let base = if self.d == 2 {
+            "p2c".to_string()
+        } else {
+            format!("pod:{}", self.d)
+        };
+        let with = match self.sampling {
+            Sampling::WithoutReplacement => "",
+            Sampling::WithReplacement => ":with",
+        };
+        format!("{base}{with}{}", self.signal.suffix())
+    }
+
+    #[inline]
+    fn pick(
+        &mut self,
+        nodes: &[NodeView],
+        _req: RequestInfo,
+        _now: Nanos,
+        rng: &mut Rng,
+    ) -> Choice {
+        let mut buf = [0usize; MAX_SAMPLES];
+        let k = match self.sampling {
+            Sampling::WithoutReplacement => {
+                sample::without_replacement(nodes, self.d, rng, &mut buf)
+            }
+            Sampling::WithReplacement => sample::with_replacement(nodes, self.d, rng, &mut buf),
+        };
+        // Samples arrive in random order, so keeping the first of equals is
+        // a uniform tie-break.
+        let mut best: Option<(usize, u64)> = None;
+        for &i in &buf[..k] {
+            let load = self.signal.load(&nodes[i]);
+            if best.is_none_or(|(_, b)| load < b) {
+                best = Some((i, load));
+            }
+        }
+        match best {
+            Some((i, _)) => Choice::Node(i),
+            None => Choice::Hold,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::testutil::{NO_DEADLINE, pool};
+
+    /// Every sample pair drawn with the same seed, to see what p2c chose
+    /// between.
+    fn samples(seed: u64, nodes: &[NodeView], d: usize, s: Sampling) -> Vec<usize> {
+        let mut rng = Rng::seeded(seed);
+        let mut buf = [0usize; MAX_SAMPLES];
+        let k = match s {
+            Sampling::WithoutReplacement => {
+                sample::without_replacement(nodes, d, &mut rng, &mut buf)
+            }
+            Sampling::WithReplacement => sample::with_replacement(nodes, d, &mut rng, &mut buf),
+        };
+        buf[..k].to_vec()
+    }
+
+    #[test]
+    fn never_picks_the_worse_of_its_two_samples() {
+        let mut nodes = pool(8);
+        for (i, v) in nodes.iter_mut().enumerate() {
+            v.in_flight = (i as u32 * 7) % 5;
+        }
+        for seed in 0..500 {
+            let pair = samples(seed, &nodes, 2, Sampling::WithoutReplacement);
+            let mut p = PowerOfD::p2c();
+            let mut rng = Rng::seeded(seed);
+            let Choice::Node(i) = p.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng) else {
+                panic!("seed {seed}: held");
+            };
+            assert!(pair.contains(&i), "seed {seed}: {i} not in {pair:?}");
+            let worst = pair.iter().map(|&j| nodes[j].in_flight).max().unwrap_or(0);
+            let best = pair.iter().map(|&j| nodes[j].in_flight).min().unwrap_or(0);
+            assert_eq!(nodes[i].in_flight, best, "seed {seed}: pair {pair:?}");
+            assert!(best == worst || nodes[i].in_flight < worst);
+        }
+    }
+
+    #[test]
+    fn without_replacement_gives_d_distinct_nodes() {
+        let nodes = pool(6);
+        for seed in 0..300 {
+            for d in 1..=6 {
+                let mut s = samples(seed, &nodes, d, Sampling::WithoutReplacement);
+                assert_eq!(s.len(), d);
+                s.sort_unstable();
+                s.dedup();
+                assert_eq!(s.len(), d, "seed {seed} d {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn with_replacement_can_repeat() {
+        let nodes = pool(2);
+        let repeated = (0..100).any(|seed| {
+            let s = samples(seed, &nodes, 2, Sampling::WithReplacement);
+            s[0] == s[1]
+        });
+        assert!(repeated, "100 pairs from 2 nodes never repeated");
+    }
+
+    #[test]
+    fn d_equal_n_is_jsq() {
+        let mut nodes = pool(5);
+        for (v, q) in nodes.iter_mut().zip([3, 1, 4, 0, 5]) {
+            v.in_flight = q;
+        }
+        let mut p = PowerOfD::new(5, Sampling::WithoutReplacement, LoadSignal::InFlight);
+        let mut rng = Rng::seeded(2);
+        for _ in 0..50 {
+            assert_eq!(
+                p.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+                Choice::Node(3)
+            );
+        }
+    }
+}
