@@ -12,10 +12,13 @@ pub mod arrivals;
 pub mod config;
 pub mod dist;
 mod engine;
+pub mod expected;
+pub mod plot;
 mod pool;
 pub mod report;
 pub mod scale;
 pub mod stats;
+pub mod sweep;
 pub mod theory;
 pub mod trace;
 
@@ -51,6 +54,8 @@ pub enum SimError {
         index: usize,
         nodes: usize,
     },
+    #[error(transparent)]
+    Policy(#[from] ebb_policy::balance::ParseError),
     #[error(
         "more than {limit} requests in the system at {at_secs:.1} s simulated: the pool cannot keep up (is --load at or above 1?)"
     )]
@@ -64,5 +69,18 @@ pub fn run_with(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report, SimError> {
     let balancers = (0..cfg.gateways).map(|_| make()).collect();
+    Sim::new(cfg, balancers)?.run(progress)
+}
+
+/// Runs `cfg` with the balancer named by `spec` (see
+/// `ebb_policy::balance::parse`) at every gateway.
+pub fn run_spec(
+    cfg: SimConfig,
+    spec: &str,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, SimError> {
+    let balancers = (0..cfg.gateways)
+        .map(|_| ebb_policy::balance::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
     Sim::new(cfg, balancers)?.run(progress)
 }

@@ -17,11 +17,14 @@ struct Cli {
 enum Command {
     /// Print the build's version and the features this machine supports.
     Info(cmd::info::Args),
+    /// Simulate a pool under a balancing policy and compare with queueing theory.
+    Sim(Box<cmd::sim::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => cmd::info::run(args),
+        Command::Sim(args) => cmd::sim::run(*args),
     }
 }
