@@ -23,6 +23,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
+/// Bits of a completion key that hold the node index; the rest hold the
+/// sequence number (2^44 events, about 20 days at 10 M events/s).
+const NODE_BITS: u32 = 20;
+const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
 /// Events between two calls of the progress callback.
 const PROGRESS_EVERY_EVENTS: u64 = 1 << 20;
 /// Weight of a new sample in a gateway's per-node latency EWMA. A sample above
@@ -30,10 +34,10 @@ const PROGRESS_EVERY_EVENTS: u64 = 1 << 20;
 /// forgiven gradually.
 const EWMA_WEIGHT: f64 = 0.125;
 
+/// 16 bytes: the deadline is `arrival` plus the run's one relative deadline.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Req {
     pub arrival: u64,
-    pub deadline: u64,
     pub gateway: u32,
     /// False during warm-up: the request runs but is not counted.
     pub measured: bool,
@@ -70,28 +74,22 @@ pub(crate) struct Gateway {
     pub rng: Rng,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum EvKind {
-    Done,
-    Booted(u32),
-}
+/// A completion: (time, sequence << NODE_BITS | node). The sequence number
+/// is unique, so tuple order is (time, sequence) order; 16 bytes keep the
+/// heap compact.
+pub(crate) type DoneKey = (u64, u64);
 
-/// Ordered by time, then by sequence number (unique), so the derive's
-/// lexicographic order is the (time, seq) order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Ev {
-    pub at: u64,
-    pub seq: u64,
-    pub node: u32,
-    pub kind: EvKind,
-}
+/// A boot finishing: (time, sequence, node, slot generation). Rare, so kept
+/// out of the completion heap.
+pub(crate) type BootKey = (u64, u64, u32, u32);
 
 /// A run in progress. Build with [`Sim::new`], consume with [`Sim::run`].
 pub struct Sim<'h> {
     pub(crate) cfg: SimConfig,
     pub(crate) nodes: Vec<Node>,
     pub(crate) gws: Vec<Gateway>,
-    pub(crate) heap: BinaryHeap<Reverse<Ev>>,
+    pub(crate) heap: BinaryHeap<Reverse<DoneKey>>,
+    pub(crate) boots: BinaryHeap<Reverse<BootKey>>,
     pub(crate) seq: u64,
     pub(crate) now: u64,
     next_arrival: Option<(u64, u64)>,
@@ -121,7 +119,8 @@ pub struct Sim<'h> {
     pub(crate) events: u64,
     pub(crate) misrouted: u64,
     pub(crate) signals: PoolSignals,
-    deadline_ns: Option<u64>,
+    /// Relative deadline; `NO_DEADLINE` when requests have none.
+    deadline_ns: u64,
     tick_ns: u64,
     pub(crate) boot_ns: u64,
     last_tick: u64,
@@ -159,7 +158,6 @@ impl<'h> Sim<'h> {
                 busy: false,
                 cur: Req {
                     arrival: 0,
-                    deadline: NO_DEADLINE,
                     gateway: 0,
                     measured: false,
                 },
@@ -194,12 +192,15 @@ impl<'h> Sim<'h> {
         let warmup_count = (cfg.requests as f64 * cfg.warmup).floor() as u64;
         let tick_ns = (cfg.tick_secs * 1e9).round() as u64;
         let mut sim = Sim {
-            deadline_ns: cfg.deadline_secs.map(|d| (d * 1e9).round() as u64),
+            deadline_ns: cfg
+                .deadline_secs
+                .map_or(NO_DEADLINE, |d| (d * 1e9).round() as u64),
             boot_ns: (cfg.boot_secs * 1e9).round() as u64,
             cfg,
             nodes,
             gws,
             heap: BinaryHeap::new(),
+            boots: BinaryHeap::new(),
             seq: 0,
             now: 0,
             next_arrival: None,
@@ -259,10 +260,17 @@ impl<'h> Sim<'h> {
                 best = a;
                 src = 1;
             }
-            if let Some(Reverse(ev)) = self.heap.peek() {
-                if (ev.at, ev.seq) < best {
-                    best = (ev.at, ev.seq);
+            if let Some(Reverse((at, key))) = self.heap.peek() {
+                let k = (*at, key >> NODE_BITS);
+                if k < best {
+                    best = k;
                     src = 2;
+                }
+            }
+            if let Some(Reverse((at, seq, ..))) = self.boots.peek() {
+                if (*at, *seq) < best {
+                    best = (*at, *seq);
+                    src = 4;
                 }
             }
             if let Some(t) = self.next_tick {
@@ -277,14 +285,18 @@ impl<'h> Sim<'h> {
                     self.arrive()?;
                 }
                 2 => {
-                    let Some(Reverse(ev)) = self.heap.pop() else {
+                    let Some(Reverse((at, key))) = self.heap.pop() else {
                         break;
                     };
-                    self.now = ev.at;
-                    match ev.kind {
-                        EvKind::Done => self.complete(ev.node as usize),
-                        EvKind::Booted(generation) => self.booted(ev.node as usize, generation),
-                    }
+                    self.now = at;
+                    self.complete((key & NODE_MASK) as usize);
+                }
+                4 => {
+                    let Some(Reverse((at, _, node, generation))) = self.boots.pop() else {
+                        break;
+                    };
+                    self.now = at;
+                    self.booted(node as usize, generation);
                 }
                 3 => {
                     if self.next_arrival.is_none() && self.in_system == 0 {
@@ -350,9 +362,6 @@ impl<'h> Sim<'h> {
         };
         let req = Req {
             arrival: now,
-            deadline: self
-                .deadline_ns
-                .map_or(NO_DEADLINE, |d| now.saturating_add(d)),
             gateway,
             measured,
         };
@@ -374,7 +383,8 @@ impl<'h> Sim<'h> {
     fn dispatch(&mut self, g: usize, req: Req) -> Result<(), SimError> {
         let gw = &mut self.gws[g];
         let info = RequestInfo {
-            deadline: (req.deadline != NO_DEADLINE).then_some(Nanos(req.deadline)),
+            deadline: (self.deadline_ns != NO_DEADLINE)
+                .then(|| Nanos(req.arrival.saturating_add(self.deadline_ns))),
         };
         match gw
             .balancer
@@ -426,25 +436,22 @@ impl<'h> Sim<'h> {
     /// while it waited, in which case it is dropped.
     #[inline]
     pub(crate) fn start(&mut self, i: usize, req: Req) -> bool {
-        if self.now > req.deadline {
+        if self.now - req.arrival > self.deadline_ns {
             self.drop_at(i, req);
             return false;
         }
         let node = &mut self.nodes[i];
         let secs = self.cfg.service.sample(&mut self.service_rng) * node.inv_speed;
-        let at = self.now.saturating_add((secs * 1e9).round() as u64);
+        // Durations are non-negative, so + 0.5 then truncation rounds.
+        let at = self.now.saturating_add((secs * 1e9 + 0.5) as u64);
         node.busy = true;
         node.cur = req;
         node.started = self.now;
         self.integrate();
         self.busy += 1;
         self.seq += 1;
-        self.heap.push(Reverse(Ev {
-            at,
-            seq: self.seq,
-            node: i as u32,
-            kind: EvKind::Done,
-        }));
+        self.heap
+            .push(Reverse((at, (self.seq << NODE_BITS) | i as u64)));
         true
     }
 

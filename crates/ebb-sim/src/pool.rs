@@ -6,7 +6,7 @@
 //! keeps the slot count at the run's peak node count.
 
 use crate::config::MAX_NODES;
-use crate::engine::{Ev, EvKind, Life, NO_DEADLINE, Node, Req, Sim, node_cost, set_view_state};
+use crate::engine::{Life, Node, Req, Sim, node_cost, set_view_state};
 use crate::scale::{PoolSignals, ScaleAction};
 use ebb_core::{Nanos, NodeId};
 use ebb_policy::balance::{NodeState, NodeView};
@@ -86,12 +86,12 @@ impl Sim<'_> {
                 self.nodes[slot].life = Life::Booting;
                 set_view_state(&mut self.gws, slot, NodeState::Booting);
                 self.seq += 1;
-                self.heap.push(Reverse(Ev {
-                    at: self.now + self.boot_ns,
-                    seq: self.seq,
-                    node: slot as u32,
-                    kind: EvKind::Booted(generation),
-                }));
+                self.boots.push(Reverse((
+                    self.now + self.boot_ns,
+                    self.seq,
+                    slot as u32,
+                    generation,
+                )));
             }
         }
         for slot in ready_now {
@@ -183,7 +183,6 @@ fn blank_node() -> Node {
         busy: false,
         cur: Req {
             arrival: 0,
-            deadline: NO_DEADLINE,
             gateway: 0,
             measured: false,
         },
