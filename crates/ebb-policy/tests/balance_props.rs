@@ -16,6 +16,13 @@ const SPECS: &[&str] = &[
     "pod:3",
     "pod:3:with",
     "pod:32",
+    "jiq",
+    "central",
+    "ewma",
+    "ewma:1ms",
+    "ewma:scan",
+    "cost",
+    "cost:1:1ms",
 ];
 
 fn node() -> impl Strategy<Value = NodeView> {

@@ -7,6 +7,11 @@
 
 use ebb_core::{Nanos, NodeId, Rng};
 
+pub mod central;
+pub mod cost;
+pub mod ewma;
+mod idle;
+pub mod jiq;
 pub mod jsq;
 pub mod parse;
 pub mod pod;
@@ -103,11 +108,15 @@ pub trait Balancer {
 
     /// `nodes[node]` has become idle and asks for work (join-idle-queue's idle
     /// report, central queue's pull). Returns true if the policy wants the
-    /// caller to hand it a held request now.
+    /// caller to hand it a held request now. Callers also report a node that
+    /// has just turned Ready: it is idle too.
     fn on_idle(&mut self, _nodes: &[NodeView], _node: usize, _now: Nanos) -> bool {
         false
     }
 
-    /// The set or order of nodes changed (scale out/in); drop per-index state.
+    /// The set or order of nodes changed (scale out/in), or a node's state
+    /// or price did; drop or re-index per-index state. Policies that keep
+    /// per-node state key it by [`NodeView::id`], so it follows a node that
+    /// moves to another index.
     fn on_nodes_changed(&mut self, _nodes: &[NodeView]) {}
 }

@@ -1,20 +1,30 @@
 //! Policy names on the command line and in config files.
 
 use super::Balancer;
+use super::central::CentralQueue;
+use super::cost::{CostAware, DEFAULT_TARGET_BACKLOG};
+use super::ewma::{Candidates, DEFAULT_TAU, PeakEwmaBalancer};
+use super::jiq::JoinIdleQueue;
 use super::jsq::Jsq;
 use super::pod::{PowerOfD, Sampling};
 use super::random::Random;
 use super::rr::RoundRobin;
 use super::sample::MAX_SAMPLES;
 use super::signal::LoadSignal;
+use ebb_core::Nanos;
 
 /// The policy names [`parse`] accepts, for help text. `pod:D` stands for a
 /// number; see [`POLICY_SYNTAX`] for the options each takes.
-pub const POLICY_NAMES: &[&str] = &["rr", "random", "jsq", "p2c", "pod:D"];
+pub const POLICY_NAMES: &[&str] = &[
+    "rr", "random", "jsq", "p2c", "pod:D", "jiq", "central", "ewma", "cost",
+];
 
 /// The full grammar, shown in errors and `--help`.
 pub const POLICY_SYNTAX: &str = "rr | random | jsq[:reported] | p2c[:with][:reported] | \
-     pod:D[:with|:without][:reported] (D in 1..=32)";
+     pod:D[:with|:without][:reported] (D in 1..=32) | jiq | central | \
+     ewma[:TAU][:scan] (TAU a duration such as 500ms, default 10s) | \
+     cost[:TARGET[:SERVICE]] (TARGET backlog per node in service times, default 2; \
+     SERVICE the mean service time such as 1ms, learned if absent)";
 
 /// A policy spec that names no policy, or a known policy with a bad option.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -72,9 +82,77 @@ pub fn parse(spec: &str) -> Result<Box<dyn Balancer + Send>, ParseError> {
             let (sampling, signal) = queue_options(rest, true).map_err(bad)?;
             Ok(Box::new(PowerOfD::new(d, sampling, signal)))
         }
+        "jiq" => no_opts(Box::new(JoinIdleQueue::new())),
+        "central" => no_opts(Box::new(CentralQueue::new())),
+        "ewma" => {
+            let mut tau = None;
+            let mut candidates = None;
+            for &o in &opts {
+                if o == "scan" && candidates.is_none() {
+                    candidates = Some(Candidates::Scan);
+                } else if tau.is_none() {
+                    tau = Some(duration(o).map_err(bad)?);
+                } else {
+                    return Err(bad(format!("unexpected or repeated option `{o}`")));
+                }
+            }
+            let tau = tau.unwrap_or(DEFAULT_TAU);
+            Ok(Box::new(PeakEwmaBalancer::new(
+                tau,
+                candidates.unwrap_or_default(),
+            )))
+        }
+        "cost" => {
+            if opts.len() > 2 {
+                return Err(bad("at most two options: TARGET and SERVICE".into()));
+            }
+            let target = match opts.first() {
+                None => DEFAULT_TARGET_BACKLOG,
+                Some(t) => t
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .ok_or_else(|| bad(format!("TARGET must be a positive number, got `{t}`")))?,
+            };
+            let service = opts.get(1).map(|s| duration(s)).transpose().map_err(bad)?;
+            Ok(Box::new(CostAware::new(target, service)))
+        }
         _ => Err(ParseError::UnknownPolicy {
             input: spec.to_string(),
         }),
+    }
+}
+
+/// A positive duration with a unit: `250ns`, `100us`, `5ms`, `10s`.
+fn duration(s: &str) -> Result<Nanos, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms or 10s"))?;
+    let d = match unit {
+        "ns" => Nanos(n),
+        "us" => Nanos::from_micros(n),
+        "ms" => Nanos::from_millis(n),
+        "s" => Nanos::from_secs(n),
+        _ => return Err(format!("`{s}`: duration unit must be ns, us, ms or s")),
+    };
+    if d == Nanos::ZERO {
+        return Err(format!("`{s}`: duration must be positive"));
+    }
+    Ok(d)
+}
+
+/// Formats a duration in the largest unit that keeps it exact, in the
+/// syntax [`duration`] reads back (`10s`, `500ms`, `1500us`).
+pub(crate) fn format_duration(d: Nanos) -> String {
+    let n = d.as_nanos();
+    match n {
+        0 => "0ns".into(),
+        _ if n % 1_000_000_000 == 0 => format!("{}s", n / 1_000_000_000),
+        _ if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+        _ if n % 1_000 == 0 => format!("{}us", n / 1_000),
+        _ => format!("{n}ns"),
     }
 }
 
@@ -133,6 +211,28 @@ mod tests {
     }
 
     #[test]
+    fn unknown_names_and_bad_options_are_told_apart() {
+        assert!(matches!(
+            parse("leastconn"),
+            Err(ParseError::UnknownPolicy { .. })
+        ));
+        assert!(matches!(parse("pod:0"), Err(ParseError::BadOption { .. })));
+    }
+
+    #[test]
+    fn durations_print_in_the_largest_exact_unit_and_read_back() {
+        for (ns, text) in [
+            (10_000_000_000, "10s"),
+            (500_000_000, "500ms"),
+            (1_500_000, "1500us"),
+            (7, "7ns"),
+        ] {
+            assert_eq!(format_duration(Nanos(ns)), text);
+            assert_eq!(duration(text), Ok(Nanos(ns)));
+        }
+    }
+
+    #[test]
     fn rejects_bad_specs_listing_what_is_accepted() {
         for spec in [
             "",
@@ -150,7 +250,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("`{spec}` accepted"));
             let msg = err.to_string();
             assert!(msg.contains(&format!("`{spec}`")), "{msg}");
-            for name in ["rr", "random", "jsq", "p2c", "pod:D"] {
+            for name in POLICY_NAMES {
                 assert!(msg.contains(name), "`{spec}`: {msg} lacks {name}");
             }
         }

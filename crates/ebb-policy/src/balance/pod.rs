@@ -160,6 +160,43 @@ mod tests {
         assert!(repeated, "100 pairs from 2 nodes never repeated");
     }
 
+    /// Throws `n` requests at `n` idle nodes with nothing completing and
+    /// returns the largest pile.
+    fn max_pile(b: &mut dyn Balancer, n: u32, seed: u64) -> u32 {
+        let mut nodes = pool(n);
+        let mut rng = Rng::seeded(seed);
+        for _ in 0..n {
+            if let Choice::Node(i) = b.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng) {
+                nodes[i].in_flight += 1;
+            }
+        }
+        nodes.iter().map(|v| v.in_flight).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn two_choices_flatten_the_worst_pile() {
+        // Balls into bins, n = 10^4: one random choice leaves a worst pile
+        // near ln n / ln ln n ~ 7; two choices, ln ln n / ln 2 + O(1) ~ 3.
+        let n = 10_000;
+        for seed in [1, 2, 3] {
+            let random = max_pile(&mut crate::balance::random::Random::new(), n, seed);
+            let two = max_pile(&mut PowerOfD::p2c(), n, seed);
+            let two_with = max_pile(
+                &mut PowerOfD::new(2, Sampling::WithReplacement, LoadSignal::InFlight),
+                n,
+                seed,
+            );
+            assert!(
+                random >= two.max(two_with) + 2,
+                "seed {seed}: random {random}, p2c {two}, {two_with}"
+            );
+            assert!(
+                two <= 4 && two_with <= 4,
+                "seed {seed}: p2c worst piles {two}, {two_with}"
+            );
+        }
+    }
+
     #[test]
     fn d_equal_n_is_jsq() {
         let mut nodes = pool(5);

@@ -59,11 +59,12 @@ mod tests {
 
     #[test]
     fn uniform_over_ready_nodes() {
-        // 10 nodes, 2 not Ready: 8 categories, 7 degrees of freedom. The
-        // chi-square statistic has mean 7 and sd sqrt(14) ~ 3.7; 40 is more
-        // than 8 sd out (p < 1e-5), so a correct sampler essentially never
-        // fails while a biased one (say 5% off on one node at 80k draws,
-        // contributing ~25) plus noise usually does.
+        // 10 nodes, 2 not Ready: 8 categories of probability p = 1/8 each.
+        // Each count is Binomial(N, p) with sd sqrt(N p (1-p)) ~ 94 at
+        // N = 80 000; no count may stray 5 sd from N p. The chi-square
+        // statistic over the 8 counts has 7 degrees of freedom (mean 7, sd
+        // ~3.7); 40 is beyond its 1e-5 quantile (~35.3). A node favoured by
+        // 5% (+500 draws, ~5 sd) fails both.
         let mut nodes = pool(10);
         nodes[3].state = NodeState::Booting;
         nodes[7].state = NodeState::Draining;
@@ -71,13 +72,22 @@ mod tests {
         let draws = 80_000;
         let c = counts(seed, &nodes, draws);
         assert_eq!(c[3] + c[7], 0, "seed {seed}: picked a non-ready node");
-        let expected = draws as f64 / 8.0;
-        let chi2: f64 = c
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != 3 && *i != 7)
-            .map(|(_, &o)| (o as f64 - expected).powi(2) / expected)
-            .sum();
+        let p = 1.0 / 8.0;
+        let expected = draws as f64 * p;
+        let sd = (draws as f64 * p * (1.0 - p)).sqrt();
+        let ready = || {
+            c.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 7)
+                .map(|(_, &o)| o as f64)
+        };
+        for o in ready() {
+            assert!(
+                (o - expected).abs() < 5.0 * sd,
+                "seed {seed}: count {o}, counts {c:?}"
+            );
+        }
+        let chi2: f64 = ready().map(|o| (o - expected).powi(2) / expected).sum();
         assert!(chi2 < 40.0, "seed {seed}: chi-square {chi2} counts {c:?}");
     }
 

@@ -1,0 +1,296 @@
+//! Least load by peak-EWMA latency × (outstanding + 1).
+//!
+//! State: one [`PeakEwma`] per node (keyed by node id across pool changes)
+//! and one for the whole fleet. Cost: O(1) per decision with the default
+//! power-of-two sampling (two `exp` calls), O(n) with `ewma:scan`; O(1) per
+//! completion. A node's cost is its latency estimate at `now` times its
+//! in-flight count plus one, so a node that answers fast but already has
+//! much outstanding loses to a slightly slower idle one. A node not measured
+//! yet is costed with the fleet's estimate (or the gateway's
+//! `NodeView::ewma_latency`, if it filled one in), so a fresh node gets a
+//! fair share instead of a flood.
+//! Origin: Finagle's `P2CPeakEwma`, also in linkerd and tower's
+//! `balance::p2c` + `load::PeakEwma`; default time constant 10 s as there.
+
+use super::parse::format_duration;
+use super::sample::{self, MAX_SAMPLES};
+use super::{Balancer, Choice, NodeView, RequestInfo};
+use ebb_core::{Nanos, NodeId, Rng};
+use std::collections::HashMap;
+
+/// Default decay time constant, as in Finagle and tower.
+pub const DEFAULT_TAU: Nanos = Nanos::from_secs(10);
+
+/// A latency estimate that jumps to a new peak at once and otherwise moves
+/// toward observations with time constant τ.
+///
+/// Observing `x` when the estimate `v` is lower sets `v = x` (be pessimistic
+/// about a node the moment it slows down). Otherwise
+/// `v ← v·w + x·(1−w)` with `w = e^{−Δt/τ}`, Δt the time since the last
+/// observation: samples far apart count more than a burst of samples. Read
+/// at `now`, the estimate is `v·e^{−(now−t)/τ}`: without fresh samples it
+/// decays toward zero, so a node that once looked slow is tried again.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PeakEwma {
+    /// Nanoseconds; zero until the first observation.
+    value: f64,
+    stamp: Nanos,
+    measured: bool,
+}
+
+impl PeakEwma {
+    pub fn is_measured(&self) -> bool {
+        self.measured
+    }
+
+    fn decay(since: Nanos, now: Nanos, tau: Nanos) -> f64 {
+        let dt = (now - since).as_nanos() as f64;
+        (-dt / tau.as_nanos().max(1) as f64).exp()
+    }
+
+    pub fn observe(&mut self, latency: Nanos, now: Nanos, tau: Nanos) {
+        let x = latency.as_nanos() as f64;
+        self.value = if !self.measured || x >= self.value {
+            x
+        } else {
+            let w = Self::decay(self.stamp, now, tau);
+            self.value * w + x * (1.0 - w)
+        };
+        self.stamp = self.stamp.max(now);
+        self.measured = true;
+    }
+
+    /// The estimate at `now`, in nanoseconds.
+    pub fn estimate(&self, now: Nanos, tau: Nanos) -> f64 {
+        self.value * Self::decay(self.stamp, now, tau)
+    }
+}
+
+/// How candidates are chosen before comparing costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Candidates {
+    /// Two distinct random Ready nodes (Finagle's default): O(1), and the
+    /// randomness keeps many gateways from herding onto one fast node.
+    #[default]
+    TwoRandom,
+    /// Every Ready node: O(n), the cheapest node always wins.
+    Scan,
+}
+
+#[derive(Clone, Debug)]
+pub struct PeakEwmaBalancer {
+    tau: Nanos,
+    candidates: Candidates,
+    per_node: Vec<(NodeId, PeakEwma)>,
+    fleet: PeakEwma,
+}
+
+impl PeakEwmaBalancer {
+    pub fn new(tau: Nanos, candidates: Candidates) -> PeakEwmaBalancer {
+        PeakEwmaBalancer {
+            tau: tau.max(Nanos(1)),
+            candidates,
+            per_node: Vec::new(),
+            fleet: PeakEwma::default(),
+        }
+    }
+
+    /// This policy's latency estimate for `nodes[i]` at `now`, for
+    /// dashboards and tests.
+    pub fn estimate(&self, i: usize, now: Nanos) -> Option<Nanos> {
+        self.per_node
+            .get(i)
+            .filter(|(_, e)| e.is_measured())
+            .map(|(_, e)| Nanos(e.estimate(now, self.tau) as u64))
+    }
+
+    fn cost(&self, nodes: &[NodeView], i: usize, now: Nanos) -> f64 {
+        let v = &nodes[i];
+        let latency = match self.per_node.get(i) {
+            Some((id, e)) if *id == v.id && e.is_measured() => e.estimate(now, self.tau),
+            _ if v.ewma_latency > Nanos::ZERO => v.ewma_latency.as_nanos() as f64,
+            _ if self.fleet.is_measured() => self.fleet.estimate(now, self.tau),
+            _ => 1.0,
+        };
+        latency * (f64::from(v.in_flight) + 1.0)
+    }
+
+    /// Lines `per_node` up with `nodes`, keeping estimates of nodes that
+    /// stayed (by id).
+    fn realign(&mut self, nodes: &[NodeView]) {
+        // Fast path: the old pool is a prefix of the new one (nodes added at
+        // the end, or only states changed); keep everything, no map.
+        let prefix = self.per_node.len() <= nodes.len()
+            && self
+                .per_node
+                .iter()
+                .zip(nodes)
+                .all(|((id, _), v)| *id == v.id);
+        if prefix {
+            let known = self.per_node.len();
+            self.per_node
+                .extend(nodes[known..].iter().map(|v| (v.id, PeakEwma::default())));
+            return;
+        }
+        let old: HashMap<NodeId, PeakEwma> = self.per_node.drain(..).collect();
+        self.per_node = nodes
+            .iter()
+            .map(|v| (v.id, old.get(&v.id).copied().unwrap_or_default()))
+            .collect();
+    }
+}
+
+impl Default for PeakEwmaBalancer {
+    fn default() -> PeakEwmaBalancer {
+        PeakEwmaBalancer::new(DEFAULT_TAU, Candidates::TwoRandom)
+    }
+}
+
+impl Balancer for PeakEwmaBalancer {
+    fn name(&self) -> String {
+        let mut s = "ewma".to_string();
+        if self.tau != DEFAULT_TAU {
+            s.push(':');
+            s.push_str(&format_duration(self.tau));
+        }
+        if self.candidates == Candidates::Scan {
+            s.push_str(":scan");
+        }
+        s
+    }
+
+    fn pick(&mut self, nodes: &[NodeView], _req: RequestInfo, now: Nanos, rng: &mut Rng) -> Choice {
+        let mut best: Option<(usize, f64)> = None;
+        let consider =
+            |i: usize, best: &mut Option<(usize, f64)>, ties: &mut u64, rng: &mut Rng| {
+                let c = self.cost(nodes, i, now);
+                match *best {
+                    Some((_, b)) if c > b => {}
+                    Some((_, b)) if c == b => {
+                        *ties += 1;
+                        if rng.below(*ties) == 0 {
+                            *best = Some((i, c));
+                        }
+                    }
+                    _ => {
+                        *best = Some((i, c));
+                        *ties = 1;
+                    }
+                }
+            };
+        let mut ties = 0;
+        match self.candidates {
+            Candidates::TwoRandom => {
+                let mut buf = [0usize; MAX_SAMPLES];
+                let k = sample::without_replacement(nodes, 2, rng, &mut buf);
+                for &i in &buf[..k] {
+                    consider(i, &mut best, &mut ties, rng);
+                }
+            }
+            Candidates::Scan => {
+                for i in (0..nodes.len()).filter(|&i| nodes[i].is_ready()) {
+                    consider(i, &mut best, &mut ties, rng);
+                }
+            }
+        }
+        match best {
+            Some((i, _)) => Choice::Node(i),
+            None => Choice::Hold,
+        }
+    }
+
+    fn on_complete(&mut self, nodes: &[NodeView], node: usize, latency: Nanos, now: Nanos) {
+        let Some(v) = nodes.get(node) else { return };
+        if self.per_node.len() != nodes.len()
+            || self.per_node.get(node).is_some_and(|(id, _)| *id != v.id)
+        {
+            self.realign(nodes);
+        }
+        if let Some((_, e)) = self.per_node.get_mut(node) {
+            e.observe(latency, now, self.tau);
+        }
+        self.fleet.observe(latency, now, self.tau);
+    }
+
+    fn on_nodes_changed(&mut self, nodes: &[NodeView]) {
+        self.realign(nodes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::testutil::{NO_DEADLINE, pool};
+
+    const MS: Nanos = Nanos::from_millis(1);
+    const TAU: Nanos = Nanos::from_millis(100);
+
+    #[test]
+    fn jumps_to_a_peak_then_decays_toward_observed_latencies() {
+        let mut e = PeakEwma::default();
+        e.observe(Nanos::from_millis(10), Nanos::ZERO, TAU);
+        e.observe(Nanos::from_millis(100), MS, TAU);
+        assert_eq!(e.estimate(MS, TAU), 100e6, "peak is taken at once");
+        // 10 ms samples every 10 ms for 1 s (10 τ): the estimate comes down
+        // to them, staying above them (it approaches from above).
+        let mut now = MS;
+        for _ in 0..100 {
+            now += Nanos::from_millis(10);
+            e.observe(Nanos::from_millis(10), now, TAU);
+        }
+        let est = e.estimate(now, TAU);
+        assert!((10e6..10.5e6).contains(&est), "estimate {est}");
+        // Without samples it decays toward zero: after 5 τ, below 1%.
+        let later = now + Nanos::from_millis(500);
+        assert!(e.estimate(later, TAU) < 0.01 * est);
+    }
+
+    #[test]
+    fn prefers_the_faster_node() {
+        let nodes = pool(2);
+        let mut b = PeakEwmaBalancer::new(TAU, Candidates::TwoRandom);
+        b.on_nodes_changed(&nodes);
+        b.on_complete(&nodes, 0, Nanos::from_millis(50), MS);
+        b.on_complete(&nodes, 1, Nanos::from_millis(5), MS);
+        let mut rng = Rng::seeded(8);
+        for _ in 0..20 {
+            assert_eq!(b.pick(&nodes, NO_DEADLINE, MS, &mut rng), Choice::Node(1));
+        }
+    }
+
+    #[test]
+    fn outstanding_requests_outweigh_a_small_latency_edge() {
+        let mut nodes = pool(2);
+        let mut b = PeakEwmaBalancer::new(TAU, Candidates::Scan);
+        b.on_complete(&nodes, 0, Nanos::from_millis(10), MS);
+        b.on_complete(&nodes, 1, Nanos::from_millis(8), MS);
+        nodes[1].in_flight = 3; // 8 × 4 = 32 > 10 × 1
+        let mut rng = Rng::seeded(8);
+        assert_eq!(b.pick(&nodes, NO_DEADLINE, MS, &mut rng), Choice::Node(0));
+    }
+
+    #[test]
+    fn unmeasured_node_is_costed_at_the_fleet_estimate() {
+        let mut nodes = pool(3);
+        let mut b = PeakEwmaBalancer::new(TAU, Candidates::Scan);
+        b.on_complete(&nodes, 0, Nanos::from_millis(20), MS);
+        b.on_complete(&nodes, 1, Nanos::from_millis(20), MS);
+        nodes[0].in_flight = 1;
+        nodes[1].in_flight = 1;
+        nodes[2].in_flight = 4; // new node, already loaded: must not look free
+        let mut rng = Rng::seeded(8);
+        let c = b.pick(&nodes, NO_DEADLINE, MS, &mut rng);
+        assert!(matches!(c, Choice::Node(0 | 1)), "{c:?}");
+    }
+
+    #[test]
+    fn estimates_follow_their_node_across_reordering() {
+        let nodes = pool(2);
+        let mut b = PeakEwmaBalancer::default();
+        b.on_complete(&nodes, 0, Nanos::from_millis(40), MS);
+        let swapped = vec![nodes[1].clone(), nodes[0].clone()];
+        b.on_nodes_changed(&swapped);
+        assert_eq!(b.estimate(0, MS), None);
+        assert!(b.estimate(1, MS).is_some());
+    }
+}
