@@ -457,7 +457,7 @@ impl<'h> Sim<'h> {
 
     fn drop_at(&mut self, i: usize, req: Req) {
         if req.measured {
-            self.stats.dropped += 1;
+            self.stats.record_drop();
         }
         self.signals.drops_since_tick += 1;
         self.in_system -= 1;

@@ -32,12 +32,18 @@ pub struct Report {
     pub p99: f64,
     pub p999: f64,
     pub wait_p99: f64,
+    /// Fraction of completed requests that waited before service.
+    pub wait_probability: f64,
+    pub wait_probability_ci95: f64,
     pub max_response: f64,
     /// Completions per second over the measurement window.
     pub throughput: f64,
     /// Measured requests dropped (deadline passed while queued, or left
     /// held when the run ended) over measured requests.
     pub dropped_fraction: f64,
+    /// 95% batch-means half-width of `dropped_fraction` (drops at run end
+    /// excluded from the batches).
+    pub dropped_fraction_ci95: f64,
     /// Busy node-time over serving node-time in the measurement window.
     pub utilization: f64,
     /// Node-seconds of being up (booting, ready or draining), whole run.
@@ -103,6 +109,8 @@ impl Sim<'_> {
             p99: s.response_quantile(0.99),
             p999: s.response_quantile(0.999),
             wait_p99: s.wait_quantile(0.99),
+            wait_probability: s.waited.mean(),
+            wait_probability_ci95: s.waited.ci95(),
             max_response: s.max_response(),
             throughput: per_window(self.window_completions as f64),
             dropped_fraction: if measured == 0 {
@@ -110,6 +118,7 @@ impl Sim<'_> {
             } else {
                 s.dropped as f64 / measured as f64
             },
+            dropped_fraction_ci95: s.drop_indicator.ci95(),
             utilization: if self.serving_area == 0 {
                 f64::NAN
             } else {

@@ -104,6 +104,10 @@ pub fn t_quantile_975(df: f64) -> f64 {
 pub struct Stats {
     pub response: BatchMeans,
     pub wait: BatchMeans,
+    /// 1 for a completed request that waited at all, else 0.
+    pub waited: BatchMeans,
+    /// Over measured requests as they finish: 1 if dropped, 0 if completed.
+    pub drop_indicator: BatchMeans,
     response_hist: Histogram<u64>,
     wait_hist: Histogram<u64>,
     pub dropped: u64,
@@ -114,6 +118,8 @@ impl Stats {
         Stats {
             response: BatchMeans::default(),
             wait: BatchMeans::default(),
+            waited: BatchMeans::default(),
+            drop_indicator: BatchMeans::default(),
             response_hist: new_hist(),
             wait_hist: new_hist(),
             dropped: 0,
@@ -125,9 +131,18 @@ impl Stats {
     pub fn record(&mut self, response_ns: u64, wait_ns: u64) {
         self.response.add(response_ns as f64 * 1e-9);
         self.wait.add(wait_ns as f64 * 1e-9);
+        self.waited.add(if wait_ns > 0 { 1.0 } else { 0.0 });
+        self.drop_indicator.add(0.0);
         self.response_hist
             .saturating_record(response_ns.min(HIST_MAX_NS));
         self.wait_hist.saturating_record(wait_ns.min(HIST_MAX_NS));
+    }
+
+    /// One measured request dropped.
+    #[inline]
+    pub fn record_drop(&mut self) {
+        self.dropped += 1;
+        self.drop_indicator.add(1.0);
     }
 
     /// Response-time quantile in seconds; NaN when nothing completed.

@@ -25,6 +25,16 @@ pub fn mm1_response_quantile(rho: f64, q: f64) -> f64 {
     -(1.0 - q).ln() / (1.0 - rho)
 }
 
+/// M/M/1 where a request whose wait would exceed `deadline` is dropped
+/// without service (FIFO, so a dropped request delays nobody: "M/M/1+D").
+/// Level crossing on the virtual waiting time gives
+/// P(drop) = ρ a (1 − ρ) / (1 − ρ² a) with a = e^(−(1−ρ) D); D = 0 is the
+/// M/M/1/1 loss ρ / (1 + ρ), D → ∞ is 0.
+pub fn mm1_deadline_drop_probability(rho: f64, deadline: f64) -> f64 {
+    let a = (-(1.0 - rho) * deadline).exp();
+    rho * a * (1.0 - rho) / (1.0 - rho * rho * a)
+}
+
 /// Erlang B blocking probability for `k` servers and offered load `a = λ/μ`,
 /// by the recursion B(j) = a B(j−1) / (j + a B(j−1)), which never forms the
 /// huge powers and factorials of the textbook formula.
@@ -197,6 +207,16 @@ mod tests {
             1e-9
         ));
         assert!(close(ekm1_response_quantile(1, rho, 0.99), p99, 1e-9));
+    }
+
+    #[test]
+    fn deadline_drop_probability_has_the_right_limits() {
+        assert!(close(
+            mm1_deadline_drop_probability(0.5, 0.0),
+            0.5 / 1.5,
+            1e-12
+        ));
+        assert!(mm1_deadline_drop_probability(0.5, 100.0) < 1e-20);
     }
 
     #[test]

@@ -41,3 +41,18 @@ pub fn assert_within(what: &str, got: f64, ci95: f64, want: f64, k: f64, seed: u
         err / se
     );
 }
+
+/// Runs `cfg` with the ebb-policy balancer named `spec`.
+pub fn run_policy(cfg: SimConfig, spec: &str) -> Report {
+    let seed = cfg.seed;
+    ebb_sim::run_spec(cfg, spec, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{spec} with seed {seed} failed: {e}"))
+}
+
+/// Mean and standard error over independent replications.
+pub fn mean_and_se(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
