@@ -13,6 +13,7 @@
 
 use crate::arrivals::ArrivalGen;
 use crate::config::SimConfig;
+use crate::heap::QuadHeap;
 use crate::report::Report;
 use crate::scale::{PoolSignals, ScaleHook};
 use crate::stats::Stats;
@@ -74,11 +75,6 @@ pub(crate) struct Gateway {
     pub rng: Rng,
 }
 
-/// A completion: (time, sequence << NODE_BITS | node). The sequence number
-/// is unique, so tuple order is (time, sequence) order; 16 bytes keep the
-/// heap compact.
-pub(crate) type DoneKey = (u64, u64);
-
 /// A boot finishing: (time, sequence, node, slot generation). Rare, so kept
 /// out of the completion heap.
 pub(crate) type BootKey = (u64, u64, u32, u32);
@@ -88,7 +84,9 @@ pub struct Sim<'h> {
     pub(crate) cfg: SimConfig,
     pub(crate) nodes: Vec<Node>,
     pub(crate) gws: Vec<Gateway>,
-    pub(crate) heap: BinaryHeap<Reverse<DoneKey>>,
+    /// Completions as (time, sequence << NODE_BITS | node): the sequence
+    /// number is unique, so tuple order is (time, sequence) order.
+    pub(crate) heap: QuadHeap,
     pub(crate) boots: BinaryHeap<Reverse<BootKey>>,
     pub(crate) seq: u64,
     pub(crate) now: u64,
@@ -199,7 +197,7 @@ impl<'h> Sim<'h> {
             cfg,
             nodes,
             gws,
-            heap: BinaryHeap::new(),
+            heap: QuadHeap::default(),
             boots: BinaryHeap::new(),
             seq: 0,
             now: 0,
@@ -260,7 +258,7 @@ impl<'h> Sim<'h> {
                 best = a;
                 src = 1;
             }
-            if let Some(Reverse((at, key))) = self.heap.peek() {
+            if let Some((at, key)) = self.heap.peek() {
                 let k = (*at, key >> NODE_BITS);
                 if k < best {
                     best = k;
@@ -285,7 +283,7 @@ impl<'h> Sim<'h> {
                     self.arrive()?;
                 }
                 2 => {
-                    let Some(Reverse((at, key))) = self.heap.pop() else {
+                    let Some((at, key)) = self.heap.pop() else {
                         break;
                     };
                     self.now = at;
@@ -450,8 +448,7 @@ impl<'h> Sim<'h> {
         self.integrate();
         self.busy += 1;
         self.seq += 1;
-        self.heap
-            .push(Reverse((at, (self.seq << NODE_BITS) | i as u64)));
+        self.heap.push((at, (self.seq << NODE_BITS) | i as u64));
         true
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dist;
 mod engine;
 pub mod expected;
+mod heap;
 pub mod plot;
 mod pool;
 pub mod report;
