@@ -167,6 +167,15 @@ fn panel(out: &mut String, p: &Panel, x0: f64) {
             PALETTE[s.color % PALETTE.len()]
         );
     }
+    let widest = p.series.iter().map(|s| s.label.chars().count()).max();
+    let _ = writeln!(
+        out,
+        r#"<rect x="{}" y="{}" width="{:.0}" height="{}" fill="white" fill-opacity="0.85"/>"#,
+        l + 4.0,
+        t + 4.0,
+        44.0 + 7.0 * widest.unwrap_or(0) as f64,
+        16.0 * p.series.len() as f64 + 6.0
+    );
     for (i, s) in p.series.iter().enumerate() {
         let y = t + 16.0 + 16.0 * i as f64;
         let dash = if s.dashed {
