@@ -188,6 +188,14 @@ impl Arrivals {
         })
     }
 
+    /// How many arrivals the process can produce at most (a trace's length).
+    pub fn max_arrivals(&self) -> Option<u64> {
+        match self {
+            Arrivals::Trace(t) => Some(t.len()),
+            _ => None,
+        }
+    }
+
     pub fn is_poisson(&self) -> bool {
         matches!(self, Arrivals::Poisson)
     }
@@ -453,6 +461,42 @@ mod tests {
         };
         let r = mean_rate(&m, n);
         assert!((r - 2.0).abs() < 0.1, "mmpp {r}");
+    }
+
+    /// Arrivals of a rate-2 process in [from, to) seconds.
+    fn count_between(a: &Arrivals, from: f64, to: f64) -> usize {
+        let mut rng = Rng::seeded(12);
+        let mut g = ArrivalGen::new(a, 2.0, &mut rng);
+        let mut n = 0;
+        while let Some(t) = g.next(&mut rng) {
+            let t = t as f64 / NS_PER_SEC;
+            if t >= to {
+                break;
+            }
+            n += usize::from(t >= from);
+        }
+        n
+    }
+
+    #[test]
+    fn step_and_ramp_follow_their_multiplier() {
+        // Expected counts are Poisson: sd = sqrt(mean); allow 5 sd.
+        let within = |n: usize, mean: f64| (n as f64 - mean).abs() < 5.0 * mean.sqrt();
+        let step = Arrivals::Step {
+            at: 10_000.0,
+            factor: 3.0,
+        };
+        assert!(within(count_between(&step, 0.0, 10_000.0), 20_000.0));
+        assert!(within(count_between(&step, 10_000.0, 20_000.0), 60_000.0));
+        let ramp = Arrivals::Ramp {
+            from: 0.0,
+            to: 2.0,
+            over: 10_000.0,
+        };
+        // Multiplier averages 0.25 over the first quarter, 1.75 over the last.
+        assert!(within(count_between(&ramp, 0.0, 2_500.0), 1_250.0));
+        assert!(within(count_between(&ramp, 7_500.0, 10_000.0), 8_750.0));
+        assert!(within(count_between(&ramp, 10_000.0, 12_500.0), 10_000.0));
     }
 
     #[test]

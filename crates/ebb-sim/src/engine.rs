@@ -100,7 +100,7 @@ pub struct Sim<'h> {
     pub(crate) hook: Option<&'h mut dyn ScaleHook>,
     pub(crate) stats: Stats,
     pub(crate) arrived: u64,
-    warmup_count: u64,
+    pub(crate) warmup_count: u64,
     pub(crate) in_system: u64,
     pub(crate) held_total: u64,
     pub(crate) busy: u64,
@@ -187,7 +187,13 @@ impl<'h> Sim<'h> {
             .collect();
         let mut process = ArrivalGen::new(&cfg.arrivals, rate, &mut arrival_rng);
         let first = process.next(&mut arrival_rng);
-        let warmup_count = (cfg.requests as f64 * cfg.warmup).floor() as u64;
+        // Warm-up is a fraction of the arrivals the run will have, which a
+        // short trace may make fewer than `requests`.
+        let total = cfg
+            .arrivals
+            .max_arrivals()
+            .map_or(cfg.requests, |n| n.min(cfg.requests));
+        let warmup_count = (total as f64 * cfg.warmup).floor() as u64;
         let tick_ns = (cfg.tick_secs * 1e9).round() as u64;
         let mut sim = Sim {
             deadline_ns: cfg

@@ -74,9 +74,7 @@ impl Sim<'_> {
         for gw in &self.gws {
             self.stats.dropped += gw.held.iter().filter(|r| r.measured).count() as u64;
         }
-        let measured = self
-            .arrived
-            .saturating_sub((self.cfg.requests as f64 * self.cfg.warmup).floor() as u64);
+        let measured = self.arrived.saturating_sub(self.warmup_count);
         let s = &self.stats;
         let window_ns = self.window.1.saturating_sub(self.window.0);
         let per_window = |x: f64| {

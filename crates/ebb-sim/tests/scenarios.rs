@@ -131,3 +131,26 @@ fn scale_hook_adds_booting_nodes_and_drains_removed_ones() {
         r.node_seconds
     );
 }
+
+#[test]
+fn evenly_spaced_timestamp_trace_with_fixed_service_never_waits() {
+    let dir = std::env::temp_dir().join(format!("ebb-sim-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ts.txt");
+    let text: String = (0..1000)
+        .map(|i| format!("{}\n", f64::from(i) * 0.25))
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    let spec: ArrivalSpec = format!("trace:{}", path.display()).parse().unwrap();
+    // D/D/1 at load 0.8: gaps of 1.25 s (rescaled), service exactly 1 s.
+    let mut cfg = SimConfig::new(1, 0.8, 1_000_000, 15);
+    cfg.arrivals = Arrivals::load(&spec).unwrap();
+    cfg.service = "det:1".parse().unwrap();
+    let r = run_policy(cfg, "rr");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(r.requests, 1000);
+    assert_eq!(r.measured, 900, "warm-up is 10% of the trace");
+    assert_eq!(r.mean_wait, 0.0);
+    assert!((r.mean_response - 1.0).abs() < 1e-9, "{}", r.mean_response);
+    assert!((r.utilization - 0.8).abs() < 0.01, "{}", r.utilization);
+}
