@@ -71,8 +71,10 @@ fn panel(out: &mut String, p: &Panel, x0: f64) {
         xmin -= 1.0;
     }
     if p.log_y {
-        ymin = 10f64.powf(ymin.log10().floor());
-        ymax = 10f64.powf(ymax.log10().ceil());
+        // 10% headroom, then out to the next 1-2-5 value, so a line sitting
+        // on its minimum stays visible.
+        ymin = nice_log_bound(ymin * 0.9, false);
+        ymax = nice_log_bound(ymax * 1.1, true);
         if ymax <= ymin {
             ymax = ymin * 10.0;
         }
@@ -224,10 +226,22 @@ fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     (first..=last).map(|i| scale(i as f64 * m)).collect()
 }
 
+/// The nearest 1-2-5 value at or below `v` (or at or above it, if `up`).
+fn nice_log_bound(v: f64, up: bool) -> f64 {
+    let decade = 10f64.powf(v.log10().floor());
+    let steps = [1.0, 2.0, 5.0, 10.0];
+    if up {
+        steps.iter().map(|m| m * decade).find(|x| *x >= v * 0.9999)
+    } else {
+        steps.iter().rev().map(|m| m * decade).find(|x| *x <= v * 1.0001)
+    }
+    .unwrap_or(decade)
+}
+
 /// 1, 2, 5 per decade.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let mut out = Vec::new();
-    let mut decade = lo;
+    let mut decade = 10f64.powf(lo.log10().floor());
     while decade <= hi * 1.0001 {
         for m in [1.0, 2.0, 5.0] {
             let v = decade * m;
