@@ -10,6 +10,8 @@ use std::str::FromStr;
 pub const MAX_NODES: u32 = 1 << 20;
 /// Most gateways a run may have.
 pub const MAX_GATEWAYS: u32 = 1 << 12;
+/// Most gateway × node view entries (about 1 GiB of `NodeView`s).
+pub const MAX_VIEW_ENTRIES: u64 = 1 << 24;
 /// Default bound on requests queued anywhere at once; beyond it the run
 /// stops with [`SimError::Overloaded`] instead of eating the machine's memory.
 pub const DEFAULT_MAX_IN_SYSTEM: u64 = 10_000_000;
@@ -177,6 +179,13 @@ impl SimConfig {
         }
         if self.gateways == 0 || self.gateways > MAX_GATEWAYS {
             return bad("gateways", "1 to 4096", self.gateways.to_string());
+        }
+        if u64::from(self.gateways) * u64::from(self.nodes) > MAX_VIEW_ENTRIES {
+            return bad(
+                "gateways",
+                "at most 16777216 gateways × nodes in total",
+                self.gateways.to_string(),
+            );
         }
         if !(self.load > 0.0 && self.load.is_finite()) {
             return bad("load", "a number greater than 0", self.load.to_string());

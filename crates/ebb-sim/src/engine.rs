@@ -30,6 +30,9 @@ const NODE_BITS: u32 = 20;
 const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
 /// Events between two calls of the progress callback.
 const PROGRESS_EVERY_EVENTS: u64 = 1 << 20;
+/// Ticks with nothing but held requests left after which a run with a scale
+/// hook gives up waiting for the hook to add a node.
+const MAX_STALLED_TICKS: u64 = 100_000;
 /// Weight of a new sample in a gateway's per-node latency EWMA. A sample above
 /// the average replaces it (peak-EWMA), so a slow node is noticed at once and
 /// forgiven gradually.
@@ -257,6 +260,7 @@ impl<'h> Sim<'h> {
         for i in 0..self.nodes.len() {
             self.offer_idle(i);
         }
+        let mut idle_ticks = 0u64;
         loop {
             let mut best = (u64::MAX, u64::MAX);
             let mut src = 0u8;
@@ -303,7 +307,19 @@ impl<'h> Sim<'h> {
                     self.booted(node as usize, generation);
                 }
                 3 => {
-                    if self.next_arrival.is_none() && self.in_system == 0 {
+                    let stalled = self.next_arrival.is_none()
+                        && self.heap.peek().is_none()
+                        && self.boots.is_empty();
+                    if stalled {
+                        idle_ticks += 1;
+                    } else {
+                        idle_ticks = 0;
+                    }
+                    // Done, or stuck with held requests no node will ask
+                    // for and no hook (or a hook that stays idle) to help.
+                    if (self.next_arrival.is_none() && self.in_system == 0)
+                        || (stalled && (self.hook.is_none() || idle_ticks > MAX_STALLED_TICKS))
+                    {
                         break;
                     }
                     self.now = best.0;

@@ -233,7 +233,11 @@ fn nice_log_bound(v: f64, up: bool) -> f64 {
     if up {
         steps.iter().map(|m| m * decade).find(|x| *x >= v * 0.9999)
     } else {
-        steps.iter().rev().map(|m| m * decade).find(|x| *x <= v * 1.0001)
+        steps
+            .iter()
+            .rev()
+            .map(|m| m * decade)
+            .find(|x| *x <= v * 1.0001)
     }
     .unwrap_or(decade)
 }

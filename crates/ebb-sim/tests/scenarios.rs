@@ -154,3 +154,29 @@ fn evenly_spaced_timestamp_trace_with_fixed_service_never_waits() {
     assert!((r.mean_response - 1.0).abs() < 1e-9, "{}", r.mean_response);
     assert!((r.utilization - 0.8).abs() < 0.01, "{}", r.utilization);
 }
+
+/// Holds everything and never takes an idle node: a broken policy.
+struct HoldForever;
+
+impl ebb_policy::balance::Balancer for HoldForever {
+    fn name(&self) -> String {
+        "hold-forever".into()
+    }
+    fn pick(
+        &mut self,
+        _: &[ebb_policy::balance::NodeView],
+        _: ebb_policy::balance::RequestInfo,
+        _: Nanos,
+        _: &mut Rng,
+    ) -> ebb_policy::balance::Choice {
+        ebb_policy::balance::Choice::Hold
+    }
+}
+
+#[test]
+fn a_policy_that_never_dispatches_ends_the_run_with_everything_dropped() {
+    let cfg = SimConfig::new(2, 0.5, 1_000, 16);
+    let r = ebb_sim::run_with(cfg, &mut || Box::new(HoldForever), &mut |_| {}).unwrap();
+    assert_eq!(r.completed, 0);
+    assert_eq!(r.dropped_fraction, 1.0);
+}
