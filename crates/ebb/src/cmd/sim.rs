@@ -6,6 +6,7 @@
 //! SVG of mean and p99 response time against load with theory dashed.
 
 use anyhow::{Context, bail};
+use ebb_policy::balance::POLICY_SYNTAX;
 use ebb_sim::arrivals::{ARRIVAL_FORMS, ArrivalSpec, Arrivals};
 use ebb_sim::config::{DEFAULT_MAX_IN_SYSTEM, SPEED_FORMS};
 use ebb_sim::dist::SERVICE_FORMS;
@@ -24,9 +25,7 @@ const PROGRESS_MIN_REQUESTS: u64 = 2_000_000;
 #[derive(clap::Args, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Balancing policy, or a comma-separated list to compare (rr, random,
-    /// jsq, p2c, pod:D, jiq, central, ewma, cost and their options).
-    #[arg(long, default_value = "p2c", value_parser = parse_policies)]
+    #[arg(long, default_value = "p2c", value_parser = parse_policies, help = format!("Balancing policy, or a comma-separated list to compare: {POLICY_SYNTAX}"))]
     balance: PolicyList,
     /// Nodes in the pool (all ready at the start).
     #[arg(long, default_value_t = 100)]
@@ -69,7 +68,8 @@ pub struct Args {
     /// (and on every completion, piggybacked on the reply). 0 turns it off.
     #[arg(long, default_value_t = 1.0)]
     tick: f64,
-    /// Boot time of nodes added during the run, in time units.
+    /// Boot time, in time units, of nodes a scale hook adds during the run
+    /// (library API; the command line attaches no hook yet).
     #[arg(long, default_value_t = 0.0)]
     boot_time: f64,
     /// Stop with an error when more requests than this are in the system.
