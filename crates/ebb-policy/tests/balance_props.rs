@@ -16,6 +16,8 @@ const SPECS: &[&str] = &[
     "pod:3",
     "pod:3:with",
     "pod:32",
+    "jsq:speed",
+    "p2c:with:reported:speed",
     "jiq",
     "central",
     "ewma",
@@ -111,6 +113,48 @@ proptest! {
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn jsq_picks_a_least_loaded_ready_node(
+        seed in any::<u64>(),
+        nodes in proptest::collection::vec(node(), 1..40),
+    ) {
+        let mut b = parse("jsq").unwrap();
+        let mut rng = Rng::seeded(seed);
+        let min = nodes.iter().filter(|v| v.is_ready()).map(|v| v.in_flight).min();
+        match b.pick(&nodes, RequestInfo { deadline: None }, Nanos::ZERO, &mut rng) {
+            Choice::Node(i) => prop_assert_eq!(Some(nodes[i].in_flight), min),
+            Choice::Hold => prop_assert_eq!(min, None),
+        }
+    }
+
+    #[test]
+    fn central_sends_only_to_nodes_with_nothing_in_flight(
+        seed in any::<u64>(),
+        nodes in proptest::collection::vec(node(), 1..20),
+        idle in proptest::collection::vec(0usize..20, 0..20),
+    ) {
+        let mut b = parse("central").unwrap();
+        let mut rng = Rng::seeded(seed);
+        let mut nodes = nodes;
+        b.on_nodes_changed(&nodes);
+        for i in idle {
+            b.on_idle(&nodes, i, Nanos::ZERO);
+        }
+        for _ in 0..nodes.len() + 1 {
+            match b.pick(&nodes, RequestInfo { deadline: None }, Nanos::ZERO, &mut rng) {
+                Choice::Node(i) => {
+                    prop_assert!(nodes[i].is_ready() && nodes[i].in_flight == 0, "node {i}: {:?}", nodes[i]);
+                    nodes[i].in_flight += 1;
+                }
+                Choice::Hold => {}
             }
         }
     }

@@ -21,9 +21,10 @@
 //! — the caller must announce price changes the same way) and the service
 //! estimate. Cost: O(k) per decision, k the position of the first node that
 //! takes the request; O(n) when spilling; O(n log n) per pool change.
-//! Origin: cost-aware dispatch across heterogeneous instances (reserved vs
-//! on-demand vs spot), e.g. the "cheapest first, spill over" placement of
-//! cluster autoscalers and serverless platforms.
+//! Origin: the lowest-price-first allocation that fleet managers apply to
+//! instances (reserved before on-demand before burst capacity; EC2 Fleet's
+//! `lowest-price` strategy, cluster-autoscaler's priority expander), applied
+//! here per request, with the deadline as a hard constraint on top.
 
 use super::parse::format_duration;
 use super::{Balancer, Choice, NodeView, RequestInfo};

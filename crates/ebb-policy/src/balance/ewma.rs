@@ -9,9 +9,16 @@
 //! yet is costed with the fleet's estimate (or the gateway's
 //! `NodeView::ewma_latency`, if it filled one in), so a fresh node gets a
 //! fair share instead of a flood.
+//!
 //! Origin: Finagle's `P2CPeakEwma`, also in linkerd and tower's
 //! `balance::p2c` + `load::PeakEwma`; default time constant 10 s as there.
+//! One deliberate difference: those decay an unrefreshed estimate toward
+//! zero, here it decays toward the fleet's estimate. Both retry a node that
+//! once looked slow, but decaying to zero also makes a node that stopped
+//! answering look ever cheaper while requests pile up on it; decaying to the
+//! fleet average leaves it costed like an average node with a long queue.
 
+use super::argmin::RandomArgMin;
 use super::parse::format_duration;
 use super::sample::{self, MAX_SAMPLES};
 use super::{Balancer, Choice, NodeView, RequestInfo};
@@ -28,8 +35,9 @@ pub const DEFAULT_TAU: Nanos = Nanos::from_secs(10);
 /// about a node the moment it slows down). Otherwise
 /// `v ← v·w + x·(1−w)` with `w = e^{−Δt/τ}`, Δt the time since the last
 /// observation: samples far apart count more than a burst of samples. Read
-/// at `now`, the estimate is `v·e^{−(now−t)/τ}`: without fresh samples it
-/// decays toward zero, so a node that once looked slow is tried again.
+/// at `now` the estimate relaxes toward a resting value `r` (zero in
+/// [`PeakEwma::estimate`]): `r + (v − r)·e^{−(now−t)/τ}`, so without fresh
+/// samples a node that once looked slow is tried again.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PeakEwma {
     /// Nanoseconds; zero until the first observation.
@@ -60,9 +68,14 @@ impl PeakEwma {
         self.measured = true;
     }
 
-    /// The estimate at `now`, in nanoseconds.
+    /// The estimate at `now`, in nanoseconds, decayed toward zero.
     pub fn estimate(&self, now: Nanos, tau: Nanos) -> f64 {
-        self.value * Self::decay(self.stamp, now, tau)
+        self.estimate_toward(now, tau, 0.0)
+    }
+
+    /// The estimate at `now`, in nanoseconds, decayed toward `rest`.
+    pub fn estimate_toward(&self, now: Nanos, tau: Nanos, rest: f64) -> f64 {
+        rest + (self.value - rest) * Self::decay(self.stamp, now, tau)
     }
 }
 
@@ -104,12 +117,15 @@ impl PeakEwmaBalancer {
             .map(|(_, e)| Nanos(e.estimate(now, self.tau) as u64))
     }
 
-    fn cost(&self, nodes: &[NodeView], i: usize, now: Nanos) -> f64 {
+    /// `fleet` is the fleet estimate at `now`, computed once per pick.
+    fn cost(&self, nodes: &[NodeView], i: usize, now: Nanos, fleet: f64) -> f64 {
         let v = &nodes[i];
         let latency = match self.per_node.get(i) {
-            Some((id, e)) if *id == v.id && e.is_measured() => e.estimate(now, self.tau),
+            Some((id, e)) if *id == v.id && e.is_measured() => {
+                e.estimate_toward(now, self.tau, fleet)
+            }
             _ if v.ewma_latency > Nanos::ZERO => v.ewma_latency.as_nanos() as f64,
-            _ if self.fleet.is_measured() => self.fleet.estimate(now, self.tau),
+            _ if self.fleet.is_measured() => fleet,
             _ => 1.0,
         };
         latency * (f64::from(v.in_flight) + 1.0)
@@ -160,41 +176,24 @@ impl Balancer for PeakEwmaBalancer {
     }
 
     fn pick(&mut self, nodes: &[NodeView], _req: RequestInfo, now: Nanos, rng: &mut Rng) -> Choice {
-        let mut best: Option<(usize, f64)> = None;
-        let consider =
-            |i: usize, best: &mut Option<(usize, f64)>, ties: &mut u64, rng: &mut Rng| {
-                let c = self.cost(nodes, i, now);
-                match *best {
-                    Some((_, b)) if c > b => {}
-                    Some((_, b)) if c == b => {
-                        *ties += 1;
-                        if rng.below(*ties) == 0 {
-                            *best = Some((i, c));
-                        }
-                    }
-                    _ => {
-                        *best = Some((i, c));
-                        *ties = 1;
-                    }
-                }
-            };
-        let mut ties = 0;
+        let mut best = RandomArgMin::default();
+        let fleet = self.fleet.estimate(now, self.tau);
         match self.candidates {
             Candidates::TwoRandom => {
                 let mut buf = [0usize; MAX_SAMPLES];
                 let k = sample::without_replacement(nodes, 2, rng, &mut buf);
                 for &i in &buf[..k] {
-                    consider(i, &mut best, &mut ties, rng);
+                    best.offer(i, self.cost(nodes, i, now, fleet), rng);
                 }
             }
             Candidates::Scan => {
                 for i in (0..nodes.len()).filter(|&i| nodes[i].is_ready()) {
-                    consider(i, &mut best, &mut ties, rng);
+                    best.offer(i, self.cost(nodes, i, now, fleet), rng);
                 }
             }
         }
-        match best {
-            Some((i, _)) => Choice::Node(i),
+        match best.index() {
+            Some(i) => Choice::Node(i),
             None => Choice::Hold,
         }
     }
@@ -243,6 +242,23 @@ mod tests {
         // Without samples it decays toward zero: after 5 τ, below 1%.
         let later = now + Nanos::from_millis(500);
         assert!(e.estimate(later, TAU) < 0.01 * est);
+    }
+
+    #[test]
+    fn a_node_that_stopped_answering_does_not_attract_traffic() {
+        let mut nodes = pool(2);
+        let mut b = PeakEwmaBalancer::new(TAU, Candidates::Scan);
+        b.on_complete(&nodes, 0, Nanos::from_millis(10), MS);
+        b.on_complete(&nodes, 1, Nanos::from_millis(10), MS);
+        // Node 1 hangs with 5 requests; node 0 keeps answering for 10 τ.
+        nodes[1].in_flight = 5;
+        let mut now = MS;
+        for _ in 0..100 {
+            now += Nanos::from_millis(10);
+            b.on_complete(&nodes, 0, Nanos::from_millis(10), now);
+        }
+        let mut rng = Rng::seeded(8);
+        assert_eq!(b.pick(&nodes, NO_DEADLINE, now, &mut rng), Choice::Node(0));
     }
 
     #[test]

@@ -2,30 +2,34 @@
 //! uniformly at random.
 //!
 //! State: none. Cost: O(n) per decision (one scan; one RNG draw per tie).
-//! The load is a [`LoadSignal`]: by default this gateway's own `in_flight`,
-//! which is exact with a single dispatcher; `jsq:reported` adds the node's
-//! last reported queue. Origin: Winston 1977 (JSQ is optimal for identical
+//! The load is a [`QueueMeasure`]: by default this gateway's own
+//! `in_flight`, which is exact with a single dispatcher; `jsq:reported` adds
+//! the node's last reported queue; `jsq:speed` minimises the expected delay
+//! `(load + 1) / speed` instead (shortest expected delay, for mixed pools). Origin: Winston 1977 (JSQ is optimal for identical
 //! exponential servers); it is the full-information end of the power-of-d
 //! spectrum (d = n).
 
-use super::signal::LoadSignal;
+use super::argmin::RandomArgMin;
+use super::signal::QueueMeasure;
 use super::{Balancer, Choice, NodeView, RequestInfo};
 use ebb_core::{Nanos, Rng};
 
 #[derive(Clone, Debug, Default)]
 pub struct Jsq {
-    signal: LoadSignal,
+    measure: QueueMeasure,
 }
 
 impl Jsq {
-    pub fn new(signal: LoadSignal) -> Jsq {
-        Jsq { signal }
+    pub fn new(measure: impl Into<QueueMeasure>) -> Jsq {
+        Jsq {
+            measure: measure.into(),
+        }
     }
 }
 
 impl Balancer for Jsq {
     fn name(&self) -> String {
-        format!("jsq{}", self.signal.suffix())
+        format!("jsq{}", self.measure.suffix())
     }
 
     fn pick(
@@ -35,31 +39,16 @@ impl Balancer for Jsq {
         _now: Nanos,
         rng: &mut Rng,
     ) -> Choice {
-        let mut best: Option<(usize, u64)> = None;
-        let mut ties = 0u64;
+        let mut best = RandomArgMin::default();
         for (i, v) in nodes.iter().enumerate() {
-            if !v.is_ready() {
-                continue;
-            }
-            let load = self.signal.load(v);
-            match best {
-                Some((_, b)) if load > b => {}
-                Some((_, b)) if load == b => {
-                    // Reservoir sampling over the minima: the k-th tie
-                    // replaces the choice with probability 1/k.
-                    ties += 1;
-                    if rng.below(ties) == 0 {
-                        best = Some((i, load));
-                    }
-                }
-                _ => {
-                    best = Some((i, load));
-                    ties = 1;
-                }
+            if v.is_ready() {
+                // Keys are small integers (exact in f64) or ratios computed
+                // the same way, so equal queues compare equal.
+                best.offer(i, self.measure.key(v), rng);
             }
         }
-        match best {
-            Some((i, _)) => Choice::Node(i),
+        match best.index() {
+            Some(i) => Choice::Node(i),
             None => Choice::Hold,
         }
     }
@@ -69,6 +58,7 @@ impl Balancer for Jsq {
 mod tests {
     use super::*;
     use crate::balance::NodeState;
+    use crate::balance::signal::LoadSignal;
     use crate::balance::testutil::{NO_DEADLINE, pool};
 
     #[test]
@@ -107,6 +97,34 @@ mod tests {
         assert_eq!(
             reported.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
             Choice::Node(0)
+        );
+    }
+}
+
+#[cfg(test)]
+mod speed_tests {
+    use super::*;
+    use crate::balance::signal::LoadSignal;
+    use crate::balance::testutil::{NO_DEADLINE, pool};
+
+    #[test]
+    fn speed_option_picks_the_shortest_expected_delay() {
+        let mut nodes = pool(2);
+        nodes[0].in_flight = 1;
+        nodes[1].in_flight = 2;
+        nodes[1].speed = 4.0; // (2 + 1) / 4 < (1 + 1) / 1
+        let mut rng = Rng::seeded(1);
+        let sed = QueueMeasure {
+            signal: LoadSignal::InFlight,
+            per_speed: true,
+        };
+        assert_eq!(
+            Jsq::new(LoadSignal::InFlight).pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            Choice::Node(0)
+        );
+        assert_eq!(
+            Jsq::new(sed).pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            Choice::Node(1)
         );
     }
 }

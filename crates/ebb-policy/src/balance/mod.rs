@@ -7,6 +7,7 @@
 
 use ebb_core::{Nanos, NodeId, Rng};
 
+mod argmin;
 pub mod central;
 pub mod cost;
 pub mod ewma;
@@ -23,7 +24,7 @@ pub mod signal;
 mod testutil;
 
 pub use parse::{POLICY_NAMES, POLICY_SYNTAX, ParseError, parse};
-pub use signal::LoadSignal;
+pub use signal::{LoadSignal, QueueMeasure};
 
 /// Lifecycle of a node as the balancer sees it. Only `Ready` nodes take work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

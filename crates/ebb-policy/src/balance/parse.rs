@@ -10,7 +10,7 @@ use super::pod::{PowerOfD, Sampling};
 use super::random::Random;
 use super::rr::RoundRobin;
 use super::sample::MAX_SAMPLES;
-use super::signal::LoadSignal;
+use super::signal::{LoadSignal, QueueMeasure};
 use ebb_core::Nanos;
 
 /// The policy names [`parse`] accepts, for help text. `pod:D` stands for a
@@ -20,8 +20,8 @@ pub const POLICY_NAMES: &[&str] = &[
 ];
 
 /// The full grammar, shown in errors and `--help`.
-pub const POLICY_SYNTAX: &str = "rr | random | jsq[:reported] | p2c[:with][:reported] | \
-     pod:D[:with|:without][:reported] (D in 1..=32) | jiq | central | \
+pub const POLICY_SYNTAX: &str = "rr | random | jsq[:reported][:speed] | p2c[:with][:reported][:speed] | \
+     pod:D[:with|:without][:reported][:speed] (D in 1..=32) | jiq | central | \
      ewma[:TAU][:scan] (TAU a duration such as 500ms, default 10s) | \
      cost[:TARGET[:SERVICE]] (TARGET backlog per node in service times, default 2; \
      SERVICE the mean service time such as 1ms, learned if absent)";
@@ -90,7 +90,7 @@ pub fn parse(spec: &str) -> Result<Box<dyn Balancer + Send>, ParseError> {
             for &o in &opts {
                 if o == "scan" && candidates.is_none() {
                     candidates = Some(Candidates::Scan);
-                } else if tau.is_none() {
+                } else if o != "scan" && tau.is_none() {
                     tau = Some(duration(o).map_err(bad)?);
                 } else {
                     return Err(bad(format!("unexpected or repeated option `{o}`")));
@@ -157,10 +157,12 @@ pub(crate) fn format_duration(d: Nanos) -> String {
 }
 
 /// Options of the queue-comparing policies: `with`/`without` (sampling, if
-/// `sampled`) and `reported` (load signal), each at most once.
-fn queue_options(opts: &[&str], sampled: bool) -> Result<(Sampling, LoadSignal), String> {
+/// `sampled`), `reported` (load signal) and `speed` (expected delay), each at
+/// most once, in any order.
+fn queue_options(opts: &[&str], sampled: bool) -> Result<(Sampling, QueueMeasure), String> {
     let mut sampling = None;
     let mut signal = None;
+    let mut per_speed = false;
     for &o in opts {
         match o {
             "with" | "without" if sampled && sampling.is_none() => {
@@ -171,10 +173,15 @@ fn queue_options(opts: &[&str], sampled: bool) -> Result<(Sampling, LoadSignal),
                 });
             }
             "reported" if signal.is_none() => signal = Some(LoadSignal::InFlightPlusReported),
+            "speed" if !per_speed => per_speed = true,
             _ => return Err(format!("unexpected or repeated option `{o}`")),
         }
     }
-    Ok((sampling.unwrap_or_default(), signal.unwrap_or_default()))
+    let measure = QueueMeasure {
+        signal: signal.unwrap_or_default(),
+        per_speed,
+    };
+    Ok((sampling.unwrap_or_default(), measure))
 }
 
 #[cfg(test)]
@@ -189,6 +196,9 @@ mod tests {
         "p2c",
         "p2c:with",
         "p2c:without:reported",
+        "jsq:speed",
+        "p2c:speed:reported",
+        "pod:4:with:reported:speed",
         "pod:1",
         "pod:3",
         "pod:3:with",

@@ -1,6 +1,7 @@
 //! Power-of-d choices: sample `d` Ready nodes, send to the least loaded.
 //!
-//! State: `d`, the sampling mode and the load signal. Cost: O(d) expected
+//! State: `d`, the sampling mode and the queue measure (as for JSQ:
+//! `:reported`, `:speed`). Cost: O(d) expected
 //! and allocation-free (samples live in a fixed stack buffer of
 //! [`MAX_SAMPLES`]). `p2c` is d = 2. Sampling is without replacement by
 //! default (d distinct nodes, so d = n is exactly JSQ); `:with` samples
@@ -9,7 +10,7 @@
 //! distribution falls doubly exponentially instead of geometrically.
 
 use super::sample::{self, MAX_SAMPLES};
-use super::signal::LoadSignal;
+use super::signal::QueueMeasure;
 use super::{Balancer, Choice, NodeView, RequestInfo};
 use ebb_core::{Nanos, Rng};
 
@@ -27,23 +28,23 @@ pub enum Sampling {
 pub struct PowerOfD {
     d: usize,
     sampling: Sampling,
-    signal: LoadSignal,
+    measure: QueueMeasure,
 }
 
 impl PowerOfD {
     /// `d` is clamped to `1..=MAX_SAMPLES`; [`super::parse`] rejects values
     /// outside that range instead.
-    pub fn new(d: usize, sampling: Sampling, signal: LoadSignal) -> PowerOfD {
+    pub fn new(d: usize, sampling: Sampling, measure: impl Into<QueueMeasure>) -> PowerOfD {
         PowerOfD {
             d: d.clamp(1, MAX_SAMPLES),
             sampling,
-            signal,
+            measure: measure.into(),
         }
     }
 
     /// Power-of-two choices without replacement on `in_flight`.
     pub fn p2c() -> PowerOfD {
-        PowerOfD::new(2, Sampling::WithoutReplacement, LoadSignal::InFlight)
+        PowerOfD::new(2, Sampling::WithoutReplacement, QueueMeasure::default())
     }
 
     pub fn d(&self) -> usize {
@@ -62,7 +63,7 @@ impl Balancer for PowerOfD {
             Sampling::WithoutReplacement => "",
             Sampling::WithReplacement => ":with",
         };
-        format!("{base}{with}{}", self.signal.suffix())
+        format!("{base}{with}{}", self.measure.suffix())
     }
 
     #[inline]
@@ -82,9 +83,9 @@ impl Balancer for PowerOfD {
         };
         // Samples arrive in random order, so keeping the first of equals is
         // a uniform tie-break.
-        let mut best: Option<(usize, u64)> = None;
+        let mut best: Option<(usize, f64)> = None;
         for &i in &buf[..k] {
-            let load = self.signal.load(&nodes[i]);
+            let load = self.measure.key(&nodes[i]);
             if best.is_none_or(|(_, b)| load < b) {
                 best = Some((i, load));
             }
@@ -99,6 +100,7 @@ impl Balancer for PowerOfD {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::signal::LoadSignal;
     use crate::balance::testutil::{NO_DEADLINE, pool};
 
     /// Every sample pair drawn with the same seed, to see what p2c chose
