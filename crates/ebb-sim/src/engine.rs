@@ -11,32 +11,28 @@
 //! copied through per-node `VecDeque`s that reach their peak size and stay
 //! there, so a run does not allocate per request.
 
-use crate::arrivals::ArrivalGen;
+use crate::arrival_gen::ArrivalGen;
 use crate::config::SimConfig;
 use crate::heap::QuadHeap;
 use crate::report::Report;
 use crate::scale::{PoolSignals, ScaleHook};
 use crate::stats::Stats;
 use crate::{Progress, SimError};
-use ebb_core::{Nanos, Rng};
-use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
+use ebb_core::Rng;
+use ebb_policy::balance::{Balancer, NodeState, NodeView};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 /// Bits of a completion key that hold the node index; the rest hold the
 /// sequence number (2^44 events, about 20 days at 10 M events/s).
-const NODE_BITS: u32 = 20;
+pub(crate) const NODE_BITS: u32 = 20;
 const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
 /// Events between two calls of the progress callback.
 const PROGRESS_EVERY_EVENTS: u64 = 1 << 20;
 /// Ticks with nothing but held requests left after which a run with a scale
 /// hook gives up waiting for the hook to add a node.
 const MAX_STALLED_TICKS: u64 = 100_000;
-/// Weight of a new sample in a gateway's per-node latency EWMA. A sample above
-/// the average replaces it (peak-EWMA), so a slow node is noticed at once and
-/// forgiven gradually.
-const EWMA_WEIGHT: f64 = 0.125;
 
 /// 16 bytes: the deadline is `arrival` plus the run's one relative deadline.
 #[derive(Clone, Copy, Debug)]
@@ -93,11 +89,11 @@ pub struct Sim<'h> {
     pub(crate) boots: BinaryHeap<Reverse<BootKey>>,
     pub(crate) seq: u64,
     pub(crate) now: u64,
-    next_arrival: Option<(u64, u64)>,
+    pub(crate) next_arrival: Option<(u64, u64)>,
     next_tick: Option<(u64, u64)>,
-    process: ArrivalGen,
-    arrival_rng: Rng,
-    service_rng: Rng,
+    pub(crate) process: ArrivalGen,
+    pub(crate) arrival_rng: Rng,
+    pub(crate) service_rng: Rng,
     pub(crate) route_rng: Rng,
     pub(crate) hook_rng: Rng,
     pub(crate) hook: Option<&'h mut dyn ScaleHook>,
@@ -121,7 +117,7 @@ pub struct Sim<'h> {
     pub(crate) misrouted: u64,
     pub(crate) signals: PoolSignals,
     /// Relative deadline; `NO_DEADLINE` when requests have none.
-    deadline_ns: u64,
+    pub(crate) deadline_ns: u64,
     tick_ns: u64,
     pub(crate) boot_ns: u64,
     last_tick: u64,
@@ -358,212 +354,6 @@ impl<'h> Sim<'h> {
         self.last_integrated = self.now;
     }
 
-    fn arrive(&mut self) -> Result<(), SimError> {
-        let now = self.now;
-        let measured = self.arrived >= self.warmup_count;
-        if self.arrived == self.warmup_count {
-            self.integrate();
-            self.measuring = true;
-            self.window.0 = now;
-        }
-        self.arrived += 1;
-        self.signals.arrivals_since_tick += 1;
-        self.in_system += 1;
-        if self.in_system > self.cfg.max_in_system {
-            return Err(SimError::Overloaded {
-                limit: self.cfg.max_in_system,
-                at_secs: now as f64 * 1e-9,
-            });
-        }
-        let gateway = if self.gws.len() == 1 {
-            0
-        } else {
-            self.route_rng.below(self.gws.len() as u64) as u32
-        };
-        let req = Req {
-            arrival: now,
-            gateway,
-            measured,
-        };
-        self.next_arrival = if self.arrived < self.cfg.requests {
-            self.process.next(&mut self.arrival_rng).map(|t| (t, 0))
-        } else {
-            None
-        };
-        if let Some((t, _)) = self.next_arrival {
-            self.next_arrival = Some((t.max(now), self.next_seq()));
-        } else {
-            self.integrate();
-            self.measuring = false;
-            self.window.1 = now;
-        }
-        self.dispatch(gateway as usize, req)
-    }
-
-    fn dispatch(&mut self, g: usize, req: Req) -> Result<(), SimError> {
-        let gw = &mut self.gws[g];
-        let info = RequestInfo {
-            deadline: (self.deadline_ns != NO_DEADLINE)
-                .then(|| Nanos(req.arrival.saturating_add(self.deadline_ns))),
-        };
-        match gw
-            .balancer
-            .pick(&gw.views, info, Nanos(self.now), &mut gw.rng)
-        {
-            Choice::Node(i) => {
-                let Some(v) = gw.views.get_mut(i) else {
-                    return Err(SimError::BadChoice {
-                        policy: gw.balancer.name(),
-                        index: i,
-                        nodes: gw.views.len(),
-                    });
-                };
-                v.in_flight += 1;
-                self.enqueue(i, req);
-            }
-            Choice::Hold => {
-                gw.held.push_back(req);
-                self.held_total += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands `req` to node `i`: served now if the node is free, else queued.
-    pub(crate) fn enqueue(&mut self, i: usize, req: Req) {
-        let node = &mut self.nodes[i];
-        match node.life {
-            Life::Ready => {}
-            Life::Booting | Life::Draining => self.misrouted += 1,
-            Life::Gone => {
-                // A policy sent work to a stopped node: restart it to drain.
-                self.misrouted += 1;
-                node.life = Life::Draining;
-                node.up_since = self.now;
-                self.integrate();
-                self.serving += 1;
-            }
-        }
-        let node = &mut self.nodes[i];
-        if node.busy || node.life == Life::Booting {
-            node.queue.push_back(req);
-        } else {
-            self.start(i, req);
-        }
-    }
-
-    /// Starts serving `req` on idle node `i`; false if its deadline passed
-    /// while it waited, in which case it is dropped.
-    #[inline]
-    pub(crate) fn start(&mut self, i: usize, req: Req) -> bool {
-        if self.now - req.arrival > self.deadline_ns {
-            self.drop_at(i, req);
-            return false;
-        }
-        let node = &mut self.nodes[i];
-        let secs = self.cfg.service.sample(&mut self.service_rng) * node.inv_speed;
-        // Durations are non-negative, so + 0.5 then truncation rounds.
-        let at = self.now.saturating_add((secs * 1e9 + 0.5) as u64);
-        node.busy = true;
-        node.cur = req;
-        node.started = self.now;
-        self.integrate();
-        self.busy += 1;
-        self.seq += 1;
-        self.heap.push((at, (self.seq << NODE_BITS) | i as u64));
-        true
-    }
-
-    fn drop_at(&mut self, i: usize, req: Req) {
-        if req.measured {
-            self.stats.record_drop();
-        }
-        self.signals.drops_since_tick += 1;
-        self.in_system -= 1;
-        let v = &mut self.gws[req.gateway as usize].views[i];
-        v.in_flight = v.in_flight.saturating_sub(1);
-    }
-
-    fn complete(&mut self, i: usize) {
-        let now = self.now;
-        self.integrate();
-        self.busy -= 1;
-        self.in_system -= 1;
-        self.signals.completions_since_tick += 1;
-        if self.measuring {
-            self.window_completions += 1;
-        }
-        let node = &mut self.nodes[i];
-        node.busy = false;
-        let req = node.cur;
-        let response = now - req.arrival;
-        if req.measured {
-            self.stats.record(response, node.started - req.arrival);
-        }
-        while let Some(next) = self.nodes[i].queue.pop_front() {
-            if self.start(i, next) {
-                break;
-            }
-        }
-        let node = &self.nodes[i];
-        let depth = node.queue.len() as u32 + u32::from(node.busy);
-        let idle = !node.busy;
-        let gw = &mut self.gws[req.gateway as usize];
-        let v = &mut gw.views[i];
-        v.in_flight = v.in_flight.saturating_sub(1);
-        v.reported_queue = depth;
-        v.ewma_latency = peak_ewma(v.ewma_latency, response);
-        gw.balancer
-            .on_complete(&gw.views, i, Nanos(response), Nanos(now));
-        if idle {
-            match self.nodes[i].life {
-                Life::Ready => self.offer_idle(i),
-                Life::Draining => self.retire(i),
-                Life::Booting | Life::Gone => {}
-            }
-        }
-    }
-
-    /// Node `i` is idle: it asks the gateways for held work, starting at a
-    /// random one and skipping those holding nothing; the first that accepts
-    /// (`on_idle` true) hands over its oldest request. A gateway that declines
-    /// keeps the node as idle (join-idle-queue). With nothing held anywhere,
-    /// the node reports idle to the random gateway alone, as in JIQ.
-    pub(crate) fn offer_idle(&mut self, i: usize) {
-        let n = self.gws.len();
-        let g0 = if n == 1 {
-            0
-        } else {
-            self.route_rng.below(n as u64) as usize
-        };
-        let now = Nanos(self.now);
-        let mut asked_g0 = false;
-        if self.held_total > 0 {
-            for k in 0..n {
-                let g = (g0 + k) % n;
-                let gw = &mut self.gws[g];
-                if gw.held.is_empty() {
-                    continue;
-                }
-                asked_g0 |= g == g0;
-                if !gw.balancer.on_idle(&gw.views, i, now) {
-                    return;
-                }
-                while let Some(r) = self.gws[g].held.pop_front() {
-                    self.held_total -= 1;
-                    self.gws[g].views[i].in_flight += 1;
-                    if self.start(i, r) {
-                        return;
-                    }
-                }
-            }
-        }
-        if !asked_g0 {
-            let gw = &mut self.gws[g0];
-            gw.balancer.on_idle(&gw.views, i, now);
-        }
-    }
-
     fn tick(&mut self) {
         for gw in &mut self.gws {
             for (v, node) in gw.views.iter_mut().zip(&self.nodes) {
@@ -581,14 +371,6 @@ impl<'h> Sim<'h> {
 /// Cost of slot `i`: the list repeats over the nodes.
 pub(crate) fn node_cost(costs: &[u64], i: usize) -> u64 {
     costs.get(i % costs.len().max(1)).copied().unwrap_or(0)
-}
-
-fn peak_ewma(old: Nanos, sample: u64) -> Nanos {
-    if old == Nanos::ZERO || sample >= old.0 {
-        Nanos(sample)
-    } else {
-        Nanos((old.0 as f64 * (1.0 - EWMA_WEIGHT) + sample as f64 * EWMA_WEIGHT) as u64)
-    }
 }
 
 /// Marks node slots' view state in every gateway.

@@ -8,8 +8,10 @@
 //! One seed gives one exact run: integer-nanosecond time, a (time, sequence)
 //! ordered event heap, seeded random streams, no threads, no wall clock.
 
+mod arrival_gen;
 pub mod arrivals;
 pub mod config;
+mod dispatch;
 pub mod dist;
 mod engine;
 pub mod expected;
