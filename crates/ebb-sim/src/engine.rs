@@ -30,6 +30,10 @@ pub(crate) const NODE_BITS: u32 = 20;
 const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
 /// Events between two calls of the progress callback.
 const PROGRESS_EVERY_EVENTS: u64 = 1 << 20;
+/// Pools at least this large outgrow the CPU caches, and prefetching the
+/// next completion's node pays (about −20% CPU time at 10,000 nodes); on
+/// smaller pools it only costs.
+const PREFETCH_MIN_NODES: usize = 1024;
 /// Ticks with nothing but held requests left after which a run with a scale
 /// hook gives up waiting for the hook to add a node.
 const MAX_STALLED_TICKS: u64 = 100_000;
@@ -292,6 +296,11 @@ impl<'h> Sim<'h> {
                     let Some((at, key)) = self.heap.pop() else {
                         break;
                     };
+                    if self.nodes.len() >= PREFETCH_MIN_NODES {
+                        if let Some(&(_, next)) = self.heap.peek() {
+                            self.prefetch_node((next & NODE_MASK) as usize);
+                        }
+                    }
                     self.now = at;
                     self.complete((key & NODE_MASK) as usize);
                 }
@@ -334,6 +343,29 @@ impl<'h> Sim<'h> {
             }
         }
         Ok(self.finish())
+    }
+
+    /// Asks the cache for what the next completion will touch (the node's
+    /// queue head and the first gateway's view of it) while the current
+    /// event is processed: with thousands of nodes those are cache misses
+    /// that otherwise stall the loop.
+    #[inline]
+    fn prefetch_node(&self, j: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            if let Some(r) = self.nodes.get(j).and_then(|n| n.queue.front()) {
+                // SAFETY: a prefetch is only a hint to the cache: it never
+                // faults and has no effect a program can observe.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>((r as *const Req).cast::<i8>()) };
+            }
+            if let Some(v) = self.gws.first().and_then(|g| g.views.get(j)) {
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>((v as *const NodeView).cast::<i8>()) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = j;
     }
 
     #[inline]
