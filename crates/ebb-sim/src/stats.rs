@@ -194,8 +194,8 @@ mod tests {
         }
         assert!(b.sums.len() >= MAX_BATCHES / 2 && b.sums.len() < MAX_BATCHES);
         assert!((b.mean() - 4.5).abs() < 1e-12);
-        // Periodic data in batches that are multiples of 10 long... or not:
-        // either way the error estimate is small and finite.
+        // Period-10 data averages out within each batch, so the error
+        // estimate is small and finite.
         assert!(b.ci95().is_finite() && b.ci95() < 0.1);
     }
 
