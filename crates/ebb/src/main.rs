@@ -23,6 +23,8 @@ enum Command {
     Node(cmd::node::Args),
     /// Call one method of a node with JSON arguments and print the JSON reply.
     Call(cmd::call::Args),
+    /// Simulate a pool under a balancing policy and compare with queueing theory.
+    Sim(Box<cmd::sim::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => cmd::chaos::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::Call(args) => cmd::call::run(args),
+        Command::Sim(args) => cmd::sim::run(*args),
     }
 }

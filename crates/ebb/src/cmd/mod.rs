@@ -4,6 +4,7 @@ pub mod call;
 pub mod chaos;
 pub mod info;
 pub mod node;
+pub mod sim;
 
 /// Prints a line on stdout and flushes it at once, so a parent process that
 /// reads our output through a pipe (the tests, a provider) sees the bound

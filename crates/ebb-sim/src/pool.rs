@@ -1,0 +1,196 @@
+//! Growing and shrinking the pool during a run: boots, drains, retirements,
+//! and the node-second accounting that makes a scaling policy's cost visible.
+//!
+//! Slots are never removed, so indices in views and pending events stay
+//! valid; a retired slot (`Gone`) is reused by the next added node, which
+//! keeps the slot count at the run's peak node count.
+
+use crate::config::MAX_NODES;
+use crate::engine::{Life, Node, Req, Sim, node_cost, set_view_state};
+use crate::scale::{PoolSignals, ScaleAction};
+use ebb_core::{Nanos, NodeId};
+use ebb_policy::balance::{NodeState, NodeView};
+use std::cmp::Reverse;
+use std::collections::VecDeque;
+
+impl Sim<'_> {
+    /// Calls the scale hook, if any, and applies its decision.
+    pub(crate) fn scale_tick(&mut self) {
+        let Some(hook) = self.hook.as_mut() else {
+            return;
+        };
+        let mut s = PoolSignals {
+            in_service: self.busy,
+            queued: self.in_system - self.busy,
+            ..self.signals
+        };
+        for n in &self.nodes {
+            match n.life {
+                Life::Ready => s.ready += 1,
+                Life::Booting => s.booting += 1,
+                Life::Draining => s.draining += 1,
+                Life::Gone => {}
+            }
+        }
+        let action = hook.on_tick(&s, Nanos(self.now), &mut self.hook_rng);
+        match action {
+            ScaleAction::Hold => return,
+            ScaleAction::Add(k) => self.add_nodes(k),
+            ScaleAction::Remove(k) => self.remove_nodes(k),
+        }
+        for gw in &mut self.gws {
+            gw.balancer.on_nodes_changed(&gw.views);
+        }
+    }
+
+    fn add_nodes(&mut self, k: u32) {
+        let mut ready_now = Vec::new();
+        for _ in 0..k {
+            let live = self.nodes.iter().filter(|n| n.life != Life::Gone).count();
+            if live >= MAX_NODES as usize {
+                break;
+            }
+            let slot = match self.nodes.iter().position(|n| n.life == Life::Gone) {
+                Some(s) => s,
+                None => {
+                    self.nodes.push(blank_node());
+                    let id = self.nodes.len() as u32 - 1;
+                    for gw in &mut self.gws {
+                        gw.views.push(NodeView::ready(id));
+                    }
+                    self.nodes.len() - 1
+                }
+            };
+            let speed = self.cfg.speeds.speed_of(slot, &mut self.hook_rng);
+            let cost = node_cost(&self.cfg.costs_per_sec_micros, slot);
+            let node = &mut self.nodes[slot];
+            node.inv_speed = 1.0 / speed;
+            node.cost_per_sec_micros = cost;
+            node.up_since = self.now;
+            node.generation = node.generation.wrapping_add(1);
+            let generation = node.generation;
+            for gw in &mut self.gws {
+                gw.views[slot] = NodeView {
+                    id: NodeId(slot as u32),
+                    speed,
+                    cost_per_sec_micros: cost,
+                    ..NodeView::ready(slot as u32)
+                };
+            }
+            if self.boot_ns == 0 {
+                self.nodes[slot].life = Life::Ready;
+                self.integrate();
+                self.serving += 1;
+                ready_now.push(slot);
+            } else {
+                self.nodes[slot].life = Life::Booting;
+                set_view_state(&mut self.gws, slot, NodeState::Booting);
+                self.seq += 1;
+                self.boots.push(Reverse((
+                    self.now + self.boot_ns,
+                    self.seq,
+                    slot as u32,
+                    generation,
+                )));
+            }
+        }
+        for slot in ready_now {
+            self.offer_idle(slot);
+        }
+    }
+
+    fn remove_nodes(&mut self, k: u32) {
+        let mut left = k;
+        for i in (0..self.nodes.len()).rev() {
+            if left == 0 {
+                break;
+            }
+            match self.nodes[i].life {
+                Life::Ready => {
+                    left -= 1;
+                    self.nodes[i].life = Life::Draining;
+                    set_view_state(&mut self.gws, i, NodeState::Draining);
+                    if !self.nodes[i].busy && self.nodes[i].queue.is_empty() {
+                        self.retire(i);
+                    }
+                }
+                Life::Booting => {
+                    left -= 1;
+                    // Never served: it may still hold misrouted work.
+                    self.nodes[i].life = Life::Draining;
+                    self.integrate();
+                    self.serving += 1;
+                    set_view_state(&mut self.gws, i, NodeState::Draining);
+                    self.resume(i);
+                }
+                Life::Draining | Life::Gone => {}
+            }
+        }
+    }
+
+    /// A boot finished; stale events from a reused slot are ignored.
+    pub(crate) fn booted(&mut self, i: usize, generation: u32) {
+        let node = &mut self.nodes[i];
+        if node.life != Life::Booting || node.generation != generation {
+            return;
+        }
+        node.life = Life::Ready;
+        self.integrate();
+        self.serving += 1;
+        set_view_state(&mut self.gws, i, NodeState::Ready);
+        for gw in &mut self.gws {
+            gw.balancer.on_nodes_changed(&gw.views);
+        }
+        self.resume(i);
+    }
+
+    /// Starts work queued on a node that could not serve until now; an idle
+    /// node offers itself (ready) or stops (draining).
+    fn resume(&mut self, i: usize) {
+        while let Some(r) = self.nodes[i].queue.pop_front() {
+            if self.start(i, r) {
+                return;
+            }
+        }
+        match self.nodes[i].life {
+            Life::Ready => self.offer_idle(i),
+            Life::Draining => self.retire(i),
+            Life::Booting | Life::Gone => {}
+        }
+    }
+
+    /// A drained node stops and stops costing.
+    pub(crate) fn retire(&mut self, i: usize) {
+        self.integrate();
+        self.serving -= 1;
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.life = Life::Gone;
+        self.account_up_time(i, now);
+    }
+
+    pub(crate) fn account_up_time(&mut self, i: usize, until: u64) {
+        let node = &self.nodes[i];
+        let ns = until.saturating_sub(node.up_since);
+        self.node_ns += u128::from(ns);
+        self.cost_micros += ns as f64 * 1e-9 * node.cost_per_sec_micros as f64;
+    }
+}
+
+fn blank_node() -> Node {
+    Node {
+        queue: VecDeque::new(),
+        busy: false,
+        cur: Req {
+            arrival: 0,
+            gateway: 0,
+            measured: false,
+        },
+        started: 0,
+        inv_speed: 1.0,
+        cost_per_sec_micros: 0,
+        life: Life::Gone,
+        up_since: 0,
+        generation: 0,
+    }
+}

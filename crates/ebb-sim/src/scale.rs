@@ -1,0 +1,67 @@
+//! The seam where an autoscaler plugs into a run.
+//!
+//! The simulator calls a [`ScaleHook`] on every control tick with what a real
+//! controller could measure, and applies the [`ScaleAction`] it returns: added
+//! nodes boot for `boot_secs` before taking work; removed nodes drain (finish
+//! what they hold, take nothing new) and stop costing when empty.
+
+use ebb_core::{Nanos, Rng};
+
+/// What the pool looked like at a tick, and what happened since the last one.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PoolSignals {
+    pub ready: u32,
+    pub booting: u32,
+    pub draining: u32,
+    /// Requests waiting in node queues and held at gateways.
+    pub queued: u64,
+    /// Requests being served.
+    pub in_service: u64,
+    pub arrivals_since_tick: u64,
+    pub completions_since_tick: u64,
+    pub drops_since_tick: u64,
+    /// Seconds since the previous tick.
+    pub interval_secs: f64,
+}
+
+/// A scaling decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleAction {
+    Hold,
+    /// Start this many nodes (they boot first).
+    Add(u32),
+    /// Drain this many nodes, newest first.
+    Remove(u32),
+}
+
+/// Called on every control tick; may grow or shrink the pool.
+pub trait ScaleHook {
+    fn on_tick(&mut self, signals: &PoolSignals, now: Nanos, rng: &mut Rng) -> ScaleAction;
+}
+
+/// A fixed plan: each `(time_secs, action)` applies at the first tick at or
+/// after its time. For scenarios and tests.
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    steps: Vec<(f64, ScaleAction)>,
+    next: usize,
+}
+
+impl Schedule {
+    /// `steps` in time order.
+    pub fn new(steps: Vec<(f64, ScaleAction)>) -> Schedule {
+        Schedule { steps, next: 0 }
+    }
+}
+
+impl ScaleHook for Schedule {
+    fn on_tick(&mut self, _signals: &PoolSignals, now: Nanos, _rng: &mut Rng) -> ScaleAction {
+        match self.steps.get(self.next) {
+            Some((at, action)) if now.as_secs_f64() >= *at => {
+                self.next += 1;
+                *action
+            }
+            _ => ScaleAction::Hold,
+        }
+    }
+}
