@@ -17,11 +17,14 @@ struct Cli {
 enum Command {
     /// Print the build's version and the features this machine supports.
     Info(cmd::info::Args),
+    /// Run one program isolated in a container or a VM, with limits.
+    Sandbox(cmd::sandbox::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => cmd::info::run(args),
+        Command::Sandbox(args) => cmd::sandbox::run(args),
     }
 }

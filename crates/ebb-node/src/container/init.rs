@@ -1,0 +1,141 @@
+//! The container's first process, on the inside.
+//!
+//! Decision: ebb's own forked process is the container's PID 1, a tiny init,
+//! and the command runs as its child. A command run as PID 1 would get no
+//! default signal actions (Ctrl-C and SIGTERM would be ignored) and would
+//! have to reap orphans it knows nothing about; the tiny init does both:
+//! it forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the command, reaps every
+//! child, and when the command ends reports its status to the runner and
+//! exits, which makes the kernel kill whatever else is left in the
+//! namespace.
+//!
+//! Protocol on the status pipe (init → runner): `n` once the namespaces
+//! exist, then `E<message>\n` if setup failed, else `X<code>\n` or
+//! `K<signal>\n` when the command ends.
+
+use super::{net, rootfs, seccomp};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, execvp, fork};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// What the forked child needs, prepared before the fork so the child does
+/// no allocation-heavy work it could fail at silently.
+pub struct ChildPlan {
+    pub base: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub root: PathBuf,
+    pub hostname: String,
+    pub veth_index: Option<u32>,
+    pub command: Vec<CString>,
+    pub filter: seccompiler::BpfProgram,
+}
+
+/// Signals init forwards to the command.
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Pid of the command, for the signal handler (0 until it exists).
+static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = COMMAND_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe and takes only integers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Runs in the forked child (PID 1 of the new pid namespace); never returns.
+pub fn child_main(plan: ChildPlan, mut status: File, mut go: File) -> ! {
+    let code = match run(plan, &mut status, &mut go) {
+        Ok(()) => 0,
+        Err(msg) => {
+            let _ = writeln!(status, "E{}", msg.replace('\n', " "));
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> {
+    // If the runner dies (even by SIGKILL) the container dies with it.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    status
+        .write_all(b"n")
+        .map_err(|e| format!("reporting to the runner: {e}"))?;
+    let mut byte = [0u8; 1];
+    // The runner writes once it has placed us in the cgroups and plugged in
+    // the veth; end of file means it died first.
+    if go
+        .read(&mut byte)
+        .map_err(|e| format!("waiting for the runner: {e}"))?
+        == 0
+    {
+        std::process::exit(1);
+    }
+    rootfs::enter(&plan.root, &plan.base, &plan.upper, &plan.work)?;
+    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    net::setup_inside(plan.veth_index)?;
+    seccomp::confine(&plan.filter)?;
+    let argv0 = plan.command.first().ok_or("empty command")?.clone();
+    // SAFETY: this process is single-threaded (forked from the single-threaded
+    // runner), so fork cannot leave another thread's lock held.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let _ = execvp(&argv0, &plan.command);
+            let err = std::io::Error::last_os_error();
+            let _ = writeln!(status, "E{}: {err}", argv0.to_string_lossy());
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => {
+            COMMAND_PID.store(child.as_raw(), Ordering::Relaxed);
+            install_forwarding();
+            let report = reap_until(child);
+            let _ = status.write_all(report.as_bytes());
+            std::process::exit(0)
+        }
+    }
+}
+
+fn install_forwarding() {
+    let act = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in FORWARDED {
+        // SAFETY: the handler only calls kill(2), which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// Reaps every child until the command itself ends; returns its report.
+fn reap_until(command: Pid) -> String {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => return format!("X{code}\n"),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
+                return format!("K{}\n", sig as i32);
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return format!("E waiting for the command: {e}\n"),
+        }
+    }
+}

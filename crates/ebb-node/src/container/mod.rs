@@ -1,0 +1,277 @@
+//! Linux containers on the kernel directly: namespaces, cgroups, overlayfs,
+//! seccomp and dropped capabilities, with no container runtime in between.
+//!
+//! [`run`] is the runner: it must be called from a single-threaded process
+//! (the `ebb sandbox run` command calls it before any async runtime exists),
+//! because it forks. [`ContainerProvider`] starts nodes by spawning that
+//! command, so a multithreaded caller never forks itself.
+//!
+//! Life of a container: sweep slots left by dead runners; claim a slot
+//! (state dir, cgroup name, veth /30); create the cgroups; fork a child into
+//! a new pid namespace, which unshares mount, UTS, IPC and network
+//! namespaces; place it in the cgroups and plug in the veth; let it mount
+//! its overlay root, pivot into it, confine itself and run the command under
+//! a tiny init (see `init`); wait; explain the outcome; release the slot.
+
+mod cgroup;
+mod error;
+mod init;
+mod net;
+mod provider;
+mod rootfs;
+mod seccomp;
+mod state;
+
+pub use error::ContainerError;
+pub use net::{Addrs, NetMode};
+pub use provider::{ContainerProvider, ContainerProviderConfig};
+pub use rootfs::{BASE_ROOT, base_layer};
+pub use seccomp::{DENIED as DENIED_SYSCALLS, KEPT_CAPS};
+pub use state::{STATE_ROOT, sweep};
+
+use crate::sandbox::{Outcome, SandboxSpec};
+use error::{io_err, sys_err};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// One container to run.
+#[derive(Clone, Debug)]
+pub struct ContainerConfig {
+    pub spec: SandboxSpec,
+    pub net: NetMode,
+    /// Hostname inside; defaults to `ebb-<slot>`.
+    pub hostname: Option<String>,
+    /// Where to write the container's address once its network is up, as
+    /// `<container ip> <host ip>` (how a provider learns where its node is).
+    pub addr_file: Option<PathBuf>,
+}
+
+/// How a container ended, and which limits it ran into on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// Limits hit without ending the container, in words.
+    pub notes: Vec<String>,
+}
+
+/// Init's pid, for the runner's signal handler (0 while there is none).
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_to_init(sig: libc::c_int) {
+    let pid = INIT_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe and takes only integers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Releases the slot on every path out of [`run`], including errors.
+struct Slot {
+    index: u32,
+    path: PathBuf,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        state::release(self.index, &self.path);
+    }
+}
+
+/// Runs one container to completion. Must be called from a single-threaded
+/// process.
+pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
+    let uid = nix::unistd::geteuid();
+    if !uid.is_root() {
+        return Err(ContainerError::NotRoot(uid.as_raw()));
+    }
+    if cfg.spec.command.is_empty() {
+        return Err(ContainerError::Setup("no command given".into()));
+    }
+    let command = cfg
+        .spec
+        .command
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ContainerError::Setup("an argument contains a NUL byte".into()))?;
+    state::sweep();
+    let base = match &cfg.spec.rootfs {
+        Some(dir) if dir.is_dir() => dir.clone(),
+        Some(dir) => {
+            return Err(ContainerError::Base(format!(
+                "--rootfs {} is not a directory",
+                dir.display()
+            )));
+        }
+        None => rootfs::base_layer()?,
+    };
+    let hierarchy = cgroup::detect()?;
+    let filter = seccomp::filter().map_err(ContainerError::Setup)?;
+    let st = state::claim(std::process::id())?;
+    let slot = Slot {
+        index: st.index,
+        path: st.path.clone(),
+    };
+    let cg = cgroup::Cgroup::create(&hierarchy, &st.name(), &cfg.spec.limits)?;
+    let plan = init::ChildPlan {
+        base,
+        upper: st.upper(),
+        work: st.work(),
+        root: st.root(),
+        hostname: cfg
+            .hostname
+            .clone()
+            .unwrap_or_else(|| format!("ebb-{}", st.name())),
+        veth_index: (cfg.net == NetMode::Veth).then_some(st.index),
+        command,
+        filter,
+    };
+    let (status_r, status_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let init = fork_into_pid_ns(plan, status_w, go_r)?;
+    INIT_PID.store(init.as_raw(), Ordering::Relaxed);
+    install_forwarding();
+    let result = drive(cfg, &st, &cg, init, status_r, go_w);
+    // Init is gone (or never got going): kill and reap it either way.
+    let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+    let waited = waitpid(init, None);
+    INIT_PID.store(0, Ordering::Relaxed);
+    let report = result.and_then(|last| explain(last, waited, cfg, &cg));
+    cg.remove();
+    drop(slot);
+    report
+}
+
+fn pipe() -> Result<(File, File), ContainerError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+    Ok((File::from(r), File::from(w)))
+}
+
+/// Forks the container's init as PID 1 of a new pid namespace while the
+/// runner itself stays in the host's (`setns` back for later children such
+/// as `ip`).
+fn fork_into_pid_ns(
+    plan: init::ChildPlan,
+    status_w: File,
+    go_r: File,
+) -> Result<Pid, ContainerError> {
+    let own = File::open("/proc/self/ns/pid").map_err(io_err("opening /proc/self/ns/pid"))?;
+    unshare(CloneFlags::CLONE_NEWPID).map_err(sys_err("unshare(CLONE_NEWPID)"))?;
+    // SAFETY: the runner is single-threaded (documented precondition of
+    // `run`), so the child cannot inherit a lock held by another thread.
+    let forked = unsafe { fork() };
+    let back = setns(&own, CloneFlags::CLONE_NEWPID);
+    match forked.map_err(sys_err("fork"))? {
+        ForkResult::Child => init::child_main(plan, status_w, go_r),
+        ForkResult::Parent { child } => {
+            back.map_err(sys_err("returning to the host pid namespace"))?;
+            Ok(child)
+        }
+    }
+}
+
+fn install_forwarding() {
+    let act = SigAction::new(
+        SigHandler::Handler(forward_to_init),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        // SAFETY: the handler only calls kill(2), which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// Host side of setup, then waits for init's last word.
+fn drive(
+    cfg: &ContainerConfig,
+    st: &state::StateDir,
+    cg: &cgroup::Cgroup,
+    init: Pid,
+    mut status_r: File,
+    mut go_w: File,
+) -> Result<String, ContainerError> {
+    let mut first = [0u8; 1];
+    let n = status_r
+        .read(&mut first)
+        .map_err(io_err("reading from init"))?;
+    if n == 0 || first[0] != b'n' {
+        let mut rest = String::new();
+        let _ = status_r.read_to_string(&mut rest);
+        let msg = format!("{}{}", String::from_utf8_lossy(&first[..n]), rest);
+        return Err(ContainerError::Setup(
+            msg.trim_start_matches('E').trim().to_string(),
+        ));
+    }
+    cg.add(init.as_raw())?;
+    if cfg.net == NetMode::Veth {
+        let a = net::setup_host(st.index, init.as_raw())?;
+        if let Some(path) = &cfg.addr_file {
+            std::fs::write(path, format!("{} {}\n", a.container, a.host))
+                .map_err(io_err(format!("writing {}", path.display())))?;
+        }
+    }
+    go_w.write_all(b"g").map_err(io_err("starting init"))?;
+    drop(go_w);
+    let mut rest = String::new();
+    status_r
+        .read_to_string(&mut rest)
+        .map_err(io_err("reading from init"))?;
+    Ok(rest)
+}
+
+/// Turns init's report (or, if it had none, its own wait status) and the
+/// cgroup counters into an outcome a person can act on.
+fn explain(
+    last: String,
+    waited: nix::Result<WaitStatus>,
+    cfg: &ContainerConfig,
+    cg: &cgroup::Cgroup,
+) -> Result<Report, ContainerError> {
+    let last = last.trim();
+    let mut outcome = if let Some(msg) = last.strip_prefix('E') {
+        return Err(ContainerError::Setup(msg.trim().to_string()));
+    } else if let Some(code) = last.strip_prefix('X').and_then(|c| c.parse().ok()) {
+        Outcome::Exited(code)
+    } else if let Some(sig) = last.strip_prefix('K').and_then(|c| c.parse().ok()) {
+        Outcome::Signaled(sig)
+    } else {
+        match waited {
+            Ok(WaitStatus::Signaled(_, sig, _)) => Outcome::Signaled(sig as i32),
+            Ok(WaitStatus::Exited(_, code)) => Outcome::Exited(code),
+            _ => Outcome::Signaled(Signal::SIGKILL as i32),
+        }
+    };
+    let limits = &cfg.spec.limits;
+    let oom = cg.oom_kills();
+    let mut notes = Vec::new();
+    if oom > 0 {
+        let mb = limits.memory_mb.unwrap_or(0);
+        let text = format!("memory limit {mb} MiB reached");
+        if outcome == Outcome::Signaled(Signal::SIGKILL as i32) {
+            outcome = Outcome::LimitKilled(text);
+        } else {
+            notes.push(format!(
+                "{text}: the kernel killed {oom} process(es) inside"
+            ));
+        }
+    }
+    let refused = cg.pids_refused();
+    if refused > 0 {
+        let p = limits.pids.unwrap_or(0);
+        notes.push(format!("pids limit {p} reached: {refused} fork(s) refused"));
+    }
+    Ok(Report { outcome, notes })
+}

@@ -1,0 +1,196 @@
+//! Container networking: every container has its own network namespace.
+//! With [`NetMode::Veth`] a veth pair joins it to the host on a private
+//! /30 of 10.213.0.0/16 chosen by the container's slot index, so a gateway
+//! on the host can reach a node's port; with [`NetMode::None`] it has
+//! loopback only.
+//!
+//! The host side is set up with `ip` (iproute2) in one batch; the container
+//! side with ioctls from inside the namespace, which costs no extra process.
+//! When the namespace dies the kernel deletes the pair, so a crashed
+//! container leaks no interface; the sweep removes a host end regardless.
+
+use super::error::ContainerError;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetMode {
+    /// Loopback only.
+    None,
+    /// Loopback plus a veth pair to the host.
+    #[default]
+    Veth,
+}
+
+/// The two ends of a container's /30.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addrs {
+    pub host: Ipv4Addr,
+    pub container: Ipv4Addr,
+}
+
+pub const PREFIX_LEN: u8 = 30;
+
+pub fn addrs(index: u32) -> Addrs {
+    let base = u32::from(Ipv4Addr::new(10, 213, 0, 0)) + (index % (1 << 14)) * 4;
+    Addrs {
+        host: Ipv4Addr::from(base + 1),
+        container: Ipv4Addr::from(base + 2),
+    }
+}
+
+pub fn host_if(index: u32) -> String {
+    format!("eb{index}h")
+}
+
+pub fn container_if(index: u32) -> String {
+    format!("eb{index}c")
+}
+
+/// Creates the pair with its container end already inside `pid`'s network
+/// namespace, and brings the host end up.
+pub fn setup_host(index: u32, pid: i32) -> Result<Addrs, ContainerError> {
+    let a = addrs(index);
+    let (h, c) = (host_if(index), container_if(index));
+    let batch = format!(
+        "link add {h} type veth peer name {c} netns {pid}\n\
+         addr add {}/{PREFIX_LEN} dev {h}\n\
+         link set {h} up\n",
+        a.host
+    );
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ContainerError::Net(format!("running ip (iproute2): {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(batch.as_bytes())
+            .map_err(|e| ContainerError::Net(format!("writing to ip: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| ContainerError::Net(format!("waiting for ip: {e}")))?;
+    if !out.status.success() {
+        return Err(ContainerError::Net(format!(
+            "ip -batch failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(a)
+}
+
+/// Deletes a host end left by a container that did not clean up.
+pub fn remove_stale(index: u32) {
+    let h = host_if(index);
+    if std::path::Path::new("/sys/class/net").join(&h).exists() {
+        let _ = Command::new("ip")
+            .args(["link", "del", &h])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Inside the namespace: loopback up, and the veth end addressed and up.
+pub fn setup_inside(veth_index: Option<u32>) -> Result<(), String> {
+    let sock = Socket::new()?;
+    sock.up("lo")?;
+    if let Some(index) = veth_index {
+        let name = container_if(index);
+        let a = addrs(index);
+        sock.set_addr(&name, libc::SIOCSIFADDR, a.container)?;
+        let mask = Ipv4Addr::from(u32::MAX << (32 - PREFIX_LEN));
+        sock.set_addr(&name, libc::SIOCSIFNETMASK, mask)?;
+        sock.up(&name)?;
+    }
+    Ok(())
+}
+
+struct Socket(std::os::fd::OwnedFd);
+
+impl Socket {
+    fn new() -> Result<Self, String> {
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+        Ok(Socket(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    fn ifreq(name: &str) -> Result<libc::ifreq, String> {
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        let bytes = name.as_bytes();
+        if bytes.len() >= req.ifr_name.len() {
+            return Err(format!("interface name {name:?} is too long"));
+        }
+        for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        Ok(req)
+    }
+
+    fn ioctl(&self, op: libc::Ioctl, req: &mut libc::ifreq, what: &str) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `req` is a valid ifreq that outlives the call; every op used
+        // here reads or writes only an ifreq.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), op, req as *mut libc::ifreq) };
+        if rc < 0 {
+            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn up(&self, name: &str) -> Result<(), String> {
+        let mut req = Self::ifreq(name)?;
+        self.ioctl(
+            libc::SIOCGIFFLAGS,
+            &mut req,
+            &format!("reading flags of {name}"),
+        )?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        self.ioctl(libc::SIOCSIFFLAGS, &mut req, &format!("bringing {name} up"))
+    }
+
+    fn set_addr(&self, name: &str, op: libc::Ioctl, ip: Ipv4Addr) -> Result<(), String> {
+        let mut req = Self::ifreq(name)?;
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in fits in the sockaddr member (both 16 bytes),
+        // which is how the kernel reads it for AF_INET.
+        unsafe {
+            std::ptr::write(
+                std::ptr::addr_of_mut!(req.ifr_ifru.ifru_addr).cast::<libc::sockaddr_in>(),
+                sin,
+            )
+        };
+        self.ioctl(op, &mut req, &format!("setting {ip} on {name}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_get_disjoint_slash30s() {
+        let a = addrs(0);
+        assert_eq!(a.host, Ipv4Addr::new(10, 213, 0, 1));
+        assert_eq!(a.container, Ipv4Addr::new(10, 213, 0, 2));
+        let b = addrs(64);
+        assert_eq!(b.host, Ipv4Addr::new(10, 213, 1, 1));
+        assert!(host_if(16383).len() < 16, "interface names fit IFNAMSIZ");
+    }
+}
