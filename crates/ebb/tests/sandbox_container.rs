@@ -1,0 +1,237 @@
+//! `ebb sandbox run --kind container` end to end. Needs root, namespaces,
+//! cgroups and Debian's busybox-static; each test says why when it skips.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const EBB: &str = env!("CARGO_BIN_EXE_ebb");
+
+/// Why containers cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root".into());
+    }
+    if !Path::new("/proc/self/ns/pid").exists() {
+        return Some("no namespace support in /proc".into());
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("/bin/busybox missing (install busybox-static)".into());
+    }
+    None
+}
+
+macro_rules! require_containers {
+    ($name:expr) => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED {}: {why}", $name);
+            return;
+        }
+    };
+}
+
+fn sandbox(args: &[&str], cmd: &[&str]) -> Output {
+    Command::new(EBB)
+        .args(["sandbox", "run", "--kind", "container"])
+        .args(args)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn exit_status_passes_through() {
+    require_containers!("exit_status_passes_through");
+    let out = sandbox(&["--net", "none"], &["/bin/sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn container_sees_only_its_own_processes() {
+    require_containers!("container_sees_only_its_own_processes");
+    let out = sandbox(&["--net", "none"], &["/bin/ls", "/proc"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let pids: Vec<u32> = text(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // Init (1) and ls itself; nothing from the host.
+    assert!(pids.contains(&1), "no PID 1 in {pids:?}");
+    assert!(
+        pids.len() <= 3,
+        "container sees foreign processes: {pids:?}"
+    );
+}
+
+#[test]
+fn hostname_is_its_own() {
+    require_containers!("hostname_is_its_own");
+    let host_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = sandbox(
+        &["--net", "none", "--hostname", "inner-box"],
+        &["/bin/hostname"],
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "inner-box",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let host_after = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(host_before, host_after, "the host's hostname changed");
+}
+
+/// A minimal base layer: busybox and a shell link.
+fn tiny_rootfs(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ebb-test-rootfs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+    dir
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn writes_stay_in_the_upper_layer() {
+    require_containers!("writes_stay_in_the_upper_layer");
+    let base = tiny_rootfs("upper");
+    let before = files_under(&base);
+    let script = "echo hi > /written && echo x > /bin/added && rm /bin/sh && cat /written";
+    let out = sandbox(
+        &["--net", "none", "--rootfs", base.to_str().unwrap()],
+        &["/bin/busybox", "sh", "-c", script],
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "hi",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(files_under(&base), before, "the base layer changed");
+    // The upper layer went with the container.
+    let leftovers: Vec<_> = std::fs::read_dir("/run/ebb/containers")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("upper/written"))
+                .collect()
+        })
+        .unwrap_or_else(|_| Vec::new());
+    assert!(
+        leftovers.iter().all(|p: &PathBuf| !p.exists()),
+        "upper layer left behind"
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn exceeding_the_memory_limit_kills_only_the_container() {
+    require_containers!("exceeding_the_memory_limit_kills_only_the_container");
+    let out = sandbox(
+        &["--net", "none", "--memory-mb", "32"],
+        &["/bin/ebb", "sandbox", "hog", "--mb", "256"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "stderr: {err}");
+    assert!(
+        err.contains("killed: memory limit 32 MiB reached"),
+        "stderr: {err}"
+    );
+    // The same program under a roomier limit completes: the limit did it.
+    let ok = sandbox(
+        &["--net", "none", "--memory-mb", "64"],
+        &["/bin/ebb", "sandbox", "hog", "--mb", "8"],
+    );
+    assert!(ok.status.success(), "stderr: {}", text(&ok.stderr));
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    require_containers!("a_fork_bomb_stops_at_the_pids_limit");
+    let bomb = "i=0; while [ $i -lt 40 ]; do sleep 1 & i=$((i+1)); done; wait";
+    let out = sandbox(&["--net", "none", "--pids", "8"], &["/bin/sh", "-c", bomb]);
+    let err = text(&out.stderr);
+    assert!(err.contains("pids limit 8 reached"), "stderr: {err}");
+}
+
+#[test]
+fn a_refused_syscall_fails_inside_and_works_outside() {
+    require_containers!("a_refused_syscall_fails_inside_and_works_outside");
+    let outside = Command::new(EBB)
+        .args(["sandbox", "probe-syscall", "keyctl"])
+        .output()
+        .unwrap();
+    assert!(
+        outside.status.success(),
+        "keyctl refused outside: {}",
+        text(&outside.stdout)
+    );
+    let inside = sandbox(
+        &["--net", "none"],
+        &["/bin/ebb", "sandbox", "probe-syscall", "keyctl"],
+    );
+    let said = text(&inside.stdout);
+    assert_eq!(
+        inside.status.code(),
+        Some(1),
+        "stdout: {said} stderr: {}",
+        text(&inside.stderr)
+    );
+    assert!(
+        said.contains("refused: Operation not permitted"),
+        "stdout: {said}"
+    );
+}
+
+#[test]
+fn a_second_container_does_not_see_the_first() {
+    require_containers!("a_second_container_does_not_see_the_first");
+    let mut first = Command::new(EBB)
+        .args(["sandbox", "run", "--net", "none", "--", "/bin/sh", "-c"])
+        .arg("echo up; exec sleep 41")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "up");
+    let second = sandbox(&["--net", "none"], &["/bin/ps"]);
+    let ps = text(&second.stdout);
+    // SAFETY: kill with a child's pid and a constant signal.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let status = first.wait().unwrap();
+    assert!(
+        !ps.contains("sleep 41"),
+        "second container sees the first: {ps}"
+    );
+    assert!(ps.contains("ps"), "ps printed nothing: {ps}");
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "SIGTERM reached the command"
+    );
+}
