@@ -10,7 +10,8 @@
 //! namespace.
 //!
 //! Protocol on the status pipe (init → runner): `n` once the namespaces
-//! exist, then `E<message>\n` if setup failed, else `X<code>\n` or
+//! exist, `r` once the container is set up (its address answers from then
+//! on), then `E<message>\n` if something failed, else `X<code>\n` or
 //! `K<signal>\n` when the command ends.
 
 use super::{net, rootfs, seccomp};
@@ -94,6 +95,9 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
     net::setup_inside(plan.veth_index)?;
     seccomp::confine(&plan.filter)?;
+    status
+        .write_all(b"r")
+        .map_err(|e| format!("reporting to the runner: {e}"))?;
     let argv0 = plan.command.first().ok_or("empty command")?.clone();
     // SAFETY: this process is single-threaded (forked from the single-threaded
     // runner), so fork cannot leave another thread's lock held.

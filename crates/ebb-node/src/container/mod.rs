@@ -203,33 +203,45 @@ fn drive(
     mut status_r: File,
     mut go_w: File,
 ) -> Result<String, ContainerError> {
-    let mut first = [0u8; 1];
-    let n = status_r
-        .read(&mut first)
-        .map_err(io_err("reading from init"))?;
-    if n == 0 || first[0] != b'n' {
-        let mut rest = String::new();
-        let _ = status_r.read_to_string(&mut rest);
-        let msg = format!("{}{}", String::from_utf8_lossy(&first[..n]), rest);
-        return Err(ContainerError::Setup(
-            msg.trim_start_matches('E').trim().to_string(),
-        ));
-    }
+    expect_byte(&mut status_r, b'n')?;
     cg.add(init.as_raw())?;
-    if cfg.net == NetMode::Veth {
-        let a = net::setup_host(st.index, init.as_raw())?;
-        if let Some(path) = &cfg.addr_file {
-            std::fs::write(path, format!("{} {}\n", a.container, a.host))
-                .map_err(io_err(format!("writing {}", path.display())))?;
-        }
-    }
+    let addrs = match cfg.net {
+        NetMode::Veth => Some(net::setup_host(st.index, init.as_raw())?),
+        NetMode::None => None,
+    };
     go_w.write_all(b"g").map_err(io_err("starting init"))?;
     drop(go_w);
+    expect_byte(&mut status_r, b'r')?;
+    // Only now: a peer probing earlier would wait out an unanswered ARP.
+    if let (Some(a), Some(path)) = (addrs, &cfg.addr_file) {
+        std::fs::write(path, format!("{} {}\n", a.container, a.host))
+            .map_err(io_err(format!("writing {}", path.display())))?;
+    }
     let mut rest = String::new();
     status_r
         .read_to_string(&mut rest)
         .map_err(io_err("reading from init"))?;
     Ok(rest)
+}
+
+/// Reads one protocol byte from init; anything else is its error message.
+fn expect_byte(status_r: &mut File, want: u8) -> Result<(), ContainerError> {
+    let mut first = [0u8; 1];
+    let n = status_r
+        .read(&mut first)
+        .map_err(io_err("reading from init"))?;
+    if n == 1 && first[0] == want {
+        return Ok(());
+    }
+    let mut rest = String::new();
+    let _ = status_r.read_to_string(&mut rest);
+    let msg = format!("{}{}", String::from_utf8_lossy(&first[..n]), rest);
+    let msg = msg.trim_start_matches('E').trim();
+    Err(ContainerError::Setup(if msg.is_empty() {
+        "init ended during setup".into()
+    } else {
+        msg.to_string()
+    }))
 }
 
 /// Turns init's report (or, if it had none, its own wait status) and the
