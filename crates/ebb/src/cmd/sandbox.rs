@@ -26,6 +26,13 @@ enum Action {
     /// container's seccomp filter at work). NAME: keyctl or unshare.
     #[command(hide = true)]
     ProbeSyscall { name: String },
+    /// Measure how long a container node takes from start to its first
+    /// accepted TCP connection (busybox httpd inside, reached over the veth).
+    BenchReady {
+        /// Nodes to start, one after another.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+    },
     /// Allocate and touch MB mebibytes, then exit 0 (for memory-limit tests).
     #[command(hide = true)]
     Hog {
@@ -95,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Action::ProbeSyscall { name } => probe_syscall(&name),
+        Action::BenchReady { runs } => bench_ready(runs),
         Action::Hog { mb } => hog(mb),
     }
 }
@@ -160,6 +168,64 @@ fn probe_syscall(name: &str) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     println!("{name}: allowed");
+    Ok(())
+}
+
+fn bench_ready(runs: u32) -> anyhow::Result<()> {
+    use ebb_node::container::{ContainerProvider, ContainerProviderConfig};
+    use ebb_node::provider::{NodeEvent, NodeProvider};
+    /// Bound on readiness polls per node.
+    const MAX_POLLS: u32 = 100_000;
+    let mut p = ContainerProvider::new(ContainerProviderConfig {
+        ebb_exe: std::env::current_exe().context("locating the ebb binary")?,
+        limits: Limits::default(),
+        rootfs: None,
+        command: ["/bin/httpd", "-f", "-p", "{port}", "-h", "/"]
+            .map(String::from)
+            .to_vec(),
+        port: 8080,
+    });
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let id = ebb_core::NodeId(i);
+        let t0 = std::time::Instant::now();
+        p.start(id).context("starting a container node")?;
+        let mut ready = false;
+        for _ in 0..MAX_POLLS {
+            if p.poll_events().contains(&NodeEvent::Ready(id)) {
+                ready = true;
+                break;
+            }
+        }
+        let took = t0.elapsed();
+        p.stop(id)?;
+        let mut gone = false;
+        for _ in 0..MAX_POLLS {
+            gone = p
+                .poll_events()
+                .iter()
+                .any(|e| matches!(e, NodeEvent::Gone(g, _) if *g == id));
+            if gone {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if !gone {
+            bail!("node {i} did not stop");
+        }
+        if !ready {
+            bail!("node {i} never became ready");
+        }
+        times.push(took);
+    }
+    times.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "ready: median {:.2} ms, min {:.2} ms, max {:.2} ms over {runs} nodes",
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    );
     Ok(())
 }
 
