@@ -177,32 +177,31 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 }
 
 #[test]
-fn a_refused_syscall_fails_inside_and_works_outside() {
-    require_containers!("a_refused_syscall_fails_inside_and_works_outside");
-    let outside = Command::new(EBB)
-        .args(["sandbox", "probe-syscall", "keyctl"])
-        .output()
-        .unwrap();
-    assert!(
-        outside.status.success(),
-        "keyctl refused outside: {}",
-        text(&outside.stdout)
-    );
-    let inside = sandbox(
-        &["--net", "none"],
-        &["/bin/ebb", "sandbox", "probe-syscall", "keyctl"],
-    );
-    let said = text(&inside.stdout);
-    assert_eq!(
-        inside.status.code(),
-        Some(1),
-        "stdout: {said} stderr: {}",
-        text(&inside.stderr)
-    );
-    assert!(
-        said.contains("refused: Operation not permitted"),
-        "stdout: {said}"
-    );
+fn refused_syscalls_fail_inside_and_work_outside() {
+    require_containers!("refused_syscalls_fail_inside_and_work_outside");
+    for probe in ["keyctl", "unshare", "clone-newuts"] {
+        let outside = Command::new(EBB)
+            .args(["sandbox", "probe-syscall", probe])
+            .output()
+            .unwrap();
+        let said = text(&outside.stdout);
+        assert!(outside.status.success(), "{probe} refused outside: {said}");
+        let inside = sandbox(
+            &["--net", "none"],
+            &["/bin/ebb", "sandbox", "probe-syscall", probe],
+        );
+        let said = text(&inside.stdout);
+        let err = text(&inside.stderr);
+        assert_eq!(
+            inside.status.code(),
+            Some(1),
+            "{probe}: stdout {said} stderr {err}"
+        );
+        assert!(
+            said.contains("refused: Operation not permitted"),
+            "{probe}: {said}"
+        );
+    }
 }
 
 #[test]

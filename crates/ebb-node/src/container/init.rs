@@ -35,7 +35,7 @@ pub struct ChildPlan {
     pub hostname: String,
     pub veth_index: Option<u32>,
     pub command: Vec<CString>,
-    pub filter: seccompiler::BpfProgram,
+    pub filter: seccomp::Filters,
 }
 
 /// Signals init forwards to the command.

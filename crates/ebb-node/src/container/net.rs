@@ -40,6 +40,22 @@ pub fn addrs(index: u32) -> Addrs {
     }
 }
 
+/// Fixed MAC addresses (locally administered) for the two ends, so each
+/// side can hold a permanent neighbour entry for the other: no ARP
+/// exchange, hence no one-second ARP retry if the first request is lost
+/// while the link is still coming up.
+pub fn mac(index: u32, host_side: bool) -> [u8; 6] {
+    let i = index.to_be_bytes();
+    [0x02, 0xeb, i[2], i[3], 0, if host_side { 1 } else { 2 }]
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 pub fn host_if(index: u32) -> String {
     format!("eb{index}h")
 }
@@ -53,11 +69,13 @@ pub fn container_if(index: u32) -> String {
 pub fn setup_host(index: u32, pid: i32) -> Result<Addrs, ContainerError> {
     let a = addrs(index);
     let (h, c) = (host_if(index), container_if(index));
+    let (mh, mc) = (mac_text(mac(index, true)), mac_text(mac(index, false)));
     let batch = format!(
-        "link add {h} type veth peer name {c} netns {pid}\n\
+        "link add {h} address {mh} type veth peer name {c} address {mc} netns {pid}\n\
          addr add {}/{PREFIX_LEN} dev {h}\n\
+         neigh replace {} lladdr {mc} dev {h} nud permanent\n\
          link set {h} up\n",
-        a.host
+        a.host, a.container
     );
     let mut child = Command::new("ip")
         .args(["-batch", "-"])
@@ -105,6 +123,7 @@ pub fn setup_inside(veth_index: Option<u32>) -> Result<(), String> {
         let mask = Ipv4Addr::from(u32::MAX << (32 - PREFIX_LEN));
         sock.set_addr(&name, libc::SIOCSIFNETMASK, mask)?;
         sock.up(&name)?;
+        sock.set_neighbour(&name, a.host, mac(index, true))?;
     }
     Ok(())
 }
@@ -158,16 +177,48 @@ impl Socket {
         self.ioctl(libc::SIOCSIFFLAGS, &mut req, &format!("bringing {name} up"))
     }
 
+    /// A permanent ARP entry (SIOCSARP).
+    fn set_neighbour(&self, name: &str, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: arpreq is plain old data; all-zero is a valid value.
+        let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+        let sin = sockaddr_in(ip);
+        // SAFETY: sockaddr_in fits in arp_pa (a 16-byte sockaddr), which is
+        // how the kernel reads it for AF_INET.
+        unsafe {
+            std::ptr::write(
+                std::ptr::addr_of_mut!(req.arp_pa).cast::<libc::sockaddr_in>(),
+                sin,
+            )
+        };
+        req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+        req.arp_flags = libc::ATF_COM | libc::ATF_PERM;
+        for (d, s) in req.arp_dev.iter_mut().zip(name.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: `req` is a valid arpreq that outlives the call.
+        let rc = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SIOCSARP,
+                &mut req as *mut libc::arpreq,
+            )
+        };
+        if rc < 0 {
+            return Err(format!(
+                "adding the neighbour {ip} on {name}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+
     fn set_addr(&self, name: &str, op: libc::Ioctl, ip: Ipv4Addr) -> Result<(), String> {
         let mut req = Self::ifreq(name)?;
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+        let sin = sockaddr_in(ip);
         // SAFETY: sockaddr_in fits in the sockaddr member (both 16 bytes),
         // which is how the kernel reads it for AF_INET.
         unsafe {
@@ -177,6 +228,17 @@ impl Socket {
             )
         };
         self.ioctl(op, &mut req, &format!("setting {ip} on {name}"))
+    }
+}
+
+fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
     }
 }
 

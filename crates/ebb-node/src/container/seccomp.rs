@@ -7,8 +7,16 @@
 //! changes, tracing, BPF, perf, the kernel keyring, file handles that escape
 //! a mount) with EPERM and leaves the rest to the dropped capabilities.
 //! `no_new_privs` stops setuid binaries from regaining anything.
+//!
+//! Two more filters close the other doors to new namespaces: `clone` with
+//! any `CLONE_NEW*` flag gets EPERM, and `clone3` (whose flags live in
+//! memory a filter cannot read) gets ENOSYS, which makes glibc fall back to
+//! plain `clone`.
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 use std::collections::BTreeMap;
 
 /// Refused with EPERM inside every container.
@@ -51,23 +59,59 @@ pub const KEPT_CAPS: &[u32] = &[
 /// `cap_last_cap` bounds it further.
 const MAX_CAP: u32 = 63;
 
-pub fn filter() -> Result<BpfProgram, String> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+/// `clone` flags that create a namespace.
+const CLONE_NEW_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWCGROUP,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWUTS,
+];
+
+/// The filters to install, in order; the kernel applies the strictest
+/// answer among them.
+pub type Filters = Vec<BpfProgram>;
+
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
     let f = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(errno as u32),
         arch,
     )
     .map_err(|e| e.to_string())?;
     BpfProgram::try_from(f).map_err(|e| e.to_string())
 }
 
+pub fn filter() -> Result<Filters, String> {
+    let denied = DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    let mut clone_rules = Vec::new();
+    for flag in CLONE_NEW_FLAGS {
+        let bit = *flag as u64;
+        let cond =
+            SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(bit), bit)
+                .map_err(|e| e.to_string())?;
+        clone_rules.push(SeccompRule::new(vec![cond]).map_err(|e| e.to_string())?);
+    }
+    Ok(vec![
+        compile(denied, libc::EPERM)?,
+        compile(
+            BTreeMap::from([(libc::SYS_clone, clone_rules)]),
+            libc::EPERM,
+        )?,
+        compile(
+            BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+            libc::ENOSYS,
+        )?,
+    ])
+}
+
 /// Drops every capability outside [`KEPT_CAPS`] from the bounding set (so
 /// no later exec regains it), sets `no_new_privs`, and installs the filter.
-pub fn confine(prog: &BpfProgram) -> Result<(), String> {
+pub fn confine(filters: &Filters) -> Result<(), String> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -91,7 +135,10 @@ pub fn confine(prog: &BpfProgram) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    seccompiler::apply_filter(prog).map_err(|e| e.to_string())
+    for prog in filters {
+        seccompiler::apply_filter(prog).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

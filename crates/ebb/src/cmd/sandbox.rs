@@ -23,7 +23,7 @@ enum Action {
     /// veths, overlay layers). Every `run` does this first anyway.
     Sweep,
     /// Try one system call and say whether it was allowed (shows the
-    /// container's seccomp filter at work). NAME: keyctl or unshare.
+    /// container's seccomp filter at work). NAME: keyctl, unshare or clone-newuts.
     #[command(hide = true)]
     ProbeSyscall { name: String },
     /// Measure how long a container node takes from start to its first
@@ -153,13 +153,27 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
 
 fn probe_syscall(name: &str) -> anyhow::Result<()> {
     // SAFETY: each call passes only integers and null pointers that the
-    // kernel accepts for these operations; results are checked.
+    // kernel accepts for these operations; results are checked. The raw
+    // clone has no CLONE_VM, so it behaves like fork, and its child only
+    // calls _exit.
     let rc = unsafe {
         match name {
             // KEYCTL_GET_KEYRING_ID of KEY_SPEC_PROCESS_KEYRING, creating it.
             "keyctl" => libc::syscall(libc::SYS_keyctl, 0, -2, 1),
             "unshare" => libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS),
-            other => bail!("probe-syscall {other:?}: expected keyctl or unshare"),
+            // A child in a new UTS namespace that exits at once; reaped below.
+            "clone-newuts" => {
+                let flags = (libc::CLONE_NEWUTS | libc::SIGCHLD) as libc::c_ulong;
+                let pid = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+                if pid == 0 {
+                    libc::_exit(0);
+                }
+                if pid > 0 {
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+                pid
+            }
+            other => bail!("probe-syscall {other:?}: expected keyctl, unshare or clone-newuts"),
         }
     };
     if rc < 0 {
