@@ -29,9 +29,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// no allocation-heavy work it could fail at silently.
 pub struct ChildPlan {
     pub base: PathBuf,
-    pub upper: PathBuf,
-    pub work: PathBuf,
-    pub root: PathBuf,
+    pub scratch: PathBuf,
     pub hostname: String,
     pub veth_index: Option<u32>,
     pub command: Vec<CString>,
@@ -91,7 +89,7 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
     {
         std::process::exit(1);
     }
-    rootfs::enter(&plan.root, &plan.base, &plan.upper, &plan.work)?;
+    rootfs::enter(&plan.scratch, &plan.base)?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
     net::setup_inside(plan.veth_index)?;
     seccomp::confine(&plan.filter)?;

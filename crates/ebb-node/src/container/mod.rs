@@ -114,6 +114,8 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     };
     let hierarchy = cgroup::detect()?;
     let filter = seccomp::filter().map_err(ContainerError::Setup)?;
+    std::fs::create_dir_all(rootfs::SCRATCH)
+        .map_err(io_err(format!("creating {}", rootfs::SCRATCH)))?;
     let st = state::claim(std::process::id())?;
     let slot = Slot {
         index: st.index,
@@ -122,9 +124,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     let cg = cgroup::Cgroup::create(&hierarchy, &st.name(), &cfg.spec.limits)?;
     let plan = init::ChildPlan {
         base,
-        upper: st.upper(),
-        work: st.work(),
-        root: st.root(),
+        scratch: PathBuf::from(rootfs::SCRATCH),
         hostname: cfg
             .hostname
             .clone()

@@ -18,6 +18,11 @@ use std::process::Command;
 pub const BASE_ROOT: &str = "/var/lib/ebb";
 /// Where Debian's `busybox-static` installs it.
 pub const BUSYBOX: &str = "/bin/busybox";
+/// Where each container mounts its private scratch tmpfs.
+pub const SCRATCH: &str = "/run/ebb/scratch";
+/// Size bound of each container's writable layer (it counts against its
+/// memory limit).
+pub const UPPER_SIZE_MB: u64 = 512;
 /// Size bound of each container's /tmp (it counts against its memory limit).
 pub const TMP_SIZE_MB: u64 = 64;
 /// Device nodes bound from the host into the container's /dev.
@@ -123,9 +128,13 @@ fn build_base(exe: &Path, root: &Path) -> Result<(), ContainerError> {
     fs::write(root.join(COMPLETE_MARK), "").map_err(|e| base_err("marking complete", e))
 }
 
-/// Inside the new mount namespace: builds the container's root at `root`
-/// and pivots into it. Errors are strings: they travel back over a pipe.
-pub fn enter(root: &Path, base: &Path, upper: &Path, work: &Path) -> Result<(), String> {
+/// Inside the new mount namespace: mounts a private tmpfs on `scratch`
+/// (a directory shared by all containers; each sees only its own mount),
+/// builds the overlay root in it with the upper and work directories on
+/// that tmpfs, and pivots into it. The writable layer thus costs no disk
+/// I/O, counts against the container's memory limit, and disappears with
+/// the mount namespace. Errors are strings: they travel back over a pipe.
+pub fn enter(scratch: &Path, base: &Path) -> Result<(), String> {
     let m = |src: Option<&str>, target: &Path, fstype: Option<&str>, flags, data: Option<&str>| {
         mount(src, target, fstype, flags, data).map_err(|e| {
             format!(
@@ -143,6 +152,23 @@ pub fn enter(root: &Path, base: &Path, upper: &Path, work: &Path) -> Result<(), 
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None,
     )?;
+    let scratch_opts = format!("mode=700,size={UPPER_SIZE_MB}m");
+    m(
+        Some("tmpfs"),
+        scratch,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some(&scratch_opts),
+    )?;
+    let (upper, work, root) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("root"),
+    );
+    for d in [&upper, &work, &root] {
+        fs::create_dir(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let root = root.as_path();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         base.display(),
