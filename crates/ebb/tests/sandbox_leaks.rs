@@ -11,6 +11,8 @@ const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 const STATE_ROOT: &str = "/run/ebb/containers";
 /// Bound on polling for the runner's address file (1 ms apart).
 const ADDR_POLLS: u32 = 10_000;
+/// Bound on polling for the kernel's teardown of a veth pair (1 ms apart).
+const VETH_TEARDOWN_POLLS: u32 = 10_000;
 
 /// What one container slot can leave behind.
 fn traces(index: u32) -> Vec<PathBuf> {

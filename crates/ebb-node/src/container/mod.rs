@@ -80,7 +80,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        state::release(self.index, &self.path);
+        state::release_after_exit(self.index, &self.path);
     }
 }
 

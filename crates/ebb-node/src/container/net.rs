@@ -101,10 +101,16 @@ pub fn setup_host(index: u32, pid: i32) -> Result<Addrs, ContainerError> {
     Ok(a)
 }
 
+pub fn host_end_exists(index: u32) -> bool {
+    std::path::Path::new("/sys/class/net")
+        .join(host_if(index))
+        .exists()
+}
+
 /// Deletes a host end left by a container that did not clean up.
 pub fn remove_stale(index: u32) {
     let h = host_if(index);
-    if std::path::Path::new("/sys/class/net").join(&h).exists() {
+    if host_end_exists(index) {
         let _ = Command::new("ip")
             .args(["link", "del", &h])
             .stderr(Stdio::null())

@@ -56,6 +56,9 @@ pub fn claim(hint: u32) -> Result<StateDir, ContainerError> {
     let claimed = (0..MAX_CONTAINERS).find_map(|i| {
         let index = hint.wrapping_add(i) % MAX_CONTAINERS;
         let path = Path::new(STATE_ROOT).join(name_of(index));
+        if net::host_end_exists(index) {
+            return None;
+        }
         fs::hard_link(&tmp, &path)
             .ok()
             .map(|()| StateDir { index, path })
@@ -66,8 +69,17 @@ pub fn claim(hint: u32) -> Result<StateDir, ContainerError> {
 
 /// Removes the slot, its cgroups and its host-side veth. Idempotent.
 pub fn release(index: u32, path: &Path) {
-    cgroup::remove_stale(&name_of(index));
     net::remove_stale(index);
+    release_after_exit(index, path);
+}
+
+/// Releases the slot of a container whose processes have all exited. The
+/// veth pair is left to the kernel, which deletes it when the container's
+/// network namespace is torn down (asynchronously, and much faster than a
+/// synchronous delete, which waits for RCU grace periods: about 20 ms
+/// here). [`claim`] skips an index whose veth is still being torn down.
+pub fn release_after_exit(index: u32, path: &Path) {
+    cgroup::remove_stale(&name_of(index));
     if path.is_dir() {
         let _ = fs::remove_dir_all(path);
     } else {
