@@ -76,6 +76,14 @@ fn nothing_leaks_after_exit_or_after_kill_9() {
         String::from_utf8_lossy(&out.stderr)
     );
     let slot = slot_of(&addr);
+    // The kernel deletes the veth pair as it tears the network namespace
+    // down, asynchronously: give it a bounded while.
+    for _ in 0..VETH_TEARDOWN_POLLS {
+        if traces(slot).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert_eq!(
         traces(slot),
         Vec::<PathBuf>::new(),
