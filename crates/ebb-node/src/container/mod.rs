@@ -17,6 +17,7 @@ mod cgroup;
 mod error;
 mod init;
 mod net;
+mod netlink;
 mod provider;
 mod rootfs;
 mod seccomp;

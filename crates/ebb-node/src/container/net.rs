@@ -4,15 +4,14 @@
 //! on the host can reach a node's port; with [`NetMode::None`] it has
 //! loopback only.
 //!
-//! The host side is set up with `ip` (iproute2) in one batch; the container
-//! side with ioctls from inside the namespace, which costs no extra process.
+//! The host side is set up over rtnetlink by the runner; the container side
+//! with ioctls from inside the namespace. Neither spawns a process.
 //! When the namespace dies the kernel deletes the pair, so a crashed
 //! container leaks no interface; the sweep removes a host end regardless.
 
 use super::error::ContainerError;
-use std::io::Write;
+use super::netlink::{Netlink, index_of};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NetMode {
@@ -49,13 +48,6 @@ pub fn mac(index: u32, host_side: bool) -> [u8; 6] {
     [0x02, 0xeb, i[2], i[3], 0, if host_side { 1 } else { 2 }]
 }
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 pub fn host_if(index: u32) -> String {
     format!("eb{index}h")
 }
@@ -65,39 +57,21 @@ pub fn container_if(index: u32) -> String {
 }
 
 /// Creates the pair with its container end already inside `pid`'s network
-/// namespace, and brings the host end up.
+/// namespace, addresses the host end, and brings it up.
 pub fn setup_host(index: u32, pid: i32) -> Result<Addrs, ContainerError> {
     let a = addrs(index);
     let (h, c) = (host_if(index), container_if(index));
-    let (mh, mc) = (mac_text(mac(index, true)), mac_text(mac(index, false)));
-    let batch = format!(
-        "link add {h} address {mh} type veth peer name {c} address {mc} netns {pid}\n\
-         addr add {}/{PREFIX_LEN} dev {h}\n\
-         neigh replace {} lladdr {mc} dev {h} nud permanent\n\
-         link set {h} up\n",
-        a.host, a.container
-    );
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ContainerError::Net(format!("running ip (iproute2): {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(batch.as_bytes())
-            .map_err(|e| ContainerError::Net(format!("writing to ip: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| ContainerError::Net(format!("waiting for ip: {e}")))?;
-    if !out.status.success() {
-        return Err(ContainerError::Net(format!(
-            "ip -batch failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    let fail = |what: &str, e: std::io::Error| ContainerError::Net(format!("{what} {h}: {e}"));
+    let nl = Netlink::open().map_err(|e| fail("opening rtnetlink for", e))?;
+    nl.add_veth(&h, mac(index, true), &c, mac(index, false), pid)
+        .map_err(|e| fail("creating veth", e))?;
+    let i =
+        index_of(&h).ok_or_else(|| ContainerError::Net(format!("{h} vanished after creation")))?;
+    nl.add_addr(i, a.host, PREFIX_LEN)
+        .map_err(|e| fail("addressing", e))?;
+    nl.set_neighbour(i, a.container, mac(index, false))
+        .map_err(|e| fail("adding the neighbour on", e))?;
+    nl.set_up(i).map_err(|e| fail("bringing up", e))?;
     Ok(a)
 }
 
@@ -109,12 +83,8 @@ pub fn host_end_exists(index: u32) -> bool {
 
 /// Deletes a host end left by a container that did not clean up.
 pub fn remove_stale(index: u32) {
-    let h = host_if(index);
-    if host_end_exists(index) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &h])
-            .stderr(Stdio::null())
-            .status();
+    if let (Some(i), Ok(nl)) = (index_of(&host_if(index)), Netlink::open()) {
+        let _ = nl.delete_link(i);
     }
 }
 
