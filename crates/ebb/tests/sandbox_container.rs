@@ -232,3 +232,57 @@ fn a_second_container_does_not_see_the_first() {
         "SIGTERM reached the command"
     );
 }
+
+/// Bound on polling for the runner's address file (1 ms apart).
+const ADDR_POLLS: u32 = 10_000;
+
+#[test]
+fn cpu_quota_and_limits_reach_the_cgroup() {
+    require_containers!("cpu_quota_and_limits_reach_the_cgroup");
+    if !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+        eprintln!("SKIPPED cpu_quota_and_limits_reach_the_cgroup: checks cgroup v1 files only");
+        return;
+    }
+    let addr = std::env::temp_dir().join(format!("ebb-quota-{}", std::process::id()));
+    let _ = std::fs::remove_file(&addr);
+    let mut runner = Command::new(EBB)
+        .args([
+            "sandbox",
+            "run",
+            "--cpus",
+            "0.5",
+            "--memory-mb",
+            "48",
+            "--pids",
+            "9",
+        ])
+        .arg("--addr-file")
+        .arg(&addr)
+        .args(["--", "/bin/sleep", "44"])
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for _ in 0..ADDR_POLLS {
+        text = std::fs::read_to_string(&addr).unwrap_or_default();
+        if text.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let ip: std::net::Ipv4Addr = text.split_whitespace().next().unwrap().parse().unwrap();
+    let slot = (u32::from(ip) - u32::from(std::net::Ipv4Addr::new(10, 213, 0, 0))) / 4;
+    let read = |p: String| std::fs::read_to_string(p).unwrap().trim().to_string();
+    let quota = read(format!("/sys/fs/cgroup/cpu/ebb/c{slot}/cpu.cfs_quota_us"));
+    let period = read(format!("/sys/fs/cgroup/cpu/ebb/c{slot}/cpu.cfs_period_us"));
+    let mem = read(format!(
+        "/sys/fs/cgroup/memory/ebb/c{slot}/memory.limit_in_bytes"
+    ));
+    let pids = read(format!("/sys/fs/cgroup/pids/ebb/c{slot}/pids.max"));
+    // SAFETY: kill with a child's pid and a constant signal.
+    unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
+    runner.wait().unwrap();
+    let _ = std::fs::remove_file(&addr);
+    assert_eq!((quota.as_str(), period.as_str()), ("50000", "100000"));
+    assert_eq!(mem, (48u64 << 20).to_string());
+    assert_eq!(pids, "9");
+}

@@ -32,8 +32,7 @@ pub enum Hierarchy {
 
 /// Mount points of cgroup file systems, from `/proc/self/mountinfo`:
 /// (fstype, mount point, super options).
-fn cgroup_mounts() -> Vec<(String, PathBuf, String)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+fn cgroup_mounts(info: &str) -> Vec<(String, PathBuf, String)> {
     info.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
@@ -54,10 +53,19 @@ fn cgroup_mounts() -> Vec<(String, PathBuf, String)> {
 
 /// v2 if a unified hierarchy offers memory, cpu and pids; else v1.
 pub fn detect() -> Result<Hierarchy, ContainerError> {
-    let mounts = cgroup_mounts();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    choose(&info, |mp| {
+        fs::read_to_string(mp.join("cgroup.controllers")).unwrap_or_default()
+    })
+}
+
+/// The decision behind [`detect`], given mountinfo text and a reader of a
+/// v2 mount's `cgroup.controllers`.
+fn choose(info: &str, controllers: impl Fn(&Path) -> String) -> Result<Hierarchy, ContainerError> {
+    let mounts = cgroup_mounts(info);
     for (fstype, mp, _) in &mounts {
         if fstype == "cgroup2" {
-            let ctl = fs::read_to_string(mp.join("cgroup.controllers")).unwrap_or_default();
+            let ctl = controllers(mp);
             let has = |c: &str| ctl.split_whitespace().any(|x| x == c);
             if has("memory") && has("cpu") && has("pids") {
                 return Ok(Hierarchy::V2(mp.clone()));
@@ -233,5 +241,59 @@ pub fn remove_stale(name: &str) {
         for d in dirs_for(&h, name) {
             remove_dir(&d);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// This machine's layout: v1 controllers plus a v2 mount with hugetlb.
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const PURE_V2: &str = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+
+    #[test]
+    fn hybrid_host_with_a_bare_v2_mount_uses_v1() {
+        let h = choose(HYBRID, |_| "hugetlb\n".into()).unwrap();
+        assert_eq!(
+            h,
+            Hierarchy::V1 {
+                memory: "/sys/fs/cgroup/memory".into(),
+                cpu: "/sys/fs/cgroup/cpu".into(),
+                pids: "/sys/fs/cgroup/pids".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn v2_with_all_three_controllers_wins() {
+        let h = choose(PURE_V2, |_| "cpuset cpu io memory pids\n".into()).unwrap();
+        assert_eq!(h, Hierarchy::V2("/sys/fs/cgroup".into()));
+        let h = choose(HYBRID, |_| "cpu memory pids".into()).unwrap();
+        assert_eq!(h, Hierarchy::V2("/sys/fs/cgroup/unified".into()));
+    }
+
+    #[test]
+    fn no_usable_hierarchy_is_an_error() {
+        assert!(choose(PURE_V2, |_| "cpu io".into()).is_err());
+    }
+
+    #[test]
+    fn flat_keyed_counters_parse() {
+        let dir = std::env::temp_dir().join(format!("ebb-cg-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("memory.events");
+        fs::write(&f, "low 0\nhigh 0\nmax 12\noom 1\noom_kill 3\n").unwrap();
+        assert_eq!(counter(&f, "oom_kill"), 3);
+        assert_eq!(counter(&f, "max"), 12);
+        assert_eq!(counter(&f, "absent"), 0);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
