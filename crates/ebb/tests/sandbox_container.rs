@@ -286,3 +286,15 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
     assert_eq!(mem, (48u64 << 20).to_string());
     assert_eq!(pids, "9");
 }
+
+#[test]
+fn a_missing_command_exits_127_and_says_why() {
+    require_containers!("a_missing_command_exits_127_and_says_why");
+    let out = sandbox(&["--net", "none"], &["/bin/no-such-program"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "stderr: {err}");
+    assert!(
+        err.contains("cannot run /bin/no-such-program"),
+        "stderr: {err}"
+    );
+}

@@ -11,8 +11,9 @@
 //!
 //! Protocol on the status pipe (init → runner): `n` once the namespaces
 //! exist, `r` once the container is set up (its address answers from then
-//! on), then `E<message>\n` if something failed, else `X<code>\n` or
-//! `K<signal>\n` when the command ends.
+//! on), then `E<message>\n` if setup failed, `C<message>\n` if the command
+//! could not be executed, and `X<code>\n` or `K<signal>\n` when the
+//! command ends.
 
 use super::{net, rootfs, seccomp};
 use nix::sched::{CloneFlags, unshare};
@@ -103,7 +104,7 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
         ForkResult::Child => {
             let _ = execvp(&argv0, &plan.command);
             let err = std::io::Error::last_os_error();
-            let _ = writeln!(status, "E{}: {err}", argv0.to_string_lossy());
+            let _ = writeln!(status, "Ccannot run {}: {err}", argv0.to_string_lossy());
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {

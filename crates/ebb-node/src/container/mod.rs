@@ -253,23 +253,26 @@ fn explain(
     cfg: &ContainerConfig,
     cg: &cgroup::Cgroup,
 ) -> Result<Report, ContainerError> {
-    let last = last.trim();
-    let mut outcome = if let Some(msg) = last.strip_prefix('E') {
-        return Err(ContainerError::Setup(msg.trim().to_string()));
-    } else if let Some(code) = last.strip_prefix('X').and_then(|c| c.parse().ok()) {
-        Outcome::Exited(code)
-    } else if let Some(sig) = last.strip_prefix('K').and_then(|c| c.parse().ok()) {
-        Outcome::Signaled(sig)
-    } else {
-        match waited {
-            Ok(WaitStatus::Signaled(_, sig, _)) => Outcome::Signaled(sig as i32),
-            Ok(WaitStatus::Exited(_, code)) => Outcome::Exited(code),
-            _ => Outcome::Signaled(Signal::SIGKILL as i32),
+    let mut notes = Vec::new();
+    let mut ended = None;
+    for line in last.lines().map(str::trim) {
+        if let Some(msg) = line.strip_prefix('E') {
+            return Err(ContainerError::Setup(msg.trim().to_string()));
+        } else if let Some(msg) = line.strip_prefix('C') {
+            notes.push(msg.to_string());
+        } else if let Some(code) = line.strip_prefix('X').and_then(|c| c.parse().ok()) {
+            ended = Some(Outcome::Exited(code));
+        } else if let Some(sig) = line.strip_prefix('K').and_then(|c| c.parse().ok()) {
+            ended = Some(Outcome::Signaled(sig));
         }
-    };
+    }
+    let mut outcome = ended.unwrap_or(match waited {
+        Ok(WaitStatus::Signaled(_, sig, _)) => Outcome::Signaled(sig as i32),
+        Ok(WaitStatus::Exited(_, code)) => Outcome::Exited(code),
+        _ => Outcome::Signaled(Signal::SIGKILL as i32),
+    });
     let limits = &cfg.spec.limits;
     let oom = cg.oom_kills();
-    let mut notes = Vec::new();
     if oom > 0 {
         let mb = limits.memory_mb.unwrap_or(0);
         let text = format!("memory limit {mb} MiB reached");

@@ -67,7 +67,7 @@ struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(4..))]
     memory_mb: Option<u64>,
     /// CPU quota in cores, e.g. 0.5 or 2.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     cpus: Option<f64>,
     /// Most processes and threads alive at once inside (at least 1).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -111,6 +111,15 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
     if let Some(c) = a.cpus {
         if !(c.is_finite() && c > 0.0) {
             bail!("--cpus {c}: expected a positive number of cores, e.g. 0.5 or 2");
+        }
+    }
+    if let Some(dir) = &a.rootfs {
+        if !dir.is_dir() {
+            bail!(
+                "--rootfs {}: not a directory; give a directory holding a root file system \
+                 with the command in it (or omit --rootfs for ebb's own base layer)",
+                dir.display()
+            );
         }
     }
     let spec = SandboxSpec {
