@@ -15,16 +15,14 @@
 //! could not be executed, and `X<code>\n` or `K<signal>\n` when the
 //! command ends.
 
-use super::{net, rootfs, seccomp};
+use super::{forward, net, rootfs, seccomp};
 use nix::sched::{CloneFlags, unshare};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, execvp, fork};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// What the forked child needs, prepared before the fork so the child does
 /// no allocation-heavy work it could fail at silently.
@@ -35,25 +33,6 @@ pub struct ChildPlan {
     pub veth_index: Option<u32>,
     pub command: Vec<CString>,
     pub filter: seccomp::Filters,
-}
-
-/// Signals init forwards to the command.
-const FORWARDED: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
-
-/// Pid of the command, for the signal handler (0 until it exists).
-static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = COMMAND_PID.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe and takes only integers.
-        unsafe { libc::kill(pid, sig) };
-    }
 }
 
 /// Runs in the forked child (PID 1 of the new pid namespace); never returns.
@@ -108,24 +87,11 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
-            COMMAND_PID.store(child.as_raw(), Ordering::Relaxed);
-            install_forwarding();
+            forward::set_target(child.as_raw());
             let report = reap_until(child);
             let _ = status.write_all(report.as_bytes());
             std::process::exit(0)
         }
-    }
-}
-
-fn install_forwarding() {
-    let act = SigAction::new(
-        SigHandler::Handler(forward),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in FORWARDED {
-        // SAFETY: the handler only calls kill(2), which is async-signal-safe.
-        let _ = unsafe { sigaction(sig, &act) };
     }
 }
 

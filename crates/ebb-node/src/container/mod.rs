@@ -15,6 +15,7 @@
 
 mod cgroup;
 mod error;
+mod forward;
 mod init;
 mod net;
 mod netlink;
@@ -33,14 +34,13 @@ pub use state::{STATE_ROOT, sweep};
 use crate::sandbox::{Outcome, SandboxSpec};
 use error::{io_err, sys_err};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// One container to run.
 #[derive(Clone, Debug)]
@@ -60,17 +60,6 @@ pub struct Report {
     pub outcome: Outcome,
     /// Limits hit without ending the container, in words.
     pub notes: Vec<String>,
-}
-
-/// Init's pid, for the runner's signal handler (0 while there is none).
-static INIT_PID: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_to_init(sig: libc::c_int) {
-    let pid = INIT_PID.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe and takes only integers.
-        unsafe { libc::kill(pid, sig) };
-    }
 }
 
 /// Releases the slot on every path out of [`run`], including errors.
@@ -136,14 +125,14 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     };
     let (status_r, status_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
+    forward::install();
     let init = fork_into_pid_ns(plan, status_w, go_r)?;
-    INIT_PID.store(init.as_raw(), Ordering::Relaxed);
-    install_forwarding();
+    forward::set_target(init.as_raw());
     let result = drive(cfg, &st, &cg, init, status_r, go_w);
     // Init is gone (or never got going): kill and reap it either way.
     let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
     let waited = waitpid(init, None);
-    INIT_PID.store(0, Ordering::Relaxed);
+    forward::clear_target();
     let report = result.and_then(|last| explain(last, waited, cfg, &cg));
     cg.remove();
     drop(slot);
@@ -175,23 +164,6 @@ fn fork_into_pid_ns(
             back.map_err(sys_err("returning to the host pid namespace"))?;
             Ok(child)
         }
-    }
-}
-
-fn install_forwarding() {
-    let act = SigAction::new(
-        SigHandler::Handler(forward_to_init),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        // SAFETY: the handler only calls kill(2), which is async-signal-safe.
-        let _ = unsafe { sigaction(sig, &act) };
     }
 }
 

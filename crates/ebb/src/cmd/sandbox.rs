@@ -199,6 +199,7 @@ fn bench_ready(runs: u32) -> anyhow::Result<()> {
     use ebb_node::provider::{NodeEvent, NodeProvider};
     /// Bound on readiness polls per node.
     const MAX_POLLS: u32 = 100_000;
+    const PROBE_PAUSE_US: u64 = 200;
     let mut p = ContainerProvider::new(ContainerProviderConfig {
         ebb_exe: std::env::current_exe().context("locating the ebb binary")?,
         limits: Limits::default(),
@@ -219,6 +220,8 @@ fn bench_ready(runs: u32) -> anyhow::Result<()> {
                 ready = true;
                 break;
             }
+            // Leave the CPU to the starting container between probes.
+            std::thread::sleep(std::time::Duration::from_micros(PROBE_PAUSE_US));
         }
         let took = t0.elapsed();
         p.stop(id)?;
