@@ -279,9 +279,11 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
     ));
     let pids = read(format!("/sys/fs/cgroup/pids/ebb/c{slot}/pids.max"));
     // SAFETY: kill with a child's pid and a constant signal.
+    // Sent as early as a provider could: the command may still be starting.
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
-    runner.wait().unwrap();
+    let status = runner.wait().unwrap();
     let _ = std::fs::remove_file(&addr);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "SIGTERM was lost");
     assert_eq!((quota.as_str(), period.as_str()), ("50000", "100000"));
     assert_eq!(mem, (48u64 << 20).to_string());
     assert_eq!(pids, "9");

@@ -7,8 +7,15 @@
 //! signal is remembered and delivered by [`set_target`]. Init inherits the
 //! runner's handler across fork, with no target yet, so the same holds
 //! inside.
+//!
+//! Around each fork the forwarded signals are blocked: the new process
+//! either keeps the handler (init) or resets to the default actions before
+//! unblocking (the command, before exec), so a signal can never be caught
+//! by an inherited handler with no target and lost.
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Signals passed on to the target.
@@ -58,4 +65,32 @@ pub fn set_target(pid: i32) {
 
 pub fn clear_target() {
     TARGET.store(0, Ordering::SeqCst);
+}
+
+fn forwarded_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in FORWARDED {
+        set.add(sig);
+    }
+    set
+}
+
+/// Holds the forwarded signals back (they stay pending) until [`unblock`].
+pub fn block() {
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded_set()), None);
+}
+
+pub fn unblock() {
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded_set()), None);
+}
+
+/// In a child about to exec: default actions back, then let pending
+/// signals in (a pending SIGTERM then ends it, as it should).
+pub fn reset_and_unblock() {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in FORWARDED {
+        // SAFETY: restoring the default action installs no code.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    unblock();
 }

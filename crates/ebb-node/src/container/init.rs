@@ -37,6 +37,9 @@ pub struct ChildPlan {
 
 /// Runs in the forked child (PID 1 of the new pid namespace); never returns.
 pub fn child_main(plan: ChildPlan, mut status: File, mut go: File) -> ! {
+    // The runner forked with the forwarded signals blocked; the inherited
+    // handler (no target yet) now records them for the command.
+    forward::unblock();
     let code = match run(plan, &mut status, &mut go) {
         Ok(()) => 0,
         Err(msg) => {
@@ -77,10 +80,12 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
         .write_all(b"r")
         .map_err(|e| format!("reporting to the runner: {e}"))?;
     let argv0 = plan.command.first().ok_or("empty command")?.clone();
+    forward::block();
     // SAFETY: this process is single-threaded (forked from the single-threaded
     // runner), so fork cannot leave another thread's lock held.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
+            forward::reset_and_unblock();
             let _ = execvp(&argv0, &plan.command);
             let err = std::io::Error::last_os_error();
             let _ = writeln!(status, "Ccannot run {}: {err}", argv0.to_string_lossy());
@@ -88,6 +93,7 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
         }
         ForkResult::Parent { child } => {
             forward::set_target(child.as_raw());
+            forward::unblock();
             let report = reap_until(child);
             let _ = status.write_all(report.as_bytes());
             std::process::exit(0)

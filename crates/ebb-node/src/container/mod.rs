@@ -126,8 +126,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     let (status_r, status_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     forward::install();
-    let init = fork_into_pid_ns(plan, status_w, go_r)?;
-    forward::set_target(init.as_raw());
+    forward::block();
+    let init = fork_into_pid_ns(plan, status_w, go_r);
+    if let Ok(pid) = &init {
+        forward::set_target(pid.as_raw());
+    }
+    forward::unblock();
+    let init = init?;
     let result = drive(cfg, &st, &cg, init, status_r, go_w);
     // Init is gone (or never got going): kill and reap it either way.
     let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
