@@ -9,14 +9,13 @@
 //! exits, which makes the kernel kill whatever else is left in the
 //! namespace.
 //!
-//! Protocol on the status pipe (init → runner): `n` once the namespaces
-//! exist, `r` once the container is set up (its address answers from then
+//! Protocol on the status pipe (init → runner): `r` once the container is set up (its address answers from then
 //! on), then `E<message>\n` if setup failed, `C<message>\n` if the command
 //! could not be executed, and `X<code>\n` or `K<signal>\n` when the
 //! command ends.
 
 use super::{forward, net, rootfs, seccomp};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, execvp, fork};
 use std::ffi::CString;
@@ -30,6 +29,8 @@ pub struct ChildPlan {
     pub base: PathBuf,
     pub scratch: PathBuf,
     pub hostname: String,
+    /// The network namespace the runner created for the container.
+    pub netns: File,
     pub veth_index: Option<u32>,
     pub command: Vec<CString>,
     pub filter: seccomp::Filters,
@@ -54,17 +55,19 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
     // If the runner dies (even by SIGKILL) the container dies with it.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers and touches no memory.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
+    // The runner made the network namespace (and plugged the veth into it)
+    // before forking; join it, and make the rest here.
+    setns(&plan.netns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining the netns: {e}"))?;
+    drop(plan.netns);
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).map_err(|e| format!("unshare: {e}"))?;
-    status
-        .write_all(b"n")
-        .map_err(|e| format!("reporting to the runner: {e}"))?;
+    rootfs::enter(&plan.scratch, &plan.base)?;
+    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    net::setup_inside(plan.veth_index)?;
+    seccomp::confine(&plan.filter)?;
     let mut byte = [0u8; 1];
-    // The runner writes once it has placed us in the cgroups and plugged in
-    // the veth; end of file means it died first.
+    // The runner writes once it has placed us in the cgroups (meanwhile we
+    // did all of the above); end of file means it died first.
     if go
         .read(&mut byte)
         .map_err(|e| format!("waiting for the runner: {e}"))?
@@ -72,10 +75,6 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
     {
         std::process::exit(1);
     }
-    rootfs::enter(&plan.scratch, &plan.base)?;
-    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    net::setup_inside(plan.veth_index)?;
-    seccomp::confine(&plan.filter)?;
     status
         .write_all(b"r")
         .map_err(|e| format!("reporting to the runner: {e}"))?;

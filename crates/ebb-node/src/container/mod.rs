@@ -7,10 +7,11 @@
 //! command, so a multithreaded caller never forks itself.
 //!
 //! Life of a container: sweep slots left by dead runners; claim a slot
-//! (state dir, cgroup name, veth /30); create the cgroups; fork a child into
-//! a new pid namespace, which unshares mount, UTS, IPC and network
-//! namespaces; place it in the cgroups and plug in the veth; let it mount
-//! its overlay root, pivot into it, confine itself and run the command under
+//! (slot file, cgroup name, veth /30); create the cgroups; create a network
+//! namespace and plug the veth into it; fork a child into a new pid
+//! namespace, which joins that network namespace and unshares mount, UTS
+//! and IPC namespaces; place it in the cgroups while it mounts its overlay
+//! root, pivots into it and confines itself; then it runs the command under
 //! a tiny init (see `init`); wait; explain the outcome; release the slot.
 
 mod cgroup;
@@ -112,7 +113,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
         path: st.path.clone(),
     };
     let cg = cgroup::Cgroup::create(&hierarchy, &st.name(), &cfg.spec.limits)?;
+    let netns = net::new_netns()?;
+    let addrs = match cfg.net {
+        NetMode::Veth => Some(net::setup_host(st.index, &netns)?),
+        NetMode::None => None,
+    };
     let plan = init::ChildPlan {
+        netns,
         base,
         scratch: PathBuf::from(rootfs::SCRATCH),
         hostname: cfg
@@ -133,7 +140,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     }
     forward::unblock();
     let init = init?;
-    let result = drive(cfg, &st, &cg, init, status_r, go_w);
+    let result = drive(cfg, addrs, &cg, init, status_r, go_w);
     // Init is gone (or never got going): kill and reap it either way.
     let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
     let waited = waitpid(init, None);
@@ -175,19 +182,22 @@ fn fork_into_pid_ns(
 /// Host side of setup, then waits for init's last word.
 fn drive(
     cfg: &ContainerConfig,
-    st: &state::StateDir,
+    addrs: Option<net::Addrs>,
     cg: &cgroup::Cgroup,
     init: Pid,
     mut status_r: File,
     mut go_w: File,
 ) -> Result<String, ContainerError> {
-    expect_byte(&mut status_r, b'n')?;
-    cg.add(init.as_raw())?;
-    let addrs = match cfg.net {
-        NetMode::Veth => Some(net::setup_host(st.index, init.as_raw())?),
-        NetMode::None => None,
-    };
-    go_w.write_all(b"g").map_err(io_err("starting init"))?;
+    if let Err(e) = cg.add(init.as_raw()) {
+        // Init may have failed its setup and exited: its word explains more.
+        drop(go_w);
+        return Err(init_error(&mut status_r).unwrap_or(e));
+    }
+    if let Err(e) = go_w.write_all(b"g") {
+        return Err(expect_byte(&mut status_r, b'r')
+            .err()
+            .unwrap_or(io_err("starting init")(e)));
+    }
     drop(go_w);
     expect_byte(&mut status_r, b'r')?;
     // Only now: a peer probing earlier would wait out an unanswered ARP.
@@ -200,6 +210,14 @@ fn drive(
         .read_to_string(&mut rest)
         .map_err(io_err("reading from init"))?;
     Ok(rest)
+}
+
+/// Init's own error message, if it reported one before ending.
+fn init_error(status_r: &mut File) -> Option<ContainerError> {
+    let mut text = String::new();
+    let _ = status_r.read_to_string(&mut text);
+    let msg = text.lines().find_map(|l| l.strip_prefix('E'))?;
+    Some(ContainerError::Setup(msg.trim().to_string()))
 }
 
 /// Reads one protocol byte from init; anything else is its error message.

@@ -56,14 +56,31 @@ pub fn container_if(index: u32) -> String {
     format!("eb{index}c")
 }
 
-/// Creates the pair with its container end already inside `pid`'s network
-/// namespace, addresses the host end, and brings it up.
-pub fn setup_host(index: u32, pid: i32) -> Result<Addrs, ContainerError> {
+/// Creates an empty network namespace and returns a handle to it, leaving
+/// the caller in its own. Made by the runner before it forks, so the veth
+/// can be plugged in while the child is already setting up (no round trip).
+pub fn new_netns() -> Result<std::fs::File, ContainerError> {
+    use nix::sched::{CloneFlags, setns, unshare};
+    let open = |p: &str| {
+        std::fs::File::open(p).map_err(|e| ContainerError::Net(format!("opening {p}: {e}")))
+    };
+    let own = open("/proc/self/ns/net")?;
+    unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| ContainerError::Net(format!("unshare(CLONE_NEWNET): {e}")))?;
+    let new = open("/proc/self/ns/net");
+    setns(&own, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| ContainerError::Net(format!("returning to the host netns: {e}")))?;
+    new
+}
+
+/// Creates the pair with its container end already inside `netns`,
+/// addresses the host end, and brings it up.
+pub fn setup_host(index: u32, netns: &std::fs::File) -> Result<Addrs, ContainerError> {
     let a = addrs(index);
     let (h, c) = (host_if(index), container_if(index));
     let fail = |what: &str, e: std::io::Error| ContainerError::Net(format!("{what} {h}: {e}"));
     let nl = Netlink::open().map_err(|e| fail("opening rtnetlink for", e))?;
-    nl.add_veth(&h, mac(index, true), &c, mac(index, false), pid)
+    nl.add_veth(&h, mac(index, true), &c, mac(index, false), netns)
         .map_err(|e| fail("creating veth", e))?;
     let i =
         index_of(&h).ok_or_else(|| ContainerError::Net(format!("{h} vanished after creation")))?;

@@ -164,14 +164,14 @@ impl Netlink {
         Ok(())
     }
 
-    /// `ip link add HOST address MAC type veth peer name PEER address MAC netns PID`
+    /// `ip link add HOST address MAC type veth peer name PEER address MAC netns NS`
     pub fn add_veth(
         &self,
         host: &str,
         host_mac: [u8; 6],
         peer: &str,
         peer_mac: [u8; 6],
-        pid: i32,
+        netns: &std::fs::File,
     ) -> io::Result<()> {
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
         let mut m = Msg::new(libc::RTM_NEWLINK, flags);
@@ -185,7 +185,10 @@ impl Netlink {
             .ifinfo(0, 0, 0)
             .str_attr(libc::IFLA_IFNAME, peer)
             .attr(libc::IFLA_ADDRESS, &peer_mac)
-            .attr(libc::IFLA_NET_NS_PID, &(pid as u32).to_ne_bytes())
+            .attr(
+                libc::IFLA_NET_NS_FD,
+                &(netns.as_raw_fd() as u32).to_ne_bytes(),
+            )
             .end()
             .end()
             .end();
