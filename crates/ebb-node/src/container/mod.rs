@@ -112,7 +112,6 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
         index: st.index,
         path: st.path.clone(),
     };
-    let cg = cgroup::Cgroup::create(&hierarchy, &st.name(), &cfg.spec.limits)?;
     let netns = net::new_netns()?;
     let addrs = match cfg.net {
         NetMode::Veth => Some(net::setup_host(st.index, &netns)?),
@@ -140,6 +139,17 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     }
     forward::unblock();
     let init = init?;
+    // Made while the child sets itself up (memory cgroups take ms to create
+    // on a busy host): the child waits for "go", sent once it is inside.
+    let cg = match cgroup::Cgroup::create(&hierarchy, &st.name(), &cfg.spec.limits) {
+        Ok(cg) => cg,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+            forward::clear_target();
+            return Err(e);
+        }
+    };
     let result = drive(cfg, addrs, &cg, init, status_r, go_w);
     // Init is gone (or never got going): kill and reap it either way.
     let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
