@@ -300,3 +300,21 @@ fn a_missing_command_exits_127_and_says_why() {
         "stderr: {err}"
     );
 }
+
+#[test]
+fn the_command_starts_with_default_signal_dispositions() {
+    require_containers!("the_command_starts_with_default_signal_dispositions");
+    let out = sandbox(
+        &["--net", "none"],
+        &["/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"],
+    );
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("SigIgn:\t0000000000000000"),
+        "ignored signals leak in: {said}"
+    );
+    assert!(
+        said.contains("SigBlk:\t0000000000000000"),
+        "blocked signals leak in: {said}"
+    );
+}

@@ -85,10 +85,12 @@ pub fn unblock() {
 }
 
 /// In a child about to exec: default actions back, then let pending
-/// signals in (a pending SIGTERM then ends it, as it should).
+/// signals in (a pending SIGTERM then ends it, as it should). SIGPIPE too:
+/// the Rust runtime ignores it, and an ignored signal stays ignored across
+/// exec, which would leave `producer | head` writing into a closed pipe.
 pub fn reset_and_unblock() {
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in FORWARDED {
+    for sig in FORWARDED.into_iter().chain([Signal::SIGPIPE]) {
         // SAFETY: restoring the default action installs no code.
         let _ = unsafe { sigaction(sig, &dfl) };
     }
