@@ -84,15 +84,34 @@ pub fn unblock() {
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded_set()), None);
 }
 
-/// In a child about to exec: default actions back, then let pending
-/// signals in (a pending SIGTERM then ends it, as it should). SIGPIPE too:
-/// the Rust runtime ignores it, and an ignored signal stays ignored across
-/// exec, which would leave `producer | head` writing into a closed pipe.
+/// Highest signal number on Linux (SIGRTMAX).
+const MAX_SIGNAL: libc::c_long = 64;
+
+/// In a child about to exec: every signal back to its default action, then
+/// pending ones let in (a pending SIGTERM then ends it, as it should). This
+/// includes SIGPIPE, which the Rust runtime ignores (an ignored signal
+/// stays ignored across exec, leaving `producer | head` writing into a
+/// closed pipe), and whatever the caller of ebb ignored.
 pub fn reset_and_unblock() {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in FORWARDED.into_iter().chain([Signal::SIGPIPE]) {
-        // SAFETY: restoring the default action installs no code.
-        let _ = unsafe { sigaction(sig, &dfl) };
+    // The kernel's struct sigaction with a null handler: SIG_DFL, no flags,
+    // empty mask. The raw call also reaches the real-time signals glibc
+    // reserves for itself, which its wrapper refuses.
+    let dfl = [0u64; 4];
+    for sig in 1..=MAX_SIGNAL {
+        if sig == libc::SIGKILL as libc::c_long || sig == libc::SIGSTOP as libc::c_long {
+            continue;
+        }
+        // SAFETY: `dfl` is a valid kernel sigaction (8-byte mask) for the
+        // duration of the call; no old action is requested.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null::<u8>(),
+                8,
+            )
+        };
     }
     unblock();
 }
