@@ -107,7 +107,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     let filter = seccomp::filter().map_err(ContainerError::Setup)?;
     std::fs::create_dir_all(rootfs::SCRATCH)
         .map_err(io_err(format!("creating {}", rootfs::SCRATCH)))?;
-    let st = state::claim(std::process::id())?;
+    let st = state::claim(std::process::id(), &base)?;
     let slot = Slot {
         index: st.index,
         path: st.path.clone(),

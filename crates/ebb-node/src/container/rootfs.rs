@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const BASE_ROOT: &str = "/var/lib/ebb";
+/// Base layers kept (the current one included), most recently used first.
+pub const MAX_BASE_LAYERS: usize = 4;
 /// Where Debian's `busybox-static` installs it.
 pub const BUSYBOX: &str = "/bin/busybox";
 /// Where each container mounts its private scratch tmpfs.
@@ -44,6 +46,10 @@ pub fn base_layer() -> Result<PathBuf, ContainerError> {
     meta.len().hash(&mut h);
     meta.modified().ok().hash(&mut h);
     let dir = Path::new(BASE_ROOT).join(format!("base-{:016x}", h.finish()));
+    // Touched on every use: pruning keeps the most recently used layers.
+    if let Ok(d) = fs::File::open(&dir) {
+        let _ = d.set_modified(std::time::SystemTime::now());
+    }
     if dir.join(COMPLETE_MARK).exists() {
         return Ok(dir);
     }
@@ -57,6 +63,8 @@ pub fn base_layer() -> Result<PathBuf, ContainerError> {
     if fs::rename(&tmp, &dir).is_err() {
         // Another runner finished first; use its layer.
         let _ = fs::remove_dir_all(&tmp);
+    } else {
+        prune(&dir, &super::state::bases_in_use());
     }
     if dir.join(COMPLETE_MARK).exists() {
         Ok(dir)
@@ -65,6 +73,26 @@ pub fn base_layer() -> Result<PathBuf, ContainerError> {
             "{} is incomplete",
             dir.display()
         )))
+    }
+}
+
+/// Removes base layers of other ebb builds beyond the
+/// [`MAX_BASE_LAYERS`] most recently used, except those a running container
+/// uses. Each layer holds a copy of an ebb binary (tens of MB), and every
+/// rebuild of ebb makes a new one.
+fn prune(current: &Path, in_use: &[PathBuf]) {
+    let Ok(entries) = fs::read_dir(BASE_ROOT) else {
+        return;
+    };
+    let mut layers: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("base-"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|(_, p)| p != current && !in_use.contains(p))
+        .collect();
+    layers.sort_by_key(|l| std::cmp::Reverse(l.0));
+    for (_, old) in layers.into_iter().skip(MAX_BASE_LAYERS.saturating_sub(1)) {
+        let _ = fs::remove_dir_all(old);
     }
 }
 

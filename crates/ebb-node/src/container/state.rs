@@ -3,7 +3,7 @@
 //!
 //! Each container owns one slot file `/run/ebb/containers/c<index>` holding
 //! its runner's pid and start time (so a reused pid is not mistaken for the
-//! owner). The index names the container's cgroup and veth pair. Its
+//! owner) and, on a second line, its base layer (so pruning spares it). The index names the container's cgroup and veth pair. Its
 //! writable layer is not here: it lives on a tmpfs mounted inside the
 //! container's own mount namespace (see `rootfs`), so it vanishes with the
 //! container whatever way it ends.
@@ -47,12 +47,13 @@ fn identity(pid: u32) -> Option<String> {
 /// collide. The owner is written to a private file first and hard-linked
 /// into place (link fails if the slot exists), so a slot is never seen
 /// without its owner.
-pub fn claim(hint: u32) -> Result<StateDir, ContainerError> {
+pub fn claim(hint: u32, base: &Path) -> Result<StateDir, ContainerError> {
     fs::create_dir_all(STATE_ROOT).map_err(io_err(format!("creating {STATE_ROOT}")))?;
     let me = std::process::id();
     let owner = identity(me).unwrap_or_else(|| format!("{me} 0"));
     let tmp = Path::new(STATE_ROOT).join(format!("tmp-{me}"));
-    fs::write(&tmp, &owner).map_err(io_err(format!("writing {}", tmp.display())))?;
+    let record = format!("{owner}\n{}\n", base.display());
+    fs::write(&tmp, record).map_err(io_err(format!("writing {}", tmp.display())))?;
     let claimed = (0..MAX_CONTAINERS).find_map(|i| {
         let index = hint.wrapping_add(i) % MAX_CONTAINERS;
         let path = Path::new(STATE_ROOT).join(name_of(index));
@@ -87,6 +88,19 @@ pub fn release_after_exit(index: u32, path: &Path) {
     }
 }
 
+/// Base layers named by slots (a slot's second line), so pruning spares
+/// them.
+pub fn bases_in_use() -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(STATE_ROOT) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter_map(|r| r.lines().nth(1).map(PathBuf::from))
+        .collect()
+}
+
 /// Releases every slot whose owner is no longer running. Returns how many.
 pub fn sweep() -> usize {
     let Ok(entries) = fs::read_dir(STATE_ROOT) else {
@@ -106,7 +120,8 @@ pub fn sweep() -> usize {
         let Some(index) = name.strip_prefix('c').and_then(|i| i.parse().ok()) else {
             continue;
         };
-        let owner = fs::read_to_string(&path).unwrap_or_default();
+        let record = fs::read_to_string(&path).unwrap_or_default();
+        let owner = record.lines().next().unwrap_or("");
         let pid: Option<u32> = owner.split_whitespace().next().and_then(|p| p.parse().ok());
         if pid.is_some_and(|p| identity(p).as_deref() == Some(owner.trim())) {
             continue;
