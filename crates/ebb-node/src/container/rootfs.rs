@@ -28,7 +28,17 @@ pub const UPPER_SIZE_MB: u64 = 512;
 /// Size bound of each container's /tmp (it counts against its memory limit).
 pub const TMP_SIZE_MB: u64 = 64;
 /// Device nodes bound from the host into the container's /dev.
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Character devices made in the container's /dev: (name, major, minor).
+/// Made with mknod rather than bind-mounted from the host: six fewer mounts
+/// to make and to tear down per container.
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 const COMPLETE_MARK: &str = ".ebb-base-complete";
 
 fn base_err(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -228,13 +238,16 @@ pub fn enter(scratch: &Path, base: &Path) -> Result<(), String> {
         MsFlags::MS_NOSUID,
         Some("mode=755,size=64k"),
     )?;
-    for dev in DEVICES {
+    for (dev, major, minor) in DEVICES {
         let target = root.join("dev").join(dev);
-        fs::write(&target, "").map_err(|e| format!("creating /dev/{dev}: {e}"))?;
-        let host = Path::new("/dev").join(dev);
-        if host.exists() {
-            m(host.to_str(), &target, None, MsFlags::MS_BIND, None)?;
-        }
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+        let kind = nix::sys::stat::SFlag::S_IFCHR;
+        let id = nix::sys::stat::makedev(*major, *minor);
+        nix::sys::stat::mknod(&target, kind, mode, id)
+            .map_err(|e| format!("creating /dev/{dev}: {e}"))?;
+        // mknod applied the umask; every user may use these.
+        fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .map_err(|e| format!("opening up /dev/{dev}: {e}"))?;
     }
     for (name, to) in [
         ("fd", "/proc/self/fd"),
