@@ -67,3 +67,41 @@ fn provider_serves_busybox_httpd_over_the_veth() {
     let gone = poll_until(&mut p, |e| matches!(e, NodeEvent::Gone(..)));
     assert!(matches!(gone, NodeEvent::Gone(g, _) if g == id));
 }
+
+#[test]
+fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "SKIPPED dropping_the_provider_stops_even_a_server_that_ignores_sigterm: needs root and busybox-static"
+        );
+        return;
+    }
+    let mut p = ContainerProvider::new(ContainerProviderConfig {
+        ebb_exe: PathBuf::from(EBB),
+        limits: Limits::default(),
+        rootfs: None,
+        command: ["/bin/sh", "-c", "trap '' TERM; exec httpd -f -p {port}"]
+            .map(String::from)
+            .to_vec(),
+        port: 8081,
+    });
+    let node = p.start(NodeId(1)).unwrap();
+    poll_until(&mut p, |e| matches!(e, NodeEvent::Ready(_)));
+    drop(p);
+    // The runner was killed; its container dies with it (PDEATHSIG), which
+    // the kernel carries out asynchronously: poll, bounded.
+    let mut serving = true;
+    for _ in 0..MAX_POLLS {
+        serving =
+            TcpStream::connect_timeout(&node.addr, std::time::Duration::from_millis(20)).is_ok();
+        if !serving {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        !serving,
+        "the node still serves after the provider was dropped"
+    );
+}
