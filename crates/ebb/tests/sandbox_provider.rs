@@ -104,4 +104,10 @@ fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
         !serving,
         "the node still serves after the provider was dropped"
     );
+    // The killed runner could not release its slot: the sweep does.
+    let swept = std::process::Command::new(EBB)
+        .args(["sandbox", "sweep"])
+        .output()
+        .unwrap();
+    assert!(swept.status.success());
 }
