@@ -5,5 +5,6 @@
 //! for capacity without knowing how it is isolated, and can weigh each kind's
 //! measured start time.
 
+pub mod container;
 pub mod provider;
 pub mod sandbox;

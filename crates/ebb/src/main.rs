@@ -25,6 +25,8 @@ enum Command {
     Call(cmd::call::Args),
     /// Simulate a pool under a balancing policy and compare with queueing theory.
     Sim(Box<cmd::sim::Args>),
+    /// Run one program isolated in a container or a VM, with limits.
+    Sandbox(cmd::sandbox::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Node(args) => cmd::node::run(args),
         Command::Call(args) => cmd::call::run(args),
         Command::Sim(args) => cmd::sim::run(*args),
+        Command::Sandbox(args) => cmd::sandbox::run(args),
     }
 }

@@ -15,3 +15,4 @@ pub fn announce(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+pub mod sandbox;

@@ -1,0 +1,221 @@
+//! [`ContainerProvider`]: nodes as containers.
+//!
+//! Each node is an `ebb sandbox run --kind container` process, so the
+//! provider (which may live in a multithreaded async process) only ever
+//! spawns a fresh program and never forks itself. The server command is a
+//! parameter, so any TCP server works: `ebb node --listen 0.0.0.0:{port}`
+//! in production, `busybox httpd` in tests. A node is `Ready` once its port
+//! accepts a TCP connection over the veth.
+
+use super::state::STATE_ROOT;
+use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
+use crate::sandbox::Limits;
+use ebb_core::{Nanos, NodeId};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Start time assumed before any boot was observed.
+const INITIAL_EXPECTED_START_MS: u64 = 20;
+/// How long `start` waits for the runner to report the node's address.
+const ADDR_WAIT_MS: u64 = 5_000;
+const ADDR_POLL_MS: u64 = 1;
+/// How long dropping the provider waits for nodes to stop on SIGTERM.
+const STOP_GRACE_MS: u64 = 2_000;
+/// Bound on each readiness probe, so `poll_events` stays quick.
+const PROBE_TIMEOUT_MS: u64 = 20;
+/// Placeholder in the command replaced with the node's port.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+
+#[derive(Clone, Debug)]
+pub struct ContainerProviderConfig {
+    /// The `ebb` binary whose `sandbox run` starts each container.
+    pub ebb_exe: PathBuf,
+    pub limits: Limits,
+    pub rootfs: Option<PathBuf>,
+    /// Server command as seen inside; `{port}` becomes [`Self::port`].
+    pub command: Vec<String>,
+    /// The port the server listens on inside its container.
+    pub port: u16,
+}
+
+struct Running {
+    runner: Child,
+    addr: SocketAddr,
+    started: Instant,
+    ready: bool,
+}
+
+pub struct ContainerProvider {
+    cfg: ContainerProviderConfig,
+    nodes: HashMap<NodeId, Running>,
+    events: Vec<NodeEvent>,
+    expected: Nanos,
+}
+
+impl ContainerProvider {
+    pub fn new(cfg: ContainerProviderConfig) -> Self {
+        ContainerProvider {
+            cfg,
+            nodes: HashMap::new(),
+            events: Vec::new(),
+            expected: Nanos::from(Duration::from_millis(INITIAL_EXPECTED_START_MS)),
+        }
+    }
+
+    fn start_err(reason: impl Into<String>) -> ProviderError {
+        ProviderError::Start {
+            kind: "container",
+            reason: reason.into(),
+        }
+    }
+
+    fn wait_addr(path: &Path, runner: &mut Child) -> Result<IpAddr, ProviderError> {
+        let deadline = Instant::now() + Duration::from_millis(ADDR_WAIT_MS);
+        while Instant::now() < deadline {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if let Some(ip) = text.split_whitespace().next().and_then(|s| s.parse().ok()) {
+                    return Ok(ip);
+                }
+            }
+            if let Ok(Some(status)) = runner.try_wait() {
+                return Err(Self::start_err(format!(
+                    "the container runner exited early: {status}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(ADDR_POLL_MS));
+        }
+        Err(Self::start_err(format!(
+            "no address reported within {ADDR_WAIT_MS} ms"
+        )))
+    }
+}
+
+impl NodeProvider for ContainerProvider {
+    fn kind(&self) -> NodeKind {
+        NodeKind::Container
+    }
+
+    fn expected_start(&self) -> Nanos {
+        self.expected
+    }
+
+    fn start(&mut self, id: NodeId) -> Result<StartedNode, ProviderError> {
+        let addr_file = Path::new(STATE_ROOT).join(format!("addr-{}-{}", std::process::id(), id.0));
+        let _ = std::fs::create_dir_all(STATE_ROOT);
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(&self.cfg.ebb_exe);
+        cmd.args(["sandbox", "run", "--kind", "container", "--hostname"]);
+        cmd.arg(format!("node-{}", id.0))
+            .arg("--addr-file")
+            .arg(&addr_file);
+        let l = &self.cfg.limits;
+        if let Some(m) = l.memory_mb {
+            cmd.arg("--memory-mb").arg(m.to_string());
+        }
+        if let Some(c) = l.cpus {
+            cmd.arg("--cpus").arg(c.to_string());
+        }
+        if let Some(p) = l.pids {
+            cmd.arg("--pids").arg(p.to_string());
+        }
+        if let Some(r) = &self.cfg.rootfs {
+            cmd.arg("--rootfs").arg(r);
+        }
+        let port = self.cfg.port.to_string();
+        cmd.arg("--");
+        cmd.args(
+            self.cfg
+                .command
+                .iter()
+                .map(|a| a.replace(PORT_PLACEHOLDER, &port)),
+        );
+        let started = Instant::now();
+        let mut runner = cmd.spawn()?;
+        let ip = Self::wait_addr(&addr_file, &mut runner);
+        let _ = std::fs::remove_file(&addr_file);
+        let ip = match ip {
+            Ok(ip) => ip,
+            Err(e) => {
+                let _ = runner.kill();
+                let _ = runner.wait();
+                return Err(e);
+            }
+        };
+        let addr = SocketAddr::new(ip, self.cfg.port);
+        self.nodes.insert(
+            id,
+            Running {
+                runner,
+                addr,
+                started,
+                ready: false,
+            },
+        );
+        Ok(StartedNode {
+            id,
+            kind: NodeKind::Container,
+            addr,
+        })
+    }
+
+    fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
+        let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
+        let pid = nix::unistd::Pid::from_raw(node.runner.id() as i32);
+        // The runner forwards SIGTERM to the server and then cleans up.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        Ok(())
+    }
+
+    fn poll_events(&mut self) -> Vec<NodeEvent> {
+        let mut gone = Vec::new();
+        for (id, node) in &mut self.nodes {
+            match node.runner.try_wait() {
+                Ok(Some(status)) => gone.push((*id, format!("container ended: {status}"))),
+                Err(e) => gone.push((*id, format!("lost track of the container: {e}"))),
+                Ok(None) if !node.ready => {
+                    let probe = Duration::from_millis(PROBE_TIMEOUT_MS);
+                    if TcpStream::connect_timeout(&node.addr, probe).is_ok() {
+                        node.ready = true;
+                        self.expected = Nanos::from(node.started.elapsed());
+                        self.events.push(NodeEvent::Ready(*id));
+                    }
+                }
+                Ok(None) => {}
+            }
+        }
+        for (id, why) in gone {
+            self.nodes.remove(&id);
+            self.events.push(NodeEvent::Gone(id, why));
+        }
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl Drop for ContainerProvider {
+    /// Stops every node: SIGTERM, then SIGKILL for runners still there after
+    /// [`STOP_GRACE_MS`] (a server that ignores SIGTERM must not hang the
+    /// caller; a killed runner's container dies with it and its slot is
+    /// swept by the next start).
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            let pid = nix::unistd::Pid::from_raw(node.runner.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
+        for node in self.nodes.values_mut() {
+            while Instant::now() < deadline {
+                if !matches!(node.runner.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(ADDR_POLL_MS));
+            }
+            if matches!(node.runner.try_wait(), Ok(None)) {
+                let _ = node.runner.kill();
+            }
+            let _ = node.runner.wait();
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `ebb sandbox`: run one program isolated in a container or a VM.
+//!
+//! `run` forks (containers) and so must happen before any async runtime
+//! exists; this command never starts one.
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use ebb_node::container::{self, ContainerConfig, NetMode};
+use ebb_node::sandbox::{Limits, Outcome, SandboxSpec};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Run CMD isolated; exit with its status. A limit it hits is named on stderr.
+    Run(RunArgs),
+    /// Remove what containers killed with `kill -9` left behind (cgroups,
+    /// veths, overlay layers). Every `run` does this first anyway.
+    Sweep,
+    /// Try one system call and say whether it was allowed (shows the
+    /// container's seccomp filter at work). NAME: keyctl, unshare or clone-newuts.
+    #[command(hide = true)]
+    ProbeSyscall { name: String },
+    /// Measure how long a container node takes from start to its first
+    /// accepted TCP connection (busybox httpd inside, reached over the veth).
+    BenchReady {
+        /// Nodes to start, one after another.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+    },
+    /// Allocate and touch MB mebibytes, then exit 0 (for memory-limit tests).
+    #[command(hide = true)]
+    Hog {
+        #[arg(long)]
+        mb: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// Linux namespaces + cgroups + overlayfs + seccomp (needs root).
+    Container,
+    /// A QEMU virtual machine.
+    Vm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Net {
+    /// A veth pair to the host on a private /30 of 10.213.0.0/16.
+    Veth,
+    /// Loopback only.
+    None,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Isolation kind.
+    #[arg(long, value_enum, default_value = "container")]
+    kind: Kind,
+    /// Memory limit in MiB (at least 4); exceeding it kills the sandbox's
+    /// largest process, and the sandbox only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4..))]
+    memory_mb: Option<u64>,
+    /// CPU quota in cores, e.g. 0.5 or 2.
+    #[arg(long, allow_hyphen_values = true)]
+    cpus: Option<f64>,
+    /// Most processes and threads alive at once inside (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pids: Option<u64>,
+    /// Directory to use as the read-only base layer instead of the one ebb
+    /// builds (the ebb binary, its libraries and a static busybox).
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// Network of a container.
+    #[arg(long, value_enum, default_value = "veth")]
+    net: Net,
+    /// Hostname inside (default: ebb-c<slot>).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Write "<sandbox ip> <host ip>" here once the network is up.
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+    /// Program and its arguments, as seen inside.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.action {
+        Action::Run(a) => {
+            let code = run_sandbox(a)?;
+            std::process::exit(code)
+        }
+        Action::Sweep => {
+            let n = container::sweep();
+            println!("swept {n} leftover container(s)");
+            Ok(())
+        }
+        Action::ProbeSyscall { name } => probe_syscall(&name),
+        Action::BenchReady { runs } => bench_ready(runs),
+        Action::Hog { mb } => hog(mb),
+    }
+}
+
+fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
+    if let Some(c) = a.cpus {
+        if !(c.is_finite() && c > 0.0) {
+            bail!("--cpus {c}: expected a positive number of cores, e.g. 0.5 or 2");
+        }
+    }
+    if let Some(dir) = &a.rootfs {
+        if !dir.is_dir() {
+            bail!(
+                "--rootfs {}: not a directory; give a directory holding a root file system \
+                 with the command in it (or omit --rootfs for ebb's own base layer)",
+                dir.display()
+            );
+        }
+    }
+    let spec = SandboxSpec {
+        limits: Limits {
+            memory_mb: a.memory_mb,
+            cpus: a.cpus,
+            pids: a.pids,
+        },
+        rootfs: a.rootfs,
+        command: a.command,
+    };
+    let report = match a.kind {
+        Kind::Container => {
+            let net = match a.net {
+                Net::Veth => NetMode::Veth,
+                Net::None => NetMode::None,
+            };
+            let cfg = ContainerConfig {
+                spec,
+                net,
+                hostname: a.hostname,
+                addr_file: a.addr_file,
+            };
+            container::run(&cfg).context("container failed")?
+        }
+        Kind::Vm => bail!(
+            "--kind vm: virtual machines are not available yet in this build; use --kind container"
+        ),
+    };
+    for note in &report.notes {
+        eprintln!("ebb sandbox: {note}");
+    }
+    match &report.outcome {
+        Outcome::LimitKilled(why) => eprintln!("ebb sandbox: killed: {why}"),
+        Outcome::Signaled(sig) => eprintln!("ebb sandbox: command killed by signal {sig}"),
+        Outcome::Exited(_) => {}
+    }
+    Ok(report.outcome.exit_code())
+}
+
+fn probe_syscall(name: &str) -> anyhow::Result<()> {
+    // SAFETY: each call passes only integers and null pointers that the
+    // kernel accepts for these operations; results are checked. The raw
+    // clone has no CLONE_VM, so it behaves like fork, and its child only
+    // calls _exit.
+    let rc = unsafe {
+        match name {
+            // KEYCTL_GET_KEYRING_ID of KEY_SPEC_PROCESS_KEYRING, creating it.
+            "keyctl" => libc::syscall(libc::SYS_keyctl, 0, -2, 1),
+            "unshare" => libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS),
+            // A child in a new UTS namespace that exits at once; reaped below.
+            "clone-newuts" => {
+                let flags = (libc::CLONE_NEWUTS | libc::SIGCHLD) as libc::c_ulong;
+                let pid = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+                if pid == 0 {
+                    libc::_exit(0);
+                }
+                if pid > 0 {
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+                pid
+            }
+            other => bail!("probe-syscall {other:?}: expected keyctl, unshare or clone-newuts"),
+        }
+    };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        println!("{name}: refused: {err}");
+        std::process::exit(1);
+    }
+    println!("{name}: allowed");
+    Ok(())
+}
+
+fn bench_ready(runs: u32) -> anyhow::Result<()> {
+    use ebb_node::container::{ContainerProvider, ContainerProviderConfig};
+    use ebb_node::provider::{NodeEvent, NodeProvider};
+    /// Bound on readiness polls per node.
+    const MAX_POLLS: u32 = 100_000;
+    const PROBE_PAUSE_US: u64 = 200;
+    let mut p = ContainerProvider::new(ContainerProviderConfig {
+        ebb_exe: std::env::current_exe().context("locating the ebb binary")?,
+        limits: Limits::default(),
+        rootfs: None,
+        command: ["/bin/httpd", "-f", "-p", "{port}", "-h", "/"]
+            .map(String::from)
+            .to_vec(),
+        port: 8080,
+    });
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let id = ebb_core::NodeId(i);
+        let t0 = std::time::Instant::now();
+        p.start(id).context("starting a container node")?;
+        let mut ready = false;
+        for _ in 0..MAX_POLLS {
+            if p.poll_events().contains(&NodeEvent::Ready(id)) {
+                ready = true;
+                break;
+            }
+            // Leave the CPU to the starting container between probes.
+            std::thread::sleep(std::time::Duration::from_micros(PROBE_PAUSE_US));
+        }
+        let took = t0.elapsed();
+        p.stop(id)?;
+        let mut gone = false;
+        for _ in 0..MAX_POLLS {
+            gone = p
+                .poll_events()
+                .iter()
+                .any(|e| matches!(e, NodeEvent::Gone(g, _) if *g == id));
+            if gone {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if !gone {
+            bail!("node {i} did not stop");
+        }
+        if !ready {
+            bail!("node {i} never became ready");
+        }
+        times.push(took);
+    }
+    times.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "ready: median {:.2} ms, min {:.2} ms, max {:.2} ms over {runs} nodes",
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    );
+    Ok(())
+}
+
+fn hog(mb: u64) -> anyhow::Result<()> {
+    const MIB: usize = 1 << 20;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for i in 0..mb {
+        held.push(vec![1u8; MIB]);
+        if i % 16 == 0 {
+            eprintln!("hog: {i} MiB");
+        }
+    }
+    println!("hog: held {} MiB", held.len());
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `ContainerProvider` starts a TCP server in a container and the host
+//! reaches it over the veth pair.
+#![allow(clippy::unwrap_used)]
+
+use ebb_core::NodeId;
+use ebb_node::container::{ContainerProvider, ContainerProviderConfig};
+use ebb_node::provider::{NodeEvent, NodeProvider};
+use ebb_node::sandbox::Limits;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+
+const EBB: &str = env!("CARGO_BIN_EXE_ebb");
+/// Bound on readiness polls (each probe waits at most 20 ms).
+const MAX_POLLS: u32 = 500;
+
+fn poll_until(p: &mut ContainerProvider, want: impl Fn(&NodeEvent) -> bool) -> NodeEvent {
+    for _ in 0..MAX_POLLS {
+        if let Some(e) = p.poll_events().into_iter().find(|e| want(e)) {
+            return e;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    panic!("the expected event never came");
+}
+
+#[test]
+fn provider_serves_busybox_httpd_over_the_veth() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "SKIPPED provider_serves_busybox_httpd_over_the_veth: needs root and busybox-static"
+        );
+        return;
+    }
+    let mut p = ContainerProvider::new(ContainerProviderConfig {
+        ebb_exe: PathBuf::from(EBB),
+        limits: Limits {
+            memory_mb: Some(64),
+            cpus: Some(1.0),
+            pids: Some(32),
+        },
+        rootfs: None,
+        command: ["/bin/httpd", "-f", "-p", "{port}", "-h", "/"]
+            .map(String::from)
+            .to_vec(),
+        port: 8080,
+    });
+    let id = NodeId(7);
+    let node = p.start(id).unwrap();
+    assert!(
+        node.addr.ip().to_string().starts_with("10.213."),
+        "addr {}",
+        node.addr
+    );
+    let ready = poll_until(&mut p, |e| matches!(e, NodeEvent::Ready(_)));
+    assert_eq!(ready, NodeEvent::Ready(id));
+    eprintln!("container node ready after {}", p.expected_start());
+
+    let mut conn = TcpStream::connect(node.addr).unwrap();
+    conn.write_all(b"GET /etc/passwd HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("root:x:0:0"), "reply: {reply}");
+
+    p.stop(id).unwrap();
+    let gone = poll_until(&mut p, |e| matches!(e, NodeEvent::Gone(..)));
+    assert!(matches!(gone, NodeEvent::Gone(g, _) if g == id));
+}
+
+#[test]
+fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "SKIPPED dropping_the_provider_stops_even_a_server_that_ignores_sigterm: needs root and busybox-static"
+        );
+        return;
+    }
+    let mut p = ContainerProvider::new(ContainerProviderConfig {
+        ebb_exe: PathBuf::from(EBB),
+        limits: Limits::default(),
+        rootfs: None,
+        command: ["/bin/sh", "-c", "trap '' TERM; exec httpd -f -p {port}"]
+            .map(String::from)
+            .to_vec(),
+        port: 8081,
+    });
+    let node = p.start(NodeId(1)).unwrap();
+    poll_until(&mut p, |e| matches!(e, NodeEvent::Ready(_)));
+    drop(p);
+    // The runner was killed; its container dies with it (PDEATHSIG), which
+    // the kernel carries out asynchronously: poll, bounded.
+    let mut serving = true;
+    for _ in 0..MAX_POLLS {
+        serving =
+            TcpStream::connect_timeout(&node.addr, std::time::Duration::from_millis(20)).is_ok();
+        if !serving {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        !serving,
+        "the node still serves after the provider was dropped"
+    );
+    // The killed runner could not release its slot: the sweep does.
+    let swept = std::process::Command::new(EBB)
+        .args(["sandbox", "sweep"])
+        .output()
+        .unwrap();
+    assert!(swept.status.success());
+}
