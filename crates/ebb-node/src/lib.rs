@@ -7,3 +7,4 @@
 
 pub mod provider;
 pub mod sandbox;
+pub mod vm;
