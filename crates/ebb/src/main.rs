@@ -17,11 +17,14 @@ struct Cli {
 enum Command {
     /// Print the build's version and the features this machine supports.
     Info(cmd::info::Args),
+    /// QEMU microVM nodes: boot, snapshot, restore, migrate, run a command.
+    Vm(cmd::vm::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => cmd::info::run(args),
+        Command::Vm(args) => cmd::vm::run(args),
     }
 }

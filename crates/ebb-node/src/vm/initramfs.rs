@@ -70,7 +70,9 @@ pub fn base_image(kernel: &Kernel, host_binaries: &[PathBuf]) -> Result<PathBuf,
     }
     let bytes = build_base(kernel, host_binaries)?;
     // Write then rename so concurrent builders never see half a file.
-    let tmp = dir.join(format!("base-{key:016x}.{}.tmp", std::process::id()));
+    static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("base-{key:016x}.{}-{n}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)

@@ -31,14 +31,27 @@ fn unpack_root() -> PathBuf {
     cache_dir().join("kernel").join("root")
 }
 
-/// Finds the cached kernel, fetching it when missing and we may (root with
-/// apt-get); `EBB_VM_KERNEL` points at another `vmlinuz` whose modules live
-/// in `../lib/modules/<release>`.
+/// Finds the cached kernel, fetching it with apt-get when missing (which
+/// needs root and a reachable Debian mirror; the error says which failed).
 pub fn locate_or_fetch() -> Result<Kernel, VmError> {
     if let Some(k) = locate(&unpack_root())? {
         return Ok(k);
     }
-    fetch()?;
+    // One fetch at a time within this process (tests start VMs in parallel).
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = FETCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(k) = locate(&unpack_root())? {
+        return Ok(k);
+    }
+    fetch().map_err(|e| match e {
+        VmError::Io(io) => VmError::Kernel(format!(
+            "cannot fetch {KERNEL_METAPACKAGE} into {}: {io} (run as root or set EBB_VM_CACHE)",
+            cache_dir().display()
+        )),
+        other => other,
+    })?;
     locate(&unpack_root())?.ok_or_else(|| {
         VmError::Kernel(format!(
             "{KERNEL_METAPACKAGE} was unpacked into {} but no vmlinuz was found there",

@@ -164,3 +164,64 @@ fn shell_path(p: &Path) -> Result<String, VmError> {
         )))
     }
 }
+
+/// The file in a snapshot directory describing how to restore it.
+const MANIFEST: &str = "manifest";
+
+impl Snapshot {
+    /// Saves `m` into `dir` as a self-contained snapshot: the state, a copy
+    /// of the initrd, and a manifest naming kernel, accelerator and sizes,
+    /// so another process can [`Snapshot::load`] and restore it.
+    pub fn save_dir(m: &mut Machine, dir: &Path) -> Result<Snapshot, VmError> {
+        std::fs::create_dir_all(dir)?;
+        let initrd = dir.join("initrd.cpio");
+        std::fs::copy(&m.spec().initrd, &initrd)?;
+        let mut snap = save_snapshot(m, &dir.join("state"))?;
+        snap.spec.initrd = initrd;
+        let s = &snap.spec;
+        let manifest = format!(
+            "vmlinuz={}\ninitrd={}\naccel={}\nmemory_mb={}\ncpus={}\n",
+            s.vmlinuz.display(),
+            s.initrd.display(),
+            s.accel.as_str(),
+            s.memory_mb,
+            s.cpus
+        );
+        std::fs::write(dir.join(MANIFEST), manifest)?;
+        Ok(snap)
+    }
+
+    /// Reads a snapshot directory written by [`Snapshot::save_dir`].
+    pub fn load(dir: &Path) -> Result<Snapshot, VmError> {
+        let bad =
+            |what: &str| VmError::Migration(format!("{}: {what}", dir.join(MANIFEST).display()));
+        let text = std::fs::read_to_string(dir.join(MANIFEST))
+            .map_err(|e| bad(&format!("cannot read ({e}); is this a snapshot directory?")))?;
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+                .ok_or_else(|| bad(&format!("no {k}")))
+        };
+        let num = |k: &str| {
+            get(k)?
+                .parse::<u64>()
+                .map_err(|_| bad(&format!("{k} is not a number")))
+        };
+        let accel =
+            super::Accel::parse(get("accel")?).ok_or_else(|| bad("accel is not kvm or tcg"))?;
+        let state = dir.join("state");
+        Ok(Snapshot {
+            size_bytes: std::fs::metadata(&state)?.len(),
+            state,
+            spec: MachineSpec {
+                vmlinuz: get("vmlinuz")?.into(),
+                initrd: get("initrd")?.into(),
+                accel,
+                memory_mb: num("memory_mb")?,
+                cpus: u32::try_from(num("cpus")?).map_err(|_| bad("cpus out of range"))?,
+                forward_port: true,
+                incoming: None,
+            },
+        })
+    }
+}

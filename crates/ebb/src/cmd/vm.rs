@@ -1,0 +1,293 @@
+//! `ebb vm`: boot, snapshot, restore and migrate QEMU microVM nodes, run a
+//! command in a VM, and check what this machine supports. Every figure it
+//! prints is measured by the run that prints it.
+
+use anyhow::{Context, bail};
+use ebb_node::sandbox::{Limits, SandboxSpec};
+use ebb_node::vm::accel::{host_tsc_khz, kvm_runs_a_guest};
+use ebb_node::vm::image::VmImage;
+use ebb_node::vm::initramfs::{compose, overlay_script};
+use ebb_node::vm::kernel::{fetch, locate_or_fetch};
+use ebb_node::vm::migrate::{Snapshot, live_migrate, restore};
+use ebb_node::vm::sandbox::{DEFAULT_RUN_TIMEOUT_MS, SandboxOptions};
+use ebb_node::vm::{DEFAULT_MEMORY_MB, GUEST_PORT, Machine, MachineSpec, run_sandboxed};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Show the guest kernel, the accelerator ebb would use and why.
+    Probe {
+        /// Boot a KVM test guest now instead of trusting the cached verdict.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Download Debian's cloud kernel into the cache (/var/cache/ebb or
+    /// $EBB_VM_CACHE); needs root and a Debian mirror.
+    FetchKernel,
+    /// Run one command in a fresh VM and exit with its status.
+    Run {
+        #[command(flatten)]
+        size: Size,
+        /// Host binary to copy into the guest (with its shared libraries) at
+        /// its host path; repeatable.
+        #[arg(long = "include", value_name = "PATH")]
+        include: Vec<PathBuf>,
+        /// Kill the VM if the command has not finished by then.
+        #[arg(long, default_value_t = DEFAULT_RUN_TIMEOUT_MS)]
+        timeout_ms: u64,
+        /// The program and its arguments, as seen inside the guest.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Boot a node VM, report its boot time and memory, optionally save a
+    /// snapshot of it.
+    Boot {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Save the booted node into this directory (restore with `ebb vm restore DIR`).
+        #[arg(long, value_name = "DIR")]
+        snapshot_to: Option<PathBuf>,
+        /// Keep the VM running this many seconds after reporting.
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
+    },
+    /// Start a node VM from a snapshot directory and report the time until it serves.
+    Restore {
+        /// A directory written by `ebb vm boot --snapshot-to`.
+        dir: PathBuf,
+        /// Keep the VM running this many seconds after reporting.
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
+    },
+    /// Boot a node VM, live-migrate it to a second QEMU, and report total
+    /// time and downtime.
+    Migrate {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Size {
+    /// Guest RAM in MiB (at least 64).
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MB)]
+    memory_mb: u64,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    #[command(flatten)]
+    size: Size,
+    /// Shell command the guest runs as its server, listening on port 7000
+    /// (`{port}` is replaced by it). Default: this binary's
+    /// `ebb node --listen 0.0.0.0:7000`.
+    #[arg(long, value_name = "SHELL")]
+    command: Option<String>,
+    /// How long the node may take to serve.
+    #[arg(long, default_value_t = 60_000)]
+    boot_timeout_ms: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.action {
+        Action::Probe { fresh } => probe(fresh),
+        Action::FetchKernel => {
+            fetch()?;
+            let k = locate_or_fetch()?;
+            println!("kernel: {} ({})", k.release, k.vmlinuz.display());
+            Ok(())
+        }
+        Action::Run {
+            size,
+            include,
+            timeout_ms,
+            command,
+        } => {
+            let spec = SandboxSpec {
+                limits: Limits {
+                    memory_mb: Some(size.memory_mb),
+                    cpus: Some(f64::from(size.cpus)),
+                    pids: None,
+                },
+                rootfs: None,
+                command,
+            };
+            let opts = SandboxOptions {
+                host_binaries: include,
+                timeout_ms,
+            };
+            let outcome = run_sandboxed(&spec, &opts, &mut std::io::stdout())?;
+            std::process::exit(outcome.exit_code());
+        }
+        Action::Boot {
+            node,
+            snapshot_to,
+            hold_secs,
+        } => boot(&node, snapshot_to, hold_secs),
+        Action::Restore { dir, hold_secs } => {
+            let snap = Snapshot::load(&dir)?;
+            let t0 = Instant::now();
+            let mut m = restore(&snap)?;
+            wait_serving(&mut m, 60_000)?;
+            println!("restored_to_serving_ms: {}", t0.elapsed().as_millis());
+            report_machine(&mut m)?;
+            hold(hold_secs);
+            Ok(())
+        }
+        Action::Migrate { node } => migrate(&node),
+    }
+}
+
+fn probe(fresh: bool) -> anyhow::Result<()> {
+    let image = VmImage::prepare(&[])?;
+    println!(
+        "kernel: {} ({})",
+        image.kernel.release,
+        image.kernel.vmlinuz.display()
+    );
+    println!("base initramfs: {}", image.base.display());
+    println!("host TSC kHz (passed to TCG guests): {:?}", host_tsc_khz());
+    if fresh {
+        let ok = kvm_runs_a_guest(&image.kernel.vmlinuz, &image.base)?;
+        println!("kvm runs a guest: {ok}");
+    }
+    println!("accelerator: {}", image.accel.as_str());
+    Ok(())
+}
+
+/// Builds the node image and its machine spec from the CLI's node options.
+fn node_spec(node: &NodeArgs, dir: &std::path::Path) -> anyhow::Result<MachineSpec> {
+    let (binaries, command) = match &node.command {
+        Some(c) => (
+            Vec::new(),
+            vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                c.replace("{port}", &GUEST_PORT.to_string()),
+            ],
+        ),
+        None => {
+            let exe =
+                std::env::current_exe().context("locating the ebb binary to put in the guest")?;
+            let cmd = vec![
+                exe.to_string_lossy().into_owned(),
+                "node".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{GUEST_PORT}"),
+            ];
+            (vec![exe], cmd)
+        }
+    };
+    if node.size.memory_mb < 64 {
+        bail!(
+            "--memory-mb {} is too small: a VM needs at least 64",
+            node.size.memory_mb
+        );
+    }
+    let image = VmImage::prepare(&binaries)?;
+    std::fs::create_dir_all(dir)?;
+    let initrd = dir.join("node.cpio");
+    compose(&image.base, &overlay_script("serve", &command)?, &initrd)?;
+    Ok(MachineSpec {
+        vmlinuz: image.kernel.vmlinuz,
+        initrd,
+        accel: image.accel,
+        memory_mb: node.size.memory_mb,
+        cpus: node.size.cpus,
+        forward_port: true,
+        incoming: None,
+    })
+}
+
+fn work_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ebb-vm-cli-{}", std::process::id()))
+}
+
+fn boot(node: &NodeArgs, snapshot_to: Option<PathBuf>, hold_secs: u64) -> anyhow::Result<()> {
+    let dir = work_dir();
+    let spec = node_spec(node, &dir)?;
+    println!("accelerator: {}", spec.accel.as_str());
+    let mut m = Machine::spawn(&spec)?;
+    let took = m.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
+    println!("cold_boot_to_serving_ms: {}", took.as_millis());
+    report_machine(&mut m)?;
+    if let Some(to) = snapshot_to {
+        let t0 = Instant::now();
+        let snap = Snapshot::save_dir(&mut m, &to)?;
+        println!(
+            "snapshot: {} ({} bytes, saved in {} ms)",
+            to.display(),
+            snap.size_bytes,
+            t0.elapsed().as_millis()
+        );
+        m.qmp().cont()?;
+    }
+    hold(hold_secs);
+    drop(m);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn migrate(node: &NodeArgs) -> anyhow::Result<()> {
+    let dir = work_dir();
+    let spec = node_spec(node, &dir)?;
+    println!("accelerator: {}", spec.accel.as_str());
+    let mut src = Machine::spawn(&spec)?;
+    src.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
+    println!("source: {}", addr(&src));
+    let t0 = Instant::now();
+    let (mut dst, rep) = live_migrate(&mut src)?;
+    drop(src);
+    wait_serving(&mut dst, node.boot_timeout_ms)?;
+    println!("target: {}", addr(&dst));
+    println!("migration_total_ms: {}", rep.total_time_ms);
+    println!("migration_downtime_ms: {}", rep.downtime_ms);
+    println!("migration_ram_bytes: {}", rep.ram_transferred_bytes);
+    println!("migrate_to_target_serving_ms: {}", t0.elapsed().as_millis());
+    drop(dst);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn wait_serving(m: &mut Machine, timeout_ms: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    while !m.serving() {
+        if Instant::now() >= deadline {
+            bail!("the VM did not serve within {timeout_ms} ms");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn addr(m: &Machine) -> String {
+    m.host_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn report_machine(m: &mut Machine) -> anyhow::Result<()> {
+    println!("node address: {}", addr(m));
+    println!("qemu pid: {}", m.pid());
+    let mem = m.qmp().query_memory_size_summary()?;
+    println!("guest memory: {} MiB", mem.base_memory_bytes >> 20);
+    println!("qemu_rss_kib: {}", m.rss_kib().unwrap_or(0));
+    Ok(())
+}
+
+fn hold(secs: u64) {
+    if secs > 0 {
+        println!("holding for {secs} s (Ctrl-C to end)");
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+}
