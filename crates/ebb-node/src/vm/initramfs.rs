@@ -75,7 +75,37 @@ pub fn base_image(kernel: &Kernel, host_binaries: &[PathBuf]) -> Result<PathBuf,
     let tmp = dir.join(format!("base-{key:016x}.{}-{n}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, &path)?;
+    prune_bases(&dir, &path);
     Ok(path)
+}
+
+/// Base images kept in the cache; each rebuild of an included binary makes
+/// a new one, so older ones are deleted beyond this many.
+pub const MAX_CACHED_BASES: usize = 4;
+
+/// Best effort: a file another process still boots from stays readable
+/// after unlinking.
+fn prune_bases(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut bases: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("base-") && n.ends_with(".cpio"))
+        })
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    bases.sort();
+    let excess = bases.len().saturating_sub(MAX_CACHED_BASES);
+    for (_, p) in bases.into_iter().take(excess) {
+        if p != keep {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn cache_key(kernel: &Kernel, host_binaries: &[PathBuf]) -> u64 {

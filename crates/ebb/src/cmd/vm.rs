@@ -9,7 +9,7 @@ use ebb_node::vm::image::VmImage;
 use ebb_node::vm::initramfs::{compose, overlay_script};
 use ebb_node::vm::kernel::{fetch, locate_or_fetch};
 use ebb_node::vm::migrate::{Snapshot, live_migrate, restore};
-use ebb_node::vm::sandbox::{DEFAULT_RUN_TIMEOUT_MS, SandboxOptions};
+use ebb_node::vm::sandbox::{DEFAULT_RUN_TIMEOUT_MS, MAX_CPUS, MIN_MEMORY_MB, SandboxOptions};
 use ebb_node::vm::{DEFAULT_MEMORY_MB, GUEST_PORT, Machine, MachineSpec, run_sandboxed};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,6 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             timeout_ms,
             command,
         } => {
+            check_size(&size)?;
             let spec = SandboxSpec {
                 limits: Limits {
                     memory_mb: Some(size.memory_mb),
@@ -188,12 +189,7 @@ fn node_spec(node: &NodeArgs, dir: &std::path::Path) -> anyhow::Result<MachineSp
             (vec![exe], cmd)
         }
     };
-    if node.size.memory_mb < 64 {
-        bail!(
-            "--memory-mb {} is too small: a VM needs at least 64",
-            node.size.memory_mb
-        );
-    }
+    check_size(&node.size)?;
     let image = VmImage::prepare(&binaries)?;
     std::fs::create_dir_all(dir)?;
     let initrd = dir.join("node.cpio");
@@ -207,6 +203,22 @@ fn node_spec(node: &NodeArgs, dir: &std::path::Path) -> anyhow::Result<MachineSp
         forward_port: true,
         incoming: None,
     })
+}
+
+fn check_size(size: &Size) -> anyhow::Result<()> {
+    if size.memory_mb < MIN_MEMORY_MB {
+        bail!(
+            "--memory-mb {} is too small: a VM needs at least {MIN_MEMORY_MB}",
+            size.memory_mb
+        );
+    }
+    if size.cpus == 0 || size.cpus > MAX_CPUS {
+        bail!(
+            "--cpus {} is out of range: accepted 1..={MAX_CPUS}",
+            size.cpus
+        );
+    }
+    Ok(())
 }
 
 fn work_dir() -> PathBuf {
