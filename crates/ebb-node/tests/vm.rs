@@ -123,6 +123,32 @@ fn vm_sandbox_passes_the_exit_status_and_output_through() {
 }
 
 #[test]
+fn vm_sandbox_reports_the_guest_running_out_of_memory_as_the_memory_limit() {
+    if prepare("vm_sandbox_reports_the_guest_running_out_of_memory_as_the_memory_limit").is_none() {
+        return;
+    }
+    let spec = SandboxSpec {
+        limits: Limits {
+            memory_mb: Some(96),
+            cpus: None,
+            pids: None,
+        },
+        rootfs: None,
+        // `sort` holds its whole input line in memory: 300 MB > 96 MiB.
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "head -c 300000000 /dev/zero | sort >/dev/null".into(),
+        ],
+    };
+    let outcome = run_sandboxed(&spec, &SandboxOptions::default(), &mut Vec::new()).unwrap();
+    match outcome {
+        Outcome::LimitKilled(why) => assert!(why.contains("memory_mb=96"), "{why}"),
+        other => panic!("expected the memory limit to end the command, got {other:?}"),
+    }
+}
+
+#[test]
 fn vm_sandbox_refuses_limits_it_cannot_apply() {
     let spec = SandboxSpec {
         limits: Limits {

@@ -23,6 +23,8 @@ pub const BUSYBOX: &str = "/bin/busybox";
 pub const BEGIN_MARKER: &str = "EBB-BEGIN";
 /// Console line prefix carrying a sandboxed command's exit status.
 pub const EXIT_MARKER: &str = "EBB-EXIT ";
+/// Console line printed when the guest kernel's OOM killer ran.
+pub const OOM_MARKER: &str = "EBB-OOM";
 /// Console line printed once the node's server process was started.
 pub const SERVING_MARKER: &str = "EBB-SERVING";
 
@@ -45,7 +47,9 @@ fi
 if [ -x /ebb/run ]; then
   echo EBB-BEGIN
   /ebb/run
-  echo "EBB-EXIT $?"
+  s=$?
+  if dmesg | grep -q -e 'Out of memory' -e 'oom-kill'; then echo EBB-OOM; fi
+  echo "EBB-EXIT $s"
   poweroff -f
 fi
 if [ -x /ebb/serve ]; then

@@ -160,6 +160,11 @@ impl Machine {
             && port_answers(addr)
     }
 
+    /// QEMU's exit status if it has exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
     /// Waits for QEMU to exit on its own (guest powered off).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
         let deadline = Instant::now() + timeout;

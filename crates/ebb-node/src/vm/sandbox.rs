@@ -7,13 +7,13 @@
 //! command's output.
 
 use super::image::VmImage;
-use super::initramfs::{BEGIN_MARKER, EXIT_MARKER, compose, overlay_script};
+use super::initramfs::{BEGIN_MARKER, EXIT_MARKER, OOM_MARKER, compose, overlay_script};
 use super::machine::{Machine, MachineSpec};
 use super::{DEFAULT_MEMORY_MB, VmError};
 use crate::sandbox::{Outcome, SandboxSpec};
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Wall-clock bound on one sandboxed run unless the caller sets one.
 pub const DEFAULT_RUN_TIMEOUT_MS: u64 = 120_000;
@@ -81,9 +81,11 @@ pub fn run_sandboxed(
         }
     };
     let image = VmImage::prepare(&opts.host_binaries)?;
-    let run_dir = std::env::temp_dir().join(format!("ebb-vm-run-{}", std::process::id()));
-    std::fs::create_dir_all(&run_dir)?;
-    let initrd = run_dir.join(format!("initrd-{}.cpio", unique()));
+    let initrd = std::env::temp_dir().join(format!(
+        "ebb-vm-initrd-{}-{}.cpio",
+        std::process::id(),
+        unique()
+    ));
     compose(&image.base, &overlay_script("run", &spec.command)?, &initrd)?;
     let machine_spec = MachineSpec {
         vmlinuz: image.kernel.vmlinuz.clone(),
@@ -101,36 +103,82 @@ pub fn run_sandboxed(
 
 fn run(spec: &MachineSpec, timeout_ms: u64, out: &mut dyn Write) -> Result<Outcome, VmError> {
     let mut m = Machine::spawn(spec)?;
-    m.wait_exit(Duration::from_millis(timeout_ms))?;
-    let console = m.console();
-    let (output, status) = parse_console(&console);
-    out.write_all(output.as_bytes())?;
-    match status {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut parser = ConsoleParser::default();
+    // Stream the command's output as it appears, until QEMU exits.
+    loop {
+        let exited = m.try_wait()?.is_some();
+        for line in parser.feed(&m.console()) {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        if exited {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(VmError::Timeout {
+                what: "the sandboxed command to finish",
+                ms: timeout_ms,
+                console: super::tail_lines(&m.console(), 20),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+    match parser.status {
+        Some(_) if parser.oom => Ok(Outcome::LimitKilled(format!(
+            "memory_mb={}: the guest kernel ran out of memory and killed a process",
+            spec.memory_mb
+        ))),
         Some(code) => Ok(Outcome::Exited(code)),
         None => Err(VmError::QemuExited {
             status: "guest stopped without reporting the command's exit status".into(),
-            console: super::tail_lines(&console, 20),
+            console: super::tail_lines(&m.console(), 20),
         }),
     }
 }
 
-/// Splits the console into the command's output and its exit status.
-pub fn parse_console(console: &str) -> (String, Option<i32>) {
-    let text = console.replace('\r', "");
-    let mut output = String::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if !inside {
-            inside = line.trim() == BEGIN_MARKER;
-            continue;
+/// Console polling period while a sandboxed command runs.
+const POLL_MS: u64 = 20;
+
+/// Reads the console incrementally: the command's output lines (between
+/// the begin marker and the exit line), its status, and whether the OOM
+/// killer ran. Only complete lines are consumed, so a line being written
+/// is picked up whole on the next feed.
+#[derive(Debug, Default)]
+pub struct ConsoleParser {
+    consumed_lines: usize,
+    inside: bool,
+    pub status: Option<i32>,
+    pub oom: bool,
+}
+
+impl ConsoleParser {
+    /// Takes the whole console so far; returns the new output lines.
+    pub fn feed(&mut self, console: &str) -> Vec<String> {
+        let complete = match console.rfind('\n') {
+            Some(i) => &console[..=i],
+            None => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for line in complete.lines().skip(self.consumed_lines) {
+            self.consumed_lines += 1;
+            let line = line.trim_end_matches('\r');
+            if self.status.is_some() {
+                continue;
+            }
+            if !self.inside {
+                self.inside = line.trim() == BEGIN_MARKER;
+            } else if let Some(code) = line.strip_prefix(EXIT_MARKER) {
+                self.status = code.trim().parse().ok();
+            } else if line.trim() == OOM_MARKER {
+                self.oom = true;
+            } else {
+                out.push(line.to_owned());
+            }
         }
-        if let Some(code) = line.strip_prefix(EXIT_MARKER) {
-            return (output, code.trim().parse().ok());
-        }
-        output.push_str(line);
-        output.push('\n');
+        out
     }
-    (output, None)
 }
 
 fn unique() -> u64 {
@@ -144,11 +192,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn console_parsing_finds_output_and_status() {
-        let c = "[ 0.1] boot\r\nEBB-BEGIN\r\nhello\r\nworld\r\nEBB-EXIT 3\r\n[ 1.0] reboot\r\n";
-        let (out, code) = parse_console(c);
-        assert_eq!(out, "hello\nworld\n");
-        assert_eq!(code, Some(3));
-        assert_eq!(parse_console("EBB-BEGIN\nno end\n").1, None);
+    fn console_parser_streams_whole_lines_then_finds_the_status() {
+        let mut p = ConsoleParser::default();
+        let mut c = String::from("[ 0.1] boot\r\nEBB-BEGIN\r\nhel");
+        assert!(p.feed(&c).is_empty());
+        c.push_str("lo\r\nwor");
+        assert_eq!(p.feed(&c), vec!["hello"]);
+        c.push_str("ld\r\nEBB-OOM\r\nEBB-EXIT 3\r\n[ 1.0] reboot\r\n");
+        assert_eq!(p.feed(&c), vec!["world"]);
+        assert_eq!((p.status, p.oom), (Some(3), true));
+        let mut q = ConsoleParser::default();
+        q.feed("EBB-BEGIN\nno end\n");
+        assert_eq!(q.status, None);
     }
 }

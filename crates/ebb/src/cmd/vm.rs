@@ -3,7 +3,7 @@
 //! prints is measured by the run that prints it.
 
 use anyhow::{Context, bail};
-use ebb_node::sandbox::{Limits, SandboxSpec};
+use ebb_node::sandbox::{Limits, Outcome, SandboxSpec};
 use ebb_node::vm::accel::{host_tsc_khz, kvm_runs_a_guest};
 use ebb_node::vm::image::VmImage;
 use ebb_node::vm::initramfs::{compose, overlay_script};
@@ -128,6 +128,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 timeout_ms,
             };
             let outcome = run_sandboxed(&spec, &opts, &mut std::io::stdout())?;
+            if let Outcome::LimitKilled(why) = &outcome {
+                eprintln!("ebb: the command was killed at a limit: {why}");
+            }
             std::process::exit(outcome.exit_code());
         }
         Action::Boot {
