@@ -208,6 +208,20 @@ fn vm_node_boots_and_then_restores_from_a_snapshot_and_serves() {
     );
     p.stop(NodeId(1)).unwrap();
     p.stop(NodeId(2)).unwrap();
+    let events = p.poll_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Gone(NodeId(1), _))),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Gone(NodeId(2), _))),
+        "{events:?}"
+    );
+    assert!(p.stop(NodeId(1)).is_err(), "a stopped node is unknown");
 }
 
 #[test]

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const QEMU: &str = "qemu-system-x86_64";
 /// How long QEMU may take to open its QMP socket.
 pub const QMP_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Launch attempts when the chosen host port was taken meanwhile.
+const SPAWN_ATTEMPTS: u32 = 3;
 /// Poll period while waiting for the console, the port or an exit.
 const POLL_MS: u64 = 20;
 /// How long a readiness probe waits to see whether the guest closes the
@@ -55,6 +57,21 @@ impl Machine {
     /// Starts QEMU and connects to its QMP socket. The guest may still be
     /// booting when this returns.
     pub fn spawn(spec: &MachineSpec) -> Result<Self, VmError> {
+        let mut attempt = 1;
+        loop {
+            match Self::spawn_once(spec) {
+                // Another process took the port between our probe and QEMU's bind.
+                Err(VmError::QemuExited { console, .. })
+                    if attempt < SPAWN_ATTEMPTS && console.contains("host forwarding") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn_once(spec: &MachineSpec) -> Result<Self, VmError> {
         let started = Instant::now();
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ebb-vm-{}-{n}", std::process::id()));

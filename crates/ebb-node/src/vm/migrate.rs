@@ -57,10 +57,7 @@ pub fn save_snapshot(m: &mut Machine, path: &Path) -> Result<Snapshot, VmError> 
 /// Starts a new QEMU from `snap` with its own port forward and lets it run.
 /// Readiness (the port answering) is the caller's to wait for.
 pub fn restore(snap: &Snapshot) -> Result<Machine, VmError> {
-    let mut spec = snap.spec.clone();
-    spec.forward_port = true;
-    spec.incoming = Some(format!("exec:cat {}", shell_path(&snap.state)?));
-    let mut m = Machine::spawn(&spec)?;
+    let mut m = Machine::spawn(&snap.restore_spec()?)?;
     wait_incoming_then_run(&mut m)?;
     Ok(m)
 }
@@ -169,6 +166,15 @@ fn shell_path(p: &Path) -> Result<String, VmError> {
 const MANIFEST: &str = "manifest";
 
 impl Snapshot {
+    /// The machine that loads this snapshot on start (paused if it was
+    /// saved paused), with a fresh port forward.
+    pub fn restore_spec(&self) -> Result<MachineSpec, VmError> {
+        let mut spec = self.spec.clone();
+        spec.forward_port = true;
+        spec.incoming = Some(format!("exec:cat {}", shell_path(&self.state)?));
+        Ok(spec)
+    }
+
     /// Saves `m` into `dir` as a self-contained snapshot: the state, a copy
     /// of the initrd, and a manifest naming kernel, accelerator and sizes,
     /// so another process can [`Snapshot::load`] and restore it.

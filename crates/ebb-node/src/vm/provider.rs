@@ -257,8 +257,7 @@ impl NodeProvider for VmProvider {
         let launched = Instant::now();
         let (machine, phase, from_snapshot) = match &self.snapshot {
             Some(snap) => {
-                let mut spec = snap.spec.clone();
-                spec.incoming = Some(format!("exec:cat {}", snap.state.display()));
+                let spec = snap.restore_spec().map_err(fail)?;
                 (Machine::spawn(&spec).map_err(fail)?, Phase::Restoring, true)
             }
             None => (
