@@ -264,3 +264,27 @@ fn vm_live_migration_preserves_guest_memory_state() {
     drop(dst);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn vm_machine_reports_qemu_failing_to_start_with_its_own_words() {
+    if ebb_node::vm::image::qemu_available().is_err() {
+        eprintln!("SKIP vm_machine_reports_qemu_failing_to_start_with_its_own_words: no QEMU");
+        return;
+    }
+    let spec = MachineSpec {
+        vmlinuz: "/nonexistent/vmlinuz".into(),
+        initrd: "/nonexistent/initrd".into(),
+        accel: ebb_node::vm::Accel::Tcg,
+        memory_mb: 64,
+        cpus: 1,
+        forward_port: true,
+        incoming: None,
+    };
+    match Machine::spawn(&spec) {
+        Err(VmError::QemuExited { console, .. }) => {
+            assert!(console.contains("/nonexistent/vmlinuz"), "{console}")
+        }
+        Err(e) => panic!("expected QEMU's own error, got {e}"),
+        Ok(_) => panic!("QEMU started without a kernel"),
+    }
+}

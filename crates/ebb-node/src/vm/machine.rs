@@ -76,6 +76,11 @@ impl Machine {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ebb-vm-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        // From here on, an error removes `dir`.
+        let mut partial = Partial {
+            dir: dir.clone(),
+            armed: true,
+        };
         let host_port = if spec.forward_port {
             Some(free_port()?)
         } else {
@@ -86,18 +91,18 @@ impl Machine {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("qemu.err"))?);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| VmError::NoQemu(format!("{QEMU}: {e}")))?;
-        let mut partial = Partial {
-            child: Some(child),
-            dir: dir.clone(),
+        let qmp = match connect_qmp(&mut child, &dir) {
+            Ok(q) => q,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
         };
-        let qmp = connect_qmp(&mut partial)?;
-        let child = partial
-            .child
-            .take()
-            .ok_or(VmError::Migration("lost QEMU child".into()))?;
+        partial.armed = false;
         Ok(Self {
             child,
             dir,
@@ -241,24 +246,22 @@ impl Drop for Machine {
     }
 }
 
-/// Owns QEMU while QMP is not yet connected, so an error there kills it too.
+/// Removes the files of a launch that failed before a `Machine` owned them.
 struct Partial {
-    child: Option<Child>,
     dir: PathBuf,
+    armed: bool,
 }
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if self.armed {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
 
-fn connect_qmp(p: &mut Partial) -> Result<QmpClient, VmError> {
-    let sock = p.dir.join("qmp.sock");
+fn connect_qmp(child: &mut Child, dir: &Path) -> Result<QmpClient, VmError> {
+    let sock = dir.join("qmp.sock");
     let deadline = Instant::now() + Duration::from_millis(QMP_CONNECT_TIMEOUT_MS);
     loop {
         if sock.exists() {
@@ -266,19 +269,17 @@ fn connect_qmp(p: &mut Partial) -> Result<QmpClient, VmError> {
                 return Ok(c);
             }
         }
-        if let Some(child) = p.child.as_mut() {
-            if let Some(s) = child.try_wait()? {
-                return Err(VmError::QemuExited {
-                    status: s.to_string(),
-                    console: diagnostics(&p.dir),
-                });
-            }
+        if let Some(s) = child.try_wait()? {
+            return Err(VmError::QemuExited {
+                status: s.to_string(),
+                console: diagnostics(dir),
+            });
         }
         if Instant::now() >= deadline {
             return Err(VmError::Timeout {
                 what: "QEMU's QMP socket",
                 ms: QMP_CONNECT_TIMEOUT_MS,
-                console: diagnostics(&p.dir),
+                console: diagnostics(dir),
             });
         }
         std::thread::sleep(Duration::from_millis(POLL_MS));
