@@ -71,6 +71,12 @@ enum Action {
     Migrate {
         #[command(flatten)]
         node: NodeArgs,
+        /// Host shell command run against the node before and after the
+        /// migration, to show its state survived; `{addr}`, `{host}` and
+        /// `{port}` name the node's current address. E.g.
+        /// `ebb call --addr {addr} Demo.incr '{"key":"a"}'`.
+        #[arg(long, value_name = "SHELL")]
+        check: Option<String>,
     },
 }
 
@@ -148,7 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             hold(hold_secs);
             Ok(())
         }
-        Action::Migrate { node } => migrate(&node),
+        Action::Migrate { node, check } => migrate(&node, check.as_deref()),
     }
 }
 
@@ -253,13 +259,16 @@ fn boot(node: &NodeArgs, snapshot_to: Option<PathBuf>, hold_secs: u64) -> anyhow
     Ok(())
 }
 
-fn migrate(node: &NodeArgs) -> anyhow::Result<()> {
+fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()> {
     let dir = work_dir();
     let spec = node_spec(node, &dir)?;
     println!("accelerator: {}", spec.accel.as_str());
     let mut src = Machine::spawn(&spec)?;
     src.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
     println!("source: {}", addr(&src));
+    if let Some(c) = check {
+        run_check("before", c, &src)?;
+    }
     let t0 = Instant::now();
     let (mut dst, rep) = live_migrate(&mut src)?;
     drop(src);
@@ -269,8 +278,30 @@ fn migrate(node: &NodeArgs) -> anyhow::Result<()> {
     println!("migration_downtime_ms: {}", rep.downtime_ms);
     println!("migration_ram_bytes: {}", rep.ram_transferred_bytes);
     println!("migrate_to_target_serving_ms: {}", t0.elapsed().as_millis());
+    if let Some(c) = check {
+        run_check("after", c, &dst)?;
+    }
     drop(dst);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Runs the user's `--check` command against `m`'s address and prints its output.
+fn run_check(when: &str, check: &str, m: &Machine) -> anyhow::Result<()> {
+    let a = m.host_addr().context("the node has no forwarded address")?;
+    let cmd = check
+        .replace("{addr}", &a.to_string())
+        .replace("{host}", &a.ip().to_string())
+        .replace("{port}", &a.port().to_string());
+    let out = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .output()
+        .with_context(|| format!("running --check {cmd:?}"))?;
+    println!(
+        "check_{when}: {} ({})",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        out.status
+    );
     Ok(())
 }
 
