@@ -288,3 +288,37 @@ fn vm_machine_reports_qemu_failing_to_start_with_its_own_words() {
         Ok(_) => panic!("QEMU started without a kernel"),
     }
 }
+
+#[test]
+fn vm_node_that_never_serves_is_reported_gone_after_the_boot_timeout() {
+    if prepare("vm_node_that_never_serves_is_reported_gone_after_the_boot_timeout").is_none() {
+        return;
+    }
+    let mut p = VmProvider::new(VmConfig {
+        host_binaries: Vec::new(),
+        node_command: vec!["sleep".into(), "3600".into()],
+        memory_mb: MEMORY_MB,
+        cpus: 1,
+        boot_timeout_ms: 1_000,
+    })
+    .unwrap();
+    p.start(NodeId(7)).unwrap();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let why = loop {
+        let gone = p.poll_events().into_iter().find_map(|e| match e {
+            NodeEvent::Gone(NodeId(7), why) => Some(why),
+            NodeEvent::Ready(n) => panic!("node {n} cannot be ready: nothing listens"),
+            _ => None,
+        });
+        if let Some(why) = gone {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "no Gone event");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(why.contains("not serving within 1000 ms"), "{why}");
+    assert!(
+        p.machine(NodeId(7)).is_none(),
+        "a gone node's QEMU is dropped"
+    );
+}

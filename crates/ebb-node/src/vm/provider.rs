@@ -181,6 +181,12 @@ impl VmProvider {
             Ok(_) => return Some(NodeEvent::Gone(id, "the guest shut down".into())),
             Err(e) => return Some(NodeEvent::Gone(id, format!("QEMU is gone: {e}"))),
         };
+        if node.phase != Phase::Ready && node.launched.elapsed() > timeout {
+            return Some(NodeEvent::Gone(
+                id,
+                format!("not serving within {} ms", self.cfg.boot_timeout_ms),
+            ));
+        }
         match node.phase {
             Phase::Ready => None,
             Phase::Restoring => {
@@ -207,11 +213,6 @@ impl VmProvider {
                         self.record_cold(took);
                     }
                     Some(NodeEvent::Ready(id))
-                } else if node.launched.elapsed() > timeout {
-                    Some(NodeEvent::Gone(
-                        id,
-                        format!("not serving within {} ms", self.cfg.boot_timeout_ms),
-                    ))
                 } else {
                     None
                 }
