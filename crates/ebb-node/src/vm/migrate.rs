@@ -42,10 +42,11 @@ pub struct MigrationReport {
 /// Pauses `m` and writes its state to `path`. `m` stays paused afterwards;
 /// `cont` resumes it, or drop it.
 pub fn save_snapshot(m: &mut Machine, path: &Path) -> Result<Snapshot, VmError> {
+    let uri = format!("exec:cat > {}", shell_path(path)?);
     let q = m.qmp();
     q.stop()?;
     q.set_migration_limits(MAX_BANDWIDTH_BYTES_PER_S, DOWNTIME_LIMIT_MS)?;
-    q.migrate(&format!("exec:cat > {}", shell_path(path)?))?;
+    q.migrate(&uri)?;
     wait_migration(m)?;
     Ok(Snapshot {
         state: path.to_owned(),
@@ -156,8 +157,8 @@ fn shell_path(p: &Path) -> Result<String, VmError> {
     {
         Ok(s.into_owned())
     } else {
-        Err(VmError::Migration(format!(
-            "snapshot path {s:?} must use only letters, digits and / . _ - +"
+        Err(VmError::Snapshot(format!(
+            "path {s:?} must use only letters, digits and / . _ - +"
         )))
     }
 }
@@ -200,7 +201,7 @@ impl Snapshot {
     /// Reads a snapshot directory written by [`Snapshot::save_dir`].
     pub fn load(dir: &Path) -> Result<Snapshot, VmError> {
         let bad =
-            |what: &str| VmError::Migration(format!("{}: {what}", dir.join(MANIFEST).display()));
+            |what: &str| VmError::Snapshot(format!("{}: {what}", dir.join(MANIFEST).display()));
         let text = std::fs::read_to_string(dir.join(MANIFEST))
             .map_err(|e| bad(&format!("cannot read ({e}); is this a snapshot directory?")))?;
         let get = |k: &str| {
@@ -229,5 +230,48 @@ impl Snapshot {
                 incoming: None,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn snapshot_directory_manifest_round_trips_and_names_bad_fields() {
+        let dir = std::env::temp_dir().join(format!("ebb-snap-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state"), b"0123").unwrap();
+        std::fs::write(
+            dir.join(MANIFEST),
+            "vmlinuz=/k/vmlinuz\ninitrd=/s/initrd.cpio\naccel=tcg\nmemory_mb=256\ncpus=2\n",
+        )
+        .unwrap();
+        let snap = Snapshot::load(&dir).unwrap();
+        assert_eq!(snap.size_bytes, 4);
+        assert_eq!((snap.spec.memory_mb, snap.spec.cpus), (256, 2));
+        assert_eq!(snap.spec.accel, super::super::Accel::Tcg);
+        let restore = snap.restore_spec().unwrap();
+        assert_eq!(
+            restore.incoming,
+            Some(format!("exec:cat {}", dir.join("state").display()))
+        );
+        assert!(restore.forward_port);
+
+        std::fs::write(
+            dir.join(MANIFEST),
+            "vmlinuz=/k\ninitrd=/i\naccel=tcg\nmemory_mb=lots\ncpus=1\n",
+        )
+        .unwrap();
+        let err = Snapshot::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("memory_mb is not a number"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exec_uris_only_take_paths_that_need_no_quoting() {
+        assert!(shell_path(Path::new("/var/cache/ebb/vm/node.state")).is_ok());
+        assert!(shell_path(Path::new("/tmp/a b; rm -rf x")).is_err());
     }
 }

@@ -59,6 +59,8 @@ pub enum VmError {
     Qmp(#[from] qmp::QmpError),
     #[error("migration failed: {0}")]
     Migration(String),
+    #[error("bad snapshot: {0}")]
+    Snapshot(String),
     #[error("{0} is not supported for VM sandboxes")]
     Unsupported(String),
     #[error(transparent)]
