@@ -58,3 +58,59 @@ fn vm_run_rejects_too_little_memory_naming_the_flag() {
         "{err}"
     );
 }
+
+/// The `N` in a `check_<when>: {"Ok":N} …` line of `ebb vm migrate`.
+fn checked_count(stdout: &str, when: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("check_{when}: ")))
+        .unwrap_or_else(|| panic!("no check_{when} line in {stdout}"));
+    let digits: String = line
+        .trim_start_matches("{\"Ok\":")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no counter in {line:?}"))
+}
+
+#[test]
+fn vm_migrate_keeps_an_ebb_node_demo_counter() {
+    let ebb = env!("CARGO_BIN_EXE_ebb");
+    let has_node = Command::new(ebb)
+        .args(["node", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_node {
+        eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter: this build has no `ebb node`");
+        return;
+    }
+    match VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
+            eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter: {e}");
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    // The default guest command is this binary's `ebb node`.
+    let check = format!("{ebb} call --addr {{addr}} Demo.incr '{{\"key\":\"a\"}}'");
+    let out = Command::new(ebb)
+        .args(["vm", "migrate", "--check", &check])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = checked_count(&stdout, "before");
+    let after = checked_count(&stdout, "after");
+    assert_eq!(
+        after,
+        before + 1,
+        "the node's counter did not survive: {stdout}"
+    );
+}

@@ -29,12 +29,13 @@ pub const OOM_MARKER: &str = "EBB-OOM";
 pub const SERVING_MARKER: &str = "EBB-SERVING";
 
 /// The guest's PID 1. Networking follows QEMU user-mode defaults
-/// (guest 10.0.2.15, gateway 10.0.2.2).
+/// (guest 10.0.2.15, gateway 10.0.2.2). No tmpfs goes over `/tmp`: the
+/// initramfs root is already writable RAM, and host binaries included from
+/// `/tmp` must stay visible.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev
-/bin/busybox mount -t tmpfs tmp /tmp
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin HOME=/root
 for m in $(cat /ebb/modules); do insmod /lib/modules/$m.ko; done

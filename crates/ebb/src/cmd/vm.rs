@@ -99,6 +99,10 @@ struct NodeArgs {
     /// `ebb node --listen 0.0.0.0:7000`.
     #[arg(long, value_name = "SHELL")]
     command: Option<String>,
+    /// Host binary to copy into the guest (with its shared libraries) at
+    /// its host path, for `--command` to run; repeatable.
+    #[arg(long = "include", value_name = "PATH")]
+    include: Vec<PathBuf>,
     /// How long the node may take to serve.
     #[arg(long, default_value_t = 60_000)]
     boot_timeout_ms: u64,
@@ -179,7 +183,7 @@ fn probe(fresh: bool) -> anyhow::Result<()> {
 fn node_spec(node: &NodeArgs, dir: &std::path::Path) -> anyhow::Result<MachineSpec> {
     let (binaries, command) = match &node.command {
         Some(c) => (
-            Vec::new(),
+            node.include.clone(),
             vec![
                 "sh".to_owned(),
                 "-c".to_owned(),
@@ -195,7 +199,9 @@ fn node_spec(node: &NodeArgs, dir: &std::path::Path) -> anyhow::Result<MachineSp
                 "--listen".into(),
                 format!("0.0.0.0:{GUEST_PORT}"),
             ];
-            (vec![exe], cmd)
+            let mut binaries = node.include.clone();
+            binaries.push(exe);
+            (binaries, cmd)
         }
     };
     check_size(&node.size)?;
