@@ -95,7 +95,9 @@ fn vm_migrate_keeps_an_ebb_node_demo_counter() {
         Err(e) => panic!("preparing the VM image failed: {e}"),
     }
     // The default guest command is this binary's `ebb node`.
-    let check = format!("{ebb} call --addr {{addr}} Demo.incr '{{\"key\":\"a\"}}'");
+    // A TCG guest sharing the CPU with other tests can be slow to answer.
+    let check =
+        format!("{ebb} call --timeout-ms 30000 --addr {{addr}} Demo.incr '{{\"key\":\"a\"}}' 2>&1");
     let out = Command::new(ebb)
         .args(["vm", "migrate", "--check", &check])
         .output()

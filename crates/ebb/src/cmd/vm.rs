@@ -303,11 +303,14 @@ fn run_check(when: &str, check: &str, m: &Machine) -> anyhow::Result<()> {
         .args(["-c", &cmd])
         .output()
         .with_context(|| format!("running --check {cmd:?}"))?;
-    println!(
-        "check_{when}: {} ({})",
-        String::from_utf8_lossy(&out.stdout).trim(),
-        out.status
-    );
+    let mut shown = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() {
+        shown.push_str(&format!(
+            " [stderr: {}]",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    println!("check_{when}: {shown} ({})", out.status);
     Ok(())
 }
 
