@@ -149,6 +149,40 @@ fn vm_sandbox_reports_the_guest_running_out_of_memory_as_the_memory_limit() {
 }
 
 #[test]
+fn vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs() {
+    if prepare("vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs").is_none() {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("ebb-vm-rootfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("etc/marker"), "inside the caller's rootfs\n").unwrap();
+    let spec = SandboxSpec {
+        limits: Limits {
+            memory_mb: Some(MEMORY_MB),
+            cpus: None,
+            pids: None,
+        },
+        rootfs: Some(root.clone()),
+        // Only the rootfs has /etc/marker; ebb's own initramfs has /ebb.
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "/bin/busybox cat /etc/marker; test -e /ebb || exit 4".into(),
+        ],
+    };
+    let mut out = Vec::new();
+    let outcome = run_sandboxed(&spec, &SandboxOptions::default(), &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+    assert_eq!(outcome, Outcome::Exited(4), "{out}");
+    assert!(out.contains("inside the caller's rootfs"), "{out}");
+}
+
+#[test]
 fn vm_sandbox_refuses_limits_it_cannot_apply() {
     let spec = SandboxSpec {
         limits: Limits {

@@ -245,7 +245,8 @@ pub fn compose(base: &Path, overlay: &[u8], out: &Path) -> Result<(), VmError> {
     Ok(())
 }
 
-fn shell_quote(word: &str) -> String {
+/// Single-quotes `word` for `/bin/sh`.
+pub(crate) fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 

@@ -15,7 +15,8 @@
 //! - [`qmp`]: a small typed client for QEMU's control protocol.
 //! - [`machine`]: one QEMU process; killed on drop.
 //! - [`migrate`]: snapshot to a file, restore from it, live migration.
-//! - [`sandbox`]: run one command in a fresh VM and return its exit status.
+//! - [`sandbox`]: run one command in a fresh VM and return its exit status;
+//!   [`rootfs`] puts a caller's root file system under it.
 //! - [`provider`]: the `NodeProvider` for VM nodes.
 
 pub mod accel;
@@ -27,6 +28,7 @@ pub mod machine;
 pub mod migrate;
 pub mod provider;
 pub mod qmp;
+pub mod rootfs;
 pub mod sandbox;
 
 pub use accel::Accel;

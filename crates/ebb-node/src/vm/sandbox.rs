@@ -7,12 +7,15 @@
 //! command's output.
 
 use super::image::VmImage;
-use super::initramfs::{BEGIN_MARKER, EXIT_MARKER, OOM_MARKER, compose, overlay_script};
+use super::initramfs::{
+    BEGIN_MARKER, EXIT_MARKER, OOM_MARKER, compose, overlay_raw_script, overlay_script,
+};
 use super::machine::{Machine, MachineSpec};
+use super::rootfs::{append_tree, chroot_script};
 use super::{DEFAULT_MEMORY_MB, VmError};
 use crate::sandbox::{Outcome, SandboxSpec};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Wall-clock bound on one sandboxed run unless the caller sets one.
@@ -44,7 +47,9 @@ impl Default for SandboxOptions {
 ///
 /// `limits.memory_mb` becomes the guest's RAM and `limits.cpus` its vCPU
 /// count (rounded up): the guest kernel cannot exceed what it was given.
-/// `limits.pids` and `rootfs` are refused rather than silently ignored.
+/// `limits.pids` is refused rather than silently ignored. A `rootfs`
+/// directory is copied into guest RAM (at most half of `memory_mb`) and the
+/// command runs chrooted in it.
 pub fn run_sandboxed(
     spec: &SandboxSpec,
     opts: &SandboxOptions,
@@ -58,12 +63,6 @@ pub fn run_sandboxed(
             "a pids limit (the guest kernel has its own process table; bound memory instead)"
                 .into(),
         ));
-    }
-    if let Some(r) = &spec.rootfs {
-        return Err(VmError::Unsupported(format!(
-            "a custom rootfs ({}); the guest root is ebb's initramfs",
-            r.display()
-        )));
     }
     let memory_mb = spec.limits.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
     if memory_mb < MIN_MEMORY_MB {
@@ -86,7 +85,14 @@ pub fn run_sandboxed(
         std::process::id(),
         unique()
     ));
-    compose(&image.base, &overlay_script("run", &spec.command)?, &initrd)?;
+    let built = match &spec.rootfs {
+        None => compose(&image.base, &overlay_script("run", &spec.command)?, &initrd),
+        Some(dir) => compose_with_rootfs(&image.base, dir, &spec.command, memory_mb, &initrd),
+    };
+    if let Err(e) = built {
+        let _ = std::fs::remove_file(&initrd);
+        return Err(e);
+    }
     let machine_spec = MachineSpec {
         vmlinuz: image.kernel.vmlinuz.clone(),
         initrd: initrd.clone(),
@@ -99,6 +105,22 @@ pub fn run_sandboxed(
     let result = run(&machine_spec, opts.timeout_ms, out);
     let _ = std::fs::remove_file(&initrd);
     result
+}
+
+/// base + the caller's tree under `/rootfs` + a `/ebb/run` that chroots.
+fn compose_with_rootfs(
+    base: &Path,
+    dir: &Path,
+    command: &[String],
+    memory_mb: u64,
+    initrd: &Path,
+) -> Result<(), VmError> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(initrd)?);
+    std::io::copy(&mut std::fs::File::open(base)?, &mut f)?;
+    append_tree(&mut f, dir, (memory_mb << 20) / 2)?;
+    f.write_all(&overlay_raw_script("run", &chroot_script(command))?)?;
+    f.flush()?;
+    Ok(())
 }
 
 fn run(spec: &MachineSpec, timeout_ms: u64, out: &mut dyn Write) -> Result<Outcome, VmError> {

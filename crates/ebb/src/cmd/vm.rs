@@ -39,6 +39,10 @@ enum Action {
         /// its host path; repeatable.
         #[arg(long = "include", value_name = "PATH")]
         include: Vec<PathBuf>,
+        /// Directory to use as the guest's root for the command (copied
+        /// into guest RAM; at most half of --memory-mb).
+        #[arg(long, value_name = "DIR")]
+        rootfs: Option<PathBuf>,
         /// Kill the VM if the command has not finished by then.
         #[arg(long, default_value_t = DEFAULT_RUN_TIMEOUT_MS)]
         timeout_ms: u64,
@@ -120,6 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Action::Run {
             size,
             include,
+            rootfs,
             timeout_ms,
             command,
         } => {
@@ -130,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     cpus: Some(f64::from(size.cpus)),
                     pids: None,
                 },
-                rootfs: None,
+                rootfs,
                 command,
             };
             let opts = SandboxOptions {
