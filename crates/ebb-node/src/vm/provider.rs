@@ -239,10 +239,7 @@ impl NodeProvider for VmProvider {
     }
 
     fn start(&mut self, id: NodeId) -> Result<StartedNode, ProviderError> {
-        let fail = |e: VmError| ProviderError::Start {
-            kind: "vm",
-            reason: e.to_string(),
-        };
+        let fail = ProviderError::from;
         if self.nodes.contains_key(&id) {
             return Err(ProviderError::Start {
                 kind: "vm",
@@ -338,4 +335,36 @@ fn load_figure(accel: Accel, what: &str) -> Option<u64> {
 /// Best effort: a read-only cache only costs the next run a re-measurement.
 fn store_figure(accel: Accel, what: &str, ms: u64) {
     let _ = std::fs::write(figure_path(accel, what), format!("{ms}\n"));
+}
+
+/// Missing QEMU, busybox or kernel make the kind unavailable on this
+/// machine; anything else is a failed start.
+impl From<VmError> for ProviderError {
+    fn from(e: VmError) -> Self {
+        match e {
+            VmError::NoQemu(_) | VmError::NoBusybox(_) | VmError::Kernel(_) => {
+                ProviderError::Unavailable {
+                    kind: "vm",
+                    reason: e.to_string(),
+                }
+            }
+            other => ProviderError::Start {
+                kind: "vm",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_pieces_make_the_vm_kind_unavailable_not_a_failed_start() {
+        let e: ProviderError = VmError::NoQemu("not found".into()).into();
+        assert!(matches!(e, ProviderError::Unavailable { kind: "vm", .. }));
+        let e: ProviderError = VmError::Migration("x".into()).into();
+        assert!(matches!(e, ProviderError::Start { kind: "vm", .. }));
+    }
 }
