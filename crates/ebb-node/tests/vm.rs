@@ -289,6 +289,9 @@ fn vm_live_migration_preserves_guest_memory_state() {
     let (mut dst, report) = live_migrate(&mut src).unwrap();
     assert_eq!(src.qmp().query_status().unwrap().status, "postmigrate");
     assert!(dst.qmp().query_status().unwrap().running);
+    // The emptied source is told to exit, not killed.
+    src.qmp().quit().unwrap();
+    assert!(src.wait_exit(Duration::from_secs(10)).unwrap().success());
     drop(src);
     // The counter continues where it was: the guest's memory moved.
     let c = read_count(dst.host_addr().unwrap());
