@@ -344,5 +344,6 @@ mod tests {
         assert_eq!(c.query_migrate().unwrap().listen_port, Some(41234));
         // The fake QEMU hangs up after its script: a typed error, not a hang.
         assert!(matches!(c.cont(), Err(QmpError::Closed | QmpError::Io(_))));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

@@ -241,13 +241,24 @@ fn check_size(size: &Size) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn work_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("ebb-vm-cli-{}", std::process::id()))
+/// This command's scratch directory, removed when dropped (also on errors).
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("ebb-vm-cli-{}", std::process::id())))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn boot(node: &NodeArgs, snapshot_to: Option<PathBuf>, hold_secs: u64) -> anyhow::Result<()> {
-    let dir = work_dir();
-    let spec = node_spec(node, &dir)?;
+    let dir = WorkDir::new();
+    let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
     let mut m = Machine::spawn(&spec)?;
     let took = m.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
@@ -266,13 +277,12 @@ fn boot(node: &NodeArgs, snapshot_to: Option<PathBuf>, hold_secs: u64) -> anyhow
     }
     hold(hold_secs);
     drop(m);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
 fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()> {
-    let dir = work_dir();
-    let spec = node_spec(node, &dir)?;
+    let dir = WorkDir::new();
+    let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
     let mut src = Machine::spawn(&spec)?;
     src.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
@@ -293,7 +303,6 @@ fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()> {
         run_check("after", c, &dst)?;
     }
     drop(dst);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
