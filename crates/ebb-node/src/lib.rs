@@ -8,3 +8,4 @@
 pub mod container;
 pub mod provider;
 pub mod sandbox;
+pub mod vm;

@@ -27,6 +27,8 @@ enum Command {
     Sim(Box<cmd::sim::Args>),
     /// Run one program isolated in a container or a VM, with limits.
     Sandbox(cmd::sandbox::Args),
+    /// QEMU microVM nodes: boot, snapshot, restore, migrate, run a command.
+    Vm(cmd::vm::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Call(args) => cmd::call::run(args),
         Command::Sim(args) => cmd::sim::run(*args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
+        Command::Vm(args) => cmd::vm::run(args),
     }
 }

@@ -16,3 +16,4 @@ pub fn announce(line: &str) {
     let _ = out.flush();
 }
 pub mod sandbox;
+pub mod vm;

@@ -131,7 +131,7 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
         rootfs: a.rootfs,
         command: a.command,
     };
-    let report = match a.kind {
+    let outcome = match a.kind {
         Kind::Container => {
             let net = match a.net {
                 Net::Veth => NetMode::Veth,
@@ -143,21 +143,24 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
                 hostname: a.hostname,
                 addr_file: a.addr_file,
             };
-            container::run(&cfg).context("container failed")?
+            let report = container::run(&cfg).context("container failed")?;
+            for note in &report.notes {
+                eprintln!("ebb sandbox: {note}");
+            }
+            report.outcome
         }
-        Kind::Vm => bail!(
-            "--kind vm: virtual machines are not available yet in this build; use --kind container"
-        ),
+        Kind::Vm => {
+            let opts = ebb_node::vm::sandbox::SandboxOptions::default();
+            ebb_node::vm::run_sandboxed(&spec, &opts, &mut std::io::stdout())
+                .context("virtual machine failed")?
+        }
     };
-    for note in &report.notes {
-        eprintln!("ebb sandbox: {note}");
-    }
-    match &report.outcome {
+    match &outcome {
         Outcome::LimitKilled(why) => eprintln!("ebb sandbox: killed: {why}"),
         Outcome::Signaled(sig) => eprintln!("ebb sandbox: command killed by signal {sig}"),
         Outcome::Exited(_) => {}
     }
-    Ok(report.outcome.exit_code())
+    Ok(outcome.exit_code())
 }
 
 fn probe_syscall(name: &str) -> anyhow::Result<()> {

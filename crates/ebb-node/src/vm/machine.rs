@@ -1,0 +1,378 @@
+//! One QEMU `microvm` process: its command line, console log, QMP socket and
+//! host port forward. Dropping a [`Machine`] kills QEMU and removes its files,
+//! so no test or provider can leak a VM.
+
+use super::initramfs::SERVING_MARKER;
+use super::qmp::QmpClient;
+use super::{Accel, GUEST_PORT, VmError, tail_lines};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub const QEMU: &str = "qemu-system-x86_64";
+/// How long QEMU may take to open its QMP socket.
+pub const QMP_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Launch attempts when the chosen host port was taken meanwhile.
+const SPAWN_ATTEMPTS: u32 = 3;
+/// Poll period while waiting for the console, the port or an exit.
+const POLL_MS: u64 = 20;
+/// How long a readiness probe waits to see whether the guest closes the
+/// connection (user-mode networking accepts on the host side first and
+/// closes only once the guest refuses).
+const PROBE_READ_MS: u64 = 150;
+/// Console lines quoted in errors.
+const CONSOLE_TAIL_LINES: usize = 15;
+
+/// What to boot and how; cloned to start a migration target with the same
+/// devices.
+#[derive(Clone, Debug)]
+pub struct MachineSpec {
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+    pub accel: Accel,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    /// Forward a fresh loopback port to [`GUEST_PORT`].
+    pub forward_port: bool,
+    /// `-incoming` argument (`defer`, `exec:cat FILE`), for restores and
+    /// migration targets.
+    pub incoming: Option<String>,
+}
+
+pub struct Machine {
+    child: Child,
+    dir: PathBuf,
+    qmp: QmpClient,
+    spec: MachineSpec,
+    host_port: Option<u16>,
+    started: Instant,
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+impl Machine {
+    /// Starts QEMU and connects to its QMP socket. The guest may still be
+    /// booting when this returns.
+    pub fn spawn(spec: &MachineSpec) -> Result<Self, VmError> {
+        let mut attempt = 1;
+        loop {
+            match Self::spawn_once(spec) {
+                // Another process took the port between our probe and QEMU's bind.
+                Err(VmError::QemuExited { console, .. })
+                    if attempt < SPAWN_ATTEMPTS && console.contains("host forwarding") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn_once(spec: &MachineSpec) -> Result<Self, VmError> {
+        let started = Instant::now();
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ebb-vm-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // From here on, an error removes `dir`.
+        let mut partial = Partial {
+            dir: dir.clone(),
+            armed: true,
+        };
+        let host_port = if spec.forward_port {
+            Some(free_port()?)
+        } else {
+            None
+        };
+        let mut cmd = Command::new(QEMU);
+        cmd.args(qemu_args(spec, &dir, host_port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("qemu.err"))?);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| VmError::NoQemu(format!("{QEMU}: {e}")))?;
+        let qmp = match connect_qmp(&mut child, &dir) {
+            Ok(q) => q,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        partial.armed = false;
+        Ok(Self {
+            child,
+            dir,
+            qmp,
+            spec: spec.clone(),
+            host_port,
+            started,
+        })
+    }
+
+    pub fn spec(&self) -> &MachineSpec {
+        &self.spec
+    }
+
+    pub fn qmp(&mut self) -> &mut QmpClient {
+        &mut self.qmp
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// When QEMU was launched; boot and restore times count from here.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The loopback address forwarded to the guest's [`GUEST_PORT`].
+    pub fn host_addr(&self) -> Option<SocketAddr> {
+        self.host_port
+            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
+    }
+
+    pub fn console(&self) -> String {
+        read_lossy(&self.dir.join("console.log"))
+    }
+
+    /// QEMU's resident memory, the per-node memory cost on the host.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits for a console line containing `marker`.
+    pub fn wait_console(&mut self, marker: &str, timeout: Duration) -> Result<(), VmError> {
+        self.poll_until("a console marker", timeout, |m| {
+            Ok(m.console().contains(marker))
+        })
+    }
+
+    /// Waits until the guest accepts TCP on the forwarded port; returns the
+    /// time since launch.
+    pub fn wait_port_answers(&mut self, timeout: Duration) -> Result<Duration, VmError> {
+        if self.host_port.is_none() {
+            return Err(VmError::Unsupported(
+                "waiting for a port on a VM without a forward".into(),
+            ));
+        }
+        self.poll_until("the node port to answer", timeout, |m| Ok(m.serving()))?;
+        Ok(self.started.elapsed())
+    }
+
+    /// True once the guest's server accepts connections on the forwarded
+    /// port. Before the guest's network is up, user-mode networking holds
+    /// host connections open unanswered, which looks like a listening
+    /// server; so a booting guest must first have printed its serving
+    /// marker. A restored or migrated guest had its network up when saved.
+    pub fn serving(&self) -> bool {
+        let Some(addr) = self.host_addr() else {
+            return false;
+        };
+        (self.spec.incoming.is_some() || self.console().contains(SERVING_MARKER))
+            && port_answers(addr)
+    }
+
+    /// QEMU's exit status if it has exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Waits for QEMU to exit on its own (guest powered off).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error("the guest to power off", timeout));
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+    }
+
+    fn poll_until(
+        &mut self,
+        what: &'static str,
+        timeout: Duration,
+        mut done: impl FnMut(&mut Self) -> Result<bool, VmError>,
+    ) -> Result<(), VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self)? {
+                return Ok(());
+            }
+            if let Some(s) = self.child.try_wait()? {
+                return Err(VmError::QemuExited {
+                    status: s.to_string(),
+                    console: self.diagnostics(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error(what, timeout));
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+    }
+
+    fn timeout_error(&self, what: &'static str, timeout: Duration) -> VmError {
+        VmError::Timeout {
+            what,
+            ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            console: self.diagnostics(),
+        }
+    }
+
+    fn diagnostics(&self) -> String {
+        diagnostics(&self.dir)
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the files of a launch that failed before a `Machine` owned them.
+struct Partial {
+    dir: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn connect_qmp(child: &mut Child, dir: &Path) -> Result<QmpClient, VmError> {
+    let sock = dir.join("qmp.sock");
+    let deadline = Instant::now() + Duration::from_millis(QMP_CONNECT_TIMEOUT_MS);
+    loop {
+        if sock.exists() {
+            if let Ok(c) = QmpClient::connect(&sock) {
+                return Ok(c);
+            }
+        }
+        if let Some(s) = child.try_wait()? {
+            return Err(VmError::QemuExited {
+                status: s.to_string(),
+                console: diagnostics(dir),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(VmError::Timeout {
+                what: "QEMU's QMP socket",
+                ms: QMP_CONNECT_TIMEOUT_MS,
+                console: diagnostics(dir),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+fn qemu_args(spec: &MachineSpec, dir: &Path, host_port: Option<u16>) -> Vec<String> {
+    let mut cmdline = "console=ttyS0 reboot=t panic=-1 quiet loglevel=1 pci=off".to_owned();
+    if let Some(khz) = spec.accel.tsc_khz_hint() {
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    let netdev = match host_port {
+        Some(hp) => format!("user,id=n0,hostfwd=tcp:127.0.0.1:{hp}-:{GUEST_PORT}"),
+        None => "user,id=n0".to_owned(),
+    };
+    let mut a: Vec<String> = vec![
+        "-machine".into(),
+        format!("microvm,accel={},isa-serial=on,rtc=on", spec.accel.as_str()),
+        "-m".into(),
+        format!("{}M", spec.memory_mb),
+        "-smp".into(),
+        spec.cpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-kernel".into(),
+        spec.vmlinuz.to_string_lossy().into_owned(),
+        "-initrd".into(),
+        spec.initrd.to_string_lossy().into_owned(),
+        "-append".into(),
+        cmdline,
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        "-serial".into(),
+        format!("file:{}", dir.join("console.log").display()),
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        "virtio-net-device,netdev=n0".into(),
+    ];
+    if spec.accel == Accel::Kvm {
+        a.extend(["-cpu".into(), "host".into()]);
+    }
+    if let Some(inc) = &spec.incoming {
+        a.extend(["-incoming".into(), inc.clone()]);
+    }
+    a
+}
+
+/// A loopback port free right now. QEMU binds it a moment later; the race
+/// with another process is accepted (QEMU then fails to start, loudly).
+fn free_port() -> Result<u16, VmError> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// True when the guest holds a connection open or sends data; false when
+/// the host side is refused or closed at once (nothing listens in the guest).
+pub fn port_answers(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(PROBE_READ_MS)) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(Duration::from_millis(PROBE_READ_MS)))
+        .is_err()
+    {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn read_lossy(p: &Path) -> String {
+    std::fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+fn diagnostics(dir: &Path) -> String {
+    let mut s = tail_lines(&read_lossy(&dir.join("console.log")), CONSOLE_TAIL_LINES);
+    let err = read_lossy(&dir.join("qemu.err"));
+    if !err.trim().is_empty() {
+        s.push_str("\nqemu stderr: ");
+        s.push_str(&tail_lines(&err, CONSOLE_TAIL_LINES));
+    }
+    s
+}

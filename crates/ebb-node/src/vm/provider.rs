@@ -1,0 +1,370 @@
+//! `VmProvider`: VM nodes behind the common [`NodeProvider`] interface.
+//!
+//! `start` only launches QEMU (cold boot, or restore from a snapshot when
+//! one exists); `poll_events` moves each node along — resume once a restore
+//! has loaded, `Ready` once the node's port answers — so a slow boot never
+//! blocks the control loop. Start times are measured per accelerator and
+//! kind (cold, restore), kept in the cache directory across runs, and
+//! `expected_start` reports the figure for how the next node would start.
+
+use super::image::VmImage;
+use super::initramfs::{compose, overlay_script};
+use super::machine::{Machine, MachineSpec};
+use super::migrate::{Snapshot, save_snapshot};
+use super::{Accel, DEFAULT_MEMORY_MB, GUEST_PORT, VmError, cache_dir};
+use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
+use ebb_core::{Nanos, NodeId};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Used by `expected_start` before any boot was measured on this host.
+pub const UNMEASURED_TCG_BOOT_MS: u64 = 3_000;
+pub const UNMEASURED_KVM_BOOT_MS: u64 = 500;
+/// A node not answering by then is reported `Gone`.
+pub const DEFAULT_BOOT_TIMEOUT_MS: u64 = 60_000;
+/// Bounds the provider's node table.
+pub const MAX_VM_NODES: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Host binaries the guest needs (e.g. the `ebb` binary for `ebb node`).
+    pub host_binaries: Vec<PathBuf>,
+    /// The node's server; `{port}` becomes [`GUEST_PORT`].
+    pub node_command: Vec<String>,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub boot_timeout_ms: u64,
+}
+
+impl VmConfig {
+    /// Runs `ebb node` from `ebb_binary` inside the guest.
+    pub fn ebb_node(ebb_binary: PathBuf) -> Self {
+        let bin = ebb_binary.to_string_lossy().into_owned();
+        Self {
+            host_binaries: vec![ebb_binary],
+            node_command: vec![
+                bin,
+                "node".into(),
+                "--listen".into(),
+                "0.0.0.0:{port}".into(),
+            ],
+            memory_mb: DEFAULT_MEMORY_MB,
+            cpus: 1,
+            boot_timeout_ms: DEFAULT_BOOT_TIMEOUT_MS,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Loading a snapshot; resume when done.
+    Restoring,
+    /// Guest running; waiting for the port to answer.
+    Booting,
+    Ready,
+}
+
+struct VmNode {
+    machine: Machine,
+    phase: Phase,
+    from_snapshot: bool,
+    launched: Instant,
+}
+
+pub struct VmProvider {
+    cfg: VmConfig,
+    image: VmImage,
+    dir: PathBuf,
+    initrd: PathBuf,
+    nodes: HashMap<NodeId, VmNode>,
+    events: Vec<NodeEvent>,
+    snapshot: Option<Snapshot>,
+    cold_ms: Option<u64>,
+    restore_ms: Option<u64>,
+}
+
+impl VmProvider {
+    pub fn new(cfg: VmConfig) -> Result<Self, VmError> {
+        let image = VmImage::prepare(&cfg.host_binaries)?;
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = cache_dir()
+            .join("vm")
+            .join(format!("provider-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let initrd = dir.join("node.cpio");
+        let command: Vec<String> = cfg
+            .node_command
+            .iter()
+            .map(|w| w.replace("{port}", &GUEST_PORT.to_string()))
+            .collect();
+        compose(&image.base, &overlay_script("serve", &command)?, &initrd)?;
+        let accel = image.accel;
+        Ok(Self {
+            cfg,
+            image,
+            dir,
+            initrd,
+            nodes: HashMap::new(),
+            events: Vec::new(),
+            snapshot: None,
+            cold_ms: load_figure(accel, "cold"),
+            restore_ms: load_figure(accel, "restore"),
+        })
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.image.accel
+    }
+
+    pub fn has_snapshot(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Measured (or stored) cold-boot and restore times, in milliseconds.
+    pub fn start_figures_ms(&self) -> (Option<u64>, Option<u64>) {
+        (self.cold_ms, self.restore_ms)
+    }
+
+    /// The QEMU process behind a node, for inspection (QMP, RSS).
+    pub fn machine(&mut self, id: NodeId) -> Option<&mut Machine> {
+        self.nodes.get_mut(&id).map(|n| &mut n.machine)
+    }
+
+    fn spec(&self) -> MachineSpec {
+        MachineSpec {
+            vmlinuz: self.image.kernel.vmlinuz.clone(),
+            initrd: self.initrd.clone(),
+            accel: self.image.accel,
+            memory_mb: self.cfg.memory_mb,
+            cpus: self.cfg.cpus,
+            forward_port: true,
+            incoming: None,
+        }
+    }
+
+    /// Boots a template node, waits until it serves, and saves it; later
+    /// `start`s restore from it. The template never served a call, so every
+    /// restored node starts from the same clean state. Returns the snapshot
+    /// size in bytes.
+    pub fn make_snapshot(&mut self) -> Result<u64, VmError> {
+        let mut m = Machine::spawn(&self.spec())?;
+        let booted = m.wait_port_answers(Duration::from_millis(self.cfg.boot_timeout_ms))?;
+        self.record_cold(booted);
+        let snap = save_snapshot(&mut m, &self.dir.join("node.state"))?;
+        let size = snap.size_bytes;
+        self.snapshot = Some(snap);
+        Ok(size)
+    }
+
+    fn record_cold(&mut self, d: Duration) {
+        let ms = millis(d);
+        self.cold_ms = Some(ms);
+        store_figure(self.image.accel, "cold", ms);
+    }
+
+    fn record_restore(&mut self, d: Duration) {
+        let ms = millis(d);
+        self.restore_ms = Some(ms);
+        store_figure(self.image.accel, "restore", ms);
+    }
+
+    /// Advances one node; returns the event it produced, if any.
+    fn advance(&mut self, id: NodeId) -> Option<NodeEvent> {
+        let timeout = Duration::from_millis(self.cfg.boot_timeout_ms);
+        let node = self.nodes.get_mut(&id)?;
+        let st = match node.machine.qmp().query_status() {
+            Ok(st) if st.status != "shutdown" => st,
+            Ok(_) => return Some(NodeEvent::Gone(id, "the guest shut down".into())),
+            Err(e) => return Some(NodeEvent::Gone(id, format!("QEMU is gone: {e}"))),
+        };
+        if node.phase != Phase::Ready && node.launched.elapsed() > timeout {
+            return Some(NodeEvent::Gone(
+                id,
+                format!("not serving within {} ms", self.cfg.boot_timeout_ms),
+            ));
+        }
+        match node.phase {
+            Phase::Ready => None,
+            Phase::Restoring => {
+                if st.running {
+                    node.phase = Phase::Booting;
+                } else if st.status != "inmigrate" {
+                    if let Err(e) = node.machine.qmp().cont() {
+                        return Some(NodeEvent::Gone(
+                            id,
+                            format!("resuming the restored guest: {e}"),
+                        ));
+                    }
+                    node.phase = Phase::Booting;
+                }
+                None
+            }
+            Phase::Booting => {
+                if node.machine.serving() {
+                    node.phase = Phase::Ready;
+                    let took = node.launched.elapsed();
+                    if node.from_snapshot {
+                        self.record_restore(took);
+                    } else {
+                        self.record_cold(took);
+                    }
+                    Some(NodeEvent::Ready(id))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl NodeProvider for VmProvider {
+    fn kind(&self) -> NodeKind {
+        NodeKind::Vm
+    }
+
+    fn expected_start(&self) -> Nanos {
+        let unmeasured = match self.image.accel {
+            Accel::Kvm => UNMEASURED_KVM_BOOT_MS,
+            Accel::Tcg => UNMEASURED_TCG_BOOT_MS,
+        };
+        let ms = match (&self.snapshot, self.restore_ms) {
+            (Some(_), Some(r)) => r,
+            _ => self.cold_ms.unwrap_or(unmeasured),
+        };
+        Nanos::from_millis(ms)
+    }
+
+    fn start(&mut self, id: NodeId) -> Result<StartedNode, ProviderError> {
+        let fail = ProviderError::from;
+        if self.nodes.contains_key(&id) {
+            return Err(ProviderError::Start {
+                kind: "vm",
+                reason: format!("node {id} already exists"),
+            });
+        }
+        if self.nodes.len() >= MAX_VM_NODES {
+            return Err(ProviderError::Start {
+                kind: "vm",
+                reason: format!("at most {MAX_VM_NODES} VM nodes per provider"),
+            });
+        }
+        let launched = Instant::now();
+        let (machine, phase, from_snapshot) = match &self.snapshot {
+            Some(snap) => {
+                let spec = snap.restore_spec().map_err(fail)?;
+                (Machine::spawn(&spec).map_err(fail)?, Phase::Restoring, true)
+            }
+            None => (
+                Machine::spawn(&self.spec()).map_err(fail)?,
+                Phase::Booting,
+                false,
+            ),
+        };
+        let addr = machine
+            .host_addr()
+            .ok_or_else(|| fail(VmError::Unsupported("a node without a port".into())))?;
+        self.nodes.insert(
+            id,
+            VmNode {
+                machine,
+                phase,
+                from_snapshot,
+                launched,
+            },
+        );
+        Ok(StartedNode {
+            id,
+            kind: NodeKind::Vm,
+            addr,
+        })
+    }
+
+    fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
+        let node = self
+            .nodes
+            .remove(&id)
+            .ok_or(ProviderError::UnknownNode(id))?;
+        drop(node); // kills QEMU
+        self.events.push(NodeEvent::Gone(id, "stopped".into()));
+        Ok(())
+    }
+
+    fn poll_events(&mut self) -> Vec<NodeEvent> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if let Some(ev) = self.advance(id) {
+                if matches!(ev, NodeEvent::Gone(..)) {
+                    self.nodes.remove(&id);
+                }
+                self.events.push(ev);
+            }
+        }
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl Drop for VmProvider {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn figure_path(accel: Accel, what: &str) -> PathBuf {
+    cache_dir()
+        .join("vm")
+        .join(format!("start-{}-{what}.ms", accel.as_str()))
+}
+
+fn load_figure(accel: Accel, what: &str) -> Option<u64> {
+    std::fs::read_to_string(figure_path(accel, what))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Best effort: a read-only cache only costs the next run a re-measurement.
+fn store_figure(accel: Accel, what: &str, ms: u64) {
+    let _ = std::fs::write(figure_path(accel, what), format!("{ms}\n"));
+}
+
+/// Missing QEMU, busybox or kernel make the kind unavailable on this
+/// machine; anything else is a failed start.
+impl From<VmError> for ProviderError {
+    fn from(e: VmError) -> Self {
+        match e {
+            VmError::NoQemu(_) | VmError::NoBusybox(_) | VmError::Kernel(_) => {
+                ProviderError::Unavailable {
+                    kind: "vm",
+                    reason: e.to_string(),
+                }
+            }
+            other => ProviderError::Start {
+                kind: "vm",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_pieces_make_the_vm_kind_unavailable_not_a_failed_start() {
+        let e: ProviderError = VmError::NoQemu("not found".into()).into();
+        assert!(matches!(e, ProviderError::Unavailable { kind: "vm", .. }));
+        let e: ProviderError = VmError::Migration("x".into()).into();
+        assert!(matches!(e, ProviderError::Start { kind: "vm", .. }));
+    }
+}

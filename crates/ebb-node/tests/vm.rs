@@ -1,0 +1,361 @@
+//! VM nodes end to end: a real QEMU `microvm` booting Debian's cloud kernel
+//! (TCG unless KVM really works). Each test skips with a printed reason only
+//! when QEMU or the kernel cannot be had on this machine.
+#![allow(clippy::unwrap_used)]
+
+use ebb_core::NodeId;
+use ebb_node::provider::{NodeEvent, NodeProvider};
+use ebb_node::sandbox::{Limits, Outcome, SandboxSpec};
+use ebb_node::vm::image::VmImage;
+use ebb_node::vm::initramfs::{compose, overlay_script};
+use ebb_node::vm::migrate::live_migrate;
+use ebb_node::vm::provider::VmConfig;
+use ebb_node::vm::sandbox::SandboxOptions;
+use ebb_node::vm::{GUEST_PORT, Machine, MachineSpec, VmError, VmProvider, run_sandboxed};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const MEMORY_MB: u64 = 256;
+
+/// A guest process that keeps a counter in its own memory and hands out the
+/// next value to each TCP connection: state that survives only if the
+/// guest's RAM does.
+fn counter_command() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        "n=0; while true; do n=$((n+1)); echo count=$n | nc -l -p {port}; done".into(),
+    ]
+}
+
+fn prepare(test: &str) -> Option<VmImage> {
+    match VmImage::prepare(&[]) {
+        Ok(img) => {
+            eprintln!("{test}: accelerator {}", img.accel.as_str());
+            Some(img)
+        }
+        Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
+            eprintln!("SKIP {test}: {e}");
+            None
+        }
+        Err(e) => panic!("{test}: preparing the VM image failed: {e}"),
+    }
+}
+
+/// Reads one `count=N` line from the counter; retries briefly because the
+/// guest re-arms `nc` between connections.
+fn read_count(addr: SocketAddr) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if let Some(n) = buf.trim().strip_prefix("count=") {
+                return n.parse().unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counter at {addr} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_ready(p: &mut VmProvider, id: NodeId) {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        for ev in p.poll_events() {
+            match ev {
+                NodeEvent::Ready(n) if n == id => return,
+                NodeEvent::Gone(n, why) if n == id => panic!("node {id} gone: {why}"),
+                _ => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} not ready in {BOOT_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn counter_provider() -> VmProvider {
+    VmProvider::new(VmConfig {
+        host_binaries: Vec::new(),
+        node_command: counter_command(),
+        memory_mb: MEMORY_MB,
+        cpus: 1,
+        boot_timeout_ms: 60_000,
+    })
+    .unwrap()
+}
+
+#[test]
+fn vm_sandbox_passes_the_exit_status_and_output_through() {
+    if prepare("vm_sandbox_passes_the_exit_status_and_output_through").is_none() {
+        return;
+    }
+    let spec = SandboxSpec {
+        limits: Limits {
+            memory_mb: Some(MEMORY_MB),
+            cpus: Some(1.0),
+            pids: None,
+        },
+        rootfs: None,
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello from $(uname -r); exit 7".into(),
+        ],
+    };
+    let mut out = Vec::new();
+    let outcome = run_sandboxed(&spec, &SandboxOptions::default(), &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(outcome, Outcome::Exited(7), "console output: {out}");
+    assert!(
+        out.contains("hello from") && out.contains("cloud-amd64"),
+        "{out}"
+    );
+}
+
+#[test]
+fn vm_sandbox_reports_the_guest_running_out_of_memory_as_the_memory_limit() {
+    if prepare("vm_sandbox_reports_the_guest_running_out_of_memory_as_the_memory_limit").is_none() {
+        return;
+    }
+    let spec = SandboxSpec {
+        limits: Limits {
+            memory_mb: Some(96),
+            cpus: None,
+            pids: None,
+        },
+        rootfs: None,
+        // `sort` holds its whole input line in memory: 300 MB > 96 MiB.
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "head -c 300000000 /dev/zero | sort >/dev/null".into(),
+        ],
+    };
+    let outcome = run_sandboxed(&spec, &SandboxOptions::default(), &mut Vec::new()).unwrap();
+    match outcome {
+        Outcome::LimitKilled(why) => assert!(why.contains("memory_mb=96"), "{why}"),
+        other => panic!("expected the memory limit to end the command, got {other:?}"),
+    }
+}
+
+#[test]
+fn vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs() {
+    if prepare("vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs").is_none() {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("ebb-vm-rootfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("etc/marker"), "inside the caller's rootfs\n").unwrap();
+    let spec = SandboxSpec {
+        limits: Limits {
+            memory_mb: Some(MEMORY_MB),
+            cpus: None,
+            pids: None,
+        },
+        rootfs: Some(root.clone()),
+        // Only the rootfs has /etc/marker; ebb's own initramfs has /ebb.
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "/bin/busybox cat /etc/marker; test -e /ebb || exit 4".into(),
+        ],
+    };
+    let mut out = Vec::new();
+    let outcome = run_sandboxed(&spec, &SandboxOptions::default(), &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+    assert_eq!(outcome, Outcome::Exited(4), "{out}");
+    assert!(out.contains("inside the caller's rootfs"), "{out}");
+}
+
+#[test]
+fn vm_sandbox_refuses_limits_it_cannot_apply() {
+    let spec = SandboxSpec {
+        limits: Limits {
+            memory_mb: None,
+            cpus: None,
+            pids: Some(10),
+        },
+        rootfs: None,
+        command: vec!["true".into()],
+    };
+    let err = run_sandboxed(&spec, &SandboxOptions::default(), &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, VmError::Unsupported(ref m) if m.contains("pids")),
+        "{err}"
+    );
+}
+
+#[test]
+fn vm_node_boots_and_then_restores_from_a_snapshot_and_serves() {
+    if prepare("vm_node_boots_and_then_restores_from_a_snapshot_and_serves").is_none() {
+        return;
+    }
+    let mut p = counter_provider();
+    // Cold boot: the node's port answers through the host forward.
+    let cold = p.start(NodeId(1)).unwrap();
+    wait_ready(&mut p, NodeId(1));
+    assert!(read_count(cold.addr) >= 1);
+    let rss = p.machine(NodeId(1)).unwrap().rss_kib().unwrap();
+    let mem = p
+        .machine(NodeId(1))
+        .unwrap()
+        .qmp()
+        .query_memory_size_summary()
+        .unwrap();
+    assert_eq!(mem.base_memory_bytes, MEMORY_MB << 20);
+    let cpus = p
+        .machine(NodeId(1))
+        .unwrap()
+        .qmp()
+        .query_cpus_fast()
+        .unwrap();
+    assert_eq!(cpus.len(), 1);
+    eprintln!("cold node QEMU RSS {rss} KiB");
+
+    // Snapshot, then a restored node serves on its own new port.
+    let size = p.make_snapshot().unwrap();
+    let restored = p.start(NodeId(2)).unwrap();
+    assert_ne!(restored.addr, cold.addr);
+    wait_ready(&mut p, NodeId(2));
+    assert!(read_count(restored.addr) >= 1);
+    let (cold_ms, restore_ms) = p.start_figures_ms();
+    eprintln!("snapshot {size} bytes; cold {cold_ms:?} ms, restore {restore_ms:?} ms");
+    // With a snapshot, the provider plans with the restore figure.
+    assert_eq!(
+        p.expected_start().as_nanos(),
+        restore_ms.unwrap() * 1_000_000
+    );
+    p.stop(NodeId(1)).unwrap();
+    p.stop(NodeId(2)).unwrap();
+    let events = p.poll_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Gone(NodeId(1), _))),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Gone(NodeId(2), _))),
+        "{events:?}"
+    );
+    assert!(p.stop(NodeId(1)).is_err(), "a stopped node is unknown");
+}
+
+#[test]
+fn vm_live_migration_preserves_guest_memory_state() {
+    let Some(img) = prepare("vm_live_migration_preserves_guest_memory_state") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ebb-vm-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let initrd = dir.join("migrate.cpio");
+    let cmd: Vec<String> = counter_command()
+        .iter()
+        .map(|w| w.replace("{port}", &GUEST_PORT.to_string()))
+        .collect();
+    compose(&img.base, &overlay_script("serve", &cmd).unwrap(), &initrd).unwrap();
+    let spec = MachineSpec {
+        vmlinuz: img.kernel.vmlinuz.clone(),
+        initrd: initrd.clone(),
+        accel: img.accel,
+        memory_mb: MEMORY_MB,
+        cpus: 1,
+        forward_port: true,
+        incoming: None,
+    };
+    let mut src = Machine::spawn(&spec).unwrap();
+    src.wait_port_answers(BOOT_TIMEOUT).unwrap();
+    let a = read_count(src.host_addr().unwrap());
+    let b = read_count(src.host_addr().unwrap());
+    assert!(b > a);
+
+    let (mut dst, report) = live_migrate(&mut src).unwrap();
+    assert_eq!(src.qmp().query_status().unwrap().status, "postmigrate");
+    assert!(dst.qmp().query_status().unwrap().running);
+    // The emptied source is told to exit, not killed.
+    src.qmp().quit().unwrap();
+    assert!(src.wait_exit(Duration::from_secs(10)).unwrap().success());
+    drop(src);
+    // The counter continues where it was: the guest's memory moved.
+    let c = read_count(dst.host_addr().unwrap());
+    eprintln!("migration: {report:?}; counter {a}, {b} before, {c} after");
+    assert!(c > b, "counter restarted: {c} after {b}");
+    assert!(report.total_time_ms > 0);
+    drop(dst);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vm_machine_reports_qemu_failing_to_start_with_its_own_words() {
+    if ebb_node::vm::image::qemu_available().is_err() {
+        eprintln!("SKIP vm_machine_reports_qemu_failing_to_start_with_its_own_words: no QEMU");
+        return;
+    }
+    let spec = MachineSpec {
+        vmlinuz: "/nonexistent/vmlinuz".into(),
+        initrd: "/nonexistent/initrd".into(),
+        accel: ebb_node::vm::Accel::Tcg,
+        memory_mb: 64,
+        cpus: 1,
+        forward_port: true,
+        incoming: None,
+    };
+    match Machine::spawn(&spec) {
+        Err(VmError::QemuExited { console, .. }) => {
+            assert!(console.contains("/nonexistent/vmlinuz"), "{console}")
+        }
+        Err(e) => panic!("expected QEMU's own error, got {e}"),
+        Ok(_) => panic!("QEMU started without a kernel"),
+    }
+}
+
+#[test]
+fn vm_node_that_never_serves_is_reported_gone_after_the_boot_timeout() {
+    if prepare("vm_node_that_never_serves_is_reported_gone_after_the_boot_timeout").is_none() {
+        return;
+    }
+    let mut p = VmProvider::new(VmConfig {
+        host_binaries: Vec::new(),
+        node_command: vec!["sleep".into(), "3600".into()],
+        memory_mb: MEMORY_MB,
+        cpus: 1,
+        boot_timeout_ms: 1_000,
+    })
+    .unwrap();
+    p.start(NodeId(7)).unwrap();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let why = loop {
+        let gone = p.poll_events().into_iter().find_map(|e| match e {
+            NodeEvent::Gone(NodeId(7), why) => Some(why),
+            NodeEvent::Ready(n) => panic!("node {n} cannot be ready: nothing listens"),
+            _ => None,
+        });
+        if let Some(why) = gone {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "no Gone event");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(why.contains("not serving within 1000 ms"), "{why}");
+    assert!(
+        p.machine(NodeId(7)).is_none(),
+        "a gone node's QEMU is dropped"
+    );
+}

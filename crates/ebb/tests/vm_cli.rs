@@ -1,0 +1,118 @@
+//! `ebb vm run` end to end: the ebb binary itself runs inside a TCG (or KVM)
+//! guest and the command's exit status comes back as ebb's own.
+#![allow(clippy::unwrap_used)]
+
+use ebb_node::vm::VmError;
+use ebb_node::vm::image::VmImage;
+use std::process::Command;
+
+#[test]
+fn vm_run_passes_the_guest_command_status_through_the_cli() {
+    let ebb = env!("CARGO_BIN_EXE_ebb");
+    match VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
+            eprintln!("SKIP vm_run_passes_the_guest_command_status_through_the_cli: {e}");
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    let out = Command::new(ebb)
+        .args([
+            "vm",
+            "run",
+            "--memory-mb",
+            "256",
+            "--include",
+            ebb,
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("{ebb} --version; exit 5"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(concat!("ebb ", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn vm_run_rejects_too_little_memory_naming_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["vm", "run", "--memory-mb", "8", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--memory-mb 8") && err.contains("at least 64"),
+        "{err}"
+    );
+}
+
+/// The `N` in a `check_<when>: {"Ok":N} …` line of `ebb vm migrate`.
+fn checked_count(stdout: &str, when: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("check_{when}: ")))
+        .unwrap_or_else(|| panic!("no check_{when} line in {stdout}"));
+    let digits: String = line
+        .trim_start_matches("{\"Ok\":")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no counter in {line:?}"))
+}
+
+#[test]
+fn vm_migrate_keeps_an_ebb_node_demo_counter() {
+    let ebb = env!("CARGO_BIN_EXE_ebb");
+    let has_node = Command::new(ebb)
+        .args(["node", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_node {
+        eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter: this build has no `ebb node`");
+        return;
+    }
+    match VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
+            eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter: {e}");
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    // The default guest command is this binary's `ebb node`.
+    // A TCG guest sharing the CPU with other tests can be slow to answer.
+    let check =
+        format!("{ebb} call --timeout-ms 30000 --addr {{addr}} Demo.incr '{{\"key\":\"a\"}}' 2>&1");
+    let out = Command::new(ebb)
+        .args(["vm", "migrate", "--check", &check])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = checked_count(&stdout, "before");
+    let after = checked_count(&stdout, "after");
+    assert_eq!(
+        after,
+        before + 1,
+        "the node's counter did not survive: {stdout}"
+    );
+}
