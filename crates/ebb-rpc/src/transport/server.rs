@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::TransportError;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
+use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
 use crate::semantics::{Action, Incoming, SESSION_EXPIRY, ServerConfig, ServerSession};
 use crate::service::{DispatchError, ServiceDispatch};
@@ -41,6 +42,8 @@ pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// on that connection get no reply route, so the route table stays bounded
 /// by connections times this.
 pub const MAX_CLIENTS_PER_CONN: usize = 64;
+/// Reply bytes one read may gather before they are shipped mid-batch.
+const REPLY_CHUNK_BYTES: usize = 1600;
 /// Read buffer growth step per connection.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -73,20 +76,35 @@ impl<D> Core<D> {
     }
 
     /// Records a finished call and sends its reply to its client's route.
-    fn complete(&self, incoming: &Incoming, status: Status, payload: bytes::Bytes, now: Nanos) {
+    /// A reply for `local`'s connection is appended to its batch instead,
+    /// so the replies of one read leave with one push and one write.
+    fn complete(
+        &self,
+        key: CallKey,
+        status: Status,
+        payload: bytes::Bytes,
+        now: Nanos,
+        local: Option<(&Arc<OutBuf>, &mut BytesMut)>,
+    ) {
         let (reply, route) = {
             let mut shared = self.lock();
-            let reply = shared.session.complete(incoming.key, status, payload, now);
-            let route = shared
-                .routes
-                .get(&incoming.key.client)
-                .map(|(_, o)| Arc::clone(o));
+            let reply = shared.session.complete(key, status, payload, now);
+            let route = shared.routes.get(&key.client).map(|(_, o)| Arc::clone(o));
             (reply, route)
         };
-        if let Some(out) = route {
-            // A closed route means the client will ask again on its next
+        let Some(out) = route else {
+            // No route means the client will ask again on its next
             // connection and get the saved reply; nothing to do here.
-            let _ = out.push_with(|b| frames::append(&self.codec, &reply, b));
+            return;
+        };
+        match local {
+            Some((here, batch)) if Arc::ptr_eq(here, &out) => {
+                frames::append(&self.codec, &reply, batch);
+            }
+            // A closed route is like no route.
+            _ => {
+                let _ = out.push_with(|b| frames::append(&self.codec, &reply, b));
+            }
         }
     }
 }
@@ -209,6 +227,7 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
         }
         // One clock read per batch of frames: they arrived together.
         let now = core.now();
+        let mut batch = BytesMut::new();
         loop {
             let frame = match codec.decode(&mut buf) {
                 Ok(None) => break,
@@ -218,15 +237,35 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
                     // and a bad header names no call: say why, then close
                     // this connection only.
                     let err = frames::connection_error(core.incarnation, e.to_string());
-                    let _ = out.push_with(|b| frames::append(&codec, &err, b));
+                    frames::append(&codec, &err, &mut batch);
+                    let _ = out.push_with(|b| b.extend_from_slice(&batch));
                     break 'conn;
                 }
             };
-            let Some(incoming) = decide(&core, &out, conn_id, &mut clients, frame, &in_flight, now)
-            else {
+            let Some(incoming) = decide(
+                &core,
+                &out,
+                &mut batch,
+                conn_id,
+                &mut clients,
+                frame,
+                &in_flight,
+                now,
+            ) else {
                 continue;
             };
-            run_call(&core, incoming, &in_flight, now);
+            run_call(&core, &out, &mut batch, incoming, &in_flight, now);
+            // Hand a part of a large read to the writer and let it run, so
+            // the client works on the first replies while the rest run:
+            // sending the whole window at once makes the two ends take turns.
+            if batch.len() >= REPLY_CHUNK_BYTES {
+                let _ = out.push_with(|b| b.extend_from_slice(&batch));
+                batch.clear();
+                tokio::task::yield_now().await;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = out.push_with(|b| b.extend_from_slice(&batch));
         }
     }
     out.close();
@@ -246,10 +285,12 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
 }
 
 /// Hands one frame to the session; answers what needs no run and returns
-/// the call to run, if any.
+/// the call to run, if any. Answers go to `batch`, this read's replies.
+#[allow(clippy::too_many_arguments)]
 fn decide<D>(
     core: &Core<D>,
     out: &Arc<OutBuf>,
+    batch: &mut BytesMut,
     conn_id: u64,
     clients: &mut Vec<ClientId>,
     frame: Frame,
@@ -300,7 +341,7 @@ fn decide<D>(
     match action {
         Action::Execute(incoming) => Some(incoming),
         Action::Reply(reply) => {
-            let _ = out.push_with(|b| frames::append(&core.codec, &reply, b));
+            frames::append(&core.codec, &reply, batch);
             None
         }
         Action::Wait | Action::Drop => None,
@@ -313,11 +354,14 @@ fn decide<D>(
 /// polls it again with a real waker.
 fn run_call<D: ServiceDispatch>(
     core: &Arc<Core<D>>,
+    out: &Arc<OutBuf>,
+    batch: &mut BytesMut,
     incoming: Incoming,
     in_flight: &Arc<Semaphore>,
     started: Nanos,
 ) {
     let task_core = Arc::clone(core);
+    let key = incoming.key;
     let mut call = Box::pin(async move {
         let mut waited = false;
         // A panicking method must still complete its call, or its duplicates
@@ -344,17 +388,20 @@ fn run_call<D: ServiceDispatch>(
         let (status, payload) = frames::status_of(outcome);
         // A call that finished at once finished at the batch's time.
         let now = if waited { task_core.now() } else { started };
-        task_core.complete(&incoming, status, payload, now);
+        (status, payload, now)
     });
     let mut cx = Context::from_waker(Waker::noop());
-    if call.as_mut().poll(&mut cx).is_ready() {
+    if let Poll::Ready((status, payload, now)) = call.as_mut().poll(&mut cx) {
+        core.complete(key, status, payload, now, Some((out, batch)));
         return;
     }
     // `decide` checked a permit was free and only this connection's reader
     // takes them, so this succeeds; if it did not, the call still runs.
     let permit = Arc::clone(in_flight).try_acquire_owned().ok();
+    let core = Arc::clone(core);
     tokio::spawn(async move {
-        call.await;
+        let (status, payload, now) = call.await;
+        core.complete(key, status, payload, now, None);
         drop(permit);
     });
 }
