@@ -43,7 +43,9 @@ pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// by connections times this.
 pub const MAX_CLIENTS_PER_CONN: usize = 64;
 /// Reply bytes one read may gather before they are shipped mid-batch.
-const REPLY_CHUNK_BYTES: usize = 1600;
+/// 6400 B (about 64 small replies) keeps both ends busy while writing a
+/// quarter as often as 1600 B did: same throughput, less server CPU.
+const REPLY_CHUNK_BYTES: usize = 6400;
 /// Read buffer growth step per connection.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
