@@ -6,6 +6,8 @@
 //! measured start time.
 
 pub mod container;
+pub mod process;
 pub mod provider;
 pub mod sandbox;
+pub mod thread;
 pub mod vm;

@@ -134,10 +134,34 @@ impl<D: ServiceDispatch> Server<D> {
                 addr: addr.to_owned(),
                 source,
             })?;
+        Ok(Server::from_listener(listener, dispatch, config))
+    }
+
+    /// Serves on a socket that is already bound and listening: one handed
+    /// over by a parent process (socket activation) or bound by a provider
+    /// that must know the node's address before the node runs. Must be
+    /// called inside a tokio runtime.
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        dispatch: D,
+        config: ServerConfig,
+    ) -> Result<Server<D>, TransportError> {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "an inherited socket".to_owned(), |a| a.to_string());
+        let adopt = |source| TransportError::Bind { addr, source };
+        let listener = match listener.set_nonblocking(true) {
+            Ok(()) => TcpListener::from_std(listener).map_err(adopt)?,
+            Err(e) => return Err(adopt(e)),
+        };
+        Ok(Server::from_listener(listener, dispatch, config))
+    }
+
+    fn from_listener(listener: TcpListener, dispatch: D, config: ServerConfig) -> Server<D> {
         // Random per process, so a restarted server never reuses one.
         let incarnation = random_incarnation(&mut Rng::seeded(frames::os_random_u64()));
         let session = ServerSession::new(incarnation, config);
-        Ok(Server {
+        Server {
             listener,
             core: Arc::new(Core {
                 dispatch,
@@ -149,7 +173,7 @@ impl<D: ServiceDispatch> Server<D> {
                 epoch: Instant::now(),
                 codec: FrameCodec::default(),
             }),
-        })
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {

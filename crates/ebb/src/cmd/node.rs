@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use ebb::demo::{DemoServer, DemoService};
+use ebb::rpc::semantics::ServerConfig;
 use ebb::rpc::transport::Server;
 
 /// Serve the demo service (echo, work, sleep, incr, get, put) on one TCP
@@ -15,8 +16,48 @@ use ebb::rpc::transport::Server;
 )]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    #[arg(long, default_value = "127.0.0.1:7000", conflicts_with = "listen_fd")]
     pub listen: String,
+
+    /// Serve on an already listening TCP socket inherited as this file
+    /// descriptor (socket activation: how a process provider starts nodes
+    /// whose address it chose), instead of binding --listen.
+    #[arg(long, value_name = "FD")]
+    pub listen_fd: Option<i32>,
+}
+
+/// Takes ownership of the inherited listening socket `fd`, after checking
+/// that it is one: adopting a wrong descriptor would fail obscurely later.
+fn inherited_listener(fd: i32) -> anyhow::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    anyhow::ensure!(
+        fd > 2,
+        "--listen-fd {fd}: descriptors 0, 1 and 2 are stdin, stdout and stderr; \
+         pass the number of an inherited listening TCP socket (usually 3)"
+    );
+    // SAFETY: fcntl(F_GETFD) only inspects the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        anyhow::bail!("--listen-fd {fd}: no such open descriptor was inherited");
+    }
+    let mut accepting: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the out-pointers point at live locals of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut accepting).cast(),
+            &mut len,
+        )
+    };
+    anyhow::ensure!(
+        rc == 0 && accepting == 1,
+        "--listen-fd {fd}: the descriptor is not a listening socket"
+    );
+    // SAFETY: the descriptor is open, is a listening socket, and nothing
+    // else in this process owns it: it was inherited for us alone.
+    Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -27,7 +68,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let server = Server::bind(&args.listen, DemoServer::new(DemoService::new())).await?;
+        let demo = DemoServer::new(DemoService::new());
+        let server = match args.listen_fd {
+            Some(fd) => Server::from_std(inherited_listener(fd)?, demo, ServerConfig::default())?,
+            None => Server::bind(&args.listen, demo).await?,
+        };
         let addr = server.local_addr().context("reading the bound address")?;
         super::announce(&format!("node listening on {addr}"));
         server.run().await?;

@@ -1,0 +1,275 @@
+//! [`ProcessProvider`]: nodes as child processes.
+//!
+//! A process node has its own address space and descriptors, so a crash or
+//! a leak ends only that node, but it shares everything else with the host
+//! (processes, file system, network, no resource limits).
+//!
+//! The provider binds each node's listening socket itself and hands it to
+//! the child as descriptor [`LISTEN_FD`] (socket activation, as with
+//! systemd or inetd): the address is known before the child runs, so
+//! `start` never waits for it. A pre-bound socket accepts connections
+//! before the child serves them, so readiness cannot be probed by
+//! connecting; instead the child prints a line containing
+//! [`READY_MARKER`] on stdout once it serves, as `ebb node` does.
+
+use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
+use ebb_core::{Nanos, NodeId};
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The descriptor the child finds its listening socket on (the first one
+/// after stdin, stdout and stderr).
+pub const LISTEN_FD: i32 = 3;
+/// Placeholder in the command replaced with [`LISTEN_FD`].
+pub const FD_PLACEHOLDER: &str = "{fd}";
+/// What the child prints on stdout once it serves.
+pub const READY_MARKER: &str = "listening on";
+/// Bound on live process nodes (each holds a child and two descriptors here).
+pub const MAX_PROCESS_NODES: usize = 256;
+/// Start time assumed before any start was observed.
+const INITIAL_EXPECTED_START_MS: u64 = 10;
+/// How long dropping the provider waits for nodes to stop on SIGTERM.
+const STOP_GRACE_MS: u64 = 2_000;
+const STOP_POLL_MS: u64 = 5;
+/// Bound on the stdout a node may print before it is ready; a server that
+/// prints this much without the marker never will.
+const MAX_READY_OUTPUT_BYTES: usize = 16 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ProcessProviderConfig {
+    pub program: PathBuf,
+    /// Arguments; `{fd}` becomes [`LISTEN_FD`].
+    pub args: Vec<String>,
+}
+
+impl ProcessProviderConfig {
+    /// Nodes that run `ebb node` from the `ebb` binary at `ebb_exe`.
+    pub fn ebb_node(ebb_exe: PathBuf) -> Self {
+        ProcessProviderConfig {
+            program: ebb_exe,
+            args: ["node", "--listen-fd", FD_PLACEHOLDER]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+struct Running {
+    child: Child,
+    stdout: ChildStdout,
+    seen: Vec<u8>,
+    started: Instant,
+    ready: bool,
+}
+
+pub struct ProcessProvider {
+    cfg: ProcessProviderConfig,
+    nodes: HashMap<NodeId, Running>,
+    expected: Nanos,
+}
+
+impl ProcessProvider {
+    pub fn new(cfg: ProcessProviderConfig) -> Self {
+        ProcessProvider {
+            cfg,
+            nodes: HashMap::new(),
+            expected: Nanos::from(Duration::from_millis(INITIAL_EXPECTED_START_MS)),
+        }
+    }
+
+    /// The operating-system process id of a running node (to read its
+    /// memory, or to kill it in a fault test).
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.nodes.get(&id).map(|n| n.child.id())
+    }
+
+    fn start_err(reason: impl Into<String>) -> ProviderError {
+        ProviderError::Start {
+            kind: "process",
+            reason: reason.into(),
+        }
+    }
+
+    fn spawn(&self, listener: &TcpListener) -> Result<Child, ProviderError> {
+        let fd = listener.as_raw_fd();
+        let fd_arg = LISTEN_FD.to_string();
+        let mut cmd = Command::new(&self.cfg.program);
+        cmd.args(
+            self.cfg
+                .args
+                .iter()
+                .map(|a| a.replace(FD_PLACEHOLDER, &fd_arg)),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+        // SAFETY: between fork and exec only async-signal-safe calls run:
+        // dup2 and fcntl on descriptors this process owns. `fd` stays open
+        // until after spawn returns because `listener` is borrowed.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == LISTEN_FD {
+                    // dup2 onto itself keeps FD_CLOEXEC; clear it instead.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, LISTEN_FD) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .map_err(|e| Self::start_err(format!("running {}: {e}", self.cfg.program.display())))
+    }
+}
+
+/// Reads what `out` has without blocking; `Ok(false)` at end of file.
+fn read_available(out: &mut ChildStdout, seen: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut buf = [0u8; 1024];
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                // Only the bytes before readiness matter; keep a bounded tail.
+                seen.extend_from_slice(&buf[..n]);
+                if seen.len() > MAX_READY_OUTPUT_BYTES {
+                    let cut = seen.len() - MAX_READY_OUTPUT_BYTES;
+                    seen.drain(..cut);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn set_nonblocking(out: &ChildStdout) -> std::io::Result<()> {
+    let fd = out.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with no pointers involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl NodeProvider for ProcessProvider {
+    fn kind(&self) -> NodeKind {
+        NodeKind::Process
+    }
+
+    fn expected_start(&self) -> Nanos {
+        self.expected
+    }
+
+    fn start(&mut self, id: NodeId) -> Result<StartedNode, ProviderError> {
+        if self.nodes.contains_key(&id) {
+            return Err(Self::start_err(format!("node {} is already running", id.0)));
+        }
+        if self.nodes.len() >= MAX_PROCESS_NODES {
+            return Err(Self::start_err(format!(
+                "{MAX_PROCESS_NODES} process nodes are running, the most one provider holds"
+            )));
+        }
+        let started = Instant::now();
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let addr = listener.local_addr()?;
+        let mut child = self.spawn(&listener)?;
+        // The child holds its own copy; ours would keep the port open
+        // after the child dies.
+        drop(listener);
+        let stdout = match child.stdout.take() {
+            Some(out) => out,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Self::start_err("the child's stdout was not captured"));
+            }
+        };
+        if let Err(e) = set_nonblocking(&stdout) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
+        self.nodes.insert(
+            id,
+            Running {
+                child,
+                stdout,
+                seen: Vec::new(),
+                started,
+                ready: false,
+            },
+        );
+        Ok(StartedNode {
+            id,
+            kind: NodeKind::Process,
+            addr,
+        })
+    }
+
+    fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
+        let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
+        let pid = nix::unistd::Pid::from_raw(node.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        Ok(())
+    }
+
+    fn poll_events(&mut self) -> Vec<NodeEvent> {
+        let mut events = Vec::new();
+        let mut gone = Vec::new();
+        for (id, node) in &mut self.nodes {
+            // Always drain stdout, so a chatty node never blocks on a full pipe.
+            let open = read_available(&mut node.stdout, &mut node.seen);
+            if !node.ready && String::from_utf8_lossy(&node.seen).contains(READY_MARKER) {
+                node.ready = true;
+                node.seen = Vec::new();
+                self.expected = Nanos::from(node.started.elapsed());
+                events.push(NodeEvent::Ready(*id));
+            }
+            match node.child.try_wait() {
+                Ok(Some(status)) => gone.push((*id, format!("process ended: {status}"))),
+                Err(e) => gone.push((*id, format!("lost track of the process: {e}"))),
+                Ok(None) => {
+                    if let Err(e) = open {
+                        gone.push((*id, format!("reading its output failed: {e}")));
+                    }
+                }
+            }
+        }
+        for (id, why) in gone {
+            if let Some(mut node) = self.nodes.remove(&id) {
+                let _ = node.child.kill();
+                let _ = node.child.wait();
+            }
+            events.push(NodeEvent::Gone(id, why));
+        }
+        events
+    }
+}
+
+impl Drop for ProcessProvider {
+    /// Stops every node: SIGTERM, then SIGKILL for those still running
+    /// after [`STOP_GRACE_MS`], so no node outlives its provider.
+    fn drop(&mut self) {
+        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+            let _ = self.stop(id);
+        }
+        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
+        for node in self.nodes.values_mut() {
+            while Instant::now() < deadline && matches!(node.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(STOP_POLL_MS));
+            }
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+    }
+}
