@@ -111,3 +111,72 @@ fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
         .unwrap();
     assert!(swept.status.success());
 }
+
+#[test]
+fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "SKIPPED provider_runs_ebb_node_in_containers_that_keep_their_own_state: needs root and busybox-static"
+        );
+        return;
+    }
+    let mut p = ContainerProvider::new(ContainerProviderConfig {
+        ebb_exe: PathBuf::from(EBB),
+        limits: Limits {
+            memory_mb: Some(64),
+            cpus: Some(1.0),
+            pids: Some(32),
+        },
+        rootfs: None,
+        // The default base layer carries this very binary as /bin/ebb.
+        command: ["/bin/ebb", "node", "--listen", "0.0.0.0:{port}"]
+            .map(String::from)
+            .to_vec(),
+        port: 7000,
+    });
+    let a = p.start(NodeId(1)).unwrap();
+    let b = p.start(NodeId(2)).unwrap();
+    assert_ne!(a.addr, b.addr, "each container has its own address");
+    let mut ready = 0;
+    for _ in 0..MAX_POLLS {
+        ready += p
+            .poll_events()
+            .iter()
+            .inspect(|e| assert!(matches!(e, NodeEvent::Ready(_)), "{e:?}"))
+            .count();
+        if ready == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(ready, 2, "both containers should serve");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let incr = |addr: std::net::SocketAddr| {
+        rt.block_on(async {
+            let c = ebb::rpc::transport::TcpClient::connect(&addr.to_string())
+                .await
+                .unwrap();
+            ebb::demo::DemoClient::new(c)
+                .incr("k".to_owned())
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    };
+    assert_eq!(incr(a.addr), 1);
+    assert_eq!(incr(a.addr), 2);
+    assert_eq!(incr(b.addr), 1, "containers must not share state");
+
+    p.stop(a.id).unwrap();
+    let gone = poll_until(&mut p, |e| matches!(e, NodeEvent::Gone(..)));
+    assert!(
+        matches!(gone, NodeEvent::Gone(g, _) if g == a.id),
+        "{gone:?}"
+    );
+    assert_eq!(incr(b.addr), 2, "the other container keeps serving");
+}
