@@ -261,3 +261,30 @@ fn a_ping_raises_acknowledged_below_and_prunes() {
     s.handle_ping(&p, Nanos(3));
     assert_eq!(s.table().entries(), 0);
 }
+
+/// Nodes restored from one VM snapshot are clones: same incarnation, same
+/// (empty) session table. A client whose node died and whose address now
+/// reaches a clone sees the same incarnation, so rule 1 cannot help; the
+/// floor its ping carries makes the clone refuse the resent call instead of
+/// running it a second time.
+#[test]
+fn a_clone_with_the_same_incarnation_refuses_a_call_sent_to_its_twin() {
+    let mut twin = handshaken();
+    let mut clone = server();
+    assert!(matches!(
+        twin.handle_request(req(1, 1, INC, false), Nanos(1)),
+        Action::Execute(_)
+    ));
+    // The client reconnects, reaches the clone, and opens its session with
+    // the floor one above the highest at-most-once seq it sent.
+    let pong = clone.handle_ping(&ping(2), Nanos(2));
+    assert_eq!(pong.incarnation, INC, "the clone cannot tell itself apart");
+    assert_eq!(
+        status_of(clone.handle_request(req(1, 1, INC, false), Nanos(3))),
+        Status::OutcomeUnknown
+    );
+    assert!(matches!(
+        clone.handle_request(req(2, 1, INC, false), Nanos(4)),
+        Action::Execute(_)
+    ));
+}
