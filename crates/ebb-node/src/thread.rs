@@ -45,7 +45,6 @@ struct Running {
 /// Starts nodes serving the service `make` builds, one thread each.
 pub struct ThreadProvider<F> {
     make: F,
-    bind_ip: std::net::IpAddr,
     config: ServerConfig,
     nodes: HashMap<NodeId, Running>,
     reports_tx: mpsc::Sender<Report>,
@@ -64,13 +63,18 @@ where
         let (reports_tx, reports) = mpsc::channel();
         ThreadProvider {
             make,
-            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             config: ServerConfig::default(),
             nodes: HashMap::new(),
             reports_tx,
             reports,
             expected: Nanos::from(std::time::Duration::from_micros(INITIAL_EXPECTED_START_US)),
         }
+    }
+
+    /// The at-most-once bounds every node's server keeps.
+    pub fn with_server_config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
     }
 
     /// How many nodes are running or starting.
@@ -152,7 +156,7 @@ where
             )));
         }
         let started = Instant::now();
-        let listener = TcpListener::bind(SocketAddr::new(self.bind_ip, 0))?;
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
         let dispatch = (self.make)();
         let (stop_tx, stop_rx) = oneshot::channel();
