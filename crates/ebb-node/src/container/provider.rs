@@ -26,6 +26,8 @@ const ADDR_POLL_MS: u64 = 1;
 const STOP_GRACE_MS: u64 = 2_000;
 /// Bound on each readiness probe, so `poll_events` stays quick.
 const PROBE_TIMEOUT_MS: u64 = 20;
+/// Numbers the runners this process starts, for their address files.
+static NEXT_RUNNER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Placeholder in the command replaced with the node's port.
 pub const PORT_PLACEHOLDER: &str = "{port}";
 
@@ -103,7 +105,14 @@ impl NodeProvider for ContainerProvider {
     }
 
     fn start(&mut self, id: NodeId) -> Result<StartedNode, ProviderError> {
-        let addr_file = Path::new(STATE_ROOT).join(format!("addr-{}-{}", std::process::id(), id.0));
+        // Unique per runner, not per node id: two providers in one process
+        // may start nodes with the same id at once.
+        let runner_seq = NEXT_RUNNER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let addr_file = Path::new(STATE_ROOT).join(format!(
+            "addr-{}-{runner_seq}-{}",
+            std::process::id(),
+            id.0
+        ));
         let _ = std::fs::create_dir_all(STATE_ROOT);
         let _ = std::fs::remove_file(&addr_file);
         let mut cmd = Command::new(&self.cfg.ebb_exe);
