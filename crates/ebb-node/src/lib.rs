@@ -5,6 +5,7 @@
 //! for capacity without knowing how it is isolated, and can weigh each kind's
 //! measured start time.
 
+pub mod child;
 pub mod container;
 pub mod process;
 pub mod provider;

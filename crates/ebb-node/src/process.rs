@@ -34,9 +34,6 @@ pub const READY_MARKER: &str = "listening on";
 pub const MAX_PROCESS_NODES: usize = 256;
 /// Start time assumed before any start was observed.
 const INITIAL_EXPECTED_START_MS: u64 = 10;
-/// How long dropping the provider waits for nodes to stop on SIGTERM.
-const STOP_GRACE_MS: u64 = 2_000;
-const STOP_POLL_MS: u64 = 5;
 /// Bound on the stdout a node may print before it is ready; a server that
 /// prints this much without the marker never will.
 const MAX_READY_OUTPUT_BYTES: usize = 16 * 1024;
@@ -218,8 +215,7 @@ impl NodeProvider for ProcessProvider {
 
     fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
         let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
-        let pid = nix::unistd::Pid::from_raw(node.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        crate::child::terminate(&node.child);
         Ok(())
     }
 
@@ -257,19 +253,9 @@ impl NodeProvider for ProcessProvider {
 }
 
 impl Drop for ProcessProvider {
-    /// Stops every node: SIGTERM, then SIGKILL for those still running
-    /// after [`STOP_GRACE_MS`], so no node outlives its provider.
+    /// Stops every node (see [`crate::child::stop_all`]), so no node
+    /// outlives its provider.
     fn drop(&mut self) {
-        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
-            let _ = self.stop(id);
-        }
-        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
-        for node in self.nodes.values_mut() {
-            while Instant::now() < deadline && matches!(node.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(STOP_POLL_MS));
-            }
-            let _ = node.child.kill();
-            let _ = node.child.wait();
-        }
+        crate::child::stop_all(self.nodes.values_mut().map(|n| &mut n.child));
     }
 }

@@ -24,13 +24,20 @@ fn poll_until(p: &mut ContainerProvider, want: impl Fn(&NodeEvent) -> bool) -> N
     panic!("the expected event never came");
 }
 
+/// Says why `test` cannot run here, if it cannot.
+fn skipped(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root && std::path::Path::new("/bin/busybox").exists();
+    if !ok {
+        eprintln!("SKIPPED {test}: needs root and busybox-static");
+    }
+    !ok
+}
+
 #[test]
 fn provider_serves_busybox_httpd_over_the_veth() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
-        eprintln!(
-            "SKIPPED provider_serves_busybox_httpd_over_the_veth: needs root and busybox-static"
-        );
+    if skipped("provider_serves_busybox_httpd_over_the_veth") {
         return;
     }
     let mut p = ContainerProvider::new(ContainerProviderConfig {
@@ -70,11 +77,7 @@ fn provider_serves_busybox_httpd_over_the_veth() {
 
 #[test]
 fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
-        eprintln!(
-            "SKIPPED dropping_the_provider_stops_even_a_server_that_ignores_sigterm: needs root and busybox-static"
-        );
+    if skipped("dropping_the_provider_stops_even_a_server_that_ignores_sigterm") {
         return;
     }
     let mut p = ContainerProvider::new(ContainerProviderConfig {
@@ -114,11 +117,7 @@ fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
 
 #[test]
 fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/bin/busybox").exists() {
-        eprintln!(
-            "SKIPPED provider_runs_ebb_node_in_containers_that_keep_their_own_state: needs root and busybox-static"
-        );
+    if skipped("provider_runs_ebb_node_in_containers_that_keep_their_own_state") {
         return;
     }
     let mut p = ContainerProvider::new(ContainerProviderConfig {

@@ -22,8 +22,6 @@ const INITIAL_EXPECTED_START_MS: u64 = 20;
 /// How long `start` waits for the runner to report the node's address.
 const ADDR_WAIT_MS: u64 = 5_000;
 const ADDR_POLL_MS: u64 = 1;
-/// How long dropping the provider waits for nodes to stop on SIGTERM.
-const STOP_GRACE_MS: u64 = 2_000;
 /// Bound on each readiness probe, so `poll_events` stays quick.
 const PROBE_TIMEOUT_MS: u64 = 20;
 /// Numbers the runners this process starts, for their address files.
@@ -172,9 +170,8 @@ impl NodeProvider for ContainerProvider {
 
     fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
         let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
-        let pid = nix::unistd::Pid::from_raw(node.runner.id() as i32);
         // The runner forwards SIGTERM to the server and then cleans up.
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        crate::child::terminate(&node.runner);
         Ok(())
     }
 
@@ -204,27 +201,9 @@ impl NodeProvider for ContainerProvider {
 }
 
 impl Drop for ContainerProvider {
-    /// Stops every node: SIGTERM, then SIGKILL for runners still there after
-    /// [`STOP_GRACE_MS`] (a server that ignores SIGTERM must not hang the
-    /// caller; a killed runner's container dies with it and its slot is
-    /// swept by the next start).
+    /// Stops every node (see [`crate::child::stop_all`]); a killed runner's
+    /// container dies with it and its slot is swept by the next start.
     fn drop(&mut self) {
-        for node in self.nodes.values_mut() {
-            let pid = nix::unistd::Pid::from_raw(node.runner.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
-        for node in self.nodes.values_mut() {
-            while Instant::now() < deadline {
-                if !matches!(node.runner.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(ADDR_POLL_MS));
-            }
-            if matches!(node.runner.try_wait(), Ok(None)) {
-                let _ = node.runner.kill();
-            }
-            let _ = node.runner.wait();
-        }
+        crate::child::stop_all(self.nodes.values_mut().map(|n| &mut n.runner));
     }
 }
