@@ -3,14 +3,16 @@
 //! QMP is line-delimited JSON over a unix socket: a greeting, then
 //! `qmp_capabilities` to leave negotiation mode, then commands, each answered
 //! by `{"return": …}` or `{"error": …}`. Asynchronous events (`{"event": …}`)
-//! may arrive between them; we skip them since every state we care about can
-//! be polled (`query-status`, `query-migrate`).
+//! may arrive between them; every state we care about can be polled
+//! (`query-status`, `query-migrate`), so we only note when each event last
+//! happened (QEMU stamps them with the host's wall clock): a migration's
+//! `STOP` is the moment the source guest stopped serving.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How long one command may take to answer before we give up on QEMU.
 pub const QMP_REPLY_TIMEOUT_MS: u64 = 30_000;
@@ -18,6 +20,9 @@ pub const QMP_REPLY_TIMEOUT_MS: u64 = 30_000;
 const MAX_LINE_BYTES: usize = 1 << 20;
 /// Bounds the events skipped while waiting for one reply.
 const MAX_EVENTS_PER_REPLY: usize = 1024;
+/// Bounds the event names whose last time is remembered (QEMU has a few
+/// dozen); names beyond it are not remembered.
+const MAX_EVENT_NAMES: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
@@ -80,6 +85,8 @@ impl MigrationInfo {
 pub struct QmpClient {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// When each event name was last seen, by QEMU's timestamp.
+    last_events: Vec<(String, SystemTime)>,
 }
 
 impl QmpClient {
@@ -91,6 +98,7 @@ impl QmpClient {
         let mut c = Self {
             reader: BufReader::new(stream),
             writer,
+            last_events: Vec::new(),
         };
         let greeting = c.read_message()?;
         if greeting.get("QMP").is_none() {
@@ -124,13 +132,78 @@ impl QmpClient {
                     desc: field("desc"),
                 });
             }
-            if m.get("event").is_none() {
-                return Err(QmpError::Protocol(m.to_string()));
+            match m.get("event").and_then(Value::as_str) {
+                Some(name) => self.note_event(name, &m),
+                None => return Err(QmpError::Protocol(m.to_string())),
             }
         }
         Err(QmpError::Protocol(format!(
             "no reply to {command} among {MAX_EVENTS_PER_REPLY} events"
         )))
+    }
+
+    /// When QEMU last emitted event `name` (e.g. `STOP`), among those read
+    /// so far while waiting for replies.
+    pub fn last_event(&self, name: &str) -> Option<SystemTime> {
+        self.last_events
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, t)| t)
+    }
+
+    fn note_event(&mut self, name: &str, m: &Value) {
+        let Some(ts) = m.get("timestamp") else {
+            return;
+        };
+        let secs = u64_field(ts, "seconds").unwrap_or(0);
+        let micros = u64_field(ts, "microseconds").unwrap_or(0);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+        if let Some(slot) = self.last_events.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = at;
+        } else if self.last_events.len() < MAX_EVENT_NAMES {
+            self.last_events.push((name.to_owned(), at));
+        }
+    }
+
+    /// Runs a human-monitor (HMP) command, for the few operations QMP has
+    /// no command for. HMP reports most failures as text, not as an error;
+    /// `ok` decides from that text whether the command worked.
+    pub fn hmp(
+        &mut self,
+        command_line: &str,
+        ok: impl Fn(&str) -> bool,
+    ) -> Result<String, QmpError> {
+        let r = self.execute(
+            "human-monitor-command",
+            Some(json!({ "command-line": command_line })),
+        )?;
+        let text = r.as_str().unwrap_or("").trim().to_owned();
+        if ok(&text) {
+            Ok(text)
+        } else {
+            Err(QmpError::Command {
+                command: command_line.to_owned(),
+                class: "HMP".into(),
+                desc: text,
+            })
+        }
+    }
+
+    /// Adds a user-mode network forward (`tcp:HOST:PORT-:GUESTPORT`) on a
+    /// running QEMU. QEMU answers nothing on success and a message on
+    /// failure (e.g. the host port is taken).
+    pub fn hostfwd_add(&mut self, netdev: &str, rule: &str) -> Result<(), QmpError> {
+        self.hmp(&format!("hostfwd_add {netdev} {rule}"), str::is_empty)
+            .map(drop)
+    }
+
+    /// Removes a forward (`tcp:HOST:PORT`), closing its listening socket;
+    /// connections already accepted through it stay open.
+    pub fn hostfwd_remove(&mut self, netdev: &str, host: &str) -> Result<(), QmpError> {
+        self.hmp(&format!("hostfwd_remove {netdev} {host}"), |t| {
+            t.ends_with("removed")
+        })
+        .map(drop)
     }
 
     fn read_message(&mut self) -> Result<Value, QmpError> {
@@ -344,6 +417,43 @@ mod tests {
         assert_eq!(c.query_migrate().unwrap().listen_port, Some(41234));
         // The fake QEMU hangs up after its script: a typed error, not a hang.
         assert!(matches!(c.cont(), Err(QmpError::Closed | QmpError::Io(_))));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn hmp_failures_given_as_text_become_errors_and_event_times_are_kept() {
+        let path = fake_qemu(vec![
+            ("qmp_capabilities", vec![r#"{"return": {}}"#]),
+            (
+                "human-monitor-command",
+                vec![
+                    r#"{"timestamp": {"seconds": 100, "microseconds": 250000}, "event": "STOP"}"#,
+                    r#"{"return": "host forwarding rule for tcp:127.0.0.1:5 removed\r\n"}"#,
+                ],
+            ),
+            (
+                "human-monitor-command",
+                vec![
+                    r#"{"return": "Could not set up host forwarding rule 'tcp:127.0.0.1:5-:7000'\r\n"}"#,
+                ],
+            ),
+            ("human-monitor-command", vec![r#"{"return": ""}"#]),
+        ]);
+        let mut c = QmpClient::connect(&path).unwrap();
+        assert_eq!(c.last_event("STOP"), None);
+        c.hostfwd_remove("n0", "tcp:127.0.0.1:5").unwrap();
+        assert_eq!(
+            c.last_event("STOP"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(100_250))
+        );
+        match c.hostfwd_add("n0", "tcp:127.0.0.1:5-:7000") {
+            Err(QmpError::Command { class, desc, .. }) => {
+                assert_eq!(class, "HMP");
+                assert!(desc.starts_with("Could not set up"), "{desc}");
+            }
+            other => panic!("a refused forward must be an error, got {other:?}"),
+        }
+        c.hostfwd_add("n0", "tcp:127.0.0.1:5-:7000").unwrap();
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }
