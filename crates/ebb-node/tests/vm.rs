@@ -259,8 +259,9 @@ fn vm_node_boots_and_then_restores_from_a_snapshot_and_serves() {
 }
 
 #[test]
-fn vm_live_migration_preserves_guest_memory_state() {
-    let Some(img) = prepare("vm_live_migration_preserves_guest_memory_state") else {
+fn vm_live_migration_preserves_guest_memory_state_and_the_address() {
+    let Some(img) = prepare("vm_live_migration_preserves_guest_memory_state_and_the_address")
+    else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("ebb-vm-test-{}", std::process::id()));
@@ -286,18 +287,26 @@ fn vm_live_migration_preserves_guest_memory_state() {
     let b = read_count(src.host_addr().unwrap());
     assert!(b > a);
 
+    let addr = src.host_addr().unwrap();
     let (mut dst, report) = live_migrate(&mut src).unwrap();
-    assert_eq!(src.qmp().query_status().unwrap().status, "postmigrate");
     assert!(dst.qmp().query_status().unwrap().running);
-    // The emptied source is told to exit, not killed.
-    src.qmp().quit().unwrap();
-    assert!(src.wait_exit(Duration::from_secs(10)).unwrap().success());
+    // The target took over the source's port; the emptied source was told
+    // to exit, not killed.
+    assert_eq!(dst.host_addr(), Some(addr));
+    assert_eq!(src.host_addr(), None);
+    let exit = src.try_wait().unwrap();
+    assert!(exit.is_some_and(|s| s.success()), "source: {exit:?}");
     drop(src);
-    // The counter continues where it was: the guest's memory moved.
-    let c = read_count(dst.host_addr().unwrap());
+    // The counter continues where it was, at the same address: the guest's
+    // memory moved and so did the port.
+    let c = read_count(addr);
     eprintln!("migration: {report:?}; counter {a}, {b} before, {c} after");
     assert!(c > b, "counter restarted: {c} after {b}");
     assert!(report.total_time_ms > 0);
+    assert!(
+        report.address_unreachable_ms.is_some(),
+        "the source's STOP and the forward's move are both seen"
+    );
     drop(dst);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -59,6 +59,15 @@ fn vm_run_rejects_too_little_memory_naming_the_flag() {
     );
 }
 
+/// The address on a `<what>: ADDR …` line of `ebb vm migrate`.
+fn printed_addr<'a>(stdout: &'a str, what: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{what}: ")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {what} line in {stdout}"))
+}
+
 /// The `N` in a `check_<when>: {"Ok":N} …` line of `ebb vm migrate`.
 fn checked_count(stdout: &str, when: &str) -> u64 {
     let line = stdout
@@ -76,20 +85,22 @@ fn checked_count(stdout: &str, when: &str) -> u64 {
 }
 
 #[test]
-fn vm_migrate_keeps_an_ebb_node_demo_counter() {
+fn vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address() {
     let ebb = env!("CARGO_BIN_EXE_ebb");
     let has_node = Command::new(ebb)
         .args(["node", "--help"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_node {
-        eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter: this build has no `ebb node`");
+        eprintln!(
+            "SKIP vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address: this build has no `ebb node`"
+        );
         return;
     }
     match VmImage::prepare(&[]) {
         Ok(_) => {}
         Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
-            eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter: {e}");
+            eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address: {e}");
             return;
         }
         Err(e) => panic!("preparing the VM image failed: {e}"),
@@ -108,6 +119,12 @@ fn vm_migrate_keeps_an_ebb_node_demo_counter() {
         "stdout: {stdout}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        printed_addr(&stdout, "source"),
+        printed_addr(&stdout, "target"),
+        "the node's address changed: {stdout}"
+    );
+    assert!(stdout.contains("(address unchanged)"), "{stdout}");
     let before = checked_count(&stdout, "before");
     let after = checked_count(&stdout, "after");
     assert_eq!(

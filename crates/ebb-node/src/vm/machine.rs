@@ -25,6 +25,8 @@ const POLL_MS: u64 = 20;
 const PROBE_READ_MS: u64 = 150;
 /// Console lines quoted in errors.
 const CONSOLE_TAIL_LINES: usize = 15;
+/// The guest's one network device, as named to QEMU's monitor.
+const NETDEV: &str = "n0";
 
 /// What to boot and how; cloned to start a migration target with the same
 /// devices.
@@ -35,7 +37,8 @@ pub struct MachineSpec {
     pub accel: Accel,
     pub memory_mb: u64,
     pub cpus: u32,
-    /// Forward a fresh loopback port to [`GUEST_PORT`].
+    /// Forward a fresh loopback port to [`GUEST_PORT`]. A migration target
+    /// starts without one and takes over its source's port instead.
     pub forward_port: bool,
     /// `-incoming` argument (`defer`, `exec:cat FILE`), for restores and
     /// migration targets.
@@ -136,6 +139,32 @@ impl Machine {
             .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
     }
 
+    /// Closes the forward's listening socket and returns its port, so
+    /// another QEMU can take it over. Connections it already accepted stay
+    /// open until this QEMU exits.
+    pub fn remove_host_forward(&mut self) -> Result<Option<u16>, VmError> {
+        let Some(port) = self.host_port else {
+            return Ok(None);
+        };
+        self.qmp
+            .hostfwd_remove(NETDEV, &format!("tcp:{}:{port}", Ipv4Addr::LOCALHOST))?;
+        self.host_port = None;
+        Ok(Some(port))
+    }
+
+    /// Forwards loopback `port` to the guest's [`GUEST_PORT`] on a running
+    /// QEMU, e.g. the port a migration source just gave up.
+    pub fn add_host_forward(&mut self, port: u16) -> Result<(), VmError> {
+        if let Some(p) = self.host_port {
+            return Err(VmError::Unsupported(format!(
+                "a second forward (port {port}) on a VM already forwarding port {p}"
+            )));
+        }
+        self.qmp.hostfwd_add(NETDEV, &forward_rule(port))?;
+        self.host_port = Some(port);
+        Ok(())
+    }
+
     pub fn console(&self) -> String {
         read_lossy(&self.dir.join("console.log"))
     }
@@ -199,6 +228,12 @@ impl Machine {
             }
             std::thread::sleep(Duration::from_millis(POLL_MS));
         }
+    }
+
+    /// Kills QEMU now (also done on drop); for a QEMU that ignored `quit`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn poll_until(
@@ -292,8 +327,8 @@ fn qemu_args(spec: &MachineSpec, dir: &Path, host_port: Option<u16>) -> Vec<Stri
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
     }
     let netdev = match host_port {
-        Some(hp) => format!("user,id=n0,hostfwd=tcp:127.0.0.1:{hp}-:{GUEST_PORT}"),
-        None => "user,id=n0".to_owned(),
+        Some(hp) => format!("user,id={NETDEV},hostfwd={}", forward_rule(hp)),
+        None => format!("user,id={NETDEV}"),
     };
     let mut a: Vec<String> = vec![
         "-machine".into(),
@@ -320,7 +355,7 @@ fn qemu_args(spec: &MachineSpec, dir: &Path, host_port: Option<u16>) -> Vec<Stri
         "-netdev".into(),
         netdev,
         "-device".into(),
-        "virtio-net-device,netdev=n0".into(),
+        format!("virtio-net-device,netdev={NETDEV}"),
     ];
     if spec.accel == Accel::Kvm {
         a.extend(["-cpu".into(), "host".into()]);
@@ -329,6 +364,12 @@ fn qemu_args(spec: &MachineSpec, dir: &Path, host_port: Option<u16>) -> Vec<Stri
         a.extend(["-incoming".into(), inc.clone()]);
     }
     a
+}
+
+/// QEMU's spelling of "loopback `port` to the guest's [`GUEST_PORT`]", on
+/// the command line and in `hostfwd_add` alike.
+fn forward_rule(port: u16) -> String {
+    format!("tcp:{}:{port}-:{GUEST_PORT}", Ipv4Addr::LOCALHOST)
 }
 
 /// A loopback port free right now. QEMU binds it a moment later; the race

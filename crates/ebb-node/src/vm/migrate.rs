@@ -11,7 +11,7 @@
 use super::VmError;
 use super::machine::{Machine, MachineSpec};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Local migrations are memory copies; lift QEMU's 32 MiB/s default cap.
 pub const MAX_BANDWIDTH_BYTES_PER_S: u64 = 4 << 30;
@@ -30,13 +30,19 @@ pub struct Snapshot {
     pub size_bytes: u64,
 }
 
-/// What a live migration cost, as QEMU measured it on the source.
+/// What a live migration cost, as QEMU measured it on the source, and how
+/// long the node's address went unanswered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MigrationReport {
     pub total_time_ms: u64,
     /// How long the guest was paused for the final copy.
     pub downtime_ms: u64,
     pub ram_transferred_bytes: u64,
+    /// From the source guest stopping (its `STOP` event) to the target
+    /// forwarding the node's port: no guest answers on the address in
+    /// between. `None` when the source had no forward, or QEMU reported no
+    /// stop.
+    pub address_unreachable_ms: Option<u64>,
 }
 
 /// Pauses `m` and writes its state to `path`. `m` stays paused afterwards;
@@ -63,13 +69,27 @@ pub fn restore(snap: &Snapshot) -> Result<Machine, VmError> {
     Ok(m)
 }
 
-/// Moves `src`'s running guest to a new QEMU over loopback TCP. On success
-/// the returned machine runs the guest (with a new host port) and `src` is
-/// left stopped in `postmigrate`; drop it.
+/// Bound on the emptied source exiting after `quit`; it is killed after.
+pub const SOURCE_EXIT_TIMEOUT_MS: u64 = 10_000;
+
+/// Moves `src`'s running guest to a new QEMU over loopback TCP, then hands
+/// it `src`'s host port, so the node keeps its address.
+///
+/// The target starts without a forward (user-mode networking cannot bind a
+/// port twice, and its network state is not part of the migration stream).
+/// Once the guest runs on the target, `src` closes its forward's listening
+/// socket, the target opens the same port (`hostfwd_remove`/`hostfwd_add`),
+/// and `src` is told to quit. Quitting closes the host side of every
+/// connection accepted through `src`, so clients see their connection break
+/// and reconnect to the same address, now the target's.
+///
+/// On success `src` has exited; drop it. On failure the target is gone and,
+/// when the guest had already moved, it is resumed on `src` (no client
+/// traffic reached the target, which had no forward yet).
 pub fn live_migrate(src: &mut Machine) -> Result<(Machine, MigrationReport), VmError> {
     let mut spec = src.spec().clone();
     spec.incoming = Some("defer".into());
-    spec.forward_port = true;
+    spec.forward_port = false;
     let mut dst = Machine::spawn(&spec)?;
     // Port 0 lets the target pick a free port, read back from query-migrate.
     dst.qmp().migrate_incoming("tcp:127.0.0.1:0")?;
@@ -78,19 +98,79 @@ pub fn live_migrate(src: &mut Machine) -> Result<(Machine, MigrationReport), VmE
         .query_migrate()?
         .listen_port
         .ok_or_else(|| VmError::Migration("target did not report its listening port".into()))?;
+    let began = SystemTime::now();
     let q = src.qmp();
     q.set_migration_limits(MAX_BANDWIDTH_BYTES_PER_S, DOWNTIME_LIMIT_MS)?;
     q.migrate(&format!("tcp:127.0.0.1:{port}"))?;
     let info = wait_migration(src)?;
-    wait_incoming_then_run(&mut dst)?;
+    let forwarded_at =
+        match wait_incoming_then_run(&mut dst).and_then(|()| hand_over_port(src, &mut dst)) {
+            Ok(at) => at,
+            Err(e) => {
+                // The target must be gone before the source runs again, so the
+                // guest never runs twice.
+                drop(dst);
+                let resumed = match src.qmp().cont() {
+                    Ok(()) => "the guest resumed on the source".to_owned(),
+                    Err(c) => format!("resuming the source failed too: {c}"),
+                };
+                return Err(VmError::Migration(format!(
+                    "after the copy: {e}; {resumed}"
+                )));
+            }
+        };
+    let stopped_at = src.qmp().last_event("STOP").filter(|&t| t >= began);
+    let address_unreachable_ms = match (stopped_at, forwarded_at) {
+        (Some(stop), Some(fwd)) => fwd.duration_since(stop).ok().map(millis),
+        _ => None,
+    };
+    quit_source(src);
     Ok((
         dst,
         MigrationReport {
             total_time_ms: info.total_time_ms.unwrap_or(0),
             downtime_ms: info.downtime_ms.unwrap_or(0),
             ram_transferred_bytes: info.ram_transferred_bytes.unwrap_or(0),
+            address_unreachable_ms,
         },
     ))
+}
+
+/// Moves `src`'s port forward to `dst`; returns when `dst` took it over
+/// (`None`: `src` had none). If `dst` cannot take it, `src` gets it back.
+fn hand_over_port(src: &mut Machine, dst: &mut Machine) -> Result<Option<SystemTime>, VmError> {
+    let Some(port) = src.remove_host_forward()? else {
+        return Ok(None);
+    };
+    match dst.add_host_forward(port) {
+        Ok(()) => Ok(Some(SystemTime::now())),
+        Err(e) => {
+            let back = src.add_host_forward(port);
+            Err(VmError::Migration(format!(
+                "the target could not take over port {port}: {e}{}",
+                match back {
+                    Ok(()) => String::new(),
+                    Err(b) => format!("; the source could not take it back either: {b}"),
+                }
+            )))
+        }
+    }
+}
+
+/// Ends the emptied source: politely, then by force.
+fn quit_source(src: &mut Machine) {
+    let quit = src.qmp().quit();
+    if quit.is_err()
+        || src
+            .wait_exit(Duration::from_millis(SOURCE_EXIT_TIMEOUT_MS))
+            .is_err()
+    {
+        src.kill();
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Polls the source side until its migration completes.

@@ -10,7 +10,7 @@
 use super::image::VmImage;
 use super::initramfs::{compose, overlay_script};
 use super::machine::{Machine, MachineSpec};
-use super::migrate::{Snapshot, save_snapshot};
+use super::migrate::{MigrationReport, Snapshot, live_migrate, save_snapshot};
 use super::{Accel, DEFAULT_MEMORY_MB, GUEST_PORT, VmError, cache_dir};
 use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_core::{Nanos, NodeId};
@@ -132,6 +132,27 @@ impl VmProvider {
     /// The QEMU process behind a node, for inspection (QMP, RSS).
     pub fn machine(&mut self, id: NodeId) -> Option<&mut Machine> {
         self.nodes.get_mut(&id).map(|n| &mut n.machine)
+    }
+
+    /// Live-migrates a serving node to a new QEMU on this host. The node
+    /// keeps its address (the `StartedNode::addr` from `start`), its memory
+    /// and so its server's incarnation and reply table: clients reconnect
+    /// to the same address and calls in flight complete exactly once. On
+    /// failure the node keeps running where it was, if it can.
+    pub fn migrate(&mut self, id: NodeId) -> Result<MigrationReport, VmError> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| VmError::Migration(format!("no VM node {id}")))?;
+        if node.phase != Phase::Ready {
+            return Err(VmError::Migration(format!(
+                "node {id} is not serving yet; migrate it once it is Ready"
+            )));
+        }
+        let (dst, report) = live_migrate(&mut node.machine)?;
+        // The old QEMU has exited; dropping it removes its files.
+        node.machine = dst;
+        Ok(report)
     }
 
     fn spec(&self) -> MachineSpec {

@@ -3,14 +3,16 @@
 //! QMP is line-delimited JSON over a unix socket: a greeting, then
 //! `qmp_capabilities` to leave negotiation mode, then commands, each answered
 //! by `{"return": …}` or `{"error": …}`. Asynchronous events (`{"event": …}`)
-//! may arrive between them; we skip them since every state we care about can
-//! be polled (`query-status`, `query-migrate`).
+//! may arrive between them; every state we care about can be polled
+//! (`query-status`, `query-migrate`), so we only note when each event last
+//! happened (QEMU stamps them with the host's wall clock): a migration's
+//! `STOP` is the moment the source guest stopped serving.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How long one command may take to answer before we give up on QEMU.
 pub const QMP_REPLY_TIMEOUT_MS: u64 = 30_000;
@@ -18,6 +20,9 @@ pub const QMP_REPLY_TIMEOUT_MS: u64 = 30_000;
 const MAX_LINE_BYTES: usize = 1 << 20;
 /// Bounds the events skipped while waiting for one reply.
 const MAX_EVENTS_PER_REPLY: usize = 1024;
+/// Bounds the event names whose last time is remembered (QEMU has a few
+/// dozen); names beyond it are not remembered.
+const MAX_EVENT_NAMES: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
@@ -80,6 +85,8 @@ impl MigrationInfo {
 pub struct QmpClient {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// When each event name was last seen, by QEMU's timestamp.
+    last_events: Vec<(String, SystemTime)>,
 }
 
 impl QmpClient {
@@ -91,6 +98,7 @@ impl QmpClient {
         let mut c = Self {
             reader: BufReader::new(stream),
             writer,
+            last_events: Vec::new(),
         };
         let greeting = c.read_message()?;
         if greeting.get("QMP").is_none() {
@@ -124,13 +132,78 @@ impl QmpClient {
                     desc: field("desc"),
                 });
             }
-            if m.get("event").is_none() {
-                return Err(QmpError::Protocol(m.to_string()));
+            match m.get("event").and_then(Value::as_str) {
+                Some(name) => self.note_event(name, &m),
+                None => return Err(QmpError::Protocol(m.to_string())),
             }
         }
         Err(QmpError::Protocol(format!(
             "no reply to {command} among {MAX_EVENTS_PER_REPLY} events"
         )))
+    }
+
+    /// When QEMU last emitted event `name` (e.g. `STOP`), among those read
+    /// so far while waiting for replies.
+    pub fn last_event(&self, name: &str) -> Option<SystemTime> {
+        self.last_events
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, t)| t)
+    }
+
+    fn note_event(&mut self, name: &str, m: &Value) {
+        let Some(ts) = m.get("timestamp") else {
+            return;
+        };
+        let secs = u64_field(ts, "seconds").unwrap_or(0);
+        let micros = u64_field(ts, "microseconds").unwrap_or(0);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+        if let Some(slot) = self.last_events.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = at;
+        } else if self.last_events.len() < MAX_EVENT_NAMES {
+            self.last_events.push((name.to_owned(), at));
+        }
+    }
+
+    /// Runs a human-monitor (HMP) command, for the few operations QMP has
+    /// no command for. HMP reports most failures as text, not as an error;
+    /// `ok` decides from that text whether the command worked.
+    pub fn hmp(
+        &mut self,
+        command_line: &str,
+        ok: impl Fn(&str) -> bool,
+    ) -> Result<String, QmpError> {
+        let r = self.execute(
+            "human-monitor-command",
+            Some(json!({ "command-line": command_line })),
+        )?;
+        let text = r.as_str().unwrap_or("").trim().to_owned();
+        if ok(&text) {
+            Ok(text)
+        } else {
+            Err(QmpError::Command {
+                command: command_line.to_owned(),
+                class: "HMP".into(),
+                desc: text,
+            })
+        }
+    }
+
+    /// Adds a user-mode network forward (`tcp:HOST:PORT-:GUESTPORT`) on a
+    /// running QEMU. QEMU answers nothing on success and a message on
+    /// failure (e.g. the host port is taken).
+    pub fn hostfwd_add(&mut self, netdev: &str, rule: &str) -> Result<(), QmpError> {
+        self.hmp(&format!("hostfwd_add {netdev} {rule}"), str::is_empty)
+            .map(drop)
+    }
+
+    /// Removes a forward (`tcp:HOST:PORT`), closing its listening socket;
+    /// connections already accepted through it stay open.
+    pub fn hostfwd_remove(&mut self, netdev: &str, host: &str) -> Result<(), QmpError> {
+        self.hmp(&format!("hostfwd_remove {netdev} {host}"), |t| {
+            t.ends_with("removed")
+        })
+        .map(drop)
     }
 
     fn read_message(&mut self) -> Result<Value, QmpError> {
@@ -249,101 +322,4 @@ fn u64_field(v: &Value, k: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::net::UnixListener;
-
-    /// A scripted QMP server: for each expected command, the lines to send.
-    fn fake_qemu(script: Vec<(&'static str, Vec<&'static str>)>) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "ebb-qmp-test-{}-{}",
-            std::process::id(),
-            script.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("qmp.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        std::thread::spawn(move || {
-            let (s, _) = listener.accept().unwrap();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            writeln!(w, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
-            for (expect, replies) in script {
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                let v: Value = serde_json::from_str(&line).unwrap();
-                assert_eq!(v["execute"], expect);
-                for reply in replies {
-                    writeln!(w, "{reply}").unwrap();
-                }
-            }
-        });
-        path
-    }
-
-    #[test]
-    fn negotiates_then_skips_events_and_types_replies_and_errors() {
-        let path = fake_qemu(vec![
-            ("qmp_capabilities", vec![r#"{"return": {}}"#]),
-            (
-                "query-status",
-                vec![
-                    r#"{"event": "RESUME", "timestamp": {}}"#,
-                    r#"{"return": {"running": true, "status": "running"}}"#,
-                ],
-            ),
-            (
-                "stop",
-                vec![r#"{"error": {"class": "GenericError", "desc": "nope"}}"#],
-            ),
-            (
-                "query-migrate",
-                vec![
-                    r#"{"return": {"status": "completed", "total-time": 397, "downtime": 17, "ram": {"transferred": 42}}}"#,
-                ],
-            ),
-            ("migrate-incoming", vec![r#"{"return": {}}"#]),
-            (
-                "query-migrate",
-                vec![
-                    r#"{"return": {"status": "setup", "socket-address": [{"type": "inet", "host": "127.0.0.1", "port": "41234"}]}}"#,
-                ],
-            ),
-        ]);
-        let mut c = QmpClient::connect(&path).unwrap();
-        assert_eq!(
-            c.query_status().unwrap(),
-            RunState {
-                running: true,
-                status: "running".into()
-            }
-        );
-        match c.stop() {
-            Err(QmpError::Command {
-                command,
-                class,
-                desc,
-            }) => {
-                assert_eq!(
-                    (command.as_str(), class.as_str(), desc.as_str()),
-                    ("stop", "GenericError", "nope")
-                );
-            }
-            other => panic!("expected a command error, got {other:?}"),
-        }
-        let m = c.query_migrate().unwrap();
-        assert!(m.is_finished());
-        assert_eq!(
-            (m.total_time_ms, m.downtime_ms, m.ram_transferred_bytes),
-            (Some(397), Some(17), Some(42))
-        );
-        c.migrate_incoming("tcp:127.0.0.1:0").unwrap();
-        assert_eq!(c.query_migrate().unwrap().listen_port, Some(41234));
-        // The fake QEMU hangs up after its script: a typed error, not a hang.
-        assert!(matches!(c.cont(), Err(QmpError::Closed | QmpError::Io(_))));
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
-    }
-}
+mod tests;

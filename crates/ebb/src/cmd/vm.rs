@@ -70,8 +70,9 @@ enum Action {
         #[arg(long, default_value_t = 0)]
         hold_secs: u64,
     },
-    /// Boot a node VM, live-migrate it to a second QEMU, and report total
-    /// time and downtime.
+    /// Boot a node VM, live-migrate it to a second QEMU that takes over its
+    /// host port (the address does not change), and report total time,
+    /// downtime and how long the address went unanswered.
     Migrate {
         #[command(flatten)]
         node: NodeArgs,
@@ -290,13 +291,25 @@ fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()> {
     if let Some(c) = check {
         run_check("before", c, &src)?;
     }
+    let before = src.host_addr();
     let t0 = Instant::now();
     let (mut dst, rep) = live_migrate(&mut src)?;
     drop(src);
     wait_serving(&mut dst, node.boot_timeout_ms)?;
-    println!("target: {}", addr(&dst));
+    if dst.host_addr() != before {
+        bail!(
+            "the node moved from {} to {}: its address should not change",
+            show_addr(before),
+            addr(&dst)
+        );
+    }
+    println!("target: {} (address unchanged)", addr(&dst));
     println!("migration_total_ms: {}", rep.total_time_ms);
     println!("migration_downtime_ms: {}", rep.downtime_ms);
+    match rep.address_unreachable_ms {
+        Some(ms) => println!("address_unreachable_ms: {ms}"),
+        None => println!("address_unreachable_ms: - (QEMU reported no stop)"),
+    }
     println!("migration_ram_bytes: {}", rep.ram_transferred_bytes);
     println!("migrate_to_target_serving_ms: {}", t0.elapsed().as_millis());
     if let Some(c) = check {
@@ -340,9 +353,11 @@ fn wait_serving(m: &mut Machine, timeout_ms: u64) -> anyhow::Result<()> {
 }
 
 fn addr(m: &Machine) -> String {
-    m.host_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "-".into())
+    show_addr(m.host_addr())
+}
+
+fn show_addr(a: Option<std::net::SocketAddr>) -> String {
+    a.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
 }
 
 fn report_machine(m: &mut Machine) -> anyhow::Result<()> {
