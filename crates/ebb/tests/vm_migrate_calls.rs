@@ -43,6 +43,8 @@ const CALL_TIMEOUT_MS: u64 = 30_000;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_CALLS_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(20);
+/// Guest console lines shown when calls failed.
+const CONSOLE_TAIL_LINES: usize = 40;
 
 /// The default session timers, except the failure detector: a TCG guest on
 /// a loaded machine may stay silent for seconds, and the migration's break
@@ -242,11 +244,18 @@ fn vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once() {
             spans.extend(t.spans);
         }
 
-        assert!(
-            errors.is_empty(),
-            "{TEST}: calls failed: {errors:?}; {} incr and {gets} get ok before; {report:?}",
-            values.len()
-        );
+        if !errors.is_empty() {
+            // The guest's own words say whether it crashed or stalled.
+            let console = p.machine(NODE).map(|m| m.console()).unwrap_or_default();
+            let tail: Vec<&str> = console.lines().rev().take(CONSOLE_TAIL_LINES).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{TEST}: calls failed: {errors:?}; {} incr and {gets} get ok before; {report:?}\n\
+                 guest console, last lines:\n{}",
+                values.len(),
+                tail.join("\n")
+            );
+        }
         // One more increment returns the number of executions so far plus one.
         let executions = demo.incr(COUNTER_KEY.to_owned()).await.unwrap().unwrap() - 1;
         let ok_incr = values.len() as u64;
