@@ -119,15 +119,8 @@ fn main() -> anyhow::Result<()> {
             measure(&mut p, args.nodes, |p, id| p.pid(id))?
         }
     };
-    println!("{} nodes, {line}", p_kind(args.kind));
+    println!("{line}");
     Ok(())
-}
-
-fn p_kind(k: Kind) -> &'static str {
-    match k {
-        Kind::Thread => "thread",
-        Kind::Process => "process",
-    }
 }
 
 /// Starts `n` nodes one after another and keeps them all running; `pid`
@@ -179,7 +172,8 @@ fn measure<P: NodeProvider>(
         )
     };
     Ok(format!(
-        "{n} started: ready median {:.3} ms, first call answered median {:.3} ms; {mem}",
+        "{} nodes, {n} started: ready median {:.3} ms, first call answered median {:.3} ms; {mem}",
+        provider.kind().as_str(),
         median(&mut ready_ms),
         median(&mut served_ms),
     ))

@@ -3,13 +3,15 @@
 //! state, and is reported gone when stopped or when it dies.
 #![allow(clippy::unwrap_used)]
 
-use ebb::demo::{DemoClient, DemoServer, DemoService};
-use ebb::rpc::transport::TcpClient;
+mod common;
+
+use common::incr;
+use ebb::demo::{DemoServer, DemoService};
 use ebb_core::NodeId;
 use ebb_node::process::{ProcessProvider, ProcessProviderConfig};
 use ebb_node::provider::{NodeEvent, NodeProvider, StartedNode};
 use ebb_node::thread::ThreadProvider;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -58,21 +60,6 @@ fn gone(p: &mut dyn NodeProvider, backlog: &mut Vec<NodeEvent>, id: NodeId) -> S
         NodeEvent::Gone(_, why) => why,
         NodeEvent::Ready(_) => unreachable!("filtered out"),
     }
-}
-
-fn incr(addr: SocketAddr, key: &str) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = TcpClient::connect(&addr.to_string()).await.unwrap();
-        DemoClient::new(client)
-            .incr(key.to_owned())
-            .await
-            .unwrap()
-            .unwrap()
-    })
 }
 
 /// Three nodes, each with its own counter; stopping one leaves the others.

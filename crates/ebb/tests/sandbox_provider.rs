@@ -2,6 +2,8 @@
 //! reaches it over the veth pair.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use ebb_core::NodeId;
 use ebb_node::container::{ContainerProvider, ContainerProviderConfig};
 use ebb_node::provider::{NodeEvent, NodeProvider};
@@ -24,6 +26,22 @@ fn poll_until(p: &mut ContainerProvider, want: impl Fn(&NodeEvent) -> bool) -> N
     panic!("the expected event never came");
 }
 
+/// Nodes running `command` (with `{port}` filled in) on `port`, each in a
+/// container of 64 MiB, one CPU and 32 pids.
+fn provider(command: &[&str], port: u16) -> ContainerProvider {
+    ContainerProvider::new(ContainerProviderConfig {
+        ebb_exe: PathBuf::from(EBB),
+        limits: Limits {
+            memory_mb: Some(64),
+            cpus: Some(1.0),
+            pids: Some(32),
+        },
+        rootfs: None,
+        command: command.iter().map(|a| (*a).to_owned()).collect(),
+        port,
+    })
+}
+
 /// Says why `test` cannot run here, if it cannot.
 fn skipped(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -40,19 +58,7 @@ fn provider_serves_busybox_httpd_over_the_veth() {
     if skipped("provider_serves_busybox_httpd_over_the_veth") {
         return;
     }
-    let mut p = ContainerProvider::new(ContainerProviderConfig {
-        ebb_exe: PathBuf::from(EBB),
-        limits: Limits {
-            memory_mb: Some(64),
-            cpus: Some(1.0),
-            pids: Some(32),
-        },
-        rootfs: None,
-        command: ["/bin/httpd", "-f", "-p", "{port}", "-h", "/"]
-            .map(String::from)
-            .to_vec(),
-        port: 8080,
-    });
+    let mut p = provider(&["/bin/httpd", "-f", "-p", "{port}", "-h", "/"], 8080);
     let id = NodeId(7);
     let node = p.start(id).unwrap();
     assert!(
@@ -80,15 +86,10 @@ fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
     if skipped("dropping_the_provider_stops_even_a_server_that_ignores_sigterm") {
         return;
     }
-    let mut p = ContainerProvider::new(ContainerProviderConfig {
-        ebb_exe: PathBuf::from(EBB),
-        limits: Limits::default(),
-        rootfs: None,
-        command: ["/bin/sh", "-c", "trap '' TERM; exec httpd -f -p {port}"]
-            .map(String::from)
-            .to_vec(),
-        port: 8081,
-    });
+    let mut p = provider(
+        &["/bin/sh", "-c", "trap '' TERM; exec httpd -f -p {port}"],
+        8081,
+    );
     let node = p.start(NodeId(1)).unwrap();
     poll_until(&mut p, |e| matches!(e, NodeEvent::Ready(_)));
     drop(p);
@@ -120,20 +121,8 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
     if skipped("provider_runs_ebb_node_in_containers_that_keep_their_own_state") {
         return;
     }
-    let mut p = ContainerProvider::new(ContainerProviderConfig {
-        ebb_exe: PathBuf::from(EBB),
-        limits: Limits {
-            memory_mb: Some(64),
-            cpus: Some(1.0),
-            pids: Some(32),
-        },
-        rootfs: None,
-        // The default base layer carries this very binary as /bin/ebb.
-        command: ["/bin/ebb", "node", "--listen", "0.0.0.0:{port}"]
-            .map(String::from)
-            .to_vec(),
-        port: 7000,
-    });
+    // The default base layer carries this very binary as /bin/ebb.
+    let mut p = provider(&["/bin/ebb", "node", "--listen", "0.0.0.0:{port}"], 7000);
     let a = p.start(NodeId(1)).unwrap();
     let b = p.start(NodeId(2)).unwrap();
     assert_ne!(a.addr, b.addr, "each container has its own address");
@@ -151,25 +140,13 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
     }
     assert_eq!(ready, 2, "both containers should serve");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let incr = |addr: std::net::SocketAddr| {
-        rt.block_on(async {
-            let c = ebb::rpc::transport::TcpClient::connect(&addr.to_string())
-                .await
-                .unwrap();
-            ebb::demo::DemoClient::new(c)
-                .incr("k".to_owned())
-                .await
-                .unwrap()
-                .unwrap()
-        })
-    };
-    assert_eq!(incr(a.addr), 1);
-    assert_eq!(incr(a.addr), 2);
-    assert_eq!(incr(b.addr), 1, "containers must not share state");
+    assert_eq!(common::incr(a.addr, "k"), 1);
+    assert_eq!(common::incr(a.addr, "k"), 2);
+    assert_eq!(
+        common::incr(b.addr, "k"),
+        1,
+        "containers must not share state"
+    );
 
     p.stop(a.id).unwrap();
     let gone = poll_until(&mut p, |e| matches!(e, NodeEvent::Gone(..)));
@@ -177,5 +154,9 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
         matches!(gone, NodeEvent::Gone(g, _) if g == a.id),
         "{gone:?}"
     );
-    assert_eq!(incr(b.addr), 2, "the other container keeps serving");
+    assert_eq!(
+        common::incr(b.addr, "k"),
+        2,
+        "the other container keeps serving"
+    );
 }

@@ -66,3 +66,22 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// One `Demo.incr` of `key` on a fresh connection to `addr`, from blocking
+/// test code; returns the counter's new value.
+pub fn incr(addr: std::net::SocketAddr, key: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    rt.block_on(async {
+        let client = ebb::rpc::transport::TcpClient::connect(&addr.to_string())
+            .await
+            .expect("the node accepts a connection");
+        ebb::demo::DemoClient::new(client)
+            .incr(key.to_owned())
+            .await
+            .expect("the call completes")
+            .expect("one key cannot fill the store")
+    })
+}
