@@ -3,26 +3,25 @@
 //! Runtime edges read a [`Clock`] and pass `now` into pure decision code;
 //! tests and the simulator substitute a [`ManualClock`] they advance by hand.
 
-use crate::Nanos;
+use crate::{Instant, Nanos};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 pub trait Clock: Send + Sync {
-    /// Monotonic nanoseconds since this clock's epoch.
-    fn now(&self) -> Nanos;
+    /// Monotonic time since this clock's epoch.
+    fn now(&self) -> Instant;
 }
 
 /// Monotonic real time, with its epoch at construction.
 #[derive(Clone, Debug)]
 pub struct SystemClock {
-    epoch: Instant,
+    epoch: std::time::Instant,
 }
 
 impl SystemClock {
     pub fn new() -> SystemClock {
         SystemClock {
-            epoch: Instant::now(),
+            epoch: std::time::Instant::now(),
         }
     }
 }
@@ -34,8 +33,8 @@ impl Default for SystemClock {
 }
 
 impl Clock for SystemClock {
-    fn now(&self) -> Nanos {
-        Nanos::from(self.epoch.elapsed())
+    fn now(&self) -> Instant {
+        Instant::from_epoch(Nanos::from(self.epoch.elapsed()))
     }
 }
 
@@ -46,9 +45,9 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
-    pub fn new(start: Nanos) -> ManualClock {
+    pub fn new(start: Instant) -> ManualClock {
         ManualClock {
-            now_ns: Arc::new(AtomicU64::new(start.0)),
+            now_ns: Arc::new(AtomicU64::new(start.since_epoch().as_nanos())),
         }
     }
 
@@ -57,14 +56,15 @@ impl ManualClock {
     }
 
     /// Moves to `to`; never moves backwards.
-    pub fn set(&self, to: Nanos) {
-        self.now_ns.fetch_max(to.0, Ordering::SeqCst);
+    pub fn set(&self, to: Instant) {
+        self.now_ns
+            .fetch_max(to.since_epoch().as_nanos(), Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
-    fn now(&self) -> Nanos {
-        Nanos(self.now_ns.load(Ordering::SeqCst))
+    fn now(&self) -> Instant {
+        Instant::from_epoch(Nanos(self.now_ns.load(Ordering::SeqCst)))
     }
 }
 
@@ -74,12 +74,13 @@ mod tests {
 
     #[test]
     fn manual_clock_moves_only_forward_and_clones_share_time() {
-        let c = ManualClock::new(Nanos(10));
+        let at = |n| Instant::from_epoch(Nanos(n));
+        let c = ManualClock::new(at(10));
         let c2 = c.clone();
         c.advance(Nanos(5));
-        assert_eq!(c2.now(), Nanos(15));
-        c.set(Nanos(3));
-        assert_eq!(c.now(), Nanos(15));
+        assert_eq!(c2.now(), at(15));
+        c.set(at(3));
+        assert_eq!(c.now(), at(15));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The vocabulary every other ebb crate shares: time as integer nanoseconds,
+//! The vocabulary every other ebb crate shares: time as integer nanoseconds (instants and spans apart),
 //! identifiers, the `Clock` seam between real time and simulated time, and a
 //! seeded random number generator.
 //!
@@ -14,4 +14,4 @@ pub mod time;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{ClientId, NodeId};
 pub use rng::Rng;
-pub use time::Nanos;
+pub use time::{Instant, Nanos};

@@ -1,13 +1,13 @@
-//! Time as a count of nanoseconds.
+//! Time as integer nanoseconds: [`Instant`] for points, [`Nanos`] for spans.
 //!
-//! One integer type serves as both an instant (nanoseconds since the clock's
-//! epoch) and a duration. Integers keep simulated runs bit-for-bit
-//! reproducible, which floating-point seconds would not.
+//! Integers keep simulated runs bit-for-bit reproducible, which
+//! floating-point seconds would not. Two types keep a deadline from being
+//! passed where a timeout is expected.
 
 use std::fmt;
-use std::ops::{Add, AddAssign, Sub};
+use std::ops::{Add, AddAssign};
 
-/// Nanoseconds: an instant since a clock's epoch, or a span of time.
+/// A span of time in nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Nanos(pub u64);
 
@@ -71,11 +71,13 @@ impl AddAssign for Nanos {
     }
 }
 
-impl Sub for Nanos {
-    type Output = Nanos;
-    /// Saturates at zero: "time left until a past deadline" is zero, not huge.
-    fn sub(self, rhs: Nanos) -> Nanos {
-        self.saturating_sub(rhs)
+impl Nanos {
+    /// `self - rhs`, or `None` when `rhs` is longer.
+    pub const fn checked_sub(self, rhs: Nanos) -> Option<Nanos> {
+        match self.0.checked_sub(rhs.0) {
+            Some(n) => Some(Nanos(n)),
+            None => None,
+        }
     }
 }
 
@@ -106,14 +108,95 @@ impl fmt::Display for Nanos {
     }
 }
 
+/// A point in time: nanoseconds since a clock's epoch.
+///
+/// Distinct from [`Nanos`] (a span) so that adding two instants, or passing a
+/// deadline where a timeout is expected, does not compile. The epoch is the
+/// clock's own (a [`crate::SystemClock`]'s construction, a simulation's
+/// start); instants from different clocks do not compare meaningfully.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The clock's epoch.
+    pub const EPOCH: Instant = Instant(0);
+    /// Later than every reachable instant: "no deadline".
+    pub const FAR_FUTURE: Instant = Instant(u64::MAX);
+
+    /// The instant `since_epoch` after the epoch.
+    pub const fn from_epoch(since_epoch: Nanos) -> Instant {
+        Instant(since_epoch.0)
+    }
+
+    /// How long after the epoch this instant is.
+    pub const fn since_epoch(self) -> Nanos {
+        Nanos(self.0)
+    }
+
+    /// The span from `earlier` to `self`, or zero when `earlier` is later.
+    ///
+    /// Named, not `Sub`, because clamping hides a reversed argument: use it
+    /// where "already past" legitimately means "no time left".
+    pub const fn saturating_since(self, earlier: Instant) -> Nanos {
+        Nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// The span from `earlier` to `self`, or `None` when `earlier` is later.
+    pub const fn checked_since(self, earlier: Instant) -> Option<Nanos> {
+        match self.0.checked_sub(earlier.0) {
+            Some(n) => Some(Nanos(n)),
+            None => None,
+        }
+    }
+
+    /// `self - span`, clamped at the epoch.
+    pub const fn saturating_sub(self, span: Nanos) -> Instant {
+        Instant(self.0.saturating_sub(span.0))
+    }
+}
+
+impl Add<Nanos> for Instant {
+    type Output = Instant;
+    /// Saturates at [`Instant::FAR_FUTURE`]: a deadline far in the future
+    /// must not wrap into the past.
+    fn add(self, rhs: Nanos) -> Instant {
+        Instant(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl AddAssign<Nanos> for Instant {
+    fn add_assign(&mut self, rhs: Nanos) {
+        *self = *self + rhs;
+    }
+}
+
+impl fmt::Display for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "@{}", Nanos(self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn arithmetic_saturates_instead_of_wrapping() {
-        assert_eq!(Nanos(5) - Nanos(7), Nanos::ZERO);
+        assert_eq!(Nanos(5).saturating_sub(Nanos(7)), Nanos::ZERO);
+        assert_eq!(Nanos(5).checked_sub(Nanos(7)), None);
         assert_eq!(Nanos::MAX + Nanos(1), Nanos::MAX);
+        assert_eq!(Instant::FAR_FUTURE + Nanos(1), Instant::FAR_FUTURE);
+    }
+
+    #[test]
+    fn instants_and_spans_convert_only_by_name() {
+        let a = Instant::from_epoch(Nanos(10));
+        let b = a + Nanos(5);
+        assert_eq!(b.saturating_since(a), Nanos(5));
+        assert_eq!(a.saturating_since(b), Nanos::ZERO);
+        assert_eq!(a.checked_since(b), None);
+        assert_eq!(b.checked_since(a), Some(Nanos(5)));
+        assert_eq!(b.since_epoch(), Nanos(15));
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn main() {
             let mut b = parse(spec).unwrap();
             b.on_nodes_changed(&nodes);
             let req = RequestInfo { deadline: None };
-            let mut now = Nanos::ZERO;
+            let mut now = ebb_core::Instant::EPOCH;
             let mut iters: u64 = 0;
             let start = Instant::now();
             while start.elapsed() < MEASURE {

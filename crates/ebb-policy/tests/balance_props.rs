@@ -1,7 +1,7 @@
 //! Properties every balancing policy keeps, whatever the pool looks like.
 #![allow(clippy::unwrap_used)]
 
-use ebb_core::{Nanos, NodeId, Rng};
+use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_policy::balance::{Choice, NodeState, NodeView, RequestInfo, parse};
 use proptest::prelude::*;
 
@@ -85,7 +85,7 @@ proptest! {
             let mut rng = Rng::seeded(seed);
             let mut nodes = initial.clone();
             b.on_nodes_changed(&nodes);
-            let mut now = Nanos::ZERO;
+            let mut now = Instant::EPOCH;
             for s in &steps {
                 now += Nanos(1_000);
                 match s {
@@ -129,7 +129,7 @@ proptest! {
         let mut b = parse("jsq").unwrap();
         let mut rng = Rng::seeded(seed);
         let min = nodes.iter().filter(|v| v.is_ready()).map(|v| v.in_flight).min();
-        match b.pick(&nodes, RequestInfo { deadline: None }, Nanos::ZERO, &mut rng) {
+        match b.pick(&nodes, RequestInfo { deadline: None }, Instant::EPOCH, &mut rng) {
             Choice::Node(i) => prop_assert_eq!(Some(nodes[i].in_flight), min),
             Choice::Hold => prop_assert_eq!(min, None),
         }
@@ -146,10 +146,10 @@ proptest! {
         let mut nodes = nodes;
         b.on_nodes_changed(&nodes);
         for i in idle {
-            b.on_idle(&nodes, i, Nanos::ZERO);
+            b.on_idle(&nodes, i, Instant::EPOCH);
         }
         for _ in 0..nodes.len() + 1 {
-            match b.pick(&nodes, RequestInfo { deadline: None }, Nanos::ZERO, &mut rng) {
+            match b.pick(&nodes, RequestInfo { deadline: None }, Instant::EPOCH, &mut rng) {
                 Choice::Node(i) => {
                     prop_assert!(nodes[i].is_ready() && nodes[i].in_flight == 0, "node {i}: {:?}", nodes[i]);
                     nodes[i].in_flight += 1;
@@ -174,10 +174,10 @@ fn every_policy_holds_when_no_node_is_ready() {
         for pool in [&nodes[..], &[]] {
             b.on_nodes_changed(pool);
             for i in 0..pool.len() {
-                b.on_idle(pool, i, Nanos::ZERO);
+                b.on_idle(pool, i, Instant::EPOCH);
             }
             assert_eq!(
-                b.pick(pool, req, Nanos::ZERO, &mut rng),
+                b.pick(pool, req, Instant::EPOCH, &mut rng),
                 Choice::Hold,
                 "{spec}"
             );

@@ -50,7 +50,7 @@ fn codec(payload_bytes: usize) {
 }
 
 fn state_machines(idempotent: bool) {
-    let now = Nanos::from_secs(1);
+    let now = ebb_core::Instant::EPOCH + Nanos::from_secs(1);
     let mut client = ClientSession::new(ClientId(5), ClientConfig::default(), now);
     let mut server = ServerSession::new(77, ServerConfig::default());
     client.handle_connected(now);

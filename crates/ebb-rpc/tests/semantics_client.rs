@@ -1,8 +1,13 @@
-//! The client rules, one test each, with a plain `Nanos` clock.
+//! The client rules, one test each, with time as plain integers.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use ebb_core::{ClientId, Nanos};
+use ebb_core::{ClientId, Instant, Nanos};
+
+/// The instant `n` after the epoch.
+fn t(n: Nanos) -> Instant {
+    Instant::EPOCH + n
+}
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{CallId, ClientConfig, ClientSession, LinkState, MAX_REPLIES_PER_CLIENT};
 use ebb_rpc::wire::{Frame, FrameKind, Status};
@@ -43,17 +48,17 @@ fn reply(to: &Frame, inc: u64, status: Status, payload: &'static [u8]) -> Frame 
 
 /// Connected and handshaken with incarnation `INC` at time 0.
 fn ready() -> ClientSession {
-    let mut s = ClientSession::new(ME, cfg(), Nanos::ZERO);
-    s.handle_connected(Nanos::ZERO);
+    let mut s = ClientSession::new(ME, cfg(), Instant::EPOCH);
+    s.handle_connected(Instant::EPOCH);
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].kind, FrameKind::Ping);
-    s.handle_frame(pong(INC, Status::Ok), Nanos::ZERO);
+    s.handle_frame(pong(INC, Status::Ok), Instant::EPOCH);
     assert_eq!(s.link(), LinkState::Ready);
     s
 }
 
-fn call(s: &mut ClientSession, idempotent: bool, now: Nanos) -> CallId {
+fn call(s: &mut ClientSession, idempotent: bool, now: Instant) -> CallId {
     s.start_call(
         7,
         idempotent,
@@ -66,20 +71,20 @@ fn call(s: &mut ClientSession, idempotent: bool, now: Nanos) -> CallId {
 
 #[test]
 fn at_most_once_calls_wait_for_the_handshake_idempotent_ones_do_not() {
-    let mut s = ClientSession::new(ME, cfg(), Nanos::ZERO);
-    let amo = call(&mut s, false, Nanos::ZERO);
-    let idem = call(&mut s, true, Nanos::ZERO);
+    let mut s = ClientSession::new(ME, cfg(), Instant::EPOCH);
+    let amo = call(&mut s, false, Instant::EPOCH);
+    let idem = call(&mut s, true, Instant::EPOCH);
     assert!(
         drain(&mut s).is_empty(),
         "nothing goes out while disconnected"
     );
-    s.handle_connected(Nanos(1));
+    s.handle_connected(t(Nanos(1)));
     let f = drain(&mut s);
     assert_eq!(
         f.iter().map(|f| (f.kind, f.seq)).collect::<Vec<_>>(),
         vec![(FrameKind::Ping, 1), (FrameKind::Request, idem.0)]
     );
-    s.handle_frame(pong(INC, Status::Ok), Nanos(2));
+    s.handle_frame(pong(INC, Status::Ok), t(Nanos(2)));
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
     assert_eq!(
@@ -91,24 +96,24 @@ fn at_most_once_calls_wait_for_the_handshake_idempotent_ones_do_not() {
 #[test]
 fn a_reply_ends_its_call_with_the_payload_and_advances_ack_below() {
     let mut s = ready();
-    let a = call(&mut s, false, Nanos(1));
-    let b = call(&mut s, false, Nanos(1));
+    let a = call(&mut s, false, t(Nanos(1)));
+    let b = call(&mut s, false, t(Nanos(1)));
     let f = drain(&mut s);
-    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), Nanos(2));
+    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), t(Nanos(2)));
     assert_eq!(s.poll_event(), Some((a, Ok(Bytes::from_static(b"r")))));
     assert_eq!(s.ack_below(), b.0);
     // A duplicate reply is ignored.
-    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), Nanos(3));
+    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), t(Nanos(3)));
     assert_eq!(s.poll_event(), None);
 }
 
 #[test]
 fn a_reply_whose_method_differs_is_not_delivered() {
     let mut s = ready();
-    call(&mut s, false, Nanos(1));
+    call(&mut s, false, t(Nanos(1)));
     let mut r = reply(&drain(&mut s)[0], INC, Status::Ok, b"x");
     r.method += 1;
-    s.handle_frame(r, Nanos(2));
+    s.handle_frame(r, t(Nanos(2)));
     assert_eq!(s.poll_event(), None);
     assert_eq!(s.outstanding(), 1);
 }
@@ -123,9 +128,9 @@ fn error_statuses_map_to_typed_errors() {
     ];
     for (status, name) in cases {
         let mut s = ready();
-        let id = call(&mut s, false, Nanos(1));
+        let id = call(&mut s, false, t(Nanos(1)));
         let f = drain(&mut s);
-        s.handle_frame(reply(&f[0], INC, status, b"why"), Nanos(2));
+        s.handle_frame(reply(&f[0], INC, status, b"why"), t(Nanos(2)));
         let (got, r) = s.poll_event().unwrap();
         assert_eq!(got, id);
         assert!(
@@ -139,13 +144,13 @@ fn error_statuses_map_to_typed_errors() {
 fn unanswered_calls_are_resent_with_backoff_up_to_the_bound() {
     let c = cfg();
     let mut s = ready();
-    let deadline = Nanos::from_secs(60);
+    let deadline = t(Nanos::from_secs(60));
     let id = s
-        .start_call(7, false, Bytes::new(), deadline, Nanos::ZERO)
+        .start_call(7, false, Bytes::new(), deadline, Instant::EPOCH)
         .unwrap();
     drain(&mut s);
     let mut sends = Vec::new();
-    let mut now = Nanos::ZERO;
+    let mut now = Instant::EPOCH;
     for _ in 0..100 {
         let Some(t) = s.poll_timeout() else { break };
         if t >= deadline {
@@ -166,8 +171,8 @@ fn unanswered_calls_are_resent_with_backoff_up_to_the_bound() {
         }
     }
     assert_eq!(sends.len(), c.max_retransmits as usize);
-    assert_eq!(sends[0], c.backoff(0));
-    assert_eq!(sends[1] - sends[0], c.backoff(1));
+    assert_eq!(sends[0], t(c.backoff(0)));
+    assert_eq!(sends[1].saturating_since(sends[0]), c.backoff(1));
     assert!(now < deadline, "resends stopped before the deadline");
 }
 
@@ -175,11 +180,17 @@ fn unanswered_calls_are_resent_with_backoff_up_to_the_bound() {
 fn every_call_ends_by_its_deadline() {
     let mut s = ready();
     let id = s
-        .start_call(1, false, Bytes::new(), Nanos::from_millis(50), Nanos::ZERO)
+        .start_call(
+            1,
+            false,
+            Bytes::new(),
+            t(Nanos::from_millis(50)),
+            Instant::EPOCH,
+        )
         .unwrap();
     drain(&mut s);
-    assert!(s.poll_timeout().unwrap() <= Nanos::from_millis(50));
-    s.handle_timeout(Nanos::from_millis(50));
+    assert!(s.poll_timeout().unwrap() <= t(Nanos::from_millis(50)));
+    s.handle_timeout(t(Nanos::from_millis(50)));
     assert_eq!(
         s.poll_event(),
         Some((id, Err(CallError::DeadlineExceeded(Nanos::from_millis(50)))))
@@ -189,9 +200,9 @@ fn every_call_ends_by_its_deadline() {
 #[test]
 fn a_call_still_disconnected_at_its_deadline_ends_connection_lost() {
     let mut s = ready();
-    let id = call(&mut s, true, Nanos::ZERO);
-    s.handle_disconnect(Nanos(5));
-    s.handle_timeout(Nanos::from_secs(10));
+    let id = call(&mut s, true, Instant::EPOCH);
+    s.handle_disconnect(t(Nanos(5)));
+    s.handle_timeout(t(Nanos::from_secs(10)));
     assert!(matches!(
         s.poll_event(),
         Some((got, Err(CallError::ConnectionLost(_)))) if got == id
@@ -201,17 +212,17 @@ fn a_call_still_disconnected_at_its_deadline_ends_connection_lost() {
 #[test]
 fn calls_are_resent_with_the_same_seq_after_a_reconnect() {
     let mut s = ready();
-    let id = call(&mut s, false, Nanos::ZERO);
+    let id = call(&mut s, false, Instant::EPOCH);
     drain(&mut s);
-    s.handle_disconnect(Nanos(1));
-    s.handle_connected(Nanos(2));
+    s.handle_disconnect(t(Nanos(1)));
+    s.handle_connected(t(Nanos(2)));
     let f = drain(&mut s);
     assert_eq!(f.len(), 1, "at-most-once resends wait for the handshake");
     assert_eq!(
         f[0].seq, 2,
         "the handshake ping carries the floor above seq 1"
     );
-    s.handle_frame(pong(INC, Status::Ok), Nanos(3));
+    s.handle_frame(pong(INC, Status::Ok), t(Nanos(3)));
     let f = drain(&mut s);
     assert_eq!((f[0].seq, f[0].incarnation), (id.0, INC));
 }
@@ -219,14 +230,14 @@ fn calls_are_resent_with_the_same_seq_after_a_reconnect() {
 #[test]
 fn new_incarnation_ends_sent_at_most_once_calls_and_resends_idempotent_ones() {
     let mut s = ready();
-    let amo = call(&mut s, false, Nanos::ZERO);
-    let idem = call(&mut s, true, Nanos::ZERO);
+    let amo = call(&mut s, false, Instant::EPOCH);
+    let idem = call(&mut s, true, Instant::EPOCH);
     drain(&mut s);
-    s.handle_disconnect(Nanos(1));
-    s.handle_connected(Nanos(2));
+    s.handle_disconnect(t(Nanos(1)));
+    s.handle_connected(t(Nanos(2)));
     let f = drain(&mut s);
     assert_eq!(f.iter().filter(|f| f.kind == FrameKind::Request).count(), 1);
-    s.handle_frame(pong(INC + 1, Status::Ok), Nanos(3));
+    s.handle_frame(pong(INC + 1, Status::Ok), t(Nanos(3)));
     assert_eq!(
         s.poll_event(),
         Some((
@@ -244,7 +255,7 @@ fn new_incarnation_ends_sent_at_most_once_calls_and_resends_idempotent_ones() {
         "idempotent call resent at once"
     );
     // A new at-most-once call names the new incarnation.
-    call(&mut s, false, Nanos(4));
+    call(&mut s, false, t(Nanos(4)));
     let f = drain(&mut s);
     assert_eq!(f.last().unwrap().incarnation, INC + 1);
 }
@@ -252,11 +263,11 @@ fn new_incarnation_ends_sent_at_most_once_calls_and_resends_idempotent_ones() {
 #[test]
 fn server_outcome_unknown_reply_names_both_incarnations() {
     let mut s = ready();
-    let id = call(&mut s, false, Nanos::ZERO);
+    let id = call(&mut s, false, Instant::EPOCH);
     let f = drain(&mut s);
     s.handle_frame(
         reply(&f[0], INC, Status::OutcomeUnknown, b"floor"),
-        Nanos(1),
+        t(Nanos(1)),
     );
     assert_eq!(
         s.poll_event(),
@@ -268,11 +279,11 @@ fn server_outcome_unknown_reply_names_both_incarnations() {
 fn idle_connection_pings_and_silence_ends_calls_server_unresponsive() {
     let c = cfg();
     let mut s = ready();
-    assert_eq!(s.poll_timeout(), Some(c.heartbeat_interval));
-    s.handle_timeout(c.heartbeat_interval);
+    assert_eq!(s.poll_timeout(), Some(t(c.heartbeat_interval)));
+    s.handle_timeout(t(c.heartbeat_interval));
     assert_eq!(drain(&mut s)[0].kind, FrameKind::Ping);
-    let id = call(&mut s, false, c.heartbeat_interval);
-    s.handle_timeout(c.heartbeat_silence);
+    let id = call(&mut s, false, t(c.heartbeat_interval));
+    s.handle_timeout(t(c.heartbeat_silence));
     let (got, r) = s.poll_event().unwrap();
     assert_eq!(got, id);
     assert_eq!(r, Err(CallError::ServerUnresponsive(c.heartbeat_silence)));
@@ -283,17 +294,17 @@ fn idle_connection_pings_and_silence_ends_calls_server_unresponsive() {
 #[test]
 fn silence_spares_calls_that_were_never_sent() {
     let c = cfg();
-    let mut s = ClientSession::new(ME, c, Nanos::ZERO);
-    s.handle_connected(Nanos::ZERO);
+    let mut s = ClientSession::new(ME, c, Instant::EPOCH);
+    s.handle_connected(Instant::EPOCH);
     drain(&mut s);
     // Held: at-most-once calls wait for the pong that never comes.
-    let id = call(&mut s, false, Nanos::ZERO);
-    s.handle_timeout(c.heartbeat_silence);
+    let id = call(&mut s, false, Instant::EPOCH);
+    s.handle_timeout(t(c.heartbeat_silence));
     assert_eq!(s.poll_event(), None);
     assert!(s.poll_close());
     assert_eq!(s.outstanding(), 1);
-    s.handle_connected(c.heartbeat_silence);
-    s.handle_frame(pong(INC, Status::Ok), c.heartbeat_silence);
+    s.handle_connected(t(c.heartbeat_silence));
+    s.handle_frame(pong(INC, Status::Ok), t(c.heartbeat_silence));
     let f = drain(&mut s);
     assert_eq!(f.last().unwrap().seq, id.0, "sent on the next connection");
 }
@@ -306,12 +317,12 @@ fn outstanding_calls_are_bounded() {
             max_outstanding_calls: 2,
             ..cfg()
         },
-        Nanos::ZERO,
+        Instant::EPOCH,
     );
-    call(&mut s, true, Nanos::ZERO);
-    call(&mut s, true, Nanos::ZERO);
+    call(&mut s, true, Instant::EPOCH);
+    call(&mut s, true, Instant::EPOCH);
     assert_eq!(
-        s.start_call(1, true, Bytes::new(), SEC, Nanos::ZERO),
+        s.start_call(1, true, Bytes::new(), t(SEC), Instant::EPOCH),
         Err(CallError::TooManyOutstanding { limit: 2 })
     );
 }
@@ -319,9 +330,9 @@ fn outstanding_calls_are_bounded() {
 #[test]
 fn at_most_once_calls_beyond_the_window_wait_for_the_lowest_to_end() {
     let mut s = ready();
-    let first = call(&mut s, false, Nanos::ZERO);
+    let first = call(&mut s, false, Instant::EPOCH);
     for _ in 0..MAX_REPLIES_PER_CLIENT {
-        call(&mut s, false, Nanos::ZERO);
+        call(&mut s, false, Instant::EPOCH);
     }
     let f = drain(&mut s);
     assert_eq!(f.len() as u64, MAX_REPLIES_PER_CLIENT);
@@ -329,7 +340,7 @@ fn at_most_once_calls_beyond_the_window_wait_for_the_lowest_to_end() {
         f.iter()
             .all(|f| f.seq < f.ack_below + MAX_REPLIES_PER_CLIENT)
     );
-    s.handle_frame(reply(&f[0], INC, Status::Ok, b""), Nanos(1));
+    s.handle_frame(reply(&f[0], INC, Status::Ok, b""), t(Nanos(1)));
     assert_eq!(s.poll_event().unwrap().0, first);
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
@@ -338,10 +349,10 @@ fn at_most_once_calls_beyond_the_window_wait_for_the_lowest_to_end() {
 
 #[test]
 fn rejected_handshake_refuses_never_sent_at_most_once_calls() {
-    let mut s = ClientSession::new(ME, cfg(), Nanos::ZERO);
-    let id = call(&mut s, false, Nanos::ZERO);
-    s.handle_connected(Nanos(1));
-    s.handle_frame(pong(INC, Status::Rejected), Nanos(2));
+    let mut s = ClientSession::new(ME, cfg(), Instant::EPOCH);
+    let id = call(&mut s, false, Instant::EPOCH);
+    s.handle_connected(t(Nanos(1)));
+    s.handle_frame(pong(INC, Status::Rejected), t(Nanos(2)));
     assert!(matches!(
         s.poll_event(),
         Some((got, Err(CallError::Rejected(_)))) if got == id
@@ -352,8 +363,8 @@ fn rejected_handshake_refuses_never_sent_at_most_once_calls() {
 #[test]
 fn only_idempotent_calls_can_move_to_another_server() {
     let mut s = ready();
-    let amo = call(&mut s, false, Nanos::ZERO);
-    let idem = call(&mut s, true, Nanos::ZERO);
+    let amo = call(&mut s, false, Instant::EPOCH);
+    let idem = call(&mut s, true, Instant::EPOCH);
     assert!(s.take_idempotent(amo).is_none());
     let moved = s.take_idempotent(idem).unwrap();
     assert_eq!(moved.method, 7);
@@ -364,11 +375,11 @@ fn only_idempotent_calls_can_move_to_another_server() {
 #[test]
 fn an_unanswered_handshake_is_retried_on_the_retransmit_interval() {
     let c = cfg();
-    let mut s = ClientSession::new(ME, c, Nanos::ZERO);
-    s.handle_connected(Nanos::ZERO);
+    let mut s = ClientSession::new(ME, c, Instant::EPOCH);
+    s.handle_connected(Instant::EPOCH);
     drain(&mut s);
-    assert_eq!(s.poll_timeout(), Some(c.retransmit_after));
-    s.handle_timeout(c.retransmit_after);
+    assert_eq!(s.poll_timeout(), Some(t(c.retransmit_after)));
+    s.handle_timeout(t(c.retransmit_after));
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].kind, FrameKind::Ping);
@@ -377,27 +388,27 @@ fn an_unanswered_handshake_is_retried_on_the_retransmit_interval() {
 #[test]
 fn a_refused_heartbeat_sends_the_session_back_to_handshaking() {
     let mut s = ready();
-    s.handle_frame(pong(INC, Status::Rejected), Nanos(1));
+    s.handle_frame(pong(INC, Status::Rejected), t(Nanos(1)));
     assert_eq!(s.link(), LinkState::Handshaking);
-    call(&mut s, false, Nanos(2));
+    call(&mut s, false, t(Nanos(2)));
     assert!(
         drain(&mut s).is_empty(),
         "at-most-once calls wait for a session"
     );
-    s.handle_frame(pong(INC, Status::Ok), Nanos(3));
+    s.handle_frame(pong(INC, Status::Ok), t(Nanos(3)));
     assert_eq!(drain(&mut s).len(), 1);
 }
 
 #[test]
 fn frames_for_another_client_or_while_disconnected_are_ignored() {
     let mut s = ready();
-    call(&mut s, false, Nanos(1));
+    call(&mut s, false, t(Nanos(1)));
     let req = drain(&mut s).pop().unwrap();
     let mut foreign = reply(&req, INC, Status::Ok, b"x");
     foreign.client = ClientId(43);
-    s.handle_frame(foreign, Nanos(2));
-    s.handle_disconnect(Nanos(3));
-    s.handle_frame(reply(&req, INC, Status::Ok, b"x"), Nanos(4));
+    s.handle_frame(foreign, t(Nanos(2)));
+    s.handle_disconnect(t(Nanos(3)));
+    s.handle_frame(reply(&req, INC, Status::Ok, b"x"), t(Nanos(4)));
     assert_eq!(s.poll_event(), None);
     assert_eq!(s.outstanding(), 1);
 }

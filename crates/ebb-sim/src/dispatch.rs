@@ -3,7 +3,7 @@
 
 use crate::SimError;
 use crate::engine::{Life, NO_DEADLINE, NODE_BITS, Req, Sim};
-use ebb_core::Nanos;
+use ebb_core::{Instant, Nanos};
 use ebb_policy::balance::{Choice, RequestInfo};
 
 /// Weight of a new sample in a gateway's per-node latency EWMA. A sample above
@@ -58,12 +58,9 @@ impl Sim<'_> {
         let gw = &mut self.gws[g];
         let info = RequestInfo {
             deadline: (self.deadline_ns != NO_DEADLINE)
-                .then(|| Nanos(req.arrival.saturating_add(self.deadline_ns))),
+                .then(|| at(req.arrival.saturating_add(self.deadline_ns))),
         };
-        match gw
-            .balancer
-            .pick(&gw.views, info, Nanos(self.now), &mut gw.rng)
-        {
+        match gw.balancer.pick(&gw.views, info, at(self.now), &mut gw.rng) {
             Choice::Node(i) => {
                 let Some(v) = gw.views.get_mut(i) else {
                     return Err(SimError::BadChoice {
@@ -168,7 +165,7 @@ impl Sim<'_> {
         v.reported_queue = depth;
         v.ewma_latency = peak_ewma(v.ewma_latency, response);
         gw.balancer
-            .on_complete(&gw.views, i, Nanos(response), Nanos(now));
+            .on_complete(&gw.views, i, Nanos(response), at(now));
         if idle {
             match self.nodes[i].life {
                 Life::Ready => self.offer_idle(i),
@@ -190,7 +187,7 @@ impl Sim<'_> {
         } else {
             self.route_rng.below(n as u64) as usize
         };
-        let now = Nanos(self.now);
+        let now = at(self.now);
         let mut asked_g0 = false;
         if self.held_total > 0 {
             for k in 0..n {
@@ -225,4 +222,10 @@ fn peak_ewma(old: Nanos, sample: u64) -> Nanos {
     } else {
         Nanos((old.0 as f64 * (1.0 - EWMA_WEIGHT) + sample as f64 * EWMA_WEIGHT) as u64)
     }
+}
+
+/// The simulator's clock (integer nanoseconds since the run's start) as the
+/// instant the balancers take.
+fn at(ns: u64) -> Instant {
+    Instant::from_epoch(Nanos(ns))
 }

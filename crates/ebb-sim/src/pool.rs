@@ -8,7 +8,7 @@
 use crate::config::MAX_NODES;
 use crate::engine::{Life, Node, Req, Sim, node_cost, set_view_state};
 use crate::scale::{PoolSignals, ScaleAction};
-use ebb_core::{Nanos, NodeId};
+use ebb_core::{Instant, Nanos, NodeId};
 use ebb_policy::balance::{NodeState, NodeView};
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -32,7 +32,7 @@ impl Sim<'_> {
                 Life::Gone => {}
             }
         }
-        let action = hook.on_tick(&s, Nanos(self.now), &mut self.hook_rng);
+        let action = hook.on_tick(&s, Instant::from_epoch(Nanos(self.now)), &mut self.hook_rng);
         match action {
             ScaleAction::Hold => return,
             ScaleAction::Add(k) => self.add_nodes(k),

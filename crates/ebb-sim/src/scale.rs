@@ -5,7 +5,7 @@
 //! nodes boot for `boot_secs` before taking work; removed nodes drain (finish
 //! what they hold, take nothing new) and stop costing when empty.
 
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 
 /// What the pool looked like at a tick, and what happened since the last one.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -36,7 +36,7 @@ pub enum ScaleAction {
 
 /// Called on every control tick; may grow or shrink the pool.
 pub trait ScaleHook {
-    fn on_tick(&mut self, signals: &PoolSignals, now: Nanos, rng: &mut Rng) -> ScaleAction;
+    fn on_tick(&mut self, signals: &PoolSignals, now: Instant, rng: &mut Rng) -> ScaleAction;
 }
 
 /// A fixed plan: each `(time_secs, action)` applies at the first tick at or
@@ -55,9 +55,9 @@ impl Schedule {
 }
 
 impl ScaleHook for Schedule {
-    fn on_tick(&mut self, _signals: &PoolSignals, now: Nanos, _rng: &mut Rng) -> ScaleAction {
+    fn on_tick(&mut self, _signals: &PoolSignals, now: Instant, _rng: &mut Rng) -> ScaleAction {
         match self.steps.get(self.next) {
-            Some((at, action)) if now.as_secs_f64() >= *at => {
+            Some((at, action)) if now.since_epoch().as_secs_f64() >= *at => {
                 self.next += 1;
                 *action
             }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::run_policy;
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 use ebb_sim::arrivals::{ArrivalSpec, Arrivals};
 use ebb_sim::{PoolSignals, ScaleAction, ScaleHook, Schedule, Sim, SimConfig};
 
@@ -90,7 +90,7 @@ struct Watch {
 }
 
 impl ScaleHook for Watch {
-    fn on_tick(&mut self, s: &PoolSignals, now: Nanos, rng: &mut Rng) -> ScaleAction {
+    fn on_tick(&mut self, s: &PoolSignals, now: Instant, rng: &mut Rng) -> ScaleAction {
         self.ready.push(s.ready);
         self.booting_seen |= s.booting > 0;
         self.plan.on_tick(s, now, rng)
@@ -166,7 +166,7 @@ impl ebb_policy::balance::Balancer for HoldForever {
         &mut self,
         _: &[ebb_policy::balance::NodeView],
         _: ebb_policy::balance::RequestInfo,
-        _: Nanos,
+        _: Instant,
         _: &mut Rng,
     ) -> ebb_policy::balance::Choice {
         ebb_policy::balance::Choice::Hold

@@ -17,7 +17,7 @@
 
 use super::idle::IdleList;
 use super::{Balancer, Choice, NodeView, RequestInfo};
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 
 #[derive(Clone, Debug, Default)]
 pub struct CentralQueue {
@@ -49,7 +49,7 @@ impl Balancer for CentralQueue {
         &mut self,
         nodes: &[NodeView],
         _req: RequestInfo,
-        _now: Nanos,
+        _now: Instant,
         _rng: &mut Rng,
     ) -> Choice {
         match self.idle.pop(nodes, free) {
@@ -58,7 +58,7 @@ impl Balancer for CentralQueue {
         }
     }
 
-    fn on_idle(&mut self, nodes: &[NodeView], node: usize, _now: Nanos) -> bool {
+    fn on_idle(&mut self, nodes: &[NodeView], node: usize, _now: Instant) -> bool {
         if !nodes.get(node).is_some_and(NodeView::is_ready) {
             return false;
         }
@@ -91,7 +91,7 @@ mod tests {
         let mut c = CentralQueue::new();
         c.on_nodes_changed(&nodes);
         let mut rng = Rng::seeded(1);
-        let now = Nanos::ZERO;
+        let now = Instant::EPOCH;
         assert_eq!(c.pick(&nodes, NO_DEADLINE, now, &mut rng), Choice::Hold);
         // Node 1 finishes: it asks for work.
         nodes[1].in_flight = 0;
@@ -110,7 +110,7 @@ mod tests {
         nodes[1].in_flight = 1;
         let mut c = CentralQueue::new();
         let mut rng = Rng::seeded(1);
-        let now = Nanos::ZERO;
+        let now = Instant::EPOCH;
         nodes[0].in_flight = 0;
         assert!(c.on_idle(&nodes, 0, now));
         nodes[0].in_flight = 1; // the caller handed it a held request
@@ -124,9 +124,9 @@ mod tests {
         let mut c = CentralQueue::new();
         c.on_nodes_changed(&nodes);
         let mut rng = Rng::seeded(1);
-        assert!(!c.on_idle(&nodes, 1, Nanos::ZERO));
+        assert!(!c.on_idle(&nodes, 1, Instant::EPOCH));
         assert_eq!(
-            c.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            c.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng),
             Choice::Node(0)
         );
     }

@@ -28,7 +28,7 @@
 
 use super::parse::format_duration;
 use super::{Balancer, Choice, NodeView, RequestInfo};
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Nanos, Rng};
 
 /// Default target backlog: the node works on one request and has one more
 /// waiting, so the cheap node never idles between requests.
@@ -109,12 +109,20 @@ impl Balancer for CostAware {
         s
     }
 
-    fn pick(&mut self, nodes: &[NodeView], req: RequestInfo, now: Nanos, _rng: &mut Rng) -> Choice {
+    fn pick(
+        &mut self,
+        nodes: &[NodeView],
+        req: RequestInfo,
+        now: Instant,
+        _rng: &mut Rng,
+    ) -> Choice {
         if self.order.len() != nodes.len() {
             self.rebuild_order(nodes);
         }
         let service = self.service_ns();
-        let slack = req.deadline.map(|d| (d - now).as_nanos() as f64);
+        let slack = req
+            .deadline
+            .map(|d| d.saturating_since(now).as_nanos() as f64);
         let finish = |b: f64| service.map(|s| b * s);
         let meets = |b: f64| match (slack, finish(b)) {
             (Some(slack), Some(f)) => f <= slack,
@@ -146,7 +154,7 @@ impl Balancer for CostAware {
         }
     }
 
-    fn on_complete(&mut self, nodes: &[NodeView], node: usize, latency: Nanos, _now: Nanos) {
+    fn on_complete(&mut self, nodes: &[NodeView], node: usize, latency: Nanos, _now: Instant) {
         let Some(v) = nodes.get(node) else { return };
         let sample = latency.as_nanos() as f64 * v.speed.max(0.0);
         self.learned_service_ns = if self.learned_service_ns == 0.0 {
@@ -178,7 +186,7 @@ mod tests {
     fn run(b: &mut CostAware, nodes: &mut [NodeView], req: RequestInfo, k: usize) -> Vec<usize> {
         let mut rng = Rng::seeded(1);
         (0..k)
-            .map(|_| match b.pick(nodes, req, Nanos::ZERO, &mut rng) {
+            .map(|_| match b.pick(nodes, req, Instant::EPOCH, &mut rng) {
                 Choice::Node(i) => {
                     nodes[i].in_flight += 1;
                     i
@@ -215,7 +223,7 @@ mod tests {
         nodes[0].speed = 4.0; // priciest node: 0.25 ms
         let mut b = CostAware::new(10.0, Some(Nanos::from_millis(1)));
         let mut rng = Rng::seeded(1);
-        let now = Nanos::from_secs(1);
+        let now = Instant::EPOCH + Nanos::from_secs(1);
         let tight = RequestInfo {
             deadline: Some(now + Nanos::from_millis(2)),
         };
@@ -243,16 +251,16 @@ mod tests {
         let mut b = CostAware::new(10.0, None);
         let mut rng = Rng::seeded(1);
         let tight = RequestInfo {
-            deadline: Some(Nanos::from_millis(2)),
+            deadline: Some(Instant::EPOCH + Nanos::from_millis(2)),
         };
         // Nothing learned: the deadline cannot be judged, price decides.
         assert_eq!(
-            b.pick(&nodes, tight, Nanos::ZERO, &mut rng),
+            b.pick(&nodes, tight, Instant::EPOCH, &mut rng),
             Choice::Node(1)
         );
-        b.on_complete(&nodes, 2, Nanos::from_millis(1), Nanos::ZERO);
+        b.on_complete(&nodes, 2, Nanos::from_millis(1), Instant::EPOCH);
         assert_eq!(
-            b.pick(&nodes, tight, Nanos::ZERO, &mut rng),
+            b.pick(&nodes, tight, Instant::EPOCH, &mut rng),
             Choice::Node(2)
         );
     }

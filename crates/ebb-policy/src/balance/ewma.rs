@@ -22,7 +22,7 @@ use super::argmin::RandomArgMin;
 use super::parse::format_duration;
 use super::sample::{self, MAX_SAMPLES};
 use super::{Balancer, Choice, NodeView, RequestInfo};
-use ebb_core::{Nanos, NodeId, Rng};
+use ebb_core::{Instant, Nanos, NodeId, Rng};
 use std::collections::HashMap;
 
 /// Default decay time constant, as in Finagle and tower.
@@ -42,7 +42,7 @@ pub const DEFAULT_TAU: Nanos = Nanos::from_secs(10);
 pub struct PeakEwma {
     /// Nanoseconds; zero until the first observation.
     value: f64,
-    stamp: Nanos,
+    stamp: Instant,
     measured: bool,
 }
 
@@ -51,12 +51,12 @@ impl PeakEwma {
         self.measured
     }
 
-    fn decay(since: Nanos, now: Nanos, tau: Nanos) -> f64 {
-        let dt = (now - since).as_nanos() as f64;
+    fn decay(since: Instant, now: Instant, tau: Nanos) -> f64 {
+        let dt = now.saturating_since(since).as_nanos() as f64;
         (-dt / tau.as_nanos().max(1) as f64).exp()
     }
 
-    pub fn observe(&mut self, latency: Nanos, now: Nanos, tau: Nanos) {
+    pub fn observe(&mut self, latency: Nanos, now: Instant, tau: Nanos) {
         let x = latency.as_nanos() as f64;
         self.value = if !self.measured || x >= self.value {
             x
@@ -69,12 +69,12 @@ impl PeakEwma {
     }
 
     /// The estimate at `now`, in nanoseconds, decayed toward zero.
-    pub fn estimate(&self, now: Nanos, tau: Nanos) -> f64 {
+    pub fn estimate(&self, now: Instant, tau: Nanos) -> f64 {
         self.estimate_toward(now, tau, 0.0)
     }
 
     /// The estimate at `now`, in nanoseconds, decayed toward `rest`.
-    pub fn estimate_toward(&self, now: Nanos, tau: Nanos, rest: f64) -> f64 {
+    pub fn estimate_toward(&self, now: Instant, tau: Nanos, rest: f64) -> f64 {
         rest + (self.value - rest) * Self::decay(self.stamp, now, tau)
     }
 }
@@ -110,7 +110,7 @@ impl PeakEwmaBalancer {
 
     /// This policy's latency estimate for `nodes[i]` at `now`, for
     /// dashboards and tests.
-    pub fn estimate(&self, i: usize, now: Nanos) -> Option<Nanos> {
+    pub fn estimate(&self, i: usize, now: Instant) -> Option<Nanos> {
         self.per_node
             .get(i)
             .filter(|(_, e)| e.is_measured())
@@ -118,7 +118,7 @@ impl PeakEwmaBalancer {
     }
 
     /// `fleet` is the fleet estimate at `now`, computed once per pick.
-    fn cost(&self, nodes: &[NodeView], i: usize, now: Nanos, fleet: f64) -> f64 {
+    fn cost(&self, nodes: &[NodeView], i: usize, now: Instant, fleet: f64) -> f64 {
         let v = &nodes[i];
         let latency = match self.per_node.get(i) {
             Some((id, e)) if *id == v.id && e.is_measured() => {
@@ -175,7 +175,13 @@ impl Balancer for PeakEwmaBalancer {
         s
     }
 
-    fn pick(&mut self, nodes: &[NodeView], _req: RequestInfo, now: Nanos, rng: &mut Rng) -> Choice {
+    fn pick(
+        &mut self,
+        nodes: &[NodeView],
+        _req: RequestInfo,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Choice {
         let mut best = RandomArgMin::default();
         let fleet = self.fleet.estimate(now, self.tau);
         match self.candidates {
@@ -198,7 +204,7 @@ impl Balancer for PeakEwmaBalancer {
         }
     }
 
-    fn on_complete(&mut self, nodes: &[NodeView], node: usize, latency: Nanos, now: Nanos) {
+    fn on_complete(&mut self, nodes: &[NodeView], node: usize, latency: Nanos, now: Instant) {
         let Some(v) = nodes.get(node) else { return };
         if self.per_node.len() != nodes.len()
             || self.per_node.get(node).is_some_and(|(id, _)| *id != v.id)
@@ -221,13 +227,13 @@ mod tests {
     use super::*;
     use crate::balance::testutil::{NO_DEADLINE, pool};
 
-    const MS: Nanos = Nanos::from_millis(1);
+    const MS: Instant = Instant::from_epoch(Nanos::from_millis(1));
     const TAU: Nanos = Nanos::from_millis(100);
 
     #[test]
     fn jumps_to_a_peak_then_decays_toward_observed_latencies() {
         let mut e = PeakEwma::default();
-        e.observe(Nanos::from_millis(10), Nanos::ZERO, TAU);
+        e.observe(Nanos::from_millis(10), Instant::EPOCH, TAU);
         e.observe(Nanos::from_millis(100), MS, TAU);
         assert_eq!(e.estimate(MS, TAU), 100e6, "peak is taken at once");
         // 10 ms samples every 10 ms for 1 s (10 τ): the estimate comes down

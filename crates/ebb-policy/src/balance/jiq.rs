@@ -15,7 +15,7 @@
 
 use super::idle::IdleList;
 use super::{Balancer, Choice, NodeView, RequestInfo, sample};
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 
 #[derive(Clone, Debug, Default)]
 pub struct JoinIdleQueue {
@@ -42,7 +42,7 @@ impl Balancer for JoinIdleQueue {
         &mut self,
         nodes: &[NodeView],
         _req: RequestInfo,
-        _now: Nanos,
+        _now: Instant,
         rng: &mut Rng,
     ) -> Choice {
         if let Some(i) = self.idle.pop(nodes, NodeView::is_ready) {
@@ -57,7 +57,7 @@ impl Balancer for JoinIdleQueue {
     /// Lists the node as idle. Returns false: JIQ never holds requests, so
     /// there is nothing to hand over (requests are held only while no node is
     /// Ready, and the caller re-dispatches those when the pool changes).
-    fn on_idle(&mut self, nodes: &[NodeView], node: usize, _now: Nanos) -> bool {
+    fn on_idle(&mut self, nodes: &[NodeView], node: usize, _now: Instant) -> bool {
         if nodes.get(node).is_some_and(NodeView::is_ready) {
             self.idle.push(nodes, node);
         }
@@ -95,11 +95,11 @@ mod tests {
         jiq.on_nodes_changed(&nodes);
         assert_eq!(jiq.idle_count(), 0);
         let mut rng = Rng::seeded(21);
-        jiq.on_idle(&nodes, 17, Nanos::ZERO);
-        jiq.on_idle(&nodes, 4, Nanos::ZERO);
-        jiq.on_idle(&nodes, 17, Nanos::ZERO); // repeat report: still once
+        jiq.on_idle(&nodes, 17, Instant::EPOCH);
+        jiq.on_idle(&nodes, 4, Instant::EPOCH);
+        jiq.on_idle(&nodes, 17, Instant::EPOCH); // repeat report: still once
         assert_eq!(jiq.idle_count(), 2);
-        let at = Nanos::ZERO;
+        let at = Instant::EPOCH;
         assert_eq!(
             jiq.pick(&nodes, NO_DEADLINE, at, &mut rng),
             Choice::Node(17)
@@ -125,11 +125,11 @@ mod tests {
         let mut nodes = busy_pool(3);
         let mut jiq = JoinIdleQueue::new();
         let mut rng = Rng::seeded(2);
-        jiq.on_idle(&nodes, 0, Nanos::ZERO);
-        jiq.on_idle(&nodes, 1, Nanos::ZERO);
+        jiq.on_idle(&nodes, 0, Instant::EPOCH);
+        jiq.on_idle(&nodes, 1, Instant::EPOCH);
         nodes[0].state = NodeState::Draining;
         assert_eq!(
-            jiq.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            jiq.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng),
             Choice::Node(1)
         );
     }
@@ -139,14 +139,14 @@ mod tests {
         let nodes = busy_pool(6);
         let mut jiq = JoinIdleQueue::new();
         let mut rng = Rng::seeded(3);
-        jiq.on_idle(&nodes, 5, Nanos::ZERO);
-        jiq.on_idle(&nodes, 2, Nanos::ZERO);
+        jiq.on_idle(&nodes, 5, Instant::EPOCH);
+        jiq.on_idle(&nodes, 2, Instant::EPOCH);
         // Node 5 leaves; node 2 moves to index 0.
         let fewer = vec![nodes[2].clone(), nodes[0].clone()];
         jiq.on_nodes_changed(&fewer);
         assert_eq!(jiq.idle_count(), 1);
         assert_eq!(
-            jiq.pick(&fewer, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            jiq.pick(&fewer, NO_DEADLINE, Instant::EPOCH, &mut rng),
             Choice::Node(0)
         );
     }

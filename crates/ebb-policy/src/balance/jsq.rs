@@ -12,7 +12,7 @@
 use super::argmin::RandomArgMin;
 use super::signal::QueueMeasure;
 use super::{Balancer, Choice, NodeView, RequestInfo};
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 
 #[derive(Clone, Debug, Default)]
 pub struct Jsq {
@@ -36,7 +36,7 @@ impl Balancer for Jsq {
         &mut self,
         nodes: &[NodeView],
         _req: RequestInfo,
-        _now: Nanos,
+        _now: Instant,
         rng: &mut Rng,
     ) -> Choice {
         let mut best = RandomArgMin::default();
@@ -72,7 +72,7 @@ mod tests {
         let mut rng = Rng::seeded(9);
         let mut seen = [0u32; 5];
         for _ in 0..200 {
-            match jsq.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng) {
+            match jsq.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng) {
                 Choice::Node(i) => seen[i] += 1,
                 Choice::Hold => panic!("held"),
             }
@@ -91,11 +91,11 @@ mod tests {
         let mut local = Jsq::new(LoadSignal::InFlight);
         let mut reported = Jsq::new(LoadSignal::InFlightPlusReported);
         assert_eq!(
-            local.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            local.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng),
             Choice::Node(1)
         );
         assert_eq!(
-            reported.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            reported.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng),
             Choice::Node(0)
         );
     }
@@ -119,11 +119,11 @@ mod speed_tests {
             per_speed: true,
         };
         assert_eq!(
-            Jsq::new(LoadSignal::InFlight).pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            Jsq::new(LoadSignal::InFlight).pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng),
             Choice::Node(0)
         );
         assert_eq!(
-            Jsq::new(sed).pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+            Jsq::new(sed).pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng),
             Choice::Node(1)
         );
     }

@@ -5,7 +5,7 @@
 //! declared speed and cost, latencies it measured). Several gateways each hold
 //! their own balancer and their own, possibly stale, view.
 
-use ebb_core::{Nanos, NodeId, Rng};
+use ebb_core::{Instant, Nanos, NodeId, Rng};
 
 mod argmin;
 pub mod central;
@@ -79,7 +79,7 @@ impl NodeView {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestInfo {
     /// Absolute deadline, if the request has one.
-    pub deadline: Option<Nanos>,
+    pub deadline: Option<Instant>,
 }
 
 /// Where a request goes.
@@ -102,16 +102,17 @@ pub trait Balancer {
     fn name(&self) -> String;
 
     /// Choose a node for a request arriving at `now`.
-    fn pick(&mut self, nodes: &[NodeView], req: RequestInfo, now: Nanos, rng: &mut Rng) -> Choice;
+    fn pick(&mut self, nodes: &[NodeView], req: RequestInfo, now: Instant, rng: &mut Rng)
+    -> Choice;
 
     /// The request sent to `nodes[node]` completed after `latency`.
-    fn on_complete(&mut self, _nodes: &[NodeView], _node: usize, _latency: Nanos, _now: Nanos) {}
+    fn on_complete(&mut self, _nodes: &[NodeView], _node: usize, _latency: Nanos, _now: Instant) {}
 
     /// `nodes[node]` has become idle and asks for work (join-idle-queue's idle
     /// report, central queue's pull). Returns true if the policy wants the
     /// caller to hand it a held request now. Callers also report a node that
     /// has just turned Ready: it is idle too.
-    fn on_idle(&mut self, _nodes: &[NodeView], _node: usize, _now: Nanos) -> bool {
+    fn on_idle(&mut self, _nodes: &[NodeView], _node: usize, _now: Instant) -> bool {
         false
     }
 

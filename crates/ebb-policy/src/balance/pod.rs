@@ -12,7 +12,7 @@
 use super::sample::{self, MAX_SAMPLES};
 use super::signal::QueueMeasure;
 use super::{Balancer, Choice, NodeView, RequestInfo};
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 
 /// How the `d` candidates are drawn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Balancer for PowerOfD {
         &mut self,
         nodes: &[NodeView],
         _req: RequestInfo,
-        _now: Nanos,
+        _now: Instant,
         rng: &mut Rng,
     ) -> Choice {
         let mut buf = [0usize; MAX_SAMPLES];
@@ -127,7 +127,7 @@ mod tests {
             let pair = samples(seed, &nodes, 2, Sampling::WithoutReplacement);
             let mut p = PowerOfD::p2c();
             let mut rng = Rng::seeded(seed);
-            let Choice::Node(i) = p.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng) else {
+            let Choice::Node(i) = p.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng) else {
                 panic!("seed {seed}: held");
             };
             assert!(pair.contains(&i), "seed {seed}: {i} not in {pair:?}");
@@ -168,7 +168,7 @@ mod tests {
         let mut nodes = pool(n);
         let mut rng = Rng::seeded(seed);
         for _ in 0..n {
-            if let Choice::Node(i) = b.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng) {
+            if let Choice::Node(i) = b.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng) {
                 nodes[i].in_flight += 1;
             }
         }
@@ -209,7 +209,7 @@ mod tests {
         let mut rng = Rng::seeded(2);
         for _ in 0..50 {
             assert_eq!(
-                p.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng),
+                p.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng),
                 Choice::Node(3)
             );
         }

@@ -7,7 +7,7 @@
 //! M/M/1 queue, which is the yardstick the other policies beat.
 
 use super::{Balancer, Choice, NodeView, RequestInfo, sample};
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 
 #[derive(Clone, Debug, Default)]
 pub struct Random;
@@ -28,7 +28,7 @@ impl Balancer for Random {
         &mut self,
         nodes: &[NodeView],
         _req: RequestInfo,
-        _now: Nanos,
+        _now: Instant,
         rng: &mut Rng,
     ) -> Choice {
         match sample::random_ready(nodes, rng) {
@@ -49,7 +49,7 @@ mod tests {
         let mut rng = Rng::seeded(seed);
         let mut c = vec![0u64; nodes.len()];
         for _ in 0..draws {
-            match r.pick(nodes, NO_DEADLINE, Nanos::ZERO, &mut rng) {
+            match r.pick(nodes, NO_DEADLINE, Instant::EPOCH, &mut rng) {
                 Choice::Node(i) => c[i] += 1,
                 Choice::Hold => panic!("seed {seed}: held with ready nodes"),
             }

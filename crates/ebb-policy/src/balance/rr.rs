@@ -6,7 +6,7 @@
 //! request *counts*, not work, so it ignores queue lengths and speeds.
 
 use super::{Balancer, Choice, NodeView, RequestInfo};
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 
 #[derive(Clone, Debug, Default)]
 pub struct RoundRobin {
@@ -28,7 +28,7 @@ impl Balancer for RoundRobin {
         &mut self,
         nodes: &[NodeView],
         _req: RequestInfo,
-        _now: Nanos,
+        _now: Instant,
         _rng: &mut Rng,
     ) -> Choice {
         let n = nodes.len();
@@ -70,7 +70,7 @@ mod tests {
         let mut rr = RoundRobin::new();
         let mut rng = Rng::seeded(1);
         let picks: Vec<Choice> = (0..6)
-            .map(|_| rr.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng))
+            .map(|_| rr.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng))
             .collect();
         let want = [0, 1, 3, 0, 1, 3].map(Choice::Node);
         assert_eq!(picks, want);
@@ -82,11 +82,11 @@ mod tests {
         let mut rr = RoundRobin::new();
         let mut rng = Rng::seeded(1);
         for _ in 0..4 {
-            rr.pick(&nodes, NO_DEADLINE, Nanos::ZERO, &mut rng);
+            rr.pick(&nodes, NO_DEADLINE, Instant::EPOCH, &mut rng);
         }
         let fewer = pool(2);
         rr.on_nodes_changed(&fewer);
-        let c = rr.pick(&fewer, NO_DEADLINE, Nanos::ZERO, &mut rng);
+        let c = rr.pick(&fewer, NO_DEADLINE, Instant::EPOCH, &mut rng);
         assert!(matches!(c, Choice::Node(i) if i < 2), "{c:?}");
     }
 }

@@ -2,7 +2,7 @@
 //! from reply status to call outcome.
 
 use bytes::Bytes;
-use ebb_core::Nanos;
+use ebb_core::{Instant, Nanos};
 
 use super::{
     HEARTBEAT_INTERVAL, HEARTBEAT_SILENCE, MAX_OUTSTANDING_CALLS, MAX_RETRANSMIT_INTERVAL,
@@ -64,7 +64,7 @@ pub struct MovedCall {
     pub method: u16,
     pub payload: Bytes,
     /// Absolute, as given to `start_call`.
-    pub deadline: Nanos,
+    pub deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -72,14 +72,14 @@ pub(super) struct Call {
     pub method: u16,
     pub idempotent: bool,
     pub payload: Bytes,
-    pub started: Nanos,
-    pub deadline: Nanos,
+    pub started: Instant,
+    pub deadline: Instant,
     /// The incarnation named when first sent; `None`: never sent.
     pub sent_to: Option<u64>,
     /// Resends on the current connection.
     pub retransmits: u32,
     /// Armed while in flight on the current connection.
-    pub retransmit_at: Option<Nanos>,
+    pub retransmit_at: Option<Instant>,
 }
 
 impl Call {
@@ -87,8 +87,8 @@ impl Call {
         method: u16,
         idempotent: bool,
         payload: Bytes,
-        started: Nanos,
-        deadline: Nanos,
+        started: Instant,
+        deadline: Instant,
     ) -> Call {
         Call {
             method,

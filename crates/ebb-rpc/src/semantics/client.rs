@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use ebb_core::{ClientId, Nanos};
+use ebb_core::{ClientId, Instant, Nanos};
 
 use super::call::{Call, ClientConfig, LinkState, MovedCall, outcome};
 use super::{CallId, MAX_REPLIES_PER_CLIENT};
@@ -34,24 +34,24 @@ pub struct ClientSession {
     /// the server records at the handshake.
     amo_floor: u64,
     calls: BTreeMap<u64, Call>,
-    deadlines: BTreeSet<(Nanos, u64)>,
-    retransmit_timers: BTreeSet<(Nanos, u64)>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    retransmit_timers: BTreeSet<(Instant, u64)>,
     /// Calls not in flight on the current connection, waiting to be sent.
     held_idempotent: BTreeSet<u64>,
     held_at_most_once: BTreeSet<u64>,
     link: LinkState,
-    disconnected_since: Nanos,
+    disconnected_since: Instant,
     /// The server's incarnation as last heard; 0 until first heard.
     incarnation: u64,
-    last_heard: Nanos,
-    last_ping: Nanos,
+    last_heard: Instant,
+    last_ping: Instant,
     transmit: VecDeque<Frame>,
     events: VecDeque<CallOutcome>,
     close_requested: bool,
 }
 
 impl ClientSession {
-    pub fn new(id: ClientId, cfg: ClientConfig, now: Nanos) -> ClientSession {
+    pub fn new(id: ClientId, cfg: ClientConfig, now: Instant) -> ClientSession {
         ClientSession {
             id,
             cfg,
@@ -102,8 +102,8 @@ impl ClientSession {
         method: u16,
         idempotent: bool,
         payload: Bytes,
-        deadline: Nanos,
-        now: Nanos,
+        deadline: Instant,
+        now: Instant,
     ) -> Result<CallId, CallError> {
         if self.calls.len() >= self.cfg.max_outstanding_calls {
             return Err(CallError::TooManyOutstanding {
@@ -147,7 +147,7 @@ impl ClientSession {
     }
 
     /// A (new) transport connection to the server is up.
-    pub fn handle_connected(&mut self, now: Nanos) {
+    pub fn handle_connected(&mut self, now: Instant) {
         if self.link != LinkState::Disconnected {
             self.handle_disconnect(now);
         }
@@ -162,7 +162,7 @@ impl ClientSession {
 
     /// The transport connection broke. Calls stay; they are resent on the
     /// next connection, or end with `ConnectionLost` at their deadline.
-    pub fn handle_disconnect(&mut self, now: Nanos) {
+    pub fn handle_disconnect(&mut self, now: Instant) {
         if self.link == LinkState::Disconnected {
             return;
         }
@@ -175,7 +175,7 @@ impl ClientSession {
     }
 
     /// A frame arrived from the server on the current connection.
-    pub fn handle_frame(&mut self, frame: Frame, now: Nanos) {
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) {
         if self.link == LinkState::Disconnected || frame.client != self.id {
             return;
         }
@@ -221,7 +221,7 @@ impl ClientSession {
 
     /// Fires every timer due at `now`: deadlines, the failure detector,
     /// retransmissions, heartbeats.
-    pub fn handle_timeout(&mut self, now: Nanos) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, seq)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -231,7 +231,7 @@ impl ClientSession {
                     "disconnected since {}, not reconnected before the deadline",
                     self.disconnected_since
                 )),
-                _ => CallError::DeadlineExceeded(at - self.calls[&seq].started),
+                _ => CallError::DeadlineExceeded(at.saturating_since(self.calls[&seq].started)),
             };
             self.finish(seq, Err(err));
         }
@@ -241,7 +241,7 @@ impl ClientSession {
             // Calls sent to the silent server end now, so the caller can act
             // (move idempotent ones); calls never sent wait for the next
             // connection, since nothing is known to be wrong with them.
-            let silent = now - self.last_heard;
+            let silent = now.saturating_since(self.last_heard);
             let sent: Vec<u64> = self
                 .calls
                 .iter()
@@ -290,9 +290,9 @@ impl ClientSession {
     }
 
     /// When `handle_timeout` must be called next.
-    pub fn poll_timeout(&self) -> Option<Nanos> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.deadlines.first().map(|&(at, _)| at);
-        let mut consider = |x: Option<Nanos>| {
+        let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
@@ -311,7 +311,7 @@ impl ClientSession {
         std::mem::take(&mut self.close_requested)
     }
 
-    fn next_ping_at(&self) -> Option<Nanos> {
+    fn next_ping_at(&self) -> Option<Instant> {
         match self.link {
             LinkState::Disconnected => None,
             LinkState::Handshaking => Some(self.last_ping + self.cfg.retransmit_after),
@@ -324,7 +324,7 @@ impl ClientSession {
     /// A frame naming a new incarnation: the server lost its state. Calls
     /// sent at-most-once to the old one end `OutcomeUnknown`; idempotent
     /// calls in flight are resent at once.
-    fn observe_incarnation(&mut self, new: u64, now: Nanos) {
+    fn observe_incarnation(&mut self, new: u64, now: Instant) {
         if new == 0 || new == self.incarnation {
             return;
         }
@@ -364,7 +364,7 @@ impl ClientSession {
     }
 
     /// Sends held calls the connection state and the window allow.
-    fn flush(&mut self, now: Nanos) {
+    fn flush(&mut self, now: Instant) {
         if self.link == LinkState::Disconnected {
             return;
         }
@@ -385,7 +385,7 @@ impl ClientSession {
     }
 
     /// Puts `seq` on the wire (again) and arms its retransmission timer.
-    fn send(&mut self, seq: u64, now: Nanos) {
+    fn send(&mut self, seq: u64, now: Instant) {
         let ack_below = self.ack_below();
         let Some(call) = self.calls.get_mut(&seq) else {
             return;
@@ -412,13 +412,13 @@ impl ClientSession {
             } else {
                 named
             },
-            deadline: call.deadline - now,
+            deadline: call.deadline.saturating_since(now),
             method: call.method,
             payload: call.payload.clone(),
         });
     }
 
-    fn send_ping(&mut self, now: Nanos) {
+    fn send_ping(&mut self, now: Instant) {
         self.last_ping = now;
         self.transmit.push_back(Frame {
             kind: FrameKind::Ping,

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use ebb_core::{ClientId, Nanos};
+use ebb_core::{ClientId, Instant, Nanos};
 
 use crate::wire::Frame;
 
@@ -30,7 +30,7 @@ pub struct ClientState {
     pub floor: u64,
     /// The highest `ack_below` seen: the client waits for nothing below it.
     pub ack_below: u64,
-    pub last_active: Nanos,
+    pub last_active: Instant,
     /// Calls in `[ack_below, ack_below + MAX_REPLIES_PER_CLIENT)`.
     pub entries: BTreeMap<u64, Entry>,
 }
@@ -67,7 +67,7 @@ pub struct ReplyTable {
     max_clients: usize,
     session_expiry: Nanos,
     clients: HashMap<ClientId, ClientState>,
-    idle: BTreeSet<(Nanos, ClientId)>,
+    idle: BTreeSet<(Instant, ClientId)>,
 }
 
 impl ReplyTable {
@@ -99,7 +99,7 @@ impl ReplyTable {
         &mut self,
         client: ClientId,
         floor: u64,
-        now: Nanos,
+        now: Instant,
     ) -> Result<&mut ClientState, TableFull> {
         if !self.clients.contains_key(&client) {
             if self.clients.len() >= self.max_clients {
@@ -123,7 +123,7 @@ impl ReplyTable {
 
     /// The session of `client`, marked active at `now`; `None` if the table
     /// has no session for it (never opened, evicted, or lost in a crash).
-    pub fn touch(&mut self, client: ClientId, now: Nanos) -> Option<&mut ClientState> {
+    pub fn touch(&mut self, client: ClientId, now: Instant) -> Option<&mut ClientState> {
         let state = self.clients.get_mut(&client)?;
         if state.last_active != now {
             self.idle.remove(&(state.last_active, client));
@@ -142,7 +142,7 @@ impl ReplyTable {
 
     /// Drops every session idle past the expiry, to give memory back early.
     /// Returns how many were dropped.
-    pub fn expire_idle(&mut self, now: Nanos) -> usize {
+    pub fn expire_idle(&mut self, now: Instant) -> usize {
         let mut n = 0;
         while self.evict_one_expired(now).is_ok() {
             n += 1;
@@ -150,7 +150,7 @@ impl ReplyTable {
         n
     }
 
-    fn evict_one_expired(&mut self, now: Nanos) -> Result<(), TableFull> {
+    fn evict_one_expired(&mut self, now: Instant) -> Result<(), TableFull> {
         let full = TableFull {
             max_clients: self.max_clients,
         };
@@ -171,18 +171,22 @@ mod tests {
 
     const EXP: Nanos = Nanos::from_secs(10);
 
+    fn at_secs(s: u64) -> Instant {
+        Instant::EPOCH + Nanos::from_secs(s)
+    }
+
     #[test]
     fn full_table_evicts_only_an_expired_session_longest_idle_first() {
         let mut t = ReplyTable::new(2, EXP);
-        t.open(ClientId(1), 1, Nanos::from_secs(0)).unwrap();
-        t.open(ClientId(2), 1, Nanos::from_secs(1)).unwrap();
+        t.open(ClientId(1), 1, at_secs(0)).unwrap();
+        t.open(ClientId(2), 1, at_secs(1)).unwrap();
         assert_eq!(
-            t.open(ClientId(3), 1, Nanos::from_secs(5)).err(),
+            t.open(ClientId(3), 1, at_secs(5)).err(),
             Some(TableFull { max_clients: 2 })
         );
-        t.touch(ClientId(1), Nanos::from_secs(2));
+        t.touch(ClientId(1), at_secs(2));
         // Client 2 (idle since 1 s) is now the longest idle; expired at 11 s.
-        t.open(ClientId(3), 1, Nanos::from_secs(11)).unwrap();
+        t.open(ClientId(3), 1, at_secs(11)).unwrap();
         assert!(t.get_mut(ClientId(2)).is_none());
         assert!(t.get_mut(ClientId(1)).is_some());
         assert_eq!(t.len(), 2);
@@ -191,7 +195,7 @@ mod tests {
     #[test]
     fn acknowledge_below_prunes_saved_entries() {
         let mut t = ReplyTable::new(4, EXP);
-        let s = t.open(ClientId(1), 1, Nanos::ZERO).unwrap();
+        let s = t.open(ClientId(1), 1, Instant::EPOCH).unwrap();
         for seq in 1..=5 {
             s.entries.insert(seq, Entry::Running);
         }
@@ -204,16 +208,21 @@ mod tests {
     #[test]
     fn reopening_keeps_the_original_floor() {
         let mut t = ReplyTable::new(4, EXP);
-        t.open(ClientId(1), 3, Nanos::ZERO).unwrap();
-        assert_eq!(t.open(ClientId(1), 9, Nanos(5)).unwrap().floor, 3);
+        t.open(ClientId(1), 3, Instant::EPOCH).unwrap();
+        assert_eq!(
+            t.open(ClientId(1), 9, Instant::EPOCH + Nanos(5))
+                .unwrap()
+                .floor,
+            3
+        );
     }
 
     #[test]
     fn expire_idle_drops_exactly_the_expired_sessions() {
         let mut t = ReplyTable::new(4, EXP);
-        t.open(ClientId(1), 1, Nanos::from_secs(0)).unwrap();
-        t.open(ClientId(2), 1, Nanos::from_secs(5)).unwrap();
-        assert_eq!(t.expire_idle(Nanos::from_secs(12)), 1);
+        t.open(ClientId(1), 1, at_secs(0)).unwrap();
+        t.open(ClientId(2), 1, at_secs(5)).unwrap();
+        assert_eq!(t.expire_idle(at_secs(12)), 1);
         assert!(t.get_mut(ClientId(2)).is_some());
     }
 }

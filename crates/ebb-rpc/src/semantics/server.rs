@@ -17,7 +17,7 @@
 //! Idempotent requests keep no state: they run (again) every time.
 
 use bytes::Bytes;
-use ebb_core::{ClientId, Nanos};
+use ebb_core::{ClientId, Instant, Nanos};
 
 use super::reply_table::{Entry, ReplyTable};
 use super::{MAX_CLIENTS, MAX_REPLIES_PER_CLIENT, SESSION_EXPIRY};
@@ -106,12 +106,12 @@ impl ServerSession {
     }
 
     /// Frees sessions idle past expiry; call it now and then.
-    pub fn expire_idle(&mut self, now: Nanos) -> usize {
+    pub fn expire_idle(&mut self, now: Instant) -> usize {
         self.table.expire_idle(now)
     }
 
     /// Decides what to do with a frame from a client.
-    pub fn handle_frame(&mut self, frame: Frame, now: Nanos) -> Action {
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Action {
         match frame.kind {
             FrameKind::Request => self.handle_request(frame, now),
             FrameKind::Ping => Action::Reply(self.handle_ping(&frame, now)),
@@ -121,7 +121,7 @@ impl ServerSession {
 
     /// The ping is the session handshake and heartbeat: it opens (or keeps
     /// alive) the client's session and tells the client our incarnation.
-    pub fn handle_ping(&mut self, ping: &Frame, now: Nanos) -> Frame {
+    pub fn handle_ping(&mut self, ping: &Frame, now: Instant) -> Frame {
         let (status, payload) = match self.table.open(ping.client, ping.seq, now) {
             Ok(state) => {
                 state.acknowledge_below(ping.ack_below);
@@ -143,7 +143,7 @@ impl ServerSession {
         }
     }
 
-    pub fn handle_request(&mut self, req: Frame, now: Nanos) -> Action {
+    pub fn handle_request(&mut self, req: Frame, now: Instant) -> Action {
         let idempotent = req.is_idempotent();
         if let Some(state) = self.table.touch(req.client, now) {
             state.acknowledge_below(req.ack_below);
@@ -219,7 +219,13 @@ impl ServerSession {
     ///
     /// Call it exactly once per `Execute`, whatever the outcome (an unknown
     /// method or undecodable arguments too): until then duplicates wait.
-    pub fn complete(&mut self, key: CallKey, status: Status, payload: Bytes, now: Nanos) -> Frame {
+    pub fn complete(
+        &mut self,
+        key: CallKey,
+        status: Status,
+        payload: Bytes,
+        now: Instant,
+    ) -> Frame {
         let reply = Frame {
             kind: FrameKind::Reply,
             flags: if key.idempotent {

@@ -88,8 +88,8 @@ impl TcpClient {
         let conn = Conn::open(addr).await?;
         let epoch = Instant::now();
         let id = ClientId::random(&mut Rng::seeded(frames::os_random_u64()));
-        let mut session = ClientSession::new(id, cfg.session, Nanos::ZERO);
-        session.handle_connected(Nanos::ZERO);
+        let mut session = ClientSession::new(id, cfg.session, ebb_core::Instant::EPOCH);
+        session.handle_connected(ebb_core::Instant::EPOCH);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let driver = Driver {
             addr: addr.to_owned(),
@@ -214,8 +214,8 @@ enum Event {
 }
 
 impl Driver {
-    fn now(&self) -> Nanos {
-        Nanos::from(self.epoch.elapsed())
+    fn now(&self) -> ebb_core::Instant {
+        ebb_core::Instant::from_epoch(Nanos::from(self.epoch.elapsed()))
     }
 
     async fn run(mut self, mut calls: mpsc::Receiver<Call>) {
@@ -224,7 +224,7 @@ impl Driver {
             let timer = self
                 .session
                 .poll_timeout()
-                .map(|t| self.epoch + Duration::from(t));
+                .map(|t| self.epoch + Duration::from(t.since_epoch()));
             let reconnect = self.reconnect_at;
             let event = match self.conn.as_mut() {
                 Some(conn) => {
@@ -265,8 +265,8 @@ impl Driver {
         }
     }
 
-    fn start(&mut self, call: Call, now: Nanos) {
-        let deadline = now.saturating_add(call.timeout);
+    fn start(&mut self, call: Call, now: ebb_core::Instant) {
+        let deadline = now + call.timeout;
         match self.session.start_call(
             call.method.id,
             call.method.idempotent,

@@ -67,8 +67,8 @@ struct Core<D> {
 }
 
 impl<D> Core<D> {
-    fn now(&self) -> Nanos {
-        Nanos::from(self.epoch.elapsed())
+    fn now(&self) -> ebb_core::Instant {
+        ebb_core::Instant::from_epoch(Nanos::from(self.epoch.elapsed()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -85,7 +85,7 @@ impl<D> Core<D> {
         key: CallKey,
         status: Status,
         payload: bytes::Bytes,
-        now: Nanos,
+        now: ebb_core::Instant,
         local: Option<(&Arc<OutBuf>, &mut BytesMut)>,
     ) {
         let (reply, route) = {
@@ -321,7 +321,7 @@ fn decide<D>(
     clients: &mut Vec<ClientId>,
     frame: Frame,
     in_flight: &Semaphore,
-    now: Nanos,
+    now: ebb_core::Instant,
 ) -> Option<Incoming> {
     let client = frame.client;
     let action = {
@@ -384,7 +384,7 @@ fn run_call<D: ServiceDispatch>(
     batch: &mut BytesMut,
     incoming: Incoming,
     in_flight: &Arc<Semaphore>,
-    started: Nanos,
+    started: ebb_core::Instant,
 ) {
     let task_core = Arc::clone(core);
     let key = incoming.key;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ebb_core::{ClientId, Nanos, Rng};
+use ebb_core::{ClientId, Instant, Nanos, Rng};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{
     CallId, CallKey, ClientConfig, ClientSession, ServerConfig, ServerSession,
@@ -76,17 +76,17 @@ struct Call {
     client: usize,
     server: usize,
     idempotent: bool,
-    start: Nanos,
-    deadline: Nanos,
+    start: Instant,
+    deadline: Instant,
     started: bool,
-    ended: Option<(Nanos, Result<(), CallError>)>,
+    ended: Option<(Instant, Result<(), CallError>)>,
 }
 
 pub struct World {
     rng: Rng,
-    now: Nanos,
+    now: Instant,
     tiebreak: u64,
-    events: BTreeMap<(Nanos, u64), Event>,
+    events: BTreeMap<(Instant, u64), Event>,
     faults: Faults,
     server_cfg: ServerConfig,
     sessions: Vec<Vec<ClientSession>>,
@@ -136,14 +136,14 @@ impl World {
             .map(|_| {
                 (0..SERVERS)
                     .map(|_| {
-                        ClientSession::new(ClientId::random(&mut rng), client_cfg, Nanos::ZERO)
+                        ClientSession::new(ClientId::random(&mut rng), client_cfg, Instant::EPOCH)
                     })
                     .collect()
             })
             .collect();
         let mut w = World {
             rng,
-            now: Nanos::ZERO,
+            now: Instant::EPOCH,
             tiebreak: 0,
             events: BTreeMap::new(),
             faults,
@@ -167,10 +167,10 @@ impl World {
     fn plan(&mut self, clients: usize) {
         for s in 0..SERVERS {
             self.restart(s);
-            let mut t = Nanos::ZERO;
+            let mut t = Instant::EPOCH;
             loop {
                 t += Nanos::from_secs_f64(self.rng.exp(self.faults.crash_every.as_secs_f64()));
-                if t > HORIZON {
+                if t > Instant::EPOCH + HORIZON {
                     break;
                 }
                 self.at(t, Event::Crash { s });
@@ -179,11 +179,11 @@ impl World {
         let mut tag = 0;
         for c in 0..clients {
             for s in 0..SERVERS {
-                self.at(Nanos::ZERO, Event::Reconnect { c, s });
-                let mut t = Nanos::ZERO;
+                self.at(Instant::EPOCH, Event::Reconnect { c, s });
+                let mut t = Instant::EPOCH;
                 loop {
                     t += Nanos::from_secs_f64(self.rng.exp(self.faults.reset_every.as_secs_f64()));
-                    if t > HORIZON {
+                    if t > Instant::EPOCH + HORIZON {
                         break;
                     }
                     self.at(t, Event::Reset { c, s });
@@ -191,12 +191,12 @@ impl World {
             }
             for _ in 0..20 + self.rng.below(20) {
                 tag += 1;
-                let start = Nanos(self.rng.below(HORIZON.0));
+                let start = Instant::EPOCH + Nanos(self.rng.below(HORIZON.0));
                 let deadline = start + Nanos::from_millis(20 + self.rng.below(1_500));
                 let idempotent = self.rng.chance(0.4);
                 let server = self.rng.below(SERVERS as u64) as usize;
                 if idempotent && self.rng.chance(0.3) {
-                    let when = start + Nanos(self.rng.below((deadline - start).0));
+                    let when = start + Nanos(self.rng.below(deadline.saturating_since(start).0));
                     self.at(when, Event::Move { tag });
                 }
                 self.calls.insert(
@@ -223,7 +223,7 @@ impl World {
             .values()
             .map(|c| c.deadline)
             .max()
-            .unwrap_or(Nanos::ZERO)
+            .unwrap_or(Instant::EPOCH)
             + Nanos::from_millis(1);
         for _ in 0..STEP_LIMIT {
             let timer = self.next_timer();
@@ -248,7 +248,7 @@ impl World {
         ))
     }
 
-    fn next_timer(&self) -> Option<(Nanos, usize, usize)> {
+    fn next_timer(&self) -> Option<(Instant, usize, usize)> {
         let mut best = None;
         for (c, per) in self.sessions.iter().enumerate() {
             for (s, sess) in per.iter().enumerate() {
@@ -262,7 +262,7 @@ impl World {
         best
     }
 
-    fn at(&mut self, t: Nanos, ev: Event) {
+    fn at(&mut self, t: Instant, ev: Event) {
         self.tiebreak += 1;
         self.events.insert((t, self.tiebreak), ev);
     }

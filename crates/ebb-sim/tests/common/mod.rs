@@ -1,7 +1,7 @@
 //! Helpers shared by the theory tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Instant, Rng};
 use ebb_policy::balance::{Balancer, Choice, NodeView, RequestInfo};
 use ebb_sim::{Report, SimConfig};
 
@@ -13,7 +13,7 @@ impl Balancer for TestRandom {
     fn name(&self) -> String {
         "test-random".into()
     }
-    fn pick(&mut self, nodes: &[NodeView], _: RequestInfo, _: Nanos, rng: &mut Rng) -> Choice {
+    fn pick(&mut self, nodes: &[NodeView], _: RequestInfo, _: Instant, rng: &mut Rng) -> Choice {
         Choice::Node(rng.below(nodes.len() as u64) as usize)
     }
 }

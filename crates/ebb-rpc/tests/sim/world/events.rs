@@ -2,7 +2,7 @@
 //! world, and how frames travel between sessions.
 
 use bytes::Bytes;
-use ebb_core::Nanos;
+use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{Action, LinkState};
 use ebb_rpc::wire::{Frame, Status, decode_payload, encode_payload};
@@ -159,7 +159,7 @@ impl World {
         c: usize,
         s: usize,
         idem: bool,
-        deadline: Nanos,
+        deadline: Instant,
     ) -> Result<(), String> {
         let payload: Bytes = encode_payload(&tag).map_err(|e| e.to_string())?;
         match self.sessions[c][s].start_call(METHOD, idem, payload, deadline, self.now) {
