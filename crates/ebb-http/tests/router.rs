@@ -140,7 +140,13 @@ async fn an_empty_body_means_no_arguments() {
 #[tokio::test]
 async fn each_backend_error_maps_to_its_status_and_kind() {
     /// Method, status, kind, `may_have_run`, `Retry-After`.
-    type Case = (&'static str, u16, &'static str, Option<bool>, Option<&'static str>);
+    type Case = (
+        &'static str,
+        u16,
+        &'static str,
+        Option<bool>,
+        Option<&'static str>,
+    );
     let cases: &[Case] = &[
         ("bad_args", 400, "bad_arguments", None, None),
         ("unauthenticated", 401, "unauthenticated", None, None),
