@@ -5,3 +5,4 @@
 //! signals; the simulator drives the very same code with simulated ones.
 
 pub mod balance;
+pub mod scale;
