@@ -8,3 +8,4 @@ pub mod admission;
 pub mod balance;
 pub mod lease;
 pub mod retry;
+pub mod scale;
