@@ -6,4 +6,6 @@
 
 pub mod admission;
 pub mod balance;
+pub mod lease;
 pub mod retry;
+pub mod scale;
