@@ -226,10 +226,7 @@ impl Forwarder {
         timeout: Nanos,
         arrived: Instant,
     ) -> Result<Bytes, GatewayError> {
-        if self
-            .shutting_down
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::ShuttingDown);
         }
         let deadline = arrived + timeout;
@@ -247,35 +244,36 @@ impl Forwarder {
                     sent,
                 });
             };
-            let slot = match self
-                .registry
-                .acquire(args.len(), deadline, now, &tried, tried.is_empty())
-            {
-                Acquired::Now(slot) => slot,
-                Acquired::Refused { why, retry_after } => {
-                    return Err(match tried.last() {
-                        // A retry finds no room: the earlier failure stands.
-                        Some(&node) if sent => GatewayError::NodeLost {
-                            node,
-                            why: format!("no node took the retry: {why}"),
-                        },
-                        _ => GatewayError::Overloaded { why, retry_after },
-                    });
-                }
-                Acquired::Held(rx) => {
-                    match tokio::time::timeout(std::time::Duration::from(left), rx).await {
-                        Ok(Ok(slot)) => slot,
-                        // The registry dropped the request (its deadline
-                        // passed at a tick) or the time ran out here.
-                        Ok(Err(_)) | Err(_) => {
-                            return Err(GatewayError::DeadlineExceeded {
-                                after: timeout,
-                                sent,
-                            });
+            let slot =
+                match self
+                    .registry
+                    .acquire(args.len(), deadline, now, &tried, tried.is_empty())
+                {
+                    Acquired::Now(slot) => slot,
+                    Acquired::Refused { why, retry_after } => {
+                        return Err(match tried.last() {
+                            // A retry finds no room: the earlier failure stands.
+                            Some(&node) if sent => GatewayError::NodeLost {
+                                node,
+                                why: format!("no node took the retry: {why}"),
+                            },
+                            _ => GatewayError::Overloaded { why, retry_after },
+                        });
+                    }
+                    Acquired::Held(rx) => {
+                        match tokio::time::timeout(std::time::Duration::from(left), rx).await {
+                            Ok(Ok(slot)) => slot,
+                            // The registry dropped the request (its deadline
+                            // passed at a tick) or the time ran out here.
+                            Ok(Err(_)) | Err(_) => {
+                                return Err(GatewayError::DeadlineExceeded {
+                                    after: timeout,
+                                    sent,
+                                });
+                            }
                         }
                     }
-                }
-            };
+                };
             let node = slot.node;
             let now = self.clock.now();
             let left = deadline.saturating_since(now);
@@ -368,10 +366,7 @@ impl Forwarder {
             r = call => Attempt::Reply(r),
             _ = gone.wait_for(|g| *g) => Attempt::NodeGone,
         };
-        guard.answered = matches!(
-            outcome,
-            Attempt::Reply(Ok(_) | Err(CallError::Remote(_)))
-        );
+        guard.answered = matches!(outcome, Attempt::Reply(Ok(_) | Err(CallError::Remote(_))));
         outcome
     }
 }

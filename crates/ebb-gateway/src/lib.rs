@@ -200,7 +200,11 @@ impl Gateway {
             admission: cfg.admission,
             retry: cfg.retry,
         });
-        let app = http::router(Arc::clone(&shared));
+        let http_cfg = ebb_http::HttpConfig {
+            default_deadline_ms: cfg.default_deadline.as_millis().max(1),
+            ..ebb_http::HttpConfig::default()
+        };
+        let app = http::router(Arc::clone(&shared), http_cfg);
         let tasks = vec![
             tokio::spawn(async move {
                 let _ = server.run().await;

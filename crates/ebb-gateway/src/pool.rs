@@ -24,7 +24,7 @@ use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider};
 use ebb_rpc::transport::TcpClient;
 
 use crate::clock::{Clock, unix_ms};
-use crate::registry::{Life, Registry};
+use crate::registry::{Life, NewNode, Registry};
 use crate::signals::{Autoscaler, NodeCounts, PoolSignals};
 
 /// Nodes started per tick at most, so a large target does not stall the
@@ -79,7 +79,13 @@ pub struct NodeChange {
 
 impl std::fmt::Display for NodeChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "node {} ({} {}): ", self.id, self.kind.as_str(), self.addr)?;
+        write!(
+            f,
+            "node {} ({} {}): ",
+            self.id,
+            self.kind.as_str(),
+            self.addr
+        )?;
         if let Some(from) = self.from {
             write!(f, "{} -> ", from.as_str())?;
         }
@@ -259,8 +265,14 @@ impl Manager {
             self.reconcile(now);
         }
         for (id, life, _) in self.registry.lives() {
-            self.change(id, Some(life), Life::Gone, Some("stopped at shutdown".into()));
-            self.registry.set_gone(id, "stopped at shutdown", self.clock.now());
+            self.change(
+                id,
+                Some(life),
+                Life::Gone,
+                Some("stopped at shutdown".into()),
+            );
+            self.registry
+                .set_gone(id, "stopped at shutdown", self.clock.now());
         }
         // Dropping the provider stops whatever is left.
     }
@@ -325,9 +337,7 @@ impl Manager {
             .map(|(&id, &addr)| (id, addr))
             .collect();
         for (id, addr) in waiting {
-            let connected = self
-                .rt
-                .block_on(TcpClient::connect(&addr.to_string()));
+            let connected = self.rt.block_on(TcpClient::connect(&addr.to_string()));
             let Ok(client) = connected else { continue };
             self.awaiting_handshake.remove(&id);
             if self.registry.set_ready(id, Arc::new(client), now) {
@@ -447,15 +457,15 @@ impl Manager {
             match self.provider.start(id) {
                 Ok(started) => {
                     self.addrs.insert(id, started.addr);
-                    self.registry.add_booting(
+                    let node = NewNode {
                         id,
-                        started.kind,
-                        started.addr,
-                        self.cfg.cost_per_node_sec_micros,
-                        now,
-                        unix_ms(),
-                        self.provider.expected_start(),
-                    );
+                        kind: started.kind,
+                        addr: started.addr,
+                        cost_per_sec_micros: self.cfg.cost_per_node_sec_micros,
+                        started_unix_ms: unix_ms(),
+                        expected_boot: self.provider.expected_start(),
+                    };
+                    self.registry.add_booting(node, now);
                     self.change(id, None, Life::Booting, None);
                 }
                 Err(e) => {

@@ -71,6 +71,17 @@ pub struct NodeMeta {
     pub suspect: bool,
 }
 
+/// A node just started, as the pool manager registers it.
+pub struct NewNode {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub addr: SocketAddr,
+    pub cost_per_sec_micros: u64,
+    pub started_unix_ms: u64,
+    /// How long this kind takes to boot, as last measured.
+    pub expected_boot: Nanos,
+}
+
 /// A node handed to one request: where to send it and how to learn that
 /// the node died meanwhile.
 pub struct Slot {
@@ -87,7 +98,10 @@ pub enum Acquired {
     Now(Slot),
     /// Held in the FIFO; a node will be handed over through the receiver.
     Held(oneshot::Receiver<Slot>),
-    Refused { why: String, retry_after: Nanos },
+    Refused {
+        why: String,
+        retry_after: Nanos,
+    },
 }
 
 struct HeldRequest {
@@ -170,16 +184,15 @@ impl Registry {
     // ---- the pool manager's side ----
 
     /// A node was started; it takes no work until [`Registry::set_ready`].
-    pub fn add_booting(
-        &self,
-        id: NodeId,
-        kind: NodeKind,
-        addr: SocketAddr,
-        cost_per_sec_micros: u64,
-        now: Instant,
-        started_unix_ms: u64,
-        expected_boot: Nanos,
-    ) {
+    pub fn add_booting(&self, node: NewNode, now: Instant) {
+        let NewNode {
+            id,
+            kind,
+            addr,
+            cost_per_sec_micros,
+            started_unix_ms,
+            expected_boot,
+        } = node;
         let mut g = self.lock();
         g.expected_boot = expected_boot;
         let mut view = NodeView::ready(id.0);
@@ -395,7 +408,8 @@ impl Registry {
         if let Some(l) = latency {
             inner.counters.latencies.push(l);
             inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
-            inner.views[i].ewma_latency = Nanos(inner.meta[i].ewma.estimate(now, LATENCY_TAU) as u64);
+            inner.views[i].ewma_latency =
+                Nanos(inner.meta[i].ewma.estimate(now, LATENCY_TAU) as u64);
             if alone || inner.service_time == 0.0 {
                 let x = l.as_nanos() as f64;
                 inner.service_time = if inner.service_time == 0.0 {
@@ -533,7 +547,9 @@ impl Inner {
     /// first, until it says hold.
     fn drain_held(&mut self, now: Instant) {
         while !self.held.is_empty() {
-            let Some(front) = self.held.front() else { break };
+            let Some(front) = self.held.front() else {
+                break;
+            };
             let req = RequestInfo {
                 deadline: Some(front.deadline),
             };

@@ -23,6 +23,8 @@ enum Command {
     Node(cmd::node::Args),
     /// Call one method of a node with JSON arguments and print the JSON reply.
     Call(cmd::call::Args),
+    /// Run a gateway and a pool of nodes for a service until Ctrl-C.
+    Up(cmd::up::Args),
     /// Simulate a pool under a balancing policy and compare with queueing theory.
     Sim(Box<cmd::sim::Args>),
     /// Run one program isolated in a container or a VM, with limits.
@@ -39,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Command::Node(args) => cmd::node::run(args),
         Command::Call(args) => cmd::call::run(args),
         Command::Sim(args) => cmd::sim::run(*args),
+        Command::Up(args) => cmd::up::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
         Command::Vm(args) => cmd::vm::run(args),
     }

@@ -5,6 +5,7 @@ pub mod chaos;
 pub mod info;
 pub mod node;
 pub mod sim;
+pub mod up;
 
 /// Prints a line on stdout and flushes it at once, so a parent process that
 /// reads our output through a pipe (the tests, a provider) sees the bound
