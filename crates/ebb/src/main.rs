@@ -25,6 +25,8 @@ enum Command {
     Call(cmd::call::Args),
     /// Run a gateway and a pool of nodes for a service until Ctrl-C.
     Up(cmd::up::Args),
+    /// Open-loop load (Poisson or trace arrivals) against a node or gateway.
+    Load(Box<cmd::load::Args>),
     /// Simulate a pool under a balancing policy and compare with queueing theory.
     Sim(Box<cmd::sim::Args>),
     /// Run one program isolated in a container or a VM, with limits.
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => cmd::chaos::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::Call(args) => cmd::call::run(args),
+        Command::Load(args) => cmd::load::run(*args),
         Command::Sim(args) => cmd::sim::run(*args),
         Command::Up(args) => cmd::up::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),

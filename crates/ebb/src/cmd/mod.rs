@@ -3,6 +3,7 @@
 pub mod call;
 pub mod chaos;
 pub mod info;
+pub mod load;
 pub mod node;
 pub mod sim;
 pub mod up;

@@ -1,9 +1,13 @@
-//! `ebb node`: one worker node serving the demo service over TCP.
+//! `ebb node`: one worker node serving the demo service over TCP, and
+//! optionally over HTTP/JSON on a second address.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use ebb::demo::{DemoServer, DemoService};
 use ebb::rpc::semantics::ServerConfig;
 use ebb::rpc::transport::Server;
+use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
 
 /// Serve the demo service (echo, work, sleep, incr, get, put) on one TCP
 /// address until killed.
@@ -12,7 +16,7 @@ use ebb::rpc::transport::Server;
 /// or a provider can bind port 0 and read the address back.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Prints `node listening on ADDR` once it accepts connections, so a script\ncan bind port 0 and read the address back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'"
+    after_help = "Prints `node listening on ADDR` once it accepts connections (and, with\n--http, `http listening on ADDR`), so a script can bind port 0 and read the\naddresses back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'\n  curl -X POST http://HTTP_ADDR/rpc/Demo/incr -d '{\"key\":\"a\"}'"
 )]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks a free port).
@@ -24,6 +28,12 @@ pub struct Args {
     /// whose address it chose), instead of binding --listen.
     #[arg(long, value_name = "FD")]
     pub listen_fd: Option<i32>,
+
+    /// Also serve HTTP/JSON on this address (`POST /rpc/Demo/{method}`,
+    /// JSON object of named arguments), on the same service instance, so an
+    /// HTTP load balancer can front the node. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 /// Takes ownership of the inherited listening socket `fd`, after checking
@@ -68,14 +78,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let demo = DemoServer::new(DemoService::new());
+        // One instance behind both protocols: a counter bumped over HTTP is
+        // the counter read over RPC.
+        let demo = Arc::new(DemoServer::new(DemoService::new()));
         let server = match args.listen_fd {
-            Some(fd) => Server::from_std(inherited_listener(fd)?, demo, ServerConfig::default())?,
-            None => Server::bind(&args.listen, demo).await?,
+            Some(fd) => Server::from_std(
+                inherited_listener(fd)?,
+                Arc::clone(&demo),
+                ServerConfig::default(),
+            )?,
+            None => Server::bind(&args.listen, Arc::clone(&demo)).await?,
+        };
+        let http = match &args.http {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--http {addr}: cannot listen there"))?,
+            ),
+            None => None,
         };
         let addr = server.local_addr().context("reading the bound address")?;
         super::announce(&format!("node listening on {addr}"));
-        server.run().await?;
+        let Some(http) = http else {
+            server.run().await?;
+            return Ok(());
+        };
+        let http_addr = http
+            .local_addr()
+            .context("reading the bound HTTP address")?;
+        super::announce(&format!("http listening on {http_addr}"));
+        let router = ebb_http::router(DispatchBackend::new(demo), HttpConfig::default())
+            .fallback(ebb_http::not_found);
+        tokio::select! {
+            served = server.run() => served?,
+            served = ebb_http::serve(http, router, DEFAULT_MAX_CONNECTIONS) => {
+                served.context("serving HTTP")?;
+            }
+        }
         Ok(())
     })
 }
