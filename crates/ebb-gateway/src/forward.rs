@@ -69,7 +69,7 @@ impl GatewayError {
             GatewayError::Node(e) => match e {
                 CallError::UnknownMethod(_) => "unknown_method",
                 CallError::BadRequest(_) => "bad_request",
-                CallError::Remote(_) => "remote",
+                CallError::Remote(_) | CallError::Panicked(_) => "remote",
                 CallError::Rejected(_) => "rejected",
                 _ => "node_error",
             },
@@ -110,7 +110,9 @@ impl From<GatewayError> for DispatchError {
                 CallError::BadRequest(m) => DispatchError::BadArgs(m),
                 CallError::Rejected(m) => DispatchError::Rejected(m),
                 CallError::TooManyOutstanding { .. } => DispatchError::Rejected(msg),
-                CallError::Remote(m) | CallError::Codec(m) => DispatchError::EncodeReply(m),
+                CallError::Remote(m) | CallError::Codec(m) | CallError::Panicked(m) => {
+                    DispatchError::EncodeReply(m)
+                }
                 CallError::DeadlineExceeded(_)
                 | CallError::OutcomeUnknown { .. }
                 | CallError::ConnectionLost(_)
@@ -206,7 +208,9 @@ impl Forwarder {
     ) -> Result<Bytes, GatewayError> {
         let arrived = self.clock.now();
         let result = self.forward(method, args, timeout, arrived).await;
-        let secs = self.clock.now().saturating_since(arrived).as_secs_f64();
+        let response = self.clock.now().saturating_since(arrived);
+        self.registry.record_response(response);
+        let secs = response.as_secs_f64();
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),

@@ -33,9 +33,9 @@ use ebb_rpc::transport::Server;
 use serde_json::{Value, json};
 
 pub use forward::GatewayError;
+pub use pool::Scaler;
 pub use pool::{NodeChange, PoolConfig, PoolError};
 pub use registry::Life;
-pub use signals::{Autoscaler, PoolSignals};
 
 /// Everything a gateway is started with.
 #[derive(Clone, Debug)]
@@ -153,7 +153,7 @@ impl Gateway {
         cfg: GatewayConfig,
         codec: &'static dyn ServiceCodec,
         provider: Box<dyn NodeProvider>,
-        autoscaler: Option<Box<dyn Autoscaler>>,
+        autoscaler: Option<Scaler>,
         on_change: pool::OnChange,
     ) -> Result<Gateway, StartError> {
         let balancer = balance::parse(&cfg.balance)?;
@@ -180,7 +180,7 @@ impl Gateway {
             .await
             .map_err(http_err)?;
         let http_addr = listener.local_addr().map_err(http_err)?;
-        let scaler_name = autoscaler.as_ref().map(|a| a.name());
+        let scaler_name = autoscaler.as_ref().map(|a| a.policy.name());
         let pool = pool::spawn(
             provider,
             registry,

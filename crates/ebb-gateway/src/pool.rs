@@ -25,7 +25,9 @@ use ebb_rpc::transport::TcpClient;
 
 use crate::clock::{Clock, unix_ms};
 use crate::registry::{Life, NewNode, Registry};
-use crate::signals::{Autoscaler, NodeCounts, PoolSignals};
+use crate::signals::{TickContext, to_signals};
+use ebb_core::Rng;
+use ebb_policy::scale::{Limits, NodeCounts, ScalePolicy};
 
 /// Nodes started per tick at most, so a large target does not stall the
 /// loop (and events) behind a burst of slow starts.
@@ -50,6 +52,8 @@ pub struct PoolConfig {
     /// the provider is dropped (which kills what is left).
     pub shutdown_grace_ms: u64,
     pub cost_per_node_sec_micros: u64,
+    /// Period of the autoscaler's decisions.
+    pub scale_tick_ms: u64,
 }
 
 impl Default for PoolConfig {
@@ -62,6 +66,7 @@ impl Default for PoolConfig {
             boot_timeout_ms: 60_000,
             shutdown_grace_ms: 10_000,
             cost_per_node_sec_micros: 0,
+            scale_tick_ms: 1_000,
         }
     }
 }
@@ -168,6 +173,14 @@ impl Drop for PoolHandle {
     }
 }
 
+/// An autoscaling policy and the random stream its decisions draw from.
+pub struct Scaler {
+    pub policy: Box<dyn ScalePolicy + Send>,
+    pub rng: Rng,
+    /// The response-time objective the policy is told about.
+    pub objective: Option<Nanos>,
+}
+
 /// Everything the manager thread owns.
 struct Manager {
     provider: Box<dyn NodeProvider>,
@@ -176,7 +189,7 @@ struct Manager {
     rt: tokio::runtime::Handle,
     cfg: PoolConfig,
     target: Arc<AtomicUsize>,
-    autoscaler: Option<Box<dyn Autoscaler>>,
+    autoscaler: Option<Scaler>,
     on_change: OnChange,
     next_id: u32,
     /// Nodes the provider said are ready but that did not answer the
@@ -196,7 +209,7 @@ pub fn spawn(
     clock: Clock,
     rt: tokio::runtime::Handle,
     cfg: PoolConfig,
-    autoscaler: Option<Box<dyn Autoscaler>>,
+    autoscaler: Option<Scaler>,
     on_change: OnChange,
 ) -> std::io::Result<PoolHandle> {
     let initial = cfg.initial.clamp(cfg.min, cfg.max.min(MAX_POOL_SIZE));
@@ -402,6 +415,9 @@ impl Manager {
             return;
         };
         let interval = now.saturating_since(self.last_tick);
+        if interval < Nanos::from_millis(self.cfg.scale_tick_ms) {
+            return;
+        }
         self.last_tick = now;
         let counters = self.registry.tick(now);
         let mut nodes = NodeCounts::default();
@@ -413,18 +429,22 @@ impl Manager {
                 Life::Gone => {}
             }
         }
-        let target = self.target.load(Ordering::SeqCst);
-        let signals = PoolSignals::from_counters(
-            counters,
-            interval,
-            nodes,
-            target,
-            self.provider.expected_start(),
-        );
-        if let Some(t) = scaler.target(&signals, now) {
-            let t = t.clamp(self.cfg.min, self.cfg.max.min(MAX_POOL_SIZE));
-            self.target.store(t, Ordering::SeqCst);
-        }
+        let max = self.cfg.max.min(MAX_POOL_SIZE);
+        let ctx = TickContext {
+            boot_time: self.provider.expected_start(),
+            cost_per_node_sec_micros: self.cfg.cost_per_node_sec_micros,
+            objective: scaler.objective,
+            limits: Limits {
+                min_nodes: self.cfg.min as u32,
+                max_nodes: max as u32,
+                max_capacity_per_node: 1,
+            },
+        };
+        let signals = to_signals(counters, interval, nodes, &ctx);
+        let decision = scaler.policy.decide(&signals, now, &mut scaler.rng);
+        let t = (decision.target_nodes as usize).clamp(self.cfg.min, max);
+        let before = self.target.swap(t, Ordering::SeqCst);
+        debug_assert!(before <= MAX_POOL_SIZE && t <= MAX_POOL_SIZE);
     }
 
     fn reconcile(&mut self, now: Instant) {

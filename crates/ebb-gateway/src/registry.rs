@@ -406,7 +406,7 @@ impl Registry {
         debug_assert!(inner.views[i].in_flight > 0);
         inner.views[i].in_flight = inner.views[i].in_flight.saturating_sub(1);
         if let Some(l) = latency {
-            inner.counters.latencies.push(l);
+            inner.counters.busy = inner.counters.busy.saturating_add(l);
             inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
             inner.views[i].ewma_latency =
                 Nanos(inner.meta[i].ewma.estimate(now, LATENCY_TAU) as u64);
@@ -436,6 +436,13 @@ impl Registry {
         if let Some(i) = g.index(node) {
             g.meta[i].suspect = true;
         }
+    }
+
+    /// A request was answered `response` after it arrived.
+    pub fn record_response(&self, response: Nanos) {
+        let mut g = self.lock();
+        g.counters.response_sum = g.counters.response_sum.saturating_add(response);
+        g.counters.latencies.push(response);
     }
 
     pub fn count_retry(&self) {

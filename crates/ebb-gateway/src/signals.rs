@@ -1,13 +1,13 @@
-//! What the pool tells an autoscaler every tick, and the seam an
-//! autoscaling policy plugs into.
+//! What the pool measures for an autoscaler every tick.
 //!
-//! The gateway measures; a policy decides. [`Autoscaler::target`] is called
-//! once per pool tick with [`PoolSignals`] and returns the pool size it
-//! wants (or `None` to leave it). The policy is pure: `now` is an argument
-//! and it holds no sockets. Hand-set targets (`POST /pool`, the config) go
-//! through the same pool manager, so both paths obey `min`/`max`.
+//! The gateway measures; an `ebb_policy::scale::ScalePolicy` decides. The
+//! pool manager calls it once per tick with [`Signals`] built here from the
+//! request path's counters, and applies its target within `min..=max`.
+//! Hand-set targets (`POST /pool`, the config) go through the same pool
+//! manager.
 
-use ebb_core::{Instant, Nanos};
+use ebb_core::Nanos;
+use ebb_policy::scale::{Limits, NodeCounts, Signals};
 
 /// Latencies kept per tick for the percentiles; beyond it, samples are
 /// dropped (the percentiles then describe the first ones of the tick).
@@ -26,6 +26,10 @@ pub struct Counters {
     pub in_flight: usize,
     /// Filled in at the tick: measured mean service time.
     pub service_time: Nanos,
+    /// Node time of the calls answered (the node's latency), summed.
+    pub busy: Nanos,
+    /// Arrival-to-answer time of the requests answered, summed.
+    pub response_sum: Nanos,
     pub latencies: LatencySamples,
 }
 
@@ -59,68 +63,38 @@ impl LatencySamples {
     }
 }
 
-/// Nodes per life state at the tick.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct NodeCounts {
-    pub booting: usize,
-    pub ready: usize,
-    pub draining: usize,
-}
-
-/// One tick's view of the pool, the autoscaler's whole input.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PoolSignals {
-    /// Length of the tick these counts cover.
-    pub interval: Nanos,
-    pub arrivals: u64,
-    pub completions: u64,
-    pub refusals: u64,
-    pub retries: u64,
-    pub held: usize,
-    pub in_flight: usize,
-    pub p50: Nanos,
-    pub p99: Nanos,
-    pub service_time: Nanos,
-    pub nodes: NodeCounts,
-    /// The pool's current target.
-    pub target: usize,
-    /// Start-to-ready time of this node kind as last measured.
-    pub boot_time: Nanos,
-}
-
-impl PoolSignals {
-    pub fn from_counters(
-        mut c: Counters,
-        interval: Nanos,
-        nodes: NodeCounts,
-        target: usize,
-        boot_time: Nanos,
-    ) -> PoolSignals {
-        PoolSignals {
-            interval,
-            arrivals: c.arrivals,
-            completions: c.completions,
-            refusals: c.refusals,
-            retries: c.retries,
-            held: c.held,
-            in_flight: c.in_flight,
-            p50: c.latencies.quantile(0.5),
-            p99: c.latencies.quantile(0.99),
-            service_time: c.service_time,
-            nodes,
-            target,
-            boot_time,
-        }
+/// Turns a tick's counters into the signals every `ebb_policy::scale`
+/// policy reads (the same type the simulator fills in).
+pub fn to_signals(mut c: Counters, tick: Nanos, nodes: NodeCounts, ctx: &TickContext) -> Signals {
+    let p50 = (!c.latencies.is_empty()).then(|| c.latencies.quantile(0.5));
+    let p99 = (!c.latencies.is_empty()).then(|| c.latencies.quantile(0.99));
+    Signals {
+        tick,
+        arrivals: c.arrivals,
+        completions: c.completions,
+        refusals: c.refusals,
+        queued: c.held as u64,
+        in_service: c.in_flight as u64,
+        busy: c.busy,
+        response_sum: c.response_sum,
+        p50,
+        p99,
+        nodes,
+        capacity_per_node: 1,
+        boot_time: ctx.boot_time,
+        cost_per_node_sec_micros: ctx.cost_per_node_sec_micros,
+        objective: ctx.objective,
+        limits: ctx.limits,
     }
 }
 
-/// An autoscaling policy as the gateway runs it.
-pub trait Autoscaler: Send {
-    fn name(&self) -> String;
-
-    /// The pool size wanted after this tick, or `None` to keep the target.
-    /// The pool manager clamps it to the configured `min..=max`.
-    fn target(&mut self, signals: &PoolSignals, now: Instant) -> Option<usize>;
+/// What the pool manager adds to the counters at each tick.
+#[derive(Clone, Copy, Debug)]
+pub struct TickContext {
+    pub boot_time: Nanos,
+    pub cost_per_node_sec_micros: u64,
+    pub objective: Option<Nanos>,
+    pub limits: Limits,
 }
 
 #[cfg(test)]

@@ -30,6 +30,28 @@ pub struct File {
     pub admission: Admission,
     #[serde(default)]
     pub retry: Retry,
+    #[serde(default)]
+    pub autoscale: Autoscale,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Autoscale {
+    /// An `ebb_policy::scale` spec; `none` keeps the pool at its target.
+    pub policy: String,
+    /// The response-time objective the policy aims for, if any.
+    pub objective_ms: Option<u64>,
+    pub tick_ms: u64,
+}
+
+impl Default for Autoscale {
+    fn default() -> Autoscale {
+        Autoscale {
+            policy: "none".into(),
+            objective_ms: None,
+            tick_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +189,9 @@ pub struct Checked {
     pub kind: Kind,
     pub memory_mb: Option<u64>,
     pub cpus: Option<f64>,
+    /// The autoscaling spec, unless it is `none`.
+    pub autoscale: Option<String>,
+    pub objective: Option<Nanos>,
 }
 
 /// A key with a value that is not accepted.
@@ -333,6 +358,25 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a positive number of milliseconds",
         ));
     }
+    let scale = &file.autoscale;
+    if let Err(e) = ebb_policy::scale::parse(&scale.policy) {
+        return Err(bad("autoscale.policy", &scale.policy, e.to_string()));
+    }
+    if scale.tick_ms == 0 {
+        return Err(bad(
+            "autoscale.tick_ms",
+            scale.tick_ms,
+            "a positive number of milliseconds",
+        ));
+    }
+    if scale.objective_ms == Some(0) {
+        return Err(bad(
+            "autoscale.objective_ms",
+            0,
+            "a positive number of milliseconds",
+        ));
+    }
+    let autoscale = (scale.policy.trim() != "none").then(|| scale.policy.clone());
     let gateway = GatewayConfig {
         rpc_addr: file.gateway.rpc.clone(),
         http_addr: file.gateway.http.clone(),
@@ -354,6 +398,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             max: p.max,
             boot_timeout_ms: p.boot_timeout_ms,
             cost_per_node_sec_micros: (p.cost_per_node_second_usd * 1e6).round() as u64,
+            scale_tick_ms: scale.tick_ms,
             ..PoolConfig::default()
         },
         seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
@@ -365,6 +410,8 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         kind,
         memory_mb: p.memory_mb,
         cpus: p.cpus,
+        autoscale,
+        objective: scale.objective_ms.map(Nanos::from_millis),
     })
 }
 

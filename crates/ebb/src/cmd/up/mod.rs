@@ -68,10 +68,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let scaler = match &checked.autoscale {
+        None => None,
+        Some(spec) => Some(ebb_gateway::Scaler {
+            policy: ebb_policy::scale::parse(spec)
+                .map_err(|e| anyhow::anyhow!("autoscale.policy = {spec:?}: {e}"))?,
+            rng: ebb_core::Rng::seeded(checked.gateway.seed),
+            objective: checked.objective,
+        }),
+    };
     rt.block_on(async move {
         let on_change: ebb_gateway::pool::OnChange =
             Arc::new(|c: &ebb_gateway::NodeChange| super::announce(&c.to_string()));
-        let gateway = Gateway::start(checked.gateway, codec, provider, None, on_change)
+        let gateway = Gateway::start(checked.gateway, codec, provider, scaler, on_change)
             .await
             .context("starting the gateway")?;
         super::announce(&format!("gateway listening on {}", gateway.rpc_addr()));
