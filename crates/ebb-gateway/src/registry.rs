@@ -125,6 +125,9 @@ struct Inner {
     service_time: f64,
     counters: Counters,
     expected_boot: Nanos,
+    /// The pool's target size: with no node up but some wanted, capacity
+    /// is on its way.
+    target: usize,
 }
 
 /// Shared by the pool manager, the ingress paths and the admin API.
@@ -168,6 +171,7 @@ impl Registry {
                 service_time: 0.0,
                 counters: Counters::default(),
                 expected_boot: Nanos::ZERO,
+                target: 0,
             })),
         }
     }
@@ -269,6 +273,13 @@ impl Registry {
         inner.balancer.on_nodes_changed(&inner.views);
         inner.drain_held(now);
         Some(was)
+    }
+
+    /// The pool manager's current target and measured boot time.
+    pub fn set_target(&self, target: usize, expected_boot: Nanos) {
+        let mut g = self.lock();
+        g.target = target;
+        g.expected_boot = expected_boot;
     }
 
     /// Nodes that are draining and have nothing left in flight.
@@ -490,9 +501,13 @@ impl Inner {
     fn load(&self, now: Instant) -> Load {
         let ready = self.views.iter().filter(|v| v.is_ready()).count();
         let booting = self.meta.iter().filter(|m| m.life == Life::Booting);
-        let capacity_at = booting
+        let mut capacity_at = booting
             .map(|m| (m.started_at + self.expected_boot).max(now))
             .min();
+        if ready == 0 && capacity_at.is_none() && self.target > 0 {
+            // A replacement is about to be started.
+            capacity_at = Some(now + self.expected_boot);
+        }
         Load {
             held: self.held.len(),
             held_bytes: self.held_bytes,
