@@ -321,16 +321,15 @@ impl Manager {
 
     fn gone(&mut self, id: NodeId, reason: &str, now: Instant) {
         self.awaiting_handshake.remove(&id);
-        let stopped = self.stopping.remove(&id);
-        if let Some(was) = self.registry.set_gone(id, reason, now) {
+        let reason = if self.stopping.remove(&id) {
+            format!("stopped after draining: {reason}")
+        } else {
+            reason.to_owned()
+        };
+        if let Some(was) = self.registry.set_gone(id, &reason, now) {
             if was == Life::Booting {
                 self.back_off(now);
             }
-            let reason = if stopped {
-                "stopped".to_owned()
-            } else {
-                reason.to_owned()
-            };
             self.change(id, Some(was), Life::Gone, Some(reason));
         }
         self.addrs.remove(&id);
