@@ -158,7 +158,11 @@ async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
     next_start(&mut starts).await;
     assert_eq!(svc.running.load(Ordering::SeqCst), 2);
     let echo = client
-        .call(&METHODS[0], Bytes::from_static(b"hi"), CallOptions::default())
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"hi"),
+            CallOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(&echo[..], b"hi");
@@ -189,7 +193,11 @@ async fn no_more_blocking_calls_run_at_once_than_there_are_threads() {
         .collect();
     next_start(&mut starts).await;
     let echo = client
-        .call(&METHODS[0], Bytes::from_static(b"hi"), CallOptions::default())
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"hi"),
+            CallOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(&echo[..], b"hi");

@@ -27,6 +27,11 @@ use tokio::runtime::Handle;
 
 use crate::service::BoxFuture;
 
+/// The most worker threads one server starts; a larger request is cut to
+/// this. Far above any core count a node is given, it only stops a typo
+/// from asking for a million threads.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// One blocking call, already wrapped so that it records its own outcome.
 pub type Job = BoxFuture<'static, ()>;
 
@@ -44,9 +49,11 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// A pool of `threads` workers, at most [`MAX_WORKER_THREADS`].
     pub fn new(threads: NonZeroUsize) -> Workers {
+        let most = NonZeroUsize::new(MAX_WORKER_THREADS).expect("the constant is not zero");
         Workers {
-            threads,
+            threads: threads.min(most),
             queue: OnceLock::new(),
         }
     }

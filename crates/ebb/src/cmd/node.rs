@@ -1,12 +1,14 @@
 //! `ebb node`: one worker node serving the demo service over TCP, and
 //! optionally over HTTP/JSON on a second address.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use anyhow::Context;
 use ebb::demo::{DemoServer, DemoService};
 use ebb::rpc::semantics::ServerConfig;
 use ebb::rpc::transport::Server;
+use ebb::rpc::transport::workers::{MAX_WORKER_THREADS, default_threads};
 use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
 
 /// Serve the demo service (echo, work, sleep, incr, get, put) on one TCP
@@ -34,6 +36,23 @@ pub struct Args {
     /// HTTP load balancer can front the node. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+
+    /// Worker threads for CPU-bound methods (those marked `#[blocking]`,
+    /// such as `Demo.work`): at most this many run at once, each on its own
+    /// thread, while one I/O thread keeps serving heartbeats and cheap
+    /// calls. This is the node's capacity: raise it to scale the node up.
+    /// Default: the number of cores this process may use.
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<NonZeroUsize>,
+}
+
+fn parse_threads(s: &str) -> Result<NonZeroUsize, String> {
+    s.parse::<NonZeroUsize>()
+        .ok()
+        .filter(|n| n.get() <= MAX_WORKER_THREADS)
+        .ok_or_else(|| {
+            format!("expected a number of worker threads from 1 to {MAX_WORKER_THREADS}")
+        })
 }
 
 /// Takes ownership of the inherited listening socket `fd`, after checking
@@ -71,8 +90,8 @@ fn inherited_listener(fd: i32) -> anyhow::Result<std::net::TcpListener> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // One thread: a node's CPU belongs to its service, and a single-threaded
-    // runtime spends the least of it on coordination.
+    // One I/O thread: a single-threaded runtime spends the least CPU on
+    // coordination; CPU-bound methods get the worker threads.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )?,
             None => Server::bind(&args.listen, Arc::clone(&demo)).await?,
         };
+        let server = server.with_threads(args.threads.unwrap_or_else(default_threads));
         let http = match &args.http {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
