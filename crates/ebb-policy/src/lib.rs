@@ -4,4 +4,8 @@
 //! [`ebb_core::Rng`] are arguments. The gateway drives these policies with real
 //! signals; the simulator drives the very same code with simulated ones.
 
+pub mod admission;
 pub mod balance;
+pub mod lease;
+pub mod retry;
+pub mod scale;

@@ -124,7 +124,7 @@ pub fn parse(spec: &str) -> Result<Box<dyn Balancer + Send>, ParseError> {
 }
 
 /// A positive duration with a unit: `250ns`, `100us`, `5ms`, `10s`.
-fn duration(s: &str) -> Result<Nanos, String> {
+pub(crate) fn duration(s: &str) -> Result<Nanos, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num

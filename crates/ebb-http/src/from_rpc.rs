@@ -1,0 +1,162 @@
+//! The one mapping from ebb-rpc's typed failures onto [`HttpError`].
+
+use ebb_core::Nanos;
+use ebb_rpc::CallError;
+use ebb_rpc::service::DispatchError;
+
+use crate::HttpError;
+use crate::error::DEFAULT_RETRY_AFTER_MS;
+
+impl From<CallError> for HttpError {
+    /// Where the error does not say whether the call reached the node, the
+    /// answer is "it may have run": claiming otherwise could make a client
+    /// repeat an at-most-once call that did run.
+    fn from(e: CallError) -> HttpError {
+        let retry_after = Nanos::from_millis(DEFAULT_RETRY_AFTER_MS);
+        match e {
+            CallError::DeadlineExceeded(deadline) => HttpError::DeadlineExceeded {
+                deadline,
+                may_have_run: true,
+            },
+            e @ (CallError::OutcomeUnknown { .. }
+            | CallError::ConnectionLost(_)
+            | CallError::ServerUnresponsive(_)) => HttpError::NodeLost {
+                message: e.to_string(),
+                may_have_run: true,
+            },
+            CallError::UnknownMethod(m) => HttpError::UnknownMethod(format!("unknown method {m}")),
+            CallError::BadRequest(m) => HttpError::BadArguments(m),
+            e @ (CallError::Rejected(_) | CallError::TooManyOutstanding { .. }) => {
+                HttpError::Overloaded {
+                    message: e.to_string(),
+                    retry_after,
+                }
+            }
+            CallError::Remote(m) => HttpError::Remote(m),
+            CallError::Codec(m) => HttpError::Internal(m),
+        }
+    }
+}
+
+impl From<DispatchError> for HttpError {
+    fn from(e: DispatchError) -> HttpError {
+        match e {
+            e @ DispatchError::UnknownMethod(_) => HttpError::UnknownMethod(e.to_string()),
+            DispatchError::BadArgs(m) => HttpError::BadArguments(m),
+            e @ DispatchError::EncodeReply(_) => HttpError::Remote(e.to_string()),
+            e @ DispatchError::BadReply(_) => HttpError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// Every `CallError` variant, and what an HTTP caller must be told.
+    #[test]
+    fn each_call_error_maps_to_one_status_and_kind() {
+        let cases: Vec<(CallError, StatusCode, &str, Option<bool>)> = vec![
+            (
+                CallError::DeadlineExceeded(Nanos::from_millis(5)),
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                Some(true),
+            ),
+            (
+                CallError::OutcomeUnknown { old: 1, new: 2 },
+                StatusCode::BAD_GATEWAY,
+                "node_lost",
+                Some(true),
+            ),
+            (
+                CallError::ConnectionLost("reset".into()),
+                StatusCode::BAD_GATEWAY,
+                "node_lost",
+                Some(true),
+            ),
+            (
+                CallError::ServerUnresponsive(Nanos::from_secs(3)),
+                StatusCode::BAD_GATEWAY,
+                "node_lost",
+                Some(true),
+            ),
+            (
+                CallError::UnknownMethod("Demo.x".into()),
+                StatusCode::NOT_FOUND,
+                "unknown_method",
+                None,
+            ),
+            (
+                CallError::BadRequest("key: expects String".into()),
+                StatusCode::BAD_REQUEST,
+                "bad_arguments",
+                None,
+            ),
+            (
+                CallError::Rejected("cannot meet deadline".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                None,
+            ),
+            (
+                CallError::TooManyOutstanding { limit: 8 },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                None,
+            ),
+            (
+                CallError::Remote("panicked".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "remote_error",
+                None,
+            ),
+            (
+                CallError::Codec("reply".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                None,
+            ),
+        ];
+        for (call_error, status, kind, may_have_run) in cases {
+            let what = call_error.to_string();
+            let e = HttpError::from(call_error);
+            assert_eq!(e.status(), status, "{what}");
+            assert_eq!(e.kind(), kind, "{what}");
+            assert_eq!(e.may_have_run(), may_have_run, "{what}");
+            assert_eq!(e.retry_after().is_some(), kind == "overloaded", "{what}");
+        }
+    }
+
+    #[test]
+    fn each_dispatch_error_maps_to_one_status_and_kind() {
+        let cases = [
+            (
+                DispatchError::UnknownMethod("Demo.x".into()),
+                StatusCode::NOT_FOUND,
+                "unknown_method",
+            ),
+            (
+                DispatchError::BadArgs("key".into()),
+                StatusCode::BAD_REQUEST,
+                "bad_arguments",
+            ),
+            (
+                DispatchError::EncodeReply("map".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "remote_error",
+            ),
+            (
+                DispatchError::BadReply("bytes".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+            ),
+        ];
+        for (dispatch_error, status, kind) in cases {
+            let e = HttpError::from(dispatch_error);
+            assert_eq!((e.status(), e.kind()), (status, kind));
+        }
+    }
+}

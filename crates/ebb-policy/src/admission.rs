@@ -1,0 +1,293 @@
+//! Admission control: refuse at once what cannot finish in time.
+//!
+//! A request that would wait behind more work than its deadline allows is
+//! better refused now, with a hint of when to come back, than accepted and
+//! timed out later: the caller learns in microseconds instead of after its
+//! whole deadline, and the pool spends no capacity on an answer nobody will
+//! read. The estimate is the one of an M/G/k queue in its simplest form:
+//! the work ahead (requests held plus in service) spread over the ready
+//! nodes, times the measured service time, plus the request's own service.
+//!
+//! State: none; the caller passes what it measured. Cost: O(1).
+
+use ebb_core::{Instant, Nanos};
+
+/// How the held queue is bounded, and whether deadlines are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Check deadlines against the estimated wait. The queue bounds apply
+    /// either way: they protect the gateway's memory, not the caller.
+    pub deadline_check: bool,
+    /// Requests that may be held (waiting for a node) at once.
+    pub max_held_requests: usize,
+    /// Argument bytes that may be held at once.
+    pub max_held_bytes: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> AdmissionConfig {
+        AdmissionConfig {
+            deadline_check: true,
+            max_held_requests: DEFAULT_MAX_HELD_REQUESTS,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+        }
+    }
+}
+
+/// Held requests when the config sets none.
+pub const DEFAULT_MAX_HELD_REQUESTS: usize = 10_000;
+/// Held argument bytes when the config sets none (64 MiB).
+pub const DEFAULT_MAX_HELD_BYTES: usize = 64 << 20;
+/// The retry-after hint when no figure to base it on exists yet.
+pub const UNMEASURED_RETRY_AFTER: Nanos = Nanos::from_millis(100);
+
+/// What the gateway knows at the moment a request arrives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Load {
+    /// Requests held at the gateway, waiting for a node.
+    pub held: usize,
+    /// Argument bytes of those held requests.
+    pub held_bytes: usize,
+    /// Requests sent to nodes and not yet answered.
+    pub in_flight: usize,
+    /// Nodes that take work now.
+    pub ready: usize,
+    /// Measured mean service time of one request; zero if none measured.
+    pub service_time: Nanos,
+    /// When the first node still booting is expected to be ready, if no node
+    /// is ready but some are on their way.
+    pub capacity_at: Option<Instant>,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The estimated finish is past the deadline.
+    DeadlineUnmeetable { expected_finish: Instant },
+    /// The held queue is full in requests.
+    QueueFull { limit: usize },
+    /// The held queue is full in bytes.
+    QueueBytesFull { limit: usize },
+    /// No node is ready and none is on its way.
+    NoCapacity,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::DeadlineUnmeetable { .. } => {
+                write!(f, "the deadline cannot be met given the work ahead")
+            }
+            Refusal::QueueFull { limit } => write!(f, "{limit} requests already held"),
+            Refusal::QueueBytesFull { limit } => {
+                write!(f, "{limit} bytes of requests already held")
+            }
+            Refusal::NoCapacity => write!(f, "no node is ready or booting"),
+        }
+    }
+}
+
+/// The decision for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    Accept,
+    /// Refuse now; the caller may try again after `retry_after`.
+    Refuse {
+        why: Refusal,
+        retry_after: Nanos,
+    },
+}
+
+/// Decides whether a request of `bytes` argument bytes with `deadline`,
+/// arriving at `now`, is taken. A request that would be sent to a node at
+/// once (`would_hold == false`) is never refused for queue room.
+pub fn admit(
+    cfg: &AdmissionConfig,
+    load: &Load,
+    bytes: usize,
+    deadline: Instant,
+    now: Instant,
+    would_hold: bool,
+) -> Admit {
+    let hint = if load.service_time == Nanos::ZERO {
+        UNMEASURED_RETRY_AFTER
+    } else {
+        load.service_time
+    };
+    if would_hold && load.held >= cfg.max_held_requests {
+        let why = Refusal::QueueFull {
+            limit: cfg.max_held_requests,
+        };
+        return Admit::Refuse {
+            why,
+            retry_after: hint,
+        };
+    }
+    if would_hold && load.held_bytes.saturating_add(bytes) > cfg.max_held_bytes {
+        let why = Refusal::QueueBytesFull {
+            limit: cfg.max_held_bytes,
+        };
+        return Admit::Refuse {
+            why,
+            retry_after: hint,
+        };
+    }
+    if load.ready == 0 && load.capacity_at.is_none() {
+        return Admit::Refuse {
+            why: Refusal::NoCapacity,
+            retry_after: UNMEASURED_RETRY_AFTER,
+        };
+    }
+    if !cfg.deadline_check {
+        return Admit::Accept;
+    }
+    let expected_finish = expected_finish(load, now);
+    if expected_finish <= deadline {
+        return Admit::Accept;
+    }
+    Admit::Refuse {
+        why: Refusal::DeadlineUnmeetable { expected_finish },
+        // By then the work ahead of this request has been served.
+        retry_after: expected_finish.saturating_since(now),
+    }
+}
+
+/// When a request arriving now is expected to be answered: the work ahead
+/// spread over the ready nodes, then its own service. With nothing measured
+/// yet the estimate is `now`: no evidence, no refusal.
+pub fn expected_finish(load: &Load, now: Instant) -> Instant {
+    let start = match (load.ready, load.capacity_at) {
+        (0, Some(at)) => at.max(now),
+        _ => now,
+    };
+    let servers = load.ready.max(1) as u64;
+    let ahead = (load.held + load.in_flight) as u64;
+    // Requests ahead beyond the free nodes queue; whole rounds of service.
+    let rounds = ahead
+        .saturating_sub(servers.saturating_sub(1))
+        .div_ceil(servers);
+    let wait = load.service_time.as_nanos().saturating_mul(rounds);
+    let finish = Nanos(wait).saturating_add(load.service_time);
+    debug_assert!(finish >= load.service_time);
+    start + finish
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(held: usize, in_flight: usize, ready: usize, service_ms: u64) -> Load {
+        Load {
+            held,
+            held_bytes: 0,
+            in_flight,
+            ready,
+            service_time: Nanos::from_millis(service_ms),
+            capacity_at: None,
+        }
+    }
+
+    const T0: Instant = Instant::EPOCH;
+
+    #[test]
+    fn an_idle_pool_takes_anything_that_fits_one_service_time() {
+        let cfg = AdmissionConfig::default();
+        let l = load(0, 0, 2, 10);
+        let d = T0 + Nanos::from_millis(10);
+        assert_eq!(admit(&cfg, &l, 0, d, T0, false), Admit::Accept);
+        let tight = T0 + Nanos::from_millis(9);
+        assert!(matches!(
+            admit(&cfg, &l, 0, tight, T0, false),
+            Admit::Refuse {
+                why: Refusal::DeadlineUnmeetable { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn work_ahead_is_spread_over_ready_nodes() {
+        // 2 nodes, 2 in service, 4 held: the new one waits 3 rounds of 10 ms.
+        let l = load(4, 2, 2, 10);
+        assert_eq!(expected_finish(&l, T0), T0 + Nanos::from_millis(40));
+        let cfg = AdmissionConfig::default();
+        let refused = admit(&cfg, &l, 0, T0 + Nanos::from_millis(39), T0, true);
+        assert_eq!(
+            refused,
+            Admit::Refuse {
+                why: Refusal::DeadlineUnmeetable {
+                    expected_finish: T0 + Nanos::from_millis(40)
+                },
+                retry_after: Nanos::from_millis(40),
+            }
+        );
+        assert_eq!(
+            admit(&cfg, &l, 0, T0 + Nanos::from_millis(40), T0, true),
+            Admit::Accept
+        );
+    }
+
+    #[test]
+    fn nothing_measured_means_no_deadline_refusal() {
+        let cfg = AdmissionConfig::default();
+        let l = load(100, 100, 1, 0);
+        assert_eq!(admit(&cfg, &l, 0, T0, T0, true), Admit::Accept);
+    }
+
+    #[test]
+    fn the_held_queue_is_bounded_in_requests_and_bytes_only_when_holding() {
+        let cfg = AdmissionConfig {
+            deadline_check: false,
+            max_held_requests: 2,
+            max_held_bytes: 100,
+        };
+        let far = T0 + Nanos::from_secs(100);
+        let full = load(2, 0, 1, 1);
+        assert!(matches!(
+            admit(&cfg, &full, 0, far, T0, true),
+            Admit::Refuse {
+                why: Refusal::QueueFull { limit: 2 },
+                ..
+            }
+        ));
+        assert_eq!(admit(&cfg, &full, 0, far, T0, false), Admit::Accept);
+        let bytes = Load {
+            held_bytes: 60,
+            ..load(1, 0, 1, 1)
+        };
+        assert!(matches!(
+            admit(&cfg, &bytes, 41, far, T0, true),
+            Admit::Refuse {
+                why: Refusal::QueueBytesFull { limit: 100 },
+                ..
+            }
+        ));
+        assert_eq!(admit(&cfg, &bytes, 40, far, T0, true), Admit::Accept);
+    }
+
+    #[test]
+    fn no_ready_node_waits_for_the_booting_one_or_refuses() {
+        let cfg = AdmissionConfig::default();
+        let none = load(0, 0, 0, 10);
+        assert!(matches!(
+            admit(&cfg, &none, 0, T0 + Nanos::from_secs(9), T0, true),
+            Admit::Refuse {
+                why: Refusal::NoCapacity,
+                ..
+            }
+        ));
+        let booting = Load {
+            capacity_at: Some(T0 + Nanos::from_millis(500)),
+            ..none
+        };
+        assert_eq!(expected_finish(&booting, T0), T0 + Nanos::from_millis(510));
+        assert_eq!(
+            admit(&cfg, &booting, 0, T0 + Nanos::from_millis(510), T0, true),
+            Admit::Accept
+        );
+        assert!(matches!(
+            admit(&cfg, &booting, 0, T0 + Nanos::from_millis(509), T0, true),
+            Admit::Refuse { .. }
+        ));
+    }
+}
