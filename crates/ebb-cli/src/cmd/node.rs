@@ -1,8 +1,14 @@
-//! `ebb node`: one worker node serving the demo service over TCP, through
-//! the same `ebb::node` entry a user's own node binary uses.
+//! `ebb node`: one worker node serving the demo service over TCP (through
+//! the same `ebb::node` entry a user's own node binary uses), and optionally
+//! over HTTP/JSON on a second address.
 
-use ebb::node::{DEFAULT_LISTEN, Listen, NodeArgs};
+use std::sync::Arc;
+
+use anyhow::Context;
+use ebb::node::{DEFAULT_LISTEN, Listen};
+use ebb::rpc::semantics::ServerConfig;
 use ebb_demo::{DemoServer, DemoService};
+use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
 
 /// Serve the demo service (echo, work, sleep, incr, get, put) on one TCP
 /// address until killed.
@@ -11,7 +17,7 @@ use ebb_demo::{DemoServer, DemoService};
 /// or a provider can bind port 0 and read the address back.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Prints `node listening on ADDR` once it accepts connections, so a script\ncan bind port 0 and read the address back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'"
+    after_help = "Prints `node listening on ADDR` once it accepts connections (and, with\n--http, `http listening on ADDR`), so a script can bind port 0 and read the\naddresses back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'\n  curl -X POST http://HTTP_ADDR/rpc/Demo/incr -d '{\"key\":\"a\"}'"
 )]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks a free port).
@@ -23,6 +29,12 @@ pub struct Args {
     /// whose address it chose), instead of binding --listen.
     #[arg(long, value_name = "FD")]
     pub listen_fd: Option<i32>,
+
+    /// Also serve HTTP/JSON on this address (`POST /rpc/Demo/{method}`,
+    /// JSON object of named arguments), on the same service instance, so an
+    /// HTTP load balancer can front the node. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -30,6 +42,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(fd) => Listen::Fd(fd),
         None => Listen::Addr(args.listen),
     };
-    ebb::node::serve(&NodeArgs { listen }, DemoServer::new(DemoService::new()))?;
-    Ok(())
+    // One instance behind both protocols: a counter bumped over HTTP is the
+    // counter read over RPC.
+    let demo = Arc::new(DemoServer::new(DemoService::new()));
+    let Some(http) = args.http else {
+        ebb::node::serve(&ebb::node::NodeArgs { listen }, demo)?;
+        return Ok(());
+    };
+    // One thread, as `ebb::node::serve` uses: a node's CPU belongs to its
+    // service.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default()).await?;
+        let http_listener = tokio::net::TcpListener::bind(&http)
+            .await
+            .with_context(|| format!("--http {http}: cannot listen there"))?;
+        let http_addr = http_listener
+            .local_addr()
+            .context("reading the bound HTTP address")?;
+        super::announce(&format!("http listening on {http_addr}"));
+        let router = ebb_http::router(DispatchBackend::new(demo), HttpConfig::default())
+            .fallback(ebb_http::not_found);
+        tokio::select! {
+            served = server.run() => served?,
+            served = ebb_http::serve(http_listener, router, DEFAULT_MAX_CONNECTIONS) => {
+                served.context("serving HTTP")?;
+            }
+        }
+        Ok(())
+    })
 }

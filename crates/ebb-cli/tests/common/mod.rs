@@ -17,11 +17,19 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Proc {
     child: Child,
     pub addr: String,
+    /// Every address printed, in order, when started with `start_listening`.
+    pub addrs: Vec<String>,
 }
 
 impl Proc {
     /// Runs `ebb ARGS` and waits for the line ending in `listening on ADDR`.
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_listening(args, 1)
+    }
+
+    /// Runs `ebb ARGS` and waits for `count` lines ending in `listening on
+    /// ADDR` (a node with `--http` prints two).
+    pub fn start_listening(args: &[&str], count: usize) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ebb"))
             .args(args)
             .stdout(Stdio::piped())
@@ -34,12 +42,16 @@ impl Proc {
         // blocks on a full pipe.
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
+            let mut found = 0;
             for _ in 0..MAX_STARTUP_LINES {
                 match lines.next() {
                     Some(Ok(line)) => {
                         if let Some((_, a)) = line.rsplit_once("listening on ") {
                             let _ = tx.send(a.trim().to_owned());
-                            break;
+                            found += 1;
+                            if found == count {
+                                break;
+                            }
                         }
                     }
                     _ => break,
@@ -51,11 +63,17 @@ impl Proc {
         let mut proc = Proc {
             child,
             addr: String::new(),
+            addrs: Vec::new(),
         };
-        match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(a) => proc.addr = a,
-            Err(_) => panic!("ebb {args:?} exited or printed no 'listening on ADDR' line"),
+        for _ in 0..count {
+            match rx.recv_timeout(STARTUP_TIMEOUT) {
+                Ok(a) => proc.addrs.push(a),
+                Err(_) => panic!(
+                    "ebb {args:?} exited or printed fewer than {count} 'listening on ADDR' lines"
+                ),
+            }
         }
+        proc.addr = proc.addrs[0].clone();
         proc
     }
 }

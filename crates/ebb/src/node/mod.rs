@@ -76,14 +76,29 @@ pub async fn serve_async<D>(
 where
     D: ServiceDispatch + 'static,
 {
-    let server = match &args.listen {
+    let server = bind(&args.listen, dispatch, config).await?;
+    server.run().await?;
+    Ok(())
+}
+
+/// Binds (or adopts) the listening socket and prints `node listening on
+/// ADDR`, for a node that serves more than RPC (e.g. `ebb node --http`) and
+/// so runs the returned server itself. Must be called inside a tokio runtime.
+pub async fn bind<D>(
+    listen: &Listen,
+    dispatch: D,
+    config: ServerConfig,
+) -> Result<Server<D>, NodeError>
+where
+    D: ServiceDispatch + 'static,
+{
+    let server = match listen {
         Listen::Fd(fd) => Server::from_std(inherited_listener(*fd)?, dispatch, config)?,
         Listen::Addr(addr) => Server::bind_with(addr, dispatch, config).await?,
     };
     let addr = server.local_addr().map_err(NodeError::LocalAddr)?;
     announce(&format!("node listening on {addr}"));
-    server.run().await?;
-    Ok(())
+    Ok(server)
 }
 
 /// The whole `main` of a node binary named `program`: parses the process's

@@ -1,0 +1,87 @@
+//! `ebb node --http`: the node serves HTTP/JSON beside RPC, on the same
+//! service instance, with the documented errors.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::Proc;
+use serde_json::{Value, json};
+
+/// One HTTP/1.1 POST on a fresh connection; returns status and JSON body.
+fn post(addr: &str, path: &str, body: &str) -> (u16, Value) {
+    post_with(addr, path, "", body)
+}
+
+/// As `post`, with extra header lines (each ending in `\r\n`).
+fn post_with(addr: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).expect("the node's HTTP port accepts");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: node\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a response has a body");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    (status, json)
+}
+
+#[test]
+fn http_and_rpc_reach_the_same_service_instance() {
+    let node = Proc::start_listening(
+        &["node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        2,
+    );
+    let (rpc, http) = (&node.addrs[0], &node.addrs[1]);
+    assert_eq!(
+        post(http, "/rpc/Demo/incr", r#"{"key":"a"}"#),
+        (200, json!({"Ok": 1}))
+    );
+    assert_eq!(
+        post(http, "/rpc/Demo/incr", r#"{"key":"a"}"#),
+        (200, json!({"Ok": 2}))
+    );
+    let over_rpc = common::incr(rpc.parse().expect("a socket address"), "a");
+    assert_eq!(over_rpc, 3, "the RPC call saw the HTTP calls' counter");
+    assert_eq!(
+        post(http, "/rpc/Demo/echo", r#"{"msg":"hi"}"#),
+        (200, json!("hi"))
+    );
+    assert_eq!(
+        post(http, "/rpc/Demo/work", r#"{"micros":10}"#),
+        (200, json!(10))
+    );
+}
+
+#[test]
+fn http_errors_are_the_documented_kinds() {
+    let node = Proc::start_listening(
+        &["node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        2,
+    );
+    let http = &node.addrs[1];
+    let cases = [
+        ("/rpc/Demo/nope", "{}", 404, "unknown_method"),
+        ("/rpc/Nope/echo", "{}", 404, "unknown_service"),
+        ("/rpc/Demo/incr", r#"{"key":1}"#, 400, "bad_arguments"),
+        ("/rpc/Demo/incr", "{", 400, "bad_request"),
+        ("/status/nothing", "{}", 404, "not_found"),
+    ];
+    for (path, body, status, kind) in cases {
+        let (got, json) = post(http, path, body);
+        assert_eq!(
+            (got, json["error"].as_str()),
+            (status, Some(kind)),
+            "{path} {body}: {json}"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Replays a trace of calls against a live ebb pool and records what
+//! happened, second by second: what `ebb demo` runs.
+//!
+//! - [`trace`]: per-second arrival counts, built in (seeded) or from a file.
+//! - [`record`]: the run's per-second record, turned into an
+//!   [`ebb_report::Run`].
+//! - [`control`]: a `ScalePolicy` run once per control period on the
+//!   pool's ticks, its decisions logged.
+//! - [`live`]: the terminal view (a redrawn panel on a terminal, plain
+//!   lines otherwise).
+
+pub mod control;
+pub mod live;
+pub mod record;
+pub mod trace;
