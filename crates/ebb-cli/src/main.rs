@@ -23,6 +23,8 @@ enum Command {
     Node(cmd::node::Args),
     /// Call one method of a node with JSON arguments and print the JSON reply.
     Call(cmd::call::Args),
+    /// Open-loop load (Poisson or trace arrivals) against a node or gateway.
+    Load(Box<cmd::load::Args>),
     /// Simulate a pool under a balancing policy and compare with queueing theory.
     Sim(Box<cmd::sim::Args>),
     /// Run one program isolated in a container or a VM, with limits.
@@ -38,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => cmd::chaos::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::Call(args) => cmd::call::run(args),
+        Command::Load(args) => cmd::load::run(*args),
         Command::Sim(args) => cmd::sim::run(*args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
         Command::Vm(args) => cmd::vm::run(args),

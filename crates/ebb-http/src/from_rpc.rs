@@ -32,7 +32,7 @@ impl From<CallError> for HttpError {
                     retry_after,
                 }
             }
-            CallError::Remote(m) => HttpError::Remote(m),
+            CallError::Remote(m) | CallError::Panicked(m) => HttpError::Remote(m),
             CallError::Codec(m) => HttpError::Internal(m),
         }
     }

@@ -6,10 +6,12 @@
 //!   [`ebb_report::Run`].
 //! - [`control`]: a `ScalePolicy` run once per control period on the
 //!   pool's ticks, its decisions logged.
+//! - [`load`]: the open-loop generator replaying a trace.
 //! - [`live`]: the terminal view (a redrawn panel on a terminal, plain
 //!   lines otherwise).
 
 pub mod control;
 pub mod live;
+pub mod load;
 pub mod record;
 pub mod trace;

@@ -3,8 +3,10 @@
 pub mod call;
 pub mod chaos;
 pub mod info;
+pub mod load;
 pub mod node;
 pub mod sim;
+pub mod sim_scale;
 
 /// Prints a line on stdout and flushes it at once (the bound address a
 /// parent process waits for).

@@ -1,0 +1,134 @@
+//! How one request ended, classified the same way for both protocols: an
+//! RPC failure goes through ebb-http's mapping first, so "overloaded" means
+//! the same thing whether it came as `CallError::Rejected` or as a 503.
+
+use ebb_http::HttpError;
+use ebb_rpc::CallError;
+use serde_json::Value;
+
+/// The classes the summary counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Refused without running (ebb's `overloaded`, or a proxy's 503/429).
+    Overloaded,
+    /// No reply by the deadline (the server's or the client's own timer).
+    DeadlineExceeded,
+    /// The call may have run and its result is lost (a node died, a
+    /// connection broke after sending, a proxy's 502).
+    OutcomeUnknown,
+    /// Anything else, by a short stable label (an ebb error kind, or
+    /// `http_<status>`, or a client-side label).
+    Other(String),
+}
+
+impl Outcome {
+    /// From an ebb error kind and its `may_have_run` field.
+    pub fn from_kind(kind: &str, may_have_run: Option<bool>) -> Outcome {
+        match kind {
+            "overloaded" => Outcome::Overloaded,
+            "deadline_exceeded" => Outcome::DeadlineExceeded,
+            // A lost node whose call provably never arrived is a plain error.
+            "node_lost" if may_have_run != Some(false) => Outcome::OutcomeUnknown,
+            other => Outcome::Other(other.to_owned()),
+        }
+    }
+
+    pub fn from_call_error(e: CallError) -> Outcome {
+        let e = HttpError::from(e);
+        Outcome::from_kind(e.kind(), e.may_have_run())
+    }
+
+    /// From an HTTP response: ebb's JSON error body when there is one, else
+    /// the status alone (a proxy's own error page).
+    pub fn from_http(status: u16, body: &[u8]) -> Outcome {
+        if status == 200 {
+            return Outcome::Ok;
+        }
+        if let Ok(json) = serde_json::from_slice::<Value>(body) {
+            if let Some(kind) = json.get("error").and_then(Value::as_str) {
+                let may_have_run = json.get("may_have_run").and_then(Value::as_bool);
+                return Outcome::from_kind(kind, may_have_run);
+            }
+        }
+        match status {
+            429 | 503 => Outcome::Overloaded,
+            504 => Outcome::DeadlineExceeded,
+            502 => Outcome::OutcomeUnknown,
+            other => Outcome::Other(format!("http_{other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ebb_bodies_are_classified_by_kind_and_proxy_pages_by_status() {
+        let body = |kind: &str, run: Option<bool>| {
+            let mut v = serde_json::json!({"error": kind, "message": "m"});
+            if let Some(r) = run {
+                v["may_have_run"] = r.into();
+            }
+            v.to_string().into_bytes()
+        };
+        assert_eq!(Outcome::from_http(200, b"1"), Outcome::Ok);
+        assert_eq!(
+            Outcome::from_http(503, &body("overloaded", None)),
+            Outcome::Overloaded
+        );
+        assert_eq!(
+            Outcome::from_http(504, &body("deadline_exceeded", Some(true))),
+            Outcome::DeadlineExceeded
+        );
+        assert_eq!(
+            Outcome::from_http(502, &body("node_lost", Some(true))),
+            Outcome::OutcomeUnknown
+        );
+        assert_eq!(
+            Outcome::from_http(502, &body("node_lost", Some(false))),
+            Outcome::Other("node_lost".into())
+        );
+        assert_eq!(
+            Outcome::from_http(400, &body("bad_arguments", None)),
+            Outcome::Other("bad_arguments".into())
+        );
+        let page = b"<html><body><h1>503 Service Unavailable</h1></body></html>";
+        assert_eq!(Outcome::from_http(503, page), Outcome::Overloaded);
+        assert_eq!(Outcome::from_http(429, page), Outcome::Overloaded);
+        assert_eq!(Outcome::from_http(504, page), Outcome::DeadlineExceeded);
+        assert_eq!(Outcome::from_http(502, page), Outcome::OutcomeUnknown);
+        assert_eq!(
+            Outcome::from_http(500, page),
+            Outcome::Other("http_500".into())
+        );
+    }
+
+    #[test]
+    fn rpc_failures_share_the_http_classes() {
+        use ebb_core::Nanos;
+        let cases = [
+            (CallError::Rejected("full".into()), Outcome::Overloaded),
+            (
+                CallError::DeadlineExceeded(Nanos::from_millis(5)),
+                Outcome::DeadlineExceeded,
+            ),
+            (
+                CallError::OutcomeUnknown { old: 1, new: 2 },
+                Outcome::OutcomeUnknown,
+            ),
+            (
+                CallError::ConnectionLost("reset".into()),
+                Outcome::OutcomeUnknown,
+            ),
+            (
+                CallError::BadRequest("x".into()),
+                Outcome::Other("bad_arguments".into()),
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(Outcome::from_call_error(e), want);
+        }
+    }
+}
