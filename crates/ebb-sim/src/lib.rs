@@ -11,12 +11,14 @@
 mod arrival_gen;
 pub mod arrivals;
 pub mod autoscale;
+pub mod builtin;
 pub mod config;
 mod dispatch;
 pub mod dist;
 mod engine;
 pub mod expected;
 mod heap;
+pub mod lease;
 pub mod plot;
 mod pool;
 pub mod report;

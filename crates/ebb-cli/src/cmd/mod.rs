@@ -7,6 +7,7 @@ pub mod load;
 pub mod node;
 pub mod sim;
 pub mod sim_scale;
+pub mod up;
 
 /// Prints a line on stdout and flushes it at once (the bound address a
 /// parent process waits for).
