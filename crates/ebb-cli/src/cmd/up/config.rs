@@ -238,7 +238,8 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             ));
         }
         (Some(n), command) => {
-            let codec = ebb_demo::service_codec(n).or_else(|| ebb_demo::service_codec(&capitalised(n)));
+            let codec =
+                ebb_demo::service_codec(n).or_else(|| ebb_demo::service_codec(&capitalised(n)));
             let Some(codec) = codec else {
                 return Err(bad(
                     "service.name",
