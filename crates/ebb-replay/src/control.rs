@@ -70,6 +70,8 @@ pub struct DecisionLog {
     queue: VecDeque<LoggedDecision>,
     dropped: u64,
     last: Option<LoggedDecision>,
+    /// Nodes by state at the latest pool tick.
+    nodes: NodeCounts,
 }
 
 impl DecisionLog {
@@ -93,6 +95,11 @@ impl DecisionLog {
 
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Nodes by state at the latest pool tick.
+    pub fn nodes(&self) -> NodeCounts {
+        self.nodes
     }
 }
 
@@ -149,6 +156,7 @@ impl Controller {
     /// Takes one pool tick. At the end of a period, asks the policy and
     /// returns its target; `None` between periods.
     pub fn tick(&mut self, t: &Tick, now: Instant, wall: std::time::Instant) -> Option<u32> {
+        lock(&self.log).nodes = t.nodes;
         let p = &mut self.period;
         p.span += t.interval;
         p.arrivals += t.arrivals;
@@ -260,6 +268,11 @@ mod tests {
             logged[4].decision
         );
         assert!(lock(&log).drain().is_empty(), "drained");
+        assert_eq!(
+            lock(&log).nodes().ready,
+            1,
+            "the latest tick's nodes are kept"
+        );
     }
 
     #[test]

@@ -53,9 +53,12 @@ fn state_machines(idempotent: bool) {
     let now = ebb_core::Instant::EPOCH + Nanos::from_secs(1);
     let mut client = ClientSession::new(ClientId(5), ClientConfig::default(), now);
     let mut server = ServerSession::new(77, ServerConfig::default());
+    let conn = server
+        .open_connection(std::net::Ipv4Addr::LOCALHOST.into())
+        .expect("the first connection fits");
     client.handle_connected(now);
     while let Some(f) = client.poll_transmit() {
-        if let Action::Reply(r) = server.handle_frame(f, now) {
+        if let Action::Reply(r) = server.admit(conn, f, now) {
             client.handle_frame(r, now);
         }
     }
@@ -72,10 +75,10 @@ fn state_machines(idempotent: bool) {
             )
             .expect("below the bound");
         let req = client.poll_transmit().expect("sent at once");
-        let Action::Execute(inc) = server.handle_frame(req, now) else {
+        let Action::Execute(inc) = server.admit(conn, req, now) else {
             panic!("a new call executes")
         };
-        let reply = server.complete(inc.key, Status::Ok, inc.payload, now);
+        let (reply, _) = server.complete(inc.key, Status::Ok, inc.payload, now);
         client.handle_frame(reply, now);
         let (_, outcome) = client.poll_event().expect("the reply ends the call");
         black_box(outcome.expect("the call succeeds"));

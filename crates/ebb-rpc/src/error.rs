@@ -44,6 +44,11 @@ pub enum CallError {
     #[error("rejected by the server without running: {0}")]
     Rejected(String),
 
+    /// The method started and panicked; it may have had part of its effect.
+    /// Recorded like a reply, so it never runs again for this call.
+    #[error("the method panicked: {0}")]
+    Panicked(String),
+
     /// The method ran and failed, or the reply could not be decoded.
     #[error("remote error: {0}")]
     Remote(String),

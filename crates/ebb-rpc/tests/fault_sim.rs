@@ -5,7 +5,12 @@
 //! Asserts, per seed: no at-most-once call runs twice (across incarnations
 //! too); every reply a call receives is its own; every call ends, with a
 //! reply or a typed error, by its deadline; a call told `Rejected` did not
-//! run. `EBB_FAULT_SEEDS=N` runs N seeds (default 1000); `EBB_FAULT_SEED=S`
+//! run. Some seeds squeeze the server's connections (clients turned away
+//! unread) and the calls a connection may run at once (refusals, then late
+//! copies of refused calls), and some methods panic; the totals show each
+//! of those paths ran. A second test plants a server that forgets its
+//! refusals and shows the simulation catches it.
+//! `EBB_FAULT_SEEDS=N` runs N seeds (default 1000); `EBB_FAULT_SEED=S`
 //! replays seed S alone.
 #![allow(clippy::unwrap_used)]
 
@@ -67,5 +72,37 @@ fn no_call_runs_twice_replies_reach_their_own_call_and_every_call_ends_by_its_de
             total.deadline + total.connection_lost + total.unresponsive > 0,
             "{total:?}"
         );
+        assert!(
+            total.saved_replies > 0 && total.waits > 0,
+            "duplicates must have met saved replies and running calls: {total:?}"
+        );
+        assert!(
+            total.refusals > 0 && total.refusals_repeated > 0,
+            "refused calls must have been resent and refused again: {total:?}"
+        );
+        assert!(
+            total.panicked > 0 && total.conns_refused > 0,
+            "panics and refused connections must have occurred: {total:?}"
+        );
     }
+}
+
+/// Seeds the planted-bug run tries before it must have caught the bug.
+const PLANTED_SEEDS: u64 = 400;
+
+#[test]
+fn a_server_that_forgets_its_refusals_is_caught() {
+    for seed in 0..PLANTED_SEEDS {
+        let run = catch_unwind(AssertUnwindSafe(|| World::with_planted_bug(seed).run()));
+        match run {
+            Ok(Err(why)) if why.contains("was rejected") => {
+                println!("seed {seed} caught the planted bug: {why}");
+                return;
+            }
+            Ok(Err(why)) => panic!("seed {seed} failed for another reason: {why}"),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("seed {seed}: the state machines panicked"),
+        }
+    }
+    panic!("{PLANTED_SEEDS} seeds never caught a server that forgets its refusals");
 }

@@ -412,3 +412,53 @@ fn frames_for_another_client_or_while_disconnected_are_ignored() {
     assert_eq!(s.poll_event(), None);
     assert_eq!(s.outstanding(), 1);
 }
+
+/// A reply naming the connection, not a call.
+fn connection_error(status: Status, why: &'static str) -> Frame {
+    ebb_rpc::transport::frames::connection_error(INC, status, why.into())
+}
+
+#[test]
+fn a_connection_turned_away_unread_ends_the_calls_sent_only_on_it() {
+    let mut s = ready();
+    let earlier = call(&mut s, false, Instant::EPOCH);
+    assert_eq!(drain(&mut s).len(), 1, "sent on the first connection");
+    s.handle_disconnect(t(SEC));
+    s.handle_connected(t(SEC));
+    let fresh = call(&mut s, true, t(SEC));
+    assert!(!drain(&mut s).is_empty());
+    s.handle_frame(connection_error(Status::Rejected, "server full"), t(SEC));
+    assert!(
+        matches!(s.poll_event(), Some((id, Err(CallError::Rejected(m)))) if id == fresh && m == "server full")
+    );
+    assert!(
+        s.poll_event().is_none(),
+        "the earlier call may have run: it waits"
+    );
+    assert!(
+        s.poll_close(),
+        "the transport must drop the refused connection"
+    );
+    assert_eq!(s.link(), LinkState::Disconnected);
+    assert_eq!(s.outstanding(), 1);
+    let _ = earlier;
+}
+
+#[test]
+fn a_connection_whose_framing_the_server_refused_ends_every_call() {
+    let mut s = ready();
+    call(&mut s, false, Instant::EPOCH);
+    call(&mut s, true, Instant::EPOCH);
+    s.handle_frame(
+        connection_error(Status::BadRequest, "frame too large"),
+        t(SEC),
+    );
+    let ended: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert_eq!(ended.len(), 2);
+    assert!(
+        ended
+            .iter()
+            .all(|(_, r)| matches!(r, Err(CallError::BadRequest(_))))
+    );
+    assert!(s.poll_close());
+}

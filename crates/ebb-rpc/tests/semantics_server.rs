@@ -8,14 +8,36 @@ use ebb_core::{ClientId, Instant, Nanos};
 fn t(n: Nanos) -> Instant {
     Instant::EPOCH + n
 }
-use ebb_rpc::semantics::{Action, MAX_REPLIES_PER_CLIENT, ServerConfig, ServerSession};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ebb_rpc::semantics::{
+    Action, ConnId, ConnRefusal, MAX_REPLIES_PER_CLIENT, ServerConfig, ServerSession,
+};
 use ebb_rpc::wire::{FLAG_IDEMPOTENT, Frame, FrameKind, Status};
 
 const INC: u64 = 77;
 const C: ClientId = ClientId(5);
 
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The first connection a session opens.
+const CONN: ConnId = ConnId(1);
+
+/// `s` with connection `CONN` open.
+fn open(mut s: ServerSession) -> ServerSession {
+    assert_eq!(s.open_connection(PEER), Ok(CONN));
+    s
+}
+
 fn server() -> ServerSession {
-    ServerSession::new(INC, ServerConfig::default())
+    open(ServerSession::new(INC, ServerConfig::default()))
+}
+
+/// The pong `s` answers `p` with.
+fn pong_of(s: &mut ServerSession, p: Frame, now: Instant) -> Frame {
+    match s.admit(CONN, p, now) {
+        Action::Reply(f) => f,
+        other => panic!("a ping must be answered, got {other:?}"),
+    }
 }
 
 fn ping(floor: u64) -> Frame {
@@ -51,7 +73,7 @@ fn req(seq: u64, ack_below: u64, incarnation: u64, idempotent: bool) -> Frame {
 /// A server with `C`'s session open (floor 1).
 fn handshaken() -> ServerSession {
     let mut s = server();
-    let pong = s.handle_ping(&ping(1), Instant::EPOCH);
+    let pong = pong_of(&mut s, ping(1), Instant::EPOCH);
     assert_eq!(
         (pong.kind, pong.status, pong.incarnation),
         (FrameKind::Pong, Status::Ok, INC)
@@ -69,18 +91,18 @@ fn status_of(a: Action) -> Status {
 #[test]
 fn new_at_most_once_call_executes_once_and_duplicates_get_the_saved_reply() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.handle_request(req(1, 1, INC, false), t(Nanos(1))) else {
+    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!("first copy must execute");
     };
     assert_eq!(inc.payload, Bytes::from_static(b"args"));
     assert_eq!(
-        s.handle_request(req(1, 1, INC, false), t(Nanos(2))),
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(2))),
         Action::Wait
     );
-    let reply = s.complete(inc.key, Status::Ok, Bytes::from_static(b"r1"), t(Nanos(3)));
+    let (reply, _) = s.complete(inc.key, Status::Ok, Bytes::from_static(b"r1"), t(Nanos(3)));
     assert_eq!((reply.seq, reply.incarnation), (1, INC));
     assert_eq!(
-        s.handle_request(req(1, 1, INC, false), t(Nanos(4))),
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(4))),
         Action::Reply(reply)
     );
 }
@@ -89,14 +111,14 @@ fn new_at_most_once_call_executes_once_and_duplicates_get_the_saved_reply() {
 fn idempotent_calls_keep_no_state_and_run_every_time() {
     let mut s = handshaken();
     for _ in 0..3 {
-        let a = s.handle_request(req(1, 1, 0, true), t(Nanos(1)));
+        let a = s.admit(CONN, req(1, 1, 0, true), t(Nanos(1)));
         assert!(matches!(a, Action::Execute(_)));
     }
     assert_eq!(s.table().entries(), 0);
     // Idempotent calls need no session at all.
     let mut fresh = server();
     assert!(matches!(
-        fresh.handle_request(req(1, 1, 0, true), t(Nanos(1))),
+        fresh.admit(CONN, req(1, 1, 0, true), t(Nanos(1))),
         Action::Execute(_)
     ));
 }
@@ -104,7 +126,7 @@ fn idempotent_calls_keep_no_state_and_run_every_time() {
 #[test]
 fn request_naming_another_incarnation_is_refused_outcome_unknown() {
     let mut s = handshaken();
-    let a = s.handle_request(req(1, 1, INC + 1, false), t(Nanos(1)));
+    let a = s.admit(CONN, req(1, 1, INC + 1, false), t(Nanos(1)));
     assert_eq!(status_of(a), Status::OutcomeUnknown);
     assert_eq!(s.table().entries(), 0, "an orphan leaves no state behind");
 }
@@ -113,7 +135,7 @@ fn request_naming_another_incarnation_is_refused_outcome_unknown() {
 fn at_most_once_call_without_a_session_is_refused_outcome_unknown() {
     let mut s = server();
     assert_eq!(
-        status_of(s.handle_request(req(1, 1, INC, false), t(Nanos(1)))),
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1)))),
         Status::OutcomeUnknown
     );
 }
@@ -121,18 +143,18 @@ fn at_most_once_call_without_a_session_is_refused_outcome_unknown() {
 #[test]
 fn seq_below_acknowledged_below_is_dropped_and_its_reply_forgotten() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.handle_request(req(1, 1, INC, false), t(Nanos(1))) else {
+    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
     s.complete(inc.key, Status::Ok, Bytes::new(), t(Nanos(2)));
     assert_eq!(s.table().entries(), 1);
     assert!(matches!(
-        s.handle_request(req(2, 2, INC, false), t(Nanos(3))),
+        s.admit(CONN, req(2, 2, INC, false), t(Nanos(3))),
         Action::Execute(_)
     ));
     assert_eq!(s.table().entries(), 1, "reply 1 pruned, marker 2 kept");
     assert_eq!(
-        s.handle_request(req(1, 1, INC, false), t(Nanos(4))),
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(4))),
         Action::Drop
     );
 }
@@ -140,13 +162,13 @@ fn seq_below_acknowledged_below_is_dropped_and_its_reply_forgotten() {
 #[test]
 fn seq_below_the_session_floor_is_refused_outcome_unknown() {
     let mut s = server();
-    s.handle_ping(&ping(10), Instant::EPOCH);
+    pong_of(&mut s, ping(10), Instant::EPOCH);
     assert_eq!(
-        status_of(s.handle_request(req(9, 1, INC, false), t(Nanos(1)))),
+        status_of(s.admit(CONN, req(9, 1, INC, false), t(Nanos(1)))),
         Status::OutcomeUnknown
     );
     assert!(matches!(
-        s.handle_request(req(10, 1, INC, false), t(Nanos(1))),
+        s.admit(CONN, req(10, 1, INC, false), t(Nanos(1))),
         Action::Execute(_)
     ));
 }
@@ -154,7 +176,11 @@ fn seq_below_the_session_floor_is_refused_outcome_unknown() {
 #[test]
 fn seq_outside_the_window_is_a_bad_request_and_records_nothing() {
     let mut s = handshaken();
-    let a = s.handle_request(req(1 + MAX_REPLIES_PER_CLIENT, 1, INC, false), t(Nanos(1)));
+    let a = s.admit(
+        CONN,
+        req(1 + MAX_REPLIES_PER_CLIENT, 1, INC, false),
+        t(Nanos(1)),
+    );
     assert_eq!(status_of(a), Status::BadRequest);
     assert_eq!(s.table().entries(), 0);
 }
@@ -164,13 +190,10 @@ fn expired_deadline_is_rejected_and_the_rejection_is_remembered() {
     let mut s = handshaken();
     let mut r = req(1, 1, INC, false);
     r.deadline = Nanos::ZERO;
-    assert_eq!(
-        status_of(s.handle_request(r, t(Nanos(1)))),
-        Status::Rejected
-    );
+    assert_eq!(status_of(s.admit(CONN, r, t(Nanos(1)))), Status::Rejected);
     // A slower copy with time left must not run it after the rejection.
     assert_eq!(
-        status_of(s.handle_request(req(1, 1, INC, false), t(Nanos(2)))),
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(2)))),
         Status::Rejected
     );
 }
@@ -180,22 +203,23 @@ fn full_client_table_rejects_the_handshake_until_a_session_expires() {
     let cfg = ServerConfig {
         max_clients: 1,
         session_expiry: Nanos::from_secs(10),
+        ..ServerConfig::default()
     };
-    let mut s = ServerSession::new(INC, cfg);
-    s.handle_ping(&ping(1), Instant::EPOCH);
+    let mut s = open(ServerSession::new(INC, cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
     let mut other = ping(1);
     other.client = ClientId(6);
     assert_eq!(
-        s.handle_ping(&other, t(Nanos::from_secs(5))).status,
+        pong_of(&mut s, other.clone(), t(Nanos::from_secs(5))).status,
         Status::Rejected
     );
     assert_eq!(
-        s.handle_ping(&other, t(Nanos::from_secs(10))).status,
+        pong_of(&mut s, other, t(Nanos::from_secs(10))).status,
         Status::Ok
     );
     // The evicted client's old calls are now refused, never re-run.
     assert_eq!(
-        status_of(s.handle_request(req(1, 1, INC, false), t(Nanos::from_secs(11)))),
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos::from_secs(11)))),
         Status::OutcomeUnknown
     );
 }
@@ -204,20 +228,20 @@ fn full_client_table_rejects_the_handshake_until_a_session_expires() {
 fn a_restarted_server_never_runs_a_call_of_the_previous_incarnation() {
     let mut s = handshaken();
     assert!(matches!(
-        s.handle_request(req(1, 1, INC, false), t(Nanos(1))),
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))),
         Action::Execute(_)
     ));
     // Crash: all state lost, new incarnation. The client re-handshakes with
     // its floor (2: seq 1 was sent) and resends seq 1 naming the old one.
-    let mut s2 = ServerSession::new(INC + 1, ServerConfig::default());
-    s2.handle_ping(&ping(2), t(Nanos(2)));
+    let mut s2 = open(ServerSession::new(INC + 1, ServerConfig::default()));
+    pong_of(&mut s2, ping(2), t(Nanos(2)));
     assert_eq!(
-        status_of(s2.handle_request(req(1, 1, INC, false), t(Nanos(3)))),
+        status_of(s2.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
         Status::OutcomeUnknown
     );
     // Even a copy naming the new incarnation (or none) is below the floor.
     assert_eq!(
-        status_of(s2.handle_request(req(1, 1, INC + 1, false), t(Nanos(3)))),
+        status_of(s2.admit(CONN, req(1, 1, INC + 1, false), t(Nanos(3)))),
         Status::OutcomeUnknown
     );
 }
@@ -227,7 +251,7 @@ fn reply_and_pong_frames_sent_to_a_server_are_dropped() {
     let mut s = handshaken();
     let mut f = req(1, 1, INC, false);
     f.kind = FrameKind::Reply;
-    assert_eq!(s.handle_frame(f, t(Nanos(1))), Action::Drop);
+    assert_eq!(s.admit(CONN, f, t(Nanos(1))), Action::Drop);
 }
 
 #[test]
@@ -235,23 +259,29 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
     let cfg = ServerConfig {
         max_clients: 1,
         session_expiry: Nanos::from_secs(1),
+        ..ServerConfig::default()
     };
-    let mut s = ServerSession::new(INC, cfg);
-    s.handle_ping(&ping(1), Instant::EPOCH);
-    let Action::Execute(inc) = s.handle_request(req(1, 1, INC, false), t(Nanos(1))) else {
+    let mut s = open(ServerSession::new(INC, cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
     let mut other = ping(1);
     other.client = ClientId(6);
     assert_eq!(
-        s.handle_ping(&other, t(Nanos::from_secs(2))).status,
+        pong_of(&mut s, other, t(Nanos::from_secs(2))).status,
         Status::Ok
     );
-    let reply = s.complete(
+    let (reply, route) = s.complete(
         inc.key,
         Status::Ok,
         Bytes::from_static(b"r"),
         t(Nanos::from_secs(3)),
+    );
+    assert_eq!(
+        route,
+        Some(CONN),
+        "the reply still goes to the open connection"
     );
     assert_eq!((reply.seq, reply.status), (1, Status::Ok));
     assert_eq!(s.table().entries(), 0);
@@ -260,13 +290,13 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
 #[test]
 fn a_ping_raises_acknowledged_below_and_prunes() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.handle_request(req(1, 1, INC, false), t(Nanos(1))) else {
+    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
     s.complete(inc.key, Status::Ok, Bytes::new(), t(Nanos(2)));
     let mut p = ping(2);
     p.ack_below = 2;
-    s.handle_ping(&p, t(Nanos(3)));
+    pong_of(&mut s, p, t(Nanos(3)));
     assert_eq!(s.table().entries(), 0);
 }
 
@@ -280,19 +310,161 @@ fn a_clone_with_the_same_incarnation_refuses_a_call_sent_to_its_twin() {
     let mut twin = handshaken();
     let mut clone = server();
     assert!(matches!(
-        twin.handle_request(req(1, 1, INC, false), t(Nanos(1))),
+        twin.admit(CONN, req(1, 1, INC, false), t(Nanos(1))),
         Action::Execute(_)
     ));
     // The client reconnects, reaches the clone, and opens its session with
     // the floor one above the highest at-most-once seq it sent.
-    let pong = clone.handle_ping(&ping(2), t(Nanos(2)));
+    let pong = pong_of(&mut clone, ping(2), t(Nanos(2)));
     assert_eq!(pong.incarnation, INC, "the clone cannot tell itself apart");
     assert_eq!(
-        status_of(clone.handle_request(req(1, 1, INC, false), t(Nanos(3)))),
+        status_of(clone.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
         Status::OutcomeUnknown
     );
     assert!(matches!(
-        clone.handle_request(req(2, 1, INC, false), t(Nanos(4))),
+        clone.admit(CONN, req(2, 1, INC, false), t(Nanos(4))),
         Action::Execute(_)
     ));
+}
+
+/// A server whose connections may run `in_flight` calls at once.
+fn bounded(in_flight: usize) -> ServerSession {
+    let cfg = ServerConfig {
+        max_in_flight_per_conn: in_flight,
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(INC, cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    s
+}
+
+#[test]
+fn a_call_over_the_in_flight_bound_is_refused_and_every_later_copy_gets_the_refusal() {
+    let mut s = bounded(1);
+    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!("the first call fits the bound");
+    };
+    assert_eq!(
+        status_of(s.admit(CONN, req(2, 1, INC, false), t(Nanos(2)))),
+        Status::Rejected
+    );
+    s.complete(first.key, Status::Ok, Bytes::new(), t(Nanos(3)));
+    assert_eq!(s.in_flight(CONN), 0);
+    // Room again, but the late copy of the refused call must not run: the
+    // client was told it did not.
+    assert_eq!(
+        status_of(s.admit(CONN, req(2, 1, INC, false), t(Nanos(4)))),
+        Status::Rejected
+    );
+    assert_eq!(s.stats().refused_in_flight, 1);
+    assert_eq!(s.stats().saved_replies, 1);
+    // A new call runs.
+    assert!(matches!(
+        s.admit(CONN, req(3, 1, INC, false), t(Nanos(5))),
+        Action::Execute(_)
+    ));
+}
+
+#[test]
+fn an_idempotent_call_over_the_in_flight_bound_is_refused_and_nothing_is_recorded() {
+    let mut s = bounded(1);
+    let Action::Execute(first) = s.admit(CONN, req(1, 1, 0, true), t(Nanos(1))) else {
+        panic!("the first call fits the bound");
+    };
+    assert_eq!(
+        status_of(s.admit(CONN, req(2, 1, 0, true), t(Nanos(2)))),
+        Status::Rejected
+    );
+    s.complete(first.key, Status::Ok, Bytes::new(), t(Nanos(3)));
+    assert!(matches!(
+        s.admit(CONN, req(2, 1, 0, true), t(Nanos(4))),
+        Action::Execute(_)
+    ));
+    assert_eq!(s.table().entries(), 0);
+}
+
+#[test]
+fn a_panicked_call_is_recorded_and_its_duplicates_get_the_panic() {
+    let mut s = handshaken();
+    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    let (reply, _) = s.complete(
+        inc.key,
+        Status::Panicked,
+        Bytes::from_static(b"the method panicked"),
+        t(Nanos(2)),
+    );
+    assert_eq!(reply.status, Status::Panicked);
+    assert_eq!(
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
+        Status::Panicked
+    );
+    assert_eq!(s.stats().panicked, 1);
+    assert_eq!(s.stats().executed, 1);
+}
+
+#[test]
+fn a_connection_speaking_for_too_many_clients_is_refused_for_the_extra_one() {
+    let cfg = ServerConfig {
+        max_clients_per_conn: 1,
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(INC, cfg));
+    assert_eq!(pong_of(&mut s, ping(1), Instant::EPOCH).status, Status::Ok);
+    let mut other = ping(1);
+    other.client = ClientId(6);
+    assert_eq!(pong_of(&mut s, other, t(Nanos(1))).status, Status::Rejected);
+    let mut r = req(1, 1, 0, true);
+    r.client = ClientId(6);
+    assert_eq!(status_of(s.admit(CONN, r, t(Nanos(2)))), Status::Rejected);
+    assert_eq!(s.route_of(ClientId(6)), None, "no route for the extra id");
+    assert_eq!(s.stats().refused_clients_per_conn, 1);
+}
+
+#[test]
+fn connections_are_bounded_in_total_and_per_peer() {
+    let cfg = ServerConfig {
+        max_connections: 3,
+        max_connections_per_peer: 2,
+        ..ServerConfig::default()
+    };
+    let mut s = ServerSession::new(INC, cfg);
+    let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    let third = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    let a = s.open_connection(PEER).unwrap();
+    s.open_connection(PEER).unwrap();
+    assert_eq!(
+        s.open_connection(PEER),
+        Err(ConnRefusal::PeerFull { max: 2 })
+    );
+    s.open_connection(other).unwrap();
+    assert_eq!(
+        s.open_connection(third),
+        Err(ConnRefusal::ServerFull { max: 3 })
+    );
+    s.close_connection(a);
+    assert_eq!(s.connections_from(PEER), 1);
+    s.open_connection(third).unwrap();
+    assert_eq!(s.stats().refused_connections, 2);
+    s.check().unwrap();
+}
+
+#[test]
+fn a_reply_goes_to_the_connection_its_client_was_last_heard_on() {
+    let mut s = handshaken();
+    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    let second = s.open_connection(PEER).unwrap();
+    assert_eq!(
+        s.admit(second, req(1, 1, INC, false), t(Nanos(2))),
+        Action::Wait
+    );
+    let (_, route) = s.complete(inc.key, Status::Ok, Bytes::new(), t(Nanos(3)));
+    assert_eq!(route, Some(second));
+    s.close_connection(second);
+    assert_eq!(s.route_of(C), None);
+    assert_eq!(s.admit(second, ping(1), t(Nanos(4))), Action::Drop);
+    s.check().unwrap();
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use ebb_rpc::CallError;
+use ebb_rpc::semantics::ServerConfig;
 use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
 };
@@ -290,10 +291,7 @@ async fn a_panicking_method_fails_its_call_and_the_server_goes_on() {
         .call(&METHODS[2], Bytes::new(), CallOptions::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(&err, CallError::Remote(m) if m.contains("panicked")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, CallError::Panicked(_)), "{err:?}");
     let ok = client
         .call(
             &METHODS[0],
@@ -369,4 +367,46 @@ async fn a_connection_speaking_for_too_many_clients_is_refused_beyond_the_bound(
     assert_eq!(refused.len(), 1, "{replies:?}");
     assert_eq!(refused[0].client, ebb_core::ClientId(n));
     assert_eq!(svc.runs.load(Ordering::Relaxed), MAX_CLIENTS_PER_CONN);
+}
+
+#[tokio::test]
+async fn a_full_server_turns_a_new_connection_away_at_once_and_its_call_did_not_run() {
+    let svc = Arc::new(TestService {
+        gather: Barrier::new(GATHER),
+        runs: AtomicUsize::new(0),
+    });
+    let config = ServerConfig {
+        max_connections: 1,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind_with("127.0.0.1:0", Arc::clone(&svc), config)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run());
+    let first = TcpClient::connect(&addr).await.unwrap();
+    let echo = Bytes::from_static(b"first");
+    assert_eq!(
+        first
+            .call(&METHODS[0], echo.clone(), CallOptions::default())
+            .await
+            .unwrap(),
+        echo
+    );
+    let second = TcpClient::connect(&addr).await.unwrap();
+    // A long deadline: the answer must come from the refusal, not a timer.
+    let options = CallOptions::default().with_timeout(ebb_core::Nanos::from_secs(3600));
+    let err = second
+        .call(&METHODS[1], Bytes::new(), options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Rejected(m) if m.contains("server full")),
+        "{err:?}"
+    );
+    assert_eq!(
+        svc.runs.load(Ordering::Relaxed),
+        1,
+        "only the first call ran"
+    );
 }

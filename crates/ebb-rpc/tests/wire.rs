@@ -20,7 +20,7 @@ fn kind() -> impl Strategy<Value = FrameKind> {
 }
 
 fn status() -> impl Strategy<Value = Status> {
-    (0u8..=5).prop_map(|b| Status::from_u8(b).unwrap())
+    (0u8..=6).prop_map(|b| Status::from_u8(b).unwrap())
 }
 
 prop_compose! {
@@ -246,7 +246,7 @@ fn unknown_flags_are_refused() {
 
 #[test]
 fn unknown_status_is_refused() {
-    assert_eq!(corrupt(7, 6).0, Err(WireError::UnknownStatus(6)));
+    assert_eq!(corrupt(7, 7).0, Err(WireError::UnknownStatus(7)));
 }
 
 #[test]

@@ -78,6 +78,9 @@ pub(super) struct Call {
     pub sent_to: Option<u64>,
     /// Resends on the current connection.
     pub retransmits: u32,
+    /// Sent on an earlier connection than the current one, so it may have
+    /// run even if the current connection is refused unread.
+    pub sent_before: bool,
     /// Armed while in flight on the current connection.
     pub retransmit_at: Option<Instant>,
 }
@@ -98,6 +101,7 @@ impl Call {
             deadline,
             sent_to: None,
             retransmits: 0,
+            sent_before: false,
             retransmit_at: None,
         }
     }
@@ -115,5 +119,6 @@ pub(super) fn outcome(reply: Frame, sent_to: u64) -> Result<Bytes, CallError> {
         },
         Status::Rejected => CallError::Rejected(reply.message()),
         Status::AppError => CallError::Remote(reply.message()),
+        Status::Panicked => CallError::Panicked(reply.message()),
     })
 }

@@ -20,7 +20,7 @@ use ebb_core::{ClientId, Instant, Nanos};
 use super::call::{Call, ClientConfig, LinkState, MovedCall, outcome};
 use super::{CallId, MAX_REPLIES_PER_CLIENT};
 use crate::CallError;
-use crate::wire::{FLAG_IDEMPOTENT, Frame, FrameKind, Status};
+use crate::wire::{FLAG_IDEMPOTENT, Frame, FrameKind, NO_CALL, Status};
 
 /// A call's end, as `poll_event` hands it out.
 pub type CallOutcome = (CallId, Result<Bytes, CallError>);
@@ -155,6 +155,7 @@ impl ClientSession {
         self.last_heard = now;
         for call in self.calls.values_mut() {
             call.retransmits = 0;
+            call.sent_before = call.sent_to.is_some();
         }
         self.send_ping(now);
         self.flush(now);
@@ -176,7 +177,14 @@ impl ClientSession {
 
     /// A frame arrived from the server on the current connection.
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) {
-        if self.link == LinkState::Disconnected || frame.client != self.id {
+        if self.link == LinkState::Disconnected {
+            return;
+        }
+        if frame.kind == FrameKind::Reply && frame.seq == NO_CALL {
+            self.handle_connection_error(&frame, now);
+            return;
+        }
+        if frame.client != self.id {
             return;
         }
         self.last_heard = self.last_heard.max(now);
@@ -217,6 +225,33 @@ impl ClientSession {
             FrameKind::Request | FrameKind::Ping => {}
         }
         self.flush(now);
+    }
+
+    /// The server answered the connection, not a call, and closes it.
+    /// `Rejected`: it refused the connection unread (server full), so calls
+    /// sent only on this connection did not run and end now, truthfully;
+    /// calls sent on an earlier one wait for a later connection or their
+    /// deadline. Anything else: the server could not parse our frames, which
+    /// a resend would repeat, so every call ends with the server's reason.
+    fn handle_connection_error(&mut self, frame: &Frame, now: Instant) {
+        let ending: Vec<u64> = if frame.status == Status::Rejected {
+            self.calls
+                .iter()
+                .filter(|(_, c)| !c.sent_before)
+                .map(|(&s, _)| s)
+                .collect()
+        } else {
+            self.calls.keys().copied().collect()
+        };
+        for seq in ending {
+            let e = match frame.status {
+                Status::Rejected => CallError::Rejected(frame.message()),
+                _ => CallError::BadRequest(frame.message()),
+            };
+            self.finish(seq, Err(e));
+        }
+        self.handle_disconnect(now);
+        self.close_requested = true;
     }
 
     /// Fires every timer due at `now`: deadlines, the failure detector,

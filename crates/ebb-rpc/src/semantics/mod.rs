@@ -9,6 +9,7 @@
 
 mod call;
 pub mod client;
+pub mod conns;
 pub mod reply_table;
 pub mod server;
 
@@ -16,8 +17,12 @@ use ebb_core::Nanos;
 
 pub use call::{ClientConfig, LinkState, MovedCall};
 pub use client::{CallOutcome, ClientSession};
+pub use conns::{ConnId, ConnRefusal};
 pub use reply_table::{ReplyTable, TableFull};
-pub use server::{Action, CallKey, Incoming, ServerConfig, ServerSession, random_incarnation};
+pub use server::{
+    Action, CallKey, Incoming, Refusal, ServerConfig, ServerSession, ServerStats,
+    random_incarnation,
+};
 
 /// Protocol constant: a client never sends an at-most-once request with
 /// `seq >= ack_below + MAX_REPLIES_PER_CLIENT`, so a server holds at most this
@@ -51,6 +56,28 @@ pub const HEARTBEAT_SILENCE: Nanos = Nanos::from_secs(5);
 
 /// Default bound on client sessions a server keeps at-most-once state for.
 pub const MAX_CLIENTS: usize = 4096;
+
+/// Default bound on client sessions opened from one peer (IP address), so
+/// one caller cannot fill the table and hold every at-most-once call of
+/// everyone else off until its sessions expire.
+pub const MAX_SESSIONS_PER_PEER: usize = 1024;
+
+/// Default bound on connections a server holds at once; further ones are
+/// answered "server full" and closed without reading.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Default bound on connections from one peer (IP address).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
+
+/// Default bound on requests of one connection executing at once; a new
+/// call beyond it is refused (`Rejected`, recorded) without running.
+pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
+
+/// Default bound on distinct client ids one connection may speak for (a
+/// client process uses one; a gateway multiplexing its callers a few).
+/// Frames from further ids get no reply route and are refused, so the route
+/// table stays bounded by connections times this.
+pub const MAX_CLIENTS_PER_CONN: usize = 64;
 
 /// Default idle time after which a client's session on a server may be
 /// evicted to make room for another. Safe because the server then answers

@@ -9,9 +9,11 @@
 //! expired session safe.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use ebb_core::{ClientId, Instant, Nanos};
 
+use super::MAX_REPLIES_PER_CLIENT;
 use crate::wire::Frame;
 
 /// What the table knows about one call of a client.
@@ -26,6 +28,8 @@ pub enum Entry {
 /// One client's session on this server.
 #[derive(Debug)]
 pub struct ClientState {
+    /// Where the session was opened from; counts against that peer's bound.
+    pub peer: IpAddr,
     /// At-most-once calls below this may have run in a forgotten session.
     pub floor: u64,
     /// The highest `ack_below` seen: the client waits for nothing below it.
@@ -52,12 +56,16 @@ impl ClientState {
     }
 }
 
-/// Refused to open a session: the table is at its bound and no session has
-/// been idle past the expiry.
+/// Refused to open a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("server at its bound of {max_clients} client sessions, none idle past expiry")]
-pub struct TableFull {
-    pub max_clients: usize,
+pub enum TableFull {
+    /// The table is at its bound and no session has been idle past expiry.
+    #[error("server at its bound of {max_clients} client sessions, none idle past expiry")]
+    Total { max_clients: usize },
+    /// The peer already holds its share of sessions, so one caller cannot
+    /// fill the table for everyone.
+    #[error("this peer holds its bound of {max_per_peer} client sessions")]
+    Peer { max_per_peer: usize },
 }
 
 /// Client sessions, with an index by idle time for eviction. The `HashMap` is
@@ -65,17 +73,21 @@ pub struct TableFull {
 #[derive(Debug)]
 pub struct ReplyTable {
     max_clients: usize,
+    max_per_peer: usize,
     session_expiry: Nanos,
     clients: HashMap<ClientId, ClientState>,
+    per_peer: HashMap<IpAddr, usize>,
     idle: BTreeSet<(Instant, ClientId)>,
 }
 
 impl ReplyTable {
-    pub fn new(max_clients: usize, session_expiry: Nanos) -> ReplyTable {
+    pub fn new(max_clients: usize, max_per_peer: usize, session_expiry: Nanos) -> ReplyTable {
         ReplyTable {
             max_clients: max_clients.max(1),
+            max_per_peer: max_per_peer.max(1),
             session_expiry,
             clients: HashMap::new(),
+            per_peer: HashMap::new(),
             idle: BTreeSet::new(),
         }
     }
@@ -93,21 +105,35 @@ impl ReplyTable {
         self.clients.values().map(|c| c.entries.len()).sum()
     }
 
+    /// Sessions opened from `peer`.
+    pub fn opened_by(&self, peer: IpAddr) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
+    }
+
     /// Touches `client`'s session, creating it with `floor` if absent. When
-    /// full, evicts the longest-idle session if it has expired, else refuses.
+    /// full, evicts the longest-idle session if it has expired, else refuses;
+    /// a peer at its own bound is refused outright.
     pub fn open(
         &mut self,
         client: ClientId,
         floor: u64,
+        peer: IpAddr,
         now: Instant,
     ) -> Result<&mut ClientState, TableFull> {
         if !self.clients.contains_key(&client) {
+            if self.opened_by(peer) >= self.max_per_peer {
+                return Err(TableFull::Peer {
+                    max_per_peer: self.max_per_peer,
+                });
+            }
             if self.clients.len() >= self.max_clients {
                 self.evict_one_expired(now)?;
             }
+            *self.per_peer.entry(peer).or_default() += 1;
             self.clients.insert(
                 client,
                 ClientState {
+                    peer,
                     floor,
                     ack_below: 0,
                     last_active: now,
@@ -151,7 +177,7 @@ impl ReplyTable {
     }
 
     fn evict_one_expired(&mut self, now: Instant) -> Result<(), TableFull> {
-        let full = TableFull {
+        let full = TableFull::Total {
             max_clients: self.max_clients,
         };
         let &(since, client) = self.idle.first().ok_or(full)?;
@@ -159,7 +185,49 @@ impl ReplyTable {
             return Err(full);
         }
         self.idle.remove(&(since, client));
-        self.clients.remove(&client);
+        if let Some(state) = self.clients.remove(&client)
+            && let Some(n) = self.per_peer.get_mut(&state.peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&state.peer);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the table's claims: the idle index and the per-peer counts
+    /// agree with the sessions, and every session stays within its window.
+    /// Costly; for debug builds and tests.
+    pub fn check(&self) -> Result<(), String> {
+        if self.idle.len() != self.clients.len() {
+            return Err(format!(
+                "{} idle entries for {} sessions",
+                self.idle.len(),
+                self.clients.len()
+            ));
+        }
+        for (since, client) in &self.idle {
+            if self.clients.get(client).map(|c| c.last_active) != Some(*since) {
+                return Err(format!("idle index of {client} is stale"));
+            }
+        }
+        let peers: usize = self.per_peer.values().sum();
+        if peers != self.clients.len() || self.clients.len() > self.max_clients {
+            return Err(format!(
+                "{peers} sessions counted per peer, {} held, bound {}",
+                self.clients.len(),
+                self.max_clients
+            ));
+        }
+        for (client, state) in &self.clients {
+            let window = state.ack_below..state.ack_below.saturating_add(MAX_REPLIES_PER_CLIENT);
+            if let Some((&seq, _)) = state.entries.iter().find(|(s, _)| !window.contains(s)) {
+                return Err(format!(
+                    "{client} holds seq {seq} outside its window {window:?}"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -170,6 +238,7 @@ mod tests {
     use super::*;
 
     const EXP: Nanos = Nanos::from_secs(10);
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn at_secs(s: u64) -> Instant {
         Instant::EPOCH + Nanos::from_secs(s)
@@ -177,16 +246,16 @@ mod tests {
 
     #[test]
     fn full_table_evicts_only_an_expired_session_longest_idle_first() {
-        let mut t = ReplyTable::new(2, EXP);
-        t.open(ClientId(1), 1, at_secs(0)).unwrap();
-        t.open(ClientId(2), 1, at_secs(1)).unwrap();
+        let mut t = ReplyTable::new(2, 4, EXP);
+        t.open(ClientId(1), 1, PEER, at_secs(0)).unwrap();
+        t.open(ClientId(2), 1, PEER, at_secs(1)).unwrap();
         assert_eq!(
-            t.open(ClientId(3), 1, at_secs(5)).err(),
-            Some(TableFull { max_clients: 2 })
+            t.open(ClientId(3), 1, PEER, at_secs(5)).err(),
+            Some(TableFull::Total { max_clients: 2 })
         );
         t.touch(ClientId(1), at_secs(2));
         // Client 2 (idle since 1 s) is now the longest idle; expired at 11 s.
-        t.open(ClientId(3), 1, at_secs(11)).unwrap();
+        t.open(ClientId(3), 1, PEER, at_secs(11)).unwrap();
         assert!(t.get_mut(ClientId(2)).is_none());
         assert!(t.get_mut(ClientId(1)).is_some());
         assert_eq!(t.len(), 2);
@@ -194,8 +263,8 @@ mod tests {
 
     #[test]
     fn acknowledge_below_prunes_saved_entries() {
-        let mut t = ReplyTable::new(4, EXP);
-        let s = t.open(ClientId(1), 1, Instant::EPOCH).unwrap();
+        let mut t = ReplyTable::new(4, 4, EXP);
+        let s = t.open(ClientId(1), 1, PEER, Instant::EPOCH).unwrap();
         for seq in 1..=5 {
             s.entries.insert(seq, Entry::Running);
         }
@@ -207,10 +276,10 @@ mod tests {
 
     #[test]
     fn reopening_keeps_the_original_floor() {
-        let mut t = ReplyTable::new(4, EXP);
-        t.open(ClientId(1), 3, Instant::EPOCH).unwrap();
+        let mut t = ReplyTable::new(4, 4, EXP);
+        t.open(ClientId(1), 3, PEER, Instant::EPOCH).unwrap();
         assert_eq!(
-            t.open(ClientId(1), 9, Instant::EPOCH + Nanos(5))
+            t.open(ClientId(1), 9, PEER, Instant::EPOCH + Nanos(5))
                 .unwrap()
                 .floor,
             3
@@ -218,10 +287,26 @@ mod tests {
     }
 
     #[test]
+    fn one_peer_cannot_take_more_than_its_share_of_sessions() {
+        let mut t = ReplyTable::new(4, 2, EXP);
+        t.open(ClientId(1), 1, PEER, at_secs(0)).unwrap();
+        t.open(ClientId(2), 1, PEER, at_secs(0)).unwrap();
+        assert_eq!(
+            t.open(ClientId(3), 1, PEER, at_secs(0)).err(),
+            Some(TableFull::Peer { max_per_peer: 2 })
+        );
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        t.open(ClientId(3), 1, other, at_secs(0)).unwrap();
+        assert_eq!(t.expire_idle(at_secs(20)), 3);
+        assert_eq!(t.opened_by(PEER), 0);
+        t.check().unwrap();
+    }
+
+    #[test]
     fn expire_idle_drops_exactly_the_expired_sessions() {
-        let mut t = ReplyTable::new(4, EXP);
-        t.open(ClientId(1), 1, at_secs(0)).unwrap();
-        t.open(ClientId(2), 1, at_secs(5)).unwrap();
+        let mut t = ReplyTable::new(4, 4, EXP);
+        t.open(ClientId(1), 1, PEER, at_secs(0)).unwrap();
+        t.open(ClientId(2), 1, PEER, at_secs(5)).unwrap();
         assert_eq!(t.expire_idle(at_secs(12)), 1);
         assert!(t.get_mut(ClientId(2)).is_some());
     }

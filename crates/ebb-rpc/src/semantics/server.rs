@@ -1,5 +1,7 @@
 //! The server half of the call semantics: decides, per incoming frame,
-//! whether to run a call, answer from memory, wait, or drop.
+//! whether to run a call, answer from memory, wait, refuse, or drop, and per
+//! new connection whether to accept it. The transport asks and obeys; it
+//! refuses nothing on its own, so every refusal is recorded here.
 //!
 //! Rules, in the order they are checked for an at-most-once request:
 //! 1. it names another incarnation than ours (and not 0): `OutcomeUnknown`,
@@ -10,17 +12,26 @@
 //! 4. `seq` below the session's floor: `OutcomeUnknown`;
 //! 5. `seq` outside the window `ack_below + MAX_REPLIES_PER_CLIENT`:
 //!    `BadRequest` (a client that breaks the protocol);
-//! 6. completed before: the saved reply; running: wait, the reply goes out
-//!    when it completes; new: run it (or record `Rejected` if its deadline
-//!    has already passed).
+//! 6. completed (or refused) before: the saved reply; running: wait, the
+//!    reply goes out when it completes; new but refused (its deadline has
+//!    passed, its connection is at its in-flight bound or speaks for too
+//!    many clients): `Rejected`, **recorded** like a completion, so no later
+//!    copy runs it; new: run it.
 //!
-//! Idempotent requests keep no state: they run (again) every time.
+//! Idempotent requests keep no state: they run (again) every time, unless
+//! refused for the same reasons (then only that copy did not run).
+
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
+use super::conns::{ConnId, ConnRefusal, Conns};
 use super::reply_table::{Entry, ReplyTable};
-use super::{MAX_CLIENTS, MAX_REPLIES_PER_CLIENT, SESSION_EXPIRY};
+use super::{
+    MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER,
+    MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
+};
 use crate::wire::{Frame, FrameKind, Status};
 
 /// A fresh incarnation number for a starting server process: 64 random bits
@@ -30,11 +41,18 @@ pub fn random_incarnation(rng: &mut ebb_core::Rng) -> u64 {
     rng.next_u64().max(1)
 }
 
-/// Bounds of a server's at-most-once state.
+/// Bounds of a server's at-most-once state and of its connections; the
+/// defaults are the named constants in [`super`], documented with their
+/// numbers in `docs/semantics.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     pub max_clients: usize,
     pub session_expiry: Nanos,
+    pub max_sessions_per_peer: usize,
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    pub max_in_flight_per_conn: usize,
+    pub max_clients_per_conn: usize,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +60,11 @@ impl Default for ServerConfig {
         ServerConfig {
             max_clients: MAX_CLIENTS,
             session_expiry: SESSION_EXPIRY,
+            max_sessions_per_peer: MAX_SESSIONS_PER_PEER,
+            max_connections: MAX_CONNECTIONS,
+            max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
+            max_in_flight_per_conn: MAX_IN_FLIGHT_PER_CONN,
+            max_clients_per_conn: MAX_CLIENTS_PER_CONN,
         }
     }
 }
@@ -53,6 +76,8 @@ pub struct CallKey {
     pub seq: u64,
     pub method: u16,
     pub idempotent: bool,
+    /// The connection it arrived on, whose in-flight count it holds.
+    pub conn: ConnId,
 }
 
 /// A call to run.
@@ -69,12 +94,44 @@ pub struct Incoming {
 pub enum Action {
     /// Run the method, then call [`ServerSession::complete`] with its outcome.
     Execute(Incoming),
-    /// Send this frame back to the client; nothing runs.
+    /// Send this frame back on the connection the frame came from; nothing
+    /// runs.
     Reply(Frame),
     /// A duplicate of a running call: its reply goes out on completion.
     Wait,
-    /// Nothing to do (a reply-kind frame, or a call the client gave up on).
+    /// Nothing to do (a reply-kind frame, a closed connection, or a call the
+    /// client gave up on).
     Drop,
+}
+
+/// Why a new call was refused without running. Recorded for at-most-once
+/// calls, so every later copy gets the same answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refusal {
+    #[error("deadline passed before the call arrived")]
+    DeadlinePassed,
+    #[error("over {max} requests in flight on this connection")]
+    InFlight { max: usize },
+    #[error("this connection already speaks for {max} client ids")]
+    ClientsPerConnection { max: usize },
+}
+
+/// Counts of the decisions taken, for metrics and for tests that must show
+/// a rare path ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub executed: u64,
+    /// Duplicates answered from a saved reply (completion or refusal).
+    pub saved_replies: u64,
+    /// Duplicates of a running call that waited for it.
+    pub waits: u64,
+    pub refused_deadline: u64,
+    pub refused_in_flight: u64,
+    pub refused_clients_per_conn: u64,
+    pub refused_handshakes: u64,
+    pub refused_connections: u64,
+    /// Calls whose method panicked.
+    pub panicked: u64,
 }
 
 /// One server process's call semantics, for the lifetime of one incarnation.
@@ -83,7 +140,15 @@ pub enum Action {
 #[derive(Debug)]
 pub struct ServerSession {
     incarnation: u64,
+    config: ServerConfig,
     table: ReplyTable,
+    conns: Conns,
+    /// Calls executing now (admitted, not yet completed), all connections.
+    executing: usize,
+    stats: ServerStats,
+    /// Test-only: answer refusals without recording them (the bug the fault
+    /// simulation must catch).
+    planted_unrecorded_refusal: bool,
 }
 
 impl ServerSession {
@@ -93,7 +158,16 @@ impl ServerSession {
     pub fn new(incarnation: u64, config: ServerConfig) -> ServerSession {
         ServerSession {
             incarnation: incarnation.max(1),
-            table: ReplyTable::new(config.max_clients, config.session_expiry),
+            config,
+            table: ReplyTable::new(
+                config.max_clients,
+                config.max_sessions_per_peer,
+                config.session_expiry,
+            ),
+            conns: Conns::default(),
+            executing: 0,
+            stats: ServerStats::default(),
+            planted_unrecorded_refusal: false,
         }
     }
 
@@ -101,8 +175,40 @@ impl ServerSession {
         self.incarnation
     }
 
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     pub fn table(&self) -> &ReplyTable {
         &self.table
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Calls executing now: what a server reports as its load.
+    pub fn executing(&self) -> usize {
+        self.executing
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Connections open from `peer`.
+    pub fn connections_from(&self, peer: IpAddr) -> usize {
+        self.conns.opened_by(peer)
+    }
+
+    /// Calls of `conn` executing now.
+    pub fn in_flight(&self, conn: ConnId) -> usize {
+        self.conns.in_flight(conn)
+    }
+
+    /// Where `client`'s replies go: the connection it was last heard on.
+    pub fn route_of(&self, client: ClientId) -> Option<ConnId> {
+        self.conns.route_of(client)
     }
 
     /// Frees sessions idle past expiry; call it now and then.
@@ -110,24 +216,79 @@ impl ServerSession {
         self.table.expire_idle(now)
     }
 
-    /// Decides what to do with a frame from a client.
-    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Action {
-        match frame.kind {
-            FrameKind::Request => self.handle_request(frame, now),
-            FrameKind::Ping => Action::Reply(self.handle_ping(&frame, now)),
-            FrameKind::Reply | FrameKind::Pong => Action::Drop,
+    /// Not for production: makes refusals go unrecorded, the defect that let
+    /// a refused call run on a later copy. The fault simulation plants it to
+    /// show it would catch it.
+    #[doc(hidden)]
+    pub fn plant_unrecorded_refusal(&mut self) {
+        self.planted_unrecorded_refusal = true;
+    }
+
+    /// A transport accepted a connection from `peer`: admit it, or refuse it
+    /// (then the transport sends the refusal and closes; nothing from it is
+    /// read, so nothing runs).
+    pub fn open_connection(&mut self, peer: IpAddr) -> Result<ConnId, ConnRefusal> {
+        let opened = self.conns.open(
+            peer,
+            self.config.max_connections,
+            self.config.max_connections_per_peer,
+        );
+        if opened.is_err() {
+            self.stats.refused_connections += 1;
         }
+        opened
+    }
+
+    /// The connection is gone. Its running calls still complete (and are
+    /// recorded); their replies wait for the client to ask again.
+    pub fn close_connection(&mut self, conn: ConnId) {
+        self.conns.close(conn);
+    }
+
+    /// Decides what to do with a frame that arrived on `conn`.
+    pub fn admit(&mut self, conn: ConnId, frame: Frame, now: Instant) -> Action {
+        if !self.conns.is_open(conn) {
+            return Action::Drop;
+        }
+        let action = match frame.kind {
+            FrameKind::Request => {
+                let routed = self
+                    .conns
+                    .route(conn, frame.client, self.config.max_clients_per_conn);
+                self.handle_request(conn, frame, routed, now)
+            }
+            FrameKind::Ping => {
+                let routed = self
+                    .conns
+                    .route(conn, frame.client, self.config.max_clients_per_conn);
+                Action::Reply(self.handle_ping(conn, &frame, routed, now))
+            }
+            FrameKind::Reply | FrameKind::Pong => Action::Drop,
+        };
+        self.debug_check();
+        action
     }
 
     /// The ping is the session handshake and heartbeat: it opens (or keeps
     /// alive) the client's session and tells the client our incarnation.
-    pub fn handle_ping(&mut self, ping: &Frame, now: Instant) -> Frame {
-        let (status, payload) = match self.table.open(ping.client, ping.seq, now) {
-            Ok(state) => {
-                state.acknowledge_below(ping.ack_below);
-                (Status::Ok, Bytes::new())
+    fn handle_ping(&mut self, conn: ConnId, ping: &Frame, routed: bool, now: Instant) -> Frame {
+        let opened = match self.conns.peer(conn) {
+            Some(peer) if routed => self
+                .table
+                .open(ping.client, ping.seq, peer, now)
+                .map(|state| state.acknowledge_below(ping.ack_below))
+                .map_err(|full| full.to_string()),
+            _ => Err(Refusal::ClientsPerConnection {
+                max: self.config.max_clients_per_conn,
             }
-            Err(full) => (Status::Rejected, Bytes::from(full.to_string())),
+            .to_string()),
+        };
+        let (status, payload) = match opened {
+            Ok(()) => (Status::Ok, Bytes::new()),
+            Err(why) => {
+                self.stats.refused_handshakes += 1;
+                (Status::Rejected, Bytes::from(why))
+            }
         };
         Frame {
             kind: FrameKind::Pong,
@@ -143,7 +304,33 @@ impl ServerSession {
         }
     }
 
-    pub fn handle_request(&mut self, req: Frame, now: Instant) -> Action {
+    /// Why a new call on `conn` may not run now, if it may not.
+    fn refusal(&self, conn: ConnId, req: &Frame, routed: bool) -> Option<Refusal> {
+        if !routed {
+            Some(Refusal::ClientsPerConnection {
+                max: self.config.max_clients_per_conn,
+            })
+        } else if self.conns.in_flight(conn) >= self.config.max_in_flight_per_conn {
+            Some(Refusal::InFlight {
+                max: self.config.max_in_flight_per_conn,
+            })
+        } else if req.deadline == Nanos::ZERO {
+            Some(Refusal::DeadlinePassed)
+        } else {
+            None
+        }
+    }
+
+    fn count_refusal(&mut self, refusal: Refusal) {
+        let n = match refusal {
+            Refusal::DeadlinePassed => &mut self.stats.refused_deadline,
+            Refusal::InFlight { .. } => &mut self.stats.refused_in_flight,
+            Refusal::ClientsPerConnection { .. } => &mut self.stats.refused_clients_per_conn,
+        };
+        *n += 1;
+    }
+
+    fn handle_request(&mut self, conn: ConnId, req: Frame, routed: bool, now: Instant) -> Action {
         let idempotent = req.is_idempotent();
         if let Some(state) = self.table.touch(req.client, now) {
             state.acknowledge_below(req.ack_below);
@@ -151,15 +338,14 @@ impl ServerSession {
                 return Action::Drop;
             }
         }
+        let refusal = self.refusal(conn, &req, routed);
         if idempotent {
-            return if req.deadline == Nanos::ZERO {
-                self.reply(
-                    &req,
-                    Status::Rejected,
-                    "deadline passed before the call arrived",
-                )
-            } else {
-                self.execute(req)
+            return match refusal {
+                Some(why) => {
+                    self.count_refusal(why);
+                    self.reply(&req, Status::Rejected, &why.to_string())
+                }
+                None => self.execute(conn, req),
             };
         }
         if req.incarnation != 0 && req.incarnation != self.incarnation {
@@ -191,41 +377,60 @@ impl ServerSession {
                 "seq outside the client's at-most-once window",
             );
         }
-        match state.entries.get_mut(&req.seq) {
-            Some(Entry::Done(saved)) => Action::Reply(saved.clone()),
-            Some(Entry::Running) => Action::Wait,
-            None if req.deadline == Nanos::ZERO => {
+        match (state.entries.get(&req.seq), refusal) {
+            (Some(Entry::Done(saved)), _) => {
+                let saved = saved.clone();
+                self.stats.saved_replies += 1;
+                Action::Reply(saved)
+            }
+            (Some(Entry::Running), _) => {
+                self.stats.waits += 1;
+                Action::Wait
+            }
+            (None, Some(why)) => {
                 // Recorded, so a slower copy of this request cannot run it
                 // after the client was told it did not run.
                 let reply = Frame::reply_to(
                     &req,
                     incarnation,
                     Status::Rejected,
-                    Bytes::from_static(b"deadline passed before the call arrived"),
+                    Bytes::from(why.to_string()),
                 );
-                state.entries.insert(req.seq, Entry::Done(reply.clone()));
+                if !self.planted_unrecorded_refusal {
+                    state.entries.insert(req.seq, Entry::Done(reply.clone()));
+                }
+                self.count_refusal(why);
                 Action::Reply(reply)
             }
-            None => {
+            (None, None) => {
                 state.entries.insert(req.seq, Entry::Running);
-                self.execute(req)
+                self.execute(conn, req)
             }
         }
     }
 
-    /// Records a finished call's outcome and returns the reply to send to the
-    /// client's current connection. At-most-once outcomes are saved until the
-    /// client acknowledges them, so duplicates get this same reply.
+    /// Records a finished call's outcome and returns the reply, with the
+    /// connection to send it on (its client's current route; `None`: the
+    /// client has no connection now and will ask again). At-most-once
+    /// outcomes are saved until the client acknowledges them, so duplicates
+    /// get this same reply.
     ///
     /// Call it exactly once per `Execute`, whatever the outcome (an unknown
-    /// method or undecodable arguments too): until then duplicates wait.
+    /// method, undecodable arguments, a panic too): until then duplicates
+    /// wait, and the call counts against its connection's in-flight bound.
     pub fn complete(
         &mut self,
         key: CallKey,
         status: Status,
         payload: Bytes,
         now: Instant,
-    ) -> Frame {
+    ) -> (Frame, Option<ConnId>) {
+        debug_assert!(self.executing > 0, "complete without an Execute");
+        self.executing = self.executing.saturating_sub(1);
+        self.conns.finished(key.conn);
+        if status == Status::Panicked {
+            self.stats.panicked += 1;
+        }
         let reply = Frame {
             kind: FrameKind::Reply,
             flags: if key.idempotent {
@@ -248,19 +453,25 @@ impl ServerSession {
             if let Some(state) = self.table.touch(key.client, now)
                 && let Some(entry) = state.entries.get_mut(&key.seq)
             {
+                debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
                 *entry = Entry::Done(reply.clone());
             }
         }
-        reply
+        self.debug_check();
+        (reply, self.conns.route_of(key.client))
     }
 
-    fn execute(&self, req: Frame) -> Action {
+    fn execute(&mut self, conn: ConnId, req: Frame) -> Action {
+        self.executing += 1;
+        self.stats.executed += 1;
+        self.conns.started(conn);
         Action::Execute(Incoming {
             key: CallKey {
                 client: req.client,
                 seq: req.seq,
                 method: req.method,
                 idempotent: req.is_idempotent(),
+                conn,
             },
             deadline: req.deadline,
             payload: req.payload,
@@ -274,5 +485,26 @@ impl ServerSession {
             status,
             Bytes::copy_from_slice(msg.as_bytes()),
         ))
+    }
+
+    /// Checks every claim this session makes about its state; `Err` names
+    /// the first broken one. Walks every table: for tests and fuzzing (debug
+    /// builds check a cheap subset on every step).
+    pub fn check(&self) -> Result<(), String> {
+        self.table.check()?;
+        self.conns.check()?;
+        if self.conns.len() > self.config.max_connections {
+            return Err(format!(
+                "{} connections over the bound {}",
+                self.conns.len(),
+                self.config.max_connections
+            ));
+        }
+        Ok(())
+    }
+
+    fn debug_check(&self) {
+        debug_assert!(self.table.len() <= self.config.max_clients.max(1));
+        debug_assert!(self.conns.len() <= self.config.max_connections);
     }
 }

@@ -24,7 +24,6 @@ use tokio::time::Instant;
 use super::frames;
 use super::outbuf::OutBuf;
 use crate::CallError;
-use crate::semantics::CallId;
 use crate::semantics::{ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, MethodInfo, Transport};
 use crate::wire::{FrameCodec, MAX_PAYLOAD_BYTES};
@@ -294,14 +293,6 @@ impl Driver {
         loop {
             match self.codec.decode(&mut conn.buf) {
                 Ok(None) => return,
-                Ok(Some(frame)) if frame.seq == frames::NO_CALL => {
-                    // The server refused the connection's framing; what it
-                    // says is the only clue, since it names no call.
-                    let e = CallError::BadRequest(format!("{}: {}", self.addr, frame.message()));
-                    self.fail_all(e);
-                    self.disconnect();
-                    return;
-                }
                 Ok(Some(frame)) => self.session.handle_frame(frame, now),
                 Err(_) => {
                     // The stream cannot be trusted past a bad frame.
@@ -377,16 +368,6 @@ impl Driver {
                     (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
                 self.schedule_reconnect();
             }
-        }
-    }
-
-    /// Ends every waiting call with `e`, for failures the session cannot
-    /// know about (the server refused our framing). The session forgets them
-    /// too, so none is resent after the caller was told it failed.
-    fn fail_all(&mut self, e: CallError) {
-        for (id, waiter) in self.waiters.drain() {
-            self.session.cancel(CallId(id));
-            let _ = waiter.send(Err(e.clone()));
         }
     }
 }

@@ -7,9 +7,7 @@ use ebb_core::{ClientId, Nanos};
 use crate::service::DispatchError;
 use crate::wire::{Frame, FrameCodec, FrameKind, Status};
 
-/// Sequence number of an error frame that answers no particular call (the
-/// connection's framing broke). Sessions start at 1 and never reach it.
-pub const NO_CALL: u64 = u64::MAX;
+pub use crate::wire::NO_CALL;
 
 /// Appends `frame`; a frame over the size limit becomes a `BadRequest`
 /// reply with the same identity, so the peer learns why instead of waiting.
@@ -24,12 +22,14 @@ pub fn append(codec: &FrameCodec, frame: &Frame, out: &mut BytesMut) {
     }
 }
 
-/// A connection-level error: the framing broke, so no call can be named.
-pub fn connection_error(incarnation: u64, message: String) -> Frame {
+/// A connection-level error, naming no call: `BadRequest` when the framing
+/// broke, `Rejected` when the connection was refused at accept (nothing it
+/// sent was read).
+pub fn connection_error(incarnation: u64, status: Status, message: String) -> Frame {
     Frame {
         kind: FrameKind::Reply,
         flags: 0,
-        status: Status::BadRequest,
+        status,
         client: ClientId(0),
         seq: NO_CALL,
         ack_below: 0,
@@ -49,6 +49,8 @@ pub fn status_of(outcome: Result<Bytes, DispatchError>) -> (Status, Bytes) {
         Err(DispatchError::EncodeReply(m) | DispatchError::BadReply(m)) => {
             (Status::AppError, Bytes::from(m))
         }
+        Err(DispatchError::Rejected(m)) => (Status::Rejected, Bytes::from(m)),
+        Err(DispatchError::OutcomeUnknown(m)) => (Status::OutcomeUnknown, Bytes::from(m)),
     }
 }
 

@@ -1,26 +1,27 @@
 //! The TCP server runtime: accept loop, one reader per connection, one
 //! coalescing writer per connection, and one [`ServerSession`] (the sans-IO
-//! at-most-once semantics) shared by all connections, since a client that
+//! call semantics) shared by all connections, since a client that
 //! reconnects must find its saved replies on the new connection.
 //!
-//! The session decides per frame: run, answer from memory, wait for the
-//! running copy, or drop. A run's reply goes to the connection its client
-//! was last heard on. A bad frame hurts only its own connection: it gets a
-//! `BadRequest` naming the problem and that connection is closed; the
-//! accept loop and other connections go on.
+//! The session decides everything: whether to accept a connection, and per
+//! frame whether to run, answer from memory, wait for the running copy,
+//! refuse or drop; it names the connection each reply goes to. This file
+//! only moves bytes: it asks, obeys, and catches a panicking method so the
+//! session can record it. A bad frame hurts only its own connection: it
+//! gets a `BadRequest` naming the problem and that connection is closed.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ebb_core::{ClientId, Nanos, Rng};
+use ebb_core::{Nanos, Rng};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::TransportError;
@@ -28,34 +29,26 @@ use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
-use crate::semantics::{Action, Incoming, SESSION_EXPIRY, ServerConfig, ServerSession};
-use crate::service::{DispatchError, ServiceDispatch};
-use crate::wire::{Frame, FrameCodec, FrameKind, Status};
+use crate::semantics::{Action, ConnId, Incoming, ServerConfig, ServerSession};
+use crate::service::ServiceDispatch;
+use crate::wire::{Frame, FrameCodec, Status};
 
-/// Connections served at once; further ones are closed on accept.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Requests one connection may have waiting on their method at once; beyond
-/// it a request is answered with `Rejected` without running.
-pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
-/// Distinct client ids one connection may speak for (a client process uses
-/// one; a gateway multiplexing its callers a few). Frames from further ids
-/// on that connection get no reply route, so the route table stays bounded
-/// by connections times this.
-pub const MAX_CLIENTS_PER_CONN: usize = 64;
+pub use crate::semantics::{MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_IN_FLIGHT_PER_CONN};
+
 /// Reply bytes one read may gather before they are shipped mid-batch.
 /// 6400 B (about 64 small replies) keeps both ends busy while writing a
 /// quarter as often as 1600 B did: same throughput, less server CPU.
 const REPLY_CHUNK_BYTES: usize = 6400;
 /// Read buffer growth step per connection.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Shortest interval between sweeps of expired sessions.
+const MIN_SWEEP_INTERVAL_MS: u64 = 10;
 
-/// What all connections share: the semantics and where replies go.
+/// What all connections share: the semantics, and each open connection's
+/// output, which the session's routes name.
 struct Shared {
     session: ServerSession,
-    /// Each client's reply route: the connection it was last heard on. An
-    /// entry leaves with its connection, so this is bounded by the clients
-    /// of live connections.
-    routes: HashMap<ClientId, (u64, Arc<OutBuf>)>,
+    outs: HashMap<ConnId, Arc<OutBuf>>,
 }
 
 struct Core<D> {
@@ -90,9 +83,9 @@ impl<D> Core<D> {
     ) {
         let (reply, route) = {
             let mut shared = self.lock();
-            let reply = shared.session.complete(key, status, payload, now);
-            let route = shared.routes.get(&key.client).map(|(_, o)| Arc::clone(o));
-            (reply, route)
+            let (reply, route) = shared.session.complete(key, status, payload, now);
+            let out = route.and_then(|c| shared.outs.get(&c).map(Arc::clone));
+            (reply, out)
         };
         let Some(out) = route else {
             // No route means the client will ask again on its next
@@ -168,7 +161,7 @@ impl<D: ServiceDispatch> Server<D> {
                 incarnation: session.incarnation(),
                 shared: Mutex::new(Shared {
                     session,
-                    routes: HashMap::new(),
+                    outs: HashMap::new(),
                 }),
                 epoch: Instant::now(),
                 codec: FrameCodec::default(),
@@ -188,38 +181,46 @@ impl<D: ServiceDispatch> Server<D> {
 
     /// Serves until accepting fails for good. Transient accept errors (a
     /// client that reset before we accepted, running out of descriptors)
-    /// are skipped, not fatal. Idle client sessions are expired as it goes.
+    /// are skipped, not fatal. Idle client sessions are expired as it goes,
+    /// every quarter of the configured session expiry.
     pub async fn run(self) -> Result<(), TransportError> {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut expiry = tokio::time::interval(Duration::from(SESSION_EXPIRY) / 4);
-        let mut next_conn = 0u64;
+        let expiry = self.core.lock().session.config().session_expiry;
+        let sweep = (Duration::from(expiry) / 4).max(Duration::from_millis(MIN_SWEEP_INTERVAL_MS));
+        let mut sweeps = tokio::time::interval(sweep);
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
-                _ = expiry.tick() => {
+                _ = sweeps.tick() => {
                     let now = self.core.now();
                     self.core.lock().session.expire_idle(now);
                     continue;
                 }
             };
-            let stream = match accepted {
-                Ok((s, _)) => s,
+            let (stream, peer) = match accepted {
+                Ok(s) => s,
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return Err(TransportError::Accept(e)),
             };
-            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                drop(stream);
-                continue;
-            };
-            next_conn += 1;
-            let core = Arc::clone(&self.core);
-            let conn_id = next_conn;
-            tokio::spawn(async move {
-                serve_connection(stream, core, conn_id).await;
-                drop(permit);
-            });
+            let opened = self.core.lock().session.open_connection(peer.ip());
+            match opened {
+                Ok(conn) => {
+                    let core = Arc::clone(&self.core);
+                    tokio::spawn(serve_connection(stream, peer, core, conn));
+                }
+                Err(refusal) => refuse(&stream, &self.core, &refusal.to_string()),
+            }
         }
     }
+}
+
+/// Tells a refused connection why, without waiting: the few bytes fit an
+/// empty socket buffer, and a peer that cannot take them learns from the
+/// close instead. Nothing it sent is read.
+fn refuse<D>(stream: &TcpStream, core: &Core<D>, why: &str) {
+    let mut bytes = BytesMut::new();
+    let err = frames::connection_error(core.incarnation, Status::Rejected, why.to_owned());
+    frames::append(&core.codec, &err, &mut bytes);
+    let _ = stream.try_write(&bytes);
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
@@ -230,17 +231,21 @@ fn is_transient(e: &std::io::Error) -> bool {
     ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
 }
 
-async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<D>>, conn_id: u64) {
+async fn serve_connection<D: ServiceDispatch>(
+    stream: TcpStream,
+    _peer: SocketAddr,
+    core: Arc<Core<D>>,
+    conn: ConnId,
+) {
     let _ = stream.set_nodelay(true);
     let (mut read, write) = stream.into_split();
     let out = Arc::new(OutBuf::default());
+    core.lock().outs.insert(conn, Arc::clone(&out));
     let writer = {
         let out = Arc::clone(&out);
         tokio::spawn(async move { out.drain_into(write).await })
     };
     let codec = core.codec;
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONN));
-    let mut clients: Vec<ClientId> = Vec::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     'conn: loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
@@ -262,25 +267,20 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
                     // Past a bad length the stream cannot be resynchronised,
                     // and a bad header names no call: say why, then close
                     // this connection only.
-                    let err = frames::connection_error(core.incarnation, e.to_string());
+                    let err = frames::connection_error(
+                        core.incarnation,
+                        Status::BadRequest,
+                        e.to_string(),
+                    );
                     frames::append(&codec, &err, &mut batch);
                     let _ = out.push_with(|b| b.extend_from_slice(&batch));
                     break 'conn;
                 }
             };
-            let Some(incoming) = decide(
-                &core,
-                &out,
-                &mut batch,
-                conn_id,
-                &mut clients,
-                frame,
-                &in_flight,
-                now,
-            ) else {
+            let Some(incoming) = admit(&core, &mut batch, conn, frame, now) else {
                 continue;
             };
-            run_call(&core, &out, &mut batch, incoming, &in_flight, now);
+            run_call(&core, &out, &mut batch, incoming, now);
             // Hand a part of a large read to the writer and let it run, so
             // the client works on the first replies while the rest run:
             // sending the whole window at once makes the two ends take turns.
@@ -297,73 +297,22 @@ async fn serve_connection<D: ServiceDispatch>(stream: TcpStream, core: Arc<Core<
     out.close();
     {
         let mut shared = core.lock();
-        for client in clients {
-            if shared
-                .routes
-                .get(&client)
-                .is_some_and(|(c, _)| *c == conn_id)
-            {
-                shared.routes.remove(&client);
-            }
-        }
+        shared.session.close_connection(conn);
+        shared.outs.remove(&conn);
     }
     let _ = writer.await;
 }
 
 /// Hands one frame to the session; answers what needs no run and returns
 /// the call to run, if any. Answers go to `batch`, this read's replies.
-#[allow(clippy::too_many_arguments)]
-fn decide<D>(
+fn admit<D>(
     core: &Core<D>,
-    out: &Arc<OutBuf>,
     batch: &mut BytesMut,
-    conn_id: u64,
-    clients: &mut Vec<ClientId>,
+    conn: ConnId,
     frame: Frame,
-    in_flight: &Semaphore,
     now: ebb_core::Instant,
 ) -> Option<Incoming> {
-    let client = frame.client;
-    let action = {
-        let mut shared = core.lock();
-        let routed_here = shared
-            .routes
-            .get(&client)
-            .is_some_and(|(c, _)| *c == conn_id);
-        let mut routable = routed_here;
-        if !routed_here {
-            let known = clients.contains(&client);
-            if known || clients.len() < MAX_CLIENTS_PER_CONN {
-                shared.routes.insert(client, (conn_id, Arc::clone(out)));
-                if !known {
-                    clients.push(client);
-                }
-                routable = true;
-            }
-        }
-        let refusal = if !routable {
-            Some(format!(
-                "this connection already speaks for {MAX_CLIENTS_PER_CONN} client ids"
-            ))
-        } else if in_flight.available_permits() == 0 && frame.kind == FrameKind::Request {
-            Some(format!(
-                "over {MAX_IN_FLIGHT_PER_CONN} requests in flight on this connection"
-            ))
-        } else {
-            None
-        };
-        match refusal {
-            // Refused before the session sees it: nothing runs.
-            Some(msg) if frame.kind == FrameKind::Request => Action::Reply(Frame::reply_to(
-                &frame,
-                core.incarnation,
-                Status::Rejected,
-                msg.into(),
-            )),
-            Some(_) => Action::Drop,
-            None => shared.session.handle_frame(frame, now),
-        }
-    };
+    let action = core.lock().session.admit(conn, frame, now);
     match action {
         Action::Execute(incoming) => Some(incoming),
         Action::Reply(reply) => {
@@ -383,7 +332,6 @@ fn run_call<D: ServiceDispatch>(
     out: &Arc<OutBuf>,
     batch: &mut BytesMut,
     incoming: Incoming,
-    in_flight: &Arc<Semaphore>,
     started: ebb_core::Instant,
 ) {
     let task_core = Arc::clone(core);
@@ -393,25 +341,30 @@ fn run_call<D: ServiceDispatch>(
         // A panicking method must still complete its call, or its duplicates
         // would wait for it forever; the run is over either way, so unwind
         // safety is not at stake.
-        let panicked = || Err(DispatchError::EncodeReply("the method panicked".into()));
         let method = incoming.key.method;
         let args = incoming.payload.clone();
         let started_run = std::panic::catch_unwind(AssertUnwindSafe(|| {
             task_core.dispatch.dispatch(method, args)
         }));
         let outcome = match started_run {
-            Err(_) => panicked(),
+            Err(_) => None,
             Ok(mut run) => {
                 std::future::poll_fn(|cx| {
                     let p = std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
-                    let p = p.unwrap_or_else(|_| Poll::Ready(panicked()));
+                    let p = p.map_or(Poll::Ready(None), |p| p.map(Some));
                     waited |= p.is_pending();
                     p
                 })
                 .await
             }
         };
-        let (status, payload) = frames::status_of(outcome);
+        let (status, payload) = match outcome {
+            Some(outcome) => frames::status_of(outcome),
+            None => (
+                Status::Panicked,
+                bytes::Bytes::from_static(b"the method panicked"),
+            ),
+        };
         // A call that finished at once finished at the batch's time.
         let now = if waited { task_core.now() } else { started };
         (status, payload, now)
@@ -421,13 +374,9 @@ fn run_call<D: ServiceDispatch>(
         core.complete(key, status, payload, now, Some((out, batch)));
         return;
     }
-    // `decide` checked a permit was free and only this connection's reader
-    // takes them, so this succeeds; if it did not, the call still runs.
-    let permit = Arc::clone(in_flight).try_acquire_owned().ok();
     let core = Arc::clone(core);
     tokio::spawn(async move {
         let (status, payload, now) = call.await;
         core.complete(key, status, payload, now, None);
-        drop(permit);
     });
 }

@@ -32,6 +32,11 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Largest payload a frame can carry under [`MAX_FRAME_BYTES`].
 pub const MAX_PAYLOAD_BYTES: usize = MAX_FRAME_BYTES - HEADER_BYTES;
 
+/// Sequence number of a reply that answers no particular call but the
+/// connection (its framing broke, or it was refused at accept). Sessions
+/// start at 1 and never reach it.
+pub const NO_CALL: u64 = u64::MAX;
+
 /// Header flag: the request's method is idempotent, so the server keeps no
 /// at-most-once state for it and may run it again on a resend.
 pub const FLAG_IDEMPOTENT: u8 = 0b0000_0001;
@@ -81,6 +86,8 @@ pub enum Status {
     Rejected = 4,
     /// The method ran and failed.
     AppError = 5,
+    /// The method started and panicked: it may have had part of its effect.
+    Panicked = 6,
 }
 
 impl Status {
@@ -92,6 +99,7 @@ impl Status {
             3 => Status::OutcomeUnknown,
             4 => Status::Rejected,
             5 => Status::AppError,
+            6 => Status::Panicked,
             _ => return None,
         })
     }
@@ -166,7 +174,7 @@ pub enum WireError {
     UnknownVersion(u8),
     #[error("unknown frame kind {0} (known: 1 request, 2 reply, 3 ping, 4 pong)")]
     UnknownKind(u8),
-    #[error("unknown reply status {0} (known: 0..=5)")]
+    #[error("unknown reply status {0} (known: 0..=6)")]
     UnknownStatus(u8),
     #[error("unknown header flags {0:#010b} (known: {KNOWN_FLAGS:#010b})")]
     UnknownFlags(u8),

@@ -44,6 +44,15 @@ pub struct Stats {
     /// Duplicate of a running call: waited instead of running again.
     pub waits: u64,
     pub dropped_below_ack: u64,
+    /// Calls that ended `Panicked`.
+    pub panicked: u64,
+    /// At-most-once requests the server answered `Rejected`.
+    pub refusals: u64,
+    /// Later copies of a refused at-most-once call, answered the recorded
+    /// refusal again (not run).
+    pub refusals_repeated: u64,
+    /// Connections the server turned away unread.
+    pub conns_refused: u64,
 }
 
 impl Stats {
@@ -65,5 +74,9 @@ impl Stats {
         self.orphans_refused += o.orphans_refused;
         self.waits += o.waits;
         self.dropped_below_ack += o.dropped_below_ack;
+        self.panicked += o.panicked;
+        self.refusals += o.refusals;
+        self.refusals_repeated += o.refusals_repeated;
+        self.conns_refused += o.conns_refused;
     }
 }

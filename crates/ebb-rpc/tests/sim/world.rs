@@ -3,12 +3,13 @@
 //! network that drops, duplicates, delays and so reorders frames. Frames of
 //! a connection that was reset or whose server crashed are lost, as with TCP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
 
 use ebb_core::{ClientId, Instant, Nanos, Rng};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{
-    CallId, CallKey, ClientConfig, ClientSession, ServerConfig, ServerSession,
+    CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
 use ebb_rpc::wire::Frame;
 
@@ -22,6 +23,11 @@ const METHOD: u16 = 7;
 const REPLY_MARK: u32 = 0x0005_EBB0;
 const HORIZON: Nanos = Nanos::from_secs(2);
 const STEP_LIMIT: u64 = 5_000_000;
+/// Every call whose tag is a multiple of this panics in its method.
+const PANIC_EVERY: u64 = 11;
+/// Calls of a bursty run start at one of this many instants (plus jitter),
+/// so they overlap and meet the in-flight bound.
+const BURSTS: u64 = 10;
 
 enum Event {
     Start {
@@ -50,6 +56,12 @@ enum Event {
         c: usize,
         s: usize,
     },
+    /// The server closes a connection it refused, after its refusal left.
+    Close {
+        c: usize,
+        s: usize,
+        epoch: u64,
+    },
     Reconnect {
         c: usize,
         s: usize,
@@ -70,6 +82,9 @@ struct Conn {
     up: bool,
     epoch: u64,
     reconnect_pending: bool,
+    /// The server session's name for this connection; `None` while down or
+    /// refused.
+    server_conn: Option<ConnId>,
 }
 
 struct Call {
@@ -99,11 +114,30 @@ pub struct World {
     ledger: BTreeMap<(ClientId, u64), u32>,
     /// Executions per logical call, any kind; survives crashes.
     executed: BTreeMap<u64, u32>,
+    /// At-most-once calls a server answered `Rejected`, by (client id, seq).
+    refused: BTreeSet<(ClientId, u64)>,
+    /// Plant the unrecorded-refusal bug in every server session.
+    planted_bug: bool,
     stats: Stats,
+}
+
+/// The address client `c` connects from.
+pub fn peer_of(c: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, c as u8 + 1))
 }
 
 impl World {
     pub fn new(seed: u64) -> World {
+        World::build(seed, false)
+    }
+
+    /// A world whose servers forget their refusals: the simulation must
+    /// catch it.
+    pub fn with_planted_bug(seed: u64) -> World {
+        World::build(seed, true)
+    }
+
+    fn build(seed: u64, planted_bug: bool) -> World {
         let mut rng = Rng::seeded(seed);
         let faults = Faults {
             drop: rng.unit() * 0.2,
@@ -115,15 +149,25 @@ impl World {
         };
         // A quarter of the runs squeeze the server's client table so that
         // handshakes are refused and idle sessions evicted.
-        let server_cfg = if rng.chance(0.25) {
+        let clients = 2 + rng.below(3) as usize;
+        let mut server_cfg = if rng.chance(0.25) {
             ServerConfig {
                 max_clients: 3,
                 session_expiry: Nanos::from_millis(300),
+                ..ServerConfig::default()
             }
         } else {
             ServerConfig::default()
         };
-        let clients = 2 + rng.below(3) as usize;
+        // Some runs squeeze the connections (one client at a time is turned
+        // away unread) and the calls each may have running (refusals).
+        if rng.chance(0.25) {
+            server_cfg.max_connections = clients - 1;
+        }
+        let bursty = rng.chance(0.4);
+        if bursty {
+            server_cfg.max_in_flight_per_conn = 1 + rng.below(2) as usize;
+        }
         let client_cfg = ClientConfig {
             max_outstanding_calls: 64,
             retransmit_after: Nanos::from_millis(30),
@@ -158,13 +202,15 @@ impl World {
             by_call: BTreeMap::new(),
             ledger: BTreeMap::new(),
             executed: BTreeMap::new(),
+            refused: BTreeSet::new(),
+            planted_bug,
             stats: Stats::default(),
         };
-        w.plan(clients);
+        w.plan(clients, bursty);
         w
     }
 
-    fn plan(&mut self, clients: usize) {
+    fn plan(&mut self, clients: usize, bursty: bool) {
         for s in 0..SERVERS {
             self.restart(s);
             let mut t = Instant::EPOCH;
@@ -191,7 +237,12 @@ impl World {
             }
             for _ in 0..20 + self.rng.below(20) {
                 tag += 1;
-                let start = Instant::EPOCH + Nanos(self.rng.below(HORIZON.0));
+                let start = if bursty {
+                    let burst = self.rng.below(BURSTS) * (HORIZON.0 / BURSTS);
+                    Instant::EPOCH + Nanos(burst + self.rng.below(Nanos::from_millis(3).0))
+                } else {
+                    Instant::EPOCH + Nanos(self.rng.below(HORIZON.0))
+                };
                 let deadline = start + Nanos::from_millis(20 + self.rng.below(1_500));
                 let idempotent = self.rng.chance(0.4);
                 let server = self.rng.below(SERVERS as u64) as usize;
@@ -270,7 +321,11 @@ impl World {
     fn restart(&mut self, s: usize) {
         self.restarts[s] += 1;
         let incarnation = (s as u64 + 1) * 1_000_000 + self.restarts[s];
-        self.servers[s] = Some(ServerSession::new(incarnation, self.server_cfg));
+        let mut server = ServerSession::new(incarnation, self.server_cfg);
+        if self.planted_bug {
+            server.plant_unrecorded_refusal();
+        }
+        self.servers[s] = Some(server);
     }
 
     /// The end-of-run rules.
@@ -286,6 +341,9 @@ impl World {
                 }
                 Some((_, Ok(()))) if runs == 0 => {
                     return Err(format!("call {tag} succeeded without running"));
+                }
+                Some((_, Err(CallError::Panicked(_)))) if runs == 0 => {
+                    return Err(format!("call {tag} panicked without running"));
                 }
                 Some((_, Err(CallError::Rejected(m)))) if runs > 0 && !call.idempotent => {
                     return Err(format!(

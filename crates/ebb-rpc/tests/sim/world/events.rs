@@ -5,9 +5,10 @@ use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{Action, LinkState};
+use ebb_rpc::transport::frames::connection_error;
 use ebb_rpc::wire::{Frame, Status, decode_payload, encode_payload};
 
-use super::{Event, METHOD, REPLY_MARK, SERVERS, World};
+use super::{Event, METHOD, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of};
 
 impl World {
     pub(super) fn handle(&mut self, ev: Event) -> Result<(), String> {
@@ -46,11 +47,16 @@ impl World {
                 if !self.conn_live(c, s, epoch) {
                     return Ok(());
                 }
-                let Some(server) = self.servers[s].as_mut() else {
+                let (Some(server), Some(conn)) =
+                    (self.servers[s].as_mut(), self.conns[c][s].server_conn)
+                else {
                     return Ok(());
                 };
                 let incarnation = server.incarnation();
-                match server.handle_frame(frame, self.now) {
+                let request = (frame.client, frame.seq, frame.is_idempotent());
+                let action = server.admit(conn, frame, self.now);
+                server.check()?;
+                match action {
                     Action::Execute(inc) => {
                         let tag: u64 = decode_payload(&inc.payload).map_err(|e| e.to_string())?;
                         self.stats.executions += 1;
@@ -82,8 +88,14 @@ impl World {
                     }
                     Action::Reply(f) => {
                         match f.status {
-                            Status::Ok => self.stats.saved_replies += 1,
+                            Status::Ok | Status::Panicked => self.stats.saved_replies += 1,
                             Status::OutcomeUnknown => self.stats.orphans_refused += 1,
+                            Status::Rejected if f.seq == request.1 && !request.2 => {
+                                self.stats.refusals += 1;
+                                if !self.refused.insert((request.0, request.1)) {
+                                    self.stats.refusals_repeated += 1;
+                                }
+                            }
                             _ => {}
                         }
                         self.send_to_client(c, s, f);
@@ -105,9 +117,18 @@ impl World {
                 if server.incarnation() != incarnation {
                     return Ok(());
                 }
-                let payload = encode_payload(&(tag, REPLY_MARK)).map_err(|e| e.to_string())?;
-                let reply = server.complete(key, Status::Ok, payload, self.now);
-                self.send_to_client(c, s, reply);
+                let (status, payload) = if tag % PANIC_EVERY == 0 {
+                    (Status::Panicked, Bytes::from_static(b"the method panicked"))
+                } else {
+                    let p = encode_payload(&(tag, REPLY_MARK)).map_err(|e| e.to_string())?;
+                    (Status::Ok, p)
+                };
+                let (reply, route) = server.complete(key, status, payload, self.now);
+                // No route, or a route to another connection than the
+                // client's current one: the reply waits for a resend.
+                if route.is_some() && route == self.conns[c][s].server_conn {
+                    self.send_to_client(c, s, reply);
+                }
             }
             Event::ToClient { c, s, epoch, frame } => {
                 if self.conn_live(c, s, epoch) {
@@ -126,19 +147,41 @@ impl World {
                 if self.sessions[c][s].link() != LinkState::Disconnected {
                     return Ok(());
                 }
-                if self.servers[s].is_some() {
+                if let Some(server) = self.servers[s].as_mut() {
+                    let opened = server.open_connection(peer_of(c));
+                    let incarnation = server.incarnation();
                     let conn = &mut self.conns[c][s];
                     conn.up = true;
                     conn.epoch += 1;
+                    conn.server_conn = opened.ok();
                     self.sessions[c][s].handle_connected(self.now);
                     self.pump(c, s)?;
+                    if let Err(refusal) = opened {
+                        // Turned away unread: the refusal, then the close.
+                        self.stats.conns_refused += 1;
+                        let err =
+                            connection_error(incarnation, Status::Rejected, refusal.to_string());
+                        self.send_to_client(c, s, err);
+                        let epoch = self.conns[c][s].epoch;
+                        let after = self.now + self.faults.max_delay + Nanos(1);
+                        self.at(after, Event::Close { c, s, epoch });
+                    }
                 } else {
                     self.schedule_reconnect(c, s, Nanos::from_millis(50));
+                }
+            }
+            Event::Close { c, s, epoch } => {
+                if self.conn_live(c, s, epoch) {
+                    self.break_conn(c, s, true)?;
                 }
             }
             Event::Crash { s } => {
                 if self.servers[s].take().is_none() {
                     return Ok(());
+                }
+                // The session that named the connections is gone with them.
+                for per in &mut self.conns {
+                    per[s].server_conn = None;
                 }
                 self.stats.crashes += 1;
                 for c in 0..self.sessions.len() {
@@ -183,6 +226,11 @@ impl World {
         let conn = &mut self.conns[c][s];
         conn.up = false;
         conn.epoch += 1;
+        if let Some(id) = conn.server_conn.take()
+            && let Some(server) = self.servers[s].as_mut()
+        {
+            server.close_connection(id);
+        }
         if notified {
             self.sessions[c][s].handle_disconnect(self.now);
             let after = Nanos::from_millis(1 + self.rng.below(50));
@@ -248,7 +296,8 @@ impl World {
         }
         if self.sessions[c][s].poll_close() {
             self.break_conn(c, s, false)?;
-            self.schedule_reconnect(c, s, Nanos::from_millis(1));
+            let after = Nanos::from_millis(1 + self.rng.below(50));
+            self.schedule_reconnect(c, s, after);
         }
         Ok(())
     }
@@ -273,6 +322,7 @@ impl World {
             Err(CallError::ConnectionLost(_)) => s.connection_lost += 1,
             Err(CallError::ServerUnresponsive(_)) => s.unresponsive += 1,
             Err(CallError::Rejected(_)) => s.rejected += 1,
+            Err(CallError::Panicked(_)) => s.panicked += 1,
             Err(_) => s.other_err += 1,
         }
         call.ended = Some((now, r));

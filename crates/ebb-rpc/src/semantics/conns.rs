@@ -1,0 +1,175 @@
+//! The server's connections as the call semantics see them: who is connected
+//! from where, which client ids each connection speaks for, how many calls
+//! each has running, and where each client's replies go.
+//!
+//! The transport owns the sockets; this table owns every decision about
+//! them (accept or refuse a connection, route a reply), so the fault
+//! simulation exercises the same bounds the TCP server enforces.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ebb_core::ClientId;
+
+/// Names one transport connection for the server session. Assigned by
+/// [`super::ServerSession::open_connection`], never reused by one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Why a connection was refused at accept: nothing it sent was read, so
+/// nothing it sent ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ConnRefusal {
+    #[error("server full: {max} connections open")]
+    ServerFull { max: usize },
+    #[error("server full for this peer: {max} connections open from it")]
+    PeerFull { max: usize },
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: IpAddr,
+    /// Calls admitted on this connection and not yet completed.
+    in_flight: usize,
+    /// The client ids this connection has spoken for, at most
+    /// `max_clients_per_conn`.
+    clients: Vec<ClientId>,
+}
+
+/// Connections and reply routes. The maps are only looked up, never
+/// iterated, so runs stay deterministic.
+#[derive(Debug, Default)]
+pub(super) struct Conns {
+    next: u64,
+    conns: HashMap<ConnId, Conn>,
+    per_peer: HashMap<IpAddr, usize>,
+    /// Each client's reply route: the connection it was last heard on.
+    routes: HashMap<ClientId, ConnId>,
+}
+
+impl Conns {
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn open(
+        &mut self,
+        peer: IpAddr,
+        max_total: usize,
+        max_per_peer: usize,
+    ) -> Result<ConnId, ConnRefusal> {
+        if self.conns.len() >= max_total {
+            return Err(ConnRefusal::ServerFull { max: max_total });
+        }
+        let from_peer = self.per_peer.entry(peer).or_default();
+        if *from_peer >= max_per_peer {
+            return Err(ConnRefusal::PeerFull { max: max_per_peer });
+        }
+        *from_peer += 1;
+        self.next += 1;
+        let id = ConnId(self.next);
+        self.conns.insert(
+            id,
+            Conn {
+                peer,
+                in_flight: 0,
+                clients: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Forgets `id` and the routes that pointed at it: its clients' replies
+    /// wait in the reply table until they ask again on a new connection.
+    pub fn close(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        for client in conn.clients {
+            if self.routes.get(&client) == Some(&id) {
+                self.routes.remove(&client);
+            }
+        }
+        if let Some(n) = self.per_peer.get_mut(&conn.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&conn.peer);
+            }
+        }
+    }
+
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.conns.contains_key(&id)
+    }
+
+    pub fn peer(&self, id: ConnId) -> Option<IpAddr> {
+        self.conns.get(&id).map(|c| c.peer)
+    }
+
+    /// Routes `client`'s replies to `id`. False when `id` already speaks
+    /// for `max_clients` other client ids: such a frame gets no route.
+    pub fn route(&mut self, id: ConnId, client: ClientId, max_clients: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        if !conn.clients.contains(&client) {
+            if conn.clients.len() >= max_clients {
+                return false;
+            }
+            conn.clients.push(client);
+        }
+        self.routes.insert(client, id);
+        true
+    }
+
+    pub fn route_of(&self, client: ClientId) -> Option<ConnId> {
+        self.routes.get(&client).copied()
+    }
+
+    pub fn in_flight(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.in_flight)
+    }
+
+    pub fn started(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.in_flight += 1;
+        }
+    }
+
+    pub fn finished(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            debug_assert!(c.in_flight > 0, "a call finished that never started");
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Connections from `peer`.
+    pub fn opened_by(&self, peer: IpAddr) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
+    }
+
+    /// Checks the table's claims: the per-peer counts add up to the
+    /// connections, and every route points at an open connection that
+    /// lists the client. Costly; for debug builds and tests.
+    pub fn check(&self) -> Result<(), String> {
+        let peers: usize = self.per_peer.values().sum();
+        if peers != self.conns.len() {
+            return Err(format!(
+                "{peers} connections counted per peer, {} open",
+                self.conns.len()
+            ));
+        }
+        for (client, id) in &self.routes {
+            if !self
+                .conns
+                .get(id)
+                .is_some_and(|c| c.clients.contains(client))
+            {
+                return Err(format!(
+                    "route of {client} points at {id:?}, which does not list it"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
