@@ -15,8 +15,8 @@ Not a test: run by hand (as root or not), see docs/benchmarks.md.
   cargo build --release -p ebb --bin ebb
   python3 bench/gateway.py --reps 5 --duration 10 --json /tmp/gateway-bench.json
 
-The ebb gateway's row needs `ebb up` with a static pool; `--systems` accepts
-`ebb-gateway` and fails with a clear message while the binary has no `ebb up`.
+`ebb-<policy>` systems run the ebb gateway (`ebb up`) with that balancer
+over its own process nodes, shaped like the proxies' nodes.
 """
 
 import argparse
@@ -29,9 +29,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-SYSTEMS = ["haproxy-leastconn", "haproxy-random2", "nginx-leastconn"]
+SYSTEMS = ["haproxy-leastconn", "haproxy-random2", "nginx-leastconn", "ebb-p2c", "ebb-ewma"]
+# `ebb-<policy>`: the ebb gateway (`ebb up`) with that balancing policy.
 BASELINE = "haproxy-leastconn"
 # Bounds so a broken child cannot hang the run.
 STARTUP_TIMEOUT_S = 30
@@ -162,13 +164,61 @@ http {{
     return f"127.0.0.1:{port}"
 
 
-def ebb_gateway(ebb):
-    """Hook for the ebb gateway's row (`ebb up` fronting the same nodes)."""
-    help_ok = subprocess.run([ebb, "up", "--help"], capture_output=True).returncode == 0
-    if not help_ok:
-        sys.exit("ebb-gateway: this ebb binary has no `ebb up`; run without it in --systems")
-    sys.exit("ebb-gateway: fronting pre-started nodes needs a static pool in `ebb up`; "
-             "add its config here (see docs/benchmarks.md)")
+def ebb_gateway(children, tmp, name, policy, a):
+    """`ebb up` with a static pool of process nodes shaped like the others:
+    the same node flags, and exactly one node (the first to start: an atomic
+    mkdir decides) `--slow-scale`x slower. The gateway starts its own nodes,
+    so they are not the very processes the proxies front, but the same
+    program with the same flags."""
+    ebb = os.path.abspath(a.ebb)
+    marker = os.path.join(tmp, f"{name}-slow")
+    node = os.path.join(tmp, f"{name}-node.sh")
+    with open(node, "w") as f:
+        f.write(f"""#!/bin/sh
+if mkdir {marker} 2>/dev/null; then
+  exec {ebb} node --work-mode {a.work_mode} --work-scale {a.slow_scale} "$@"
+fi
+exec {ebb} node --work-mode {a.work_mode} "$@"
+""")
+    os.chmod(node, 0o755)
+    cfg = os.path.join(tmp, f"{name}.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[gateway]
+rpc = "127.0.0.1:0"
+http = "127.0.0.1:0"
+seed = 1
+[service]
+name = "demo"
+command = ["{node}"]
+[pool]
+kind = "process"
+initial = {a.nodes}
+min = {a.nodes}
+max = {a.nodes}
+[balance]
+policy = "{policy}"
+[admission]
+enabled = true
+default_deadline_ms = {a.deadline_ms}
+[autoscale]
+policy = "none"
+""")
+    p = children.start([ebb, "up", cfg], stdout=subprocess.PIPE, text=True)
+    http, ready = None, 0
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while (http is None or ready < a.nodes) and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            sys.exit(f"{name}: ebb up {cfg} exited before its nodes were ready")
+        if line.startswith("http listening on "):
+            http = line.split()[-1]
+        if "-> ready" in line:
+            ready += 1
+    if http is None or ready < a.nodes:
+        sys.exit(f"{name}: {ready} of {a.nodes} nodes ready after {STARTUP_TIMEOUT_S} s")
+    # Keep draining its output so a full pipe never stalls the gateway.
+    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+    return http
 
 
 def load(ebb, target, rate, duration, method, args, deadline_ms, connections, seed):
@@ -198,7 +248,8 @@ def main():
     ap.add_argument("--work-mode", default="block", choices=["block", "spin"])
     ap.add_argument("--loads", default="0.5,0.8,0.95", help="fractions of capacity")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
-    ap.add_argument("--threads", type=int, default=1, help="proxy threads (nbthread, worker_processes)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="proxy threads (nbthread, worker_processes); default: the cores, as many as the gateway's runtime has")
     ap.add_argument("--connections", type=int, default=512)
     ap.add_argument("--deadline-ms", type=int, default=2000)
     ap.add_argument("--echo-rate", type=float, default=1000.0, help="rate of the 64 B overhead runs; 0 skips them")
@@ -210,8 +261,8 @@ def main():
         sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb --bin ebb")
     systems = [s for s in a.systems.split(",") if s]
     for s in systems:
-        if s not in SYSTEMS + ["ebb-gateway"]:
-            sys.exit(f"--systems: unknown {s!r}; known: {', '.join(SYSTEMS + ['ebb-gateway'])}")
+        if s not in SYSTEMS and not s.startswith("ebb-"):
+            sys.exit(f"--systems: unknown {s!r}; known: {', '.join(SYSTEMS)}, or ebb-<any balancer spec>")
     for tool in ("haproxy", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install haproxy nginx)")
@@ -219,6 +270,8 @@ def main():
 
     children = Children()
     tmp = tempfile.mkdtemp(prefix="ebb-gateway-bench-")
+    # `kill` stops the children too (SIGINT may be ignored in a background job).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     try:
         nodes = []
         for i in range(a.nodes):
@@ -236,8 +289,8 @@ def main():
                 targets[s] = haproxy(children, tmp, s, "random(2)", http_nodes, a.threads)
             elif s == "nginx-leastconn":
                 targets[s] = nginx(children, tmp, s, http_nodes, a.threads)
-            elif s == "ebb-gateway":
-                targets[s] = ebb_gateway(a.ebb)
+            elif s.startswith("ebb-"):
+                targets[s] = ebb_gateway(children, tmp, s, s[len("ebb-"):], a)
         print(f"{a.nodes} nodes (last {a.slow_scale}x slower), Demo.work {a.work_us} us ({a.work_mode}), "
               f"capacity {capacity:.0f}/s; systems: {', '.join(systems)}", file=sys.stderr)
 
