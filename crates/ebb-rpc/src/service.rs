@@ -118,6 +118,14 @@ pub enum DispatchError {
     /// Reply bytes did not decode to the method's return type.
     #[error("reply could not be decoded: {0}")]
     BadReply(String),
+    /// Refused without running (a forwarding server over its bounds, or a
+    /// deadline it cannot meet); the caller may try again later.
+    #[error("rejected without running: {0}")]
+    Rejected(String),
+    /// A forwarding server lost the node that had the call: it may have run,
+    /// and will not be run again.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl From<DispatchError> for CallError {
@@ -127,6 +135,8 @@ impl From<DispatchError> for CallError {
             DispatchError::BadArgs(m) => CallError::BadRequest(m),
             DispatchError::EncodeReply(m) => CallError::Remote(m),
             DispatchError::BadReply(m) => CallError::Codec(m),
+            DispatchError::Rejected(m) => CallError::Rejected(m),
+            DispatchError::OutcomeUnknown(_) => CallError::OutcomeUnknown { old: 0, new: 0 },
         }
     }
 }

@@ -11,6 +11,7 @@
 mod arrival_gen;
 pub mod arrivals;
 pub mod autoscale;
+pub mod builtin;
 pub mod config;
 mod dispatch;
 pub mod dist;

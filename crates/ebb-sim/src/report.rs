@@ -187,5 +187,6 @@ fn arrivals_name(a: &crate::arrivals::Arrivals) -> String {
         Arrivals::Ramp { from, to, over } => format!("ramp:{from},{to},{over}"),
         Arrivals::Diurnal { period, amplitude } => format!("diurnal:{period},{amplitude}"),
         Arrivals::Trace(t) => format!("trace ({} arrivals)", t.len()),
+        Arrivals::Builtin { trace, seconds } => format!("builtin:{trace},{seconds}"),
     }
 }

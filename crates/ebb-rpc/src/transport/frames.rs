@@ -49,6 +49,8 @@ pub fn status_of(outcome: Result<Bytes, DispatchError>) -> (Status, Bytes) {
         Err(DispatchError::EncodeReply(m) | DispatchError::BadReply(m)) => {
             (Status::AppError, Bytes::from(m))
         }
+        Err(DispatchError::Rejected(m)) => (Status::Rejected, Bytes::from(m)),
+        Err(DispatchError::OutcomeUnknown(m)) => (Status::OutcomeUnknown, Bytes::from(m)),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod node;
 pub mod sim;
 pub mod sim_lease;
 pub mod sim_scale;
+pub mod up;
 
 /// Prints a line on stdout and flushes it at once, so a parent process that
 /// reads our output through a pipe (the tests, a provider) sees the bound

@@ -44,8 +44,9 @@ pub struct Args {
     #[arg(long, default_value = "exp:1", help = format!("Service-time distribution on a speed-1 node: {SERVICE_FORMS}; its parameters set the time unit of every reported time"))]
     service: ServiceDist,
     /// Arrivals to simulate (the first --warmup fraction is not measured).
-    #[arg(long, default_value_t = 1_000_000)]
-    requests: u64,
+    /// Default 1000000; a trace or built-in shape runs to its end.
+    #[arg(long)]
+    requests: Option<u64>,
     /// Seed: the same seed and flags give the same run, bit for bit.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -110,6 +111,7 @@ const AFTER_HELP: &str = "Examples:
   ebb sim --sweep load=0.5:0.99:0.01 --balance rr,random,p2c,jsq,central --plot load.svg";
 
 const DEFAULT_LOAD: f64 = 0.9;
+const DEFAULT_REQUESTS: u64 = 1_000_000;
 const DEFAULT_WARMUP: f64 = 0.1;
 
 /// A fixed pool at offered load 1 or more has no steady state: queues grow
@@ -137,12 +139,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let policies = args.balance.0.clone();
     let arrivals = Arrivals::load(&args.arrivals)?;
     let scaling = args.scale.scale.is_some();
+    let requests = args.requests.unwrap_or(if arrivals.is_finite() {
+        u64::MAX
+    } else {
+        DEFAULT_REQUESTS
+    });
     let base = SimConfig {
         nodes: args.nodes,
         load: args.load.unwrap_or(DEFAULT_LOAD),
         service: args.service,
         arrivals,
-        requests: args.requests,
+        requests,
         seed: args.seed,
         gateways: args.gateways,
         speeds: args.speeds.clone(),
