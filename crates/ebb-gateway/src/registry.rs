@@ -17,10 +17,14 @@ use ebb_node::provider::NodeKind;
 use ebb_policy::admission::{self, AdmissionConfig, Admit, Load};
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
-use ebb_rpc::transport::TcpClient;
+use ebb_rpc::service::Transport;
 use tokio::sync::{oneshot, watch};
 
 use crate::signals::Counters;
+
+/// How the gateway reaches one node: the `TcpClient` the handshake opened,
+/// or any other transport (tests use in-process ones).
+pub type NodeClient = Arc<dyn Transport>;
 
 /// Gone nodes kept for `/status`, newest last.
 pub const MAX_GONE_KEPT: usize = 32;
@@ -61,7 +65,7 @@ pub struct NodeMeta {
     /// Wall-clock start, milliseconds since the Unix epoch (for `/status`).
     pub started_unix_ms: u64,
     /// Set once the handshake succeeded.
-    client: Option<Arc<TcpClient>>,
+    client: Option<NodeClient>,
     /// Flips to true when the node is gone; in-flight calls watch it.
     gone: Arc<watch::Sender<bool>>,
     ewma: PeakEwma,
@@ -86,7 +90,7 @@ pub struct NewNode {
 /// the node died meanwhile.
 pub struct Slot {
     pub node: NodeId,
-    pub client: Arc<TcpClient>,
+    pub client: NodeClient,
     pub gone: watch::Receiver<bool>,
     /// The node had nothing else in flight from here: the latency of this
     /// call is a clean service-time sample.
@@ -125,6 +129,9 @@ struct Inner {
     service_time: f64,
     counters: Counters,
     expected_boot: Nanos,
+    /// The pool's target size: with no node up but some wanted, capacity
+    /// is on its way.
+    target: usize,
 }
 
 /// Shared by the pool manager, the ingress paths and the admin API.
@@ -168,6 +175,7 @@ impl Registry {
                 service_time: 0.0,
                 counters: Counters::default(),
                 expected_boot: Nanos::ZERO,
+                target: 0,
             })),
         }
     }
@@ -217,7 +225,7 @@ impl Registry {
     }
 
     /// The handshake succeeded: the node takes work from now on.
-    pub fn set_ready(&self, id: NodeId, client: Arc<TcpClient>, now: Instant) -> bool {
+    pub fn set_ready(&self, id: NodeId, client: NodeClient, now: Instant) -> bool {
         let mut g = self.lock();
         let Some(i) = g.index(id) else { return false };
         if g.meta[i].life != Life::Booting {
@@ -269,6 +277,13 @@ impl Registry {
         inner.balancer.on_nodes_changed(&inner.views);
         inner.drain_held(now);
         Some(was)
+    }
+
+    /// The pool manager's current target and measured boot time.
+    pub fn set_target(&self, target: usize, expected_boot: Nanos) {
+        let mut g = self.lock();
+        g.target = target;
+        g.expected_boot = expected_boot;
     }
 
     /// Nodes that are draining and have nothing left in flight.
@@ -490,9 +505,13 @@ impl Inner {
     fn load(&self, now: Instant) -> Load {
         let ready = self.views.iter().filter(|v| v.is_ready()).count();
         let booting = self.meta.iter().filter(|m| m.life == Life::Booting);
-        let capacity_at = booting
+        let mut capacity_at = booting
             .map(|m| (m.started_at + self.expected_boot).max(now))
             .min();
+        if ready == 0 && capacity_at.is_none() && self.target > 0 {
+            // A replacement is about to be started.
+            capacity_at = Some(now + self.expected_boot);
+        }
         Load {
             held: self.held.len(),
             held_bytes: self.held_bytes,
