@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ebb::demo::{DemoServer, DemoService};
+use ebb::demo::{DemoServer, DemoService, MAX_WORK_SCALE, WorkMode};
 use ebb::rpc::semantics::ServerConfig;
 use ebb::rpc::transport::Server;
 use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
@@ -34,6 +34,17 @@ pub struct Args {
     /// HTTP load balancer can front the node. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+
+    /// Make Demo.work take this many times as long as asked (1 to 100): a
+    /// deliberately slow node, for benchmarks of balancing.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_WORK_SCALE))]
+    pub work_scale: u64,
+
+    /// How Demo.work holds the node: `spin` keeps a CPU busy; `block`
+    /// blocks the node's thread without using a CPU, so several nodes that
+    /// queue like CPU-bound servers fit on fewer cores.
+    #[arg(long, default_value = "spin", value_parser = ["spin", "block"])]
+    pub work_mode: String,
 }
 
 /// Takes ownership of the inherited listening socket `fd`, after checking
@@ -80,7 +91,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async {
         // One instance behind both protocols: a counter bumped over HTTP is
         // the counter read over RPC.
-        let demo = Arc::new(DemoServer::new(DemoService::new()));
+        let mode = if args.work_mode == "block" {
+            WorkMode::Block
+        } else {
+            WorkMode::Spin
+        };
+        let service = DemoService::new().with_work(args.work_scale, mode);
+        let demo = Arc::new(DemoServer::new(service));
         let server = match args.listen_fd {
             Some(fd) => Server::from_std(
                 inherited_listener(fd)?,
