@@ -17,10 +17,14 @@ use ebb_node::provider::NodeKind;
 use ebb_policy::admission::{self, AdmissionConfig, Admit, Load};
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
-use ebb_rpc::transport::TcpClient;
+use ebb_rpc::service::Transport;
 use tokio::sync::{oneshot, watch};
 
 use crate::signals::Counters;
+
+/// How the gateway reaches one node: the `TcpClient` the handshake opened,
+/// or any other transport (tests use in-process ones).
+pub type NodeClient = Arc<dyn Transport>;
 
 /// Gone nodes kept for `/status`, newest last.
 pub const MAX_GONE_KEPT: usize = 32;
@@ -61,7 +65,7 @@ pub struct NodeMeta {
     /// Wall-clock start, milliseconds since the Unix epoch (for `/status`).
     pub started_unix_ms: u64,
     /// Set once the handshake succeeded.
-    client: Option<Arc<TcpClient>>,
+    client: Option<NodeClient>,
     /// Flips to true when the node is gone; in-flight calls watch it.
     gone: Arc<watch::Sender<bool>>,
     ewma: PeakEwma,
@@ -86,7 +90,7 @@ pub struct NewNode {
 /// the node died meanwhile.
 pub struct Slot {
     pub node: NodeId,
-    pub client: Arc<TcpClient>,
+    pub client: NodeClient,
     pub gone: watch::Receiver<bool>,
     /// The node had nothing else in flight from here: the latency of this
     /// call is a clean service-time sample.
@@ -221,7 +225,7 @@ impl Registry {
     }
 
     /// The handshake succeeded: the node takes work from now on.
-    pub fn set_ready(&self, id: NodeId, client: Arc<TcpClient>, now: Instant) -> bool {
+    pub fn set_ready(&self, id: NodeId, client: NodeClient, now: Instant) -> bool {
         let mut g = self.lock();
         let Some(i) = g.index(id) else { return false };
         if g.meta[i].life != Life::Booting {

@@ -6,6 +6,7 @@ pub mod info;
 pub mod load;
 pub mod node;
 pub mod sim;
+pub mod sim_lease;
 pub mod sim_scale;
 pub mod up;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ebb::node::{DEFAULT_LISTEN, Listen};
 use ebb::rpc::semantics::ServerConfig;
-use ebb_demo::{DemoServer, DemoService};
+use ebb_demo::{DemoServer, DemoService, MAX_WORK_SCALE, WorkMode};
 use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
 
 /// Serve the demo service (echo, work, sleep, incr, get, put) on one TCP
@@ -35,6 +35,17 @@ pub struct Args {
     /// HTTP load balancer can front the node. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+
+    /// Make Demo.work take this many times as long as asked (1 to 100): a
+    /// deliberately slow node, for benchmarks of balancing.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_WORK_SCALE))]
+    pub work_scale: u64,
+
+    /// How Demo.work holds the node: `spin` keeps a CPU busy; `block`
+    /// blocks the node's thread without using a CPU, so several nodes that
+    /// queue like CPU-bound servers fit on fewer cores.
+    #[arg(long, default_value = "spin", value_parser = ["spin", "block"])]
+    pub work_mode: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -44,7 +55,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // One instance behind both protocols: a counter bumped over HTTP is the
     // counter read over RPC.
-    let demo = Arc::new(DemoServer::new(DemoService::new()));
+    let mode = if args.work_mode == "block" {
+        WorkMode::Block
+    } else {
+        WorkMode::Spin
+    };
+    let service = DemoService::new().with_work(args.work_scale, mode);
+    let demo = Arc::new(DemoServer::new(service));
     let Some(http) = args.http else {
         ebb::node::serve(&ebb::node::NodeArgs { listen }, demo)?;
         return Ok(());
