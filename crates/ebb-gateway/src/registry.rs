@@ -505,9 +505,14 @@ impl Registry {
             .collect()
     }
 
-    pub fn started_at(&self, id: NodeId) -> Option<Instant> {
+    /// Booting nodes and when each was started.
+    pub fn booting_since(&self) -> Vec<(NodeId, Instant)> {
         let g = self.lock();
-        g.index(id).map(|i| g.meta[i].started_at)
+        g.meta
+            .iter()
+            .filter(|m| m.life == Life::Booting)
+            .map(|m| (m.id, m.started_at))
+            .collect()
     }
 
     pub fn held(&self) -> (usize, usize) {
