@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Proc;
-use ebb::demo::DemoClient;
 use ebb::rpc::transport::TcpClient;
+use ebb_demo::DemoClient;
 
 /// Long enough that the echo below is answered well before it ends, short
 /// enough for a test; `work` spins on wall time, so a busy machine does
