@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use ebb::rpc::service::ServiceCodec;
 use serde::{Deserialize, Serialize};
 
 /// How many keys `put` and `incr` each keep; past it, new keys are refused
@@ -44,7 +45,7 @@ pub enum WorkMode {
 }
 
 /// The demo service's interface. Method ids follow this order; do not reorder.
-#[crate::service]
+#[ebb::service]
 pub trait Demo {
     /// Returns `msg` unchanged.
     #[idempotent]
@@ -79,6 +80,19 @@ pub enum DemoError {
     #[error("store full: it holds at most {max_keys} keys; update an existing key instead")]
     StoreFull { max_keys: usize },
 }
+
+/// The services this build knows by name, for callers that speak JSON (the
+/// CLI's `call`, the gateway's HTTP ingress) and need the method table and
+/// argument types without an implementation.
+pub fn service_codec(name: &str) -> Option<&'static dyn ServiceCodec> {
+    match name {
+        DemoCodec::NAME => Some(&DemoCodec),
+        _ => None,
+    }
+}
+
+/// The names [`service_codec`] accepts, for error messages.
+pub const SERVICE_NAMES: &[&str] = &[DemoCodec::NAME];
 
 const METHOD_COUNT: usize = DemoCodec::METHODS.len();
 

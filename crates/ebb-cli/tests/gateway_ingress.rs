@@ -7,10 +7,10 @@
 
 mod gateway_common;
 
-use ebb::demo::DemoClient;
 use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::TcpClient;
 use ebb_core::Nanos;
+use ebb_demo::DemoClient;
 use gateway_common::Up;
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::rpc::service::{LocalTransport, ServiceDispatch};
+use ebb::rpc::service::{LocalTransport, ServiceDispatch};
 
 fn client() -> DemoClient<LocalTransport<DemoServer<DemoService>>> {
     DemoClient::new(LocalTransport::new(DemoServer::new(DemoService::new())))
@@ -133,7 +133,7 @@ async fn json_dispatch_names_arguments() {
     assert_eq!(v, json!("b"));
     let e = server.dispatch_json("work", json!({"micros": "ten"})).await;
     assert!(
-        matches!(&e, Err(crate::rpc::service::DispatchError::BadArgs(m)) if m.contains("`micros` expects u64")),
+        matches!(&e, Err(ebb::rpc::service::DispatchError::BadArgs(m)) if m.contains("`micros` expects u64")),
         "{e:?}"
     );
 }
