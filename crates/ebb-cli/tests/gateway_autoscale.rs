@@ -7,10 +7,10 @@ mod gateway_common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ebb::demo::DemoClient;
 use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::TcpClient;
 use ebb_core::Nanos;
+use ebb_demo::DemoClient;
 use gateway_common::{Up, live_nodes};
 
 /// Callers each keeping one `Demo.sleep` in flight: a concurrency of this
