@@ -7,10 +7,10 @@
 
 mod gateway_common;
 
-use ebb::demo::DemoClient;
 use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::TcpClient;
 use ebb_core::Nanos;
+use ebb_demo::DemoClient;
 use gateway_common::Up;
 use serde_json::{Value, json};
 
@@ -216,4 +216,24 @@ fn check_validates_without_starting_and_names_bad_keys() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_file(&good);
+}
+
+/// Container nodes need root (namespaces, cgroups) and busybox-static for
+/// their root file system; without them the test says so, and fails in CI.
+#[test]
+fn container_pool_answers_rpc_and_http_alike() {
+    const NAME: &str = "container_pool_answers_rpc_and_http_alike";
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let busybox = std::path::Path::new("/bin/busybox").exists();
+    if !(root && busybox) {
+        let why = "needs root and busybox-static";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{NAME} cannot run in CI: {why}"
+        );
+        eprintln!("SKIPPED {NAME}: {why}");
+        return;
+    }
+    same_answers_and_errors("container");
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::Proc;
 use ebb_lease::api::{Body, OriginClient};
-use ebb_rpc::transport::TcpClient;
+use ebb::rpc::transport::TcpClient;
 use std::process::Command;
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -7,12 +7,12 @@ mod gateway_common;
 
 use std::sync::Arc;
 
-use ebb::demo::DemoClient;
 use ebb::rpc::CallError;
 use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::{TcpClient, TcpClientConfig};
 use ebb_core::Nanos;
+use ebb_demo::DemoClient;
 use gateway_common::{Up, gone_nodes, live_nodes};
 use serde_json::Value;
 
