@@ -5,8 +5,8 @@
 mod common;
 
 use common::Proc;
-use ebb_lease::api::{Body, OriginClient};
 use ebb::rpc::transport::TcpClient;
+use ebb_lease::api::{Body, OriginClient};
 use std::process::Command;
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -1,11 +1,11 @@
 //! `ebb origin`: the origin store served over ebb RPC.
 
 use anyhow::{Context, bail};
+use ebb::rpc::transport::Server;
 use ebb_core::Nanos;
 use ebb_lease::api::OriginServer;
 use ebb_lease::origin::{OriginService, OriginSettings};
 use ebb_policy::lease::LeaseTerm;
-use ebb::rpc::transport::Server;
 
 /// Serve the origin store: a durable key-value store with per-key versions,
 /// whose reads carry leases that nodes cache under.
