@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use ebb::rpc::CallError;
 use ebb::rpc::service::{CallOptions, ServiceCodec, call_json};
-use ebb::rpc::transport::TcpClient;
+use ebb::rpc::transport::{ClientTls, TcpClient, TcpClientConfig};
 use ebb_core::Nanos;
 use ebb_demo::DemoCodec;
 
@@ -30,6 +30,17 @@ pub struct Args {
     /// Give up after this many milliseconds (resends included).
     #[arg(long, default_value_t = 5_000)]
     pub timeout_ms: u64,
+    /// Connect over TLS, trusting node certificates issued by a CA in this
+    /// PEM file (the certificate must name the host of --addr).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: present this certificate (PEM) to a node that
+    /// requires client certificates (mutual TLS). Needs --tls-key.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -52,6 +63,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.args
         )
     })?;
+    let tls = match &args.tls_ca {
+        Some(ca) => {
+            let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+            Some(ClientTls::from_pem_files(ca, identity)?)
+        }
+        None => None,
+    };
     let timeout = Nanos::from_millis(args.timeout_ms);
     let options = CallOptions::default().with_timeout(timeout);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let reply = rt.block_on(async {
-        let client = TcpClient::connect(&args.addr).await?;
+        let client = match tls {
+            Some(tls) => {
+                TcpClient::connect_tls(&args.addr, tls, TcpClientConfig::default()).await?
+            }
+            None => TcpClient::connect(&args.addr).await?,
+        };
         call_json(codec, &client, method, json, options).await
     });
     match reply {

@@ -3,6 +3,7 @@
 //! over HTTP/JSON on a second address.
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -55,6 +56,20 @@ pub struct Args {
     /// Default: the number of cores this process may use.
     #[arg(long, value_name = "N", value_parser = ebb::node::parse_threads)]
     pub threads: Option<NonZeroUsize>,
+
+    /// Serve RPC over TLS with this certificate chain (PEM). Needs
+    /// --tls-key. Without it the node speaks plain TCP, meant for loopback.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: serve only clients presenting a certificate issued by a
+    /// CA in this PEM file. Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -71,10 +86,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let service = DemoService::new().with_work(args.work_scale, mode);
     let demo = Arc::new(DemoServer::new(service));
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(ebb::node::TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }),
+        _ => None,
+    };
     let Some(http) = args.http else {
         let args = ebb::node::NodeArgs {
             listen,
             threads: args.threads,
+            tls,
         };
         ebb::node::serve(&args, demo)?;
         return Ok(());
@@ -89,9 +113,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let threads = args
             .threads
             .unwrap_or_else(ebb::rpc::transport::workers::default_threads);
+        let tls = tls.as_ref().map(ebb::node::server_tls).transpose()?;
         let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default())
             .await?
             .with_threads(threads);
+        let server = match tls {
+            Some(tls) => server.with_tls(tls),
+            None => server,
+        };
         let http_listener = tokio::net::TcpListener::bind(&http)
             .await
             .with_context(|| format!("--http {http}: cannot listen there"))?;

@@ -17,12 +17,13 @@ use bytes::{Bytes, BytesMut};
 use ebb_core::{ClientId, Nanos, Rng};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::frames;
 use super::outbuf::OutBuf;
+use super::stream::{self, ReadSide};
+use super::tls::ClientTls;
 use crate::CallError;
 use crate::semantics::{ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, MethodInfo, Transport};
@@ -84,7 +85,25 @@ impl TcpClient {
     }
 
     pub async fn connect_with(addr: &str, cfg: TcpClientConfig) -> Result<TcpClient, CallError> {
-        let conn = Conn::open(addr).await?;
+        TcpClient::connect_inner(addr, cfg, None).await
+    }
+
+    /// Connects over TLS: the server's certificate must be issued by a CA
+    /// `tls` trusts and name the host of `addr`. Reconnects are TLS too.
+    pub async fn connect_tls(
+        addr: &str,
+        tls: ClientTls,
+        cfg: TcpClientConfig,
+    ) -> Result<TcpClient, CallError> {
+        TcpClient::connect_inner(addr, cfg, Some(tls)).await
+    }
+
+    async fn connect_inner(
+        addr: &str,
+        cfg: TcpClientConfig,
+        tls: Option<ClientTls>,
+    ) -> Result<TcpClient, CallError> {
+        let conn = Conn::open(addr, tls.as_ref()).await?;
         let epoch = Instant::now();
         let id = ClientId::random(&mut Rng::seeded(frames::os_random_u64()));
         let mut session = ClientSession::new(id, cfg.session, ebb_core::Instant::EPOCH);
@@ -99,6 +118,7 @@ impl TcpClient {
             codec: FrameCodec::default(),
             reconnect_at: None,
             backoff: Duration::from_millis(RECONNECT_BACKOFF_MS),
+            tls,
         };
         tokio::spawn(driver.run(rx));
         Ok(TcpClient {
@@ -157,13 +177,13 @@ impl Transport for TcpClient {
 }
 
 struct Conn {
-    read: OwnedReadHalf,
+    read: ReadSide,
     buf: BytesMut,
     out: Arc<OutBuf>,
 }
 
 impl Conn {
-    async fn open(addr: &str) -> Result<Conn, CallError> {
+    async fn open(addr: &str, tls: Option<&ClientTls>) -> Result<Conn, CallError> {
         let cannot = |e: &dyn std::fmt::Display| {
             CallError::ConnectionLost(format!("cannot connect to {addr}: {e}"))
         };
@@ -173,7 +193,20 @@ impl Conn {
             .map_err(|_| cannot(&format!("no answer within {CONNECT_TIMEOUT_MS} ms")))?
             .map_err(|e| cannot(&e))?;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let (read, write) = match tls {
+            None => stream::tcp(stream),
+            Some(tls) => {
+                let handshake = tls.connect(addr, stream);
+                let limit = Duration::from_millis(CONNECT_TIMEOUT_MS);
+                let tls_stream = tokio::time::timeout(limit, handshake)
+                    .await
+                    .map_err(|_| {
+                        cannot(&format!("no TLS handshake within {CONNECT_TIMEOUT_MS} ms"))
+                    })?
+                    .map_err(|e| cannot(&format!("TLS handshake failed: {e}")))?;
+                stream::tls(tls_stream)
+            }
+        };
         let out = Arc::new(OutBuf::default());
         let writer = Arc::clone(&out);
         tokio::spawn(async move { writer.drain_into(write).await });
@@ -203,6 +236,8 @@ struct Driver {
     /// When to try connecting again, while disconnected with calls waiting.
     reconnect_at: Option<Instant>,
     backoff: Duration,
+    /// Set: every connection, reconnects included, is TLS.
+    tls: Option<ClientTls>,
 }
 
 enum Event {
@@ -356,7 +391,7 @@ impl Driver {
             // Nobody waits: connect lazily, when the next call starts.
             return;
         }
-        match Conn::open(&self.addr).await {
+        match Conn::open(&self.addr, self.tls.as_ref()).await {
             Ok(conn) => {
                 self.conn = Some(conn);
                 self.backoff = Duration::from_millis(RECONNECT_BACKOFF_MS);

@@ -10,10 +10,13 @@ pub mod client;
 pub mod frames;
 pub mod outbuf;
 pub mod server;
+pub mod stream;
+pub mod tls;
 pub mod workers;
 
 pub use client::{TcpClient, TcpClientConfig};
 pub use server::Server;
+pub use tls::{ClientTls, ServerTls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

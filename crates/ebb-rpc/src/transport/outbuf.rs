@@ -12,7 +12,8 @@ use bytes::BytesMut;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+
+use super::stream::WriteSide;
 use tokio::sync::Notify;
 
 /// Bytes that may wait in one connection's output buffer; a producer that
@@ -104,7 +105,7 @@ impl OutBuf {
 
     /// The writer task's body: ships pending bytes until closed or the socket
     /// fails. Marks the buffer closed on exit so producers stop at once.
-    pub async fn drain_into(&self, mut sock: OwnedWriteHalf) -> std::io::Result<()> {
+    pub async fn drain_into(&self, mut sock: WriteSide) -> std::io::Result<()> {
         let mut spare = BytesMut::with_capacity(INITIAL_BUF_BYTES);
         let result = loop {
             {
@@ -120,7 +121,12 @@ impl OutBuf {
                 self.wake.notified().await;
                 continue;
             }
+            // Flushing plain TCP does nothing; TLS may hold back records
+            // until flushed.
             if let Err(e) = sock.write_all(&spare).await {
+                break Err(e);
+            }
+            if let Err(e) = sock.flush().await {
                 break Err(e);
             }
             spare.clear();

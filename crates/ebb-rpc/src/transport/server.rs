@@ -27,6 +27,8 @@ use tokio::time::Instant;
 use super::TransportError;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
+use super::stream::{self, ReadSide, WriteSide};
+use super::tls::{ServerTls, TLS_HANDSHAKE_TIMEOUT_MS};
 use super::workers::{self, Workers};
 use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
@@ -60,6 +62,8 @@ struct Core<D> {
     codec: FrameCodec,
     /// Where methods marked `#[blocking]` run, off the I/O loop.
     workers: Workers,
+    /// Set: every connection is TLS (see [`Server::with_tls`]).
+    tls: Option<ServerTls>,
 }
 
 impl<D> Core<D> {
@@ -169,6 +173,7 @@ impl<D: ServiceDispatch> Server<D> {
                 epoch: Instant::now(),
                 codec: FrameCodec::default(),
                 workers: Workers::new(workers::default_threads()),
+                tls: None,
             }),
         }
     }
@@ -180,6 +185,16 @@ impl<D: ServiceDispatch> Server<D> {
         let core = Arc::get_mut(&mut self.core)
             .expect("the core is shared only once the server runs, which consumes it");
         core.workers = Workers::new(threads);
+        self
+    }
+
+    /// Serves every connection over TLS (mutual TLS if `tls` requires
+    /// client certificates). A peer that does not complete the handshake
+    /// within `TLS_HANDSHAKE_TIMEOUT_MS` is dropped.
+    pub fn with_tls(mut self, tls: ServerTls) -> Server<D> {
+        let core = Arc::get_mut(&mut self.core)
+            .expect("the core is shared only once the server runs, which consumes it");
+        core.tls = Some(tls);
         self
     }
 
@@ -224,7 +239,7 @@ impl<D: ServiceDispatch> Server<D> {
             match opened {
                 Ok(conn) => {
                     let core = Arc::clone(&self.core);
-                    tokio::spawn(serve_connection(stream, peer, core, conn));
+                    tokio::spawn(open_connection(stream, peer, core, conn));
                 }
                 Err(refusal) => refuse(&stream, &self.core, &refusal.to_string()),
             }
@@ -236,6 +251,11 @@ impl<D: ServiceDispatch> Server<D> {
 /// empty socket buffer, and a peer that cannot take them learns from the
 /// close instead. Nothing it sent is read.
 fn refuse<D>(stream: &TcpStream, core: &Core<D>, why: &str) {
+    // A TLS client would read these plain bytes as a broken handshake;
+    // it learns from the close instead.
+    if core.tls.is_some() {
+        return;
+    }
     let mut bytes = BytesMut::new();
     let err = frames::connection_error(core.incarnation, Status::Rejected, why.to_owned());
     frames::append(&core.codec, &err, &mut bytes);
@@ -250,14 +270,35 @@ fn is_transient(e: &std::io::Error) -> bool {
     ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
 }
 
-async fn serve_connection<D: ServiceDispatch>(
+/// Runs the TLS handshake if the server has TLS, then serves. A failed
+/// or slow handshake closes the connection: nothing was read from it.
+async fn open_connection<D: ServiceDispatch>(
     stream: TcpStream,
     _peer: SocketAddr,
     core: Arc<Core<D>>,
     conn: ConnId,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut read, write) = stream.into_split();
+    let Some(tls) = core.tls.clone() else {
+        let (read, write) = stream::tcp(stream);
+        return serve_connection(read, write, core, conn).await;
+    };
+    let limit = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+    match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            let (read, write) = stream::tls(tls_stream);
+            serve_connection(read, write, core, conn).await;
+        }
+        Ok(Err(_)) | Err(_) => core.lock().session.close_connection(conn),
+    }
+}
+
+async fn serve_connection<D: ServiceDispatch>(
+    mut read: ReadSide,
+    write: WriteSide,
+    core: Arc<Core<D>>,
+    conn: ConnId,
+) {
     let out = Arc::new(OutBuf::default());
     core.lock().outs.insert(conn, Arc::clone(&out));
     let writer = {

@@ -2,6 +2,7 @@
 //! command-line framework, and the grammar is three flags.
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use crate::rpc::transport::workers::{MAX_WORKER_THREADS, default_threads};
 
@@ -27,6 +28,20 @@ pub struct NodeArgs {
     /// many run at once, off the I/O thread. The node's CPU capacity; `None`
     /// means one per core the process may use.
     pub threads: Option<NonZeroUsize>,
+    /// Serve over TLS with these files; plain TCP when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A node's TLS files (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The node's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// Set: mutual TLS; only clients with a certificate a CA in this file
+    /// issued are served.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -41,6 +56,7 @@ impl Default for NodeArgs {
         NodeArgs {
             listen: Listen::Addr(DEFAULT_LISTEN.to_owned()),
             threads: None,
+            tls: None,
         }
     }
 }
@@ -66,6 +82,9 @@ pub fn usage(program: &str) -> String {
            --listen-fd FD   serve on this inherited listening TCP socket instead of binding\n  \
            --threads N      worker threads for CPU-bound (#[blocking]) methods: the node's\n                   \
 capacity [default: the cores available, here {cores}]\n  \
+           --tls-cert PEM   serve over TLS with this certificate chain (needs --tls-key)\n  \
+           --tls-key PEM    the private key of --tls-cert\n  \
+           --tls-client-ca PEM  mutual TLS: serve only clients with a certificate from these CAs\n  \
            -h, --help       print this help\n"
     )
 }
@@ -81,6 +100,7 @@ impl NodeArgs {
         let mut addr: Option<String> = None;
         let mut fd: Option<i32> = None;
         let mut threads: Option<NonZeroUsize> = None;
+        let (mut cert, mut key, mut client_ca) = (None, None, None);
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -114,9 +134,15 @@ impl NodeArgs {
                             .map_err(|e| NodeError::Usage(format!("--threads {v:?}: {e}")))?,
                     );
                 }
+                "--tls-cert" => cert = Some(PathBuf::from(value("a PEM certificate file")?)),
+                "--tls-key" => key = Some(PathBuf::from(value("a PEM private key file")?)),
+                "--tls-client-ca" => {
+                    client_ca = Some(PathBuf::from(value("a PEM file of CA certificates")?));
+                }
                 other => {
                     return Err(NodeError::Usage(format!(
-                        "unknown argument {other:?}; accepted: --listen ADDR, --listen-fd FD, --threads N, --help"
+                        "unknown argument {other:?}; accepted: --listen ADDR, --listen-fd FD, --threads N, \
+                         --tls-cert PEM, --tls-key PEM, --tls-client-ca PEM, --help"
                     )));
                 }
             }
@@ -132,7 +158,25 @@ impl NodeArgs {
             (Some(addr), None) => Listen::Addr(addr),
             (None, None) => Listen::Addr(DEFAULT_LISTEN.to_owned()),
         };
-        Ok(Parsed::Run(NodeArgs { listen, threads }))
+        let tls = match (cert, key, client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            _ => {
+                return Err(NodeError::Usage(
+                    "TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)"
+                        .to_owned(),
+                ));
+            }
+        };
+        Ok(Parsed::Run(NodeArgs {
+            listen,
+            threads,
+            tls,
+        }))
     }
 }
 
@@ -182,6 +226,22 @@ mod tests {
         assert_eq!(run(&[]).threads(), default_threads());
         assert_eq!(run(&["--threads", "3"]).threads().get(), 3);
         assert_eq!(run(&["--threads=1"]).threads().get(), 1);
+        assert_eq!(run(&[]).tls, None);
+        assert_eq!(
+            run(&[
+                "--tls-cert",
+                "c.pem",
+                "--tls-key=k.pem",
+                "--tls-client-ca",
+                "ca.pem"
+            ])
+            .tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+                client_ca: Some("ca.pem".into()),
+            })
+        );
         assert_eq!(
             NodeArgs::parse(["--listen", "x", "--help"]).ok(),
             Some(Parsed::Help)
@@ -206,6 +266,10 @@ mod tests {
                 "{m}"
             );
         }
+        let m = usage_error(&["--tls-cert", "c.pem"]);
+        assert!(m.contains("--tls-key"), "{m}");
+        let m = usage_error(&["--tls-client-ca", "ca.pem"]);
+        assert!(m.contains("--tls-cert"), "{m}");
         let m = usage_error(&["--listen", "a:1", "--listen-fd", "3"]);
         assert!(m.contains("exclude each other"), "{m}");
     }

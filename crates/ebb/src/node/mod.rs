@@ -18,12 +18,12 @@
 mod args;
 mod listen;
 
-pub use args::{DEFAULT_LISTEN, Listen, NodeArgs, Parsed, parse_threads, usage};
+pub use args::{DEFAULT_LISTEN, Listen, NodeArgs, Parsed, TlsFiles, parse_threads, usage};
 pub use listen::inherited_listener;
 
 use crate::rpc::semantics::ServerConfig;
 use crate::rpc::service::ServiceDispatch;
-use crate::rpc::transport::{Server, TransportError};
+use crate::rpc::transport::{Server, ServerTls, TlsError, TransportError};
 
 /// Why a node could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,8 @@ pub enum NodeError {
     LocalAddr(std::io::Error),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Prints a line on stdout and flushes it at once, so a parent process that
@@ -77,9 +79,22 @@ pub async fn serve_async<D>(
 where
     D: ServiceDispatch + 'static,
 {
+    // Files first: a bad certificate must fail before the node says it
+    // listens.
+    let tls = args.tls.as_ref().map(server_tls).transpose()?;
     let server = bind(&args.listen, dispatch, config).await?;
-    server.with_threads(args.threads()).run().await?;
+    let server = server.with_threads(args.threads());
+    let server = match tls {
+        Some(tls) => server.with_tls(tls),
+        None => server,
+    };
+    server.run().await?;
     Ok(())
+}
+
+/// Loads a node's TLS files; an error names the file at fault.
+pub fn server_tls(files: &TlsFiles) -> Result<ServerTls, TlsError> {
+    ServerTls::from_pem_files(&files.cert, &files.key, files.client_ca.as_deref())
 }
 
 /// Binds (or adopts) the listening socket and prints `node listening on
