@@ -268,7 +268,7 @@ def main():
     for tool in ("haproxy", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install haproxy nginx)")
-    loads = [float(x) for x in a.loads.split(",")]
+    loads = [float(x) for x in a.loads.split(",") if x]  # empty: only the echo runs
 
     children = Children()
     tmp = tempfile.mkdtemp(prefix="ebb-gateway-bench-")
