@@ -371,14 +371,10 @@ impl Manager {
         let timeout = Nanos::from_millis(self.cfg.boot_timeout_ms);
         let late: Vec<NodeId> = self
             .registry
-            .status(now)
-            .iter()
-            .filter(|n| n.state == Life::Booting)
-            .filter(|n| {
-                let started = self.registry.started_at(NodeId(n.id));
-                started.is_some_and(|s| now.saturating_since(s) > timeout)
-            })
-            .map(|n| NodeId(n.id))
+            .booting_since()
+            .into_iter()
+            .filter(|&(_, started)| now.saturating_since(started) > timeout)
+            .map(|(id, _)| id)
             .collect();
         for id in late {
             let _ = self.provider.stop(id);

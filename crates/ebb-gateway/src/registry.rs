@@ -95,6 +95,25 @@ pub struct Slot {
     /// The node had nothing else in flight from here: the latency of this
     /// call is a clean service-time sample.
     pub alone: bool,
+    /// Until the request claims the slot, dropping it gives the node's
+    /// in-flight count back (a held request whose caller left just as a
+    /// node was handed to it).
+    unclaimed: Option<(Registry, Instant)>,
+}
+
+impl Slot {
+    /// The request takes the slot over: from now on it releases the node.
+    pub fn claim(&mut self) {
+        self.unclaimed = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((registry, at)) = self.unclaimed.take() {
+            registry.release(self.node, None, false, at);
+        }
+    }
 }
 
 /// What [`Registry::acquire`] gives back.
@@ -238,9 +257,9 @@ impl Registry {
         inner.balancer.on_nodes_changed(&inner.views);
         // A node that turns ready is idle: it may pull held work.
         if inner.balancer.on_idle(&inner.views, i, now) {
-            inner.hand_oldest_to(i, now);
+            inner.hand_oldest_to(i, self, now);
         }
-        inner.drain_held(now);
+        inner.drain_held(self, now);
         true
     }
 
@@ -275,7 +294,7 @@ impl Registry {
         g.gone.push_back(meta);
         let inner = &mut *g;
         inner.balancer.on_nodes_changed(&inner.views);
-        inner.drain_held(now);
+        inner.drain_held(self, now);
         Some(was)
     }
 
@@ -372,7 +391,7 @@ impl Registry {
         };
         match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
             Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => {
-                if let Some(slot) = inner.take(i) {
+                if let Some(slot) = inner.take(i, self, now) {
                     return Acquired::Now(slot);
                 }
             }
@@ -383,7 +402,7 @@ impl Registry {
         if !excluded.is_empty() {
             let other = (0..inner.views.len())
                 .find(|&i| inner.views[i].is_ready() && !excluded.contains(&inner.meta[i].id));
-            if let Some(slot) = other.and_then(|i| inner.take(i)) {
+            if let Some(slot) = other.and_then(|i| inner.take(i, self, now)) {
                 return Acquired::Now(slot);
             }
         }
@@ -439,9 +458,9 @@ impl Registry {
             && inner.views[i].is_ready()
             && inner.balancer.on_idle(&inner.views, i, now)
         {
-            inner.hand_oldest_to(i, now);
+            inner.hand_oldest_to(i, self, now);
         }
-        inner.drain_held(now);
+        inner.drain_held(self, now);
     }
 
     /// A call failed in a way that says the node is dead (unresponsive, or
@@ -486,9 +505,14 @@ impl Registry {
             .collect()
     }
 
-    pub fn started_at(&self, id: NodeId) -> Option<Instant> {
+    /// Booting nodes and when each was started.
+    pub fn booting_since(&self) -> Vec<(NodeId, Instant)> {
         let g = self.lock();
-        g.index(id).map(|i| g.meta[i].started_at)
+        g.meta
+            .iter()
+            .filter(|m| m.life == Life::Booting)
+            .map(|m| (m.id, m.started_at))
+            .collect()
     }
 
     pub fn held(&self) -> (usize, usize) {
@@ -523,7 +547,7 @@ impl Inner {
     }
 
     /// Counts a request in flight on `nodes[i]` and hands out its slot.
-    fn take(&mut self, i: usize) -> Option<Slot> {
+    fn take(&mut self, i: usize, me: &Registry, now: Instant) -> Option<Slot> {
         let client = self.meta[i].client.clone()?;
         debug_assert!(self.views[i].is_ready());
         let alone = self.views[i].in_flight == 0;
@@ -533,6 +557,7 @@ impl Inner {
             client,
             gone: self.meta[i].gone.subscribe(),
             alone,
+            unclaimed: Some((me.clone(), now)),
         })
     }
 
@@ -543,7 +568,7 @@ impl Inner {
     }
 
     /// Gives the oldest live held request to `nodes[i]` (a pull).
-    fn hand_oldest_to(&mut self, i: usize, now: Instant) {
+    fn hand_oldest_to(&mut self, i: usize, me: &Registry, now: Instant) {
         while let Some(h) = self.pop_held() {
             if h.tx.is_closed() || h.deadline <= now {
                 continue;
@@ -554,15 +579,16 @@ impl Inner {
                 self.held.push_front(h);
                 return;
             }
-            let Some(slot) = self.take(i) else {
+            let Some(slot) = self.take(i, me, now) else {
                 self.held_bytes += h.bytes;
                 self.held.push_front(h);
                 return;
             };
-            if let Err(slot) = h.tx.send(slot) {
-                // The caller left between the check and the send.
+            if let Err(mut slot) = h.tx.send(slot) {
+                // The caller left between the check and the send; the lock
+                // is held here, so give the count back by hand.
+                slot.claim();
                 self.views[i].in_flight -= 1;
-                drop(slot);
                 continue;
             }
             return;
@@ -571,7 +597,7 @@ impl Inner {
 
     /// Sends held requests wherever the balancer now places them, oldest
     /// first, until it says hold.
-    fn drain_held(&mut self, now: Instant) {
+    fn drain_held(&mut self, me: &Registry, now: Instant) {
         while !self.held.is_empty() {
             let Some(front) = self.held.front() else {
                 break;
@@ -583,7 +609,7 @@ impl Inner {
                 Choice::Hold => return,
                 Choice::Node(i) => {
                     let before = self.held.len();
-                    self.hand_oldest_to(i, now);
+                    self.hand_oldest_to(i, me, now);
                     if self.held.len() == before {
                         // The head could not go there; wait for the next event.
                         return;

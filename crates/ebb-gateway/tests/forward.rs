@@ -24,6 +24,7 @@ static AT_MOST_ONCE: MethodInfo = MethodInfo {
     id: 0,
     name: "amo",
     idempotent: false,
+    blocking: false,
     params: &[],
     returns: "()",
 };
@@ -32,6 +33,7 @@ static IDEMPOTENT: MethodInfo = MethodInfo {
     id: 1,
     name: "idem",
     idempotent: true,
+    blocking: false,
     params: &[],
     returns: "()",
 };
@@ -318,4 +320,35 @@ async fn wait_for(cond: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_micros(100)).await;
     }
     panic!("condition never held");
+}
+
+/// A held request whose caller leaves just as a node is handed to it gives
+/// the node's in-flight count back.
+#[tokio::test]
+async fn a_slot_handed_to_a_departed_caller_is_given_back() {
+    let registry = Registry::new(
+        ebb_policy::balance::parse("rr").unwrap(),
+        AdmissionConfig::default(),
+        1,
+    );
+    let clock = Clock::new();
+    add(&registry, &clock, NodeId(1));
+    registry.set_target(1, Nanos::from_millis(10));
+    let deadline = clock.now() + TEN_SECONDS;
+    let rx = match registry.acquire(0, deadline, clock.now(), &[], true) {
+        ebb_gateway::registry::Acquired::Held(rx) => rx,
+        _ => panic!("no node is ready: the request must be held"),
+    };
+    assert!(registry.set_ready(NodeId(1), node("a", Act::Answer), clock.now()));
+    assert_eq!(
+        registry.lives(),
+        [(NodeId(1), Life::Ready, 1)],
+        "handed over"
+    );
+    drop(rx);
+    assert_eq!(
+        registry.lives(),
+        [(NodeId(1), Life::Ready, 0)],
+        "given back"
+    );
 }
