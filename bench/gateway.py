@@ -83,7 +83,7 @@ class Children:
 def start_node(children, ebb, scale, mode):
     p = children.start(
         [ebb, "node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-         "--work-scale", str(scale), "--work-mode", mode],
+         "--work-scale", str(scale), "--work-mode", mode, "--threads", "1"],
         stdout=subprocess.PIPE, text=True)
     rpc = http = None
     for _ in range(10):
@@ -176,9 +176,9 @@ def ebb_gateway(children, tmp, name, policy, a):
     with open(node, "w") as f:
         f.write(f"""#!/bin/sh
 if mkdir {marker} 2>/dev/null; then
-  exec {ebb} node --work-mode {a.work_mode} --work-scale {a.slow_scale} "$@"
+  exec {ebb} node --threads 1 --work-mode {a.work_mode} --work-scale {a.slow_scale} "$@"
 fi
-exec {ebb} node --work-mode {a.work_mode} "$@"
+exec {ebb} node --threads 1 --work-mode {a.work_mode} "$@"
 """)
     os.chmod(node, 0o755)
     cfg = os.path.join(tmp, f"{name}.toml")
