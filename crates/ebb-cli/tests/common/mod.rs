@@ -78,6 +78,13 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// The child's process id, to read its threads under `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -96,7 +103,7 @@ pub fn incr(addr: std::net::SocketAddr, key: &str) -> u64 {
         let client = ebb::rpc::transport::TcpClient::connect(&addr.to_string())
             .await
             .expect("the node accepts a connection");
-        ebb::demo::DemoClient::new(client)
+        ebb_demo::DemoClient::new(client)
             .incr(key.to_owned())
             .await
             .expect("the call completes")
