@@ -10,12 +10,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::Proc;
-use ebb::demo::DemoClient;
 use ebb::rpc::CallError;
 use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::{TcpClient, TcpClientConfig};
 use ebb_core::Nanos;
+use ebb_demo::DemoClient;
 
 const SEEDS: [u64; 2] = [11, 12];
 const CALLERS: usize = 4;

@@ -1,11 +1,11 @@
 //! `ebb call`: one RPC from the command line, JSON in, JSON out.
 
 use anyhow::{Context, bail};
-use ebb::demo::DemoCodec;
 use ebb::rpc::CallError;
 use ebb::rpc::service::{CallOptions, ServiceCodec, call_json};
 use ebb::rpc::transport::TcpClient;
 use ebb_core::Nanos;
+use ebb_demo::DemoCodec;
 
 /// Call one method of a service on a node and print the JSON reply.
 ///
@@ -40,10 +40,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             method_list(&DemoCodec)
         );
     };
-    let Some(codec) = ebb::service_codec(service) else {
+    let Some(codec) = ebb_demo::service_codec(service) else {
         bail!(
             "unknown service {service:?}: this build knows {}",
-            ebb::SERVICE_NAMES.join(", ")
+            ebb_demo::SERVICE_NAMES.join(", ")
         );
     };
     let json: serde_json::Value = serde_json::from_str(&args.args).with_context(|| {

@@ -161,10 +161,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .await?,
             )
         } else {
-            let Some(codec) = ebb::service_codec(service) else {
+            let Some(codec) = ebb_demo::service_codec(service) else {
                 bail!(
                     "unknown service {service:?}: over RPC this build knows {} (over --http any service the target serves)",
-                    ebb::SERVICE_NAMES.join(", ")
+                    ebb_demo::SERVICE_NAMES.join(", ")
                 );
             };
             Arc::new(

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use ebb::rpc::service::ServiceCodec;
 use serde::{Deserialize, Serialize};
 
 /// How many keys `put` and `incr` each keep; past it, new keys are refused
@@ -26,8 +27,25 @@ pub const MAX_WORK_MICROS: u64 = 10_000_000;
 /// The longest `sleep` waits in one call; longer requests are cut to this.
 pub const MAX_SLEEP_MILLIS: u64 = 60_000;
 
+/// The largest factor by which a node may stretch `work` (a deliberately
+/// slow node in a benchmark).
+pub const MAX_WORK_SCALE: u64 = 100;
+
+/// How `work` holds the node for its time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkMode {
+    /// Keeps one CPU busy: real CPU-bound work.
+    #[default]
+    Spin,
+    /// Blocks the node's thread without using a CPU: the node is as busy as
+    /// with `Spin`, so it still queues like a CPU-bound server, but many
+    /// such nodes fit on a machine with fewer cores (benchmarks of
+    /// balancing, where the nodes must not starve the balancer of CPU).
+    Block,
+}
+
 /// The demo service's interface. Method ids follow this order; do not reorder.
-#[crate::service]
+#[ebb::service]
 pub trait Demo {
     /// Returns `msg` unchanged.
     #[idempotent]
@@ -63,6 +81,19 @@ pub enum DemoError {
     StoreFull { max_keys: usize },
 }
 
+/// The services this build knows by name, for callers that speak JSON (the
+/// CLI's `call`, the gateway's HTTP ingress) and need the method table and
+/// argument types without an implementation.
+pub fn service_codec(name: &str) -> Option<&'static dyn ServiceCodec> {
+    match name {
+        DemoCodec::NAME => Some(&DemoCodec),
+        _ => None,
+    }
+}
+
+/// The names [`service_codec`] accepts, for error messages.
+pub const SERVICE_NAMES: &[&str] = &[DemoCodec::NAME];
+
 const METHOD_COUNT: usize = DemoCodec::METHODS.len();
 
 /// The in-memory implementation of [`Demo`].
@@ -72,6 +103,9 @@ pub struct DemoService {
     values: Mutex<HashMap<String, String>>,
     /// Executions per method, indexed by method id.
     executions: [AtomicU64; METHOD_COUNT],
+    /// `work(micros)` holds the node for `micros * work_scale`.
+    work_scale: u64,
+    work_mode: WorkMode,
 }
 
 impl Default for DemoService {
@@ -86,7 +120,18 @@ impl DemoService {
             counters: Mutex::new(HashMap::new()),
             values: Mutex::new(HashMap::new()),
             executions: [const { AtomicU64::new(0) }; METHOD_COUNT],
+            work_scale: 1,
+            work_mode: WorkMode::Spin,
         }
+    }
+
+    /// Makes `work` take `scale` times as long as asked (capped at
+    /// `MAX_WORK_SCALE`, at least 1), held as `mode` says. The reply is
+    /// unchanged, so callers cannot tell a slow node but by its latency.
+    pub fn with_work(mut self, scale: u64, mode: WorkMode) -> DemoService {
+        self.work_scale = scale.clamp(1, MAX_WORK_SCALE);
+        self.work_mode = mode;
+        self
     }
 
     /// How many times each method has run, by method name.
@@ -139,11 +184,19 @@ impl Demo for DemoService {
     async fn work(&self, micros: u64) -> u64 {
         self.count("work");
         let micros = micros.min(MAX_WORK_MICROS);
-        // Wall time is the point here: the method stands for a request that
-        // needs this much CPU.
-        let until = Instant::now() + Duration::from_micros(micros);
-        while Instant::now() < until {
-            std::hint::spin_loop();
+        let busy = Duration::from_micros(micros.saturating_mul(self.work_scale));
+        match self.work_mode {
+            // Wall time is the point here: the method stands for a request
+            // that needs this much CPU.
+            WorkMode::Spin => {
+                let until = Instant::now() + busy;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+            // Blocking the runtime's thread is the point: the node serves
+            // nothing else meanwhile, exactly as when spinning.
+            WorkMode::Block => std::thread::sleep(busy),
         }
         micros
     }

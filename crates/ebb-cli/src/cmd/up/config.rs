@@ -225,7 +225,7 @@ fn check_addr(key: &'static str, v: &str) -> Result<(), ConfigError> {
 pub fn check(file: File) -> Result<Checked, ConfigError> {
     check_addr("gateway.rpc", &file.gateway.rpc)?;
     check_addr("gateway.http", &file.gateway.http)?;
-    let names = ebb::SERVICE_NAMES.join(", ");
+    let names = ebb_demo::SERVICE_NAMES.join(", ");
     let svc = &file.service;
     let (service, runs) = match (&svc.name, &svc.command) {
         (None, None) => {
@@ -238,7 +238,8 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             ));
         }
         (Some(n), command) => {
-            let codec = ebb::service_codec(n).or_else(|| ebb::service_codec(&capitalised(n)));
+            let codec =
+                ebb_demo::service_codec(n).or_else(|| ebb_demo::service_codec(&capitalised(n)));
             let Some(codec) = codec else {
                 return Err(bad(
                     "service.name",

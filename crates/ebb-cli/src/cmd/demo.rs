@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use ebb::demo::{DemoCodec, DemoServer, DemoService};
 use ebb_core::Nanos;
+use ebb_demo::{DemoCodec, DemoServer, DemoService};
 use ebb_node::process::{ProcessProvider, ProcessProviderConfig};
 use ebb_node::provider::{NodeKind, NodeProvider};
 use ebb_node::thread::ThreadProvider;

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ebb::demo::DemoClient;
 use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::{TcpClient, TcpClientConfig};
 use ebb_core::{Nanos, NodeId};
+use ebb_demo::DemoClient;
 use ebb_node::provider::{NodeEvent, NodeProvider};
 use ebb_node::vm::provider::VmConfig;
 use ebb_node::vm::{VmError, VmProvider};

@@ -6,8 +6,8 @@
 mod common;
 
 use common::incr;
-use ebb::demo::{DemoServer, DemoService};
 use ebb_core::NodeId;
+use ebb_demo::{DemoServer, DemoService};
 use ebb_node::process::{ProcessProvider, ProcessProviderConfig};
 use ebb_node::provider::{NodeEvent, NodeProvider, StartedNode};
 use ebb_node::thread::ThreadProvider;

@@ -3,7 +3,7 @@
 //! autoscaler uses.
 //!
 //! ```sh
-//! cargo build --release -p ebb --examples
+//! cargo build --release -p ebb-cli --examples
 //! target/release/examples/node_start --kind thread --nodes 50
 //! target/release/examples/node_start --kind process --nodes 50
 //! ```
@@ -15,9 +15,9 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use ebb::demo::{DemoClient, DemoServer, DemoService};
 use ebb::rpc::transport::TcpClient;
 use ebb_core::NodeId;
+use ebb_demo::{DemoClient, DemoServer, DemoService};
 use ebb_node::process::{ProcessProvider, ProcessProviderConfig};
 use ebb_node::provider::{NodeEvent, NodeProvider};
 use ebb_node::thread::ThreadProvider;
@@ -76,7 +76,7 @@ fn default_ebb() -> anyhow::Result<PathBuf> {
     let ebb = dir.join("ebb");
     if !ebb.exists() {
         bail!(
-            "{} does not exist: build it with `cargo build --release -p ebb`, or pass --ebb PATH",
+            "{} does not exist: build it with `cargo build --release -p ebb-cli`, or pass --ebb PATH",
             ebb.display()
         );
     }

@@ -96,7 +96,7 @@ pub fn incr(addr: std::net::SocketAddr, key: &str) -> u64 {
         let client = ebb::rpc::transport::TcpClient::connect(&addr.to_string())
             .await
             .expect("the node accepts a connection");
-        ebb::demo::DemoClient::new(client)
+        ebb_demo::DemoClient::new(client)
             .incr(key.to_owned())
             .await
             .expect("the call completes")

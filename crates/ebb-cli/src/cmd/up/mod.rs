@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ebb::demo::{DemoServer, DemoService};
+use ebb_demo::{DemoServer, DemoService};
 use ebb_gateway::Gateway;
 use ebb_node::container::{ContainerProvider, ContainerProviderConfig};
 use ebb_node::process::{FD_PLACEHOLDER, ProcessProvider, ProcessProviderConfig};
@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let provider = provider(&checked)?;
-    let codec = ebb::service_codec(checked.service)
+    let codec = ebb_demo::service_codec(checked.service)
         .context("the checked service has a codec in this build")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

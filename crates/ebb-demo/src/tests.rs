@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::rpc::service::{LocalTransport, ServiceDispatch};
+use ebb::rpc::service::{LocalTransport, ServiceDispatch};
 
 fn client() -> DemoClient<LocalTransport<DemoServer<DemoService>>> {
     DemoClient::new(LocalTransport::new(DemoServer::new(DemoService::new())))
@@ -133,7 +133,22 @@ async fn json_dispatch_names_arguments() {
     assert_eq!(v, json!("b"));
     let e = server.dispatch_json("work", json!({"micros": "ten"})).await;
     assert!(
-        matches!(&e, Err(crate::rpc::service::DispatchError::BadArgs(m)) if m.contains("`micros` expects u64")),
+        matches!(&e, Err(ebb::rpc::service::DispatchError::BadArgs(m)) if m.contains("`micros` expects u64")),
         "{e:?}"
     );
+}
+
+/// A slow node's `work` holds it `scale` times as long (sleep and spin both
+/// last at least the time asked, so the lower bound cannot flake) and
+/// answers exactly as a normal node does.
+#[tokio::test]
+async fn work_scale_stretches_work_but_not_the_reply() {
+    for mode in [WorkMode::Block, WorkMode::Spin] {
+        let slow = DemoClient::new(LocalTransport::new(DemoServer::new(
+            DemoService::new().with_work(5, mode),
+        )));
+        let started = Instant::now();
+        assert_eq!(slow.work(2_000).await.unwrap(), 2_000);
+        assert!(started.elapsed() >= Duration::from_millis(10), "{mode:?}");
+    }
 }

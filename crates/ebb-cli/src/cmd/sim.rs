@@ -24,7 +24,10 @@ const PROGRESS_MIN_REQUESTS: u64 = 2_000_000;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = AFTER_HELP)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    model: Option<Model>,
     #[arg(long, default_value = "p2c", value_parser = parse_policies, help = format!("Balancing policy, or a comma-separated list to compare: {POLICY_SYNTAX}"))]
     balance: PolicyList,
     /// Nodes in the pool (all ready at the start).
@@ -92,6 +95,14 @@ pub struct Args {
     jobs: usize,
 }
 
+/// Models other than the queueing pool.
+#[derive(clap::Subcommand, Debug)]
+enum Model {
+    /// Lease-based caching: origin load and added delay against Gray and
+    /// Cheriton's model.
+    Lease(super::sim_lease::Args),
+}
+
 const AFTER_HELP: &str = "Examples:
   ebb sim --balance random --nodes 10 --load 0.9 --requests 1000000 --json
   ebb sim --scale queue --arrivals builtin:flash --service exp:0.02 --rate 2000 --objective 0.2 --boot-time 2 --json
@@ -122,6 +133,9 @@ fn default_jobs() -> usize {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Model::Lease(lease)) = args.model {
+        return super::sim_lease::run(lease);
+    }
     let policies = args.balance.0.clone();
     let arrivals = Arrivals::load(&args.arrivals)?;
     let scaling = args.scale.scale.is_some();
