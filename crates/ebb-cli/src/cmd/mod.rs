@@ -6,6 +6,7 @@ pub mod demo;
 pub mod info;
 pub mod load;
 pub mod node;
+pub mod origin;
 pub mod sim;
 pub mod sim_lease;
 pub mod sim_scale;
