@@ -78,6 +78,13 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// The child's process id, to read its threads under `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
