@@ -21,6 +21,8 @@ enum Command {
     Chaos(cmd::chaos::Args),
     /// Serve the demo service on one TCP address (a worker node).
     Node(cmd::node::Args),
+    /// Serve the origin store: durable values under leases that nodes cache.
+    Origin(cmd::origin::Args),
     /// Call one method of a node with JSON arguments and print the JSON reply.
     Call(cmd::call::Args),
     /// Run a gateway and a pool of nodes for a service until Ctrl-C.
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         Command::Info(args) => cmd::info::run(args),
         Command::Chaos(args) => cmd::chaos::run(args),
         Command::Node(args) => cmd::node::run(args),
+        Command::Origin(args) => cmd::origin::run(args),
         Command::Call(args) => cmd::call::run(args),
         Command::Load(args) => cmd::load::run(*args),
         Command::Sim(args) => cmd::sim::run(*args),

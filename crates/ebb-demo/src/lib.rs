@@ -55,6 +55,7 @@ pub trait Demo {
     /// `MAX_WORK_MICROS`) and returns the microseconds it was asked to spin
     /// after that cap.
     #[idempotent]
+    #[blocking]
     async fn work(&self, micros: u64) -> u64;
 
     /// Waits `millis` milliseconds (at most `MAX_SLEEP_MILLIS`) without using

@@ -83,8 +83,9 @@ impl Proc {
         proc
     }
 
-    /// The child's process id (to signal it).
-    pub fn id(&self) -> u32 {
+    /// The child's process id (to signal it, or read its threads under
+    /// `/proc`).
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 

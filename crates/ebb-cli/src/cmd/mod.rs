@@ -5,6 +5,7 @@ pub mod chaos;
 pub mod info;
 pub mod load;
 pub mod node;
+pub mod origin;
 pub mod sim;
 pub mod sim_lease;
 pub mod sim_scale;

@@ -2,6 +2,7 @@
 //! the same `ebb::node` entry a user's own node binary uses), and optionally
 //! over HTTP/JSON on a second address.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -46,6 +47,14 @@ pub struct Args {
     /// queue like CPU-bound servers fit on fewer cores.
     #[arg(long, default_value = "spin", value_parser = ["spin", "block"])]
     pub work_mode: String,
+
+    /// Worker threads for CPU-bound methods (those marked `#[blocking]`,
+    /// such as Demo.work): at most this many run at once, each on its own
+    /// thread, while one I/O thread keeps serving heartbeats and cheap
+    /// calls. This is the node's capacity: raise it to scale the node up.
+    /// Default: the number of cores this process may use.
+    #[arg(long, value_name = "N", value_parser = ebb::node::parse_threads)]
+    pub threads: Option<NonZeroUsize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -63,17 +72,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let service = DemoService::new().with_work(args.work_scale, mode);
     let demo = Arc::new(DemoServer::new(service));
     let Some(http) = args.http else {
-        ebb::node::serve(&ebb::node::NodeArgs { listen }, demo)?;
+        let args = ebb::node::NodeArgs {
+            listen,
+            threads: args.threads,
+        };
+        ebb::node::serve(&args, demo)?;
         return Ok(());
     };
-    // One thread, as `ebb::node::serve` uses: a node's CPU belongs to its
-    // service.
+    // One I/O thread, as `ebb::node::serve` uses; CPU-bound methods get the
+    // worker threads.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default()).await?;
+        let threads = args
+            .threads
+            .unwrap_or_else(ebb::rpc::transport::workers::default_threads);
+        let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default())
+            .await?
+            .with_threads(threads);
         let http_listener = tokio::net::TcpListener::bind(&http)
             .await
             .with_context(|| format!("--http {http}: cannot listen there"))?;

@@ -10,6 +10,7 @@ pub mod client;
 pub mod frames;
 pub mod outbuf;
 pub mod server;
+pub mod workers;
 
 pub use client::{TcpClient, TcpClientConfig};
 pub use server::Server;

@@ -1,6 +1,10 @@
 //! A node's command line, parsed by hand: a node binary should not need a
 //! command-line framework, and the grammar is three flags.
 
+use std::num::NonZeroUsize;
+
+use crate::rpc::transport::workers::{MAX_WORKER_THREADS, default_threads};
+
 use super::NodeError;
 
 /// Where a node listens when given neither `--listen` nor `--listen-fd`.
@@ -19,12 +23,24 @@ pub enum Listen {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeArgs {
     pub listen: Listen,
+    /// Worker threads for the service's `#[blocking]` methods: at most this
+    /// many run at once, off the I/O thread. The node's CPU capacity; `None`
+    /// means one per core the process may use.
+    pub threads: Option<NonZeroUsize>,
+}
+
+impl NodeArgs {
+    /// The worker threads this node runs, with the default applied.
+    pub fn threads(&self) -> NonZeroUsize {
+        self.threads.unwrap_or_else(default_threads)
+    }
 }
 
 impl Default for NodeArgs {
     fn default() -> NodeArgs {
         NodeArgs {
             listen: Listen::Addr(DEFAULT_LISTEN.to_owned()),
+            threads: None,
         }
     }
 }
@@ -38,8 +54,9 @@ pub enum Parsed {
 
 /// The help text of a node binary called `program`.
 pub fn usage(program: &str) -> String {
+    let cores = default_threads();
     format!(
-        "Usage: {program} [--listen ADDR | --listen-fd FD]\n\
+        "Usage: {program} [--listen ADDR | --listen-fd FD] [--threads N]\n\
          \n\
          Serves until killed. Prints `node listening on ADDR` once it accepts\n\
          connections, so a script can bind port 0 and read the address back.\n\
@@ -47,6 +64,8 @@ pub fn usage(program: &str) -> String {
          Options:\n  \
            --listen ADDR    address to listen on (port 0 picks a free port) [default: {DEFAULT_LISTEN}]\n  \
            --listen-fd FD   serve on this inherited listening TCP socket instead of binding\n  \
+           --threads N      worker threads for CPU-bound (#[blocking]) methods: the node's\n                   \
+capacity [default: the cores available, here {cores}]\n  \
            -h, --help       print this help\n"
     )
 }
@@ -61,6 +80,7 @@ impl NodeArgs {
     {
         let mut addr: Option<String> = None;
         let mut fd: Option<i32> = None;
+        let mut threads: Option<NonZeroUsize> = None;
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -87,9 +107,16 @@ impl NodeArgs {
                         ))
                     })?);
                 }
+                "--threads" => {
+                    let v = value("a number of worker threads, e.g. 4")?;
+                    threads = Some(
+                        parse_threads(&v)
+                            .map_err(|e| NodeError::Usage(format!("--threads {v:?}: {e}")))?,
+                    );
+                }
                 other => {
                     return Err(NodeError::Usage(format!(
-                        "unknown argument {other:?}; accepted: --listen ADDR, --listen-fd FD, --help"
+                        "unknown argument {other:?}; accepted: --listen ADDR, --listen-fd FD, --threads N, --help"
                     )));
                 }
             }
@@ -105,8 +132,19 @@ impl NodeArgs {
             (Some(addr), None) => Listen::Addr(addr),
             (None, None) => Listen::Addr(DEFAULT_LISTEN.to_owned()),
         };
-        Ok(Parsed::Run(NodeArgs { listen }))
+        Ok(Parsed::Run(NodeArgs { listen, threads }))
     }
+}
+
+/// Parses a worker-thread count: 1 to `MAX_WORKER_THREADS`. The error says
+/// what is accepted.
+pub fn parse_threads(v: &str) -> Result<NonZeroUsize, String> {
+    v.parse::<NonZeroUsize>()
+        .ok()
+        .filter(|n| n.get() <= MAX_WORKER_THREADS)
+        .ok_or_else(|| {
+            format!("expected a number of worker threads from 1 to {MAX_WORKER_THREADS}")
+        })
 }
 
 #[cfg(test)]
@@ -140,6 +178,10 @@ mod tests {
         );
         assert_eq!(run(&["--listen-fd", "3"]).listen, Listen::Fd(3));
         assert_eq!(run(&["--listen-fd=4"]).listen, Listen::Fd(4));
+        assert_eq!(run(&[]).threads, None);
+        assert_eq!(run(&[]).threads(), default_threads());
+        assert_eq!(run(&["--threads", "3"]).threads().get(), 3);
+        assert_eq!(run(&["--threads=1"]).threads().get(), 1);
         assert_eq!(
             NodeArgs::parse(["--listen", "x", "--help"]).ok(),
             Some(Parsed::Help)
@@ -157,6 +199,13 @@ mod tests {
         assert!(m.contains("--listen needs a value"), "{m}");
         let m = usage_error(&["--listen-fd", "three"]);
         assert!(m.contains("\"three\"") && m.contains("e.g. 3"), "{m}");
+        for bad in ["0", "-1", "many", "1025"] {
+            let m = usage_error(&["--threads", bad]);
+            assert!(
+                m.contains(&format!("{bad:?}")) && m.contains("from 1 to 1024"),
+                "{m}"
+            );
+        }
         let m = usage_error(&["--listen", "a:1", "--listen-fd", "3"]);
         assert!(m.contains("exclude each other"), "{m}");
     }

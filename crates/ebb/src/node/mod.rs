@@ -18,7 +18,7 @@
 mod args;
 mod listen;
 
-pub use args::{DEFAULT_LISTEN, Listen, NodeArgs, Parsed, usage};
+pub use args::{DEFAULT_LISTEN, Listen, NodeArgs, Parsed, parse_threads, usage};
 pub use listen::inherited_listener;
 
 use crate::rpc::semantics::ServerConfig;
@@ -58,8 +58,9 @@ pub fn serve<D>(args: &NodeArgs, dispatch: D) -> Result<(), NodeError>
 where
     D: ServiceDispatch + 'static,
 {
-    // One thread: a node's CPU belongs to its service, and a single-threaded
-    // runtime spends the least of it on coordination.
+    // One I/O thread: a single-threaded runtime spends the least CPU on
+    // coordination. CPU-bound (`#[blocking]`) methods run on the server's
+    // `args.threads()` worker threads.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -77,7 +78,7 @@ where
     D: ServiceDispatch + 'static,
 {
     let server = bind(&args.listen, dispatch, config).await?;
-    server.run().await?;
+    server.with_threads(args.threads()).run().await?;
     Ok(())
 }
 
