@@ -6,7 +6,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::Proc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// Writes a CA and two certificates it signs (the node's, for 127.0.0.1,
@@ -56,7 +55,7 @@ fn s(p: &Path) -> &str {
 fn calls_over_mutual_tls_work_only_with_a_client_certificate() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let [ca, cert, key, client_cert, client_key] = certificates(dir.path());
-    let node = Proc::start(&[
+    let node = common::ebb(&[
         "node",
         "--listen",
         "127.0.0.1:0",
