@@ -24,6 +24,7 @@ static AT_MOST_ONCE: MethodInfo = MethodInfo {
     id: 0,
     name: "amo",
     idempotent: false,
+    blocking: false,
     params: &[],
     returns: "()",
 };
@@ -32,6 +33,7 @@ static IDEMPOTENT: MethodInfo = MethodInfo {
     id: 1,
     name: "idem",
     idempotent: true,
+    blocking: false,
     params: &[],
     returns: "()",
 };
