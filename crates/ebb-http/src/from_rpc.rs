@@ -52,6 +52,14 @@ impl From<DispatchError> for HttpError {
             DispatchError::BadArgs(m) => HttpError::BadArguments(m),
             e @ DispatchError::EncodeReply(_) => HttpError::Remote(e.to_string()),
             e @ DispatchError::BadReply(_) => HttpError::Internal(e.to_string()),
+            e @ DispatchError::Rejected(_) => HttpError::Overloaded {
+                message: e.to_string(),
+                retry_after: Nanos::from_millis(DEFAULT_RETRY_AFTER_MS),
+            },
+            e @ DispatchError::OutcomeUnknown(_) => HttpError::NodeLost {
+                message: e.to_string(),
+                may_have_run: true,
+            },
         }
     }
 }

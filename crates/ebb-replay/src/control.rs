@@ -1,57 +1,27 @@
-//! Runs an `ebb-policy` [`ScalePolicy`] on what a live pool measures.
+//! What the autoscaler decided, and the pool's nodes by state, as the
+//! gateway runs them.
 //!
-//! The pool ticks often (every few milliseconds, so node events are handled
-//! at once); a policy is meant to be asked once per control period (a
-//! second), with counts over that period. [`Controller`] sums the pool's
-//! ticks into one [`Signals`] per period, asks the policy, and keeps every
-//! decision in a bounded [`DecisionLog`] for the live view and the report.
-//! The policy itself is untouched: the same code the simulator runs.
+//! The gateway's pool manager asks its `ScalePolicy` once per scale tick.
+//! [`Logged`] wraps that policy, unchanged, and copies each decision (with
+//! the pool size it was made at) into a bounded [`DecisionLog`] for the
+//! live view and the report. [`NodeTally`] follows the pool's node changes
+//! (booting, ready, draining, gone) as the gateway reports them, so the
+//! node counts are exact at any moment, not only at scale ticks.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ebb_core::{Instant, Nanos, Rng};
-use ebb_policy::scale::{Decision, Limits, NodeCounts, ScalePolicy, Signals};
+use ebb_core::{Instant, Rng};
+use ebb_policy::scale::{Decision, NodeCounts, ScalePolicy, Signals};
 
 /// Decisions kept in the log for the reader to drain; older ones are
 /// dropped (and counted) if nobody drains.
 pub const MAX_LOGGED_DECISIONS: usize = 4_096;
-/// Default control period.
-pub const DEFAULT_PERIOD_MS: u64 = 1_000;
-
-/// One pool tick's measurements: what the gateway's pool gives an
-/// autoscaler, in `ebb-policy`'s units.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Tick {
-    pub interval: Nanos,
-    pub arrivals: u64,
-    pub completions: u64,
-    pub refusals: u64,
-    /// Requests held at the gateway at the tick.
-    pub held: u64,
-    /// Requests at nodes at the tick.
-    pub in_flight: u64,
-    pub p50: Nanos,
-    pub p99: Nanos,
-    /// Mean service time as measured (a call alone on its node).
-    pub service_time: Nanos,
-    pub nodes: NodeCounts,
-    pub boot_time: Nanos,
-}
-
-/// What the operator fixes; the rest comes from the pool.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ControlConfig {
-    pub period: Nanos,
-    pub limits: Limits,
-    pub objective: Option<Nanos>,
-    pub cost_per_node_sec_micros: u64,
-}
 
 /// One decision as logged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoggedDecision {
-    /// When it was made, on the caller's clock.
+    /// When it was made, on the wall clock (the report's time base).
     pub at: std::time::Instant,
     /// Pool size (ready + booting) when it was made.
     pub current: u32,
@@ -70,12 +40,10 @@ pub struct DecisionLog {
     queue: VecDeque<LoggedDecision>,
     dropped: u64,
     last: Option<LoggedDecision>,
-    /// Nodes by state at the latest pool tick.
-    nodes: NodeCounts,
 }
 
 impl DecisionLog {
-    fn push(&mut self, d: LoggedDecision) {
+    pub fn push(&mut self, d: LoggedDecision) {
         if self.queue.len() == MAX_LOGGED_DECISIONS {
             self.queue.pop_front();
             self.dropped += 1;
@@ -96,182 +64,131 @@ impl DecisionLog {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
-
-    /// Nodes by state at the latest pool tick.
-    pub fn nodes(&self) -> NodeCounts {
-        self.nodes
-    }
 }
 
 pub type SharedLog = Arc<Mutex<DecisionLog>>;
 
-pub fn lock(log: &SharedLog) -> std::sync::MutexGuard<'_, DecisionLog> {
-    log.lock().unwrap_or_else(PoisonError::into_inner)
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Sums of the ticks of one period.
-#[derive(Clone, Copy, Debug, Default)]
-struct Period {
-    span: Nanos,
-    arrivals: u64,
-    completions: u64,
-    refusals: u64,
-    busy: Nanos,
-    /// In-flight integrated over time: by Little's law the summed response
-    /// time of the period's requests, which the pool does not report.
-    in_system: Nanos,
-    p50: Nanos,
-    p99: Nanos,
-}
-
-pub struct Controller {
-    policy: Box<dyn ScalePolicy + Send>,
-    cfg: ControlConfig,
-    period: Period,
-    rng: Rng,
+/// A policy whose decisions are also written to a log. It decides exactly
+/// what the policy it wraps decides.
+pub struct Logged {
+    inner: Box<dyn ScalePolicy + Send>,
     log: SharedLog,
 }
 
-impl Controller {
-    pub fn new(policy: Box<dyn ScalePolicy + Send>, cfg: ControlConfig, seed: u64) -> Controller {
-        Controller {
-            policy,
-            cfg,
-            period: Period::default(),
-            rng: Rng::seeded(seed),
-            log: SharedLog::default(),
-        }
+impl Logged {
+    pub fn new(inner: Box<dyn ScalePolicy + Send>) -> (Logged, SharedLog) {
+        let log = SharedLog::default();
+        (
+            Logged {
+                inner,
+                log: Arc::clone(&log),
+            },
+            log,
+        )
+    }
+}
+
+impl ScalePolicy for Logged {
+    fn name(&self) -> String {
+        self.inner.name()
     }
 
-    pub fn name(&self) -> String {
-        self.policy.name()
-    }
-
-    /// The log this controller writes; clone it before handing the
-    /// controller to the pool.
-    pub fn log(&self) -> SharedLog {
-        Arc::clone(&self.log)
-    }
-
-    /// Takes one pool tick. At the end of a period, asks the policy and
-    /// returns its target; `None` between periods.
-    pub fn tick(&mut self, t: &Tick, now: Instant, wall: std::time::Instant) -> Option<u32> {
-        lock(&self.log).nodes = t.nodes;
-        let p = &mut self.period;
-        p.span += t.interval;
-        p.arrivals += t.arrivals;
-        p.completions += t.completions;
-        p.refusals += t.refusals;
-        p.busy += Nanos::from_secs_f64(t.service_time.as_secs_f64() * t.completions as f64);
-        p.in_system +=
-            Nanos::from_secs_f64(t.interval.as_secs_f64() * (t.held + t.in_flight) as f64);
-        if t.completions > 0 {
-            p.p50 = p.p50.max(t.p50);
-            p.p99 = p.p99.max(t.p99);
-        }
-        if p.span < self.cfg.period {
-            return None;
-        }
-        let p = std::mem::take(&mut self.period);
-        let signals = Signals {
-            tick: p.span,
-            arrivals: p.arrivals,
-            completions: p.completions,
-            refusals: p.refusals,
-            queued: t.held,
-            in_service: t.in_flight,
-            busy: p.busy,
-            response_sum: p.in_system,
-            p50: (p.completions > 0).then_some(p.p50),
-            p99: (p.completions > 0).then_some(p.p99),
-            nodes: t.nodes,
-            capacity_per_node: 1,
-            boot_time: t.boot_time,
-            cost_per_node_sec_micros: self.cfg.cost_per_node_sec_micros,
-            objective: self.cfg.objective,
-            limits: self.cfg.limits,
-        };
-        let decision = self.policy.decide(&signals, now, &mut self.rng);
-        let target = decision.target_nodes;
-        debug_assert!(
-            target >= self.cfg.limits.min_nodes
-                && target <= self.cfg.limits.max_nodes.max(self.cfg.limits.min_nodes)
-        );
+    fn decide(&mut self, signals: &Signals, now: Instant, rng: &mut Rng) -> Decision {
+        let decision = self.inner.decide(signals, now, rng);
         lock(&self.log).push(LoggedDecision {
-            at: wall,
-            current: t.nodes.current(),
-            decision,
+            at: std::time::Instant::now(),
+            current: signals.nodes.current(),
+            decision: decision.clone(),
         });
-        Some(target)
+        decision
+    }
+}
+
+/// A node's state as the tally counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Booting,
+    Ready,
+    Draining,
+    Gone,
+}
+
+/// Nodes by state, kept from the pool's change reports.
+#[derive(Clone, Debug, Default)]
+pub struct NodeTally(Arc<Mutex<NodeCounts>>);
+
+impl NodeTally {
+    /// One node went from `from` (`None`: it is new) to `to`.
+    pub fn change(&self, from: Option<State>, to: State) {
+        let mut n = lock(&self.0);
+        for (s, up) in [(from, false), (Some(to), true)] {
+            let slot = match s {
+                Some(State::Booting) => &mut n.booting,
+                Some(State::Ready) => &mut n.ready,
+                Some(State::Draining) => &mut n.draining,
+                Some(State::Gone) | None => continue,
+            };
+            *slot = if up {
+                slot.saturating_add(1)
+            } else {
+                slot.saturating_sub(1)
+            };
+        }
+    }
+
+    pub fn counts(&self) -> NodeCounts {
+        *lock(&self.0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg() -> ControlConfig {
-        ControlConfig {
-            period: Nanos::from_secs(1),
-            limits: Limits {
-                min_nodes: 1,
-                max_nodes: 8,
-                max_capacity_per_node: 1,
-            },
-            objective: Some(Nanos::from_millis(100)),
-            cost_per_node_sec_micros: 0,
-        }
-    }
-
-    /// 10 ms ticks carrying `rate` arrivals per second, service 10 ms.
-    fn tick(rate: u64, ready: u32) -> Tick {
-        Tick {
-            interval: Nanos::from_millis(10),
-            arrivals: rate / 100,
-            completions: rate / 100,
-            service_time: Nanos::from_millis(10),
-            p50: Nanos::from_millis(10),
-            p99: Nanos::from_millis(30),
-            in_flight: 1,
-            nodes: NodeCounts {
-                ready,
-                ..NodeCounts::default()
-            },
-            ..Tick::default()
-        }
-    }
+    use ebb_core::Nanos;
+    use ebb_policy::scale::Limits;
 
     #[test]
-    fn asks_the_policy_once_per_period_and_scales_with_load() {
-        let policy = ebb_policy::scale::parse("queue").expect("spec");
-        let mut c = Controller::new(policy, cfg(), 1);
-        let log = c.log();
-        let wall = std::time::Instant::now();
+    fn the_wrapped_policy_decides_and_every_decision_is_logged() {
+        let (mut p, log) = Logged::new(ebb_policy::scale::parse("queue").expect("spec"));
+        let mut plain = ebb_policy::scale::parse("queue").expect("spec");
+        assert_eq!(p.name(), plain.name());
+        let s = Signals {
+            tick: Nanos::from_secs(1),
+            arrivals: 600,
+            completions: 600,
+            busy: Nanos::from_secs(6),
+            nodes: NodeCounts {
+                ready: 1,
+                ..NodeCounts::default()
+            },
+            capacity_per_node: 1,
+            objective: Some(Nanos::from_millis(100)),
+            limits: Limits {
+                min_nodes: 1,
+                max_nodes: 16,
+                max_capacity_per_node: 1,
+            },
+            ..Signals::default()
+        };
+        let (mut r1, mut r2) = (Rng::seeded(1), Rng::seeded(1));
         let mut now = Instant::EPOCH;
-        let mut targets = Vec::new();
-        for _ in 0..500 {
-            now += Nanos::from_millis(10);
-            if let Some(t) = c.tick(&tick(600, 1), now, wall) {
-                targets.push(t);
-            }
+        for _ in 0..3 {
+            now += Nanos::from_secs(1);
+            assert_eq!(p.decide(&s, now, &mut r1), plain.decide(&s, now, &mut r2));
         }
-        assert_eq!(targets.len(), 5, "one decision per second of ticks");
-        // 600/s × 10 ms = 6 erlangs: one node cannot hold it.
-        let last = *targets.last().expect("decided");
-        assert!(last >= 7, "target {last} for 6 erlangs");
         let logged = lock(&log).drain();
-        assert_eq!(logged.len(), 5);
-        assert!(logged.iter().any(LoggedDecision::changes_pool));
-        assert!(
-            logged[4].decision.to_string().contains("erlangs="),
-            "{}",
-            logged[4].decision
-        );
+        assert_eq!(logged.len(), 3);
+        // 600/s × 10 ms = 6 erlangs on one node: the pool must grow.
+        assert!(logged[2].changes_pool(), "{}", logged[2].decision);
+        assert!(logged[2].decision.target_nodes >= 7);
         assert!(lock(&log).drain().is_empty(), "drained");
-        assert_eq!(
-            lock(&log).nodes().ready,
-            1,
-            "the latest tick's nodes are kept"
+        assert!(
+            lock(&log).last().is_some(),
+            "the last decision stays for the view"
         );
     }
 
@@ -293,6 +210,28 @@ mod tests {
         }
         assert_eq!(log.dropped(), 5);
         assert_eq!(log.drain().len(), MAX_LOGGED_DECISIONS);
-        assert!(log.last().is_some());
+    }
+
+    #[test]
+    fn the_tally_follows_a_node_through_its_life() {
+        let t = NodeTally::default();
+        t.change(None, State::Booting);
+        t.change(None, State::Booting);
+        t.change(Some(State::Booting), State::Ready);
+        assert_eq!(
+            t.counts(),
+            NodeCounts {
+                booting: 1,
+                ready: 1,
+                draining: 0
+            }
+        );
+        t.change(Some(State::Ready), State::Draining);
+        t.change(Some(State::Booting), State::Gone);
+        t.change(Some(State::Draining), State::Gone);
+        assert_eq!(t.counts(), NodeCounts::default());
+        // A report out of order never wraps around.
+        t.change(Some(State::Ready), State::Gone);
+        assert_eq!(t.counts(), NodeCounts::default());
     }
 }

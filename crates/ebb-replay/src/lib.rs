@@ -4,8 +4,8 @@
 //! - [`trace`]: per-second arrival counts, built in (seeded) or from a file.
 //! - [`record`]: the run's per-second record, turned into an
 //!   [`ebb_report::Run`].
-//! - [`control`]: a `ScalePolicy` run once per control period on the
-//!   pool's ticks, its decisions logged.
+//! - [`control`]: the autoscaler's decisions logged as the gateway makes
+//!   them, and the pool's nodes by state.
 //! - [`load`]: the open-loop generator replaying a trace.
 //! - [`live`]: the terminal view (a redrawn panel on a terminal, plain
 //!   lines otherwise).

@@ -4,7 +4,10 @@
 //!
 //! In second `i` the trace's `n` arrivals are placed at `n` sorted uniform
 //! instants: a Poisson process given its count. Each call runs in its own
-//! task, so a slow answer never delays the next send.
+//! task, so a slow answer never delays the next send, and its latency is
+//! measured from its scheduled instant, so a late send (a stalled
+//! generator) shows in the latency instead of hiding (no coordinated
+//! omission).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -77,8 +80,9 @@ where
     tokio::pin!(stop);
     'trace: for (second, &n) in trace.per_sec.iter().enumerate() {
         for at in arrivals_in(second, n, &mut rng) {
+            let scheduled = start + at.into();
             tokio::select! {
-                () = tokio::time::sleep_until(start + at.into()) => {}
+                () = tokio::time::sleep_until(scheduled) => {}
                 () = &mut stop => {
                     stats.interrupted = true;
                     break 'trace;
@@ -97,10 +101,11 @@ where
             let fut = call();
             let rec = Arc::clone(&recorder);
             calls.spawn(async move {
-                let t0 = TokioInstant::now();
                 let outcome = match fut.await {
                     Ok(()) => Outcome::Ok {
-                        latency: t0.elapsed().into(),
+                        latency: TokioInstant::now()
+                            .saturating_duration_since(scheduled)
+                            .into(),
                     },
                     Err(e) => classify(&e),
                 };

@@ -173,6 +173,15 @@ impl CallError {
             DispatchError::BadArgs(message) => CallError::BadRequest { message },
             DispatchError::EncodeReply(message) => CallError::Remote { message },
             DispatchError::BadReply(message) => CallError::decoding(message),
+            DispatchError::Rejected(message) => CallError::Refused {
+                reason: Refusal::Overloaded,
+                message,
+            },
+            // A forwarding service lost the call: it may have run.
+            DispatchError::OutcomeUnknown(message) => CallError::ConnectionLost {
+                sent: true,
+                cause: message,
+            },
         }
     }
 }

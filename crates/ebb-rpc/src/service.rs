@@ -120,6 +120,14 @@ pub enum DispatchError {
     /// Reply bytes did not decode to the method's return type.
     #[error("reply could not be decoded: {0}")]
     BadReply(String),
+    /// Refused without running (a forwarding server over its bounds, or a
+    /// deadline it cannot meet); the caller may try again later.
+    #[error("rejected without running: {0}")]
+    Rejected(String),
+    /// A forwarding server lost the node that had the call: it may have run,
+    /// and will not be run again.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// The server side of a service: what a node's RPC server holds and hands

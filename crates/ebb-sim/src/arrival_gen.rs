@@ -70,6 +70,12 @@ enum Gen {
         idx: usize,
         scale: f64,
     },
+    /// A Poisson process whose rate is `1 / gap_ns × mult[s]` in second `s`;
+    /// ends after the last second.
+    Piecewise {
+        mult: Arc<[f64]>,
+        gap_ns: f64,
+    },
     /// Per-interval counts, each interval `width_ns` long, its arrivals spread
     /// uniformly (sorted uniforms drawn one at a time, so no buffer).
     TraceCounts {
@@ -130,6 +136,10 @@ impl ArrivalGen {
                 },
                 gap_ns,
             ),
+            Arrivals::Builtin { trace, seconds } => Gen::Piecewise {
+                mult: trace.shape(*seconds, rng).into(),
+                gap_ns,
+            },
             Arrivals::Trace(trace) => {
                 // Stretch so that the trace's mean rate becomes the asked rate.
                 let scale = NS_PER_SEC * trace.mean_rate_per_unit() / rate_per_sec;
@@ -185,6 +195,24 @@ impl ArrivalGen {
                 if rng.unit() * shape.peak() < shape.multiplier(self.t_ns) {
                     break;
                 }
+            },
+            Gen::Piecewise { mult, gap_ns } => loop {
+                // Memoryless: a candidate past the second's end restarts
+                // at the boundary with the next second's rate.
+                let sec = (self.t_ns / NS_PER_SEC) as usize;
+                let Some(m) = mult.get(sec) else {
+                    self.done = true;
+                    return None;
+                };
+                let end = (sec + 1) as f64 * NS_PER_SEC;
+                if *m > 0.0 {
+                    let t = self.t_ns + rng.exp(*gap_ns / m);
+                    if t < end {
+                        self.t_ns = t;
+                        break;
+                    }
+                }
+                self.t_ns = end;
             },
             Gen::TraceTs { ts, idx, scale } => {
                 let Some(t) = ts.get(*idx) else {
@@ -283,6 +311,38 @@ mod tests {
             n += usize::from(t >= from);
         }
         n
+    }
+
+    #[test]
+    fn a_builtin_shape_is_followed_second_by_second_and_ends() {
+        use crate::builtin::BuiltinTrace;
+        let a = Arrivals::Builtin {
+            trace: BuiltinTrace::Step,
+            seconds: 3000,
+        };
+        let shape = BuiltinTrace::Step.shape(3000, &mut Rng::seeded(12));
+        let mut rng = Rng::seeded(12);
+        let mut g = ArrivalGen::new(&a, 10.0, &mut rng);
+        let mut per_sec = vec![0u32; 3000];
+        let mut n = 0;
+        while let Some(t) = g.next(&mut rng) {
+            per_sec[(t / 1_000_000_000) as usize] += 1;
+            n += 1;
+        }
+        // 30,000 expected over the trace; Poisson sd 173.
+        assert!((n as f64 - 30_000.0).abs() < 5.0 * 173.0, "{n}");
+        // Before the step 0.6/1.0 × 10 per second, after it 1.6 (normalised).
+        let at = shape.iter().position(|m| *m > shape[0]).unwrap();
+        let rate = |r: std::ops::Range<usize>| {
+            per_sec[r.clone()].iter().sum::<u32>() as f64 / r.len() as f64
+        };
+        let (lo, hi) = (rate(0..at), rate(at..3000));
+        assert!((lo / hi - 0.6 / 1.6).abs() < 0.03, "{lo} {hi}");
+        assert!(
+            (lo - 10.0 * shape[0]).abs() < 0.3,
+            "{lo} vs {}",
+            10.0 * shape[0]
+        );
     }
 
     #[test]

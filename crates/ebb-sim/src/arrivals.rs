@@ -6,6 +6,7 @@
 //! thinning (Lewis–Shedler): candidates at the peak rate, each kept with
 //! probability rate(t) / peak, which is exact for any bounded rate function.
 
+use crate::builtin::{BuiltinTrace, DEFAULT_TRACE_SECS, MAX_TRACE_SECS};
 use crate::dist::{SpecError, split_spec};
 use crate::trace::{Trace, TraceFormat};
 use std::fmt;
@@ -13,7 +14,8 @@ use std::str::FromStr;
 
 /// The forms [`ArrivalSpec::from_str`] accepts.
 pub const ARRIVAL_FORMS: &str = "poisson, mmpp:R1,R2,S12,S21, step:AT,FACTOR, \
-     ramp:FROM,TO,OVER, diurnal:PERIOD,AMPLITUDE, trace:FILE[,ts|,counts]";
+     ramp:FROM,TO,OVER, diurnal:PERIOD,AMPLITUDE, trace:FILE[,ts|,counts], \
+     builtin:NAME[,SECONDS] (NAME one of steady, diurnal, step, flash, mmpp; generated from --seed; default 3600 s)";
 
 /// An arrival process as given on the command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +40,8 @@ pub enum ArrivalSpec {
     Diurnal { period: f64, amplitude: f64 },
     /// Replay of a file, stretched in time so its mean rate is the `--load` rate.
     Trace { path: String, format: TraceFormat },
+    /// A built-in shape `seconds` long, generated from the run's seed.
+    Builtin { trace: BuiltinTrace, seconds: u32 },
 }
 
 impl FromStr for ArrivalSpec {
@@ -51,6 +55,19 @@ impl FromStr for ArrivalSpec {
             reason: reason.to_string(),
             accepted: ARRIVAL_FORMS,
         };
+        if let Some(rest) = input.strip_prefix("builtin:") {
+            let (name, secs) = rest.split_once(',').unwrap_or((rest, ""));
+            let trace: BuiltinTrace = name.parse().map_err(|e: String| err(&e))?;
+            let seconds = if secs.is_empty() {
+                DEFAULT_TRACE_SECS
+            } else {
+                secs.parse::<u32>()
+                    .ok()
+                    .filter(|s| (1..=MAX_TRACE_SECS).contains(s))
+                    .ok_or_else(|| err("SECONDS must be a whole number from 1 to 604800"))?
+            };
+            return Ok(ArrivalSpec::Builtin { trace, seconds });
+        }
         if let Some(rest) = input.strip_prefix("trace:") {
             let (path, format) = match rest.rsplit_once(',') {
                 Some((p, "ts")) => (p, TraceFormat::Timestamps),
@@ -123,6 +140,7 @@ impl fmt::Display for ArrivalSpec {
                 write!(f, "diurnal:{period},{amplitude}")
             }
             ArrivalSpec::Trace { path, format } => write!(f, "trace:{path}{}", format.suffix()),
+            ArrivalSpec::Builtin { trace, seconds } => write!(f, "builtin:{trace},{seconds}"),
         }
     }
 }
@@ -152,6 +170,10 @@ pub enum Arrivals {
         amplitude: f64,
     },
     Trace(Trace),
+    Builtin {
+        trace: BuiltinTrace,
+        seconds: u32,
+    },
 }
 
 impl Arrivals {
@@ -181,6 +203,10 @@ impl Arrivals {
             ArrivalSpec::Trace { path, format } => {
                 Arrivals::Trace(Trace::load(path.as_ref(), *format)?)
             }
+            ArrivalSpec::Builtin { trace, seconds } => Arrivals::Builtin {
+                trace: *trace,
+                seconds: *seconds,
+            },
         })
     }
 
@@ -190,6 +216,11 @@ impl Arrivals {
             Arrivals::Trace(t) => Some(t.len()),
             _ => None,
         }
+    }
+
+    /// True when the process ends by itself (a trace, a built-in shape).
+    pub fn is_finite(&self) -> bool {
+        matches!(self, Arrivals::Trace(_) | Arrivals::Builtin { .. })
     }
 
     pub fn is_poisson(&self) -> bool {
@@ -211,11 +242,24 @@ mod tests {
             "ramp:0.5,1.5,1000",
             "diurnal:86400,0.5",
             "trace:a,b.txt,counts",
+            "builtin:flash,1800",
         ] {
             let a: ArrivalSpec = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
         }
-        for s in ["uniform", "mmpp:1,2", "diurnal:10,2", "step:-1,2", "trace:"] {
+        assert_eq!(
+            "builtin:step".parse::<ArrivalSpec>().unwrap().to_string(),
+            "builtin:step,3600"
+        );
+        for s in [
+            "uniform",
+            "mmpp:1,2",
+            "diurnal:10,2",
+            "step:-1,2",
+            "trace:",
+            "builtin:tsunami",
+            "builtin:step,0",
+        ] {
             let e = s.parse::<ArrivalSpec>().unwrap_err().to_string();
             assert!(e.contains(ARRIVAL_FORMS), "{e}");
         }

@@ -142,6 +142,12 @@ pub struct SimConfig {
     pub boot_secs: f64,
     /// Bound on requests queued or in service anywhere at once.
     pub max_in_system: u64,
+    /// Response-time objective in seconds: a measured request slower than
+    /// this, or dropped, is a miss (`slo_miss_fraction`).
+    pub objective_secs: Option<f64>,
+    /// Average arrival rate per second, overriding `load` (which is then
+    /// reported as this rate over the initial pool's capacity).
+    pub rate_per_sec: Option<f64>,
 }
 
 impl SimConfig {
@@ -163,6 +169,8 @@ impl SimConfig {
             tick_secs: 1.0,
             boot_secs: 0.0,
             max_in_system: DEFAULT_MAX_IN_SYSTEM,
+            objective_secs: None,
+            rate_per_sec: None,
         }
     }
 
@@ -205,6 +213,16 @@ impl SimConfig {
                 "seconds, 0 or more",
                 self.boot_secs.to_string(),
             );
+        }
+        if let Some(o) = self.objective_secs {
+            if !(o > 0.0 && o.is_finite()) {
+                return bad("objective", "seconds greater than 0", o.to_string());
+            }
+        }
+        if let Some(r) = self.rate_per_sec {
+            if !(r > 0.0 && r.is_finite()) {
+                return bad("rate", "arrivals per second, greater than 0", r.to_string());
+            }
         }
         if let Some(d) = self.deadline_secs {
             if !(d > 0.0 && d.is_finite()) {

@@ -82,15 +82,14 @@ impl Sim<'_> {
 
     /// Hands `req` to node `i`: served now if the node is free, else queued.
     pub(crate) fn enqueue(&mut self, i: usize, req: Req) {
-        let node = &mut self.nodes[i];
-        match node.life {
+        match self.nodes[i].life {
             Life::Ready => {}
             Life::Booting | Life::Draining => self.misrouted += 1,
             Life::Gone => {
                 // A policy sent work to a stopped node: restart it to drain.
                 self.misrouted += 1;
-                node.life = Life::Draining;
-                node.up_since = self.now;
+                self.nodes[i].up_since = self.now;
+                self.set_life(i, Life::Draining);
                 self.integrate();
                 self.serving += 1;
             }
@@ -148,6 +147,12 @@ impl Sim<'_> {
         node.busy = false;
         let req = node.cur;
         let response = now - req.arrival;
+        self.signals.busy_ns_since_tick += now - node.started;
+        self.busy_ns_total += u128::from(now - node.started);
+        self.signals.response_ns_since_tick += response;
+        if self.hook.is_some() {
+            self.tick_latency.record(response);
+        }
         if req.measured {
             self.stats.record(response, node.started - req.arrival);
         }

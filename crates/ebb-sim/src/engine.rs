@@ -17,6 +17,7 @@ use crate::heap::QuadHeap;
 use crate::report::Report;
 use crate::scale::{PoolSignals, ScaleHook};
 use crate::stats::Stats;
+use crate::tick_latency::TickLatency;
 use crate::{Progress, SimError};
 use ebb_core::Rng;
 use ebb_policy::balance::{Balancer, NodeState, NodeView};
@@ -125,12 +126,23 @@ pub struct Sim<'h> {
     tick_ns: u64,
     pub(crate) boot_ns: u64,
     last_tick: u64,
+    /// Nodes booting, ready and draining (indexed by `Life as usize`).
+    pub(crate) life_counts: [u32; 3],
+    /// Fewest and most nodes up (booting, ready or draining) at any time.
+    pub(crate) live_range: (u32, u32),
+    /// Capacity (speed multiplier) of every node, set by the scale hook.
+    pub(crate) capacity: u32,
+    /// Ticks on which the hook changed the pool or the nodes' capacity.
+    pub(crate) scale_actions: u64,
+    pub(crate) tick_latency: TickLatency,
+    /// Service time of every completion, whole run.
+    pub(crate) busy_ns_total: u128,
 }
 
 impl<'h> Sim<'h> {
     /// A run with `balancers[g]` at gateway `g` (one per gateway).
     pub fn new(
-        cfg: SimConfig,
+        mut cfg: SimConfig,
         balancers: Vec<Box<dyn Balancer + Send>>,
     ) -> Result<Sim<'h>, SimError> {
         cfg.validate()?;
@@ -150,7 +162,8 @@ impl<'h> Sim<'h> {
         let n = cfg.nodes as usize;
         let speeds = cfg.speeds.speeds(n, &mut speed_rng);
         let capacity_per_sec: f64 = speeds.iter().sum::<f64>() / cfg.service.mean();
-        let rate = cfg.load * capacity_per_sec;
+        let rate = cfg.rate_per_sec.unwrap_or(cfg.load * capacity_per_sec);
+        cfg.load = rate / capacity_per_sec;
         let nodes: Vec<Node> = speeds
             .iter()
             .enumerate()
@@ -238,7 +251,17 @@ impl<'h> Sim<'h> {
             signals: PoolSignals::default(),
             tick_ns,
             last_tick: 0,
+            life_counts: [0, n as u32, 0],
+            live_range: (n as u32, n as u32),
+            capacity: 1,
+            scale_actions: 0,
+            tick_latency: TickLatency::default(),
+            busy_ns_total: 0,
         };
+        sim.stats.objective_ns = sim
+            .cfg
+            .objective_secs
+            .map_or(u64::MAX, |o| (o * 1e9).round() as u64);
         sim.next_arrival = first.map(|t| (t, sim.next_seq()));
         if tick_ns > 0 {
             sim.next_tick = Some((tick_ns, sim.next_seq()));
@@ -396,6 +419,7 @@ impl<'h> Sim<'h> {
         self.last_tick = self.now;
         self.scale_tick();
         self.signals = PoolSignals::default();
+        self.tick_latency.clear();
         self.next_tick = Some((self.now + self.tick_ns, self.next_seq()));
     }
 }

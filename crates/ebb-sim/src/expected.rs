@@ -34,7 +34,16 @@ pub fn expected(cfg: &SimConfig, policy: &str) -> Option<Expected> {
     let m = cfg.service.mean();
     let rho = cfg.load;
     let k = cfg.nodes;
+    let known = matches!(policy, "random" | "rr" | "central") || choices(policy).is_some();
     let (model, mean, p99, wait_probability) = match policy {
+        // One node: every policy sends everything to it (or holds it until
+        // the node asks, the same FIFO order), so every one is M/M/1.
+        _ if k == 1 && (known || is_work_conserving(policy)) => (
+            "M/M/1".to_string(),
+            theory::mm1_mean_response(rho),
+            theory::mm1_response_quantile(rho, 0.99),
+            Some(rho),
+        ),
         "random" => (
             "M/M/1".to_string(),
             theory::mm1_mean_response(rho),
@@ -71,6 +80,12 @@ pub fn expected(cfg: &SimConfig, policy: &str) -> Option<Expected> {
     })
 }
 
+/// Policies that never leave the one node idle while work waits.
+fn is_work_conserving(policy: &str) -> bool {
+    let head = policy.split(':').next().unwrap_or_default();
+    matches!(head, "jsq" | "jiq" | "ewma" | "cost" | "pod" | "p2c")
+}
+
 /// `d` for power-of-d policies that compare exact in-flight counts.
 fn choices(policy: &str) -> Option<u32> {
     let mut parts = policy.split(':');
@@ -100,6 +115,13 @@ mod tests {
         assert!(expected(&cfg, "pod:3:with").is_some());
         assert!(expected(&cfg, "p2c:reported").is_none());
         assert!(expected(&cfg, "jsq").is_none());
+        // One node: p2c, JSQ and the central queue are all M/M/1, not the
+        // supermarket model's N → ∞ limit.
+        let one = SimConfig::new(1, 0.5, 1, 1);
+        for p in ["p2c", "jsq", "central", "rr", "pod:3:with", "jiq"] {
+            let e = expected(&one, p).map(|e| (e.model, e.mean_response));
+            assert_eq!(e, Some(("M/M/1".into(), 2.0)), "{p}");
+        }
         let mut two = cfg.clone();
         two.gateways = 2;
         assert!(expected(&two, "random").is_none());

@@ -10,12 +10,15 @@
 
 mod arrival_gen;
 pub mod arrivals;
+pub mod autoscale;
+pub mod builtin;
 pub mod config;
 mod dispatch;
 pub mod dist;
 mod engine;
 pub mod expected;
 mod heap;
+pub mod lease;
 pub mod plot;
 mod pool;
 pub mod report;
@@ -23,9 +26,11 @@ pub mod scale;
 pub mod stats;
 pub mod sweep;
 pub mod theory;
+mod tick_latency;
 pub mod trace;
 
 pub use arrivals::{ArrivalSpec, Arrivals};
+pub use autoscale::{Autoscaler, ScaleSetup, TimelineRow};
 pub use config::{SimConfig, SpeedSpec};
 pub use dist::{ServiceDist, SpecError};
 pub use engine::Sim;
@@ -86,4 +91,20 @@ pub fn run_spec(
         .map(|_| ebb_policy::balance::parse(spec))
         .collect::<Result<Vec<_>, _>>()?;
     Sim::new(cfg, balancers)?.run(progress)
+}
+
+/// Runs `cfg` with the balancer named by `spec` at every gateway and
+/// `scaler` growing and shrinking the pool on every tick.
+pub fn run_scaled(
+    cfg: SimConfig,
+    spec: &str,
+    scaler: &mut Autoscaler,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, SimError> {
+    let balancers = (0..cfg.gateways)
+        .map(|_| ebb_policy::balance::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    Sim::new(cfg, balancers)?
+        .with_scale_hook(scaler)
+        .run(progress)
 }

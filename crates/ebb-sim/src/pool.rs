@@ -19,35 +19,94 @@ impl Sim<'_> {
         let Some(hook) = self.hook.as_mut() else {
             return;
         };
-        let mut s = PoolSignals {
+        let [booting, ready, draining] = self.life_counts;
+        let s = PoolSignals {
             in_service: self.busy,
             queued: self.in_system - self.busy,
+            ready,
+            booting,
+            draining,
+            p50_ns: self.tick_latency.quantile(0.5),
+            p99_ns: self.tick_latency.quantile(0.99),
+            capacity_per_node: self.capacity,
             ..self.signals
         };
-        for n in &self.nodes {
-            match n.life {
-                Life::Ready => s.ready += 1,
-                Life::Booting => s.booting += 1,
-                Life::Draining => s.draining += 1,
-                Life::Gone => {}
+        let action = hook.on_tick(&s, Instant::from_epoch(Nanos(self.now)), &mut self.hook_rng);
+        let capacity = hook.capacity_per_node().map(|c| c.max(1));
+        let mut changed = false;
+        if let Some(c) = capacity.filter(|c| *c != self.capacity) {
+            self.set_capacity(c);
+            changed = true;
+        }
+        match action {
+            ScaleAction::Hold => {}
+            ScaleAction::Add(0) | ScaleAction::Remove(0) => {}
+            ScaleAction::Add(k) => {
+                self.add_nodes(k);
+                changed = true;
+            }
+            ScaleAction::Remove(k) => {
+                self.remove_nodes(k);
+                changed = true;
             }
         }
-        let action = hook.on_tick(&s, Instant::from_epoch(Nanos(self.now)), &mut self.hook_rng);
-        match action {
-            ScaleAction::Hold => return,
-            ScaleAction::Add(k) => self.add_nodes(k),
-            ScaleAction::Remove(k) => self.remove_nodes(k),
+        if changed {
+            self.scale_actions += 1;
+            for gw in &mut self.gws {
+                gw.balancer.on_nodes_changed(&gw.views);
+            }
         }
-        for gw in &mut self.gws {
-            gw.balancer.on_nodes_changed(&gw.views);
+    }
+
+    /// Moves node `i` to `life`, keeping the per-state counts and the range
+    /// of live nodes.
+    pub(crate) fn set_life(&mut self, i: usize, life: Life) {
+        let node = &mut self.nodes[i];
+        let slot = |l: Life| match l {
+            Life::Booting => Some(0),
+            Life::Ready => Some(1),
+            Life::Draining => Some(2),
+            Life::Gone => None,
+        };
+        if let Some(k) = slot(node.life) {
+            self.life_counts[k] -= 1;
         }
+        node.life = life;
+        if let Some(k) = slot(life) {
+            self.life_counts[k] += 1;
+        }
+        let live: u32 = self.life_counts.iter().sum();
+        self.live_range = (self.live_range.0.min(live), self.live_range.1.max(live));
+    }
+
+    /// Every node's speed and price scale with its capacity; up time so far
+    /// is charged at the old price.
+    fn set_capacity(&mut self, c: u32) {
+        let ratio = f64::from(c) / f64::from(self.capacity);
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].life != Life::Gone {
+                self.account_up_time(i, now);
+                self.nodes[i].up_since = now;
+            }
+            let node = &mut self.nodes[i];
+            node.inv_speed /= ratio;
+            node.cost_per_sec_micros =
+                node.cost_per_sec_micros / u64::from(self.capacity) * u64::from(c);
+            for gw in &mut self.gws {
+                let v = &mut gw.views[i];
+                v.speed *= ratio;
+                v.cost_per_sec_micros = node.cost_per_sec_micros;
+            }
+        }
+        self.capacity = c;
     }
 
     fn add_nodes(&mut self, k: u32) {
         let mut ready_now = Vec::new();
         for _ in 0..k {
-            let live = self.nodes.iter().filter(|n| n.life != Life::Gone).count();
-            if live >= MAX_NODES as usize {
+            let live: u32 = self.life_counts.iter().sum();
+            if live >= MAX_NODES {
                 break;
             }
             let slot = match self.nodes.iter().position(|n| n.life == Life::Gone) {
@@ -61,8 +120,9 @@ impl Sim<'_> {
                     self.nodes.len() - 1
                 }
             };
-            let speed = self.cfg.speeds.speed_of(slot, &mut self.hook_rng);
-            let cost = node_cost(&self.cfg.costs_per_sec_micros, slot);
+            let speed =
+                self.cfg.speeds.speed_of(slot, &mut self.hook_rng) * f64::from(self.capacity);
+            let cost = node_cost(&self.cfg.costs_per_sec_micros, slot) * u64::from(self.capacity);
             let node = &mut self.nodes[slot];
             node.inv_speed = 1.0 / speed;
             node.cost_per_sec_micros = cost;
@@ -78,12 +138,12 @@ impl Sim<'_> {
                 };
             }
             if self.boot_ns == 0 {
-                self.nodes[slot].life = Life::Ready;
+                self.set_life(slot, Life::Ready);
                 self.integrate();
                 self.serving += 1;
                 ready_now.push(slot);
             } else {
-                self.nodes[slot].life = Life::Booting;
+                self.set_life(slot, Life::Booting);
                 set_view_state(&mut self.gws, slot, NodeState::Booting);
                 self.seq += 1;
                 self.boots.push(Reverse((
@@ -108,7 +168,7 @@ impl Sim<'_> {
             match self.nodes[i].life {
                 Life::Ready => {
                     left -= 1;
-                    self.nodes[i].life = Life::Draining;
+                    self.set_life(i, Life::Draining);
                     set_view_state(&mut self.gws, i, NodeState::Draining);
                     if !self.nodes[i].busy && self.nodes[i].queue.is_empty() {
                         self.retire(i);
@@ -117,7 +177,7 @@ impl Sim<'_> {
                 Life::Booting => {
                     left -= 1;
                     // Never served: it may still hold misrouted work.
-                    self.nodes[i].life = Life::Draining;
+                    self.set_life(i, Life::Draining);
                     self.integrate();
                     self.serving += 1;
                     set_view_state(&mut self.gws, i, NodeState::Draining);
@@ -134,7 +194,7 @@ impl Sim<'_> {
         if node.life != Life::Booting || node.generation != generation {
             return;
         }
-        node.life = Life::Ready;
+        self.set_life(i, Life::Ready);
         self.integrate();
         self.serving += 1;
         set_view_state(&mut self.gws, i, NodeState::Ready);
@@ -164,8 +224,7 @@ impl Sim<'_> {
         self.integrate();
         self.serving -= 1;
         let now = self.now;
-        let node = &mut self.nodes[i];
-        node.life = Life::Gone;
+        self.set_life(i, Life::Gone);
         self.account_up_time(i, now);
     }
 

@@ -59,6 +59,24 @@ pub struct Report {
     pub misrouted: u64,
     pub events_per_sec: f64,
     pub wall_secs: f64,
+    /// With an objective: measured requests slower than it or dropped, over
+    /// measured requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo_miss_fraction: Option<f64>,
+    /// The objective, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objective: Option<f64>,
+    /// With a scale hook: ticks on which it changed the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_actions: Option<u64>,
+    /// With a scale hook: fewest and most nodes up at any time, and the
+    /// time-average (node-seconds over simulated seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_nodes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_nodes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_nodes: Option<f64>,
 }
 
 impl Sim<'_> {
@@ -76,13 +94,25 @@ impl Sim<'_> {
         }
         let measured = self.arrived.saturating_sub(self.warmup_count);
         let s = &self.stats;
+        let scaled = self.hook.is_some();
+        let sim_secs = end as f64 * 1e-9;
+        let node_seconds = self.node_ns as f64 * 1e-9;
         let window_ns = self.window.1.saturating_sub(self.window.0);
-        let per_window = |x: f64| {
-            if window_ns == 0 {
-                f64::NAN
-            } else {
-                x / (window_ns as f64 * 1e-9)
-            }
+        // A run too short for a window (one measured arrival) is judged
+        // over its whole length instead, so no figure is NaN.
+        let throughput = if window_ns > 0 {
+            self.window_completions as f64 / (window_ns as f64 * 1e-9)
+        } else if sim_secs > 0.0 {
+            s.response.count() as f64 / sim_secs
+        } else {
+            0.0
+        };
+        let utilization = if self.serving_area > 0 {
+            self.busy_area as f64 / self.serving_area as f64
+        } else if self.node_ns > 0 {
+            self.busy_ns_total as f64 / self.node_ns as f64
+        } else {
+            0.0
         };
         Report {
             balance: self
@@ -110,26 +140,40 @@ impl Sim<'_> {
             wait_probability: s.waited.mean(),
             wait_probability_ci95: s.waited.ci95(),
             max_response: s.max_response(),
-            throughput: per_window(self.window_completions as f64),
+            throughput,
             dropped_fraction: if measured == 0 {
                 0.0
             } else {
                 s.dropped as f64 / measured as f64
             },
             dropped_fraction_ci95: s.drop_indicator.ci95(),
-            utilization: if self.serving_area == 0 {
-                f64::NAN
-            } else {
-                self.busy_area as f64 / self.serving_area as f64
-            },
-            node_seconds: self.node_ns as f64 * 1e-9,
+            utilization,
+            node_seconds,
             cost_micros: self.cost_micros,
-            sim_secs: end as f64 * 1e-9,
+            sim_secs,
             window_secs: window_ns as f64 * 1e-9,
             events: self.events,
             misrouted: self.misrouted,
             events_per_sec: f64::NAN,
             wall_secs: f64::NAN,
+            slo_miss_fraction: self.cfg.objective_secs.map(|_| {
+                if measured == 0 {
+                    0.0
+                } else {
+                    (s.slow + s.dropped) as f64 / measured as f64
+                }
+            }),
+            objective: self.cfg.objective_secs,
+            scale_actions: scaled.then_some(self.scale_actions),
+            min_nodes: scaled.then_some(self.live_range.0),
+            max_nodes: scaled.then_some(self.live_range.1),
+            mean_nodes: scaled.then(|| {
+                if sim_secs > 0.0 {
+                    node_seconds / sim_secs
+                } else {
+                    f64::from(self.cfg.nodes)
+                }
+            }),
         }
     }
 }
@@ -143,5 +187,6 @@ fn arrivals_name(a: &crate::arrivals::Arrivals) -> String {
         Arrivals::Ramp { from, to, over } => format!("ramp:{from},{to},{over}"),
         Arrivals::Diurnal { period, amplitude } => format!("diurnal:{period},{amplitude}"),
         Arrivals::Trace(t) => format!("trace ({} arrivals)", t.len()),
+        Arrivals::Builtin { trace, seconds } => format!("builtin:{trace},{seconds}"),
     }
 }

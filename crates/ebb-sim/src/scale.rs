@@ -22,6 +22,16 @@ pub struct PoolSignals {
     pub drops_since_tick: u64,
     /// Seconds since the previous tick.
     pub interval_secs: f64,
+    /// Service time of the requests completed since the last tick, summed
+    /// (node-busy time).
+    pub busy_ns_since_tick: u64,
+    /// Response time of the requests completed since the last tick, summed.
+    pub response_ns_since_tick: u64,
+    /// Response-time percentiles of those completions (within 12.5%).
+    pub p50_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    /// Capacity of each node (its speed multiplier; 1 unless a hook set it).
+    pub capacity_per_node: u32,
 }
 
 /// A scaling decision.
@@ -37,6 +47,14 @@ pub enum ScaleAction {
 /// Called on every control tick; may grow or shrink the pool.
 pub trait ScaleHook {
     fn on_tick(&mut self, signals: &PoolSignals, now: Instant, rng: &mut Rng) -> ScaleAction;
+
+    /// Capacity every node should have after this tick's action (scale up
+    /// rather than out: a node of capacity c serves c times as fast and
+    /// costs c times as much); `None` keeps it. Asked once per tick, right
+    /// after [`ScaleHook::on_tick`].
+    fn capacity_per_node(&mut self) -> Option<u32> {
+        None
+    }
 }
 
 /// A fixed plan: each `(time_secs, action)` applies at the first tick at or

@@ -111,6 +111,10 @@ pub struct Stats {
     response_hist: Histogram<u64>,
     wait_hist: Histogram<u64>,
     pub dropped: u64,
+    /// Completed requests slower than `objective_ns`.
+    pub slow: u64,
+    /// The response-time objective; `u64::MAX` when there is none.
+    pub objective_ns: u64,
 }
 
 impl Stats {
@@ -123,6 +127,8 @@ impl Stats {
             response_hist: new_hist(),
             wait_hist: new_hist(),
             dropped: 0,
+            slow: 0,
+            objective_ns: u64::MAX,
         }
     }
 
@@ -133,6 +139,7 @@ impl Stats {
         self.wait.add(wait_ns as f64 * 1e-9);
         self.waited.add(if wait_ns > 0 { 1.0 } else { 0.0 });
         self.drop_indicator.add(0.0);
+        self.slow += u64::from(response_ns > self.objective_ns);
         self.response_hist
             .saturating_record(response_ns.min(HIST_MAX_NS));
         self.wait_hist.saturating_record(wait_ns.min(HIST_MAX_NS));

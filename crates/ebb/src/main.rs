@@ -23,6 +23,8 @@ enum Command {
     Node(cmd::node::Args),
     /// Call one method of a node with JSON arguments and print the JSON reply.
     Call(cmd::call::Args),
+    /// Run a gateway and a pool of nodes for a service until Ctrl-C.
+    Up(cmd::up::Args),
     /// Open-loop load (Poisson or trace arrivals) against a node or gateway.
     Load(Box<cmd::load::Args>),
     /// Simulate a pool under a balancing policy and compare with queueing theory.
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Call(args) => cmd::call::run(args),
         Command::Load(args) => cmd::load::run(*args),
         Command::Sim(args) => cmd::sim::run(*args),
+        Command::Up(args) => cmd::up::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
         Command::Vm(args) => cmd::vm::run(args),
     }

@@ -111,3 +111,118 @@ fn sweep_writes_an_svg_with_a_line_per_policy_and_theory() {
     assert_eq!(text.matches("<polyline").count(), 8);
     assert!(text.contains("M/M/4") && text.contains("M/M/1"));
 }
+
+#[test]
+fn scale_adds_the_scaling_fields_and_writes_a_timeline() {
+    let dir = std::env::temp_dir().join(format!("ebb-sim-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let counts = dir.join("counts.txt");
+    let text: String = [(20, 100), (40, 600), (40, 100)]
+        .iter()
+        .flat_map(|(n, r)| (0..*n).map(move |_| format!("{r}\n")))
+        .collect();
+    std::fs::write(&counts, text).unwrap();
+    let timeline = dir.join("t.csv");
+    let out = ebb(&[
+        "sim",
+        "--scale",
+        "queue",
+        "--arrivals",
+        &format!("trace:{},counts", counts.display()),
+        "--service",
+        "exp:0.02",
+        "--objective",
+        "0.2",
+        "--boot-time",
+        "2",
+        "--nodes",
+        "2",
+        "--timeline",
+        timeline.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "node_seconds",
+        "slo_miss_fraction",
+        "dropped_fraction",
+        "p99",
+        "scale_actions",
+        "min_nodes",
+        "max_nodes",
+        "mean_nodes",
+    ] {
+        assert!(v[key].is_number(), "{key} missing in {v}");
+    }
+    // The trace is replayed in its own time: 100 s, 30,000 arrivals.
+    assert_eq!(v["requests"], 30_000);
+    assert!(v["max_nodes"].as_u64().unwrap() > 10, "{v}");
+    let csv = std::fs::read_to_string(&timeline).unwrap();
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("t,arrivals,completions,drops,booting,ready,draining,queued")
+    );
+    assert!(lines.count() >= 99, "one row per 1 s tick");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bad_scale_policy_names_the_input_and_the_accepted_forms() {
+    let out = ebb(&["sim", "--scale", "hpa:util=x"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hpa:util=x"), "{err}");
+    for name in ["hpa", "kpa", "queue", "none"] {
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn offered_load_at_or_above_one_warns_that_there_is_no_steady_state() {
+    let out = ebb(&[
+        "sim",
+        "--nodes",
+        "2",
+        "--load",
+        "1.1",
+        "--requests",
+        "2000",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no steady state"), "{err}");
+    let ok = ebb(&[
+        "sim",
+        "--nodes",
+        "2",
+        "--load",
+        "0.5",
+        "--requests",
+        "2000",
+        "--json",
+    ]);
+    assert!(!String::from_utf8_lossy(&ok.stderr).contains("steady state"));
+}
+
+#[test]
+fn a_one_request_run_prints_no_nan() {
+    let out = ebb(&["sim", "--requests", "1", "--nodes", "1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("NaN"), "{text}");
+    let out = ebb(&["sim", "--requests", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["throughput"].is_number() && v["utilization"].is_number(),
+        "{v}"
+    );
+}

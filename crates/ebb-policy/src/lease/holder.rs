@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use ebb_core::{Instant, Nanos};
 
-use super::{LeaseTerm, Version};
+use super::{LeaseId, LeaseTerm, Version};
 
 /// A lease as the holder keeps it, beside the cached value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct HeldLease {
     /// When the read that brought this lease left the holder (holder clock).
     pub request_sent: Instant,
     pub term: LeaseTerm,
+    /// The origin's name for the grant, sent back when the entry is evicted.
+    pub id: LeaseId,
 }
 
 impl HeldLease {

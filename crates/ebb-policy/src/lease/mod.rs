@@ -65,6 +65,18 @@ impl std::fmt::Display for HolderId {
     }
 }
 
+/// One grant, named by the origin, so an acknowledgement or a release that
+/// arrives late cannot cancel a newer lease of the same holder on the same
+/// key. Unique across an origin's incarnations (the incarnation is its high
+/// bits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseId(pub u64);
+
+impl LeaseId {
+    /// No grant: a check-on-use entry, or a reply that carried no lease.
+    pub const NONE: LeaseId = LeaseId(0);
+}
+
 /// A lease's length, as a span: never a wall-clock time.
 ///
 /// [`LeaseTerm::CHECK_ON_USE`] (zero) and [`LeaseTerm::CALLBACK`] (infinite)

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ebb_core::{Instant, Nanos};
 
-use super::{HolderId, LeaseTerm};
+use super::{HolderId, LeaseId, LeaseTerm};
 
 /// Holders recorded per key by default; past it, reads of that key are
 /// answered without a lease (they still succeed).
@@ -56,7 +56,7 @@ impl OriginConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadGrant {
     /// Cache the value for this term, counted from when the read was sent.
-    Lease(LeaseTerm),
+    Lease { term: LeaseTerm, id: LeaseId },
     /// Use the value for this read only.
     NoLease(NoLease),
 }
@@ -92,10 +92,11 @@ pub enum WriteStart {
     /// No one holds a lease: apply the write now, then call
     /// [`OriginLeases::finish_write`].
     Ready,
-    /// Send an invalidation to each holder; the write may complete once
-    /// [`OriginLeases::write_status`] says so, at the latest at `until`.
+    /// Send an invalidation naming the grant to each holder; the write may
+    /// complete once [`OriginLeases::write_status`] says so, at the latest
+    /// at `until`.
     Invalidate {
-        holders: Vec<HolderId>,
+        holders: Vec<(HolderId, LeaseId)>,
         until: Instant,
     },
     /// Another write on this key is waiting: try again after it.
@@ -118,8 +119,8 @@ pub enum WriteStatus {
 
 #[derive(Debug, Default)]
 struct KeyLeases {
-    /// Holder → origin-clock instant its lease ends.
-    holders: BTreeMap<HolderId, Instant>,
+    /// Holder → the origin-clock instant its lease ends, and the grant.
+    holders: BTreeMap<HolderId, (Instant, LeaseId)>,
     /// A write is waiting on these holders.
     write: Option<BTreeSet<HolderId>>,
 }
@@ -131,7 +132,12 @@ pub struct OriginLeases<K> {
     cfg: OriginConfig,
     keys: BTreeMap<K, KeyLeases>,
     recovery: Recovery,
+    /// The next grant's id: the incarnation in the high 24 bits, a count in
+    /// the low 40.
+    next_id: u64,
 }
+
+const ID_COUNT_BITS: u32 = 40;
 
 impl<K: Ord + Clone> OriginLeases<K> {
     /// A fresh origin that never granted a lease before.
@@ -140,16 +146,20 @@ impl<K: Ord + Clone> OriginLeases<K> {
             cfg,
             keys: BTreeMap::new(),
             recovery: Recovery::Done,
+            next_id: 1,
         }
     }
 
     /// An origin that restarted at `now`. `persisted_bound` is the term bound
     /// the previous incarnation wrote down before granting (`None`: it never
     /// granted). Writes wait until that term plus ε has passed.
+    /// `incarnation` (persisted, one more at every start) keeps this
+    /// incarnation's lease ids apart from the previous ones'.
     pub fn restarted(
         cfg: OriginConfig,
         now: Instant,
         persisted_bound: Option<LeaseTerm>,
+        incarnation: u64,
     ) -> OriginLeases<K> {
         let recovery = match persisted_bound {
             None => Recovery::Done,
@@ -161,6 +171,7 @@ impl<K: Ord + Clone> OriginLeases<K> {
             cfg,
             keys: BTreeMap::new(),
             recovery,
+            next_id: ((incarnation & 0xff_ffff) << ID_COUNT_BITS) | 1,
         }
     }
 
@@ -215,7 +226,7 @@ impl<K: Ord + Clone> OriginLeases<K> {
             return ReadGrant::NoLease(NoLease::WritePending);
         }
         if !entry.holders.contains_key(&holder) && entry.holders.len() >= max_holders {
-            entry.holders.retain(|_, until| *until > now);
+            entry.holders.retain(|_, (until, _)| *until > now);
             if entry.holders.len() >= max_holders {
                 return ReadGrant::NoLease(NoLease::HoldersFull);
             }
@@ -225,8 +236,10 @@ impl<K: Ord + Clone> OriginLeases<K> {
         } else {
             now + term.span()
         };
-        entry.holders.insert(holder, until);
-        ReadGrant::Lease(term)
+        let id = LeaseId(self.next_id);
+        self.next_id += 1;
+        entry.holders.insert(holder, (until, id));
+        ReadGrant::Lease { term, id }
     }
 
     /// A write on `key` wants to start at `now`.
@@ -241,14 +254,15 @@ impl<K: Ord + Clone> OriginLeases<K> {
         if entry.write.is_some() {
             return WriteStart::Busy;
         }
-        entry.holders.retain(|_, until| *until > now);
+        entry.holders.retain(|_, (until, _)| *until > now);
         if entry.holders.is_empty() {
             self.keys.remove(key);
             return WriteStart::Ready;
         }
-        let holders: Vec<HolderId> = entry.holders.keys().copied().collect();
-        let until = entry.holders.values().copied().max().unwrap_or(now);
-        entry.write = Some(holders.iter().copied().collect());
+        let holders: Vec<(HolderId, LeaseId)> =
+            entry.holders.iter().map(|(h, (_, id))| (*h, *id)).collect();
+        let until = entry.holders.values().map(|(u, _)| *u).max().unwrap_or(now);
+        entry.write = Some(holders.iter().map(|(h, _)| *h).collect());
         WriteStart::Invalidate { holders, until }
     }
 
@@ -261,14 +275,14 @@ impl<K: Ord + Clone> OriginLeases<K> {
             return WriteStatus::NotStarted;
         };
         let holders = &entry.holders;
-        waiting.retain(|h| holders.get(h).is_some_and(|until| *until > now));
+        waiting.retain(|h| holders.get(h).is_some_and(|(until, _)| *until > now));
         if waiting.is_empty() {
             return WriteStatus::Ready;
         }
         let until = waiting
             .iter()
             .filter_map(|h| holders.get(h))
-            .copied()
+            .map(|(until, _)| *until)
             .max()
             .unwrap_or(now);
         WriteStatus::Waiting {
@@ -277,13 +291,21 @@ impl<K: Ord + Clone> OriginLeases<K> {
         }
     }
 
-    /// `holder` acknowledged an invalidation of `key`, or dropped the entry
-    /// on its own (eviction): it no longer holds a lease on it. Returns
+    /// `holder` acknowledged the invalidation of grant `id` on `key`, or
+    /// dropped that entry on its own (eviction): it no longer holds that
+    /// lease. A late message naming an older grant changes nothing. Returns
     /// whether a waiting write was waiting for it.
-    pub fn release(&mut self, key: &K, holder: HolderId) -> bool {
+    pub fn release(&mut self, key: &K, holder: HolderId, id: LeaseId) -> bool {
         let Some(entry) = self.keys.get_mut(key) else {
             return false;
         };
+        if entry
+            .holders
+            .get(&holder)
+            .is_none_or(|(_, held)| *held != id)
+        {
+            return false;
+        }
         entry.holders.remove(&holder);
         let awaited = entry.write.as_mut().is_some_and(|w| w.remove(&holder));
         if entry.holders.is_empty() && entry.write.is_none() {
@@ -337,7 +359,7 @@ impl<K: Ord + Clone> OriginLeases<K> {
     pub fn expire(&mut self, now: Instant) {
         for entry in self.keys.values_mut() {
             if entry.write.is_none() {
-                entry.holders.retain(|_, until| *until > now);
+                entry.holders.retain(|_, (until, _)| *until > now);
             }
         }
         self.keys
@@ -349,7 +371,7 @@ impl<K: Ord + Clone> OriginLeases<K> {
         self.keys.get(key).map_or_else(Vec::new, |e| {
             e.holders
                 .iter()
-                .filter(|(_, until)| **until > now)
+                .filter(|(_, (until, _))| *until > now)
                 .map(|(h, _)| *h)
                 .collect()
         })

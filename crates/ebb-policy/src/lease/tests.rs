@@ -13,7 +13,20 @@ fn lease(sent_ms: u64, term_ms: u64) -> HeldLease {
         version: Version(3),
         request_sent: at(sent_ms),
         term: LeaseTerm::from_millis(term_ms),
+        id: LeaseId(9),
     }
+}
+
+/// The lease id a grant carried.
+fn granted(g: ReadGrant) -> LeaseId {
+    match g {
+        ReadGrant::Lease { id, .. } => id,
+        other => panic!("expected a lease, got {other:?}"),
+    }
+}
+
+fn is_lease(g: ReadGrant, t: LeaseTerm) -> bool {
+    matches!(g, ReadGrant::Lease { term, .. } if term == t)
 }
 
 fn origin(term_ms: u64) -> OriginLeases<&'static str> {
@@ -108,10 +121,10 @@ fn a_write_with_no_holders_is_ready_at_once() {
     assert_eq!(o.begin_write(at(0), &"k"), WriteStart::Ready);
     o.finish_write(&"k");
     // An expired lease does not hold a write either.
-    assert_eq!(
+    assert!(is_lease(
         o.read(at(0), &"k", A, LeaseTerm::from_millis(1_000)),
-        ReadGrant::Lease(LeaseTerm::from_millis(1_000))
-    );
+        LeaseTerm::from_millis(1_000)
+    ));
     assert_eq!(o.begin_write(at(1_000), &"k"), WriteStart::Ready);
 }
 
@@ -119,17 +132,22 @@ fn a_write_with_no_holders_is_ready_at_once() {
 fn a_write_waits_for_every_holder_to_acknowledge() {
     let mut o = origin(10_000);
     let t = LeaseTerm::from_millis(10_000);
-    assert_eq!(o.read(at(0), &"k", A, t), ReadGrant::Lease(t));
-    assert_eq!(o.read(at(5), &"k", B, t), ReadGrant::Lease(t));
+    let a = granted(o.read(at(0), &"k", A, t));
+    let b = granted(o.read(at(5), &"k", B, t));
+    assert_ne!(a, b, "every grant has its own id");
     assert_eq!(
         o.begin_write(at(10), &"k"),
         WriteStart::Invalidate {
-            holders: vec![A, B],
+            holders: vec![(A, a), (B, b)],
             until: at(10_005)
         }
     );
     assert_eq!(o.begin_write(at(11), &"k"), WriteStart::Busy);
-    assert!(o.release(&"k", A));
+    assert!(
+        !o.release(&"k", A, b),
+        "an ack naming another grant counts for nothing"
+    );
+    assert!(o.release(&"k", A, a));
     assert_eq!(
         o.write_status(at(12), &"k"),
         WriteStatus::Waiting {
@@ -137,9 +155,9 @@ fn a_write_waits_for_every_holder_to_acknowledge() {
             until: at(10_005)
         }
     );
-    assert!(o.release(&"k", B));
+    assert!(o.release(&"k", B, b));
     assert!(
-        !o.release(&"k", B),
+        !o.release(&"k", B, b),
         "a duplicate acknowledgement is harmless"
     );
     assert_eq!(o.write_status(at(13), &"k"), WriteStatus::Ready);
@@ -170,7 +188,7 @@ fn an_unresponsive_holder_delays_a_write_only_until_its_term_ends() {
 fn no_lease_is_granted_while_a_write_waits() {
     let mut o = origin(10_000);
     let t = LeaseTerm::from_millis(10_000);
-    o.read(at(0), &"k", A, t);
+    let a = granted(o.read(at(0), &"k", A, t));
     o.begin_write(at(1), &"k");
     assert_eq!(
         o.read(at(2), &"k", B, t),
@@ -181,20 +199,20 @@ fn no_lease_is_granted_while_a_write_waits() {
         ReadGrant::NoLease(NoLease::WritePending)
     );
     // Other keys are unaffected.
-    assert_eq!(o.read(at(2), &"j", B, t), ReadGrant::Lease(t));
-    o.release(&"k", A);
+    assert!(is_lease(o.read(at(2), &"j", B, t), t));
+    o.release(&"k", A, a);
     assert_eq!(o.write_status(at(3), &"k"), WriteStatus::Ready);
     o.finish_write(&"k");
-    assert_eq!(o.read(at(4), &"k", B, t), ReadGrant::Lease(t));
+    assert!(is_lease(o.read(at(4), &"k", B, t), t));
 }
 
 #[test]
 fn terms_are_capped_at_the_configured_maximum() {
     let mut o = origin(1_000);
-    assert_eq!(
+    assert!(is_lease(
         o.read(at(0), &"k", A, LeaseTerm::CALLBACK),
-        ReadGrant::Lease(LeaseTerm::from_millis(1_000))
-    );
+        LeaseTerm::from_millis(1_000)
+    ));
     assert_eq!(o.holders(at(999), &"k"), vec![A]);
     assert_eq!(o.holders(at(1_000), &"k"), Vec::<HolderId>::new());
 }
@@ -213,10 +231,10 @@ fn check_on_use_grants_nothing_and_writes_never_wait() {
 #[test]
 fn a_callback_holder_blocks_writes_until_declared_dead() {
     let mut o = OriginLeases::new(OriginConfig::new(LeaseTerm::CALLBACK, EPS));
-    assert_eq!(
+    assert!(is_lease(
         o.read(at(0), &"k", A, LeaseTerm::CALLBACK),
-        ReadGrant::Lease(LeaseTerm::CALLBACK)
-    );
+        LeaseTerm::CALLBACK
+    ));
     o.read(at(0), &"j", A, LeaseTerm::CALLBACK);
     assert!(matches!(
         o.begin_write(at(1), &"k"),
@@ -240,7 +258,7 @@ fn a_callback_holder_blocks_writes_until_declared_dead() {
 fn after_a_restart_writes_wait_for_the_persisted_bound_plus_epsilon() {
     let cfg = OriginConfig::new(LeaseTerm::from_millis(1_000), EPS);
     let mut o: OriginLeases<&str> =
-        OriginLeases::restarted(cfg, at(50_000), Some(LeaseTerm::from_millis(10_000)));
+        OriginLeases::restarted(cfg, at(50_000), Some(LeaseTerm::from_millis(10_000)), 1);
     assert_eq!(
         o.begin_write(at(50_000), &"k"),
         WriteStart::Recovering(Recovery::Until(at(60_100)))
@@ -252,7 +270,7 @@ fn after_a_restart_writes_wait_for_the_persisted_bound_plus_epsilon() {
     // Reads are still served, and with leases.
     assert!(matches!(
         o.read(at(60_000), &"j", A, LeaseTerm::from_millis(1_000)),
-        ReadGrant::Lease(_)
+        ReadGrant::Lease { .. }
     ));
     assert_eq!(o.begin_write(at(60_100), &"k"), WriteStart::Ready);
     assert_eq!(o.recovery(at(60_100)), Recovery::Done);
@@ -261,7 +279,8 @@ fn after_a_restart_writes_wait_for_the_persisted_bound_plus_epsilon() {
 #[test]
 fn after_a_restart_with_callbacks_writes_wait_until_cleared() {
     let cfg = OriginConfig::new(LeaseTerm::CALLBACK, EPS);
-    let mut o: OriginLeases<&str> = OriginLeases::restarted(cfg, at(0), Some(LeaseTerm::CALLBACK));
+    let mut o: OriginLeases<&str> =
+        OriginLeases::restarted(cfg, at(0), Some(LeaseTerm::CALLBACK), 1);
     assert_eq!(
         o.begin_write(at(u64::MAX / 2_000_000), &"k"),
         WriteStart::Recovering(Recovery::UntilCleared)
@@ -273,10 +292,10 @@ fn after_a_restart_with_callbacks_writes_wait_until_cleared() {
 #[test]
 fn a_fresh_store_or_a_check_on_use_bound_needs_no_recovery() {
     let cfg = OriginConfig::new(LeaseTerm::from_millis(1_000), EPS);
-    let mut fresh: OriginLeases<&str> = OriginLeases::restarted(cfg, at(0), None);
+    let mut fresh: OriginLeases<&str> = OriginLeases::restarted(cfg, at(0), None, 1);
     assert_eq!(fresh.begin_write(at(0), &"k"), WriteStart::Ready);
     let mut cou: OriginLeases<&str> =
-        OriginLeases::restarted(cfg, at(0), Some(LeaseTerm::CHECK_ON_USE));
+        OriginLeases::restarted(cfg, at(0), Some(LeaseTerm::CHECK_ON_USE), 1);
     assert_eq!(cou.begin_write(at(0), &"k"), WriteStart::Ready);
 }
 
@@ -296,10 +315,9 @@ fn holder_and_key_tables_are_bounded() {
     cfg.max_leased_keys = 1;
     let t = LeaseTerm::from_millis(1_000);
     let mut o = OriginLeases::new(cfg);
-    assert_eq!(o.read(at(0), &"k", A, t), ReadGrant::Lease(t));
-    assert_eq!(
-        o.read(at(0), &"k", A, t),
-        ReadGrant::Lease(t),
+    assert!(is_lease(o.read(at(0), &"k", A, t), t));
+    assert!(
+        is_lease(o.read(at(0), &"k", A, t), t),
         "a renewal takes no new slot"
     );
     assert_eq!(
@@ -311,17 +329,42 @@ fn holder_and_key_tables_are_bounded() {
         ReadGrant::NoLease(NoLease::TableFull)
     );
     // Once A's lease has ended its slots free up.
-    assert_eq!(o.read(at(1_000), &"k", B, t), ReadGrant::Lease(t));
-    assert_eq!(o.read(at(2_000), &"j", A, t), ReadGrant::Lease(t));
+    assert!(is_lease(o.read(at(1_000), &"k", B, t), t));
+    assert!(is_lease(o.read(at(2_000), &"j", A, t), t));
     assert_eq!(o.leased_keys(), 1);
 }
 
 #[test]
 fn an_evicted_entry_released_early_no_longer_holds_writes() {
     let mut o = origin(10_000);
-    o.read(at(0), &"k", A, LeaseTerm::from_millis(10_000));
-    assert!(!o.release(&"k", A), "no write was waiting");
+    let a = granted(o.read(at(0), &"k", A, LeaseTerm::from_millis(10_000)));
+    assert!(!o.release(&"k", A, a), "no write was waiting");
     assert_eq!(o.begin_write(at(1), &"k"), WriteStart::Ready);
+}
+
+#[test]
+fn a_late_release_does_not_cancel_a_newer_lease() {
+    let mut o = origin(10_000);
+    let t = LeaseTerm::from_millis(10_000);
+    let old = granted(o.read(at(0), &"k", A, t));
+    let new = granted(o.read(at(5), &"k", A, t));
+    assert!(!o.release(&"k", A, old));
+    assert_eq!(o.holders(at(6), &"k"), vec![A], "the renewed lease stands");
+    assert!(
+        matches!(o.begin_write(at(7), &"k"), WriteStart::Invalidate { ref holders, .. } if holders == &vec![(A, new)])
+    );
+}
+
+#[test]
+fn lease_ids_of_two_incarnations_differ() {
+    let cfg = OriginConfig::new(LeaseTerm::from_millis(1_000), EPS);
+    let t = LeaseTerm::from_millis(1_000);
+    let mut one: OriginLeases<&str> = OriginLeases::restarted(cfg, at(0), None, 1);
+    let mut two: OriginLeases<&str> = OriginLeases::restarted(cfg, at(0), None, 2);
+    assert_ne!(
+        granted(one.read(at(0), &"k", A, t)),
+        granted(two.read(at(0), &"k", A, t))
+    );
 }
 
 #[test]
@@ -332,5 +375,5 @@ fn an_abandoned_write_keeps_unacknowledged_holders() {
     o.begin_write(at(1), &"k");
     o.abandon_write(&"k");
     assert_eq!(o.holders(at(2), &"k"), vec![A]);
-    assert_eq!(o.read(at(2), &"k", B, t), ReadGrant::Lease(t));
+    assert!(is_lease(o.read(at(2), &"k", B, t), t));
 }

@@ -1,8 +1,9 @@
 //! ebb's queue-model policy: size the pool from the measured arrival rate
 //! and service time so that the response-time objective is met.
 //!
-//! Each tick: the arrival rate is smoothed with a time constant of one boot
-//! time (at least `smooth`), so a burst shorter than a boot, which a new
+//! Each tick: the arrival rate is smoothed with a time constant of the time
+//! new capacity takes to arrive (a boot, or nothing while nodes can still
+//! grow in place; at least `smooth`), so a burst shorter than a boot, which a new
 //! node could not catch anyway, is absorbed by the queue (and shed by
 //! deadline); a rise that lasts a boot time scales out. The trend of the
 //! smoothed rate is projected one boot time ahead, because a node started
@@ -14,6 +15,10 @@
 //! misses they save cost less than the nodes. Scaling down follows the
 //! largest recommendation of the last `down` window (30 s), a short
 //! hysteresis because the model, not the metric, sets the target.
+//!
+//! Requests already queued add the load of serving them within one boot
+//! time and a tick, so a backlog built while nodes booted is worked off
+//! rather than left to miss.
 //!
 //! Booting nodes count toward the target (they were started for it) but
 //! not as capacity: the reasons report the objective miss the ready nodes
@@ -133,7 +138,15 @@ impl ScalePolicy for QueueModel {
             let w = 1.0 - (-1.0 / SERVICE_SMOOTH_TICKS).exp();
             self.service = Some(self.service.map_or(unit, |v| v + w * (unit - v)));
         }
-        let tau = self.cfg.smooth.max(s.boot_time).as_secs_f64();
+        // How long new capacity takes to arrive: a boot, or nothing where
+        // the nodes can still grow in place.
+        let max_cap = s.limits.max_capacity_per_node.max(1);
+        let act = if cap_now < max_cap {
+            Nanos::ZERO
+        } else {
+            s.boot_time
+        };
+        let tau = self.cfg.smooth.max(act).as_secs_f64();
         let w = 1.0 - (-dt / tau).exp();
         let observed = s.arrival_rate();
         let prev = self.rate.unwrap_or(observed);
@@ -144,12 +157,16 @@ impl ScalePolicy for QueueModel {
             return Decision::hold(s, Reason::NoSignal).with("rate", rate);
         };
         let lead = if self.cfg.lookahead {
-            (s.boot_time.as_secs_f64() + dt) * self.trend.max(0.0)
+            (act.as_secs_f64() + dt) * self.trend.max(0.0)
         } else {
             0.0
         };
         let forecast = rate + lead;
-        let a = forecast * service;
+        // Work already queued must be served on top of new arrivals; spread
+        // over the time a node started now needs to help (a boot and a tick).
+        let horizon = act.as_secs_f64() + dt;
+        let backlog = s.queued as f64 * service / f64::from(cap_now) / horizon;
+        let a = forecast * service + backlog;
         let objective = self
             .cfg
             .objective
@@ -173,7 +190,6 @@ impl ScalePolicy for QueueModel {
                 .unwrap_or(servers);
         }
         // Scale up first, out beyond the per-node limit.
-        let max_cap = limits.max_capacity_per_node.max(1);
         let nodes_now = s.nodes.current().max(1);
         let capacity = servers.div_ceil(nodes_now).clamp(1, max_cap);
         let wanted = servers.div_ceil(capacity);
@@ -201,6 +217,7 @@ impl ScalePolicy for QueueModel {
         .with("rate", rate)
         .with("forecast", forecast)
         .with("service_s", service)
+        .with("backlog_erlangs", backlog)
         .with("erlangs", a)
         .with("servers", f64::from(servers))
         .with("ready_miss", ready_miss)

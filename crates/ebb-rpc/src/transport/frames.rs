@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::service::DispatchError;
 use crate::wire::{
-    ConnError, ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, Reply,
+    ConnError, ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, Refusal, Reply,
 };
 
 /// Appends `message`; a reply over the size limit becomes a `BadRequest`
@@ -45,6 +45,8 @@ pub fn outcome_of(result: Result<Bytes, DispatchError>) -> (Outcome, Bytes) {
         Err(DispatchError::EncodeReply(m) | DispatchError::BadReply(m)) => {
             (Outcome::AppError, Bytes::from(m))
         }
+        Err(DispatchError::Rejected(m)) => (Outcome::Refused(Refusal::Overloaded), Bytes::from(m)),
+        Err(DispatchError::OutcomeUnknown(m)) => (Outcome::OutcomeUnknown, Bytes::from(m)),
     }
 }
 

@@ -124,6 +124,10 @@ pub enum Refusal {
     /// Never in a reply: a connection refused at accept ends its calls so.
     #[error("this peer is at its bound of connections")]
     PeerFull = 8,
+    /// The service (e.g. a forwarding gateway) refused the call over its
+    /// own bounds; it did not run.
+    #[error("the service is over its bounds")]
+    Overloaded = 9,
 }
 
 impl Refusal {
@@ -137,6 +141,7 @@ impl Refusal {
             6 => Refusal::ReplyMemory,
             7 => Refusal::ServerFull,
             8 => Refusal::PeerFull,
+            9 => Refusal::Overloaded,
             _ => return None,
         })
     }

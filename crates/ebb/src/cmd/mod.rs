@@ -6,6 +6,8 @@ pub mod info;
 pub mod load;
 pub mod node;
 pub mod sim;
+pub mod sim_scale;
+pub mod up;
 
 /// Prints a line on stdout and flushes it at once, so a parent process that
 /// reads our output through a pipe (the tests, a provider) sees the bound

@@ -30,15 +30,20 @@ pub struct Args {
     /// Nodes in the pool (all ready at the start).
     #[arg(long, default_value_t = 100)]
     nodes: u32,
-    /// Offered load: average arrival rate / total service capacity
-    /// (Σ speed / mean service time). Below 1 for a stable system.
-    #[arg(long, default_value_t = 0.9)]
-    load: f64,
+    /// Offered load: average arrival rate / total service capacity of the
+    /// initial pool (Σ speed / mean service time). Below 1 for a stable
+    /// system. Default 0.9; with --scale and a trace, the trace's own rate.
+    #[arg(long)]
+    load: Option<f64>,
+    /// Average arrivals per time unit, instead of --load.
+    #[arg(long, conflicts_with = "load")]
+    rate: Option<f64>,
     #[arg(long, default_value = "exp:1", help = format!("Service-time distribution on a speed-1 node: {SERVICE_FORMS}; its parameters set the time unit of every reported time"))]
     service: ServiceDist,
     /// Arrivals to simulate (the first --warmup fraction is not measured).
-    #[arg(long, default_value_t = 1_000_000)]
-    requests: u64,
+    /// Default 1000000; a trace or built-in shape runs to its end.
+    #[arg(long)]
+    requests: Option<u64>,
     /// Seed: the same seed and flags give the same run, bit for bit.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -61,17 +66,19 @@ pub struct Args {
     /// over the nodes.
     #[arg(long, value_delimiter = ',', default_value = "100")]
     costs: Vec<u64>,
-    /// Fraction of the first requests left out of the statistics.
-    #[arg(long, default_value_t = 0.1)]
-    warmup: f64,
+    /// Fraction of the first requests left out of the statistics (default
+    /// 0.1; 0 with --scale, where the start is part of what is judged).
+    #[arg(long)]
+    warmup: Option<f64>,
     /// Control tick in time units: node queue reports refresh every tick
     /// (and on every completion, piggybacked on the reply). 0 turns it off.
     #[arg(long, default_value_t = 1.0)]
     tick: f64,
-    /// Boot time, in time units, of nodes a scale hook adds during the run
-    /// (library API; the command line attaches no hook yet).
+    /// Boot time, in time units, of nodes added during the run (--scale).
     #[arg(long, default_value_t = 0.0)]
     boot_time: f64,
+    #[command(flatten)]
+    scale: super::sim_scale::ScaleArgs,
     /// Stop with an error when more requests than this are in the system.
     #[arg(long, default_value_t = DEFAULT_MAX_IN_SYSTEM)]
     max_in_system: u64,
@@ -87,8 +94,26 @@ pub struct Args {
 
 const AFTER_HELP: &str = "Examples:
   ebb sim --balance random --nodes 10 --load 0.9 --requests 1000000 --json
+  ebb sim --scale queue --arrivals builtin:flash --service exp:0.02 --rate 2000 --objective 0.2 --boot-time 2 --json
+  ebb sim --scale hpa:util=0.6 --arrivals trace:counts.txt,counts --service exp:0.02 --objective 0.2 --timeline t.csv
   ebb sim --balance central --nodes 8 --load 0.8 --service lognormal:1,2
   ebb sim --sweep load=0.5:0.99:0.01 --balance rr,random,p2c,jsq,central --plot load.svg";
+
+const DEFAULT_LOAD: f64 = 0.9;
+const DEFAULT_REQUESTS: u64 = 1_000_000;
+const DEFAULT_WARMUP: f64 = 0.1;
+
+/// A fixed pool at offered load 1 or more has no steady state: queues grow
+/// for as long as the run lasts, and every average depends on its length.
+fn warn_unstable(cfg: &SimConfig) {
+    if cfg.rate_per_sec.is_none() && cfg.load >= 1.0 {
+        eprintln!(
+            "warning: offered load {} is at or above 1: the queues grow without bound, so there is no steady state \
+             and the results depend on the run's length (use --load below 1, more --nodes, or --scale)",
+            cfg.load
+        );
+    }
+}
 
 fn default_jobs() -> usize {
     std::thread::available_parallelism()
@@ -99,22 +124,47 @@ fn default_jobs() -> usize {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let policies = args.balance.0.clone();
     let arrivals = Arrivals::load(&args.arrivals)?;
+    let scaling = args.scale.scale.is_some();
+    let requests = args.requests.unwrap_or(if arrivals.is_finite() {
+        u64::MAX
+    } else {
+        DEFAULT_REQUESTS
+    });
     let base = SimConfig {
         nodes: args.nodes,
-        load: args.load,
+        load: args.load.unwrap_or(DEFAULT_LOAD),
         service: args.service,
         arrivals,
-        requests: args.requests,
+        requests,
         seed: args.seed,
         gateways: args.gateways,
         speeds: args.speeds.clone(),
         costs_per_sec_micros: args.costs.clone(),
         deadline_secs: args.deadline,
-        warmup: args.warmup,
+        warmup: args
+            .warmup
+            .unwrap_or(if scaling { 0.0 } else { DEFAULT_WARMUP }),
         tick_secs: args.tick,
         boot_secs: args.boot_time,
         max_in_system: args.max_in_system,
+        objective_secs: args.scale.objective,
+        rate_per_sec: args.rate,
     };
+    if scaling {
+        if args.sweep.is_some() || policies.len() > 1 || args.plot.is_some() {
+            bail!(
+                "--scale runs one balancing policy once; drop --sweep, --plot and the extra --balance policies"
+            );
+        }
+        return super::sim_scale::run(
+            base,
+            &policies[0],
+            args.load.is_some(),
+            &args.scale,
+            args.json,
+        );
+    }
+    warn_unstable(&base);
     if args.sweep.is_none() && policies.len() == 1 {
         if args.plot.is_some() {
             bail!("--plot needs --sweep or several policies in --balance");
@@ -124,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loads = args
         .sweep
         .as_ref()
-        .map_or(vec![args.load], |s| s.loads.clone());
+        .map_or(vec![base.load], |s| s.loads.clone());
     let mut grid = Vec::new();
     for load in &loads {
         for p in &policies {
@@ -217,14 +267,8 @@ fn single(cfg: SimConfig, policy: &str, json: bool) -> anyhow::Result<()> {
             "requests (measured)",
             format!("{} ({})", r.requests, r.measured),
         ),
-        (
-            "mean response",
-            format!("{:.4} ± {:.4}", r.mean_response, r.mean_response_ci95),
-        ),
-        (
-            "mean wait",
-            format!("{:.4} ± {:.4}", r.mean_wait, r.mean_wait_ci95),
-        ),
+        ("mean response", pm(r.mean_response, r.mean_response_ci95)),
+        ("mean wait", pm(r.mean_wait, r.mean_wait_ci95)),
         (
             "p50 / p99 / p999",
             format!("{:.4} / {:.4} / {:.4}", r.p50, r.p99, r.p999),
@@ -256,6 +300,16 @@ fn single(cfg: SimConfig, policy: &str, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A mean and its 95% half-width; a half-width too few batches could
+/// estimate (a tiny run) is shown as such, not as NaN.
+fn pm(mean: f64, ci: f64) -> String {
+    match (mean.is_finite(), ci.is_finite()) {
+        (true, true) => format!("{mean:.4} ± {ci:.4}"),
+        (true, false) => format!("{mean:.4} (too few requests for an interval)"),
+        _ => "no request completed".into(),
+    }
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {

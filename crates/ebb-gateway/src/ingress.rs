@@ -1,0 +1,120 @@
+//! The RPC ingress: the gateway as one ebb server whose methods are the
+//! pool's.
+//!
+//! A `transport::Server` serves [`RpcIngress`]; its server session sits in
+//! front of this dispatch, so a client's retry of an at-most-once call is
+//! answered from the session (or waits for the running copy) and never
+//! reaches a second node. What reaches [`RpcIngress::dispatch`] is a first
+//! execution: method id and argument bytes, forwarded as they are.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ebb_core::Nanos;
+use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceCodec, ServiceDispatch};
+use serde_json::Value;
+
+use crate::forward::{Forwarder, GatewayError};
+
+/// How a JSON call through the gateway can fail: before it was sent
+/// (unknown method, arguments that do not fit) or on its way.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JsonCallError {
+    #[error(transparent)]
+    Codec(#[from] DispatchError),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
+/// The service the pool serves, as the gateway forwards it.
+#[derive(Clone)]
+pub struct RpcIngress {
+    forwarder: Arc<Forwarder>,
+    codec: &'static dyn ServiceCodec,
+    default_timeout: Nanos,
+}
+
+impl RpcIngress {
+    pub fn new(
+        forwarder: Arc<Forwarder>,
+        codec: &'static dyn ServiceCodec,
+        default_timeout: Nanos,
+    ) -> RpcIngress {
+        RpcIngress {
+            forwarder,
+            codec,
+            default_timeout,
+        }
+    }
+
+    pub fn codec(&self) -> &'static dyn ServiceCodec {
+        self.codec
+    }
+
+    /// A call by method name with JSON arguments: the HTTP ingress's path.
+    pub async fn call_json(
+        &self,
+        method: &str,
+        args: Value,
+        timeout: Option<Nanos>,
+    ) -> Result<Value, JsonCallError> {
+        let info = self.codec.method(method)?;
+        let bytes = self.codec.encode_json_args(info, args)?;
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        let reply = self.forwarder.call(info, bytes, timeout).await?;
+        Ok(self.codec.decode_json_reply(info, &reply)?)
+    }
+
+    fn info(&self, method_id: u16) -> Result<&'static MethodInfo, DispatchError> {
+        self.codec
+            .methods()
+            .get(usize::from(method_id))
+            .ok_or_else(|| {
+                DispatchError::UnknownMethod(format!(
+                    "method id {method_id} of {} (it has {} methods)",
+                    self.codec.name(),
+                    self.codec.methods().len()
+                ))
+            })
+    }
+}
+
+impl ServiceDispatch for RpcIngress {
+    fn name(&self) -> &'static str {
+        self.codec.name()
+    }
+
+    fn methods(&self) -> &'static [MethodInfo] {
+        self.codec.methods()
+    }
+
+    fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async move {
+            let info = self.info(method_id)?;
+            // The frame's own deadline does not reach a dispatch; calls get
+            // the gateway's default (the client still ends the call by its
+            // own deadline).
+            let reply = self
+                .forwarder
+                .call(info, args, self.default_timeout)
+                .await?;
+            Ok(reply)
+        })
+    }
+
+    fn dispatch_json(
+        &self,
+        method: &str,
+        args: Value,
+    ) -> BoxFuture<'_, Result<Value, DispatchError>> {
+        let method = method.to_owned();
+        Box::pin(async move {
+            self.call_json(&method, args, None)
+                .await
+                .map_err(|e| match e {
+                    JsonCallError::Codec(d) => d,
+                    JsonCallError::Gateway(g) => g.into(),
+                })
+        })
+    }
+}

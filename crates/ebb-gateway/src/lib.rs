@@ -1,0 +1,254 @@
+//! The gateway: one front door for a pool of nodes.
+//!
+//! - [`registry`]: nodes, their states and in-flight counts, the held FIFO;
+//!   the balancer (any `ebb_policy::balance` spec) picks among them.
+//! - [`forward`]: one request's path and its call semantics.
+//! - [`pool`]: the manager thread that drives a `NodeProvider` to a target.
+//! - [`ingress`]: the RPC ingress (the gateway as one ebb server).
+//! - [`http`]: `/status`, `/metrics`, `/pool`, `/rpc/{Service}/{method}`.
+//! - [`signals`]: what an autoscaler is told each tick, and its seam.
+//!
+//! The gateway contains no policy: balancing, admission and the retry
+//! budget are `ebb-policy` code, fed with what the gateway measures.
+
+pub mod clock;
+pub mod forward;
+pub mod http;
+pub mod ingress;
+pub mod metrics;
+pub mod pool;
+pub mod registry;
+pub mod signals;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ebb_core::Nanos;
+use ebb_node::provider::NodeProvider;
+use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::balance;
+use ebb_policy::retry::RetryBudgetConfig;
+use ebb_rpc::service::ServiceCodec;
+use ebb_rpc::transport::Server;
+use serde_json::{Value, json};
+
+pub use forward::GatewayError;
+pub use pool::Scaler;
+pub use pool::{NodeChange, PoolConfig, PoolError};
+pub use registry::Life;
+
+/// Everything a gateway is started with.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// RPC ingress address; port 0 picks a free port.
+    pub rpc_addr: String,
+    /// HTTP address; port 0 picks a free port.
+    pub http_addr: String,
+    /// A balancer spec as `ebb_policy::balance::parse` takes it.
+    pub balance: String,
+    pub admission: AdmissionConfig,
+    /// Deadline of a call that brings none.
+    pub default_deadline: Nanos,
+    pub retry: RetryBudgetConfig,
+    pub pool: PoolConfig,
+    /// Seeds the balancer's random choices.
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("balance policy: {0}")]
+    Balance(#[from] balance::ParseError),
+    #[error("RPC ingress: {0}")]
+    Rpc(#[from] ebb_rpc::transport::TransportError),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Http {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the pool manager: {0}")]
+    Pool(std::io::Error),
+}
+
+/// What the HTTP handlers share.
+pub struct Shared {
+    forwarder: Arc<forward::Forwarder>,
+    ingress: ingress::RpcIngress,
+    pool: Mutex<pool::PoolHandle>,
+    clock: clock::Clock,
+    autoscaler: Option<String>,
+    admission: AdmissionConfig,
+    retry: RetryBudgetConfig,
+}
+
+impl Shared {
+    fn pool(&self) -> std::sync::MutexGuard<'_, pool::PoolHandle> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_target(&self, target: usize) -> Result<usize, PoolError> {
+        self.pool().set_target(target)
+    }
+
+    /// `GET /status`.
+    pub fn status(&self) -> Value {
+        let registry = self.forwarder.registry();
+        let nodes = registry.status(self.clock.now());
+        let (held, held_bytes) = registry.held();
+        let pool = self.pool();
+        let cfg = *pool.config();
+        json!({
+            "service": self.ingress.codec().name(),
+            "pool": {
+                "kind": pool.kind().as_str(),
+                "target": pool.target(),
+                "min": cfg.min,
+                "max": cfg.max,
+                "cost_per_node_sec_micros": cfg.cost_per_node_sec_micros,
+            },
+            "policies": {
+                "balance": registry.policy_name(),
+                "admission": {
+                    "deadline_check": self.admission.deadline_check,
+                    "max_held_requests": self.admission.max_held_requests,
+                    "max_held_bytes": self.admission.max_held_bytes,
+                },
+                "retry_budget": {
+                    "ratio": self.retry.ratio,
+                    "floor_per_sec": self.retry.floor_per_sec,
+                    "window_ms": self.retry.window.as_millis(),
+                },
+                "autoscaler": self.autoscaler,
+            },
+            "held": held,
+            "held_bytes": held_bytes,
+            "nodes": nodes,
+        })
+    }
+
+    /// `GET /metrics`.
+    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        let registry = self.forwarder.registry();
+        let nodes = registry.status(self.clock.now());
+        let target = self.pool().target();
+        self.forwarder
+            .metrics()
+            .render(&nodes, registry.held(), target)
+    }
+}
+
+/// A running gateway. Drop or [`Gateway::shutdown`] stops it.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    rpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds both ingresses, starts the pool manager (which starts the
+    /// initial nodes) and serves. Must run inside a multi-threaded tokio
+    /// runtime: the pool manager's thread uses it for node connections.
+    pub async fn start(
+        cfg: GatewayConfig,
+        codec: &'static dyn ServiceCodec,
+        provider: Box<dyn NodeProvider>,
+        autoscaler: Option<Scaler>,
+        on_change: pool::OnChange,
+    ) -> Result<Gateway, StartError> {
+        let balancer = balance::parse(&cfg.balance)?;
+        let registry = registry::Registry::new(balancer, cfg.admission, cfg.seed);
+        let clock = clock::Clock::new();
+        let metrics = metrics::Metrics::new();
+        let forwarder = Arc::new(forward::Forwarder::new(
+            registry.clone(),
+            clock,
+            metrics,
+            cfg.retry,
+        ));
+        let ingress = ingress::RpcIngress::new(Arc::clone(&forwarder), codec, cfg.default_deadline);
+        let server = Server::bind(&cfg.rpc_addr, ingress.clone()).await?;
+        let rpc_addr = server.local_addr().map_err(|source| StartError::Http {
+            addr: cfg.rpc_addr.clone(),
+            source,
+        })?;
+        let http_err = |source| StartError::Http {
+            addr: cfg.http_addr.clone(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(&cfg.http_addr)
+            .await
+            .map_err(http_err)?;
+        let http_addr = listener.local_addr().map_err(http_err)?;
+        let scaler_name = autoscaler.as_ref().map(|a| a.policy.name());
+        let pool = pool::spawn(
+            provider,
+            registry,
+            clock,
+            tokio::runtime::Handle::current(),
+            cfg.pool,
+            autoscaler,
+            on_change,
+        )
+        .map_err(StartError::Pool)?;
+        let shared = Arc::new(Shared {
+            forwarder,
+            ingress,
+            pool: Mutex::new(pool),
+            clock,
+            autoscaler: scaler_name,
+            admission: cfg.admission,
+            retry: cfg.retry,
+        });
+        let http_cfg = ebb_http::HttpConfig {
+            default_deadline_ms: cfg.default_deadline.as_millis().max(1),
+            ..ebb_http::HttpConfig::default()
+        };
+        let app = http::router(Arc::clone(&shared), http_cfg);
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = server.run().await;
+            }),
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+        ];
+        Ok(Gateway {
+            shared,
+            rpc_addr,
+            http_addr,
+            tasks,
+        })
+    }
+
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Refuses new calls, drains every node (in-flight calls finish and
+    /// their replies go out), stops the nodes, then closes the listeners.
+    pub async fn shutdown(mut self) {
+        self.shared.forwarder.stop_taking_calls();
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || shared.pool().shutdown()).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The pool manager: one thread that owns the [`NodeProvider`] and keeps
+//! the pool at its target.
+//!
+//! Every tick it takes the provider's events (ready, gone), shakes hands
+//! with nodes that say they are ready (a connection the calls will use),
+//! removes nodes that died or stopped answering at once, stops drained
+//! nodes, asks the autoscaler for a target, and starts or drains nodes
+//! until the live ones (booting + ready) match it. Scale-in drains: the
+//! node gets nothing new, finishes what it has, then is stopped, so
+//! removing a node fails no request.
+//!
+//! It runs on its own thread because providers block (a container or VM
+//! start does real work) and must not stall the request path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ebb_core::{Instant, Nanos, NodeId};
+use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider};
+use ebb_rpc::transport::TcpClient;
+
+use crate::clock::{Clock, unix_ms};
+use crate::registry::{Life, NewNode, Registry};
+use crate::signals::{TickContext, to_signals};
+use ebb_core::Rng;
+use ebb_policy::scale::{Limits, NodeCounts, ScalePolicy};
+
+/// Nodes started per tick at most, so a large target does not stall the
+/// loop (and events) behind a burst of slow starts.
+pub const MAX_STARTS_PER_TICK: usize = 8;
+/// Pause after a failed start or a node that died before it was ready;
+/// doubles up to the maximum while failures continue.
+pub const START_BACKOFF_MS: u64 = 100;
+pub const MAX_START_BACKOFF_MS: u64 = 5_000;
+/// The largest pool size anyone may ask for.
+pub const MAX_POOL_SIZE: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub initial: usize,
+    pub min: usize,
+    pub max: usize,
+    /// Period of the control loop.
+    pub tick_ms: u64,
+    /// A node not ready this long after its start is stopped.
+    pub boot_timeout_ms: u64,
+    /// How long shutdown waits for in-flight calls and nodes to end before
+    /// the provider is dropped (which kills what is left).
+    pub shutdown_grace_ms: u64,
+    pub cost_per_node_sec_micros: u64,
+    /// Period of the autoscaler's decisions.
+    pub scale_tick_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            initial: 1,
+            min: 0,
+            max: 16,
+            tick_ms: 10,
+            boot_timeout_ms: 60_000,
+            shutdown_grace_ms: 10_000,
+            cost_per_node_sec_micros: 0,
+            scale_tick_ms: 1_000,
+        }
+    }
+}
+
+/// One node's change of state, as `ebb up` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeChange {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub addr: SocketAddr,
+    pub from: Option<Life>,
+    pub to: Life,
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for NodeChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {} ({} {}): ",
+            self.id,
+            self.kind.as_str(),
+            self.addr
+        )?;
+        if let Some(from) = self.from {
+            write!(f, "{} -> ", from.as_str())?;
+        }
+        write!(f, "{}", self.to.as_str())?;
+        if let Some(r) = &self.reason {
+            write!(f, " ({r})")?;
+        }
+        Ok(())
+    }
+}
+
+pub type OnChange = Arc<dyn Fn(&NodeChange) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("target {target} is outside the pool's bounds min = {min}, max = {max}")]
+    OutOfBounds {
+        target: usize,
+        min: usize,
+        max: usize,
+    },
+    #[error("the pool manager has stopped")]
+    Stopped,
+}
+
+enum Command {
+    /// The target changed: act now rather than at the next tick.
+    Wake,
+    Shutdown,
+}
+
+/// Talks to the pool manager thread.
+pub struct PoolHandle {
+    tx: mpsc::Sender<Command>,
+    target: Arc<AtomicUsize>,
+    cfg: PoolConfig,
+    thread: Option<JoinHandle<()>>,
+    kind: NodeKind,
+}
+
+impl PoolHandle {
+    pub fn target(&self) -> usize {
+        self.target.load(Ordering::SeqCst)
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.cfg
+    }
+
+    pub fn kind(&self) -> NodeKind {
+        self.kind
+    }
+
+    /// Sets the pool size by hand; the next tick starts or drains nodes.
+    pub fn set_target(&self, target: usize) -> Result<usize, PoolError> {
+        let (min, max) = (self.cfg.min, self.cfg.max);
+        if target < min || target > max {
+            return Err(PoolError::OutOfBounds { target, min, max });
+        }
+        self.target.store(target, Ordering::SeqCst);
+        self.tx
+            .send(Command::Wake)
+            .map_err(|_| PoolError::Stopped)?;
+        Ok(target)
+    }
+
+    /// Drains every node, waits for them to end (bounded by the shutdown
+    /// grace), and stops the provider. Blocks the calling thread.
+    pub fn shutdown(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// An autoscaling policy and the random stream its decisions draw from.
+pub struct Scaler {
+    pub policy: Box<dyn ScalePolicy + Send>,
+    pub rng: Rng,
+    /// The response-time objective the policy is told about.
+    pub objective: Option<Nanos>,
+}
+
+/// Everything the manager thread owns.
+struct Manager {
+    provider: Box<dyn NodeProvider>,
+    registry: Registry,
+    clock: Clock,
+    rt: tokio::runtime::Handle,
+    cfg: PoolConfig,
+    target: Arc<AtomicUsize>,
+    autoscaler: Option<Scaler>,
+    on_change: OnChange,
+    next_id: u32,
+    /// Nodes the provider said are ready but that did not answer the
+    /// handshake yet.
+    awaiting_handshake: HashMap<NodeId, SocketAddr>,
+    addrs: HashMap<NodeId, SocketAddr>,
+    stopping: HashSet<NodeId>,
+    next_start_at: Instant,
+    backoff: Nanos,
+    last_tick: Instant,
+}
+
+/// Starts the manager thread. `rt` hosts the node connections.
+pub fn spawn(
+    provider: Box<dyn NodeProvider>,
+    registry: Registry,
+    clock: Clock,
+    rt: tokio::runtime::Handle,
+    cfg: PoolConfig,
+    autoscaler: Option<Scaler>,
+    on_change: OnChange,
+) -> std::io::Result<PoolHandle> {
+    let initial = cfg.initial.clamp(cfg.min, cfg.max.min(MAX_POOL_SIZE));
+    let target = Arc::new(AtomicUsize::new(initial));
+    let (tx, rx) = mpsc::channel();
+    let kind = provider.kind();
+    let now = clock.now();
+    let manager = Manager {
+        provider,
+        registry,
+        clock,
+        rt,
+        cfg,
+        target: Arc::clone(&target),
+        autoscaler,
+        on_change,
+        next_id: 1,
+        awaiting_handshake: HashMap::new(),
+        addrs: HashMap::new(),
+        stopping: HashSet::new(),
+        next_start_at: now,
+        backoff: Nanos::from_millis(START_BACKOFF_MS),
+        last_tick: now,
+    };
+    let thread = std::thread::Builder::new()
+        .name("ebb-pool".into())
+        .spawn(move || manager.run(rx))?;
+    Ok(PoolHandle {
+        tx,
+        target,
+        cfg,
+        thread: Some(thread),
+        kind,
+    })
+}
+
+impl Manager {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let tick = Duration::from_millis(self.cfg.tick_ms.max(1));
+        let mut shutdown_since: Option<Instant> = None;
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(Command::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(Command::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    shutdown_since.get_or_insert(self.clock.now());
+                }
+            }
+            let now = self.clock.now();
+            self.events(now);
+            self.handshakes(now);
+            self.remove_dead(now);
+            self.stop_drained();
+            if let Some(since) = shutdown_since {
+                for (id, life, _) in self.registry.lives() {
+                    if matches!(life, Life::Booting | Life::Ready) {
+                        self.drain(id, "shutting down");
+                    }
+                }
+                let grace = Nanos::from_millis(self.cfg.shutdown_grace_ms);
+                if self.registry.lives().is_empty() || now.saturating_since(since) >= grace {
+                    break;
+                }
+                continue;
+            }
+            self.autoscale(now);
+            self.reconcile(now);
+        }
+        for (id, life, _) in self.registry.lives() {
+            self.change(
+                id,
+                Some(life),
+                Life::Gone,
+                Some("stopped at shutdown".into()),
+            );
+            self.registry
+                .set_gone(id, "stopped at shutdown", self.clock.now());
+        }
+        // Dropping the provider stops whatever is left.
+    }
+
+    fn change(&self, id: NodeId, from: Option<Life>, to: Life, reason: Option<String>) {
+        let Some(&addr) = self.addrs.get(&id) else {
+            return;
+        };
+        (self.on_change)(&NodeChange {
+            id,
+            kind: self.provider.kind(),
+            addr,
+            from,
+            to,
+            reason,
+        });
+    }
+
+    fn events(&mut self, now: Instant) {
+        for ev in self.provider.poll_events() {
+            match ev {
+                NodeEvent::Ready(id) => {
+                    if let Some(&addr) = self.addrs.get(&id) {
+                        self.awaiting_handshake.insert(id, addr);
+                    }
+                }
+                NodeEvent::Gone(id, reason) => self.gone(id, &reason, now),
+            }
+        }
+    }
+
+    fn gone(&mut self, id: NodeId, reason: &str, now: Instant) {
+        self.awaiting_handshake.remove(&id);
+        let stopped = self.stopping.remove(&id);
+        if let Some(was) = self.registry.set_gone(id, reason, now) {
+            if was == Life::Booting {
+                self.back_off(now);
+            }
+            let reason = if stopped {
+                "stopped".to_owned()
+            } else {
+                reason.to_owned()
+            };
+            self.change(id, Some(was), Life::Gone, Some(reason));
+        }
+        self.addrs.remove(&id);
+    }
+
+    fn back_off(&mut self, now: Instant) {
+        self.next_start_at = now + self.backoff;
+        let max = Nanos::from_millis(MAX_START_BACKOFF_MS);
+        self.backoff = Nanos(self.backoff.as_nanos().saturating_mul(2)).min(max);
+    }
+
+    /// Connects to each node that says it is ready; the connection is the
+    /// one its calls will use, so a node that cannot be reached never
+    /// gets work.
+    fn handshakes(&mut self, now: Instant) {
+        let waiting: Vec<(NodeId, SocketAddr)> = self
+            .awaiting_handshake
+            .iter()
+            .map(|(&id, &addr)| (id, addr))
+            .collect();
+        for (id, addr) in waiting {
+            let connected = self.rt.block_on(TcpClient::connect(&addr.to_string()));
+            let Ok(client) = connected else { continue };
+            self.awaiting_handshake.remove(&id);
+            if self.registry.set_ready(id, Arc::new(client), now) {
+                self.backoff = Nanos::from_millis(START_BACKOFF_MS);
+                self.change(id, Some(Life::Booting), Life::Ready, None);
+            }
+        }
+    }
+
+    /// Nodes whose calls say they are dead, and nodes that never became
+    /// ready, are stopped and gone at once.
+    fn remove_dead(&mut self, now: Instant) {
+        for id in self.registry.suspects() {
+            let _ = self.provider.stop(id);
+            self.gone(id, "stopped answering", now);
+        }
+        let timeout = Nanos::from_millis(self.cfg.boot_timeout_ms);
+        let late: Vec<NodeId> = self
+            .registry
+            .status(now)
+            .iter()
+            .filter(|n| n.state == Life::Booting)
+            .filter(|n| {
+                let started = self.registry.started_at(NodeId(n.id));
+                started.is_some_and(|s| now.saturating_since(s) > timeout)
+            })
+            .map(|n| NodeId(n.id))
+            .collect();
+        for id in late {
+            let _ = self.provider.stop(id);
+            self.gone(id, "not ready within the boot timeout", now);
+        }
+    }
+
+    fn drain(&mut self, id: NodeId, why: &str) {
+        let before = self
+            .registry
+            .lives()
+            .into_iter()
+            .find(|(n, _, _)| *n == id)
+            .map(|(_, l, _)| l);
+        if self.registry.set_draining(id) {
+            self.awaiting_handshake.remove(&id);
+            self.change(id, before, Life::Draining, Some(why.to_owned()));
+        }
+    }
+
+    fn stop_drained(&mut self) {
+        for id in self.registry.drained() {
+            if self.stopping.insert(id) {
+                if let Err(e) = self.provider.stop(id) {
+                    // Unknown to the provider: it is gone already.
+                    let now = self.clock.now();
+                    self.gone(id, &e.to_string(), now);
+                }
+            }
+        }
+    }
+
+    fn autoscale(&mut self, now: Instant) {
+        let Some(scaler) = self.autoscaler.as_mut() else {
+            return;
+        };
+        let interval = now.saturating_since(self.last_tick);
+        if interval < Nanos::from_millis(self.cfg.scale_tick_ms) {
+            return;
+        }
+        self.last_tick = now;
+        let counters = self.registry.tick(now);
+        let mut nodes = NodeCounts::default();
+        for (_, life, _) in self.registry.lives() {
+            match life {
+                Life::Booting => nodes.booting += 1,
+                Life::Ready => nodes.ready += 1,
+                Life::Draining => nodes.draining += 1,
+                Life::Gone => {}
+            }
+        }
+        let max = self.cfg.max.min(MAX_POOL_SIZE);
+        let ctx = TickContext {
+            boot_time: self.provider.expected_start(),
+            cost_per_node_sec_micros: self.cfg.cost_per_node_sec_micros,
+            objective: scaler.objective,
+            limits: Limits {
+                min_nodes: self.cfg.min as u32,
+                max_nodes: max as u32,
+                max_capacity_per_node: 1,
+            },
+        };
+        let signals = to_signals(counters, interval, nodes, &ctx);
+        let decision = scaler.policy.decide(&signals, now, &mut scaler.rng);
+        let t = (decision.target_nodes as usize).clamp(self.cfg.min, max);
+        let before = self.target.swap(t, Ordering::SeqCst);
+        debug_assert!(before <= MAX_POOL_SIZE && t <= MAX_POOL_SIZE);
+    }
+
+    fn reconcile(&mut self, now: Instant) {
+        if self.autoscaler.is_none() {
+            // Keep expired held requests from piling up between scrapes.
+            let _ = self.registry.tick(now);
+        }
+        let target = self.target.load(Ordering::SeqCst);
+        let lives = self.registry.lives();
+        let live: Vec<_> = lives
+            .iter()
+            .filter(|(_, l, _)| matches!(l, Life::Booting | Life::Ready))
+            .collect();
+        if live.len() > target {
+            // Booting nodes first (newest first), then the least busy.
+            let mut victims: Vec<_> = live.iter().map(|&&(id, l, f)| (id, l, f)).collect();
+            victims.sort_by_key(|&(id, l, f)| (l != Life::Booting, f, std::cmp::Reverse(id.0)));
+            for (id, _, _) in victims.into_iter().take(live.len() - target) {
+                self.drain(id, "pool shrinks");
+            }
+            return;
+        }
+        let missing = target - live.len();
+        if missing == 0 || now < self.next_start_at {
+            return;
+        }
+        for _ in 0..missing.min(MAX_STARTS_PER_TICK) {
+            let id = NodeId(self.next_id);
+            self.next_id += 1;
+            match self.provider.start(id) {
+                Ok(started) => {
+                    self.addrs.insert(id, started.addr);
+                    let node = NewNode {
+                        id,
+                        kind: started.kind,
+                        addr: started.addr,
+                        cost_per_sec_micros: self.cfg.cost_per_node_sec_micros,
+                        started_unix_ms: unix_ms(),
+                        expected_boot: self.provider.expected_start(),
+                    };
+                    self.registry.add_booting(node, now);
+                    self.change(id, None, Life::Booting, None);
+                }
+                Err(e) => {
+                    (self.on_change)(&NodeChange {
+                        id,
+                        kind: self.provider.kind(),
+                        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                        from: None,
+                        to: Life::Gone,
+                        reason: Some(format!("start failed: {e}")),
+                    });
+                    self.back_off(now);
+                    return;
+                }
+            }
+        }
+    }
+}

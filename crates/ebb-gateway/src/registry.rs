@@ -1,0 +1,576 @@
+//! The node registry and the dispatcher's state: which nodes exist, in what
+//! state, what each has in flight, and the requests held for want of a node.
+//!
+//! The pool manager writes node states; callers on the request path read
+//! them through [`Registry::acquire`] and [`Registry::release`]. Everything
+//! sits behind one mutex held for a few hundred nanoseconds per request, so
+//! the balancer sees one consistent [`NodeView`] slice. The balancer is
+//! whatever `ebb_policy::balance::parse` made of the configured spec: this
+//! module moves requests, it decides nothing.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ebb_core::{Instant, Nanos, NodeId, Rng};
+use ebb_node::provider::NodeKind;
+use ebb_policy::admission::{self, AdmissionConfig, Admit, Load};
+use ebb_policy::balance::ewma::PeakEwma;
+use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
+use ebb_rpc::transport::TcpClient;
+use tokio::sync::{oneshot, watch};
+
+use crate::signals::Counters;
+
+/// Gone nodes kept for `/status`, newest last.
+pub const MAX_GONE_KEPT: usize = 32;
+/// Time constant of the per-node peak-EWMA latency.
+pub const LATENCY_TAU: Nanos = Nanos::from_secs(1);
+/// Weight of a new sample in the service-time average (1/16).
+const SERVICE_TIME_WEIGHT: f64 = 1.0 / 16.0;
+
+/// A node's place in its life, as `/status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Life {
+    Booting,
+    Ready,
+    Draining,
+    Gone,
+}
+
+impl Life {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Life::Booting => "booting",
+            Life::Ready => "ready",
+            Life::Draining => "draining",
+            Life::Gone => "gone",
+        }
+    }
+}
+
+/// Everything the gateway keeps about one node beside its [`NodeView`].
+#[derive(Clone)]
+pub struct NodeMeta {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub addr: SocketAddr,
+    pub life: Life,
+    pub started_at: Instant,
+    /// Wall-clock start, milliseconds since the Unix epoch (for `/status`).
+    pub started_unix_ms: u64,
+    /// Set once the handshake succeeded.
+    client: Option<Arc<TcpClient>>,
+    /// Flips to true when the node is gone; in-flight calls watch it.
+    gone: Arc<watch::Sender<bool>>,
+    ewma: PeakEwma,
+    /// Ended with the reason, when gone.
+    pub reason: Option<String>,
+    /// Calls that failed in a way that suggests the node is dead.
+    pub suspect: bool,
+}
+
+/// A node just started, as the pool manager registers it.
+pub struct NewNode {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub addr: SocketAddr,
+    pub cost_per_sec_micros: u64,
+    pub started_unix_ms: u64,
+    /// How long this kind takes to boot, as last measured.
+    pub expected_boot: Nanos,
+}
+
+/// A node handed to one request: where to send it and how to learn that
+/// the node died meanwhile.
+pub struct Slot {
+    pub node: NodeId,
+    pub client: Arc<TcpClient>,
+    pub gone: watch::Receiver<bool>,
+    /// The node had nothing else in flight from here: the latency of this
+    /// call is a clean service-time sample.
+    pub alone: bool,
+}
+
+/// What [`Registry::acquire`] gives back.
+pub enum Acquired {
+    Now(Slot),
+    /// Held in the FIFO; a node will be handed over through the receiver.
+    Held(oneshot::Receiver<Slot>),
+    Refused {
+        why: String,
+        retry_after: Nanos,
+    },
+}
+
+struct HeldRequest {
+    tx: oneshot::Sender<Slot>,
+    bytes: usize,
+    deadline: Instant,
+    /// Nodes this request must not go to again (it failed there).
+    excluded: Vec<NodeId>,
+}
+
+struct Inner {
+    views: Vec<NodeView>,
+    meta: Vec<NodeMeta>,
+    gone: VecDeque<NodeMeta>,
+    balancer: Box<dyn Balancer + Send>,
+    rng: Rng,
+    held: VecDeque<HeldRequest>,
+    held_bytes: usize,
+    admission: AdmissionConfig,
+    /// Mean service time of calls that had their node to themselves.
+    service_time: f64,
+    counters: Counters,
+    expected_boot: Nanos,
+}
+
+/// Shared by the pool manager, the ingress paths and the admin API.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A node as `/status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: u32,
+    pub kind: &'static str,
+    pub address: String,
+    pub state: Life,
+    pub in_flight: u32,
+    pub reported_queue: u32,
+    pub ewma_latency_ms: f64,
+    pub cost_per_sec_micros: u64,
+    pub started_at_unix_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Registry {
+    pub fn new(
+        balancer: Box<dyn Balancer + Send>,
+        admission: AdmissionConfig,
+        seed: u64,
+    ) -> Registry {
+        Registry {
+            inner: Arc::new(Mutex::new(Inner {
+                views: Vec::new(),
+                meta: Vec::new(),
+                gone: VecDeque::new(),
+                balancer,
+                rng: Rng::seeded(seed),
+                held: VecDeque::new(),
+                held_bytes: 0,
+                admission,
+                service_time: 0.0,
+                counters: Counters::default(),
+                expected_boot: Nanos::ZERO,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves `Inner` consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn policy_name(&self) -> String {
+        self.lock().balancer.name()
+    }
+
+    // ---- the pool manager's side ----
+
+    /// A node was started; it takes no work until [`Registry::set_ready`].
+    pub fn add_booting(&self, node: NewNode, now: Instant) {
+        let NewNode {
+            id,
+            kind,
+            addr,
+            cost_per_sec_micros,
+            started_unix_ms,
+            expected_boot,
+        } = node;
+        let mut g = self.lock();
+        g.expected_boot = expected_boot;
+        let mut view = NodeView::ready(id.0);
+        view.state = NodeState::Booting;
+        view.cost_per_sec_micros = cost_per_sec_micros;
+        g.views.push(view);
+        g.meta.push(NodeMeta {
+            id,
+            kind,
+            addr,
+            life: Life::Booting,
+            started_at: now,
+            started_unix_ms,
+            client: None,
+            gone: Arc::new(watch::channel(false).0),
+            ewma: PeakEwma::default(),
+            reason: None,
+            suspect: false,
+        });
+        let inner = &mut *g;
+        inner.balancer.on_nodes_changed(&inner.views);
+    }
+
+    /// The handshake succeeded: the node takes work from now on.
+    pub fn set_ready(&self, id: NodeId, client: Arc<TcpClient>, now: Instant) -> bool {
+        let mut g = self.lock();
+        let Some(i) = g.index(id) else { return false };
+        if g.meta[i].life != Life::Booting {
+            return false;
+        }
+        g.meta[i].client = Some(client);
+        g.meta[i].life = Life::Ready;
+        g.views[i].state = NodeState::Ready;
+        let inner = &mut *g;
+        inner.balancer.on_nodes_changed(&inner.views);
+        // A node that turns ready is idle: it may pull held work.
+        if inner.balancer.on_idle(&inner.views, i, now) {
+            inner.hand_oldest_to(i, now);
+        }
+        inner.drain_held(now);
+        true
+    }
+
+    /// Stops sending the node new work; it finishes what it has.
+    pub fn set_draining(&self, id: NodeId) -> bool {
+        let mut g = self.lock();
+        let Some(i) = g.index(id) else { return false };
+        if !matches!(g.meta[i].life, Life::Booting | Life::Ready) {
+            return false;
+        }
+        g.meta[i].life = Life::Draining;
+        g.views[i].state = NodeState::Draining;
+        let inner = &mut *g;
+        inner.balancer.on_nodes_changed(&inner.views);
+        true
+    }
+
+    /// The node ended: its in-flight calls learn it at once.
+    pub fn set_gone(&self, id: NodeId, reason: &str, now: Instant) -> Option<Life> {
+        let mut g = self.lock();
+        let i = g.index(id)?;
+        g.views.remove(i);
+        let mut meta = g.meta.remove(i);
+        let was = meta.life;
+        meta.life = Life::Gone;
+        meta.reason = Some(reason.to_owned());
+        meta.client = None;
+        let _ = meta.gone.send(true);
+        if g.gone.len() == MAX_GONE_KEPT {
+            g.gone.pop_front();
+        }
+        g.gone.push_back(meta);
+        let inner = &mut *g;
+        inner.balancer.on_nodes_changed(&inner.views);
+        inner.drain_held(now);
+        Some(was)
+    }
+
+    /// Nodes that are draining and have nothing left in flight.
+    pub fn drained(&self) -> Vec<NodeId> {
+        let g = self.lock();
+        g.meta
+            .iter()
+            .zip(&g.views)
+            .filter(|(m, v)| m.life == Life::Draining && v.in_flight == 0)
+            .map(|(m, _)| m.id)
+            .collect()
+    }
+
+    /// Nodes whose calls failed in a way that says they are dead.
+    pub fn suspects(&self) -> Vec<NodeId> {
+        let g = self.lock();
+        g.meta.iter().filter(|m| m.suspect).map(|m| m.id).collect()
+    }
+
+    /// Nodes by life state, as the pool manager reconciles them.
+    pub fn lives(&self) -> Vec<(NodeId, Life, u32)> {
+        let g = self.lock();
+        g.meta
+            .iter()
+            .zip(&g.views)
+            .map(|(m, v)| (m.id, m.life, v.in_flight))
+            .collect()
+    }
+
+    /// Drops held requests whose deadline has passed (their callers have
+    /// given up) and returns the counters since the last call.
+    pub fn tick(&self, now: Instant) -> Counters {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let before = inner.held.len();
+        let mut freed = 0;
+        inner.held.retain(|h| {
+            let keep = h.deadline > now && !h.tx.is_closed();
+            if !keep {
+                freed += h.bytes;
+            }
+            keep
+        });
+        inner.held_bytes -= freed;
+        debug_assert!(inner.held.len() <= before);
+        let mut c = std::mem::take(&mut inner.counters);
+        c.held = inner.held.len();
+        c.in_flight = inner.views.iter().map(|v| v.in_flight as usize).sum();
+        c.service_time = Nanos(inner.service_time as u64);
+        c
+    }
+
+    // ---- the request path ----
+
+    /// Admission, then a node now, a place in the held FIFO, or a refusal.
+    pub fn acquire(
+        &self,
+        bytes: usize,
+        deadline: Instant,
+        now: Instant,
+        excluded: &[NodeId],
+        first_attempt: bool,
+    ) -> Acquired {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if first_attempt {
+            inner.counters.arrivals += 1;
+        }
+        let load = inner.load(now);
+        let deadline_cfg = AdmissionConfig {
+            max_held_requests: usize::MAX,
+            max_held_bytes: usize::MAX,
+            ..inner.admission
+        };
+        if let Admit::Refuse { why, retry_after } =
+            admission::admit(&deadline_cfg, &load, bytes, deadline, now, false)
+        {
+            inner.counters.refusals += 1;
+            return Acquired::Refused {
+                why: why.to_string(),
+                retry_after,
+            };
+        }
+        let req = RequestInfo {
+            deadline: Some(deadline),
+        };
+        match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
+            Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => {
+                if let Some(slot) = inner.take(i) {
+                    return Acquired::Now(slot);
+                }
+            }
+            Choice::Node(_) | Choice::Hold => {}
+        }
+        // A retry that the balancer sent back to a node it failed on takes
+        // any other ready node instead.
+        if !excluded.is_empty() {
+            let other = (0..inner.views.len())
+                .find(|&i| inner.views[i].is_ready() && !excluded.contains(&inner.meta[i].id));
+            if let Some(slot) = other.and_then(|i| inner.take(i)) {
+                return Acquired::Now(slot);
+            }
+        }
+        let queue_cfg = AdmissionConfig {
+            deadline_check: false,
+            ..inner.admission
+        };
+        if let Admit::Refuse { why, retry_after } =
+            admission::admit(&queue_cfg, &load, bytes, deadline, now, true)
+        {
+            inner.counters.refusals += 1;
+            return Acquired::Refused {
+                why: why.to_string(),
+                retry_after,
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.held.push_back(HeldRequest {
+            tx,
+            bytes,
+            deadline,
+            excluded: excluded.to_vec(),
+        });
+        inner.held_bytes += bytes;
+        Acquired::Held(rx)
+    }
+
+    /// The call sent through `slot` ended; `latency` is set when it was
+    /// answered by the node (not cut short by the node's death).
+    pub fn release(&self, node: NodeId, latency: Option<Nanos>, alone: bool, now: Instant) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        inner.counters.completions += 1;
+        let Some(i) = inner.index(node) else { return };
+        debug_assert!(inner.views[i].in_flight > 0);
+        inner.views[i].in_flight = inner.views[i].in_flight.saturating_sub(1);
+        if let Some(l) = latency {
+            inner.counters.busy = inner.counters.busy.saturating_add(l);
+            inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
+            inner.views[i].ewma_latency =
+                Nanos(inner.meta[i].ewma.estimate(now, LATENCY_TAU) as u64);
+            if alone || inner.service_time == 0.0 {
+                let x = l.as_nanos() as f64;
+                inner.service_time = if inner.service_time == 0.0 {
+                    x
+                } else {
+                    inner.service_time + (x - inner.service_time) * SERVICE_TIME_WEIGHT
+                };
+            }
+            inner.balancer.on_complete(&inner.views, i, l, now);
+        }
+        if inner.views[i].in_flight == 0
+            && inner.views[i].is_ready()
+            && inner.balancer.on_idle(&inner.views, i, now)
+        {
+            inner.hand_oldest_to(i, now);
+        }
+        inner.drain_held(now);
+    }
+
+    /// A call failed in a way that says the node is dead (unresponsive, or
+    /// its connection could not be restored): the pool manager removes it.
+    pub fn suspect(&self, node: NodeId) {
+        let mut g = self.lock();
+        if let Some(i) = g.index(node) {
+            g.meta[i].suspect = true;
+        }
+    }
+
+    /// A request was answered `response` after it arrived.
+    pub fn record_response(&self, response: Nanos) {
+        let mut g = self.lock();
+        g.counters.response_sum = g.counters.response_sum.saturating_add(response);
+        g.counters.latencies.push(response);
+    }
+
+    pub fn count_retry(&self) {
+        self.lock().counters.retries += 1;
+    }
+
+    // ---- reading ----
+
+    pub fn status(&self, now: Instant) -> Vec<NodeStatus> {
+        let g = self.lock();
+        let live = g.meta.iter().zip(g.views.iter().map(Some));
+        let gone = g.gone.iter().zip(std::iter::repeat(None));
+        live.chain(gone)
+            .map(|(m, v)| NodeStatus {
+                id: m.id.0,
+                kind: m.kind.as_str(),
+                address: m.addr.to_string(),
+                state: m.life,
+                in_flight: v.map_or(0, |v| v.in_flight),
+                reported_queue: v.map_or(0, |v| v.reported_queue),
+                ewma_latency_ms: m.ewma.estimate(now, LATENCY_TAU) / 1e6,
+                cost_per_sec_micros: v.map_or(0, |v| v.cost_per_sec_micros),
+                started_at_unix_ms: m.started_unix_ms,
+                reason: m.reason.clone(),
+            })
+            .collect()
+    }
+
+    pub fn started_at(&self, id: NodeId) -> Option<Instant> {
+        let g = self.lock();
+        g.index(id).map(|i| g.meta[i].started_at)
+    }
+
+    pub fn held(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.held.len(), g.held_bytes)
+    }
+}
+
+impl Inner {
+    fn index(&self, id: NodeId) -> Option<usize> {
+        self.meta.iter().position(|m| m.id == id)
+    }
+
+    fn load(&self, now: Instant) -> Load {
+        let ready = self.views.iter().filter(|v| v.is_ready()).count();
+        let booting = self.meta.iter().filter(|m| m.life == Life::Booting);
+        let capacity_at = booting
+            .map(|m| (m.started_at + self.expected_boot).max(now))
+            .min();
+        Load {
+            held: self.held.len(),
+            held_bytes: self.held_bytes,
+            in_flight: self.views.iter().map(|v| v.in_flight as usize).sum(),
+            ready,
+            service_time: Nanos(self.service_time as u64),
+            capacity_at,
+        }
+    }
+
+    /// Counts a request in flight on `nodes[i]` and hands out its slot.
+    fn take(&mut self, i: usize) -> Option<Slot> {
+        let client = self.meta[i].client.clone()?;
+        debug_assert!(self.views[i].is_ready());
+        let alone = self.views[i].in_flight == 0;
+        self.views[i].in_flight += 1;
+        Some(Slot {
+            node: self.meta[i].id,
+            client,
+            gone: self.meta[i].gone.subscribe(),
+            alone,
+        })
+    }
+
+    fn pop_held(&mut self) -> Option<HeldRequest> {
+        let h = self.held.pop_front()?;
+        self.held_bytes -= h.bytes;
+        Some(h)
+    }
+
+    /// Gives the oldest live held request to `nodes[i]` (a pull).
+    fn hand_oldest_to(&mut self, i: usize, now: Instant) {
+        while let Some(h) = self.pop_held() {
+            if h.tx.is_closed() || h.deadline <= now {
+                continue;
+            }
+            if h.excluded.contains(&self.meta[i].id) {
+                // Put it back at the front: another node will take it.
+                self.held_bytes += h.bytes;
+                self.held.push_front(h);
+                return;
+            }
+            let Some(slot) = self.take(i) else {
+                self.held_bytes += h.bytes;
+                self.held.push_front(h);
+                return;
+            };
+            if let Err(slot) = h.tx.send(slot) {
+                // The caller left between the check and the send.
+                self.views[i].in_flight -= 1;
+                drop(slot);
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// Sends held requests wherever the balancer now places them, oldest
+    /// first, until it says hold.
+    fn drain_held(&mut self, now: Instant) {
+        while !self.held.is_empty() {
+            let Some(front) = self.held.front() else {
+                break;
+            };
+            let req = RequestInfo {
+                deadline: Some(front.deadline),
+            };
+            match self.balancer.pick(&self.views, req, now, &mut self.rng) {
+                Choice::Hold => return,
+                Choice::Node(i) => {
+                    let before = self.held.len();
+                    self.hand_oldest_to(i, now);
+                    if self.held.len() == before {
+                        // The head could not go there; wait for the next event.
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
