@@ -374,7 +374,10 @@ impl Forwarder {
             r = call => Attempt::Reply(r),
             _ = gone.wait_for(|g| *g) => Attempt::NodeGone,
         };
-        guard.answered = matches!(outcome, Attempt::Reply(Ok(_) | Err(CallError::Remote { .. })));
+        guard.answered = matches!(
+            outcome,
+            Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
+        );
         outcome
     }
 }

@@ -109,15 +109,18 @@ mod tests {
     fn rpc_failures_share_the_http_classes() {
         use ebb_core::Nanos;
         let cases = [
-            (CallError::Refused {
-                reason: ebb_rpc::wire::Refusal::InFlight,
-                message: "full".into(),
-            }, Outcome::Overloaded),
+            (
+                CallError::Refused {
+                    reason: ebb_rpc::wire::Refusal::InFlight,
+                    message: "full".into(),
+                },
+                Outcome::Overloaded,
+            ),
             (
                 CallError::DeadlineExceeded {
-                elapsed: Nanos::from_millis(5),
-                sent: true,
-            },
+                    elapsed: Nanos::from_millis(5),
+                    sent: true,
+                },
                 Outcome::DeadlineExceeded,
             ),
             (
@@ -126,15 +129,15 @@ mod tests {
             ),
             (
                 CallError::ConnectionLost {
-                sent: true,
-                cause: "reset".into(),
-            },
+                    sent: true,
+                    cause: "reset".into(),
+                },
                 Outcome::OutcomeUnknown,
             ),
             (
                 CallError::BadRequest {
-                message: "x".into(),
-            },
+                    message: "x".into(),
+                },
                 Outcome::Other("bad_arguments".into()),
             ),
         ];

@@ -190,9 +190,9 @@ mod tests {
                 .await;
                 if i % 7 == 0 {
                     Err(CallError::Refused {
-                reason: ebb_rpc::wire::Refusal::InFlight,
-                message: "held queue full".into(),
-            })
+                        reason: ebb_rpc::wire::Refusal::InFlight,
+                        message: "held queue full".into(),
+                    })
                 } else {
                     Ok(())
                 }

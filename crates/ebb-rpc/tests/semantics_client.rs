@@ -125,10 +125,7 @@ fn at_most_once_calls_wait_for_the_handshake_idempotent_ones_do_not() {
     s.handle_message(pong(INC, None), t(Nanos(2)));
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
-    assert_eq!(
-        (seq(&f[0]), named(&f[0]), ack(&f[0])),
-        (amo.0, INC, 1)
-    );
+    assert_eq!((seq(&f[0]), named(&f[0]), ack(&f[0])), (amo.0, INC, 1));
 }
 
 #[test]
@@ -389,10 +386,7 @@ fn at_most_once_calls_beyond_the_window_wait_for_the_lowest_to_end() {
     }
     let f = drain(&mut s);
     assert_eq!(f.len() as u64, MAX_REPLIES_PER_CLIENT);
-    assert!(
-        f.iter()
-            .all(|f| seq(f) < ack(f) + MAX_REPLIES_PER_CLIENT)
-    );
+    assert!(f.iter().all(|f| seq(f) < ack(f) + MAX_REPLIES_PER_CLIENT));
     s.handle_message(reply(&f[0], INC, Outcome::Ok, b""), t(Nanos(1)));
     assert_eq!(s.poll_event().unwrap().0, first);
     let f = drain(&mut s);
@@ -482,7 +476,10 @@ fn a_connection_turned_away_unread_ends_the_calls_sent_only_on_it() {
     s.handle_connected(t(SEC));
     let fresh = call(&mut s, true, t(SEC));
     assert!(!drain(&mut s).is_empty());
-    s.handle_message(connection_error(ConnErrorKind::ServerFull, "server full"), t(SEC));
+    s.handle_message(
+        connection_error(ConnErrorKind::ServerFull, "server full"),
+        t(SEC),
+    );
     assert!(
         matches!(s.poll_event(), Some((id, Err(CallError::Refused { reason: Refusal::ServerFull, message }))) if id == fresh && message == "server full")
     );

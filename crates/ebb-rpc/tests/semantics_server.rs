@@ -33,7 +33,10 @@ fn open(mut s: ServerSession) -> ServerSession {
 }
 
 fn server() -> ServerSession {
-    open(ServerSession::new(incarnation(INC), ServerConfig::default()))
+    open(ServerSession::new(
+        incarnation(INC),
+        ServerConfig::default(),
+    ))
 }
 
 /// The pong `s` answers `p` with.
@@ -184,7 +187,10 @@ fn expired_deadline_is_rejected_and_the_rejection_is_remembered() {
     let mut s = handshaken();
     let mut r = req(1, 1, INC, false);
     r.deadline = Nanos::ZERO;
-    assert_eq!(status_of(s.admit(CONN, r, t(Nanos(1)))), Outcome::Refused(Refusal::DeadlinePassed));
+    assert_eq!(
+        status_of(s.admit(CONN, r, t(Nanos(1)))),
+        Outcome::Refused(Refusal::DeadlinePassed)
+    );
     // A slower copy with time left must not run it after the rejection.
     assert_eq!(
         status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(2)))),
@@ -227,7 +233,10 @@ fn a_restarted_server_never_runs_a_call_of_the_previous_incarnation() {
     ));
     // Crash: all state lost, new incarnation. The client re-handshakes with
     // its floor (2: seq 1 was sent) and resends seq 1 naming the old one.
-    let mut s2 = open(ServerSession::new(incarnation(INC + 1), ServerConfig::default()));
+    let mut s2 = open(ServerSession::new(
+        incarnation(INC + 1),
+        ServerConfig::default(),
+    ));
     pong_of(&mut s2, ping(2), t(Nanos(2)));
     assert_eq!(
         status_of(s2.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
@@ -262,10 +271,7 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
     };
     let mut other = ping(1);
     other.client = ClientId(6);
-    assert_eq!(
-        pong_of(&mut s, other, t(Nanos::from_secs(2))).refused,
-        None
-    );
+    assert_eq!(pong_of(&mut s, other, t(Nanos::from_secs(2))).refused, None);
     let (reply, route) = s.complete(
         inc.key,
         Outcome::Ok,
@@ -310,7 +316,11 @@ fn a_clone_with_the_same_incarnation_refuses_a_call_sent_to_its_twin() {
     // The client reconnects, reaches the clone, and opens its session with
     // the floor one above the highest at-most-once seq it sent.
     let pong = pong_of(&mut clone, ping(2), t(Nanos(2)));
-    assert_eq!(pong.incarnation, incarnation(INC), "the clone cannot tell itself apart");
+    assert_eq!(
+        pong.incarnation,
+        incarnation(INC),
+        "the clone cannot tell itself apart"
+    );
     assert_eq!(
         status_of(clone.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
         Outcome::OutcomeUnknown
@@ -408,10 +418,16 @@ fn a_connection_speaking_for_too_many_clients_is_refused_for_the_extra_one() {
     assert_eq!(pong_of(&mut s, ping(1), Instant::EPOCH).refused, None);
     let mut other = ping(1);
     other.client = ClientId(6);
-    assert_eq!(pong_of(&mut s, other, t(Nanos(1))).refused, Some(Refusal::ClientsPerConnection));
+    assert_eq!(
+        pong_of(&mut s, other, t(Nanos(1))).refused,
+        Some(Refusal::ClientsPerConnection)
+    );
     let mut r = req(1, 1, 0, true);
     r.client = ClientId(6);
-    assert_eq!(status_of(s.admit(CONN, r, t(Nanos(2)))), Outcome::Refused(Refusal::ClientsPerConnection));
+    assert_eq!(
+        status_of(s.admit(CONN, r, t(Nanos(2)))),
+        Outcome::Refused(Refusal::ClientsPerConnection)
+    );
     assert_eq!(s.route_of(ClientId(6)), None, "no route for the extra id");
     assert_eq!(s.stats().refused_clients_per_conn, 1);
 }

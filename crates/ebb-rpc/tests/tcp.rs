@@ -12,7 +12,9 @@ use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
 };
 use ebb_rpc::transport::{Server, TcpClient};
-use ebb_rpc::wire::{self, ConnErrorKind, MAX_FRAME_BYTES, Message, Outcome, Refusal, Request, Seq};
+use ebb_rpc::wire::{
+    self, ConnErrorKind, MAX_FRAME_BYTES, Message, Outcome, Refusal, Request, Seq,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
@@ -243,7 +245,10 @@ async fn a_black_holed_server_is_reported_unresponsive() {
         .call(&METHODS[0], Bytes::from_static(b"x"), opts)
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::ServerUnresponsive { .. }), "{err:?}");
+    assert!(
+        matches!(err, CallError::ServerUnresponsive { .. }),
+        "{err:?}"
+    );
     assert_eq!(svc.runs.load(Ordering::Relaxed), 0);
 }
 
@@ -391,7 +396,13 @@ async fn a_full_server_turns_a_new_connection_away_at_once_and_its_call_did_not_
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, CallError::Refused { reason: Refusal::ServerFull, .. }),
+        matches!(
+            &err,
+            CallError::Refused {
+                reason: Refusal::ServerFull,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(!err.may_have_run());

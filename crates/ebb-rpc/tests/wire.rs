@@ -51,19 +51,30 @@ fn frame() -> impl Strategy<Value = Message> {
             any::<(bool, bool)>(),
             payload()
         )
-            .prop_map(|(client, seq, ack_below, incarnation, deadline, method, (idempotent, json), payload)| {
-                Message::Request(Request {
+            .prop_map(
+                |(
                     client,
                     seq,
                     ack_below,
                     incarnation,
-                    deadline: Nanos(deadline),
+                    deadline,
                     method,
-                    idempotent,
-                    json,
+                    (idempotent, json),
                     payload,
-                })
-            }),
+                )| {
+                    Message::Request(Request {
+                        client,
+                        seq,
+                        ack_below,
+                        incarnation,
+                        deadline: Nanos(deadline),
+                        method,
+                        idempotent,
+                        json,
+                        payload,
+                    })
+                }
+            ),
         (
             client.clone(),
             seq.clone(),
@@ -74,27 +85,35 @@ fn frame() -> impl Strategy<Value = Message> {
             any::<u32>(),
             payload()
         )
-            .prop_map(|(client, seq, incarnation, method, (idempotent, json), outcome, load, payload)| {
-                Message::Reply(Reply {
+            .prop_map(
+                |(client, seq, incarnation, method, (idempotent, json), outcome, load, payload)| {
+                    Message::Reply(Reply {
+                        client,
+                        seq,
+                        incarnation,
+                        method,
+                        idempotent,
+                        json,
+                        outcome,
+                        load,
+                        payload,
+                    })
+                }
+            ),
+        (
+            client.clone(),
+            seq.clone(),
+            seq.clone(),
+            proptest::option::of(incarnation())
+        )
+            .prop_map(
+                |(client, floor, ack_below, incarnation)| Message::Ping(Ping {
                     client,
-                    seq,
-                    incarnation,
-                    method,
-                    idempotent,
-                    json,
-                    outcome,
-                    load,
-                    payload,
+                    floor,
+                    ack_below,
+                    incarnation
                 })
-            }),
-        (client.clone(), seq.clone(), seq.clone(), proptest::option::of(incarnation())).prop_map(
-            |(client, floor, ack_below, incarnation)| Message::Ping(Ping {
-                client,
-                floor,
-                ack_below,
-                incarnation
-            })
-        ),
+            ),
         (
             client,
             seq,

@@ -510,7 +510,10 @@ impl ClientSession {
             call.sent_to = incarnation;
         }
         if !call.spec.idempotent {
-            debug_assert!(call.sent_to.is_some(), "at-most-once calls wait for the handshake");
+            debug_assert!(
+                call.sent_to.is_some(),
+                "at-most-once calls wait for the handshake"
+            );
             self.amo_floor = self.amo_floor.max(seq.next());
         }
         let at = now + self.cfg.backoff(call.retransmits);
@@ -596,7 +599,10 @@ impl ClientSession {
                 return Err(format!("retransmit timer of {seq} disagrees with its call"));
             }
         }
-        for (held, idempotent) in [(&self.held_idempotent, true), (&self.held_at_most_once, false)] {
+        for (held, idempotent) in [
+            (&self.held_idempotent, true),
+            (&self.held_at_most_once, false),
+        ] {
             for seq in held {
                 let Some(call) = self.calls.get(seq) else {
                     return Err(format!("held {seq} has no call"));
@@ -627,9 +633,15 @@ impl ClientSession {
 
     /// The cheap part of [`ClientSession::check`], on every step of a debug build.
     fn debug_check(&self) {
-        debug_assert_eq!(self.deadlines.len(), self.calls.len(), "one deadline per call");
+        debug_assert_eq!(
+            self.deadlines.len(),
+            self.calls.len(),
+            "one deadline per call"
+        );
         debug_assert!(
-            self.held_idempotent.len() + self.held_at_most_once.len() + self.retransmit_timers.len()
+            self.held_idempotent.len()
+                + self.held_at_most_once.len()
+                + self.retransmit_timers.len()
                 <= self.calls.len(),
             "held and timed calls are disjoint and exist"
         );

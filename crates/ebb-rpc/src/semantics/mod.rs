@@ -20,8 +20,7 @@ pub use client::{CallOutcome, ClientSession};
 pub use conns::{ConnId, ConnRefusal};
 pub use reply_table::{ReplyTable, TableFull};
 pub use server::{
-    Action, CallKey, Incoming, ServerConfig, ServerSession, ServerStats,
-    random_incarnation,
+    Action, CallKey, Incoming, ServerConfig, ServerSession, ServerStats, random_incarnation,
 };
 
 /// Protocol constant: a client never sends an at-most-once request with

@@ -269,7 +269,10 @@ mod tests {
             s.entries.insert(Seq(seq), Entry::Running);
         }
         s.acknowledge_below(Seq(4));
-        assert_eq!(s.entries.keys().copied().collect::<Vec<_>>(), vec![Seq(4), Seq(5)]);
+        assert_eq!(
+            s.entries.keys().copied().collect::<Vec<_>>(),
+            vec![Seq(4), Seq(5)]
+        );
         s.acknowledge_below(Seq(2));
         assert_eq!(s.ack_below, Seq(4), "ack_below never goes back");
     }

@@ -32,7 +32,9 @@ use super::{
     MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER,
     MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
 };
-use crate::wire::{Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq};
+use crate::wire::{
+    Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
+};
 
 /// A fresh incarnation number for a starting server process: 64 random bits
 /// (never 0), so two incarnations collide with probability 2^-64 without
@@ -292,7 +294,10 @@ impl ServerSession {
                     TableFull::Total { .. } => (Refusal::Sessions, full.to_string()),
                     TableFull::Peer { .. } => (Refusal::PeerSessions, full.to_string()),
                 }),
-            _ => Err((Refusal::ClientsPerConnection, self.refusal_message(Refusal::ClientsPerConnection))),
+            _ => Err((
+                Refusal::ClientsPerConnection,
+                self.refusal_message(Refusal::ClientsPerConnection),
+            )),
         };
         let (refused, message) = match opened {
             Ok(()) => (None, Bytes::new()),
@@ -498,7 +503,12 @@ impl ServerSession {
     }
 
     fn reply(&self, req: &Request, outcome: Outcome, msg: &str) -> Action {
-        let mut reply = Reply::to(req, self.incarnation, outcome, Bytes::copy_from_slice(msg.as_bytes()));
+        let mut reply = Reply::to(
+            req,
+            self.incarnation,
+            outcome,
+            Bytes::copy_from_slice(msg.as_bytes()),
+        );
         reply.load = self.load();
         Action::Reply(Message::Reply(reply))
     }

@@ -86,9 +86,9 @@ pub fn decode_args<T: DeserializeOwned>(
 }
 
 pub fn encode_args<T: Serialize>(method: &MethodInfo, args: &T) -> Result<Bytes, CallError> {
-    postcard::to_stdvec(args)
-        .map(Bytes::from)
-        .map_err(|e| CallError::encoding(format!("encoding arguments of {}: {e}", signature(method))))
+    postcard::to_stdvec(args).map(Bytes::from).map_err(|e| {
+        CallError::encoding(format!("encoding arguments of {}: {e}", signature(method)))
+    })
 }
 
 /// For the JSON codec: arguments already decoded from JSON, now to bytes.

@@ -72,6 +72,11 @@ impl MethodDescription {
             .iter()
             .map(|p| format!("{}: {}", p.name, p.ty))
             .collect();
-        format!("{service}.{}({}) -> {}", self.name, params.join(", "), self.returns)
+        format!(
+            "{service}.{}({}) -> {}",
+            self.name,
+            params.join(", "),
+            self.returns
+        )
     }
 }

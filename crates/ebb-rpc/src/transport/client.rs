@@ -171,9 +171,8 @@ impl TcpClient {
             json: true,
         };
         let reply = self.call_spec(spec, Bytes::from(bytes), options).await?;
-        serde_json::from_slice(&reply).map_err(|e| {
-            CallError::decoding(format!("the JSON reply of method #{method}: {e}"))
-        })
+        serde_json::from_slice(&reply)
+            .map_err(|e| CallError::decoding(format!("the JSON reply of method #{method}: {e}")))
     }
 
     async fn call_spec(
@@ -247,14 +246,16 @@ impl Transport for TcpClient {
             json: false,
         };
         Box::pin(async move {
-            self.call_spec(spec, args, options).await.map_err(|e| match e {
-                CallError::BadRequest { message } if message.contains("nothing was sent") => {
-                    CallError::BadRequest {
-                        message: format!("{}.{}: {message}", method.service, method.name),
+            self.call_spec(spec, args, options)
+                .await
+                .map_err(|e| match e {
+                    CallError::BadRequest { message } if message.contains("nothing was sent") => {
+                        CallError::BadRequest {
+                            message: format!("{}.{}: {message}", method.service, method.name),
+                        }
                     }
-                }
-                other => other,
-            })
+                    other => other,
+                })
         })
     }
 }

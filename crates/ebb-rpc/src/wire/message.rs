@@ -168,7 +168,12 @@ pub struct Reply {
 impl Reply {
     /// The reply to `request` from a server at `incarnation`, copying the
     /// identity fields so the client can match it to exactly one call.
-    pub fn to(request: &Request, incarnation: Incarnation, outcome: Outcome, payload: Bytes) -> Reply {
+    pub fn to(
+        request: &Request,
+        incarnation: Incarnation,
+        outcome: Outcome,
+        payload: Bytes,
+    ) -> Reply {
         Reply {
             client: request.client,
             seq: request.seq,

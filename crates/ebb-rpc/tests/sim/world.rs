@@ -350,7 +350,10 @@ impl World {
                         "call {tag} was rejected, told it did not run ({e}), yet ran {runs} times"
                     ));
                 }
-                Some((_, Err(e @ (CallError::BadRequest { .. } | CallError::UnknownMethod { .. })))) => {
+                Some((
+                    _,
+                    Err(e @ (CallError::BadRequest { .. } | CallError::UnknownMethod { .. })),
+                )) => {
                     return Err(format!("call {tag} failed with a protocol error: {e}"));
                 }
                 _ => {}

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
-use ebb_rpc::semantics::{Action, LinkState};
 use ebb_rpc::semantics::ConnRefusal;
+use ebb_rpc::semantics::{Action, LinkState};
 use ebb_rpc::transport::frames::connection_error;
 use ebb_rpc::wire::{ConnErrorKind, Message, Outcome, decode_payload, encode_payload};
 
@@ -91,7 +91,8 @@ impl World {
                         );
                     }
                     Action::Reply(f) => {
-                        if let (Message::Reply(r), Some((client, seq, idempotent))) = (&f, request) {
+                        if let (Message::Reply(r), Some((client, seq, idempotent))) = (&f, request)
+                        {
                             match r.outcome {
                                 Outcome::Ok | Outcome::Panicked => self.stats.saved_replies += 1,
                                 Outcome::OutcomeUnknown => self.stats.orphans_refused += 1,
@@ -124,7 +125,10 @@ impl World {
                     return Ok(());
                 }
                 let (outcome, payload) = if tag % PANIC_EVERY == 0 {
-                    (Outcome::Panicked, Bytes::from_static(b"the method panicked"))
+                    (
+                        Outcome::Panicked,
+                        Bytes::from_static(b"the method panicked"),
+                    )
                 } else {
                     let p = encode_payload(&(tag, REPLY_MARK)).map_err(|e| e.to_string())?;
                     (Outcome::Ok, p)
