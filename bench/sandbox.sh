@@ -6,7 +6,7 @@
 # figure reported is the median over rounds of each round's median.
 #
 # Usage (as root, Debian: apt-get install hyperfine runc crun busybox-static):
-#   cargo build --release -p ebb && bench/sandbox.sh [ROUNDS] [RUNS_PER_ROUND]
+#   cargo build --release -p ebb-cli && bench/sandbox.sh [ROUNDS] [RUNS_PER_ROUND]
 #
 # crun refuses hybrid cgroup hosts whose v2 mount has any controller
 # ("cgroups in hybrid mode not supported, drop all controllers from
@@ -23,7 +23,7 @@ if [ "${EBB_BENCH_INNER:-}" != 1 ]; then
   for t in hyperfine runc crun unshare busybox python3; do
     command -v "$t" >/dev/null || { echo "bench/sandbox.sh: $t is missing" >&2; exit 1; }
   done
-  [ -x "$EBB" ] || { echo "bench/sandbox.sh: $EBB missing; cargo build --release -p ebb" >&2; exit 1; }
+  [ -x "$EBB" ] || { echo "bench/sandbox.sh: $EBB missing; cargo build --release -p ebb-cli" >&2; exit 1; }
   EBB_BENCH_INNER=1 exec unshare -m --propagation private "$0" "$@"
 fi
 umount /sys/fs/cgroup/unified 2>/dev/null || true

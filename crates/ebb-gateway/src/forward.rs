@@ -353,12 +353,15 @@ impl Forwarder {
         left: Nanos,
         now: Instant,
     ) -> Attempt {
-        let Slot {
-            node,
-            client,
-            mut gone,
-            alone,
-        } = slot;
+        let mut slot = slot;
+        slot.claim();
+        let (node, client, mut gone, alone) = (
+            slot.node,
+            slot.client.clone(),
+            slot.gone.clone(),
+            slot.alone,
+        );
+        drop(slot);
         let mut guard = InFlight {
             registry: &self.registry,
             clock: &self.clock,

@@ -216,6 +216,7 @@ pub fn spawn(
     let target = Arc::new(AtomicUsize::new(initial));
     let (tx, rx) = mpsc::channel();
     let kind = provider.kind();
+    registry.set_target(initial, provider.expected_start());
     let now = clock.now();
     let manager = Manager {
         provider,
@@ -263,6 +264,7 @@ impl Manager {
             self.remove_dead(now);
             self.stop_drained();
             if let Some(since) = shutdown_since {
+                self.registry.set_target(0, self.provider.expected_start());
                 for (id, life, _) in self.registry.lives() {
                     if matches!(life, Life::Booting | Life::Ready) {
                         self.drain(id, "shutting down");
@@ -319,16 +321,15 @@ impl Manager {
 
     fn gone(&mut self, id: NodeId, reason: &str, now: Instant) {
         self.awaiting_handshake.remove(&id);
-        let stopped = self.stopping.remove(&id);
-        if let Some(was) = self.registry.set_gone(id, reason, now) {
+        let reason = if self.stopping.remove(&id) {
+            format!("stopped after draining: {reason}")
+        } else {
+            reason.to_owned()
+        };
+        if let Some(was) = self.registry.set_gone(id, &reason, now) {
             if was == Life::Booting {
                 self.back_off(now);
             }
-            let reason = if stopped {
-                "stopped".to_owned()
-            } else {
-                reason.to_owned()
-            };
             self.change(id, Some(was), Life::Gone, Some(reason));
         }
         self.addrs.remove(&id);
@@ -370,14 +371,10 @@ impl Manager {
         let timeout = Nanos::from_millis(self.cfg.boot_timeout_ms);
         let late: Vec<NodeId> = self
             .registry
-            .status(now)
-            .iter()
-            .filter(|n| n.state == Life::Booting)
-            .filter(|n| {
-                let started = self.registry.started_at(NodeId(n.id));
-                started.is_some_and(|s| now.saturating_since(s) > timeout)
-            })
-            .map(|n| NodeId(n.id))
+            .booting_since()
+            .into_iter()
+            .filter(|&(_, started)| now.saturating_since(started) > timeout)
+            .map(|(id, _)| id)
             .collect();
         for id in late {
             let _ = self.provider.stop(id);
@@ -453,6 +450,8 @@ impl Manager {
             let _ = self.registry.tick(now);
         }
         let target = self.target.load(Ordering::SeqCst);
+        self.registry
+            .set_target(target, self.provider.expected_start());
         let lives = self.registry.lives();
         let live: Vec<_> = lives
             .iter()

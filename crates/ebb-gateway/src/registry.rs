@@ -17,10 +17,14 @@ use ebb_node::provider::NodeKind;
 use ebb_policy::admission::{self, AdmissionConfig, Admit, Load};
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
-use ebb_rpc::transport::TcpClient;
+use ebb_rpc::service::Transport;
 use tokio::sync::{oneshot, watch};
 
 use crate::signals::Counters;
+
+/// How the gateway reaches one node: the `TcpClient` the handshake opened,
+/// or any other transport (tests use in-process ones).
+pub type NodeClient = Arc<dyn Transport>;
 
 /// Gone nodes kept for `/status`, newest last.
 pub const MAX_GONE_KEPT: usize = 32;
@@ -61,7 +65,7 @@ pub struct NodeMeta {
     /// Wall-clock start, milliseconds since the Unix epoch (for `/status`).
     pub started_unix_ms: u64,
     /// Set once the handshake succeeded.
-    client: Option<Arc<TcpClient>>,
+    client: Option<NodeClient>,
     /// Flips to true when the node is gone; in-flight calls watch it.
     gone: Arc<watch::Sender<bool>>,
     ewma: PeakEwma,
@@ -86,11 +90,30 @@ pub struct NewNode {
 /// the node died meanwhile.
 pub struct Slot {
     pub node: NodeId,
-    pub client: Arc<TcpClient>,
+    pub client: NodeClient,
     pub gone: watch::Receiver<bool>,
     /// The node had nothing else in flight from here: the latency of this
     /// call is a clean service-time sample.
     pub alone: bool,
+    /// Until the request claims the slot, dropping it gives the node's
+    /// in-flight count back (a held request whose caller left just as a
+    /// node was handed to it).
+    unclaimed: Option<(Registry, Instant)>,
+}
+
+impl Slot {
+    /// The request takes the slot over: from now on it releases the node.
+    pub fn claim(&mut self) {
+        self.unclaimed = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((registry, at)) = self.unclaimed.take() {
+            registry.release(self.node, None, false, at);
+        }
+    }
 }
 
 /// What [`Registry::acquire`] gives back.
@@ -125,6 +148,9 @@ struct Inner {
     service_time: f64,
     counters: Counters,
     expected_boot: Nanos,
+    /// The pool's target size: with no node up but some wanted, capacity
+    /// is on its way.
+    target: usize,
 }
 
 /// Shared by the pool manager, the ingress paths and the admin API.
@@ -168,6 +194,7 @@ impl Registry {
                 service_time: 0.0,
                 counters: Counters::default(),
                 expected_boot: Nanos::ZERO,
+                target: 0,
             })),
         }
     }
@@ -217,7 +244,7 @@ impl Registry {
     }
 
     /// The handshake succeeded: the node takes work from now on.
-    pub fn set_ready(&self, id: NodeId, client: Arc<TcpClient>, now: Instant) -> bool {
+    pub fn set_ready(&self, id: NodeId, client: NodeClient, now: Instant) -> bool {
         let mut g = self.lock();
         let Some(i) = g.index(id) else { return false };
         if g.meta[i].life != Life::Booting {
@@ -230,9 +257,9 @@ impl Registry {
         inner.balancer.on_nodes_changed(&inner.views);
         // A node that turns ready is idle: it may pull held work.
         if inner.balancer.on_idle(&inner.views, i, now) {
-            inner.hand_oldest_to(i, now);
+            inner.hand_oldest_to(i, self, now);
         }
-        inner.drain_held(now);
+        inner.drain_held(self, now);
         true
     }
 
@@ -267,8 +294,15 @@ impl Registry {
         g.gone.push_back(meta);
         let inner = &mut *g;
         inner.balancer.on_nodes_changed(&inner.views);
-        inner.drain_held(now);
+        inner.drain_held(self, now);
         Some(was)
+    }
+
+    /// The pool manager's current target and measured boot time.
+    pub fn set_target(&self, target: usize, expected_boot: Nanos) {
+        let mut g = self.lock();
+        g.target = target;
+        g.expected_boot = expected_boot;
     }
 
     /// Nodes that are draining and have nothing left in flight.
@@ -357,7 +391,7 @@ impl Registry {
         };
         match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
             Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => {
-                if let Some(slot) = inner.take(i) {
+                if let Some(slot) = inner.take(i, self, now) {
                     return Acquired::Now(slot);
                 }
             }
@@ -368,7 +402,7 @@ impl Registry {
         if !excluded.is_empty() {
             let other = (0..inner.views.len())
                 .find(|&i| inner.views[i].is_ready() && !excluded.contains(&inner.meta[i].id));
-            if let Some(slot) = other.and_then(|i| inner.take(i)) {
+            if let Some(slot) = other.and_then(|i| inner.take(i, self, now)) {
                 return Acquired::Now(slot);
             }
         }
@@ -424,9 +458,9 @@ impl Registry {
             && inner.views[i].is_ready()
             && inner.balancer.on_idle(&inner.views, i, now)
         {
-            inner.hand_oldest_to(i, now);
+            inner.hand_oldest_to(i, self, now);
         }
-        inner.drain_held(now);
+        inner.drain_held(self, now);
     }
 
     /// A call failed in a way that says the node is dead (unresponsive, or
@@ -471,9 +505,14 @@ impl Registry {
             .collect()
     }
 
-    pub fn started_at(&self, id: NodeId) -> Option<Instant> {
+    /// Booting nodes and when each was started.
+    pub fn booting_since(&self) -> Vec<(NodeId, Instant)> {
         let g = self.lock();
-        g.index(id).map(|i| g.meta[i].started_at)
+        g.meta
+            .iter()
+            .filter(|m| m.life == Life::Booting)
+            .map(|m| (m.id, m.started_at))
+            .collect()
     }
 
     pub fn held(&self) -> (usize, usize) {
@@ -490,9 +529,13 @@ impl Inner {
     fn load(&self, now: Instant) -> Load {
         let ready = self.views.iter().filter(|v| v.is_ready()).count();
         let booting = self.meta.iter().filter(|m| m.life == Life::Booting);
-        let capacity_at = booting
+        let mut capacity_at = booting
             .map(|m| (m.started_at + self.expected_boot).max(now))
             .min();
+        if ready == 0 && capacity_at.is_none() && self.target > 0 {
+            // A replacement is about to be started.
+            capacity_at = Some(now + self.expected_boot);
+        }
         Load {
             held: self.held.len(),
             held_bytes: self.held_bytes,
@@ -504,7 +547,7 @@ impl Inner {
     }
 
     /// Counts a request in flight on `nodes[i]` and hands out its slot.
-    fn take(&mut self, i: usize) -> Option<Slot> {
+    fn take(&mut self, i: usize, me: &Registry, now: Instant) -> Option<Slot> {
         let client = self.meta[i].client.clone()?;
         debug_assert!(self.views[i].is_ready());
         let alone = self.views[i].in_flight == 0;
@@ -514,6 +557,7 @@ impl Inner {
             client,
             gone: self.meta[i].gone.subscribe(),
             alone,
+            unclaimed: Some((me.clone(), now)),
         })
     }
 
@@ -524,7 +568,7 @@ impl Inner {
     }
 
     /// Gives the oldest live held request to `nodes[i]` (a pull).
-    fn hand_oldest_to(&mut self, i: usize, now: Instant) {
+    fn hand_oldest_to(&mut self, i: usize, me: &Registry, now: Instant) {
         while let Some(h) = self.pop_held() {
             if h.tx.is_closed() || h.deadline <= now {
                 continue;
@@ -535,15 +579,16 @@ impl Inner {
                 self.held.push_front(h);
                 return;
             }
-            let Some(slot) = self.take(i) else {
+            let Some(slot) = self.take(i, me, now) else {
                 self.held_bytes += h.bytes;
                 self.held.push_front(h);
                 return;
             };
-            if let Err(slot) = h.tx.send(slot) {
-                // The caller left between the check and the send.
+            if let Err(mut slot) = h.tx.send(slot) {
+                // The caller left between the check and the send; the lock
+                // is held here, so give the count back by hand.
+                slot.claim();
                 self.views[i].in_flight -= 1;
-                drop(slot);
                 continue;
             }
             return;
@@ -552,7 +597,7 @@ impl Inner {
 
     /// Sends held requests wherever the balancer now places them, oldest
     /// first, until it says hold.
-    fn drain_held(&mut self, now: Instant) {
+    fn drain_held(&mut self, me: &Registry, now: Instant) {
         while !self.held.is_empty() {
             let Some(front) = self.held.front() else {
                 break;
@@ -564,7 +609,7 @@ impl Inner {
                 Choice::Hold => return,
                 Choice::Node(i) => {
                     let before = self.held.len();
-                    self.hand_oldest_to(i, now);
+                    self.hand_oldest_to(i, me, now);
                     if self.held.len() == before {
                         // The head could not go there; wait for the next event.
                         return;

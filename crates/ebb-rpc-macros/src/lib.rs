@@ -21,7 +21,10 @@
 //! - `DemoClient<T: Transport>`: `async fn echo(&self, msg: String) ->
 //!   Result<String, CallError>`.
 //!
-//! Methods are at-most-once unless marked `#[idempotent]`.
+//! Methods are at-most-once unless marked `#[idempotent]`. A method marked
+//! `#[blocking]` keeps its thread busy (CPU work, blocking I/O) instead of
+//! awaiting: a server runs it on its worker threads, off the I/O loop, so
+//! heartbeats and cheap calls are served while it runs.
 //!
 //! The generated code reaches the runtime through `::ebb::rpc` (the `ebb`
 //! crate re-exports `ebb_rpc` as `ebb::rpc`). A crate that depends on

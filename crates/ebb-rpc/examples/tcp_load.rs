@@ -19,6 +19,7 @@ static ECHO: [MethodInfo; 1] = [MethodInfo {
     id: 0,
     name: "echo",
     idempotent: true,
+    blocking: false,
     params: &[],
     returns: "Vec<u8>",
 }];

@@ -71,6 +71,10 @@ pub struct MethodInfo {
     /// Marked `#[idempotent]`: safe to run more than once, so the transport
     /// may resend it (at-least-once). Otherwise it runs at most once.
     pub idempotent: bool,
+    /// Marked `#[blocking]`: the method keeps its thread busy (CPU work,
+    /// blocking I/O) instead of awaiting. A server runs it on its worker
+    /// threads, off the I/O loop, so heartbeats and other calls go on.
+    pub blocking: bool,
     pub params: &'static [ParamInfo],
     /// The return type as written in the trait, for help texts.
     pub returns: &'static str,

@@ -20,6 +20,7 @@ static METHODS: [MethodInfo; 1] = [MethodInfo {
     id: 0,
     name: "hang",
     idempotent: false,
+    blocking: false,
     params: &[],
     returns: "()",
 }];

@@ -25,6 +25,7 @@ const fn method(id: u16, name: &'static str, idempotent: bool) -> MethodInfo {
         id,
         name,
         idempotent,
+        blocking: false,
         params: &[],
         returns: "Vec<u8>",
     }

@@ -1,4 +1,4 @@
-//! ebb as a library: what a service author depends on.
+//! ebb as a library: what a service author depends on, and nothing more.
 //!
 //! ```
 //! #[ebb::service]
@@ -8,30 +8,19 @@
 //! }
 //! ```
 //!
-//! `#[ebb::service]` expands to code that names the runtime as `::ebb::rpc`,
-//! which is why `ebb_rpc` is re-exported here as `rpc`.
-
-// Lets the generated code's `::ebb::rpc` paths resolve inside this crate too
-// (the demo service is declared here).
-extern crate self as ebb;
+//! - [`service`]: the attribute that turns a trait into a client stub, a
+//!   server dispatch and a JSON adapter.
+//! - [`rpc`]: the runtime those stubs run on (wire format, call semantics,
+//!   TCP transport). `#[ebb::service]` expands to code that names it as
+//!   `::ebb::rpc`, which is why `ebb_rpc` is re-exported under that name.
+//! - [`node`]: the command line and serve loop of a node binary, so a
+//!   user's node starts the way `ebb node` does and any provider can run it.
+//!
+//! This crate pulls in neither a command-line framework nor the simulator,
+//! the node providers or the fault injector: those belong to the `ebb` tool.
 
 pub use ebb_rpc as rpc;
 /// Turns a trait into an ebb RPC service: see `ebb_rpc_macros`.
 pub use ebb_rpc_macros::service;
 
-pub mod demo;
-
-use rpc::service::ServiceCodec;
-
-/// The services this build knows by name, for callers that speak JSON (the
-/// CLI's `call`, the gateway's HTTP ingress) and need the method table and
-/// argument types without an implementation.
-pub fn service_codec(name: &str) -> Option<&'static dyn ServiceCodec> {
-    match name {
-        demo::DemoCodec::NAME => Some(&demo::DemoCodec),
-        _ => None,
-    }
-}
-
-/// The names [`service_codec`] accepts, for error messages.
-pub const SERVICE_NAMES: &[&str] = &[demo::DemoCodec::NAME];
+pub mod node;

@@ -189,14 +189,35 @@ fn build_base(kernel: &Kernel, host_binaries: &[PathBuf]) -> Result<Vec<u8>, VmE
     for bin in host_binaries {
         for file in std::iter::once(bin.clone()).chain(shared_libs(bin)?) {
             if copied.insert(file.clone()) {
-                let data = std::fs::read(&file).map_err(|e| {
-                    VmError::Initramfs(format!("cannot read {}: {e}", file.display()))
-                })?;
+                let data = guest_copy(&file)?;
                 t.file(&file.to_string_lossy(), 0o755, &data)?;
             }
         }
     }
     t.finish()
+}
+
+/// `file`'s bytes for the guest, without debug sections when `strip` can
+/// remove them: the guest unpacks the archive into RAM, where a debug build
+/// of `ebb` (tens of MiB of DWARF) would crowd out the service.
+fn guest_copy(file: &Path) -> Result<Vec<u8>, VmError> {
+    static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = std::env::temp_dir().join(format!("ebb-strip-{}-{n}", std::process::id()));
+    let stripped = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(file)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let data = if stripped {
+        std::fs::read(&tmp)
+    } else {
+        std::fs::read(file)
+    };
+    let _ = std::fs::remove_file(&tmp);
+    data.map_err(|e| VmError::Initramfs(format!("cannot read {}: {e}", file.display())))
 }
 
 /// The shared libraries `bin` loads (including the dynamic loader), by the

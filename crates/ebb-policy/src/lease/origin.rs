@@ -90,7 +90,8 @@ pub enum Recovery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteStart {
     /// No one holds a lease: apply the write now, then call
-    /// [`OriginLeases::finish_write`].
+    /// [`OriginLeases::finish_write`] (or [`OriginLeases::abandon_write`]);
+    /// until then reads of the key get no lease.
     Ready,
     /// Send an invalidation naming the grant to each holder; the write may
     /// complete once [`OriginLeases::write_status`] says so, at the latest
@@ -248,15 +249,15 @@ impl<K: Ord + Clone> OriginLeases<K> {
             Recovery::Done => {}
             r => return WriteStart::Recovering(r),
         }
-        let Some(entry) = self.keys.get_mut(key) else {
-            return WriteStart::Ready;
-        };
+        let entry = self.keys.entry(key.clone()).or_default();
         if entry.write.is_some() {
             return WriteStart::Busy;
         }
         entry.holders.retain(|_, (until, _)| *until > now);
         if entry.holders.is_empty() {
-            self.keys.remove(key);
+            // Marked all the same: until the write is applied no read may
+            // take a lease on the value it is about to replace.
+            entry.write = Some(BTreeSet::new());
             return WriteStart::Ready;
         }
         let holders: Vec<(HolderId, LeaseId)> =

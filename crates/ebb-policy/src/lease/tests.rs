@@ -129,6 +129,27 @@ fn a_write_with_no_holders_is_ready_at_once() {
 }
 
 #[test]
+fn a_write_being_applied_keeps_new_leases_off_its_key() {
+    let mut o = origin(10_000);
+    let t = LeaseTerm::from_millis(10_000);
+    assert_eq!(o.begin_write(at(0), &"k"), WriteStart::Ready);
+    assert_eq!(
+        o.read(at(1), &"k", A, t),
+        ReadGrant::NoLease(NoLease::WritePending)
+    );
+    assert_eq!(o.begin_write(at(1), &"k"), WriteStart::Busy);
+    o.finish_write(&"k");
+    assert!(is_lease(o.read(at(2), &"k", A, t), t));
+    assert_eq!(o.begin_write(at(3), &"j"), WriteStart::Ready);
+    o.abandon_write(&"j");
+    assert_eq!(
+        o.leased_keys(),
+        1,
+        "an abandoned write leaves nothing behind"
+    );
+}
+
+#[test]
 fn a_write_waits_for_every_holder_to_acknowledge() {
     let mut o = origin(10_000);
     let t = LeaseTerm::from_millis(10_000);

@@ -20,6 +20,7 @@ impl Generator<'_> {
             let id = method_id(i);
             let method = m.ident.unraw().to_string();
             let idempotent = m.idempotent;
+            let blocking = m.blocking;
             let returns = type_name(&m.output);
             let params = m.params.iter().map(|p| {
                 let pname = p.ident.unraw().to_string();
@@ -32,6 +33,7 @@ impl Generator<'_> {
                     id: #id,
                     name: #method,
                     idempotent: #idempotent,
+                    blocking: #blocking,
                     params: &[#(#params),*],
                     returns: #returns,
                 }

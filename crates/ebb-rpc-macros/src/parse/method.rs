@@ -23,7 +23,8 @@ pub(super) fn parse_method(f: TraitItemFn, service: &Ident, errors: &mut Errors)
         default,
         ..
     } = f;
-    let (attrs, idempotent) = take_idempotent(attrs, errors);
+    let (attrs, idempotent) = take_flag(attrs, "idempotent", errors);
+    let (attrs, blocking) = take_flag(attrs, "blocking", errors);
     check_signature(&sig, errors);
     let params = parse_params(&sig, errors);
 
@@ -45,25 +46,27 @@ pub(super) fn parse_method(f: TraitItemFn, service: &Ident, errors: &mut Errors)
         attrs,
         ident: sig.ident,
         idempotent,
+        blocking,
         params: params?,
         output,
         default,
     })
 }
 
-/// Removes `#[idempotent]` from the attributes; rejects arguments, repeats
-/// and `#[cfg]` (a method that may vanish would shift the ids after it).
-fn take_idempotent(attrs: Vec<Attribute>, errors: &mut Errors) -> (Vec<Attribute>, bool) {
-    let mut idempotent = false;
+/// Removes the marker `#[flag]` (`idempotent`, `blocking`) from the
+/// attributes; rejects arguments, repeats and `#[cfg]` (a method that may
+/// vanish would shift the ids after it).
+fn take_flag(attrs: Vec<Attribute>, flag: &str, errors: &mut Errors) -> (Vec<Attribute>, bool) {
+    let mut set = false;
     let mut kept = Vec::new();
     for attr in attrs {
-        if attr.path().is_ident("idempotent") {
+        if attr.path().is_ident(flag) {
             if !matches!(attr.meta, Meta::Path(_)) {
-                errors.push(&attr.meta, "`#[idempotent]` takes no arguments");
-            } else if idempotent {
-                errors.push(&attr.meta, "`#[idempotent]` is given more than once");
+                errors.push(&attr.meta, format!("`#[{flag}]` takes no arguments"));
+            } else if set {
+                errors.push(&attr.meta, format!("`#[{flag}]` is given more than once"));
             }
-            idempotent = true;
+            set = true;
         } else if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
             errors.push(
                 &attr.meta,
@@ -73,7 +76,7 @@ fn take_idempotent(attrs: Vec<Attribute>, errors: &mut Errors) -> (Vec<Attribute
             kept.push(attr);
         }
     }
-    (kept, idempotent)
+    (kept, set)
 }
 
 fn check_signature(sig: &Signature, errors: &mut Errors) {

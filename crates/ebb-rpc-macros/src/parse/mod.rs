@@ -26,10 +26,13 @@ pub struct Service {
 }
 
 pub struct Method {
-    /// Attributes passed through to the trait method (`#[idempotent]` removed).
+    /// Attributes passed through to the trait method (`#[idempotent]` and
+    /// `#[blocking]` removed).
     pub attrs: Vec<Attribute>,
     pub ident: Ident,
     pub idempotent: bool,
+    /// Runs on the server's worker threads, off its I/O loop.
+    pub blocking: bool,
     pub params: Vec<Param>,
     /// `()` when the method declares no return type.
     pub output: Type,

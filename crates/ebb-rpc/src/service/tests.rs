@@ -28,6 +28,7 @@ const METHODS: &[MethodInfo] = &[MethodInfo {
     id: 0,
     name: "scan",
     idempotent: true,
+    blocking: false,
     params: PARAMS,
     returns: "u32",
 }];

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod frames;
 pub mod outbuf;
 pub mod server;
+pub mod workers;
 
 pub use client::{TcpClient, TcpClientConfig};
 pub use server::Server;

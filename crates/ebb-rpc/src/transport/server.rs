@@ -27,6 +27,7 @@ use super::TransportError;
 use super::clock::RuntimeClock;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
+use super::workers::{self, Workers};
 use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
 use crate::semantics::{Action, ConnId, ConnRefusal, Incoming, ServerConfig, ServerSession};
@@ -57,6 +58,8 @@ struct Core<D> {
     clock: RuntimeClock,
     incarnation: Incarnation,
     codec: FrameCodec,
+    /// Where methods marked `#[blocking]` run, off the I/O loop.
+    workers: Workers,
 }
 
 impl<D> Core<D> {
@@ -171,8 +174,24 @@ impl<D: ServiceDispatch> Server<D> {
                 }),
                 clock: RuntimeClock::new(),
                 codec: FrameCodec::default(),
+                workers: Workers::new(workers::default_threads()),
             }),
         }
+    }
+
+    /// Runs methods marked `#[blocking]` on `threads` worker threads
+    /// (default: one per available core), so at most that many run at once
+    /// and none of them holds up the I/O loop. The node's CPU capacity.
+    pub fn with_threads(mut self, threads: std::num::NonZeroUsize) -> Server<D> {
+        let core = Arc::get_mut(&mut self.core)
+            .expect("the core is shared only once the server runs, which consumes it");
+        core.workers = Workers::new(threads);
+        self
+    }
+
+    /// The worker threads for blocking methods (see [`Server::with_threads`]).
+    pub fn threads(&self) -> std::num::NonZeroUsize {
+        self.core.workers.threads()
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -392,6 +411,19 @@ fn run_call<D: ServiceDispatch>(
         let now = if waited { task_core.now() } else { started };
         (status, payload, now)
     });
+    if core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
+        let task_core = Arc::clone(core);
+        let job = Box::pin(async move {
+            let (status, payload, _) = call.await;
+            let now = task_core.now();
+            task_core.complete(key, status, payload, now, None);
+        });
+        // No worker thread could start: run it here rather than lose it.
+        if let Err(job) = core.workers.run(&tokio::runtime::Handle::current(), job) {
+            tokio::spawn(job);
+        }
+        return;
+    }
     let mut cx = Context::from_waker(Waker::noop());
     if let Poll::Ready((status, payload, now)) = call.as_mut().poll(&mut cx) {
         core.complete(key, status, payload, now, Some((out, batch)));

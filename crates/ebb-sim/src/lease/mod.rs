@@ -3,4 +3,5 @@
 //! Cheriton's analytic model.
 
 pub mod check;
+pub mod load;
 pub mod protocol;

@@ -1,0 +1,223 @@
+//! `ebb load`: open-loop load against a node or a gateway, over ebb RPC or
+//! HTTP/JSON. The logic lives in `ebb-load`; this is flags and display.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ebb_core::Nanos;
+use ebb_load::{
+    ArrivalSpec, DEFAULT_MAX_OUTSTANDING, HttpTarget, LoadConfig, MAX_RATE_PER_SEC, Progress,
+    RpcTarget, RunInfo, Target,
+};
+use ebb_sim::trace::{Trace, TraceFormat};
+
+/// Send requests at a fixed average rate (Poisson arrivals) or following a
+/// trace, whether or not earlier ones have been answered, and report what
+/// happened to them.
+///
+/// Latency is measured from each request's scheduled send time, so a server
+/// (or client) stall shows up in the percentiles instead of silently slowing
+/// the sending down. Percentiles are of successful calls; failures are
+/// counted by class.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  ebb load --target 127.0.0.1:7000 --rate 2000 --duration 10 --method Demo.work --args '{\"micros\":100}'
+  ebb load --target 127.0.0.1:8000 --http --rate 500 --duration 5 --method Demo.echo --args '{\"msg\":\"hi\"}' --json
+  ebb load --target 127.0.0.1:7000 --trace counts.txt --duration 60 --method Demo.sleep --args '{\"millis\":5}'
+
+A trace file holds one number per line: per-second arrival counts, or arrival
+timestamps in seconds (`#` comments allowed). With --json, one JSON object:
+sent, ok, overloaded, deadline_exceeded, outcome_unknown, other_errors,
+not_sent, achieved_rate, offered_rate, p50_ms, p90_ms, p99_ms, p999_ms,
+max_ms, mean_ms, errors (by kind), and more.")]
+pub struct Args {
+    /// Address of a node or gateway: its RPC address, or with --http its HTTP address.
+    #[arg(long)]
+    pub target: String,
+    /// Speak HTTP/JSON (POST /rpc/SERVICE/METHOD) instead of ebb RPC.
+    #[arg(long)]
+    pub http: bool,
+    /// Mean arrival rate, requests per second (Poisson arrivals).
+    #[arg(long, conflicts_with = "trace", required_unless_present = "trace")]
+    pub rate: Option<f64>,
+    /// Arrivals from a trace file (per-second counts or timestamps in seconds).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// How long to send, in seconds (a trace stops earlier if it ends).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// SERVICE.METHOD to call, e.g. Demo.work.
+    #[arg(long, default_value = "Demo.echo")]
+    pub method: String,
+    /// Arguments as a JSON object keyed by parameter name.
+    #[arg(long, default_value = "{\"msg\":\"hi\"}")]
+    pub args: String,
+    /// Each request's deadline in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub deadline_ms: u64,
+    /// Connections to open (RPC calls are multiplexed on each; an HTTP/1.1
+    /// connection carries one request at a time).
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Requests sent and not yet ended; arrivals past it are not sent and
+    /// are counted as `not_sent`.
+    #[arg(long, default_value_t = DEFAULT_MAX_OUTSTANDING)]
+    pub max_outstanding: usize,
+    /// Seed of the arrival schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Threads running the requests (the schedule has its own).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Print one JSON object instead of the table (no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The most connections or threads accepted.
+const MAX_CONNECTIONS: usize = 4096;
+const MAX_THREADS: usize = 256;
+/// The longest run accepted, in seconds (a day).
+const MAX_DURATION_S: f64 = 86_400.0;
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (service, method) = args.method.split_once('.').with_context(|| {
+        format!(
+            "--method {:?} must be SERVICE.METHOD, e.g. Demo.work",
+            args.method
+        )
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&args.args).with_context(|| {
+        format!(
+            "--args {:?} is not valid JSON; pass an object keyed by parameter name, e.g. '{{\"micros\":100}}'",
+            args.args
+        )
+    })?;
+    if !json.is_object() {
+        bail!(
+            "--args {:?} must be a JSON object keyed by parameter name, e.g. '{{\"micros\":100}}'",
+            args.args
+        );
+    }
+    if !(args.duration > 0.0 && args.duration <= MAX_DURATION_S) {
+        bail!(
+            "--duration {}: give seconds, more than 0 and at most {MAX_DURATION_S}",
+            args.duration
+        );
+    }
+    if args.deadline_ms == 0 || args.deadline_ms > ebb_http::MAX_DEADLINE_MS {
+        bail!(
+            "--deadline-ms {}: give 1 to {} ms",
+            args.deadline_ms,
+            ebb_http::MAX_DEADLINE_MS
+        );
+    }
+    if args.connections == 0 || args.connections > MAX_CONNECTIONS {
+        bail!(
+            "--connections {}: give 1 to {MAX_CONNECTIONS}",
+            args.connections
+        );
+    }
+    if args.threads == 0 || args.threads > MAX_THREADS {
+        bail!("--threads {}: give 1 to {MAX_THREADS}", args.threads);
+    }
+    if args.max_outstanding == 0 {
+        bail!("--max-outstanding 0: give at least 1");
+    }
+    let arrivals = match (&args.rate, &args.trace) {
+        (Some(rate), _) => {
+            if !(*rate > 0.0 && *rate <= MAX_RATE_PER_SEC) {
+                bail!(
+                    "--rate {rate}: give requests per second, more than 0 and at most {MAX_RATE_PER_SEC}"
+                );
+            }
+            ArrivalSpec::Poisson {
+                rate_per_sec: *rate,
+            }
+        }
+        (None, Some(path)) => ArrivalSpec::Trace(Trace::load(path, TraceFormat::Auto)?),
+        (None, None) => bail!("give --rate R (requests per second) or --trace FILE"),
+    };
+    let deadline = Nanos::from_millis(args.deadline_ms);
+    let config = LoadConfig {
+        arrivals,
+        duration: Nanos::from_secs_f64(args.duration),
+        deadline,
+        seed: args.seed,
+        max_outstanding: args.max_outstanding,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(async {
+        let target: Arc<dyn Target> = if args.http {
+            Arc::new(
+                HttpTarget::connect(&args.target, args.connections, service, method, &json, deadline)
+                    .await?,
+            )
+        } else {
+            let Some(codec) = ebb_demo::service_codec(service) else {
+                bail!(
+                    "unknown service {service:?}: over RPC this build knows {} (over --http any service the target serves)",
+                    ebb_demo::SERVICE_NAMES.join(", ")
+                );
+            };
+            Arc::new(
+                RpcTarget::connect(&args.target, args.connections, codec, method, json.clone(), deadline)
+                    .await?,
+            )
+        };
+        let info = RunInfo {
+            target: args.target.clone(),
+            protocol: if args.http { "http" } else { "rpc" },
+            method: args.method.clone(),
+            seed: args.seed,
+            duration_s: args.duration,
+        };
+        let progress = Arc::new(Progress::default());
+        let bar = (!args.json).then(|| progress_bar(Arc::clone(&progress), args.duration));
+        let report = ebb_load::run(target, &config, info, progress).await;
+        if let Some(bar) = bar {
+            bar.abort();
+        }
+        anyhow::Ok(report)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        eprintln!();
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// A progress bar over the send window, refreshed from the run's counters.
+fn progress_bar(progress: Arc<Progress>, duration_s: f64) -> tokio::task::JoinHandle<()> {
+    let millis = (duration_s * 1_000.0) as u64;
+    let bar = indicatif::ProgressBar::new(millis);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    tokio::spawn(async move {
+        loop {
+            let p = &progress;
+            bar.set_position((started.elapsed().as_millis() as u64).min(millis));
+            bar.set_message(format!(
+                "sent {} ok {} failed {} outstanding {} not sent {}",
+                p.sent.load(Ordering::Relaxed),
+                p.ok.load(Ordering::Relaxed),
+                p.failed.load(Ordering::Relaxed),
+                p.outstanding.load(Ordering::Relaxed),
+                p.not_sent.load(Ordering::Relaxed),
+            ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}

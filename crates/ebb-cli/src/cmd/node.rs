@@ -1,0 +1,112 @@
+//! `ebb node`: one worker node serving the demo service over TCP (through
+//! the same `ebb::node` entry a user's own node binary uses), and optionally
+//! over HTTP/JSON on a second address.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ebb::node::{DEFAULT_LISTEN, Listen};
+use ebb::rpc::semantics::ServerConfig;
+use ebb_demo::{DemoServer, DemoService, MAX_WORK_SCALE, WorkMode};
+use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
+
+/// Serve the demo service (echo, work, sleep, incr, get, put) on one TCP
+/// address until killed.
+///
+/// Prints `node listening on ADDR` once it accepts connections, so a script
+/// or a provider can bind port 0 and read the address back.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Prints `node listening on ADDR` once it accepts connections (and, with\n--http, `http listening on ADDR`), so a script can bind port 0 and read the\naddresses back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'\n  curl -X POST http://HTTP_ADDR/rpc/Demo/incr -d '{\"key\":\"a\"}'"
+)]
+pub struct Args {
+    /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks a free port).
+    #[arg(long, default_value = DEFAULT_LISTEN, conflicts_with = "listen_fd")]
+    pub listen: String,
+
+    /// Serve on an already listening TCP socket inherited as this file
+    /// descriptor (socket activation: how a process provider starts nodes
+    /// whose address it chose), instead of binding --listen.
+    #[arg(long, value_name = "FD")]
+    pub listen_fd: Option<i32>,
+
+    /// Also serve HTTP/JSON on this address (`POST /rpc/Demo/{method}`,
+    /// JSON object of named arguments), on the same service instance, so an
+    /// HTTP load balancer can front the node. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+
+    /// Make Demo.work take this many times as long as asked (1 to 100): a
+    /// deliberately slow node, for benchmarks of balancing.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_WORK_SCALE))]
+    pub work_scale: u64,
+
+    /// How Demo.work holds the node: `spin` keeps a CPU busy; `block`
+    /// blocks the node's thread without using a CPU, so several nodes that
+    /// queue like CPU-bound servers fit on fewer cores.
+    #[arg(long, default_value = "spin", value_parser = ["spin", "block"])]
+    pub work_mode: String,
+
+    /// Worker threads for CPU-bound methods (those marked `#[blocking]`,
+    /// such as Demo.work): at most this many run at once, each on its own
+    /// thread, while one I/O thread keeps serving heartbeats and cheap
+    /// calls. This is the node's capacity: raise it to scale the node up.
+    /// Default: the number of cores this process may use.
+    #[arg(long, value_name = "N", value_parser = ebb::node::parse_threads)]
+    pub threads: Option<NonZeroUsize>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let listen = match args.listen_fd {
+        Some(fd) => Listen::Fd(fd),
+        None => Listen::Addr(args.listen),
+    };
+    // One instance behind both protocols: a counter bumped over HTTP is the
+    // counter read over RPC.
+    let mode = if args.work_mode == "block" {
+        WorkMode::Block
+    } else {
+        WorkMode::Spin
+    };
+    let service = DemoService::new().with_work(args.work_scale, mode);
+    let demo = Arc::new(DemoServer::new(service));
+    let Some(http) = args.http else {
+        let args = ebb::node::NodeArgs {
+            listen,
+            threads: args.threads,
+        };
+        ebb::node::serve(&args, demo)?;
+        return Ok(());
+    };
+    // One I/O thread, as `ebb::node::serve` uses; CPU-bound methods get the
+    // worker threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let threads = args
+            .threads
+            .unwrap_or_else(ebb::rpc::transport::workers::default_threads);
+        let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default())
+            .await?
+            .with_threads(threads);
+        let http_listener = tokio::net::TcpListener::bind(&http)
+            .await
+            .with_context(|| format!("--http {http}: cannot listen there"))?;
+        let http_addr = http_listener
+            .local_addr()
+            .context("reading the bound HTTP address")?;
+        super::announce(&format!("http listening on {http_addr}"));
+        let router = ebb_http::router(DispatchBackend::new(demo), HttpConfig::default())
+            .fallback(ebb_http::not_found);
+        tokio::select! {
+            served = server.run() => served?,
+            served = ebb_http::serve(http_listener, router, DEFAULT_MAX_CONNECTIONS) => {
+                served.context("serving HTTP")?;
+            }
+        }
+        Ok(())
+    })
+}

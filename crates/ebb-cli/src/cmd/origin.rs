@@ -1,0 +1,99 @@
+//! `ebb origin`: the origin store served over ebb RPC.
+
+use anyhow::{Context, bail};
+use ebb::rpc::transport::Server;
+use ebb_core::Nanos;
+use ebb_lease::api::OriginServer;
+use ebb_lease::origin::{OriginService, OriginSettings};
+use ebb_policy::lease::LeaseTerm;
+
+/// Serve the origin store: a durable key-value store with per-key versions,
+/// whose reads carry leases that nodes cache under.
+///
+/// A put is acknowledged only once it is on disk. Prints `origin listening
+/// on ADDR` once it accepts connections.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Prints `origin listening on ADDR` once it accepts connections. Data lives in\nDIR/origin.redb; a damaged file is reported and the origin does not start.\nAfter a restart, writes wait out the longest lease term granted before (plus\nepsilon), so no cached copy elsewhere can go stale. Example:\n  ebb origin --listen 127.0.0.1:7100 --data /var/lib/ebb-origin --max-term-ms 10000"
+)]
+pub struct Args {
+    /// Address to listen on, e.g. 127.0.0.1:7100 (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub listen: String,
+    /// Directory holding the data file (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data: std::path::PathBuf,
+    /// Longest lease term granted, in milliseconds, or `inf` for callbacks;
+    /// 0 is check-on-use (no leases).
+    #[arg(long, default_value = "10000", value_parser = parse_term)]
+    pub max_term_ms: LeaseTerm,
+    /// Clock drift allowance between origin and nodes over one term, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub epsilon_ms: u64,
+    /// With callbacks: a node silent this long (no poll) is declared dead,
+    /// and a restarted origin accepts writes this long after starting.
+    #[arg(long, default_value_t = 3_000)]
+    pub holder_timeout_ms: u64,
+}
+
+/// A lease term in milliseconds, or `inf`.
+pub fn parse_term(s: &str) -> Result<LeaseTerm, String> {
+    if s == "inf" {
+        return Ok(LeaseTerm::CALLBACK);
+    }
+    let ms: u64 = s.parse().map_err(|_| {
+        format!("`{s}`: expected whole milliseconds (e.g. 10000), or `inf` for callbacks")
+    })?;
+    if ms > 86_400_000 {
+        return Err(format!(
+            "`{s}`: at most 86400000 (one day); use `inf` for callbacks"
+        ));
+    }
+    Ok(LeaseTerm::from_millis(ms))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.epsilon_ms > 60_000 {
+        bail!(
+            "--epsilon-ms {}: expected at most 60000 milliseconds",
+            args.epsilon_ms
+        );
+    }
+    if args.holder_timeout_ms == 0 || args.holder_timeout_ms > 3_600_000 {
+        bail!(
+            "--holder-timeout-ms {}: expected 1 to 3600000 milliseconds",
+            args.holder_timeout_ms
+        );
+    }
+    let settings = OriginSettings {
+        max_term: args.max_term_ms,
+        epsilon: Nanos::from_millis(args.epsilon_ms),
+        holder_timeout: Nanos::from_millis(args.holder_timeout_ms),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let (origin, opened) = OriginService::open(&args.data, settings)
+            .with_context(|| format!("opening the origin store in {}", args.data.display()))?;
+        match opened.writes_wait {
+            Some(w) if w == Nanos::MAX => eprintln!(
+                "origin: incarnation {}; callbacks may be outstanding: writes wait {} ms for holders to reset",
+                opened.incarnation, args.holder_timeout_ms
+            ),
+            Some(w) => eprintln!(
+                "origin: incarnation {}; leases of the previous run may be held: writes wait {w}",
+                opened.incarnation
+            ),
+            None => eprintln!("origin: incarnation {}", opened.incarnation),
+        }
+        let server = Server::bind(&args.listen, OriginServer::new(origin)).await?;
+        let addr = server.local_addr().context("reading the bound address")?;
+        super::announce(&format!("origin listening on {addr}"));
+        server.run().await?;
+        Ok(())
+    })
+}

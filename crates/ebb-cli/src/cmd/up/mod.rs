@@ -1,0 +1,173 @@
+//! `ebb up CONFIG.toml`: a gateway and its pool of nodes, until Ctrl-C.
+
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ebb_demo::{DemoServer, DemoService};
+use ebb_gateway::Gateway;
+use ebb_node::container::{ContainerProvider, ContainerProviderConfig};
+use ebb_node::process::{FD_PLACEHOLDER, ProcessProvider, ProcessProviderConfig};
+use ebb_node::provider::NodeProvider;
+use ebb_node::sandbox::Limits;
+use ebb_node::thread::ThreadProvider;
+use ebb_node::vm::provider::{VmConfig, VmProvider};
+
+use config::{Checked, Kind, Runs};
+
+/// The port a node listens on inside its container (each has its own address).
+const CONTAINER_PORT: u16 = 7000;
+/// Processes a container node may run at once.
+const CONTAINER_PIDS: u64 = 64;
+
+/// Run a gateway and a pool of nodes for one service until Ctrl-C.
+///
+/// Reads CONFIG.toml (see examples/ebb-up.toml for every key), starts the
+/// pool, serves ebb RPC and HTTP/JSON, prints `gateway listening on ADDR`,
+/// `http listening on ADDR` and one line per node state change. Ctrl-C (or
+/// SIGTERM) refuses new calls, lets calls in flight finish, stops every
+/// node and exits.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  ebb up examples/ebb-up.toml\n  ebb up --check examples/ebb-up.toml\n\nThen:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  curl -X POST localhost:8080/rpc/Demo/incr -d '{\"key\":\"a\"}'\n  curl localhost:8080/status\n  curl -X POST localhost:8080/pool -d '{\"target\": 5}'"
+)]
+pub struct Args {
+    /// The configuration file (TOML).
+    pub config: PathBuf,
+    /// Only check the configuration: print what would run and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading the config file {}", args.config.display()))?;
+    let checked =
+        config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    if args.check {
+        println!(
+            "{}: ok: service {} on {:?} nodes (initial {}, min {}, max {}), balance {}, rpc {}, http {}",
+            args.config.display(),
+            checked.service,
+            checked.kind,
+            checked.gateway.pool.initial,
+            checked.gateway.pool.min,
+            checked.gateway.pool.max,
+            checked.gateway.balance,
+            checked.gateway.rpc_addr,
+            checked.gateway.http_addr,
+        );
+        return Ok(());
+    }
+    let provider = provider(&checked)?;
+    let codec = ebb_demo::service_codec(checked.service)
+        .context("the checked service has a codec in this build")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let scaler = match &checked.autoscale {
+        None => None,
+        Some(spec) => Some(ebb_gateway::Scaler {
+            policy: ebb_policy::scale::parse(spec)
+                .map_err(|e| anyhow::anyhow!("autoscale.policy = {spec:?}: {e}"))?,
+            rng: ebb_core::Rng::seeded(checked.gateway.seed),
+            objective: checked.objective,
+        }),
+    };
+    rt.block_on(async move {
+        let on_change: ebb_gateway::pool::OnChange =
+            Arc::new(|c: &ebb_gateway::NodeChange| super::announce(&c.to_string()));
+        let gateway = Gateway::start(checked.gateway, codec, provider, scaler, on_change)
+            .await
+            .context("starting the gateway")?;
+        super::announce(&format!("gateway listening on {}", gateway.rpc_addr()));
+        super::announce(&format!("http listening on {}", gateway.http_addr()));
+        wait_for_stop().await?;
+        super::announce("shutting down: draining nodes");
+        gateway.shutdown().await;
+        super::announce("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_stop() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn ebb_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the ebb binary to start nodes with")
+}
+
+/// The provider for the configured kind, running the configured service.
+fn provider(c: &Checked) -> anyhow::Result<Box<dyn NodeProvider>> {
+    let in_node = |listen: &str| -> Vec<String> {
+        match &c.runs {
+            Runs::Builtin => ["/bin/ebb", "node", "--listen", listen]
+                .map(String::from)
+                .to_vec(),
+            Runs::Command(cmd) => {
+                let mut v = cmd.clone();
+                v.extend(["--listen".to_owned(), listen.to_owned()]);
+                v
+            }
+        }
+    };
+    Ok(match c.kind {
+        Kind::Thread => Box::new(ThreadProvider::new(|| DemoServer::new(DemoService::new()))),
+        Kind::Process => {
+            let cfg = match &c.runs {
+                Runs::Builtin => ProcessProviderConfig::ebb_node(ebb_exe()?),
+                Runs::Command(cmd) => {
+                    let (program, rest) = cmd
+                        .split_first()
+                        .context("service.command names a program")?;
+                    let mut args = rest.to_vec();
+                    args.extend(["--listen-fd".to_owned(), FD_PLACEHOLDER.to_owned()]);
+                    ProcessProviderConfig {
+                        program: PathBuf::from(program),
+                        args,
+                    }
+                }
+            };
+            Box::new(ProcessProvider::new(cfg))
+        }
+        Kind::Container => Box::new(ContainerProvider::new(ContainerProviderConfig {
+            ebb_exe: ebb_exe()?,
+            limits: Limits {
+                memory_mb: c.memory_mb,
+                cpus: c.cpus,
+                pids: Some(CONTAINER_PIDS),
+            },
+            rootfs: None,
+            command: in_node("0.0.0.0:{port}"),
+            port: CONTAINER_PORT,
+        })),
+        Kind::Vm => {
+            let mut cfg = VmConfig::ebb_node(ebb_exe()?);
+            if let Runs::Command(cmd) = &c.runs {
+                if let Some(program) = cmd.first() {
+                    cfg.host_binaries.push(PathBuf::from(program));
+                }
+                cfg.node_command = in_node("0.0.0.0:{port}");
+            }
+            if let Some(m) = c.memory_mb {
+                cfg.memory_mb = m;
+            }
+            if let Some(cpus) = c.cpus {
+                cfg.cpus = cpus.ceil().max(1.0) as u32;
+            }
+            cfg.boot_timeout_ms = c.gateway.pool.boot_timeout_ms;
+            Box::new(VmProvider::new(cfg).context("preparing VM nodes")?)
+        }
+    })
+}

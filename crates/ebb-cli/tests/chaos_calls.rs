@@ -1,0 +1,144 @@
+//! At-most-once through a faulty network, with real processes: `ebb node`
+//! behind `ebb chaos` (resets and black holes), many `Demo.incr` calls from
+//! the client library, then the node's counter is compared with what the
+//! callers were told.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::Proc;
+use ebb::rpc::CallError;
+use ebb::rpc::semantics::ClientConfig;
+use ebb::rpc::service::CallOptions;
+use ebb::rpc::transport::{TcpClient, TcpClientConfig};
+use ebb_core::Nanos;
+use ebb_demo::DemoClient;
+
+const SEEDS: [u64; 2] = [11, 12];
+const CALLERS: usize = 4;
+const CALLS_PER_CALLER: usize = 40;
+const CALL_TIMEOUT_MS: u64 = 1_000;
+
+/// Short failure detection, so a black-holed connection is given up on
+/// within a call's deadline and the test stays quick.
+fn config() -> TcpClientConfig {
+    let d = TcpClientConfig::default();
+    TcpClientConfig {
+        session: ClientConfig {
+            heartbeat_interval: Nanos::from_millis(100),
+            heartbeat_silence: Nanos::from_millis(400),
+            ..d.session
+        },
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    /// Values returned by calls that succeeded.
+    values: Vec<u64>,
+    /// Calls that ended without telling whether they ran.
+    uncertain: usize,
+}
+
+async fn caller(client: Arc<TcpClient>) -> Tally {
+    let opts = CallOptions::default().with_timeout(Nanos::from_millis(CALL_TIMEOUT_MS));
+    let demo = DemoClient::new(client).with_options(opts);
+    let mut t = Tally::default();
+    for _ in 0..CALLS_PER_CALLER {
+        match demo.incr("k".to_owned()).await {
+            Ok(Ok(v)) => t.values.push(v),
+            Ok(Err(e)) => panic!("the store cannot be full with one key: {e}"),
+            Err(
+                CallError::OutcomeUnknown { .. }
+                | CallError::DeadlineExceeded { .. }
+                | CallError::ConnectionLost { .. }
+                | CallError::ServerUnresponsive { .. },
+            ) => t.uncertain += 1,
+            Err(other) => panic!("a network fault must not look like {other:?}"),
+        }
+    }
+    t
+}
+
+fn run_seed(seed: u64) {
+    let node = Proc::start(&["node", "--listen", "127.0.0.1:0"]);
+    let chaos = Proc::start(&[
+        "chaos",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &node.addr,
+        "--reset",
+        "0.03",
+        "--drop",
+        "0.01",
+        "--seed",
+        &seed.to_string(),
+    ]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Arc::new(
+            TcpClient::connect_with(&chaos.addr, config())
+                .await
+                .unwrap(),
+        );
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| tokio::spawn(caller(Arc::clone(&client))))
+            .collect();
+        let mut values = Vec::new();
+        let mut uncertain = 0;
+        for t in tasks {
+            let tally = t.await.unwrap();
+            values.extend(tally.values);
+            uncertain += tally.uncertain;
+        }
+
+        // Ask the node directly, past the proxy: one more increment returns
+        // the number of executions so far plus one.
+        let direct = TcpClient::connect(&node.addr).await.unwrap();
+        let executions = DemoClient::new(direct)
+            .incr("k".to_owned())
+            .await
+            .unwrap()
+            .unwrap()
+            - 1;
+
+        let successes = values.len() as u64;
+        let distinct: BTreeSet<u64> = values.iter().copied().collect();
+        let ctx =
+            format!("seed {seed}: {successes} ok, {uncertain} uncertain, {executions} executions");
+        assert_eq!(
+            distinct.len(),
+            values.len(),
+            "a value was returned twice; {ctx}"
+        );
+        assert!(
+            distinct.iter().all(|v| (1..=executions).contains(v)),
+            "a value no execution produced; {ctx}"
+        );
+        assert!(executions >= successes, "{ctx}");
+        assert!(
+            executions <= successes + uncertain as u64,
+            "ran more than sent; {ctx}"
+        );
+        assert_eq!(
+            successes as usize + uncertain,
+            CALLERS * CALLS_PER_CALLER,
+            "{ctx}"
+        );
+        eprintln!("{ctx}");
+    });
+}
+
+#[test]
+fn incr_runs_at_most_once_through_resets_and_black_holes() {
+    for seed in SEEDS {
+        run_seed(seed);
+    }
+}

@@ -1,0 +1,251 @@
+//! `ebb up` as a child process for gateway tests: start it from a config,
+//! read the addresses it prints, talk HTTP to it, find its node processes,
+//! stop it and check that nothing is left.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Bound on startup: a loaded CI machine may be slow to start processes.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Status polls while waiting for a condition, and the pause between them.
+pub const MAX_POLLS: u32 = 3_000;
+pub const POLL_PAUSE: Duration = Duration::from_millis(10);
+/// Bound on a clean shutdown after SIGTERM.
+const SHUTDOWN_POLLS: u32 = 3_000;
+
+pub struct Up {
+    child: Child,
+    pub rpc: SocketAddr,
+    pub http: SocketAddr,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    config: std::path::PathBuf,
+}
+
+fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
+    line.strip_prefix(prefix)?.trim().parse().ok()
+}
+
+impl Up {
+    /// Writes `config` to a file and runs `ebb up` on it.
+    pub fn start(name: &str, config: &str) -> Up {
+        let path = std::env::temp_dir().join(format!("ebb-up-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .arg("up")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the ebb binary was built by cargo for this test");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                let (mut rpc, mut http, mut sent) = (None, None, false);
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    rpc = rpc.or(addr_after(&line, "gateway listening on "));
+                    http = http.or(addr_after(&line, "http listening on "));
+                    lines.lock().unwrap().push(line);
+                    if let (Some(r), Some(h), false) = (rpc, http, sent) {
+                        let _ = tx.send((r, h));
+                        sent = true;
+                    }
+                }
+            });
+        }
+        let (rpc, http) = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(a) => a,
+            Err(_) => panic!(
+                "ebb up printed no addresses; output: {:?}",
+                lines.lock().unwrap()
+            ),
+        };
+        Up {
+            child,
+            rpc,
+            http,
+            lines,
+            config: path,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn status(&self) -> Value {
+        let (code, body, _) = http(self.http, "GET", "/status", "", &[]);
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// Polls `/status` until `pred` holds; panics naming `what` if it never does.
+    pub fn wait_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..MAX_POLLS {
+            let s = self.status();
+            if pred(&s) {
+                return s;
+            }
+            std::thread::sleep(POLL_PAUSE);
+        }
+        panic!(
+            "never saw {what}; last status {}; output {:?}",
+            self.status(),
+            self.output()
+        );
+    }
+
+    /// Waits until `n` nodes are ready and none is booting or draining.
+    pub fn wait_ready(&self, n: usize) -> Value {
+        self.wait_until(&format!("{n} ready nodes"), |s| {
+            let live = live_nodes(s);
+            live.len() == n && live.iter().all(|x| x["state"] == "ready")
+        })
+    }
+
+    pub fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value, String) {
+        http(self.http, "POST", path, body, headers)
+    }
+
+    /// Process ids of the node processes (children of `ebb up`).
+    pub fn node_pids(&self) -> Vec<u32> {
+        children_of(self.child.id())
+    }
+
+    /// SIGTERM, then waits for the exit; returns the output. Panics if it
+    /// does not exit or leaves a node process behind.
+    pub fn stop(mut self) -> Vec<String> {
+        let pid = self.child.id();
+        let nodes = children_of(pid);
+        // SAFETY: kill has no memory preconditions; the pid is our child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        for _ in 0..SHUTDOWN_POLLS {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "ebb up exited with {status}");
+                let left: Vec<u32> = nodes.into_iter().filter(|p| alive(*p)).collect();
+                assert!(left.is_empty(), "node processes left behind: {left:?}");
+                return self.output();
+            }
+            std::thread::sleep(POLL_PAUSE);
+        }
+        panic!(
+            "ebb up did not exit after SIGTERM; output {:?}",
+            self.output()
+        );
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let nodes = children_of(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for p in nodes {
+            // SAFETY: as above; a leftover node of a failed test.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+pub fn live_nodes(status: &Value) -> Vec<Value> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] != "gone")
+        .cloned()
+        .collect()
+}
+
+pub fn gone_nodes(status: &Value) -> Vec<Value> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "gone")
+        .cloned()
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; its state letter is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Processes whose parent is `parent`, from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next();
+        let ppid = f.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && state != Some("Z") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status, the body
+/// as JSON (or a JSON string if it is not JSON) and the raw head.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+    (code, json, head.to_owned())
+}

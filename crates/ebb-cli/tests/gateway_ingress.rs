@@ -1,0 +1,239 @@
+//! The gateway's two ingresses give the same answers: every demo method
+//! through ebb RPC (the generated client pointed at the gateway as at one
+//! node, and `ebb call`) and through HTTP/JSON; bad inputs get the
+//! documented errors; a pool of thread nodes serves as a pool of process
+//! nodes does; Ctrl-C leaves no node behind.
+#![allow(clippy::unwrap_used)]
+
+mod gateway_common;
+
+use ebb::rpc::service::CallOptions;
+use ebb::rpc::transport::TcpClient;
+use ebb_core::Nanos;
+use ebb_demo::DemoClient;
+use gateway_common::Up;
+use serde_json::{Value, json};
+
+fn config(kind: &str, nodes: usize) -> String {
+    format!(
+        "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nseed = 7\n\
+         [service]\nname = \"demo\"\n\
+         [pool]\nkind = \"{kind}\"\ninitial = {nodes}\nmin = 1\nmax = 4\n\
+         [balance]\npolicy = \"rr\"\n\
+         [admission]\nenabled = true\ndefault_deadline_ms = 10000\n"
+    )
+}
+
+/// The same calls through both ingresses; returns (rpc, http) answers.
+fn both_ways(up: &Up) -> Vec<(String, Value, Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = CallOptions::default().with_timeout(Nanos::from_secs(10));
+    let rpc: Vec<Value> = rt.block_on(async {
+        let client = TcpClient::connect(&up.rpc.to_string()).await.unwrap();
+        let demo = DemoClient::new(client).with_options(opts);
+        vec![
+            json!(demo.echo("hi".into()).await.unwrap()),
+            json!(demo.work(100).await.unwrap()),
+            json!(demo.sleep(5).await.unwrap()),
+            json!(demo.incr("rpc-1".into()).await.unwrap()),
+            json!(demo.get("nothing-here".into()).await.unwrap()),
+            json!(demo.put("k".into(), "v".into()).await.unwrap()),
+        ]
+    });
+    let calls = [
+        ("echo", json!({"msg": "hi"})),
+        ("work", json!({"micros": 100})),
+        ("sleep", json!({"millis": 5})),
+        ("incr", json!({"key": "http-1"})),
+        ("get", json!({"key": "nothing-here"})),
+        ("put", json!({"key": "k", "value": "v"})),
+    ];
+    calls
+        .iter()
+        .zip(rpc)
+        .map(|((m, args), r)| {
+            let (code, body, _) = up.post(&format!("/rpc/Demo/{m}"), &args.to_string(), &[]);
+            assert_eq!(code, 200, "Demo.{m}: {body}");
+            ((*m).to_owned(), r, body)
+        })
+        .collect()
+}
+
+fn same_answers_and_errors(kind: &str) {
+    let up = Up::start(&format!("ingress-{kind}"), &config(kind, 2));
+    up.wait_ready(2);
+    for (method, rpc, http) in both_ways(&up) {
+        assert_eq!(
+            rpc, http,
+            "Demo.{method} answers differ between RPC and HTTP"
+        );
+    }
+    // `ebb call` against the gateway, as against one node.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args([
+            "call",
+            "--addr",
+            &up.rpc.to_string(),
+            "Demo.incr",
+            r#"{"key":"cli"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"Ok":1}"#);
+
+    // Documented errors.
+    let (code, body, _) = up.post("/rpc/Demo/nope", "{}", &[]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("unknown_method")),
+        "{body}"
+    );
+    let (code, body, _) = up.post("/rpc/Nope/echo", "{}", &[]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("unknown_service")),
+        "{body}"
+    );
+    let (code, body, _) = up.post("/rpc/Demo/echo", r#"{"msg": 5}"#, &[]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("bad_arguments")),
+        "{body}"
+    );
+    let (code, body, _) = up.post("/rpc/Demo/echo", "{", &[]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let (code, body, _) = up.post("/rpc/Demo/echo", "{}", &[("ebb-deadline-ms", "soon")]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let (code, body, _) = up.post("/pool", r#"{"target": 99}"#, &[]);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("max = 4"),
+        "{body}"
+    );
+
+    // Status names every node with what the docs promise.
+    let status = up.status();
+    assert_eq!(status["policies"]["balance"], "rr");
+    for n in status["nodes"].as_array().unwrap() {
+        for key in [
+            "id",
+            "kind",
+            "address",
+            "state",
+            "in_flight",
+            "reported_queue",
+            "ewma_latency_ms",
+            "cost_per_sec_micros",
+            "started_at_unix_ms",
+        ] {
+            assert!(n.get(key).is_some(), "node without {key}: {n}");
+        }
+        assert_eq!(n["kind"], kind);
+    }
+    let (code, metrics, _) = gateway_common::http(up.http, "GET", "/metrics", "", &[]);
+    assert_eq!(code, 200);
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains(r#"ebb_gateway_requests_total{method="Demo.echo",outcome="ok"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"ebb_gateway_nodes{{state="ready",kind="{kind}"}} 2"#
+        )),
+        "{text}"
+    );
+
+    let out = up.stop();
+    let gone = out.iter().filter(|l| l.contains("-> gone")).count();
+    assert_eq!(gone, 2, "every node reported gone at shutdown: {out:?}");
+}
+
+#[test]
+fn process_pool_answers_rpc_and_http_alike() {
+    same_answers_and_errors("process");
+}
+
+#[test]
+fn thread_pool_answers_rpc_and_http_alike() {
+    same_answers_and_errors("thread");
+}
+
+#[test]
+fn check_validates_without_starting_and_names_bad_keys() {
+    let dir = std::env::temp_dir();
+    let good = dir.join(format!("ebb-up-check-{}.toml", std::process::id()));
+    std::fs::write(&good, config("process", 2)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    std::fs::write(&good, config("pod", 2)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pool.kind")
+            && err.contains("\"pod\"")
+            && err.contains("thread, process, container, vm"),
+        "{err}"
+    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ebb-up.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&good);
+}
+
+/// Container nodes need root (namespaces, cgroups) and busybox-static for
+/// their root file system; without them the test says so, and fails in CI.
+#[test]
+fn container_pool_answers_rpc_and_http_alike() {
+    const NAME: &str = "container_pool_answers_rpc_and_http_alike";
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let busybox = std::path::Path::new("/bin/busybox").exists();
+    if !(root && busybox) {
+        let why = "needs root and busybox-static";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{NAME} cannot run in CI: {why}"
+        );
+        eprintln!("SKIPPED {NAME}: {why}");
+        return;
+    }
+    same_answers_and_errors("container");
+}

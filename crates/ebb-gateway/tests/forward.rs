@@ -1,0 +1,360 @@
+//! The gateway's call semantics without sockets: the registry and the
+//! forwarder in front of in-process nodes that answer, refuse, lose the
+//! connection or hang, as the test scripts them.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ebb_core::{Nanos, NodeId};
+use ebb_gateway::clock::Clock;
+use ebb_gateway::forward::{Forwarder, GatewayError};
+use ebb_gateway::metrics::Metrics;
+use ebb_gateway::registry::{Life, NewNode, Registry};
+use ebb_node::provider::NodeKind;
+use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::retry::RetryBudgetConfig;
+use ebb_rpc::CallError;
+use ebb_rpc::service::{BoxFuture, CallOptions, MethodInfo, Transport};
+
+static AT_MOST_ONCE: MethodInfo = MethodInfo {
+    service: "T",
+    id: 0,
+    name: "amo",
+    idempotent: false,
+    blocking: false,
+    params: &[],
+    returns: "()",
+};
+static IDEMPOTENT: MethodInfo = MethodInfo {
+    service: "T",
+    id: 1,
+    name: "idem",
+    idempotent: true,
+    blocking: false,
+    params: &[],
+    returns: "()",
+};
+
+/// What a scripted node does with a call.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Answer,
+    Refuse,
+    LoseConnection,
+    /// Never answers (the node is stuck or dead).
+    Hang,
+}
+
+struct Node {
+    act: Mutex<Act>,
+    calls: AtomicUsize,
+    name: &'static str,
+}
+
+impl Transport for Node {
+    fn call(
+        &self,
+        _method: &'static MethodInfo,
+        _args: Bytes,
+        _options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let act = *self.act.lock().unwrap();
+        Box::pin(async move {
+            match act {
+                Act::Answer => Ok(Bytes::from(self.name)),
+                Act::Refuse => Err(CallError::Refused {
+                    reason: ebb_rpc::wire::Refusal::InFlight,
+                    message: "full".into(),
+                }),
+                Act::LoseConnection => Err(CallError::ConnectionLost {
+                    sent: true,
+                    cause: "reset".into(),
+                }),
+                Act::Hang => std::future::pending().await,
+            }
+        })
+    }
+}
+
+struct Pool {
+    registry: Registry,
+    forwarder: Arc<Forwarder>,
+    clock: Clock,
+    nodes: Vec<Arc<Node>>,
+}
+
+fn node(name: &'static str, act: Act) -> Arc<Node> {
+    Arc::new(Node {
+        act: Mutex::new(act),
+        calls: AtomicUsize::new(0),
+        name,
+    })
+}
+
+/// Ready nodes behind round-robin, in the order given.
+fn pool(nodes: Vec<Arc<Node>>, budget: RetryBudgetConfig) -> Pool {
+    let registry = Registry::new(
+        ebb_policy::balance::parse("rr").unwrap(),
+        AdmissionConfig::default(),
+        1,
+    );
+    let clock = Clock::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let id = NodeId(i as u32 + 1);
+        add(&registry, &clock, id);
+        assert!(registry.set_ready(id, n.clone(), clock.now()));
+    }
+    registry.set_target(nodes.len(), Nanos::from_millis(10));
+    let forwarder = Arc::new(Forwarder::new(
+        registry.clone(),
+        clock,
+        Metrics::new(),
+        budget,
+    ));
+    Pool {
+        registry,
+        forwarder,
+        clock,
+        nodes,
+    }
+}
+
+fn add(registry: &Registry, clock: &Clock, id: NodeId) {
+    registry.add_booting(
+        NewNode {
+            id,
+            kind: NodeKind::Thread,
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            cost_per_sec_micros: 0,
+            started_unix_ms: 0,
+            expected_boot: Nanos::from_millis(10),
+        },
+        clock.now(),
+    );
+}
+
+fn calls(p: &Pool) -> Vec<usize> {
+    p.nodes
+        .iter()
+        .map(|n| n.calls.load(Ordering::SeqCst))
+        .collect()
+}
+
+const SECOND: Nanos = Nanos::from_secs(1);
+const TEN_SECONDS: Nanos = Nanos::from_secs(10);
+
+#[tokio::test]
+async fn an_at_most_once_call_refused_unrun_goes_to_the_next_node() {
+    let p = pool(
+        vec![node("a", Act::Refuse), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let r = p.forwarder.call(&AT_MOST_ONCE, Bytes::new(), SECOND).await;
+    assert_eq!(r, Ok(Bytes::from("b")));
+    assert_eq!(calls(&p), [1, 1]);
+}
+
+#[tokio::test]
+async fn an_at_most_once_call_whose_connection_broke_is_never_resent() {
+    let p = pool(
+        vec![node("a", Act::LoseConnection), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let r = p.forwarder.call(&AT_MOST_ONCE, Bytes::new(), SECOND).await;
+    assert_eq!(r, Err(GatewayError::OutcomeUnknown { node: NodeId(1) }));
+    assert_eq!(calls(&p), [1, 0], "node b never saw it");
+    assert_eq!(
+        p.registry.suspects(),
+        [NodeId(1)],
+        "node a is reported dead"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotent_call_whose_connection_broke_runs_elsewhere() {
+    let p = pool(
+        vec![node("a", Act::LoseConnection), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+    assert_eq!(r, Ok(Bytes::from("b")));
+    assert_eq!(calls(&p), [1, 1]);
+}
+
+#[tokio::test]
+async fn a_spent_retry_budget_stops_the_retry() {
+    let none = RetryBudgetConfig {
+        ratio: 0.0,
+        floor_per_sec: 0,
+        window: SECOND,
+    };
+    let p = pool(
+        vec![node("a", Act::LoseConnection), node("b", Act::Answer)],
+        none,
+    );
+    let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+    match r {
+        Err(GatewayError::NodeLost { node, why }) => {
+            assert_eq!(node, NodeId(1));
+            assert!(why.contains("budget"), "{why}");
+        }
+        other => panic!("expected NodeLost, got {other:?}"),
+    }
+    assert_eq!(calls(&p), [1, 0]);
+}
+
+/// Node a hangs with both calls on it and is then declared gone: the
+/// at-most-once call ends `OutcomeUnknown` at once, the idempotent one runs
+/// on node b.
+#[tokio::test]
+async fn a_node_gone_mid_call_ends_its_calls_by_their_kind() {
+    let p = pool(
+        vec![node("a", Act::Hang), node("b", Act::Hang)],
+        RetryBudgetConfig::default(),
+    );
+    // Round-robin: the first call goes to a, the second to b; then a third
+    // to a. Make b answer from now on.
+    let f = p.forwarder.clone();
+    let amo = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| calls(&p)[0] == 1).await;
+    *p.nodes[1].act.lock().unwrap() = Act::Answer;
+    let f = p.forwarder.clone();
+    let filler = f.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+    assert_eq!(filler, Ok(Bytes::from("b")));
+    let f = p.forwarder.clone();
+    let idem = tokio::spawn(async move { f.call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| calls(&p)[0] == 2).await;
+    assert_eq!(
+        p.registry.set_gone(NodeId(1), "killed", p.clock.now()),
+        Some(Life::Ready)
+    );
+    assert_eq!(
+        amo.await.unwrap(),
+        Err(GatewayError::OutcomeUnknown { node: NodeId(1) })
+    );
+    assert_eq!(idem.await.unwrap(), Ok(Bytes::from("b")));
+    assert_eq!(calls(&p), [2, 2]);
+}
+
+/// With no ready node a request is held, and the node that turns ready
+/// takes it; a held request whose deadline passes was never sent.
+#[tokio::test]
+async fn held_requests_go_to_the_first_ready_node_or_time_out_unsent() {
+    let registry = Registry::new(
+        ebb_policy::balance::parse("p2c").unwrap(),
+        AdmissionConfig::default(),
+        1,
+    );
+    let clock = Clock::new();
+    add(&registry, &clock, NodeId(1));
+    registry.set_target(1, Nanos::from_millis(10));
+    let forwarder = Arc::new(Forwarder::new(
+        registry.clone(),
+        clock,
+        Metrics::new(),
+        RetryBudgetConfig::default(),
+    ));
+    let f = forwarder.clone();
+    let held = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| registry.held().0 == 1).await;
+    let n = node("late", Act::Answer);
+    assert!(registry.set_ready(NodeId(1), n.clone(), clock.now()));
+    assert_eq!(held.await.unwrap(), Ok(Bytes::from("late")));
+    assert_eq!(registry.held(), (0, 0));
+
+    // Now drain the only node: a new request waits, then times out unsent.
+    assert!(registry.set_draining(NodeId(1)));
+    let r = forwarder
+        .call(&AT_MOST_ONCE, Bytes::new(), Nanos::from_millis(30))
+        .await;
+    assert!(
+        matches!(r, Err(GatewayError::DeadlineExceeded { sent: false, .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        n.calls.load(Ordering::SeqCst),
+        1,
+        "a draining node gets nothing new"
+    );
+    assert_eq!(registry.drained(), [NodeId(1)]);
+}
+
+#[tokio::test]
+async fn the_held_queue_bound_refuses_at_once() {
+    let registry = Registry::new(
+        ebb_policy::balance::parse("central").unwrap(),
+        AdmissionConfig {
+            deadline_check: false,
+            max_held_requests: 1,
+            max_held_bytes: 1 << 20,
+        },
+        1,
+    );
+    let clock = Clock::new();
+    add(&registry, &clock, NodeId(1));
+    registry.set_target(1, Nanos::from_millis(10));
+    let a = node("a", Act::Hang);
+    assert!(registry.set_ready(NodeId(1), a.clone(), clock.now()));
+    let forwarder = Arc::new(Forwarder::new(
+        registry.clone(),
+        clock,
+        Metrics::new(),
+        RetryBudgetConfig::default(),
+    ));
+    let f = forwarder.clone();
+    let _busy = tokio::spawn(async move { f.call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| a.calls.load(Ordering::SeqCst) == 1).await;
+    let f = forwarder.clone();
+    let _held = tokio::spawn(async move { f.call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| registry.held().0 == 1).await;
+    let r = forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+    assert!(matches!(r, Err(GatewayError::Overloaded { .. })), "{r:?}");
+    assert_eq!(a.calls.load(Ordering::SeqCst), 1);
+}
+
+/// Yields until `cond` holds; bounded, so a broken test fails, not hangs.
+async fn wait_for(cond: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+    }
+    panic!("condition never held");
+}
+
+/// A held request whose caller leaves just as a node is handed to it gives
+/// the node's in-flight count back.
+#[tokio::test]
+async fn a_slot_handed_to_a_departed_caller_is_given_back() {
+    let registry = Registry::new(
+        ebb_policy::balance::parse("rr").unwrap(),
+        AdmissionConfig::default(),
+        1,
+    );
+    let clock = Clock::new();
+    add(&registry, &clock, NodeId(1));
+    registry.set_target(1, Nanos::from_millis(10));
+    let deadline = clock.now() + TEN_SECONDS;
+    let rx = match registry.acquire(0, deadline, clock.now(), &[], true) {
+        ebb_gateway::registry::Acquired::Held(rx) => rx,
+        _ => panic!("no node is ready: the request must be held"),
+    };
+    assert!(registry.set_ready(NodeId(1), node("a", Act::Answer), clock.now()));
+    assert_eq!(
+        registry.lives(),
+        [(NodeId(1), Life::Ready, 1)],
+        "handed over"
+    );
+    drop(rx);
+    assert_eq!(
+        registry.lives(),
+        [(NodeId(1), Life::Ready, 0)],
+        "given back"
+    );
+}

@@ -1,0 +1,438 @@
+//! The origin: the store, the lease table and the invalidation outboxes,
+//! behind the [`Origin`] RPC interface.
+//!
+//! Order of a write: wait until every holder acknowledged or expired (the
+//! key is marked, so no read takes a new lease meanwhile), then commit
+//! durably, then let leases be granted again. Order at start: read the
+//! persisted term bound and incarnation, persist the new ones, and only then
+//! serve; writes wait out the previous incarnation's bound plus ε.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ebb_core::{Clock, Instant, Nanos, SystemClock};
+use ebb_policy::lease::{
+    HolderId, LeaseId, LeaseTerm, OriginConfig, OriginLeases, ReadGrant, Recovery, WriteStart,
+    WriteStatus,
+};
+use tokio::sync::Notify;
+
+use crate::api::{Body, GetReply, Grant, Invalidation, Origin, OriginError, PollReply, Release};
+use crate::store::{Store, StoreError, check_sizes};
+
+/// Persisted names.
+const META_TERM_BOUND_NS: &str = "lease_term_bound_ns";
+const META_INCARNATION: &str = "incarnation";
+
+/// The longest a poll waits, whatever the caller asks.
+pub const MAX_POLL_WAIT_MS: u64 = 30_000;
+/// Holders polling at once; a new one past it is refused.
+pub const MAX_HOLDERS: usize = 4_096;
+/// Releases read from one poll; the rest are ignored (their leases expire).
+pub const MAX_RELEASES_PER_POLL: usize = 4_096;
+/// A waiting write re-checks at least this often, so a missed wake-up costs
+/// at most this much.
+const RECHECK_MS: u64 = 200;
+
+/// How the origin leases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginSettings {
+    /// Longest term granted (`LeaseTerm::CALLBACK` for callbacks).
+    pub max_term: LeaseTerm,
+    pub epsilon: Nanos,
+    /// With callbacks: a holder silent (no poll, no read) this long is
+    /// declared dead, and a restarted origin accepts writes this long after
+    /// starting (every earlier holder has polled and seen the new
+    /// incarnation, or counts as dead).
+    pub holder_timeout: Nanos,
+}
+
+impl Default for OriginSettings {
+    fn default() -> OriginSettings {
+        OriginSettings {
+            max_term: LeaseTerm::from_millis(10_000),
+            epsilon: Nanos::from_millis(100),
+            holder_timeout: Nanos::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    leases: OriginLeases<String>,
+    /// Holder → key → grant to invalidate, until acknowledged or moot.
+    outbox: BTreeMap<u64, BTreeMap<String, u64>>,
+    last_seen: BTreeMap<u64, Instant>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    clock: SystemClock,
+    started: Instant,
+    incarnation: u64,
+    settings: OriginSettings,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+/// The origin service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OriginService {
+    inner: Arc<Inner>,
+}
+
+/// What opening found, for the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub incarnation: u64,
+    /// The term bound the previous incarnation persisted, if any.
+    pub previous_bound: Option<LeaseTerm>,
+    /// How long writes wait from now (None: not at all; `Nanos::MAX`: until
+    /// the holder timeout clears callbacks).
+    pub writes_wait: Option<Nanos>,
+}
+
+impl OriginService {
+    /// Opens the store in `dir`, persists the term bound and the next
+    /// incarnation, and sets the recovery gate from the previous bound.
+    pub fn open(
+        dir: &Path,
+        settings: OriginSettings,
+    ) -> Result<(OriginService, Opened), StoreError> {
+        let store = Store::open(dir)?;
+        let previous_bound = store
+            .meta(META_TERM_BOUND_NS)?
+            .map(|ns| LeaseTerm::new(Nanos(ns)));
+        let incarnation = store.meta(META_INCARNATION)?.unwrap_or(0) + 1;
+        store.set_meta(META_INCARNATION, incarnation)?;
+        let bound = OriginLeases::<String>::bound_to_persist(previous_bound, settings.max_term);
+        // Persisted before the first grant: a crash from here on must wait
+        // out this bound.
+        store.set_meta(META_TERM_BOUND_NS, bound.span().as_nanos())?;
+        let clock = SystemClock::new();
+        let now = clock.now();
+        let cfg = OriginConfig::new(settings.max_term, settings.epsilon);
+        let mut leases = OriginLeases::restarted(cfg, now, previous_bound, incarnation);
+        let writes_wait = match leases.recovery(now) {
+            Recovery::Done => None,
+            Recovery::Until(t) => Some(t.saturating_since(now)),
+            Recovery::UntilCleared => Some(Nanos::MAX),
+        };
+        let inner = Inner {
+            store,
+            clock,
+            started: now,
+            incarnation,
+            settings,
+            state: Mutex::new(State {
+                leases,
+                outbox: BTreeMap::new(),
+                last_seen: BTreeMap::new(),
+            }),
+            changed: Notify::new(),
+        };
+        let opened = Opened {
+            incarnation,
+            previous_bound,
+            writes_wait,
+        };
+        Ok((
+            OriginService {
+                inner: Arc::new(inner),
+            },
+            opened,
+        ))
+    }
+
+    /// Holders with a running lease on `key`: for operators and tests.
+    pub fn lease_holders(&self, key: &str) -> usize {
+        self.state()
+            .leases
+            .holders(self.now(), &key.to_owned())
+            .len()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the table consistent (every
+        // method updates it in one step), so a poisoned lock is still usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.clock.now()
+    }
+
+    /// Records `holder` as alive; false when the table is full of others.
+    fn seen(st: &mut State, holder: u64, now: Instant, timeout: Nanos) -> bool {
+        if !st.last_seen.contains_key(&holder) && st.last_seen.len() >= MAX_HOLDERS {
+            st.last_seen.retain(|_, at| {
+                now.saturating_since(*at) < Nanos(timeout.as_nanos().saturating_mul(10))
+            });
+            if st.last_seen.len() >= MAX_HOLDERS {
+                return false;
+            }
+        }
+        st.last_seen.insert(holder, now);
+        true
+    }
+
+    /// Waits until the write on `key` may be applied; on `Ok` the key is
+    /// marked as being written (no new leases) until the guard ends it.
+    async fn wait_for_holders(&self, key: &str) -> Result<WriteGuard, OriginError> {
+        let mut started = false;
+        let callbacks = self.inner.settings.max_term.is_callback();
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.now();
+            let mut wake_pollers = false;
+            let wait_until = {
+                let mut st = self.state();
+                if !started {
+                    match st.leases.begin_write(now, &key.to_owned()) {
+                        WriteStart::Ready => return Ok(self.guard(key)),
+                        WriteStart::Invalidate { holders, until } => {
+                            started = true;
+                            wake_pollers = true;
+                            for (h, id) in holders {
+                                st.outbox
+                                    .entry(h.0)
+                                    .or_default()
+                                    .insert(key.to_owned(), id.0);
+                            }
+                            Some(until)
+                        }
+                        WriteStart::Busy => None,
+                        WriteStart::Recovering(Recovery::Until(t)) => Some(t),
+                        WriteStart::Recovering(Recovery::UntilCleared) => {
+                            let clear_at = self.inner.started + self.inner.settings.holder_timeout;
+                            if now >= clear_at {
+                                st.leases.clear_recovery();
+                                continue;
+                            }
+                            Some(clear_at)
+                        }
+                        WriteStart::Recovering(Recovery::Done) => continue,
+                    }
+                } else {
+                    if callbacks {
+                        self.declare_silent_dead(&mut st, now);
+                    }
+                    match st.leases.write_status(now, &key.to_owned()) {
+                        WriteStatus::Ready | WriteStatus::NotStarted => {
+                            return Ok(self.guard(key));
+                        }
+                        WriteStatus::Waiting { until, .. } => Some(until),
+                    }
+                }
+            };
+            if wake_pollers {
+                self.inner.changed.notify_waiters();
+            }
+            let mut nap = Nanos::from_millis(RECHECK_MS);
+            if let Some(t) = wait_until {
+                nap = nap.min(t.saturating_since(now).max(Nanos(1)));
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(Duration::from(nap)) => {}
+            }
+        }
+    }
+
+    fn declare_silent_dead(&self, st: &mut State, now: Instant) {
+        let timeout = self.inner.settings.holder_timeout;
+        let silent: Vec<u64> = st
+            .last_seen
+            .iter()
+            .filter(|(_, at)| now.saturating_since(**at) >= timeout)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in silent {
+            st.leases.declare_dead(HolderId(h));
+            st.last_seen.remove(&h);
+            st.outbox.remove(&h);
+        }
+    }
+
+    fn guard(&self, key: &str) -> WriteGuard {
+        WriteGuard {
+            origin: self.clone(),
+            key: key.to_owned(),
+            applied: false,
+        }
+    }
+
+    async fn write(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<u64>,
+    ) -> Result<u64, OriginError> {
+        check_sizes(&key, Some(&value))?;
+        let mut guard = self.wait_for_holders(&key).await?;
+        let inner = self.inner.clone();
+        let k = key.clone();
+        let done = tokio::task::spawn_blocking(move || inner.store.put(&k, &value, expected)).await;
+        let result = match done {
+            Ok(r) => r.map_err(OriginError::from),
+            Err(e) => Err(OriginError::Storage(format!("the write task failed: {e}"))),
+        };
+        guard.applied = result.is_ok();
+        drop(guard);
+        result
+    }
+}
+
+/// Ends a write's mark on its key however the write ends (applied, failed,
+/// or its caller gone), so a key is never left refusing leases.
+struct WriteGuard {
+    origin: OriginService,
+    key: String,
+    applied: bool,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        {
+            let mut st = self.origin.state();
+            if self.applied {
+                st.leases.finish_write(&self.key);
+            } else {
+                st.leases.abandon_write(&self.key);
+            }
+            for pending in st.outbox.values_mut() {
+                pending.remove(&self.key);
+            }
+            st.outbox.retain(|_, p| !p.is_empty());
+        }
+        self.origin.inner.changed.notify_waiters();
+    }
+}
+
+impl Origin for OriginService {
+    async fn get(
+        &self,
+        key: String,
+        holder: u64,
+        term_ns: u64,
+        known_version: u64,
+    ) -> Result<GetReply, OriginError> {
+        check_sizes(&key, None)?;
+        let now = self.now();
+        // Grant (record the holder) before reading the store: a write that
+        // starts after this point will invalidate the holder, so the value
+        // read below can never be older than the lease admits.
+        let grant = {
+            let mut st = self.state();
+            if Self::seen(&mut st, holder, now, self.inner.settings.holder_timeout) {
+                st.leases
+                    .read(now, &key, HolderId(holder), LeaseTerm::new(Nanos(term_ns)))
+            } else {
+                ReadGrant::NoLease(ebb_policy::lease::NoLease::TableFull)
+            }
+        };
+        let record = self.inner.store.get(&key)?;
+        let (version, body) = match record {
+            None => (0, Body::Absent),
+            Some(r) if r.version == known_version => (r.version, Body::Unchanged),
+            Some(r) => (r.version, Body::Value(r.value)),
+        };
+        let lease = match grant {
+            ReadGrant::Lease { term, id } => Some(Grant {
+                term_ns: term.span().as_nanos(),
+                id: id.0,
+            }),
+            ReadGrant::NoLease(_) => None,
+        };
+        Ok(GetReply {
+            version,
+            body,
+            lease,
+        })
+    }
+
+    async fn put(&self, key: String, value: Vec<u8>) -> Result<u64, OriginError> {
+        self.write(key, value, None).await
+    }
+
+    async fn put_if_version(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        expected: u64,
+    ) -> Result<u64, OriginError> {
+        self.write(key, value, Some(expected)).await
+    }
+
+    async fn poll_invalidations(
+        &self,
+        holder: u64,
+        releases: Vec<Release>,
+        wait_ms: u64,
+    ) -> Result<PollReply, OriginError> {
+        let now = self.now();
+        let mut released = false;
+        {
+            let mut st = self.state();
+            if !Self::seen(&mut st, holder, now, self.inner.settings.holder_timeout) {
+                return Err(OriginError::TooManyHolders { max: MAX_HOLDERS });
+            }
+            for r in releases.iter().take(MAX_RELEASES_PER_POLL) {
+                released |= st
+                    .leases
+                    .release(&r.key, HolderId(holder), LeaseId(r.lease_id));
+                if let Some(p) = st.outbox.get_mut(&holder) {
+                    if p.get(&r.key) == Some(&r.lease_id) {
+                        p.remove(&r.key);
+                    }
+                }
+            }
+            st.outbox.retain(|_, p| !p.is_empty());
+        }
+        if released {
+            self.inner.changed.notify_waiters();
+        }
+        let deadline = now + Nanos::from_millis(wait_ms.min(MAX_POLL_WAIT_MS));
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.now();
+            let invalidations: Vec<Invalidation> = self
+                .state()
+                .outbox
+                .get(&holder)
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, id)| Invalidation {
+                            key: k.clone(),
+                            lease_id: *id,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !invalidations.is_empty() || now >= deadline {
+                return Ok(PollReply {
+                    incarnation: self.inner.incarnation,
+                    invalidations,
+                });
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(Duration::from(deadline.saturating_since(now))) => {}
+            }
+        }
+    }
+}

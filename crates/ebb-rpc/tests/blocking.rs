@@ -1,0 +1,209 @@
+//! Methods marked blocking run on the server's worker threads: as many at
+//! once as it has threads, while the I/O loop (a single-threaded runtime
+//! here) keeps answering cheap calls.
+#![allow(clippy::unwrap_used)]
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ebb_rpc::service::{
+    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
+};
+use ebb_rpc::transport::{Server, TcpClient};
+use tokio::sync::mpsc;
+
+static METHODS: [MethodInfo; 2] = [
+    MethodInfo {
+        service: "Hold",
+        id: 0,
+        name: "echo",
+        idempotent: true,
+        blocking: false,
+        params: &[],
+        returns: "Vec<u8>",
+    },
+    MethodInfo {
+        service: "Hold",
+        id: 1,
+        name: "hold",
+        idempotent: false,
+        blocking: true,
+        params: &[],
+        returns: "()",
+    },
+];
+
+/// How long a held call waits for the gate before giving up, so a broken
+/// test ends instead of hanging.
+const HOLD_LIMIT: Duration = Duration::from_secs(60);
+
+/// `hold` blocks its thread (as CPU work would) until the gate opens,
+/// announcing that it started; it counts how many run at once.
+struct Hold {
+    started: mpsc::UnboundedSender<()>,
+    gate: Mutex<bool>,
+    opened: Condvar,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+}
+
+impl Hold {
+    fn open(&self) {
+        *self.gate.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn hold(&self) {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        let _ = self.started.send(());
+        let gate = self.gate.lock().unwrap();
+        let (_open, waited) = self
+            .opened
+            .wait_timeout_while(gate, HOLD_LIMIT, |open| !*open)
+            .unwrap();
+        assert!(!waited.timed_out(), "the gate never opened");
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ServiceDispatch for Hold {
+    fn name(&self) -> &'static str {
+        "Hold"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &METHODS
+    }
+    fn dispatch(&self, id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async move {
+            match id {
+                0 => Ok(args),
+                1 => {
+                    self.hold();
+                    Ok(Bytes::new())
+                }
+                _ => Err(DispatchError::UnknownMethod(format!("Hold method #{id}"))),
+            }
+        })
+    }
+    fn dispatch_json(
+        &self,
+        m: &str,
+        _a: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        let m = m.to_owned();
+        Box::pin(async move { Err(DispatchError::UnknownMethod(m)) })
+    }
+}
+
+/// A server with `threads` workers, its I/O on a single-threaded runtime of
+/// its own thread, so a blocking method run inline would stop it dead.
+fn spawn_server(threads: usize) -> (String, Arc<Hold>, mpsc::UnboundedReceiver<()>) {
+    let (started, starts) = mpsc::unbounded_channel();
+    let svc = Arc::new(Hold {
+        started,
+        gate: Mutex::new(false),
+        opened: Condvar::new(),
+        running: AtomicUsize::new(0),
+        most_running: AtomicUsize::new(0),
+    });
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let served = Arc::clone(&svc);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = Server::bind("127.0.0.1:0", served)
+                .await
+                .unwrap()
+                .with_threads(NonZeroUsize::new(threads).unwrap());
+            assert_eq!(server.threads().get(), threads);
+            addr_tx
+                .send(server.local_addr().unwrap().to_string())
+                .unwrap();
+            let _ = server.run().await;
+        });
+    });
+    (addr_rx.recv().unwrap(), svc, starts)
+}
+
+async fn next_start(starts: &mut mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(HOLD_LIMIT, starts.recv())
+        .await
+        .expect("a held call started")
+        .expect("the service is alive");
+}
+
+#[tokio::test]
+async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
+    let (addr, svc, mut starts) = spawn_server(2);
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let holds: Vec<_> = (0..2)
+        .map(|_| {
+            let c = Arc::clone(&client);
+            tokio::spawn(async move {
+                c.call(&METHODS[1], Bytes::new(), CallOptions::default())
+                    .await
+            })
+        })
+        .collect();
+    // Both started and neither can finish before the gate opens: they run
+    // at the same time, on two threads.
+    next_start(&mut starts).await;
+    next_start(&mut starts).await;
+    assert_eq!(svc.running.load(Ordering::SeqCst), 2);
+    let echo = client
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"hi"),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&echo[..], b"hi");
+    assert_eq!(
+        svc.running.load(Ordering::SeqCst),
+        2,
+        "the echo was answered while both blocking calls ran"
+    );
+    svc.open();
+    for h in holds {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(svc.most_running.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn no_more_blocking_calls_run_at_once_than_there_are_threads() {
+    let (addr, svc, mut starts) = spawn_server(1);
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let holds: Vec<_> = (0..3)
+        .map(|_| {
+            let c = Arc::clone(&client);
+            tokio::spawn(async move {
+                c.call(&METHODS[1], Bytes::new(), CallOptions::default())
+                    .await
+            })
+        })
+        .collect();
+    next_start(&mut starts).await;
+    let echo = client
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"hi"),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&echo[..], b"hi");
+    svc.open();
+    for h in holds {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(svc.most_running.load(Ordering::SeqCst), 1);
+}
