@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole system locally on a bursty trace and write a report (start here).
+    Demo(Box<cmd::demo::Args>),
     /// Print the build's version and the features this machine supports.
     Info(cmd::info::Args),
     /// Run a fault-injecting TCP proxy (drop, delay, reset).
@@ -40,6 +42,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => cmd::demo::run(*args),
         Command::Info(args) => cmd::info::run(args),
         Command::Chaos(args) => cmd::chaos::run(args),
         Command::Node(args) => cmd::node::run(args),

@@ -11,6 +11,7 @@
 //!   lines otherwise).
 
 pub mod control;
+pub mod demo;
 pub mod live;
 pub mod load;
 pub mod record;

@@ -53,11 +53,12 @@ pub struct Shape {
 }
 
 /// Mean rate at fraction `x` (0..1) of a bursty run: quiet, a long burst,
-/// quiet, a short sharper one, quiet long enough to scale back in.
+/// quiet, a short sharper one, then quiet for almost half the run, long
+/// enough to scale back in.
 fn bursty_mean(x: f64, s: &Shape) -> f64 {
     match x {
-        x if (0.15..0.40).contains(&x) => s.peak_rate,
-        x if (0.55..0.65).contains(&x) => s.peak_rate * 1.2,
+        x if (0.13..0.35).contains(&x) => s.peak_rate,
+        x if (0.45..0.53).contains(&x) => s.peak_rate * 1.2,
         _ => s.base_rate,
     }
 }
@@ -180,9 +181,10 @@ mod tests {
             let n = r.len() as f64;
             a.per_sec[r].iter().map(|&c| f64::from(c)).sum::<f64>() / n
         };
-        assert!(mean(0..9) < 40.0, "quiet start");
-        assert!(mean(10..24) > 150.0, "long burst");
-        assert!(mean(45..60) < 40.0, "quiet end, time to scale in");
+        assert!(mean(0..7) < 40.0, "quiet start");
+        assert!(mean(9..20) > 150.0, "long burst");
+        assert!(mean(28..31) > 180.0, "short sharp burst");
+        assert!(mean(33..60) < 40.0, "quiet end, time to scale in");
     }
 
     #[test]

@@ -205,10 +205,12 @@ pub fn run_charts(run: &Run) -> Result<Vec<Chart>, PlotError> {
             "Nodes by state",
             "nodes",
             vec![
+                // Drawn first so the states, drawn over it, stay visible
+                // where one of them is all there is.
+                Line::from_samples("all (paid for)", c5, s, |x| f64::from(x.nodes())),
                 Line::from_samples("ready", c0, s, |x| f64::from(x.ready)),
                 Line::from_samples("booting", c1, s, |x| f64::from(x.booting)),
                 Line::from_samples("draining", c2, s, |x| f64::from(x.draining)),
-                Line::from_samples("all (paid for)", c5, s, |x| f64::from(x.nodes())),
             ],
         ),
         ("latency", "Latency of successful calls", "ms", latency),

@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod chaos;
+pub mod demo;
 pub mod info;
 pub mod load;
 pub mod node;

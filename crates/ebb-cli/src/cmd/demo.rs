@@ -1,0 +1,218 @@
+//! `ebb demo`: the newcomer's first command. Everything runs locally: a
+//! gateway whose autoscaler runs ebb's queue-model policy, the demo service
+//! on process nodes, and a bursty trace of `Demo.work` calls with
+//! deadlines; a live view while it runs, a report folder at the end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use ebb_core::Nanos;
+use ebb_demo::{DemoCodec, DemoServer, DemoService};
+use ebb_node::process::{ProcessProvider, ProcessProviderConfig};
+use ebb_node::provider::{NodeKind, NodeProvider};
+use ebb_node::thread::ThreadProvider;
+use ebb_replay::demo::{DemoConfig, Providers};
+use ebb_replay::trace::{self, BUILTIN_TRACES, Shape};
+
+/// The longest `--seconds` accepted (one hour of trace).
+const MAX_SECONDS: u32 = trace::MAX_TRACE_SECS as u32;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Starts a gateway with an autoscaler (ebb's queue-model policy by default), \
+the demo service on process nodes, and replays a built-in bursty trace of Demo.work calls \
+with deadlines against it for --seconds. A live view shows the request rate, nodes by \
+state, p50/p99, refusals and misses, and the last scaling decision with its reason. At \
+the end (or on Ctrl-C) it writes DIR/index.html (opens offline), SVG charts, \
+summary.json, and the trace as trace.txt (replayable by `ebb sim --arrivals \
+trace:DIR/trace.txt,counts`). Needs no root and no network beyond loopback.\n\n\
+Examples:\n  ebb demo\n  ebb demo --seconds 20 --out /tmp/r\n  ebb demo --compare            \
+# the same trace with HPA-like and ebb's policy, side by side\n  ebb demo --policy kpa --kind thread"
+)]
+pub struct Args {
+    /// Length of the trace in seconds (one arrival count per second).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SECONDS)))]
+    seconds: u32,
+    /// Autoscaling policy: hpa, kpa, queue or none, with options (see `ebb sim --help`).
+    /// The default shortens ebb's scale-down window from 30 s to 10 s so a
+    /// one-minute run shows the pool shrinking too.
+    #[arg(long, default_value = "queue:down=10s")]
+    policy: String,
+    /// Also run the same trace with an HPA-like policy and put both in the report.
+    #[arg(long)]
+    compare: bool,
+    /// The policy `--compare` runs against (Kubernetes' HPA defaults, with
+    /// the same 10 s scale-down window as the default policy).
+    #[arg(long, default_value = "hpa:down=10s", requires = "compare")]
+    baseline: String,
+    /// Node kind: process (default) or thread.
+    #[arg(long, default_value = "process")]
+    kind: String,
+    /// A built-in trace (bursty, step, steady) or a file of per-second counts.
+    #[arg(long, default_value = "bursty")]
+    trace: String,
+    /// Mean calls per second outside bursts (built-in traces).
+    #[arg(long, default_value_t = 20.0)]
+    base_rate: f64,
+    /// Mean calls per second at the top of a burst (built-in traces).
+    #[arg(long, default_value_t = 150.0)]
+    peak_rate: f64,
+    /// CPU time of each Demo.work call, in microseconds.
+    #[arg(long, default_value_t = 5_000)]
+    work_us: u64,
+    /// Call Demo.sleep for this many milliseconds instead of Demo.work: a
+    /// service time that does not depend on free CPU (a busy machine).
+    #[arg(long)]
+    sleep_ms: Option<u64>,
+    /// Each call's deadline: it fails with DeadlineExceeded after it.
+    #[arg(long, default_value_t = 1_000)]
+    deadline_ms: u64,
+    /// Response-time objective: a slower call (or a failed one) is a miss.
+    #[arg(long, default_value_t = 100)]
+    objective_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    min_nodes: u32,
+    #[arg(long, default_value_t = 8)]
+    max_nodes: u32,
+    /// Balancing policy at the gateway (see `ebb sim --help` for the list).
+    #[arg(long, default_value = "p2c")]
+    balance: String,
+    /// Seeds the trace, the arrivals and the policies.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the report goes.
+    #[arg(long, default_value = "ebb-report")]
+    out: PathBuf,
+    /// Plain lines instead of the live panel, even on a terminal.
+    #[arg(long)]
+    plain: bool,
+}
+
+/// A provider factory for the node kind: every run gets fresh nodes.
+fn providers(kind: &str) -> anyhow::Result<(NodeKind, Providers)> {
+    let make: Arc<dyn Fn() -> Box<dyn NodeProvider> + Send + Sync> = match kind {
+        "process" => {
+            let exe =
+                std::env::current_exe().context("finding the ebb binary to start nodes with")?;
+            Arc::new(move || -> Box<dyn NodeProvider> {
+                Box::new(ProcessProvider::new(ProcessProviderConfig::ebb_node(
+                    exe.clone(),
+                )))
+            })
+        }
+        "thread" => Arc::new(|| -> Box<dyn NodeProvider> {
+            Box::new(ThreadProvider::new(|| DemoServer::new(DemoService::new())))
+        }),
+        other => bail!(
+            "--kind `{other}` is not offered by ebb demo; accepted: process, thread \
+             (containers and VMs run under `ebb up`)"
+        ),
+    };
+    let k = if kind == "process" {
+        NodeKind::Process
+    } else {
+        NodeKind::Thread
+    };
+    Ok((k, Providers(make)))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.min_nodes == 0 || args.min_nodes > args.max_nodes {
+        bail!(
+            "--min-nodes {} and --max-nodes {}: need 1 <= min <= max",
+            args.min_nodes,
+            args.max_nodes
+        );
+    }
+    if !(args.base_rate >= 0.0 && args.peak_rate >= 0.0) {
+        bail!("--base-rate and --peak-rate must be non-negative numbers");
+    }
+    let shape = Shape {
+        seconds: args.seconds,
+        base_rate: args.base_rate,
+        peak_rate: args.peak_rate,
+    };
+    let trace = trace::resolve(&args.trace, &shape, args.seed)
+        .with_context(|| {
+            format!(
+                "--trace `{}` (built in: {})",
+                args.trace,
+                BUILTIN_TRACES.join(", ")
+            )
+        })?
+        .truncated(args.seconds as usize);
+    let (kind, providers) = providers(&args.kind)?;
+    let cfg = DemoConfig {
+        providers,
+        kind,
+        codec: &DemoCodec,
+        method: if args.sleep_ms.is_some() {
+            "sleep"
+        } else {
+            "work"
+        }
+        .into(),
+        args: match args.sleep_ms {
+            Some(ms) => serde_json::json!({ "millis": ms }),
+            None => serde_json::json!({ "micros": args.work_us }),
+        },
+        policy: args.policy,
+        baselines: if args.compare {
+            vec![args.baseline]
+        } else {
+            Vec::new()
+        },
+        trace,
+        deadline: Nanos::from_millis(args.deadline_ms),
+        objective: Nanos::from_millis(args.objective_ms),
+        initial_nodes: args.min_nodes,
+        min_nodes: args.min_nodes,
+        max_nodes: args.max_nodes,
+        balance: args.balance,
+        seed: args.seed,
+        out: args.out,
+        terminal: args.plain.then_some(false),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nstopping: finishing the calls in flight and writing the report (Ctrl-C again to quit at once)");
+                let _ = stop_tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        ebb_replay::demo::run(&cfg, stop_rx).await
+    })?;
+    println!();
+    for r in &outcome.runs {
+        let s = &r.summary;
+        println!(
+            "{:<40} requests {:>6}  ok {:>6}  overloaded {:>5}  misses {:>6.2}%  p50 {:>6.1} ms  p99 {:>7.1} ms  node-seconds {:>6.0}  nodes {}..{}  scale actions {}",
+            r.label,
+            s.requests,
+            s.ok,
+            s.overloaded,
+            100.0 * s.slo_miss_fraction,
+            s.p50_ms,
+            s.p99_ms,
+            s.node_seconds,
+            s.min_nodes,
+            s.max_nodes,
+            s.scale_actions
+        );
+    }
+    if outcome.interrupted {
+        println!("interrupted: the report covers the run up to the stop");
+    }
+    println!("report: {}", outcome.written.index.display());
+    println!("summary: {}", outcome.written.summary.display());
+    Ok(())
+}

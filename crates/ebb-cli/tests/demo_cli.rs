@@ -1,0 +1,157 @@
+//! `ebb demo` as a real process with process nodes: a short run writes a
+//! complete report, and under a burst the pool scales out, then back in
+//! when the load stops, with no call failed by the scaling.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ebb-demo-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Runs `ebb demo ARGS --out DIR --plain` and returns its summary.json and stdout.
+fn demo(out: &Path, args: &[&str]) -> (Value, String) {
+    let result = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .arg("demo")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--plain")
+        .output()
+        .expect("the ebb binary runs");
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    assert!(
+        result.status.success(),
+        "ebb demo {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json written");
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (v, stdout)
+}
+
+fn n(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+#[test]
+fn a_short_demo_writes_a_complete_report() {
+    let out = scratch("short");
+    let (v, stdout) = demo(
+        &out,
+        &[
+            "--seconds",
+            "4",
+            "--trace",
+            "steady",
+            "--base-rate",
+            "30",
+            "--work-us",
+            "1000",
+        ],
+    );
+    for key in [
+        "requests",
+        "ok",
+        "overloaded",
+        "slo_miss_fraction",
+        "p50_ms",
+        "p99_ms",
+        "node_seconds",
+        "min_nodes",
+        "max_nodes",
+        "scale_actions",
+        "policy",
+    ] {
+        assert!(v.get(key).is_some(), "summary.json lacks {key}: {v}");
+    }
+    assert!(n(&v, "requests") > 50, "{v}");
+    assert_eq!(
+        n(&v, "requests"),
+        n(&v, "ok") + n(&v, "overloaded") + n(&v, "deadline_exceeded") + n(&v, "other_errors"),
+        "every call ended and was counted: {v}"
+    );
+    assert!(n(&v, "min_nodes") >= 1, "a node served: {v}");
+    assert!(
+        v["policy"].as_str().expect("policy").starts_with("queue"),
+        "{v}"
+    );
+    let index = std::fs::read_to_string(out.join("index.html")).expect("index.html");
+    assert!(index.contains("<svg") && index.contains("summary.json"));
+    let svgs = std::fs::read_dir(&out)
+        .expect("report dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "svg"))
+        .count();
+    assert_eq!(svgs, 4, "load, nodes, latency, misses");
+    let trace = std::fs::read_to_string(out.join("trace.txt")).expect("trace.txt");
+    assert_eq!(trace.lines().filter(|l| !l.starts_with('#')).count(), 4);
+    // Not a terminal: the live view falls back to plain lines.
+    assert!(stdout.contains("] sent "), "plain progress lines: {stdout}");
+    assert!(stdout.contains("report: "), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_pool_scales_out_under_load_and_back_in_with_no_call_failed_by_scaling() {
+    let out = scratch("scale");
+    // 2 quiet seconds, 8 at 3 erlangs (150/s × 20 ms), then 14 without
+    // calls. Demo.sleep: the service time does not depend on how busy the
+    // machine's CPUs are.
+    let mut counts = vec!["5"; 2];
+    counts.extend(["150"; 8]);
+    counts.extend(["0"; 14]);
+    let trace = out.join("burst.txt");
+    std::fs::write(&trace, counts.join("\n")).expect("trace written");
+    let (v, stdout) = demo(
+        &out.join("report"),
+        &[
+            "--trace",
+            trace.to_str().expect("utf-8 path"),
+            "--seconds",
+            "24",
+            "--sleep-ms",
+            "20",
+            "--objective-ms",
+            "200",
+            "--deadline-ms",
+            "5000",
+            "--policy",
+            "queue:down=2s",
+            "--min-nodes",
+            "1",
+            "--max-nodes",
+            "6",
+        ],
+    );
+    let events = v["runs"][0]["scale_events"]
+        .as_array()
+        .expect("scale_events");
+    let first_out = events.iter().position(|e| n(e, "to") > n(e, "from"));
+    let first_in = events.iter().rposition(|e| n(e, "to") < n(e, "from"));
+    let (Some(o), Some(i)) = (first_out, first_in) else {
+        panic!("expected a scale-out and a later scale-in: {events:?}\n{stdout}");
+    };
+    assert!(o < i, "out before in: {events:?}");
+    assert!(n(&v, "max_nodes") >= 2, "{v}");
+    assert_eq!(n(&events[i], "to"), 1, "back to the minimum: {events:?}");
+    // Draining finishes calls before a node stops: none is lost to scaling.
+    assert_eq!(
+        n(&v, "other_errors"),
+        0,
+        "calls failed (connection lost, outcome unknown): {v}"
+    );
+    assert_eq!(
+        n(&v, "requests"),
+        n(&v, "ok") + n(&v, "overloaded") + n(&v, "deadline_exceeded"),
+        "{v}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
