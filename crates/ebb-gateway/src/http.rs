@@ -1,6 +1,6 @@
 //! The gateway's HTTP side: `POST /rpc/{Service}/{method}` is ebb-http's
-//! router over the pool ([`GatewayBackend`]); beside it `GET /status`,
-//! `GET /metrics` and `POST /pool`.
+//! router over the pool ([`GatewayBackend`]); beside it `GET /` (the
+//! dashboard), `GET /status`, `GET /metrics` and `POST /pool`.
 
 use std::sync::Arc;
 
@@ -19,12 +19,16 @@ use crate::Shared;
 use crate::forward::GatewayError;
 use crate::ingress::{JsonCallError, RpcIngress};
 
+/// The dashboard: one static page that reads `/status` and `/metrics`.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
 /// Largest `POST /pool` body, in bytes.
 const MAX_POOL_BODY_BYTES: usize = 4096;
 
 pub fn router(shared: Arc<Shared>, http: HttpConfig) -> Router {
     let backend = GatewayBackend(shared.ingress.clone());
     let admin = Router::new()
+        .route("/", get(dashboard))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/pool", post(set_pool))
@@ -90,6 +94,10 @@ pub fn http_error(e: JsonCallError) -> HttpError {
         }
         GatewayError::Node(e) => HttpError::from(e),
     }
+}
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD_HTML)
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {

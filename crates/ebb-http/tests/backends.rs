@@ -19,11 +19,25 @@ pub trait Counter {
     /// Never returns: for deadlines.
     #[idempotent]
     async fn hang(&self) -> u64;
+    /// Blocks its thread until another `meet` arrives: two can only both
+    /// return if they run on two threads at once.
+    #[blocking]
+    async fn meet(&self) -> u64;
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Counters {
     incrs: Arc<AtomicU64>,
+    met: Arc<std::sync::Barrier>,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            incrs: Arc::default(),
+            met: Arc::new(std::sync::Barrier::new(2)),
+        }
+    }
 }
 
 impl Counter for Counters {
@@ -35,6 +49,10 @@ impl Counter for Counters {
     }
     async fn hang(&self) -> u64 {
         std::future::pending().await
+    }
+    async fn meet(&self) -> u64 {
+        self.met.wait();
+        2
     }
 }
 
@@ -148,4 +166,20 @@ async fn the_rpc_backend_forwards_to_a_node_over_tcp() {
     let addr = serve(router(backend, HttpConfig::default())).await;
     check_common_answers(&addr).await;
     assert_eq!(service.incrs.load(Ordering::Relaxed), 2);
+}
+
+/// On a single-threaded runtime, two blocking calls that wait for each other
+/// complete only because the backend hands them to two worker threads.
+#[tokio::test]
+async fn blocking_methods_run_on_the_worker_threads() {
+    let workers =
+        ebb_rpc::transport::workers::Workers::new(std::num::NonZeroUsize::new(2).unwrap());
+    let backend =
+        DispatchBackend::new(CounterServer::new(Counters::default())).with_workers(workers);
+    let deadline = ebb_core::Nanos::from_secs(60);
+    let (a, b) = tokio::join!(
+        ebb_http::JsonBackend::call(&backend, "Counter", "meet", json!({}), deadline),
+        ebb_http::JsonBackend::call(&backend, "Counter", "meet", json!({}), deadline),
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), (json!(2), json!(2)));
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ebb::node::{DEFAULT_LISTEN, Listen};
 use ebb::rpc::semantics::ServerConfig;
+use ebb::rpc::transport::workers::Workers;
 use ebb_demo::{DemoServer, DemoService, MAX_WORK_SCALE, WorkMode};
 use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
 
@@ -99,8 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the bound HTTP address")?;
         super::announce(&format!("http listening on {http_addr}"));
-        let router = ebb_http::router(DispatchBackend::new(demo), HttpConfig::default())
-            .fallback(ebb_http::not_found);
+        // HTTP calls of `#[blocking]` methods get their own pool of the same
+        // size (the RPC server's is not shared), so a node serving both
+        // protocols at once can run up to twice `--threads` of them.
+        let backend = DispatchBackend::new(demo).with_workers(Workers::new(threads));
+        let router = ebb_http::router(backend, HttpConfig::default()).fallback(ebb_http::not_found);
         tokio::select! {
             served = server.run() => served?,
             served = ebb_http::serve(http_listener, router, DEFAULT_MAX_CONNECTIONS) => {

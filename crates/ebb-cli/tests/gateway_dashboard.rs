@@ -1,0 +1,78 @@
+//! The dashboard (`GET /`) in a real headless Chromium against a running
+//! gateway: the page fetches `/status` and `/metrics` and shows the nodes,
+//! their states and the requests answered.
+#![allow(clippy::unwrap_used)]
+
+mod gateway_common;
+
+use std::process::Command;
+
+use gateway_common::Up;
+
+const CALLS: usize = 5;
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
+    const NAME: &str = "the_dashboard_shows_nodes_and_requests_in_a_browser";
+    let Some(browser) = chromium() else {
+        let why = "needs Debian's chromium";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{NAME} cannot run in CI: {why}"
+        );
+        eprintln!("SKIPPED {NAME}: {why}");
+        return;
+    };
+    let up = Up::start(
+        "dashboard",
+        "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+         [service]\nname = \"demo\"\n[pool]\nkind = \"process\"\ninitial = 2\n\
+         [balance]\npolicy = \"rr\"\n",
+    );
+    up.wait_ready(2);
+    for i in 0..CALLS {
+        let (code, body, _) = up.post("/rpc/Demo/echo", &format!(r#"{{"msg":"{i}"}}"#), &[]);
+        assert_eq!(code, 200, "{body}");
+    }
+    let profile = std::env::temp_dir().join(format!("ebb-dashboard-{}", std::process::id()));
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("http://{}/", up.http))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready_rows = dom.matches(r#"data-state="ready""#).count();
+    assert_eq!(ready_rows, 2, "two ready nodes listed: {dom}");
+    for id in [1, 2] {
+        assert!(dom.contains(&format!(r#"data-node-id="{id}""#)), "{dom}");
+    }
+    assert!(dom.contains(&format!(r#"id="requests">{CALLS}<"#)), "{dom}");
+    assert!(dom.contains("balance rr"), "{dom}");
+    assert!(
+        dom.contains(r#"<p id="error"></p>"#),
+        "no fetch failed: {dom}"
+    );
+    up.stop();
+}
