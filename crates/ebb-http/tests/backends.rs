@@ -19,25 +19,20 @@ pub trait Counter {
     /// Never returns: for deadlines.
     #[idempotent]
     async fn hang(&self) -> u64;
-    /// Blocks its thread until another `meet` arrives: two can only both
-    /// return if they run on two threads at once.
+    /// Blocks its thread until another `meet` arrives (at most
+    /// `MEET_TIMEOUT`) and returns how many had arrived: two calls both
+    /// return 2 only if they ran on two threads at once.
     #[blocking]
     async fn meet(&self) -> u64;
 }
 
-#[derive(Clone)]
+/// A bound on `meet`'s wait, so a regression fails instead of hanging.
+const MEET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Clone, Default)]
 struct Counters {
     incrs: Arc<AtomicU64>,
-    met: Arc<std::sync::Barrier>,
-}
-
-impl Default for Counters {
-    fn default() -> Counters {
-        Counters {
-            incrs: Arc::default(),
-            met: Arc::new(std::sync::Barrier::new(2)),
-        }
-    }
+    arrived: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
 }
 
 impl Counter for Counters {
@@ -51,8 +46,14 @@ impl Counter for Counters {
         std::future::pending().await
     }
     async fn meet(&self) -> u64 {
-        self.met.wait();
-        2
+        let (count, changed) = &*self.arrived;
+        let mut n = count.lock().unwrap();
+        *n += 1;
+        changed.notify_all();
+        let (n, _) = changed
+            .wait_timeout_while(n, MEET_TIMEOUT, |n| *n < 2)
+            .unwrap();
+        *n
     }
 }
 
