@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 
-use common::Proc;
 use serde_json::Value;
 
 /// Runs `ebb load ARGS --json` and returns its report.
@@ -68,8 +67,8 @@ fn assert_counts_add_up(r: &Value) {
     }
 }
 
-fn node() -> Proc {
-    Proc::start_listening(
+fn node() -> common::Proc {
+    common::ebb_listening(
         &["node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
         2,
     )
@@ -283,5 +282,30 @@ fn bad_flags_are_refused_naming_the_input() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_target_that_is_not_listening_is_named_before_anything_is_sent() {
+    // Port 1 on loopback: privileged and unused, so the connect is refused.
+    for http in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+        cmd.args([
+            "load",
+            "--target",
+            "127.0.0.1:1",
+            "--rate",
+            "10",
+            "--duration",
+            "0.1",
+        ]);
+        if http {
+            cmd.arg("--http");
+        }
+        let out = cmd.output().expect("the ebb binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "http={http}");
+        assert!(stderr.contains("127.0.0.1:1"), "http={http}: {stderr}");
+        assert!(stderr.contains("listening there"), "http={http}: {stderr}");
     }
 }
