@@ -66,8 +66,14 @@ impl Transport for Node {
         Box::pin(async move {
             match act {
                 Act::Answer => Ok(Bytes::from(self.name)),
-                Act::Refuse => Err(CallError::Rejected("full".into())),
-                Act::LoseConnection => Err(CallError::ConnectionLost("reset".into())),
+                Act::Refuse => Err(CallError::Refused {
+                    reason: ebb_rpc::wire::Refusal::InFlight,
+                    message: "full".into(),
+                }),
+                Act::LoseConnection => Err(CallError::ConnectionLost {
+                    sent: true,
+                    cause: "reset".into(),
+                }),
                 Act::Hang => std::future::pending().await,
             }
         })

@@ -15,13 +15,12 @@ pub mod server;
 
 use ebb_core::Nanos;
 
-pub use call::{ClientConfig, LinkState, MovedCall};
+pub use call::{CallSpec, ClientConfig, LinkState, MovedCall};
 pub use client::{CallOutcome, ClientSession};
 pub use conns::{ConnId, ConnRefusal};
 pub use reply_table::{ReplyTable, TableFull};
 pub use server::{
-    Action, CallKey, Incoming, Refusal, ServerConfig, ServerSession, ServerStats,
-    random_incarnation,
+    Action, CallKey, Incoming, ServerConfig, ServerSession, ServerStats, random_incarnation,
 };
 
 /// Protocol constant: a client never sends an at-most-once request with
@@ -78,6 +77,16 @@ pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// Frames from further ids get no reply route and are refused, so the route
 /// table stays bounded by connections times this.
 pub const MAX_CLIENTS_PER_CONN: usize = 64;
+
+/// Default time a new connection has to send its first message (the
+/// handshake ping); a connection silent that long is closed, so sockets
+/// that never speak cannot hold connection slots.
+pub const HANDSHAKE_TIMEOUT: Nanos = Nanos::from_secs(5);
+
+/// Default time a connection may stay silent after its handshake before it
+/// is closed. Live clients ping every `HEARTBEAT_INTERVAL` (1 s), so only a
+/// gone or stuck client reaches it.
+pub const IDLE_TIMEOUT: Nanos = Nanos::from_secs(30);
 
 /// Default idle time after which a client's session on a server may be
 /// evicted to make room for another. Safe because the server then answers
