@@ -22,8 +22,8 @@ use ebb::rpc::transport::{TcpClient, TcpClientConfig};
 use ebb_core::{Nanos, NodeId};
 use ebb_demo::DemoClient;
 use ebb_node::provider::{NodeEvent, NodeProvider};
-use ebb_node::vm::provider::VmConfig;
 use ebb_node::vm::VmProvider;
+use ebb_node::vm::provider::VmConfig;
 use tokio::sync::Notify;
 
 const TEST: &str = "vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once";
