@@ -374,6 +374,20 @@ impl Forwarder {
             _ = gone.wait_for(|g| *g) => Attempt::NodeGone,
         };
         guard.answered = matches!(outcome, Attempt::Reply(Ok(_) | Err(CallError::Remote(_))));
+        // What says something about the node's health (not a refusal under
+        // load, not the caller's bad arguments).
+        let health = match &outcome {
+            Attempt::Reply(Ok(_)) => Some(true),
+            Attempt::Reply(Err(
+                CallError::Remote(_) | CallError::Panicked(_) | CallError::Codec(_),
+            )) => Some(false),
+            _ => None,
+        };
+        if let Some(ok) = health {
+            if self.registry.report(node, ok, self.clock.now()).is_some() {
+                self.metrics.ejected();
+            }
+        }
         outcome
     }
 }
