@@ -83,7 +83,7 @@ class Children:
 def start_node(children, ebb, scale, mode):
     p = children.start(
         [ebb, "node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-         "--work-scale", str(scale), "--work-mode", mode],
+         "--work-scale", str(scale), "--work-mode", mode, "--threads", "1"],
         stdout=subprocess.PIPE, text=True)
     rpc = http = None
     for _ in range(10):
@@ -176,9 +176,9 @@ def ebb_gateway(children, tmp, name, policy, a):
     with open(node, "w") as f:
         f.write(f"""#!/bin/sh
 if mkdir {marker} 2>/dev/null; then
-  exec {ebb} node --work-mode {a.work_mode} --work-scale {a.slow_scale} "$@"
+  exec {ebb} node --threads 1 --work-mode {a.work_mode} --work-scale {a.slow_scale} "$@"
 fi
-exec {ebb} node --work-mode {a.work_mode} "$@"
+exec {ebb} node --threads 1 --work-mode {a.work_mode} "$@"
 """)
     os.chmod(node, 0o755)
     cfg = os.path.join(tmp, f"{name}.toml")
@@ -204,7 +204,7 @@ default_deadline_ms = {a.deadline_ms}
 policy = "none"
 """)
     p = children.start([ebb, "up", cfg], stdout=subprocess.PIPE, text=True)
-    http, ready = None, 0
+    http, rpc, ready = None, None, 0
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while (http is None or ready < a.nodes) and time.monotonic() < deadline:
         line = p.stdout.readline()
@@ -212,18 +212,20 @@ policy = "none"
             sys.exit(f"{name}: ebb up {cfg} exited before its nodes were ready")
         if line.startswith("http listening on "):
             http = line.split()[-1]
+        if line.startswith("gateway listening on "):
+            rpc = line.split()[-1]
         if "-> ready" in line:
             ready += 1
     if http is None or ready < a.nodes:
         sys.exit(f"{name}: {ready} of {a.nodes} nodes ready after {STARTUP_TIMEOUT_S} s")
     # Keep draining its output so a full pipe never stalls the gateway.
     threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-    return http
+    return http, rpc
 
 
-def load(ebb, target, rate, duration, method, args, deadline_ms, connections, seed):
+def load(ebb, target, rate, duration, method, args, deadline_ms, connections, seed, http=True):
     out = subprocess.run(
-        [ebb, "load", "--target", target, "--http", "--rate", f"{rate:.1f}",
+        [ebb, "load", "--target", target, *(["--http"] if http else []), "--rate", f"{rate:.1f}",
          "--duration", str(duration), "--method", method, "--args", args,
          "--deadline-ms", str(deadline_ms), "--connections", str(connections),
          "--seed", str(seed), "--json"],
@@ -266,7 +268,7 @@ def main():
     for tool in ("haproxy", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install haproxy nginx)")
-    loads = [float(x) for x in a.loads.split(",")]
+    loads = [float(x) for x in a.loads.split(",") if x]  # empty: only the echo runs
 
     children = Children()
     tmp = tempfile.mkdtemp(prefix="ebb-gateway-bench-")
@@ -282,6 +284,7 @@ def main():
         work_s = a.work_us / 1e6
         capacity = sum(1 / (work_s * (a.slow_scale if i == a.nodes - 1 else 1)) for i in range(a.nodes))
         targets = {}
+        rpc_targets = {"direct (one node)": nodes[0][0]}
         for s in systems:
             if s == "haproxy-leastconn":
                 targets[s] = haproxy(children, tmp, s, "leastconn", http_nodes, a.threads)
@@ -290,7 +293,7 @@ def main():
             elif s == "nginx-leastconn":
                 targets[s] = nginx(children, tmp, s, http_nodes, a.threads)
             elif s.startswith("ebb-"):
-                targets[s] = ebb_gateway(children, tmp, s, s[len("ebb-"):], a)
+                targets[s], rpc_targets[s] = ebb_gateway(children, tmp, s, s[len("ebb-"):], a)
         print(f"{a.nodes} nodes (last {a.slow_scale}x slower), Demo.work {a.work_us} us ({a.work_mode}), "
               f"capacity {capacity:.0f}/s; systems: {', '.join(systems)}", file=sys.stderr)
 
@@ -318,8 +321,15 @@ def main():
                 for s, t in echo_targets.items():
                     r = load(a.ebb, t, a.echo_rate, a.duration, "Demo.echo", msg, a.deadline_ms,
                              64, rep + 1)
-                    r.update(system=s, rep=rep)
+                    r.update(system=s, rep=rep, protocol="http")
                     echo.append(r)
+                # Native ebb RPC: straight to a node vs through the gateway.
+                if len(rpc_targets) > 1:
+                    for s, t in rpc_targets.items():
+                        r = load(a.ebb, t, a.echo_rate, a.duration, "Demo.echo", msg, a.deadline_ms,
+                                 8, rep + 1, http=False)
+                        r.update(system=s, rep=rep, protocol="rpc")
+                        echo.append(r)
 
         print(report(runs, echo, systems, loads, capacity, a))
         if a.json:
@@ -330,33 +340,53 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def paired_ratios(runs, system, frac, field):
+    """`field` of `system` over the baseline's in the same repetition: the
+    two ran back to back, so machine noise hits both alike."""
+    out = []
+    for r in runs:
+        if r["system"] != system or r["load"] != frac:
+            continue
+        base = [b for b in runs if b["system"] == BASELINE and b["load"] == frac and b["rep"] == r["rep"]]
+        if base and base[0][field] > 0:
+            out.append(r[field] / base[0][field])
+    return out
+
+
 def report(runs, echo, systems, loads, capacity, a):
     lines = [
         f"{a.nodes} nodes, one {a.slow_scale}x slower; Demo.work {a.work_us} us; capacity {capacity:.0f}/s; "
-        f"medians of {a.reps} runs of {a.duration:g} s; proxy threads {a.threads}",
+        f"medians of {a.reps} runs of {a.duration:g} s; proxy threads {a.threads}; "
+        f"load average {open('/proc/loadavg').read().split()[0]}",
         "",
-        "| load | system | p50 ms | p99 ms | p99.9 ms | ok/s | failed | p99 / haproxy-leastconn |",
+        "| load | system | p50 ms | p99 ms | p99.9 ms | ok/s | failed | p99 / haproxy-leastconn, paired (min-max) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for frac in loads:
-        base = median([r["p99_ms"] for r in runs if r["load"] == frac and r["system"] == BASELINE])
         for s in systems:
             rs = [r for r in runs if r["load"] == frac and r["system"] == s]
-            p99 = median([r["p99_ms"] for r in rs])
-            ratio = f"{p99 / base:.2f}" if base == base and base > 0 else "-"
+            ratios = paired_ratios(runs, s, frac, "p99_ms")
+            ratio = f"{median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else "-"
             lines.append(
-                f"| {frac:.0%} | {s} | {median([r['p50_ms'] for r in rs]):.2f} | {p99:.2f} | "
+                f"| {frac:.0%} | {s} | {median([r['p50_ms'] for r in rs]):.2f} | "
+                f"{median([r['p99_ms'] for r in rs]):.2f} | "
                 f"{median([r['p999_ms'] for r in rs]):.2f} | {median([r['achieved_rate'] for r in rs]):.0f} | "
                 f"{sum(r['sent'] - r['ok'] for r in rs)} | {ratio} |")
-    if echo:
-        lines += ["", f"64 B echo at {a.echo_rate:.0f}/s over HTTP, medians of {a.reps}:", "",
-                  "| path | p50 ms | p99 ms | p50 added vs direct, us |", "|---|---|---|---|"]
-        direct = median([r["p50_ms"] for r in echo if r["system"] == "direct (one node)"])
-        for s in dict.fromkeys(r["system"] for r in echo):
-            rs = [r for r in echo if r["system"] == s]
-            p50 = median([r["p50_ms"] for r in rs])
-            lines.append(f"| {s} | {p50:.3f} | {median([r['p99_ms'] for r in rs]):.3f} | "
-                         f"{(p50 - direct) * 1000:.0f} |")
+    for proto in ("http", "rpc"):
+        rows = [r for r in echo if r.get("protocol", "http") == proto]
+        if not rows:
+            continue
+        lines += ["", f"64 B echo at {a.echo_rate:.0f}/s over {proto}, medians of {a.reps}:", "",
+                  "| path | p50 ms | p99 ms | p50 added vs direct, us (paired median) |", "|---|---|---|---|"]
+        for s in dict.fromkeys(r["system"] for r in rows):
+            rs = [r for r in rows if r["system"] == s]
+            added = []
+            for r in rs:
+                d = [x for x in rows if x["system"] == "direct (one node)" and x["rep"] == r["rep"]]
+                if d:
+                    added.append((r["p50_ms"] - d[0]["p50_ms"]) * 1000)
+            lines.append(f"| {s} | {median([r['p50_ms'] for r in rs]):.3f} | "
+                         f"{median([r['p99_ms'] for r in rs]):.3f} | {median(added):.0f} |")
     return "\n".join(lines)
 
 

@@ -88,7 +88,7 @@ impl Sim<'_> {
             Life::Gone => {
                 // A policy sent work to a stopped node: restart it to drain.
                 self.misrouted += 1;
-                self.nodes[i].up_since = self.now;
+                self.cold[i].up_since = self.now;
                 self.set_life(i, Life::Draining);
                 self.integrate();
                 self.serving += 1;
@@ -115,7 +115,7 @@ impl Sim<'_> {
         // Durations are non-negative, so + 0.5 then truncation rounds.
         let at = self.now.saturating_add((secs * 1e9 + 0.5) as u64);
         node.busy = true;
-        node.cur = req;
+        node.set_cur(req);
         node.started = self.now;
         self.integrate();
         self.busy += 1;
@@ -145,7 +145,7 @@ impl Sim<'_> {
         }
         let node = &mut self.nodes[i];
         node.busy = false;
-        let req = node.cur;
+        let req = node.cur();
         let response = now - req.arrival;
         self.signals.busy_ns_since_tick += now - node.started;
         self.busy_ns_total += u128::from(now - node.started);

@@ -57,15 +57,61 @@ pub(crate) enum Life {
     Gone,
 }
 
+/// What every request touches, in one 64-byte cache line: with thousands
+/// of nodes each event misses the cache on its node, and one line per node
+/// is one miss. The request in service is stored field by field so the
+/// whole fits; rarely used fields live in [`NodeCold`].
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct Node {
     pub queue: VecDeque<Req>,
-    pub busy: bool,
-    pub cur: Req,
+    /// Arrival of the request in service.
+    pub cur_arrival: u64,
     pub started: u64,
     pub inv_speed: f64,
-    pub cost_per_sec_micros: u64,
+    pub cur_gateway: u32,
+    pub cur_measured: bool,
+    pub busy: bool,
     pub life: Life,
+}
+
+impl Node {
+    pub(crate) fn new(inv_speed: f64, life: Life) -> Node {
+        Node {
+            queue: VecDeque::new(),
+            cur_arrival: 0,
+            started: 0,
+            inv_speed,
+            cur_gateway: 0,
+            cur_measured: false,
+            busy: false,
+            life,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn cur(&self) -> Req {
+        Req {
+            arrival: self.cur_arrival,
+            gateway: self.cur_gateway,
+            measured: self.cur_measured,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_cur(&mut self, r: Req) {
+        self.cur_arrival = r.arrival;
+        self.cur_gateway = r.gateway;
+        self.cur_measured = r.measured;
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Node>() == 64);
+
+/// Per-node fields touched only when the pool changes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NodeCold {
+    pub cost_per_sec_micros: u64,
     pub up_since: u64,
     /// Bumped when the slot is reused, so a stale boot event is ignored.
     pub generation: u32,
@@ -87,6 +133,8 @@ pub(crate) type BootKey = (u64, u64, u32, u32);
 pub struct Sim<'h> {
     pub(crate) cfg: SimConfig,
     pub(crate) nodes: Vec<Node>,
+    /// Indexed like `nodes`.
+    pub(crate) cold: Vec<NodeCold>,
     pub(crate) gws: Vec<Gateway>,
     /// Completions as (time, sequence << NODE_BITS | node): the sequence
     /// number is unique, so tuple order is (time, sequence) order.
@@ -137,6 +185,9 @@ pub struct Sim<'h> {
     pub(crate) tick_latency: TickLatency,
     /// Service time of every completion, whole run.
     pub(crate) busy_ns_total: u128,
+    /// Retired slots, for reuse without a scan (at most one entry per slot
+    /// plus revivals, bounded by the slot count).
+    pub(crate) free_slots: Vec<u32>,
 }
 
 impl<'h> Sim<'h> {
@@ -166,29 +217,21 @@ impl<'h> Sim<'h> {
         cfg.load = rate / capacity_per_sec;
         let nodes: Vec<Node> = speeds
             .iter()
-            .enumerate()
-            .map(|(i, s)| Node {
-                queue: VecDeque::new(),
-                busy: false,
-                cur: Req {
-                    arrival: 0,
-                    gateway: 0,
-                    measured: false,
-                },
-                started: 0,
-                inv_speed: 1.0 / s,
+            .map(|s| Node::new(1.0 / s, Life::Ready))
+            .collect();
+        let cold: Vec<NodeCold> = (0..n)
+            .map(|i| NodeCold {
                 cost_per_sec_micros: node_cost(&cfg.costs_per_sec_micros, i),
-                life: Life::Ready,
-                up_since: 0,
-                generation: 0,
+                ..NodeCold::default()
             })
             .collect();
-        let views: Vec<NodeView> = nodes
+        let views: Vec<NodeView> = speeds
             .iter()
+            .zip(&cold)
             .enumerate()
-            .map(|(i, node)| NodeView {
-                speed: 1.0 / node.inv_speed,
-                cost_per_sec_micros: node.cost_per_sec_micros,
+            .map(|(i, (s, c))| NodeView {
+                speed: *s,
+                cost_per_sec_micros: c.cost_per_sec_micros,
                 ..NodeView::ready(i as u32)
             })
             .collect();
@@ -218,6 +261,7 @@ impl<'h> Sim<'h> {
             boot_ns: (cfg.boot_secs * 1e9).round() as u64,
             cfg,
             nodes,
+            cold,
             gws,
             heap: QuadHeap::default(),
             boots: BinaryHeap::new(),
@@ -257,6 +301,7 @@ impl<'h> Sim<'h> {
             scale_actions: 0,
             tick_latency: TickLatency::default(),
             busy_ns_total: 0,
+            free_slots: Vec::new(),
         };
         sim.stats.objective_ns = sim
             .cfg
@@ -292,7 +337,7 @@ impl<'h> Sim<'h> {
                 src = 1;
             }
             if let Some((at, key)) = self.heap.peek() {
-                let k = (*at, key >> NODE_BITS);
+                let k = (at, key >> NODE_BITS);
                 if k < best {
                     best = k;
                     src = 2;
@@ -320,8 +365,15 @@ impl<'h> Sim<'h> {
                         break;
                     };
                     if self.nodes.len() >= PREFETCH_MIN_NODES {
-                        if let Some(&(_, next)) = self.heap.peek() {
-                            self.prefetch_node((next & NODE_MASK) as usize);
+                        // Two deep: the node after next is asked for by
+                        // address; the next one's line was asked for one
+                        // completion ago, so reading its queue head to
+                        // prefetch the request behind it is cheap now.
+                        if let Some((_, next)) = self.heap.peek() {
+                            self.prefetch_queue((next & NODE_MASK) as usize);
+                        }
+                        if let Some((_, after)) = self.heap.second() {
+                            self.prefetch_node((after & NODE_MASK) as usize);
                         }
                     }
                     self.now = at;
@@ -369,11 +421,33 @@ impl<'h> Sim<'h> {
     }
 
     /// Asks the cache for what the next completion will touch (the node's
-    /// queue head and the first gateway's view of it) while the current
-    /// event is processed: with thousands of nodes those are cache misses
-    /// that otherwise stall the loop.
+    /// line and the first gateway's view of it) while the current event is
+    /// processed: with thousands of nodes those are cache misses that
+    /// otherwise stall the loop. Only addresses are computed here, nothing
+    /// is loaded, so the hint itself never waits.
     #[inline]
     fn prefetch_node(&self, j: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            if let Some(n) = self.nodes.get(j) {
+                // SAFETY: a prefetch is only a hint to the cache: it never
+                // faults and has no effect a program can observe.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>((n as *const Node).cast::<i8>()) };
+            }
+            if let Some(v) = self.gws.first().and_then(|g| g.views.get(j)) {
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>((v as *const NodeView).cast::<i8>()) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = j;
+    }
+
+    /// Prefetches the head of node `j`'s queue (the request its next
+    /// completion starts).
+    #[inline]
+    fn prefetch_queue(&self, j: usize) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -381,10 +455,6 @@ impl<'h> Sim<'h> {
                 // SAFETY: a prefetch is only a hint to the cache: it never
                 // faults and has no effect a program can observe.
                 unsafe { _mm_prefetch::<_MM_HINT_T0>((r as *const Req).cast::<i8>()) };
-            }
-            if let Some(v) = self.gws.first().and_then(|g| g.views.get(j)) {
-                // SAFETY: as above.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>((v as *const NodeView).cast::<i8>()) };
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -6,12 +6,11 @@
 //! keeps the slot count at the run's peak node count.
 
 use crate::config::MAX_NODES;
-use crate::engine::{Life, Node, Req, Sim, node_cost, set_view_state};
+use crate::engine::{Life, Node, NodeCold, Sim, node_cost, set_view_state};
 use crate::scale::{PoolSignals, ScaleAction};
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_policy::balance::{NodeState, NodeView};
 use std::cmp::Reverse;
-use std::collections::VecDeque;
 
 impl Sim<'_> {
     /// Calls the scale hook, if any, and applies its decision.
@@ -87,16 +86,16 @@ impl Sim<'_> {
         for i in 0..self.nodes.len() {
             if self.nodes[i].life != Life::Gone {
                 self.account_up_time(i, now);
-                self.nodes[i].up_since = now;
+                self.cold[i].up_since = now;
             }
-            let node = &mut self.nodes[i];
-            node.inv_speed /= ratio;
-            node.cost_per_sec_micros =
-                node.cost_per_sec_micros / u64::from(self.capacity) * u64::from(c);
+            self.nodes[i].inv_speed /= ratio;
+            let cold = &mut self.cold[i];
+            cold.cost_per_sec_micros =
+                cold.cost_per_sec_micros / u64::from(self.capacity) * u64::from(c);
             for gw in &mut self.gws {
                 let v = &mut gw.views[i];
                 v.speed *= ratio;
-                v.cost_per_sec_micros = node.cost_per_sec_micros;
+                v.cost_per_sec_micros = cold.cost_per_sec_micros;
             }
         }
         self.capacity = c;
@@ -109,10 +108,11 @@ impl Sim<'_> {
             if live >= MAX_NODES {
                 break;
             }
-            let slot = match self.nodes.iter().position(|n| n.life == Life::Gone) {
+            let slot = match self.take_free_slot() {
                 Some(s) => s,
                 None => {
-                    self.nodes.push(blank_node());
+                    self.nodes.push(Node::new(1.0, Life::Gone));
+                    self.cold.push(NodeCold::default());
                     let id = self.nodes.len() as u32 - 1;
                     for gw in &mut self.gws {
                         gw.views.push(NodeView::ready(id));
@@ -123,12 +123,12 @@ impl Sim<'_> {
             let speed =
                 self.cfg.speeds.speed_of(slot, &mut self.hook_rng) * f64::from(self.capacity);
             let cost = node_cost(&self.cfg.costs_per_sec_micros, slot) * u64::from(self.capacity);
-            let node = &mut self.nodes[slot];
-            node.inv_speed = 1.0 / speed;
-            node.cost_per_sec_micros = cost;
-            node.up_since = self.now;
-            node.generation = node.generation.wrapping_add(1);
-            let generation = node.generation;
+            self.nodes[slot].inv_speed = 1.0 / speed;
+            let cold = &mut self.cold[slot];
+            cold.cost_per_sec_micros = cost;
+            cold.up_since = self.now;
+            cold.generation = cold.generation.wrapping_add(1);
+            let generation = cold.generation;
             for gw in &mut self.gws {
                 gw.views[slot] = NodeView {
                     id: NodeId(slot as u32),
@@ -191,7 +191,7 @@ impl Sim<'_> {
     /// A boot finished; stale events from a reused slot are ignored.
     pub(crate) fn booted(&mut self, i: usize, generation: u32) {
         let node = &mut self.nodes[i];
-        if node.life != Life::Booting || node.generation != generation {
+        if node.life != Life::Booting || self.cold[i].generation != generation {
             return;
         }
         self.set_life(i, Life::Ready);
@@ -219,8 +219,28 @@ impl Sim<'_> {
         }
     }
 
+    /// A retired slot to reuse, most recently retired first. The list may
+    /// hold slots revived since (a policy sent work to a stopped node);
+    /// those are skipped here.
+    fn take_free_slot(&mut self) -> Option<usize> {
+        while let Some(s) = self.free_slots.pop() {
+            if self.nodes[s as usize].life == Life::Gone {
+                return Some(s as usize);
+            }
+        }
+        None
+    }
+
     /// A drained node stops and stops costing.
     pub(crate) fn retire(&mut self, i: usize) {
+        if self.free_slots.len() >= self.nodes.len() {
+            // Only revivals make duplicates; rebuild rather than grow.
+            self.free_slots.clear();
+            self.free_slots.extend(
+                (0..self.nodes.len() as u32).filter(|s| self.nodes[*s as usize].life == Life::Gone),
+            );
+        }
+        self.free_slots.push(i as u32);
         self.integrate();
         self.serving -= 1;
         let now = self.now;
@@ -229,27 +249,9 @@ impl Sim<'_> {
     }
 
     pub(crate) fn account_up_time(&mut self, i: usize, until: u64) {
-        let node = &self.nodes[i];
-        let ns = until.saturating_sub(node.up_since);
+        let cold = &self.cold[i];
+        let ns = until.saturating_sub(cold.up_since);
         self.node_ns += u128::from(ns);
-        self.cost_micros += ns as f64 * 1e-9 * node.cost_per_sec_micros as f64;
-    }
-}
-
-fn blank_node() -> Node {
-    Node {
-        queue: VecDeque::new(),
-        busy: false,
-        cur: Req {
-            arrival: 0,
-            gateway: 0,
-            measured: false,
-        },
-        started: 0,
-        inv_speed: 1.0,
-        cost_per_sec_micros: 0,
-        life: Life::Gone,
-        up_since: 0,
-        generation: 0,
+        self.cost_micros += ns as f64 * 1e-9 * cold.cost_per_sec_micros as f64;
     }
 }

@@ -16,8 +16,8 @@
 //! largest recommendation of the last `down` window (30 s), a short
 //! hysteresis because the model, not the metric, sets the target.
 //!
-//! Requests already queued add the load of serving them within one boot
-//! time and a tick, so a backlog built while nodes booted is worked off
+//! Requests queued beyond what the ready nodes serve within the objective
+//! add the load of serving them within one boot time and a tick, so a backlog built while nodes booted is worked off
 //! rather than left to miss.
 //!
 //! Booting nodes count toward the target (they were started for it) but
@@ -42,7 +42,7 @@ pub const DEFAULT_DOWN_WINDOW: Nanos = Nanos::from_secs(30);
 /// mean service times.
 pub const DEFAULT_OBJECTIVE_SERVICE_TIMES: f64 = 10.0;
 /// Time constant of the service-time estimate, in ticks.
-const SERVICE_SMOOTH_TICKS: f64 = 8.0;
+const SERVICE_SMOOTH_TICKS: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QueueConfig {
@@ -81,6 +81,8 @@ pub struct QueueModel {
     trend: f64,
     /// Smoothed service time at capacity 1, seconds.
     service: Option<f64>,
+    /// Ticks the service estimate has averaged over.
+    service_ticks: u32,
     recommendations: Window,
 }
 
@@ -91,6 +93,7 @@ impl QueueModel {
             rate: None,
             trend: 0.0,
             service: None,
+            service_ticks: 0,
             recommendations: Window::new(),
         }
     }
@@ -135,8 +138,9 @@ impl ScalePolicy for QueueModel {
         if let Some(measured) = s.mean_service_secs() {
             // Per unit of capacity: a node of capacity c serves c× faster.
             let unit = measured * f64::from(cap_now);
-            let w = 1.0 - (-1.0 / SERVICE_SMOOTH_TICKS).exp();
+            let w = 1.0 - (-1.0 / f64::from(SERVICE_SMOOTH_TICKS)).exp();
             self.service = Some(self.service.map_or(unit, |v| v + w * (unit - v)));
+            self.service_ticks = self.service_ticks.saturating_add(1);
         }
         // How long new capacity takes to arrive: a boot, or nothing where
         // the nodes can still grow in place.
@@ -164,8 +168,19 @@ impl ScalePolicy for QueueModel {
         let forecast = rate + lead;
         // Work already queued must be served on top of new arrivals; spread
         // over the time a node started now needs to help (a boot and a tick).
+        // Only the queue beyond what the ready nodes serve within the
+        // objective is a backlog: per-node queues exist at any load.
         let horizon = act.as_secs_f64() + dt;
-        let backlog = s.queued as f64 * service / f64::from(cap_now) / horizon;
+        let unit_objective = self
+            .cfg
+            .objective
+            .or(s.objective)
+            .map_or(DEFAULT_OBJECTIVE_SERVICE_TIMES, |o| {
+                o.as_secs_f64() / service
+            });
+        let absorbed = f64::from(s.nodes.ready.saturating_mul(cap_now)) * unit_objective;
+        let excess = (s.queued as f64 - absorbed).max(0.0);
+        let backlog = excess * service / f64::from(cap_now) / horizon;
         let a = forecast * service + backlog;
         let objective = self
             .cfg
@@ -200,7 +215,12 @@ impl ScalePolicy for QueueModel {
             .max(now, self.cfg.down_window)
             .map_or(wanted, |m| m as u32);
         let current = s.nodes.current();
-        let (target, reason) = if wanted >= current {
+        let (target, reason) = if wanted < current && self.service_ticks < SERVICE_SMOOTH_TICKS {
+            // Early ticks see the short requests finish first: the service
+            // estimate is low until it has averaged over several ticks, and
+            // too low an estimate must not shrink the pool.
+            (current, Reason::DownStabilised)
+        } else if wanted >= current {
             (wanted, Reason::Objective)
         } else if held > wanted {
             (held.min(current), Reason::DownStabilised)
@@ -315,7 +335,12 @@ mod tests {
             max_capacity_per_node: 4,
             ..s.limits
         };
-        let d = q.decide(&s, at_secs(1), &mut rng);
+        let mut d = q.decide(&s, at_secs(1), &mut rng);
+        // Down only once the service estimate has matured.
+        assert_eq!(d.target_nodes, 10);
+        for t in 2..=10 {
+            d = q.decide(&s, at_secs(t), &mut rng);
+        }
         let k = servers_for(20.0, 10.0, 0.01, 40_000);
         // k servers on 10 nodes: capacity ceil(k/10), nodes unchanged.
         assert_eq!(d.capacity_per_node, Some(k.div_ceil(10)));
