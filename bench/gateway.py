@@ -12,7 +12,7 @@ HAProxy leastconn. Also: the latency a proxy adds for a 64-byte echo
 
 Not a test: run by hand (as root or not), see docs/benchmarks.md.
 
-  cargo build --release -p ebb --bin ebb
+  cargo build --release -p ebb-cli --bin ebb
   python3 bench/gateway.py --reps 5 --duration 10 --json /tmp/gateway-bench.json
 
 `ebb-<policy>` systems run the ebb gateway (`ebb up`) with that balancer
@@ -260,7 +260,7 @@ def main():
     if not 1 <= a.nodes <= MAX_NODES:
         sys.exit(f"--nodes {a.nodes}: give 1 to {MAX_NODES}")
     if not os.access(a.ebb, os.X_OK):
-        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb --bin ebb")
+        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
     systems = [s for s in a.systems.split(",") if s]
     for s in systems:
         if s not in SYSTEMS and not s.startswith("ebb-"):

@@ -6,8 +6,6 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::Proc;
-
 fn call(addr: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ebb"))
         .args(["call", "--addr", addr])
@@ -28,7 +26,7 @@ fn failure(o: &Output) -> String {
 
 #[test]
 fn call_prints_json_replies_and_explains_failures() {
-    let node = Proc::start(&["node", "--listen", "127.0.0.1:0"]);
+    let node = common::ebb(&["node", "--listen", "127.0.0.1:0"]);
     let a = node.addr.as_str();
 
     assert_eq!(

@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::Proc;
 use ebb::rpc::CallError;
 use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
@@ -64,8 +63,8 @@ async fn caller(client: Arc<TcpClient>) -> Tally {
 }
 
 fn run_seed(seed: u64) {
-    let node = Proc::start(&["node", "--listen", "127.0.0.1:0"]);
-    let chaos = Proc::start(&[
+    let node = common::ebb(&["node", "--listen", "127.0.0.1:0"]);
+    let chaos = common::ebb(&[
         "chaos",
         "--listen",
         "127.0.0.1:0",

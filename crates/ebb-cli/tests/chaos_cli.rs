@@ -7,8 +7,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 
-use common::Proc;
-
 #[test]
 fn chaos_process_forwards_to_its_upstream() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -19,7 +17,7 @@ fn chaos_process_forwards_to_its_upstream() {
         s.read_to_end(&mut buf).unwrap();
         s.write_all(&buf).unwrap();
     });
-    let chaos = Proc::start(&[
+    let chaos = common::ebb(&[
         "chaos",
         "--listen",
         "127.0.0.1:0",

@@ -12,7 +12,6 @@ mod gateway_common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::Proc;
 use ebb::rpc::CallError;
 use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
@@ -49,7 +48,7 @@ fn run_seed(seed: u64) {
     );
     up.wait_ready(1);
     let gateway = up.rpc.to_string();
-    let chaos = Proc::start(&[
+    let chaos = common::ebb(&[
         "chaos",
         "--listen",
         "127.0.0.1:0",

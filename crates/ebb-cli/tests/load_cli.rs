@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 
-use common::Proc;
 use serde_json::Value;
 
 /// Runs `ebb load ARGS --json` and returns its report.
@@ -68,8 +67,8 @@ fn assert_counts_add_up(r: &Value) {
     }
 }
 
-fn node() -> Proc {
-    Proc::start_listening(
+fn node() -> common::Proc {
+    common::ebb_listening(
         &["node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
         2,
     )

@@ -6,7 +6,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::Proc;
 use serde_json::{Value, json};
 
 /// One HTTP/1.1 POST on a fresh connection; returns status and JSON body.
@@ -37,7 +36,7 @@ fn post_with(addr: &str, path: &str, headers: &str, body: &str) -> (u16, Value) 
 
 #[test]
 fn http_and_rpc_reach_the_same_service_instance() {
-    let node = Proc::start_listening(
+    let node = common::ebb_listening(
         &["node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
         2,
     );
@@ -64,7 +63,7 @@ fn http_and_rpc_reach_the_same_service_instance() {
 
 #[test]
 fn http_errors_are_the_documented_kinds() {
-    let node = Proc::start_listening(
+    let node = common::ebb_listening(
         &["node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
         2,
     );

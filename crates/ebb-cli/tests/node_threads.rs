@@ -9,7 +9,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Proc;
 use ebb::rpc::transport::TcpClient;
 use ebb_demo::DemoClient;
 
@@ -62,7 +61,7 @@ fn wait_for_busy_workers(pid: u32, busy: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_work_calls_run_on_two_threads_while_echo_answers() {
-    let node = Proc::start(&["node", "--listen", "127.0.0.1:0", "--threads", "2"]);
+    let node = common::ebb(&["node", "--listen", "127.0.0.1:0", "--threads", "2"]);
     let client = Arc::new(DemoClient::new(
         TcpClient::connect(&node.addr)
             .await

@@ -19,7 +19,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn start(dir: &std::path::Path) -> Proc {
     let data = dir.to_str().expect("utf-8 temp path");
-    Proc::start(&[
+    common::ebb(&[
         "origin",
         "--listen",
         "127.0.0.1:0",

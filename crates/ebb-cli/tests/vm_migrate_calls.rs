@@ -117,7 +117,7 @@ async fn caller(client: Arc<TcpClient>, progress: Arc<Progress>, incr: bool) -> 
             }
         } else {
             match demo.get(VALUE_KEY.to_owned()).await {
-                Ok(Some(v)) if v == VALUE => {
+                Ok(Ok(Some(v))) if v == VALUE => {
                     t.gets += 1;
                     true
                 }

@@ -3,8 +3,10 @@
 //! Its methods cover the shapes a scaling system must handle: a trivial call
 //! (`echo`), CPU-bound work (`work`), waiting that uses no CPU (`sleep`), a
 //! non-idempotent update whose double execution would show (`incr`), and
-//! reads and writes of shared data (`get`/`put`, held in memory here; the
-//! lease cache in front of the origin store replaces that later).
+//! reads and writes of shared data (`get`/`put`, and `read`/`write` which
+//! also carry the key's version: held in memory, or, with an origin
+//! configured, read through the node's lease cache from the origin store,
+//! so a pool of nodes shares them).
 //!
 //! The implementation counts how often each method ran, so an end-to-end test
 //! can check that a retried at-most-once call ran once.
@@ -69,10 +71,24 @@ pub trait Demo {
 
     /// The value stored under `key`, if any.
     #[idempotent]
-    async fn get(&self, key: String) -> Option<String>;
+    async fn get(&self, key: String) -> Result<Option<String>, DemoError>;
 
     /// Stores `value` under `key`.
     async fn put(&self, key: String, value: String) -> Result<(), DemoError>;
+
+    /// The value under `key` with its version (0: never written).
+    #[idempotent]
+    async fn read(&self, key: String) -> Result<Versioned, DemoError>;
+
+    /// Stores `value` under `key`; returns the version it got.
+    async fn write(&self, key: String, value: String) -> Result<u64, DemoError>;
+}
+
+/// A value and the version it was read at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    pub version: u64,
+    pub value: Option<String>,
 }
 
 /// A demo method's own failure, sent back as its reply.
@@ -80,7 +96,14 @@ pub trait Demo {
 pub enum DemoError {
     #[error("store full: it holds at most {max_keys} keys; update an existing key instead")]
     StoreFull { max_keys: usize },
+    #[error("origin store: {detail}")]
+    Origin { detail: String },
+    #[error("the stored value of key {key:?} is not UTF-8 text")]
+    NotText { key: String },
 }
+
+/// The node's lease cache in front of the origin, reached over TCP.
+pub type OriginCache = ebb_lease::cache::LeaseCache<ebb::rpc::transport::TcpClient>;
 
 /// The services this build knows by name, for callers that speak JSON (the
 /// CLI's `call`, the gateway's HTTP ingress) and need the method table and
@@ -101,7 +124,9 @@ const METHOD_COUNT: usize = DemoCodec::METHODS.len();
 #[derive(Debug)]
 pub struct DemoService {
     counters: Mutex<HashMap<String, u64>>,
-    values: Mutex<HashMap<String, String>>,
+    /// Value and version per key, when no origin is configured.
+    values: Mutex<HashMap<String, (u64, String)>>,
+    origin: Option<OriginCache>,
     /// Executions per method, indexed by method id.
     executions: [AtomicU64; METHOD_COUNT],
     /// `work(micros)` holds the node for `micros * work_scale`.
@@ -120,9 +145,52 @@ impl DemoService {
         DemoService {
             counters: Mutex::new(HashMap::new()),
             values: Mutex::new(HashMap::new()),
+            origin: None,
             executions: [const { AtomicU64::new(0) }; METHOD_COUNT],
             work_scale: 1,
             work_mode: WorkMode::Spin,
+        }
+    }
+
+    /// Serves `get`/`put`/`read`/`write` through `cache` from the origin
+    /// instead of from memory.
+    pub fn with_origin(mut self, cache: OriginCache) -> DemoService {
+        self.origin = Some(cache);
+        self
+    }
+
+    async fn load(&self, key: String) -> Result<Versioned, DemoError> {
+        let Some(cache) = &self.origin else {
+            let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+            return Ok(values.get(&key).map_or(
+                Versioned {
+                    version: 0,
+                    value: None,
+                },
+                |(v, s)| Versioned {
+                    version: *v,
+                    value: Some(s.clone()),
+                },
+            ));
+        };
+        let (version, bytes) = cache.read(&key).await.map_err(origin_error)?;
+        let value = bytes
+            .map(String::from_utf8)
+            .transpose()
+            .map_err(|_| DemoError::NotText { key })?;
+        Ok(Versioned { version, value })
+    }
+
+    async fn store(&self, key: String, value: String) -> Result<u64, DemoError> {
+        match &self.origin {
+            Some(cache) => cache
+                .put(&key, value.into_bytes())
+                .await
+                .map_err(origin_error),
+            None => upsert(&self.values, key, |old| {
+                (old.map_or(1, |(v, _)| *v + 1), value)
+            })
+            .map(|(v, _)| v),
         }
     }
 
@@ -148,6 +216,12 @@ impl DemoService {
         if let Some(i) = DemoCodec::METHODS.iter().position(|m| m.name == method) {
             self.executions[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+fn origin_error(e: ebb_lease::cache::CacheError) -> DemoError {
+    DemoError::Origin {
+        detail: e.to_string(),
     }
 }
 
@@ -216,15 +290,24 @@ impl Demo for DemoService {
         })
     }
 
-    async fn get(&self, key: String) -> Option<String> {
+    async fn get(&self, key: String) -> Result<Option<String>, DemoError> {
         self.count("get");
-        let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        values.get(&key).cloned()
+        Ok(self.load(key).await?.value)
     }
 
     async fn put(&self, key: String, value: String) -> Result<(), DemoError> {
         self.count("put");
-        upsert(&self.values, key, |_| value).map(|_| ())
+        self.store(key, value).await.map(|_| ())
+    }
+
+    async fn read(&self, key: String) -> Result<Versioned, DemoError> {
+        self.count("read");
+        self.load(key).await
+    }
+
+    async fn write(&self, key: String, value: String) -> Result<u64, DemoError> {
+        self.count("write");
+        self.store(key, value).await
     }
 }
 

@@ -28,6 +28,8 @@ fn method_table_matches_the_documented_contract() {
             (3, "incr", false),
             (4, "get", true),
             (5, "put", false),
+            (6, "read", true),
+            (7, "write", false),
         ]
     );
     assert_eq!(DemoCodec::NAME, "Demo");
@@ -42,17 +44,27 @@ async fn every_method_answers_through_the_typed_client() {
     assert_eq!(c.incr("a".into()).await.unwrap(), Ok(1));
     assert_eq!(c.incr("a".into()).await.unwrap(), Ok(2));
     assert_eq!(c.incr("b".into()).await.unwrap(), Ok(1));
-    assert_eq!(c.get("k".into()).await.unwrap(), None);
+    assert_eq!(c.get("k".into()).await.unwrap(), Ok(None));
     assert_eq!(c.put("k".into(), "v".into()).await.unwrap(), Ok(()));
-    assert_eq!(c.get("k".into()).await.unwrap(), Some("v".into()));
+    assert_eq!(c.get("k".into()).await.unwrap(), Ok(Some("v".into())));
+    assert_eq!(c.write("k".into(), "w".into()).await.unwrap(), Ok(2));
+    assert_eq!(
+        c.read("k".into()).await.unwrap(),
+        Ok(Versioned {
+            version: 2,
+            value: Some("w".into())
+        })
+    );
     let runs = service(&c).executions();
     let expected = [
         ("echo", 1),
         ("get", 2),
         ("incr", 3),
         ("put", 1),
+        ("read", 1),
         ("sleep", 1),
         ("work", 1),
+        ("write", 1),
     ];
     assert_eq!(runs.into_iter().collect::<Vec<_>>(), expected);
 }
@@ -108,7 +120,7 @@ async fn store_refuses_new_keys_past_max_keys_but_updates_old_ones() {
     let full = Err(DemoError::StoreFull { max_keys: MAX_KEYS });
     assert_eq!(c.put("new".into(), "v".into()).await.unwrap(), full);
     assert_eq!(c.put("k0".into(), "w".into()).await.unwrap(), Ok(()));
-    assert_eq!(c.get("k0".into()).await.unwrap(), Some("w".into()));
+    assert_eq!(c.get("k0".into()).await.unwrap(), Ok(Some("w".into())));
     // Counters have their own bound.
     assert_eq!(c.incr("c".into()).await.unwrap(), Ok(1));
 }
@@ -130,7 +142,7 @@ async fn json_dispatch_names_arguments() {
         .dispatch_json("get", json!({"key": "a"}))
         .await
         .unwrap();
-    assert_eq!(v, json!("b"));
+    assert_eq!(v, json!({"Ok": "b"}));
     let e = server.dispatch_json("work", json!({"micros": "ten"})).await;
     assert!(
         matches!(&e, Err(ebb::rpc::service::DispatchError::BadArgs(m)) if m.contains("`micros` expects u64")),

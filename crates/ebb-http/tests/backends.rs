@@ -19,11 +19,20 @@ pub trait Counter {
     /// Never returns: for deadlines.
     #[idempotent]
     async fn hang(&self) -> u64;
+    /// Blocks its thread until another `meet` arrives (at most
+    /// `MEET_TIMEOUT`) and returns how many had arrived: two calls both
+    /// return 2 only if they ran on two threads at once.
+    #[blocking]
+    async fn meet(&self) -> u64;
 }
+
+/// A bound on `meet`'s wait, so a regression fails instead of hanging.
+const MEET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone, Default)]
 struct Counters {
     incrs: Arc<AtomicU64>,
+    arrived: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
 }
 
 impl Counter for Counters {
@@ -35,6 +44,16 @@ impl Counter for Counters {
     }
     async fn hang(&self) -> u64 {
         std::future::pending().await
+    }
+    async fn meet(&self) -> u64 {
+        let (count, changed) = &*self.arrived;
+        let mut n = count.lock().unwrap();
+        *n += 1;
+        changed.notify_all();
+        let (n, _) = changed
+            .wait_timeout_while(n, MEET_TIMEOUT, |n| *n < 2)
+            .unwrap();
+        *n
     }
 }
 
@@ -148,4 +167,20 @@ async fn the_rpc_backend_forwards_to_a_node_over_tcp() {
     let addr = serve(router(backend, HttpConfig::default())).await;
     check_common_answers(&addr).await;
     assert_eq!(service.incrs.load(Ordering::Relaxed), 2);
+}
+
+/// On a single-threaded runtime, two blocking calls that wait for each other
+/// complete only because the backend hands them to two worker threads.
+#[tokio::test]
+async fn blocking_methods_run_on_the_worker_threads() {
+    let workers =
+        ebb_rpc::transport::workers::Workers::new(std::num::NonZeroUsize::new(2).unwrap());
+    let backend =
+        DispatchBackend::new(CounterServer::new(Counters::default())).with_workers(workers);
+    let deadline = ebb_core::Nanos::from_secs(60);
+    let (a, b) = tokio::join!(
+        ebb_http::JsonBackend::call(&backend, "Counter", "meet", json!({}), deadline),
+        ebb_http::JsonBackend::call(&backend, "Counter", "meet", json!({}), deadline),
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), (json!(2), json!(2)));
 }

@@ -62,6 +62,8 @@ pub enum CacheError {
     Call(#[from] CallError),
     #[error("the origin refused: {0}")]
     Origin(#[from] OriginError),
+    #[error("starting the cache: {0}")]
+    Start(String),
 }
 
 #[derive(Debug)]
@@ -98,6 +100,16 @@ struct Inner<T: Transport> {
 /// A node's lease cache in front of one origin. Cheap to clone.
 pub struct LeaseCache<T: Transport> {
     inner: Arc<Inner<T>>,
+}
+
+impl<T: Transport> std::fmt::Debug for LeaseCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseCache")
+            .field("holder", &self.inner.holder)
+            .field("settings", &self.inner.settings)
+            .field("stats", &self.inner.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Transport> Clone for LeaseCache<T> {
@@ -180,6 +192,11 @@ impl<T: Transport> LeaseCache<T> {
     /// The value of `key`: from the cache while its lease allows, else from
     /// the origin (by version when a copy is cached).
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.read(key).await?.1)
+    }
+
+    /// [`LeaseCache::get`] with the version read (0: never written).
+    pub async fn read(&self, key: &str) -> Result<(u64, Option<Vec<u8>>), CacheError> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let cached = inner.entries.get(key);
@@ -191,7 +208,7 @@ impl<T: Transport> LeaseCache<T> {
         if plan == ReadPlan::Serve {
             if let Some(e) = cached {
                 inner.stats.served_locally.fetch_add(1, Ordering::Relaxed);
-                return Ok(e.value.clone());
+                return Ok((e.lease.version.0, e.value.clone()));
             }
         }
         let known = cached.as_ref().map_or(0, |e| e.lease.version.0);
@@ -245,7 +262,7 @@ impl<T: Transport> LeaseCache<T> {
             }
         }
         drop(fetches);
-        Ok(value)
+        Ok((reply.version, value))
     }
 
     /// Writes through to the origin; returns the new version. The origin
@@ -353,4 +370,64 @@ impl<T: Transport> LeaseCache<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A holder id for this process: random, so a restarted node (an empty
+/// cache) is a new holder and two nodes never share one.
+pub fn random_holder_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Connects to the origin at `addr` from a thread of its own (one small
+/// runtime hosting the connection and the invalidation poller), so any
+/// runtime, or none, can use the returned cache.
+pub fn connect_in_background(
+    addr: &str,
+    settings: CacheSettings,
+) -> Result<LeaseCache<ebb_rpc::transport::TcpClient>, CacheError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = addr.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("lease-cache".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(CacheError::Start(format!("its runtime: {e}"))));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match ebb_rpc::transport::TcpClient::connect(&addr).await {
+                    Ok(client) => {
+                        let cache = LeaseCache::new(
+                            OriginClient::new(client),
+                            random_holder_id(),
+                            settings,
+                        );
+                        let _ = tx.send(Ok(cache.clone()));
+                        cache.run_poller().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(CacheError::Call(e)));
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        return Err(CacheError::Start(format!("its thread: {e}")));
+    }
+    rx.recv()
+        .map_err(|_| CacheError::Start("its thread ended before connecting".into()))?
 }

@@ -1,5 +1,5 @@
-//! ebb's open-loop load generator, as a library (`ebb load` is its CLI; the
-//! demo reuses it).
+//! ebb's open-loop load generator, as a library (`ebb load` is its CLI), so
+//! any program can drive a node or gateway the same way.
 //!
 //! Requests arrive on a schedule (Poisson at a rate, or a trace) that does
 //! not wait for replies; each carries a deadline; latency runs from the

@@ -13,6 +13,8 @@
 //! - [`rpc`]: the runtime those stubs run on (wire format, call semantics,
 //!   TCP transport). `#[ebb::service]` expands to code that names it as
 //!   `::ebb::rpc`, which is why `ebb_rpc` is re-exported under that name.
+//! - [`blocking`]: a client for programs without an async runtime, with
+//!   the async client's semantics and errors.
 //! - [`node`]: the command line and serve loop of a node binary, so a
 //!   user's node starts the way `ebb node` does and any provider can run it.
 //!
@@ -23,4 +25,5 @@ pub use ebb_rpc as rpc;
 /// Turns a trait into an ebb RPC service: see `ebb_rpc_macros`.
 pub use ebb_rpc_macros::service;
 
+pub mod blocking;
 pub mod node;

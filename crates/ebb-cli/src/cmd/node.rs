@@ -8,8 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use ebb::node::{DEFAULT_LISTEN, Listen};
 use ebb::rpc::semantics::ServerConfig;
+use ebb::rpc::transport::workers::Workers;
 use ebb_demo::{DemoServer, DemoService, MAX_WORK_SCALE, WorkMode};
 use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
+use ebb_policy::lease::LeaseTerm;
 
 /// Serve the demo service (echo, work, sleep, incr, get, put) on one TCP
 /// address until killed.
@@ -55,7 +57,32 @@ pub struct Args {
     /// Default: the number of cores this process may use.
     #[arg(long, value_name = "N", value_parser = ebb::node::parse_threads)]
     pub threads: Option<NonZeroUsize>,
+
+    /// Serve Demo.get/put/read/write from this origin store (`ebb origin`)
+    /// through a lease cache, instead of from memory: a pool of nodes then
+    /// shares the data.
+    #[arg(long, value_name = "ADDR")]
+    pub origin: Option<String>,
+
+    /// Lease term the cache asks for, in milliseconds (0: check-on-use,
+    /// every read validates with the origin; `inf`: callbacks). The origin
+    /// may grant less.
+    #[arg(long, default_value = DEFAULT_LEASE_TERM_MS, value_parser = super::origin::parse_term, requires = "origin")]
+    pub lease_term_ms: LeaseTerm,
+
+    /// Clock drift allowance ε in milliseconds: a cached value is served
+    /// only until request_sent + term − ε.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000), requires = "origin")]
+    pub epsilon_ms: u64,
+
+    /// Bytes the lease cache may hold, in MiB (keys, values and a fixed
+    /// overhead per entry).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536), requires = "origin")]
+    pub cache_mib: u64,
 }
+
+/// The term a node asks for by default, in milliseconds.
+const DEFAULT_LEASE_TERM_MS: &str = "10000";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let listen = match args.listen_fd {
@@ -69,7 +96,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         WorkMode::Spin
     };
-    let service = DemoService::new().with_work(args.work_scale, mode);
+    let mut service = DemoService::new().with_work(args.work_scale, mode);
+    if let Some(origin) = &args.origin {
+        let settings = ebb_lease::cache::CacheSettings {
+            term: args.lease_term_ms,
+            epsilon: ebb_core::Nanos::from_millis(args.epsilon_ms),
+            max_bytes: args.cache_mib.saturating_mul(1 << 20),
+            ..ebb_lease::cache::CacheSettings::default()
+        };
+        let cache = ebb_lease::cache::connect_in_background(origin, settings)
+            .with_context(|| format!("--origin {origin}: cannot reach the origin store"))?;
+        service = service.with_origin(cache);
+    }
     let demo = Arc::new(DemoServer::new(service));
     let Some(http) = args.http else {
         let args = ebb::node::NodeArgs {
@@ -99,8 +137,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the bound HTTP address")?;
         super::announce(&format!("http listening on {http_addr}"));
-        let router = ebb_http::router(DispatchBackend::new(demo), HttpConfig::default())
-            .fallback(ebb_http::not_found);
+        // HTTP calls of `#[blocking]` methods get their own pool of the same
+        // size (the RPC server's is not shared), so a node serving both
+        // protocols at once can run up to twice `--threads` of them.
+        let backend = DispatchBackend::new(demo).with_workers(Workers::new(threads));
+        let router = ebb_http::router(backend, HttpConfig::default()).fallback(ebb_http::not_found);
         tokio::select! {
             served = server.run() => served?,
             served = ebb_http::serve(http_listener, router, DEFAULT_MAX_CONNECTIONS) => {
