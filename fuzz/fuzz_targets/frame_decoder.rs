@@ -1,4 +1,4 @@
-//! Feeds arbitrary bytes to the frame decoder, whole and in two chunks.
+//! Feeds arbitrary bytes to the message decoder, whole and in two chunks.
 //!
 //! Checks beyond "no panic": the decoder never consumes a partial frame, a
 //! decoded frame re-encodes to exactly the bytes it came from, and feeding
@@ -10,7 +10,7 @@ use ebb_rpc::wire::{FrameCodec, HEADER_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 /// Decodes all frames from `chunks` fed in order; stops at the first error.
-fn decode_all(codec: &FrameCodec, chunks: &[&[u8]]) -> Vec<Result<ebb_rpc::Frame, String>> {
+fn decode_all(codec: &FrameCodec, chunks: &[&[u8]]) -> Vec<Result<ebb_rpc::Message, String>> {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for chunk in chunks {

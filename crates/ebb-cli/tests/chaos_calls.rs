@@ -52,9 +52,9 @@ async fn caller(client: Arc<TcpClient>) -> Tally {
             Ok(Err(e)) => panic!("the store cannot be full with one key: {e}"),
             Err(
                 CallError::OutcomeUnknown { .. }
-                | CallError::DeadlineExceeded(_)
-                | CallError::ConnectionLost(_)
-                | CallError::ServerUnresponsive(_),
+                | CallError::DeadlineExceeded { .. }
+                | CallError::ConnectionLost { .. }
+                | CallError::ServerUnresponsive { .. },
             ) => t.uncertain += 1,
             Err(other) => panic!("a network fault must not look like {other:?}"),
         }

@@ -102,12 +102,13 @@ fn a_short_demo_writes_a_complete_report() {
 #[test]
 fn the_pool_scales_out_under_load_and_back_in_with_no_call_failed_by_scaling() {
     let out = scratch("scale");
-    // 2 quiet seconds, 8 at 3 erlangs (150/s × 20 ms), then 14 without
-    // calls. Demo.sleep: the service time does not depend on how busy the
-    // machine's CPUs are.
+    // 2 quiet seconds, 6 at 2 erlangs (100/s × 20 ms), then 20 without
+    // calls: long enough for the backlog to clear and the rate estimate to
+    // decay even on a busy machine. Work that blocks its node without a
+    // CPU: the service time does not depend on free cores.
     let mut counts = vec!["5"; 2];
-    counts.extend(["150"; 8]);
-    counts.extend(["0"; 14]);
+    counts.extend(["100"; 6]);
+    counts.extend(["0"; 20]);
     let trace = out.join("burst.txt");
     std::fs::write(&trace, counts.join("\n")).expect("trace written");
     let (v, stdout) = demo(
@@ -116,19 +117,21 @@ fn the_pool_scales_out_under_load_and_back_in_with_no_call_failed_by_scaling() {
             "--trace",
             trace.to_str().expect("utf-8 path"),
             "--seconds",
-            "24",
-            "--sleep-ms",
-            "20",
+            "28",
+            "--work-us",
+            "20000",
+            "--work-mode",
+            "block",
             "--objective-ms",
-            "200",
+            "500",
             "--deadline-ms",
-            "5000",
+            "2000",
             "--policy",
             "queue:down=2s",
             "--min-nodes",
             "1",
             "--max-nodes",
-            "6",
+            "4",
         ],
     );
     let events = v["runs"][0]["scale_events"]

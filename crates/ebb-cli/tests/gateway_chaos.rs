@@ -83,9 +83,9 @@ fn run_seed(seed: u64) {
                             Ok(Err(e)) => panic!("one key cannot fill the store: {e}"),
                             Err(
                                 CallError::OutcomeUnknown { .. }
-                                | CallError::DeadlineExceeded(_)
-                                | CallError::ConnectionLost(_)
-                                | CallError::ServerUnresponsive(_),
+                                | CallError::DeadlineExceeded { .. }
+                                | CallError::ConnectionLost { .. }
+                                | CallError::ServerUnresponsive { .. },
                             ) => uncertain += 1,
                             Err(other) => panic!("a network fault must not look like {other:?}"),
                         }

@@ -67,10 +67,10 @@ impl GatewayError {
             GatewayError::NodeLost { .. } => "node_lost",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Node(e) => match e {
-                CallError::UnknownMethod(_) => "unknown_method",
-                CallError::BadRequest(_) => "bad_request",
-                CallError::Remote(_) | CallError::Panicked(_) => "remote",
-                CallError::Rejected(_) => "rejected",
+                CallError::UnknownMethod { .. } => "unknown_method",
+                CallError::BadRequest { .. } => "bad_request",
+                CallError::Remote { .. } | CallError::Panicked { .. } => "remote",
+                CallError::Refused { .. } => "rejected",
                 _ => "node_error",
             },
         }
@@ -84,9 +84,9 @@ impl GatewayError {
             GatewayError::OutcomeUnknown { .. } | GatewayError::NodeLost { .. } => true,
             GatewayError::Node(e) => !matches!(
                 e,
-                CallError::UnknownMethod(_)
-                    | CallError::BadRequest(_)
-                    | CallError::Rejected(_)
+                CallError::UnknownMethod { .. }
+                    | CallError::BadRequest { .. }
+                    | CallError::Refused { .. }
                     | CallError::TooManyOutstanding { .. }
             ),
         }
@@ -106,17 +106,18 @@ impl From<GatewayError> for DispatchError {
             | GatewayError::OutcomeUnknown { .. }
             | GatewayError::NodeLost { .. } => DispatchError::OutcomeUnknown(msg),
             GatewayError::Node(e) => match e {
-                CallError::UnknownMethod(m) => DispatchError::UnknownMethod(m),
-                CallError::BadRequest(m) => DispatchError::BadArgs(m),
-                CallError::Rejected(m) => DispatchError::Rejected(m),
+                CallError::UnknownMethod { method } => DispatchError::UnknownMethod(method),
+                CallError::BadRequest { message } => DispatchError::BadArgs(message),
+                CallError::Refused { message, .. } => DispatchError::Rejected(message),
                 CallError::TooManyOutstanding { .. } => DispatchError::Rejected(msg),
-                CallError::Remote(m) | CallError::Codec(m) | CallError::Panicked(m) => {
-                    DispatchError::EncodeReply(m)
-                }
-                CallError::DeadlineExceeded(_)
+                CallError::Remote { message }
+                | CallError::Codec { message, .. }
+                | CallError::Panicked { message } => DispatchError::EncodeReply(message),
+                CallError::DeadlineExceeded { .. }
                 | CallError::OutcomeUnknown { .. }
-                | CallError::ConnectionLost(_)
-                | CallError::ServerUnresponsive(_) => DispatchError::OutcomeUnknown(msg),
+                | CallError::ConnectionLost { .. }
+                | CallError::ServerUnresponsive { .. }
+                | CallError::Protocol { .. } => DispatchError::OutcomeUnknown(msg),
             },
         }
     }
@@ -285,7 +286,10 @@ impl Forwarder {
             let failure = match attempt {
                 Attempt::Reply(Ok(reply)) => return Ok(reply),
                 Attempt::Reply(Err(e)) => e,
-                Attempt::NodeGone => CallError::ConnectionLost(format!("node {node} is gone")),
+                Attempt::NodeGone => CallError::ConnectionLost {
+                    sent: true,
+                    cause: format!("node {node} is gone"),
+                },
             };
             tried.push(node);
             let now = self.clock.now();
@@ -293,16 +297,22 @@ impl Forwarder {
             let more = tried.len() < MAX_ATTEMPTS && time_left;
             match failure {
                 // Refused before running, or never sent: safe for any call.
-                CallError::Rejected(_) | CallError::TooManyOutstanding { .. }
+                CallError::Refused { .. } | CallError::TooManyOutstanding { .. }
                     if more && self.may_retry(now) =>
                 {
                     continue;
                 }
-                e @ (CallError::Rejected(_) | CallError::TooManyOutstanding { .. }) => {
+                e @ (CallError::Refused { .. } | CallError::TooManyOutstanding { .. }) => {
                     return Err(GatewayError::Node(e));
                 }
+                // Never delivered: the node did not start it, so any call
+                // may go elsewhere.
+                CallError::ConnectionLost { sent: false, .. } if more && self.may_retry(now) => {
+                    self.registry.suspect(node);
+                    continue;
+                }
                 // The node is dead or unreachable with the call on it.
-                CallError::ConnectionLost(_) | CallError::ServerUnresponsive(_) => {
+                CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
                     sent = true;
                     self.registry.suspect(node);
                     if !method.idempotent {
@@ -329,10 +339,10 @@ impl Forwarder {
                 CallError::OutcomeUnknown { .. } => {
                     return Err(GatewayError::OutcomeUnknown { node });
                 }
-                CallError::DeadlineExceeded(_) => {
+                CallError::DeadlineExceeded { sent: on_node, .. } => {
                     return Err(GatewayError::DeadlineExceeded {
                         after: timeout,
-                        sent: true,
+                        sent: sent || on_node,
                     });
                 }
                 e => return Err(GatewayError::Node(e)),
@@ -373,13 +383,16 @@ impl Forwarder {
             r = call => Attempt::Reply(r),
             _ = gone.wait_for(|g| *g) => Attempt::NodeGone,
         };
-        guard.answered = matches!(outcome, Attempt::Reply(Ok(_) | Err(CallError::Remote(_))));
+        guard.answered = matches!(
+            outcome,
+            Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
+        );
         // What says something about the node's health (not a refusal under
         // load, not the caller's bad arguments).
         let health = match &outcome {
             Attempt::Reply(Ok(_)) => Some(true),
             Attempt::Reply(Err(
-                CallError::Remote(_) | CallError::Panicked(_) | CallError::Codec(_),
+                CallError::Remote { .. } | CallError::Panicked { .. } | CallError::Codec { .. },
             )) => Some(false),
             _ => None,
         };

@@ -45,6 +45,8 @@ enum Act {
     Answer,
     Refuse,
     LoseConnection,
+    /// The connection could not carry the call: it was never sent.
+    NeverSent,
     /// The method panics on the node.
     Panic,
     /// Never answers (the node is stuck or dead).
@@ -69,9 +71,21 @@ impl Transport for Node {
         Box::pin(async move {
             match act {
                 Act::Answer => Ok(Bytes::from(self.name)),
-                Act::Refuse => Err(CallError::Rejected("full".into())),
-                Act::LoseConnection => Err(CallError::ConnectionLost("reset".into())),
-                Act::Panic => Err(CallError::Panicked("boom".into())),
+                Act::Refuse => Err(CallError::Refused {
+                    reason: ebb_rpc::wire::Refusal::InFlight,
+                    message: "full".into(),
+                }),
+                Act::LoseConnection => Err(CallError::ConnectionLost {
+                    sent: true,
+                    cause: "reset".into(),
+                }),
+                Act::NeverSent => Err(CallError::ConnectionLost {
+                    sent: false,
+                    cause: "connection refused".into(),
+                }),
+                Act::Panic => Err(CallError::Panicked {
+                    message: "boom".into(),
+                }),
                 Act::Hang => std::future::pending().await,
             }
         })
@@ -355,6 +369,18 @@ async fn a_slot_handed_to_a_departed_caller_is_given_back() {
         [(NodeId(1), Life::Ready, 0)],
         "given back"
     );
+}
+
+#[tokio::test]
+async fn an_at_most_once_call_never_sent_goes_to_the_next_node() {
+    let p = pool(
+        vec![node("a", Act::NeverSent), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let r = p.forwarder.call(&AT_MOST_ONCE, Bytes::new(), SECOND).await;
+    assert_eq!(r, Ok(Bytes::from("b")));
+    assert_eq!(calls(&p), [1, 1]);
+    assert_eq!(p.registry.suspects(), [NodeId(1)], "node a is unreachable");
 }
 
 /// A node whose calls keep failing is taken out of rotation: the others get

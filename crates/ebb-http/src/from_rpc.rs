@@ -13,27 +13,34 @@ impl From<CallError> for HttpError {
     /// repeat an at-most-once call that did run.
     fn from(e: CallError) -> HttpError {
         let retry_after = Nanos::from_millis(DEFAULT_RETRY_AFTER_MS);
+        let may_have_run = e.may_have_run();
         match e {
-            CallError::DeadlineExceeded(deadline) => HttpError::DeadlineExceeded {
-                deadline,
-                may_have_run: true,
+            CallError::DeadlineExceeded { elapsed, .. } => HttpError::DeadlineExceeded {
+                deadline: elapsed,
+                may_have_run,
             },
             e @ (CallError::OutcomeUnknown { .. }
-            | CallError::ConnectionLost(_)
-            | CallError::ServerUnresponsive(_)) => HttpError::NodeLost {
+            | CallError::ConnectionLost { .. }
+            | CallError::ServerUnresponsive { .. }) => HttpError::NodeLost {
                 message: e.to_string(),
-                may_have_run: true,
+                may_have_run,
             },
-            CallError::UnknownMethod(m) => HttpError::UnknownMethod(format!("unknown method {m}")),
-            CallError::BadRequest(m) => HttpError::BadArguments(m),
-            e @ (CallError::Rejected(_) | CallError::TooManyOutstanding { .. }) => {
+            CallError::UnknownMethod { method } => {
+                HttpError::UnknownMethod(format!("unknown method {method}"))
+            }
+            CallError::BadRequest { message } => HttpError::BadArguments(message),
+            e @ (CallError::Refused { .. } | CallError::TooManyOutstanding { .. }) => {
                 HttpError::Overloaded {
                     message: e.to_string(),
                     retry_after,
                 }
             }
-            CallError::Remote(m) | CallError::Panicked(m) => HttpError::Remote(m),
-            CallError::Codec(m) => HttpError::Internal(m),
+            CallError::Remote { message } | CallError::Panicked { message } => {
+                HttpError::Remote(message)
+            }
+            e @ (CallError::Codec { .. } | CallError::Protocol { .. }) => {
+                HttpError::Internal(e.to_string())
+            }
         }
     }
 }
@@ -68,7 +75,10 @@ mod tests {
     fn each_call_error_maps_to_one_status_and_kind() {
         let cases: Vec<(CallError, StatusCode, &str, Option<bool>)> = vec![
             (
-                CallError::DeadlineExceeded(Nanos::from_millis(5)),
+                CallError::DeadlineExceeded {
+                    elapsed: Nanos::from_millis(5),
+                    sent: true,
+                },
                 StatusCode::GATEWAY_TIMEOUT,
                 "deadline_exceeded",
                 Some(true),
@@ -80,31 +90,43 @@ mod tests {
                 Some(true),
             ),
             (
-                CallError::ConnectionLost("reset".into()),
+                CallError::ConnectionLost {
+                    sent: true,
+                    cause: "reset".into(),
+                },
                 StatusCode::BAD_GATEWAY,
                 "node_lost",
                 Some(true),
             ),
             (
-                CallError::ServerUnresponsive(Nanos::from_secs(3)),
+                CallError::ServerUnresponsive {
+                    silent: Nanos::from_secs(3),
+                },
                 StatusCode::BAD_GATEWAY,
                 "node_lost",
                 Some(true),
             ),
             (
-                CallError::UnknownMethod("Demo.x".into()),
+                CallError::UnknownMethod {
+                    method: "Demo.x".into(),
+                },
                 StatusCode::NOT_FOUND,
                 "unknown_method",
                 None,
             ),
             (
-                CallError::BadRequest("key: expects String".into()),
+                CallError::BadRequest {
+                    message: "key: expects String".into(),
+                },
                 StatusCode::BAD_REQUEST,
                 "bad_arguments",
                 None,
             ),
             (
-                CallError::Rejected("cannot meet deadline".into()),
+                CallError::Refused {
+                    reason: ebb_rpc::wire::Refusal::DeadlinePassed,
+                    message: "cannot meet deadline".into(),
+                },
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 None,
@@ -116,13 +138,18 @@ mod tests {
                 None,
             ),
             (
-                CallError::Remote("panicked".into()),
+                CallError::Remote {
+                    message: "failed".into(),
+                },
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "remote_error",
                 None,
             ),
             (
-                CallError::Codec("reply".into()),
+                CallError::Codec {
+                    message: "reply".into(),
+                    sent: true,
+                },
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 None,

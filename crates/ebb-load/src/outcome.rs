@@ -1,6 +1,6 @@
 //! How one request ended, classified the same way for both protocols: an
 //! RPC failure goes through ebb-http's mapping first, so "overloaded" means
-//! the same thing whether it came as `CallError::Rejected` or as a 503.
+//! the same thing whether it came as `CallError::Refused` or as a 503.
 
 use ebb_http::HttpError;
 use ebb_rpc::CallError;
@@ -109,9 +109,18 @@ mod tests {
     fn rpc_failures_share_the_http_classes() {
         use ebb_core::Nanos;
         let cases = [
-            (CallError::Rejected("full".into()), Outcome::Overloaded),
             (
-                CallError::DeadlineExceeded(Nanos::from_millis(5)),
+                CallError::Refused {
+                    reason: ebb_rpc::wire::Refusal::InFlight,
+                    message: "full".into(),
+                },
+                Outcome::Overloaded,
+            ),
+            (
+                CallError::DeadlineExceeded {
+                    elapsed: Nanos::from_millis(5),
+                    sent: true,
+                },
                 Outcome::DeadlineExceeded,
             ),
             (
@@ -119,11 +128,16 @@ mod tests {
                 Outcome::OutcomeUnknown,
             ),
             (
-                CallError::ConnectionLost("reset".into()),
+                CallError::ConnectionLost {
+                    sent: true,
+                    cause: "reset".into(),
+                },
                 Outcome::OutcomeUnknown,
             ),
             (
-                CallError::BadRequest("x".into()),
+                CallError::BadRequest {
+                    message: "x".into(),
+                },
                 Outcome::Other("bad_arguments".into()),
             ),
         ];

@@ -15,8 +15,9 @@ use ebb_core::{Nanos, Rng};
 use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, PoolConfig, Scaler};
 use ebb_node::provider::{NodeKind, NodeProvider};
 use ebb_report::{Run, RunInfo, ScaleEvent};
+use ebb_rpc::semantics::ClientConfig;
 use ebb_rpc::service::{CallOptions, ServiceCodec, Transport};
-use ebb_rpc::transport::TcpClient;
+use ebb_rpc::transport::{TcpClient, TcpClientConfig};
 use tokio::sync::watch;
 
 use crate::control::{self, Logged, NodeTally, SharedLog, State};
@@ -257,7 +258,7 @@ async fn drive(
     }
     let mut clients = Vec::with_capacity(CLIENT_CONNECTIONS);
     for _ in 0..CLIENT_CONNECTIONS {
-        let t = TcpClient::connect(&addr)
+        let t = TcpClient::connect_with(&addr, client_config(cfg.deadline))
             .await
             .map_err(|source| DemoError::Connect {
                 addr: addr.clone(),
@@ -334,6 +335,22 @@ async fn drive(
     // Every call task and the sampler have ended: the record is complete.
     let rec = std::mem::replace(&mut *load::lock(&recorder), Recorder::new(cfg.objective));
     Ok((rec.finish(label, info), stats.interrupted))
+}
+
+/// The load generator's connections never resend a call on a live
+/// connection before its deadline: TCP delivers or breaks, and an early
+/// resend of a slow idempotent call would add load exactly when the pool
+/// is overloaded (the gateway counts it as an arrival). Resends after a
+/// reconnect are unaffected.
+fn client_config(deadline: Nanos) -> TcpClientConfig {
+    let after = deadline.saturating_add(Nanos::from_secs(1));
+    TcpClientConfig {
+        session: ClientConfig {
+            retransmit_after: after,
+            max_retransmit_interval: after,
+            ..ClientConfig::default()
+        },
+    }
 }
 
 /// Moves the autoscaler's decisions and the node counts into the recorder

@@ -28,8 +28,8 @@ pub const MAX_OUTSTANDING_CALLS: usize = 20_000;
 /// a passed deadline is its own kind; everything else is `Other`.
 pub fn classify(e: &CallError) -> Outcome {
     match e {
-        CallError::Rejected(_) | CallError::TooManyOutstanding { .. } => Outcome::Overloaded,
-        CallError::DeadlineExceeded(_) => Outcome::DeadlineExceeded,
+        CallError::Refused { .. } | CallError::TooManyOutstanding { .. } => Outcome::Overloaded,
+        CallError::DeadlineExceeded { .. } => Outcome::DeadlineExceeded,
         _ => Outcome::Other,
     }
 }
@@ -147,15 +147,24 @@ mod tests {
     #[test]
     fn errors_are_classified_once() {
         assert_eq!(
-            classify(&CallError::Rejected("full".into())),
+            classify(&CallError::Refused {
+                reason: ebb_rpc::wire::Refusal::InFlight,
+                message: "full".into(),
+            }),
             Outcome::Overloaded
         );
         assert_eq!(
-            classify(&CallError::DeadlineExceeded(Nanos::from_millis(5))),
+            classify(&CallError::DeadlineExceeded {
+                elapsed: Nanos::from_millis(5),
+                sent: true,
+            }),
             Outcome::DeadlineExceeded
         );
         assert_eq!(
-            classify(&CallError::ConnectionLost("x".into())),
+            classify(&CallError::ConnectionLost {
+                sent: true,
+                cause: "x".into(),
+            }),
             Outcome::Other
         );
     }
@@ -180,7 +189,10 @@ mod tests {
                 }))
                 .await;
                 if i % 7 == 0 {
-                    Err(CallError::Rejected("held queue full".into()))
+                    Err(CallError::Refused {
+                        reason: ebb_rpc::wire::Refusal::InFlight,
+                        message: "held queue full".into(),
+                    })
                 } else {
                     Ok(())
                 }

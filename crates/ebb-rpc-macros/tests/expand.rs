@@ -235,7 +235,7 @@ fn unknown_methods_are_typed_errors() {
         json!({}),
         CallOptions::default(),
     ));
-    assert!(matches!(r, Err(CallError::UnknownMethod(_))), "{r:?}");
+    assert!(matches!(r, Err(CallError::UnknownMethod { .. })), "{r:?}");
 }
 
 fn bytes_of<T: serde::Serialize>(v: &T) -> ebb_rpc::service::__private::Bytes {
@@ -296,7 +296,7 @@ fn call_json_goes_through_any_transport() {
         json!({"key": 1, "by": 9}),
         opts,
     ));
-    assert!(matches!(r, Err(CallError::BadRequest(m)) if m.contains("`key`")));
+    assert!(matches!(r, Err(CallError::BadRequest { message: m }) if m.contains("`key`")));
 }
 
 #[test]
@@ -311,7 +311,7 @@ fn a_method_table_of_another_service_is_refused() {
         bytes_of(&("x",)),
         CallOptions::default(),
     ));
-    assert!(matches!(r, Err(CallError::UnknownMethod(_))), "{r:?}");
+    assert!(matches!(r, Err(CallError::UnknownMethod { .. })), "{r:?}");
     let r = StoreCodec.encode_json_args(&OtherCodec::METHODS[0], json!({"msg": "x"}));
     assert!(matches!(r, Err(DispatchError::UnknownMethod(_))), "{r:?}");
 }

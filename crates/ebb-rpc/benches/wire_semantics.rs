@@ -9,25 +9,24 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use ebb_core::{ClientId, Nanos};
 use ebb_rpc::semantics::{Action, ClientConfig, ClientSession, ServerConfig, ServerSession};
-use ebb_rpc::wire::{FLAG_IDEMPOTENT, Frame, FrameCodec, FrameKind, Status};
+use ebb_rpc::wire::{FrameCodec, Incarnation, Message, Outcome, Request, Seq};
 
 const FRAMES: usize = 2_000_000;
 const CALLS: u64 = 1_000_000;
 
 fn codec(payload_bytes: usize) {
     let codec = FrameCodec::default();
-    let frame = Frame {
-        kind: FrameKind::Request,
-        flags: FLAG_IDEMPOTENT,
-        status: Status::Ok,
+    let frame = Message::Request(Request {
         client: ClientId(1),
-        seq: 1,
-        ack_below: 1,
-        incarnation: 9,
+        seq: Seq(1),
+        ack_below: Seq(1),
+        incarnation: Incarnation::new(9),
         deadline: Nanos::from_millis(100),
         method: 3,
+        idempotent: true,
+        json: false,
         payload: Bytes::from(vec![7u8; payload_bytes]),
-    };
+    });
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let t = Instant::now();
     let mut decoded = 0usize;
@@ -37,7 +36,7 @@ fn codec(payload_bytes: usize) {
             codec.encode(&frame, &mut buf).expect("fits");
         }
         while let Some(f) = codec.decode(&mut buf).expect("valid") {
-            decoded += black_box(f).payload.len();
+            decoded += black_box(f).payload_len();
         }
     }
     let secs = t.elapsed().as_secs_f64();
@@ -52,14 +51,14 @@ fn codec(payload_bytes: usize) {
 fn state_machines(idempotent: bool) {
     let now = ebb_core::Instant::EPOCH + Nanos::from_secs(1);
     let mut client = ClientSession::new(ClientId(5), ClientConfig::default(), now);
-    let mut server = ServerSession::new(77, ServerConfig::default());
+    let mut server = ServerSession::new(Incarnation::at_least_one(77), ServerConfig::default());
     let conn = server
         .open_connection(std::net::Ipv4Addr::LOCALHOST.into())
         .expect("the first connection fits");
     client.handle_connected(now);
     while let Some(f) = client.poll_transmit() {
         if let Action::Reply(r) = server.admit(conn, f, now) {
-            client.handle_frame(r, now);
+            client.handle_message(r, now);
         }
     }
     let payload = Bytes::from_static(b"0123456789abcdef");
@@ -78,8 +77,8 @@ fn state_machines(idempotent: bool) {
         let Action::Execute(inc) = server.admit(conn, req, now) else {
             panic!("a new call executes")
         };
-        let (reply, _) = server.complete(inc.key, Status::Ok, inc.payload, now);
-        client.handle_frame(reply, now);
+        let (reply, _) = server.complete(inc.key, Outcome::Ok, inc.payload, now);
+        client.handle_message(Message::Reply(reply), now);
         let (_, outcome) = client.poll_event().expect("the reply ends the call");
         black_box(outcome.expect("the call succeeds"));
     }

@@ -36,14 +36,6 @@ impl ServiceDispatch for Echo {
     fn dispatch(&self, _id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         Box::pin(async move { Ok(args) })
     }
-    fn dispatch_json(
-        &self,
-        m: &str,
-        _a: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        let m = m.to_owned();
-        Box::pin(async move { Err(DispatchError::UnknownMethod(m)) })
-    }
 }
 
 /// CPU time (user + system) of the calling thread, from procfs.

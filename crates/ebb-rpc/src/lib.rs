@@ -4,7 +4,8 @@
 //! the rest) live in sans-IO state machines that take `now` and frames in and
 //! give frames, timers and call outcomes out; a thin tokio layer drives them.
 //!
-//! - [`wire`]: frame layout, the incremental codec, payload helpers.
+//! - [`wire`]: the closed set of messages, the frame layout and its
+//!   incremental codec, payload helpers (a leaf module).
 //! - [`semantics`]: client and server call-semantics state machines.
 //! - [`service`]: the interface generated stubs target.
 //! - [`transport`]: the tokio TCP client and server that drive the semantics.
@@ -16,4 +17,4 @@ pub mod transport;
 pub mod wire;
 
 pub use error::CallError;
-pub use wire::{Frame, FrameCodec, FrameKind, Status, WireError};
+pub use wire::{FrameCodec, Message, WireError};

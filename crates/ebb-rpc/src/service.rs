@@ -17,6 +17,7 @@
 //! from [`CallOptions::timeout`]; the stubs never retry on their own.
 
 mod codec;
+mod describe;
 mod local;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ use serde::Serialize;
 use crate::CallError;
 
 pub use codec::{ServiceCodec, call_json};
+pub use describe::{MethodDescription, ParamDescription, ServiceDescription};
 pub use local::LocalTransport;
 
 /// A boxed, sendable future: what the dispatch and transport traits return so
@@ -132,19 +134,6 @@ pub enum DispatchError {
     OutcomeUnknown(String),
 }
 
-impl From<DispatchError> for CallError {
-    fn from(e: DispatchError) -> CallError {
-        match e {
-            DispatchError::UnknownMethod(m) => CallError::UnknownMethod(m),
-            DispatchError::BadArgs(m) => CallError::BadRequest(m),
-            DispatchError::EncodeReply(m) => CallError::Remote(m),
-            DispatchError::BadReply(m) => CallError::Codec(m),
-            DispatchError::Rejected(m) => CallError::Rejected(m),
-            DispatchError::OutcomeUnknown(_) => CallError::OutcomeUnknown { old: 0, new: 0 },
-        }
-    }
-}
-
 /// The server side of a service: what a node's RPC server holds and hands
 /// every incoming call to. Generated as `<Trait>Server<S>`.
 pub trait ServiceDispatch: Send + Sync + 'static {
@@ -159,17 +148,76 @@ pub trait ServiceDispatch: Send + Sync + 'static {
     /// server runtime's job, before it calls this.
     fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>>;
 
-    /// Runs the method called `method` on a JSON object of named arguments
-    /// and returns the reply as JSON (for HTTP ingress and the CLI).
-    fn dispatch_json(
-        &self,
-        method: &str,
-        args: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>>;
+    /// The service's JSON adapter, if it has one (generated services do):
+    /// what lets HTTP ingress, the CLI and JSON requests reach it.
+    fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
+        None
+    }
 
     fn method(&self, method_id: u16) -> Option<&'static MethodInfo> {
         self.methods().get(usize::from(method_id))
     }
+
+    /// Runs the method called `method` on a JSON object of named arguments
+    /// and returns the reply as JSON, through [`ServiceDispatch::json_codec`]
+    /// and the binary dispatch, so JSON and binary calls run the same code.
+    fn dispatch_json(
+        &self,
+        method: &str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        let found = self
+            .json_codec()
+            .ok_or_else(|| no_json_adapter(self.name(), method))
+            .and_then(|codec| Ok((codec, codec.method(method)?)));
+        Box::pin(async move {
+            let (codec, info) = found?;
+            json_round_trip(self, codec, info, args).await
+        })
+    }
+
+    /// [`ServiceDispatch::dispatch_json`] by method id: what a server runs
+    /// for a request whose arguments are JSON.
+    fn dispatch_json_by_id(
+        &self,
+        method_id: u16,
+        args: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        let found = match (self.json_codec(), self.method(method_id)) {
+            (Some(codec), Some(info)) => Ok((codec, info)),
+            (None, _) => Err(no_json_adapter(self.name(), &format!("#{method_id}"))),
+            (_, None) => Err(DispatchError::UnknownMethod(format!(
+                "{}#{method_id}",
+                self.name()
+            ))),
+        };
+        Box::pin(async move {
+            let (codec, info) = found?;
+            json_round_trip(self, codec, info, args).await
+        })
+    }
+
+    /// What a `Describe` request is answered with.
+    fn description(&self) -> ServiceDescription {
+        ServiceDescription::of(self.name(), self.methods())
+    }
+}
+
+fn no_json_adapter(service: &str, method: &str) -> DispatchError {
+    DispatchError::UnknownMethod(format!(
+        "{service}.{method}: this service has no JSON adapter"
+    ))
+}
+
+async fn json_round_trip<D: ServiceDispatch + ?Sized>(
+    dispatch: &D,
+    codec: &dyn ServiceCodec,
+    info: &'static MethodInfo,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, DispatchError> {
+    let bytes = codec.encode_json_args(info, args)?;
+    let reply = dispatch.dispatch(info.id, bytes).await?;
+    codec.decode_json_reply(info, &reply)
 }
 
 impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
@@ -182,12 +230,8 @@ impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
     fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         (**self).dispatch(method_id, args)
     }
-    fn dispatch_json(
-        &self,
-        method: &str,
-        args: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        (**self).dispatch_json(method, args)
+    fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
+        (**self).json_codec()
     }
 }
 

@@ -43,14 +43,6 @@ impl ServiceDispatch for Hang {
         self.started.notify_one();
         Box::pin(std::future::pending())
     }
-    fn dispatch_json(
-        &self,
-        m: &str,
-        _a: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        let m = m.to_owned();
-        Box::pin(async move { Err(DispatchError::UnknownMethod(m)) })
-    }
 }
 
 /// A server on its own runtime and thread; dropping the runtime is a crash:

@@ -10,7 +10,7 @@ fn t(n: Nanos) -> Instant {
 }
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{CallId, ClientConfig, ClientSession, LinkState, MAX_REPLIES_PER_CLIENT};
-use ebb_rpc::wire::{Frame, FrameKind, Status};
+use ebb_rpc::wire::{ConnErrorKind, Incarnation, Message, Outcome, Pong, Refusal, Reply, Seq};
 
 const ME: ClientId = ClientId(42);
 const INC: u64 = 1000;
@@ -23,27 +23,65 @@ fn cfg() -> ClientConfig {
     }
 }
 
-fn drain(s: &mut ClientSession) -> Vec<Frame> {
+fn drain(s: &mut ClientSession) -> Vec<Message> {
     std::iter::from_fn(|| s.poll_transmit()).collect()
 }
 
-fn pong(inc: u64, status: Status) -> Frame {
-    Frame {
-        kind: FrameKind::Pong,
-        flags: 0,
-        status,
+fn inc(n: u64) -> Incarnation {
+    Incarnation::new(n).unwrap()
+}
+
+fn pong(n: u64, refused: Option<Refusal>) -> Message {
+    Message::Pong(Pong {
         client: ME,
-        seq: 1,
-        ack_below: 0,
-        incarnation: inc,
-        deadline: Nanos::ZERO,
-        method: 0,
-        payload: Bytes::new(),
+        floor: Seq(1),
+        incarnation: inc(n),
+        refused,
+        load: 0,
+        message: Bytes::new(),
+    })
+}
+
+fn reply(to: &Message, n: u64, outcome: Outcome, payload: &'static [u8]) -> Message {
+    let Message::Request(r) = to else {
+        panic!("a reply answers a request, not {to:?}")
+    };
+    Message::Reply(Reply::to(r, inc(n), outcome, Bytes::from_static(payload)))
+}
+
+/// "ping" or "request" (what a client sends).
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Ping(_) => "ping",
+        Message::Request(_) => "request",
+        other => panic!("a client does not send {other:?}"),
     }
 }
 
-fn reply(to: &Frame, inc: u64, status: Status, payload: &'static [u8]) -> Frame {
-    Frame::reply_to(to, inc, status, Bytes::from_static(payload))
+/// A request's seq, or a ping's floor.
+fn seq(m: &Message) -> u64 {
+    match m {
+        Message::Ping(p) => p.floor.0,
+        Message::Request(r) => r.seq.0,
+        other => panic!("a client does not send {other:?}"),
+    }
+}
+
+/// The incarnation a request or ping names (0: none).
+fn named(m: &Message) -> u64 {
+    match m {
+        Message::Ping(p) => p.incarnation.map_or(0, Incarnation::get),
+        Message::Request(r) => r.incarnation.map_or(0, Incarnation::get),
+        other => panic!("a client does not send {other:?}"),
+    }
+}
+
+fn ack(m: &Message) -> u64 {
+    match m {
+        Message::Ping(p) => p.ack_below.0,
+        Message::Request(r) => r.ack_below.0,
+        other => panic!("a client does not send {other:?}"),
+    }
 }
 
 /// Connected and handshaken with incarnation `INC` at time 0.
@@ -52,8 +90,8 @@ fn ready() -> ClientSession {
     s.handle_connected(Instant::EPOCH);
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
-    assert_eq!(f[0].kind, FrameKind::Ping);
-    s.handle_frame(pong(INC, Status::Ok), Instant::EPOCH);
+    assert_eq!(kind(&f[0]), "ping");
+    s.handle_message(pong(INC, None), Instant::EPOCH);
     assert_eq!(s.link(), LinkState::Ready);
     s
 }
@@ -81,16 +119,13 @@ fn at_most_once_calls_wait_for_the_handshake_idempotent_ones_do_not() {
     s.handle_connected(t(Nanos(1)));
     let f = drain(&mut s);
     assert_eq!(
-        f.iter().map(|f| (f.kind, f.seq)).collect::<Vec<_>>(),
-        vec![(FrameKind::Ping, 1), (FrameKind::Request, idem.0)]
+        f.iter().map(|f| (kind(f), seq(f))).collect::<Vec<_>>(),
+        vec![("ping", 1), ("request", idem.0)]
     );
-    s.handle_frame(pong(INC, Status::Ok), t(Nanos(2)));
+    s.handle_message(pong(INC, None), t(Nanos(2)));
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
-    assert_eq!(
-        (f[0].seq, f[0].incarnation, f[0].ack_below),
-        (amo.0, INC, 1)
-    );
+    assert_eq!((seq(&f[0]), named(&f[0]), ack(&f[0])), (amo.0, INC, 1));
 }
 
 #[test]
@@ -99,11 +134,11 @@ fn a_reply_ends_its_call_with_the_payload_and_advances_ack_below() {
     let a = call(&mut s, false, t(Nanos(1)));
     let b = call(&mut s, false, t(Nanos(1)));
     let f = drain(&mut s);
-    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), t(Nanos(2)));
+    s.handle_message(reply(&f[0], INC, Outcome::Ok, b"r"), t(Nanos(2)));
     assert_eq!(s.poll_event(), Some((a, Ok(Bytes::from_static(b"r")))));
-    assert_eq!(s.ack_below(), b.0);
+    assert_eq!(s.ack_below(), Seq(b.0));
     // A duplicate reply is ignored.
-    s.handle_frame(reply(&f[0], INC, Status::Ok, b"r"), t(Nanos(3)));
+    s.handle_message(reply(&f[0], INC, Outcome::Ok, b"r"), t(Nanos(3)));
     assert_eq!(s.poll_event(), None);
 }
 
@@ -111,9 +146,11 @@ fn a_reply_ends_its_call_with_the_payload_and_advances_ack_below() {
 fn a_reply_whose_method_differs_is_not_delivered() {
     let mut s = ready();
     call(&mut s, false, t(Nanos(1)));
-    let mut r = reply(&drain(&mut s)[0], INC, Status::Ok, b"x");
+    let Message::Reply(mut r) = reply(&drain(&mut s)[0], INC, Outcome::Ok, b"x") else {
+        unreachable!()
+    };
     r.method += 1;
-    s.handle_frame(r, t(Nanos(2)));
+    s.handle_message(Message::Reply(r), t(Nanos(2)));
     assert_eq!(s.poll_event(), None);
     assert_eq!(s.outstanding(), 1);
 }
@@ -121,16 +158,18 @@ fn a_reply_whose_method_differs_is_not_delivered() {
 #[test]
 fn error_statuses_map_to_typed_errors() {
     let cases = [
-        (Status::UnknownMethod, "UnknownMethod"),
-        (Status::BadRequest, "BadRequest"),
-        (Status::Rejected, "Rejected"),
-        (Status::AppError, "Remote"),
+        (Outcome::UnknownMethod, "UnknownMethod"),
+        (Outcome::BadRequest, "BadRequest"),
+        (Outcome::Refused(Refusal::InFlight), "Refused"),
+        (Outcome::AppError, "Remote"),
+        (Outcome::Panicked, "Panicked"),
     ];
     for (status, name) in cases {
         let mut s = ready();
         let id = call(&mut s, false, t(Nanos(1)));
         let f = drain(&mut s);
-        s.handle_frame(reply(&f[0], INC, status, b"why"), t(Nanos(2)));
+        s.handle_message(reply(&f[0], INC, status, b"why"), t(Nanos(2)));
+        let status = format!("{status:?}");
         let (got, r) = s.poll_event().unwrap();
         assert_eq!(got, id);
         assert!(
@@ -159,14 +198,13 @@ fn unanswered_calls_are_resent_with_backoff_up_to_the_bound() {
         now = t;
         s.handle_timeout(now);
         for f in drain(&mut s) {
-            match f.kind {
-                FrameKind::Request => {
-                    assert_eq!(f.seq, id.0, "a resend keeps its seq");
+            match kind(&f) {
+                "request" => {
+                    assert_eq!(seq(&f), id.0, "a resend keeps its seq");
                     sends.push(now);
                 }
                 // Keep the failure detector quiet.
-                FrameKind::Ping => s.handle_frame(pong(INC, Status::Ok), now),
-                _ => {}
+                _ => s.handle_message(pong(INC, None), now),
             }
         }
     }
@@ -193,7 +231,13 @@ fn every_call_ends_by_its_deadline() {
     s.handle_timeout(t(Nanos::from_millis(50)));
     assert_eq!(
         s.poll_event(),
-        Some((id, Err(CallError::DeadlineExceeded(Nanos::from_millis(50)))))
+        Some((
+            id,
+            Err(CallError::DeadlineExceeded {
+                elapsed: Nanos::from_millis(50),
+                sent: true
+            })
+        ))
     );
 }
 
@@ -205,7 +249,7 @@ fn a_call_still_disconnected_at_its_deadline_ends_connection_lost() {
     s.handle_timeout(t(Nanos::from_secs(10)));
     assert!(matches!(
         s.poll_event(),
-        Some((got, Err(CallError::ConnectionLost(_)))) if got == id
+        Some((got, Err(CallError::ConnectionLost { sent: true, .. }))) if got == id
     ));
 }
 
@@ -219,12 +263,13 @@ fn calls_are_resent_with_the_same_seq_after_a_reconnect() {
     let f = drain(&mut s);
     assert_eq!(f.len(), 1, "at-most-once resends wait for the handshake");
     assert_eq!(
-        f[0].seq, 2,
+        seq(&f[0]),
+        2,
         "the handshake ping carries the floor above seq 1"
     );
-    s.handle_frame(pong(INC, Status::Ok), t(Nanos(3)));
+    s.handle_message(pong(INC, None), t(Nanos(3)));
     let f = drain(&mut s);
-    assert_eq!((f[0].seq, f[0].incarnation), (id.0, INC));
+    assert_eq!((seq(&f[0]), named(&f[0])), (id.0, INC));
 }
 
 #[test]
@@ -236,8 +281,8 @@ fn new_incarnation_ends_sent_at_most_once_calls_and_resends_idempotent_ones() {
     s.handle_disconnect(t(Nanos(1)));
     s.handle_connected(t(Nanos(2)));
     let f = drain(&mut s);
-    assert_eq!(f.iter().filter(|f| f.kind == FrameKind::Request).count(), 1);
-    s.handle_frame(pong(INC + 1, Status::Ok), t(Nanos(3)));
+    assert_eq!(f.iter().filter(|f| kind(f) == "request").count(), 1);
+    s.handle_message(pong(INC + 1, None), t(Nanos(3)));
     assert_eq!(
         s.poll_event(),
         Some((
@@ -251,13 +296,13 @@ fn new_incarnation_ends_sent_at_most_once_calls_and_resends_idempotent_ones() {
     assert_eq!(s.outstanding(), 1);
     let f = drain(&mut s);
     assert!(
-        f.iter().any(|f| f.seq == idem.0),
+        f.iter().any(|f| kind(f) == "request" && seq(f) == idem.0),
         "idempotent call resent at once"
     );
     // A new at-most-once call names the new incarnation.
     call(&mut s, false, t(Nanos(4)));
     let f = drain(&mut s);
-    assert_eq!(f.last().unwrap().incarnation, INC + 1);
+    assert_eq!(named(f.last().unwrap()), INC + 1);
 }
 
 #[test]
@@ -265,8 +310,8 @@ fn server_outcome_unknown_reply_names_both_incarnations() {
     let mut s = ready();
     let id = call(&mut s, false, Instant::EPOCH);
     let f = drain(&mut s);
-    s.handle_frame(
-        reply(&f[0], INC, Status::OutcomeUnknown, b"floor"),
+    s.handle_message(
+        reply(&f[0], INC, Outcome::OutcomeUnknown, b"floor"),
         t(Nanos(1)),
     );
     assert_eq!(
@@ -281,12 +326,17 @@ fn idle_connection_pings_and_silence_ends_calls_server_unresponsive() {
     let mut s = ready();
     assert_eq!(s.poll_timeout(), Some(t(c.heartbeat_interval)));
     s.handle_timeout(t(c.heartbeat_interval));
-    assert_eq!(drain(&mut s)[0].kind, FrameKind::Ping);
+    assert_eq!(kind(&drain(&mut s)[0]), "ping");
     let id = call(&mut s, false, t(c.heartbeat_interval));
     s.handle_timeout(t(c.heartbeat_silence));
     let (got, r) = s.poll_event().unwrap();
     assert_eq!(got, id);
-    assert_eq!(r, Err(CallError::ServerUnresponsive(c.heartbeat_silence)));
+    assert_eq!(
+        r,
+        Err(CallError::ServerUnresponsive {
+            silent: c.heartbeat_silence
+        })
+    );
     assert!(s.poll_close());
     assert_eq!(s.link(), LinkState::Disconnected);
 }
@@ -304,9 +354,9 @@ fn silence_spares_calls_that_were_never_sent() {
     assert!(s.poll_close());
     assert_eq!(s.outstanding(), 1);
     s.handle_connected(t(c.heartbeat_silence));
-    s.handle_frame(pong(INC, Status::Ok), t(c.heartbeat_silence));
+    s.handle_message(pong(INC, None), t(c.heartbeat_silence));
     let f = drain(&mut s);
-    assert_eq!(f.last().unwrap().seq, id.0, "sent on the next connection");
+    assert_eq!(seq(f.last().unwrap()), id.0, "sent on the next connection");
 }
 
 #[test]
@@ -336,15 +386,12 @@ fn at_most_once_calls_beyond_the_window_wait_for_the_lowest_to_end() {
     }
     let f = drain(&mut s);
     assert_eq!(f.len() as u64, MAX_REPLIES_PER_CLIENT);
-    assert!(
-        f.iter()
-            .all(|f| f.seq < f.ack_below + MAX_REPLIES_PER_CLIENT)
-    );
-    s.handle_frame(reply(&f[0], INC, Status::Ok, b""), t(Nanos(1)));
+    assert!(f.iter().all(|f| seq(f) < ack(f) + MAX_REPLIES_PER_CLIENT));
+    s.handle_message(reply(&f[0], INC, Outcome::Ok, b""), t(Nanos(1)));
     assert_eq!(s.poll_event().unwrap().0, first);
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
-    assert_eq!(f[0].seq, 1 + MAX_REPLIES_PER_CLIENT);
+    assert_eq!(seq(&f[0]), 1 + MAX_REPLIES_PER_CLIENT);
 }
 
 #[test]
@@ -352,10 +399,10 @@ fn rejected_handshake_refuses_never_sent_at_most_once_calls() {
     let mut s = ClientSession::new(ME, cfg(), Instant::EPOCH);
     let id = call(&mut s, false, Instant::EPOCH);
     s.handle_connected(t(Nanos(1)));
-    s.handle_frame(pong(INC, Status::Rejected), t(Nanos(2)));
+    s.handle_message(pong(INC, Some(Refusal::Sessions)), t(Nanos(2)));
     assert!(matches!(
         s.poll_event(),
-        Some((got, Err(CallError::Rejected(_)))) if got == id
+        Some((got, Err(CallError::Refused { reason: Refusal::Sessions, .. }))) if got == id
     ));
     assert_eq!(s.link(), LinkState::Handshaking);
 }
@@ -382,20 +429,20 @@ fn an_unanswered_handshake_is_retried_on_the_retransmit_interval() {
     s.handle_timeout(t(c.retransmit_after));
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
-    assert_eq!(f[0].kind, FrameKind::Ping);
+    assert_eq!(kind(&f[0]), "ping");
 }
 
 #[test]
 fn a_refused_heartbeat_sends_the_session_back_to_handshaking() {
     let mut s = ready();
-    s.handle_frame(pong(INC, Status::Rejected), t(Nanos(1)));
+    s.handle_message(pong(INC, Some(Refusal::Sessions)), t(Nanos(1)));
     assert_eq!(s.link(), LinkState::Handshaking);
     call(&mut s, false, t(Nanos(2)));
     assert!(
         drain(&mut s).is_empty(),
         "at-most-once calls wait for a session"
     );
-    s.handle_frame(pong(INC, Status::Ok), t(Nanos(3)));
+    s.handle_message(pong(INC, None), t(Nanos(3)));
     assert_eq!(drain(&mut s).len(), 1);
 }
 
@@ -404,18 +451,20 @@ fn frames_for_another_client_or_while_disconnected_are_ignored() {
     let mut s = ready();
     call(&mut s, false, t(Nanos(1)));
     let req = drain(&mut s).pop().unwrap();
-    let mut foreign = reply(&req, INC, Status::Ok, b"x");
+    let Message::Reply(mut foreign) = reply(&req, INC, Outcome::Ok, b"x") else {
+        unreachable!()
+    };
     foreign.client = ClientId(43);
-    s.handle_frame(foreign, t(Nanos(2)));
+    s.handle_message(Message::Reply(foreign), t(Nanos(2)));
     s.handle_disconnect(t(Nanos(3)));
-    s.handle_frame(reply(&req, INC, Status::Ok, b"x"), t(Nanos(4)));
+    s.handle_message(reply(&req, INC, Outcome::Ok, b"x"), t(Nanos(4)));
     assert_eq!(s.poll_event(), None);
     assert_eq!(s.outstanding(), 1);
 }
 
 /// A reply naming the connection, not a call.
-fn connection_error(status: Status, why: &'static str) -> Frame {
-    ebb_rpc::transport::frames::connection_error(INC, status, why.into())
+fn connection_error(kind: ConnErrorKind, why: &'static str) -> Message {
+    ebb_rpc::transport::frames::connection_error(inc(INC), kind, why.into())
 }
 
 #[test]
@@ -427,9 +476,12 @@ fn a_connection_turned_away_unread_ends_the_calls_sent_only_on_it() {
     s.handle_connected(t(SEC));
     let fresh = call(&mut s, true, t(SEC));
     assert!(!drain(&mut s).is_empty());
-    s.handle_frame(connection_error(Status::Rejected, "server full"), t(SEC));
+    s.handle_message(
+        connection_error(ConnErrorKind::ServerFull, "server full"),
+        t(SEC),
+    );
     assert!(
-        matches!(s.poll_event(), Some((id, Err(CallError::Rejected(m)))) if id == fresh && m == "server full")
+        matches!(s.poll_event(), Some((id, Err(CallError::Refused { reason: Refusal::ServerFull, message }))) if id == fresh && message == "server full")
     );
     assert!(
         s.poll_event().is_none(),
@@ -449,8 +501,8 @@ fn a_connection_whose_framing_the_server_refused_ends_every_call() {
     let mut s = ready();
     call(&mut s, false, Instant::EPOCH);
     call(&mut s, true, Instant::EPOCH);
-    s.handle_frame(
-        connection_error(Status::BadRequest, "frame too large"),
+    s.handle_message(
+        connection_error(ConnErrorKind::BadFrame, "frame too large"),
         t(SEC),
     );
     let ended: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
@@ -458,7 +510,7 @@ fn a_connection_whose_framing_the_server_refused_ends_every_call() {
     assert!(
         ended
             .iter()
-            .all(|(_, r)| matches!(r, Err(CallError::BadRequest(_))))
+            .all(|(_, r)| matches!(r, Err(CallError::Protocol { sent: true, .. })))
     );
     assert!(s.poll_close());
 }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ebb_rpc::semantics::{
     Action, ConnId, ConnRefusal, MAX_REPLIES_PER_CLIENT, ServerConfig, ServerSession,
 };
-use ebb_rpc::wire::{FLAG_IDEMPOTENT, Frame, FrameKind, Status};
+use ebb_rpc::wire::{Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq};
 
 const INC: u64 = 77;
 const C: ClientId = ClientId(5);
@@ -22,6 +22,10 @@ const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The first connection a session opens.
 const CONN: ConnId = ConnId(1);
 
+fn incarnation(n: u64) -> Incarnation {
+    Incarnation::new(n).unwrap()
+}
+
 /// `s` with connection `CONN` open.
 fn open(mut s: ServerSession) -> ServerSession {
     assert_eq!(s.open_connection(PEER), Ok(CONN));
@@ -29,43 +33,39 @@ fn open(mut s: ServerSession) -> ServerSession {
 }
 
 fn server() -> ServerSession {
-    open(ServerSession::new(INC, ServerConfig::default()))
+    open(ServerSession::new(
+        incarnation(INC),
+        ServerConfig::default(),
+    ))
 }
 
 /// The pong `s` answers `p` with.
-fn pong_of(s: &mut ServerSession, p: Frame, now: Instant) -> Frame {
+fn pong_of(s: &mut ServerSession, p: Ping, now: Instant) -> Pong {
     match s.admit(CONN, p, now) {
-        Action::Reply(f) => f,
+        Action::Reply(Message::Pong(p)) => p,
         other => panic!("a ping must be answered, got {other:?}"),
     }
 }
 
-fn ping(floor: u64) -> Frame {
-    Frame {
-        kind: FrameKind::Ping,
-        flags: 0,
-        status: Status::Ok,
+fn ping(floor: u64) -> Ping {
+    Ping {
         client: C,
-        seq: floor,
-        ack_below: 1,
-        incarnation: 0,
-        deadline: Nanos::ZERO,
-        method: 0,
-        payload: Bytes::new(),
+        floor: Seq(floor),
+        ack_below: Seq(1),
+        incarnation: None,
     }
 }
 
-fn req(seq: u64, ack_below: u64, incarnation: u64, idempotent: bool) -> Frame {
-    Frame {
-        kind: FrameKind::Request,
-        flags: if idempotent { FLAG_IDEMPOTENT } else { 0 },
-        status: Status::Ok,
+fn req(seq: u64, ack_below: u64, incarnation: u64, idempotent: bool) -> Request {
+    Request {
         client: C,
-        seq,
-        ack_below,
-        incarnation,
+        seq: Seq(seq),
+        ack_below: Seq(ack_below),
+        incarnation: Incarnation::new(incarnation),
         deadline: Nanos::from_secs(1),
         method: 9,
+        idempotent,
+        json: false,
         payload: Bytes::from_static(b"args"),
     }
 }
@@ -74,16 +74,13 @@ fn req(seq: u64, ack_below: u64, incarnation: u64, idempotent: bool) -> Frame {
 fn handshaken() -> ServerSession {
     let mut s = server();
     let pong = pong_of(&mut s, ping(1), Instant::EPOCH);
-    assert_eq!(
-        (pong.kind, pong.status, pong.incarnation),
-        (FrameKind::Pong, Status::Ok, INC)
-    );
+    assert_eq!((pong.refused, pong.incarnation), (None, incarnation(INC)));
     s
 }
 
-fn status_of(a: Action) -> Status {
+fn status_of(a: Action) -> Outcome {
     match a {
-        Action::Reply(f) => f.status,
+        Action::Reply(Message::Reply(r)) => r.outcome,
         other => panic!("expected a reply, got {other:?}"),
     }
 }
@@ -99,11 +96,11 @@ fn new_at_most_once_call_executes_once_and_duplicates_get_the_saved_reply() {
         s.admit(CONN, req(1, 1, INC, false), t(Nanos(2))),
         Action::Wait
     );
-    let (reply, _) = s.complete(inc.key, Status::Ok, Bytes::from_static(b"r1"), t(Nanos(3)));
-    assert_eq!((reply.seq, reply.incarnation), (1, INC));
+    let (reply, _) = s.complete(inc.key, Outcome::Ok, Bytes::from_static(b"r1"), t(Nanos(3)));
+    assert_eq!((reply.seq, reply.incarnation), (Seq(1), incarnation(INC)));
     assert_eq!(
         s.admit(CONN, req(1, 1, INC, false), t(Nanos(4))),
-        Action::Reply(reply)
+        Action::Reply(Message::Reply(reply))
     );
 }
 
@@ -127,7 +124,7 @@ fn idempotent_calls_keep_no_state_and_run_every_time() {
 fn request_naming_another_incarnation_is_refused_outcome_unknown() {
     let mut s = handshaken();
     let a = s.admit(CONN, req(1, 1, INC + 1, false), t(Nanos(1)));
-    assert_eq!(status_of(a), Status::OutcomeUnknown);
+    assert_eq!(status_of(a), Outcome::OutcomeUnknown);
     assert_eq!(s.table().entries(), 0, "an orphan leaves no state behind");
 }
 
@@ -136,7 +133,7 @@ fn at_most_once_call_without_a_session_is_refused_outcome_unknown() {
     let mut s = server();
     assert_eq!(
         status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1)))),
-        Status::OutcomeUnknown
+        Outcome::OutcomeUnknown
     );
 }
 
@@ -146,7 +143,7 @@ fn seq_below_acknowledged_below_is_dropped_and_its_reply_forgotten() {
     let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
-    s.complete(inc.key, Status::Ok, Bytes::new(), t(Nanos(2)));
+    s.complete(inc.key, Outcome::Ok, Bytes::new(), t(Nanos(2)));
     assert_eq!(s.table().entries(), 1);
     assert!(matches!(
         s.admit(CONN, req(2, 2, INC, false), t(Nanos(3))),
@@ -165,7 +162,7 @@ fn seq_below_the_session_floor_is_refused_outcome_unknown() {
     pong_of(&mut s, ping(10), Instant::EPOCH);
     assert_eq!(
         status_of(s.admit(CONN, req(9, 1, INC, false), t(Nanos(1)))),
-        Status::OutcomeUnknown
+        Outcome::OutcomeUnknown
     );
     assert!(matches!(
         s.admit(CONN, req(10, 1, INC, false), t(Nanos(1))),
@@ -181,7 +178,7 @@ fn seq_outside_the_window_is_a_bad_request_and_records_nothing() {
         req(1 + MAX_REPLIES_PER_CLIENT, 1, INC, false),
         t(Nanos(1)),
     );
-    assert_eq!(status_of(a), Status::BadRequest);
+    assert_eq!(status_of(a), Outcome::BadRequest);
     assert_eq!(s.table().entries(), 0);
 }
 
@@ -190,11 +187,14 @@ fn expired_deadline_is_rejected_and_the_rejection_is_remembered() {
     let mut s = handshaken();
     let mut r = req(1, 1, INC, false);
     r.deadline = Nanos::ZERO;
-    assert_eq!(status_of(s.admit(CONN, r, t(Nanos(1)))), Status::Rejected);
+    assert_eq!(
+        status_of(s.admit(CONN, r, t(Nanos(1)))),
+        Outcome::Refused(Refusal::DeadlinePassed)
+    );
     // A slower copy with time left must not run it after the rejection.
     assert_eq!(
         status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(2)))),
-        Status::Rejected
+        Outcome::Refused(Refusal::DeadlinePassed)
     );
 }
 
@@ -205,22 +205,22 @@ fn full_client_table_rejects_the_handshake_until_a_session_expires() {
         session_expiry: Nanos::from_secs(10),
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(INC, cfg));
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
     pong_of(&mut s, ping(1), Instant::EPOCH);
     let mut other = ping(1);
     other.client = ClientId(6);
     assert_eq!(
-        pong_of(&mut s, other.clone(), t(Nanos::from_secs(5))).status,
-        Status::Rejected
+        pong_of(&mut s, other.clone(), t(Nanos::from_secs(5))).refused,
+        Some(Refusal::Sessions)
     );
     assert_eq!(
-        pong_of(&mut s, other, t(Nanos::from_secs(10))).status,
-        Status::Ok
+        pong_of(&mut s, other, t(Nanos::from_secs(10))).refused,
+        None
     );
     // The evicted client's old calls are now refused, never re-run.
     assert_eq!(
         status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos::from_secs(11)))),
-        Status::OutcomeUnknown
+        Outcome::OutcomeUnknown
     );
 }
 
@@ -233,25 +233,28 @@ fn a_restarted_server_never_runs_a_call_of_the_previous_incarnation() {
     ));
     // Crash: all state lost, new incarnation. The client re-handshakes with
     // its floor (2: seq 1 was sent) and resends seq 1 naming the old one.
-    let mut s2 = open(ServerSession::new(INC + 1, ServerConfig::default()));
+    let mut s2 = open(ServerSession::new(
+        incarnation(INC + 1),
+        ServerConfig::default(),
+    ));
     pong_of(&mut s2, ping(2), t(Nanos(2)));
     assert_eq!(
         status_of(s2.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
-        Status::OutcomeUnknown
+        Outcome::OutcomeUnknown
     );
     // Even a copy naming the new incarnation (or none) is below the floor.
     assert_eq!(
         status_of(s2.admit(CONN, req(1, 1, INC + 1, false), t(Nanos(3)))),
-        Status::OutcomeUnknown
+        Outcome::OutcomeUnknown
     );
 }
 
 #[test]
 fn reply_and_pong_frames_sent_to_a_server_are_dropped() {
     let mut s = handshaken();
-    let mut f = req(1, 1, INC, false);
-    f.kind = FrameKind::Reply;
-    assert_eq!(s.admit(CONN, f, t(Nanos(1))), Action::Drop);
+    let r = req(1, 1, INC, false);
+    let reply = Reply::to(&r, incarnation(INC), Outcome::Ok, Bytes::new());
+    assert_eq!(s.admit(CONN, reply, t(Nanos(1))), Action::Drop);
 }
 
 #[test]
@@ -261,20 +264,17 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
         session_expiry: Nanos::from_secs(1),
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(INC, cfg));
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
     pong_of(&mut s, ping(1), Instant::EPOCH);
     let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
     let mut other = ping(1);
     other.client = ClientId(6);
-    assert_eq!(
-        pong_of(&mut s, other, t(Nanos::from_secs(2))).status,
-        Status::Ok
-    );
+    assert_eq!(pong_of(&mut s, other, t(Nanos::from_secs(2))).refused, None);
     let (reply, route) = s.complete(
         inc.key,
-        Status::Ok,
+        Outcome::Ok,
         Bytes::from_static(b"r"),
         t(Nanos::from_secs(3)),
     );
@@ -283,7 +283,7 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
         Some(CONN),
         "the reply still goes to the open connection"
     );
-    assert_eq!((reply.seq, reply.status), (1, Status::Ok));
+    assert_eq!((reply.seq, reply.outcome), (Seq(1), Outcome::Ok));
     assert_eq!(s.table().entries(), 0);
 }
 
@@ -293,9 +293,9 @@ fn a_ping_raises_acknowledged_below_and_prunes() {
     let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
-    s.complete(inc.key, Status::Ok, Bytes::new(), t(Nanos(2)));
+    s.complete(inc.key, Outcome::Ok, Bytes::new(), t(Nanos(2)));
     let mut p = ping(2);
-    p.ack_below = 2;
+    p.ack_below = Seq(2);
     pong_of(&mut s, p, t(Nanos(3)));
     assert_eq!(s.table().entries(), 0);
 }
@@ -316,10 +316,14 @@ fn a_clone_with_the_same_incarnation_refuses_a_call_sent_to_its_twin() {
     // The client reconnects, reaches the clone, and opens its session with
     // the floor one above the highest at-most-once seq it sent.
     let pong = pong_of(&mut clone, ping(2), t(Nanos(2)));
-    assert_eq!(pong.incarnation, INC, "the clone cannot tell itself apart");
+    assert_eq!(
+        pong.incarnation,
+        incarnation(INC),
+        "the clone cannot tell itself apart"
+    );
     assert_eq!(
         status_of(clone.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
-        Status::OutcomeUnknown
+        Outcome::OutcomeUnknown
     );
     assert!(matches!(
         clone.admit(CONN, req(2, 1, INC, false), t(Nanos(4))),
@@ -333,7 +337,7 @@ fn bounded(in_flight: usize) -> ServerSession {
         max_in_flight_per_conn: in_flight,
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(INC, cfg));
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
     pong_of(&mut s, ping(1), Instant::EPOCH);
     s
 }
@@ -346,15 +350,15 @@ fn a_call_over_the_in_flight_bound_is_refused_and_every_later_copy_gets_the_refu
     };
     assert_eq!(
         status_of(s.admit(CONN, req(2, 1, INC, false), t(Nanos(2)))),
-        Status::Rejected
+        Outcome::Refused(Refusal::InFlight)
     );
-    s.complete(first.key, Status::Ok, Bytes::new(), t(Nanos(3)));
+    s.complete(first.key, Outcome::Ok, Bytes::new(), t(Nanos(3)));
     assert_eq!(s.in_flight(CONN), 0);
     // Room again, but the late copy of the refused call must not run: the
     // client was told it did not.
     assert_eq!(
         status_of(s.admit(CONN, req(2, 1, INC, false), t(Nanos(4)))),
-        Status::Rejected
+        Outcome::Refused(Refusal::InFlight)
     );
     assert_eq!(s.stats().refused_in_flight, 1);
     assert_eq!(s.stats().saved_replies, 1);
@@ -373,9 +377,9 @@ fn an_idempotent_call_over_the_in_flight_bound_is_refused_and_nothing_is_recorde
     };
     assert_eq!(
         status_of(s.admit(CONN, req(2, 1, 0, true), t(Nanos(2)))),
-        Status::Rejected
+        Outcome::Refused(Refusal::InFlight)
     );
-    s.complete(first.key, Status::Ok, Bytes::new(), t(Nanos(3)));
+    s.complete(first.key, Outcome::Ok, Bytes::new(), t(Nanos(3)));
     assert!(matches!(
         s.admit(CONN, req(2, 1, 0, true), t(Nanos(4))),
         Action::Execute(_)
@@ -391,14 +395,14 @@ fn a_panicked_call_is_recorded_and_its_duplicates_get_the_panic() {
     };
     let (reply, _) = s.complete(
         inc.key,
-        Status::Panicked,
+        Outcome::Panicked,
         Bytes::from_static(b"the method panicked"),
         t(Nanos(2)),
     );
-    assert_eq!(reply.status, Status::Panicked);
+    assert_eq!(reply.outcome, Outcome::Panicked);
     assert_eq!(
         status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
-        Status::Panicked
+        Outcome::Panicked
     );
     assert_eq!(s.stats().panicked, 1);
     assert_eq!(s.stats().executed, 1);
@@ -410,14 +414,20 @@ fn a_connection_speaking_for_too_many_clients_is_refused_for_the_extra_one() {
         max_clients_per_conn: 1,
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(INC, cfg));
-    assert_eq!(pong_of(&mut s, ping(1), Instant::EPOCH).status, Status::Ok);
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    assert_eq!(pong_of(&mut s, ping(1), Instant::EPOCH).refused, None);
     let mut other = ping(1);
     other.client = ClientId(6);
-    assert_eq!(pong_of(&mut s, other, t(Nanos(1))).status, Status::Rejected);
+    assert_eq!(
+        pong_of(&mut s, other, t(Nanos(1))).refused,
+        Some(Refusal::ClientsPerConnection)
+    );
     let mut r = req(1, 1, 0, true);
     r.client = ClientId(6);
-    assert_eq!(status_of(s.admit(CONN, r, t(Nanos(2)))), Status::Rejected);
+    assert_eq!(
+        status_of(s.admit(CONN, r, t(Nanos(2)))),
+        Outcome::Refused(Refusal::ClientsPerConnection)
+    );
     assert_eq!(s.route_of(ClientId(6)), None, "no route for the extra id");
     assert_eq!(s.stats().refused_clients_per_conn, 1);
 }
@@ -429,7 +439,7 @@ fn connections_are_bounded_in_total_and_per_peer() {
         max_connections_per_peer: 2,
         ..ServerConfig::default()
     };
-    let mut s = ServerSession::new(INC, cfg);
+    let mut s = ServerSession::new(incarnation(INC), cfg);
     let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
     let third = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
     let a = s.open_connection(PEER).unwrap();
@@ -461,7 +471,7 @@ fn a_reply_goes_to_the_connection_its_client_was_last_heard_on() {
         s.admit(second, req(1, 1, INC, false), t(Nanos(2))),
         Action::Wait
     );
-    let (_, route) = s.complete(inc.key, Status::Ok, Bytes::new(), t(Nanos(3)));
+    let (_, route) = s.complete(inc.key, Outcome::Ok, Bytes::new(), t(Nanos(3)));
     assert_eq!(route, Some(second));
     s.close_connection(second);
     assert_eq!(s.route_of(C), None);

@@ -11,9 +11,10 @@ use ebb_rpc::semantics::ServerConfig;
 use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
 };
-use ebb_rpc::transport::frames::NO_CALL;
 use ebb_rpc::transport::{Server, TcpClient};
-use ebb_rpc::wire::{self, Frame, FrameKind, MAX_FRAME_BYTES, Status};
+use ebb_rpc::wire::{
+    self, ConnErrorKind, MAX_FRAME_BYTES, Message, Outcome, Refusal, Request, Seq,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
@@ -67,14 +68,6 @@ impl ServiceDispatch for TestService {
             }
         })
     }
-    fn dispatch_json(
-        &self,
-        method: &str,
-        _args: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        let m = method.to_owned();
-        Box::pin(async move { Err(DispatchError::UnknownMethod(m)) })
-    }
 }
 
 async fn start() -> (String, Arc<TestService>) {
@@ -120,7 +113,7 @@ async fn unknown_method_is_a_typed_error() {
         .call(&MISSING, Bytes::new(), CallOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::UnknownMethod(_)), "{err:?}");
+    assert!(matches!(err, CallError::UnknownMethod { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -129,30 +122,47 @@ async fn refused_connection_names_the_address() {
     let addr = l.local_addr().unwrap().to_string();
     drop(l);
     let err = TcpClient::connect(&addr).await.err().unwrap();
-    assert!(matches!(err, CallError::ConnectionLost(_)), "{err:?}");
+    assert!(
+        matches!(err, CallError::ConnectionLost { sent: false, .. }),
+        "{err:?}"
+    );
+    assert!(!err.may_have_run());
     assert!(err.to_string().contains(&addr), "{err}");
 }
 
 /// Reads until EOF and decodes what the server said before closing.
-async fn server_last_words(mut s: TcpStream) -> Vec<Frame> {
+async fn server_last_words(mut s: TcpStream) -> Vec<Message> {
     let mut bytes = Vec::new();
     let _ = s.read_to_end(&mut bytes).await;
     let mut buf = bytes::BytesMut::from(&bytes[..]);
     let mut frames = Vec::new();
-    while let Ok(Some(f)) = wire::decode_frame(&mut buf) {
+    while let Ok(Some(f)) = wire::decode_message(&mut buf) {
         frames.push(f);
     }
     frames
 }
 
-/// The one connection-level `BadRequest` a server sends before closing.
-fn refusal(said: &[Frame]) -> String {
+/// The one connection error (bad frame) a server sends before closing.
+fn refusal(said: &[Message]) -> String {
     match said {
-        [f] if f.kind == FrameKind::Reply && f.status == Status::BadRequest && f.seq == NO_CALL => {
-            f.message()
-        }
-        other => panic!("expected one connection-level BadRequest, got {other:?}"),
+        [Message::ConnError(e)] if e.kind == ConnErrorKind::BadFrame => e.message(),
+        other => panic!("expected one bad-frame connection error, got {other:?}"),
     }
+}
+
+/// An idempotent request of `client` with a long deadline.
+fn request(client: u128, seq: u64, payload: Bytes) -> Message {
+    Message::Request(Request {
+        client: ebb_core::ClientId(client),
+        seq: Seq(seq),
+        ack_below: Seq(1),
+        incarnation: None,
+        deadline: ebb_core::Nanos::from_secs(60),
+        method: 0,
+        idempotent: true,
+        json: false,
+        payload,
+    })
 }
 
 #[tokio::test]
@@ -236,7 +246,10 @@ async fn a_black_holed_server_is_reported_unresponsive() {
         .call(&METHODS[0], Bytes::from_static(b"x"), opts)
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::ServerUnresponsive(_)), "{err:?}");
+    assert!(
+        matches!(err, CallError::ServerUnresponsive { .. }),
+        "{err:?}"
+    );
     assert_eq!(svc.runs.load(Ordering::Relaxed), 0);
 }
 
@@ -248,19 +261,8 @@ async fn a_peer_that_never_reads_does_not_stall_others() {
     let mut flood = TcpStream::connect(&addr).await.unwrap();
     let mut bytes = bytes::BytesMut::new();
     for seq in 1..=64u64 {
-        let frame = Frame {
-            kind: FrameKind::Request,
-            flags: wire::FLAG_IDEMPOTENT,
-            status: Status::Ok,
-            client: ebb_core::ClientId(7),
-            seq,
-            ack_below: 1,
-            incarnation: 0,
-            deadline: ebb_core::Nanos::from_secs(60),
-            method: 0,
-            payload: Bytes::from(vec![1u8; 64 * 1024]),
-        };
-        wire::encode_frame(&frame, &mut bytes).unwrap();
+        let frame = request(7, seq, Bytes::from(vec![1u8; 64 * 1024]));
+        wire::encode_message(&frame, &mut bytes).unwrap();
     }
     let flooder = tokio::spawn(async move {
         for _ in 0..8 {
@@ -292,7 +294,8 @@ async fn a_panicking_method_fails_its_call_and_the_server_goes_on() {
         .call(&METHODS[2], Bytes::new(), CallOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(&err, CallError::Panicked(_)), "{err:?}");
+    assert!(matches!(&err, CallError::Panicked { .. }), "{err:?}");
+    assert!(err.may_have_run());
     let ok = client
         .call(
             &METHODS[0],
@@ -313,7 +316,7 @@ async fn oversized_arguments_are_refused_before_sending() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, CallError::BadRequest(m) if m.contains("nothing was sent")),
+        matches!(&err, CallError::BadRequest { message } if message.contains("nothing was sent")),
         "{err:?}"
     );
     let ok = client
@@ -335,19 +338,8 @@ async fn a_connection_speaking_for_too_many_clients_is_refused_beyond_the_bound(
     let mut out = bytes::BytesMut::new();
     let n = MAX_CLIENTS_PER_CONN as u128 + 1;
     for id in 1..=n {
-        let frame = Frame {
-            kind: FrameKind::Request,
-            flags: wire::FLAG_IDEMPOTENT,
-            status: Status::Ok,
-            client: ebb_core::ClientId(id),
-            seq: 1,
-            ack_below: 1,
-            incarnation: 0,
-            deadline: ebb_core::Nanos::from_secs(60),
-            method: 0,
-            payload: Bytes::from_static(b"e"),
-        };
-        wire::encode_frame(&frame, &mut out).unwrap();
+        let frame = request(id, 1, Bytes::from_static(b"e"));
+        wire::encode_message(&frame, &mut out).unwrap();
     }
     s.write_all(&out).await.unwrap();
     let mut buf = bytes::BytesMut::new();
@@ -357,13 +349,16 @@ async fn a_connection_speaking_for_too_many_clients_is_refused_beyond_the_bound(
             s.read_buf(&mut buf).await.unwrap() > 0,
             "server closed early"
         );
-        while let Some(f) = wire::decode_frame(&mut buf).unwrap() {
-            replies.push(f);
+        while let Some(f) = wire::decode_message(&mut buf).unwrap() {
+            let Message::Reply(r) = f else {
+                panic!("expected replies, got {f:?}")
+            };
+            replies.push(r);
         }
     }
     let refused: Vec<_> = replies
         .iter()
-        .filter(|f| f.status == Status::Rejected)
+        .filter(|r| r.outcome == Outcome::Refused(Refusal::ClientsPerConnection))
         .collect();
     assert_eq!(refused.len(), 1, "{replies:?}");
     assert_eq!(refused[0].client, ebb_core::ClientId(n));
@@ -402,9 +397,16 @@ async fn a_full_server_turns_a_new_connection_away_at_once_and_its_call_did_not_
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, CallError::Rejected(m) if m.contains("server full")),
+        matches!(
+            &err,
+            CallError::Refused {
+                reason: Refusal::ServerFull,
+                ..
+            }
+        ),
         "{err:?}"
     );
+    assert!(!err.may_have_run());
     assert_eq!(
         svc.runs.load(Ordering::Relaxed),
         1,

@@ -5,65 +5,163 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use ebb_core::{ClientId, Nanos};
 use ebb_rpc::wire::{
-    FLAG_IDEMPOTENT, Frame, FrameCodec, FrameKind, HEADER_BYTES, LENGTH_PREFIX_BYTES,
-    MAX_FRAME_BYTES, Status, WIRE_VERSION, WireError, decode_frame, encode_frame,
+    ConnError, ConnErrorKind, Describe, Description, FrameCodec, HEADER_BYTES, Incarnation,
+    LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, Message, Outcome, Ping, Pong, Refusal, Reply, Request,
+    Seq, WIRE_VERSION, WireError, decode_message as decode_frame, encode_message as encode_frame,
 };
 use proptest::prelude::*;
 
-fn kind() -> impl Strategy<Value = FrameKind> {
+type Frame = Message;
+
+fn refusal() -> impl Strategy<Value = Refusal> {
+    (1u8..=9).prop_map(|b| Refusal::from_u8(b).unwrap())
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
-        Just(FrameKind::Request),
-        Just(FrameKind::Reply),
-        Just(FrameKind::Ping),
-        Just(FrameKind::Pong),
+        Just(Outcome::Ok),
+        Just(Outcome::UnknownMethod),
+        Just(Outcome::BadRequest),
+        Just(Outcome::OutcomeUnknown),
+        refusal().prop_map(Outcome::Refused),
+        Just(Outcome::AppError),
+        Just(Outcome::Panicked),
     ]
 }
 
-fn status() -> impl Strategy<Value = Status> {
-    (0u8..=6).prop_map(|b| Status::from_u8(b).unwrap())
+fn incarnation() -> impl Strategy<Value = Incarnation> {
+    (1u64..).prop_map(|n| Incarnation::new(n).unwrap())
 }
 
-prop_compose! {
-    fn frame()(
-        kind in kind(),
-        idempotent in any::<bool>(),
-        status in status(),
-        client in any::<u128>(),
-        seq in any::<u64>(),
-        ack_below in any::<u64>(),
-        incarnation in any::<u64>(),
-        deadline in any::<u64>(),
-        method in any::<u16>(),
-        payload in proptest::collection::vec(any::<u8>(), 0..300),
-    ) -> Frame {
-        Frame {
-            kind,
-            flags: if idempotent { FLAG_IDEMPOTENT } else { 0 },
-            status,
-            client: ClientId(client),
+fn payload() -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from)
+}
+
+fn frame() -> impl Strategy<Value = Message> {
+    let client = any::<u128>().prop_map(ClientId);
+    let seq = any::<u64>().prop_map(Seq);
+    prop_oneof![
+        (
+            client.clone(),
+            seq.clone(),
+            seq.clone(),
+            proptest::option::of(incarnation()),
+            any::<u64>(),
+            any::<u16>(),
+            any::<(bool, bool)>(),
+            payload()
+        )
+            .prop_map(
+                |(
+                    client,
+                    seq,
+                    ack_below,
+                    incarnation,
+                    deadline,
+                    method,
+                    (idempotent, json),
+                    payload,
+                )| {
+                    Message::Request(Request {
+                        client,
+                        seq,
+                        ack_below,
+                        incarnation,
+                        deadline: Nanos(deadline),
+                        method,
+                        idempotent,
+                        json,
+                        payload,
+                    })
+                }
+            ),
+        (
+            client.clone(),
+            seq.clone(),
+            incarnation(),
+            any::<u16>(),
+            any::<(bool, bool)>(),
+            outcome(),
+            any::<u32>(),
+            payload()
+        )
+            .prop_map(
+                |(client, seq, incarnation, method, (idempotent, json), outcome, load, payload)| {
+                    Message::Reply(Reply {
+                        client,
+                        seq,
+                        incarnation,
+                        method,
+                        idempotent,
+                        json,
+                        outcome,
+                        load,
+                        payload,
+                    })
+                }
+            ),
+        (
+            client.clone(),
+            seq.clone(),
+            seq.clone(),
+            proptest::option::of(incarnation())
+        )
+            .prop_map(
+                |(client, floor, ack_below, incarnation)| Message::Ping(Ping {
+                    client,
+                    floor,
+                    ack_below,
+                    incarnation
+                })
+            ),
+        (
+            client,
             seq,
-            ack_below,
-            incarnation,
-            deadline: Nanos(deadline),
-            method,
-            payload: Bytes::from(payload),
-        }
-    }
+            incarnation(),
+            proptest::option::of(refusal()),
+            any::<u32>(),
+            payload()
+        )
+            .prop_map(|(client, floor, incarnation, refused, load, message)| {
+                Message::Pong(Pong {
+                    client,
+                    floor,
+                    incarnation,
+                    refused,
+                    load,
+                    message,
+                })
+            }),
+        (incarnation(), 1u8..=4, payload()).prop_map(|(incarnation, k, message)| {
+            Message::ConnError(ConnError {
+                incarnation,
+                kind: ConnErrorKind::from_u8(k).unwrap(),
+                message,
+            })
+        }),
+        any::<u64>().prop_map(|id| Message::Describe(Describe { id })),
+        (any::<u64>(), incarnation(), payload()).prop_map(|(id, incarnation, payload)| {
+            Message::Description(Description {
+                id,
+                incarnation,
+                payload,
+            })
+        }),
+    ]
 }
 
 fn sample() -> Frame {
-    Frame {
-        kind: FrameKind::Request,
-        flags: FLAG_IDEMPOTENT,
-        status: Status::Ok,
+    Message::Request(Request {
         client: ClientId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
-        seq: 7,
-        ack_below: 5,
-        incarnation: 42,
+        seq: Seq(7),
+        ack_below: Seq(5),
+        incarnation: Incarnation::new(42),
         deadline: Nanos::from_millis(250),
         method: 3,
+        idempotent: true,
+        json: false,
         payload: Bytes::from_static(b"hello"),
-    }
+    })
 }
 
 fn encoded(f: &Frame) -> BytesMut {
@@ -144,9 +242,12 @@ fn header_layout_matches_the_documented_offsets() {
     assert_eq!(&b[0..4], &((HEADER_BYTES + 5) as u32).to_le_bytes());
     assert_eq!(b[4], WIRE_VERSION);
     assert_eq!(b[5], 1, "kind request");
-    assert_eq!(b[6], FLAG_IDEMPOTENT);
+    assert_eq!(b[6], 0b01, "flag idempotent");
     assert_eq!(b[7], 0, "status ok");
-    assert_eq!(&b[8..24], &sample().client.0.to_le_bytes());
+    assert_eq!(
+        &b[8..24],
+        &0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10u128.to_le_bytes()
+    );
     assert_eq!(&b[24..32], &7u64.to_le_bytes());
     assert_eq!(&b[32..40], &5u64.to_le_bytes());
     assert_eq!(&b[40..48], &42u64.to_le_bytes());
@@ -241,19 +342,79 @@ fn unknown_kind_is_refused() {
 
 #[test]
 fn unknown_flags_are_refused() {
-    assert_eq!(corrupt(6, 0b10).0, Err(WireError::UnknownFlags(0b10)));
+    assert_eq!(
+        corrupt(6, 0b100).0,
+        Err(WireError::UnknownFlags {
+            kind: "request",
+            flags: 0b100
+        })
+    );
 }
 
 #[test]
 fn unknown_status_is_refused() {
-    assert_eq!(corrupt(7, 7).0, Err(WireError::UnknownStatus(7)));
+    assert_eq!(
+        corrupt(7, 7).0,
+        Err(WireError::UnknownStatus {
+            kind: "request",
+            status: 7
+        })
+    );
+}
+
+#[test]
+fn a_field_a_kind_does_not_use_must_be_zero() {
+    let ping = Message::Ping(Ping {
+        client: ClientId(1),
+        floor: Seq(1),
+        ack_below: Seq(1),
+        incarnation: None,
+    });
+    let mut buf = encoded(&ping);
+    buf[56] = 1; // method
+    assert_eq!(
+        decode_frame(&mut buf),
+        Err(WireError::NonZeroField {
+            kind: "ping",
+            field: "method"
+        })
+    );
+}
+
+#[test]
+fn a_reply_without_an_incarnation_or_with_an_unknown_refusal_is_refused() {
+    let reply = Message::Reply(Reply {
+        client: ClientId(1),
+        seq: Seq(1),
+        incarnation: Incarnation::new(3).unwrap(),
+        method: 0,
+        idempotent: false,
+        json: false,
+        outcome: Outcome::Refused(Refusal::InFlight),
+        load: 4,
+        payload: Bytes::new(),
+    });
+    let mut buf = encoded(&reply);
+    buf[40..48].copy_from_slice(&0u64.to_le_bytes());
+    assert!(matches!(
+        decode_frame(&mut buf),
+        Err(WireError::FieldOutOfRange {
+            field: "incarnation",
+            ..
+        })
+    ));
+    let mut buf = encoded(&reply);
+    buf[48] = 99; // the refusal code rides in the deadline field
+    assert_eq!(decode_frame(&mut buf), Err(WireError::UnknownRefusal(99)));
 }
 
 #[test]
 fn payload_is_a_view_not_a_copy_of_the_read_buffer() {
     let mut buf = encoded(&sample());
     let start = buf.as_ptr() as usize;
-    let f = decode_frame(&mut buf).unwrap().unwrap();
+    let Message::Request(f) = decode_frame(&mut buf).unwrap().unwrap() else {
+        panic!("the sample is a request")
+    };
     assert_eq!(
         f.payload.as_ptr() as usize,
         start + LENGTH_PREFIX_BYTES + HEADER_BYTES

@@ -1,28 +1,30 @@
-//! `ebb call`: one RPC from the command line, JSON in, JSON out.
+//! `ebb call`: one RPC from the command line, JSON in, JSON out, to any
+//! ebb node: the CLI asks the node for its service description and sends
+//! the arguments as JSON, which the node's generated JSON adapter decodes,
+//! so it reaches services this binary was not built with.
 
 use anyhow::{Context, bail};
 use ebb::rpc::CallError;
-use ebb::rpc::service::{CallOptions, ServiceCodec, call_json};
+use ebb::rpc::service::{CallOptions, ServiceDescription};
 use ebb::rpc::transport::TcpClient;
 use ebb_core::Nanos;
-use ebb_demo::DemoCodec;
 
 /// Call one method of a service on a node and print the JSON reply.
 ///
 /// Example: ebb call --addr 127.0.0.1:7000 Demo.incr '{"key":"a"}'
 ///
-/// Exits non-zero with the reason when the call fails. At-most-once methods
-/// (like Demo.incr) are never re-sent, so a failure after sending may leave
-/// the outcome unknown; the message says so.
+/// Works with any ebb node (the demo or your own service): the node
+/// describes its methods. Exits non-zero with the reason when the call
+/// fails, saying whether the call may have run.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n\nExits 1 with the reason on failure. Demo.incr is at-most-once: after a\nfailure the message says whether it may have run; it never runs twice."
+    after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n  ebb call --addr 127.0.0.1:7100 Greeter.hello '{\"name\":\"x\"}'   (your own node binary)\n\nExits 1 with the reason on failure, and says whether the call may have\nrun: at-most-once methods (like Demo.incr) never run twice."
 )]
 pub struct Args {
     /// The node's address, e.g. 127.0.0.1:7000.
     #[arg(long)]
     pub addr: String,
-    /// SERVICE.METHOD, e.g. Demo.incr. Known: Demo.{echo, work, sleep, incr, get, put}.
+    /// SERVICE.METHOD, e.g. Demo.incr; the node lists its methods on a mistake.
     pub method: String,
     /// Arguments as a JSON object keyed by parameter name, e.g. '{"key":"a"}'.
     #[arg(default_value = "{}")]
@@ -35,15 +37,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Some((service, method)) = args.method.split_once('.') else {
         bail!(
-            "method {:?} must be SERVICE.METHOD, e.g. Demo.incr (methods of Demo: {})",
-            args.method,
-            method_list(&DemoCodec)
-        );
-    };
-    let Some(codec) = ebb_demo::service_codec(service) else {
-        bail!(
-            "unknown service {service:?}: this build knows {}",
-            ebb_demo::SERVICE_NAMES.join(", ")
+            "method {:?} must be SERVICE.METHOD, e.g. Demo.incr",
+            args.method
         );
     };
     let json: serde_json::Value = serde_json::from_str(&args.args).with_context(|| {
@@ -58,44 +53,74 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let reply = rt.block_on(async {
-        let client = TcpClient::connect(&args.addr).await?;
-        call_json(codec, &client, method, json, options).await
-    });
-    match reply {
-        Ok(value) => {
-            println!("{value}");
-            Ok(())
-        }
-        Err(e) => Err(explain(e, &args)),
+    rt.block_on(async {
+        let client = TcpClient::connect(&args.addr)
+            .await
+            .map_err(|e| explain(e, &args))?;
+        let described = client
+            .describe(timeout)
+            .await
+            .map_err(|e| explain(e, &args))?;
+        let m = find(&described, service, method)?;
+        let reply = client
+            .call_json(m.id, m.idempotent, &json, options)
+            .await
+            .map_err(|e| explain(e, &args))?;
+        println!("{reply}");
+        Ok(())
+    })
+}
+
+/// The method `service.method` of the node's description, or an error that
+/// names what the node does serve.
+fn find<'a>(
+    d: &'a ServiceDescription,
+    service: &str,
+    method: &str,
+) -> anyhow::Result<&'a ebb::rpc::service::MethodDescription> {
+    if d.service != service {
+        bail!(
+            "unknown service {service:?}: the node serves {} (methods: {})",
+            d.service,
+            d.method_names()
+        );
     }
+    d.method(method).with_context(|| {
+        format!(
+            "unknown method {service}.{method} (methods of {}: {})",
+            d.service,
+            d.method_names()
+        )
+    })
 }
 
-fn method_list(codec: &dyn ServiceCodec) -> String {
-    let names: Vec<&str> = codec.methods().iter().map(|m| m.name).collect();
-    names.join(", ")
-}
-
-/// Turns a call failure into a message that says what to do about it.
+/// Turns a call failure into a message that says what to do about it and
+/// whether the call may have run.
 fn explain(e: CallError, args: &Args) -> anyhow::Error {
     let hint = match &e {
+        CallError::ConnectionLost { sent: false, .. } => {
+            "is `ebb node` running at that address? Nothing was sent"
+        }
+        CallError::Refused { .. } => "the node refused it without running it; retry later",
         CallError::OutcomeUnknown { .. } => {
             "the node restarted while the call was outstanding: it ran at most once, maybe not at all, and was not re-sent; check the state before retrying"
         }
-        CallError::DeadlineExceeded(_) => {
-            "no reply within --timeout-ms; an at-most-once call may or may not have run"
+        CallError::DeadlineExceeded { sent: true, .. } => {
+            "no reply within --timeout-ms; raise it, or check the state before retrying"
         }
-        CallError::ConnectionLost(m) if m.starts_with("cannot connect") => {
-            "is `ebb node` running at that address? Nothing was sent"
+        CallError::DeadlineExceeded { sent: false, .. } => {
+            "--timeout-ms passed before the call could be sent"
         }
-        CallError::ConnectionLost(_) => {
-            "the connection broke after the call was sent: an at-most-once call may or may not have run"
-        }
-        CallError::ServerUnresponsive(_) => "the node stopped answering heartbeats",
-        CallError::BadRequest(_) => "check the argument names and types",
+        CallError::ServerUnresponsive { .. } => "the node stopped answering heartbeats",
+        CallError::BadRequest { .. } => "check the argument names and types",
         _ => "",
     };
-    let what = format!("{} on {} failed: {e}", args.method, args.addr);
+    let ran = if e.may_have_run() {
+        "it may have run"
+    } else {
+        "it did not run"
+    };
+    let what = format!("{} on {} failed ({ran}): {e}", args.method, args.addr);
     if hint.is_empty() {
         anyhow::anyhow!(what)
     } else {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ebb_core::Nanos;
-use ebb_demo::{DemoCodec, DemoServer, DemoService};
-use ebb_node::process::{ProcessProvider, ProcessProviderConfig};
+use ebb_demo::{DemoCodec, DemoServer, DemoService, WorkMode};
+use ebb_node::process::{FD_PLACEHOLDER, ProcessProvider, ProcessProviderConfig};
 use ebb_node::provider::{NodeKind, NodeProvider};
 use ebb_node::thread::ThreadProvider;
 use ebb_replay::demo::{DemoConfig, Providers};
@@ -61,10 +61,11 @@ pub struct Args {
     /// CPU time of each Demo.work call, in microseconds.
     #[arg(long, default_value_t = 5_000)]
     work_us: u64,
-    /// Call Demo.sleep for this many milliseconds instead of Demo.work: a
-    /// service time that does not depend on free CPU (a busy machine).
-    #[arg(long)]
-    sleep_ms: Option<u64>,
+    /// How Demo.work holds its node: `spin` keeps a CPU busy; `block` holds
+    /// the node's one worker without using a CPU, so service times do not
+    /// depend on free cores (a busy or small machine).
+    #[arg(long, default_value = "spin", value_parser = ["spin", "block"])]
+    work_mode: String,
     /// Each call's deadline: it fails with DeadlineExceeded after it.
     #[arg(long, default_value_t = 1_000)]
     deadline_ms: u64,
@@ -89,20 +90,40 @@ pub struct Args {
     plain: bool,
 }
 
-/// A provider factory for the node kind: every run gets fresh nodes.
-fn providers(kind: &str) -> anyhow::Result<(NodeKind, Providers)> {
+/// A provider factory for the node kind: every run gets fresh nodes. Each
+/// node serves one Demo.work at a time (one worker thread): one server, as
+/// the autoscaler's model counts it.
+fn providers(kind: &str, work_mode: &str) -> anyhow::Result<(NodeKind, Providers)> {
+    let mode = if work_mode == "block" {
+        WorkMode::Block
+    } else {
+        WorkMode::Spin
+    };
     let make: Arc<dyn Fn() -> Box<dyn NodeProvider> + Send + Sync> = match kind {
         "process" => {
             let exe =
                 std::env::current_exe().context("finding the ebb binary to start nodes with")?;
+            let node_args = [
+                "node",
+                "--listen-fd",
+                FD_PLACEHOLDER,
+                "--threads",
+                "1",
+                "--work-mode",
+                work_mode,
+            ];
+            let cfg = ProcessProviderConfig {
+                program: exe,
+                args: node_args.map(String::from).to_vec(),
+            };
             Arc::new(move || -> Box<dyn NodeProvider> {
-                Box::new(ProcessProvider::new(ProcessProviderConfig::ebb_node(
-                    exe.clone(),
-                )))
+                Box::new(ProcessProvider::new(cfg.clone()))
             })
         }
-        "thread" => Arc::new(|| -> Box<dyn NodeProvider> {
-            Box::new(ThreadProvider::new(|| DemoServer::new(DemoService::new())))
+        "thread" => Arc::new(move || -> Box<dyn NodeProvider> {
+            Box::new(ThreadProvider::new(move || {
+                DemoServer::new(DemoService::new().with_work(1, mode))
+            }))
         }),
         other => bail!(
             "--kind `{other}` is not offered by ebb demo; accepted: process, thread \
@@ -142,21 +163,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?
         .truncated(args.seconds as usize);
-    let (kind, providers) = providers(&args.kind)?;
+    let (kind, providers) = providers(&args.kind, &args.work_mode)?;
     let cfg = DemoConfig {
         providers,
         kind,
         codec: &DemoCodec,
-        method: if args.sleep_ms.is_some() {
-            "sleep"
-        } else {
-            "work"
-        }
-        .into(),
-        args: match args.sleep_ms {
-            Some(ms) => serde_json::json!({ "millis": ms }),
-            None => serde_json::json!({ "micros": args.work_us }),
-        },
+        method: "work".into(),
+        args: serde_json::json!({ "micros": args.work_us }),
         policy: args.policy,
         baselines: if args.compare {
             vec![args.baseline]

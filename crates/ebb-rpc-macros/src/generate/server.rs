@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{Generator, json_args_fn, method_id};
+use super::{Generator, method_id};
 use crate::parse::Method;
 
 impl Generator<'_> {
@@ -30,19 +30,6 @@ impl Generator<'_> {
                     let (#(#names,)*) = #private::decode_args::<(#(#tys,)*)>(__ebb_method, &args)?;
                     let __ebb_reply = #call;
                     #private::encode_reply(__ebb_method, &__ebb_reply)
-                }
-            }
-        });
-        let json_arms = self.service.methods.iter().enumerate().map(|(i, m)| {
-            let id = method_id(i);
-            let names = m.params.iter().map(|p| &p.ident);
-            let f = json_args_fn(m);
-            let call = call(m);
-            quote! {
-                #id => {
-                    let (#(#names,)*) = #codec::#f(args)?;
-                    let __ebb_reply = #call;
-                    #private::reply_to_json(__ebb_method, &__ebb_reply)
                 }
             }
         });
@@ -94,21 +81,8 @@ impl Generator<'_> {
                     })
                 }
 
-                fn dispatch_json(
-                    &self,
-                    method: &str,
-                    args: #private::serde_json::Value,
-                ) -> #rt::BoxFuture<'_, ::core::result::Result<#private::serde_json::Value, #rt::DispatchError>> {
-                    let __ebb_method = #private::method_by_name(#codec::METHODS, #codec::NAME, method);
-                    ::std::boxed::Box::pin(async move {
-                        let __ebb_method = __ebb_method?;
-                        match __ebb_method.id {
-                            #(#json_arms)*
-                            _ => ::core::result::Result::Err(#rt::DispatchError::UnknownMethod(
-                                ::std::format!("{}.{}", #codec::NAME, __ebb_method.name),
-                            )),
-                        }
-                    })
+                fn json_codec(&self) -> ::core::option::Option<&'static dyn #rt::ServiceCodec> {
+                    ::core::option::Option::Some(&#codec)
                 }
             }
         }

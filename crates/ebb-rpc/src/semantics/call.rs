@@ -1,5 +1,4 @@
-//! A client call's bookkeeping, the client's configuration, and the mapping
-//! from reply status to call outcome.
+//! A client call's bookkeeping and the client's configuration.
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
@@ -8,8 +7,7 @@ use super::{
     HEARTBEAT_INTERVAL, HEARTBEAT_SILENCE, MAX_OUTSTANDING_CALLS, MAX_RETRANSMIT_INTERVAL,
     MAX_RETRANSMITS, RETRANSMIT_AFTER,
 };
-use crate::CallError;
-use crate::wire::{Frame, Status};
+use crate::wire::Incarnation;
 
 /// Timers and bounds of a client session; the defaults are the named
 /// constants in [`super`].
@@ -58,10 +56,22 @@ pub enum LinkState {
     Ready,
 }
 
+/// What a call is, apart from its arguments: the method, and how it may be
+/// sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallSpec {
+    pub method: u16,
+    /// May run more than once: resent freely, no server state.
+    pub idempotent: bool,
+    /// Arguments and reply are JSON, translated by the server's adapter.
+    pub json: bool,
+}
+
 /// An idempotent call taken out of one session to be started on another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MovedCall {
     pub method: u16,
+    pub json: bool,
     pub payload: Bytes,
     /// Absolute, as given to `start_call`.
     pub deadline: Instant,
@@ -69,13 +79,14 @@ pub struct MovedCall {
 
 #[derive(Debug)]
 pub(super) struct Call {
-    pub method: u16,
-    pub idempotent: bool,
+    pub spec: CallSpec,
     pub payload: Bytes,
     pub started: Instant,
     pub deadline: Instant,
-    /// The incarnation named when first sent; `None`: never sent.
-    pub sent_to: Option<u64>,
+    /// Some copy has gone out (on this or an earlier connection).
+    pub sent: bool,
+    /// The incarnation named when first sent (`None`: not known then).
+    pub sent_to: Option<Incarnation>,
     /// Resends on the current connection.
     pub retransmits: u32,
     /// Sent on an earlier connection than the current one, so it may have
@@ -86,39 +97,17 @@ pub(super) struct Call {
 }
 
 impl Call {
-    pub fn new(
-        method: u16,
-        idempotent: bool,
-        payload: Bytes,
-        started: Instant,
-        deadline: Instant,
-    ) -> Call {
+    pub fn new(spec: CallSpec, payload: Bytes, started: Instant, deadline: Instant) -> Call {
         Call {
-            method,
-            idempotent,
+            spec,
             payload,
             started,
             deadline,
+            sent: false,
             sent_to: None,
             retransmits: 0,
             sent_before: false,
             retransmit_at: None,
         }
     }
-}
-
-/// The outcome a reply means for the call first sent to incarnation `sent_to`.
-pub(super) fn outcome(reply: Frame, sent_to: u64) -> Result<Bytes, CallError> {
-    Err(match reply.status {
-        Status::Ok => return Ok(reply.payload),
-        Status::UnknownMethod => CallError::UnknownMethod(reply.message()),
-        Status::BadRequest => CallError::BadRequest(reply.message()),
-        Status::OutcomeUnknown => CallError::OutcomeUnknown {
-            old: sent_to,
-            new: reply.incarnation,
-        },
-        Status::Rejected => CallError::Rejected(reply.message()),
-        Status::AppError => CallError::Remote(reply.message()),
-        Status::Panicked => CallError::Panicked(reply.message()),
-    })
 }

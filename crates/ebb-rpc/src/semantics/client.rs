@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
-use super::call::{Call, ClientConfig, LinkState, MovedCall, outcome};
+use super::call::{Call, CallSpec, ClientConfig, LinkState, MovedCall};
 use super::{CallId, MAX_REPLIES_PER_CLIENT};
 use crate::CallError;
-use crate::wire::{FLAG_IDEMPOTENT, Frame, FrameKind, NO_CALL, Status};
+use crate::wire::{ConnError, Incarnation, Message, Ping, Pong, Reply, Request, Seq};
 
 /// A call's end, as `poll_event` hands it out.
 pub type CallOutcome = (CallId, Result<Bytes, CallError>);
@@ -29,23 +29,25 @@ pub type CallOutcome = (CallId, Result<Bytes, CallError>);
 pub struct ClientSession {
     id: ClientId,
     cfg: ClientConfig,
-    next_seq: u64,
+    next_seq: Seq,
     /// One above the highest at-most-once seq ever sent: the session floor
     /// the server records at the handshake.
-    amo_floor: u64,
-    calls: BTreeMap<u64, Call>,
-    deadlines: BTreeSet<(Instant, u64)>,
-    retransmit_timers: BTreeSet<(Instant, u64)>,
+    amo_floor: Seq,
+    calls: BTreeMap<Seq, Call>,
+    deadlines: BTreeSet<(Instant, Seq)>,
+    retransmit_timers: BTreeSet<(Instant, Seq)>,
     /// Calls not in flight on the current connection, waiting to be sent.
-    held_idempotent: BTreeSet<u64>,
-    held_at_most_once: BTreeSet<u64>,
+    held_idempotent: BTreeSet<Seq>,
+    held_at_most_once: BTreeSet<Seq>,
     link: LinkState,
     disconnected_since: Instant,
-    /// The server's incarnation as last heard; 0 until first heard.
-    incarnation: u64,
+    /// The server's incarnation as last heard; `None` until first heard.
+    incarnation: Option<Incarnation>,
+    /// The server's load as last reported (calls executing), if ever.
+    reported_load: Option<u32>,
     last_heard: Instant,
     last_ping: Instant,
-    transmit: VecDeque<Frame>,
+    transmit: VecDeque<Message>,
     events: VecDeque<CallOutcome>,
     close_requested: bool,
 }
@@ -55,8 +57,8 @@ impl ClientSession {
         ClientSession {
             id,
             cfg,
-            next_seq: 1,
-            amo_floor: 1,
+            next_seq: Seq::FIRST,
+            amo_floor: Seq::FIRST,
             calls: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             retransmit_timers: BTreeSet::new(),
@@ -64,7 +66,8 @@ impl ClientSession {
             held_at_most_once: BTreeSet::new(),
             link: LinkState::Disconnected,
             disconnected_since: now,
-            incarnation: 0,
+            incarnation: None,
+            reported_load: None,
             last_heard: now,
             last_ping: now,
             transmit: VecDeque::new(),
@@ -81,9 +84,15 @@ impl ClientSession {
         self.link
     }
 
-    /// The server incarnation last heard (0: none heard yet).
-    pub fn incarnation(&self) -> u64 {
+    /// The server incarnation last heard (`None`: none heard yet).
+    pub fn incarnation(&self) -> Option<Incarnation> {
         self.incarnation
+    }
+
+    /// The load (calls executing) the server last reported in a reply or
+    /// a pong; `None` before the first.
+    pub fn reported_load(&self) -> Option<u32> {
+        self.reported_load
     }
 
     pub fn outstanding(&self) -> usize {
@@ -91,16 +100,33 @@ impl ClientSession {
     }
 
     /// The lowest seq this session still waits for.
-    pub fn ack_below(&self) -> u64 {
+    pub fn ack_below(&self) -> Seq {
         self.calls.keys().next().copied().unwrap_or(self.next_seq)
     }
 
-    /// Starts a call that must end by the absolute instant `deadline`.
-    /// Refuses with `TooManyOutstanding` at the session's bound.
+    /// Starts a call of `method` with postcard arguments that must end by
+    /// the absolute instant `deadline`. Refuses with `TooManyOutstanding` at
+    /// the session's bound.
     pub fn start_call(
         &mut self,
         method: u16,
         idempotent: bool,
+        payload: Bytes,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<CallId, CallError> {
+        let spec = CallSpec {
+            method,
+            idempotent,
+            json: false,
+        };
+        self.start(spec, payload, deadline, now)
+    }
+
+    /// Starts a call as `spec` says (e.g. with JSON arguments).
+    pub fn start(
+        &mut self,
+        spec: CallSpec,
         payload: Bytes,
         deadline: Instant,
         now: Instant,
@@ -111,36 +137,42 @@ impl ClientSession {
             });
         }
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = seq.next();
         self.calls
-            .insert(seq, Call::new(method, idempotent, payload, now, deadline));
+            .insert(seq, Call::new(spec, payload, now, deadline));
         self.deadlines.insert((deadline, seq));
         if deadline <= now {
-            self.finish(seq, Err(CallError::DeadlineExceeded(Nanos::ZERO)));
-        } else if self.can_send_now(idempotent, seq) {
+            let never = CallError::DeadlineExceeded {
+                elapsed: Nanos::ZERO,
+                sent: false,
+            };
+            self.finish(seq, Err(never));
+        } else if self.can_send_now(spec.idempotent, seq) {
             self.send(seq, now);
         } else {
             self.hold(seq);
             self.flush(now);
         }
-        Ok(CallId(seq))
+        self.debug_check();
+        Ok(CallId(seq.0))
     }
 
     /// Forgets a call without an outcome event (the caller gave up on it).
     /// An at-most-once call may still run on the server.
     pub fn cancel(&mut self, id: CallId) -> bool {
-        self.remove(id.0).is_some()
+        self.remove(Seq(id.0)).is_some()
     }
 
     /// Takes an idempotent call out of this session so the caller can start
     /// it on another server. `None` for at-most-once calls, which must not
     /// move: a second server would not know the first already ran it.
     pub fn take_idempotent(&mut self, id: CallId) -> Option<MovedCall> {
-        if !self.calls.get(&id.0)?.idempotent {
+        if !self.calls.get(&Seq(id.0))?.spec.idempotent {
             return None;
         }
-        self.remove(id.0).map(|c| MovedCall {
-            method: c.method,
+        self.remove(Seq(id.0)).map(|c| MovedCall {
+            method: c.spec.method,
+            json: c.spec.json,
             payload: c.payload,
             deadline: c.deadline,
         })
@@ -155,7 +187,7 @@ impl ClientSession {
         self.last_heard = now;
         for call in self.calls.values_mut() {
             call.retransmits = 0;
-            call.sent_before = call.sent_to.is_some();
+            call.sent_before = call.sent;
         }
         self.send_ping(now);
         self.flush(now);
@@ -175,83 +207,108 @@ impl ClientSession {
         }
     }
 
-    /// A frame arrived from the server on the current connection.
-    pub fn handle_frame(&mut self, frame: Frame, now: Instant) {
+    /// A message arrived from the server on the current connection.
+    pub fn handle_message(&mut self, message: Message, now: Instant) {
         if self.link == LinkState::Disconnected {
             return;
         }
-        if frame.kind == FrameKind::Reply && frame.seq == NO_CALL {
-            self.handle_connection_error(&frame, now);
-            return;
+        match message {
+            Message::Pong(pong) if pong.client == self.id => self.handle_pong(pong, now),
+            Message::Reply(reply) if reply.client == self.id => self.handle_reply(reply, now),
+            Message::ConnError(e) => {
+                self.heard(now);
+                self.handle_connection_error(&e, now);
+                return;
+            }
+            // Another client's, or not for a session (descriptions).
+            _ => return,
         }
-        if frame.client != self.id {
-            return;
-        }
+        self.flush(now);
+        self.debug_check();
+    }
+
+    fn heard(&mut self, now: Instant) {
         self.last_heard = self.last_heard.max(now);
-        self.observe_incarnation(frame.incarnation, now);
-        match frame.kind {
-            FrameKind::Pong if frame.status == Status::Ok => {
+    }
+
+    fn handle_pong(&mut self, pong: Pong, now: Instant) {
+        self.heard(now);
+        self.reported_load = Some(pong.load);
+        self.observe_incarnation(pong.incarnation, now);
+        match pong.refused {
+            None => {
                 if self.link == LinkState::Handshaking {
                     self.link = LinkState::Ready;
                 }
             }
-            FrameKind::Pong => {
+            Some(reason) => {
                 // No session on the server: calls never sent can be refused
                 // truthfully; sent ones wait for a later handshake, which
                 // the ping timer retries.
                 self.link = LinkState::Handshaking;
-                let never_sent: Vec<u64> = self
+                let never_sent: Vec<Seq> = self
                     .held_at_most_once
                     .iter()
                     .copied()
-                    .filter(|s| self.calls.get(s).is_some_and(|c| c.sent_to.is_none()))
+                    .filter(|s| self.calls.get(s).is_some_and(|c| !c.sent))
                     .collect();
+                let message = String::from_utf8_lossy(&pong.message).into_owned();
                 for seq in never_sent {
-                    self.finish(seq, Err(CallError::Rejected(frame.message())));
+                    let e = CallError::Refused {
+                        reason,
+                        message: message.clone(),
+                    };
+                    self.finish(seq, Err(e));
                 }
             }
-            FrameKind::Reply => {
-                let matches = self.calls.get(&frame.seq).is_some_and(|c| {
-                    c.sent_to.is_some()
-                        && c.method == frame.method
-                        && c.idempotent == frame.is_idempotent()
-                });
-                if matches {
-                    let sent_to = self.calls[&frame.seq].sent_to.unwrap_or(0);
-                    let seq = frame.seq;
-                    self.finish(seq, outcome(frame, sent_to));
-                }
-            }
-            FrameKind::Request | FrameKind::Ping => {}
         }
-        self.flush(now);
     }
 
-    /// The server answered the connection, not a call, and closes it.
-    /// `Rejected`: it refused the connection unread (server full), so calls
-    /// sent only on this connection did not run and end now, truthfully;
-    /// calls sent on an earlier one wait for a later connection or their
-    /// deadline. Anything else: the server could not parse our frames, which
-    /// a resend would repeat, so every call ends with the server's reason.
-    fn handle_connection_error(&mut self, frame: &Frame, now: Instant) {
-        let ending: Vec<u64> = if frame.status == Status::Rejected {
-            self.calls
-                .iter()
-                .filter(|(_, c)| !c.sent_before)
-                .map(|(&s, _)| s)
-                .collect()
-        } else {
-            self.calls.keys().copied().collect()
-        };
-        for seq in ending {
-            let e = match frame.status {
-                Status::Rejected => CallError::Rejected(frame.message()),
-                _ => CallError::BadRequest(frame.message()),
-            };
-            self.finish(seq, Err(e));
+    fn handle_reply(&mut self, reply: Reply, now: Instant) {
+        self.heard(now);
+        self.reported_load = Some(reply.load);
+        self.observe_incarnation(reply.incarnation, now);
+        let matches = self.calls.get(&reply.seq).is_some_and(|c| {
+            c.sent
+                && c.spec.method == reply.method
+                && c.spec.idempotent == reply.idempotent
+                && c.spec.json == reply.json
+        });
+        if !matches {
+            return;
+        }
+        let sent_to = self.calls.get(&reply.seq).and_then(|c| c.sent_to);
+        let seq = reply.seq;
+        let result = CallError::from_reply(&reply, sent_to).map(|()| reply.payload);
+        self.finish(seq, result);
+    }
+
+    /// The server answered the connection, not a call, and closes it. When
+    /// it refused the connection unread (server full), calls sent only on
+    /// this connection did not run and end now, truthfully; calls sent on
+    /// an earlier one wait for a later connection or their deadline. When it
+    /// could not parse our frames, which a resend would repeat, every call
+    /// ends. When it timed the connection out, calls wait for the next one.
+    fn handle_connection_error(&mut self, e: &ConnError, now: Instant) {
+        self.observe_incarnation(e.incarnation, now);
+        let ending: Vec<(Seq, bool)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                if e.kind.unread() {
+                    !c.sent_before
+                } else {
+                    e.kind == crate::wire::ConnErrorKind::BadFrame
+                }
+            })
+            .map(|(&s, c)| (s, c.sent && !e.kind.unread()))
+            .collect();
+        for (seq, sent) in ending {
+            self.finish(seq, Err(CallError::from_conn_error(e, sent)));
         }
         self.handle_disconnect(now);
         self.close_requested = true;
+        self.debug_check();
     }
 
     /// Fires every timer due at `now`: deadlines, the failure detector,
@@ -261,12 +318,23 @@ impl ClientSession {
             if at > now {
                 break;
             }
+            let Some(call) = self.calls.get(&seq) else {
+                self.deadlines.remove(&(at, seq));
+                continue;
+            };
+            let sent = call.sent;
             let err = match self.link {
-                LinkState::Disconnected => CallError::ConnectionLost(format!(
-                    "disconnected since {}, not reconnected before the deadline",
-                    self.disconnected_since
-                )),
-                _ => CallError::DeadlineExceeded(at.saturating_since(self.calls[&seq].started)),
+                LinkState::Disconnected => CallError::ConnectionLost {
+                    sent,
+                    cause: format!(
+                        "disconnected since {}, not reconnected before the deadline",
+                        self.disconnected_since
+                    ),
+                },
+                _ => CallError::DeadlineExceeded {
+                    elapsed: at.saturating_since(call.started),
+                    sent,
+                },
             };
             self.finish(seq, Err(err));
         }
@@ -277,17 +345,18 @@ impl ClientSession {
             // (move idempotent ones); calls never sent wait for the next
             // connection, since nothing is known to be wrong with them.
             let silent = now.saturating_since(self.last_heard);
-            let sent: Vec<u64> = self
+            let sent: Vec<Seq> = self
                 .calls
                 .iter()
-                .filter(|(_, c)| c.sent_to.is_some())
+                .filter(|(_, c)| c.sent)
                 .map(|(&s, _)| s)
                 .collect();
             for seq in sent {
-                self.finish(seq, Err(CallError::ServerUnresponsive(silent)));
+                self.finish(seq, Err(CallError::ServerUnresponsive { silent }));
             }
             self.handle_disconnect(now);
             self.close_requested = true;
+            self.debug_check();
             return;
         }
         while let Some(&(at, seq)) = self.retransmit_timers.first() {
@@ -299,7 +368,7 @@ impl ClientSession {
                 continue;
             };
             call.retransmit_at = None;
-            if !call.idempotent && self.link != LinkState::Ready {
+            if !call.spec.idempotent && self.link != LinkState::Ready {
                 self.hold(seq);
             } else if call.retransmits < self.cfg.max_retransmits {
                 call.retransmits += 1;
@@ -312,10 +381,11 @@ impl ClientSession {
             self.send_ping(now);
         }
         self.flush(now);
+        self.debug_check();
     }
 
-    /// The next frame to write to the connection.
-    pub fn poll_transmit(&mut self) -> Option<Frame> {
+    /// The next message to write to the connection.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
         self.transmit.pop_front()
     }
 
@@ -340,8 +410,9 @@ impl ClientSession {
         t
     }
 
-    /// True once after the failure detector gave up on the connection: the
-    /// transport should close it and reconnect (then `handle_connected`).
+    /// True once after the failure detector gave up on the connection (or
+    /// the server closed it): the transport should close it and reconnect
+    /// (then `handle_connected`).
     pub fn poll_close(&mut self) -> bool {
         std::mem::take(&mut self.close_requested)
     }
@@ -356,29 +427,34 @@ impl ClientSession {
         }
     }
 
-    /// A frame naming a new incarnation: the server lost its state. Calls
+    /// A message naming a new incarnation: the server lost its state. Calls
     /// sent at-most-once to the old one end `OutcomeUnknown`; idempotent
     /// calls in flight are resent at once.
-    fn observe_incarnation(&mut self, new: u64, now: Instant) {
-        if new == 0 || new == self.incarnation {
+    fn observe_incarnation(&mut self, new: Incarnation, now: Instant) {
+        let Some(old) = self.incarnation.replace(new) else {
+            return;
+        };
+        if old == new {
             return;
         }
-        let old = self.incarnation;
-        self.incarnation = new;
-        if old == 0 {
-            return;
-        }
-        let affected: Vec<(u64, bool, Option<u64>, bool)> = self
+        let affected: Vec<(Seq, bool, Option<Incarnation>, bool, bool)> = self
             .calls
             .iter()
-            .map(|(&s, c)| (s, c.idempotent, c.sent_to, c.retransmit_at.is_some()))
+            .map(|(&s, c)| {
+                let in_flight = c.retransmit_at.is_some();
+                (s, c.spec.idempotent, c.sent_to, c.sent, in_flight)
+            })
             .collect();
-        for (seq, idempotent, sent_to, in_flight) in affected {
+        for (seq, idempotent, sent_to, sent, in_flight) in affected {
             match (idempotent, sent_to) {
-                (false, Some(at)) if at != new => {
-                    self.finish(seq, Err(CallError::OutcomeUnknown { old: at, new }));
+                (false, Some(at)) if sent && at != new => {
+                    let e = CallError::OutcomeUnknown {
+                        old: at.get(),
+                        new: new.get(),
+                    };
+                    self.finish(seq, Err(e));
                 }
-                (true, Some(_)) if in_flight => self.send(seq, now),
+                (true, _) if sent && in_flight => self.send(seq, now),
                 _ => {}
             }
         }
@@ -386,14 +462,14 @@ impl ClientSession {
 
     /// Whether a new call may skip the held queues: the fast path, taken
     /// only when it would be sent first anyway.
-    fn can_send_now(&self, idempotent: bool, seq: u64) -> bool {
+    fn can_send_now(&self, idempotent: bool, seq: Seq) -> bool {
         match self.link {
             LinkState::Disconnected => false,
             _ if idempotent => self.held_idempotent.is_empty(),
             LinkState::Handshaking => false,
             LinkState::Ready => {
                 self.held_at_most_once.is_empty()
-                    && seq < self.ack_below().saturating_add(MAX_REPLIES_PER_CLIENT)
+                    && seq < self.ack_below().plus(MAX_REPLIES_PER_CLIENT)
             }
         }
     }
@@ -409,7 +485,7 @@ impl ClientSession {
         if self.link != LinkState::Ready {
             return;
         }
-        let limit = self.ack_below().saturating_add(MAX_REPLIES_PER_CLIENT);
+        let limit = self.ack_below().plus(MAX_REPLIES_PER_CLIENT);
         while let Some(&seq) = self.held_at_most_once.first() {
             if seq >= limit {
                 break;
@@ -420,59 +496,62 @@ impl ClientSession {
     }
 
     /// Puts `seq` on the wire (again) and arms its retransmission timer.
-    fn send(&mut self, seq: u64, now: Instant) {
+    fn send(&mut self, seq: Seq, now: Instant) {
         let ack_below = self.ack_below();
+        let incarnation = self.incarnation;
         let Some(call) = self.calls.get_mut(&seq) else {
             return;
         };
         if let Some(at) = call.retransmit_at.take() {
             self.retransmit_timers.remove(&(at, seq));
         }
-        let named = *call.sent_to.get_or_insert(self.incarnation);
-        if !call.idempotent {
-            self.amo_floor = self.amo_floor.max(seq + 1);
+        if !call.sent {
+            call.sent = true;
+            call.sent_to = incarnation;
+        }
+        if !call.spec.idempotent {
+            debug_assert!(
+                call.sent_to.is_some(),
+                "at-most-once calls wait for the handshake"
+            );
+            self.amo_floor = self.amo_floor.max(seq.next());
         }
         let at = now + self.cfg.backoff(call.retransmits);
         call.retransmit_at = Some(at);
         self.retransmit_timers.insert((at, seq));
-        self.transmit.push_back(Frame {
-            kind: FrameKind::Request,
-            flags: if call.idempotent { FLAG_IDEMPOTENT } else { 0 },
-            status: Status::Ok,
+        self.transmit.push_back(Message::Request(Request {
             client: self.id,
             seq,
             ack_below,
-            incarnation: if call.idempotent {
-                self.incarnation
+            // An at-most-once call names the incarnation it was first sent
+            // to, so a restarted server refuses it rather than run it again.
+            incarnation: if call.spec.idempotent {
+                incarnation
             } else {
-                named
+                call.sent_to
             },
             deadline: call.deadline.saturating_since(now),
-            method: call.method,
+            method: call.spec.method,
+            idempotent: call.spec.idempotent,
+            json: call.spec.json,
             payload: call.payload.clone(),
-        });
+        }));
     }
 
     fn send_ping(&mut self, now: Instant) {
         self.last_ping = now;
-        self.transmit.push_back(Frame {
-            kind: FrameKind::Ping,
-            flags: 0,
-            status: Status::Ok,
+        self.transmit.push_back(Message::Ping(Ping {
             client: self.id,
-            seq: self.amo_floor,
+            floor: self.amo_floor,
             ack_below: self.ack_below(),
             incarnation: self.incarnation,
-            deadline: Nanos::ZERO,
-            method: 0,
-            payload: Bytes::new(),
-        });
+        }));
     }
 
-    fn hold(&mut self, seq: u64) {
+    fn hold(&mut self, seq: Seq) {
         if let Some(call) = self.calls.get_mut(&seq) {
             call.retransmit_at = None;
-            if call.idempotent {
+            if call.spec.idempotent {
                 self.held_idempotent.insert(seq);
             } else {
                 self.held_at_most_once.insert(seq);
@@ -480,7 +559,7 @@ impl ClientSession {
         }
     }
 
-    fn remove(&mut self, seq: u64) -> Option<Call> {
+    fn remove(&mut self, seq: Seq) -> Option<Call> {
         let call = self.calls.remove(&seq)?;
         self.deadlines.remove(&(call.deadline, seq));
         if let Some(at) = call.retransmit_at {
@@ -491,9 +570,81 @@ impl ClientSession {
         Some(call)
     }
 
-    fn finish(&mut self, seq: u64, result: Result<Bytes, CallError>) {
+    fn finish(&mut self, seq: Seq, result: Result<Bytes, CallError>) {
         if self.remove(seq).is_some() {
-            self.events.push_back((CallId(seq), result));
+            self.events.push_back((CallId(seq.0), result));
         }
+    }
+
+    /// Checks every claim this session makes about its indexes: each call
+    /// has exactly one deadline entry; a call is held or has a retransmit
+    /// timer, never both, and the timer index agrees with the call; held and
+    /// timed calls exist; seqs stay below `next_seq` and the floor above
+    /// every at-most-once call sent. Walks everything: for tests and fuzzing.
+    pub fn check(&self) -> Result<(), String> {
+        if self.deadlines.len() != self.calls.len() {
+            return Err(format!(
+                "{} deadlines for {} calls",
+                self.deadlines.len(),
+                self.calls.len()
+            ));
+        }
+        for &(at, seq) in &self.deadlines {
+            if self.calls.get(&seq).map(|c| c.deadline) != Some(at) {
+                return Err(format!("deadline entry of {seq} disagrees with its call"));
+            }
+        }
+        for &(at, seq) in &self.retransmit_timers {
+            if self.calls.get(&seq).and_then(|c| c.retransmit_at) != Some(at) {
+                return Err(format!("retransmit timer of {seq} disagrees with its call"));
+            }
+        }
+        for (held, idempotent) in [
+            (&self.held_idempotent, true),
+            (&self.held_at_most_once, false),
+        ] {
+            for seq in held {
+                let Some(call) = self.calls.get(seq) else {
+                    return Err(format!("held {seq} has no call"));
+                };
+                if call.spec.idempotent != idempotent || call.retransmit_at.is_some() {
+                    return Err(format!("held {seq} is in the wrong queue or also timed"));
+                }
+            }
+        }
+        for (&seq, call) in &self.calls {
+            if seq >= self.next_seq {
+                return Err(format!("call {seq} at or above next_seq {}", self.next_seq));
+            }
+            if call.sent && !call.spec.idempotent && seq >= self.amo_floor {
+                return Err(format!("sent at-most-once {seq} at or above the floor"));
+            }
+            let timed = call.retransmit_at.is_some();
+            let held = self.held_idempotent.contains(&seq) || self.held_at_most_once.contains(&seq);
+            if timed && held {
+                return Err(format!("call {seq} both held and timed"));
+            }
+        }
+        if self.calls.len() > self.cfg.max_outstanding_calls {
+            return Err(format!("{} calls over the bound", self.calls.len()));
+        }
+        Ok(())
+    }
+
+    /// The cheap part of [`ClientSession::check`], on every step of a debug build.
+    fn debug_check(&self) {
+        debug_assert_eq!(
+            self.deadlines.len(),
+            self.calls.len(),
+            "one deadline per call"
+        );
+        debug_assert!(
+            self.held_idempotent.len()
+                + self.held_at_most_once.len()
+                + self.retransmit_timers.len()
+                <= self.calls.len(),
+            "held and timed calls are disjoint and exist"
+        );
+        debug_assert!(self.calls.len() <= self.cfg.max_outstanding_calls);
     }
 }

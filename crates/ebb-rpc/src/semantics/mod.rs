@@ -15,13 +15,12 @@ pub mod server;
 
 use ebb_core::Nanos;
 
-pub use call::{ClientConfig, LinkState, MovedCall};
+pub use call::{CallSpec, ClientConfig, LinkState, MovedCall};
 pub use client::{CallOutcome, ClientSession};
 pub use conns::{ConnId, ConnRefusal};
 pub use reply_table::{ReplyTable, TableFull};
 pub use server::{
-    Action, CallKey, Incoming, Refusal, ServerConfig, ServerSession, ServerStats,
-    random_incarnation,
+    Action, CallKey, Incoming, ServerConfig, ServerSession, ServerStats, random_incarnation,
 };
 
 /// Protocol constant: a client never sends an at-most-once request with

@@ -14,15 +14,15 @@ use std::net::IpAddr;
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::MAX_REPLIES_PER_CLIENT;
-use crate::wire::Frame;
+use crate::wire::{Reply, Seq};
 
 /// What the table knows about one call of a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// Executing now: a duplicate waits for it instead of running again.
     Running,
-    /// Finished; the reply goes out again on any duplicate.
-    Done(Frame),
+    /// Finished (or refused); the reply goes out again on any duplicate.
+    Done(Reply),
 }
 
 /// One client's session on this server.
@@ -31,17 +31,17 @@ pub struct ClientState {
     /// Where the session was opened from; counts against that peer's bound.
     pub peer: IpAddr,
     /// At-most-once calls below this may have run in a forgotten session.
-    pub floor: u64,
+    pub floor: Seq,
     /// The highest `ack_below` seen: the client waits for nothing below it.
-    pub ack_below: u64,
+    pub ack_below: Seq,
     pub last_active: Instant,
     /// Calls in `[ack_below, ack_below + MAX_REPLIES_PER_CLIENT)`.
-    pub entries: BTreeMap<u64, Entry>,
+    pub entries: BTreeMap<Seq, Entry>,
 }
 
 impl ClientState {
     /// Raises `ack_below` and forgets every call below it.
-    pub fn acknowledge_below(&mut self, ack_below: u64) {
+    pub fn acknowledge_below(&mut self, ack_below: Seq) {
         if ack_below > self.ack_below {
             self.ack_below = ack_below;
             // Usually one or two entries go per call; popping them avoids
@@ -116,7 +116,7 @@ impl ReplyTable {
     pub fn open(
         &mut self,
         client: ClientId,
-        floor: u64,
+        floor: Seq,
         peer: IpAddr,
         now: Instant,
     ) -> Result<&mut ClientState, TableFull> {
@@ -135,7 +135,7 @@ impl ReplyTable {
                 ClientState {
                     peer,
                     floor,
-                    ack_below: 0,
+                    ack_below: Seq(0),
                     last_active: now,
                     entries: BTreeMap::new(),
                 },
@@ -221,7 +221,7 @@ impl ReplyTable {
             ));
         }
         for (client, state) in &self.clients {
-            let window = state.ack_below..state.ack_below.saturating_add(MAX_REPLIES_PER_CLIENT);
+            let window = state.ack_below..state.ack_below.plus(MAX_REPLIES_PER_CLIENT);
             if let Some((&seq, _)) = state.entries.iter().find(|(s, _)| !window.contains(s)) {
                 return Err(format!(
                     "{client} holds seq {seq} outside its window {window:?}"
@@ -247,15 +247,15 @@ mod tests {
     #[test]
     fn full_table_evicts_only_an_expired_session_longest_idle_first() {
         let mut t = ReplyTable::new(2, 4, EXP);
-        t.open(ClientId(1), 1, PEER, at_secs(0)).unwrap();
-        t.open(ClientId(2), 1, PEER, at_secs(1)).unwrap();
+        t.open(ClientId(1), Seq(1), PEER, at_secs(0)).unwrap();
+        t.open(ClientId(2), Seq(1), PEER, at_secs(1)).unwrap();
         assert_eq!(
-            t.open(ClientId(3), 1, PEER, at_secs(5)).err(),
+            t.open(ClientId(3), Seq(1), PEER, at_secs(5)).err(),
             Some(TableFull::Total { max_clients: 2 })
         );
         t.touch(ClientId(1), at_secs(2));
         // Client 2 (idle since 1 s) is now the longest idle; expired at 11 s.
-        t.open(ClientId(3), 1, PEER, at_secs(11)).unwrap();
+        t.open(ClientId(3), Seq(1), PEER, at_secs(11)).unwrap();
         assert!(t.get_mut(ClientId(2)).is_none());
         assert!(t.get_mut(ClientId(1)).is_some());
         assert_eq!(t.len(), 2);
@@ -264,39 +264,42 @@ mod tests {
     #[test]
     fn acknowledge_below_prunes_saved_entries() {
         let mut t = ReplyTable::new(4, 4, EXP);
-        let s = t.open(ClientId(1), 1, PEER, Instant::EPOCH).unwrap();
+        let s = t.open(ClientId(1), Seq(1), PEER, Instant::EPOCH).unwrap();
         for seq in 1..=5 {
-            s.entries.insert(seq, Entry::Running);
+            s.entries.insert(Seq(seq), Entry::Running);
         }
-        s.acknowledge_below(4);
-        assert_eq!(s.entries.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
-        s.acknowledge_below(2);
-        assert_eq!(s.ack_below, 4, "ack_below never goes back");
+        s.acknowledge_below(Seq(4));
+        assert_eq!(
+            s.entries.keys().copied().collect::<Vec<_>>(),
+            vec![Seq(4), Seq(5)]
+        );
+        s.acknowledge_below(Seq(2));
+        assert_eq!(s.ack_below, Seq(4), "ack_below never goes back");
     }
 
     #[test]
     fn reopening_keeps_the_original_floor() {
         let mut t = ReplyTable::new(4, 4, EXP);
-        t.open(ClientId(1), 3, PEER, Instant::EPOCH).unwrap();
+        t.open(ClientId(1), Seq(3), PEER, Instant::EPOCH).unwrap();
         assert_eq!(
-            t.open(ClientId(1), 9, PEER, Instant::EPOCH + Nanos(5))
+            t.open(ClientId(1), Seq(9), PEER, Instant::EPOCH + Nanos(5))
                 .unwrap()
                 .floor,
-            3
+            Seq(3)
         );
     }
 
     #[test]
     fn one_peer_cannot_take_more_than_its_share_of_sessions() {
         let mut t = ReplyTable::new(4, 2, EXP);
-        t.open(ClientId(1), 1, PEER, at_secs(0)).unwrap();
-        t.open(ClientId(2), 1, PEER, at_secs(0)).unwrap();
+        t.open(ClientId(1), Seq(1), PEER, at_secs(0)).unwrap();
+        t.open(ClientId(2), Seq(1), PEER, at_secs(0)).unwrap();
         assert_eq!(
-            t.open(ClientId(3), 1, PEER, at_secs(0)).err(),
+            t.open(ClientId(3), Seq(1), PEER, at_secs(0)).err(),
             Some(TableFull::Peer { max_per_peer: 2 })
         );
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
-        t.open(ClientId(3), 1, other, at_secs(0)).unwrap();
+        t.open(ClientId(3), Seq(1), other, at_secs(0)).unwrap();
         assert_eq!(t.expire_idle(at_secs(20)), 3);
         assert_eq!(t.opened_by(PEER), 0);
         t.check().unwrap();
@@ -305,8 +308,8 @@ mod tests {
     #[test]
     fn expire_idle_drops_exactly_the_expired_sessions() {
         let mut t = ReplyTable::new(4, 4, EXP);
-        t.open(ClientId(1), 1, PEER, at_secs(0)).unwrap();
-        t.open(ClientId(2), 1, PEER, at_secs(5)).unwrap();
+        t.open(ClientId(1), Seq(1), PEER, at_secs(0)).unwrap();
+        t.open(ClientId(2), Seq(1), PEER, at_secs(5)).unwrap();
         assert_eq!(t.expire_idle(at_secs(12)), 1);
         assert!(t.get_mut(ClientId(2)).is_some());
     }

@@ -27,18 +27,20 @@ use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::conns::{ConnId, ConnRefusal, Conns};
-use super::reply_table::{Entry, ReplyTable};
+use super::reply_table::{Entry, ReplyTable, TableFull};
 use super::{
     MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER,
     MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
 };
-use crate::wire::{Frame, FrameKind, Status};
+use crate::wire::{
+    Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
+};
 
 /// A fresh incarnation number for a starting server process: 64 random bits
 /// (never 0), so two incarnations collide with probability 2^-64 without
 /// any durable counter.
-pub fn random_incarnation(rng: &mut ebb_core::Rng) -> u64 {
-    rng.next_u64().max(1)
+pub fn random_incarnation(rng: &mut ebb_core::Rng) -> Incarnation {
+    Incarnation::at_least_one(rng.next_u64())
 }
 
 /// Bounds of a server's at-most-once state and of its connections; the
@@ -73,9 +75,11 @@ impl Default for ServerConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallKey {
     pub client: ClientId,
-    pub seq: u64,
+    pub seq: Seq,
     pub method: u16,
     pub idempotent: bool,
+    /// The arguments are JSON and the reply must be JSON too.
+    pub json: bool,
     /// The connection it arrived on, whose in-flight count it holds.
     pub conn: ConnId,
 }
@@ -94,26 +98,14 @@ pub struct Incoming {
 pub enum Action {
     /// Run the method, then call [`ServerSession::complete`] with its outcome.
     Execute(Incoming),
-    /// Send this frame back on the connection the frame came from; nothing
+    /// Send this back on the connection the message came from; nothing
     /// runs.
-    Reply(Frame),
+    Reply(Message),
     /// A duplicate of a running call: its reply goes out on completion.
     Wait,
     /// Nothing to do (a reply-kind frame, a closed connection, or a call the
     /// client gave up on).
     Drop,
-}
-
-/// Why a new call was refused without running. Recorded for at-most-once
-/// calls, so every later copy gets the same answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-pub enum Refusal {
-    #[error("deadline passed before the call arrived")]
-    DeadlinePassed,
-    #[error("over {max} requests in flight on this connection")]
-    InFlight { max: usize },
-    #[error("this connection already speaks for {max} client ids")]
-    ClientsPerConnection { max: usize },
 }
 
 /// Counts of the decisions taken, for metrics and for tests that must show
@@ -139,13 +131,15 @@ pub struct ServerStats {
 /// incarnation number.
 #[derive(Debug)]
 pub struct ServerSession {
-    incarnation: u64,
+    incarnation: Incarnation,
     config: ServerConfig,
     table: ReplyTable,
     conns: Conns,
     /// Calls executing now (admitted, not yet completed), all connections.
     executing: usize,
     stats: ServerStats,
+    /// The service description a `Describe` is answered with (postcard).
+    description: Bytes,
     /// Test-only: answer refusals without recording them (the bug the fault
     /// simulation must catch).
     planted_unrecorded_refusal: bool,
@@ -153,11 +147,10 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// `incarnation` must differ from every earlier incarnation of this
-    /// server and must not be 0 (0 means "unknown" on the wire): the
-    /// transport derives it from e.g. the start time and randomness.
-    pub fn new(incarnation: u64, config: ServerConfig) -> ServerSession {
+    /// server: the transport draws it at random ([`random_incarnation`]).
+    pub fn new(incarnation: Incarnation, config: ServerConfig) -> ServerSession {
         ServerSession {
-            incarnation: incarnation.max(1),
+            incarnation,
             config,
             table: ReplyTable::new(
                 config.max_clients,
@@ -167,11 +160,18 @@ impl ServerSession {
             conns: Conns::default(),
             executing: 0,
             stats: ServerStats::default(),
+            description: Bytes::new(),
             planted_unrecorded_refusal: false,
         }
     }
 
-    pub fn incarnation(&self) -> u64 {
+    /// Sets what a `Describe` is answered with: the postcard-encoded
+    /// `service::ServiceDescription` of the service this server runs.
+    pub fn set_description(&mut self, description: Bytes) {
+        self.description = description;
+    }
+
+    pub fn incarnation(&self) -> Incarnation {
         self.incarnation
     }
 
@@ -190,6 +190,11 @@ impl ServerSession {
     /// Calls executing now: what a server reports as its load.
     pub fn executing(&self) -> usize {
         self.executing
+    }
+
+    /// The load as replies and pongs carry it.
+    fn load(&self) -> u32 {
+        u32::try_from(self.executing).unwrap_or(u32::MAX)
     }
 
     pub fn connections(&self) -> usize {
@@ -245,25 +250,33 @@ impl ServerSession {
         self.conns.close(conn);
     }
 
-    /// Decides what to do with a frame that arrived on `conn`.
-    pub fn admit(&mut self, conn: ConnId, frame: Frame, now: Instant) -> Action {
+    /// Decides what to do with a message that arrived on `conn`.
+    pub fn admit(&mut self, conn: ConnId, message: impl Into<Message>, now: Instant) -> Action {
         if !self.conns.is_open(conn) {
             return Action::Drop;
         }
-        let action = match frame.kind {
-            FrameKind::Request => {
+        let action = match message.into() {
+            Message::Request(req) => {
                 let routed = self
                     .conns
-                    .route(conn, frame.client, self.config.max_clients_per_conn);
-                self.handle_request(conn, frame, routed, now)
+                    .route(conn, req.client, self.config.max_clients_per_conn);
+                self.handle_request(conn, req, routed, now)
             }
-            FrameKind::Ping => {
+            Message::Ping(ping) => {
                 let routed = self
                     .conns
-                    .route(conn, frame.client, self.config.max_clients_per_conn);
-                Action::Reply(self.handle_ping(conn, &frame, routed, now))
+                    .route(conn, ping.client, self.config.max_clients_per_conn);
+                Action::Reply(Message::Pong(self.handle_ping(conn, &ping, routed, now)))
             }
-            FrameKind::Reply | FrameKind::Pong => Action::Drop,
+            Message::Describe(d) => Action::Reply(Message::Description(Description {
+                id: d.id,
+                incarnation: self.incarnation,
+                payload: self.description.clone(),
+            })),
+            Message::Reply(_)
+            | Message::Pong(_)
+            | Message::ConnError(_)
+            | Message::Description(_) => Action::Drop,
         };
         self.debug_check();
         action
@@ -271,49 +284,44 @@ impl ServerSession {
 
     /// The ping is the session handshake and heartbeat: it opens (or keeps
     /// alive) the client's session and tells the client our incarnation.
-    fn handle_ping(&mut self, conn: ConnId, ping: &Frame, routed: bool, now: Instant) -> Frame {
+    fn handle_ping(&mut self, conn: ConnId, ping: &Ping, routed: bool, now: Instant) -> Pong {
         let opened = match self.conns.peer(conn) {
             Some(peer) if routed => self
                 .table
-                .open(ping.client, ping.seq, peer, now)
+                .open(ping.client, ping.floor, peer, now)
                 .map(|state| state.acknowledge_below(ping.ack_below))
-                .map_err(|full| full.to_string()),
-            _ => Err(Refusal::ClientsPerConnection {
-                max: self.config.max_clients_per_conn,
-            }
-            .to_string()),
+                .map_err(|full| match full {
+                    TableFull::Total { .. } => (Refusal::Sessions, full.to_string()),
+                    TableFull::Peer { .. } => (Refusal::PeerSessions, full.to_string()),
+                }),
+            _ => Err((
+                Refusal::ClientsPerConnection,
+                self.refusal_message(Refusal::ClientsPerConnection),
+            )),
         };
-        let (status, payload) = match opened {
-            Ok(()) => (Status::Ok, Bytes::new()),
-            Err(why) => {
+        let (refused, message) = match opened {
+            Ok(()) => (None, Bytes::new()),
+            Err((why, message)) => {
                 self.stats.refused_handshakes += 1;
-                (Status::Rejected, Bytes::from(why))
+                (Some(why), Bytes::from(message))
             }
         };
-        Frame {
-            kind: FrameKind::Pong,
-            flags: 0,
-            status,
+        Pong {
             client: ping.client,
-            seq: ping.seq,
-            ack_below: 0,
+            floor: ping.floor,
             incarnation: self.incarnation,
-            deadline: Nanos::ZERO,
-            method: 0,
-            payload,
+            refused,
+            load: self.load(),
+            message,
         }
     }
 
     /// Why a new call on `conn` may not run now, if it may not.
-    fn refusal(&self, conn: ConnId, req: &Frame, routed: bool) -> Option<Refusal> {
+    fn refusal(&self, conn: ConnId, req: &Request, routed: bool) -> Option<Refusal> {
         if !routed {
-            Some(Refusal::ClientsPerConnection {
-                max: self.config.max_clients_per_conn,
-            })
+            Some(Refusal::ClientsPerConnection)
         } else if self.conns.in_flight(conn) >= self.config.max_in_flight_per_conn {
-            Some(Refusal::InFlight {
-                max: self.config.max_in_flight_per_conn,
-            })
+            Some(Refusal::InFlight)
         } else if req.deadline == Nanos::ZERO {
             Some(Refusal::DeadlinePassed)
         } else {
@@ -321,17 +329,31 @@ impl ServerSession {
         }
     }
 
+    /// The refusal's reason with the bound it met, for people.
+    fn refusal_message(&self, why: Refusal) -> String {
+        match why {
+            Refusal::InFlight => format!(
+                "over {} requests in flight on this connection",
+                self.config.max_in_flight_per_conn
+            ),
+            Refusal::ClientsPerConnection => format!(
+                "this connection already speaks for {} client ids",
+                self.config.max_clients_per_conn
+            ),
+            other => other.to_string(),
+        }
+    }
+
     fn count_refusal(&mut self, refusal: Refusal) {
         let n = match refusal {
             Refusal::DeadlinePassed => &mut self.stats.refused_deadline,
-            Refusal::InFlight { .. } => &mut self.stats.refused_in_flight,
-            Refusal::ClientsPerConnection { .. } => &mut self.stats.refused_clients_per_conn,
+            Refusal::InFlight => &mut self.stats.refused_in_flight,
+            _ => &mut self.stats.refused_clients_per_conn,
         };
         *n += 1;
     }
 
-    fn handle_request(&mut self, conn: ConnId, req: Frame, routed: bool, now: Instant) -> Action {
-        let idempotent = req.is_idempotent();
+    fn handle_request(&mut self, conn: ConnId, req: Request, routed: bool, now: Instant) -> Action {
         if let Some(state) = self.table.touch(req.client, now) {
             state.acknowledge_below(req.ack_below);
             if req.seq < state.ack_below {
@@ -339,49 +361,54 @@ impl ServerSession {
             }
         }
         let refusal = self.refusal(conn, &req, routed);
-        if idempotent {
+        if req.idempotent {
             return match refusal {
                 Some(why) => {
                     self.count_refusal(why);
-                    self.reply(&req, Status::Rejected, &why.to_string())
+                    let msg = self.refusal_message(why);
+                    self.reply(&req, Outcome::Refused(why), &msg)
                 }
                 None => self.execute(conn, req),
             };
         }
-        if req.incarnation != 0 && req.incarnation != self.incarnation {
+        if let Some(named) = req.incarnation
+            && named != self.incarnation
+        {
             let msg = format!(
-                "request names incarnation {}, server is at {}",
-                req.incarnation, self.incarnation
+                "request names incarnation {named}, server is at {}",
+                self.incarnation
             );
-            return self.reply(&req, Status::OutcomeUnknown, &msg);
+            return self.reply(&req, Outcome::OutcomeUnknown, &msg);
         }
-        let incarnation = self.incarnation;
+        let refusal_message = refusal.map(|why| self.refusal_message(why));
+        let (incarnation, load) = (self.incarnation, self.load());
         let Some(state) = self.table.get_mut(req.client) else {
             return self.reply(
                 &req,
-                Status::OutcomeUnknown,
+                Outcome::OutcomeUnknown,
                 "no session for this client (never opened, expired, or lost in a restart)",
             );
         };
         if req.seq < state.floor {
             return self.reply(
                 &req,
-                Status::OutcomeUnknown,
+                Outcome::OutcomeUnknown,
                 "call predates this client session; it may have run in a forgotten one",
             );
         }
-        if req.seq >= req.ack_below.saturating_add(MAX_REPLIES_PER_CLIENT) {
+        if req.seq >= req.ack_below.plus(MAX_REPLIES_PER_CLIENT) {
             return self.reply(
                 &req,
-                Status::BadRequest,
+                Outcome::BadRequest,
                 "seq outside the client's at-most-once window",
             );
         }
         match (state.entries.get(&req.seq), refusal) {
             (Some(Entry::Done(saved)), _) => {
-                let saved = saved.clone();
+                let mut saved = saved.clone();
+                saved.load = load;
                 self.stats.saved_replies += 1;
-                Action::Reply(saved)
+                Action::Reply(Message::Reply(saved))
             }
             (Some(Entry::Running), _) => {
                 self.stats.waits += 1;
@@ -390,17 +417,18 @@ impl ServerSession {
             (None, Some(why)) => {
                 // Recorded, so a slower copy of this request cannot run it
                 // after the client was told it did not run.
-                let reply = Frame::reply_to(
+                let mut reply = Reply::to(
                     &req,
                     incarnation,
-                    Status::Rejected,
-                    Bytes::from(why.to_string()),
+                    Outcome::Refused(why),
+                    Bytes::from(refusal_message.unwrap_or_default()),
                 );
+                reply.load = load;
                 if !self.planted_unrecorded_refusal {
                     state.entries.insert(req.seq, Entry::Done(reply.clone()));
                 }
                 self.count_refusal(why);
-                Action::Reply(reply)
+                Action::Reply(Message::Reply(reply))
             }
             (None, None) => {
                 state.entries.insert(req.seq, Entry::Running);
@@ -421,30 +449,25 @@ impl ServerSession {
     pub fn complete(
         &mut self,
         key: CallKey,
-        status: Status,
+        outcome: Outcome,
         payload: Bytes,
         now: Instant,
-    ) -> (Frame, Option<ConnId>) {
+    ) -> (Reply, Option<ConnId>) {
         debug_assert!(self.executing > 0, "complete without an Execute");
         self.executing = self.executing.saturating_sub(1);
         self.conns.finished(key.conn);
-        if status == Status::Panicked {
+        if outcome == Outcome::Panicked {
             self.stats.panicked += 1;
         }
-        let reply = Frame {
-            kind: FrameKind::Reply,
-            flags: if key.idempotent {
-                crate::wire::FLAG_IDEMPOTENT
-            } else {
-                0
-            },
-            status,
+        let reply = Reply {
             client: key.client,
             seq: key.seq,
-            ack_below: 0,
             incarnation: self.incarnation,
-            deadline: Nanos::ZERO,
             method: key.method,
+            idempotent: key.idempotent,
+            json: key.json,
+            outcome,
+            load: self.load(),
             payload,
         };
         if !key.idempotent {
@@ -461,7 +484,7 @@ impl ServerSession {
         (reply, self.conns.route_of(key.client))
     }
 
-    fn execute(&mut self, conn: ConnId, req: Frame) -> Action {
+    fn execute(&mut self, conn: ConnId, req: Request) -> Action {
         self.executing += 1;
         self.stats.executed += 1;
         self.conns.started(conn);
@@ -470,7 +493,8 @@ impl ServerSession {
                 client: req.client,
                 seq: req.seq,
                 method: req.method,
-                idempotent: req.is_idempotent(),
+                idempotent: req.idempotent,
+                json: req.json,
                 conn,
             },
             deadline: req.deadline,
@@ -478,13 +502,15 @@ impl ServerSession {
         })
     }
 
-    fn reply(&self, req: &Frame, status: Status, msg: &str) -> Action {
-        Action::Reply(Frame::reply_to(
+    fn reply(&self, req: &Request, outcome: Outcome, msg: &str) -> Action {
+        let mut reply = Reply::to(
             req,
             self.incarnation,
-            status,
+            outcome,
             Bytes::copy_from_slice(msg.as_bytes()),
-        ))
+        );
+        reply.load = self.load();
+        Action::Reply(Message::Reply(reply))
     }
 
     /// Checks every claim this session makes about its state; `Err` names

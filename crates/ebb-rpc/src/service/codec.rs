@@ -86,9 +86,9 @@ pub fn decode_args<T: DeserializeOwned>(
 }
 
 pub fn encode_args<T: Serialize>(method: &MethodInfo, args: &T) -> Result<Bytes, CallError> {
-    postcard::to_stdvec(args)
-        .map(Bytes::from)
-        .map_err(|e| CallError::Codec(format!("encoding arguments of {}: {e}", signature(method))))
+    postcard::to_stdvec(args).map(Bytes::from).map_err(|e| {
+        CallError::encoding(format!("encoding arguments of {}: {e}", signature(method)))
+    })
 }
 
 /// For the JSON codec: arguments already decoded from JSON, now to bytes.
@@ -112,7 +112,7 @@ pub fn decode_reply<T: DeserializeOwned>(
     reply: &[u8],
 ) -> Result<T, CallError> {
     postcard::from_bytes(reply).map_err(|e| {
-        CallError::Codec(format!(
+        CallError::decoding(format!(
             "decoding the reply of {} as {}: {e}",
             signature(method),
             method.returns

@@ -38,12 +38,14 @@ impl<D: ServiceDispatch> Transport for LocalTransport<D> {
             // that merely shares the id.
             let ours = self.dispatch.method(method.id);
             if method.service != self.dispatch.name() || ours.map(|m| m.name) != Some(method.name) {
-                return Err(CallError::UnknownMethod(format!(
-                    "{}.{} (this transport serves {})",
-                    method.service,
-                    method.name,
-                    self.dispatch.name()
-                )));
+                return Err(CallError::UnknownMethod {
+                    method: format!(
+                        "{}.{} (this transport serves {})",
+                        method.service,
+                        method.name,
+                        self.dispatch.name()
+                    ),
+                });
             }
             Ok(self.dispatch.dispatch(method.id, args).await?)
         })

@@ -56,9 +56,6 @@ impl ServiceDispatch for Kv {
             __private::encode_reply(m, &(key.len() as u32 + limit.unwrap_or(0)))
         })
     }
-    fn dispatch_json(&self, _: &str, _: Value) -> BoxFuture<'_, Result<Value, DispatchError>> {
-        Box::pin(async { Err(DispatchError::UnknownMethod("json".into())) })
-    }
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -79,19 +76,26 @@ fn dispatch_errors_map_to_distinct_call_errors() {
     let cases = [
         (
             DispatchError::UnknownMethod("m".into()),
-            CallError::UnknownMethod("m".into()),
+            CallError::UnknownMethod { method: "m".into() },
         ),
         (
             DispatchError::BadArgs("a".into()),
-            CallError::BadRequest("a".into()),
+            CallError::BadRequest {
+                message: "a".into(),
+            },
         ),
         (
             DispatchError::EncodeReply("e".into()),
-            CallError::Remote("e".into()),
+            CallError::Remote {
+                message: "e".into(),
+            },
         ),
         (
             DispatchError::BadReply("r".into()),
-            CallError::Codec("r".into()),
+            CallError::Codec {
+                message: "r".into(),
+                sent: true,
+            },
         ),
     ];
     for (from, to) in cases {
@@ -119,7 +123,7 @@ fn local_transport_refuses_another_services_table() {
     let t = LocalTransport::new(Kv);
     let args = encode_args(&FOREIGN, &("abc", None::<u32>)).unwrap();
     let r = block_on(t.call(&FOREIGN, args, CallOptions::default()));
-    assert!(matches!(r, Err(CallError::UnknownMethod(_))), "{r:?}");
+    assert!(matches!(r, Err(CallError::UnknownMethod { .. })), "{r:?}");
 }
 
 #[test]
@@ -165,4 +169,30 @@ fn unknown_method_names_list_the_known_ones() {
         Err(DispatchError::UnknownMethod(m)) => assert_eq!(m, "Kv.scna (methods of Kv: scan)"),
         other => panic!("expected UnknownMethod, got {other:?}"),
     }
+}
+
+#[test]
+fn a_dispatcher_without_a_json_adapter_says_so() {
+    let r = block_on(Kv.dispatch_json("scan", json!({"key": "k"})));
+    assert!(
+        matches!(&r, Err(DispatchError::UnknownMethod(m)) if m.contains("no JSON adapter")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_description_lists_methods_with_ids_flags_and_parameters() {
+    let d = Kv.description();
+    assert_eq!(d.service, "Kv");
+    let scan = d.method("scan").unwrap();
+    assert_eq!((scan.id, scan.idempotent), (0, true));
+    assert_eq!(
+        scan.signature(&d.service),
+        "Kv.scan(key: String, limit: Option<u32>) -> u32"
+    );
+    let bytes = crate::wire::encode_payload(&d).unwrap();
+    assert_eq!(
+        crate::wire::decode_payload::<ServiceDescription>(&bytes).unwrap(),
+        d
+    );
 }

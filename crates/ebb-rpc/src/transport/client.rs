@@ -11,31 +11,37 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ebb_core::{ClientId, Nanos, Rng};
+use ebb_core::{ClientId, Clock, Nanos, Rng};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::clock::RuntimeClock;
 use super::frames;
 use super::outbuf::OutBuf;
 use crate::CallError;
-use crate::semantics::{ClientConfig, ClientSession};
-use crate::service::{BoxFuture, CallOptions, MethodInfo, Transport};
-use crate::wire::{FrameCodec, MAX_PAYLOAD_BYTES};
+use crate::semantics::{CallSpec, ClientConfig, ClientSession};
+use crate::service::{BoxFuture, CallOptions, MethodInfo, ServiceDescription, Transport};
+use crate::wire::{Describe, FrameCodec, MAX_PAYLOAD_BYTES, Message, decode_payload};
 
 /// Calls waiting to be handed to the driver; callers wait for room beyond it.
 pub const MAX_QUEUED_CALLS: usize = 4096;
+/// Describe requests one client may have outstanding; more wait for room.
+pub const MAX_PENDING_DESCRIBES: usize = 16;
 /// How long one connection attempt may take before it counts as failed.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// First pause between reconnection attempts; doubles up to the maximum.
 pub const RECONNECT_BACKOFF_MS: u64 = 10;
 pub const MAX_RECONNECT_BACKOFF_MS: u64 = 1_000;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// `reported_load`'s cell before any report: a load no server reports.
+const NO_LOAD_REPORTED: u64 = u64::MAX;
 
 type Reply = Result<Bytes, CallError>;
 
@@ -62,17 +68,26 @@ impl Default for TcpClientConfig {
 }
 
 struct Call {
-    method: &'static MethodInfo,
+    spec: CallSpec,
     args: Bytes,
     timeout: Nanos,
     reply: oneshot::Sender<Reply>,
 }
 
+/// What callers hand the driver.
+enum Op {
+    Call(Call),
+    /// Ask the server for its service description.
+    Describe(oneshot::Sender<Reply>),
+}
+
 /// A client of one server. Cheap to share (`Arc<TcpClient>`); calls from
 /// any number of tasks are multiplexed over one connection.
 pub struct TcpClient {
-    calls: mpsc::Sender<Call>,
+    ops: mpsc::Sender<Op>,
     addr: String,
+    /// The server's load as last reported, or `NO_LOAD_REPORTED`.
+    load: Arc<AtomicU64>,
 }
 
 impl TcpClient {
@@ -85,30 +100,136 @@ impl TcpClient {
 
     pub async fn connect_with(addr: &str, cfg: TcpClientConfig) -> Result<TcpClient, CallError> {
         let conn = Conn::open(addr).await?;
-        let epoch = Instant::now();
+        let clock = RuntimeClock::new();
         let id = ClientId::random(&mut Rng::seeded(frames::os_random_u64()));
-        let mut session = ClientSession::new(id, cfg.session, ebb_core::Instant::EPOCH);
-        session.handle_connected(ebb_core::Instant::EPOCH);
+        let now = clock.now();
+        let mut session = ClientSession::new(id, cfg.session, now);
+        session.handle_connected(now);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
+        let load = Arc::new(AtomicU64::new(NO_LOAD_REPORTED));
         let driver = Driver {
             addr: addr.to_owned(),
-            epoch,
+            clock,
             session,
             conn: Some(conn),
             waiters: HashMap::new(),
+            describes: HashMap::new(),
+            next_describe: 0,
+            load: Arc::clone(&load),
             codec: FrameCodec::default(),
             reconnect_at: None,
             backoff: Duration::from_millis(RECONNECT_BACKOFF_MS),
         };
         tokio::spawn(driver.run(rx));
         Ok(TcpClient {
-            calls: tx,
+            ops: tx,
             addr: addr.to_owned(),
+            load,
         })
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The load (calls executing) the server reported in its last reply or
+    /// pong on this client's connection; `None` before the first. Pongs
+    /// come at least every heartbeat interval, so it is at most that stale
+    /// while the connection is up.
+    pub fn reported_load(&self) -> Option<u32> {
+        u32::try_from(self.load.load(Ordering::Relaxed)).ok()
+    }
+
+    /// Asks the server what it serves: its service name, methods with ids,
+    /// which are idempotent, and parameter names and types. Lets a caller
+    /// that was not built with the service call it with JSON
+    /// ([`TcpClient::call_json`]).
+    pub async fn describe(&self, timeout: Nanos) -> Result<ServiceDescription, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let bytes = self.hand_over(Op::Describe(tx), timeout, rx).await?;
+        decode_payload(&bytes).map_err(|e| {
+            CallError::decoding(format!("the service description from {}: {e}", self.addr))
+        })
+    }
+
+    /// Calls method `method` (an id from [`TcpClient::describe`]) with
+    /// arguments as a JSON object keyed by parameter name; the server's JSON
+    /// adapter decodes them and the reply comes back as JSON. Same call
+    /// semantics as a typed call: `idempotent` must be what the service
+    /// declares (the description says).
+    pub async fn call_json(
+        &self,
+        method: u16,
+        idempotent: bool,
+        args: &serde_json::Value,
+        options: CallOptions,
+    ) -> Result<serde_json::Value, CallError> {
+        let bytes = serde_json::to_vec(args).map_err(CallError::encoding)?;
+        let spec = CallSpec {
+            method,
+            idempotent,
+            json: true,
+        };
+        let reply = self.call_spec(spec, Bytes::from(bytes), options).await?;
+        serde_json::from_slice(&reply)
+            .map_err(|e| CallError::decoding(format!("the JSON reply of method #{method}: {e}")))
+    }
+
+    async fn call_spec(
+        &self,
+        spec: CallSpec,
+        args: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, CallError> {
+        if args.len() > MAX_PAYLOAD_BYTES {
+            return Err(CallError::BadRequest {
+                message: format!(
+                    "arguments of {} bytes exceed the {MAX_PAYLOAD_BYTES}-byte frame payload limit; nothing was sent",
+                    args.len()
+                ),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let call = Call {
+            spec,
+            args,
+            timeout: options.timeout,
+            reply: tx,
+        };
+        self.hand_over(Op::Call(call), options.timeout, rx).await
+    }
+
+    /// Hands `op` to the driver and waits for its answer on `rx`.
+    async fn hand_over(
+        &self,
+        op: Op,
+        timeout: Nanos,
+        rx: oneshot::Receiver<Reply>,
+    ) -> Result<Bytes, CallError> {
+        let gone = |sent| CallError::ConnectionLost {
+            sent,
+            cause: format!("the client for {} shut down", self.addr),
+        };
+        // The session ends every call by its deadline; only the hand-over
+        // to a driver that is overwhelmed needs its own bound (and a
+        // timer, which the common case does without).
+        match self.ops.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(gone(false)),
+            Err(mpsc::error::TrySendError::Full(op)) => {
+                match tokio::time::timeout(Duration::from(timeout), self.ops.send(op)).await {
+                    Err(_) => {
+                        return Err(CallError::DeadlineExceeded {
+                            elapsed: timeout,
+                            sent: false,
+                        });
+                    }
+                    Ok(Err(_)) => return Err(gone(false)),
+                    Ok(Ok(())) => {}
+                }
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(gone(true)))
     }
 }
 
@@ -119,39 +240,22 @@ impl Transport for TcpClient {
         args: Bytes,
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: false,
+        };
         Box::pin(async move {
-            if args.len() > MAX_PAYLOAD_BYTES {
-                return Err(CallError::BadRequest(format!(
-                    "{}.{}: arguments of {} bytes exceed the {MAX_PAYLOAD_BYTES}-byte frame payload limit; nothing was sent",
-                    method.service,
-                    method.name,
-                    args.len()
-                )));
-            }
-            let (tx, rx) = oneshot::channel();
-            let call = Call {
-                method,
-                args,
-                timeout: options.timeout,
-                reply: tx,
-            };
-            let gone = || CallError::ConnectionLost(format!("client for {} shut down", self.addr));
-            // The session ends every call by its deadline; only the hand-over
-            // to a driver that is overwhelmed needs its own bound (and a
-            // timer, which the common case does without).
-            match self.calls.try_send(call) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
-                Err(mpsc::error::TrySendError::Full(call)) => {
-                    let wait = Duration::from(options.timeout);
-                    match tokio::time::timeout(wait, self.calls.send(call)).await {
-                        Err(_) => return Err(CallError::DeadlineExceeded(options.timeout)),
-                        Ok(Err(_)) => return Err(gone()),
-                        Ok(Ok(())) => {}
+            self.call_spec(spec, args, options)
+                .await
+                .map_err(|e| match e {
+                    CallError::BadRequest { message } if message.contains("nothing was sent") => {
+                        CallError::BadRequest {
+                            message: format!("{}.{}: {message}", method.service, method.name),
+                        }
                     }
-                }
-            }
-            rx.await.unwrap_or_else(|_| Err(gone()))
+                    other => other,
+                })
         })
     }
 }
@@ -164,8 +268,9 @@ struct Conn {
 
 impl Conn {
     async fn open(addr: &str) -> Result<Conn, CallError> {
-        let cannot = |e: &dyn std::fmt::Display| {
-            CallError::ConnectionLost(format!("cannot connect to {addr}: {e}"))
+        let cannot = |e: &dyn std::fmt::Display| CallError::ConnectionLost {
+            sent: false,
+            cause: format!("cannot connect to {addr}: {e}"),
         };
         let connect = TcpStream::connect(addr);
         let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
@@ -193,12 +298,16 @@ impl Drop for Conn {
 
 struct Driver {
     addr: String,
-    /// The session's time zero.
-    epoch: Instant,
+    clock: RuntimeClock,
     session: ClientSession,
     conn: Option<Conn>,
     /// Callers waiting, by the session's call id.
     waiters: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Describe requests waiting for their answer, by id; resent after a
+    /// reconnect (asking again is harmless).
+    describes: HashMap<u64, oneshot::Sender<Reply>>,
+    next_describe: u64,
+    load: Arc<AtomicU64>,
     codec: FrameCodec,
     /// When to try connecting again, while disconnected with calls waiting.
     reconnect_at: Option<Instant>,
@@ -206,7 +315,7 @@ struct Driver {
 }
 
 enum Event {
-    Call(Option<Call>),
+    Op(Option<Op>),
     Read(std::io::Result<usize>),
     Timer,
     Reconnect,
@@ -214,16 +323,13 @@ enum Event {
 
 impl Driver {
     fn now(&self) -> ebb_core::Instant {
-        ebb_core::Instant::from_epoch(Nanos::from(self.epoch.elapsed()))
+        self.clock.now()
     }
 
-    async fn run(mut self, mut calls: mpsc::Receiver<Call>) {
+    async fn run(mut self, mut ops: mpsc::Receiver<Op>) {
         loop {
             self.pump();
-            let timer = self
-                .session
-                .poll_timeout()
-                .map(|t| self.epoch + Duration::from(t.since_epoch()));
+            let timer = self.session.poll_timeout().map(|t| self.clock.to_tokio(t));
             let reconnect = self.reconnect_at;
             let event = match self.conn.as_mut() {
                 Some(conn) => {
@@ -231,26 +337,26 @@ impl Driver {
                         conn.buf.reserve(READ_CHUNK_BYTES);
                     }
                     tokio::select! {
-                        c = calls.recv() => Event::Call(c),
+                        c = ops.recv() => Event::Op(c),
                         r = conn.read.read_buf(&mut conn.buf) => Event::Read(r),
                         _ = sleep_until(timer), if timer.is_some() => Event::Timer,
                     }
                 }
                 None => tokio::select! {
-                    c = calls.recv() => Event::Call(c),
+                    c = ops.recv() => Event::Op(c),
                     _ = sleep_until(timer), if timer.is_some() => Event::Timer,
                     _ = sleep_until(reconnect), if reconnect.is_some() => Event::Reconnect,
                 },
             };
             match event {
-                Event::Call(None) => return,
-                Event::Call(Some(call)) => {
+                Event::Op(None) => return,
+                Event::Op(Some(op)) => {
                     // One clock read for the batch: the calls arrived together.
                     let now = self.now();
-                    self.start(call, now);
+                    self.start(op, now);
                     // Take everything already queued so it leaves in one write.
-                    while let Ok(call) = calls.try_recv() {
-                        self.start(call, now);
+                    while let Ok(op) = ops.try_recv() {
+                        self.start(op, now);
                     }
                 }
                 Event::Read(Ok(n)) if n > 0 => self.on_bytes(),
@@ -264,24 +370,44 @@ impl Driver {
         }
     }
 
-    fn start(&mut self, call: Call, now: ebb_core::Instant) {
-        let deadline = now + call.timeout;
-        match self.session.start_call(
-            call.method.id,
-            call.method.idempotent,
-            call.args,
-            deadline,
-            now,
-        ) {
-            Ok(id) => {
-                self.waiters.insert(id.0, call.reply);
-                if self.conn.is_none() && self.reconnect_at.is_none() {
-                    self.reconnect_at = Some(Instant::now());
+    fn start(&mut self, op: Op, now: ebb_core::Instant) {
+        match op {
+            Op::Call(call) => {
+                let deadline = now + call.timeout;
+                match self.session.start(call.spec, call.args, deadline, now) {
+                    Ok(id) => {
+                        self.waiters.insert(id.0, call.reply);
+                    }
+                    Err(e) => {
+                        let _ = call.reply.send(Err(e));
+                        return;
+                    }
                 }
             }
-            Err(e) => {
-                let _ = call.reply.send(Err(e));
+            Op::Describe(reply) => {
+                if self.describes.len() >= MAX_PENDING_DESCRIBES {
+                    let _ = reply.send(Err(CallError::TooManyOutstanding {
+                        limit: MAX_PENDING_DESCRIBES,
+                    }));
+                    return;
+                }
+                self.next_describe += 1;
+                let id = self.next_describe;
+                self.describes.insert(id, reply);
+                self.send_describe(id);
             }
+        }
+        if self.conn.is_none() && self.reconnect_at.is_none() {
+            self.reconnect_at = Some(Instant::now());
+        }
+    }
+
+    fn send_describe(&self, id: u64) {
+        if let Some(conn) = self.conn.as_ref() {
+            let codec = &self.codec;
+            let _ = conn.out.push_with(|b| {
+                frames::append(codec, &Message::Describe(Describe { id }), b);
+            });
         }
     }
 
@@ -293,7 +419,12 @@ impl Driver {
         loop {
             match self.codec.decode(&mut conn.buf) {
                 Ok(None) => return,
-                Ok(Some(frame)) => self.session.handle_frame(frame, now),
+                Ok(Some(Message::Description(d))) => {
+                    if let Some(waiter) = self.describes.remove(&d.id) {
+                        let _ = waiter.send(Ok(d.payload));
+                    }
+                }
+                Ok(Some(message)) => self.session.handle_message(message, now),
                 Err(_) => {
                     // The stream cannot be trusted past a bad frame.
                     self.disconnect();
@@ -313,19 +444,23 @@ impl Driver {
                 // A closed writer means the reader sees the failure next;
                 // the session resends what it must after the reconnect.
                 let _ = conn.out.push_with(|b| {
-                    while let Some(frame) = session.poll_transmit() {
-                        frames::append(codec, &frame, b);
+                    while let Some(message) = session.poll_transmit() {
+                        frames::append(codec, &message, b);
                     }
                 });
             }
             None => while self.session.poll_transmit().is_some() {},
         }
+        if let Some(load) = self.session.reported_load() {
+            self.load.store(u64::from(load), Ordering::Relaxed);
+        }
         while let Some((id, outcome)) = self.session.poll_event() {
             if let Some(waiter) = self.waiters.remove(&id.0) {
                 let outcome = outcome.map_err(|e| match e {
-                    CallError::ConnectionLost(m) => {
-                        CallError::ConnectionLost(format!("{}: {m}", self.addr))
-                    }
+                    CallError::ConnectionLost { sent, cause } => CallError::ConnectionLost {
+                        sent,
+                        cause: format!("{}: {cause}", self.addr),
+                    },
                     other => other,
                 });
                 let _ = waiter.send(outcome);
@@ -352,7 +487,7 @@ impl Driver {
 
     async fn reconnect(&mut self) {
         self.reconnect_at = None;
-        if self.session.outstanding() == 0 {
+        if self.session.outstanding() == 0 && self.describes.is_empty() {
             // Nobody waits: connect lazily, when the next call starts.
             return;
         }
@@ -362,8 +497,17 @@ impl Driver {
                 self.backoff = Duration::from_millis(RECONNECT_BACKOFF_MS);
                 let now = self.now();
                 self.session.handle_connected(now);
+                let ids: Vec<u64> = self.describes.keys().copied().collect();
+                for id in ids {
+                    self.send_describe(id);
+                }
             }
-            Err(_) => {
+            Err(e) => {
+                // Describes have no deadline of their own (their callers
+                // time out), but must not wait for a server that is gone.
+                for (_, waiter) in self.describes.drain() {
+                    let _ = waiter.send(Err(e.clone()));
+                }
                 self.backoff =
                     (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
                 self.schedule_reconnect();

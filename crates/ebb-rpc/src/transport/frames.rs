@@ -1,56 +1,52 @@
-//! The few frames the runtimes make themselves (the sessions make the rest),
-//! and appending frames to an output buffer. The layout is `crate::wire`'s.
+//! The few messages the runtimes make themselves (the sessions make the
+//! rest), and appending messages to an output buffer. The layout is
+//! `crate::wire`'s.
 
 use bytes::{Bytes, BytesMut};
-use ebb_core::{ClientId, Nanos};
 
 use crate::service::DispatchError;
-use crate::wire::{Frame, FrameCodec, FrameKind, Status};
+use crate::wire::{
+    ConnError, ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, Refusal, Reply,
+};
 
-pub use crate::wire::NO_CALL;
-
-/// Appends `frame`; a frame over the size limit becomes a `BadRequest`
+/// Appends `message`; a reply over the size limit becomes a `BadRequest`
 /// reply with the same identity, so the peer learns why instead of waiting.
-pub fn append(codec: &FrameCodec, frame: &Frame, out: &mut BytesMut) {
-    if let Err(e) = codec.encode(frame, out) {
-        let mut refusal = frame.clone();
-        refusal.kind = FrameKind::Reply;
-        refusal.status = Status::BadRequest;
-        refusal.payload = Bytes::from(e.to_string());
+/// Other messages over the limit cannot occur (the runtime makes them small)
+/// and are dropped.
+pub fn append(codec: &FrameCodec, message: &Message, out: &mut BytesMut) {
+    if let Err(e) = codec.encode(message, out)
+        && let Message::Reply(reply) = message
+    {
+        let refusal = Reply {
+            outcome: Outcome::BadRequest,
+            payload: Bytes::from(e.to_string()),
+            ..reply.clone()
+        };
         // The message is far below any limit.
-        let _ = codec.encode(&refusal, out);
+        let _ = codec.encode(&Message::Reply(refusal), out);
     }
 }
 
-/// A connection-level error, naming no call: `BadRequest` when the framing
-/// broke, `Rejected` when the connection was refused at accept (nothing it
-/// sent was read).
-pub fn connection_error(incarnation: u64, status: Status, message: String) -> Frame {
-    Frame {
-        kind: FrameKind::Reply,
-        flags: 0,
-        status,
-        client: ClientId(0),
-        seq: NO_CALL,
-        ack_below: 0,
+/// A connection-level error: the connection ends for `kind`'s reason.
+pub fn connection_error(incarnation: Incarnation, kind: ConnErrorKind, message: String) -> Message {
+    Message::ConnError(ConnError {
         incarnation,
-        deadline: Nanos::ZERO,
-        method: 0,
-        payload: Bytes::from(message),
-    }
+        kind,
+        message: Bytes::from(message),
+    })
 }
 
-/// The status and payload that report a dispatch outcome to the client.
-pub fn status_of(outcome: Result<Bytes, DispatchError>) -> (Status, Bytes) {
-    match outcome {
-        Ok(body) => (Status::Ok, body),
-        Err(DispatchError::UnknownMethod(m)) => (Status::UnknownMethod, Bytes::from(m)),
-        Err(DispatchError::BadArgs(m)) => (Status::BadRequest, Bytes::from(m)),
+/// The outcome and payload that report a dispatch result to the client.
+pub fn outcome_of(result: Result<Bytes, DispatchError>) -> (Outcome, Bytes) {
+    match result {
+        Ok(body) => (Outcome::Ok, body),
+        Err(DispatchError::UnknownMethod(m)) => (Outcome::UnknownMethod, Bytes::from(m)),
+        Err(DispatchError::BadArgs(m)) => (Outcome::BadRequest, Bytes::from(m)),
         Err(DispatchError::EncodeReply(m) | DispatchError::BadReply(m)) => {
-            (Status::AppError, Bytes::from(m))
+            (Outcome::AppError, Bytes::from(m))
         }
-        Err(DispatchError::Rejected(m)) => (Status::Rejected, Bytes::from(m)),
-        Err(DispatchError::OutcomeUnknown(m)) => (Status::OutcomeUnknown, Bytes::from(m)),
+        Err(DispatchError::Rejected(m)) => (Outcome::Refused(Refusal::Overloaded), Bytes::from(m)),
+        Err(DispatchError::OutcomeUnknown(m)) => (Outcome::OutcomeUnknown, Bytes::from(m)),
     }
 }
 

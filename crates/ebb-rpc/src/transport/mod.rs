@@ -7,6 +7,7 @@
 //! queued while a write is in flight into the next single write.
 
 pub mod client;
+pub mod clock;
 pub mod frames;
 pub mod outbuf;
 pub mod server;

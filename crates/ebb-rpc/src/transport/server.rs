@@ -19,20 +19,20 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ebb_core::{Nanos, Rng};
+use ebb_core::{Clock, Rng};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
 use super::TransportError;
+use super::clock::RuntimeClock;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use super::workers::{self, Workers};
 use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
-use crate::semantics::{Action, ConnId, Incoming, ServerConfig, ServerSession};
-use crate::service::ServiceDispatch;
-use crate::wire::{Frame, FrameCodec, Status};
+use crate::semantics::{Action, ConnId, ConnRefusal, Incoming, ServerConfig, ServerSession};
+use crate::service::{BoxFuture, DispatchError, ServiceDispatch};
+use crate::wire::{ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, encode_payload};
 
 pub use crate::semantics::{MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_IN_FLIGHT_PER_CONN};
 
@@ -55,8 +55,8 @@ struct Shared {
 struct Core<D> {
     dispatch: D,
     shared: Mutex<Shared>,
-    epoch: Instant,
-    incarnation: u64,
+    clock: RuntimeClock,
+    incarnation: Incarnation,
     codec: FrameCodec,
     /// Where methods marked `#[blocking]` run, off the I/O loop.
     workers: Workers,
@@ -64,7 +64,7 @@ struct Core<D> {
 
 impl<D> Core<D> {
     fn now(&self) -> ebb_core::Instant {
-        ebb_core::Instant::from_epoch(Nanos::from(self.epoch.elapsed()))
+        self.clock.now()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -79,14 +79,15 @@ impl<D> Core<D> {
     fn complete(
         &self,
         key: CallKey,
-        status: Status,
+        outcome: Outcome,
         payload: bytes::Bytes,
         now: ebb_core::Instant,
         local: Option<(&Arc<OutBuf>, &mut BytesMut)>,
     ) {
         let (reply, route) = {
             let mut shared = self.lock();
-            let (reply, route) = shared.session.complete(key, status, payload, now);
+            let (reply, route) = shared.session.complete(key, outcome, payload, now);
+            let reply = Message::Reply(reply);
             let out = route.and_then(|c| shared.outs.get(&c).map(Arc::clone));
             (reply, out)
         };
@@ -156,7 +157,12 @@ impl<D: ServiceDispatch> Server<D> {
     fn from_listener(listener: TcpListener, dispatch: D, config: ServerConfig) -> Server<D> {
         // Random per process, so a restarted server never reuses one.
         let incarnation = random_incarnation(&mut Rng::seeded(frames::os_random_u64()));
-        let session = ServerSession::new(incarnation, config);
+        let mut session = ServerSession::new(incarnation, config);
+        // A description that does not encode leaves `Describe` answered
+        // empty, which a caller reports as undecodable; nothing else breaks.
+        if let Ok(description) = encode_payload(&dispatch.description()) {
+            session.set_description(description);
+        }
         Server {
             listener,
             core: Arc::new(Core {
@@ -166,7 +172,7 @@ impl<D: ServiceDispatch> Server<D> {
                     session,
                     outs: HashMap::new(),
                 }),
-                epoch: Instant::now(),
+                clock: RuntimeClock::new(),
                 codec: FrameCodec::default(),
                 workers: Workers::new(workers::default_threads()),
             }),
@@ -195,7 +201,12 @@ impl<D: ServiceDispatch> Server<D> {
     /// This server process's incarnation: replies carry it so clients can
     /// tell a restarted server (which lost its state) from the same one.
     pub fn incarnation(&self) -> u64 {
-        self.core.incarnation
+        self.core.incarnation.get()
+    }
+
+    /// Calls executing now (the load replies report).
+    pub fn load(&self) -> usize {
+        self.core.lock().session.executing()
     }
 
     /// Serves until accepting fails for good. Transient accept errors (a
@@ -226,7 +237,13 @@ impl<D: ServiceDispatch> Server<D> {
                     let core = Arc::clone(&self.core);
                     tokio::spawn(serve_connection(stream, peer, core, conn));
                 }
-                Err(refusal) => refuse(&stream, &self.core, &refusal.to_string()),
+                Err(refusal) => {
+                    let kind = match refusal {
+                        ConnRefusal::ServerFull { .. } => ConnErrorKind::ServerFull,
+                        ConnRefusal::PeerFull { .. } => ConnErrorKind::PeerFull,
+                    };
+                    refuse(&stream, &self.core, kind, &refusal.to_string());
+                }
             }
         }
     }
@@ -235,9 +252,9 @@ impl<D: ServiceDispatch> Server<D> {
 /// Tells a refused connection why, without waiting: the few bytes fit an
 /// empty socket buffer, and a peer that cannot take them learns from the
 /// close instead. Nothing it sent is read.
-fn refuse<D>(stream: &TcpStream, core: &Core<D>, why: &str) {
+fn refuse<D>(stream: &TcpStream, core: &Core<D>, kind: ConnErrorKind, why: &str) {
     let mut bytes = BytesMut::new();
-    let err = frames::connection_error(core.incarnation, Status::Rejected, why.to_owned());
+    let err = frames::connection_error(core.incarnation, kind, why.to_owned());
     frames::append(&core.codec, &err, &mut bytes);
     let _ = stream.try_write(&bytes);
 }
@@ -288,7 +305,7 @@ async fn serve_connection<D: ServiceDispatch>(
                     // this connection only.
                     let err = frames::connection_error(
                         core.incarnation,
-                        Status::BadRequest,
+                        ConnErrorKind::BadFrame,
                         e.to_string(),
                     );
                     frames::append(&codec, &err, &mut batch);
@@ -328,10 +345,10 @@ fn admit<D>(
     core: &Core<D>,
     batch: &mut BytesMut,
     conn: ConnId,
-    frame: Frame,
+    message: Message,
     now: ebb_core::Instant,
 ) -> Option<Incoming> {
-    let action = core.lock().session.admit(conn, frame, now);
+    let action = core.lock().session.admit(conn, message, now);
     match action {
         Action::Execute(incoming) => Some(incoming),
         Action::Reply(reply) => {
@@ -362,8 +379,14 @@ fn run_call<D: ServiceDispatch>(
         // safety is not at stake.
         let method = incoming.key.method;
         let args = incoming.payload.clone();
+        let json = incoming.key.json;
+        let dispatch = &task_core.dispatch;
         let started_run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            task_core.dispatch.dispatch(method, args)
+            if json {
+                dispatch_json(dispatch, method, args)
+            } else {
+                dispatch.dispatch(method, args)
+            }
         }));
         let outcome = match started_run {
             Err(_) => None,
@@ -378,9 +401,9 @@ fn run_call<D: ServiceDispatch>(
             }
         };
         let (status, payload) = match outcome {
-            Some(outcome) => frames::status_of(outcome),
+            Some(outcome) => frames::outcome_of(outcome),
             None => (
-                Status::Panicked,
+                Outcome::Panicked,
                 bytes::Bytes::from_static(b"the method panicked"),
             ),
         };
@@ -411,4 +434,21 @@ fn run_call<D: ServiceDispatch>(
         let (status, payload, now) = call.await;
         core.complete(key, status, payload, now, None);
     });
+}
+
+/// Runs a call whose arguments are a JSON object through the service's
+/// JSON adapter; the reply is JSON text.
+fn dispatch_json<D: ServiceDispatch>(
+    dispatch: &D,
+    method: u16,
+    args: bytes::Bytes,
+) -> BoxFuture<'_, Result<bytes::Bytes, DispatchError>> {
+    let parsed = serde_json::from_slice::<serde_json::Value>(&args)
+        .map_err(|e| DispatchError::BadArgs(format!("arguments are not JSON: {e}")));
+    Box::pin(async move {
+        let reply = dispatch.dispatch_json_by_id(method, parsed?).await?;
+        serde_json::to_vec(&reply)
+            .map(bytes::Bytes::from)
+            .map_err(|e| DispatchError::EncodeReply(format!("reply as JSON: {e}")))
+    })
 }

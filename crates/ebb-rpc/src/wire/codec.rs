@@ -1,18 +1,45 @@
-//! Framing: append frames to an output buffer, take frames off an input
+//! Framing: append messages to an output buffer, take messages off an input
 //! buffer as bytes arrive.
 //!
-//! The encoder appends, so a transport can coalesce many frames into one
+//! The encoder appends, so a transport can coalesce many messages into one
 //! write. The decoder splits each frame off the read buffer and hands the
 //! payload out as a `Bytes` view into it: no copy and no allocation per frame
 //! beyond what the buffer already holds.
+//!
+//! Every kind shares one 54-byte header; this file alone knows which header
+//! field carries what for each kind, and that 0 means "none" (an unknown
+//! incarnation, no refusal). A field a kind does not use must be zero, so a
+//! decoded message re-encodes to exactly the bytes it came from.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ebb_core::{ClientId, Nanos};
 
-use super::{
-    Frame, FrameKind, HEADER_BYTES, KNOWN_FLAGS, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, Status,
-    WIRE_VERSION, WireError,
+use super::message::{
+    ConnError, ConnErrorKind, Describe, Description, Incarnation, Message, Outcome, Ping, Pong,
+    Refusal, Reply, Request, Seq,
 };
+use super::{HEADER_BYTES, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, WIRE_VERSION, WireError};
+
+const KIND_REQUEST: u8 = 1;
+const KIND_REPLY: u8 = 2;
+const KIND_PING: u8 = 3;
+const KIND_PONG: u8 = 4;
+const KIND_CONN_ERROR: u8 = 5;
+const KIND_DESCRIBE: u8 = 6;
+const KIND_DESCRIPTION: u8 = 7;
+
+/// Header flag of requests and replies: the method is idempotent.
+const FLAG_IDEMPOTENT: u8 = 0b0000_0001;
+/// Header flag of requests and replies: the payload is JSON.
+const FLAG_JSON: u8 = 0b0000_0010;
+
+const STATUS_OK: u8 = 0;
+const STATUS_UNKNOWN_METHOD: u8 = 1;
+const STATUS_BAD_REQUEST: u8 = 2;
+const STATUS_OUTCOME_UNKNOWN: u8 = 3;
+const STATUS_REFUSED: u8 = 4;
+const STATUS_APP_ERROR: u8 = 5;
+const STATUS_PANICKED: u8 = 6;
 
 /// Encoder and decoder with a frame-size limit, which may be set below
 /// [`MAX_FRAME_BYTES`] (never above: the constant is the protocol's bound).
@@ -29,6 +56,132 @@ impl Default for FrameCodec {
     }
 }
 
+/// The header fields as they sit on the wire.
+#[derive(Default)]
+struct Header {
+    kind: u8,
+    flags: u8,
+    status: u8,
+    client: u128,
+    seq: u64,
+    ack_below: u64,
+    incarnation: u64,
+    deadline: u64,
+    method: u16,
+}
+
+fn flags(idempotent: bool, json: bool) -> u8 {
+    (if idempotent { FLAG_IDEMPOTENT } else { 0 }) | (if json { FLAG_JSON } else { 0 })
+}
+
+fn incarnation(i: Option<Incarnation>) -> u64 {
+    i.map_or(0, Incarnation::get)
+}
+
+fn refusal_status(r: Option<Refusal>) -> (u8, u64) {
+    r.map_or((STATUS_OK, 0), |r| (STATUS_REFUSED, r as u64))
+}
+
+/// The header and the payload of `m`.
+fn lay_out(m: &Message) -> (Header, &Bytes) {
+    match m {
+        Message::Request(r) => (
+            Header {
+                kind: KIND_REQUEST,
+                flags: flags(r.idempotent, r.json),
+                client: r.client.0,
+                seq: r.seq.0,
+                ack_below: r.ack_below.0,
+                incarnation: incarnation(r.incarnation),
+                deadline: r.deadline.as_nanos(),
+                method: r.method,
+                ..Header::default()
+            },
+            &r.payload,
+        ),
+        Message::Reply(r) => {
+            let (status, reason) = match r.outcome {
+                Outcome::Ok => (STATUS_OK, 0),
+                Outcome::UnknownMethod => (STATUS_UNKNOWN_METHOD, 0),
+                Outcome::BadRequest => (STATUS_BAD_REQUEST, 0),
+                Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, 0),
+                Outcome::Refused(why) => (STATUS_REFUSED, why as u64),
+                Outcome::AppError => (STATUS_APP_ERROR, 0),
+                Outcome::Panicked => (STATUS_PANICKED, 0),
+            };
+            (
+                Header {
+                    kind: KIND_REPLY,
+                    flags: flags(r.idempotent, r.json),
+                    status,
+                    client: r.client.0,
+                    seq: r.seq.0,
+                    ack_below: u64::from(r.load),
+                    incarnation: r.incarnation.get(),
+                    deadline: reason,
+                    method: r.method,
+                },
+                &r.payload,
+            )
+        }
+        Message::Ping(p) => (
+            Header {
+                kind: KIND_PING,
+                client: p.client.0,
+                seq: p.floor.0,
+                ack_below: p.ack_below.0,
+                incarnation: incarnation(p.incarnation),
+                ..Header::default()
+            },
+            &EMPTY,
+        ),
+        Message::Pong(p) => {
+            let (status, reason) = refusal_status(p.refused);
+            (
+                Header {
+                    kind: KIND_PONG,
+                    status,
+                    client: p.client.0,
+                    seq: p.floor.0,
+                    ack_below: u64::from(p.load),
+                    incarnation: p.incarnation.get(),
+                    deadline: reason,
+                    ..Header::default()
+                },
+                &p.message,
+            )
+        }
+        Message::ConnError(e) => (
+            Header {
+                kind: KIND_CONN_ERROR,
+                status: e.kind as u8,
+                incarnation: e.incarnation.get(),
+                ..Header::default()
+            },
+            &e.message,
+        ),
+        Message::Describe(d) => (
+            Header {
+                kind: KIND_DESCRIBE,
+                seq: d.id,
+                ..Header::default()
+            },
+            &EMPTY,
+        ),
+        Message::Description(d) => (
+            Header {
+                kind: KIND_DESCRIPTION,
+                seq: d.id,
+                incarnation: d.incarnation.get(),
+                ..Header::default()
+            },
+            &d.payload,
+        ),
+    }
+}
+
+static EMPTY: Bytes = Bytes::new();
+
 impl FrameCodec {
     /// A codec refusing frames longer than `max_frame_bytes` (header plus
     /// payload), clamped to `HEADER_BYTES..=MAX_FRAME_BYTES`.
@@ -42,10 +195,11 @@ impl FrameCodec {
         self.max_frame_bytes
     }
 
-    /// Appends `frame` to `out`. Refuses (and leaves `out` untouched) a
-    /// frame whose payload would exceed the limit.
-    pub fn encode(&self, frame: &Frame, out: &mut BytesMut) -> Result<(), WireError> {
-        let len = HEADER_BYTES + frame.payload.len();
+    /// Appends `message` to `out`. Refuses (and leaves `out` untouched) a
+    /// message whose payload would exceed the limit.
+    pub fn encode(&self, message: &Message, out: &mut BytesMut) -> Result<(), WireError> {
+        let (h, payload) = lay_out(message);
+        let len = HEADER_BYTES + payload.len();
         if len > self.max_frame_bytes {
             return Err(WireError::FrameTooLarge {
                 len,
@@ -56,28 +210,28 @@ impl FrameCodec {
         // `len <= MAX_FRAME_BYTES < u32::MAX`, so the cast is exact.
         out.put_u32_le(len as u32);
         out.put_u8(WIRE_VERSION);
-        out.put_u8(frame.kind as u8);
-        out.put_u8(frame.flags);
-        out.put_u8(frame.status as u8);
-        out.put_u128_le(frame.client.0);
-        out.put_u64_le(frame.seq);
-        out.put_u64_le(frame.ack_below);
-        out.put_u64_le(frame.incarnation);
-        out.put_u64_le(frame.deadline.as_nanos());
-        out.put_u16_le(frame.method);
-        out.extend_from_slice(&frame.payload);
+        out.put_u8(h.kind);
+        out.put_u8(h.flags);
+        out.put_u8(h.status);
+        out.put_u128_le(h.client);
+        out.put_u64_le(h.seq);
+        out.put_u64_le(h.ack_below);
+        out.put_u64_le(h.incarnation);
+        out.put_u64_le(h.deadline);
+        out.put_u16_le(h.method);
+        out.extend_from_slice(payload);
         Ok(())
     }
 
-    /// Takes one complete frame off the front of `buf`, or `Ok(None)` if
+    /// Takes one complete message off the front of `buf`, or `Ok(None)` if
     /// more bytes are needed (then `buf` is untouched, apart from reserving
     /// room for the rest of the frame).
     ///
     /// On an error about the length prefix (too large, too short) nothing is
     /// consumed: the stream has lost its framing and must be closed. On an
-    /// error inside a complete frame (version, kind, status, flags) that
-    /// frame is consumed, so a caller may answer and go on.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    /// error inside a complete frame (version, kind, status, flags, fields)
+    /// that frame is consumed, so a caller may answer and go on.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Message>, WireError> {
         let Some(prefix) = buf.get(..LENGTH_PREFIX_BYTES) else {
             return Ok(None);
         };
@@ -103,48 +257,18 @@ impl FrameCodec {
         let mut frame_bytes = buf.split_to(total);
         let header = parsed?;
         frame_bytes.advance(LENGTH_PREFIX_BYTES + HEADER_BYTES);
-        Ok(Some(header.with_payload(frame_bytes.freeze())))
+        to_message(header, frame_bytes.freeze()).map(Some)
     }
 }
 
-/// Appends `frame` to `out` under [`MAX_FRAME_BYTES`].
-pub fn encode_frame(frame: &Frame, out: &mut BytesMut) -> Result<(), WireError> {
-    FrameCodec::default().encode(frame, out)
+/// Appends `message` to `out` under [`MAX_FRAME_BYTES`].
+pub fn encode_message(message: &Message, out: &mut BytesMut) -> Result<(), WireError> {
+    FrameCodec::default().encode(message, out)
 }
 
-/// Takes one frame off `buf` under [`MAX_FRAME_BYTES`]; see [`FrameCodec::decode`].
-pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+/// Takes one message off `buf` under [`MAX_FRAME_BYTES`]; see [`FrameCodec::decode`].
+pub fn decode_message(buf: &mut BytesMut) -> Result<Option<Message>, WireError> {
     FrameCodec::default().decode(buf)
-}
-
-/// Every header field but the payload.
-struct Header {
-    kind: FrameKind,
-    flags: u8,
-    status: Status,
-    client: u128,
-    seq: u64,
-    ack_below: u64,
-    incarnation: u64,
-    deadline: u64,
-    method: u16,
-}
-
-impl Header {
-    fn with_payload(self, payload: bytes::Bytes) -> Frame {
-        Frame {
-            kind: self.kind,
-            flags: self.flags,
-            status: self.status,
-            client: ClientId(self.client),
-            seq: self.seq,
-            ack_below: self.ack_below,
-            incarnation: self.incarnation,
-            deadline: Nanos(self.deadline),
-            method: self.method,
-            payload,
-        }
-    }
 }
 
 /// Parses exactly `HEADER_BYTES` bytes (the caller guarantees the length).
@@ -154,23 +278,209 @@ fn parse_header(mut h: &[u8]) -> Result<Header, WireError> {
     if version != WIRE_VERSION {
         return Err(WireError::UnknownVersion(version));
     }
-    let kind_byte = h.get_u8();
-    let kind = FrameKind::from_u8(kind_byte).ok_or(WireError::UnknownKind(kind_byte))?;
-    let flags = h.get_u8();
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(WireError::UnknownFlags(flags));
-    }
-    let status_byte = h.get_u8();
-    let status = Status::from_u8(status_byte).ok_or(WireError::UnknownStatus(status_byte))?;
     Ok(Header {
-        kind,
-        flags,
-        status,
+        kind: h.get_u8(),
+        flags: h.get_u8(),
+        status: h.get_u8(),
         client: h.get_u128_le(),
         seq: h.get_u64_le(),
         ack_below: h.get_u64_le(),
         incarnation: h.get_u64_le(),
         deadline: h.get_u64_le(),
         method: h.get_u16_le(),
+    })
+}
+
+/// Checks one kind's use of the header and builds its message.
+struct Check {
+    kind: &'static str,
+    h: Header,
+}
+
+impl Check {
+    fn zero(&self, field: &'static str, value: u128) -> Result<(), WireError> {
+        if value == 0 {
+            Ok(())
+        } else {
+            Err(WireError::NonZeroField {
+                kind: self.kind,
+                field,
+            })
+        }
+    }
+
+    fn flags(&self, known: u8) -> Result<(bool, bool), WireError> {
+        if self.h.flags & !known != 0 {
+            return Err(WireError::UnknownFlags {
+                kind: self.kind,
+                flags: self.h.flags,
+            });
+        }
+        Ok((
+            self.h.flags & FLAG_IDEMPOTENT != 0,
+            self.h.flags & FLAG_JSON != 0,
+        ))
+    }
+
+    fn incarnation(&self) -> Result<Incarnation, WireError> {
+        Incarnation::new(self.h.incarnation).ok_or(WireError::FieldOutOfRange {
+            kind: self.kind,
+            field: "incarnation",
+        })
+    }
+
+    fn load(&self) -> Result<u32, WireError> {
+        u32::try_from(self.h.ack_below).map_err(|_| WireError::FieldOutOfRange {
+            kind: self.kind,
+            field: "load",
+        })
+    }
+
+    fn refusal(&self) -> Result<Refusal, WireError> {
+        u8::try_from(self.h.deadline)
+            .ok()
+            .and_then(Refusal::from_u8)
+            .ok_or(WireError::UnknownRefusal(
+                u8::try_from(self.h.deadline).unwrap_or(u8::MAX),
+            ))
+    }
+
+    fn unknown_status(&self) -> WireError {
+        WireError::UnknownStatus {
+            kind: self.kind,
+            status: self.h.status,
+        }
+    }
+}
+
+fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
+    let kind = match h.kind {
+        KIND_REQUEST => "request",
+        KIND_REPLY => "reply",
+        KIND_PING => "ping",
+        KIND_PONG => "pong",
+        KIND_CONN_ERROR => "connection error",
+        KIND_DESCRIBE => "describe",
+        KIND_DESCRIPTION => "description",
+        other => return Err(WireError::UnknownKind(other)),
+    };
+    let c = Check { kind, h };
+    let h = &c.h;
+    Ok(match h.kind {
+        KIND_REQUEST => {
+            let (idempotent, json) = c.flags(FLAG_IDEMPOTENT | FLAG_JSON)?;
+            if h.status != STATUS_OK {
+                return Err(c.unknown_status());
+            }
+            Message::Request(Request {
+                client: ClientId(h.client),
+                seq: Seq(h.seq),
+                ack_below: Seq(h.ack_below),
+                incarnation: Incarnation::new(h.incarnation),
+                deadline: Nanos(h.deadline),
+                method: h.method,
+                idempotent,
+                json,
+                payload,
+            })
+        }
+        KIND_REPLY => {
+            let (idempotent, json) = c.flags(FLAG_IDEMPOTENT | FLAG_JSON)?;
+            let outcome = match h.status {
+                STATUS_OK => Outcome::Ok,
+                STATUS_UNKNOWN_METHOD => Outcome::UnknownMethod,
+                STATUS_BAD_REQUEST => Outcome::BadRequest,
+                STATUS_OUTCOME_UNKNOWN => Outcome::OutcomeUnknown,
+                STATUS_REFUSED => Outcome::Refused(c.refusal()?),
+                STATUS_APP_ERROR => Outcome::AppError,
+                STATUS_PANICKED => Outcome::Panicked,
+                _ => return Err(c.unknown_status()),
+            };
+            if !matches!(outcome, Outcome::Refused(_)) {
+                c.zero("deadline", h.deadline.into())?;
+            }
+            Message::Reply(Reply {
+                client: ClientId(h.client),
+                seq: Seq(h.seq),
+                incarnation: c.incarnation()?,
+                method: h.method,
+                idempotent,
+                json,
+                outcome,
+                load: c.load()?,
+                payload,
+            })
+        }
+        KIND_PING => {
+            c.flags(0)?;
+            c.zero("status", h.status.into())?;
+            c.zero("deadline", h.deadline.into())?;
+            c.zero("method", h.method.into())?;
+            c.zero("payload", payload.len() as u128)?;
+            Message::Ping(Ping {
+                client: ClientId(h.client),
+                floor: Seq(h.seq),
+                ack_below: Seq(h.ack_below),
+                incarnation: Incarnation::new(h.incarnation),
+            })
+        }
+        KIND_PONG => {
+            c.flags(0)?;
+            c.zero("method", h.method.into())?;
+            let refused = match h.status {
+                STATUS_OK => {
+                    c.zero("deadline", h.deadline.into())?;
+                    None
+                }
+                STATUS_REFUSED => Some(c.refusal()?),
+                _ => return Err(c.unknown_status()),
+            };
+            Message::Pong(Pong {
+                client: ClientId(h.client),
+                floor: Seq(h.seq),
+                incarnation: c.incarnation()?,
+                refused,
+                load: c.load()?,
+                message: payload,
+            })
+        }
+        KIND_CONN_ERROR => {
+            c.flags(0)?;
+            c.zero("client", h.client)?;
+            c.zero("seq", h.seq.into())?;
+            c.zero("ack_below", h.ack_below.into())?;
+            c.zero("deadline", h.deadline.into())?;
+            c.zero("method", h.method.into())?;
+            let kind = ConnErrorKind::from_u8(h.status).ok_or_else(|| c.unknown_status())?;
+            Message::ConnError(ConnError {
+                incarnation: c.incarnation()?,
+                kind,
+                message: payload,
+            })
+        }
+        KIND_DESCRIBE => {
+            c.flags(0)?;
+            c.zero("status", h.status.into())?;
+            c.zero("client", h.client)?;
+            c.zero("ack_below", h.ack_below.into())?;
+            c.zero("incarnation", h.incarnation.into())?;
+            c.zero("deadline", h.deadline.into())?;
+            c.zero("method", h.method.into())?;
+            c.zero("payload", payload.len() as u128)?;
+            Message::Describe(Describe { id: h.seq })
+        }
+        _ => {
+            c.flags(0)?;
+            c.zero("status", h.status.into())?;
+            c.zero("client", h.client)?;
+            c.zero("ack_below", h.ack_below.into())?;
+            c.zero("deadline", h.deadline.into())?;
+            c.zero("method", h.method.into())?;
+            Message::Description(Description {
+                id: h.seq,
+                incarnation: c.incarnation()?,
+                payload,
+            })
+        }
     })
 }

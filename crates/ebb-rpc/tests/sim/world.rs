@@ -11,7 +11,7 @@ use ebb_rpc::CallError;
 use ebb_rpc::semantics::{
     CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
-use ebb_rpc::wire::Frame;
+use ebb_rpc::wire::{Incarnation, Message, Seq};
 
 use super::{Faults, Stats};
 
@@ -37,17 +37,17 @@ enum Event {
         c: usize,
         s: usize,
         epoch: u64,
-        frame: Frame,
+        frame: Message,
     },
     ToClient {
         c: usize,
         s: usize,
         epoch: u64,
-        frame: Frame,
+        frame: Message,
     },
     Complete {
         s: usize,
-        incarnation: u64,
+        incarnation: Incarnation,
         c: usize,
         key: CallKey,
         tag: u64,
@@ -111,11 +111,11 @@ pub struct World {
     calls: BTreeMap<u64, Call>,
     by_call: BTreeMap<(usize, usize, CallId), u64>,
     /// At-most-once executions per (client id, seq); survives crashes.
-    ledger: BTreeMap<(ClientId, u64), u32>,
+    ledger: BTreeMap<(ClientId, Seq), u32>,
     /// Executions per logical call, any kind; survives crashes.
     executed: BTreeMap<u64, u32>,
     /// At-most-once calls a server answered `Rejected`, by (client id, seq).
-    refused: BTreeSet<(ClientId, u64)>,
+    refused: BTreeSet<(ClientId, Seq)>,
     /// Plant the unrecorded-refusal bug in every server session.
     planted_bug: bool,
     stats: Stats,
@@ -320,7 +320,7 @@ impl World {
 
     fn restart(&mut self, s: usize) {
         self.restarts[s] += 1;
-        let incarnation = (s as u64 + 1) * 1_000_000 + self.restarts[s];
+        let incarnation = Incarnation::at_least_one((s as u64 + 1) * 1_000_000 + self.restarts[s]);
         let mut server = ServerSession::new(incarnation, self.server_cfg);
         if self.planted_bug {
             server.plant_unrecorded_refusal();
@@ -342,15 +342,18 @@ impl World {
                 Some((_, Ok(()))) if runs == 0 => {
                     return Err(format!("call {tag} succeeded without running"));
                 }
-                Some((_, Err(CallError::Panicked(_)))) if runs == 0 => {
+                Some((_, Err(CallError::Panicked { .. }))) if runs == 0 => {
                     return Err(format!("call {tag} panicked without running"));
                 }
-                Some((_, Err(CallError::Rejected(m)))) if runs > 0 && !call.idempotent => {
+                Some((_, Err(e))) if !e.may_have_run() && runs > 0 && !call.idempotent => {
                     return Err(format!(
-                        "call {tag} was rejected ({m}) yet ran {runs} times"
+                        "call {tag} was rejected, told it did not run ({e}), yet ran {runs} times"
                     ));
                 }
-                Some((_, Err(e @ (CallError::BadRequest(_) | CallError::UnknownMethod(_))))) => {
+                Some((
+                    _,
+                    Err(e @ (CallError::BadRequest { .. } | CallError::UnknownMethod { .. })),
+                )) => {
                     return Err(format!("call {tag} failed with a protocol error: {e}"));
                 }
                 _ => {}

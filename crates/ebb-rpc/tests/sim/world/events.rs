@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
+use ebb_rpc::semantics::ConnRefusal;
 use ebb_rpc::semantics::{Action, LinkState};
 use ebb_rpc::transport::frames::connection_error;
-use ebb_rpc::wire::{Frame, Status, decode_payload, encode_payload};
+use ebb_rpc::wire::{ConnErrorKind, Message, Outcome, decode_payload, encode_payload};
 
 use super::{Event, METHOD, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of};
 
@@ -53,7 +54,10 @@ impl World {
                     return Ok(());
                 };
                 let incarnation = server.incarnation();
-                let request = (frame.client, frame.seq, frame.is_idempotent());
+                let request = match &frame {
+                    Message::Request(r) => Some((r.client, r.seq, r.idempotent)),
+                    _ => None,
+                };
                 let action = server.admit(conn, frame, self.now);
                 server.check()?;
                 match action {
@@ -87,16 +91,19 @@ impl World {
                         );
                     }
                     Action::Reply(f) => {
-                        match f.status {
-                            Status::Ok | Status::Panicked => self.stats.saved_replies += 1,
-                            Status::OutcomeUnknown => self.stats.orphans_refused += 1,
-                            Status::Rejected if f.seq == request.1 && !request.2 => {
-                                self.stats.refusals += 1;
-                                if !self.refused.insert((request.0, request.1)) {
-                                    self.stats.refusals_repeated += 1;
+                        if let (Message::Reply(r), Some((client, seq, idempotent))) = (&f, request)
+                        {
+                            match r.outcome {
+                                Outcome::Ok | Outcome::Panicked => self.stats.saved_replies += 1,
+                                Outcome::OutcomeUnknown => self.stats.orphans_refused += 1,
+                                Outcome::Refused(_) if !idempotent => {
+                                    self.stats.refusals += 1;
+                                    if !self.refused.insert((client, seq)) {
+                                        self.stats.refusals_repeated += 1;
+                                    }
                                 }
+                                _ => {}
                             }
-                            _ => {}
                         }
                         self.send_to_client(c, s, f);
                     }
@@ -117,22 +124,26 @@ impl World {
                 if server.incarnation() != incarnation {
                     return Ok(());
                 }
-                let (status, payload) = if tag % PANIC_EVERY == 0 {
-                    (Status::Panicked, Bytes::from_static(b"the method panicked"))
+                let (outcome, payload) = if tag % PANIC_EVERY == 0 {
+                    (
+                        Outcome::Panicked,
+                        Bytes::from_static(b"the method panicked"),
+                    )
                 } else {
                     let p = encode_payload(&(tag, REPLY_MARK)).map_err(|e| e.to_string())?;
-                    (Status::Ok, p)
+                    (Outcome::Ok, p)
                 };
-                let (reply, route) = server.complete(key, status, payload, self.now);
+                let (reply, route) = server.complete(key, outcome, payload, self.now);
+                server.check()?;
                 // No route, or a route to another connection than the
                 // client's current one: the reply waits for a resend.
                 if route.is_some() && route == self.conns[c][s].server_conn {
-                    self.send_to_client(c, s, reply);
+                    self.send_to_client(c, s, Message::Reply(reply));
                 }
             }
             Event::ToClient { c, s, epoch, frame } => {
                 if self.conn_live(c, s, epoch) {
-                    self.sessions[c][s].handle_frame(frame, self.now);
+                    self.sessions[c][s].handle_message(frame, self.now);
                     self.pump(c, s)?;
                 }
             }
@@ -159,8 +170,11 @@ impl World {
                     if let Err(refusal) = opened {
                         // Turned away unread: the refusal, then the close.
                         self.stats.conns_refused += 1;
-                        let err =
-                            connection_error(incarnation, Status::Rejected, refusal.to_string());
+                        let kind = match refusal {
+                            ConnRefusal::ServerFull { .. } => ConnErrorKind::ServerFull,
+                            ConnRefusal::PeerFull { .. } => ConnErrorKind::PeerFull,
+                        };
+                        let err = connection_error(incarnation, kind, refusal.to_string());
                         self.send_to_client(c, s, err);
                         let epoch = self.conns[c][s].epoch;
                         let after = self.now + self.faults.max_delay + Nanos(1);
@@ -245,17 +259,17 @@ impl World {
         }
     }
 
-    fn send_to_server(&mut self, c: usize, s: usize, frame: Frame) {
+    fn send_to_server(&mut self, c: usize, s: usize, frame: Message) {
         let epoch = self.conns[c][s].epoch;
         self.transmit(frame, |frame| Event::ToServer { c, s, epoch, frame }, c, s);
     }
 
-    fn send_to_client(&mut self, c: usize, s: usize, frame: Frame) {
+    fn send_to_client(&mut self, c: usize, s: usize, frame: Message) {
         let epoch = self.conns[c][s].epoch;
         self.transmit(frame, |frame| Event::ToClient { c, s, epoch, frame }, c, s);
     }
 
-    fn transmit(&mut self, frame: Frame, ev: impl Fn(Frame) -> Event, c: usize, s: usize) {
+    fn transmit(&mut self, frame: Message, ev: impl Fn(Message) -> Event, c: usize, s: usize) {
         self.stats.frames += 1;
         if !self.conns[c][s].up || self.rng.chance(self.faults.drop) {
             return;
@@ -318,11 +332,11 @@ impl World {
         match &r {
             Ok(()) => s.ok += 1,
             Err(CallError::OutcomeUnknown { .. }) => s.outcome_unknown += 1,
-            Err(CallError::DeadlineExceeded(_)) => s.deadline += 1,
-            Err(CallError::ConnectionLost(_)) => s.connection_lost += 1,
-            Err(CallError::ServerUnresponsive(_)) => s.unresponsive += 1,
-            Err(CallError::Rejected(_)) => s.rejected += 1,
-            Err(CallError::Panicked(_)) => s.panicked += 1,
+            Err(CallError::DeadlineExceeded { .. }) => s.deadline += 1,
+            Err(CallError::ConnectionLost { .. }) => s.connection_lost += 1,
+            Err(CallError::ServerUnresponsive { .. }) => s.unresponsive += 1,
+            Err(CallError::Refused { .. }) => s.rejected += 1,
+            Err(CallError::Panicked { .. }) => s.panicked += 1,
             Err(_) => s.other_err += 1,
         }
         call.ended = Some((now, r));
