@@ -284,3 +284,28 @@ fn bad_flags_are_refused_naming_the_input() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_target_that_is_not_listening_is_named_before_anything_is_sent() {
+    // Port 1 on loopback: privileged and unused, so the connect is refused.
+    for http in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+        cmd.args([
+            "load",
+            "--target",
+            "127.0.0.1:1",
+            "--rate",
+            "10",
+            "--duration",
+            "0.1",
+        ]);
+        if http {
+            cmd.arg("--http");
+        }
+        let out = cmd.output().expect("the ebb binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "http={http}");
+        assert!(stderr.contains("127.0.0.1:1"), "http={http}: {stderr}");
+        assert!(stderr.contains("listening there"), "http={http}: {stderr}");
+    }
+}

@@ -32,8 +32,11 @@ pub trait Target: Send + Sync + 'static {
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot connect to {0}: {1}")]
+    #[error("cannot connect to {0}: {1} (is a node or gateway listening there?)")]
     Connect(String, String),
+    /// The RPC client's own account, which names the address already.
+    #[error("{0} (is a node or gateway listening there?)")]
+    RpcConnect(String),
     #[error("{0}")]
     Method(String),
     #[error("{0}")]

@@ -41,7 +41,7 @@ impl RpcTarget {
         for _ in 0..connections.max(1) {
             let client = TcpClient::connect(addr)
                 .await
-                .map_err(|e| LoadError::Connect(addr.to_owned(), e.to_string()))?;
+                .map_err(|e| LoadError::RpcConnect(e.to_string()))?;
             clients.push(client);
         }
         Ok(RpcTarget {

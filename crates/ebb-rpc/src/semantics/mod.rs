@@ -78,6 +78,16 @@ pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// table stays bounded by connections times this.
 pub const MAX_CLIENTS_PER_CONN: usize = 64;
 
+/// Default time a new connection has to send its first message (the
+/// handshake ping); a connection silent that long is closed, so sockets
+/// that never speak cannot hold connection slots.
+pub const HANDSHAKE_TIMEOUT: Nanos = Nanos::from_secs(5);
+
+/// Default time a connection may stay silent after its handshake before it
+/// is closed. Live clients ping every `HEARTBEAT_INTERVAL` (1 s), so only a
+/// gone or stuck client reaches it.
+pub const IDLE_TIMEOUT: Nanos = Nanos::from_secs(30);
+
 /// Default idle time after which a client's session on a server may be
 /// evicted to make room for another. Safe because the server then answers
 /// that client's old calls `OutcomeUnknown` (see `docs/semantics.md`).
