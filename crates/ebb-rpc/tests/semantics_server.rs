@@ -507,3 +507,45 @@ fn pong_of_on(s: &mut ServerSession, conn: ConnId, now: Instant) {
         Action::Reply(Message::Pong(_))
     ));
 }
+
+#[test]
+fn a_reply_over_the_saved_bytes_bound_is_sent_but_saved_as_outcome_unknown() {
+    let cfg = ServerConfig {
+        max_saved_reply_bytes_per_client: 4,
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    let Action::Execute(small) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    let Action::Execute(big) = s.admit(CONN, req(2, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    s.complete(
+        small.key,
+        Outcome::Ok,
+        Bytes::from_static(b"abc"),
+        t(Nanos(2)),
+    );
+    let (live, _) = s.complete(
+        big.key,
+        Outcome::Ok,
+        Bytes::from_static(b"defgh"),
+        t(Nanos(2)),
+    );
+    assert_eq!(
+        (live.outcome, &live.payload[..]),
+        (Outcome::Ok, &b"defgh"[..])
+    );
+    assert_eq!(
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
+        Outcome::Ok
+    );
+    assert_eq!(
+        status_of(s.admit(CONN, req(2, 1, INC, false), t(Nanos(3)))),
+        Outcome::OutcomeUnknown,
+        "it ran; its reply was not kept, and it will not run again"
+    );
+    s.check().unwrap();
+}

@@ -56,6 +56,14 @@ pub const HEARTBEAT_SILENCE: Nanos = Nanos::from_secs(5);
 /// Default bound on client sessions a server keeps at-most-once state for.
 pub const MAX_CLIENTS: usize = 4096;
 
+/// Default bound on the payload bytes of the replies one client session
+/// has saved (for resends). With `MAX_CLIENTS` sessions the table's saved
+/// payloads stay below 4 GiB (plus at most 256 entries' fixed overhead per
+/// session); a reply that does not fit is sent but saved as
+/// `OutcomeUnknown`, so a resend learns the call ran and will not run
+/// again.
+pub const MAX_SAVED_REPLY_BYTES_PER_CLIENT: usize = 1024 * 1024;
+
 /// Default bound on client sessions opened from one peer (IP address), so
 /// one caller cannot fill the table and hold every at-most-once call of
 /// everyone else off until its sessions expire.

@@ -31,7 +31,7 @@ use super::reply_table::{Entry, ReplyTable, TableFull};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
-    MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
+    MAX_SAVED_REPLY_BYTES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
 };
 use crate::wire::{
     Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub max_connections_per_peer: usize,
     pub max_in_flight_per_conn: usize,
     pub max_clients_per_conn: usize,
+    /// Payload bytes of saved replies one client session may hold; a reply
+    /// beyond it is answered live but saved as `OutcomeUnknown`.
+    pub max_saved_reply_bytes_per_client: usize,
     /// A connection that sends nothing this long after opening is closed.
     pub handshake_timeout: Nanos,
     /// A connection that sends nothing this long after its last message is
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
             max_in_flight_per_conn: MAX_IN_FLIGHT_PER_CONN,
             max_clients_per_conn: MAX_CLIENTS_PER_CONN,
+            max_saved_reply_bytes_per_client: MAX_SAVED_REPLY_BYTES_PER_CLIENT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
         }
@@ -452,7 +456,8 @@ impl ServerSession {
                 );
                 reply.load = load;
                 if !self.planted_unrecorded_refusal {
-                    state.entries.insert(req.seq, Entry::Done(reply.clone()));
+                    // A refusal's message is far below any byte bound.
+                    state.save(req.seq, reply.clone(), usize::MAX);
                 }
                 self.count_refusal(why);
                 Action::Reply(Message::Reply(reply))
@@ -501,10 +506,14 @@ impl ServerSession {
             // A session evicted meanwhile has nothing to record into; its
             // client will get `OutcomeUnknown` for this call if it asks again.
             if let Some(state) = self.table.touch(key.client, now)
-                && let Some(entry) = state.entries.get_mut(&key.seq)
+                && let Some(entry) = state.entries.get(&key.seq)
             {
                 debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
-                *entry = Entry::Done(reply.clone());
+                state.save(
+                    key.seq,
+                    reply.clone(),
+                    self.config.max_saved_reply_bytes_per_client,
+                );
             }
         }
         self.debug_check();

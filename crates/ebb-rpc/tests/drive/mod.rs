@@ -66,6 +66,7 @@ fn server_config() -> ServerConfig {
         max_connections_per_peer: 3,
         max_in_flight_per_conn: 2,
         max_clients_per_conn: 2,
+        max_saved_reply_bytes_per_client: 4,
         handshake_timeout: Nanos::from_millis(50),
         idle_timeout: Nanos::from_millis(200),
     }
@@ -191,7 +192,8 @@ impl World {
                     2 => Outcome::Refused(Refusal::Overloaded),
                     _ => Outcome::Ok,
                 };
-                let (reply, route) = self.server.complete(key, outcome, Bytes::new(), self.now);
+                let payload = Bytes::from(vec![0u8; b.below(4)]);
+                let (reply, route) = self.server.complete(key, outcome, payload, self.now);
                 let to = (0..CLIENTS).find(|&c| route.is_some() && self.conns[c] == route);
                 if let Some(c) = to {
                     self.clients[c].handle_message(Message::Reply(reply), self.now);
