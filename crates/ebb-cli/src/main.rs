@@ -39,8 +39,21 @@ enum Command {
     Vm(cmd::vm::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Prints a failure as one readable message (the cause chain, `{:#}`) and
+/// exits 1. Returning the error from `main` instead would print anyhow's
+/// captured backtrace whenever RUST_BACKTRACE is set, which a user-facing
+/// error never should.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => cmd::demo::run(*args),
         Command::Info(args) => cmd::info::run(args),

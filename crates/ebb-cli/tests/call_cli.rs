@@ -75,3 +75,77 @@ fn call_to_a_closed_port_names_the_address() {
     let e = failure(&call(&addr, &["Demo.echo", r#"{"msg":"x"}"#]));
     assert!(e.contains(&addr) && e.contains("ebb node"), "{e}");
 }
+
+#[test]
+fn arguments_come_from_a_file_or_stdin_even_at_ten_megabytes() {
+    use std::io::Write;
+    use std::process::Stdio;
+    const MSG_BYTES: usize = 10 * 1024 * 1024;
+    let node = common::ebb(&["node", "--listen", "127.0.0.1:0"]);
+    let a = node.addr.as_str();
+    let msg = "x".repeat(MSG_BYTES);
+    let json = format!(r#"{{"msg":"{msg}"}}"#);
+    let path = std::env::temp_dir().join(format!("ebb-call-args-{}.json", std::process::id()));
+    std::fs::write(&path, &json).unwrap();
+    let out = call(
+        a,
+        &[
+            "Demo.echo",
+            &format!("@{}", path.display()),
+            "--timeout-ms",
+            "60000",
+        ],
+    );
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout(&out).len(),
+        MSG_BYTES + 2,
+        "the reply is the quoted message"
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", a, "Demo.incr", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"key":"from-stdin"}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), r#"{"Ok":1}"#);
+
+    let e = failure(&call(a, &["Demo.echo", "@/nonexistent/args.json"]));
+    assert!(
+        e.contains("\"/nonexistent/args.json\" (given as @FILE)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_flags_say_what_is_accepted_and_errors_carry_no_backtrace() {
+    let e = failure(&call("127.0.0.1:1", &["Demo.echo", "--timeout-ms", "-1"]));
+    assert!(
+        e.contains("\"-1\" is not a timeout: give a whole number of milliseconds from 1"),
+        "{e}"
+    );
+    assert!(!e.contains("-- -1"), "{e}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", "127.0.0.1:1", "Demo.echo"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let e = failure(&out);
+    assert!(e.starts_with("Error: "), "{e}");
+    assert!(!e.contains("backtrace"), "{e}");
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -9,24 +9,10 @@ use std::process::{Command, Output, Stdio};
 const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 
 /// Why containers cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root".into());
-    }
-    if !Path::new("/proc/self/ns/pid").exists() {
-        return Some("no namespace support in /proc".into());
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("/bin/busybox missing (install busybox-static)".into());
-    }
-    None
-}
-
 macro_rules! require_containers {
     ($name:expr) => {
-        if let Some(why) = skip_reason() {
-            eprintln!("SKIPPED {}: {why}", $name);
+        if let Some(why) = ebb_testkit::containers_unavailable() {
+            ebb_testkit::skip_or_fail($name, &why);
             return;
         }
     };
@@ -240,7 +226,10 @@ const ADDR_POLLS: u32 = 10_000;
 fn cpu_quota_and_limits_reach_the_cgroup() {
     require_containers!("cpu_quota_and_limits_reach_the_cgroup");
     if !Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
-        eprintln!("SKIPPED cpu_quota_and_limits_reach_the_cgroup: checks cgroup v1 files only");
+        ebb_testkit::skip_or_fail(
+            "cpu_quota_and_limits_reach_the_cgroup",
+            "checks cgroup v1 files only",
+        );
         return;
     }
     let addr = std::env::temp_dir().join(format!("ebb-quota-{}", std::process::id()));

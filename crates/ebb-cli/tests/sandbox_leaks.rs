@@ -44,11 +44,8 @@ fn wait_for(path: &Path) {
 
 #[test]
 fn nothing_leaks_after_exit_or_after_kill_9() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/bin/busybox").exists() {
-        eprintln!(
-            "SKIPPED nothing_leaks_after_exit_or_after_kill_9: needs root and busybox-static"
-        );
+    if let Some(why) = ebb_testkit::containers_unavailable() {
+        ebb_testkit::skip_or_fail("nothing_leaks_after_exit_or_after_kill_9", &why);
         return;
     }
     let dir = std::env::temp_dir().join(format!("ebb-leak-{}", std::process::id()));

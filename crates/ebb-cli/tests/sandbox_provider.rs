@@ -44,13 +44,13 @@ fn provider(command: &[&str], port: u16) -> ContainerProvider {
 
 /// Says why `test` cannot run here, if it cannot.
 fn skipped(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ok = root && std::path::Path::new("/bin/busybox").exists();
-    if !ok {
-        eprintln!("SKIPPED {test}: needs root and busybox-static");
+    match ebb_testkit::containers_unavailable() {
+        Some(why) => {
+            ebb_testkit::skip_or_fail(test, &why);
+            true
+        }
+        None => false,
     }
-    !ok
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! guest and the command's exit status comes back as ebb's own.
 #![allow(clippy::unwrap_used)]
 
-use ebb_node::vm::VmError;
+mod common;
+
 use ebb_node::vm::image::VmImage;
 use std::process::Command;
 
@@ -11,8 +12,11 @@ fn vm_run_passes_the_guest_command_status_through_the_cli() {
     let ebb = env!("CARGO_BIN_EXE_ebb");
     match VmImage::prepare(&[]) {
         Ok(_) => {}
-        Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
-            eprintln!("SKIP vm_run_passes_the_guest_command_status_through_the_cli: {e}");
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail(
+                "vm_run_passes_the_guest_command_status_through_the_cli",
+                &e.to_string(),
+            );
             return;
         }
         Err(e) => panic!("preparing the VM image failed: {e}"),
@@ -87,20 +91,13 @@ fn checked_count(stdout: &str, when: &str) -> u64 {
 #[test]
 fn vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address() {
     let ebb = env!("CARGO_BIN_EXE_ebb");
-    let has_node = Command::new(ebb)
-        .args(["node", "--help"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_node {
-        eprintln!(
-            "SKIP vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address: this build has no `ebb node`"
-        );
-        return;
-    }
     match VmImage::prepare(&[]) {
         Ok(_) => {}
-        Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
-            eprintln!("SKIP vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address: {e}");
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail(
+                "vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address",
+                &e.to_string(),
+            );
             return;
         }
         Err(e) => panic!("preparing the VM image failed: {e}"),

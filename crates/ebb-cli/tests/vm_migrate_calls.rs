@@ -8,6 +8,8 @@
 //! `Demo.incr` runs exactly once and no call ends `OutcomeUnknown`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use ebb::rpc::transport::{TcpClient, TcpClientConfig};
 use ebb_core::{Nanos, NodeId};
 use ebb_demo::DemoClient;
 use ebb_node::provider::{NodeEvent, NodeProvider};
+use ebb_node::vm::VmProvider;
 use ebb_node::vm::provider::VmConfig;
-use ebb_node::vm::{VmError, VmProvider};
 use tokio::sync::Notify;
 
 const TEST: &str = "vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once";
@@ -166,8 +168,8 @@ fn vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once() {
     let ebb = PathBuf::from(env!("CARGO_BIN_EXE_ebb"));
     let mut p = match VmProvider::new(VmConfig::ebb_node(ebb)) {
         Ok(p) => p,
-        Err(e @ (VmError::NoQemu(_) | VmError::Kernel(_) | VmError::NoBusybox(_))) => {
-            eprintln!("SKIP {TEST}: {e}");
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail(TEST, &e.to_string());
             return;
         }
         Err(e) => panic!("{TEST}: preparing the VM provider failed: {e}"),

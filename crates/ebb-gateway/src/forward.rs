@@ -305,6 +305,12 @@ impl Forwarder {
                 e @ (CallError::Refused { .. } | CallError::TooManyOutstanding { .. }) => {
                     return Err(GatewayError::Node(e));
                 }
+                // Never delivered: the node did not start it, so any call
+                // may go elsewhere.
+                CallError::ConnectionLost { sent: false, .. } if more && self.may_retry(now) => {
+                    self.registry.suspect(node);
+                    continue;
+                }
                 // The node is dead or unreachable with the call on it.
                 CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
                     sent = true;
@@ -333,10 +339,10 @@ impl Forwarder {
                 CallError::OutcomeUnknown { .. } => {
                     return Err(GatewayError::OutcomeUnknown { node });
                 }
-                CallError::DeadlineExceeded { .. } => {
+                CallError::DeadlineExceeded { sent: on_node, .. } => {
                     return Err(GatewayError::DeadlineExceeded {
                         after: timeout,
-                        sent: true,
+                        sent: sent || on_node,
                     });
                 }
                 e => return Err(GatewayError::Node(e)),
@@ -381,6 +387,20 @@ impl Forwarder {
             outcome,
             Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
         );
+        // What says something about the node's health (not a refusal under
+        // load, not the caller's bad arguments).
+        let health = match &outcome {
+            Attempt::Reply(Ok(_)) => Some(true),
+            Attempt::Reply(Err(
+                CallError::Remote { .. } | CallError::Panicked { .. } | CallError::Codec { .. },
+            )) => Some(false),
+            _ => None,
+        };
+        if let Some(ok) = health {
+            if self.registry.report(node, ok, self.clock.now()).is_some() {
+                self.metrics.ejected();
+            }
+        }
         outcome
     }
 }

@@ -88,6 +88,12 @@ impl ServiceDispatch for RpcIngress {
         self.codec.methods()
     }
 
+    /// JSON-encoded requests (`ebb call`) are turned into binary ones here
+    /// and forwarded like any other.
+    fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
+        Some(self.codec)
+    }
+
     fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         Box::pin(async move {
             let info = self.info(method_id)?;

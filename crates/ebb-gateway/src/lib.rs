@@ -27,6 +27,7 @@ use ebb_core::Nanos;
 use ebb_node::provider::NodeProvider;
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::balance;
+use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::service::ServiceCodec;
 use ebb_rpc::transport::Server;
@@ -50,6 +51,7 @@ pub struct GatewayConfig {
     /// Deadline of a call that brings none.
     pub default_deadline: Nanos,
     pub retry: RetryBudgetConfig,
+    pub outlier: OutlierConfig,
     pub pool: PoolConfig,
     /// Seeds the balancer's random choices.
     pub seed: u64,
@@ -79,6 +81,7 @@ pub struct Shared {
     autoscaler: Option<String>,
     admission: AdmissionConfig,
     retry: RetryBudgetConfig,
+    outlier: OutlierConfig,
 }
 
 impl Shared {
@@ -117,6 +120,11 @@ impl Shared {
                     "ratio": self.retry.ratio,
                     "floor_per_sec": self.retry.floor_per_sec,
                     "window_ms": self.retry.window.as_millis(),
+                },
+                "outlier_ejection": {
+                    "consecutive_failures": self.outlier.consecutive_failures,
+                    "base_ejection_ms": self.outlier.base_ejection.as_millis(),
+                    "max_ejected_fraction": self.outlier.max_ejected_fraction,
                 },
                 "autoscaler": self.autoscaler,
             },
@@ -157,7 +165,8 @@ impl Gateway {
         on_change: pool::OnChange,
     ) -> Result<Gateway, StartError> {
         let balancer = balance::parse(&cfg.balance)?;
-        let registry = registry::Registry::new(balancer, cfg.admission, cfg.seed);
+        let registry =
+            registry::Registry::new(balancer, cfg.admission, cfg.seed).with_outliers(cfg.outlier);
         let clock = clock::Clock::new();
         let metrics = metrics::Metrics::new();
         let forwarder = Arc::new(forward::Forwarder::new(
@@ -199,6 +208,7 @@ impl Gateway {
             autoscaler: scaler_name,
             admission: cfg.admission,
             retry: cfg.retry,
+            outlier: cfg.outlier,
         });
         let http_cfg = ebb_http::HttpConfig {
             default_deadline_ms: cfg.default_deadline.as_millis().max(1),

@@ -48,6 +48,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     refusals: Counter,
     retries: Counter,
+    ejections: Counter,
     held: Gauge,
     held_bytes: Gauge,
     in_flight: Gauge,
@@ -89,6 +90,12 @@ impl Metrics {
             "Calls sent again to another node",
             retries.clone(),
         );
+        let ejections = Counter::default();
+        r.register(
+            "ejections",
+            "Nodes taken out of rotation for failing calls in a row",
+            ejections.clone(),
+        );
         let held = Gauge::default();
         r.register("held_requests", "Requests waiting for a node", held.clone());
         let held_bytes = Gauge::default();
@@ -112,6 +119,7 @@ impl Metrics {
             latency,
             refusals,
             retries,
+            ejections,
             held,
             held_bytes,
             in_flight,
@@ -136,6 +144,10 @@ impl Metrics {
 
     pub fn refused(&self) {
         self.refusals.inc();
+    }
+
+    pub fn ejected(&self) {
+        self.ejections.inc();
     }
 
     pub fn retried(&self) {

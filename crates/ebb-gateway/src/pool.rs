@@ -263,6 +263,7 @@ impl Manager {
             self.handshakes(now);
             self.remove_dead(now);
             self.stop_drained();
+            self.registry.maintain(now);
             if let Some(since) = shutdown_since {
                 self.registry.set_target(0, self.provider.expected_start());
                 for (id, life, _) in self.registry.lives() {
@@ -416,7 +417,7 @@ impl Manager {
             return;
         }
         self.last_tick = now;
-        let counters = self.registry.tick(now);
+        let counters = self.registry.tick();
         let mut nodes = NodeCounts::default();
         for (_, life, _) in self.registry.lives() {
             match life {
@@ -445,10 +446,6 @@ impl Manager {
     }
 
     fn reconcile(&mut self, now: Instant) {
-        if self.autoscaler.is_none() {
-            // Keep expired held requests from piling up between scrapes.
-            let _ = self.registry.tick(now);
-        }
         let target = self.target.load(Ordering::SeqCst);
         self.registry
             .set_target(target, self.provider.expected_start());

@@ -17,6 +17,7 @@ use ebb_node::provider::NodeKind;
 use ebb_policy::admission::{self, AdmissionConfig, Admit, Load};
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
+use ebb_policy::outlier::{OutlierConfig, Outliers, Verdict};
 use ebb_rpc::service::Transport;
 use tokio::sync::{oneshot, watch};
 
@@ -151,6 +152,8 @@ struct Inner {
     /// The pool's target size: with no node up but some wanted, capacity
     /// is on its way.
     target: usize,
+    /// Which nodes fail too often to get work for now.
+    outliers: Outliers,
 }
 
 /// Shared by the pool manager, the ingress paths and the admin API.
@@ -171,6 +174,8 @@ pub struct NodeStatus {
     pub ewma_latency_ms: f64,
     pub cost_per_sec_micros: u64,
     pub started_at_unix_ms: u64,
+    /// Out of rotation for failing too often (it is probed when that ends).
+    pub ejected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -195,8 +200,39 @@ impl Registry {
                 counters: Counters::default(),
                 expected_boot: Nanos::ZERO,
                 target: 0,
+                outliers: Outliers::new(OutlierConfig::default()),
             })),
         }
+    }
+
+    /// Ejects nodes whose calls keep failing as `cfg` says.
+    pub fn with_outliers(self, cfg: OutlierConfig) -> Registry {
+        self.lock().outliers = Outliers::new(cfg);
+        self
+    }
+
+    /// A call on `node` came back from it: `ok` if it was answered, false
+    /// if the node failed it (the method panicked, the reply was broken).
+    /// Enough failures in a row take the node out of rotation for a while.
+    pub fn report(&self, node: NodeId, ok: bool, now: Instant) -> Option<Instant> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if ok {
+            inner.outliers.on_success(node);
+            return None;
+        }
+        let pool = inner.views.len();
+        let Verdict::Eject { until } = inner.outliers.on_failure(node, pool, now) else {
+            return None;
+        };
+        inner.counters.ejections += 1;
+        if let Some(i) = inner.index(node) {
+            if inner.meta[i].life == Life::Ready {
+                inner.views[i].state = NodeState::Draining;
+                inner.balancer.on_nodes_changed(&inner.views);
+            }
+        }
+        Some(until)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -288,6 +324,7 @@ impl Registry {
         meta.reason = Some(reason.to_owned());
         meta.client = None;
         let _ = meta.gone.send(true);
+        g.outliers.forget(id);
         if g.gone.len() == MAX_GONE_KEPT {
             g.gone.pop_front();
         }
@@ -333,8 +370,9 @@ impl Registry {
     }
 
     /// Drops held requests whose deadline has passed (their callers have
-    /// given up) and returns the counters since the last call.
-    pub fn tick(&self, now: Instant) -> Counters {
+    /// given up) and probes ejected nodes whose time is up. The pool
+    /// manager calls it every tick.
+    pub fn maintain(&self, now: Instant) {
         let mut g = self.lock();
         let inner = &mut *g;
         let before = inner.held.len();
@@ -348,10 +386,32 @@ impl Registry {
         });
         inner.held_bytes -= freed;
         debug_assert!(inner.held.len() <= before);
+        let mut returned = false;
+        for i in 0..inner.views.len() {
+            let m = &inner.meta[i];
+            if m.life == Life::Ready
+                && inner.views[i].state == NodeState::Draining
+                && !inner.outliers.is_ejected(m.id, now)
+            {
+                inner.views[i].state = NodeState::Ready;
+                returned = true;
+            }
+        }
+        if returned {
+            inner.balancer.on_nodes_changed(&inner.views);
+            inner.drain_held(self, now);
+        }
+    }
+
+    /// The counters since the last call, with the current state.
+    pub fn tick(&self) -> Counters {
+        let mut g = self.lock();
+        let inner = &mut *g;
         let mut c = std::mem::take(&mut inner.counters);
         c.held = inner.held.len();
         c.in_flight = inner.views.iter().map(|v| v.in_flight as usize).sum();
         c.service_time = Nanos(inner.service_time as u64);
+        debug_assert!(inner.views.len() == inner.meta.len());
         c
     }
 
@@ -500,6 +560,7 @@ impl Registry {
                 ewma_latency_ms: m.ewma.estimate(now, LATENCY_TAU) / 1e6,
                 cost_per_sec_micros: v.map_or(0, |v| v.cost_per_sec_micros),
                 started_at_unix_ms: m.started_unix_ms,
+                ejected: g.outliers.is_ejected(m.id, now),
                 reason: m.reason.clone(),
             })
             .collect()

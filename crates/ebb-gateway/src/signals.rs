@@ -20,6 +20,8 @@ pub struct Counters {
     pub completions: u64,
     pub refusals: u64,
     pub retries: u64,
+    /// Nodes taken out of rotation for failing.
+    pub ejections: u64,
     /// Filled in at the tick: requests held now.
     pub held: usize,
     /// Filled in at the tick: requests in flight now.

@@ -15,6 +15,7 @@ use ebb_gateway::metrics::Metrics;
 use ebb_gateway::registry::{Life, NewNode, Registry};
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::CallError;
 use ebb_rpc::service::{BoxFuture, CallOptions, MethodInfo, Transport};
@@ -44,6 +45,10 @@ enum Act {
     Answer,
     Refuse,
     LoseConnection,
+    /// The connection could not carry the call: it was never sent.
+    NeverSent,
+    /// The method panics on the node.
+    Panic,
     /// Never answers (the node is stuck or dead).
     Hang,
 }
@@ -73,6 +78,13 @@ impl Transport for Node {
                 Act::LoseConnection => Err(CallError::ConnectionLost {
                     sent: true,
                     cause: "reset".into(),
+                }),
+                Act::NeverSent => Err(CallError::ConnectionLost {
+                    sent: false,
+                    cause: "connection refused".into(),
+                }),
+                Act::Panic => Err(CallError::Panicked {
+                    message: "boom".into(),
                 }),
                 Act::Hang => std::future::pending().await,
             }
@@ -356,5 +368,65 @@ async fn a_slot_handed_to_a_departed_caller_is_given_back() {
         registry.lives(),
         [(NodeId(1), Life::Ready, 0)],
         "given back"
+    );
+}
+
+#[tokio::test]
+async fn an_at_most_once_call_never_sent_goes_to_the_next_node() {
+    let p = pool(
+        vec![node("a", Act::NeverSent), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let r = p.forwarder.call(&AT_MOST_ONCE, Bytes::new(), SECOND).await;
+    assert_eq!(r, Ok(Bytes::from("b")));
+    assert_eq!(calls(&p), [1, 1]);
+    assert_eq!(p.registry.suspects(), [NodeId(1)], "node a is unreachable");
+}
+
+/// A node whose calls keep failing is taken out of rotation: the others get
+/// the work; when its time is up it is probed and, failing again, ejected
+/// at once.
+#[tokio::test]
+async fn a_node_that_keeps_failing_is_ejected_then_probed() {
+    let p = pool(
+        vec![node("bad", Act::Panic), node("good", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let registry = p.registry.clone().with_outliers(OutlierConfig {
+        consecutive_failures: 2,
+        base_ejection: Nanos::from_millis(300),
+        max_ejected_fraction: 0.5,
+    });
+    // Round-robin alternates: bad, good, bad (second failure: ejected).
+    for _ in 0..3 {
+        let _ = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+    }
+    assert_eq!(calls(&p), [2, 1]);
+    let ejected = |s: &[ebb_gateway::registry::NodeStatus]| {
+        s.iter()
+            .filter(|n| n.ejected)
+            .map(|n| n.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ejected(&registry.status(p.clock.now())), [1]);
+    for _ in 0..4 {
+        let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+        assert_eq!(r, Ok(Bytes::from("good")), "only the good node gets work");
+    }
+    assert_eq!(calls(&p), [2, 5]);
+    // When the ejection ends, the next tick puts it back for a probe.
+    wait_for(|| {
+        registry.maintain(p.clock.now());
+        ejected(&registry.status(p.clock.now())).is_empty()
+    })
+    .await;
+    for _ in 0..2 {
+        let _ = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+    }
+    assert_eq!(calls(&p)[0], 3, "probed once");
+    assert_eq!(
+        ejected(&registry.status(p.clock.now())),
+        [1],
+        "one more failure ejects it again"
     );
 }

@@ -8,9 +8,9 @@ use crate::HttpError;
 use crate::error::DEFAULT_RETRY_AFTER_MS;
 
 impl From<CallError> for HttpError {
-    /// Where the error does not say whether the call reached the node, the
-    /// answer is "it may have run": claiming otherwise could make a client
-    /// repeat an at-most-once call that did run.
+    /// `may_have_run` is the error's own account (`CallError::may_have_run`:
+    /// false only when the call provably never reached a node), so a client
+    /// is never told it may repeat an at-most-once call that did run.
     fn from(e: CallError) -> HttpError {
         let retry_after = Nanos::from_millis(DEFAULT_RETRY_AFTER_MS);
         let may_have_run = e.may_have_run();

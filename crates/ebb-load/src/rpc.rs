@@ -1,5 +1,9 @@
 //! Sending over ebb RPC: `connections` multiplexed `TcpClient`s, used in
 //! turn, each call with the method's own semantics and the run's deadline.
+//!
+//! A service this build has a codec for is called typed (arguments encoded
+//! once for the run); any other is called through the node's own JSON
+//! adapter, after asking the node to describe itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,10 +18,33 @@ use crate::{LoadError, Outcome, Target};
 pub struct RpcTarget {
     clients: Vec<TcpClient>,
     next: AtomicUsize,
-    method: &'static MethodInfo,
-    /// The arguments, encoded once for the whole run.
-    args: Bytes,
+    call: Call,
     options: CallOptions,
+}
+
+enum Call {
+    /// The arguments, encoded once for the whole run.
+    Typed {
+        method: &'static MethodInfo,
+        args: Bytes,
+    },
+    /// JSON arguments the node's adapter decodes, by the described id.
+    Json {
+        id: u16,
+        idempotent: bool,
+        args: Value,
+    },
+}
+
+async fn open(addr: &str, connections: usize) -> Result<Vec<TcpClient>, LoadError> {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections.max(1) {
+        let client = TcpClient::connect(addr)
+            .await
+            .map_err(|e| LoadError::RpcConnect(e.to_string()))?;
+        clients.push(client);
+    }
+    Ok(clients)
 }
 
 impl RpcTarget {
@@ -37,18 +64,51 @@ impl RpcTarget {
         let args = codec
             .encode_json_args(info, args)
             .map_err(|e| LoadError::Arguments(e.to_string()))?;
-        let mut clients = Vec::with_capacity(connections);
-        for _ in 0..connections.max(1) {
-            let client = TcpClient::connect(addr)
-                .await
-                .map_err(|e| LoadError::RpcConnect(e.to_string()))?;
-            clients.push(client);
-        }
         Ok(RpcTarget {
+            clients: open(addr, connections).await?,
+            next: AtomicUsize::new(0),
+            call: Call::Typed { method: info, args },
+            options: CallOptions::default().with_timeout(deadline),
+        })
+    }
+
+    /// For a service this build does not know: opens the connections and
+    /// asks the node (or gateway) which methods it serves; the arguments
+    /// are checked by the node on each call.
+    pub async fn connect_described(
+        addr: &str,
+        connections: usize,
+        service: &str,
+        method: &str,
+        args: Value,
+        deadline: Nanos,
+    ) -> Result<RpcTarget, LoadError> {
+        let clients = open(addr, connections).await?;
+        let described = clients[0]
+            .describe(deadline)
+            .await
+            .map_err(|e| LoadError::RpcConnect(format!("asking {addr} to describe itself: {e}")))?;
+        if described.service != service {
+            return Err(LoadError::Method(format!(
+                "unknown service {service:?}: {addr} serves {} (methods: {})",
+                described.service,
+                described.method_names()
+            )));
+        }
+        let Some(m) = described.method(method) else {
+            return Err(LoadError::Method(format!(
+                "unknown method {service}.{method} (methods of {service}: {})",
+                described.method_names()
+            )));
+        };
+        Ok(RpcTarget {
+            call: Call::Json {
+                id: m.id,
+                idempotent: m.idempotent,
+                args,
+            },
             clients,
             next: AtomicUsize::new(0),
-            method: info,
-            args,
             options: CallOptions::default().with_timeout(deadline),
         })
     }
@@ -56,13 +116,24 @@ impl RpcTarget {
 
 impl Target for RpcTarget {
     fn call(&self) -> BoxFuture<'_, Outcome> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let client = &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
         Box::pin(async move {
-            match self.clients[i]
-                .call(self.method, self.args.clone(), self.options)
-                .await
-            {
-                Ok(_) => Outcome::Ok,
+            let outcome = match &self.call {
+                Call::Typed { method, args } => client
+                    .call(method, args.clone(), self.options)
+                    .await
+                    .map(drop),
+                Call::Json {
+                    id,
+                    idempotent,
+                    args,
+                } => client
+                    .call_json(*id, *idempotent, args, self.options)
+                    .await
+                    .map(drop),
+            };
+            match outcome {
+                Ok(()) => Outcome::Ok,
                 Err(e) => Outcome::from_call_error(e),
             }
         })

@@ -7,5 +7,6 @@
 pub mod admission;
 pub mod balance;
 pub mod lease;
+pub mod outlier;
 pub mod retry;
 pub mod scale;

@@ -202,6 +202,7 @@ async fn run_one(
         admission: Default::default(),
         default_deadline: cfg.deadline,
         retry: Default::default(),
+        outlier: Default::default(),
         pool: PoolConfig {
             initial: cfg.initial_nodes as usize,
             min: cfg.min_nodes as usize,

@@ -136,6 +136,7 @@ impl Live {
     pub fn finish(&mut self, s: &Snapshot) {
         match &mut self.mode {
             Mode::Panel(bar) => {
+                bar.set_position(s.elapsed_secs as u64);
                 bar.set_message(panel(s));
                 bar.abandon();
             }

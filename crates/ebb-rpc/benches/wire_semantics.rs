@@ -53,7 +53,7 @@ fn state_machines(idempotent: bool) {
     let mut client = ClientSession::new(ClientId(5), ClientConfig::default(), now);
     let mut server = ServerSession::new(Incarnation::at_least_one(77), ServerConfig::default());
     let conn = server
-        .open_connection(std::net::Ipv4Addr::LOCALHOST.into())
+        .open_connection(std::net::Ipv4Addr::LOCALHOST.into(), now)
         .expect("the first connection fits");
     client.handle_connected(now);
     while let Some(f) = client.poll_transmit() {

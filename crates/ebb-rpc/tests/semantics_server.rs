@@ -28,7 +28,7 @@ fn incarnation(n: u64) -> Incarnation {
 
 /// `s` with connection `CONN` open.
 fn open(mut s: ServerSession) -> ServerSession {
-    assert_eq!(s.open_connection(PEER), Ok(CONN));
+    assert_eq!(s.open_connection(PEER, Instant::EPOCH), Ok(CONN));
     s
 }
 
@@ -442,20 +442,20 @@ fn connections_are_bounded_in_total_and_per_peer() {
     let mut s = ServerSession::new(incarnation(INC), cfg);
     let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
     let third = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
-    let a = s.open_connection(PEER).unwrap();
-    s.open_connection(PEER).unwrap();
+    let a = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    s.open_connection(PEER, Instant::EPOCH).unwrap();
     assert_eq!(
-        s.open_connection(PEER),
+        s.open_connection(PEER, Instant::EPOCH),
         Err(ConnRefusal::PeerFull { max: 2 })
     );
-    s.open_connection(other).unwrap();
+    s.open_connection(other, Instant::EPOCH).unwrap();
     assert_eq!(
-        s.open_connection(third),
+        s.open_connection(third, Instant::EPOCH),
         Err(ConnRefusal::ServerFull { max: 3 })
     );
     s.close_connection(a);
     assert_eq!(s.connections_from(PEER), 1);
-    s.open_connection(third).unwrap();
+    s.open_connection(third, Instant::EPOCH).unwrap();
     assert_eq!(s.stats().refused_connections, 2);
     s.check().unwrap();
 }
@@ -466,7 +466,7 @@ fn a_reply_goes_to_the_connection_its_client_was_last_heard_on() {
     let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
-    let second = s.open_connection(PEER).unwrap();
+    let second = s.open_connection(PEER, Instant::EPOCH).unwrap();
     assert_eq!(
         s.admit(second, req(1, 1, INC, false), t(Nanos(2))),
         Action::Wait
@@ -476,5 +476,76 @@ fn a_reply_goes_to_the_connection_its_client_was_last_heard_on() {
     s.close_connection(second);
     assert_eq!(s.route_of(C), None);
     assert_eq!(s.admit(second, ping(1), t(Nanos(4))), Action::Drop);
+    s.check().unwrap();
+}
+
+#[test]
+fn silent_connections_are_closed_after_the_handshake_or_idle_timeout() {
+    let cfg = ServerConfig {
+        handshake_timeout: Nanos::from_secs(5),
+        idle_timeout: Nanos::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let mut s = ServerSession::new(incarnation(INC), cfg);
+    let mute = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    let talker = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    pong_of_on(&mut s, talker, t(Nanos::from_secs(1)));
+    assert!(s.close_silent(t(Nanos::from_secs(4))).is_empty());
+    assert_eq!(s.close_silent(t(Nanos::from_secs(5))), vec![mute]);
+    assert_eq!(s.admit(mute, ping(1), t(Nanos::from_secs(6))), Action::Drop);
+    // Heard at 1 s: idle from 31 s.
+    assert!(s.close_silent(t(Nanos::from_secs(30))).is_empty());
+    assert_eq!(s.close_silent(t(Nanos::from_secs(31))), vec![talker]);
+    assert_eq!(s.connections(), 0);
+    assert_eq!(s.stats().closed_silent, 2);
+    s.check().unwrap();
+}
+
+fn pong_of_on(s: &mut ServerSession, conn: ConnId, now: Instant) {
+    assert!(matches!(
+        s.admit(conn, ping(1), now),
+        Action::Reply(Message::Pong(_))
+    ));
+}
+
+#[test]
+fn a_reply_over_the_saved_bytes_bound_is_sent_but_saved_as_outcome_unknown() {
+    let cfg = ServerConfig {
+        max_saved_reply_bytes_per_client: 4,
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    let Action::Execute(small) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    let Action::Execute(big) = s.admit(CONN, req(2, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    s.complete(
+        small.key,
+        Outcome::Ok,
+        Bytes::from_static(b"abc"),
+        t(Nanos(2)),
+    );
+    let (live, _) = s.complete(
+        big.key,
+        Outcome::Ok,
+        Bytes::from_static(b"defgh"),
+        t(Nanos(2)),
+    );
+    assert_eq!(
+        (live.outcome, &live.payload[..]),
+        (Outcome::Ok, &b"defgh"[..])
+    );
+    assert_eq!(
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(3)))),
+        Outcome::Ok
+    );
+    assert_eq!(
+        status_of(s.admit(CONN, req(2, 1, INC, false), t(Nanos(3)))),
+        Outcome::OutcomeUnknown,
+        "it ran; its reply was not kept, and it will not run again"
+    );
     s.check().unwrap();
 }

@@ -172,8 +172,17 @@ fn scaling_up_raises_capacity_before_adding_nodes() {
     let tl = scaler.timeline();
     let max_cap = tl.iter().map(|row| row.capacity).max().unwrap();
     assert!(max_cap >= 3, "capacity peaked at {max_cap}");
-    // The surge was met by capacity: the node count never went past 6.
-    assert!(r.max_nodes.unwrap() <= 6, "{:?}", r.max_nodes);
+    // Capacity rose before any node was added, and nodes were added only
+    // once capacity was at its limit.
+    let first_up = tl.iter().position(|row| row.capacity > 1).unwrap();
+    let first_out = tl.iter().position(|row| row.target > 6);
+    if let Some(out) = first_out {
+        assert!(
+            first_up < out,
+            "capacity at tick {first_up}, nodes at {out}"
+        );
+        assert_eq!(tl[out].capacity, 8, "nodes added before capacity was maxed");
+    }
     assert!(
         r.slo_miss_fraction.unwrap() < 0.05,
         "{:?}",

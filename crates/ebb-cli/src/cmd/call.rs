@@ -9,6 +9,9 @@ use ebb::rpc::service::{CallOptions, ServiceDescription};
 use ebb::rpc::transport::{ClientTls, TcpClient, TcpClientConfig};
 use ebb_core::Nanos;
 
+/// How much of an unparsable argument an error message quotes.
+const MAX_SHOWN_ARGUMENT_CHARS: usize = 200;
+
 /// Call one method of a service on a node and print the JSON reply.
 ///
 /// Example: ebb call --addr 127.0.0.1:7000 Demo.incr '{"key":"a"}'
@@ -26,11 +29,14 @@ pub struct Args {
     pub addr: String,
     /// SERVICE.METHOD, e.g. Demo.incr; the node lists its methods on a mistake.
     pub method: String,
-    /// Arguments as a JSON object keyed by parameter name, e.g. '{"key":"a"}'.
+    /// Arguments as a JSON object keyed by parameter name, e.g. '{"key":"a"}';
+    /// `@FILE` reads them from FILE and `-` from standard input (for
+    /// arguments too long for a command line).
     #[arg(default_value = "{}")]
     pub args: String,
-    /// Give up after this many milliseconds (resends included).
-    #[arg(long, default_value_t = 5_000)]
+    /// Give up after this many milliseconds (resends included): a whole
+    /// number from 1.
+    #[arg(long, default_value_t = 5_000, value_parser = timeout_millis, allow_hyphen_values = true)]
     pub timeout_ms: u64,
     /// Connect over TLS, trusting node certificates issued by a CA in this
     /// PEM file (the certificate must name the host of --addr).
@@ -45,6 +51,35 @@ pub struct Args {
     pub tls_key: Option<std::path::PathBuf>,
 }
 
+/// Parses `--timeout-ms`, saying what is accepted (a negative number would
+/// otherwise get clap's advice to write `-- -1`).
+fn timeout_millis(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{s:?} is not a timeout: give a whole number of milliseconds from 1, e.g. 5000"
+        )),
+        Ok(ms) => Ok(ms),
+    }
+}
+
+/// The JSON text of the arguments: given inline, from `@FILE`, or from
+/// standard input for `-`.
+fn argument_text(args: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    if args == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the arguments from standard input")?;
+        return Ok(text);
+    }
+    if let Some(path) = args.strip_prefix('@') {
+        return std::fs::read_to_string(path)
+            .with_context(|| format!("reading the arguments from {path:?} (given as @FILE)"));
+    }
+    Ok(args.to_owned())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Some((service, method)) = args.method.split_once('.') else {
         bail!(
@@ -52,10 +87,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.method
         );
     };
-    let json: serde_json::Value = serde_json::from_str(&args.args).with_context(|| {
+    let text = argument_text(&args.args)?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        // A 10 MB argument quoted back would drown the message.
+        let shown: String = text.chars().take(MAX_SHOWN_ARGUMENT_CHARS).collect();
         format!(
-            "arguments {:?} are not valid JSON; pass an object keyed by parameter name, e.g. '{{\"key\":\"a\"}}'",
-            args.args
+            "arguments {shown:?}{} are not valid JSON; pass an object keyed by parameter name, e.g. '{{\"key\":\"a\"}}'",
+            if shown.len() < text.len() { "..." } else { "" }
         )
     })?;
     let tls = match &args.tls_ca {

@@ -157,20 +157,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = rt.block_on(async {
         let target: Arc<dyn Target> = if args.http {
             Arc::new(
-                HttpTarget::connect(&args.target, args.connections, service, method, &json, deadline)
-                    .await?,
+                HttpTarget::connect(
+                    &args.target,
+                    args.connections,
+                    service,
+                    method,
+                    &json,
+                    deadline,
+                )
+                .await?,
             )
         } else {
-            let Some(codec) = ebb_demo::service_codec(service) else {
-                bail!(
-                    "unknown service {service:?}: over RPC this build knows {} (over --http any service the target serves)",
-                    ebb_demo::SERVICE_NAMES.join(", ")
-                );
+            // A service this build knows is called typed; any other through
+            // the target's description of itself.
+            let (t, c) = (&args.target, args.connections);
+            let target = match ebb_demo::service_codec(service) {
+                Some(codec) => {
+                    RpcTarget::connect(t, c, codec, method, json.clone(), deadline).await?
+                }
+                None => {
+                    RpcTarget::connect_described(t, c, service, method, json.clone(), deadline)
+                        .await?
+                }
             };
-            Arc::new(
-                RpcTarget::connect(&args.target, args.connections, codec, method, json.clone(), deadline)
-                    .await?,
-            )
+            Arc::new(target)
         };
         let info = RunInfo {
             target: args.target.clone(),

@@ -34,3 +34,15 @@ pub fn incr(addr: std::net::SocketAddr, key: &str) -> u64 {
             .expect("one key cannot fill the store")
     })
 }
+
+/// Whether `e` means VMs cannot run on this machine (a skip) rather than
+/// that something broke (a failure). A kernel that could not be fetched is
+/// a failure, except without root, which fetching needs.
+pub fn vm_unavailable(e: &ebb_node::vm::VmError) -> bool {
+    use ebb_node::vm::VmError;
+    match e {
+        VmError::NoQemu(_) | VmError::NoBusybox(_) => true,
+        VmError::Kernel(_) => !ebb_testkit::is_root(),
+        _ => false,
+    }
+}

@@ -79,6 +79,20 @@ pub fn halfin_whitt_beta(p: f64) -> f64 {
     hi
 }
 
+/// z with P(N(0,1) > z) = p, by bisection on Φ; clamped to [0, 8].
+pub fn normal_upper_quantile(p: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 8.0f64);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if 1.0 - normal_cdf(mid) > p {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    hi
+}
+
 fn normal_pdf(x: f64) -> f64 {
     (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
 }
@@ -195,6 +209,13 @@ mod tests {
         // idle pool misses, so the answer is the bound.
         assert_eq!(servers_for(0.5, 3.0, 0.01, 50), 50);
         assert_eq!(servers_for(0.0, 1.0, 0.01, 10), 1);
+    }
+
+    #[test]
+    fn normal_quantiles_match_tables() {
+        assert!((normal_upper_quantile(0.01) - 2.326).abs() < 1e-3);
+        assert!((normal_upper_quantile(0.1) - 1.2816).abs() < 1e-3);
+        assert!(normal_upper_quantile(0.9) < 1e-9);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! computes a replica count.
 //!
 //! Every `sync` period (Kubernetes: 15 s) it averages the metric over the
-//! ready nodes since the last sync (utilisation, or requests in flight per
-//! node) and sets `desired = ceil(ready × metric / target)`, nothing if the
+//! ready nodes since the last sync (utilisation, requests in flight or
+//! waiting per node, or the p99 latency as an external metric) and sets `desired = ceil(ready × metric / target)`, nothing if the
 //! ratio is within `tolerance` (10%) of 1. Scaling up, booting nodes count
 //! with a metric of 0 (Kubernetes' rule for unready pods), so a boot in
 //! progress is not paid for twice. Scaling down takes the largest
@@ -18,6 +18,7 @@ use ebb_core::{Instant, Nanos, Rng};
 
 pub const DEFAULT_UTILISATION_TARGET: f64 = 0.8;
 pub const DEFAULT_IN_FLIGHT_TARGET: f64 = 4.0;
+pub const DEFAULT_QUEUE_TARGET: f64 = 1.0;
 pub const DEFAULT_TOLERANCE: f64 = 0.1;
 pub const DEFAULT_SYNC: Nanos = Nanos::from_secs(15);
 pub const DEFAULT_DOWN_WINDOW: Nanos = Nanos::from_secs(300);
@@ -32,6 +33,11 @@ pub enum Metric {
     Utilisation,
     /// Requests queued or in service per node (a custom metric).
     InFlight,
+    /// Requests waiting per node, averaged over ticks (a custom metric).
+    Queue,
+    /// The p99 response time, seconds (an external metric: not per node,
+    /// but the ratio to its target scales the pool the same way).
+    Latency,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,6 +69,9 @@ pub struct Hpa {
     /// seconds) and ready node-seconds.
     metric_sum: f64,
     node_secs: f64,
+    /// Since the last sync, for the latency metric: p99 × seconds, seconds.
+    latency_sum: f64,
+    latency_secs: f64,
     recommendations: Window,
 }
 
@@ -73,6 +82,8 @@ impl Hpa {
             last_sync: None,
             metric_sum: 0.0,
             node_secs: 0.0,
+            latency_sum: 0.0,
+            latency_secs: 0.0,
             recommendations: Window::new(),
         }
     }
@@ -82,12 +93,13 @@ impl ScalePolicy for Hpa {
     fn name(&self) -> String {
         let c = &self.cfg;
         let metric = match c.metric {
-            Metric::Utilisation => "util",
-            Metric::InFlight => "inflight",
+            Metric::Utilisation => format!("util={}", c.target),
+            Metric::InFlight => format!("inflight={}", c.target),
+            Metric::Queue => format!("queue={}", c.target),
+            Metric::Latency => format!("p99={}", format_duration(Nanos::from_secs_f64(c.target))),
         };
         format!(
-            "hpa:{metric}={}:tolerance={}:sync={}:down={}",
-            c.target,
+            "hpa:{metric}:tolerance={}:sync={}:down={}",
             c.tolerance,
             format_duration(c.sync),
             format_duration(c.down_window)
@@ -97,23 +109,38 @@ impl ScalePolicy for Hpa {
     fn decide(&mut self, s: &Signals, now: Instant, _rng: &mut Rng) -> Decision {
         let serving = f64::from(s.nodes.ready + s.nodes.draining);
         self.node_secs += serving * s.tick.as_secs_f64();
+        let tick = s.tick.as_secs_f64();
         self.metric_sum += match self.cfg.metric {
             Metric::Utilisation => s.busy.as_secs_f64(),
             Metric::InFlight => s.response_sum.as_secs_f64(),
+            Metric::Queue => s.queued as f64 * tick,
+            Metric::Latency => 0.0,
         };
+        if let Some(p99) = s.p99 {
+            self.latency_sum += p99.as_secs_f64() * tick;
+            self.latency_secs += tick;
+        }
         let last = *self.last_sync.get_or_insert(now);
         if now.saturating_since(last) < self.cfg.sync && now != last {
             return Decision::hold(s, Reason::Hold);
         }
         self.last_sync = Some(now);
         let (sum, node_secs) = (self.metric_sum, self.node_secs);
+        let (lat_sum, lat_secs) = (self.latency_sum, self.latency_secs);
         self.metric_sum = 0.0;
         self.node_secs = 0.0;
+        self.latency_sum = 0.0;
+        self.latency_secs = 0.0;
         let current = s.nodes.current();
-        if s.nodes.ready == 0 || node_secs <= 0.0 {
+        let no_latency = self.cfg.metric == Metric::Latency && lat_secs <= 0.0;
+        if s.nodes.ready == 0 || node_secs <= 0.0 || no_latency {
             return Decision::hold(s, Reason::NoSignal);
         }
-        let metric = sum / node_secs;
+        let metric = if self.cfg.metric == Metric::Latency {
+            lat_sum / lat_secs
+        } else {
+            sum / node_secs
+        };
         let ready = f64::from(s.nodes.ready);
         let mut ratio = metric / self.cfg.target;
         let (mut desired, mut reason) = (current, Reason::WithinTolerance);
@@ -218,6 +245,25 @@ mod tests {
         // 301 s after the last recommendation of 10, it may go.
         let d = h.decide(&signals(10, 0.3), at_secs(301), &mut rng);
         assert_eq!((d.target_nodes, d.reason), (5, Reason::Down));
+    }
+
+    #[test]
+    fn latency_scales_by_its_ratio_to_the_target() {
+        let mut rng = Rng::seeded(1);
+        let mut h = Hpa::new(HpaConfig {
+            metric: Metric::Latency,
+            target: 0.1,
+            sync: Nanos::from_secs(1),
+            ..HpaConfig::default()
+        });
+        // p99 150 ms against 100 ms on 4 nodes: ceil(4 × 1.5) = 6.
+        let mut s = signals(4, 0.5);
+        s.p99 = Some(Nanos::from_millis(150));
+        let d = h.decide(&s, at_secs(1), &mut rng);
+        assert_eq!((d.target_nodes, d.reason), (6, Reason::Up));
+        // No completions, no p99: nothing to go on.
+        s.p99 = None;
+        assert_eq!(h.decide(&s, at_secs(2), &mut rng).reason, Reason::NoSignal);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::ScalePolicy;
 use super::fixed::Fixed;
-use super::hpa::{DEFAULT_IN_FLIGHT_TARGET, Hpa, HpaConfig, Metric};
+use super::hpa::{DEFAULT_IN_FLIGHT_TARGET, DEFAULT_QUEUE_TARGET, Hpa, HpaConfig, Metric};
 use super::kpa::{Kpa, KpaConfig};
 use super::queue::{QueueConfig, QueueModel};
 use crate::balance::parse::duration;
@@ -13,8 +13,9 @@ pub const SCALE_POLICY_NAMES: &[&str] = &["hpa", "kpa", "queue", "none"];
 
 /// The full grammar, shown in errors and `--help`.
 pub const SCALE_SYNTAX: &str = "none | \
-     hpa[:util=F|:inflight=F][:tolerance=F][:sync=DUR][:down=DUR] \
-     (Kubernetes HPA: utilisation target 0.8 or in-flight per node, tolerance 0.1, sync 15s, down-scale window 300s) | \
+     hpa[:util=F|:inflight=F|:queue=F|:p99=DUR][:tolerance=F][:sync=DUR][:down=DUR] \
+     (Kubernetes HPA on one metric: utilisation (default, target 0.8), in flight or waiting per node, or p99 latency; \
+     tolerance 0.1, sync 15s, down-scale window 300s) | \
      kpa[:target=F][:stable=DUR][:panic=DUR][:threshold=F] \
      (Knative KPA: concurrency per node 0.7, stable 60s, panic 6s, panic at 2× ready) | \
      queue[:miss=F][:objective=DUR][:smooth=DUR][:down=DUR][:value=F][:nolookahead] \
@@ -67,23 +68,27 @@ pub fn parse(spec: &str) -> Result<Box<dyn ScalePolicy + Send>, ScaleParseError>
             let mut metric_set = false;
             for (k, v) in opts {
                 match k {
-                    "util" | "inflight" if !metric_set => {
+                    "util" | "inflight" | "queue" | "p99" if !metric_set => {
                         metric_set = true;
-                        c.metric = if k == "util" {
-                            Metric::Utilisation
-                        } else {
-                            Metric::InFlight
+                        c.metric = match k {
+                            "util" => Metric::Utilisation,
+                            "inflight" => Metric::InFlight,
+                            "queue" => Metric::Queue,
+                            _ => Metric::Latency,
                         };
-                        c.target = if v.is_empty() && k == "inflight" {
-                            DEFAULT_IN_FLIGHT_TARGET
-                        } else if v.is_empty() {
-                            c.target
-                        } else {
-                            number(k, v, |x| x > 0.0)?
+                        c.target = match (k, v.is_empty()) {
+                            ("util", true) => c.target,
+                            ("inflight", true) => DEFAULT_IN_FLIGHT_TARGET,
+                            ("queue", true) => DEFAULT_QUEUE_TARGET,
+                            ("p99", true) => {
+                                return Err(bad("`p99` needs a target such as p99=100ms".into()));
+                            }
+                            ("p99", false) => dur(v)?.as_secs_f64(),
+                            _ => number(k, v, |x| x > 0.0)?,
                         };
                     }
-                    "util" | "inflight" => {
-                        return Err(bad("give one metric, util or inflight".into()));
+                    "util" | "inflight" | "queue" | "p99" => {
+                        return Err(bad("give one metric: util, inflight, queue or p99".into()));
                     }
                     "tolerance" => c.tolerance = number(k, v, |x| (0.0..1.0).contains(&x))?,
                     "sync" => c.sync = dur(v)?,
@@ -144,6 +149,8 @@ mod tests {
             "hpa:util=0.6",
             "hpa:inflight=3:sync=5s:down=60s:tolerance=0.05",
             "hpa:inflight",
+            "hpa:queue=2",
+            "hpa:p99=150ms",
             "kpa",
             "kpa:target=2:stable=30s:panic=3s:threshold=3",
             "queue",

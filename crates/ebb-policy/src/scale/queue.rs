@@ -16,6 +16,12 @@
 //! largest recommendation of the last `down` window (30 s), a short
 //! hysteresis because the model, not the metric, sets the target.
 //!
+//! The rate is provisioned at its upper (1 − `miss`) quantile under the
+//! forecast's own error (the smoothed square of how far each tick's
+//! prediction missed the smoothed rate, so one-tick spikes and Poisson
+//! noise hardly count): a model that has been wrong keeps
+//! more spare, and a surge widens the margin until the estimate catches up.
+//!
 //! Requests queued beyond what the ready nodes serve within the objective
 //! add the load of serving them within one boot time and a tick, so a backlog built while nodes booted is worked off
 //! rather than left to miss.
@@ -29,7 +35,9 @@
 //! to its limit (no boot wait), and nodes are added only beyond that; when
 //! load falls, capacity shrinks to 1 before nodes go.
 
-use super::erlang::{erlang_b, erlang_c_from_b, response_exceeds, servers_for};
+use super::erlang::{
+    erlang_b, erlang_c_from_b, normal_upper_quantile, response_exceeds, servers_for,
+};
 use super::window::Window;
 use super::{Decision, Reason, ScalePolicy, Signals};
 use crate::balance::parse::format_duration;
@@ -83,6 +91,10 @@ pub struct QueueModel {
     service: Option<f64>,
     /// Ticks the service estimate has averaged over.
     service_ticks: u32,
+    /// What the last tick predicted this tick's rate would be, and the
+    /// smoothed square of how far off such predictions were.
+    predicted: Option<f64>,
+    error_var: f64,
     recommendations: Window,
 }
 
@@ -94,6 +106,8 @@ impl QueueModel {
             trend: 0.0,
             service: None,
             service_ticks: 0,
+            predicted: None,
+            error_var: 0.0,
             recommendations: Window::new(),
         }
     }
@@ -157,6 +171,10 @@ impl ScalePolicy for QueueModel {
         let rate = prev + w * (observed - prev);
         self.trend += w * ((rate - prev) / dt - self.trend);
         self.rate = Some(rate);
+        if let Some(p) = self.predicted {
+            self.error_var += w * ((rate - p).powi(2) - self.error_var);
+        }
+        self.predicted = Some(rate + self.trend.max(0.0) * dt);
         let Some(service) = self.service else {
             return Decision::hold(s, Reason::NoSignal).with("rate", rate);
         };
@@ -165,7 +183,12 @@ impl ScalePolicy for QueueModel {
         } else {
             0.0
         };
-        let forecast = rate + lead;
+        // Headroom for the forecast's own error: the rate is provisioned at
+        // its upper (1 − miss) quantile, so a model that has been wrong
+        // lately keeps more spare, and a knob that asks for fewer misses
+        // also asks for more certainty.
+        let headroom = normal_upper_quantile(self.cfg.miss) * self.error_var.sqrt();
+        let forecast = rate + lead + headroom;
         // Work already queued must be served on top of new arrivals; spread
         // over the time a node started now needs to help (a boot and a tick).
         // Only the queue beyond what the ready nodes serve within the
@@ -205,7 +228,9 @@ impl ScalePolicy for QueueModel {
                 .unwrap_or(servers);
         }
         // Scale up first, out beyond the per-node limit.
-        let nodes_now = s.nodes.current().max(1);
+        // Capacity is spread over the ready nodes only: booting ones cannot
+        // serve yet, so giving them the capacity would leave it idle.
+        let nodes_now = s.nodes.ready.max(1);
         let capacity = servers.div_ceil(nodes_now).clamp(1, max_cap);
         let wanted = servers.div_ceil(capacity);
         self.recommendations
@@ -235,6 +260,7 @@ impl ScalePolicy for QueueModel {
             inputs: Vec::new(),
         }
         .with("rate", rate)
+        .with("headroom", headroom)
         .with("forecast", forecast)
         .with("service_s", service)
         .with("backlog_erlangs", backlog)

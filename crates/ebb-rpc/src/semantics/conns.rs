@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use ebb_core::ClientId;
+use ebb_core::{ClientId, Instant, Nanos};
 
 /// Names one transport connection for the server session. Assigned by
 /// [`super::ServerSession::open_connection`], never reused by one session.
@@ -29,6 +29,9 @@ pub enum ConnRefusal {
 #[derive(Debug)]
 struct Conn {
     peer: IpAddr,
+    opened_at: Instant,
+    /// When a message was last admitted from it; `None` before the first.
+    last_heard: Option<Instant>,
     /// Calls admitted on this connection and not yet completed.
     in_flight: usize,
     /// The client ids this connection has spoken for, at most
@@ -55,6 +58,7 @@ impl Conns {
     pub fn open(
         &mut self,
         peer: IpAddr,
+        now: Instant,
         max_total: usize,
         max_per_peer: usize,
     ) -> Result<ConnId, ConnRefusal> {
@@ -72,6 +76,8 @@ impl Conns {
             id,
             Conn {
                 peer,
+                opened_at: now,
+                last_heard: None,
                 in_flight: 0,
                 clients: Vec::new(),
             },
@@ -100,6 +106,30 @@ impl Conns {
 
     pub fn is_open(&self, id: ConnId) -> bool {
         self.conns.contains_key(&id)
+    }
+
+    /// Notes that `id` was heard from at `now`.
+    pub fn heard(&mut self, id: ConnId, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.last_heard = Some(c.last_heard.map_or(now, |t| t.max(now)));
+        }
+    }
+
+    /// Connections silent past their bound at `now`, in id order: never
+    /// heard from within `handshake` of opening, or not heard from within
+    /// `idle` since last heard. Walks every connection.
+    pub fn silent(&self, now: Instant, handshake: Nanos, idle: Nanos) -> Vec<ConnId> {
+        let mut out: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.last_heard {
+                None => c.opened_at + handshake <= now,
+                Some(t) => t + idle <= now,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     pub fn peer(&self, id: ConnId) -> Option<IpAddr> {

@@ -56,6 +56,14 @@ pub const HEARTBEAT_SILENCE: Nanos = Nanos::from_secs(5);
 /// Default bound on client sessions a server keeps at-most-once state for.
 pub const MAX_CLIENTS: usize = 4096;
 
+/// Default bound on the payload bytes of the replies one client session
+/// has saved (for resends). With `MAX_CLIENTS` sessions the table's saved
+/// payloads stay below 4 GiB (plus at most 256 entries' fixed overhead per
+/// session); a reply that does not fit is sent but saved as
+/// `OutcomeUnknown`, so a resend learns the call ran and will not run
+/// again.
+pub const MAX_SAVED_REPLY_BYTES_PER_CLIENT: usize = 1024 * 1024;
+
 /// Default bound on client sessions opened from one peer (IP address), so
 /// one caller cannot fill the table and hold every at-most-once call of
 /// everyone else off until its sessions expire.
@@ -77,6 +85,16 @@ pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// Frames from further ids get no reply route and are refused, so the route
 /// table stays bounded by connections times this.
 pub const MAX_CLIENTS_PER_CONN: usize = 64;
+
+/// Default time a new connection has to send its first message (the
+/// handshake ping); a connection silent that long is closed, so sockets
+/// that never speak cannot hold connection slots.
+pub const HANDSHAKE_TIMEOUT: Nanos = Nanos::from_secs(5);
+
+/// Default time a connection may stay silent after its handshake before it
+/// is closed. Live clients ping every `HEARTBEAT_INTERVAL` (1 s), so only a
+/// gone or stuck client reaches it.
+pub const IDLE_TIMEOUT: Nanos = Nanos::from_secs(30);
 
 /// Default idle time after which a client's session on a server may be
 /// evicted to make room for another. Safe because the server then answers

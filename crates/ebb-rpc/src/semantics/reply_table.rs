@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::MAX_REPLIES_PER_CLIENT;
-use crate::wire::{Reply, Seq};
+use crate::wire::{Outcome, Reply, Seq};
 
 /// What the table knows about one call of a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct ClientState {
     pub last_active: Instant,
     /// Calls in `[ack_below, ack_below + MAX_REPLIES_PER_CLIENT)`.
     pub entries: BTreeMap<Seq, Entry>,
+    /// Payload bytes of the saved replies in `entries`.
+    pub saved_bytes: usize,
 }
 
 impl ClientState {
@@ -50,9 +52,37 @@ impl ClientState {
                 if *entry.key() >= ack_below {
                     break;
                 }
-                entry.remove();
+                if let Entry::Done(reply) = entry.remove() {
+                    self.saved_bytes -= reply.payload.len();
+                }
             }
         }
+    }
+
+    /// Saves `reply` as the outcome of `seq`, keeping the saved payload
+    /// bytes within `max_bytes`: a reply that does not fit is replaced by an
+    /// `OutcomeUnknown` without payload (the call ran; a resend learns that
+    /// it will not run again, not its result). Returns whether the reply
+    /// itself was kept.
+    pub fn save(&mut self, seq: Seq, reply: Reply, max_bytes: usize) -> bool {
+        let len = reply.payload.len();
+        let (kept, reply) = if self.saved_bytes + len <= max_bytes {
+            (true, reply)
+        } else {
+            let dropped = Reply {
+                outcome: Outcome::OutcomeUnknown,
+                payload: bytes::Bytes::from_static(
+                    b"the call ran, but its reply was over the server's saved-reply bytes per client",
+                ),
+                ..reply
+            };
+            (false, dropped)
+        };
+        self.saved_bytes += reply.payload.len();
+        if let Some(Entry::Done(old)) = self.entries.insert(seq, Entry::Done(reply)) {
+            self.saved_bytes -= old.payload.len();
+        }
+        kept
     }
 }
 
@@ -138,6 +168,7 @@ impl ReplyTable {
                     ack_below: Seq(0),
                     last_active: now,
                     entries: BTreeMap::new(),
+                    saved_bytes: 0,
                 },
             );
             self.idle.insert((now, client));
@@ -221,6 +252,20 @@ impl ReplyTable {
             ));
         }
         for (client, state) in &self.clients {
+            let saved: usize = state
+                .entries
+                .values()
+                .map(|e| match e {
+                    Entry::Done(r) => r.payload.len(),
+                    Entry::Running => 0,
+                })
+                .sum();
+            if saved != state.saved_bytes {
+                return Err(format!(
+                    "{client} counts {} saved bytes, holds {saved}",
+                    state.saved_bytes
+                ));
+            }
             let window = state.ack_below..state.ack_below.plus(MAX_REPLIES_PER_CLIENT);
             if let Some((&seq, _)) = state.entries.iter().find(|(s, _)| !window.contains(s)) {
                 return Err(format!(

@@ -29,8 +29,9 @@ use ebb_core::{ClientId, Instant, Nanos};
 use super::conns::{ConnId, ConnRefusal, Conns};
 use super::reply_table::{Entry, ReplyTable, TableFull};
 use super::{
-    MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER,
-    MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
+    HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
+    MAX_SAVED_REPLY_BYTES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
 };
 use crate::wire::{
     Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
@@ -55,6 +56,14 @@ pub struct ServerConfig {
     pub max_connections_per_peer: usize,
     pub max_in_flight_per_conn: usize,
     pub max_clients_per_conn: usize,
+    /// Payload bytes of saved replies one client session may hold; a reply
+    /// beyond it is answered live but saved as `OutcomeUnknown`.
+    pub max_saved_reply_bytes_per_client: usize,
+    /// A connection that sends nothing this long after opening is closed.
+    pub handshake_timeout: Nanos,
+    /// A connection that sends nothing this long after its last message is
+    /// closed.
+    pub idle_timeout: Nanos,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +76,9 @@ impl Default for ServerConfig {
             max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
             max_in_flight_per_conn: MAX_IN_FLIGHT_PER_CONN,
             max_clients_per_conn: MAX_CLIENTS_PER_CONN,
+            max_saved_reply_bytes_per_client: MAX_SAVED_REPLY_BYTES_PER_CLIENT,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 }
@@ -122,6 +134,8 @@ pub struct ServerStats {
     pub refused_clients_per_conn: u64,
     pub refused_handshakes: u64,
     pub refused_connections: u64,
+    /// Connections closed for silence (handshake or idle timeout).
+    pub closed_silent: u64,
     /// Calls whose method panicked.
     pub panicked: u64,
 }
@@ -232,9 +246,10 @@ impl ServerSession {
     /// A transport accepted a connection from `peer`: admit it, or refuse it
     /// (then the transport sends the refusal and closes; nothing from it is
     /// read, so nothing runs).
-    pub fn open_connection(&mut self, peer: IpAddr) -> Result<ConnId, ConnRefusal> {
+    pub fn open_connection(&mut self, peer: IpAddr, now: Instant) -> Result<ConnId, ConnRefusal> {
         let opened = self.conns.open(
             peer,
+            now,
             self.config.max_connections,
             self.config.max_connections_per_peer,
         );
@@ -242,6 +257,21 @@ impl ServerSession {
             self.stats.refused_connections += 1;
         }
         opened
+    }
+
+    /// Connections to close at `now` for silence (no handshake within
+    /// `handshake_timeout`, nothing within `idle_timeout`), already closed
+    /// here: the transport tells each why and drops it. Call it now and
+    /// then; it walks every connection.
+    pub fn close_silent(&mut self, now: Instant) -> Vec<ConnId> {
+        let silent =
+            self.conns
+                .silent(now, self.config.handshake_timeout, self.config.idle_timeout);
+        for &id in &silent {
+            self.conns.close(id);
+        }
+        self.stats.closed_silent += silent.len() as u64;
+        silent
     }
 
     /// The connection is gone. Its running calls still complete (and are
@@ -255,6 +285,7 @@ impl ServerSession {
         if !self.conns.is_open(conn) {
             return Action::Drop;
         }
+        self.conns.heard(conn, now);
         let action = match message.into() {
             Message::Request(req) => {
                 let routed = self
@@ -425,7 +456,8 @@ impl ServerSession {
                 );
                 reply.load = load;
                 if !self.planted_unrecorded_refusal {
-                    state.entries.insert(req.seq, Entry::Done(reply.clone()));
+                    // A refusal's message is far below any byte bound.
+                    state.save(req.seq, reply.clone(), usize::MAX);
                 }
                 self.count_refusal(why);
                 Action::Reply(Message::Reply(reply))
@@ -474,10 +506,14 @@ impl ServerSession {
             // A session evicted meanwhile has nothing to record into; its
             // client will get `OutcomeUnknown` for this call if it asks again.
             if let Some(state) = self.table.touch(key.client, now)
-                && let Some(entry) = state.entries.get_mut(&key.seq)
+                && let Some(entry) = state.entries.get(&key.seq)
             {
                 debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
-                *entry = Entry::Done(reply.clone());
+                state.save(
+                    key.seq,
+                    reply.clone(),
+                    self.config.max_saved_reply_bytes_per_client,
+                );
             }
         }
         self.debug_check();

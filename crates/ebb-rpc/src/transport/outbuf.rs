@@ -103,6 +103,20 @@ impl OutBuf {
         }
     }
 
+    /// Waits until the buffer is closed (by [`OutBuf::close`] or a failed
+    /// write), so a reader can stop when its connection is closed for it.
+    pub async fn wait_closed(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
     /// The writer task's body: ships pending bytes until closed or the socket
     /// fails. Marks the buffer closed on exit so producers stop at once.
     pub async fn drain_into(&self, mut sock: WriteSide) -> std::io::Result<()> {

@@ -77,6 +77,30 @@ impl<D> Core<D> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Closes the connections the session finds silent: each is told why,
+    /// and its writer flushes that and shuts the socket, which also stops
+    /// its reader.
+    fn close_silent(&self) {
+        let now = self.now();
+        let closing: Vec<Arc<OutBuf>> = {
+            let mut shared = self.lock();
+            let silent = shared.session.close_silent(now);
+            silent
+                .iter()
+                .filter_map(|id| shared.outs.remove(id))
+                .collect()
+        };
+        let notice = frames::connection_error(
+            self.incarnation,
+            ConnErrorKind::Timeout,
+            "nothing heard within the handshake or idle timeout".to_owned(),
+        );
+        for out in closing {
+            let _ = out.push_with(|b| frames::append(&self.codec, &notice, b));
+            out.close();
+        }
+    }
+
     /// Records a finished call and sends its reply to its client's route.
     /// A reply for `local`'s connection is appended to its batch instead,
     /// so the replies of one read leave with one push and one write.
@@ -227,11 +251,17 @@ impl<D: ServiceDispatch> Server<D> {
     /// Serves until accepting fails for good. Transient accept errors (a
     /// client that reset before we accepted, running out of descriptors)
     /// are skipped, not fatal. Idle client sessions are expired as it goes,
-    /// every quarter of the configured session expiry.
+    /// every quarter of the configured session expiry, and silent
+    /// connections are closed every quarter of the shorter of the
+    /// handshake and idle timeouts.
     pub async fn run(self) -> Result<(), TransportError> {
-        let expiry = self.core.lock().session.config().session_expiry;
-        let sweep = (Duration::from(expiry) / 4).max(Duration::from_millis(MIN_SWEEP_INTERVAL_MS));
-        let mut sweeps = tokio::time::interval(sweep);
+        let config = *self.core.lock().session.config();
+        let quarter = |n: ebb_core::Nanos| {
+            (Duration::from(n) / 4).max(Duration::from_millis(MIN_SWEEP_INTERVAL_MS))
+        };
+        let mut sweeps = tokio::time::interval(quarter(config.session_expiry));
+        let mut conn_sweeps =
+            tokio::time::interval(quarter(config.handshake_timeout.min(config.idle_timeout)));
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
@@ -240,13 +270,18 @@ impl<D: ServiceDispatch> Server<D> {
                     self.core.lock().session.expire_idle(now);
                     continue;
                 }
+                _ = conn_sweeps.tick() => {
+                    self.core.close_silent();
+                    continue;
+                }
             };
             let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return Err(TransportError::Accept(e)),
             };
-            let opened = self.core.lock().session.open_connection(peer.ip());
+            let now = self.core.now();
+            let opened = self.core.lock().session.open_connection(peer.ip(), now);
             match opened {
                 Ok(conn) => {
                     let core = Arc::clone(&self.core);
@@ -329,7 +364,14 @@ async fn serve_connection<D: ServiceDispatch>(
             buf.reserve(READ_CHUNK_BYTES);
         }
         out.wait_below(MAX_PENDING_WRITE_BYTES / 2).await;
-        match read.read_buf(&mut buf).await {
+        if out.is_closed() {
+            break;
+        }
+        let got = tokio::select! {
+            r = read.read_buf(&mut buf) => r,
+            () = out.wait_closed() => break,
+        };
+        match got {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }

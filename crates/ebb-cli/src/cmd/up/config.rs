@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use ebb_core::Nanos;
 use ebb_gateway::{GatewayConfig, PoolConfig};
 use ebb_policy::admission::{AdmissionConfig, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS};
+use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 use serde::Deserialize;
 
@@ -32,6 +33,27 @@ pub struct File {
     pub retry: Retry,
     #[serde(default)]
     pub autoscale: Autoscale,
+    #[serde(default)]
+    pub outlier: Outlier,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub base_ejection_ms: u64,
+    pub max_ejected_fraction: f64,
+}
+
+impl Default for Outlier {
+    fn default() -> Outlier {
+        let d = OutlierConfig::default();
+        Outlier {
+            consecutive_failures: d.consecutive_failures,
+            base_ejection_ms: d.base_ejection.as_millis(),
+            max_ejected_fraction: d.max_ejected_fraction,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,6 +400,28 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         ));
     }
     let autoscale = (scale.policy.trim() != "none").then(|| scale.policy.clone());
+    let o = &file.outlier;
+    if o.consecutive_failures == 0 {
+        return Err(bad(
+            "outlier.consecutive_failures",
+            0,
+            "a positive count of failures in a row",
+        ));
+    }
+    if o.base_ejection_ms == 0 {
+        return Err(bad(
+            "outlier.base_ejection_ms",
+            0,
+            "a positive number of milliseconds",
+        ));
+    }
+    if !(0.0..=1.0).contains(&o.max_ejected_fraction) {
+        return Err(bad(
+            "outlier.max_ejected_fraction",
+            o.max_ejected_fraction,
+            "a fraction of the nodes from 0.0 (never eject) to 1.0",
+        ));
+    }
     let gateway = GatewayConfig {
         rpc_addr: file.gateway.rpc.clone(),
         http_addr: file.gateway.http.clone(),
@@ -392,6 +436,11 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             ratio: r.budget_ratio,
             floor_per_sec: r.floor_per_sec,
             window: Nanos::from_millis(r.window_ms),
+        },
+        outlier: OutlierConfig {
+            consecutive_failures: o.consecutive_failures,
+            base_ejection: Nanos::from_millis(o.base_ejection_ms),
+            max_ejected_fraction: o.max_ejected_fraction,
         },
         pool: PoolConfig {
             initial: p.initial,

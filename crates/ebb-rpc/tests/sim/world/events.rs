@@ -159,7 +159,7 @@ impl World {
                     return Ok(());
                 }
                 if let Some(server) = self.servers[s].as_mut() {
-                    let opened = server.open_connection(peer_of(c));
+                    let opened = server.open_connection(peer_of(c), self.now);
                     let incarnation = server.incarnation();
                     let conn = &mut self.conns[c][s];
                     conn.up = true;

@@ -1,0 +1,316 @@
+//! Drives a `ServerSession` and two `ClientSession`s with a sequence of
+//! operations decoded from arbitrary bytes: well-formed traffic between
+//! them and arbitrary messages from nowhere, connections opened and closed,
+//! calls completed in any order, time moving. After every step both
+//! sessions' `check()` must hold; a panic anywhere is a failure too.
+//!
+//! Shared by the proptest in `tests/session_fuzz.rs` and the cargo-fuzz
+//! target `fuzz/fuzz_targets/sessions.rs`, so both explore the same space.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use bytes::Bytes;
+use ebb_core::{ClientId, Instant, Nanos};
+use ebb_rpc::semantics::{
+    Action, CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
+};
+use ebb_rpc::wire::{
+    ConnError, ConnErrorKind, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request,
+    Seq,
+};
+
+const CLIENTS: usize = 2;
+/// Bound on operations per input, so one input runs in bounded time.
+pub const MAX_OPS: usize = 512;
+
+/// Reads bytes as small numbers; past the end, zeros.
+struct Bytes8<'a>(&'a [u8]);
+
+impl Bytes8<'_> {
+    fn next(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::from(self.next()) % n.max(1)
+    }
+}
+
+struct World {
+    now: Instant,
+    server: ServerSession,
+    clients: Vec<ClientSession>,
+    /// Each client's connection on the server, if any.
+    conns: Vec<Option<ConnId>>,
+    /// Other connections (from nowhere).
+    strays: Vec<ConnId>,
+    executing: Vec<CallKey>,
+    started: Vec<(usize, CallId)>,
+}
+
+fn peer(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, n as u8))
+}
+
+fn server_config() -> ServerConfig {
+    ServerConfig {
+        max_clients: 3,
+        session_expiry: Nanos::from_millis(100),
+        max_sessions_per_peer: 2,
+        max_connections: 4,
+        max_connections_per_peer: 3,
+        max_in_flight_per_conn: 2,
+        max_clients_per_conn: 2,
+        max_saved_reply_bytes_per_client: 4,
+        handshake_timeout: Nanos::from_millis(50),
+        idle_timeout: Nanos::from_millis(200),
+    }
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        max_outstanding_calls: 8,
+        retransmit_after: Nanos::from_millis(5),
+        max_retransmit_interval: Nanos::from_millis(40),
+        max_retransmits: 3,
+        heartbeat_interval: Nanos::from_millis(20),
+        heartbeat_silence: Nanos::from_millis(100),
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let now = Instant::EPOCH;
+        World {
+            now,
+            server: ServerSession::new(Incarnation::at_least_one(7), server_config()),
+            clients: (0..CLIENTS)
+                .map(|c| ClientSession::new(ClientId(c as u128 + 1), client_config(), now))
+                .collect(),
+            conns: vec![None; CLIENTS],
+            strays: Vec::new(),
+            executing: Vec::new(),
+            started: Vec::new(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.server.check()?;
+        for c in &self.clients {
+            c.check()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the server's answer to `c` (or drops it).
+    fn answer(&mut self, c: Option<usize>, action: Action) {
+        match action {
+            Action::Execute(inc) => self.executing.push(inc.key),
+            Action::Reply(m) => {
+                if let Some(c) = c {
+                    self.clients[c].handle_message(m, self.now);
+                }
+            }
+            Action::Wait | Action::Drop => {}
+        }
+    }
+
+    /// Moves client `c`'s queued messages to the server.
+    fn flush(&mut self, c: usize) {
+        while let Some(m) = self.clients[c].poll_transmit() {
+            if let Some(conn) = self.conns[c] {
+                let action = self.server.admit(conn, m, self.now);
+                self.answer(Some(c), action);
+            }
+        }
+        while self.clients[c].poll_event().is_some() {}
+        if self.clients[c].poll_close() {
+            if let Some(conn) = self.conns[c].take() {
+                self.server.close_connection(conn);
+            }
+        }
+    }
+
+    fn step(&mut self, b: &mut Bytes8<'_>) {
+        let c = b.below(CLIENTS);
+        match b.next() % 11 {
+            0 => {
+                self.now += Nanos::from_millis(u64::from(b.next()));
+                for id in self.server.close_silent(self.now) {
+                    for conn in &mut self.conns {
+                        if *conn == Some(id) {
+                            *conn = None;
+                        }
+                    }
+                    self.strays.retain(|s| *s != id);
+                }
+                self.server.expire_idle(self.now);
+                for c in 0..CLIENTS {
+                    self.clients[c].handle_timeout(self.now);
+                }
+            }
+            1 => {
+                if self.conns[c].is_none()
+                    && let Ok(id) = self.server.open_connection(peer(c), self.now)
+                {
+                    self.conns[c] = Some(id);
+                    self.clients[c].handle_connected(self.now);
+                }
+            }
+            2 => {
+                if let Some(id) = self.conns[c].take() {
+                    self.server.close_connection(id);
+                }
+                self.clients[c].handle_disconnect(self.now);
+            }
+            3 => {
+                let method = b.next() % 4;
+                let idempotent = b.next() % 2 == 0;
+                let deadline = self.now + Nanos::from_millis(u64::from(b.next()));
+                let payload = Bytes::from(vec![b.next()]);
+                if let Ok(id) = self.clients[c].start_call(
+                    u16::from(method),
+                    idempotent,
+                    payload,
+                    deadline,
+                    self.now,
+                ) {
+                    self.started.push((c, id));
+                }
+            }
+            4 => {}
+            5 if !self.executing.is_empty() => {
+                let key = self.executing.swap_remove(b.below(self.executing.len()));
+                let outcome = match b.next() % 4 {
+                    0 => Outcome::Panicked,
+                    1 => Outcome::AppError,
+                    2 => Outcome::Refused(Refusal::Overloaded),
+                    _ => Outcome::Ok,
+                };
+                let payload = Bytes::from(vec![0u8; b.below(4)]);
+                let (reply, route) = self.server.complete(key, outcome, payload, self.now);
+                let to = (0..CLIENTS).find(|&c| route.is_some() && self.conns[c] == route);
+                if let Some(c) = to {
+                    self.clients[c].handle_message(Message::Reply(reply), self.now);
+                }
+            }
+            6 => {
+                // A message from nowhere, on a stray connection.
+                if b.next() % 4 == 0 || self.strays.is_empty() {
+                    if let Ok(id) = self.server.open_connection(peer(9), self.now) {
+                        self.strays.push(id);
+                    }
+                }
+                if let Some(&conn) = self.strays.get(b.below(self.strays.len())) {
+                    let m = stray_request(b);
+                    let action = self.server.admit(conn, m, self.now);
+                    self.answer(None, action);
+                }
+            }
+            7 => {
+                let m = stray_answer(b, self.clients[c].client_id());
+                self.clients[c].handle_message(m, self.now);
+            }
+            8 if !self.started.is_empty() => {
+                let (c, id) = self.started[b.below(self.started.len())];
+                if b.next() % 2 == 0 {
+                    self.clients[c].cancel(id);
+                } else {
+                    self.clients[c].take_idempotent(id);
+                }
+            }
+            9 => {
+                if let Some(&id) = self.strays.first() {
+                    self.server.close_connection(id);
+                    self.strays.remove(0);
+                }
+            }
+            _ => {}
+        }
+        for c in 0..CLIENTS {
+            self.flush(c);
+        }
+    }
+}
+
+fn seq(b: &mut Bytes8<'_>) -> Seq {
+    Seq(u64::from(b.next() % 8))
+}
+
+fn incarnation(b: &mut Bytes8<'_>) -> Option<Incarnation> {
+    Incarnation::new(u64::from(b.next() % 3) * 7)
+}
+
+fn stray_request(b: &mut Bytes8<'_>) -> Message {
+    let client = ClientId(u128::from(b.next() % 4));
+    match b.next() % 3 {
+        0 => Message::Ping(Ping {
+            client,
+            floor: seq(b),
+            ack_below: seq(b),
+            incarnation: incarnation(b),
+        }),
+        _ => Message::Request(Request {
+            client,
+            seq: seq(b),
+            ack_below: seq(b),
+            incarnation: incarnation(b),
+            deadline: Nanos(u64::from(b.next() % 2)),
+            method: u16::from(b.next() % 4),
+            idempotent: b.next() % 2 == 0,
+            json: false,
+            payload: Bytes::new(),
+        }),
+    }
+}
+
+fn stray_answer(b: &mut Bytes8<'_>, me: ClientId) -> Message {
+    let inc = Incarnation::at_least_one(u64::from(b.next() % 3) * 7);
+    let client = if b.next() % 4 == 0 { ClientId(99) } else { me };
+    match b.next() % 3 {
+        0 => Message::Pong(Pong {
+            client,
+            floor: seq(b),
+            incarnation: inc,
+            refused: (b.next() % 3 == 0).then_some(Refusal::Sessions),
+            load: u32::from(b.next()),
+            message: Bytes::new(),
+        }),
+        1 => Message::Reply(Reply {
+            client,
+            seq: seq(b),
+            incarnation: inc,
+            method: u16::from(b.next() % 4),
+            idempotent: b.next() % 2 == 0,
+            json: false,
+            outcome: Outcome::Ok,
+            load: 0,
+            payload: Bytes::new(),
+        }),
+        _ => Message::ConnError(ConnError {
+            incarnation: inc,
+            kind: ConnErrorKind::from_u8(1 + b.next() % 4).unwrap_or(ConnErrorKind::BadFrame),
+            message: Bytes::new(),
+        }),
+    }
+}
+
+/// Runs the operations `bytes` encode; `Err` names the first broken
+/// invariant and the step it broke at.
+pub fn run(bytes: &[u8]) -> Result<(), String> {
+    let mut w = World::new();
+    let mut b = Bytes8(bytes);
+    for step in 0..MAX_OPS {
+        if b.0.is_empty() {
+            break;
+        }
+        w.step(&mut b);
+        w.check().map_err(|e| format!("after step {step}: {e}"))?;
+    }
+    Ok(())
+}
