@@ -1,18 +1,21 @@
-//! At-most-once through a faulty network, with real processes: `ebb node`
-//! behind `ebb chaos` (resets and black holes), many `Demo.incr` calls from
-//! the client library, then the node's counter is compared with what the
-//! callers were told.
+//! At-most-once through a faulty network: an `ebb node` process behind the
+//! `ebb chaos` proxy (run in-process here, so the test can count the faults
+//! it injected: resets and black holes), many `Demo.incr` calls from the
+//! client library, then the node's counter is compared with what the
+//! callers were told, value by value.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ebb::rpc::CallError;
 use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::{TcpClient, TcpClientConfig};
+use ebb_chaos::{ChaosConfig, Proxy};
 use ebb_core::Nanos;
 use ebb_demo::DemoClient;
 
@@ -40,6 +43,8 @@ struct Tally {
     values: Vec<u64>,
     /// Calls that ended without telling whether they ran.
     uncertain: usize,
+    /// Of those, the ones the client knows never ran (nothing was sent).
+    not_run: usize,
 }
 
 async fn caller(client: Arc<TcpClient>) -> Tally {
@@ -51,11 +56,16 @@ async fn caller(client: Arc<TcpClient>) -> Tally {
             Ok(Ok(v)) => t.values.push(v),
             Ok(Err(e)) => panic!("the store cannot be full with one key: {e}"),
             Err(
-                CallError::OutcomeUnknown { .. }
+                e @ (CallError::OutcomeUnknown { .. }
                 | CallError::DeadlineExceeded { .. }
                 | CallError::ConnectionLost { .. }
-                | CallError::ServerUnresponsive { .. },
-            ) => t.uncertain += 1,
+                | CallError::ServerUnresponsive { .. }),
+            ) => {
+                t.uncertain += 1;
+                if !e.may_have_run() {
+                    t.not_run += 1;
+                }
+            }
             Err(other) => panic!("a network fault must not look like {other:?}"),
         }
     }
@@ -64,26 +74,24 @@ async fn caller(client: Arc<TcpClient>) -> Tally {
 
 fn run_seed(seed: u64) {
     let node = common::ebb(&["node", "--listen", "127.0.0.1:0"]);
-    let chaos = common::ebb(&[
-        "chaos",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &node.addr,
-        "--reset",
-        "0.03",
-        "--drop",
-        "0.01",
-        "--seed",
-        &seed.to_string(),
-    ]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
+        let faults = ChaosConfig {
+            reset_p: 0.03,
+            drop_p: 0.01,
+            delay: Nanos::ZERO,
+        };
+        let proxy = Proxy::bind("127.0.0.1:0", &node.addr, faults, seed)
+            .await
+            .unwrap();
+        let proxy_addr = proxy.local_addr().unwrap().to_string();
+        let stats = proxy.stats();
+        tokio::spawn(proxy.run());
         let client = Arc::new(
-            TcpClient::connect_with(&chaos.addr, config())
+            TcpClient::connect_with(&proxy_addr, config())
                 .await
                 .unwrap(),
         );
@@ -92,11 +100,15 @@ fn run_seed(seed: u64) {
             .collect();
         let mut values = Vec::new();
         let mut uncertain = 0;
+        let mut not_run = 0;
         for t in tasks {
             let tally = t.await.unwrap();
             values.extend(tally.values);
             uncertain += tally.uncertain;
+            not_run += tally.not_run;
         }
+        let resets = stats.resets.load(Ordering::Relaxed);
+        let blackholes = stats.blackholes.load(Ordering::Relaxed);
 
         // Ask the node directly, past the proxy: one more increment returns
         // the number of executions so far plus one.
@@ -110,8 +122,11 @@ fn run_seed(seed: u64) {
 
         let successes = values.len() as u64;
         let distinct: BTreeSet<u64> = values.iter().copied().collect();
-        let ctx =
-            format!("seed {seed}: {successes} ok, {uncertain} uncertain, {executions} executions");
+        let ctx = format!(
+            "seed {seed}: {successes} ok, {uncertain} uncertain ({not_run} never sent), \
+             {executions} executions, {resets} resets, {blackholes} black holes"
+        );
+        assert!(resets + blackholes > 0, "no fault was injected; {ctx}");
         assert_eq!(
             distinct.len(),
             values.len(),
@@ -123,8 +138,8 @@ fn run_seed(seed: u64) {
         );
         assert!(executions >= successes, "{ctx}");
         assert!(
-            executions <= successes + uncertain as u64,
-            "ran more than sent; {ctx}"
+            executions <= successes + (uncertain - not_run) as u64,
+            "a call ran twice, or one reported as never sent ran; {ctx}"
         );
         assert_eq!(
             successes as usize + uncertain,

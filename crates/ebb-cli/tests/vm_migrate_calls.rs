@@ -297,6 +297,10 @@ fn vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once() {
             "{ctx}"
         );
         assert!(gets > 0, "{ctx}");
+        assert!(
+            overlapping > 0,
+            "no call was in flight across the migration, so it tested nothing; {ctx}"
+        );
 
         // The node is where it was: same address as `start` returned.
         let now_at = p.machine(NODE).unwrap().host_addr();
