@@ -52,7 +52,6 @@ fn s(p: &Path) -> &str {
 }
 
 #[test]
-#[ignore = "hangs since ebb call asks the node to Describe itself first: a refused TLS client's describe does not end at --timeout-ms; the same refusals are tested in ebb-rpc tests/tls.rs"]
 fn calls_over_mutual_tls_work_only_with_a_client_certificate() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let [ca, cert, key, client_cert, client_key] = certificates(dir.path());

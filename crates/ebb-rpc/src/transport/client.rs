@@ -166,7 +166,17 @@ impl TcpClient {
     /// ([`TcpClient::call_json`]).
     pub async fn describe(&self, timeout: Nanos) -> Result<ServiceDescription, CallError> {
         let (tx, rx) = oneshot::channel();
-        let bytes = self.hand_over(Op::Describe(tx), timeout, rx).await?;
+        // A describe ends by its timeout even while the link cycles (a TLS
+        // peer that accepts the handshake, then drops an unwanted client,
+        // looks connected at every attempt and never answers).
+        let waited = tokio::time::timeout(
+            Duration::from(timeout),
+            self.hand_over(Op::Describe(tx), timeout, rx),
+        );
+        let bytes = waited.await.map_err(|_| CallError::DeadlineExceeded {
+            elapsed: timeout,
+            sent: false,
+        })??;
         decode_payload(&bytes).map_err(|e| {
             CallError::decoding(format!("the service description from {}: {e}", self.addr))
         })
