@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ebb::rpc::CallError;
-use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
-use ebb::rpc::transport::{TcpClient, TcpClientConfig};
+use ebb::rpc::transport::TcpClient;
 use ebb_chaos::{ChaosConfig, Proxy};
 use ebb_core::Nanos;
 use ebb_demo::DemoClient;
@@ -23,19 +22,6 @@ const SEEDS: [u64; 2] = [11, 12];
 const CALLERS: usize = 4;
 const CALLS_PER_CALLER: usize = 40;
 const CALL_TIMEOUT_MS: u64 = 1_000;
-
-/// Short failure detection, so a black-holed connection is given up on
-/// within a call's deadline and the test stays quick.
-fn config() -> TcpClientConfig {
-    let d = TcpClientConfig::default();
-    TcpClientConfig {
-        session: ClientConfig {
-            heartbeat_interval: Nanos::from_millis(100),
-            heartbeat_silence: Nanos::from_millis(400),
-            ..d.session
-        },
-    }
-}
 
 #[derive(Default)]
 struct Tally {
@@ -91,7 +77,7 @@ fn run_seed(seed: u64) {
         let stats = proxy.stats();
         tokio::spawn(proxy.run());
         let client = Arc::new(
-            TcpClient::connect_with(&proxy_addr, config())
+            TcpClient::connect_with(&proxy_addr, common::quick_detection_client())
                 .await
                 .unwrap(),
         );

@@ -13,9 +13,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ebb::rpc::CallError;
-use ebb::rpc::semantics::ClientConfig;
 use ebb::rpc::service::CallOptions;
-use ebb::rpc::transport::{TcpClient, TcpClientConfig};
+use ebb::rpc::transport::TcpClient;
 use ebb_core::Nanos;
 use ebb_demo::DemoClient;
 use gateway_common::Up;
@@ -27,17 +26,6 @@ const SEEDS: [u64; 2] = [21, 22];
 const CALLERS: usize = 4;
 const CALLS_PER_CALLER: usize = 30;
 const CALL_TIMEOUT_MS: u64 = 2_000;
-
-fn client_config() -> TcpClientConfig {
-    let d = TcpClientConfig::default();
-    TcpClientConfig {
-        session: ClientConfig {
-            heartbeat_interval: Nanos::from_millis(100),
-            heartbeat_silence: Nanos::from_millis(400),
-            ..d.session
-        },
-    }
-}
 
 fn run_seed(seed: u64) {
     let up = Up::start(
@@ -67,7 +55,7 @@ fn run_seed(seed: u64) {
         .unwrap();
     rt.block_on(async {
         let client = Arc::new(
-            TcpClient::connect_with(&chaos.addr, client_config())
+            TcpClient::connect_with(&chaos.addr, common::quick_detection_client())
                 .await
                 .unwrap(),
         );

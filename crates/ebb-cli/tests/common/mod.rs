@@ -46,3 +46,17 @@ pub fn vm_unavailable(e: &ebb_node::vm::VmError) -> bool {
         _ => false,
     }
 }
+
+/// A client that gives up on a silent connection within a call's deadline
+/// (heartbeats every 100 ms, silence after 400 ms), so tests through a
+/// black-holing proxy stay quick.
+pub fn quick_detection_client() -> ebb::rpc::transport::TcpClientConfig {
+    let d = ebb::rpc::transport::TcpClientConfig::default();
+    ebb::rpc::transport::TcpClientConfig {
+        session: ebb::rpc::semantics::ClientConfig {
+            heartbeat_interval: ebb_core::Nanos::from_millis(100),
+            heartbeat_silence: ebb_core::Nanos::from_millis(400),
+            ..d.session
+        },
+    }
+}
