@@ -246,7 +246,7 @@ impl ArrivalGen {
                 self.t_ns = *cursor_ns;
             }
         }
-        Some(self.t_ns.round() as u64)
+        Some(round_nonneg(self.t_ns))
     }
 }
 
@@ -257,10 +257,51 @@ fn thinned(shape: Shape, gap_ns: f64) -> Gen {
     }
 }
 
+/// `x.round() as u64` for `x` ≥ 0 (or NaN), without the call into libm
+/// that `f64::round` is on x86-64's baseline: the integer part by
+/// truncation, then up if the fraction (exact: `x − trunc(x)` loses no
+/// bits) is at least one half, the same half-away-from-zero rounding and
+/// the same saturation at `u64::MAX`.
+#[inline]
+pub(crate) fn round_nonneg(x: f64) -> u64 {
+    let t = x as u64;
+    if x - t as f64 >= 0.5 {
+        t.saturating_add(1)
+    } else {
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn round_nonneg_is_round_as_u64() {
+        let mut xs = vec![
+            0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            4503599627370495.5,
+            9007199254740993.0,
+            1.8446744073709552e19,
+            1e30,
+            f64::INFINITY,
+            f64::NAN,
+        ];
+        let mut rng = Rng::seeded(3);
+        for _ in 0..100_000 {
+            let scale = 10f64.powi(rng.below(20) as i32);
+            xs.push(rng.unit() * scale);
+            xs.push((rng.below(1 << 20) as f64) + 0.5);
+        }
+        for x in xs {
+            assert_eq!(round_nonneg(x), x.round() as u64, "x = {x:e}");
+        }
+    }
 
     fn mean_rate(a: &Arrivals, n: usize) -> f64 {
         let mut rng = Rng::seeded(11);

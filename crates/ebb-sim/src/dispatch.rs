@@ -120,7 +120,8 @@ impl Sim<'_> {
         self.integrate();
         self.busy += 1;
         self.seq += 1;
-        self.heap.push((at, (self.seq << NODE_BITS) | i as u64));
+        self.completions
+            .push((at, (self.seq << NODE_BITS) | i as u64));
         true
     }
 

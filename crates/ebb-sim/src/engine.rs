@@ -6,8 +6,9 @@
 //! resolve the same way on every machine; nothing iterates a hash map, reads
 //! a clock or spawns a thread.
 //!
-//! Speed: the only heap holds completions and boots (one per busy node);
-//! the next arrival and the next tick live outside it. A request is 24 bytes
+//! Speed: completions (one per busy node) wait in a 4-ary heap, boots in a
+//! heap of their own; the next arrival and the next tick live outside
+//! both. A request is 16 bytes
 //! copied through per-node `VecDeque`s that reach their peak size and stay
 //! there, so a run does not allocate per request.
 
@@ -138,7 +139,7 @@ pub struct Sim<'h> {
     pub(crate) gws: Vec<Gateway>,
     /// Completions as (time, sequence << NODE_BITS | node): the sequence
     /// number is unique, so tuple order is (time, sequence) order.
-    pub(crate) heap: QuadHeap,
+    pub(crate) completions: QuadHeap,
     pub(crate) boots: BinaryHeap<Reverse<BootKey>>,
     pub(crate) seq: u64,
     pub(crate) now: u64,
@@ -263,7 +264,7 @@ impl<'h> Sim<'h> {
             nodes,
             cold,
             gws,
-            heap: QuadHeap::default(),
+            completions: QuadHeap::default(),
             boots: BinaryHeap::new(),
             seq: 0,
             now: 0,
@@ -336,7 +337,7 @@ impl<'h> Sim<'h> {
                 best = a;
                 src = 1;
             }
-            if let Some((at, key)) = self.heap.peek() {
+            if let Some((at, key)) = self.completions.peek() {
                 let k = (at, key >> NODE_BITS);
                 if k < best {
                     best = k;
@@ -361,7 +362,7 @@ impl<'h> Sim<'h> {
                     self.arrive()?;
                 }
                 2 => {
-                    let Some((at, key)) = self.heap.pop() else {
+                    let Some((at, key)) = self.completions.pop() else {
                         break;
                     };
                     if self.nodes.len() >= PREFETCH_MIN_NODES {
@@ -369,10 +370,10 @@ impl<'h> Sim<'h> {
                         // address; the next one's line was asked for one
                         // completion ago, so reading its queue head to
                         // prefetch the request behind it is cheap now.
-                        if let Some((_, next)) = self.heap.peek() {
+                        if let Some((_, next)) = self.completions.peek() {
                             self.prefetch_queue((next & NODE_MASK) as usize);
                         }
-                        if let Some((_, after)) = self.heap.second() {
+                        if let Some((_, after)) = self.completions.second() {
                             self.prefetch_node((after & NODE_MASK) as usize);
                         }
                     }
@@ -388,7 +389,7 @@ impl<'h> Sim<'h> {
                 }
                 3 => {
                     let stalled = self.next_arrival.is_none()
-                        && self.heap.peek().is_none()
+                        && self.completions.peek().is_none()
                         && self.boots.is_empty();
                     if stalled {
                         idle_ticks += 1;

@@ -18,6 +18,7 @@ pub mod dist;
 mod engine;
 pub mod expected;
 mod heap;
+mod hist;
 pub mod lease;
 pub mod plot;
 mod pool;

@@ -1,20 +1,17 @@
 //! Response-time statistics in memory that does not grow with run length.
 //!
 //! Means are exact (running sums). Percentiles come from an HDR histogram
-//! with three significant digits (relative error at most 0.1%, fixed size).
+//! with three significant digits (relative error at most 0.1%, fixed size),
+//! recorded through [`crate::hist::FastHist`].
 //! Confidence intervals for the means use batch means: consecutive
 //! completions are grouped into between 32 and 64 equal batches (pairs merge
 //! when the 64th fills, doubling the batch size), so the batch means are
 //! nearly independent once a batch is much longer than the queue's
 //! relaxation time.
 
+use crate::hist::FastHist;
 use hdrhistogram::Histogram;
 
-/// Largest value the histograms resolve, in nanoseconds (about 146 years of
-/// simulated time); larger values are recorded as this.
-const HIST_MAX_NS: u64 = 1 << 62;
-/// Significant decimal digits the histograms keep.
-const HIST_DIGITS: u8 = 3;
 /// Batch count that triggers merging pairs of batches.
 const MAX_BATCHES: usize = 64;
 
@@ -108,8 +105,8 @@ pub struct Stats {
     pub waited: BatchMeans,
     /// Over measured requests as they finish: 1 if dropped, 0 if completed.
     pub drop_indicator: BatchMeans,
-    response_hist: Histogram<u64>,
-    wait_hist: Histogram<u64>,
+    response_hist: FastHist,
+    wait_hist: FastHist,
     pub dropped: u64,
     /// Completed requests slower than `objective_ns`.
     pub slow: u64,
@@ -124,8 +121,8 @@ impl Stats {
             wait: BatchMeans::default(),
             waited: BatchMeans::default(),
             drop_indicator: BatchMeans::default(),
-            response_hist: new_hist(),
-            wait_hist: new_hist(),
+            response_hist: FastHist::new(),
+            wait_hist: FastHist::new(),
             dropped: 0,
             slow: 0,
             objective_ns: u64::MAX,
@@ -140,9 +137,8 @@ impl Stats {
         self.waited.add(if wait_ns > 0 { 1.0 } else { 0.0 });
         self.drop_indicator.add(0.0);
         self.slow += u64::from(response_ns > self.objective_ns);
-        self.response_hist
-            .saturating_record(response_ns.min(HIST_MAX_NS));
-        self.wait_hist.saturating_record(wait_ns.min(HIST_MAX_NS));
+        self.response_hist.record(response_ns);
+        self.wait_hist.record(wait_ns);
     }
 
     /// One measured request dropped.
@@ -154,19 +150,19 @@ impl Stats {
 
     /// Response-time quantile in seconds; NaN when nothing completed.
     pub fn response_quantile(&self, q: f64) -> f64 {
-        quantile_secs(&self.response_hist, q)
+        quantile_secs(&self.response_hist.to_hdr(), q)
     }
 
     /// Wait-time quantile in seconds; NaN when nothing completed.
     pub fn wait_quantile(&self, q: f64) -> f64 {
-        quantile_secs(&self.wait_hist, q)
+        quantile_secs(&self.wait_hist.to_hdr(), q)
     }
 
     pub fn max_response(&self) -> f64 {
         if self.response_hist.is_empty() {
             return f64::NAN;
         }
-        self.response_hist.max() as f64 * 1e-9
+        self.response_hist.to_hdr().max() as f64 * 1e-9
     }
 }
 
@@ -174,11 +170,6 @@ impl Default for Stats {
     fn default() -> Self {
         Stats::new()
     }
-}
-
-fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_NS, HIST_DIGITS)
-        .expect("constant bounds 1..2^62 with 3 digits are valid for hdrhistogram")
 }
 
 fn quantile_secs(h: &Histogram<u64>, q: f64) -> f64 {

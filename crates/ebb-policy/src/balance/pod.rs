@@ -74,6 +74,17 @@ impl Balancer for PowerOfD {
         _now: Instant,
         rng: &mut Rng,
     ) -> Choice {
+        if self.d == 2 && self.sampling == Sampling::WithoutReplacement {
+            // Samples arrive in random order: the first wins ties.
+            return match sample::two_without_replacement(nodes, rng) {
+                None => Choice::Hold,
+                Some((a, None)) => Choice::Node(a),
+                Some((a, Some(b))) => {
+                    let b_less = self.measure.key(&nodes[b]) < self.measure.key(&nodes[a]);
+                    Choice::Node(if b_less { b } else { a })
+                }
+            };
+        }
         let mut buf = [0usize; MAX_SAMPLES];
         let k = match self.sampling {
             Sampling::WithoutReplacement => {
