@@ -1,5 +1,6 @@
 //! `ebb demo` as a real process with process nodes: a short run writes a
-//! complete report, and under a burst the pool scales out, then back in
+//! complete report, its gets and puts served through the nodes' lease
+//! caches from the origin store, and under a burst the pool scales out, then back in
 //! when the load stops, with no call failed by the scaling.
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,12 @@ fn a_short_demo_writes_a_complete_report() {
             "30",
             "--work-us",
             "1000",
+            "--gets",
+            "300",
+            "--puts",
+            "60",
+            "--keys",
+            "4",
         ],
     );
     for key in [
@@ -93,6 +100,25 @@ fn a_short_demo_writes_a_complete_report() {
     assert_eq!(svgs, 4, "load, nodes, latency, misses");
     let trace = std::fs::read_to_string(out.join("trace.txt")).expect("trace.txt");
     assert_eq!(trace.lines().filter(|l| !l.starts_with('#')).count(), 4);
+    // The nodes share the origin store: gets and puts went through, some
+    // gets reached the origin (cold caches, invalidated keys) and the rest
+    // were served by the nodes' lease caches.
+    let shared = &v["shared_data"];
+    assert!(n(shared, "gets") > 0 && n(shared, "puts") > 0, "{v}");
+    assert_eq!(n(shared, "gets_ok"), n(shared, "gets"), "every get answered: {v}");
+    assert_eq!(n(shared, "puts_ok"), n(shared, "puts"), "every put answered: {v}");
+    assert_eq!(
+        n(shared, "origin_writes"),
+        n(shared, "puts_ok"),
+        "each put applied at the origin once: {v}"
+    );
+    assert!(n(shared, "origin_reads") > 0, "cold caches read the origin: {v}");
+    assert!(
+        n(shared, "served_from_cache") > 0,
+        "a lease cache answered a get: {v}"
+    );
+    assert!(index.contains("gets served from node caches"), "shared data in the page");
+    assert!(stdout.contains("origin reads"), "{stdout}");
     // Not a terminal: the live view falls back to plain lines.
     assert!(stdout.contains("] sent "), "plain progress lines: {stdout}");
     assert!(stdout.contains("report: "), "{stdout}");

@@ -9,12 +9,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ebb_core::{Nanos, Rng};
 use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, PoolConfig, Scaler};
 use ebb_node::provider::{NodeKind, NodeProvider};
-use ebb_report::{Run, RunInfo, ScaleEvent};
+use ebb_report::{Run, RunInfo, ScaleEvent, SharedData};
 use ebb_rpc::semantics::ClientConfig;
 use ebb_rpc::service::{CallOptions, ServiceCodec, Transport};
 use ebb_rpc::transport::{TcpClient, TcpClientConfig};
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use crate::control::{self, Logged, NodeTally, SharedLog, State};
 use crate::live::Live;
 use crate::load::{self, SharedRecorder};
+use crate::origin::OriginCounts;
 use crate::record::{Nodes, Recorder};
 use crate::trace::Trace;
 
@@ -56,6 +58,11 @@ pub struct DemoConfig {
     pub codec: &'static dyn ServiceCodec,
     pub method: String,
     pub args: serde_json::Value,
+    /// Calls sent instead of `method` for a share of the arrivals.
+    pub mix: Vec<MixCall>,
+    /// The origin store the nodes share, if any: the report counts its
+    /// reads and writes beside the `get`/`put` calls of the mix.
+    pub origin: Option<Arc<OriginCounts>>,
     /// The autoscaling policy spec of the headline run.
     pub policy: String,
     /// Policies run after it on the same trace, for comparison.
@@ -71,6 +78,37 @@ pub struct DemoConfig {
     pub out: PathBuf,
     /// Force plain lines (or the panel) instead of deciding by the terminal.
     pub terminal: Option<bool>,
+}
+
+/// Per mille of arrivals taken by all of a demo's [`MixCall`]s together at
+/// most; the rest call the main method.
+pub const MIX_PER_MILLE: u32 = 1_000;
+
+/// A call the trace makes for `per_mille` of its arrivals instead of the
+/// main method, with arguments drawn from `args` (one per call, chosen by
+/// the arrival's index and the seed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixCall {
+    pub method: String,
+    pub args: Vec<serde_json::Value>,
+    pub per_mille: u32,
+}
+
+/// Sent and answered calls of one [`MixCall`] in a run.
+#[derive(Debug, Default)]
+struct MixTally {
+    sent: AtomicU64,
+    ok: AtomicU64,
+}
+
+/// splitmix64: spreads an arrival's index into independent-looking bits,
+/// so which call an arrival makes depends on the seed, not on the order
+/// the tasks run in.
+fn mix_bits(seed: u64, i: u64) -> u64 {
+    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +132,10 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Report(#[from] ebb_report::ReportError),
+    #[error("the call mix takes {per_mille} per mille of the arrivals; at most {MIX_PER_MILLE}")]
+    MixTooLarge { per_mille: u32 },
+    #[error("the mixed-in call `{method}` has no arguments to send")]
+    MixWithoutArgs { method: String },
 }
 
 /// The outcome of a whole demo.
@@ -123,6 +165,15 @@ pub async fn run(cfg: &DemoConfig, stop: watch::Receiver<bool>) -> Result<DemoOu
     // Parse every spec before anything starts, so a typo costs nothing.
     for s in &specs {
         ebb_policy::scale::parse(s)?;
+    }
+    let per_mille: u32 = cfg.mix.iter().map(|m| m.per_mille).sum();
+    if per_mille > MIX_PER_MILLE {
+        return Err(DemoError::MixTooLarge { per_mille });
+    }
+    if let Some(m) = cfg.mix.iter().find(|m| m.args.is_empty()) {
+        return Err(DemoError::MixWithoutArgs {
+            method: m.method.clone(),
+        });
     }
     let mut runs = Vec::new();
     let mut interrupted = false;
@@ -277,6 +328,20 @@ async fn drive(
         .codec
         .encode_json_args(method, cfg.args.clone())
         .map_err(call_err)?;
+    // Each mixed-in call's argument variants, encoded once.
+    let mut mixed = Vec::with_capacity(cfg.mix.len());
+    for m in &cfg.mix {
+        let id = cfg.codec.method(&m.method).map_err(call_err)?;
+        let encoded = m
+            .args
+            .iter()
+            .map(|a| cfg.codec.encode_json_args(id, a.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(call_err)?;
+        mixed.push((id, encoded, m.per_mille));
+    }
+    let tallies: Arc<[MixTally]> = cfg.mix.iter().map(|_| MixTally::default()).collect();
+    let origin_before = cfg.origin.as_ref().map(|o| o.snapshot());
     let options = CallOptions::default().with_timeout(cfg.deadline);
     let recorder: SharedRecorder = Arc::new(std::sync::Mutex::new(Recorder::new(cfg.objective)));
     let start = tokio::time::Instant::now();
@@ -306,11 +371,37 @@ async fn drive(
     };
     let sampler = tokio::spawn(sampler);
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let seed = cfg.seed;
     let call = || {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let i = next.fetch_add(1, Ordering::Relaxed);
         let c = Arc::clone(&clients[i % clients.len()]);
-        let args = args.clone();
-        async move { c.call(method, args, options).await.map(|_| ()) }
+        let bits = mix_bits(seed, i as u64);
+        let roll = (bits % u64::from(MIX_PER_MILLE)) as u32;
+        let mut upto = 0;
+        let mut pick = None;
+        for (k, (id, variants, per_mille)) in mixed.iter().enumerate() {
+            upto += per_mille;
+            if roll < upto {
+                let v = &variants[((bits >> 32) % variants.len() as u64) as usize];
+                pick = Some((k, *id, v.clone()));
+                break;
+            }
+        }
+        let tallies = Arc::clone(&tallies);
+        let (id, call_args, tally) = match pick {
+            Some((k, id, v)) => (id, v, Some(k)),
+            None => (method, args.clone(), None),
+        };
+        if let Some(k) = tally {
+            tallies[k].sent.fetch_add(1, Ordering::Relaxed);
+        }
+        async move {
+            let r = c.call(id, call_args, options).await.map(|_| ());
+            if let (Some(k), Ok(())) = (tally, &r) {
+                tallies[k].ok.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        }
     };
     let mut stop_rx = stop.clone();
     let stopped = async move {
@@ -334,7 +425,29 @@ async fn drive(
     let _ = sampler.await;
     // Every call task and the sampler have ended: the record is complete.
     let rec = std::mem::replace(&mut *load::lock(&recorder), Recorder::new(cfg.objective));
-    Ok((rec.finish(label, info), stats.interrupted))
+    let mut run = rec.finish(label, info);
+    if let (Some(origin), Some(before)) = (&cfg.origin, origin_before) {
+        let seen = origin.snapshot().since(before);
+        let count = |name: &str| {
+            cfg.mix
+                .iter()
+                .zip(tallies.iter())
+                .filter(|(m, _)| m.method == name)
+                .fold((0, 0), |(s, o), (_, t)| {
+                    (
+                        s + t.sent.load(Ordering::Relaxed),
+                        o + t.ok.load(Ordering::Relaxed),
+                    )
+                })
+        };
+        run.summary.shared_data = Some(SharedData::new(
+            count("get"),
+            count("put"),
+            seen.reads,
+            seen.writes,
+        ));
+    }
+    Ok((run, stats.interrupted))
 }
 
 /// The load generator's connections never resend a call on a live

@@ -7,6 +7,8 @@
 //! - [`control`]: the autoscaler's decisions logged as the gateway makes
 //!   them, and the pool's nodes by state.
 //! - [`load`]: the open-loop generator replaying a trace.
+//! - [`origin`]: the origin store the demo's nodes share, its reads and
+//!   writes counted.
 //! - [`live`]: the terminal view (a redrawn panel on a terminal, plain
 //!   lines otherwise).
 
@@ -14,5 +16,6 @@ pub mod control;
 pub mod demo;
 pub mod live;
 pub mod load;
+pub mod origin;
 pub mod record;
 pub mod trace;

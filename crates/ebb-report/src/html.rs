@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::plot::Chart;
 use crate::series::Run;
+use crate::summary::SharedData;
 
 /// Scaling decisions listed per run; past it the table says how many more.
 pub const MAX_LISTED_EVENTS: usize = 200;
@@ -124,6 +125,27 @@ fn summary_table(h: &mut String, runs: &[&Run]) {
             let _ = write!(h, "<td>{}</td>", escape(&f(r)));
         }
         h.push_str("</tr>");
+    }
+    if runs.iter().any(|r| r.summary.shared_data.is_some()) {
+        type Shared = (&'static str, fn(&SharedData) -> String);
+        let shared: [Shared; 4] = [
+            ("gets ok / sent", |d| format!("{} / {}", d.gets_ok, d.gets)),
+            ("puts ok / sent", |d| format!("{} / {}", d.puts_ok, d.puts)),
+            ("origin reads / writes", |d| {
+                format!("{} / {}", d.origin_reads, d.origin_writes)
+            }),
+            ("gets served from node caches", |d| {
+                format!("{}", d.served_from_cache)
+            }),
+        ];
+        for (name, f) in shared {
+            let _ = write!(h, "<tr><td>{name}</td>");
+            for r in runs {
+                let cell = r.summary.shared_data.as_ref().map_or(String::new(), f);
+                let _ = write!(h, "<td>{}</td>", escape(&cell));
+            }
+            h.push_str("</tr>");
+        }
     }
     h.push_str("</table>");
 }

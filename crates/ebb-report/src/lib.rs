@@ -21,5 +21,5 @@ pub mod summary;
 pub mod write;
 
 pub use series::{Run, Sample, ScaleEvent};
-pub use summary::{Latency, RunInfo, Summary};
+pub use summary::{Latency, RunInfo, SharedData, Summary};
 pub use write::{ReportError, Written, write_report};

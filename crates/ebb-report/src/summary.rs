@@ -47,6 +47,42 @@ pub struct Summary {
     pub mean_nodes: f64,
     /// Target changes the policy made.
     pub scale_actions: u64,
+    /// The shared-data calls of the run and what reached the origin store,
+    /// when the nodes share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_data: Option<SharedData>,
+}
+
+/// `get`/`put` calls through the nodes' lease caches, and the origin
+/// store's side of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedData {
+    pub gets: u64,
+    pub gets_ok: u64,
+    pub puts: u64,
+    pub puts_ok: u64,
+    /// Reads that reached the origin: node-cache misses and revalidations.
+    pub origin_reads: u64,
+    /// Writes the origin applied.
+    pub origin_writes: u64,
+    /// Successful gets a node answered from its cache under a lease: each
+    /// get reaches the origin at most once, so this is `gets_ok` minus
+    /// `origin_reads` (at least 0).
+    pub served_from_cache: u64,
+}
+
+impl SharedData {
+    pub fn new(gets: (u64, u64), puts: (u64, u64), origin_reads: u64, origin_writes: u64) -> Self {
+        SharedData {
+            gets: gets.0,
+            gets_ok: gets.1,
+            puts: puts.0,
+            puts_ok: puts.1,
+            origin_reads,
+            origin_writes,
+            served_from_cache: gets.1.saturating_sub(origin_reads),
+        }
+    }
 }
 
 /// What the summary is about, beyond the series.
@@ -100,6 +136,7 @@ impl Summary {
                 0.0
             },
             scale_actions: events.len() as u64,
+            shared_data: None,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! `ebb demo`: the newcomer's first command. Everything runs locally: a
-//! gateway whose autoscaler runs ebb's queue-model policy, the demo service
-//! on process nodes, and a bursty trace of `Demo.work` calls with
-//! deadlines; a live view while it runs, a report folder at the end.
+//! `ebb demo`: the newcomer's first command. Everything runs locally: the
+//! origin store, a gateway whose autoscaler runs ebb's queue-model policy,
+//! the demo service on process nodes caching the origin's data under
+//! leases, and a bursty trace of `Demo.work` calls (with some `Demo.get`
+//! and `Demo.put` of shared keys) with deadlines; a live view while it
+//! runs, a report folder at the end.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use ebb_core::Nanos;
 use ebb_demo::{DemoCodec, DemoServer, DemoService, WorkMode};
+use ebb_lease::origin::OriginSettings;
 use ebb_node::process::{FD_PLACEHOLDER, ProcessProvider, ProcessProviderConfig};
 use ebb_node::provider::{NodeKind, NodeProvider};
 use ebb_node::thread::ThreadProvider;
-use ebb_replay::demo::{DemoConfig, Providers};
+use ebb_policy::lease::LeaseTerm;
+use ebb_replay::demo::{DemoConfig, MixCall, Providers};
 use ebb_replay::trace::{self, BUILTIN_TRACES, Shape};
 
 /// The longest `--seconds` accepted (one hour of trace).
@@ -20,12 +24,15 @@ const MAX_SECONDS: u32 = trace::MAX_TRACE_SECS as u32;
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Starts a gateway with an autoscaler (ebb's queue-model policy by default), \
-the demo service on process nodes, and replays a built-in bursty trace of Demo.work calls \
-with deadlines against it for --seconds. A live view shows the request rate, nodes by \
+    after_help = "Starts the origin store, a gateway with an autoscaler (ebb's queue-model \
+policy by default), the demo service on process nodes that cache the origin's data under \
+leases, and replays a built-in bursty trace of Demo.work calls (with --gets and --puts per \
+thousand calling Demo.get and Demo.put on --keys shared keys) with deadlines against it for \
+--seconds. A live view shows the request rate, nodes by \
 state, p50/p99, refusals and misses, and the last scaling decision with its reason. At \
 the end (or on Ctrl-C) it writes DIR/index.html (opens offline), SVG charts, \
-summary.json, and the trace as trace.txt (replayable by `ebb sim --arrivals \
+summary.json (with the gets, puts and the origin's reads and writes under \
+shared_data), and the trace as trace.txt (replayable by `ebb sim --arrivals \
 trace:DIR/trace.txt,counts`). Needs no root and no network beyond loopback.\n\n\
 Examples:\n  ebb demo\n  ebb demo --seconds 20 --out /tmp/r\n  ebb demo --compare            \
 # the same trace with HPA-like and ebb's policy, side by side\n  ebb demo --policy kpa --kind thread"
@@ -88,12 +95,37 @@ pub struct Args {
     /// Plain lines instead of the live panel, even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// Arrivals per thousand that call Demo.get instead of Demo.work: a
+    /// read of a shared key through the node's lease cache.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    gets: u32,
+    /// Arrivals per thousand that call Demo.put: a write to the origin
+    /// store, which invalidates the other nodes' leases on the key first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    puts: u32,
+    /// Shared keys the gets and puts use.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=MAX_DEMO_KEYS))]
+    keys: u32,
+    /// Lease term the nodes ask the origin store for, in milliseconds: a
+    /// node serves a key from its cache this long after reading it (0:
+    /// every get asks the origin).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    lease_term_ms: u64,
 }
+
+/// Most shared keys (`--keys`); the demo service keeps at most
+/// `ebb_demo::MAX_KEYS` per node.
+const MAX_DEMO_KEYS: i64 = 1_000;
 
 /// A provider factory for the node kind: every run gets fresh nodes. Each
 /// node serves one Demo.work at a time (one worker thread): one server, as
 /// the autoscaler's model counts it.
-fn providers(kind: &str, work_mode: &str) -> anyhow::Result<(NodeKind, Providers)> {
+fn providers(
+    kind: &str,
+    work_mode: &str,
+    origin: &str,
+    lease_term_ms: u64,
+) -> anyhow::Result<(NodeKind, Providers)> {
     let mode = if work_mode == "block" {
         WorkMode::Block
     } else {
@@ -103,6 +135,7 @@ fn providers(kind: &str, work_mode: &str) -> anyhow::Result<(NodeKind, Providers
         "process" => {
             let exe =
                 std::env::current_exe().context("finding the ebb binary to start nodes with")?;
+            let term = lease_term_ms.to_string();
             let node_args = [
                 "node",
                 "--listen-fd",
@@ -111,6 +144,10 @@ fn providers(kind: &str, work_mode: &str) -> anyhow::Result<(NodeKind, Providers
                 "1",
                 "--work-mode",
                 work_mode,
+                "--origin",
+                origin,
+                "--lease-term-ms",
+                &term,
             ];
             let cfg = ProcessProviderConfig {
                 program: exe,
@@ -120,11 +157,30 @@ fn providers(kind: &str, work_mode: &str) -> anyhow::Result<(NodeKind, Providers
                 Box::new(ProcessProvider::new(cfg.clone()))
             })
         }
-        "thread" => Arc::new(move || -> Box<dyn NodeProvider> {
-            Box::new(ThreadProvider::new(move || {
-                DemoServer::new(DemoService::new().with_work(1, mode))
-            }))
-        }),
+        "thread" => {
+            let origin = origin.to_owned();
+            Arc::new(move || -> Box<dyn NodeProvider> {
+                let origin = origin.clone();
+                Box::new(ThreadProvider::new(move || {
+                    let service = DemoService::new().with_work(1, mode);
+                    // Each node its own cache, as a process node has: one
+                    // lease holder per node.
+                    let settings = ebb_lease::cache::CacheSettings {
+                        term: LeaseTerm::from_millis(lease_term_ms),
+                        ..ebb_lease::cache::CacheSettings::default()
+                    };
+                    match ebb_lease::cache::connect_in_background(&origin, settings) {
+                        Ok(cache) => DemoServer::new(service.with_origin(cache)),
+                        Err(e) => {
+                            // The node still serves work; its gets and
+                            // puts fail and the report counts them.
+                            eprintln!("thread node: origin store {origin}: {e}");
+                            DemoServer::new(service)
+                        }
+                    }
+                }))
+            })
+        }
         other => bail!(
             "--kind `{other}` is not offered by ebb demo; accepted: process, thread \
              (containers and VMs run under `ebb up`)"
@@ -163,13 +219,64 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?
         .truncated(args.seconds as usize);
-    let (kind, providers) = providers(&args.kind, &args.work_mode)?;
+    if args.gets + args.puts > 1_000 {
+        bail!(
+            "--gets {} and --puts {}: together at most 1000 per thousand arrivals",
+            args.gets,
+            args.puts
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The origin store the nodes share, in a directory removed at the end.
+    let data = tempfile::Builder::new()
+        .prefix("ebb-demo-origin-")
+        .tempdir()
+        .context("creating a directory for the origin store's data")?;
+    let term = LeaseTerm::from_millis(args.lease_term_ms);
+    let settings = OriginSettings {
+        max_term: term,
+        ..OriginSettings::default()
+    };
+    let origin = rt
+        .block_on(ebb_replay::origin::start(data.path(), settings))
+        .context("starting the origin store")?;
+    let (kind, providers) = providers(
+        &args.kind,
+        &args.work_mode,
+        &origin.addr,
+        args.lease_term_ms,
+    )?;
+    let key = |k: u32| format!("demo-key-{k}");
+    let mut mix = Vec::new();
+    if args.gets > 0 {
+        mix.push(MixCall {
+            method: "get".into(),
+            args: (0..args.keys)
+                .map(|k| serde_json::json!({ "key": key(k) }))
+                .collect(),
+            per_mille: args.gets,
+        });
+    }
+    if args.puts > 0 {
+        mix.push(MixCall {
+            method: "put".into(),
+            args: (0..args.keys)
+                .map(|k| serde_json::json!({ "key": key(k), "value": format!("value of {}", key(k)) }))
+                .collect(),
+            per_mille: args.puts,
+        });
+    }
     let cfg = DemoConfig {
         providers,
         kind,
         codec: &DemoCodec,
         method: "work".into(),
         args: serde_json::json!({ "micros": args.work_us }),
+        mix,
+        origin: Some(Arc::clone(&origin.counts)),
         policy: args.policy,
         baselines: if args.compare {
             vec![args.baseline]
@@ -187,10 +294,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out: args.out,
         terminal: args.plain.then_some(false),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let outcome = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -222,6 +325,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             s.scale_actions
         );
     }
+    for r in &outcome.runs {
+        if let Some(d) = &r.summary.shared_data {
+            println!(
+                "{:<40} gets {}/{} ok, puts {}/{} ok, origin reads {} writes {}, gets served from node caches {}",
+                r.label,
+                d.gets_ok,
+                d.gets,
+                d.puts_ok,
+                d.puts,
+                d.origin_reads,
+                d.origin_writes,
+                d.served_from_cache
+            );
+        }
+    }
+    drop(origin);
     if outcome.interrupted {
         println!("interrupted: the report covers the run up to the stop");
     }
