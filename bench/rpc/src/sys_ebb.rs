@@ -3,14 +3,17 @@
 //! not `#[idempotent]`, so every call runs under at-most-once semantics (the
 //! server keeps a per-client reply table).
 
-use std::rc::Rc;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use ebb::rpc::transport::{Server, TcpClient};
+use ebb::rpc::semantics::ServerConfig;
+use ebb::rpc::transport::{ClientTls, Server, ServerTls, TcpClient, TcpClientConfig};
 use serde_bytes::ByteBuf;
 
-use crate::driver::{RunCfg, Sample, drive};
-use crate::server::{self, ServerHandle};
+use crate::certs::TlsFiles;
+use crate::driver::{Mode, Outcome, RunCfg, drive};
 
 #[ebb::service]
 pub trait Echo {
@@ -25,20 +28,37 @@ impl Echo for Svc {
     }
 }
 
-pub fn start() -> anyhow::Result<ServerHandle> {
-    server::spawn("ebb", |ready| async move {
-        let server = Server::bind("127.0.0.1:0", EchoServer::new(Svc)).await?;
-        ready.listening(server.local_addr()?);
-        server.run().await?;
-        Ok(())
-    })
+pub async fn serve(listener: tokio::net::TcpListener, tls: Option<TlsFiles>) -> anyhow::Result<()> {
+    let listener = listener.into_std()?;
+    let mut server = Server::from_std(listener, EchoServer::new(Svc), ServerConfig::default())?;
+    if let Some(t) = tls {
+        server = server.with_tls(ServerTls::from_pem_files(&t.cert(), &t.key(), None)?);
+    }
+    server.run().await?;
+    Ok(())
 }
 
-pub async fn run(server: ServerHandle, cfg: RunCfg) -> anyhow::Result<Sample> {
-    let transport = TcpClient::connect(&server.addr.to_string()).await?;
-    let client = Rc::new(EchoClient::new(transport));
-    drive(cfg, server.tid, |payload: Bytes| {
-        let c = Rc::clone(&client);
+pub async fn run(
+    addr: SocketAddr,
+    tls: Option<TlsFiles>,
+    cfg: RunCfg,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    let addr = addr.to_string();
+    let mut clients = Vec::with_capacity(cfg.conns);
+    for _ in 0..cfg.conns {
+        let transport = match &tls {
+            Some(t) => {
+                let client_tls = ClientTls::from_pem_files(&t.ca(), None)?;
+                TcpClient::connect_tls(&addr, client_tls, TcpClientConfig::default()).await?
+            }
+            None => TcpClient::connect(&addr).await?,
+        };
+        clients.push(Arc::new(EchoClient::new(transport)));
+    }
+    let next = AtomicUsize::new(0);
+    drive(cfg, mode, |payload: Bytes| {
+        let c = Arc::clone(&clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()]);
         async move {
             let reply = c.echo(ByteBuf::from(payload.to_vec())).await?;
             Ok(Bytes::from(reply.into_vec()))
