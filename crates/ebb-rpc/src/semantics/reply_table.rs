@@ -8,12 +8,15 @@
 //! `OutcomeUnknown` instead of running them. That is what makes evicting an
 //! expired session safe.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::fast_map::FastMap;
 use std::net::IpAddr;
 
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::MAX_REPLIES_PER_CLIENT;
+use super::window::Window;
 use crate::wire::{Outcome, Reply, Seq};
 
 /// What the table knows about one call of a client.
@@ -36,7 +39,7 @@ pub struct ClientState {
     pub ack_below: Seq,
     pub last_active: Instant,
     /// Calls in `[ack_below, ack_below + MAX_REPLIES_PER_CLIENT)`.
-    pub entries: BTreeMap<Seq, Entry>,
+    pub entries: Window,
     /// Payload bytes of the saved replies in `entries`.
     pub saved_bytes: usize,
 }
@@ -46,44 +49,60 @@ impl ClientState {
     pub fn acknowledge_below(&mut self, ack_below: Seq) {
         if ack_below > self.ack_below {
             self.ack_below = ack_below;
-            // Usually one or two entries go per call; popping them avoids
-            // the allocation `split_off` would make.
-            while let Some(entry) = self.entries.first_entry() {
-                if *entry.key() >= ack_below {
-                    break;
+            let saved_bytes = &mut self.saved_bytes;
+            self.entries.advance_to(ack_below, |entry| {
+                if let Entry::Done(reply) = entry {
+                    *saved_bytes -= reply.payload.len();
                 }
-                if let Entry::Done(reply) = entry.remove() {
-                    self.saved_bytes -= reply.payload.len();
-                }
-            }
+            });
         }
     }
 
     /// Saves `reply` as the outcome of `seq`, keeping the saved payload
     /// bytes within `max_bytes`: a reply that does not fit is replaced by an
     /// `OutcomeUnknown` without payload (the call ran; a resend learns that
-    /// it will not run again, not its result). Returns whether the reply
-    /// itself was kept.
-    pub fn save(&mut self, seq: Seq, reply: Reply, max_bytes: usize) -> bool {
+    /// it will not run again, not its result).
+    pub fn save(&mut self, seq: Seq, reply: Reply, max_bytes: usize) -> Saved<'_> {
         let len = reply.payload.len();
-        let (kept, reply) = if self.saved_bytes + len <= max_bytes {
-            (true, reply)
+        let (saved, live) = if self.saved_bytes + len <= max_bytes {
+            (reply, None)
         } else {
             let dropped = Reply {
                 outcome: Outcome::OutcomeUnknown,
                 payload: bytes::Bytes::from_static(
                     b"the call ran, but its reply was over the server's saved-reply bytes per client",
                 ),
-                ..reply
+                ..reply.clone()
             };
-            (false, dropped)
+            (dropped, Some(reply))
         };
-        self.saved_bytes += reply.payload.len();
-        if let Some(Entry::Done(old)) = self.entries.insert(seq, Entry::Done(reply)) {
-            self.saved_bytes -= old.payload.len();
+        let added = saved.payload.len();
+        match self.entries.put_done(seq, saved) {
+            // Outside the window: nothing can be recorded for it (the
+            // session never asks), so the caller answers with the reply.
+            Err(saved) => Saved::Replaced(live.unwrap_or(saved)),
+            Ok((old, saved)) => {
+                if let Some(Entry::Done(old)) = old {
+                    self.saved_bytes -= old.payload.len();
+                }
+                self.saved_bytes += added;
+                match live {
+                    Some(live) => Saved::Replaced(live),
+                    None => Saved::Kept(saved),
+                }
+            }
         }
-        kept
     }
+}
+
+/// What [`ClientState::save`] kept.
+#[derive(Debug)]
+pub enum Saved<'a> {
+    /// The reply itself, as saved.
+    Kept(&'a Reply),
+    /// The reply was over the byte bound and an `OutcomeUnknown` was saved
+    /// in its place; here is the reply, to answer the live call with.
+    Replaced(Reply),
 }
 
 /// Refused to open a session.
@@ -105,8 +124,8 @@ pub struct ReplyTable {
     max_clients: usize,
     max_per_peer: usize,
     session_expiry: Nanos,
-    clients: HashMap<ClientId, ClientState>,
-    per_peer: HashMap<IpAddr, usize>,
+    clients: FastMap<ClientId, ClientState>,
+    per_peer: FastMap<IpAddr, usize>,
     idle: BTreeSet<(Instant, ClientId)>,
 }
 
@@ -116,8 +135,8 @@ impl ReplyTable {
             max_clients: max_clients.max(1),
             max_per_peer: max_per_peer.max(1),
             session_expiry,
-            clients: HashMap::new(),
-            per_peer: HashMap::new(),
+            clients: FastMap::default(),
+            per_peer: FastMap::default(),
             idle: BTreeSet::new(),
         }
     }
@@ -167,7 +186,7 @@ impl ReplyTable {
                     floor,
                     ack_below: Seq(0),
                     last_active: now,
-                    entries: BTreeMap::new(),
+                    entries: Window::default(),
                     saved_bytes: 0,
                 },
             );
@@ -266,8 +285,9 @@ impl ReplyTable {
                     state.saved_bytes
                 ));
             }
+            state.entries.check()?;
             let window = state.ack_below..state.ack_below.plus(MAX_REPLIES_PER_CLIENT);
-            if let Some((&seq, _)) = state.entries.iter().find(|(s, _)| !window.contains(s)) {
+            if let Some((seq, _)) = state.entries.iter().find(|(s, _)| !window.contains(s)) {
                 return Err(format!(
                     "{client} holds seq {seq} outside its window {window:?}"
                 ));
@@ -314,10 +334,7 @@ mod tests {
             s.entries.insert(Seq(seq), Entry::Running);
         }
         s.acknowledge_below(Seq(4));
-        assert_eq!(
-            s.entries.keys().copied().collect::<Vec<_>>(),
-            vec![Seq(4), Seq(5)]
-        );
+        assert_eq!(s.entries.keys().collect::<Vec<_>>(), vec![Seq(4), Seq(5)]);
         s.acknowledge_below(Seq(2));
         assert_eq!(s.ack_below, Seq(4), "ack_below never goes back");
     }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::conns::{ConnId, ConnRefusal, Conns};
-use super::reply_table::{Entry, ReplyTable, TableFull};
+use super::reply_table::{Entry, ReplyTable, Saved, TableFull};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
@@ -457,7 +457,7 @@ impl ServerSession {
                 reply.load = load;
                 if !self.planted_unrecorded_refusal {
                     // A refusal's message is far below any byte bound.
-                    state.save(req.seq, reply.clone(), usize::MAX);
+                    let _ = state.save(req.seq, reply.clone(), usize::MAX);
                 }
                 self.count_refusal(why);
                 Action::Reply(Message::Reply(reply))
@@ -485,6 +485,23 @@ impl ServerSession {
         payload: Bytes,
         now: Instant,
     ) -> (Reply, Option<ConnId>) {
+        self.complete_with(key, outcome, payload, now, |reply, route| {
+            (reply.clone(), route)
+        })
+    }
+
+    /// [`ServerSession::complete`] that lends the reply to `send` instead of
+    /// returning a copy: the transport encodes it straight from the reply
+    /// table, so a saved reply's payload is never shared (sharing a `Bytes`
+    /// made from a `Vec` allocates).
+    pub fn complete_with<R>(
+        &mut self,
+        key: CallKey,
+        outcome: Outcome,
+        payload: Bytes,
+        now: Instant,
+        send: impl FnOnce(&Reply, Option<ConnId>) -> R,
+    ) -> R {
         debug_assert!(self.executing > 0, "complete without an Execute");
         self.executing = self.executing.saturating_sub(1);
         self.conns.finished(key.conn);
@@ -502,22 +519,24 @@ impl ServerSession {
             load: self.load(),
             payload,
         };
-        if !key.idempotent {
-            // A session evicted meanwhile has nothing to record into; its
-            // client will get `OutcomeUnknown` for this call if it asks again.
-            if let Some(state) = self.table.touch(key.client, now)
-                && let Some(entry) = state.entries.get(&key.seq)
-            {
-                debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
-                state.save(
-                    key.seq,
-                    reply.clone(),
-                    self.config.max_saved_reply_bytes_per_client,
-                );
-            }
-        }
+        let route = self.conns.route_of(key.client);
         self.debug_check();
-        (reply, self.conns.route_of(key.client))
+        if key.idempotent {
+            return send(&reply, route);
+        }
+        // A session evicted meanwhile has nothing to record into; its
+        // client will get `OutcomeUnknown` for this call if it asks again.
+        let Some(state) = self.table.touch(key.client, now) else {
+            return send(&reply, route);
+        };
+        let Some(entry) = state.entries.get(&key.seq) else {
+            return send(&reply, route);
+        };
+        debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
+        match state.save(key.seq, reply, self.config.max_saved_reply_bytes_per_client) {
+            Saved::Kept(saved) => send(saved, route),
+            Saved::Replaced(live) => send(&live, route),
+        }
     }
 
     fn execute(&mut self, conn: ConnId, req: Request) -> Action {
