@@ -6,6 +6,7 @@
 //! Real processes over loopback: one `ebb origin --max-term-ms inf` and
 //! three `ebb node --lease-term-ms inf`. A holder is frozen with SIGSTOP
 //! (alive, silent) or killed with SIGKILL (gone).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
