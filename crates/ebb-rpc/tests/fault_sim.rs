@@ -8,7 +8,8 @@
 //! run. Some seeds squeeze the server's connections (clients turned away
 //! unread) and the calls a connection may run at once (refusals, then late
 //! copies of refused calls), and some methods panic; the totals show each
-//! of those paths ran. A second test plants a server that forgets its
+//! of those paths ran. Some seeds squeeze the saved reply bytes (replies
+//! saved as `OutcomeUnknown`). A second test plants a server that forgets its
 //! refusals and shows the simulation catches it.
 //! `EBB_FAULT_SEEDS=N` runs N seeds (default 1000); `EBB_FAULT_SEED=S`
 //! replays seed S alone.
@@ -83,6 +84,10 @@ fn no_call_runs_twice_replies_reach_their_own_call_and_every_call_ends_by_its_de
         assert!(
             total.panicked > 0 && total.conns_refused > 0,
             "panics and refused connections must have occurred: {total:?}"
+        );
+        assert!(
+            total.replies_not_kept > 0,
+            "the saved-reply byte bounds must have been met: {total:?}"
         );
     }
 }

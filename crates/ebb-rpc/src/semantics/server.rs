@@ -31,7 +31,8 @@ use super::reply_table::{Entry, ReplyTable, Saved, TableFull};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
-    MAX_SAVED_REPLY_BYTES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
+    MAX_SAVED_REPLY_BYTES_PER_CLIENT, MAX_SAVED_REPLY_BYTES_TOTAL, MAX_SESSIONS_PER_PEER,
+    SESSION_EXPIRY,
 };
 use crate::wire::{
     Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
@@ -59,6 +60,9 @@ pub struct ServerConfig {
     /// Payload bytes of saved replies one client session may hold; a reply
     /// beyond it is answered live but saved as `OutcomeUnknown`.
     pub max_saved_reply_bytes_per_client: usize,
+    /// Payload bytes of saved replies all sessions together may hold; a
+    /// reply beyond it is answered live but saved as `OutcomeUnknown`.
+    pub max_saved_reply_bytes_total: usize,
     /// A connection that sends nothing this long after opening is closed.
     pub handshake_timeout: Nanos,
     /// A connection that sends nothing this long after its last message is
@@ -77,6 +81,7 @@ impl Default for ServerConfig {
             max_in_flight_per_conn: MAX_IN_FLIGHT_PER_CONN,
             max_clients_per_conn: MAX_CLIENTS_PER_CONN,
             max_saved_reply_bytes_per_client: MAX_SAVED_REPLY_BYTES_PER_CLIENT,
+            max_saved_reply_bytes_total: MAX_SAVED_REPLY_BYTES_TOTAL,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
         }
@@ -138,6 +143,9 @@ pub struct ServerStats {
     pub closed_silent: u64,
     /// Calls whose method panicked.
     pub panicked: u64,
+    /// Replies sent but saved as `OutcomeUnknown`: over the saved-reply
+    /// bytes of their session or of the whole table.
+    pub replies_not_kept: u64,
 }
 
 /// One server process's call semantics, for the lifetime of one incarnation.
@@ -170,7 +178,8 @@ impl ServerSession {
                 config.max_clients,
                 config.max_sessions_per_peer,
                 config.session_expiry,
-            ),
+            )
+            .with_max_saved_bytes_total(config.max_saved_reply_bytes_total),
             conns: Conns::default(),
             executing: 0,
             stats: ServerStats::default(),
@@ -320,7 +329,7 @@ impl ServerSession {
             Some(peer) if routed => self
                 .table
                 .open(ping.client, ping.floor, peer, now)
-                .map(|state| state.acknowledge_below(ping.ack_below))
+                .map(|mut state| state.acknowledge_below(ping.ack_below))
                 .map_err(|full| match full {
                     TableFull::Total { .. } => (Refusal::Sessions, full.to_string()),
                     TableFull::Peer { .. } => (Refusal::PeerSessions, full.to_string()),
@@ -385,7 +394,7 @@ impl ServerSession {
     }
 
     fn handle_request(&mut self, conn: ConnId, req: Request, routed: bool, now: Instant) -> Action {
-        if let Some(state) = self.table.touch(req.client, now) {
+        if let Some(mut state) = self.table.touch(req.client, now) {
             state.acknowledge_below(req.ack_below);
             if req.seq < state.ack_below {
                 return Action::Drop;
@@ -413,7 +422,7 @@ impl ServerSession {
         }
         let refusal_message = refusal.map(|why| self.refusal_message(why));
         let (incarnation, load) = (self.incarnation, self.load());
-        let Some(state) = self.table.get_mut(req.client) else {
+        let Some(mut state) = self.table.get_mut(req.client) else {
             return self.reply(
                 &req,
                 Outcome::OutcomeUnknown,
@@ -456,7 +465,9 @@ impl ServerSession {
                 );
                 reply.load = load;
                 if !self.planted_unrecorded_refusal {
-                    // A refusal's message is far below any byte bound.
+                    // A refusal's message is short; should even it not fit,
+                    // the refusal is still recorded, as `OutcomeUnknown`,
+                    // which a resend cannot run either.
                     let _ = state.save(req.seq, reply.clone(), usize::MAX);
                 }
                 self.count_refusal(why);
@@ -526,17 +537,18 @@ impl ServerSession {
         }
         // A session evicted meanwhile has nothing to record into; its
         // client will get `OutcomeUnknown` for this call if it asks again.
-        let Some(state) = self.table.touch(key.client, now) else {
+        let Some(mut state) = self.table.touch(key.client, now) else {
             return send(&reply, route);
         };
         let Some(entry) = state.entries.get(&key.seq) else {
             return send(&reply, route);
         };
         debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
-        match state.save(key.seq, reply, self.config.max_saved_reply_bytes_per_client) {
-            Saved::Kept(saved) => send(saved, route),
-            Saved::Replaced(live) => send(&live, route),
+        let saved = state.save(key.seq, reply, self.config.max_saved_reply_bytes_per_client);
+        if matches!(saved, Saved::Replaced { .. }) {
+            self.stats.replies_not_kept += 1;
         }
+        send(saved.reply(), route)
     }
 
     fn execute(&mut self, conn: ConnId, req: Request) -> Action {

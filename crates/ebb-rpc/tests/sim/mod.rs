@@ -53,6 +53,8 @@ pub struct Stats {
     pub refusals_repeated: u64,
     /// Connections the server turned away unread.
     pub conns_refused: u64,
+    /// Replies sent but saved as `OutcomeUnknown` (a byte bound met).
+    pub replies_not_kept: u64,
 }
 
 impl Stats {
@@ -78,5 +80,6 @@ impl Stats {
         self.refusals += o.refusals;
         self.refusals_repeated += o.refusals_repeated;
         self.conns_refused += o.conns_refused;
+        self.replies_not_kept += o.replies_not_kept;
     }
 }

@@ -133,8 +133,12 @@ impl World {
                     let p = encode_payload(&(tag, REPLY_MARK)).map_err(|e| e.to_string())?;
                     (Outcome::Ok, p)
                 };
+                let not_kept = server.stats().replies_not_kept;
                 let (reply, route) = server.complete(key, outcome, payload, self.now);
                 server.check()?;
+                if server.stats().replies_not_kept > not_kept {
+                    self.stats.replies_not_kept += 1;
+                }
                 // No route, or a route to another connection than the
                 // client's current one: the reply waits for a resend.
                 if route.is_some() && route == self.conns[c][s].server_conn {
