@@ -165,6 +165,9 @@ pub struct ServerSession {
     /// Test-only: answer refusals without recording them (the bug the fault
     /// simulation must catch).
     planted_unrecorded_refusal: bool,
+    /// Test-only: apply the handshake timeout to connections past their
+    /// handshake too (the bug the fault simulation must catch).
+    planted_handshake_timeout_when_idle: bool,
 }
 
 impl ServerSession {
@@ -185,6 +188,7 @@ impl ServerSession {
             stats: ServerStats::default(),
             description: Bytes::new(),
             planted_unrecorded_refusal: false,
+            planted_handshake_timeout_when_idle: false,
         }
     }
 
@@ -252,6 +256,14 @@ impl ServerSession {
         self.planted_unrecorded_refusal = true;
     }
 
+    /// Not for production: closes connections past their handshake after
+    /// the (shorter) handshake timeout, cutting off live clients. The fault
+    /// simulation plants it to show it would catch it.
+    #[doc(hidden)]
+    pub fn plant_handshake_timeout_when_idle(&mut self) {
+        self.planted_handshake_timeout_when_idle = true;
+    }
+
     /// A transport accepted a connection from `peer`: admit it, or refuse it
     /// (then the transport sends the refusal and closes; nothing from it is
     /// read, so nothing runs).
@@ -273,9 +285,12 @@ impl ServerSession {
     /// here: the transport tells each why and drops it. Call it now and
     /// then; it walks every connection.
     pub fn close_silent(&mut self, now: Instant) -> Vec<ConnId> {
-        let silent =
-            self.conns
-                .silent(now, self.config.handshake_timeout, self.config.idle_timeout);
+        let idle = if self.planted_handshake_timeout_when_idle {
+            self.config.handshake_timeout
+        } else {
+            self.config.idle_timeout
+        };
+        let silent = self.conns.silent(now, self.config.handshake_timeout, idle);
         for &id in &silent {
             self.conns.close(id);
         }

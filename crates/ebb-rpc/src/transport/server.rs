@@ -32,7 +32,7 @@ use super::workers::{self, Workers};
 use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
 use crate::semantics::{Action, ConnId, ConnRefusal, Incoming, ServerConfig, ServerSession};
-use crate::service::{BoxFuture, DispatchError, ServiceDispatch};
+use crate::service::{BoxFuture, CallContext, DispatchError, ServiceDispatch};
 use crate::wire::{ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, encode_payload};
 
 pub use crate::semantics::{MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_IN_FLIGHT_PER_CONN};
@@ -541,7 +541,8 @@ fn start_run<D: ServiceDispatch>(core: &Core<D>, incoming: Incoming) -> Run<'_> 
     if incoming.key.json {
         dispatch_json(&core.dispatch, method, incoming.payload)
     } else {
-        core.dispatch.dispatch(method, incoming.payload)
+        let cx = CallContext::new(incoming.deadline);
+        core.dispatch.dispatch_with(method, incoming.payload, cx)
     }
 }
 
