@@ -33,6 +33,9 @@ pub struct InstrArgs {
     /// Calls served in the short and the long run.
     #[arg(long, value_delimiter = ',', default_values_t = [2000u64, 12000])]
     calls: Vec<u64>,
+    /// Serve over TLS (ebb and tonic only).
+    #[arg(long)]
+    tls: bool,
     /// Where callgrind writes its profiles (kept for callgrind_annotate).
     #[arg(long, default_value = "target/callgrind")]
     out_dir: PathBuf,
@@ -53,18 +56,27 @@ pub fn main(a: InstrArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("creating {}", a.out_dir.display()))?;
+    let tls = if a.tls {
+        Some(crate::certs::generate()?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     println!(
-        "server instructions and allocations per call (callgrind, {} server, runs of {n1} and {n2} calls)\n",
-        a.flavour
+        "server instructions and allocations per call (callgrind, {} server, {}, runs of {n1} and {n2} calls)\n",
+        a.flavour,
+        if a.tls { "TLS" } else { "plain TCP" }
     );
     println!("| payload | concurrency | system | instructions/call | allocations/call |");
     println!("|---|---:|---|---:|---:|");
     for &payload_bytes in &a.payloads {
         for &concurrency in &a.concurrency {
             for &sys in &a.systems {
+                if a.tls && !sys.has_tls() {
+                    continue;
+                }
                 let cfg = RunCfg {
                     payload_bytes,
                     concurrency,
@@ -73,7 +85,11 @@ pub fn main(a: InstrArgs) -> anyhow::Result<()> {
                 let run = |n: u64| -> anyhow::Result<Totals> {
                     let out = a
                         .out_dir
-                        .join(format!("{}-{payload_bytes}-{concurrency}-{n}.out", sys.name()));
+                        .join(format!(
+                            "{}{}-{payload_bytes}-{concurrency}-{n}.out",
+                            sys.name(),
+                            if a.tls { "-tls" } else { "" }
+                        ));
                     let wrapper = [
                         "valgrind".to_owned(),
                         "--tool=callgrind".to_owned(),
@@ -83,11 +99,11 @@ pub fn main(a: InstrArgs) -> anyhow::Result<()> {
                     let mut server = ServerProcess::start(&Launch {
                         system: sys,
                         flavour: a.flavour,
-                        tls: None,
+                        tls: tls.as_ref(),
                         pin_cpu: None,
                         wrapper: &wrapper,
                     })?;
-                    rt.block_on(sys.run(server.addr, None, cfg, Mode::Count(n)))?;
+                    rt.block_on(sys.run(server.addr, tls.clone(), cfg, Mode::Count(n)))?;
                     let allocations = server.counters()?.allocations;
                     server.stop()?;
                     Ok(Totals {

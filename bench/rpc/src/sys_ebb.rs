@@ -5,11 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use ebb::rpc::semantics::ServerConfig;
-use ebb::rpc::transport::{ClientTls, Server, ServerTls, TcpClient, TcpClientConfig};
+use ebb::rpc::service::Transport;
+use ebb::rpc::transport::{
+    ClientTls, PoolConfig, PooledClient, Server, ServerTls, TcpClient, TcpClientConfig,
+};
 use serde_bytes::ByteBuf;
 
 use crate::certs::TlsFiles;
@@ -38,6 +40,9 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<TlsFiles>) -> 
     Ok(())
 }
 
+/// One connection: a `TcpClient`. Several: ebb's `PooledClient` over that
+/// many connections, which sends each call on the member with the fewest
+/// calls in flight.
 pub async fn run(
     addr: SocketAddr,
     tls: Option<TlsFiles>,
@@ -45,20 +50,32 @@ pub async fn run(
     mode: Mode,
 ) -> anyhow::Result<Outcome> {
     let addr = addr.to_string();
-    let mut clients = Vec::with_capacity(cfg.conns);
-    for _ in 0..cfg.conns {
-        let transport = match &tls {
-            Some(t) => {
-                let client_tls = ClientTls::from_pem_files(&t.ca(), None)?;
-                TcpClient::connect_tls(&addr, client_tls, TcpClientConfig::default()).await?
-            }
+    let client_tls = match &tls {
+        Some(t) => Some(ClientTls::from_pem_files(&t.ca(), None)?),
+        None => None,
+    };
+    if cfg.conns == 1 {
+        let transport = match client_tls {
+            Some(t) => TcpClient::connect_tls(&addr, t, TcpClientConfig::default()).await?,
             None => TcpClient::connect(&addr).await?,
         };
-        clients.push(Arc::new(EchoClient::new(transport)));
+        return drive_client(Arc::new(EchoClient::new(transport)), cfg, mode).await;
     }
-    let next = AtomicUsize::new(0);
+    let pool = PoolConfig::default().with_connections(cfg.conns);
+    let transport = match client_tls {
+        Some(t) => PooledClient::connect_tls(&addr, t, pool).await?,
+        None => PooledClient::connect_with(&addr, pool).await?,
+    };
+    drive_client(Arc::new(EchoClient::new(transport)), cfg, mode).await
+}
+
+async fn drive_client<T: Transport>(
+    client: Arc<EchoClient<T>>,
+    cfg: RunCfg,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
     drive(cfg, mode, |payload: Bytes| {
-        let c = Arc::clone(&clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()]);
+        let c = Arc::clone(&client);
         async move {
             let reply = c.echo(ByteBuf::from(payload.to_vec())).await?;
             Ok(Bytes::from(reply.into_vec()))
