@@ -305,6 +305,10 @@ impl Transport for TcpClient {
                 })
         })
     }
+
+    fn reported_load(&self) -> Option<u32> {
+        TcpClient::reported_load(self)
+    }
 }
 
 struct Conn {
