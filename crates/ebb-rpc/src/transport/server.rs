@@ -35,6 +35,10 @@ use crate::semantics::{Action, ConnId, ConnRefusal, Incoming, ServerConfig, Serv
 use crate::service::{BoxFuture, CallContext, DispatchError, ServiceDispatch};
 use crate::wire::{ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, encode_payload};
 
+mod refuse;
+
+pub use refuse::MAX_TLS_REFUSALS_IN_FLIGHT;
+
 pub use crate::semantics::{MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_IN_FLIGHT_PER_CONN};
 
 /// Reply bytes one read may gather before they are shipped mid-batch.
@@ -63,6 +67,8 @@ struct Core<D> {
     workers: Workers,
     /// Set: every connection is TLS (see [`Server::with_tls`]).
     tls: Option<ServerTls>,
+    /// TLS connections being refused with an answer (bounded).
+    tls_refusals: refuse::TlsRefusals,
 }
 
 impl<D> Core<D> {
@@ -203,6 +209,7 @@ impl<D: ServiceDispatch> Server<D> {
                 codec: FrameCodec::default(),
                 workers: Workers::new(workers::default_threads()),
                 tls: None,
+                tls_refusals: refuse::TlsRefusals::default(),
             }),
         }
     }
@@ -291,26 +298,11 @@ impl<D: ServiceDispatch> Server<D> {
                         ConnRefusal::ServerFull { .. } => ConnErrorKind::ServerFull,
                         ConnRefusal::PeerFull { .. } => ConnErrorKind::PeerFull,
                     };
-                    refuse(&stream, &self.core, kind, &refusal.to_string());
+                    refuse::refuse(stream, &self.core, kind, &refusal.to_string());
                 }
             }
         }
     }
-}
-
-/// Tells a refused connection why, without waiting: the few bytes fit an
-/// empty socket buffer, and a peer that cannot take them learns from the
-/// close instead. Nothing it sent is read.
-fn refuse<D>(stream: &TcpStream, core: &Core<D>, kind: ConnErrorKind, why: &str) {
-    // A TLS client would read these plain bytes as a broken handshake;
-    // it learns from the close instead.
-    if core.tls.is_some() {
-        return;
-    }
-    let mut bytes = BytesMut::new();
-    let err = frames::connection_error(core.incarnation, kind, why.to_owned());
-    frames::append(&core.codec, &err, &mut bytes);
-    let _ = stream.try_write(&bytes);
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
