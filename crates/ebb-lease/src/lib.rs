@@ -16,7 +16,9 @@
 
 pub mod api;
 pub mod cache;
+pub mod commit;
 pub mod origin;
+pub mod planted;
 pub mod store;
 
 /// Longest key accepted, in bytes.
