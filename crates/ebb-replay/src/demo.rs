@@ -38,9 +38,10 @@ pub const SAMPLE_EVERY_MS: u64 = 250;
 pub const FIRST_NODE_TIMEOUT_MS: u64 = 60_000;
 
 /// Makes a fresh node provider for each run (the caller knows the service
-/// and how its nodes start).
+/// and how its nodes start); preparing one may fail (a VM image that
+/// cannot be built), and says why.
 #[derive(Clone)]
-pub struct Providers(pub Arc<dyn Fn() -> Box<dyn NodeProvider> + Send + Sync>);
+pub struct Providers(pub Arc<dyn Fn() -> Result<Box<dyn NodeProvider>, String> + Send + Sync>);
 
 impl std::fmt::Debug for Providers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +123,8 @@ pub enum DemoError {
         addr: String,
         source: ebb_rpc::CallError,
     },
+    #[error("cannot prepare the nodes: {0}")]
+    Provider(String),
     #[error("no node became ready within {FIRST_NODE_TIMEOUT_MS} ms")]
     NoNode,
     #[error("the call `{service}.{method}`: {source}")]
@@ -262,14 +265,8 @@ async fn run_one(
         },
         seed: cfg.seed,
     };
-    let gateway = Gateway::start(
-        gw_cfg,
-        cfg.codec,
-        (cfg.providers.0)(),
-        Some(scaler),
-        on_change,
-    )
-    .await?;
+    let provider = (cfg.providers.0)().map_err(DemoError::Provider)?;
+    let gateway = Gateway::start(gw_cfg, cfg.codec, provider, Some(scaler), on_change).await?;
     // The label is the spec as given (short, in file names); the summary
     // names the policy in full, every default spelled out.
     let info = RunInfo {

@@ -12,9 +12,12 @@ use anyhow::{Context, bail};
 use ebb_core::Nanos;
 use ebb_demo::{DemoCodec, DemoServer, DemoService, WorkMode};
 use ebb_lease::origin::OriginSettings;
+use ebb_node::container::{ContainerProvider, ContainerProviderConfig};
 use ebb_node::process::{FD_PLACEHOLDER, ProcessProvider, ProcessProviderConfig};
 use ebb_node::provider::{NodeKind, NodeProvider};
+use ebb_node::sandbox::Limits;
 use ebb_node::thread::ThreadProvider;
+use ebb_node::vm::provider::{VmConfig, VmProvider};
 use ebb_policy::lease::LeaseTerm;
 use ebb_replay::demo::{DemoConfig, MixCall, Providers};
 use ebb_replay::trace::{self, BUILTIN_TRACES, Shape};
@@ -33,9 +36,10 @@ state, p50/p99, refusals and misses, and the last scaling decision with its reas
 the end (or on Ctrl-C) it writes DIR/index.html (opens offline), SVG charts, \
 summary.json (with the gets, puts and the origin's reads and writes under \
 shared_data), and the trace as trace.txt (replayable by `ebb sim --arrivals \
-trace:DIR/trace.txt,counts`). Needs no root and no network beyond loopback.\n\n\
+trace:DIR/trace.txt,counts`). Process and thread nodes need no root and no network \
+beyond loopback; container and VM nodes need root.\n\n\
 Examples:\n  ebb demo\n  ebb demo --seconds 20 --out /tmp/r\n  ebb demo --compare            \
-# the same trace with HPA-like and ebb's policy, side by side\n  ebb demo --policy kpa --kind thread"
+# the same trace with HPA-like and ebb's policy, side by side\n  ebb demo --policy kpa --kind thread\n  sudo ebb demo --kind container   # nodes in containers (root)"
 )]
 pub struct Args {
     /// Length of the trace in seconds (one arrival count per second).
@@ -53,8 +57,8 @@ pub struct Args {
     /// the same 10 s scale-down window as the default policy).
     #[arg(long, default_value = "hpa:down=10s", requires = "compare")]
     baseline: String,
-    /// Node kind: process (default) or thread.
-    #[arg(long, default_value = "process")]
+    /// Node kind: process (default), thread, or, as root, container or vm.
+    #[arg(long, default_value = "process", value_parser = ["process", "thread", "container", "vm"])]
     kind: String,
     /// A built-in trace (bursty, step, steady) or a file of per-second counts.
     #[arg(long, default_value = "bursty")]
@@ -117,13 +121,21 @@ pub struct Args {
 /// `ebb_demo::MAX_KEYS` per node.
 const MAX_DEMO_KEYS: i64 = 1_000;
 
+/// The port a node listens on inside its container or VM.
+const SANDBOX_PORT: u16 = 7000;
+/// Processes a container node may run at once.
+const CONTAINER_PIDS: u64 = 64;
+/// Where a VM guest reaches the host's loopback (QEMU user networking).
+const VM_HOST_ALIAS: &str = "10.0.2.2";
+
 /// A provider factory for the node kind: every run gets fresh nodes. Each
 /// node serves one Demo.work at a time (one worker thread): one server, as
-/// the autoscaler's model counts it.
+/// the autoscaler's model counts it. `origin` is the origin store's
+/// address as the host sees it, or `None` when the nodes go without.
 fn providers(
     kind: &str,
     work_mode: &str,
-    origin: &str,
+    origin: Option<&str>,
     lease_term_ms: u64,
 ) -> anyhow::Result<(NodeKind, Providers)> {
     let mode = if work_mode == "block" {
@@ -131,45 +143,46 @@ fn providers(
     } else {
         WorkMode::Spin
     };
-    let make: Arc<dyn Fn() -> Box<dyn NodeProvider> + Send + Sync> = match kind {
+    let term = lease_term_ms.to_string();
+    // The node's flags after its listen address, with the origin as the
+    // node reaches it.
+    let node_flags = |origin: Option<String>| -> Vec<String> {
+        let mut v: Vec<String> = ["--threads", "1", "--work-mode", work_mode]
+            .map(String::from)
+            .to_vec();
+        if let Some(o) = origin {
+            v.extend(["--origin".into(), o, "--lease-term-ms".into(), term.clone()]);
+        }
+        v
+    };
+    let make: Arc<dyn Fn() -> Result<Box<dyn NodeProvider>, String> + Send + Sync> = match kind {
         "process" => {
-            let exe =
-                std::env::current_exe().context("finding the ebb binary to start nodes with")?;
-            let term = lease_term_ms.to_string();
-            let node_args = [
-                "node",
-                "--listen-fd",
-                FD_PLACEHOLDER,
-                "--threads",
-                "1",
-                "--work-mode",
-                work_mode,
-                "--origin",
-                origin,
-                "--lease-term-ms",
-                &term,
-            ];
-            let cfg = ProcessProviderConfig {
-                program: exe,
-                args: node_args.map(String::from).to_vec(),
-            };
-            Arc::new(move || -> Box<dyn NodeProvider> {
-                Box::new(ProcessProvider::new(cfg.clone()))
+            let exe = ebb_exe()?;
+            let mut args: Vec<String> = ["node", "--listen-fd", FD_PLACEHOLDER]
+                .map(String::from)
+                .to_vec();
+            args.extend(node_flags(origin.map(str::to_owned)));
+            let cfg = ProcessProviderConfig { program: exe, args };
+            Arc::new(move || -> Result<Box<dyn NodeProvider>, String> {
+                Ok(Box::new(ProcessProvider::new(cfg.clone())))
             })
         }
         "thread" => {
-            let origin = origin.to_owned();
-            Arc::new(move || -> Box<dyn NodeProvider> {
+            let origin = origin.map(str::to_owned);
+            Arc::new(move || -> Result<Box<dyn NodeProvider>, String> {
                 let origin = origin.clone();
-                Box::new(ThreadProvider::new(move || {
+                Ok(Box::new(ThreadProvider::new(move || {
                     let service = DemoService::new().with_work(1, mode);
+                    let Some(origin) = &origin else {
+                        return DemoServer::new(service);
+                    };
                     // Each node its own cache, as a process node has: one
                     // lease holder per node.
                     let settings = ebb_lease::cache::CacheSettings {
                         term: LeaseTerm::from_millis(lease_term_ms),
                         ..ebb_lease::cache::CacheSettings::default()
                     };
-                    match ebb_lease::cache::connect_in_background(&origin, settings) {
+                    match ebb_lease::cache::connect_in_background(origin, settings) {
                         Ok(cache) => DemoServer::new(service.with_origin(cache)),
                         Err(e) => {
                             // The node still serves work; its gets and
@@ -178,20 +191,77 @@ fn providers(
                             DemoServer::new(service)
                         }
                     }
-                }))
+                })))
             })
         }
-        other => bail!(
-            "--kind `{other}` is not offered by ebb demo; accepted: process, thread \
-             (containers and VMs run under `ebb up`)"
-        ),
+        "container" => {
+            // The ebb binary is mounted at /bin/ebb inside.
+            let mut command: Vec<String> = ["/bin/ebb", "node", "--listen", "0.0.0.0:{port}"]
+                .map(String::from)
+                .to_vec();
+            command.extend(node_flags(None));
+            let cfg = ContainerProviderConfig {
+                ebb_exe: ebb_exe()?,
+                limits: Limits {
+                    memory_mb: None,
+                    cpus: None,
+                    pids: Some(CONTAINER_PIDS),
+                },
+                rootfs: None,
+                command,
+                port: SANDBOX_PORT,
+            };
+            Arc::new(move || -> Result<Box<dyn NodeProvider>, String> {
+                Ok(Box::new(ContainerProvider::new(cfg.clone())))
+            })
+        }
+        "vm" => {
+            let mut cfg = VmConfig::ebb_node(ebb_exe()?);
+            let guest_origin = origin.map(|o| match o.rsplit_once(':') {
+                Some((_, port)) => format!("{VM_HOST_ALIAS}:{port}"),
+                None => o.to_owned(),
+            });
+            cfg.node_command.extend(node_flags(guest_origin));
+            Arc::new(move || -> Result<Box<dyn NodeProvider>, String> {
+                VmProvider::new(cfg.clone())
+                    .map(|p| Box::new(p) as Box<dyn NodeProvider>)
+                    .map_err(|e| format!("preparing VM nodes: {e}"))
+            })
+        }
+        other => bail!("--kind `{other}`: accepted: process, thread, container, vm"),
     };
-    let k = if kind == "process" {
-        NodeKind::Process
-    } else {
-        NodeKind::Thread
+    let k = match kind {
+        "process" => NodeKind::Process,
+        "thread" => NodeKind::Thread,
+        "container" => NodeKind::Container,
+        _ => NodeKind::Vm,
     };
     Ok((k, Providers(make)))
+}
+
+fn ebb_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the ebb binary to start nodes with")
+}
+
+/// Refuses a sandboxed node kind without root, saying what it needs.
+fn check_privileges(kind: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let needs = match kind {
+        "container" => {
+            "container nodes need root: namespaces, cgroups and a veth pair per node \
+             (and /bin/busybox from busybox-static)"
+        }
+        "vm" => "VM nodes need root: QEMU with /dev/kvm (or TCG) and the host's kernel image",
+        _ => return Ok(()),
+    };
+    if !root {
+        bail!(
+            "--kind {kind}: {needs}; run `sudo ebb demo --kind {kind}`, or use \
+             --kind process or --kind thread, which need no root"
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -219,6 +289,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?
         .truncated(args.seconds as usize);
+    check_privileges(&args.kind)?;
     if args.gets + args.puts > 1_000 {
         bail!(
             "--gets {} and --puts {}: together at most 1000 per thousand arrivals",
@@ -243,15 +314,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let origin = rt
         .block_on(ebb_replay::origin::start(data.path(), settings))
         .context("starting the origin store")?;
+    // A container's network namespace reaches the host only over its own
+    // veth pair, not the host's loopback, where the origin listens.
+    let reachable = args.kind != "container";
+    if !reachable && args.gets + args.puts > 0 {
+        eprintln!(
+            "note: container nodes cannot reach the origin store on the host's loopback; \
+             --gets and --puts are off for --kind container"
+        );
+    }
+    // Without gets or puts the nodes need no origin and the report no
+    // shared-data counts.
+    let shared = reachable && args.gets + args.puts > 0;
     let (kind, providers) = providers(
         &args.kind,
         &args.work_mode,
-        &origin.addr,
+        shared.then_some(origin.addr.as_str()),
         args.lease_term_ms,
     )?;
     let key = |k: u32| format!("demo-key-{k}");
     let mut mix = Vec::new();
-    if args.gets > 0 {
+    if shared && args.gets > 0 {
         mix.push(MixCall {
             method: "get".into(),
             args: (0..args.keys)
@@ -260,7 +343,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             per_mille: args.gets,
         });
     }
-    if args.puts > 0 {
+    if shared && args.puts > 0 {
         mix.push(MixCall {
             method: "put".into(),
             args: (0..args.keys)
@@ -276,7 +359,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         method: "work".into(),
         args: serde_json::json!({ "micros": args.work_us }),
         mix,
-        origin: Some(Arc::clone(&origin.counts)),
+        origin: shared.then(|| Arc::clone(&origin.counts)),
         policy: args.policy,
         baselines: if args.compare {
             vec![args.baseline]
