@@ -212,6 +212,61 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_from_its_ca() {
     );
 }
 
+#[tokio::test]
+async fn a_full_tls_server_answers_server_full_at_once_and_the_call_did_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let (cert, key) = ca.issue("node", &["127.0.0.1"]);
+    let svc = Arc::new(Echo::default());
+    let config = ebb_rpc::semantics::ServerConfig {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let server = Server::bind_with("127.0.0.1:0", Arc::clone(&svc), config)
+        .await
+        .unwrap()
+        .with_tls(ServerTls::from_pem_files(&cert, &key, None).unwrap());
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run());
+    let tls = ClientTls::from_pem_files(&ca.cert_path(), None).unwrap();
+    let first = TcpClient::connect_tls(&addr, tls.clone(), TcpClientConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(&call(&first, b"first").await.unwrap()[..], b"first");
+    // The server is at its one connection: the second client's handshake
+    // completes only so that it can be told why, inside TLS.
+    let second = TcpClient::connect_tls(&addr, tls, TcpClientConfig::default())
+        .await
+        .expect("a refused TLS client still completes its handshake");
+    // A long deadline: the answer must come from the refusal, not a timer
+    // (the outer bound only keeps a broken build from hanging).
+    let options = CallOptions::default().with_timeout(Nanos::from_secs(3600));
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        second.call(&ECHO, Bytes::from_static(b"second"), options),
+    );
+    let err = answer
+        .await
+        .expect("answered, not left to wait")
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ebb_rpc::CallError::Refused {
+                reason: ebb_rpc::wire::Refusal::ServerFull,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.may_have_run());
+    assert_eq!(
+        svc.runs.load(Ordering::SeqCst),
+        1,
+        "only the first call ran"
+    );
+}
+
 /// Relays connections to `upstream` and counts them.
 async fn counting_relay(upstream: String) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,7 +9,7 @@
 //! What to resend after a reconnect, when a call has failed and how, and
 //! when the server is presumed dead are the session's decisions, not ours.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -139,8 +139,8 @@ impl TcpClient {
             clock,
             session,
             conn: Some(conn),
-            waiters: HashMap::new(),
-            describes: HashMap::new(),
+            waiters: FastMap::default(),
+            describes: FastMap::default(),
             next_describe: 0,
             load: Arc::clone(&load),
             codec: FrameCodec::default(),
@@ -366,10 +366,10 @@ struct Driver {
     session: ClientSession,
     conn: Option<Conn>,
     /// Callers waiting, by the session's call id.
-    waiters: HashMap<u64, oneshot::Sender<Reply>>,
+    waiters: FastMap<u64, oneshot::Sender<Reply>>,
     /// Describe requests waiting for their answer, by id; resent after a
     /// reconnect (asking again is harmless).
-    describes: HashMap<u64, oneshot::Sender<Reply>>,
+    describes: FastMap<u64, oneshot::Sender<Reply>>,
     next_describe: u64,
     load: Arc<AtomicU64>,
     codec: FrameCodec,
