@@ -26,6 +26,7 @@ use ebb_rpc::service::{CallOptions, DispatchError, MethodInfo, Transport};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::registry::{Acquired, Registry, Slot};
+use crate::service::Encoding;
 
 /// Most nodes one call is tried on (first attempt included).
 pub const MAX_ATTEMPTS: usize = 4;
@@ -71,6 +72,7 @@ impl GatewayError {
                 CallError::BadRequest { .. } => "bad_request",
                 CallError::Remote { .. } | CallError::Panicked { .. } => "remote",
                 CallError::Refused { .. } => "rejected",
+                CallError::Overloaded { .. } => "overloaded",
                 _ => "node_error",
             },
         }
@@ -87,6 +89,7 @@ impl GatewayError {
                 CallError::UnknownMethod { .. }
                     | CallError::BadRequest { .. }
                     | CallError::Refused { .. }
+                    | CallError::Overloaded { .. }
                     | CallError::TooManyOutstanding { .. }
             ),
         }
@@ -98,9 +101,11 @@ impl From<GatewayError> for DispatchError {
     fn from(e: GatewayError) -> DispatchError {
         let msg = e.to_string();
         match e {
-            GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => {
-                DispatchError::Rejected(msg)
-            }
+            GatewayError::Overloaded { why, retry_after } => DispatchError::Overloaded {
+                message: why,
+                retry_after,
+            },
+            GatewayError::ShuttingDown => DispatchError::Rejected(msg),
             GatewayError::DeadlineExceeded { sent: false, .. } => DispatchError::Rejected(msg),
             GatewayError::DeadlineExceeded { sent: true, .. }
             | GatewayError::OutcomeUnknown { .. }
@@ -109,6 +114,13 @@ impl From<GatewayError> for DispatchError {
                 CallError::UnknownMethod { method } => DispatchError::UnknownMethod(method),
                 CallError::BadRequest { message } => DispatchError::BadArgs(message),
                 CallError::Refused { message, .. } => DispatchError::Rejected(message),
+                CallError::Overloaded {
+                    message,
+                    retry_after,
+                } => DispatchError::Overloaded {
+                    message,
+                    retry_after,
+                },
                 CallError::TooManyOutstanding { .. } => DispatchError::Rejected(msg),
                 CallError::Remote { message }
                 | CallError::Codec { message, .. }
@@ -200,15 +212,29 @@ impl Forwarder {
         granted
     }
 
-    /// Forwards one call and records its outcome in the metrics.
+    /// Forwards one postcard-encoded call and records its outcome in the
+    /// metrics.
     pub async fn call(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         timeout: Nanos,
     ) -> Result<Bytes, GatewayError> {
+        self.call_encoded(method, args, Encoding::Postcard, timeout)
+            .await
+    }
+
+    /// [`Forwarder::call`] with arguments encoded as `encoding` says; the
+    /// reply comes back encoded the same way.
+    pub async fn call_encoded(
+        self: &Arc<Self>,
+        method: &'static MethodInfo,
+        args: Bytes,
+        encoding: Encoding,
+        timeout: Nanos,
+    ) -> Result<Bytes, GatewayError> {
         let arrived = self.clock.now();
-        let result = self.forward(method, args, timeout, arrived).await;
+        let result = self.forward(method, args, encoding, timeout, arrived).await;
         let response = self.clock.now().saturating_since(arrived);
         self.registry.record_response(response);
         let secs = response.as_secs_f64();
@@ -228,6 +254,7 @@ impl Forwarder {
         &self,
         method: &'static MethodInfo,
         args: Bytes,
+        encoding: Encoding,
         timeout: Nanos,
         arrived: Instant,
     ) -> Result<Bytes, GatewayError> {
@@ -282,7 +309,9 @@ impl Forwarder {
             let node = slot.node;
             let now = self.clock.now();
             let left = deadline.saturating_since(now);
-            let attempt = self.attempt(slot, method, args.clone(), left, now).await;
+            let attempt = self
+                .attempt(slot, method, args.clone(), encoding, left, now)
+                .await;
             let failure = match attempt {
                 Attempt::Reply(Ok(reply)) => return Ok(reply),
                 Attempt::Reply(Err(e)) => e,
@@ -297,12 +326,16 @@ impl Forwarder {
             let more = tried.len() < MAX_ATTEMPTS && time_left;
             match failure {
                 // Refused before running, or never sent: safe for any call.
-                CallError::Refused { .. } | CallError::TooManyOutstanding { .. }
+                CallError::Refused { .. }
+                | CallError::Overloaded { .. }
+                | CallError::TooManyOutstanding { .. }
                     if more && self.may_retry(now) =>
                 {
                     continue;
                 }
-                e @ (CallError::Refused { .. } | CallError::TooManyOutstanding { .. }) => {
+                e @ (CallError::Refused { .. }
+                | CallError::Overloaded { .. }
+                | CallError::TooManyOutstanding { .. }) => {
                     return Err(GatewayError::Node(e));
                 }
                 // Never delivered: the node did not start it, so any call
@@ -356,6 +389,7 @@ impl Forwarder {
         slot: Slot,
         method: &'static MethodInfo,
         args: Bytes,
+        encoding: Encoding,
         left: Nanos,
         now: Instant,
     ) -> Attempt {
@@ -377,7 +411,10 @@ impl Forwarder {
             answered: false,
         };
         let options = CallOptions::default().with_timeout(left);
-        let call = client.call(method, args, options);
+        let call = match encoding {
+            Encoding::Postcard => client.call(method, args, options),
+            Encoding::Json => client.call_json_text(method, args, options),
+        };
         let outcome = tokio::select! {
             biased;
             r = call => Attempt::Reply(r),

@@ -288,6 +288,20 @@ impl Transport for TcpClient {
                 })
         })
     }
+
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: true,
+        };
+        Box::pin(self.call_spec(spec, args, options))
+    }
 }
 
 struct Conn {
