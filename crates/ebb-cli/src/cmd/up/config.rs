@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use ebb_core::Nanos;
 use ebb_gateway::{GatewayConfig, PoolConfig};
 use ebb_policy::admission::{AdmissionConfig, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS};
+use ebb_policy::lease::LeaseTerm;
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 use serde::Deserialize;
@@ -15,6 +16,15 @@ use serde::Deserialize;
 pub const MAX_POOL: usize = ebb_gateway::pool::MAX_POOL_SIZE;
 /// Bounds on the default deadline, milliseconds.
 pub const MAX_DEADLINE_MS: u64 = 600_000;
+/// Defaults and bounds of the `[origin]` keys, milliseconds.
+pub const DEFAULT_LEASE_TERM_MS: u64 = 10_000;
+pub const MAX_LEASE_TERM_MS: u64 = 86_400_000;
+pub const DEFAULT_EPSILON_MS: u64 = 100;
+pub const MAX_EPSILON_MS: u64 = 60_000;
+pub const DEFAULT_HOLDER_TIMEOUT_MS: u64 = 3_000;
+pub const MAX_HOLDER_TIMEOUT_MS: u64 = 3_600_000;
+/// Where a started origin listens unless `origin.listen` says otherwise.
+pub const DEFAULT_ORIGIN_LISTEN: &str = "127.0.0.1:0";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +45,25 @@ pub struct File {
     pub autoscale: Autoscale,
     #[serde(default)]
     pub outlier: Outlier,
+    /// Absent: nodes keep the demo's data in their own memory.
+    pub origin: Option<Origin>,
+}
+
+/// `[origin]`: the store a pool of nodes shares through lease caches.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Origin {
+    /// Start `ebb origin` with this data directory ...
+    pub data: Option<std::path::PathBuf>,
+    /// ... or use the origin already listening here.
+    pub addr: Option<String>,
+    /// Where a started origin listens.
+    pub listen: Option<String>,
+    /// Whole milliseconds, or the string "inf" (callbacks).
+    pub lease_term_ms: Option<toml::Value>,
+    pub epsilon_ms: Option<u64>,
+    /// A started origin's failure detector, for callbacks.
+    pub holder_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +251,28 @@ impl std::fmt::Display for ServiceChoice {
     }
 }
 
+/// Where the pool's origin comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OriginSource {
+    /// `ebb up` starts `ebb origin --data DIR --listen ADDR` and stops it last.
+    Start {
+        data: std::path::PathBuf,
+        listen: String,
+    },
+    /// An origin that is already running.
+    Existing(String),
+}
+
+/// A checked `[origin]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginPlan {
+    pub source: OriginSource,
+    /// The term nodes ask for and a started origin grants at most.
+    pub term: LeaseTerm,
+    pub epsilon_ms: u64,
+    pub holder_timeout_ms: u64,
+}
+
 /// A config that passed every check.
 #[derive(Debug)]
 pub struct Checked {
@@ -234,6 +285,7 @@ pub struct Checked {
     /// The autoscaling spec, unless it is `none`.
     pub autoscale: Option<String>,
     pub objective: Option<Nanos>,
+    pub origin: Option<OriginPlan>,
 }
 
 /// A key with a value that is not accepted.
@@ -414,6 +466,10 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         ));
     }
     let autoscale = (scale.policy.trim() != "none").then(|| scale.policy.clone());
+    let origin = match &file.origin {
+        None => None,
+        Some(o) => Some(check_origin(o, kind, &runs)?),
+    };
     let o = &file.outlier;
     if o.consecutive_failures == 0 {
         return Err(bad(
@@ -476,6 +532,110 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         cpus: p.cpus,
         autoscale,
         objective: scale.objective_ms.map(Nanos::from_millis),
+        origin,
+    })
+}
+
+fn check_origin(o: &Origin, kind: Kind, runs: &Runs) -> Result<OriginPlan, ConfigError> {
+    let source = match (&o.data, &o.addr) {
+        (Some(data), None) => {
+            let listen = o
+                .listen
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ORIGIN_LISTEN.to_owned());
+            check_addr("origin.listen", &listen)?;
+            if data.as_os_str().is_empty() {
+                return Err(bad(
+                    "origin.data",
+                    data,
+                    "a directory for the origin's data file (created if missing)",
+                ));
+            }
+            OriginSource::Start {
+                data: data.clone(),
+                listen,
+            }
+        }
+        (None, Some(addr)) => {
+            check_addr("origin.addr", addr)?;
+            if let Some(l) = &o.listen {
+                return Err(bad(
+                    "origin.listen",
+                    l,
+                    "only with origin.data (an origin ebb up starts); an existing origin at origin.addr listens where it was started",
+                ));
+            }
+            OriginSource::Existing(addr.clone())
+        }
+        (Some(data), Some(addr)) => {
+            return Err(ConfigError {
+                key: "origin",
+                value: format!("{{ data = {data:?}, addr = {addr:?} }}"),
+                accepted:
+                    "one of them: origin.data to start an origin, or origin.addr to use a running one"
+                        .into(),
+            });
+        }
+        (None, None) => {
+            return Err(ConfigError {
+                key: "origin",
+                value: "{ }".into(),
+                accepted:
+                "origin.data = \"DIR\" to start an origin, or origin.addr = \"IP:PORT\" to use a running one".into(),
+            });
+        }
+    };
+    let term = match &o.lease_term_ms {
+        None => LeaseTerm::from_millis(DEFAULT_LEASE_TERM_MS),
+        Some(toml::Value::String(s)) if s == "inf" => LeaseTerm::CALLBACK,
+        Some(toml::Value::Integer(ms)) if (0..=MAX_LEASE_TERM_MS as i64).contains(ms) => {
+            LeaseTerm::from_millis(*ms as u64)
+        }
+        Some(v) => {
+            return Err(bad(
+                "origin.lease_term_ms",
+                v,
+                format!(
+                    "whole milliseconds from 0 (check-on-use) to {MAX_LEASE_TERM_MS}, or \"inf\" (callbacks)"
+                ),
+            ));
+        }
+    };
+    let epsilon_ms = o.epsilon_ms.unwrap_or(DEFAULT_EPSILON_MS);
+    if epsilon_ms > MAX_EPSILON_MS {
+        return Err(bad(
+            "origin.epsilon_ms",
+            epsilon_ms,
+            format!("milliseconds from 0 to {MAX_EPSILON_MS}"),
+        ));
+    }
+    let holder_timeout_ms = o.holder_timeout_ms.unwrap_or(DEFAULT_HOLDER_TIMEOUT_MS);
+    if holder_timeout_ms == 0 || holder_timeout_ms > MAX_HOLDER_TIMEOUT_MS {
+        return Err(bad(
+            "origin.holder_timeout_ms",
+            holder_timeout_ms,
+            format!("milliseconds from 1 to {MAX_HOLDER_TIMEOUT_MS}"),
+        ));
+    }
+    if *runs != Runs::Builtin {
+        return Err(bad(
+            "origin",
+            "(with service.command)",
+            "the origin serves the built-in demo service's get/put/read/write; a node program given by service.command reaches its own data",
+        ));
+    }
+    if !matches!(kind, Kind::Process | Kind::Thread) {
+        return Err(bad(
+            "pool.kind",
+            format!("{kind:?}").to_lowercase(),
+            "with [origin]: process or thread (container and vm nodes have their own network and cannot reach an origin on the host's loopback)",
+        ));
+    }
+    Ok(OriginPlan {
+        source,
+        term,
+        epsilon_ms,
+        holder_timeout_ms,
     })
 }
 
@@ -586,5 +746,108 @@ mod tests {
         let e = parse("[service]\nname = \"demo\"\ncommand = [\"/bin/node\"]\n[pool]\nkind = \"thread\"\ninitial = 1\nmin = 1\nmax = 2\nboot_timeout_ms = 1000\ncost_per_node_second_usd = 0.0\n")
             .expect_err("thread nodes cannot run a program");
         assert!(e.contains("pool.kind"), "{e}");
+    }
+
+    /// The example's `[origin]` section, uncommented: the keys it documents.
+    fn example_with_origin() -> String {
+        let mut out = String::new();
+        let mut in_origin = false;
+        for line in EXAMPLE.lines() {
+            if line.starts_with("# [origin]") {
+                in_origin = true;
+            } else if line.starts_with('[') {
+                in_origin = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(rest) if in_origin && !rest.starts_with(' ') => out.push_str(rest),
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn the_example_origin_section_is_valid() {
+        let text = example_with_origin();
+        let c = parse(&text).expect("the example with its origin section parses");
+        let o = c.origin.expect("the uncommented section is read");
+        assert!(
+            matches!(&o.source, OriginSource::Start { data, listen }
+                if data.as_os_str() == "ebb-origin-data" && listen == DEFAULT_ORIGIN_LISTEN),
+            "{o:?}"
+        );
+        assert_eq!(o.term, LeaseTerm::from_millis(DEFAULT_LEASE_TERM_MS));
+        assert_eq!(o.epsilon_ms, DEFAULT_EPSILON_MS);
+        // And with the alternative the example names instead of `data`.
+        let existing = text.replace("data = \"ebb-origin-data\"", "addr = \"127.0.0.1:7100\"");
+        let existing = existing.replace("listen = \"127.0.0.1:0\"", "");
+        let o = parse(&existing).expect("addr instead of data").origin;
+        assert_eq!(
+            o.map(|o| o.source),
+            Some(OriginSource::Existing("127.0.0.1:7100".into()))
+        );
+        assert!(parse(EXAMPLE).expect("parses").origin.is_none());
+    }
+
+    #[test]
+    fn origin_errors_name_key_value_and_what_is_accepted() {
+        let with =
+            |origin: &str| parse(&format!("[service]\nname = \"demo\"\n[origin]\n{origin}\n"));
+        let c = with("addr = \"127.0.0.1:7100\"\nlease_term_ms = \"inf\"\nepsilon_ms = 5")
+            .expect("valid");
+        let o = c.origin.expect("origin");
+        assert!(o.term.is_callback());
+        assert_eq!(o.epsilon_ms, 5);
+        let cases: [(&str, &[&str]); 8] = [
+            ("", &["origin", "origin.data", "origin.addr"]),
+            (
+                "data = \"d\"\naddr = \"127.0.0.1:1\"",
+                &["origin", "\"d\"", "one of them"],
+            ),
+            (
+                "addr = \"origin:7100\"",
+                &["origin.addr", "\"origin:7100\"", "IP:PORT"],
+            ),
+            (
+                "data = \"d\"\nlease_term_ms = \"forever\"",
+                &["origin.lease_term_ms", "forever", "\"inf\""],
+            ),
+            (
+                "data = \"d\"\nlease_term_ms = -1",
+                &["origin.lease_term_ms", "-1", "whole milliseconds"],
+            ),
+            (
+                "data = \"d\"\nepsilon_ms = 70000",
+                &["origin.epsilon_ms", "70000", "0 to 60000"],
+            ),
+            (
+                "data = \"d\"\nholder_timeout_ms = 0",
+                &["origin.holder_timeout_ms", "0", "1 to"],
+            ),
+            (
+                "addr = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"",
+                &["origin.listen", "only with origin.data"],
+            ),
+        ];
+        for (section, wanted) in cases {
+            let e = with(section).expect_err(section);
+            for w in wanted {
+                assert!(e.contains(w), "{section:?}: {e:?} lacks {w:?}");
+            }
+        }
+        let e = parse(
+            "[service]\nname = \"demo\"\n[pool]\nkind = \"vm\"\n[origin]\naddr = \"127.0.0.1:1\"\n",
+        )
+        .expect_err("vm nodes cannot reach the host loopback");
+        assert!(
+            e.contains("pool.kind") && e.contains("process or thread"),
+            "{e}"
+        );
+        let e = parse("[service]\nname = \"demo\"\ncommand = [\"/bin/n\"]\n[origin]\naddr = \"127.0.0.1:1\"\n")
+            .expect_err("a user program has its own data");
+        assert!(e.contains("service.command"), "{e}");
+        let e = with("dir = \"d\"").expect_err("no such key");
+        assert!(e.contains("dir") && e.contains("data"), "{e}");
     }
 }

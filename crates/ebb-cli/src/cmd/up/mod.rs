@@ -1,6 +1,7 @@
 //! `ebb up CONFIG.toml`: a gateway and its pool of nodes, until Ctrl-C.
 
 mod config;
+mod origin;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use ebb_node::sandbox::Limits;
 use ebb_node::thread::ThreadProvider;
 use ebb_node::vm::provider::{VmConfig, VmProvider};
 
-use config::{Checked, Kind, Runs, ServiceChoice};
+use config::{Checked, Kind, OriginSource, Runs, ServiceChoice};
 use ebb_gateway::ServiceSource;
+use origin::StartedOrigin;
 
 /// The port a node listens on inside its container (each has its own address).
 const CONTAINER_PORT: u16 = 7000;
@@ -60,9 +62,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             checked.gateway.rpc_addr,
             checked.gateway.http_addr,
         );
+        if let Some(o) = &checked.origin {
+            println!(
+                "origin: {}, lease term {}, epsilon {} ms",
+                match &o.source {
+                    OriginSource::Start { data, listen } =>
+                        format!("started on {} listening on {listen}", data.display()),
+                    OriginSource::Existing(a) => format!("running at {a}"),
+                },
+                if o.term.is_callback() {
+                    "inf (callbacks)".to_owned()
+                } else {
+                    format!("{} ms", o.term.span().as_millis())
+                },
+                o.epsilon_ms
+            );
+        }
         return Ok(());
     }
-    let provider = provider(&checked)?;
+    // Started first and stopped last (dropped at the end of `run`): nodes
+    // reach it from their first call to their last.
+    let started_origin = match checked.origin.as_ref().map(|o| (o, &o.source)) {
+        Some((plan, OriginSource::Start { data, listen })) => {
+            Some(StartedOrigin::start(&ebb_exe()?, plan, data, listen)?)
+        }
+        _ => None,
+    };
+    let origin_addr = match (&started_origin, checked.origin.as_ref().map(|o| &o.source)) {
+        (Some(s), _) => Some(s.addr.clone()),
+        (None, Some(OriginSource::Existing(a))) => Some(a.clone()),
+        _ => None,
+    };
+    let provider = provider(&checked, origin_addr.as_deref())?;
     let service = match &checked.service {
         ServiceChoice::Builtin(name) => ServiceSource::Codec(
             ebb_demo::service_codec(name)
@@ -93,9 +124,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("starting the gateway")?;
         super::announce(&format!("gateway listening on {}", gateway.rpc_addr()));
         super::announce(&format!("http listening on {}", gateway.http_addr()));
+        if let Some(a) = &origin_addr {
+            super::announce(&format!("origin listening on {a}"));
+        }
         wait_for_stop().await?;
         super::announce("shutting down: draining nodes");
         gateway.shutdown().await;
+        drop(started_origin);
         super::announce("stopped");
         Ok(())
     })
@@ -116,8 +151,9 @@ fn ebb_exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("finding the ebb binary to start nodes with")
 }
 
-/// The provider for the configured kind, running the configured service.
-fn provider(c: &Checked) -> anyhow::Result<Box<dyn NodeProvider>> {
+/// The provider for the configured kind, running the configured service
+/// (with the demo's data at `origin`, when there is one).
+fn provider(c: &Checked, origin: Option<&str>) -> anyhow::Result<Box<dyn NodeProvider>> {
     let in_node = |listen: &str| -> Vec<String> {
         match &c.runs {
             Runs::Builtin => ["/bin/ebb", "node", "--listen", listen]
@@ -131,10 +167,32 @@ fn provider(c: &Checked) -> anyhow::Result<Box<dyn NodeProvider>> {
         }
     };
     Ok(match c.kind {
-        Kind::Thread => Box::new(ThreadProvider::new(|| DemoServer::new(DemoService::new()))),
+        Kind::Thread => match (origin, &c.origin) {
+            (Some(addr), Some(plan)) => {
+                // Thread nodes share one process, so they share one cache
+                // (one holder to the origin).
+                let settings = ebb_lease::cache::CacheSettings {
+                    term: plan.term,
+                    epsilon: ebb_core::Nanos::from_millis(plan.epsilon_ms),
+                    ..ebb_lease::cache::CacheSettings::default()
+                };
+                let cache = ebb_lease::cache::connect_in_background(addr, settings)
+                    .with_context(|| format!("origin at {addr}: cannot reach it"))?;
+                Box::new(ThreadProvider::new(move || {
+                    DemoServer::new(DemoService::new().with_origin(cache.clone()))
+                }))
+            }
+            _ => Box::new(ThreadProvider::new(|| DemoServer::new(DemoService::new()))),
+        },
         Kind::Process => {
             let cfg = match &c.runs {
-                Runs::Builtin => ProcessProviderConfig::ebb_node(ebb_exe()?),
+                Runs::Builtin => {
+                    let mut cfg = ProcessProviderConfig::ebb_node(ebb_exe()?);
+                    if let (Some(addr), Some(plan)) = (origin, &c.origin) {
+                        cfg.args.extend(origin::node_args(plan, addr));
+                    }
+                    cfg
+                }
                 Runs::Command(cmd) => {
                     let (program, rest) = cmd
                         .split_first()
