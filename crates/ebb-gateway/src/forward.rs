@@ -30,6 +30,10 @@ use crate::service::Encoding;
 
 /// Most nodes one call is tried on (first attempt included).
 pub const MAX_ATTEMPTS: usize = 4;
+/// How long a call on a node just declared gone may take to say whether it
+/// was ever sent (its transport ends it at once when it can tell); past
+/// this it counts as sent.
+pub const ABANDONED_CALL_WAIT_MS: u64 = 100;
 
 /// Why the gateway answers a request without the node's reply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -84,14 +88,7 @@ impl GatewayError {
             GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => false,
             GatewayError::DeadlineExceeded { sent, .. } => *sent,
             GatewayError::OutcomeUnknown { .. } | GatewayError::NodeLost { .. } => true,
-            GatewayError::Node(e) => !matches!(
-                e,
-                CallError::UnknownMethod { .. }
-                    | CallError::BadRequest { .. }
-                    | CallError::Refused { .. }
-                    | CallError::Overloaded { .. }
-                    | CallError::TooManyOutstanding { .. }
-            ),
+            GatewayError::Node(e) => e.may_have_run(),
         }
     }
 }
@@ -121,7 +118,8 @@ impl From<GatewayError> for DispatchError {
                     message,
                     retry_after,
                 },
-                CallError::TooManyOutstanding { .. } => DispatchError::Rejected(msg),
+                CallError::TooManyOutstanding { .. }
+                | CallError::ConnectionLost { sent: false, .. } => DispatchError::Rejected(msg),
                 CallError::Remote { message }
                 | CallError::Codec { message, .. }
                 | CallError::Panicked { message } => DispatchError::EncodeReply(message),
@@ -339,10 +337,24 @@ impl Forwarder {
                     return Err(GatewayError::Node(e));
                 }
                 // Never delivered: the node did not start it, so any call
-                // may go elsewhere.
-                CallError::ConnectionLost { sent: false, .. } if more && self.may_retry(now) => {
+                // may go elsewhere. Nothing ran, so this adds no load and
+                // takes nothing from the retry budget.
+                CallError::ConnectionLost { sent: false, .. } if more => {
                     self.registry.suspect(node);
+                    self.registry.count_retry();
+                    self.metrics.retried();
                     continue;
+                }
+                e @ CallError::ConnectionLost { sent: false, .. } => {
+                    self.registry.suspect(node);
+                    return Err(if sent {
+                        GatewayError::NodeLost {
+                            node,
+                            why: "attempts or time used up".into(),
+                        }
+                    } else {
+                        GatewayError::Node(e)
+                    });
                 }
                 // The node is dead or unreachable with the call on it.
                 CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
@@ -415,10 +427,25 @@ impl Forwarder {
             Encoding::Postcard => client.call(method, args, options),
             Encoding::Json => client.call_json_text(method, args, options),
         };
-        let outcome = tokio::select! {
+        let mut call = call;
+        let answered = tokio::select! {
             biased;
-            r = call => Attempt::Reply(r),
-            _ = gone.wait_for(|g| *g) => Attempt::NodeGone,
+            r = &mut call => Some(r),
+            _ = gone.wait_for(|g| *g) => None,
+        };
+        let outcome = match answered {
+            Some(r) => Attempt::Reply(r),
+            None => {
+                // The node is gone: its transport ends the calls it holds,
+                // saying which never left (those did not run and may go
+                // to another node, at-most-once or not).
+                client.abandon_calls(&format!("node {node} is gone"));
+                let wait = std::time::Duration::from_millis(ABANDONED_CALL_WAIT_MS);
+                match tokio::time::timeout(wait, &mut call).await {
+                    Ok(r) => Attempt::Reply(r),
+                    Err(_) => Attempt::NodeGone,
+                }
+            }
         };
         guard.answered = matches!(
             outcome,

@@ -257,6 +257,15 @@ pub trait Transport: Send + Sync {
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>>;
 
+    /// Ends the calls this transport has outstanding, because the caller
+    /// learned that the server is gone: each ends with `ConnectionLost`,
+    /// `sent` saying whether a copy ever left (a never-sent call certainly
+    /// did not run, so it may run elsewhere). Transports that cannot tell
+    /// do nothing; their calls end as they would have.
+    fn abandon_calls(&self, cause: &str) {
+        let _ = cause;
+    }
+
     /// Like [`Transport::call`], but `args` is JSON text (an object keyed by
     /// parameter name) for the server's JSON adapter, and the reply comes
     /// back as JSON text. Same call semantics. What a forwarder sends when
@@ -297,6 +306,10 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         (**self).call_json_text(method, args, options)
     }
+
+    fn abandon_calls(&self, cause: &str) {
+        (**self).abandon_calls(cause)
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &T {
@@ -316,6 +329,10 @@ impl<T: Transport + ?Sized> Transport for &T {
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         (**self).call_json_text(method, args, options)
+    }
+
+    fn abandon_calls(&self, cause: &str) {
+        (**self).abandon_calls(cause)
     }
 }
 

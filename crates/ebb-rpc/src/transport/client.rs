@@ -80,6 +80,8 @@ enum Op {
     Call(Call),
     /// Ask the server for its service description.
     Describe(oneshot::Sender<Reply>),
+    /// End every call now: the server is known to be gone.
+    Abandon(String),
 }
 
 /// A client of one server. Cheap to share (`Arc<TcpClient>`); calls from
@@ -289,6 +291,14 @@ impl Transport for TcpClient {
         })
     }
 
+    /// Ends every call of this client now with `ConnectionLost`, saying
+    /// whether each was ever sent (the session's account). For a caller
+    /// that learned the server is gone; a full queue of hand-overs leaves
+    /// the calls to end by their deadlines, as they would anyway.
+    fn abandon_calls(&self, cause: &str) {
+        let _ = self.ops.try_send(Op::Abandon(cause.to_owned()));
+    }
+
     fn call_json_text(
         &self,
         method: &'static MethodInfo,
@@ -442,6 +452,10 @@ impl Driver {
                         return;
                     }
                 }
+            }
+            Op::Abandon(cause) => {
+                self.session.abandon_all(&cause);
+                return;
             }
             Op::Describe(reply) => {
                 if self.describes.len() >= MAX_PENDING_DESCRIBES {
