@@ -21,6 +21,7 @@ use ebb_rpc::service::Transport;
 use moka::notification::RemovalCause;
 
 use crate::api::{Body, OriginClient, OriginError, Release};
+use crate::planted::PlantedBug;
 
 /// Reads of one node in flight to the origin that an invalidation can still
 /// poison; past it a reply is used but not cached.
@@ -198,13 +199,20 @@ impl<T: Transport> LeaseCache<T> {
     /// [`LeaseCache::get`] with the version read (0: never written).
     pub async fn read(&self, key: &str) -> Result<(u64, Option<Vec<u8>>), CacheError> {
         let inner = &self.inner;
-        let now = inner.clock.now();
+        let now = crate::planted::node_clock(inner.clock.now());
         let cached = inner.entries.get(key);
-        let plan = plan_read(
-            cached.as_ref().map(|e| &e.lease),
-            now,
-            inner.settings.epsilon,
-        );
+        let epsilon = match crate::planted::bug() {
+            Some(PlantedBug::IgnoreEpsilon) => Nanos::ZERO,
+            _ => inner.settings.epsilon,
+        };
+        let mut plan = plan_read(cached.as_ref().map(|e| &e.lease), now, epsilon);
+        if crate::planted::bug() == Some(PlantedBug::ServePastExpiry)
+            && cached
+                .as_ref()
+                .is_some_and(|e| !e.lease.term.is_check_on_use())
+        {
+            plan = ReadPlan::Serve;
+        }
         if plan == ReadPlan::Serve {
             if let Some(e) = cached {
                 inner.stats.served_locally.fetch_add(1, Ordering::Relaxed);

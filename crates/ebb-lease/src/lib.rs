@@ -17,6 +17,7 @@
 pub mod api;
 pub mod cache;
 pub mod origin;
+pub mod planted;
 pub mod store;
 
 /// Longest key accepted, in bytes.

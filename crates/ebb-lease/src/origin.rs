@@ -20,6 +20,7 @@ use ebb_policy::lease::{
 use tokio::sync::Notify;
 
 use crate::api::{Body, GetReply, Grant, Invalidation, Origin, OriginError, PollReply, Release};
+use crate::planted::PlantedBug;
 use crate::store::{Store, StoreError, check_sizes};
 
 /// Persisted names.
@@ -103,9 +104,12 @@ impl OriginService {
         settings: OriginSettings,
     ) -> Result<(OriginService, Opened), StoreError> {
         let store = Store::open(dir)?;
-        let previous_bound = store
+        let mut previous_bound = store
             .meta(META_TERM_BOUND_NS)?
             .map(|ns| LeaseTerm::new(Nanos(ns)));
+        if crate::planted::bug() == Some(PlantedBug::ForgetTermBound) {
+            previous_bound = None;
+        }
         let incarnation = store.meta(META_INCARNATION)?.unwrap_or(0) + 1;
         store.set_meta(META_INCARNATION, incarnation)?;
         let bound = OriginLeases::<String>::bound_to_persist(previous_bound, settings.max_term);
@@ -199,6 +203,9 @@ impl OriginService {
             let mut wake_pollers = false;
             let wait_until = {
                 let mut st = self.state();
+                if !started && crate::planted::bug() == Some(PlantedBug::WriteSkipsHolders) {
+                    return Ok(self.guard(key));
+                }
                 if !started {
                     match st.leases.begin_write(now, &key.to_owned()) {
                         WriteStart::Ready => return Ok(self.guard(key)),

@@ -33,10 +33,22 @@ impl Proc {
     /// Runs `program ARGS` and waits for `count` lines ending in
     /// `listening on ADDR`.
     pub fn start_listening(program: impl AsRef<Path>, args: &[&str], count: usize) -> Proc {
+        Proc::start_with_env(program, args, &[], count)
+    }
+
+    /// [`Proc::start_listening`] with `env` added to the child's
+    /// environment.
+    pub fn start_with_env(
+        program: impl AsRef<Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        count: usize,
+    ) -> Proc {
         assert!(count > 0, "wait for at least one address");
         let program = program.as_ref();
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

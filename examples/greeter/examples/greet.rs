@@ -5,7 +5,6 @@
 //! cargo run -p greeter --example greet -- 127.0.0.1:7100 ann
 //! ```
 
-use ebb::rpc::transport::TcpClient;
 use greeter::GreeterClient;
 
 #[tokio::main(flavor = "current_thread")]
@@ -25,7 +24,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn greet(addr: &str, name: String) -> Result<(), Box<dyn std::error::Error>> {
-    let greeter = GreeterClient::new(TcpClient::connect(addr).await?);
+    // A pool of a few connections; clones of `greeter` would share it.
+    let greeter = GreeterClient::connect(addr).await?;
     println!("{}", greeter.hello(name.clone()).await?);
     // The outer `?` is the call (did it run?), the inner one the method's
     // own answer (was the guestbook full?).

@@ -10,6 +10,7 @@ impl Generator<'_> {
     pub(super) fn client(&self) -> TokenStream {
         let (rt, private, codec, client) = (&self.rt, &self.private, &self.codec, &self.client);
         let (vis, service) = (&self.service.vis, &self.service.ident);
+        let transport = &self.transport;
         let doc = format!(
             "Calls a `{service}` service through a transport; every method ends with the reply or a typed `CallError`."
         );
@@ -70,6 +71,23 @@ impl Generator<'_> {
                 }
 
                 #(#methods)*
+            }
+
+            impl #client<#transport::PooledClient> {
+                /// Connects to `addr` over a pool of
+                /// `DEFAULT_POOL_CONNECTIONS` connections, each its own
+                /// at-most-once session; clones of the client share the pool.
+                pub async fn connect(addr: &str) -> ::core::result::Result<Self, #transport::PoolError> {
+                    ::core::result::Result::Ok(Self::new(#transport::PooledClient::connect(addr).await?))
+                }
+
+                /// Connects with a chosen pool size and client configuration.
+                pub async fn connect_with(
+                    addr: &str,
+                    config: #transport::PoolConfig,
+                ) -> ::core::result::Result<Self, #transport::PoolError> {
+                    ::core::result::Result::Ok(Self::new(#transport::PooledClient::connect_with(addr, config).await?))
+                }
             }
         }
     }

@@ -1,7 +1,8 @@
 //! From the checked model to code: one method per emitted item.
 //!
 //! All generated code names runtime items through `<krate>::service` (by
-//! default `::ebb::rpc::service`) and the standard library through `::core`
+//! default `::ebb::rpc::service`; the pooled client's constructors also name
+//! `<krate>::transport`) and the standard library through `::core`
 //! and `::std`, so it compiles whatever the user's module has in scope.
 
 use proc_macro2::{Span, TokenStream};
@@ -22,6 +23,8 @@ pub struct Generator<'a> {
     rt: TokenStream,
     /// `<krate>::service::__private`
     private: TokenStream,
+    /// `<krate>::transport`: where the pooled client lives.
+    transport: TokenStream,
     codec: Ident,
     server: Ident,
     client: Ident,
@@ -35,6 +38,7 @@ impl<'a> Generator<'a> {
             service,
             rt: quote!(#krate::service),
             private: quote!(#krate::service::__private),
+            transport: quote!(#krate::transport),
             codec: format_ident!("{name}Codec"),
             server: format_ident!("{name}Server"),
             client: format_ident!("{name}Client"),

@@ -1,6 +1,7 @@
 //! The tokio TCP runtimes: a client that implements
 //! [`Transport`](crate::service::Transport) and multiplexes many concurrent
-//! calls over one connection, and a server that serves a
+//! calls over one connection, a cloneable pool of such clients that spreads
+//! calls over a few connections, and a server that serves a
 //! [`ServiceDispatch`](crate::service::ServiceDispatch).
 //!
 //! Both sides write through [`outbuf::OutBuf`], which coalesces every frame
@@ -10,12 +11,14 @@ pub mod client;
 pub mod clock;
 pub mod frames;
 pub mod outbuf;
+pub mod pool;
 pub mod server;
 pub mod stream;
 pub mod tls;
 pub mod workers;
 
 pub use client::{TcpClient, TcpClientConfig};
+pub use pool::{PoolConfig, PoolError, PooledClient};
 pub use server::Server;
 pub use tls::{ClientTls, ServerTls, TlsError};
 
