@@ -14,7 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ebb_core::Nanos;
 use ebb_rpc::service::{
-    BoxFuture, DispatchError, MethodInfo, ServiceCodec, ServiceDescription, ServiceDispatch,
+    BoxFuture, CallContext, DispatchError, MethodInfo, ServiceCodec, ServiceDescription,
+    ServiceDispatch,
 };
 use serde_json::Value;
 
@@ -89,16 +90,25 @@ impl ServiceDispatch for RpcIngress {
         }
     }
 
+    /// A call with no context of its own gets the gateway's default
+    /// deadline; the RPC server always brings the caller's.
     fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        self.dispatch_with(method_id, args, CallContext::new(self.default_timeout))
+    }
+
+    /// The caller's own deadline (the time it had left when it sent the
+    /// call) is what admission checks and what the node is given, so a
+    /// caller in a hurry is refused at once rather than queued past the
+    /// point where it stopped listening.
+    fn dispatch_with(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+    ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         Box::pin(async move {
             let info = self.served.method_by_id(method_id)?;
-            // The frame's own deadline does not reach a dispatch; calls get
-            // the gateway's default (the client still ends the call by its
-            // own deadline).
-            let reply = self
-                .forwarder
-                .call(info, args, self.default_timeout)
-                .await?;
+            let reply = self.forwarder.call(info, args, cx.timeout).await?;
             Ok(reply)
         })
     }

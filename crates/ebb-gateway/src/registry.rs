@@ -388,6 +388,8 @@ impl Registry {
         debug_assert!(inner.held.len() <= before);
         let mut returned = false;
         for i in 0..inner.views.len() {
+            // Idle nodes report through their pongs.
+            inner.refresh_reported(i);
             let m = &inner.meta[i];
             if m.life == Life::Ready
                 && inner.views[i].state == NodeState::Draining
@@ -499,6 +501,8 @@ impl Registry {
         let Some(i) = inner.index(node) else { return };
         debug_assert!(inner.views[i].in_flight > 0);
         inner.views[i].in_flight = inner.views[i].in_flight.saturating_sub(1);
+        // The reply carried the node's load; the transport kept it.
+        inner.refresh_reported(i);
         if let Some(l) = latency {
             inner.counters.busy = inner.counters.busy.saturating_add(l);
             inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
@@ -604,6 +608,15 @@ impl Inner {
             ready,
             service_time: Nanos(self.service_time as u64),
             capacity_at,
+        }
+    }
+
+    /// Copies the load `nodes[i]` last reported (calls executing, other
+    /// callers' included) into its view, where `:reported` balancers and
+    /// `/status` read it. A node that has not reported yet counts as 0.
+    fn refresh_reported(&mut self, i: usize) {
+        if let Some(client) = &self.meta[i].client {
+            self.views[i].reported_queue = client.reported_load().unwrap_or(0);
         }
     }
 

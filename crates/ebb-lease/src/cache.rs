@@ -82,6 +82,8 @@ pub struct CacheStats {
     pub invalidations: AtomicU64,
     pub evictions_reported: AtomicU64,
     pub releases_dropped: AtomicU64,
+    /// Polls answered by the origin (with or without invalidations).
+    pub polls: AtomicU64,
 }
 
 struct Inner<T: Transport> {
@@ -333,6 +335,7 @@ impl<T: Transport> LeaseCache<T> {
                 return Err(e.into());
             }
         };
+        inner.stats.polls.fetch_add(1, Ordering::Relaxed);
         let before = inner.incarnation.swap(reply.incarnation, Ordering::SeqCst);
         if before != 0 && before != reply.incarnation {
             // A new origin incarnation forgot every grant: drop everything

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod commit;
 pub mod origin;
 pub mod planted;
 pub mod store;

@@ -20,8 +20,9 @@ use ebb_policy::lease::{
 use tokio::sync::Notify;
 
 use crate::api::{Body, GetReply, Grant, Invalidation, Origin, OriginError, PollReply, Release};
+use crate::commit::Committer;
 use crate::planted::PlantedBug;
-use crate::store::{Store, StoreError, check_sizes};
+use crate::store::{Store, StoreError, Write, check_sizes};
 
 /// Persisted names.
 const META_TERM_BOUND_NS: &str = "lease_term_bound_ns";
@@ -48,7 +49,13 @@ pub struct OriginSettings {
     /// starting (every earlier holder has polled and seen the new
     /// incarnation, or counts as dead).
     pub holder_timeout: Nanos,
+    /// Puts committed together in one durable transaction at most (group
+    /// commit; 1: each put its own fsync).
+    pub max_batch_writes: usize,
 }
+
+/// Puts sharing one commit at most, by default.
+pub const DEFAULT_MAX_BATCH_WRITES: usize = 256;
 
 impl Default for OriginSettings {
     fn default() -> OriginSettings {
@@ -56,6 +63,7 @@ impl Default for OriginSettings {
             max_term: LeaseTerm::from_millis(10_000),
             epsilon: Nanos::from_millis(100),
             holder_timeout: Nanos::from_secs(3),
+            max_batch_writes: DEFAULT_MAX_BATCH_WRITES,
         }
     }
 }
@@ -70,7 +78,8 @@ struct State {
 
 #[derive(Debug)]
 struct Inner {
-    store: Store,
+    store: Arc<Store>,
+    committer: Committer,
     clock: SystemClock,
     started: Instant,
     incarnation: u64,
@@ -125,8 +134,17 @@ impl OriginService {
             Recovery::Until(t) => Some(t.saturating_since(now)),
             Recovery::UntilCleared => Some(Nanos::MAX),
         };
+        let store = Arc::new(store);
+        let committer =
+            Committer::start(store.clone(), settings.max_batch_writes).map_err(|e| {
+                StoreError::Io {
+                    path: dir.to_owned(),
+                    detail: format!("starting the commit thread: {e}"),
+                }
+            })?;
         let inner = Inner {
             store,
+            committer,
             clock,
             started: now,
             incarnation,
@@ -289,12 +307,14 @@ impl OriginService {
     ) -> Result<u64, OriginError> {
         check_sizes(&key, Some(&value))?;
         let mut guard = self.wait_for_holders(&key).await?;
-        let inner = self.inner.clone();
-        let k = key.clone();
-        let done = tokio::task::spawn_blocking(move || inner.store.put(&k, &value, expected)).await;
-        let result = match done {
+        let write = Write {
+            key,
+            value,
+            expected,
+        };
+        let result = match self.inner.committer.commit(write).await {
             Ok(r) => r.map_err(OriginError::from),
-            Err(e) => Err(OriginError::Storage(format!("the write task failed: {e}"))),
+            Err(e) => Err(OriginError::Storage(e.to_string())),
         };
         guard.applied = result.is_ok();
         drop(guard);

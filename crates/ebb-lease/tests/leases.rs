@@ -17,6 +17,7 @@ fn settings(term_ms: u64) -> OriginSettings {
         max_term: LeaseTerm::from_millis(term_ms),
         epsilon: Nanos::from_millis(20),
         holder_timeout: Nanos::from_secs(3),
+        ..OriginSettings::default()
     }
 }
 

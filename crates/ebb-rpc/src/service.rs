@@ -104,6 +104,22 @@ impl Default for CallOptions {
     }
 }
 
+/// What a server knows about one call besides its method and arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallContext {
+    /// Time the call had left when its caller sent it. A service that runs
+    /// the call itself has no use for it (the caller ends the call by its
+    /// own deadline); a forwarding server admits and forwards within it.
+    pub timeout: Nanos,
+}
+
+impl CallContext {
+    pub const fn new(timeout: Nanos) -> CallContext {
+        CallContext { timeout }
+    }
+}
+
 /// Why a server (or a JSON codec) could not turn a request into a reply.
 /// The method itself cannot fail this way: a fallible method returns a
 /// `Result` as its value, which travels as an ordinary reply.
@@ -152,6 +168,18 @@ pub trait ServiceDispatch: Send + Sync + 'static {
     /// postcard-encoded reply. Does no deduplication: at-most-once is the
     /// server runtime's job, before it calls this.
     fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>>;
+
+    /// [`ServiceDispatch::dispatch`] with what the server knows about the
+    /// call; what a server runs for a binary request. Only a forwarding
+    /// server (the gateway) needs more than the method and its arguments.
+    fn dispatch_with(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        _cx: CallContext,
+    ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        self.dispatch(method_id, args)
+    }
 
     /// The service's JSON adapter, if it has one (generated services do):
     /// what lets HTTP ingress, the CLI and JSON requests reach it.
@@ -235,6 +263,14 @@ impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
     fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         (**self).dispatch(method_id, args)
     }
+    fn dispatch_with(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+    ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        (**self).dispatch_with(method_id, args, cx)
+    }
     fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
         (**self).json_codec()
     }
@@ -286,6 +322,13 @@ pub trait Transport: Send + Sync {
             ),
         })))
     }
+
+    /// The load (calls executing) the server last reported in a reply or
+    /// pong, if this transport hears such reports: what a gateway puts in
+    /// its view of the node.
+    fn reported_load(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Arc<T> {
@@ -310,6 +353,10 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn abandon_calls(&self, cause: &str) {
         (**self).abandon_calls(cause)
     }
+
+    fn reported_load(&self) -> Option<u32> {
+        (**self).reported_load()
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &T {
@@ -333,6 +380,10 @@ impl<T: Transport + ?Sized> Transport for &T {
 
     fn abandon_calls(&self, cause: &str) {
         (**self).abandon_calls(cause)
+    }
+
+    fn reported_load(&self) -> Option<u32> {
+        (**self).reported_load()
     }
 }
 

@@ -8,8 +8,14 @@
 //! run. Some seeds squeeze the server's connections (clients turned away
 //! unread) and the calls a connection may run at once (refusals, then late
 //! copies of refused calls), and some methods panic; the totals show each
-//! of those paths ran. A second test plants a server that forgets its
-//! refusals and shows the simulation catches it.
+//! of those paths ran. Some seeds squeeze the saved reply bytes (replies
+//! saved as `OutcomeUnknown`). Servers sweep for silent connections; most
+//! seeds shorten the handshake and idle timeouts, and hostile peers open
+//! connections that never speak or speak once: each sweep must close
+//! exactly the connections silent past their timeout, and clients told
+//! `Timeout` reconnect. Planted-bug tests show the simulation catches a
+//! server that forgets its refusals and one that applies the handshake
+//! timeout to connections past their handshake.
 //! `EBB_FAULT_SEEDS=N` runs N seeds (default 1000); `EBB_FAULT_SEED=S`
 //! replays seed S alone.
 #![allow(clippy::unwrap_used)]
@@ -19,7 +25,7 @@ mod sim;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use sim::Stats;
-use sim::world::World;
+use sim::world::{Planted, World};
 
 const DEFAULT_SEEDS: u64 = 1000;
 
@@ -84,25 +90,53 @@ fn no_call_runs_twice_replies_reach_their_own_call_and_every_call_ends_by_its_de
             total.panicked > 0 && total.conns_refused > 0,
             "panics and refused connections must have occurred: {total:?}"
         );
+        assert!(
+            total.replies_not_kept > 0,
+            "the saved-reply byte bounds must have been met: {total:?}"
+        );
+        assert!(
+            total.closed_handshake > 0 && total.closed_idle > 0,
+            "handshake and idle timeouts must have closed connections: {total:?}"
+        );
+        assert!(
+            total.clients_timed_out > 0 && total.timeout_notices > 0,
+            "clients' connections must have timed out and been told so: {total:?}"
+        );
     }
 }
 
 /// Seeds the planted-bug run tries before it must have caught the bug.
 const PLANTED_SEEDS: u64 = 400;
 
-#[test]
-fn a_server_that_forgets_its_refusals_is_caught() {
+/// Runs seeds with `bug` planted until one fails with a message containing
+/// `caught_by`; any other failure, or none, fails the test.
+fn catches(bug: Planted, caught_by: &str) {
     for seed in 0..PLANTED_SEEDS {
-        let run = catch_unwind(AssertUnwindSafe(|| World::with_planted_bug(seed).run()));
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            World::with_planted_bug(seed, bug).run()
+        }));
         match run {
-            Ok(Err(why)) if why.contains("was rejected") => {
-                println!("seed {seed} caught the planted bug: {why}");
+            Ok(Err(why)) if why.contains(caught_by) => {
+                println!("seed {seed} caught {bug:?}: {why}");
                 return;
             }
-            Ok(Err(why)) => panic!("seed {seed} failed for another reason: {why}"),
+            Ok(Err(why)) => panic!("seed {seed} ({bug:?}) failed for another reason: {why}"),
             Ok(Ok(_)) => {}
-            Err(_) => panic!("seed {seed}: the state machines panicked"),
+            Err(_) => panic!("seed {seed} ({bug:?}): the state machines panicked"),
         }
     }
-    panic!("{PLANTED_SEEDS} seeds never caught a server that forgets its refusals");
+    panic!("{PLANTED_SEEDS} seeds never caught {bug:?}");
+}
+
+#[test]
+fn a_server_that_forgets_its_refusals_is_caught() {
+    catches(Planted::UnrecordedRefusal, "was rejected");
+}
+
+#[test]
+fn a_server_that_times_out_live_connections_as_unhandshaken_is_caught() {
+    catches(
+        Planted::HandshakeTimeoutWhenIdle,
+        "silent past their timeouts",
+    );
 }

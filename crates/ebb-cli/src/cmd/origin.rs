@@ -35,6 +35,22 @@ pub struct Args {
     /// and a restarted origin accepts writes this long after starting.
     #[arg(long, default_value_t = 3_000)]
     pub holder_timeout_ms: u64,
+    /// Puts that may share one durable commit (one fsync), each
+    /// acknowledged once that commit is on disk; 1 commits every put alone.
+    #[arg(long, default_value_t = ebb_lease::origin::DEFAULT_MAX_BATCH_WRITES, value_parser = parse_batch)]
+    pub max_batch_writes: usize,
+}
+
+/// The most puts one commit may carry.
+const MAX_BATCH_WRITES_ACCEPTED: usize = ebb_lease::commit::MAX_QUEUED_WRITES;
+
+fn parse_batch(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH_WRITES_ACCEPTED).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}`: expected a count from 1 (no group commit) to {MAX_BATCH_WRITES_ACCEPTED}"
+        )),
+    }
 }
 
 /// A lease term in milliseconds, or `inf`.
@@ -70,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_term: args.max_term_ms,
         epsilon: Nanos::from_millis(args.epsilon_ms),
         holder_timeout: Nanos::from_millis(args.holder_timeout_ms),
+        max_batch_writes: args.max_batch_writes,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

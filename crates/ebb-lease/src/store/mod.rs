@@ -22,7 +22,7 @@ pub const DATA_FILE: &str = "origin.redb";
 /// Version (8 bytes) and checksum (8 bytes) before the value.
 const HEADER_BYTES: usize = 16;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("key is {len} bytes; at most {max} are accepted")]
     KeyTooLong { len: usize, max: usize },
@@ -43,6 +43,15 @@ pub enum StoreError {
 pub struct Record {
     pub version: u64,
     pub value: Vec<u8>,
+}
+
+/// One write of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Apply only if the key is at this version (0: never written).
+    pub expected: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -172,31 +181,55 @@ impl Store {
         })
     }
 
-    /// Stores `value` under `key` as the next version and returns it, once
-    /// the transaction is durable. With `expected`, only if the key is at
-    /// that version now (0: never written).
+    /// Stores `value` as the key's next version (only if the key is at
+    /// `expected`, when given) in a durable transaction of its own.
     pub fn put(&self, key: &str, value: &[u8], expected: Option<u64>) -> Result<u64, StoreError> {
-        check_sizes(key, Some(value))?;
-        let tx = self.write_tx()?;
-        let version = {
-            let mut table = tx.open_table(VALUES).map_err(|e| self.err(e))?;
-            let current = match table.get(key).map_err(|e| self.err(e))? {
-                Some(raw) => self.decode(key, raw.value())?.version,
-                None => 0,
-            };
-            if let Some(expected) = expected {
-                if expected != current {
-                    return Err(StoreError::VersionMismatch { expected, current });
-                }
-            }
-            let version = current + 1;
-            table
-                .insert(key, encode(key, version, value).as_slice())
-                .map_err(|e| self.err(e))?;
-            version
+        let write = Write {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expected,
         };
+        let mut results = self.put_batch(std::slice::from_ref(&write))?;
+        results
+            .pop()
+            .expect("put_batch answers every write it is given")
+    }
+
+    /// Applies `writes` in order in one durable transaction (group commit:
+    /// one fsync for all of them). A write refused on its own (size, version)
+    /// gets its error and the others go ahead; a failure of the transaction
+    /// itself fails them all (`Err`), and then none was applied.
+    pub fn put_batch(&self, writes: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+        let tx = self.write_tx()?;
+        let mut results = Vec::with_capacity(writes.len());
+        {
+            let mut table = tx.open_table(VALUES).map_err(|e| self.err(e))?;
+            for w in writes {
+                if let Err(e) = check_sizes(&w.key, Some(&w.value)) {
+                    results.push(Err(e));
+                    continue;
+                }
+                // Reads inside the transaction see the batch's earlier writes.
+                let current = match table.get(w.key.as_str()).map_err(|e| self.err(e))? {
+                    Some(raw) => self.decode(&w.key, raw.value())?.version,
+                    None => 0,
+                };
+                if let Some(expected) = w.expected {
+                    if expected != current {
+                        results.push(Err(StoreError::VersionMismatch { expected, current }));
+                        continue;
+                    }
+                }
+                let version = current + 1;
+                table
+                    .insert(w.key.as_str(), encode(&w.key, version, &w.value).as_slice())
+                    .map_err(|e| self.err(e))?;
+                results.push(Ok(version));
+            }
+        }
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(version)
+        debug_assert_eq!(results.len(), writes.len());
+        Ok(results)
     }
 
     /// A number kept beside the data (the lease term bound, the incarnation).

@@ -18,7 +18,7 @@ use ebb_core::Nanos;
 pub use call::{CallSpec, ClientConfig, LinkState, MovedCall};
 pub use client::{CallOutcome, ClientSession};
 pub use conns::{ConnId, ConnRefusal};
-pub use reply_table::{ReplyTable, TableFull};
+pub use reply_table::{NotKept, ReplyTable, Session, TableFull};
 pub use server::{
     Action, CallKey, Incoming, ServerConfig, ServerSession, ServerStats, random_incarnation,
 };
@@ -63,6 +63,16 @@ pub const MAX_CLIENTS: usize = 4096;
 /// `OutcomeUnknown`, so a resend learns the call ran and will not run
 /// again.
 pub const MAX_SAVED_REPLY_BYTES_PER_CLIENT: usize = 1024 * 1024;
+
+/// Default bound on the payload bytes of the replies all client sessions
+/// together have saved. The per-session bound alone allows
+/// `MAX_CLIENTS` × 1 MiB = 4 GiB; this caps the table at 256 MiB. A reply
+/// that does not fit is handled as at the per-session bound: sent, but
+/// saved as `OutcomeUnknown`, so a resend learns the call ran and will not
+/// run again. New calls are not refused at this bound: saved replies of
+/// idle sessions go only when those sessions expire, and refusing every
+/// caller meanwhile would let one peer's idle sessions deny service to all.
+pub const MAX_SAVED_REPLY_BYTES_TOTAL: usize = 256 * 1024 * 1024;
 
 /// Default bound on client sessions opened from one peer (IP address), so
 /// one caller cannot fill the table and hold every at-most-once call of

@@ -1,5 +1,6 @@
 //! The server's at-most-once memory: per client session, the saved replies
-//! and in-progress markers of its calls, bounded in clients and in calls.
+//! and in-progress markers of its calls, bounded in clients and in calls,
+//! and in saved reply bytes per session and in total.
 //!
 //! A session is opened by the client's ping (the handshake) and remembers the
 //! client's *floor*: the lowest at-most-once seq the client had never sent
@@ -41,47 +42,106 @@ pub struct ClientState {
     pub saved_bytes: usize,
 }
 
-impl ClientState {
+/// Why a reply was saved without its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotKept {
+    /// The client's session is at its saved-reply bytes.
+    Session,
+    /// The whole table is at its saved-reply bytes.
+    Total,
+}
+
+/// A session borrowed from the table: every change to its saved replies
+/// goes through here, so the table's byte total stays the sum of its
+/// sessions'. Reads and the in-progress markers go through `Deref`.
+#[derive(Debug)]
+pub struct Session<'a> {
+    state: &'a mut ClientState,
+    saved_total: &'a mut usize,
+    max_saved_total: usize,
+}
+
+impl std::ops::Deref for Session<'_> {
+    type Target = ClientState;
+    fn deref(&self) -> &ClientState {
+        self.state
+    }
+}
+
+impl std::ops::DerefMut for Session<'_> {
+    fn deref_mut(&mut self) -> &mut ClientState {
+        self.state
+    }
+}
+
+impl Session<'_> {
     /// Raises `ack_below` and forgets every call below it.
     pub fn acknowledge_below(&mut self, ack_below: Seq) {
-        if ack_below > self.ack_below {
-            self.ack_below = ack_below;
+        let state = &mut *self.state;
+        if ack_below > state.ack_below {
+            state.ack_below = ack_below;
             // Usually one or two entries go per call; popping them avoids
             // the allocation `split_off` would make.
-            while let Some(entry) = self.entries.first_entry() {
+            while let Some(entry) = state.entries.first_entry() {
                 if *entry.key() >= ack_below {
                     break;
                 }
                 if let Entry::Done(reply) = entry.remove() {
-                    self.saved_bytes -= reply.payload.len();
+                    state.saved_bytes -= reply.payload.len();
+                    *self.saved_total -= reply.payload.len();
                 }
             }
         }
     }
 
     /// Saves `reply` as the outcome of `seq`, keeping the saved payload
-    /// bytes within `max_bytes`: a reply that does not fit is replaced by an
-    /// `OutcomeUnknown` without payload (the call ran; a resend learns that
-    /// it will not run again, not its result). Returns whether the reply
-    /// itself was kept.
-    pub fn save(&mut self, seq: Seq, reply: Reply, max_bytes: usize) -> bool {
+    /// bytes within `max_bytes` for this session and within the table's
+    /// total: a reply that does not fit is replaced by an `OutcomeUnknown`
+    /// (the call ran; a resend learns that it will not run again, not its
+    /// result). Returns why the reply itself was not kept, if it was not.
+    pub fn save(&mut self, seq: Seq, reply: Reply, max_bytes: usize) -> Result<(), NotKept> {
+        let state = &mut *self.state;
+        let old = match state.entries.get(&seq) {
+            Some(Entry::Done(old)) => old.payload.len(),
+            _ => 0,
+        };
+        // Room left once the entry replaced is gone.
+        let session_room = max_bytes.saturating_sub(state.saved_bytes - old);
+        let total_room = self.max_saved_total.saturating_sub(*self.saved_total - old);
         let len = reply.payload.len();
-        let (kept, reply) = if self.saved_bytes + len <= max_bytes {
-            (true, reply)
+        let (kept, reply) = if len <= session_room && len <= total_room {
+            (Ok(()), reply)
         } else {
+            let why = if len > total_room {
+                NotKept::Total
+            } else {
+                NotKept::Session
+            };
+            let note: &'static [u8] = match why {
+                NotKept::Session => {
+                    b"the call ran, but its reply was over the server's saved-reply bytes per client"
+                }
+                NotKept::Total => {
+                    b"the call ran, but its reply was over the server's saved-reply bytes in total"
+                }
+            };
+            // The note itself only if it fits, so the bounds hold exactly.
+            let note = if note.len() <= session_room.min(total_room) {
+                note
+            } else {
+                b""
+            };
             let dropped = Reply {
                 outcome: Outcome::OutcomeUnknown,
-                payload: bytes::Bytes::from_static(
-                    b"the call ran, but its reply was over the server's saved-reply bytes per client",
-                ),
+                payload: bytes::Bytes::from_static(note),
                 ..reply
             };
-            (false, dropped)
+            (Err(why), dropped)
         };
-        self.saved_bytes += reply.payload.len();
-        if let Some(Entry::Done(old)) = self.entries.insert(seq, Entry::Done(reply)) {
-            self.saved_bytes -= old.payload.len();
-        }
+        let len = reply.payload.len();
+        state.entries.insert(seq, Entry::Done(reply));
+        state.saved_bytes = state.saved_bytes - old + len;
+        *self.saved_total = *self.saved_total - old + len;
         kept
     }
 }
@@ -105,6 +165,10 @@ pub struct ReplyTable {
     max_clients: usize,
     max_per_peer: usize,
     session_expiry: Nanos,
+    /// Payload bytes of every saved reply, all sessions; at most
+    /// `max_saved_total`.
+    saved_total: usize,
+    max_saved_total: usize,
     clients: HashMap<ClientId, ClientState>,
     per_peer: HashMap<IpAddr, usize>,
     idle: BTreeSet<(Instant, ClientId)>,
@@ -116,14 +180,27 @@ impl ReplyTable {
             max_clients: max_clients.max(1),
             max_per_peer: max_per_peer.max(1),
             session_expiry,
+            saved_total: 0,
+            max_saved_total: usize::MAX,
             clients: HashMap::new(),
             per_peer: HashMap::new(),
             idle: BTreeSet::new(),
         }
     }
 
+    /// Bounds the saved reply payload bytes of all sessions together.
+    pub fn with_max_saved_bytes_total(mut self, max: usize) -> ReplyTable {
+        self.max_saved_total = max;
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Payload bytes of the saved replies of all sessions.
+    pub fn saved_bytes(&self) -> usize {
+        self.saved_total
     }
 
     pub fn is_empty(&self) -> bool {
@@ -149,7 +226,7 @@ impl ReplyTable {
         floor: Seq,
         peer: IpAddr,
         now: Instant,
-    ) -> Result<&mut ClientState, TableFull> {
+    ) -> Result<Session<'_>, TableFull> {
         if !self.clients.contains_key(&client) {
             if self.opened_by(peer) >= self.max_per_peer {
                 return Err(TableFull::Peer {
@@ -180,7 +257,7 @@ impl ReplyTable {
 
     /// The session of `client`, marked active at `now`; `None` if the table
     /// has no session for it (never opened, evicted, or lost in a crash).
-    pub fn touch(&mut self, client: ClientId, now: Instant) -> Option<&mut ClientState> {
+    pub fn touch(&mut self, client: ClientId, now: Instant) -> Option<Session<'_>> {
         let state = self.clients.get_mut(&client)?;
         if state.last_active != now {
             self.idle.remove(&(state.last_active, client));
@@ -189,12 +266,20 @@ impl ReplyTable {
             state.last_active = state.last_active.max(now);
             self.idle.insert((state.last_active, client));
         }
-        Some(state)
+        Some(Session {
+            state,
+            saved_total: &mut self.saved_total,
+            max_saved_total: self.max_saved_total,
+        })
     }
 
     /// Looks a session up without marking it active.
-    pub fn get_mut(&mut self, client: ClientId) -> Option<&mut ClientState> {
-        self.clients.get_mut(&client)
+    pub fn get_mut(&mut self, client: ClientId) -> Option<Session<'_>> {
+        Some(Session {
+            state: self.clients.get_mut(&client)?,
+            saved_total: &mut self.saved_total,
+            max_saved_total: self.max_saved_total,
+        })
     }
 
     /// Drops every session idle past the expiry, to give memory back early.
@@ -216,12 +301,13 @@ impl ReplyTable {
             return Err(full);
         }
         self.idle.remove(&(since, client));
-        if let Some(state) = self.clients.remove(&client)
-            && let Some(n) = self.per_peer.get_mut(&state.peer)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.per_peer.remove(&state.peer);
+        if let Some(state) = self.clients.remove(&client) {
+            self.saved_total -= state.saved_bytes;
+            if let Some(n) = self.per_peer.get_mut(&state.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_peer.remove(&state.peer);
+                }
             }
         }
         Ok(())
@@ -249,6 +335,13 @@ impl ReplyTable {
                 "{peers} sessions counted per peer, {} held, bound {}",
                 self.clients.len(),
                 self.max_clients
+            ));
+        }
+        let total: usize = self.clients.values().map(|c| c.saved_bytes).sum();
+        if total != self.saved_total || total > self.max_saved_total {
+            return Err(format!(
+                "{} saved bytes counted in total, {total} held, bound {}",
+                self.saved_total, self.max_saved_total
             ));
         }
         for (client, state) in &self.clients {
@@ -309,7 +402,7 @@ mod tests {
     #[test]
     fn acknowledge_below_prunes_saved_entries() {
         let mut t = ReplyTable::new(4, 4, EXP);
-        let s = t.open(ClientId(1), Seq(1), PEER, Instant::EPOCH).unwrap();
+        let mut s = t.open(ClientId(1), Seq(1), PEER, Instant::EPOCH).unwrap();
         for seq in 1..=5 {
             s.entries.insert(Seq(seq), Entry::Running);
         }
@@ -320,6 +413,49 @@ mod tests {
         );
         s.acknowledge_below(Seq(2));
         assert_eq!(s.ack_below, Seq(4), "ack_below never goes back");
+    }
+
+    fn reply(seq: u64, payload: &'static [u8]) -> Reply {
+        Reply {
+            client: ClientId(0),
+            seq: Seq(seq),
+            incarnation: crate::wire::Incarnation::at_least_one(1),
+            method: 0,
+            idempotent: false,
+            json: false,
+            outcome: Outcome::Ok,
+            load: 0,
+            payload: bytes::Bytes::from_static(payload),
+        }
+    }
+
+    #[test]
+    fn saved_bytes_stay_within_the_total_over_all_sessions_and_come_back() {
+        let mut t = ReplyTable::new(4, 4, EXP).with_max_saved_bytes_total(10);
+        let per_session = 8;
+        let mut a = t.open(ClientId(1), Seq(1), PEER, at_secs(0)).unwrap();
+        assert_eq!(a.save(Seq(1), reply(1, b"123456"), per_session), Ok(()));
+        let mut b = t.open(ClientId(2), Seq(1), PEER, at_secs(0)).unwrap();
+        // Within its own session's 8 bytes, but 6 + 6 is over the 10 in total.
+        assert_eq!(
+            b.save(Seq(1), reply(1, b"abcdef"), per_session),
+            Err(NotKept::Total)
+        );
+        assert!(matches!(
+            b.entries.get(&Seq(1)),
+            Some(Entry::Done(r)) if r.outcome == Outcome::OutcomeUnknown
+        ));
+        assert_eq!(b.save(Seq(2), reply(2, b"abcd"), per_session), Ok(()));
+        assert_eq!(t.saved_bytes(), 10);
+        t.check().unwrap();
+        // Acknowledging frees bytes in the total too; so does expiry.
+        t.touch(ClientId(1), at_secs(1))
+            .unwrap()
+            .acknowledge_below(Seq(2));
+        assert_eq!(t.saved_bytes(), 4);
+        assert_eq!(t.expire_idle(at_secs(20)), 2);
+        assert_eq!(t.saved_bytes(), 0);
+        t.check().unwrap();
     }
 
     #[test]

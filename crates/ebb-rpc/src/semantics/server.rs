@@ -31,7 +31,8 @@ use super::reply_table::{Entry, ReplyTable, TableFull};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
-    MAX_SAVED_REPLY_BYTES_PER_CLIENT, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
+    MAX_SAVED_REPLY_BYTES_PER_CLIENT, MAX_SAVED_REPLY_BYTES_TOTAL, MAX_SESSIONS_PER_PEER,
+    SESSION_EXPIRY,
 };
 use crate::wire::{
     Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
@@ -59,6 +60,9 @@ pub struct ServerConfig {
     /// Payload bytes of saved replies one client session may hold; a reply
     /// beyond it is answered live but saved as `OutcomeUnknown`.
     pub max_saved_reply_bytes_per_client: usize,
+    /// Payload bytes of saved replies all sessions together may hold; a
+    /// reply beyond it is answered live but saved as `OutcomeUnknown`.
+    pub max_saved_reply_bytes_total: usize,
     /// A connection that sends nothing this long after opening is closed.
     pub handshake_timeout: Nanos,
     /// A connection that sends nothing this long after its last message is
@@ -77,6 +81,7 @@ impl Default for ServerConfig {
             max_in_flight_per_conn: MAX_IN_FLIGHT_PER_CONN,
             max_clients_per_conn: MAX_CLIENTS_PER_CONN,
             max_saved_reply_bytes_per_client: MAX_SAVED_REPLY_BYTES_PER_CLIENT,
+            max_saved_reply_bytes_total: MAX_SAVED_REPLY_BYTES_TOTAL,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
         }
@@ -138,6 +143,9 @@ pub struct ServerStats {
     pub closed_silent: u64,
     /// Calls whose method panicked.
     pub panicked: u64,
+    /// Replies sent but saved as `OutcomeUnknown`: over the saved-reply
+    /// bytes of their session or of the whole table.
+    pub replies_not_kept: u64,
 }
 
 /// One server process's call semantics, for the lifetime of one incarnation.
@@ -157,6 +165,9 @@ pub struct ServerSession {
     /// Test-only: answer refusals without recording them (the bug the fault
     /// simulation must catch).
     planted_unrecorded_refusal: bool,
+    /// Test-only: apply the handshake timeout to connections past their
+    /// handshake too (the bug the fault simulation must catch).
+    planted_handshake_timeout_when_idle: bool,
 }
 
 impl ServerSession {
@@ -170,12 +181,14 @@ impl ServerSession {
                 config.max_clients,
                 config.max_sessions_per_peer,
                 config.session_expiry,
-            ),
+            )
+            .with_max_saved_bytes_total(config.max_saved_reply_bytes_total),
             conns: Conns::default(),
             executing: 0,
             stats: ServerStats::default(),
             description: Bytes::new(),
             planted_unrecorded_refusal: false,
+            planted_handshake_timeout_when_idle: false,
         }
     }
 
@@ -243,6 +256,14 @@ impl ServerSession {
         self.planted_unrecorded_refusal = true;
     }
 
+    /// Not for production: closes connections past their handshake after
+    /// the (shorter) handshake timeout, cutting off live clients. The fault
+    /// simulation plants it to show it would catch it.
+    #[doc(hidden)]
+    pub fn plant_handshake_timeout_when_idle(&mut self) {
+        self.planted_handshake_timeout_when_idle = true;
+    }
+
     /// A transport accepted a connection from `peer`: admit it, or refuse it
     /// (then the transport sends the refusal and closes; nothing from it is
     /// read, so nothing runs).
@@ -264,9 +285,12 @@ impl ServerSession {
     /// here: the transport tells each why and drops it. Call it now and
     /// then; it walks every connection.
     pub fn close_silent(&mut self, now: Instant) -> Vec<ConnId> {
-        let silent =
-            self.conns
-                .silent(now, self.config.handshake_timeout, self.config.idle_timeout);
+        let idle = if self.planted_handshake_timeout_when_idle {
+            self.config.handshake_timeout
+        } else {
+            self.config.idle_timeout
+        };
+        let silent = self.conns.silent(now, self.config.handshake_timeout, idle);
         for &id in &silent {
             self.conns.close(id);
         }
@@ -320,7 +344,7 @@ impl ServerSession {
             Some(peer) if routed => self
                 .table
                 .open(ping.client, ping.floor, peer, now)
-                .map(|state| state.acknowledge_below(ping.ack_below))
+                .map(|mut state| state.acknowledge_below(ping.ack_below))
                 .map_err(|full| match full {
                     TableFull::Total { .. } => (Refusal::Sessions, full.to_string()),
                     TableFull::Peer { .. } => (Refusal::PeerSessions, full.to_string()),
@@ -385,7 +409,7 @@ impl ServerSession {
     }
 
     fn handle_request(&mut self, conn: ConnId, req: Request, routed: bool, now: Instant) -> Action {
-        if let Some(state) = self.table.touch(req.client, now) {
+        if let Some(mut state) = self.table.touch(req.client, now) {
             state.acknowledge_below(req.ack_below);
             if req.seq < state.ack_below {
                 return Action::Drop;
@@ -413,7 +437,7 @@ impl ServerSession {
         }
         let refusal_message = refusal.map(|why| self.refusal_message(why));
         let (incarnation, load) = (self.incarnation, self.load());
-        let Some(state) = self.table.get_mut(req.client) else {
+        let Some(mut state) = self.table.get_mut(req.client) else {
             return self.reply(
                 &req,
                 Outcome::OutcomeUnknown,
@@ -456,8 +480,10 @@ impl ServerSession {
                 );
                 reply.load = load;
                 if !self.planted_unrecorded_refusal {
-                    // A refusal's message is far below any byte bound.
-                    state.save(req.seq, reply.clone(), usize::MAX);
+                    // A refusal's message is short; should even it not fit,
+                    // the refusal is still recorded, as `OutcomeUnknown`,
+                    // which a resend cannot run either.
+                    let _ = state.save(req.seq, reply.clone(), usize::MAX);
                 }
                 self.count_refusal(why);
                 Action::Reply(Message::Reply(reply))
@@ -505,15 +531,18 @@ impl ServerSession {
         if !key.idempotent {
             // A session evicted meanwhile has nothing to record into; its
             // client will get `OutcomeUnknown` for this call if it asks again.
-            if let Some(state) = self.table.touch(key.client, now)
+            if let Some(mut state) = self.table.touch(key.client, now)
                 && let Some(entry) = state.entries.get(&key.seq)
             {
                 debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
-                state.save(
+                let saved = state.save(
                     key.seq,
                     reply.clone(),
                     self.config.max_saved_reply_bytes_per_client,
                 );
+                if saved.is_err() {
+                    self.stats.replies_not_kept += 1;
+                }
             }
         }
         self.debug_check();

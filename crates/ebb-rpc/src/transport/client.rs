@@ -312,6 +312,10 @@ impl Transport for TcpClient {
         };
         Box::pin(self.call_spec(spec, args, options))
     }
+
+    fn reported_load(&self) -> Option<u32> {
+        TcpClient::reported_load(self)
+    }
 }
 
 struct Conn {

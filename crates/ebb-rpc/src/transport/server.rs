@@ -33,7 +33,7 @@ use super::workers::{self, Workers};
 use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
 use crate::semantics::{Action, ConnId, ConnRefusal, Incoming, ServerConfig, ServerSession};
-use crate::service::{BoxFuture, DispatchError, ServiceDispatch};
+use crate::service::{BoxFuture, CallContext, DispatchError, ServiceDispatch};
 use crate::wire::{ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, encode_payload};
 
 pub use crate::semantics::{MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS, MAX_IN_FLIGHT_PER_CONN};
@@ -463,12 +463,13 @@ fn run_call<D: ServiceDispatch>(
         let method = incoming.key.method;
         let args = incoming.payload.clone();
         let json = incoming.key.json;
+        let cx = CallContext::new(incoming.deadline);
         let dispatch = &task_core.dispatch;
         let started_run = std::panic::catch_unwind(AssertUnwindSafe(|| {
             if json {
                 dispatch_json(dispatch, method, args)
             } else {
-                dispatch.dispatch(method, args)
+                dispatch.dispatch_with(method, args, cx)
             }
         }));
         let outcome = match started_run {

@@ -67,6 +67,7 @@ fn server_config() -> ServerConfig {
         max_in_flight_per_conn: 2,
         max_clients_per_conn: 2,
         max_saved_reply_bytes_per_client: 4,
+        max_saved_reply_bytes_total: 12,
         handshake_timeout: Nanos::from_millis(50),
         idle_timeout: Nanos::from_millis(200),
     }

@@ -53,6 +53,16 @@ pub struct Stats {
     pub refusals_repeated: u64,
     /// Connections the server turned away unread.
     pub conns_refused: u64,
+    /// Replies sent but saved as `OutcomeUnknown` (a byte bound met).
+    pub replies_not_kept: u64,
+    /// Connections closed for sending nothing within the handshake timeout.
+    pub closed_handshake: u64,
+    /// Connections closed for silence past the idle timeout.
+    pub closed_idle: u64,
+    /// Of those, clients' connections (told `Timeout`, then closed).
+    pub clients_timed_out: u64,
+    /// `Timeout` connection errors that reached a client.
+    pub timeout_notices: u64,
 }
 
 impl Stats {
@@ -78,5 +88,10 @@ impl Stats {
         self.refusals += o.refusals;
         self.refusals_repeated += o.refusals_repeated;
         self.conns_refused += o.conns_refused;
+        self.replies_not_kept += o.replies_not_kept;
+        self.closed_handshake += o.closed_handshake;
+        self.closed_idle += o.closed_idle;
+        self.clients_timed_out += o.clients_timed_out;
+        self.timeout_notices += o.timeout_notices;
     }
 }

@@ -75,6 +75,24 @@ enum Event {
     Move {
         tag: u64,
     },
+    /// The server closes connections silent past their timeouts.
+    Sweep {
+        s: usize,
+    },
+    /// A hostile peer opens a connection and never speaks, or speaks once
+    /// and then never again.
+    Mute {
+        s: usize,
+        speaks: bool,
+    },
+}
+
+/// What the world knows of one server-side connection, to check the
+/// server's silence timeouts against: when it opened and when the server
+/// last admitted a message from it.
+struct Track {
+    opened_at: Instant,
+    last_heard: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -116,10 +134,28 @@ pub struct World {
     executed: BTreeMap<u64, u32>,
     /// At-most-once calls a server answered `Rejected`, by (client id, seq).
     refused: BTreeSet<(ClientId, Seq)>,
-    /// Plant the unrecorded-refusal bug in every server session.
-    planted_bug: bool,
+    /// Open server-side connections by (server, connection).
+    tracks: BTreeMap<(usize, ConnId), Track>,
+    /// How often servers sweep for silent connections.
+    sweep_every: Nanos,
+    /// Plant the bug in every server session.
+    planted_bug: Option<Planted>,
     stats: Stats,
 }
+
+/// A defect planted in every server session, which the simulation must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Planted {
+    /// Refusals are answered but not recorded.
+    UnrecordedRefusal,
+    /// The handshake timeout also closes connections after their handshake.
+    HandshakeTimeoutWhenIdle,
+}
+
+/// The address hostile peers connect from.
+const MUTE_PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9));
+/// Hostile connections per run, at most.
+const MAX_MUTES: u64 = 6;
 
 /// The address client `c` connects from.
 pub fn peer_of(c: usize) -> IpAddr {
@@ -128,16 +164,16 @@ pub fn peer_of(c: usize) -> IpAddr {
 
 impl World {
     pub fn new(seed: u64) -> World {
-        World::build(seed, false)
+        World::build(seed, None)
     }
 
-    /// A world whose servers forget their refusals: the simulation must
+    /// A world whose servers have a planted defect: the simulation must
     /// catch it.
-    pub fn with_planted_bug(seed: u64) -> World {
-        World::build(seed, true)
+    pub fn with_planted_bug(seed: u64, bug: Planted) -> World {
+        World::build(seed, Some(bug))
     }
 
-    fn build(seed: u64, planted_bug: bool) -> World {
+    fn build(seed: u64, planted_bug: Option<Planted>) -> World {
         let mut rng = Rng::seeded(seed);
         let faults = Faults {
             drop: rng.unit() * 0.2,
@@ -164,6 +200,20 @@ impl World {
         if rng.chance(0.25) {
             server_cfg.max_connections = clients - 1;
         }
+        // Some runs squeeze the saved replies of all sessions together, so
+        // replies are sent but saved as `OutcomeUnknown`.
+        if rng.chance(0.25) {
+            server_cfg.max_saved_reply_bytes_total = 8 + rng.below(32) as usize;
+        }
+        // Most runs shorten the silence timeouts into the run's span, so
+        // handshake and idle timeouts close connections: hostile ones that
+        // never speak or stop, and clients' whose pings were lost.
+        if rng.chance(0.6) {
+            server_cfg.handshake_timeout = Nanos::from_millis(20 + rng.below(60));
+            server_cfg.idle_timeout = Nanos::from_millis(120 + rng.below(280));
+        }
+        let shorter = server_cfg.handshake_timeout.min(server_cfg.idle_timeout);
+        let sweep_every = Nanos(shorter.0 / 4).max(Nanos::from_millis(5));
         let bursty = rng.chance(0.4);
         if bursty {
             server_cfg.max_in_flight_per_conn = 1 + rng.below(2) as usize;
@@ -203,6 +253,8 @@ impl World {
             ledger: BTreeMap::new(),
             executed: BTreeMap::new(),
             refused: BTreeSet::new(),
+            tracks: BTreeMap::new(),
+            sweep_every,
             planted_bug,
             stats: Stats::default(),
         };
@@ -213,6 +265,12 @@ impl World {
     fn plan(&mut self, clients: usize, bursty: bool) {
         for s in 0..SERVERS {
             self.restart(s);
+            self.at(Instant::EPOCH + self.sweep_every, Event::Sweep { s });
+            for _ in 0..self.rng.below(MAX_MUTES + 1) {
+                let t = Instant::EPOCH + Nanos(self.rng.below(HORIZON.0));
+                let speaks = self.rng.chance(0.5);
+                self.at(t, Event::Mute { s, speaks });
+            }
             let mut t = Instant::EPOCH;
             loop {
                 t += Nanos::from_secs_f64(self.rng.exp(self.faults.crash_every.as_secs_f64()));
@@ -322,8 +380,10 @@ impl World {
         self.restarts[s] += 1;
         let incarnation = Incarnation::at_least_one((s as u64 + 1) * 1_000_000 + self.restarts[s]);
         let mut server = ServerSession::new(incarnation, self.server_cfg);
-        if self.planted_bug {
-            server.plant_unrecorded_refusal();
+        match self.planted_bug {
+            Some(Planted::UnrecordedRefusal) => server.plant_unrecorded_refusal(),
+            Some(Planted::HandshakeTimeoutWhenIdle) => server.plant_handshake_timeout_when_idle(),
+            None => {}
         }
         self.servers[s] = Some(server);
     }

@@ -5,11 +5,11 @@ use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::ConnRefusal;
-use ebb_rpc::semantics::{Action, LinkState};
+use ebb_rpc::semantics::{Action, ConnId, LinkState};
 use ebb_rpc::transport::frames::connection_error;
-use ebb_rpc::wire::{ConnErrorKind, Message, Outcome, decode_payload, encode_payload};
+use ebb_rpc::wire::{ConnErrorKind, Describe, Message, Outcome, decode_payload, encode_payload};
 
-use super::{Event, METHOD, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of};
+use super::{Event, METHOD, MUTE_PEER, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of};
 
 impl World {
     pub(super) fn handle(&mut self, ev: Event) -> Result<(), String> {
@@ -60,6 +60,9 @@ impl World {
                 };
                 let action = server.admit(conn, frame, self.now);
                 server.check()?;
+                if let Some(track) = self.tracks.get_mut(&(s, conn)) {
+                    track.last_heard = Some(self.now);
+                }
                 match action {
                     Action::Execute(inc) => {
                         let tag: u64 = decode_payload(&inc.payload).map_err(|e| e.to_string())?;
@@ -133,8 +136,12 @@ impl World {
                     let p = encode_payload(&(tag, REPLY_MARK)).map_err(|e| e.to_string())?;
                     (Outcome::Ok, p)
                 };
+                let not_kept = server.stats().replies_not_kept;
                 let (reply, route) = server.complete(key, outcome, payload, self.now);
                 server.check()?;
+                if server.stats().replies_not_kept > not_kept {
+                    self.stats.replies_not_kept += 1;
+                }
                 // No route, or a route to another connection than the
                 // client's current one: the reply waits for a resend.
                 if route.is_some() && route == self.conns[c][s].server_conn {
@@ -143,6 +150,11 @@ impl World {
             }
             Event::ToClient { c, s, epoch, frame } => {
                 if self.conn_live(c, s, epoch) {
+                    if let Message::ConnError(e) = &frame
+                        && e.kind == ConnErrorKind::Timeout
+                    {
+                        self.stats.timeout_notices += 1;
+                    }
                     self.sessions[c][s].handle_message(frame, self.now);
                     self.pump(c, s)?;
                 }
@@ -161,6 +173,15 @@ impl World {
                 if let Some(server) = self.servers[s].as_mut() {
                     let opened = server.open_connection(peer_of(c), self.now);
                     let incarnation = server.incarnation();
+                    if let Ok(id) = opened {
+                        self.tracks.insert(
+                            (s, id),
+                            super::Track {
+                                opened_at: self.now,
+                                last_heard: None,
+                            },
+                        );
+                    }
                     let conn = &mut self.conns[c][s];
                     conn.up = true;
                     conn.epoch += 1;
@@ -197,6 +218,7 @@ impl World {
                 for per in &mut self.conns {
                     per[s].server_conn = None;
                 }
+                self.tracks.retain(|(server, _), _| *server != s);
                 self.stats.crashes += 1;
                 for c in 0..self.sessions.len() {
                     let notified = self.rng.chance(self.faults.crash_notified);
@@ -206,6 +228,96 @@ impl World {
                 self.at(self.now + after, Event::Restart { s });
             }
             Event::Restart { s } => self.restart(s),
+            Event::Sweep { s } => {
+                self.at(self.now + self.sweep_every, Event::Sweep { s });
+                self.sweep(s)?;
+            }
+            Event::Mute { s, speaks } => {
+                let Some(server) = self.servers[s].as_mut() else {
+                    return Ok(());
+                };
+                let Ok(id) = server.open_connection(MUTE_PEER, self.now) else {
+                    self.stats.conns_refused += 1;
+                    return Ok(());
+                };
+                let mut track = super::Track {
+                    opened_at: self.now,
+                    last_heard: None,
+                };
+                if speaks {
+                    // One message, then silence until the idle timeout.
+                    let describe = Message::Describe(Describe { id: 1 });
+                    let _ = server.admit(id, describe, self.now);
+                    track.last_heard = Some(self.now);
+                }
+                self.tracks.insert((s, id), track);
+            }
+        }
+        Ok(())
+    }
+
+    /// The server closes what it finds silent; the world checks it closed
+    /// exactly the connections silent past their timeout (no live one, no
+    /// silent one left open), tells each client whose connection closed
+    /// why, and closes it.
+    fn sweep(&mut self, s: usize) -> Result<(), String> {
+        let Some(server) = self.servers[s].as_mut() else {
+            return Ok(());
+        };
+        let (handshake, idle) = (
+            self.server_cfg.handshake_timeout,
+            self.server_cfg.idle_timeout,
+        );
+        let now = self.now;
+        let expected: Vec<ConnId> = self
+            .tracks
+            .range((s, ConnId(0))..=(s, ConnId(u64::MAX)))
+            .filter(|(_, t)| match t.last_heard {
+                None => t.opened_at + handshake <= now,
+                Some(heard) => heard + idle <= now,
+            })
+            .map(|(&(_, id), _)| id)
+            .collect();
+        let closed = server.close_silent(now);
+        server.check()?;
+        if closed != expected {
+            let detail: Vec<String> = closed
+                .iter()
+                .chain(&expected)
+                .filter_map(|id| {
+                    let t = self.tracks.get(&(s, *id))?;
+                    Some(format!(
+                        "{id:?} opened {} last heard {:?}",
+                        t.opened_at, t.last_heard
+                    ))
+                })
+                .collect();
+            return Err(format!(
+                "server {s} at {now} closed {closed:?} for silence, but {expected:?} were silent past their timeouts (handshake {handshake}, idle {idle}): {detail:?}"
+            ));
+        }
+        let incarnation = server.incarnation();
+        for id in closed {
+            let Some(track) = self.tracks.remove(&(s, id)) else {
+                continue;
+            };
+            match track.last_heard {
+                None => self.stats.closed_handshake += 1,
+                Some(_) => self.stats.closed_idle += 1,
+            }
+            let client = (0..self.conns.len()).find(|&c| self.conns[c][s].server_conn == Some(id));
+            if let Some(c) = client {
+                self.stats.clients_timed_out += 1;
+                let notice = connection_error(
+                    incarnation,
+                    ConnErrorKind::Timeout,
+                    "nothing heard within the handshake or idle timeout".to_owned(),
+                );
+                self.send_to_client(c, s, notice);
+                let epoch = self.conns[c][s].epoch;
+                let after = self.now + self.faults.max_delay + Nanos(1);
+                self.at(after, Event::Close { c, s, epoch });
+            }
         }
         Ok(())
     }
@@ -244,6 +356,7 @@ impl World {
             && let Some(server) = self.servers[s].as_mut()
         {
             server.close_connection(id);
+            self.tracks.remove(&(s, id));
         }
         if notified {
             self.sessions[c][s].handle_disconnect(self.now);

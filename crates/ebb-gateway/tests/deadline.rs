@@ -1,0 +1,185 @@
+//! An RPC caller's own deadline reaches the gateway: admission judges the
+//! call by it, and the node is given what is left of it. Real TCP between
+//! the caller and the gateway's RPC ingress; an in-process node behind it.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use ebb_core::{Nanos, NodeId};
+use ebb_gateway::clock::Clock;
+use ebb_gateway::forward::Forwarder;
+use ebb_gateway::ingress::RpcIngress;
+use ebb_gateway::metrics::Metrics;
+use ebb_gateway::registry::{Acquired, NewNode, Registry};
+use ebb_gateway::service::Served;
+use ebb_node::provider::NodeKind;
+use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::retry::RetryBudgetConfig;
+use ebb_rpc::CallError;
+use ebb_rpc::service::{
+    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceCodec, Transport,
+};
+use ebb_rpc::transport::{Server, TcpClient};
+use serde_json::Value;
+
+static METHODS: [MethodInfo; 1] = [MethodInfo {
+    service: "T",
+    id: 0,
+    name: "slow",
+    idempotent: false,
+    blocking: false,
+    params: &[],
+    returns: "()",
+}];
+
+/// The method table is all the RPC ingress needs of a codec here.
+struct Codec;
+
+impl ServiceCodec for Codec {
+    fn name(&self) -> &'static str {
+        "T"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &METHODS
+    }
+    fn encode_json_args(&self, _: &MethodInfo, _: Value) -> Result<Bytes, DispatchError> {
+        Err(DispatchError::BadArgs("no JSON here".into()))
+    }
+    fn decode_json_reply(&self, _: &MethodInfo, _: &[u8]) -> Result<Value, DispatchError> {
+        Err(DispatchError::BadReply("no JSON here".into()))
+    }
+}
+
+/// A node that never answers, and remembers the timeout each call was
+/// given.
+#[derive(Default)]
+struct Stuck {
+    timeouts: Mutex<Vec<Nanos>>,
+}
+
+impl Transport for Stuck {
+    fn call(
+        &self,
+        _method: &'static MethodInfo,
+        _args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        self.timeouts.lock().unwrap().push(options.timeout);
+        Box::pin(std::future::pending())
+    }
+}
+
+/// One ebb RPC server over `forwarder` whose default deadline (for calls
+/// that bring none) is `default_timeout`.
+async fn ingress(forwarder: &Arc<Forwarder>, default_timeout: Nanos) -> SocketAddr {
+    let ingress = RpcIngress::new(
+        Arc::clone(forwarder),
+        Served::Typed(&Codec),
+        default_timeout,
+    );
+    let server = Server::bind("127.0.0.1:0", ingress).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    addr
+}
+
+async fn wait_for(cond: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test]
+async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
+    let registry = Registry::new(
+        ebb_policy::balance::parse("jsq").unwrap(),
+        AdmissionConfig::default(),
+        1,
+    );
+    let clock = Clock::new();
+    let node = Arc::new(Stuck::default());
+    let id = NodeId(1);
+    registry.add_booting(
+        NewNode {
+            id,
+            kind: NodeKind::Thread,
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            cost_per_sec_micros: 0,
+            started_unix_ms: 0,
+            expected_boot: Nanos::from_millis(10),
+        },
+        clock.now(),
+    );
+    assert!(registry.set_ready(id, node.clone(), clock.now()));
+    registry.set_target(1, Nanos::from_millis(10));
+    // One call took a second: that is the measured service time.
+    let now = clock.now();
+    let Acquired::Now(mut slot) = registry.acquire(0, now + Nanos::from_secs(9), now, &[], true)
+    else {
+        panic!("an idle ready node was not handed out");
+    };
+    slot.claim();
+    drop(slot);
+    registry.release(id, Some(Nanos::from_secs(1)), true, clock.now());
+    let forwarder = Arc::new(Forwarder::new(
+        registry.clone(),
+        clock,
+        Metrics::new(),
+        RetryBudgetConfig::default(),
+    ));
+    // Two doors to one pool: their defaults would decide the opposite of
+    // what each caller's own deadline decides.
+    let patient_default = ingress(&forwarder, Nanos::from_secs(60)).await;
+    let hasty_default = ingress(&forwarder, Nanos::from_millis(10)).await;
+
+    // A caller with a minute to spare is forwarded through the door whose
+    // default would refuse it, and the node gets (at most) the minute.
+    let long = Nanos::from_secs(60);
+    let caller = TcpClient::connect(&hasty_default.to_string())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let options = CallOptions::default().with_timeout(long);
+        caller.call(&METHODS[0], Bytes::new(), options).await
+    });
+    wait_for(|| node.timeouts.lock().unwrap().len() == 1).await;
+    let given = node.timeouts.lock().unwrap()[0];
+    assert!(
+        given > Nanos::from_secs(50) && given <= long,
+        "the node was given {given}, not what the caller had left"
+    );
+    assert!(!waiting.is_finished());
+
+    // The node now has a second of work in flight: a caller with 100 ms is
+    // refused at once, through the door whose default would have taken it.
+    let caller = TcpClient::connect(&patient_default.to_string())
+        .await
+        .unwrap();
+    let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
+    let refused = caller.call(&METHODS[0], Bytes::new(), options).await;
+    match refused {
+        Err(CallError::Overloaded {
+            ref message,
+            retry_after,
+        }) => assert!(
+            message.contains("deadline") && retry_after > Nanos::ZERO,
+            "refused for {message}"
+        ),
+        other => panic!("a call that cannot finish in time got {other:?}"),
+    }
+    assert_eq!(
+        node.timeouts.lock().unwrap().len(),
+        1,
+        "it reached the node"
+    );
+    assert_eq!(registry.held(), (0, 0), "it was refused, not held");
+    assert_eq!(registry.tick().refusals, 1);
+    waiting.abort();
+}

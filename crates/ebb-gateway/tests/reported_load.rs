@@ -1,0 +1,162 @@
+//! The gateway's view of a node includes the load the node reports in its
+//! replies: real ebb RPC nodes on loopback, one of them kept busy by a
+//! caller the gateway knows nothing about.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use ebb_core::{Nanos, NodeId};
+use ebb_gateway::clock::Clock;
+use ebb_gateway::forward::Forwarder;
+use ebb_gateway::metrics::Metrics;
+use ebb_gateway::registry::{NewNode, Registry};
+use ebb_node::provider::NodeKind;
+use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::retry::RetryBudgetConfig;
+use ebb_rpc::service::{
+    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
+};
+use ebb_rpc::transport::{Server, TcpClient};
+
+static METHODS: [MethodInfo; 2] = [
+    MethodInfo {
+        service: "Busy",
+        id: 0,
+        name: "hold",
+        idempotent: false,
+        blocking: false,
+        params: &[],
+        returns: "()",
+    },
+    MethodInfo {
+        service: "Busy",
+        id: 1,
+        name: "quick",
+        idempotent: false,
+        blocking: false,
+        params: &[],
+        returns: "String",
+    },
+];
+
+/// `hold` never ends; `quick` answers with the node's name.
+struct Busy {
+    name: &'static str,
+    holding: Arc<AtomicUsize>,
+}
+
+impl ServiceDispatch for Busy {
+    fn name(&self) -> &'static str {
+        "Busy"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &METHODS
+    }
+    fn dispatch(&self, method_id: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async move {
+            if method_id == 0 {
+                self.holding.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+            Ok(Bytes::from(self.name))
+        })
+    }
+}
+
+struct Node {
+    addr: SocketAddr,
+    /// `hold` calls running now.
+    holding: Arc<AtomicUsize>,
+}
+
+async fn node(name: &'static str) -> Node {
+    let holding = Arc::new(AtomicUsize::new(0));
+    let busy = Busy {
+        name,
+        holding: Arc::clone(&holding),
+    };
+    let server = Server::bind("127.0.0.1:0", busy).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    Node { addr, holding }
+}
+
+async fn wait_for(cond: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test]
+async fn a_busy_nodes_reported_load_shows_and_steers_work_away() {
+    let busy = node("busy").await;
+    let idle = node("idle").await;
+    // Someone else keeps the first node busy.
+    let other = TcpClient::connect(&busy.addr.to_string()).await.unwrap();
+    let stuck = tokio::spawn(async move {
+        let options = CallOptions::default().with_timeout(Nanos::from_secs(60));
+        other.call(&METHODS[0], Bytes::new(), options).await
+    });
+    wait_for(|| busy.holding.load(Ordering::SeqCst) == 1).await;
+
+    let registry = Registry::new(
+        ebb_policy::balance::parse("jsq:reported").unwrap(),
+        AdmissionConfig::default(),
+        1,
+    );
+    let clock = Clock::new();
+    for (i, n) in [&busy, &idle].into_iter().enumerate() {
+        let id = NodeId(i as u32 + 1);
+        registry.add_booting(
+            NewNode {
+                id,
+                kind: NodeKind::Process,
+                addr: n.addr,
+                cost_per_sec_micros: 0,
+                started_unix_ms: 0,
+                expected_boot: Nanos::from_millis(10),
+            },
+            clock.now(),
+        );
+        let client = TcpClient::connect(&n.addr.to_string()).await.unwrap();
+        assert!(registry.set_ready(id, Arc::new(client), clock.now()));
+    }
+    let forwarder = Arc::new(Forwarder::new(
+        registry.clone(),
+        clock,
+        Metrics::new(),
+        RetryBudgetConfig::default(),
+    ));
+    let reported = |id: u32| {
+        registry
+            .status(clock.now())
+            .into_iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .reported_queue
+    };
+    assert_eq!(reported(1), 0, "nothing reported before any reply");
+
+    // Both nodes look idle to the gateway, so the first call goes to the
+    // first of them; its reply says the node is busy.
+    let second = Nanos::from_secs(5);
+    let first = forwarder.call(&METHODS[1], Bytes::new(), second).await;
+    assert_eq!(first, Ok(Bytes::from("busy")));
+    assert_eq!(reported(1), 1, "the busy node's report is in /status");
+
+    // Now the busy node's own report outweighs the tie: work goes to the
+    // idle one, every time.
+    for _ in 0..4 {
+        let r = forwarder.call(&METHODS[1], Bytes::new(), second).await;
+        assert_eq!(r, Ok(Bytes::from("idle")));
+    }
+    assert_eq!(reported(2), 0);
+    stuck.abort();
+}
