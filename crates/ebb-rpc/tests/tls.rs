@@ -212,6 +212,137 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_from_its_ca() {
     );
 }
 
+#[tokio::test]
+async fn a_full_tls_server_answers_server_full_at_once_and_the_call_did_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let (cert, key) = ca.issue("node", &["127.0.0.1"]);
+    let svc = Arc::new(Echo::default());
+    let config = ebb_rpc::semantics::ServerConfig {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let server = Server::bind_with("127.0.0.1:0", Arc::clone(&svc), config)
+        .await
+        .unwrap()
+        .with_tls(ServerTls::from_pem_files(&cert, &key, None).unwrap());
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run());
+    let tls = ClientTls::from_pem_files(&ca.cert_path(), None).unwrap();
+    let first = TcpClient::connect_tls(&addr, tls.clone(), TcpClientConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(&call(&first, b"first").await.unwrap()[..], b"first");
+    // The server is at its one connection: the second client's handshake
+    // completes only so that it can be told why, inside TLS.
+    let second = TcpClient::connect_tls(&addr, tls, TcpClientConfig::default())
+        .await
+        .expect("a refused TLS client still completes its handshake");
+    // A long deadline: the answer must come from the refusal, not a timer
+    // (the outer bound only keeps a broken build from hanging).
+    let options = CallOptions::default().with_timeout(Nanos::from_secs(3600));
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        second.call(&ECHO, Bytes::from_static(b"second"), options),
+    );
+    let err = answer
+        .await
+        .expect("answered, not left to wait")
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ebb_rpc::CallError::Refused {
+                reason: ebb_rpc::wire::Refusal::ServerFull,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.may_have_run());
+    assert_eq!(
+        svc.runs.load(Ordering::SeqCst),
+        1,
+        "only the first call ran"
+    );
+}
+
+/// Relays connections to `upstream` and counts them.
+async fn counting_relay(upstream: String) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// The most connection attempts that fit in `window` when the pause
+/// before attempt `i` is `RECONNECT_BACKOFF_MS * 2^i`, capped: the bound a
+/// backing-off client stays under, whatever the machine's speed.
+fn most_attempts_within(window: Nanos) -> u64 {
+    use ebb_rpc::transport::client::{MAX_RECONNECT_BACKOFF_MS, RECONNECT_BACKOFF_MS};
+    let (mut waited, mut pause, mut n) = (0, RECONNECT_BACKOFF_MS, 0);
+    while waited + pause <= window.as_millis() {
+        waited += pause;
+        pause = (pause * 2).min(MAX_RECONNECT_BACKOFF_MS);
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_client_a_tls_server_keeps_dropping_backs_off_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let (cert, key) = ca.issue("node", &["127.0.0.1"]);
+    let server_tls = ServerTls::from_pem_files(&cert, &key, Some(&ca.cert_path())).unwrap();
+    let (addr, svc) = start(server_tls).await;
+    let (via, opened) = counting_relay(addr).await;
+    // No client certificate: TLS 1.3 finishes the client's side of the
+    // handshake, then the server drops the connection. Every reconnect
+    // looks successful and is dropped again.
+    let tls = ClientTls::from_pem_files(&ca.cert_path(), None).unwrap();
+    let began = std::time::Instant::now();
+    let client = TcpClient::connect_tls(&via, tls, TcpClientConfig::default())
+        .await
+        .expect("the client's side of a TLS 1.3 handshake completes");
+    let window = Nanos::from_secs(3);
+    let options = CallOptions::default().with_timeout(window);
+    let err = client
+        .call(&ECHO, Bytes::from_static(b"x"), options)
+        .await
+        .unwrap_err();
+    assert!(!err.may_have_run(), "never sent: {err:?}");
+    let attempts = client.reconnect_attempts();
+    // Every attempt came after the connection made at `began`, each after
+    // its pause, so however slow the machine, no more than this fit (plus
+    // one: a call that finds the client idle and disconnected dials at once).
+    let elapsed = Nanos::from(began.elapsed());
+    let bound = most_attempts_within(elapsed) + 1;
+    println!("{attempts} reconnection attempts in {elapsed} (at most {bound})");
+    // Spinning (the pause reset by every connection that opened) made
+    // about one attempt per 10 ms plus a handshake: hundreds here.
+    assert!(
+        (2..=bound).contains(&attempts),
+        "{attempts} reconnection attempts in {elapsed}; backing off allows at most {bound}"
+    );
+    assert_eq!(
+        opened.load(Ordering::SeqCst) as u64,
+        attempts + 1,
+        "the relay saw the first connection and every reconnect"
+    );
+    assert_eq!(svc.runs.load(Ordering::SeqCst), 0);
+}
+
 #[test]
 fn bad_or_missing_files_are_named() {
     let dir = tempfile::tempdir().unwrap();

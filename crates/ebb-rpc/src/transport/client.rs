@@ -9,7 +9,7 @@
 //! What to resend after a reconnect, when a call has failed and how, and
 //! when the server is presumed dead are the session's decisions, not ours.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,7 +37,13 @@ pub const MAX_QUEUED_CALLS: usize = 4096;
 pub const MAX_PENDING_DESCRIBES: usize = 16;
 /// How long one connection attempt may take before it counts as failed.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
-/// First pause between reconnection attempts; doubles up to the maximum.
+/// First pause between reconnection attempts; doubles with every attempt
+/// up to the maximum, and starts over only once a connection proves
+/// useful (the server answers with a pong, a reply or a description). A
+/// connection that opens and is dropped at once (a TLS server refusing a
+/// client certificate after the handshake, a full server) counts as a
+/// failed attempt, so a cycling link is retried at most once per maximum
+/// pause instead of in a tight loop.
 pub const RECONNECT_BACKOFF_MS: u64 = 10;
 pub const MAX_RECONNECT_BACKOFF_MS: u64 = 1_000;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -91,6 +97,7 @@ pub struct TcpClient {
     addr: String,
     /// The server's load as last reported, or `NO_LOAD_REPORTED`.
     load: Arc<AtomicU64>,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl TcpClient {
@@ -128,18 +135,21 @@ impl TcpClient {
         session.handle_connected(now);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let load = Arc::new(AtomicU64::new(NO_LOAD_REPORTED));
+        let reconnects = Arc::new(AtomicU64::new(0));
         let driver = Driver {
             addr: addr.to_owned(),
             clock,
             session,
             conn: Some(conn),
-            waiters: HashMap::new(),
-            describes: HashMap::new(),
+            waiters: FastMap::default(),
+            describes: FastMap::default(),
             next_describe: 0,
             load: Arc::clone(&load),
             codec: FrameCodec::default(),
             reconnect_at: None,
             backoff: Duration::from_millis(RECONNECT_BACKOFF_MS),
+            proven: false,
+            reconnects: Arc::clone(&reconnects),
             tls,
         };
         tokio::spawn(driver.run(rx));
@@ -147,11 +157,18 @@ impl TcpClient {
             ops: tx,
             addr: addr.to_owned(),
             load,
+            reconnects,
         })
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Connection attempts made after the first, successful or not: how
+    /// often the link broke and was retried.
+    pub fn reconnect_attempts(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
     }
 
     /// The load (calls executing) the server reported in its last reply or
@@ -373,16 +390,21 @@ struct Driver {
     session: ClientSession,
     conn: Option<Conn>,
     /// Callers waiting, by the session's call id.
-    waiters: HashMap<u64, oneshot::Sender<Reply>>,
+    waiters: FastMap<u64, oneshot::Sender<Reply>>,
     /// Describe requests waiting for their answer, by id; resent after a
     /// reconnect (asking again is harmless).
-    describes: HashMap<u64, oneshot::Sender<Reply>>,
+    describes: FastMap<u64, oneshot::Sender<Reply>>,
     next_describe: u64,
     load: Arc<AtomicU64>,
     codec: FrameCodec,
     /// When to try connecting again, while disconnected with calls waiting.
     reconnect_at: Option<Instant>,
     backoff: Duration,
+    /// The current connection has been answered by the server: the next
+    /// break starts the backoff over.
+    proven: bool,
+    /// Connection attempts after the first, successful or not.
+    reconnects: Arc<AtomicU64>,
     /// Set: every connection, reconnects included, is TLS.
     tls: Option<ClientTls>,
 }
@@ -497,11 +519,17 @@ impl Driver {
             match self.codec.decode(&mut conn.buf) {
                 Ok(None) => return,
                 Ok(Some(Message::Description(d))) => {
+                    self.proven = true;
                     if let Some(waiter) = self.describes.remove(&d.id) {
                         let _ = waiter.send(Ok(d.payload));
                     }
                 }
-                Ok(Some(message)) => self.session.handle_message(message, now),
+                Ok(Some(message)) => {
+                    if !matches!(message, Message::ConnError(_)) {
+                        self.proven = true;
+                    }
+                    self.session.handle_message(message, now);
+                }
                 Err(_) => {
                     // The stream cannot be trusted past a bad frame.
                     self.disconnect();
@@ -557,6 +585,9 @@ impl Driver {
     }
 
     fn schedule_reconnect(&mut self) {
+        if std::mem::take(&mut self.proven) {
+            self.backoff = Duration::from_millis(RECONNECT_BACKOFF_MS);
+        }
         if self.reconnect_at.is_none() {
             self.reconnect_at = Some(Instant::now() + self.backoff);
         }
@@ -568,10 +599,13 @@ impl Driver {
             // Nobody waits: connect lazily, when the next call starts.
             return;
         }
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        // Doubled whether or not the attempt connects: only an answer from
+        // the server (`proven`) starts the backoff over.
+        self.backoff = (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
         match Conn::open(&self.addr, self.tls.as_ref()).await {
             Ok(conn) => {
                 self.conn = Some(conn);
-                self.backoff = Duration::from_millis(RECONNECT_BACKOFF_MS);
                 let now = self.now();
                 self.session.handle_connected(now);
                 let ids: Vec<u64> = self.describes.keys().copied().collect();
@@ -585,8 +619,6 @@ impl Driver {
                 for (_, waiter) in self.describes.drain() {
                     let _ = waiter.send(Err(e.clone()));
                 }
-                self.backoff =
-                    (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
                 self.schedule_reconnect();
             }
         }
