@@ -113,6 +113,10 @@ impl CallError {
     /// `sent_to` (`None`: sent before any incarnation was known). `Ok` for
     /// [`Outcome::Ok`].
     pub fn from_reply(reply: &Reply, sent_to: Option<Incarnation>) -> Result<(), CallError> {
+        if let Outcome::Ok = reply.outcome {
+            // The payload is the reply, not a message: nothing to decode.
+            return Ok(());
+        }
         let message = reply.message();
         Err(match reply.outcome {
             Outcome::Ok => return Ok(()),
