@@ -134,17 +134,26 @@ enum Attempt {
 struct InFlight<'a> {
     registry: &'a Registry,
     clock: &'a Clock,
+    metrics: &'a Metrics,
     node: NodeId,
     alone: bool,
     started: Instant,
     answered: bool,
+    /// What the outcome says about the node's health, if anything.
+    health: Option<bool>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let now = self.clock.now();
         let latency = self.answered.then(|| now.saturating_since(self.started));
-        self.registry.release(self.node, latency, self.alone, now);
+        let node = self.node;
+        if self
+            .registry
+            .finish(node, latency, self.alone, self.health, now)
+        {
+            self.metrics.ejected();
+        }
     }
 }
 
@@ -216,8 +225,7 @@ impl Forwarder {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        let name = format!("{}.{}", method.service, method.name);
-        self.metrics.answered(&name, outcome, secs);
+        self.metrics.answered(method, outcome, secs);
         if matches!(result, Err(GatewayError::Overloaded { .. })) {
             self.metrics.refused();
         }
@@ -241,20 +249,24 @@ impl Forwarder {
             .on_request(arrived);
         let mut tried: Vec<NodeId> = Vec::new();
         let mut sent = false;
+        // The first attempt starts as the request arrived; a retry reads
+        // the clock again.
+        let mut now = arrived;
         loop {
-            let now = self.clock.now();
             let Some(left) = deadline.checked_since(now).filter(|l| *l > Nanos::ZERO) else {
                 return Err(GatewayError::DeadlineExceeded {
                     after: timeout,
                     sent,
                 });
             };
-            let slot =
+            let (slot, at) =
                 match self
                     .registry
                     .acquire(args.len(), deadline, now, &tried, tried.is_empty())
                 {
-                    Acquired::Now(slot) => slot,
+                    // Handed out at once: no time passed that a read of the
+                    // clock would see.
+                    Acquired::Now(slot) => (slot, now),
                     Acquired::Refused { why, retry_after } => {
                         return Err(match tried.last() {
                             // A retry finds no room: the earlier failure stands.
@@ -267,7 +279,7 @@ impl Forwarder {
                     }
                     Acquired::Held(rx) => {
                         match tokio::time::timeout(std::time::Duration::from(left), rx).await {
-                            Ok(Ok(slot)) => slot,
+                            Ok(Ok(slot)) => (slot, self.clock.now()),
                             // The registry dropped the request (its deadline
                             // passed at a tick) or the time ran out here.
                             Ok(Err(_)) | Err(_) => {
@@ -280,9 +292,8 @@ impl Forwarder {
                     }
                 };
             let node = slot.node;
-            let now = self.clock.now();
-            let left = deadline.saturating_since(now);
-            let attempt = self.attempt(slot, method, args.clone(), left, now).await;
+            let left = deadline.saturating_since(at);
+            let attempt = self.attempt(slot, method, args.clone(), left, at).await;
             let failure = match attempt {
                 Attempt::Reply(Ok(reply)) => return Ok(reply),
                 Attempt::Reply(Err(e)) => e,
@@ -292,7 +303,7 @@ impl Forwarder {
                 },
             };
             tried.push(node);
-            let now = self.clock.now();
+            now = self.clock.now();
             let time_left = deadline > now;
             let more = tried.len() < MAX_ATTEMPTS && time_left;
             match failure {
@@ -375,6 +386,8 @@ impl Forwarder {
             alone,
             started: now,
             answered: false,
+            health: None,
+            metrics: &self.metrics,
         };
         let options = CallOptions::default().with_timeout(left);
         let call = client.call(method, args, options);
@@ -396,11 +409,7 @@ impl Forwarder {
             )) => Some(false),
             _ => None,
         };
-        if let Some(ok) = health {
-            if self.registry.report(node, ok, self.clock.now()).is_some() {
-                self.metrics.ejected();
-            }
-        }
+        guard.health = health;
         outcome
     }
 }
