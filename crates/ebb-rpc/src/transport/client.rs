@@ -86,6 +86,8 @@ enum Op {
     Call(Call),
     /// Ask the server for its service description.
     Describe(oneshot::Sender<Reply>),
+    /// End every call now: the server is known to be gone.
+    Abandon(String),
 }
 
 /// A client of one server. Cheap to share (`Arc<TcpClient>`); calls from
@@ -306,6 +308,28 @@ impl Transport for TcpClient {
         })
     }
 
+    /// Ends every call of this client now with `ConnectionLost`, saying
+    /// whether each was ever sent (the session's account). For a caller
+    /// that learned the server is gone; a full queue of hand-overs leaves
+    /// the calls to end by their deadlines, as they would anyway.
+    fn abandon_calls(&self, cause: &str) {
+        let _ = self.ops.try_send(Op::Abandon(cause.to_owned()));
+    }
+
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: true,
+        };
+        Box::pin(self.call_spec(spec, args, options))
+    }
+
     fn reported_load(&self) -> Option<u32> {
         TcpClient::reported_load(self)
     }
@@ -469,6 +493,10 @@ impl Driver {
                         return;
                     }
                 }
+            }
+            Op::Abandon(cause) => {
+                self.session.abandon_all(&cause);
+                return;
             }
             Op::Describe(reply) => {
                 if self.describes.len() >= MAX_PENDING_DESCRIBES {
