@@ -531,10 +531,13 @@ impl ServerSession {
         if !key.idempotent {
             // A session evicted meanwhile has nothing to record into; its
             // client will get `OutcomeUnknown` for this call if it asks again.
+            // A call already `Done` ran twice: its session was forgotten
+            // while it ran and a ping naming the same client id with an old
+            // floor reopened it (only a peer forging that id, or lying about
+            // its floor, can). The first outcome recorded stands.
             if let Some(mut state) = self.table.touch(key.client, now)
-                && let Some(entry) = state.entries.get(&key.seq)
+                && let Some(Entry::Running) = state.entries.get(&key.seq)
             {
-                debug_assert_eq!(*entry, Entry::Running, "completed a call twice");
                 let saved = state.save(
                     key.seq,
                     reply.clone(),
