@@ -1,36 +1,40 @@
-//! CPU time of one thread, read from procfs by thread id, so the client
-//! thread can sample the server thread's CPU before and after a run.
+//! CPU time of this process (all its threads), so a server process can
+//! report what serving cost it and the client what calling cost it.
 
 use std::time::Duration;
 
-/// The kernel thread id of the calling thread.
-pub fn current_tid() -> i32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    unsafe { libc::gettid() }
+/// CPU time (user + system) every thread of this process has used so far.
+pub fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // every Linux kernel supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Total CPU time (user + system) thread `tid` of this process has used.
-///
-/// `schedstat` gives nanoseconds; `stat` (10 ms ticks) is the fallback for
-/// kernels built without scheduler statistics.
-pub fn thread_cpu(tid: i32) -> Duration {
-    let sched = format!("/proc/self/task/{tid}/schedstat");
-    if let Some(ns) = std::fs::read_to_string(sched)
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-    {
-        return Duration::from_nanos(ns);
+/// Pins the calling thread, and the threads it starts afterwards, to `cpu`.
+/// Returns whether the kernel accepted it.
+pub fn pin_to(cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside
+    // it for any cpu below CPU_SETSIZE, which the caller's index is checked
+    // against; sched_setaffinity reads the set only.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return false;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are
-    // fields 14 and 15 of stat, i.e. indices 11 and 12 here.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

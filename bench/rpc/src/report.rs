@@ -7,10 +7,34 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::driver::Sample;
+use crate::flavour::Flavour;
 use crate::system::System;
 
-/// (payload bytes, concurrency): the grid of one run.
-pub type Cell = (usize, usize);
+/// How the clients and servers of a run are set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scenario {
+    /// The runtime flavour of both the client and the server process.
+    pub flavour: Flavour,
+    /// Connections the calls are spread over (one client each).
+    pub conns: usize,
+    pub tls: bool,
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} client and server, {} connection{}, {}",
+            self.flavour,
+            self.conns,
+            if self.conns == 1 { "" } else { "s" },
+            if self.tls { "TLS" } else { "plain TCP" }
+        )
+    }
+}
+
+/// (scenario, payload bytes, concurrency): the grid of one run.
+pub type Cell = (Scenario, usize, usize);
 
 /// Medians of each metric over the repetitions of one cell and system.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -20,6 +44,8 @@ pub struct Summary {
     pub p99_us: f64,
     pub server_cpu_us_per_call: f64,
     pub client_cpu_us_per_call: f64,
+    pub server_allocs_per_call: f64,
+    pub client_allocs_per_call: f64,
     pub reps: usize,
 }
 
@@ -44,6 +70,8 @@ pub fn summarize(samples: &[Sample]) -> Summary {
         p99_us: pick(|s| s.p99_us),
         server_cpu_us_per_call: pick(|s| s.server_cpu_us_per_call),
         client_cpu_us_per_call: pick(|s| s.client_cpu_us_per_call),
+        server_allocs_per_call: pick(|s| s.server_allocs_per_call),
+        client_allocs_per_call: pick(|s| s.client_allocs_per_call),
         reps: samples.len(),
     }
 }
@@ -57,6 +85,9 @@ pub struct Floor {
 
 #[derive(Serialize)]
 pub struct Row {
+    pub flavour: String,
+    pub conns: usize,
+    pub tls: bool,
     pub payload_bytes: usize,
     pub concurrency: usize,
     pub system: &'static str,
@@ -66,9 +97,12 @@ pub struct Row {
 
 pub fn rows(table: &BTreeMap<Cell, BTreeMap<System, Summary>>) -> Vec<Row> {
     let mut out = Vec::new();
-    for (&(payload_bytes, concurrency), by_sys) in table {
+    for (&(sc, payload_bytes, concurrency), by_sys) in table {
         for (sys, s) in by_sys {
             out.push(Row {
+                flavour: sc.flavour.to_string(),
+                conns: sc.conns,
+                tls: sc.tls,
                 payload_bytes,
                 concurrency,
                 system: sys.name(),
@@ -82,6 +116,9 @@ pub fn rows(table: &BTreeMap<Cell, BTreeMap<System, Summary>>) -> Vec<Row> {
 /// Paired ratios of ebb against each peer, per cell, for the JSON report.
 #[derive(Serialize)]
 pub struct Ratios {
+    pub flavour: String,
+    pub conns: usize,
+    pub tls: bool,
     pub payload_bytes: usize,
     pub concurrency: usize,
     pub peer: &'static str,
@@ -93,13 +130,16 @@ pub struct Ratios {
 
 pub fn ratios(samples: &BTreeMap<Cell, BTreeMap<System, Vec<Sample>>>) -> Vec<Ratios> {
     let mut out = Vec::new();
-    for (&(payload_bytes, concurrency), by_sys) in samples {
+    for (&(sc, payload_bytes, concurrency), by_sys) in samples {
         let Some(e) = by_sys.get(&System::Ebb) else {
             continue;
         };
         for peer in [System::Tarpc, System::Tonic] {
             if let Some(p) = by_sys.get(&peer) {
                 out.push(Ratios {
+                    flavour: sc.flavour.to_string(),
+                    conns: sc.conns,
+                    tls: sc.tls,
                     payload_bytes,
                     concurrency,
                     peer: peer.name(),
@@ -151,55 +191,58 @@ pub fn markdown(
     floor: Option<Floor>,
 ) -> String {
     let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "| payload | concurrency | system | calls/s | p50 µs | p99 µs | server CPU µs/call | client CPU µs/call |"
-    );
-    let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|");
-    for (&(p, c), by_sys) in table {
-        for (sys, s) in by_sys {
-            let _ = writeln!(
-                md,
-                "| {} | {c} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
-                size(p),
-                sys.name(),
-                s.calls_per_sec,
-                s.p50_us,
-                s.p99_us,
-                s.server_cpu_us_per_call,
-                s.client_cpu_us_per_call
-            );
-        }
-    }
-    let _ = writeln!(md);
-    let _ = writeln!(
-        md,
-        "Ratios are medians over repetitions of the ratio within each repetition (systems run back to back)."
-    );
-    let _ = writeln!(md);
-    let _ = writeln!(
-        md,
-        "| payload | concurrency | calls/s ebb/tarpc | calls/s ebb/tonic | CPU/call ebb/tarpc | CPU/call ebb/tonic | p50 ebb/tarpc | p50 ebb/tonic |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (&(p, c), by_sys) in samples {
-        let e = by_sys.get(&System::Ebb);
-        let ta = by_sys.get(&System::Tarpc);
-        let to = by_sys.get(&System::Tonic);
+    let mut scenarios: Vec<Scenario> = table.keys().map(|c| c.0).collect();
+    scenarios.dedup();
+    for sc in scenarios {
+        let _ = writeln!(md, "**{sc}**\n");
         let _ = writeln!(
             md,
-            "| {} | {c} | {} | {} | {} | {} | {} | {} |",
-            size(p),
-            ratio(e, ta, |s| s.calls_per_sec),
-            ratio(e, to, |s| s.calls_per_sec),
-            ratio(e, ta, |s| s.server_cpu_us_per_call),
-            ratio(e, to, |s| s.server_cpu_us_per_call),
-            ratio(e, ta, |s| s.p50_us),
-            ratio(e, to, |s| s.p50_us),
+            "| payload | concurrency | system | calls/s | p50 µs | p99 µs | server CPU µs/call | client CPU µs/call | server allocs/call | client allocs/call |"
         );
-    }
-    if let Some(f) = floor {
+        let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (&(_, p, c), by_sys) in table.range((sc, 0, 0)..=(sc, usize::MAX, usize::MAX)) {
+            for (sys, s) in by_sys {
+                let _ = writeln!(
+                    md,
+                    "| {} | {c} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    size(p),
+                    sys.name(),
+                    s.calls_per_sec,
+                    s.p50_us,
+                    s.p99_us,
+                    s.server_cpu_us_per_call,
+                    s.client_cpu_us_per_call,
+                    s.server_allocs_per_call,
+                    s.client_allocs_per_call,
+                );
+            }
+        }
         let _ = writeln!(md);
+        let _ = writeln!(
+            md,
+            "| payload | concurrency | calls/s ebb/tarpc | calls/s ebb/tonic | server CPU/call ebb/tarpc | server CPU/call ebb/tonic | p50 ebb/tarpc | p50 ebb/tonic |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (&(_, p, c), by_sys) in samples.range((sc, 0, 0)..=(sc, usize::MAX, usize::MAX)) {
+            let e = by_sys.get(&System::Ebb);
+            let ta = by_sys.get(&System::Tarpc);
+            let to = by_sys.get(&System::Tonic);
+            let _ = writeln!(
+                md,
+                "| {} | {c} | {} | {} | {} | {} | {} | {} |",
+                size(p),
+                ratio(e, ta, |s| s.calls_per_sec),
+                ratio(e, to, |s| s.calls_per_sec),
+                ratio(e, ta, |s| s.server_cpu_us_per_call),
+                ratio(e, to, |s| s.server_cpu_us_per_call),
+                ratio(e, ta, |s| s.p50_us),
+                ratio(e, to, |s| s.p50_us),
+            );
+        }
+        let _ = writeln!(md);
+    }
+    tls_cost(&mut md, samples);
+    if let Some(f) = floor {
         let _ = writeln!(md, "| floor (raw TCP, 64 B) | value |");
         let _ = writeln!(md, "|---|---:|");
         let _ = writeln!(
@@ -216,6 +259,50 @@ pub fn markdown(
     md
 }
 
+/// What TLS costs each system: per cell that ran both ways, the paired
+/// ratio TLS / plain TCP of calls/s and of CPU per call on each side.
+fn tls_cost(md: &mut String, samples: &BTreeMap<Cell, BTreeMap<System, Vec<Sample>>>) {
+    let mut rows = Vec::new();
+    for (&(sc, p, c), by_sys) in samples {
+        if sc.tls {
+            continue;
+        }
+        let Some(tls) = samples.get(&(Scenario { tls: true, ..sc }, p, c)) else {
+            continue;
+        };
+        for (sys, plain) in by_sys {
+            if let Some(t) = tls.get(sys) {
+                rows.push(format!(
+                    "| {} | {} | {c} | {} | {} | {} | {} |",
+                    sc.flavour,
+                    size(p),
+                    sys.name(),
+                    fmt_ratio(paired_ratio(t, plain, |s| s.calls_per_sec)),
+                    fmt_ratio(paired_ratio(t, plain, |s| s.server_cpu_us_per_call)),
+                    fmt_ratio(paired_ratio(t, plain, |s| s.client_cpu_us_per_call)),
+                ));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "**TLS cost: TLS / plain TCP, paired**\n");
+    let _ = writeln!(
+        md,
+        "| flavour | payload | concurrency | system | calls/s | server CPU/call | client CPU/call |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---|---:|---:|---:|");
+    for r in rows {
+        let _ = writeln!(md, "{r}");
+    }
+    let _ = writeln!(md);
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{r:.2}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{median, paired_ratio};
@@ -228,6 +315,8 @@ mod tests {
             p99_us: 1.0,
             server_cpu_us_per_call: 1.0,
             client_cpu_us_per_call: 1.0,
+            server_allocs_per_call: 1.0,
+            client_allocs_per_call: 1.0,
         }
     }
 

@@ -3,14 +3,19 @@
 //! not `#[idempotent]`, so every call runs under at-most-once semantics (the
 //! server keeps a per-client reply table).
 
-use std::rc::Rc;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use ebb::rpc::transport::{Server, TcpClient};
+use ebb::rpc::semantics::ServerConfig;
+use ebb::rpc::service::Transport;
+use ebb::rpc::transport::{
+    ClientTls, PoolConfig, PooledClient, Server, ServerTls, TcpClient, TcpClientConfig,
+};
 use serde_bytes::ByteBuf;
 
-use crate::driver::{RunCfg, Sample, drive};
-use crate::server::{self, ServerHandle};
+use crate::certs::TlsFiles;
+use crate::driver::{Mode, Outcome, RunCfg, drive};
 
 #[ebb::service]
 pub trait Echo {
@@ -25,20 +30,52 @@ impl Echo for Svc {
     }
 }
 
-pub fn start() -> anyhow::Result<ServerHandle> {
-    server::spawn("ebb", |ready| async move {
-        let server = Server::bind("127.0.0.1:0", EchoServer::new(Svc)).await?;
-        ready.listening(server.local_addr()?);
-        server.run().await?;
-        Ok(())
-    })
+pub async fn serve(listener: tokio::net::TcpListener, tls: Option<TlsFiles>) -> anyhow::Result<()> {
+    let listener = listener.into_std()?;
+    let mut server = Server::from_std(listener, EchoServer::new(Svc), ServerConfig::default())?;
+    if let Some(t) = tls {
+        server = server.with_tls(ServerTls::from_pem_files(&t.cert(), &t.key(), None)?);
+    }
+    server.run().await?;
+    Ok(())
 }
 
-pub async fn run(server: ServerHandle, cfg: RunCfg) -> anyhow::Result<Sample> {
-    let transport = TcpClient::connect(&server.addr.to_string()).await?;
-    let client = Rc::new(EchoClient::new(transport));
-    drive(cfg, server.tid, |payload: Bytes| {
-        let c = Rc::clone(&client);
+/// One connection: a `TcpClient`. Several: ebb's `PooledClient` over that
+/// many connections, which sends each call on the member with the fewest
+/// calls in flight.
+pub async fn run(
+    addr: SocketAddr,
+    tls: Option<TlsFiles>,
+    cfg: RunCfg,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    let addr = addr.to_string();
+    let client_tls = match &tls {
+        Some(t) => Some(ClientTls::from_pem_files(&t.ca(), None)?),
+        None => None,
+    };
+    if cfg.conns == 1 {
+        let transport = match client_tls {
+            Some(t) => TcpClient::connect_tls(&addr, t, TcpClientConfig::default()).await?,
+            None => TcpClient::connect(&addr).await?,
+        };
+        return drive_client(Arc::new(EchoClient::new(transport)), cfg, mode).await;
+    }
+    let pool = PoolConfig::default().with_connections(cfg.conns);
+    let transport = match client_tls {
+        Some(t) => PooledClient::connect_tls(&addr, t, pool).await?,
+        None => PooledClient::connect_with(&addr, pool).await?,
+    };
+    drive_client(Arc::new(EchoClient::new(transport)), cfg, mode).await
+}
+
+async fn drive_client<T: Transport>(
+    client: Arc<EchoClient<T>>,
+    cfg: RunCfg,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    drive(cfg, mode, |payload: Bytes| {
+        let c = Arc::clone(&client);
         async move {
             let reply = c.echo(ByteBuf::from(payload.to_vec())).await?;
             Ok(Bytes::from(reply.into_vec()))

@@ -1,5 +1,9 @@
 //! tarpc echo over its serde transport: length-delimited frames, bincode.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::bail;
 use bytes::Bytes;
 use futures::{StreamExt, future};
 use serde_bytes::ByteBuf;
@@ -8,8 +12,8 @@ use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tarpc::{client, context, serde_transport};
 
-use crate::driver::{RunCfg, Sample, drive};
-use crate::server::{self, ServerHandle};
+use crate::certs::TlsFiles;
+use crate::driver::{Mode, Outcome, RunCfg, drive};
 
 #[tarpc::service]
 trait Echo {
@@ -30,28 +34,39 @@ fn frames(stream: tokio::net::TcpStream) -> Framed<tokio::net::TcpStream, Length
     Framed::new(stream, LengthDelimitedCodec::new())
 }
 
-pub fn start() -> anyhow::Result<ServerHandle> {
-    server::spawn("tarpc", |ready| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        ready.listening(listener.local_addr()?);
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let transport = serde_transport::new(frames(stream), Bincode::default());
-            let channel = BaseChannel::with_defaults(transport);
-            tokio::spawn(channel.execute(Svc.serve()).for_each(|call| {
-                tokio::spawn(call);
-                future::ready(())
-            }));
-        }
-    })
+pub async fn serve(listener: tokio::net::TcpListener, tls: Option<TlsFiles>) -> anyhow::Result<()> {
+    if tls.is_some() {
+        bail!("the tarpc benchmark has no TLS");
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let transport = serde_transport::new(frames(stream), Bincode::default());
+        let channel = BaseChannel::with_defaults(transport);
+        tokio::spawn(channel.execute(Svc.serve()).for_each(|call| {
+            tokio::spawn(call);
+            future::ready(())
+        }));
+    }
 }
 
-pub async fn run(server: ServerHandle, cfg: RunCfg) -> anyhow::Result<Sample> {
-    let stream = tokio::net::TcpStream::connect(server.addr).await?;
-    let transport = serde_transport::new(frames(stream), Bincode::default());
-    let client = EchoClient::new(client::Config::default(), transport).spawn();
-    drive(cfg, server.tid, |payload: Bytes| {
-        let c = client.clone();
+pub async fn run(
+    addr: SocketAddr,
+    tls: Option<TlsFiles>,
+    cfg: RunCfg,
+    mode: Mode,
+) -> anyhow::Result<Outcome> {
+    if tls.is_some() {
+        bail!("the tarpc benchmark has no TLS");
+    }
+    let mut clients = Vec::with_capacity(cfg.conns);
+    for _ in 0..cfg.conns {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let transport = serde_transport::new(frames(stream), Bincode::default());
+        clients.push(EchoClient::new(client::Config::default(), transport).spawn());
+    }
+    let next = AtomicUsize::new(0);
+    drive(cfg, mode, |payload: Bytes| {
+        let c = clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()].clone();
         async move {
             let reply = c
                 .echo(context::current(), ByteBuf::from(payload.to_vec()))

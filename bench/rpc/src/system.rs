@@ -1,9 +1,11 @@
-//! The systems under comparison. Adding one is one module with `start` (its
-//! server on a thread of its own) and `run` (its client under the shared
-//! driver), plus a variant here.
+//! The systems under comparison. Adding one is one module with `serve` (its
+//! server, inside a `rpc-bench serve` process) and `run` (its clients under
+//! the shared driver), plus a variant here.
 
-use crate::driver::{RunCfg, Sample};
-use crate::server::ServerHandle;
+use std::net::SocketAddr;
+
+use crate::certs::TlsFiles;
+use crate::driver::{Mode, Outcome, RunCfg};
 use crate::{sys_ebb, sys_tarpc, sys_tonic};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -25,21 +27,37 @@ impl System {
         }
     }
 
-    /// Starts this system's echo server on its own thread.
-    pub fn start(self) -> anyhow::Result<ServerHandle> {
+    /// Whether this system's benchmark can run over TLS (tarpc's serde
+    /// transport has no TLS of its own).
+    pub fn has_tls(self) -> bool {
+        !matches!(self, System::Tarpc)
+    }
+
+    /// Serves the echo service on `listener` until the process ends.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<TlsFiles>,
+    ) -> anyhow::Result<()> {
         match self {
-            System::Ebb => sys_ebb::start(),
-            System::Tonic => sys_tonic::start(),
-            System::Tarpc => sys_tarpc::start(),
+            System::Ebb => sys_ebb::serve(listener, tls).await,
+            System::Tonic => sys_tonic::serve(listener, tls).await,
+            System::Tarpc => sys_tarpc::serve(listener, tls).await,
         }
     }
 
-    /// Opens one connection to `server` and drives it under `cfg`.
-    pub async fn run(self, server: ServerHandle, cfg: RunCfg) -> anyhow::Result<Sample> {
+    /// Opens `cfg.conns` connections to `addr` and drives them in `mode`.
+    pub async fn run(
+        self,
+        addr: SocketAddr,
+        tls: Option<TlsFiles>,
+        cfg: RunCfg,
+        mode: Mode,
+    ) -> anyhow::Result<Outcome> {
         match self {
-            System::Ebb => sys_ebb::run(server, cfg).await,
-            System::Tonic => sys_tonic::run(server, cfg).await,
-            System::Tarpc => sys_tarpc::run(server, cfg).await,
+            System::Ebb => sys_ebb::run(addr, tls, cfg, mode).await,
+            System::Tonic => sys_tonic::run(addr, tls, cfg, mode).await,
+            System::Tarpc => sys_tarpc::run(addr, tls, cfg, mode).await,
         }
     }
 }

@@ -22,7 +22,7 @@ use ebb_demo::DemoClient;
 const LONG_HOLDER_TIMEOUT_MS: u64 = 60_000;
 const SHORT_HOLDER_TIMEOUT_MS: u64 = 2_000;
 /// How long the frozen holder stays frozen while the write is pending.
-const FROZEN_MS: u64 = 700;
+const FROZEN_MS: u64 = 1_500;
 /// How often a node's poll returns when idle (`CacheSettings::poll_wait_ms`):
 /// the origin last saw a live node at most this long before it died.
 const POLL_WAIT_MS: u64 = 500;

@@ -294,16 +294,17 @@ fn a_read_served_past_expiry_is_caught() {
 
 #[test]
 fn a_cache_that_ignores_epsilon_is_caught_under_drift_within_epsilon() {
-    // A's clock runs 15 % slow: over the 3 s term it loses 450 ms, within ε
-    // = 600 ms. Correct, A stops serving at (3000 − 600) / 0.85 ≈ 2 824 ms
+    // A's clock runs 25 % slow: over the 3 s term it loses 750 ms, within ε
+    // = 900 ms. Correct, A stops serving at (3000 − 900) / 0.75 = 2 800 ms
     // real, before the origin's 3 000 ms; ignoring ε it serves until
-    // ≈ 3 529 ms, past the write that the origin let through at 3 000 ms.
+    // 3000 / 0.75 = 4 000 ms, a second past the write that the origin let
+    // through at 3 000 ms (plus its fsync).
     caught("ignore-epsilon", |bug| {
         let mut node_env = env(bug);
-        node_env.push(("EBB_PLANTED_CLOCK_SLOW_PPM", "150000".to_owned()));
+        node_env.push(("EBB_PLANTED_CLOCK_SLOW_PPM", "250000".to_owned()));
         Setup {
             term_ms: 3_000,
-            epsilon_ms: 600,
+            epsilon_ms: 900,
             disruption: Disruption::CutOffA,
             node_env,
             origin_env: Vec::new(),

@@ -5,6 +5,7 @@
 //! them.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod gateway_common;
 
 use ebb::rpc::service::CallOptions;
@@ -78,6 +79,71 @@ fn two_nodes_behind_ebb_up_share_data_through_the_origin() {
         data.join("origin.redb").exists(),
         "no data file in {data:?}"
     );
+}
+
+#[test]
+fn thread_nodes_use_an_origin_that_is_already_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let origin = common::ebb(&[
+        "origin",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data,
+        "--max-term-ms",
+        "inf",
+    ]);
+    let up = Up::start(
+        "origin-existing",
+        &format!(
+            "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nseed = 4\n\
+             [service]\nname = \"demo\"\n\
+             [pool]\nkind = \"thread\"\ninitial = 2\nmin = 1\nmax = 2\n\
+             [origin]\naddr = \"{}\"\nlease_term_ms = \"inf\"\n",
+            origin.addr
+        ),
+    );
+    let status = up.wait_ready(2);
+    let node = live_nodes(&status)[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let in_pool = demo(&rt, &node);
+    let v = rt
+        .block_on(in_pool.write("ext".into(), "kept".into()))
+        .unwrap()
+        .unwrap();
+    // A node outside the pool, on the same origin, reads what the pool wrote
+    // (and the pool's cache, holding a callback, is told of the next write).
+    let outside = common::ebb(&["node", "--listen", "127.0.0.1:0", "--origin", &origin.addr]);
+    let o = demo(&rt, &outside.addr);
+    let pool = demo(&rt, &up.rpc.to_string());
+    rt.block_on(async {
+        let seen = o.read("ext".into()).await.unwrap().unwrap();
+        assert_eq!((seen.version, seen.value.as_deref()), (v, Some("kept")));
+        assert_eq!(
+            pool.read("ext".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("kept")
+        );
+        let v2 = o
+            .write("ext".into(), "changed".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = pool.read("ext".into()).await.unwrap().unwrap();
+        assert_eq!((seen.version, seen.value.as_deref()), (v2, Some("changed")));
+    });
+    up.stop();
 }
 
 #[test]

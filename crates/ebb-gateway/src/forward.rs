@@ -26,9 +26,14 @@ use ebb_rpc::service::{CallOptions, DispatchError, MethodInfo, Transport};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::registry::{Acquired, Registry, Slot};
+use crate::service::Encoding;
 
 /// Most nodes one call is tried on (first attempt included).
 pub const MAX_ATTEMPTS: usize = 4;
+/// How long a call on a node just declared gone may take to say whether it
+/// was ever sent (its transport ends it at once when it can tell); past
+/// this it counts as sent.
+pub const ABANDONED_CALL_WAIT_MS: u64 = 100;
 
 /// Why the gateway answers a request without the node's reply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +76,7 @@ impl GatewayError {
                 CallError::BadRequest { .. } => "bad_request",
                 CallError::Remote { .. } | CallError::Panicked { .. } => "remote",
                 CallError::Refused { .. } => "rejected",
+                CallError::Overloaded { .. } => "overloaded",
                 _ => "node_error",
             },
         }
@@ -82,13 +88,7 @@ impl GatewayError {
             GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => false,
             GatewayError::DeadlineExceeded { sent, .. } => *sent,
             GatewayError::OutcomeUnknown { .. } | GatewayError::NodeLost { .. } => true,
-            GatewayError::Node(e) => !matches!(
-                e,
-                CallError::UnknownMethod { .. }
-                    | CallError::BadRequest { .. }
-                    | CallError::Refused { .. }
-                    | CallError::TooManyOutstanding { .. }
-            ),
+            GatewayError::Node(e) => e.may_have_run(),
         }
     }
 }
@@ -98,9 +98,11 @@ impl From<GatewayError> for DispatchError {
     fn from(e: GatewayError) -> DispatchError {
         let msg = e.to_string();
         match e {
-            GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => {
-                DispatchError::Rejected(msg)
-            }
+            GatewayError::Overloaded { why, retry_after } => DispatchError::Overloaded {
+                message: why,
+                retry_after,
+            },
+            GatewayError::ShuttingDown => DispatchError::Rejected(msg),
             GatewayError::DeadlineExceeded { sent: false, .. } => DispatchError::Rejected(msg),
             GatewayError::DeadlineExceeded { sent: true, .. }
             | GatewayError::OutcomeUnknown { .. }
@@ -109,7 +111,15 @@ impl From<GatewayError> for DispatchError {
                 CallError::UnknownMethod { method } => DispatchError::UnknownMethod(method),
                 CallError::BadRequest { message } => DispatchError::BadArgs(message),
                 CallError::Refused { message, .. } => DispatchError::Rejected(message),
-                CallError::TooManyOutstanding { .. } => DispatchError::Rejected(msg),
+                CallError::Overloaded {
+                    message,
+                    retry_after,
+                } => DispatchError::Overloaded {
+                    message,
+                    retry_after,
+                },
+                CallError::TooManyOutstanding { .. }
+                | CallError::ConnectionLost { sent: false, .. } => DispatchError::Rejected(msg),
                 CallError::Remote { message }
                 | CallError::Codec { message, .. }
                 | CallError::Panicked { message } => DispatchError::EncodeReply(message),
@@ -134,17 +144,26 @@ enum Attempt {
 struct InFlight<'a> {
     registry: &'a Registry,
     clock: &'a Clock,
+    metrics: &'a Metrics,
     node: NodeId,
     alone: bool,
     started: Instant,
     answered: bool,
+    /// What the outcome says about the node's health, if anything.
+    health: Option<bool>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let now = self.clock.now();
         let latency = self.answered.then(|| now.saturating_since(self.started));
-        self.registry.release(self.node, latency, self.alone, now);
+        let node = self.node;
+        if self
+            .registry
+            .finish(node, latency, self.alone, self.health, now)
+        {
+            self.metrics.ejected();
+        }
     }
 }
 
@@ -200,15 +219,29 @@ impl Forwarder {
         granted
     }
 
-    /// Forwards one call and records its outcome in the metrics.
+    /// Forwards one postcard-encoded call and records its outcome in the
+    /// metrics.
     pub async fn call(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         timeout: Nanos,
     ) -> Result<Bytes, GatewayError> {
+        self.call_encoded(method, args, Encoding::Postcard, timeout)
+            .await
+    }
+
+    /// [`Forwarder::call`] with arguments encoded as `encoding` says; the
+    /// reply comes back encoded the same way.
+    pub async fn call_encoded(
+        self: &Arc<Self>,
+        method: &'static MethodInfo,
+        args: Bytes,
+        encoding: Encoding,
+        timeout: Nanos,
+    ) -> Result<Bytes, GatewayError> {
         let arrived = self.clock.now();
-        let result = self.forward(method, args, timeout, arrived).await;
+        let result = self.forward(method, args, encoding, timeout, arrived).await;
         let response = self.clock.now().saturating_since(arrived);
         self.registry.record_response(response);
         let secs = response.as_secs_f64();
@@ -216,8 +249,7 @@ impl Forwarder {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        let name = format!("{}.{}", method.service, method.name);
-        self.metrics.answered(&name, outcome, secs);
+        self.metrics.answered(method, outcome, secs);
         if matches!(result, Err(GatewayError::Overloaded { .. })) {
             self.metrics.refused();
         }
@@ -228,6 +260,7 @@ impl Forwarder {
         &self,
         method: &'static MethodInfo,
         args: Bytes,
+        encoding: Encoding,
         timeout: Nanos,
         arrived: Instant,
     ) -> Result<Bytes, GatewayError> {
@@ -241,20 +274,24 @@ impl Forwarder {
             .on_request(arrived);
         let mut tried: Vec<NodeId> = Vec::new();
         let mut sent = false;
+        // The first attempt starts as the request arrived; a retry reads
+        // the clock again.
+        let mut now = arrived;
         loop {
-            let now = self.clock.now();
             let Some(left) = deadline.checked_since(now).filter(|l| *l > Nanos::ZERO) else {
                 return Err(GatewayError::DeadlineExceeded {
                     after: timeout,
                     sent,
                 });
             };
-            let slot =
+            let (slot, at) =
                 match self
                     .registry
                     .acquire(args.len(), deadline, now, &tried, tried.is_empty())
                 {
-                    Acquired::Now(slot) => slot,
+                    // Handed out at once: no time passed that a read of the
+                    // clock would see.
+                    Acquired::Now(slot) => (slot, now),
                     Acquired::Refused { why, retry_after } => {
                         return Err(match tried.last() {
                             // A retry finds no room: the earlier failure stands.
@@ -267,7 +304,7 @@ impl Forwarder {
                     }
                     Acquired::Held(rx) => {
                         match tokio::time::timeout(std::time::Duration::from(left), rx).await {
-                            Ok(Ok(slot)) => slot,
+                            Ok(Ok(slot)) => (slot, self.clock.now()),
                             // The registry dropped the request (its deadline
                             // passed at a tick) or the time ran out here.
                             Ok(Err(_)) | Err(_) => {
@@ -280,9 +317,10 @@ impl Forwarder {
                     }
                 };
             let node = slot.node;
-            let now = self.clock.now();
-            let left = deadline.saturating_since(now);
-            let attempt = self.attempt(slot, method, args.clone(), left, now).await;
+            let left = deadline.saturating_since(at);
+            let attempt = self
+                .attempt(slot, method, args.clone(), encoding, left, at)
+                .await;
             let failure = match attempt {
                 Attempt::Reply(Ok(reply)) => return Ok(reply),
                 Attempt::Reply(Err(e)) => e,
@@ -292,24 +330,42 @@ impl Forwarder {
                 },
             };
             tried.push(node);
-            let now = self.clock.now();
+            now = self.clock.now();
             let time_left = deadline > now;
             let more = tried.len() < MAX_ATTEMPTS && time_left;
             match failure {
                 // Refused before running, or never sent: safe for any call.
-                CallError::Refused { .. } | CallError::TooManyOutstanding { .. }
+                CallError::Refused { .. }
+                | CallError::Overloaded { .. }
+                | CallError::TooManyOutstanding { .. }
                     if more && self.may_retry(now) =>
                 {
                     continue;
                 }
-                e @ (CallError::Refused { .. } | CallError::TooManyOutstanding { .. }) => {
+                e @ (CallError::Refused { .. }
+                | CallError::Overloaded { .. }
+                | CallError::TooManyOutstanding { .. }) => {
                     return Err(GatewayError::Node(e));
                 }
                 // Never delivered: the node did not start it, so any call
-                // may go elsewhere.
-                CallError::ConnectionLost { sent: false, .. } if more && self.may_retry(now) => {
+                // may go elsewhere. Nothing ran, so this adds no load and
+                // takes nothing from the retry budget.
+                CallError::ConnectionLost { sent: false, .. } if more => {
                     self.registry.suspect(node);
+                    self.registry.count_retry();
+                    self.metrics.retried();
                     continue;
+                }
+                e @ CallError::ConnectionLost { sent: false, .. } => {
+                    self.registry.suspect(node);
+                    return Err(if sent {
+                        GatewayError::NodeLost {
+                            node,
+                            why: "attempts or time used up".into(),
+                        }
+                    } else {
+                        GatewayError::Node(e)
+                    });
                 }
                 // The node is dead or unreachable with the call on it.
                 CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
@@ -356,6 +412,7 @@ impl Forwarder {
         slot: Slot,
         method: &'static MethodInfo,
         args: Bytes,
+        encoding: Encoding,
         left: Nanos,
         now: Instant,
     ) -> Attempt {
@@ -375,13 +432,33 @@ impl Forwarder {
             alone,
             started: now,
             answered: false,
+            health: None,
+            metrics: &self.metrics,
         };
         let options = CallOptions::default().with_timeout(left);
-        let call = client.call(method, args, options);
-        let outcome = tokio::select! {
+        let call = match encoding {
+            Encoding::Postcard => client.call(method, args, options),
+            Encoding::Json => client.call_json_text(method, args, options),
+        };
+        let mut call = call;
+        let answered = tokio::select! {
             biased;
-            r = call => Attempt::Reply(r),
-            _ = gone.wait_for(|g| *g) => Attempt::NodeGone,
+            r = &mut call => Some(r),
+            _ = gone.wait_for(|g| *g) => None,
+        };
+        let outcome = match answered {
+            Some(r) => Attempt::Reply(r),
+            None => {
+                // The node is gone: its transport ends the calls it holds,
+                // saying which never left (those did not run and may go
+                // to another node, at-most-once or not).
+                client.abandon_calls(&format!("node {node} is gone"));
+                let wait = std::time::Duration::from_millis(ABANDONED_CALL_WAIT_MS);
+                match tokio::time::timeout(wait, &mut call).await {
+                    Ok(r) => Attempt::Reply(r),
+                    Err(_) => Attempt::NodeGone,
+                }
+            }
         };
         guard.answered = matches!(
             outcome,
@@ -396,11 +473,7 @@ impl Forwarder {
             )) => Some(false),
             _ => None,
         };
-        if let Some(ok) = health {
-            if self.registry.report(node, ok, self.clock.now()).is_some() {
-                self.metrics.ejected();
-            }
-        }
+        guard.health = health;
         outcome
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::forward::GatewayError;
-use crate::ingress::{JsonCallError, RpcIngress};
+use crate::ingress::JsonCallError;
 
 /// The dashboard: one static page that reads `/status` and `/metrics`.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
@@ -26,7 +26,7 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 const MAX_POOL_BODY_BYTES: usize = 4096;
 
 pub fn router(shared: Arc<Shared>, http: HttpConfig) -> Router {
-    let backend = GatewayBackend(shared.ingress.clone());
+    let backend = GatewayBackend(Arc::clone(&shared));
     let admin = Router::new()
         .route("/", get(dashboard))
         .route("/status", get(status))
@@ -40,7 +40,7 @@ pub fn router(shared: Arc<Shared>, http: HttpConfig) -> Router {
 }
 
 /// The pool as ebb-http's JSON backend.
-pub struct GatewayBackend(pub RpcIngress);
+pub struct GatewayBackend(pub Arc<Shared>);
 
 impl JsonBackend for GatewayBackend {
     fn call<'a>(
@@ -51,14 +51,22 @@ impl JsonBackend for GatewayBackend {
         deadline: Nanos,
     ) -> BoxFuture<'a, Result<Value, HttpError>> {
         Box::pin(async move {
-            let codec = self.0.codec();
-            if service != codec.name() {
+            // A service learned from the nodes is known once the first node
+            // described it; until then a call waits, within its deadline.
+            let Some(ingress) = self.0.ingress_within(deadline).await else {
+                return Err(HttpError::DeadlineExceeded {
+                    deadline,
+                    may_have_run: false,
+                });
+            };
+            let name = ingress.served().name();
+            if service != name {
                 return Err(HttpError::UnknownService {
                     service: service.to_owned(),
-                    known: vec![codec.name().to_owned()],
+                    known: vec![name.to_owned()],
                 });
             }
-            self.0
+            ingress
                 .call_json(method, args, Some(deadline))
                 .await
                 .map_err(http_error)

@@ -7,6 +7,8 @@
 //! - [`ingress`]: the RPC ingress (the gateway as one ebb server).
 //! - [`http`]: `/status`, `/metrics`, `/pool`, `/rpc/{Service}/{method}`.
 //! - [`signals`]: what an autoscaler is told each tick, and its seam.
+//! - [`service`]: the service the pool serves, built in or learned from the
+//!   nodes' `Describe`.
 //!
 //! The gateway contains no policy: balancing, admission and the retry
 //! budget are `ebb-policy` code, fed with what the gateway measures.
@@ -18,6 +20,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod pool;
 pub mod registry;
+pub mod service;
 pub mod signals;
 
 use std::net::SocketAddr;
@@ -29,7 +32,6 @@ use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::balance;
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
-use ebb_rpc::service::ServiceCodec;
 use ebb_rpc::transport::Server;
 use serde_json::{Value, json};
 
@@ -37,6 +39,7 @@ pub use forward::GatewayError;
 pub use pool::Scaler;
 pub use pool::{NodeChange, PoolConfig, PoolError};
 pub use registry::Life;
+pub use service::ServiceSource;
 
 /// Everything a gateway is started with.
 #[derive(Clone, Debug)]
@@ -75,7 +78,8 @@ pub enum StartError {
 /// What the HTTP handlers share.
 pub struct Shared {
     forwarder: Arc<forward::Forwarder>,
-    ingress: ingress::RpcIngress,
+    service: service::ServiceCell,
+    default_deadline: Nanos,
     pool: Mutex<pool::PoolHandle>,
     clock: clock::Clock,
     autoscaler: Option<String>,
@@ -93,6 +97,17 @@ impl Shared {
         self.pool().set_target(target)
     }
 
+    /// The ingress, once the pool's service is known (a learned one is
+    /// known when the first node has described it); waits at most `wait`.
+    pub async fn ingress_within(&self, wait: Nanos) -> Option<ingress::RpcIngress> {
+        let served = self.service.known_within(wait).await?;
+        Some(ingress::RpcIngress::new(
+            Arc::clone(&self.forwarder),
+            served,
+            self.default_deadline,
+        ))
+    }
+
     /// `GET /status`.
     pub fn status(&self) -> Value {
         let registry = self.forwarder.registry();
@@ -101,7 +116,7 @@ impl Shared {
         let pool = self.pool();
         let cfg = *pool.config();
         json!({
-            "service": self.ingress.codec().name(),
+            "service": self.service.get().map(|s| s.name()),
             "pool": {
                 "kind": pool.kind().as_str(),
                 "target": pool.target(),
@@ -157,9 +172,14 @@ impl Gateway {
     /// Binds both ingresses, starts the pool manager (which starts the
     /// initial nodes) and serves. Must run inside a multi-threaded tokio
     /// runtime: the pool manager's thread uses it for node connections.
+    ///
+    /// A service learned from the nodes opens the RPC ingress only once the
+    /// first node has described it (it must answer `Describe`); its address
+    /// is bound, and printed, from the start, and HTTP calls wait for it
+    /// within their deadline.
     pub async fn start(
         cfg: GatewayConfig,
-        codec: &'static dyn ServiceCodec,
+        service: impl Into<ServiceSource>,
         provider: Box<dyn NodeProvider>,
         autoscaler: Option<Scaler>,
         on_change: pool::OnChange,
@@ -175,12 +195,15 @@ impl Gateway {
             metrics,
             cfg.retry,
         ));
-        let ingress = ingress::RpcIngress::new(Arc::clone(&forwarder), codec, cfg.default_deadline);
-        let server = Server::bind(&cfg.rpc_addr, ingress.clone()).await?;
-        let rpc_addr = server.local_addr().map_err(|source| StartError::Http {
-            addr: cfg.rpc_addr.clone(),
-            source,
-        })?;
+        let service = service::ServiceCell::new(service.into());
+        let rpc_err = |source| {
+            StartError::Rpc(ebb_rpc::transport::TransportError::Bind {
+                addr: cfg.rpc_addr.clone(),
+                source,
+            })
+        };
+        let rpc_listener = std::net::TcpListener::bind(&cfg.rpc_addr).map_err(rpc_err)?;
+        let rpc_addr = rpc_listener.local_addr().map_err(rpc_err)?;
         let http_err = |source| StartError::Http {
             addr: cfg.http_addr.clone(),
             source,
@@ -197,12 +220,16 @@ impl Gateway {
             tokio::runtime::Handle::current(),
             cfg.pool,
             autoscaler,
-            on_change,
+            pool::Hooks {
+                on_change,
+                service: service.clone(),
+            },
         )
         .map_err(StartError::Pool)?;
         let shared = Arc::new(Shared {
             forwarder,
-            ingress,
+            service,
+            default_deadline: cfg.default_deadline,
             pool: Mutex::new(pool),
             clock,
             autoscaler: scaler_name,
@@ -215,9 +242,21 @@ impl Gateway {
             ..ebb_http::HttpConfig::default()
         };
         let app = http::router(Arc::clone(&shared), http_cfg);
+        let rpc_shared = Arc::clone(&shared);
         let tasks = vec![
             tokio::spawn(async move {
-                let _ = server.run().await;
+                let Some(served) = rpc_shared.service.known().await else {
+                    return;
+                };
+                let ingress = ingress::RpcIngress::new(
+                    Arc::clone(&rpc_shared.forwarder),
+                    served,
+                    rpc_shared.default_deadline,
+                );
+                let config = ebb_rpc::semantics::ServerConfig::default();
+                if let Ok(server) = Server::from_std(rpc_listener, ingress, config) {
+                    let _ = server.run().await;
+                }
             }),
             tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;

@@ -1,6 +1,9 @@
 //! Prometheus metrics: counted on the request path, gauges refreshed from
 //! the registry when scraped, encoded as the text exposition format.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
+use ebb_rpc::service::MethodInfo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,6 +36,19 @@ struct NodeLabels {
 
 type HistogramFamily = Family<MethodLabel, Histogram, fn() -> Histogram>;
 
+/// Method ids whose metrics are kept at hand (a service has at most
+/// `ebb_rpc::service::MAX_METHODS`).
+const MAX_CACHED_METHODS: usize = ebb_rpc::service::MAX_METHODS;
+/// Outcomes kept at hand per method (there are about a dozen kinds).
+const MAX_CACHED_OUTCOMES: usize = 32;
+
+/// One method's metrics, as registered in the families (the same `Arc`s).
+struct MethodMetrics {
+    method: &'static MethodInfo,
+    latency: Histogram,
+    outcomes: Vec<(&'static str, Counter)>,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(
         LATENCY_BUCKET_START_SECS,
@@ -55,6 +71,8 @@ pub struct Metrics {
     nodes: Family<NodeLabels, Gauge>,
     target: Gauge,
     registry: std::sync::Arc<PromRegistry>,
+    /// By method id; see [`Metrics::answered`].
+    by_method: Arc<RwLock<Vec<Option<MethodMetrics>>>>,
 }
 
 impl Default for Metrics {
@@ -126,20 +144,74 @@ impl Metrics {
             nodes,
             target,
             registry: std::sync::Arc::new(r),
+            by_method: Arc::default(),
         }
     }
 
-    pub fn answered(&self, method: &str, outcome: &str, secs: f64) {
-        let method = method.to_owned();
-        self.requests
+    /// Counts one answered request. The request path calls it for every
+    /// request, so the metrics of a method are looked up by the label set
+    /// once and kept by method id: what remains per request is a read lock,
+    /// an index, an increment and a histogram observation, with no label
+    /// strings built or hashed.
+    pub fn answered(&self, method: &'static MethodInfo, outcome: &'static str, secs: f64) {
+        {
+            let cached = self
+                .by_method
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(m) = cached.get(usize::from(method.id)).and_then(Option::as_ref)
+                && std::ptr::eq(m.method, method)
+                && let Some((_, counter)) = m.outcomes.iter().find(|(o, _)| *o == outcome)
+            {
+                counter.inc();
+                m.latency.observe(secs);
+                return;
+            }
+        }
+        self.answered_first(method, outcome, secs);
+    }
+
+    /// The first answer of a method with an outcome: creates its metrics in
+    /// the families and keeps them for [`Metrics::answered`].
+    fn answered_first(&self, method: &'static MethodInfo, outcome: &'static str, secs: f64) {
+        let name = format!("{}.{}", method.service, method.name);
+        let counter = self
+            .requests
             .get_or_create(&MethodOutcome {
-                method: method.clone(),
+                method: name.clone(),
                 outcome: outcome.to_owned(),
             })
-            .inc();
-        self.latency
-            .get_or_create(&MethodLabel { method })
-            .observe(secs);
+            .clone();
+        let latency = self
+            .latency
+            .get_or_create(&MethodLabel { method: name })
+            .clone();
+        counter.inc();
+        latency.observe(secs);
+        let id = usize::from(method.id);
+        if id >= MAX_CACHED_METHODS {
+            return;
+        }
+        let mut cached = self
+            .by_method
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cached.len() <= id {
+            cached.resize_with(id + 1, || None);
+        }
+        let entry = cached[id].get_or_insert_with(|| MethodMetrics {
+            method,
+            latency,
+            outcomes: Vec::new(),
+        });
+        // A method of another service with the same id keeps the slot's
+        // first owner; its answers take this slower path.
+        if std::ptr::eq(entry.method, method)
+            && entry.outcomes.len() < MAX_CACHED_OUTCOMES
+            && !entry.outcomes.iter().any(|(o, _)| *o == outcome)
+        {
+            entry.outcomes.push((outcome, counter));
+        }
     }
 
     pub fn refused(&self) {
@@ -179,5 +251,59 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn method(service: &'static str, id: u16, name: &'static str) -> MethodInfo {
+        MethodInfo {
+            service,
+            id,
+            name,
+            idempotent: false,
+            blocking: false,
+            params: &[],
+            returns: "()",
+        }
+    }
+    static ECHO: MethodInfo = method("A", 0, "echo");
+    static OTHER: MethodInfo = method("B", 0, "other");
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix} in\n{text}"))
+    }
+
+    /// The kept metrics are the families' own: counts made through the
+    /// cache show in the exposition, per method and outcome, and a method
+    /// of another service with the same id is counted under its own name.
+    #[test]
+    fn answers_counted_through_the_cache_show_per_method_and_outcome() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.answered(&ECHO, "ok", 0.001);
+        }
+        m.answered(&ECHO, "overloaded", 0.0);
+        m.answered(&OTHER, "ok", 0.002);
+        m.answered(&OTHER, "ok", 0.002);
+        assert!(
+            m.by_method.read().unwrap_or_else(PoisonError::into_inner)[0]
+                .as_ref()
+                .is_some_and(|c| std::ptr::eq(c.method, &ECHO) && c.outcomes.len() == 2),
+            "the first method's metrics were not kept"
+        );
+        let text = m.render(&[], (0, 0), 0).unwrap_or_default();
+        let ok = r#"ebb_gateway_requests_total{method="A.echo",outcome="ok"}"#;
+        assert!(line(&text, ok).ends_with(" 3"), "{text}");
+        let refused = r#"ebb_gateway_requests_total{method="A.echo",outcome="overloaded"}"#;
+        assert!(line(&text, refused).ends_with(" 1"), "{text}");
+        let other = r#"ebb_gateway_requests_total{method="B.other",outcome="ok"}"#;
+        assert!(line(&text, other).ends_with(" 2"), "{text}");
+        let count = r#"ebb_gateway_request_duration_seconds_count{method="A.echo"}"#;
+        assert!(line(&text, count).ends_with(" 4"), "{text}");
     }
 }

@@ -215,24 +215,7 @@ impl Registry {
     /// if the node failed it (the method panicked, the reply was broken).
     /// Enough failures in a row take the node out of rotation for a while.
     pub fn report(&self, node: NodeId, ok: bool, now: Instant) -> Option<Instant> {
-        let mut g = self.lock();
-        let inner = &mut *g;
-        if ok {
-            inner.outliers.on_success(node);
-            return None;
-        }
-        let pool = inner.views.len();
-        let Verdict::Eject { until } = inner.outliers.on_failure(node, pool, now) else {
-            return None;
-        };
-        inner.counters.ejections += 1;
-        if let Some(i) = inner.index(node) {
-            if inner.meta[i].life == Life::Ready {
-                inner.views[i].state = NodeState::Draining;
-                inner.balancer.on_nodes_changed(&inner.views);
-            }
-        }
-        Some(until)
+        self.lock().report(node, ok, now)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -495,10 +478,31 @@ impl Registry {
     /// The call sent through `slot` ended; `latency` is set when it was
     /// answered by the node (not cut short by the node's death).
     pub fn release(&self, node: NodeId, latency: Option<Nanos>, alone: bool, now: Instant) {
+        self.finish(node, latency, alone, None, now);
+    }
+
+    /// [`Registry::release`] and [`Registry::report`] under one lock: what
+    /// ends every forwarded call. `health` is `Some(ok)` when the outcome
+    /// says something about the node's health. True if the node was just
+    /// ejected.
+    pub fn finish(
+        &self,
+        node: NodeId,
+        latency: Option<Nanos>,
+        alone: bool,
+        health: Option<bool>,
+        now: Instant,
+    ) -> bool {
         let mut g = self.lock();
         let inner = &mut *g;
+        let ejected = match health {
+            Some(ok) => inner.report(node, ok, now).is_some(),
+            None => false,
+        };
         inner.counters.completions += 1;
-        let Some(i) = inner.index(node) else { return };
+        let Some(i) = inner.index(node) else {
+            return ejected;
+        };
         debug_assert!(inner.views[i].in_flight > 0);
         inner.views[i].in_flight = inner.views[i].in_flight.saturating_sub(1);
         // The reply carried the node's load; the transport kept it.
@@ -525,6 +529,7 @@ impl Registry {
             inner.hand_oldest_to(i, self, now);
         }
         inner.drain_held(self, now);
+        ejected
     }
 
     /// A call failed in a way that says the node is dead (unresponsive, or
@@ -589,6 +594,25 @@ impl Registry {
 impl Inner {
     fn index(&self, id: NodeId) -> Option<usize> {
         self.meta.iter().position(|m| m.id == id)
+    }
+
+    fn report(&mut self, node: NodeId, ok: bool, now: Instant) -> Option<Instant> {
+        if ok {
+            self.outliers.on_success(node);
+            return None;
+        }
+        let pool = self.views.len();
+        let Verdict::Eject { until } = self.outliers.on_failure(node, pool, now) else {
+            return None;
+        };
+        self.counters.ejections += 1;
+        if let Some(i) = self.index(node) {
+            if self.meta[i].life == Life::Ready {
+                self.views[i].state = NodeState::Draining;
+                self.balancer.on_nodes_changed(&self.views);
+            }
+        }
+        Some(until)
     }
 
     fn load(&self, now: Instant) -> Load {

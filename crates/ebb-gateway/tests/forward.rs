@@ -49,14 +49,19 @@ enum Act {
     NeverSent,
     /// The method panics on the node.
     Panic,
-    /// Never answers (the node is stuck or dead).
+    /// Never answers (the node is stuck or dead), and its transport
+    /// cannot tell whether the call left.
     Hang,
+    /// Waits unsent (its connection is down) until the caller abandons
+    /// the node's calls, then says it never left.
+    Queued,
 }
 
 struct Node {
     act: Mutex<Act>,
     calls: AtomicUsize,
     name: &'static str,
+    abandoned: tokio::sync::watch::Sender<bool>,
 }
 
 impl Transport for Node {
@@ -87,8 +92,20 @@ impl Transport for Node {
                     message: "boom".into(),
                 }),
                 Act::Hang => std::future::pending().await,
+                Act::Queued => {
+                    let mut abandoned = self.abandoned.subscribe();
+                    let _ = abandoned.wait_for(|a| *a).await;
+                    Err(CallError::ConnectionLost {
+                        sent: false,
+                        cause: "abandoned before it was sent".into(),
+                    })
+                }
             }
         })
+    }
+
+    fn abandon_calls(&self, _cause: &str) {
+        self.abandoned.send_replace(true);
     }
 }
 
@@ -104,6 +121,7 @@ fn node(name: &'static str, act: Act) -> Arc<Node> {
         act: Mutex::new(act),
         calls: AtomicUsize::new(0),
         name,
+        abandoned: tokio::sync::watch::channel(false).0,
     })
 }
 
@@ -429,4 +447,43 @@ async fn a_node_that_keeps_failing_is_ejected_then_probed() {
         [1],
         "one more failure ejects it again"
     );
+}
+
+/// Node a's connection is down, so an at-most-once call waits on it,
+/// unsent, when a is declared gone: a's transport says the call never
+/// left, and it runs on node b, with no retry budget needed (nothing ran).
+#[tokio::test]
+async fn an_at_most_once_call_unsent_when_its_node_is_gone_runs_elsewhere() {
+    let none = RetryBudgetConfig {
+        ratio: 0.0,
+        floor_per_sec: 0,
+        window: SECOND,
+    };
+    let p = pool(vec![node("a", Act::Queued), node("b", Act::Answer)], none);
+    let f = p.forwarder.clone();
+    let amo = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| calls(&p)[0] == 1).await;
+    assert_eq!(
+        p.registry.set_gone(NodeId(1), "killed", p.clock.now()),
+        Some(Life::Ready)
+    );
+    assert_eq!(amo.await.unwrap(), Ok(Bytes::from("b")));
+    assert!(*p.nodes[0].abandoned.borrow(), "a's calls were abandoned");
+    assert_eq!(calls(&p), [1, 1]);
+}
+
+/// The same call with no other node to go to ends saying it did not run.
+#[tokio::test]
+async fn an_unsent_call_with_nowhere_else_to_go_did_not_run() {
+    let p = pool(vec![node("a", Act::Queued)], RetryBudgetConfig::default());
+    let f = p.forwarder.clone();
+    let amo = tokio::spawn(async move {
+        f.call(&AT_MOST_ONCE, Bytes::new(), Nanos::from_millis(300))
+            .await
+    });
+    wait_for(|| calls(&p)[0] == 1).await;
+    p.registry.set_gone(NodeId(1), "killed", p.clock.now());
+    let r = amo.await.unwrap();
+    let e = r.expect_err("no node is left");
+    assert!(!e.may_have_run(), "{e:?}");
 }

@@ -312,13 +312,24 @@ impl OriginService {
             value,
             expected,
         };
-        let result = match self.inner.committer.commit(write).await {
-            Ok(r) => r.map_err(OriginError::from),
-            Err(e) => Err(OriginError::Storage(e.to_string())),
-        };
-        guard.applied = result.is_ok();
-        drop(guard);
-        result
+        // Committed in a task of its own, which keeps the key marked until
+        // the commit ended: a caller that gives up (its deadline, a
+        // cancelled call) must not unmark a key whose write may still land,
+        // or a lease on the old value could be granted meanwhile.
+        let origin = self.clone();
+        let commit = tokio::spawn(async move {
+            let result = match origin.inner.committer.commit(write).await {
+                Ok(r) => r.map_err(OriginError::from),
+                Err(e) => Err(OriginError::Storage(e.to_string())),
+            };
+            guard.applied = result.is_ok();
+            drop(guard);
+            result
+        });
+        match commit.await {
+            Ok(result) => result,
+            Err(e) => Err(OriginError::Storage(format!("the commit task failed: {e}"))),
+        }
     }
 }
 

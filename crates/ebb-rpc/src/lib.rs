@@ -11,6 +11,7 @@
 //! - [`transport`]: the tokio TCP client and server that drive the semantics.
 
 pub mod error;
+mod fast_map;
 pub mod semantics;
 pub mod service;
 pub mod transport;

@@ -6,7 +6,7 @@
 //! them (accept or refuse a connection, route a reply), so the fault
 //! simulation exercises the same bounds the TCP server enforces.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::net::IpAddr;
 
 use ebb_core::{ClientId, Instant, Nanos};
@@ -44,10 +44,10 @@ struct Conn {
 #[derive(Debug, Default)]
 pub(super) struct Conns {
     next: u64,
-    conns: HashMap<ConnId, Conn>,
-    per_peer: HashMap<IpAddr, usize>,
+    conns: FastMap<ConnId, Conn>,
+    per_peer: FastMap<IpAddr, usize>,
     /// Each client's reply route: the connection it was last heard on.
-    routes: HashMap<ClientId, ConnId>,
+    routes: FastMap<ClientId, ConnId>,
 }
 
 impl Conns {

@@ -9,12 +9,14 @@
 //! `OutcomeUnknown` instead of running them. That is what makes evicting an
 //! expired session safe.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::MAX_REPLIES_PER_CLIENT;
+use super::window::Window;
+use crate::fast_map::FastMap;
 use crate::wire::{Outcome, Reply, Seq};
 
 /// What the table knows about one call of a client.
@@ -37,7 +39,7 @@ pub struct ClientState {
     pub ack_below: Seq,
     pub last_active: Instant,
     /// Calls in `[ack_below, ack_below + MAX_REPLIES_PER_CLIENT)`.
-    pub entries: BTreeMap<Seq, Entry>,
+    pub entries: Window,
     /// Payload bytes of the saved replies in `entries`.
     pub saved_bytes: usize,
 }
@@ -49,6 +51,9 @@ pub enum NotKept {
     Session,
     /// The whole table is at its saved-reply bytes.
     Total,
+    /// The seq is outside the client's at-most-once window (the session's
+    /// checks prevent it).
+    Window,
 }
 
 /// A session borrowed from the table: every change to its saved replies
@@ -80,17 +85,13 @@ impl Session<'_> {
         let state = &mut *self.state;
         if ack_below > state.ack_below {
             state.ack_below = ack_below;
-            // Usually one or two entries go per call; popping them avoids
-            // the allocation `split_off` would make.
-            while let Some(entry) = state.entries.first_entry() {
-                if *entry.key() >= ack_below {
-                    break;
+            let (saved_bytes, saved_total) = (&mut state.saved_bytes, &mut *self.saved_total);
+            state.entries.advance_to(ack_below, |entry| {
+                if let Entry::Done(reply) = entry {
+                    *saved_bytes -= reply.payload.len();
+                    *saved_total -= reply.payload.len();
                 }
-                if let Entry::Done(reply) = entry.remove() {
-                    state.saved_bytes -= reply.payload.len();
-                    *self.saved_total -= reply.payload.len();
-                }
-            }
+            });
         }
     }
 
@@ -98,8 +99,9 @@ impl Session<'_> {
     /// bytes within `max_bytes` for this session and within the table's
     /// total: a reply that does not fit is replaced by an `OutcomeUnknown`
     /// (the call ran; a resend learns that it will not run again, not its
-    /// result). Returns why the reply itself was not kept, if it was not.
-    pub fn save(&mut self, seq: Seq, reply: Reply, max_bytes: usize) -> Result<(), NotKept> {
+    /// result). Lends the reply as saved, or gives it back with why it
+    /// was not kept.
+    pub fn save(&mut self, seq: Seq, reply: Reply, max_bytes: usize) -> Saved<'_> {
         let state = &mut *self.state;
         let old = match state.entries.get(&seq) {
             Some(Entry::Done(old)) => old.payload.len(),
@@ -109,8 +111,8 @@ impl Session<'_> {
         let session_room = max_bytes.saturating_sub(state.saved_bytes - old);
         let total_room = self.max_saved_total.saturating_sub(*self.saved_total - old);
         let len = reply.payload.len();
-        let (kept, reply) = if len <= session_room && len <= total_room {
-            (Ok(()), reply)
+        let (live, reply) = if len <= session_room && len <= total_room {
+            (None, reply)
         } else {
             let why = if len > total_room {
                 NotKept::Total
@@ -118,7 +120,7 @@ impl Session<'_> {
                 NotKept::Session
             };
             let note: &'static [u8] = match why {
-                NotKept::Session => {
+                NotKept::Session | NotKept::Window => {
                     b"the call ran, but its reply was over the server's saved-reply bytes per client"
                 }
                 NotKept::Total => {
@@ -134,15 +136,56 @@ impl Session<'_> {
             let dropped = Reply {
                 outcome: Outcome::OutcomeUnknown,
                 payload: bytes::Bytes::from_static(note),
-                ..reply
+                ..reply.clone()
             };
-            (Err(why), dropped)
+            (Some((why, reply)), dropped)
         };
         let len = reply.payload.len();
-        state.entries.insert(seq, Entry::Done(reply));
-        state.saved_bytes = state.saved_bytes - old + len;
-        *self.saved_total = *self.saved_total - old + len;
-        kept
+        match state.entries.put_done(seq, reply) {
+            // Outside the window nothing is recorded (the session never
+            // asks for that); the caller answers with the reply.
+            Err(reply) => Saved::Replaced {
+                reply: live.map_or(reply, |(_, live)| live),
+                why: NotKept::Window,
+            },
+            Ok((_, saved)) => {
+                state.saved_bytes = state.saved_bytes - old + len;
+                *self.saved_total = *self.saved_total - old + len;
+                match live {
+                    Some((why, reply)) => Saved::Replaced { reply, why },
+                    None => Saved::Kept(saved),
+                }
+            }
+        }
+    }
+}
+
+/// What [`Session::save`] kept.
+#[derive(Debug)]
+pub enum Saved<'a> {
+    /// The reply itself, as saved.
+    Kept(&'a Reply),
+    /// An `OutcomeUnknown` was saved in the reply's place (or nothing, for
+    /// a seq outside the window); here is the reply, to answer the live
+    /// call with.
+    Replaced { reply: Reply, why: NotKept },
+}
+
+impl Saved<'_> {
+    /// Why the reply itself was not kept, if it was not.
+    pub fn kept(&self) -> Result<(), NotKept> {
+        match self {
+            Saved::Kept(_) => Ok(()),
+            Saved::Replaced { why, .. } => Err(*why),
+        }
+    }
+
+    /// The reply to send now.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            Saved::Kept(reply) => reply,
+            Saved::Replaced { reply, .. } => reply,
+        }
     }
 }
 
@@ -169,8 +212,8 @@ pub struct ReplyTable {
     /// `max_saved_total`.
     saved_total: usize,
     max_saved_total: usize,
-    clients: HashMap<ClientId, ClientState>,
-    per_peer: HashMap<IpAddr, usize>,
+    clients: FastMap<ClientId, ClientState>,
+    per_peer: FastMap<IpAddr, usize>,
     idle: BTreeSet<(Instant, ClientId)>,
 }
 
@@ -182,8 +225,8 @@ impl ReplyTable {
             session_expiry,
             saved_total: 0,
             max_saved_total: usize::MAX,
-            clients: HashMap::new(),
-            per_peer: HashMap::new(),
+            clients: FastMap::default(),
+            per_peer: FastMap::default(),
             idle: BTreeSet::new(),
         }
     }
@@ -244,7 +287,7 @@ impl ReplyTable {
                     floor,
                     ack_below: Seq(0),
                     last_active: now,
-                    entries: BTreeMap::new(),
+                    entries: Window::default(),
                     saved_bytes: 0,
                 },
             );
@@ -359,8 +402,9 @@ impl ReplyTable {
                     state.saved_bytes
                 ));
             }
+            state.entries.check()?;
             let window = state.ack_below..state.ack_below.plus(MAX_REPLIES_PER_CLIENT);
-            if let Some((&seq, _)) = state.entries.iter().find(|(s, _)| !window.contains(s)) {
+            if let Some((seq, _)) = state.entries.iter().find(|(s, _)| !window.contains(s)) {
                 return Err(format!(
                     "{client} holds seq {seq} outside its window {window:?}"
                 ));
@@ -407,10 +451,7 @@ mod tests {
             s.entries.insert(Seq(seq), Entry::Running);
         }
         s.acknowledge_below(Seq(4));
-        assert_eq!(
-            s.entries.keys().copied().collect::<Vec<_>>(),
-            vec![Seq(4), Seq(5)]
-        );
+        assert_eq!(s.entries.keys().collect::<Vec<_>>(), vec![Seq(4), Seq(5)]);
         s.acknowledge_below(Seq(2));
         assert_eq!(s.ack_below, Seq(4), "ack_below never goes back");
     }
@@ -434,18 +475,24 @@ mod tests {
         let mut t = ReplyTable::new(4, 4, EXP).with_max_saved_bytes_total(10);
         let per_session = 8;
         let mut a = t.open(ClientId(1), Seq(1), PEER, at_secs(0)).unwrap();
-        assert_eq!(a.save(Seq(1), reply(1, b"123456"), per_session), Ok(()));
+        assert_eq!(
+            a.save(Seq(1), reply(1, b"123456"), per_session).kept(),
+            Ok(())
+        );
         let mut b = t.open(ClientId(2), Seq(1), PEER, at_secs(0)).unwrap();
         // Within its own session's 8 bytes, but 6 + 6 is over the 10 in total.
         assert_eq!(
-            b.save(Seq(1), reply(1, b"abcdef"), per_session),
+            b.save(Seq(1), reply(1, b"abcdef"), per_session).kept(),
             Err(NotKept::Total)
         );
         assert!(matches!(
             b.entries.get(&Seq(1)),
             Some(Entry::Done(r)) if r.outcome == Outcome::OutcomeUnknown
         ));
-        assert_eq!(b.save(Seq(2), reply(2, b"abcd"), per_session), Ok(()));
+        assert_eq!(
+            b.save(Seq(2), reply(2, b"abcd"), per_session).kept(),
+            Ok(())
+        );
         assert_eq!(t.saved_bytes(), 10);
         t.check().unwrap();
         // Acknowledging frees bytes in the total too; so does expiry.

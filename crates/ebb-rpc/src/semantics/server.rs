@@ -27,7 +27,7 @@ use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::conns::{ConnId, ConnRefusal, Conns};
-use super::reply_table::{Entry, ReplyTable, TableFull};
+use super::reply_table::{Entry, ReplyTable, Saved, TableFull};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
@@ -511,6 +511,23 @@ impl ServerSession {
         payload: Bytes,
         now: Instant,
     ) -> (Reply, Option<ConnId>) {
+        self.complete_with(key, outcome, payload, now, |reply, route| {
+            (reply.clone(), route)
+        })
+    }
+
+    /// [`ServerSession::complete`] that lends the reply to `send` instead of
+    /// returning a copy: the transport encodes it straight from the reply
+    /// table, so a saved reply's payload is never shared (sharing a `Bytes`
+    /// made from a `Vec` allocates).
+    pub fn complete_with<R>(
+        &mut self,
+        key: CallKey,
+        outcome: Outcome,
+        payload: Bytes,
+        now: Instant,
+        send: impl FnOnce(&Reply, Option<ConnId>) -> R,
+    ) -> R {
         debug_assert!(self.executing > 0, "complete without an Execute");
         self.executing = self.executing.saturating_sub(1);
         self.conns.finished(key.conn);
@@ -528,28 +545,28 @@ impl ServerSession {
             load: self.load(),
             payload,
         };
-        if !key.idempotent {
-            // A session evicted meanwhile has nothing to record into; its
-            // client will get `OutcomeUnknown` for this call if it asks again.
-            // A call already `Done` ran twice: its session was forgotten
-            // while it ran and a ping naming the same client id with an old
-            // floor reopened it (only a peer forging that id, or lying about
-            // its floor, can). The first outcome recorded stands.
-            if let Some(mut state) = self.table.touch(key.client, now)
-                && let Some(Entry::Running) = state.entries.get(&key.seq)
-            {
-                let saved = state.save(
-                    key.seq,
-                    reply.clone(),
-                    self.config.max_saved_reply_bytes_per_client,
-                );
-                if saved.is_err() {
-                    self.stats.replies_not_kept += 1;
-                }
-            }
-        }
+        let route = self.conns.route_of(key.client);
         self.debug_check();
-        (reply, self.conns.route_of(key.client))
+        if key.idempotent {
+            return send(&reply, route);
+        }
+        // A session evicted meanwhile has nothing to record into; its
+        // client will get `OutcomeUnknown` for this call if it asks again.
+        let Some(mut state) = self.table.touch(key.client, now) else {
+            return send(&reply, route);
+        };
+        // A call already `Done` ran twice: its session was forgotten while
+        // it ran and a ping naming the same client id with an old floor
+        // reopened it (only a peer forging that id, or lying about its
+        // floor, can). The first outcome recorded stands.
+        let Some(Entry::Running) = state.entries.get(&key.seq) else {
+            return send(&reply, route);
+        };
+        let saved = state.save(key.seq, reply, self.config.max_saved_reply_bytes_per_client);
+        if matches!(saved, Saved::Replaced { .. }) {
+            self.stats.replies_not_kept += 1;
+        }
+        send(saved.reply(), route)
     }
 
     fn execute(&mut self, conn: ConnId, req: Request) -> Action {

@@ -85,8 +85,16 @@ pub fn decode_args<T: DeserializeOwned>(
     Ok(value)
 }
 
+/// Postcard-encodes `value` into a buffer of exactly its size: one
+/// allocation and no regrowth, and the `Bytes` made from it needs no second
+/// allocation for spare capacity.
+fn to_exact_bytes<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Bytes> {
+    let len = postcard::experimental::serialized_size(value)?;
+    postcard::to_extend(value, Vec::with_capacity(len)).map(Bytes::from)
+}
+
 pub fn encode_args<T: Serialize>(method: &MethodInfo, args: &T) -> Result<Bytes, CallError> {
-    postcard::to_stdvec(args).map(Bytes::from).map_err(|e| {
+    to_exact_bytes(args).map_err(|e| {
         CallError::encoding(format!("encoding arguments of {}: {e}", signature(method)))
     })
 }
@@ -102,8 +110,7 @@ pub fn json_args_to_bytes<T: Serialize>(
 }
 
 pub fn encode_reply<T: Serialize>(method: &MethodInfo, reply: &T) -> Result<Bytes, DispatchError> {
-    postcard::to_stdvec(reply)
-        .map(Bytes::from)
+    to_exact_bytes(reply)
         .map_err(|e| DispatchError::EncodeReply(format!("{}: {e}", signature(method))))
 }
 

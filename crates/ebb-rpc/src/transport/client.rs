@@ -9,7 +9,7 @@
 //! What to resend after a reconnect, when a call has failed and how, and
 //! when the server is presumed dead are the session's decisions, not ours.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -86,6 +86,8 @@ enum Op {
     Call(Call),
     /// Ask the server for its service description.
     Describe(oneshot::Sender<Reply>),
+    /// End every call now: the server is known to be gone.
+    Abandon(String),
 }
 
 /// A client of one server. Cheap to share (`Arc<TcpClient>`); calls from
@@ -139,8 +141,8 @@ impl TcpClient {
             clock,
             session,
             conn: Some(conn),
-            waiters: HashMap::new(),
-            describes: HashMap::new(),
+            waiters: FastMap::default(),
+            describes: FastMap::default(),
             next_describe: 0,
             load: Arc::clone(&load),
             codec: FrameCodec::default(),
@@ -306,6 +308,28 @@ impl Transport for TcpClient {
         })
     }
 
+    /// Ends every call of this client now with `ConnectionLost`, saying
+    /// whether each was ever sent (the session's account). For a caller
+    /// that learned the server is gone; a full queue of hand-overs leaves
+    /// the calls to end by their deadlines, as they would anyway.
+    fn abandon_calls(&self, cause: &str) {
+        let _ = self.ops.try_send(Op::Abandon(cause.to_owned()));
+    }
+
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: true,
+        };
+        Box::pin(self.call_spec(spec, args, options))
+    }
+
     fn reported_load(&self) -> Option<u32> {
         TcpClient::reported_load(self)
     }
@@ -366,10 +390,10 @@ struct Driver {
     session: ClientSession,
     conn: Option<Conn>,
     /// Callers waiting, by the session's call id.
-    waiters: HashMap<u64, oneshot::Sender<Reply>>,
+    waiters: FastMap<u64, oneshot::Sender<Reply>>,
     /// Describe requests waiting for their answer, by id; resent after a
     /// reconnect (asking again is harmless).
-    describes: HashMap<u64, oneshot::Sender<Reply>>,
+    describes: FastMap<u64, oneshot::Sender<Reply>>,
     next_describe: u64,
     load: Arc<AtomicU64>,
     codec: FrameCodec,
@@ -454,6 +478,10 @@ impl Driver {
                         return;
                     }
                 }
+            }
+            Op::Abandon(cause) => {
+                self.session.abandon_all(&cause);
+                return;
             }
             Op::Describe(reply) => {
                 if self.describes.len() >= MAX_PENDING_DESCRIBES {

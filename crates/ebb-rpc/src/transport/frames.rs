@@ -14,16 +14,24 @@ use crate::wire::{
 /// Other messages over the limit cannot occur (the runtime makes them small)
 /// and are dropped.
 pub fn append(codec: &FrameCodec, message: &Message, out: &mut BytesMut) {
-    if let Err(e) = codec.encode(message, out)
-        && let Message::Reply(reply) = message
-    {
+    match message {
+        Message::Reply(reply) => append_reply(codec, reply, out),
+        other => {
+            let _ = codec.encode(other, out);
+        }
+    }
+}
+
+/// [`append`] for a reply the caller only borrows.
+pub fn append_reply(codec: &FrameCodec, reply: &Reply, out: &mut BytesMut) {
+    if let Err(e) = codec.encode_reply(reply, out) {
         let refusal = Reply {
             outcome: Outcome::BadRequest,
             payload: Bytes::from(e.to_string()),
             ..reply.clone()
         };
         // The message is far below any limit.
-        let _ = codec.encode(&Message::Reply(refusal), out);
+        let _ = codec.encode_reply(&refusal, out);
     }
 }
 
@@ -46,6 +54,10 @@ pub fn outcome_of(result: Result<Bytes, DispatchError>) -> (Outcome, Bytes) {
             (Outcome::AppError, Bytes::from(m))
         }
         Err(DispatchError::Rejected(m)) => (Outcome::Refused(Refusal::Overloaded), Bytes::from(m)),
+        Err(DispatchError::Overloaded {
+            message,
+            retry_after,
+        }) => (Outcome::Overloaded { retry_after }, Bytes::from(message)),
         Err(DispatchError::OutcomeUnknown(m)) => (Outcome::OutcomeUnknown, Bytes::from(m)),
     }
 }

@@ -71,6 +71,22 @@ impl OutBuf {
         Ok(())
     }
 
+    /// Hands over `batch` (whole frames) and wakes the writer; leaves
+    /// `batch` empty. When nothing is pending the two buffers are swapped
+    /// instead of copied, so a batch of replies reaches the socket without
+    /// a copy and `batch` gets back a buffer that already has capacity.
+    pub fn push_batch(&self, batch: &mut BytesMut) -> Result<(), PushError> {
+        let pushed = self.push_with(|pending| {
+            if pending.is_empty() {
+                std::mem::swap(pending, batch);
+            } else {
+                pending.extend_from_slice(batch);
+            }
+        });
+        batch.clear();
+        pushed
+    }
+
     /// Stops the writer after it has flushed what is pending.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);

@@ -10,8 +10,7 @@
 //! session can record it. A bad frame hurts only its own connection: it
 //! gets a `BadRequest` naming the problem and that connection is closed.
 
-use std::collections::HashMap;
-use std::future::Future;
+use crate::fast_map::FastMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,7 +54,7 @@ const MIN_SWEEP_INTERVAL_MS: u64 = 10;
 /// output, which the session's routes name.
 struct Shared {
     session: ServerSession,
-    outs: HashMap<ConnId, Arc<OutBuf>>,
+    outs: FastMap<ConnId, Arc<OutBuf>>,
 }
 
 struct Core<D> {
@@ -109,7 +108,10 @@ impl<D> Core<D> {
 
     /// Records a finished call and sends its reply to its client's route.
     /// A reply for `local`'s connection is appended to its batch instead,
-    /// so the replies of one read leave with one push and one write.
+    /// so the replies of one read leave with one push and one write. The
+    /// reply is encoded under the session's lock, straight from the reply
+    /// table (the output buffers' locks are only ever taken inside it, never
+    /// around it).
     fn complete(
         &self,
         key: CallKey,
@@ -118,27 +120,24 @@ impl<D> Core<D> {
         now: ebb_core::Instant,
         local: Option<(&Arc<OutBuf>, &mut BytesMut)>,
     ) {
-        let (reply, route) = {
-            let mut shared = self.lock();
-            let (reply, route) = shared.session.complete(key, outcome, payload, now);
-            let reply = Message::Reply(reply);
-            let out = route.and_then(|c| shared.outs.get(&c).map(Arc::clone));
-            (reply, out)
-        };
-        let Some(out) = route else {
+        let mut shared = self.lock();
+        let Shared { session, outs } = &mut *shared;
+        session.complete_with(key, outcome, payload, now, |reply, route| {
             // No route means the client will ask again on its next
             // connection and get the saved reply; nothing to do here.
-            return;
-        };
-        match local {
-            Some((here, batch)) if Arc::ptr_eq(here, &out) => {
-                frames::append(&self.codec, &reply, batch);
+            let Some(out) = route.and_then(|c| outs.get(&c)) else {
+                return;
+            };
+            match local {
+                Some((here, batch)) if Arc::ptr_eq(here, out) => {
+                    frames::append_reply(&self.codec, reply, batch);
+                }
+                // A closed route is like no route.
+                _ => {
+                    let _ = out.push_with(|b| frames::append_reply(&self.codec, reply, b));
+                }
             }
-            // A closed route is like no route.
-            _ => {
-                let _ = out.push_with(|b| frames::append(&self.codec, &reply, b));
-            }
-        }
+        });
     }
 }
 
@@ -204,7 +203,7 @@ impl<D: ServiceDispatch> Server<D> {
                 incarnation: session.incarnation(),
                 shared: Mutex::new(Shared {
                     session,
-                    outs: HashMap::new(),
+                    outs: FastMap::default(),
                 }),
                 clock: RuntimeClock::new(),
                 codec: FrameCodec::default(),
@@ -351,6 +350,8 @@ async fn serve_connection<D: ServiceDispatch>(
     };
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // This read's replies, handed to the writer whole; reused across reads.
+    let mut batch = BytesMut::new();
     'conn: loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
@@ -369,7 +370,6 @@ async fn serve_connection<D: ServiceDispatch>(
         }
         // One clock read per batch of frames: they arrived together.
         let now = core.now();
-        let mut batch = BytesMut::new();
         loop {
             let frame = match codec.decode(&mut buf) {
                 Ok(None) => break,
@@ -384,7 +384,7 @@ async fn serve_connection<D: ServiceDispatch>(
                         e.to_string(),
                     );
                     frames::append(&codec, &err, &mut batch);
-                    let _ = out.push_with(|b| b.extend_from_slice(&batch));
+                    let _ = out.push_batch(&mut batch);
                     break 'conn;
                 }
             };
@@ -396,13 +396,12 @@ async fn serve_connection<D: ServiceDispatch>(
             // the client works on the first replies while the rest run:
             // sending the whole window at once makes the two ends take turns.
             if batch.len() >= REPLY_CHUNK_BYTES {
-                let _ = out.push_with(|b| b.extend_from_slice(&batch));
-                batch.clear();
+                let _ = out.push_batch(&mut batch);
                 tokio::task::yield_now().await;
             }
         }
         if !batch.is_empty() {
-            let _ = out.push_with(|b| b.extend_from_slice(&batch));
+            let _ = out.push_batch(&mut batch);
         }
     }
     out.close();
@@ -435,9 +434,14 @@ fn admit<D>(
 }
 
 /// Runs one call through the dispatcher. Most calls finish without waiting:
-/// those are answered inline, which saves a task per call and lets their
-/// replies share one write. A pending call moves to its own task, which
-/// polls it again with a real waker.
+/// those are polled once here and answered inline, which saves a task (and
+/// its allocation) per call and lets their replies share one write. A
+/// pending call moves to its own task, which polls it again with a real
+/// waker.
+///
+/// A panicking method must still complete its call, or its duplicates would
+/// wait for it forever; the run is over either way, so unwind safety is not
+/// at stake.
 fn run_call<D: ServiceDispatch>(
     core: &Arc<Core<D>>,
     out: &Arc<OutBuf>,
@@ -445,71 +449,112 @@ fn run_call<D: ServiceDispatch>(
     incoming: Incoming,
     started: ebb_core::Instant,
 ) {
-    let task_core = Arc::clone(core);
     let key = incoming.key;
-    let mut call = Box::pin(async move {
-        let mut waited = false;
-        // A panicking method must still complete its call, or its duplicates
-        // would wait for it forever; the run is over either way, so unwind
-        // safety is not at stake.
-        let method = incoming.key.method;
-        let args = incoming.payload.clone();
-        let json = incoming.key.json;
-        let cx = CallContext::new(incoming.deadline);
-        let dispatch = &task_core.dispatch;
-        let started_run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if json {
-                dispatch_json(dispatch, method, args)
-            } else {
-                dispatch.dispatch_with(method, args, cx)
-            }
-        }));
-        let outcome = match started_run {
-            Err(_) => None,
-            Ok(mut run) => {
-                std::future::poll_fn(|cx| {
-                    let p = std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
-                    let p = p.map_or(Poll::Ready(None), |p| p.map(Some));
-                    waited |= p.is_pending();
-                    p
-                })
-                .await
-            }
-        };
-        let (status, payload) = match outcome {
-            Some(outcome) => frames::outcome_of(outcome),
-            None => (
-                Outcome::Panicked,
-                bytes::Bytes::from_static(b"the method panicked"),
-            ),
-        };
-        // A call that finished at once finished at the batch's time.
-        let now = if waited { task_core.now() } else { started };
-        (status, payload, now)
-    });
     if core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
-        let task_core = Arc::clone(core);
-        let job = Box::pin(async move {
-            let (status, payload, _) = call.await;
-            let now = task_core.now();
-            task_core.complete(key, status, payload, now, None);
-        });
-        // No worker thread could start: run it here rather than lose it.
-        if let Err(job) = core.workers.run(&tokio::runtime::Handle::current(), job) {
-            tokio::spawn(job);
-        }
-        return;
+        return run_blocking(core, incoming);
     }
+    let Ok(mut run) = std::panic::catch_unwind(AssertUnwindSafe(|| start_run(core, incoming)))
+    else {
+        let (status, payload) = panicked();
+        return core.complete(key, status, payload, started, Some((out, batch)));
+    };
     let mut cx = Context::from_waker(Waker::noop());
-    if let Poll::Ready((status, payload, now)) = call.as_mut().poll(&mut cx) {
-        core.complete(key, status, payload, now, Some((out, batch)));
-        return;
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut cx))) {
+        Ok(Poll::Pending) => {}
+        // A call that finished at once finished at the batch's time.
+        Ok(Poll::Ready(result)) => {
+            let (status, payload) = frames::outcome_of(result);
+            return core.complete(key, status, payload, started, Some((out, batch)));
+        }
+        Err(_) => {
+            let (status, payload) = panicked();
+            return core.complete(key, status, payload, started, Some((out, batch)));
+        }
     }
-    let core = Arc::clone(core);
+    let mut owned = OwnedRun::new(core, run);
     tokio::spawn(async move {
-        let (status, payload, now) = call.await;
-        core.complete(key, status, payload, now, None);
+        // Borrowed, not moved out: `owned` drops as one, `run` first.
+        let (status, payload) = finish(&mut owned.run).await;
+        let now = owned.core.now();
+        owned.core.complete(key, status, payload, now, None);
     });
+}
+
+/// A started call that keeps alive the server core its future borrows, so
+/// it can move to a task of its own after its first poll returned pending.
+/// (Boxing every call into a `'static` future up front instead would cost
+/// an allocation per call, for the few calls that wait.)
+struct OwnedRun<D: ServiceDispatch> {
+    /// Declared first, so it is dropped before `core`, which it borrows.
+    run: Run<'static>,
+    core: Arc<Core<D>>,
+}
+
+impl<D: ServiceDispatch> OwnedRun<D> {
+    fn new<'a>(core: &'a Arc<Core<D>>, run: Run<'a>) -> OwnedRun<D> {
+        // SAFETY: `run` borrows only from `**core`, the `Core` inside the
+        // `Arc`'s heap allocation, which never moves. The clone stored
+        // beside it keeps that allocation alive for as long as `run`
+        // exists: the struct drops `run` first (field order), and `run` is
+        // only ever borrowed out of it, never moved.
+        let run = unsafe { std::mem::transmute::<Run<'a>, Run<'static>>(run) };
+        OwnedRun {
+            run,
+            core: Arc::clone(core),
+        }
+    }
+}
+
+/// A method marked `#[blocking]` runs on a worker thread, off the I/O loop.
+fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
+    let key = incoming.key;
+    let task_core = Arc::clone(core);
+    let job = Box::pin(async move {
+        let started =
+            std::panic::catch_unwind(AssertUnwindSafe(|| start_run(&task_core, incoming)));
+        let (status, payload) = match started {
+            Ok(mut run) => finish(&mut run).await,
+            Err(_) => panicked(),
+        };
+        let now = task_core.now();
+        task_core.complete(key, status, payload, now, None);
+    });
+    // No worker thread could start: run it here rather than lose it.
+    if let Err(job) = core.workers.run(&tokio::runtime::Handle::current(), job) {
+        tokio::spawn(job);
+    }
+}
+
+type Run<'a> = BoxFuture<'a, Result<bytes::Bytes, DispatchError>>;
+
+/// Hands the call to the service (binary or JSON); nothing has run yet.
+fn start_run<D: ServiceDispatch>(core: &Core<D>, incoming: Incoming) -> Run<'_> {
+    let method = incoming.key.method;
+    if incoming.key.json {
+        dispatch_json(&core.dispatch, method, incoming.payload)
+    } else {
+        let cx = CallContext::new(incoming.deadline);
+        core.dispatch.dispatch_with(method, incoming.payload, cx)
+    }
+}
+
+/// Polls a started call to its end, catching a panic in any poll.
+async fn finish(run: &mut Run<'_>) -> (Outcome, bytes::Bytes) {
+    let outcome = std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+            Ok(p) => p.map(Some),
+            Err(_) => Poll::Ready(None),
+        }
+    })
+    .await;
+    outcome.map_or_else(panicked, frames::outcome_of)
+}
+
+fn panicked() -> (Outcome, bytes::Bytes) {
+    (
+        Outcome::Panicked,
+        bytes::Bytes::from_static(b"the method panicked"),
+    )
 }
 
 /// Runs a call whose arguments are a JSON object through the service's

@@ -40,6 +40,8 @@ const STATUS_OUTCOME_UNKNOWN: u8 = 3;
 const STATUS_REFUSED: u8 = 4;
 const STATUS_APP_ERROR: u8 = 5;
 const STATUS_PANICKED: u8 = 6;
+/// The header's deadline field carries the retry-after, in nanoseconds.
+const STATUS_OVERLOADED: u8 = 7;
 
 /// Encoder and decoder with a frame-size limit, which may be set below
 /// [`MAX_FRAME_BYTES`] (never above: the constant is the protocol's bound).
@@ -99,31 +101,7 @@ fn lay_out(m: &Message) -> (Header, &Bytes) {
             },
             &r.payload,
         ),
-        Message::Reply(r) => {
-            let (status, reason) = match r.outcome {
-                Outcome::Ok => (STATUS_OK, 0),
-                Outcome::UnknownMethod => (STATUS_UNKNOWN_METHOD, 0),
-                Outcome::BadRequest => (STATUS_BAD_REQUEST, 0),
-                Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, 0),
-                Outcome::Refused(why) => (STATUS_REFUSED, why as u64),
-                Outcome::AppError => (STATUS_APP_ERROR, 0),
-                Outcome::Panicked => (STATUS_PANICKED, 0),
-            };
-            (
-                Header {
-                    kind: KIND_REPLY,
-                    flags: flags(r.idempotent, r.json),
-                    status,
-                    client: r.client.0,
-                    seq: r.seq.0,
-                    ack_below: u64::from(r.load),
-                    incarnation: r.incarnation.get(),
-                    deadline: reason,
-                    method: r.method,
-                },
-                &r.payload,
-            )
-        }
+        Message::Reply(r) => lay_out_reply(r),
         Message::Ping(p) => (
             Header {
                 kind: KIND_PING,
@@ -180,6 +158,34 @@ fn lay_out(m: &Message) -> (Header, &Bytes) {
     }
 }
 
+/// The header and the payload of a reply.
+fn lay_out_reply(r: &Reply) -> (Header, &Bytes) {
+    let (status, reason) = match r.outcome {
+        Outcome::Ok => (STATUS_OK, 0),
+        Outcome::UnknownMethod => (STATUS_UNKNOWN_METHOD, 0),
+        Outcome::BadRequest => (STATUS_BAD_REQUEST, 0),
+        Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, 0),
+        Outcome::Refused(why) => (STATUS_REFUSED, why as u64),
+        Outcome::Overloaded { retry_after } => (STATUS_OVERLOADED, retry_after.as_nanos()),
+        Outcome::AppError => (STATUS_APP_ERROR, 0),
+        Outcome::Panicked => (STATUS_PANICKED, 0),
+    };
+    (
+        Header {
+            kind: KIND_REPLY,
+            flags: flags(r.idempotent, r.json),
+            status,
+            client: r.client.0,
+            seq: r.seq.0,
+            ack_below: u64::from(r.load),
+            incarnation: r.incarnation.get(),
+            deadline: reason,
+            method: r.method,
+        },
+        &r.payload,
+    )
+}
+
 static EMPTY: Bytes = Bytes::new();
 
 impl FrameCodec {
@@ -199,6 +205,16 @@ impl FrameCodec {
     /// message whose payload would exceed the limit.
     pub fn encode(&self, message: &Message, out: &mut BytesMut) -> Result<(), WireError> {
         let (h, payload) = lay_out(message);
+        self.put(&h, payload, out)
+    }
+
+    /// [`FrameCodec::encode`] for a reply the caller only borrows.
+    pub fn encode_reply(&self, reply: &Reply, out: &mut BytesMut) -> Result<(), WireError> {
+        let (h, payload) = lay_out_reply(reply);
+        self.put(&h, payload, out)
+    }
+
+    fn put(&self, h: &Header, payload: &Bytes, out: &mut BytesMut) -> Result<(), WireError> {
         let len = HEADER_BYTES + payload.len();
         if len > self.max_frame_bytes {
             return Err(WireError::FrameTooLarge {
@@ -392,11 +408,14 @@ fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
                 STATUS_BAD_REQUEST => Outcome::BadRequest,
                 STATUS_OUTCOME_UNKNOWN => Outcome::OutcomeUnknown,
                 STATUS_REFUSED => Outcome::Refused(c.refusal()?),
+                STATUS_OVERLOADED => Outcome::Overloaded {
+                    retry_after: Nanos(h.deadline),
+                },
                 STATUS_APP_ERROR => Outcome::AppError,
                 STATUS_PANICKED => Outcome::Panicked,
                 _ => return Err(c.unknown_status()),
             };
-            if !matches!(outcome, Outcome::Refused(_)) {
+            if !matches!(outcome, Outcome::Refused(_) | Outcome::Overloaded { .. }) {
                 c.zero("deadline", h.deadline.into())?;
             }
             Message::Reply(Reply {

@@ -231,6 +231,26 @@ pub enum Runs {
     Command(Vec<String>),
 }
 
+/// The service of the pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceChoice {
+    /// A service this build was compiled with, by its name.
+    Builtin(&'static str),
+    /// Learned from the nodes' `Describe`; the first must serve the named
+    /// service when a name is given.
+    Learned(Option<String>),
+}
+
+impl std::fmt::Display for ServiceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceChoice::Builtin(n) => f.write_str(n),
+            ServiceChoice::Learned(Some(n)) => write!(f, "{n} (learned from the nodes)"),
+            ServiceChoice::Learned(None) => f.write_str("(learned from the nodes)"),
+        }
+    }
+}
+
 /// Where the pool's origin comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OriginSource {
@@ -257,7 +277,7 @@ pub struct OriginPlan {
 #[derive(Debug)]
 pub struct Checked {
     pub gateway: GatewayConfig,
-    pub service: &'static str,
+    pub service: ServiceChoice,
     pub runs: Runs,
     pub kind: Kind,
     pub memory_mb: Option<u64>,
@@ -301,48 +321,42 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
     check_addr("gateway.http", &file.gateway.http)?;
     let names = ebb_demo::SERVICE_NAMES.join(", ");
     let svc = &file.service;
-    let (service, runs) = match (&svc.name, &svc.command) {
-        (None, None) => {
+    let command = match &svc.command {
+        None => None,
+        Some(c) if c.is_empty() || c[0].trim().is_empty() => {
+            return Err(bad(
+                "service.command",
+                c,
+                "a program and its arguments, e.g. [\"path/to/user-node\", \"--flag\"]",
+            ));
+        }
+        Some(c) => Some(c.clone()),
+    };
+    let known = svc.name.as_deref().and_then(|n| {
+        ebb_demo::service_codec(n).or_else(|| ebb_demo::service_codec(&capitalised(n)))
+    });
+    let (service, runs) = match (&svc.name, known, command) {
+        (None, _, None) => {
             return Err(bad(
                 "service",
                 "(nothing)",
                 format!(
-                    "set service.name to a service this build knows ({names}), or service.command to a node program"
+                    "set service.name to a service this build knows ({names}), or service.command to a node program (its methods are learned from the nodes)"
                 ),
             ));
         }
-        (Some(n), command) => {
-            let codec =
-                ebb_demo::service_codec(n).or_else(|| ebb_demo::service_codec(&capitalised(n)));
-            let Some(codec) = codec else {
-                return Err(bad(
-                    "service.name",
-                    n,
-                    format!("accepted: {names} (or \"demo\")"),
-                ));
-            };
-            let runs = match command {
-                None => Runs::Builtin,
-                Some(c) if c.is_empty() => {
-                    return Err(bad(
-                        "service.command",
-                        c,
-                        "a program and its arguments, e.g. [\"path/to/user-node\", \"--flag\"]",
-                    ));
-                }
-                Some(c) => Runs::Command(c.clone()),
-            };
-            (codec.name(), runs)
-        }
-        (None, Some(c)) => {
+        (_, Some(codec), None) => (ServiceChoice::Builtin(codec.name()), Runs::Builtin),
+        (_, Some(codec), Some(c)) => (ServiceChoice::Builtin(codec.name()), Runs::Command(c)),
+        (Some(n), None, None) => {
             return Err(bad(
                 "service.name",
-                "(missing)",
+                n,
                 format!(
-                    "a node program given by service.command = {c:?} must also name its service's method table; this build knows {names}"
+                    "accepted: {names} (or \"demo\"); a service of your own needs service.command, its node program"
                 ),
             ));
         }
+        (name, None, Some(c)) => (ServiceChoice::Learned(name.clone()), Runs::Command(c)),
     };
     let p = &file.pool;
     let kind = match p.kind.as_str() {
@@ -655,7 +669,7 @@ mod tests {
     #[test]
     fn the_example_config_is_valid() {
         let c = parse(EXAMPLE).expect("the shipped example parses");
-        assert_eq!(c.service, "Demo");
+        assert_eq!(c.service, ServiceChoice::Builtin("Demo"));
         assert_eq!(c.kind, Kind::Process);
     }
 
@@ -708,6 +722,23 @@ mod tests {
     fn unknown_keys_are_refused_by_name() {
         let e = parse("[pool]\nsize = 3\n").expect_err("size is no key");
         assert!(e.contains("size"), "{e}");
+    }
+
+    #[test]
+    fn a_node_program_alone_is_served_by_what_it_describes() {
+        let c = parse("[service]\ncommand = [\"/opt/greeter-node\"]\n").expect("a command alone");
+        assert_eq!(c.service, ServiceChoice::Learned(None));
+        assert_eq!(c.runs, Runs::Command(vec!["/opt/greeter-node".into()]));
+        let c = parse("[service]\nname = \"Greeter\"\ncommand = [\"/opt/greeter-node\"]\n")
+            .expect("a name this build does not know, with its program");
+        assert_eq!(c.service, ServiceChoice::Learned(Some("Greeter".into())));
+        let e = parse("[service]\nname = \"Greeter\"\n").expect_err("no program to run");
+        assert!(
+            e.contains("service.name") && e.contains("service.command"),
+            "{e}"
+        );
+        let e = parse("[service]\ncommand = []\n").expect_err("an empty command");
+        assert!(e.contains("service.command"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""What one forwarded call costs the gateway: CPU time, instructions, and
+the latency it adds over going straight to one node.
+
+Wall-clock latency on a shared machine is noisy; the CPU time a process
+spends per call is not (much). So besides the p50 added to a 64-byte echo,
+this measures, for the ebb gateway and for HAProxy in front of the very
+same node:
+
+- CPU per call: the proxy process's user+system time (/proc/PID/stat)
+  over an open-loop run, divided by the calls answered. Its inverse is
+  the throughput one core of that proxy sustains, in calls per CPU-second.
+  The proxy is pinned to one CPU (`taskset`) with one worker thread
+  (`TOKIO_WORKER_THREADS=1`, HAProxy `nbthread 1`); its node is not.
+- Instructions per call (`--callgrind`): the gateway under valgrind's
+  callgrind, counters zeroed after a warm-up and dumped after a fixed
+  number of calls (no hardware counters are needed).
+
+Not a test: run by hand, see docs/benchmarks.md.
+
+  cargo build --release -p ebb-cli --bin ebb
+  python3 bench/gateway_cost.py --reps 5
+  python3 bench/gateway_cost.py --reps 1 --callgrind
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gateway import Children, STARTUP_TIMEOUT_S, free_port, load, median, start_node, wait_port  # noqa: E402
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+MSG = json.dumps({"msg": "x" * 64})
+
+
+def cpu_seconds(pid):
+    """User + system CPU of every thread of `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of proc(5), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def pin(pid, cpu):
+    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def ebb_up(children, tmp, ebb, name, wrap=(), env=None):
+    """`ebb up` with one process node; returns (process, rpc, http)."""
+    cfg = os.path.join(tmp, f"{name}.toml")
+    with open(cfg, "w") as f:
+        f.write("""[gateway]
+rpc = "127.0.0.1:0"
+http = "127.0.0.1:0"
+seed = 1
+[service]
+name = "demo"
+[pool]
+kind = "process"
+initial = 1
+min = 1
+max = 1
+[balance]
+policy = "jsq"
+[admission]
+enabled = true
+default_deadline_ms = 2000
+[autoscale]
+policy = "none"
+""")
+    p = children.start([*wrap, ebb, "up", cfg], stdout=subprocess.PIPE, text=True,
+                       env=env, stderr=subprocess.DEVNULL)
+    rpc = http = None
+    ready = False
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S * (10 if wrap else 1)
+    while not (rpc and http and ready) and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            sys.exit(f"{name}: ebb up exited before its node was ready")
+        if line.startswith("gateway listening on "):
+            rpc = line.split()[-1]
+        if line.startswith("http listening on "):
+            http = line.split()[-1]
+        if "-> ready" in line:
+            ready = True
+    if not ready:
+        sys.exit(f"{name}: no node ready")
+    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+    return p, rpc, http
+
+
+def haproxy_one(children, tmp, node, mode):
+    """HAProxy with one thread in front of one node: `mode http` for the
+    HTTP rows, `mode tcp` (bytes passed through, nothing parsed) as the
+    floor of any proxy hop for the ebb RPC rows."""
+    port = free_port()
+    cfg = f"""global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode {mode}
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server n0 {node}
+"""
+    path = os.path.join(tmp, f"haproxy-{mode}.cfg")
+    with open(path, "w") as f:
+        f.write(cfg)
+    p = children.start(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL)
+    wait_port(port, "haproxy")
+    return p, f"127.0.0.1:{port}"
+
+
+def run(a, target, rate, duration, http, seed, connections):
+    return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http)
+
+
+def cost_run(a, proc, target, http, seed):
+    before = cpu_seconds(proc.pid)
+    r = run(a, target, a.cpu_rate, a.duration, http, seed, a.http_connections if http else a.connections)
+    cpu = cpu_seconds(proc.pid) - before
+    r["cpu_s"] = cpu
+    r["cpu_us_per_call"] = cpu / r["ok"] * 1e6 if r["ok"] else float("nan")
+    return r
+
+
+def callgrind(a, children, tmp):
+    out = os.path.join(tmp, "callgrind.out")
+    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    p, rpc, _ = ebb_up(children, tmp, os.path.abspath(a.ebb), "callgrind", wrap=wrap)
+    # Warm up: connections, allocator, metric families.
+    run(a, rpc, 200, 2, False, 0, 8)
+    subprocess.run(["callgrind_control", "--zero", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
+    r = run(a, rpc, a.callgrind_rate, a.callgrind_calls / a.callgrind_rate, False, 1, 8)
+    subprocess.run(["callgrind_control", "--dump", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
+    dumps = [f for f in os.listdir(tmp) if f.startswith("callgrind.out")]
+    ir = None
+    # The newest dump (the one after the zeroing) holds the run's count;
+    # the final dump at exit is not written yet.
+    last = max((os.path.join(tmp, d) for d in dumps), key=os.path.getmtime)
+    with open(last) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                ir = int(line.split()[1])
+    if a.annotate:
+        shutil.copy(last, a.annotate + ".callgrind")
+        with open(a.annotate, "w") as out:
+            subprocess.run(["callgrind_annotate", "--inclusive=yes", last], stdout=out)
+    return r["ok"], ir
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ebb", default="target/release/ebb")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    ap.add_argument("--latency-rate", type=float, default=1000.0, help="rate of the p50 runs")
+    ap.add_argument("--cpu-rate", type=float, default=10000.0, help="rate of the CPU-per-call runs")
+    ap.add_argument("--connections", type=int, default=8, help="RPC connections of the load generator")
+    ap.add_argument("--http-connections", type=int, default=64,
+                    help="HTTP connections of the CPU runs (one request at a time on each)")
+    ap.add_argument("--cpu", type=int, default=0, help="the CPU the proxies are pinned to")
+    ap.add_argument("--callgrind", action="store_true", help="only count the gateway's instructions per call")
+    ap.add_argument("--callgrind-calls", type=int, default=2000)
+    ap.add_argument("--callgrind-rate", type=float, default=250.0)
+    ap.add_argument("--annotate", help="with --callgrind: write callgrind_annotate's output here "
+                    "(and the profile itself beside it, as FILE.callgrind)")
+    ap.add_argument("--json", help="write every run here")
+    a = ap.parse_args()
+    if not os.access(a.ebb, os.X_OK):
+        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+    children = Children()
+    tmp = tempfile.mkdtemp(prefix="ebb-gateway-cost-")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
+    try:
+        if a.callgrind:
+            calls, ir = callgrind(a, children, tmp)
+            print(f"gateway under callgrind: {calls} calls, {ir} instructions, "
+                  f"{ir / calls:.0f} instructions per forwarded call")
+            return
+        env = dict(os.environ, TOKIO_WORKER_THREADS="1")
+        node_rpc, node_http = start_node(children, a.ebb, 1, "block")
+        gw, gw_rpc, gw_http = ebb_up(children, tmp, os.path.abspath(a.ebb), "gateway", env=env)
+        hp, hp_http = haproxy_one(children, tmp, node_http, "http")
+        hpt, hp_tcp = haproxy_one(children, tmp, node_rpc, "tcp")
+        for p in (gw, hp, hpt):
+            pin(p.pid, a.cpu)
+        paths = [
+            ("rpc", "direct", node_rpc, None),
+            ("rpc", "haproxy (tcp mode)", hp_tcp, hpt),
+            ("rpc", "ebb gateway", gw_rpc, gw),
+            ("http", "direct", node_http, None),
+            ("http", "haproxy", hp_http, hp),
+            ("http", "ebb gateway", gw_http, gw),
+        ]
+        for proto, _, t, _ in paths:
+            run(a, t, 500, 1, proto == "http", 0, a.http_connections if proto == "http" else a.connections)
+        rows = []
+        for rep in range(a.reps):
+            for proto, name, t, proc in paths:
+                r = run(a, t, a.latency_rate, a.duration, proto == "http", rep + 1, a.connections)
+                r.update(kind="latency", proto=proto, path=name, rep=rep)
+                rows.append(r)
+                if proc is not None:
+                    c = cost_run(a, proc, t, proto == "http", rep + 1)
+                    c.update(kind="cpu", proto=proto, path=name, rep=rep)
+                    rows.append(c)
+                    print(f"rep {rep} {proto} {name}: p50 {r['p50_ms']:.3f} ms; "
+                          f"{c['cpu_us_per_call']:.1f} us CPU per call at {c['achieved_rate']:.0f}/s",
+                          file=sys.stderr)
+        print(report(rows, a))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"args": vars(a), "rows": rows}, f, indent=1)
+    finally:
+        children.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(rows, a):
+    lines = [
+        f"64 B Demo.echo; medians of {a.reps}; p50 at {a.latency_rate:.0f}/s, CPU at {a.cpu_rate:.0f}/s "
+        f"for {a.duration:g} s; proxies pinned to CPU {a.cpu}, one thread; "
+        f"load average {open('/proc/loadavg').read().split()[0]}",
+        "",
+        "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for proto in ("rpc", "http"):
+        names = dict.fromkeys(r["path"] for r in rows if r["proto"] == proto)
+        for name in names:
+            lat = [r for r in rows if r["kind"] == "latency" and r["proto"] == proto and r["path"] == name]
+            added = []
+            for r in lat:
+                d = [x for x in rows if x["kind"] == "latency" and x["proto"] == proto
+                     and x["path"] == "direct" and x["rep"] == r["rep"]]
+                if d:
+                    added.append((r["p50_ms"] - d[0]["p50_ms"]) * 1000)
+            runs = [r for r in rows if r["kind"] == "cpu" and r["proto"] == proto and r["path"] == name]
+            cpu = [r["cpu_us_per_call"] for r in runs]
+            c = median(cpu)
+            answered = (f"{median([r['achieved_rate'] for r in runs]):.0f}, "
+                        f"{sum(r['sent'] - r['ok'] for r in runs)}") if runs else "-"
+            lines.append(f"| {proto} | {name} | {median([r['p50_ms'] for r in lat]):.3f} | "
+                         f"{median(added):.0f} | {'-' if not cpu else f'{c:.1f}'} | "
+                         f"{'-' if not cpu else f'{1e6 / c:.0f}'} | {answered} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
