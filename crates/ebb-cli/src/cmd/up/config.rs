@@ -841,6 +841,34 @@ mod tests {
     }
 
     #[test]
+    fn hedge_auth_and_admin_keys_are_checked_by_name() {
+        let c = parse("[service]\nname = \"demo\"\n[hedge]\nenabled = true\npercentile = 99.0\n")
+            .expect("hedging on");
+        assert_eq!(c.gateway.hedge.map(|h| h.percentile), Some(99.0));
+        let c = parse("[service]\nname = \"demo\"\n").expect("defaults");
+        assert_eq!(c.gateway.hedge, None, "hedging is off by default");
+        let e = parse("[service]\nname = \"demo\"\n[hedge]\npercentile = 100.0\n")
+            .expect_err("no 100th percentile");
+        assert!(e.contains("hedge.percentile") && e.contains("99.9"), "{e}");
+        let e = parse("[service]\nname = \"demo\"\n[hedge]\nwindow = 10\nmin_samples = 20\n")
+            .expect_err("fewer kept than needed");
+        assert!(e.contains("hedge.min_samples"), "{e}");
+        let e = parse("[gateway]\nadmin = \"nowhere\"\n[service]\nname = \"demo\"\n")
+            .expect_err("no port");
+        assert!(e.contains("gateway.admin") && e.contains("IP:PORT"), "{e}");
+        let e =
+            parse("[service]\nname = \"demo\"\n[auth]\ntoken_file = \"/nonexistent/ebb-tokens\"\n")
+                .expect_err("no such file");
+        assert!(
+            e.contains("auth.token_file") && e.contains("/nonexistent/ebb-tokens"),
+            "{e}"
+        );
+        let e = parse("[service]\nname = \"demo\"\n[admission]\nmax_in_flight_per_caller = 0\n")
+            .expect_err("a caller must get something in");
+        assert!(e.contains("admission.max_in_flight_per_caller"), "{e}");
+    }
+
+    #[test]
     fn a_user_command_needs_a_process_like_kind() {
         let e = parse("[service]\nname = \"demo\"\ncommand = [\"/bin/node\"]\n[pool]\nkind = \"thread\"\ninitial = 1\nmin = 1\nmax = 2\nboot_timeout_ms = 1000\ncost_per_node_second_usd = 0.0\n")
             .expect_err("thread nodes cannot run a program");
