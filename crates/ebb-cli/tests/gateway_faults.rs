@@ -344,3 +344,56 @@ fn central_queue_holds_up_to_its_bound() {
     assert_eq!((ok, refused), (HOLD, BURST - HOLD), "{answers:?}");
     up.stop();
 }
+
+/// An RPC caller refused by the gateway gets the typed `Overloaded` with a
+/// retry-after (not a generic refusal), and `ebb call` says so: the node is
+/// busy, the held FIFO is at its bound of one, so the next call is refused.
+#[test]
+fn an_rpc_caller_is_told_overloaded_with_a_retry_after() {
+    let cfg = format!(
+        "{}max_held_requests = 1\n",
+        config(1, 1, "central", 30_000).replace("enabled = true", "enabled = false")
+    );
+    let up = Up::start("overloaded-rpc", &cfg);
+    up.wait_ready(1);
+    let http = up.http;
+    let busy = std::thread::spawn(move || {
+        gateway_common::http(http, "POST", "/rpc/Demo/sleep", r#"{"millis": 3000}"#, &[])
+    });
+    up.wait_until("the first request on the node", |s| {
+        live_nodes(s)[0]["in_flight"] == 1
+    });
+    let held = std::thread::spawn(move || {
+        gateway_common::http(http, "POST", "/rpc/Demo/sleep", r#"{"millis": 1}"#, &[])
+    });
+    up.wait_until("one request held", |s| s["held"] == 1);
+
+    let rt = runtime();
+    let typed = rt.block_on(async {
+        let client = TcpClient::connect_with(&up.rpc.to_string(), patient())
+            .await
+            .unwrap();
+        DemoClient::new(client).sleep(1).await
+    });
+    match typed {
+        Err(e @ CallError::Overloaded { retry_after, .. }) => {
+            assert!(retry_after > Nanos::ZERO, "{e}");
+            assert!(!e.may_have_run(), "{e}");
+        }
+        other => panic!("expected CallError::Overloaded, got {other:?}"),
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", &up.rpc.to_string(), "Demo.sleep"])
+        .arg(r#"{"millis": 1}"#)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("overloaded") && err.contains("retry after") && err.contains("did not run"),
+        "{err}"
+    );
+    assert_eq!(busy.join().unwrap().0, 200);
+    assert_eq!(held.join().unwrap().0, 200);
+    up.stop();
+}

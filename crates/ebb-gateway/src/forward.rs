@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
+use ebb_policy::hedge::{HedgeConfig, HedgeDelay};
 use ebb_policy::retry::{RetryBudget, RetryBudgetConfig};
 use ebb_rpc::CallError;
 use ebb_rpc::service::{CallOptions, DispatchError, MethodInfo, Transport};
@@ -26,9 +27,14 @@ use ebb_rpc::service::{CallOptions, DispatchError, MethodInfo, Transport};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::registry::{Acquired, Registry, Slot};
+use crate::service::Encoding;
 
 /// Most nodes one call is tried on (first attempt included).
 pub const MAX_ATTEMPTS: usize = 4;
+/// How long a call on a node just declared gone may take to say whether it
+/// was ever sent (its transport ends it at once when it can tell); past
+/// this it counts as sent.
+pub const ABANDONED_CALL_WAIT_MS: u64 = 100;
 
 /// Why the gateway answers a request without the node's reply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +77,7 @@ impl GatewayError {
                 CallError::BadRequest { .. } => "bad_request",
                 CallError::Remote { .. } | CallError::Panicked { .. } => "remote",
                 CallError::Refused { .. } => "rejected",
+                CallError::Overloaded { .. } => "overloaded",
                 _ => "node_error",
             },
         }
@@ -82,13 +89,7 @@ impl GatewayError {
             GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => false,
             GatewayError::DeadlineExceeded { sent, .. } => *sent,
             GatewayError::OutcomeUnknown { .. } | GatewayError::NodeLost { .. } => true,
-            GatewayError::Node(e) => !matches!(
-                e,
-                CallError::UnknownMethod { .. }
-                    | CallError::BadRequest { .. }
-                    | CallError::Refused { .. }
-                    | CallError::TooManyOutstanding { .. }
-            ),
+            GatewayError::Node(e) => e.may_have_run(),
         }
     }
 }
@@ -98,9 +99,11 @@ impl From<GatewayError> for DispatchError {
     fn from(e: GatewayError) -> DispatchError {
         let msg = e.to_string();
         match e {
-            GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => {
-                DispatchError::Rejected(msg)
-            }
+            GatewayError::Overloaded { why, retry_after } => DispatchError::Overloaded {
+                message: why,
+                retry_after,
+            },
+            GatewayError::ShuttingDown => DispatchError::Rejected(msg),
             GatewayError::DeadlineExceeded { sent: false, .. } => DispatchError::Rejected(msg),
             GatewayError::DeadlineExceeded { sent: true, .. }
             | GatewayError::OutcomeUnknown { .. }
@@ -109,7 +112,15 @@ impl From<GatewayError> for DispatchError {
                 CallError::UnknownMethod { method } => DispatchError::UnknownMethod(method),
                 CallError::BadRequest { message } => DispatchError::BadArgs(message),
                 CallError::Refused { message, .. } => DispatchError::Rejected(message),
-                CallError::TooManyOutstanding { .. } => DispatchError::Rejected(msg),
+                CallError::Overloaded {
+                    message,
+                    retry_after,
+                } => DispatchError::Overloaded {
+                    message,
+                    retry_after,
+                },
+                CallError::TooManyOutstanding { .. }
+                | CallError::ConnectionLost { sent: false, .. } => DispatchError::Rejected(msg),
                 CallError::Remote { message }
                 | CallError::Codec { message, .. }
                 | CallError::Panicked { message } => DispatchError::EncodeReply(message),
@@ -164,6 +175,8 @@ pub struct Forwarder {
     metrics: Metrics,
     budget: Mutex<RetryBudget>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Set when idempotent calls are hedged: when to send the second copy.
+    hedge: Option<Mutex<HedgeDelay>>,
 }
 
 impl Forwarder {
@@ -179,7 +192,104 @@ impl Forwarder {
             metrics,
             budget: Mutex::new(RetryBudget::new(budget)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            hedge: None,
         }
+    }
+
+    /// Hedges idempotent calls: one that has not answered after the
+    /// configured percentile of recent latencies gets a second copy on
+    /// another node (if the retry budget allows and a node is free), and
+    /// the first answer wins. At-most-once calls are never hedged.
+    pub fn with_hedging(mut self, cfg: HedgeConfig) -> Forwarder {
+        self.hedge = Some(Mutex::new(HedgeDelay::new(cfg)));
+        self
+    }
+
+    fn hedge_delay(&self) -> Option<Nanos> {
+        let h = self.hedge.as_ref()?;
+        h.lock().unwrap_or_else(PoisonError::into_inner).delay()
+    }
+
+    fn observe_latency(&self, latency: Nanos) {
+        if let Some(h) = &self.hedge {
+            h.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(latency);
+        }
+    }
+
+    /// A hedge takes from the retry budget like a retry.
+    fn may_hedge(&self, now: Instant) -> bool {
+        let granted = self
+            .budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_retry(now);
+        if granted {
+            self.metrics.hedged();
+        }
+        granted
+    }
+
+    /// The attempt on `slot`, and, for an idempotent call still unanswered
+    /// after the hedge delay, a second one on another node; the first
+    /// answer wins. The first copy goes at `at`; the call ends by
+    /// `deadline`. Returns the node whose outcome counts; a node whose
+    /// copy failed while the other answered is added to `tried`.
+    async fn attempt_maybe_hedged(
+        &self,
+        slot: Slot,
+        method: &'static MethodInfo,
+        args: &Bytes,
+        encoding: Encoding,
+        (at, deadline): (Instant, Instant),
+        tried: &mut Vec<NodeId>,
+    ) -> (NodeId, Attempt) {
+        let first_node = slot.node;
+        let left = deadline.saturating_since(at);
+        let first = self.attempt(slot, method, args.clone(), encoding, left, at);
+        let delay = self
+            .hedge_delay()
+            .filter(|d| method.idempotent && *d < left);
+        let Some(delay) = delay else {
+            return (first_node, first.await);
+        };
+        let mut first = std::pin::pin!(first);
+        let wait = std::time::Duration::from(delay);
+        if let Ok(done) = tokio::time::timeout(wait, &mut first).await {
+            return (first_node, done);
+        }
+        let now = self.clock.now();
+        let mut excluded = tried.clone();
+        excluded.push(first_node);
+        // A node first (an unused slot gives itself back when dropped),
+        // then the budget, so a hedge that cannot go costs nothing.
+        let second_slot = self
+            .registry
+            .acquire_other(&excluded, now)
+            .filter(|_| self.may_hedge(now));
+        let Some(second_slot) = second_slot else {
+            return (first_node, first.await);
+        };
+        let second_node = second_slot.node;
+        let left = deadline.saturating_since(now);
+        let second = self.attempt(second_slot, method, args.clone(), encoding, left, now);
+        let mut second = std::pin::pin!(second);
+        let (winner, done, other_node) = tokio::select! {
+            a = &mut first => (first_node, a, second_node),
+            b = &mut second => (second_node, b, first_node),
+        };
+        if matches!(done, Attempt::Reply(Ok(_))) {
+            return (winner, done);
+        }
+        // The first to end failed: the other copy may still answer.
+        tried.push(winner);
+        let rest = if winner == first_node {
+            second.await
+        } else {
+            first.await
+        };
+        (other_node, rest)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -209,15 +319,29 @@ impl Forwarder {
         granted
     }
 
-    /// Forwards one call and records its outcome in the metrics.
+    /// Forwards one postcard-encoded call and records its outcome in the
+    /// metrics.
     pub async fn call(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         timeout: Nanos,
     ) -> Result<Bytes, GatewayError> {
+        self.call_encoded(method, args, Encoding::Postcard, timeout)
+            .await
+    }
+
+    /// [`Forwarder::call`] with arguments encoded as `encoding` says; the
+    /// reply comes back encoded the same way.
+    pub async fn call_encoded(
+        self: &Arc<Self>,
+        method: &'static MethodInfo,
+        args: Bytes,
+        encoding: Encoding,
+        timeout: Nanos,
+    ) -> Result<Bytes, GatewayError> {
         let arrived = self.clock.now();
-        let result = self.forward(method, args, timeout, arrived).await;
+        let result = self.forward(method, args, encoding, timeout, arrived).await;
         let response = self.clock.now().saturating_since(arrived);
         self.registry.record_response(response);
         let secs = response.as_secs_f64();
@@ -236,6 +360,7 @@ impl Forwarder {
         &self,
         method: &'static MethodInfo,
         args: Bytes,
+        encoding: Encoding,
         timeout: Nanos,
         arrived: Instant,
     ) -> Result<Bytes, GatewayError> {
@@ -291,9 +416,9 @@ impl Forwarder {
                         }
                     }
                 };
-            let node = slot.node;
-            let left = deadline.saturating_since(at);
-            let attempt = self.attempt(slot, method, args.clone(), left, at).await;
+            let (node, attempt) = self
+                .attempt_maybe_hedged(slot, method, &args, encoding, (at, deadline), &mut tried)
+                .await;
             let failure = match attempt {
                 Attempt::Reply(Ok(reply)) => return Ok(reply),
                 Attempt::Reply(Err(e)) => e,
@@ -308,19 +433,37 @@ impl Forwarder {
             let more = tried.len() < MAX_ATTEMPTS && time_left;
             match failure {
                 // Refused before running, or never sent: safe for any call.
-                CallError::Refused { .. } | CallError::TooManyOutstanding { .. }
+                CallError::Refused { .. }
+                | CallError::Overloaded { .. }
+                | CallError::TooManyOutstanding { .. }
                     if more && self.may_retry(now) =>
                 {
                     continue;
                 }
-                e @ (CallError::Refused { .. } | CallError::TooManyOutstanding { .. }) => {
+                e @ (CallError::Refused { .. }
+                | CallError::Overloaded { .. }
+                | CallError::TooManyOutstanding { .. }) => {
                     return Err(GatewayError::Node(e));
                 }
                 // Never delivered: the node did not start it, so any call
-                // may go elsewhere.
-                CallError::ConnectionLost { sent: false, .. } if more && self.may_retry(now) => {
+                // may go elsewhere. Nothing ran, so this adds no load and
+                // takes nothing from the retry budget.
+                CallError::ConnectionLost { sent: false, .. } if more => {
                     self.registry.suspect(node);
+                    self.registry.count_retry();
+                    self.metrics.retried();
                     continue;
+                }
+                e @ CallError::ConnectionLost { sent: false, .. } => {
+                    self.registry.suspect(node);
+                    return Err(if sent {
+                        GatewayError::NodeLost {
+                            node,
+                            why: "attempts or time used up".into(),
+                        }
+                    } else {
+                        GatewayError::Node(e)
+                    });
                 }
                 // The node is dead or unreachable with the call on it.
                 CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
@@ -367,6 +510,7 @@ impl Forwarder {
         slot: Slot,
         method: &'static MethodInfo,
         args: Bytes,
+        encoding: Encoding,
         left: Nanos,
         now: Instant,
     ) -> Attempt {
@@ -390,16 +534,37 @@ impl Forwarder {
             metrics: &self.metrics,
         };
         let options = CallOptions::default().with_timeout(left);
-        let call = client.call(method, args, options);
-        let outcome = tokio::select! {
+        let call = match encoding {
+            Encoding::Postcard => client.call(method, args, options),
+            Encoding::Json => client.call_json_text(method, args, options),
+        };
+        let mut call = call;
+        let answered = tokio::select! {
             biased;
-            r = call => Attempt::Reply(r),
-            _ = gone.wait_for(|g| *g) => Attempt::NodeGone,
+            r = &mut call => Some(r),
+            _ = gone.wait_for(|g| *g) => None,
+        };
+        let outcome = match answered {
+            Some(r) => Attempt::Reply(r),
+            None => {
+                // The node is gone: its transport ends the calls it holds,
+                // saying which never left (those did not run and may go
+                // to another node, at-most-once or not).
+                client.abandon_calls(&format!("node {node} is gone"));
+                let wait = std::time::Duration::from_millis(ABANDONED_CALL_WAIT_MS);
+                match tokio::time::timeout(wait, &mut call).await {
+                    Ok(r) => Attempt::Reply(r),
+                    Err(_) => Attempt::NodeGone,
+                }
+            }
         };
         guard.answered = matches!(
             outcome,
             Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
         );
+        if matches!(outcome, Attempt::Reply(Ok(_))) {
+            self.observe_latency(self.clock.now().saturating_since(now));
+        }
         // What says something about the node's health (not a refusal under
         // load, not the caller's bad arguments).
         let health = match &outcome {

@@ -5,18 +5,22 @@
 //! front of this dispatch, so a client's retry of an at-most-once call is
 //! answered from the session (or waits for the running copy) and never
 //! reaches a second node. What reaches [`RpcIngress::dispatch`] is a first
-//! execution: method id and argument bytes, forwarded as they are.
+//! execution: method id and argument bytes, forwarded as they are. JSON
+//! requests of a service learned from the nodes' `Describe` are forwarded
+//! as JSON, since the gateway has no types to encode them with.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ebb_core::Nanos;
 use ebb_rpc::service::{
-    BoxFuture, CallContext, DispatchError, MethodInfo, ServiceCodec, ServiceDispatch,
+    BoxFuture, CallContext, DispatchError, MethodInfo, ServiceCodec, ServiceDescription,
+    ServiceDispatch,
 };
 use serde_json::Value;
 
 use crate::forward::{Forwarder, GatewayError};
+use crate::service::Served;
 
 /// How a JSON call through the gateway can fail: before it was sent
 /// (unknown method, arguments that do not fit) or on its way.
@@ -32,25 +36,21 @@ pub enum JsonCallError {
 #[derive(Clone)]
 pub struct RpcIngress {
     forwarder: Arc<Forwarder>,
-    codec: &'static dyn ServiceCodec,
+    served: Served,
     default_timeout: Nanos,
 }
 
 impl RpcIngress {
-    pub fn new(
-        forwarder: Arc<Forwarder>,
-        codec: &'static dyn ServiceCodec,
-        default_timeout: Nanos,
-    ) -> RpcIngress {
+    pub fn new(forwarder: Arc<Forwarder>, served: Served, default_timeout: Nanos) -> RpcIngress {
         RpcIngress {
             forwarder,
-            codec,
+            served,
             default_timeout,
         }
     }
 
-    pub fn codec(&self) -> &'static dyn ServiceCodec {
-        self.codec
+    pub fn served(&self) -> Served {
+        self.served
     }
 
     /// A call by method name with JSON arguments: the HTTP ingress's path.
@@ -60,40 +60,34 @@ impl RpcIngress {
         args: Value,
         timeout: Option<Nanos>,
     ) -> Result<Value, JsonCallError> {
-        let info = self.codec.method(method)?;
-        let bytes = self.codec.encode_json_args(info, args)?;
+        let info = self.served.method(method)?;
+        let (bytes, encoding) = self.served.encode_json_args(info, args)?;
         let timeout = timeout.unwrap_or(self.default_timeout);
-        let reply = self.forwarder.call(info, bytes, timeout).await?;
-        Ok(self.codec.decode_json_reply(info, &reply)?)
-    }
-
-    fn info(&self, method_id: u16) -> Result<&'static MethodInfo, DispatchError> {
-        self.codec
-            .methods()
-            .get(usize::from(method_id))
-            .ok_or_else(|| {
-                DispatchError::UnknownMethod(format!(
-                    "method id {method_id} of {} (it has {} methods)",
-                    self.codec.name(),
-                    self.codec.methods().len()
-                ))
-            })
+        let reply = self
+            .forwarder
+            .call_encoded(info, bytes, encoding, timeout)
+            .await?;
+        Ok(self.served.decode_json_reply(info, &reply, encoding)?)
     }
 }
 
 impl ServiceDispatch for RpcIngress {
     fn name(&self) -> &'static str {
-        self.codec.name()
+        self.served.name()
     }
 
     fn methods(&self) -> &'static [MethodInfo] {
-        self.codec.methods()
+        self.served.methods()
     }
 
-    /// JSON-encoded requests (`ebb call`) are turned into binary ones here
-    /// and forwarded like any other.
+    /// A typed service's JSON requests (`ebb call`) are turned into binary
+    /// ones here; a described service has no codec here, and its JSON
+    /// requests go to the nodes as they are.
     fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
-        Some(self.codec)
+        match self.served {
+            Served::Typed(c) => Some(c),
+            Served::Described(_) => None,
+        }
     }
 
     /// A call with no context of its own gets the gateway's default
@@ -113,7 +107,7 @@ impl ServiceDispatch for RpcIngress {
         cx: CallContext,
     ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         Box::pin(async move {
-            let info = self.info(method_id)?;
+            let info = self.served.method_by_id(method_id)?;
             let reply = self.forwarder.call(info, args, cx.timeout).await?;
             Ok(reply)
         })
@@ -128,10 +122,33 @@ impl ServiceDispatch for RpcIngress {
         Box::pin(async move {
             self.call_json(&method, args, None)
                 .await
-                .map_err(|e| match e {
-                    JsonCallError::Codec(d) => d,
-                    JsonCallError::Gateway(g) => g.into(),
-                })
+                .map_err(JsonCallError::into_dispatch)
         })
+    }
+
+    fn dispatch_json_by_id(
+        &self,
+        method_id: u16,
+        args: Value,
+    ) -> BoxFuture<'_, Result<Value, DispatchError>> {
+        Box::pin(async move {
+            let info = self.served.method_by_id(method_id)?;
+            self.call_json(info.name, args, None)
+                .await
+                .map_err(JsonCallError::into_dispatch)
+        })
+    }
+
+    fn description(&self) -> ServiceDescription {
+        self.served.description()
+    }
+}
+
+impl JsonCallError {
+    fn into_dispatch(self) -> DispatchError {
+        match self {
+            JsonCallError::Codec(d) => d,
+            JsonCallError::Gateway(g) => g.into(),
+        }
     }
 }

@@ -24,7 +24,10 @@ use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider};
 use ebb_rpc::transport::TcpClient;
 
 use crate::clock::{Clock, unix_ms};
+use crate::decisions::{DecisionLog, DecisionRecord};
+use crate::metrics::Metrics;
 use crate::registry::{Life, NewNode, Registry};
+use crate::service::ServiceCell;
 use crate::signals::{TickContext, to_signals};
 use ebb_core::Rng;
 use ebb_policy::scale::{Limits, NodeCounts, ScalePolicy};
@@ -38,6 +41,9 @@ pub const START_BACKOFF_MS: u64 = 100;
 pub const MAX_START_BACKOFF_MS: u64 = 5_000;
 /// The largest pool size anyone may ask for.
 pub const MAX_POOL_SIZE: usize = 256;
+/// How long a node that accepted the handshake may take to describe its
+/// service; past it the handshake is tried again at the next tick.
+pub const DESCRIBE_TIMEOUT_MS: u64 = 2_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -191,6 +197,9 @@ struct Manager {
     target: Arc<AtomicUsize>,
     autoscaler: Option<Scaler>,
     on_change: OnChange,
+    service: ServiceCell,
+    decisions: DecisionLog,
+    metrics: Metrics,
     next_id: u32,
     /// Nodes the provider said are ready but that did not answer the
     /// handshake yet.
@@ -202,6 +211,17 @@ struct Manager {
     last_tick: Instant,
 }
 
+/// What the manager tells the rest of the gateway: node changes, and the
+/// pool's service (which it admits nodes against, and learns from the
+/// first node when the gateway was not built with it).
+pub struct Hooks {
+    pub on_change: OnChange,
+    pub service: ServiceCell,
+    /// Where each autoscaler decision is recorded, with its signals.
+    pub decisions: DecisionLog,
+    pub metrics: Metrics,
+}
+
 /// Starts the manager thread. `rt` hosts the node connections.
 pub fn spawn(
     provider: Box<dyn NodeProvider>,
@@ -210,8 +230,14 @@ pub fn spawn(
     rt: tokio::runtime::Handle,
     cfg: PoolConfig,
     autoscaler: Option<Scaler>,
-    on_change: OnChange,
+    hooks: Hooks,
 ) -> std::io::Result<PoolHandle> {
+    let Hooks {
+        on_change,
+        service,
+        decisions,
+        metrics,
+    } = hooks;
     let initial = cfg.initial.clamp(cfg.min, cfg.max.min(MAX_POOL_SIZE));
     let target = Arc::new(AtomicUsize::new(initial));
     let (tx, rx) = mpsc::channel();
@@ -227,6 +253,9 @@ pub fn spawn(
         target: Arc::clone(&target),
         autoscaler,
         on_change,
+        service,
+        decisions,
+        metrics,
         next_id: 1,
         awaiting_handshake: HashMap::new(),
         addrs: HashMap::new(),
@@ -342,9 +371,10 @@ impl Manager {
         self.backoff = Nanos(self.backoff.as_nanos().saturating_mul(2)).min(max);
     }
 
-    /// Connects to each node that says it is ready; the connection is the
-    /// one its calls will use, so a node that cannot be reached never
-    /// gets work.
+    /// Connects to each node that says it is ready and asks what it
+    /// serves; the connection is the one its calls will use, so a node
+    /// that cannot be reached never gets work, and a node whose service
+    /// does not fit the pool's is stopped without getting any.
     fn handshakes(&mut self, now: Instant) {
         let waiting: Vec<(NodeId, SocketAddr)> = self
             .awaiting_handshake
@@ -354,7 +384,17 @@ impl Manager {
         for (id, addr) in waiting {
             let connected = self.rt.block_on(TcpClient::connect(&addr.to_string()));
             let Ok(client) = connected else { continue };
+            let described = self
+                .rt
+                .block_on(client.describe(Nanos::from_millis(DESCRIBE_TIMEOUT_MS)));
+            let Ok(description) = described else { continue };
             self.awaiting_handshake.remove(&id);
+            if let Err(why) = self.service.admit(description) {
+                let _ = self.provider.stop(id);
+                self.back_off(now);
+                self.gone(id, &format!("refused at the handshake: {why}"), now);
+                continue;
+            }
             if self.registry.set_ready(id, Arc::new(client), now) {
                 self.backoff = Nanos::from_millis(START_BACKOFF_MS);
                 self.change(id, Some(Life::Booting), Life::Ready, None);
@@ -441,6 +481,9 @@ impl Manager {
         let signals = to_signals(counters, interval, nodes, &ctx);
         let decision = scaler.policy.decide(&signals, now, &mut scaler.rng);
         let t = (decision.target_nodes as usize).clamp(self.cfg.min, max);
+        let record = DecisionRecord::new(unix_ms(), &signals, &decision, t as u32);
+        self.metrics.decided(record.direction, record.applied_nodes);
+        self.decisions.record(record);
         let before = self.target.swap(t, Ordering::SeqCst);
         debug_assert!(before <= MAX_POOL_SIZE && t <= MAX_POOL_SIZE);
     }

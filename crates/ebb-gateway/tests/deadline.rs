@@ -14,6 +14,7 @@ use ebb_gateway::forward::Forwarder;
 use ebb_gateway::ingress::RpcIngress;
 use ebb_gateway::metrics::Metrics;
 use ebb_gateway::registry::{Acquired, NewNode, Registry};
+use ebb_gateway::service::Served;
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::retry::RetryBudgetConfig;
@@ -22,7 +23,6 @@ use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceCodec, Transport,
 };
 use ebb_rpc::transport::{Server, TcpClient};
-use ebb_rpc::wire::Refusal;
 use serde_json::Value;
 
 static METHODS: [MethodInfo; 1] = [MethodInfo {
@@ -75,7 +75,11 @@ impl Transport for Stuck {
 /// One ebb RPC server over `forwarder` whose default deadline (for calls
 /// that bring none) is `default_timeout`.
 async fn ingress(forwarder: &Arc<Forwarder>, default_timeout: Nanos) -> SocketAddr {
-    let ingress = RpcIngress::new(Arc::clone(forwarder), &Codec, default_timeout);
+    let ingress = RpcIngress::new(
+        Arc::clone(forwarder),
+        Served::Typed(&Codec),
+        default_timeout,
+    );
     let server = Server::bind("127.0.0.1:0", ingress).await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run());
@@ -161,10 +165,13 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
     let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
     let refused = caller.call(&METHODS[0], Bytes::new(), options).await;
     match refused {
-        Err(CallError::Refused {
-            reason: Refusal::Overloaded,
+        Err(CallError::Overloaded {
             ref message,
-        }) => assert!(message.contains("deadline"), "refused for {message}"),
+            retry_after,
+        }) => assert!(
+            message.contains("deadline") && retry_after > Nanos::ZERO,
+            "refused for {message}"
+        ),
         other => panic!("a call that cannot finish in time got {other:?}"),
     }
     assert_eq!(

@@ -49,14 +49,19 @@ enum Act {
     NeverSent,
     /// The method panics on the node.
     Panic,
-    /// Never answers (the node is stuck or dead).
+    /// Never answers (the node is stuck or dead) before the deadline, and
+    /// its transport cannot tell whether the call left.
     Hang,
+    /// Waits unsent (its connection is down) until the caller abandons
+    /// the node's calls, then says it never left.
+    Queued,
 }
 
 struct Node {
     act: Mutex<Act>,
     calls: AtomicUsize,
     name: &'static str,
+    abandoned: tokio::sync::watch::Sender<bool>,
 }
 
 impl Transport for Node {
@@ -64,7 +69,7 @@ impl Transport for Node {
         &self,
         _method: &'static MethodInfo,
         _args: Bytes,
-        _options: CallOptions,
+        options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let act = *self.act.lock().unwrap();
@@ -86,9 +91,28 @@ impl Transport for Node {
                 Act::Panic => Err(CallError::Panicked {
                     message: "boom".into(),
                 }),
-                Act::Hang => std::future::pending().await,
+                // Like a real client, it ends by the call's deadline.
+                Act::Hang => {
+                    tokio::time::sleep(std::time::Duration::from(options.timeout)).await;
+                    Err(CallError::DeadlineExceeded {
+                        elapsed: options.timeout,
+                        sent: true,
+                    })
+                }
+                Act::Queued => {
+                    let mut abandoned = self.abandoned.subscribe();
+                    let _ = abandoned.wait_for(|a| *a).await;
+                    Err(CallError::ConnectionLost {
+                        sent: false,
+                        cause: "abandoned before it was sent".into(),
+                    })
+                }
             }
         })
+    }
+
+    fn abandon_calls(&self, _cause: &str) {
+        self.abandoned.send_replace(true);
     }
 }
 
@@ -104,6 +128,7 @@ fn node(name: &'static str, act: Act) -> Arc<Node> {
         act: Mutex::new(act),
         calls: AtomicUsize::new(0),
         name,
+        abandoned: tokio::sync::watch::channel(false).0,
     })
 }
 
@@ -429,4 +454,98 @@ async fn a_node_that_keeps_failing_is_ejected_then_probed() {
         [1],
         "one more failure ejects it again"
     );
+}
+
+/// Node a's connection is down, so an at-most-once call waits on it,
+/// unsent, when a is declared gone: a's transport says the call never
+/// left, and it runs on node b, with no retry budget needed (nothing ran).
+#[tokio::test]
+async fn an_at_most_once_call_unsent_when_its_node_is_gone_runs_elsewhere() {
+    let none = RetryBudgetConfig {
+        ratio: 0.0,
+        floor_per_sec: 0,
+        window: SECOND,
+    };
+    let p = pool(vec![node("a", Act::Queued), node("b", Act::Answer)], none);
+    let f = p.forwarder.clone();
+    let amo = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| calls(&p)[0] == 1).await;
+    assert_eq!(
+        p.registry.set_gone(NodeId(1), "killed", p.clock.now()),
+        Some(Life::Ready)
+    );
+    assert_eq!(amo.await.unwrap(), Ok(Bytes::from("b")));
+    assert!(*p.nodes[0].abandoned.borrow(), "a's calls were abandoned");
+    assert_eq!(calls(&p), [1, 1]);
+}
+
+/// The same call with no other node to go to ends saying it did not run.
+#[tokio::test]
+async fn an_unsent_call_with_nowhere_else_to_go_did_not_run() {
+    let p = pool(vec![node("a", Act::Queued)], RetryBudgetConfig::default());
+    let f = p.forwarder.clone();
+    let amo = tokio::spawn(async move {
+        f.call(&AT_MOST_ONCE, Bytes::new(), Nanos::from_millis(300))
+            .await
+    });
+    wait_for(|| calls(&p)[0] == 1).await;
+    p.registry.set_gone(NodeId(1), "killed", p.clock.now());
+    let r = amo.await.unwrap();
+    let e = r.expect_err("no node is left");
+    assert!(!e.may_have_run(), "{e:?}");
+}
+
+/// With hedging on, an idempotent call stuck on a slow node gets a second
+/// copy on another node once it is slower than the recent calls' 95th
+/// percentile, and that copy's answer wins; an at-most-once call on the
+/// same node is never hedged.
+#[tokio::test]
+async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
+    let mut p = pool(
+        vec![node("a", Act::Answer), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let hedging = Forwarder::new(
+        p.registry.clone(),
+        p.clock,
+        Metrics::new(),
+        RetryBudgetConfig::default(),
+    )
+    .with_hedging(ebb_policy::hedge::HedgeConfig {
+        percentile: 95.0,
+        min_samples: 4,
+        window: 16,
+    });
+    p.forwarder = Arc::new(hedging);
+    // Four quick answers (a, b, a, b under round-robin) set the delay.
+    for _ in 0..4 {
+        let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(calls(&p), [2, 2]);
+    *p.nodes[0].act.lock().unwrap() = Act::Hang;
+    let r = p
+        .forwarder
+        .call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS)
+        .await;
+    assert_eq!(r, Ok(Bytes::from("b")), "the hedge on b answered");
+    assert_eq!(calls(&p), [3, 3], "a got the call, b its hedge");
+    let hedges = |p: &Pool| {
+        let text = p.forwarder.metrics().render(&[], (0, 0), 2).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ebb_gateway_hedges_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    assert_eq!(hedges(&p), 1);
+    let r = p
+        .forwarder
+        .call(&AT_MOST_ONCE, Bytes::new(), Nanos::from_millis(300))
+        .await;
+    assert!(
+        matches!(r, Err(GatewayError::DeadlineExceeded { sent: true, .. })),
+        "{r:?}"
+    );
+    assert_eq!(calls(&p), [4, 3], "b never saw the at-most-once call");
+    assert_eq!(hedges(&p), 1, "no hedge for an at-most-once call");
 }

@@ -35,6 +35,10 @@ impl From<CallError> for HttpError {
                     retry_after,
                 }
             }
+            e @ CallError::Overloaded { retry_after, .. } => HttpError::Overloaded {
+                message: e.to_string(),
+                retry_after,
+            },
             CallError::Remote { message } | CallError::Panicked { message } => {
                 HttpError::Remote(message)
             }
@@ -55,6 +59,13 @@ impl From<DispatchError> for HttpError {
             e @ DispatchError::Rejected(_) => HttpError::Overloaded {
                 message: e.to_string(),
                 retry_after: Nanos::from_millis(DEFAULT_RETRY_AFTER_MS),
+            },
+            DispatchError::Overloaded {
+                message,
+                retry_after,
+            } => HttpError::Overloaded {
+                message,
+                retry_after,
             },
             e @ DispatchError::OutcomeUnknown(_) => HttpError::NodeLost {
                 message: e.to_string(),
@@ -132,6 +143,15 @@ mod tests {
                 None,
             ),
             (
+                CallError::Overloaded {
+                    retry_after: Nanos::from_millis(40),
+                    message: "queue ahead".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                None,
+            ),
+            (
                 CallError::TooManyOutstanding { limit: 8 },
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -182,6 +202,14 @@ mod tests {
                 DispatchError::EncodeReply("map".into()),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "remote_error",
+            ),
+            (
+                DispatchError::Overloaded {
+                    message: "queue ahead".into(),
+                    retry_after: Nanos::from_millis(40),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
             ),
             (
                 DispatchError::BadReply("bytes".into()),

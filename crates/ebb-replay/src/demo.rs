@@ -264,6 +264,7 @@ async fn run_one(
             ..PoolConfig::default()
         },
         seed: cfg.seed,
+        ..GatewayConfig::default()
     };
     let provider = (cfg.providers.0)().map_err(DemoError::Provider)?;
     let gateway = Gateway::start(gw_cfg, cfg.codec, provider, Some(scaler), on_change).await?;

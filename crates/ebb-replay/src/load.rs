@@ -28,7 +28,9 @@ pub const MAX_OUTSTANDING_CALLS: usize = 20_000;
 /// a passed deadline is its own kind; everything else is `Other`.
 pub fn classify(e: &CallError) -> Outcome {
     match e {
-        CallError::Refused { .. } | CallError::TooManyOutstanding { .. } => Outcome::Overloaded,
+        CallError::Refused { .. }
+        | CallError::Overloaded { .. }
+        | CallError::TooManyOutstanding { .. } => Outcome::Overloaded,
         CallError::DeadlineExceeded { .. } => Outcome::DeadlineExceeded,
         _ => Outcome::Other,
     }

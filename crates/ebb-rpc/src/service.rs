@@ -144,6 +144,11 @@ pub enum DispatchError {
     /// deadline it cannot meet); the caller may try again later.
     #[error("rejected without running: {0}")]
     Rejected(String),
+    /// Refused without running because the service cannot meet the call's
+    /// deadline with the work ahead of it (a gateway's admission control);
+    /// a try after `retry_after` has a chance.
+    #[error("overloaded, retry after {retry_after}: {message}")]
+    Overloaded { message: String, retry_after: Nanos },
     /// A forwarding server lost the node that had the call: it may have run,
     /// and will not be run again.
     #[error("outcome unknown: {0}")]
@@ -288,6 +293,36 @@ pub trait Transport: Send + Sync {
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>>;
 
+    /// Ends the calls this transport has outstanding, because the caller
+    /// learned that the server is gone: each ends with `ConnectionLost`,
+    /// `sent` saying whether a copy ever left (a never-sent call certainly
+    /// did not run, so it may run elsewhere). Transports that cannot tell
+    /// do nothing; their calls end as they would have.
+    fn abandon_calls(&self, cause: &str) {
+        let _ = cause;
+    }
+
+    /// Like [`Transport::call`], but `args` is JSON text (an object keyed by
+    /// parameter name) for the server's JSON adapter, and the reply comes
+    /// back as JSON text. Same call semantics. What a forwarder sends when
+    /// it was not built with the service: a gateway serving a node binary
+    /// whose methods it learned from `Describe` cannot encode postcard.
+    /// A transport without JSON calls refuses before sending anything.
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let _ = (args, options);
+        Box::pin(std::future::ready(Err(CallError::BadRequest {
+            message: format!(
+                "{}.{}: this transport carries postcard calls only, not JSON; nothing was sent",
+                method.service, method.name
+            ),
+        })))
+    }
+
     /// The load (calls executing) the server last reported in a reply or
     /// pong, if this transport hears such reports: what a gateway puts in
     /// its view of the node.
@@ -305,6 +340,20 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         (**self).call(method, args, options)
     }
+
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        (**self).call_json_text(method, args, options)
+    }
+
+    fn abandon_calls(&self, cause: &str) {
+        (**self).abandon_calls(cause)
+    }
+
     fn reported_load(&self) -> Option<u32> {
         (**self).reported_load()
     }
@@ -319,6 +368,20 @@ impl<T: Transport + ?Sized> Transport for &T {
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         (**self).call(method, args, options)
     }
+
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        (**self).call_json_text(method, args, options)
+    }
+
+    fn abandon_calls(&self, cause: &str) {
+        (**self).abandon_calls(cause)
+    }
+
     fn reported_load(&self) -> Option<u32> {
         (**self).reported_load()
     }

@@ -514,3 +514,44 @@ fn a_connection_whose_framing_the_server_refused_ends_every_call() {
     );
     assert!(s.poll_close());
 }
+
+/// A caller that learns the server is gone ends every call at once, and
+/// each says whether it ever went out: one sent before the connection
+/// broke may have run, one started after it certainly did not.
+#[test]
+fn abandoned_calls_end_at_once_saying_whether_they_were_sent() {
+    let mut s = ready();
+    let sent = call(&mut s, false, Instant::EPOCH);
+    assert_eq!(drain(&mut s).len(), 1, "the first call went out");
+    s.handle_disconnect(t(Nanos(1)));
+    let unsent = call(&mut s, false, t(Nanos(2)));
+    let unsent_idem = call(&mut s, true, t(Nanos(2)));
+    assert!(
+        drain(&mut s).is_empty(),
+        "nothing goes out while disconnected"
+    );
+    s.abandon_all("node 3 is gone");
+    let mut ended: Vec<(CallId, Result<Bytes, CallError>)> =
+        std::iter::from_fn(|| s.poll_event()).collect();
+    ended.sort_by_key(|(id, _)| id.0);
+    let lost = |sent| {
+        Err(CallError::ConnectionLost {
+            sent,
+            cause: "node 3 is gone".into(),
+        })
+    };
+    assert_eq!(
+        ended,
+        vec![
+            (sent, lost(true)),
+            (unsent, lost(false)),
+            (unsent_idem, lost(false))
+        ]
+    );
+    s.handle_timeout(t(Nanos::from_secs(11)));
+    assert!(
+        s.poll_event().is_none(),
+        "an abandoned call never ends twice"
+    );
+    s.check().unwrap();
+}

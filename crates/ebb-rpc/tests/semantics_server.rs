@@ -643,3 +643,34 @@ fn at_the_total_saved_bytes_a_lost_reply_is_answered_outcome_unknown_and_never_r
     assert!(err.may_have_run());
     s.check().unwrap();
 }
+
+#[test]
+fn a_forged_ping_that_reopens_a_forgotten_session_cannot_make_a_completion_panic() {
+    // C's session is forgotten (expired) while its call 1 runs; a ping
+    // claiming C's id with the old floor reopens it and a copy of call 1
+    // runs again. Only a peer forging C's id (or lying about its floor) can
+    // do this; the server must not panic, and keeps the first record.
+    let cfg = ServerConfig {
+        session_expiry: Nanos::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    assert_eq!(s.expire_idle(t(Nanos::from_secs(2))), 1);
+    pong_of(&mut s, ping(1), t(Nanos::from_secs(2)));
+    let Action::Execute(again) = s.admit(CONN, req(1, 1, INC, false), t(Nanos::from_secs(2)))
+    else {
+        panic!("the reopened session has no record of call 1")
+    };
+    let later = t(Nanos::from_secs(3));
+    s.complete(again.key, Outcome::Ok, Bytes::from_static(b"2nd"), later);
+    s.complete(first.key, Outcome::Ok, Bytes::from_static(b"1st"), later);
+    let Action::Reply(Message::Reply(saved)) = s.admit(CONN, req(1, 1, INC, false), later) else {
+        panic!("a duplicate gets the saved reply")
+    };
+    assert_eq!(&saved.payload[..], b"2nd", "the first record stands");
+    s.check().unwrap();
+}

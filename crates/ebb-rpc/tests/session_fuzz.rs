@@ -20,3 +20,20 @@ proptest! {
         }
     }
 }
+
+/// Inputs the cargo-fuzz target `sessions` once crashed on, replayed on
+/// every run. `sessions-91eeb28e.bin`: a forged ping reopened a forgotten
+/// session with a lower floor while one of its calls still ran, so the call
+/// ran again and the second completion found the first one's record.
+#[test]
+fn fuzz_regressions_keep_the_sessions_consistent() {
+    let cases: [(&str, &[u8]); 1] = [(
+        "sessions-91eeb28e.bin",
+        include_bytes!("fuzz_regressions/sessions-91eeb28e.bin"),
+    )];
+    for (name, bytes) in cases {
+        if let Err(why) = drive::run(bytes) {
+            panic!("{name}: {why}");
+        }
+    }
+}

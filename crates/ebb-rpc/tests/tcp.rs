@@ -413,3 +413,48 @@ async fn a_full_server_turns_a_new_connection_away_at_once_and_its_call_did_not_
         "only the first call ran"
     );
 }
+
+/// A client told its server is gone ends every call at once, each saying
+/// whether it left: the server here accepts but never answers the
+/// handshake, so the at-most-once call waits unsent while the idempotent
+/// one goes out.
+#[tokio::test]
+async fn abandoned_calls_say_whether_they_were_sent() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let opts = CallOptions::default().with_timeout(ebb_core::Nanos::from_secs(60));
+    let c = Arc::clone(&client);
+    let amo = tokio::spawn(async move { c.call(&METHODS[1], Bytes::new(), opts).await });
+    let c = Arc::clone(&client);
+    let idem = tokio::spawn(async move { c.call(&METHODS[0], Bytes::new(), opts).await });
+    // Wait for the idempotent request: both calls are in the session then.
+    let mut buf = bytes::BytesMut::new();
+    let mut seen_request = false;
+    while !seen_request {
+        assert!(conn.read_buf(&mut buf).await.unwrap() > 0, "client closed");
+        while let Some(m) = wire::decode_message(&mut buf).unwrap() {
+            if let Message::Request(r) = m {
+                assert!(
+                    r.idempotent,
+                    "an at-most-once call left before the handshake"
+                );
+                seen_request = true;
+            }
+        }
+    }
+    client.abandon_calls("the server is gone");
+    let lost = |r: Result<Bytes, CallError>| match r {
+        Err(CallError::ConnectionLost { sent, cause }) => {
+            assert!(cause.contains("the server is gone"), "{cause}");
+            sent
+        }
+        other => panic!("expected ConnectionLost, got {other:?}"),
+    };
+    assert!(
+        !lost(amo.await.unwrap()),
+        "the at-most-once call never left"
+    );
+    assert!(lost(idem.await.unwrap()), "the idempotent call left");
+}

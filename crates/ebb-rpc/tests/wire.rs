@@ -24,6 +24,9 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         Just(Outcome::BadRequest),
         Just(Outcome::OutcomeUnknown),
         refusal().prop_map(Outcome::Refused),
+        any::<u64>().prop_map(|n| Outcome::Overloaded {
+            retry_after: Nanos(n)
+        }),
         Just(Outcome::AppError),
         Just(Outcome::Panicked),
     ]

@@ -160,6 +160,9 @@ fn explain(e: CallError, args: &Args) -> anyhow::Error {
             "is `ebb node` running at that address? Nothing was sent"
         }
         CallError::Refused { .. } => "the node refused it without running it; retry later",
+        CallError::Overloaded { .. } => {
+            "the gateway cannot meet --timeout-ms with the work ahead of it; retry after the time it names, or raise --timeout-ms"
+        }
         CallError::OutcomeUnknown { .. } => {
             "the node restarted while the call was outstanding: it ran at most once, maybe not at all, and was not re-sent; check the state before retrying"
         }

@@ -163,6 +163,26 @@ impl ClientSession {
         self.remove(Seq(id.0)).is_some()
     }
 
+    /// The caller learned that the server is gone (its process ended):
+    /// every call ends now with `ConnectionLost`, saying whether a copy
+    /// ever went out. A call that never went out certainly did not run, so
+    /// the caller may run it elsewhere at once, at-most-once or not, rather
+    /// than wait for its deadline.
+    pub fn abandon_all(&mut self, cause: &str) {
+        let ending: Vec<(Seq, bool)> = self.calls.iter().map(|(&s, c)| (s, c.sent)).collect();
+        for (seq, sent) in ending {
+            self.finish(
+                seq,
+                Err(CallError::ConnectionLost {
+                    sent,
+                    cause: cause.to_owned(),
+                }),
+            );
+        }
+        debug_assert!(self.calls.is_empty() && self.deadlines.is_empty());
+        self.debug_check();
+    }
+
     /// Takes an idempotent call out of this session so the caller can start
     /// it on another server. `None` for at-most-once calls, which must not
     /// move: a second server would not know the first already ran it.

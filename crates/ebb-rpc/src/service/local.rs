@@ -50,4 +50,25 @@ impl<D: ServiceDispatch> Transport for LocalTransport<D> {
             Ok(self.dispatch.dispatch(method.id, args).await?)
         })
     }
+
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        _options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        Box::pin(async move {
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&args).map_err(|e| CallError::BadRequest {
+                    message: format!(
+                        "{}.{}: arguments are not JSON: {e}",
+                        method.service, method.name
+                    ),
+                })?;
+            let reply = self.dispatch.dispatch_json_by_id(method.id, parsed).await?;
+            serde_json::to_vec(&reply)
+                .map(Bytes::from)
+                .map_err(CallError::decoding)
+        })
+    }
 }

@@ -86,6 +86,8 @@ enum Op {
     Call(Call),
     /// Ask the server for its service description.
     Describe(oneshot::Sender<Reply>),
+    /// End every call now: the server is known to be gone.
+    Abandon(String),
 }
 
 /// A client of one server. Cheap to share (`Arc<TcpClient>`); calls from
@@ -306,6 +308,28 @@ impl Transport for TcpClient {
         })
     }
 
+    /// Ends every call of this client now with `ConnectionLost`, saying
+    /// whether each was ever sent (the session's account). For a caller
+    /// that learned the server is gone; a full queue of hand-overs leaves
+    /// the calls to end by their deadlines, as they would anyway.
+    fn abandon_calls(&self, cause: &str) {
+        let _ = self.ops.try_send(Op::Abandon(cause.to_owned()));
+    }
+
+    fn call_json_text(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: true,
+        };
+        Box::pin(self.call_spec(spec, args, options))
+    }
+
     fn reported_load(&self) -> Option<u32> {
         TcpClient::reported_load(self)
     }
@@ -398,9 +422,22 @@ impl Driver {
     }
 
     async fn run(mut self, mut ops: mpsc::Receiver<Op>) {
+        // One timer for the session's deadlines, moved when they move: a
+        // new `Sleep` per turn of the loop registers and deregisters a
+        // timer entry for every event, while moving an armed one to a
+        // later instant (the usual case) is a single atomic store.
+        let session_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(session_timer);
+        let mut armed: Option<Instant> = None;
         loop {
             self.pump();
             let timer = self.session.poll_timeout().map(|t| self.clock.to_tokio(t));
+            if let Some(at) = timer
+                && armed != timer
+            {
+                session_timer.as_mut().reset(at);
+                armed = timer;
+            }
             let reconnect = self.reconnect_at;
             let event = match self.conn.as_mut() {
                 Some(conn) => {
@@ -410,12 +447,12 @@ impl Driver {
                     tokio::select! {
                         c = ops.recv() => Event::Op(c),
                         r = conn.read.read_buf(&mut conn.buf) => Event::Read(r),
-                        _ = sleep_until(timer), if timer.is_some() => Event::Timer,
+                        () = &mut session_timer, if timer.is_some() => Event::Timer,
                     }
                 }
                 None => tokio::select! {
                     c = ops.recv() => Event::Op(c),
-                    _ = sleep_until(timer), if timer.is_some() => Event::Timer,
+                    () = &mut session_timer, if timer.is_some() => Event::Timer,
                     _ = sleep_until(reconnect), if reconnect.is_some() => Event::Reconnect,
                 },
             };
@@ -433,6 +470,8 @@ impl Driver {
                 Event::Read(Ok(n)) if n > 0 => self.on_bytes(),
                 Event::Read(_) => self.disconnect(),
                 Event::Timer => {
+                    // A fired timer is re-armed even for the same instant.
+                    armed = None;
                     let now = self.now();
                     self.session.handle_timeout(now);
                 }
@@ -454,6 +493,10 @@ impl Driver {
                         return;
                     }
                 }
+            }
+            Op::Abandon(cause) => {
+                self.session.abandon_all(&cause);
+                return;
             }
             Op::Describe(reply) => {
                 if self.describes.len() >= MAX_PENDING_DESCRIBES {

@@ -54,6 +54,10 @@ pub fn outcome_of(result: Result<Bytes, DispatchError>) -> (Outcome, Bytes) {
             (Outcome::AppError, Bytes::from(m))
         }
         Err(DispatchError::Rejected(m)) => (Outcome::Refused(Refusal::Overloaded), Bytes::from(m)),
+        Err(DispatchError::Overloaded {
+            message,
+            retry_after,
+        }) => (Outcome::Overloaded { retry_after }, Bytes::from(message)),
         Err(DispatchError::OutcomeUnknown(m)) => (Outcome::OutcomeUnknown, Bytes::from(m)),
     }
 }

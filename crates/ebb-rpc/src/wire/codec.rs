@@ -40,6 +40,8 @@ const STATUS_OUTCOME_UNKNOWN: u8 = 3;
 const STATUS_REFUSED: u8 = 4;
 const STATUS_APP_ERROR: u8 = 5;
 const STATUS_PANICKED: u8 = 6;
+/// The header's deadline field carries the retry-after, in nanoseconds.
+const STATUS_OVERLOADED: u8 = 7;
 
 /// Encoder and decoder with a frame-size limit, which may be set below
 /// [`MAX_FRAME_BYTES`] (never above: the constant is the protocol's bound).
@@ -164,6 +166,7 @@ fn lay_out_reply(r: &Reply) -> (Header, &Bytes) {
         Outcome::BadRequest => (STATUS_BAD_REQUEST, 0),
         Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, 0),
         Outcome::Refused(why) => (STATUS_REFUSED, why as u64),
+        Outcome::Overloaded { retry_after } => (STATUS_OVERLOADED, retry_after.as_nanos()),
         Outcome::AppError => (STATUS_APP_ERROR, 0),
         Outcome::Panicked => (STATUS_PANICKED, 0),
     };
@@ -405,11 +408,14 @@ fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
                 STATUS_BAD_REQUEST => Outcome::BadRequest,
                 STATUS_OUTCOME_UNKNOWN => Outcome::OutcomeUnknown,
                 STATUS_REFUSED => Outcome::Refused(c.refusal()?),
+                STATUS_OVERLOADED => Outcome::Overloaded {
+                    retry_after: Nanos(h.deadline),
+                },
                 STATUS_APP_ERROR => Outcome::AppError,
                 STATUS_PANICKED => Outcome::Panicked,
                 _ => return Err(c.unknown_status()),
             };
-            if !matches!(outcome, Outcome::Refused(_)) {
+            if !matches!(outcome, Outcome::Refused(_) | Outcome::Overloaded { .. }) {
                 c.zero("deadline", h.deadline.into())?;
             }
             Message::Reply(Reply {

@@ -96,6 +96,10 @@ pub enum Outcome {
     OutcomeUnknown,
     /// Refused without running, for the reason given.
     Refused(Refusal),
+    /// Refused without running because the service (a forwarding gateway)
+    /// cannot meet the call's deadline with the work ahead of it; a try
+    /// after `retry_after` has a chance.
+    Overloaded { retry_after: Nanos },
     /// The method ran and failed.
     AppError,
     /// The method started and panicked.

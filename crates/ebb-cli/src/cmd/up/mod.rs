@@ -16,7 +16,8 @@ use ebb_node::sandbox::Limits;
 use ebb_node::thread::ThreadProvider;
 use ebb_node::vm::provider::{VmConfig, VmProvider};
 
-use config::{Checked, Kind, OriginSource, Runs};
+use config::{Checked, Kind, OriginSource, Runs, ServiceChoice};
+use ebb_gateway::ServiceSource;
 use origin::StartedOrigin;
 
 /// The port a node listens on inside its container (each has its own address).
@@ -93,8 +94,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let provider = provider(&checked, origin_addr.as_deref())?;
-    let codec = ebb_demo::service_codec(checked.service)
-        .context("the checked service has a codec in this build")?;
+    let service = match &checked.service {
+        ServiceChoice::Builtin(name) => ServiceSource::Codec(
+            ebb_demo::service_codec(name)
+                .context("the checked service has a codec in this build")?,
+        ),
+        ServiceChoice::Learned(expect) => ServiceSource::Describe {
+            expect: expect.clone(),
+        },
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,11 +119,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async move {
         let on_change: ebb_gateway::pool::OnChange =
             Arc::new(|c: &ebb_gateway::NodeChange| super::announce(&c.to_string()));
-        let gateway = Gateway::start(checked.gateway, codec, provider, scaler, on_change)
+        let gateway = Gateway::start(checked.gateway, service, provider, scaler, on_change)
             .await
             .context("starting the gateway")?;
         super::announce(&format!("gateway listening on {}", gateway.rpc_addr()));
         super::announce(&format!("http listening on {}", gateway.http_addr()));
+        if let Some(a) = gateway.admin_addr() {
+            super::announce(&format!("admin listening on {a}"));
+        }
         if let Some(a) = &origin_addr {
             super::announce(&format!("origin listening on {a}"));
         }
