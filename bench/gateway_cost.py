@@ -180,6 +180,8 @@ def main():
     ap.add_argument("--callgrind-rate", type=float, default=250.0)
     ap.add_argument("--annotate", help="with --callgrind: write callgrind_annotate's output here "
                     "(and the profile itself beside it, as FILE.callgrind)")
+    ap.add_argument("--sweep", help="comma-separated offered rates: only the CPU runs of the RPC "
+                    "paths, one per rate, to find where one core of each saturates")
     ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
     if not os.access(a.ebb, os.X_OK):
@@ -210,6 +212,9 @@ def main():
         ]
         for proto, _, t, _ in paths:
             run(a, t, 500, 1, proto == "http", 0, a.http_connections if proto == "http" else a.connections)
+        if a.sweep:
+            sweep(a, [p for p in paths if p[0] == "rpc" and p[3] is not None])
+            return
         rows = []
         for rep in range(a.reps):
             for proto, name, t, proc in paths:
@@ -230,6 +235,25 @@ def main():
     finally:
         children.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep(a, paths):
+    """CPU per call of each pinned proxy as the offered rate grows: once
+    its one core is saturated, answered/s stops following the offer (and
+    the gateway's admission starts refusing)."""
+    print(f"64 B Demo.echo over ebb RPC, {a.duration:g} s per rate, {a.connections} connections; "
+          f"proxies pinned to CPU {a.cpu}, one thread; load average {open('/proc/loadavg').read().split()[0]}")
+    print()
+    print("| offered/s | path | answered/s | refused or failed | CPU us per answered call | calls per CPU-second |")
+    print("|---|---|---|---|---|---|")
+    for rate in [float(x) for x in a.sweep.split(",") if x]:
+        for _, name, t, proc in paths:
+            saved = a.cpu_rate
+            a.cpu_rate = rate
+            r = cost_run(a, proc, t, False, 1)
+            a.cpu_rate = saved
+            print(f"| {rate:.0f} | {name} | {r['achieved_rate']:.0f} | {r['sent'] - r['ok'] + r.get('not_sent', 0)} | "
+                  f"{r['cpu_us_per_call']:.1f} | {1e6 / r['cpu_us_per_call']:.0f} |", flush=True)
 
 
 def report(rows, a):

@@ -61,6 +61,8 @@ fn a_scaling_policy_grows_the_pool_under_load() {
             && live.len() == MAX_NODES
             && live.iter().all(|n| n["state"] == "ready")
     });
+    // Under the same load, so the autoscaler still wants the maximum.
+    let (_, metrics, _) = gateway_common::http(up.http, "GET", "/metrics", "", &[]);
     stop.store(true, Ordering::SeqCst);
     for c in callers {
         let failures = rt.block_on(c).unwrap();
@@ -68,6 +70,52 @@ fn a_scaling_policy_grows_the_pool_under_load() {
     }
     let scaler = status["policies"]["autoscaler"].as_str().unwrap();
     assert!(scaler.starts_with("kpa"), "{status}");
+    // Each decision is on /status with its signals and reasoning, and
+    // counted on /metrics.
+    let scaling = &status["scaling"];
+    let up_total = scaling["up"].as_u64().unwrap();
+    assert!(
+        up_total >= 1,
+        "the pool grew, so some decision went up: {scaling}"
+    );
+    let recent = scaling["recent"].as_array().unwrap();
+    assert!(
+        !recent.is_empty() && recent.len() <= ebb_gateway::decisions::MAX_RECENT_DECISIONS,
+        "{scaling}"
+    );
+    let last = recent.last().unwrap();
+    assert_eq!(last["applied_nodes"], MAX_NODES, "{last}");
+    assert!(
+        last["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{last}"
+    );
+    assert!(
+        last["signals"]["arrivals_per_sec"].as_f64().unwrap() > 0.0,
+        "{last}"
+    );
+    assert!(last["signals"]["ready"].as_u64().is_some(), "{last}");
+    for d in recent.iter().filter(|d| d["direction"] == "up") {
+        assert!(
+            d["applied_nodes"].as_u64() > d["current_nodes"].as_u64(),
+            "{d}"
+        );
+    }
+    let text = metrics.as_str().unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(
+        value("ebb_gateway_autoscaler_decisions_total{direction=\"up\"} ") >= up_total,
+        "{text}"
+    );
+    assert_eq!(
+        value("ebb_gateway_autoscaler_desired_nodes "),
+        MAX_NODES as u64,
+        "{text}"
+    );
     drop(client);
     up.stop();
 }

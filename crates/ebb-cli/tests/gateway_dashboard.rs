@@ -31,10 +31,17 @@ fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
     let up = Up::start(
         "dashboard",
         "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
-         [service]\nname = \"demo\"\n[pool]\nkind = \"process\"\ninitial = 2\n\
-         [balance]\npolicy = \"rr\"\n",
+         [service]\nname = \"demo\"\n[pool]\nkind = \"process\"\ninitial = 2\nmin = 2\nmax = 2\n\
+         [balance]\npolicy = \"rr\"\n[autoscale]\npolicy = \"kpa\"\ntick_ms = 100\n",
     );
     up.wait_ready(2);
+    // The autoscaler has decided at least once: the page shows its last
+    // decision (held at 2 by min = max = 2).
+    up.wait_until("an autoscaler decision", |s| {
+        s["scaling"]["recent"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
     for i in 0..CALLS {
         let (code, body, _) = up.post("/rpc/Demo/echo", &format!(r#"{{"msg":"{i}"}}"#), &[]);
         assert_eq!(code, 200, "{body}");
@@ -66,6 +73,8 @@ fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
     }
     assert!(dom.contains(&format!(r#"id="requests">{CALLS}<"#)), "{dom}");
     assert!(dom.contains("balance rr"), "{dom}");
+    assert!(dom.contains(r#"id="desired">2<"#), "{dom}");
+    assert!(dom.contains(r#"id="decision">hold 2 → 2 ("#), "{dom}");
     assert!(
         dom.contains(r#"<p id="error"></p>"#),
         "no fetch failed: {dom}"

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
+use ebb_policy::hedge::{HedgeConfig, HedgeDelay};
 use ebb_policy::retry::{RetryBudget, RetryBudgetConfig};
 use ebb_rpc::CallError;
 use ebb_rpc::service::{CallOptions, DispatchError, MethodInfo, Transport};
@@ -174,6 +175,8 @@ pub struct Forwarder {
     metrics: Metrics,
     budget: Mutex<RetryBudget>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Set when idempotent calls are hedged: when to send the second copy.
+    hedge: Option<Mutex<HedgeDelay>>,
 }
 
 impl Forwarder {
@@ -189,7 +192,104 @@ impl Forwarder {
             metrics,
             budget: Mutex::new(RetryBudget::new(budget)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            hedge: None,
         }
+    }
+
+    /// Hedges idempotent calls: one that has not answered after the
+    /// configured percentile of recent latencies gets a second copy on
+    /// another node (if the retry budget allows and a node is free), and
+    /// the first answer wins. At-most-once calls are never hedged.
+    pub fn with_hedging(mut self, cfg: HedgeConfig) -> Forwarder {
+        self.hedge = Some(Mutex::new(HedgeDelay::new(cfg)));
+        self
+    }
+
+    fn hedge_delay(&self) -> Option<Nanos> {
+        let h = self.hedge.as_ref()?;
+        h.lock().unwrap_or_else(PoisonError::into_inner).delay()
+    }
+
+    fn observe_latency(&self, latency: Nanos) {
+        if let Some(h) = &self.hedge {
+            h.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(latency);
+        }
+    }
+
+    /// A hedge takes from the retry budget like a retry.
+    fn may_hedge(&self, now: Instant) -> bool {
+        let granted = self
+            .budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_retry(now);
+        if granted {
+            self.metrics.hedged();
+        }
+        granted
+    }
+
+    /// The attempt on `slot`, and, for an idempotent call still unanswered
+    /// after the hedge delay, a second one on another node; the first
+    /// answer wins. The first copy goes at `at`; the call ends by
+    /// `deadline`. Returns the node whose outcome counts; a node whose
+    /// copy failed while the other answered is added to `tried`.
+    async fn attempt_maybe_hedged(
+        &self,
+        slot: Slot,
+        method: &'static MethodInfo,
+        args: &Bytes,
+        encoding: Encoding,
+        (at, deadline): (Instant, Instant),
+        tried: &mut Vec<NodeId>,
+    ) -> (NodeId, Attempt) {
+        let first_node = slot.node;
+        let left = deadline.saturating_since(at);
+        let first = self.attempt(slot, method, args.clone(), encoding, left, at);
+        let delay = self
+            .hedge_delay()
+            .filter(|d| method.idempotent && *d < left);
+        let Some(delay) = delay else {
+            return (first_node, first.await);
+        };
+        let mut first = std::pin::pin!(first);
+        let wait = std::time::Duration::from(delay);
+        if let Ok(done) = tokio::time::timeout(wait, &mut first).await {
+            return (first_node, done);
+        }
+        let now = self.clock.now();
+        let mut excluded = tried.clone();
+        excluded.push(first_node);
+        // A node first (an unused slot gives itself back when dropped),
+        // then the budget, so a hedge that cannot go costs nothing.
+        let second_slot = self
+            .registry
+            .acquire_other(&excluded, now)
+            .filter(|_| self.may_hedge(now));
+        let Some(second_slot) = second_slot else {
+            return (first_node, first.await);
+        };
+        let second_node = second_slot.node;
+        let left = deadline.saturating_since(now);
+        let second = self.attempt(second_slot, method, args.clone(), encoding, left, now);
+        let mut second = std::pin::pin!(second);
+        let (winner, done, other_node) = tokio::select! {
+            a = &mut first => (first_node, a, second_node),
+            b = &mut second => (second_node, b, first_node),
+        };
+        if matches!(done, Attempt::Reply(Ok(_))) {
+            return (winner, done);
+        }
+        // The first to end failed: the other copy may still answer.
+        tried.push(winner);
+        let rest = if winner == first_node {
+            second.await
+        } else {
+            first.await
+        };
+        (other_node, rest)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -316,10 +416,8 @@ impl Forwarder {
                         }
                     }
                 };
-            let node = slot.node;
-            let left = deadline.saturating_since(at);
-            let attempt = self
-                .attempt(slot, method, args.clone(), encoding, left, at)
+            let (node, attempt) = self
+                .attempt_maybe_hedged(slot, method, &args, encoding, (at, deadline), &mut tried)
                 .await;
             let failure = match attempt {
                 Attempt::Reply(Ok(reply)) => return Ok(reply),
@@ -464,6 +562,9 @@ impl Forwarder {
             outcome,
             Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
         );
+        if matches!(outcome, Attempt::Reply(Ok(_))) {
+            self.observe_latency(self.clock.now().saturating_since(now));
+        }
         // What says something about the node's health (not a refusal under
         // load, not the caller's bad arguments).
         let health = match &outcome {

@@ -25,18 +25,98 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 /// Largest `POST /pool` body, in bytes.
 const MAX_POOL_BODY_BYTES: usize = 4096;
 
+/// Everything on one address.
 pub fn router(shared: Arc<Shared>, http: HttpConfig) -> Router {
+    let (all, _) = routers(shared, http, false);
+    all
+}
+
+/// The ingress router and, when `separate_admin`, the admin one (`/`,
+/// `/status`, `/metrics`, `/pool`) apart from it; otherwise one router
+/// serves both. Calls pass [`guard_calls`] (credentials, the caller's
+/// bound); `POST /pool` needs credentials when tokens are configured.
+pub fn routers(
+    shared: Arc<Shared>,
+    http: HttpConfig,
+    separate_admin: bool,
+) -> (Router, Option<Router>) {
     let backend = GatewayBackend(Arc::clone(&shared));
+    let pool = post(set_pool).layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&shared),
+        require_token,
+    ));
     let admin = Router::new()
         .route("/", get(dashboard))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/pool", post(set_pool))
+        .route("/pool", pool)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_POOL_BODY_BYTES))
-        .with_state(shared);
-    admin
-        .merge(ebb_http::router(backend, http))
-        .fallback(ebb_http::not_found)
+        .with_state(Arc::clone(&shared));
+    let calls = ebb_http::router(backend, http)
+        .layer(axum::middleware::from_fn_with_state(shared, guard_calls));
+    if separate_admin {
+        let admin = admin.fallback(ebb_http::not_found);
+        (calls.fallback(ebb_http::not_found), Some(admin))
+    } else {
+        (admin.merge(calls).fallback(ebb_http::not_found), None)
+    }
+}
+
+fn authorization(req: &axum::extract::Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// A call gets in with a valid bearer token (when tokens are configured)
+/// and while its caller (the token, or the peer address without tokens)
+/// has fewer than its bound in flight; otherwise 401 or 503 at once,
+/// before it reaches the pool.
+async fn guard_calls(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = match &s.tokens {
+        Some(tokens) => match tokens.check(authorization(&req)) {
+            Some(i) => format!("token {}", i + 1),
+            None => {
+                s.forwarder.metrics().unauthenticated();
+                return HttpError::Unauthenticated.into_response();
+            }
+        },
+        None => req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown peer".to_owned(), |c| c.0.ip().to_string()),
+    };
+    let _slot = match s.callers.enter(&caller) {
+        Ok(slot) => slot,
+        Err(e) => {
+            s.forwarder.metrics().caller_refused();
+            return HttpError::Overloaded {
+                message: e.to_string(),
+                retry_after: Nanos::from_millis(ebb_http::FULL_RETRY_AFTER_MS),
+            }
+            .into_response();
+        }
+    };
+    next.run(req).await
+}
+
+/// Changing the pool needs a bearer token when tokens are configured.
+async fn require_token(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(tokens) = &s.tokens {
+        if tokens.check(authorization(&req)).is_none() {
+            s.forwarder.metrics().unauthenticated();
+            return HttpError::Unauthenticated.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// The pool as ebb-http's JSON backend.

@@ -7,13 +7,18 @@
 //! - [`ingress`]: the RPC ingress (the gateway as one ebb server).
 //! - [`http`]: `/status`, `/metrics`, `/pool`, `/rpc/{Service}/{method}`.
 //! - [`signals`]: what an autoscaler is told each tick, and its seam.
+//! - [`auth`]: bearer tokens and per-caller bounds for the HTTP ingress.
+//! - [`decisions`]: the autoscaler's recent decisions with their signals,
+//!   for `/status`, `/metrics` and the dashboard.
 //! - [`service`]: the service the pool serves, built in or learned from the
 //!   nodes' `Describe`.
 //!
 //! The gateway contains no policy: balancing, admission and the retry
 //! budget are `ebb-policy` code, fed with what the gateway measures.
 
+pub mod auth;
 pub mod clock;
+pub mod decisions;
 pub mod forward;
 pub mod http;
 pub mod ingress;
@@ -30,6 +35,7 @@ use ebb_core::Nanos;
 use ebb_node::provider::NodeProvider;
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::balance;
+use ebb_policy::hedge::HedgeConfig;
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::transport::Server;
@@ -58,6 +64,42 @@ pub struct GatewayConfig {
     pub pool: PoolConfig,
     /// Seeds the balancer's random choices.
     pub seed: u64,
+    /// Hedge slow idempotent calls (off when `None`).
+    pub hedge: Option<HedgeConfig>,
+    /// `/`, `/status`, `/metrics` and `/pool` on this address instead of
+    /// the HTTP one (port 0 picks a free port).
+    pub admin_addr: Option<String>,
+    /// Bearer tokens the HTTP ingress and `POST /pool` require; `None`:
+    /// no authentication.
+    pub tokens: Option<auth::Tokens>,
+    /// HTTP requests one caller (a token, or a peer address without
+    /// tokens) may have in flight at once.
+    pub max_in_flight_per_caller: usize,
+}
+
+/// Default of [`GatewayConfig::max_in_flight_per_caller`].
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CALLER: usize = 1_024;
+
+impl Default for GatewayConfig {
+    /// Loopback ingress on the documented ports, `p2c`, the policies'
+    /// own defaults, no hedging.
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            rpc_addr: "127.0.0.1:7000".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            balance: "p2c".into(),
+            admission: AdmissionConfig::default(),
+            default_deadline: Nanos::from_secs(1),
+            retry: RetryBudgetConfig::default(),
+            outlier: OutlierConfig::default(),
+            pool: PoolConfig::default(),
+            seed: 1,
+            hedge: None,
+            admin_addr: None,
+            tokens: None,
+            max_in_flight_per_caller: DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,12 +122,16 @@ pub struct Shared {
     forwarder: Arc<forward::Forwarder>,
     service: service::ServiceCell,
     default_deadline: Nanos,
+    decisions: decisions::DecisionLog,
     pool: Mutex<pool::PoolHandle>,
     clock: clock::Clock,
     autoscaler: Option<String>,
     admission: AdmissionConfig,
     retry: RetryBudgetConfig,
     outlier: OutlierConfig,
+    hedge: Option<HedgeConfig>,
+    tokens: Option<auth::Tokens>,
+    callers: auth::CallerBounds,
 }
 
 impl Shared {
@@ -142,7 +188,15 @@ impl Shared {
                     "max_ejected_fraction": self.outlier.max_ejected_fraction,
                 },
                 "autoscaler": self.autoscaler,
+                "authentication": self.tokens.as_ref().map_or("none", |_| "bearer"),
+                "max_in_flight_per_caller": self.callers.max_per_caller(),
+                "hedge": self.hedge.map(|h| json!({
+                    "percentile": h.percentile,
+                    "min_samples": h.min_samples,
+                    "window": h.window,
+                })),
             },
+            "scaling": self.decisions.summary(),
             "held": held,
             "held_bytes": held_bytes,
             "nodes": nodes,
@@ -165,6 +219,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     rpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -189,12 +244,13 @@ impl Gateway {
             registry::Registry::new(balancer, cfg.admission, cfg.seed).with_outliers(cfg.outlier);
         let clock = clock::Clock::new();
         let metrics = metrics::Metrics::new();
-        let forwarder = Arc::new(forward::Forwarder::new(
-            registry.clone(),
-            clock,
-            metrics,
-            cfg.retry,
-        ));
+        let scaler_metrics = metrics.clone();
+        let decisions = decisions::DecisionLog::default();
+        let mut forwarder = forward::Forwarder::new(registry.clone(), clock, metrics, cfg.retry);
+        if let Some(h) = cfg.hedge {
+            forwarder = forwarder.with_hedging(h);
+        }
+        let forwarder = Arc::new(forwarder);
         let service = service::ServiceCell::new(service.into());
         let rpc_err = |source| {
             StartError::Rpc(ebb_rpc::transport::TransportError::Bind {
@@ -212,6 +268,20 @@ impl Gateway {
             .await
             .map_err(http_err)?;
         let http_addr = listener.local_addr().map_err(http_err)?;
+        let (admin_listener, admin_addr) = match &cfg.admin_addr {
+            None => (None, None),
+            Some(addr) => {
+                let admin_err = |source| StartError::Http {
+                    addr: addr.clone(),
+                    source,
+                };
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(admin_err)?;
+                let a = l.local_addr().map_err(admin_err)?;
+                (Some(l), Some(a))
+            }
+        };
         let scaler_name = autoscaler.as_ref().map(|a| a.policy.name());
         let pool = pool::spawn(
             provider,
@@ -223,6 +293,8 @@ impl Gateway {
             pool::Hooks {
                 on_change,
                 service: service.clone(),
+                decisions: decisions.clone(),
+                metrics: scaler_metrics,
             },
         )
         .map_err(StartError::Pool)?;
@@ -230,20 +302,25 @@ impl Gateway {
             forwarder,
             service,
             default_deadline: cfg.default_deadline,
+            decisions,
             pool: Mutex::new(pool),
             clock,
             autoscaler: scaler_name,
             admission: cfg.admission,
             retry: cfg.retry,
             outlier: cfg.outlier,
+            hedge: cfg.hedge,
+            tokens: cfg.tokens.clone(),
+            callers: auth::CallerBounds::new(cfg.max_in_flight_per_caller),
         });
         let http_cfg = ebb_http::HttpConfig {
             default_deadline_ms: cfg.default_deadline.as_millis().max(1),
             ..ebb_http::HttpConfig::default()
         };
-        let app = http::router(Arc::clone(&shared), http_cfg);
+        let (app, admin_app) =
+            http::routers(Arc::clone(&shared), http_cfg, admin_listener.is_some());
         let rpc_shared = Arc::clone(&shared);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(async move {
                 let Some(served) = rpc_shared.service.known().await else {
                     return;
@@ -259,13 +336,20 @@ impl Gateway {
                 }
             }),
             tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
                 let _ = axum::serve(listener, app).await;
             }),
         ];
+        if let (Some(listener), Some(admin)) = (admin_listener, admin_app) {
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, admin).await;
+            }));
+        }
         Ok(Gateway {
             shared,
             rpc_addr,
             http_addr,
+            admin_addr,
             tasks,
         })
     }
@@ -276,6 +360,12 @@ impl Gateway {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where `/status`, `/metrics`, `/pool` and the dashboard are served
+    /// when they have their own address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn shared(&self) -> &Arc<Shared> {

@@ -29,6 +29,11 @@ struct MethodLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     state: String,
     kind: String,
@@ -65,11 +70,16 @@ pub struct Metrics {
     refusals: Counter,
     retries: Counter,
     ejections: Counter,
+    hedges: Counter,
+    unauthenticated: Counter,
+    caller_refusals: Counter,
     held: Gauge,
     held_bytes: Gauge,
     in_flight: Gauge,
     nodes: Family<NodeLabels, Gauge>,
     target: Gauge,
+    decisions: Family<DirectionLabel, Counter>,
+    desired: Gauge,
     registry: std::sync::Arc<PromRegistry>,
     /// By method id; see [`Metrics::answered`].
     by_method: Arc<RwLock<Vec<Option<MethodMetrics>>>>,
@@ -114,6 +124,24 @@ impl Metrics {
             "Nodes taken out of rotation for failing calls in a row",
             ejections.clone(),
         );
+        let hedges = Counter::default();
+        r.register(
+            "hedges",
+            "Second copies of slow idempotent calls sent to another node",
+            hedges.clone(),
+        );
+        let unauthenticated = Counter::default();
+        r.register(
+            "unauthenticated",
+            "Requests refused for want of a valid bearer token",
+            unauthenticated.clone(),
+        );
+        let caller_refusals = Counter::default();
+        r.register(
+            "caller_refusals",
+            "Requests refused because their caller had its bound in flight",
+            caller_refusals.clone(),
+        );
         let held = Gauge::default();
         r.register("held_requests", "Requests waiting for a node", held.clone());
         let held_bytes = Gauge::default();
@@ -132,17 +160,39 @@ impl Metrics {
         r.register("nodes", "Nodes by state and kind", nodes.clone());
         let target = Gauge::default();
         r.register("pool_target", "The pool size aimed at", target.clone());
+        let decisions = Family::<DirectionLabel, Counter>::default();
+        for d in crate::decisions::Direction::ALL {
+            let _ = decisions.get_or_create(&DirectionLabel {
+                direction: d.as_str().to_owned(),
+            });
+        }
+        r.register(
+            "autoscaler_decisions",
+            "Autoscaler decisions, by the way they move the pool (up, down, hold)",
+            decisions.clone(),
+        );
+        let desired = Gauge::default();
+        r.register(
+            "autoscaler_desired_nodes",
+            "The pool size the autoscaler's last decision wanted, within min and max",
+            desired.clone(),
+        );
         Metrics {
             requests,
             latency,
             refusals,
             retries,
             ejections,
+            hedges,
+            unauthenticated,
+            caller_refusals,
             held,
             held_bytes,
             in_flight,
             nodes,
             target,
+            decisions,
+            desired,
             registry: std::sync::Arc::new(r),
             by_method: Arc::default(),
         }
@@ -222,8 +272,30 @@ impl Metrics {
         self.ejections.inc();
     }
 
+    pub fn unauthenticated(&self) {
+        self.unauthenticated.inc();
+    }
+
+    pub fn caller_refused(&self) {
+        self.caller_refusals.inc();
+    }
+
+    pub fn hedged(&self) {
+        self.hedges.inc();
+    }
+
     pub fn retried(&self) {
         self.retries.inc();
+    }
+
+    /// The autoscaler decided; `desired` is its target within the bounds.
+    pub fn decided(&self, direction: crate::decisions::Direction, desired: u32) {
+        self.decisions
+            .get_or_create(&DirectionLabel {
+                direction: direction.as_str().to_owned(),
+            })
+            .inc();
+        self.desired.set(i64::from(desired));
     }
 
     /// Refreshes the gauges from a snapshot and encodes everything.

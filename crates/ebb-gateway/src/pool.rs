@@ -24,6 +24,8 @@ use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider};
 use ebb_rpc::transport::TcpClient;
 
 use crate::clock::{Clock, unix_ms};
+use crate::decisions::{DecisionLog, DecisionRecord};
+use crate::metrics::Metrics;
 use crate::registry::{Life, NewNode, Registry};
 use crate::service::ServiceCell;
 use crate::signals::{TickContext, to_signals};
@@ -196,6 +198,8 @@ struct Manager {
     autoscaler: Option<Scaler>,
     on_change: OnChange,
     service: ServiceCell,
+    decisions: DecisionLog,
+    metrics: Metrics,
     next_id: u32,
     /// Nodes the provider said are ready but that did not answer the
     /// handshake yet.
@@ -213,6 +217,9 @@ struct Manager {
 pub struct Hooks {
     pub on_change: OnChange,
     pub service: ServiceCell,
+    /// Where each autoscaler decision is recorded, with its signals.
+    pub decisions: DecisionLog,
+    pub metrics: Metrics,
 }
 
 /// Starts the manager thread. `rt` hosts the node connections.
@@ -225,7 +232,12 @@ pub fn spawn(
     autoscaler: Option<Scaler>,
     hooks: Hooks,
 ) -> std::io::Result<PoolHandle> {
-    let Hooks { on_change, service } = hooks;
+    let Hooks {
+        on_change,
+        service,
+        decisions,
+        metrics,
+    } = hooks;
     let initial = cfg.initial.clamp(cfg.min, cfg.max.min(MAX_POOL_SIZE));
     let target = Arc::new(AtomicUsize::new(initial));
     let (tx, rx) = mpsc::channel();
@@ -242,6 +254,8 @@ pub fn spawn(
         autoscaler,
         on_change,
         service,
+        decisions,
+        metrics,
         next_id: 1,
         awaiting_handshake: HashMap::new(),
         addrs: HashMap::new(),
@@ -467,6 +481,9 @@ impl Manager {
         let signals = to_signals(counters, interval, nodes, &ctx);
         let decision = scaler.policy.decide(&signals, now, &mut scaler.rng);
         let t = (decision.target_nodes as usize).clamp(self.cfg.min, max);
+        let record = DecisionRecord::new(unix_ms(), &signals, &decision, t as u32);
+        self.metrics.decided(record.direction, record.applied_nodes);
+        self.decisions.record(record);
         let before = self.target.swap(t, Ordering::SeqCst);
         debug_assert!(before <= MAX_POOL_SIZE && t <= MAX_POOL_SIZE);
     }

@@ -475,6 +475,23 @@ impl Registry {
         Acquired::Held(rx)
     }
 
+    /// A ready node other than `excluded`, now, for a hedge: no admission
+    /// check, no place in the held FIFO (a hedge that cannot go at once is
+    /// not worth sending). The balancer's pick if it is allowed, else the
+    /// least busy other ready node.
+    pub fn acquire_other(&self, excluded: &[NodeId], now: Instant) -> Option<Slot> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let req = RequestInfo { deadline: None };
+        let picked = match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
+            Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => Some(i),
+            _ => (0..inner.views.len())
+                .filter(|&i| inner.views[i].is_ready() && !excluded.contains(&inner.meta[i].id))
+                .min_by_key(|&i| inner.views[i].in_flight),
+        };
+        picked.and_then(|i| inner.take(i, self, now))
+    }
+
     /// The call sent through `slot` ended; `latency` is set when it was
     /// answered by the node (not cut short by the node's death).
     pub fn release(&self, node: NodeId, latency: Option<Nanos>, alone: bool, now: Instant) {

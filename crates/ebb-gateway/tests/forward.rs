@@ -49,8 +49,8 @@ enum Act {
     NeverSent,
     /// The method panics on the node.
     Panic,
-    /// Never answers (the node is stuck or dead), and its transport
-    /// cannot tell whether the call left.
+    /// Never answers (the node is stuck or dead) before the deadline, and
+    /// its transport cannot tell whether the call left.
     Hang,
     /// Waits unsent (its connection is down) until the caller abandons
     /// the node's calls, then says it never left.
@@ -69,7 +69,7 @@ impl Transport for Node {
         &self,
         _method: &'static MethodInfo,
         _args: Bytes,
-        _options: CallOptions,
+        options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let act = *self.act.lock().unwrap();
@@ -91,7 +91,14 @@ impl Transport for Node {
                 Act::Panic => Err(CallError::Panicked {
                     message: "boom".into(),
                 }),
-                Act::Hang => std::future::pending().await,
+                // Like a real client, it ends by the call's deadline.
+                Act::Hang => {
+                    tokio::time::sleep(std::time::Duration::from(options.timeout)).await;
+                    Err(CallError::DeadlineExceeded {
+                        elapsed: options.timeout,
+                        sent: true,
+                    })
+                }
                 Act::Queued => {
                     let mut abandoned = self.abandoned.subscribe();
                     let _ = abandoned.wait_for(|a| *a).await;
@@ -486,4 +493,59 @@ async fn an_unsent_call_with_nowhere_else_to_go_did_not_run() {
     let r = amo.await.unwrap();
     let e = r.expect_err("no node is left");
     assert!(!e.may_have_run(), "{e:?}");
+}
+
+/// With hedging on, an idempotent call stuck on a slow node gets a second
+/// copy on another node once it is slower than the recent calls' 95th
+/// percentile, and that copy's answer wins; an at-most-once call on the
+/// same node is never hedged.
+#[tokio::test]
+async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
+    let mut p = pool(
+        vec![node("a", Act::Answer), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let hedging = Forwarder::new(
+        p.registry.clone(),
+        p.clock,
+        Metrics::new(),
+        RetryBudgetConfig::default(),
+    )
+    .with_hedging(ebb_policy::hedge::HedgeConfig {
+        percentile: 95.0,
+        min_samples: 4,
+        window: 16,
+    });
+    p.forwarder = Arc::new(hedging);
+    // Four quick answers (a, b, a, b under round-robin) set the delay.
+    for _ in 0..4 {
+        let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(calls(&p), [2, 2]);
+    *p.nodes[0].act.lock().unwrap() = Act::Hang;
+    let r = p
+        .forwarder
+        .call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS)
+        .await;
+    assert_eq!(r, Ok(Bytes::from("b")), "the hedge on b answered");
+    assert_eq!(calls(&p), [3, 3], "a got the call, b its hedge");
+    let hedges = |p: &Pool| {
+        let text = p.forwarder.metrics().render(&[], (0, 0), 2).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ebb_gateway_hedges_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    assert_eq!(hedges(&p), 1);
+    let r = p
+        .forwarder
+        .call(&AT_MOST_ONCE, Bytes::new(), Nanos::from_millis(300))
+        .await;
+    assert!(
+        matches!(r, Err(GatewayError::DeadlineExceeded { sent: true, .. })),
+        "{r:?}"
+    );
+    assert_eq!(calls(&p), [4, 3], "b never saw the at-most-once call");
+    assert_eq!(hedges(&p), 1, "no hedge for an at-most-once call");
 }

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod balance;
+pub mod hedge;
 pub mod lease;
 pub mod outlier;
 pub mod retry;

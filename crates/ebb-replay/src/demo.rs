@@ -210,6 +210,7 @@ async fn run_one(
             ..PoolConfig::default()
         },
         seed: cfg.seed,
+        ..GatewayConfig::default()
     };
     let gateway = Gateway::start(
         gw_cfg,

@@ -422,9 +422,22 @@ impl Driver {
     }
 
     async fn run(mut self, mut ops: mpsc::Receiver<Op>) {
+        // One timer for the session's deadlines, moved when they move: a
+        // new `Sleep` per turn of the loop registers and deregisters a
+        // timer entry for every event, while moving an armed one to a
+        // later instant (the usual case) is a single atomic store.
+        let session_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(session_timer);
+        let mut armed: Option<Instant> = None;
         loop {
             self.pump();
             let timer = self.session.poll_timeout().map(|t| self.clock.to_tokio(t));
+            if let Some(at) = timer
+                && armed != timer
+            {
+                session_timer.as_mut().reset(at);
+                armed = timer;
+            }
             let reconnect = self.reconnect_at;
             let event = match self.conn.as_mut() {
                 Some(conn) => {
@@ -434,12 +447,12 @@ impl Driver {
                     tokio::select! {
                         c = ops.recv() => Event::Op(c),
                         r = conn.read.read_buf(&mut conn.buf) => Event::Read(r),
-                        _ = sleep_until(timer), if timer.is_some() => Event::Timer,
+                        () = &mut session_timer, if timer.is_some() => Event::Timer,
                     }
                 }
                 None => tokio::select! {
                     c = ops.recv() => Event::Op(c),
-                    _ = sleep_until(timer), if timer.is_some() => Event::Timer,
+                    () = &mut session_timer, if timer.is_some() => Event::Timer,
                     _ = sleep_until(reconnect), if reconnect.is_some() => Event::Reconnect,
                 },
             };
@@ -457,6 +470,8 @@ impl Driver {
                 Event::Read(Ok(n)) if n > 0 => self.on_bytes(),
                 Event::Read(_) => self.disconnect(),
                 Event::Timer => {
+                    // A fired timer is re-armed even for the same instant.
+                    armed = None;
                     let now = self.now();
                     self.session.handle_timeout(now);
                 }

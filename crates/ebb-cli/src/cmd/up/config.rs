@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use ebb_core::Nanos;
 use ebb_gateway::{GatewayConfig, PoolConfig};
 use ebb_policy::admission::{AdmissionConfig, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS};
+use ebb_policy::hedge::{HedgeConfig, MAX_WINDOW};
 use ebb_policy::lease::LeaseTerm;
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
@@ -45,6 +46,10 @@ pub struct File {
     pub autoscale: Autoscale,
     #[serde(default)]
     pub outlier: Outlier,
+    #[serde(default)]
+    pub hedge: Hedge,
+    #[serde(default)]
+    pub auth: Auth,
     /// Absent: nodes keep the demo's data in their own memory.
     pub origin: Option<Origin>,
 }
@@ -64,6 +69,34 @@ pub struct Origin {
     pub epsilon_ms: Option<u64>,
     /// A started origin's failure detector, for callbacks.
     pub holder_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Bearer tokens, one per line; unset: no authentication.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hedge {
+    pub enabled: bool,
+    pub percentile: f64,
+    pub min_samples: usize,
+    pub window: usize,
+}
+
+impl Default for Hedge {
+    fn default() -> Hedge {
+        let d = HedgeConfig::default();
+        Hedge {
+            enabled: false,
+            percentile: d.percentile,
+            min_samples: d.min_samples,
+            window: d.window,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +144,8 @@ pub struct Gateway {
     pub rpc: String,
     pub http: String,
     pub seed: Option<u64>,
+    /// `/`, `/status`, `/metrics`, `/pool` on their own address.
+    pub admin: Option<String>,
 }
 
 impl Default for Gateway {
@@ -119,6 +154,7 @@ impl Default for Gateway {
             rpc: "127.0.0.1:7000".into(),
             http: "127.0.0.1:8080".into(),
             seed: None,
+            admin: None,
         }
     }
 }
@@ -181,6 +217,7 @@ pub struct Admission {
     pub default_deadline_ms: u64,
     pub max_held_requests: usize,
     pub max_held_bytes: usize,
+    pub max_in_flight_per_caller: usize,
 }
 
 impl Default for Admission {
@@ -190,6 +227,7 @@ impl Default for Admission {
             default_deadline_ms: 1_000,
             max_held_requests: DEFAULT_MAX_HELD_REQUESTS,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            max_in_flight_per_caller: ebb_gateway::DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
         }
     }
 }
@@ -492,6 +530,63 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a fraction of the nodes from 0.0 (never eject) to 1.0",
         ));
     }
+    let h = &file.hedge;
+    if !(1.0..=99.9).contains(&h.percentile) {
+        return Err(bad(
+            "hedge.percentile",
+            h.percentile,
+            "a percentile of recent latencies from 1.0 to 99.9, e.g. 95.0",
+        ));
+    }
+    if h.window == 0 || h.window > MAX_WINDOW {
+        return Err(bad(
+            "hedge.window",
+            h.window,
+            format!("a count of recent latencies from 1 to {MAX_WINDOW}"),
+        ));
+    }
+    if h.min_samples > h.window {
+        return Err(bad(
+            "hedge.min_samples",
+            h.min_samples,
+            format!("at most hedge.window = {}", h.window),
+        ));
+    }
+    if let Some(admin) = &file.gateway.admin {
+        check_addr("gateway.admin", admin)?;
+    }
+    if a.max_in_flight_per_caller == 0 {
+        return Err(bad(
+            "admission.max_in_flight_per_caller",
+            0,
+            "a positive count of HTTP requests one caller may have in flight",
+        ));
+    }
+    let tokens = match &file.auth.token_file {
+        None => None,
+        Some(path) => {
+            let tokens = ebb_gateway::auth::Tokens::from_file(path)
+                .map_err(|e| bad("auth.token_file", path, e.to_string()))?;
+            let rpc_is_loopback = file
+                .gateway
+                .rpc
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback());
+            if !rpc_is_loopback {
+                return Err(bad(
+                    "gateway.rpc",
+                    &file.gateway.rpc,
+                    "a loopback address (127.0.0.1:PORT) when auth.token_file is set: the RPC ingress takes no bearer token, so only local callers may reach it",
+                ));
+            }
+            Some(tokens)
+        }
+    };
+    let hedge = h.enabled.then_some(HedgeConfig {
+        percentile: h.percentile,
+        min_samples: h.min_samples,
+        window: h.window,
+    });
     let gateway = GatewayConfig {
         rpc_addr: file.gateway.rpc.clone(),
         http_addr: file.gateway.http.clone(),
@@ -522,6 +617,10 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             ..PoolConfig::default()
         },
         seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
+        hedge,
+        admin_addr: file.gateway.admin.clone(),
+        tokens,
+        max_in_flight_per_caller: a.max_in_flight_per_caller,
     };
     Ok(Checked {
         gateway,
@@ -739,6 +838,34 @@ mod tests {
         );
         let e = parse("[service]\ncommand = []\n").expect_err("an empty command");
         assert!(e.contains("service.command"), "{e}");
+    }
+
+    #[test]
+    fn hedge_auth_and_admin_keys_are_checked_by_name() {
+        let c = parse("[service]\nname = \"demo\"\n[hedge]\nenabled = true\npercentile = 99.0\n")
+            .expect("hedging on");
+        assert_eq!(c.gateway.hedge.map(|h| h.percentile), Some(99.0));
+        let c = parse("[service]\nname = \"demo\"\n").expect("defaults");
+        assert_eq!(c.gateway.hedge, None, "hedging is off by default");
+        let e = parse("[service]\nname = \"demo\"\n[hedge]\npercentile = 100.0\n")
+            .expect_err("no 100th percentile");
+        assert!(e.contains("hedge.percentile") && e.contains("99.9"), "{e}");
+        let e = parse("[service]\nname = \"demo\"\n[hedge]\nwindow = 10\nmin_samples = 20\n")
+            .expect_err("fewer kept than needed");
+        assert!(e.contains("hedge.min_samples"), "{e}");
+        let e = parse("[gateway]\nadmin = \"nowhere\"\n[service]\nname = \"demo\"\n")
+            .expect_err("no port");
+        assert!(e.contains("gateway.admin") && e.contains("IP:PORT"), "{e}");
+        let e =
+            parse("[service]\nname = \"demo\"\n[auth]\ntoken_file = \"/nonexistent/ebb-tokens\"\n")
+                .expect_err("no such file");
+        assert!(
+            e.contains("auth.token_file") && e.contains("/nonexistent/ebb-tokens"),
+            "{e}"
+        );
+        let e = parse("[service]\nname = \"demo\"\n[admission]\nmax_in_flight_per_caller = 0\n")
+            .expect_err("a caller must get something in");
+        assert!(e.contains("admission.max_in_flight_per_caller"), "{e}");
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("starting the gateway")?;
         super::announce(&format!("gateway listening on {}", gateway.rpc_addr()));
         super::announce(&format!("http listening on {}", gateway.http_addr()));
+        if let Some(a) = gateway.admin_addr() {
+            super::announce(&format!("admin listening on {a}"));
+        }
         if let Some(a) = &origin_addr {
             super::announce(&format!("origin listening on {a}"));
         }
