@@ -6,6 +6,9 @@
 //! - an at-most-once call goes to one node; it goes to another only when the
 //!   first provably did not start it (the node refused it without running,
 //!   or it never left this gateway);
+//! - a call refused unrun (the node full) goes to another ready node; with
+//!   none, it waits in the held FIFO until a call ends and may then go back
+//!   to the node that refused it: with one node there is nowhere else;
 //! - when the node dies with an at-most-once call in flight, the caller gets
 //!   [`GatewayError::OutcomeUnknown`] at once, not after its deadline;
 //! - an idempotent call whose node died or stopped answering is sent to
@@ -373,6 +376,12 @@ impl Forwarder {
             .unwrap_or_else(PoisonError::into_inner)
             .on_request(arrived);
         let mut tried: Vec<NodeId> = Vec::new();
+        // Nodes the call must not go back to: they were lost with it, or
+        // could not carry it. A node that refused it under load is not
+        // here: it may take the call once a call there ends.
+        let mut lost: Vec<NodeId> = Vec::new();
+        // The node that refused the last attempt unrun, being full.
+        let mut refused_by = None;
         let mut sent = false;
         // The first attempt starts as the request arrived; a retry reads
         // the clock again.
@@ -384,38 +393,41 @@ impl Forwarder {
                     sent,
                 });
             };
-            let (slot, at) =
-                match self
-                    .registry
-                    .acquire(args.len(), deadline, now, &tried, tried.is_empty())
-                {
-                    // Handed out at once: no time passed that a read of the
-                    // clock would see.
-                    Acquired::Now(slot) => (slot, now),
-                    Acquired::Refused { why, retry_after } => {
-                        return Err(match tried.last() {
-                            // A retry finds no room: the earlier failure stands.
-                            Some(&node) if sent => GatewayError::NodeLost {
-                                node,
-                                why: format!("no node took the retry: {why}"),
-                            },
-                            _ => GatewayError::Overloaded { why, retry_after },
-                        });
-                    }
-                    Acquired::Held(rx) => {
-                        match tokio::time::timeout(std::time::Duration::from(left), rx).await {
-                            Ok(Ok(slot)) => (slot, self.clock.now()),
-                            // The registry dropped the request (its deadline
-                            // passed at a tick) or the time ran out here.
-                            Ok(Err(_)) | Err(_) => {
-                                return Err(GatewayError::DeadlineExceeded {
-                                    after: timeout,
-                                    sent,
-                                });
-                            }
+            let (slot, at) = match self.registry.acquire(
+                args.len(),
+                deadline,
+                now,
+                &lost,
+                tried.is_empty(),
+                refused_by,
+            ) {
+                // Handed out at once: no time passed that a read of the
+                // clock would see.
+                Acquired::Now(slot) => (slot, now),
+                Acquired::Refused { why, retry_after } => {
+                    return Err(match tried.last() {
+                        // A retry finds no room: the earlier failure stands.
+                        Some(&node) if sent => GatewayError::NodeLost {
+                            node,
+                            why: format!("no node took the retry: {why}"),
+                        },
+                        _ => GatewayError::Overloaded { why, retry_after },
+                    });
+                }
+                Acquired::Held(rx) => {
+                    match tokio::time::timeout(std::time::Duration::from(left), rx).await {
+                        Ok(Ok(slot)) => (slot, self.clock.now()),
+                        // The registry dropped the request (its deadline
+                        // passed at a tick) or the time ran out here.
+                        Ok(Err(_)) | Err(_) => {
+                            return Err(GatewayError::DeadlineExceeded {
+                                after: timeout,
+                                sent,
+                            });
                         }
                     }
-                };
+                }
+            };
             let (node, attempt) = self
                 .attempt_maybe_hedged(slot, method, &args, encoding, (at, deadline), &mut tried)
                 .await;
@@ -428,6 +440,7 @@ impl Forwarder {
                 },
             };
             tried.push(node);
+            refused_by = None;
             now = self.clock.now();
             let time_left = deadline > now;
             let more = tried.len() < MAX_ATTEMPTS && time_left;
@@ -438,6 +451,7 @@ impl Forwarder {
                 | CallError::TooManyOutstanding { .. }
                     if more && self.may_retry(now) =>
                 {
+                    refused_by = Some(node);
                     continue;
                 }
                 e @ (CallError::Refused { .. }
@@ -449,6 +463,7 @@ impl Forwarder {
                 // may go elsewhere. Nothing ran, so this adds no load and
                 // takes nothing from the retry budget.
                 CallError::ConnectionLost { sent: false, .. } if more => {
+                    lost.push(node);
                     self.registry.suspect(node);
                     self.registry.count_retry();
                     self.metrics.retried();
@@ -468,6 +483,7 @@ impl Forwarder {
                 // The node is dead or unreachable with the call on it.
                 CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
                     sent = true;
+                    lost.push(node);
                     self.registry.suspect(node);
                     if !method.idempotent {
                         return Err(GatewayError::OutcomeUnknown { node });

@@ -403,6 +403,11 @@ impl Registry {
     // ---- the request path ----
 
     /// Admission, then a node now, a place in the held FIFO, or a refusal.
+    /// `refused_by`: the node that just refused the request unrun, being
+    /// full. The request goes to another ready node if there is one;
+    /// otherwise it is held until a call ends (that frees room, on the
+    /// refusing node too) rather than sent straight back, unless nothing is
+    /// in flight anywhere (then no call would end to wake it).
     pub fn acquire(
         &self,
         bytes: usize,
@@ -410,6 +415,7 @@ impl Registry {
         now: Instant,
         excluded: &[NodeId],
         first_attempt: bool,
+        refused_by: Option<NodeId>,
     ) -> Acquired {
         let mut g = self.lock();
         let inner = &mut *g;
@@ -434,19 +440,25 @@ impl Registry {
         let req = RequestInfo {
             deadline: Some(deadline),
         };
-        match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
-            Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => {
-                if let Some(slot) = inner.take(i, self, now) {
-                    return Acquired::Now(slot);
+        let wait_for_room = refused_by.is_some() && inner.views.iter().any(|v| v.in_flight > 0);
+        if !wait_for_room {
+            match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
+                Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => {
+                    if let Some(slot) = inner.take(i, self, now) {
+                        return Acquired::Now(slot);
+                    }
                 }
+                Choice::Node(_) | Choice::Hold => {}
             }
-            Choice::Node(_) | Choice::Hold => {}
         }
-        // A retry that the balancer sent back to a node it failed on takes
+        // A retry that the balancer sent back to a node it failed on (or
+        // that must not go straight back to the node that refused it) takes
         // any other ready node instead.
-        if !excluded.is_empty() {
-            let other = (0..inner.views.len())
-                .find(|&i| inner.views[i].is_ready() && !excluded.contains(&inner.meta[i].id));
+        if !excluded.is_empty() || wait_for_room {
+            let other = (0..inner.views.len()).find(|&i| {
+                let id = inner.meta[i].id;
+                inner.views[i].is_ready() && !excluded.contains(&id) && refused_by != Some(id)
+            });
             if let Some(slot) = other.and_then(|i| inner.take(i, self, now)) {
                 return Acquired::Now(slot);
             }

@@ -121,7 +121,8 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
     registry.set_target(1, Nanos::from_millis(10));
     // One call took a second: that is the measured service time.
     let now = clock.now();
-    let Acquired::Now(mut slot) = registry.acquire(0, now + Nanos::from_secs(9), now, &[], true)
+    let Acquired::Now(mut slot) =
+        registry.acquire(0, now + Nanos::from_secs(9), now, &[], true, None)
     else {
         panic!("an idle ready node was not handed out");
     };

@@ -55,6 +55,11 @@ enum Act {
     /// Waits unsent (its connection is down) until the caller abandons
     /// the node's calls, then says it never left.
     Queued,
+    /// Refuses this call unrun (the node is at its in-flight bound), then
+    /// answers every later one.
+    RefuseOnce,
+    /// Answers once the test opens the node's gate.
+    Gated,
 }
 
 struct Node {
@@ -62,6 +67,7 @@ struct Node {
     calls: AtomicUsize,
     name: &'static str,
     abandoned: tokio::sync::watch::Sender<bool>,
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 impl Transport for Node {
@@ -72,11 +78,23 @@ impl Transport for Node {
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let act = *self.act.lock().unwrap();
+        let act = {
+            let mut act = self.act.lock().unwrap();
+            let now = *act;
+            if matches!(now, Act::RefuseOnce) {
+                *act = Act::Answer;
+            }
+            now
+        };
         Box::pin(async move {
             match act {
                 Act::Answer => Ok(Bytes::from(self.name)),
-                Act::Refuse => Err(CallError::Refused {
+                Act::Gated => {
+                    let mut gate = self.gate.subscribe();
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok(Bytes::from(self.name))
+                }
+                Act::Refuse | Act::RefuseOnce => Err(CallError::Refused {
                     reason: ebb_rpc::wire::Refusal::InFlight,
                     message: "full".into(),
                 }),
@@ -129,6 +147,7 @@ fn node(name: &'static str, act: Act) -> Arc<Node> {
         calls: AtomicUsize::new(0),
         name,
         abandoned: tokio::sync::watch::channel(false).0,
+        gate: tokio::sync::watch::channel(false).0,
     })
 }
 
@@ -378,7 +397,7 @@ async fn a_slot_handed_to_a_departed_caller_is_given_back() {
     add(&registry, &clock, NodeId(1));
     registry.set_target(1, Nanos::from_millis(10));
     let deadline = clock.now() + TEN_SECONDS;
-    let rx = match registry.acquire(0, deadline, clock.now(), &[], true) {
+    let rx = match registry.acquire(0, deadline, clock.now(), &[], true, None) {
         ebb_gateway::registry::Acquired::Held(rx) => rx,
         _ => panic!("no node is ready: the request must be held"),
     };
@@ -548,4 +567,62 @@ async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
     );
     assert_eq!(calls(&p), [4, 3], "b never saw the at-most-once call");
     assert_eq!(hedges(&p), 1, "no hedge for an at-most-once call");
+}
+
+/// The only node refuses a call unrun while another call keeps it busy:
+/// the call waits in the held queue, not excluded from that node, and is
+/// sent to it again as soon as a call there finishes.
+#[tokio::test]
+async fn a_call_refused_by_the_only_busy_node_goes_back_to_it_when_a_call_ends() {
+    let p = pool(vec![node("a", Act::Gated)], RetryBudgetConfig::default());
+    let f = p.forwarder.clone();
+    let busy = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
+    wait_for(|| calls(&p) == [1]).await;
+    *p.nodes[0].act.lock().unwrap() = Act::RefuseOnce;
+    let f = p.forwarder.clone();
+    let refused =
+        tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
+    // Refused once, then held for room on the node (the rare path ran).
+    wait_for(|| calls(&p) == [2] && p.registry.held().0 == 1).await;
+    p.nodes[0].gate.send_replace(true);
+    assert_eq!(busy.await.unwrap(), Ok(Bytes::from("a")));
+    assert_eq!(refused.await.unwrap(), Ok(Bytes::from("a")));
+    assert_eq!(calls(&p), [3], "refused once, then run on the same node");
+    assert_eq!(p.registry.held(), (0, 0));
+}
+
+/// The only node refuses a call with nothing else in flight there: no call
+/// will end to make room, so the call is sent to it again at once.
+#[tokio::test]
+async fn a_call_refused_by_the_only_idle_node_is_resent_at_once() {
+    let p = pool(
+        vec![node("a", Act::RefuseOnce)],
+        RetryBudgetConfig::default(),
+    );
+    let r = p
+        .forwarder
+        .call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS)
+        .await;
+    assert_eq!(r, Ok(Bytes::from("a")));
+    assert_eq!(calls(&p), [2]);
+    assert_eq!(p.registry.held(), (0, 0));
+}
+
+/// A node that keeps refusing gets the call at most `MAX_ATTEMPTS` times;
+/// then the caller gets the node's typed refusal (nothing ran), not a
+/// wait until its deadline.
+#[tokio::test]
+async fn a_call_the_only_node_keeps_refusing_ends_with_its_refusal() {
+    let p = pool(vec![node("a", Act::Refuse)], RetryBudgetConfig::default());
+    let r = p
+        .forwarder
+        .call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS)
+        .await;
+    let e = r.expect_err("the node never takes it");
+    assert!(
+        matches!(e, GatewayError::Node(CallError::Refused { .. })),
+        "{e:?}"
+    );
+    assert!(!e.may_have_run());
+    assert_eq!(calls(&p), [ebb_gateway::forward::MAX_ATTEMPTS]);
 }
