@@ -88,7 +88,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
 
 /// Default bound on requests of one connection executing at once; a new
-/// call beyond it is refused (`Rejected`, recorded) without running.
+/// call beyond it is refused (`Refused`, recorded) without running.
 pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 
 /// Default bound on distinct client ids one connection may speak for (a

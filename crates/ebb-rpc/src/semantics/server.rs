@@ -15,7 +15,7 @@
 //! 6. completed (or refused) before: the saved reply; running: wait, the
 //!    reply goes out when it completes; new but refused (its deadline has
 //!    passed, its connection is at its in-flight bound or speaks for too
-//!    many clients): `Rejected`, **recorded** like a completion, so no later
+//!    many clients): `Refused` with its reason, **recorded** like a completion, so no later
 //!    copy runs it; new: run it.
 //!
 //! Idempotent requests keep no state: they run (again) every time, unless

@@ -8,7 +8,8 @@
 //! refuse or drop; it names the connection each reply goes to. This file
 //! only moves bytes: it asks, obeys, and catches a panicking method so the
 //! session can record it. A bad frame hurts only its own connection: it
-//! gets a `BadRequest` naming the problem and that connection is closed.
+//! gets a `ConnError` (`BadFrame`) naming the problem and that connection
+//! is closed.
 
 use crate::fast_map::FastMap;
 use std::net::SocketAddr;
