@@ -1,8 +1,10 @@
 //! `ebb demo` as a real process with process nodes: a short run writes a
 //! complete report, its gets and puts served through the nodes' lease
 //! caches from the origin store, and under a burst the pool scales out, then back in
-//! when the load stops, with no call failed by the scaling. As root, a
-//! short run on container nodes does its gets and puts too.
+//! when the load stops, with no call failed by the scaling. As root, short
+//! runs on container and VM nodes do their gets and puts too.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -307,6 +309,86 @@ fn links_left_beyond(before: &[String]) -> Vec<String> {
         std::thread::sleep(std::time::Duration::from_millis(PAUSE_MS));
     }
     new()
+}
+
+#[test]
+fn a_demo_runs_on_vm_nodes_as_root() {
+    let test = "a_demo_runs_on_vm_nodes_as_root";
+    if !ebb_testkit::is_root() {
+        ebb_testkit::skip_or_fail(test, "VM nodes need root (QEMU and their network)");
+        return;
+    }
+    match ebb_node::vm::image::VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail(test, &e.to_string());
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    let out = scratch("vm");
+    // One node (a TCG guest boots in seconds to tens of seconds and takes
+    // 256 MiB), a few calls a second with a deadline a TCG guest meets,
+    // and enough gets and puts that the seeded mix holds both.
+    let (v, stdout) = demo(
+        &out,
+        &[
+            "--kind",
+            "vm",
+            "--seconds",
+            "4",
+            "--trace",
+            "steady",
+            "--base-rate",
+            "3",
+            "--work-us",
+            "1000",
+            "--deadline-ms",
+            "10000",
+            "--min-nodes",
+            "1",
+            "--max-nodes",
+            "1",
+            "--gets",
+            "300",
+            "--puts",
+            "300",
+            "--keys",
+            "2",
+        ],
+    );
+    assert_eq!(v["kind"], "vm", "{v}");
+    assert!(n(&v, "requests") > 0, "{v}");
+    assert_eq!(
+        n(&v, "requests"),
+        n(&v, "ok") + n(&v, "overloaded") + n(&v, "deadline_exceeded") + n(&v, "other_errors"),
+        "every call ended and was counted: {v}"
+    );
+    assert_eq!(
+        n(&v, "ok"),
+        n(&v, "requests"),
+        "the VM node answered every call: {v}\n{stdout}"
+    );
+    assert!(
+        v["node_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "a node was paid for: {v}"
+    );
+    // The guest reaches the origin on the host's loopback through QEMU's
+    // user network: its gets and puts were all answered.
+    let shared = &v["shared_data"];
+    assert!(n(shared, "gets") > 0 && n(shared, "puts") > 0, "{v}");
+    assert_eq!(
+        n(shared, "gets_ok"),
+        n(shared, "gets"),
+        "every get answered: {v}"
+    );
+    assert_eq!(
+        n(shared, "puts_ok"),
+        n(shared, "puts"),
+        "every put answered: {v}"
+    );
+    assert_eq!(n(shared, "origin_writes"), n(shared, "puts_ok"), "{v}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
