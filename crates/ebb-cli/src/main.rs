@@ -124,6 +124,22 @@ fn render(e: &anyhow::Error) -> String {
     line
 }
 
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => cmd::demo::run(*args),
+        Command::Info(args) => cmd::info::run(args),
+        Command::Chaos(args) => cmd::chaos::run(args),
+        Command::Node(args) => cmd::node::run(args),
+        Command::Origin(args) => cmd::origin::run(args),
+        Command::Call(args) => cmd::call::run(args),
+        Command::Load(args) => cmd::load::run(*args),
+        Command::Sim(args) => cmd::sim::run(*args),
+        Command::Up(args) => cmd::up::run(args),
+        Command::Sandbox(args) => cmd::sandbox::run(args),
+        Command::Vm(args) => cmd::vm::run(args),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(Debug, thiserror::Error)]
@@ -151,21 +167,5 @@ mod tests {
     fn causes_not_in_the_message_are_all_printed() {
         let e = anyhow::anyhow!("no such file").context("reading c.toml");
         assert_eq!(super::render(&e), "reading c.toml: no such file");
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Demo(args) => cmd::demo::run(*args),
-        Command::Info(args) => cmd::info::run(args),
-        Command::Chaos(args) => cmd::chaos::run(args),
-        Command::Node(args) => cmd::node::run(args),
-        Command::Origin(args) => cmd::origin::run(args),
-        Command::Call(args) => cmd::call::run(args),
-        Command::Load(args) => cmd::load::run(*args),
-        Command::Sim(args) => cmd::sim::run(*args),
-        Command::Up(args) => cmd::up::run(args),
-        Command::Sandbox(args) => cmd::sandbox::run(args),
-        Command::Vm(args) => cmd::vm::run(args),
     }
 }
