@@ -174,6 +174,8 @@ pub struct Pool {
     pub min: usize,
     pub max: usize,
     pub boot_timeout_ms: u64,
+    /// Calls the gateway has in flight on one node at most.
+    pub max_in_flight_per_node: u32,
     /// Price of one node for one second, in US dollars.
     pub cost_per_node_second_usd: f64,
     /// Per-node limits for container and vm nodes.
@@ -189,6 +191,7 @@ impl Default for Pool {
             min: 1,
             max: 16,
             boot_timeout_ms: 60_000,
+            max_in_flight_per_node: ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             cost_per_node_second_usd: 0.0,
             memory_mb: None,
             cpus: None,
@@ -445,6 +448,16 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a positive number of milliseconds",
         ));
     }
+    if p.max_in_flight_per_node == 0 {
+        return Err(bad(
+            "pool.max_in_flight_per_node",
+            p.max_in_flight_per_node,
+            format!(
+                "1 or more; at most the bound each node puts on one connection ({} for ebb nodes)",
+                ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE
+            ),
+        ));
+    }
     if !(p.cost_per_node_second_usd >= 0.0 && p.cost_per_node_second_usd.is_finite()) {
         return Err(bad(
             "pool.cost_per_node_second_usd",
@@ -614,6 +627,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             boot_timeout_ms: p.boot_timeout_ms,
             cost_per_node_sec_micros: (p.cost_per_node_second_usd * 1e6).round() as u64,
             scale_tick_ms: scale.tick_ms,
+            max_in_flight_per_node: p.max_in_flight_per_node,
             ..PoolConfig::default()
         },
         seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
