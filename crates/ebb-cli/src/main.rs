@@ -7,11 +7,32 @@ mod cmd;
 
 /// ebb: an elastic RPC serving system.
 #[derive(Parser, Debug)]
-#[command(name = "ebb", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "ebb",
+    version,
+    about = "ebb: an elastic RPC serving system. Nodes, calls, a gateway with autoscaling, load, fault injection, a simulator, sandboxes and VMs.",
+    long_about = None,
+    propagate_version = true,
+    after_help = TOP_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// What `ebb --help` ends with: where to start, and the commands one by one.
+const TOP_HELP: &str = "Start here:
+  ebb demo                                  the whole system on a bursty trace; a report in ebb-report/
+
+One piece at a time:
+  ebb node --listen 127.0.0.1:7000 &        a node serving the demo service
+  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'
+  ebb up examples/ebb-up.toml               a gateway in front of a pool of nodes, until Ctrl-C
+  ebb load --target 127.0.0.1:7000 --rate 1000 --duration 10
+  ebb sim --balance random,p2c,jsq --nodes 100 --load 0.9
+
+`ebb COMMAND --help` explains a command, with its defaults and examples;
+README.md and docs/ explain the rest.";
 
 #[derive(Subcommand, Debug)]
 enum Command {

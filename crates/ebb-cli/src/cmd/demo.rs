@@ -83,8 +83,10 @@ pub struct Args {
     /// Response-time objective: a slower call (or a failed one) is a miss.
     #[arg(long, default_value_t = 100)]
     objective_ms: u64,
+    /// Fewest nodes the autoscaler keeps; the run starts with this many.
     #[arg(long, default_value_t = 1)]
     min_nodes: u32,
+    /// Most nodes the autoscaler may start.
     #[arg(long, default_value_t = 8)]
     max_nodes: u32,
     /// Balancing policy at the gateway (see `ebb sim --help` for the list).

@@ -28,11 +28,14 @@ use ebb_sim::trace::{Trace, TraceFormat};
   ebb load --target 127.0.0.1:8000 --http --rate 500 --duration 5 --method Demo.echo --args '{\"msg\":\"hi\"}' --json
   ebb load --target 127.0.0.1:7000 --trace counts.txt --duration 60 --method Demo.sleep --args '{\"millis\":5}'
 
+Arrivals come from --rate or from --trace (one of them).
+
 A trace file holds one number per line: per-second arrival counts, or arrival
 timestamps in seconds (`#` comments allowed). With --json, one JSON object:
 sent, ok, overloaded, deadline_exceeded, outcome_unknown, other_errors,
 not_sent, achieved_rate, offered_rate, p50_ms, p90_ms, p99_ms, p999_ms,
 max_ms, mean_ms, errors (by kind), and more.")]
+#[command(group(clap::ArgGroup::new("arrivals").args(["rate", "trace"]).required(true)))]
 pub struct Args {
     /// Address of a node or gateway: its RPC address, or with --http its HTTP address.
     #[arg(long, value_parser = super::addr::connect)]
@@ -41,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     pub http: bool,
     /// Mean arrival rate, requests per second (Poisson arrivals).
-    #[arg(long, conflicts_with = "trace", required_unless_present = "trace")]
+    #[arg(long)]
     pub rate: Option<f64>,
     /// Arrivals from a trace file (per-second counts or timestamps in seconds).
     #[arg(long, value_name = "FILE")]
