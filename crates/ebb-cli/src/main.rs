@@ -1,7 +1,7 @@
 //! `ebb`: one binary for every role. Each subcommand lives in its own module
 //! under `cmd/`; this file only parses and dispatches.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cmd;
 
@@ -44,13 +44,84 @@ enum Command {
 /// captured backtrace whenever RUST_BACKTRACE is set, which a user-facing
 /// error never should.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let command = accept_negative_numbers(Cli::command());
+    let cli = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| explain(e).exit());
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", render(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Lets every flag of every subcommand take a value that looks like a
+/// negative number, so `--rate -5` reaches the flag's own check ("give
+/// requests per second, more than 0") instead of clap's "unexpected
+/// argument '-5'" with its tip to write `-- -5`.
+fn accept_negative_numbers(command: clap::Command) -> clap::Command {
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    subcommands
+        .iter()
+        .fold(command.allow_negative_numbers(true), |c, name| {
+            c.mut_subcommand(name, accept_negative_numbers)
+        })
+}
+
+/// What a flag of a plain number type accepts, in place of the standard
+/// library's parse error that clap passes on ("invalid digit found in
+/// string" for `--seed -1` or `--seed x`).
+const NUMBER_ERRORS: [(&str, &str); 3] = [
+    (
+        "invalid digit found in string",
+        "expected a whole number, without a sign or a decimal point (--help gives its range)",
+    ),
+    (
+        "cannot parse integer from empty string",
+        "expected a whole number",
+    ),
+    (
+        "invalid float literal",
+        "expected a number, e.g. 2, 0.5 or 1e-3",
+    ),
+];
+
+/// A clap error, with a number parser's message replaced by what the flag
+/// accepts. Help and version requests pass through untouched.
+fn explain(e: clap::Error) -> clap::Error {
+    let text = e.render().to_string();
+    match NUMBER_ERRORS.iter().find(|(from, _)| text.contains(from)) {
+        Some((from, to)) => clap::Error::raw(
+            e.kind(),
+            text.replacen(from, to, 1).replacen("error: ", "", 1),
+        ),
+        None => e,
+    }
+}
+
+/// The cause chain on one line, each cause once. Library errors often put
+/// their source's text in their own message as well as returning it as
+/// the source (`cannot listen on ADDR: {source}`), so anyhow's `{:#}` would
+/// print it twice; a cause whose text is already in the line is left out.
+fn render(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -66,5 +137,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => cmd::up::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
         Command::Vm(args) => cmd::vm::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on {addr}: {source}")]
+    struct Listen {
+        addr: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = anyhow::Error::new(Listen {
+            addr: "127.0.0.1:7000",
+            source: io,
+        })
+        .context("starting the node");
+        assert_eq!(
+            super::render(&e),
+            "starting the node: cannot listen on 127.0.0.1:7000: address in use"
+        );
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_all_printed() {
+        let e = anyhow::anyhow!("no such file").context("reading c.toml");
+        assert_eq!(super::render(&e), "reading c.toml: no such file");
     }
 }

@@ -35,7 +35,7 @@ not_sent, achieved_rate, offered_rate, p50_ms, p90_ms, p99_ms, p999_ms,
 max_ms, mean_ms, errors (by kind), and more.")]
 pub struct Args {
     /// Address of a node or gateway: its RPC address, or with --http its HTTP address.
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::connect)]
     pub target: String,
     /// Speak HTTP/JSON (POST /rpc/SERVICE/METHOD) instead of ebb RPC.
     #[arg(long)]

@@ -1,0 +1,113 @@
+//! What a user sees on a mistake, across subcommands: a bad value names
+//! the flag, the value and what is accepted (negative numbers and
+//! addresses included), and a failure's cause is printed once.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+fn ebb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
+}
+
+/// The stderr of a run that must fail with `code`.
+fn failure(args: &[&str], code: i32) -> String {
+    let o = ebb(args);
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "ebb {args:?}: {e}");
+    assert!(!e.contains("backtrace") && !e.contains("panicked"), "{e}");
+    e
+}
+
+#[test]
+fn a_negative_number_reaches_the_flags_own_check() {
+    let e = failure(&["load", "--target", "127.0.0.1:1", "--rate", "-5"], 1);
+    assert!(e.contains("--rate -5") && e.contains("more than 0"), "{e}");
+    for args in [
+        &["sim", "--seed", "-1"][..],
+        &[
+            "chaos",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:1",
+            "--delay-ms",
+            "-1",
+        ],
+    ] {
+        let e = failure(args, 2);
+        assert!(
+            !e.contains("unexpected argument") && !e.contains("'-- "),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("invalid value '{}'", args[args.len() - 1]))
+                && e.contains("expected a whole number"),
+            "{e}"
+        );
+    }
+    let e = failure(&["demo", "--seconds", "-20"], 2);
+    assert!(
+        e.contains("-20 is not in 1..=3600"),
+        "a ranged flag names its range: {e}"
+    );
+}
+
+#[test]
+fn a_number_flag_given_words_says_it_wants_a_number() {
+    let e = failure(&["sim", "lease", "--msg-ms", "soon"], 2);
+    assert!(
+        e.contains("'soon'") && e.contains("--msg-ms") && e.contains("expected a number"),
+        "{e}"
+    );
+    assert!(!e.contains("invalid float literal"), "{e}");
+    let e = failure(&["sim", "--nodes", "ten"], 2);
+    assert!(
+        e.contains("'ten'") && e.contains("expected a whole number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_address_without_a_port_is_refused_as_the_flag_s_value() {
+    for (args, flag) in [
+        (&["node", "--listen", "127.0.0.1"][..], "--listen"),
+        (&["call", "--addr", "127.0.0.1", "Demo.echo"], "--addr"),
+        (
+            &["load", "--target", "localhost", "--rate", "1"],
+            "--target",
+        ),
+        (
+            &["chaos", "--listen", "127.0.0.1:0", "--upstream", "x"],
+            "--upstream",
+        ),
+        (
+            &["origin", "--listen", ":7100", "--data", "/nonexistent"],
+            "--listen",
+        ),
+    ] {
+        let e = failure(args, 2);
+        assert!(
+            e.contains(flag) && e.contains("HOST:PORT") && e.contains("e.g. 127.0.0.1:7000"),
+            "{e}"
+        );
+    }
+    let e = failure(&["call", "--addr", "127.0.0.1:0", "Demo.echo"], 2);
+    assert!(e.contains("port `0`") && e.contains("from 1"), "{e}");
+}
+
+#[test]
+fn a_busy_port_is_named_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let e = failure(&["node", "--listen", &addr], 1);
+    assert!(e.contains(&addr), "{e}");
+    assert_eq!(
+        e.matches("in use").count(),
+        1,
+        "the cause is printed once: {e}"
+    );
+}
