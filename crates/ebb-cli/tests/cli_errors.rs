@@ -111,3 +111,46 @@ fn a_busy_port_is_named_once() {
         "the cause is printed once: {e}"
     );
 }
+
+#[test]
+fn a_table_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created by pipe(2) and are owned
+    // here alone; the read end is closed at once, as `head` closes it.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    for args in [&["sim", "--requests", "1000"][..], &["info"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !e.contains("panicked") && !e.contains("backtrace"),
+            "ebb {args:?}: {e}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "ebb {args:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_demo_report_that_cannot_be_written_is_refused_before_the_run() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = file.path().to_str().unwrap();
+    let e = failure(&["demo", "--seconds", "3600", "--out", out], 1);
+    assert!(
+        e.contains(&format!("--out {out}")) && e.contains("cannot write"),
+        "{e}"
+    );
+}
