@@ -154,3 +154,31 @@ fn a_demo_report_that_cannot_be_written_is_refused_before_the_run() {
         "{e}"
     );
 }
+
+#[test]
+fn a_node_program_that_cannot_run_is_refused_by_check_and_by_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("node.txt");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    for program in [
+        dir.path().join("missing-node").display().to_string(),
+        not_executable.display().to_string(),
+        "no-such-node-on-path".to_owned(),
+    ] {
+        let config = dir.path().join("up.toml");
+        std::fs::write(
+            &config,
+            format!("[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[service]\ncommand = [{program:?}]\n"),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        for args in [&["up", "--check", config][..], &["up", config]] {
+            let e = failure(args, 1);
+            assert!(
+                e.contains("service.command")
+                    && e.contains(&format!("`{program}` is not an executable file")),
+                "ebb {args:?}: {e}"
+            );
+        }
+    }
+}
