@@ -87,14 +87,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.check {
         println!(
-            "{}: ok: service {} on {:?} nodes (initial {}, min {}, max {}), balance {}, rpc {}, http {}",
+            "{}: ok: service {} on {} nodes (initial {}, min {}, max {}), balance {}, autoscale {}, rpc {}, http {}",
             args.config.display(),
             checked.service,
-            checked.kind,
+            format!("{:?}", checked.kind).to_lowercase(),
             checked.gateway.pool.initial,
             checked.gateway.pool.min,
             checked.gateway.pool.max,
             checked.gateway.balance,
+            checked.autoscale.as_deref().unwrap_or("none"),
             checked.gateway.rpc_addr,
             checked.gateway.http_addr,
         );
