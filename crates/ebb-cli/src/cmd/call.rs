@@ -124,8 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .call_json(m.id, m.idempotent, &json, options)
             .await
             .map_err(|e| explain(e, &args))?;
-        println!("{reply}");
-        Ok(())
+        super::print_out(&format!("{reply}\n"))
     })
 }
 
