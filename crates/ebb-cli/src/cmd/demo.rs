@@ -284,6 +284,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.base_rate >= 0.0 && args.peak_rate >= 0.0) {
         bail!("--base-rate and --peak-rate must be non-negative numbers");
     }
+    // First: without root a sandboxed kind cannot run wherever the report
+    // would go.
+    check_privileges(&args.kind)?;
     // Checked before the run, not after a minute of it.
     std::fs::create_dir_all(&args.out)
         .and_then(|()| tempfile::tempfile_in(&args.out))
@@ -307,7 +310,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?
         .truncated(args.seconds as usize);
-    check_privileges(&args.kind)?;
     if args.gets + args.puts > 1_000 {
         bail!(
             "--gets {} and --puts {}: together at most 1000 per thousand arrivals",
