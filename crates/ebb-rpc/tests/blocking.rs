@@ -97,6 +97,23 @@ impl ServiceDispatch for Hold {
         let m = m.to_owned();
         Box::pin(async move { Err(DispatchError::UnknownMethod(m)) })
     }
+    /// JSON `echo` holds its thread first, standing in for the seconds a
+    /// large JSON conversion keeps a core busy.
+    fn dispatch_json_by_id(
+        &self,
+        id: u16,
+        args: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        Box::pin(async move {
+            match id {
+                0 => {
+                    self.hold();
+                    Ok(args)
+                }
+                _ => Err(DispatchError::UnknownMethod(format!("Hold method #{id}"))),
+            }
+        })
+    }
 }
 
 /// A server with `threads` workers, its I/O on a single-threaded runtime of
@@ -206,4 +223,37 @@ async fn no_more_blocking_calls_run_at_once_than_there_are_threads() {
         h.await.unwrap().unwrap();
     }
     assert_eq!(svc.most_running.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn large_json_arguments_are_converted_off_the_io_loop() {
+    use ebb_rpc::transport::server::MAX_INLINE_JSON_BYTES;
+    // No blocking method at all, one worker: only the size of the JSON
+    // arguments sends the call to the worker.
+    let (addr, svc, mut starts) = spawn_server(1);
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let args = serde_json::json!({ "msg": "x".repeat(MAX_INLINE_JSON_BYTES + 1) });
+    let json = {
+        let (c, args) = (Arc::clone(&client), args.clone());
+        tokio::spawn(async move { c.call_json(0, true, &args, CallOptions::default()).await })
+    };
+    next_start(&mut starts).await;
+    // Sent after the JSON call on the same connection: answered only if
+    // the I/O loop is not the thread the JSON call holds.
+    let echo = client
+        .call(
+            &METHODS[0],
+            Bytes::from_static(b"hi"),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&echo[..], b"hi");
+    assert_eq!(
+        svc.running.load(Ordering::SeqCst),
+        1,
+        "the echo was answered while the JSON call held its thread"
+    );
+    svc.open();
+    assert_eq!(json.await.unwrap().unwrap(), args);
 }

@@ -321,6 +321,19 @@ impl ClientSession {
         self.finish(seq, result);
     }
 
+    /// Bytes of a message not yet complete arrived from the server. They
+    /// prove it alive as well as a whole message would, so they restart
+    /// the silence clock: the stream is in order, so while a large reply
+    /// crosses, the pong to any ping comes only after it, and counting
+    /// silence until the reply is whole would declare a server dead for
+    /// sending us a large reply slowly. A server that stops sending
+    /// mid-frame is silent again from its last bytes.
+    pub fn handle_progress(&mut self, now: Instant) {
+        if self.link != LinkState::Disconnected {
+            self.heard(now);
+        }
+    }
+
     /// The server answered the connection, not a call, and closes it. When
     /// it refused the connection unread (server full), calls sent only on
     /// this connection did not run and end now, truthfully; calls sent on

@@ -535,7 +535,13 @@ impl Driver {
         };
         loop {
             match self.codec.decode(&mut conn.buf) {
-                Ok(None) => return,
+                Ok(None) => {
+                    if !conn.buf.is_empty() {
+                        // Part of a large frame: the server is sending.
+                        self.session.handle_progress(now);
+                    }
+                    return;
+                }
                 Ok(Some(Message::Description(d))) => {
                     self.proven = true;
                     if let Some(waiter) = self.describes.remove(&d.id) {

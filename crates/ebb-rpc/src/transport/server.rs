@@ -50,6 +50,14 @@ const REPLY_CHUNK_BYTES: usize = 6400;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Shortest interval between sweeps of expired sessions.
 const MIN_SWEEP_INTERVAL_MS: u64 = 10;
+/// JSON arguments larger than this are converted (parsed, turned into the
+/// method's arguments, the reply turned back into JSON text) on a worker
+/// thread, as a `#[blocking]` method runs. Converting megabytes of JSON
+/// keeps a core busy for seconds on a loaded machine; on the I/O loop that
+/// would hold up every frame of the connection behind it, pongs included,
+/// and the client would declare the server unresponsive. Smaller arguments
+/// convert faster than a hand-over to a thread costs.
+pub const MAX_INLINE_JSON_BYTES: usize = 64 * 1024;
 
 /// What all connections share: the semantics, and each open connection's
 /// output, which the session's routes name.
@@ -451,7 +459,8 @@ fn run_call<D: ServiceDispatch>(
     started: ebb_core::Instant,
 ) {
     let key = incoming.key;
-    if core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
+    let heavy_json = key.json && incoming.payload.len() > MAX_INLINE_JSON_BYTES;
+    if heavy_json || core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
         return run_blocking(core, incoming);
     }
     let Ok(mut run) = std::panic::catch_unwind(AssertUnwindSafe(|| start_run(core, incoming)))
@@ -506,7 +515,8 @@ impl<D: ServiceDispatch> OwnedRun<D> {
     }
 }
 
-/// A method marked `#[blocking]` runs on a worker thread, off the I/O loop.
+/// A method marked `#[blocking]`, or a call with large JSON arguments, runs
+/// on a worker thread, off the I/O loop.
 fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
     let key = incoming.key;
     let task_core = Arc::clone(core);
