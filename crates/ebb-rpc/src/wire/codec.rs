@@ -214,29 +214,55 @@ impl FrameCodec {
         self.put(&h, payload, out)
     }
 
+    /// Appends `message`'s length prefix and header to `out` and returns
+    /// its payload, which the caller must write right after them (from
+    /// where it is, so a large payload need not be copied). Refuses (and
+    /// leaves `out` untouched) a message whose payload would exceed the
+    /// limit.
+    pub fn encode_header<'m>(
+        &self,
+        message: &'m Message,
+        out: &mut BytesMut,
+    ) -> Result<&'m Bytes, WireError> {
+        let (h, payload) = lay_out(message);
+        let len = self.frame_len(payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + HEADER_BYTES);
+        put_header(&h, len, out);
+        Ok(payload)
+    }
+
+    /// [`FrameCodec::encode_header`] for a reply the caller only borrows.
+    pub fn encode_reply_header<'m>(
+        &self,
+        reply: &'m Reply,
+        out: &mut BytesMut,
+    ) -> Result<&'m Bytes, WireError> {
+        let (h, payload) = lay_out_reply(reply);
+        let len = self.frame_len(payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + HEADER_BYTES);
+        put_header(&h, len, out);
+        Ok(payload)
+    }
+
     fn put(&self, h: &Header, payload: &Bytes, out: &mut BytesMut) -> Result<(), WireError> {
-        let len = HEADER_BYTES + payload.len();
+        let len = self.frame_len(payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + len);
+        put_header(h, len, out);
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// The length-prefix value (header plus payload) of a frame with this
+    /// payload, if within the limit.
+    fn frame_len(&self, payload_len: usize) -> Result<usize, WireError> {
+        let len = HEADER_BYTES + payload_len;
         if len > self.max_frame_bytes {
             return Err(WireError::FrameTooLarge {
                 len,
                 max: self.max_frame_bytes,
             });
         }
-        out.reserve(LENGTH_PREFIX_BYTES + len);
-        // `len <= MAX_FRAME_BYTES < u32::MAX`, so the cast is exact.
-        out.put_u32_le(len as u32);
-        out.put_u8(WIRE_VERSION);
-        out.put_u8(h.kind);
-        out.put_u8(h.flags);
-        out.put_u8(h.status);
-        out.put_u128_le(h.client);
-        out.put_u64_le(h.seq);
-        out.put_u64_le(h.ack_below);
-        out.put_u64_le(h.incarnation);
-        out.put_u64_le(h.deadline);
-        out.put_u16_le(h.method);
-        out.extend_from_slice(payload);
-        Ok(())
+        Ok(len)
     }
 
     /// Takes one complete message off the front of `buf`, or `Ok(None)` if
@@ -275,6 +301,23 @@ impl FrameCodec {
         frame_bytes.advance(LENGTH_PREFIX_BYTES + HEADER_BYTES);
         to_message(header, frame_bytes.freeze()).map(Some)
     }
+}
+
+/// Appends the length prefix `len` (at most `MAX_FRAME_BYTES`) and the
+/// header.
+fn put_header(h: &Header, len: usize, out: &mut BytesMut) {
+    // `len <= MAX_FRAME_BYTES < u32::MAX`, so the cast is exact.
+    out.put_u32_le(len as u32);
+    out.put_u8(WIRE_VERSION);
+    out.put_u8(h.kind);
+    out.put_u8(h.flags);
+    out.put_u8(h.status);
+    out.put_u128_le(h.client);
+    out.put_u64_le(h.seq);
+    out.put_u64_le(h.ack_below);
+    out.put_u64_le(h.incarnation);
+    out.put_u64_le(h.deadline);
+    out.put_u16_le(h.method);
 }
 
 /// Appends `message` to `out` under [`MAX_FRAME_BYTES`].
