@@ -85,6 +85,10 @@ struct RunArgs {
     /// Write "<sandbox ip> <host ip>" here once the network is up.
     #[arg(long)]
     addr_file: Option<PathBuf>,
+    /// A host address the container gets a route to over its veth (one
+    /// that `ebb demo` or `ebb up` put on the host for the origin store).
+    #[arg(long, value_name = "IPV4")]
+    reach: Option<std::net::Ipv4Addr>,
     /// Program and its arguments, as seen inside.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -137,11 +141,17 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
                 Net::Veth => NetMode::Veth,
                 Net::None => NetMode::None,
             };
+            if let (NetMode::None, Some(ip)) = (net, a.reach) {
+                bail!(
+                    "--reach {ip} needs --net veth: with --net none the container has loopback only"
+                );
+            }
             let cfg = ContainerConfig {
                 spec,
                 net,
                 hostname: a.hostname,
                 addr_file: a.addr_file,
+                reach: a.reach,
             };
             let report = container::run(&cfg).context("container failed")?;
             for note in &report.notes {
@@ -211,6 +221,7 @@ fn bench_ready(runs: u32) -> anyhow::Result<()> {
             .map(String::from)
             .to_vec(),
         port: 8080,
+        reach: None,
     });
     let mut times = Vec::new();
     for i in 0..runs {

@@ -174,6 +174,8 @@ pub struct Pool {
     pub min: usize,
     pub max: usize,
     pub boot_timeout_ms: u64,
+    /// Calls the gateway has in flight on one node at most.
+    pub max_in_flight_per_node: u32,
     /// Price of one node for one second, in US dollars.
     pub cost_per_node_second_usd: f64,
     /// Per-node limits for container and vm nodes.
@@ -189,6 +191,7 @@ impl Default for Pool {
             min: 1,
             max: 16,
             boot_timeout_ms: 60_000,
+            max_in_flight_per_node: ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             cost_per_node_second_usd: 0.0,
             memory_mb: None,
             cpus: None,
@@ -445,6 +448,16 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a positive number of milliseconds",
         ));
     }
+    if p.max_in_flight_per_node == 0 {
+        return Err(bad(
+            "pool.max_in_flight_per_node",
+            p.max_in_flight_per_node,
+            format!(
+                "1 or more; at most the bound each node puts on one connection ({} for ebb nodes)",
+                ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE
+            ),
+        ));
+    }
     if !(p.cost_per_node_second_usd >= 0.0 && p.cost_per_node_second_usd.is_finite()) {
         return Err(bad(
             "pool.cost_per_node_second_usd",
@@ -614,6 +627,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             boot_timeout_ms: p.boot_timeout_ms,
             cost_per_node_sec_micros: (p.cost_per_node_second_usd * 1e6).round() as u64,
             scale_tick_ms: scale.tick_ms,
+            max_in_flight_per_node: p.max_in_flight_per_node,
             ..PoolConfig::default()
         },
         seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
@@ -723,12 +737,23 @@ fn check_origin(o: &Origin, kind: Kind, runs: &Runs) -> Result<OriginPlan, Confi
             "the origin serves the built-in demo service's get/put/read/write; a node program given by service.command reaches its own data",
         ));
     }
-    if !matches!(kind, Kind::Process | Kind::Thread) {
+    if kind == Kind::Vm {
         return Err(bad(
             "pool.kind",
-            format!("{kind:?}").to_lowercase(),
-            "with [origin]: process or thread (container and vm nodes have their own network and cannot reach an origin on the host's loopback)",
+            "vm",
+            "with [origin]: process, thread or container (a VM's user network reaches only the host's loopback through QEMU, which ebb up does not route to an origin)",
         ));
+    }
+    if kind == Kind::Container {
+        // A container reaches only a host address ebb up puts on the host
+        // for it, so ebb up picks where the origin listens.
+        let why = "nothing, with pool.kind = \"container\": ebb up starts the origin (origin.data) on a host address the containers are routed to, as they cannot reach the host's loopback";
+        if let Some(a) = &o.addr {
+            return Err(bad("origin.addr", a, why));
+        }
+        if let Some(l) = &o.listen {
+            return Err(bad("origin.listen", l, why));
+        }
     }
     Ok(OriginPlan {
         source,
@@ -968,9 +993,31 @@ mod tests {
         )
         .expect_err("vm nodes cannot reach the host loopback");
         assert!(
-            e.contains("pool.kind") && e.contains("process or thread"),
+            e.contains("pool.kind") && e.contains("process, thread or container"),
             "{e}"
         );
+        // Container nodes reach only an origin ebb up starts on a host
+        // address of its own: data is accepted, addr and listen are not.
+        let container = |section: &str| {
+            parse(&format!(
+                "[service]\nname = \"demo\"\n[pool]\nkind = \"container\"\n[origin]\n{section}\n"
+            ))
+        };
+        let c = container("data = \"d\"").expect("container nodes with a started origin");
+        assert!(matches!(
+            c.origin.map(|o| o.source),
+            Some(OriginSource::Start { .. })
+        ));
+        for (section, key) in [
+            ("addr = \"127.0.0.1:1\"", "origin.addr"),
+            ("data = \"d\"\nlisten = \"127.0.0.1:0\"", "origin.listen"),
+        ] {
+            let e = container(section).expect_err(section);
+            assert!(
+                e.contains(key) && e.contains("routed to"),
+                "{section:?}: {e}"
+            );
+        }
         let e = parse("[service]\nname = \"demo\"\ncommand = [\"/bin/n\"]\n[origin]\naddr = \"127.0.0.1:1\"\n")
             .expect_err("a user program has its own data");
         assert!(e.contains("service.command"), "{e}");

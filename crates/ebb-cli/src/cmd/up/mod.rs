@@ -82,9 +82,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // Started first and stopped last (dropped at the end of `run`): nodes
     // reach it from their first call to their last.
+    // Container nodes reach the origin on a host address of its own
+    // (removed when ebb up ends); the config check left `listen` at its
+    // default for them.
+    let host_addr = match (&checked.kind, checked.origin.as_ref().map(|o| &o.source)) {
+        (Kind::Container, Some(OriginSource::Start { .. })) => {
+            Some(ebb_node::container::HostAddr::claim().context(
+                "[origin] with container nodes: putting the origin's address on the host",
+            )?)
+        }
+        _ => None,
+    };
     let started_origin = match checked.origin.as_ref().map(|o| (o, &o.source)) {
         Some((plan, OriginSource::Start { data, listen })) => {
-            Some(StartedOrigin::start(&ebb_exe()?, plan, data, listen)?)
+            let listen = match &host_addr {
+                Some(h) => format!("{}:0", h.ip()),
+                None => listen.clone(),
+            };
+            Some(StartedOrigin::start(&ebb_exe()?, plan, data, &listen)?)
         }
         _ => None,
     };
@@ -93,7 +108,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(OriginSource::Existing(a))) => Some(a.clone()),
         _ => None,
     };
-    let provider = provider(&checked, origin_addr.as_deref())?;
+    let reach = host_addr.as_ref().map(|h| h.ip());
+    let provider = provider(&checked, origin_addr.as_deref(), reach)?;
     let service = match &checked.service {
         ServiceChoice::Builtin(name) => ServiceSource::Codec(
             ebb_demo::service_codec(name)
@@ -116,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             objective: checked.objective,
         }),
     };
-    rt.block_on(async move {
+    let ran = rt.block_on(async move {
         let on_change: ebb_gateway::pool::OnChange =
             Arc::new(|c: &ebb_gateway::NodeChange| super::announce(&c.to_string()));
         let gateway = Gateway::start(checked.gateway, service, provider, scaler, on_change)
@@ -136,7 +152,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         drop(started_origin);
         super::announce("stopped");
         Ok(())
-    })
+    });
+    drop(host_addr);
+    ran
 }
 
 async fn wait_for_stop() -> anyhow::Result<()> {
@@ -155,8 +173,13 @@ fn ebb_exe() -> anyhow::Result<PathBuf> {
 }
 
 /// The provider for the configured kind, running the configured service
-/// (with the demo's data at `origin`, when there is one).
-fn provider(c: &Checked, origin: Option<&str>) -> anyhow::Result<Box<dyn NodeProvider>> {
+/// (with the demo's data at `origin`, when there is one; container nodes
+/// get a route to `reach`, the host address it listens on).
+fn provider(
+    c: &Checked,
+    origin: Option<&str>,
+    reach: Option<std::net::Ipv4Addr>,
+) -> anyhow::Result<Box<dyn NodeProvider>> {
     let in_node = |listen: &str| -> Vec<String> {
         match &c.runs {
             Runs::Builtin => ["/bin/ebb", "node", "--listen", listen]
@@ -218,8 +241,15 @@ fn provider(c: &Checked, origin: Option<&str>) -> anyhow::Result<Box<dyn NodePro
                 pids: Some(CONTAINER_PIDS),
             },
             rootfs: None,
-            command: in_node("0.0.0.0:{port}"),
+            command: {
+                let mut command = in_node("0.0.0.0:{port}");
+                if let (Some(addr), Some(plan)) = (origin, &c.origin) {
+                    command.extend(origin::node_args(plan, addr));
+                }
+                command
+            },
             port: CONTAINER_PORT,
+            reach,
         })),
         Kind::Vm => {
             let mut cfg = VmConfig::ebb_node(ebb_exe()?);
