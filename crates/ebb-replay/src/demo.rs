@@ -461,6 +461,7 @@ fn client_config(deadline: Nanos) -> TcpClientConfig {
             max_retransmit_interval: after,
             ..ClientConfig::default()
         },
+        ..TcpClientConfig::default()
     }
 }
 
