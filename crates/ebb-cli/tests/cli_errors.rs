@@ -182,3 +182,21 @@ fn a_node_program_that_cannot_run_is_refused_by_check_and_by_up() {
         }
     }
 }
+
+#[test]
+fn ebb_up_on_a_busy_port_names_the_config_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("up.toml");
+    std::fs::write(
+        &config,
+        format!("[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"{addr}\"\n[service]\nname = \"demo\"\n[pool]\nkind = \"thread\"\n"),
+    )
+    .unwrap();
+    let e = failure(&["up", config.to_str().unwrap()], 1);
+    assert!(
+        e.contains(&format!("gateway.http = \"{addr}\"")) && e.contains("in use"),
+        "{e}"
+    );
+}

@@ -54,3 +54,20 @@ fn every_command_shows_an_example_of_itself() {
     }
     assert!(leaves >= 18, "walked {leaves} commands");
 }
+
+#[test]
+fn up_check_says_what_would_run_in_the_config_s_own_words() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ebb-up.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check", example])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("on process nodes (initial 3, min 1, max 16)")
+            && text.contains("balance p2c")
+            && text.contains("autoscale none"),
+        "the kind and policies as the config spells them: {text}"
+    );
+}

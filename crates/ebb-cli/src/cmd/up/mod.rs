@@ -87,14 +87,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.check {
         println!(
-            "{}: ok: service {} on {:?} nodes (initial {}, min {}, max {}), balance {}, rpc {}, http {}",
+            "{}: ok: service {} on {} nodes (initial {}, min {}, max {}), balance {}, autoscale {}, rpc {}, http {}",
             args.config.display(),
             checked.service,
-            checked.kind,
+            format!("{:?}", checked.kind).to_lowercase(),
             checked.gateway.pool.initial,
             checked.gateway.pool.min,
             checked.gateway.pool.max,
             checked.gateway.balance,
+            checked.autoscale.as_deref().unwrap_or("none"),
             checked.gateway.rpc_addr,
             checked.gateway.http_addr,
         );
@@ -168,12 +169,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             objective: checked.objective,
         }),
     };
+    // A bind failure names the keys to change, not only the address.
+    let listens = format!(
+        "starting the gateway (gateway.rpc = {:?}, gateway.http = {:?}{} in {})",
+        checked.gateway.rpc_addr,
+        checked.gateway.http_addr,
+        checked
+            .gateway
+            .admin_addr
+            .as_ref()
+            .map_or_else(String::new, |a| format!(", gateway.admin = {a:?}")),
+        args.config.display()
+    );
     let ran = rt.block_on(async move {
         let on_change: ebb_gateway::pool::OnChange =
             Arc::new(|c: &ebb_gateway::NodeChange| super::announce(&c.to_string()));
         let gateway = Gateway::start(checked.gateway, service, provider, scaler, on_change)
             .await
-            .context("starting the gateway")?;
+            .context(listens)?;
         super::announce(&format!("gateway listening on {}", gateway.rpc_addr()));
         super::announce(&format!("http listening on {}", gateway.http_addr()));
         if let Some(a) = gateway.admin_addr() {
