@@ -27,7 +27,9 @@ pub use payload::{decode_payload, encode_payload};
 /// refused, since a different header layout would be misread silently.
 /// Version 2: typed refusals, connection errors and service descriptions as
 /// their own kinds, JSON arguments, load in replies and pongs.
-pub const WIRE_VERSION: u8 = 2;
+/// Version 3: replies that are not refusals carry the server's measured
+/// service time in the deadline field (version 2 required it zero).
+pub const WIRE_VERSION: u8 = 3;
 
 /// Bytes of the length prefix that precedes every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
