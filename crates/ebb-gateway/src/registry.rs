@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_node::provider::NodeKind;
-use ebb_policy::admission::{self, AdmissionConfig, Admit, Load, NodeLoad};
+use ebb_policy::admission::{self, AdmissionConfig, Admit, Load, NodeLoad, ServiceTimeSource};
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
 use ebb_policy::outlier::{OutlierConfig, Outliers, Verdict};
@@ -698,15 +698,25 @@ impl Inner {
                 reported_queue: v.reported_queue,
                 reported_service_time: m.reported_service_time,
             });
-        let reported = admission::from_nodes(nodes, Nanos(self.service_time as u64));
-        // Calls on nodes that are not ready (draining) are not ahead of a
-        // new request: no new request goes there.
+        let gateway_timing = Nanos(self.service_time as u64);
+        let (in_flight, service_time) = match self.admission.service_time_from {
+            ServiceTimeSource::Nodes => {
+                // Calls on nodes that are not ready (draining) are not
+                // ahead of a new request: no new request goes there.
+                let reported = admission::from_nodes(nodes, gateway_timing);
+                (reported.in_flight, reported.service_time)
+            }
+            ServiceTimeSource::Gateway => (
+                self.views.iter().map(|v| v.in_flight as usize).sum(),
+                gateway_timing,
+            ),
+        };
         Load {
             held: self.held.len(),
             held_bytes: self.held_bytes,
-            in_flight: reported.in_flight,
+            in_flight,
             ready,
-            service_time: reported.service_time,
+            service_time,
             capacity_at,
         }
     }

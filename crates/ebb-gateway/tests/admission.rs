@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_gateway::registry::{Acquired, NewNode, Registry};
 use ebb_node::provider::NodeKind;
-use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::admission::{AdmissionConfig, ServiceTimeSource};
 use ebb_rpc::CallError;
 use ebb_rpc::service::{BoxFuture, CallOptions, MethodInfo, Transport};
 
@@ -48,12 +48,12 @@ const AHEAD: usize = 40;
 /// each at `gateway_saw` (what a saturated gateway measures); then 40 calls
 /// are in flight. Returns what admission makes of a call with a 100 ms
 /// deadline.
-fn judge(node_says: Nanos, gateway_saw: Nanos) -> Acquired {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("jsq").unwrap(),
-        AdmissionConfig::default(),
-        5,
-    );
+fn judge(node_says: Nanos, gateway_saw: Nanos, from: ServiceTimeSource) -> Acquired {
+    let cfg = AdmissionConfig {
+        service_time_from: from,
+        ..AdmissionConfig::default()
+    };
+    let registry = Registry::new(ebb_policy::balance::parse("jsq").unwrap(), cfg, 5);
     for i in 1..=NODES {
         let id = NodeId(i);
         registry.add_booting(
@@ -104,10 +104,26 @@ fn judge(node_says: Nanos, gateway_saw: Nanos) -> Acquired {
 /// figure and 220 ms by the gateway's. The call is taken.
 #[test]
 fn fast_nodes_behind_a_saturated_gateway_get_the_call() {
-    match judge(Nanos::from_millis(1), Nanos::from_millis(20)) {
+    match judge(
+        Nanos::from_millis(1),
+        Nanos::from_millis(20),
+        ServiceTimeSource::Nodes,
+    ) {
         Acquired::Now(_) => {}
         Acquired::Refused { why, .. } => panic!("refused work the nodes can do: {why}"),
         Acquired::Held(_) => panic!("held with nodes free"),
+    }
+    // Judged by the gateway's own timing (`service_time_from = "gateway"`),
+    // the same call is refused: what the nodes' reports avoid.
+    match judge(
+        Nanos::from_millis(1),
+        Nanos::from_millis(20),
+        ServiceTimeSource::Gateway,
+    ) {
+        Acquired::Refused { retry_after, .. } => {
+            assert_eq!(retry_after, Nanos::from_millis(220));
+        }
+        _ => panic!("the gateway's own figure should refuse it"),
     }
 }
 
@@ -115,7 +131,11 @@ fn fast_nodes_behind_a_saturated_gateway_get_the_call() {
 /// 20 ms of their time: 220 ms of work ahead for a 100 ms deadline.
 #[test]
 fn slow_nodes_refuse_at_once_however_fast_the_gateway_saw_them() {
-    match judge(Nanos::from_millis(20), Nanos::from_millis(1)) {
+    match judge(
+        Nanos::from_millis(20),
+        Nanos::from_millis(1),
+        ServiceTimeSource::Nodes,
+    ) {
         Acquired::Refused { why, retry_after } => {
             assert!(why.contains("deadline"), "{why}");
             assert_eq!(retry_after, Nanos::from_millis(220), "10 rounds + its own");

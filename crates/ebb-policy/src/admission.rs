@@ -19,12 +19,36 @@
 
 use ebb_core::{Instant, Nanos};
 
+/// Whose figures the estimated wait is made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceTimeSource {
+    /// The nodes' own reports ([`from_nodes`]): calls executing and the
+    /// service time each measured itself.
+    #[default]
+    Nodes,
+    /// The gateway's own count of calls in flight and its own timing of
+    /// calls that had their node to themselves, its queueing included.
+    /// What admission judged by before nodes reported; kept to compare.
+    Gateway,
+}
+
+impl ServiceTimeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceTimeSource::Nodes => "nodes",
+            ServiceTimeSource::Gateway => "gateway",
+        }
+    }
+}
+
 /// How the held queue is bounded, and whether deadlines are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdmissionConfig {
     /// Check deadlines against the estimated wait. The queue bounds apply
     /// either way: they protect the gateway's memory, not the caller.
     pub deadline_check: bool,
+    /// Whose figures the estimated wait is made of.
+    pub service_time_from: ServiceTimeSource,
     /// Requests that may be held (waiting for a node) at once.
     pub max_held_requests: usize,
     /// Argument bytes that may be held at once.
@@ -35,6 +59,7 @@ impl Default for AdmissionConfig {
     fn default() -> AdmissionConfig {
         AdmissionConfig {
             deadline_check: true,
+            service_time_from: ServiceTimeSource::Nodes,
             max_held_requests: DEFAULT_MAX_HELD_REQUESTS,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }
@@ -304,6 +329,7 @@ mod tests {
             deadline_check: false,
             max_held_requests: 2,
             max_held_bytes: 100,
+            ..AdmissionConfig::default()
         };
         let far = T0 + Nanos::from_secs(100);
         let full = load(2, 0, 1, 1);
