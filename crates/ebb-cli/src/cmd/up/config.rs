@@ -26,6 +26,9 @@ pub const DEFAULT_EPSILON_MS: u64 = 100;
 pub const MAX_EPSILON_MS: u64 = 60_000;
 pub const DEFAULT_HOLDER_TIMEOUT_MS: u64 = 3_000;
 pub const MAX_HOLDER_TIMEOUT_MS: u64 = 3_600_000;
+/// The least memory a container node may be given, MiB (as `ebb sandbox
+/// run --memory-mb` takes it).
+pub const MIN_CONTAINER_MEMORY_MB: u64 = 4;
 /// Where a started origin listens unless `origin.listen` says otherwise.
 pub const DEFAULT_ORIGIN_LISTEN: &str = "127.0.0.1:0";
 
@@ -470,6 +473,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a price in dollars, zero or more, e.g. 0.000012",
         ));
     }
+    check_limits(p, kind)?;
     if let Err(e) = ebb_policy::balance::parse(&file.balance.policy) {
         return Err(bad("balance.policy", &file.balance.policy, e.to_string()));
     }
@@ -584,6 +588,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
     if let Some(admin) = &file.gateway.admin {
         check_addr("gateway.admin", admin)?;
     }
+    check_distinct_addrs(&file.gateway)?;
     if a.max_in_flight_per_caller == 0 {
         return Err(bad(
             "admission.max_in_flight_per_caller",
@@ -664,6 +669,84 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         objective: scale.objective_ms.map(Nanos::from_millis),
         origin,
     })
+}
+
+/// `pool.memory_mb` and `pool.cpus` limit container and VM nodes; a thread
+/// or process node cannot be limited, so a limit there would be silently
+/// ignored.
+fn check_limits(p: &Pool, kind: Kind) -> Result<(), ConfigError> {
+    use ebb_node::vm::sandbox::{MAX_CPUS, MIN_MEMORY_MB};
+    let limited = matches!(kind, Kind::Container | Kind::Vm);
+    if let Some(m) = p.memory_mb {
+        let least = if kind == Kind::Vm {
+            MIN_MEMORY_MB
+        } else {
+            MIN_CONTAINER_MEMORY_MB
+        };
+        if !limited {
+            return Err(bad(
+                "pool.memory_mb",
+                m,
+                format!(
+                    "only with pool.kind = \"container\" or \"vm\" ({} nodes cannot be limited); remove it",
+                    p.kind
+                ),
+            ));
+        }
+        if m < least {
+            return Err(bad(
+                "pool.memory_mb",
+                m,
+                format!("MiB per {} node, at least {least}", p.kind),
+            ));
+        }
+    }
+    if let Some(c) = p.cpus {
+        if !limited {
+            return Err(bad(
+                "pool.cpus",
+                c,
+                format!(
+                    "only with pool.kind = \"container\" or \"vm\" ({} nodes cannot be limited); remove it",
+                    p.kind
+                ),
+            ));
+        }
+        if !(c > 0.0 && c <= f64::from(MAX_CPUS)) {
+            return Err(bad(
+                "pool.cpus",
+                c,
+                format!("cores per node, more than 0 and at most {MAX_CPUS}, e.g. 0.5 or 2"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The gateway's listening addresses differ (unless a port is 0, which
+/// picks a free one each time): two on one address would fail at start
+/// with "address in use", after `--check` had said the file was fine.
+fn check_distinct_addrs(g: &Gateway) -> Result<(), ConfigError> {
+    let fixed = |a: &str| a.parse::<SocketAddr>().ok().filter(|a| a.port() != 0);
+    let http = fixed(&g.http);
+    if http.is_some() && fixed(&g.rpc) == http {
+        return Err(bad(
+            "gateway.http",
+            &g.http,
+            "an address other than gateway.rpc's (each listens on its own port; port 0 picks a free one)",
+        ));
+    }
+    if let Some(admin) = &g.admin {
+        let admin = fixed(admin);
+        if admin.is_some() && (admin == http || admin == fixed(&g.rpc)) {
+            return Err(bad(
+                "gateway.admin",
+                g.admin.as_deref().unwrap_or_default(),
+                "an address other than gateway.rpc's and gateway.http's",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_origin(o: &Origin, kind: Kind, runs: &Runs) -> Result<OriginPlan, ConfigError> {
@@ -857,6 +940,55 @@ mod tests {
                 .expect_err("empty")
                 .contains("pool.max")
         );
+    }
+
+    #[test]
+    fn node_limits_are_checked_against_the_kind() {
+        let with = |pool: &str| parse(&format!("[service]\nname = \"demo\"\n[pool]\n{pool}\n"));
+        let c = with("kind = \"container\"\nmemory_mb = 64\ncpus = 0.5").expect("valid limits");
+        assert_eq!((c.memory_mb, c.cpus), (Some(64), Some(0.5)));
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                "kind = \"container\"\nmemory_mb = 1",
+                &["pool.memory_mb = 1", "at least 4"],
+            ),
+            (
+                "kind = \"vm\"\nmemory_mb = 32",
+                &["pool.memory_mb = 32", "at least 64"],
+            ),
+            (
+                "kind = \"container\"\ncpus = 0.0",
+                &["pool.cpus = 0.0", "more than 0"],
+            ),
+            (
+                "kind = \"process\"\nmemory_mb = 64",
+                &["pool.memory_mb", "only with", "process nodes"],
+            ),
+            (
+                "kind = \"thread\"\ncpus = 1.0",
+                &["pool.cpus", "only with", "thread nodes"],
+            ),
+        ];
+        for (pool, wanted) in cases {
+            let e = with(pool).expect_err(pool);
+            for w in wanted {
+                assert!(e.contains(w), "{pool:?}: {e:?} lacks {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused_before_start() {
+        let with = |gw: &str| parse(&format!("[gateway]\n{gw}\n[service]\nname = \"demo\"\n"));
+        let e = with("rpc = \"127.0.0.1:7000\"\nhttp = \"127.0.0.1:7000\"").expect_err("same");
+        assert!(
+            e.contains("gateway.http") && e.contains("gateway.rpc"),
+            "{e}"
+        );
+        let e = with("http = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:8080\"").expect_err("same");
+        assert!(e.contains("gateway.admin"), "{e}");
+        with("rpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"")
+            .expect("port 0 picks a different free port each time");
     }
 
     #[test]
