@@ -1,17 +1,38 @@
 //! `ebb`: one binary for every role. Each subcommand lives in its own module
 //! under `cmd/`; this file only parses and dispatches.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cmd;
 
 /// ebb: an elastic RPC serving system.
 #[derive(Parser, Debug)]
-#[command(name = "ebb", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "ebb",
+    version,
+    about = "ebb: an elastic RPC serving system. Nodes, calls, a gateway with autoscaling, load, fault injection, a simulator, sandboxes and VMs.",
+    long_about = None,
+    propagate_version = true,
+    after_help = TOP_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// What `ebb --help` ends with: where to start, and the commands one by one.
+const TOP_HELP: &str = "Start here:
+  ebb demo                                  the whole system on a bursty trace; a report in ebb-report/
+
+One piece at a time:
+  ebb node --listen 127.0.0.1:7000 &        a node serving the demo service
+  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'
+  ebb up examples/ebb-up.toml               a gateway in front of a pool of nodes, until Ctrl-C
+  ebb load --target 127.0.0.1:7000 --rate 1000 --duration 10
+  ebb sim --balance random,p2c,jsq --nodes 100 --load 0.9
+
+`ebb COMMAND --help` explains a command, with its defaults and examples;
+README.md and docs/ explain the rest.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -44,27 +65,147 @@ enum Command {
 /// captured backtrace whenever RUST_BACKTRACE is set, which a user-facing
 /// error never should.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let command = accept_negative_numbers(Cli::command());
+    let cli = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| explain(e).exit());
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", render(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
+/// Lets every flag of every subcommand take a value that looks like a
+/// negative number, so `--rate -5` reaches the flag's own check ("give
+/// requests per second, more than 0") instead of clap's "unexpected
+/// argument '-5'" with its tip to write `-- -5`.
+fn accept_negative_numbers(command: clap::Command) -> clap::Command {
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    subcommands
+        .iter()
+        .fold(command.allow_negative_numbers(true), |c, name| {
+            c.mut_subcommand(name, accept_negative_numbers)
+        })
+}
+
+/// What a flag of a plain number type accepts, in place of the standard
+/// library's parse error that clap passes on ("invalid digit found in
+/// string" for `--seed -1` or `--seed x`).
+const NUMBER_ERRORS: [(&str, &str); 3] = [
+    (
+        "invalid digit found in string",
+        "expected a whole number, without a sign or a decimal point (--help gives its range)",
+    ),
+    (
+        "cannot parse integer from empty string",
+        "expected a whole number",
+    ),
+    (
+        "invalid float literal",
+        "expected a number, e.g. 2, 0.5 or 1e-3",
+    ),
+];
+
+/// A clap error, with a number parser's message replaced by what the flag
+/// accepts. Help and version requests pass through untouched.
+fn explain(e: clap::Error) -> clap::Error {
+    let text = e.render().to_string();
+    match NUMBER_ERRORS.iter().find(|(from, _)| text.contains(from)) {
+        Some((from, to)) => clap::Error::raw(
+            e.kind(),
+            text.replacen(from, to, 1).replacen("error: ", "", 1),
+        ),
+        None => e,
+    }
+}
+
+/// Lets SIGPIPE end the process, as it ends `cat` or `grep`, so that
+/// `ebb sim ... | head` stops quietly instead of panicking with "failed
+/// printing to stdout". Only for the commands that print tables and use no
+/// sockets: the others keep Rust's default (SIGPIPE ignored), so a peer that
+/// closes a connection is an error to handle, not the end of a node.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler
+    // code; it happens on the main thread before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The cause chain on one line, each cause once. Library errors often put
+/// their source's text in their own message as well as returning it as
+/// the source (`cannot listen on ADDR: {source}`), so anyhow's `{:#}` would
+/// print it twice; a cause whose text is already in the line is left out.
+fn render(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => cmd::demo::run(*args),
-        Command::Info(args) => cmd::info::run(args),
+        Command::Info(args) => {
+            end_quietly_on_a_closed_pipe();
+            cmd::info::run(args)
+        }
         Command::Chaos(args) => cmd::chaos::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::Origin(args) => cmd::origin::run(args),
         Command::Call(args) => cmd::call::run(args),
         Command::Load(args) => cmd::load::run(*args),
-        Command::Sim(args) => cmd::sim::run(*args),
+        Command::Sim(args) => {
+            end_quietly_on_a_closed_pipe();
+            cmd::sim::run(*args)
+        }
         Command::Up(args) => cmd::up::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
         Command::Vm(args) => cmd::vm::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on {addr}: {source}")]
+    struct Listen {
+        addr: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = anyhow::Error::new(Listen {
+            addr: "127.0.0.1:7000",
+            source: io,
+        })
+        .context("starting the node");
+        assert_eq!(
+            super::render(&e),
+            "starting the node: cannot listen on 127.0.0.1:7000: address in use"
+        );
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_all_printed() {
+        let e = anyhow::anyhow!("no such file").context("reading c.toml");
+        assert_eq!(super::render(&e), "reading c.toml: no such file");
     }
 }

@@ -39,6 +39,7 @@ fn provider(command: &[&str], port: u16) -> ContainerProvider {
         rootfs: None,
         command: command.iter().map(|a| (*a).to_owned()).collect(),
         port,
+        reach: None,
     })
 }
 

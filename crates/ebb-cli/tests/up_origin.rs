@@ -2,7 +2,8 @@
 //! directory, its process nodes serve the demo's data through their lease
 //! caches from it, so a value put through one node is read through
 //! another; Ctrl-C stops the origin with the nodes, and the data outlives
-//! them.
+//! them. Container nodes (root) do the same through the host address the
+//! origin listens on for them.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,11 +15,11 @@ use ebb_core::Nanos;
 use ebb_demo::DemoClient;
 use gateway_common::{Up, live_nodes};
 
-fn config(data: &str, nodes: usize) -> String {
+fn config(kind: &str, data: &str, nodes: usize) -> String {
     format!(
         "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nseed = 3\n\
          [service]\nname = \"demo\"\n\
-         [pool]\nkind = \"process\"\ninitial = {nodes}\nmin = 1\nmax = 4\n\
+         [pool]\nkind = \"{kind}\"\ninitial = {nodes}\nmin = 1\nmax = 4\n\
          [origin]\ndata = \"{data}\"\nlease_term_ms = 1000\nepsilon_ms = 50\n"
     )
 }
@@ -31,9 +32,30 @@ fn demo(rt: &tokio::runtime::Runtime, addr: &str) -> DemoClient<TcpClient> {
 
 #[test]
 fn two_nodes_behind_ebb_up_share_data_through_the_origin() {
+    two_nodes_share_data("process");
+}
+
+#[test]
+fn two_container_nodes_share_data_through_the_origin_as_root() {
+    if let Some(why) = ebb_testkit::containers_unavailable() {
+        ebb_testkit::skip_or_fail(
+            "two_container_nodes_share_data_through_the_origin_as_root",
+            &why,
+        );
+        return;
+    }
+    two_nodes_share_data("container");
+}
+
+/// Two `kind` nodes behind `ebb up`: a put through either is read through
+/// the other, the origin's address is announced, nothing is left behind.
+fn two_nodes_share_data(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("origin");
-    let up = Up::start("origin-share", &config(data.to_str().unwrap(), 2));
+    let up = Up::start(
+        &format!("origin-share-{kind}"),
+        &config(kind, data.to_str().unwrap(), 2),
+    );
     let status = up.wait_ready(2);
     let nodes: Vec<String> = live_nodes(&status)
         .iter()
@@ -68,9 +90,20 @@ fn two_nodes_behind_ebb_up_share_data_through_the_origin() {
         assert_eq!((seen.version, seen.value.as_deref()), (v2, Some("two")));
     });
     let lines = up.output();
+    let origin = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("origin listening on "))
+        .unwrap_or_else(|| panic!("no origin address announced: {lines:?}"));
+    // Containers cannot reach the host's loopback: theirs is a host
+    // address from their private range.
+    let expected_net = if kind == "container" {
+        "10.213."
+    } else {
+        "127.0.0.1:"
+    };
     assert!(
-        lines.iter().any(|l| l.starts_with("origin listening on ")),
-        "{lines:?}"
+        origin.starts_with(expected_net),
+        "{kind}: origin on {origin}"
     );
     let out = up.stop(); // asserts no child (origin or node) is left behind
     assert!(out.iter().any(|l| l == "stopped"), "{out:?}");

@@ -131,9 +131,20 @@ impl ServiceDispatch for RpcIngress {
         method_id: u16,
         args: Value,
     ) -> BoxFuture<'_, Result<Value, DispatchError>> {
+        self.dispatch_json_with(method_id, args, CallContext::new(self.default_timeout))
+    }
+
+    /// A JSON request over ebb RPC (`ebb call`) is held to its caller's
+    /// deadline, as a binary one is ([`RpcIngress::dispatch_with`]).
+    fn dispatch_json_with(
+        &self,
+        method_id: u16,
+        args: Value,
+        cx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, DispatchError>> {
         Box::pin(async move {
             let info = self.served.method_by_id(method_id)?;
-            self.call_json(info.name, args, None)
+            self.call_json(info.name, args, Some(cx.timeout))
                 .await
                 .map_err(JsonCallError::into_dispatch)
         })

@@ -240,8 +240,9 @@ impl Gateway {
         on_change: pool::OnChange,
     ) -> Result<Gateway, StartError> {
         let balancer = balance::parse(&cfg.balance)?;
-        let registry =
-            registry::Registry::new(balancer, cfg.admission, cfg.seed).with_outliers(cfg.outlier);
+        let registry = registry::Registry::new(balancer, cfg.admission, cfg.seed)
+            .with_outliers(cfg.outlier)
+            .with_max_in_flight_per_node(cfg.pool.max_in_flight_per_node);
         let clock = clock::Clock::new();
         let metrics = metrics::Metrics::new();
         let scaler_metrics = metrics.clone();

@@ -60,6 +60,9 @@ pub struct PoolConfig {
     pub cost_per_node_sec_micros: u64,
     /// Period of the autoscaler's decisions.
     pub scale_tick_ms: u64,
+    /// Calls in flight on one node at most; more wait at the gateway. The
+    /// nodes' own bound per connection, so they never refuse for it.
+    pub max_in_flight_per_node: u32,
 }
 
 impl Default for PoolConfig {
@@ -73,6 +76,7 @@ impl Default for PoolConfig {
             shutdown_grace_ms: 10_000,
             cost_per_node_sec_micros: 0,
             scale_tick_ms: 1_000,
+            max_in_flight_per_node: crate::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
         }
     }
 }

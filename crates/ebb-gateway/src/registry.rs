@@ -33,6 +33,14 @@ pub const MAX_GONE_KEPT: usize = 32;
 pub const LATENCY_TAU: Nanos = Nanos::from_secs(1);
 /// Weight of a new sample in the service-time average (1/16).
 const SERVICE_TIME_WEIGHT: f64 = 1.0 / 16.0;
+/// Calls the gateway has in flight on one node at most, when not set: the
+/// bound an ebb node's server puts on one connection (the gateway's
+/// connection to it). Past it the node would refuse the call unrun, and
+/// the retry would spend the retry budget; the gateway holds it instead.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: u32 = ebb_rpc::semantics::MAX_IN_FLIGHT_PER_CONN as u32;
+/// Held requests a node pulling work looks past when they may not go to
+/// it (they failed there), before it gives up until the next event.
+pub const MAX_HELD_SKIPPED: usize = 64;
 
 /// A node's place in its life, as `/status` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -154,6 +162,8 @@ struct Inner {
     target: usize,
     /// Which nodes fail too often to get work for now.
     outliers: Outliers,
+    /// Calls in flight on one node at most; more wait in the held FIFO.
+    max_in_flight_per_node: u32,
 }
 
 /// Shared by the pool manager, the ingress paths and the admin API.
@@ -201,6 +211,7 @@ impl Registry {
                 expected_boot: Nanos::ZERO,
                 target: 0,
                 outliers: Outliers::new(OutlierConfig::default()),
+                max_in_flight_per_node: DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             })),
         }
     }
@@ -208,6 +219,13 @@ impl Registry {
     /// Ejects nodes whose calls keep failing as `cfg` says.
     pub fn with_outliers(self, cfg: OutlierConfig) -> Registry {
         self.lock().outliers = Outliers::new(cfg);
+        self
+    }
+
+    /// Holds calls at the gateway beyond `limit` in flight on one node (at
+    /// least 1): the bound the nodes put on the gateway's connection.
+    pub fn with_max_in_flight_per_node(self, limit: u32) -> Registry {
+        self.lock().max_in_flight_per_node = limit.max(1);
         self
     }
 
@@ -441,25 +459,30 @@ impl Registry {
             deadline: Some(deadline),
         };
         let wait_for_room = refused_by.is_some() && inner.views.iter().any(|v| v.in_flight > 0);
+        // The balancer's pick, unless the request may not go there (it
+        // failed there) or the node is at its bound of calls in flight.
+        let mut unusable_pick = false;
         if !wait_for_room {
             match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
-                Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => {
+                Choice::Node(i) if inner.may_take(i, excluded) => {
                     if let Some(slot) = inner.take(i, self, now) {
                         return Acquired::Now(slot);
                     }
                 }
-                Choice::Node(_) | Choice::Hold => {}
+                Choice::Node(_) => unusable_pick = true,
+                Choice::Hold => {}
             }
         }
         // A retry that the balancer sent back to a node it failed on (or
-        // that must not go straight back to the node that refused it) takes
-        // any other ready node instead.
-        if !excluded.is_empty() || wait_for_room {
-            let other = (0..inner.views.len()).find(|&i| {
-                let id = inner.meta[i].id;
-                inner.views[i].is_ready() && !excluded.contains(&id) && refused_by != Some(id)
-            });
-            if let Some(slot) = other.and_then(|i| inner.take(i, self, now)) {
+        // that must not go straight back to the node that refused it), or a
+        // request whose node is full, takes the least busy other ready node
+        // with room instead; with none it is held.
+        if unusable_pick || !excluded.is_empty() || wait_for_room {
+            let avoid = refused_by.filter(|_| wait_for_room);
+            if let Some(slot) = inner
+                .other_node(excluded, avoid)
+                .and_then(|i| inner.take(i, self, now))
+            {
                 return Acquired::Now(slot);
             }
         }
@@ -496,10 +519,8 @@ impl Registry {
         let inner = &mut *g;
         let req = RequestInfo { deadline: None };
         let picked = match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
-            Choice::Node(i) if !excluded.contains(&inner.meta[i].id) => Some(i),
-            _ => (0..inner.views.len())
-                .filter(|&i| inner.views[i].is_ready() && !excluded.contains(&inner.meta[i].id))
-                .min_by_key(|&i| inner.views[i].in_flight),
+            Choice::Node(i) if inner.may_take(i, excluded) => Some(i),
+            _ => inner.other_node(excluded, None),
         };
         picked.and_then(|i| inner.take(i, self, now))
     }
@@ -673,6 +694,22 @@ impl Inner {
         }
     }
 
+    /// Whether a request that failed on `excluded` may go to `nodes[i]`
+    /// now: ready, not one it failed on, and below its bound in flight.
+    fn may_take(&self, i: usize, excluded: &[NodeId]) -> bool {
+        self.views[i].is_ready()
+            && self.views[i].in_flight < self.max_in_flight_per_node
+            && !excluded.contains(&self.meta[i].id)
+    }
+
+    /// The least busy node a request that failed on `excluded` may go to,
+    /// other than `avoid`.
+    fn other_node(&self, excluded: &[NodeId], avoid: Option<NodeId>) -> Option<usize> {
+        (0..self.views.len())
+            .filter(|&i| self.may_take(i, excluded) && avoid != Some(self.meta[i].id))
+            .min_by_key(|&i| self.views[i].in_flight)
+    }
+
     /// Counts a request in flight on `nodes[i]` and hands out its slot.
     fn take(&mut self, i: usize, me: &Registry, now: Instant) -> Option<Slot> {
         let client = self.meta[i].client.clone()?;
@@ -688,28 +725,39 @@ impl Inner {
         })
     }
 
-    fn pop_held(&mut self) -> Option<HeldRequest> {
-        let h = self.held.pop_front()?;
+    fn remove_held(&mut self, k: usize) -> Option<HeldRequest> {
+        let h = self.held.remove(k)?;
         self.held_bytes -= h.bytes;
         Some(h)
     }
 
-    /// Gives the oldest live held request to `nodes[i]` (a pull).
-    fn hand_oldest_to(&mut self, i: usize, me: &Registry, now: Instant) {
-        while let Some(h) = self.pop_held() {
+    /// Gives the oldest live held request that may go to `nodes[i]` to it
+    /// (a pull). One that failed on this node keeps its place and the next
+    /// is looked at (up to [`MAX_HELD_SKIPPED`]), so a request avoiding a
+    /// lost node does not stall the queue behind it. True if one was
+    /// handed over.
+    fn hand_oldest_to(&mut self, i: usize, me: &Registry, now: Instant) -> bool {
+        if !self.may_take(i, &[]) {
+            return false;
+        }
+        let id = self.meta[i].id;
+        let mut k = 0;
+        while k < self.held.len() && k <= MAX_HELD_SKIPPED {
+            let h = &self.held[k];
             if h.tx.is_closed() || h.deadline <= now {
+                self.remove_held(k);
                 continue;
             }
-            if h.excluded.contains(&self.meta[i].id) {
-                // Put it back at the front: another node will take it.
-                self.held_bytes += h.bytes;
-                self.held.push_front(h);
-                return;
+            if h.excluded.contains(&id) {
+                k += 1;
+                continue;
             }
             let Some(slot) = self.take(i, me, now) else {
-                self.held_bytes += h.bytes;
-                self.held.push_front(h);
-                return;
+                return false;
+            };
+            let Some(h) = self.remove_held(k) else {
+                debug_assert!(false, "index {k} was just read");
+                return false;
             };
             if let Err(mut slot) = h.tx.send(slot) {
                 // The caller left between the check and the send; the lock
@@ -718,31 +766,40 @@ impl Inner {
                 self.views[i].in_flight -= 1;
                 continue;
             }
-            return;
+            return true;
         }
+        false
     }
 
     /// Sends held requests wherever the balancer now places them, oldest
-    /// first, until it says hold.
+    /// first, until it says hold or no node has room. A head that may not
+    /// go where the balancer placed it (it failed there, or the node is
+    /// full) goes to another node with room; failing that, the placed node
+    /// takes the oldest request it may have.
     fn drain_held(&mut self, me: &Registry, now: Instant) {
-        while !self.held.is_empty() {
-            let Some(front) = self.held.front() else {
-                break;
-            };
+        while let Some(front) = self.held.front() {
             let req = RequestInfo {
                 deadline: Some(front.deadline),
             };
-            match self.balancer.pick(&self.views, req, now, &mut self.rng) {
-                Choice::Hold => return,
-                Choice::Node(i) => {
-                    let before = self.held.len();
-                    self.hand_oldest_to(i, me, now);
-                    if self.held.len() == before {
-                        // The head could not go there; wait for the next event.
-                        return;
-                    }
-                }
+            let Choice::Node(i) = self.balancer.pick(&self.views, req, now, &mut self.rng) else {
+                return;
+            };
+            let head_may = self.may_take(i, &front.excluded);
+            let node = if head_may {
+                Some(i)
+            } else {
+                let excluded = front.excluded.clone();
+                self.other_node(&excluded, None)
+            };
+            let handed = match node {
+                Some(n) => self.hand_oldest_to(n, me, now),
+                None => false,
+            };
+            if handed || (node != Some(i) && self.hand_oldest_to(i, me, now)) {
+                continue;
             }
+            // Nothing could go anywhere; wait for the next event.
+            return;
         }
     }
 }

@@ -35,7 +35,8 @@ static METHODS: [MethodInfo; 1] = [MethodInfo {
     returns: "()",
 }];
 
-/// The method table is all the RPC ingress needs of a codec here.
+/// The method table is all the RPC ingress needs of a codec here; JSON
+/// arguments (a method without parameters) become the empty tuple.
 struct Codec;
 
 impl ServiceCodec for Codec {
@@ -46,7 +47,7 @@ impl ServiceCodec for Codec {
         &METHODS
     }
     fn encode_json_args(&self, _: &MethodInfo, _: Value) -> Result<Bytes, DispatchError> {
-        Err(DispatchError::BadArgs("no JSON here".into()))
+        Ok(Bytes::new())
     }
     fn decode_json_reply(&self, _: &MethodInfo, _: &[u8]) -> Result<Value, DispatchError> {
         Err(DispatchError::BadReply("no JSON here".into()))
@@ -96,8 +97,9 @@ async fn wait_for(cond: impl Fn() -> bool) {
     panic!("condition never held");
 }
 
-#[tokio::test]
-async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
+/// A pool of one stuck node that has measured a service time of one
+/// second, behind a forwarder.
+fn pool_with_a_second_of_service() -> (Registry, Arc<Stuck>, Arc<Forwarder>) {
     let registry = Registry::new(
         ebb_policy::balance::parse("jsq").unwrap(),
         AdmissionConfig::default(),
@@ -135,6 +137,12 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
         Metrics::new(),
         RetryBudgetConfig::default(),
     ));
+    (registry, node, forwarder)
+}
+
+#[tokio::test]
+async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
+    let (registry, node, forwarder) = pool_with_a_second_of_service();
     // Two doors to one pool: their defaults would decide the opposite of
     // what each caller's own deadline decides.
     let patient_default = ingress(&forwarder, Nanos::from_secs(60)).await;
@@ -181,6 +189,58 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
         "it reached the node"
     );
     assert_eq!(registry.held(), (0, 0), "it was refused, not held");
+    assert_eq!(registry.tick().refusals, 1);
+    waiting.abort();
+}
+
+/// The same for a JSON request over ebb RPC (what `ebb call` sends): the
+/// caller's deadline, not the ingress's default, is what counts.
+#[tokio::test]
+async fn a_json_calls_own_deadline_decides_admission_and_reaches_the_node() {
+    let (registry, node, forwarder) = pool_with_a_second_of_service();
+    let patient_default = ingress(&forwarder, Nanos::from_secs(60)).await;
+    let hasty_default = ingress(&forwarder, Nanos::from_millis(10)).await;
+
+    let long = Nanos::from_secs(60);
+    let caller = TcpClient::connect(&hasty_default.to_string())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let options = CallOptions::default().with_timeout(long);
+        caller
+            .call_json(0, false, &serde_json::json!({}), options)
+            .await
+    });
+    wait_for(|| node.timeouts.lock().unwrap().len() == 1).await;
+    let given = node.timeouts.lock().unwrap()[0];
+    assert!(
+        given > Nanos::from_secs(50) && given <= long,
+        "the node was given {given}, not what the JSON caller had left"
+    );
+    assert!(!waiting.is_finished());
+
+    let caller = TcpClient::connect(&patient_default.to_string())
+        .await
+        .unwrap();
+    let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
+    let refused = caller
+        .call_json(0, false, &serde_json::json!({}), options)
+        .await;
+    match refused {
+        Err(CallError::Overloaded {
+            ref message,
+            retry_after,
+        }) => assert!(
+            message.contains("deadline") && retry_after > Nanos::ZERO,
+            "refused for {message}"
+        ),
+        other => panic!("a JSON call that cannot finish in time got {other:?}"),
+    }
+    assert_eq!(
+        node.timeouts.lock().unwrap().len(),
+        1,
+        "it reached the node"
+    );
     assert_eq!(registry.tick().refusals, 1);
     waiting.abort();
 }

@@ -8,6 +8,7 @@
 //! and arrivals past the bound are counted as `not_sent`.
 
 mod arrivals;
+pub mod engine;
 mod http;
 mod outcome;
 mod report;
@@ -15,11 +16,12 @@ mod rpc;
 mod run;
 
 pub use arrivals::{ArrivalSpec, Arrivals, MAX_RATE_PER_SEC};
+pub use engine::{Driven, InFlight, Observer, drive};
 pub use http::{CLIENT_GRACE_MS, HttpTarget, MAX_RESPONSE_BYTES};
 pub use outcome::Outcome;
 pub use report::{MAX_ERROR_LABELS, Report, RunInfo, Tally};
 pub use rpc::RpcTarget;
-pub use run::{DEFAULT_MAX_OUTSTANDING, DRAIN_GRACE_MS, LoadConfig, Progress, run};
+pub use run::{DEFAULT_MAX_OUTSTANDING, DRAIN_GRACE_MS, LoadConfig, Progress, run, run_until};
 
 use ebb_rpc::service::BoxFuture;
 

@@ -1,17 +1,15 @@
-//! The open-loop driver. A dedicated thread walks the schedule and starts
-//! each request at its due time on the runtime, whatever happened to the
-//! ones before it; each request's latency is measured from its due time, so
-//! a stall anywhere (server, network, this process) shows in the figures
-//! rather than delaying later sends (no coordinated omission).
+//! `ebb load`'s run: the arrival schedule through the open-loop engine
+//! ([`crate::engine`]), every end tallied, then a bounded wait for the
+//! stragglers and the report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ebb_core::Nanos;
-use tokio::sync::Notify;
 
 use crate::arrivals::{ArrivalSpec, Arrivals};
+use crate::engine::{self, Observer};
 use crate::report::{Report, RunInfo, Tally};
 use crate::{Outcome, Target};
 
@@ -44,18 +42,29 @@ pub struct Progress {
     pub outstanding: AtomicU64,
 }
 
-struct Shared {
+/// The run's observer: the tally, the progress counters, the last end.
+struct Tallied {
     tally: Mutex<Tally>,
     progress: Arc<Progress>,
-    last_end: Mutex<Option<Instant>>,
-    /// Wakes the waiter when `outstanding` reaches zero.
-    idle: Notify,
+    last_end: Mutex<Option<Nanos>>,
 }
 
-impl Shared {
-    fn finish(&self, outcome: Outcome, due: Instant) {
-        let now = Instant::now();
-        let latency_us = now.saturating_duration_since(due).as_micros() as u64;
+impl Observer for Tallied {
+    fn sent(&self, _due: Nanos) {
+        let p = &self.progress;
+        p.scheduled.fetch_add(1, Ordering::Relaxed);
+        p.sent.fetch_add(1, Ordering::Relaxed);
+        p.outstanding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn not_sent(&self, _due: Nanos) {
+        let p = &self.progress;
+        p.scheduled.fetch_add(1, Ordering::Relaxed);
+        p.not_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ended(&self, due: Nanos, at: Nanos, outcome: Outcome) {
+        let latency_us = at.saturating_sub(due).as_nanos() / 1_000;
         let p = &self.progress;
         if outcome == Outcome::Ok {
             p.ok.fetch_add(1, Ordering::Relaxed);
@@ -66,79 +75,69 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .record(outcome, latency_us);
-        *self.last_end.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
-        if p.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
+        let mut last = self.last_end.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = Some(last.map_or(at, |l| l.max(at)));
+        p.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Runs the load against `target` and reports. Must be called inside a
-/// tokio runtime, which runs the requests; the schedule runs on its own
-/// thread so its timing does not depend on how busy the runtime is.
+/// tokio runtime, which runs the requests.
 pub async fn run(
     target: Arc<dyn Target>,
     config: &LoadConfig,
     info: RunInfo,
     progress: Arc<Progress>,
 ) -> Report {
-    let shared = Arc::new(Shared {
+    run_until(target, config, info, progress, std::future::pending()).await
+}
+
+/// [`run`], sending nothing more once `stop` resolves (a user's Ctrl-C):
+/// the requests already sent still end or reach their deadline, and the
+/// report covers the time actually sent for, so its offered rate stays
+/// true.
+pub async fn run_until(
+    target: Arc<dyn Target>,
+    config: &LoadConfig,
+    mut info: RunInfo,
+    progress: Arc<Progress>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Report {
+    let observer = Arc::new(Tallied {
         tally: Mutex::new(Tally::default()),
         progress: Arc::clone(&progress),
         last_end: Mutex::new(None),
-        idle: Notify::new(),
     });
-    let handle = tokio::runtime::Handle::current();
     let start = Instant::now();
     let schedule = Arrivals::new(&config.arrivals, config.duration, config.seed);
-    let max_outstanding = config.max_outstanding as u64;
-    let sched_shared = Arc::clone(&shared);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let p = &sched_shared.progress;
-        for offset in schedule {
-            let due = start + Duration::from(offset);
-            let wait = due.saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
-            p.scheduled.fetch_add(1, Ordering::Relaxed);
-            if p.outstanding.load(Ordering::Acquire) >= max_outstanding {
-                p.not_sent.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            p.outstanding.fetch_add(1, Ordering::AcqRel);
-            p.sent.fetch_add(1, Ordering::Relaxed);
-            let target = Arc::clone(&target);
-            let shared = Arc::clone(&sched_shared);
-            handle.spawn(async move {
-                let outcome = target.call().await;
-                shared.finish(outcome, due);
-            });
-        }
-        let _ = done_tx.send(());
-    });
-    let _ = done_rx.await;
+    let driven = engine::drive(
+        target,
+        schedule,
+        start,
+        config.max_outstanding,
+        observer.clone(),
+        stop,
+    )
+    .await;
     let sent_all = Instant::now();
+    if driven.stopped {
+        info.duration_s = sent_all.saturating_duration_since(start).as_secs_f64();
+    }
     let give_up =
         sent_all + Duration::from(config.deadline) + Duration::from_millis(DRAIN_GRACE_MS);
-    loop {
-        let idle = shared.idle.notified();
-        if progress.outstanding.load(Ordering::Acquire) == 0 {
-            break;
-        }
-        if tokio::time::timeout_at(give_up.into(), idle).await.is_err() {
-            break;
-        }
-    }
-    let end = shared
+    driven.in_flight.drained(Some(give_up)).await;
+    let last_end = *observer
         .last_end
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .unwrap_or(sent_all)
+        .unwrap_or_else(PoisonError::into_inner);
+    let end = last_end
+        .map_or(sent_all, |at| start + Duration::from(at))
         .max(sent_all);
     let wall_s = end.saturating_duration_since(start).as_secs_f64();
-    let tally = shared.tally.lock().unwrap_or_else(PoisonError::into_inner);
+    let tally = observer
+        .tally
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     Report::new(
         info,
         progress.scheduled.load(Ordering::Relaxed),

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ebb_core::{Nanos, Rng};
@@ -17,10 +17,11 @@ use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, PoolConfig, Scaler};
 use ebb_node::provider::{NodeKind, NodeProvider};
 use ebb_report::{Run, RunInfo, ScaleEvent, SharedData};
 use ebb_rpc::semantics::ClientConfig;
-use ebb_rpc::service::{CallOptions, ServiceCodec, Transport};
+use ebb_rpc::service::{CallOptions, ServiceCodec};
 use ebb_rpc::transport::{TcpClient, TcpClientConfig};
 use tokio::sync::watch;
 
+use crate::calls::{DemoCalls, MixTally, Mixed};
 use crate::control::{self, Logged, NodeTally, SharedLog, State};
 use crate::live::Live;
 use crate::load::{self, SharedRecorder};
@@ -81,9 +82,7 @@ pub struct DemoConfig {
     pub terminal: Option<bool>,
 }
 
-/// Per mille of arrivals taken by all of a demo's [`MixCall`]s together at
-/// most; the rest call the main method.
-pub const MIX_PER_MILLE: u32 = 1_000;
+pub use crate::calls::MIX_PER_MILLE;
 
 /// A call the trace makes for `per_mille` of its arrivals instead of the
 /// main method, with arguments drawn from `args` (one per call, chosen by
@@ -93,23 +92,6 @@ pub struct MixCall {
     pub method: String,
     pub args: Vec<serde_json::Value>,
     pub per_mille: u32,
-}
-
-/// Sent and answered calls of one [`MixCall`] in a run.
-#[derive(Debug, Default)]
-struct MixTally {
-    sent: AtomicU64,
-    ok: AtomicU64,
-}
-
-/// splitmix64: spreads an arrival's index into independent-looking bits,
-/// so which call an arrival makes depends on the seed, not on the order
-/// the tasks run in.
-fn mix_bits(seed: u64, i: u64) -> u64 {
-    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -330,19 +312,22 @@ async fn drive(
     let mut mixed = Vec::with_capacity(cfg.mix.len());
     for m in &cfg.mix {
         let id = cfg.codec.method(&m.method).map_err(call_err)?;
-        let encoded = m
+        let variants = m
             .args
             .iter()
             .map(|a| cfg.codec.encode_json_args(id, a.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(call_err)?;
-        mixed.push((id, encoded, m.per_mille));
+        mixed.push(Mixed {
+            method: id,
+            variants,
+            per_mille: m.per_mille,
+        });
     }
     let tallies: Arc<[MixTally]> = cfg.mix.iter().map(|_| MixTally::default()).collect();
     let origin_before = cfg.origin.as_ref().map(|o| o.snapshot());
     let options = CallOptions::default().with_timeout(cfg.deadline);
     let recorder: SharedRecorder = Arc::new(std::sync::Mutex::new(Recorder::new(cfg.objective)));
-    let start = tokio::time::Instant::now();
     let wall_start = std::time::Instant::now();
     let mut live = match cfg.terminal {
         Some(t) => Live::with_terminal(title, cfg.trace.per_sec.len() as u64, t),
@@ -368,39 +353,16 @@ async fn drive(
         }
     };
     let sampler = tokio::spawn(sampler);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let seed = cfg.seed;
-    let call = || {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let c = Arc::clone(&clients[i % clients.len()]);
-        let bits = mix_bits(seed, i as u64);
-        let roll = (bits % u64::from(MIX_PER_MILLE)) as u32;
-        let mut upto = 0;
-        let mut pick = None;
-        for (k, (id, variants, per_mille)) in mixed.iter().enumerate() {
-            upto += per_mille;
-            if roll < upto {
-                let v = &variants[((bits >> 32) % variants.len() as u64) as usize];
-                pick = Some((k, *id, v.clone()));
-                break;
-            }
-        }
-        let tallies = Arc::clone(&tallies);
-        let (id, call_args, tally) = match pick {
-            Some((k, id, v)) => (id, v, Some(k)),
-            None => (method, args.clone(), None),
-        };
-        if let Some(k) = tally {
-            tallies[k].sent.fetch_add(1, Ordering::Relaxed);
-        }
-        async move {
-            let r = c.call(id, call_args, options).await.map(|_| ());
-            if let (Some(k), Ok(())) = (tally, &r) {
-                tallies[k].ok.fetch_add(1, Ordering::Relaxed);
-            }
-            r
-        }
-    };
+    let calls = Arc::new(DemoCalls {
+        clients,
+        method,
+        args,
+        mixed,
+        tallies: Arc::clone(&tallies),
+        options,
+        seed: cfg.seed,
+        next: AtomicUsize::new(0),
+    });
     let mut stop_rx = stop.clone();
     let stopped = async move {
         while !*stop_rx.borrow() {
@@ -413,8 +375,8 @@ async fn drive(
     let stats = load::replay(
         &cfg.trace,
         cfg.seed,
-        start,
-        call,
+        wall_start,
+        calls,
         Arc::clone(&recorder),
         stopped,
     )

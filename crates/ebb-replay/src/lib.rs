@@ -6,12 +6,15 @@
 //!   [`ebb_report::Run`].
 //! - [`control`]: the autoscaler's decisions logged as the gateway makes
 //!   them, and the pool's nodes by state.
-//! - [`load`]: the open-loop generator replaying a trace.
+//! - [`load`]: a trace replayed through `ebb-load`'s open-loop engine into
+//!   the record.
+//! - [`calls`]: the demo's call mix, the engine's target.
 //! - [`origin`]: the origin store the demo's nodes share, its reads and
 //!   writes counted.
 //! - [`live`]: the terminal view (a redrawn panel on a terminal, plain
 //!   lines otherwise).
 
+pub mod calls;
 pub mod control;
 pub mod demo;
 pub mod live;

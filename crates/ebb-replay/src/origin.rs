@@ -1,6 +1,7 @@
 //! The demo's origin store: `ebb_lease`'s origin served in-process on a
-//! loopback port, with every read and write counted, so the report can
-//! show what the nodes' lease caches saved it.
+//! port of a host-only address (loopback, or the host address container
+//! nodes are routed to), with every read and write counted, so the report
+//! can show what the nodes' lease caches saved it.
 //!
 //! The nodes reach it as they reach any origin (`ebb node --origin ADDR`),
 //! over TCP; only the counting is special. A read that arrives here is a
@@ -129,9 +130,13 @@ impl Drop for DemoOrigin {
     }
 }
 
-/// Opens the store in `dir` and serves it on a free loopback port, on the
+/// Opens the store in `dir` and serves it on a free port of `ip`, on the
 /// current tokio runtime.
-pub async fn start(dir: &Path, settings: OriginSettings) -> Result<DemoOrigin, OriginStartError> {
+pub async fn start(
+    dir: &Path,
+    settings: OriginSettings,
+    ip: std::net::IpAddr,
+) -> Result<DemoOrigin, OriginStartError> {
     let (inner, _opened) =
         OriginService::open(dir, settings).map_err(|source| OriginStartError::Open {
             dir: dir.display().to_string(),
@@ -142,7 +147,8 @@ pub async fn start(dir: &Path, settings: OriginSettings) -> Result<DemoOrigin, O
         inner,
         counts: Arc::clone(&counts),
     };
-    let server = Server::bind("127.0.0.1:0", OriginServer::new(served)).await?;
+    let listen = std::net::SocketAddr::new(ip, 0).to_string();
+    let server = Server::bind(&listen, OriginServer::new(served)).await?;
     let addr = server.local_addr()?.to_string();
     let task = tokio::spawn(async move {
         // It ends when the demo drops it; an accept error ends it early and

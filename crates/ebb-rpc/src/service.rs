@@ -230,6 +230,19 @@ pub trait ServiceDispatch: Send + Sync + 'static {
         })
     }
 
+    /// [`ServiceDispatch::dispatch_json_by_id`] with what the server knows
+    /// about the call; what a server runs for a request whose arguments are
+    /// JSON. Only a forwarding server needs the context (the caller's
+    /// deadline), as for [`ServiceDispatch::dispatch_with`].
+    fn dispatch_json_with(
+        &self,
+        method_id: u16,
+        args: serde_json::Value,
+        _cx: CallContext,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        self.dispatch_json_by_id(method_id, args)
+    }
+
     /// What a `Describe` request is answered with.
     fn description(&self) -> ServiceDescription {
         ServiceDescription::of(self.name(), self.methods())
@@ -273,6 +286,31 @@ impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
     }
     fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
         (**self).json_codec()
+    }
+    fn dispatch_json(
+        &self,
+        method: &str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        (**self).dispatch_json(method, args)
+    }
+    fn dispatch_json_by_id(
+        &self,
+        method_id: u16,
+        args: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        (**self).dispatch_json_by_id(method_id, args)
+    }
+    fn dispatch_json_with(
+        &self,
+        method_id: u16,
+        args: serde_json::Value,
+        cx: CallContext,
+    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
+        (**self).dispatch_json_with(method_id, args, cx)
+    }
+    fn description(&self) -> ServiceDescription {
+        (**self).description()
     }
 }
 

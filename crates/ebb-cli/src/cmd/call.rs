@@ -24,8 +24,8 @@ const MAX_SHOWN_ARGUMENT_CHARS: usize = 200;
     after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n  ebb call --addr 127.0.0.1:7100 Greeter.hello '{\"name\":\"x\"}'   (your own node binary)\n\nExits 1 with the reason on failure, and says whether the call may have\nrun: at-most-once methods (like Demo.incr) never run twice."
 )]
 pub struct Args {
-    /// The node's address, e.g. 127.0.0.1:7000.
-    #[arg(long)]
+    /// The node's (or a gateway's) address, e.g. 127.0.0.1:7000.
+    #[arg(long, value_parser = super::addr::connect)]
     pub addr: String,
     /// SERVICE.METHOD, e.g. Demo.incr; the node lists its methods on a mistake.
     pub method: String,

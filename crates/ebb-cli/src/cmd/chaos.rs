@@ -16,10 +16,10 @@ use ebb_core::Nanos;
 )]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7001 (port 0 picks a free port).
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::listen)]
     pub listen: String,
     /// Address to forward to, e.g. 127.0.0.1:7000; resolved per connection.
-    #[arg(long)]
+    #[arg(long, value_parser = super::addr::connect)]
     pub upstream: String,
     /// Probability per chunk that the connection becomes a black hole: that
     /// chunk and all later ones, both ways, are silently discarded while the

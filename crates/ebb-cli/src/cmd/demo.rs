@@ -83,8 +83,10 @@ pub struct Args {
     /// Response-time objective: a slower call (or a failed one) is a miss.
     #[arg(long, default_value_t = 100)]
     objective_ms: u64,
+    /// Fewest nodes the autoscaler keeps; the run starts with this many.
     #[arg(long, default_value_t = 1)]
     min_nodes: u32,
+    /// Most nodes the autoscaler may start.
     #[arg(long, default_value_t = 8)]
     max_nodes: u32,
     /// Balancing policy at the gateway (see `ebb sim --help` for the list).
@@ -195,11 +197,17 @@ fn providers(
             })
         }
         "container" => {
-            // The ebb binary is mounted at /bin/ebb inside.
+            // The ebb binary is mounted at /bin/ebb inside. The origin
+            // listens on a host address each container is routed to.
             let mut command: Vec<String> = ["/bin/ebb", "node", "--listen", "0.0.0.0:{port}"]
                 .map(String::from)
                 .to_vec();
-            command.extend(node_flags(None));
+            command.extend(node_flags(origin.map(str::to_owned)));
+            let reach = match origin.map(str::parse::<std::net::SocketAddr>) {
+                Some(Ok(std::net::SocketAddr::V4(a))) => Some(*a.ip()),
+                Some(_) => bail!("the origin's address {origin:?} is not an IPv4 address and port"),
+                None => None,
+            };
             let cfg = ContainerProviderConfig {
                 ebb_exe: ebb_exe()?,
                 limits: Limits {
@@ -210,6 +218,7 @@ fn providers(
                 rootfs: None,
                 command,
                 port: SANDBOX_PORT,
+                reach,
             };
             Arc::new(move || -> Result<Box<dyn NodeProvider>, String> {
                 Ok(Box::new(ContainerProvider::new(cfg.clone())))
@@ -275,6 +284,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.base_rate >= 0.0 && args.peak_rate >= 0.0) {
         bail!("--base-rate and --peak-rate must be non-negative numbers");
     }
+    // Checked before the run, not after a minute of it.
+    std::fs::create_dir_all(&args.out)
+        .and_then(|()| tempfile::tempfile_in(&args.out))
+        .with_context(|| {
+            format!(
+                "--out {}: cannot write a report there; give a directory that can be created and written",
+                args.out.display()
+            )
+        })?;
     let shape = Shape {
         seconds: args.seconds,
         base_rate: args.base_rate,
@@ -311,21 +329,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_term: term,
         ..OriginSettings::default()
     };
-    let origin = rt
-        .block_on(ebb_replay::origin::start(data.path(), settings))
-        .context("starting the origin store")?;
-    // A container's network namespace reaches the host only over its own
-    // veth pair, not the host's loopback, where the origin listens.
-    let reachable = args.kind != "container";
-    if !reachable && args.gets + args.puts > 0 {
-        eprintln!(
-            "note: container nodes cannot reach the origin store on the host's loopback; \
-             --gets and --puts are off for --kind container"
-        );
-    }
     // Without gets or puts the nodes need no origin and the report no
     // shared-data counts.
-    let shared = reachable && args.gets + args.puts > 0;
+    let shared = args.gets + args.puts > 0;
+    // A container's network namespace reaches the host only over its own
+    // veth pair, not the host's loopback: the origin listens on a host
+    // address the containers are routed to (removed when the demo ends).
+    let host_addr = if shared && args.kind == "container" {
+        Some(
+            ebb_node::container::HostAddr::claim()
+                .context("--kind container: putting the origin store's address on the host")?,
+        )
+    } else {
+        None
+    };
+    let origin_ip = host_addr
+        .as_ref()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |h| {
+            std::net::IpAddr::V4(h.ip())
+        });
+    let origin = rt
+        .block_on(ebb_replay::origin::start(data.path(), settings, origin_ip))
+        .context("starting the origin store")?;
     let (kind, providers) = providers(
         &args.kind,
         &args.work_mode,
@@ -424,6 +449,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     drop(origin);
+    drop(host_addr);
     if outcome.interrupted {
         println!("interrupted: the report covers the run up to the stop");
     }

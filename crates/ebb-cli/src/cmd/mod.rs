@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod addr;
 pub mod call;
 pub mod chaos;
 pub mod demo;

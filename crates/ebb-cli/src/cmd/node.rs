@@ -21,11 +21,11 @@ use ebb_policy::lease::LeaseTerm;
 /// or a provider can bind port 0 and read the address back.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Prints `node listening on ADDR` once it accepts connections (and, with\n--http, `http listening on ADDR`), so a script can bind port 0 and read the\naddresses back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'\n  curl -X POST http://HTTP_ADDR/rpc/Demo/incr -d '{\"key\":\"a\"}'"
+    after_help = "Prints `node listening on ADDR` once it accepts connections (and, with\n--http, `http listening on ADDR`), so a script can bind port 0 and read the\naddresses back. Examples:\n  ebb node --listen 127.0.0.1:7000\n  ebb node --listen 127.0.0.1:0 --http 127.0.0.1:0 --threads 2\n  ebb node --listen 127.0.0.1:7010 --origin 127.0.0.1:7100   # data shared through `ebb origin`\nTry it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'\n  curl -X POST http://HTTP_ADDR/rpc/Demo/incr -d '{\"key\":\"a\"}'"
 )]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks a free port).
-    #[arg(long, default_value = DEFAULT_LISTEN, conflicts_with = "listen_fd")]
+    #[arg(long, default_value = DEFAULT_LISTEN, conflicts_with = "listen_fd", value_parser = super::addr::listen)]
     pub listen: String,
 
     /// Serve on an already listening TCP socket inherited as this file
@@ -37,7 +37,7 @@ pub struct Args {
     /// Also serve HTTP/JSON on this address (`POST /rpc/Demo/{method}`,
     /// JSON object of named arguments), on the same service instance, so an
     /// HTTP load balancer can front the node. Port 0 picks a free port.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = super::addr::listen)]
     pub http: Option<String>,
 
     /// Make Demo.work take this many times as long as asked (1 to 100): a
@@ -76,7 +76,7 @@ pub struct Args {
     /// Serve Demo.get/put/read/write from this origin store (`ebb origin`)
     /// through a lease cache, instead of from memory: a pool of nodes then
     /// shares the data.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = super::addr::connect)]
     pub origin: Option<String>,
 
     /// Lease term the cache asks for, in milliseconds (0: check-on-use,
@@ -99,6 +99,47 @@ pub struct Args {
 /// The term a node asks for by default, in milliseconds.
 const DEFAULT_LEASE_TERM_MS: &str = "10000";
 
+/// How long a node waits for its origin store to accept connections
+/// before giving up: an origin and its nodes started together (a script,
+/// the README's lines pasted at once) reach the node before the origin has
+/// opened its data file.
+const ORIGIN_WAIT_MS: u64 = 10_000;
+/// Pause between two attempts to connect to the origin.
+const ORIGIN_RETRY_MS: u64 = 100;
+
+/// Connects the lease cache, waiting up to `ORIGIN_WAIT_MS` while nothing
+/// listens at `origin` yet (a connection refused before anything was
+/// sent). Any other failure ends it at once.
+fn connect_origin(
+    origin: &str,
+    settings: ebb_lease::cache::CacheSettings,
+) -> Result<
+    ebb_lease::cache::LeaseCache<ebb::rpc::transport::TcpClient>,
+    ebb_lease::cache::CacheError,
+> {
+    use ebb::rpc::CallError;
+    use ebb_lease::cache::CacheError;
+    let give_up = std::time::Instant::now() + std::time::Duration::from_millis(ORIGIN_WAIT_MS);
+    let mut said = false;
+    loop {
+        match ebb_lease::cache::connect_in_background(origin, settings) {
+            Err(CacheError::Call(CallError::ConnectionLost { sent: false, .. }))
+                if std::time::Instant::now() < give_up =>
+            {
+                if !said {
+                    eprintln!(
+                        "waiting up to {} s for the origin store at {origin} (`ebb origin`)",
+                        ORIGIN_WAIT_MS / 1000
+                    );
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(ORIGIN_RETRY_MS));
+            }
+            done => return done,
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let listen = match args.listen_fd {
         Some(fd) => Listen::Fd(fd),
@@ -119,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_bytes: args.cache_mib.saturating_mul(1 << 20),
             ..ebb_lease::cache::CacheSettings::default()
         };
-        let cache = ebb_lease::cache::connect_in_background(origin, settings)
+        let cache = connect_origin(origin, settings)
             .with_context(|| format!("--origin {origin}: cannot reach the origin store"))?;
         service = service.with_origin(cache);
     }

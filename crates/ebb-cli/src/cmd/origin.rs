@@ -18,7 +18,7 @@ use ebb_policy::lease::LeaseTerm;
 )]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7100 (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7100")]
+    #[arg(long, default_value = "127.0.0.1:7100", value_parser = super::addr::listen)]
     pub listen: String,
     /// Directory holding the data file (created if missing).
     #[arg(long, value_name = "DIR")]

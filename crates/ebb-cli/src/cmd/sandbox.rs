@@ -18,9 +18,13 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 enum Action {
     /// Run CMD isolated; exit with its status. A limit it hits is named on stderr.
+    #[command(
+        after_help = "Containers need root. Examples:\n  ebb sandbox run -- /bin/sh -c 'hostname; ps; ip addr'\n  ebb sandbox run --memory-mb 64 --cpus 0.5 --pids 32 -- /bin/sh -c 'echo limited'\n  ebb sandbox run --net none --rootfs /srv/myroot -- /usr/bin/myserver\n  ebb sandbox run --kind vm -- sh -c 'uname -r; exit 3'   # exits 3\n\nWhat each kind isolates, and what it costs: docs/isolation.md."
+    )]
     Run(RunArgs),
     /// Remove what containers killed with `kill -9` left behind (cgroups,
     /// veths, overlay layers). Every `run` does this first anyway.
+    #[command(after_help = "Needs root. Example:\n  ebb sandbox sweep")]
     Sweep,
     /// Try one system call and say whether it was allowed (shows the
     /// container's seccomp filter at work). NAME: keyctl, unshare or clone-newuts.
@@ -28,6 +32,7 @@ enum Action {
     ProbeSyscall { name: String },
     /// Measure how long a container node takes from start to its first
     /// accepted TCP connection (busybox httpd inside, reached over the veth).
+    #[command(after_help = "Needs root. Example:\n  ebb sandbox bench-ready --runs 10")]
     BenchReady {
         /// Nodes to start, one after another.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -85,6 +90,10 @@ struct RunArgs {
     /// Write "<sandbox ip> <host ip>" here once the network is up.
     #[arg(long)]
     addr_file: Option<PathBuf>,
+    /// A host address the container gets a route to over its veth (one
+    /// that `ebb demo` or `ebb up` put on the host for the origin store).
+    #[arg(long, value_name = "IPV4")]
+    reach: Option<std::net::Ipv4Addr>,
     /// Program and its arguments, as seen inside.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -137,11 +146,17 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
                 Net::Veth => NetMode::Veth,
                 Net::None => NetMode::None,
             };
+            if let (NetMode::None, Some(ip)) = (net, a.reach) {
+                bail!(
+                    "--reach {ip} needs --net veth: with --net none the container has loopback only"
+                );
+            }
             let cfg = ContainerConfig {
                 spec,
                 net,
                 hostname: a.hostname,
                 addr_file: a.addr_file,
+                reach: a.reach,
             };
             let report = container::run(&cfg).context("container failed")?;
             for note in &report.notes {
@@ -211,6 +226,7 @@ fn bench_ready(runs: u32) -> anyhow::Result<()> {
             .map(String::from)
             .to_vec(),
         port: 8080,
+        reach: None,
     });
     let mut times = Vec::new();
     for i in 0..runs {

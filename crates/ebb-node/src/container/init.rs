@@ -32,6 +32,8 @@ pub struct ChildPlan {
     /// The network namespace the runner created for the container.
     pub netns: File,
     pub veth_index: Option<u32>,
+    /// A host address to route to over the veth.
+    pub reach: Option<std::net::Ipv4Addr>,
     pub command: Vec<CString>,
     pub filter: seccomp::Filters,
 }
@@ -63,7 +65,7 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
     unshare(flags).map_err(|e| format!("unshare: {e}"))?;
     rootfs::enter(&plan.scratch, &plan.base)?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    net::setup_inside(plan.veth_index)?;
+    net::setup_inside(plan.veth_index, plan.reach)?;
     seccomp::confine(&plan.filter)?;
     let mut byte = [0u8; 1];
     // The runner writes once it has placed us in the cgroups (meanwhile we

@@ -17,6 +17,7 @@
 mod cgroup;
 mod error;
 mod forward;
+mod host_addr;
 mod init;
 mod net;
 mod netlink;
@@ -26,6 +27,7 @@ mod seccomp;
 mod state;
 
 pub use error::ContainerError;
+pub use host_addr::HostAddr;
 pub use net::{Addrs, NetMode};
 pub use provider::{ContainerProvider, ContainerProviderConfig};
 pub use rootfs::{BASE_ROOT, base_layer};
@@ -53,6 +55,8 @@ pub struct ContainerConfig {
     /// Where to write the container's address once its network is up, as
     /// `<container ip> <host ip>` (how a provider learns where its node is).
     pub addr_file: Option<PathBuf>,
+    /// A [`HostAddr`] the container gets a route to (with [`NetMode::Veth`]).
+    pub reach: Option<std::net::Ipv4Addr>,
 }
 
 /// How a container ended, and which limits it ran into on the way.
@@ -107,7 +111,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
     let filter = seccomp::filter().map_err(ContainerError::Setup)?;
     std::fs::create_dir_all(rootfs::SCRATCH)
         .map_err(io_err(format!("creating {}", rootfs::SCRATCH)))?;
-    let st = state::claim(std::process::id(), &base)?;
+    let st = state::claim(std::process::id(), Some(&base))?;
     let slot = Slot {
         index: st.index,
         path: st.path.clone(),
@@ -126,6 +130,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
             .clone()
             .unwrap_or_else(|| format!("ebb-{}", st.name())),
         veth_index: (cfg.net == NetMode::Veth).then_some(st.index),
+        reach: cfg.reach,
         command,
         filter,
     };

@@ -1,7 +1,8 @@
 //! Container networking: every container has its own network namespace.
 //! With [`NetMode::Veth`] a veth pair joins it to the host on a private
 //! /30 of 10.213.0.0/16 chosen by the container's slot index, so a gateway
-//! on the host can reach a node's port; with [`NetMode::None`] it has
+//! on the host can reach a node's port (and, given a host route, a
+//! [`super::HostAddr`] on the host); with [`NetMode::None`] it has
 //! loopback only.
 //!
 //! The host side is set up over rtnetlink by the runner; the container side
@@ -92,6 +93,31 @@ pub fn setup_host(index: u32, netns: &std::fs::File) -> Result<Addrs, ContainerE
     Ok(a)
 }
 
+/// A pair with both ends on the host, for a [`super::HostAddr`]: the host
+/// end holds the slot's host address as a /32 (no connected route), both
+/// ends up (an address is local only while its link is up).
+pub fn setup_host_only(index: u32, own_netns: &std::fs::File) -> Result<(), ContainerError> {
+    let a = addrs(index);
+    let (h, c) = (host_if(index), container_if(index));
+    let fail = |what: &str, e: std::io::Error| ContainerError::Net(format!("{what} {h}: {e}"));
+    let nl = Netlink::open().map_err(|e| fail("opening rtnetlink for", e))?;
+    nl.add_veth(&h, mac(index, true), &c, mac(index, false), own_netns)
+        .map_err(|e| fail("creating veth", e))?;
+    let index_of_end = |name: &str| {
+        index_of(name).ok_or_else(|| ContainerError::Net(format!("{name} vanished after creation")))
+    };
+    let (hi, ci) = (index_of_end(&h)?, index_of_end(&c)?);
+    nl.add_addr(hi, a.host, HOST_ADDR_PREFIX_LEN)
+        .map_err(|e| fail("addressing", e))?;
+    nl.set_up(ci)
+        .map_err(|e| fail("bringing up the peer of", e))?;
+    nl.set_up(hi).map_err(|e| fail("bringing up", e))?;
+    Ok(())
+}
+
+/// A host address alone on its link: no route to a subnet behind it.
+const HOST_ADDR_PREFIX_LEN: u8 = 32;
+
 pub fn host_end_exists(index: u32) -> bool {
     std::path::Path::new("/sys/class/net")
         .join(host_if(index))
@@ -105,8 +131,9 @@ pub fn remove_stale(index: u32) {
     }
 }
 
-/// Inside the namespace: loopback up, and the veth end addressed and up.
-pub fn setup_inside(veth_index: Option<u32>) -> Result<(), String> {
+/// Inside the namespace: loopback up, the veth end addressed and up, and a
+/// host route to `reach` (a [`super::HostAddr`]) through the veth's host end.
+pub fn setup_inside(veth_index: Option<u32>, reach: Option<Ipv4Addr>) -> Result<(), String> {
     let sock = Socket::new()?;
     sock.up("lo")?;
     if let Some(index) = veth_index {
@@ -117,6 +144,9 @@ pub fn setup_inside(veth_index: Option<u32>) -> Result<(), String> {
         sock.set_addr(&name, libc::SIOCSIFNETMASK, mask)?;
         sock.up(&name)?;
         sock.set_neighbour(&name, a.host, mac(index, true))?;
+        if let Some(dst) = reach {
+            sock.add_host_route(&name, dst, a.host)?;
+        }
     }
     Ok(())
 }
@@ -203,6 +233,42 @@ impl Socket {
         if rc < 0 {
             return Err(format!(
                 "adding the neighbour {ip} on {name}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `ip route add DST/32 via VIA dev NAME` (SIOCADDRT).
+    fn add_host_route(&self, name: &str, dst: Ipv4Addr, via: Ipv4Addr) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let dev = std::ffi::CString::new(name)
+            .map_err(|_| format!("interface name {name:?} contains a NUL byte"))?;
+        // SAFETY: rtentry is plain old data (its one pointer may be null);
+        // all-zero is a valid value.
+        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+        let put = |at: &mut libc::sockaddr, ip: Ipv4Addr| {
+            // SAFETY: sockaddr_in fits in a sockaddr (both 16 bytes), which
+            // is how the kernel reads it for AF_INET.
+            unsafe { std::ptr::write((at as *mut libc::sockaddr).cast(), sockaddr_in(ip)) }
+        };
+        put(&mut rt.rt_dst, dst);
+        put(&mut rt.rt_gateway, via);
+        put(&mut rt.rt_genmask, Ipv4Addr::BROADCAST);
+        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY | libc::RTF_HOST;
+        rt.rt_dev = dev.as_ptr().cast_mut();
+        // SAFETY: `rt` is a valid rtentry and `dev` (which it points to)
+        // outlives the call; SIOCADDRT only reads them.
+        let rc = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SIOCADDRT,
+                &mut rt as *mut libc::rtentry,
+            )
+        };
+        if rc < 0 {
+            return Err(format!(
+                "adding a route to {dst} via {via} on {name}: {}",
                 std::io::Error::last_os_error()
             ));
         }

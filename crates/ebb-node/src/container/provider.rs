@@ -39,6 +39,9 @@ pub struct ContainerProviderConfig {
     pub command: Vec<String>,
     /// The port the server listens on inside its container.
     pub port: u16,
+    /// A [`super::HostAddr`] every container gets a route to, for a
+    /// service on the host the nodes share (the origin store).
+    pub reach: Option<std::net::Ipv4Addr>,
 }
 
 struct Running {
@@ -130,6 +133,9 @@ impl NodeProvider for ContainerProvider {
         }
         if let Some(r) = &self.cfg.rootfs {
             cmd.arg("--rootfs").arg(r);
+        }
+        if let Some(ip) = self.cfg.reach {
+            cmd.arg("--reach").arg(ip.to_string());
         }
         let port = self.cfg.port.to_string();
         cmd.arg("--");

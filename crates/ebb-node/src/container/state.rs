@@ -46,13 +46,15 @@ fn identity(pid: u32) -> Option<String> {
 /// Claims a free slot, searching from `hint` so concurrent runners rarely
 /// collide. The owner is written to a private file first and hard-linked
 /// into place (link fails if the slot exists), so a slot is never seen
-/// without its owner.
-pub fn claim(hint: u32, base: &Path) -> Result<StateDir, ContainerError> {
+/// without its owner. `base` is the container's base layer; a slot that
+/// holds a host address rather than a container has none.
+pub fn claim(hint: u32, base: Option<&Path>) -> Result<StateDir, ContainerError> {
     fs::create_dir_all(STATE_ROOT).map_err(io_err(format!("creating {STATE_ROOT}")))?;
     let me = std::process::id();
     let owner = identity(me).unwrap_or_else(|| format!("{me} 0"));
     let tmp = Path::new(STATE_ROOT).join(format!("tmp-{me}"));
-    let record = format!("{owner}\n{}\n", base.display());
+    let base = base.map(|b| b.display().to_string()).unwrap_or_default();
+    let record = format!("{owner}\n{base}\n");
     fs::write(&tmp, record).map_err(io_err(format!("writing {}", tmp.display())))?;
     let claimed = (0..MAX_CONTAINERS).find_map(|i| {
         let index = hint.wrapping_add(i) % MAX_CONTAINERS;
@@ -97,7 +99,12 @@ pub fn bases_in_use() -> Vec<PathBuf> {
     entries
         .flatten()
         .filter_map(|e| fs::read_to_string(e.path()).ok())
-        .filter_map(|r| r.lines().nth(1).map(PathBuf::from))
+        .filter_map(|r| {
+            r.lines()
+                .nth(1)
+                .filter(|l| !l.is_empty())
+                .map(PathBuf::from)
+        })
         .collect()
 }
 

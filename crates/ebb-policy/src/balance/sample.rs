@@ -81,6 +81,9 @@ pub fn without_replacement(
     if n == 0 {
         return 0;
     }
+    if nodes.len() <= d {
+        return all_ready_shuffled(nodes, rng, out);
+    }
     let mut got = 0;
     let mut misses = 0;
     while got < d && misses < MAX_REJECTIONS {
@@ -108,8 +111,20 @@ pub fn two_without_replacement(
     rng: &mut Rng,
 ) -> Option<(usize, Option<usize>)> {
     let n = nodes.len() as u64;
-    if n == 0 {
-        return None;
+    match nodes {
+        [] => return None,
+        [only] => return only.is_ready().then_some((0, None)),
+        [a, b] => {
+            // What `all_ready_shuffled` gives for two nodes, with its draw.
+            return match (a.is_ready(), b.is_ready()) {
+                (true, true) if rng.below(2) == 0 => Some((1, Some(0))),
+                (true, true) => Some((0, Some(1))),
+                (true, false) => Some((0, None)),
+                (false, true) => Some((1, None)),
+                (false, false) => None,
+            };
+        }
+        _ => {}
     }
     let mut first = None;
     let mut misses = 0;
@@ -130,6 +145,24 @@ pub fn two_without_replacement(
         1 => Some((out[0], None)),
         _ => Some((out[0], Some(out[1]))),
     }
+}
+
+/// With no more nodes than samples wanted, every Ready node is a sample:
+/// no rejection loop (with one node it would miss until its budget ran out
+/// on every pick), one scan, and a Fisher-Yates shuffle so the order (which
+/// breaks ties) stays uniform. `nodes.len() <= MAX_SAMPLES` here.
+fn all_ready_shuffled(nodes: &[NodeView], rng: &mut Rng, out: &mut [usize; MAX_SAMPLES]) -> usize {
+    debug_assert!(nodes.len() <= MAX_SAMPLES);
+    let mut k = 0;
+    for (i, _) in nodes.iter().enumerate().filter(|(_, v)| v.is_ready()) {
+        out[k] = i;
+        k += 1;
+    }
+    for i in (1..k).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        out.swap(i, j);
+    }
+    k
 }
 
 /// Exact fallback: Floyd's algorithm picks `d` distinct ranks among the Ready
@@ -222,7 +255,16 @@ mod tests {
     fn two_without_replacement_is_the_general_sampler_at_d_2() {
         // Dense (rejection path) and sparse (scan fallback) pools.
         let mut fallbacks = 0;
-        for (n, every) in [(10, 1), (1_000, 3), (2_000, 400), (5, 5), (1, 1), (0, 1)] {
+        for (n, every) in [
+            (10, 1),
+            (1_000, 3),
+            (2_000, 400),
+            (5, 5),
+            (2, 1),
+            (2, 2),
+            (1, 1),
+            (0, 1),
+        ] {
             let nodes = pool(n, every);
             for seed in 0..300 {
                 let mut a = Rng::seeded(seed);
@@ -249,6 +291,48 @@ mod tests {
             }
         }
         assert!(fallbacks > 100, "the scan fallback ran {fallbacks} times");
+    }
+
+    /// How many draws `rng` made since it was seeded with `seed`.
+    fn draws_used(seed: u64, rng: &mut Rng) -> usize {
+        let next = rng.next_u64();
+        let mut probe = Rng::seeded(seed);
+        (0..64)
+            .position(|_| probe.next_u64() == next)
+            .expect("fewer than 64 draws")
+    }
+
+    #[test]
+    fn fewer_than_two_nodes_take_no_rejection_loop() {
+        // One node: no draw at all (the rejection loop used to miss 16
+        // times on every pick before the scan answered).
+        let one = pool(1, 1);
+        for seed in 0..50 {
+            let mut rng = Rng::seeded(seed);
+            assert_eq!(two_without_replacement(&one, &mut rng), Some((0, None)));
+            let mut out = [0; MAX_SAMPLES];
+            assert_eq!(without_replacement(&one, 2, &mut rng, &mut out), 1);
+            assert_eq!(out[0], 0);
+            assert_eq!(draws_used(seed, &mut rng), 0, "seed {seed}");
+        }
+        // Two nodes, one of them booting: the ready one, no draw.
+        let mut half = pool(2, 1);
+        half[0].state = NodeState::Booting;
+        let mut rng = Rng::seeded(9);
+        assert_eq!(two_without_replacement(&half, &mut rng), Some((1, None)));
+        assert_eq!(draws_used(9, &mut rng), 0);
+        // Two ready nodes: one draw, and both orders come up (the first
+        // sample wins ties, so a fixed order would favour one node).
+        let two = pool(2, 1);
+        let mut firsts = [0; 2];
+        for seed in 0..200 {
+            let mut rng = Rng::seeded(seed);
+            let (a, b) = two_without_replacement(&two, &mut rng).expect("two ready");
+            assert_eq!(b, Some(1 - a));
+            firsts[a] += 1;
+            assert_eq!(draws_used(seed, &mut rng), 1, "seed {seed}");
+        }
+        assert!(firsts[0] > 50 && firsts[1] > 50, "orders {firsts:?}");
     }
 
     #[test]

@@ -531,10 +531,10 @@ type Run<'a> = BoxFuture<'a, Result<bytes::Bytes, DispatchError>>;
 /// Hands the call to the service (binary or JSON); nothing has run yet.
 fn start_run<D: ServiceDispatch>(core: &Core<D>, incoming: Incoming) -> Run<'_> {
     let method = incoming.key.method;
+    let cx = CallContext::new(incoming.deadline);
     if incoming.key.json {
-        dispatch_json(&core.dispatch, method, incoming.payload)
+        dispatch_json(&core.dispatch, method, incoming.payload, cx)
     } else {
-        let cx = CallContext::new(incoming.deadline);
         core.dispatch.dispatch_with(method, incoming.payload, cx)
     }
 }
@@ -564,11 +564,12 @@ fn dispatch_json<D: ServiceDispatch>(
     dispatch: &D,
     method: u16,
     args: bytes::Bytes,
+    cx: CallContext,
 ) -> BoxFuture<'_, Result<bytes::Bytes, DispatchError>> {
     let parsed = serde_json::from_slice::<serde_json::Value>(&args)
         .map_err(|e| DispatchError::BadArgs(format!("arguments are not JSON: {e}")));
     Box::pin(async move {
-        let reply = dispatch.dispatch_json_by_id(method, parsed?).await?;
+        let reply = dispatch.dispatch_json_with(method, parsed?, cx).await?;
         serde_json::to_vec(&reply)
             .map(bytes::Bytes::from)
             .map_err(|e| DispatchError::EncodeReply(format!("reply as JSON: {e}")))

@@ -24,6 +24,9 @@ pub const DEFAULT_EPSILON_MS: u64 = 100;
 pub const MAX_EPSILON_MS: u64 = 60_000;
 pub const DEFAULT_HOLDER_TIMEOUT_MS: u64 = 3_000;
 pub const MAX_HOLDER_TIMEOUT_MS: u64 = 3_600_000;
+/// The least memory a container node may be given, MiB (as `ebb sandbox
+/// run --memory-mb` takes it).
+pub const MIN_CONTAINER_MEMORY_MB: u64 = 4;
 /// Where a started origin listens unless `origin.listen` says otherwise.
 pub const DEFAULT_ORIGIN_LISTEN: &str = "127.0.0.1:0";
 
@@ -174,6 +177,8 @@ pub struct Pool {
     pub min: usize,
     pub max: usize,
     pub boot_timeout_ms: u64,
+    /// Calls the gateway has in flight on one node at most.
+    pub max_in_flight_per_node: u32,
     /// Price of one node for one second, in US dollars.
     pub cost_per_node_second_usd: f64,
     /// Per-node limits for container and vm nodes.
@@ -189,6 +194,7 @@ impl Default for Pool {
             min: 1,
             max: 16,
             boot_timeout_ms: 60_000,
+            max_in_flight_per_node: ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             cost_per_node_second_usd: 0.0,
             memory_mb: None,
             cpus: None,
@@ -445,6 +451,16 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a positive number of milliseconds",
         ));
     }
+    if p.max_in_flight_per_node == 0 {
+        return Err(bad(
+            "pool.max_in_flight_per_node",
+            p.max_in_flight_per_node,
+            format!(
+                "1 or more; at most the bound each node puts on one connection ({} for ebb nodes)",
+                ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE
+            ),
+        ));
+    }
     if !(p.cost_per_node_second_usd >= 0.0 && p.cost_per_node_second_usd.is_finite()) {
         return Err(bad(
             "pool.cost_per_node_second_usd",
@@ -452,6 +468,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a price in dollars, zero or more, e.g. 0.000012",
         ));
     }
+    check_limits(p, kind)?;
     if let Err(e) = ebb_policy::balance::parse(&file.balance.policy) {
         return Err(bad("balance.policy", &file.balance.policy, e.to_string()));
     }
@@ -555,6 +572,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
     if let Some(admin) = &file.gateway.admin {
         check_addr("gateway.admin", admin)?;
     }
+    check_distinct_addrs(&file.gateway)?;
     if a.max_in_flight_per_caller == 0 {
         return Err(bad(
             "admission.max_in_flight_per_caller",
@@ -614,6 +632,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             boot_timeout_ms: p.boot_timeout_ms,
             cost_per_node_sec_micros: (p.cost_per_node_second_usd * 1e6).round() as u64,
             scale_tick_ms: scale.tick_ms,
+            max_in_flight_per_node: p.max_in_flight_per_node,
             ..PoolConfig::default()
         },
         seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
@@ -633,6 +652,84 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         objective: scale.objective_ms.map(Nanos::from_millis),
         origin,
     })
+}
+
+/// `pool.memory_mb` and `pool.cpus` limit container and VM nodes; a thread
+/// or process node cannot be limited, so a limit there would be silently
+/// ignored.
+fn check_limits(p: &Pool, kind: Kind) -> Result<(), ConfigError> {
+    use ebb_node::vm::sandbox::{MAX_CPUS, MIN_MEMORY_MB};
+    let limited = matches!(kind, Kind::Container | Kind::Vm);
+    if let Some(m) = p.memory_mb {
+        let least = if kind == Kind::Vm {
+            MIN_MEMORY_MB
+        } else {
+            MIN_CONTAINER_MEMORY_MB
+        };
+        if !limited {
+            return Err(bad(
+                "pool.memory_mb",
+                m,
+                format!(
+                    "only with pool.kind = \"container\" or \"vm\" ({} nodes cannot be limited); remove it",
+                    p.kind
+                ),
+            ));
+        }
+        if m < least {
+            return Err(bad(
+                "pool.memory_mb",
+                m,
+                format!("MiB per {} node, at least {least}", p.kind),
+            ));
+        }
+    }
+    if let Some(c) = p.cpus {
+        if !limited {
+            return Err(bad(
+                "pool.cpus",
+                c,
+                format!(
+                    "only with pool.kind = \"container\" or \"vm\" ({} nodes cannot be limited); remove it",
+                    p.kind
+                ),
+            ));
+        }
+        if !(c > 0.0 && c <= f64::from(MAX_CPUS)) {
+            return Err(bad(
+                "pool.cpus",
+                c,
+                format!("cores per node, more than 0 and at most {MAX_CPUS}, e.g. 0.5 or 2"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The gateway's listening addresses differ (unless a port is 0, which
+/// picks a free one each time): two on one address would fail at start
+/// with "address in use", after `--check` had said the file was fine.
+fn check_distinct_addrs(g: &Gateway) -> Result<(), ConfigError> {
+    let fixed = |a: &str| a.parse::<SocketAddr>().ok().filter(|a| a.port() != 0);
+    let http = fixed(&g.http);
+    if http.is_some() && fixed(&g.rpc) == http {
+        return Err(bad(
+            "gateway.http",
+            &g.http,
+            "an address other than gateway.rpc's (each listens on its own port; port 0 picks a free one)",
+        ));
+    }
+    if let Some(admin) = &g.admin {
+        let admin = fixed(admin);
+        if admin.is_some() && (admin == http || admin == fixed(&g.rpc)) {
+            return Err(bad(
+                "gateway.admin",
+                g.admin.as_deref().unwrap_or_default(),
+                "an address other than gateway.rpc's and gateway.http's",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_origin(o: &Origin, kind: Kind, runs: &Runs) -> Result<OriginPlan, ConfigError> {
@@ -723,12 +820,23 @@ fn check_origin(o: &Origin, kind: Kind, runs: &Runs) -> Result<OriginPlan, Confi
             "the origin serves the built-in demo service's get/put/read/write; a node program given by service.command reaches its own data",
         ));
     }
-    if !matches!(kind, Kind::Process | Kind::Thread) {
+    if kind == Kind::Vm {
         return Err(bad(
             "pool.kind",
-            format!("{kind:?}").to_lowercase(),
-            "with [origin]: process or thread (container and vm nodes have their own network and cannot reach an origin on the host's loopback)",
+            "vm",
+            "with [origin]: process, thread or container (a VM's user network reaches only the host's loopback through QEMU, which ebb up does not route to an origin)",
         ));
+    }
+    if kind == Kind::Container {
+        // A container reaches only a host address ebb up puts on the host
+        // for it, so ebb up picks where the origin listens.
+        let why = "nothing, with pool.kind = \"container\": ebb up starts the origin (origin.data) on a host address the containers are routed to, as they cannot reach the host's loopback";
+        if let Some(a) = &o.addr {
+            return Err(bad("origin.addr", a, why));
+        }
+        if let Some(l) = &o.listen {
+            return Err(bad("origin.listen", l, why));
+        }
     }
     Ok(OriginPlan {
         source,
@@ -815,6 +923,55 @@ mod tests {
                 .expect_err("empty")
                 .contains("pool.max")
         );
+    }
+
+    #[test]
+    fn node_limits_are_checked_against_the_kind() {
+        let with = |pool: &str| parse(&format!("[service]\nname = \"demo\"\n[pool]\n{pool}\n"));
+        let c = with("kind = \"container\"\nmemory_mb = 64\ncpus = 0.5").expect("valid limits");
+        assert_eq!((c.memory_mb, c.cpus), (Some(64), Some(0.5)));
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                "kind = \"container\"\nmemory_mb = 1",
+                &["pool.memory_mb = 1", "at least 4"],
+            ),
+            (
+                "kind = \"vm\"\nmemory_mb = 32",
+                &["pool.memory_mb = 32", "at least 64"],
+            ),
+            (
+                "kind = \"container\"\ncpus = 0.0",
+                &["pool.cpus = 0.0", "more than 0"],
+            ),
+            (
+                "kind = \"process\"\nmemory_mb = 64",
+                &["pool.memory_mb", "only with", "process nodes"],
+            ),
+            (
+                "kind = \"thread\"\ncpus = 1.0",
+                &["pool.cpus", "only with", "thread nodes"],
+            ),
+        ];
+        for (pool, wanted) in cases {
+            let e = with(pool).expect_err(pool);
+            for w in wanted {
+                assert!(e.contains(w), "{pool:?}: {e:?} lacks {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused_before_start() {
+        let with = |gw: &str| parse(&format!("[gateway]\n{gw}\n[service]\nname = \"demo\"\n"));
+        let e = with("rpc = \"127.0.0.1:7000\"\nhttp = \"127.0.0.1:7000\"").expect_err("same");
+        assert!(
+            e.contains("gateway.http") && e.contains("gateway.rpc"),
+            "{e}"
+        );
+        let e = with("http = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:8080\"").expect_err("same");
+        assert!(e.contains("gateway.admin"), "{e}");
+        with("rpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"")
+            .expect("port 0 picks a different free port each time");
     }
 
     #[test]
@@ -968,9 +1125,31 @@ mod tests {
         )
         .expect_err("vm nodes cannot reach the host loopback");
         assert!(
-            e.contains("pool.kind") && e.contains("process or thread"),
+            e.contains("pool.kind") && e.contains("process, thread or container"),
             "{e}"
         );
+        // Container nodes reach only an origin ebb up starts on a host
+        // address of its own: data is accepted, addr and listen are not.
+        let container = |section: &str| {
+            parse(&format!(
+                "[service]\nname = \"demo\"\n[pool]\nkind = \"container\"\n[origin]\n{section}\n"
+            ))
+        };
+        let c = container("data = \"d\"").expect("container nodes with a started origin");
+        assert!(matches!(
+            c.origin.map(|o| o.source),
+            Some(OriginSource::Start { .. })
+        ));
+        for (section, key) in [
+            ("addr = \"127.0.0.1:1\"", "origin.addr"),
+            ("data = \"d\"\nlisten = \"127.0.0.1:0\"", "origin.listen"),
+        ] {
+            let e = container(section).expect_err(section);
+            assert!(
+                e.contains(key) && e.contains("routed to"),
+                "{section:?}: {e}"
+            );
+        }
         let e = parse("[service]\nname = \"demo\"\ncommand = [\"/bin/n\"]\n[origin]\naddr = \"127.0.0.1:1\"\n")
             .expect_err("a user program has its own data");
         assert!(e.contains("service.command"), "{e}");

@@ -1,0 +1,202 @@
+//! What a user sees on a mistake, across subcommands: a bad value names
+//! the flag, the value and what is accepted (negative numbers and
+//! addresses included), and a failure's cause is printed once.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+fn ebb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
+}
+
+/// The stderr of a run that must fail with `code`.
+fn failure(args: &[&str], code: i32) -> String {
+    let o = ebb(args);
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "ebb {args:?}: {e}");
+    assert!(!e.contains("backtrace") && !e.contains("panicked"), "{e}");
+    e
+}
+
+#[test]
+fn a_negative_number_reaches_the_flags_own_check() {
+    let e = failure(&["load", "--target", "127.0.0.1:1", "--rate", "-5"], 1);
+    assert!(e.contains("--rate -5") && e.contains("more than 0"), "{e}");
+    for args in [
+        &["sim", "--seed", "-1"][..],
+        &[
+            "chaos",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:1",
+            "--delay-ms",
+            "-1",
+        ],
+    ] {
+        let e = failure(args, 2);
+        assert!(
+            !e.contains("unexpected argument") && !e.contains("'-- "),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("invalid value '{}'", args[args.len() - 1]))
+                && e.contains("expected a whole number"),
+            "{e}"
+        );
+    }
+    let e = failure(&["demo", "--seconds", "-20"], 2);
+    assert!(
+        e.contains("-20 is not in 1..=3600"),
+        "a ranged flag names its range: {e}"
+    );
+}
+
+#[test]
+fn a_number_flag_given_words_says_it_wants_a_number() {
+    let e = failure(&["sim", "lease", "--msg-ms", "soon"], 2);
+    assert!(
+        e.contains("'soon'") && e.contains("--msg-ms") && e.contains("expected a number"),
+        "{e}"
+    );
+    assert!(!e.contains("invalid float literal"), "{e}");
+    let e = failure(&["sim", "--nodes", "ten"], 2);
+    assert!(
+        e.contains("'ten'") && e.contains("expected a whole number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_address_without_a_port_is_refused_as_the_flag_s_value() {
+    for (args, flag) in [
+        (&["node", "--listen", "127.0.0.1"][..], "--listen"),
+        (&["call", "--addr", "127.0.0.1", "Demo.echo"], "--addr"),
+        (
+            &["load", "--target", "localhost", "--rate", "1"],
+            "--target",
+        ),
+        (
+            &["chaos", "--listen", "127.0.0.1:0", "--upstream", "x"],
+            "--upstream",
+        ),
+        (
+            &["origin", "--listen", ":7100", "--data", "/nonexistent"],
+            "--listen",
+        ),
+    ] {
+        let e = failure(args, 2);
+        assert!(
+            e.contains(flag) && e.contains("HOST:PORT") && e.contains("e.g. 127.0.0.1:7000"),
+            "{e}"
+        );
+    }
+    let e = failure(&["call", "--addr", "127.0.0.1:0", "Demo.echo"], 2);
+    assert!(e.contains("port `0`") && e.contains("from 1"), "{e}");
+}
+
+#[test]
+fn a_busy_port_is_named_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let e = failure(&["node", "--listen", &addr], 1);
+    assert!(e.contains(&addr), "{e}");
+    assert_eq!(
+        e.matches("in use").count(),
+        1,
+        "the cause is printed once: {e}"
+    );
+}
+
+#[test]
+fn a_table_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created by pipe(2) and are owned
+    // here alone; the read end is closed at once, as `head` closes it.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    for args in [&["sim", "--requests", "1000"][..], &["info"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !e.contains("panicked") && !e.contains("backtrace"),
+            "ebb {args:?}: {e}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "ebb {args:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_demo_report_that_cannot_be_written_is_refused_before_the_run() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = file.path().to_str().unwrap();
+    let e = failure(&["demo", "--seconds", "3600", "--out", out], 1);
+    assert!(
+        e.contains(&format!("--out {out}")) && e.contains("cannot write"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_node_program_that_cannot_run_is_refused_by_check_and_by_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("node.txt");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    for program in [
+        dir.path().join("missing-node").display().to_string(),
+        not_executable.display().to_string(),
+        "no-such-node-on-path".to_owned(),
+    ] {
+        let config = dir.path().join("up.toml");
+        std::fs::write(
+            &config,
+            format!("[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[service]\ncommand = [{program:?}]\n"),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        for args in [&["up", "--check", config][..], &["up", config]] {
+            let e = failure(args, 1);
+            assert!(
+                e.contains("service.command")
+                    && e.contains(&format!("`{program}` is not an executable file")),
+                "ebb {args:?}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ebb_up_on_a_busy_port_names_the_config_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("up.toml");
+    std::fs::write(
+        &config,
+        format!("[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"{addr}\"\n[service]\nname = \"demo\"\n[pool]\nkind = \"thread\"\n"),
+    )
+    .unwrap();
+    let e = failure(&["up", config.to_str().unwrap()], 1);
+    assert!(
+        e.contains(&format!("gateway.http = \"{addr}\"")) && e.contains("in use"),
+        "{e}"
+    );
+}
