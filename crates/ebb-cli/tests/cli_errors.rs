@@ -200,3 +200,40 @@ fn ebb_up_on_a_busy_port_names_the_config_key() {
         "{e}"
     );
 }
+
+#[test]
+fn a_reply_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let node = ebb_testkit::Proc::start(
+        env!("CARGO_BIN_EXE_ebb"),
+        &["node", "--listen", "127.0.0.1:0"],
+    );
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created by pipe(2) and are owned
+    // here alone; the read end is closed at once, as `head` closes it.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", &node.addr, "Demo.echo", r#"{"msg":"hi"}"#])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!e.contains("panicked") && !e.contains("backtrace"), "{e}");
+    assert!(out.status.success(), "the call itself succeeded: {e}");
+}
+
+#[test]
+fn a_demo_trace_that_is_neither_built_in_nor_a_file_says_both() {
+    let e = failure(&["demo", "--trace", "/nonexistent/counts.txt"], 1);
+    assert!(
+        e.contains("--trace `/nonexistent/counts.txt`")
+            && e.contains("bursty, step, steady")
+            && e.contains("no such file"),
+        "{e}"
+    );
+}

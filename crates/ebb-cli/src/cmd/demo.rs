@@ -284,6 +284,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.base_rate >= 0.0 && args.peak_rate >= 0.0) {
         bail!("--base-rate and --peak-rate must be non-negative numbers");
     }
+    // First: without root a sandboxed kind cannot run wherever the report
+    // would go.
+    check_privileges(&args.kind)?;
     // Checked before the run, not after a minute of it.
     std::fs::create_dir_all(&args.out)
         .and_then(|()| tempfile::tempfile_in(&args.out))
@@ -298,6 +301,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         base_rate: args.base_rate,
         peak_rate: args.peak_rate,
     };
+    if !BUILTIN_TRACES.contains(&args.trace.as_str()) && !std::path::Path::new(&args.trace).exists()
+    {
+        bail!(
+            "--trace `{}`: no built-in trace has that name ({}) and no such file exists; give one of them, or a file of per-second counts (one number per line)",
+            args.trace,
+            BUILTIN_TRACES.join(", ")
+        );
+    }
     let trace = trace::resolve(&args.trace, &shape, args.seed)
         .with_context(|| {
             format!(
@@ -307,7 +318,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?
         .truncated(args.seconds as usize);
-    check_privileges(&args.kind)?;
     if args.gets + args.puts > 1_000 {
         bail!(
             "--gets {} and --puts {}: together at most 1000 per thousand arrivals",

@@ -207,10 +207,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(report)
     })?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
         eprintln!();
-        print!("{}", report.table());
+        super::print_out(&report.table())?;
     }
     if stopped.load(Ordering::Relaxed) {
         use std::io::Write;

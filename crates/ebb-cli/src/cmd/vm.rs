@@ -304,10 +304,22 @@ impl Drop for WorkDir {
     }
 }
 
+/// Says on stderr what the next seconds are spent on: a cold boot takes
+/// seconds under KVM and longer emulated, with nothing else printed until
+/// the node serves.
+fn booting(spec: &MachineSpec, timeout_ms: u64) {
+    eprintln!(
+        "booting a node VM ({}; waiting up to {} s for it to serve, --boot-timeout-ms)...",
+        spec.accel.as_str(),
+        timeout_ms / 1000
+    );
+}
+
 fn boot(node: &NodeArgs, snapshot_to: Option<PathBuf>, hold_secs: u64) -> anyhow::Result<()> {
     let dir = WorkDir::new();
     let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
+    booting(&spec, node.boot_timeout_ms);
     let mut m = Machine::spawn(&spec)?;
     let took = m.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
     println!("cold_boot_to_serving_ms: {}", took.as_millis());
@@ -332,6 +344,7 @@ fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()> {
     let dir = WorkDir::new();
     let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
+    booting(&spec, node.boot_timeout_ms);
     let mut src = Machine::spawn(&spec)?;
     src.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
     println!("source: {}", addr(&src));

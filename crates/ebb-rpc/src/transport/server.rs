@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::TransportError;
 use super::clock::RuntimeClock;
+use super::framebuf::FrameBuf;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use super::stream::{self, ReadSide, WriteSide};
@@ -119,7 +120,7 @@ impl<D> Core<D> {
         outcome: Outcome,
         payload: bytes::Bytes,
         now: ebb_core::Instant,
-        local: Option<(&Arc<OutBuf>, &mut BytesMut)>,
+        local: Option<(&Arc<OutBuf>, &mut FrameBuf)>,
     ) {
         let mut shared = self.lock();
         let Shared { session, outs } = &mut *shared;
@@ -352,7 +353,7 @@ async fn serve_connection<D: ServiceDispatch>(
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     // This read's replies, handed to the writer whole; reused across reads.
-    let mut batch = BytesMut::new();
+    let mut batch = FrameBuf::default();
     'conn: loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
@@ -418,7 +419,7 @@ async fn serve_connection<D: ServiceDispatch>(
 /// the call to run, if any. Answers go to `batch`, this read's replies.
 fn admit<D>(
     core: &Core<D>,
-    batch: &mut BytesMut,
+    batch: &mut FrameBuf,
     conn: ConnId,
     message: Message,
     now: ebb_core::Instant,
@@ -446,7 +447,7 @@ fn admit<D>(
 fn run_call<D: ServiceDispatch>(
     core: &Arc<Core<D>>,
     out: &Arc<OutBuf>,
-    batch: &mut BytesMut,
+    batch: &mut FrameBuf,
     incoming: Incoming,
     started: ebb_core::Instant,
 ) {

@@ -219,6 +219,36 @@ impl FrameCodec {
         self.put(&h, None, payload, out)
     }
 
+    /// Appends `message`'s length prefix and header (and a ping's secret)
+    /// to `out` and returns its payload, which the caller must write right
+    /// after them (from where it is, so a large payload need not be
+    /// copied). Refuses (and leaves `out` untouched) a message whose
+    /// payload would exceed the limit.
+    pub fn encode_header<'m>(
+        &self,
+        message: &'m Message,
+        out: &mut BytesMut,
+    ) -> Result<&'m Bytes, WireError> {
+        let (h, secret, payload) = lay_out(message);
+        let len = self.frame_len(secret, payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + HEADER_BYTES + CLIENT_SECRET_BYTES);
+        put_header(&h, secret, len, out);
+        Ok(payload)
+    }
+
+    /// [`FrameCodec::encode_header`] for a reply the caller only borrows.
+    pub fn encode_reply_header<'m>(
+        &self,
+        reply: &'m Reply,
+        out: &mut BytesMut,
+    ) -> Result<&'m Bytes, WireError> {
+        let (h, payload) = lay_out_reply(reply);
+        let len = self.frame_len(None, payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + HEADER_BYTES);
+        put_header(&h, None, len, out);
+        Ok(payload)
+    }
+
     fn put(
         &self,
         h: &Header,
@@ -226,32 +256,29 @@ impl FrameCodec {
         payload: &Bytes,
         out: &mut BytesMut,
     ) -> Result<(), WireError> {
+        let len = self.frame_len(secret, payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + len);
+        put_header(h, secret, len, out);
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// The length-prefix value (header, secret and payload) of a frame,
+    /// if within the limit.
+    fn frame_len(
+        &self,
+        secret: Option<ClientSecret>,
+        payload_len: usize,
+    ) -> Result<usize, WireError> {
         let secret_len = secret.map_or(0, |_| CLIENT_SECRET_BYTES);
-        let len = HEADER_BYTES + secret_len + payload.len();
+        let len = HEADER_BYTES + secret_len + payload_len;
         if len > self.max_frame_bytes {
             return Err(WireError::FrameTooLarge {
                 len,
                 max: self.max_frame_bytes,
             });
         }
-        out.reserve(LENGTH_PREFIX_BYTES + len);
-        // `len <= MAX_FRAME_BYTES < u32::MAX`, so the cast is exact.
-        out.put_u32_le(len as u32);
-        out.put_u8(WIRE_VERSION);
-        out.put_u8(h.kind);
-        out.put_u8(h.flags);
-        out.put_u8(h.status);
-        out.put_u128_le(h.client);
-        out.put_u64_le(h.seq);
-        out.put_u64_le(h.ack_below);
-        out.put_u64_le(h.incarnation);
-        out.put_u64_le(h.deadline);
-        out.put_u16_le(h.method);
-        if let Some(secret) = secret {
-            out.put_u128_le(secret.0);
-        }
-        out.extend_from_slice(payload);
-        Ok(())
+        Ok(len)
     }
 
     /// Takes one complete message off the front of `buf`, or `Ok(None)` if
@@ -289,6 +316,26 @@ impl FrameCodec {
         let header = parsed?;
         frame_bytes.advance(LENGTH_PREFIX_BYTES + HEADER_BYTES);
         to_message(header, frame_bytes.freeze()).map(Some)
+    }
+}
+
+/// Appends the length prefix `len` (at most `MAX_FRAME_BYTES`), the
+/// header, and a ping's secret.
+fn put_header(h: &Header, secret: Option<ClientSecret>, len: usize, out: &mut BytesMut) {
+    // `len <= MAX_FRAME_BYTES < u32::MAX`, so the cast is exact.
+    out.put_u32_le(len as u32);
+    out.put_u8(WIRE_VERSION);
+    out.put_u8(h.kind);
+    out.put_u8(h.flags);
+    out.put_u8(h.status);
+    out.put_u128_le(h.client);
+    out.put_u64_le(h.seq);
+    out.put_u64_le(h.ack_below);
+    out.put_u64_le(h.incarnation);
+    out.put_u64_le(h.deadline);
+    out.put_u16_le(h.method);
+    if let Some(secret) = secret {
+        out.put_u128_le(secret.0);
     }
 }
 
