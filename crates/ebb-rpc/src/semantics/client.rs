@@ -59,6 +59,8 @@ pub struct ClientSession {
     incarnation: Option<Incarnation>,
     /// The server's load as last reported (calls executing), if ever.
     reported_load: Option<u32>,
+    /// The service time the server last reported measuring, if ever.
+    reported_service_time: Option<Nanos>,
     last_heard: Instant,
     last_ping: Instant,
     /// Messages to send. A request's payload stays in its call until the
@@ -91,6 +93,7 @@ impl ClientSession {
             disconnected_since: now,
             incarnation: None,
             reported_load: None,
+            reported_service_time: None,
             last_heard: now,
             last_ping: now,
             transmit: VecDeque::new(),
@@ -125,6 +128,13 @@ impl ClientSession {
     /// a pong; `None` before the first.
     pub fn reported_load(&self) -> Option<u32> {
         self.reported_load
+    }
+
+    /// The service time the server last reported measuring itself (busy
+    /// time per completed call); `None` before the first reply that
+    /// carried one.
+    pub fn reported_service_time(&self) -> Option<Nanos> {
+        self.reported_service_time
     }
 
     pub fn outstanding(&self) -> usize {
@@ -337,6 +347,9 @@ impl ClientSession {
     fn handle_reply(&mut self, reply: Reply, now: Instant) {
         self.heard(now);
         self.reported_load = Some(reply.load);
+        if reply.service_time > Nanos::ZERO {
+            self.reported_service_time = Some(reply.service_time);
+        }
         self.observe_incarnation(reply.incarnation, now);
         let matches = self.calls.get(&reply.seq).is_some_and(|c| {
             c.sent

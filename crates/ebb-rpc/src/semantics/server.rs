@@ -39,6 +39,7 @@ use ebb_core::{ClientId, Instant, Nanos};
 
 use super::conns::{Caller, ConnId, ConnRefusal, Conns, Route};
 use super::reply_table::{Entry, ReplyTable, Saved, TableFull};
+use super::service_time::ServiceTime;
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
@@ -197,6 +198,8 @@ pub struct ServerSession {
     conns: Conns,
     /// Calls executing now (admitted, not yet completed), all connections.
     executing: usize,
+    /// Busy time per completed call, as replies report it.
+    service_time: ServiceTime,
     stats: ServerStats,
     /// The service description a `Describe` is answered with (postcard).
     description: Bytes,
@@ -229,6 +232,7 @@ impl ServerSession {
             .with_max_saved_bytes_total(config.max_saved_reply_bytes_total),
             conns: Conns::default(),
             executing: 0,
+            service_time: ServiceTime::default(),
             stats: ServerStats::default(),
             description: Bytes::new(),
             tokens: None,
@@ -543,7 +547,7 @@ impl ServerSession {
                     let msg = self.refusal_message(why);
                     self.reply(&req, Outcome::Refused(why), &msg)
                 }
-                None => self.execute(conn, req, route),
+                None => self.execute(conn, req, route, now),
             };
         }
         if !proven {
@@ -620,7 +624,7 @@ impl ServerSession {
             }
             (None, None) => {
                 state.entries.insert(req.seq, Entry::Running);
-                self.execute(conn, req, route)
+                self.execute(conn, req, route, now)
             }
         }
     }
@@ -660,6 +664,7 @@ impl ServerSession {
     ) -> R {
         debug_assert!(self.executing > 0, "complete without an Execute");
         self.executing = self.executing.saturating_sub(1);
+        let service_time = self.service_time.completed(now);
         self.conns.finished(key.conn);
         if self.config.max_in_flight_per_caller.is_some()
             && let Some(n) = self.callers.get_mut(&key.caller)
@@ -681,6 +686,7 @@ impl ServerSession {
             json: key.json,
             outcome,
             load: self.load(),
+            service_time,
             payload,
         };
         let route = if key.proven {
@@ -715,7 +721,8 @@ impl ServerSession {
         send(saved.reply(), route)
     }
 
-    fn execute(&mut self, conn: ConnId, req: Request, route: Route) -> Action {
+    fn execute(&mut self, conn: ConnId, req: Request, route: Route, now: Instant) -> Action {
+        self.service_time.started(self.executing, now);
         self.executing += 1;
         if self.config.max_in_flight_per_caller.is_some() {
             *self.callers.entry(route.caller).or_default() += 1;

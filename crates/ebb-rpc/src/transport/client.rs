@@ -136,6 +136,9 @@ pub struct TcpClient {
     addr: String,
     /// The server's load as last reported, or `NO_LOAD_REPORTED`.
     load: Arc<AtomicU64>,
+    /// The server's own service time as last reported, in nanoseconds;
+    /// 0 before any report.
+    service_time: Arc<AtomicU64>,
     reconnects: Arc<AtomicU64>,
 }
 
@@ -185,6 +188,7 @@ impl TcpClient {
         session.handle_connected(now);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let load = Arc::new(AtomicU64::new(NO_LOAD_REPORTED));
+        let service_time = Arc::new(AtomicU64::new(0));
         let reconnects = Arc::new(AtomicU64::new(0));
         let driver = Driver {
             addr: addr.to_owned(),
@@ -195,6 +199,7 @@ impl TcpClient {
             describes: FastMap::default(),
             next_describe: 0,
             load: Arc::clone(&load),
+            service_time: Arc::clone(&service_time),
             codec: FrameCodec::default(),
             reconnect_at: None,
             backoff: Duration::from_millis(RECONNECT_BACKOFF_MS),
@@ -208,6 +213,7 @@ impl TcpClient {
             ops: tx,
             addr: addr.to_owned(),
             load,
+            service_time,
             reconnects,
         })
     }
@@ -228,6 +234,16 @@ impl TcpClient {
     /// while the connection is up.
     pub fn reported_load(&self) -> Option<u32> {
         u32::try_from(self.load.load(Ordering::Relaxed)).ok()
+    }
+
+    /// The service time the server measured itself (busy time per call
+    /// completed, averaged), as its last reply carrying one said; `None`
+    /// before the first.
+    pub fn reported_service_time(&self) -> Option<Nanos> {
+        match self.service_time.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Nanos(n)),
+        }
     }
 
     /// Asks the server what it serves: its service name, methods with ids,
@@ -384,6 +400,10 @@ impl Transport for TcpClient {
     fn reported_load(&self) -> Option<u32> {
         TcpClient::reported_load(self)
     }
+
+    fn reported_service_time(&self) -> Option<Nanos> {
+        TcpClient::reported_service_time(self)
+    }
 }
 
 struct Conn {
@@ -444,6 +464,7 @@ struct Driver {
     describes: FastMap<u64, oneshot::Sender<Reply>>,
     next_describe: u64,
     load: Arc<AtomicU64>,
+    service_time: Arc<AtomicU64>,
     codec: FrameCodec,
     /// When to try connecting again, while disconnected with calls waiting.
     reconnect_at: Option<Instant>,
@@ -620,6 +641,9 @@ impl Driver {
         }
         if let Some(load) = self.session.reported_load() {
             self.load.store(u64::from(load), Ordering::Relaxed);
+        }
+        if let Some(s) = self.session.reported_service_time() {
+            self.service_time.store(s.as_nanos(), Ordering::Relaxed);
         }
         while let Some((id, outcome)) = self.session.poll_event() {
             if let Some(waiter) = self.waiters.remove(&id.0) {

@@ -166,14 +166,15 @@ fn lay_out(m: &Message) -> (Header, Option<ClientSecret>, &Bytes) {
 /// The header and the payload of a reply.
 fn lay_out_reply(r: &Reply) -> (Header, &Bytes) {
     let (status, reason) = match r.outcome {
-        Outcome::Ok => (STATUS_OK, 0),
-        Outcome::UnknownMethod => (STATUS_UNKNOWN_METHOD, 0),
-        Outcome::BadRequest => (STATUS_BAD_REQUEST, 0),
-        Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, 0),
+        Outcome::Ok => (STATUS_OK, r.service_time.as_nanos()),
+        Outcome::UnknownMethod => (STATUS_UNKNOWN_METHOD, r.service_time.as_nanos()),
+        Outcome::BadRequest => (STATUS_BAD_REQUEST, r.service_time.as_nanos()),
+        Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, r.service_time.as_nanos()),
+        // The field carries the reason or the retry-after: no service time.
         Outcome::Refused(why) => (STATUS_REFUSED, why as u64),
         Outcome::Overloaded { retry_after } => (STATUS_OVERLOADED, retry_after.as_nanos()),
-        Outcome::AppError => (STATUS_APP_ERROR, 0),
-        Outcome::Panicked => (STATUS_PANICKED, 0),
+        Outcome::AppError => (STATUS_APP_ERROR, r.service_time.as_nanos()),
+        Outcome::Panicked => (STATUS_PANICKED, r.service_time.as_nanos()),
     };
     (
         Header {
@@ -477,9 +478,10 @@ fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
                 STATUS_PANICKED => Outcome::Panicked,
                 _ => return Err(c.unknown_status()),
             };
-            if !matches!(outcome, Outcome::Refused(_) | Outcome::Overloaded { .. }) {
-                c.zero("deadline", h.deadline.into())?;
-            }
+            let service_time = match outcome {
+                Outcome::Refused(_) | Outcome::Overloaded { .. } => Nanos::ZERO,
+                _ => Nanos(h.deadline),
+            };
             Message::Reply(Reply {
                 client: ClientId(h.client),
                 seq: Seq(h.seq),
@@ -489,6 +491,7 @@ fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
                 json,
                 outcome,
                 load: c.load()?,
+                service_time,
                 payload,
             })
         }
