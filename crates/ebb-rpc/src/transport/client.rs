@@ -35,7 +35,8 @@ use crate::wire::{Describe, FrameCodec, MAX_PAYLOAD_BYTES, Message, decode_paylo
 pub const MAX_QUEUED_CALLS: usize = 4096;
 /// Describe requests one client may have outstanding; more wait for room.
 pub const MAX_PENDING_DESCRIBES: usize = 16;
-/// How long one connection attempt may take before it counts as failed.
+/// How long one connection attempt may take before it counts as failed,
+/// unless configured otherwise (`TcpClientConfig::connect_timeout_ms`).
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// First pause between reconnection attempts; doubles with every attempt
 /// up to the maximum, and starts over only once a connection proves
@@ -52,10 +53,15 @@ const NO_LOAD_REPORTED: u64 = u64::MAX;
 
 type Reply = Result<Bytes, CallError>;
 
-/// Configuration of a [`TcpClient`]: the session's timers and bounds.
+/// Configuration of a [`TcpClient`]: the session's timers and bounds, and
+/// how long one connection attempt may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpClientConfig {
     pub session: ClientConfig,
+    /// Bound on one connection attempt (TCP connect, and the TLS handshake
+    /// after it); default [`CONNECT_TIMEOUT_MS`]. Raise it for a server
+    /// that is slow to answer on purpose (one run under a profiler).
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for TcpClientConfig {
@@ -70,7 +76,40 @@ impl Default for TcpClientConfig {
                 max_retransmit_interval: Nanos::from_secs(4),
                 ..ClientConfig::default()
             },
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
         }
+    }
+}
+
+/// What a client presents to a server besides its (proven) client id:
+/// TLS, with a client certificate for a mutual-TLS server, and a bearer
+/// token for a server that requires one.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub tls: Option<ClientTls>,
+    /// Carried by every handshake; at most `wire::MAX_TOKEN_BYTES`.
+    pub token: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn with_token(mut self, token: Bytes) -> Credentials {
+        self.token = Some(token);
+        self
+    }
+
+    pub fn with_tls(mut self, tls: ClientTls) -> Credentials {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -97,6 +136,9 @@ pub struct TcpClient {
     addr: String,
     /// The server's load as last reported, or `NO_LOAD_REPORTED`.
     load: Arc<AtomicU64>,
+    /// The server's own service time as last reported, in nanoseconds;
+    /// 0 before any report.
+    service_time: Arc<AtomicU64>,
     reconnects: Arc<AtomicU64>,
 }
 
@@ -109,7 +151,7 @@ impl TcpClient {
     }
 
     pub async fn connect_with(addr: &str, cfg: TcpClientConfig) -> Result<TcpClient, CallError> {
-        TcpClient::connect_inner(addr, cfg, None).await
+        TcpClient::connect_as(addr, cfg, Credentials::default()).await
     }
 
     /// Connects over TLS: the server's certificate must be issued by a CA
@@ -119,15 +161,20 @@ impl TcpClient {
         tls: ClientTls,
         cfg: TcpClientConfig,
     ) -> Result<TcpClient, CallError> {
-        TcpClient::connect_inner(addr, cfg, Some(tls)).await
+        TcpClient::connect_as(addr, cfg, Credentials::default().with_tls(tls)).await
     }
 
-    async fn connect_inner(
+    /// Connects presenting `credentials`: over TLS if they hold it, with
+    /// their bearer token in every handshake. A server that requires a
+    /// token and gets none it accepts refuses every call `Unauthorized`
+    /// (did not run).
+    pub async fn connect_as(
         addr: &str,
         cfg: TcpClientConfig,
-        tls: Option<ClientTls>,
+        credentials: Credentials,
     ) -> Result<TcpClient, CallError> {
-        let conn = Conn::open(addr, tls.as_ref()).await?;
+        let Credentials { tls, token } = credentials;
+        let conn = Conn::open(addr, tls.as_ref(), cfg.connect_timeout_ms).await?;
         let clock = RuntimeClock::new();
         let secret = frames::os_random_secret().ok_or_else(|| CallError::ConnectionLost {
             sent: false,
@@ -135,9 +182,13 @@ impl TcpClient {
         })?;
         let now = clock.now();
         let mut session = ClientSession::new(secret, cfg.session, now);
+        if let Some(token) = token {
+            session.set_token(token);
+        }
         session.handle_connected(now);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let load = Arc::new(AtomicU64::new(NO_LOAD_REPORTED));
+        let service_time = Arc::new(AtomicU64::new(0));
         let reconnects = Arc::new(AtomicU64::new(0));
         let driver = Driver {
             addr: addr.to_owned(),
@@ -148,18 +199,21 @@ impl TcpClient {
             describes: FastMap::default(),
             next_describe: 0,
             load: Arc::clone(&load),
+            service_time: Arc::clone(&service_time),
             codec: FrameCodec::default(),
             reconnect_at: None,
             backoff: Duration::from_millis(RECONNECT_BACKOFF_MS),
             proven: false,
             reconnects: Arc::clone(&reconnects),
             tls,
+            connect_timeout_ms: cfg.connect_timeout_ms,
         };
         tokio::spawn(driver.run(rx));
         Ok(TcpClient {
             ops: tx,
             addr: addr.to_owned(),
             load,
+            service_time,
             reconnects,
         })
     }
@@ -180,6 +234,16 @@ impl TcpClient {
     /// while the connection is up.
     pub fn reported_load(&self) -> Option<u32> {
         u32::try_from(self.load.load(Ordering::Relaxed)).ok()
+    }
+
+    /// The service time the server measured itself (busy time per call
+    /// completed, averaged), as its last reply carrying one said; `None`
+    /// before the first.
+    pub fn reported_service_time(&self) -> Option<Nanos> {
+        match self.service_time.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Nanos(n)),
+        }
     }
 
     /// Asks the server what it serves: its service name, methods with ids,
@@ -336,6 +400,10 @@ impl Transport for TcpClient {
     fn reported_load(&self) -> Option<u32> {
         TcpClient::reported_load(self)
     }
+
+    fn reported_service_time(&self) -> Option<Nanos> {
+        TcpClient::reported_service_time(self)
+    }
 }
 
 struct Conn {
@@ -345,27 +413,24 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(addr: &str, tls: Option<&ClientTls>) -> Result<Conn, CallError> {
+    async fn open(addr: &str, tls: Option<&ClientTls>, timeout_ms: u64) -> Result<Conn, CallError> {
         let cannot = |e: &dyn std::fmt::Display| CallError::ConnectionLost {
             sent: false,
             cause: format!("cannot connect to {addr}: {e}"),
         };
-        let connect = TcpStream::connect(addr);
-        let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
+        let limit = Duration::from_millis(timeout_ms);
+        let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
-            .map_err(|_| cannot(&format!("no answer within {CONNECT_TIMEOUT_MS} ms")))?
+            .map_err(|_| cannot(&format!("no answer within {timeout_ms} ms")))?
             .map_err(|e| cannot(&e))?;
         let _ = stream.set_nodelay(true);
         let (read, write) = match tls {
             None => stream::tcp(stream),
             Some(tls) => {
                 let handshake = tls.connect(addr, stream);
-                let limit = Duration::from_millis(CONNECT_TIMEOUT_MS);
                 let tls_stream = tokio::time::timeout(limit, handshake)
                     .await
-                    .map_err(|_| {
-                        cannot(&format!("no TLS handshake within {CONNECT_TIMEOUT_MS} ms"))
-                    })?
+                    .map_err(|_| cannot(&format!("no TLS handshake within {timeout_ms} ms")))?
                     .map_err(|e| cannot(&format!("TLS handshake failed: {e}")))?;
                 stream::tls(tls_stream)
             }
@@ -399,6 +464,7 @@ struct Driver {
     describes: FastMap<u64, oneshot::Sender<Reply>>,
     next_describe: u64,
     load: Arc<AtomicU64>,
+    service_time: Arc<AtomicU64>,
     codec: FrameCodec,
     /// When to try connecting again, while disconnected with calls waiting.
     reconnect_at: Option<Instant>,
@@ -410,6 +476,7 @@ struct Driver {
     reconnects: Arc<AtomicU64>,
     /// Set: every connection, reconnects included, is TLS.
     tls: Option<ClientTls>,
+    connect_timeout_ms: u64,
 }
 
 enum Event {
@@ -573,15 +640,16 @@ impl Driver {
                 // A closed writer means the reader sees the failure next;
                 // the session resends what it must after the reconnect.
                 let _ = conn.out.push_with(|b| {
-                    while let Some(message) = session.poll_transmit() {
-                        frames::append(codec, &message, b);
-                    }
+                    session.drain_transmit(|message| frames::append(codec, message, b));
                 });
             }
-            None => while self.session.poll_transmit().is_some() {},
+            None => self.session.drain_transmit(|_| {}),
         }
         if let Some(load) = self.session.reported_load() {
             self.load.store(u64::from(load), Ordering::Relaxed);
+        }
+        if let Some(s) = self.session.reported_service_time() {
+            self.service_time.store(s.as_nanos(), Ordering::Relaxed);
         }
         while let Some((id, outcome)) = self.session.poll_event() {
             if let Some(waiter) = self.waiters.remove(&id.0) {
@@ -627,7 +695,7 @@ impl Driver {
         // Doubled whether or not the attempt connects: only an answer from
         // the server (`proven`) starts the backoff over.
         self.backoff = (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
-        match Conn::open(&self.addr, self.tls.as_ref()).await {
+        match Conn::open(&self.addr, self.tls.as_ref(), self.connect_timeout_ms).await {
             Ok(conn) => {
                 self.conn = Some(conn);
                 let now = self.now();

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::TransportError;
 use super::clock::RuntimeClock;
+use super::framebuf::FrameBuf;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use super::stream::{self, ReadSide, WriteSide};
@@ -127,7 +128,7 @@ impl<D> Core<D> {
         outcome: Outcome,
         payload: bytes::Bytes,
         now: ebb_core::Instant,
-        local: Option<(&Arc<OutBuf>, &mut BytesMut)>,
+        local: Option<(&Arc<OutBuf>, &mut FrameBuf)>,
     ) {
         let mut shared = self.lock();
         let Shared { session, outs } = &mut *shared;
@@ -240,6 +241,14 @@ impl<D: ServiceDispatch> Server<D> {
         let core = Arc::get_mut(&mut self.core)
             .expect("the core is shared only once the server runs, which consumes it");
         core.tls = Some(tls);
+        self
+    }
+
+    /// Requires every connection to present one of `tokens` in its
+    /// handshake: calls on a connection without one are refused
+    /// `Unauthorized` and do not run.
+    pub fn with_tokens(self, tokens: crate::auth::Tokens) -> Server<D> {
+        self.core.lock().session.set_tokens(Some(tokens));
         self
     }
 
@@ -360,7 +369,7 @@ async fn serve_connection<D: ServiceDispatch>(
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     // This read's replies, handed to the writer whole; reused across reads.
-    let mut batch = BytesMut::new();
+    let mut batch = FrameBuf::default();
     'conn: loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
@@ -426,7 +435,7 @@ async fn serve_connection<D: ServiceDispatch>(
 /// the call to run, if any. Answers go to `batch`, this read's replies.
 fn admit<D>(
     core: &Core<D>,
-    batch: &mut BytesMut,
+    batch: &mut FrameBuf,
     conn: ConnId,
     message: Message,
     now: ebb_core::Instant,
@@ -454,7 +463,7 @@ fn admit<D>(
 fn run_call<D: ServiceDispatch>(
     core: &Arc<Core<D>>,
     out: &Arc<OutBuf>,
-    batch: &mut BytesMut,
+    batch: &mut FrameBuf,
     incoming: Incoming,
     started: ebb_core::Instant,
 ) {

@@ -143,6 +143,10 @@ pub enum Refusal {
     /// or one it does not accept. Nothing ran.
     #[error("missing or wrong bearer token")]
     Unauthorized = 11,
+    /// The caller (its bearer token, or its address without tokens) is at
+    /// its bound of calls executing; other callers are served.
+    #[error("this caller is at its bound of calls executing")]
+    CallerInFlight = 12,
 }
 
 impl Refusal {
@@ -159,6 +163,7 @@ impl Refusal {
             9 => Refusal::Overloaded,
             10 => Refusal::Unauthenticated,
             11 => Refusal::Unauthorized,
+            12 => Refusal::CallerInFlight,
             _ => return None,
         })
     }
@@ -178,6 +183,12 @@ pub struct Reply {
     pub outcome: Outcome,
     /// Calls executing on the server when it sent this (its load).
     pub load: u32,
+    /// The server's own measure of its service time (busy time per call
+    /// completed, averaged): what a gateway's admission judges the node's
+    /// capacity by, free of the gateway's own queueing. Zero: not measured
+    /// (and always zero with a refusal or `Overloaded`, whose header field
+    /// it shares).
+    pub service_time: Nanos,
     /// The result for `Ok`; a UTF-8 message otherwise.
     pub payload: Bytes,
 }
@@ -200,6 +211,7 @@ impl Reply {
             json: request.json,
             outcome,
             load: 0,
+            service_time: Nanos::ZERO,
             payload,
         }
     }

@@ -115,6 +115,7 @@ fn server_config() -> ServerConfig {
         max_saved_reply_bytes_total: 12,
         handshake_timeout: Nanos::from_millis(50),
         idle_timeout: Nanos::from_millis(200),
+        max_in_flight_per_caller: Some(3),
     }
 }
 
@@ -398,6 +399,7 @@ fn stray_answer(b: &mut Bytes8<'_>, me: ClientId) -> Message {
             json: false,
             outcome: Outcome::Ok,
             load: 0,
+            service_time: Nanos(u64::from(b.next())),
             payload: Bytes::new(),
         }),
         _ => Message::ConnError(ConnError {
