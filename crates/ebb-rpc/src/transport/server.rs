@@ -56,8 +56,8 @@ const MIN_SWEEP_INTERVAL_MS: u64 = 10;
 /// thread, as a `#[blocking]` method runs. Converting megabytes of JSON
 /// keeps a core busy for seconds on a loaded machine; on the I/O loop that
 /// would hold up every frame of the connection behind it, pongs included,
-/// and the client would declare the server unresponsive. Smaller arguments
-/// convert faster than a hand-over to a thread costs.
+/// and the client would declare the server unresponsive. Smaller ones stay
+/// inline, where a call that finishes at once needs no hand-over at all.
 pub const MAX_INLINE_JSON_BYTES: usize = 64 * 1024;
 
 /// What all connections share: the semantics, and each open connection's
