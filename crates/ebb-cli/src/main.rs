@@ -7,11 +7,32 @@ mod cmd;
 
 /// ebb: an elastic RPC serving system.
 #[derive(Parser, Debug)]
-#[command(name = "ebb", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "ebb",
+    version,
+    about = "ebb: an elastic RPC serving system. Nodes, calls, a gateway with autoscaling, load, fault injection, a simulator, sandboxes and VMs.",
+    long_about = None,
+    propagate_version = true,
+    after_help = TOP_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// What `ebb --help` ends with: where to start, and the commands one by one.
+const TOP_HELP: &str = "Start here:
+  ebb demo                                  the whole system on a bursty trace; a report in ebb-report/
+
+One piece at a time:
+  ebb node --listen 127.0.0.1:7000 &        a node serving the demo service
+  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'
+  ebb up examples/ebb-up.toml               a gateway in front of a pool of nodes, until Ctrl-C
+  ebb load --target 127.0.0.1:7000 --rate 1000 --duration 10
+  ebb sim --balance random,p2c,jsq --nodes 100 --load 0.9
+
+`ebb COMMAND --help` explains a command, with its defaults and examples;
+README.md and docs/ explain the rest.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -105,6 +126,19 @@ fn explain(e: clap::Error) -> clap::Error {
     }
 }
 
+/// Lets SIGPIPE end the process, as it ends `cat` or `grep`, so that
+/// `ebb sim ... | head` stops quietly instead of panicking with "failed
+/// printing to stdout". Only for the commands that print tables and use no
+/// sockets: the others keep Rust's default (SIGPIPE ignored), so a peer that
+/// closes a connection is an error to handle, not the end of a node.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler
+    // code; it happens on the main thread before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The cause chain on one line, each cause once. Library errors often put
 /// their source's text in their own message as well as returning it as
 /// the source (`cannot listen on ADDR: {source}`), so anyhow's `{:#}` would
@@ -127,13 +161,19 @@ fn render(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => cmd::demo::run(*args),
-        Command::Info(args) => cmd::info::run(args),
+        Command::Info(args) => {
+            end_quietly_on_a_closed_pipe();
+            cmd::info::run(args)
+        }
         Command::Chaos(args) => cmd::chaos::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::Origin(args) => cmd::origin::run(args),
         Command::Call(args) => cmd::call::run(args),
         Command::Load(args) => cmd::load::run(*args),
-        Command::Sim(args) => cmd::sim::run(*args),
+        Command::Sim(args) => {
+            end_quietly_on_a_closed_pipe();
+            cmd::sim::run(*args)
+        }
         Command::Up(args) => cmd::up::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
         Command::Vm(args) => cmd::vm::run(args),

@@ -111,3 +111,118 @@ fn a_busy_port_is_named_once() {
         "the cause is printed once: {e}"
     );
 }
+
+#[test]
+fn a_table_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created by pipe(2) and are owned
+    // here alone; the read end is closed at once, as `head` closes it.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    for args in [&["sim", "--requests", "1000"][..], &["info"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !e.contains("panicked") && !e.contains("backtrace"),
+            "ebb {args:?}: {e}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "ebb {args:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_demo_report_that_cannot_be_written_is_refused_before_the_run() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = file.path().to_str().unwrap();
+    let e = failure(&["demo", "--seconds", "3600", "--out", out], 1);
+    assert!(
+        e.contains(&format!("--out {out}")) && e.contains("cannot write"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_node_program_that_cannot_run_is_refused_by_check_and_by_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("node.txt");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    for program in [
+        dir.path().join("missing-node").display().to_string(),
+        not_executable.display().to_string(),
+        "no-such-node-on-path".to_owned(),
+    ] {
+        let config = dir.path().join("up.toml");
+        std::fs::write(
+            &config,
+            format!("[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[service]\ncommand = [{program:?}]\n"),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        for args in [&["up", "--check", config][..], &["up", config]] {
+            let e = failure(args, 1);
+            assert!(
+                e.contains("service.command")
+                    && e.contains(&format!("`{program}` is not an executable file")),
+                "ebb {args:?}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ebb_up_on_a_busy_port_names_the_config_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("up.toml");
+    std::fs::write(
+        &config,
+        format!("[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"{addr}\"\n[service]\nname = \"demo\"\n[pool]\nkind = \"thread\"\n"),
+    )
+    .unwrap();
+    let e = failure(&["up", config.to_str().unwrap()], 1);
+    assert!(
+        e.contains(&format!("gateway.http = \"{addr}\"")) && e.contains("in use"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_reply_into_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let node = ebb_testkit::Proc::start(
+        env!("CARGO_BIN_EXE_ebb"),
+        &["node", "--listen", "127.0.0.1:0"],
+    );
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created by pipe(2) and are owned
+    // here alone; the read end is closed at once, as `head` closes it.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", &node.addr, "Demo.echo", r#"{"msg":"hi"}"#])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!e.contains("panicked") && !e.contains("backtrace"), "{e}");
+    assert!(out.status.success(), "the call itself succeeded: {e}");
+}

@@ -50,6 +50,27 @@ fn vm_run_passes_the_guest_command_status_through_the_cli() {
 }
 
 #[test]
+fn vm_probe_says_why_it_chose_the_accelerator() {
+    match VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail("vm_probe_says_why_it_chose_the_accelerator", &e.to_string());
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["vm", "probe"])
+        .env("EBB_VM_ACCEL", "tcg")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("accelerator: tcg"), "{stdout}");
+    assert!(stdout.contains("why: EBB_VM_ACCEL=tcg is set"), "{stdout}");
+}
+
+#[test]
 fn vm_run_rejects_too_little_memory_naming_the_flag() {
     let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
         .args(["vm", "run", "--memory-mb", "8", "--", "true"])

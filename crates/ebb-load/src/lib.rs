@@ -21,7 +21,7 @@ pub use http::{CLIENT_GRACE_MS, HttpTarget, MAX_RESPONSE_BYTES};
 pub use outcome::Outcome;
 pub use report::{MAX_ERROR_LABELS, Report, RunInfo, Tally};
 pub use rpc::RpcTarget;
-pub use run::{DEFAULT_MAX_OUTSTANDING, DRAIN_GRACE_MS, LoadConfig, Progress, run};
+pub use run::{DEFAULT_MAX_OUTSTANDING, DRAIN_GRACE_MS, LoadConfig, Progress, run, run_until};
 
 use ebb_rpc::service::BoxFuture;
 

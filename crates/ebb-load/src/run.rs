@@ -89,6 +89,20 @@ pub async fn run(
     info: RunInfo,
     progress: Arc<Progress>,
 ) -> Report {
+    run_until(target, config, info, progress, std::future::pending()).await
+}
+
+/// [`run`], sending nothing more once `stop` resolves (a user's Ctrl-C):
+/// the requests already sent still end or reach their deadline, and the
+/// report covers the time actually sent for, so its offered rate stays
+/// true.
+pub async fn run_until(
+    target: Arc<dyn Target>,
+    config: &LoadConfig,
+    mut info: RunInfo,
+    progress: Arc<Progress>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Report {
     let observer = Arc::new(Tallied {
         tally: Mutex::new(Tally::default()),
         progress: Arc::clone(&progress),
@@ -102,10 +116,13 @@ pub async fn run(
         start,
         config.max_outstanding,
         observer.clone(),
-        std::future::pending(),
+        stop,
     )
     .await;
     let sent_all = Instant::now();
+    if driven.stopped {
+        info.duration_s = sent_all.saturating_duration_since(start).as_secs_f64();
+    }
     let give_up =
         sent_all + Duration::from(config.deadline) + Duration::from_millis(DRAIN_GRACE_MS);
     driven.in_flight.drained(Some(give_up)).await;

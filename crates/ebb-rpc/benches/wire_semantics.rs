@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use ebb_core::{ClientId, Nanos};
 use ebb_rpc::semantics::{Action, ClientConfig, ClientSession, ServerConfig, ServerSession};
-use ebb_rpc::wire::{FrameCodec, Incarnation, Message, Outcome, Request, Seq};
+use ebb_rpc::wire::{ClientSecret, FrameCodec, Incarnation, Message, Outcome, Request, Seq};
 
 const FRAMES: usize = 2_000_000;
 const CALLS: u64 = 1_000_000;
@@ -50,7 +50,7 @@ fn codec(payload_bytes: usize) {
 
 fn state_machines(idempotent: bool) {
     let now = ebb_core::Instant::EPOCH + Nanos::from_secs(1);
-    let mut client = ClientSession::new(ClientId(5), ClientConfig::default(), now);
+    let mut client = ClientSession::new(ClientSecret(5), ClientConfig::default(), now);
     let mut server = ServerSession::new(Incarnation::at_least_one(77), ServerConfig::default());
     let conn = server
         .open_connection(std::net::Ipv4Addr::LOCALHOST.into(), now)

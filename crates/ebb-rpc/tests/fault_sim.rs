@@ -13,7 +13,11 @@
 //! seeds shorten the handshake and idle timeouts, and hostile peers open
 //! connections that never speak or speak once: each sweep must close
 //! exactly the connections silent past their timeout, and clients told
-//! `Timeout` reconnect. Planted-bug tests show the simulation catches a
+//! `Timeout` reconnect. Forging peers that know a client's id and its last
+//! at-most-once request, but not its secret, try to resume its session:
+//! every forged handshake and copied request must be refused
+//! `Unauthenticated` and run nothing, and no client holding its secret is
+//! ever refused so. Planted-bug tests show the simulation catches a
 //! server that forgets its refusals and one that applies the handshake
 //! timeout to connections past their handshake.
 //! `EBB_FAULT_SEEDS=N` runs N seeds (default 1000); `EBB_FAULT_SEED=S`
@@ -101,6 +105,10 @@ fn no_call_runs_twice_replies_reach_their_own_call_and_every_call_ends_by_its_de
         assert!(
             total.clients_timed_out > 0 && total.timeout_notices > 0,
             "clients' connections must have timed out and been told so: {total:?}"
+        );
+        assert!(
+            total.forged_resumes_refused > 0 && total.forged_requests_refused > 0,
+            "peers forging client ids must have tried to resume live sessions and been refused: {total:?}"
         );
     }
 }

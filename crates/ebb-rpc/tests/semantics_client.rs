@@ -10,9 +10,16 @@ fn t(n: Nanos) -> Instant {
 }
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{CallId, ClientConfig, ClientSession, LinkState, MAX_REPLIES_PER_CLIENT};
-use ebb_rpc::wire::{ConnErrorKind, Incarnation, Message, Outcome, Pong, Refusal, Reply, Seq};
+use ebb_rpc::wire::{
+    ClientSecret, ConnErrorKind, Incarnation, Message, Outcome, Pong, Refusal, Reply, Seq,
+};
 
-const ME: ClientId = ClientId(42);
+const MY_SECRET: ClientSecret = ClientSecret(42);
+
+/// This session's id, which its secret proves.
+fn me() -> ClientId {
+    MY_SECRET.client_id()
+}
 const INC: u64 = 1000;
 const SEC: Nanos = Nanos::from_secs(1);
 
@@ -33,7 +40,7 @@ fn inc(n: u64) -> Incarnation {
 
 fn pong(n: u64, refused: Option<Refusal>) -> Message {
     Message::Pong(Pong {
-        client: ME,
+        client: me(),
         floor: Seq(1),
         incarnation: inc(n),
         refused,
@@ -86,7 +93,7 @@ fn ack(m: &Message) -> u64 {
 
 /// Connected and handshaken with incarnation `INC` at time 0.
 fn ready() -> ClientSession {
-    let mut s = ClientSession::new(ME, cfg(), Instant::EPOCH);
+    let mut s = ClientSession::new(MY_SECRET, cfg(), Instant::EPOCH);
     s.handle_connected(Instant::EPOCH);
     let f = drain(&mut s);
     assert_eq!(f.len(), 1);
@@ -109,7 +116,7 @@ fn call(s: &mut ClientSession, idempotent: bool, now: Instant) -> CallId {
 
 #[test]
 fn at_most_once_calls_wait_for_the_handshake_idempotent_ones_do_not() {
-    let mut s = ClientSession::new(ME, cfg(), Instant::EPOCH);
+    let mut s = ClientSession::new(MY_SECRET, cfg(), Instant::EPOCH);
     let amo = call(&mut s, false, Instant::EPOCH);
     let idem = call(&mut s, true, Instant::EPOCH);
     assert!(
@@ -344,7 +351,7 @@ fn idle_connection_pings_and_silence_ends_calls_server_unresponsive() {
 #[test]
 fn silence_spares_calls_that_were_never_sent() {
     let c = cfg();
-    let mut s = ClientSession::new(ME, c, Instant::EPOCH);
+    let mut s = ClientSession::new(MY_SECRET, c, Instant::EPOCH);
     s.handle_connected(Instant::EPOCH);
     drain(&mut s);
     // Held: at-most-once calls wait for the pong that never comes.
@@ -362,7 +369,7 @@ fn silence_spares_calls_that_were_never_sent() {
 #[test]
 fn outstanding_calls_are_bounded() {
     let mut s = ClientSession::new(
-        ME,
+        MY_SECRET,
         ClientConfig {
             max_outstanding_calls: 2,
             ..cfg()
@@ -396,7 +403,7 @@ fn at_most_once_calls_beyond_the_window_wait_for_the_lowest_to_end() {
 
 #[test]
 fn rejected_handshake_refuses_never_sent_at_most_once_calls() {
-    let mut s = ClientSession::new(ME, cfg(), Instant::EPOCH);
+    let mut s = ClientSession::new(MY_SECRET, cfg(), Instant::EPOCH);
     let id = call(&mut s, false, Instant::EPOCH);
     s.handle_connected(t(Nanos(1)));
     s.handle_message(pong(INC, Some(Refusal::Sessions)), t(Nanos(2)));
@@ -422,7 +429,7 @@ fn only_idempotent_calls_can_move_to_another_server() {
 #[test]
 fn an_unanswered_handshake_is_retried_on_the_retransmit_interval() {
     let c = cfg();
-    let mut s = ClientSession::new(ME, c, Instant::EPOCH);
+    let mut s = ClientSession::new(MY_SECRET, c, Instant::EPOCH);
     s.handle_connected(Instant::EPOCH);
     drain(&mut s);
     assert_eq!(s.poll_timeout(), Some(t(c.retransmit_after)));

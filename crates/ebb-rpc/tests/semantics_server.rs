@@ -13,10 +13,18 @@ use std::net::{IpAddr, Ipv4Addr};
 use ebb_rpc::semantics::{
     Action, ConnId, ConnRefusal, MAX_REPLIES_PER_CLIENT, ServerConfig, ServerSession,
 };
-use ebb_rpc::wire::{Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq};
+use ebb_rpc::wire::{
+    ClientSecret, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
+};
 
 const INC: u64 = 77;
-const C: ClientId = ClientId(5);
+/// The secret of the client most tests speak for.
+const C_SECRET: u128 = 5;
+
+/// The client id secret `n` proves.
+fn id(n: u128) -> ClientId {
+    ClientSecret(n).client_id()
+}
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The first connection a session opens.
@@ -48,17 +56,24 @@ fn pong_of(s: &mut ServerSession, p: Ping, now: Instant) -> Pong {
 }
 
 fn ping(floor: u64) -> Ping {
+    ping_from(C_SECRET, floor)
+}
+
+/// The handshake of the client holding secret `n`.
+fn ping_from(n: u128, floor: u64) -> Ping {
     Ping {
-        client: C,
+        client: id(n),
         floor: Seq(floor),
         ack_below: Seq(1),
         incarnation: None,
+        secret: ClientSecret(n),
+        token: Bytes::new(),
     }
 }
 
 fn req(seq: u64, ack_below: u64, incarnation: u64, idempotent: bool) -> Request {
     Request {
-        client: C,
+        client: id(C_SECRET),
         seq: Seq(seq),
         ack_below: Seq(ack_below),
         incarnation: Incarnation::new(incarnation),
@@ -130,9 +145,16 @@ fn request_naming_another_incarnation_is_refused_outcome_unknown() {
 
 #[test]
 fn at_most_once_call_without_a_session_is_refused_outcome_unknown() {
-    let mut s = server();
+    // The connection proved the id, but the session has expired since.
+    let cfg = ServerConfig {
+        session_expiry: Nanos::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    assert_eq!(s.expire_idle(t(Nanos::from_secs(2))), 1);
     assert_eq!(
-        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1)))),
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos::from_secs(2)))),
         Outcome::OutcomeUnknown
     );
 }
@@ -207,8 +229,7 @@ fn full_client_table_rejects_the_handshake_until_a_session_expires() {
     };
     let mut s = open(ServerSession::new(incarnation(INC), cfg));
     pong_of(&mut s, ping(1), Instant::EPOCH);
-    let mut other = ping(1);
-    other.client = ClientId(6);
+    let other = ping_from(6, 1);
     assert_eq!(
         pong_of(&mut s, other.clone(), t(Nanos::from_secs(5))).refused,
         Some(Refusal::Sessions)
@@ -269,8 +290,7 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
     let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
-    let mut other = ping(1);
-    other.client = ClientId(6);
+    let other = ping_from(6, 1);
     assert_eq!(pong_of(&mut s, other, t(Nanos::from_secs(2))).refused, None);
     let (reply, route) = s.complete(
         inc.key,
@@ -416,19 +436,18 @@ fn a_connection_speaking_for_too_many_clients_is_refused_for_the_extra_one() {
     };
     let mut s = open(ServerSession::new(incarnation(INC), cfg));
     assert_eq!(pong_of(&mut s, ping(1), Instant::EPOCH).refused, None);
-    let mut other = ping(1);
-    other.client = ClientId(6);
+    let other = ping_from(6, 1);
     assert_eq!(
         pong_of(&mut s, other, t(Nanos(1))).refused,
         Some(Refusal::ClientsPerConnection)
     );
     let mut r = req(1, 1, 0, true);
-    r.client = ClientId(6);
+    r.client = id(6);
     assert_eq!(
         status_of(s.admit(CONN, r, t(Nanos(2)))),
         Outcome::Refused(Refusal::ClientsPerConnection)
     );
-    assert_eq!(s.route_of(ClientId(6)), None, "no route for the extra id");
+    assert_eq!(s.route_of(id(6)), None, "no route for the extra id");
     assert_eq!(s.stats().refused_clients_per_conn, 1);
 }
 
@@ -466,7 +485,12 @@ fn a_reply_goes_to_the_connection_its_client_was_last_heard_on() {
     let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
         panic!()
     };
+    // The client reconnects: a handshake, then the resend.
     let second = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    assert!(matches!(
+        s.admit(second, ping(2), t(Nanos(2))),
+        Action::Reply(Message::Pong(Pong { refused: None, .. }))
+    ));
     assert_eq!(
         s.admit(second, req(1, 1, INC, false), t(Nanos(2))),
         Action::Wait
@@ -474,7 +498,7 @@ fn a_reply_goes_to_the_connection_its_client_was_last_heard_on() {
     let (_, route) = s.complete(inc.key, Outcome::Ok, Bytes::new(), t(Nanos(3)));
     assert_eq!(route, Some(second));
     s.close_connection(second);
-    assert_eq!(s.route_of(C), None);
+    assert_eq!(s.route_of(id(C_SECRET)), None);
     assert_eq!(s.admit(second, ping(1), t(Nanos(4))), Action::Drop);
     s.check().unwrap();
 }
@@ -585,7 +609,7 @@ fn at_the_total_saved_bytes_a_lost_reply_is_answered_outcome_unknown_and_never_r
     let mut clients = Vec::new();
     for id in [1, 2] {
         let conn = s.open_connection(PEER, now).unwrap();
-        let mut c = ClientSession::new(ClientId(id), ClientConfig::default(), now);
+        let mut c = ClientSession::new(ClientSecret(id), ClientConfig::default(), now);
         c.handle_connected(now);
         exchange(&mut c, &mut s, conn, now);
         let call = c
@@ -645,11 +669,12 @@ fn at_the_total_saved_bytes_a_lost_reply_is_answered_outcome_unknown_and_never_r
 }
 
 #[test]
-fn a_forged_ping_that_reopens_a_forgotten_session_cannot_make_a_completion_panic() {
-    // C's session is forgotten (expired) while its call 1 runs; a ping
-    // claiming C's id with the old floor reopens it and a copy of call 1
-    // runs again. Only a peer forging C's id (or lying about its floor) can
-    // do this; the server must not panic, and keeps the first record.
+fn a_client_lying_about_its_own_floor_cannot_make_a_completion_panic() {
+    // C's session is forgotten (expired) while its call 1 runs; C's own
+    // handshake with a floor below that call reopens it and a copy of call
+    // 1 runs again. A correct client's floor is above every seq it sent,
+    // and no other peer can send C's handshake; the server must not panic
+    // all the same, and keeps the first record.
     let cfg = ServerConfig {
         session_expiry: Nanos::from_secs(1),
         ..ServerConfig::default()
@@ -672,5 +697,117 @@ fn a_forged_ping_that_reopens_a_forgotten_session_cannot_make_a_completion_panic
         panic!("a duplicate gets the saved reply")
     };
     assert_eq!(&saved.payload[..], b"2nd", "the first record stands");
+    s.check().unwrap();
+}
+
+/// C's handshake as a peer that knows C's id but not its secret sends it.
+fn forged_ping(floor: u64) -> Ping {
+    Ping {
+        secret: ClientSecret(666),
+        ..ping(floor)
+    }
+}
+
+#[test]
+fn a_forged_handshake_is_refused_and_cannot_reopen_a_forgotten_session() {
+    // The sequence the session fuzzer once found, now by a forger: C's
+    // session expires while its call 1 runs; a peer that learned C's id
+    // sends C's handshake with the old floor, then a copy of call 1.
+    let cfg = ServerConfig {
+        session_expiry: Nanos::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    let forger = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    // While the session lives: the forged resume is refused, typed, and
+    // the session is untouched (same floor, same last activity).
+    let before = s
+        .table()
+        .get(id(C_SECRET))
+        .map(|c| (c.floor, c.last_active));
+    let Action::Reply(Message::Pong(pong)) = s.admit(forger, forged_ping(1), t(Nanos(5))) else {
+        panic!("a handshake is answered")
+    };
+    assert_eq!(pong.refused, Some(Refusal::Unauthenticated));
+    let after = s
+        .table()
+        .get(id(C_SECRET))
+        .map(|c| (c.floor, c.last_active));
+    assert_eq!(before, after, "a forged handshake touches nothing");
+    assert_eq!(s.route_of(id(C_SECRET)), Some(CONN), "nor steals the route");
+    // After expiry: it cannot reopen the session, and its copy of call 1
+    // does not run.
+    assert_eq!(s.expire_idle(t(Nanos::from_secs(2))), 1);
+    let pong = pong_of_conn(&mut s, forger, forged_ping(1), t(Nanos::from_secs(2)));
+    assert_eq!(pong.refused, Some(Refusal::Unauthenticated));
+    assert!(s.table().get(id(C_SECRET)).is_none(), "no session reopened");
+    assert_eq!(
+        status_of(s.admit(forger, req(1, 1, INC, false), t(Nanos::from_secs(2)))),
+        Outcome::Refused(Refusal::Unauthenticated)
+    );
+    assert_eq!(s.stats().refused_forged_handshakes, 2);
+    assert_eq!(s.stats().refused_unproven_requests, 1);
+    assert_eq!(s.stats().executed, 1, "call 1 ran once");
+    // C itself, resending on its own connection, learns the call may have
+    // run (its session is gone); its completion records nothing and does
+    // not panic.
+    assert_eq!(
+        status_of(s.admit(CONN, req(1, 1, INC, false), t(Nanos::from_secs(2)))),
+        Outcome::OutcomeUnknown
+    );
+    s.complete(first.key, Outcome::Ok, Bytes::new(), t(Nanos::from_secs(3)));
+    s.check().unwrap();
+}
+
+fn pong_of_conn(s: &mut ServerSession, conn: ConnId, p: Ping, now: Instant) -> Pong {
+    match s.admit(conn, p, now) {
+        Action::Reply(Message::Pong(p)) => p,
+        other => panic!("a ping must be answered, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_request_on_a_connection_that_never_proved_its_id_cannot_act_on_the_session() {
+    let mut s = handshaken();
+    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!()
+    };
+    let (saved, _) = s.complete(
+        inc.key,
+        Outcome::Ok,
+        Bytes::from_static(b"mine"),
+        t(Nanos(2)),
+    );
+    let forger = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    // A duplicate of call 1 would read C's saved reply; a new seq would
+    // run in C's session: both refused, nothing recorded.
+    for seq in [1, 2] {
+        let Action::Reply(Message::Reply(r)) =
+            s.admit(forger, req(seq, 1, INC, false), t(Nanos(3)))
+        else {
+            panic!("answered")
+        };
+        assert_eq!(r.outcome, Outcome::Refused(Refusal::Unauthenticated));
+        assert_ne!(r.payload, saved.payload, "no saved reply leaks");
+    }
+    assert_eq!(s.stats().refused_unproven_requests, 2);
+    // An idempotent request runs (it keeps no state), but does not
+    // acknowledge anything in C's session and its reply goes back only to
+    // the connection it came on.
+    let Action::Execute(idem) = s.admit(forger, req(3, 2, INC, true), t(Nanos(4))) else {
+        panic!("idempotent calls run")
+    };
+    assert_eq!(s.route_of(id(C_SECRET)), Some(CONN), "C's route stays");
+    let (_, route) = s.complete(idem.key, Outcome::Ok, Bytes::new(), t(Nanos(5)));
+    assert_eq!(route, Some(forger));
+    assert_eq!(
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(6))),
+        Action::Reply(Message::Reply(Reply { load: 0, ..saved })),
+        "C's saved reply is still there for C"
+    );
     s.check().unwrap();
 }

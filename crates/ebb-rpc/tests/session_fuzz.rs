@@ -6,6 +6,7 @@
 
 mod drive;
 
+use ebb_core::Rng;
 use proptest::prelude::*;
 
 proptest! {
@@ -19,6 +20,39 @@ proptest! {
             prop_assert!(false, "{why}");
         }
     }
+}
+
+/// Seeded inputs the forgery test runs; each is `FORGERY_INPUT_BYTES` long.
+const FORGERY_INPUTS: u64 = 256;
+const FORGERY_INPUT_BYTES: usize = 1024;
+
+/// Peers forging other clients' ids (handshakes with a secret that does
+/// not prove the id, at-most-once requests on connections that never
+/// proved it) are refused `Unauthenticated`, and the session they name is
+/// left exactly as it was (the driver checks both on every such message).
+/// Counts them over seeded inputs, so the test fails if the paths never ran.
+#[test]
+fn forged_resumes_happen_and_are_refused_without_touching_the_session() {
+    let mut total = drive::Forgeries::default();
+    for seed in 0..FORGERY_INPUTS {
+        let mut rng = Rng::seeded(seed);
+        let bytes: Vec<u8> = (0..FORGERY_INPUT_BYTES)
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        match drive::run(&bytes) {
+            Ok(f) => {
+                total.handshakes_refused += f.handshakes_refused;
+                total.resumes_refused += f.resumes_refused;
+                total.requests_refused += f.requests_refused;
+            }
+            Err(why) => panic!("input seed {seed}: {why}"),
+        }
+    }
+    println!("{FORGERY_INPUTS} inputs: {total:?}");
+    assert!(
+        total.handshakes_refused > 0 && total.resumes_refused > 0 && total.requests_refused > 0,
+        "forged handshakes, forged resumes of live sessions and unproven requests must all have been driven: {total:?}"
+    );
 }
 
 /// Inputs the cargo-fuzz target `sessions` once crashed on, replayed on

@@ -5,16 +5,17 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use ebb_core::{ClientId, Nanos};
 use ebb_rpc::wire::{
-    ConnError, ConnErrorKind, Describe, Description, FrameCodec, HEADER_BYTES, Incarnation,
-    LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, Message, Outcome, Ping, Pong, Refusal, Reply, Request,
-    Seq, WIRE_VERSION, WireError, decode_message as decode_frame, encode_message as encode_frame,
+    CLIENT_SECRET_BYTES, ClientSecret, ConnError, ConnErrorKind, Describe, Description, FrameCodec,
+    HEADER_BYTES, Incarnation, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, MAX_TOKEN_BYTES, Message,
+    Outcome, Ping, Pong, Refusal, Reply, Request, Seq, WIRE_VERSION, WireError,
+    decode_message as decode_frame, encode_message as encode_frame,
 };
 use proptest::prelude::*;
 
 type Frame = Message;
 
 fn refusal() -> impl Strategy<Value = Refusal> {
-    (1u8..=9).prop_map(|b| Refusal::from_u8(b).unwrap())
+    (1u8..=11).prop_map(|b| Refusal::from_u8(b).unwrap())
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -107,16 +108,20 @@ fn frame() -> impl Strategy<Value = Message> {
             client.clone(),
             seq.clone(),
             seq.clone(),
-            proptest::option::of(incarnation())
+            proptest::option::of(incarnation()),
+            any::<u128>(),
+            proptest::collection::vec(any::<u8>(), 0..=64),
         )
-            .prop_map(
-                |(client, floor, ack_below, incarnation)| Message::Ping(Ping {
+            .prop_map(|(client, floor, ack_below, incarnation, secret, token)| {
+                Message::Ping(Ping {
                     client,
                     floor,
                     ack_below,
-                    incarnation
+                    incarnation,
+                    secret: ClientSecret(secret),
+                    token: Bytes::from(token),
                 })
-            ),
+            }),
         (
             client,
             seq,
@@ -367,12 +372,7 @@ fn unknown_status_is_refused() {
 
 #[test]
 fn a_field_a_kind_does_not_use_must_be_zero() {
-    let ping = Message::Ping(Ping {
-        client: ClientId(1),
-        floor: Seq(1),
-        ack_below: Seq(1),
-        incarnation: None,
-    });
+    let ping = Message::Ping(sample_ping(b""));
     let mut buf = encoded(&ping);
     buf[56] = 1; // method
     assert_eq!(
@@ -421,5 +421,75 @@ fn payload_is_a_view_not_a_copy_of_the_read_buffer() {
     assert_eq!(
         f.payload.as_ptr() as usize,
         start + LENGTH_PREFIX_BYTES + HEADER_BYTES
+    );
+}
+
+fn sample_ping(token: &[u8]) -> Ping {
+    Ping {
+        client: ClientId(1),
+        floor: Seq(1),
+        ack_below: Seq(1),
+        incarnation: None,
+        secret: ClientSecret(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+        token: Bytes::copy_from_slice(token),
+    }
+}
+
+#[test]
+fn a_ping_carries_its_secret_then_its_token_after_the_header() {
+    let buf = encoded(&Message::Ping(sample_ping(b"tok")));
+    let body = LENGTH_PREFIX_BYTES + HEADER_BYTES;
+    assert_eq!(buf.len(), body + CLIENT_SECRET_BYTES + 3);
+    assert_eq!(
+        &buf[body..body + CLIENT_SECRET_BYTES],
+        &0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10u128.to_le_bytes()
+    );
+    assert_eq!(&buf[body + CLIENT_SECRET_BYTES..], b"tok");
+}
+
+#[test]
+fn a_ping_without_a_whole_secret_or_with_a_token_too_long_is_refused() {
+    // Cut the secret short: rewrite the length prefix to end inside it.
+    let mut buf = encoded(&Message::Ping(sample_ping(b"")));
+    let short = HEADER_BYTES + CLIENT_SECRET_BYTES - 1;
+    buf.truncate(LENGTH_PREFIX_BYTES + short);
+    buf[..4].copy_from_slice(&(short as u32).to_le_bytes());
+    assert_eq!(
+        decode_frame(&mut buf),
+        Err(WireError::FieldOutOfRange {
+            kind: "ping",
+            field: "payload"
+        })
+    );
+    let mut buf = encoded(&Message::Ping(sample_ping(&[b'x'; MAX_TOKEN_BYTES + 1])));
+    assert_eq!(
+        decode_frame(&mut buf),
+        Err(WireError::FieldOutOfRange {
+            kind: "ping",
+            field: "payload"
+        })
+    );
+    let mut buf = encoded(&Message::Ping(sample_ping(&[b'x'; MAX_TOKEN_BYTES])));
+    assert!(
+        decode_frame(&mut buf).unwrap().is_some(),
+        "the bound itself decodes"
+    );
+}
+
+#[test]
+fn a_secret_proves_only_its_own_id() {
+    let a = ClientSecret(1);
+    let b = ClientSecret(2);
+    assert!(a.proves(a.client_id()));
+    assert!(!b.proves(a.client_id()));
+    assert_ne!(a.client_id(), b.client_id());
+    assert_eq!(
+        a.client_id(),
+        ClientSecret(1).client_id(),
+        "derived, not drawn"
+    );
+    assert!(
+        !format!("{a:?}").contains("0x1"),
+        "Debug shows the id, not the secret"
     );
 }

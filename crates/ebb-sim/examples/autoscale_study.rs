@@ -6,10 +6,13 @@
 //!
 //! ```sh
 //! cargo run --release -p ebb-sim --example autoscale_study -- docs
+//! cargo run --release -p ebb-sim --example autoscale_study -- docs boot   # one section
 //! ```
 //!
-//! Writes `autoscaling-<trace>.svg` into the directory given (default `.`)
-//! and prints the doc's tables as Markdown on stdout. Runs in parallel on
+//! Writes `autoscaling-<trace>.svg` and `autoscaling-boot-<trace>.svg` into
+//! the directory given (default `.`) and prints the doc's tables as
+//! Markdown on stdout. Sections after the directory (`pareto`, `signals`,
+//! `sublinear`, `hindsight`, `boot`) run only those. Runs in parallel on
 //! every core; each run is single-threaded and a function of its seed.
 
 use ebb_core::{Instant, Nanos, Rng};
@@ -201,14 +204,36 @@ fn pct(x: f64) -> String {
     format!("{:.3}%", 100.0 * x)
 }
 
+/// The study's sections, by the name that selects one.
+const SECTIONS: [&str; 5] = ["pareto", "signals", "sublinear", "hindsight", "boot"];
+
 fn main() {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| ".".into());
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().unwrap_or_else(|| ".".into());
+    let only: Vec<String> = args.collect();
+    for s in &only {
+        if !SECTIONS.contains(&s.as_str()) {
+            eprintln!("unknown section {s:?}; accepted: {}", SECTIONS.join(", "));
+            std::process::exit(2);
+        }
+    }
+    let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     let wall = std::time::Instant::now();
-    pareto(&dir);
-    signals();
-    sub_linear();
-    hindsight();
-    boot_times();
+    if wanted("pareto") {
+        pareto(&dir);
+    }
+    if wanted("signals") {
+        signals();
+    }
+    if wanted("sublinear") {
+        sub_linear();
+    }
+    if wanted("hindsight") {
+        hindsight();
+    }
+    if wanted("boot") {
+        boot_times(&dir);
+    }
     eprintln!("study done in {:.0} s wall", wall.elapsed().as_secs_f64());
 }
 
@@ -527,34 +552,44 @@ fn hindsight() {
     }
 }
 
-fn boot_times() {
-    let boots = [
-        ("thread", 0.00016),
-        ("process", 0.0015),
-        ("container", 0.0097),
-        ("vm restored", 0.4),
-        ("vm cold", 4.95),
-        ("30 s (pulled image)", 30.0),
-    ];
+/// Start → serving of each node kind, medians measured on this machine
+/// (`docs/autoscaling.md`, "What faster boot buys", has the commands and
+/// every run), and a 30 s boot for comparison (a container image pulled at
+/// start).
+const BOOTS: [(&str, f64); 6] = [
+    ("thread", THREAD_BOOT),
+    ("process", PROCESS_BOOT),
+    ("container", CONTAINER_BOOT),
+    ("vm restored", VM_RESTORED_BOOT),
+    ("vm cold", VM_COLD_BOOT),
+    ("30 s (pulled image)", 30.0),
+];
+const THREAD_BOOT: f64 = 0.00014;
+const PROCESS_BOOT: f64 = 0.0067;
+const CONTAINER_BOOT: f64 = 0.014;
+const VM_RESTORED_BOOT: f64 = 0.545;
+const VM_COLD_BOOT: f64 = 9.99;
+
+fn boot_times(dir: &str) {
     let specs = ["hpa:util=0.7", "kpa:target=0.7", "queue:miss=0.01"];
-    let traces = [BuiltinTrace::Flash, BuiltinTrace::Step];
+    // (column label, spec, largest capacity per node, colour)
+    let columns = [
+        ("hpa util=0.7", specs[0], 1, 0),
+        ("kpa 0.7", specs[1], 1, 1),
+        ("queue miss=0.01", specs[2], 1, 2),
+        ("queue, scale up to 4× first", specs[2], 4, 3),
+    ];
     let mut jobs = Vec::new();
-    for t in traces {
-        for (_, b) in boots {
-            for spec in specs {
+    for t in ALL_BUILTIN {
+        for (_, b) in BOOTS {
+            for (_, spec, cap, _) in columns {
                 for seed in SEEDS {
                     jobs.push(Job {
                         boot: b,
+                        max_capacity: cap,
                         ..job(t, seed, spec)
                     });
                 }
-            }
-            for seed in SEEDS {
-                jobs.push(Job {
-                    boot: b,
-                    max_capacity: 4,
-                    ..job(t, seed, "queue:miss=0.01")
-                });
             }
         }
     }
@@ -563,36 +598,81 @@ fn boot_times() {
         "\n## Boot time ({} runs; node-seconds / SLO misses, mean of 5 seeds)\n",
         jobs.len()
     );
-    for t in traces {
+    for t in ALL_BUILTIN {
         println!("\n{t}:\n");
         println!(
             "| node kind (boot) | hpa util=0.7 | kpa 0.7 | queue miss=0.01 | queue, scale up to 4× first (cost-seconds) |"
         );
         println!("|---|---|---|---|---|");
-        for (name, b) in boots {
-            print!("| {name} ({b} s) |");
-            for (spec, cap) in specs
-                .iter()
-                .map(|s| (*s, 1))
-                .chain([("queue:miss=0.01", 4)])
-            {
+        let mut cost_series = Vec::new();
+        let mut miss_series = Vec::new();
+        let mut rows: Vec<String> = BOOTS
+            .iter()
+            .map(|(name, b)| format!("| {name} ({b} s) |"))
+            .collect();
+        for (label, spec, cap, color) in columns {
+            let mut costs = Vec::new();
+            let mut misses = Vec::new();
+            for ((_, b), row) in BOOTS.iter().zip(rows.iter_mut()) {
                 let rs: Vec<&Report> = jobs
                     .iter()
                     .zip(&out)
                     .filter(|(j, _)| {
-                        j.trace == t && j.spec == spec && j.boot == b && j.max_capacity == cap
+                        j.trace == t && j.spec == spec && j.boot == *b && j.max_capacity == cap
                     })
                     .map(|(_, o)| &o.report)
                     .collect();
                 let (ns, miss) = mean_point(&rs);
-                if cap > 1 {
-                    let cost = rs.iter().map(|r| r.cost_micros).sum::<f64>() / rs.len() as f64;
-                    print!(" {:.0} / {} |", cost / COST_PER_NODE_SEC as f64, pct(miss));
+                // With scale-up a node may cost several node prices: its
+                // cost in node-seconds at the base price.
+                let cost = if cap > 1 {
+                    rs.iter().map(|r| r.cost_micros).sum::<f64>()
+                        / rs.len() as f64
+                        / COST_PER_NODE_SEC as f64
                 } else {
-                    print!(" {ns:.0} / {} |", pct(miss));
-                }
+                    ns
+                };
+                row.push_str(&format!(" {cost:.0} / {} |", pct(miss)));
+                // x: log10 of the boot time in milliseconds.
+                let x = (b * 1_000.0).log10();
+                costs.push((x, cost));
+                misses.push((x, miss.max(PLOT_FLOOR)));
             }
-            println!();
+            cost_series.push(Series {
+                label: label.to_string(),
+                points: costs,
+                color,
+                dashed: cap > 1,
+            });
+            miss_series.push(Series {
+                label: label.to_string(),
+                points: misses,
+                color,
+                dashed: cap > 1,
+            });
         }
+        for row in rows {
+            println!("{row}");
+        }
+        let x_label = "boot time, log10 ms (0 = 1 ms, 3 = 1 s)".to_string();
+        let panels = [
+            Panel {
+                title: format!("{t}: SLO misses by boot time"),
+                x_label: x_label.clone(),
+                y_label: "fraction over 200 ms or dropped".into(),
+                log_y: true,
+                series: miss_series,
+            },
+            Panel {
+                title: format!("{t}: cost by boot time"),
+                x_label,
+                y_label: "node-seconds (cost-seconds with scale-up)".into(),
+                log_y: false,
+                series: cost_series,
+            },
+        ];
+        let path = format!("{dir}/autoscaling-boot-{t}.svg");
+        std::fs::write(&path, svg(&panels)).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+        eprintln!("wrote {path}");
     }
 }

@@ -1,8 +1,8 @@
 //! Calls a running greeter node from Rust:
 //!
 //! ```sh
-//! cargo run -p greeter --bin greeter-node -- --listen 127.0.0.1:7100 &
-//! cargo run -p greeter --example greet -- 127.0.0.1:7100 ann
+//! cargo run -p greeter --bin greeter-node -- --listen 127.0.0.1:7200 &
+//! cargo run -p greeter --example greet -- 127.0.0.1:7200 ann
 //! ```
 
 use greeter::GreeterClient;
@@ -11,7 +11,7 @@ use greeter::GreeterClient;
 async fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(addr), Some(name)) = (args.next(), args.next()) else {
-        eprintln!("usage: greet ADDR NAME, e.g. greet 127.0.0.1:7100 ann");
+        eprintln!("usage: greet ADDR NAME, e.g. greet 127.0.0.1:7200 ann");
         return std::process::ExitCode::from(2);
     };
     match greet(&addr, name).await {

@@ -2,8 +2,8 @@
 //! this program):
 //!
 //! ```sh
-//! cargo run -p greeter --bin greeter-node -- --listen 127.0.0.1:7100 &
-//! cargo run -p greeter --example greet_blocking -- 127.0.0.1:7100 ann
+//! cargo run -p greeter --bin greeter-node -- --listen 127.0.0.1:7200 &
+//! cargo run -p greeter --example greet_blocking -- 127.0.0.1:7200 ann
 //! ```
 
 use ebb::blocking::BlockingClient;
@@ -12,7 +12,7 @@ use greeter::GreeterClient;
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(addr), Some(name)) = (args.next(), args.next()) else {
-        eprintln!("usage: greet_blocking ADDR NAME, e.g. greet_blocking 127.0.0.1:7100 ann");
+        eprintln!("usage: greet_blocking ADDR NAME, e.g. greet_blocking 127.0.0.1:7200 ann");
         return std::process::ExitCode::from(2);
     };
     match greet(&addr, name) {

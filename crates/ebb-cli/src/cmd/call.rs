@@ -21,7 +21,7 @@ const MAX_SHOWN_ARGUMENT_CHARS: usize = 200;
 /// fails, saying whether the call may have run.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n  ebb call --addr 127.0.0.1:7100 Greeter.hello '{\"name\":\"x\"}'   (your own node binary)\n\nExits 1 with the reason on failure, and says whether the call may have\nrun: at-most-once methods (like Demo.incr) never run twice."
+    after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n  ebb call --addr 127.0.0.1:7200 Greeter.hello '{\"name\":\"x\"}'   (your own node binary)\n\nExits 1 with the reason on failure, and says whether the call may have\nrun: at-most-once methods (like Demo.incr) never run twice."
 )]
 pub struct Args {
     /// The node's (or a gateway's) address, e.g. 127.0.0.1:7000.
@@ -124,8 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .call_json(m.id, m.idempotent, &json, options)
             .await
             .map_err(|e| explain(e, &args))?;
-        println!("{reply}");
-        Ok(())
+        super::print_out(&format!("{reply}\n"))
     })
 }
 

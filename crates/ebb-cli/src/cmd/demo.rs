@@ -83,8 +83,10 @@ pub struct Args {
     /// Response-time objective: a slower call (or a failed one) is a miss.
     #[arg(long, default_value_t = 100)]
     objective_ms: u64,
+    /// Fewest nodes the autoscaler keeps; the run starts with this many.
     #[arg(long, default_value_t = 1)]
     min_nodes: u32,
+    /// Most nodes the autoscaler may start.
     #[arg(long, default_value_t = 8)]
     max_nodes: u32,
     /// Balancing policy at the gateway (see `ebb sim --help` for the list).
@@ -282,6 +284,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.base_rate >= 0.0 && args.peak_rate >= 0.0) {
         bail!("--base-rate and --peak-rate must be non-negative numbers");
     }
+    // First: without root a sandboxed kind cannot run wherever the report
+    // would go.
+    check_privileges(&args.kind)?;
+    // Checked before the run, not after a minute of it.
+    std::fs::create_dir_all(&args.out)
+        .and_then(|()| tempfile::tempfile_in(&args.out))
+        .with_context(|| {
+            format!(
+                "--out {}: cannot write a report there; give a directory that can be created and written",
+                args.out.display()
+            )
+        })?;
     let shape = Shape {
         seconds: args.seconds,
         base_rate: args.base_rate,
@@ -296,7 +310,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?
         .truncated(args.seconds as usize);
-    check_privileges(&args.kind)?;
     if args.gets + args.puts > 1_000 {
         bail!(
             "--gets {} and --puts {}: together at most 1000 per thousand arrivals",

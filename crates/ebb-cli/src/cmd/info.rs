@@ -3,6 +3,9 @@
 use std::path::Path;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Prints the version, the cores this process may use, whether /dev/kvm exists\n(VM nodes: without it guests are emulated, several times slower) and whether\nthe cgroup v1 memory controller is mounted. `ebb vm probe` says which VM\naccelerator is used and why. Example:\n  ebb info"
+)]
 pub struct Args {}
 
 pub fn run(_args: Args) -> anyhow::Result<()> {

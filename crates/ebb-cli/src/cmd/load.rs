@@ -28,11 +28,14 @@ use ebb_sim::trace::{Trace, TraceFormat};
   ebb load --target 127.0.0.1:8000 --http --rate 500 --duration 5 --method Demo.echo --args '{\"msg\":\"hi\"}' --json
   ebb load --target 127.0.0.1:7000 --trace counts.txt --duration 60 --method Demo.sleep --args '{\"millis\":5}'
 
+Arrivals come from --rate or from --trace (one of them).
+
 A trace file holds one number per line: per-second arrival counts, or arrival
 timestamps in seconds (`#` comments allowed). With --json, one JSON object:
 sent, ok, overloaded, deadline_exceeded, outcome_unknown, other_errors,
 not_sent, achieved_rate, offered_rate, p50_ms, p90_ms, p99_ms, p999_ms,
 max_ms, mean_ms, errors (by kind), and more.")]
+#[command(group(clap::ArgGroup::new("arrivals").args(["rate", "trace"]).required(true)))]
 pub struct Args {
     /// Address of a node or gateway: its RPC address, or with --http its HTTP address.
     #[arg(long, value_parser = super::addr::connect)]
@@ -41,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     pub http: bool,
     /// Mean arrival rate, requests per second (Poisson arrivals).
-    #[arg(long, conflicts_with = "trace", required_unless_present = "trace")]
+    #[arg(long)]
     pub rate: Option<f64>,
     /// Arrivals from a trace file (per-second counts or timestamps in seconds).
     #[arg(long, value_name = "FILE")]
@@ -149,6 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         max_outstanding: args.max_outstanding,
     };
+    let stopped = std::sync::atomic::AtomicBool::new(false);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
@@ -191,19 +195,58 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let progress = Arc::new(Progress::default());
         let bar = (!args.json).then(|| progress_bar(Arc::clone(&progress), args.duration));
-        let report = ebb_load::run(target, &config, info, progress).await;
+        // Installed now, before anything is sent, so a Ctrl-C from here on
+        // ends the run with its report; before, it exits as usual.
+        let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the Ctrl-C handler")?;
+        let stop = interrupted(sigint, &stopped);
+        let report = ebb_load::run_until(target, &config, info, progress, stop).await;
         if let Some(bar) = bar {
             bar.abort();
         }
         anyhow::Ok(report)
     })?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
         eprintln!();
-        print!("{}", report.table());
+        super::print_out(&report.table())?;
+    }
+    if stopped.load(Ordering::Relaxed) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        eprintln!(
+            "interrupted after {:.1} s of {} s: the report covers what was sent",
+            report.duration_s, args.duration
+        );
+        std::process::exit(INTERRUPTED_EXIT);
     }
     Ok(())
+}
+
+/// The exit status after Ctrl-C, as a shell reports a process killed by
+/// SIGINT (128 + 2).
+const INTERRUPTED_EXIT: i32 = 130;
+
+/// Resolves on the first Ctrl-C (and sets `stopped`): sending stops, the
+/// requests in flight end or reach their deadline, and the report still
+/// prints. A second Ctrl-C exits at once.
+async fn interrupted(
+    mut sigint: tokio::signal::unix::Signal,
+    stopped: &std::sync::atomic::AtomicBool,
+) {
+    if sigint.recv().await.is_none() {
+        return std::future::pending().await;
+    }
+    stopped.store(true, Ordering::Relaxed);
+    eprintln!(
+        "\ninterrupted: sending stopped; waiting for the requests in flight (Ctrl-C again quits at once)"
+    );
+    tokio::spawn(async move {
+        if sigint.recv().await.is_some() {
+            std::process::exit(INTERRUPTED_EXIT);
+        }
+    });
 }
 
 /// A progress bar over the send window, refreshed from the run's counters.

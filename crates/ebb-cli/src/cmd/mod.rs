@@ -16,5 +16,19 @@ pub mod up;
 /// Prints a line on stdout and flushes it at once (the bound address a
 /// parent process waits for).
 pub use ebb::node::announce;
+
+/// Writes `text` to standard output. A reader that has gone (`| head`) is
+/// not an error: what it did not read it did not want, and `println!`
+/// would panic there with a backtrace instead.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to standard output"))
+        }
+        _ => Ok(()),
+    }
+}
 pub mod sandbox;
 pub mod vm;

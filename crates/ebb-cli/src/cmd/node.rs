@@ -21,7 +21,7 @@ use ebb_policy::lease::LeaseTerm;
 /// or a provider can bind port 0 and read the address back.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Prints `node listening on ADDR` once it accepts connections (and, with\n--http, `http listening on ADDR`), so a script can bind port 0 and read the\naddresses back. Try it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'\n  curl -X POST http://HTTP_ADDR/rpc/Demo/incr -d '{\"key\":\"a\"}'"
+    after_help = "Prints `node listening on ADDR` once it accepts connections (and, with\n--http, `http listening on ADDR`), so a script can bind port 0 and read the\naddresses back. Examples:\n  ebb node --listen 127.0.0.1:7000\n  ebb node --listen 127.0.0.1:0 --http 127.0.0.1:0 --threads 2\n  ebb node --listen 127.0.0.1:7010 --origin 127.0.0.1:7100   # data shared through `ebb origin`\nTry it with:\n  ebb call --addr ADDR Demo.incr '{\"key\":\"a\"}'\n  curl -X POST http://HTTP_ADDR/rpc/Demo/incr -d '{\"key\":\"a\"}'"
 )]
 pub struct Args {
     /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks a free port).

@@ -18,9 +18,13 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 enum Action {
     /// Run CMD isolated; exit with its status. A limit it hits is named on stderr.
+    #[command(
+        after_help = "Containers need root. Examples:\n  ebb sandbox run -- /bin/sh -c 'hostname; ps; ip addr'\n  ebb sandbox run --memory-mb 64 --cpus 0.5 --pids 32 -- /bin/sh -c 'echo limited'\n  ebb sandbox run --net none --rootfs /srv/myroot -- /usr/bin/myserver\n  ebb sandbox run --kind vm -- sh -c 'uname -r; exit 3'   # exits 3\n\nWhat each kind isolates, and what it costs: docs/isolation.md."
+    )]
     Run(RunArgs),
     /// Remove what containers killed with `kill -9` left behind (cgroups,
     /// veths, overlay layers). Every `run` does this first anyway.
+    #[command(after_help = "Needs root. Example:\n  ebb sandbox sweep")]
     Sweep,
     /// Try one system call and say whether it was allowed (shows the
     /// container's seccomp filter at work). NAME: keyctl, unshare or clone-newuts.
@@ -28,6 +32,7 @@ enum Action {
     ProbeSyscall { name: String },
     /// Measure how long a container node takes from start to its first
     /// accepted TCP connection (busybox httpd inside, reached over the veth).
+    #[command(after_help = "Needs root. Example:\n  ebb sandbox bench-ready --runs 10")]
     BenchReady {
         /// Nodes to start, one after another.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]

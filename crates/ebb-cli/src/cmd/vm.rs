@@ -23,6 +23,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Action {
     /// Show the guest kernel, the accelerator ebb would use and why.
+    #[command(after_help = "Examples:\n  ebb vm probe\n  ebb vm probe --fresh")]
     Probe {
         /// Boot a KVM test guest now instead of trusting the cached verdict.
         #[arg(long)]
@@ -30,8 +31,12 @@ enum Action {
     },
     /// Download Debian's cloud kernel into the cache (/var/cache/ebb or
     /// $EBB_VM_CACHE); needs root and a Debian mirror.
+    #[command(after_help = "Example:\n  sudo ebb vm fetch-kernel")]
     FetchKernel,
     /// Run one command in a fresh VM and exit with its status.
+    #[command(
+        after_help = "Examples:\n  ebb vm run -- sh -c 'uname -r; exit 3'        # exits 3\n  ebb vm run --memory-mb 512 --cpus 2 --include /usr/bin/jq -- jq --version"
+    )]
     Run {
         #[command(flatten)]
         size: Size,
@@ -52,6 +57,9 @@ enum Action {
     },
     /// Boot a node VM, report its boot time and memory, optionally save a
     /// snapshot of it.
+    #[command(
+        after_help = "Examples:\n  ebb vm boot\n  ebb vm boot --snapshot-to /tmp/ebb-snap   # then: ebb vm restore /tmp/ebb-snap"
+    )]
     Boot {
         #[command(flatten)]
         node: NodeArgs,
@@ -63,6 +71,9 @@ enum Action {
         hold_secs: u64,
     },
     /// Start a node VM from a snapshot directory and report the time until it serves.
+    #[command(
+        after_help = "Example:\n  ebb vm restore /tmp/ebb-snap   # a directory from `ebb vm boot --snapshot-to`"
+    )]
     Restore {
         /// A directory written by `ebb vm boot --snapshot-to`.
         dir: PathBuf,
@@ -73,6 +84,9 @@ enum Action {
     /// Boot a node VM, live-migrate it to a second QEMU that takes over its
     /// host port (the address does not change), and report total time,
     /// downtime and how long the address went unanswered.
+    #[command(
+        after_help = "Examples:\n  ebb vm migrate\n  ebb vm migrate --check \"ebb call --addr {addr} Demo.incr '{\\\"key\\\":\\\"a\\\"}'\""
+    )]
     Migrate {
         #[command(flatten)]
         node: NodeArgs,
@@ -182,7 +196,40 @@ fn probe(fresh: bool) -> anyhow::Result<()> {
         println!("kvm runs a guest: {ok}");
     }
     println!("accelerator: {}", image.accel.as_str());
+    println!("why: {}", accel_reason(image.accel));
     Ok(())
+}
+
+/// Why `ebb_node::vm::accel::detect` chose `accel`, read from the same
+/// inputs it reads: the environment override, `/dev/kvm`, then the
+/// verdict cached for this boot by a KVM test guest.
+fn accel_reason(accel: ebb_node::vm::Accel) -> String {
+    use ebb_node::vm::Accel;
+    if let Ok(v) = std::env::var("EBB_VM_ACCEL") {
+        if Accel::parse(&v).is_some() {
+            return format!("EBB_VM_ACCEL={v} is set");
+        }
+    }
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let cache = ebb_node::vm::cache_dir().join("vm").join("kvm-probe");
+    match (accel, kvm_opens) {
+        (Accel::Kvm, _) => "a KVM test guest booted (the verdict is kept for this boot)".into(),
+        (Accel::Tcg, false) => {
+            "/dev/kvm cannot be opened for reading and writing (no KVM here, or not root): \
+             guests are emulated (TCG), several times slower to boot"
+                .into()
+        }
+        (Accel::Tcg, true) => format!(
+            "/dev/kvm opens but a KVM test guest did not boot (nested virtualisation \
+             missing or broken); the verdict is kept for this boot in {} (`ebb vm probe \
+             --fresh` tries again; EBB_VM_ACCEL=kvm|tcg overrides it)",
+            cache.display()
+        ),
+    }
 }
 
 /// Builds the node image and its machine spec from the CLI's node options.
@@ -257,10 +304,22 @@ impl Drop for WorkDir {
     }
 }
 
+/// Says on stderr what the next seconds are spent on: a cold boot takes
+/// seconds under KVM and longer emulated, with nothing else printed until
+/// the node serves.
+fn booting(spec: &MachineSpec, timeout_ms: u64) {
+    eprintln!(
+        "booting a node VM ({}; waiting up to {} s for it to serve, --boot-timeout-ms)...",
+        spec.accel.as_str(),
+        timeout_ms / 1000
+    );
+}
+
 fn boot(node: &NodeArgs, snapshot_to: Option<PathBuf>, hold_secs: u64) -> anyhow::Result<()> {
     let dir = WorkDir::new();
     let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
+    booting(&spec, node.boot_timeout_ms);
     let mut m = Machine::spawn(&spec)?;
     let took = m.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
     println!("cold_boot_to_serving_ms: {}", took.as_millis());
@@ -285,6 +344,7 @@ fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()> {
     let dir = WorkDir::new();
     let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
+    booting(&spec, node.boot_timeout_ms);
     let mut src = Machine::spawn(&spec)?;
     src.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
     println!("source: {}", addr(&src));

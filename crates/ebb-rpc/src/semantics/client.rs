@@ -8,9 +8,12 @@
 //! it a second time. Calls are resent on a backoff timer and after a
 //! reconnect; every call ends by its deadline at the latest.
 //!
-//! One `ClientSession` per `ClientId`: give each session a fresh random id
-//! ([`ClientId::random`]) and keep the session across reconnects to the same
-//! server, since sequence numbers are only unique within it.
+//! One `ClientSession` per `ClientId`: give each session a fresh random
+//! secret ([`ClientSecret::random`], from the operating system's randomness)
+//! and keep the session across reconnects to the same server, since
+//! sequence numbers are only unique within it. The id is derived from the
+//! secret, and every handshake shows the secret, so no other peer can act
+//! on this session.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -20,7 +23,7 @@ use ebb_core::{ClientId, Instant, Nanos};
 use super::call::{Call, CallSpec, ClientConfig, LinkState, MovedCall};
 use super::{CallId, MAX_REPLIES_PER_CLIENT};
 use crate::CallError;
-use crate::wire::{ConnError, Incarnation, Message, Ping, Pong, Reply, Request, Seq};
+use crate::wire::{ClientSecret, ConnError, Incarnation, Message, Ping, Pong, Reply, Request, Seq};
 
 /// A call's end, as `poll_event` hands it out.
 pub type CallOutcome = (CallId, Result<Bytes, CallError>);
@@ -28,6 +31,10 @@ pub type CallOutcome = (CallId, Result<Bytes, CallError>);
 #[derive(Debug)]
 pub struct ClientSession {
     id: ClientId,
+    /// Proves `id` in every handshake.
+    secret: ClientSecret,
+    /// The bearer token every handshake carries (empty: none).
+    token: Bytes,
     cfg: ClientConfig,
     next_seq: Seq,
     /// One above the highest at-most-once seq ever sent: the session floor
@@ -53,9 +60,12 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    pub fn new(id: ClientId, cfg: ClientConfig, now: Instant) -> ClientSession {
+    /// A session whose id is `secret`'s ([`ClientSecret::client_id`]).
+    pub fn new(secret: ClientSecret, cfg: ClientConfig, now: Instant) -> ClientSession {
         ClientSession {
-            id,
+            id: secret.client_id(),
+            secret,
+            token: Bytes::new(),
             cfg,
             next_seq: Seq::FIRST,
             amo_floor: Seq::FIRST,
@@ -78,6 +88,14 @@ impl ClientSession {
 
     pub fn client_id(&self) -> ClientId {
         self.id
+    }
+
+    /// Makes every handshake from now on carry `token`, for a server that
+    /// requires a bearer token (at most `wire::MAX_TOKEN_BYTES`; a longer
+    /// one makes the ping undecodable and the server closes the
+    /// connection).
+    pub fn set_token(&mut self, token: Bytes) {
+        self.token = token;
     }
 
     pub fn link(&self) -> LinkState {
@@ -565,6 +583,8 @@ impl ClientSession {
             floor: self.amo_floor,
             ack_below: self.ack_below(),
             incarnation: self.incarnation,
+            secret: self.secret,
+            token: self.token.clone(),
         }));
     }
 

@@ -35,8 +35,9 @@ struct Conn {
     /// Calls admitted on this connection and not yet completed.
     in_flight: usize,
     /// The client ids this connection has spoken for, at most
-    /// `max_clients_per_conn`.
-    clients: Vec<ClientId>,
+    /// `max_clients_per_conn`, each with whether the connection proved it
+    /// (a handshake carried the id's secret).
+    clients: Vec<(ClientId, bool)>,
 }
 
 /// Connections and reply routes. The maps are only looked up, never
@@ -91,7 +92,7 @@ impl Conns {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
-        for client in conn.clients {
+        for (client, _) in conn.clients {
             if self.routes.get(&client) == Some(&id) {
                 self.routes.remove(&client);
             }
@@ -136,20 +137,40 @@ impl Conns {
         self.conns.get(&id).map(|c| c.peer)
     }
 
-    /// Routes `client`'s replies to `id`. False when `id` already speaks
-    /// for `max_clients` other client ids: such a frame gets no route.
-    pub fn route(&mut self, id: ConnId, client: ClientId, max_clients: usize) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return false;
-        };
-        if !conn.clients.contains(&client) {
-            if conn.clients.len() >= max_clients {
-                return false;
+    /// Notes that `id` speaks for `client` and, if it proved the id,
+    /// routes `client`'s replies to it. `None` when `id` already speaks for
+    /// `max_clients` other client ids: such a frame gets no route; else
+    /// whether `id` proved `client`. An unproven connection never takes
+    /// another client's replies.
+    pub fn route(&mut self, id: ConnId, client: ClientId, max_clients: usize) -> Option<bool> {
+        let conn = self.conns.get_mut(&id)?;
+        let proven = match conn.clients.iter().find(|(c, _)| *c == client) {
+            Some(&(_, proven)) => proven,
+            None if conn.clients.len() >= max_clients => return None,
+            None => {
+                conn.clients.push((client, false));
+                false
             }
-            conn.clients.push(client);
+        };
+        if proven {
+            self.routes.insert(client, id);
+        }
+        Some(proven)
+    }
+
+    /// `id` proved `client` (a handshake showed the id's secret): its
+    /// requests may act on `client`'s session, and `client`'s replies go to
+    /// it. Call it after [`Conns::route`] listed `client`, which keeps the
+    /// list within its bound.
+    pub fn prove(&mut self, id: ConnId, client: ClientId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match conn.clients.iter_mut().find(|(c, _)| *c == client) {
+            Some(entry) => entry.1 = true,
+            None => conn.clients.push((client, true)),
         }
         self.routes.insert(client, id);
-        true
     }
 
     pub fn route_of(&self, client: ClientId) -> Option<ConnId> {
@@ -193,10 +214,10 @@ impl Conns {
             if !self
                 .conns
                 .get(id)
-                .is_some_and(|c| c.clients.contains(client))
+                .is_some_and(|c| c.clients.contains(&(*client, true)))
             {
                 return Err(format!(
-                    "route of {client} points at {id:?}, which does not list it"
+                    "route of {client} points at {id:?}, which has not proven it"
                 ));
             }
         }

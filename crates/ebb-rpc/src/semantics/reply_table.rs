@@ -316,6 +316,11 @@ impl ReplyTable {
         })
     }
 
+    /// Looks a session up, to read.
+    pub fn get(&self, client: ClientId) -> Option<&ClientState> {
+        self.clients.get(&client)
+    }
+
     /// Looks a session up without marking it active.
     pub fn get_mut(&mut self, client: ClientId) -> Option<Session<'_>> {
         Some(Session {

@@ -3,7 +3,18 @@
 //! new connection whether to accept it. The transport asks and obeys; it
 //! refuses nothing on its own, so every refusal is recorded here.
 //!
+//! A connection acts on a client's session only after it proved the client
+//! id: a handshake ping carries the client's secret, from which the id is
+//! derived (`wire::ClientSecret`). A ping whose secret does not prove its
+//! id is refused `Unauthenticated`, counted, and touches no session; an
+//! at-most-once request on a connection that has not proven its id is
+//! refused the same way, and is not recorded (the session is not the
+//! sender's to record into). Idempotent requests keep no state, so they
+//! run unproven, but their replies go back only to the connection they came
+//! on, and they do not acknowledge anything in the session.
+//!
 //! Rules, in the order they are checked for an at-most-once request:
+//! 0. its connection has not proven the client id: `Refused(Unauthenticated)`;
 //! 1. it names another incarnation than ours (and not 0): `OutcomeUnknown`,
 //!    nothing runs (orphans of a previous incarnation are cancelled here);
 //! 2. no session for the client: `OutcomeUnknown` (we may have forgotten it);
@@ -99,6 +110,9 @@ pub struct CallKey {
     pub json: bool,
     /// The connection it arrived on, whose in-flight count it holds.
     pub conn: ConnId,
+    /// `conn` proved the client id: the reply follows the client to its
+    /// current connection. Otherwise it goes back on `conn` alone.
+    pub proven: bool,
 }
 
 /// A call to run.
@@ -146,6 +160,12 @@ pub struct ServerStats {
     /// Replies sent but saved as `OutcomeUnknown`: over the saved-reply
     /// bytes of their session or of the whole table.
     pub replies_not_kept: u64,
+    /// Handshakes whose secret did not prove their client id (a peer
+    /// forging another client's id), refused without touching a session.
+    pub refused_forged_handshakes: u64,
+    /// At-most-once requests on a connection that had not proven their
+    /// client id, refused without touching a session.
+    pub refused_unproven_requests: u64,
 }
 
 /// One server process's call semantics, for the lifetime of one incarnation.
@@ -317,12 +337,7 @@ impl ServerSession {
                     .route(conn, req.client, self.config.max_clients_per_conn);
                 self.handle_request(conn, req, routed, now)
             }
-            Message::Ping(ping) => {
-                let routed = self
-                    .conns
-                    .route(conn, ping.client, self.config.max_clients_per_conn);
-                Action::Reply(Message::Pong(self.handle_ping(conn, &ping, routed, now)))
-            }
+            Message::Ping(ping) => Action::Reply(Message::Pong(self.handle_ping(conn, &ping, now))),
             Message::Describe(d) => Action::Reply(Message::Description(Description {
                 id: d.id,
                 incarnation: self.incarnation,
@@ -337,22 +352,19 @@ impl ServerSession {
         action
     }
 
-    /// The ping is the session handshake and heartbeat: it opens (or keeps
-    /// alive) the client's session and tells the client our incarnation.
-    fn handle_ping(&mut self, conn: ConnId, ping: &Ping, routed: bool, now: Instant) -> Pong {
-        let opened = match self.conns.peer(conn) {
-            Some(peer) if routed => self
-                .table
-                .open(ping.client, ping.floor, peer, now)
-                .map(|mut state| state.acknowledge_below(ping.ack_below))
-                .map_err(|full| match full {
-                    TableFull::Total { .. } => (Refusal::Sessions, full.to_string()),
-                    TableFull::Peer { .. } => (Refusal::PeerSessions, full.to_string()),
-                }),
-            _ => Err((
-                Refusal::ClientsPerConnection,
-                self.refusal_message(Refusal::ClientsPerConnection),
-            )),
+    /// The ping is the session handshake and heartbeat: it proves the
+    /// client id on this connection, opens (or keeps alive) the client's
+    /// session and tells the client our incarnation. A ping that does not
+    /// prove its id touches nothing.
+    fn handle_ping(&mut self, conn: ConnId, ping: &Ping, now: Instant) -> Pong {
+        let opened = if !ping.secret.proves(ping.client) {
+            self.stats.refused_forged_handshakes += 1;
+            Err((
+                Refusal::Unauthenticated,
+                "the handshake's secret does not prove its client id".to_owned(),
+            ))
+        } else {
+            self.open_session(conn, ping, now)
         };
         let (refused, message) = match opened {
             Ok(()) => (None, Bytes::new()),
@@ -368,6 +380,36 @@ impl ServerSession {
             refused,
             load: self.load(),
             message,
+        }
+    }
+
+    /// Proves `ping`'s client on `conn` and opens its session; the ping's
+    /// secret proved its id.
+    fn open_session(
+        &mut self,
+        conn: ConnId,
+        ping: &Ping,
+        now: Instant,
+    ) -> Result<(), (Refusal, String)> {
+        let routed = self
+            .conns
+            .route(conn, ping.client, self.config.max_clients_per_conn);
+        if routed.is_some() {
+            self.conns.prove(conn, ping.client);
+        }
+        match self.conns.peer(conn) {
+            Some(peer) if routed.is_some() => self
+                .table
+                .open(ping.client, ping.floor, peer, now)
+                .map(|mut state| state.acknowledge_below(ping.ack_below))
+                .map_err(|full| match full {
+                    TableFull::Total { .. } => (Refusal::Sessions, full.to_string()),
+                    TableFull::Peer { .. } => (Refusal::PeerSessions, full.to_string()),
+                }),
+            _ => Err((
+                Refusal::ClientsPerConnection,
+                self.refusal_message(Refusal::ClientsPerConnection),
+            )),
         }
     }
 
@@ -408,14 +450,23 @@ impl ServerSession {
         *n += 1;
     }
 
-    fn handle_request(&mut self, conn: ConnId, req: Request, routed: bool, now: Instant) -> Action {
-        if let Some(mut state) = self.table.touch(req.client, now) {
+    /// `routed`: `None` when the connection speaks for too many client ids,
+    /// else whether it proved this one.
+    fn handle_request(
+        &mut self,
+        conn: ConnId,
+        req: Request,
+        routed: Option<bool>,
+        now: Instant,
+    ) -> Action {
+        let proven = routed == Some(true);
+        if proven && let Some(mut state) = self.table.touch(req.client, now) {
             state.acknowledge_below(req.ack_below);
             if req.seq < state.ack_below {
                 return Action::Drop;
             }
         }
-        let refusal = self.refusal(conn, &req, routed);
+        let refusal = self.refusal(conn, &req, routed.is_some());
         if req.idempotent {
             return match refusal {
                 Some(why) => {
@@ -423,8 +474,18 @@ impl ServerSession {
                     let msg = self.refusal_message(why);
                     self.reply(&req, Outcome::Refused(why), &msg)
                 }
-                None => self.execute(conn, req),
+                None => self.execute(conn, req, proven),
             };
+        }
+        if !proven {
+            // Not recorded: the session is not this sender's to record
+            // into, and the client that owns it never sends unproven.
+            self.stats.refused_unproven_requests += 1;
+            return self.reply(
+                &req,
+                Outcome::Refused(Refusal::Unauthenticated),
+                "this connection has not proven the client id (no handshake with its secret)",
+            );
         }
         if let Some(named) = req.incarnation
             && named != self.incarnation
@@ -490,7 +551,7 @@ impl ServerSession {
             }
             (None, None) => {
                 state.entries.insert(req.seq, Entry::Running);
-                self.execute(conn, req)
+                self.execute(conn, req, true)
             }
         }
     }
@@ -545,7 +606,11 @@ impl ServerSession {
             load: self.load(),
             payload,
         };
-        let route = self.conns.route_of(key.client);
+        let route = if key.proven {
+            self.conns.route_of(key.client)
+        } else {
+            Some(key.conn).filter(|&c| self.conns.is_open(c))
+        };
         self.debug_check();
         if key.idempotent {
             return send(&reply, route);
@@ -557,10 +622,12 @@ impl ServerSession {
         };
         // Only a running call's marker takes its reply. A saved reply can
         // already be there when the same seq ran twice: its session expired
-        // while it ran and a ping naming the client's id reopened it with a
-        // floor at or below this seq (a client's own floor is above every
-        // seq it sent; the session fuzzer's forged pings are not). The first
-        // saved reply stays, so every duplicate keeps getting the same one.
+        // while it ran and a handshake reopened it with a floor at or below
+        // this seq. Only the holder of the client's secret can send that
+        // handshake, and a correct client's floor is above every seq it
+        // sent, so only a client lying about its own floor gets here (the
+        // session fuzzer's pings do). The first saved reply stays, so every
+        // duplicate keeps getting the same one.
         if state.entries.get(&key.seq) != Some(&Entry::Running) {
             return send(&reply, route);
         }
@@ -571,7 +638,7 @@ impl ServerSession {
         send(saved.reply(), route)
     }
 
-    fn execute(&mut self, conn: ConnId, req: Request) -> Action {
+    fn execute(&mut self, conn: ConnId, req: Request, proven: bool) -> Action {
         self.executing += 1;
         self.stats.executed += 1;
         self.conns.started(conn);
@@ -583,6 +650,7 @@ impl ServerSession {
                 idempotent: req.idempotent,
                 json: req.json,
                 conn,
+                proven,
             },
             deadline: req.deadline,
             payload: req.payload,

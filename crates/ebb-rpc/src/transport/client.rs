@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ebb_core::{ClientId, Clock, Nanos, Rng};
+use ebb_core::{Clock, Nanos};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -129,9 +129,12 @@ impl TcpClient {
     ) -> Result<TcpClient, CallError> {
         let conn = Conn::open(addr, tls.as_ref()).await?;
         let clock = RuntimeClock::new();
-        let id = ClientId::random(&mut Rng::seeded(frames::os_random_u64()));
+        let secret = frames::os_random_secret().ok_or_else(|| CallError::ConnectionLost {
+            sent: false,
+            cause: "the operating system gave no randomness for the client secret".into(),
+        })?;
         let now = clock.now();
-        let mut session = ClientSession::new(id, cfg.session, now);
+        let mut session = ClientSession::new(secret, cfg.session, now);
         session.handle_connected(now);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let load = Arc::new(AtomicU64::new(NO_LOAD_REPORTED));

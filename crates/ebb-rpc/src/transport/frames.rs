@@ -6,7 +6,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::service::DispatchError;
 use crate::wire::{
-    ConnError, ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, Refusal, Reply,
+    ClientSecret, ConnError, ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, Refusal,
+    Reply,
 };
 
 /// Appends `message`; a reply over the size limit becomes a `BadRequest`
@@ -70,4 +71,15 @@ pub fn os_random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());
     h.finish()
+}
+
+/// A fresh client secret from the operating system's cryptographic
+/// randomness: the secret is what proves a client id, so it must not be
+/// predictable from anything another peer can see. `None` if the OS
+/// has no randomness to give.
+pub fn os_random_secret() -> Option<ClientSecret> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; crate::wire::CLIENT_SECRET_BYTES];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(ClientSecret(u128::from_le_bytes(bytes)))
 }

@@ -18,7 +18,10 @@ use super::message::{
     ConnError, ConnErrorKind, Describe, Description, Incarnation, Message, Outcome, Ping, Pong,
     Refusal, Reply, Request, Seq,
 };
-use super::{HEADER_BYTES, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, WIRE_VERSION, WireError};
+use super::secret::{CLIENT_SECRET_BYTES, ClientSecret};
+use super::{
+    HEADER_BYTES, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, MAX_TOKEN_BYTES, WIRE_VERSION, WireError,
+};
 
 const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
@@ -84,9 +87,10 @@ fn refusal_status(r: Option<Refusal>) -> (u8, u64) {
     r.map_or((STATUS_OK, 0), |r| (STATUS_REFUSED, r as u64))
 }
 
-/// The header and the payload of `m`.
-fn lay_out(m: &Message) -> (Header, &Bytes) {
-    match m {
+/// The header, the secret a ping carries ahead of its payload, and the
+/// payload of `m`.
+fn lay_out(m: &Message) -> (Header, Option<ClientSecret>, &Bytes) {
+    let (h, payload) = match m {
         Message::Request(r) => (
             Header {
                 kind: KIND_REQUEST,
@@ -102,17 +106,17 @@ fn lay_out(m: &Message) -> (Header, &Bytes) {
             &r.payload,
         ),
         Message::Reply(r) => lay_out_reply(r),
-        Message::Ping(p) => (
-            Header {
+        Message::Ping(p) => {
+            let h = Header {
                 kind: KIND_PING,
                 client: p.client.0,
                 seq: p.floor.0,
                 ack_below: p.ack_below.0,
                 incarnation: incarnation(p.incarnation),
                 ..Header::default()
-            },
-            &EMPTY,
-        ),
+            };
+            return (h, Some(p.secret), &p.token);
+        }
         Message::Pong(p) => {
             let (status, reason) = refusal_status(p.refused);
             (
@@ -155,7 +159,8 @@ fn lay_out(m: &Message) -> (Header, &Bytes) {
             },
             &d.payload,
         ),
-    }
+    };
+    (h, None, payload)
 }
 
 /// The header and the payload of a reply.
@@ -204,18 +209,25 @@ impl FrameCodec {
     /// Appends `message` to `out`. Refuses (and leaves `out` untouched) a
     /// message whose payload would exceed the limit.
     pub fn encode(&self, message: &Message, out: &mut BytesMut) -> Result<(), WireError> {
-        let (h, payload) = lay_out(message);
-        self.put(&h, payload, out)
+        let (h, secret, payload) = lay_out(message);
+        self.put(&h, secret, payload, out)
     }
 
     /// [`FrameCodec::encode`] for a reply the caller only borrows.
     pub fn encode_reply(&self, reply: &Reply, out: &mut BytesMut) -> Result<(), WireError> {
         let (h, payload) = lay_out_reply(reply);
-        self.put(&h, payload, out)
+        self.put(&h, None, payload, out)
     }
 
-    fn put(&self, h: &Header, payload: &Bytes, out: &mut BytesMut) -> Result<(), WireError> {
-        let len = HEADER_BYTES + payload.len();
+    fn put(
+        &self,
+        h: &Header,
+        secret: Option<ClientSecret>,
+        payload: &Bytes,
+        out: &mut BytesMut,
+    ) -> Result<(), WireError> {
+        let secret_len = secret.map_or(0, |_| CLIENT_SECRET_BYTES);
+        let len = HEADER_BYTES + secret_len + payload.len();
         if len > self.max_frame_bytes {
             return Err(WireError::FrameTooLarge {
                 len,
@@ -235,6 +247,9 @@ impl FrameCodec {
         out.put_u64_le(h.incarnation);
         out.put_u64_le(h.deadline);
         out.put_u16_le(h.method);
+        if let Some(secret) = secret {
+            out.put_u128_le(secret.0);
+        }
         out.extend_from_slice(payload);
         Ok(())
     }
@@ -435,12 +450,23 @@ fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
             c.zero("status", h.status.into())?;
             c.zero("deadline", h.deadline.into())?;
             c.zero("method", h.method.into())?;
-            c.zero("payload", payload.len() as u128)?;
+            let token_len = payload.len().checked_sub(CLIENT_SECRET_BYTES);
+            let Some(token_len @ 0..=MAX_TOKEN_BYTES) = token_len else {
+                return Err(WireError::FieldOutOfRange {
+                    kind: c.kind,
+                    field: "payload",
+                });
+            };
+            debug_assert_eq!(token_len + CLIENT_SECRET_BYTES, payload.len());
+            let mut secret = [0u8; CLIENT_SECRET_BYTES];
+            secret.copy_from_slice(&payload[..CLIENT_SECRET_BYTES]);
             Message::Ping(Ping {
                 client: ClientId(h.client),
                 floor: Seq(h.seq),
                 ack_below: Seq(h.ack_below),
                 incarnation: Incarnation::new(h.incarnation),
+                secret: ClientSecret(u128::from_le_bytes(secret)),
+                token: payload.slice(CLIENT_SECRET_BYTES..),
             })
         }
         KIND_PONG => {

@@ -8,6 +8,8 @@ use std::num::NonZeroU64;
 use bytes::Bytes;
 use ebb_core::{ClientId, Nanos};
 
+use super::secret::ClientSecret;
+
 /// A call's sequence number within one client session. Sessions start at
 /// [`Seq::FIRST`] and count up; order is meaningful (windows, floors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -132,6 +134,15 @@ pub enum Refusal {
     /// own bounds; it did not run.
     #[error("the service is over its bounds")]
     Overloaded = 9,
+    /// A handshake's secret does not prove its client id, or a request
+    /// names a client id its connection has not proven: a peer acting for
+    /// another client. Nothing ran and no session was touched.
+    #[error("the connection has not proven this client id")]
+    Unauthenticated = 10,
+    /// The server requires a bearer token and the handshake carried none,
+    /// or one it does not accept. Nothing ran.
+    #[error("missing or wrong bearer token")]
+    Unauthorized = 11,
 }
 
 impl Refusal {
@@ -146,6 +157,8 @@ impl Refusal {
             7 => Refusal::ServerFull,
             8 => Refusal::PeerFull,
             9 => Refusal::Overloaded,
+            10 => Refusal::Unauthenticated,
+            11 => Refusal::Unauthorized,
             _ => return None,
         })
     }
@@ -206,6 +219,12 @@ pub struct Ping {
     pub floor: Seq,
     pub ack_below: Seq,
     pub incarnation: Option<Incarnation>,
+    /// Proves `client`: its id is derived from it. A ping whose secret
+    /// does not prove its id is refused `Unauthenticated`.
+    pub secret: ClientSecret,
+    /// A bearer token for a server that requires one; empty for none. At
+    /// most [`super::MAX_TOKEN_BYTES`].
+    pub token: Bytes,
 }
 
 /// Server to client: the answer to a ping.
@@ -311,7 +330,8 @@ impl Message {
             Message::Pong(m) => m.message.len(),
             Message::ConnError(m) => m.message.len(),
             Message::Description(m) => m.payload.len(),
-            Message::Ping(_) | Message::Describe(_) => 0,
+            Message::Ping(p) => super::secret::CLIENT_SECRET_BYTES + p.token.len(),
+            Message::Describe(_) => 0,
         }
     }
 

@@ -15,6 +15,7 @@
 mod codec;
 mod message;
 mod payload;
+mod secret;
 
 pub use codec::{FrameCodec, decode_message, encode_message};
 pub use message::{
@@ -22,12 +23,18 @@ pub use message::{
     Refusal, Reply, Request, Seq,
 };
 pub use payload::{decode_payload, encode_payload};
+pub use secret::{CLIENT_SECRET_BYTES, ClientSecret};
 
 /// The protocol version this build speaks; a frame with any other version is
 /// refused, since a different header layout would be misread silently.
 /// Version 2: typed refusals, connection errors and service descriptions as
-/// their own kinds, JSON arguments, load in replies and pongs.
-pub const WIRE_VERSION: u8 = 2;
+/// their own kinds, JSON arguments, load in replies and pongs. Version 3:
+/// a ping carries the client's secret (which proves its id) and an optional
+/// bearer token.
+pub const WIRE_VERSION: u8 = 3;
+
+/// The longest bearer token a ping may carry, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 512;
 
 /// Bytes of the length prefix that precedes every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -57,7 +64,7 @@ pub enum WireError {
     UnknownKind(u8),
     #[error("unknown status {status} for a {kind} frame")]
     UnknownStatus { kind: &'static str, status: u8 },
-    #[error("unknown refusal reason {0} (known: 1..=9)")]
+    #[error("unknown refusal reason {0} (known: 1..=11)")]
     UnknownRefusal(u8),
     #[error("unknown header flags {flags:#010b} for a {kind} frame")]
     UnknownFlags { kind: &'static str, flags: u8 },

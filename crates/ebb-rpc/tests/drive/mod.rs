@@ -4,6 +4,13 @@
 //! calls completed in any order, time moving. After every step both
 //! sessions' `check()` must hold; a panic anywhere is a failure too.
 //!
+//! Messages from nowhere name client ids with secrets that prove them (a
+//! client of its own, or a client lying about its floor) or that do not
+//! (a peer forging another client's id). Every forged handshake and every
+//! at-most-once request on a connection that has not proven its id must be
+//! refused `Unauthenticated` and leave the named session exactly as it
+//! was; [`run`] counts them so a test can show they happened.
+//!
 //! Shared by the proptest in `tests/session_fuzz.rs` and the cargo-fuzz
 //! target `fuzz/fuzz_targets/sessions.rs`, so both explore the same space.
 
@@ -15,11 +22,31 @@ use ebb_rpc::semantics::{
     Action, CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
 use ebb_rpc::wire::{
-    ConnError, ConnErrorKind, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request,
-    Seq,
+    ClientSecret, ConnError, ConnErrorKind, Incarnation, Message, Outcome, Ping, Pong, Refusal,
+    Reply, Request, Seq,
 };
 
 const CLIENTS: usize = 2;
+/// Secrets messages from nowhere draw from: the clients' own (index 0 and
+/// 1, see [`secret`]) and two of strays'.
+const SECRETS: u8 = 4;
+
+/// The `n`th secret of the world; clients hold the first [`CLIENTS`].
+fn secret(n: u8) -> ClientSecret {
+    ClientSecret(u128::from(n) * 0x9e37_79b9_7f4a_7c15 + 1)
+}
+
+/// What the drive saw the server refuse as forged, over one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forgeries {
+    /// Handshakes whose secret did not prove their id, refused.
+    pub handshakes_refused: u64,
+    /// Of those, ones naming a client with a live session (a forged resume).
+    pub resumes_refused: u64,
+    /// At-most-once requests on a connection that had not proven their id,
+    /// refused.
+    pub requests_refused: u64,
+}
 /// Bound on operations per input, so one input runs in bounded time.
 pub const MAX_OPS: usize = 512;
 
@@ -51,6 +78,24 @@ struct World {
     strays: Vec<ConnId>,
     executing: Vec<CallKey>,
     started: Vec<(usize, CallId)>,
+    forgeries: Forgeries,
+    /// Stray connections and the ids they sent a proving handshake for.
+    proofs: std::collections::BTreeSet<(ConnId, ClientId)>,
+}
+
+/// What a forged message must not change about a session.
+type SessionView = Option<(Seq, Seq, Instant, usize, usize)>;
+
+fn view(server: &ServerSession, client: ClientId) -> SessionView {
+    server.table().get(client).map(|s| {
+        (
+            s.floor,
+            s.ack_below,
+            s.last_active,
+            s.entries.len(),
+            s.saved_bytes,
+        )
+    })
 }
 
 fn peer(n: usize) -> IpAddr {
@@ -91,13 +136,66 @@ impl World {
             now,
             server: ServerSession::new(Incarnation::at_least_one(7), server_config()),
             clients: (0..CLIENTS)
-                .map(|c| ClientSession::new(ClientId(c as u128 + 1), client_config(), now))
+                .map(|c| ClientSession::new(secret(c as u8), client_config(), now))
                 .collect(),
             conns: vec![None; CLIENTS],
             strays: Vec::new(),
             executing: Vec::new(),
             started: Vec::new(),
+            forgeries: Forgeries::default(),
+            proofs: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Admits a message from nowhere on `conn`; a forged one must be
+    /// refused and change nothing.
+    fn admit_stray(&mut self, conn: ConnId, m: Message) -> Result<(), String> {
+        let (client, forged_ping) = match &m {
+            Message::Ping(p) => (p.client, !p.secret.proves(p.client)),
+            Message::Request(r) => (r.client, false),
+            _ => return Ok(()),
+        };
+        let is_ping = matches!(&m, Message::Ping(_));
+        if is_ping && !forged_ping {
+            self.proofs.insert((conn, client));
+        }
+        // Never proven on this connection, whatever the server thinks.
+        let unproven_amo = matches!(&m, Message::Request(r) if !r.idempotent)
+            && !self.proofs.contains(&(conn, client));
+        let before = view(&self.server, client);
+        let action = self.server.admit(conn, m, self.now);
+        let after = view(&self.server, client);
+        let refused_unauthenticated = match &action {
+            Action::Reply(Message::Pong(p)) => p.refused == Some(Refusal::Unauthenticated),
+            Action::Reply(Message::Reply(r)) => {
+                r.outcome == Outcome::Refused(Refusal::Unauthenticated)
+            }
+            _ => false,
+        };
+        if forged_ping {
+            if !refused_unauthenticated || before != after {
+                return Err(format!(
+                    "a forged handshake for {client} got {action:?}; session {before:?} -> {after:?}"
+                ));
+            }
+            self.forgeries.handshakes_refused += 1;
+            if before.is_some() {
+                self.forgeries.resumes_refused += 1;
+            }
+        } else if unproven_amo {
+            if !refused_unauthenticated || before != after {
+                return Err(format!(
+                    "an unproven request for {client} got {action:?}; session {before:?} -> {after:?}"
+                ));
+            }
+            self.forgeries.requests_refused += 1;
+        } else if is_ping && refused_unauthenticated {
+            return Err(format!(
+                "a handshake proving {client} was refused as unauthenticated: {action:?}"
+            ));
+        }
+        self.answer(None, action);
+        Ok(())
     }
 
     fn check(&self) -> Result<(), String> {
@@ -137,7 +235,7 @@ impl World {
         }
     }
 
-    fn step(&mut self, b: &mut Bytes8<'_>) {
+    fn step(&mut self, b: &mut Bytes8<'_>) -> Result<(), String> {
         let c = b.below(CLIENTS);
         match b.next() % 11 {
             0 => {
@@ -209,8 +307,7 @@ impl World {
                 }
                 if let Some(&conn) = self.strays.get(b.below(self.strays.len())) {
                     let m = stray_request(b);
-                    let action = self.server.admit(conn, m, self.now);
-                    self.answer(None, action);
+                    self.admit_stray(conn, m)?;
                 }
             }
             7 => {
@@ -236,6 +333,7 @@ impl World {
         for c in 0..CLIENTS {
             self.flush(c);
         }
+        Ok(())
     }
 }
 
@@ -247,14 +345,23 @@ fn incarnation(b: &mut Bytes8<'_>) -> Option<Incarnation> {
     Incarnation::new(u64::from(b.next() % 3) * 7)
 }
 
+/// A ping or request from nowhere: the id of one of the world's secrets,
+/// and (for a ping) that secret or another one.
 fn stray_request(b: &mut Bytes8<'_>) -> Message {
-    let client = ClientId(u128::from(b.next() % 4));
+    let owner = secret(b.next() % SECRETS);
+    let client = owner.client_id();
     match b.next() % 3 {
         0 => Message::Ping(Ping {
             client,
             floor: seq(b),
             ack_below: seq(b),
             incarnation: incarnation(b),
+            secret: if b.next() % 2 == 0 {
+                owner
+            } else {
+                secret(b.next() % SECRETS)
+            },
+            token: Bytes::new(),
         }),
         _ => Message::Request(Request {
             client,
@@ -302,16 +409,17 @@ fn stray_answer(b: &mut Bytes8<'_>, me: ClientId) -> Message {
 }
 
 /// Runs the operations `bytes` encode; `Err` names the first broken
-/// invariant and the step it broke at.
-pub fn run(bytes: &[u8]) -> Result<(), String> {
+/// invariant and the step it broke at. Returns the forgeries the server
+/// refused.
+pub fn run(bytes: &[u8]) -> Result<Forgeries, String> {
     let mut w = World::new();
     let mut b = Bytes8(bytes);
     for step in 0..MAX_OPS {
         if b.0.is_empty() {
             break;
         }
-        w.step(&mut b);
+        w.step(&mut b).map_err(|e| format!("at step {step}: {e}"))?;
         w.check().map_err(|e| format!("after step {step}: {e}"))?;
     }
-    Ok(())
+    Ok(w.forgeries)
 }

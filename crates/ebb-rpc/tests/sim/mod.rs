@@ -63,6 +63,12 @@ pub struct Stats {
     pub clients_timed_out: u64,
     /// `Timeout` connection errors that reached a client.
     pub timeout_notices: u64,
+    /// Handshakes by a peer without the client's secret, refused.
+    pub forged_handshakes_refused: u64,
+    /// Of those, ones naming a session the server held (a forged resume).
+    pub forged_resumes_refused: u64,
+    /// Copies of a client's at-most-once request sent by a forger, refused.
+    pub forged_requests_refused: u64,
 }
 
 impl Stats {
@@ -93,5 +99,8 @@ impl Stats {
         self.closed_idle += o.closed_idle;
         self.clients_timed_out += o.clients_timed_out;
         self.timeout_notices += o.timeout_notices;
+        self.forged_handshakes_refused += o.forged_handshakes_refused;
+        self.forged_resumes_refused += o.forged_resumes_refused;
+        self.forged_requests_refused += o.forged_requests_refused;
     }
 }

@@ -11,7 +11,7 @@ use ebb_rpc::CallError;
 use ebb_rpc::semantics::{
     CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
-use ebb_rpc::wire::{Incarnation, Message, Seq};
+use ebb_rpc::wire::{ClientSecret, Incarnation, Message, Refusal, Request, Seq};
 
 use super::{Faults, Stats};
 
@@ -85,6 +85,14 @@ enum Event {
         s: usize,
         speaks: bool,
     },
+    /// A peer that learned client `c`'s id (and the last at-most-once
+    /// request it sent to server `s`), but not its secret, tries to resume
+    /// its session: a handshake with the lowest floor, then a copy of the
+    /// request, on a connection of its own.
+    Forge {
+        s: usize,
+        c: usize,
+    },
 }
 
 /// What the world knows of one server-side connection, to check the
@@ -136,6 +144,9 @@ pub struct World {
     refused: BTreeSet<(ClientId, Seq)>,
     /// Open server-side connections by (server, connection).
     tracks: BTreeMap<(usize, ConnId), Track>,
+    /// The last at-most-once request each client sent to each server, as a
+    /// forger would learn it.
+    captured: BTreeMap<(usize, usize), Request>,
     /// How often servers sweep for silent connections.
     sweep_every: Nanos,
     /// Plant the bug in every server session.
@@ -156,6 +167,10 @@ pub enum Planted {
 const MUTE_PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9));
 /// Hostile connections per run, at most.
 const MAX_MUTES: u64 = 6;
+/// The address forging peers connect from.
+const FORGER_PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 6, 6));
+/// Forged resumes per server per run, at most.
+const MAX_FORGERIES: u64 = 4;
 
 /// The address client `c` connects from.
 pub fn peer_of(c: usize) -> IpAddr {
@@ -230,7 +245,11 @@ impl World {
             .map(|_| {
                 (0..SERVERS)
                     .map(|_| {
-                        ClientSession::new(ClientId::random(&mut rng), client_cfg, Instant::EPOCH)
+                        ClientSession::new(
+                            ClientSecret::random(&mut rng),
+                            client_cfg,
+                            Instant::EPOCH,
+                        )
                     })
                     .collect()
             })
@@ -254,6 +273,7 @@ impl World {
             executed: BTreeMap::new(),
             refused: BTreeSet::new(),
             tracks: BTreeMap::new(),
+            captured: BTreeMap::new(),
             sweep_every,
             planted_bug,
             stats: Stats::default(),
@@ -291,6 +311,12 @@ impl World {
                         break;
                     }
                     self.at(t, Event::Reset { c, s });
+                }
+            }
+            for s in 0..SERVERS {
+                for _ in 0..self.rng.below(MAX_FORGERIES + 1) {
+                    let t = Instant::EPOCH + Nanos(self.rng.below(HORIZON.0));
+                    self.at(t, Event::Forge { s, c });
                 }
             }
             for _ in 0..20 + self.rng.below(20) {
@@ -415,6 +441,19 @@ impl World {
                     Err(e @ (CallError::BadRequest { .. } | CallError::UnknownMethod { .. })),
                 )) => {
                     return Err(format!("call {tag} failed with a protocol error: {e}"));
+                }
+                Some((
+                    _,
+                    Err(
+                        e @ CallError::Refused {
+                            reason: Refusal::Unauthenticated,
+                            ..
+                        },
+                    ),
+                )) => {
+                    return Err(format!(
+                        "call {tag} of a client holding its secret was refused as unauthenticated: {e}"
+                    ));
                 }
                 _ => {}
             }

@@ -155,6 +155,11 @@ impl NodeArgs {
                 ));
             }
             (_, Some(fd)) => Listen::Fd(fd),
+            (Some(addr), None) if !has_port(&addr) => {
+                return Err(NodeError::Usage(format!(
+                    "--listen {addr:?}: expected HOST:PORT, e.g. 127.0.0.1:7000 (port 0 picks a free port)"
+                )));
+            }
             (Some(addr), None) => Listen::Addr(addr),
             (None, None) => Listen::Addr(DEFAULT_LISTEN.to_owned()),
         };
@@ -178,6 +183,13 @@ impl NodeArgs {
             tls,
         }))
     }
+}
+
+/// Whether `addr` ends in `:PORT` after a host, so that a missing port is a
+/// usage error naming `--listen` rather than a bind failure.
+fn has_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 /// Parses a worker-thread count: 1 to `MAX_WORKER_THREADS`. The error says
@@ -272,5 +284,12 @@ mod tests {
         assert!(m.contains("--tls-cert"), "{m}");
         let m = usage_error(&["--listen", "a:1", "--listen-fd", "3"]);
         assert!(m.contains("exclude each other"), "{m}");
+        for bad in ["127.0.0.1", ":7000", "127.0.0.1:99999"] {
+            let m = usage_error(&["--listen", bad]);
+            assert!(
+                m.contains(&format!("--listen {bad:?}")) && m.contains("HOST:PORT"),
+                "{m}"
+            );
+        }
     }
 }

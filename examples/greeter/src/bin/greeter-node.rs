@@ -1,4 +1,4 @@
-//! The greeter's node binary: `greeter-node --listen 127.0.0.1:7100` or
+//! The greeter's node binary: `greeter-node --listen 127.0.0.1:7200` or
 //! `greeter-node --listen-fd 3`, the same command line as `ebb node`, so a
 //! process provider (and the gateway's `[service] command`) can run it.
 

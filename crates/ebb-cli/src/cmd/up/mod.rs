@@ -34,7 +34,7 @@ const CONTAINER_PIDS: u64 = 64;
 /// node and exits.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  ebb up examples/ebb-up.toml\n  ebb up --check examples/ebb-up.toml\n\nThen:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  curl -X POST localhost:8080/rpc/Demo/incr -d '{\"key\":\"a\"}'\n  curl localhost:8080/status\n  curl -X POST localhost:8080/pool -d '{\"target\": 5}'"
+    after_help = "CONFIG is TOML; every key is optional except the service. The smallest one,\n  [service]\n  name = \"demo\"\nruns one process node behind a gateway listening on 127.0.0.1:7000 (ebb RPC)\nand 127.0.0.1:8080 (HTTP/JSON, /status, /metrics, the dashboard at /).\nexamples/ebb-up.toml shows every key with its default; docs/gateway.md explains\nthem. A bad key or value is reported with what is accepted.\n\nPrints `gateway listening on ADDR`, `http listening on ADDR` and one line per\nnode state change. Ctrl-C (or SIGTERM) refuses new calls, lets the calls in\nflight finish, stops every node and exits.\n\nExamples:\n  ebb up examples/ebb-up.toml\n  ebb up --check examples/ebb-up.toml\n\nThen:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  curl -X POST localhost:8080/rpc/Demo/incr -d '{\"key\":\"a\"}'\n  curl localhost:8080/status\n  curl -X POST localhost:8080/pool -d '{\"target\": 5}'"
 )]
 pub struct Args {
     /// The configuration file (TOML).
@@ -44,21 +44,58 @@ pub struct Args {
     pub check: bool,
 }
 
+/// A node program that cannot be started would have every node fail at
+/// once and the pool retry it forever: it must be an executable file,
+/// found as `ebb up` would start it (a path from the current directory, or
+/// a name on `PATH`).
+fn check_program(cmd: &[String]) -> Result<(), config::ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(program) = cmd.first() else {
+        return Ok(());
+    };
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.contains('/') {
+        executable(std::path::Path::new(program))
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
+    };
+    if found {
+        return Ok(());
+    }
+    let cwd = std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string());
+    Err(config::ConfigError {
+        key: "service.command",
+        value: format!("{cmd:?}"),
+        accepted: format!(
+            "`{program}` is not an executable file (relative paths are from {cwd}, names are looked up on PATH); give your node program, e.g. [\"target/debug/greeter-node\"] after `cargo build -p greeter`"
+        ),
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading the config file {}", args.config.display()))?;
     let checked =
         config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    // Process nodes run it from here and VM nodes copy it from here; a
+    // container's command names a path inside the container.
+    if let (Runs::Command(cmd), Kind::Process | Kind::Vm) = (&checked.runs, checked.kind) {
+        check_program(cmd).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    }
     if args.check {
         println!(
-            "{}: ok: service {} on {:?} nodes (initial {}, min {}, max {}), balance {}, rpc {}, http {}",
+            "{}: ok: service {} on {} nodes (initial {}, min {}, max {}), balance {}, autoscale {}, rpc {}, http {}",
             args.config.display(),
             checked.service,
-            checked.kind,
+            format!("{:?}", checked.kind).to_lowercase(),
             checked.gateway.pool.initial,
             checked.gateway.pool.min,
             checked.gateway.pool.max,
             checked.gateway.balance,
+            checked.autoscale.as_deref().unwrap_or("none"),
             checked.gateway.rpc_addr,
             checked.gateway.http_addr,
         );
@@ -143,12 +180,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             objective: checked.objective,
         }),
     };
+    // A bind failure names the keys to change, not only the address.
+    let listens = format!(
+        "starting the gateway (gateway.rpc = {:?}, gateway.http = {:?}{} in {})",
+        checked.gateway.rpc_addr,
+        checked.gateway.http_addr,
+        checked
+            .gateway
+            .admin_addr
+            .as_ref()
+            .map_or_else(String::new, |a| format!(", gateway.admin = {a:?}")),
+        args.config.display()
+    );
     let ran = rt.block_on(async move {
         let on_change: ebb_gateway::pool::OnChange =
             Arc::new(|c: &ebb_gateway::NodeChange| super::announce(&c.to_string()));
         let gateway = Gateway::start(checked.gateway, service, provider, scaler, on_change)
             .await
-            .context("starting the gateway")?;
+            .context(listens)?;
         super::announce(&format!("gateway listening on {}", gateway.rpc_addr()));
         super::announce(&format!("http listening on {}", gateway.http_addr()));
         if let Some(a) = gateway.admin_addr() {

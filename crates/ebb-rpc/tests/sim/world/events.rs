@@ -7,9 +7,14 @@ use ebb_rpc::CallError;
 use ebb_rpc::semantics::ConnRefusal;
 use ebb_rpc::semantics::{Action, ConnId, LinkState};
 use ebb_rpc::transport::frames::connection_error;
-use ebb_rpc::wire::{ConnErrorKind, Describe, Message, Outcome, decode_payload, encode_payload};
+use ebb_rpc::wire::{
+    ClientSecret, ConnErrorKind, Describe, Message, Outcome, Ping, Refusal, Seq, decode_payload,
+    encode_payload,
+};
 
-use super::{Event, METHOD, MUTE_PEER, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of};
+use super::{
+    Event, FORGER_PEER, METHOD, MUTE_PEER, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of,
+};
 
 impl World {
     pub(super) fn handle(&mut self, ev: Event) -> Result<(), String> {
@@ -252,7 +257,70 @@ impl World {
                 }
                 self.tracks.insert((s, id), track);
             }
+            Event::Forge { s, c } => self.forge(s, c)?,
         }
+        Ok(())
+    }
+
+    /// A forger resumes client `c`'s session on server `s` without its
+    /// secret; the server must refuse both the handshake and the copied
+    /// request, typed, and run nothing.
+    fn forge(&mut self, s: usize, c: usize) -> Result<(), String> {
+        let victim = self.sessions[c][s].client_id();
+        let secret = ClientSecret::random(&mut self.rng);
+        let copied = self.captured.get(&(c, s)).cloned();
+        let Some(server) = self.servers[s].as_mut() else {
+            return Ok(());
+        };
+        let Ok(conn) = server.open_connection(FORGER_PEER, self.now) else {
+            self.stats.conns_refused += 1;
+            return Ok(());
+        };
+        let live = server.table().get(victim).is_some();
+        let ping = Ping {
+            client: victim,
+            floor: Seq::FIRST,
+            ack_below: Seq::FIRST,
+            incarnation: Some(server.incarnation()),
+            secret,
+            token: Bytes::new(),
+        };
+        match server.admit(conn, ping, self.now) {
+            Action::Reply(Message::Pong(p)) if p.refused == Some(Refusal::Unauthenticated) => {
+                self.stats.forged_handshakes_refused += 1;
+                if live {
+                    self.stats.forged_resumes_refused += 1;
+                }
+            }
+            other => {
+                return Err(format!(
+                    "a forged handshake for client {c} on server {s} got {other:?}"
+                ));
+            }
+        }
+        if let Some(request) = copied {
+            let seq = request.seq;
+            match server.admit(conn, request, self.now) {
+                Action::Reply(Message::Reply(r))
+                    if r.outcome == Outcome::Refused(Refusal::Unauthenticated) =>
+                {
+                    self.stats.forged_requests_refused += 1;
+                }
+                other => {
+                    return Err(format!(
+                        "a forged copy of client {c}'s call {seq} on server {s} got {other:?}"
+                    ));
+                }
+            }
+        }
+        server.check()?;
+        self.tracks.insert(
+            (s, conn),
+            super::Track {
+                opened_at: self.now,
+                last_heard: Some(self.now),
+            },
+        );
         Ok(())
     }
 
@@ -373,6 +441,11 @@ impl World {
     }
 
     fn send_to_server(&mut self, c: usize, s: usize, frame: Message) {
+        if let Message::Request(r) = &frame
+            && !r.idempotent
+        {
+            self.captured.insert((c, s), r.clone());
+        }
         let epoch = self.conns[c][s].epoch;
         self.transmit(frame, |frame| Event::ToServer { c, s, epoch, frame }, c, s);
     }
