@@ -29,6 +29,9 @@ pub struct RunCfg {
     pub concurrency: usize,
     /// Connections (one client each) the calls are spread over.
     pub conns: usize,
+    /// Bound on one connection attempt, for the systems that have one
+    /// (ebb); a server under callgrind needs far longer than the default.
+    pub connect_timeout_ms: u64,
 }
 
 /// How long to drive, and what to measure.

@@ -36,6 +36,11 @@ pub struct InstrArgs {
     /// Serve over TLS (ebb and tonic only).
     #[arg(long)]
     tls: bool,
+    /// How long ebb's client may take to connect (TCP and the TLS
+    /// handshake), in milliseconds: under callgrind a TLS handshake takes
+    /// seconds, far past the library's default bound.
+    #[arg(long, default_value_t = 60_000)]
+    connect_timeout_ms: u64,
     /// Where callgrind writes its profiles (kept for callgrind_annotate).
     #[arg(long, default_value = "target/callgrind")]
     out_dir: PathBuf,
@@ -53,6 +58,9 @@ pub fn main(a: InstrArgs) -> anyhow::Result<()> {
     };
     if n1 >= n2 {
         bail!("--calls: the second count ({n2}) must exceed the first ({n1})");
+    }
+    if a.connect_timeout_ms == 0 {
+        bail!("--connect-timeout-ms: must be at least 1");
     }
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("creating {}", a.out_dir.display()))?;
@@ -81,6 +89,7 @@ pub fn main(a: InstrArgs) -> anyhow::Result<()> {
                     payload_bytes,
                     concurrency,
                     conns: 1,
+                    connect_timeout_ms: a.connect_timeout_ms,
                 };
                 let run = |n: u64| -> anyhow::Result<Totals> {
                     let out = a

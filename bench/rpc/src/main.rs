@@ -257,6 +257,7 @@ fn main() -> anyhow::Result<()> {
                             payload_bytes,
                             concurrency,
                             conns: sc.conns,
+                            connect_timeout_ms: ebb::rpc::transport::client::CONNECT_TIMEOUT_MS,
                         };
                         let mode = Mode::Timed {
                             warmup,

@@ -54,14 +54,21 @@ pub async fn run(
         Some(t) => Some(ClientTls::from_pem_files(&t.ca(), None)?),
         None => None,
     };
+    let client_cfg = TcpClientConfig {
+        connect_timeout_ms: cfg.connect_timeout_ms,
+        ..TcpClientConfig::default()
+    };
     if cfg.conns == 1 {
         let transport = match client_tls {
-            Some(t) => TcpClient::connect_tls(&addr, t, TcpClientConfig::default()).await?,
-            None => TcpClient::connect(&addr).await?,
+            Some(t) => TcpClient::connect_tls(&addr, t, client_cfg).await?,
+            None => TcpClient::connect_with(&addr, client_cfg).await?,
         };
         return drive_client(Arc::new(EchoClient::new(transport)), cfg, mode).await;
     }
-    let pool = PoolConfig::default().with_connections(cfg.conns);
+    let pool = PoolConfig {
+        client: client_cfg,
+        ..PoolConfig::default().with_connections(cfg.conns)
+    };
     let transport = match client_tls {
         Some(t) => PooledClient::connect_tls(&addr, t, pool).await?,
         None => PooledClient::connect_with(&addr, pool).await?,

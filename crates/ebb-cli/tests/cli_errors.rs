@@ -226,3 +226,14 @@ fn a_reply_into_a_closed_pipe_ends_quietly() {
     assert!(!e.contains("panicked") && !e.contains("backtrace"), "{e}");
     assert!(out.status.success(), "the call itself succeeded: {e}");
 }
+
+#[test]
+fn a_demo_trace_that_is_neither_built_in_nor_a_file_says_both() {
+    let e = failure(&["demo", "--trace", "/nonexistent/counts.txt"], 1);
+    assert!(
+        e.contains("--trace `/nonexistent/counts.txt`")
+            && e.contains("bursty, step, steady")
+            && e.contains("no such file"),
+        "{e}"
+    );
+}

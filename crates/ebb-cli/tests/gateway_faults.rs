@@ -45,6 +45,7 @@ fn patient() -> TcpClientConfig {
             max_retransmit_interval: Nanos::from_secs(60),
             ..d.session
         },
+        ..d
     }
 }
 

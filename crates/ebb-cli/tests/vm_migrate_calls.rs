@@ -58,6 +58,7 @@ fn client_config() -> TcpClientConfig {
             heartbeat_silence: Nanos::from_millis(CALL_TIMEOUT_MS),
             ..d.session
         },
+        ..d
     }
 }
 

@@ -283,6 +283,9 @@ impl Forwarder {
             b = &mut second => (second_node, b, first_node),
         };
         if matches!(done, Attempt::Reply(Ok(_))) {
+            if winner == second_node {
+                self.metrics.hedge_won();
+            }
             return (winner, done);
         }
         // The first to end failed: the other copy may still answer.

@@ -174,6 +174,7 @@ impl Shared {
                 "balance": registry.policy_name(),
                 "admission": {
                     "deadline_check": self.admission.deadline_check,
+                    "service_time_from": self.admission.service_time_from.as_str(),
                     "max_held_requests": self.admission.max_held_requests,
                     "max_held_bytes": self.admission.max_held_bytes,
                 },

@@ -71,6 +71,7 @@ pub struct Metrics {
     retries: Counter,
     ejections: Counter,
     hedges: Counter,
+    hedge_wins: Counter,
     unauthenticated: Counter,
     caller_refusals: Counter,
     held: Gauge,
@@ -130,6 +131,12 @@ impl Metrics {
             "Second copies of slow idempotent calls sent to another node",
             hedges.clone(),
         );
+        let hedge_wins = Counter::default();
+        r.register(
+            "hedge_wins",
+            "Hedged calls answered by their second copy first",
+            hedge_wins.clone(),
+        );
         let unauthenticated = Counter::default();
         r.register(
             "unauthenticated",
@@ -184,6 +191,7 @@ impl Metrics {
             retries,
             ejections,
             hedges,
+            hedge_wins,
             unauthenticated,
             caller_refusals,
             held,
@@ -282,6 +290,11 @@ impl Metrics {
 
     pub fn hedged(&self) {
         self.hedges.inc();
+    }
+
+    /// A hedge's second copy answered before the first.
+    pub fn hedge_won(&self) {
+        self.hedge_wins.inc();
     }
 
     pub fn retried(&self) {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_node::provider::NodeKind;
-use ebb_policy::admission::{self, AdmissionConfig, Admit, Load};
+use ebb_policy::admission::{self, AdmissionConfig, Admit, Load, NodeLoad, ServiceTimeSource};
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
 use ebb_policy::outlier::{OutlierConfig, Outliers, Verdict};
@@ -82,6 +82,8 @@ pub struct NodeMeta {
     pub reason: Option<String>,
     /// Calls that failed in a way that suggests the node is dead.
     pub suspect: bool,
+    /// The service time the node last reported measuring itself.
+    reported_service_time: Option<Nanos>,
 }
 
 /// A node just started, as the pool manager registers it.
@@ -181,6 +183,9 @@ pub struct NodeStatus {
     pub state: Life,
     pub in_flight: u32,
     pub reported_queue: u32,
+    /// The service time the node last reported measuring itself (busy time
+    /// per completed call): what admission judges its capacity by.
+    pub reported_service_time_ms: Option<f64>,
     pub ewma_latency_ms: f64,
     pub cost_per_sec_micros: u64,
     pub started_at_unix_ms: u64,
@@ -275,6 +280,7 @@ impl Registry {
             ewma: PeakEwma::default(),
             reason: None,
             suspect: false,
+            reported_service_time: None,
         });
         let inner = &mut *g;
         inner.balancer.on_nodes_changed(&inner.views);
@@ -616,6 +622,9 @@ impl Registry {
                 state: m.life,
                 in_flight: v.map_or(0, |v| v.in_flight),
                 reported_queue: v.map_or(0, |v| v.reported_queue),
+                reported_service_time_ms: m
+                    .reported_service_time
+                    .map(|s| s.as_nanos() as f64 / 1e6),
                 ewma_latency_ms: m.ewma.estimate(now, LATENCY_TAU) / 1e6,
                 cost_per_sec_micros: v.map_or(0, |v| v.cost_per_sec_micros),
                 started_at_unix_ms: m.started_unix_ms,
@@ -675,12 +684,39 @@ impl Inner {
             // A replacement is about to be started.
             capacity_at = Some(now + self.expected_boot);
         }
+        // The work on the ready nodes and their service time as the nodes
+        // report them: the gateway's own timing (its fallback) includes its
+        // own queueing, which would refuse work the nodes could do once the
+        // gateway is saturated.
+        let nodes = self
+            .views
+            .iter()
+            .zip(&self.meta)
+            .filter(|(v, _)| v.is_ready())
+            .map(|(v, m)| NodeLoad {
+                in_flight: v.in_flight,
+                reported_queue: v.reported_queue,
+                reported_service_time: m.reported_service_time,
+            });
+        let gateway_timing = Nanos(self.service_time as u64);
+        let (in_flight, service_time) = match self.admission.service_time_from {
+            ServiceTimeSource::Nodes => {
+                // Calls on nodes that are not ready (draining) are not
+                // ahead of a new request: no new request goes there.
+                let reported = admission::from_nodes(nodes, gateway_timing);
+                (reported.in_flight, reported.service_time)
+            }
+            ServiceTimeSource::Gateway => (
+                self.views.iter().map(|v| v.in_flight as usize).sum(),
+                gateway_timing,
+            ),
+        };
         Load {
             held: self.held.len(),
             held_bytes: self.held_bytes,
-            in_flight: self.views.iter().map(|v| v.in_flight as usize).sum(),
+            in_flight,
             ready,
-            service_time: Nanos(self.service_time as u64),
+            service_time,
             capacity_at,
         }
     }
@@ -691,6 +727,7 @@ impl Inner {
     fn refresh_reported(&mut self, i: usize) {
         if let Some(client) = &self.meta[i].client {
             self.views[i].reported_queue = client.reported_load().unwrap_or(0);
+            self.meta[i].reported_service_time = client.reported_service_time();
         }
     }
 

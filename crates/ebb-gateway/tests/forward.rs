@@ -347,6 +347,7 @@ async fn the_held_queue_bound_refuses_at_once() {
             deadline_check: false,
             max_held_requests: 1,
             max_held_bytes: 1 << 20,
+            ..AdmissionConfig::default()
         },
         1,
     );

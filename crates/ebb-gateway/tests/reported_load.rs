@@ -150,6 +150,16 @@ async fn a_busy_nodes_reported_load_shows_and_steers_work_away() {
     let first = forwarder.call(&METHODS[1], Bytes::new(), second).await;
     assert_eq!(first, Ok(Bytes::from("busy")));
     assert_eq!(reported(1), 1, "the busy node's report is in /status");
+    let service = registry
+        .status(clock.now())
+        .into_iter()
+        .find(|s| s.id == 1)
+        .unwrap()
+        .reported_service_time_ms;
+    assert!(
+        service.is_some_and(|ms| ms > 0.0),
+        "the node's own service time came with its reply: {service:?}"
+    );
 
     // Now the busy node's own report outweighs the tie: work goes to the
     // idle one, every time.

@@ -8,9 +8,38 @@
 //! the work ahead (requests held plus in service) spread over the ready
 //! nodes, times the measured service time, plus the request's own service.
 //!
-//! State: none; the caller passes what it measured. Cost: O(1).
+//! The figures come from the nodes when they report them ([`from_nodes`]):
+//! the calls each node says it is executing, and the service time each
+//! measured itself. A gateway's own timing of its calls includes its own
+//! queueing, so once its core is saturated it would see slow nodes where
+//! there are fast ones, and refuse work the nodes could do.
+//!
+//! State: none; the caller passes what it measured. Cost: O(1), O(nodes)
+//! for [`from_nodes`].
 
 use ebb_core::{Instant, Nanos};
+
+/// Whose figures the estimated wait is made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceTimeSource {
+    /// The nodes' own reports ([`from_nodes`]): calls executing and the
+    /// service time each measured itself.
+    #[default]
+    Nodes,
+    /// The gateway's own count of calls in flight and its own timing of
+    /// calls that had their node to themselves, its queueing included.
+    /// What admission judged by before nodes reported; kept to compare.
+    Gateway,
+}
+
+impl ServiceTimeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceTimeSource::Nodes => "nodes",
+            ServiceTimeSource::Gateway => "gateway",
+        }
+    }
+}
 
 /// How the held queue is bounded, and whether deadlines are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +47,8 @@ pub struct AdmissionConfig {
     /// Check deadlines against the estimated wait. The queue bounds apply
     /// either way: they protect the gateway's memory, not the caller.
     pub deadline_check: bool,
+    /// Whose figures the estimated wait is made of.
+    pub service_time_from: ServiceTimeSource,
     /// Requests that may be held (waiting for a node) at once.
     pub max_held_requests: usize,
     /// Argument bytes that may be held at once.
@@ -28,6 +59,7 @@ impl Default for AdmissionConfig {
     fn default() -> AdmissionConfig {
         AdmissionConfig {
             deadline_check: true,
+            service_time_from: ServiceTimeSource::Nodes,
             max_held_requests: DEFAULT_MAX_HELD_REQUESTS,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }
@@ -57,6 +89,63 @@ pub struct Load {
     /// When the first node still booting is expected to be ready, if no node
     /// is ready but some are on their way.
     pub capacity_at: Option<Instant>,
+}
+
+/// One ready node as admission sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeLoad {
+    /// Calls the gateway has sent to it and not seen answered.
+    pub in_flight: u32,
+    /// Calls the node last said it was executing (other callers' included).
+    pub reported_queue: u32,
+    /// The service time the node last reported measuring itself, if any.
+    pub reported_service_time: Option<Nanos>,
+}
+
+/// The work ahead and the service time, as the ready nodes report them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolLoad {
+    /// Calls on the ready nodes: per node the larger of what the gateway
+    /// has in flight there and what the node reports executing.
+    pub in_flight: usize,
+    /// The service time that spreads the work over the ready nodes as their
+    /// capacities add up: `ready / sum(1 / s_i)` (the harmonic mean), so
+    /// `work × service_time / ready = work / capacity`. A node that reported
+    /// none counts with `fallback`; zero when no node has a figure.
+    pub service_time: Nanos,
+}
+
+/// What [`Load::in_flight`] and [`Load::service_time`] are, from the ready
+/// nodes' own reports; `fallback` (the gateway's own timing) stands in for
+/// a node that has not reported a service time yet.
+pub fn from_nodes(nodes: impl IntoIterator<Item = NodeLoad>, fallback: Nanos) -> PoolLoad {
+    let mut in_flight = 0usize;
+    // Capacity in calls per nanosecond, summed over the nodes with a figure.
+    let mut capacity = 0.0;
+    let mut counted = 0usize;
+    let mut seen = 0usize;
+    for n in nodes {
+        seen += 1;
+        in_flight += n.in_flight.max(n.reported_queue) as usize;
+        let s = n
+            .reported_service_time
+            .filter(|s| *s > Nanos::ZERO)
+            .unwrap_or(fallback);
+        if s > Nanos::ZERO {
+            capacity += 1.0 / s.as_nanos() as f64;
+            counted += 1;
+        }
+    }
+    let service_time = if counted == 0 {
+        Nanos::ZERO
+    } else {
+        Nanos((counted as f64 / capacity).round() as u64)
+    };
+    debug_assert!(counted <= seen);
+    PoolLoad {
+        in_flight,
+        service_time,
+    }
 }
 
 /// Why a request was refused.
@@ -240,6 +329,7 @@ mod tests {
             deadline_check: false,
             max_held_requests: 2,
             max_held_bytes: 100,
+            ..AdmissionConfig::default()
         };
         let far = T0 + Nanos::from_secs(100);
         let full = load(2, 0, 1, 1);
@@ -263,6 +353,95 @@ mod tests {
             }
         ));
         assert_eq!(admit(&cfg, &bytes, 40, far, T0, true), Admit::Accept);
+    }
+
+    fn node(in_flight: u32, reported_queue: u32, service_ms: Option<u64>) -> NodeLoad {
+        NodeLoad {
+            in_flight,
+            reported_queue,
+            reported_service_time: service_ms.map(Nanos::from_millis),
+        }
+    }
+
+    /// Four nodes, 40 calls on them, 20 held, a 100 ms deadline.
+    fn saturated_gateway(nodes: &[NodeLoad], gateway_timing: Nanos) -> (Admit, Admit) {
+        let cfg = AdmissionConfig::default();
+        let deadline = T0 + Nanos::from_millis(100);
+        let by_gateway = Load {
+            held: 20,
+            held_bytes: 0,
+            in_flight: nodes.iter().map(|n| n.in_flight as usize).sum(),
+            ready: nodes.len(),
+            service_time: gateway_timing,
+            capacity_at: None,
+        };
+        let reported = from_nodes(nodes.iter().copied(), gateway_timing);
+        let by_nodes = Load {
+            in_flight: reported.in_flight,
+            service_time: reported.service_time,
+            ..by_gateway
+        };
+        (
+            admit(&cfg, &by_gateway, 0, deadline, T0, true),
+            admit(&cfg, &by_nodes, 0, deadline, T0, true),
+        )
+    }
+
+    #[test]
+    fn fast_nodes_behind_a_slow_gateway_are_not_refused() {
+        // The gateway's own timing (its queueing included) says 20 ms per
+        // call; the nodes measured 1 ms themselves. 60 calls ahead over 4
+        // nodes is 15 rounds: 300 ms by the gateway's figure, 16 ms by the
+        // nodes'.
+        let nodes = [node(10, 3, Some(1)); 4];
+        let (by_gateway, by_nodes) = saturated_gateway(&nodes, Nanos::from_millis(20));
+        assert!(
+            matches!(by_gateway, Admit::Refuse { .. }),
+            "the gateway's figure refuses: {by_gateway:?}"
+        );
+        assert_eq!(by_nodes, Admit::Accept, "the nodes' figures take it");
+    }
+
+    #[test]
+    fn slow_nodes_are_refused_however_fast_the_gateway_saw_them() {
+        // The gateway saw 1 ms calls (say, cheap ones that happened to go
+        // alone); the nodes report 20 ms of service per call.
+        let nodes = [node(10, 10, Some(20)); 4];
+        let (by_gateway, by_nodes) = saturated_gateway(&nodes, Nanos::from_millis(1));
+        assert_eq!(by_gateway, Admit::Accept, "the gateway's figure takes it");
+        assert!(
+            matches!(
+                by_nodes,
+                Admit::Refuse {
+                    why: Refusal::DeadlineUnmeetable { .. },
+                    ..
+                }
+            ),
+            "the nodes' figures refuse: {by_nodes:?}"
+        );
+    }
+
+    #[test]
+    fn node_reports_add_up_as_capacities() {
+        // 1 ms and 4 ms nodes: 1.25 calls per ms together, 1.6 ms each as
+        // the harmonic mean; the work is the larger count per node.
+        let l = from_nodes([node(2, 5, Some(1)), node(3, 0, Some(4))], Nanos::ZERO);
+        assert_eq!(l.in_flight, 8);
+        assert_eq!(l.service_time, Nanos::from_micros(1_600));
+        // A node without a report counts with the fallback; with neither,
+        // nothing is measured (and nothing is refused for time).
+        let l = from_nodes(
+            [node(0, 0, Some(2)), node(0, 0, None)],
+            Nanos::from_millis(2),
+        );
+        assert_eq!(l.service_time, Nanos::from_millis(2));
+        let l = from_nodes([node(1, 0, None)], Nanos::ZERO);
+        assert_eq!(l.service_time, Nanos::ZERO);
+        // No ready node: no capacity to spread work over, no figure.
+        assert_eq!(
+            from_nodes([], Nanos::from_millis(1)).service_time,
+            Nanos::ZERO
+        );
     }
 
     #[test]

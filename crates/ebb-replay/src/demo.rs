@@ -423,6 +423,7 @@ fn client_config(deadline: Nanos) -> TcpClientConfig {
             max_retransmit_interval: after,
             ..ClientConfig::default()
         },
+        ..TcpClientConfig::default()
     }
 }
 

@@ -290,6 +290,7 @@ mod tests {
             json: false,
             outcome,
             load: 0,
+            service_time: Nanos::ZERO,
             payload,
         };
         let e = CallError::from_reply(&reply, None).expect_err("a refusal is no reply");

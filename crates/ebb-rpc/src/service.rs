@@ -367,6 +367,13 @@ pub trait Transport: Send + Sync {
     fn reported_load(&self) -> Option<u32> {
         None
     }
+
+    /// The service time the server last reported measuring itself (busy
+    /// time per completed call), if this transport hears such reports:
+    /// what a gateway's admission judges the node's capacity by.
+    fn reported_service_time(&self) -> Option<Nanos> {
+        None
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Arc<T> {
@@ -395,6 +402,10 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn reported_load(&self) -> Option<u32> {
         (**self).reported_load()
     }
+
+    fn reported_service_time(&self) -> Option<Nanos> {
+        (**self).reported_service_time()
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &T {
@@ -422,6 +433,10 @@ impl<T: Transport + ?Sized> Transport for &T {
 
     fn reported_load(&self) -> Option<u32> {
         (**self).reported_load()
+    }
+
+    fn reported_service_time(&self) -> Option<Nanos> {
+        (**self).reported_service_time()
     }
 }
 

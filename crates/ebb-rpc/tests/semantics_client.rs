@@ -562,3 +562,54 @@ fn abandoned_calls_end_at_once_saying_whether_they_were_sent() {
     );
     s.check().unwrap();
 }
+
+fn payload_of(m: &Message) -> Bytes {
+    match m {
+        Message::Request(r) => r.payload.clone(),
+        other => panic!("not a request: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lent_payload_returns_to_its_call_and_goes_out_again_on_a_resend() {
+    let mut s = ready();
+    s.start_call(
+        7,
+        true,
+        Bytes::from_static(b"lent"),
+        t(Nanos::from_secs(10)),
+        Instant::EPOCH,
+    )
+    .unwrap();
+    let mut written = Vec::new();
+    s.drain_transmit(|m| written.push(payload_of(m)));
+    assert_eq!(written, [Bytes::from_static(b"lent")]);
+    // The retransmission timer sends it again: the payload is back in the call.
+    s.handle_timeout(t(Nanos::from_millis(300)));
+    let again = drain(&mut s);
+    assert_eq!(again.len(), 1, "one resend");
+    assert_eq!(payload_of(&again[0]), Bytes::from_static(b"lent"));
+    s.check().unwrap();
+}
+
+#[test]
+fn a_call_that_ends_before_its_request_is_written_still_sends_its_payload() {
+    let mut s = ready();
+    s.start_call(
+        7,
+        false,
+        Bytes::from_static(b"queued"),
+        t(Nanos::from_secs(10)),
+        Instant::EPOCH,
+    )
+    .unwrap();
+    // The call ends (abandoned) while its request waits in the queue: the
+    // request goes out as it was sent, with its payload.
+    s.abandon_all("gone");
+    assert_eq!(s.outstanding(), 0);
+    s.check().unwrap();
+    let mut written = Vec::new();
+    s.drain_transmit(|m| written.push(payload_of(m)));
+    assert_eq!(written, [Bytes::from_static(b"queued")]);
+    s.check().unwrap();
+}

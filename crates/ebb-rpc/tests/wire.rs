@@ -86,11 +86,26 @@ fn frame() -> impl Strategy<Value = Message> {
             any::<u16>(),
             any::<(bool, bool)>(),
             outcome(),
-            any::<u32>(),
+            (any::<u32>(), any::<u64>()),
             payload()
         )
             .prop_map(
-                |(client, seq, incarnation, method, (idempotent, json), outcome, load, payload)| {
+                |(
+                    client,
+                    seq,
+                    incarnation,
+                    method,
+                    (idempotent, json),
+                    outcome,
+                    (load, service),
+                    payload,
+                )| {
+                    // A refusal's header field carries its reason or its
+                    // retry-after instead: no service time.
+                    let service_time = match outcome {
+                        Outcome::Refused(_) | Outcome::Overloaded { .. } => Nanos::ZERO,
+                        _ => Nanos(service),
+                    };
                     Message::Reply(Reply {
                         client,
                         seq,
@@ -100,6 +115,7 @@ fn frame() -> impl Strategy<Value = Message> {
                         json,
                         outcome,
                         load,
+                        service_time,
                         payload,
                     })
                 }
@@ -395,6 +411,7 @@ fn a_reply_without_an_incarnation_or_with_an_unknown_refusal_is_refused() {
         json: false,
         outcome: Outcome::Refused(Refusal::InFlight),
         load: 4,
+        service_time: Nanos::ZERO,
         payload: Bytes::new(),
     });
     let mut buf = encoded(&reply);
@@ -421,6 +438,43 @@ fn payload_is_a_view_not_a_copy_of_the_read_buffer() {
     assert_eq!(
         f.payload.as_ptr() as usize,
         start + LENGTH_PREFIX_BYTES + HEADER_BYTES
+    );
+}
+
+#[test]
+fn a_reply_carries_the_servers_service_time_unless_it_is_a_refusal() {
+    let reply = |outcome, service_time| Reply {
+        client: ClientId(1),
+        seq: Seq(1),
+        incarnation: Incarnation::new(3).unwrap(),
+        method: 0,
+        idempotent: false,
+        json: false,
+        outcome,
+        load: 2,
+        service_time,
+        payload: Bytes::new(),
+    };
+    let ok = Message::Reply(reply(Outcome::Ok, Nanos::from_micros(1_250)));
+    let mut buf = encoded(&ok);
+    assert_eq!(
+        buf[48..56],
+        1_250_000u64.to_le_bytes(),
+        "in the deadline field"
+    );
+    assert_eq!(decode_frame(&mut buf).unwrap(), Some(ok));
+    // A refusal's field is its reason: a service time set on it is not sent.
+    let refused = Message::Reply(reply(
+        Outcome::Refused(Refusal::InFlight),
+        Nanos::from_micros(1_250),
+    ));
+    let mut buf = encoded(&refused);
+    let Some(Message::Reply(back)) = decode_frame(&mut buf).unwrap() else {
+        panic!("a reply decodes as a reply");
+    };
+    assert_eq!(
+        (back.outcome, back.service_time),
+        (Outcome::Refused(Refusal::InFlight), Nanos::ZERO)
     );
 }
 

@@ -1,7 +1,8 @@
 //! The simulator's hot loop alone, for profiling (`perf record`,
 //! `valgrind --tool=callgrind`) without the CLI around it: the same run as
 //! `ebb sim --balance p2c --nodes 10000 --load 0.9 --requests N --json`
-//! (with `scale`, plus `--scale queue --max-nodes 20000`), printing the
+//! (with `scale`, plus `--scale queue --min-nodes 10000 --max-nodes 20000`:
+//! the hook runs every tick and the pool stays at 10,000 nodes), printing the
 //! report as one JSON line so two builds can be checked for equal results.
 //!
 //! `cargo run --release -p ebb-sim --example hot_loop -- [REQUESTS] [scale]`
@@ -31,7 +32,7 @@ fn main() {
         };
         let setup = ScaleSetup {
             limits: Limits {
-                min_nodes: 1,
+                min_nodes: 10_000,
                 max_nodes: 20_000,
                 max_capacity_per_node: 1,
             },

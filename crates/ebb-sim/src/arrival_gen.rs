@@ -2,6 +2,7 @@
 //! [`Arrivals`] process scaled to the run's average rate.
 
 use crate::arrivals::Arrivals;
+use crate::exp_sampler::exp;
 use crate::trace::Trace;
 use ebb_core::Rng;
 use std::sync::Arc;
@@ -111,7 +112,7 @@ impl ArrivalGen {
                     gap_ns: [gap_ns * mean_mult / r1, gap_ns * mean_mult / r2],
                     stay_ns,
                     state,
-                    switch_at: rng.exp(stay_ns[state]),
+                    switch_at: exp(rng, stay_ns[state]),
                 }
             }
             Arrivals::Step { at, factor } => thinned(
@@ -173,14 +174,14 @@ impl ArrivalGen {
             return None;
         }
         match &mut self.process {
-            Gen::Poisson { gap_ns } => self.t_ns += rng.exp(*gap_ns),
+            Gen::Poisson { gap_ns } => self.t_ns += exp(rng, *gap_ns),
             Gen::Mmpp {
                 gap_ns,
                 stay_ns,
                 state,
                 switch_at,
             } => loop {
-                let t = self.t_ns + rng.exp(gap_ns[*state]);
+                let t = self.t_ns + exp(rng, gap_ns[*state]);
                 if t < *switch_at {
                     self.t_ns = t;
                     break;
@@ -188,10 +189,10 @@ impl ArrivalGen {
                 // Memoryless: restart the clock from the switch instant.
                 self.t_ns = *switch_at;
                 *state = 1 - *state;
-                *switch_at += rng.exp(stay_ns[*state]);
+                *switch_at += exp(rng, stay_ns[*state]);
             },
             Gen::Thinned { shape, peak_gap_ns } => loop {
-                self.t_ns += rng.exp(*peak_gap_ns);
+                self.t_ns += exp(rng, *peak_gap_ns);
                 if rng.unit() * shape.peak() < shape.multiplier(self.t_ns) {
                     break;
                 }
@@ -206,7 +207,7 @@ impl ArrivalGen {
                 };
                 let end = (sec + 1) as f64 * NS_PER_SEC;
                 if *m > 0.0 {
-                    let t = self.t_ns + rng.exp(*gap_ns / m);
+                    let t = self.t_ns + exp(rng, *gap_ns / m);
                     if t < end {
                         self.t_ns = t;
                         break;

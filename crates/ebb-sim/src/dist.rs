@@ -4,6 +4,7 @@
 //! time); a distribution with mean 1 makes every reported time read as "in
 //! units of the mean service time".
 
+use crate::exp_sampler;
 use ebb_core::Rng;
 use std::fmt;
 use std::str::FromStr;
@@ -85,7 +86,7 @@ impl ServiceDist {
     #[inline]
     pub fn sample(&self, rng: &mut Rng) -> f64 {
         match *self {
-            ServiceDist::Exp { mean } => rng.exp(mean),
+            ServiceDist::Exp { mean } => exp_sampler::exp(rng, mean),
             ServiceDist::Det { value } => value,
             ServiceDist::LogNormal { mean, cv } => {
                 let s2 = (1.0 + cv * cv).ln();

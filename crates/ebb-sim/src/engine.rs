@@ -6,19 +6,19 @@
 //! resolve the same way on every machine; nothing iterates a hash map, reads
 //! a clock or spawns a thread.
 //!
-//! Speed: completions (one per busy node) wait in a 4-ary heap, boots in a
-//! heap of their own; the next arrival and the next tick live outside
-//! both. A request is 16 bytes
+//! Speed: completions (one per busy node) wait on a timing wheel
+//! (`wheel.rs`), boots in a heap of their own; the next arrival and the
+//! next tick live outside both. A request is 16 bytes
 //! copied through per-node `VecDeque`s that reach their peak size and stay
 //! there, so a run does not allocate per request.
 
 use crate::arrival_gen::ArrivalGen;
 use crate::config::SimConfig;
-use crate::heap::QuadHeap;
 use crate::report::Report;
 use crate::scale::{PoolSignals, ScaleHook};
 use crate::stats::Stats;
 use crate::tick_latency::TickLatency;
+use crate::wheel::Wheel;
 use crate::{Progress, SimError};
 use ebb_core::Rng;
 use ebb_policy::balance::{Balancer, NodeState, NodeView};
@@ -29,7 +29,7 @@ pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 /// Bits of a completion key that hold the node index; the rest hold the
 /// sequence number (2^44 events, about 20 days at 10 M events/s).
 pub(crate) const NODE_BITS: u32 = 20;
-const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
+pub(crate) const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
 /// Events between two calls of the progress callback.
 const PROGRESS_EVERY_EVENTS: u64 = 1 << 20;
 /// Pools at least this large outgrow the CPU caches, and prefetching the
@@ -139,7 +139,7 @@ pub struct Sim<'h> {
     pub(crate) gws: Vec<Gateway>,
     /// Completions as (time, sequence << NODE_BITS | node): the sequence
     /// number is unique, so tuple order is (time, sequence) order.
-    pub(crate) completions: QuadHeap,
+    pub(crate) completions: Wheel,
     pub(crate) boots: BinaryHeap<Reverse<BootKey>>,
     pub(crate) seq: u64,
     pub(crate) now: u64,
@@ -264,7 +264,7 @@ impl<'h> Sim<'h> {
             nodes,
             cold,
             gws,
-            completions: QuadHeap::default(),
+            completions: Wheel::new(n, rate),
             boots: BinaryHeap::new(),
             seq: 0,
             now: 0,

@@ -1,7 +1,8 @@
 //! A 4-ary min-heap of completion keys, laid out one family per cache line.
 //!
-//! With thousands of busy nodes the event heap is the hottest structure in a
-//! run, and a pop is a walk from the root to a leaf whose every step loads
+//! It holds the completions beyond the timing wheel's span (`wheel.rs`);
+//! as the run's only completion queue it was the hottest structure of a
+//! 10,000-node run. A pop is a walk from the root to a leaf whose every step loads
 //! the four children of one entry. Keys are 16 bytes, so four children are
 //! one 64-byte line, but only when the family starts on a line boundary:
 //! the entries are stored three slots late in 64-byte-aligned lines, which
@@ -83,16 +84,6 @@ impl QuadHeap {
     #[inline]
     pub(crate) fn peek(&self) -> Option<(u64, u64)> {
         (self.len > 0).then(|| unpack(self.get(0)))
-    }
-
-    /// The key that will be on top after the next pop (the smallest child
-    /// of the root), for prefetching what it will touch.
-    #[inline]
-    pub(crate) fn second(&self) -> Option<(u64, u64)> {
-        if self.len < 2 {
-            return None;
-        }
-        Some(unpack(smallest(&self.lines[1]).1))
     }
 
     #[inline]
@@ -201,22 +192,6 @@ mod tests {
             for j in 0..ARITY {
                 assert_eq!(h.get(ARITY * k + 1 + j), h.lines[k + 1].0[j]);
             }
-        }
-    }
-
-    #[test]
-    fn second_is_what_the_next_pop_leaves_on_top() {
-        let mut rng = Rng::seeded(6);
-        let mut h = QuadHeap::default();
-        for round in 0..5_000u64 {
-            h.push((rng.below(100), round));
-            if round % 3 == 0 {
-                h.pop();
-            }
-            let second = h.second();
-            let mut copy = h.clone();
-            copy.pop();
-            assert_eq!(second, copy.peek());
         }
     }
 }

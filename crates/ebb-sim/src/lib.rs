@@ -16,6 +16,7 @@ pub mod config;
 mod dispatch;
 pub mod dist;
 mod engine;
+mod exp_sampler;
 pub mod expected;
 mod heap;
 mod hist;
@@ -29,6 +30,7 @@ pub mod sweep;
 pub mod theory;
 mod tick_latency;
 pub mod trace;
+mod wheel;
 
 pub use arrivals::{ArrivalSpec, Arrivals};
 pub use autoscale::{Autoscaler, ScaleSetup, TimelineRow};

@@ -301,6 +301,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         base_rate: args.base_rate,
         peak_rate: args.peak_rate,
     };
+    if !BUILTIN_TRACES.contains(&args.trace.as_str()) && !std::path::Path::new(&args.trace).exists()
+    {
+        bail!(
+            "--trace `{}`: no built-in trace has that name ({}) and no such file exists; give one of them, or a file of per-second counts (one number per line)",
+            args.trace,
+            BUILTIN_TRACES.join(", ")
+        );
+    }
     let trace = trace::resolve(&args.trace, &shape, args.seed)
         .with_context(|| {
             format!(

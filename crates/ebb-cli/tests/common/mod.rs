@@ -58,5 +58,6 @@ pub fn quick_detection_client() -> ebb::rpc::transport::TcpClientConfig {
             heartbeat_silence: ebb_core::Nanos::from_millis(400),
             ..d.session
         },
+        ..d
     }
 }

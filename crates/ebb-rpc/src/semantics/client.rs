@@ -52,9 +52,16 @@ pub struct ClientSession {
     incarnation: Option<Incarnation>,
     /// The server's load as last reported (calls executing), if ever.
     reported_load: Option<u32>,
+    /// The service time the server last reported measuring, if ever.
+    reported_service_time: Option<Nanos>,
     last_heard: Instant,
     last_ping: Instant,
+    /// Messages to send. A request's payload stays in its call until the
+    /// request is polled (see [`ClientSession::drain_transmit`]); a call
+    /// removed meanwhile hands its payload to its queued requests.
     transmit: VecDeque<Message>,
+    /// Requests in `transmit`.
+    queued_requests: usize,
     events: VecDeque<CallOutcome>,
     close_requested: bool,
 }
@@ -78,9 +85,11 @@ impl ClientSession {
             disconnected_since: now,
             incarnation: None,
             reported_load: None,
+            reported_service_time: None,
             last_heard: now,
             last_ping: now,
             transmit: VecDeque::new(),
+            queued_requests: 0,
             events: VecDeque::new(),
             close_requested: false,
         }
@@ -111,6 +120,13 @@ impl ClientSession {
     /// a pong; `None` before the first.
     pub fn reported_load(&self) -> Option<u32> {
         self.reported_load
+    }
+
+    /// The service time the server last reported measuring itself (busy
+    /// time per completed call); `None` before the first reply that
+    /// carried one.
+    pub fn reported_service_time(&self) -> Option<Nanos> {
+        self.reported_service_time
     }
 
     pub fn outstanding(&self) -> usize {
@@ -240,6 +256,7 @@ impl ClientSession {
         self.link = LinkState::Disconnected;
         self.disconnected_since = now;
         self.transmit.clear();
+        self.queued_requests = 0;
         for (_, seq) in std::mem::take(&mut self.retransmit_timers) {
             self.hold(seq);
         }
@@ -305,6 +322,9 @@ impl ClientSession {
     fn handle_reply(&mut self, reply: Reply, now: Instant) {
         self.heard(now);
         self.reported_load = Some(reply.load);
+        if reply.service_time > Nanos::ZERO {
+            self.reported_service_time = Some(reply.service_time);
+        }
         self.observe_incarnation(reply.incarnation, now);
         let matches = self.calls.get(&reply.seq).is_some_and(|c| {
             c.sent
@@ -424,7 +444,39 @@ impl ClientSession {
 
     /// The next message to write to the connection.
     pub fn poll_transmit(&mut self) -> Option<Message> {
-        self.transmit.pop_front()
+        let mut message = self.transmit.pop_front()?;
+        if let Message::Request(r) = &mut message {
+            self.queued_requests -= 1;
+            if let Some(call) = self.calls.get(&r.seq) {
+                r.payload = call.payload.clone();
+            }
+        }
+        Some(message)
+    }
+
+    /// Hands every message to write to `write`, in order, as
+    /// [`ClientSession::poll_transmit`] would, but lends each request its
+    /// call's payload instead of sharing it: sharing a payload made from a
+    /// `Vec` costs an allocation, which a transport that copies small
+    /// payloads into its output buffer does not need.
+    pub fn drain_transmit(&mut self, mut write: impl FnMut(&Message)) {
+        while let Some(message) = self.transmit.pop_front() {
+            let Message::Request(mut r) = message else {
+                write(&message);
+                continue;
+            };
+            self.queued_requests -= 1;
+            let Some(call) = self.calls.get_mut(&r.seq) else {
+                write(&Message::Request(r));
+                continue;
+            };
+            r.payload = std::mem::take(&mut call.payload);
+            let lent = Message::Request(r);
+            write(&lent);
+            if let Message::Request(r) = lent {
+                call.payload = r.payload;
+            }
+        }
     }
 
     /// The next call that ended.
@@ -572,8 +624,10 @@ impl ClientSession {
             method: call.spec.method,
             idempotent: call.spec.idempotent,
             json: call.spec.json,
-            payload: call.payload.clone(),
+            // Lent from the call when polled.
+            payload: Bytes::new(),
         }));
+        self.queued_requests += 1;
     }
 
     fn send_ping(&mut self, now: Instant) {
@@ -601,6 +655,16 @@ impl ClientSession {
 
     fn remove(&mut self, seq: Seq) -> Option<Call> {
         let call = self.calls.remove(&seq)?;
+        if self.queued_requests > 0 {
+            // Its queued requests still go out as they were sent.
+            for m in &mut self.transmit {
+                if let Message::Request(r) = m
+                    && r.seq == seq
+                {
+                    r.payload = call.payload.clone();
+                }
+            }
+        }
         self.deadlines.remove(&(call.deadline, seq));
         if let Some(at) = call.retransmit_at {
             self.retransmit_timers.remove(&(at, seq));
@@ -667,6 +731,17 @@ impl ClientSession {
         }
         if self.calls.len() > self.cfg.max_outstanding_calls {
             return Err(format!("{} calls over the bound", self.calls.len()));
+        }
+        let requests = self
+            .transmit
+            .iter()
+            .filter(|m| matches!(m, Message::Request(_)))
+            .count();
+        if requests != self.queued_requests {
+            return Err(format!(
+                "{requests} requests queued, {} counted",
+                self.queued_requests
+            ));
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod conns;
 pub mod reply_table;
 pub mod server;
+pub mod service_time;
 mod window;
 
 use ebb_core::Nanos;

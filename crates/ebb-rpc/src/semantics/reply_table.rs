@@ -471,6 +471,7 @@ mod tests {
             json: false,
             outcome: Outcome::Ok,
             load: 0,
+            service_time: ebb_core::Nanos::ZERO,
             payload: bytes::Bytes::from_static(payload),
         }
     }

@@ -39,6 +39,7 @@ use ebb_core::{ClientId, Instant, Nanos};
 
 use super::conns::{ConnId, ConnRefusal, Conns};
 use super::reply_table::{Entry, ReplyTable, Saved, TableFull};
+use super::service_time::ServiceTime;
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_REPLIES_PER_CLIENT,
@@ -179,6 +180,8 @@ pub struct ServerSession {
     conns: Conns,
     /// Calls executing now (admitted, not yet completed), all connections.
     executing: usize,
+    /// Busy time per completed call, as replies report it.
+    service_time: ServiceTime,
     stats: ServerStats,
     /// The service description a `Describe` is answered with (postcard).
     description: Bytes,
@@ -205,6 +208,7 @@ impl ServerSession {
             .with_max_saved_bytes_total(config.max_saved_reply_bytes_total),
             conns: Conns::default(),
             executing: 0,
+            service_time: ServiceTime::default(),
             stats: ServerStats::default(),
             description: Bytes::new(),
             planted_unrecorded_refusal: false,
@@ -474,7 +478,7 @@ impl ServerSession {
                     let msg = self.refusal_message(why);
                     self.reply(&req, Outcome::Refused(why), &msg)
                 }
-                None => self.execute(conn, req, proven),
+                None => self.execute(conn, req, proven, now),
             };
         }
         if !proven {
@@ -551,7 +555,7 @@ impl ServerSession {
             }
             (None, None) => {
                 state.entries.insert(req.seq, Entry::Running);
-                self.execute(conn, req, true)
+                self.execute(conn, req, true, now)
             }
         }
     }
@@ -591,6 +595,7 @@ impl ServerSession {
     ) -> R {
         debug_assert!(self.executing > 0, "complete without an Execute");
         self.executing = self.executing.saturating_sub(1);
+        let service_time = self.service_time.completed(now);
         self.conns.finished(key.conn);
         if outcome == Outcome::Panicked {
             self.stats.panicked += 1;
@@ -604,6 +609,7 @@ impl ServerSession {
             json: key.json,
             outcome,
             load: self.load(),
+            service_time,
             payload,
         };
         let route = if key.proven {
@@ -638,7 +644,8 @@ impl ServerSession {
         send(saved.reply(), route)
     }
 
-    fn execute(&mut self, conn: ConnId, req: Request, proven: bool) -> Action {
+    fn execute(&mut self, conn: ConnId, req: Request, proven: bool, now: Instant) -> Action {
+        self.service_time.started(self.executing, now);
         self.executing += 1;
         self.stats.executed += 1;
         self.conns.started(conn);

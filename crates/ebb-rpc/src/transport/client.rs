@@ -35,7 +35,8 @@ use crate::wire::{Describe, FrameCodec, MAX_PAYLOAD_BYTES, Message, decode_paylo
 pub const MAX_QUEUED_CALLS: usize = 4096;
 /// Describe requests one client may have outstanding; more wait for room.
 pub const MAX_PENDING_DESCRIBES: usize = 16;
-/// How long one connection attempt may take before it counts as failed.
+/// How long one connection attempt may take before it counts as failed,
+/// unless configured otherwise (`TcpClientConfig::connect_timeout_ms`).
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// First pause between reconnection attempts; doubles with every attempt
 /// up to the maximum, and starts over only once a connection proves
@@ -52,10 +53,15 @@ const NO_LOAD_REPORTED: u64 = u64::MAX;
 
 type Reply = Result<Bytes, CallError>;
 
-/// Configuration of a [`TcpClient`]: the session's timers and bounds.
+/// Configuration of a [`TcpClient`]: the session's timers and bounds, and
+/// how long one connection attempt may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpClientConfig {
     pub session: ClientConfig,
+    /// Bound on one connection attempt (TCP connect, and the TLS handshake
+    /// after it); default [`CONNECT_TIMEOUT_MS`]. Raise it for a server
+    /// that is slow to answer on purpose (one run under a profiler).
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for TcpClientConfig {
@@ -70,6 +76,7 @@ impl Default for TcpClientConfig {
                 max_retransmit_interval: Nanos::from_secs(4),
                 ..ClientConfig::default()
             },
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
         }
     }
 }
@@ -97,6 +104,9 @@ pub struct TcpClient {
     addr: String,
     /// The server's load as last reported, or `NO_LOAD_REPORTED`.
     load: Arc<AtomicU64>,
+    /// The server's own service time as last reported, in nanoseconds;
+    /// 0 before any report.
+    service_time: Arc<AtomicU64>,
     reconnects: Arc<AtomicU64>,
 }
 
@@ -127,7 +137,7 @@ impl TcpClient {
         cfg: TcpClientConfig,
         tls: Option<ClientTls>,
     ) -> Result<TcpClient, CallError> {
-        let conn = Conn::open(addr, tls.as_ref()).await?;
+        let conn = Conn::open(addr, tls.as_ref(), cfg.connect_timeout_ms).await?;
         let clock = RuntimeClock::new();
         let secret = frames::os_random_secret().ok_or_else(|| CallError::ConnectionLost {
             sent: false,
@@ -138,6 +148,7 @@ impl TcpClient {
         session.handle_connected(now);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let load = Arc::new(AtomicU64::new(NO_LOAD_REPORTED));
+        let service_time = Arc::new(AtomicU64::new(0));
         let reconnects = Arc::new(AtomicU64::new(0));
         let driver = Driver {
             addr: addr.to_owned(),
@@ -148,18 +159,21 @@ impl TcpClient {
             describes: FastMap::default(),
             next_describe: 0,
             load: Arc::clone(&load),
+            service_time: Arc::clone(&service_time),
             codec: FrameCodec::default(),
             reconnect_at: None,
             backoff: Duration::from_millis(RECONNECT_BACKOFF_MS),
             proven: false,
             reconnects: Arc::clone(&reconnects),
             tls,
+            connect_timeout_ms: cfg.connect_timeout_ms,
         };
         tokio::spawn(driver.run(rx));
         Ok(TcpClient {
             ops: tx,
             addr: addr.to_owned(),
             load,
+            service_time,
             reconnects,
         })
     }
@@ -180,6 +194,16 @@ impl TcpClient {
     /// while the connection is up.
     pub fn reported_load(&self) -> Option<u32> {
         u32::try_from(self.load.load(Ordering::Relaxed)).ok()
+    }
+
+    /// The service time the server measured itself (busy time per call
+    /// completed, averaged), as its last reply carrying one said; `None`
+    /// before the first.
+    pub fn reported_service_time(&self) -> Option<Nanos> {
+        match self.service_time.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Nanos(n)),
+        }
     }
 
     /// Asks the server what it serves: its service name, methods with ids,
@@ -336,6 +360,10 @@ impl Transport for TcpClient {
     fn reported_load(&self) -> Option<u32> {
         TcpClient::reported_load(self)
     }
+
+    fn reported_service_time(&self) -> Option<Nanos> {
+        TcpClient::reported_service_time(self)
+    }
 }
 
 struct Conn {
@@ -345,27 +373,24 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(addr: &str, tls: Option<&ClientTls>) -> Result<Conn, CallError> {
+    async fn open(addr: &str, tls: Option<&ClientTls>, timeout_ms: u64) -> Result<Conn, CallError> {
         let cannot = |e: &dyn std::fmt::Display| CallError::ConnectionLost {
             sent: false,
             cause: format!("cannot connect to {addr}: {e}"),
         };
-        let connect = TcpStream::connect(addr);
-        let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
+        let limit = Duration::from_millis(timeout_ms);
+        let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
-            .map_err(|_| cannot(&format!("no answer within {CONNECT_TIMEOUT_MS} ms")))?
+            .map_err(|_| cannot(&format!("no answer within {timeout_ms} ms")))?
             .map_err(|e| cannot(&e))?;
         let _ = stream.set_nodelay(true);
         let (read, write) = match tls {
             None => stream::tcp(stream),
             Some(tls) => {
                 let handshake = tls.connect(addr, stream);
-                let limit = Duration::from_millis(CONNECT_TIMEOUT_MS);
                 let tls_stream = tokio::time::timeout(limit, handshake)
                     .await
-                    .map_err(|_| {
-                        cannot(&format!("no TLS handshake within {CONNECT_TIMEOUT_MS} ms"))
-                    })?
+                    .map_err(|_| cannot(&format!("no TLS handshake within {timeout_ms} ms")))?
                     .map_err(|e| cannot(&format!("TLS handshake failed: {e}")))?;
                 stream::tls(tls_stream)
             }
@@ -399,6 +424,7 @@ struct Driver {
     describes: FastMap<u64, oneshot::Sender<Reply>>,
     next_describe: u64,
     load: Arc<AtomicU64>,
+    service_time: Arc<AtomicU64>,
     codec: FrameCodec,
     /// When to try connecting again, while disconnected with calls waiting.
     reconnect_at: Option<Instant>,
@@ -410,6 +436,7 @@ struct Driver {
     reconnects: Arc<AtomicU64>,
     /// Set: every connection, reconnects included, is TLS.
     tls: Option<ClientTls>,
+    connect_timeout_ms: u64,
 }
 
 enum Event {
@@ -567,15 +594,16 @@ impl Driver {
                 // A closed writer means the reader sees the failure next;
                 // the session resends what it must after the reconnect.
                 let _ = conn.out.push_with(|b| {
-                    while let Some(message) = session.poll_transmit() {
-                        frames::append(codec, &message, b);
-                    }
+                    session.drain_transmit(|message| frames::append(codec, message, b));
                 });
             }
-            None => while self.session.poll_transmit().is_some() {},
+            None => self.session.drain_transmit(|_| {}),
         }
         if let Some(load) = self.session.reported_load() {
             self.load.store(u64::from(load), Ordering::Relaxed);
+        }
+        if let Some(s) = self.session.reported_service_time() {
+            self.service_time.store(s.as_nanos(), Ordering::Relaxed);
         }
         while let Some((id, outcome)) = self.session.poll_event() {
             if let Some(waiter) = self.waiters.remove(&id.0) {
@@ -621,7 +649,7 @@ impl Driver {
         // Doubled whether or not the attempt connects: only an answer from
         // the server (`proven`) starts the backoff over.
         self.backoff = (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
-        match Conn::open(&self.addr, self.tls.as_ref()).await {
+        match Conn::open(&self.addr, self.tls.as_ref(), self.connect_timeout_ms).await {
             Ok(conn) => {
                 self.conn = Some(conn);
                 let now = self.now();

@@ -1,8 +1,10 @@
 //! The few messages the runtimes make themselves (the sessions make the
-//! rest), and appending messages to an output buffer. The layout is
+//! rest), and appending messages to a [`FrameBuf`]. The layout is
 //! `crate::wire`'s.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+use super::framebuf::FrameBuf;
 
 use crate::service::DispatchError;
 use crate::wire::{
@@ -13,26 +15,50 @@ use crate::wire::{
 /// Appends `message`; a reply over the size limit becomes a `BadRequest`
 /// reply with the same identity, so the peer learns why instead of waiting.
 /// Other messages over the limit cannot occur (the runtime makes them small)
-/// and are dropped.
-pub fn append(codec: &FrameCodec, message: &Message, out: &mut BytesMut) {
+/// and are dropped. A large payload is shared, not copied (see
+/// [`FrameBuf`]).
+pub fn append(codec: &FrameCodec, message: &Message, out: &mut FrameBuf) {
     match message {
         Message::Reply(reply) => append_reply(codec, reply, out),
         other => {
-            let _ = codec.encode(other, out);
+            let _ = if FrameBuf::shares(payload_len(other)) {
+                codec
+                    .encode_header(other, out.head_mut())
+                    .map(|payload| out.put_shared(payload))
+            } else {
+                codec.encode(other, out.head_mut())
+            };
         }
     }
 }
 
 /// [`append`] for a reply the caller only borrows.
-pub fn append_reply(codec: &FrameCodec, reply: &Reply, out: &mut BytesMut) {
-    if let Err(e) = codec.encode_reply(reply, out) {
+pub fn append_reply(codec: &FrameCodec, reply: &Reply, out: &mut FrameBuf) {
+    let appended = if FrameBuf::shares(reply.payload.len()) {
+        codec
+            .encode_reply_header(reply, out.head_mut())
+            .map(|payload| out.put_shared(payload))
+    } else {
+        codec.encode_reply(reply, out.head_mut())
+    };
+    if let Err(e) = appended {
         let refusal = Reply {
             outcome: Outcome::BadRequest,
             payload: Bytes::from(e.to_string()),
             ..reply.clone()
         };
         // The message is far below any limit.
-        let _ = codec.encode_reply(&refusal, out);
+        let _ = codec.encode_reply(&refusal, out.head_mut());
+    }
+}
+
+/// The payload bytes of the kinds that carry one in full (requests,
+/// descriptions); others are small.
+fn payload_len(message: &Message) -> usize {
+    match message {
+        Message::Request(r) => r.payload.len(),
+        Message::Description(d) => d.payload.len(),
+        _ => 0,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod framebuf;
 pub mod frames;
 pub mod outbuf;
 pub mod pool;

@@ -4,17 +4,18 @@
 //! Under load many replies (or requests) are appended while the previous
 //! write is in flight, so they leave in one syscall; when idle, a lone frame
 //! goes out at once. Two buffers are swapped back and forth, so steady state
-//! allocates nothing.
+//! allocates nothing. Large payloads stay in their own buffers
+//! ([`FrameBuf`]) and go out with the headers in one vectored write.
 
+use std::io::IoSlice;
 use std::sync::Mutex;
-
-use bytes::BytesMut;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::AsyncWriteExt;
-
-use super::stream::WriteSide;
 use tokio::sync::Notify;
+
+use super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
+use super::stream::WriteSide;
 
 /// Bytes that may wait in one connection's output buffer; a producer that
 /// would exceed it is told the connection is overloaded instead of growing
@@ -34,7 +35,7 @@ pub enum PushError {
 
 #[derive(Debug)]
 pub struct OutBuf {
-    pending: Mutex<BytesMut>,
+    pending: Mutex<FrameBuf>,
     wake: Notify,
     /// Signalled after each write, for readers that pause while full.
     drained: Notify,
@@ -47,7 +48,7 @@ pub struct OutBuf {
 impl Default for OutBuf {
     fn default() -> Self {
         OutBuf {
-            pending: Mutex::new(BytesMut::with_capacity(INITIAL_BUF_BYTES)),
+            pending: Mutex::new(FrameBuf::with_capacity(INITIAL_BUF_BYTES)),
             wake: Notify::new(),
             drained: Notify::new(),
             closing: Notify::new(),
@@ -59,7 +60,7 @@ impl Default for OutBuf {
 impl OutBuf {
     /// Appends bytes with `encode` (which must append whole frames) and
     /// wakes the writer.
-    pub fn push_with(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), PushError> {
+    pub fn push_with(&self, encode: impl FnOnce(&mut FrameBuf)) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
@@ -79,14 +80,8 @@ impl OutBuf {
     /// `batch` empty. When nothing is pending the two buffers are swapped
     /// instead of copied, so a batch of replies reaches the socket without
     /// a copy and `batch` gets back a buffer that already has capacity.
-    pub fn push_batch(&self, batch: &mut BytesMut) -> Result<(), PushError> {
-        let pushed = self.push_with(|pending| {
-            if pending.is_empty() {
-                std::mem::swap(pending, batch);
-            } else {
-                pending.extend_from_slice(batch);
-            }
-        });
+    pub fn push_batch(&self, batch: &mut FrameBuf) -> Result<(), PushError> {
+        let pushed = self.push_with(|pending| pending.append(batch));
         batch.clear();
         pushed
     }
@@ -145,7 +140,7 @@ impl OutBuf {
     /// The writer task's body: ships pending bytes until closed or the socket
     /// fails. Marks the buffer closed on exit so producers stop at once.
     pub async fn drain_into(&self, mut sock: WriteSide) -> std::io::Result<()> {
-        let mut spare = BytesMut::with_capacity(INITIAL_BUF_BYTES);
+        let mut spare = FrameBuf::with_capacity(INITIAL_BUF_BYTES);
         let result = loop {
             {
                 let Ok(mut buf) = self.pending.lock() else {
@@ -162,7 +157,7 @@ impl OutBuf {
             }
             // Flushing plain TCP does nothing; TLS may hold back records
             // until flushed.
-            if let Err(e) = sock.write_all(&spare).await {
+            if let Err(e) = write_frames(&mut sock, &spare).await {
                 break Err(e);
             }
             if let Err(e) = sock.flush().await {
@@ -177,4 +172,25 @@ impl OutBuf {
         let _ = sock.shutdown().await;
         result
     }
+}
+
+/// Writes all of `frames`: with one `write` when they are contiguous, else
+/// with vectored writes of the headers and the shared payloads in place
+/// (a stream without vectored writes, such as TLS, takes one slice per
+/// call, which is still correct).
+async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> std::io::Result<()> {
+    if let Some(bytes) = frames.contiguous() {
+        return sock.write_all(bytes).await;
+    }
+    let total = frames.len();
+    let mut written = 0;
+    while written < total {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
+        let n = frames.slices_from(written, &mut slices);
+        match sock.write_vectored(&slices[..n]).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            k => written += k,
+        }
+    }
+    Ok(())
 }

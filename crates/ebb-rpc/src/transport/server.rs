@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::TransportError;
 use super::clock::RuntimeClock;
+use super::framebuf::FrameBuf;
 use super::frames;
 use super::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use super::stream::{self, ReadSide, WriteSide};
@@ -121,7 +122,7 @@ impl<D> Core<D> {
         outcome: Outcome,
         payload: bytes::Bytes,
         now: ebb_core::Instant,
-        local: Option<(&Arc<OutBuf>, &mut BytesMut)>,
+        local: Option<(&Arc<OutBuf>, &mut FrameBuf)>,
     ) {
         let mut shared = self.lock();
         let Shared { session, outs } = &mut *shared;
@@ -361,7 +362,7 @@ async fn serve_connection<D: ServiceDispatch>(
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     // This wake-up's replies, handed to the writer whole; reused.
-    let mut batch = BytesMut::new();
+    let mut batch = FrameBuf::default();
     // Calls that did not finish at their first poll, driven by this task.
     let mut running: Running<'_> = FuturesUnordered::new();
     // Registered once: a wake-up per turn of the loop would cost more than
@@ -503,7 +504,7 @@ async fn ready_now(running: &mut Running<'_>) -> Option<Finished> {
 
 /// Records a finished call; its reply joins `batch` if it goes to this
 /// connection.
-fn finish_call<D>(core: &Core<D>, out: &Arc<OutBuf>, batch: &mut BytesMut, done: Finished) {
+fn finish_call<D>(core: &Core<D>, out: &Arc<OutBuf>, batch: &mut FrameBuf, done: Finished) {
     let Finished { key, outcome } = done;
     let (status, payload) = outcome;
     let now = core.now();
@@ -514,7 +515,7 @@ fn finish_call<D>(core: &Core<D>, out: &Arc<OutBuf>, batch: &mut BytesMut, done:
 /// the call to run, if any. Answers go to `batch`, this read's replies.
 fn admit<D>(
     core: &Core<D>,
-    batch: &mut BytesMut,
+    batch: &mut FrameBuf,
     conn: ConnId,
     message: Message,
     now: ebb_core::Instant,
@@ -541,7 +542,7 @@ fn admit<D>(
 fn run_call<'a, D: ServiceDispatch>(
     core: &'a Arc<Core<D>>,
     out: &Arc<OutBuf>,
-    batch: &mut BytesMut,
+    batch: &mut FrameBuf,
     running: &mut Running<'a>,
     incoming: Incoming,
     started: ebb_core::Instant,

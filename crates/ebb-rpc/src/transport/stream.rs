@@ -68,6 +68,27 @@ impl AsyncWrite for WriteSide {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteSide::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    /// Plain TCP writes slices with one `writev`; TLS says what its stream
+    /// does (a stream without vectored writes takes the first slice per
+    /// call).
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteSide::Tcp(w) => w.is_write_vectored(),
+            WriteSide::Tls(w) => w.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteSide::Tcp(w) => Pin::new(w).poll_flush(cx),

@@ -166,14 +166,15 @@ fn lay_out(m: &Message) -> (Header, Option<ClientSecret>, &Bytes) {
 /// The header and the payload of a reply.
 fn lay_out_reply(r: &Reply) -> (Header, &Bytes) {
     let (status, reason) = match r.outcome {
-        Outcome::Ok => (STATUS_OK, 0),
-        Outcome::UnknownMethod => (STATUS_UNKNOWN_METHOD, 0),
-        Outcome::BadRequest => (STATUS_BAD_REQUEST, 0),
-        Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, 0),
+        Outcome::Ok => (STATUS_OK, r.service_time.as_nanos()),
+        Outcome::UnknownMethod => (STATUS_UNKNOWN_METHOD, r.service_time.as_nanos()),
+        Outcome::BadRequest => (STATUS_BAD_REQUEST, r.service_time.as_nanos()),
+        Outcome::OutcomeUnknown => (STATUS_OUTCOME_UNKNOWN, r.service_time.as_nanos()),
+        // The field carries the reason or the retry-after: no service time.
         Outcome::Refused(why) => (STATUS_REFUSED, why as u64),
         Outcome::Overloaded { retry_after } => (STATUS_OVERLOADED, retry_after.as_nanos()),
-        Outcome::AppError => (STATUS_APP_ERROR, 0),
-        Outcome::Panicked => (STATUS_PANICKED, 0),
+        Outcome::AppError => (STATUS_APP_ERROR, r.service_time.as_nanos()),
+        Outcome::Panicked => (STATUS_PANICKED, r.service_time.as_nanos()),
     };
     (
         Header {
@@ -219,6 +220,36 @@ impl FrameCodec {
         self.put(&h, None, payload, out)
     }
 
+    /// Appends `message`'s length prefix and header (and a ping's secret)
+    /// to `out` and returns its payload, which the caller must write right
+    /// after them (from where it is, so a large payload need not be
+    /// copied). Refuses (and leaves `out` untouched) a message whose
+    /// payload would exceed the limit.
+    pub fn encode_header<'m>(
+        &self,
+        message: &'m Message,
+        out: &mut BytesMut,
+    ) -> Result<&'m Bytes, WireError> {
+        let (h, secret, payload) = lay_out(message);
+        let len = self.frame_len(secret, payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + HEADER_BYTES + CLIENT_SECRET_BYTES);
+        put_header(&h, secret, len, out);
+        Ok(payload)
+    }
+
+    /// [`FrameCodec::encode_header`] for a reply the caller only borrows.
+    pub fn encode_reply_header<'m>(
+        &self,
+        reply: &'m Reply,
+        out: &mut BytesMut,
+    ) -> Result<&'m Bytes, WireError> {
+        let (h, payload) = lay_out_reply(reply);
+        let len = self.frame_len(None, payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + HEADER_BYTES);
+        put_header(&h, None, len, out);
+        Ok(payload)
+    }
+
     fn put(
         &self,
         h: &Header,
@@ -226,32 +257,29 @@ impl FrameCodec {
         payload: &Bytes,
         out: &mut BytesMut,
     ) -> Result<(), WireError> {
+        let len = self.frame_len(secret, payload.len())?;
+        out.reserve(LENGTH_PREFIX_BYTES + len);
+        put_header(h, secret, len, out);
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// The length-prefix value (header, secret and payload) of a frame,
+    /// if within the limit.
+    fn frame_len(
+        &self,
+        secret: Option<ClientSecret>,
+        payload_len: usize,
+    ) -> Result<usize, WireError> {
         let secret_len = secret.map_or(0, |_| CLIENT_SECRET_BYTES);
-        let len = HEADER_BYTES + secret_len + payload.len();
+        let len = HEADER_BYTES + secret_len + payload_len;
         if len > self.max_frame_bytes {
             return Err(WireError::FrameTooLarge {
                 len,
                 max: self.max_frame_bytes,
             });
         }
-        out.reserve(LENGTH_PREFIX_BYTES + len);
-        // `len <= MAX_FRAME_BYTES < u32::MAX`, so the cast is exact.
-        out.put_u32_le(len as u32);
-        out.put_u8(WIRE_VERSION);
-        out.put_u8(h.kind);
-        out.put_u8(h.flags);
-        out.put_u8(h.status);
-        out.put_u128_le(h.client);
-        out.put_u64_le(h.seq);
-        out.put_u64_le(h.ack_below);
-        out.put_u64_le(h.incarnation);
-        out.put_u64_le(h.deadline);
-        out.put_u16_le(h.method);
-        if let Some(secret) = secret {
-            out.put_u128_le(secret.0);
-        }
-        out.extend_from_slice(payload);
-        Ok(())
+        Ok(len)
     }
 
     /// Takes one complete message off the front of `buf`, or `Ok(None)` if
@@ -289,6 +317,26 @@ impl FrameCodec {
         let header = parsed?;
         frame_bytes.advance(LENGTH_PREFIX_BYTES + HEADER_BYTES);
         to_message(header, frame_bytes.freeze()).map(Some)
+    }
+}
+
+/// Appends the length prefix `len` (at most `MAX_FRAME_BYTES`), the
+/// header, and a ping's secret.
+fn put_header(h: &Header, secret: Option<ClientSecret>, len: usize, out: &mut BytesMut) {
+    // `len <= MAX_FRAME_BYTES < u32::MAX`, so the cast is exact.
+    out.put_u32_le(len as u32);
+    out.put_u8(WIRE_VERSION);
+    out.put_u8(h.kind);
+    out.put_u8(h.flags);
+    out.put_u8(h.status);
+    out.put_u128_le(h.client);
+    out.put_u64_le(h.seq);
+    out.put_u64_le(h.ack_below);
+    out.put_u64_le(h.incarnation);
+    out.put_u64_le(h.deadline);
+    out.put_u16_le(h.method);
+    if let Some(secret) = secret {
+        out.put_u128_le(secret.0);
     }
 }
 
@@ -430,9 +478,10 @@ fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
                 STATUS_PANICKED => Outcome::Panicked,
                 _ => return Err(c.unknown_status()),
             };
-            if !matches!(outcome, Outcome::Refused(_) | Outcome::Overloaded { .. }) {
-                c.zero("deadline", h.deadline.into())?;
-            }
+            let service_time = match outcome {
+                Outcome::Refused(_) | Outcome::Overloaded { .. } => Nanos::ZERO,
+                _ => Nanos(h.deadline),
+            };
             Message::Reply(Reply {
                 client: ClientId(h.client),
                 seq: Seq(h.seq),
@@ -442,6 +491,7 @@ fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError> {
                 json,
                 outcome,
                 load: c.load()?,
+                service_time,
                 payload,
             })
         }

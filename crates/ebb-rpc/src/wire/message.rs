@@ -178,6 +178,12 @@ pub struct Reply {
     pub outcome: Outcome,
     /// Calls executing on the server when it sent this (its load).
     pub load: u32,
+    /// The server's own measure of its service time (busy time per call
+    /// completed, averaged): what a gateway's admission judges the node's
+    /// capacity by, free of the gateway's own queueing. Zero: not measured
+    /// (and always zero with a refusal or `Overloaded`, whose header field
+    /// it shares).
+    pub service_time: Nanos,
     /// The result for `Ok`; a UTF-8 message otherwise.
     pub payload: Bytes,
 }
@@ -200,6 +206,7 @@ impl Reply {
             json: request.json,
             outcome,
             load: 0,
+            service_time: Nanos::ZERO,
             payload,
         }
     }

@@ -30,8 +30,10 @@ pub use secret::{CLIENT_SECRET_BYTES, ClientSecret};
 /// Version 2: typed refusals, connection errors and service descriptions as
 /// their own kinds, JSON arguments, load in replies and pongs. Version 3:
 /// a ping carries the client's secret (which proves its id) and an optional
-/// bearer token.
-pub const WIRE_VERSION: u8 = 3;
+/// bearer token. Version 4: replies that are not refusals carry the
+/// server's measured service time in the deadline field (version 3
+/// required it zero).
+pub const WIRE_VERSION: u8 = 4;
 
 /// The longest bearer token a ping may carry, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 512;

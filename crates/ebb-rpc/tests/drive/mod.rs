@@ -398,6 +398,7 @@ fn stray_answer(b: &mut Bytes8<'_>, me: ClientId) -> Message {
             json: false,
             outcome: Outcome::Ok,
             load: 0,
+            service_time: Nanos(u64::from(b.next())),
             payload: Bytes::new(),
         }),
         _ => Message::ConnError(ConnError {

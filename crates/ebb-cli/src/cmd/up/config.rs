@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use ebb_core::Nanos;
 use ebb_gateway::{GatewayConfig, PoolConfig};
-use ebb_policy::admission::{AdmissionConfig, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS};
+use ebb_policy::admission::{
+    AdmissionConfig, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS, ServiceTimeSource,
+};
 use ebb_policy::hedge::{HedgeConfig, MAX_WINDOW};
 use ebb_policy::lease::LeaseTerm;
 use ebb_policy::outlier::OutlierConfig;
@@ -231,6 +233,8 @@ pub struct Admission {
     pub max_held_requests: usize,
     pub max_held_bytes: usize,
     pub max_in_flight_per_caller: usize,
+    /// `nodes` or `gateway`: whose figures admission judges by.
+    pub service_time_from: String,
 }
 
 impl Default for Admission {
@@ -241,6 +245,7 @@ impl Default for Admission {
             max_held_requests: DEFAULT_MAX_HELD_REQUESTS,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             max_in_flight_per_caller: ebb_gateway::DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
+            service_time_from: ServiceTimeSource::default().as_str().into(),
         }
     }
 }
@@ -497,6 +502,17 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a positive count",
         ));
     }
+    let service_time_from = match a.service_time_from.as_str() {
+        "nodes" => ServiceTimeSource::Nodes,
+        "gateway" => ServiceTimeSource::Gateway,
+        other => {
+            return Err(bad(
+                "admission.service_time_from",
+                other,
+                "nodes (the service time each node measures itself) or gateway (the gateway's own timing of its calls)",
+            ));
+        }
+    };
     let r = &file.retry;
     if !(0.0..=1.0).contains(&r.budget_ratio) {
         return Err(bad(
@@ -635,6 +651,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         balance: file.balance.policy.clone(),
         admission: AdmissionConfig {
             deadline_check: a.enabled,
+            service_time_from,
             max_held_requests: a.max_held_requests,
             max_held_bytes: a.max_held_bytes,
         },

@@ -56,7 +56,8 @@ pub(super) fn refuse<D: Send + Sync + 'static>(
 ) {
     let mut bytes = BytesMut::new();
     let err = frames::connection_error(core.incarnation, kind, why.to_owned());
-    frames::append(&core.codec, &err, &mut bytes);
+    // Far below any limit.
+    let _ = core.codec.encode(&err, &mut bytes);
     let Some(tls) = core.tls.clone() else {
         // The few bytes fit an empty socket buffer; a peer that cannot
         // take them learns from the close instead.

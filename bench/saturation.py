@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Admission past saturation: the gateway judging the work ahead by the
+nodes' own service times against judging it by its own timing of calls.
+
+Runs two `ebb up` gateways with the same pool (process nodes, `Demo.work`
+in block mode, one node `--slow-scale`x slower), one with
+`admission.service_time_from = "nodes"` (the default) and one with
+`"gateway"` (the gateway's own timing, which includes its own queueing),
+and drives both with open-loop `ebb load` at fractions of the nodes'
+capacity, 95% and above. Systems and loads are interleaved within each
+repetition; the table reports medians over repetitions: goodput (calls
+answered within their deadline per second), refusals (`overloaded`) and
+deadline misses, and the paired ratio of goodput nodes / gateway.
+
+Not a test: run by hand, see docs/benchmarks.md.
+
+  cargo build --release -p ebb-cli --bin ebb
+  python3 bench/saturation.py --reps 3 --duration 6
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gateway import Children, STARTUP_TIMEOUT_S, load  # noqa: E402
+
+MODES = ["gateway", "nodes"]
+
+
+def gateway(children, tmp, mode, a):
+    """`ebb up` over the pool; admission judges by `mode`."""
+    return up(children, tmp, mode, a, f"""[admission]
+enabled = true
+default_deadline_ms = {a.deadline_ms}
+service_time_from = "{mode}"
+""")
+
+
+def up(children, tmp, name, a, extra):
+    """`ebb up` over `a.nodes` process nodes, the first to start (an atomic
+    mkdir decides) `--slow-scale`x slower, with the TOML `extra` appended;
+    returns its RPC address, or its HTTP one with `a.http`."""
+    ebb = os.path.abspath(a.ebb)
+    marker = os.path.join(tmp, f"{name}-slow")
+    node = os.path.join(tmp, f"{name}-node.sh")
+    with open(node, "w") as f:
+        f.write(f"""#!/bin/sh
+if mkdir {marker} 2>/dev/null; then
+  exec {ebb} node --threads 1 --work-mode block --work-scale {a.slow_scale} "$@"
+fi
+exec {ebb} node --threads 1 --work-mode block "$@"
+""")
+    os.chmod(node, 0o755)
+    cfg = os.path.join(tmp, f"{name}.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[gateway]
+rpc = "127.0.0.1:0"
+http = "127.0.0.1:0"
+seed = 1
+[service]
+name = "demo"
+command = ["{node}"]
+[pool]
+kind = "process"
+initial = {a.nodes}
+min = {a.nodes}
+max = {a.nodes}
+[balance]
+policy = "{a.policy}"
+[autoscale]
+policy = "none"
+{extra}""")
+    p = children.start([ebb, "up", cfg], stdout=subprocess.PIPE, text=True)
+    http, rpc, ready = None, None, 0
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while (http is None or ready < a.nodes) and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            sys.exit(f"{name}: ebb up {cfg} exited before its nodes were ready")
+        if line.startswith("http listening on "):
+            http = line.split()[-1]
+        if line.startswith("gateway listening on "):
+            rpc = line.split()[-1]
+        if "-> ready" in line:
+            ready += 1
+    if http is None or ready < a.nodes:
+        sys.exit(f"{name}: {ready} of {a.nodes} nodes ready after {STARTUP_TIMEOUT_S} s")
+    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+    return http if a.http else rpc
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ebb", default="target/release/ebb")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
+    ap.add_argument("--nodes", type=int, default=5)
+    ap.add_argument("--slow-scale", type=int, default=5, help="one node's work factor")
+    ap.add_argument("--work-us", type=int, default=500, help="Demo.work micros per request")
+    ap.add_argument("--loads", default="0.95,1.1,1.3", help="fractions of the nodes' capacity")
+    ap.add_argument("--policy", default="p2c")
+    ap.add_argument("--connections", type=int, default=256)
+    ap.add_argument("--deadline-ms", type=int, default=100)
+    ap.add_argument("--http", action="store_true", help="HTTP/JSON ingress (default: ebb RPC)")
+    ap.add_argument("--json", help="write every run here")
+    a = ap.parse_args()
+    if not os.access(a.ebb, os.X_OK):
+        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+    loads = [float(x) for x in a.loads.split(",") if x]
+    work_s = a.work_us / 1e6
+    capacity = (a.nodes - 1) / work_s + 1 / (work_s * a.slow_scale)
+
+    children = Children()
+    tmp = tempfile.mkdtemp(prefix="ebb-saturation-bench-")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
+    try:
+        targets = {m: gateway(children, tmp, m, a) for m in MODES}
+        proto = "HTTP" if a.http else "RPC"
+        print(f"{a.nodes} nodes (one {a.slow_scale}x slower), Demo.work {a.work_us} us (block), "
+              f"capacity {capacity:.0f}/s, {proto}, deadline {a.deadline_ms} ms", file=sys.stderr)
+        args = json.dumps({"micros": a.work_us})
+        for m in MODES:
+            load(a.ebb, targets[m], capacity * 0.3, 1, "Demo.work", args, a.deadline_ms,
+                 a.connections, 0, http=a.http)
+        runs = []
+        for rep in range(a.reps):
+            for frac in loads:
+                for m in MODES:
+                    r = load(a.ebb, targets[m], capacity * frac, a.duration, "Demo.work", args,
+                             a.deadline_ms, a.connections, rep + 1, http=a.http)
+                    r.update(mode=m, load=frac, rep=rep)
+                    runs.append(r)
+                    print(f"rep {rep} load {frac:.2f} {m:<8} ok {r['achieved_rate']:.0f}/s "
+                          f"overloaded {r['overloaded']} deadline {r['deadline_exceeded']} "
+                          f"p99 {r['p99_ms']:.1f} ms", file=sys.stderr)
+        print(report(runs, loads, capacity, a))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"capacity": capacity, "args": vars(a), "runs": runs}, f, indent=1)
+    finally:
+        children.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(runs, loads, capacity, a):
+    lines = [
+        f"{a.nodes} nodes, one {a.slow_scale}x slower; Demo.work {a.work_us} us (block); "
+        f"capacity {capacity:.0f}/s; {'HTTP' if a.http else 'RPC'}; deadline {a.deadline_ms} ms; "
+        f"medians of {a.reps} runs of {a.duration:g} s; load average "
+        f"{open('/proc/loadavg').read().split()[0]}",
+        "",
+        "| offered | admission judges by | goodput/s | refused/s | deadline missed/s | p50 ms | p99 ms | goodput nodes / gateway, paired |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for frac in loads:
+        for m in MODES:
+            rs = [r for r in runs if r["load"] == frac and r["mode"] == m]
+            per_s = lambda k: median([r[k] / a.duration for r in rs])  # noqa: E731
+            ratio = "-"
+            if m == "nodes":
+                pairs = []
+                for r in rs:
+                    g = [x for x in runs if x["mode"] == "gateway" and x["load"] == frac and x["rep"] == r["rep"]]
+                    if g and g[0]["achieved_rate"] > 0:
+                        pairs.append(r["achieved_rate"] / g[0]["achieved_rate"])
+                if pairs:
+                    ratio = f"{median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})"
+            lines.append(
+                f"| {frac:.0%} ({capacity * frac:.0f}/s) | {m} | {median([r['achieved_rate'] for r in rs]):.0f} | "
+                f"{per_s('overloaded'):.0f} | {per_s('deadline_exceeded'):.0f} | "
+                f"{median([r['p50_ms'] for r in rs]):.1f} | {median([r['p99_ms'] for r in rs]):.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
