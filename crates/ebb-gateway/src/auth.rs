@@ -1,121 +1,39 @@
-//! Who may call the HTTP ingress, and how much each caller may have in
-//! flight at once.
+//! Who may call the ingress, and how much each caller may have in flight
+//! at once.
 //!
 //! - [`Tokens`]: bearer tokens from a file, compared in constant time (the
 //!   comparison does not stop at the first differing byte, and every token
 //!   is compared), so response timing does not reveal a token's prefix.
-//! - [`CallerBounds`]: requests in flight per caller (a token, or the peer
-//!   address without authentication), so one caller cannot take the whole
-//!   ingress or the held queue; the table of callers is bounded too.
+//!   The RPC ingress's server session checks them in each connection's
+//!   handshake; the HTTP layer in each request's `Authorization` header.
+//! - [`CallerBounds`]: HTTP requests in flight per caller (a token, or the
+//!   peer address without authentication), so one caller cannot take the
+//!   whole ingress or the held queue; the table of callers is bounded too.
+//!   On the RPC ingress the server session bounds calls per caller itself
+//!   ([`rpc_server_config`]).
 //!
 //! Mechanism only: the HTTP layer decides where these apply.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use subtle::ConstantTimeEq;
+/// The bearer tokens the ingress accepts: the RPC layer's, so HTTP and RPC
+/// ingress check the same file the same way (constant time, every token).
+pub use ebb_rpc::auth::{AuthError, MAX_TOKEN_BYTES, MAX_TOKENS, Tokens};
 
-/// Tokens a file may hold at most.
-pub const MAX_TOKENS: usize = 1_024;
-/// The longest token accepted, in bytes.
-pub const MAX_TOKEN_BYTES: usize = 512;
 /// Callers tracked at once; a new caller past it is refused until one ends
 /// its requests.
 pub const MAX_TRACKED_CALLERS: usize = 65_536;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
-    #[error("cannot read the token file {path}: {message}")]
-    Read { path: PathBuf, message: String },
-    #[error("the token file {path} holds no token (one per line; # starts a comment)")]
-    Empty { path: PathBuf },
-    #[error("the token file {path}, line {line}: {why}")]
-    BadToken {
-        path: PathBuf,
-        line: usize,
-        why: String,
-    },
-}
-
-/// The bearer tokens the ingress accepts.
-#[derive(Clone)]
-pub struct Tokens {
-    tokens: Vec<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Tokens {
-    /// Never prints a token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} configured)", self.tokens.len())
-    }
-}
-
-impl Tokens {
-    /// One token per line; blank lines and lines starting with `#` are
-    /// skipped; surrounding whitespace is not part of a token.
-    pub fn from_file(path: &Path) -> Result<Tokens, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|e| AuthError::Read {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        Tokens::parse(&text, path)
-    }
-
-    pub fn parse(text: &str, path: &Path) -> Result<Tokens, AuthError> {
-        let mut tokens = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            let bad = |why: String| AuthError::BadToken {
-                path: path.to_owned(),
-                line: i + 1,
-                why,
-            };
-            if t.len() > MAX_TOKEN_BYTES {
-                return Err(bad(format!(
-                    "a token is at most {MAX_TOKEN_BYTES} bytes; this one has {}",
-                    t.len()
-                )));
-            }
-            if t.chars().any(char::is_whitespace) {
-                return Err(bad("a token holds no whitespace".into()));
-            }
-            if tokens.len() == MAX_TOKENS {
-                return Err(bad(format!("at most {MAX_TOKENS} tokens")));
-            }
-            tokens.push(t.as_bytes().to_vec());
-        }
-        if tokens.is_empty() {
-            return Err(AuthError::Empty {
-                path: path.to_owned(),
-            });
-        }
-        Ok(Tokens { tokens })
-    }
-
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// The index of the token an `Authorization` header value carries
-    /// (`Bearer TOKEN`), or `None`. Every token is compared, whatever
-    /// matched.
-    pub fn check(&self, authorization: Option<&str>) -> Option<usize> {
-        let given = authorization?.strip_prefix("Bearer ")?.trim().as_bytes();
-        let mut found = None;
-        for (i, t) in self.tokens.iter().enumerate() {
-            if bool::from(t.as_slice().ct_eq(given)) {
-                found = Some(i);
-            }
-        }
-        found
+/// The RPC ingress server's configuration: the default bounds, plus at
+/// most `max_in_flight_per_caller` calls executing per caller (its bearer
+/// token, or its peer address without tokens) over all its connections. A
+/// call beyond it is refused `CallerInFlight` (it did not run) while other
+/// callers are served.
+pub fn rpc_server_config(max_in_flight_per_caller: usize) -> ebb_rpc::semantics::ServerConfig {
+    ebb_rpc::semantics::ServerConfig {
+        max_in_flight_per_caller: Some(max_in_flight_per_caller),
+        ..ebb_rpc::semantics::ServerConfig::default()
     }
 }
 
@@ -222,35 +140,6 @@ impl Drop for CallerSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tokens(text: &str) -> Result<Tokens, AuthError> {
-        Tokens::parse(text, Path::new("tokens.txt"))
-    }
-
-    #[test]
-    fn a_bearer_token_is_found_by_its_line_and_nothing_else_is() {
-        let t = tokens("# callers\nalpha-123\n\n  beta-456  \n").expect("two tokens");
-        assert_eq!(t.len(), 2);
-        assert_eq!(t.check(Some("Bearer alpha-123")), Some(0));
-        assert_eq!(t.check(Some("Bearer beta-456")), Some(1));
-        assert_eq!(t.check(Some("Bearer alpha-12")), None, "a prefix");
-        assert_eq!(t.check(Some("Bearer alpha-1234")), None);
-        assert_eq!(t.check(Some("Basic alpha-123")), None);
-        assert_eq!(t.check(None), None);
-        assert!(!format!("{t:?}").contains("alpha"), "never printed");
-    }
-
-    #[test]
-    fn bad_token_files_name_the_file_and_line() {
-        let e = tokens("# nothing\n\n").expect_err("no token");
-        assert!(e.to_string().contains("tokens.txt"), "{e}");
-        let e = tokens("ok\nhas space\n").expect_err("whitespace");
-        assert!(e.to_string().contains("line 2"), "{e}");
-        let long = "x".repeat(MAX_TOKEN_BYTES + 1);
-        assert!(tokens(&long).is_err());
-        let e = Tokens::from_file(Path::new("/nonexistent/ebb-tokens")).expect_err("missing");
-        assert!(e.to_string().contains("/nonexistent/ebb-tokens"), "{e}");
-    }
 
     #[test]
     fn each_caller_is_bounded_on_its_own_and_slots_give_back() {

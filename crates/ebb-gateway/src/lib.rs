@@ -7,7 +7,8 @@
 //! - [`ingress`]: the RPC ingress (the gateway as one ebb server).
 //! - [`http`]: `/status`, `/metrics`, `/pool`, `/rpc/{Service}/{method}`.
 //! - [`signals`]: what an autoscaler is told each tick, and its seam.
-//! - [`auth`]: bearer tokens and per-caller bounds for the HTTP ingress.
+//! - [`auth`]: bearer tokens and per-caller bounds for the HTTP and RPC
+//!   ingress.
 //! - [`decisions`]: the autoscaler's recent decisions with their signals,
 //!   for `/status`, `/metrics` and the dashboard.
 //! - [`service`]: the service the pool serves, built in or learned from the
@@ -69,11 +70,12 @@ pub struct GatewayConfig {
     /// `/`, `/status`, `/metrics` and `/pool` on this address instead of
     /// the HTTP one (port 0 picks a free port).
     pub admin_addr: Option<String>,
-    /// Bearer tokens the HTTP ingress and `POST /pool` require; `None`:
-    /// no authentication.
+    /// Bearer tokens the HTTP and RPC ingress and `POST /pool` require;
+    /// `None`: no authentication.
     pub tokens: Option<auth::Tokens>,
-    /// HTTP requests one caller (a token, or a peer address without
-    /// tokens) may have in flight at once.
+    /// HTTP requests, and RPC calls, one caller (a token, or a peer address
+    /// without tokens) may have in flight at once (each ingress counts its
+    /// own).
     pub max_in_flight_per_caller: usize,
 }
 
@@ -324,6 +326,7 @@ impl Gateway {
         let (app, admin_app) =
             http::routers(Arc::clone(&shared), http_cfg, admin_listener.is_some());
         let rpc_shared = Arc::clone(&shared);
+        let rpc_max_per_caller = cfg.max_in_flight_per_caller;
         let mut tasks = vec![
             tokio::spawn(async move {
                 let Some(served) = rpc_shared.service.known().await else {
@@ -334,8 +337,11 @@ impl Gateway {
                     served,
                     rpc_shared.default_deadline,
                 );
-                let config = ebb_rpc::semantics::ServerConfig::default();
-                if let Ok(server) = Server::from_std(rpc_listener, ingress, config) {
+                let config = auth::rpc_server_config(rpc_max_per_caller);
+                if let Ok(mut server) = Server::from_std(rpc_listener, ingress, config) {
+                    if let Some(tokens) = rpc_shared.tokens.clone() {
+                        server = server.with_tokens(tokens);
+                    }
                     let _ = server.run().await;
                 }
             }),

@@ -6,10 +6,12 @@
 //!
 //! - [`wire`]: the closed set of messages, the frame layout and its
 //!   incremental codec, payload helpers (a leaf module).
+//! - [`auth`]: bearer tokens a server may require of its callers.
 //! - [`semantics`]: client and server call-semantics state machines.
 //! - [`service`]: the interface generated stubs target.
 //! - [`transport`]: the tokio TCP client and server that drive the semantics.
 
+pub mod auth;
 pub mod error;
 mod fast_map;
 pub mod semantics;

@@ -563,6 +563,76 @@ fn abandoned_calls_end_at_once_saying_whether_they_were_sent() {
     s.check().unwrap();
 }
 
+#[test]
+fn after_a_handshake_refused_for_its_credentials_at_most_once_calls_end_at_once() {
+    let mut s = ClientSession::new(MY_SECRET, cfg(), Instant::EPOCH);
+    s.set_token(Bytes::from_static(b"wrong"));
+    s.handle_connected(Instant::EPOCH);
+    let f = drain(&mut s);
+    let Message::Ping(p) = &f[0] else {
+        panic!("the handshake goes first")
+    };
+    assert_eq!(
+        (&p.token[..], p.secret.proves(p.client)),
+        (&b"wrong"[..], true),
+        "the handshake carries the token and proves the id"
+    );
+    s.handle_message(pong(INC, Some(Refusal::Unauthorized)), t(Nanos(1)));
+    // A new at-most-once call would wait for a handshake that carries the
+    // same token: it ends now, and did not run.
+    let id = call(&mut s, false, t(Nanos(2)));
+    let (ended, r) = s.poll_event().unwrap();
+    assert_eq!(ended, id);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CallError::Refused {
+                reason: Refusal::Unauthorized,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!e.may_have_run());
+    assert!(drain(&mut s).is_empty(), "nothing was sent");
+    // An accepted handshake clears it.
+    s.handle_message(pong(INC, None), t(Nanos(3)));
+    call(&mut s, false, t(Nanos(4)));
+    assert!(s.poll_event().is_none());
+    assert_eq!(drain(&mut s).len(), 1, "the call goes out");
+}
+
+#[test]
+fn a_refused_resend_of_an_idempotent_call_does_not_end_it_as_not_run() {
+    // The first copy runs (slowly); the resend meets a bound and is
+    // refused. The call must not end "did not run": the first copy's reply
+    // ends it.
+    let mut s = ready();
+    let id = call(&mut s, true, t(Nanos(1)));
+    let first = drain(&mut s).pop().unwrap();
+    s.handle_timeout(t(Nanos::from_millis(300)));
+    let resend = drain(&mut s)
+        .into_iter()
+        .find(|m| kind(m) == "request")
+        .expect("resent on its timer");
+    s.handle_message(
+        reply(
+            &resend,
+            INC,
+            Outcome::Refused(Refusal::CallerInFlight),
+            b"busy",
+        ),
+        t(Nanos::from_millis(300)),
+    );
+    assert!(s.poll_event().is_none(), "a refused resend ends nothing");
+    s.handle_message(
+        reply(&first, INC, Outcome::Ok, b"done"),
+        t(Nanos::from_secs(6)),
+    );
+    assert_eq!(s.poll_event(), Some((id, Ok(Bytes::from_static(b"done")))));
+}
+
 fn payload_of(m: &Message) -> Bytes {
     match m {
         Message::Request(r) => r.payload.clone(),

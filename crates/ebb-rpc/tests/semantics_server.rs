@@ -811,3 +811,117 @@ fn a_request_on_a_connection_that_never_proved_its_id_cannot_act_on_the_session(
     );
     s.check().unwrap();
 }
+
+fn tokens(text: &str) -> ebb_rpc::auth::Tokens {
+    ebb_rpc::auth::Tokens::parse(text, std::path::Path::new("tokens.txt")).unwrap()
+}
+
+fn ping_with_token(token: &'static [u8]) -> Ping {
+    Ping {
+        token: Bytes::from_static(token),
+        ..ping(1)
+    }
+}
+
+#[test]
+fn a_server_requiring_a_token_refuses_handshakes_and_calls_without_one() {
+    let mut s = server();
+    s.set_tokens(Some(tokens("alpha\nbeta\n")));
+    // No token, a wrong one, a prefix: refused, typed, no session opened.
+    for bad in [&b""[..], b"gamma", b"alph"] {
+        let p = Ping {
+            token: Bytes::copy_from_slice(bad),
+            ..ping(1)
+        };
+        assert_eq!(
+            pong_of(&mut s, p, Instant::EPOCH).refused,
+            Some(Refusal::Unauthorized)
+        );
+    }
+    assert!(s.table().is_empty(), "no session for an unauthorized peer");
+    // Calls on the unauthorized connection do not run, of either kind, and
+    // are not recorded.
+    for idempotent in [false, true] {
+        assert_eq!(
+            status_of(s.admit(CONN, req(1, 1, INC, idempotent), t(Nanos(1)))),
+            Outcome::Refused(Refusal::Unauthorized)
+        );
+    }
+    let st = s.stats();
+    assert_eq!(
+        (
+            st.refused_unauthorized_handshakes,
+            st.refused_unauthorized_requests,
+            st.executed
+        ),
+        (3, 2, 0)
+    );
+    // The right token opens the session; calls run.
+    assert_eq!(
+        pong_of(&mut s, ping_with_token(b"beta"), t(Nanos(2))).refused,
+        None
+    );
+    assert!(matches!(
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(3))),
+        Action::Execute(_)
+    ));
+    s.check().unwrap();
+}
+
+#[test]
+fn calls_beyond_a_callers_bound_are_refused_while_another_caller_is_served() {
+    let cfg = ServerConfig {
+        max_in_flight_per_caller: Some(1),
+        ..ServerConfig::default()
+    };
+    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    s.set_tokens(Some(tokens("alice\nbob\n")));
+    // Alice on two connections (CONN, and a second one), bob on a third:
+    // the bound is per caller, over all its connections.
+    pong_of(&mut s, ping_with_token(b"alice"), Instant::EPOCH);
+    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
+        panic!("alice's first call runs")
+    };
+    let second = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    let alice_again = Ping {
+        token: Bytes::from_static(b"alice"),
+        ..ping_from(7, 1)
+    };
+    assert_eq!(
+        pong_of_conn(&mut s, second, alice_again, t(Nanos(2))).refused,
+        None
+    );
+    let mut other = req(1, 1, INC, false);
+    other.client = id(7);
+    let refused = status_of(s.admit(second, other.clone(), t(Nanos(3))));
+    assert_eq!(refused, Outcome::Refused(Refusal::CallerInFlight));
+    // Recorded like any refusal: a late copy gets it again, never runs.
+    assert_eq!(
+        status_of(s.admit(second, other.clone(), t(Nanos(4)))),
+        Outcome::Refused(Refusal::CallerInFlight)
+    );
+    let third = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    let bob = Ping {
+        token: Bytes::from_static(b"bob"),
+        ..ping_from(8, 1)
+    };
+    assert_eq!(pong_of_conn(&mut s, third, bob, t(Nanos(5))).refused, None);
+    let mut bobs = req(1, 1, INC, false);
+    bobs.client = id(8);
+    assert!(
+        matches!(s.admit(third, bobs, t(Nanos(6))), Action::Execute(_)),
+        "bob is served while alice is at her bound"
+    );
+    assert_eq!(s.stats().refused_caller_in_flight, 1);
+    assert_eq!(s.in_flight_of(ebb_rpc::semantics::Caller::Token(0)), 1);
+    s.check().unwrap();
+    // Alice's slot comes back when her call ends.
+    s.complete(first.key, Outcome::Ok, Bytes::new(), t(Nanos(7)));
+    let mut next = req(2, 1, INC, false);
+    next.client = id(7);
+    assert!(matches!(
+        s.admit(second, next, t(Nanos(8))),
+        Action::Execute(_)
+    ));
+    s.check().unwrap();
+}

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 type Frame = Message;
 
 fn refusal() -> impl Strategy<Value = Refusal> {
-    (1u8..=11).prop_map(|b| Refusal::from_u8(b).unwrap())
+    (1u8..=12).prop_map(|b| Refusal::from_u8(b).unwrap())
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {

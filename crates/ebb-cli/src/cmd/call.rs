@@ -6,7 +6,8 @@
 use anyhow::{Context, bail};
 use ebb::rpc::CallError;
 use ebb::rpc::service::{CallOptions, ServiceDescription};
-use ebb::rpc::transport::{ClientTls, TcpClient, TcpClientConfig};
+use ebb::rpc::transport::{ClientTls, Credentials, TcpClient, TcpClientConfig};
+use ebb::rpc::wire::Refusal;
 use ebb_core::Nanos;
 
 /// How much of an unparsable argument an error message quotes.
@@ -21,7 +22,7 @@ const MAX_SHOWN_ARGUMENT_CHARS: usize = 200;
 /// fails, saying whether the call may have run.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n  ebb call --addr 127.0.0.1:7200 Greeter.hello '{\"name\":\"x\"}'   (your own node binary)\n\nExits 1 with the reason on failure, and says whether the call may have\nrun: at-most-once methods (like Demo.incr) never run twice."
+    after_help = "Examples:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  ebb call --addr 127.0.0.1:7000 --token-file my.token Demo.incr '{\"key\":\"a\"}'   (a gateway with auth.token_file)\n  ebb call --addr 127.0.0.1:7000 Demo.echo '{\"msg\":\"hi\"}' --timeout-ms 500\n  ebb call --addr 127.0.0.1:7200 Greeter.hello '{\"name\":\"x\"}'   (your own node binary)\n\nExits 1 with the reason on failure, and says whether the call may have\nrun: at-most-once methods (like Demo.incr) never run twice."
 )]
 pub struct Args {
     /// The node's (or a gateway's) address, e.g. 127.0.0.1:7000.
@@ -49,6 +50,12 @@ pub struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Present the bearer token in FILE (one token; blank lines and lines
+    /// starting with # are skipped), for a gateway or node that requires
+    /// one (`auth.token_file` in `ebb up`'s config). Without TLS the token
+    /// crosses the network in the clear.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Parses `--timeout-ms`, saying what is accepted (a negative number would
@@ -103,6 +110,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let token = match &args.token_file {
+        Some(path) => Some(ebb::rpc::auth::read_token_file(path).with_context(|| {
+            format!(
+                "--token-file {}: give a file holding one token",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
     let timeout = Nanos::from_millis(args.timeout_ms);
     let options = CallOptions::default().with_timeout(timeout);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -110,11 +126,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let client = match tls {
-            Some(tls) => TcpClient::connect_tls(&args.addr, tls, TcpClientConfig::default()).await,
-            None => TcpClient::connect(&args.addr).await,
-        }
-        .map_err(|e| explain(e, &args))?;
+        let credentials = Credentials { tls, token };
+        let client = TcpClient::connect_as(&args.addr, TcpClientConfig::default(), credentials)
+            .await
+            .map_err(|e| explain(e, &args))?;
         let described = client
             .describe(timeout)
             .await
@@ -157,6 +172,22 @@ fn explain(e: CallError, args: &Args) -> anyhow::Error {
     let hint = match &e {
         CallError::ConnectionLost { sent: false, .. } => {
             "is `ebb node` running at that address? Nothing was sent"
+        }
+        CallError::Refused {
+            reason: Refusal::Unauthorized,
+            ..
+        } if args.token_file.is_some() => {
+            "the server does not accept the token in --token-file; check the file"
+        }
+        CallError::Refused {
+            reason: Refusal::Unauthorized,
+            ..
+        } => "the server requires a bearer token: pass --token-file FILE",
+        CallError::Refused {
+            reason: Refusal::CallerInFlight,
+            ..
+        } => {
+            "you already have the most calls in flight this server allows one caller; retry when some end"
         }
         CallError::Refused { .. } => "the node refused it without running it; retry later",
         CallError::Overloaded { .. } => {

@@ -23,7 +23,9 @@ use ebb_core::{ClientId, Instant, Nanos};
 use super::call::{Call, CallSpec, ClientConfig, LinkState, MovedCall};
 use super::{CallId, MAX_REPLIES_PER_CLIENT};
 use crate::CallError;
-use crate::wire::{ClientSecret, ConnError, Incarnation, Message, Ping, Pong, Reply, Request, Seq};
+use crate::wire::{
+    ClientSecret, ConnError, Incarnation, Message, Ping, Pong, Refusal, Reply, Request, Seq,
+};
 
 /// A call's end, as `poll_event` hands it out.
 pub type CallOutcome = (CallId, Result<Bytes, CallError>);
@@ -35,6 +37,11 @@ pub struct ClientSession {
     secret: ClientSecret,
     /// The bearer token every handshake carries (empty: none).
     token: Bytes,
+    /// The server refused our last handshake for our credentials
+    /// (`Unauthorized`), with its message: at-most-once calls that would
+    /// wait for the next handshake end at once instead, since a resent
+    /// handshake carries the same credentials. Cleared by an accepted one.
+    refused_credentials: Option<String>,
     cfg: ClientConfig,
     next_seq: Seq,
     /// One above the highest at-most-once seq ever sent: the session floor
@@ -73,6 +80,7 @@ impl ClientSession {
             id: secret.client_id(),
             secret,
             token: Bytes::new(),
+            refused_credentials: None,
             cfg,
             next_seq: Seq::FIRST,
             amo_floor: Seq::FIRST,
@@ -175,10 +183,22 @@ impl ClientSession {
         self.calls
             .insert(seq, Call::new(spec, payload, now, deadline));
         self.deadlines.insert((deadline, seq));
+        let refused = match &self.refused_credentials {
+            Some(message) if !spec.idempotent && self.link == LinkState::Handshaking => {
+                Some(message.clone())
+            }
+            _ => None,
+        };
         if deadline <= now {
             let never = CallError::DeadlineExceeded {
                 elapsed: Nanos::ZERO,
                 sent: false,
+            };
+            self.finish(seq, Err(never));
+        } else if let Some(message) = refused {
+            let never = CallError::Refused {
+                reason: Refusal::Unauthorized,
+                message,
             };
             self.finish(seq, Err(never));
         } else if self.can_send_now(spec.idempotent, seq) {
@@ -292,11 +312,16 @@ impl ClientSession {
         self.observe_incarnation(pong.incarnation, now);
         match pong.refused {
             None => {
+                self.refused_credentials = None;
                 if self.link == LinkState::Handshaking {
                     self.link = LinkState::Ready;
                 }
             }
             Some(reason) => {
+                if reason == Refusal::Unauthorized {
+                    self.refused_credentials =
+                        Some(String::from_utf8_lossy(&pong.message).into_owned());
+                }
                 // No session on the server: calls never sent can be refused
                 // truthfully; sent ones wait for a later handshake, which
                 // the ping timer retries.
@@ -333,6 +358,23 @@ impl ClientSession {
                 && c.spec.json == reply.json
         });
         if !matches {
+            return;
+        }
+        // A refused copy of an idempotent call that went out more than once
+        // says only that this copy did not run: an earlier one may be
+        // running (the server keeps no state to tell), so "did not run"
+        // would be a lie. Its reply, a later copy's, or the deadline ends
+        // the call.
+        let refused = matches!(
+            reply.outcome,
+            crate::wire::Outcome::Refused(_) | crate::wire::Outcome::Overloaded { .. }
+        );
+        if refused
+            && self
+                .calls
+                .get(&reply.seq)
+                .is_some_and(|c| c.spec.idempotent && (c.retransmits > 0 || c.sent_before))
+        {
             return;
         }
         let sent_to = self.calls.get(&reply.seq).and_then(|c| c.sent_to);

@@ -26,9 +26,42 @@ pub enum ConnRefusal {
     PeerFull { max: usize },
 }
 
+/// Who a connection calls for, for per-caller bounds: the bearer token
+/// it presented (its index in the server's tokens), else its peer address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Token(usize),
+    Peer(IpAddr),
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Counted from 1, as lines of the token file are.
+            Caller::Token(i) => write!(f, "token {}", i + 1),
+            Caller::Peer(ip) => write!(f, "peer {ip}"),
+        }
+    }
+}
+
+/// What a connection may do for the client id a frame names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Route {
+    /// The connection speaks for the id (false: it is at its bound of ids,
+    /// and the frame gets no route).
+    pub listed: bool,
+    /// The connection proved the id; only then do replies follow it here.
+    pub proven: bool,
+    /// The bearer token the connection presented, if any.
+    pub token: Option<usize>,
+    pub caller: Caller,
+}
+
 #[derive(Debug)]
 struct Conn {
     peer: IpAddr,
+    /// The bearer token a handshake on it presented (index), if any.
+    token: Option<usize>,
     opened_at: Instant,
     /// When a message was last admitted from it; `None` before the first.
     last_heard: Option<Instant>,
@@ -77,6 +110,7 @@ impl Conns {
             id,
             Conn {
                 peer,
+                token: None,
                 opened_at: now,
                 last_heard: None,
                 in_flight: 0,
@@ -142,20 +176,34 @@ impl Conns {
     /// `max_clients` other client ids: such a frame gets no route; else
     /// whether `id` proved `client`. An unproven connection never takes
     /// another client's replies.
-    pub fn route(&mut self, id: ConnId, client: ClientId, max_clients: usize) -> Option<bool> {
+    pub fn route(&mut self, id: ConnId, client: ClientId, max_clients: usize) -> Option<Route> {
         let conn = self.conns.get_mut(&id)?;
-        let proven = match conn.clients.iter().find(|(c, _)| *c == client) {
-            Some(&(_, proven)) => proven,
-            None if conn.clients.len() >= max_clients => return None,
+        let (listed, proven) = match conn.clients.iter().find(|(c, _)| *c == client) {
+            Some(&(_, proven)) => (true, proven),
+            None if conn.clients.len() >= max_clients => (false, false),
             None => {
                 conn.clients.push((client, false));
-                false
+                (true, false)
             }
+        };
+        let route = Route {
+            listed,
+            proven,
+            token: conn.token,
+            caller: conn.token.map_or(Caller::Peer(conn.peer), Caller::Token),
         };
         if proven {
             self.routes.insert(client, id);
         }
-        Some(proven)
+        Some(route)
+    }
+
+    /// `id` presented accepted bearer token `token` (its index): it calls
+    /// as that token from now on.
+    pub fn authorize(&mut self, id: ConnId, token: usize) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.token = Some(token);
+        }
     }
 
     /// `id` proved `client` (a handshake showed the id's secret): its

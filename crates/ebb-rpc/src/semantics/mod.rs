@@ -19,7 +19,7 @@ use ebb_core::Nanos;
 
 pub use call::{CallSpec, ClientConfig, LinkState, MovedCall};
 pub use client::{CallOutcome, ClientSession};
-pub use conns::{ConnId, ConnRefusal};
+pub use conns::{Caller, ConnId, ConnRefusal};
 pub use reply_table::{NotKept, ReplyTable, Session, TableFull};
 pub use server::{
     Action, CallKey, Incoming, ServerConfig, ServerSession, ServerStats, random_incarnation,

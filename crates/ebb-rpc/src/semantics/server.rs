@@ -37,7 +37,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
-use super::conns::{ConnId, ConnRefusal, Conns};
+use super::conns::{Caller, ConnId, ConnRefusal, Conns, Route};
 use super::reply_table::{Entry, ReplyTable, Saved, TableFull};
 use super::service_time::ServiceTime;
 use super::{
@@ -46,6 +46,8 @@ use super::{
     MAX_SAVED_REPLY_BYTES_PER_CLIENT, MAX_SAVED_REPLY_BYTES_TOTAL, MAX_SESSIONS_PER_PEER,
     SESSION_EXPIRY,
 };
+use crate::auth::Tokens;
+use crate::fast_map::FastMap;
 use crate::wire::{
     Description, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
 };
@@ -80,6 +82,12 @@ pub struct ServerConfig {
     /// A connection that sends nothing this long after its last message is
     /// closed.
     pub idle_timeout: Nanos,
+    /// Calls one caller (its bearer token, else its peer address) may have
+    /// executing at once, over all its connections; a new call beyond it is
+    /// refused `CallerInFlight` (recorded). `None`: only the connection
+    /// bounds apply (`max_connections_per_peer` × `max_in_flight_per_conn`
+    /// per peer).
+    pub max_in_flight_per_caller: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +104,7 @@ impl Default for ServerConfig {
             max_saved_reply_bytes_total: MAX_SAVED_REPLY_BYTES_TOTAL,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            max_in_flight_per_caller: None,
         }
     }
 }
@@ -114,6 +123,8 @@ pub struct CallKey {
     /// `conn` proved the client id: the reply follows the client to its
     /// current connection. Otherwise it goes back on `conn` alone.
     pub proven: bool,
+    /// Who the call counts against for per-caller bounds.
+    pub caller: Caller,
 }
 
 /// A call to run.
@@ -167,6 +178,13 @@ pub struct ServerStats {
     /// At-most-once requests on a connection that had not proven their
     /// client id, refused without touching a session.
     pub refused_unproven_requests: u64,
+    /// Handshakes without an accepted bearer token, on a server that
+    /// requires one.
+    pub refused_unauthorized_handshakes: u64,
+    /// Requests on a connection that presented no accepted bearer token.
+    pub refused_unauthorized_requests: u64,
+    /// New calls refused over their caller's in-flight bound.
+    pub refused_caller_in_flight: u64,
 }
 
 /// One server process's call semantics, for the lifetime of one incarnation.
@@ -185,6 +203,12 @@ pub struct ServerSession {
     stats: ServerStats,
     /// The service description a `Describe` is answered with (postcard).
     description: Bytes,
+    /// Bearer tokens a connection must present; `None`: none required.
+    tokens: Option<Tokens>,
+    /// Calls executing per caller, when `max_in_flight_per_caller` is set;
+    /// callers with none are removed, so it holds at most `executing`
+    /// entries.
+    callers: FastMap<Caller, usize>,
     /// Test-only: answer refusals without recording them (the bug the fault
     /// simulation must catch).
     planted_unrecorded_refusal: bool,
@@ -211,6 +235,8 @@ impl ServerSession {
             service_time: ServiceTime::default(),
             stats: ServerStats::default(),
             description: Bytes::new(),
+            tokens: None,
+            callers: FastMap::default(),
             planted_unrecorded_refusal: false,
             planted_handshake_timeout_when_idle: false,
         }
@@ -222,8 +248,22 @@ impl ServerSession {
         self.description = description;
     }
 
+    /// Requires every connection to present one of `tokens` in its
+    /// handshake before any of its calls run (`None`: no token required).
+    /// Describe requests are answered without one: a description names
+    /// methods and types, and runs nothing.
+    pub fn set_tokens(&mut self, tokens: Option<Tokens>) {
+        self.tokens = tokens;
+    }
+
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
+    }
+
+    /// Calls `caller` has executing now (counted only while
+    /// `max_in_flight_per_caller` is set).
+    pub fn in_flight_of(&self, caller: Caller) -> usize {
+        self.callers.get(&caller).copied().unwrap_or(0)
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -336,10 +376,13 @@ impl ServerSession {
         self.conns.heard(conn, now);
         let action = match message.into() {
             Message::Request(req) => {
-                let routed = self
+                match self
                     .conns
-                    .route(conn, req.client, self.config.max_clients_per_conn);
-                self.handle_request(conn, req, routed, now)
+                    .route(conn, req.client, self.config.max_clients_per_conn)
+                {
+                    Some(route) => self.handle_request(conn, req, route, now),
+                    None => Action::Drop,
+                }
             }
             Message::Ping(ping) => Action::Reply(Message::Pong(self.handle_ping(conn, &ping, now))),
             Message::Describe(d) => Action::Reply(Message::Description(Description {
@@ -361,13 +404,27 @@ impl ServerSession {
     /// session and tells the client our incarnation. A ping that does not
     /// prove its id touches nothing.
     fn handle_ping(&mut self, conn: ConnId, ping: &Ping, now: Instant) -> Pong {
-        let opened = if !ping.secret.proves(ping.client) {
+        let token = self.tokens.as_ref().map(|t| t.find(&ping.token));
+        let opened = if let Some(None) = token {
+            self.stats.refused_unauthorized_handshakes += 1;
+            Err((
+                Refusal::Unauthorized,
+                if ping.token.is_empty() {
+                    "this server requires a bearer token; the handshake carried none".to_owned()
+                } else {
+                    "the handshake's bearer token is not one this server accepts".to_owned()
+                },
+            ))
+        } else if !ping.secret.proves(ping.client) {
             self.stats.refused_forged_handshakes += 1;
             Err((
                 Refusal::Unauthenticated,
                 "the handshake's secret does not prove its client id".to_owned(),
             ))
         } else {
+            if let Some(Some(index)) = token {
+                self.conns.authorize(conn, index);
+            }
             self.open_session(conn, ping, now)
         };
         let (refused, message) = match opened {
@@ -395,14 +452,15 @@ impl ServerSession {
         ping: &Ping,
         now: Instant,
     ) -> Result<(), (Refusal, String)> {
-        let routed = self
+        let listed = self
             .conns
-            .route(conn, ping.client, self.config.max_clients_per_conn);
-        if routed.is_some() {
+            .route(conn, ping.client, self.config.max_clients_per_conn)
+            .is_some_and(|r| r.listed);
+        if listed {
             self.conns.prove(conn, ping.client);
         }
         match self.conns.peer(conn) {
-            Some(peer) if routed.is_some() => self
+            Some(peer) if listed => self
                 .table
                 .open(ping.client, ping.floor, peer, now)
                 .map(|mut state| state.acknowledge_below(ping.ack_below))
@@ -418,11 +476,17 @@ impl ServerSession {
     }
 
     /// Why a new call on `conn` may not run now, if it may not.
-    fn refusal(&self, conn: ConnId, req: &Request, routed: bool) -> Option<Refusal> {
-        if !routed {
+    fn refusal(&self, conn: ConnId, req: &Request, route: Route) -> Option<Refusal> {
+        if !route.listed {
             Some(Refusal::ClientsPerConnection)
         } else if self.conns.in_flight(conn) >= self.config.max_in_flight_per_conn {
             Some(Refusal::InFlight)
+        } else if self
+            .config
+            .max_in_flight_per_caller
+            .is_some_and(|max| self.in_flight_of(route.caller) >= max)
+        {
+            Some(Refusal::CallerInFlight)
         } else if req.deadline == Nanos::ZERO {
             Some(Refusal::DeadlinePassed)
         } else {
@@ -441,6 +505,10 @@ impl ServerSession {
                 "this connection already speaks for {} client ids",
                 self.config.max_clients_per_conn
             ),
+            Refusal::CallerInFlight => format!(
+                "this caller already has {} calls executing, its bound",
+                self.config.max_in_flight_per_caller.unwrap_or(usize::MAX)
+            ),
             other => other.to_string(),
         }
     }
@@ -449,28 +517,29 @@ impl ServerSession {
         let n = match refusal {
             Refusal::DeadlinePassed => &mut self.stats.refused_deadline,
             Refusal::InFlight => &mut self.stats.refused_in_flight,
+            Refusal::CallerInFlight => &mut self.stats.refused_caller_in_flight,
             _ => &mut self.stats.refused_clients_per_conn,
         };
         *n += 1;
     }
 
-    /// `routed`: `None` when the connection speaks for too many client ids,
-    /// else whether it proved this one.
-    fn handle_request(
-        &mut self,
-        conn: ConnId,
-        req: Request,
-        routed: Option<bool>,
-        now: Instant,
-    ) -> Action {
-        let proven = routed == Some(true);
+    fn handle_request(&mut self, conn: ConnId, req: Request, route: Route, now: Instant) -> Action {
+        if self.tokens.is_some() && route.token.is_none() {
+            // Not recorded: a connection that never authorized acts on no
+            // session, and nothing it sent ran.
+            self.stats.refused_unauthorized_requests += 1;
+            let msg =
+                "this server requires a bearer token; the connection presented none it accepts";
+            return self.reply(&req, Outcome::Refused(Refusal::Unauthorized), msg);
+        }
+        let proven = route.proven;
         if proven && let Some(mut state) = self.table.touch(req.client, now) {
             state.acknowledge_below(req.ack_below);
             if req.seq < state.ack_below {
                 return Action::Drop;
             }
         }
-        let refusal = self.refusal(conn, &req, routed.is_some());
+        let refusal = self.refusal(conn, &req, route);
         if req.idempotent {
             return match refusal {
                 Some(why) => {
@@ -478,7 +547,7 @@ impl ServerSession {
                     let msg = self.refusal_message(why);
                     self.reply(&req, Outcome::Refused(why), &msg)
                 }
-                None => self.execute(conn, req, proven, now),
+                None => self.execute(conn, req, route, now),
             };
         }
         if !proven {
@@ -555,7 +624,7 @@ impl ServerSession {
             }
             (None, None) => {
                 state.entries.insert(req.seq, Entry::Running);
-                self.execute(conn, req, true, now)
+                self.execute(conn, req, route, now)
             }
         }
     }
@@ -597,6 +666,14 @@ impl ServerSession {
         self.executing = self.executing.saturating_sub(1);
         let service_time = self.service_time.completed(now);
         self.conns.finished(key.conn);
+        if self.config.max_in_flight_per_caller.is_some()
+            && let Some(n) = self.callers.get_mut(&key.caller)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.callers.remove(&key.caller);
+            }
+        }
         if outcome == Outcome::Panicked {
             self.stats.panicked += 1;
         }
@@ -644,9 +721,12 @@ impl ServerSession {
         send(saved.reply(), route)
     }
 
-    fn execute(&mut self, conn: ConnId, req: Request, proven: bool, now: Instant) -> Action {
+    fn execute(&mut self, conn: ConnId, req: Request, route: Route, now: Instant) -> Action {
         self.service_time.started(self.executing, now);
         self.executing += 1;
+        if self.config.max_in_flight_per_caller.is_some() {
+            *self.callers.entry(route.caller).or_default() += 1;
+        }
         self.stats.executed += 1;
         self.conns.started(conn);
         Action::Execute(Incoming {
@@ -657,7 +737,8 @@ impl ServerSession {
                 idempotent: req.idempotent,
                 json: req.json,
                 conn,
-                proven,
+                proven: route.proven,
+                caller: route.caller,
             },
             deadline: req.deadline,
             payload: req.payload,
@@ -688,11 +769,24 @@ impl ServerSession {
                 self.config.max_connections
             ));
         }
+        if let Some(max) = self.config.max_in_flight_per_caller {
+            let counted: usize = self.callers.values().sum();
+            if counted != self.executing {
+                return Err(format!(
+                    "{counted} calls counted per caller, {} executing",
+                    self.executing
+                ));
+            }
+            if let Some((caller, n)) = self.callers.iter().find(|(_, n)| **n > max || **n == 0) {
+                return Err(format!("{caller} counts {n} calls, bound {max}"));
+            }
+        }
         Ok(())
     }
 
     fn debug_check(&self) {
         debug_assert!(self.table.len() <= self.config.max_clients.max(1));
+        debug_assert!(self.callers.len() <= self.executing);
         debug_assert!(self.conns.len() <= self.config.max_connections);
     }
 }

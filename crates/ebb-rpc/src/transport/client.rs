@@ -81,6 +81,38 @@ impl Default for TcpClientConfig {
     }
 }
 
+/// What a client presents to a server besides its (proven) client id:
+/// TLS, with a client certificate for a mutual-TLS server, and a bearer
+/// token for a server that requires one.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub tls: Option<ClientTls>,
+    /// Carried by every handshake; at most `wire::MAX_TOKEN_BYTES`.
+    pub token: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn with_token(mut self, token: Bytes) -> Credentials {
+        self.token = Some(token);
+        self
+    }
+
+    pub fn with_tls(mut self, tls: ClientTls) -> Credentials {
+        self.tls = Some(tls);
+        self
+    }
+}
+
 struct Call {
     spec: CallSpec,
     args: Bytes,
@@ -119,7 +151,7 @@ impl TcpClient {
     }
 
     pub async fn connect_with(addr: &str, cfg: TcpClientConfig) -> Result<TcpClient, CallError> {
-        TcpClient::connect_inner(addr, cfg, None).await
+        TcpClient::connect_as(addr, cfg, Credentials::default()).await
     }
 
     /// Connects over TLS: the server's certificate must be issued by a CA
@@ -129,14 +161,19 @@ impl TcpClient {
         tls: ClientTls,
         cfg: TcpClientConfig,
     ) -> Result<TcpClient, CallError> {
-        TcpClient::connect_inner(addr, cfg, Some(tls)).await
+        TcpClient::connect_as(addr, cfg, Credentials::default().with_tls(tls)).await
     }
 
-    async fn connect_inner(
+    /// Connects presenting `credentials`: over TLS if they hold it, with
+    /// their bearer token in every handshake. A server that requires a
+    /// token and gets none it accepts refuses every call `Unauthorized`
+    /// (did not run).
+    pub async fn connect_as(
         addr: &str,
         cfg: TcpClientConfig,
-        tls: Option<ClientTls>,
+        credentials: Credentials,
     ) -> Result<TcpClient, CallError> {
+        let Credentials { tls, token } = credentials;
         let conn = Conn::open(addr, tls.as_ref(), cfg.connect_timeout_ms).await?;
         let clock = RuntimeClock::new();
         let secret = frames::os_random_secret().ok_or_else(|| CallError::ConnectionLost {
@@ -145,6 +182,9 @@ impl TcpClient {
         })?;
         let now = clock.now();
         let mut session = ClientSession::new(secret, cfg.session, now);
+        if let Some(token) = token {
+            session.set_token(token);
+        }
         session.handle_connected(now);
         let (tx, rx) = mpsc::channel(MAX_QUEUED_CALLS);
         let load = Arc::new(AtomicU64::new(NO_LOAD_REPORTED));

@@ -18,7 +18,7 @@ pub mod stream;
 pub mod tls;
 pub mod workers;
 
-pub use client::{TcpClient, TcpClientConfig};
+pub use client::{Credentials, TcpClient, TcpClientConfig};
 pub use pool::{PoolConfig, PoolError, PooledClient};
 pub use server::Server;
 pub use tls::{ClientTls, ServerTls, TlsError};

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use ebb_core::Nanos;
 
-use super::client::{TcpClient, TcpClientConfig};
+use super::client::{Credentials, TcpClient, TcpClientConfig};
 use super::tls::ClientTls;
 use crate::CallError;
 use crate::service::{BoxFuture, CallOptions, MethodInfo, ServiceDescription, Transport};
@@ -121,7 +121,7 @@ impl PooledClient {
     }
 
     pub async fn connect_with(addr: &str, cfg: PoolConfig) -> Result<PooledClient, PoolError> {
-        PooledClient::open(addr, cfg, None).await
+        PooledClient::connect_as(addr, cfg, Credentials::default()).await
     }
 
     /// Every connection of the pool is TLS, as [`TcpClient::connect_tls`].
@@ -130,13 +130,15 @@ impl PooledClient {
         tls: ClientTls,
         cfg: PoolConfig,
     ) -> Result<PooledClient, PoolError> {
-        PooledClient::open(addr, cfg, Some(tls)).await
+        PooledClient::connect_as(addr, cfg, Credentials::default().with_tls(tls)).await
     }
 
-    async fn open(
+    /// Every connection presents `credentials`, as
+    /// [`TcpClient::connect_as`].
+    pub async fn connect_as(
         addr: &str,
         cfg: PoolConfig,
-        tls: Option<ClientTls>,
+        credentials: Credentials,
     ) -> Result<PooledClient, PoolError> {
         if cfg.connections == 0 || cfg.connections > MAX_POOL_CONNECTIONS {
             return Err(PoolError::Size {
@@ -145,10 +147,7 @@ impl PooledClient {
         }
         let mut members = Vec::with_capacity(cfg.connections);
         for _ in 0..cfg.connections {
-            let client = match &tls {
-                None => TcpClient::connect_with(addr, cfg.client).await?,
-                Some(tls) => TcpClient::connect_tls(addr, tls.clone(), cfg.client).await?,
-            };
+            let client = TcpClient::connect_as(addr, cfg.client, credentials.clone()).await?;
             members.push(Member {
                 client,
                 in_flight: AtomicUsize::new(0),

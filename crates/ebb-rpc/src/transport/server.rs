@@ -238,6 +238,14 @@ impl<D: ServiceDispatch> Server<D> {
         self
     }
 
+    /// Requires every connection to present one of `tokens` in its
+    /// handshake: calls on a connection without one are refused
+    /// `Unauthorized` and do not run.
+    pub fn with_tokens(self, tokens: crate::auth::Tokens) -> Server<D> {
+        self.core.lock().session.set_tokens(Some(tokens));
+        self
+    }
+
     /// The worker threads for blocking methods (see [`Server::with_threads`]).
     pub fn threads(&self) -> std::num::NonZeroUsize {
         self.core.workers.threads()

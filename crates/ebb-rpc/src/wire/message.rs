@@ -143,6 +143,10 @@ pub enum Refusal {
     /// or one it does not accept. Nothing ran.
     #[error("missing or wrong bearer token")]
     Unauthorized = 11,
+    /// The caller (its bearer token, or its address without tokens) is at
+    /// its bound of calls executing; other callers are served.
+    #[error("this caller is at its bound of calls executing")]
+    CallerInFlight = 12,
 }
 
 impl Refusal {
@@ -159,6 +163,7 @@ impl Refusal {
             9 => Refusal::Overloaded,
             10 => Refusal::Unauthenticated,
             11 => Refusal::Unauthorized,
+            12 => Refusal::CallerInFlight,
             _ => return None,
         })
     }

@@ -66,7 +66,7 @@ pub enum WireError {
     UnknownKind(u8),
     #[error("unknown status {status} for a {kind} frame")]
     UnknownStatus { kind: &'static str, status: u8 },
-    #[error("unknown refusal reason {0} (known: 1..=11)")]
+    #[error("unknown refusal reason {0} (known: 1..=12)")]
     UnknownRefusal(u8),
     #[error("unknown header flags {flags:#010b} for a {kind} frame")]
     UnknownFlags { kind: &'static str, flags: u8 },

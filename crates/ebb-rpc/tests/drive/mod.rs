@@ -115,6 +115,7 @@ fn server_config() -> ServerConfig {
         max_saved_reply_bytes_total: 12,
         handshake_timeout: Nanos::from_millis(50),
         idle_timeout: Nanos::from_millis(200),
+        max_in_flight_per_caller: Some(3),
     }
 }
 

@@ -617,7 +617,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         return Err(bad(
             "admission.max_in_flight_per_caller",
             0,
-            "a positive count of HTTP requests one caller may have in flight",
+            "a positive count of HTTP requests (and of RPC calls) one caller may have in flight",
         ));
     }
     let tokens = match &file.auth.token_file {
@@ -625,18 +625,6 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         Some(path) => {
             let tokens = ebb_gateway::auth::Tokens::from_file(path)
                 .map_err(|e| bad("auth.token_file", path, e.to_string()))?;
-            let rpc_is_loopback = file
-                .gateway
-                .rpc
-                .parse::<SocketAddr>()
-                .is_ok_and(|a| a.ip().is_loopback());
-            if !rpc_is_loopback {
-                return Err(bad(
-                    "gateway.rpc",
-                    &file.gateway.rpc,
-                    "a loopback address (127.0.0.1:PORT) when auth.token_file is set: the RPC ingress takes no bearer token, so only local callers may reach it",
-                ));
-            }
             Some(tokens)
         }
     };
