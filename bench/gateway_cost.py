@@ -10,8 +10,8 @@ same node:
 - CPU per call: the proxy process's user+system time (/proc/PID/stat)
   over an open-loop run, divided by the calls answered. Its inverse is
   the throughput one core of that proxy sustains, in calls per CPU-second.
-  The proxy is pinned to one CPU (`taskset`) with one worker thread
-  (`TOKIO_WORKER_THREADS=1`, HAProxy `nbthread 1`); its node is not.
+  The proxy is pinned to one CPU (`taskset`) with one thread (the
+  gateway's `gateway.threads = 1`, HAProxy `nbthread 1`); its node is not.
 - Instructions per call (`--callgrind`): the gateway under valgrind's
   callgrind, counters zeroed after a warm-up and dumped after a fixed
   number of calls (no hardware counters are needed).
@@ -54,14 +54,15 @@ def pin(pid, cpu):
                    stdout=subprocess.DEVNULL)
 
 
-def ebb_up(children, tmp, ebb, name, wrap=(), env=None):
+def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None):
     """`ebb up` with one process node; returns (process, rpc, http)."""
     cfg = os.path.join(tmp, f"{name}.toml")
     with open(cfg, "w") as f:
-        f.write("""[gateway]
+        f.write(f"""[gateway]
 rpc = "127.0.0.1:0"
 http = "127.0.0.1:0"
 seed = 1
+threads = {threads}
 [service]
 name = "demo"
 [pool]
@@ -142,7 +143,7 @@ def cost_run(a, proc, target, http, seed):
 def callgrind(a, children, tmp):
     out = os.path.join(tmp, "callgrind.out")
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    p, rpc, _ = ebb_up(children, tmp, os.path.abspath(a.ebb), "callgrind", wrap=wrap)
+    p, rpc, _ = ebb_up(children, tmp, os.path.abspath(a.ebb), "callgrind", a.gateway_threads, wrap=wrap)
     # Warm up: connections, allocator, metric families.
     run(a, rpc, 200, 2, False, 0, 8)
     subprocess.run(["callgrind_control", "--zero", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
@@ -175,6 +176,8 @@ def main():
     ap.add_argument("--http-connections", type=int, default=64,
                     help="HTTP connections of the CPU runs (one request at a time on each)")
     ap.add_argument("--cpu", type=int, default=0, help="the CPU the proxies are pinned to")
+    ap.add_argument("--gateway-threads", type=int, default=1,
+                    help="the gateway's gateway.threads (1: one current-thread runtime)")
     ap.add_argument("--callgrind", action="store_true", help="only count the gateway's instructions per call")
     ap.add_argument("--callgrind-calls", type=int, default=2000)
     ap.add_argument("--callgrind-rate", type=float, default=250.0)
@@ -195,9 +198,8 @@ def main():
             print(f"gateway under callgrind: {calls} calls, {ir} instructions, "
                   f"{ir / calls:.0f} instructions per forwarded call")
             return
-        env = dict(os.environ, TOKIO_WORKER_THREADS="1")
         node_rpc, node_http = start_node(children, a.ebb, 1, "block")
-        gw, gw_rpc, gw_http = ebb_up(children, tmp, os.path.abspath(a.ebb), "gateway", env=env)
+        gw, gw_rpc, gw_http = ebb_up(children, tmp, os.path.abspath(a.ebb), "gateway", a.gateway_threads)
         hp, hp_http = haproxy_one(children, tmp, node_http, "http")
         hpt, hp_tcp = haproxy_one(children, tmp, node_rpc, "tcp")
         for p in (gw, hp, hpt):

@@ -11,22 +11,32 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! It is the async client underneath (the same [`TcpClient`] and session),
-//! driven by a small runtime this client owns: its one worker thread runs
-//! the connection, and [`BlockingClient::wait`] parks the calling thread on
-//! the call. So semantics and errors are exactly the async client's: an
-//! at-most-once call still runs at most once, a call still ends by its
-//! deadline with a typed [`CallError`].
+//! It is the async client underneath (a [`PooledClient`]: a few
+//! connections, each its own [`TcpClient`](crate::rpc::transport::TcpClient)
+//! and session), driven by a small runtime this client owns: its one worker
+//! thread runs the connections, and [`BlockingClient::wait`] parks the
+//! calling thread on the call. So semantics and errors are exactly the
+//! async client's: an at-most-once call still runs at most once, a call
+//! still ends by its deadline with a typed [`CallError`]. Calls from many
+//! threads spread over the pool's connections (the least busy takes the
+//! next call), so they are not held to one connection's at-most-once
+//! window; the count is [`PoolConfig::connections`].
 
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::rpc::CallError;
-use crate::rpc::transport::{TcpClient, TcpClientConfig};
+use crate::rpc::transport::{Credentials, PoolConfig, PoolError, PooledClient};
 
 /// Worker threads of the runtime a blocking client owns: one is enough to
-/// drive a connection, and a synchronous program should not pay for more.
+/// drive its connections, and a synchronous program should not pay for
+/// more.
 pub const WORKER_THREADS: usize = 1;
+
+/// Connections a blocking client opens when the caller does not say. Calls
+/// are multiplexed, so a few threads need no connection each; two keep one
+/// reconnecting connection from holding every call up, at the cost of two
+/// client sessions on the server.
+pub const DEFAULT_BLOCKING_CONNECTIONS: usize = 2;
 
 /// Why a blocking client could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -35,27 +45,50 @@ pub enum BlockingError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Connect(#[from] CallError),
+    /// The pool's connection count is out of range.
+    #[error(transparent)]
+    Pool(PoolError),
+}
+
+impl From<PoolError> for BlockingError {
+    fn from(e: PoolError) -> BlockingError {
+        match e {
+            PoolError::Connect(e) => BlockingError::Connect(e),
+            other => BlockingError::Pool(other),
+        }
+    }
 }
 
 /// A client of one server for synchronous code. Calls from several threads
-/// may share it (`&BlockingClient` is `Sync`); they are multiplexed over one
-/// connection as with the async client.
+/// may share it (`&BlockingClient` is `Sync`); they spread over its pool of
+/// connections.
 pub struct BlockingClient {
-    client: Arc<TcpClient>,
-    // Declared last: dropped after the client, so the driver task can see
-    // its channel close before the runtime stops.
+    client: PooledClient,
+    // Declared last: dropped after the client, so the driver tasks can see
+    // their channels close before the runtime stops.
     rt: tokio::runtime::Runtime,
 }
 
 impl BlockingClient {
-    /// Connects to `addr` now, so a wrong address is reported here.
+    /// Connects to `addr` now with [`DEFAULT_BLOCKING_CONNECTIONS`]
+    /// connections, so a wrong address is reported here.
     pub fn connect(addr: &str) -> Result<BlockingClient, BlockingError> {
-        BlockingClient::connect_with(addr, TcpClientConfig::default())
+        let config = PoolConfig::default().with_connections(DEFAULT_BLOCKING_CONNECTIONS);
+        BlockingClient::connect_with(addr, config)
     }
 
-    pub fn connect_with(
+    /// Connects with `config.connections` connections (1 to
+    /// `MAX_POOL_CONNECTIONS`), each configured as `config.client`.
+    pub fn connect_with(addr: &str, config: PoolConfig) -> Result<BlockingClient, BlockingError> {
+        BlockingClient::connect_as(addr, config, Credentials::default())
+    }
+
+    /// As [`BlockingClient::connect_with`], presenting `credentials` (TLS,
+    /// a bearer token) on every connection.
+    pub fn connect_as(
         addr: &str,
-        config: TcpClientConfig,
+        config: PoolConfig,
+        credentials: Credentials,
     ) -> Result<BlockingClient, BlockingError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
@@ -63,17 +96,26 @@ impl BlockingClient {
             .enable_all()
             .build()
             .map_err(BlockingError::Runtime)?;
-        let client = rt.block_on(TcpClient::connect_with(addr, config))?;
-        Ok(BlockingClient {
-            client: Arc::new(client),
-            rt,
-        })
+        let client = rt.block_on(PooledClient::connect_as(addr, config, credentials))?;
+        Ok(BlockingClient { client, rt })
     }
 
     /// The transport to build a generated client stub on, e.g.
-    /// `GreeterClient::new(client.transport())`.
-    pub fn transport(&self) -> Arc<TcpClient> {
-        Arc::clone(&self.client)
+    /// `GreeterClient::new(client.transport())`. Clones share the
+    /// connections.
+    pub fn transport(&self) -> PooledClient {
+        self.client.clone()
+    }
+
+    /// How many connections the client holds.
+    pub fn connections(&self) -> usize {
+        self.client.connections()
+    }
+
+    /// Calls in flight on each connection, in order: how the calls of
+    /// several threads are spread.
+    pub fn in_flight(&self) -> Vec<usize> {
+        self.client.in_flight()
     }
 
     /// Runs one call (a stub method's future) to its end and returns its

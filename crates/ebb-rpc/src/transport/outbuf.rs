@@ -39,6 +39,9 @@ pub struct OutBuf {
     wake: Notify,
     /// Signalled after each write, for readers that pause while full.
     drained: Notify,
+    /// Signalled once, when closed: a reader waiting for that is not woken
+    /// by every write.
+    closing: Notify,
     closed: AtomicBool,
 }
 
@@ -48,6 +51,7 @@ impl Default for OutBuf {
             pending: Mutex::new(FrameBuf::with_capacity(INITIAL_BUF_BYTES)),
             wake: Notify::new(),
             drained: Notify::new(),
+            closing: Notify::new(),
             closed: AtomicBool::new(false),
         }
     }
@@ -86,6 +90,7 @@ impl OutBuf {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
+        self.closing.notify_waiters();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -101,6 +106,11 @@ impl OutBuf {
     /// that does not read its replies stops being served instead of making
     /// us buffer them.
     pub async fn wait_below(&self, mark: usize) {
+        // The usual case, without registering for a wake-up (which costs
+        // more than the check).
+        if self.is_closed() || self.pending_bytes() < mark {
+            return;
+        }
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -117,15 +127,14 @@ impl OutBuf {
     /// Waits until the buffer is closed (by [`OutBuf::close`] or a failed
     /// write), so a reader can stop when its connection is closed for it.
     pub async fn wait_closed(&self) {
-        loop {
-            let drained = self.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            drained.await;
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        // Registered before the check, so a close in between still wakes us.
+        closing.as_mut().enable();
+        if self.is_closed() {
+            return;
         }
+        closing.await;
     }
 
     /// The writer task's body: ships pending bytes until closed or the socket
@@ -159,6 +168,7 @@ impl OutBuf {
         };
         self.closed.store(true, Ordering::Release);
         self.drained.notify_waiters();
+        self.closing.notify_waiters();
         let _ = sock.shutdown().await;
         result
     }

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ebb_core::{Clock, Rng};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -354,6 +356,13 @@ async fn open_connection<D: ServiceDispatch>(
     }
 }
 
+/// What woke a connection's task.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Done(Finished),
+    Closed,
+}
+
 async fn serve_connection<D: ServiceDispatch>(
     mut read: ReadSide,
     write: WriteSide,
@@ -368,54 +377,78 @@ async fn serve_connection<D: ServiceDispatch>(
     };
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    // This read's replies, handed to the writer whole; reused across reads.
+    // This wake-up's replies, handed to the writer whole; reused.
     let mut batch = FrameBuf::default();
+    // Calls that did not finish at their first poll, driven by this task.
+    let mut running: Running<'_> = FuturesUnordered::new();
+    // Registered once: a wake-up per turn of the loop would cost more than
+    // the rest of the turn.
+    let closed = out.wait_closed();
+    tokio::pin!(closed);
     'conn: loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        out.wait_below(MAX_PENDING_WRITE_BYTES / 2).await;
-        if out.is_closed() {
-            break;
-        }
-        let got = tokio::select! {
-            r = read.read_buf(&mut buf) => r,
-            () = out.wait_closed() => break,
+        // Reading pauses while the peer does not take its replies; calls
+        // already running still finish meanwhile.
+        let more = async {
+            out.wait_below(MAX_PENDING_WRITE_BYTES / 2).await;
+            if out.is_closed() {
+                return None;
+            }
+            Some(read.read_buf(&mut buf).await)
         };
-        match got {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        // One clock read per batch of frames: they arrived together.
-        let now = core.now();
-        loop {
-            let frame = match codec.decode(&mut buf) {
-                Ok(None) => break,
-                Ok(Some(f)) => f,
-                Err(e) => {
-                    // Past a bad length the stream cannot be resynchronised,
-                    // and a bad header names no call: say why, then close
-                    // this connection only.
-                    let err = frames::connection_error(
-                        core.incarnation,
-                        ConnErrorKind::BadFrame,
-                        e.to_string(),
-                    );
-                    frames::append(&codec, &err, &mut batch);
-                    let _ = out.push_batch(&mut batch);
-                    break 'conn;
+        let wake = tokio::select! {
+            biased;
+            Some(done) = running.next(), if !running.is_empty() => Wake::Done(done),
+            r = more => r.map_or(Wake::Closed, Wake::Read),
+            () = &mut closed => Wake::Closed,
+        };
+        match wake {
+            Wake::Closed | Wake::Read(Ok(0) | Err(_)) => break,
+            Wake::Done(done) => {
+                // Every call that finished by now answers in this batch.
+                let mut next = Some(done);
+                while let Some(done) = next {
+                    finish_call(&core, &out, &mut batch, done);
+                    next = ready_now(&mut running).await;
                 }
-            };
-            let Some(incoming) = admit(&core, &mut batch, conn, frame, now) else {
-                continue;
-            };
-            run_call(&core, &out, &mut batch, incoming, now);
-            // Hand a part of a large read to the writer and let it run, so
-            // the client works on the first replies while the rest run:
-            // sending the whole window at once makes the two ends take turns.
-            if batch.len() >= REPLY_CHUNK_BYTES {
-                let _ = out.push_batch(&mut batch);
-                tokio::task::yield_now().await;
+            }
+            Wake::Read(Ok(_)) => {
+                // One clock read per batch of frames: they arrived together.
+                let now = core.now();
+                loop {
+                    let frame = match codec.decode(&mut buf) {
+                        Ok(None) => break,
+                        Ok(Some(f)) => f,
+                        Err(e) => {
+                            // Past a bad length the stream cannot be
+                            // resynchronised, and a bad header names no
+                            // call: say why, then close this connection
+                            // only.
+                            let err = frames::connection_error(
+                                core.incarnation,
+                                ConnErrorKind::BadFrame,
+                                e.to_string(),
+                            );
+                            frames::append(&codec, &err, &mut batch);
+                            let _ = out.push_batch(&mut batch);
+                            break 'conn;
+                        }
+                    };
+                    let Some(incoming) = admit(&core, &mut batch, conn, frame, now) else {
+                        continue;
+                    };
+                    run_call(&core, &out, &mut batch, &mut running, incoming, now);
+                    // Hand a part of a large read to the writer and let it
+                    // run, so the client works on the first replies while
+                    // the rest run: sending the whole window at once makes
+                    // the two ends take turns.
+                    if batch.len() >= REPLY_CHUNK_BYTES {
+                        let _ = out.push_batch(&mut batch);
+                        tokio::task::yield_now().await;
+                    }
+                }
             }
         }
         if !batch.is_empty() {
@@ -428,7 +461,70 @@ async fn serve_connection<D: ServiceDispatch>(
         shared.session.close_connection(conn);
         shared.outs.remove(&conn);
     }
+    // Admitted calls still run to their end: their outcomes are saved for
+    // the client's retry on another connection, and duplicates waiting for
+    // them are answered.
+    while let Some(Finished { key, outcome }) = running.next().await {
+        let (status, payload) = outcome;
+        let now = core.now();
+        core.complete(key, status, payload, now, None);
+    }
     let _ = writer.await;
+}
+
+/// A finished call whose future [`ready_now`] or the connection loop took
+/// from the running set.
+struct Finished {
+    key: CallKey,
+    outcome: (Outcome, bytes::Bytes),
+}
+
+/// The calls of one connection still running after their first poll, polled
+/// by that connection's task: no task (and no allocation for one) per call,
+/// and the replies of the calls one wake-up finishes leave in one write.
+type Running<'a> = FuturesUnordered<Pending<'a>>;
+
+/// One started call that did not finish at its first poll.
+struct Pending<'a> {
+    key: CallKey,
+    run: Run<'a>,
+}
+
+impl Future for Pending<'_> {
+    type Output = Finished;
+
+    /// A panic in any poll still ends the call, as the method's outcome.
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
+        let run = &mut self.run;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        let outcome = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => frames::outcome_of(result),
+            Err(_) => panicked(),
+        };
+        Poll::Ready(Finished {
+            key: self.key,
+            outcome,
+        })
+    }
+}
+
+/// A call of `running` that has finished by now, if any, without waiting.
+async fn ready_now(running: &mut Running<'_>) -> Option<Finished> {
+    std::future::poll_fn(|cx| match running.poll_next_unpin(cx) {
+        Poll::Ready(done) => Poll::Ready(done),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Records a finished call; its reply joins `batch` if it goes to this
+/// connection.
+fn finish_call<D>(core: &Core<D>, out: &Arc<OutBuf>, batch: &mut FrameBuf, done: Finished) {
+    let Finished { key, outcome } = done;
+    let (status, payload) = outcome;
+    let now = core.now();
+    core.complete(key, status, payload, now, Some((out, batch)));
 }
 
 /// Hands one frame to the session; answers what needs no run and returns
@@ -452,18 +548,18 @@ fn admit<D>(
 }
 
 /// Runs one call through the dispatcher. Most calls finish without waiting:
-/// those are polled once here and answered inline, which saves a task (and
-/// its allocation) per call and lets their replies share one write. A
-/// pending call moves to its own task, which polls it again with a real
-/// waker.
+/// those are polled once here and answered inline, which lets their replies
+/// share one write. A pending call joins `running`, the connection's set of
+/// running calls, which its task polls with a real waker.
 ///
 /// A panicking method must still complete its call, or its duplicates would
 /// wait for it forever; the run is over either way, so unwind safety is not
 /// at stake.
-fn run_call<D: ServiceDispatch>(
-    core: &Arc<Core<D>>,
+fn run_call<'a, D: ServiceDispatch>(
+    core: &'a Arc<Core<D>>,
     out: &Arc<OutBuf>,
     batch: &mut FrameBuf,
+    running: &mut Running<'a>,
     incoming: Incoming,
     started: ebb_core::Instant,
 ) {
@@ -479,47 +575,15 @@ fn run_call<D: ServiceDispatch>(
     };
     let mut cx = Context::from_waker(Waker::noop());
     match std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut cx))) {
-        Ok(Poll::Pending) => {}
+        Ok(Poll::Pending) => running.push(Pending { key, run }),
         // A call that finished at once finished at the batch's time.
         Ok(Poll::Ready(result)) => {
             let (status, payload) = frames::outcome_of(result);
-            return core.complete(key, status, payload, started, Some((out, batch)));
+            core.complete(key, status, payload, started, Some((out, batch)));
         }
         Err(_) => {
             let (status, payload) = panicked();
-            return core.complete(key, status, payload, started, Some((out, batch)));
-        }
-    }
-    let mut owned = OwnedRun::new(core, run);
-    tokio::spawn(async move {
-        // Borrowed, not moved out: `owned` drops as one, `run` first.
-        let (status, payload) = finish(&mut owned.run).await;
-        let now = owned.core.now();
-        owned.core.complete(key, status, payload, now, None);
-    });
-}
-
-/// A started call that keeps alive the server core its future borrows, so
-/// it can move to a task of its own after its first poll returned pending.
-/// (Boxing every call into a `'static` future up front instead would cost
-/// an allocation per call, for the few calls that wait.)
-struct OwnedRun<D: ServiceDispatch> {
-    /// Declared first, so it is dropped before `core`, which it borrows.
-    run: Run<'static>,
-    core: Arc<Core<D>>,
-}
-
-impl<D: ServiceDispatch> OwnedRun<D> {
-    fn new<'a>(core: &'a Arc<Core<D>>, run: Run<'a>) -> OwnedRun<D> {
-        // SAFETY: `run` borrows only from `**core`, the `Core` inside the
-        // `Arc`'s heap allocation, which never moves. The clone stored
-        // beside it keeps that allocation alive for as long as `run`
-        // exists: the struct drops `run` first (field order), and `run` is
-        // only ever borrowed out of it, never moved.
-        let run = unsafe { std::mem::transmute::<Run<'a>, Run<'static>>(run) };
-        OwnedRun {
-            run,
-            core: Arc::clone(core),
+            core.complete(key, status, payload, started, Some((out, batch)));
         }
     }
 }

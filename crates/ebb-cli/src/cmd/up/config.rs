@@ -31,6 +31,9 @@ pub const MAX_HOLDER_TIMEOUT_MS: u64 = 3_600_000;
 pub const MIN_CONTAINER_MEMORY_MB: u64 = 4;
 /// Where a started origin listens unless `origin.listen` says otherwise.
 pub const DEFAULT_ORIGIN_LISTEN: &str = "127.0.0.1:0";
+/// Most threads `gateway.threads` may ask for: far above any core count a
+/// gateway has, it only stops a typo from starting thousands.
+pub const MAX_GATEWAY_THREADS: usize = 256;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +154,9 @@ pub struct Gateway {
     pub seed: Option<u64>,
     /// `/`, `/status`, `/metrics`, `/pool` on their own address.
     pub admin: Option<String>,
+    /// Threads that run the ingresses and node connections; default one
+    /// per core.
+    pub threads: Option<usize>,
 }
 
 impl Default for Gateway {
@@ -160,6 +166,7 @@ impl Default for Gateway {
             http: "127.0.0.1:8080".into(),
             seed: None,
             admin: None,
+            threads: None,
         }
     }
 }
@@ -326,6 +333,9 @@ pub struct OriginPlan {
 #[derive(Debug)]
 pub struct Checked {
     pub gateway: GatewayConfig,
+    /// Threads of the gateway's runtime: 1 runs everything on one thread
+    /// (no hand-over between threads on the request path).
+    pub threads: std::num::NonZeroUsize,
     pub service: ServiceChoice,
     pub runs: Runs,
     pub kind: Kind,
@@ -588,6 +598,20 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
     if let Some(admin) = &file.gateway.admin {
         check_addr("gateway.admin", admin)?;
     }
+    let threads = match file.gateway.threads {
+        None => std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
+        Some(n) => std::num::NonZeroUsize::new(n)
+            .filter(|n| n.get() <= MAX_GATEWAY_THREADS)
+            .ok_or_else(|| {
+                bad(
+                    "gateway.threads",
+                    n,
+                    format!(
+                        "a thread count from 1 to {MAX_GATEWAY_THREADS} (default: one per core)"
+                    ),
+                )
+            })?,
+    };
     check_distinct_addrs(&file.gateway)?;
     if a.max_in_flight_per_caller == 0 {
         return Err(bad(
@@ -648,6 +672,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
     };
     Ok(Checked {
         gateway,
+        threads,
         service,
         runs,
         kind,
@@ -1000,6 +1025,25 @@ mod tests {
         );
         let e = parse("[service]\ncommand = []\n").expect_err("an empty command");
         assert!(e.contains("service.command"), "{e}");
+    }
+
+    #[test]
+    fn gateway_threads_default_to_the_cores_and_are_bounded() {
+        let c = parse("[gateway]\nthreads = 1\n[service]\nname = \"demo\"\n").expect("one thread");
+        assert_eq!(c.threads.get(), 1);
+        let c = parse("[service]\nname = \"demo\"\n").expect("defaults");
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(c.threads.get(), cores);
+        for bad in ["0", "257"] {
+            let e = parse(&format!(
+                "[gateway]\nthreads = {bad}\n[service]\nname = \"demo\"\n"
+            ))
+            .expect_err("out of bounds");
+            assert!(
+                e.contains("gateway.threads") && e.contains("1 to 256"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

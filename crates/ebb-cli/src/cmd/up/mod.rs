@@ -156,7 +156,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             expect: expect.clone(),
         },
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a current-thread runtime, so a call's way from the
+    // ingress to the node and back never crosses threads. More: a
+    // work-stealing runtime with that many workers.
+    let mut builder = match checked.threads.get() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let rt = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
