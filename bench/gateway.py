@@ -164,21 +164,28 @@ http {{
     return f"127.0.0.1:{port}"
 
 
-def ebb_gateway(children, tmp, name, policy, a):
+def ebb_gateway(children, tmp, name, policy, a, work_mode=None, extra=None):
     """`ebb up` with a static pool of process nodes shaped like the others:
     the same node flags, and exactly one node (the first to start: an atomic
     mkdir decides) `--slow-scale`x slower. The gateway starts its own nodes,
     so they are not the very processes the proxies front, but the same
-    program with the same flags."""
+    program with the same flags. `work_mode` overrides `a.work_mode`, and
+    `extra` (TOML) replaces the admission section."""
     ebb = os.path.abspath(a.ebb)
+    work_mode = work_mode or a.work_mode
+    if extra is None:
+        extra = f"""[admission]
+enabled = true
+default_deadline_ms = {a.deadline_ms}
+"""
     marker = os.path.join(tmp, f"{name}-slow")
     node = os.path.join(tmp, f"{name}-node.sh")
     with open(node, "w") as f:
         f.write(f"""#!/bin/sh
 if mkdir {marker} 2>/dev/null; then
-  exec {ebb} node --threads 1 --work-mode {a.work_mode} --work-scale {a.slow_scale} "$@"
+  exec {ebb} node --threads 1 --work-mode {work_mode} --work-scale {a.slow_scale} "$@"
 fi
-exec {ebb} node --threads 1 --work-mode {a.work_mode} "$@"
+exec {ebb} node --threads 1 --work-mode {work_mode} "$@"
 """)
     os.chmod(node, 0o755)
     cfg = os.path.join(tmp, f"{name}.toml")
@@ -197,12 +204,9 @@ min = {a.nodes}
 max = {a.nodes}
 [balance]
 policy = "{policy}"
-[admission]
-enabled = true
-default_deadline_ms = {a.deadline_ms}
 [autoscale]
 policy = "none"
-""")
+{extra}""")
     p = children.start([ebb, "up", cfg], stdout=subprocess.PIPE, text=True)
     http, rpc, ready = None, None, 0
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

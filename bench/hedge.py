@@ -19,19 +19,14 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import Children, load  # noqa: E402
+from gateway import Children, load, median  # noqa: E402
 from saturation import up  # noqa: E402
 
 MODES = ["off", "on"]
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def main():

@@ -23,15 +23,11 @@ import json
 import os
 import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import Children, STARTUP_TIMEOUT_S, load  # noqa: E402
+from gateway import Children, ebb_gateway, load, median  # noqa: E402
 
 MODES = ["gateway", "nodes"]
 
@@ -46,60 +42,11 @@ service_time_from = "{mode}"
 
 
 def up(children, tmp, name, a, extra):
-    """`ebb up` over `a.nodes` process nodes, the first to start (an atomic
-    mkdir decides) `--slow-scale`x slower, with the TOML `extra` appended;
-    returns its RPC address, or its HTTP one with `a.http`."""
-    ebb = os.path.abspath(a.ebb)
-    marker = os.path.join(tmp, f"{name}-slow")
-    node = os.path.join(tmp, f"{name}-node.sh")
-    with open(node, "w") as f:
-        f.write(f"""#!/bin/sh
-if mkdir {marker} 2>/dev/null; then
-  exec {ebb} node --threads 1 --work-mode block --work-scale {a.slow_scale} "$@"
-fi
-exec {ebb} node --threads 1 --work-mode block "$@"
-""")
-    os.chmod(node, 0o755)
-    cfg = os.path.join(tmp, f"{name}.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""[gateway]
-rpc = "127.0.0.1:0"
-http = "127.0.0.1:0"
-seed = 1
-[service]
-name = "demo"
-command = ["{node}"]
-[pool]
-kind = "process"
-initial = {a.nodes}
-min = {a.nodes}
-max = {a.nodes}
-[balance]
-policy = "{a.policy}"
-[autoscale]
-policy = "none"
-{extra}""")
-    p = children.start([ebb, "up", cfg], stdout=subprocess.PIPE, text=True)
-    http, rpc, ready = None, None, 0
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while (http is None or ready < a.nodes) and time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            sys.exit(f"{name}: ebb up {cfg} exited before its nodes were ready")
-        if line.startswith("http listening on "):
-            http = line.split()[-1]
-        if line.startswith("gateway listening on "):
-            rpc = line.split()[-1]
-        if "-> ready" in line:
-            ready += 1
-    if http is None or ready < a.nodes:
-        sys.exit(f"{name}: {ready} of {a.nodes} nodes ready after {STARTUP_TIMEOUT_S} s")
-    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+    """`ebb up` over `a.nodes` blocking process nodes, one `--slow-scale`x
+    slower, with the TOML `extra` appended; returns its RPC address, or its
+    HTTP one with `a.http`."""
+    http, rpc = ebb_gateway(children, tmp, name, a.policy, a, work_mode="block", extra=extra)
     return http if a.http else rpc
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def main():
