@@ -4,8 +4,10 @@
 //! calls over a few connections, and a server that serves a
 //! [`ServiceDispatch`](crate::service::ServiceDispatch).
 //!
-//! Both sides write through [`outbuf::OutBuf`], which coalesces every frame
-//! queued while a write is in flight into the next single write.
+//! Both sides write through [`outbuf::OutBuf`]: on plain TCP the task that
+//! produced a frame writes it to the socket itself, and a writer task takes
+//! over (coalescing what queues meanwhile into one write) only when the
+//! socket would block.
 
 pub mod client;
 pub mod clock;

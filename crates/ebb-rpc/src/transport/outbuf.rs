@@ -1,17 +1,28 @@
-//! Write coalescing: producers append encoded frames to one shared buffer and
-//! a single writer task ships whatever has accumulated with one `write`.
+//! Write coalescing, with the writing done in place when the socket takes
+//! it.
 //!
-//! Under load many replies (or requests) are appended while the previous
-//! write is in flight, so they leave in one syscall; when idle, a lone frame
-//! goes out at once. Two buffers are swapped back and forth, so steady state
+//! Producers append encoded frames to one shared buffer. On plain TCP the
+//! producer then writes them itself, at once, with a non-blocking write: a
+//! reply or a request reaches the kernel without waking another task, which
+//! cost a task switch (and, across threads, a futex call) per batch. Only
+//! when the socket would block (the peer reads slower than we write) is the
+//! rest left to the connection's writer task, which waits until the socket
+//! takes more; meanwhile producers only append, so frames keep their order,
+//! and everything appended leaves with the writer's next write.
+//!
+//! A TLS stream is written only through `&mut` and an async context, so
+//! there the writer task ships everything: it swaps out whatever has
+//! accumulated and writes it with one `write`, many frames per syscall
+//! under load. Two buffers are swapped back and forth, so steady state
 //! allocates nothing. Large payloads stay in their own buffers
 //! ([`FrameBuf`]) and go out with the headers in one vectored write.
 
-use std::io::IoSlice;
-use std::sync::Mutex;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
@@ -33,11 +44,35 @@ pub enum PushError {
     Full,
 }
 
+/// What the lock guards: the bytes not yet written and who writes them.
+#[derive(Debug)]
+struct Pending {
+    buf: FrameBuf,
+    /// Bytes at the front of `buf` already written (after a partial
+    /// write in place).
+    written: usize,
+    /// The socket, once the writer runs on plain TCP: producers write to
+    /// it themselves.
+    direct: Option<Arc<OwnedWriteHalf>>,
+    /// The socket did not take everything: the writer waits for room and
+    /// writes the rest; until it has, producers only append.
+    blocked: bool,
+}
+
+impl Pending {
+    fn unwritten(&self) -> usize {
+        self.buf.len() - self.written
+    }
+}
+
 #[derive(Debug)]
 pub struct OutBuf {
-    pending: Mutex<FrameBuf>,
+    pending: Mutex<Pending>,
     wake: Notify,
-    /// Signalled after each write, for readers that pause while full.
+    /// Signalled after the writer task writes, for readers that pause
+    /// while full. (A producer writing in place never leaves a buffer
+    /// that anyone waits on: it writes only while not blocked, when
+    /// nothing else is pending.)
     drained: Notify,
     /// Signalled once, when closed: a reader waiting for that is not woken
     /// by every write.
@@ -48,7 +83,12 @@ pub struct OutBuf {
 impl Default for OutBuf {
     fn default() -> Self {
         OutBuf {
-            pending: Mutex::new(FrameBuf::with_capacity(INITIAL_BUF_BYTES)),
+            pending: Mutex::new(Pending {
+                buf: FrameBuf::with_capacity(INITIAL_BUF_BYTES),
+                written: 0,
+                direct: None,
+                blocked: false,
+            }),
             wake: Notify::new(),
             drained: Notify::new(),
             closing: Notify::new(),
@@ -58,25 +98,50 @@ impl Default for OutBuf {
 }
 
 impl OutBuf {
+    fn lock(&self) -> Result<MutexGuard<'_, Pending>, PushError> {
+        self.pending.lock().map_err(|_| PushError::Closed)
+    }
+
     /// Appends bytes with `encode` (which must append whole frames) and
-    /// wakes the writer.
+    /// writes them now if the socket takes them, else leaves them to the
+    /// writer.
     pub fn push_with(&self, encode: impl FnOnce(&mut FrameBuf)) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
-        {
-            let mut buf = self.pending.lock().map_err(|_| PushError::Closed)?;
-            if buf.len() > MAX_PENDING_WRITE_BYTES {
+        let hand_over = {
+            let mut pending = self.lock()?;
+            if pending.unwritten() > MAX_PENDING_WRITE_BYTES {
                 return Err(PushError::Full);
             }
-            encode(&mut buf);
-        }
+            let Pending {
+                buf,
+                written,
+                direct,
+                blocked,
+            } = &mut *pending;
+            encode(buf);
+            match direct {
+                // The writer is waiting for room and takes these too.
+                Some(_) if *blocked => false,
+                Some(sock) => {
+                    // A write error is the writer's to report: it meets
+                    // the same error and closes the buffer.
+                    let all = write_now(sock, buf, written).unwrap_or(false);
+                    *blocked = !all;
+                    *blocked
+                }
+                None => true,
+            }
+        };
         // notify_one stores a permit if the writer is busy, so no wake-up is lost.
-        self.wake.notify_one();
+        if hand_over {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
-    /// Hands over `batch` (whole frames) and wakes the writer; leaves
+    /// Hands over `batch` (whole frames) and writes or queues it; leaves
     /// `batch` empty. When nothing is pending the two buffers are swapped
     /// instead of copied, so a batch of replies reaches the socket without
     /// a copy and `batch` gets back a buffer that already has capacity.
@@ -98,7 +163,7 @@ impl OutBuf {
     }
 
     fn pending_bytes(&self) -> usize {
-        self.pending.lock().map_or(0, |b| b.len())
+        self.pending.lock().map_or(0, |p| p.unwritten())
     }
 
     /// Waits until fewer than `mark` bytes are pending (or the buffer is
@@ -138,15 +203,79 @@ impl OutBuf {
     }
 
     /// The writer task's body: ships pending bytes until closed or the socket
-    /// fails. Marks the buffer closed on exit so producers stop at once.
-    pub async fn drain_into(&self, mut sock: WriteSide) -> std::io::Result<()> {
+    /// fails. Marks the buffer closed on exit so producers stop at once,
+    /// and shuts the socket's write side.
+    pub async fn drain_into(&self, sock: WriteSide) -> io::Result<()> {
+        let result = match sock {
+            WriteSide::Tcp(sock) => self.drain_direct(Arc::new(sock)).await,
+            tls @ WriteSide::Tls(_) => self.drain_swapping(tls).await,
+        };
+        self.closed.store(true, Ordering::Release);
+        self.drained.notify_waiters();
+        self.closing.notify_waiters();
+        result
+    }
+
+    /// Plain TCP: producers write in place; this task writes only what the
+    /// socket would not take at once.
+    async fn drain_direct(&self, sock: Arc<OwnedWriteHalf>) -> io::Result<()> {
+        if let Ok(mut pending) = self.lock() {
+            pending.direct = Some(Arc::clone(&sock));
+            // What was pushed before this task ran is flushed below
+            // before producers write again.
+            pending.blocked = true;
+        }
+        let result = loop {
+            if let Err(e) = self.flush_direct(&sock).await {
+                break Err(e);
+            }
+            if self.is_closed() {
+                break Ok(());
+            }
+            self.wake.notified().await;
+        };
+        // The socket's last owner drops it, which shuts its write side.
+        if let Ok(mut pending) = self.lock() {
+            pending.direct = None;
+        }
+        result
+    }
+
+    /// Writes everything pending, waiting for room as needed, then lets
+    /// producers write in place again.
+    async fn flush_direct(&self, sock: &OwnedWriteHalf) -> io::Result<()> {
+        loop {
+            let all = {
+                let Ok(mut pending) = self.lock() else {
+                    return Ok(());
+                };
+                let Pending {
+                    buf,
+                    written,
+                    blocked,
+                    ..
+                } = &mut *pending;
+                let all = write_now(sock, buf, written)?;
+                *blocked = !all;
+                all
+            };
+            if all {
+                self.drained.notify_waiters();
+                return Ok(());
+            }
+            sock.writable().await?;
+        }
+    }
+
+    /// TLS: this task writes everything, swapping the pending buffer out.
+    async fn drain_swapping(&self, mut sock: WriteSide) -> io::Result<()> {
         let mut spare = FrameBuf::with_capacity(INITIAL_BUF_BYTES);
         let result = loop {
             {
-                let Ok(mut buf) = self.pending.lock() else {
+                let Ok(mut pending) = self.lock() else {
                     break Ok(());
                 };
-                std::mem::swap(&mut *buf, &mut spare);
+                std::mem::swap(&mut pending.buf, &mut spare);
             }
             if spare.is_empty() {
                 if self.is_closed() {
@@ -155,30 +284,51 @@ impl OutBuf {
                 self.wake.notified().await;
                 continue;
             }
-            // Flushing plain TCP does nothing; TLS may hold back records
-            // until flushed.
             if let Err(e) = write_frames(&mut sock, &spare).await {
                 break Err(e);
             }
+            // TLS may hold back records until flushed.
             if let Err(e) = sock.flush().await {
                 break Err(e);
             }
             spare.clear();
             self.drained.notify_waiters();
         };
-        self.closed.store(true, Ordering::Release);
-        self.drained.notify_waiters();
-        self.closing.notify_waiters();
         let _ = sock.shutdown().await;
         result
     }
+}
+
+/// Writes as much of `buf` (past its first `written` bytes) as the socket
+/// takes without blocking. Returns whether all of it went (then `buf` is
+/// cleared, keeping its capacity).
+fn write_now(sock: &OwnedWriteHalf, buf: &mut FrameBuf, written: &mut usize) -> io::Result<bool> {
+    while *written < buf.len() {
+        let wrote = match buf.contiguous() {
+            Some(bytes) => sock.try_write(&bytes[*written..]),
+            None => {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
+                let n = buf.slices_from(*written, &mut slices);
+                sock.try_write_vectored(&slices[..n])
+            }
+        };
+        match wrote {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    buf.clear();
+    *written = 0;
+    Ok(true)
 }
 
 /// Writes all of `frames`: with one `write` when they are contiguous, else
 /// with vectored writes of the headers and the shared payloads in place
 /// (a stream without vectored writes, such as TLS, takes one slice per
 /// call, which is still correct).
-async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> std::io::Result<()> {
+async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> io::Result<()> {
     if let Some(bytes) = frames.contiguous() {
         return sock.write_all(bytes).await;
     }
@@ -188,7 +338,7 @@ async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> std::io::Resul
         let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
         let n = frames.slices_from(written, &mut slices);
         match sock.write_vectored(&slices[..n]).await? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            0 => return Err(io::ErrorKind::WriteZero.into()),
             k => written += k,
         }
     }

@@ -1,7 +1,9 @@
-//! The TCP server runtime: accept loop, one reader per connection, one
-//! coalescing writer per connection, and one [`ServerSession`] (the sans-IO
-//! call semantics) shared by all connections, since a client that
-//! reconnects must find its saved replies on the new connection.
+//! The TCP server runtime: accept loop, one task per connection that reads
+//! requests, runs calls and writes their replies itself (its writer task
+//! takes over only when the socket would block, or for TLS), and one
+//! [`ServerSession`] (the sans-IO call semantics) shared by all
+//! connections, since a client that reconnects must find its saved
+//! replies on the new connection.
 //!
 //! The session decides everything: whether to accept a connection, and per
 //! frame whether to run, answer from memory, wait for the running copy,
@@ -377,7 +379,7 @@ async fn serve_connection<D: ServiceDispatch>(
     };
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    // This wake-up's replies, handed to the writer whole; reused.
+    // This wake-up's replies, written (or queued) whole; reused.
     let mut batch = FrameBuf::default();
     // Calls that did not finish at their first poll, driven by this task.
     let mut running: Running<'_> = FuturesUnordered::new();
@@ -440,13 +442,16 @@ async fn serve_connection<D: ServiceDispatch>(
                         continue;
                     };
                     run_call(&core, &out, &mut batch, &mut running, incoming, now);
-                    // Hand a part of a large read to the writer and let it
-                    // run, so the client works on the first replies while
-                    // the rest run: sending the whole window at once makes
-                    // the two ends take turns.
+                    // Ship a part of a large read, so the client works on
+                    // the first replies while the rest run: sending the
+                    // whole window at once makes the two ends take turns.
+                    // Plain TCP writes it here and now; a TLS writer is a
+                    // task of its own, which must be let run.
                     if batch.len() >= REPLY_CHUNK_BYTES {
                         let _ = out.push_batch(&mut batch);
-                        tokio::task::yield_now().await;
+                        if core.tls.is_some() {
+                            tokio::task::yield_now().await;
+                        }
                     }
                 }
             }
