@@ -925,3 +925,44 @@ fn calls_beyond_a_callers_bound_are_refused_while_another_caller_is_served() {
     ));
     s.check().unwrap();
 }
+
+#[test]
+fn a_server_requiring_a_token_describes_itself_only_to_an_authorized_connection() {
+    let mut s = server();
+    s.set_description(Bytes::from_static(b"the methods"));
+    s.set_tokens(Some(tokens("alpha\n")));
+    let describe = |s: &mut ServerSession, id: u64, now: Instant| {
+        s.admit(CONN, ebb_rpc::wire::Describe { id }, now)
+    };
+    // Before any handshake, and after a refused one: no answer.
+    assert!(matches!(describe(&mut s, 1, t(Nanos(1))), Action::Drop));
+    let p = Ping {
+        token: Bytes::from_static(b"beta"),
+        ..ping(1)
+    };
+    assert_eq!(
+        pong_of(&mut s, p, t(Nanos(2))).refused,
+        Some(Refusal::Unauthorized)
+    );
+    assert!(matches!(describe(&mut s, 2, t(Nanos(3))), Action::Drop));
+    assert_eq!(s.stats().refused_unauthorized_describes, 2);
+    // After an accepted token: the description.
+    assert_eq!(
+        pong_of(&mut s, ping_with_token(b"alpha"), t(Nanos(4))).refused,
+        None
+    );
+    match describe(&mut s, 3, t(Nanos(5))) {
+        Action::Reply(Message::Description(d)) => {
+            assert_eq!((d.id, &d.payload[..]), (3, &b"the methods"[..]));
+        }
+        other => panic!("an authorized connection is described to, got {other:?}"),
+    }
+    assert_eq!(s.stats().refused_unauthorized_describes, 2);
+    // A server without tokens describes itself to anyone.
+    let mut open_server = server();
+    assert!(matches!(
+        describe(&mut open_server, 4, t(Nanos(6))),
+        Action::Reply(Message::Description(_))
+    ));
+    s.check().unwrap();
+}

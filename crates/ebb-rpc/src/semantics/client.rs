@@ -115,6 +115,13 @@ impl ClientSession {
         self.token = token;
     }
 
+    /// Why the server refused our last handshake for our credentials
+    /// (`Unauthorized`), if it did and no later one was accepted: requests
+    /// that need no session, such as a Describe, end on it too.
+    pub fn refused_credentials(&self) -> Option<&str> {
+        self.refused_credentials.as_deref()
+    }
+
     pub fn link(&self) -> LinkState {
         self.link
     }

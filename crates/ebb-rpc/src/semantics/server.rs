@@ -183,6 +183,9 @@ pub struct ServerStats {
     pub refused_unauthorized_handshakes: u64,
     /// Requests on a connection that presented no accepted bearer token.
     pub refused_unauthorized_requests: u64,
+    /// Describe requests on a connection that presented no accepted bearer
+    /// token, on a server that requires one: left unanswered.
+    pub refused_unauthorized_describes: u64,
     /// New calls refused over their caller's in-flight bound.
     pub refused_caller_in_flight: u64,
 }
@@ -249,9 +252,8 @@ impl ServerSession {
     }
 
     /// Requires every connection to present one of `tokens` in its
-    /// handshake before any of its calls run (`None`: no token required).
-    /// Describe requests are answered without one: a description names
-    /// methods and types, and runs nothing.
+    /// handshake before any of its calls run or it learns the service's
+    /// description (`None`: no token required).
     pub fn set_tokens(&mut self, tokens: Option<Tokens>) {
         self.tokens = tokens;
     }
@@ -385,11 +387,7 @@ impl ServerSession {
                 }
             }
             Message::Ping(ping) => Action::Reply(Message::Pong(self.handle_ping(conn, &ping, now))),
-            Message::Describe(d) => Action::Reply(Message::Description(Description {
-                id: d.id,
-                incarnation: self.incarnation,
-                payload: self.description.clone(),
-            })),
+            Message::Describe(d) => self.handle_describe(conn, d.id),
             Message::Reply(_)
             | Message::Pong(_)
             | Message::ConnError(_)
@@ -397,6 +395,24 @@ impl ServerSession {
         };
         self.debug_check();
         action
+    }
+
+    /// A description names every method and its parameter types: on a
+    /// server that requires a bearer token, only a connection that
+    /// presented an accepted one learns it. A refused Describe is left
+    /// unanswered: the handshake before it was already refused
+    /// `Unauthorized` in its pong, which is what the client reports, and a
+    /// peer that skips the handshake learns nothing at all.
+    fn handle_describe(&mut self, conn: ConnId, id: u64) -> Action {
+        if self.tokens.is_some() && self.conns.token(conn).is_none() {
+            self.stats.refused_unauthorized_describes += 1;
+            return Action::Drop;
+        }
+        Action::Reply(Message::Description(Description {
+            id,
+            incarnation: self.incarnation,
+            payload: self.description.clone(),
+        }))
     }
 
     /// The ping is the session handshake and heartbeat: it proves the

@@ -633,17 +633,19 @@ impl Driver {
     /// Moves the session's output to the socket and its outcomes to the
     /// callers, and acts on a request to drop the connection.
     fn pump(&mut self) {
-        match self.conn.as_ref() {
-            Some(conn) => {
-                let session = &mut self.session;
-                let codec = &self.codec;
-                // A closed writer means the reader sees the failure next;
-                // the session resends what it must after the reconnect.
-                let _ = conn.out.push_with(|b| {
-                    session.drain_transmit(|message| frames::append(codec, message, b));
-                });
+        self.transmit();
+        if !self.describes.is_empty()
+            && let Some(why) = self.session.refused_credentials()
+        {
+            // The server answers no Describe without accepted credentials;
+            // its refusal of the handshake is the answer.
+            let refused = CallError::Refused {
+                reason: crate::wire::Refusal::Unauthorized,
+                message: why.to_owned(),
+            };
+            for (_, waiter) in self.describes.drain() {
+                let _ = waiter.send(Err(refused.clone()));
             }
-            None => self.session.drain_transmit(|_| {}),
         }
         if let Some(load) = self.session.reported_load() {
             self.load.store(u64::from(load), Ordering::Relaxed);
@@ -666,6 +668,22 @@ impl Driver {
         if self.session.poll_close() {
             self.conn = None;
             self.schedule_reconnect();
+        }
+    }
+
+    /// Moves the session's messages to the connection's writer.
+    fn transmit(&mut self) {
+        match self.conn.as_ref() {
+            Some(conn) => {
+                let session = &mut self.session;
+                let codec = &self.codec;
+                // A closed writer means the reader sees the failure next;
+                // the session resends what it must after the reconnect.
+                let _ = conn.out.push_with(|b| {
+                    session.drain_transmit(|message| frames::append(codec, message, b));
+                });
+            }
+            None => self.session.drain_transmit(|_| {}),
         }
     }
 
@@ -700,6 +718,9 @@ impl Driver {
                 self.conn = Some(conn);
                 let now = self.now();
                 self.session.handle_connected(now);
+                // The handshake first: a server that requires credentials
+                // answers a Describe only after they were accepted.
+                self.transmit();
                 let ids: Vec<u64> = self.describes.keys().copied().collect();
                 for id in ids {
                     self.send_describe(id);
