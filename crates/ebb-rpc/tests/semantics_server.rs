@@ -966,3 +966,27 @@ fn a_server_requiring_a_token_describes_itself_only_to_an_authorized_connection(
     ));
     s.check().unwrap();
 }
+
+#[test]
+fn a_request_still_arriving_keeps_its_connection_open_past_the_idle_timeout() {
+    let cfg = ServerConfig {
+        idle_timeout: Nanos::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let mut s = ServerSession::new(incarnation(INC), cfg);
+    let slow = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    pong_of_on(&mut s, slow, Instant::EPOCH);
+    // Parts of one large frame every 10 s for a minute: never idle.
+    for k in 1..=6 {
+        let now = t(Nanos::from_secs(10 * k));
+        s.handle_progress(slow, now);
+        assert!(s.close_silent(now).is_empty(), "closed at {now}");
+    }
+    // Its bytes stop: idle a timeout after the last of them.
+    assert!(s.close_silent(t(Nanos::from_secs(89))).is_empty());
+    assert_eq!(s.close_silent(t(Nanos::from_secs(90))), vec![slow]);
+    // Progress on a closed connection reopens nothing.
+    s.handle_progress(slow, t(Nanos::from_secs(91)));
+    assert_eq!(s.connections(), 0);
+    s.check().unwrap();
+}

@@ -370,6 +370,16 @@ impl ServerSession {
         self.conns.close(conn);
     }
 
+    /// Bytes of a message not yet whole arrived on `conn`: the peer is
+    /// sending, so the connection is not idle. A large request crossing a
+    /// slow link takes longer than the idle timeout, and its sender cannot
+    /// ping meanwhile: its pings queue behind it in the stream.
+    pub fn handle_progress(&mut self, conn: ConnId, now: Instant) {
+        if self.conns.is_open(conn) {
+            self.conns.heard(conn, now);
+        }
+    }
+
     /// Decides what to do with a message that arrived on `conn`.
     pub fn admit(&mut self, conn: ConnId, message: impl Into<Message>, now: Instant) -> Action {
         if !self.conns.is_open(conn) {

@@ -26,6 +26,7 @@ use super::frames;
 use super::outbuf::OutBuf;
 use super::stream::{self, ReadSide};
 use super::tls::ClientTls;
+use super::unacked::SocketQueue;
 use crate::CallError;
 use crate::semantics::{CallSpec, ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, MethodInfo, ServiceDescription, Transport};
@@ -410,6 +411,23 @@ struct Conn {
     read: ReadSide,
     buf: BytesMut,
     out: Arc<OutBuf>,
+    /// Bytes of frames pushed beside the session's (Describe requests),
+    /// left out of what the session is told was written.
+    own_bytes: u64,
+    /// The socket's queue of bytes the server has not acknowledged.
+    queue: SocketQueue,
+}
+
+impl Conn {
+    /// Bytes of the session's messages the server has received: written,
+    /// less what the socket still holds unacknowledged and what was not
+    /// the session's.
+    fn delivered(&self) -> u64 {
+        self.out
+            .written()
+            .saturating_sub(self.queue.unacknowledged())
+            .saturating_sub(self.own_bytes)
+    }
 }
 
 impl Conn {
@@ -424,6 +442,7 @@ impl Conn {
             .map_err(|_| cannot(&format!("no answer within {timeout_ms} ms")))?
             .map_err(|e| cannot(&e))?;
         let _ = stream.set_nodelay(true);
+        let queue = SocketQueue::of(&stream);
         let (read, write) = match tls {
             None => stream::tcp(stream),
             Some(tls) => {
@@ -442,6 +461,8 @@ impl Conn {
             read,
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             out,
+            own_bytes: 0,
+            queue,
         })
     }
 }
@@ -543,6 +564,9 @@ impl Driver {
                     // A fired timer is re-armed even for the same instant.
                     armed = None;
                     let now = self.now();
+                    if let Some(conn) = self.conn.as_ref() {
+                        self.session.handle_written(conn.delivered(), now);
+                    }
                     self.session.handle_timeout(now);
                 }
                 Event::Reconnect => self.reconnect().await,
@@ -586,12 +610,12 @@ impl Driver {
         }
     }
 
-    fn send_describe(&self, id: u64) {
-        if let Some(conn) = self.conn.as_ref() {
+    fn send_describe(&mut self, id: u64) {
+        if let Some(conn) = self.conn.as_mut() {
             let codec = &self.codec;
-            let _ = conn.out.push_with(|b| {
-                frames::append(codec, &Message::Describe(Describe { id }), b);
-            });
+            let describe = Message::Describe(Describe { id });
+            let _ = conn.out.push_with(|b| frames::append(codec, &describe, b));
+            conn.own_bytes += describe.encoded_len() as u64;
         }
     }
 
