@@ -37,14 +37,7 @@ impl World {
             });
             self.write_ids.insert(op, write_id);
             self.history.push(self.op(node, key, OpKind::Write));
-            self.send(
-                Dest::Origin,
-                Msg::Put {
-                    holder: node,
-                    key,
-                    write_id,
-                },
-            );
+            self.put(node, key, write_id);
         } else {
             self.history.push(self.op(node, key, OpKind::Read));
             let now = local(self.now, self.nodes[node as usize].ppm);
@@ -108,6 +101,20 @@ impl World {
         );
     }
 
+    /// Sends a write, or resends it: the origin answers a `write_id` it
+    /// already applied with that write's version, so a resend never writes
+    /// twice.
+    fn put(&mut self, node: u32, key: u64, write_id: u64) {
+        self.send(
+            Dest::Origin,
+            Msg::Put {
+                holder: node,
+                key,
+                write_id,
+            },
+        );
+    }
+
     pub(super) fn node_retry(&mut self, node: u32, life: u64, op: usize) {
         let n = &mut self.nodes[node as usize];
         if !n.up || n.life != life {
@@ -125,16 +132,7 @@ impl World {
                 }
                 self.fetch(node, key);
             }
-            Waiting::Write { write_id } => {
-                self.send(
-                    Dest::Origin,
-                    Msg::Put {
-                        holder: node,
-                        key,
-                        write_id,
-                    },
-                );
-            }
+            Waiting::Write { write_id } => self.put(node, key, write_id),
         }
         let retry = self.cfg.retry.as_nanos();
         self.at(retry, Event::NodeRetry { node, life, op });
