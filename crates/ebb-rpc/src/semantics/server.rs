@@ -218,6 +218,12 @@ pub struct ServerSession {
     /// Test-only: apply the handshake timeout to connections past their
     /// handshake too (the bug the fault simulation must catch).
     planted_handshake_timeout_when_idle: bool,
+    /// Test-only: count a caller's calls per connection, not over all its
+    /// connections (the bug the fault simulation must catch).
+    planted_caller_bound_per_connection: bool,
+    /// Test-only: let requests through on a connection that presented no
+    /// accepted token (the bug the fault simulation must catch).
+    planted_requests_unchecked_for_token: bool,
 }
 
 impl ServerSession {
@@ -242,6 +248,8 @@ impl ServerSession {
             callers: FastMap::default(),
             planted_unrecorded_refusal: false,
             planted_handshake_timeout_when_idle: false,
+            planted_caller_bound_per_connection: false,
+            planted_requests_unchecked_for_token: false,
         }
     }
 
@@ -328,6 +336,24 @@ impl ServerSession {
     #[doc(hidden)]
     pub fn plant_handshake_timeout_when_idle(&mut self) {
         self.planted_handshake_timeout_when_idle = true;
+    }
+
+    /// Not for production: bounds a caller's calls per connection instead of
+    /// over all its connections, so a caller with several connections runs
+    /// past its bound. The fault simulation plants it to show it would
+    /// catch it.
+    #[doc(hidden)]
+    pub fn plant_caller_bound_per_connection(&mut self) {
+        self.planted_caller_bound_per_connection = true;
+    }
+
+    /// Not for production: checks the token at the handshake only, so
+    /// requests on a connection whose handshake was refused (idempotent
+    /// ones, which need no session) still run. The fault simulation plants
+    /// it to show it would catch it.
+    #[doc(hidden)]
+    pub fn plant_requests_unchecked_for_token(&mut self) {
+        self.planted_requests_unchecked_for_token = true;
     }
 
     /// A transport accepted a connection from `peer`: admit it, or refuse it
@@ -507,11 +533,14 @@ impl ServerSession {
             Some(Refusal::ClientsPerConnection)
         } else if self.conns.in_flight(conn) >= self.config.max_in_flight_per_conn {
             Some(Refusal::InFlight)
-        } else if self
-            .config
-            .max_in_flight_per_caller
-            .is_some_and(|max| self.in_flight_of(route.caller) >= max)
-        {
+        } else if self.config.max_in_flight_per_caller.is_some_and(|max| {
+            let running = if self.planted_caller_bound_per_connection {
+                self.conns.in_flight(conn)
+            } else {
+                self.in_flight_of(route.caller)
+            };
+            running >= max
+        }) {
             Some(Refusal::CallerInFlight)
         } else if req.deadline == Nanos::ZERO {
             Some(Refusal::DeadlinePassed)
@@ -550,7 +579,10 @@ impl ServerSession {
     }
 
     fn handle_request(&mut self, conn: ConnId, req: Request, route: Route, now: Instant) -> Action {
-        if self.tokens.is_some() && route.token.is_none() {
+        if self.tokens.is_some()
+            && route.token.is_none()
+            && !self.planted_requests_unchecked_for_token
+        {
             // Not recorded: a connection that never authorized acts on no
             // session, and nothing it sent ran.
             self.stats.refused_unauthorized_requests += 1;
