@@ -18,7 +18,7 @@
 //! ([`FrameBuf`]) and go out with the headers in one vectored write.
 
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::io::AsyncWriteExt;
@@ -78,6 +78,9 @@ pub struct OutBuf {
     /// by every write.
     closing: Notify,
     closed: AtomicBool,
+    /// Bytes written to the socket so far, counted as each write returns:
+    /// how a client tells a large request still leaving from a lost one.
+    written: AtomicU64,
 }
 
 impl Default for OutBuf {
@@ -93,6 +96,7 @@ impl Default for OutBuf {
             drained: Notify::new(),
             closing: Notify::new(),
             closed: AtomicBool::new(false),
+            written: AtomicU64::new(0),
         }
     }
 }
@@ -127,7 +131,7 @@ impl OutBuf {
                 Some(sock) => {
                     // A write error is the writer's to report: it meets
                     // the same error and closes the buffer.
-                    let all = write_now(sock, buf, written).unwrap_or(false);
+                    let all = write_now(sock, buf, written, &self.written).unwrap_or(false);
                     *blocked = !all;
                     *blocked
                 }
@@ -160,6 +164,11 @@ impl OutBuf {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     fn pending_bytes(&self) -> usize {
@@ -255,7 +264,7 @@ impl OutBuf {
                     blocked,
                     ..
                 } = &mut *pending;
-                let all = write_now(sock, buf, written)?;
+                let all = write_now(sock, buf, written, &self.written)?;
                 *blocked = !all;
                 all
             };
@@ -284,7 +293,7 @@ impl OutBuf {
                 self.wake.notified().await;
                 continue;
             }
-            if let Err(e) = write_frames(&mut sock, &spare).await {
+            if let Err(e) = write_frames(&mut sock, &spare, &self.written).await {
                 break Err(e);
             }
             // TLS may hold back records until flushed.
@@ -300,9 +309,14 @@ impl OutBuf {
 }
 
 /// Writes as much of `buf` (past its first `written` bytes) as the socket
-/// takes without blocking. Returns whether all of it went (then `buf` is
-/// cleared, keeping its capacity).
-fn write_now(sock: &OwnedWriteHalf, buf: &mut FrameBuf, written: &mut usize) -> io::Result<bool> {
+/// takes without blocking, adding what it wrote to `counted`. Returns
+/// whether all of it went (then `buf` is cleared, keeping its capacity).
+fn write_now(
+    sock: &OwnedWriteHalf,
+    buf: &mut FrameBuf,
+    written: &mut usize,
+    counted: &AtomicU64,
+) -> io::Result<bool> {
     while *written < buf.len() {
         let wrote = match buf.contiguous() {
             Some(bytes) => sock.try_write(&bytes[*written..]),
@@ -314,7 +328,10 @@ fn write_now(sock: &OwnedWriteHalf, buf: &mut FrameBuf, written: &mut usize) -> 
         };
         match wrote {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => *written += n,
+            Ok(n) => {
+                *written += n;
+                counted.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
@@ -328,9 +345,15 @@ fn write_now(sock: &OwnedWriteHalf, buf: &mut FrameBuf, written: &mut usize) -> 
 /// with vectored writes of the headers and the shared payloads in place
 /// (a stream without vectored writes, such as TLS, takes one slice per
 /// call, which is still correct).
-async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> io::Result<()> {
+async fn write_frames(
+    sock: &mut WriteSide,
+    frames: &FrameBuf,
+    counted: &AtomicU64,
+) -> io::Result<()> {
     if let Some(bytes) = frames.contiguous() {
-        return sock.write_all(bytes).await;
+        sock.write_all(bytes).await?;
+        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        return Ok(());
     }
     let total = frames.len();
     let mut written = 0;
@@ -339,7 +362,10 @@ async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> io::Result<()>
         let n = frames.slices_from(written, &mut slices);
         match sock.write_vectored(&slices[..n]).await? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
-            k => written += k,
+            k => {
+                written += k;
+                counted.fetch_add(k as u64, Ordering::Relaxed);
+            }
         }
     }
     Ok(())
