@@ -12,6 +12,10 @@ same node:
   the throughput one core of that proxy sustains, in calls per CPU-second.
   The proxy is pinned to one CPU (`taskset`) with one thread (the
   gateway's `gateway.threads = 1`, HAProxy `nbthread 1`); its node is not.
+- Waiting for a CPU per call: how long the proxy's threads sat runnable
+  but not running during the p50 runs (/proc/PID/task/TID/schedstat),
+  divided by the calls. On a shared machine this is the part of the
+  latency a proxy adds that is the machine's load, not the proxy's work.
 - Instructions per call (`--callgrind`): the gateway under valgrind's
   callgrind, counters zeroed after a warm-up and dumped after a fixed
   number of calls (no hardware counters are needed).
@@ -47,6 +51,21 @@ def cpu_seconds(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     # Fields 14 and 15 of proc(5), counted after the command name.
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def runqueue_wait_seconds(pid):
+    """Time the threads of `pid` spent runnable but waiting for a CPU so
+    far (the second field of /proc/PID/task/TID/schedstat, in ns): on a
+    shared machine, the part of a proxy's added latency that is not the
+    proxy's own work."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total / 1e9
 
 
 def pin(pid, cpu):
@@ -220,8 +239,11 @@ def main():
         rows = []
         for rep in range(a.reps):
             for proto, name, t, proc in paths:
+                waited = runqueue_wait_seconds(proc.pid) if proc is not None else None
                 r = run(a, t, a.latency_rate, a.duration, proto == "http", rep + 1, a.connections)
                 r.update(kind="latency", proto=proto, path=name, rep=rep)
+                if proc is not None and r["ok"]:
+                    r["runq_wait_us_per_call"] = (runqueue_wait_seconds(proc.pid) - waited) / r["ok"] * 1e6
                 rows.append(r)
                 if proc is not None:
                     c = cost_run(a, proc, t, proto == "http", rep + 1)
@@ -264,8 +286,8 @@ def report(rows, a):
         f"for {a.duration:g} s; proxies pinned to CPU {a.cpu}, one thread; "
         f"load average {open('/proc/loadavg').read().split()[0]}",
         "",
-        "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",
-        "|---|---|---|---|---|---|---|",
+        "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | proxy waiting for a CPU, us/call (p50 runs) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for proto in ("rpc", "http"):
         names = dict.fromkeys(r["path"] for r in rows if r["proto"] == proto)
@@ -282,8 +304,10 @@ def report(rows, a):
             c = median(cpu)
             answered = (f"{median([r['achieved_rate'] for r in runs]):.0f}, "
                         f"{sum(r['sent'] - r['ok'] for r in runs)}") if runs else "-"
+            waits = [r["runq_wait_us_per_call"] for r in lat if "runq_wait_us_per_call" in r]
+            wait = f"{median(waits):.0f}" if waits else "-"
             lines.append(f"| {proto} | {name} | {median([r['p50_ms'] for r in lat]):.3f} | "
-                         f"{median(added):.0f} | {'-' if not cpu else f'{c:.1f}'} | "
+                         f"{median(added):.0f} | {wait} | {'-' if not cpu else f'{c:.1f}'} | "
                          f"{'-' if not cpu else f'{1e6 / c:.0f}'} | {answered} |")
     return "\n".join(lines)
 

@@ -213,8 +213,11 @@ impl Forwarder {
         h.lock().unwrap_or_else(PoisonError::into_inner).delay()
     }
 
-    fn observe_latency(&self, latency: Nanos) {
+    /// Feeds the hedge delay a call that started at `started` and
+    /// answered now; without hedging, not even the clock is read.
+    fn observe_latency(&self, started: Instant) {
         if let Some(h) = &self.hedge {
+            let latency = self.clock.now().saturating_since(started);
             h.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .observe(latency);
@@ -239,6 +242,12 @@ impl Forwarder {
     /// answer wins. The first copy goes at `at`; the call ends by
     /// `deadline`. Returns the node whose outcome counts; a node whose
     /// copy failed while the other answered is added to `tried`.
+    ///
+    /// A call that is not hedged awaits its one attempt here, and only a
+    /// hedged one enters the (boxed) race of two: every call's future
+    /// carries room for what it may await, and the race's two attempts and
+    /// timer would make each forwarded call's future (allocated and moved
+    /// once per call) twice as large.
     async fn attempt_maybe_hedged(
         &self,
         slot: Slot,
@@ -248,15 +257,38 @@ impl Forwarder {
         (at, deadline): (Instant, Instant),
         tried: &mut Vec<NodeId>,
     ) -> (NodeId, Attempt) {
-        let first_node = slot.node;
         let left = deadline.saturating_since(at);
-        let first = self.attempt(slot, method, args.clone(), encoding, left, at);
         let delay = self
             .hedge_delay()
             .filter(|d| method.idempotent && *d < left);
-        let Some(delay) = delay else {
-            return (first_node, first.await);
-        };
+        match delay {
+            None => {
+                let node = slot.node;
+                let done = self.attempt(slot, method, args.clone(), encoding, left, at);
+                (node, done.await)
+            }
+            Some(delay) => {
+                let race = self.hedged(slot, method, args, encoding, (at, deadline), delay, tried);
+                Box::pin(race).await
+            }
+        }
+    }
+
+    /// [`Forwarder::attempt_maybe_hedged`] for a call hedged after `delay`.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged(
+        &self,
+        slot: Slot,
+        method: &'static MethodInfo,
+        args: &Bytes,
+        encoding: Encoding,
+        (at, deadline): (Instant, Instant),
+        delay: Nanos,
+        tried: &mut Vec<NodeId>,
+    ) -> (NodeId, Attempt) {
+        let first_node = slot.node;
+        let left = deadline.saturating_since(at);
+        let first = self.attempt(slot, method, args.clone(), encoding, left, at);
         let mut first = std::pin::pin!(first);
         let wait = std::time::Duration::from(delay);
         if let Ok(done) = tokio::time::timeout(wait, &mut first).await {
@@ -582,7 +614,7 @@ impl Forwarder {
             Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
         );
         if matches!(outcome, Attempt::Reply(Ok(_))) {
-            self.observe_latency(self.clock.now().saturating_since(now));
+            self.observe_latency(now);
         }
         // What says something about the node's health (not a refusal under
         // load, not the caller's bad arguments).
