@@ -1,5 +1,6 @@
 //! What the real-process tests share: `ebb` children (through
-//! `ebb_testkit::Proc`) and one blocking `Demo.incr`.
+//! `ebb_testkit::Proc`), `ebb call` run to its end, and one blocking
+//! `Demo.incr`.
 #![allow(dead_code)]
 
 /// A running `ebb` subcommand, killed on drop.
@@ -14,6 +15,17 @@ pub fn ebb(args: &[&str]) -> Proc {
 /// ADDR` (a node with `--http` prints two).
 pub fn ebb_listening(args: &[&str], count: usize) -> Proc {
     Proc::start_listening(env!("CARGO_BIN_EXE_ebb"), args, count)
+}
+
+/// `ebb call --addr ADDR ARGS...` run to its end. No backtrace, so a
+/// failure's stderr is the message a user would see.
+pub fn call(addr: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", addr])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the ebb binary cargo built for these tests runs")
 }
 
 /// One `Demo.incr` of `key` on a fresh connection to `addr`, from blocking
