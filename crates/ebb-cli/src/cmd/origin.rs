@@ -29,11 +29,11 @@ pub struct Args {
     pub max_term_ms: LeaseTerm,
     /// Clock drift allowance between origin and nodes over one term, in
     /// milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = ebb_lease::origin::DEFAULT_EPSILON_MS)]
     pub epsilon_ms: u64,
     /// With callbacks: a node silent this long (no poll) is declared dead,
     /// and a restarted origin accepts writes this long after starting.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = ebb_lease::origin::DEFAULT_HOLDER_TIMEOUT_MS)]
     pub holder_timeout_ms: u64,
     /// Puts that may share one durable commit (one fsync), each
     /// acknowledged once that commit is on disk; 1 commits every put alone.
