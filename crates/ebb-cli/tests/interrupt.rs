@@ -1,10 +1,12 @@
-//! Ctrl-C during `ebb load`: sending stops, the requests in flight end,
-//! and the report of what was sent still prints, over the time actually
-//! sent for; the exit status says it was interrupted.
+//! Ctrl-C during `ebb load` and `ebb demo`: sending stops, the requests in
+//! flight end, and the report of what was sent still prints (and, for the
+//! demo, is written), over the time actually sent for; the exit status of
+//! both says it was interrupted.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::io::BufRead;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -75,4 +77,57 @@ fn ctrl_c_stops_sending_and_still_reports_what_was_sent() {
     // The node counted every increment the report calls ok, plus the
     // test's own: no acknowledged call was lost, none ran twice.
     assert_eq!(common::incr(addr, "load"), sent + own + 1, "{r}");
+}
+
+/// Lines read, at most, before the demo's first live line.
+const MAX_LINES: usize = 100;
+
+#[test]
+fn ctrl_c_ends_a_demo_with_its_report_and_the_same_status_as_load() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["demo", "--seconds", "600", "--kind", "thread", "--plain"])
+        .args(["--gets", "0", "--puts", "0", "--trace", "steady"])
+        .arg("--out")
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first live line comes from inside the run, after the Ctrl-C
+    // handler is in place.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    for _ in 0..MAX_LINES {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the demo ended before running: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with('[') && line.contains("| nodes ") {
+            break;
+        }
+    }
+    assert!(seen.contains("nodes"), "no live line: {seen}");
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not
+    // waited for, so the pid is still that child's.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0, "SIGINT delivered");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}\n{seen}{rest}");
+    assert!(
+        rest.contains("interrupted: the report covers the run up to the stop")
+            && rest.contains("summary: "),
+        "{rest}"
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["requests"].as_u64().is_some(), "{summary}");
+    assert!(out.path().join("index.html").exists());
 }
