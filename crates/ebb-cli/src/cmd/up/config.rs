@@ -851,11 +851,22 @@ fn check_origin(o: &Origin, kind: Kind, runs: &Runs) -> Result<OriginPlan, Confi
         ));
     }
     if kind == Kind::Vm {
-        return Err(bad(
-            "pool.kind",
-            "vm",
-            "with [origin]: process, thread or container (a VM's user network reaches only the host's loopback through QEMU, which ebb up does not route to an origin)",
-        ));
+        // A guest reaches the host's IPv4 loopback through QEMU's user
+        // network (10.0.2.2), not IPv6's.
+        let (key, addr) = match &source {
+            OriginSource::Start { listen, .. } => ("origin.listen", listen),
+            OriginSource::Existing(a) => ("origin.addr", a),
+        };
+        if addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| matches!(a.ip(), std::net::IpAddr::V6(ip) if ip.is_loopback()))
+        {
+            return Err(bad(
+                key,
+                addr,
+                "with pool.kind = \"vm\": an IPv4 address (a guest reaches the host's loopback as 10.0.2.2 through QEMU's user network, which does not forward IPv6 loopback)",
+            ));
+        }
     }
     if kind == Kind::Container {
         // A container reaches only a host address ebb up puts on the host
@@ -1169,14 +1180,22 @@ mod tests {
                 assert!(e.contains(w), "{section:?}: {e:?} lacks {w:?}");
             }
         }
-        let e = parse(
-            "[service]\nname = \"demo\"\n[pool]\nkind = \"vm\"\n[origin]\naddr = \"127.0.0.1:1\"\n",
-        )
-        .expect_err("vm nodes cannot reach the host loopback");
-        assert!(
-            e.contains("pool.kind") && e.contains("process, thread or container"),
-            "{e}"
-        );
+        // VM nodes reach the host's IPv4 loopback through QEMU (10.0.2.2),
+        // not IPv6's.
+        let vm = |section: &str| {
+            parse(&format!(
+                "[service]\nname = \"demo\"\n[pool]\nkind = \"vm\"\n[origin]\n{section}\n"
+            ))
+        };
+        vm("addr = \"127.0.0.1:1\"").expect("vm nodes with a running origin");
+        vm("data = \"d\"").expect("vm nodes with a started origin");
+        for (section, key) in [
+            ("addr = \"[::1]:1\"", "origin.addr"),
+            ("data = \"d\"\nlisten = \"[::1]:0\"", "origin.listen"),
+        ] {
+            let e = vm(section).expect_err(section);
+            assert!(e.contains(key) && e.contains("IPv4"), "{section:?}: {e}");
+        }
         // Container nodes reach only an origin ebb up starts on a host
         // address of its own: data is accepted, addr and listen are not.
         let container = |section: &str| {
