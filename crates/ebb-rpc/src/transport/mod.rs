@@ -16,6 +16,7 @@ pub mod pool;
 pub mod server;
 pub mod stream;
 pub mod tls;
+pub mod unacked;
 pub mod workers;
 
 pub use client::{Credentials, TcpClient, TcpClientConfig};
