@@ -171,7 +171,7 @@ fn find<'a>(
 fn explain(e: CallError, args: &Args) -> anyhow::Error {
     let hint = match &e {
         CallError::ConnectionLost { sent: false, .. } => {
-            "is a node or gateway listening at that address?"
+            "is `ebb node` (or `ebb up`) listening at that address?"
         }
         CallError::Refused {
             reason: Refusal::Unauthorized,
