@@ -125,3 +125,27 @@ async fn with_an_accepted_token_calls_run_on_a_client_and_on_a_pool() {
     }
     assert_eq!(svc.0.load(Ordering::Relaxed), 8);
 }
+
+#[tokio::test]
+async fn the_service_description_is_given_only_with_an_accepted_token() {
+    let (addr, _svc) = start().await;
+    for token in [None, Some(Bytes::from_static(b"alpha"))] {
+        let creds = Credentials {
+            token,
+            ..Credentials::default()
+        };
+        let client = TcpClient::connect_as(&addr, TcpClientConfig::default(), creds)
+            .await
+            .unwrap();
+        // Ends on the handshake's refusal, well before the timeout.
+        let e = client.describe(CALL_TIMEOUT).await.unwrap_err();
+        assert!(unauthorized(&e), "{e:?}");
+    }
+    let creds = Credentials::default().with_token(Bytes::from_static(b"alpha-1"));
+    let client = TcpClient::connect_as(&addr, TcpClientConfig::default(), creds)
+        .await
+        .unwrap();
+    let d = client.describe(CALL_TIMEOUT).await.unwrap();
+    assert_eq!(d.service, "Test");
+    assert_eq!(d.methods.len(), 2);
+}

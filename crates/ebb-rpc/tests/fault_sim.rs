@@ -17,9 +17,18 @@
 //! at-most-once request, but not its secret, try to resume its session:
 //! every forged handshake and copied request must be refused
 //! `Unauthenticated` and run nothing, and no client holding its secret is
-//! ever refused so. Planted-bug tests show the simulation catches a
-//! server that forgets its refusals and one that applies the handshake
-//! timeout to connections past their handshake.
+//! ever refused so. Some seeds require bearer tokens: clients share two
+//! tokens (callers), one client may present none or a wrong one (none of
+//! its calls may run, and its at-most-once calls end `Unauthorized`),
+//! forgers present a caller's token or a wrong one (refused, and not
+//! described to), and most such seeds bound each caller's calls
+//! executing over all its clients' connections: the world counts them and
+//! fails the run past the bound, and the totals show callers refused
+//! `CallerInFlight` while other callers were served. Planted-bug tests
+//! show the simulation catches a server that forgets its refusals, one
+//! that applies the handshake timeout to connections past their
+//! handshake, one that bounds a caller per connection, and one that checks
+//! tokens only at the handshake.
 //! `EBB_FAULT_SEEDS=N` runs N seeds (default 1000); `EBB_FAULT_SEED=S`
 //! replays seed S alone.
 #![allow(clippy::unwrap_used)]
@@ -110,6 +119,17 @@ fn no_call_runs_twice_replies_reach_their_own_call_and_every_call_ends_by_its_de
             total.forged_resumes_refused > 0 && total.forged_requests_refused > 0,
             "peers forging client ids must have tried to resume live sessions and been refused: {total:?}"
         );
+        assert!(
+            total.unauthorized_handshakes > 0
+                && total.unauthorized_requests > 0
+                && total.outsider_calls_refused > 0
+                && total.describes_refused > 0,
+            "clients and forgers without an accepted token must have been refused: {total:?}"
+        );
+        assert!(
+            total.caller_refusals > 0 && total.served_beside_full_caller > 0,
+            "callers must have met their bound while other callers were served: {total:?}"
+        );
     }
 }
 
@@ -139,6 +159,19 @@ fn catches(bug: Planted, caught_by: &str) {
 #[test]
 fn a_server_that_forgets_its_refusals_is_caught() {
     catches(Planted::UnrecordedRefusal, "was rejected");
+}
+
+#[test]
+fn a_server_that_bounds_a_caller_per_connection_is_caught() {
+    catches(Planted::CallerBoundPerConnection, "over its bound");
+}
+
+#[test]
+fn a_server_that_checks_tokens_only_at_the_handshake_is_caught() {
+    catches(
+        Planted::RequestsUncheckedForToken,
+        "without an accepted token ran",
+    );
 }
 
 #[test]

@@ -925,3 +925,68 @@ fn calls_beyond_a_callers_bound_are_refused_while_another_caller_is_served() {
     ));
     s.check().unwrap();
 }
+
+#[test]
+fn a_server_requiring_a_token_describes_itself_only_to_an_authorized_connection() {
+    let mut s = server();
+    s.set_description(Bytes::from_static(b"the methods"));
+    s.set_tokens(Some(tokens("alpha\n")));
+    let describe = |s: &mut ServerSession, id: u64, now: Instant| {
+        s.admit(CONN, ebb_rpc::wire::Describe { id }, now)
+    };
+    // Before any handshake, and after a refused one: no answer.
+    assert!(matches!(describe(&mut s, 1, t(Nanos(1))), Action::Drop));
+    let p = Ping {
+        token: Bytes::from_static(b"beta"),
+        ..ping(1)
+    };
+    assert_eq!(
+        pong_of(&mut s, p, t(Nanos(2))).refused,
+        Some(Refusal::Unauthorized)
+    );
+    assert!(matches!(describe(&mut s, 2, t(Nanos(3))), Action::Drop));
+    assert_eq!(s.stats().refused_unauthorized_describes, 2);
+    // After an accepted token: the description.
+    assert_eq!(
+        pong_of(&mut s, ping_with_token(b"alpha"), t(Nanos(4))).refused,
+        None
+    );
+    match describe(&mut s, 3, t(Nanos(5))) {
+        Action::Reply(Message::Description(d)) => {
+            assert_eq!((d.id, &d.payload[..]), (3, &b"the methods"[..]));
+        }
+        other => panic!("an authorized connection is described to, got {other:?}"),
+    }
+    assert_eq!(s.stats().refused_unauthorized_describes, 2);
+    // A server without tokens describes itself to anyone.
+    let mut open_server = server();
+    assert!(matches!(
+        describe(&mut open_server, 4, t(Nanos(6))),
+        Action::Reply(Message::Description(_))
+    ));
+    s.check().unwrap();
+}
+
+#[test]
+fn a_request_still_arriving_keeps_its_connection_open_past_the_idle_timeout() {
+    let cfg = ServerConfig {
+        idle_timeout: Nanos::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let mut s = ServerSession::new(incarnation(INC), cfg);
+    let slow = s.open_connection(PEER, Instant::EPOCH).unwrap();
+    pong_of_on(&mut s, slow, Instant::EPOCH);
+    // Parts of one large frame every 10 s for a minute: never idle.
+    for k in 1..=6 {
+        let now = t(Nanos::from_secs(10 * k));
+        s.handle_progress(slow, now);
+        assert!(s.close_silent(now).is_empty(), "closed at {now}");
+    }
+    // Its bytes stop: idle a timeout after the last of them.
+    assert!(s.close_silent(t(Nanos::from_secs(89))).is_empty());
+    assert_eq!(s.close_silent(t(Nanos::from_secs(90))), vec![slow]);
+    // Progress on a closed connection reopens nothing.
+    s.handle_progress(slow, t(Nanos::from_secs(91)));
+    assert_eq!(s.connections(), 0);
+    s.check().unwrap();
+}

@@ -2,7 +2,8 @@
 //! queue, service, completion, and the idle report that may pull held work.
 
 use crate::SimError;
-use crate::engine::{Life, NO_DEADLINE, NODE_BITS, Req, Sim};
+use crate::engine::{NODE_BITS, Sim};
+use crate::node::{Life, NO_DEADLINE, Req};
 use ebb_core::{Instant, Nanos};
 use ebb_policy::balance::{Choice, RequestInfo};
 

@@ -21,6 +21,7 @@ pub mod expected;
 mod heap;
 mod hist;
 pub mod lease;
+mod node;
 pub mod plot;
 mod pool;
 pub mod report;

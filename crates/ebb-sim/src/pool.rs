@@ -6,7 +6,8 @@
 //! keeps the slot count at the run's peak node count.
 
 use crate::config::MAX_NODES;
-use crate::engine::{Life, Node, NodeCold, Sim, node_cost, set_view_state};
+use crate::engine::Sim;
+use crate::node::{Life, Node, NodeCold, node_cost, set_view_state};
 use crate::scale::{PoolSignals, ScaleAction};
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_policy::balance::{NodeState, NodeView};

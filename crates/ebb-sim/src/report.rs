@@ -2,7 +2,8 @@
 //! the service distribution's parameters: with mean service 1, every time
 //! reads in units of the mean service time.
 
-use crate::engine::{Life, Sim};
+use crate::engine::Sim;
+use crate::node::Life;
 use serde::Serialize;
 
 /// The result of one run. Every field is a function of the configuration and

@@ -73,6 +73,15 @@ pub struct Args {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Serve only callers whose handshake presents a bearer token listed in
+    /// FILE (one per line; blank lines and lines starting with # are
+    /// skipped): `ebb call --token-file` presents one. Without TLS a
+    /// token crosses the network in clear; add --tls-cert off loopback. Not with
+    /// --http, whose HTTP side checks no token (put a gateway with
+    /// `auth.token_file` in front instead).
+    #[arg(long, value_name = "FILE", conflicts_with = "http")]
+    pub token_file: Option<PathBuf>,
+
     /// Serve Demo.get/put/read/write from this origin store (`ebb origin`)
     /// through a lease cache, instead of from memory: a pool of nodes then
     /// shares the data.
@@ -178,6 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             listen,
             threads: args.threads,
             tls,
+            token_file: args.token_file,
         };
         ebb::node::serve(&args, demo)?;
         return Ok(());

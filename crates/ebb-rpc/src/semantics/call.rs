@@ -94,6 +94,10 @@ pub(super) struct Call {
     pub sent_before: bool,
     /// Armed while in flight on the current connection.
     pub retransmit_at: Option<Instant>,
+    /// Where its latest copy ends in the bytes handed to the current
+    /// connection (see `ClientSession::handle_written`): until the
+    /// transport has written that many, the copy is still leaving.
+    pub copy_end: u64,
 }
 
 impl Call {
@@ -108,6 +112,7 @@ impl Call {
             retransmits: 0,
             sent_before: false,
             retransmit_at: None,
+            copy_end: 0,
         }
     }
 }

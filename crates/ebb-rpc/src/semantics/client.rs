@@ -71,6 +71,16 @@ pub struct ClientSession {
     queued_requests: usize,
     events: VecDeque<CallOutcome>,
     close_requested: bool,
+    /// Bytes of messages handed to the transport on the current connection.
+    handed_bytes: u64,
+    /// Of those, bytes the transport reported written; `None` while it
+    /// reports nothing (then a retransmit never waits for a copy to leave).
+    written_bytes: Option<u64>,
+    /// Part of a message from the server has arrived and not the rest.
+    receiving: bool,
+    /// Retransmits put off because the copy before was still being written
+    /// or a message from the server was arriving.
+    postponed_retransmits: u64,
 }
 
 impl ClientSession {
@@ -100,6 +110,10 @@ impl ClientSession {
             queued_requests: 0,
             events: VecDeque::new(),
             close_requested: false,
+            handed_bytes: 0,
+            written_bytes: None,
+            receiving: false,
+            postponed_retransmits: 0,
         }
     }
 
@@ -113,6 +127,13 @@ impl ClientSession {
     /// connection).
     pub fn set_token(&mut self, token: Bytes) {
         self.token = token;
+    }
+
+    /// Why the server refused our last handshake for our credentials
+    /// (`Unauthorized`), if it did and no later one was accepted: requests
+    /// that need no session, such as a Describe, end on it too.
+    pub fn refused_credentials(&self) -> Option<&str> {
+        self.refused_credentials.as_deref()
     }
 
     pub fn link(&self) -> LinkState {
@@ -259,9 +280,13 @@ impl ClientSession {
         }
         self.link = LinkState::Handshaking;
         self.last_heard = now;
+        self.handed_bytes = 0;
+        self.written_bytes = self.written_bytes.map(|_| 0);
+        self.receiving = false;
         for call in self.calls.values_mut() {
             call.retransmits = 0;
             call.sent_before = call.sent;
+            call.copy_end = 0;
         }
         self.send_ping(now);
         self.flush(now);
@@ -287,6 +312,7 @@ impl ClientSession {
         if self.link == LinkState::Disconnected {
             return;
         }
+        self.receiving = false;
         match message {
             Message::Pong(pong) if pong.client == self.id => self.handle_pong(pong, now),
             Message::Reply(reply) if reply.client == self.id => self.handle_reply(reply, now),
@@ -393,7 +419,40 @@ impl ClientSession {
     pub fn handle_progress(&mut self, now: Instant) {
         if self.link != LinkState::Disconnected {
             self.heard(now);
+            self.receiving = true;
         }
+    }
+
+    /// The transport has written `written` bytes in all of the messages
+    /// handed to it on the current connection (a running total, counted
+    /// from 0 at each connection). Bytes the transport wrote of its own
+    /// accord must be left out: subtracting all of them, wherever they went
+    /// in the stream, errs on the side of a copy still leaving. Two rules
+    /// follow. Bytes leaving count as
+    /// hearing from the server, as arriving ones do: while a large request
+    /// of ours is being written, the server's answer to any later ping
+    /// waits behind it in the stream, and a slow link would otherwise look
+    /// like a dead server. And a call is not resent while its previous
+    /// copy is still being written: the resend would queue behind it on
+    /// the same stream and carry the whole payload a second time. A
+    /// transport that never calls this gets neither rule. Progress is
+    /// noticed when the transport reports it, so a write that stalls is
+    /// declared silent up to one report late.
+    pub fn handle_written(&mut self, written: u64, now: Instant) {
+        if self.link == LinkState::Disconnected {
+            return;
+        }
+        let before = self.written_bytes.unwrap_or(0);
+        if written > before {
+            self.heard(now);
+        }
+        self.written_bytes = Some(written.max(before));
+    }
+
+    /// Retransmits put off because the copy before was still being written,
+    /// or a message from the server was arriving (a reply may be it).
+    pub fn postponed_retransmits(&self) -> u64 {
+        self.postponed_retransmits
     }
 
     /// The server answered the connection, not a call, and closes it. When
@@ -472,6 +531,7 @@ impl ClientSession {
             self.debug_check();
             return;
         }
+        let mut postponed = Vec::new();
         while let Some(&(at, seq)) = self.retransmit_timers.first() {
             if at > now {
                 break;
@@ -481,11 +541,26 @@ impl ClientSession {
                 continue;
             };
             call.retransmit_at = None;
+            let leaving = self.written_bytes.is_some_and(|w| call.copy_end > w);
             if !call.spec.idempotent && self.link != LinkState::Ready {
                 self.hold(seq);
+            } else if leaving || self.receiving {
+                // The copy is still being written, or a message (maybe its
+                // reply) is arriving: a resend now would cross the same
+                // stream behind it. Asked again one backoff later; the
+                // silence detector and the deadline still end the call.
+                postponed.push(seq);
             } else if call.retransmits < self.cfg.max_retransmits {
                 call.retransmits += 1;
                 self.send(seq, now);
+            }
+        }
+        for seq in postponed {
+            if let Some(call) = self.calls.get_mut(&seq) {
+                let at = now + self.cfg.backoff(call.retransmits);
+                call.retransmit_at = Some(at);
+                self.retransmit_timers.insert((at, seq));
+                self.postponed_retransmits += 1;
             }
         }
         if let Some(at) = self.next_ping_at()
@@ -500,13 +575,25 @@ impl ClientSession {
     /// The next message to write to the connection.
     pub fn poll_transmit(&mut self) -> Option<Message> {
         let mut message = self.transmit.pop_front()?;
+        let mut copy_of = None;
         if let Message::Request(r) = &mut message {
             self.queued_requests -= 1;
             if let Some(call) = self.calls.get(&r.seq) {
                 r.payload = call.payload.clone();
+                copy_of = Some(r.seq);
             }
         }
+        self.handed(&message, copy_of);
         Some(message)
+    }
+
+    /// Counts `message` as handed to the transport; `copy_of` names the
+    /// call it is a copy of.
+    fn handed(&mut self, message: &Message, copy_of: Option<Seq>) {
+        self.handed_bytes += message.encoded_len() as u64;
+        if let Some(call) = copy_of.and_then(|s| self.calls.get_mut(&s)) {
+            call.copy_end = self.handed_bytes;
+        }
     }
 
     /// Hands every message to write to `write`, in order, as
@@ -518,16 +605,21 @@ impl ClientSession {
         while let Some(message) = self.transmit.pop_front() {
             let Message::Request(mut r) = message else {
                 write(&message);
+                self.handed(&message, None);
                 continue;
             };
             self.queued_requests -= 1;
             let Some(call) = self.calls.get_mut(&r.seq) else {
-                write(&Message::Request(r));
+                let orphan = Message::Request(r);
+                write(&orphan);
+                self.handed(&orphan, None);
                 continue;
             };
             r.payload = std::mem::take(&mut call.payload);
             let lent = Message::Request(r);
             write(&lent);
+            self.handed_bytes += lent.encoded_len() as u64;
+            call.copy_end = self.handed_bytes;
             if let Message::Request(r) = lent {
                 call.payload = r.payload;
             }

@@ -198,6 +198,12 @@ impl Conns {
         Some(route)
     }
 
+    /// The bearer token `id` presented and the server accepted (its index),
+    /// if any.
+    pub fn token(&self, id: ConnId) -> Option<usize> {
+        self.conns.get(&id).and_then(|c| c.token)
+    }
+
     /// `id` presented accepted bearer token `token` (its index): it calls
     /// as that token from now on.
     pub fn authorize(&mut self, id: ConnId, token: usize) {

@@ -183,6 +183,9 @@ pub struct ServerStats {
     pub refused_unauthorized_handshakes: u64,
     /// Requests on a connection that presented no accepted bearer token.
     pub refused_unauthorized_requests: u64,
+    /// Describe requests on a connection that presented no accepted bearer
+    /// token, on a server that requires one: left unanswered.
+    pub refused_unauthorized_describes: u64,
     /// New calls refused over their caller's in-flight bound.
     pub refused_caller_in_flight: u64,
 }
@@ -215,6 +218,12 @@ pub struct ServerSession {
     /// Test-only: apply the handshake timeout to connections past their
     /// handshake too (the bug the fault simulation must catch).
     planted_handshake_timeout_when_idle: bool,
+    /// Test-only: count a caller's calls per connection, not over all its
+    /// connections (the bug the fault simulation must catch).
+    planted_caller_bound_per_connection: bool,
+    /// Test-only: let requests through on a connection that presented no
+    /// accepted token (the bug the fault simulation must catch).
+    planted_requests_unchecked_for_token: bool,
 }
 
 impl ServerSession {
@@ -239,6 +248,8 @@ impl ServerSession {
             callers: FastMap::default(),
             planted_unrecorded_refusal: false,
             planted_handshake_timeout_when_idle: false,
+            planted_caller_bound_per_connection: false,
+            planted_requests_unchecked_for_token: false,
         }
     }
 
@@ -249,9 +260,8 @@ impl ServerSession {
     }
 
     /// Requires every connection to present one of `tokens` in its
-    /// handshake before any of its calls run (`None`: no token required).
-    /// Describe requests are answered without one: a description names
-    /// methods and types, and runs nothing.
+    /// handshake before any of its calls run or it learns the service's
+    /// description (`None`: no token required).
     pub fn set_tokens(&mut self, tokens: Option<Tokens>) {
         self.tokens = tokens;
     }
@@ -328,6 +338,24 @@ impl ServerSession {
         self.planted_handshake_timeout_when_idle = true;
     }
 
+    /// Not for production: bounds a caller's calls per connection instead of
+    /// over all its connections, so a caller with several connections runs
+    /// past its bound. The fault simulation plants it to show it would
+    /// catch it.
+    #[doc(hidden)]
+    pub fn plant_caller_bound_per_connection(&mut self) {
+        self.planted_caller_bound_per_connection = true;
+    }
+
+    /// Not for production: checks the token at the handshake only, so
+    /// requests on a connection whose handshake was refused (idempotent
+    /// ones, which need no session) still run. The fault simulation plants
+    /// it to show it would catch it.
+    #[doc(hidden)]
+    pub fn plant_requests_unchecked_for_token(&mut self) {
+        self.planted_requests_unchecked_for_token = true;
+    }
+
     /// A transport accepted a connection from `peer`: admit it, or refuse it
     /// (then the transport sends the refusal and closes; nothing from it is
     /// read, so nothing runs).
@@ -368,6 +396,16 @@ impl ServerSession {
         self.conns.close(conn);
     }
 
+    /// Bytes of a message not yet whole arrived on `conn`: the peer is
+    /// sending, so the connection is not idle. A large request crossing a
+    /// slow link takes longer than the idle timeout, and its sender cannot
+    /// ping meanwhile: its pings queue behind it in the stream.
+    pub fn handle_progress(&mut self, conn: ConnId, now: Instant) {
+        if self.conns.is_open(conn) {
+            self.conns.heard(conn, now);
+        }
+    }
+
     /// Decides what to do with a message that arrived on `conn`.
     pub fn admit(&mut self, conn: ConnId, message: impl Into<Message>, now: Instant) -> Action {
         if !self.conns.is_open(conn) {
@@ -385,11 +423,7 @@ impl ServerSession {
                 }
             }
             Message::Ping(ping) => Action::Reply(Message::Pong(self.handle_ping(conn, &ping, now))),
-            Message::Describe(d) => Action::Reply(Message::Description(Description {
-                id: d.id,
-                incarnation: self.incarnation,
-                payload: self.description.clone(),
-            })),
+            Message::Describe(d) => self.handle_describe(conn, d.id),
             Message::Reply(_)
             | Message::Pong(_)
             | Message::ConnError(_)
@@ -397,6 +431,24 @@ impl ServerSession {
         };
         self.debug_check();
         action
+    }
+
+    /// A description names every method and its parameter types: on a
+    /// server that requires a bearer token, only a connection that
+    /// presented an accepted one learns it. A refused Describe is left
+    /// unanswered: the handshake before it was already refused
+    /// `Unauthorized` in its pong, which is what the client reports, and a
+    /// peer that skips the handshake learns nothing at all.
+    fn handle_describe(&mut self, conn: ConnId, id: u64) -> Action {
+        if self.tokens.is_some() && self.conns.token(conn).is_none() {
+            self.stats.refused_unauthorized_describes += 1;
+            return Action::Drop;
+        }
+        Action::Reply(Message::Description(Description {
+            id,
+            incarnation: self.incarnation,
+            payload: self.description.clone(),
+        }))
     }
 
     /// The ping is the session handshake and heartbeat: it proves the
@@ -481,11 +533,14 @@ impl ServerSession {
             Some(Refusal::ClientsPerConnection)
         } else if self.conns.in_flight(conn) >= self.config.max_in_flight_per_conn {
             Some(Refusal::InFlight)
-        } else if self
-            .config
-            .max_in_flight_per_caller
-            .is_some_and(|max| self.in_flight_of(route.caller) >= max)
-        {
+        } else if self.config.max_in_flight_per_caller.is_some_and(|max| {
+            let running = if self.planted_caller_bound_per_connection {
+                self.conns.in_flight(conn)
+            } else {
+                self.in_flight_of(route.caller)
+            };
+            running >= max
+        }) {
             Some(Refusal::CallerInFlight)
         } else if req.deadline == Nanos::ZERO {
             Some(Refusal::DeadlinePassed)
@@ -524,7 +579,10 @@ impl ServerSession {
     }
 
     fn handle_request(&mut self, conn: ConnId, req: Request, route: Route, now: Instant) -> Action {
-        if self.tokens.is_some() && route.token.is_none() {
+        if self.tokens.is_some()
+            && route.token.is_none()
+            && !self.planted_requests_unchecked_for_token
+        {
             // Not recorded: a connection that never authorized acts on no
             // session, and nothing it sent ran.
             self.stats.refused_unauthorized_requests += 1;

@@ -27,6 +27,7 @@ use super::outbuf::OutBuf;
 use super::readbuf::{self, READ_CHUNK_BYTES};
 use super::stream::{self, ReadSide};
 use super::tls::ClientTls;
+use super::unacked::SocketQueue;
 use crate::CallError;
 use crate::semantics::{CallSpec, ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, MethodInfo, ServiceDescription, Transport};
@@ -410,6 +411,23 @@ struct Conn {
     read: ReadSide,
     buf: BytesMut,
     out: Arc<OutBuf>,
+    /// Bytes of frames pushed beside the session's (Describe requests),
+    /// left out of what the session is told was written.
+    own_bytes: u64,
+    /// The socket's queue of bytes the server has not acknowledged.
+    queue: SocketQueue,
+}
+
+impl Conn {
+    /// Bytes of the session's messages the server has received: written,
+    /// less what the socket still holds unacknowledged and what was not
+    /// the session's.
+    fn delivered(&self) -> u64 {
+        self.out
+            .written()
+            .saturating_sub(self.queue.unacknowledged())
+            .saturating_sub(self.own_bytes)
+    }
 }
 
 impl Conn {
@@ -424,6 +442,7 @@ impl Conn {
             .map_err(|_| cannot(&format!("no answer within {timeout_ms} ms")))?
             .map_err(|e| cannot(&e))?;
         let _ = stream.set_nodelay(true);
+        let queue = SocketQueue::of(&stream);
         let (read, write) = match tls {
             None => stream::tcp(stream),
             Some(tls) => {
@@ -442,6 +461,8 @@ impl Conn {
             read,
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             out,
+            own_bytes: 0,
+            queue,
         })
     }
 }
@@ -549,6 +570,9 @@ impl Driver {
                     // A fired timer is re-armed even for the same instant.
                     armed = None;
                     let now = self.now();
+                    if let Some(conn) = self.conn.as_ref() {
+                        self.session.handle_written(conn.delivered(), now);
+                    }
                     self.session.handle_timeout(now);
                 }
                 Event::Reconnect => self.reconnect().await,
@@ -592,12 +616,12 @@ impl Driver {
         }
     }
 
-    fn send_describe(&self, id: u64) {
-        if let Some(conn) = self.conn.as_ref() {
+    fn send_describe(&mut self, id: u64) {
+        if let Some(conn) = self.conn.as_mut() {
             let codec = &self.codec;
-            let _ = conn.out.push_with(|b| {
-                frames::append(codec, &Message::Describe(Describe { id }), b);
-            });
+            let describe = Message::Describe(Describe { id });
+            let _ = conn.out.push_with(|b| frames::append(codec, &describe, b));
+            conn.own_bytes += describe.encoded_len() as u64;
         }
     }
 
@@ -640,17 +664,19 @@ impl Driver {
     /// Moves the session's output to the socket and its outcomes to the
     /// callers, and acts on a request to drop the connection.
     fn pump(&mut self) {
-        match self.conn.as_ref() {
-            Some(conn) => {
-                let session = &mut self.session;
-                let codec = &self.codec;
-                // A closed writer means the reader sees the failure next;
-                // the session resends what it must after the reconnect.
-                let _ = conn.out.push_with(|b| {
-                    session.drain_transmit(|message| frames::append(codec, message, b));
-                });
+        self.transmit();
+        if !self.describes.is_empty()
+            && let Some(why) = self.session.refused_credentials()
+        {
+            // The server answers no Describe without accepted credentials;
+            // its refusal of the handshake is the answer.
+            let refused = CallError::Refused {
+                reason: crate::wire::Refusal::Unauthorized,
+                message: why.to_owned(),
+            };
+            for (_, waiter) in self.describes.drain() {
+                let _ = waiter.send(Err(refused.clone()));
             }
-            None => self.session.drain_transmit(|_| {}),
         }
         if let Some(load) = self.session.reported_load() {
             self.load.store(u64::from(load), Ordering::Relaxed);
@@ -673,6 +699,22 @@ impl Driver {
         if self.session.poll_close() {
             self.conn = None;
             self.schedule_reconnect();
+        }
+    }
+
+    /// Moves the session's messages to the connection's writer.
+    fn transmit(&mut self) {
+        match self.conn.as_ref() {
+            Some(conn) => {
+                let session = &mut self.session;
+                let codec = &self.codec;
+                // A closed writer means the reader sees the failure next;
+                // the session resends what it must after the reconnect.
+                let _ = conn.out.push_with(|b| {
+                    session.drain_transmit(|message| frames::append(codec, message, b));
+                });
+            }
+            None => self.session.drain_transmit(|_| {}),
         }
     }
 
@@ -707,6 +749,9 @@ impl Driver {
                 self.conn = Some(conn);
                 let now = self.now();
                 self.session.handle_connected(now);
+                // The handshake first: a server that requires credentials
+                // answers a Describe only after they were accepted.
+                self.transmit();
                 let ids: Vec<u64> = self.describes.keys().copied().collect();
                 for id in ids {
                     self.send_describe(id);

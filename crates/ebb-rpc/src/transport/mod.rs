@@ -17,6 +17,7 @@ pub mod readbuf;
 pub mod server;
 pub mod stream;
 pub mod tls;
+pub mod unacked;
 pub mod workers;
 
 pub use client::{Credentials, TcpClient, TcpClientConfig};

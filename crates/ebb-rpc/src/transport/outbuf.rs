@@ -9,7 +9,7 @@
 
 use std::io::IoSlice;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -43,6 +43,9 @@ pub struct OutBuf {
     /// by every write.
     closing: Notify,
     closed: AtomicBool,
+    /// Bytes written to the socket so far, counted as each write returns:
+    /// how a client tells a large request still leaving from a lost one.
+    written: AtomicU64,
 }
 
 impl Default for OutBuf {
@@ -53,6 +56,7 @@ impl Default for OutBuf {
             drained: Notify::new(),
             closing: Notify::new(),
             closed: AtomicBool::new(false),
+            written: AtomicU64::new(0),
         }
     }
 }
@@ -95,6 +99,11 @@ impl OutBuf {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     fn pending_bytes(&self) -> usize {
@@ -157,7 +166,7 @@ impl OutBuf {
             }
             // Flushing plain TCP does nothing; TLS may hold back records
             // until flushed.
-            if let Err(e) = write_frames(&mut sock, &spare).await {
+            if let Err(e) = write_frames(&mut sock, &spare, &self.written).await {
                 break Err(e);
             }
             if let Err(e) = sock.flush().await {
@@ -178,9 +187,15 @@ impl OutBuf {
 /// with vectored writes of the headers and the shared payloads in place
 /// (a stream without vectored writes, such as TLS, takes one slice per
 /// call, which is still correct).
-async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> std::io::Result<()> {
+async fn write_frames(
+    sock: &mut WriteSide,
+    frames: &FrameBuf,
+    counted: &AtomicU64,
+) -> std::io::Result<()> {
     if let Some(bytes) = frames.contiguous() {
-        return sock.write_all(bytes).await;
+        sock.write_all(bytes).await?;
+        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        return Ok(());
     }
     let total = frames.len();
     let mut written = 0;
@@ -189,7 +204,10 @@ async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf) -> std::io::Resul
         let n = frames.slices_from(written, &mut slices);
         match sock.write_vectored(&slices[..n]).await? {
             0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            k => written += k,
+            k => {
+                written += k;
+                counted.fetch_add(k as u64, Ordering::Relaxed);
+            }
         }
     }
     Ok(())

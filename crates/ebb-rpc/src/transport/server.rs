@@ -417,9 +417,17 @@ async fn serve_connection<D: ServiceDispatch>(
             Wake::Read(Ok(_)) => {
                 // One clock read per batch of frames: they arrived together.
                 let now = core.now();
+                let mut whole = false;
                 loop {
                     let frame = match codec.decode(&mut buf) {
-                        Ok(None) => break,
+                        Ok(None) => {
+                            // Only part of a frame: the peer is still
+                            // sending it, which keeps the connection alive.
+                            if !whole && !buf.is_empty() {
+                                core.lock().session.handle_progress(conn, now);
+                            }
+                            break;
+                        }
                         Ok(Some(f)) => f,
                         Err(e) => {
                             // Past a bad length the stream cannot be
@@ -436,6 +444,7 @@ async fn serve_connection<D: ServiceDispatch>(
                             break 'conn;
                         }
                     };
+                    whole = true;
                     let Some(incoming) = admit(&core, &mut batch, conn, frame, now) else {
                         continue;
                     };

@@ -69,6 +69,24 @@ pub struct Stats {
     pub forged_resumes_refused: u64,
     /// Copies of a client's at-most-once request sent by a forger, refused.
     pub forged_requests_refused: u64,
+    /// Handshakes without an accepted bearer token (an outsider's, or a
+    /// forger's), refused `Unauthorized`.
+    pub unauthorized_handshakes: u64,
+    /// Requests on a connection without an accepted token, refused
+    /// `Unauthorized`, not run.
+    pub unauthorized_requests: u64,
+    /// Calls of an outsider (no or a wrong token) that ended `Refused
+    /// (Unauthorized)`.
+    pub outsider_calls_refused: u64,
+    /// Describe requests on a connection without an accepted token, left
+    /// unanswered.
+    pub describes_refused: u64,
+    /// New calls refused `CallerInFlight`: their caller (a token shared by
+    /// several clients) was at its bound.
+    pub caller_refusals: u64,
+    /// Calls that started running while another caller on the same server
+    /// was at its bound: one caller full does not block the others.
+    pub served_beside_full_caller: u64,
 }
 
 impl Stats {
@@ -102,5 +120,11 @@ impl Stats {
         self.forged_handshakes_refused += o.forged_handshakes_refused;
         self.forged_resumes_refused += o.forged_resumes_refused;
         self.forged_requests_refused += o.forged_requests_refused;
+        self.unauthorized_handshakes += o.unauthorized_handshakes;
+        self.unauthorized_requests += o.unauthorized_requests;
+        self.outsider_calls_refused += o.outsider_calls_refused;
+        self.describes_refused += o.describes_refused;
+        self.caller_refusals += o.caller_refusals;
+        self.served_beside_full_caller += o.served_beside_full_caller;
     }
 }

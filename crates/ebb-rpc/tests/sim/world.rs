@@ -6,8 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
+use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos, Rng};
 use ebb_rpc::CallError;
+use ebb_rpc::auth::Tokens;
 use ebb_rpc::semantics::{
     CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
@@ -151,6 +153,15 @@ pub struct World {
     sweep_every: Nanos,
     /// Plant the bug in every server session.
     planted_bug: Option<Planted>,
+    /// Set: servers require one of these bearer tokens; `CALLERS` of them,
+    /// client `c` presents token `c % CALLERS` (so clients share callers).
+    tokens: Option<Tokens>,
+    /// A client presenting no token or a wrong one: none of its calls may
+    /// run.
+    outsider: Option<usize>,
+    /// Calls executing per (server, caller token), as the world counts
+    /// them: started by an `Execute`, ended by a completion the server took.
+    executing: BTreeMap<(usize, usize), usize>,
     stats: Stats,
 }
 
@@ -161,6 +172,18 @@ pub enum Planted {
     UnrecordedRefusal,
     /// The handshake timeout also closes connections after their handshake.
     HandshakeTimeoutWhenIdle,
+    /// A caller's bound counts per connection, not over all its connections.
+    CallerBoundPerConnection,
+    /// Requests on a connection without an accepted token are not refused.
+    RequestsUncheckedForToken,
+}
+
+/// Bearer tokens (callers) of a run whose servers require them.
+const CALLERS: usize = 2;
+
+/// The token client `c` presents in a run with tokens.
+pub(super) fn token_of(c: usize) -> Bytes {
+    Bytes::from(format!("caller-{}", c % CALLERS))
 }
 
 /// The address hostile peers connect from.
@@ -229,8 +252,20 @@ impl World {
         }
         let shorter = server_cfg.handshake_timeout.min(server_cfg.idle_timeout);
         let sweep_every = Nanos(shorter.0 / 4).max(Nanos::from_millis(5));
-        let bursty = rng.chance(0.4);
-        if bursty {
+        // Some runs require bearer tokens: clients share `CALLERS` tokens,
+        // one client may be an outsider (no token, or a wrong one), and
+        // most of these runs bound the calls each caller (token) may have
+        // executing, over all its clients' connections.
+        let tokens = rng.chance(0.4).then(|| {
+            let text: String = (0..CALLERS).map(|i| format!("caller-{i}\n")).collect();
+            Tokens::parse(&text, std::path::Path::new("sim-tokens")).expect("valid tokens")
+        });
+        let outsider = (tokens.is_some() && rng.chance(0.5)).then_some(clients - 1);
+        let mut bursty = rng.chance(0.4);
+        if tokens.is_some() && rng.chance(0.6) {
+            server_cfg.max_in_flight_per_caller = Some(1 + rng.below(2) as usize);
+            bursty = true;
+        } else if bursty {
             server_cfg.max_in_flight_per_conn = 1 + rng.below(2) as usize;
         }
         let client_cfg = ClientConfig {
@@ -241,15 +276,26 @@ impl World {
             heartbeat_interval: Nanos::from_millis(100),
             heartbeat_silence: Nanos::from_millis(500),
         };
+        let outsider_token = if rng.chance(0.5) {
+            Bytes::new()
+        } else {
+            Bytes::from_static(b"caller-x")
+        };
         let sessions = (0..clients)
-            .map(|_| {
+            .map(|c| {
                 (0..SERVERS)
                     .map(|_| {
-                        ClientSession::new(
+                        let mut session = ClientSession::new(
                             ClientSecret::random(&mut rng),
                             client_cfg,
                             Instant::EPOCH,
-                        )
+                        );
+                        if outsider == Some(c) {
+                            session.set_token(outsider_token.clone());
+                        } else if tokens.is_some() {
+                            session.set_token(token_of(c));
+                        }
+                        session
                     })
                     .collect()
             })
@@ -276,6 +322,9 @@ impl World {
             captured: BTreeMap::new(),
             sweep_every,
             planted_bug,
+            tokens,
+            outsider,
+            executing: BTreeMap::new(),
             stats: Stats::default(),
         };
         w.plan(clients, bursty);
@@ -406,12 +455,19 @@ impl World {
         self.restarts[s] += 1;
         let incarnation = Incarnation::at_least_one((s as u64 + 1) * 1_000_000 + self.restarts[s]);
         let mut server = ServerSession::new(incarnation, self.server_cfg);
+        server.set_tokens(self.tokens.clone());
+        server.set_description(Bytes::from_static(b"sim service"));
         match self.planted_bug {
             Some(Planted::UnrecordedRefusal) => server.plant_unrecorded_refusal(),
             Some(Planted::HandshakeTimeoutWhenIdle) => server.plant_handshake_timeout_when_idle(),
+            Some(Planted::CallerBoundPerConnection) => server.plant_caller_bound_per_connection(),
+            Some(Planted::RequestsUncheckedForToken) => {
+                server.plant_requests_unchecked_for_token();
+            }
             None => {}
         }
         self.servers[s] = Some(server);
+        self.executing.retain(|&(server, _), _| server != s);
     }
 
     /// The end-of-run rules.
@@ -456,6 +512,28 @@ impl World {
                     ));
                 }
                 _ => {}
+            }
+            if self.outsider == Some(call.client) {
+                if runs > 0 {
+                    return Err(format!(
+                        "call {tag} of a client without an accepted token ran {runs} times"
+                    ));
+                }
+                match &call.ended {
+                    Some((_, Ok(()))) => {
+                        return Err(format!(
+                            "call {tag} of a client without an accepted token succeeded"
+                        ));
+                    }
+                    Some((
+                        _,
+                        Err(CallError::Refused {
+                            reason: Refusal::Unauthorized,
+                            ..
+                        }),
+                    )) => self.stats.outsider_calls_refused += 1,
+                    _ => {}
+                }
             }
         }
         self.stats.calls = self.calls.len() as u64;

@@ -140,6 +140,26 @@ struct Cached {
     usable_from: Instant,
 }
 
+impl Cached {
+    /// What a cache keeps of the origin's answer to a read sent at `sent`:
+    /// the lease, usable once the reply is back a round trip `rt` later,
+    /// or nothing when no lease was granted.
+    fn from_grant(grant: ReadGrant, version: Version, sent: Instant, rt: Nanos) -> Option<Cached> {
+        match grant {
+            ReadGrant::Lease { term, id } => Some(Cached {
+                lease: HeldLease {
+                    version,
+                    request_sent: sent,
+                    term,
+                    id,
+                },
+                usable_from: sent + rt,
+            }),
+            ReadGrant::NoLease(_) => None,
+        }
+    }
+}
+
 /// Simulates `p` (one file, `sharers` caches, no failures) with the lease
 /// rules of `ebb_policy::lease`.
 pub fn simulate(p: &LoadParams) -> LoadReport {
@@ -167,20 +187,8 @@ pub fn simulate(p: &LoadParams) -> LoadReport {
                 continue;
             }
             misses += 1;
-            match origin.read(now + one_way, &(), HolderId(node as u64), p.term) {
-                ReadGrant::Lease { term, id } => {
-                    caches[node] = Some(Cached {
-                        lease: HeldLease {
-                            version,
-                            request_sent: now,
-                            term,
-                            id,
-                        },
-                        usable_from: now + rt,
-                    });
-                }
-                ReadGrant::NoLease(_) => caches[node] = None,
-            }
+            let grant = origin.read(now + one_way, &(), HolderId(node as u64), p.term);
+            caches[node] = Cached::from_grant(grant, version, now, rt);
         } else {
             writes += 1;
             let at_origin = now + one_way;
@@ -202,19 +210,9 @@ pub fn simulate(p: &LoadParams) -> LoadReport {
             version = version.next();
             // The reply carries a lease for the writer, which holds the new
             // value already (write-through, as the paper's model assumes).
-            if let ReadGrant::Lease { term, id } =
-                origin.read(at_origin, &(), HolderId(node as u64), p.term)
-            {
-                caches[node] = Some(Cached {
-                    lease: HeldLease {
-                        version,
-                        request_sent: now,
-                        term,
-                        id,
-                    },
-                    usable_from: now + rt,
-                });
-            }
+            // Its slot is empty since it dropped its copy above.
+            let grant = origin.read(at_origin, &(), HolderId(node as u64), p.term);
+            caches[node] = Cached::from_grant(grant, version, now, rt);
         }
     }
     let sim_secs = now_ns / 1e9;

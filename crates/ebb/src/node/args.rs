@@ -30,6 +30,10 @@ pub struct NodeArgs {
     pub threads: Option<NonZeroUsize>,
     /// Serve over TLS with these files; plain TCP when `None`.
     pub tls: Option<TlsFiles>,
+    /// Serve only connections whose handshake presents a bearer token
+    /// listed in this file (`ebb_rpc::auth::Tokens`'s format); `None`:
+    /// no token required.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A node's TLS files (PEM).
@@ -57,6 +61,7 @@ impl Default for NodeArgs {
             listen: Listen::Addr(DEFAULT_LISTEN.to_owned()),
             threads: None,
             tls: None,
+            token_file: None,
         }
     }
 }
@@ -72,7 +77,7 @@ pub enum Parsed {
 pub fn usage(program: &str) -> String {
     let cores = default_threads();
     format!(
-        "Usage: {program} [--listen ADDR | --listen-fd FD] [--threads N]\n\
+        "Usage: {program} [--listen ADDR | --listen-fd FD] [--threads N] [--token-file FILE]\n\
          \n\
          Serves until killed. Prints `node listening on ADDR` once it accepts\n\
          connections, so a script can bind port 0 and read the address back.\n\
@@ -85,6 +90,8 @@ capacity [default: the cores available, here {cores}]\n  \
            --tls-cert PEM   serve over TLS with this certificate chain (needs --tls-key)\n  \
            --tls-key PEM    the private key of --tls-cert\n  \
            --tls-client-ca PEM  mutual TLS: serve only clients with a certificate from these CAs\n  \
+           --token-file FILE  serve only callers presenting a bearer token listed in FILE\n                   \
+(one per line; # starts a comment); without TLS a token crosses in clear\n  \
            -h, --help       print this help\n"
     )
 }
@@ -101,6 +108,7 @@ impl NodeArgs {
         let mut fd: Option<i32> = None;
         let mut threads: Option<NonZeroUsize> = None;
         let (mut cert, mut key, mut client_ca) = (None, None, None);
+        let mut token_file: Option<PathBuf> = None;
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -139,10 +147,15 @@ impl NodeArgs {
                 "--tls-client-ca" => {
                     client_ca = Some(PathBuf::from(value("a PEM file of CA certificates")?));
                 }
+                "--token-file" => {
+                    token_file = Some(PathBuf::from(value(
+                        "a file of bearer tokens, one per line",
+                    )?));
+                }
                 other => {
                     return Err(NodeError::Usage(format!(
                         "unknown argument {other:?}; accepted: --listen ADDR, --listen-fd FD, --threads N, \
-                         --tls-cert PEM, --tls-key PEM, --tls-client-ca PEM, --help"
+                         --tls-cert PEM, --tls-key PEM, --tls-client-ca PEM, --token-file FILE, --help"
                     )));
                 }
             }
@@ -181,6 +194,7 @@ impl NodeArgs {
             listen,
             threads,
             tls,
+            token_file,
         }))
     }
 }
@@ -239,6 +253,15 @@ mod tests {
         assert_eq!(run(&["--threads", "3"]).threads().get(), 3);
         assert_eq!(run(&["--threads=1"]).threads().get(), 1);
         assert_eq!(run(&[]).tls, None);
+        assert_eq!(run(&[]).token_file, None);
+        assert_eq!(
+            run(&["--token-file", "t.txt"]).token_file,
+            Some(PathBuf::from("t.txt"))
+        );
+        assert_eq!(
+            run(&["--token-file=t.txt"]).token_file,
+            Some(PathBuf::from("t.txt"))
+        );
         assert_eq!(
             run(&[
                 "--tls-cert",
@@ -282,6 +305,8 @@ mod tests {
         assert!(m.contains("--tls-key"), "{m}");
         let m = usage_error(&["--tls-client-ca", "ca.pem"]);
         assert!(m.contains("--tls-cert"), "{m}");
+        let m = usage_error(&["--token-file"]);
+        assert!(m.contains("--token-file needs a value"), "{m}");
         let m = usage_error(&["--listen", "a:1", "--listen-fd", "3"]);
         assert!(m.contains("exclude each other"), "{m}");
         for bad in ["127.0.0.1", ":7000", "127.0.0.1:99999"] {

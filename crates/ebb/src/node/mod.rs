@@ -21,6 +21,7 @@ mod listen;
 pub use args::{DEFAULT_LISTEN, Listen, NodeArgs, Parsed, TlsFiles, parse_threads, usage};
 pub use listen::inherited_listener;
 
+use crate::rpc::auth::{AuthError, Tokens};
 use crate::rpc::semantics::ServerConfig;
 use crate::rpc::service::ServiceDispatch;
 use crate::rpc::transport::{Server, ServerTls, TlsError, TransportError};
@@ -42,6 +43,10 @@ pub enum NodeError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The token file is missing, unreadable, empty or malformed; the
+    /// message names it.
+    #[error("--token-file: {0}")]
+    Tokens(#[from] AuthError),
 }
 
 /// Prints a line on stdout and flushes it at once, so a parent process that
@@ -82,10 +87,15 @@ where
     // Files first: a bad certificate must fail before the node says it
     // listens.
     let tls = args.tls.as_ref().map(server_tls).transpose()?;
+    let tokens = server_tokens(args)?;
     let server = bind(&args.listen, dispatch, config).await?;
     let server = server.with_threads(args.threads());
     let server = match tls {
         Some(tls) => server.with_tls(tls),
+        None => server,
+    };
+    let server = match tokens {
+        Some(tokens) => server.with_tokens(tokens),
         None => server,
     };
     server.run().await?;
@@ -95,6 +105,16 @@ where
 /// Loads a node's TLS files; an error names the file at fault.
 pub fn server_tls(files: &TlsFiles) -> Result<ServerTls, TlsError> {
     ServerTls::from_pem_files(&files.cert, &files.key, files.client_ca.as_deref())
+}
+
+/// Loads the bearer tokens of `--token-file`, if given; an error names the
+/// file. Read once at start: a node that must stop accepting a token is
+/// restarted with a new file.
+pub fn server_tokens(args: &NodeArgs) -> Result<Option<Tokens>, AuthError> {
+    args.token_file
+        .as_deref()
+        .map(Tokens::from_file)
+        .transpose()
 }
 
 /// Binds (or adopts) the listening socket and prints `node listening on

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::ConnRefusal;
-use ebb_rpc::semantics::{Action, ConnId, LinkState};
+use ebb_rpc::semantics::{Action, CallKey, Caller, ConnId, LinkState};
 use ebb_rpc::transport::frames::connection_error;
 use ebb_rpc::wire::{
     ClientSecret, ConnErrorKind, Describe, Message, Outcome, Ping, Refusal, Seq, decode_payload,
@@ -64,13 +64,25 @@ impl World {
                     _ => None,
                 };
                 let action = server.admit(conn, frame, self.now);
-                server.check()?;
+                // The world's own count of a caller's calls first: the
+                // server's invariants could share a bug in its bound.
+                if let Action::Execute(inc) = &action {
+                    self.started_for_caller(s, &inc.key)?;
+                }
+                if let Some(server) = self.servers[s].as_ref() {
+                    server.check()?;
+                }
                 if let Some(track) = self.tracks.get_mut(&(s, conn)) {
                     track.last_heard = Some(self.now);
                 }
                 match action {
                     Action::Execute(inc) => {
                         let tag: u64 = decode_payload(&inc.payload).map_err(|e| e.to_string())?;
+                        if self.outsider == Some(c) {
+                            return Err(format!(
+                                "call {tag} of a client without an accepted token ran on server {s}"
+                            ));
+                        }
                         self.stats.executions += 1;
                         *self.executed.entry(tag).or_default() += 1;
                         if !inc.key.idempotent {
@@ -99,6 +111,21 @@ impl World {
                         );
                     }
                     Action::Reply(f) => {
+                        match &f {
+                            Message::Reply(r) => match r.outcome {
+                                Outcome::Refused(Refusal::CallerInFlight) => {
+                                    self.stats.caller_refusals += 1;
+                                }
+                                Outcome::Refused(Refusal::Unauthorized) => {
+                                    self.stats.unauthorized_requests += 1;
+                                }
+                                _ => {}
+                            },
+                            Message::Pong(p) if p.refused == Some(Refusal::Unauthorized) => {
+                                self.stats.unauthorized_handshakes += 1;
+                            }
+                            _ => {}
+                        }
                         if let (Message::Reply(r), Some((client, seq, idempotent))) = (&f, request)
                         {
                             match r.outcome {
@@ -144,6 +171,11 @@ impl World {
                 let not_kept = server.stats().replies_not_kept;
                 let (reply, route) = server.complete(key, outcome, payload, self.now);
                 server.check()?;
+                if let Caller::Token(i) = key.caller
+                    && let Some(n) = self.executing.get_mut(&(s, i))
+                {
+                    *n -= 1;
+                }
                 if server.stats().replies_not_kept > not_kept {
                     self.stats.replies_not_kept += 1;
                 }
@@ -269,6 +301,28 @@ impl World {
         let victim = self.sessions[c][s].client_id();
         let secret = ClientSecret::random(&mut self.rng);
         let copied = self.captured.get(&(c, s)).cloned();
+        // With tokens, a forger holds a caller's token (it is a caller
+        // acting for another's client id) or none it may use.
+        // Its handshake is refused, so its connection never presented an
+        // accepted token: with tokens, the copied request is refused for
+        // that first.
+        let (token, expected, expected_request) = match &self.tokens {
+            Some(_) if self.rng.chance(0.5) => (
+                super::token_of(c),
+                Refusal::Unauthenticated,
+                Refusal::Unauthorized,
+            ),
+            Some(_) => (
+                Bytes::from_static(b"stolen?"),
+                Refusal::Unauthorized,
+                Refusal::Unauthorized,
+            ),
+            None => (
+                Bytes::new(),
+                Refusal::Unauthenticated,
+                Refusal::Unauthenticated,
+            ),
+        };
         let Some(server) = self.servers[s].as_mut() else {
             return Ok(());
         };
@@ -283,13 +337,17 @@ impl World {
             ack_below: Seq::FIRST,
             incarnation: Some(server.incarnation()),
             secret,
-            token: Bytes::new(),
+            token,
         };
         match server.admit(conn, ping, self.now) {
-            Action::Reply(Message::Pong(p)) if p.refused == Some(Refusal::Unauthenticated) => {
-                self.stats.forged_handshakes_refused += 1;
-                if live {
-                    self.stats.forged_resumes_refused += 1;
+            Action::Reply(Message::Pong(p)) if p.refused == Some(expected) => {
+                if expected == Refusal::Unauthorized {
+                    self.stats.unauthorized_handshakes += 1;
+                } else {
+                    self.stats.forged_handshakes_refused += 1;
+                    if live {
+                        self.stats.forged_resumes_refused += 1;
+                    }
                 }
             }
             other => {
@@ -302,13 +360,28 @@ impl World {
             let seq = request.seq;
             match server.admit(conn, request, self.now) {
                 Action::Reply(Message::Reply(r))
-                    if r.outcome == Outcome::Refused(Refusal::Unauthenticated) =>
+                    if r.outcome == Outcome::Refused(expected_request) =>
                 {
-                    self.stats.forged_requests_refused += 1;
+                    if expected_request == Refusal::Unauthorized {
+                        self.stats.unauthorized_requests += 1;
+                    } else {
+                        self.stats.forged_requests_refused += 1;
+                    }
                 }
                 other => {
                     return Err(format!(
                         "a forged copy of client {c}'s call {seq} on server {s} got {other:?}"
+                    ));
+                }
+            }
+        }
+        if self.tokens.is_some() {
+            // Nor does it learn the service's methods.
+            match server.admit(conn, Describe { id: 9 }, self.now) {
+                Action::Drop => self.stats.describes_refused += 1,
+                other => {
+                    return Err(format!(
+                        "a Describe on server {s} without an accepted token got {other:?}"
                     ));
                 }
             }
@@ -321,6 +394,31 @@ impl World {
                 last_heard: Some(self.now),
             },
         );
+        Ok(())
+    }
+
+    /// Counts a call `key` started on server `s` against its caller, and
+    /// checks the caller's bound: never more executing than it allows, and
+    /// notes a call served while another caller is at its bound.
+    fn started_for_caller(&mut self, s: usize, key: &CallKey) -> Result<(), String> {
+        let (Caller::Token(i), Some(max)) = (key.caller, self.server_cfg.max_in_flight_per_caller)
+        else {
+            return Ok(());
+        };
+        if self
+            .executing
+            .iter()
+            .any(|(&(server, other), &n)| server == s && other != i && n >= max)
+        {
+            self.stats.served_beside_full_caller += 1;
+        }
+        let n = self.executing.entry((s, i)).or_default();
+        *n += 1;
+        if *n > max {
+            return Err(format!(
+                "caller {i} has {n} calls executing on server {s}, over its bound of {max}"
+            ));
+        }
         Ok(())
     }
 

@@ -1,0 +1,25 @@
+//! `ebb up`'s configuration file: TOML read with serde, then checked key by
+//! key so that every error names the key, the bad value and what is
+//! accepted.
+//!
+//! `file.rs` is the schema, `check.rs` the key-by-key check (with
+//! `origin.rs` for the `[origin]` section), `checked.rs` what a file
+//! becomes once it passed.
+
+mod check;
+mod checked;
+mod file;
+mod origin;
+#[cfg(test)]
+mod tests;
+
+pub use check::check;
+pub use checked::{Checked, ConfigError, Kind, OriginPlan, OriginSource, Runs, ServiceChoice};
+pub use file::File;
+
+/// Reads and checks `text`. TOML syntax errors and unknown keys come from
+/// the parser with their line and the keys it accepts.
+pub fn parse(text: &str) -> Result<Checked, String> {
+    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    check(file).map_err(|e| e.to_string())
+}
