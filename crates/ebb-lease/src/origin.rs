@@ -5,7 +5,8 @@
 //! key is marked, so no read takes a new lease meanwhile), then commit
 //! durably, then let leases be granted again. Order at start: read the
 //! persisted term bound and incarnation, persist the new ones, and only then
-//! serve; writes wait out the previous incarnation's bound plus ε.
+//! serve; writes wait out the previous incarnation's bound plus ε. The
+//! write path is `origin/write.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,15 +15,16 @@ use std::time::Duration;
 
 use ebb_core::{Clock, Instant, Nanos, SystemClock};
 use ebb_policy::lease::{
-    HolderId, LeaseId, LeaseTerm, OriginConfig, OriginLeases, ReadGrant, Recovery, WriteStart,
-    WriteStatus,
+    HolderId, LeaseId, LeaseTerm, OriginConfig, OriginLeases, ReadGrant, Recovery,
 };
 use tokio::sync::Notify;
 
 use crate::api::{Body, GetReply, Grant, Invalidation, Origin, OriginError, PollReply, Release};
 use crate::commit::Committer;
 use crate::planted::PlantedBug;
-use crate::store::{Store, StoreError, Write, check_sizes};
+use crate::store::{Store, StoreError, check_sizes};
+
+mod write;
 
 /// Persisted names.
 const META_TERM_BOUND_NS: &str = "lease_term_bound_ns";
@@ -34,9 +36,6 @@ pub const MAX_POLL_WAIT_MS: u64 = 30_000;
 pub const MAX_HOLDERS: usize = 4_096;
 /// Releases read from one poll; the rest are ignored (their leases expire).
 pub const MAX_RELEASES_PER_POLL: usize = 4_096;
-/// A waiting write re-checks at least this often, so a missed wake-up costs
-/// at most this much.
-const RECHECK_MS: u64 = 200;
 
 /// How the origin leases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,156 +205,6 @@ impl OriginService {
         }
         st.last_seen.insert(holder, now);
         true
-    }
-
-    /// Waits until the write on `key` may be applied; on `Ok` the key is
-    /// marked as being written (no new leases) until the guard ends it.
-    async fn wait_for_holders(&self, key: &str) -> Result<WriteGuard, OriginError> {
-        let mut started = false;
-        let callbacks = self.inner.settings.max_term.is_callback();
-        loop {
-            let notified = self.inner.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let now = self.now();
-            let mut wake_pollers = false;
-            let wait_until = {
-                let mut st = self.state();
-                if !started && crate::planted::bug() == Some(PlantedBug::WriteSkipsHolders) {
-                    return Ok(self.guard(key));
-                }
-                if !started {
-                    match st.leases.begin_write(now, &key.to_owned()) {
-                        WriteStart::Ready => return Ok(self.guard(key)),
-                        WriteStart::Invalidate { holders, until } => {
-                            started = true;
-                            wake_pollers = true;
-                            for (h, id) in holders {
-                                st.outbox
-                                    .entry(h.0)
-                                    .or_default()
-                                    .insert(key.to_owned(), id.0);
-                            }
-                            Some(until)
-                        }
-                        WriteStart::Busy => None,
-                        WriteStart::Recovering(Recovery::Until(t)) => Some(t),
-                        WriteStart::Recovering(Recovery::UntilCleared) => {
-                            let clear_at = self.inner.started + self.inner.settings.holder_timeout;
-                            if now >= clear_at {
-                                st.leases.clear_recovery();
-                                continue;
-                            }
-                            Some(clear_at)
-                        }
-                        WriteStart::Recovering(Recovery::Done) => continue,
-                    }
-                } else {
-                    if callbacks {
-                        self.declare_silent_dead(&mut st, now);
-                    }
-                    match st.leases.write_status(now, &key.to_owned()) {
-                        WriteStatus::Ready | WriteStatus::NotStarted => {
-                            return Ok(self.guard(key));
-                        }
-                        WriteStatus::Waiting { until, .. } => Some(until),
-                    }
-                }
-            };
-            if wake_pollers {
-                self.inner.changed.notify_waiters();
-            }
-            let mut nap = Nanos::from_millis(RECHECK_MS);
-            if let Some(t) = wait_until {
-                nap = nap.min(t.saturating_since(now).max(Nanos(1)));
-            }
-            tokio::select! {
-                () = &mut notified => {}
-                () = tokio::time::sleep(Duration::from(nap)) => {}
-            }
-        }
-    }
-
-    fn declare_silent_dead(&self, st: &mut State, now: Instant) {
-        let timeout = self.inner.settings.holder_timeout;
-        let silent: Vec<u64> = st
-            .last_seen
-            .iter()
-            .filter(|(_, at)| now.saturating_since(**at) >= timeout)
-            .map(|(h, _)| *h)
-            .collect();
-        for h in silent {
-            st.leases.declare_dead(HolderId(h));
-            st.last_seen.remove(&h);
-            st.outbox.remove(&h);
-        }
-    }
-
-    fn guard(&self, key: &str) -> WriteGuard {
-        WriteGuard {
-            origin: self.clone(),
-            key: key.to_owned(),
-            applied: false,
-        }
-    }
-
-    async fn write(
-        &self,
-        key: String,
-        value: Vec<u8>,
-        expected: Option<u64>,
-    ) -> Result<u64, OriginError> {
-        check_sizes(&key, Some(&value))?;
-        let mut guard = self.wait_for_holders(&key).await?;
-        let write = Write {
-            key,
-            value,
-            expected,
-        };
-        // Committed in a task of its own, which keeps the key marked until
-        // the commit ended: a caller that gives up (its deadline, a
-        // cancelled call) must not unmark a key whose write may still land,
-        // or a lease on the old value could be granted meanwhile.
-        let origin = self.clone();
-        let commit = tokio::spawn(async move {
-            let result = match origin.inner.committer.commit(write).await {
-                Ok(r) => r.map_err(OriginError::from),
-                Err(e) => Err(OriginError::Storage(e.to_string())),
-            };
-            guard.applied = result.is_ok();
-            drop(guard);
-            result
-        });
-        match commit.await {
-            Ok(result) => result,
-            Err(e) => Err(OriginError::Storage(format!("the commit task failed: {e}"))),
-        }
-    }
-}
-
-/// Ends a write's mark on its key however the write ends (applied, failed,
-/// or its caller gone), so a key is never left refusing leases.
-struct WriteGuard {
-    origin: OriginService,
-    key: String,
-    applied: bool,
-}
-
-impl Drop for WriteGuard {
-    fn drop(&mut self) {
-        {
-            let mut st = self.origin.state();
-            if self.applied {
-                st.leases.finish_write(&self.key);
-            } else {
-                st.leases.abandon_write(&self.key);
-            }
-            for pending in st.outbox.values_mut() {
-                pending.remove(&self.key);
-            }
-            st.outbox.retain(|_, p| !p.is_empty());
-        }
-        self.origin.inner.changed.notify_waiters();
     }
 }
 

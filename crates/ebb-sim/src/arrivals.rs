@@ -6,7 +6,7 @@
 //! thinning (Lewis–Shedler): candidates at the peak rate, each kept with
 //! probability rate(t) / peak, which is exact for any bounded rate function.
 
-use crate::builtin::{BuiltinTrace, DEFAULT_TRACE_SECS, MAX_TRACE_SECS};
+use crate::builtin::{BuiltinTrace, DEFAULT_TRACE_SECS, MAX_TRACE_SECS, UnknownTrace};
 use crate::dist::{SpecError, split_spec};
 use crate::trace::{Trace, TraceFormat};
 use std::fmt;
@@ -57,7 +57,9 @@ impl FromStr for ArrivalSpec {
         };
         if let Some(rest) = input.strip_prefix("builtin:") {
             let (name, secs) = rest.split_once(',').unwrap_or((rest, ""));
-            let trace: BuiltinTrace = name.parse().map_err(|e: String| err(&e))?;
+            let trace: BuiltinTrace = name
+                .parse()
+                .map_err(|e: UnknownTrace| err(&e.to_string()))?;
             let seconds = if secs.is_empty() {
                 DEFAULT_TRACE_SECS
             } else {

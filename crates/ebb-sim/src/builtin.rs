@@ -45,10 +45,18 @@ pub const ALL_BUILTIN: [BuiltinTrace; 5] = [
     BuiltinTrace::Mmpp,
 ];
 
-impl FromStr for BuiltinTrace {
-    type Err = String;
+/// A trace name that is not one of [`BUILTIN_NAMES`]; the message lists
+/// them, since it reaches the user as the flag's error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown built-in trace `{name}` (accepted: {BUILTIN_NAMES})")]
+pub struct UnknownTrace {
+    pub name: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for BuiltinTrace {
+    type Err = UnknownTrace;
+
+    fn from_str(s: &str) -> Result<Self, UnknownTrace> {
         Ok(match s {
             "steady" => BuiltinTrace::Steady,
             "diurnal" => BuiltinTrace::Diurnal,
@@ -56,9 +64,7 @@ impl FromStr for BuiltinTrace {
             "flash" => BuiltinTrace::Flash,
             "mmpp" => BuiltinTrace::Mmpp,
             _ => {
-                return Err(format!(
-                    "unknown built-in trace `{s}` (accepted: {BUILTIN_NAMES})"
-                ));
+                return Err(UnknownTrace { name: s.to_owned() });
             }
         })
     }

@@ -206,15 +206,19 @@ fn has_port(addr: &str) -> bool {
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
-/// Parses a worker-thread count: 1 to `MAX_WORKER_THREADS`. The error says
-/// what is accepted.
-pub fn parse_threads(v: &str) -> Result<NonZeroUsize, String> {
+/// A worker-thread count that is not a number from 1 to
+/// `MAX_WORKER_THREADS`; it says what is accepted, since a flag parser
+/// prints it next to the value given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected a number of worker threads from 1 to {MAX_WORKER_THREADS}")]
+pub struct ThreadCountError;
+
+/// Parses a worker-thread count: 1 to `MAX_WORKER_THREADS`.
+pub fn parse_threads(v: &str) -> Result<NonZeroUsize, ThreadCountError> {
     v.parse::<NonZeroUsize>()
         .ok()
         .filter(|n| n.get() <= MAX_WORKER_THREADS)
-        .ok_or_else(|| {
-            format!("expected a number of worker threads from 1 to {MAX_WORKER_THREADS}")
-        })
+        .ok_or(ThreadCountError)
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@
 mod args;
 mod listen;
 
-pub use args::{DEFAULT_LISTEN, Listen, NodeArgs, Parsed, TlsFiles, parse_threads, usage};
+pub use args::{
+    DEFAULT_LISTEN, Listen, NodeArgs, Parsed, ThreadCountError, TlsFiles, parse_threads, usage,
+};
 pub use listen::inherited_listener;
 
 use crate::rpc::auth::{AuthError, Tokens};
