@@ -2,7 +2,11 @@
 //! describes itself and decodes JSON arguments through its own adapter.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
+
+use common::call;
 
 use ebb::rpc::transport::Server;
 
@@ -25,15 +29,6 @@ impl Tally for Total {
     async fn greet(&self, name: String) -> String {
         format!("hi {name}")
     }
-}
-
-fn call(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["call", "--addr", addr])
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {

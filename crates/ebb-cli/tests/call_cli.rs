@@ -4,16 +4,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use common::call;
 
-fn call(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["call", "--addr", addr])
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
+use std::process::{Command, Output};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()

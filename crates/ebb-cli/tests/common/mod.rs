@@ -1,5 +1,6 @@
 //! What the real-process tests share: `ebb` children (through
-//! `ebb_testkit::Proc`) and one blocking `Demo.incr`.
+//! `ebb_testkit::Proc`), `ebb call` run to its end, and one blocking
+//! `Demo.incr`.
 #![allow(dead_code)]
 
 /// A running `ebb` subcommand, killed on drop.
@@ -14,6 +15,44 @@ pub fn ebb(args: &[&str]) -> Proc {
 /// ADDR` (a node with `--http` prints two).
 pub fn ebb_listening(args: &[&str], count: usize) -> Proc {
     Proc::start_listening(env!("CARGO_BIN_EXE_ebb"), args, count)
+}
+
+/// `ebb call --addr ADDR ARGS...` run to its end. No backtrace, so a
+/// failure's stderr is the message a user would see.
+pub fn call(addr: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", addr])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the ebb binary cargo built for these tests runs")
+}
+
+/// The at-most-once ledger of `Demo.incr` calls on one counter that
+/// `executions` increments reached: each answered value returned once and
+/// produced by an execution, and no more executions than answered calls
+/// plus the unanswered ones that may have run (`may_have_run`). `ctx`
+/// names the seed and the counts, so a failure can be replayed.
+pub fn assert_at_most_once(values: &[u64], executions: u64, may_have_run: usize, ctx: &str) {
+    let answered = values.len() as u64;
+    let distinct: std::collections::BTreeSet<u64> = values.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        values.len(),
+        "a value was returned twice; {ctx}"
+    );
+    assert!(
+        distinct.iter().all(|v| (1..=executions).contains(v)),
+        "a value no execution produced; {ctx}"
+    );
+    assert!(
+        executions >= answered,
+        "fewer executions than answered calls; {ctx}"
+    );
+    assert!(
+        executions <= answered + may_have_run as u64,
+        "a call ran twice, or one reported as never sent ran; {ctx}"
+    );
 }
 
 /// One `Demo.incr` of `key` on a fresh connection to `addr`, from blocking

@@ -10,6 +10,22 @@ use super::super::check::{Op, OpKind};
 use super::config::PlantedBug;
 use super::world::{Dest, Event, Msg, Pending, Waiting, World, local};
 
+/// Where a node's index and its life start in a write id: below them the
+/// life's count of writes (2^24 per life), then the life (2^16 restarts).
+const WRITE_ID_NODE_SHIFT: u32 = 40;
+const WRITE_ID_LIFE_SHIFT: u32 = 24;
+
+/// A write id unique over the run, so the origin can answer a resend with
+/// the version it already gave that write.
+fn write_id(node: u32, life: u64, writes: u64) -> u64 {
+    debug_assert!(
+        writes < 1 << WRITE_ID_LIFE_SHIFT
+            && life < 1 << (WRITE_ID_NODE_SHIFT - WRITE_ID_LIFE_SHIFT),
+        "write id fields overflow: life {life}, writes {writes}"
+    );
+    (u64::from(node) << WRITE_ID_NODE_SHIFT) | (life << WRITE_ID_LIFE_SHIFT) | writes
+}
+
 impl World {
     fn epsilon_for_holder(&self) -> Nanos {
         match self.cfg.bug {
@@ -29,7 +45,7 @@ impl World {
             self.stats.writes += 1;
             let n = &mut self.nodes[node as usize];
             n.writes += 1;
-            let write_id = (u64::from(node) << 40) | (n.life << 24) | n.writes;
+            let write_id = write_id(node, n.life, n.writes);
             n.pending = Some(Pending {
                 op,
                 key,
