@@ -599,9 +599,7 @@ impl Driver {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        if conn.buf.capacity() - conn.buf.len() < READ_CHUNK_BYTES / 4 {
-            conn.buf.reserve(READ_CHUNK_BYTES);
-        }
+        readbuf::make_room(&mut conn.buf);
         match conn.read.read_buf(&mut conn.buf).now_or_never() {
             None => false,
             Some(Ok(n)) if n > 0 => {
