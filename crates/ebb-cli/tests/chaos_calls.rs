@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -107,26 +106,12 @@ fn run_seed(seed: u64) {
             - 1;
 
         let successes = values.len() as u64;
-        let distinct: BTreeSet<u64> = values.iter().copied().collect();
         let ctx = format!(
             "seed {seed}: {successes} ok, {uncertain} uncertain ({not_run} never sent), \
              {executions} executions, {resets} resets, {blackholes} black holes"
         );
         assert!(resets + blackholes > 0, "no fault was injected; {ctx}");
-        assert_eq!(
-            distinct.len(),
-            values.len(),
-            "a value was returned twice; {ctx}"
-        );
-        assert!(
-            distinct.iter().all(|v| (1..=executions).contains(v)),
-            "a value no execution produced; {ctx}"
-        );
-        assert!(executions >= successes, "{ctx}");
-        assert!(
-            executions <= successes + (uncertain - not_run) as u64,
-            "a call ran twice, or one reported as never sent ran; {ctx}"
-        );
+        common::assert_at_most_once(&values, executions, uncertain - not_run, &ctx);
         assert_eq!(
             successes as usize + uncertain,
             CALLERS * CALLS_PER_CALLER,

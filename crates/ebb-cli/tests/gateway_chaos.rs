@@ -9,7 +9,6 @@
 mod common;
 mod gateway_common;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ebb::rpc::CallError;
@@ -99,23 +98,9 @@ fn run_seed(seed: u64) {
             .unwrap()
             - 1;
         let successes = values.len() as u64;
-        let distinct: BTreeSet<u64> = values.iter().copied().collect();
         let ctx =
             format!("seed {seed}: {successes} ok, {uncertain} uncertain, {executions} executions");
-        assert_eq!(
-            distinct.len(),
-            values.len(),
-            "a value was returned twice; {ctx}"
-        );
-        assert!(
-            distinct.iter().all(|v| (1..=executions).contains(v)),
-            "{ctx}"
-        );
-        assert!(executions >= successes, "{ctx}");
-        assert!(
-            executions <= successes + uncertain as u64,
-            "ran more than sent; {ctx}"
-        );
+        common::assert_at_most_once(&values, executions, uncertain, &ctx);
         assert_eq!(
             successes as usize + uncertain,
             CALLERS * CALLS_PER_CALLER,

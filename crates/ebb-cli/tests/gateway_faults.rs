@@ -305,26 +305,38 @@ fn overload_is_refused_at_once_with_overloaded() {
     up.stop();
 }
 
+/// A gateway over one node with the central queue, deadline checks off and
+/// at most `hold` requests held, whose node is busy with a 3 s request
+/// (answered on the returned thread) by the time this returns.
+fn one_busy_central_node(
+    name: &str,
+    hold: usize,
+) -> (Up, std::thread::JoinHandle<(u16, Value, String)>) {
+    let cfg = format!(
+        "{}max_held_requests = {hold}\n",
+        config(1, 1, "central", 30_000).replace("enabled = true", "enabled = false")
+    );
+    let up = Up::start(name, &cfg);
+    up.wait_ready(1);
+    let http = up.http;
+    let busy = std::thread::spawn(move || {
+        gateway_common::http(http, "POST", "/rpc/Demo/sleep", r#"{"millis": 3000}"#, &[])
+    });
+    up.wait_until("the first request on the node", |s| {
+        live_nodes(s)[0]["in_flight"] == 1
+    });
+    (up, busy)
+}
+
 /// The central queue: the one node pulls one request at a time, the held
 /// FIFO takes what its bound allows, the rest is refused at once.
 #[test]
 fn central_queue_holds_up_to_its_bound() {
     const HOLD: usize = 2;
     const BURST: usize = 8;
-    let cfg = format!(
-        "{}max_held_requests = {HOLD}\n",
-        config(1, 1, "central", 30_000).replace("enabled = true", "enabled = false")
-    );
-    let up = Up::start("central", &cfg);
-    up.wait_ready(1);
-    let http = up.http;
     // One request occupies the node; then the burst arrives while it runs.
-    let first = std::thread::spawn(move || {
-        gateway_common::http(http, "POST", "/rpc/Demo/sleep", r#"{"millis": 3000}"#, &[])
-    });
-    up.wait_until("the first request on the node", |s| {
-        live_nodes(s)[0]["in_flight"] == 1
-    });
+    let (up, first) = one_busy_central_node("central", HOLD);
+    let http = up.http;
     let answers: Vec<(u16, Value, String)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..BURST)
             .map(|_| {
@@ -351,19 +363,8 @@ fn central_queue_holds_up_to_its_bound() {
 /// busy, the held FIFO is at its bound of one, so the next call is refused.
 #[test]
 fn an_rpc_caller_is_told_overloaded_with_a_retry_after() {
-    let cfg = format!(
-        "{}max_held_requests = 1\n",
-        config(1, 1, "central", 30_000).replace("enabled = true", "enabled = false")
-    );
-    let up = Up::start("overloaded-rpc", &cfg);
-    up.wait_ready(1);
+    let (up, busy) = one_busy_central_node("overloaded-rpc", 1);
     let http = up.http;
-    let busy = std::thread::spawn(move || {
-        gateway_common::http(http, "POST", "/rpc/Demo/sleep", r#"{"millis": 3000}"#, &[])
-    });
-    up.wait_until("the first request on the node", |s| {
-        live_nodes(s)[0]["in_flight"] == 1
-    });
     let held = std::thread::spawn(move || {
         gateway_common::http(http, "POST", "/rpc/Demo/sleep", r#"{"millis": 1}"#, &[])
     });

@@ -66,19 +66,23 @@ fn calls_over_mutual_tls_work_only_with_a_client_certificate() {
         "--tls-client-ca",
         s(&ca),
     ]);
-    let with_cert = ebb(&[
-        "call",
-        "--addr",
-        &node.addr,
-        "--tls-ca",
-        s(&ca),
-        "--tls-cert",
-        s(&client_cert),
-        "--tls-key",
-        s(&client_key),
-        "Demo.incr",
-        r#"{"key":"a"}"#,
-    ]);
+    // An incr of "a" by a client that presents its certificate.
+    let incr_with_cert = || {
+        ebb(&[
+            "call",
+            "--addr",
+            &node.addr,
+            "--tls-ca",
+            s(&ca),
+            "--tls-cert",
+            s(&client_cert),
+            "--tls-key",
+            s(&client_key),
+            "Demo.incr",
+            r#"{"key":"a"}"#,
+        ])
+    };
+    let with_cert = incr_with_cert();
     assert!(with_cert.status.success(), "{with_cert:?}");
     assert_eq!(
         String::from_utf8_lossy(&with_cert.stdout).trim(),
@@ -112,19 +116,7 @@ fn calls_over_mutual_tls_work_only_with_a_client_certificate() {
     assert!(!plain.status.success(), "a plain client was served");
 
     // Neither refused call ran: the counter moves from 1 to 2.
-    let again = ebb(&[
-        "call",
-        "--addr",
-        &node.addr,
-        "--tls-ca",
-        s(&ca),
-        "--tls-cert",
-        s(&client_cert),
-        "--tls-key",
-        s(&client_key),
-        "Demo.incr",
-        r#"{"key":"a"}"#,
-    ]);
+    let again = incr_with_cert();
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), r#"{"Ok":2}"#);
 }
 

@@ -49,8 +49,8 @@ pub struct CacheSettings {
 impl Default for CacheSettings {
     fn default() -> CacheSettings {
         CacheSettings {
-            term: LeaseTerm::from_millis(10_000),
-            epsilon: Nanos::from_millis(100),
+            term: LeaseTerm::from_millis(crate::origin::DEFAULT_TERM_MS),
+            epsilon: Nanos::from_millis(crate::origin::DEFAULT_EPSILON_MS),
             max_bytes: 64 << 20,
             poll_wait_ms: 500,
         }

@@ -37,6 +37,15 @@ pub const MAX_HOLDERS: usize = 4_096;
 /// Releases read from one poll; the rest are ignored (their leases expire).
 pub const MAX_RELEASES_PER_POLL: usize = 4_096;
 
+/// Defaults shared by the origin, the node caches and the command lines
+/// that start them, so `ebb origin`, `ebb node` and `ebb up` agree: the
+/// longest term granted (and the one nodes ask for), milliseconds.
+pub const DEFAULT_TERM_MS: u64 = 10_000;
+/// Clock drift allowed between origin and nodes over one term, milliseconds.
+pub const DEFAULT_EPSILON_MS: u64 = 100;
+/// Silence after which a callback holder is declared dead, milliseconds.
+pub const DEFAULT_HOLDER_TIMEOUT_MS: u64 = 3_000;
+
 /// How the origin leases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OriginSettings {
@@ -59,9 +68,9 @@ pub const DEFAULT_MAX_BATCH_WRITES: usize = 256;
 impl Default for OriginSettings {
     fn default() -> OriginSettings {
         OriginSettings {
-            max_term: LeaseTerm::from_millis(10_000),
-            epsilon: Nanos::from_millis(100),
-            holder_timeout: Nanos::from_secs(3),
+            max_term: LeaseTerm::from_millis(DEFAULT_TERM_MS),
+            epsilon: Nanos::from_millis(DEFAULT_EPSILON_MS),
+            holder_timeout: Nanos::from_millis(DEFAULT_HOLDER_TIMEOUT_MS),
             max_batch_writes: DEFAULT_MAX_BATCH_WRITES,
         }
     }

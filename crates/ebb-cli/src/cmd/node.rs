@@ -96,7 +96,7 @@ pub struct Args {
 
     /// Clock drift allowance ε in milliseconds: a cached value is served
     /// only until request_sent + term − ε.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000), requires = "origin")]
+    #[arg(long, default_value_t = ebb_lease::origin::DEFAULT_EPSILON_MS, value_parser = clap::value_parser!(u64).range(0..=60_000), requires = "origin")]
     pub epsilon_ms: u64,
 
     /// Bytes the lease cache may hold, in MiB (keys, values and a fixed
@@ -105,7 +105,8 @@ pub struct Args {
     pub cache_mib: u64,
 }
 
-/// The term a node asks for by default, in milliseconds.
+/// The term a node asks for by default, in milliseconds: the origin's
+/// default longest term, as clap takes a default (a test keeps them equal).
 const DEFAULT_LEASE_TERM_MS: &str = "10000";
 
 /// How long a node waits for its origin store to accept connections
@@ -230,4 +231,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_term_is_the_origins() {
+        assert_eq!(
+            super::DEFAULT_LEASE_TERM_MS.parse::<u64>(),
+            Ok(ebb_lease::origin::DEFAULT_TERM_MS)
+        );
+    }
 }

@@ -25,21 +25,25 @@ pub struct Args {
     pub data: std::path::PathBuf,
     /// Longest lease term granted, in milliseconds, or `inf` for callbacks;
     /// 0 is check-on-use (no leases).
-    #[arg(long, default_value = "10000", value_parser = parse_term)]
+    #[arg(long, default_value = DEFAULT_MAX_TERM_MS, value_parser = parse_term)]
     pub max_term_ms: LeaseTerm,
     /// Clock drift allowance between origin and nodes over one term, in
     /// milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = ebb_lease::origin::DEFAULT_EPSILON_MS)]
     pub epsilon_ms: u64,
     /// With callbacks: a node silent this long (no poll) is declared dead,
     /// and a restarted origin accepts writes this long after starting.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = ebb_lease::origin::DEFAULT_HOLDER_TIMEOUT_MS)]
     pub holder_timeout_ms: u64,
     /// Puts that may share one durable commit (one fsync), each
     /// acknowledged once that commit is on disk; 1 commits every put alone.
     #[arg(long, default_value_t = ebb_lease::origin::DEFAULT_MAX_BATCH_WRITES, value_parser = parse_batch)]
     pub max_batch_writes: usize,
 }
+
+/// The longest term granted by default, in milliseconds, as clap takes a
+/// default: `ebb_lease::origin::DEFAULT_TERM_MS` (a test keeps them equal).
+const DEFAULT_MAX_TERM_MS: &str = "10000";
 
 /// The most puts one commit may carry.
 const MAX_BATCH_WRITES_ACCEPTED: usize = ebb_lease::commit::MAX_QUEUED_WRITES;
@@ -113,4 +117,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         server.run().await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_term_is_the_origins() {
+        assert_eq!(
+            super::DEFAULT_MAX_TERM_MS.parse::<u64>(),
+            Ok(ebb_lease::origin::DEFAULT_TERM_MS)
+        );
+    }
 }

@@ -28,6 +28,33 @@ pub fn call(addr: &str, args: &[&str]) -> std::process::Output {
         .expect("the ebb binary cargo built for these tests runs")
 }
 
+/// The at-most-once ledger of `Demo.incr` calls on one counter that
+/// `executions` increments reached: each answered value returned once and
+/// produced by an execution, and no more executions than answered calls
+/// plus the unanswered ones that may have run (`may_have_run`). `ctx`
+/// names the seed and the counts, so a failure can be replayed.
+pub fn assert_at_most_once(values: &[u64], executions: u64, may_have_run: usize, ctx: &str) {
+    let answered = values.len() as u64;
+    let distinct: std::collections::BTreeSet<u64> = values.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        values.len(),
+        "a value was returned twice; {ctx}"
+    );
+    assert!(
+        distinct.iter().all(|v| (1..=executions).contains(v)),
+        "a value no execution produced; {ctx}"
+    );
+    assert!(
+        executions >= answered,
+        "fewer executions than answered calls; {ctx}"
+    );
+    assert!(
+        executions <= answered + may_have_run as u64,
+        "a call ran twice, or one reported as never sent ran; {ctx}"
+    );
+}
+
 /// One `Demo.incr` of `key` on a fresh connection to `addr`, from blocking
 /// test code; returns the counter's new value.
 pub fn incr(addr: std::net::SocketAddr, key: &str) -> u64 {

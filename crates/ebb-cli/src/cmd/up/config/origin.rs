@@ -8,11 +8,11 @@ use super::checked::{ConfigError, Kind, OriginPlan, OriginSource, Runs, bad, che
 use super::file::Origin;
 
 /// Defaults and bounds of the `[origin]` keys, milliseconds.
-pub const DEFAULT_LEASE_TERM_MS: u64 = 10_000;
+pub const DEFAULT_LEASE_TERM_MS: u64 = ebb_lease::origin::DEFAULT_TERM_MS;
 pub const MAX_LEASE_TERM_MS: u64 = 86_400_000;
-pub const DEFAULT_EPSILON_MS: u64 = 100;
+pub const DEFAULT_EPSILON_MS: u64 = ebb_lease::origin::DEFAULT_EPSILON_MS;
 pub const MAX_EPSILON_MS: u64 = 60_000;
-pub const DEFAULT_HOLDER_TIMEOUT_MS: u64 = 3_000;
+pub const DEFAULT_HOLDER_TIMEOUT_MS: u64 = ebb_lease::origin::DEFAULT_HOLDER_TIMEOUT_MS;
 pub const MAX_HOLDER_TIMEOUT_MS: u64 = 3_600_000;
 /// Where a started origin listens unless `origin.listen` says otherwise.
 pub const DEFAULT_ORIGIN_LISTEN: &str = "127.0.0.1:0";
