@@ -77,6 +77,9 @@ pub struct GatewayConfig {
     /// without tokens) may have in flight at once (each ingress counts its
     /// own).
     pub max_in_flight_per_caller: usize,
+    /// What the gateway presents to its nodes: the bearer token (and TLS)
+    /// that nodes started with `--token-file` (or a certificate) require.
+    pub node_credentials: ebb_rpc::transport::Credentials,
 }
 
 /// Default of [`GatewayConfig::max_in_flight_per_caller`].
@@ -100,6 +103,7 @@ impl Default for GatewayConfig {
             admin_addr: None,
             tokens: None,
             max_in_flight_per_caller: DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
+            node_credentials: ebb_rpc::transport::Credentials::default(),
         }
     }
 }
@@ -301,6 +305,7 @@ impl Gateway {
                 service: service.clone(),
                 decisions: decisions.clone(),
                 metrics: scaler_metrics,
+                node_credentials: cfg.node_credentials.clone(),
             },
         )
         .map_err(StartError::Pool)?;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider};
-use ebb_rpc::transport::TcpClient;
+use ebb_rpc::transport::{Credentials, TcpClient, TcpClientConfig};
 
 use crate::clock::{Clock, unix_ms};
 use crate::decisions::{DecisionLog, DecisionRecord};
@@ -204,6 +204,7 @@ struct Manager {
     service: ServiceCell,
     decisions: DecisionLog,
     metrics: Metrics,
+    node_credentials: Credentials,
     next_id: u32,
     /// Nodes the provider said are ready but that did not answer the
     /// handshake yet.
@@ -224,6 +225,9 @@ pub struct Hooks {
     /// Where each autoscaler decision is recorded, with its signals.
     pub decisions: DecisionLog,
     pub metrics: Metrics,
+    /// What the gateway presents to its nodes (a bearer token, TLS): the
+    /// nodes of a pool may require them like any server.
+    pub node_credentials: Credentials,
 }
 
 /// Starts the manager thread. `rt` hosts the node connections.
@@ -241,6 +245,7 @@ pub fn spawn(
         service,
         decisions,
         metrics,
+        node_credentials,
     } = hooks;
     let initial = cfg.initial.clamp(cfg.min, cfg.max.min(MAX_POOL_SIZE));
     let target = Arc::new(AtomicUsize::new(initial));
@@ -260,6 +265,7 @@ pub fn spawn(
         service,
         decisions,
         metrics,
+        node_credentials,
         next_id: 1,
         awaiting_handshake: HashMap::new(),
         addrs: HashMap::new(),
@@ -386,12 +392,35 @@ impl Manager {
             .map(|(&id, &addr)| (id, addr))
             .collect();
         for (id, addr) in waiting {
-            let connected = self.rt.block_on(TcpClient::connect(&addr.to_string()));
+            let connected = self.rt.block_on(TcpClient::connect_as(
+                &addr.to_string(),
+                TcpClientConfig::default(),
+                self.node_credentials.clone(),
+            ));
             let Ok(client) = connected else { continue };
             let described = self
                 .rt
                 .block_on(client.describe(Nanos::from_millis(DESCRIBE_TIMEOUT_MS)));
-            let Ok(description) = described else { continue };
+            let description = match described {
+                Ok(d) => d,
+                // Trying again cannot help: the node refuses what the
+                // gateway presents, and would refuse every call.
+                Err(ebb_rpc::CallError::Refused {
+                    reason: ebb_rpc::wire::Refusal::Unauthorized,
+                    message,
+                }) => {
+                    self.awaiting_handshake.remove(&id);
+                    let _ = self.provider.stop(id);
+                    self.back_off(now);
+                    self.gone(
+                        id,
+                        &format!("refused the gateway's credentials: {message}"),
+                        now,
+                    );
+                    continue;
+                }
+                Err(_) => continue,
+            };
             self.awaiting_handshake.remove(&id);
             if let Err(why) = self.service.admit(description) {
                 let _ = self.provider.stop(id);

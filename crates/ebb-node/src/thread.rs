@@ -14,6 +14,7 @@
 
 use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_core::{Nanos, NodeId};
+use ebb_rpc::auth::Tokens;
 use ebb_rpc::semantics::ServerConfig;
 use ebb_rpc::service::ServiceDispatch;
 use ebb_rpc::transport::Server;
@@ -46,6 +47,7 @@ struct Running {
 pub struct ThreadProvider<F> {
     make: F,
     config: ServerConfig,
+    tokens: Option<Tokens>,
     nodes: HashMap<NodeId, Running>,
     reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
@@ -64,6 +66,7 @@ where
         ThreadProvider {
             make,
             config: ServerConfig::default(),
+            tokens: None,
             nodes: HashMap::new(),
             reports_tx,
             reports,
@@ -74,6 +77,14 @@ where
     /// The at-most-once bounds every node's server keeps.
     pub fn with_server_config(mut self, config: ServerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Every node serves only callers presenting one of `tokens`, as an
+    /// `ebb node --token-file` does: a pool's nodes may require the token
+    /// whatever their kind.
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = Some(tokens);
         self
     }
 
@@ -100,6 +111,7 @@ fn serve<D: ServiceDispatch + Send + 'static>(
     listener: TcpListener,
     dispatch: D,
     config: ServerConfig,
+    tokens: Option<Tokens>,
     stop: oneshot::Receiver<()>,
     reports: mpsc::Sender<Report>,
 ) {
@@ -114,10 +126,13 @@ fn serve<D: ServiceDispatch + Send + 'static>(
         }
     };
     let why = rt.block_on(async {
-        let server = match Server::from_std(listener, dispatch, config) {
+        let mut server = match Server::from_std(listener, dispatch, config) {
             Ok(s) => s,
             Err(e) => return e.to_string(),
         };
+        if let Some(tokens) = tokens {
+            server = server.with_tokens(tokens);
+        }
         let _ = reports.send(Report::Ready(id));
         tokio::select! {
             r = server.run() => match r {
@@ -162,9 +177,10 @@ where
         let (stop_tx, stop_rx) = oneshot::channel();
         let reports = self.reports_tx.clone();
         let config = self.config;
+        let tokens = self.tokens.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ebb-node-{}", id.0))
-            .spawn(move || serve(id, listener, dispatch, config, stop_rx, reports))?;
+            .spawn(move || serve(id, listener, dispatch, config, tokens, stop_rx, reports))?;
         self.nodes.insert(
             id,
             Running {

@@ -99,6 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             checked.gateway.rpc_addr,
             checked.gateway.http_addr,
         );
+        if let Some(t) = &checked.node_tokens {
+            println!(
+                "nodes require the token in {} (the gateway presents it)",
+                t.path.display()
+            );
+        }
         if let Some(o) = &checked.origin {
             println!(
                 "origin: {}, lease term {}, epsilon {} ms",
@@ -253,23 +259,36 @@ fn provider(
         }
     };
     Ok(match c.kind {
-        Kind::Thread => match (origin, &c.origin) {
-            (Some(addr), Some(plan)) => {
-                // Thread nodes share one process, so they share one cache
-                // (one holder to the origin).
-                let settings = ebb_lease::cache::CacheSettings {
-                    term: plan.term,
-                    epsilon: ebb_core::Nanos::from_millis(plan.epsilon_ms),
-                    ..ebb_lease::cache::CacheSettings::default()
-                };
-                let cache = ebb_lease::cache::connect_in_background(addr, settings)
-                    .with_context(|| format!("origin at {addr}: cannot reach it"))?;
-                Box::new(ThreadProvider::new(move || {
-                    DemoServer::new(DemoService::new().with_origin(cache.clone()))
-                }))
+        Kind::Thread => {
+            let tokens = c.node_tokens.as_ref().map(|t| t.tokens.clone());
+            match (origin, &c.origin) {
+                (Some(addr), Some(plan)) => {
+                    // Thread nodes share one process, so they share one cache
+                    // (one holder to the origin).
+                    let settings = ebb_lease::cache::CacheSettings {
+                        term: plan.term,
+                        epsilon: ebb_core::Nanos::from_millis(plan.epsilon_ms),
+                        ..ebb_lease::cache::CacheSettings::default()
+                    };
+                    let cache = ebb_lease::cache::connect_in_background(addr, settings)
+                        .with_context(|| format!("origin at {addr}: cannot reach it"))?;
+                    let p = ThreadProvider::new(move || {
+                        DemoServer::new(DemoService::new().with_origin(cache.clone()))
+                    });
+                    match tokens {
+                        Some(t) => Box::new(p.with_tokens(t)),
+                        None => Box::new(p),
+                    }
+                }
+                _ => {
+                    let p = ThreadProvider::new(|| DemoServer::new(DemoService::new()));
+                    match tokens {
+                        Some(t) => Box::new(p.with_tokens(t)),
+                        None => Box::new(p),
+                    }
+                }
             }
-            _ => Box::new(ThreadProvider::new(|| DemoServer::new(DemoService::new()))),
-        },
+        }
         Kind::Process => {
             let cfg = match &c.runs {
                 Runs::Builtin => {
@@ -291,6 +310,11 @@ fn provider(
                     }
                 }
             };
+            let mut cfg = cfg;
+            if let Some(t) = &c.node_tokens {
+                cfg.args
+                    .extend(["--token-file".to_owned(), t.path.display().to_string()]);
+            }
             Box::new(ProcessProvider::new(cfg))
         }
         Kind::Container => Box::new(ContainerProvider::new(ContainerProviderConfig {

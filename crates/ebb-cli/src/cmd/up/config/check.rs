@@ -12,7 +12,9 @@ use ebb_policy::hedge::{HedgeConfig, MAX_WINDOW};
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 
-use super::checked::{Checked, ConfigError, Kind, Runs, ServiceChoice, bad, check_addr};
+use super::checked::{
+    Checked, ConfigError, Kind, NodeTokens, Runs, ServiceChoice, bad, check_addr,
+};
 use super::file::{File, Gateway, Pool};
 use super::origin::check_origin;
 
@@ -137,6 +139,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         ));
     }
     check_limits(p, kind)?;
+    let node_tokens = check_node_tokens(p, kind)?;
     if let Err(e) = ebb_policy::balance::parse(&file.balance.policy) {
         return Err(bad("balance.policy", &file.balance.policy, e.to_string()));
     }
@@ -318,6 +321,10 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             ..PoolConfig::default()
         },
         seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
+        node_credentials: node_tokens
+            .as_ref()
+            .map(|(_, credentials)| credentials.clone())
+            .unwrap_or_default(),
         hedge,
         admin_addr: file.gateway.admin.clone(),
         tokens,
@@ -334,7 +341,46 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         autoscale,
         objective: scale.objective_ms.map(Nanos::from_millis),
         origin,
+        node_tokens: node_tokens.map(|(t, _)| t),
     })
+}
+
+/// `pool.node_token_file` holds exactly one token (the one the gateway
+/// presents; the nodes accept it alone) and is given to thread and
+/// process nodes only: a container or VM node reads files of its own
+/// root file system, where the host's path does not exist.
+fn check_node_tokens(
+    p: &Pool,
+    kind: Kind,
+) -> Result<Option<(NodeTokens, ebb::rpc::transport::Credentials)>, ConfigError> {
+    let Some(path) = &p.node_token_file else {
+        return Ok(None);
+    };
+    if !matches!(kind, Kind::Thread | Kind::Process) {
+        return Err(bad(
+            "pool.node_token_file",
+            path,
+            format!(
+                "only with pool.kind = \"process\" or \"thread\" ({} nodes cannot read a host file); remove it",
+                p.kind
+            ),
+        ));
+    }
+    let token = ebb::rpc::auth::read_token_file(path).map_err(|e| {
+        bad(
+            "pool.node_token_file",
+            path,
+            format!("{e}; give a file holding one token, e.g. made with `openssl rand -hex 16`"),
+        )
+    })?;
+    let tokens = ebb::rpc::auth::Tokens::from_file(path)
+        .map_err(|e| bad("pool.node_token_file", path, e.to_string()))?;
+    let path = std::fs::canonicalize(path)
+        .map_err(|e| bad("pool.node_token_file", path, e.to_string()))?;
+    Ok(Some((
+        NodeTokens { path, tokens },
+        ebb::rpc::transport::Credentials::default().with_token(token),
+    )))
 }
 
 /// `pool.memory_mb` and `pool.cpus` limit container and VM nodes; a thread

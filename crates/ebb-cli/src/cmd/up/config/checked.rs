@@ -68,6 +68,16 @@ pub struct OriginPlan {
     pub holder_timeout_ms: u64,
 }
 
+/// A checked `pool.node_token_file`: nodes start with `--token-file
+/// path` (thread nodes with `tokens`), and the gateway presents the one
+/// token the file holds.
+#[derive(Clone, Debug)]
+pub struct NodeTokens {
+    /// Absolute, so a node finds it whatever its working directory.
+    pub path: std::path::PathBuf,
+    pub tokens: ebb::rpc::auth::Tokens,
+}
+
 /// A config that passed every check.
 #[derive(Debug)]
 pub struct Checked {
@@ -84,6 +94,7 @@ pub struct Checked {
     pub autoscale: Option<String>,
     pub objective: Option<Nanos>,
     pub origin: Option<OriginPlan>,
+    pub node_tokens: Option<NodeTokens>,
 }
 
 /// A key with a value that is not accepted.

@@ -168,6 +168,9 @@ pub struct Pool {
     /// Per-node limits for container and vm nodes.
     pub memory_mb: Option<u64>,
     pub cpus: Option<f64>,
+    /// The one bearer token nodes require and the gateway presents to them;
+    /// unset: nodes serve any caller that reaches them.
+    pub node_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Pool {
@@ -182,6 +185,7 @@ impl Default for Pool {
             cost_per_node_second_usd: 0.0,
             memory_mb: None,
             cpus: None,
+            node_token_file: None,
         }
     }
 }

@@ -1,0 +1,97 @@
+//! The gateway presents its configured credentials to its nodes: a pool
+//! of nodes requiring a bearer token becomes ready when the gateway holds
+//! the token, and a node that refuses the gateway's credentials is
+//! stopped at once with that reason (trying again could not help) rather
+//! than left booting until its boot timeout.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, ServiceSource};
+use ebb_node::thread::ThreadProvider;
+use ebb_rpc::auth::Tokens;
+use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch};
+use ebb_rpc::transport::Credentials;
+
+const TOKEN: &str = "pool-node-9a41";
+/// Bound on waiting for the pool's first node to be ready or gone.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+static METHODS: [MethodInfo; 1] = [MethodInfo {
+    service: "Plain",
+    id: 0,
+    name: "ping",
+    idempotent: true,
+    blocking: false,
+    params: &[],
+    returns: "()",
+}];
+
+struct Plain;
+
+impl ServiceDispatch for Plain {
+    fn name(&self) -> &'static str {
+        "Plain"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &METHODS
+    }
+    fn dispatch(&self, _: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async { Ok(Bytes::new()) })
+    }
+}
+
+/// Starts a gateway presenting `credentials` to one thread node that
+/// requires [`TOKEN`]; returns the node's first change past booting.
+async fn first_change(credentials: Credentials) -> NodeChange {
+    let tokens = Tokens::parse(TOKEN, std::path::Path::new("node.token")).unwrap();
+    let provider = ThreadProvider::new(|| Plain).with_tokens(tokens);
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let on_change: ebb_gateway::pool::OnChange = Arc::new(move |c: &NodeChange| {
+        if c.to != Life::Booting {
+            let _ = tx.lock().unwrap().send(c.clone());
+        }
+    });
+    let cfg = GatewayConfig {
+        rpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        node_credentials: credentials,
+        ..GatewayConfig::default()
+    };
+    let gateway = Gateway::start(
+        cfg,
+        ServiceSource::Describe { expect: None },
+        Box::new(provider),
+        None,
+        on_change,
+    )
+    .await
+    .unwrap();
+    let change = tokio::task::spawn_blocking(move || rx.recv_timeout(CHANGE_TIMEOUT))
+        .await
+        .unwrap()
+        .expect("the node neither became ready nor went away");
+    gateway.shutdown().await;
+    change
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_requiring_a_token_are_ready_when_the_gateway_presents_it() {
+    let with = Credentials::default().with_token(Bytes::from_static(TOKEN.as_bytes()));
+    let change = first_change(with).await;
+    assert_eq!(change.to, Life::Ready, "{change}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refusing_the_gateways_credentials_is_stopped_with_that_reason() {
+    let change = first_change(Credentials::default()).await;
+    assert_eq!(change.to, Life::Gone, "{change}");
+    let reason = change.reason.unwrap_or_default();
+    assert!(
+        reason.contains("refused the gateway's credentials"),
+        "{reason}"
+    );
+}
