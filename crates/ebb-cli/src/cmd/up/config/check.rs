@@ -151,6 +151,13 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             format!("milliseconds from 1 to {MAX_DEADLINE_MS}"),
         ));
     }
+    if a.max_gateway_delay_ms == 0 || a.max_gateway_delay_ms > MAX_DEADLINE_MS {
+        return Err(bad(
+            "admission.max_gateway_delay_ms",
+            a.max_gateway_delay_ms,
+            format!("milliseconds from 1 to {MAX_DEADLINE_MS}"),
+        ));
+    }
     if a.max_held_requests == 0 {
         return Err(bad(
             "admission.max_held_requests",
@@ -298,6 +305,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             service_time_from,
             max_held_requests: a.max_held_requests,
             max_held_bytes: a.max_held_bytes,
+            max_gateway_delay: Nanos::from_millis(a.max_gateway_delay_ms),
         },
         default_deadline: Nanos::from_millis(a.default_deadline_ms),
         retry: RetryBudgetConfig {

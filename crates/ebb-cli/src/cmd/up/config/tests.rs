@@ -172,6 +172,12 @@ fn hedge_auth_and_admin_keys_are_checked_by_name() {
     let e = parse("[service]\nname = \"demo\"\n[admission]\nmax_in_flight_per_caller = 0\n")
         .expect_err("a caller must get something in");
     assert!(e.contains("admission.max_in_flight_per_caller"), "{e}");
+    let e = parse("[service]\nname = \"demo\"\n[admission]\nmax_gateway_delay_ms = 0\n")
+        .expect_err("no delay at all would refuse everything");
+    assert!(
+        e.contains("admission.max_gateway_delay_ms") && e.contains("from 1 to"),
+        "{e}"
+    );
 }
 
 #[test]
