@@ -239,6 +239,43 @@ def load(ebb, target, rate, duration, method, args, deadline_ms, connections, se
     return json.loads(out.stdout)
 
 
+IDLE_TIMEOUT_S = 120
+
+
+def get(http, path):
+    """GET http://HTTP/PATH; the body as text."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{http}{path}", timeout=10) as r:
+        return r.read().decode()
+
+
+def metrics(http):
+    """The gateway's /metrics as {series: value} (labels kept in the key)."""
+    out = {}
+    for line in get(http, "/metrics").splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def wait_idle(http, what):
+    """Until the gateway has nothing in flight or held and every node
+    reports nothing executing: what one run left queued (calls whose
+    callers gave up still run on the nodes) must not slow the next."""
+    deadline = time.monotonic() + IDLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        s = json.loads(get(http, "/status"))
+        live = [n for n in s["nodes"] if n["state"] != "gone"]
+        if s["held"] == 0 and all(n["in_flight"] == 0 and n["reported_queue"] == 0 for n in live):
+            return
+        time.sleep(0.2)
+    sys.exit(f"{what}: still busy {IDLE_TIMEOUT_S} s after the load stopped")
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

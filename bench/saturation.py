@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Admission past saturation: the gateway judging the work ahead by the
-nodes' own service times against judging it by its own timing of calls.
+"""Admission past saturation: goodput with admission control on and off.
 
-Runs two `ebb up` gateways with the same pool (process nodes, `Demo.work`
-in block mode, one node `--slow-scale`x slower), one with
-`admission.service_time_from = "nodes"` (the default) and one with
-`"gateway"` (the gateway's own timing, which includes its own queueing),
-and drives both with open-loop `ebb load` at fractions of the nodes'
-capacity, 95% and above. Systems and loads are interleaved within each
-repetition; the table reports medians over repetitions: goodput (calls
-answered within their deadline per second), refusals (`overloaded`) and
-deadline misses, and the paired ratio of goodput nodes / gateway.
+Runs one `ebb up` gateway per mode over the same kind of pool (process
+nodes, `Demo.work` in block mode, one node `--slow-scale`x slower) and
+drives each with open-loop `ebb load` at fractions of the nodes' capacity,
+95% and above. Modes: `off` (`admission.enabled = false`: every request
+is forwarded and waits its turn), `on` (the defaults: the work ahead as
+the nodes report it, and the gateway's own delay), and `gateway` (on, but
+the work ahead judged by the gateway's own timing of its calls). Modes
+and loads are interleaved within each repetition, and before every run
+the script waits until the gateway and its nodes are idle (calls whose
+callers gave up still run on the nodes, and would slow the next run). The
+table reports medians over repetitions: goodput (calls answered within
+their deadline per second), refusals (`overloaded`) and deadline misses,
+and the paired ratio of goodput on / off.
 
 Not a test: run by hand, see docs/benchmarks.md.
 
@@ -27,26 +30,30 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import Children, ebb_gateway, load, median  # noqa: E402
+from gateway import Children, ebb_gateway, load, median, wait_idle  # noqa: E402
 
-MODES = ["gateway", "nodes"]
+MODES = {
+    "off": "enabled = false",
+    "on": "enabled = true",
+    "gateway": 'enabled = true\nservice_time_from = "gateway"',
+}
 
 
 def gateway(children, tmp, mode, a):
-    """`ebb up` over the pool; admission judges by `mode`."""
+    """`ebb up` over the pool with admission as `mode` says."""
     return up(children, tmp, mode, a, f"""[admission]
-enabled = true
+{MODES[mode]}
 default_deadline_ms = {a.deadline_ms}
-service_time_from = "{mode}"
 """)
 
 
 def up(children, tmp, name, a, extra):
     """`ebb up` over `a.nodes` blocking process nodes, one `--slow-scale`x
-    slower, with the TOML `extra` appended; returns its RPC address, or its
+    slower, with the TOML `extra` appended; returns its HTTP address (for
+    /status and /metrics) and the one to load: its RPC address, or the
     HTTP one with `a.http`."""
     http, rpc = ebb_gateway(children, tmp, name, a.policy, a, work_mode="block", extra=extra)
-    return http if a.http else rpc
+    return http, (http if a.http else rpc)
 
 
 def main():
@@ -62,8 +69,13 @@ def main():
     ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--deadline-ms", type=int, default=100)
     ap.add_argument("--http", action="store_true", help="HTTP/JSON ingress (default: ebb RPC)")
+    ap.add_argument("--modes", default="off,on", help=f"admission modes to compare, of {','.join(MODES)}")
     ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
+    modes = [m for m in a.modes.split(",") if m]
+    for m in modes:
+        if m not in MODES:
+            sys.exit(f"--modes: {m!r} is not one of {', '.join(MODES)}")
     if not os.access(a.ebb, os.X_OK):
         sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
     loads = [float(x) for x in a.loads.split(",") if x]
@@ -74,18 +86,20 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ebb-saturation-bench-")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     try:
-        targets = {m: gateway(children, tmp, m, a) for m in MODES}
+        gateways = {m: gateway(children, tmp, m, a) for m in modes}
+        targets = {m: g[1] for m, g in gateways.items()}
         proto = "HTTP" if a.http else "RPC"
         print(f"{a.nodes} nodes (one {a.slow_scale}x slower), Demo.work {a.work_us} us (block), "
               f"capacity {capacity:.0f}/s, {proto}, deadline {a.deadline_ms} ms", file=sys.stderr)
         args = json.dumps({"micros": a.work_us})
-        for m in MODES:
+        for m in modes:
             load(a.ebb, targets[m], capacity * 0.3, 1, "Demo.work", args, a.deadline_ms,
                  a.connections, 0, http=a.http)
         runs = []
         for rep in range(a.reps):
             for frac in loads:
-                for m in MODES:
+                for m in modes:
+                    wait_idle(gateways[m][0], f"gateway {m}")
                     r = load(a.ebb, targets[m], capacity * frac, a.duration, "Demo.work", args,
                              a.deadline_ms, a.connections, rep + 1, http=a.http)
                     r.update(mode=m, load=frac, rep=rep)
@@ -93,7 +107,7 @@ def main():
                     print(f"rep {rep} load {frac:.2f} {m:<8} ok {r['achieved_rate']:.0f}/s "
                           f"overloaded {r['overloaded']} deadline {r['deadline_exceeded']} "
                           f"p99 {r['p99_ms']:.1f} ms", file=sys.stderr)
-        print(report(runs, loads, capacity, a))
+        print(report(runs, loads, modes, capacity, a))
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"capacity": capacity, "args": vars(a), "runs": runs}, f, indent=1)
@@ -102,25 +116,25 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(runs, loads, capacity, a):
+def report(runs, loads, modes, capacity, a):
     lines = [
         f"{a.nodes} nodes, one {a.slow_scale}x slower; Demo.work {a.work_us} us (block); "
         f"capacity {capacity:.0f}/s; {'HTTP' if a.http else 'RPC'}; deadline {a.deadline_ms} ms; "
         f"medians of {a.reps} runs of {a.duration:g} s; load average "
         f"{open('/proc/loadavg').read().split()[0]}",
         "",
-        "| offered | admission judges by | goodput/s | refused/s | deadline missed/s | p50 ms | p99 ms | goodput nodes / gateway, paired |",
+        "| offered | admission | goodput/s | refused/s | deadline missed/s | p50 ms | p99 ms | goodput / off, paired |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for frac in loads:
-        for m in MODES:
+        for m in modes:
             rs = [r for r in runs if r["load"] == frac and r["mode"] == m]
             per_s = lambda k: median([r[k] / a.duration for r in rs])  # noqa: E731
             ratio = "-"
-            if m == "nodes":
+            if m != "off":
                 pairs = []
                 for r in rs:
-                    g = [x for x in runs if x["mode"] == "gateway" and x["load"] == frac and x["rep"] == r["rep"]]
+                    g = [x for x in runs if x["mode"] == "off" and x["load"] == frac and x["rep"] == r["rep"]]
                     if g and g[0]["achieved_rate"] > 0:
                         pairs.append(r["achieved_rate"] / g[0]["achieved_rate"])
                 if pairs:

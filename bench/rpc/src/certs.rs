@@ -40,7 +40,8 @@ pub fn generate() -> anyhow::Result<TlsFiles> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "rpc-bench CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "rpc-bench CA");
     let ca_cert = ca.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
     let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;

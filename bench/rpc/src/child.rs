@@ -69,12 +69,11 @@ impl ServerProcess {
         let mut line = String::new();
         stdout.read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("listening ") else {
-            bail!(
-                "{} server did not start (said {line:?})",
-                l.system.name()
-            );
+            bail!("{} server did not start (said {line:?})", l.system.name());
         };
-        let addr = addr.parse().with_context(|| format!("server address {addr:?}"))?;
+        let addr = addr
+            .parse()
+            .with_context(|| format!("server address {addr:?}"))?;
         Ok(ServerProcess {
             addr,
             child,

@@ -104,8 +104,11 @@ enum Command {
     /// Runs one system's server (the benchmark starts these itself).
     #[command(hide = true)]
     Serve(serve::ServeArgs),
-    /// Server instructions and allocations per call, under callgrind.
+    /// Server (or client) instructions and allocations per call, under callgrind.
     Instr(instr::InstrArgs),
+    /// Makes a counted number of calls (started by `instr --side client`).
+    #[command(hide = true)]
+    InstrClient(instr::ClientArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -173,6 +176,7 @@ fn main() -> anyhow::Result<()> {
     match args.command.take() {
         Some(Command::Serve(s)) => return serve::main(s),
         Some(Command::Instr(i)) => return instr::main(i),
+        Some(Command::InstrClient(c)) => return instr::client_main(c),
         None => {}
     }
     validate(&args)?;

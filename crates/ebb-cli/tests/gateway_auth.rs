@@ -106,7 +106,20 @@ fn tokens_admin_address_and_per_caller_bounds() {
         &[("Authorization", &bearer(BOB))],
     );
     assert_eq!(code, 200, "{body}");
-    assert_eq!(metric(admin, "ebb_gateway_unauthenticated_total "), 3);
+    assert_eq!(
+        metric(
+            admin,
+            r#"ebb_gateway_unauthenticated_total{ingress="http"} "#
+        ),
+        3
+    );
+    assert_eq!(
+        metric(
+            admin,
+            r#"ebb_gateway_unauthenticated_total{ingress="rpc"} "#
+        ),
+        0
+    );
 
     // One call in flight for alice is her bound; bob is not affected.
     let http_addr = up.http;
@@ -149,7 +162,13 @@ fn tokens_admin_address_and_per_caller_bounds() {
     let (code, _, _) = up.post("/rpc/Demo/echo", echo, &[("Authorization", &bearer(BOB))]);
     assert_eq!(code, 200, "bob has his own bound");
     assert_eq!(long.join().unwrap().0, 200);
-    assert_eq!(metric(admin, "ebb_gateway_caller_refusals_total "), 1);
+    assert_eq!(
+        metric(
+            admin,
+            r#"ebb_gateway_caller_refusals_total{ingress="http"} "#
+        ),
+        1
+    );
     let (code, _, _) = up.post("/rpc/Demo/echo", echo, &[("Authorization", &bearer(ALICE))]);
     assert_eq!(code, 200, "alice's slot came back");
     up.stop();
@@ -271,6 +290,17 @@ fn the_rpc_ingress_takes_bearer_tokens_and_bounds_each_caller() {
     let out = ebb_call(&up, Some(&wrong), "Demo.incr", r#"{"key":"k"}"#);
     let err = failed_without_running(&out, "bearer token");
     assert!(err.contains("does not accept the token"), "{err}");
+    // Counted in /metrics under the RPC ingress (each call's handshake, and
+    // any request it sent anyway), none under HTTP.
+    let rpc_unauthenticated = r#"ebb_gateway_unauthenticated_total{ingress="rpc"} "#;
+    assert!(metric(admin, rpc_unauthenticated) >= 2);
+    assert_eq!(
+        metric(
+            admin,
+            r#"ebb_gateway_unauthenticated_total{ingress="http"} "#
+        ),
+        0
+    );
 
     // Alice's token: served.
     let out = ebb_call(&up, Some(&alice), "Demo.echo", echo);
@@ -316,6 +346,15 @@ fn the_rpc_ingress_takes_bearer_tokens_and_bounds_each_caller() {
     let out = ebb_call(&up, Some(&alice), "Demo.incr", r#"{"key":"a"}"#);
     let err = failed_without_running(&out, "calls executing");
     assert!(err.contains("retry when some end"), "{err}");
+    let rpc_caller = r#"ebb_gateway_caller_refusals_total{ingress="rpc"} "#;
+    assert!(metric(admin, rpc_caller) >= 1, "the refusal is counted");
+    assert_eq!(
+        metric(
+            admin,
+            r#"ebb_gateway_caller_refusals_total{ingress="http"} "#
+        ),
+        0
+    );
     let out = ebb_call(&up, Some(&bob), "Demo.echo", echo);
     assert!(
         out.status.success(),

@@ -127,6 +127,51 @@ fn same_answers_and_errors(kind: &str) {
         "{body}"
     );
 
+    // Errors no handler of the gateway writes are JSON too, with a
+    // stable kind (and `Allow` on a 405).
+    for (method, path, allow) in [
+        ("GET", "/pool", "POST"),
+        ("POST", "/status", "GET"),
+        ("DELETE", "/metrics", "GET"),
+        ("GET", "/rpc/Demo/echo", "POST"),
+    ] {
+        let (code, body, head) = gateway_common::http(up.http, method, path, "", &[]);
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}: {head}\n{body}"
+        );
+        let allowed = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("allow: ")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("{method} {path}: no Allow header in {head}"));
+        assert!(
+            allowed.to_ascii_uppercase().contains(allow),
+            "{method} {path}: Allow {allowed}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+    let (code, body, _) = gateway_common::http(up.http, "GET", "/nothing", "", &[]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let huge = format!(r#"{{"target": 1, "pad": "{}"}}"#, "x".repeat(8_192));
+    let (code, body, _) = up.post("/pool", &huge, &[]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (413, Some("too_large")),
+        "{body}"
+    );
+
     // Status names every node with what the docs promise.
     let status = up.status();
     assert_eq!(status["policies"]["balance"], "rr");

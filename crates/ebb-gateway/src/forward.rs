@@ -150,7 +150,7 @@ struct InFlight<'a> {
     clock: &'a Clock,
     metrics: &'a Metrics,
     node: NodeId,
-    alone: bool,
+    ahead: u32,
     started: Instant,
     answered: bool,
     /// What the outcome says about the node's health, if anything.
@@ -164,7 +164,7 @@ impl Drop for InFlight<'_> {
         let node = self.node;
         if self
             .registry
-            .finish(node, latency, self.alone, self.health, now)
+            .finish(node, latency, self.ahead, self.health, now)
         {
             self.metrics.ejected();
         }
@@ -535,18 +535,18 @@ impl Forwarder {
     ) -> Attempt {
         let mut slot = slot;
         slot.claim();
-        let (node, client, mut gone, alone) = (
+        let (node, client, mut gone, ahead) = (
             slot.node,
             slot.client.clone(),
             slot.gone.clone(),
-            slot.alone,
+            slot.ahead,
         );
         drop(slot);
         let mut guard = InFlight {
             registry: &self.registry,
             clock: &self.clock,
             node,
-            alone,
+            ahead,
             started: now,
             answered: false,
             health: None,

@@ -35,6 +35,8 @@ pub fn router(shared: Arc<Shared>, http: HttpConfig) -> Router {
 /// `/status`, `/metrics`, `/pool`) apart from it; otherwise one router
 /// serves both. Calls pass [`guard_calls`] (credentials, the caller's
 /// bound); `POST /pool` needs credentials when tokens are configured.
+/// Every error, whoever wrote it, is a JSON body with an `error` kind
+/// (`ebb_http::json_errors`).
 pub fn routers(
     shared: Arc<Shared>,
     http: HttpConfig,
@@ -54,11 +56,18 @@ pub fn routers(
         .with_state(Arc::clone(&shared));
     let calls = ebb_http::router(backend, http)
         .layer(axum::middleware::from_fn_with_state(shared, guard_calls));
+    // Last, so it covers the fallback and axum's own answers (a 405 on
+    // `/pool`, a body over the limit) as well as the routes.
+    let json = || axum::middleware::from_fn(ebb_http::json_errors);
     if separate_admin {
-        let admin = admin.fallback(ebb_http::not_found);
-        (calls.fallback(ebb_http::not_found), Some(admin))
+        let admin = admin.fallback(ebb_http::not_found).layer(json());
+        (
+            calls.fallback(ebb_http::not_found).layer(json()),
+            Some(admin),
+        )
     } else {
-        (admin.merge(calls).fallback(ebb_http::not_found), None)
+        let all = admin.merge(calls).fallback(ebb_http::not_found);
+        (all.layer(json()), None)
     }
 }
 

@@ -37,6 +37,8 @@ pub enum JsonCallError {
 pub struct RpcIngress {
     forwarder: Arc<Forwarder>,
     served: Served,
+    /// `served`'s methods, none of them blocking ([`Served::forwarded_methods`]).
+    forwarded: &'static [MethodInfo],
     default_timeout: Nanos,
 }
 
@@ -45,6 +47,7 @@ impl RpcIngress {
         RpcIngress {
             forwarder,
             served,
+            forwarded: served.forwarded_methods(),
             default_timeout,
         }
     }
@@ -78,6 +81,14 @@ impl ServiceDispatch for RpcIngress {
 
     fn methods(&self) -> &'static [MethodInfo] {
         self.served.methods()
+    }
+
+    /// Every method runs inline here, also those the nodes run on a worker
+    /// thread: forwarding one is a wait for the node's reply, and on the
+    /// server's worker threads (one per core) only that many calls would be
+    /// forwarded at once.
+    fn method(&self, method_id: u16) -> Option<&'static MethodInfo> {
+        self.forwarded.get(usize::from(method_id))
     }
 
     /// A typed service's JSON requests (`ebb call`) are turned into binary

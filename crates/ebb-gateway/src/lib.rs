@@ -138,7 +138,12 @@ pub struct Shared {
     hedge: Option<HedgeConfig>,
     tokens: Option<auth::Tokens>,
     callers: auth::CallerBounds,
+    /// The RPC ingress's session counts, once it serves.
+    rpc_stats: std::sync::OnceLock<RpcStats>,
 }
+
+/// Reads the RPC ingress server's decision counts.
+type RpcStats = Box<dyn Fn() -> ebb_rpc::semantics::ServerStats + Send + Sync>;
 
 impl Shared {
     fn pool(&self) -> std::sync::MutexGuard<'_, pool::PoolHandle> {
@@ -183,6 +188,7 @@ impl Shared {
                     "service_time_from": self.admission.service_time_from.as_str(),
                     "max_held_requests": self.admission.max_held_requests,
                     "max_held_bytes": self.admission.max_held_bytes,
+                    "max_gateway_delay_ms": self.admission.max_gateway_delay.as_millis(),
                 },
                 "retry_budget": {
                     "ratio": self.retry.ratio,
@@ -215,9 +221,11 @@ impl Shared {
         let registry = self.forwarder.registry();
         let nodes = registry.status(self.clock.now());
         let target = self.pool().target();
-        self.forwarder
-            .metrics()
-            .render(&nodes, registry.held(), target)
+        let metrics = self.forwarder.metrics();
+        if let Some(stats) = self.rpc_stats.get() {
+            metrics.rpc_refusals(&stats());
+        }
+        metrics.render(&nodes, registry.held(), target)
     }
 }
 
@@ -323,6 +331,7 @@ impl Gateway {
             hedge: cfg.hedge,
             tokens: cfg.tokens.clone(),
             callers: auth::CallerBounds::new(cfg.max_in_flight_per_caller),
+            rpc_stats: std::sync::OnceLock::new(),
         });
         let http_cfg = ebb_http::HttpConfig {
             default_deadline_ms: cfg.default_deadline.as_millis().max(1),
@@ -347,6 +356,7 @@ impl Gateway {
                     if let Some(tokens) = rpc_shared.tokens.clone() {
                         server = server.with_tokens(tokens);
                     }
+                    let _ = rpc_shared.rpc_stats.set(Box::new(server.stats_reader()));
                     let _ = server.run().await;
                 }
             }),

@@ -34,6 +34,40 @@ struct DirectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IngressLabel {
+    ingress: &'static str,
+}
+
+/// A refusal counted per ingress: HTTP's counted here as they happen,
+/// RPC's copied from its server session's own counts when scraped.
+#[derive(Clone)]
+struct PerIngress {
+    http: Counter,
+    rpc: Counter,
+}
+
+impl PerIngress {
+    fn register(r: &mut PromRegistry, name: &str, help: &str) -> PerIngress {
+        let family = Family::<IngressLabel, Counter>::default();
+        let http = family
+            .get_or_create(&IngressLabel { ingress: "http" })
+            .clone();
+        let rpc = family
+            .get_or_create(&IngressLabel { ingress: "rpc" })
+            .clone();
+        r.register(name, help, family);
+        PerIngress { http, rpc }
+    }
+
+    /// The RPC session's own running total.
+    fn set_rpc(&self, total: u64) {
+        self.rpc
+            .inner()
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     state: String,
     kind: String,
@@ -72,8 +106,8 @@ pub struct Metrics {
     ejections: Counter,
     hedges: Counter,
     hedge_wins: Counter,
-    unauthenticated: Counter,
-    caller_refusals: Counter,
+    unauthenticated: PerIngress,
+    caller_refusals: PerIngress,
     held: Gauge,
     held_bytes: Gauge,
     in_flight: Gauge,
@@ -137,17 +171,15 @@ impl Metrics {
             "Hedged calls answered by their second copy first",
             hedge_wins.clone(),
         );
-        let unauthenticated = Counter::default();
-        r.register(
+        let unauthenticated = PerIngress::register(
+            &mut r,
             "unauthenticated",
-            "Requests refused for want of a valid bearer token",
-            unauthenticated.clone(),
+            "Requests refused for want of a valid bearer token, by ingress (rpc: handshakes and calls refused)",
         );
-        let caller_refusals = Counter::default();
-        r.register(
+        let caller_refusals = PerIngress::register(
+            &mut r,
             "caller_refusals",
-            "Requests refused because their caller had its bound in flight",
-            caller_refusals.clone(),
+            "Requests refused because their caller had its bound in flight, by ingress",
         );
         let held = Gauge::default();
         r.register("held_requests", "Requests waiting for a node", held.clone());
@@ -280,12 +312,21 @@ impl Metrics {
         self.ejections.inc();
     }
 
+    /// An HTTP request without valid credentials.
     pub fn unauthenticated(&self) {
-        self.unauthenticated.inc();
+        self.unauthenticated.http.inc();
     }
 
+    /// An HTTP request over its caller's bound.
     pub fn caller_refused(&self) {
-        self.caller_refusals.inc();
+        self.caller_refusals.http.inc();
+    }
+
+    /// The RPC ingress's refusals as its server session counted them.
+    pub fn rpc_refusals(&self, stats: &ebb_rpc::semantics::ServerStats) {
+        self.unauthenticated
+            .set_rpc(stats.refused_unauthorized_handshakes + stats.refused_unauthorized_requests);
+        self.caller_refusals.set_rpc(stats.refused_caller_in_flight);
     }
 
     pub fn hedged(&self) {

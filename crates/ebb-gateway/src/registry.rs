@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_node::provider::NodeKind;
-use ebb_policy::admission::{self, AdmissionConfig, Admit, Load, NodeLoad, ServiceTimeSource};
+use ebb_policy::admission::{
+    self, AdmissionConfig, Admit, GatewayDelay, Load, NodeLoad, ServiceTimeSource,
+};
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
 use ebb_policy::outlier::{OutlierConfig, Outliers, Verdict};
@@ -103,9 +105,10 @@ pub struct Slot {
     pub node: NodeId,
     pub client: NodeClient,
     pub gone: watch::Receiver<bool>,
-    /// The node had nothing else in flight from here: the latency of this
-    /// call is a clean service-time sample.
-    pub alone: bool,
+    /// Calls the gateway already had in flight on the node when this one
+    /// was handed out: 0 means the latency is a clean service-time sample,
+    /// n means about n + 1 services (the ones ahead, then this one).
+    pub ahead: u32,
     /// Until the request claims the slot, dropping it gives the node's
     /// in-flight count back (a held request whose caller left just as a
     /// node was handed to it).
@@ -122,7 +125,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some((registry, at)) = self.unclaimed.take() {
-            registry.release(self.node, None, false, at);
+            registry.release(self.node, None, 0, at);
         }
     }
 }
@@ -140,6 +143,8 @@ pub enum Acquired {
 
 struct HeldRequest {
     tx: oneshot::Sender<Slot>,
+    /// When it reached its dispatch decision and was held.
+    arrived: Instant,
     bytes: usize,
     deadline: Instant,
     /// Nodes this request must not go to again (it failed there).
@@ -155,7 +160,8 @@ struct Inner {
     held: VecDeque<HeldRequest>,
     held_bytes: usize,
     admission: AdmissionConfig,
-    /// Mean service time of calls that had their node to themselves.
+    /// Mean service time as the gateway times its calls: each latency
+    /// divided by the calls it found ahead on its node, plus one.
     service_time: f64,
     counters: Counters,
     expected_boot: Nanos,
@@ -445,6 +451,21 @@ impl Registry {
         let inner = &mut *g;
         if first_attempt {
             inner.counters.arrivals += 1;
+            // A retry was admitted once already; a new request is refused
+            // when the gateway is behind.
+            let delay = GatewayDelay {
+                arrived: now,
+                oldest_held: inner.oldest_held(now),
+            };
+            if let Admit::Refuse { why, retry_after } =
+                admission::admit_delay(&inner.admission, delay, now)
+            {
+                inner.counters.refusals += 1;
+                return Acquired::Refused {
+                    why: why.to_string(),
+                    retry_after,
+                };
+            }
         }
         let load = inner.load(now);
         let deadline_cfg = AdmissionConfig {
@@ -508,6 +529,7 @@ impl Registry {
         let (tx, rx) = oneshot::channel();
         inner.held.push_back(HeldRequest {
             tx,
+            arrived: now,
             bytes,
             deadline,
             excluded: excluded.to_vec(),
@@ -533,8 +555,8 @@ impl Registry {
 
     /// The call sent through `slot` ended; `latency` is set when it was
     /// answered by the node (not cut short by the node's death).
-    pub fn release(&self, node: NodeId, latency: Option<Nanos>, alone: bool, now: Instant) {
-        self.finish(node, latency, alone, None, now);
+    pub fn release(&self, node: NodeId, latency: Option<Nanos>, ahead: u32, now: Instant) {
+        self.finish(node, latency, ahead, None, now);
     }
 
     /// [`Registry::release`] and [`Registry::report`] under one lock: what
@@ -545,7 +567,7 @@ impl Registry {
         &self,
         node: NodeId,
         latency: Option<Nanos>,
-        alone: bool,
+        ahead: u32,
         health: Option<bool>,
         now: Instant,
     ) -> bool {
@@ -568,14 +590,16 @@ impl Registry {
             inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
             inner.views[i].ewma_latency =
                 Nanos(inner.meta[i].ewma.estimate(now, LATENCY_TAU) as u64);
-            if alone || inner.service_time == 0.0 {
-                let x = l.as_nanos() as f64;
-                inner.service_time = if inner.service_time == 0.0 {
-                    x
-                } else {
-                    inner.service_time + (x - inner.service_time) * SERVICE_TIME_WEIGHT
-                };
-            }
+            // A call that found n ahead on its node waited for their
+            // services and then its own (a node serving one at a time, as
+            // admission's estimate assumes): every call is a sample, not
+            // only those that were alone, which under load are none.
+            let x = l.as_nanos() as f64 / (f64::from(ahead) + 1.0);
+            inner.service_time = if inner.service_time == 0.0 {
+                x
+            } else {
+                inner.service_time + (x - inner.service_time) * SERVICE_TIME_WEIGHT
+            };
             inner.balancer.on_complete(&inner.views, i, l, now);
         }
         if inner.views[i].in_flight == 0
@@ -751,15 +775,28 @@ impl Inner {
     fn take(&mut self, i: usize, me: &Registry, now: Instant) -> Option<Slot> {
         let client = self.meta[i].client.clone()?;
         debug_assert!(self.views[i].is_ready());
-        let alone = self.views[i].in_flight == 0;
+        let ahead = self.views[i].in_flight;
         self.views[i].in_flight += 1;
         Some(Slot {
             node: self.meta[i].id,
             client,
             gone: self.meta[i].gone.subscribe(),
-            alone,
+            ahead,
             unclaimed: Some((me.clone(), now)),
         })
+    }
+
+    /// When the oldest live held request arrived; dead ones at the front
+    /// (caller gone, deadline passed) are dropped on the way.
+    fn oldest_held(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(front) = self.held.front() {
+            if front.tx.is_closed() || front.deadline <= now {
+                self.remove_held(0);
+                continue;
+            }
+            return Some(front.arrived);
+        }
+        None
     }
 
     fn remove_held(&mut self, k: usize) -> Option<HeldRequest> {

@@ -9,7 +9,7 @@
 //! pool serves ([`Served::admits`]): a node of another service, or of
 //! another version of the method table, never gets a call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use ebb_core::Nanos;
@@ -43,6 +43,39 @@ pub struct Described {
     pub name: &'static str,
     pub methods: &'static [MethodInfo],
     pub description: ServiceDescription,
+}
+
+/// Typed method tables copied with `blocking` cleared, at most: a build
+/// serves a handful of services; past it a table is run as it is.
+pub const MAX_NON_BLOCKING_COPIES: usize = 16;
+
+/// `methods` with `blocking` cleared: one copy per table, leaked for the
+/// process's lifetime (a few hundred bytes each).
+fn non_blocking(methods: &'static [MethodInfo]) -> &'static [MethodInfo] {
+    type Copies = Vec<(usize, &'static [MethodInfo])>;
+    static COPIES: Mutex<Copies> = Mutex::new(Vec::new());
+    if !methods.iter().any(|m| m.blocking) {
+        return methods;
+    }
+    let key = methods.as_ptr() as usize;
+    // A lookup or a push: the list is consistent at any panic point.
+    let mut copies = COPIES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, copy)) = copies.iter().find(|(k, _)| *k == key) {
+        return copy;
+    }
+    if copies.len() >= MAX_NON_BLOCKING_COPIES {
+        return methods;
+    }
+    let copy: Vec<MethodInfo> = methods
+        .iter()
+        .map(|m| MethodInfo {
+            blocking: false,
+            ..*m
+        })
+        .collect();
+    let copy: &'static [MethodInfo] = Box::leak(copy.into_boxed_slice());
+    copies.push((key, copy));
+    copy
 }
 
 fn leak(s: &str) -> &'static str {
@@ -123,6 +156,19 @@ impl Served {
     pub fn methods(&self) -> &'static [MethodInfo] {
         match self {
             Served::Typed(c) => c.methods(),
+            Served::Described(d) => d.methods,
+        }
+    }
+
+    /// The method table as the gateway's RPC ingress runs it: every method
+    /// inline (`blocking: false`). A method its nodes run on a worker thread
+    /// (`#[blocking]`, like `Demo.work`) is, here, a wait for a node's
+    /// reply; run on the ingress's worker threads (one per core) it would
+    /// let the gateway forward only that many such calls at once, and the
+    /// rest would queue before admission sees them.
+    pub fn forwarded_methods(&self) -> &'static [MethodInfo] {
+        match self {
+            Served::Typed(c) => non_blocking(c.methods()),
             Served::Described(d) => d.methods,
         }
     }

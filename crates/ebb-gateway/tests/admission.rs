@@ -81,7 +81,7 @@ fn judge(node_says: Nanos, gateway_saw: Nanos, from: ServiceTimeSource) -> Acqui
             panic!("an idle node was not handed out");
         };
         slot.claim();
-        registry.release(slot.node, Some(gateway_saw), true, T0);
+        registry.release(slot.node, Some(gateway_saw), 0, T0);
     }
     let mut busy = Vec::new();
     for _ in 0..AHEAD {
@@ -142,4 +142,123 @@ fn slow_nodes_refuse_at_once_however_fast_the_gateway_saw_them() {
         }
         _ => panic!("a call that cannot meet its deadline was taken"),
     }
+}
+
+/// One node, one call at a time, the given admission: the node is handed
+/// out once and the slot returned, busy, so later requests are held.
+fn one_busy_node(cfg: AdmissionConfig) -> (Registry, ebb_gateway::registry::Slot) {
+    let registry = Registry::new(ebb_policy::balance::parse("jsq").unwrap(), cfg, 9)
+        .with_max_in_flight_per_node(1);
+    let id = NodeId(1);
+    registry.add_booting(
+        NewNode {
+            id,
+            kind: NodeKind::Thread,
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            cost_per_sec_micros: 0,
+            started_unix_ms: 0,
+            expected_boot: Nanos::from_millis(10),
+        },
+        T0,
+    );
+    let node = Reporting {
+        service_time: Nanos::from_millis(1),
+    };
+    assert!(registry.set_ready(id, Arc::new(node), T0));
+    registry.set_target(1, Nanos::from_millis(10));
+    let Acquired::Now(mut slot) =
+        registry.acquire(0, T0 + Nanos::from_secs(600), T0, &[], true, None)
+    else {
+        panic!("an idle node was not handed out");
+    };
+    slot.claim();
+    (registry, slot)
+}
+
+fn at_ms(ms: u64) -> Instant {
+    T0 + Nanos::from_millis(ms)
+}
+
+/// Requests held in the gateway longer than `max_gateway_delay` make it
+/// refuse new ones at once, with `Overloaded` and a retry hint, however
+/// far their deadlines are; the refusal ends when the old one is gone.
+/// With admission off the same request is held.
+#[test]
+fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
+    let cfg = AdmissionConfig {
+        max_gateway_delay: Nanos::from_millis(20),
+        ..AdmissionConfig::default()
+    };
+    let far = T0 + Nanos::from_secs(600);
+    let (registry, busy) = one_busy_node(cfg);
+    let Acquired::Held(first) = registry.acquire(0, far, at_ms(0), &[], true, None) else {
+        panic!("the node is busy: the request should be held");
+    };
+    let Acquired::Held(second) = registry.acquire(0, far, at_ms(10), &[], true, None) else {
+        panic!("10 ms behind is within the bound: held");
+    };
+    match registry.acquire(0, far, at_ms(25), &[], true, None) {
+        Acquired::Refused { why, retry_after } => {
+            assert!(why.contains("in the gateway"), "{why}");
+            assert_eq!(
+                retry_after,
+                Nanos::from_millis(25),
+                "the oldest waited 25 ms"
+            );
+        }
+        _ => panic!("the oldest held request waited 25 ms > 20 ms: refuse"),
+    }
+    assert_eq!(registry.held().0, 2, "the refused one was not held");
+    // The node frees up: the oldest goes to it; the one behind waited
+    // 16 ms at 26 ms, within the bound, so a new request is held again.
+    drop(busy);
+    registry.release(NodeId(1), Some(Nanos::from_millis(1)), 0, at_ms(26));
+    let mut first = first;
+    let handed = first.try_recv();
+    assert!(handed.is_ok(), "the oldest held request got the node");
+    let Acquired::Held(_third) = registry.acquire(0, far, at_ms(26), &[], true, None) else {
+        panic!("16 ms behind is within the bound: held");
+    };
+    drop((second, handed));
+
+    // Admission off: nothing is refused for the gateway's delay.
+    let off = AdmissionConfig {
+        deadline_check: false,
+        ..cfg
+    };
+    let (registry, _busy) = one_busy_node(off);
+    let _held = registry.acquire(0, far, at_ms(0), &[], true, None);
+    assert!(matches!(
+        registry.acquire(0, far, at_ms(500), &[], true, None),
+        Acquired::Held(_)
+    ));
+}
+
+/// The gateway's own service-time figure (`service_time_from = "gateway"`,
+/// and the autoscaler's signal) learns from every call, not only from
+/// calls that had their node to themselves, which under load are none: a
+/// call that found n ahead counts its latency over n + 1.
+#[test]
+fn the_gateways_service_time_moves_under_load() {
+    let (registry, busy) = one_busy_node(AdmissionConfig::default());
+    drop(busy);
+    // Alone: 10 ms per call.
+    registry.release(NodeId(1), Some(Nanos::from_millis(10)), 0, at_ms(10));
+    assert_eq!(registry.tick().service_time, Nanos::from_millis(10));
+    // Then only calls with three ahead, each 8 ms after it was sent: 2 ms
+    // of service each.
+    let far = T0 + Nanos::from_secs(600);
+    for i in 0..200 {
+        let Acquired::Now(mut slot) = registry.acquire(0, far, at_ms(20 + i), &[], true, None)
+        else {
+            panic!("the idle node was not handed out");
+        };
+        slot.claim();
+        registry.release(slot.node, Some(Nanos::from_millis(8)), 3, at_ms(20 + i));
+    }
+    let s = registry.tick().service_time;
+    assert!(
+        s < Nanos::from_millis(3) && s >= Nanos::from_millis(2),
+        "the figure stayed at the unloaded one: {s}"
+    );
 }

@@ -130,7 +130,7 @@ fn pool_with_a_second_of_service() -> (Registry, Arc<Stuck>, Arc<Forwarder>) {
     };
     slot.claim();
     drop(slot);
-    registry.release(id, Some(Nanos::from_secs(1)), true, clock.now());
+    registry.release(id, Some(Nanos::from_secs(1)), 0, clock.now());
     let forwarder = Arc::new(Forwarder::new(
         registry.clone(),
         clock,

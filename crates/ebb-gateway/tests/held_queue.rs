@@ -118,7 +118,7 @@ fn a_pull_skips_a_held_request_that_avoids_the_node() {
         let (registry, mut avoiding, mut any) = two_full_nodes(policy);
         let t1 = Instant::EPOCH + Nanos::from_millis(1);
         // Node 1's call ends: it may not take the oldest held request.
-        registry.release(NodeId(1), Some(Nanos::from_millis(1)), true, t1);
+        registry.release(NodeId(1), Some(Nanos::from_millis(1)), 0, t1);
         let got = any.try_recv().unwrap_or_else(|e| {
             panic!("{policy}: the second request stalled behind the first: {e:?}")
         });
@@ -126,7 +126,7 @@ fn a_pull_skips_a_held_request_that_avoids_the_node() {
         assert!(avoiding.try_recv().is_err(), "{policy}: it avoids node 1");
         assert_eq!(registry.held().0, 1, "{policy}");
         // Node 2's call ends: the avoiding request goes there.
-        registry.release(NodeId(2), Some(Nanos::from_millis(1)), true, t1);
+        registry.release(NodeId(2), Some(Nanos::from_millis(1)), 0, t1);
         let got = avoiding.try_recv().unwrap();
         assert_eq!(got.node, NodeId(2), "{policy}");
         assert_eq!(registry.held(), (0, 0), "{policy}");

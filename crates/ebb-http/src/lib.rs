@@ -15,6 +15,7 @@ mod config;
 mod dispatch_backend;
 mod error;
 mod from_rpc;
+mod json_errors;
 mod router;
 mod rpc_backend;
 mod serve;
@@ -26,6 +27,7 @@ pub use config::{
 };
 pub use dispatch_backend::DispatchBackend;
 pub use error::{DEFAULT_RETRY_AFTER_MS, ERROR_KINDS, ErrorBody, HttpError};
+pub use json_errors::{MAX_REWRITTEN_BODY_BYTES, json_errors};
 pub use router::{RPC_ROUTE, not_found, router};
 pub use rpc_backend::{Codecs, RpcBackend};
 pub use serve::serve;

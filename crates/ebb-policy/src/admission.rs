@@ -14,6 +14,16 @@
 //! queueing, so once its core is saturated it would see slow nodes where
 //! there are fast ones, and refuse work the nodes could do.
 //!
+//! The estimate sees only the work the gateway has handed on. Requests
+//! that wait inside the gateway itself (behind a saturated ingress, or in
+//! its held FIFO) are not in it; [`admit_delay`] refuses by that delay:
+//! once requests wait longer than `max_gateway_delay` in the gateway
+//! before their dispatch decision, or the oldest held one has, new ones
+//! are refused at once. Refusing is cheaper than forwarding, so the
+//! gateway catches up, and what it does take is fresh enough to meet its
+//! deadline (the idea of CoDel, Nichols and Jacobson 2012: judge a queue by
+//! how long its items wait, not by its length).
+//!
 //! State: none; the caller passes what it measured. Cost: O(1), O(nodes)
 //! for [`from_nodes`].
 
@@ -53,6 +63,11 @@ pub struct AdmissionConfig {
     pub max_held_requests: usize,
     /// Argument bytes that may be held at once.
     pub max_held_bytes: usize,
+    /// Longest a request may have waited inside the gateway (from its
+    /// arrival to its dispatch decision, or in the held FIFO) before new
+    /// requests are refused ([`admit_delay`]). Applies with
+    /// `deadline_check`.
+    pub max_gateway_delay: Nanos,
 }
 
 impl Default for AdmissionConfig {
@@ -62,9 +77,15 @@ impl Default for AdmissionConfig {
             service_time_from: ServiceTimeSource::Nodes,
             max_held_requests: DEFAULT_MAX_HELD_REQUESTS,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            max_gateway_delay: DEFAULT_MAX_GATEWAY_DELAY,
         }
     }
 }
+
+/// [`AdmissionConfig::max_gateway_delay`] when the config sets none: long
+/// beside the gateway's own cost per request (tens of microseconds), short
+/// beside the deadlines callers give (hundreds of milliseconds and up).
+pub const DEFAULT_MAX_GATEWAY_DELAY: Nanos = Nanos::from_millis(20);
 
 /// Held requests when the config sets none.
 pub const DEFAULT_MAX_HELD_REQUESTS: usize = 10_000;
@@ -159,6 +180,8 @@ pub enum Refusal {
     QueueBytesFull { limit: usize },
     /// No node is ready and none is on its way.
     NoCapacity,
+    /// Requests wait in the gateway itself longer than the bound.
+    GatewayBehind { delay: Nanos, limit: Nanos },
 }
 
 impl std::fmt::Display for Refusal {
@@ -172,6 +195,10 @@ impl std::fmt::Display for Refusal {
                 write!(f, "{limit} bytes of requests already held")
             }
             Refusal::NoCapacity => write!(f, "no node is ready or booting"),
+            Refusal::GatewayBehind { delay, limit } => write!(
+                f,
+                "requests wait {delay} in the gateway before dispatch, over its {limit} bound"
+            ),
         }
     }
 }
@@ -238,6 +265,41 @@ pub fn admit(
         why: Refusal::DeadlineUnmeetable { expected_finish },
         // By then the work ahead of this request has been served.
         retry_after: expected_finish.saturating_since(now),
+    }
+}
+
+/// The gateway's own delay as a request reaches its dispatch decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayDelay {
+    /// When the request arrived at the gateway (as early as the ingress
+    /// can tell).
+    pub arrived: Instant,
+    /// When the oldest request still in the held FIFO arrived, if any is.
+    pub oldest_held: Option<Instant>,
+}
+
+/// Refuses a request at `now` when the gateway is behind: it waited in the
+/// gateway, or the oldest held request has, longer than
+/// `max_gateway_delay`. The hint to come back is that delay: by then what
+/// is ahead now has been dispatched or refused.
+pub fn admit_delay(cfg: &AdmissionConfig, delay: GatewayDelay, now: Instant) -> Admit {
+    if !cfg.deadline_check {
+        return Admit::Accept;
+    }
+    let own = now.saturating_since(delay.arrived);
+    let held = delay
+        .oldest_held
+        .map_or(Nanos::ZERO, |at| now.saturating_since(at));
+    let worst = own.max(held);
+    if worst <= cfg.max_gateway_delay {
+        return Admit::Accept;
+    }
+    Admit::Refuse {
+        why: Refusal::GatewayBehind {
+            delay: worst,
+            limit: cfg.max_gateway_delay,
+        },
+        retry_after: worst,
     }
 }
 
@@ -442,6 +504,59 @@ mod tests {
             from_nodes([], Nanos::from_millis(1)).service_time,
             Nanos::ZERO
         );
+    }
+
+    #[test]
+    fn a_gateway_behind_refuses_by_its_own_delay_or_its_oldest_held() {
+        let cfg = AdmissionConfig {
+            max_gateway_delay: Nanos::from_millis(20),
+            ..AdmissionConfig::default()
+        };
+        let now = T0 + Nanos::from_millis(1_000);
+        let at = |ms_ago: u64| T0 + Nanos::from_millis(1_000 - ms_ago);
+        let fresh = GatewayDelay {
+            arrived: now,
+            oldest_held: None,
+        };
+        assert_eq!(admit_delay(&cfg, fresh, now), Admit::Accept);
+        let bound = GatewayDelay {
+            arrived: at(20),
+            oldest_held: Some(at(20)),
+        };
+        assert_eq!(admit_delay(&cfg, bound, now), Admit::Accept, "at the bound");
+        // This request waited 30 ms before its decision.
+        let late = GatewayDelay {
+            arrived: at(30),
+            ..fresh
+        };
+        assert_eq!(
+            admit_delay(&cfg, late, now),
+            Admit::Refuse {
+                why: Refusal::GatewayBehind {
+                    delay: Nanos::from_millis(30),
+                    limit: Nanos::from_millis(20),
+                },
+                retry_after: Nanos::from_millis(30),
+            }
+        );
+        // A fresh request behind a held one that waited 50 ms.
+        let stuck = GatewayDelay {
+            oldest_held: Some(at(50)),
+            ..fresh
+        };
+        assert!(matches!(
+            admit_delay(&cfg, stuck, now),
+            Admit::Refuse {
+                why: Refusal::GatewayBehind { delay, .. },
+                ..
+            } if delay == Nanos::from_millis(50)
+        ));
+        // Admission off: no refusal for delay.
+        let off = AdmissionConfig {
+            deadline_check: false,
+            ..cfg
+        };
+        assert_eq!(admit_delay(&off, stuck, now), Admit::Accept);
     }
 
     #[test]

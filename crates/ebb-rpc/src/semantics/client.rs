@@ -15,14 +15,16 @@
 //! secret, and every handshake shows the secret, so no other peer can act
 //! on this session.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
 use super::call::{Call, CallSpec, ClientConfig, LinkState, MovedCall};
+use super::timers::TimerQueue;
 use super::{CallId, MAX_REPLIES_PER_CLIENT};
 use crate::CallError;
+use crate::fast_map::FastMap;
 use crate::wire::{
     ClientSecret, ConnError, Incarnation, Message, Ping, Pong, Refusal, Reply, Request, Seq,
 };
@@ -47,9 +49,18 @@ pub struct ClientSession {
     /// One above the highest at-most-once seq ever sent: the session floor
     /// the server records at the handshake.
     amo_floor: Seq,
-    calls: BTreeMap<Seq, Call>,
-    deadlines: BTreeSet<(Instant, Seq)>,
-    retransmit_timers: BTreeSet<(Instant, Seq)>,
+    /// Calls outstanding, by seq. Hashed, not ordered: the per-call path
+    /// only looks calls up; the rare paths that walk them in seq order sort
+    /// ([`ClientSession::seqs`]).
+    calls: FastMap<Seq, Call>,
+    /// No call below this seq is outstanding; while any is, this one is:
+    /// `ack_below` without a search.
+    lowest: Seq,
+    /// Each call's deadline (exactly one live entry per call).
+    deadlines: TimerQueue,
+    /// Live entries: calls in flight on the current connection, at their
+    /// `retransmit_at`.
+    retransmit_timers: TimerQueue,
     /// Calls not in flight on the current connection, waiting to be sent.
     held_idempotent: BTreeSet<Seq>,
     held_at_most_once: BTreeSet<Seq>,
@@ -94,9 +105,10 @@ impl ClientSession {
             cfg,
             next_seq: Seq::FIRST,
             amo_floor: Seq::FIRST,
-            calls: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            retransmit_timers: BTreeSet::new(),
+            calls: FastMap::default(),
+            lowest: Seq::FIRST,
+            deadlines: TimerQueue::default(),
+            retransmit_timers: TimerQueue::default(),
             held_idempotent: BTreeSet::new(),
             held_at_most_once: BTreeSet::new(),
             link: LinkState::Disconnected,
@@ -164,7 +176,20 @@ impl ClientSession {
 
     /// The lowest seq this session still waits for.
     pub fn ack_below(&self) -> Seq {
-        self.calls.keys().next().copied().unwrap_or(self.next_seq)
+        if self.calls.is_empty() {
+            self.next_seq
+        } else {
+            self.lowest
+        }
+    }
+
+    /// The outstanding calls' seqs, in order: for the rare paths that end
+    /// or resend many calls, so outcomes come out in call order whatever
+    /// the hash map's order.
+    fn seqs(&self) -> Vec<Seq> {
+        let mut seqs: Vec<Seq> = self.calls.keys().copied().collect();
+        seqs.sort_unstable();
+        seqs
     }
 
     /// Starts a call of `method` with postcard arguments that must end by
@@ -201,9 +226,15 @@ impl ClientSession {
         }
         let seq = self.next_seq;
         self.next_seq = seq.next();
+        if self.calls.is_empty() {
+            self.lowest = seq;
+        }
         self.calls
             .insert(seq, Call::new(spec, payload, now, deadline));
-        self.deadlines.insert((deadline, seq));
+        self.deadlines.push(deadline, seq);
+        let calls = &self.calls;
+        self.deadlines
+            .compact(calls.len(), |_, s| calls.contains_key(&s));
         let refused = match &self.refused_credentials {
             Some(message) if !spec.idempotent && self.link == LinkState::Handshaking => {
                 Some(message.clone())
@@ -244,7 +275,11 @@ impl ClientSession {
     /// the caller may run it elsewhere at once, at-most-once or not, rather
     /// than wait for its deadline.
     pub fn abandon_all(&mut self, cause: &str) {
-        let ending: Vec<(Seq, bool)> = self.calls.iter().map(|(&s, c)| (s, c.sent)).collect();
+        let ending: Vec<(Seq, bool)> = self
+            .seqs()
+            .into_iter()
+            .filter_map(|s| Some((s, self.calls.get(&s)?.sent)))
+            .collect();
         for (seq, sent) in ending {
             self.finish(
                 seq,
@@ -254,7 +289,7 @@ impl ClientSession {
                 }),
             );
         }
-        debug_assert!(self.calls.is_empty() && self.deadlines.is_empty());
+        debug_assert!(self.calls.is_empty());
         self.debug_check();
     }
 
@@ -302,7 +337,14 @@ impl ClientSession {
         self.disconnected_since = now;
         self.transmit.clear();
         self.queued_requests = 0;
-        for (_, seq) in std::mem::take(&mut self.retransmit_timers) {
+        let timed: Vec<Seq> = self
+            .retransmit_timers
+            .entries()
+            .filter(|&(at, s)| self.timer_live(at, s))
+            .map(|(_, s)| s)
+            .collect();
+        self.retransmit_timers.clear();
+        for seq in timed {
             self.hold(seq);
         }
     }
@@ -464,8 +506,9 @@ impl ClientSession {
     fn handle_connection_error(&mut self, e: &ConnError, now: Instant) {
         self.observe_incarnation(e.incarnation, now);
         let ending: Vec<(Seq, bool)> = self
-            .calls
-            .iter()
+            .seqs()
+            .into_iter()
+            .filter_map(|s| Some((s, self.calls.get(&s)?)))
             .filter(|(_, c)| {
                 if e.kind.unread() {
                     !c.sent_before
@@ -473,7 +516,7 @@ impl ClientSession {
                     e.kind == crate::wire::ConnErrorKind::BadFrame
                 }
             })
-            .map(|(&s, c)| (s, c.sent && !e.kind.unread()))
+            .map(|(s, c)| (s, c.sent && !e.kind.unread()))
             .collect();
         for (seq, sent) in ending {
             self.finish(seq, Err(CallError::from_conn_error(e, sent)));
@@ -486,12 +529,12 @@ impl ClientSession {
     /// Fires every timer due at `now`: deadlines, the failure detector,
     /// retransmissions, heartbeats.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, seq)) = self.deadlines.first() {
+        while let Some((at, seq)) = self.deadlines.first() {
             if at > now {
                 break;
             }
+            self.deadlines.pop();
             let Some(call) = self.calls.get(&seq) else {
-                self.deadlines.remove(&(at, seq));
                 continue;
             };
             let sent = call.sent;
@@ -518,10 +561,9 @@ impl ClientSession {
             // connection, since nothing is known to be wrong with them.
             let silent = now.saturating_since(self.last_heard);
             let sent: Vec<Seq> = self
-                .calls
-                .iter()
-                .filter(|(_, c)| c.sent)
-                .map(|(&s, _)| s)
+                .seqs()
+                .into_iter()
+                .filter(|s| self.calls.get(s).is_some_and(|c| c.sent))
                 .collect();
             for seq in sent {
                 self.finish(seq, Err(CallError::ServerUnresponsive { silent }));
@@ -532,11 +574,14 @@ impl ClientSession {
             return;
         }
         let mut postponed = Vec::new();
-        while let Some(&(at, seq)) = self.retransmit_timers.first() {
+        while let Some((at, seq)) = self.retransmit_timers.first() {
             if at > now {
                 break;
             }
-            self.retransmit_timers.remove(&(at, seq));
+            self.retransmit_timers.pop();
+            if !self.timer_live(at, seq) {
+                continue;
+            }
             let Some(call) = self.calls.get_mut(&seq) else {
                 continue;
             };
@@ -559,7 +604,7 @@ impl ClientSession {
             if let Some(call) = self.calls.get_mut(&seq) {
                 let at = now + self.cfg.backoff(call.retransmits);
                 call.retransmit_at = Some(at);
-                self.retransmit_timers.insert((at, seq));
+                self.retransmit_timers.push(at, seq);
                 self.postponed_retransmits += 1;
             }
         }
@@ -569,6 +614,7 @@ impl ClientSession {
             self.send_ping(now);
         }
         self.flush(now);
+        self.prune_timers();
         self.debug_check();
     }
 
@@ -633,13 +679,15 @@ impl ClientSession {
 
     /// When `handle_timeout` must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.deadlines.first().map(|&(at, _)| at);
+        // Both queues' earliest entries are live (pruned after every
+        // removal), so this is no earlier than it must be.
+        let mut t = self.deadlines.first().map(|(at, _)| at);
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        consider(self.retransmit_timers.first().map(|&(at, _)| at));
+        consider(self.retransmit_timers.first().map(|(at, _)| at));
         consider(self.next_ping_at());
         if self.link != LinkState::Disconnected {
             consider(Some(self.last_heard + self.cfg.heartbeat_silence));
@@ -675,11 +723,12 @@ impl ClientSession {
             return;
         }
         let affected: Vec<(Seq, bool, Option<Incarnation>, bool, bool)> = self
-            .calls
-            .iter()
-            .map(|(&s, c)| {
+            .seqs()
+            .into_iter()
+            .filter_map(|s| {
+                let c = self.calls.get(&s)?;
                 let in_flight = c.retransmit_at.is_some();
-                (s, c.spec.idempotent, c.sent_to, c.sent, in_flight)
+                Some((s, c.spec.idempotent, c.sent_to, c.sent, in_flight))
             })
             .collect();
         for (seq, idempotent, sent_to, sent, in_flight) in affected {
@@ -695,6 +744,8 @@ impl ClientSession {
                 _ => {}
             }
         }
+        // Resends left their earlier timers stale.
+        self.prune_timers();
     }
 
     /// Whether a new call may skip the held queues: the fast path, taken
@@ -739,9 +790,8 @@ impl ClientSession {
         let Some(call) = self.calls.get_mut(&seq) else {
             return;
         };
-        if let Some(at) = call.retransmit_at.take() {
-            self.retransmit_timers.remove(&(at, seq));
-        }
+        // A timer armed before goes stale: the call's `retransmit_at`
+        // names the new one.
         if !call.sent {
             call.sent = true;
             call.sent_to = incarnation;
@@ -755,7 +805,7 @@ impl ClientSession {
         }
         let at = now + self.cfg.backoff(call.retransmits);
         call.retransmit_at = Some(at);
-        self.retransmit_timers.insert((at, seq));
+        self.retransmit_timers.push(at, seq);
         self.transmit.push_back(Message::Request(Request {
             client: self.id,
             seq,
@@ -812,13 +862,53 @@ impl ClientSession {
                 }
             }
         }
-        self.deadlines.remove(&(call.deadline, seq));
-        if let Some(at) = call.retransmit_at {
-            self.retransmit_timers.remove(&(at, seq));
+        if call.retransmit_at.is_none() {
+            self.held_idempotent.remove(&seq);
+            self.held_at_most_once.remove(&seq);
         }
-        self.held_idempotent.remove(&seq);
-        self.held_at_most_once.remove(&seq);
+        if seq == self.lowest {
+            self.advance_lowest();
+        }
+        self.prune_timers();
         Some(call)
+    }
+
+    /// Moves `lowest` up to the lowest outstanding seq after that call
+    /// ended: past the seqs in between, or by one search of the calls when
+    /// those would be many more than the calls left. Either way at most
+    /// linear in the calls outstanding, and constant per call on average.
+    fn advance_lowest(&mut self) {
+        if self.calls.is_empty() {
+            self.lowest = self.next_seq;
+            return;
+        }
+        let gap = self.next_seq.0 - self.lowest.0;
+        if gap > 4 * self.calls.len() as u64 {
+            if let Some(&min) = self.calls.keys().min() {
+                self.lowest = min;
+            }
+            return;
+        }
+        while !self.calls.contains_key(&self.lowest) {
+            self.lowest = self.lowest.next();
+        }
+    }
+
+    /// Whether `(at, seq)` is `seq`'s current retransmission timer.
+    fn timer_live(&self, at: Instant, seq: Seq) -> bool {
+        self.calls
+            .get(&seq)
+            .is_some_and(|c| c.retransmit_at == Some(at))
+    }
+
+    /// Drops the timers of ended or re-armed calls from the tops of both
+    /// queues, and all of them when they pile up.
+    fn prune_timers(&mut self) {
+        let calls = &self.calls;
+        self.deadlines.prune(|_, s| calls.contains_key(&s));
+        let timer_live = |at, s| calls.get(&s).is_some_and(|c| c.retransmit_at == Some(at));
+        self.retransmit_timers.prune(timer_live);
+        self.retransmit_timers.compact(calls.len(), timer_live);
     }
 
     fn finish(&mut self, seq: Seq, result: Result<Bytes, CallError>) {
@@ -833,22 +923,47 @@ impl ClientSession {
     /// timed calls exist; seqs stay below `next_seq` and the floor above
     /// every at-most-once call sent. Walks everything: for tests and fuzzing.
     pub fn check(&self) -> Result<(), String> {
-        if self.deadlines.len() != self.calls.len() {
+        let deadlines: BTreeSet<(Instant, Seq)> = self
+            .deadlines
+            .entries()
+            .filter(|(_, s)| self.calls.contains_key(s))
+            .collect();
+        if deadlines.len() != self.calls.len() {
             return Err(format!(
-                "{} deadlines for {} calls",
-                self.deadlines.len(),
+                "{} live deadlines for {} calls",
+                deadlines.len(),
                 self.calls.len()
             ));
         }
-        for &(at, seq) in &self.deadlines {
+        for &(at, seq) in &deadlines {
             if self.calls.get(&seq).map(|c| c.deadline) != Some(at) {
                 return Err(format!("deadline entry of {seq} disagrees with its call"));
             }
         }
-        for &(at, seq) in &self.retransmit_timers {
-            if self.calls.get(&seq).and_then(|c| c.retransmit_at) != Some(at) {
-                return Err(format!("retransmit timer of {seq} disagrees with its call"));
+        let timers: BTreeSet<(Instant, Seq)> = self.retransmit_timers.entries().collect();
+        for (&seq, call) in &self.calls {
+            if let Some(at) = call.retransmit_at
+                && !timers.contains(&(at, seq))
+            {
+                return Err(format!("{seq} is in flight without its retransmit timer"));
             }
+        }
+        for (queue, name) in [
+            (&self.deadlines, "deadline"),
+            (&self.retransmit_timers, "retransmit"),
+        ] {
+            if queue.len() > (2 * self.calls.len()).max(64) + 1 {
+                return Err(format!(
+                    "{} {name} entries for {} calls: stale ones pile up",
+                    queue.len(),
+                    self.calls.len()
+                ));
+            }
+        }
+        if let Some(min) = self.calls.keys().min()
+            && *min != self.lowest
+        {
+            return Err(format!("lowest {} but call {min} outstanding", self.lowest));
         }
         for (held, idempotent) in [
             (&self.held_idempotent, true),
@@ -895,17 +1010,17 @@ impl ClientSession {
 
     /// The cheap part of [`ClientSession::check`], on every step of a debug build.
     fn debug_check(&self) {
-        debug_assert_eq!(
-            self.deadlines.len(),
-            self.calls.len(),
-            "one deadline per call"
+        debug_assert!(
+            self.deadlines.len() >= self.calls.len(),
+            "a deadline per call"
         );
         debug_assert!(
-            self.held_idempotent.len()
-                + self.held_at_most_once.len()
-                + self.retransmit_timers.len()
-                <= self.calls.len(),
-            "held and timed calls are disjoint and exist"
+            self.held_idempotent.len() + self.held_at_most_once.len() <= self.calls.len(),
+            "held calls exist"
+        );
+        debug_assert!(
+            self.calls.is_empty() || self.calls.contains_key(&self.lowest),
+            "the lowest outstanding call is known"
         );
         debug_assert!(self.calls.len() <= self.cfg.max_outstanding_calls);
     }

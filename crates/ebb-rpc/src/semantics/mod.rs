@@ -13,6 +13,7 @@ pub mod conns;
 pub mod reply_table;
 pub mod server;
 pub mod service_time;
+mod timers;
 mod window;
 
 use ebb_core::Nanos;

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::clock::RuntimeClock;
 use super::frames;
 use super::outbuf::OutBuf;
+use super::readbuf::{self, READ_CHUNK_BYTES};
 use super::stream::{self, ReadSide};
 use super::tls::ClientTls;
 use super::unacked::SocketQueue;
@@ -48,7 +49,6 @@ pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// pause instead of in a tight loop.
 pub const RECONNECT_BACKOFF_MS: u64 = 10;
 pub const MAX_RECONNECT_BACKOFF_MS: u64 = 1_000;
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// `reported_load`'s cell before any report: a load no server reports.
 const NO_LOAD_REPORTED: u64 = u64::MAX;
 
@@ -534,8 +534,14 @@ impl Driver {
             let reconnect = self.reconnect_at;
             let event = match self.conn.as_mut() {
                 Some(conn) => {
-                    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK_BYTES / 4 {
-                        conn.buf.reserve(READ_CHUNK_BYTES);
+                    let len = conn.buf.len();
+                    if conn.buf.capacity() - len < READ_CHUNK_BYTES / 4 {
+                        // Asking for no more than the chunk in all lets
+                        // a buffer nothing points into any more be reused
+                        // (the partial frame moves to its front).
+                        conn.buf.reserve(
+                            (READ_CHUNK_BYTES.saturating_sub(len)).max(READ_CHUNK_BYTES / 4),
+                        );
                     }
                     tokio::select! {
                         c = ops.recv() => Event::Op(c),
@@ -593,9 +599,7 @@ impl Driver {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        if conn.buf.capacity() - conn.buf.len() < READ_CHUNK_BYTES / 4 {
-            conn.buf.reserve(READ_CHUNK_BYTES);
-        }
+        readbuf::make_room(&mut conn.buf);
         match conn.read.read_buf(&mut conn.buf).now_or_never() {
             None => false,
             Some(Ok(n)) if n > 0 => {
@@ -674,7 +678,8 @@ impl Driver {
                         let _ = waiter.send(Ok(d.payload));
                     }
                 }
-                Ok(Some(message)) => {
+                Ok(Some(mut message)) => {
+                    readbuf::detach(&mut message);
                     if !matches!(message, Message::ConnError(_)) {
                         self.proven = true;
                     }

@@ -275,6 +275,16 @@ impl<D: ServiceDispatch> Server<D> {
         self.core.lock().session.executing()
     }
 
+    /// Reads the session's decision counts (refusals by cause among them)
+    /// while the server runs, after [`Server::run`] has taken it: what a
+    /// gateway exports as metrics of its RPC ingress.
+    pub fn stats_reader(
+        &self,
+    ) -> impl Fn() -> crate::semantics::ServerStats + Send + Sync + 'static {
+        let core = Arc::clone(&self.core);
+        move || core.lock().session.stats()
+    }
+
     /// Serves until accepting fails for good. Transient accept errors (a
     /// client that reset before we accepted, running out of descriptors)
     /// are skipped, not fatal. Idle client sessions are expired as it goes,

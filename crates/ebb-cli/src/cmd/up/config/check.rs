@@ -1,5 +1,7 @@
-//! The key-by-key check of a whole file, in the order the sections are
-//! documented, so the first bad key in reading order is the one reported.
+//! The key-by-key check of a whole file, stopping at the first bad key so
+//! an error names one key, its value and what is accepted. A key whose
+//! bound depends on another (`pool.initial` on `pool.min` and `pool.max`)
+//! is checked after the key it depends on.
 
 use std::net::SocketAddr;
 
@@ -146,6 +148,13 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         return Err(bad(
             "admission.default_deadline_ms",
             a.default_deadline_ms,
+            format!("milliseconds from 1 to {MAX_DEADLINE_MS}"),
+        ));
+    }
+    if a.max_gateway_delay_ms == 0 || a.max_gateway_delay_ms > MAX_DEADLINE_MS {
+        return Err(bad(
+            "admission.max_gateway_delay_ms",
+            a.max_gateway_delay_ms,
             format!("milliseconds from 1 to {MAX_DEADLINE_MS}"),
         ));
     }
@@ -296,6 +305,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             service_time_from,
             max_held_requests: a.max_held_requests,
             max_held_bytes: a.max_held_bytes,
+            max_gateway_delay: Nanos::from_millis(a.max_gateway_delay_ms),
         },
         default_deadline: Nanos::from_millis(a.default_deadline_ms),
         retry: RetryBudgetConfig {

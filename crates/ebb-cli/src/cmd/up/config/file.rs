@@ -1,9 +1,12 @@
 //! The file as serde reads it: one struct per TOML section, every key
-//! defaulted, unknown keys refused. Nothing here is checked yet; defaults
-//! come from the libraries' own configs so the file and the code cannot
-//! drift apart.
+//! defaulted, unknown keys refused. Nothing here is checked yet. Where a
+//! library has a default of its own (hedging, outlier ejection, retry
+//! budget, admission bounds) it is taken from there, so the file and the
+//! library cannot drift apart.
 
-use ebb_policy::admission::{DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS, ServiceTimeSource};
+use ebb_policy::admission::{
+    DEFAULT_MAX_GATEWAY_DELAY, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS, ServiceTimeSource,
+};
 use ebb_policy::hedge::HedgeConfig;
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
@@ -213,6 +216,9 @@ pub struct Admission {
     pub max_in_flight_per_caller: usize,
     /// `nodes` or `gateway`: whose figures admission judges by.
     pub service_time_from: String,
+    /// New requests are refused while requests wait longer than this in
+    /// the gateway itself.
+    pub max_gateway_delay_ms: u64,
 }
 
 impl Default for Admission {
@@ -224,6 +230,7 @@ impl Default for Admission {
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             max_in_flight_per_caller: ebb_gateway::DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
             service_time_from: ServiceTimeSource::default().as_str().into(),
+            max_gateway_delay_ms: DEFAULT_MAX_GATEWAY_DELAY.as_millis(),
         }
     }
 }
