@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -q
+cargo build --release --locked -q
 ebb=./target/release/ebb
 work=$(mktemp -d)
 pids=()

@@ -1,6 +1,8 @@
 //! `ebb`: one binary for every role. Each subcommand lives in its own module
 //! under `cmd/`; this file only parses and dispatches.
 
+use std::ffi::OsString;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cmd;
@@ -66,10 +68,12 @@ enum Command {
 /// error never should.
 fn main() -> std::process::ExitCode {
     let command = accept_negative_numbers(Cli::command());
+    let args = help_asked_of_help(&command, std::env::args_os().collect());
     let cli = command
-        .try_get_matches()
+        .clone()
+        .try_get_matches_from(&args)
         .and_then(|m| Cli::from_arg_matches(&m))
-        .unwrap_or_else(|e| explain(e).exit());
+        .unwrap_or_else(|e| explain(e, &command, &args).exit());
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -113,17 +117,61 @@ const NUMBER_ERRORS: [(&str, &str); 3] = [
     ),
 ];
 
+/// The command `args` name, as deep as they name one (`ebb vm snapshot
+/// ...` is `vm snapshot`), and where its own arguments start.
+fn named_command<'a>(top: &'a clap::Command, args: &[OsString]) -> (&'a clap::Command, usize) {
+    let mut c = top;
+    for (i, a) in args.iter().enumerate().skip(1) {
+        match a.to_str().and_then(|s| c.find_subcommand(s)) {
+            Some(sub) => c = sub,
+            None => return (c, i),
+        }
+    }
+    (c, args.len())
+}
+
+/// `ebb help --help` (or `ebb vm help snapshot -h`) asks clap's `help`
+/// subcommand for help, which it refuses as an unknown subcommand
+/// `--help`. Whoever types it wants help: the flag is dropped, and `help`
+/// prints what it prints anyway.
+fn help_asked_of_help(top: &clap::Command, args: Vec<OsString>) -> Vec<OsString> {
+    let (command, at) = named_command(top, &args);
+    if !command.has_subcommands() || args.get(at).is_none_or(|a| a != "help") {
+        return args;
+    }
+    args.into_iter()
+        .enumerate()
+        .filter(|(i, a)| *i <= at || (a != "--help" && a != "-h"))
+        .map(|(_, a)| a)
+        .collect()
+}
+
 /// A clap error, with a number parser's message replaced by what the flag
-/// accepts. Help and version requests pass through untouched.
-fn explain(e: clap::Error) -> clap::Error {
+/// accepts, and an unknown command followed by the commands there are.
+/// Help and version requests pass through untouched.
+fn explain(e: clap::Error, top: &clap::Command, args: &[OsString]) -> clap::Error {
     let text = e.render().to_string();
-    match NUMBER_ERRORS.iter().find(|(from, _)| text.contains(from)) {
-        Some((from, to)) => clap::Error::raw(
+    if let Some((from, to)) = NUMBER_ERRORS.iter().find(|(from, _)| text.contains(from)) {
+        return clap::Error::raw(
             e.kind(),
             text.replacen(from, to, 1).replacen("error: ", "", 1),
-        ),
-        None => e,
+        );
     }
+    if e.kind() == clap::error::ErrorKind::InvalidSubcommand {
+        let (command, _) = named_command(top, args);
+        let names: Vec<&str> = command
+            .get_subcommands()
+            .map(clap::Command::get_name)
+            .filter(|n| *n != "help")
+            .collect();
+        let text = text.replacen("error: ", "", 1);
+        let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+        return clap::Error::raw(
+            e.kind(),
+            format!("{first}\n  accepted: {}\n{rest}", names.join(", ")),
+        );
+    }
+    e
 }
 
 /// Lets SIGPIPE end the process, as it ends `cat` or `grep`, so that

@@ -237,3 +237,97 @@ fn a_demo_trace_that_is_neither_built_in_nor_a_file_says_both() {
         "{e}"
     );
 }
+
+#[test]
+fn a_demo_peak_rate_below_the_base_rate_is_refused_naming_both() {
+    let e = failure(&["demo", "--peak-rate", "1", "--base-rate", "100"], 1);
+    assert!(
+        e.contains("--peak-rate 1 is below --base-rate 100")
+            && e.contains("--peak-rate of at least 100"),
+        "{e}"
+    );
+    // A trace with no bursts has no peak to be below its base.
+    let e = failure(
+        &[
+            "demo",
+            "--trace",
+            "steady",
+            "--peak-rate",
+            "1",
+            "--base-rate",
+            "100",
+            "--out",
+            "/proc/none",
+        ],
+        1,
+    );
+    assert!(
+        e.contains("--out /proc/none"),
+        "steady passes the rate check: {e}"
+    );
+    let e = failure(&["demo", "--base-rate", "inf"], 1);
+    assert!(
+        e.contains("--base-rate inf") && e.contains("0 or more"),
+        "{e}"
+    );
+}
+
+/// How often `part` occurs in `text`.
+fn times(text: &str, part: &str) -> usize {
+    text.matches(part).count()
+}
+
+#[test]
+fn no_context_of_an_error_is_said_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("counts.txt");
+    std::fs::write(&bad, "1\nabc\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let trace_arg = format!("trace:{bad},counts");
+    for args in [
+        &["demo", "--trace", bad, "--seconds", "1"][..],
+        &[
+            "load",
+            "--target",
+            "127.0.0.1:1",
+            "--trace",
+            bad,
+            "--duration",
+            "1",
+        ],
+        &["sim", "--arrivals", &trace_arg],
+    ] {
+        let e = failure(args, 1);
+        assert!(
+            times(&e, "trace") == 1 + usize::from(args[0] == "demo") && times(&e, bad) == 1,
+            "ebb {args:?}: {e}"
+        );
+        assert!(e.contains("line 2: `abc`"), "{e}");
+    }
+    let data = dir.path().join("file-not-dir");
+    std::fs::write(&data, "").unwrap();
+    let data = data.join("data");
+    let data = data.to_str().unwrap();
+    let e = failure(&["origin", "--listen", "127.0.0.1:0", "--data", data], 1);
+    assert!(
+        times(&e, data) == 1
+            && e.contains("--data")
+            && e.contains("cannot create the data directory"),
+        "{e}"
+    );
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    let e = failure(&["call", "--addr", &addr, "Demo.incr", r#"{"key":"a"}"#], 1);
+    assert!(
+        times(&e, "did not run") == 1 && times(&e, "sent") == 1,
+        "whether it ran, once: {e}"
+    );
+    let e = failure(&["demo", "--balance", "bogus"], 2);
+    assert!(
+        e.contains("'--balance <BALANCE>'") && times(&e, "balancing policy") == 1,
+        "checked as the flag is parsed: {e}"
+    );
+    let e = failure(&["demo", "--policy", "bogus"], 2);
+    assert!(e.contains("'--policy <POLICY>'"), "{e}");
+}

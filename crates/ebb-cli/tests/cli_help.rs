@@ -71,3 +71,39 @@ fn up_check_says_what_would_run_in_the_config_s_own_words() {
         "the kind and policies as the config spells them: {text}"
     );
 }
+
+#[test]
+fn help_asked_of_help_is_help_and_an_unknown_command_lists_the_known_ones() {
+    for args in [
+        &["help", "--help"][..],
+        &["help", "-h"],
+        &["vm", "help", "boot", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("Usage: ebb"),
+            "ebb {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (args, listed) in [
+        (&["help", "nope"][..], "accepted: demo, info, chaos"),
+        (&["nope"], "accepted: demo, info, chaos"),
+        (&["vm", "nope"], "accepted: probe, fetch-kernel, run, boot"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "ebb {args:?}: {err}");
+        assert!(
+            err.contains("unrecognized subcommand 'nope'") && err.contains(listed),
+            "ebb {args:?}: {err}"
+        );
+    }
+}

@@ -1,5 +1,7 @@
 //! A pool of VM nodes (QEMU microvm, TCG when there is no KVM) behind
-//! `ebb up`, answering over HTTP and over `ebb call`. Root only; a TCG guest
+//! `ebb up`, answering over HTTP and over `ebb call`, and keeping the
+//! demo's data in the origin store `ebb up` starts on the host's loopback
+//! (which a guest dials as 10.0.2.2). Root only; a TCG guest
 //! on a loaded machine boots slowly, so the bounds below are generous and
 //! named rather than the usual ones.
 #![allow(clippy::unwrap_used)]
@@ -38,6 +40,7 @@ fn vm_pool_serves_through_the_gateway() {
         }
         Err(e) => panic!("preparing the VM image failed: {e}"),
     }
+    let data = tempfile::tempdir().unwrap();
     let up = Up::start(
         "vm",
         &format!(
@@ -45,7 +48,9 @@ fn vm_pool_serves_through_the_gateway() {
              [service]\nname = \"demo\"\n\
              [pool]\nkind = \"vm\"\ninitial = 1\nmin = 1\nmax = 1\nmemory_mb = 256\n\
              boot_timeout_ms = {VM_BOOT_TIMEOUT_MS}\n\
-             [admission]\ndefault_deadline_ms = {VM_CALL_DEADLINE_MS}\n"
+             [admission]\ndefault_deadline_ms = {VM_CALL_DEADLINE_MS}\n\
+             [origin]\ndata = {:?}\n",
+            data.path().display().to_string()
         ),
     );
     let polls = VM_READY_WAIT.as_millis() / VM_READY_POLL.as_millis();
@@ -91,6 +96,34 @@ fn vm_pool_serves_through_the_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"Ok":2}"#);
+    // A write through the VM node lands in the origin on the host: a node
+    // on the host, on the same origin, reads it back.
+    let (code, body, _) = up.post(
+        "/rpc/Demo/write",
+        r#"{"key":"vm-shared","value":"written in a vm"}"#,
+        &headers,
+    );
+    assert!(
+        code == 200 && body["Ok"].as_u64().is_some(),
+        "{code} {body}"
+    );
+    let lines = up.output();
+    let origin = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("origin listening on "))
+        .unwrap_or_else(|| panic!("no origin address announced: {lines:?}"));
+    let host_node = common::ebb(&["node", "--listen", "127.0.0.1:0", "--origin", origin]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", &host_node.addr])
+        .args(["Demo.read", r#"{"key":"vm-shared"}"#])
+        .output()
+        .unwrap();
+    let read = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && read.contains("written in a vm"),
+        "{read} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, metrics, _) = http(up.http, "GET", "/metrics", "", &[]);
     assert!(
         metrics

@@ -226,3 +226,61 @@ fn a_one_request_run_prints_no_nan() {
         "{v}"
     );
 }
+
+/// Runs `ebb ARGS` with a terminal (a pseudo-terminal from util-linux's
+/// `script`) as its stdout and stderr, and returns what the terminal
+/// showed; `None` when `script` is missing.
+fn on_a_terminal(args: &[&str]) -> Option<String> {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        return None;
+    }
+    let line = std::iter::once(env!("CARGO_BIN_EXE_ebb"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("/usr/bin/script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{line}: {text}");
+    Some(text)
+}
+
+#[test]
+fn a_long_run_shows_progress_on_a_terminal_and_never_with_json_or_a_pipe() {
+    // Long enough for the engine to report progress (every 2^20 events).
+    let run = [
+        "sim",
+        "--nodes",
+        "10",
+        "--load",
+        "0.5",
+        "--requests",
+        "600000",
+    ];
+    let Some(shown) = on_a_terminal(&run) else {
+        ebb_testkit::skip_or_fail(
+            "a_long_run_shows_progress_on_a_terminal_and_never_with_json_or_a_pipe",
+            "/usr/bin/script (util-linux) is missing to give the run a terminal",
+        );
+        return;
+    };
+    assert!(shown.contains("/600000 requests ("), "a bar: {shown}");
+    let scaled = [&run[..], &["--scale", "queue", "--max-nodes", "20"]].concat();
+    let shown = on_a_terminal(&scaled).unwrap();
+    assert!(shown.contains("/600000 requests ("), "--scale too: {shown}");
+    let json = [&run[..], &["--json"]].concat();
+    let shown = on_a_terminal(&json).unwrap();
+    assert!(!shown.contains("requests ("), "no bar with --json: {shown}");
+    assert!(shown.trim_start().starts_with('{'), "{shown}");
+    let piped = ebb(&run);
+    assert!(piped.status.success());
+    assert!(
+        piped.stderr.is_empty(),
+        "nothing on stderr that is not a terminal: {}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+}

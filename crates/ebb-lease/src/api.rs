@@ -89,7 +89,7 @@ impl From<crate::store::StoreError> for OriginError {
                 OriginError::VersionMismatch { expected, current }
             }
             S::Corrupt { .. } => OriginError::Corrupt(e.to_string()),
-            S::Io { .. } => OriginError::Storage(e.to_string()),
+            S::Io { .. } | S::CreateDir { .. } => OriginError::Storage(e.to_string()),
         }
     }
 }

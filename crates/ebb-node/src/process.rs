@@ -121,6 +121,7 @@ impl ProcessProvider {
                 Ok(())
             });
         }
+        crate::child::die_with_owner(&mut cmd);
         cmd.spawn()
             .map_err(|e| Self::start_err(format!("running {}: {e}", self.cfg.program.display())))
     }

@@ -105,9 +105,9 @@ impl Origin for Counted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OriginStartError {
-    #[error("opening the origin store in {dir}: {source}")]
+    /// The store's error names the data file or directory.
+    #[error("opening the origin store: {source}")]
     Open {
-        dir: String,
         source: ebb_lease::store::StoreError,
     },
     #[error("serving the origin store: {0}")]
@@ -138,10 +138,7 @@ pub async fn start(
     ip: std::net::IpAddr,
 ) -> Result<DemoOrigin, OriginStartError> {
     let (inner, _opened) =
-        OriginService::open(dir, settings).map_err(|source| OriginStartError::Open {
-            dir: dir.display().to_string(),
-            source,
-        })?;
+        OriginService::open(dir, settings).map_err(|source| OriginStartError::Open { source })?;
     let counts = Arc::new(OriginCounts::default());
     let served = Counted {
         inner,

@@ -25,7 +25,8 @@ pub enum TraceError {
         names = BUILTIN_TRACES.join(", ")
     )]
     Unknown(String),
-    #[error("trace file: {0}")]
+    /// Its message already names the file.
+    #[error(transparent)]
     File(#[from] ebb_sim::trace::TraceError),
     #[error("trace `{0}` holds timestamps; ebb demo replays per-second counts")]
     NotCounts(String),

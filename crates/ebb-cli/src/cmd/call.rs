@@ -171,7 +171,7 @@ fn find<'a>(
 fn explain(e: CallError, args: &Args) -> anyhow::Error {
     let hint = match &e {
         CallError::ConnectionLost { sent: false, .. } => {
-            "is `ebb node` running at that address? Nothing was sent"
+            "is `ebb node` (or `ebb up`) listening at that address?"
         }
         CallError::Refused {
             reason: Refusal::Unauthorized,
@@ -211,7 +211,13 @@ fn explain(e: CallError, args: &Args) -> anyhow::Error {
     } else {
         "it did not run"
     };
-    let what = format!("{} on {} failed ({ran}): {e}", args.method, args.addr);
+    // Some errors say it themselves ("never sent: it did not run").
+    let text = e.to_string();
+    let what = if text.contains(ran) {
+        format!("{} on {} failed: {text}", args.method, args.addr)
+    } else {
+        format!("{} on {} failed ({ran}): {text}", args.method, args.addr)
+    };
     if hint.is_empty() {
         anyhow::anyhow!(what)
     } else {

@@ -48,14 +48,14 @@ pub struct Args {
     /// Autoscaling policy: hpa, kpa, queue or none, with options (see `ebb sim --help`).
     /// The default shortens ebb's scale-down window from 30 s to 10 s so a
     /// one-minute run shows the pool shrinking too.
-    #[arg(long, default_value = "queue:down=10s")]
+    #[arg(long, default_value = "queue:down=10s", value_parser = scale_spec)]
     policy: String,
     /// Also run the same trace with an HPA-like policy and put both in the report.
     #[arg(long)]
     compare: bool,
     /// The policy `--compare` runs against (Kubernetes' HPA defaults, with
     /// the same 10 s scale-down window as the default policy).
-    #[arg(long, default_value = "hpa:down=10s", requires = "compare")]
+    #[arg(long, default_value = "hpa:down=10s", requires = "compare", value_parser = scale_spec)]
     baseline: String,
     /// Node kind: process (default), thread, or, as root, container or vm.
     #[arg(long, default_value = "process", value_parser = ["process", "thread", "container", "vm"])]
@@ -90,7 +90,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     max_nodes: u32,
     /// Balancing policy at the gateway (see `ebb sim --help` for the list).
-    #[arg(long, default_value = "p2c")]
+    #[arg(long, default_value = "p2c", value_parser = balance_spec)]
     balance: String,
     /// Seeds the trace, the arrivals and the policies.
     #[arg(long, default_value_t = 1)]
@@ -119,6 +119,21 @@ pub struct Args {
     lease_term_ms: u64,
 }
 
+/// An autoscaling policy spec, checked when the command line is parsed
+/// (not after the origin and the gateway have started), kept as written.
+fn scale_spec(spec: &str) -> Result<String, String> {
+    ebb_policy::scale::parse(spec)
+        .map(|_| spec.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A balancing policy spec, checked the same way.
+fn balance_spec(spec: &str) -> Result<String, String> {
+    ebb_policy::balance::parse(spec)
+        .map(|_| spec.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// Most shared keys (`--keys`); the demo service keeps at most
 /// `ebb_demo::MAX_KEYS` per node.
 const MAX_DEMO_KEYS: i64 = 1_000;
@@ -127,8 +142,6 @@ const MAX_DEMO_KEYS: i64 = 1_000;
 const SANDBOX_PORT: u16 = 7000;
 /// Processes a container node may run at once.
 const CONTAINER_PIDS: u64 = 64;
-/// Where a VM guest reaches the host's loopback (QEMU user networking).
-const VM_HOST_ALIAS: &str = "10.0.2.2";
 
 /// A provider factory for the node kind: every run gets fresh nodes. Each
 /// node serves one Demo.work at a time (one worker thread): one server, as
@@ -226,10 +239,17 @@ fn providers(
         }
         "vm" => {
             let mut cfg = VmConfig::ebb_node(ebb_exe()?);
-            let guest_origin = origin.map(|o| match o.rsplit_once(':') {
-                Some((_, port)) => format!("{VM_HOST_ALIAS}:{port}"),
-                None => o.to_owned(),
-            });
+            let guest_origin = match origin.map(str::parse::<std::net::SocketAddr>) {
+                None => None,
+                Some(Ok(a)) => Some(
+                    ebb_node::vm::provider::guest_view(a)
+                        .with_context(|| format!("a VM guest cannot reach the origin at {a}"))?
+                        .to_string(),
+                ),
+                Some(Err(_)) => {
+                    bail!("the origin's address {origin:?} is not an IP address and port")
+                }
+            };
             cfg.node_command.extend(node_flags(guest_origin));
             Arc::new(move || -> Result<Box<dyn NodeProvider>, String> {
                 VmProvider::new(cfg.clone())
@@ -273,6 +293,28 @@ fn check_privileges(kind: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The built-in traces shaped by `--peak-rate` (`steady` keeps to the base rate).
+const PEAKED_TRACES: [&str; 2] = ["bursty", "step"];
+
+/// Refuses rates a built-in trace cannot be drawn from, and a peak below
+/// the base: the burst would be a lull, which no one asking for a burst
+/// means.
+fn check_rates(trace: &str, base: f64, peak: f64) -> anyhow::Result<()> {
+    for (flag, v) in [("--base-rate", base), ("--peak-rate", peak)] {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("{flag} {v}: give calls per second, a number of 0 or more");
+        }
+    }
+    if PEAKED_TRACES.contains(&trace) && peak < base {
+        bail!(
+            "--peak-rate {peak} is below --base-rate {base}: the `{trace}` trace rises from \
+             the base rate to the peak, so give --peak-rate of at least {base} (or lower \
+             --base-rate)"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.min_nodes == 0 || args.min_nodes > args.max_nodes {
         bail!(
@@ -281,9 +323,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.max_nodes
         );
     }
-    if !(args.base_rate >= 0.0 && args.peak_rate >= 0.0) {
-        bail!("--base-rate and --peak-rate must be non-negative numbers");
-    }
+    check_rates(&args.trace, args.base_rate, args.peak_rate)?;
     // First: without root a sandboxed kind cannot run wherever the report
     // would go.
     check_privileges(&args.kind)?;
@@ -309,14 +349,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             BUILTIN_TRACES.join(", ")
         );
     }
+    // Each of resolve's errors names the trace (and the file's line).
     let trace = trace::resolve(&args.trace, &shape, args.seed)
-        .with_context(|| {
-            format!(
-                "--trace `{}` (built in: {})",
-                args.trace,
-                BUILTIN_TRACES.join(", ")
-            )
-        })?
+        .context("--trace")?
         .truncated(args.seconds as usize);
     if args.gets + args.puts > 1_000 {
         bail!(
@@ -419,7 +454,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("\nstopping: finishing the calls in flight and writing the report (Ctrl-C again to quit at once)");
                 let _ = stop_tx.send(true);
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
+                    std::process::exit(super::INTERRUPTED_EXIT);
                 }
             }
         });
@@ -460,10 +495,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(origin);
     drop(host_addr);
-    if outcome.interrupted {
-        println!("interrupted: the report covers the run up to the stop");
-    }
     println!("report: {}", outcome.written.index.display());
     println!("summary: {}", outcome.written.summary.display());
+    if outcome.interrupted {
+        println!("interrupted: the report covers the run up to the stop");
+        // exit() runs no destructors: remove the origin's data first.
+        drop(data);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(super::INTERRUPTED_EXIT);
+    }
     Ok(())
 }

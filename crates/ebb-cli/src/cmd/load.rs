@@ -219,14 +219,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "interrupted after {:.1} s of {} s: the report covers what was sent",
             report.duration_s, args.duration
         );
-        std::process::exit(INTERRUPTED_EXIT);
+        std::process::exit(super::INTERRUPTED_EXIT);
     }
     Ok(())
 }
-
-/// The exit status after Ctrl-C, as a shell reports a process killed by
-/// SIGINT (128 + 2).
-const INTERRUPTED_EXIT: i32 = 130;
 
 /// Resolves on the first Ctrl-C (and sets `stopped`): sending stops, the
 /// requests in flight end or reach their deadline, and the report still
@@ -244,7 +240,7 @@ async fn interrupted(
     );
     tokio::spawn(async move {
         if sigint.recv().await.is_some() {
-            std::process::exit(INTERRUPTED_EXIT);
+            std::process::exit(super::INTERRUPTED_EXIT);
         }
     });
 }

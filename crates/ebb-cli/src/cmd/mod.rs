@@ -10,12 +10,18 @@ pub mod node;
 pub mod origin;
 pub mod sim;
 pub mod sim_lease;
+pub mod sim_progress;
 pub mod sim_scale;
 pub mod up;
 
 /// Prints a line on stdout and flushes it at once (the bound address a
 /// parent process waits for).
 pub use ebb::node::announce;
+
+/// The exit status of a run stopped by Ctrl-C that still reported what it
+/// had (`ebb load`, `ebb demo`), as a shell reports a process killed by
+/// SIGINT (128 + 2), so a script can tell it from a run that finished.
+pub const INTERRUPTED_EXIT: i32 = 130;
 
 /// Writes `text` to standard output. A reader that has gone (`| head`) is
 /// not an error: what it did not read it did not want, and `println!`

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let (origin, opened) = OriginService::open(&args.data, settings)
-            .with_context(|| format!("opening the origin store in {}", args.data.display()))?;
+            .context("--data: opening the origin store")?;
         match opened.writes_wait {
             Some(w) if w == Nanos::MAX => eprintln!(
                 "origin: incarnation {}; callbacks may be outstanding: writes wait {} ms for holders to reset",

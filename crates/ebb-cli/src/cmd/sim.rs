@@ -13,14 +13,12 @@ use ebb_sim::dist::SERVICE_FORMS;
 use ebb_sim::expected::expected;
 use ebb_sim::sweep::{SWEEP_FORMS, SweepPoint, SweepSpec};
 use ebb_sim::{Progress, Report, ServiceDist, SimConfig, SpeedSpec};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// Runs shorter than this many requests get no progress bar.
-const PROGRESS_MIN_REQUESTS: u64 = 2_000_000;
+use super::sim_progress::{self, RunProgress};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = AFTER_HELP)]
@@ -201,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ));
         }
     }
-    let points = run_grid(&grid, args.jobs.max(1))?;
+    let points = run_grid(&grid, args.jobs.max(1), args.json)?;
     if let Some(path) = &args.plot {
         let subtitle = format!("{} nodes, {}", args.nodes, args.service);
         let svg = ebb_sim::sweep::plot(&points, &policies, &subtitle);
@@ -251,16 +249,10 @@ fn timed(
 
 fn single(cfg: SimConfig, policy: &str, json: bool) -> anyhow::Result<()> {
     let theory = expected(&cfg, policy);
-    let bar = (std::io::stderr().is_terminal() && cfg.requests >= PROGRESS_MIN_REQUESTS)
-        .then(|| bar(cfg.requests, "requests"));
-    let r = timed(cfg, policy, &mut |p| {
-        if let Some(b) = &bar {
-            b.set_position(p.arrived);
-        }
-    })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let progress = RunProgress::new(&cfg, json);
+    let r = timed(cfg, policy, &mut |p| progress.update(p));
+    progress.finish();
+    let r = r?;
     if json {
         let mut v = serde_json::to_value(&r)?;
         if let (Some(obj), Some(t)) = (v.as_object_mut(), theory) {
@@ -326,26 +318,19 @@ fn pm(mean: f64, ci: f64) -> String {
     }
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let b = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(&format!(
-        "{{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}})"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    b.set_style(style);
-    b
-}
-
 /// Runs the grid on `jobs` threads; results come back in grid order, each
 /// run a function of its own configuration, so the output does not depend
 /// on scheduling.
-fn run_grid(grid: &[(SimConfig, String)], jobs: usize) -> anyhow::Result<Vec<SweepPoint>> {
+fn run_grid(
+    grid: &[(SimConfig, String)],
+    jobs: usize,
+    json: bool,
+) -> anyhow::Result<Vec<SweepPoint>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<anyhow::Result<SweepPoint>>>> =
         Mutex::new((0..grid.len()).map(|_| None).collect());
-    let bar = std::io::stderr()
-        .is_terminal()
-        .then(|| bar(grid.len() as u64, "runs"));
+    let bar = sim_progress::wanted(json, std::io::stderr().is_terminal())
+        .then(|| sim_progress::bar(grid.len() as u64, "runs"));
     std::thread::scope(|s| {
         for _ in 0..jobs.min(grid.len()) {
             s.spawn(|| {

@@ -83,7 +83,10 @@ pub fn run(
         scaler = scaler.with_timeline();
     }
     let start = std::time::Instant::now();
-    let mut r = ebb_sim::run_scaled(cfg, balance, &mut scaler, &mut |_| {})?;
+    let progress = super::sim_progress::RunProgress::new(&cfg, json);
+    let r = ebb_sim::run_scaled(cfg, balance, &mut scaler, &mut |p| progress.update(p));
+    progress.finish();
+    let mut r = r?;
     r.wall_secs = start.elapsed().as_secs_f64();
     r.events_per_sec = r.events as f64 / r.wall_secs.max(1e-9);
     if let Some(path) = &args.timeline {

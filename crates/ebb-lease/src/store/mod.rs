@@ -36,6 +36,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error("data file {path}: {detail}")]
     Io { path: PathBuf, detail: String },
+    #[error("cannot create the data directory {dir}: {detail}")]
+    CreateDir { dir: PathBuf, detail: String },
 }
 
 /// A stored value and its version (≥ 1: version 0 means "never written").
@@ -107,9 +109,9 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join(DATA_FILE);
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-            path: dir.to_path_buf(),
-            detail: format!("creating the data directory: {e}"),
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            detail: e.to_string(),
         })?;
         // redb asserts (panics) on some torn files instead of returning an
         // error; either way the file is damaged and is reported as such.

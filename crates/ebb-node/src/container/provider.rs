@@ -145,6 +145,7 @@ impl NodeProvider for ContainerProvider {
                 .iter()
                 .map(|a| a.replace(PORT_PLACEHOLDER, &port)),
         );
+        crate::child::die_with_owner(&mut cmd);
         let started = Instant::now();
         let mut runner = cmd.spawn()?;
         let ip = Self::wait_addr(&addr_file, &mut runner);

@@ -26,6 +26,31 @@ pub const DEFAULT_BOOT_TIMEOUT_MS: u64 = 60_000;
 /// Bounds the provider's node table.
 pub const MAX_VM_NODES: usize = 64;
 
+/// Where a guest reaches the host's loopback: QEMU's user networking
+/// answers this address for the host's 127.0.0.1.
+pub const HOST_LOOPBACK_ALIAS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 2);
+
+/// A host service's address as a guest must dial it: the host's loopback
+/// (or an unspecified address, listening on all of them) through
+/// [`HOST_LOOPBACK_ALIAS`]; any other address is reached as it is, through
+/// QEMU's outbound NAT. `None` for IPv6 loopback, which QEMU's user
+/// network does not forward.
+pub fn guest_view(host: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    match host.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() => Some(SocketAddr::new(
+            IpAddr::V4(HOST_LOOPBACK_ALIAS),
+            host.port(),
+        )),
+        IpAddr::V6(ip) if ip.is_loopback() => None,
+        IpAddr::V6(ip) if ip.is_unspecified() => Some(SocketAddr::new(
+            IpAddr::V4(HOST_LOOPBACK_ALIAS),
+            host.port(),
+        )),
+        _ => Some(host),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct VmConfig {
     /// Host binaries the guest needs (e.g. the `ebb` binary for `ebb node`).
@@ -387,5 +412,16 @@ mod tests {
         assert!(matches!(e, ProviderError::Unavailable { kind: "vm", .. }));
         let e: ProviderError = VmError::Migration("x".into()).into();
         assert!(matches!(e, ProviderError::Start { kind: "vm", .. }));
+    }
+
+    #[test]
+    fn a_guest_dials_the_host_loopback_through_qemu_s_alias() {
+        let view = |a: &str| guest_view(a.parse().expect("an address")).map(|a| a.to_string());
+        assert_eq!(view("127.0.0.1:4000").as_deref(), Some("10.0.2.2:4000"));
+        assert_eq!(view("127.8.9.1:4000").as_deref(), Some("10.0.2.2:4000"));
+        assert_eq!(view("0.0.0.0:4000").as_deref(), Some("10.0.2.2:4000"));
+        assert_eq!(view("[::]:4000").as_deref(), Some("10.0.2.2:4000"));
+        assert_eq!(view("192.0.2.7:4000").as_deref(), Some("192.0.2.7:4000"));
+        assert_eq!(view("[::1]:4000"), None);
     }
 }

@@ -343,6 +343,18 @@ fn provider(
                 }
                 cfg.node_command = in_node("0.0.0.0:{port}");
             }
+            if let (Some(addr), Some(plan)) = (origin, &c.origin) {
+                // The guest dials the host's loopback through QEMU's
+                // user network, as `ebb demo --kind vm` does.
+                let host: std::net::SocketAddr = addr.parse().with_context(|| {
+                    format!("the origin's address {addr:?} is not an IP address and port")
+                })?;
+                let guest = ebb_node::vm::provider::guest_view(host).with_context(|| {
+                    format!("pool.kind = \"vm\": a guest cannot reach the origin at {host} (QEMU's user network forwards the host's IPv4 loopback, not IPv6's); give the origin an IPv4 address")
+                })?;
+                cfg.node_command
+                    .extend(origin::node_args(plan, &guest.to_string()));
+            }
             if let Some(m) = c.memory_mb {
                 cfg.memory_mb = m;
             }

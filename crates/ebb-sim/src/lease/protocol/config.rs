@@ -5,7 +5,7 @@
 use ebb_core::Nanos;
 use ebb_policy::lease::LeaseTerm;
 
-use super::super::check::Op;
+use crate::lease::check::Op;
 
 /// A bug planted on purpose, to show the checker catches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,9 +6,9 @@
 use ebb_core::Nanos;
 use ebb_policy::lease::{HeldLease, LeaseId, LeaseTerm, ReadGrant, ReadPlan, Version, plan_read};
 
-use super::super::check::{Op, OpKind};
 use super::config::PlantedBug;
 use super::world::{Dest, Event, Msg, Pending, Waiting, World, local};
+use crate::lease::check::{Op, OpKind};
 
 /// Where a node's index and its life start in a write id: below them the
 /// life's count of writes (2^24 per life), then the life (2^16 restarts).

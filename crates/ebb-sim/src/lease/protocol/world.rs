@@ -11,8 +11,8 @@ use ebb_policy::lease::{
     ReadGrant,
 };
 
-use super::super::check::{Op, OpKind};
 use super::config::{Outcome, ProtocolConfig, Stats};
+use crate::lease::check::{Op, OpKind};
 
 /// Reads a node may have in flight (one per client op, plus timed-out ones
 /// whose replies may still arrive).

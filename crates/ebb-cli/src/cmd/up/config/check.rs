@@ -1,5 +1,7 @@
-//! The key-by-key check of a whole file, in the order the sections are
-//! documented, so the first bad key in reading order is the one reported.
+//! The key-by-key check of a whole file, stopping at the first bad key so
+//! an error names one key, its value and what is accepted. A key whose
+//! bound depends on another (`pool.initial` on `pool.min` and `pool.max`)
+//! is checked after the key it depends on.
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,8 @@
 //! The file as serde reads it: one struct per TOML section, every key
-//! defaulted, unknown keys refused. Nothing here is checked yet; defaults
-//! come from the libraries' own configs so the file and the code cannot
-//! drift apart.
+//! defaulted, unknown keys refused. Nothing here is checked yet. Where a
+//! library has a default of its own (hedging, outlier ejection, retry
+//! budget, admission bounds) it is taken from there, so the file and the
+//! library cannot drift apart.
 
 use ebb_policy::admission::{
     DEFAULT_MAX_GATEWAY_DELAY, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_REQUESTS, ServiceTimeSource,

@@ -106,11 +106,22 @@ pub(super) fn check_origin(o: &Origin, kind: Kind, runs: &Runs) -> Result<Origin
         ));
     }
     if kind == Kind::Vm {
-        return Err(bad(
-            "pool.kind",
-            "vm",
-            "with [origin]: process, thread or container (a VM's user network reaches only the host's loopback through QEMU, which ebb up does not route to an origin)",
-        ));
+        // A guest reaches the host's IPv4 loopback through QEMU's user
+        // network (10.0.2.2), not IPv6's.
+        let (key, addr) = match &source {
+            OriginSource::Start { listen, .. } => ("origin.listen", listen),
+            OriginSource::Existing(a) => ("origin.addr", a),
+        };
+        if addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| matches!(a.ip(), std::net::IpAddr::V6(ip) if ip.is_loopback()))
+        {
+            return Err(bad(
+                key,
+                addr,
+                "with pool.kind = \"vm\": an IPv4 address (a guest reaches the host's loopback as 10.0.2.2 through QEMU's user network, which does not forward IPv6 loopback)",
+            ));
+        }
     }
     if kind == Kind::Container {
         // A container reaches only a host address ebb up puts on the host

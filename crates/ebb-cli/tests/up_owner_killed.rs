@@ -1,0 +1,74 @@
+//! `ebb up` killed with SIGKILL cannot stop its nodes, so the nodes stop
+//! themselves: a process node, and as root a container runner with the
+//! container it runs, ends once its owner is gone instead of serving on
+//! as an orphan.
+#![allow(clippy::unwrap_used)]
+
+mod gateway_common;
+
+use gateway_common::{MAX_POLLS, POLL_PAUSE, Up, alive, children_of};
+
+fn config(kind: &str) -> String {
+    format!(
+        "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+         [service]\nname = \"demo\"\n\
+         [pool]\nkind = \"{kind}\"\ninitial = 2\nmin = 1\nmax = 4\n"
+    )
+}
+
+/// Every process below `pid`, children first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut pending = vec![pid];
+    while let Some(p) = pending.pop() {
+        for c in children_of(p) {
+            out.push(c);
+            pending.push(c);
+        }
+    }
+    out
+}
+
+fn nodes_end_with_their_owner(kind: &str) {
+    let up = Up::start(&format!("owner-killed-{kind}"), &config(kind));
+    up.wait_ready(2);
+    let nodes = up.node_pids();
+    assert_eq!(nodes.len(), 2, "one child per node: {nodes:?}");
+    let below = descendants(up.pid());
+    // SAFETY: kill(2) on the pid of `ebb up`, this test's own child, not
+    // yet waited for.
+    assert_eq!(unsafe { libc::kill(up.pid() as i32, libc::SIGKILL) }, 0);
+    let mut polls = 0;
+    loop {
+        let left: Vec<u32> = below.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
+            break;
+        }
+        polls += 1;
+        if polls >= MAX_POLLS {
+            for p in &left {
+                // SAFETY: kill(2) on processes this test's `ebb up`
+                // started, so that a failure leaves none running.
+                unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+            }
+            panic!(
+                "{kind}: processes still running after their owner was killed: {left:?} of {below:?}"
+            );
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+}
+
+#[test]
+fn process_nodes_end_when_ebb_up_is_killed() {
+    nodes_end_with_their_owner("process");
+}
+
+#[test]
+fn container_runners_end_when_ebb_up_is_killed_as_root() {
+    if let Some(why) = ebb_testkit::containers_unavailable() {
+        ebb_testkit::skip_or_fail("container_runners_end_when_ebb_up_is_killed_as_root", &why);
+        return;
+    }
+    nodes_end_with_their_owner("container");
+}
