@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::CallError;
 
-pub use codec::{ServiceCodec, call_json};
+pub use codec::{JsonReply, ServiceCodec, call_json, dispatch_json_through};
 pub use describe::{MethodDescription, ParamDescription, ServiceDescription};
 pub use local::LocalTransport;
 
@@ -243,6 +243,23 @@ pub trait ServiceDispatch: Send + Sync + 'static {
         self.dispatch_json_by_id(method_id, args)
     }
 
+    /// [`ServiceDispatch::dispatch_json_with`], but the reply may come back
+    /// still binary, with what converts it ([`JsonReply`]): what a server
+    /// runs for a request whose arguments are JSON, so that it converts a
+    /// large reply off its I/O loop. Generated services return it binary
+    /// ([`dispatch_json_through`]); by default the reply is what
+    /// `dispatch_json_with` returns, so a service that overrides the JSON
+    /// methods keeps its own.
+    fn dispatch_json_split(
+        &self,
+        method_id: u16,
+        args: serde_json::Value,
+        cx: CallContext,
+    ) -> BoxFuture<'_, Result<JsonReply, DispatchError>> {
+        let run = self.dispatch_json_with(method_id, args, cx);
+        Box::pin(async move { run.await.map(JsonReply::Json) })
+    }
+
     /// What a `Describe` request is answered with.
     fn description(&self) -> ServiceDescription {
         ServiceDescription::of(self.name(), self.methods())
@@ -308,6 +325,14 @@ impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
         cx: CallContext,
     ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
         (**self).dispatch_json_with(method_id, args, cx)
+    }
+    fn dispatch_json_split(
+        &self,
+        method_id: u16,
+        args: serde_json::Value,
+        cx: CallContext,
+    ) -> BoxFuture<'_, Result<JsonReply, DispatchError>> {
+        (**self).dispatch_json_split(method_id, args, cx)
     }
     fn description(&self) -> ServiceDescription {
         (**self).description()

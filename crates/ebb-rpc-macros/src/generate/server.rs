@@ -84,6 +84,15 @@ impl Generator<'_> {
                 fn json_codec(&self) -> ::core::option::Option<&'static dyn #rt::ServiceCodec> {
                     ::core::option::Option::Some(&#codec)
                 }
+
+                fn dispatch_json_split(
+                    &self,
+                    method_id: u16,
+                    args: #private::serde_json::Value,
+                    cx: #rt::CallContext,
+                ) -> #rt::BoxFuture<'_, ::core::result::Result<#rt::JsonReply, #rt::DispatchError>> {
+                    #rt::dispatch_json_through(self, &#codec, method_id, args, cx)
+                }
             }
         }
     }

@@ -32,6 +32,85 @@ pub trait ServiceCodec: Send + Sync + 'static {
     }
 }
 
+/// A JSON call's reply as a service hands it to the server: JSON already,
+/// or still the method's binary reply with the codec that converts it, so
+/// the server chooses where that conversion runs (a large one off its I/O
+/// loop, where it would hold up every frame of the connection).
+pub enum JsonReply {
+    Json(Value),
+    Binary {
+        codec: &'static dyn ServiceCodec,
+        method: &'static MethodInfo,
+        reply: Bytes,
+    },
+}
+
+impl std::fmt::Debug for JsonReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonReply::Json(v) => f.debug_tuple("Json").field(v).finish(),
+            JsonReply::Binary { method, reply, .. } => f
+                .debug_struct("Binary")
+                .field("method", &method.name)
+                .field("bytes", &reply.len())
+                .finish(),
+        }
+    }
+}
+
+impl JsonReply {
+    /// Bytes the conversion to JSON text still has to read: the binary
+    /// reply's length, 0 when the reply is JSON already (its text is
+    /// written in one pass the server does anyway).
+    pub fn binary_len(&self) -> usize {
+        match self {
+            JsonReply::Json(_) => 0,
+            JsonReply::Binary { reply, .. } => reply.len(),
+        }
+    }
+
+    /// The reply as JSON text, converted now if it is still binary.
+    pub fn into_text(self) -> Result<Bytes, DispatchError> {
+        let value = match self {
+            JsonReply::Json(v) => v,
+            JsonReply::Binary {
+                codec,
+                method,
+                reply,
+            } => codec.decode_json_reply(method, &reply)?,
+        };
+        serde_json::to_vec(&value)
+            .map(Bytes::from)
+            .map_err(|e| DispatchError::EncodeReply(format!("reply as JSON: {e}")))
+    }
+}
+
+/// The JSON round trip of a service whose JSON goes through `codec` (what
+/// generated services do), stopped before the reply is converted: the
+/// arguments become binary, the method runs through the binary dispatch,
+/// and its reply comes back binary, with the codec to convert it.
+pub fn dispatch_json_through<'a, D: super::ServiceDispatch + ?Sized>(
+    dispatch: &'a D,
+    codec: &'static dyn ServiceCodec,
+    method_id: u16,
+    args: Value,
+    cx: super::CallContext,
+) -> super::BoxFuture<'a, Result<JsonReply, DispatchError>> {
+    Box::pin(async move {
+        let method = codec
+            .methods()
+            .get(usize::from(method_id))
+            .ok_or_else(|| DispatchError::UnknownMethod(format!("{}#{method_id}", codec.name())))?;
+        let bytes = codec.encode_json_args(method, args)?;
+        let reply = dispatch.dispatch_with(method_id, bytes, cx).await?;
+        Ok(JsonReply::Binary {
+            codec,
+            method,
+            reply,
+        })
+    })
+}
+
 /// Calls `method` by name with JSON arguments over any transport and returns
 /// the reply as JSON: the CLI's and the gateway's path to a typed service.
 pub async fn call_json<T: Transport + ?Sized>(

@@ -39,6 +39,7 @@ use crate::semantics::{Action, ConnId, ConnRefusal, Incoming, ServerConfig, Serv
 use crate::service::{BoxFuture, CallContext, DispatchError, ServiceDispatch};
 use crate::wire::{ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, encode_payload};
 
+mod json;
 mod refuse;
 
 pub use refuse::MAX_TLS_REFUSALS_IN_FLIGHT;
@@ -587,7 +588,8 @@ fn run_call<'a, D: ServiceDispatch>(
     if heavy_json || core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
         return run_blocking(core, incoming);
     }
-    let Ok(mut run) = std::panic::catch_unwind(AssertUnwindSafe(|| start_run(core, incoming)))
+    let Ok(mut run) =
+        std::panic::catch_unwind(AssertUnwindSafe(|| start_run(core, incoming, true)))
     else {
         let (status, payload) = panicked();
         return core.complete(key, status, payload, started, Some((out, batch)));
@@ -614,7 +616,7 @@ fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
     let task_core = Arc::clone(core);
     let job = Box::pin(async move {
         let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| start_run(&task_core, incoming)));
+            std::panic::catch_unwind(AssertUnwindSafe(|| start_run(&task_core, incoming, false)));
         let (status, payload) = match started {
             Ok(mut run) => finish(&mut run).await,
             Err(_) => panicked(),
@@ -631,11 +633,14 @@ fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
 type Run<'a> = BoxFuture<'a, Result<bytes::Bytes, DispatchError>>;
 
 /// Hands the call to the service (binary or JSON); nothing has run yet.
-fn start_run<D: ServiceDispatch>(core: &Core<D>, incoming: Incoming) -> Run<'_> {
+/// `on_io_loop`: the run is polled by the I/O loop, which a large JSON
+/// reply's conversion must not hold up.
+fn start_run<D: ServiceDispatch>(core: &Core<D>, incoming: Incoming, on_io_loop: bool) -> Run<'_> {
     let method = incoming.key.method;
     let cx = CallContext::new(incoming.deadline);
     if incoming.key.json {
-        dispatch_json(&core.dispatch, method, incoming.payload, cx)
+        let workers = on_io_loop.then_some(&core.workers);
+        json::dispatch_json(&core.dispatch, workers, method, incoming.payload, cx)
     } else {
         core.dispatch.dispatch_with(method, incoming.payload, cx)
     }
@@ -658,22 +663,4 @@ fn panicked() -> (Outcome, bytes::Bytes) {
         Outcome::Panicked,
         bytes::Bytes::from_static(b"the method panicked"),
     )
-}
-
-/// Runs a call whose arguments are a JSON object through the service's
-/// JSON adapter; the reply is JSON text.
-fn dispatch_json<D: ServiceDispatch>(
-    dispatch: &D,
-    method: u16,
-    args: bytes::Bytes,
-    cx: CallContext,
-) -> BoxFuture<'_, Result<bytes::Bytes, DispatchError>> {
-    let parsed = serde_json::from_slice::<serde_json::Value>(&args)
-        .map_err(|e| DispatchError::BadArgs(format!("arguments are not JSON: {e}")));
-    Box::pin(async move {
-        let reply = dispatch.dispatch_json_with(method, parsed?, cx).await?;
-        serde_json::to_vec(&reply)
-            .map(bytes::Bytes::from)
-            .map_err(|e| DispatchError::EncodeReply(format!("reply as JSON: {e}")))
-    })
 }
