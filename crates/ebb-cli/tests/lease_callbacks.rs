@@ -81,6 +81,31 @@ fn signal(p: &common::Proc, sig: i32) {
     assert_eq!(rc, 0, "signal {sig} to {}", p.pid());
 }
 
+/// Stops `p` and returns once every one of its threads is stopped.
+/// `kill` returns as soon as SIGSTOP is queued; the group stop begins only
+/// when one thread of the target is scheduled and takes the signal, and on
+/// a loaded machine the node's other threads (its lease poller among them)
+/// keep running meanwhile, long enough to acknowledge an invalidation. The
+/// parent hears of the stop (`WUNTRACED`) once the whole group stopped.
+fn freeze(p: &common::Proc) {
+    let sent = Instant::now();
+    signal(p, libc::SIGSTOP);
+    let pid = p.pid() as i32;
+    let mut status = 0;
+    // SAFETY: waitpid writes only to `status`, a live local; the pid is our
+    // own child, so no other child's status is consumed.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    assert_eq!(rc, pid, "waitpid for the stop of {pid}");
+    assert!(
+        libc::WIFSTOPPED(status),
+        "{pid} did not stop (wait status {status:#x})"
+    );
+    eprintln!(
+        "holder {pid} stopped {:?} after SIGSTOP was sent",
+        sent.elapsed()
+    );
+}
+
 async fn demo(addr: &str, timeout_ms: u64) -> DemoClient<TcpClient> {
     let client = TcpClient::connect(addr).await.expect("the node accepts");
     DemoClient::new(client)
@@ -116,7 +141,8 @@ fn frozen_holder_run(origin_bug: Option<&str>) -> (Duration, Duration, usize) {
             assert_eq!(r.value.as_deref(), Some("v1"));
         }
     });
-    signal(&c.nodes[2], libc::SIGSTOP);
+    // Precondition: the holder is stopped before the write is sent.
+    freeze(&c.nodes[2]);
     let invoked = Instant::now();
     let writer = rt.block_on(demo(&c.nodes[0].addr, call_ms));
     let write = rt.spawn(async move {
