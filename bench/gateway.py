@@ -280,28 +280,40 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def pool_args(ap, reps, duration, work_us, connections, deadline_ms):
+    """The arguments every gateway bench shares: the binary, the runs, the
+    pool of nodes (one of them `--slow-scale` times slower) and the load
+    generator's connections and deadline. Defaults differ by bench."""
+    ap.add_argument("--ebb", default="target/release/ebb")
+    ap.add_argument("--reps", type=int, default=reps)
+    ap.add_argument("--duration", type=float, default=duration, help="seconds per measurement")
+    ap.add_argument("--nodes", type=int, default=5)
+    ap.add_argument("--slow-scale", type=int, default=5, help="one node's work factor (how many times slower it is)")
+    ap.add_argument("--work-us", type=int, default=work_us, help="Demo.work micros per request")
+    ap.add_argument("--connections", type=int, default=connections)
+    ap.add_argument("--deadline-ms", type=int, default=deadline_ms)
+    ap.add_argument("--json", help="write every run (and the medians) here as JSON")
+
+
+def check_pool_args(a):
+    """Refuses what `pool_args` took but cannot run, naming the flag."""
+    if not 1 <= a.nodes <= MAX_NODES:
+        sys.exit(f"--nodes {a.nodes}: give 1 to {MAX_NODES}")
+    if not os.access(a.ebb, os.X_OK):
+        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ebb", default="target/release/ebb")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
-    ap.add_argument("--nodes", type=int, default=5)
-    ap.add_argument("--slow-scale", type=int, default=5, help="the last node's work factor")
-    ap.add_argument("--work-us", type=int, default=2000, help="Demo.work micros per request")
+    pool_args(ap, reps=3, duration=8.0, work_us=2000, connections=512, deadline_ms=2000)
     ap.add_argument("--work-mode", default="block", choices=["block", "spin"])
     ap.add_argument("--loads", default="0.5,0.8,0.95", help="fractions of capacity")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="proxy threads (nbthread, worker_processes); default: the cores, as many as the gateway's runtime has")
-    ap.add_argument("--connections", type=int, default=512)
-    ap.add_argument("--deadline-ms", type=int, default=2000)
     ap.add_argument("--echo-rate", type=float, default=1000.0, help="rate of the 64 B overhead runs; 0 skips them")
-    ap.add_argument("--json", help="write every run and the medians here")
     a = ap.parse_args()
-    if not 1 <= a.nodes <= MAX_NODES:
-        sys.exit(f"--nodes {a.nodes}: give 1 to {MAX_NODES}")
-    if not os.access(a.ebb, os.X_OK):
-        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+    check_pool_args(a)
     systems = [s for s in a.systems.split(",") if s]
     for s in systems:
         if s not in SYSTEMS and not s.startswith("ebb-"):

@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import Children, load, median, metrics, wait_idle  # noqa: E402
+from gateway import Children, check_pool_args, pool_args, load, median, metrics, wait_idle  # noqa: E402
 from saturation import up  # noqa: E402
 
 MODES = ["off", "on"]
@@ -33,22 +33,13 @@ MODES = ["off", "on"]
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ebb", default="target/release/ebb")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    ap.add_argument("--nodes", type=int, default=5)
-    ap.add_argument("--slow-scale", type=int, default=5, help="one node's work factor")
-    ap.add_argument("--work-us", type=int, default=2000, help="Demo.work micros per request")
+    pool_args(ap, reps=5, duration=5.0, work_us=2000, connections=256, deadline_ms=2000)
     ap.add_argument("--load", type=float, default=0.5, help="fraction of the nodes' capacity")
     ap.add_argument("--percentile", type=float, default=95.0, help="hedge after this percentile")
     ap.add_argument("--policy", default="p2c")
-    ap.add_argument("--connections", type=int, default=256)
-    ap.add_argument("--deadline-ms", type=int, default=2000)
-    ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
     a.http = False
-    if not os.access(a.ebb, os.X_OK):
-        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+    check_pool_args(a)
     work_s = a.work_us / 1e6
     capacity = (a.nodes - 1) / work_s + 1 / (work_s * a.slow_scale)
     rate = capacity * a.load

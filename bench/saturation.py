@@ -30,7 +30,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import Children, ebb_gateway, load, median, wait_idle  # noqa: E402
+from gateway import Children, check_pool_args, pool_args, ebb_gateway, load, median, wait_idle  # noqa: E402
 
 MODES = {
     "off": "enabled = false",
@@ -58,26 +58,17 @@ def up(children, tmp, name, a, extra):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ebb", default="target/release/ebb")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
-    ap.add_argument("--nodes", type=int, default=5)
-    ap.add_argument("--slow-scale", type=int, default=5, help="one node's work factor")
-    ap.add_argument("--work-us", type=int, default=500, help="Demo.work micros per request")
+    pool_args(ap, reps=3, duration=6.0, work_us=500, connections=256, deadline_ms=100)
     ap.add_argument("--loads", default="0.95,1.1,1.3", help="fractions of the nodes' capacity")
     ap.add_argument("--policy", default="p2c")
-    ap.add_argument("--connections", type=int, default=256)
-    ap.add_argument("--deadline-ms", type=int, default=100)
     ap.add_argument("--http", action="store_true", help="HTTP/JSON ingress (default: ebb RPC)")
     ap.add_argument("--modes", default="off,on", help=f"admission modes to compare, of {','.join(MODES)}")
-    ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
     modes = [m for m in a.modes.split(",") if m]
     for m in modes:
         if m not in MODES:
             sys.exit(f"--modes: {m!r} is not one of {', '.join(MODES)}")
-    if not os.access(a.ebb, os.X_OK):
-        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+    check_pool_args(a)
     loads = [float(x) for x in a.loads.split(",") if x]
     work_s = a.work_us / 1e6
     capacity = (a.nodes - 1) / work_s + 1 / (work_s * a.slow_scale)
