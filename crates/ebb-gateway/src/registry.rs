@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::{
-    self, AdmissionConfig, Admit, GatewayDelay, Load, NodeLoad, ServiceTimeSource,
+    self, AdmissionConfig, Admit, GatewayDelay, Load, NodeLoad, Refusal, ServiceTimeSource,
 };
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
@@ -136,7 +136,7 @@ pub enum Acquired {
     /// Held in the FIFO; a node will be handed over through the receiver.
     Held(oneshot::Receiver<Slot>),
     Refused {
-        why: String,
+        why: Refusal,
         retry_after: Nanos,
     },
 }
@@ -462,7 +462,7 @@ impl Registry {
             {
                 inner.counters.refusals += 1;
                 return Acquired::Refused {
-                    why: why.to_string(),
+                    why,
                     retry_after,
                 };
             }
@@ -478,7 +478,7 @@ impl Registry {
         {
             inner.counters.refusals += 1;
             return Acquired::Refused {
-                why: why.to_string(),
+                why,
                 retry_after,
             };
         }
@@ -522,7 +522,7 @@ impl Registry {
         {
             inner.counters.refusals += 1;
             return Acquired::Refused {
-                why: why.to_string(),
+                why,
                 retry_after,
             };
         }
