@@ -292,7 +292,15 @@ impl Forwarder {
         // Owned and boxed, so the copy that loses can be left running.
         let attempt = |slot, left, at| {
             let this = Arc::clone(self);
-            Box::pin(Self::attempt(this, slot, method, args.clone(), encoding, left, at))
+            Box::pin(Self::attempt(
+                this,
+                slot,
+                method,
+                args.clone(),
+                encoding,
+                left,
+                at,
+            ))
         };
         let mut first = attempt(slot, left, at);
         let wait = std::time::Duration::from(delay);

@@ -461,10 +461,7 @@ impl Registry {
                 admission::admit_delay(&inner.admission, delay, now)
             {
                 inner.counters.refusals += 1;
-                return Acquired::Refused {
-                    why,
-                    retry_after,
-                };
+                return Acquired::Refused { why, retry_after };
             }
         }
         let load = inner.load(now);
@@ -477,10 +474,7 @@ impl Registry {
             admission::admit(&deadline_cfg, &load, bytes, deadline, now, false)
         {
             inner.counters.refusals += 1;
-            return Acquired::Refused {
-                why,
-                retry_after,
-            };
+            return Acquired::Refused { why, retry_after };
         }
         let req = RequestInfo {
             deadline: Some(deadline),
@@ -521,10 +515,7 @@ impl Registry {
             admission::admit(&queue_cfg, &load, bytes, deadline, now, true)
         {
             inner.counters.refusals += 1;
-            return Acquired::Refused {
-                why,
-                retry_after,
-            };
+            return Acquired::Refused { why, retry_after };
         }
         let (tx, rx) = oneshot::channel();
         inner.held.push_back(HeldRequest {
