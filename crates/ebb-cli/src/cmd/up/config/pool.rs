@@ -54,7 +54,7 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
         ));
     }
     check_limits(p, kind)?;
-    let node_tokens = check_node_tokens(p, kind)?;
+    let node_tokens = check_node_tokens(p)?;
     Ok(PoolPlan {
         kind,
         config: PoolConfig {
@@ -123,27 +123,15 @@ fn check_bounds(p: &Pool) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `pool.node_token_file` holds exactly one token (the one the gateway
-/// presents; the nodes accept it alone) and is given to thread and
-/// process nodes only: a container or VM node reads files of its own
-/// root file system, where the host's path does not exist.
+/// `pool.node_token_file` holds exactly one token: the one the gateway
+/// presents and the nodes accept alone. Container and VM nodes get a copy
+/// of the file inside (see `cmd/up/node_files.rs`).
 fn check_node_tokens(
     p: &Pool,
-    kind: Kind,
 ) -> Result<Option<(NodeTokens, ebb::rpc::transport::Credentials)>, ConfigError> {
     let Some(path) = &p.node_token_file else {
         return Ok(None);
     };
-    if !matches!(kind, Kind::Thread | Kind::Process) {
-        return Err(bad(
-            "pool.node_token_file",
-            path,
-            format!(
-                "only with pool.kind = \"process\" or \"thread\" ({} nodes cannot read a host file); remove it",
-                p.kind
-            ),
-        ));
-    }
     let token = ebb::rpc::auth::read_token_file(path).map_err(|e| {
         bad(
             "pool.node_token_file",
