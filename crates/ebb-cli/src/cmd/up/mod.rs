@@ -1,6 +1,7 @@
 //! `ebb up CONFIG.toml`: a gateway and its pool of nodes, until Ctrl-C.
 
 mod config;
+mod node_files;
 mod origin;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use ebb_node::vm::provider::{VmConfig, VmProvider};
 
 use config::{Checked, Kind, OriginSource, Runs, ServiceChoice};
 use ebb_gateway::ServiceSource;
+use node_files::NodeFiles;
 use origin::StartedOrigin;
 
 /// The port a node listens on inside its container (each has its own address).
@@ -100,9 +102,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             checked.gateway.http_addr,
         );
         if let Some(t) = &checked.node_tokens {
+            let copied = match checked.kind {
+                Kind::Thread | Kind::Process => String::new(),
+                Kind::Container | Kind::Vm => format!(
+                    ", copied into each node as {}",
+                    node_files::inside(node_files::TOKEN_NAME).display()
+                ),
+            };
             println!(
-                "nodes require the token in {} (the gateway presents it)",
+                "nodes require the token in {} (the gateway presents it){copied}",
                 t.path.display()
+            );
+        }
+        if let Some(t) = &checked.node_tls {
+            println!(
+                "nodes serve TLS with {}{}; the gateway checks their certificates against {}{}",
+                t.cert.display(),
+                match checked.kind {
+                    Kind::Thread | Kind::Process => String::new(),
+                    Kind::Container | Kind::Vm =>
+                        format!(" (copied into each node under {})", node_files::INSIDE_DIR),
+                },
+                t.server_name
+                    .as_deref()
+                    .map_or_else(|| "the address it dials".to_owned(), |n| format!("{n:?}")),
+                match &t.client_ca {
+                    Some(ca) => format!(
+                        "; mutual: nodes serve only certificates from {}",
+                        ca.display()
+                    ),
+                    None => String::new(),
+                }
             );
         }
         if let Some(o) = &checked.origin {
@@ -238,6 +268,23 @@ fn ebb_exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("finding the ebb binary to start nodes with")
 }
 
+/// Thread nodes with the pool's token and TLS, which they take as values
+/// rather than as files.
+fn guarded<F, D>(p: ThreadProvider<F>, c: &Checked) -> ThreadProvider<F>
+where
+    F: Fn() -> D,
+    D: ebb::rpc::service::ServiceDispatch + Send + 'static,
+{
+    let p = match &c.node_tokens {
+        Some(t) => p.with_tokens(t.tokens.clone()),
+        None => p,
+    };
+    match &c.node_tls {
+        Some(t) => p.with_tls(t.server.clone()),
+        None => p,
+    }
+}
+
 /// The provider for the configured kind, running the configured service
 /// (with the demo's data at `origin`, when there is one; container nodes
 /// get a route to `reach`, the host address it listens on).
@@ -258,9 +305,9 @@ fn provider(
             }
         }
     };
+    let files = NodeFiles::for_nodes(c);
     Ok(match c.kind {
         Kind::Thread => {
-            let tokens = c.node_tokens.as_ref().map(|t| t.tokens.clone());
             match (origin, &c.origin) {
                 (Some(addr), Some(plan)) => {
                     // Thread nodes share one process, so they share one cache
@@ -275,18 +322,12 @@ fn provider(
                     let p = ThreadProvider::new(move || {
                         DemoServer::new(DemoService::new().with_origin(cache.clone()))
                     });
-                    match tokens {
-                        Some(t) => Box::new(p.with_tokens(t)),
-                        None => Box::new(p),
-                    }
+                    Box::new(guarded(p, c))
                 }
-                _ => {
-                    let p = ThreadProvider::new(|| DemoServer::new(DemoService::new()));
-                    match tokens {
-                        Some(t) => Box::new(p.with_tokens(t)),
-                        None => Box::new(p),
-                    }
-                }
+                _ => Box::new(guarded(
+                    ThreadProvider::new(|| DemoServer::new(DemoService::new())),
+                    c,
+                )),
             }
         }
         Kind::Process => {
@@ -311,10 +352,7 @@ fn provider(
                 }
             };
             let mut cfg = cfg;
-            if let Some(t) = &c.node_tokens {
-                cfg.args
-                    .extend(["--token-file".to_owned(), t.path.display().to_string()]);
-            }
+            cfg.args.extend(files.args);
             Box::new(ProcessProvider::new(cfg))
         }
         Kind::Container => Box::new(ContainerProvider::new(ContainerProviderConfig {
@@ -330,10 +368,12 @@ fn provider(
                 if let (Some(addr), Some(plan)) = (origin, &c.origin) {
                     command.extend(origin::node_args(plan, addr));
                 }
+                command.extend(files.args);
                 command
             },
             port: CONTAINER_PORT,
             reach,
+            files: files.copy_in,
         })),
         Kind::Vm => {
             let mut cfg = VmConfig::ebb_node(ebb_exe()?);
@@ -355,6 +395,8 @@ fn provider(
                 cfg.node_command
                     .extend(origin::node_args(plan, &guest.to_string()));
             }
+            cfg.node_command.extend(files.args);
+            cfg.files = files.copy_in;
             if let Some(m) = c.memory_mb {
                 cfg.memory_mb = m;
             }
