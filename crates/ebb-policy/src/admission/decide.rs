@@ -22,6 +22,31 @@ pub enum Refusal {
     GatewayBehind { delay: Nanos, limit: Nanos },
 }
 
+impl Refusal {
+    /// Every rule's name, in [`Refusal::rule`]'s order: what a metrics
+    /// label can take.
+    pub const RULES: [&'static str; 5] = [
+        "deadline",
+        "held_queue_full",
+        "held_bytes",
+        "no_capacity",
+        "gateway_behind",
+    ];
+
+    /// The rule that refused, as a short stable name: which bound an
+    /// operator would raise (or which capacity add) to refuse less.
+    pub fn rule(&self) -> &'static str {
+        let i = match self {
+            Refusal::DeadlineUnmeetable { .. } => 0,
+            Refusal::QueueFull { .. } => 1,
+            Refusal::QueueBytesFull { .. } => 2,
+            Refusal::NoCapacity => 3,
+            Refusal::GatewayBehind { .. } => 4,
+        };
+        Refusal::RULES[i]
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -261,3 +261,23 @@ fn no_ready_node_waits_for_the_booting_one_or_refuses() {
         Admit::Refuse { .. }
     ));
 }
+
+/// Each refusal names its own rule, one of `RULES`, so a metric
+/// labelled by rule tells the five apart.
+#[test]
+fn every_refusal_names_a_distinct_published_rule() {
+    let all = [
+        Refusal::DeadlineUnmeetable {
+            expected_finish: T0,
+        },
+        Refusal::QueueFull { limit: 1 },
+        Refusal::QueueBytesFull { limit: 1 },
+        Refusal::NoCapacity,
+        Refusal::GatewayBehind {
+            delay: Nanos::from_millis(2),
+            limit: Nanos::from_millis(1),
+        },
+    ];
+    let rules: Vec<&str> = all.iter().map(Refusal::rule).collect();
+    assert_eq!(rules, Refusal::RULES);
+}
