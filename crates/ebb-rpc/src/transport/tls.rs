@@ -46,6 +46,8 @@ pub enum TlsError {
     },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("{name:?} is not a DNS name or IP address a certificate can name")]
+    ServerName { name: String },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -171,6 +173,9 @@ impl ServerTls {
 #[derive(Clone)]
 pub struct ClientTls {
     connector: TlsConnector,
+    /// The name the server's certificate must carry, when it is not the
+    /// host the client dials (see [`ClientTls::with_server_name`]).
+    name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -206,17 +211,34 @@ impl ClientTls {
     pub fn from_config(config: Arc<ClientConfig>) -> ClientTls {
         ClientTls {
             connector: TlsConnector::from(config),
+            name: None,
         }
     }
 
+    /// Checks every server's certificate against `name` instead of the
+    /// host the client dials: servers whose addresses are chosen as they
+    /// start (a pool of container nodes, each at an address of its own)
+    /// can then share one certificate naming them all.
+    pub fn with_server_name(mut self, name: &str) -> Result<ClientTls, TlsError> {
+        let parsed = ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName {
+            name: name.to_owned(),
+        })?;
+        self.name = Some(parsed);
+        Ok(self)
+    }
+
     /// Runs the handshake over `tcp`, checking the server's certificate
-    /// against the host part of `addr` (a DNS name or an IP address).
+    /// against the configured server name, or else the host part of
+    /// `addr` (a DNS name or an IP address).
     pub(crate) async fn connect(
         &self,
         addr: &str,
         tcp: TcpStream,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let name = server_name(addr)?;
+        let name = match &self.name {
+            Some(n) => n.clone(),
+            None => server_name(addr)?,
+        };
         self.connector.connect(name, tcp).await
     }
 }
