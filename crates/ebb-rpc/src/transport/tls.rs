@@ -105,6 +105,27 @@ fn load_roots(what: &'static str, path: &Path) -> Result<Arc<RootCertStore>, Tls
     Ok(Arc::new(roots))
 }
 
+/// Why a certificate and its key could not be used together: a
+/// certificate rustls cannot read at all (an X.509 v1 certificate, as
+/// `openssl x509 -req` makes without extensions) is that file's fault, not
+/// a mismatch, and is named as such.
+fn pairing_error(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
+    match source {
+        rustls::Error::InvalidCertificate(e) => TlsError::Bad {
+            what: "certificate",
+            path: cert.to_owned(),
+            reason: format!(
+                "{e:?} (expected an X.509 v3 certificate, e.g. made with an -extfile or -addext)"
+            ),
+        },
+        source => TlsError::Mismatch {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        },
+    }
+}
+
 /// A server's TLS side: what [`Server::with_tls`](super::Server::with_tls)
 /// takes. Cheap to clone.
 #[derive(Clone)]
@@ -145,14 +166,9 @@ impl ServerTls {
             }
             None => builder.with_no_client_auth(),
         };
-        let config =
-            builder
-                .with_single_cert(chain, private)
-                .map_err(|source| TlsError::Mismatch {
-                    cert: cert.to_owned(),
-                    key: key.to_owned(),
-                    source,
-                })?;
+        let config = builder
+            .with_single_cert(chain, private)
+            .map_err(|source| pairing_error(cert, key, source))?;
         Ok(ServerTls::from_config(Arc::new(config)))
     }
 
@@ -198,11 +214,7 @@ impl ClientTls {
         let config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(load_certs("certificate", cert)?, load_key(key)?)
-                .map_err(|source| TlsError::Mismatch {
-                    cert: cert.to_owned(),
-                    key: key.to_owned(),
-                    source,
-                })?,
+                .map_err(|source| pairing_error(cert, key, source))?,
             None => builder.with_no_client_auth(),
         };
         Ok(ClientTls::from_config(Arc::new(config)))
@@ -259,6 +271,28 @@ fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_certificate_is_named_and_not_called_a_mismatch() {
+        let (cert, key) = (Path::new("v1.pem"), Path::new("v1.key"));
+        let e = pairing_error(
+            cert,
+            key,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding),
+        );
+        assert!(matches!(e, TlsError::Bad { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("v1.pem") && text.contains("X.509 v3"),
+            "{text}"
+        );
+        let e = pairing_error(
+            cert,
+            key,
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch),
+        );
+        assert!(matches!(e, TlsError::Mismatch { .. }), "{e:?}");
+    }
 
     #[test]
     fn server_names_come_from_the_host_part() {

@@ -87,7 +87,16 @@ pub(super) fn check_node_tls(t: &NodeTlsFile, kind: Kind) -> Result<NodeTls, Con
             "container nodes are dialled at an address each gets as it starts (10.213.x.y), which no certificate can name in advance: give the DNS name the node certificate carries, e.g. \"node.ebb\"",
         ));
     }
-    let files: Vec<(&'static str, &Path)> = [(CA, &ca), (CERT, &cert), (KEY, &key)]
+    // Each file by its key: the path as loaded and as written.
+    let written = |key: &str| match key {
+        CA => t.ca.as_deref(),
+        CERT => t.cert.as_deref(),
+        KEY => t.key.as_deref(),
+        CLIENT_CA => t.client_ca.as_deref(),
+        GATEWAY_CERT => t.gateway_cert.as_deref(),
+        _ => t.gateway_key.as_deref(),
+    };
+    let files: Vec<(&'static str, &Path, &Path)> = [(CA, &ca), (CERT, &cert), (KEY, &key)]
         .into_iter()
         .map(|(k, p)| (k, p.as_path()))
         .chain(mutual.iter().flat_map(|(c, gc, gk)| {
@@ -97,6 +106,7 @@ pub(super) fn check_node_tls(t: &NodeTlsFile, kind: Kind) -> Result<NodeTls, Con
                 (GATEWAY_KEY, gk.as_path()),
             ]
         }))
+        .map(|(k, p)| (k, p, written(k).unwrap_or(p)))
         .collect();
     let client_ca = mutual.as_ref().map(|(c, _, _)| c.clone());
     let server = ServerTls::from_pem_files(&cert, &key, client_ca.as_deref())
@@ -132,15 +142,22 @@ fn absolute(key: &'static str, p: &Path) -> Result<PathBuf, ConfigError> {
 }
 
 /// A loading error named by the key holding the file it is about (a
-/// certificate and key that do not go together: the key's key).
-fn tls_error(e: TlsError, files: &[(&'static str, &Path)], mismatch: &'static str) -> ConfigError {
+/// certificate and key that do not go together: the key's key), with the
+/// path as the config wrote it.
+fn tls_error(
+    e: TlsError,
+    files: &[(&'static str, &Path, &Path)],
+    mismatch: &'static str,
+) -> ConfigError {
     let path = match &e {
         TlsError::Read { path, .. } | TlsError::Bad { path, .. } => Some(path.as_path()),
         TlsError::Mismatch { key, .. } => Some(key.as_path()),
         _ => None,
     };
     let (key, value) = path
-        .and_then(|p| files.iter().find(|(_, f)| *f == p))
-        .map_or((mismatch, path.unwrap_or(Path::new(""))), |(k, p)| (*k, *p));
+        .and_then(|p| files.iter().find(|(_, loaded, _)| *loaded == p))
+        .map_or((mismatch, path.unwrap_or(Path::new(""))), |(k, _, w)| {
+            (*k, *w)
+        });
     bad(key, value, format!("{e}; {}", what(key)))
 }
