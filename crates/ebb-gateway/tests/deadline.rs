@@ -3,21 +3,21 @@
 //! the caller and the gateway's RPC ingress; an in-process node behind it.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use common::{add_ready, claim_now, registry, wait_for};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::Forwarder;
 use ebb_gateway::ingress::RpcIngress;
-use ebb_gateway::metrics::Metrics;
-use ebb_gateway::registry::{Acquired, NewNode, Registry};
+use ebb_gateway::registry::Registry;
 use ebb_gateway::service::Served;
-use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
-use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::CallError;
 use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceCodec, Transport,
@@ -87,56 +87,27 @@ async fn ingress(forwarder: &Arc<Forwarder>, default_timeout: Nanos) -> SocketAd
     addr
 }
 
-async fn wait_for(cond: impl Fn() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
-    }
-    panic!("condition never held");
-}
-
 /// A pool of one stuck node that has measured a service time of one
 /// second, behind a forwarder.
 fn pool_with_a_second_of_service() -> (Registry, Arc<Stuck>, Arc<Forwarder>) {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("jsq").unwrap(),
-        AdmissionConfig::default(),
-        1,
-    );
+    let registry = registry("jsq", AdmissionConfig::default(), 1);
     let clock = Clock::new();
     let node = Arc::new(Stuck::default());
     let id = NodeId(1);
-    registry.add_booting(
-        NewNode {
-            id,
-            kind: NodeKind::Thread,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            cost_per_sec_micros: 0,
-            started_unix_ms: 0,
-            expected_boot: Nanos::from_millis(10),
-        },
-        clock.now(),
-    );
-    assert!(registry.set_ready(id, node.clone(), clock.now()));
+    add_ready(&registry, id, node.clone(), clock.now());
     registry.set_target(1, Nanos::from_millis(10));
     // One call took a second: that is the measured service time.
     let now = clock.now();
-    let Acquired::Now(mut slot) =
-        registry.acquire(0, now + Nanos::from_secs(9), now, &[], true, None)
-    else {
-        panic!("an idle ready node was not handed out");
-    };
-    slot.claim();
-    drop(slot);
+    drop(claim_now(registry.acquire(
+        0,
+        now + Nanos::from_secs(9),
+        now,
+        &[],
+        true,
+        None,
+    )));
     registry.release(id, Some(Nanos::from_secs(1)), 0, clock.now());
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    ));
+    let forwarder = common::forwarder(&registry, clock);
     (registry, node, forwarder)
 }
 
@@ -158,7 +129,10 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
         let options = CallOptions::default().with_timeout(long);
         caller.call(&METHODS[0], Bytes::new(), options).await
     });
-    wait_for(|| node.timeouts.lock().unwrap().len() == 1).await;
+    wait_for("the call reached the node", || {
+        node.timeouts.lock().unwrap().len() == 1
+    })
+    .await;
     let given = node.timeouts.lock().unwrap()[0];
     assert!(
         given > Nanos::from_secs(50) && given <= long,
@@ -211,7 +185,10 @@ async fn a_json_calls_own_deadline_decides_admission_and_reaches_the_node() {
             .call_json(0, false, &serde_json::json!({}), options)
             .await
     });
-    wait_for(|| node.timeouts.lock().unwrap().len() == 1).await;
+    wait_for("the call reached the node", || {
+        node.timeouts.lock().unwrap().len() == 1
+    })
+    .await;
     let given = node.timeouts.lock().unwrap()[0];
     assert!(
         given > Nanos::from_secs(50) && given <= long,

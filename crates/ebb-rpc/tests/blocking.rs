@@ -3,16 +3,18 @@
 //! here) keeps answering cheap calls.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
+use common::{Gate, HOLD_LIMIT, assert_echo_answers, serve_on_one_thread};
 use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
 };
-use ebb_rpc::transport::{Server, TcpClient};
+use ebb_rpc::transport::TcpClient;
 use tokio::sync::mpsc;
 
 static METHODS: [MethodInfo; 2] = [
@@ -36,36 +38,21 @@ static METHODS: [MethodInfo; 2] = [
     },
 ];
 
-/// How long a held call waits for the gate before giving up, so a broken
-/// test ends instead of hanging.
-const HOLD_LIMIT: Duration = Duration::from_secs(60);
-
 /// `hold` blocks its thread (as CPU work would) until the gate opens,
 /// announcing that it started; it counts how many run at once.
 struct Hold {
     started: mpsc::UnboundedSender<()>,
-    gate: Mutex<bool>,
-    opened: Condvar,
+    gate: Gate,
     running: AtomicUsize,
     most_running: AtomicUsize,
 }
 
 impl Hold {
-    fn open(&self) {
-        *self.gate.lock().unwrap() = true;
-        self.opened.notify_all();
-    }
-
     fn hold(&self) {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_running.fetch_max(now, Ordering::SeqCst);
         let _ = self.started.send(());
-        let gate = self.gate.lock().unwrap();
-        let (_open, waited) = self
-            .opened
-            .wait_timeout_while(gate, HOLD_LIMIT, |open| !*open)
-            .unwrap();
-        assert!(!waited.timed_out(), "the gate never opened");
+        self.gate.wait();
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -122,31 +109,16 @@ fn spawn_server(threads: usize) -> (String, Arc<Hold>, mpsc::UnboundedReceiver<(
     let (started, starts) = mpsc::unbounded_channel();
     let svc = Arc::new(Hold {
         started,
-        gate: Mutex::new(false),
-        opened: Condvar::new(),
+        gate: Gate::default(),
         running: AtomicUsize::new(0),
         most_running: AtomicUsize::new(0),
     });
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let served = Arc::clone(&svc);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let server = Server::bind("127.0.0.1:0", served)
-                .await
-                .unwrap()
-                .with_threads(NonZeroUsize::new(threads).unwrap());
-            assert_eq!(server.threads().get(), threads);
-            addr_tx
-                .send(server.local_addr().unwrap().to_string())
-                .unwrap();
-            let _ = server.run().await;
-        });
+    let addr = serve_on_one_thread(Arc::clone(&svc), move |server| {
+        let server = server.with_threads(NonZeroUsize::new(threads).unwrap());
+        assert_eq!(server.threads().get(), threads);
+        server
     });
-    (addr_rx.recv().unwrap(), svc, starts)
+    (addr, svc, starts)
 }
 
 async fn next_start(starts: &mut mpsc::UnboundedReceiver<()>) {
@@ -174,21 +146,13 @@ async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
     next_start(&mut starts).await;
     next_start(&mut starts).await;
     assert_eq!(svc.running.load(Ordering::SeqCst), 2);
-    let echo = client
-        .call(
-            &METHODS[0],
-            Bytes::from_static(b"hi"),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(&echo[..], b"hi");
+    assert_echo_answers(&client, &METHODS[0]).await;
     assert_eq!(
         svc.running.load(Ordering::SeqCst),
         2,
         "the echo was answered while both blocking calls ran"
     );
-    svc.open();
+    svc.gate.open();
     for h in holds {
         h.await.unwrap().unwrap();
     }
@@ -209,16 +173,8 @@ async fn no_more_blocking_calls_run_at_once_than_there_are_threads() {
         })
         .collect();
     next_start(&mut starts).await;
-    let echo = client
-        .call(
-            &METHODS[0],
-            Bytes::from_static(b"hi"),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(&echo[..], b"hi");
-    svc.open();
+    assert_echo_answers(&client, &METHODS[0]).await;
+    svc.gate.open();
     for h in holds {
         h.await.unwrap().unwrap();
     }
@@ -240,20 +196,12 @@ async fn large_json_arguments_are_converted_off_the_io_loop() {
     next_start(&mut starts).await;
     // Sent after the JSON call on the same connection: answered only if
     // the I/O loop is not the thread the JSON call holds.
-    let echo = client
-        .call(
-            &METHODS[0],
-            Bytes::from_static(b"hi"),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(&echo[..], b"hi");
+    assert_echo_answers(&client, &METHODS[0]).await;
     assert_eq!(
         svc.running.load(Ordering::SeqCst),
         1,
         "the echo was answered while the JSON call held its thread"
     );
-    svc.open();
+    svc.gate.open();
     assert_eq!(json.await.unwrap().unwrap(), args);
 }
