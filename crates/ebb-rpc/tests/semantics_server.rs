@@ -1,21 +1,22 @@
 //! The server rules, one test each, with time as plain integers.
 #![allow(clippy::unwrap_used)]
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
+
+use ebb_rpc::semantics::{
+    Action, ConnId, ConnRefusal, Incoming, MAX_REPLIES_PER_CLIENT, ServerConfig, ServerSession,
+};
+use ebb_rpc::wire::{
+    ClientSecret, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
+};
 
 /// The instant `n` after the epoch.
 fn t(n: Nanos) -> Instant {
     Instant::EPOCH + n
 }
-use std::net::{IpAddr, Ipv4Addr};
-
-use ebb_rpc::semantics::{
-    Action, ConnId, ConnRefusal, MAX_REPLIES_PER_CLIENT, ServerConfig, ServerSession,
-};
-use ebb_rpc::wire::{
-    ClientSecret, Incarnation, Message, Outcome, Ping, Pong, Refusal, Reply, Request, Seq,
-};
 
 const INC: u64 = 77;
 /// The secret of the client most tests speak for.
@@ -41,17 +42,32 @@ fn open(mut s: ServerSession) -> ServerSession {
 }
 
 fn server() -> ServerSession {
-    open(ServerSession::new(
-        incarnation(INC),
-        ServerConfig::default(),
-    ))
+    server_with(ServerConfig::default())
 }
 
-/// The pong `s` answers `p` with.
+/// A session of incarnation `INC` under `cfg`, with connection `CONN` open.
+fn server_with(cfg: ServerConfig) -> ServerSession {
+    open(ServerSession::new(incarnation(INC), cfg))
+}
+
+/// The pong `s` answers `p` with on `CONN`.
 fn pong_of(s: &mut ServerSession, p: Ping, now: Instant) -> Pong {
-    match s.admit(CONN, p, now) {
+    pong_of_conn(s, CONN, p, now)
+}
+
+/// The pong `s` answers `p` with on `conn`.
+fn pong_of_conn(s: &mut ServerSession, conn: ConnId, p: Ping, now: Instant) -> Pong {
+    match s.admit(conn, p, now) {
         Action::Reply(Message::Pong(p)) => p,
         other => panic!("a ping must be answered, got {other:?}"),
+    }
+}
+
+/// The call `action` runs; `why` says why it must.
+fn executes(action: Action, why: &str) -> Incoming {
+    match action {
+        Action::Execute(incoming) => incoming,
+        other => panic!("{why}: got {other:?}"),
     }
 }
 
@@ -103,9 +119,10 @@ fn status_of(a: Action) -> Outcome {
 #[test]
 fn new_at_most_once_call_executes_once_and_duplicates_get_the_saved_reply() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!("first copy must execute");
-    };
+    let inc = executes(
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))),
+        "first copy must execute",
+    );
     assert_eq!(inc.payload, Bytes::from_static(b"args"));
     assert_eq!(
         s.admit(CONN, req(1, 1, INC, false), t(Nanos(2))),
@@ -146,11 +163,7 @@ fn request_naming_another_incarnation_is_refused_outcome_unknown() {
 #[test]
 fn at_most_once_call_without_a_session_is_refused_outcome_unknown() {
     // The connection proved the id, but the session has expired since.
-    let cfg = ServerConfig {
-        session_expiry: Nanos::from_secs(1),
-        ..ServerConfig::default()
-    };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    let mut s = expiring();
     pong_of(&mut s, ping(1), Instant::EPOCH);
     assert_eq!(s.expire_idle(t(Nanos::from_secs(2))), 1);
     assert_eq!(
@@ -162,9 +175,7 @@ fn at_most_once_call_without_a_session_is_refused_outcome_unknown() {
 #[test]
 fn seq_below_acknowledged_below_is_dropped_and_its_reply_forgotten() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let inc = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
     s.complete(inc.key, Outcome::Ok, Bytes::new(), t(Nanos(2)));
     assert_eq!(s.table().entries(), 1);
     assert!(matches!(
@@ -227,7 +238,7 @@ fn full_client_table_rejects_the_handshake_until_a_session_expires() {
         session_expiry: Nanos::from_secs(10),
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    let mut s = server_with(cfg);
     pong_of(&mut s, ping(1), Instant::EPOCH);
     let other = ping_from(6, 1);
     assert_eq!(
@@ -285,11 +296,9 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
         session_expiry: Nanos::from_secs(1),
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    let mut s = server_with(cfg);
     pong_of(&mut s, ping(1), Instant::EPOCH);
-    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let inc = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
     let other = ping_from(6, 1);
     assert_eq!(pong_of(&mut s, other, t(Nanos::from_secs(2))).refused, None);
     let (reply, route) = s.complete(
@@ -310,9 +319,7 @@ fn completing_a_call_whose_session_was_evicted_still_replies_but_records_nothing
 #[test]
 fn a_ping_raises_acknowledged_below_and_prunes() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let inc = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
     s.complete(inc.key, Outcome::Ok, Bytes::new(), t(Nanos(2)));
     let mut p = ping(2);
     p.ack_below = Seq(2);
@@ -357,7 +364,7 @@ fn bounded(in_flight: usize) -> ServerSession {
         max_in_flight_per_conn: in_flight,
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    let mut s = server_with(cfg);
     pong_of(&mut s, ping(1), Instant::EPOCH);
     s
 }
@@ -365,9 +372,10 @@ fn bounded(in_flight: usize) -> ServerSession {
 #[test]
 fn a_call_over_the_in_flight_bound_is_refused_and_every_later_copy_gets_the_refusal() {
     let mut s = bounded(1);
-    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!("the first call fits the bound");
-    };
+    let first = executes(
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))),
+        "the first call fits the bound",
+    );
     assert_eq!(
         status_of(s.admit(CONN, req(2, 1, INC, false), t(Nanos(2)))),
         Outcome::Refused(Refusal::InFlight)
@@ -392,9 +400,10 @@ fn a_call_over_the_in_flight_bound_is_refused_and_every_later_copy_gets_the_refu
 #[test]
 fn an_idempotent_call_over_the_in_flight_bound_is_refused_and_nothing_is_recorded() {
     let mut s = bounded(1);
-    let Action::Execute(first) = s.admit(CONN, req(1, 1, 0, true), t(Nanos(1))) else {
-        panic!("the first call fits the bound");
-    };
+    let first = executes(
+        s.admit(CONN, req(1, 1, 0, true), t(Nanos(1))),
+        "the first call fits the bound",
+    );
     assert_eq!(
         status_of(s.admit(CONN, req(2, 1, 0, true), t(Nanos(2)))),
         Outcome::Refused(Refusal::InFlight)
@@ -410,9 +419,7 @@ fn an_idempotent_call_over_the_in_flight_bound_is_refused_and_nothing_is_recorde
 #[test]
 fn a_panicked_call_is_recorded_and_its_duplicates_get_the_panic() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let inc = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
     let (reply, _) = s.complete(
         inc.key,
         Outcome::Panicked,
@@ -434,7 +441,7 @@ fn a_connection_speaking_for_too_many_clients_is_refused_for_the_extra_one() {
         max_clients_per_conn: 1,
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    let mut s = server_with(cfg);
     assert_eq!(pong_of(&mut s, ping(1), Instant::EPOCH).refused, None);
     let other = ping_from(6, 1);
     assert_eq!(
@@ -482,9 +489,7 @@ fn connections_are_bounded_in_total_and_per_peer() {
 #[test]
 fn a_reply_goes_to_the_connection_its_client_was_last_heard_on() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let inc = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
     // The client reconnects: a handshake, then the resend.
     let second = s.open_connection(PEER, Instant::EPOCH).unwrap();
     assert!(matches!(
@@ -538,14 +543,10 @@ fn a_reply_over_the_saved_bytes_bound_is_sent_but_saved_as_outcome_unknown() {
         max_saved_reply_bytes_per_client: 4,
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    let mut s = server_with(cfg);
     pong_of(&mut s, ping(1), Instant::EPOCH);
-    let Action::Execute(small) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
-    let Action::Execute(big) = s.admit(CONN, req(2, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let small = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
+    let big = executes(s.admit(CONN, req(2, 1, INC, false), t(Nanos(1))), "it runs");
     s.complete(
         small.key,
         Outcome::Ok,
@@ -668,6 +669,23 @@ fn at_the_total_saved_bytes_a_lost_reply_is_answered_outcome_unknown_and_never_r
     s.check().unwrap();
 }
 
+/// A session that forgets a client idle for a second.
+fn expiring() -> ServerSession {
+    server_with(ServerConfig {
+        session_expiry: Nanos::from_secs(1),
+        ..ServerConfig::default()
+    })
+}
+
+/// [`expiring`], with C's session open and its at-most-once call 1
+/// running since 1 ns: the session expires at 2 s with the call unfinished.
+fn expiring_with_call_1_running() -> (ServerSession, Incoming) {
+    let mut s = expiring();
+    pong_of(&mut s, ping(1), Instant::EPOCH);
+    let first = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
+    (s, first)
+}
+
 #[test]
 fn a_client_lying_about_its_own_floor_cannot_make_a_completion_panic() {
     // C's session is forgotten (expired) while its call 1 runs; C's own
@@ -675,21 +693,13 @@ fn a_client_lying_about_its_own_floor_cannot_make_a_completion_panic() {
     // 1 runs again. A correct client's floor is above every seq it sent,
     // and no other peer can send C's handshake; the server must not panic
     // all the same, and keeps the first record.
-    let cfg = ServerConfig {
-        session_expiry: Nanos::from_secs(1),
-        ..ServerConfig::default()
-    };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
-    pong_of(&mut s, ping(1), Instant::EPOCH);
-    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let (mut s, first) = expiring_with_call_1_running();
     assert_eq!(s.expire_idle(t(Nanos::from_secs(2))), 1);
     pong_of(&mut s, ping(1), t(Nanos::from_secs(2)));
-    let Action::Execute(again) = s.admit(CONN, req(1, 1, INC, false), t(Nanos::from_secs(2)))
-    else {
-        panic!("the reopened session has no record of call 1")
-    };
+    let again = executes(
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos::from_secs(2))),
+        "the reopened session has no record of call 1",
+    );
     let later = t(Nanos::from_secs(3));
     s.complete(again.key, Outcome::Ok, Bytes::from_static(b"2nd"), later);
     s.complete(first.key, Outcome::Ok, Bytes::from_static(b"1st"), later);
@@ -713,15 +723,7 @@ fn a_forged_handshake_is_refused_and_cannot_reopen_a_forgotten_session() {
     // The sequence the session fuzzer once found, now by a forger: C's
     // session expires while its call 1 runs; a peer that learned C's id
     // sends C's handshake with the old floor, then a copy of call 1.
-    let cfg = ServerConfig {
-        session_expiry: Nanos::from_secs(1),
-        ..ServerConfig::default()
-    };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
-    pong_of(&mut s, ping(1), Instant::EPOCH);
-    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let (mut s, first) = expiring_with_call_1_running();
     let forger = s.open_connection(PEER, Instant::EPOCH).unwrap();
     // While the session lives: the forged resume is refused, typed, and
     // the session is untouched (same floor, same last activity).
@@ -763,19 +765,10 @@ fn a_forged_handshake_is_refused_and_cannot_reopen_a_forgotten_session() {
     s.check().unwrap();
 }
 
-fn pong_of_conn(s: &mut ServerSession, conn: ConnId, p: Ping, now: Instant) -> Pong {
-    match s.admit(conn, p, now) {
-        Action::Reply(Message::Pong(p)) => p,
-        other => panic!("a ping must be answered, got {other:?}"),
-    }
-}
-
 #[test]
 fn a_request_on_a_connection_that_never_proved_its_id_cannot_act_on_the_session() {
     let mut s = handshaken();
-    let Action::Execute(inc) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!()
-    };
+    let inc = executes(s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))), "it runs");
     let (saved, _) = s.complete(
         inc.key,
         Outcome::Ok,
@@ -798,9 +791,10 @@ fn a_request_on_a_connection_that_never_proved_its_id_cannot_act_on_the_session(
     // An idempotent request runs (it keeps no state), but does not
     // acknowledge anything in C's session and its reply goes back only to
     // the connection it came on.
-    let Action::Execute(idem) = s.admit(forger, req(3, 2, INC, true), t(Nanos(4))) else {
-        panic!("idempotent calls run")
-    };
+    let idem = executes(
+        s.admit(forger, req(3, 2, INC, true), t(Nanos(4))),
+        "idempotent calls run",
+    );
     assert_eq!(s.route_of(id(C_SECRET)), Some(CONN), "C's route stays");
     let (_, route) = s.complete(idem.key, Outcome::Ok, Bytes::new(), t(Nanos(5)));
     assert_eq!(route, Some(forger));
@@ -874,14 +868,15 @@ fn calls_beyond_a_callers_bound_are_refused_while_another_caller_is_served() {
         max_in_flight_per_caller: Some(1),
         ..ServerConfig::default()
     };
-    let mut s = open(ServerSession::new(incarnation(INC), cfg));
+    let mut s = server_with(cfg);
     s.set_tokens(Some(tokens("alice\nbob\n")));
     // Alice on two connections (CONN, and a second one), bob on a third:
     // the bound is per caller, over all its connections.
     pong_of(&mut s, ping_with_token(b"alice"), Instant::EPOCH);
-    let Action::Execute(first) = s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))) else {
-        panic!("alice's first call runs")
-    };
+    let first = executes(
+        s.admit(CONN, req(1, 1, INC, false), t(Nanos(1))),
+        "alice's first call runs",
+    );
     let second = s.open_connection(PEER, Instant::EPOCH).unwrap();
     let alice_again = Ping {
         token: Bytes::from_static(b"alice"),

@@ -401,17 +401,14 @@ impl ServerSession {
     /// slow link takes longer than the idle timeout, and its sender cannot
     /// ping meanwhile: its pings queue behind it in the stream.
     pub fn handle_progress(&mut self, conn: ConnId, now: Instant) {
-        if self.conns.is_open(conn) {
-            self.conns.heard(conn, now);
-        }
+        self.conns.heard(conn, now);
     }
 
     /// Decides what to do with a message that arrived on `conn`.
     pub fn admit(&mut self, conn: ConnId, message: impl Into<Message>, now: Instant) -> Action {
-        if !self.conns.is_open(conn) {
+        if !self.conns.heard(conn, now) {
             return Action::Drop;
         }
-        self.conns.heard(conn, now);
         let action = match message.into() {
             Message::Request(req) => {
                 match self
@@ -528,14 +525,14 @@ impl ServerSession {
     }
 
     /// Why a new call on `conn` may not run now, if it may not.
-    fn refusal(&self, conn: ConnId, req: &Request, route: Route) -> Option<Refusal> {
+    fn refusal(&self, req: &Request, route: Route) -> Option<Refusal> {
         if !route.listed {
             Some(Refusal::ClientsPerConnection)
-        } else if self.conns.in_flight(conn) >= self.config.max_in_flight_per_conn {
+        } else if route.in_flight >= self.config.max_in_flight_per_conn {
             Some(Refusal::InFlight)
         } else if self.config.max_in_flight_per_caller.is_some_and(|max| {
             let running = if self.planted_caller_bound_per_connection {
-                self.conns.in_flight(conn)
+                route.in_flight
             } else {
                 self.in_flight_of(route.caller)
             };
@@ -597,7 +594,7 @@ impl ServerSession {
                 return Action::Drop;
             }
         }
-        let refusal = self.refusal(conn, &req, route);
+        let refusal = self.refusal(&req, route);
         if req.idempotent {
             return match refusal {
                 Some(why) => {
@@ -754,7 +751,11 @@ impl ServerSession {
         };
         self.debug_check();
         if key.idempotent {
-            return send(&reply, route);
+            // Nothing keeps an idempotent reply: once encoded, its buffer
+            // can carry the next one.
+            let sent = send(&reply, route);
+            crate::reply_pool::recycle(reply.payload);
+            return sent;
         }
         // A session evicted meanwhile has nothing to record into; its
         // client will get `OutcomeUnknown` for this call if it asks again.
