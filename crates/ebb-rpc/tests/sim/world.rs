@@ -17,7 +17,9 @@ use ebb_rpc::wire::{ClientSecret, Incarnation, Message, Refusal, Request, Seq};
 
 use super::{Faults, Stats};
 
+mod callers;
 mod events;
+mod network;
 
 pub const SERVERS: usize = 2;
 const METHOD: u16 = 7;
