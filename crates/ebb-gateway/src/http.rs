@@ -16,6 +16,7 @@ use ebb_rpc::service::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::auth::Caller;
 use crate::forward::GatewayError;
 use crate::ingress::JsonCallError;
 
@@ -88,7 +89,7 @@ async fn guard_calls(
 ) -> Response {
     let caller = match &s.tokens {
         Some(tokens) => match tokens.check(authorization(&req)) {
-            Some(i) => format!("token {}", i + 1),
+            Some(i) => Caller::Token(i),
             None => {
                 s.forwarder.metrics().unauthenticated();
                 return HttpError::Unauthenticated.into_response();
@@ -97,9 +98,9 @@ async fn guard_calls(
         None => req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or_else(|| "unknown peer".to_owned(), |c| c.0.ip().to_string()),
+            .map_or(Caller::Unknown, |c| Caller::Peer(c.0.ip())),
     };
-    let _slot = match s.callers.enter(&caller) {
+    let _slot = match s.callers.enter(caller) {
         Ok(slot) => slot,
         Err(e) => {
             s.forwarder.metrics().caller_refused();

@@ -241,9 +241,9 @@ pub struct Gateway {
 impl Gateway {
     /// Binds both ingresses, starts the pool manager (which starts the
     /// initial nodes) and serves. The pool manager's thread opens node
-    /// connections on this runtime (with `Handle::block_on`), so a
-    /// current-thread runtime works only while its own thread stays in
-    /// `Runtime::block_on`, driving the I/O: `ebb up` does that.
+    /// connections as tasks spawned on this runtime, so a current-thread
+    /// runtime works only while its own thread stays in `Runtime::block_on`,
+    /// driving the I/O: `ebb up` does that.
     ///
     /// A service learned from the nodes opens the RPC ingress only once the
     /// first node has described it (it must answer `Describe`); its address

@@ -111,8 +111,36 @@ fn pool_with_a_second_of_service() -> (Registry, Arc<Stuck>, Arc<Forwarder>) {
     (registry, node, forwarder)
 }
 
-#[tokio::test]
-async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
+/// How a test's caller sends its call: typed, or as JSON over ebb RPC
+/// (what `ebb call` sends).
+#[derive(Clone, Copy, Debug)]
+enum Encoding {
+    Typed,
+    Json,
+}
+
+/// One call of `slow` from `caller` with `options`, its reply dropped.
+async fn call(
+    caller: &TcpClient,
+    encoding: Encoding,
+    options: CallOptions,
+) -> Result<(), CallError> {
+    match encoding {
+        Encoding::Typed => caller
+            .call(&METHODS[0], Bytes::new(), options)
+            .await
+            .map(drop),
+        Encoding::Json => caller
+            .call_json(0, false, &serde_json::json!({}), options)
+            .await
+            .map(drop),
+    }
+}
+
+/// Two doors to one pool whose node has measured a second of service:
+/// each caller's own deadline, not the door's default, decides whether
+/// its call is taken, and the node is given what the caller has left.
+async fn the_callers_deadline_decides(encoding: Encoding) {
     let (registry, node, forwarder) = pool_with_a_second_of_service();
     // Two doors to one pool: their defaults would decide the opposite of
     // what each caller's own deadline decides.
@@ -127,7 +155,7 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
         .unwrap();
     let waiting = tokio::spawn(async move {
         let options = CallOptions::default().with_timeout(long);
-        caller.call(&METHODS[0], Bytes::new(), options).await
+        call(&caller, encoding, options).await
     });
     wait_for("the call reached the node", || {
         node.timeouts.lock().unwrap().len() == 1
@@ -136,7 +164,7 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
     let given = node.timeouts.lock().unwrap()[0];
     assert!(
         given > Nanos::from_secs(50) && given <= long,
-        "the node was given {given}, not what the caller had left"
+        "{encoding:?}: the node was given {given}, not what the caller had left"
     );
     assert!(!waiting.is_finished());
 
@@ -146,16 +174,15 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
         .await
         .unwrap();
     let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
-    let refused = caller.call(&METHODS[0], Bytes::new(), options).await;
-    match refused {
+    match call(&caller, encoding, options).await {
         Err(CallError::Overloaded {
             ref message,
             retry_after,
         }) => assert!(
             message.contains("deadline") && retry_after > Nanos::ZERO,
-            "refused for {message}"
+            "{encoding:?}: refused for {message}"
         ),
-        other => panic!("a call that cannot finish in time got {other:?}"),
+        other => panic!("{encoding:?}: a call that cannot finish in time got {other:?}"),
     }
     assert_eq!(
         node.timeouts.lock().unwrap().len(),
@@ -167,57 +194,14 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
     waiting.abort();
 }
 
+#[tokio::test]
+async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
+    the_callers_deadline_decides(Encoding::Typed).await;
+}
+
 /// The same for a JSON request over ebb RPC (what `ebb call` sends): the
 /// caller's deadline, not the ingress's default, is what counts.
 #[tokio::test]
 async fn a_json_calls_own_deadline_decides_admission_and_reaches_the_node() {
-    let (registry, node, forwarder) = pool_with_a_second_of_service();
-    let patient_default = ingress(&forwarder, Nanos::from_secs(60)).await;
-    let hasty_default = ingress(&forwarder, Nanos::from_millis(10)).await;
-
-    let long = Nanos::from_secs(60);
-    let caller = TcpClient::connect(&hasty_default.to_string())
-        .await
-        .unwrap();
-    let waiting = tokio::spawn(async move {
-        let options = CallOptions::default().with_timeout(long);
-        caller
-            .call_json(0, false, &serde_json::json!({}), options)
-            .await
-    });
-    wait_for("the call reached the node", || {
-        node.timeouts.lock().unwrap().len() == 1
-    })
-    .await;
-    let given = node.timeouts.lock().unwrap()[0];
-    assert!(
-        given > Nanos::from_secs(50) && given <= long,
-        "the node was given {given}, not what the JSON caller had left"
-    );
-    assert!(!waiting.is_finished());
-
-    let caller = TcpClient::connect(&patient_default.to_string())
-        .await
-        .unwrap();
-    let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
-    let refused = caller
-        .call_json(0, false, &serde_json::json!({}), options)
-        .await;
-    match refused {
-        Err(CallError::Overloaded {
-            ref message,
-            retry_after,
-        }) => assert!(
-            message.contains("deadline") && retry_after > Nanos::ZERO,
-            "refused for {message}"
-        ),
-        other => panic!("a JSON call that cannot finish in time got {other:?}"),
-    }
-    assert_eq!(
-        node.timeouts.lock().unwrap().len(),
-        1,
-        "it reached the node"
-    );
-    assert_eq!(registry.tick().refusals, 1);
-    waiting.abort();
+    the_callers_deadline_decides(Encoding::Json).await;
 }

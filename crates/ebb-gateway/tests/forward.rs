@@ -466,12 +466,10 @@ async fn an_unsent_call_with_nowhere_else_to_go_did_not_run() {
     assert!(!e.may_have_run(), "{e:?}");
 }
 
-/// With hedging on, an idempotent call stuck on a slow node gets a second
-/// copy on another node once it is slower than the recent calls' 95th
-/// percentile, and that copy's answer wins; an at-most-once call on the
-/// same node is never hedged.
-#[tokio::test]
-async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
+/// Nodes a and b, answering, behind a hedging forwarder (a second copy
+/// after the 95th percentile of the last 16 calls, once 4 are measured);
+/// four quick answers (a, b, a, b under round-robin) have set the delay.
+async fn hedging_pool() -> Pool {
     let mut p = pool(
         vec![node("a", Act::Answer), node("b", Act::Answer)],
         RetryBudgetConfig::default(),
@@ -488,11 +486,20 @@ async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
         window: 16,
     });
     p.forwarder = Arc::new(hedging);
-    // Four quick answers (a, b, a, b under round-robin) set the delay.
     for _ in 0..4 {
         let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
         assert!(r.is_ok(), "{r:?}");
     }
+    p
+}
+
+/// With hedging on, an idempotent call stuck on a slow node gets a second
+/// copy on another node once it is slower than the recent calls' 95th
+/// percentile, and that copy's answer wins; an at-most-once call on the
+/// same node is never hedged.
+#[tokio::test]
+async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
+    let p = hedging_pool().await;
     assert_eq!(calls(&p), [2, 2]);
     *p.nodes[0].act.lock().unwrap() = Act::Hang;
     let r = p
@@ -526,26 +533,7 @@ async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
 /// admission see it busy) until the loser's own reply comes, then frees it.
 #[tokio::test]
 async fn a_hedge_losers_node_keeps_the_call_in_flight_until_its_reply() {
-    let mut p = pool(
-        vec![node("a", Act::Answer), node("b", Act::Answer)],
-        RetryBudgetConfig::default(),
-    );
-    let hedging = Forwarder::new(
-        p.registry.clone(),
-        p.clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    )
-    .with_hedging(ebb_policy::hedge::HedgeConfig {
-        percentile: 95.0,
-        min_samples: 4,
-        window: 16,
-    });
-    p.forwarder = Arc::new(hedging);
-    for _ in 0..4 {
-        let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
-        assert!(r.is_ok(), "{r:?}");
-    }
+    let p = hedging_pool().await;
     let in_flight = |p: &Pool, id: u32| {
         let nodes = p.registry.status(p.clock.now());
         nodes.iter().find(|n| n.id == id).unwrap().in_flight

@@ -128,19 +128,34 @@ async fn next_start(starts: &mut mpsc::UnboundedReceiver<()>) {
         .expect("the service is alive");
 }
 
-#[tokio::test]
-async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
-    let (addr, svc, mut starts) = spawn_server(2);
-    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
-    let holds: Vec<_> = (0..2)
+type HoldCall = tokio::task::JoinHandle<Result<Bytes, ebb_rpc::CallError>>;
+
+/// `n` calls of the blocking `hold`, each in a task of its own.
+fn spawn_holds(client: &Arc<TcpClient>, n: usize) -> Vec<HoldCall> {
+    (0..n)
         .map(|_| {
-            let c = Arc::clone(&client);
+            let c = Arc::clone(client);
             tokio::spawn(async move {
                 c.call(&METHODS[1], Bytes::new(), CallOptions::default())
                     .await
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Opens the gate and waits for every held call to succeed.
+async fn release(svc: &Hold, holds: Vec<HoldCall>) {
+    svc.gate.open();
+    for h in holds {
+        h.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
+    let (addr, svc, mut starts) = spawn_server(2);
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let holds = spawn_holds(&client, 2);
     // Both started and neither can finish before the gate opens: they run
     // at the same time, on two threads.
     next_start(&mut starts).await;
@@ -152,10 +167,7 @@ async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
         2,
         "the echo was answered while both blocking calls ran"
     );
-    svc.gate.open();
-    for h in holds {
-        h.await.unwrap().unwrap();
-    }
+    release(&svc, holds).await;
     assert_eq!(svc.most_running.load(Ordering::SeqCst), 2);
 }
 
@@ -163,21 +175,10 @@ async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
 async fn no_more_blocking_calls_run_at_once_than_there_are_threads() {
     let (addr, svc, mut starts) = spawn_server(1);
     let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
-    let holds: Vec<_> = (0..3)
-        .map(|_| {
-            let c = Arc::clone(&client);
-            tokio::spawn(async move {
-                c.call(&METHODS[1], Bytes::new(), CallOptions::default())
-                    .await
-            })
-        })
-        .collect();
+    let holds = spawn_holds(&client, 3);
     next_start(&mut starts).await;
     assert_echo_answers(&client, &METHODS[0]).await;
-    svc.gate.open();
-    for h in holds {
-        h.await.unwrap().unwrap();
-    }
+    release(&svc, holds).await;
     assert_eq!(svc.most_running.load(Ordering::SeqCst), 1);
 }
 
