@@ -98,6 +98,11 @@ pub(super) struct Call {
     /// connection (see `ClientSession::handle_written`): until the
     /// transport has written that many, the copy is still leaving.
     pub copy_end: u64,
+    /// The resend timer last found the copy still leaving. When it next
+    /// finds the copy gone, the copy left only just now, so the server gets
+    /// a whole resend interval from then, as a small request sent then
+    /// would, instead of whatever was left of the postponed one.
+    pub was_leaving: bool,
 }
 
 impl Call {
@@ -113,6 +118,7 @@ impl Call {
             sent_before: false,
             retransmit_at: None,
             copy_end: 0,
+            was_leaving: false,
         }
     }
 }

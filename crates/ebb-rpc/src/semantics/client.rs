@@ -322,6 +322,7 @@ impl ClientSession {
             call.retransmits = 0;
             call.sent_before = call.sent;
             call.copy_end = 0;
+            call.was_leaving = false;
         }
         self.send_ping(now);
         self.flush(now);
@@ -587,13 +588,17 @@ impl ClientSession {
             };
             call.retransmit_at = None;
             let leaving = self.written_bytes.is_some_and(|w| call.copy_end > w);
+            let just_left = call.was_leaving && !leaving;
+            call.was_leaving = leaving;
             if !call.spec.idempotent && self.link != LinkState::Ready {
                 self.hold(seq);
-            } else if leaving || self.receiving {
-                // The copy is still being written, or a message (maybe its
-                // reply) is arriving: a resend now would cross the same
-                // stream behind it. Asked again one backoff later; the
-                // silence detector and the deadline still end the call.
+            } else if leaving || just_left || self.receiving {
+                // The copy is still being written, or has only just been,
+                // or a message (maybe its reply) is arriving: a resend now
+                // would cross the same stream behind it, or reach a server
+                // that has had the request for no time at all. Asked again
+                // one backoff later; the silence detector and the deadline
+                // still end the call.
                 postponed.push(seq);
             } else if call.retransmits < self.cfg.max_retransmits {
                 call.retransmits += 1;

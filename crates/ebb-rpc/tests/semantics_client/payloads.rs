@@ -105,10 +105,21 @@ fn a_large_request_still_being_written_keeps_the_server_alive_and_is_not_resent(
         postponed >= 3,
         "the resend timer fired and waited: {postponed}"
     );
-    // Once the copy has left, a silent server gets the resend again (at
-    // least once, as before).
+    // Once the copy has left, the server first gets a whole resend
+    // interval with it, counted from when the timer saw it gone (not what
+    // was left of the postponed one) ...
     s.handle_written(copy_end, now);
-    let later = now + c.max_retransmit_interval;
+    let seen_gone = now + c.max_retransmit_interval;
+    s.handle_timeout(seen_gone);
+    let sent = drain(&mut s);
+    assert!(
+        sent.iter().all(|m| kind(m) == "ping"),
+        "resent the moment the copy had left: {sent:?}"
+    );
+    assert_eq!(s.postponed_retransmits(), postponed + 1);
+    // ... then a silent server gets the resend again (at least once, as
+    // before).
+    let later = seen_gone + c.max_retransmit_interval;
     s.handle_timeout(later);
     let resent = drain(&mut s);
     assert!(
