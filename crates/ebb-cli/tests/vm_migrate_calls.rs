@@ -45,8 +45,13 @@ const CALL_TIMEOUT_MS: u64 = 30_000;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_CALLS_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(20);
-/// Guest console lines shown when calls failed.
+/// Guest console lines shown when calls failed and the guest did not crash.
 const CONSOLE_TAIL_LINES: usize = 40;
+/// Console lines that start a guest kernel crash report.
+const CRASH_MARKERS: [&str; 4] = ["BUG:", "Oops", "general protection fault", "Kernel panic"];
+/// A crash report is shown whole from its first line (an oops with its
+/// call trace and the panic after it is 60-100 lines), up to this many.
+const CRASH_REPORT_LINES: usize = 200;
 
 /// The default session timers, except the failure detector: a TCG guest on
 /// a loaded machine may stay silent for seconds, and the migration's break
@@ -146,6 +151,55 @@ async fn caller(client: Arc<TcpClient>, progress: Arc<Progress>, incr: bool) -> 
     t
 }
 
+/// What the guest and its QEMU said, for a failure message: whether QEMU
+/// still runs, and the console from the first line of a kernel crash report
+/// if there is one (the target's console starts at the migration, so all
+/// of it is the migrated guest's), else its last lines.
+fn guest_report(p: &mut VmProvider) -> String {
+    let Some(m) = p.machine(NODE) else {
+        return "the provider has no machine for the node".into();
+    };
+    let qemu = match m.try_wait() {
+        Ok(None) => format!("QEMU pid {} still runs", m.pid()),
+        Ok(Some(status)) => format!("QEMU pid {} exited: {status}", m.pid()),
+        Err(e) => format!("QEMU pid {}: cannot tell whether it runs: {e}", m.pid()),
+    };
+    let console = m.console();
+    let lines: Vec<&str> = console.lines().collect();
+    let crash = lines
+        .iter()
+        .position(|l| CRASH_MARKERS.iter().any(|k| l.contains(k)));
+    let (what, shown) = match crash {
+        Some(first) => (
+            "the guest kernel crashed; its console from the crash report",
+            &lines[first..lines.len().min(first + CRASH_REPORT_LINES)],
+        ),
+        None => (
+            "no crash report on the guest console; its last lines",
+            &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..],
+        ),
+    };
+    format!(
+        "{qemu}, accelerator {}; {what}:\n{}",
+        p.accel().as_str(),
+        shown.join("\n")
+    )
+}
+
+fn qemu_version() -> String {
+    std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_else(|e| format!("qemu-system-x86_64 --version failed: {e}"))
+}
+
 fn wait_ready(p: &mut VmProvider) {
     let deadline = Instant::now() + BOOT_TIMEOUT;
     loop {
@@ -175,7 +229,11 @@ fn vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once() {
         }
         Err(e) => panic!("{TEST}: preparing the VM provider failed: {e}"),
     };
-    eprintln!("{TEST}: accelerator {}", p.accel().as_str());
+    eprintln!(
+        "{TEST}: accelerator {}, {}",
+        p.accel().as_str(),
+        qemu_version()
+    );
     let started = p.start(NODE).unwrap();
     wait_ready(&mut p);
     let addr = started.addr.to_string();
@@ -225,7 +283,10 @@ fn vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once() {
         })
         .await
         .unwrap();
-        let report = report.unwrap_or_else(|e| panic!("{TEST}: migration failed: {e}"));
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => panic!("{TEST}: migration failed: {e}\n{}", guest_report(&mut p)),
+        };
         let migration_ended = Instant::now();
         progress
             .ok_when_migrated
@@ -249,14 +310,10 @@ fn vm_migration_keeps_the_address_and_calls_in_flight_run_exactly_once() {
 
         if !errors.is_empty() {
             // The guest's own words say whether it crashed or stalled.
-            let console = p.machine(NODE).map(|m| m.console()).unwrap_or_default();
-            let tail: Vec<&str> = console.lines().rev().take(CONSOLE_TAIL_LINES).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
             panic!(
-                "{TEST}: calls failed: {errors:?}; {} incr and {gets} get ok before; {report:?}\n\
-                 guest console, last lines:\n{}",
+                "{TEST}: calls failed: {errors:?}; {} incr and {gets} get ok before; {report:?}\n{}",
                 values.len(),
-                tail.join("\n")
+                guest_report(&mut p)
             );
         }
         // One more increment returns the number of executions so far plus one.

@@ -8,8 +8,8 @@
 //! size. The restoring QEMU must have the same devices and the same
 //! kernel/initrd files, which [`Snapshot`] keeps next to the state.
 
-use super::VmError;
 use super::machine::{Machine, MachineSpec};
+use super::{Accel, VmError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,7 +35,9 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MigrationReport {
     pub total_time_ms: u64,
-    /// How long the guest was paused for the final copy.
+    /// How long QEMU paused the guest for the final copy. Under TCG the
+    /// guest is paused before the copy starts (see [`live_migrate`]), so
+    /// this is not the pause clients see; `address_unreachable_ms` is.
     pub downtime_ms: u64,
     pub ram_transferred_bytes: u64,
     /// From the source guest stopping (its `STOP` event) to the target
@@ -83,9 +85,21 @@ pub const SOURCE_EXIT_TIMEOUT_MS: u64 = 10_000;
 /// connection accepted through `src`, so clients see their connection break
 /// and reconnect to the same address, now the target's.
 ///
+/// Under TCG the guest is paused for the whole copy (stop and copy), not
+/// only for its last round: guests moved while running under TCG crashed
+/// now and then a few ms after resuming on the target, with kernel data
+/// structures (an hrtimer tree node, a socket buffer being checksummed)
+/// that did not arrive as written. TCG tracks the pages a running guest
+/// dirties in software, and a store the tracking misses is never resent;
+/// a paused guest writes nothing, so every page arrives as it was. The
+/// price is a pause as long as the copy (about a second here for a node),
+/// which `address_unreachable_ms` reports. KVM tracks dirty pages in the
+/// host kernel and keeps the live copy.
+///
 /// On success `src` has exited; drop it. On failure the target is gone and,
-/// when the guest had already moved, it is resumed on `src` (no client
-/// traffic reached the target, which had no forward yet).
+/// when the guest had already moved (or was paused for the copy), it is
+/// resumed on `src` (no client traffic reached the target, which had no
+/// forward yet).
 pub fn live_migrate(src: &mut Machine) -> Result<(Machine, MigrationReport), VmError> {
     let mut spec = src.spec().clone();
     spec.incoming = Some("defer".into());
@@ -99,10 +113,28 @@ pub fn live_migrate(src: &mut Machine) -> Result<(Machine, MigrationReport), VmE
         .listen_port
         .ok_or_else(|| VmError::Migration("target did not report its listening port".into()))?;
     let began = SystemTime::now();
+    let stop_and_copy = src.spec().accel == Accel::Tcg;
     let q = src.qmp();
     q.set_migration_limits(MAX_BANDWIDTH_BYTES_PER_S, DOWNTIME_LIMIT_MS)?;
-    q.migrate(&format!("tcp:127.0.0.1:{port}"))?;
-    let info = wait_migration(src)?;
+    if stop_and_copy {
+        q.stop()?;
+    }
+    let copied = q
+        .migrate(&format!("tcp:127.0.0.1:{port}"))
+        .map_err(VmError::from)
+        .and_then(|()| wait_migration(src));
+    let info = match copied {
+        Ok(info) => info,
+        Err(e) if stop_and_copy => {
+            drop(dst);
+            let resumed = match src.qmp().cont() {
+                Ok(()) => "the guest resumed on the source".to_owned(),
+                Err(c) => format!("resuming the source failed too: {c}"),
+            };
+            return Err(VmError::Migration(format!("{e}; {resumed}")));
+        }
+        Err(e) => return Err(e),
+    };
     let forwarded_at =
         match wait_incoming_then_run(&mut dst).and_then(|()| hand_over_port(src, &mut dst)) {
             Ok(at) => at,
