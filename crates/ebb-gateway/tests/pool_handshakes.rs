@@ -3,17 +3,18 @@
 //! holds up neither the other nodes' handshakes nor the manager's tick.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::Plain;
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::pool::PoolConfig;
 use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, ServiceSource};
 use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_node::thread::ThreadProvider;
-use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch};
 
 /// Bound on waiting for the healthy node to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,30 +22,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `READY_TIMEOUT`, so a manager that waited for it in its tick could not
 /// make the healthy node ready in time.
 const STALLED_DESCRIBE_MS: u64 = 600_000;
-
-static METHODS: [MethodInfo; 1] = [MethodInfo {
-    service: "Plain",
-    id: 0,
-    name: "ping",
-    idempotent: true,
-    blocking: false,
-    params: &[],
-    returns: "()",
-}];
-
-struct Plain;
-
-impl ServiceDispatch for Plain {
-    fn name(&self) -> &'static str {
-        "Plain"
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        &METHODS
-    }
-    fn dispatch(&self, _: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        Box::pin(async { Ok(Bytes::new()) })
-    }
-}
 
 /// Node 1 is a listener nobody accepts on: the kernel completes the
 /// gateway's connection, and the handshake then waits for a description

@@ -1,6 +1,7 @@
 //! What the gateway's integration tests share: a registry of nodes the test
-//! makes itself (no provider behind them), the forwarder over it, and a
-//! bounded wait for a condition another task brings about.
+//! makes itself (no provider behind them), the forwarder over it, a
+//! bounded wait for a condition another task brings about, and the
+//! smallest service a real node can serve.
 //!
 //! A test file uses it with `mod common;`; each uses only part of it, so
 //! the parts another file needs are not dead code.
@@ -9,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::Forwarder;
@@ -17,7 +19,34 @@ use ebb_gateway::registry::{Acquired, NewNode, Registry, Slot};
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::retry::RetryBudgetConfig;
-use ebb_rpc::service::Transport;
+use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch, Transport};
+
+/// [`Plain`]'s one method, `ping`, answered with nothing.
+pub static PLAIN_METHODS: [MethodInfo; 1] = [MethodInfo {
+    service: "Plain",
+    id: 0,
+    name: "ping",
+    idempotent: true,
+    blocking: false,
+    params: &[],
+    returns: "()",
+}];
+
+/// A service with one method that does nothing: for tests of how the
+/// gateway reaches a node, not of what the node runs.
+pub struct Plain;
+
+impl ServiceDispatch for Plain {
+    fn name(&self) -> &'static str {
+        "Plain"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &PLAIN_METHODS
+    }
+    fn dispatch(&self, _: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async { Ok(Bytes::new()) })
+    }
+}
 
 /// Polls of [`wait_for`] before it gives up, [`WAIT_POLL`] apart: two
 /// seconds at most, so a broken test fails instead of hanging.

@@ -1,17 +1,69 @@
-//! What the transport tests share: a server whose I/O loop is one thread,
-//! a gate that holds a worker thread until the test opens it, and the echo
-//! that shows the I/O loop still answers meanwhile.
+//! What the transport tests share: a service that returns its arguments
+//! and counts its runs, a server whose I/O loop is one thread, a gate that
+//! holds a worker thread until the test opens it, and the echo that shows
+//! the I/O loop still answers meanwhile.
 //!
 //! A test file uses it with `mod common;`; each uses only part of it, so
 //! the parts another file needs are not dead code.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ebb_rpc::service::{CallOptions, MethodInfo, ServiceDispatch, Transport};
+use ebb_rpc::service::{
+    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
+};
 use ebb_rpc::transport::{Server, TcpClient};
+
+/// [`Counting`]'s methods: `echo` (idempotent) and `bump` (at-most-once),
+/// both returning their arguments.
+pub static COUNTING_METHODS: [MethodInfo; 2] = [
+    MethodInfo {
+        service: "Test",
+        id: 0,
+        name: "echo",
+        idempotent: true,
+        blocking: false,
+        params: &[],
+        returns: "Vec<u8>",
+    },
+    MethodInfo {
+        service: "Test",
+        id: 1,
+        name: "bump",
+        idempotent: false,
+        blocking: false,
+        params: &[],
+        returns: "Vec<u8>",
+    },
+];
+
+/// Returns its arguments and counts the calls it ran, so a test can show
+/// a refused call did not run and a resent one ran once.
+#[derive(Default)]
+pub struct Counting(AtomicUsize);
+
+impl Counting {
+    /// Calls run so far.
+    pub fn runs(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ServiceDispatch for Counting {
+    fn name(&self) -> &'static str {
+        "Test"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &COUNTING_METHODS
+    }
+    fn dispatch(&self, _id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { Ok(args) })
+    }
+}
 
 /// How long a held thread waits for its gate, and a test for a held call
 /// to start, before giving up: a broken test ends instead of hanging.
