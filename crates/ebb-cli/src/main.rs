@@ -18,8 +18,10 @@ mod cmd;
     after_help = TOP_HELP
 )]
 struct Cli {
+    /// None: bare `ebb`, which prints the help (as `cargo` does) rather
+    /// than a usage error, since it is what a newcomer types first.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 /// What `ebb --help` ends with: where to start, and the commands one by one.
@@ -32,6 +34,10 @@ One piece at a time:
   ebb up examples/ebb-up.toml               a gateway in front of a pool of nodes, until Ctrl-C
   ebb load --target 127.0.0.1:7000 --rate 1000 --duration 10
   ebb sim --balance random,p2c,jsq --nodes 100 --load 0.9
+
+From a source checkout:
+  cargo run --release --locked --bin ebb -- demo
+  cargo test --workspace                    the tests (as root, container and VM tests too)
 
 `ebb COMMAND --help` explains a command, with its defaults and examples;
 README.md and docs/ explain the rest.";
@@ -74,7 +80,15 @@ fn main() -> std::process::ExitCode {
         .try_get_matches_from(&args)
         .and_then(|m| Cli::from_arg_matches(&m))
         .unwrap_or_else(|e| explain(e, &command, &args).exit());
-    match run(cli) {
+    let Some(chosen) = cli.command else {
+        // What `ebb --help` prints, on stdout, and success: asking ebb
+        // what it does is not a mistake.
+        return match command.clone().print_help() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(_) => std::process::ExitCode::FAILURE,
+        };
+    };
+    match run(chosen) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", render(&e));
@@ -206,8 +220,8 @@ fn render(e: &anyhow::Error) -> String {
     line
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Demo(args) => cmd::demo::run(*args),
         Command::Info(args) => {
             end_quietly_on_a_closed_pipe();

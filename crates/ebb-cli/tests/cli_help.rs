@@ -107,3 +107,22 @@ fn help_asked_of_help_is_help_and_an_unknown_command_lists_the_known_ones() {
         );
     }
 }
+
+/// Bare `ebb` is what a newcomer types first: it prints the same help as
+/// `ebb --help` (where to start, the demo and the tests) and succeeds, as
+/// `cargo` does, rather than failing with a usage error.
+#[test]
+fn bare_ebb_prints_the_help_and_succeeds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb")).output().unwrap();
+    assert!(out.status.success(), "bare ebb exited {}", out.status);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text, help(&[]), "bare ebb and ebb --help differ");
+    for line in ["ebb demo", "cargo test --workspace", "Commands:"] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

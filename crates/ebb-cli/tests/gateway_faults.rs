@@ -293,15 +293,35 @@ fn overload_is_refused_at_once_with_overloaded() {
         overloaded >= BURST / 2,
         "the excess is refused: {answers:?}"
     );
+    // /metrics counts each refusal under the rule that made it, as the
+    // refused caller's message names it.
     let (_, metrics, _) = gateway_common::http(up.http, "GET", "/metrics", "", &[]);
-    let refusals: u64 = metrics
-        .as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("ebb_gateway_admission_refusals_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    assert_eq!(refusals, overloaded as u64);
+    let refused_by = |rule: &str| -> u64 {
+        let prefix = format!("ebb_gateway_admission_refusals_total{{rule=\"{rule}\"}} ");
+        metrics
+            .as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+    };
+    let said = |words: &str| {
+        answers
+            .iter()
+            .filter(|(code, body, _)| {
+                *code == 503 && body["message"].as_str().is_some_and(|m| m.contains(words))
+            })
+            .count() as u64
+    };
+    let deadline = refused_by("deadline");
+    let behind = refused_by("gateway_behind");
+    assert_eq!(deadline, said("the deadline cannot be met"), "{metrics}");
+    assert_eq!(behind, said("in the gateway before dispatch"), "{metrics}");
+    assert_eq!(deadline + behind, overloaded as u64, "{metrics}");
+    for rule in ["held_queue_full", "held_bytes", "no_capacity"] {
+        assert_eq!(refused_by(rule), 0, "{rule}: {metrics}");
+    }
     up.stop();
 }
 

@@ -84,3 +84,25 @@ fn http_errors_are_the_documented_kinds() {
         );
     }
 }
+
+/// A request axum itself refuses before the node's handler runs (a path
+/// parameter that is not UTF-8) still gets a JSON body with an `error`
+/// kind, as the gateway's errors do, not axum's plain text.
+#[test]
+fn axums_own_refusals_are_json_too() {
+    let node = common::ebb_listening(
+        &["node", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        2,
+    );
+    let http = &node.addrs[1];
+    let (status, json) = post(http, "/rpc/Demo/%FF", "{}");
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("bad_request")),
+        "{json}"
+    );
+    assert!(
+        json["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "axum's own explanation is kept as the message: {json}"
+    );
+}

@@ -307,3 +307,31 @@ fn the_command_starts_with_default_signal_dispositions() {
         "blocked signals leak in: {said}"
     );
 }
+
+/// `--file HOST:INSIDE` gives the command a copy of a host file it could
+/// not otherwise see, readable by root only; a missing host file is an
+/// error naming it, before anything starts.
+#[test]
+fn a_host_file_is_copied_in_readable_by_root_only() {
+    require_containers!("a_host_file_is_copied_in_readable_by_root_only");
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("node.token");
+    std::fs::write(&host, "secret-7f3a\n").unwrap();
+    let spec = format!("{}:/etc/ebb/node.token", host.display());
+    let out = sandbox(
+        &["--net", "none", "--file", &spec],
+        &[
+            "/bin/sh",
+            "-c",
+            "stat -c %a /etc/ebb/node.token; cat /etc/ebb/node.token",
+        ],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "400\nsecret-7f3a\n");
+
+    let missing = format!("{}:/etc/ebb/t", dir.path().join("missing").display());
+    let out = sandbox(&["--net", "none", "--file", &missing], &["/bin/true"]);
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("cannot read") && e.contains("missing"), "{e}");
+}

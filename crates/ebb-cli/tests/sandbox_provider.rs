@@ -40,6 +40,7 @@ fn provider(command: &[&str], port: u16) -> ContainerProvider {
         command: command.iter().map(|a| (*a).to_owned()).collect(),
         port,
         reach: None,
+        files: Vec::new(),
     })
 }
 

@@ -1,7 +1,9 @@
 //! `ebb up` with `pool.node_token_file`: the pool's nodes require a bearer
 //! token and the gateway presents it, so calls through the gateway are
 //! served while a caller reaching a node directly without the token is
-//! refused (and its call does not run). Real `ebb up` and node processes.
+//! refused (and its call does not run). Real `ebb up` and node processes;
+//! as root, container and VM nodes too, which get a copy of the file
+//! inside.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,8 +11,10 @@ mod gateway_common;
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use gateway_common::{Up, live_nodes};
+use serde_json::Value;
 
 const NODE_TOKEN: &str = "node-5e1c04b7";
 
@@ -27,6 +31,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// How long a pool may take to be ready: a VM boots (TCG without KVM) far
+/// slower than a process starts.
+const READY_WAIT: Duration = Duration::from_secs(600);
+const READY_POLL: Duration = Duration::from_millis(100);
+
+/// Extra keys a pool of `kind` needs.
+fn pool_extra(kind: &str) -> &'static str {
+    match kind {
+        "vm" => "memory_mb = 256\nboot_timeout_ms = 300000\n",
+        _ => "",
+    }
+}
+
 /// One pool of `kind` behind `ebb up` with node tokens: through the
 /// gateway (HTTP and RPC ingress) calls are served; directly, the node
 /// refuses a caller without the token, and serves one with it.
@@ -39,11 +56,13 @@ fn nodes_require_the_token(kind: &str) {
         &format!(
             "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
              [service]\nname = \"demo\"\n\
-             [pool]\nkind = \"{kind}\"\ninitial = 1\nmin = 1\nmax = 1\nnode_token_file = {:?}\n",
-            token.display().to_string()
+             [pool]\nkind = \"{kind}\"\ninitial = 1\nmin = 1\nmax = 1\nnode_token_file = {:?}\n{}\
+             [admission]\ndefault_deadline_ms = 60000\n",
+            token.display().to_string(),
+            pool_extra(kind),
         ),
     );
-    let status = up.wait_ready(1);
+    let status = wait_ready(&up);
     let node = live_nodes(&status)[0]["address"]
         .as_str()
         .unwrap()
@@ -99,6 +118,24 @@ fn nodes_require_the_token(kind: &str) {
     up.stop();
 }
 
+/// Waits until the one node is ready, within [`READY_WAIT`].
+fn wait_ready(up: &Up) -> Value {
+    let polls = READY_WAIT.as_millis() / READY_POLL.as_millis();
+    for _ in 0..polls {
+        let s = up.status();
+        let live = live_nodes(&s);
+        if live.len() == 1 && live[0]["state"] == "ready" {
+            return s;
+        }
+        std::thread::sleep(READY_POLL);
+    }
+    panic!(
+        "no node ready within {READY_WAIT:?}; status {}; output {:?}",
+        up.status(),
+        up.output()
+    )
+}
+
 #[test]
 fn process_nodes_require_the_token_the_gateway_presents() {
     nodes_require_the_token("process");
@@ -109,9 +146,37 @@ fn thread_nodes_require_the_token_the_gateway_presents() {
     nodes_require_the_token("thread");
 }
 
-/// `ebb up --check` names the key and the file: a missing file, a file of
-/// two tokens (the gateway presents one), and a node kind that cannot
-/// read a host file.
+#[test]
+fn container_nodes_require_the_token_copied_in_as_root() {
+    const NAME: &str = "container_nodes_require_the_token_copied_in_as_root";
+    if let Some(why) = ebb_testkit::containers_unavailable() {
+        ebb_testkit::skip_or_fail(NAME, &why);
+        return;
+    }
+    nodes_require_the_token("container");
+}
+
+#[test]
+fn vm_nodes_require_the_token_copied_in_as_root() {
+    const NAME: &str = "vm_nodes_require_the_token_copied_in_as_root";
+    if !ebb_testkit::is_root() {
+        ebb_testkit::skip_or_fail(NAME, "VM nodes need root (their network and QEMU)");
+        return;
+    }
+    match ebb_node::vm::image::VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail(NAME, &e.to_string());
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    nodes_require_the_token("vm");
+}
+
+/// `ebb up --check` names the key and the file: a missing file and a file
+/// of two tokens (the gateway presents one). Container and VM nodes take
+/// it too, and the check says where they find their copy.
 #[test]
 fn a_bad_node_token_file_is_named_by_up_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -138,10 +203,18 @@ fn a_bad_node_token_file_is_named_by_up_check() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("nodes require the token in"), "{said}");
 
+    for kind in ["container", "vm"] {
+        write(kind, &one);
+        let out = ebb_up_check(&cfg);
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("/etc/ebb/node.token"), "{kind}: {said}");
+    }
+
     for (kind, file, why) in [
         ("process", &missing, "cannot read"),
         ("process", &two, "exactly one"),
-        ("container", &one, "only with pool.kind"),
+        ("container", &missing, "cannot read"),
     ] {
         write(kind, file);
         let out = ebb_up_check(&cfg);

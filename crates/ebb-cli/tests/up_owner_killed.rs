@@ -1,9 +1,10 @@
 //! `ebb up` killed with SIGKILL cannot stop its nodes, so the nodes stop
 //! themselves: a process node, and as root a container runner with the
-//! container it runs, ends once its owner is gone instead of serving on
-//! as an orphan.
+//! container it runs and a VM node's QEMU, ends once its owner is gone
+//! instead of serving on as an orphan.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod gateway_common;
 
 use gateway_common::{MAX_POLLS, POLL_PAUSE, Up, alive, children_of};
@@ -34,6 +35,11 @@ fn nodes_end_with_their_owner(kind: &str) {
     up.wait_ready(2);
     let nodes = up.node_pids();
     assert_eq!(nodes.len(), 2, "one child per node: {nodes:?}");
+    kill_and_wait(kind, up);
+}
+
+/// SIGKILLs `ebb up` and waits until every process below it has ended.
+fn kill_and_wait(kind: &str, up: Up) {
     let below = descendants(up.pid());
     // SAFETY: kill(2) on the pid of `ebb up`, this test's own child, not
     // yet waited for.
@@ -71,4 +77,58 @@ fn container_runners_end_when_ebb_up_is_killed_as_root() {
         return;
     }
     nodes_end_with_their_owner("container");
+}
+
+/// The command name of `pid`, from /proc.
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// QEMU is started when a VM node starts, long before its guest has
+/// booted: the test kills `ebb up` once QEMU runs, so it needs no boot.
+#[test]
+fn vm_nodes_end_when_ebb_up_is_killed_as_root() {
+    const NAME: &str = "vm_nodes_end_when_ebb_up_is_killed_as_root";
+    if !ebb_testkit::is_root() {
+        ebb_testkit::skip_or_fail(NAME, "VM nodes need root (their network and QEMU)");
+        return;
+    }
+    match ebb_node::vm::image::VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail(NAME, &e.to_string());
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    let up = Up::start(
+        "owner-killed-vm",
+        "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+         [service]\nname = \"demo\"\n\
+         [pool]\nkind = \"vm\"\ninitial = 1\nmin = 1\nmax = 1\nmemory_mb = 256\n\
+         boot_timeout_ms = 300000\n",
+    );
+    let mut polls = 0;
+    let qemu = loop {
+        if let Some(q) = up
+            .node_pids()
+            .into_iter()
+            .find(|p| comm(*p).starts_with("qemu-system"))
+        {
+            break q;
+        }
+        polls += 1;
+        assert!(
+            polls < MAX_POLLS,
+            "no QEMU below ebb up; children {:?}; output {:?}",
+            up.node_pids(),
+            up.output()
+        );
+        std::thread::sleep(POLL_PAUSE);
+    };
+    kill_and_wait("vm", up);
+    assert!(!alive(qemu), "QEMU {qemu} outlived ebb up");
 }

@@ -23,6 +23,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
+use ebb_policy::admission::Refusal;
 use ebb_policy::hedge::{HedgeConfig, HedgeDelay};
 use ebb_policy::retry::{RetryBudget, RetryBudgetConfig};
 use ebb_rpc::CallError;
@@ -45,7 +46,7 @@ pub const ABANDONED_CALL_WAIT_MS: u64 = 100;
 pub enum GatewayError {
     /// Refused at once, before any node saw it.
     #[error("overloaded: {why}; retry after {retry_after}")]
-    Overloaded { why: String, retry_after: Nanos },
+    Overloaded { why: Refusal, retry_after: Nanos },
     /// The deadline passed. `sent` says whether a node had the call.
     #[error("deadline exceeded after {after} ({})", if *.sent { "a node had the call: it may have run" } else { "no node had the call: it did not run" })]
     DeadlineExceeded { after: Nanos, sent: bool },
@@ -104,7 +105,7 @@ impl From<GatewayError> for DispatchError {
         let msg = e.to_string();
         match e {
             GatewayError::Overloaded { why, retry_after } => DispatchError::Overloaded {
-                message: why,
+                message: why.to_string(),
                 retry_after,
             },
             GatewayError::ShuttingDown => DispatchError::Rejected(msg),
@@ -250,7 +251,7 @@ impl Forwarder {
     /// timer would make each forwarded call's future (allocated and moved
     /// once per call) twice as large.
     async fn attempt_maybe_hedged(
-        &self,
+        self: &Arc<Self>,
         slot: Slot,
         method: &'static MethodInfo,
         args: &Bytes,
@@ -265,7 +266,7 @@ impl Forwarder {
         match delay {
             None => {
                 let node = slot.node;
-                let done = self.attempt(slot, method, args.clone(), encoding, left, at);
+                let done = Self::attempt(&**self, slot, method, args.clone(), encoding, left, at);
                 (node, done.await)
             }
             Some(delay) => {
@@ -278,7 +279,7 @@ impl Forwarder {
     /// [`Forwarder::attempt_maybe_hedged`] for a call hedged after `delay`.
     #[allow(clippy::too_many_arguments)]
     async fn hedged(
-        &self,
+        self: &Arc<Self>,
         slot: Slot,
         method: &'static MethodInfo,
         args: &Bytes,
@@ -289,8 +290,20 @@ impl Forwarder {
     ) -> (NodeId, Attempt) {
         let first_node = slot.node;
         let left = deadline.saturating_since(at);
-        let first = self.attempt(slot, method, args.clone(), encoding, left, at);
-        let mut first = std::pin::pin!(first);
+        // Owned and boxed, so the copy that loses can be left running.
+        let attempt = |slot, left, at| {
+            let this = Arc::clone(self);
+            Box::pin(Self::attempt(
+                this,
+                slot,
+                method,
+                args.clone(),
+                encoding,
+                left,
+                at,
+            ))
+        };
+        let mut first = attempt(slot, left, at);
         let wait = std::time::Duration::from(delay);
         if let Ok(done) = tokio::time::timeout(wait, &mut first).await {
             return (first_node, done);
@@ -309,26 +322,31 @@ impl Forwarder {
         };
         let second_node = second_slot.node;
         let left = deadline.saturating_since(now);
-        let second = self.attempt(second_slot, method, args.clone(), encoding, left, now);
-        let mut second = std::pin::pin!(second);
-        let (winner, done, other_node) = tokio::select! {
-            a = &mut first => (first_node, a, second_node),
-            b = &mut second => (second_node, b, first_node),
+        let mut second = attempt(second_slot, left, now);
+        let (first_won, done) = tokio::select! {
+            a = &mut first => (true, a),
+            b = &mut second => (false, b),
+        };
+        let (winner, other_node, rest) = if first_won {
+            (first_node, second_node, second)
+        } else {
+            (second_node, first_node, first)
         };
         if matches!(done, Attempt::Reply(Ok(_))) {
             if winner == second_node {
                 self.metrics.hedge_won();
             }
+            // The losing copy still runs on its node: left running here,
+            // it keeps that node's in-flight count until its reply (or the
+            // node's loss, or the call's deadline) ends it, so the
+            // balancer and admission see the node as busy as it is. Such
+            // tasks are bounded by the nodes' in-flight bounds.
+            drop(tokio::spawn(rest));
             return (winner, done);
         }
         // The first to end failed: the other copy may still answer.
         tried.push(winner);
-        let rest = if winner == first_node {
-            second.await
-        } else {
-            first.await
-        };
-        (other_node, rest)
+        (other_node, rest.await)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -389,14 +407,14 @@ impl Forwarder {
             Err(e) => e.kind(),
         };
         self.metrics.answered(method, outcome, secs);
-        if matches!(result, Err(GatewayError::Overloaded { .. })) {
-            self.metrics.refused();
+        if let Err(GatewayError::Overloaded { why, .. }) = &result {
+            self.metrics.refused(why);
         }
         result
     }
 
     async fn forward(
-        &self,
+        self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         encoding: Encoding,
@@ -557,8 +575,10 @@ impl Forwarder {
     }
 
     /// One call on one node, cut short if the node is declared gone.
-    async fn attempt(
-        &self,
+    /// `this` is the forwarder borrowed, or owned (an `Arc`) when the
+    /// attempt may outlive its caller (a hedge's losing copy).
+    async fn attempt<F: std::ops::Deref<Target = Forwarder>>(
+        this: F,
         slot: Slot,
         method: &'static MethodInfo,
         args: Bytes,
@@ -566,6 +586,7 @@ impl Forwarder {
         left: Nanos,
         now: Instant,
     ) -> Attempt {
+        let this = &*this;
         let mut slot = slot;
         slot.claim();
         let (node, client, mut gone, ahead) = (
@@ -576,14 +597,14 @@ impl Forwarder {
         );
         drop(slot);
         let mut guard = InFlight {
-            registry: &self.registry,
-            clock: &self.clock,
+            registry: &this.registry,
+            clock: &this.clock,
             node,
             ahead,
             started: now,
             answered: false,
             health: None,
-            metrics: &self.metrics,
+            metrics: &this.metrics,
         };
         let options = CallOptions::default().with_timeout(left);
         let call = match encoding {
@@ -630,7 +651,7 @@ impl Forwarder {
             Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
         );
         if matches!(outcome, Attempt::Reply(Ok(_))) {
-            self.observe_latency(now);
+            this.observe_latency(now);
         }
         // What says something about the node's health (not a refusal under
         // load, not the caller's bad arguments).

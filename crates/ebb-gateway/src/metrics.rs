@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
+use ebb_policy::admission::Refusal;
 use ebb_rpc::service::MethodInfo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +32,11 @@ struct MethodLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
     direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,7 +107,10 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     requests: Family<MethodOutcome, Counter>,
     latency: HistogramFamily,
-    refusals: Counter,
+    /// By admission rule, in `Refusal::RULES`' order: every rule's counter
+    /// exists from the start (a scrape shows the zeros), and counting one
+    /// is an index, no label hashed.
+    refusals: Arc<[Counter; Refusal::RULES.len()]>,
     retries: Counter,
     ejections: Counter,
     hedges: Counter,
@@ -141,11 +150,14 @@ impl Metrics {
             "Time from arrival at the gateway to the answer, by method",
             latency.clone(),
         );
-        let refusals = Counter::default();
+        let refusal_family = Family::<RuleLabel, Counter>::default();
+        let refusals = Arc::new(
+            Refusal::RULES.map(|rule| refusal_family.get_or_create(&RuleLabel { rule }).clone()),
+        );
         r.register(
             "admission_refusals",
-            "Requests refused at once as overloaded",
-            refusals.clone(),
+            "Requests refused at once as overloaded, by the admission rule that refused them",
+            refusal_family,
         );
         let retries = Counter::default();
         r.register(
@@ -304,8 +316,12 @@ impl Metrics {
         }
     }
 
-    pub fn refused(&self) {
-        self.refusals.inc();
+    /// A request refused by admission, counted under the rule that did.
+    pub fn refused(&self, why: &Refusal) {
+        let rule = why.rule();
+        if let Some(i) = Refusal::RULES.iter().position(|r| *r == rule) {
+            self.refusals[i].inc();
+        }
     }
 
     pub fn ejected(&self) {
@@ -431,5 +447,27 @@ mod tests {
         assert!(line(&text, other).ends_with(" 2"), "{text}");
         let count = r#"ebb_gateway_request_duration_seconds_count{method="A.echo"}"#;
         assert!(line(&text, count).ends_with(" 4"), "{text}");
+    }
+
+    /// A refusal is counted under the rule that refused it; every rule is
+    /// in the exposition from the start, at zero until it refuses.
+    #[test]
+    fn refusals_are_counted_by_the_rule_that_refused() {
+        let m = Metrics::new();
+        let text = m.render(&[], (0, 0), 0).unwrap_or_default();
+        for rule in Refusal::RULES {
+            let zero = format!("ebb_gateway_admission_refusals_total{{rule=\"{rule}\"}}");
+            assert!(line(&text, &zero).ends_with(" 0"), "{text}");
+        }
+        m.refused(&Refusal::QueueBytesFull { limit: 10 });
+        m.refused(&Refusal::QueueBytesFull { limit: 10 });
+        m.refused(&Refusal::NoCapacity);
+        let text = m.render(&[], (0, 0), 0).unwrap_or_default();
+        let bytes = r#"ebb_gateway_admission_refusals_total{rule="held_bytes"}"#;
+        assert!(line(&text, bytes).ends_with(" 2"), "{text}");
+        let none = r#"ebb_gateway_admission_refusals_total{rule="no_capacity"}"#;
+        assert!(line(&text, none).ends_with(" 1"), "{text}");
+        let deadline = r#"ebb_gateway_admission_refusals_total{rule="deadline"}"#;
+        assert!(line(&text, deadline).ends_with(" 0"), "{text}");
     }
 }

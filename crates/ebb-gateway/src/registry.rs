@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::{
-    self, AdmissionConfig, Admit, GatewayDelay, Load, NodeLoad, ServiceTimeSource,
+    self, AdmissionConfig, Admit, GatewayDelay, Load, NodeLoad, Refusal, ServiceTimeSource,
 };
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, Choice, NodeState, NodeView, RequestInfo};
@@ -142,7 +142,7 @@ pub enum Acquired {
     /// Held in the FIFO; a node will be handed over through the receiver.
     Held(oneshot::Receiver<Slot>),
     Refused {
-        why: String,
+        why: Refusal,
         retry_after: Nanos,
     },
 }
@@ -477,10 +477,7 @@ impl Registry {
                 admission::admit_delay(&inner.admission, delay, now)
             {
                 inner.counters.refusals += 1;
-                return Acquired::Refused {
-                    why: why.to_string(),
-                    retry_after,
-                };
+                return Acquired::Refused { why, retry_after };
             }
         }
         let load = inner.load(now);
@@ -493,10 +490,7 @@ impl Registry {
             admission::admit(&deadline_cfg, &load, bytes, deadline, now, false)
         {
             inner.counters.refusals += 1;
-            return Acquired::Refused {
-                why: why.to_string(),
-                retry_after,
-            };
+            return Acquired::Refused { why, retry_after };
         }
         let req = RequestInfo {
             deadline: Some(deadline),
@@ -537,10 +531,7 @@ impl Registry {
             admission::admit(&queue_cfg, &load, bytes, deadline, now, true)
         {
             inner.counters.refusals += 1;
-            return Acquired::Refused {
-                why: why.to_string(),
-                retry_after,
-            };
+            return Acquired::Refused { why, retry_after };
         }
         let (tx, rx) = oneshot::channel();
         inner.held.push_back(HeldRequest {

@@ -137,7 +137,7 @@ fn slow_nodes_refuse_at_once_however_fast_the_gateway_saw_them() {
         ServiceTimeSource::Nodes,
     ) {
         Acquired::Refused { why, retry_after } => {
-            assert!(why.contains("deadline"), "{why}");
+            assert_eq!(why.rule(), "deadline", "{why}");
             assert_eq!(retry_after, Nanos::from_millis(220), "10 rounds + its own");
         }
         _ => panic!("a call that cannot meet its deadline was taken"),
@@ -199,7 +199,8 @@ fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
     };
     match registry.acquire(0, far, at_ms(25), &[], true, None) {
         Acquired::Refused { why, retry_after } => {
-            assert!(why.contains("in the gateway"), "{why}");
+            assert_eq!(why.rule(), "gateway_behind", "{why}");
+            assert!(why.to_string().contains("in the gateway"), "{why}");
             assert_eq!(
                 retry_after,
                 Nanos::from_millis(25),

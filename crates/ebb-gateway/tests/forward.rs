@@ -570,6 +570,53 @@ async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
     assert_eq!(hedges(&p), 1, "no hedge for an at-most-once call");
 }
 
+/// A hedge's losing copy still runs on its node after the other copy
+/// answered: that node keeps the call in flight (so the balancer and
+/// admission see it busy) until the loser's own reply comes, then frees it.
+#[tokio::test]
+async fn a_hedge_losers_node_keeps_the_call_in_flight_until_its_reply() {
+    let mut p = pool(
+        vec![node("a", Act::Answer), node("b", Act::Answer)],
+        RetryBudgetConfig::default(),
+    );
+    let hedging = Forwarder::new(
+        p.registry.clone(),
+        p.clock,
+        Metrics::new(),
+        RetryBudgetConfig::default(),
+    )
+    .with_hedging(ebb_policy::hedge::HedgeConfig {
+        percentile: 95.0,
+        min_samples: 4,
+        window: 16,
+    });
+    p.forwarder = Arc::new(hedging);
+    for _ in 0..4 {
+        let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let in_flight = |p: &Pool, id: u32| {
+        let nodes = p.registry.status(p.clock.now());
+        nodes.iter().find(|n| n.id == id).unwrap().in_flight
+    };
+    // a is slow: it answers only when the test opens its gate.
+    *p.nodes[0].act.lock().unwrap() = Act::Gated;
+    let r = p
+        .forwarder
+        .call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS)
+        .await;
+    assert_eq!(r, Ok(Bytes::from("b")), "the hedge on b answered");
+    assert_eq!(calls(&p), [3, 3], "a got the call, b its hedge");
+    assert_eq!(
+        (in_flight(&p, 1), in_flight(&p, 2)),
+        (1, 0),
+        "the loser's copy still runs on a, and is counted there"
+    );
+    p.nodes[0].gate.send_replace(true);
+    wait_for(|| in_flight(&p, 1) == 0).await;
+    assert_eq!(in_flight(&p, 2), 0);
+}
+
 /// The only node refuses a call unrun while another call keeps it busy:
 /// the call waits in the held queue, not excluded from that node, and is
 /// sent to it again as soon as a call there finishes.

@@ -43,6 +43,16 @@ pub fn router<B: JsonBackend>(backend: B, config: HttpConfig) -> Router {
         .with_state(ingress)
 }
 
+/// [`router`] served alone (what `ebb node --http` serves): the calls, a
+/// JSON 404 for every other path, and [`crate::json_errors`] around it all,
+/// so that even axum's own answers (a path parameter that is not UTF-8, a
+/// rejected body) reach a client as a JSON body with an `error` kind.
+pub fn standalone<B: JsonBackend>(backend: B, config: HttpConfig) -> Router {
+    router(backend, config)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::json_errors))
+}
+
 /// A JSON 404 for paths nothing serves, naming the route that exists.
 pub async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
     HttpError::NotFound(format!(

@@ -41,3 +41,80 @@ impl Outcome {
         }
     }
 }
+
+/// A host file a node needs inside its container or VM (a bearer token
+/// file, a TLS certificate and key), whose host path the node cannot see:
+/// the provider copies it in before the node starts, readable by root
+/// only, at `inside`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileIn {
+    pub host: PathBuf,
+    /// Absolute path inside the node's own root file system.
+    pub inside: PathBuf,
+}
+
+/// Largest file a provider copies into a node: tokens and PEM files are a
+/// few KiB; the bound keeps a wrong path (a disk image) out of a VM's
+/// RAM-backed root.
+pub const MAX_FILE_IN_BYTES: u64 = 1 << 20;
+
+/// Mode of a copied file: the node reads it, no one else inside may.
+pub const FILE_IN_MODE: u32 = 0o400;
+
+impl FileIn {
+    /// Reads the host file once, when the node is planned, so a missing or
+    /// oversized file is an error naming it rather than a node that fails
+    /// to start.
+    pub fn read(&self) -> Result<Vec<u8>, String> {
+        if !self.inside.is_absolute() {
+            return Err(format!(
+                "{}: the path inside must be absolute",
+                self.inside.display()
+            ));
+        }
+        let len = std::fs::metadata(&self.host)
+            .map_err(|e| format!("cannot read {}: {e}", self.host.display()))?
+            .len();
+        if len > MAX_FILE_IN_BYTES {
+            return Err(format!(
+                "{} has {len} bytes; a file copied into a node has at most {MAX_FILE_IN_BYTES}",
+                self.host.display()
+            ));
+        }
+        std::fs::read(&self.host).map_err(|e| format!("cannot read {}: {e}", self.host.display()))
+    }
+}
+
+impl std::str::FromStr for FileIn {
+    type Err = String;
+
+    /// `HOST:INSIDE`, split at the last colon.
+    fn from_str(s: &str) -> Result<FileIn, String> {
+        let (host, inside) = s
+            .rsplit_once(':')
+            .filter(|(h, i)| !h.is_empty() && i.starts_with('/'))
+            .ok_or_else(|| {
+                format!("{s:?}: expected HOST:INSIDE, e.g. node.token:/etc/ebb/node.token (INSIDE absolute)")
+            })?;
+        Ok(FileIn {
+            host: PathBuf::from(host),
+            inside: PathBuf::from(inside),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_in_is_host_colon_absolute_inside() {
+        let f: FileIn = "a:b/t:/etc/ebb/t".parse().expect("valid");
+        assert_eq!(f.host, PathBuf::from("a:b/t"));
+        assert_eq!(f.inside, PathBuf::from("/etc/ebb/t"));
+        for bad in ["t", ":/etc/t", "t:etc/t", "t:"] {
+            let e = bad.parse::<FileIn>().expect_err(bad);
+            assert!(e.contains("HOST:INSIDE"), "{e}");
+        }
+    }
+}

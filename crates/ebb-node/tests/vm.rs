@@ -101,6 +101,7 @@ fn counter_provider() -> VmProvider {
         memory_mb: MEMORY_MB,
         cpus: 1,
         boot_timeout_ms: 60_000,
+        files: Vec::new(),
     })
     .unwrap()
 }
@@ -360,6 +361,7 @@ fn vm_node_that_never_serves_is_reported_gone_after_the_boot_timeout() {
         memory_mb: MEMORY_MB,
         cpus: 1,
         boot_timeout_ms: 1_000,
+        files: Vec::new(),
     })
     .unwrap();
     p.start(NodeId(7)).unwrap();

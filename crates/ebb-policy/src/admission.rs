@@ -184,6 +184,31 @@ pub enum Refusal {
     GatewayBehind { delay: Nanos, limit: Nanos },
 }
 
+impl Refusal {
+    /// Every rule's name, in [`Refusal::rule`]'s order: what a metrics
+    /// label can take.
+    pub const RULES: [&'static str; 5] = [
+        "deadline",
+        "held_queue_full",
+        "held_bytes",
+        "no_capacity",
+        "gateway_behind",
+    ];
+
+    /// The rule that refused, as a short stable name: which bound an
+    /// operator would raise (or which capacity add) to refuse less.
+    pub fn rule(&self) -> &'static str {
+        let i = match self {
+            Refusal::DeadlineUnmeetable { .. } => 0,
+            Refusal::QueueFull { .. } => 1,
+            Refusal::QueueBytesFull { .. } => 2,
+            Refusal::NoCapacity => 3,
+            Refusal::GatewayBehind { .. } => 4,
+        };
+        Refusal::RULES[i]
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -583,5 +608,25 @@ mod tests {
             admit(&cfg, &booting, 0, T0 + Nanos::from_millis(509), T0, true),
             Admit::Refuse { .. }
         ));
+    }
+
+    /// Each refusal names its own rule, one of `RULES`, so a metric
+    /// labelled by rule tells the five apart.
+    #[test]
+    fn every_refusal_names_a_distinct_published_rule() {
+        let all = [
+            Refusal::DeadlineUnmeetable {
+                expected_finish: T0,
+            },
+            Refusal::QueueFull { limit: 1 },
+            Refusal::QueueBytesFull { limit: 1 },
+            Refusal::NoCapacity,
+            Refusal::GatewayBehind {
+                delay: Nanos::from_millis(2),
+                limit: Nanos::from_millis(1),
+            },
+        ];
+        let rules: Vec<&str> = all.iter().map(Refusal::rule).collect();
+        assert_eq!(rules, Refusal::RULES);
     }
 }

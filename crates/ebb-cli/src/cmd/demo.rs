@@ -232,6 +232,7 @@ fn providers(
                 command,
                 port: SANDBOX_PORT,
                 reach,
+                files: Vec::new(),
             };
             Arc::new(move || -> Result<Box<dyn NodeProvider>, String> {
                 Ok(Box::new(ContainerProvider::new(cfg.clone())))

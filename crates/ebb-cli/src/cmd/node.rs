@@ -222,7 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // size (the RPC server's is not shared), so a node serving both
         // protocols at once can run up to twice `--threads` of them.
         let backend = DispatchBackend::new(demo).with_workers(Workers::new(threads));
-        let router = ebb_http::router(backend, HttpConfig::default()).fallback(ebb_http::not_found);
+        let router = ebb_http::standalone(backend, HttpConfig::default());
         tokio::select! {
             served = server.run() => served?,
             served = ebb_http::serve(http_listener, router, DEFAULT_MAX_CONNECTIONS) => {

@@ -19,7 +19,7 @@ pub struct Args {
 enum Action {
     /// Run CMD isolated; exit with its status. A limit it hits is named on stderr.
     #[command(
-        after_help = "Containers need root. Examples:\n  ebb sandbox run -- /bin/sh -c 'hostname; ps; ip addr'\n  ebb sandbox run --memory-mb 64 --cpus 0.5 --pids 32 -- /bin/sh -c 'echo limited'\n  ebb sandbox run --net none --rootfs /srv/myroot -- /usr/bin/myserver\n  ebb sandbox run --kind vm -- sh -c 'uname -r; exit 3'   # exits 3\n\nWhat each kind isolates, and what it costs: docs/isolation.md."
+        after_help = "Containers need root. Examples:\n  ebb sandbox run -- /bin/sh -c 'hostname; ps; ip addr'\n  ebb sandbox run --memory-mb 64 --cpus 0.5 --pids 32 -- /bin/sh -c 'echo limited'\n  ebb sandbox run --net none --rootfs /srv/myroot -- /usr/bin/myserver\n  ebb sandbox run --file node.token:/etc/ebb/node.token -- cat /etc/ebb/node.token\n  ebb sandbox run --kind vm -- sh -c 'uname -r; exit 3'   # exits 3\n\nWhat each kind isolates, and what it costs: docs/isolation.md."
     )]
     Run(RunArgs),
     /// Remove what containers killed with `kill -9` left behind (cgroups,
@@ -94,6 +94,10 @@ struct RunArgs {
     /// that `ebb demo` or `ebb up` put on the host for the origin store).
     #[arg(long, value_name = "IPV4")]
     reach: Option<std::net::Ipv4Addr>,
+    /// Copy the host file HOST to the absolute path INSIDE, readable by
+    /// root only, before the command starts (containers only; repeatable).
+    #[arg(long = "file", value_name = "HOST:INSIDE")]
+    files: Vec<ebb_node::sandbox::FileIn>,
     /// Program and its arguments, as seen inside.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -157,6 +161,7 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
                 hostname: a.hostname,
                 addr_file: a.addr_file,
                 reach: a.reach,
+                files: a.files,
             };
             let report = container::run(&cfg).context("container failed")?;
             for note in &report.notes {
@@ -165,6 +170,12 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
             report.outcome
         }
         Kind::Vm => {
+            if let Some(f) = a.files.first() {
+                bail!(
+                    "--file {}: containers only; a VM sandbox's files come with --rootfs",
+                    f.host.display()
+                );
+            }
             let opts = ebb_node::vm::sandbox::SandboxOptions::default();
             ebb_node::vm::run_sandboxed(&spec, &opts, &mut std::io::stdout())
                 .context("virtual machine failed")?
@@ -227,6 +238,7 @@ fn bench_ready(runs: u32) -> anyhow::Result<()> {
             .to_vec(),
         port: 8080,
         reach: None,
+        files: Vec::new(),
     });
     let mut times = Vec::new();
     for i in 0..runs {

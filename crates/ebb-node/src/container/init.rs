@@ -34,6 +34,9 @@ pub struct ChildPlan {
     pub veth_index: Option<u32>,
     /// A host address to route to over the veth.
     pub reach: Option<std::net::Ipv4Addr>,
+    /// Files to write into the new root (path inside, contents), read on
+    /// the host before the fork.
+    pub files: Vec<(PathBuf, Vec<u8>)>,
     pub command: Vec<CString>,
     pub filter: seccomp::Filters,
 }
@@ -63,7 +66,7 @@ fn run(plan: ChildPlan, status: &mut File, go: &mut File) -> Result<(), String> 
     drop(plan.netns);
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).map_err(|e| format!("unshare: {e}"))?;
-    rootfs::enter(&plan.scratch, &plan.base)?;
+    rootfs::enter(&plan.scratch, &plan.base, &plan.files)?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
     net::setup_inside(plan.veth_index, plan.reach)?;
     seccomp::confine(&plan.filter)?;

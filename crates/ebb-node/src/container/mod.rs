@@ -57,6 +57,9 @@ pub struct ContainerConfig {
     pub addr_file: Option<PathBuf>,
     /// A [`HostAddr`] the container gets a route to (with [`NetMode::Veth`]).
     pub reach: Option<std::net::Ipv4Addr>,
+    /// Host files copied into the container's writable layer before the
+    /// command starts.
+    pub files: Vec<crate::sandbox::FileIn>,
 }
 
 /// How a container ended, and which limits it ran into on the way.
@@ -96,6 +99,12 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
         .map(|a| CString::new(a.as_str()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ContainerError::Setup("an argument contains a NUL byte".into()))?;
+    let files = cfg
+        .files
+        .iter()
+        .map(|f| f.read().map(|bytes| (f.inside.clone(), bytes)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ContainerError::Setup)?;
     state::sweep();
     let base = match &cfg.spec.rootfs {
         Some(dir) if dir.is_dir() => dir.clone(),
@@ -131,6 +140,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<Report, ContainerError> {
             .unwrap_or_else(|| format!("ebb-{}", st.name())),
         veth_index: (cfg.net == NetMode::Veth).then_some(st.index),
         reach: cfg.reach,
+        files,
         command,
         filter,
     };

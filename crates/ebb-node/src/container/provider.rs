@@ -42,6 +42,9 @@ pub struct ContainerProviderConfig {
     /// A [`super::HostAddr`] every container gets a route to, for a
     /// service on the host the nodes share (the origin store).
     pub reach: Option<std::net::Ipv4Addr>,
+    /// Host files each container gets a copy of (`ebb sandbox run
+    /// --file`), e.g. the node's token and TLS files.
+    pub files: Vec<crate::sandbox::FileIn>,
 }
 
 struct Running {
@@ -136,6 +139,12 @@ impl NodeProvider for ContainerProvider {
         }
         if let Some(ip) = self.cfg.reach {
             cmd.arg("--reach").arg(ip.to_string());
+        }
+        for f in &self.cfg.files {
+            let mut spec = f.host.clone().into_os_string();
+            spec.push(":");
+            spec.push(&f.inside);
+            cmd.arg("--file").arg(spec);
         }
         let port = self.cfg.port.to_string();
         cmd.arg("--");

@@ -171,8 +171,10 @@ fn build_base(exe: &Path, root: &Path) -> Result<(), ContainerError> {
 /// builds the overlay root in it with the upper and work directories on
 /// that tmpfs, and pivots into it. The writable layer thus costs no disk
 /// I/O, counts against the container's memory limit, and disappears with
-/// the mount namespace. Errors are strings: they travel back over a pipe.
-pub fn enter(scratch: &Path, base: &Path) -> Result<(), String> {
+/// the mount namespace. `files` (path inside, contents) are written into
+/// the writable layer, readable by root only. Errors are strings: they
+/// travel back over a pipe.
+pub fn enter(scratch: &Path, base: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<(), String> {
     let m = |src: Option<&str>, target: &Path, fstype: Option<&str>, flags, data: Option<&str>| {
         mount(src, target, fstype, flags, data).map_err(|e| {
             format!(
@@ -265,12 +267,34 @@ pub fn enter(scratch: &Path, base: &Path) -> Result<(), String> {
         nosuid,
         Some(&tmp_opts),
     )?;
+    for (inside, bytes) in files {
+        write_in(root, inside, bytes)?;
+    }
     nix::unistd::chdir(root).map_err(|e| format!("chdir to the new root: {e}"))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching
     // it leaves the container with only its own tree.
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+/// Writes `bytes` at `inside` under `root`, creating its directories;
+/// the file is made with its final mode, so it is never readable by others.
+fn write_in(root: &Path, inside: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dst = root.join(inside.strip_prefix("/").unwrap_or(inside));
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
+    let _ = fs::remove_file(&dst);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::sandbox::FILE_IN_MODE)
+        .open(&dst)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("copying a file to {} inside: {e}", inside.display()))
 }
 
 #[cfg(test)]

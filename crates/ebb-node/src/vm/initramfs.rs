@@ -258,6 +258,22 @@ pub fn overlay_raw_script(name: &str, script: &str) -> Result<Vec<u8>, VmError> 
     Ok(w.finish()?)
 }
 
+/// A small archive of host files at their paths inside (a node's token
+/// and TLS files), readable by root only; appended after the base, it adds
+/// them to the guest's root.
+pub fn files_archive(files: &[crate::sandbox::FileIn]) -> Result<Vec<u8>, VmError> {
+    let mut t = Tree::new(Vec::new());
+    for f in files {
+        let bytes = f.read().map_err(VmError::Initramfs)?;
+        t.file(
+            &f.inside.to_string_lossy(),
+            crate::sandbox::FILE_IN_MODE,
+            &bytes,
+        )?;
+    }
+    t.finish()
+}
+
 /// Writes `base` followed by `overlay` to `out`, the file QEMU's `-initrd` loads.
 pub fn compose(base: &Path, overlay: &[u8], out: &Path) -> Result<(), VmError> {
     let mut bytes = std::fs::read(base)?;

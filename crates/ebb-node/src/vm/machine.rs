@@ -60,9 +60,24 @@ impl Machine {
     /// Starts QEMU and connects to its QMP socket. The guest may still be
     /// booting when this returns.
     pub fn spawn(spec: &MachineSpec) -> Result<Self, VmError> {
+        Self::spawn_tied(spec, false)
+    }
+
+    /// Like [`Machine::spawn`], and QEMU gets SIGTERM (and shuts the guest
+    /// down) when the calling thread's process dies, even by SIGKILL, when
+    /// `Drop` cannot run: a node never outlives the `ebb up` that started
+    /// it. The kernel ties this to the calling *thread* (see
+    /// [`crate::child::die_with_owner`]), so only a thread that lives as
+    /// long as the machine may call it; a migration target started from a
+    /// short-lived worker thread uses [`Machine::spawn`].
+    pub fn spawn_owned(spec: &MachineSpec) -> Result<Self, VmError> {
+        Self::spawn_tied(spec, true)
+    }
+
+    fn spawn_tied(spec: &MachineSpec, owned: bool) -> Result<Self, VmError> {
         let mut attempt = 1;
         loop {
-            match Self::spawn_once(spec) {
+            match Self::spawn_once(spec, owned) {
                 // Another process took the port between our probe and QEMU's bind.
                 Err(VmError::QemuExited { console, .. })
                     if attempt < SPAWN_ATTEMPTS && console.contains("host forwarding") =>
@@ -74,7 +89,7 @@ impl Machine {
         }
     }
 
-    fn spawn_once(spec: &MachineSpec) -> Result<Self, VmError> {
+    fn spawn_once(spec: &MachineSpec, owned: bool) -> Result<Self, VmError> {
         let started = Instant::now();
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ebb-vm-{}-{n}", std::process::id()));
@@ -94,6 +109,9 @@ impl Machine {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("qemu.err"))?);
+        if owned {
+            crate::child::die_with_owner(&mut cmd);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| VmError::NoQemu(format!("{QEMU}: {e}")))?;

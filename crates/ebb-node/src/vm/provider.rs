@@ -8,7 +8,7 @@
 //! `expected_start` reports the figure for how the next node would start.
 
 use super::image::VmImage;
-use super::initramfs::{compose, overlay_script};
+use super::initramfs::{compose, files_archive, overlay_script};
 use super::machine::{Machine, MachineSpec};
 use super::migrate::{MigrationReport, Snapshot, live_migrate, save_snapshot};
 use super::{Accel, DEFAULT_MEMORY_MB, GUEST_PORT, VmError, cache_dir};
@@ -60,6 +60,9 @@ pub struct VmConfig {
     pub memory_mb: u64,
     pub cpus: u32,
     pub boot_timeout_ms: u64,
+    /// Host files copied into every guest's root (the node's token and TLS
+    /// files), at their paths inside.
+    pub files: Vec<crate::sandbox::FileIn>,
 }
 
 impl VmConfig {
@@ -77,6 +80,7 @@ impl VmConfig {
             memory_mb: DEFAULT_MEMORY_MB,
             cpus: 1,
             boot_timeout_ms: DEFAULT_BOOT_TIMEOUT_MS,
+            files: Vec::new(),
         }
     }
 }
@@ -126,7 +130,9 @@ impl VmProvider {
             .iter()
             .map(|w| w.replace("{port}", &GUEST_PORT.to_string()))
             .collect();
-        compose(&image.base, &overlay_script("serve", &command)?, &initrd)?;
+        let mut overlay = overlay_script("serve", &command)?;
+        overlay.extend(files_archive(&cfg.files)?);
+        compose(&image.base, &overlay, &initrd)?;
         let accel = image.accel;
         Ok(Self {
             cfg,
@@ -302,10 +308,14 @@ impl NodeProvider for VmProvider {
         let (machine, phase, from_snapshot) = match &self.snapshot {
             Some(snap) => {
                 let spec = snap.restore_spec().map_err(fail)?;
-                (Machine::spawn(&spec).map_err(fail)?, Phase::Restoring, true)
+                (
+                    Machine::spawn_owned(&spec).map_err(fail)?,
+                    Phase::Restoring,
+                    true,
+                )
             }
             None => (
-                Machine::spawn(&self.spec()).map_err(fail)?,
+                Machine::spawn_owned(&self.spec()).map_err(fail)?,
                 Phase::Booting,
                 false,
             ),

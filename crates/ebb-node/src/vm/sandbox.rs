@@ -124,7 +124,8 @@ fn compose_with_rootfs(
 }
 
 fn run(spec: &MachineSpec, timeout_ms: u64, out: &mut dyn Write) -> Result<Outcome, VmError> {
-    let mut m = Machine::spawn(spec)?;
+    // `ebb sandbox run --kind vm` killed must not leave its VM running.
+    let mut m = Machine::spawn_owned(spec)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut parser = ConsoleParser::default();
     // Stream the command's output as it appears, until QEMU exits.

@@ -1,6 +1,7 @@
 //! `ebb up CONFIG.toml`: a gateway and its pool of nodes, until Ctrl-C.
 
 mod config;
+mod node_files;
 mod origin;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use ebb_node::vm::provider::{VmConfig, VmProvider};
 
 use config::{Checked, Kind, OriginSource, Runs, ServiceChoice};
 use ebb_gateway::ServiceSource;
+use node_files::NodeFiles;
 use origin::StartedOrigin;
 
 /// The port a node listens on inside its container (each has its own address).
@@ -100,8 +102,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             checked.gateway.http_addr,
         );
         if let Some(t) = &checked.node_tokens {
+            let copied = match checked.kind {
+                Kind::Thread | Kind::Process => String::new(),
+                Kind::Container | Kind::Vm => format!(
+                    ", copied into each node as {}",
+                    node_files::inside(node_files::TOKEN_NAME).display()
+                ),
+            };
             println!(
-                "nodes require the token in {} (the gateway presents it)",
+                "nodes require the token in {} (the gateway presents it){copied}",
                 t.path.display()
             );
         }
@@ -258,6 +267,7 @@ fn provider(
             }
         }
     };
+    let files = NodeFiles::for_nodes(c);
     Ok(match c.kind {
         Kind::Thread => {
             let tokens = c.node_tokens.as_ref().map(|t| t.tokens.clone());
@@ -311,10 +321,7 @@ fn provider(
                 }
             };
             let mut cfg = cfg;
-            if let Some(t) = &c.node_tokens {
-                cfg.args
-                    .extend(["--token-file".to_owned(), t.path.display().to_string()]);
-            }
+            cfg.args.extend(files.args);
             Box::new(ProcessProvider::new(cfg))
         }
         Kind::Container => Box::new(ContainerProvider::new(ContainerProviderConfig {
@@ -330,10 +337,12 @@ fn provider(
                 if let (Some(addr), Some(plan)) = (origin, &c.origin) {
                     command.extend(origin::node_args(plan, addr));
                 }
+                command.extend(files.args);
                 command
             },
             port: CONTAINER_PORT,
             reach,
+            files: files.copy_in,
         })),
         Kind::Vm => {
             let mut cfg = VmConfig::ebb_node(ebb_exe()?);
@@ -355,6 +364,8 @@ fn provider(
                 cfg.node_command
                     .extend(origin::node_args(plan, &guest.to_string()));
             }
+            cfg.node_command.extend(files.args);
+            cfg.files = files.copy_in;
             if let Some(m) = c.memory_mb {
                 cfg.memory_mb = m;
             }

@@ -1,40 +1,113 @@
-//! The key-by-key check of a whole file, stopping at the first bad key so
-//! an error names one key, its value and what is accepted. A key whose
-//! bound depends on another (`pool.initial` on `pool.min` and `pool.max`)
-//! is checked after the key it depends on.
+//! The section-by-section check of a whole file, stopping at the first bad
+//! key so an error names one key, its value and what is accepted. Each
+//! section has its own function returning what it becomes; `check` only
+//! runs them in order and assembles the result. A section whose keys
+//! depend on another's (`[pool]` on `[service]`, `[origin]` on the node
+//! kind) is checked after it.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 
 use ebb_core::Nanos;
-use ebb_gateway::{GatewayConfig, PoolConfig};
+use ebb_gateway::GatewayConfig;
 use ebb_policy::admission::{AdmissionConfig, ServiceTimeSource};
 use ebb_policy::hedge::{HedgeConfig, MAX_WINDOW};
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 
-use super::checked::{
-    Checked, ConfigError, Kind, NodeTokens, Runs, ServiceChoice, bad, check_addr,
+use super::checked::{Checked, ConfigError, Runs, ServiceChoice, bad, check_addr};
+use super::file::{
+    Admission, Auth, Autoscale, Balance, File, Gateway, Hedge, Outlier, Retry, Service,
 };
-use super::file::{File, Gateway, Pool};
 use super::origin::check_origin;
+use super::pool::check_pool;
 
-/// The largest pool a config may ask for.
-pub const MAX_POOL: usize = ebb_gateway::pool::MAX_POOL_SIZE;
 /// Bounds on the default deadline, milliseconds.
 pub const MAX_DEADLINE_MS: u64 = 600_000;
-/// The least memory a container node may be given, MiB (as `ebb sandbox
-/// run --memory-mb` takes it).
-pub const MIN_CONTAINER_MEMORY_MB: u64 = 4;
 /// Most threads `gateway.threads` may ask for: far above any core count a
 /// gateway has, it only stops a typo from starting thousands.
 pub const MAX_GATEWAY_THREADS: usize = 256;
 
-/// Checks every key; the first bad one is reported.
+/// Checks every section; the first bad key is reported.
 pub fn check(file: File) -> Result<Checked, ConfigError> {
-    check_addr("gateway.rpc", &file.gateway.rpc)?;
-    check_addr("gateway.http", &file.gateway.http)?;
+    let threads = check_gateway(&file.gateway)?;
+    let (service, runs) = check_service(&file.service)?;
+    let pool = check_pool(&file.pool, &runs)?;
+    check_balance(&file.balance)?;
+    let admission = check_admission(&file.admission)?;
+    let retry = check_retry(&file.retry)?;
+    let scale = check_autoscale(&file.autoscale)?;
+    let origin = match &file.origin {
+        None => None,
+        Some(o) => Some(check_origin(o, pool.kind, &runs)?),
+    };
+    let outlier = check_outlier(&file.outlier)?;
+    let hedge = check_hedge(&file.hedge)?;
+    let tokens = check_auth(&file.auth)?;
+    let (node_tokens, node_credentials) = pool.node_tokens.unzip();
+    let gateway = GatewayConfig {
+        rpc_addr: file.gateway.rpc,
+        http_addr: file.gateway.http,
+        balance: file.balance.policy,
+        admission: admission.config,
+        default_deadline: admission.default_deadline,
+        retry,
+        outlier,
+        pool: ebb_gateway::PoolConfig {
+            scale_tick_ms: scale.tick_ms,
+            ..pool.config
+        },
+        seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
+        node_credentials: node_credentials.unwrap_or_default(),
+        hedge,
+        admin_addr: file.gateway.admin,
+        tokens,
+        max_in_flight_per_caller: admission.max_in_flight_per_caller,
+    };
+    Ok(Checked {
+        gateway,
+        threads,
+        service,
+        runs,
+        kind: pool.kind,
+        memory_mb: pool.memory_mb,
+        cpus: pool.cpus,
+        autoscale: scale.policy,
+        objective: scale.objective,
+        origin,
+        node_tokens,
+    })
+}
+
+/// `[gateway]`: its addresses (each a valid `IP:PORT`, no two the same)
+/// and the runtime's thread count.
+fn check_gateway(g: &Gateway) -> Result<NonZeroUsize, ConfigError> {
+    check_addr("gateway.rpc", &g.rpc)?;
+    check_addr("gateway.http", &g.http)?;
+    if let Some(admin) = &g.admin {
+        check_addr("gateway.admin", admin)?;
+    }
+    check_distinct_addrs(g)?;
+    match g.threads {
+        None => Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)),
+        Some(n) => NonZeroUsize::new(n)
+            .filter(|n| n.get() <= MAX_GATEWAY_THREADS)
+            .ok_or_else(|| {
+                bad(
+                    "gateway.threads",
+                    n,
+                    format!(
+                        "a thread count from 1 to {MAX_GATEWAY_THREADS} (default: one per core)"
+                    ),
+                )
+            }),
+    }
+}
+
+/// `[service]`: a service this build knows by name, a user's node program,
+/// or both (a built-in service run by another program).
+fn check_service(svc: &Service) -> Result<(ServiceChoice, Runs), ConfigError> {
     let names = ebb_demo::SERVICE_NAMES.join(", ");
-    let svc = &file.service;
     let command = match &svc.command {
         None => None,
         Some(c) if c.is_empty() || c[0].trim().is_empty() => {
@@ -49,101 +122,42 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
     let known = svc.name.as_deref().and_then(|n| {
         ebb_demo::service_codec(n).or_else(|| ebb_demo::service_codec(&capitalised(n)))
     });
-    let (service, runs) = match (&svc.name, known, command) {
-        (None, _, None) => {
-            return Err(bad(
-                "service",
-                "(nothing)",
-                format!(
-                    "set service.name to a service this build knows ({names}), or service.command to a node program (its methods are learned from the nodes)"
-                ),
-            ));
-        }
-        (_, Some(codec), None) => (ServiceChoice::Builtin(codec.name()), Runs::Builtin),
-        (_, Some(codec), Some(c)) => (ServiceChoice::Builtin(codec.name()), Runs::Command(c)),
-        (Some(n), None, None) => {
-            return Err(bad(
-                "service.name",
-                n,
-                format!(
-                    "accepted: {names} (or \"demo\"); a service of your own needs service.command, its node program"
-                ),
-            ));
-        }
-        (name, None, Some(c)) => (ServiceChoice::Learned(name.clone()), Runs::Command(c)),
-    };
-    let p = &file.pool;
-    let kind = match p.kind.as_str() {
-        "thread" => Kind::Thread,
-        "process" => Kind::Process,
-        "container" => Kind::Container,
-        "vm" => Kind::Vm,
-        other => {
-            return Err(bad(
-                "pool.kind",
-                other,
-                "accepted: thread, process, container, vm",
-            ));
-        }
-    };
-    if kind == Kind::Thread && runs != Runs::Builtin {
-        return Err(bad(
-            "pool.kind",
-            &p.kind,
-            "thread nodes run inside the gateway and serve a built-in service only; use process, container or vm with service.command",
-        ));
-    }
-    if p.max == 0 || p.max > MAX_POOL {
-        return Err(bad(
-            "pool.max",
-            p.max,
-            format!("a whole number from 1 to {MAX_POOL}"),
-        ));
-    }
-    if p.min > p.max {
-        return Err(bad(
-            "pool.min",
-            p.min,
-            format!("at most pool.max = {}", p.max),
-        ));
-    }
-    if p.initial < p.min || p.initial > p.max {
-        return Err(bad(
-            "pool.initial",
-            p.initial,
-            format!("from pool.min = {} to pool.max = {}", p.min, p.max),
-        ));
-    }
-    if p.boot_timeout_ms == 0 {
-        return Err(bad(
-            "pool.boot_timeout_ms",
-            p.boot_timeout_ms,
-            "a positive number of milliseconds",
-        ));
-    }
-    if p.max_in_flight_per_node == 0 {
-        return Err(bad(
-            "pool.max_in_flight_per_node",
-            p.max_in_flight_per_node,
+    match (&svc.name, known, command) {
+        (None, _, None) => Err(bad(
+            "service",
+            "(nothing)",
             format!(
-                "1 or more; at most the bound each node puts on one connection ({} for ebb nodes)",
-                ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE
+                "set service.name to a service this build knows ({names}), or service.command to a node program (its methods are learned from the nodes)"
             ),
-        ));
+        )),
+        (_, Some(codec), None) => Ok((ServiceChoice::Builtin(codec.name()), Runs::Builtin)),
+        (_, Some(codec), Some(c)) => Ok((ServiceChoice::Builtin(codec.name()), Runs::Command(c))),
+        (Some(n), None, None) => Err(bad(
+            "service.name",
+            n,
+            format!(
+                "accepted: {names} (or \"demo\"); a service of your own needs service.command, its node program"
+            ),
+        )),
+        (name, None, Some(c)) => Ok((ServiceChoice::Learned(name.clone()), Runs::Command(c))),
     }
-    if !(p.cost_per_node_second_usd >= 0.0 && p.cost_per_node_second_usd.is_finite()) {
-        return Err(bad(
-            "pool.cost_per_node_second_usd",
-            p.cost_per_node_second_usd,
-            "a price in dollars, zero or more, e.g. 0.000012",
-        ));
-    }
-    check_limits(p, kind)?;
-    let node_tokens = check_node_tokens(p, kind)?;
-    if let Err(e) = ebb_policy::balance::parse(&file.balance.policy) {
-        return Err(bad("balance.policy", &file.balance.policy, e.to_string()));
-    }
-    let a = &file.admission;
+}
+
+/// `[balance]`: any spec `ebb_policy::balance` parses.
+fn check_balance(b: &Balance) -> Result<(), ConfigError> {
+    ebb_policy::balance::parse(&b.policy)
+        .map(|_| ())
+        .map_err(|e| bad("balance.policy", &b.policy, e.to_string()))
+}
+
+/// A checked `[admission]`.
+struct AdmissionPlan {
+    config: AdmissionConfig,
+    default_deadline: Nanos,
+    max_in_flight_per_caller: usize,
+}
+
+fn check_admission(a: &Admission) -> Result<AdmissionPlan, ConfigError> {
     if a.default_deadline_ms == 0 || a.default_deadline_ms > MAX_DEADLINE_MS {
         return Err(bad(
             "admission.default_deadline_ms",
@@ -176,7 +190,27 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             ));
         }
     };
-    let r = &file.retry;
+    if a.max_in_flight_per_caller == 0 {
+        return Err(bad(
+            "admission.max_in_flight_per_caller",
+            0,
+            "a positive count of HTTP requests (and of RPC calls) one caller may have in flight",
+        ));
+    }
+    Ok(AdmissionPlan {
+        config: AdmissionConfig {
+            deadline_check: a.enabled,
+            service_time_from,
+            max_held_requests: a.max_held_requests,
+            max_held_bytes: a.max_held_bytes,
+            max_gateway_delay: Nanos::from_millis(a.max_gateway_delay_ms),
+        },
+        default_deadline: Nanos::from_millis(a.default_deadline_ms),
+        max_in_flight_per_caller: a.max_in_flight_per_caller,
+    })
+}
+
+fn check_retry(r: &Retry) -> Result<RetryBudgetConfig, ConfigError> {
     if !(0.0..=1.0).contains(&r.budget_ratio) {
         return Err(bad(
             "retry.budget_ratio",
@@ -191,30 +225,47 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a positive number of milliseconds",
         ));
     }
-    let scale = &file.autoscale;
-    if let Err(e) = ebb_policy::scale::parse(&scale.policy) {
-        return Err(bad("autoscale.policy", &scale.policy, e.to_string()));
+    Ok(RetryBudgetConfig {
+        ratio: r.budget_ratio,
+        floor_per_sec: r.floor_per_sec,
+        window: Nanos::from_millis(r.window_ms),
+    })
+}
+
+/// A checked `[autoscale]`.
+struct AutoscalePlan {
+    /// The spec, unless it is `none`.
+    policy: Option<String>,
+    objective: Option<Nanos>,
+    tick_ms: u64,
+}
+
+fn check_autoscale(s: &Autoscale) -> Result<AutoscalePlan, ConfigError> {
+    if let Err(e) = ebb_policy::scale::parse(&s.policy) {
+        return Err(bad("autoscale.policy", &s.policy, e.to_string()));
     }
-    if scale.tick_ms == 0 {
+    if s.tick_ms == 0 {
         return Err(bad(
             "autoscale.tick_ms",
-            scale.tick_ms,
+            s.tick_ms,
             "a positive number of milliseconds",
         ));
     }
-    if scale.objective_ms == Some(0) {
+    if s.objective_ms == Some(0) {
         return Err(bad(
             "autoscale.objective_ms",
             0,
             "a positive number of milliseconds",
         ));
     }
-    let autoscale = (scale.policy.trim() != "none").then(|| scale.policy.clone());
-    let origin = match &file.origin {
-        None => None,
-        Some(o) => Some(check_origin(o, kind, &runs)?),
-    };
-    let o = &file.outlier;
+    Ok(AutoscalePlan {
+        policy: (s.policy.trim() != "none").then(|| s.policy.clone()),
+        objective: s.objective_ms.map(Nanos::from_millis),
+        tick_ms: s.tick_ms,
+    })
+}
+
+fn check_outlier(o: &Outlier) -> Result<OutlierConfig, ConfigError> {
     if o.consecutive_failures == 0 {
         return Err(bad(
             "outlier.consecutive_failures",
@@ -236,7 +287,16 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             "a fraction of the nodes from 0.0 (never eject) to 1.0",
         ));
     }
-    let h = &file.hedge;
+    Ok(OutlierConfig {
+        consecutive_failures: o.consecutive_failures,
+        base_ejection: Nanos::from_millis(o.base_ejection_ms),
+        max_ejected_fraction: o.max_ejected_fraction,
+    })
+}
+
+/// `[hedge]`: its keys are checked even when it is off, so turning it on
+/// later cannot reveal a bad value.
+fn check_hedge(h: &Hedge) -> Result<Option<HedgeConfig>, ConfigError> {
     if !(1.0..=99.9).contains(&h.percentile) {
         return Err(bad(
             "hedge.percentile",
@@ -258,189 +318,20 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             format!("at most hedge.window = {}", h.window),
         ));
     }
-    if let Some(admin) = &file.gateway.admin {
-        check_addr("gateway.admin", admin)?;
-    }
-    let threads = match file.gateway.threads {
-        None => std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
-        Some(n) => std::num::NonZeroUsize::new(n)
-            .filter(|n| n.get() <= MAX_GATEWAY_THREADS)
-            .ok_or_else(|| {
-                bad(
-                    "gateway.threads",
-                    n,
-                    format!(
-                        "a thread count from 1 to {MAX_GATEWAY_THREADS} (default: one per core)"
-                    ),
-                )
-            })?,
-    };
-    check_distinct_addrs(&file.gateway)?;
-    if a.max_in_flight_per_caller == 0 {
-        return Err(bad(
-            "admission.max_in_flight_per_caller",
-            0,
-            "a positive count of HTTP requests (and of RPC calls) one caller may have in flight",
-        ));
-    }
-    let tokens = match &file.auth.token_file {
-        None => None,
-        Some(path) => {
-            let tokens = ebb_gateway::auth::Tokens::from_file(path)
-                .map_err(|e| bad("auth.token_file", path, e.to_string()))?;
-            Some(tokens)
-        }
-    };
-    let hedge = h.enabled.then_some(HedgeConfig {
+    Ok(h.enabled.then_some(HedgeConfig {
         percentile: h.percentile,
         min_samples: h.min_samples,
         window: h.window,
-    });
-    let gateway = GatewayConfig {
-        rpc_addr: file.gateway.rpc.clone(),
-        http_addr: file.gateway.http.clone(),
-        balance: file.balance.policy.clone(),
-        admission: AdmissionConfig {
-            deadline_check: a.enabled,
-            service_time_from,
-            max_held_requests: a.max_held_requests,
-            max_held_bytes: a.max_held_bytes,
-            max_gateway_delay: Nanos::from_millis(a.max_gateway_delay_ms),
-        },
-        default_deadline: Nanos::from_millis(a.default_deadline_ms),
-        retry: RetryBudgetConfig {
-            ratio: r.budget_ratio,
-            floor_per_sec: r.floor_per_sec,
-            window: Nanos::from_millis(r.window_ms),
-        },
-        outlier: OutlierConfig {
-            consecutive_failures: o.consecutive_failures,
-            base_ejection: Nanos::from_millis(o.base_ejection_ms),
-            max_ejected_fraction: o.max_ejected_fraction,
-        },
-        pool: PoolConfig {
-            initial: p.initial,
-            min: p.min,
-            max: p.max,
-            boot_timeout_ms: p.boot_timeout_ms,
-            cost_per_node_sec_micros: (p.cost_per_node_second_usd * 1e6).round() as u64,
-            scale_tick_ms: scale.tick_ms,
-            max_in_flight_per_node: p.max_in_flight_per_node,
-            ..PoolConfig::default()
-        },
-        seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
-        node_credentials: node_tokens
-            .as_ref()
-            .map(|(_, credentials)| credentials.clone())
-            .unwrap_or_default(),
-        hedge,
-        admin_addr: file.gateway.admin.clone(),
-        tokens,
-        max_in_flight_per_caller: a.max_in_flight_per_caller,
-    };
-    Ok(Checked {
-        gateway,
-        threads,
-        service,
-        runs,
-        kind,
-        memory_mb: p.memory_mb,
-        cpus: p.cpus,
-        autoscale,
-        objective: scale.objective_ms.map(Nanos::from_millis),
-        origin,
-        node_tokens: node_tokens.map(|(t, _)| t),
-    })
+    }))
 }
 
-/// `pool.node_token_file` holds exactly one token (the one the gateway
-/// presents; the nodes accept it alone) and is given to thread and
-/// process nodes only: a container or VM node reads files of its own
-/// root file system, where the host's path does not exist.
-fn check_node_tokens(
-    p: &Pool,
-    kind: Kind,
-) -> Result<Option<(NodeTokens, ebb::rpc::transport::Credentials)>, ConfigError> {
-    let Some(path) = &p.node_token_file else {
+fn check_auth(a: &Auth) -> Result<Option<ebb_gateway::auth::Tokens>, ConfigError> {
+    let Some(path) = &a.token_file else {
         return Ok(None);
     };
-    if !matches!(kind, Kind::Thread | Kind::Process) {
-        return Err(bad(
-            "pool.node_token_file",
-            path,
-            format!(
-                "only with pool.kind = \"process\" or \"thread\" ({} nodes cannot read a host file); remove it",
-                p.kind
-            ),
-        ));
-    }
-    let token = ebb::rpc::auth::read_token_file(path).map_err(|e| {
-        bad(
-            "pool.node_token_file",
-            path,
-            format!("{e}; give a file holding one token, e.g. made with `openssl rand -hex 16`"),
-        )
-    })?;
-    let tokens = ebb::rpc::auth::Tokens::from_file(path)
-        .map_err(|e| bad("pool.node_token_file", path, e.to_string()))?;
-    let path = std::fs::canonicalize(path)
-        .map_err(|e| bad("pool.node_token_file", path, e.to_string()))?;
-    Ok(Some((
-        NodeTokens { path, tokens },
-        ebb::rpc::transport::Credentials::default().with_token(token),
-    )))
-}
-
-/// `pool.memory_mb` and `pool.cpus` limit container and VM nodes; a thread
-/// or process node cannot be limited, so a limit there would be silently
-/// ignored.
-fn check_limits(p: &Pool, kind: Kind) -> Result<(), ConfigError> {
-    use ebb_node::vm::sandbox::{MAX_CPUS, MIN_MEMORY_MB};
-    let limited = matches!(kind, Kind::Container | Kind::Vm);
-    if let Some(m) = p.memory_mb {
-        let least = if kind == Kind::Vm {
-            MIN_MEMORY_MB
-        } else {
-            MIN_CONTAINER_MEMORY_MB
-        };
-        if !limited {
-            return Err(bad(
-                "pool.memory_mb",
-                m,
-                format!(
-                    "only with pool.kind = \"container\" or \"vm\" ({} nodes cannot be limited); remove it",
-                    p.kind
-                ),
-            ));
-        }
-        if m < least {
-            return Err(bad(
-                "pool.memory_mb",
-                m,
-                format!("MiB per {} node, at least {least}", p.kind),
-            ));
-        }
-    }
-    if let Some(c) = p.cpus {
-        if !limited {
-            return Err(bad(
-                "pool.cpus",
-                c,
-                format!(
-                    "only with pool.kind = \"container\" or \"vm\" ({} nodes cannot be limited); remove it",
-                    p.kind
-                ),
-            ));
-        }
-        if !(c > 0.0 && c <= f64::from(MAX_CPUS)) {
-            return Err(bad(
-                "pool.cpus",
-                c,
-                format!("cores per node, more than 0 and at most {MAX_CPUS}, e.g. 0.5 or 2"),
-            ));
-        }
-    }
-    Ok(())
+    ebb_gateway::auth::Tokens::from_file(path)
+        .map(Some)
+        .map_err(|e| bad("auth.token_file", path, e.to_string()))
 }
 
 /// The gateway's listening addresses differ (unless a port is 0, which

@@ -2,14 +2,15 @@
 //! key so that every error names the key, the bad value and what is
 //! accepted.
 //!
-//! `file.rs` is the schema, `check.rs` the key-by-key check (with
-//! `origin.rs` for the `[origin]` section), `checked.rs` what a file
-//! becomes once it passed.
+//! `file.rs` is the schema, `check.rs` the check of one section per
+//! function (with `pool.rs` for `[pool]` and `origin.rs` for `[origin]`),
+//! `checked.rs` what a file becomes once it passed.
 
 mod check;
 mod checked;
 mod file;
 mod origin;
+mod pool;
 #[cfg(test)]
 mod tests;
 
