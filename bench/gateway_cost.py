@@ -25,6 +25,7 @@ Not a test: run by hand, see docs/benchmarks.md.
   cargo build --release -p ebb-cli --bin ebb
   python3 bench/gateway_cost.py --reps 5
   python3 bench/gateway_cost.py --reps 1 --callgrind
+  python3 bench/gateway_cost.py --reps 5 --proto http   # the HTTP/JSON rows only
 """
 
 import argparse
@@ -162,11 +163,14 @@ def cost_run(a, proc, target, http, seed):
 def callgrind(a, children, tmp):
     out = os.path.join(tmp, "callgrind.out")
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    p, rpc, _ = ebb_up(children, tmp, os.path.abspath(a.ebb), "callgrind", a.gateway_threads, wrap=wrap)
+    p, rpc, http = ebb_up(children, tmp, os.path.abspath(a.ebb), "callgrind", a.gateway_threads, wrap=wrap)
+    # With --proto http the calls come over HTTP/JSON, else over ebb RPC.
+    over_http = a.proto == "http"
+    target = http if over_http else rpc
     # Warm up: connections, allocator, metric families.
-    run(a, rpc, 200, 2, False, 0, 8)
+    run(a, target, 200, 2, over_http, 0, 8)
     subprocess.run(["callgrind_control", "--zero", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
-    r = run(a, rpc, a.callgrind_rate, a.callgrind_calls / a.callgrind_rate, False, 1, 8)
+    r = run(a, target, a.callgrind_rate, a.callgrind_calls / a.callgrind_rate, over_http, 1, 8)
     subprocess.run(["callgrind_control", "--dump", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
     dumps = [f for f in os.listdir(tmp) if f.startswith("callgrind.out")]
     ir = None
@@ -198,6 +202,8 @@ def main():
     ap.add_argument("--gateway-threads", type=int, default=1,
                     help="the gateway's gateway.threads (1: one current-thread runtime)")
     ap.add_argument("--callgrind", action="store_true", help="only count the gateway's instructions per call")
+    ap.add_argument("--proto", choices=["rpc", "http", "both"], default="both",
+                    help="which ingress to measure (with --callgrind: rpc unless http)")
     ap.add_argument("--callgrind-calls", type=int, default=2000)
     ap.add_argument("--callgrind-rate", type=float, default=250.0)
     ap.add_argument("--annotate", help="with --callgrind: write callgrind_annotate's output here "
@@ -231,6 +237,7 @@ def main():
             ("http", "haproxy", hp_http, hp),
             ("http", "ebb gateway", gw_http, gw),
         ]
+        paths = [p for p in paths if a.proto in ("both", p[0])]
         for proto, _, t, _ in paths:
             run(a, t, 500, 1, proto == "http", 0, a.http_connections if proto == "http" else a.connections)
         if a.sweep:

@@ -45,28 +45,61 @@ fn n(v: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} missing in {v}"))
 }
 
+/// A short steady run whose arrivals are 30 % gets and 6 % puts on 4
+/// shared keys: enough of each in 4 seconds, on a few nodes.
+const SHORT_SHARED_RUN: [&str; 14] = [
+    "--seconds",
+    "4",
+    "--trace",
+    "steady",
+    "--base-rate",
+    "30",
+    "--work-us",
+    "1000",
+    "--gets",
+    "300",
+    "--puts",
+    "60",
+    "--keys",
+    "4",
+];
+
+/// Every call the summary counts ended one way or another.
+fn assert_every_call_counted(v: &Value) {
+    assert_eq!(
+        n(v, "requests"),
+        n(v, "ok") + n(v, "overloaded") + n(v, "deadline_exceeded") + n(v, "other_errors"),
+        "every call ended and was counted: {v}"
+    );
+}
+
+/// The run made gets and puts, every one was answered, and each put was
+/// applied at the origin once; `ctx` (the run's output, say) is shown on
+/// failure.
+fn assert_shared_data_all_answered(v: &Value, ctx: &str) {
+    let shared = &v["shared_data"];
+    assert!(n(shared, "gets") > 0 && n(shared, "puts") > 0, "{v}");
+    assert_eq!(
+        n(shared, "gets_ok"),
+        n(shared, "gets"),
+        "every get answered: {v}\n{ctx}"
+    );
+    assert_eq!(
+        n(shared, "puts_ok"),
+        n(shared, "puts"),
+        "every put answered: {v}\n{ctx}"
+    );
+    assert_eq!(
+        n(shared, "origin_writes"),
+        n(shared, "puts_ok"),
+        "each put applied at the origin once: {v}"
+    );
+}
+
 #[test]
 fn a_short_demo_writes_a_complete_report() {
     let out = scratch("short");
-    let (v, stdout) = demo(
-        &out,
-        &[
-            "--seconds",
-            "4",
-            "--trace",
-            "steady",
-            "--base-rate",
-            "30",
-            "--work-us",
-            "1000",
-            "--gets",
-            "300",
-            "--puts",
-            "60",
-            "--keys",
-            "4",
-        ],
-    );
+    let (v, stdout) = demo(&out, &SHORT_SHARED_RUN);
     for key in [
         "requests",
         "ok",
@@ -83,11 +116,7 @@ fn a_short_demo_writes_a_complete_report() {
         assert!(v.get(key).is_some(), "summary.json lacks {key}: {v}");
     }
     assert!(n(&v, "requests") > 50, "{v}");
-    assert_eq!(
-        n(&v, "requests"),
-        n(&v, "ok") + n(&v, "overloaded") + n(&v, "deadline_exceeded") + n(&v, "other_errors"),
-        "every call ended and was counted: {v}"
-    );
+    assert_every_call_counted(&v);
     assert!(n(&v, "min_nodes") >= 1, "a node served: {v}");
     assert!(
         v["policy"].as_str().expect("policy").starts_with("queue"),
@@ -106,23 +135,8 @@ fn a_short_demo_writes_a_complete_report() {
     // The nodes share the origin store: gets and puts went through, some
     // gets reached the origin (cold caches, invalidated keys) and the rest
     // were served by the nodes' lease caches.
+    assert_shared_data_all_answered(&v, "");
     let shared = &v["shared_data"];
-    assert!(n(shared, "gets") > 0 && n(shared, "puts") > 0, "{v}");
-    assert_eq!(
-        n(shared, "gets_ok"),
-        n(shared, "gets"),
-        "every get answered: {v}"
-    );
-    assert_eq!(
-        n(shared, "puts_ok"),
-        n(shared, "puts"),
-        "every put answered: {v}"
-    );
-    assert_eq!(
-        n(shared, "origin_writes"),
-        n(shared, "puts_ok"),
-        "each put applied at the origin once: {v}"
-    );
     assert!(
         n(shared, "origin_reads") > 0,
         "cold caches read the origin: {v}"
@@ -211,56 +225,20 @@ fn a_demo_runs_on_container_nodes_as_root() {
     }
     let out = scratch("container");
     let links_before = ebb_links();
-    let (v, stdout) = demo(
-        &out,
-        &[
-            "--kind",
-            "container",
-            "--seconds",
-            "4",
-            "--trace",
-            "steady",
-            "--base-rate",
-            "30",
-            "--work-us",
-            "1000",
-            "--gets",
-            "300",
-            "--puts",
-            "60",
-            "--keys",
-            "4",
-        ],
-    );
+    let args: Vec<&str> = ["--kind", "container"]
+        .into_iter()
+        .chain(SHORT_SHARED_RUN)
+        .collect();
+    let (v, stdout) = demo(&out, &args);
     assert_eq!(v["kind"], "container", "{v}");
     assert!(n(&v, "requests") > 50, "{v}");
-    assert_eq!(
-        n(&v, "requests"),
-        n(&v, "ok") + n(&v, "overloaded") + n(&v, "deadline_exceeded") + n(&v, "other_errors"),
-        "every call ended and was counted: {v}"
-    );
+    assert_every_call_counted(&v);
     assert!(n(&v, "ok") > 0, "container nodes answered: {v}\n{stdout}");
     // The containers reach the origin on its host address: gets and puts
     // all answered, each put applied once, some gets read the origin.
-    let shared = &v["shared_data"];
-    assert!(n(shared, "gets") > 0 && n(shared, "puts") > 0, "{v}");
-    assert_eq!(
-        n(shared, "gets_ok"),
-        n(shared, "gets"),
-        "every get answered: {v}\n{stdout}"
-    );
-    assert_eq!(
-        n(shared, "puts_ok"),
-        n(shared, "puts"),
-        "every put answered: {v}\n{stdout}"
-    );
-    assert_eq!(
-        n(shared, "origin_writes"),
-        n(shared, "puts_ok"),
-        "each put applied at the origin once: {v}"
-    );
+    assert_shared_data_all_answered(&v, &stdout);
     assert!(
-        n(shared, "origin_reads") > 0,
+        n(&v["shared_data"], "origin_reads") > 0,
         "the nodes read the origin: {v}"
     );
     // Every link the demo made (the origin's address, each container's
@@ -359,11 +337,7 @@ fn a_demo_runs_on_vm_nodes_as_root() {
     );
     assert_eq!(v["kind"], "vm", "{v}");
     assert!(n(&v, "requests") > 0, "{v}");
-    assert_eq!(
-        n(&v, "requests"),
-        n(&v, "ok") + n(&v, "overloaded") + n(&v, "deadline_exceeded") + n(&v, "other_errors"),
-        "every call ended and was counted: {v}"
-    );
+    assert_every_call_counted(&v);
     assert_eq!(
         n(&v, "ok"),
         n(&v, "requests"),
@@ -375,19 +349,7 @@ fn a_demo_runs_on_vm_nodes_as_root() {
     );
     // The guest reaches the origin on the host's loopback through QEMU's
     // user network: its gets and puts were all answered.
-    let shared = &v["shared_data"];
-    assert!(n(shared, "gets") > 0 && n(shared, "puts") > 0, "{v}");
-    assert_eq!(
-        n(shared, "gets_ok"),
-        n(shared, "gets"),
-        "every get answered: {v}"
-    );
-    assert_eq!(
-        n(shared, "puts_ok"),
-        n(shared, "puts"),
-        "every put answered: {v}"
-    );
-    assert_eq!(n(shared, "origin_writes"), n(shared, "puts_ok"), "{v}");
+    assert_shared_data_all_answered(&v, "");
     let _ = std::fs::remove_dir_all(&out);
 }
 

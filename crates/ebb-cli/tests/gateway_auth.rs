@@ -7,75 +7,80 @@
 mod gateway_common;
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
 
-use gateway_common::{MAX_POLLS, POLL_PAUSE, Up, http};
-use serde_json::Value;
+use gateway_common::{Up, any_node, http, metric, poll_status, status};
 
 const ALICE: &str = "alice-7f3a9c";
 const BOB: &str = "bob-21d0e4";
-
-fn admin_addr(up: &Up) -> SocketAddr {
-    for _ in 0..MAX_POLLS {
-        let found = up
-            .output()
-            .iter()
-            .find_map(|l| l.strip_prefix("admin listening on ")?.trim().parse().ok());
-        if let Some(a) = found {
-            return a;
-        }
-        std::thread::sleep(POLL_PAUSE);
-    }
-    panic!("no admin address printed: {:?}", up.output());
-}
+const UNAUTHENTICATED: &str = "ebb_gateway_unauthenticated_total";
+const CALLER_REFUSALS: &str = "ebb_gateway_caller_refusals_total";
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let (_, body, _) = http(admin, "GET", "/metrics", "", &[]);
-    let text = body.as_str().unwrap().to_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
+/// A gateway with its RPC ingress on `rpc`, HTTP on loopback, the admin
+/// endpoints on their own address, one process node (two at most), one
+/// call in flight per caller, and the callers' tokens in `token_file`.
+fn auth_config(rpc: &str, token_file: &Path) -> String {
+    format!(
+        "[gateway]\nrpc = \"{rpc}\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [service]\nname = \"demo\"\n\
+         [pool]\nkind = \"process\"\ninitial = 1\nmin = 1\nmax = 2\n\
+         [admission]\nmax_in_flight_per_caller = 1\n\
+         [auth]\ntoken_file = {:?}\n",
+        token_file.display().to_string()
+    )
 }
 
-fn status(admin: SocketAddr) -> Value {
-    let (code, body, _) = http(admin, "GET", "/status", "", &[]);
-    assert_eq!(code, 200, "{body}");
-    body
+/// Alice's and Bob's tokens, one a line, in `dir`.
+fn write_token_file(dir: &Path) -> std::path::PathBuf {
+    let tokens = dir.join("tokens.txt");
+    std::fs::write(&tokens, format!("# callers\n{ALICE}\n{BOB}\n")).unwrap();
+    tokens
+}
+
+/// The counter `name` for one ingress (`http` or `rpc`) in the admin
+/// address's `/metrics`.
+fn counter(admin: SocketAddr, name: &str, ingress: &str) -> u64 {
+    metric(admin, &format!("{name}{{ingress=\"{ingress}\"}}"))
+}
+
+/// Waits until one of the gateway's nodes has a call in flight.
+fn wait_for_a_call_on_a_node(up: &Up, admin: SocketAddr, whose: &str) {
+    up.wait_until_at(admin, &format!("{whose} reach a node"), |s| {
+        any_node(s, |n| n["in_flight"] == 1)
+    });
+}
+
+/// `ebb up --check CONFIG`, run to its end.
+fn check(config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn tokens_admin_address_and_per_caller_bounds() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.txt");
-    std::fs::write(&tokens, format!("# callers\n{ALICE}\n{BOB}\n")).unwrap();
-    let up = Up::start(
-        "auth",
-        &format!(
-            "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-             [service]\nname = \"demo\"\n\
-             [pool]\nkind = \"process\"\ninitial = 1\nmin = 1\nmax = 2\n\
-             [admission]\nmax_in_flight_per_caller = 1\n\
-             [auth]\ntoken_file = {:?}\n",
-            tokens.display().to_string()
-        ),
-    );
-    let admin = admin_addr(&up);
-    for _ in 0..MAX_POLLS {
-        let s = status(admin);
-        if s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["state"] == "ready")
-        {
-            break;
-        }
-        std::thread::sleep(POLL_PAUSE);
-    }
+    let tokens = write_token_file(dir.path());
+    let up = Up::start("auth", &auth_config("127.0.0.1:0", &tokens));
+    let admin = up.printed_addr("admin listening on ");
+    // A node not ready by then is no failure: the gateway holds the first
+    // calls until one is.
+    let _ = poll_status(admin, |s| any_node(s, |n| n["state"] == "ready"));
 
     // Calls need a valid token.
     let echo = r#"{"msg":"hi"}"#;
@@ -106,20 +111,8 @@ fn tokens_admin_address_and_per_caller_bounds() {
         &[("Authorization", &bearer(BOB))],
     );
     assert_eq!(code, 200, "{body}");
-    assert_eq!(
-        metric(
-            admin,
-            r#"ebb_gateway_unauthenticated_total{ingress="http"} "#
-        ),
-        3
-    );
-    assert_eq!(
-        metric(
-            admin,
-            r#"ebb_gateway_unauthenticated_total{ingress="rpc"} "#
-        ),
-        0
-    );
+    assert_eq!(counter(admin, UNAUTHENTICATED, "http"), 3);
+    assert_eq!(counter(admin, UNAUTHENTICATED, "rpc"), 0);
 
     // One call in flight for alice is her bound; bob is not affected.
     let http_addr = up.http;
@@ -135,20 +128,7 @@ fn tokens_admin_address_and_per_caller_bounds() {
             ],
         )
     });
-    let mut busy = false;
-    for _ in 0..MAX_POLLS {
-        let s = status(admin);
-        busy = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["in_flight"] == 1);
-        if busy {
-            break;
-        }
-        std::thread::sleep(POLL_PAUSE);
-    }
-    assert!(busy, "alice's sleep never reached a node");
+    wait_for_a_call_on_a_node(&up, admin, "alice's sleep");
     let (code, body, _) = up.post("/rpc/Demo/echo", echo, &[("Authorization", &bearer(ALICE))]);
     assert_eq!(
         (code, &body["error"]),
@@ -162,13 +142,7 @@ fn tokens_admin_address_and_per_caller_bounds() {
     let (code, _, _) = up.post("/rpc/Demo/echo", echo, &[("Authorization", &bearer(BOB))]);
     assert_eq!(code, 200, "bob has his own bound");
     assert_eq!(long.join().unwrap().0, 200);
-    assert_eq!(
-        metric(
-            admin,
-            r#"ebb_gateway_caller_refusals_total{ingress="http"} "#
-        ),
-        1
-    );
+    assert_eq!(counter(admin, CALLER_REFUSALS, "http"), 1);
     let (code, _, _) = up.post("/rpc/Demo/echo", echo, &[("Authorization", &bearer(ALICE))]);
     assert_eq!(code, 200, "alice's slot came back");
     up.stop();
@@ -190,16 +164,7 @@ fn tokens_let_the_rpc_ingress_face_the_network_and_an_empty_file_is_refused() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&check(&cfg));
     std::fs::write(&tokens, "# none\n").unwrap();
     std::fs::write(
         &cfg,
@@ -209,11 +174,7 @@ fn tokens_let_the_rpc_ingress_face_the_network_and_an_empty_file_is_refused() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("auth.token_file") && err.contains("no token"),
@@ -221,29 +182,18 @@ fn tokens_let_the_rpc_ingress_face_the_network_and_an_empty_file_is_refused() {
     );
 }
 
-/// `ebb call` against the gateway's RPC ingress, with the token in
-/// `token_file` if given.
-fn ebb_call(
-    up: &Up,
-    token_file: Option<&std::path::Path>,
-    method: &str,
-    args: &str,
-) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"));
-    cmd.args([
-        "call",
-        "--addr",
-        &up.rpc.to_string(),
-        "--timeout-ms",
-        "30000",
-    ]);
+/// `ebb call` against the gateway's RPC ingress at `rpc`, with the token
+/// in `token_file` if given.
+fn ebb_call(rpc: SocketAddr, token_file: Option<&Path>, method: &str, args: &str) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+    cmd.args(["call", "--addr", &rpc.to_string(), "--timeout-ms", "30000"]);
     if let Some(f) = token_file {
         cmd.arg("--token-file").arg(f);
     }
     cmd.arg(method).arg(args).output().unwrap()
 }
 
-fn failed_without_running(out: &std::process::Output, why: &str) -> String {
+fn failed_without_running(out: &Output, why: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("did not run") && err.contains(why), "{err}");
@@ -256,8 +206,7 @@ fn failed_without_running(out: &std::process::Output, why: &str) -> String {
 #[test]
 fn the_rpc_ingress_takes_bearer_tokens_and_bounds_each_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.txt");
-    std::fs::write(&tokens, format!("# callers\n{ALICE}\n{BOB}\n")).unwrap();
+    let tokens = write_token_file(dir.path());
     let token_of = |name: &str, token: &str| {
         let f = dir.path().join(name);
         std::fs::write(&f, format!("{token}\n")).unwrap();
@@ -269,127 +218,57 @@ fn the_rpc_ingress_takes_bearer_tokens_and_bounds_each_caller() {
         token_of("wrong", "alice"),
     );
     // Not loopback: with tokens, the RPC ingress may face the network.
-    let up = Up::start(
-        "rpc-auth",
-        &format!(
-            "[gateway]\nrpc = \"0.0.0.0:0\"\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-             [service]\nname = \"demo\"\n\
-             [pool]\nkind = \"process\"\ninitial = 1\nmin = 1\nmax = 2\n\
-             [admission]\nmax_in_flight_per_caller = 1\n\
-             [auth]\ntoken_file = {:?}\n",
-            tokens.display().to_string()
-        ),
-    );
-    let admin = admin_addr(&up);
+    let up = Up::start("rpc-auth", &auth_config("0.0.0.0:0", &tokens));
+    let admin = up.printed_addr("admin listening on ");
     let echo = r#"{"msg":"hi"}"#;
 
     // No token, a wrong one (a prefix of alice's): refused, typed, did not run.
-    let out = ebb_call(&up, None, "Demo.echo", echo);
+    let out = ebb_call(up.rpc, None, "Demo.echo", echo);
     let err = failed_without_running(&out, "bearer token");
     assert!(err.contains("--token-file"), "{err}");
-    let out = ebb_call(&up, Some(&wrong), "Demo.incr", r#"{"key":"k"}"#);
+    let out = ebb_call(up.rpc, Some(&wrong), "Demo.incr", r#"{"key":"k"}"#);
     let err = failed_without_running(&out, "bearer token");
     assert!(err.contains("does not accept the token"), "{err}");
     // Counted in /metrics under the RPC ingress (each call's handshake, and
     // any request it sent anyway), none under HTTP.
-    let rpc_unauthenticated = r#"ebb_gateway_unauthenticated_total{ingress="rpc"} "#;
-    assert!(metric(admin, rpc_unauthenticated) >= 2);
-    assert_eq!(
-        metric(
-            admin,
-            r#"ebb_gateway_unauthenticated_total{ingress="http"} "#
-        ),
-        0
-    );
+    assert!(counter(admin, UNAUTHENTICATED, "rpc") >= 2);
+    assert_eq!(counter(admin, UNAUTHENTICATED, "http"), 0);
 
     // Alice's token: served.
-    let out = ebb_call(&up, Some(&alice), "Demo.echo", echo);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ebb_call(up.rpc, Some(&alice), "Demo.echo", echo);
+    assert_success(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"hi\"");
 
     // One call in flight is alice's bound over RPC too; bob is served.
     let sleeper = {
-        let (up_rpc, alice) = (up.rpc, alice.clone());
-        std::thread::spawn(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-                .args([
-                    "call",
-                    "--addr",
-                    &up_rpc.to_string(),
-                    "--timeout-ms",
-                    "30000",
-                ])
-                .arg("--token-file")
-                .arg(&alice)
-                .args(["Demo.sleep", r#"{"millis": 3000}"#])
-                .output()
-                .unwrap()
-        })
+        let (rpc, alice) = (up.rpc, alice.clone());
+        std::thread::spawn(move || ebb_call(rpc, Some(&alice), "Demo.sleep", r#"{"millis": 3000}"#))
     };
-    let mut busy = false;
-    for _ in 0..MAX_POLLS {
-        busy = status(admin)["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["in_flight"] == 1);
-        if busy {
-            break;
-        }
-        std::thread::sleep(POLL_PAUSE);
-    }
-    assert!(busy, "alice's sleep never reached a node");
-    let out = ebb_call(&up, Some(&alice), "Demo.incr", r#"{"key":"a"}"#);
+    wait_for_a_call_on_a_node(&up, admin, "alice's sleep");
+    let out = ebb_call(up.rpc, Some(&alice), "Demo.incr", r#"{"key":"a"}"#);
     let err = failed_without_running(&out, "calls executing");
     assert!(err.contains("retry when some end"), "{err}");
-    let rpc_caller = r#"ebb_gateway_caller_refusals_total{ingress="rpc"} "#;
-    assert!(metric(admin, rpc_caller) >= 1, "the refusal is counted");
-    assert_eq!(
-        metric(
-            admin,
-            r#"ebb_gateway_caller_refusals_total{ingress="http"} "#
-        ),
-        0
+    assert!(
+        counter(admin, CALLER_REFUSALS, "rpc") >= 1,
+        "the refusal is counted"
     );
-    let out = ebb_call(&up, Some(&bob), "Demo.echo", echo);
+    assert_eq!(counter(admin, CALLER_REFUSALS, "http"), 0);
+    let out = ebb_call(up.rpc, Some(&bob), "Demo.echo", echo);
     assert!(
         out.status.success(),
         "bob has his own bound: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let slept = sleeper.join().unwrap();
-    assert!(
-        slept.status.success(),
-        "{}",
-        String::from_utf8_lossy(&slept.stderr)
-    );
+    assert_success(&sleeper.join().unwrap());
     // A resend of the idempotent sleep may still run at the node (the
     // client ended with the first copy's reply); alice's slot comes back
     // once nothing of hers is in flight.
-    let mut idle = false;
-    for _ in 0..MAX_POLLS {
-        idle = status(admin)["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["in_flight"] == 0);
-        if idle {
-            break;
-        }
-        std::thread::sleep(POLL_PAUSE);
-    }
-    assert!(idle, "the nodes never went idle");
+    up.wait_until_at(admin, "the nodes go idle", |s| {
+        !any_node(s, |n| n["in_flight"] != 0)
+    });
     // Alice's refused incr did not run: the first incr of "a" counts 1.
-    let out = ebb_call(&up, Some(&alice), "Demo.incr", r#"{"key":"a"}"#);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ebb_call(up.rpc, Some(&alice), "Demo.incr", r#"{"key":"a"}"#);
+    assert_success(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"Ok":1}"#);
     up.stop();
 }

@@ -7,23 +7,12 @@
 
 mod gateway_common;
 
-use std::net::SocketAddr;
-
-use gateway_common::{Up, http};
+use gateway_common::{Up, metric};
 
 /// Calls sent at most, waiting for hedges to have fired and won.
 const MAX_CALLS: usize = 400;
 /// Calls sent at least, so the hedge delay is measured (`min_samples`).
 const MIN_CALLS: usize = 40;
-
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let (_, body, _) = http(addr, "GET", "/metrics", "", &[]);
-    let text = body.as_str().unwrap().to_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).filter(|v| v.starts_with(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 #[test]
 fn a_slow_nodes_idempotent_calls_are_hedged_and_the_hedges_win() {

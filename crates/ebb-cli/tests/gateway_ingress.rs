@@ -89,37 +89,35 @@ fn same_answers_and_errors(kind: &str) {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"Ok":1}"#);
 
-    // Documented errors.
-    let (code, body, _) = up.post("/rpc/Demo/nope", "{}", &[]);
-    assert_eq!(
-        (code, body["error"].as_str()),
-        (404, Some("unknown_method")),
-        "{body}"
-    );
-    let (code, body, _) = up.post("/rpc/Nope/echo", "{}", &[]);
-    assert_eq!(
-        (code, body["error"].as_str()),
-        (404, Some("unknown_service")),
-        "{body}"
-    );
-    let (code, body, _) = up.post("/rpc/Demo/echo", r#"{"msg": 5}"#, &[]);
-    assert_eq!(
-        (code, body["error"].as_str()),
-        (400, Some("bad_arguments")),
-        "{body}"
-    );
-    let (code, body, _) = up.post("/rpc/Demo/echo", "{", &[]);
-    assert_eq!(
-        (code, body["error"].as_str()),
-        (400, Some("bad_request")),
-        "{body}"
-    );
-    let (code, body, _) = up.post("/rpc/Demo/echo", "{}", &[("ebb-deadline-ms", "soon")]);
-    assert_eq!(
-        (code, body["error"].as_str()),
-        (400, Some("bad_request")),
-        "{body}"
-    );
+    // Documented errors: (path, body, headers) and the status and kind.
+    let no_headers: &[(&str, &str)] = &[];
+    let cases = [
+        ("/rpc/Demo/nope", "{}", no_headers, 404, "unknown_method"),
+        ("/rpc/Nope/echo", "{}", no_headers, 404, "unknown_service"),
+        (
+            "/rpc/Demo/echo",
+            r#"{"msg": 5}"#,
+            no_headers,
+            400,
+            "bad_arguments",
+        ),
+        ("/rpc/Demo/echo", "{", no_headers, 400, "bad_request"),
+        (
+            "/rpc/Demo/echo",
+            "{}",
+            &[("ebb-deadline-ms", "soon")],
+            400,
+            "bad_request",
+        ),
+    ];
+    for (path, request, headers, want_code, want_kind) in cases {
+        let (code, body, _) = up.post(path, request, headers);
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (want_code, Some(want_kind)),
+            "POST {path} {request}: {body}"
+        );
+    }
     let (code, body, _) = up.post("/pool", r#"{"target": 99}"#, &[]);
     assert_eq!(code, 400, "{body}");
     assert!(

@@ -10,6 +10,16 @@ fn ebb(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The JSON object a successful `ebb sim ... --json` printed.
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn json_prints_one_object_with_the_contract_fields() {
     let out = ebb(&[
@@ -98,12 +108,7 @@ fn sweep_writes_an_svg_with_a_line_per_policy_and_theory() {
         svg.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&out);
     assert_eq!(v["runs"].as_array().unwrap().len(), 6);
     let text = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -141,12 +146,7 @@ fn scale_adds_the_scaling_fields_and_writes_a_timeline() {
         timeline.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&out);
     for key in [
         "node_seconds",
         "slo_miss_fraction",

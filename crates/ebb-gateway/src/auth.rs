@@ -15,6 +15,7 @@
 //! Mechanism only: the HTTP layer decides where these apply.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The bearer tokens the ingress accepts: the RPC layer's, so HTTP and RPC
@@ -37,11 +38,33 @@ pub fn rpc_server_config(max_in_flight_per_caller: usize) -> ebb_rpc::semantics:
     }
 }
 
+/// Who a request counts against: a small copyable key, so letting a
+/// request in builds no string (it is named only when refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// The bearer token at this index of the token file.
+    Token(usize),
+    /// The peer's address, when no tokens are configured.
+    Peer(IpAddr),
+    /// Neither is known (a connection served without its peer address).
+    Unknown,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Token(i) => write!(f, "token {}", i + 1),
+            Caller::Peer(ip) => write!(f, "{ip}"),
+            Caller::Unknown => f.write_str("unknown peer"),
+        }
+    }
+}
+
 /// Why a caller's request was not let in.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallerRefusal {
     #[error("caller {caller} already has {limit} requests in flight, its bound")]
-    AtBound { caller: String, limit: usize },
+    AtBound { caller: Caller, limit: usize },
     #[error("{MAX_TRACKED_CALLERS} callers have requests in flight; no room for another")]
     TooManyCallers,
 }
@@ -49,7 +72,7 @@ pub enum CallerRefusal {
 #[derive(Debug)]
 struct Table {
     max_per_caller: usize,
-    in_flight: HashMap<String, usize>,
+    in_flight: HashMap<Caller, usize>,
 }
 
 /// Requests in flight per caller.
@@ -62,7 +85,7 @@ pub struct CallerBounds {
 #[derive(Debug)]
 pub struct CallerSlot {
     table: Arc<Mutex<Table>>,
-    caller: String,
+    caller: Caller,
 }
 
 fn lock(t: &Mutex<Table>) -> MutexGuard<'_, Table> {
@@ -85,41 +108,31 @@ impl CallerBounds {
     }
 
     /// Lets one more request of `caller` in, or says why not.
-    pub fn enter(&self, caller: &str) -> Result<CallerSlot, CallerRefusal> {
+    pub fn enter(&self, caller: Caller) -> Result<CallerSlot, CallerRefusal> {
         let mut t = lock(&self.table);
         let limit = t.max_per_caller;
         let tracked = t.in_flight.len();
-        match t.in_flight.get_mut(caller) {
-            Some(n) if *n >= limit => {
-                return Err(CallerRefusal::AtBound {
-                    caller: caller.to_owned(),
-                    limit,
-                });
-            }
+        match t.in_flight.get_mut(&caller) {
+            Some(n) if *n >= limit => return Err(CallerRefusal::AtBound { caller, limit }),
             Some(n) => *n += 1,
             None if tracked >= MAX_TRACKED_CALLERS => return Err(CallerRefusal::TooManyCallers),
-            None if limit == 0 => {
-                return Err(CallerRefusal::AtBound {
-                    caller: caller.to_owned(),
-                    limit,
-                });
-            }
+            None if limit == 0 => return Err(CallerRefusal::AtBound { caller, limit }),
             None => {
-                t.in_flight.insert(caller.to_owned(), 1);
+                t.in_flight.insert(caller, 1);
             }
         }
         debug_assert!(t.in_flight.len() <= MAX_TRACKED_CALLERS);
         Ok(CallerSlot {
             table: Arc::clone(&self.table),
-            caller: caller.to_owned(),
+            caller,
         })
     }
 
     /// Requests `caller` has in flight.
-    pub fn in_flight(&self, caller: &str) -> usize {
+    pub fn in_flight(&self, caller: Caller) -> usize {
         lock(&self.table)
             .in_flight
-            .get(caller)
+            .get(&caller)
             .copied()
             .unwrap_or(0)
     }
@@ -144,21 +157,26 @@ mod tests {
     #[test]
     fn each_caller_is_bounded_on_its_own_and_slots_give_back() {
         let b = CallerBounds::new(2);
-        let a1 = b.enter("a").expect("first");
-        let a2 = b.enter("a").expect("second");
-        let e = b.enter("a").expect_err("third is over the bound");
+        let (a, other) = (Caller::Token(0), Caller::Peer([127, 0, 0, 1].into()));
+        let a1 = b.enter(a).expect("first");
+        let a2 = b.enter(a).expect("second");
+        let e = b.enter(a).expect_err("third is over the bound");
         assert_eq!(
             e,
             CallerRefusal::AtBound {
-                caller: "a".into(),
+                caller: a,
                 limit: 2
             }
         );
-        let other = b.enter("b").expect("another caller is not affected");
+        assert_eq!(
+            e.to_string(),
+            "caller token 1 already has 2 requests in flight, its bound"
+        );
+        let o = b.enter(other).expect("another caller is not affected");
         drop(a1);
-        let a3 = b.enter("a").expect("room again");
-        drop((a2, a3, other));
-        assert_eq!((b.in_flight("a"), b.in_flight("b")), (0, 0));
+        let a3 = b.enter(a).expect("room again");
+        drop((a2, a3, o));
+        assert_eq!((b.in_flight(a), b.in_flight(other)), (0, 0));
         assert!(
             lock(&b.table).in_flight.is_empty(),
             "idle callers forgotten"

@@ -42,8 +42,14 @@ pub const MAX_START_BACKOFF_MS: u64 = 5_000;
 /// The largest pool size anyone may ask for.
 pub const MAX_POOL_SIZE: usize = 256;
 /// How long a node that accepted the handshake may take to describe its
-/// service; past it the handshake is tried again at the next tick.
+/// service when the config sets nothing; past it the handshake is tried
+/// again at the next tick.
 pub const DESCRIBE_TIMEOUT_MS: u64 = 2_000;
+/// Handshakes in progress at once at most. They run on the gateway's
+/// runtime, not on the manager's thread, so a node slow to answer holds up
+/// neither the tick nor the other nodes' handshakes; past this bound a
+/// ready node waits for a later tick.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -63,6 +69,9 @@ pub struct PoolConfig {
     /// Calls in flight on one node at most; more wait at the gateway. The
     /// nodes' own bound per connection, so they never refuse for it.
     pub max_in_flight_per_node: u32,
+    /// How long a node that accepted the handshake's connection may take
+    /// to describe its service before the handshake is tried again.
+    pub describe_timeout_ms: u64,
 }
 
 impl Default for PoolConfig {
@@ -77,6 +86,7 @@ impl Default for PoolConfig {
             cost_per_node_sec_micros: 0,
             scale_tick_ms: 1_000,
             max_in_flight_per_node: crate::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
+            describe_timeout_ms: DESCRIBE_TIMEOUT_MS,
         }
     }
 }
@@ -130,6 +140,36 @@ enum Command {
     /// The target changed: act now rather than at the next tick.
     Wake,
     Shutdown,
+    /// A node's handshake ended on the runtime: act on it now.
+    Handshake(NodeId, Handshake),
+}
+
+/// How a handshake with a node that said it is ready ended.
+enum Handshake {
+    /// Connected (the connection its calls will use) and described.
+    Described(TcpClient, ebb_rpc::service::ServiceDescription),
+    /// The node refuses what the gateway presents: it would refuse every
+    /// call, so trying again cannot help.
+    Unauthorized(String),
+    /// Not reachable or no description in time: tried again later.
+    Failed,
+}
+
+/// Connects to a node and asks what it serves.
+async fn handshake(addr: SocketAddr, credentials: Credentials, describe: Nanos) -> Handshake {
+    let connected =
+        TcpClient::connect_as(&addr.to_string(), TcpClientConfig::default(), credentials).await;
+    let Ok(client) = connected else {
+        return Handshake::Failed;
+    };
+    match client.describe(describe).await {
+        Ok(d) => Handshake::Described(client, d),
+        Err(ebb_rpc::CallError::Refused {
+            reason: ebb_rpc::wire::Refusal::Unauthorized,
+            message,
+        }) => Handshake::Unauthorized(message),
+        Err(_) => Handshake::Failed,
+    }
 }
 
 /// Talks to the pool manager thread.
@@ -209,6 +249,12 @@ struct Manager {
     /// Nodes the provider said are ready but that did not answer the
     /// handshake yet.
     awaiting_handshake: HashMap<NodeId, SocketAddr>,
+    /// Of those, the ones whose handshake is running on the runtime (at
+    /// most `MAX_CONCURRENT_HANDSHAKES`).
+    handshaking: HashSet<NodeId>,
+    /// Where a running handshake reports its end (this manager's own
+    /// command channel, so the report wakes it).
+    reports: mpsc::Sender<Command>,
     addrs: HashMap<NodeId, SocketAddr>,
     stopping: HashSet<NodeId>,
     next_start_at: Instant,
@@ -268,6 +314,8 @@ pub fn spawn(
         node_credentials,
         next_id: 1,
         awaiting_handshake: HashMap::new(),
+        handshaking: HashSet::new(),
+        reports: tx.clone(),
         addrs: HashMap::new(),
         stopping: HashSet::new(),
         next_start_at: now,
@@ -293,13 +341,16 @@ impl Manager {
         loop {
             match rx.recv_timeout(tick) {
                 Ok(Command::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(Command::Handshake(id, done)) => self.handshake_done(id, done),
+                // The manager holds a sender itself (`reports`), so only
+                // the handle's `Shutdown` ends it.
                 Ok(Command::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     shutdown_since.get_or_insert(self.clock.now());
                 }
             }
             let now = self.clock.now();
             self.events(now);
-            self.handshakes(now);
+            self.handshakes();
             self.remove_dead(now);
             self.stop_drained();
             self.registry.maintain(now);
@@ -381,57 +432,69 @@ impl Manager {
         self.backoff = Nanos(self.backoff.as_nanos().saturating_mul(2)).min(max);
     }
 
-    /// Connects to each node that says it is ready and asks what it
-    /// serves; the connection is the one its calls will use, so a node
-    /// that cannot be reached never gets work, and a node whose service
-    /// does not fit the pool's is stopped without getting any.
-    fn handshakes(&mut self, now: Instant) {
-        let waiting: Vec<(NodeId, SocketAddr)> = self
+    /// Starts a handshake (connect, then `Describe`) on the runtime with
+    /// each node that says it is ready and has none running, up to
+    /// `MAX_CONCURRENT_HANDSHAKES` at once; [`Manager::handshake_done`]
+    /// acts on each as it ends. The connection is the one its calls will
+    /// use, so a node that cannot be reached never gets work.
+    fn handshakes(&mut self) {
+        let room = MAX_CONCURRENT_HANDSHAKES.saturating_sub(self.handshaking.len());
+        let start: Vec<(NodeId, SocketAddr)> = self
             .awaiting_handshake
             .iter()
+            .filter(|(id, _)| !self.handshaking.contains(id))
             .map(|(&id, &addr)| (id, addr))
+            .take(room)
             .collect();
-        for (id, addr) in waiting {
-            let connected = self.rt.block_on(TcpClient::connect_as(
-                &addr.to_string(),
-                TcpClientConfig::default(),
-                self.node_credentials.clone(),
-            ));
-            let Ok(client) = connected else { continue };
-            let described = self
-                .rt
-                .block_on(client.describe(Nanos::from_millis(DESCRIBE_TIMEOUT_MS)));
-            let description = match described {
-                Ok(d) => d,
-                // Trying again cannot help: the node refuses what the
-                // gateway presents, and would refuse every call.
-                Err(ebb_rpc::CallError::Refused {
-                    reason: ebb_rpc::wire::Refusal::Unauthorized,
-                    message,
-                }) => {
-                    self.awaiting_handshake.remove(&id);
-                    let _ = self.provider.stop(id);
-                    self.back_off(now);
-                    self.gone(
-                        id,
-                        &format!("refused the gateway's credentials: {message}"),
-                        now,
-                    );
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            self.awaiting_handshake.remove(&id);
-            if let Err(why) = self.service.admit(description) {
+        let describe = Nanos::from_millis(self.cfg.describe_timeout_ms);
+        for (id, addr) in start {
+            self.handshaking.insert(id);
+            let reports = self.reports.clone();
+            let credentials = self.node_credentials.clone();
+            self.rt.spawn(async move {
+                let done = handshake(addr, credentials, describe).await;
+                // The manager has ended (shutdown): the connection closes.
+                let _ = reports.send(Command::Handshake(id, done));
+            });
+        }
+        debug_assert!(self.handshaking.len() <= MAX_CONCURRENT_HANDSHAKES);
+    }
+
+    /// A handshake ended: the node becomes ready, is stopped (it refused
+    /// the gateway's credentials, or its service does not fit the pool's),
+    /// or waits for another try. A node that went away or began draining
+    /// meanwhile is left alone, its connection dropped.
+    fn handshake_done(&mut self, id: NodeId, done: Handshake) {
+        self.handshaking.remove(&id);
+        if !self.awaiting_handshake.contains_key(&id) {
+            return;
+        }
+        let now = self.clock.now();
+        let (client, description) = match done {
+            Handshake::Described(client, description) => (client, description),
+            Handshake::Unauthorized(message) => {
+                self.awaiting_handshake.remove(&id);
                 let _ = self.provider.stop(id);
                 self.back_off(now);
-                self.gone(id, &format!("refused at the handshake: {why}"), now);
-                continue;
+                self.gone(
+                    id,
+                    &format!("refused the gateway's credentials: {message}"),
+                    now,
+                );
+                return;
             }
-            if self.registry.set_ready(id, Arc::new(client), now) {
-                self.backoff = Nanos::from_millis(START_BACKOFF_MS);
-                self.change(id, Some(Life::Booting), Life::Ready, None);
-            }
+            Handshake::Failed => return,
+        };
+        self.awaiting_handshake.remove(&id);
+        if let Err(why) = self.service.admit(description) {
+            let _ = self.provider.stop(id);
+            self.back_off(now);
+            self.gone(id, &format!("refused at the handshake: {why}"), now);
+            return;
+        }
+        if self.registry.set_ready(id, Arc::new(client), now) {
+            self.backoff = Nanos::from_millis(START_BACKOFF_MS);
+            self.change(id, Some(Life::Booting), Life::Ready, None);
         }
     }
 

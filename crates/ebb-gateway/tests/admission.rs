@@ -4,13 +4,14 @@
 //! saturated. In-process nodes whose reports the test sets.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::{add_ready, claim_now, registry};
 use ebb_core::{Instant, Nanos, NodeId};
-use ebb_gateway::registry::{Acquired, NewNode, Registry};
-use ebb_node::provider::NodeKind;
+use ebb_gateway::registry::{Acquired, Registry};
 use ebb_policy::admission::{AdmissionConfig, ServiceTimeSource};
 use ebb_rpc::CallError;
 use ebb_rpc::service::{BoxFuture, CallOptions, MethodInfo, Transport};
@@ -53,45 +54,25 @@ fn judge(node_says: Nanos, gateway_saw: Nanos, from: ServiceTimeSource) -> Acqui
         service_time_from: from,
         ..AdmissionConfig::default()
     };
-    let registry = Registry::new(ebb_policy::balance::parse("jsq").unwrap(), cfg, 5);
+    let registry = registry("jsq", cfg, 5);
     for i in 1..=NODES {
-        let id = NodeId(i);
-        registry.add_booting(
-            NewNode {
-                id,
-                kind: NodeKind::Thread,
-                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-                cost_per_sec_micros: 0,
-                started_unix_ms: 0,
-                expected_boot: Nanos::from_millis(10),
-            },
-            T0,
-        );
         let node = Reporting {
             service_time: node_says,
         };
-        assert!(registry.set_ready(id, Arc::new(node), T0));
+        add_ready(&registry, NodeId(i), Arc::new(node), T0);
     }
     registry.set_target(NODES as usize, Nanos::from_millis(10));
     let far = T0 + Nanos::from_secs(600);
     // One call alone on each node, timed by the gateway; the reply also
     // brought the node's own figure.
     for _ in 0..NODES {
-        let Acquired::Now(mut slot) = registry.acquire(0, far, T0, &[], true, None) else {
-            panic!("an idle node was not handed out");
-        };
-        slot.claim();
+        let slot = claim_now(registry.acquire(0, far, T0, &[], true, None));
         registry.release(slot.node, Some(gateway_saw), 0, T0);
     }
     let mut busy = Vec::new();
     for _ in 0..AHEAD {
-        match registry.acquire(0, far, T0, &[], true, None) {
-            Acquired::Now(mut slot) => {
-                slot.claim();
-                busy.push(slot);
-            }
-            _ => panic!("a call with ten minutes to spare was not sent"),
-        }
+        // A call with ten minutes to spare is sent at once.
+        busy.push(claim_now(registry.acquire(0, far, T0, &[], true, None)));
     }
     let deadline = T0 + Nanos::from_millis(100);
     let verdict = registry.acquire(0, deadline, T0, &[], true, None);
@@ -147,31 +128,13 @@ fn slow_nodes_refuse_at_once_however_fast_the_gateway_saw_them() {
 /// One node, one call at a time, the given admission: the node is handed
 /// out once and the slot returned, busy, so later requests are held.
 fn one_busy_node(cfg: AdmissionConfig) -> (Registry, ebb_gateway::registry::Slot) {
-    let registry = Registry::new(ebb_policy::balance::parse("jsq").unwrap(), cfg, 9)
-        .with_max_in_flight_per_node(1);
-    let id = NodeId(1);
-    registry.add_booting(
-        NewNode {
-            id,
-            kind: NodeKind::Thread,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            cost_per_sec_micros: 0,
-            started_unix_ms: 0,
-            expected_boot: Nanos::from_millis(10),
-        },
-        T0,
-    );
+    let registry = registry("jsq", cfg, 9).with_max_in_flight_per_node(1);
     let node = Reporting {
         service_time: Nanos::from_millis(1),
     };
-    assert!(registry.set_ready(id, Arc::new(node), T0));
+    add_ready(&registry, NodeId(1), Arc::new(node), T0);
     registry.set_target(1, Nanos::from_millis(10));
-    let Acquired::Now(mut slot) =
-        registry.acquire(0, T0 + Nanos::from_secs(600), T0, &[], true, None)
-    else {
-        panic!("an idle node was not handed out");
-    };
-    slot.claim();
+    let slot = claim_now(registry.acquire(0, T0 + Nanos::from_secs(600), T0, &[], true, None));
     (registry, slot)
 }
 
@@ -250,11 +213,7 @@ fn the_gateways_service_time_moves_under_load() {
     // of service each.
     let far = T0 + Nanos::from_secs(600);
     for i in 0..200 {
-        let Acquired::Now(mut slot) = registry.acquire(0, far, at_ms(20 + i), &[], true, None)
-        else {
-            panic!("the idle node was not handed out");
-        };
-        slot.claim();
+        let slot = claim_now(registry.acquire(0, far, at_ms(20 + i), &[], true, None));
         registry.release(slot.node, Some(Nanos::from_millis(8)), 3, at_ms(20 + i));
     }
     let s = registry.tick().service_time;

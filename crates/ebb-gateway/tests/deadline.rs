@@ -3,21 +3,21 @@
 //! the caller and the gateway's RPC ingress; an in-process node behind it.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use common::{add_ready, claim_now, registry, wait_for};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::Forwarder;
 use ebb_gateway::ingress::RpcIngress;
-use ebb_gateway::metrics::Metrics;
-use ebb_gateway::registry::{Acquired, NewNode, Registry};
+use ebb_gateway::registry::Registry;
 use ebb_gateway::service::Served;
-use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
-use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::CallError;
 use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceCodec, Transport,
@@ -87,61 +87,60 @@ async fn ingress(forwarder: &Arc<Forwarder>, default_timeout: Nanos) -> SocketAd
     addr
 }
 
-async fn wait_for(cond: impl Fn() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
-    }
-    panic!("condition never held");
-}
-
 /// A pool of one stuck node that has measured a service time of one
 /// second, behind a forwarder.
 fn pool_with_a_second_of_service() -> (Registry, Arc<Stuck>, Arc<Forwarder>) {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("jsq").unwrap(),
-        AdmissionConfig::default(),
-        1,
-    );
+    let registry = registry("jsq", AdmissionConfig::default(), 1);
     let clock = Clock::new();
     let node = Arc::new(Stuck::default());
     let id = NodeId(1);
-    registry.add_booting(
-        NewNode {
-            id,
-            kind: NodeKind::Thread,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            cost_per_sec_micros: 0,
-            started_unix_ms: 0,
-            expected_boot: Nanos::from_millis(10),
-        },
-        clock.now(),
-    );
-    assert!(registry.set_ready(id, node.clone(), clock.now()));
+    add_ready(&registry, id, node.clone(), clock.now());
     registry.set_target(1, Nanos::from_millis(10));
     // One call took a second: that is the measured service time.
     let now = clock.now();
-    let Acquired::Now(mut slot) =
-        registry.acquire(0, now + Nanos::from_secs(9), now, &[], true, None)
-    else {
-        panic!("an idle ready node was not handed out");
-    };
-    slot.claim();
-    drop(slot);
+    drop(claim_now(registry.acquire(
+        0,
+        now + Nanos::from_secs(9),
+        now,
+        &[],
+        true,
+        None,
+    )));
     registry.release(id, Some(Nanos::from_secs(1)), 0, clock.now());
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    ));
+    let forwarder = common::forwarder(&registry, clock);
     (registry, node, forwarder)
 }
 
-#[tokio::test]
-async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
+/// How a test's caller sends its call: typed, or as JSON over ebb RPC
+/// (what `ebb call` sends).
+#[derive(Clone, Copy, Debug)]
+enum Encoding {
+    Typed,
+    Json,
+}
+
+/// One call of `slow` from `caller` with `options`, its reply dropped.
+async fn call(
+    caller: &TcpClient,
+    encoding: Encoding,
+    options: CallOptions,
+) -> Result<(), CallError> {
+    match encoding {
+        Encoding::Typed => caller
+            .call(&METHODS[0], Bytes::new(), options)
+            .await
+            .map(drop),
+        Encoding::Json => caller
+            .call_json(0, false, &serde_json::json!({}), options)
+            .await
+            .map(drop),
+    }
+}
+
+/// Two doors to one pool whose node has measured a second of service:
+/// each caller's own deadline, not the door's default, decides whether
+/// its call is taken, and the node is given what the caller has left.
+async fn the_callers_deadline_decides(encoding: Encoding) {
     let (registry, node, forwarder) = pool_with_a_second_of_service();
     // Two doors to one pool: their defaults would decide the opposite of
     // what each caller's own deadline decides.
@@ -156,13 +155,16 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
         .unwrap();
     let waiting = tokio::spawn(async move {
         let options = CallOptions::default().with_timeout(long);
-        caller.call(&METHODS[0], Bytes::new(), options).await
+        call(&caller, encoding, options).await
     });
-    wait_for(|| node.timeouts.lock().unwrap().len() == 1).await;
+    wait_for("the call reached the node", || {
+        node.timeouts.lock().unwrap().len() == 1
+    })
+    .await;
     let given = node.timeouts.lock().unwrap()[0];
     assert!(
         given > Nanos::from_secs(50) && given <= long,
-        "the node was given {given}, not what the caller had left"
+        "{encoding:?}: the node was given {given}, not what the caller had left"
     );
     assert!(!waiting.is_finished());
 
@@ -172,16 +174,15 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
         .await
         .unwrap();
     let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
-    let refused = caller.call(&METHODS[0], Bytes::new(), options).await;
-    match refused {
+    match call(&caller, encoding, options).await {
         Err(CallError::Overloaded {
             ref message,
             retry_after,
         }) => assert!(
             message.contains("deadline") && retry_after > Nanos::ZERO,
-            "refused for {message}"
+            "{encoding:?}: refused for {message}"
         ),
-        other => panic!("a call that cannot finish in time got {other:?}"),
+        other => panic!("{encoding:?}: a call that cannot finish in time got {other:?}"),
     }
     assert_eq!(
         node.timeouts.lock().unwrap().len(),
@@ -193,54 +194,14 @@ async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
     waiting.abort();
 }
 
+#[tokio::test]
+async fn the_callers_deadline_decides_admission_and_reaches_the_node() {
+    the_callers_deadline_decides(Encoding::Typed).await;
+}
+
 /// The same for a JSON request over ebb RPC (what `ebb call` sends): the
 /// caller's deadline, not the ingress's default, is what counts.
 #[tokio::test]
 async fn a_json_calls_own_deadline_decides_admission_and_reaches_the_node() {
-    let (registry, node, forwarder) = pool_with_a_second_of_service();
-    let patient_default = ingress(&forwarder, Nanos::from_secs(60)).await;
-    let hasty_default = ingress(&forwarder, Nanos::from_millis(10)).await;
-
-    let long = Nanos::from_secs(60);
-    let caller = TcpClient::connect(&hasty_default.to_string())
-        .await
-        .unwrap();
-    let waiting = tokio::spawn(async move {
-        let options = CallOptions::default().with_timeout(long);
-        caller
-            .call_json(0, false, &serde_json::json!({}), options)
-            .await
-    });
-    wait_for(|| node.timeouts.lock().unwrap().len() == 1).await;
-    let given = node.timeouts.lock().unwrap()[0];
-    assert!(
-        given > Nanos::from_secs(50) && given <= long,
-        "the node was given {given}, not what the JSON caller had left"
-    );
-    assert!(!waiting.is_finished());
-
-    let caller = TcpClient::connect(&patient_default.to_string())
-        .await
-        .unwrap();
-    let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
-    let refused = caller
-        .call_json(0, false, &serde_json::json!({}), options)
-        .await;
-    match refused {
-        Err(CallError::Overloaded {
-            ref message,
-            retry_after,
-        }) => assert!(
-            message.contains("deadline") && retry_after > Nanos::ZERO,
-            "refused for {message}"
-        ),
-        other => panic!("a JSON call that cannot finish in time got {other:?}"),
-    }
-    assert_eq!(
-        node.timeouts.lock().unwrap().len(),
-        1,
-        "it reached the node"
-    );
-    assert_eq!(registry.tick().refusals, 1);
-    waiting.abort();
+    the_callers_deadline_decides(Encoding::Json).await;
 }

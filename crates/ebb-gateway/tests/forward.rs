@@ -3,17 +3,18 @@
 //! connection or hang, as the test scripts them.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::{add_booting, forwarder_with_budget, registry, wait_for};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::{Forwarder, GatewayError};
 use ebb_gateway::metrics::Metrics;
-use ebb_gateway::registry::{Life, NewNode, Registry};
-use ebb_node::provider::NodeKind;
+use ebb_gateway::registry::{Life, Registry};
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::outlier::OutlierConfig;
 use ebb_policy::retry::RetryBudgetConfig;
@@ -153,44 +154,21 @@ fn node(name: &'static str, act: Act) -> Arc<Node> {
 
 /// Ready nodes behind round-robin, in the order given.
 fn pool(nodes: Vec<Arc<Node>>, budget: RetryBudgetConfig) -> Pool {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("rr").unwrap(),
-        AdmissionConfig::default(),
-        1,
-    );
+    let registry = registry("rr", AdmissionConfig::default(), 1);
     let clock = Clock::new();
     for (i, n) in nodes.iter().enumerate() {
         let id = NodeId(i as u32 + 1);
-        add(&registry, &clock, id);
+        add_booting(&registry, id, clock.now());
         assert!(registry.set_ready(id, n.clone(), clock.now()));
     }
     registry.set_target(nodes.len(), Nanos::from_millis(10));
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        budget,
-    ));
+    let forwarder = forwarder_with_budget(&registry, clock, budget);
     Pool {
         registry,
         forwarder,
         clock,
         nodes,
     }
-}
-
-fn add(registry: &Registry, clock: &Clock, id: NodeId) {
-    registry.add_booting(
-        NewNode {
-            id,
-            kind: NodeKind::Thread,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            cost_per_sec_micros: 0,
-            started_unix_ms: 0,
-            expected_boot: Nanos::from_millis(10),
-        },
-        clock.now(),
-    );
 }
 
 fn calls(p: &Pool) -> Vec<usize> {
@@ -276,14 +254,14 @@ async fn a_node_gone_mid_call_ends_its_calls_by_their_kind() {
     // to a. Make b answer from now on.
     let f = p.forwarder.clone();
     let amo = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
-    wait_for(|| calls(&p)[0] == 1).await;
+    wait_for("node a has the call", || calls(&p)[0] == 1).await;
     *p.nodes[1].act.lock().unwrap() = Act::Answer;
     let f = p.forwarder.clone();
     let filler = f.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
     assert_eq!(filler, Ok(Bytes::from("b")));
     let f = p.forwarder.clone();
     let idem = tokio::spawn(async move { f.call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS).await });
-    wait_for(|| calls(&p)[0] == 2).await;
+    wait_for("node a has both calls", || calls(&p)[0] == 2).await;
     assert_eq!(
         p.registry.set_gone(NodeId(1), "killed", p.clock.now()),
         Some(Life::Ready)
@@ -300,23 +278,14 @@ async fn a_node_gone_mid_call_ends_its_calls_by_their_kind() {
 /// takes it; a held request whose deadline passes was never sent.
 #[tokio::test]
 async fn held_requests_go_to_the_first_ready_node_or_time_out_unsent() {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("p2c").unwrap(),
-        AdmissionConfig::default(),
-        1,
-    );
+    let registry = registry("p2c", AdmissionConfig::default(), 1);
     let clock = Clock::new();
-    add(&registry, &clock, NodeId(1));
+    add_booting(&registry, NodeId(1), clock.now());
     registry.set_target(1, Nanos::from_millis(10));
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    ));
+    let forwarder = common::forwarder(&registry, clock);
     let f = forwarder.clone();
     let held = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
-    wait_for(|| registry.held().0 == 1).await;
+    wait_for("the request is held", || registry.held().0 == 1).await;
     let n = node("late", Act::Answer);
     assert!(registry.set_ready(NodeId(1), n.clone(), clock.now()));
     assert_eq!(held.await.unwrap(), Ok(Bytes::from("late")));
@@ -341,8 +310,8 @@ async fn held_requests_go_to_the_first_ready_node_or_time_out_unsent() {
 
 #[tokio::test]
 async fn the_held_queue_bound_refuses_at_once() {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("central").unwrap(),
+    let registry = registry(
+        "central",
         AdmissionConfig {
             deadline_check: false,
             max_held_requests: 1,
@@ -352,50 +321,32 @@ async fn the_held_queue_bound_refuses_at_once() {
         1,
     );
     let clock = Clock::new();
-    add(&registry, &clock, NodeId(1));
+    add_booting(&registry, NodeId(1), clock.now());
     registry.set_target(1, Nanos::from_millis(10));
     let a = node("a", Act::Hang);
     assert!(registry.set_ready(NodeId(1), a.clone(), clock.now()));
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    ));
+    let forwarder = common::forwarder(&registry, clock);
     let f = forwarder.clone();
     let _busy = tokio::spawn(async move { f.call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS).await });
-    wait_for(|| a.calls.load(Ordering::SeqCst) == 1).await;
+    wait_for("node a has the call", || {
+        a.calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let f = forwarder.clone();
     let _held = tokio::spawn(async move { f.call(&IDEMPOTENT, Bytes::new(), TEN_SECONDS).await });
-    wait_for(|| registry.held().0 == 1).await;
+    wait_for("the request is held", || registry.held().0 == 1).await;
     let r = forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
     assert!(matches!(r, Err(GatewayError::Overloaded { .. })), "{r:?}");
     assert_eq!(a.calls.load(Ordering::SeqCst), 1);
-}
-
-/// Yields until `cond` holds; bounded, so a broken test fails, not hangs.
-async fn wait_for(cond: impl Fn() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
-    }
-    panic!("condition never held");
 }
 
 /// A held request whose caller leaves just as a node is handed to it gives
 /// the node's in-flight count back.
 #[tokio::test]
 async fn a_slot_handed_to_a_departed_caller_is_given_back() {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("rr").unwrap(),
-        AdmissionConfig::default(),
-        1,
-    );
+    let registry = registry("rr", AdmissionConfig::default(), 1);
     let clock = Clock::new();
-    add(&registry, &clock, NodeId(1));
+    add_booting(&registry, NodeId(1), clock.now());
     registry.set_target(1, Nanos::from_millis(10));
     let deadline = clock.now() + TEN_SECONDS;
     let rx = match registry.acquire(0, deadline, clock.now(), &[], true, None) {
@@ -460,7 +411,7 @@ async fn a_node_that_keeps_failing_is_ejected_then_probed() {
     }
     assert_eq!(calls(&p), [2, 5]);
     // When the ejection ends, the next tick puts it back for a probe.
-    wait_for(|| {
+    wait_for("the ejection ends", || {
         registry.maintain(p.clock.now());
         ejected(&registry.status(p.clock.now())).is_empty()
     })
@@ -489,7 +440,7 @@ async fn an_at_most_once_call_unsent_when_its_node_is_gone_runs_elsewhere() {
     let p = pool(vec![node("a", Act::Queued), node("b", Act::Answer)], none);
     let f = p.forwarder.clone();
     let amo = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
-    wait_for(|| calls(&p)[0] == 1).await;
+    wait_for("node a has the call", || calls(&p)[0] == 1).await;
     assert_eq!(
         p.registry.set_gone(NodeId(1), "killed", p.clock.now()),
         Some(Life::Ready)
@@ -508,19 +459,17 @@ async fn an_unsent_call_with_nowhere_else_to_go_did_not_run() {
         f.call(&AT_MOST_ONCE, Bytes::new(), Nanos::from_millis(300))
             .await
     });
-    wait_for(|| calls(&p)[0] == 1).await;
+    wait_for("node a has the call", || calls(&p)[0] == 1).await;
     p.registry.set_gone(NodeId(1), "killed", p.clock.now());
     let r = amo.await.unwrap();
     let e = r.expect_err("no node is left");
     assert!(!e.may_have_run(), "{e:?}");
 }
 
-/// With hedging on, an idempotent call stuck on a slow node gets a second
-/// copy on another node once it is slower than the recent calls' 95th
-/// percentile, and that copy's answer wins; an at-most-once call on the
-/// same node is never hedged.
-#[tokio::test]
-async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
+/// Nodes a and b, answering, behind a hedging forwarder (a second copy
+/// after the 95th percentile of the last 16 calls, once 4 are measured);
+/// four quick answers (a, b, a, b under round-robin) have set the delay.
+async fn hedging_pool() -> Pool {
     let mut p = pool(
         vec![node("a", Act::Answer), node("b", Act::Answer)],
         RetryBudgetConfig::default(),
@@ -537,11 +486,20 @@ async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
         window: 16,
     });
     p.forwarder = Arc::new(hedging);
-    // Four quick answers (a, b, a, b under round-robin) set the delay.
     for _ in 0..4 {
         let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
         assert!(r.is_ok(), "{r:?}");
     }
+    p
+}
+
+/// With hedging on, an idempotent call stuck on a slow node gets a second
+/// copy on another node once it is slower than the recent calls' 95th
+/// percentile, and that copy's answer wins; an at-most-once call on the
+/// same node is never hedged.
+#[tokio::test]
+async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
+    let p = hedging_pool().await;
     assert_eq!(calls(&p), [2, 2]);
     *p.nodes[0].act.lock().unwrap() = Act::Hang;
     let r = p
@@ -575,26 +533,7 @@ async fn a_slow_idempotent_call_is_hedged_and_an_at_most_once_one_never() {
 /// admission see it busy) until the loser's own reply comes, then frees it.
 #[tokio::test]
 async fn a_hedge_losers_node_keeps_the_call_in_flight_until_its_reply() {
-    let mut p = pool(
-        vec![node("a", Act::Answer), node("b", Act::Answer)],
-        RetryBudgetConfig::default(),
-    );
-    let hedging = Forwarder::new(
-        p.registry.clone(),
-        p.clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    )
-    .with_hedging(ebb_policy::hedge::HedgeConfig {
-        percentile: 95.0,
-        min_samples: 4,
-        window: 16,
-    });
-    p.forwarder = Arc::new(hedging);
-    for _ in 0..4 {
-        let r = p.forwarder.call(&IDEMPOTENT, Bytes::new(), SECOND).await;
-        assert!(r.is_ok(), "{r:?}");
-    }
+    let p = hedging_pool().await;
     let in_flight = |p: &Pool, id: u32| {
         let nodes = p.registry.status(p.clock.now());
         nodes.iter().find(|n| n.id == id).unwrap().in_flight
@@ -613,7 +552,7 @@ async fn a_hedge_losers_node_keeps_the_call_in_flight_until_its_reply() {
         "the loser's copy still runs on a, and is counted there"
     );
     p.nodes[0].gate.send_replace(true);
-    wait_for(|| in_flight(&p, 1) == 0).await;
+    wait_for("the loser's reply frees node a", || in_flight(&p, 1) == 0).await;
     assert_eq!(in_flight(&p, 2), 0);
 }
 
@@ -625,13 +564,16 @@ async fn a_call_refused_by_the_only_busy_node_goes_back_to_it_when_a_call_ends()
     let p = pool(vec![node("a", Act::Gated)], RetryBudgetConfig::default());
     let f = p.forwarder.clone();
     let busy = tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
-    wait_for(|| calls(&p) == [1]).await;
+    wait_for("the node has the first call", || calls(&p) == [1]).await;
     *p.nodes[0].act.lock().unwrap() = Act::RefuseOnce;
     let f = p.forwarder.clone();
     let refused =
         tokio::spawn(async move { f.call(&AT_MOST_ONCE, Bytes::new(), TEN_SECONDS).await });
     // Refused once, then held for room on the node (the rare path ran).
-    wait_for(|| calls(&p) == [2] && p.registry.held().0 == 1).await;
+    wait_for("the second call was refused once and held", || {
+        calls(&p) == [2] && p.registry.held().0 == 1
+    })
+    .await;
     p.nodes[0].gate.send_replace(true);
     assert_eq!(busy.await.unwrap(), Ok(Bytes::from("a")));
     assert_eq!(refused.await.unwrap(), Ok(Bytes::from("a")));

@@ -3,19 +3,18 @@
 //! gateway instead of being refused by the node.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use common::{add_ready, claim_now, registry, wait_for};
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::Forwarder;
-use ebb_gateway::metrics::Metrics;
-use ebb_gateway::registry::{Acquired, NewNode, Registry, Slot};
-use ebb_node::provider::NodeKind;
+use ebb_gateway::registry::{Acquired, Registry, Slot};
 use ebb_policy::admission::AdmissionConfig;
-use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::server::ServerConfig;
 use ebb_rpc::service::{
@@ -48,33 +47,8 @@ impl Transport for Idle {
     }
 }
 
-fn add_ready(registry: &Registry, id: NodeId, client: Arc<dyn Transport>, now: Instant) {
-    registry.add_booting(
-        NewNode {
-            id,
-            kind: NodeKind::Thread,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            cost_per_sec_micros: 0,
-            started_unix_ms: 0,
-            expected_boot: Nanos::from_millis(10),
-        },
-        now,
-    );
-    assert!(registry.set_ready(id, client, now));
-}
-
 fn far(now: Instant) -> Instant {
     now + Nanos::from_secs(600)
-}
-
-fn now_slot(a: Acquired) -> Slot {
-    match a {
-        Acquired::Now(mut s) => {
-            s.claim();
-            s
-        }
-        _ => panic!("expected a node at once"),
-    }
 }
 
 fn held(a: Acquired) -> oneshot::Receiver<Slot> {
@@ -88,19 +62,14 @@ fn held(a: Acquired) -> oneshot::Receiver<Slot> {
 /// request failed on node 1 (it avoids it), the next may go anywhere.
 /// Returns the registry and the two held receivers.
 fn two_full_nodes(policy: &str) -> (Registry, oneshot::Receiver<Slot>, oneshot::Receiver<Slot>) {
-    let registry = Registry::new(
-        ebb_policy::balance::parse(policy).unwrap(),
-        AdmissionConfig::default(),
-        7,
-    )
-    .with_max_in_flight_per_node(1);
+    let registry = registry(policy, AdmissionConfig::default(), 7).with_max_in_flight_per_node(1);
     let t0 = Instant::EPOCH;
     let (a, b) = (NodeId(1), NodeId(2));
     add_ready(&registry, a, Arc::new(Idle), t0);
     add_ready(&registry, b, Arc::new(Idle), t0);
     registry.set_target(2, Nanos::from_millis(10));
-    let first = now_slot(registry.acquire(0, far(t0), t0, &[], true, None));
-    let second = now_slot(registry.acquire(0, far(t0), t0, &[], true, None));
+    let first = claim_now(registry.acquire(0, far(t0), t0, &[], true, None));
+    let second = claim_now(registry.acquire(0, far(t0), t0, &[], true, None));
     let mut busy = [first.node, second.node];
     busy.sort();
     assert_eq!(busy, [a, b], "one call on each node");
@@ -186,22 +155,13 @@ async fn setup(bound: usize, gateway_limit: u32) -> Setup {
         .unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run());
-    let registry = Registry::new(
-        ebb_policy::balance::parse("p2c").unwrap(),
-        AdmissionConfig::default(),
-        3,
-    )
-    .with_max_in_flight_per_node(gateway_limit);
+    let registry =
+        registry("p2c", AdmissionConfig::default(), 3).with_max_in_flight_per_node(gateway_limit);
     let clock = Clock::new();
     let client = TcpClient::connect(&addr.to_string()).await.unwrap();
     add_ready(&registry, NodeId(1), Arc::new(client), clock.now());
     registry.set_target(1, Nanos::from_millis(10));
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    ));
+    let forwarder = common::forwarder(&registry, clock);
     Setup {
         forwarder,
         registry,
@@ -209,16 +169,6 @@ async fn setup(bound: usize, gateway_limit: u32) -> Setup {
         ran,
         running,
     }
-}
-
-async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..20_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
-    }
-    panic!("never: {what}");
 }
 
 const BOUND: usize = 4;

@@ -5,43 +5,21 @@
 //! than left booting until its boot timeout.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::Plain;
 use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, ServiceSource};
 use ebb_node::thread::ThreadProvider;
 use ebb_rpc::auth::Tokens;
-use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch};
 use ebb_rpc::transport::Credentials;
 
 const TOKEN: &str = "pool-node-9a41";
 /// Bound on waiting for the pool's first node to be ready or gone.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
-
-static METHODS: [MethodInfo; 1] = [MethodInfo {
-    service: "Plain",
-    id: 0,
-    name: "ping",
-    idempotent: true,
-    blocking: false,
-    params: &[],
-    returns: "()",
-}];
-
-struct Plain;
-
-impl ServiceDispatch for Plain {
-    fn name(&self) -> &'static str {
-        "Plain"
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        &METHODS
-    }
-    fn dispatch(&self, _: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        Box::pin(async { Ok(Bytes::new()) })
-    }
-}
 
 /// Starts a gateway presenting `credentials` to one thread node that
 /// requires [`TOKEN`]; returns the node's first change past booting.

@@ -3,19 +3,19 @@
 //! caller the gateway knows nothing about.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use common::{new_node, registry, wait_for};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
-use ebb_gateway::forward::Forwarder;
-use ebb_gateway::metrics::Metrics;
-use ebb_gateway::registry::{NewNode, Registry};
+use ebb_gateway::registry::NewNode;
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
-use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
 };
@@ -84,16 +84,6 @@ async fn node(name: &'static str) -> Node {
     Node { addr, holding }
 }
 
-async fn wait_for(cond: impl Fn() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
-    }
-    panic!("condition never held");
-}
-
 #[tokio::test]
 async fn a_busy_nodes_reported_load_shows_and_steers_work_away() {
     let busy = node("busy").await;
@@ -104,36 +94,27 @@ async fn a_busy_nodes_reported_load_shows_and_steers_work_away() {
         let options = CallOptions::default().with_timeout(Nanos::from_secs(60));
         other.call(&METHODS[0], Bytes::new(), options).await
     });
-    wait_for(|| busy.holding.load(Ordering::SeqCst) == 1).await;
+    wait_for("the busy node holds a call", || {
+        busy.holding.load(Ordering::SeqCst) == 1
+    })
+    .await;
 
-    let registry = Registry::new(
-        ebb_policy::balance::parse("jsq:reported").unwrap(),
-        AdmissionConfig::default(),
-        1,
-    );
+    let registry = registry("jsq:reported", AdmissionConfig::default(), 1);
     let clock = Clock::new();
     for (i, n) in [&busy, &idle].into_iter().enumerate() {
         let id = NodeId(i as u32 + 1);
         registry.add_booting(
             NewNode {
-                id,
                 kind: NodeKind::Process,
                 addr: n.addr,
-                cost_per_sec_micros: 0,
-                started_unix_ms: 0,
-                expected_boot: Nanos::from_millis(10),
+                ..new_node(id)
             },
             clock.now(),
         );
         let client = TcpClient::connect(&n.addr.to_string()).await.unwrap();
         assert!(registry.set_ready(id, Arc::new(client), clock.now()));
     }
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    ));
+    let forwarder = common::forwarder(&registry, clock);
     let reported = |id: u32| {
         registry
             .status(clock.now())

@@ -17,7 +17,7 @@ use ebb_core::{Nanos, NodeId};
 use ebb_rpc::auth::Tokens;
 use ebb_rpc::semantics::ServerConfig;
 use ebb_rpc::service::ServiceDispatch;
-use ebb_rpc::transport::Server;
+use ebb_rpc::transport::{Server, ServerTls};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
@@ -37,6 +37,13 @@ enum Report {
     Ended(NodeId, String),
 }
 
+/// Who a node serves: callers with one of the tokens, over TLS when set.
+#[derive(Clone, Default)]
+struct Access {
+    tokens: Option<Tokens>,
+    tls: Option<ServerTls>,
+}
+
 struct Running {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -47,7 +54,7 @@ struct Running {
 pub struct ThreadProvider<F> {
     make: F,
     config: ServerConfig,
-    tokens: Option<Tokens>,
+    access: Access,
     nodes: HashMap<NodeId, Running>,
     reports_tx: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
@@ -66,7 +73,7 @@ where
         ThreadProvider {
             make,
             config: ServerConfig::default(),
-            tokens: None,
+            access: Access::default(),
             nodes: HashMap::new(),
             reports_tx,
             reports,
@@ -84,7 +91,14 @@ where
     /// `ebb node --token-file` does: a pool's nodes may require the token
     /// whatever their kind.
     pub fn with_tokens(mut self, tokens: Tokens) -> Self {
-        self.tokens = Some(tokens);
+        self.access.tokens = Some(tokens);
+        self
+    }
+
+    /// Every node serves over TLS (mutual TLS when `tls` requires client
+    /// certificates), as an `ebb node --tls-cert` does.
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.access.tls = Some(tls);
         self
     }
 
@@ -111,7 +125,7 @@ fn serve<D: ServiceDispatch + Send + 'static>(
     listener: TcpListener,
     dispatch: D,
     config: ServerConfig,
-    tokens: Option<Tokens>,
+    access: Access,
     stop: oneshot::Receiver<()>,
     reports: mpsc::Sender<Report>,
 ) {
@@ -130,8 +144,11 @@ fn serve<D: ServiceDispatch + Send + 'static>(
             Ok(s) => s,
             Err(e) => return e.to_string(),
         };
-        if let Some(tokens) = tokens {
+        if let Some(tokens) = access.tokens {
             server = server.with_tokens(tokens);
+        }
+        if let Some(tls) = access.tls {
+            server = server.with_tls(tls);
         }
         let _ = reports.send(Report::Ready(id));
         tokio::select! {
@@ -177,10 +194,10 @@ where
         let (stop_tx, stop_rx) = oneshot::channel();
         let reports = self.reports_tx.clone();
         let config = self.config;
-        let tokens = self.tokens.clone();
+        let access = self.access.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ebb-node-{}", id.0))
-            .spawn(move || serve(id, listener, dispatch, config, tokens, stop_rx, reports))?;
+            .spawn(move || serve(id, listener, dispatch, config, access, stop_rx, reports))?;
         self.nodes.insert(
             id,
             Running {

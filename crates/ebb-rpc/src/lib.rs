@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod error;
 mod fast_map;
+pub mod reply_pool;
 pub mod semantics;
 pub mod service;
 pub mod transport;

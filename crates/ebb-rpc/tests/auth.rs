@@ -3,63 +3,27 @@
 //! with an accepted token is served, as a single connection and as a pool.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use common::{COUNTING_METHODS as METHODS, Counting};
 use ebb_core::Nanos;
 use ebb_rpc::CallError;
 use ebb_rpc::auth::Tokens;
-use ebb_rpc::service::{
-    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
-};
+use ebb_rpc::service::{CallOptions, Transport};
 use ebb_rpc::transport::{
     Credentials, PoolConfig, PooledClient, Server, TcpClient, TcpClientConfig,
 };
 use ebb_rpc::wire::Refusal;
-
-static METHODS: [MethodInfo; 2] = [
-    MethodInfo {
-        service: "Test",
-        id: 0,
-        name: "echo",
-        idempotent: true,
-        blocking: false,
-        params: &[],
-        returns: "Vec<u8>",
-    },
-    MethodInfo {
-        service: "Test",
-        id: 1,
-        name: "bump",
-        idempotent: false,
-        blocking: false,
-        params: &[],
-        returns: "Vec<u8>",
-    },
-];
-
-struct Counting(AtomicUsize);
-
-impl ServiceDispatch for Counting {
-    fn name(&self) -> &'static str {
-        "Test"
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        &METHODS
-    }
-    fn dispatch(&self, _id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move { Ok(args) })
-    }
-}
 
 /// Long enough that only a refusal, not a timeout, ends a refused call
 /// within the test's own bound.
 const CALL_TIMEOUT: Nanos = Nanos::from_secs(30);
 
 async fn start() -> (String, Arc<Counting>) {
-    let svc = Arc::new(Counting(AtomicUsize::new(0)));
+    let svc = Arc::new(Counting::default());
     let tokens = Tokens::parse("alpha-1\nbeta-2\n", std::path::Path::new("t")).unwrap();
     let server = Server::bind("127.0.0.1:0", Arc::clone(&svc))
         .await
@@ -101,7 +65,7 @@ async fn without_an_accepted_token_calls_are_refused_at_once_and_do_not_run() {
             assert!(!e.may_have_run(), "{e}");
         }
     }
-    assert_eq!(svc.0.load(Ordering::Relaxed), 0, "nothing ran");
+    assert_eq!(svc.runs(), 0, "nothing ran");
 }
 
 #[tokio::test]
@@ -123,7 +87,7 @@ async fn with_an_accepted_token_calls_run_on_a_client_and_on_a_pool() {
         let r = pool.call(&METHODS[1], Bytes::from_static(b"y"), opts).await;
         assert_eq!(r.unwrap(), Bytes::from_static(b"y"));
     }
-    assert_eq!(svc.0.load(Ordering::Relaxed), 8);
+    assert_eq!(svc.runs(), 8);
 }
 
 #[tokio::test]

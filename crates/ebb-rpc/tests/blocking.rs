@@ -3,16 +3,18 @@
 //! here) keeps answering cheap calls.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
+use common::{Gate, HOLD_LIMIT, assert_echo_answers, serve_on_one_thread};
 use ebb_rpc::service::{
     BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
 };
-use ebb_rpc::transport::{Server, TcpClient};
+use ebb_rpc::transport::TcpClient;
 use tokio::sync::mpsc;
 
 static METHODS: [MethodInfo; 2] = [
@@ -36,36 +38,21 @@ static METHODS: [MethodInfo; 2] = [
     },
 ];
 
-/// How long a held call waits for the gate before giving up, so a broken
-/// test ends instead of hanging.
-const HOLD_LIMIT: Duration = Duration::from_secs(60);
-
 /// `hold` blocks its thread (as CPU work would) until the gate opens,
 /// announcing that it started; it counts how many run at once.
 struct Hold {
     started: mpsc::UnboundedSender<()>,
-    gate: Mutex<bool>,
-    opened: Condvar,
+    gate: Gate,
     running: AtomicUsize,
     most_running: AtomicUsize,
 }
 
 impl Hold {
-    fn open(&self) {
-        *self.gate.lock().unwrap() = true;
-        self.opened.notify_all();
-    }
-
     fn hold(&self) {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_running.fetch_max(now, Ordering::SeqCst);
         let _ = self.started.send(());
-        let gate = self.gate.lock().unwrap();
-        let (_open, waited) = self
-            .opened
-            .wait_timeout_while(gate, HOLD_LIMIT, |open| !*open)
-            .unwrap();
-        assert!(!waited.timed_out(), "the gate never opened");
+        self.gate.wait();
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -122,31 +109,16 @@ fn spawn_server(threads: usize) -> (String, Arc<Hold>, mpsc::UnboundedReceiver<(
     let (started, starts) = mpsc::unbounded_channel();
     let svc = Arc::new(Hold {
         started,
-        gate: Mutex::new(false),
-        opened: Condvar::new(),
+        gate: Gate::default(),
         running: AtomicUsize::new(0),
         most_running: AtomicUsize::new(0),
     });
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let served = Arc::clone(&svc);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let server = Server::bind("127.0.0.1:0", served)
-                .await
-                .unwrap()
-                .with_threads(NonZeroUsize::new(threads).unwrap());
-            assert_eq!(server.threads().get(), threads);
-            addr_tx
-                .send(server.local_addr().unwrap().to_string())
-                .unwrap();
-            let _ = server.run().await;
-        });
+    let addr = serve_on_one_thread(Arc::clone(&svc), move |server| {
+        let server = server.with_threads(NonZeroUsize::new(threads).unwrap());
+        assert_eq!(server.threads().get(), threads);
+        server
     });
-    (addr_rx.recv().unwrap(), svc, starts)
+    (addr, svc, starts)
 }
 
 async fn next_start(starts: &mut mpsc::UnboundedReceiver<()>) {
@@ -156,42 +128,46 @@ async fn next_start(starts: &mut mpsc::UnboundedReceiver<()>) {
         .expect("the service is alive");
 }
 
-#[tokio::test]
-async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
-    let (addr, svc, mut starts) = spawn_server(2);
-    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
-    let holds: Vec<_> = (0..2)
+type HoldCall = tokio::task::JoinHandle<Result<Bytes, ebb_rpc::CallError>>;
+
+/// `n` calls of the blocking `hold`, each in a task of its own.
+fn spawn_holds(client: &Arc<TcpClient>, n: usize) -> Vec<HoldCall> {
+    (0..n)
         .map(|_| {
-            let c = Arc::clone(&client);
+            let c = Arc::clone(client);
             tokio::spawn(async move {
                 c.call(&METHODS[1], Bytes::new(), CallOptions::default())
                     .await
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Opens the gate and waits for every held call to succeed.
+async fn release(svc: &Hold, holds: Vec<HoldCall>) {
+    svc.gate.open();
+    for h in holds {
+        h.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
+    let (addr, svc, mut starts) = spawn_server(2);
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let holds = spawn_holds(&client, 2);
     // Both started and neither can finish before the gate opens: they run
     // at the same time, on two threads.
     next_start(&mut starts).await;
     next_start(&mut starts).await;
     assert_eq!(svc.running.load(Ordering::SeqCst), 2);
-    let echo = client
-        .call(
-            &METHODS[0],
-            Bytes::from_static(b"hi"),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(&echo[..], b"hi");
+    assert_echo_answers(&client, &METHODS[0]).await;
     assert_eq!(
         svc.running.load(Ordering::SeqCst),
         2,
         "the echo was answered while both blocking calls ran"
     );
-    svc.open();
-    for h in holds {
-        h.await.unwrap().unwrap();
-    }
+    release(&svc, holds).await;
     assert_eq!(svc.most_running.load(Ordering::SeqCst), 2);
 }
 
@@ -199,29 +175,10 @@ async fn blocking_calls_run_in_parallel_and_cheap_calls_still_answer() {
 async fn no_more_blocking_calls_run_at_once_than_there_are_threads() {
     let (addr, svc, mut starts) = spawn_server(1);
     let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
-    let holds: Vec<_> = (0..3)
-        .map(|_| {
-            let c = Arc::clone(&client);
-            tokio::spawn(async move {
-                c.call(&METHODS[1], Bytes::new(), CallOptions::default())
-                    .await
-            })
-        })
-        .collect();
+    let holds = spawn_holds(&client, 3);
     next_start(&mut starts).await;
-    let echo = client
-        .call(
-            &METHODS[0],
-            Bytes::from_static(b"hi"),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(&echo[..], b"hi");
-    svc.open();
-    for h in holds {
-        h.await.unwrap().unwrap();
-    }
+    assert_echo_answers(&client, &METHODS[0]).await;
+    release(&svc, holds).await;
     assert_eq!(svc.most_running.load(Ordering::SeqCst), 1);
 }
 
@@ -240,20 +197,12 @@ async fn large_json_arguments_are_converted_off_the_io_loop() {
     next_start(&mut starts).await;
     // Sent after the JSON call on the same connection: answered only if
     // the I/O loop is not the thread the JSON call holds.
-    let echo = client
-        .call(
-            &METHODS[0],
-            Bytes::from_static(b"hi"),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(&echo[..], b"hi");
+    assert_echo_answers(&client, &METHODS[0]).await;
     assert_eq!(
         svc.running.load(Ordering::SeqCst),
         1,
         "the echo was answered while the JSON call held its thread"
     );
-    svc.open();
+    svc.gate.open();
     assert_eq!(json.await.unwrap().unwrap(), args);
 }

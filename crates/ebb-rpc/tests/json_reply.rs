@@ -4,16 +4,18 @@
 //! connection meanwhile; a small reply is converted inline.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+mod common;
+
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::{Gate, HOLD_LIMIT, assert_echo_answers, serve_on_one_thread};
 use ebb_rpc::service::{
     BoxFuture, CallContext, CallOptions, DispatchError, JsonReply, MethodInfo, ServiceCodec,
-    ServiceDispatch, Transport, dispatch_json_through,
+    ServiceDispatch, dispatch_json_through,
 };
+use ebb_rpc::transport::TcpClient;
 use ebb_rpc::transport::server::MAX_INLINE_JSON_BYTES;
-use ebb_rpc::transport::{Server, TcpClient};
 use tokio::sync::mpsc;
 
 static METHODS: [MethodInfo; 3] = [
@@ -46,23 +48,18 @@ static METHODS: [MethodInfo; 3] = [
     },
 ];
 
-/// How long a held conversion waits for the gate before giving up, so a
-/// broken test ends instead of hanging.
-const HOLD_LIMIT: Duration = Duration::from_secs(60);
-
 /// The codec's reply conversion announces the thread it runs on and, for
 /// `big`, holds that thread until the gate opens, standing in for the
 /// seconds converting megabytes keeps a core busy.
-struct Gate {
+struct Conversions {
     converting: mpsc::UnboundedSender<(&'static str, String)>,
-    open: Mutex<bool>,
-    opened: Condvar,
+    gate: Gate,
 }
 
-static GATE: Mutex<Option<Arc<Gate>>> = Mutex::new(None);
+static CONVERSIONS: Mutex<Option<Arc<Conversions>>> = Mutex::new(None);
 
-fn gate() -> Arc<Gate> {
-    Arc::clone(GATE.lock().unwrap().as_ref().unwrap())
+fn installed_conversions() -> Arc<Conversions> {
+    Arc::clone(CONVERSIONS.lock().unwrap().as_ref().unwrap())
 }
 
 struct BigCodec;
@@ -86,16 +83,11 @@ impl ServiceCodec for BigCodec {
         method: &MethodInfo,
         reply: &[u8],
     ) -> Result<serde_json::Value, DispatchError> {
-        let g = gate();
+        let g = installed_conversions();
         let thread = std::thread::current().name().unwrap_or("").to_owned();
         let _ = g.converting.send((method.name, thread));
         if method.name == "big" {
-            let open = g.open.lock().unwrap();
-            let (_open, waited) = g
-                .opened
-                .wait_timeout_while(open, HOLD_LIMIT, |open| !*open)
-                .unwrap();
-            assert!(!waited.timed_out(), "the gate never opened");
+            g.gate.wait();
         }
         Ok(serde_json::json!(reply.len()))
     }
@@ -139,32 +131,17 @@ impl ServiceDispatch for Big {
 /// A server on a single-threaded runtime of its own thread, so a reply
 /// converted inline would stop its I/O dead.
 fn spawn_server() -> String {
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let server = Server::bind("127.0.0.1:0", Big).await.unwrap();
-            addr_tx
-                .send(server.local_addr().unwrap().to_string())
-                .unwrap();
-            let _ = server.run().await;
-        });
-    });
-    addr_rx.recv().unwrap()
+    serve_on_one_thread(Big, |server| server)
 }
 
 #[tokio::test]
 async fn a_large_json_reply_is_converted_off_the_io_loop() {
     let (converting, mut conversions) = mpsc::unbounded_channel();
-    let g = Arc::new(Gate {
+    let g = Arc::new(Conversions {
         converting,
-        open: Mutex::new(false),
-        opened: Condvar::new(),
+        gate: Gate::default(),
     });
-    *GATE.lock().unwrap() = Some(Arc::clone(&g));
+    *CONVERSIONS.lock().unwrap() = Some(Arc::clone(&g));
     let addr = spawn_server();
     let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
     let args = serde_json::json!({});
@@ -183,21 +160,12 @@ async fn a_large_json_reply_is_converted_off_the_io_loop() {
     );
     // Sent after the JSON call on the same connection, answered while its
     // reply's conversion holds a thread: the I/O loop is not that thread.
-    let echo = client
-        .call(
-            &METHODS[2],
-            Bytes::from_static(b"hi"),
-            CallOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(&echo[..], b"hi");
+    assert_echo_answers(&client, &METHODS[2]).await;
     assert!(
         !big.is_finished(),
         "the big reply was still being converted"
     );
-    *g.open.lock().unwrap() = true;
-    g.opened.notify_all();
+    g.gate.open();
     assert_eq!(
         big.await.unwrap().unwrap(),
         serde_json::json!(MAX_INLINE_JSON_BYTES + 1)

@@ -5,44 +5,24 @@
 //! crossing (or a reply arriving) is not resent.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{COUNTING_METHODS, Counting};
 use ebb_core::Nanos;
 use ebb_rpc::semantics::ClientConfig;
-use ebb_rpc::service::{
-    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
-};
+use ebb_rpc::service::{CallOptions, MethodInfo, Transport};
 use ebb_rpc::transport::{Server, TcpClient, TcpClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-static ECHO: MethodInfo = MethodInfo {
-    service: "Test",
-    id: 0,
-    name: "echo",
-    idempotent: true,
-    blocking: false,
-    params: &[],
-    returns: "Vec<u8>",
-};
-
-struct Counting(AtomicUsize);
-
-impl ServiceDispatch for Counting {
-    fn name(&self) -> &'static str {
-        "Test"
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        std::slice::from_ref(&ECHO)
-    }
-    fn dispatch(&self, _id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move { Ok(args) })
-    }
-}
+/// The idempotent `echo`: a resend may run it again, so only the count
+/// shows it crossed once.
+static ECHO: &MethodInfo = &COUNTING_METHODS[0];
 
 const PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 /// The link: this many bytes, then a pause, each way.
@@ -113,7 +93,7 @@ async fn slow_link(server: String, link: Arc<Link>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10_mb_call_over_a_trickling_link_succeeds_without_a_resend() {
-    let svc = Arc::new(Counting(AtomicUsize::new(0)));
+    let svc = Arc::new(Counting::default());
     let server = Server::bind("127.0.0.1:0", Arc::clone(&svc)).await.unwrap();
     let server_addr = server.local_addr().unwrap().to_string();
     tokio::spawn(server.run());
@@ -136,17 +116,17 @@ async fn a_10_mb_call_over_a_trickling_link_succeeds_without_a_resend() {
     let client = TcpClient::connect_with(&addr, cfg).await.unwrap();
     let payload = Bytes::from(vec![0x5a; PAYLOAD_BYTES]);
     let opts = CallOptions::default().with_timeout(Nanos::from_secs(120));
-    let reply = client.call(&ECHO, payload.clone(), opts).await.unwrap();
+    let reply = client.call(ECHO, payload.clone(), opts).await.unwrap();
     assert!(reply == payload, "the echo came back whole");
 
     // A small call behind it: anything queued before it (a resend of the
     // large one) has crossed and run by the time it is answered.
     let small = client
-        .call(&ECHO, Bytes::from_static(b"x"), opts)
+        .call(ECHO, Bytes::from_static(b"x"), opts)
         .await
         .unwrap();
     assert_eq!(small, Bytes::from_static(b"x"));
-    assert_eq!(svc.0.load(Ordering::Relaxed), 2, "the large call ran once");
+    assert_eq!(svc.runs(), 2, "the large call ran once");
     let up = link.to_server.load(Ordering::Relaxed);
     assert!(
         up < 2 * PAYLOAD_BYTES as u64,

@@ -166,6 +166,38 @@ async fn a_client_that_does_not_trust_the_servers_ca_refuses_it() {
     assert_eq!(svc.runs.load(Ordering::SeqCst), 0);
 }
 
+/// A certificate naming no address, only a DNS name: dialled by IP, it is
+/// refused unless the client checks it against that name instead, as a
+/// gateway does for nodes at addresses chosen as they start.
+#[tokio::test]
+async fn a_configured_server_name_replaces_the_dialled_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let (cert, key) = ca.issue("node", &["node.ebb.test"]);
+    let (addr, svc) = start(ServerTls::from_pem_files(&cert, &key, None).unwrap()).await;
+    let by_ip = ClientTls::from_pem_files(&ca.cert_path(), None).unwrap();
+    let err = TcpClient::connect_tls(&addr, by_ip.clone(), TcpClientConfig::default())
+        .await
+        .err()
+        .expect("127.0.0.1 is not the certificate's name");
+    assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+    let named = by_ip.clone().with_server_name("node.ebb.test").unwrap();
+    let client = TcpClient::connect_tls(&addr, named, TcpClientConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(&call(&client, b"named").await.unwrap()[..], b"named");
+    let wrong = by_ip.clone().with_server_name("other.ebb.test").unwrap();
+    assert!(
+        TcpClient::connect_tls(&addr, wrong, TcpClientConfig::default())
+            .await
+            .is_err(),
+        "a name the certificate does not carry"
+    );
+    let bad = by_ip.with_server_name("bad name").expect_err("not a name");
+    assert!(matches!(bad, TlsError::ServerName { .. }), "{bad}");
+    assert_eq!(svc.runs.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn mutual_tls_serves_only_clients_with_a_certificate_from_its_ca() {
     let dir = tempfile::tempdir().unwrap();

@@ -50,6 +50,11 @@ pub struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// With --tls-ca: check the node's certificate against this DNS name
+    /// instead of the host of --addr (a container node of `ebb up`, whose
+    /// address no certificate names, with `pool.node_tls.server_name`).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
     /// Present the bearer token in FILE (one token; blank lines and lines
     /// starting with # are skipped), for a gateway or node that requires
     /// one (`auth.token_file` in `ebb up`'s config). Without TLS the token
@@ -106,7 +111,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tls = match &args.tls_ca {
         Some(ca) => {
             let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
-            Some(ClientTls::from_pem_files(ca, identity)?)
+            let tls = ClientTls::from_pem_files(ca, identity)?;
+            Some(match &args.tls_server_name {
+                Some(name) => tls
+                    .with_server_name(name)
+                    .with_context(|| format!("--tls-server-name {name:?}"))?,
+                None => tls,
+            })
         }
         None => None,
     };

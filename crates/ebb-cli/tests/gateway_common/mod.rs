@@ -87,25 +87,41 @@ impl Up {
     }
 
     pub fn status(&self) -> Value {
-        let (code, body, _) = http(self.http, "GET", "/status", "", &[]);
-        assert_eq!(code, 200, "{body}");
-        body
+        status(self.http)
     }
 
     /// Polls `/status` until `pred` holds; panics naming `what` if it never does.
     pub fn wait_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until_at(self.http, what, pred)
+    }
+
+    /// [`Up::wait_until`] for a `/status` served at `addr` (the admin
+    /// address, when the config moves it there).
+    pub fn wait_until_at(
+        &self,
+        addr: SocketAddr,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        poll_status(addr, pred).unwrap_or_else(|| {
+            panic!(
+                "never saw {what}; last status {}; output {:?}",
+                status(addr),
+                self.output()
+            )
+        })
+    }
+
+    /// The address `ebb up` printed after `prefix` (as in `admin listening
+    /// on `), waiting for the line.
+    pub fn printed_addr(&self, prefix: &str) -> SocketAddr {
         for _ in 0..MAX_POLLS {
-            let s = self.status();
-            if pred(&s) {
-                return s;
+            if let Some(a) = self.output().iter().find_map(|l| addr_after(l, prefix)) {
+                return a;
             }
             std::thread::sleep(POLL_PAUSE);
         }
-        panic!(
-            "never saw {what}; last status {}; output {:?}",
-            self.status(),
-            self.output()
-        );
+        panic!("no {prefix:?} line printed: {:?}", self.output());
     }
 
     /// Waits until `n` nodes are ready and none is booting or draining.
@@ -159,6 +175,43 @@ impl Drop for Up {
         }
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// `GET /status` at `addr`, which must answer 200.
+pub fn status(addr: SocketAddr) -> Value {
+    let (code, body, _) = http(addr, "GET", "/status", "", &[]);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Polls `/status` at `addr` until `pred` holds and returns that status;
+/// `None` if it never does within the polls.
+pub fn poll_status(addr: SocketAddr, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    for _ in 0..MAX_POLLS {
+        let s = status(addr);
+        if pred(&s) {
+            return Some(s);
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    None
+}
+
+/// Whether any node in `status` satisfies `pred`.
+pub fn any_node(status: &Value, pred: impl Fn(&Value) -> bool) -> bool {
+    status["nodes"].as_array().unwrap().iter().any(pred)
+}
+
+/// The value of the sample `series` (a metric name with its labels, as in
+/// `ebb_gateway_hedges_total` or `ebb_x_total{ingress="rpc"}`) in the
+/// Prometheus text `/metrics` at `addr` serves.
+pub fn metric(addr: SocketAddr, series: &str) -> u64 {
+    let (_, body, _) = http(addr, "GET", "/metrics", "", &[]);
+    let text = body.as_str().unwrap().to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).filter(|v| v.starts_with(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
 }
 
 pub fn live_nodes(status: &Value) -> Vec<Value> {

@@ -27,6 +27,7 @@ pub mod kernel;
 pub mod machine;
 pub mod migrate;
 pub mod provider;
+mod provider_dir;
 pub mod qmp;
 pub mod rootfs;
 pub mod sandbox;

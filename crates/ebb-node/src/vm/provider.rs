@@ -116,14 +116,7 @@ pub struct VmProvider {
 impl VmProvider {
     pub fn new(cfg: VmConfig) -> Result<Self, VmError> {
         let image = VmImage::prepare(&cfg.host_binaries)?;
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = cache_dir()
-            .join("vm")
-            .join(format!("provider-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = super::provider_dir::create(&cache_dir().join("vm"))?;
         let initrd = dir.join("node.cpio");
         let command: Vec<String> = cfg
             .node_command

@@ -55,6 +55,8 @@ pub(super) struct Route {
     /// The bearer token the connection presented, if any.
     pub token: Option<usize>,
     pub caller: Caller,
+    /// Calls of the connection executing now.
+    pub in_flight: usize,
 }
 
 #[derive(Debug)]
@@ -143,11 +145,14 @@ impl Conns {
         self.conns.contains_key(&id)
     }
 
-    /// Notes that `id` was heard from at `now`.
-    pub fn heard(&mut self, id: ConnId, now: Instant) {
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.last_heard = Some(c.last_heard.map_or(now, |t| t.max(now)));
-        }
+    /// Notes that `id` was heard from at `now`; false if it is not open
+    /// (one lookup for both, on every message).
+    pub fn heard(&mut self, id: ConnId, now: Instant) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        c.last_heard = Some(c.last_heard.map_or(now, |t| t.max(now)));
+        true
     }
 
     /// Connections silent past their bound at `now`, in id order: never
@@ -191,6 +196,7 @@ impl Conns {
             proven,
             token: conn.token,
             caller: conn.token.map_or(Caller::Peer(conn.peer), Caller::Token),
+            in_flight: conn.in_flight,
         };
         if proven {
             self.routes.insert(client, id);

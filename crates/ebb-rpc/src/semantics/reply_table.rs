@@ -80,7 +80,9 @@ impl std::ops::DerefMut for Session<'_> {
 }
 
 impl Session<'_> {
-    /// Raises `ack_below` and forgets every call below it.
+    /// Raises `ack_below` and forgets every call below it. The forgotten
+    /// replies' buffers go back to this thread's reply buffers, for the
+    /// next replies to be written into (`crate::reply_pool`).
     pub fn acknowledge_below(&mut self, ack_below: Seq) {
         let state = &mut *self.state;
         if ack_below > state.ack_below {
@@ -90,6 +92,7 @@ impl Session<'_> {
                 if let Entry::Done(reply) = entry {
                     *saved_bytes -= reply.payload.len();
                     *saved_total -= reply.payload.len();
+                    crate::reply_pool::recycle(reply.payload);
                 }
             });
         }

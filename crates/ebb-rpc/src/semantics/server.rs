@@ -401,17 +401,14 @@ impl ServerSession {
     /// slow link takes longer than the idle timeout, and its sender cannot
     /// ping meanwhile: its pings queue behind it in the stream.
     pub fn handle_progress(&mut self, conn: ConnId, now: Instant) {
-        if self.conns.is_open(conn) {
-            self.conns.heard(conn, now);
-        }
+        self.conns.heard(conn, now);
     }
 
     /// Decides what to do with a message that arrived on `conn`.
     pub fn admit(&mut self, conn: ConnId, message: impl Into<Message>, now: Instant) -> Action {
-        if !self.conns.is_open(conn) {
+        if !self.conns.heard(conn, now) {
             return Action::Drop;
         }
-        self.conns.heard(conn, now);
         let action = match message.into() {
             Message::Request(req) => {
                 match self
@@ -528,14 +525,14 @@ impl ServerSession {
     }
 
     /// Why a new call on `conn` may not run now, if it may not.
-    fn refusal(&self, conn: ConnId, req: &Request, route: Route) -> Option<Refusal> {
+    fn refusal(&self, req: &Request, route: Route) -> Option<Refusal> {
         if !route.listed {
             Some(Refusal::ClientsPerConnection)
-        } else if self.conns.in_flight(conn) >= self.config.max_in_flight_per_conn {
+        } else if route.in_flight >= self.config.max_in_flight_per_conn {
             Some(Refusal::InFlight)
         } else if self.config.max_in_flight_per_caller.is_some_and(|max| {
             let running = if self.planted_caller_bound_per_connection {
-                self.conns.in_flight(conn)
+                route.in_flight
             } else {
                 self.in_flight_of(route.caller)
             };
@@ -568,16 +565,6 @@ impl ServerSession {
         }
     }
 
-    fn count_refusal(&mut self, refusal: Refusal) {
-        let n = match refusal {
-            Refusal::DeadlinePassed => &mut self.stats.refused_deadline,
-            Refusal::InFlight => &mut self.stats.refused_in_flight,
-            Refusal::CallerInFlight => &mut self.stats.refused_caller_in_flight,
-            _ => &mut self.stats.refused_clients_per_conn,
-        };
-        *n += 1;
-    }
-
     fn handle_request(&mut self, conn: ConnId, req: Request, route: Route, now: Instant) -> Action {
         if self.tokens.is_some()
             && route.token.is_none()
@@ -591,61 +578,63 @@ impl ServerSession {
             return self.reply(&req, Outcome::Refused(Refusal::Unauthorized), msg);
         }
         let proven = route.proven;
-        if proven && let Some(mut state) = self.table.touch(req.client, now) {
+        // Decided before the session is borrowed: refusing depends on the
+        // connection and the request, not on the session.
+        let refusal = self.refusal(&req, route);
+        let refusal_message = refusal.map(|why| self.refusal_message(why));
+        let (incarnation, load) = (self.incarnation, self.load());
+        // Looked up once for the whole request (the checks below read
+        // other fields of `self`, never the table).
+        let mut session = if proven {
+            self.table.touch(req.client, now)
+        } else {
+            None
+        };
+        if let Some(state) = &mut session {
             state.acknowledge_below(req.ack_below);
             if req.seq < state.ack_below {
                 return Action::Drop;
             }
         }
-        let refusal = self.refusal(conn, &req, route);
+        let reply = |outcome, msg: &str| reply_to(&req, incarnation, load, outcome, msg);
         if req.idempotent {
-            return match refusal {
-                Some(why) => {
-                    self.count_refusal(why);
-                    let msg = self.refusal_message(why);
-                    self.reply(&req, Outcome::Refused(why), &msg)
+            return match (refusal, refusal_message) {
+                (Some(why), Some(msg)) => {
+                    count_refusal(&mut self.stats, why);
+                    reply(Outcome::Refused(why), &msg)
                 }
-                None => self.execute(conn, req, route, now),
+                _ => self.execute(conn, req, route, now),
             };
         }
         if !proven {
             // Not recorded: the session is not this sender's to record
             // into, and the client that owns it never sends unproven.
             self.stats.refused_unproven_requests += 1;
-            return self.reply(
-                &req,
+            return reply(
                 Outcome::Refused(Refusal::Unauthenticated),
                 "this connection has not proven the client id (no handshake with its secret)",
             );
         }
         if let Some(named) = req.incarnation
-            && named != self.incarnation
+            && named != incarnation
         {
-            let msg = format!(
-                "request names incarnation {named}, server is at {}",
-                self.incarnation
-            );
-            return self.reply(&req, Outcome::OutcomeUnknown, &msg);
+            let msg = format!("request names incarnation {named}, server is at {incarnation}");
+            return reply(Outcome::OutcomeUnknown, &msg);
         }
-        let refusal_message = refusal.map(|why| self.refusal_message(why));
-        let (incarnation, load) = (self.incarnation, self.load());
-        let Some(mut state) = self.table.get_mut(req.client) else {
-            return self.reply(
-                &req,
+        let Some(mut state) = session else {
+            return reply(
                 Outcome::OutcomeUnknown,
                 "no session for this client (never opened, expired, or lost in a restart)",
             );
         };
         if req.seq < state.floor {
-            return self.reply(
-                &req,
+            return reply(
                 Outcome::OutcomeUnknown,
                 "call predates this client session; it may have run in a forgotten one",
             );
         }
         if req.seq >= req.ack_below.plus(MAX_REPLIES_PER_CLIENT) {
-            return self.reply(
-                &req,
+            return reply(
                 Outcome::BadRequest,
                 "seq outside the client's at-most-once window",
             );
@@ -677,7 +666,7 @@ impl ServerSession {
                     // which a resend cannot run either.
                     let _ = state.save(req.seq, reply.clone(), usize::MAX);
                 }
-                self.count_refusal(why);
+                count_refusal(&mut self.stats, why);
                 Action::Reply(Message::Reply(reply))
             }
             (None, None) => {
@@ -754,7 +743,11 @@ impl ServerSession {
         };
         self.debug_check();
         if key.idempotent {
-            return send(&reply, route);
+            // Nothing keeps an idempotent reply: once encoded, its buffer
+            // can carry the next one.
+            let sent = send(&reply, route);
+            crate::reply_pool::recycle(reply.payload);
+            return sent;
         }
         // A session evicted meanwhile has nothing to record into; its
         // client will get `OutcomeUnknown` for this call if it asks again.
@@ -804,14 +797,7 @@ impl ServerSession {
     }
 
     fn reply(&self, req: &Request, outcome: Outcome, msg: &str) -> Action {
-        let mut reply = Reply::to(
-            req,
-            self.incarnation,
-            outcome,
-            Bytes::copy_from_slice(msg.as_bytes()),
-        );
-        reply.load = self.load();
-        Action::Reply(Message::Reply(reply))
+        reply_to(req, self.incarnation, self.load(), outcome, msg)
     }
 
     /// Checks every claim this session makes about its state; `Err` names
@@ -847,4 +833,33 @@ impl ServerSession {
         debug_assert!(self.callers.len() <= self.executing);
         debug_assert!(self.conns.len() <= self.config.max_connections);
     }
+}
+
+/// A reply to `req` that nothing ran for: a refusal, or what the session
+/// knows instead of running it.
+fn reply_to(
+    req: &Request,
+    incarnation: Incarnation,
+    load: u32,
+    outcome: Outcome,
+    msg: &str,
+) -> Action {
+    let mut reply = Reply::to(
+        req,
+        incarnation,
+        outcome,
+        Bytes::copy_from_slice(msg.as_bytes()),
+    );
+    reply.load = load;
+    Action::Reply(Message::Reply(reply))
+}
+
+fn count_refusal(stats: &mut ServerStats, refusal: Refusal) {
+    let n = match refusal {
+        Refusal::DeadlinePassed => &mut stats.refused_deadline,
+        Refusal::InFlight => &mut stats.refused_in_flight,
+        Refusal::CallerInFlight => &mut stats.refused_caller_in_flight,
+        _ => &mut stats.refused_clients_per_conn,
+    };
+    *n += 1;
 }

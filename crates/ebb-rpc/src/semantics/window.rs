@@ -40,7 +40,10 @@ impl Window {
     /// (the session's checks keep every call they record inside it).
     pub fn slot_mut(&mut self, seq: Seq) -> Option<&mut Option<Entry>> {
         let i = self.index(seq)?;
-        if i >= self.slots.len() {
+        // Calls usually arrive in seq order: one new slot at the end.
+        if i == self.slots.len() {
+            self.slots.push_back(None);
+        } else if i > self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }
         self.slots.get_mut(i)
@@ -67,6 +70,7 @@ impl Window {
         let Some(i) = self.index(seq) else {
             return Err(reply);
         };
+        // The call's marker usually holds its slot already.
         if i >= self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }

@@ -188,8 +188,11 @@ pub fn json_args_to_bytes<T: Serialize>(
         .map_err(|e| DispatchError::BadArgs(format!("{}: {e}", signature(method))))
 }
 
+/// Encodes a method's result into a recycled reply buffer when one fits
+/// (see `crate::reply_pool`): a server keeps its replies until their
+/// clients acknowledge them, and fresh memory per reply costs page faults.
 pub fn encode_reply<T: Serialize>(method: &MethodInfo, reply: &T) -> Result<Bytes, DispatchError> {
-    to_exact_bytes(reply)
+    crate::reply_pool::encode(reply)
         .map_err(|e| DispatchError::EncodeReply(format!("{}: {e}", signature(method))))
 }
 

@@ -46,6 +46,8 @@ pub enum TlsError {
     },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("{name:?} is not a DNS name or IP address a certificate can name")]
+    ServerName { name: String },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -103,6 +105,27 @@ fn load_roots(what: &'static str, path: &Path) -> Result<Arc<RootCertStore>, Tls
     Ok(Arc::new(roots))
 }
 
+/// Why a certificate and its key could not be used together: a
+/// certificate rustls cannot read at all (an X.509 v1 certificate, as
+/// `openssl x509 -req` makes without extensions) is that file's fault, not
+/// a mismatch, and is named as such.
+fn pairing_error(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
+    match source {
+        rustls::Error::InvalidCertificate(e) => TlsError::Bad {
+            what: "certificate",
+            path: cert.to_owned(),
+            reason: format!(
+                "{e:?} (expected an X.509 v3 certificate, e.g. made with an -extfile or -addext)"
+            ),
+        },
+        source => TlsError::Mismatch {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        },
+    }
+}
+
 /// A server's TLS side: what [`Server::with_tls`](super::Server::with_tls)
 /// takes. Cheap to clone.
 #[derive(Clone)]
@@ -143,14 +166,9 @@ impl ServerTls {
             }
             None => builder.with_no_client_auth(),
         };
-        let config =
-            builder
-                .with_single_cert(chain, private)
-                .map_err(|source| TlsError::Mismatch {
-                    cert: cert.to_owned(),
-                    key: key.to_owned(),
-                    source,
-                })?;
+        let config = builder
+            .with_single_cert(chain, private)
+            .map_err(|source| pairing_error(cert, key, source))?;
         Ok(ServerTls::from_config(Arc::new(config)))
     }
 
@@ -171,6 +189,9 @@ impl ServerTls {
 #[derive(Clone)]
 pub struct ClientTls {
     connector: TlsConnector,
+    /// The name the server's certificate must carry, when it is not the
+    /// host the client dials (see [`ClientTls::with_server_name`]).
+    name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -193,11 +214,7 @@ impl ClientTls {
         let config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(load_certs("certificate", cert)?, load_key(key)?)
-                .map_err(|source| TlsError::Mismatch {
-                    cert: cert.to_owned(),
-                    key: key.to_owned(),
-                    source,
-                })?,
+                .map_err(|source| pairing_error(cert, key, source))?,
             None => builder.with_no_client_auth(),
         };
         Ok(ClientTls::from_config(Arc::new(config)))
@@ -206,17 +223,34 @@ impl ClientTls {
     pub fn from_config(config: Arc<ClientConfig>) -> ClientTls {
         ClientTls {
             connector: TlsConnector::from(config),
+            name: None,
         }
     }
 
+    /// Checks every server's certificate against `name` instead of the
+    /// host the client dials: servers whose addresses are chosen as they
+    /// start (a pool of container nodes, each at an address of its own)
+    /// can then share one certificate naming them all.
+    pub fn with_server_name(mut self, name: &str) -> Result<ClientTls, TlsError> {
+        let parsed = ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName {
+            name: name.to_owned(),
+        })?;
+        self.name = Some(parsed);
+        Ok(self)
+    }
+
     /// Runs the handshake over `tcp`, checking the server's certificate
-    /// against the host part of `addr` (a DNS name or an IP address).
+    /// against the configured server name, or else the host part of
+    /// `addr` (a DNS name or an IP address).
     pub(crate) async fn connect(
         &self,
         addr: &str,
         tcp: TcpStream,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let name = server_name(addr)?;
+        let name = match &self.name {
+            Some(n) => n.clone(),
+            None => server_name(addr)?,
+        };
         self.connector.connect(name, tcp).await
     }
 }
@@ -237,6 +271,28 @@ fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_certificate_is_named_and_not_called_a_mismatch() {
+        let (cert, key) = (Path::new("v1.pem"), Path::new("v1.key"));
+        let e = pairing_error(
+            cert,
+            key,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding),
+        );
+        assert!(matches!(e, TlsError::Bad { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("v1.pem") && text.contains("X.509 v3"),
+            "{text}"
+        );
+        let e = pairing_error(
+            cert,
+            key,
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch),
+        );
+        assert!(matches!(e, TlsError::Mismatch { .. }), "{e:?}");
+    }
 
     #[test]
     fn server_names_come_from_the_host_part() {

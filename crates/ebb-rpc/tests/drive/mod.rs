@@ -11,6 +11,11 @@
 //! refused `Unauthenticated` and leave the named session exactly as it
 //! was; [`run`] counts them so a test can show they happened.
 //!
+//! The transport's progress reports are driven too: a client is told how
+//! much of what it handed over has been written (all of it, or all but half
+//! of its last message, so a copy can be "still leaving" when its resend
+//! falls due), and the server that part of a frame arrived.
+//!
 //! Shared by the proptest in `tests/session_fuzz.rs` and the cargo-fuzz
 //! target `fuzz/fuzz_targets/sessions.rs`, so both explore the same space.
 
@@ -47,6 +52,17 @@ pub struct Forgeries {
     /// refused.
     pub requests_refused: u64,
 }
+/// What one run drove, for tests that must show the rare paths ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub forgeries: Forgeries,
+    /// Write progress reported to a client (`handle_written`).
+    pub writes_reported: u64,
+    /// Resends the clients put off because the copy before was still being
+    /// written, summed at the end of the run.
+    pub retransmits_postponed: u64,
+}
+
 /// Bound on operations per input, so one input runs in bounded time.
 pub const MAX_OPS: usize = 512;
 
@@ -79,6 +95,12 @@ struct World {
     executing: Vec<CallKey>,
     started: Vec<(usize, CallId)>,
     forgeries: Forgeries,
+    /// Per client: bytes of messages handed to its connection since it
+    /// opened, the length of the last one, and progress reports so far.
+    handed: [u64; CLIENTS],
+    last_len: [u64; CLIENTS],
+    reports: [u64; CLIENTS],
+    writes_reported: u64,
     /// Stray connections and the ids they sent a proving handshake for.
     proofs: std::collections::BTreeSet<(ConnId, ClientId)>,
 }
@@ -144,6 +166,10 @@ impl World {
             executing: Vec::new(),
             started: Vec::new(),
             forgeries: Forgeries::default(),
+            handed: [0; CLIENTS],
+            last_len: [0; CLIENTS],
+            reports: [0; CLIENTS],
+            writes_reported: 0,
             proofs: std::collections::BTreeSet::new(),
         }
     }
@@ -223,6 +249,9 @@ impl World {
     /// Moves client `c`'s queued messages to the server.
     fn flush(&mut self, c: usize) {
         while let Some(m) = self.clients[c].poll_transmit() {
+            let len = m.encoded_len() as u64;
+            self.handed[c] += len;
+            self.last_len[c] = len;
             if let Some(conn) = self.conns[c] {
                 let action = self.server.admit(conn, m, self.now);
                 self.answer(Some(c), action);
@@ -259,6 +288,9 @@ impl World {
                     && let Ok(id) = self.server.open_connection(peer(c), self.now)
                 {
                     self.conns[c] = Some(id);
+                    // Write progress counts from 0 on each connection.
+                    self.handed[c] = 0;
+                    self.last_len[c] = 0;
                     self.clients[c].handle_connected(self.now);
                 }
             }
@@ -327,6 +359,24 @@ impl World {
                 if let Some(&id) = self.strays.first() {
                     self.server.close_connection(id);
                     self.strays.remove(0);
+                }
+            }
+            10 => {
+                // The transport's progress: alternately all but half of
+                // the last message written, and all of it. No input byte
+                // is read, so inputs recorded before this op replay as
+                // they did.
+                let partial = self.reports[c] % 2 == 0;
+                self.reports[c] += 1;
+                let written = if partial {
+                    self.handed[c] - self.last_len[c] / 2
+                } else {
+                    self.handed[c]
+                };
+                self.clients[c].handle_written(written, self.now);
+                self.writes_reported += 1;
+                if let Some(conn) = self.conns[c] {
+                    self.server.handle_progress(conn, self.now);
                 }
             }
             _ => {}
@@ -411,9 +461,8 @@ fn stray_answer(b: &mut Bytes8<'_>, me: ClientId) -> Message {
 }
 
 /// Runs the operations `bytes` encode; `Err` names the first broken
-/// invariant and the step it broke at. Returns the forgeries the server
-/// refused.
-pub fn run(bytes: &[u8]) -> Result<Forgeries, String> {
+/// invariant and the step it broke at. Returns what the run drove.
+pub fn run(bytes: &[u8]) -> Result<Seen, String> {
     let mut w = World::new();
     let mut b = Bytes8(bytes);
     for step in 0..MAX_OPS {
@@ -423,5 +472,9 @@ pub fn run(bytes: &[u8]) -> Result<Forgeries, String> {
         w.step(&mut b).map_err(|e| format!("at step {step}: {e}"))?;
         w.check().map_err(|e| format!("after step {step}: {e}"))?;
     }
-    Ok(w.forgeries)
+    Ok(Seen {
+        forgeries: w.forgeries,
+        writes_reported: w.writes_reported,
+        retransmits_postponed: w.clients.iter().map(|c| c.postponed_retransmits()).sum(),
+    })
 }

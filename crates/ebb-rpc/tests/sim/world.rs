@@ -13,11 +13,14 @@ use ebb_rpc::auth::Tokens;
 use ebb_rpc::semantics::{
     CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
-use ebb_rpc::wire::{ClientSecret, Incarnation, Message, Refusal, Request, Seq};
+use ebb_rpc::wire::{ClientSecret, Incarnation, Message, Request, Seq};
 
 use super::{Faults, Stats};
 
+mod callers;
+mod check;
 mod events;
+mod network;
 
 pub const SERVERS: usize = 2;
 const METHOD: u16 = 7;
@@ -468,75 +471,5 @@ impl World {
         }
         self.servers[s] = Some(server);
         self.executing.retain(|&(server, _), _| server != s);
-    }
-
-    /// The end-of-run rules.
-    fn check(mut self) -> Result<Stats, String> {
-        for (tag, call) in &self.calls {
-            let runs = self.executed.get(tag).copied().unwrap_or(0);
-            match &call.ended {
-                None => {
-                    return Err(format!(
-                        "call {tag} (started {}, deadline {}) never ended",
-                        call.start, call.deadline
-                    ));
-                }
-                Some((_, Ok(()))) if runs == 0 => {
-                    return Err(format!("call {tag} succeeded without running"));
-                }
-                Some((_, Err(CallError::Panicked { .. }))) if runs == 0 => {
-                    return Err(format!("call {tag} panicked without running"));
-                }
-                Some((_, Err(e))) if !e.may_have_run() && runs > 0 && !call.idempotent => {
-                    return Err(format!(
-                        "call {tag} was rejected, told it did not run ({e}), yet ran {runs} times"
-                    ));
-                }
-                Some((
-                    _,
-                    Err(e @ (CallError::BadRequest { .. } | CallError::UnknownMethod { .. })),
-                )) => {
-                    return Err(format!("call {tag} failed with a protocol error: {e}"));
-                }
-                Some((
-                    _,
-                    Err(
-                        e @ CallError::Refused {
-                            reason: Refusal::Unauthenticated,
-                            ..
-                        },
-                    ),
-                )) => {
-                    return Err(format!(
-                        "call {tag} of a client holding its secret was refused as unauthenticated: {e}"
-                    ));
-                }
-                _ => {}
-            }
-            if self.outsider == Some(call.client) {
-                if runs > 0 {
-                    return Err(format!(
-                        "call {tag} of a client without an accepted token ran {runs} times"
-                    ));
-                }
-                match &call.ended {
-                    Some((_, Ok(()))) => {
-                        return Err(format!(
-                            "call {tag} of a client without an accepted token succeeded"
-                        ));
-                    }
-                    Some((
-                        _,
-                        Err(CallError::Refused {
-                            reason: Refusal::Unauthorized,
-                            ..
-                        }),
-                    )) => self.stats.outsider_calls_refused += 1,
-                    _ => {}
-                }
-            }
-        }
-        self.stats.calls = self.calls.len() as u64;
-        Ok(self.stats)
     }
 }

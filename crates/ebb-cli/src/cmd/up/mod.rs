@@ -114,6 +114,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 t.path.display()
             );
         }
+        if let Some(t) = &checked.node_tls {
+            println!(
+                "nodes serve TLS with {}{}; the gateway checks their certificates against {}{}",
+                t.cert.display(),
+                match checked.kind {
+                    Kind::Thread | Kind::Process => String::new(),
+                    Kind::Container | Kind::Vm =>
+                        format!(" (copied into each node under {})", node_files::INSIDE_DIR),
+                },
+                t.server_name
+                    .as_deref()
+                    .map_or_else(|| "the address it dials".to_owned(), |n| format!("{n:?}")),
+                match &t.client_ca {
+                    Some(ca) => format!(
+                        "; mutual: nodes serve only certificates from {}",
+                        ca.display()
+                    ),
+                    None => String::new(),
+                }
+            );
+        }
         if let Some(o) = &checked.origin {
             println!(
                 "origin: {}, lease term {}, epsilon {} ms",
@@ -247,6 +268,23 @@ fn ebb_exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("finding the ebb binary to start nodes with")
 }
 
+/// Thread nodes with the pool's token and TLS, which they take as values
+/// rather than as files.
+fn guarded<F, D>(p: ThreadProvider<F>, c: &Checked) -> ThreadProvider<F>
+where
+    F: Fn() -> D,
+    D: ebb::rpc::service::ServiceDispatch + Send + 'static,
+{
+    let p = match &c.node_tokens {
+        Some(t) => p.with_tokens(t.tokens.clone()),
+        None => p,
+    };
+    match &c.node_tls {
+        Some(t) => p.with_tls(t.server.clone()),
+        None => p,
+    }
+}
+
 /// The provider for the configured kind, running the configured service
 /// (with the demo's data at `origin`, when there is one; container nodes
 /// get a route to `reach`, the host address it listens on).
@@ -270,7 +308,6 @@ fn provider(
     let files = NodeFiles::for_nodes(c);
     Ok(match c.kind {
         Kind::Thread => {
-            let tokens = c.node_tokens.as_ref().map(|t| t.tokens.clone());
             match (origin, &c.origin) {
                 (Some(addr), Some(plan)) => {
                     // Thread nodes share one process, so they share one cache
@@ -285,18 +322,12 @@ fn provider(
                     let p = ThreadProvider::new(move || {
                         DemoServer::new(DemoService::new().with_origin(cache.clone()))
                     });
-                    match tokens {
-                        Some(t) => Box::new(p.with_tokens(t)),
-                        None => Box::new(p),
-                    }
+                    Box::new(guarded(p, c))
                 }
-                _ => {
-                    let p = ThreadProvider::new(|| DemoServer::new(DemoService::new()));
-                    match tokens {
-                        Some(t) => Box::new(p.with_tokens(t)),
-                        None => Box::new(p),
-                    }
-                }
+                _ => Box::new(guarded(
+                    ThreadProvider::new(|| DemoServer::new(DemoService::new())),
+                    c,
+                )),
             }
         }
         Kind::Process => {

@@ -1,4 +1,5 @@
-//! The files a node is started with (its bearer token file), and the
+//! The files a node is started with (its bearer token file, its TLS
+//! certificate, key and client CA), and the
 //! flags that name them. A thread or process node reads them at their host
 //! paths; a container or VM node cannot see the host's file system, so
 //! its provider copies each file in, at a fixed path under
@@ -14,6 +15,10 @@ use super::config::{Checked, Kind};
 pub const INSIDE_DIR: &str = "/etc/ebb";
 /// The name of the copy of `pool.node_token_file`.
 pub const TOKEN_NAME: &str = "node.token";
+/// The names of the copies of `[pool.node_tls]`'s node-side files.
+pub const TLS_CERT_NAME: &str = "tls-cert.pem";
+pub const TLS_KEY_NAME: &str = "tls-key.pem";
+pub const TLS_CLIENT_CA_NAME: &str = "tls-client-ca.pem";
 
 /// Where a node that cannot see the host's files finds its copy of `name`.
 pub fn inside(name: &str) -> PathBuf {
@@ -33,6 +38,13 @@ impl NodeFiles {
         let mut files = NodeFiles::default();
         if let Some(t) = &c.node_tokens {
             files.add(c.kind, "--token-file", &t.path, TOKEN_NAME);
+        }
+        if let Some(t) = &c.node_tls {
+            files.add(c.kind, "--tls-cert", &t.cert, TLS_CERT_NAME);
+            files.add(c.kind, "--tls-key", &t.key, TLS_KEY_NAME);
+            if let Some(ca) = &t.client_ca {
+                files.add(c.kind, "--tls-client-ca", ca, TLS_CLIENT_CA_NAME);
+            }
         }
         files
     }

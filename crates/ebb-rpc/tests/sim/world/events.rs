@@ -1,20 +1,19 @@
-//! Event handlers and the simulated network: how each event changes the
-//! world, and how frames travel between sessions.
+//! Event handlers: how each event changes the world, and the checks made
+//! as it does (silent connections swept, each call ended once by its
+//! deadline). How frames travel is [`super::network`]'s; who may act for a
+//! client, [`super::callers`]'.
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::ConnRefusal;
-use ebb_rpc::semantics::{Action, CallKey, Caller, ConnId, LinkState};
+use ebb_rpc::semantics::{Action, Caller, ConnId, LinkState};
 use ebb_rpc::transport::frames::connection_error;
 use ebb_rpc::wire::{
-    ClientSecret, ConnErrorKind, Describe, Message, Outcome, Ping, Refusal, Seq, decode_payload,
-    encode_payload,
+    ConnErrorKind, Describe, Message, Outcome, Refusal, decode_payload, encode_payload,
 };
 
-use super::{
-    Event, FORGER_PEER, METHOD, MUTE_PEER, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of,
-};
+use super::{Event, METHOD, MUTE_PEER, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of};
 
 impl World {
     pub(super) fn handle(&mut self, ev: Event) -> Result<(), String> {
@@ -294,134 +293,6 @@ impl World {
         Ok(())
     }
 
-    /// A forger resumes client `c`'s session on server `s` without its
-    /// secret; the server must refuse both the handshake and the copied
-    /// request, typed, and run nothing.
-    fn forge(&mut self, s: usize, c: usize) -> Result<(), String> {
-        let victim = self.sessions[c][s].client_id();
-        let secret = ClientSecret::random(&mut self.rng);
-        let copied = self.captured.get(&(c, s)).cloned();
-        // With tokens, a forger holds a caller's token (it is a caller
-        // acting for another's client id) or none it may use.
-        // Its handshake is refused, so its connection never presented an
-        // accepted token: with tokens, the copied request is refused for
-        // that first.
-        let (token, expected, expected_request) = match &self.tokens {
-            Some(_) if self.rng.chance(0.5) => (
-                super::token_of(c),
-                Refusal::Unauthenticated,
-                Refusal::Unauthorized,
-            ),
-            Some(_) => (
-                Bytes::from_static(b"stolen?"),
-                Refusal::Unauthorized,
-                Refusal::Unauthorized,
-            ),
-            None => (
-                Bytes::new(),
-                Refusal::Unauthenticated,
-                Refusal::Unauthenticated,
-            ),
-        };
-        let Some(server) = self.servers[s].as_mut() else {
-            return Ok(());
-        };
-        let Ok(conn) = server.open_connection(FORGER_PEER, self.now) else {
-            self.stats.conns_refused += 1;
-            return Ok(());
-        };
-        let live = server.table().get(victim).is_some();
-        let ping = Ping {
-            client: victim,
-            floor: Seq::FIRST,
-            ack_below: Seq::FIRST,
-            incarnation: Some(server.incarnation()),
-            secret,
-            token,
-        };
-        match server.admit(conn, ping, self.now) {
-            Action::Reply(Message::Pong(p)) if p.refused == Some(expected) => {
-                if expected == Refusal::Unauthorized {
-                    self.stats.unauthorized_handshakes += 1;
-                } else {
-                    self.stats.forged_handshakes_refused += 1;
-                    if live {
-                        self.stats.forged_resumes_refused += 1;
-                    }
-                }
-            }
-            other => {
-                return Err(format!(
-                    "a forged handshake for client {c} on server {s} got {other:?}"
-                ));
-            }
-        }
-        if let Some(request) = copied {
-            let seq = request.seq;
-            match server.admit(conn, request, self.now) {
-                Action::Reply(Message::Reply(r))
-                    if r.outcome == Outcome::Refused(expected_request) =>
-                {
-                    if expected_request == Refusal::Unauthorized {
-                        self.stats.unauthorized_requests += 1;
-                    } else {
-                        self.stats.forged_requests_refused += 1;
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "a forged copy of client {c}'s call {seq} on server {s} got {other:?}"
-                    ));
-                }
-            }
-        }
-        if self.tokens.is_some() {
-            // Nor does it learn the service's methods.
-            match server.admit(conn, Describe { id: 9 }, self.now) {
-                Action::Drop => self.stats.describes_refused += 1,
-                other => {
-                    return Err(format!(
-                        "a Describe on server {s} without an accepted token got {other:?}"
-                    ));
-                }
-            }
-        }
-        server.check()?;
-        self.tracks.insert(
-            (s, conn),
-            super::Track {
-                opened_at: self.now,
-                last_heard: Some(self.now),
-            },
-        );
-        Ok(())
-    }
-
-    /// Counts a call `key` started on server `s` against its caller, and
-    /// checks the caller's bound: never more executing than it allows, and
-    /// notes a call served while another caller is at its bound.
-    fn started_for_caller(&mut self, s: usize, key: &CallKey) -> Result<(), String> {
-        let (Caller::Token(i), Some(max)) = (key.caller, self.server_cfg.max_in_flight_per_caller)
-        else {
-            return Ok(());
-        };
-        if self
-            .executing
-            .iter()
-            .any(|(&(server, other), &n)| server == s && other != i && n >= max)
-        {
-            self.stats.served_beside_full_caller += 1;
-        }
-        let n = self.executing.entry((s, i)).or_default();
-        *n += 1;
-        if *n > max {
-            return Err(format!(
-                "caller {i} has {n} calls executing on server {s}, over its bound of {max}"
-            ));
-        }
-        Ok(())
-    }
-
     /// The server closes what it finds silent; the world checks it closed
     /// exactly the connections silent past their timeout (no live one, no
     /// silent one left open), tells each client whose connection closed
@@ -507,100 +378,9 @@ impl World {
         self.pump(c, s)
     }
 
-    fn conn_live(&self, c: usize, s: usize, epoch: u64) -> bool {
-        let conn = &self.conns[c][s];
-        conn.up && conn.epoch == epoch
-    }
-
-    /// The connection dies; in-flight frames are lost. `notified`: the
-    /// client sees it at once (else only its failure detector will).
-    fn break_conn(&mut self, c: usize, s: usize, notified: bool) -> Result<(), String> {
-        let conn = &mut self.conns[c][s];
-        conn.up = false;
-        conn.epoch += 1;
-        if let Some(id) = conn.server_conn.take()
-            && let Some(server) = self.servers[s].as_mut()
-        {
-            server.close_connection(id);
-            self.tracks.remove(&(s, id));
-        }
-        if notified {
-            self.sessions[c][s].handle_disconnect(self.now);
-            let after = Nanos::from_millis(1 + self.rng.below(50));
-            self.schedule_reconnect(c, s, after);
-        }
-        self.pump(c, s)
-    }
-
-    fn schedule_reconnect(&mut self, c: usize, s: usize, after: Nanos) {
-        if !std::mem::replace(&mut self.conns[c][s].reconnect_pending, true) {
-            self.at(self.now + after, Event::Reconnect { c, s });
-        }
-    }
-
-    fn send_to_server(&mut self, c: usize, s: usize, frame: Message) {
-        if let Message::Request(r) = &frame
-            && !r.idempotent
-        {
-            self.captured.insert((c, s), r.clone());
-        }
-        let epoch = self.conns[c][s].epoch;
-        self.transmit(frame, |frame| Event::ToServer { c, s, epoch, frame }, c, s);
-    }
-
-    fn send_to_client(&mut self, c: usize, s: usize, frame: Message) {
-        let epoch = self.conns[c][s].epoch;
-        self.transmit(frame, |frame| Event::ToClient { c, s, epoch, frame }, c, s);
-    }
-
-    fn transmit(&mut self, frame: Message, ev: impl Fn(Message) -> Event, c: usize, s: usize) {
-        self.stats.frames += 1;
-        if !self.conns[c][s].up || self.rng.chance(self.faults.drop) {
-            return;
-        }
-        let copies = if self.rng.chance(self.faults.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let delay = Nanos(self.rng.below(self.faults.max_delay.0));
-            self.at(self.now + delay, ev(frame.clone()));
-        }
-    }
-
-    /// Moves a session's output into the world.
-    pub(super) fn pump(&mut self, c: usize, s: usize) -> Result<(), String> {
-        while let Some(f) = self.sessions[c][s].poll_transmit() {
-            self.send_to_server(c, s, f);
-        }
-        while let Some((id, r)) = self.sessions[c][s].poll_event() {
-            let Some(tag) = self.by_call.remove(&(c, s, id)) else {
-                return Err(format!(
-                    "client {c} got an outcome for unknown call {id:?} on server {s}"
-                ));
-            };
-            let r = match r {
-                Ok(payload) => {
-                    let got: (u64, u32) = decode_payload(&payload).map_err(|e| e.to_string())?;
-                    if got != (tag, REPLY_MARK) {
-                        return Err(format!("call {tag} got the reply of call {}", got.0));
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-            self.end(tag, r)?;
-        }
-        if self.sessions[c][s].poll_close() {
-            self.break_conn(c, s, false)?;
-            let after = Nanos::from_millis(1 + self.rng.below(50));
-            self.schedule_reconnect(c, s, after);
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, tag: u64, r: Result<(), CallError>) -> Result<(), String> {
+    /// Records how call `tag` ended, checking it ended once and by its
+    /// deadline.
+    pub(super) fn end(&mut self, tag: u64, r: Result<(), CallError>) -> Result<(), String> {
         let now = self.now;
         let call = self.calls.get_mut(&tag).expect("every tag is planned");
         if call.ended.is_some() {

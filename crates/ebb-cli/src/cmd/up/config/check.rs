@@ -44,7 +44,6 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
     let outlier = check_outlier(&file.outlier)?;
     let hedge = check_hedge(&file.hedge)?;
     let tokens = check_auth(&file.auth)?;
-    let (node_tokens, node_credentials) = pool.node_tokens.unzip();
     let gateway = GatewayConfig {
         rpc_addr: file.gateway.rpc,
         http_addr: file.gateway.http,
@@ -58,7 +57,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
             ..pool.config
         },
         seed: file.gateway.seed.unwrap_or_else(seed_from_clock),
-        node_credentials: node_credentials.unwrap_or_default(),
+        node_credentials: pool.node_credentials,
         hedge,
         admin_addr: file.gateway.admin,
         tokens,
@@ -75,7 +74,8 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         autoscale: scale.policy,
         objective: scale.objective,
         origin,
-        node_tokens,
+        node_tokens: pool.node_tokens,
+        node_tls: pool.node_tls,
     })
 }
 

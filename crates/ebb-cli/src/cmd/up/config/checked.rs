@@ -78,6 +78,23 @@ pub struct NodeTokens {
     pub tokens: ebb::rpc::auth::Tokens,
 }
 
+/// A checked `[pool.node_tls]`: every path absolute (a node finds it
+/// whatever its working directory), every file already loaded once.
+#[derive(Clone, Debug)]
+pub struct NodeTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Mutual TLS: nodes serve only clients with a certificate from here.
+    pub client_ca: Option<std::path::PathBuf>,
+    /// The name the gateway checks node certificates against, when not
+    /// the address it dials.
+    pub server_name: Option<String>,
+    /// What thread nodes serve with (other kinds load the files).
+    pub server: ebb::rpc::transport::ServerTls,
+    /// What the gateway dials nodes with.
+    pub client: ebb::rpc::transport::ClientTls,
+}
+
 /// A config that passed every check.
 #[derive(Debug)]
 pub struct Checked {
@@ -95,6 +112,7 @@ pub struct Checked {
     pub objective: Option<Nanos>,
     pub origin: Option<OriginPlan>,
     pub node_tokens: Option<NodeTokens>,
+    pub node_tls: Option<NodeTls>,
 }
 
 /// A key with a value that is not accepted.

@@ -173,6 +173,25 @@ pub struct Pool {
     /// The one bearer token nodes require and the gateway presents to them;
     /// unset: nodes serve any caller that reaches them.
     pub node_token_file: Option<std::path::PathBuf>,
+    /// TLS between the gateway and its nodes; unset: plain TCP.
+    pub node_tls: Option<NodeTls>,
+}
+
+/// `[pool.node_tls]`: nodes serve TLS with `cert` and `key`, the gateway
+/// trusts them through `ca`; with `client_ca`, `gateway_cert` and
+/// `gateway_key`, nodes serve only the gateway's certificate (mutual TLS).
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// The name node certificates carry, when it is not the address the
+    /// gateway dials.
+    pub server_name: Option<String>,
+    pub client_ca: Option<std::path::PathBuf>,
+    pub gateway_cert: Option<std::path::PathBuf>,
+    pub gateway_key: Option<std::path::PathBuf>,
 }
 
 impl Default for Pool {
@@ -188,6 +207,7 @@ impl Default for Pool {
             memory_mb: None,
             cpus: None,
             node_token_file: None,
+            node_tls: None,
         }
     }
 }

@@ -3,12 +3,14 @@
 //! accepted.
 //!
 //! `file.rs` is the schema, `check.rs` the check of one section per
-//! function (with `pool.rs` for `[pool]` and `origin.rs` for `[origin]`),
+//! function (with `pool.rs` for `[pool]`, `node_tls.rs` for
+//! `[pool.node_tls]` and `origin.rs` for `[origin]`),
 //! `checked.rs` what a file becomes once it passed.
 
 mod check;
 mod checked;
 mod file;
+mod node_tls;
 mod origin;
 mod pool;
 #[cfg(test)]

@@ -5,8 +5,9 @@
 
 use ebb_gateway::PoolConfig;
 
-use super::checked::{ConfigError, Kind, NodeTokens, Runs, bad};
+use super::checked::{ConfigError, Kind, NodeTls, NodeTokens, Runs, bad};
 use super::file::Pool;
+use super::node_tls::check_node_tls;
 
 /// The largest pool a config may ask for.
 pub const MAX_POOL: usize = ebb_gateway::pool::MAX_POOL_SIZE;
@@ -23,7 +24,10 @@ pub(super) struct PoolPlan {
     pub config: PoolConfig,
     pub memory_mb: Option<u64>,
     pub cpus: Option<f64>,
-    pub node_tokens: Option<(NodeTokens, ebb::rpc::transport::Credentials)>,
+    pub node_tokens: Option<NodeTokens>,
+    pub node_tls: Option<NodeTls>,
+    /// What the gateway presents to its nodes: their token, its TLS.
+    pub node_credentials: ebb::rpc::transport::Credentials,
 }
 
 pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError> {
@@ -55,6 +59,15 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
     }
     check_limits(p, kind)?;
     let node_tokens = check_node_tokens(p)?;
+    let node_tls = match &p.node_tls {
+        None => None,
+        Some(t) => Some(check_node_tls(t, kind)?),
+    };
+    let (node_tokens, node_credentials) = node_tokens.unzip();
+    let mut node_credentials = node_credentials.unwrap_or_default();
+    if let Some(t) = &node_tls {
+        node_credentials.tls = Some(t.client.clone());
+    }
     Ok(PoolPlan {
         kind,
         config: PoolConfig {
@@ -69,6 +82,8 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
         memory_mb: p.memory_mb,
         cpus: p.cpus,
         node_tokens,
+        node_tls,
+        node_credentials,
     })
 }
 

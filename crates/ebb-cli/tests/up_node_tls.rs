@@ -1,0 +1,341 @@
+//! `ebb up` with `[pool.node_tls]`: the gateway talks mutual TLS to the
+//! nodes it starts, which serve only callers holding a certificate from
+//! the configured CA. Through the gateway calls are served; straight to a
+//! node, a plain client and a TLS client without a certificate are refused
+//! and their calls do not run; one with a certificate is served. Thread
+//! and process nodes here; as root container nodes (checked against
+//! `server_name`, since each has an address of its own) and VM nodes, which
+//! get copies of the files inside. Certificates are generated here.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod gateway_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use gateway_common::{Up, live_nodes};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use serde_json::Value;
+
+/// The DNS name the node certificate carries besides 127.0.0.1.
+const NODE_NAME: &str = "node.ebb.test";
+/// How long a pool may take to be ready: a VM boots (TCG without KVM) far
+/// slower than a process starts.
+const READY_WAIT: Duration = Duration::from_secs(600);
+const READY_POLL: Duration = Duration::from_millis(100);
+
+/// The PEM files of one test: a CA, the node's certificate and key, and
+/// the gateway's (a client certificate from the same CA).
+struct Pems {
+    ca: PathBuf,
+    node_cert: PathBuf,
+    node_key: PathBuf,
+    gateway_cert: PathBuf,
+    gateway_key: PathBuf,
+    /// A key that goes with no certificate here.
+    stray_key: PathBuf,
+}
+
+fn certificates(dir: &Path) -> Pems {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let issue = |who: &str, names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (
+            write(&format!("{who}.pem"), cert.pem()),
+            write(&format!("{who}.key"), key.serialize_pem()),
+        )
+    };
+    let (node_cert, node_key) = issue("node", vec!["127.0.0.1".into(), NODE_NAME.into()]);
+    let (gateway_cert, gateway_key) = issue("gateway", vec!["gateway.ebb.test".into()]);
+    let stray_key = write("stray.key", KeyPair::generate().unwrap().serialize_pem());
+    Pems {
+        ca: write("ca.pem", ca.pem()),
+        node_cert,
+        node_key,
+        gateway_cert,
+        gateway_key,
+        stray_key,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `[pool.node_tls]` for mutual TLS, as an inline table.
+fn tls_table(p: &Pems, server_name: bool) -> String {
+    format!(
+        "node_tls = {{ ca = {:?}, cert = {:?}, key = {:?}, client_ca = {:?}, gateway_cert = {:?}, gateway_key = {:?}{} }}\n",
+        s(&p.ca),
+        s(&p.node_cert),
+        s(&p.node_key),
+        s(&p.ca),
+        s(&p.gateway_cert),
+        s(&p.gateway_key),
+        if server_name {
+            format!(", server_name = {NODE_NAME:?}")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Extra keys a pool of `kind` needs.
+fn pool_extra(kind: &str) -> &'static str {
+    match kind {
+        "vm" => "memory_mb = 256\nboot_timeout_ms = 300000\n",
+        _ => "",
+    }
+}
+
+fn wait_ready(up: &Up) -> Value {
+    let polls = READY_WAIT.as_millis() / READY_POLL.as_millis();
+    for _ in 0..polls {
+        let s = up.status();
+        let live = live_nodes(&s);
+        if live.len() == 1 && live[0]["state"] == "ready" {
+            return s;
+        }
+        std::thread::sleep(READY_POLL);
+    }
+    panic!(
+        "no node ready within {READY_WAIT:?}; status {}; output {:?}",
+        up.status(),
+        up.output()
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn nodes_serve_only_the_gateway_over_mutual_tls(kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = certificates(dir.path());
+    let up = Up::start(
+        &format!("node-tls-{kind}"),
+        &format!(
+            "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+             [service]\nname = \"demo\"\n\
+             [pool]\nkind = \"{kind}\"\ninitial = 1\nmin = 1\nmax = 1\n{}{}\
+             [admission]\ndefault_deadline_ms = 60000\n",
+            pool_extra(kind),
+            tls_table(&p, kind == "container"),
+        ),
+    );
+    let status = wait_ready(&up);
+    let node = live_nodes(&status)[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Through the gateway, which holds a certificate: served.
+    let (code, body, _) = up.post("/rpc/Demo/incr", r#"{"key":"k"}"#, &[]);
+    assert_eq!(
+        (code, body.clone()),
+        (200, serde_json::json!({"Ok": 1})),
+        "{kind}: {body}"
+    );
+    let through = common::call(&up.rpc.to_string(), &["Demo.incr", r#"{"key":"k"}"#]);
+    assert!(through.status.success(), "{kind}: {through:?}");
+    assert_eq!(stdout(&through), r#"{"Ok":2}"#, "{kind}");
+
+    // Straight to the node: a plain client, and a TLS client without a
+    // certificate, are refused.
+    let incr = ["--timeout-ms", "5000", "Demo.incr", r#"{"key":"k"}"#];
+    let plain = common::call(&node, &incr);
+    assert!(!plain.status.success(), "{kind}: a plain client was served");
+    let name_args = |mut v: Vec<String>| {
+        if kind == "container" {
+            // The certificate names NODE_NAME, not the container's address.
+            v.extend(["--tls-server-name".to_owned(), NODE_NAME.to_owned()]);
+        }
+        v
+    };
+    let no_cert = name_args(vec!["--tls-ca".into(), s(&p.ca).into()]);
+    let no_cert: Vec<&str> = no_cert.iter().map(String::as_str).chain(incr).collect();
+    let without = common::call(&node, &no_cert);
+    assert!(
+        !without.status.success(),
+        "{kind}: a client without a certificate was served"
+    );
+
+    // With the gateway's certificate: served, and the refused calls did
+    // not run (the counter moves from 2 to 3).
+    let with = name_args(vec![
+        "--tls-ca".into(),
+        s(&p.ca).into(),
+        "--tls-cert".into(),
+        s(&p.gateway_cert).into(),
+        "--tls-key".into(),
+        s(&p.gateway_key).into(),
+    ]);
+    let with: Vec<&str> = with.iter().map(String::as_str).chain(incr).collect();
+    let served = common::call(&node, &with);
+    assert!(served.status.success(), "{kind}: {served:?}");
+    assert_eq!(stdout(&served), r#"{"Ok":3}"#, "{kind}");
+    up.stop();
+}
+
+#[test]
+fn process_nodes_serve_only_the_gateway_over_mutual_tls() {
+    nodes_serve_only_the_gateway_over_mutual_tls("process");
+}
+
+#[test]
+fn thread_nodes_serve_only_the_gateway_over_mutual_tls() {
+    nodes_serve_only_the_gateway_over_mutual_tls("thread");
+}
+
+#[test]
+fn container_nodes_serve_only_the_gateway_over_mutual_tls_as_root() {
+    const NAME: &str = "container_nodes_serve_only_the_gateway_over_mutual_tls_as_root";
+    if let Some(why) = ebb_testkit::containers_unavailable() {
+        ebb_testkit::skip_or_fail(NAME, &why);
+        return;
+    }
+    nodes_serve_only_the_gateway_over_mutual_tls("container");
+}
+
+#[test]
+fn vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root() {
+    const NAME: &str = "vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root";
+    if !ebb_testkit::is_root() {
+        ebb_testkit::skip_or_fail(NAME, "VM nodes need root (their network and QEMU)");
+        return;
+    }
+    match ebb_node::vm::image::VmImage::prepare(&[]) {
+        Ok(_) => {}
+        Err(e) if common::vm_unavailable(&e) => {
+            ebb_testkit::skip_or_fail(NAME, &e.to_string());
+            return;
+        }
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+    nodes_serve_only_the_gateway_over_mutual_tls("vm");
+}
+
+fn up_check(config: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("up.toml");
+    std::fs::write(&path, config).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check"])
+        .arg(&path)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// `ebb up --check` loads every file and names the key of the one at
+/// fault: a missing file, a key that does not go with its certificate,
+/// half of the mutual keys, a container pool without a server name, and
+/// a server name no certificate can carry.
+#[test]
+fn up_check_names_the_node_tls_key_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = certificates(dir.path());
+    let config = |kind: &str, tls: String| {
+        format!("[service]\nname = \"demo\"\n[pool]\nkind = \"{kind}\"\n{tls}")
+    };
+    let ok = up_check(&config("process", tls_table(&p, false)));
+    assert!(ok.status.success(), "{ok:?}");
+    let said = stdout(&ok);
+    assert!(
+        said.contains("nodes serve TLS with") && said.contains("mutual"),
+        "{said}"
+    );
+    let ok = up_check(&config("container", tls_table(&p, true)));
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(stdout(&ok).contains("/etc/ebb"), "{}", stdout(&ok));
+
+    let missing = dir.path().join("missing.pem");
+    let plain = |ca: &Path, cert: &Path, key: &Path| {
+        format!(
+            "node_tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+            s(ca),
+            s(cert),
+            s(key)
+        )
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "process",
+            plain(&p.ca, &missing, &p.node_key),
+            "pool.node_tls.cert",
+            "cannot read",
+        ),
+        (
+            "process",
+            plain(&p.ca, &p.node_cert, &p.stray_key),
+            "pool.node_tls.key",
+            "do not go together",
+        ),
+        (
+            "process",
+            plain(&p.node_key, &p.node_cert, &p.node_key),
+            "pool.node_tls.ca",
+            "no PEM certificate",
+        ),
+        (
+            "process",
+            format!(
+                "node_tls = {{ ca = {:?}, cert = {:?}, key = {:?}, client_ca = {:?} }}\n",
+                s(&p.ca),
+                s(&p.node_cert),
+                s(&p.node_key),
+                s(&p.ca)
+            ),
+            "pool.node_tls.gateway_cert",
+            "together",
+        ),
+        (
+            "process",
+            format!(
+                "node_tls = {{ cert = {:?}, key = {:?} }}\n",
+                s(&p.node_cert),
+                s(&p.node_key)
+            ),
+            "pool.node_tls.ca",
+            "needs ca, cert and key",
+        ),
+        (
+            "container",
+            tls_table(&p, false),
+            "pool.node_tls.server_name",
+            "10.213",
+        ),
+        (
+            "process",
+            format!(
+                "node_tls = {{ ca = {:?}, cert = {:?}, key = {:?}, server_name = \"bad name\" }}\n",
+                s(&p.ca),
+                s(&p.node_cert),
+                s(&p.node_key)
+            ),
+            "pool.node_tls.server_name",
+            "bad name",
+        ),
+    ];
+    for (kind, tls, key, why) in cases {
+        let out = up_check(&config(kind, tls.clone()));
+        assert!(!out.status.success(), "{tls} passed the check");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(key) && e.contains(why), "{tls}: {e}");
+    }
+}

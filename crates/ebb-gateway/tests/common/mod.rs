@@ -1,0 +1,125 @@
+//! What the gateway's integration tests share: a registry of nodes the test
+//! makes itself (no provider behind them), the forwarder over it, a
+//! bounded wait for a condition another task brings about, and the
+//! smallest service a real node can serve.
+//!
+//! A test file uses it with `mod common;`; each uses only part of it, so
+//! the parts another file needs are not dead code.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ebb_core::{Instant, Nanos, NodeId};
+use ebb_gateway::clock::Clock;
+use ebb_gateway::forward::Forwarder;
+use ebb_gateway::metrics::Metrics;
+use ebb_gateway::registry::{Acquired, NewNode, Registry, Slot};
+use ebb_node::provider::NodeKind;
+use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::retry::RetryBudgetConfig;
+use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch, Transport};
+
+/// [`Plain`]'s one method, `ping`, answered with nothing.
+pub static PLAIN_METHODS: [MethodInfo; 1] = [MethodInfo {
+    service: "Plain",
+    id: 0,
+    name: "ping",
+    idempotent: true,
+    blocking: false,
+    params: &[],
+    returns: "()",
+}];
+
+/// A service with one method that does nothing: for tests of how the
+/// gateway reaches a node, not of what the node runs.
+pub struct Plain;
+
+impl ServiceDispatch for Plain {
+    fn name(&self) -> &'static str {
+        "Plain"
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        &PLAIN_METHODS
+    }
+    fn dispatch(&self, _: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async { Ok(Bytes::new()) })
+    }
+}
+
+/// Polls of [`wait_for`] before it gives up, [`WAIT_POLL`] apart: two
+/// seconds at most, so a broken test fails instead of hanging.
+const WAIT_POLLS: u32 = 20_000;
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// A registry balancing with `policy` (an `ebb_policy::balance::parse`
+/// name), admitting by `admission`, its random choices seeded by `seed`.
+pub fn registry(policy: &str, admission: AdmissionConfig, seed: u64) -> Registry {
+    Registry::new(ebb_policy::balance::parse(policy).unwrap(), admission, seed)
+}
+
+/// A thread node at a placeholder address: the registry never dials it,
+/// the test hands it the node's client itself.
+pub fn new_node(id: NodeId) -> NewNode {
+    NewNode {
+        id,
+        kind: NodeKind::Thread,
+        addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        cost_per_sec_micros: 0,
+        started_unix_ms: 0,
+        expected_boot: Nanos::from_millis(10),
+    }
+}
+
+/// Node `id` joins as booting: requests may be held for it.
+pub fn add_booting(registry: &Registry, id: NodeId, now: Instant) {
+    registry.add_booting(new_node(id), now);
+}
+
+/// Node `id` joins and is ready at once, reached through `client`.
+pub fn add_ready(registry: &Registry, id: NodeId, client: Arc<dyn Transport>, now: Instant) {
+    add_booting(registry, id, now);
+    assert!(registry.set_ready(id, client, now));
+}
+
+/// The forwarder over `registry` with a default retry budget.
+pub fn forwarder(registry: &Registry, clock: Clock) -> Arc<Forwarder> {
+    forwarder_with_budget(registry, clock, RetryBudgetConfig::default())
+}
+
+pub fn forwarder_with_budget(
+    registry: &Registry,
+    clock: Clock,
+    budget: RetryBudgetConfig,
+) -> Arc<Forwarder> {
+    Arc::new(Forwarder::new(
+        registry.clone(),
+        clock,
+        Metrics::new(),
+        budget,
+    ))
+}
+
+/// The node `acquire` handed out at once, claimed for the call.
+pub fn claim_now(acquired: Acquired) -> Slot {
+    match acquired {
+        Acquired::Now(mut slot) => {
+            slot.claim();
+            slot
+        }
+        Acquired::Held(_) => panic!("expected a node at once, the request was held"),
+        Acquired::Refused { why, .. } => panic!("expected a node at once, refused: {why}"),
+    }
+}
+
+/// Waits until `cond` holds, polling; panics naming `what` if it never does.
+pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..WAIT_POLLS {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+    panic!("never: {what}");
+}

@@ -1,0 +1,83 @@
+//! A VM provider's own directory under the cache: the node initramfs it
+//! composed (with any token and key files copied into it) and snapshots
+//! of guest memory. It is private to root, since those hold secrets, and
+//! a provider whose process was killed before its `Drop` ran leaves it
+//! behind (tens of MB each), so the next provider removes those.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+const PREFIX: &str = "provider-";
+
+/// Makes a fresh private (0700) directory for this process's provider
+/// under `vm_dir`, after removing those of providers whose process is
+/// gone.
+pub fn create(vm_dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(vm_dir)?;
+    sweep(vm_dir);
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = vm_dir.join(format!("{PREFIX}{}-{n}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// Removes `provider-PID-N` directories whose PID runs no process;
+/// returns how many.
+pub fn sweep(vm_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(vm_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_dead_providers_directory_is_swept_and_a_new_one_is_private() {
+        let vm = std::env::temp_dir().join(format!("ebb-provider-dir-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&vm);
+        std::fs::create_dir(&vm).unwrap();
+        // A pid that ran and ended: this test reaped it.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let orphan = vm.as_path().join(format!("{PREFIX}{dead}-7"));
+        std::fs::create_dir(&orphan).unwrap();
+        std::fs::write(orphan.join("node.cpio"), b"secret").unwrap();
+        let other = vm.as_path().join("base-1.cpio");
+        std::fs::write(&other, b"kept").unwrap();
+
+        let mine = create(vm.as_path()).unwrap();
+        assert!(!orphan.exists(), "the dead provider's directory was left");
+        assert!(other.exists(), "a file that is no provider's was removed");
+        let mode = std::fs::metadata(&mine).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{mine:?}");
+        // A live provider's directory (this process's) is kept.
+        assert_eq!(sweep(vm.as_path()), 0);
+        assert!(mine.exists());
+        std::fs::remove_dir_all(&vm).unwrap();
+    }
+}

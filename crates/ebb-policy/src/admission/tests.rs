@@ -1,0 +1,283 @@
+//! The admission rules, one test each, with time as plain integers.
+
+use ebb_core::{Instant, Nanos};
+
+use super::*;
+
+fn load(held: usize, in_flight: usize, ready: usize, service_ms: u64) -> Load {
+    Load {
+        held,
+        held_bytes: 0,
+        in_flight,
+        ready,
+        service_time: Nanos::from_millis(service_ms),
+        capacity_at: None,
+    }
+}
+
+const T0: Instant = Instant::EPOCH;
+
+#[test]
+fn an_idle_pool_takes_anything_that_fits_one_service_time() {
+    let cfg = AdmissionConfig::default();
+    let l = load(0, 0, 2, 10);
+    let d = T0 + Nanos::from_millis(10);
+    assert_eq!(admit(&cfg, &l, 0, d, T0, false), Admit::Accept);
+    let tight = T0 + Nanos::from_millis(9);
+    assert!(matches!(
+        admit(&cfg, &l, 0, tight, T0, false),
+        Admit::Refuse {
+            why: Refusal::DeadlineUnmeetable { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn work_ahead_is_spread_over_ready_nodes() {
+    // 2 nodes, 2 in service, 4 held: the new one waits 3 rounds of 10 ms.
+    let l = load(4, 2, 2, 10);
+    assert_eq!(expected_finish(&l, T0), T0 + Nanos::from_millis(40));
+    let cfg = AdmissionConfig::default();
+    let refused = admit(&cfg, &l, 0, T0 + Nanos::from_millis(39), T0, true);
+    assert_eq!(
+        refused,
+        Admit::Refuse {
+            why: Refusal::DeadlineUnmeetable {
+                expected_finish: T0 + Nanos::from_millis(40)
+            },
+            retry_after: Nanos::from_millis(40),
+        }
+    );
+    assert_eq!(
+        admit(&cfg, &l, 0, T0 + Nanos::from_millis(40), T0, true),
+        Admit::Accept
+    );
+}
+
+#[test]
+fn nothing_measured_means_no_deadline_refusal() {
+    let cfg = AdmissionConfig::default();
+    let l = load(100, 100, 1, 0);
+    assert_eq!(admit(&cfg, &l, 0, T0, T0, true), Admit::Accept);
+}
+
+#[test]
+fn the_held_queue_is_bounded_in_requests_and_bytes_only_when_holding() {
+    let cfg = AdmissionConfig {
+        deadline_check: false,
+        max_held_requests: 2,
+        max_held_bytes: 100,
+        ..AdmissionConfig::default()
+    };
+    let far = T0 + Nanos::from_secs(100);
+    let full = load(2, 0, 1, 1);
+    assert!(matches!(
+        admit(&cfg, &full, 0, far, T0, true),
+        Admit::Refuse {
+            why: Refusal::QueueFull { limit: 2 },
+            ..
+        }
+    ));
+    assert_eq!(admit(&cfg, &full, 0, far, T0, false), Admit::Accept);
+    let bytes = Load {
+        held_bytes: 60,
+        ..load(1, 0, 1, 1)
+    };
+    assert!(matches!(
+        admit(&cfg, &bytes, 41, far, T0, true),
+        Admit::Refuse {
+            why: Refusal::QueueBytesFull { limit: 100 },
+            ..
+        }
+    ));
+    assert_eq!(admit(&cfg, &bytes, 40, far, T0, true), Admit::Accept);
+}
+
+fn node(in_flight: u32, reported_queue: u32, service_ms: Option<u64>) -> NodeLoad {
+    NodeLoad {
+        in_flight,
+        reported_queue,
+        reported_service_time: service_ms.map(Nanos::from_millis),
+    }
+}
+
+/// Four nodes, 40 calls on them, 20 held, a 100 ms deadline.
+fn saturated_gateway(nodes: &[NodeLoad], gateway_timing: Nanos) -> (Admit, Admit) {
+    let cfg = AdmissionConfig::default();
+    let deadline = T0 + Nanos::from_millis(100);
+    let by_gateway = Load {
+        held: 20,
+        held_bytes: 0,
+        in_flight: nodes.iter().map(|n| n.in_flight as usize).sum(),
+        ready: nodes.len(),
+        service_time: gateway_timing,
+        capacity_at: None,
+    };
+    let reported = from_nodes(nodes.iter().copied(), gateway_timing);
+    let by_nodes = Load {
+        in_flight: reported.in_flight,
+        service_time: reported.service_time,
+        ..by_gateway
+    };
+    (
+        admit(&cfg, &by_gateway, 0, deadline, T0, true),
+        admit(&cfg, &by_nodes, 0, deadline, T0, true),
+    )
+}
+
+#[test]
+fn fast_nodes_behind_a_slow_gateway_are_not_refused() {
+    // The gateway's own timing (its queueing included) says 20 ms per
+    // call; the nodes measured 1 ms themselves. 60 calls ahead over 4
+    // nodes is 15 rounds: 300 ms by the gateway's figure, 16 ms by the
+    // nodes'.
+    let nodes = [node(10, 3, Some(1)); 4];
+    let (by_gateway, by_nodes) = saturated_gateway(&nodes, Nanos::from_millis(20));
+    assert!(
+        matches!(by_gateway, Admit::Refuse { .. }),
+        "the gateway's figure refuses: {by_gateway:?}"
+    );
+    assert_eq!(by_nodes, Admit::Accept, "the nodes' figures take it");
+}
+
+#[test]
+fn slow_nodes_are_refused_however_fast_the_gateway_saw_them() {
+    // The gateway saw 1 ms calls (say, cheap ones that happened to go
+    // alone); the nodes report 20 ms of service per call.
+    let nodes = [node(10, 10, Some(20)); 4];
+    let (by_gateway, by_nodes) = saturated_gateway(&nodes, Nanos::from_millis(1));
+    assert_eq!(by_gateway, Admit::Accept, "the gateway's figure takes it");
+    assert!(
+        matches!(
+            by_nodes,
+            Admit::Refuse {
+                why: Refusal::DeadlineUnmeetable { .. },
+                ..
+            }
+        ),
+        "the nodes' figures refuse: {by_nodes:?}"
+    );
+}
+
+#[test]
+fn node_reports_add_up_as_capacities() {
+    // 1 ms and 4 ms nodes: 1.25 calls per ms together, 1.6 ms each as
+    // the harmonic mean; the work is the larger count per node.
+    let l = from_nodes([node(2, 5, Some(1)), node(3, 0, Some(4))], Nanos::ZERO);
+    assert_eq!(l.in_flight, 8);
+    assert_eq!(l.service_time, Nanos::from_micros(1_600));
+    // A node without a report counts with the fallback; with neither,
+    // nothing is measured (and nothing is refused for time).
+    let l = from_nodes(
+        [node(0, 0, Some(2)), node(0, 0, None)],
+        Nanos::from_millis(2),
+    );
+    assert_eq!(l.service_time, Nanos::from_millis(2));
+    let l = from_nodes([node(1, 0, None)], Nanos::ZERO);
+    assert_eq!(l.service_time, Nanos::ZERO);
+    // No ready node: no capacity to spread work over, no figure.
+    assert_eq!(
+        from_nodes([], Nanos::from_millis(1)).service_time,
+        Nanos::ZERO
+    );
+}
+
+#[test]
+fn a_gateway_behind_refuses_by_its_own_delay_or_its_oldest_held() {
+    let cfg = AdmissionConfig {
+        max_gateway_delay: Nanos::from_millis(20),
+        ..AdmissionConfig::default()
+    };
+    let now = T0 + Nanos::from_millis(1_000);
+    let at = |ms_ago: u64| T0 + Nanos::from_millis(1_000 - ms_ago);
+    let fresh = GatewayDelay {
+        arrived: now,
+        oldest_held: None,
+    };
+    assert_eq!(admit_delay(&cfg, fresh, now), Admit::Accept);
+    let bound = GatewayDelay {
+        arrived: at(20),
+        oldest_held: Some(at(20)),
+    };
+    assert_eq!(admit_delay(&cfg, bound, now), Admit::Accept, "at the bound");
+    // This request waited 30 ms before its decision.
+    let late = GatewayDelay {
+        arrived: at(30),
+        ..fresh
+    };
+    assert_eq!(
+        admit_delay(&cfg, late, now),
+        Admit::Refuse {
+            why: Refusal::GatewayBehind {
+                delay: Nanos::from_millis(30),
+                limit: Nanos::from_millis(20),
+            },
+            retry_after: Nanos::from_millis(30),
+        }
+    );
+    // A fresh request behind a held one that waited 50 ms.
+    let stuck = GatewayDelay {
+        oldest_held: Some(at(50)),
+        ..fresh
+    };
+    assert!(matches!(
+        admit_delay(&cfg, stuck, now),
+        Admit::Refuse {
+            why: Refusal::GatewayBehind { delay, .. },
+            ..
+        } if delay == Nanos::from_millis(50)
+    ));
+    // Admission off: no refusal for delay.
+    let off = AdmissionConfig {
+        deadline_check: false,
+        ..cfg
+    };
+    assert_eq!(admit_delay(&off, stuck, now), Admit::Accept);
+}
+
+#[test]
+fn no_ready_node_waits_for_the_booting_one_or_refuses() {
+    let cfg = AdmissionConfig::default();
+    let none = load(0, 0, 0, 10);
+    assert!(matches!(
+        admit(&cfg, &none, 0, T0 + Nanos::from_secs(9), T0, true),
+        Admit::Refuse {
+            why: Refusal::NoCapacity,
+            ..
+        }
+    ));
+    let booting = Load {
+        capacity_at: Some(T0 + Nanos::from_millis(500)),
+        ..none
+    };
+    assert_eq!(expected_finish(&booting, T0), T0 + Nanos::from_millis(510));
+    assert_eq!(
+        admit(&cfg, &booting, 0, T0 + Nanos::from_millis(510), T0, true),
+        Admit::Accept
+    );
+    assert!(matches!(
+        admit(&cfg, &booting, 0, T0 + Nanos::from_millis(509), T0, true),
+        Admit::Refuse { .. }
+    ));
+}
+
+/// Each refusal names its own rule, one of `RULES`, so a metric
+/// labelled by rule tells the five apart.
+#[test]
+fn every_refusal_names_a_distinct_published_rule() {
+    let all = [
+        Refusal::DeadlineUnmeetable {
+            expected_finish: T0,
+        },
+        Refusal::QueueFull { limit: 1 },
+        Refusal::QueueBytesFull { limit: 1 },
+        Refusal::NoCapacity,
+        Refusal::GatewayBehind {
+            delay: Nanos::from_millis(2),
+            limit: Nanos::from_millis(1),
+        },
+    ];
+    let rules: Vec<&str> = all.iter().map(Refusal::rule).collect();
+    assert_eq!(rules, Refusal::RULES);
+}

@@ -1,0 +1,183 @@
+//! Peers the server must survive: one sending garbage, one that never
+//! reads, one speaking for too many clients, and more connections than it
+//! takes; each is dealt with alone and the others are served.
+
+use super::*;
+
+/// Reads until EOF and decodes what the server said before closing.
+async fn server_last_words(mut s: TcpStream) -> Vec<Message> {
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes).await;
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = wire::decode_message(&mut buf) {
+        frames.push(f);
+    }
+    frames
+}
+
+/// The one connection error (bad frame) a server sends before closing.
+fn refusal(said: &[Message]) -> String {
+    match said {
+        [Message::ConnError(e)] if e.kind == ConnErrorKind::BadFrame => e.message(),
+        other => panic!("expected one bad-frame connection error, got {other:?}"),
+    }
+}
+
+/// An idempotent request of `client` with a long deadline.
+fn request(client: u128, seq: u64, payload: Bytes) -> Message {
+    Message::Request(Request {
+        client: ebb_core::ClientId(client),
+        seq: Seq(seq),
+        ack_below: Seq(1),
+        incarnation: None,
+        deadline: ebb_core::Nanos::from_secs(60),
+        method: 0,
+        idempotent: true,
+        json: false,
+        payload,
+    })
+}
+
+#[tokio::test]
+async fn garbage_closes_only_its_own_connection() {
+    let (addr, _) = start().await;
+    let client = TcpClient::connect(&addr).await.unwrap();
+    let echo =
+        |s: &'static [u8]| client.call(&METHODS[0], Bytes::from_static(s), CallOptions::default());
+    assert_eq!(echo(b"before").await.unwrap(), &b"before"[..]);
+
+    let mut bad = TcpStream::connect(&addr).await.unwrap();
+    bad.write_all(&[9, 0, 0, 0, 0xee, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    let said = server_last_words(bad).await;
+    let m = refusal(&said);
+    assert!(m.contains("shorter"), "{m}");
+
+    let mut huge = TcpStream::connect(&addr).await.unwrap();
+    let len = (MAX_FRAME_BYTES as u32) + 1;
+    huge.write_all(&len.to_le_bytes()).await.unwrap();
+    let said = server_last_words(huge).await;
+    let m = refusal(&said);
+    assert!(m.contains("exceeds"), "{m}");
+
+    assert_eq!(echo(b"after").await.unwrap(), &b"after"[..]);
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_does_not_stall_others() {
+    let (addr, _) = start().await;
+    // Flood idempotent echoes of 64 KiB and never read a reply: the server
+    // must stop reading from this peer rather than buffer without bound.
+    let mut flood = TcpStream::connect(&addr).await.unwrap();
+    let mut bytes = bytes::BytesMut::new();
+    for seq in 1..=64u64 {
+        let frame = request(7, seq, Bytes::from(vec![1u8; 64 * 1024]));
+        wire::encode_message(&frame, &mut bytes).unwrap();
+    }
+    let flooder = tokio::spawn(async move {
+        for _ in 0..8 {
+            if flood.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        flood
+    });
+    let client = TcpClient::connect(&addr).await.unwrap();
+    for _ in 0..10 {
+        let r = client
+            .call(
+                &METHODS[0],
+                Bytes::from_static(b"still here"),
+                CallOptions::default(),
+            )
+            .await;
+        assert_eq!(r.unwrap(), &b"still here"[..]);
+    }
+    flooder.abort();
+}
+
+#[tokio::test]
+async fn a_connection_speaking_for_too_many_clients_is_refused_beyond_the_bound() {
+    use ebb_rpc::transport::server::MAX_CLIENTS_PER_CONN;
+    let (addr, svc) = start().await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut out = bytes::BytesMut::new();
+    let n = MAX_CLIENTS_PER_CONN as u128 + 1;
+    for id in 1..=n {
+        let frame = request(id, 1, Bytes::from_static(b"e"));
+        wire::encode_message(&frame, &mut out).unwrap();
+    }
+    s.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut replies = Vec::new();
+    while replies.len() < n as usize {
+        assert!(
+            s.read_buf(&mut buf).await.unwrap() > 0,
+            "server closed early"
+        );
+        while let Some(f) = wire::decode_message(&mut buf).unwrap() {
+            let Message::Reply(r) = f else {
+                panic!("expected replies, got {f:?}")
+            };
+            replies.push(r);
+        }
+    }
+    let refused: Vec<_> = replies
+        .iter()
+        .filter(|r| r.outcome == Outcome::Refused(Refusal::ClientsPerConnection))
+        .collect();
+    assert_eq!(refused.len(), 1, "{replies:?}");
+    assert_eq!(refused[0].client, ebb_core::ClientId(n));
+    assert_eq!(svc.runs.load(Ordering::Relaxed), MAX_CLIENTS_PER_CONN);
+}
+
+#[tokio::test]
+async fn a_full_server_turns_a_new_connection_away_at_once_and_its_call_did_not_run() {
+    let svc = Arc::new(TestService {
+        gather: Barrier::new(GATHER),
+        runs: AtomicUsize::new(0),
+    });
+    let config = ServerConfig {
+        max_connections: 1,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind_with("127.0.0.1:0", Arc::clone(&svc), config)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run());
+    let first = TcpClient::connect(&addr).await.unwrap();
+    let echo = Bytes::from_static(b"first");
+    assert_eq!(
+        first
+            .call(&METHODS[0], echo.clone(), CallOptions::default())
+            .await
+            .unwrap(),
+        echo
+    );
+    let second = TcpClient::connect(&addr).await.unwrap();
+    // A long deadline: the answer must come from the refusal, not a timer.
+    let options = CallOptions::default().with_timeout(ebb_core::Nanos::from_secs(3600));
+    let err = second
+        .call(&METHODS[1], Bytes::new(), options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CallError::Refused {
+                reason: Refusal::ServerFull,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.may_have_run());
+    assert_eq!(
+        svc.runs.load(Ordering::Relaxed),
+        1,
+        "only the first call ran"
+    );
+}
