@@ -679,6 +679,17 @@ impl Registry {
         let g = self.lock();
         (g.held.len(), g.held_bytes)
     }
+
+    /// Whether the pool is at rest: `target` nodes, all ready, none with a
+    /// call in flight, nothing held (what lets the pool manager tick less
+    /// often). One lock, no allocation.
+    pub fn quiet(&self, target: usize) -> bool {
+        let g = self.lock();
+        g.held.is_empty()
+            && g.meta.len() == target
+            && g.meta.iter().all(|m| m.life == Life::Ready)
+            && g.views.iter().all(|v| v.in_flight == 0)
+    }
 }
 
 impl Inner {
