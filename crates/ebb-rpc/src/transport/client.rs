@@ -27,7 +27,8 @@ mod link;
 
 use link::{Dial, Link, Reply};
 
-/// Describe requests one client may have outstanding; more wait for room.
+/// Describe requests one client may have outstanding; more end at once
+/// with `TooManyOutstanding`.
 pub const MAX_PENDING_DESCRIBES: usize = 16;
 /// How long one connection attempt may take before it counts as failed,
 /// unless configured otherwise (`TcpClientConfig::connect_timeout_ms`).
