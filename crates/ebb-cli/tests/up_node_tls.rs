@@ -14,7 +14,7 @@ mod gateway_common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use gateway_common::{Up, live_nodes, pool_extra};
+use gateway_common::{Up, live_nodes, pool_extra, up_check};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// The DNS name the node certificate carries besides 127.0.0.1.
@@ -190,16 +190,12 @@ fn vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root() {
     nodes_serve_only_the_gateway_over_mutual_tls("vm");
 }
 
-fn up_check(config: &str) -> Output {
+/// `ebb up --check` on `config`, written to a file of its own.
+fn check_config(config: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("up.toml");
     std::fs::write(&path, config).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(&path)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
+    up_check(&path)
 }
 
 /// `ebb up --check` loads every file and names the key of the one at
@@ -213,14 +209,14 @@ fn up_check_names_the_node_tls_key_at_fault() {
     let config = |kind: &str, tls: String| {
         format!("[service]\nname = \"demo\"\n[pool]\nkind = \"{kind}\"\n{tls}")
     };
-    let ok = up_check(&config("process", tls_table(&p, false)));
+    let ok = check_config(&config("process", tls_table(&p, false)));
     assert!(ok.status.success(), "{ok:?}");
     let said = stdout(&ok);
     assert!(
         said.contains("nodes serve TLS with") && said.contains("mutual"),
         "{said}"
     );
-    let ok = up_check(&config("container", tls_table(&p, true)));
+    let ok = check_config(&config("container", tls_table(&p, true)));
     assert!(ok.status.success(), "{ok:?}");
     assert!(stdout(&ok).contains("/etc/ebb"), "{}", stdout(&ok));
 
@@ -293,7 +289,7 @@ fn up_check_names_the_node_tls_key_at_fault() {
         ),
     ];
     for (kind, tls, key, why) in cases {
-        let out = up_check(&config(kind, tls.clone()));
+        let out = check_config(&config(kind, tls.clone()));
         assert!(!out.status.success(), "{tls} passed the check");
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(e.contains(key) && e.contains(why), "{tls}: {e}");

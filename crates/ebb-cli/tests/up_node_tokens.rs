@@ -12,18 +12,9 @@ mod gateway_common;
 use std::path::Path;
 use std::process::Output;
 
-use gateway_common::{Up, live_nodes, pool_extra};
+use gateway_common::{Up, live_nodes, pool_extra, up_check};
 
 const NODE_TOKEN: &str = "node-5e1c04b7";
-
-fn ebb_up_check(config: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(config)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -157,14 +148,14 @@ fn a_bad_node_token_file_is_named_by_up_check() {
     };
 
     write("process", &one);
-    let out = ebb_up_check(&cfg);
+    let out = up_check(&cfg);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("nodes require the token in"), "{said}");
 
     for kind in ["container", "vm"] {
         write(kind, &one);
-        let out = ebb_up_check(&cfg);
+        let out = up_check(&cfg);
         assert!(out.status.success(), "{kind}: {}", stderr(&out));
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("/etc/ebb/node.token"), "{kind}: {said}");
@@ -176,7 +167,7 @@ fn a_bad_node_token_file_is_named_by_up_check() {
         ("container", &missing, "cannot read"),
     ] {
         write(kind, file);
-        let out = ebb_up_check(&cfg);
+        let out = up_check(&cfg);
         assert!(!out.status.success(), "{kind} {file:?} passed the check");
         let e = stderr(&out);
         assert!(

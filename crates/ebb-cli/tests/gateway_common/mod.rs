@@ -19,6 +19,16 @@ pub const POLL_PAUSE: Duration = Duration::from_millis(10);
 /// Bound on a clean shutdown after SIGTERM.
 const SHUTDOWN_POLLS: u32 = 3_000;
 
+/// `ebb up --check CONFIG`, run to its end.
+pub fn up_check(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check"])
+        .arg(config)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
 /// How long a pool may take to be ready: a VM boots (TCG without KVM) far
 /// slower than a process starts.
 pub const BOOT_WAIT: Duration = Duration::from_secs(600);
