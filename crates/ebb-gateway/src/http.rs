@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::Shared;
 use crate::auth::Caller;
 use crate::forward::GatewayError;
+use crate::front::GatewayCalls;
 use crate::ingress::JsonCallError;
 
 /// The dashboard: one static page that reads `/status` and `/metrics`.
@@ -28,8 +29,18 @@ const MAX_POOL_BODY_BYTES: usize = 4096;
 
 /// Everything on one address.
 pub fn router(shared: Arc<Shared>, http: HttpConfig) -> Router {
-    let (all, _) = routers(shared, http, false);
+    let calls = gateway_calls(&shared, http);
+    let (all, _) = routers(shared, calls, false);
     all
+}
+
+/// The HTTP ingress's calls over the pool, shared by the router and the
+/// front (`front.rs`), so their bound on requests in flight is one.
+pub fn gateway_calls(shared: &Arc<Shared>, http: HttpConfig) -> GatewayCalls {
+    Arc::new(ebb_http::Calls::new(
+        GatewayBackend(Arc::clone(shared)),
+        http,
+    ))
 }
 
 /// The ingress router and, when `separate_admin`, the admin one (`/`,
@@ -40,10 +51,9 @@ pub fn router(shared: Arc<Shared>, http: HttpConfig) -> Router {
 /// (`ebb_http::json_errors`).
 pub fn routers(
     shared: Arc<Shared>,
-    http: HttpConfig,
+    calls: GatewayCalls,
     separate_admin: bool,
 ) -> (Router, Option<Router>) {
-    let backend = GatewayBackend(Arc::clone(&shared));
     let pool = post(set_pool).layer(axum::middleware::from_fn_with_state(
         Arc::clone(&shared),
         require_token,
@@ -55,7 +65,7 @@ pub fn routers(
         .route("/pool", pool)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_POOL_BODY_BYTES))
         .with_state(Arc::clone(&shared));
-    let calls = ebb_http::router(backend, http)
+    let calls = ebb_http::router_over(calls)
         .layer(axum::middleware::from_fn_with_state(shared, guard_calls));
     // Last, so it covers the fallback and axum's own answers (a 405 on
     // `/pool`, a body over the limit) as well as the routes.
@@ -72,8 +82,8 @@ pub fn routers(
     }
 }
 
-fn authorization(req: &axum::extract::Request) -> Option<&str> {
-    req.headers()
+fn authorization(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
 }
@@ -87,31 +97,42 @@ async fn guard_calls(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let _slot = match admit_caller(&s, req.headers(), peer) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
+    next.run(req).await
+}
+
+/// [`guard_calls`]' check, also made by the front for the calls it serves
+/// itself: the caller's place (held until the call ends), or why it is
+/// refused (counted in the metrics).
+pub(crate) fn admit_caller(
+    s: &Shared,
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<crate::auth::CallerSlot, HttpError> {
     let caller = match &s.tokens {
-        Some(tokens) => match tokens.check(authorization(&req)) {
+        Some(tokens) => match tokens.check(authorization(headers)) {
             Some(i) => Caller::Token(i),
             None => {
                 s.forwarder.metrics().unauthenticated();
-                return HttpError::Unauthenticated.into_response();
+                return Err(HttpError::Unauthenticated);
             }
         },
-        None => req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or(Caller::Unknown, |c| Caller::Peer(c.0.ip())),
+        None => peer.map_or(Caller::Unknown, |p| Caller::Peer(p.ip())),
     };
-    let _slot = match s.callers.enter(caller) {
-        Ok(slot) => slot,
-        Err(e) => {
-            s.forwarder.metrics().caller_refused();
-            return HttpError::Overloaded {
-                message: e.to_string(),
-                retry_after: Nanos::from_millis(ebb_http::FULL_RETRY_AFTER_MS),
-            }
-            .into_response();
+    s.callers.enter(caller).map_err(|e| {
+        s.forwarder.metrics().caller_refused();
+        HttpError::Overloaded {
+            message: e.to_string(),
+            retry_after: Nanos::from_millis(ebb_http::FULL_RETRY_AFTER_MS),
         }
-    };
-    next.run(req).await
+    })
 }
 
 /// Changing the pool needs a bearer token when tokens are configured.
@@ -121,7 +142,7 @@ async fn require_token(
     next: axum::middleware::Next,
 ) -> Response {
     if let Some(tokens) = &s.tokens {
-        if tokens.check(authorization(&req)).is_none() {
+        if tokens.check(authorization(req.headers())).is_none() {
             s.forwarder.metrics().unauthenticated();
             return HttpError::Unauthenticated.into_response();
         }

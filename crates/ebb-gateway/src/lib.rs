@@ -6,6 +6,8 @@
 //! - [`pool`]: the manager thread that drives a `NodeProvider` to a target.
 //! - [`ingress`]: the RPC ingress (the gateway as one ebb server).
 //! - [`http`]: `/status`, `/metrics`, `/pool`, `/rpc/{Service}/{method}`.
+//! - [`front`]: each HTTP connection's service: calls straight to the
+//!   ingress, the rest through the router.
 //! - [`signals`]: what an autoscaler is told each tick, and its seam.
 //! - [`auth`]: bearer tokens and per-caller bounds for the HTTP and RPC
 //!   ingress.
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod clock;
 pub mod decisions;
 pub mod forward;
+pub mod front;
 pub mod http;
 pub mod ingress;
 pub mod metrics;
@@ -337,8 +340,18 @@ impl Gateway {
             default_deadline_ms: cfg.default_deadline.as_millis().max(1),
             ..ebb_http::HttpConfig::default()
         };
-        let (app, admin_app) =
-            http::routers(Arc::clone(&shared), http_cfg, admin_listener.is_some());
+        let calls = http::gateway_calls(&shared, http_cfg);
+        let (app, admin_app) = http::routers(
+            Arc::clone(&shared),
+            Arc::clone(&calls),
+            admin_listener.is_some(),
+        );
+        // Calls skip the router; everything else takes it.
+        let front = front::MakeFront {
+            shared: Arc::clone(&shared),
+            calls,
+            router: app,
+        };
         let rpc_shared = Arc::clone(&shared);
         let rpc_max_per_caller = cfg.max_in_flight_per_caller;
         let mut tasks = vec![
@@ -361,8 +374,7 @@ impl Gateway {
                 }
             }),
             tokio::spawn(async move {
-                let app = app.into_make_service_with_connect_info::<SocketAddr>();
-                let _ = axum::serve(listener, app).await;
+                let _ = axum::serve(listener, front).await;
             }),
         ];
         if let (Some(listener), Some(admin)) = (admin_listener, admin_app) {

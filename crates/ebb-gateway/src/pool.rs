@@ -50,6 +50,23 @@ pub const DESCRIBE_TIMEOUT_MS: u64 = 2_000;
 /// neither the tick nor the other nodes' handshakes; past this bound a
 /// ready node waits for a later tick.
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 16;
+/// Longest pause between two ticks of a quiet pool (every node ready and
+/// idle, nothing held, booting, draining or handshaking, the target met):
+/// the pause doubles from `tick_ms` up to this, so an idle gateway's
+/// manager wakes ten times a second rather than a hundred. Anything to do
+/// (a command, a handshake's end, a call in flight) brings `tick_ms` back.
+pub const MAX_IDLE_TICK_MS: u64 = 100;
+
+/// The pause before the next tick: `tick` while there is work, else twice
+/// the last one, up to `MAX_IDLE_TICK_MS` (never below `tick`).
+fn next_wait(last: Duration, tick: Duration, busy: bool) -> Duration {
+    let idle_max = tick.max(Duration::from_millis(MAX_IDLE_TICK_MS));
+    if busy {
+        tick
+    } else {
+        last.saturating_mul(2).clamp(tick, idle_max)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -338,20 +355,26 @@ impl Manager {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         let tick = Duration::from_millis(self.cfg.tick_ms.max(1));
         let mut shutdown_since: Option<Instant> = None;
+        let mut wait = tick;
         loop {
-            match rx.recv_timeout(tick) {
-                Ok(Command::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(Command::Handshake(id, done)) => self.handshake_done(id, done),
+            let woken = match rx.recv_timeout(wait) {
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+                Ok(Command::Wake) => true,
+                Ok(Command::Handshake(id, done)) => {
+                    self.handshake_done(id, done);
+                    true
+                }
                 // The manager holds a sender itself (`reports`), so only
                 // the handle's `Shutdown` ends it.
                 Ok(Command::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     shutdown_since.get_or_insert(self.clock.now());
+                    true
                 }
-            }
+            };
             let now = self.clock.now();
-            self.events(now);
+            let changed = self.events(now);
             self.handshakes();
-            self.remove_dead(now);
+            let died = self.remove_dead(now);
             self.stop_drained();
             self.registry.maintain(now);
             if let Some(since) = shutdown_since {
@@ -369,6 +392,11 @@ impl Manager {
             }
             self.autoscale(now);
             self.reconcile(now);
+            let quiet = self.awaiting_handshake.is_empty()
+                && self.handshaking.is_empty()
+                && self.stopping.is_empty()
+                && self.registry.quiet(self.target.load(Ordering::SeqCst));
+            wait = next_wait(wait, tick, woken || changed || died || !quiet);
         }
         for (id, life, _) in self.registry.lives() {
             self.change(
@@ -397,8 +425,11 @@ impl Manager {
         });
     }
 
-    fn events(&mut self, now: Instant) {
-        for ev in self.provider.poll_events() {
+    /// Whether the provider reported anything.
+    fn events(&mut self, now: Instant) -> bool {
+        let events = self.provider.poll_events();
+        let any = !events.is_empty();
+        for ev in events {
             match ev {
                 NodeEvent::Ready(id) => {
                     if let Some(&addr) = self.addrs.get(&id) {
@@ -408,6 +439,7 @@ impl Manager {
                 NodeEvent::Gone(id, reason) => self.gone(id, &reason, now),
             }
         }
+        any
     }
 
     fn gone(&mut self, id: NodeId, reason: &str, now: Instant) {
@@ -500,8 +532,11 @@ impl Manager {
 
     /// Nodes whose calls say they are dead, and nodes that never became
     /// ready, are stopped and gone at once.
-    fn remove_dead(&mut self, now: Instant) {
-        for id in self.registry.suspects() {
+    /// Whether any node was removed.
+    fn remove_dead(&mut self, now: Instant) -> bool {
+        let suspects = self.registry.suspects();
+        let mut removed = !suspects.is_empty();
+        for id in suspects {
             let _ = self.provider.stop(id);
             self.gone(id, "stopped answering", now);
         }
@@ -513,10 +548,12 @@ impl Manager {
             .filter(|&(_, started)| now.saturating_since(started) > timeout)
             .map(|(id, _)| id)
             .collect();
+        removed |= !late.is_empty();
         for id in late {
             let _ = self.provider.stop(id);
             self.gone(id, "not ready within the boot timeout", now);
         }
+        removed
     }
 
     fn drain(&mut self, id: NodeId, why: &str) {
@@ -637,5 +674,28 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quiet pool's pause doubles from the tick up to `MAX_IDLE_TICK_MS`
+    /// and stays there; any work brings the tick back at once; a tick
+    /// configured above the idle bound is kept as it is.
+    #[test]
+    fn a_quiet_pool_ticks_less_often_and_work_restores_the_tick() {
+        let tick = Duration::from_millis(10);
+        let mut wait = tick;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            wait = next_wait(wait, tick, false);
+            seen.push(wait.as_millis());
+        }
+        assert_eq!(seen, [20, 40, 80, 100, 100, 100]);
+        assert_eq!(next_wait(wait, tick, true), tick);
+        let slow = Duration::from_millis(500);
+        assert_eq!(next_wait(slow, slow, false), slow);
     }
 }

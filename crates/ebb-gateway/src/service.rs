@@ -330,6 +330,11 @@ impl ServiceCell {
     /// The service, waiting at most `wait` for the first node to describe
     /// it.
     pub async fn known_within(&self, wait: Nanos) -> Option<Served> {
+        // Known already (every call but the first few): no receiver, no
+        // timer.
+        if let Some(served) = self.get() {
+            return Some(served);
+        }
         let mut rx = self.tx.subscribe();
         let known = rx.wait_for(Option::is_some);
         match tokio::time::timeout(std::time::Duration::from(wait), known).await {

@@ -23,24 +23,55 @@ use crate::{HttpConfig, HttpError, JsonBackend};
 /// The route this module serves, in axum's syntax.
 pub const RPC_ROUTE: &str = "/rpc/{service}/{method}";
 
-struct Ingress<B> {
+/// The calls of one ingress over one backend, with the ingress's bound on
+/// requests in flight: what [`router`] serves, and what a server that
+/// routes `POST /rpc/...` itself (the gateway, sparing each call axum's
+/// routing and layers) hands a call to.
+pub struct Calls<B> {
     backend: B,
     config: HttpConfig,
     in_flight: Semaphore,
+}
+
+impl<B: JsonBackend> Calls<B> {
+    pub fn new(backend: B, config: HttpConfig) -> Calls<B> {
+        Calls {
+            backend,
+            config,
+            in_flight: Semaphore::new(config.max_in_flight),
+        }
+    }
+
+    /// Answers one `POST /rpc/{service}/{method}` (the path's two parts
+    /// given percent-decoded): its reply as JSON, or its failure as a JSON
+    /// error body with the status that fits.
+    pub async fn handle(
+        &self,
+        service: &str,
+        method: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Response {
+        match call(self, service, method, headers, body).await {
+            Ok(reply) => axum::Json(reply).into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
 }
 
 /// The router for `POST /rpc/{Service}/{method}`, to serve alone or merge
 /// into a larger one. It has no fallback of its own (merging two routers
 /// with fallbacks panics); add `.fallback(ebb_http::not_found)` at the top.
 pub fn router<B: JsonBackend>(backend: B, config: HttpConfig) -> Router {
-    let ingress = Arc::new(Ingress {
-        backend,
-        config,
-        in_flight: Semaphore::new(config.max_in_flight),
-    });
+    router_over(Arc::new(Calls::new(backend, config)))
+}
+
+/// [`router`] over calls shared with another server of them (their bound
+/// on requests in flight is then one for both).
+pub fn router_over<B: JsonBackend>(calls: Arc<Calls<B>>) -> Router {
     Router::new()
         .route(RPC_ROUTE, post(handle::<B>).fallback(method_not_allowed))
-        .with_state(ingress)
+        .with_state(calls)
 }
 
 /// [`router`] served alone (what `ebb node --http` serves): the calls, a
@@ -70,19 +101,16 @@ async fn method_not_allowed(method: Method) -> Response {
 }
 
 async fn handle<B: JsonBackend>(
-    State(ingress): State<Arc<Ingress<B>>>,
+    State(calls): State<Arc<Calls<B>>>,
     Path((service, method)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match call(&ingress, &service, &method, &headers, body).await {
-        Ok(reply) => axum::Json(reply).into_response(),
-        Err(e) => e.into_response(),
-    }
+    calls.handle(&service, &method, &headers, body).await
 }
 
 async fn call<B: JsonBackend>(
-    ingress: &Ingress<B>,
+    ingress: &Calls<B>,
     service: &str,
     method: &str,
     headers: &HeaderMap,

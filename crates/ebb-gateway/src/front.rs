@@ -1,0 +1,140 @@
+//! What each HTTP connection is served by: calls (`POST /rpc/{S}/{m}`)
+//! straight to the ingress, everything else through the axum router.
+//!
+//! A call is most of what the HTTP side serves, and through the router
+//! each one paid for axum's machinery: the error-rewriting and caller
+//! layers (a boxed clone of the inner service and a boxed future each),
+//! the route match, the path extractor (percent-decoded copies) and a
+//! clone of the headers, about thirty allocations before the call began.
+//! Here a call whose path is plain (two segments, no percent escapes) is
+//! checked (credentials, its caller's bound) and handed to ebb-http's
+//! [`ebb_http::Calls`] at once; its errors are JSON already. Any other
+//! request, a call with an unusual path included, takes the router, so
+//! what it answers stays the router's.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use crate::Shared;
+use crate::http::{GatewayBackend, admit_caller};
+
+/// The calls every connection shares (one bound on requests in flight).
+pub type GatewayCalls = Arc<ebb_http::Calls<GatewayBackend>>;
+
+/// Makes one [`Front`] per accepted connection, knowing its peer.
+#[derive(Clone)]
+pub struct MakeFront {
+    pub shared: Arc<Shared>,
+    pub calls: GatewayCalls,
+    pub router: Router,
+}
+
+impl Service<IncomingStream<'_, TcpListener>> for MakeFront {
+    type Response = Front;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Front, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, TcpListener>) -> Self::Future {
+        std::future::ready(Ok(Front {
+            shared: Arc::clone(&self.shared),
+            calls: Arc::clone(&self.calls),
+            router: self.router.clone(),
+            peer: *stream.remote_addr(),
+        }))
+    }
+}
+
+/// One connection's service.
+#[derive(Clone)]
+pub struct Front {
+    shared: Arc<Shared>,
+    calls: GatewayCalls,
+    router: Router,
+    peer: SocketAddr,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// `(service, method)` of a call the front serves itself: `POST
+/// /rpc/{service}/{method}`, both non-empty, without percent escapes (what
+/// they decode to is the router's to say). `None`: the router's request.
+pub fn plain_call<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a str)> {
+    if method != Method::POST || path.contains('%') {
+        return None;
+    }
+    let (service, method) = path.strip_prefix("/rpc/")?.split_once('/')?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((service, method))
+}
+
+impl Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Answer {
+        if plain_call(req.method(), req.uri().path()).is_none() {
+            req.extensions_mut().insert(ConnectInfo(self.peer));
+            let mut router = self.router.clone();
+            return Box::pin(async move { router.call(req).await });
+        }
+        let (shared, calls, peer) = (Arc::clone(&self.shared), Arc::clone(&self.calls), self.peer);
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            // The same request's path, checked above: it matches again.
+            let (service, method) = plain_call(&parts.method, parts.uri.path()).unwrap_or_default();
+            let _slot = match admit_caller(&shared, &parts.headers, Some(peer)) {
+                Ok(slot) => slot,
+                Err(refused) => return Ok(refused.into_response()),
+            };
+            Ok(calls.handle(service, method, &parts.headers, body).await)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a plain call is served here; anything the router would decode,
+    /// refuse or route elsewhere is left to it.
+    #[test]
+    fn only_plain_calls_skip_the_router() {
+        let post = Method::POST;
+        assert_eq!(plain_call(&post, "/rpc/Demo/echo"), Some(("Demo", "echo")));
+        for path in [
+            "/rpc/Demo/%65cho",
+            "/rpc/Demo",
+            "/rpc/Demo/",
+            "/rpc//echo",
+            "/rpc/Demo/echo/extra",
+            "/status",
+            "/rpcx/Demo/echo",
+        ] {
+            assert_eq!(plain_call(&post, path), None, "{path}");
+        }
+        assert_eq!(plain_call(&Method::GET, "/rpc/Demo/echo"), None);
+    }
+}
