@@ -292,17 +292,9 @@ fn links_left_beyond(before: &[String]) -> Vec<String> {
 #[test]
 fn a_demo_runs_on_vm_nodes_as_root() {
     let test = "a_demo_runs_on_vm_nodes_as_root";
-    if !ebb_testkit::is_root() {
-        ebb_testkit::skip_or_fail(test, "VM nodes need root (QEMU and their network)");
+    if let Some(why) = common::vm_nodes_unavailable() {
+        ebb_testkit::skip_or_fail(test, &why);
         return;
-    }
-    match ebb_node::vm::image::VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail(test, &e.to_string());
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
     }
     let out = scratch("vm");
     // One node (a TCG guest boots in seconds to tens of seconds and takes

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use gateway_common::{Up, any_node, http, metric, poll_status, status};
+use gateway_common::{Up, any_node, http, metric, poll_status, status, up_check};
 
 const ALICE: &str = "alice-7f3a9c";
 const BOB: &str = "bob-21d0e4";
@@ -53,15 +53,6 @@ fn wait_for_a_call_on_a_node(up: &Up, admin: SocketAddr, whose: &str) {
     up.wait_until_at(admin, &format!("{whose} reach a node"), |s| {
         any_node(s, |n| n["in_flight"] == 1)
     });
-}
-
-/// `ebb up --check CONFIG`, run to its end.
-fn check(config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(config)
-        .output()
-        .unwrap()
 }
 
 fn assert_success(out: &Output) {
@@ -164,7 +155,7 @@ fn tokens_let_the_rpc_ingress_face_the_network_and_an_empty_file_is_refused() {
         ),
     )
     .unwrap();
-    assert_success(&check(&cfg));
+    assert_success(&up_check(&cfg));
     std::fs::write(&tokens, "# none\n").unwrap();
     std::fs::write(
         &cfg,
@@ -174,7 +165,7 @@ fn tokens_let_the_rpc_ingress_face_the_network_and_an_empty_file_is_refused() {
         ),
     )
     .unwrap();
-    let out = check(&cfg);
+    let out = up_check(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("auth.token_file") && err.contains("no token"),

@@ -11,7 +11,6 @@ mod gateway_common;
 
 use std::time::Duration;
 
-use ebb_node::vm::image::VmImage;
 use gateway_common::{Up, http, live_nodes};
 use serde_json::Value;
 
@@ -28,17 +27,9 @@ const VM_CALL_DEADLINE_MS: u64 = 60_000;
 #[test]
 fn vm_pool_serves_through_the_gateway() {
     const NAME: &str = "vm_pool_serves_through_the_gateway";
-    if !ebb_testkit::is_root() {
-        ebb_testkit::skip_or_fail(NAME, "VM nodes need root (their network and QEMU)");
+    if let Some(why) = common::vm_nodes_unavailable() {
+        ebb_testkit::skip_or_fail(NAME, &why);
         return;
-    }
-    match VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail(NAME, &e.to_string());
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
     }
     let data = tempfile::tempdir().unwrap();
     let up = Up::start(

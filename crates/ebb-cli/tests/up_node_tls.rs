@@ -13,19 +13,12 @@ mod gateway_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
-use gateway_common::{Up, live_nodes};
+use gateway_common::{Up, live_nodes, pool_extra, up_check};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use serde_json::Value;
 
 /// The DNS name the node certificate carries besides 127.0.0.1.
 const NODE_NAME: &str = "node.ebb.test";
-/// How long a pool may take to be ready: a VM boots (TCG without KVM) far
-/// slower than a process starts.
-const READY_WAIT: Duration = Duration::from_secs(600);
-const READY_POLL: Duration = Duration::from_millis(100);
-
 /// The PEM files of one test: a CA, the node's certificate and key, and
 /// the gateway's (a client certificate from the same CA).
 struct Pems {
@@ -95,31 +88,6 @@ fn tls_table(p: &Pems, server_name: bool) -> String {
     )
 }
 
-/// Extra keys a pool of `kind` needs.
-fn pool_extra(kind: &str) -> &'static str {
-    match kind {
-        "vm" => "memory_mb = 256\nboot_timeout_ms = 300000\n",
-        _ => "",
-    }
-}
-
-fn wait_ready(up: &Up) -> Value {
-    let polls = READY_WAIT.as_millis() / READY_POLL.as_millis();
-    for _ in 0..polls {
-        let s = up.status();
-        let live = live_nodes(&s);
-        if live.len() == 1 && live[0]["state"] == "ready" {
-            return s;
-        }
-        std::thread::sleep(READY_POLL);
-    }
-    panic!(
-        "no node ready within {READY_WAIT:?}; status {}; output {:?}",
-        up.status(),
-        up.output()
-    )
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
@@ -138,7 +106,7 @@ fn nodes_serve_only_the_gateway_over_mutual_tls(kind: &str) {
             tls_table(&p, kind == "container"),
         ),
     );
-    let status = wait_ready(&up);
+    let status = up.wait_booted();
     let node = live_nodes(&status)[0]["address"]
         .as_str()
         .unwrap()
@@ -215,31 +183,19 @@ fn container_nodes_serve_only_the_gateway_over_mutual_tls_as_root() {
 #[test]
 fn vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root() {
     const NAME: &str = "vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root";
-    if !ebb_testkit::is_root() {
-        ebb_testkit::skip_or_fail(NAME, "VM nodes need root (their network and QEMU)");
+    if let Some(why) = common::vm_nodes_unavailable() {
+        ebb_testkit::skip_or_fail(NAME, &why);
         return;
-    }
-    match ebb_node::vm::image::VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail(NAME, &e.to_string());
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
     }
     nodes_serve_only_the_gateway_over_mutual_tls("vm");
 }
 
-fn up_check(config: &str) -> Output {
+/// `ebb up --check` on `config`, written to a file of its own.
+fn check_config(config: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("up.toml");
     std::fs::write(&path, config).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(&path)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
+    up_check(&path)
 }
 
 /// `ebb up --check` loads every file and names the key of the one at
@@ -253,14 +209,14 @@ fn up_check_names_the_node_tls_key_at_fault() {
     let config = |kind: &str, tls: String| {
         format!("[service]\nname = \"demo\"\n[pool]\nkind = \"{kind}\"\n{tls}")
     };
-    let ok = up_check(&config("process", tls_table(&p, false)));
+    let ok = check_config(&config("process", tls_table(&p, false)));
     assert!(ok.status.success(), "{ok:?}");
     let said = stdout(&ok);
     assert!(
         said.contains("nodes serve TLS with") && said.contains("mutual"),
         "{said}"
     );
-    let ok = up_check(&config("container", tls_table(&p, true)));
+    let ok = check_config(&config("container", tls_table(&p, true)));
     assert!(ok.status.success(), "{ok:?}");
     assert!(stdout(&ok).contains("/etc/ebb"), "{}", stdout(&ok));
 
@@ -333,7 +289,7 @@ fn up_check_names_the_node_tls_key_at_fault() {
         ),
     ];
     for (kind, tls, key, why) in cases {
-        let out = up_check(&config(kind, tls.clone()));
+        let out = check_config(&config(kind, tls.clone()));
         assert!(!out.status.success(), "{tls} passed the check");
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(e.contains(key) && e.contains(why), "{tls}: {e}");

@@ -11,37 +11,13 @@ mod gateway_common;
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
-use gateway_common::{Up, live_nodes};
-use serde_json::Value;
+use gateway_common::{Up, live_nodes, pool_extra, up_check};
 
 const NODE_TOKEN: &str = "node-5e1c04b7";
 
-fn ebb_up_check(config: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(config)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// How long a pool may take to be ready: a VM boots (TCG without KVM) far
-/// slower than a process starts.
-const READY_WAIT: Duration = Duration::from_secs(600);
-const READY_POLL: Duration = Duration::from_millis(100);
-
-/// Extra keys a pool of `kind` needs.
-fn pool_extra(kind: &str) -> &'static str {
-    match kind {
-        "vm" => "memory_mb = 256\nboot_timeout_ms = 300000\n",
-        _ => "",
-    }
 }
 
 /// One pool of `kind` behind `ebb up` with node tokens: through the
@@ -62,7 +38,7 @@ fn nodes_require_the_token(kind: &str) {
             pool_extra(kind),
         ),
     );
-    let status = wait_ready(&up);
+    let status = up.wait_booted();
     let node = live_nodes(&status)[0]["address"]
         .as_str()
         .unwrap()
@@ -118,24 +94,6 @@ fn nodes_require_the_token(kind: &str) {
     up.stop();
 }
 
-/// Waits until the one node is ready, within [`READY_WAIT`].
-fn wait_ready(up: &Up) -> Value {
-    let polls = READY_WAIT.as_millis() / READY_POLL.as_millis();
-    for _ in 0..polls {
-        let s = up.status();
-        let live = live_nodes(&s);
-        if live.len() == 1 && live[0]["state"] == "ready" {
-            return s;
-        }
-        std::thread::sleep(READY_POLL);
-    }
-    panic!(
-        "no node ready within {READY_WAIT:?}; status {}; output {:?}",
-        up.status(),
-        up.output()
-    )
-}
-
 #[test]
 fn process_nodes_require_the_token_the_gateway_presents() {
     nodes_require_the_token("process");
@@ -159,17 +117,9 @@ fn container_nodes_require_the_token_copied_in_as_root() {
 #[test]
 fn vm_nodes_require_the_token_copied_in_as_root() {
     const NAME: &str = "vm_nodes_require_the_token_copied_in_as_root";
-    if !ebb_testkit::is_root() {
-        ebb_testkit::skip_or_fail(NAME, "VM nodes need root (their network and QEMU)");
+    if let Some(why) = common::vm_nodes_unavailable() {
+        ebb_testkit::skip_or_fail(NAME, &why);
         return;
-    }
-    match ebb_node::vm::image::VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail(NAME, &e.to_string());
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
     }
     nodes_require_the_token("vm");
 }
@@ -198,14 +148,14 @@ fn a_bad_node_token_file_is_named_by_up_check() {
     };
 
     write("process", &one);
-    let out = ebb_up_check(&cfg);
+    let out = up_check(&cfg);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("nodes require the token in"), "{said}");
 
     for kind in ["container", "vm"] {
         write(kind, &one);
-        let out = ebb_up_check(&cfg);
+        let out = up_check(&cfg);
         assert!(out.status.success(), "{kind}: {}", stderr(&out));
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("/etc/ebb/node.token"), "{kind}: {said}");
@@ -217,7 +167,7 @@ fn a_bad_node_token_file_is_named_by_up_check() {
         ("container", &missing, "cannot read"),
     ] {
         write(kind, file);
-        let out = ebb_up_check(&cfg);
+        let out = up_check(&cfg);
         assert!(!out.status.success(), "{kind} {file:?} passed the check");
         let e = stderr(&out);
         assert!(

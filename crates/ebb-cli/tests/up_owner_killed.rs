@@ -92,17 +92,9 @@ fn comm(pid: u32) -> String {
 #[test]
 fn vm_nodes_end_when_ebb_up_is_killed_as_root() {
     const NAME: &str = "vm_nodes_end_when_ebb_up_is_killed_as_root";
-    if !ebb_testkit::is_root() {
-        ebb_testkit::skip_or_fail(NAME, "VM nodes need root (their network and QEMU)");
+    if let Some(why) = common::vm_nodes_unavailable() {
+        ebb_testkit::skip_or_fail(NAME, &why);
         return;
-    }
-    match ebb_node::vm::image::VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail(NAME, &e.to_string());
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
     }
     let up = Up::start(
         "owner-killed-vm",

@@ -4,22 +4,17 @@
 
 mod common;
 
-use ebb_node::vm::image::VmImage;
 use std::process::Command;
 
 #[test]
 fn vm_run_passes_the_guest_command_status_through_the_cli() {
     let ebb = env!("CARGO_BIN_EXE_ebb");
-    match VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail(
-                "vm_run_passes_the_guest_command_status_through_the_cli",
-                &e.to_string(),
-            );
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
+    if let Some(why) = common::vm_image_unavailable() {
+        ebb_testkit::skip_or_fail(
+            "vm_run_passes_the_guest_command_status_through_the_cli",
+            &why,
+        );
+        return;
     }
     let out = Command::new(ebb)
         .args([
@@ -51,13 +46,9 @@ fn vm_run_passes_the_guest_command_status_through_the_cli() {
 
 #[test]
 fn vm_probe_says_why_it_chose_the_accelerator() {
-    match VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail("vm_probe_says_why_it_chose_the_accelerator", &e.to_string());
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
+    if let Some(why) = common::vm_image_unavailable() {
+        ebb_testkit::skip_or_fail("vm_probe_says_why_it_chose_the_accelerator", &why);
+        return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
         .args(["vm", "probe"])
@@ -112,16 +103,12 @@ fn checked_count(stdout: &str, when: &str) -> u64 {
 #[test]
 fn vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address() {
     let ebb = env!("CARGO_BIN_EXE_ebb");
-    match VmImage::prepare(&[]) {
-        Ok(_) => {}
-        Err(e) if common::vm_unavailable(&e) => {
-            ebb_testkit::skip_or_fail(
-                "vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address",
-                &e.to_string(),
-            );
-            return;
-        }
-        Err(e) => panic!("preparing the VM image failed: {e}"),
+    if let Some(why) = common::vm_image_unavailable() {
+        ebb_testkit::skip_or_fail(
+            "vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address",
+            &why,
+        );
+        return;
     }
     // The default guest command is this binary's `ebb node`.
     // A TCG guest sharing the CPU with other tests can be slow to answer.

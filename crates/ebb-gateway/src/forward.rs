@@ -19,6 +19,7 @@
 //! ingress's server session: a duplicate never reaches [`Forwarder::call`].
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
@@ -30,7 +31,7 @@ use ebb_rpc::service::{CallOptions, DispatchError, MethodInfo, Transport};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::registry::{Acquired, Registry, Slot};
+use crate::registry::{Acquired, Registry, Slot, gone_cause};
 use crate::service::Encoding;
 
 /// Most nodes one call is tried on (first attempt included).
@@ -489,7 +490,7 @@ impl Forwarder {
                 Attempt::Reply(Err(e)) => e,
                 Attempt::NodeGone => CallError::ConnectionLost {
                     sent: true,
-                    cause: format!("node {node} is gone"),
+                    cause: gone_cause(node),
                 },
             };
             tried.push(node);
@@ -611,22 +612,37 @@ impl Forwarder {
             Encoding::Json => client.call_json_text(method, args, options),
         };
         let mut call = call;
-        let answered = tokio::select! {
-            biased;
-            r = &mut call => Some(r),
-            _ = gone.wait_for(|g| *g) => None,
-        };
-        let outcome = match answered {
-            Some(r) => Attempt::Reply(r),
-            None => {
-                // The node is gone: its transport ends the calls it holds,
-                // saying which never left (those did not run and may go
-                // to another node, at-most-once or not).
-                client.abandon_calls(&format!("node {node} is gone"));
-                let wait = std::time::Duration::from_millis(ABANDONED_CALL_WAIT_MS);
-                match tokio::time::timeout(wait, &mut call).await {
-                    Ok(r) => Attempt::Reply(r),
-                    Err(_) => Attempt::NodeGone,
+        let outcome = if client.abandons_at_once() {
+            // `Registry::set_gone` sets `gone`, then abandons the node's
+            // calls, which ends them at once; a call started as that
+            // happened is abandoned here. Nothing to watch per call.
+            let mut looked = false;
+            let answered = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+                Poll::Pending if !std::mem::replace(&mut looked, true) && *gone.borrow() => {
+                    client.abandon_calls(&gone_cause(node));
+                    call.as_mut().poll(cx)
+                }
+                polled => polled,
+            });
+            Attempt::Reply(answered.await)
+        } else {
+            let answered = tokio::select! {
+                biased;
+                r = &mut call => Some(r),
+                _ = gone.wait_for(|g| *g) => None,
+            };
+            match answered {
+                Some(r) => Attempt::Reply(r),
+                None => {
+                    // The node is gone: its transport ends the calls it
+                    // holds, saying which never left (those did not run
+                    // and may go to another node, at-most-once or not).
+                    client.abandon_calls(&gone_cause(node));
+                    let wait = std::time::Duration::from_millis(ABANDONED_CALL_WAIT_MS);
+                    match tokio::time::timeout(wait, &mut call).await {
+                        Ok(r) => Attempt::Reply(r),
+                        Err(_) => Attempt::NodeGone,
+                    }
                 }
             }
         };

@@ -44,6 +44,11 @@ pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: u32 = ebb_rpc::semantics::MAX_IN_FLIGH
 /// it (they failed there), before it gives up until the next event.
 pub const MAX_HELD_SKIPPED: usize = 64;
 
+/// Why a gone node's calls ended, as their callers are told.
+pub fn gone_cause(node: NodeId) -> String {
+    format!("node {node} is gone")
+}
+
 /// A node's place in its life, as `/status` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,7 +82,8 @@ pub struct NodeMeta {
     pub started_unix_ms: u64,
     /// Set once the handshake succeeded.
     client: Option<NodeClient>,
-    /// Flips to true when the node is gone; in-flight calls watch it.
+    /// Flips to true when the node is gone; in-flight calls on a transport
+    /// that cannot abandon them at once watch it.
     gone: Arc<watch::Sender<bool>>,
     ewma: PeakEwma,
     /// Ended with the reason, when gone.
@@ -326,25 +332,35 @@ impl Registry {
         true
     }
 
-    /// The node ended: its in-flight calls learn it at once.
+    /// The node ended: its in-flight calls learn it at once. Its
+    /// transport ends the calls it holds (saying which never left); a
+    /// call started on it as this happened sees the `gone` flag, set
+    /// first, and abandons them itself (`Forwarder::attempt`).
     pub fn set_gone(&self, id: NodeId, reason: &str, now: Instant) -> Option<Life> {
-        let mut g = self.lock();
-        let i = g.index(id)?;
-        g.views.remove(i);
-        let mut meta = g.meta.remove(i);
-        let was = meta.life;
-        meta.life = Life::Gone;
-        meta.reason = Some(reason.to_owned());
-        meta.client = None;
-        let _ = meta.gone.send(true);
-        g.outliers.forget(id);
-        if g.gone.len() == MAX_GONE_KEPT {
-            g.gone.pop_front();
+        let (was, client) = {
+            let mut g = self.lock();
+            let i = g.index(id)?;
+            g.views.remove(i);
+            let mut meta = g.meta.remove(i);
+            let was = meta.life;
+            meta.life = Life::Gone;
+            meta.reason = Some(reason.to_owned());
+            let client = meta.client.take();
+            let _ = meta.gone.send(true);
+            g.outliers.forget(id);
+            if g.gone.len() == MAX_GONE_KEPT {
+                g.gone.pop_front();
+            }
+            g.gone.push_back(meta);
+            let inner = &mut *g;
+            inner.balancer.on_nodes_changed(&inner.views);
+            inner.drain_held(self, now);
+            (was, client)
+        };
+        // Outside the lock: the transport hands each caller its outcome.
+        if let Some(client) = client {
+            client.abandon_calls(&gone_cause(id));
         }
-        g.gone.push_back(meta);
-        let inner = &mut *g;
-        inner.balancer.on_nodes_changed(&inner.views);
-        inner.drain_held(self, now);
         Some(was)
     }
 

@@ -365,6 +365,14 @@ pub trait Transport: Send + Sync {
         let _ = cause;
     }
 
+    /// Whether [`Transport::abandon_calls`] has ended every call outstanding
+    /// on this transport, each outcome delivered, by the time it returns.
+    /// A caller that learns of a server's end elsewhere then needs no watch
+    /// of its own beside each call: abandoning is enough.
+    fn abandons_at_once(&self) -> bool {
+        false
+    }
+
     /// Like [`Transport::call`], but `args` is JSON text (an object keyed by
     /// parameter name) for the server's JSON adapter, and the reply comes
     /// back as JSON text. Same call semantics. What a forwarder sends when
@@ -424,6 +432,10 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
         (**self).abandon_calls(cause)
     }
 
+    fn abandons_at_once(&self) -> bool {
+        (**self).abandons_at_once()
+    }
+
     fn reported_load(&self) -> Option<u32> {
         (**self).reported_load()
     }
@@ -454,6 +466,10 @@ impl<T: Transport + ?Sized> Transport for &T {
 
     fn abandon_calls(&self, cause: &str) {
         (**self).abandon_calls(cause)
+    }
+
+    fn abandons_at_once(&self) -> bool {
+        (**self).abandons_at_once()
     }
 
     fn reported_load(&self) -> Option<u32> {

@@ -86,6 +86,25 @@ pub fn vm_unavailable(e: &ebb_node::vm::VmError) -> bool {
     }
 }
 
+/// Why the VM image cannot be prepared here (a skip), or `None`. Panics
+/// when preparing it broke rather than being impossible on this machine.
+pub fn vm_image_unavailable() -> Option<String> {
+    match ebb_node::vm::image::VmImage::prepare(&[]) {
+        Ok(_) => None,
+        Err(e) if vm_unavailable(&e) => Some(e.to_string()),
+        Err(e) => panic!("preparing the VM image failed: {e}"),
+    }
+}
+
+/// Why VM nodes cannot run here (a skip), or `None`: they need root for
+/// their network and QEMU, and a prepared image.
+pub fn vm_nodes_unavailable() -> Option<String> {
+    if !ebb_testkit::is_root() {
+        return Some("VM nodes need root (their network and QEMU)".to_owned());
+    }
+    vm_image_unavailable()
+}
+
 /// A client that gives up on a silent connection within a call's deadline
 /// (heartbeats every 100 ms, silence after 400 ms), so tests through a
 /// black-holing proxy stay quick.

@@ -19,6 +19,30 @@ pub const POLL_PAUSE: Duration = Duration::from_millis(10);
 /// Bound on a clean shutdown after SIGTERM.
 const SHUTDOWN_POLLS: u32 = 3_000;
 
+/// `ebb up --check CONFIG`, run to its end.
+pub fn up_check(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["up", "--check"])
+        .arg(config)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// How long a pool may take to be ready: a VM boots (TCG without KVM) far
+/// slower than a process starts.
+pub const BOOT_WAIT: Duration = Duration::from_secs(600);
+const BOOT_POLL: Duration = Duration::from_millis(100);
+
+/// Extra `[pool]` keys a pool of `kind` needs: a VM's memory, and a boot
+/// timeout a TCG guest meets.
+pub fn pool_extra(kind: &str) -> &'static str {
+    match kind {
+        "vm" => "memory_mb = 256\nboot_timeout_ms = 300000\n",
+        _ => "",
+    }
+}
+
 pub struct Up {
     child: Child,
     pub rpc: SocketAddr,
@@ -130,6 +154,25 @@ impl Up {
             let live = live_nodes(s);
             live.len() == n && live.iter().all(|x| x["state"] == "ready")
         })
+    }
+
+    /// Waits until the one node is ready, within [`BOOT_WAIT`]: unlike
+    /// [`Up::wait_ready`], long enough for a VM to boot.
+    pub fn wait_booted(&self) -> Value {
+        let polls = BOOT_WAIT.as_millis() / BOOT_POLL.as_millis();
+        for _ in 0..polls {
+            let s = self.status();
+            let live = live_nodes(&s);
+            if live.len() == 1 && live[0]["state"] == "ready" {
+                return s;
+            }
+            std::thread::sleep(BOOT_POLL);
+        }
+        panic!(
+            "no node ready within {BOOT_WAIT:?}; status {}; output {:?}",
+            self.status(),
+            self.output()
+        )
     }
 
     pub fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value, String) {
