@@ -57,6 +57,16 @@ impl FrameBuf {
         self.tail_bytes = 0;
     }
 
+    /// [`FrameBuf::clear`], giving each shared payload that nothing else
+    /// holds any more back to this thread's reply buffers
+    /// (`crate::reply_pool`).
+    pub fn clear_recycling(&mut self) {
+        for (_, payload) in self.tails.drain(..) {
+            crate::reply_pool::recycle(payload);
+        }
+        self.clear();
+    }
+
     /// The byte buffer, for appending whole headers and small frames.
     pub fn head_mut(&mut self) -> &mut BytesMut {
         &mut self.head
@@ -176,6 +186,32 @@ mod tests {
         for step in [1, 4, 100, 5000, 1 << 20] {
             assert_eq!(written(&buf, step), want, "written {step} bytes at a time");
         }
+    }
+
+    /// A reply acknowledged (forgotten by the reply table) while it was
+    /// still being written: once written, its buffer carries the next
+    /// reply instead of going back to the allocator.
+    #[test]
+    fn a_written_payload_nothing_else_holds_goes_back_to_the_reply_buffers() {
+        let args = vec![3u8; MIN_SHARED_PAYLOAD_BYTES * 2];
+        let reply = crate::reply_pool::encode(&args).unwrap();
+        let at = reply.as_ptr();
+        let mut buf = FrameBuf::default();
+        buf.head_mut().extend_from_slice(b"header");
+        buf.put_shared(&reply);
+        drop(reply);
+        buf.clear_recycling();
+        assert!(buf.is_empty());
+        let next = crate::reply_pool::encode(&args).unwrap();
+        assert_eq!(next.as_ptr(), at, "the written buffer was not reused");
+
+        // One the reply table still holds stays where it is.
+        let mut buf = FrameBuf::default();
+        buf.put_shared(&next);
+        buf.clear_recycling();
+        assert_eq!(next.as_ptr(), at);
+        let other = crate::reply_pool::encode(&args).unwrap();
+        assert_ne!(other.as_ptr(), at, "a buffer still held was handed out");
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct OutBuf {
     /// Bytes written to the socket so far, counted as each write returns:
     /// how a client tells a large request still leaving from a lost one.
     written: AtomicU64,
+    /// Payloads written from their own buffers go back to the thread's
+    /// reply buffers once written, when nothing else holds them (see
+    /// [`OutBuf::for_replies`]).
+    recycle: bool,
 }
 
 impl Default for OutBuf {
@@ -97,11 +101,23 @@ impl Default for OutBuf {
             closing: Notify::new(),
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
+            recycle: false,
         }
     }
 }
 
 impl OutBuf {
+    /// A server connection's output: a reply whose client acknowledged it
+    /// while it was still being written is no longer in the reply table
+    /// when the write ends, so its buffer is given back here
+    /// (`crate::reply_pool`) rather than freed.
+    pub fn for_replies() -> OutBuf {
+        OutBuf {
+            recycle: true,
+            ..OutBuf::default()
+        }
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Pending>, PushError> {
         self.pending.lock().map_err(|_| PushError::Closed)
     }
@@ -131,7 +147,8 @@ impl OutBuf {
                 Some(sock) => {
                     // A write error is the writer's to report: it meets
                     // the same error and closes the buffer.
-                    let all = write_now(sock, buf, written, &self.written).unwrap_or(false);
+                    let all =
+                        write_now(sock, buf, written, &self.written, self.recycle).unwrap_or(false);
                     *blocked = !all;
                     *blocked
                 }
@@ -264,7 +281,7 @@ impl OutBuf {
                     blocked,
                     ..
                 } = &mut *pending;
-                let all = write_now(sock, buf, written, &self.written)?;
+                let all = write_now(sock, buf, written, &self.written, self.recycle)?;
                 *blocked = !all;
                 all
             };
@@ -300,7 +317,11 @@ impl OutBuf {
             if let Err(e) = sock.flush().await {
                 break Err(e);
             }
-            spare.clear();
+            if self.recycle {
+                spare.clear_recycling();
+            } else {
+                spare.clear();
+            }
             self.drained.notify_waiters();
         };
         let _ = sock.shutdown().await;
@@ -316,6 +337,7 @@ fn write_now(
     buf: &mut FrameBuf,
     written: &mut usize,
     counted: &AtomicU64,
+    recycle: bool,
 ) -> io::Result<bool> {
     while *written < buf.len() {
         let wrote = match buf.contiguous() {
@@ -336,7 +358,11 @@ fn write_now(
             Err(e) => return Err(e),
         }
     }
-    buf.clear();
+    if recycle {
+        buf.clear_recycling();
+    } else {
+        buf.clear();
+    }
     *written = 0;
     Ok(true)
 }

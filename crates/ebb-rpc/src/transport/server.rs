@@ -382,7 +382,7 @@ async fn serve_connection<D: ServiceDispatch>(
     core: Arc<Core<D>>,
     conn: ConnId,
 ) {
-    let out = Arc::new(OutBuf::default());
+    let out = Arc::new(OutBuf::for_replies());
     core.lock().outs.insert(conn, Arc::clone(&out));
     let writer = {
         let out = Arc::clone(&out);
