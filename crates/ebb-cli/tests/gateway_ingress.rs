@@ -11,7 +11,7 @@ use ebb::rpc::service::CallOptions;
 use ebb::rpc::transport::TcpClient;
 use ebb_core::Nanos;
 use ebb_demo::DemoClient;
-use gateway_common::Up;
+use gateway_common::{Up, up_check};
 use serde_json::{Value, json};
 
 fn config(kind: &str, nodes: usize) -> String {
@@ -223,11 +223,7 @@ fn check_validates_without_starting_and_names_bad_keys() {
     let dir = std::env::temp_dir();
     let good = dir.join(format!("ebb-up-check-{}.toml", std::process::id()));
     std::fs::write(&good, config("process", 2)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = up_check(&good);
     assert!(
         out.status.success(),
         "{}",
@@ -235,11 +231,7 @@ fn check_validates_without_starting_and_names_bad_keys() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     std::fs::write(&good, config("pod", 2)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = up_check(&good);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -249,10 +241,7 @@ fn check_validates_without_starting_and_names_bad_keys() {
         "{err}"
     );
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ebb-up.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["up", "--check", example])
-        .output()
-        .unwrap();
+    let out = up_check(std::path::Path::new(example));
     assert!(
         out.status.success(),
         "{}",

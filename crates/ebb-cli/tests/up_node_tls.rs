@@ -172,22 +172,20 @@ fn thread_nodes_serve_only_the_gateway_over_mutual_tls() {
 
 #[test]
 fn container_nodes_serve_only_the_gateway_over_mutual_tls_as_root() {
-    const NAME: &str = "container_nodes_serve_only_the_gateway_over_mutual_tls_as_root";
-    if let Some(why) = ebb_testkit::containers_unavailable() {
-        ebb_testkit::skip_or_fail(NAME, &why);
-        return;
-    }
-    nodes_serve_only_the_gateway_over_mutual_tls("container");
+    common::on_kind(
+        "container",
+        "container_nodes_serve_only_the_gateway_over_mutual_tls_as_root",
+        nodes_serve_only_the_gateway_over_mutual_tls,
+    );
 }
 
 #[test]
 fn vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root() {
-    const NAME: &str = "vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root";
-    if let Some(why) = common::vm_nodes_unavailable() {
-        ebb_testkit::skip_or_fail(NAME, &why);
-        return;
-    }
-    nodes_serve_only_the_gateway_over_mutual_tls("vm");
+    common::on_kind(
+        "vm",
+        "vm_nodes_serve_only_the_gateway_over_mutual_tls_as_root",
+        nodes_serve_only_the_gateway_over_mutual_tls,
+    );
 }
 
 /// `ebb up --check` on `config`, written to a file of its own.

@@ -106,22 +106,20 @@ fn thread_nodes_require_the_token_the_gateway_presents() {
 
 #[test]
 fn container_nodes_require_the_token_copied_in_as_root() {
-    const NAME: &str = "container_nodes_require_the_token_copied_in_as_root";
-    if let Some(why) = ebb_testkit::containers_unavailable() {
-        ebb_testkit::skip_or_fail(NAME, &why);
-        return;
-    }
-    nodes_require_the_token("container");
+    common::on_kind(
+        "container",
+        "container_nodes_require_the_token_copied_in_as_root",
+        nodes_require_the_token,
+    );
 }
 
 #[test]
 fn vm_nodes_require_the_token_copied_in_as_root() {
-    const NAME: &str = "vm_nodes_require_the_token_copied_in_as_root";
-    if let Some(why) = common::vm_nodes_unavailable() {
-        ebb_testkit::skip_or_fail(NAME, &why);
-        return;
-    }
-    nodes_require_the_token("vm");
+    common::on_kind(
+        "vm",
+        "vm_nodes_require_the_token_copied_in_as_root",
+        nodes_require_the_token,
+    );
 }
 
 /// `ebb up --check` names the key and the file: a missing file and a file

@@ -72,11 +72,11 @@ fn process_nodes_end_when_ebb_up_is_killed() {
 
 #[test]
 fn container_runners_end_when_ebb_up_is_killed_as_root() {
-    if let Some(why) = ebb_testkit::containers_unavailable() {
-        ebb_testkit::skip_or_fail("container_runners_end_when_ebb_up_is_killed_as_root", &why);
-        return;
-    }
-    nodes_end_with_their_owner("container");
+    common::on_kind(
+        "container",
+        "container_runners_end_when_ebb_up_is_killed_as_root",
+        nodes_end_with_their_owner,
+    );
 }
 
 /// The command name of `pid`, from /proc.

@@ -4,21 +4,19 @@
 //! idempotent one goes to another node, long before their deadlines.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use common::{HoldingNode, add_connected, forwarder, holding_node, registry, wait_for};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::{Forwarder, GatewayError};
-use ebb_gateway::metrics::Metrics;
-use ebb_gateway::registry::{NewNode, Registry};
-use ebb_node::provider::NodeKind;
+use ebb_gateway::registry::Registry;
 use ebb_policy::admission::AdmissionConfig;
-use ebb_policy::retry::RetryBudgetConfig;
-use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch};
-use ebb_rpc::transport::{Server, TcpClient};
+use ebb_rpc::service::MethodInfo;
 
 static METHODS: [MethodInfo; 2] = [
     MethodInfo {
@@ -45,55 +43,8 @@ static METHODS: [MethodInfo; 2] = [
 const DEADLINE: Nanos = Nanos::from_secs(120);
 
 /// Node "a" holds every call forever; any other answers with its name.
-struct Hold {
-    name: &'static str,
-    holding: Arc<AtomicUsize>,
-}
-
-impl ServiceDispatch for Hold {
-    fn name(&self) -> &'static str {
-        "Hold"
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        &METHODS
-    }
-    fn dispatch(&self, _: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        Box::pin(async move {
-            if self.name == "a" {
-                self.holding.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-            }
-            Ok(Bytes::from(self.name))
-        })
-    }
-}
-
-struct Node {
-    addr: SocketAddr,
-    /// Calls running on it now.
-    holding: Arc<AtomicUsize>,
-}
-
-async fn node(name: &'static str) -> Node {
-    let holding = Arc::new(AtomicUsize::new(0));
-    let hold = Hold {
-        name,
-        holding: Arc::clone(&holding),
-    };
-    let server = Server::bind("127.0.0.1:0", hold).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.run());
-    Node { addr, holding }
-}
-
-async fn wait_for(cond: impl Fn() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_micros(100)).await;
-    }
-    panic!("condition never held");
+async fn node(name: &'static str) -> HoldingNode {
+    holding_node(name, &METHODS, |name, _| name == "a").await
 }
 
 struct Gateway {
@@ -103,18 +54,9 @@ struct Gateway {
 }
 
 fn gateway() -> Gateway {
-    let registry = Registry::new(
-        ebb_policy::balance::parse("jsq").unwrap(),
-        AdmissionConfig::default(),
-        1,
-    );
+    let registry = registry("jsq", AdmissionConfig::default(), 1);
     let clock = Clock::new();
-    let forwarder = Arc::new(Forwarder::new(
-        registry.clone(),
-        clock,
-        Metrics::new(),
-        RetryBudgetConfig::default(),
-    ));
+    let forwarder = forwarder(&registry, clock);
     Gateway {
         registry,
         clock,
@@ -124,24 +66,8 @@ fn gateway() -> Gateway {
 
 impl Gateway {
     /// Makes `node` ready behind the gateway, over a real connection.
-    async fn add(&self, id: u32, node: &Node) {
-        let id = NodeId(id);
-        self.registry.add_booting(
-            NewNode {
-                id,
-                kind: NodeKind::Process,
-                addr: node.addr,
-                cost_per_sec_micros: 0,
-                started_unix_ms: 0,
-                expected_boot: Nanos::from_millis(10),
-            },
-            self.clock.now(),
-        );
-        let client = TcpClient::connect(&node.addr.to_string()).await.unwrap();
-        assert!(
-            self.registry
-                .set_ready(id, Arc::new(client), self.clock.now())
-        );
+    async fn add(&self, id: u32, node: &HoldingNode) {
+        add_connected(&self.registry, NodeId(id), node.addr, self.clock).await;
     }
 }
 
@@ -154,7 +80,10 @@ async fn an_at_most_once_call_on_a_node_declared_gone_ends_outcome_unknown_at_on
     let call =
         tokio::spawn(async move { forwarder.call(&METHODS[0], Bytes::new(), DEADLINE).await });
     // The node runs it: the call was sent and may have run.
-    wait_for(|| a.holding.load(Ordering::SeqCst) == 1).await;
+    wait_for("node a runs the call", || {
+        a.holding.load(Ordering::SeqCst) == 1
+    })
+    .await;
     gw.registry.set_gone(NodeId(1), "killed", gw.clock.now());
     let outcome = call.await.unwrap();
     assert_eq!(
@@ -174,7 +103,10 @@ async fn an_idempotent_call_on_a_node_declared_gone_goes_to_another_node() {
     let forwarder = Arc::clone(&gw.forwarder);
     let call =
         tokio::spawn(async move { forwarder.call(&METHODS[1], Bytes::new(), DEADLINE).await });
-    wait_for(|| a.holding.load(Ordering::SeqCst) == 1).await;
+    wait_for("node a runs the call", || {
+        a.holding.load(Ordering::SeqCst) == 1
+    })
+    .await;
     gw.add(2, &b).await;
     gw.registry.set_gone(NodeId(1), "killed", gw.clock.now());
     assert_eq!(call.await.unwrap(), Ok(Bytes::from("b")));

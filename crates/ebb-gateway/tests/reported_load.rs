@@ -5,21 +5,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use common::{new_node, registry, wait_for};
+use common::{HoldingNode, add_connected, holding_node, registry, wait_for};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
-use ebb_gateway::registry::NewNode;
-use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
-use ebb_rpc::service::{
-    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
-};
-use ebb_rpc::transport::{Server, TcpClient};
+use ebb_rpc::service::{CallOptions, MethodInfo, Transport};
+use ebb_rpc::transport::TcpClient;
 
 static METHODS: [MethodInfo; 2] = [
     MethodInfo {
@@ -43,45 +37,8 @@ static METHODS: [MethodInfo; 2] = [
 ];
 
 /// `hold` never ends; `quick` answers with the node's name.
-struct Busy {
-    name: &'static str,
-    holding: Arc<AtomicUsize>,
-}
-
-impl ServiceDispatch for Busy {
-    fn name(&self) -> &'static str {
-        "Busy"
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        &METHODS
-    }
-    fn dispatch(&self, method_id: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        Box::pin(async move {
-            if method_id == 0 {
-                self.holding.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-            }
-            Ok(Bytes::from(self.name))
-        })
-    }
-}
-
-struct Node {
-    addr: SocketAddr,
-    /// `hold` calls running now.
-    holding: Arc<AtomicUsize>,
-}
-
-async fn node(name: &'static str) -> Node {
-    let holding = Arc::new(AtomicUsize::new(0));
-    let busy = Busy {
-        name,
-        holding: Arc::clone(&holding),
-    };
-    let server = Server::bind("127.0.0.1:0", busy).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.run());
-    Node { addr, holding }
+async fn node(name: &'static str) -> HoldingNode {
+    holding_node(name, &METHODS, |_, method_id| method_id == 0).await
 }
 
 #[tokio::test]
@@ -102,17 +59,7 @@ async fn a_busy_nodes_reported_load_shows_and_steers_work_away() {
     let registry = registry("jsq:reported", AdmissionConfig::default(), 1);
     let clock = Clock::new();
     for (i, n) in [&busy, &idle].into_iter().enumerate() {
-        let id = NodeId(i as u32 + 1);
-        registry.add_booting(
-            NewNode {
-                kind: NodeKind::Process,
-                addr: n.addr,
-                ..new_node(id)
-            },
-            clock.now(),
-        );
-        let client = TcpClient::connect(&n.addr.to_string()).await.unwrap();
-        assert!(registry.set_ready(id, Arc::new(client), clock.now()));
+        add_connected(&registry, NodeId(i as u32 + 1), n.addr, clock).await;
     }
     let forwarder = common::forwarder(&registry, clock);
     let reported = |id: u32| {

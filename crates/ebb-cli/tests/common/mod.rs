@@ -105,6 +105,22 @@ pub fn vm_nodes_unavailable() -> Option<String> {
     vm_image_unavailable()
 }
 
+/// Runs `test` on nodes of `kind`, or skips `name` (failing in CI) where
+/// that kind cannot run: container nodes need what
+/// [`ebb_testkit::containers_unavailable`] checks, VM nodes what
+/// [`vm_nodes_unavailable`] does; thread and process nodes run anywhere.
+pub fn on_kind(kind: &str, name: &str, test: fn(&str)) {
+    let unavailable = match kind {
+        "container" => ebb_testkit::containers_unavailable(),
+        "vm" => vm_nodes_unavailable(),
+        _ => None,
+    };
+    match unavailable {
+        Some(why) => ebb_testkit::skip_or_fail(name, &why),
+        None => test(kind),
+    }
+}
+
 /// A client that gives up on a silent connection within a call's deadline
 /// (heartbeats every 100 ms, silence after 400 ms), so tests through a
 /// black-holing proxy stay quick.

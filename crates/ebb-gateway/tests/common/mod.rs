@@ -1,7 +1,8 @@
 //! What the gateway's integration tests share: a registry of nodes the test
 //! makes itself (no provider behind them), the forwarder over it, a
-//! bounded wait for a condition another task brings about, and the
-//! smallest service a real node can serve.
+//! bounded wait for a condition another task brings about, the smallest
+//! service a real node can serve, and real nodes that hold the calls a
+//! test picks, joined to the registry over real connections.
 //!
 //! A test file uses it with `mod common;`; each uses only part of it, so
 //! the parts another file needs are not dead code.
@@ -9,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
@@ -20,6 +22,7 @@ use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch, Transport};
+use ebb_rpc::transport::{Server, TcpClient};
 
 /// [`Plain`]'s one method, `ping`, answered with nothing.
 pub static PLAIN_METHODS: [MethodInfo; 1] = [MethodInfo {
@@ -46,6 +49,78 @@ impl ServiceDispatch for Plain {
     fn dispatch(&self, _: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         Box::pin(async { Ok(Bytes::new()) })
     }
+}
+
+/// A real ebb RPC node on loopback: the calls its test's `holds` picks
+/// never end, so the test controls what is in flight there; the others
+/// answer with the node's name.
+pub struct HoldingNode {
+    pub addr: SocketAddr,
+    /// Held calls running on it now.
+    pub holding: Arc<AtomicUsize>,
+}
+
+struct Holding {
+    answer: &'static str,
+    /// The one service `methods` belong to.
+    service: &'static str,
+    methods: &'static [MethodInfo],
+    holds: fn(&str, u16) -> bool,
+    holding: Arc<AtomicUsize>,
+}
+
+impl ServiceDispatch for Holding {
+    fn name(&self) -> &'static str {
+        self.service
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        self.methods
+    }
+    fn dispatch(&self, method_id: u16, _: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
+        Box::pin(async move {
+            if (self.holds)(self.answer, method_id) {
+                self.holding.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+            Ok(Bytes::from(self.answer))
+        })
+    }
+}
+
+/// Starts a [`HoldingNode`] named `name` serving `methods` (one service),
+/// holding the calls for which `holds(name, method_id)` is true.
+pub async fn holding_node(
+    name: &'static str,
+    methods: &'static [MethodInfo],
+    holds: fn(&str, u16) -> bool,
+) -> HoldingNode {
+    let holding = Arc::new(AtomicUsize::new(0));
+    let service = Holding {
+        answer: name,
+        service: methods[0].service,
+        methods,
+        holds,
+        holding: Arc::clone(&holding),
+    };
+    let server = Server::bind("127.0.0.1:0", service).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    HoldingNode { addr, holding }
+}
+
+/// Node `id` joins as a process node at `addr` and is made ready, reached
+/// over a real ebb RPC connection.
+pub async fn add_connected(registry: &Registry, id: NodeId, addr: SocketAddr, clock: Clock) {
+    registry.add_booting(
+        NewNode {
+            kind: NodeKind::Process,
+            addr,
+            ..new_node(id)
+        },
+        clock.now(),
+    );
+    let client = TcpClient::connect(&addr.to_string()).await.unwrap();
+    assert!(registry.set_ready(id, Arc::new(client), clock.now()));
 }
 
 /// Polls of [`wait_for`] before it gives up, [`WAIT_POLL`] apart: two
