@@ -24,7 +24,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
-use tokio::net::TcpListener;
+use ebb_http::BoundedListener;
 use tower_service::Service;
 
 use crate::Shared;
@@ -41,7 +41,7 @@ pub struct MakeFront {
     pub router: Router,
 }
 
-impl Service<IncomingStream<'_, TcpListener>> for MakeFront {
+impl Service<IncomingStream<'_, BoundedListener>> for MakeFront {
     type Response = Front;
     type Error = Infallible;
     type Future = std::future::Ready<Result<Front, Infallible>>;
@@ -50,7 +50,7 @@ impl Service<IncomingStream<'_, TcpListener>> for MakeFront {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, stream: IncomingStream<'_, TcpListener>) -> Self::Future {
+    fn call(&mut self, stream: IncomingStream<'_, BoundedListener>) -> Self::Future {
         std::future::ready(Ok(Front {
             shared: Arc::clone(&self.shared),
             calls: Arc::clone(&self.calls),

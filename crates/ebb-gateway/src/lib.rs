@@ -354,6 +354,9 @@ impl Gateway {
         };
         let rpc_shared = Arc::clone(&shared);
         let rpc_max_per_caller = cfg.max_in_flight_per_caller;
+        // Each HTTP listener holds at most this many connections, as a node's
+        // own HTTP port does; more wait in the kernel's accept backlog.
+        let max_http_connections = ebb_http::DEFAULT_MAX_CONNECTIONS;
         let mut tasks = vec![
             tokio::spawn(async move {
                 let Some(served) = rpc_shared.service.known().await else {
@@ -374,12 +377,13 @@ impl Gateway {
                 }
             }),
             tokio::spawn(async move {
-                let _ = axum::serve(listener, front).await;
+                let bounded = ebb_http::BoundedListener::new(listener, max_http_connections);
+                let _ = axum::serve(bounded, front).await;
             }),
         ];
         if let (Some(listener), Some(admin)) = (admin_listener, admin_app) {
             tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, admin).await;
+                let _ = ebb_http::serve(listener, admin, max_http_connections).await;
             }));
         }
         Ok(Gateway {

@@ -22,16 +22,25 @@ pub async fn serve(
     router: Router,
     max_connections: usize,
 ) -> io::Result<()> {
-    let bounded = BoundedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(max_connections.max(1))),
-    };
-    axum::serve(bounded, router).await
+    axum::serve(BoundedListener::new(listener, max_connections), router).await
 }
 
-struct BoundedListener {
+/// A listener that holds at most `max_connections` accepted connections at
+/// once, for servers that hand axum their own per-connection service (the
+/// gateway's front) and so cannot use [`serve`]; past the bound, connections
+/// wait in the kernel's accept backlog instead of each costing a task.
+pub struct BoundedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+}
+
+impl BoundedListener {
+    pub fn new(listener: TcpListener, max_connections: usize) -> Self {
+        Self {
+            inner: listener,
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        }
+    }
 }
 
 impl axum::serve::Listener for BoundedListener {
@@ -67,7 +76,7 @@ impl axum::serve::Listener for BoundedListener {
 }
 
 /// A connection that gives its slot back when it closes.
-struct Counted {
+pub struct Counted {
     stream: TcpStream,
     _permit: Option<OwnedSemaphorePermit>,
 }
