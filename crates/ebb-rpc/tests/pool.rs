@@ -95,12 +95,22 @@ fn spawn_calls<T>(client: &GateClient<T>, n: u64) -> Vec<JoinHandle<(u64, Result
 where
     T: ebb_rpc::service::Transport + Clone + 'static,
 {
-    (0..n)
-        .map(|id| {
-            let client = client.clone();
-            tokio::spawn(async move { (id, client.hold(id).await) })
-        })
-        .collect()
+    spawn_ids(client, 0..n)
+}
+
+/// Starts an at-most-once `hold` call for each of `ids`, each on its own task.
+fn spawn_ids<T>(
+    client: &GateClient<T>,
+    ids: std::ops::Range<u64>,
+) -> Vec<JoinHandle<(u64, Result<u64, CallError>)>>
+where
+    T: ebb_rpc::service::Transport + Clone + 'static,
+{
+    ids.map(|id| {
+        let client = client.clone();
+        tokio::spawn(async move { (id, client.hold(id).await) })
+    })
+    .collect()
 }
 
 #[tokio::test]
@@ -136,24 +146,36 @@ async fn a_pool_runs_more_at_most_once_calls_at_once_than_one_connections_window
 #[tokio::test]
 async fn one_connection_runs_no_more_at_most_once_calls_at_once_than_its_window() {
     // The contrast that makes the test above mean something: over one
-    // TcpClient, calls beyond one window wait in the session unsent, so
-    // with the gate shut they end at their deadline never having been sent.
+    // TcpClient, a full window of calls held at the gate leaves further
+    // calls waiting in the session unsent; they end at their deadline never
+    // having been sent, while the window's calls still run.
     let node = Node::start().await;
-    let window = usize::try_from(MAX_REPLIES_PER_CLIENT).unwrap();
+    let window = MAX_REPLIES_PER_CLIENT;
     let extra = 10;
     let tcp = Arc::new(TcpClient::connect(&node.addr).await.unwrap());
-    let client = GateClient::new(tcp).with_options(timeout(2));
-    let handles = spawn_calls(&client, (window + extra) as u64);
-    let (mut sent, mut unsent) = (0, 0);
-    for h in handles {
+    let held = GateClient::new(Arc::clone(&tcp)).with_options(timeout(60));
+    let first = spawn_ids(&held, 0..window);
+    node.running(usize::try_from(window).unwrap()).await;
+    // Started only once the window is full, and ending long before any call
+    // in it can: nothing frees a slot for them.
+    let late = GateClient::new(tcp).with_options(timeout(1));
+    for h in spawn_ids(&late, window..window + extra) {
         match h.await.unwrap().1 {
-            Err(CallError::DeadlineExceeded { sent: true, .. }) => sent += 1,
-            Err(CallError::DeadlineExceeded { sent: false, .. }) => unsent += 1,
-            other => panic!("{other:?}"),
+            Err(CallError::DeadlineExceeded { sent: false, .. }) => {}
+            other => panic!("a call past the window: {other:?}"),
         }
     }
-    assert_eq!((sent, unsent), (window, extra));
-    assert_eq!(node.runs().len(), window);
+    node.open.send_replace(true);
+    for h in first {
+        let (id, reply) = h.await.unwrap();
+        assert_eq!(reply.unwrap(), id);
+    }
+    let runs = node.runs();
+    assert_eq!(runs.len(), usize::try_from(window).unwrap(), "{runs:?}");
+    assert!(
+        runs.keys().all(|&id| id < window),
+        "a late call ran: {runs:?}"
+    );
 }
 
 /// A TCP relay that remembers its connections in accept order, so a test
