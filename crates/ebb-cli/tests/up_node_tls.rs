@@ -14,7 +14,7 @@ mod gateway_common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use gateway_common::{Up, live_nodes, pool_extra, up_check};
+use gateway_common::{Up, pool_extra, up_check};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// The DNS name the node certificate carries besides 127.0.0.1.
@@ -106,22 +106,8 @@ fn nodes_serve_only_the_gateway_over_mutual_tls(kind: &str) {
             tls_table(&p, kind == "container"),
         ),
     );
-    let status = up.wait_booted();
-    let node = live_nodes(&status)[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
     // Through the gateway, which holds a certificate: served.
-    let (code, body, _) = up.post("/rpc/Demo/incr", r#"{"key":"k"}"#, &[]);
-    assert_eq!(
-        (code, body.clone()),
-        (200, serde_json::json!({"Ok": 1})),
-        "{kind}: {body}"
-    );
-    let through = common::call(&up.rpc.to_string(), &["Demo.incr", r#"{"key":"k"}"#]);
-    assert!(through.status.success(), "{kind}: {through:?}");
-    assert_eq!(stdout(&through), r#"{"Ok":2}"#, "{kind}");
+    let node = up.first_node_serving_the_gateway(kind);
 
     // Straight to the node: a plain client, and a TLS client without a
     // certificate, are refused.

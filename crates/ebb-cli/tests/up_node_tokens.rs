@@ -12,7 +12,7 @@ mod gateway_common;
 use std::path::Path;
 use std::process::Output;
 
-use gateway_common::{Up, live_nodes, pool_extra, up_check};
+use gateway_common::{Up, pool_extra, up_check};
 
 const NODE_TOKEN: &str = "node-5e1c04b7";
 
@@ -38,25 +38,8 @@ fn nodes_require_the_token(kind: &str) {
             pool_extra(kind),
         ),
     );
-    let status = up.wait_booted();
-    let node = live_nodes(&status)[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
     // Through the gateway, which presents the token: served.
-    let (code, body, _) = up.post("/rpc/Demo/incr", r#"{"key":"k"}"#, &[]);
-    assert_eq!(
-        (code, body.clone()),
-        (200, serde_json::json!({"Ok": 1})),
-        "{kind}: {body}"
-    );
-    let through = common::call(&up.rpc.to_string(), &["Demo.incr", r#"{"key":"k"}"#]);
-    assert!(through.status.success(), "{kind}: {}", stderr(&through));
-    assert_eq!(
-        String::from_utf8_lossy(&through.stdout).trim(),
-        r#"{"Ok":2}"#
-    );
+    let node = up.first_node_serving_the_gateway(kind);
 
     // Straight to the node without the token: refused, did not run.
     let direct = common::call(

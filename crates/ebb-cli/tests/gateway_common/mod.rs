@@ -175,6 +175,40 @@ impl Up {
         )
     }
 
+    /// Waits for the pool's first node and checks that the gateway is
+    /// served through it over HTTP and RPC (`Demo.incr` of `k` gives 1, then
+    /// 2), so the gateway holds whatever that node demands of its callers.
+    /// Returns the node's address, for calls that go around the gateway.
+    pub fn first_node_serving_the_gateway(&self, label: &str) -> String {
+        let status = self.wait_booted();
+        let node = live_nodes(&status)[0]["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (code, body, _) = self.post("/rpc/Demo/incr", r#"{"key":"k"}"#, &[]);
+        assert_eq!(
+            (code, body.clone()),
+            (200, serde_json::json!({"Ok": 1})),
+            "{label}: {body}"
+        );
+        let through = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["call", "--addr", &self.rpc.to_string()])
+            .args(["Demo.incr", r#"{"key":"k"}"#])
+            .output()
+            .unwrap();
+        assert!(
+            through.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&through.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&through.stdout).trim(),
+            r#"{"Ok":2}"#,
+            "{label}"
+        );
+        node
+    }
+
     pub fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value, String) {
         http(self.http, "POST", path, body, headers)
     }
