@@ -14,8 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ebb_core::Nanos;
 use ebb_rpc::service::{
-    BoxFuture, CallContext, DispatchError, MethodInfo, ServiceCodec, ServiceDescription,
-    ServiceDispatch,
+    BoxFuture, CallContext, DeferredReply, DispatchError, MethodInfo, ServiceCodec,
+    ServiceDescription, ServiceDispatch,
 };
 use serde_json::Value;
 
@@ -122,6 +122,26 @@ impl ServiceDispatch for RpcIngress {
             let reply = self.forwarder.call(info, args, cx.timeout).await?;
             Ok(reply)
         })
+    }
+
+    /// Every binary call of a known method is started here and answered
+    /// by the task that reads the node's reply ([`Forwarder::start`]);
+    /// [`RpcIngress::dispatch_with`] is the same call as a future.
+    fn defers(&self, method_id: u16) -> bool {
+        self.forwarded.get(usize::from(method_id)).is_some()
+    }
+
+    fn dispatch_deferred(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+    ) {
+        match self.served.method_by_id(method_id) {
+            Ok(info) => self.forwarder.start(info, args, cx.timeout, reply),
+            Err(e) => reply.send(Err(e)),
+        }
     }
 
     fn dispatch_json(

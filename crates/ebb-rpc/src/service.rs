@@ -17,6 +17,7 @@
 //! from [`CallOptions::timeout`]; the stubs never retry on their own.
 
 mod codec;
+mod deferred;
 mod describe;
 mod local;
 
@@ -31,6 +32,7 @@ use serde::Serialize;
 use crate::CallError;
 
 pub use codec::{JsonReply, ServiceCodec, call_json, dispatch_json_through};
+pub use deferred::{CallSink, DeferredReply, ReplySink};
 pub use describe::{MethodDescription, ParamDescription, ServiceDescription};
 pub use local::LocalTransport;
 
@@ -181,6 +183,31 @@ pub trait ServiceDispatch: Send + Sync + 'static {
         self.dispatch(method_id, args)
     }
 
+    /// Whether a binary call of `method_id` is answered through
+    /// [`ServiceDispatch::dispatch_deferred`] rather than a future: a
+    /// forwarder's calls, whose outcome some other task learns.
+    fn defers(&self, method_id: u16) -> bool {
+        let _ = method_id;
+        false
+    }
+
+    /// Starts a binary call that [`ServiceDispatch::defers`] and returns at
+    /// once; `reply` answers it later, from any thread. What a server runs
+    /// instead of [`ServiceDispatch::dispatch_with`] for such a call.
+    fn dispatch_deferred(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+    ) {
+        let _ = (args, cx);
+        reply.send(Err(DispatchError::UnknownMethod(format!(
+            "{}#{method_id}: this service answers no call deferred",
+            self.name()
+        ))));
+    }
+
     /// The service's JSON adapter, if it has one (generated services do):
     /// what lets HTTP ingress, the CLI and JSON requests reach it.
     fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
@@ -301,6 +328,18 @@ impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
     ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         (**self).dispatch_with(method_id, args, cx)
     }
+    fn defers(&self, method_id: u16) -> bool {
+        (**self).defers(method_id)
+    }
+    fn dispatch_deferred(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+    ) {
+        (**self).dispatch_deferred(method_id, args, cx, reply)
+    }
     fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
         (**self).json_codec()
     }
@@ -355,6 +394,23 @@ pub trait Transport: Send + Sync {
         args: Bytes,
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>>;
+
+    /// Starts a postcard call whose outcome this transport hands to `sink`
+    /// with `token` (exactly once: by its deadline at the latest), instead
+    /// of through a future: whoever learns the outcome (a TCP client's
+    /// reader) delivers it, with no task to wake. A transport that cannot
+    /// gives `args` back unsent; the caller then uses [`Transport::call`].
+    fn start_call(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+    ) -> Result<(), Bytes> {
+        let _ = (method, options, sink, token);
+        Err(args)
+    }
 
     /// Ends the calls this transport has outstanding, because the caller
     /// learned that the server is gone: each ends with `ConnectionLost`,
@@ -428,6 +484,17 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
         (**self).call_json_text(method, args, options)
     }
 
+    fn start_call(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+    ) -> Result<(), Bytes> {
+        (**self).start_call(method, args, options, sink, token)
+    }
+
     fn abandon_calls(&self, cause: &str) {
         (**self).abandon_calls(cause)
     }
@@ -462,6 +529,17 @@ impl<T: Transport + ?Sized> Transport for &T {
         options: CallOptions,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
         (**self).call_json_text(method, args, options)
+    }
+
+    fn start_call(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+    ) -> Result<(), Bytes> {
+        (**self).start_call(method, args, options, sink, token)
     }
 
     fn abandon_calls(&self, cause: &str) {

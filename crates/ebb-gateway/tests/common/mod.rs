@@ -21,8 +21,12 @@ use ebb_gateway::registry::{Acquired, NewNode, Registry, Slot};
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::retry::RetryBudgetConfig;
-use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch, Transport};
+use ebb_rpc::semantics::{CallKey, Caller, ConnId};
+use ebb_rpc::service::{
+    BoxFuture, DeferredReply, DispatchError, MethodInfo, ReplySink, ServiceDispatch, Transport,
+};
 use ebb_rpc::transport::{Server, TcpClient};
+use ebb_rpc::wire::{Outcome, Seq};
 
 /// [`Plain`]'s one method, `ping`, answered with nothing.
 pub static PLAIN_METHODS: [MethodInfo; 1] = [MethodInfo {
@@ -197,4 +201,36 @@ pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(WAIT_POLL).await;
     }
     panic!("never: {what}");
+}
+
+/// Where a test's deferred replies go: each answer, as the RPC server would
+/// record it, on a channel.
+pub struct Replies(tokio::sync::mpsc::UnboundedSender<(Outcome, Bytes)>);
+
+impl ReplySink for Replies {
+    fn send_reply(&self, _: CallKey, outcome: Outcome, payload: Bytes) {
+        let _ = self.0.send((outcome, payload));
+    }
+}
+
+/// A reply handle for one call of `method`, as the RPC ingress hands
+/// [`Forwarder::start`] one, and where its answer arrives.
+pub fn deferred(
+    method: &MethodInfo,
+) -> (
+    DeferredReply,
+    tokio::sync::mpsc::UnboundedReceiver<(Outcome, Bytes)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let key = CallKey {
+        client: ebb_core::ClientId(1),
+        seq: Seq(1),
+        method: method.id,
+        idempotent: method.idempotent,
+        json: false,
+        conn: ConnId(1),
+        proven: false,
+        caller: Caller::Token(0),
+    };
+    (DeferredReply::new(Arc::new(Replies(tx)), key), rx)
 }

@@ -20,12 +20,12 @@ use super::frames;
 use super::tls::ClientTls;
 use crate::CallError;
 use crate::semantics::{CallSpec, ClientConfig, ClientSession};
-use crate::service::{BoxFuture, CallOptions, MethodInfo, ServiceDescription, Transport};
+use crate::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceDescription, Transport};
 use crate::wire::{MAX_PAYLOAD_BYTES, decode_payload};
 
 mod link;
 
-use link::{Dial, Link, Reply};
+use link::{Dial, Link, Reply, Waiter};
 
 /// Describe requests one client may have outstanding; more end at once
 /// with `TooManyOutstanding`.
@@ -252,7 +252,8 @@ impl TcpClient {
             });
         }
         let (tx, rx) = oneshot::channel();
-        self.link.start_call(spec, args, options.timeout, tx);
+        self.link
+            .start_call(spec, args, options.timeout, Waiter::Caller(tx));
         self.answer(rx).await
     }
 
@@ -287,6 +288,29 @@ impl Transport for TcpClient {
                     other => other,
                 })
         })
+    }
+
+    /// The reply is handed to `sink` by the client's reader: no channel,
+    /// no future, no task woken for it.
+    fn start_call(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+    ) -> Result<(), Bytes> {
+        if args.len() > MAX_PAYLOAD_BYTES {
+            return Err(args);
+        }
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: false,
+        };
+        let waiter = Waiter::Sink(Arc::clone(sink), token);
+        self.link.start_call(spec, args, options.timeout, waiter);
+        Ok(())
     }
 
     /// Ends every call of this client now with `ConnectionLost`, saying

@@ -38,7 +38,9 @@ use super::workers::{self, Workers};
 use crate::semantics::server::CallKey;
 use crate::semantics::server::random_incarnation;
 use crate::semantics::{Action, ConnId, ConnRefusal, Incoming, ServerConfig, ServerSession};
-use crate::service::{BoxFuture, CallContext, DispatchError, ServiceDispatch};
+use crate::service::{
+    BoxFuture, CallContext, DeferredReply, DispatchError, ReplySink, ServiceDispatch,
+};
 use crate::wire::{ConnErrorKind, FrameCodec, Incarnation, Message, Outcome, encode_payload};
 
 mod json;
@@ -153,6 +155,16 @@ impl<D> Core<D> {
                 }
             }
         });
+    }
+}
+
+/// A deferred call's answer ([`crate::service::DeferredReply`]), recorded
+/// and sent like any other: from whichever thread gives it, with no batch
+/// of its own (its connection's task is not the one running).
+impl<D: ServiceDispatch> ReplySink for Core<D> {
+    fn send_reply(&self, key: CallKey, outcome: Outcome, payload: bytes::Bytes) {
+        let now = self.now();
+        self.complete(key, outcome, payload, now, None);
     }
 }
 
@@ -589,6 +601,9 @@ fn run_call<'a, D: ServiceDispatch>(
     started: ebb_core::Instant,
 ) {
     let key = incoming.key;
+    if !key.json && core.dispatch.defers(key.method) {
+        return run_deferred(core, incoming);
+    }
     let heavy_json = key.json && incoming.payload.len() > MAX_INLINE_JSON_BYTES;
     if heavy_json || core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
         return run_blocking(core, incoming);
@@ -612,6 +627,24 @@ fn run_call<'a, D: ServiceDispatch>(
             core.complete(key, status, payload, started, Some((out, batch)));
         }
     }
+}
+
+/// A call its dispatcher answers later through a [`DeferredReply`]: no
+/// future, no place in the connection's running set. A panic while it
+/// starts drops the reply, which answers the call as panicked.
+fn run_deferred<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
+    let Incoming {
+        key,
+        deadline,
+        payload,
+    } = incoming;
+    let sink: Arc<dyn ReplySink> = Arc::clone(core) as Arc<dyn ReplySink>;
+    let reply = DeferredReply::new(sink, key);
+    let cx = CallContext::new(deadline);
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        core.dispatch
+            .dispatch_deferred(key.method, payload, cx, reply);
+    }));
 }
 
 /// A method marked `#[blocking]`, or a call with large JSON arguments, runs

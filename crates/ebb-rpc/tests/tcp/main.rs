@@ -1,9 +1,11 @@
 //! The TCP runtimes end to end on loopback, with a hand-written dispatcher so
 //! the transport is tested without the macro: calls ([`calls`]), failing
-//! connections ([`failures`]) and misbehaving or excess peers ([`peers`]).
+//! connections ([`failures`]), misbehaving or excess peers ([`peers`]),
+//! and calls answered later or handed to a sink ([`deferred`]).
 #![allow(clippy::unwrap_used)]
 
 mod calls;
+mod deferred;
 mod failures;
 mod peers;
 

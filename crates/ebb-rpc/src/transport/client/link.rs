@@ -36,12 +36,24 @@ use super::{MAX_PENDING_DESCRIBES, MAX_RECONNECT_BACKOFF_MS, RECONNECT_BACKOFF_M
 use crate::CallError;
 use crate::fast_map::FastMap;
 use crate::semantics::{CallSpec, ClientSession};
+use crate::service::CallSink;
 use crate::wire::{Describe, FrameCodec, Message};
 
 /// `load`'s cell before any report: a load no server reports.
 const NO_LOAD_REPORTED: u64 = u64::MAX;
 
 pub(super) type Reply = Result<Bytes, CallError>;
+
+/// Who waits for a call's outcome: an awaiting caller, or a sink the
+/// outcome is handed to (outside the link's lock) by whoever learns it.
+pub(super) enum Waiter {
+    Caller(oneshot::Sender<Reply>),
+    Sink(Arc<dyn CallSink>, u64),
+}
+
+/// Outcomes for sinks, gathered under the link's lock and handed over
+/// once it is let go: a sink may start calls of its own.
+type Handed = Vec<(Arc<dyn CallSink>, u64, Reply)>;
 
 /// The output side of the current connection, where callers write.
 struct ConnOut {
@@ -73,7 +85,9 @@ struct State {
     /// is the only one to set or clear both.
     conn: Option<ConnOut>,
     /// Callers waiting, by the session's call id.
-    waiters: FastMap<u64, oneshot::Sender<Reply>>,
+    waiters: FastMap<u64, Waiter>,
+    /// Outcomes for sinks, to hand over once the lock is let go.
+    handed: Handed,
     /// Describe requests waiting for their answer, by id; resent after a
     /// reconnect (asking again is harmless).
     describes: FastMap<u64, oneshot::Sender<Reply>>,
@@ -113,7 +127,12 @@ impl State {
                     },
                     other => other,
                 });
-                let _ = waiter.send(outcome);
+                match waiter {
+                    Waiter::Caller(tx) => {
+                        let _ = tx.send(outcome);
+                    }
+                    Waiter::Sink(sink, token) => self.handed.push((sink, token, outcome)),
+                }
             }
         }
     }
@@ -165,29 +184,36 @@ impl Link {
         }
     }
 
-    /// Starts a call now; its outcome comes on `reply`.
-    pub(super) fn start_call(
-        &self,
-        spec: CallSpec,
-        args: Bytes,
-        timeout: Nanos,
-        reply: oneshot::Sender<Reply>,
-    ) {
+    /// Starts a call now; its outcome goes to `waiter`.
+    pub(super) fn start_call(&self, spec: CallSpec, args: Bytes, timeout: Nanos, waiter: Waiter) {
         let now = self.clock.now();
         let mut st = self.lock();
-        if st.ended {
-            let _ = reply.send(Err(self.shut_down(false)));
-            return;
-        }
-        match st.session.start(spec, args, now + timeout, now) {
-            Ok(id) => {
-                st.waiters.insert(id.0, reply);
+        let refused = if st.ended {
+            Some(self.shut_down(false))
+        } else {
+            match st.session.start(spec, args, now + timeout, now) {
+                Ok(id) => {
+                    st.waiters.insert(id.0, waiter);
+                    self.after_start(st);
+                    return;
+                }
+                Err(e) => Some(e),
             }
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
+        };
+        drop(st);
+        if let Some(e) = refused {
+            match waiter {
+                Waiter::Caller(tx) => {
+                    let _ = tx.send(Err(e));
+                }
+                Waiter::Sink(sink, token) => sink.deliver(token, Err(e)),
             }
         }
+    }
+
+    /// Sends what the new call needs, wakes the driver if its timer must
+    /// move, and lets go of the lock.
+    fn after_start(&self, mut st: MutexGuard<'_, State>) {
         st.transmit(&self.codec);
         // A call can end as it starts (no time left, credentials refused).
         st.deliver(&self.addr);
@@ -199,6 +225,7 @@ impl Link {
         if sooner || st.conn.is_none() {
             self.wake.notify_one();
         }
+        hand_over(st, &mut Vec::new());
     }
 
     /// Asks the server for its service description; the answer comes on
@@ -233,6 +260,7 @@ impl Link {
         let mut st = self.lock();
         st.session.abandon_all(cause);
         st.deliver(&self.addr);
+        hand_over(st, &mut Vec::new());
     }
 
     pub(super) fn reported_load(&self) -> Option<u32> {
@@ -250,6 +278,19 @@ impl Link {
     pub(super) fn close(&self) {
         self.closing.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+}
+
+/// Lets go of the lock, then hands the sinks their outcomes; `spare` is
+/// an empty vector to swap in, so a caller that keeps one allocates none.
+fn hand_over(mut st: MutexGuard<'_, State>, spare: &mut Handed) {
+    if st.handed.is_empty() {
+        return;
+    }
+    std::mem::swap(&mut st.handed, spare);
+    drop(st);
+    for (sink, token, outcome) in spare.drain(..) {
+        sink.deliver(token, outcome);
     }
 }
 
@@ -313,6 +354,7 @@ pub(super) async fn connect(
             session,
             conn: Some(conn_out),
             waiters: FastMap::default(),
+            handed: Vec::new(),
             describes: FastMap::default(),
             next_describe: 0,
             armed: None,
@@ -367,8 +409,16 @@ impl Drop for Driver {
         let mut st = self.link.lock();
         st.ended = true;
         st.conn = None;
-        st.waiters.clear();
         st.describes.clear();
+        // Awaiting callers learn it from their dropped channel; sinks are
+        // told, once the lock is let go.
+        let waiters: Vec<Waiter> = st.waiters.drain().map(|(_, w)| w).collect();
+        drop(st);
+        for waiter in waiters {
+            if let Waiter::Sink(sink, token) = waiter {
+                sink.deliver(token, Err(self.link.shut_down(true)));
+            }
+        }
     }
 }
 
@@ -387,6 +437,8 @@ impl Driver {
         tokio::pin!(wake);
         // The last turn read what had arrived before acting on a due timer.
         let mut looked = false;
+        // Swapped with the state's, so handing outcomes over allocates once.
+        let mut spare: Handed = Vec::new();
         loop {
             if link.closing.load(Ordering::Acquire) {
                 return;
@@ -395,7 +447,9 @@ impl Driver {
                 let mut st = link.lock();
                 self.pump(&mut st);
                 st.armed = st.session.poll_timeout();
-                (st.armed, st.waited_on())
+                let planned = (st.armed, st.waited_on());
+                hand_over(st, &mut spare);
+                planned
             };
             if self.conn.is_none() && self.reconnect_at.is_none() && waited_on {
                 self.reconnect_at = Some(Instant::now());

@@ -16,18 +16,28 @@
 //! - a request held for a node waits no longer than its deadline.
 //!
 //! Deduplication of a client's own retries happens before this, in the RPC
-//! ingress's server session: a duplicate never reaches [`Forwarder::call`].
+//! ingress's server session: a duplicate never reaches [`Forwarder::call`]
+//! or [`Forwarder::start`].
+//!
+//! Two ways in: [`Forwarder::call`], a future (the HTTP ingress, and any
+//! call that needs to wait), and [`Forwarder::start`] (`flight.rs`), the RPC
+//! ingress's, which ends the call from the task that reads the node's reply.
+//! Both take the same decisions ([`Forwarder::after_failure`]).
 
-use std::sync::{Arc, Mutex, PoisonError};
+mod error;
+mod flight;
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::Poll;
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
-use ebb_policy::admission::Refusal;
 use ebb_policy::hedge::{HedgeConfig, HedgeDelay};
 use ebb_policy::retry::{RetryBudget, RetryBudgetConfig};
 use ebb_rpc::CallError;
-use ebb_rpc::service::{CallOptions, DispatchError, MethodInfo, Transport};
+use ebb_rpc::service::{CallOptions, MethodInfo, Transport};
+
+pub use error::GatewayError;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -40,104 +50,6 @@ pub const MAX_ATTEMPTS: usize = 4;
 /// was ever sent (its transport ends it at once when it can tell); past
 /// this it counts as sent.
 pub const ABANDONED_CALL_WAIT_MS: u64 = 100;
-
-/// Why the gateway answers a request without the node's reply.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum GatewayError {
-    /// Refused at once, before any node saw it.
-    #[error("overloaded: {why}; retry after {retry_after}")]
-    Overloaded { why: Refusal, retry_after: Nanos },
-    /// The deadline passed. `sent` says whether a node had the call.
-    #[error("deadline exceeded after {after} ({})", if *.sent { "a node had the call: it may have run" } else { "no node had the call: it did not run" })]
-    DeadlineExceeded { after: Nanos, sent: bool },
-    /// The node died (or stopped answering) with the at-most-once call in
-    /// flight: it may have run once; it will not run again.
-    #[error(
-        "outcome unknown: node {node} was lost with the call in flight; it ran at most once and will not be retried"
-    )]
-    OutcomeUnknown { node: NodeId },
-    /// An idempotent call's node was lost and no retry was possible (budget
-    /// spent, attempts used up, or no time left).
-    #[error("node {node} was lost and the call was not retried ({why}); it may have run")]
-    NodeLost { node: NodeId, why: String },
-    /// The gateway is shutting down and takes no new calls.
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
-    /// The node answered with this error.
-    #[error(transparent)]
-    Node(CallError),
-}
-
-impl GatewayError {
-    /// A short stable name, for metrics and JSON errors.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            GatewayError::Overloaded { .. } => "overloaded",
-            GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
-            GatewayError::OutcomeUnknown { .. } => "outcome_unknown",
-            GatewayError::NodeLost { .. } => "node_lost",
-            GatewayError::ShuttingDown => "shutting_down",
-            GatewayError::Node(e) => match e {
-                CallError::UnknownMethod { .. } => "unknown_method",
-                CallError::BadRequest { .. } => "bad_request",
-                CallError::Remote { .. } | CallError::Panicked { .. } => "remote",
-                CallError::Refused { .. } => "rejected",
-                CallError::Overloaded { .. } => "overloaded",
-                _ => "node_error",
-            },
-        }
-    }
-
-    /// Whether the call may have run on a node.
-    pub fn may_have_run(&self) -> bool {
-        match self {
-            GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => false,
-            GatewayError::DeadlineExceeded { sent, .. } => *sent,
-            GatewayError::OutcomeUnknown { .. } | GatewayError::NodeLost { .. } => true,
-            GatewayError::Node(e) => e.may_have_run(),
-        }
-    }
-}
-
-/// How an RPC caller learns each outcome: one mapping, here.
-impl From<GatewayError> for DispatchError {
-    fn from(e: GatewayError) -> DispatchError {
-        let msg = e.to_string();
-        match e {
-            GatewayError::Overloaded { why, retry_after } => DispatchError::Overloaded {
-                message: why.to_string(),
-                retry_after,
-            },
-            GatewayError::ShuttingDown => DispatchError::Rejected(msg),
-            GatewayError::DeadlineExceeded { sent: false, .. } => DispatchError::Rejected(msg),
-            GatewayError::DeadlineExceeded { sent: true, .. }
-            | GatewayError::OutcomeUnknown { .. }
-            | GatewayError::NodeLost { .. } => DispatchError::OutcomeUnknown(msg),
-            GatewayError::Node(e) => match e {
-                CallError::UnknownMethod { method } => DispatchError::UnknownMethod(method),
-                CallError::BadRequest { message } => DispatchError::BadArgs(message),
-                CallError::Refused { message, .. } => DispatchError::Rejected(message),
-                CallError::Overloaded {
-                    message,
-                    retry_after,
-                } => DispatchError::Overloaded {
-                    message,
-                    retry_after,
-                },
-                CallError::TooManyOutstanding { .. }
-                | CallError::ConnectionLost { sent: false, .. } => DispatchError::Rejected(msg),
-                CallError::Remote { message }
-                | CallError::Codec { message, .. }
-                | CallError::Panicked { message } => DispatchError::EncodeReply(message),
-                CallError::DeadlineExceeded { .. }
-                | CallError::OutcomeUnknown { .. }
-                | CallError::ConnectionLost { .. }
-                | CallError::ServerUnresponsive { .. }
-                | CallError::Protocol { .. } => DispatchError::OutcomeUnknown(msg),
-            },
-        }
-    }
-}
 
 /// What one attempt on one node came to.
 enum Attempt {
@@ -173,6 +85,50 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Whether an attempt's outcome was the node's answer (a latency sample).
+fn answered(outcome: &Result<Bytes, CallError>) -> bool {
+    matches!(outcome, Ok(_) | Err(CallError::Remote { .. }))
+}
+
+/// What an attempt's outcome says about its node's health, if anything
+/// (not a refusal under load, not the caller's bad arguments).
+fn health_of(outcome: &Result<Bytes, CallError>) -> Option<bool> {
+    match outcome {
+        Ok(_) => Some(true),
+        Err(CallError::Remote { .. } | CallError::Panicked { .. } | CallError::Codec { .. }) => {
+            Some(false)
+        }
+        Err(_) => None,
+    }
+}
+
+/// Where a call has been: what its next attempt must take into account.
+#[derive(Default)]
+struct Route {
+    /// Nodes it was tried on, in order.
+    tried: Vec<NodeId>,
+    /// Nodes the call must not go back to: they were lost with it, or
+    /// could not carry it. A node that refused it under load is not here:
+    /// it may take the call once a call there ends.
+    lost: Vec<NodeId>,
+    /// The node that refused the last attempt unrun, being full.
+    refused_by: Option<NodeId>,
+    /// A node may have had the call.
+    sent: bool,
+    /// The next attempt's node (or place in the held FIFO), when it was
+    /// acquired before the async path took the call over.
+    acquired: Option<Acquired>,
+}
+
+impl Route {
+    fn from(acquired: Acquired) -> Route {
+        Route {
+            acquired: Some(acquired),
+            ..Route::default()
+        }
+    }
+}
+
 /// The request path, shared by the RPC and HTTP ingress.
 pub struct Forwarder {
     registry: Registry,
@@ -182,6 +138,14 @@ pub struct Forwarder {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Set when idempotent calls are hedged: when to send the second copy.
     hedge: Option<Mutex<HedgeDelay>>,
+    /// Calls started by [`Forwarder::start`] waiting for their node's
+    /// outcome, by the token their transport hands back.
+    flights: Mutex<slab::Slab<flight::Flight>>,
+    /// The runtime `start` ran on, where a call that continues on the async
+    /// path is spawned from whatever thread delivered its outcome.
+    runtime: OnceLock<tokio::runtime::Handle>,
+    /// This forwarder, for a delivered outcome that needs a task.
+    me: OnceLock<Weak<Forwarder>>,
 }
 
 impl Forwarder {
@@ -198,6 +162,9 @@ impl Forwarder {
             budget: Mutex::new(RetryBudget::new(budget)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             hedge: None,
+            flights: Mutex::new(slab::Slab::new()),
+            runtime: OnceLock::new(),
+            me: OnceLock::new(),
         }
     }
 
@@ -399,18 +366,62 @@ impl Forwarder {
     ) -> Result<Bytes, GatewayError> {
         let arrived = self.clock.now();
         let result = self.forward(method, args, encoding, timeout, arrived).await;
+        self.record(method, arrived, &result);
+        result
+    }
+
+    /// Counts one answered request in the registry and the metrics.
+    fn record(
+        &self,
+        method: &'static MethodInfo,
+        arrived: Instant,
+        result: &Result<Bytes, GatewayError>,
+    ) {
         let response = self.clock.now().saturating_since(arrived);
         self.registry.record_response(response);
         let secs = response.as_secs_f64();
-        let outcome = match &result {
+        let outcome = match result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
         self.metrics.answered(method, outcome, secs);
-        if let Err(GatewayError::Overloaded { why, .. }) = &result {
+        if let Err(GatewayError::Overloaded { why, .. }) = result {
             self.metrics.refused(why);
         }
-        result
+    }
+
+    /// A new request's checks before its first attempt, and that attempt's
+    /// node (or place in the held FIFO): its deadline and what `acquire`
+    /// gave, or why it is answered at once.
+    fn admit(
+        &self,
+        bytes: usize,
+        timeout: Nanos,
+        arrived: Instant,
+    ) -> Result<(Instant, Acquired), GatewayError> {
+        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GatewayError::ShuttingDown);
+        }
+        let deadline = arrived + timeout;
+        self.budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_request(arrived);
+        if deadline <= arrived {
+            return Err(GatewayError::DeadlineExceeded {
+                after: timeout,
+                sent: false,
+            });
+        }
+        match self
+            .registry
+            .acquire(bytes, deadline, arrived, &[], true, None)
+        {
+            Acquired::Refused { why, retry_after } => {
+                Err(GatewayError::Overloaded { why, retry_after })
+            }
+            acquired => Ok((deadline, acquired)),
+        }
     }
 
     async fn forward(
@@ -421,47 +432,49 @@ impl Forwarder {
         timeout: Nanos,
         arrived: Instant,
     ) -> Result<Bytes, GatewayError> {
-        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(GatewayError::ShuttingDown);
-        }
-        let deadline = arrived + timeout;
-        self.budget
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .on_request(arrived);
-        let mut tried: Vec<NodeId> = Vec::new();
-        // Nodes the call must not go back to: they were lost with it, or
-        // could not carry it. A node that refused it under load is not
-        // here: it may take the call once a call there ends.
-        let mut lost: Vec<NodeId> = Vec::new();
-        // The node that refused the last attempt unrun, being full.
-        let mut refused_by = None;
-        let mut sent = false;
-        // The first attempt starts as the request arrived; a retry reads
-        // the clock again.
-        let mut now = arrived;
+        let (deadline, first) = self.admit(args.len(), timeout, arrived)?;
+        let span = (deadline, timeout);
+        self.forward_from(method, &args, encoding, span, Route::from(first), arrived)
+            .await
+    }
+
+    /// The attempts of one call from where it stands (`route`) until one
+    /// answers or the call fails. `span`: its deadline and timeout.
+    async fn forward_from(
+        self: &Arc<Self>,
+        method: &'static MethodInfo,
+        args: &Bytes,
+        encoding: Encoding,
+        (deadline, timeout): (Instant, Nanos),
+        mut route: Route,
+        mut now: Instant,
+    ) -> Result<Bytes, GatewayError> {
         loop {
             let Some(left) = deadline.checked_since(now).filter(|l| *l > Nanos::ZERO) else {
                 return Err(GatewayError::DeadlineExceeded {
                     after: timeout,
-                    sent,
+                    sent: route.sent,
                 });
             };
-            let (slot, at) = match self.registry.acquire(
-                args.len(),
-                deadline,
-                now,
-                &lost,
-                tried.is_empty(),
-                refused_by,
-            ) {
+            let acquired = match route.acquired.take() {
+                Some(acquired) => acquired,
+                None => self.registry.acquire(
+                    args.len(),
+                    deadline,
+                    now,
+                    &route.lost,
+                    route.tried.is_empty(),
+                    route.refused_by,
+                ),
+            };
+            let (slot, at) = match acquired {
                 // Handed out at once: no time passed that a read of the
                 // clock would see.
                 Acquired::Now(slot) => (slot, now),
                 Acquired::Refused { why, retry_after } => {
-                    return Err(match tried.last() {
+                    return Err(match route.tried.last() {
                         // A retry finds no room: the earlier failure stands.
-                        Some(&node) if sent => GatewayError::NodeLost {
+                        Some(&node) if route.sent => GatewayError::NodeLost {
                             node,
                             why: format!("no node took the retry: {why}"),
                         },
@@ -476,14 +489,21 @@ impl Forwarder {
                         Ok(Err(_)) | Err(_) => {
                             return Err(GatewayError::DeadlineExceeded {
                                 after: timeout,
-                                sent,
+                                sent: route.sent,
                             });
                         }
                     }
                 }
             };
             let (node, attempt) = self
-                .attempt_maybe_hedged(slot, method, &args, encoding, (at, deadline), &mut tried)
+                .attempt_maybe_hedged(
+                    slot,
+                    method,
+                    args,
+                    encoding,
+                    (at, deadline),
+                    &mut route.tried,
+                )
                 .await;
             let failure = match attempt {
                 Attempt::Reply(Ok(reply)) => return Ok(reply),
@@ -493,84 +513,120 @@ impl Forwarder {
                     cause: gone_cause(node),
                 },
             };
-            tried.push(node);
-            refused_by = None;
             now = self.clock.now();
-            let time_left = deadline > now;
-            let more = tried.len() < MAX_ATTEMPTS && time_left;
-            match failure {
-                // Refused before running, or never sent: safe for any call.
-                CallError::Refused { .. }
-                | CallError::Overloaded { .. }
-                | CallError::TooManyOutstanding { .. }
-                    if more && self.may_retry(now) =>
-                {
-                    refused_by = Some(node);
-                    continue;
-                }
-                e @ (CallError::Refused { .. }
-                | CallError::Overloaded { .. }
-                | CallError::TooManyOutstanding { .. }) => {
-                    return Err(GatewayError::Node(e));
-                }
-                // Never delivered: the node did not start it, so any call
-                // may go elsewhere. Nothing ran, so this adds no load and
-                // takes nothing from the retry budget.
-                CallError::ConnectionLost { sent: false, .. } if more => {
-                    lost.push(node);
-                    self.registry.suspect(node);
-                    self.registry.count_retry();
-                    self.metrics.retried();
-                    continue;
-                }
-                e @ CallError::ConnectionLost { sent: false, .. } => {
-                    self.registry.suspect(node);
-                    return Err(if sent {
-                        GatewayError::NodeLost {
-                            node,
-                            why: "attempts or time used up".into(),
-                        }
-                    } else {
-                        GatewayError::Node(e)
-                    });
-                }
-                // The node is dead or unreachable with the call on it.
-                CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
-                    sent = true;
-                    lost.push(node);
-                    self.registry.suspect(node);
-                    if !method.idempotent {
-                        return Err(GatewayError::OutcomeUnknown { node });
+            self.after_failure(&mut route, node, failure, method, deadline, timeout, now)?;
+        }
+    }
+
+    /// What a failed attempt on `node` means for the call: `Ok` to try
+    /// again (`route` updated), or the error its caller gets.
+    #[allow(clippy::too_many_arguments)]
+    fn after_failure(
+        &self,
+        route: &mut Route,
+        node: NodeId,
+        failure: CallError,
+        method: &'static MethodInfo,
+        deadline: Instant,
+        timeout: Nanos,
+        now: Instant,
+    ) -> Result<(), GatewayError> {
+        route.tried.push(node);
+        route.refused_by = None;
+        let time_left = deadline > now;
+        let more = route.tried.len() < MAX_ATTEMPTS && time_left;
+        match failure {
+            // Refused before running, or never sent: safe for any call.
+            CallError::Refused { .. }
+            | CallError::Overloaded { .. }
+            | CallError::TooManyOutstanding { .. }
+                if more && self.may_retry(now) =>
+            {
+                route.refused_by = Some(node);
+                Ok(())
+            }
+            e @ (CallError::Refused { .. }
+            | CallError::Overloaded { .. }
+            | CallError::TooManyOutstanding { .. }) => Err(GatewayError::Node(e)),
+            // Never delivered: the node did not start it, so any call
+            // may go elsewhere. Nothing ran, so this adds no load and
+            // takes nothing from the retry budget.
+            CallError::ConnectionLost { sent: false, .. } if more => {
+                route.lost.push(node);
+                self.registry.suspect(node);
+                self.registry.count_retry();
+                self.metrics.retried();
+                Ok(())
+            }
+            e @ CallError::ConnectionLost { sent: false, .. } => {
+                self.registry.suspect(node);
+                Err(if route.sent {
+                    GatewayError::NodeLost {
+                        node,
+                        why: "attempts or time used up".into(),
                     }
-                    if !more {
-                        let why = if time_left {
-                            "attempts used up"
-                        } else {
-                            "no time left"
-                        };
-                        return Err(GatewayError::NodeLost {
-                            node,
-                            why: why.into(),
-                        });
-                    }
-                    if !self.may_retry(now) {
-                        return Err(GatewayError::NodeLost {
-                            node,
-                            why: "retry budget spent".into(),
-                        });
-                    }
-                }
-                CallError::OutcomeUnknown { .. } => {
+                } else {
+                    GatewayError::Node(e)
+                })
+            }
+            // The node is dead or unreachable with the call on it.
+            CallError::ConnectionLost { .. } | CallError::ServerUnresponsive { .. } => {
+                route.sent = true;
+                route.lost.push(node);
+                self.registry.suspect(node);
+                if !method.idempotent {
                     return Err(GatewayError::OutcomeUnknown { node });
                 }
-                CallError::DeadlineExceeded { sent: on_node, .. } => {
-                    return Err(GatewayError::DeadlineExceeded {
-                        after: timeout,
-                        sent: sent || on_node,
+                if !more {
+                    let why = if time_left {
+                        "attempts used up"
+                    } else {
+                        "no time left"
+                    };
+                    return Err(GatewayError::NodeLost {
+                        node,
+                        why: why.into(),
                     });
                 }
-                e => return Err(GatewayError::Node(e)),
+                if !self.may_retry(now) {
+                    return Err(GatewayError::NodeLost {
+                        node,
+                        why: "retry budget spent".into(),
+                    });
+                }
+                Ok(())
             }
+            CallError::OutcomeUnknown { .. } => Err(GatewayError::OutcomeUnknown { node }),
+            CallError::DeadlineExceeded { sent: on_node, .. } => {
+                Err(GatewayError::DeadlineExceeded {
+                    after: timeout,
+                    sent: route.sent || on_node,
+                })
+            }
+            e => Err(GatewayError::Node(e)),
+        }
+    }
+
+    /// What the end of an attempt started at `started` on `node` tells the
+    /// registry and the hedge delay: the node's in-flight count given
+    /// back, a latency sample if the node answered, its health.
+    fn attempt_ended(
+        &self,
+        node: NodeId,
+        ahead: u32,
+        started: Instant,
+        outcome: &Result<Bytes, CallError>,
+        now: Instant,
+    ) {
+        if outcome.is_ok() {
+            self.observe_latency(started);
+        }
+        let latency = answered(outcome).then(|| now.saturating_since(started));
+        if self
+            .registry
+            .finish(node, latency, ahead, health_of(outcome), now)
+        {
+            self.metrics.ejected();
         }
     }
 
@@ -646,23 +702,13 @@ impl Forwarder {
                 }
             }
         };
-        guard.answered = matches!(
-            outcome,
-            Attempt::Reply(Ok(_) | Err(CallError::Remote { .. }))
-        );
-        if matches!(outcome, Attempt::Reply(Ok(_))) {
-            this.observe_latency(now);
+        if let Attempt::Reply(r) = &outcome {
+            guard.answered = answered(r);
+            guard.health = health_of(r);
+            if r.is_ok() {
+                this.observe_latency(now);
+            }
         }
-        // What says something about the node's health (not a refusal under
-        // load, not the caller's bad arguments).
-        let health = match &outcome {
-            Attempt::Reply(Ok(_)) => Some(true),
-            Attempt::Reply(Err(
-                CallError::Remote { .. } | CallError::Panicked { .. } | CallError::Codec { .. },
-            )) => Some(false),
-            _ => None,
-        };
-        guard.health = health;
         outcome
     }
 }

@@ -1,0 +1,224 @@
+//! A forwarded RPC call with no future of its own: started by the ingress
+//! connection's task, ended by the task that reads the node's reply.
+//!
+//! The ingress server hands [`Forwarder::start`] the call with a
+//! [`DeferredReply`]; the call goes to its node through
+//! [`Transport::start_call`] with the forwarder as its [`CallSink`], and
+//! whoever learns the outcome (the node client's reader, a caller
+//! abandoning a gone node's calls, the node's deadline timer) ends it here:
+//! the registry's bookkeeping, the metrics, and the reply, which the ingress
+//! server records and writes from that same task. The call's state waits
+//! in a slab under the token the transport hands back, so once the slab has
+//! grown to the calls in flight a call allocates nothing here: no boxed
+//! future, no channel, no place in a set of running futures, and no task
+//! is woken to pass the reply on.
+//!
+//! Only the common case runs so: a first attempt that gets a node at once,
+//! not hedged, over a transport that starts calls this way. A call held for
+//! a node, a hedged one, or a retry after a failure continues on the async
+//! path (`Forwarder::forward_from`) in a task of its own, taking the same
+//! decisions ([`Forwarder::after_failure`]).
+
+use std::sync::{Arc, PoisonError};
+
+use bytes::Bytes;
+use ebb_core::{Instant, Nanos, NodeId};
+use ebb_rpc::CallError;
+use ebb_rpc::service::{CallOptions, CallSink, DeferredReply, MethodInfo, Transport};
+
+use super::{Forwarder, GatewayError, Route};
+use crate::registry::{Acquired, Slot, gone_cause};
+use crate::service::Encoding;
+
+/// One call on its node, waiting for the outcome.
+pub(super) struct Flight {
+    reply: DeferredReply,
+    method: &'static MethodInfo,
+    /// Kept for a retry on another node (a reference count, not a copy).
+    args: Bytes,
+    node: NodeId,
+    /// Calls the node had from the gateway when this one was sent.
+    ahead: u32,
+    arrived: Instant,
+    timeout: Nanos,
+}
+
+impl Forwarder {
+    /// Forwards one postcard-encoded call and answers it through `reply`,
+    /// from whichever task learns its outcome. Runs on the ingress
+    /// connection's task (inside the gateway's runtime).
+    pub fn start(
+        self: &Arc<Self>,
+        method: &'static MethodInfo,
+        args: Bytes,
+        timeout: Nanos,
+        reply: DeferredReply,
+    ) {
+        let arrived = self.clock.now();
+        self.me.get_or_init(|| Arc::downgrade(self));
+        self.runtime.get_or_init(tokio::runtime::Handle::current);
+        if self.hedge.is_some() && method.idempotent {
+            // A hedged call races two attempts: the async path's.
+            let this = Arc::clone(self);
+            self.spawn(async move {
+                let result = this.call(method, args, timeout).await;
+                reply.send(result.map_err(Into::into));
+            });
+            return;
+        }
+        let (deadline, first) = match self.admit(args.len(), timeout, arrived) {
+            Ok(admitted) => admitted,
+            Err(e) => return self.answer(reply, method, arrived, Err(e)),
+        };
+        let flight = Flight {
+            reply,
+            method,
+            args,
+            node: NodeId(0),
+            ahead: 0,
+            arrived,
+            timeout,
+        };
+        match first {
+            Acquired::Now(slot) => self.launch(slot, flight, deadline),
+            held => self.continue_async(flight, deadline, Route::from(held), arrived),
+        }
+    }
+
+    /// Sends `flight` to `slot`'s node, whose transport delivers the
+    /// outcome to [`CallSink::deliver`]; one that cannot continues on the
+    /// async path with the same slot.
+    fn launch(self: &Arc<Self>, mut slot: Slot, mut flight: Flight, deadline: Instant) {
+        flight.node = slot.node;
+        flight.ahead = slot.ahead;
+        let (method, args, arrived) = (flight.method, flight.args.clone(), flight.arrived);
+        let left = deadline.saturating_since(arrived);
+        let token = self.flights().insert(flight);
+        let sink: Arc<dyn CallSink> = Arc::clone(self) as Arc<dyn CallSink>;
+        let options = CallOptions::default().with_timeout(left);
+        match slot
+            .client
+            .start_call(method, args, options, &sink, token as u64)
+        {
+            Ok(()) => {
+                // The outcome (perhaps delivered already) releases the node.
+                slot.claim();
+                // `Registry::set_gone` sets `gone`, then abandons the
+                // node's calls; a call started as that happened is
+                // abandoned here.
+                if *slot.gone.borrow() {
+                    slot.client.abandon_calls(&gone_cause(slot.node));
+                }
+            }
+            Err(_) => {
+                // This transport answers through futures only.
+                let Some(flight) = self.flights().try_remove(token) else {
+                    debug_assert!(false, "a call the transport refused was delivered");
+                    return;
+                };
+                let route = Route::from(Acquired::Now(slot));
+                self.continue_async(flight, deadline, route, arrived);
+            }
+        }
+    }
+
+    /// The rest of a call on the async path, in a task of its own, from
+    /// where `route` says it stands: a place in the held FIFO or a node
+    /// handed out, or the next acquisition after a failure.
+    fn continue_async(
+        self: &Arc<Self>,
+        flight: Flight,
+        deadline: Instant,
+        route: Route,
+        now: Instant,
+    ) {
+        let this = Arc::clone(self);
+        self.spawn(async move {
+            let Flight {
+                reply,
+                method,
+                args,
+                arrived,
+                timeout,
+                ..
+            } = flight;
+            let span = (deadline, timeout);
+            let result = this
+                .forward_from(method, &args, Encoding::Postcard, span, route, now)
+                .await;
+            this.answer(reply, method, arrived, result);
+        });
+    }
+
+    /// Records the outcome and answers the caller.
+    fn answer(
+        &self,
+        reply: DeferredReply,
+        method: &'static MethodInfo,
+        arrived: Instant,
+        result: Result<Bytes, GatewayError>,
+    ) {
+        self.record(method, arrived, &result);
+        reply.send(result.map_err(Into::into));
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, slab::Slab<Flight>> {
+        // Every critical section is one insert or one removal.
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `task` on the gateway's runtime, from any thread (a gone
+    /// node's calls are abandoned from the pool manager's).
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match self.runtime.get() {
+            Some(rt) => drop(rt.spawn(task)),
+            // Only `start` launches calls, and it sets the runtime first.
+            None => drop(tokio::spawn(task)),
+        }
+    }
+}
+
+impl CallSink for Forwarder {
+    /// The outcome of a call [`Forwarder::launch`] sent: what the attempt's
+    /// end tells the registry, then the answer, or a retry.
+    fn deliver(&self, token: u64, outcome: Result<Bytes, CallError>) {
+        let flight = usize::try_from(token)
+            .ok()
+            .and_then(|t| self.flights().try_remove(t));
+        let Some(flight) = flight else {
+            debug_assert!(false, "an outcome for no call in flight");
+            return;
+        };
+        let now = self.clock.now();
+        self.attempt_ended(flight.node, flight.ahead, flight.arrived, &outcome, now);
+        let failure = match outcome {
+            Ok(reply) => {
+                return self.answer(flight.reply, flight.method, flight.arrived, Ok(reply));
+            }
+            Err(e) => e,
+        };
+        let deadline = flight.arrived + flight.timeout;
+        let mut route = Route::default();
+        match self.after_failure(
+            &mut route,
+            flight.node,
+            failure,
+            flight.method,
+            deadline,
+            flight.timeout,
+            now,
+        ) {
+            Err(e) => self.answer(flight.reply, flight.method, flight.arrived, Err(e)),
+            Ok(()) => match self.me.get().and_then(std::sync::Weak::upgrade) {
+                Some(this) => this.continue_async(flight, deadline, route, now),
+                // Only `start` launches, and it sets `me` first.
+                None => self.answer(
+                    flight.reply,
+                    flight.method,
+                    flight.arrived,
+                    Err(GatewayError::ShuttingDown),
+                ),
+            },
+        }
+    }
+}
