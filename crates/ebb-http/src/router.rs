@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::HttpBody;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ebb_core::Nanos;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::IgnoredAny;
@@ -21,6 +22,13 @@ use tokio::sync::Semaphore;
 
 use crate::config::{DEADLINE_HEADER, FULL_RETRY_AFTER_MS};
 use crate::{HttpConfig, HttpError, JsonBackend};
+
+/// [`DEADLINE_HEADER`] as a name made once: looking a `&str` up parses it
+/// on every request.
+static DEADLINE_NAME: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
+
+/// Errors a request body may end with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The route this module serves, in axum's syntax.
 pub const RPC_ROUTE: &str = "/rpc/{service}/{method}";
@@ -47,13 +55,17 @@ impl<B: JsonBackend> Calls<B> {
     /// Answers one `POST /rpc/{service}/{method}` (the path's two parts
     /// given percent-decoded): its reply as JSON, or its failure as a JSON
     /// error body with the status that fits.
-    pub async fn handle(
+    pub async fn handle<T>(
         &self,
         service: &str,
         method: &str,
         headers: &HeaderMap,
-        body: Body,
-    ) -> Response {
+        body: T,
+    ) -> Response
+    where
+        T: HttpBody<Data = Bytes>,
+        T::Error: Into<BoxError>,
+    {
         match call(self, service, method, headers, body).await {
             Ok(reply) => json_response(reply),
             Err(e) => e.into_response(),
@@ -111,13 +123,17 @@ async fn handle<B: JsonBackend>(
     calls.handle(&service, &method, &headers, body).await
 }
 
-async fn call<B: JsonBackend>(
+async fn call<B: JsonBackend, T>(
     ingress: &Calls<B>,
     service: &str,
     method: &str,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Bytes, HttpError> {
+    body: T,
+) -> Result<Bytes, HttpError>
+where
+    T: HttpBody<Data = Bytes>,
+    T::Error: Into<BoxError>,
+{
     let config = &ingress.config;
     let Ok(_permit) = ingress.in_flight.try_acquire() else {
         return Err(HttpError::Overloaded {
@@ -176,7 +192,7 @@ fn json_response(json: Bytes) -> Response {
 /// The request's deadline: the header if present and in range, else the
 /// configured default.
 fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError> {
-    let Some(value) = headers.get(DEADLINE_HEADER) else {
+    let Some(value) = headers.get(&DEADLINE_NAME) else {
         return Ok(Nanos::from_millis(config.default_deadline_ms));
     };
     let max = config.max_deadline_ms;
@@ -196,8 +212,13 @@ fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError
     Ok(Nanos::from_millis(ms))
 }
 
-/// Reads at most `max_bytes` of body.
-async fn read_body(headers: &HeaderMap, body: Body, max_bytes: usize) -> Result<Bytes, HttpError> {
+/// Reads at most `max_bytes` of body. A body that comes in one piece (a
+/// small call's, nearly always) is that piece: neither copied nor listed.
+async fn read_body<T>(headers: &HeaderMap, body: T, max_bytes: usize) -> Result<Bytes, HttpError>
+where
+    T: HttpBody<Data = Bytes>,
+    T::Error: Into<BoxError>,
+{
     let too_large = HttpError::TooLarge { max_bytes };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -206,13 +227,35 @@ async fn read_body(headers: &HeaderMap, body: Body, max_bytes: usize) -> Result<
     if declared.is_some_and(|n| n > max_bytes as u64) {
         return Err(too_large);
     }
-    match Limited::new(body, max_bytes).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
-        Err(e) => Err(HttpError::BadRequest(format!(
-            "reading the request body failed: {e}"
-        ))),
+    let mut body = std::pin::pin!(Limited::new(body, max_bytes));
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large),
+            Err(e) => {
+                return Err(HttpError::BadRequest(format!(
+                    "reading the request body failed: {e}"
+                )));
+            }
+        };
+        // Trailers carry no arguments.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Some(joined) = joined.as_mut() {
+            joined.extend_from_slice(&data);
+        } else if first.is_empty() {
+            first = data;
+        } else {
+            let mut both = BytesMut::with_capacity(first.len() + data.len());
+            both.extend_from_slice(&first);
+            both.extend_from_slice(&data);
+            joined = Some(both);
+        }
     }
+    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 /// Whether a body stands for no arguments: empty, or only whitespace.
