@@ -18,6 +18,8 @@
 //! - [`sandbox`]: run one command in a fresh VM and return its exit status;
 //!   [`rootfs`] puts a caller's root file system under it.
 //! - [`provider`]: the `NodeProvider` for VM nodes.
+//! - [`scratch`]: per-process temp paths, and removing those a killed
+//!   process left.
 
 pub mod accel;
 pub mod cpio;
@@ -31,6 +33,7 @@ mod provider_dir;
 pub mod qmp;
 pub mod rootfs;
 pub mod sandbox;
+pub mod scratch;
 
 pub use accel::Accel;
 pub use machine::{Machine, MachineSpec};
