@@ -201,7 +201,7 @@ fn build_base(kernel: &Kernel, host_binaries: &[PathBuf]) -> Result<Vec<u8>, VmE
 /// remove them: the guest unpacks the archive into RAM, where a debug build
 /// of `ebb` (tens of MiB of DWARF) would crowd out the service.
 fn guest_copy(file: &Path) -> Result<Vec<u8>, VmError> {
-    let tmp = super::scratch::path("strip", "");
+    let tmp = super::SCRATCH.path("strip", "");
     let stripped = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")

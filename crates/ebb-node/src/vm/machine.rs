@@ -88,7 +88,7 @@ impl Machine {
 
     fn spawn_once(spec: &MachineSpec, owned: bool) -> Result<Self, VmError> {
         let started = Instant::now();
-        let dir = super::scratch::path("m", "");
+        let dir = super::SCRATCH.path("m", "");
         std::fs::create_dir_all(&dir)?;
         // From here on, an error removes `dir`.
         let mut partial = Partial {

@@ -18,8 +18,9 @@
 //! - [`sandbox`]: run one command in a fresh VM and return its exit status;
 //!   [`rootfs`] puts a caller's root file system under it.
 //! - [`provider`]: the `NodeProvider` for VM nodes.
-//! - [`scratch`]: per-process temp paths, and removing those a killed
-//!   process left.
+//!
+//! Every temp path a VM needs comes from [`SCRATCH`], so what a killed
+//! `ebb` left is removed by the next one that starts a VM.
 
 pub mod accel;
 pub mod cpio;
@@ -33,7 +34,6 @@ mod provider_dir;
 pub mod qmp;
 pub mod rootfs;
 pub mod sandbox;
-pub mod scratch;
 
 pub use accel::Accel;
 pub use machine::{Machine, MachineSpec};
@@ -72,6 +72,10 @@ pub enum VmError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// Temp paths of VMs (`ebb-vm-<pid>-...`): QEMU's directory, a sandbox's
+/// initramfs, a binary being stripped for the guest.
+pub static SCRATCH: crate::scratch::Scratch = crate::scratch::Scratch::new("ebb-vm-");
 
 /// The guest-side port a node listens on; the host reaches it through a
 /// user-mode-network forward from a loopback port chosen per VM.

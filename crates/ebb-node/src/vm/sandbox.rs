@@ -95,7 +95,7 @@ pub fn run_sandboxed(
     };
     let files = files_archive(&opts.files, under)?;
     let image = VmImage::prepare(&opts.host_binaries)?;
-    let initrd = super::scratch::path("initrd", ".cpio");
+    let initrd = super::SCRATCH.path("initrd", ".cpio");
     let built = match &spec.rootfs {
         None => overlay_script("run", &spec.command).and_then(|mut overlay| {
             overlay.extend(files);

@@ -102,7 +102,7 @@ pub(super) struct WorkDir(pub(super) PathBuf);
 
 impl WorkDir {
     pub(super) fn new() -> Self {
-        Self(ebb_node::vm::scratch::path("cli", ""))
+        Self(ebb_node::vm::SCRATCH.path("cli", ""))
     }
 }
 
