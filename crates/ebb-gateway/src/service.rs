@@ -3,8 +3,9 @@
 //! `Describe` at its handshake ([`Served::Described`]), which is how a
 //! user's own node binary is served without rebuilding the gateway.
 //!
-//! A typed service's JSON calls are turned into postcard here; a described
-//! one's travel to the node as JSON, since only the node has the types.
+//! A typed service's JSON calls over RPC (`ebb call`) are turned into
+//! postcard here; a described one's travel to the node as JSON, since only
+//! the node has the types, and so does every HTTP call's body (`http.rs`).
 //! Either way a node joins the pool only if its description fits what the
 //! pool serves ([`Served::admits`]): a node of another service, or of
 //! another version of the method table, never gets a call.
