@@ -26,6 +26,7 @@ mod rootfs;
 mod seccomp;
 mod state;
 
+pub use cgroup::{Hierarchy as CgroupHierarchy, detect as detect_cgroups};
 pub use error::ContainerError;
 pub use host_addr::HostAddr;
 pub use net::{Addrs, NetMode};
