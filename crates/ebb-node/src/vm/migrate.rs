@@ -354,15 +354,18 @@ mod tests {
 
     #[test]
     fn snapshot_directory_manifest_round_trips_and_names_bad_fields() {
-        let dir = std::env::temp_dir().join(format!("ebb-snap-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let guard = tempfile::Builder::new()
+            .prefix("ebb-snap-test-")
+            .tempdir()
+            .unwrap();
+        let dir = guard.path();
         std::fs::write(dir.join("state"), b"0123").unwrap();
         std::fs::write(
             dir.join(MANIFEST),
             "vmlinuz=/k/vmlinuz\ninitrd=/s/initrd.cpio\naccel=tcg\nmemory_mb=256\ncpus=2\n",
         )
         .unwrap();
-        let snap = Snapshot::load(&dir).unwrap();
+        let snap = Snapshot::load(dir).unwrap();
         assert_eq!(snap.size_bytes, 4);
         assert_eq!((snap.spec.memory_mb, snap.spec.cpus), (256, 2));
         assert_eq!(snap.spec.accel, super::super::Accel::Tcg);
@@ -378,9 +381,8 @@ mod tests {
             "vmlinuz=/k\ninitrd=/i\naccel=tcg\nmemory_mb=lots\ncpus=1\n",
         )
         .unwrap();
-        let err = Snapshot::load(&dir).unwrap_err().to_string();
+        let err = Snapshot::load(dir).unwrap_err().to_string();
         assert!(err.contains("memory_mb is not a number"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
