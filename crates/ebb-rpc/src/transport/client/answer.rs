@@ -34,13 +34,18 @@ impl Waiters {
     }
 
     /// Leaves `outcome` for `id`'s caller and wakes it; dropped if the
-    /// caller stopped waiting.
-    pub(super) fn complete(&mut self, id: u64, outcome: Reply) {
-        if let Some(w) = self.map.get_mut(&id) {
-            w.outcome = Some(outcome);
-            if let Some(waker) = w.waker.take() {
+    /// caller stopped waiting. True if a caller was woken.
+    pub(super) fn complete(&mut self, id: u64, outcome: Reply) -> bool {
+        let Some(w) = self.map.get_mut(&id) else {
+            return false;
+        };
+        w.outcome = Some(outcome);
+        match w.waker.take() {
+            Some(waker) => {
                 waker.wake();
+                true
             }
+            None => false,
         }
     }
 
@@ -164,7 +169,7 @@ mod tests {
         }
         // Waiting, then completed: woken once, and the outcome is taken.
         assert!(w.poll(1, &cx).is_pending());
-        w.complete(1, Ok(Bytes::from_static(b"one")));
+        assert!(w.complete(1, Ok(Bytes::from_static(b"one"))));
         assert_eq!(woken(), 1);
         match w.poll(1, &cx) {
             Poll::Ready(Some(Ok(b))) => assert_eq!(&b[..], b"one"),
@@ -173,7 +178,7 @@ mod tests {
         assert!(!w.map.contains_key(&1), "a taken outcome leaves no entry");
         // A caller that stopped waiting: its outcome is dropped, not kept.
         w.forget(2);
-        w.complete(2, Ok(Bytes::from_static(b"two")));
+        assert!(!w.complete(2, Ok(Bytes::from_static(b"two"))));
         assert!(!w.map.contains_key(&2));
         // Every caller let go (the driver ended): woken, and told so.
         assert!(w.poll(3, &cx).is_pending());
