@@ -40,7 +40,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import Children, STARTUP_TIMEOUT_S, free_port, load, median, start_node, wait_port  # noqa: E402
+from gateway import Children, STARTUP_TIMEOUT_S, free_port, load, median, metrics, start_node, wait_port  # noqa: E402
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 MSG = json.dumps({"msg": "x" * 64})
@@ -74,8 +74,10 @@ def pin(pid, cpu):
                    stdout=subprocess.DEVNULL)
 
 
-def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None):
-    """`ebb up` with one process node; returns (process, rpc, http)."""
+def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None, caller_bound=None):
+    """`ebb up` with one process node; returns (process, rpc, http).
+    `caller_bound`: its `admission.max_in_flight_per_caller` (None: the
+    default)."""
     cfg = os.path.join(tmp, f"{name}.toml")
     with open(cfg, "w") as f:
         f.write(f"""[gateway]
@@ -95,6 +97,7 @@ policy = "jsq"
 [admission]
 enabled = true
 default_deadline_ms = 2000
+{"" if caller_bound is None else f"max_in_flight_per_caller = {caller_bound}"}
 [autoscale]
 policy = "none"
 """)
@@ -148,7 +151,15 @@ backend be
 
 
 def run(a, target, rate, duration, http, seed, connections):
-    return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http)
+    if a.load_cpu is None:
+        return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http)
+    # The load generator inherits this process's CPU set.
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {a.load_cpu})
+    try:
+        return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http)
+    finally:
+        os.sched_setaffinity(0, saved)
 
 
 def cost_run(a, proc, target, http, seed):
@@ -210,8 +221,17 @@ def main():
                     "(and the profile itself beside it, as FILE.callgrind)")
     ap.add_argument("--sweep", help="comma-separated offered rates: only the CPU runs of the RPC "
                     "paths, one per rate, to find where one core of each saturates")
+    ap.add_argument("--caller-bounds", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                    help="with --sweep: also sweep a gateway with each of these "
+                         "admission.max_in_flight_per_caller values (comma-separated), beside the default one")
+    ap.add_argument("--load-cpu", type=int, help="pin the load generator to this CPU (default: not pinned)")
+    ap.add_argument("--nice", type=lambda v: [int(x) for x in v.split(",") if x], default=[0],
+                    help="with --sweep: comma-separated niceness values (-20..19; below 0 needs root); every row "
+                         "runs at each, the proxies, their nodes and the load generator alike (default 0)")
     ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
+    if any(not -20 <= n <= 19 for n in a.nice) or (min(a.nice) < 0 and os.geteuid() != 0):
+        sys.exit(f"--nice {','.join(map(str, a.nice))}: give values from -20 to 19; below 0 only as root")
     if not os.access(a.ebb, os.X_OK):
         sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
     children = Children()
@@ -225,14 +245,19 @@ def main():
             return
         node_rpc, node_http = start_node(children, a.ebb, 1, "block")
         gw, gw_rpc, gw_http = ebb_up(children, tmp, os.path.abspath(a.ebb), "gateway", a.gateway_threads)
+        # Gateways whose per-caller bound differs, for the sweep only.
+        bounded = [(b, *ebb_up(children, tmp, os.path.abspath(a.ebb), f"gateway-{b}", a.gateway_threads,
+                               caller_bound=b))
+                   for b in (a.caller_bounds if a.sweep else [])]
         hp, hp_http = haproxy_one(children, tmp, node_http, "http")
         hpt, hp_tcp = haproxy_one(children, tmp, node_rpc, "tcp")
-        for p in (gw, hp, hpt):
+        for p in (gw, hp, hpt, *(b[1] for b in bounded)):
             pin(p.pid, a.cpu)
         paths = [
             ("rpc", "direct", node_rpc, None),
             ("rpc", "haproxy (tcp mode)", hp_tcp, hpt),
             ("rpc", "ebb gateway", gw_rpc, gw),
+            *(("rpc", f"ebb gateway, caller bound {b}", rpc, p) for b, p, rpc, _ in bounded),
             ("http", "direct", node_http, None),
             ("http", "haproxy", hp_http, hp),
             ("http", "ebb gateway", gw_http, gw),
@@ -241,7 +266,8 @@ def main():
         for proto, _, t, _ in paths:
             run(a, t, 500, 1, proto == "http", 0, a.http_connections if proto == "http" else a.connections)
         if a.sweep:
-            sweep(a, [p for p in paths if p[0] == "rpc" and p[3] is not None])
+            admin = {gw.pid: gw_http, **{p.pid: http for _, p, _, http in bounded}}
+            sweep(a, [p for p in paths if p[0] == "rpc" and p[3] is not None], admin, children)
             return
         rows = []
         for rep in range(a.reps):
@@ -268,23 +294,94 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def sweep(a, paths):
+def sweep(a, paths, admin, children):
     """CPU per call of each pinned proxy as the offered rate grows: once
-    its one core is saturated, answered/s stops following the offer (and
-    the gateway's admission starts refusing)."""
+    its one core is saturated, answered/s stops following the offer.
+
+    It also says why what was offered was not answered: for the ebb
+    gateway, who refused it (the `/metrics` counters over the run: the
+    admission rules, and the RPC ingress's per-caller bound of calls in
+    flight); the load generator's own counts (`overloaded` includes its
+    client's window of calls per connection, `not sent` its bound of
+    requests outstanding); and how much CPU the proxy got, how long it sat
+    runnable waiting for one, and the load generator's CPU. On a shared
+    machine a proxy pinned to one CPU gets only its share of that CPU:
+    answered/s then says how loaded the machine was, not what a core does.
+    `--nice` runs every row at each given niceness (of the proxies, their
+    nodes and the load generator) in the same sweep."""
     print(f"64 B Demo.echo over ebb RPC, {a.duration:g} s per rate, {a.connections} connections; "
-          f"proxies pinned to CPU {a.cpu}, one thread; load average {open('/proc/loadavg').read().split()[0]}")
+          f"proxies pinned to CPU {a.cpu}, one thread; load generator "
+          f"{'not pinned' if a.load_cpu is None else f'pinned to CPU {a.load_cpu}'}; "
+          f"load average {open('/proc/loadavg').read().split()[0]}")
     print()
-    print("| offered/s | path | answered/s | refused or failed | CPU us per answered call | calls per CPU-second |")
-    print("|---|---|---|---|---|---|")
+    print("| offered/s | path | nice | answered/s | overloaded / deadline / not sent (load generator) "
+          "| refused by (gateway /metrics) | CPU us per answered call | calls per CPU-second "
+          "| proxy CPU share | proxy runnable, waiting for a CPU (s per s) | load generator CPU share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in [float(x) for x in a.sweep.split(",") if x]:
         for _, name, t, proc in paths:
-            saved = a.cpu_rate
-            a.cpu_rate = rate
-            r = cost_run(a, proc, t, False, 1)
-            a.cpu_rate = saved
-            print(f"| {rate:.0f} | {name} | {r['achieved_rate']:.0f} | {r['sent'] - r['ok'] + r.get('not_sent', 0)} | "
-                  f"{r['cpu_us_per_call']:.1f} | {1e6 / r['cpu_us_per_call']:.0f} |", flush=True)
+            for nice in a.nice:
+                set_nice(children, nice)
+                saved = a.cpu_rate
+                a.cpu_rate = rate
+                http = admin.get(proc.pid)
+                before = metrics(http) if http else None
+                waited = runqueue_wait_seconds(proc.pid)
+                gen = os.times()
+                r = cost_run(a, proc, t, False, 1)
+                end = os.times()
+                gen_cpu = (end.children_user - gen.children_user) + (end.children_system - gen.children_system)
+                waited = runqueue_wait_seconds(proc.pid) - waited
+                a.cpu_rate = saved
+                refused_by = "-"
+                if http:
+                    after = metrics(http)
+                    by = {k: after.get(k, 0) - before.get(k, 0) for k in after if refusal_series(k)}
+                    refused_by = ", ".join(f"{refusal_series(k)} {v:.0f}" for k, v in sorted(by.items()) if v) or "none"
+                print(f"| {rate:.0f} | {name} | {nice} | {r['achieved_rate']:.0f} | "
+                      f"{r['overloaded']} / {r['deadline_exceeded']} / {r.get('not_sent', 0)} | "
+                      f"{refused_by} | {r['cpu_us_per_call']:.1f} | {1e6 / r['cpu_us_per_call']:.0f} | "
+                      f"{r['cpu_s'] / a.duration:.2f} | {waited / a.duration:.2f} | "
+                      f"{gen_cpu / a.duration:.2f} |", flush=True)
+    set_nice(children, 0)
+
+
+def set_nice(children, nice):
+    """Every thread of every started process and of their descendants
+    (the gateway's node), and this process (so the load generator it
+    starts inherits it), at `nice`."""
+    def threads(pid):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            return
+        for tid in tids:
+            yield int(tid)
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    for child in f.read().split():
+                        yield from threads(child)
+            except FileNotFoundError:
+                continue
+    for p in children.procs:
+        if p.poll() is None:
+            for tid in threads(p.pid):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+                except ProcessLookupError:
+                    continue
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def refusal_series(key):
+    """The short name of a `/metrics` series that counts refused calls, or
+    None: `rule=...` of the admission refusals, `caller bound` for the
+    RPC ingress's per-caller bound in flight."""
+    if key.startswith("ebb_gateway_admission_refusals_total{"):
+        return "admission " + key.split('rule="', 1)[1].split('"', 1)[0]
+    if key.startswith("ebb_gateway_caller_refusals_total{") and 'ingress="rpc"' in key:
+        return "caller bound"
+    return None
 
 
 def report(rows, a):

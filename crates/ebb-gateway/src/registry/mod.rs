@@ -1,0 +1,377 @@
+//! The node registry and the dispatcher's state: which nodes exist, in what
+//! state, what each has in flight, and the requests held for want of a node.
+//!
+//! The pool manager writes node states; callers on the request path read
+//! them through [`Registry::acquire`] and [`Registry::release`]. Everything
+//! sits behind one mutex held for a few hundred nanoseconds per request, so
+//! the balancer sees one consistent [`NodeView`] slice. The balancer is
+//! whatever `ebb_policy::balance::parse` made of the configured spec: this
+//! module moves requests, it decides nothing.
+
+mod held;
+mod inner;
+mod node;
+mod request;
+mod slot;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ebb_core::{Instant, Nanos, NodeId, Rng};
+use ebb_policy::admission::AdmissionConfig;
+use ebb_policy::balance::ewma::PeakEwma;
+use ebb_policy::balance::{Balancer, NodeState, NodeView};
+use ebb_policy::outlier::{OutlierConfig, Outliers};
+use ebb_rpc::service::Transport;
+use tokio::sync::watch;
+
+use crate::signals::Counters;
+use held::HeldRequest;
+
+pub use node::{Life, NewNode, NodeMeta, NodeStatus};
+pub use slot::{Acquired, Slot};
+
+/// How the gateway reaches one node: the `TcpClient` the handshake opened,
+/// or any other transport (tests use in-process ones).
+pub type NodeClient = Arc<dyn Transport>;
+
+/// Gone nodes kept for `/status`, newest last.
+pub const MAX_GONE_KEPT: usize = 32;
+/// Time constant of the per-node peak-EWMA latency.
+pub const LATENCY_TAU: Nanos = Nanos::from_secs(1);
+/// Weight of a new sample in the service-time average (1/16).
+const SERVICE_TIME_WEIGHT: f64 = 1.0 / 16.0;
+/// Calls the gateway has in flight on one node at most, when not set: the
+/// bound an ebb node's server puts on one connection (the gateway's
+/// connection to it). Past it the node would refuse the call unrun, and
+/// the retry would spend the retry budget; the gateway holds it instead.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: u32 = ebb_rpc::semantics::MAX_IN_FLIGHT_PER_CONN as u32;
+/// Held requests a node pulling work looks past when they may not go to
+/// it (they failed there), before it gives up until the next event.
+pub const MAX_HELD_SKIPPED: usize = 64;
+
+/// Why a gone node's calls ended, as their callers are told.
+pub fn gone_cause(node: NodeId) -> String {
+    format!("node {node} is gone")
+}
+
+struct Inner {
+    views: Vec<NodeView>,
+    meta: Vec<NodeMeta>,
+    gone: VecDeque<NodeMeta>,
+    balancer: Box<dyn Balancer + Send>,
+    rng: Rng,
+    held: VecDeque<HeldRequest>,
+    held_bytes: usize,
+    admission: AdmissionConfig,
+    /// Mean service time as the gateway times its calls: each latency
+    /// divided by the calls it found ahead on its node, plus one.
+    service_time: f64,
+    counters: Counters,
+    expected_boot: Nanos,
+    /// The pool's target size: with no node up but some wanted, capacity
+    /// is on its way.
+    target: usize,
+    /// Which nodes fail too often to get work for now.
+    outliers: Outliers,
+    /// Calls in flight on one node at most; more wait in the held FIFO.
+    max_in_flight_per_node: u32,
+}
+
+/// Shared by the pool manager, the ingress paths and the admin API.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Registry {
+    pub fn new(
+        balancer: Box<dyn Balancer + Send>,
+        admission: AdmissionConfig,
+        seed: u64,
+    ) -> Registry {
+        Registry {
+            inner: Arc::new(Mutex::new(Inner {
+                views: Vec::new(),
+                meta: Vec::new(),
+                gone: VecDeque::new(),
+                balancer,
+                rng: Rng::seeded(seed),
+                held: VecDeque::new(),
+                held_bytes: 0,
+                admission,
+                service_time: 0.0,
+                counters: Counters::default(),
+                expected_boot: Nanos::ZERO,
+                target: 0,
+                outliers: Outliers::new(OutlierConfig::default()),
+                max_in_flight_per_node: DEFAULT_MAX_IN_FLIGHT_PER_NODE,
+            })),
+        }
+    }
+
+    /// Ejects nodes whose calls keep failing as `cfg` says.
+    pub fn with_outliers(self, cfg: OutlierConfig) -> Registry {
+        self.lock().outliers = Outliers::new(cfg);
+        self
+    }
+
+    /// Holds calls at the gateway beyond `limit` in flight on one node (at
+    /// least 1): the bound the nodes put on the gateway's connection.
+    pub fn with_max_in_flight_per_node(self, limit: u32) -> Registry {
+        self.lock().max_in_flight_per_node = limit.max(1);
+        self
+    }
+
+    /// A call on `node` came back from it: `ok` if it was answered, false
+    /// if the node failed it (the method panicked, the reply was broken).
+    /// Enough failures in a row take the node out of rotation for a while.
+    pub fn report(&self, node: NodeId, ok: bool, now: Instant) -> Option<Instant> {
+        self.lock().report(node, ok, now)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves `Inner` consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn policy_name(&self) -> String {
+        self.lock().balancer.name()
+    }
+
+    // ---- the pool manager's side ----
+
+    /// A node was started; it takes no work until [`Registry::set_ready`].
+    pub fn add_booting(&self, node: NewNode, now: Instant) {
+        let NewNode {
+            id,
+            kind,
+            addr,
+            cost_per_sec_micros,
+            started_unix_ms,
+            expected_boot,
+        } = node;
+        let mut g = self.lock();
+        g.expected_boot = expected_boot;
+        let mut view = NodeView::ready(id.0);
+        view.state = NodeState::Booting;
+        view.cost_per_sec_micros = cost_per_sec_micros;
+        g.views.push(view);
+        g.meta.push(NodeMeta {
+            id,
+            kind,
+            addr,
+            life: Life::Booting,
+            started_at: now,
+            started_unix_ms,
+            client: None,
+            gone: Arc::new(watch::channel(false).0),
+            ewma: PeakEwma::default(),
+            reason: None,
+            suspect: false,
+            reported_service_time: None,
+        });
+        let inner = &mut *g;
+        inner.balancer.on_nodes_changed(&inner.views);
+    }
+
+    /// The handshake succeeded: the node takes work from now on.
+    pub fn set_ready(&self, id: NodeId, client: NodeClient, now: Instant) -> bool {
+        let mut g = self.lock();
+        let Some(i) = g.index(id) else { return false };
+        if g.meta[i].life != Life::Booting {
+            return false;
+        }
+        g.meta[i].client = Some(client);
+        g.meta[i].life = Life::Ready;
+        g.views[i].state = NodeState::Ready;
+        let inner = &mut *g;
+        inner.balancer.on_nodes_changed(&inner.views);
+        // A node that turns ready is idle: it may pull held work.
+        if inner.balancer.on_idle(&inner.views, i, now) {
+            inner.hand_oldest_to(i, self, now);
+        }
+        inner.drain_held(self, now);
+        true
+    }
+
+    /// Stops sending the node new work; it finishes what it has.
+    pub fn set_draining(&self, id: NodeId) -> bool {
+        let mut g = self.lock();
+        let Some(i) = g.index(id) else { return false };
+        if !matches!(g.meta[i].life, Life::Booting | Life::Ready) {
+            return false;
+        }
+        g.meta[i].life = Life::Draining;
+        g.views[i].state = NodeState::Draining;
+        let inner = &mut *g;
+        inner.balancer.on_nodes_changed(&inner.views);
+        true
+    }
+
+    /// The node ended: its in-flight calls learn it at once. Its
+    /// transport ends the calls it holds (saying which never left); a
+    /// call started on it as this happened sees the `gone` flag, set
+    /// first, and abandons them itself (`Forwarder::attempt`).
+    pub fn set_gone(&self, id: NodeId, reason: &str, now: Instant) -> Option<Life> {
+        let (was, client) = {
+            let mut g = self.lock();
+            let i = g.index(id)?;
+            g.views.remove(i);
+            let mut meta = g.meta.remove(i);
+            let was = meta.life;
+            meta.life = Life::Gone;
+            meta.reason = Some(reason.to_owned());
+            let client = meta.client.take();
+            let _ = meta.gone.send(true);
+            g.outliers.forget(id);
+            if g.gone.len() == MAX_GONE_KEPT {
+                g.gone.pop_front();
+            }
+            g.gone.push_back(meta);
+            let inner = &mut *g;
+            inner.balancer.on_nodes_changed(&inner.views);
+            inner.drain_held(self, now);
+            (was, client)
+        };
+        // Outside the lock: the transport hands each caller its outcome.
+        if let Some(client) = client {
+            client.abandon_calls(&gone_cause(id));
+        }
+        Some(was)
+    }
+
+    /// The pool manager's current target and measured boot time.
+    pub fn set_target(&self, target: usize, expected_boot: Nanos) {
+        let mut g = self.lock();
+        g.target = target;
+        g.expected_boot = expected_boot;
+    }
+
+    /// Nodes that are draining and have nothing left in flight.
+    pub fn drained(&self) -> Vec<NodeId> {
+        let g = self.lock();
+        g.meta
+            .iter()
+            .zip(&g.views)
+            .filter(|(m, v)| m.life == Life::Draining && v.in_flight == 0)
+            .map(|(m, _)| m.id)
+            .collect()
+    }
+
+    /// Nodes whose calls failed in a way that says they are dead.
+    pub fn suspects(&self) -> Vec<NodeId> {
+        let g = self.lock();
+        g.meta.iter().filter(|m| m.suspect).map(|m| m.id).collect()
+    }
+
+    /// Nodes by life state, as the pool manager reconciles them.
+    pub fn lives(&self) -> Vec<(NodeId, Life, u32)> {
+        let g = self.lock();
+        g.meta
+            .iter()
+            .zip(&g.views)
+            .map(|(m, v)| (m.id, m.life, v.in_flight))
+            .collect()
+    }
+
+    /// Drops held requests whose deadline has passed (their callers have
+    /// given up) and probes ejected nodes whose time is up. The pool
+    /// manager calls it every tick.
+    pub fn maintain(&self, now: Instant) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let before = inner.held.len();
+        let mut freed = 0;
+        inner.held.retain(|h| {
+            let keep = h.deadline > now && !h.tx.is_closed();
+            if !keep {
+                freed += h.bytes;
+            }
+            keep
+        });
+        inner.held_bytes -= freed;
+        debug_assert!(inner.held.len() <= before);
+        let mut returned = false;
+        for i in 0..inner.views.len() {
+            // Idle nodes report through their pongs.
+            inner.refresh_reported(i);
+            let m = &inner.meta[i];
+            if m.life == Life::Ready
+                && inner.views[i].state == NodeState::Draining
+                && !inner.outliers.is_ejected(m.id, now)
+            {
+                inner.views[i].state = NodeState::Ready;
+                returned = true;
+            }
+        }
+        if returned {
+            inner.balancer.on_nodes_changed(&inner.views);
+            inner.drain_held(self, now);
+        }
+    }
+
+    /// The counters since the last call, with the current state.
+    pub fn tick(&self) -> Counters {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut c = std::mem::take(&mut inner.counters);
+        c.held = inner.held.len();
+        c.in_flight = inner.views.iter().map(|v| v.in_flight as usize).sum();
+        c.service_time = Nanos(inner.service_time as u64);
+        debug_assert!(inner.views.len() == inner.meta.len());
+        c
+    }
+
+    // ---- reading ----
+
+    pub fn status(&self, now: Instant) -> Vec<NodeStatus> {
+        let g = self.lock();
+        let live = g.meta.iter().zip(g.views.iter().map(Some));
+        let gone = g.gone.iter().zip(std::iter::repeat(None));
+        live.chain(gone)
+            .map(|(m, v)| NodeStatus {
+                id: m.id.0,
+                kind: m.kind.as_str(),
+                address: m.addr.to_string(),
+                state: m.life,
+                in_flight: v.map_or(0, |v| v.in_flight),
+                reported_queue: v.map_or(0, |v| v.reported_queue),
+                reported_service_time_ms: m
+                    .reported_service_time
+                    .map(|s| s.as_nanos() as f64 / 1e6),
+                ewma_latency_ms: m.ewma.estimate(now, LATENCY_TAU) / 1e6,
+                cost_per_sec_micros: v.map_or(0, |v| v.cost_per_sec_micros),
+                started_at_unix_ms: m.started_unix_ms,
+                ejected: g.outliers.is_ejected(m.id, now),
+                reason: m.reason.clone(),
+            })
+            .collect()
+    }
+
+    /// Booting nodes and when each was started.
+    pub fn booting_since(&self) -> Vec<(NodeId, Instant)> {
+        let g = self.lock();
+        g.meta
+            .iter()
+            .filter(|m| m.life == Life::Booting)
+            .map(|m| (m.id, m.started_at))
+            .collect()
+    }
+
+    pub fn held(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.held.len(), g.held_bytes)
+    }
+
+    /// Whether the pool is at rest: `target` nodes, all ready, none with a
+    /// call in flight, nothing held (what lets the pool manager tick less
+    /// often). One lock, no allocation.
+    pub fn quiet(&self, target: usize) -> bool {
+        let g = self.lock();
+        g.held.is_empty()
+            && g.meta.len() == target
+            && g.meta.iter().all(|m| m.life == Life::Ready)
+            && g.views.iter().all(|v| v.in_flight == 0)
+    }
+}

@@ -1,0 +1,202 @@
+//! The request path: admission and a node (or a place in the held FIFO)
+//! for each call, and what its end tells the registry.
+
+use ebb_core::{Instant, Nanos, NodeId};
+use ebb_policy::admission::{self, AdmissionConfig, Admit, GatewayDelay};
+use ebb_policy::balance::{Choice, RequestInfo};
+use tokio::sync::oneshot;
+
+use super::{Acquired, HeldRequest, LATENCY_TAU, Registry, SERVICE_TIME_WEIGHT, Slot};
+
+impl Registry {
+    /// Admission, then a node now, a place in the held FIFO, or a refusal.
+    /// `refused_by`: the node that just refused the request unrun, being
+    /// full. The request goes to another ready node if there is one;
+    /// otherwise it is held until a call ends (that frees room, on the
+    /// refusing node too) rather than sent straight back, unless nothing is
+    /// in flight anywhere (then no call would end to wake it).
+    pub fn acquire(
+        &self,
+        bytes: usize,
+        deadline: Instant,
+        now: Instant,
+        excluded: &[NodeId],
+        first_attempt: bool,
+        refused_by: Option<NodeId>,
+    ) -> Acquired {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if first_attempt {
+            inner.counters.arrivals += 1;
+            // A retry was admitted once already; a new request is refused
+            // when the gateway is behind.
+            let delay = GatewayDelay {
+                arrived: now,
+                oldest_held: inner.oldest_held(now),
+            };
+            if let Admit::Refuse { why, retry_after } =
+                admission::admit_delay(&inner.admission, delay, now)
+            {
+                inner.counters.refusals += 1;
+                return Acquired::Refused { why, retry_after };
+            }
+        }
+        let load = inner.load(now);
+        let deadline_cfg = AdmissionConfig {
+            max_held_requests: usize::MAX,
+            max_held_bytes: usize::MAX,
+            ..inner.admission
+        };
+        if let Admit::Refuse { why, retry_after } =
+            admission::admit(&deadline_cfg, &load, bytes, deadline, now, false)
+        {
+            inner.counters.refusals += 1;
+            return Acquired::Refused { why, retry_after };
+        }
+        let req = RequestInfo {
+            deadline: Some(deadline),
+        };
+        let wait_for_room = refused_by.is_some() && inner.views.iter().any(|v| v.in_flight > 0);
+        // The balancer's pick, unless the request may not go there (it
+        // failed there) or the node is at its bound of calls in flight.
+        let mut unusable_pick = false;
+        if !wait_for_room {
+            match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
+                Choice::Node(i) if inner.may_take(i, excluded) => {
+                    if let Some(slot) = inner.take(i, self, now) {
+                        return Acquired::Now(slot);
+                    }
+                }
+                Choice::Node(_) => unusable_pick = true,
+                Choice::Hold => {}
+            }
+        }
+        // A retry that the balancer sent back to a node it failed on (or
+        // that must not go straight back to the node that refused it), or a
+        // request whose node is full, takes the least busy other ready node
+        // with room instead; with none it is held.
+        if unusable_pick || !excluded.is_empty() || wait_for_room {
+            let avoid = refused_by.filter(|_| wait_for_room);
+            if let Some(slot) = inner
+                .other_node(excluded, avoid)
+                .and_then(|i| inner.take(i, self, now))
+            {
+                return Acquired::Now(slot);
+            }
+        }
+        let queue_cfg = AdmissionConfig {
+            deadline_check: false,
+            ..inner.admission
+        };
+        if let Admit::Refuse { why, retry_after } =
+            admission::admit(&queue_cfg, &load, bytes, deadline, now, true)
+        {
+            inner.counters.refusals += 1;
+            return Acquired::Refused { why, retry_after };
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.held.push_back(HeldRequest {
+            tx,
+            arrived: now,
+            bytes,
+            deadline,
+            excluded: excluded.to_vec(),
+        });
+        inner.held_bytes += bytes;
+        Acquired::Held(rx)
+    }
+
+    /// A ready node other than `excluded`, now, for a hedge: no admission
+    /// check, no place in the held FIFO (a hedge that cannot go at once is
+    /// not worth sending). The balancer's pick if it is allowed, else the
+    /// least busy other ready node.
+    pub fn acquire_other(&self, excluded: &[NodeId], now: Instant) -> Option<Slot> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let req = RequestInfo { deadline: None };
+        let picked = match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
+            Choice::Node(i) if inner.may_take(i, excluded) => Some(i),
+            _ => inner.other_node(excluded, None),
+        };
+        picked.and_then(|i| inner.take(i, self, now))
+    }
+
+    /// The call sent through `slot` ended; `latency` is set when it was
+    /// answered by the node (not cut short by the node's death).
+    pub fn release(&self, node: NodeId, latency: Option<Nanos>, ahead: u32, now: Instant) {
+        self.finish(node, latency, ahead, None, now);
+    }
+
+    /// [`Registry::release`] and [`Registry::report`] under one lock: what
+    /// ends every forwarded call. `health` is `Some(ok)` when the outcome
+    /// says something about the node's health. True if the node was just
+    /// ejected.
+    pub fn finish(
+        &self,
+        node: NodeId,
+        latency: Option<Nanos>,
+        ahead: u32,
+        health: Option<bool>,
+        now: Instant,
+    ) -> bool {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let ejected = match health {
+            Some(ok) => inner.report(node, ok, now).is_some(),
+            None => false,
+        };
+        inner.counters.completions += 1;
+        let Some(i) = inner.index(node) else {
+            return ejected;
+        };
+        debug_assert!(inner.views[i].in_flight > 0);
+        inner.views[i].in_flight = inner.views[i].in_flight.saturating_sub(1);
+        // The reply carried the node's load; the transport kept it.
+        inner.refresh_reported(i);
+        if let Some(l) = latency {
+            inner.counters.busy = inner.counters.busy.saturating_add(l);
+            inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
+            inner.views[i].ewma_latency =
+                Nanos(inner.meta[i].ewma.estimate(now, LATENCY_TAU) as u64);
+            // A call that found n ahead on its node waited for their
+            // services and then its own (a node serving one at a time, as
+            // admission's estimate assumes): every call is a sample, not
+            // only those that were alone, which under load are none.
+            let x = l.as_nanos() as f64 / (f64::from(ahead) + 1.0);
+            inner.service_time = if inner.service_time == 0.0 {
+                x
+            } else {
+                inner.service_time + (x - inner.service_time) * SERVICE_TIME_WEIGHT
+            };
+            inner.balancer.on_complete(&inner.views, i, l, now);
+        }
+        if inner.views[i].in_flight == 0
+            && inner.views[i].is_ready()
+            && inner.balancer.on_idle(&inner.views, i, now)
+        {
+            inner.hand_oldest_to(i, self, now);
+        }
+        inner.drain_held(self, now);
+        ejected
+    }
+
+    /// A call failed in a way that says the node is dead (unresponsive, or
+    /// its connection could not be restored): the pool manager removes it.
+    pub fn suspect(&self, node: NodeId) {
+        let mut g = self.lock();
+        if let Some(i) = g.index(node) {
+            g.meta[i].suspect = true;
+        }
+    }
+
+    /// A request was answered `response` after it arrived.
+    pub fn record_response(&self, response: Nanos) {
+        let mut g = self.lock();
+        g.counters.response_sum = g.counters.response_sum.saturating_add(response);
+        g.counters.latencies.push(response);
+    }
+
+    pub fn count_retry(&self) {
+        self.lock().counters.retries += 1;
+    }
+}

@@ -1,0 +1,49 @@
+//! A node handed to one request, and what asking for one can give back.
+
+use ebb_core::{Instant, Nanos, NodeId};
+use ebb_policy::admission::Refusal;
+use tokio::sync::{oneshot, watch};
+
+use super::{NodeClient, Registry};
+
+/// A node handed to one request: where to send it and how to learn that
+/// the node died meanwhile.
+pub struct Slot {
+    pub node: NodeId,
+    pub client: NodeClient,
+    pub gone: watch::Receiver<bool>,
+    /// Calls the gateway already had in flight on the node when this one
+    /// was handed out: 0 means the latency is a clean service-time sample,
+    /// n means about n + 1 services (the ones ahead, then this one).
+    pub ahead: u32,
+    /// Until the request claims the slot, dropping it gives the node's
+    /// in-flight count back (a held request whose caller left just as a
+    /// node was handed to it).
+    pub(super) unclaimed: Option<(Registry, Instant)>,
+}
+
+impl Slot {
+    /// The request takes the slot over: from now on it releases the node.
+    pub fn claim(&mut self) {
+        self.unclaimed = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((registry, at)) = self.unclaimed.take() {
+            registry.release(self.node, None, 0, at);
+        }
+    }
+}
+
+/// What [`Registry::acquire`] gives back.
+pub enum Acquired {
+    Now(Slot),
+    /// Held in the FIFO; a node will be handed over through the receiver.
+    Held(oneshot::Receiver<Slot>),
+    Refused {
+        why: Refusal,
+        retry_after: Nanos,
+    },
+}
