@@ -331,3 +331,48 @@ fn no_context_of_an_error_is_said_twice() {
     let e = failure(&["demo", "--policy", "bogus"], 2);
     assert!(e.contains("'--policy <POLICY>'"), "{e}");
 }
+
+#[test]
+fn a_vm_sandbox_names_each_flag_it_cannot_apply_before_booting() {
+    let run = |flags: &[&str]| {
+        let mut args = vec!["sandbox", "run", "--kind", "vm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "true"]);
+        failure(&args, 1)
+    };
+    for (flags, named) in [
+        (&["--hostname", "x"][..], "--hostname"),
+        (&["--net", "none"], "--net"),
+        (&["--reach", "10.0.0.1"], "--reach"),
+        (&["--pids", "3"], "--pids 3"),
+    ] {
+        let e = run(flags);
+        assert!(
+            e.contains(named) && e.contains("--kind container only") && e.contains("--file"),
+            "{e}"
+        );
+    }
+    let e = run(&["--memory-mb", "10"]);
+    assert!(
+        e.contains("--memory-mb 10") && e.contains("64 or more"),
+        "{e}"
+    );
+    let e = run(&["--cpus", "100"]);
+    assert!(e.contains("--cpus 100") && e.contains("at most 64"), "{e}");
+    let e = run(&["--file", "/nonexistent/t:/etc/t"]);
+    assert!(
+        e.contains("--file /nonexistent/t:/etc/t") && e.contains("cannot read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_simulation_setting_out_of_range_is_named_by_its_flag() {
+    let e = failure(&["sim", "--load", "0", "--requests", "10"], 1);
+    assert!(
+        e.contains("--load 0: accepted: a number greater than 0"),
+        "{e}"
+    );
+    let e = failure(&["sim", "--nodes", "0", "--requests", "10"], 1);
+    assert!(e.contains("--nodes 0: accepted: 1 to 1048576"), "{e}");
+}

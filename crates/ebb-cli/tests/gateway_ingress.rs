@@ -206,6 +206,14 @@ fn same_answers_and_errors(kind: &str) {
     let out = up.stop();
     let gone = out.iter().filter(|l| l.contains("-> gone")).count();
     assert_eq!(gone, 2, "every node reported gone at shutdown: {out:?}");
+    // A script reads the addresses off stdout: a node's own `node listening
+    // on 0.0.0.0:PORT` (a container's, say) must not be among them.
+    let listening: Vec<_> = out.iter().filter(|l| l.contains("listening on")).collect();
+    assert_eq!(
+        listening.len(),
+        2,
+        "ebb up's stdout announces its own addresses only: {out:?}"
+    );
 }
 
 #[test]

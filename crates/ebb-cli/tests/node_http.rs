@@ -106,3 +106,24 @@ fn axums_own_refusals_are_json_too() {
         "axum's own explanation is kept as the message: {json}"
     );
 }
+
+#[test]
+fn an_http_address_that_is_taken_fails_before_the_node_says_it_listens() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("bound").to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["node", "--listen", "127.0.0.1:0", "--http", &addr])
+        .output()
+        .expect("ebb runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("--http {addr}: cannot listen there")),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("listening"),
+        "a script waiting for the line would take a failing node for a serving one: {stdout}"
+    );
+}

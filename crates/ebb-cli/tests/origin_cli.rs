@@ -155,3 +155,21 @@ fn bad_flags_name_the_input_and_what_is_accepted() {
         "{err}"
     );
 }
+
+#[test]
+fn a_data_path_that_is_a_file_is_named_as_not_a_directory() {
+    let file = std::env::temp_dir().join(format!("ebb-origin-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, b"").expect("a scratch file");
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["origin", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&file)
+        .output()
+        .expect("running ebb");
+    let _ = std::fs::remove_file(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("--data {}: not a directory", file.display())),
+        "{err}"
+    );
+}

@@ -234,7 +234,7 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
     }
     let addr = std::env::temp_dir().join(format!("ebb-quota-{}", std::process::id()));
     let _ = std::fs::remove_file(&addr);
-    let mut runner = Command::new(EBB)
+    let runner = Command::new(EBB)
         .args([
             "sandbox",
             "run",
@@ -248,6 +248,7 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
         .arg("--addr-file")
         .arg(&addr)
         .args(["--", "/bin/sleep", "44"])
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut text = String::new();
@@ -270,9 +271,14 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
     // SAFETY: kill with a child's pid and a constant signal.
     // Sent as early as a provider could: the command may still be starting.
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
-    let status = runner.wait().unwrap();
+    let out = runner.wait_with_output().unwrap();
     let _ = std::fs::remove_file(&addr);
+    let status = out.status;
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "SIGTERM was lost");
+    // Stopped as asked: nothing to report (`ebb up` stops every container
+    // node this way at shutdown).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("killed by signal"), "stderr: {err}");
     assert_eq!((quota.as_str(), period.as_str()), ("50000", "100000"));
     assert_eq!(mem, (48u64 << 20).to_string());
     assert_eq!(pids, "9");

@@ -11,20 +11,22 @@
 //! [`ebb_http::Calls`] at once; its errors are JSON already. Any other
 //! request, a call with an unusual path included, takes the router, so
 //! what it answers stays the router's.
+//!
+//! A [`Front`] is hyper's service itself ([`ebb_http::serve_http1`]), not
+//! a tower one behind `axum::serve`: a request costs no clone of it, no
+//! boxed body and no tower oneshot.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
-use axum::http::Method;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
-use ebb_http::BoundedListener;
+use hyper::body::Incoming;
 use tower_service::Service;
 
 use crate::Shared;
@@ -41,27 +43,19 @@ pub struct MakeFront {
     pub router: Router,
 }
 
-impl Service<IncomingStream<'_, BoundedListener>> for MakeFront {
-    type Response = Front;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Front, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stream: IncomingStream<'_, BoundedListener>) -> Self::Future {
-        std::future::ready(Ok(Front {
+impl MakeFront {
+    /// The service of a connection from `peer`.
+    pub fn front(&self, peer: SocketAddr) -> Front {
+        Front {
             shared: Arc::clone(&self.shared),
             calls: Arc::clone(&self.calls),
             router: self.router.clone(),
-            peer: *stream.remote_addr(),
-        }))
+            peer,
+        }
     }
 }
 
 /// One connection's service.
-#[derive(Clone)]
 pub struct Front {
     shared: Arc<Shared>,
     calls: GatewayCalls,
@@ -85,16 +79,12 @@ pub fn plain_call<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a st
     Some((service, method))
 }
 
-impl Service<Request> for Front {
+impl hyper::service::Service<Request<Incoming>> for Front {
     type Response = Response;
     type Error = Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request) -> Answer {
+    fn call(&self, mut req: Request<Incoming>) -> Answer {
         if plain_call(req.method(), req.uri().path()).is_none() {
             req.extensions_mut().insert(ConnectInfo(self.peer));
             let mut router = self.router.clone();
@@ -113,7 +103,6 @@ impl Service<Request> for Front {
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

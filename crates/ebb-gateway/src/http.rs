@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use ebb_core::Nanos;
 use ebb_http::{HttpConfig, HttpError, JsonBackend};
 use ebb_rpc::service::BoxFuture;
@@ -19,7 +20,8 @@ use crate::Shared;
 use crate::auth::Caller;
 use crate::forward::GatewayError;
 use crate::front::GatewayCalls;
-use crate::ingress::JsonCallError;
+use crate::ingress::{JsonCallError, RpcIngress};
+use crate::service::{Encoding, Served};
 
 /// The dashboard: one static page that reads `/status` and `/metrics`.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
@@ -153,6 +155,28 @@ async fn require_token(
 /// The pool as ebb-http's JSON backend.
 pub struct GatewayBackend(pub Arc<Shared>);
 
+impl GatewayBackend {
+    /// The pool's service, once known (a service learned from the nodes is
+    /// known once the first node described it; until then a call waits,
+    /// within its deadline), if it is `service`.
+    async fn served(&self, service: &str, deadline: Nanos) -> Result<Served, HttpError> {
+        let Some(served) = self.0.service.known_within(deadline).await else {
+            return Err(HttpError::DeadlineExceeded {
+                deadline,
+                may_have_run: false,
+            });
+        };
+        let name = served.name();
+        if service != name {
+            return Err(HttpError::UnknownService {
+                service: service.to_owned(),
+                known: vec![name.to_owned()],
+            });
+        }
+        Ok(served)
+    }
+}
+
 impl JsonBackend for GatewayBackend {
     fn call<'a>(
         &'a self,
@@ -162,25 +186,37 @@ impl JsonBackend for GatewayBackend {
         deadline: Nanos,
     ) -> BoxFuture<'a, Result<Value, HttpError>> {
         Box::pin(async move {
-            // A service learned from the nodes is known once the first node
-            // described it; until then a call waits, within its deadline.
-            let Some(ingress) = self.0.ingress_within(deadline).await else {
-                return Err(HttpError::DeadlineExceeded {
-                    deadline,
-                    may_have_run: false,
-                });
-            };
-            let name = ingress.served().name();
-            if service != name {
-                return Err(HttpError::UnknownService {
-                    service: service.to_owned(),
-                    known: vec![name.to_owned()],
-                });
-            }
-            ingress
+            let served = self.served(service, deadline).await?;
+            let forwarder = Arc::clone(&self.0.forwarder);
+            RpcIngress::new(forwarder, served, self.0.default_deadline)
                 .call_json(method, args, Some(deadline))
                 .await
                 .map_err(http_error)
+        })
+    }
+
+    /// Every node reads JSON calls (its generated adapter decodes them
+    /// into the method's types), so the body is forwarded as it came and
+    /// the node's JSON reply is the response: the gateway parses neither.
+    fn passes_text(&self) -> bool {
+        true
+    }
+
+    fn call_text<'a>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        args: Bytes,
+        deadline: Nanos,
+    ) -> BoxFuture<'a, Result<Bytes, HttpError>> {
+        Box::pin(async move {
+            let served = self.served(service, deadline).await?;
+            let info = served.method(method).map_err(HttpError::from)?;
+            self.0
+                .forwarder
+                .call_encoded(info, args, Encoding::Json, deadline)
+                .await
+                .map_err(|e| http_error(JsonCallError::Gateway(e)))
         })
     }
 }

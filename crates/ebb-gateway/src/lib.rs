@@ -378,7 +378,7 @@ impl Gateway {
             }),
             tokio::spawn(async move {
                 let bounded = ebb_http::BoundedListener::new(listener, max_http_connections);
-                let _ = axum::serve(bounded, front).await;
+                ebb_http::serve_http1(bounded, move |peer| front.front(peer)).await;
             }),
         ];
         if let (Some(listener), Some(admin)) = (admin_listener, admin_app) {

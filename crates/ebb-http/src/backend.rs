@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ebb_core::Nanos;
 use ebb_rpc::service::BoxFuture;
 use serde_json::Value;
@@ -24,6 +25,35 @@ pub trait JsonBackend: Send + Sync + 'static {
         args: Value,
         deadline: Nanos,
     ) -> BoxFuture<'a, Result<Value, HttpError>>;
+
+    /// Whether the router should hand this backend the request body as
+    /// text ([`JsonBackend::call_text`]) rather than parsed. True for a
+    /// backend that only forwards the JSON to where it is decoded anyway
+    /// (a gateway in front of nodes that read JSON calls): parsing it into
+    /// a [`Value`] and writing it out again, and the same for the reply,
+    /// would be most of what such a call costs it.
+    fn passes_text(&self) -> bool {
+        false
+    }
+
+    /// [`JsonBackend::call`] with `args` as JSON text, already checked to
+    /// be one object, and the reply as JSON text. Called only when
+    /// [`JsonBackend::passes_text`] says so; the default parses and calls
+    /// [`JsonBackend::call`].
+    fn call_text<'a>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        args: Bytes,
+        deadline: Nanos,
+    ) -> BoxFuture<'a, Result<Bytes, HttpError>> {
+        Box::pin(async move {
+            let args = serde_json::from_slice(&args)
+                .map_err(|e| HttpError::BadRequest(format!("the body is not valid JSON ({e})")))?;
+            let reply = self.call(service, method, args, deadline).await?;
+            crate::router::to_json(&reply)
+        })
+    }
 }
 
 impl<B: JsonBackend + ?Sized> JsonBackend for Arc<B> {
@@ -35,5 +65,19 @@ impl<B: JsonBackend + ?Sized> JsonBackend for Arc<B> {
         deadline: Nanos,
     ) -> BoxFuture<'a, Result<Value, HttpError>> {
         (**self).call(service, method, args, deadline)
+    }
+
+    fn passes_text(&self) -> bool {
+        (**self).passes_text()
+    }
+
+    fn call_text<'a>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        args: Bytes,
+        deadline: Nanos,
+    ) -> BoxFuture<'a, Result<Bytes, HttpError>> {
+        (**self).call_text(service, method, args, deadline)
     }
 }

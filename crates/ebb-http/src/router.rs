@@ -8,17 +8,27 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::HttpBody;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use bytes::{Bytes, BytesMut};
 use ebb_core::Nanos;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::config::{DEADLINE_HEADER, FULL_RETRY_AFTER_MS};
 use crate::{HttpConfig, HttpError, JsonBackend};
+
+/// [`DEADLINE_HEADER`] as a name made once: looking a `&str` up parses it
+/// on every request.
+static DEADLINE_NAME: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
+
+/// Errors a request body may end with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The route this module serves, in axum's syntax.
 pub const RPC_ROUTE: &str = "/rpc/{service}/{method}";
@@ -45,15 +55,19 @@ impl<B: JsonBackend> Calls<B> {
     /// Answers one `POST /rpc/{service}/{method}` (the path's two parts
     /// given percent-decoded): its reply as JSON, or its failure as a JSON
     /// error body with the status that fits.
-    pub async fn handle(
+    pub async fn handle<T>(
         &self,
         service: &str,
         method: &str,
         headers: &HeaderMap,
-        body: Body,
-    ) -> Response {
+        body: T,
+    ) -> Response
+    where
+        T: HttpBody<Data = Bytes>,
+        T::Error: Into<BoxError>,
+    {
         match call(self, service, method, headers, body).await {
-            Ok(reply) => axum::Json(reply).into_response(),
+            Ok(reply) => json_response(reply),
             Err(e) => e.into_response(),
         }
     }
@@ -109,13 +123,17 @@ async fn handle<B: JsonBackend>(
     calls.handle(&service, &method, &headers, body).await
 }
 
-async fn call<B: JsonBackend>(
+async fn call<B: JsonBackend, T>(
     ingress: &Calls<B>,
     service: &str,
     method: &str,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Value, HttpError> {
+    body: T,
+) -> Result<Bytes, HttpError>
+where
+    T: HttpBody<Data = Bytes>,
+    T::Error: Into<BoxError>,
+{
     let config = &ingress.config;
     let Ok(_permit) = ingress.in_flight.try_acquire() else {
         return Err(HttpError::Overloaded {
@@ -127,8 +145,23 @@ async fn call<B: JsonBackend>(
         });
     };
     let deadline = deadline(headers, config)?;
-    let args = read_args(headers, body, config.max_body_bytes).await?;
-    let run = ingress.backend.call(service, method, args, deadline);
+    let body = read_body(headers, body, config.max_body_bytes).await?;
+    let backend = &ingress.backend;
+    if backend.passes_text() {
+        let args = checked_object(body)?;
+        within(deadline, backend.call_text(service, method, args, deadline)).await
+    } else {
+        let args = parsed_object(&body)?;
+        let reply = within(deadline, backend.call(service, method, args, deadline)).await?;
+        to_json(&reply)
+    }
+}
+
+/// `run`'s outcome, or `deadline_exceeded` once `deadline` has passed.
+async fn within<T>(
+    deadline: Nanos,
+    run: impl Future<Output = Result<T, HttpError>>,
+) -> Result<T, HttpError> {
     match tokio::time::timeout(Duration::from(deadline), run).await {
         Ok(outcome) => outcome,
         Err(_) => Err(HttpError::DeadlineExceeded {
@@ -138,10 +171,28 @@ async fn call<B: JsonBackend>(
     }
 }
 
+/// A reply as the body of a 200.
+pub(crate) fn to_json(reply: &Value) -> Result<Bytes, HttpError> {
+    serde_json::to_vec(reply)
+        .map(Bytes::from)
+        .map_err(|e| HttpError::Internal(format!("writing the reply as JSON: {e}")))
+}
+
+/// 200 with `json` as its body. The one header is a constant, so building
+/// it costs no parsing or copying.
+fn json_response(json: Bytes) -> Response {
+    let mut response = Response::new(Body::from(json));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// The request's deadline: the header if present and in range, else the
 /// configured default.
 fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError> {
-    let Some(value) = headers.get(DEADLINE_HEADER) else {
+    let Some(value) = headers.get(&DEADLINE_NAME) else {
         return Ok(Nanos::from_millis(config.default_deadline_ms));
     };
     let max = config.max_deadline_ms;
@@ -161,9 +212,13 @@ fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError
     Ok(Nanos::from_millis(ms))
 }
 
-/// Reads at most `max_bytes` of body and parses it as a JSON object; an
-/// empty body stands for `{}`.
-async fn read_args(headers: &HeaderMap, body: Body, max_bytes: usize) -> Result<Value, HttpError> {
+/// Reads at most `max_bytes` of body. A body that comes in one piece (a
+/// small call's, nearly always) is that piece: neither copied nor listed.
+async fn read_body<T>(headers: &HeaderMap, body: T, max_bytes: usize) -> Result<Bytes, HttpError>
+where
+    T: HttpBody<Data = Bytes>,
+    T::Error: Into<BoxError>,
+{
     let too_large = HttpError::TooLarge { max_bytes };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -172,25 +227,126 @@ async fn read_args(headers: &HeaderMap, body: Body, max_bytes: usize) -> Result<
     if declared.is_some_and(|n| n > max_bytes as u64) {
         return Err(too_large);
     }
-    let bytes = match Limited::new(body, max_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large),
-        Err(e) => {
-            return Err(HttpError::BadRequest(format!(
-                "reading the request body failed: {e}"
-            )));
+    let mut body = std::pin::pin!(Limited::new(body, max_bytes));
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large),
+            Err(e) => {
+                return Err(HttpError::BadRequest(format!(
+                    "reading the request body failed: {e}"
+                )));
+            }
+        };
+        // Trailers carry no arguments.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Some(joined) = joined.as_mut() {
+            joined.extend_from_slice(&data);
+        } else if first.is_empty() {
+            first = data;
+        } else {
+            let mut both = BytesMut::with_capacity(first.len() + data.len());
+            both.extend_from_slice(&first);
+            both.extend_from_slice(&data);
+            joined = Some(both);
         }
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    }
+    Ok(joined.map_or(first, BytesMut::freeze))
+}
+
+/// Whether a body stands for no arguments: empty, or only whitespace.
+fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
+}
+
+fn not_json(e: impl std::fmt::Display) -> HttpError {
+    HttpError::BadRequest(format!(
+        "the body is not valid JSON ({e}); send an object keyed by parameter name, e.g. {{\"key\":\"a\"}}"
+    ))
+}
+
+fn not_an_object() -> HttpError {
+    HttpError::BadArguments(
+        "the body must be a JSON object keyed by parameter name, e.g. {\"key\":\"a\"}".into(),
+    )
+}
+
+/// The body parsed as a JSON object; a blank body stands for `{}`.
+fn parsed_object(body: &[u8]) -> Result<Value, HttpError> {
+    if is_blank(body) {
         return Ok(Value::Object(serde_json::Map::new()));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(HttpError::BadArguments(
-            "the body must be a JSON object keyed by parameter name, e.g. {\"key\":\"a\"}".into(),
-        )),
-        Err(e) => Err(HttpError::BadRequest(format!(
-            "the body is not valid JSON ({e}); send an object keyed by parameter name, e.g. {{\"key\":\"a\"}}"
-        ))),
+        Ok(_) => Err(not_an_object()),
+        Err(e) => Err(not_json(e)),
+    }
+}
+
+/// The body as it came, once checked to be one JSON object (UTF-8, every
+/// token valid, nothing after it) without building it; a blank body
+/// stands for `{}`. Refused as [`parsed_object`] refuses.
+fn checked_object(body: Bytes) -> Result<Bytes, HttpError> {
+    if is_blank(&body) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    // Skipping a string does not check its UTF-8; this does, first.
+    let text = std::str::from_utf8(&body).map_err(not_json)?;
+    serde_json::from_str::<IgnoredAny>(text).map_err(not_json)?;
+    // It parsed, so the first byte past JSON whitespace starts the value.
+    match text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .as_bytes()
+        .first()
+    {
+        Some(b'{') => Ok(body),
+        _ => Err(not_an_object()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text path refuses exactly what the parsing path refuses, with
+    /// the same kind, and passes the rest on byte for byte.
+    #[test]
+    fn checked_and_parsed_bodies_agree() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b" \n",
+            br#"{"msg":"hi"}"#,
+            br#" {"a":[1,2,{"b":null}]} "#,
+            b"{",
+            b"[1]",
+            b"5",
+            br#""s""#,
+            b"null",
+            br#"{"a":1} x"#,
+            br#"{"a":1}{"#,
+            b"{\"a\":\"\xff\"}",
+            br#"{"a":"\u12"}"#,
+            b"\x0c{}",
+            b"{\"a\":\"\x01\"}",
+        ];
+        for &case in cases {
+            let parsed = parsed_object(case);
+            let checked = checked_object(Bytes::copy_from_slice(case));
+            match (&parsed, &checked) {
+                (Ok(v), Ok(text)) => {
+                    let again: Value = serde_json::from_slice(text).unwrap_or_default();
+                    assert_eq!(&again, v, "{case:?}");
+                    if !is_blank(case) {
+                        assert_eq!(&text[..], case, "{case:?}");
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{case:?}"),
+                _ => panic!("{case:?}: parsed {parsed:?}, checked {checked:?}"),
+            }
+        }
     }
 }

@@ -120,3 +120,37 @@ impl AsyncWrite for Counted {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+/// Serves each connection `listener` accepts with hyper's HTTP/1 server
+/// and the service `front` makes for its peer, until the future is
+/// dropped. For a server that routes some requests itself (the gateway's
+/// calls): `axum::serve` would wrap each request for tower (a clone of the
+/// connection's service, a boxed body, a oneshot), which this does not.
+pub async fn serve_http1<F, S, B>(mut listener: BoundedListener, mut front: F)
+where
+    F: FnMut(std::net::SocketAddr) -> S,
+    S: hyper::service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    // A response is written out whole with one `write` (its head and a
+    // small JSON body copied together) rather than gathered with `writev`,
+    // and pipelined requests' responses are flushed together.
+    http1.writev(false).pipeline_flush(true);
+    loop {
+        let (io, peer) = axum::serve::Listener::accept(&mut listener).await;
+        let service = front(peer);
+        let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        tokio::spawn(async move {
+            // A connection's end, orderly or not, concerns only itself.
+            let _ = conn.await;
+        });
+    }
+}

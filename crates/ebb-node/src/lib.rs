@@ -10,5 +10,6 @@ pub mod container;
 pub mod process;
 pub mod provider;
 pub mod sandbox;
+pub mod scratch;
 pub mod thread;
 pub mod vm;

@@ -1,6 +1,6 @@
 //! What `ebb sandbox run` asks for, independent of the isolation kind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Resource limits; `None` means "no limit of this kind".
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -66,12 +66,7 @@ impl FileIn {
     /// oversized file is an error naming it rather than a node that fails
     /// to start.
     pub fn read(&self) -> Result<Vec<u8>, String> {
-        if !self.inside.is_absolute() {
-            return Err(format!(
-                "{}: the path inside must be absolute",
-                self.inside.display()
-            ));
-        }
+        check_inside(&self.inside)?;
         let len = std::fs::metadata(&self.host)
             .map_err(|e| format!("cannot read {}: {e}", self.host.display()))?
             .len();
@@ -96,11 +91,41 @@ impl std::str::FromStr for FileIn {
             .ok_or_else(|| {
                 format!("{s:?}: expected HOST:INSIDE, e.g. node.token:/etc/ebb/node.token (INSIDE absolute)")
             })?;
+        let inside = PathBuf::from(inside);
+        check_inside(&inside).map_err(|e| format!("{s:?}: {e}"))?;
         Ok(FileIn {
             host: PathBuf::from(host),
-            inside: PathBuf::from(inside),
+            inside,
         })
     }
+}
+
+/// An INSIDE path names a file within the node's root: absolute, not the
+/// root itself, and with no `..` that would climb out of it (the copy is
+/// made from outside the node, by root).
+fn check_inside(inside: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let shown = inside.display();
+    if !inside.is_absolute() {
+        return Err(format!("{shown}: the path inside must be absolute"));
+    }
+    if inside
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(format!(
+            "{shown}: the path inside may not contain `..`; name the file directly, e.g. /etc/ebb/node.token"
+        ));
+    }
+    if !inside
+        .components()
+        .any(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(format!(
+            "{shown}: the path inside names the root directory, not a file"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -116,5 +141,9 @@ mod tests {
             let e = bad.parse::<FileIn>().expect_err(bad);
             assert!(e.contains("HOST:INSIDE"), "{e}");
         }
+        let e = "t:/etc/../../x".parse::<FileIn>().expect_err("climbs out");
+        assert!(e.contains("`..`"), "{e}");
+        let e = "t:/".parse::<FileIn>().expect_err("the root");
+        assert!(e.contains("root directory"), "{e}");
     }
 }

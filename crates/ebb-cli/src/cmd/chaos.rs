@@ -56,7 +56,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let proxy = Proxy::bind(&args.listen, &args.upstream, cfg, args.seed).await?;
         let addr = proxy.local_addr().context("reading the bound address")?;
         super::announce(&format!("chaos listening on {addr}"));
-        proxy.run().await?;
+        let stats = proxy.stats();
+        tokio::select! {
+            ran = proxy.run() => ran?,
+            () = report_upstream_failures(stats, &args.upstream) => {}
+        }
         Ok(())
     })
+}
+
+/// How often the count of clients closed for an unreachable upstream is
+/// checked (and, when it grew, reported).
+const UPSTREAM_REPORT_PERIOD_MS: u64 = 1_000;
+
+/// Says on stderr, at most once a period, that clients are being closed
+/// because the upstream cannot be reached: to a client the proxy then looks
+/// like a server that hangs up, with nothing to say why.
+async fn report_upstream_failures(stats: std::sync::Arc<ebb_chaos::ChaosStats>, upstream: &str) {
+    use std::sync::atomic::Ordering;
+    let mut reported = 0;
+    let mut tick =
+        tokio::time::interval(std::time::Duration::from_millis(UPSTREAM_REPORT_PERIOD_MS));
+    loop {
+        tick.tick().await;
+        let failed = stats.upstream_failures.load(Ordering::Relaxed);
+        if failed > reported {
+            eprintln!(
+                "ebb chaos: cannot connect to the upstream {upstream}: {} client connection(s) \
+                 closed so far (is a node listening there?)",
+                failed
+            );
+            reported = failed;
+        }
+    }
 }

@@ -204,6 +204,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .threads
             .unwrap_or_else(ebb::rpc::transport::workers::default_threads);
         let tls = tls.as_ref().map(ebb::node::server_tls).transpose()?;
+        // Bound before the RPC side announces itself: whoever waits for
+        // `node listening on` must not see it from a node about to fail.
+        let http_listener = tokio::net::TcpListener::bind(&http)
+            .await
+            .with_context(|| format!("--http {http}: cannot listen there"))?;
         let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default())
             .await?
             .with_threads(threads);
@@ -211,9 +216,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(tls) => server.with_tls(tls),
             None => server,
         };
-        let http_listener = tokio::net::TcpListener::bind(&http)
-            .await
-            .with_context(|| format!("--http {http}: cannot listen there"))?;
         let http_addr = http_listener
             .local_addr()
             .context("reading the bound HTTP address")?;

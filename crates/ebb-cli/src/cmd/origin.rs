@@ -86,6 +86,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.holder_timeout_ms
         );
     }
+    if args.data.exists() && !args.data.is_dir() {
+        anyhow::bail!(
+            "--data {}: not a directory; give a directory for the store's data file \
+             (created if missing)",
+            args.data.display()
+        );
+    }
     let settings = OriginSettings {
         max_term: args.max_term_ms,
         epsilon: Nanos::from_millis(args.epsilon_ms),

@@ -19,7 +19,7 @@ pub struct Args {
 enum Action {
     /// Run CMD isolated; exit with its status. A limit it hits is named on stderr.
     #[command(
-        after_help = "Containers need root. Examples:\n  ebb sandbox run -- /bin/sh -c 'hostname; ps; ip addr'\n  ebb sandbox run --memory-mb 64 --cpus 0.5 --pids 32 -- /bin/sh -c 'echo limited'\n  ebb sandbox run --net none --rootfs /srv/myroot -- /usr/bin/myserver\n  ebb sandbox run --file node.token:/etc/ebb/node.token -- cat /etc/ebb/node.token\n  ebb sandbox run --kind vm -- sh -c 'uname -r; exit 3'   # exits 3\n\nWhat each kind isolates, and what it costs: docs/isolation.md."
+        after_help = "Containers need root. Examples:\n  ebb sandbox run -- /bin/sh -c 'hostname; ps; ip addr'\n  ebb sandbox run --memory-mb 64 --cpus 0.5 --pids 32 -- /bin/sh -c 'echo limited'\n  ebb sandbox run --net none --rootfs /srv/myroot -- /usr/bin/myserver\n  ebb sandbox run --file node.token:/etc/ebb/node.token -- cat /etc/ebb/node.token\n  ebb sandbox run --kind vm -- sh -c 'uname -r; exit 3'   # exits 3\n  ebb sandbox run --kind vm --file node.token:/etc/ebb/node.token -- cat /etc/ebb/node.token\n\nWhat each kind isolates, and what it costs: docs/isolation.md."
     )]
     Run(RunArgs),
     /// Remove what containers killed with `kill -9` left behind (cgroups,
@@ -67,35 +67,41 @@ struct RunArgs {
     /// Isolation kind.
     #[arg(long, value_enum, default_value = "container")]
     kind: Kind,
-    /// Memory limit in MiB (at least 4); exceeding it kills the sandbox's
-    /// largest process, and the sandbox only.
+    /// Memory limit in MiB (at least 4; a VM's RAM, at least 64); exceeding
+    /// it kills the sandbox's largest process, and the sandbox only.
     #[arg(long, value_parser = clap::value_parser!(u64).range(4..))]
     memory_mb: Option<u64>,
-    /// CPU quota in cores, e.g. 0.5 or 2.
+    /// CPU quota in cores, e.g. 0.5 or 2 (a VM gets it rounded up to whole
+    /// vCPUs, at most 64).
     #[arg(long, allow_hyphen_values = true)]
     cpus: Option<f64>,
-    /// Most processes and threads alive at once inside (at least 1).
+    /// Most processes and threads alive at once inside (at least 1;
+    /// containers only).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pids: Option<u64>,
     /// Directory to use as the read-only base layer instead of the one ebb
     /// builds (the ebb binary, its libraries and a static busybox).
     #[arg(long)]
     rootfs: Option<PathBuf>,
-    /// Network of a container.
-    #[arg(long, value_enum, default_value = "veth")]
-    net: Net,
-    /// Hostname inside (default: ebb-c<slot>).
+    /// Network of a container [default: veth] (containers only: a VM has
+    /// QEMU's user-mode network).
+    #[arg(long, value_enum)]
+    net: Option<Net>,
+    /// Hostname inside (default: ebb-c<slot>; containers only).
     #[arg(long)]
     hostname: Option<String>,
-    /// Write "<sandbox ip> <host ip>" here once the network is up.
+    /// Write "<sandbox ip> <host ip>" here once the network is up
+    /// (containers only).
     #[arg(long)]
     addr_file: Option<PathBuf>,
     /// A host address the container gets a route to over its veth (one
-    /// that `ebb demo` or `ebb up` put on the host for the origin store).
+    /// that `ebb demo` or `ebb up` put on the host for the origin store;
+    /// containers only).
     #[arg(long, value_name = "IPV4")]
     reach: Option<std::net::Ipv4Addr>,
-    /// Copy the host file HOST to the absolute path INSIDE, readable by
-    /// root only, before the command starts (containers only; repeatable).
+    /// Copy the host file HOST (at most 1 MiB) to the absolute path
+    /// INSIDE, readable by root only, before the command starts; with
+    /// --rootfs, INSIDE is within that root (repeatable).
     #[arg(long = "file", value_name = "HOST:INSIDE")]
     files: Vec<ebb_node::sandbox::FileIn>,
     /// Program and its arguments, as seen inside.
@@ -135,6 +141,16 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
             );
         }
     }
+    // Read once here so a missing or oversized file is named with its flag
+    // before anything starts; the sandbox reads it again as it starts.
+    for f in &a.files {
+        f.read().map_err(|e| {
+            anyhow::anyhow!("--file {}:{}: {e}", f.host.display(), f.inside.display())
+        })?;
+    }
+    if a.kind == Kind::Vm {
+        check_vm_flags(&a)?;
+    }
     let spec = SandboxSpec {
         limits: Limits {
             memory_mb: a.memory_mb,
@@ -144,9 +160,12 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
         rootfs: a.rootfs,
         command: a.command,
     };
+    // The signal ebb itself was sent and passed on: a command that died of
+    // it was stopped as asked, which is no news to whoever sent it.
+    let mut forwarded = None;
     let outcome = match a.kind {
         Kind::Container => {
-            let net = match a.net {
+            let net = match a.net.unwrap_or(Net::Veth) {
                 Net::Veth => NetMode::Veth,
                 Net::None => NetMode::None,
             };
@@ -167,26 +186,56 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
             for note in &report.notes {
                 eprintln!("ebb sandbox: {note}");
             }
+            forwarded = report.forwarded;
             report.outcome
         }
         Kind::Vm => {
-            if let Some(f) = a.files.first() {
-                bail!(
-                    "--file {}: containers only; a VM sandbox's files come with --rootfs",
-                    f.host.display()
-                );
-            }
-            let opts = ebb_node::vm::sandbox::SandboxOptions::default();
+            let opts = ebb_node::vm::sandbox::SandboxOptions {
+                files: a.files,
+                ..Default::default()
+            };
             ebb_node::vm::run_sandboxed(&spec, &opts, &mut std::io::stdout())
                 .context("virtual machine failed")?
         }
     };
     match &outcome {
         Outcome::LimitKilled(why) => eprintln!("ebb sandbox: killed: {why}"),
+        Outcome::Signaled(sig) if forwarded == Some(*sig) => {}
         Outcome::Signaled(sig) => eprintln!("ebb sandbox: command killed by signal {sig}"),
         Outcome::Exited(_) => {}
     }
     Ok(outcome.exit_code())
+}
+
+/// Refuses, by flag, what a VM sandbox cannot apply, before anything boots.
+fn check_vm_flags(a: &RunArgs) -> anyhow::Result<()> {
+    use ebb_node::vm::sandbox::{MAX_CPUS, MIN_MEMORY_MB};
+    const ACCEPTED: &str = "accepted with --kind vm: --memory-mb, --cpus, --rootfs, --file";
+    let container_only = [
+        ("--net", a.net.is_some()),
+        ("--hostname", a.hostname.is_some()),
+        ("--addr-file", a.addr_file.is_some()),
+        ("--reach", a.reach.is_some()),
+    ];
+    if let Some((flag, _)) = container_only.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} is for --kind container only: a VM has QEMU's user-mode network and its \
+             own hostname ({ACCEPTED})"
+        );
+    }
+    if let Some(p) = a.pids {
+        bail!(
+            "--pids {p} is for --kind container only: a VM's kernel has its own process \
+             table; bound the guest with --memory-mb instead ({ACCEPTED})"
+        );
+    }
+    if let Some(mb) = a.memory_mb.filter(|&mb| mb < MIN_MEMORY_MB) {
+        bail!("--memory-mb {mb} is too small for a VM: accepted {MIN_MEMORY_MB} or more");
+    }
+    if let Some(c) = a.cpus.filter(|&c| c > f64::from(MAX_CPUS)) {
+        bail!("--cpus {c} is too many for a VM: accepted more than 0, at most {MAX_CPUS}");
+    }
+    Ok(())
 }
 
 fn probe_syscall(name: &str) -> anyhow::Result<()> {

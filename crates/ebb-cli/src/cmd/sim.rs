@@ -241,10 +241,23 @@ fn timed(
     progress: &mut dyn FnMut(&Progress),
 ) -> anyhow::Result<Report> {
     let start = Instant::now();
-    let mut r = ebb_sim::run_spec(cfg, policy, progress)?;
+    let mut r = ebb_sim::run_spec(cfg, policy, progress).map_err(flag_error)?;
     r.wall_secs = start.elapsed().as_secs_f64();
     r.events_per_sec = r.events as f64 / r.wall_secs.max(1e-9);
     Ok(r)
+}
+
+/// A configuration error as the flag that set it: the simulator names the
+/// field (`load`), the user typed `--load`.
+fn flag_error(e: ebb_sim::SimError) -> anyhow::Error {
+    match e {
+        ebb_sim::SimError::Config {
+            field,
+            value,
+            accepted,
+        } => anyhow::anyhow!("--{field} {value}: accepted: {accepted}"),
+        other => other.into(),
+    }
 }
 
 fn single(cfg: SimConfig, policy: &str, json: bool) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use crate::sandbox::Limits;
 use ebb_core::{Nanos, NodeId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -154,6 +155,13 @@ impl NodeProvider for ContainerProvider {
                 .iter()
                 .map(|a| a.replace(PORT_PLACEHOLDER, &port)),
         );
+        // The node's own output goes to this process's stderr, where it
+        // helps diagnose a node, and stays off its stdout, which carries the
+        // lines a caller reads (`ebb up`'s `gateway listening on ADDR`): a
+        // node's `node listening on 0.0.0.0:PORT` there would read as ours.
+        if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
+            cmd.stdout(std::process::Stdio::from(err));
+        }
         crate::child::die_with_owner(&mut cmd);
         let started = Instant::now();
         let mut runner = cmd.spawn()?;

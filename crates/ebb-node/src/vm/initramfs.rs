@@ -201,9 +201,7 @@ fn build_base(kernel: &Kernel, host_binaries: &[PathBuf]) -> Result<Vec<u8>, VmE
 /// remove them: the guest unpacks the archive into RAM, where a debug build
 /// of `ebb` (tens of MiB of DWARF) would crowd out the service.
 fn guest_copy(file: &Path) -> Result<Vec<u8>, VmError> {
-    static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = std::env::temp_dir().join(format!("ebb-strip-{}-{n}", std::process::id()));
+    let tmp = super::SCRATCH.path("strip", "");
     let stripped = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
@@ -260,16 +258,19 @@ pub fn overlay_raw_script(name: &str, script: &str) -> Result<Vec<u8>, VmError> 
 
 /// A small archive of host files at their paths inside (a node's token
 /// and TLS files), readable by root only; appended after the base, it adds
-/// them to the guest's root.
-pub fn files_archive(files: &[crate::sandbox::FileIn]) -> Result<Vec<u8>, VmError> {
+/// them to the guest's root, or to the tree under `under` (a sandbox's
+/// `/rootfs`, which its command sees as `/`) when that is not empty.
+pub fn files_archive(files: &[crate::sandbox::FileIn], under: &str) -> Result<Vec<u8>, VmError> {
     let mut t = Tree::new(Vec::new());
     for f in files {
         let bytes = f.read().map_err(VmError::Initramfs)?;
-        t.file(
-            &f.inside.to_string_lossy(),
-            crate::sandbox::FILE_IN_MODE,
-            &bytes,
-        )?;
+        let inside = f.inside.to_string_lossy();
+        let path = format!(
+            "{}/{}",
+            under.trim_matches('/'),
+            inside.trim_start_matches('/')
+        );
+        t.file(&path, crate::sandbox::FILE_IN_MODE, &bytes)?;
     }
     t.finish()
 }
@@ -300,5 +301,21 @@ mod tests {
             text.contains(r#"exec 'sh' '-c' 'echo '\''hi'\'' $X'"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn files_land_at_their_inside_path_or_under_a_rootfs() {
+        let host = std::env::temp_dir().join(format!("ebb-files-archive-{}", std::process::id()));
+        std::fs::write(&host, b"tok").unwrap();
+        let f: crate::sandbox::FileIn = format!("{}:/etc/ebb/t", host.display()).parse().unwrap();
+        let top = String::from_utf8_lossy(&files_archive(std::slice::from_ref(&f), "").unwrap())
+            .into_owned();
+        let under = String::from_utf8_lossy(&files_archive(&[f], "rootfs").unwrap()).into_owned();
+        std::fs::remove_file(&host).unwrap();
+        assert!(top.contains("etc/ebb/t\0"), "{top:?}");
+        assert!(!top.contains("rootfs"), "{top:?}");
+        assert!(under.contains("rootfs/etc/ebb/t\0"), "{under:?}");
+        // Mode 0400 regular file: the new-ASCII cpio header carries 00008100.
+        assert!(under.contains("00008100"), "{under:?}");
     }
 }

@@ -9,7 +9,6 @@ use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -54,8 +53,6 @@ pub struct Machine {
     started: Instant,
 }
 
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
 impl Machine {
     /// Starts QEMU and connects to its QMP socket. The guest may still be
     /// booting when this returns.
@@ -91,8 +88,7 @@ impl Machine {
 
     fn spawn_once(spec: &MachineSpec, owned: bool) -> Result<Self, VmError> {
         let started = Instant::now();
-        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("ebb-vm-{}-{n}", std::process::id()));
+        let dir = super::SCRATCH.path("m", "");
         std::fs::create_dir_all(&dir)?;
         // From here on, an error removes `dir`.
         let mut partial = Partial {

@@ -64,9 +64,11 @@ pub fn save_snapshot(m: &mut Machine, path: &Path) -> Result<Snapshot, VmError> 
 }
 
 /// Starts a new QEMU from `snap` with its own port forward and lets it run.
-/// Readiness (the port answering) is the caller's to wait for.
+/// Readiness (the port answering) is the caller's to wait for. QEMU is
+/// tied to the calling thread's process as [`Machine::spawn_owned`] ties
+/// it, so only a thread that lives as long as the machine may call this.
 pub fn restore(snap: &Snapshot) -> Result<Machine, VmError> {
-    let mut m = Machine::spawn(&snap.restore_spec()?)?;
+    let mut m = Machine::spawn_owned(&snap.restore_spec()?)?;
     wait_incoming_then_run(&mut m)?;
     Ok(m)
 }

@@ -18,6 +18,9 @@
 //! - [`sandbox`]: run one command in a fresh VM and return its exit status;
 //!   [`rootfs`] puts a caller's root file system under it.
 //! - [`provider`]: the `NodeProvider` for VM nodes.
+//!
+//! Every temp path a VM needs comes from [`SCRATCH`], so what a killed
+//! `ebb` left is removed by the next one that starts a VM.
 
 pub mod accel;
 pub mod cpio;
@@ -69,6 +72,10 @@ pub enum VmError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// Temp paths of VMs (`ebb-vm-<pid>-...`): QEMU's directory, a sandbox's
+/// initramfs, a binary being stripped for the guest.
+pub static SCRATCH: crate::scratch::Scratch = crate::scratch::Scratch::new("ebb-vm-");
 
 /// The guest-side port a node listens on; the host reaches it through a
 /// user-mode-network forward from a loopback port chosen per VM.

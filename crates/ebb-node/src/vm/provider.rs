@@ -124,7 +124,7 @@ impl VmProvider {
             .map(|w| w.replace("{port}", &GUEST_PORT.to_string()))
             .collect();
         let mut overlay = overlay_script("serve", &command)?;
-        overlay.extend(files_archive(&cfg.files)?);
+        overlay.extend(files_archive(&cfg.files, "")?);
         compose(&image.base, &overlay, &initrd)?;
         let accel = image.accel;
         Ok(Self {

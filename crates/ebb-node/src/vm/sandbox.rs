@@ -8,12 +8,13 @@
 
 use super::image::VmImage;
 use super::initramfs::{
-    BEGIN_MARKER, EXIT_MARKER, OOM_MARKER, compose, overlay_raw_script, overlay_script,
+    BEGIN_MARKER, EXIT_MARKER, OOM_MARKER, compose, files_archive, overlay_raw_script,
+    overlay_script,
 };
 use super::machine::{Machine, MachineSpec};
-use super::rootfs::{append_tree, chroot_script};
+use super::rootfs::{GUEST_ROOTFS, append_tree, chroot_script};
 use super::{DEFAULT_MEMORY_MB, VmError};
-use crate::sandbox::{Outcome, SandboxSpec};
+use crate::sandbox::{FileIn, Outcome, SandboxSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +31,11 @@ pub struct SandboxOptions {
     /// Host binaries to copy into the guest (with their shared libraries),
     /// at their host paths, so the command can name them.
     pub host_binaries: Vec<PathBuf>,
+    /// Host files copied into the guest before the command starts, mode
+    /// 0400, at their path inside the command's root (under `/rootfs`
+    /// when the spec has one), as `ebb sandbox run --file` does for a
+    /// container.
+    pub files: Vec<FileIn>,
     pub timeout_ms: u64,
 }
 
@@ -37,6 +43,7 @@ impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
             host_binaries: Vec::new(),
+            files: Vec::new(),
             timeout_ms: DEFAULT_RUN_TIMEOUT_MS,
         }
     }
@@ -79,15 +86,24 @@ pub fn run_sandboxed(
             )));
         }
     };
+    // Read before booting, so a missing or oversized file is an error
+    // naming it, not a guest that runs without it.
+    let under = if spec.rootfs.is_some() {
+        GUEST_ROOTFS
+    } else {
+        ""
+    };
+    let files = files_archive(&opts.files, under)?;
     let image = VmImage::prepare(&opts.host_binaries)?;
-    let initrd = std::env::temp_dir().join(format!(
-        "ebb-vm-initrd-{}-{}.cpio",
-        std::process::id(),
-        unique()
-    ));
+    let initrd = super::SCRATCH.path("initrd", ".cpio");
     let built = match &spec.rootfs {
-        None => compose(&image.base, &overlay_script("run", &spec.command)?, &initrd),
-        Some(dir) => compose_with_rootfs(&image.base, dir, &spec.command, memory_mb, &initrd),
+        None => overlay_script("run", &spec.command).and_then(|mut overlay| {
+            overlay.extend(files);
+            compose(&image.base, &overlay, &initrd)
+        }),
+        Some(dir) => {
+            compose_with_rootfs(&image.base, dir, &spec.command, memory_mb, &files, &initrd)
+        }
     };
     if let Err(e) = built {
         let _ = std::fs::remove_file(&initrd);
@@ -107,18 +123,21 @@ pub fn run_sandboxed(
     result
 }
 
-/// base + the caller's tree under `/rootfs` + a `/ebb/run` that chroots.
+/// base + the caller's tree under `/rootfs` + a `/ebb/run` that chroots
+/// + the caller's files (an archive already rooted under `/rootfs`).
 fn compose_with_rootfs(
     base: &Path,
     dir: &Path,
     command: &[String],
     memory_mb: u64,
+    files: &[u8],
     initrd: &Path,
 ) -> Result<(), VmError> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(initrd)?);
     std::io::copy(&mut std::fs::File::open(base)?, &mut f)?;
     append_tree(&mut f, dir, (memory_mb << 20) / 2)?;
     f.write_all(&overlay_raw_script("run", &chroot_script(command))?)?;
+    f.write_all(files)?;
     f.flush()?;
     Ok(())
 }
@@ -202,12 +221,6 @@ impl ConsoleParser {
         }
         out
     }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -169,15 +169,20 @@ fn mix(args: &Args) -> Vec<MixCall> {
     mix
 }
 
+/// Where a demo's origin store keeps its data: `ebb-demo-origin-<pid>-...`.
+static ORIGIN_SCRATCH: ebb_node::scratch::Scratch =
+    ebb_node::scratch::Scratch::new("ebb-demo-origin-");
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let trace = check(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // The origin store the nodes share, in a directory removed at the end.
+    // The origin store the nodes share, in a directory removed at the end
+    // (or, if this process is killed, by the next demo).
     let data = tempfile::Builder::new()
-        .prefix("ebb-demo-origin-")
+        .prefix(&ORIGIN_SCRATCH.owned_prefix())
         .tempdir()
         .context("creating a directory for the origin store's data")?;
     let term = LeaseTerm::from_millis(args.lease_term_ms);

@@ -1,6 +1,7 @@
-//! `ebb vm migrate`: a node VM live-migrated to a second QEMU that takes
-//! over its host port, timed, with the user's check run before and after
-//! to show the node's state survived the move.
+//! `ebb vm migrate`: a node VM migrated (live under KVM, stop and copy
+//! under TCG) to a second QEMU that takes over its host port, timed, with
+//! the user's check run before and after to show the node's state survived
+//! the move.
 
 use std::time::{Duration, Instant};
 
@@ -10,14 +11,15 @@ use ebb_node::vm::{Accel, Machine};
 
 use super::node::{NodeArgs, WorkDir, addr, booting, node_spec, show_addr, wait_serving};
 
-/// Boots a node VM and live-migrates it, reporting total time, downtime and
+/// Boots a node VM and migrates it, reporting total time, downtime and
 /// how long its address went unanswered.
 pub(super) fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()> {
     let dir = WorkDir::new();
     let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
     booting(&spec, node.boot_timeout_ms);
-    let mut src = Machine::spawn(&spec)?;
+    // This thread runs the whole command: QEMU dies with it, even by SIGKILL.
+    let mut src = Machine::spawn_owned(&spec)?;
     src.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
     println!("source: {}", addr(&src));
     if let Some(c) = check {

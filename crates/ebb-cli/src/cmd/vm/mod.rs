@@ -56,6 +56,11 @@ enum Action {
         /// into guest RAM; at most half of --memory-mb).
         #[arg(long, value_name = "DIR")]
         rootfs: Option<PathBuf>,
+        /// Copy the host file HOST (at most 1 MiB) to the absolute path
+        /// INSIDE, readable by root only, before the command starts; with
+        /// --rootfs, INSIDE is within that root (repeatable).
+        #[arg(long = "file", value_name = "HOST:INSIDE")]
+        files: Vec<ebb_node::sandbox::FileIn>,
         /// Kill the VM if the command has not finished by then.
         #[arg(long, default_value_t = DEFAULT_RUN_TIMEOUT_MS)]
         timeout_ms: u64,
@@ -89,9 +94,10 @@ enum Action {
         #[arg(long, default_value_t = 0)]
         hold_secs: u64,
     },
-    /// Boot a node VM, live-migrate it to a second QEMU that takes over its
-    /// host port (the address does not change), and report total time,
-    /// downtime and how long the address went unanswered.
+    /// Boot a node VM, migrate it to a second QEMU that takes over its host
+    /// port (the address does not change), and report total time, downtime
+    /// and how long the address went unanswered. Live under KVM; under TCG
+    /// the guest is paused for the whole copy (stop and copy).
     #[command(
         after_help = "Examples:\n  ebb vm migrate\n  ebb vm migrate --check \"ebb call --addr {addr} Demo.incr '{\\\"key\\\":\\\"a\\\"}'\""
     )]
@@ -120,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             size,
             include,
             rootfs,
+            files,
             timeout_ms,
             command,
         } => {
@@ -135,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             let opts = SandboxOptions {
                 host_binaries: include,
+                files,
                 timeout_ms,
             };
             let outcome = run_sandboxed(&spec, &opts, &mut std::io::stdout())?;

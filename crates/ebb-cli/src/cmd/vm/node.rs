@@ -102,7 +102,7 @@ pub(super) struct WorkDir(pub(super) PathBuf);
 
 impl WorkDir {
     pub(super) fn new() -> Self {
-        Self(std::env::temp_dir().join(format!("ebb-vm-cli-{}", std::process::id())))
+        Self(ebb_node::vm::SCRATCH.path("cli", ""))
     }
 }
 

@@ -1,0 +1,178 @@
+//! `ebb sandbox run --kind vm` as a user runs it: host files copied in
+//! with `--file` (as for a container), and the scratch files of an `ebb`
+//! killed with SIGKILL removed by the next one.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const EBB: &str = env!("CARGO_BIN_EXE_ebb");
+/// Guest RAM for these runs: enough for the initramfs and a shell.
+const MEMORY_MB: &str = "128";
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ebb-vm-sbx-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_vm(tmp: &Path, args: &[&str], command: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(EBB)
+        .args(["sandbox", "run", "--kind", "vm", "--memory-mb", MEMORY_MB])
+        .args(args)
+        .args(["--", "sh", "-c", command])
+        .env("TMPDIR", tmp)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sandbox_vm_copies_files_in_at_their_path_or_inside_the_rootfs() {
+    if let Some(why) = common::vm_image_unavailable() {
+        ebb_testkit::skip_or_fail(
+            "sandbox_vm_copies_files_in_at_their_path_or_inside_the_rootfs",
+            &why,
+        );
+        return;
+    }
+    let dir = scratch_dir("files");
+    let token = dir.join("node.token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let file = format!("{}:/etc/ebb/node.token", token.display());
+    let show = "cat /etc/ebb/node.token; stat -c 'mode=%a' /etc/ebb/node.token; exit 6";
+
+    let (code, out, err) = run_vm(&dir, &["--file", &file], show);
+    assert_eq!(code, Some(6), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("s3cret-token"), "{out}");
+    assert!(out.contains("mode=400"), "{out}");
+
+    // With --rootfs the command is chrooted, so the file must be in that root.
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "stat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let rootfs = root.to_str().unwrap();
+    let (code, out, err) = run_vm(&dir, &["--rootfs", rootfs, "--file", &file], show);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, Some(6), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("s3cret-token"), "{out}");
+    assert!(out.contains("mode=400"), "{out}");
+}
+
+/// Scratch paths in `tmp` that name `pid` as their owner.
+fn owned_by(tmp: &Path, pid: u32) -> Vec<String> {
+    let prefix = format!("ebb-vm-{pid}-");
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// Bound on polling for a QEMU to exit after its owner died (10 ms apart).
+const QEMU_EXIT_POLLS: u32 = 3_000;
+
+/// Pids of processes whose command line names a path under `tmp`.
+fn qemus_using(tmp: &Path) -> Vec<u32> {
+    let needle = tmp.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+#[test]
+fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
+    if let Some(why) = common::vm_image_unavailable() {
+        ebb_testkit::skip_or_fail(
+            "scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next",
+            &why,
+        );
+        return;
+    }
+    let tmp = scratch_dir("killed");
+    let mut victim = Command::new(EBB)
+        .args(["sandbox", "run", "--kind", "vm", "--memory-mb", MEMORY_MB])
+        .args(["--", "sh", "-c", "echo guest-up; sleep 600"])
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = victim.id();
+    // The guest prints once it runs the command: QEMU's directory and the
+    // initramfs exist by then.
+    let mut lines = BufReader::new(victim.stdout.take().unwrap()).lines();
+    let up = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l == "guest-up");
+    assert!(up, "the guest never ran the command");
+    let left = owned_by(&tmp, pid);
+    assert!(
+        left.iter().any(|n| n.ends_with(".cpio")) && left.len() >= 2,
+        "a running sandbox has its initramfs and QEMU's directory: {left:?}"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    // Its QEMU follows it (it was tied to its owner), so no guest is left.
+    let mut qemu_gone = false;
+    for _ in 0..QEMU_EXIT_POLLS {
+        qemu_gone = qemus_using(&tmp).is_empty();
+        if qemu_gone {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        qemu_gone,
+        "QEMU outlived the killed ebb: {:?}",
+        qemus_using(&tmp)
+    );
+    assert_eq!(
+        owned_by(&tmp, pid),
+        left,
+        "SIGKILL gives no destructor a chance: the paths stay until the next run"
+    );
+
+    let out = Command::new(EBB)
+        .args(["sandbox", "run", "--kind", "vm", "--memory-mb", MEMORY_MB])
+        .args(["--", "true"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = owned_by(&tmp, pid);
+    let rest: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert!(
+        after.is_empty(),
+        "the killed run's paths were left: {after:?}"
+    );
+    assert!(
+        rest.is_empty(),
+        "the second run left paths behind: {rest:?}"
+    );
+}
