@@ -18,21 +18,21 @@
 
 mod codec;
 mod describe;
+mod dispatch;
 mod local;
+mod transport;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use ebb_core::Nanos;
 use serde::Serialize;
 
-use crate::CallError;
-
 pub use codec::{JsonReply, ServiceCodec, call_json, dispatch_json_through};
 pub use describe::{MethodDescription, ParamDescription, ServiceDescription};
+pub use dispatch::ServiceDispatch;
 pub use local::LocalTransport;
+pub use transport::Transport;
 
 /// A boxed, sendable future: what the dispatch and transport traits return so
 /// that both stay object-safe (`Arc<dyn ServiceDispatch>`, `Arc<dyn
@@ -85,7 +85,7 @@ pub struct MethodInfo {
 #[non_exhaustive]
 pub struct CallOptions {
     /// How long the call may take in total, resends included; the call ends
-    /// with [`CallError::DeadlineExceeded`] after it.
+    /// with [`CallError::DeadlineExceeded`](crate::CallError::DeadlineExceeded) after it.
     pub timeout: Nanos,
 }
 
@@ -153,332 +153,6 @@ pub enum DispatchError {
     /// and will not be run again.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
-}
-
-/// The server side of a service: what a node's RPC server holds and hands
-/// every incoming call to. Generated as `<Trait>Server<S>`.
-pub trait ServiceDispatch: Send + Sync + 'static {
-    /// The service's name (the trait's name).
-    fn name(&self) -> &'static str;
-
-    /// The method table; `methods()[i].id == i`.
-    fn methods(&self) -> &'static [MethodInfo];
-
-    /// Runs method `method_id` on postcard-encoded `args` and returns the
-    /// postcard-encoded reply. Does no deduplication: at-most-once is the
-    /// server runtime's job, before it calls this.
-    fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>>;
-
-    /// [`ServiceDispatch::dispatch`] with what the server knows about the
-    /// call; what a server runs for a binary request. Only a forwarding
-    /// server (the gateway) needs more than the method and its arguments.
-    fn dispatch_with(
-        &self,
-        method_id: u16,
-        args: Bytes,
-        _cx: CallContext,
-    ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        self.dispatch(method_id, args)
-    }
-
-    /// The service's JSON adapter, if it has one (generated services do):
-    /// what lets HTTP ingress, the CLI and JSON requests reach it.
-    fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
-        None
-    }
-
-    fn method(&self, method_id: u16) -> Option<&'static MethodInfo> {
-        self.methods().get(usize::from(method_id))
-    }
-
-    /// Runs the method called `method` on a JSON object of named arguments
-    /// and returns the reply as JSON, through [`ServiceDispatch::json_codec`]
-    /// and the binary dispatch, so JSON and binary calls run the same code.
-    fn dispatch_json(
-        &self,
-        method: &str,
-        args: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        let found = self
-            .json_codec()
-            .ok_or_else(|| no_json_adapter(self.name(), method))
-            .and_then(|codec| Ok((codec, codec.method(method)?)));
-        Box::pin(async move {
-            let (codec, info) = found?;
-            json_round_trip(self, codec, info, args).await
-        })
-    }
-
-    /// [`ServiceDispatch::dispatch_json`] by method id: what a server runs
-    /// for a request whose arguments are JSON.
-    fn dispatch_json_by_id(
-        &self,
-        method_id: u16,
-        args: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        let found = match (self.json_codec(), self.method(method_id)) {
-            (Some(codec), Some(info)) => Ok((codec, info)),
-            (None, _) => Err(no_json_adapter(self.name(), &format!("#{method_id}"))),
-            (_, None) => Err(DispatchError::UnknownMethod(format!(
-                "{}#{method_id}",
-                self.name()
-            ))),
-        };
-        Box::pin(async move {
-            let (codec, info) = found?;
-            json_round_trip(self, codec, info, args).await
-        })
-    }
-
-    /// [`ServiceDispatch::dispatch_json_by_id`] with what the server knows
-    /// about the call; what a server runs for a request whose arguments are
-    /// JSON. Only a forwarding server needs the context (the caller's
-    /// deadline), as for [`ServiceDispatch::dispatch_with`].
-    fn dispatch_json_with(
-        &self,
-        method_id: u16,
-        args: serde_json::Value,
-        _cx: CallContext,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        self.dispatch_json_by_id(method_id, args)
-    }
-
-    /// [`ServiceDispatch::dispatch_json_with`], but the reply may come back
-    /// still binary, with what converts it ([`JsonReply`]): what a server
-    /// runs for a request whose arguments are JSON, so that it converts a
-    /// large reply off its I/O loop. Generated services return it binary
-    /// ([`dispatch_json_through`]); by default the reply is what
-    /// `dispatch_json_with` returns, so a service that overrides the JSON
-    /// methods keeps its own.
-    fn dispatch_json_split(
-        &self,
-        method_id: u16,
-        args: serde_json::Value,
-        cx: CallContext,
-    ) -> BoxFuture<'_, Result<JsonReply, DispatchError>> {
-        let run = self.dispatch_json_with(method_id, args, cx);
-        Box::pin(async move { run.await.map(JsonReply::Json) })
-    }
-
-    /// What a `Describe` request is answered with.
-    fn description(&self) -> ServiceDescription {
-        ServiceDescription::of(self.name(), self.methods())
-    }
-}
-
-fn no_json_adapter(service: &str, method: &str) -> DispatchError {
-    DispatchError::UnknownMethod(format!(
-        "{service}.{method}: this service has no JSON adapter"
-    ))
-}
-
-async fn json_round_trip<D: ServiceDispatch + ?Sized>(
-    dispatch: &D,
-    codec: &dyn ServiceCodec,
-    info: &'static MethodInfo,
-    args: serde_json::Value,
-) -> Result<serde_json::Value, DispatchError> {
-    let bytes = codec.encode_json_args(info, args)?;
-    let reply = dispatch.dispatch(info.id, bytes).await?;
-    codec.decode_json_reply(info, &reply)
-}
-
-impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        (**self).methods()
-    }
-    fn dispatch(&self, method_id: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        (**self).dispatch(method_id, args)
-    }
-    fn dispatch_with(
-        &self,
-        method_id: u16,
-        args: Bytes,
-        cx: CallContext,
-    ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        (**self).dispatch_with(method_id, args, cx)
-    }
-    fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
-        (**self).json_codec()
-    }
-    fn dispatch_json(
-        &self,
-        method: &str,
-        args: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        (**self).dispatch_json(method, args)
-    }
-    fn dispatch_json_by_id(
-        &self,
-        method_id: u16,
-        args: serde_json::Value,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        (**self).dispatch_json_by_id(method_id, args)
-    }
-    fn dispatch_json_with(
-        &self,
-        method_id: u16,
-        args: serde_json::Value,
-        cx: CallContext,
-    ) -> BoxFuture<'_, Result<serde_json::Value, DispatchError>> {
-        (**self).dispatch_json_with(method_id, args, cx)
-    }
-    fn dispatch_json_split(
-        &self,
-        method_id: u16,
-        args: serde_json::Value,
-        cx: CallContext,
-    ) -> BoxFuture<'_, Result<JsonReply, DispatchError>> {
-        (**self).dispatch_json_split(method_id, args, cx)
-    }
-    fn description(&self) -> ServiceDescription {
-        (**self).description()
-    }
-}
-
-/// The client side: carries one encoded call to a server and brings back the
-/// encoded reply or a typed failure. Generated client stubs
-/// (`<Trait>Client<T: Transport>`) call this; the TCP client implements it
-/// with the call-semantics state machine, [`LocalTransport`] by a direct
-/// in-process dispatch.
-pub trait Transport: Send + Sync {
-    /// `method` tells the transport the service, the id to put on the wire
-    /// and whether the call may be resent (`idempotent`). `args` is the
-    /// postcard-encoded argument tuple; the `Ok` value is the postcard-encoded
-    /// reply.
-    fn call(
-        &self,
-        method: &'static MethodInfo,
-        args: Bytes,
-        options: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>>;
-
-    /// Ends the calls this transport has outstanding, because the caller
-    /// learned that the server is gone: each ends with `ConnectionLost`,
-    /// `sent` saying whether a copy ever left (a never-sent call certainly
-    /// did not run, so it may run elsewhere). Transports that cannot tell
-    /// do nothing; their calls end as they would have.
-    fn abandon_calls(&self, cause: &str) {
-        let _ = cause;
-    }
-
-    /// Whether [`Transport::abandon_calls`] has ended every call outstanding
-    /// on this transport, each outcome delivered, by the time it returns.
-    /// A caller that learns of a server's end elsewhere then needs no watch
-    /// of its own beside each call: abandoning is enough.
-    fn abandons_at_once(&self) -> bool {
-        false
-    }
-
-    /// Like [`Transport::call`], but `args` is JSON text (an object keyed by
-    /// parameter name) for the server's JSON adapter, and the reply comes
-    /// back as JSON text. Same call semantics. What a forwarder sends when
-    /// it was not built with the service: a gateway serving a node binary
-    /// whose methods it learned from `Describe` cannot encode postcard.
-    /// A transport without JSON calls refuses before sending anything.
-    fn call_json_text(
-        &self,
-        method: &'static MethodInfo,
-        args: Bytes,
-        options: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        let _ = (args, options);
-        Box::pin(std::future::ready(Err(CallError::BadRequest {
-            message: format!(
-                "{}.{}: this transport carries postcard calls only, not JSON; nothing was sent",
-                method.service, method.name
-            ),
-        })))
-    }
-
-    /// The load (calls executing) the server last reported in a reply or
-    /// pong, if this transport hears such reports: what a gateway puts in
-    /// its view of the node.
-    fn reported_load(&self) -> Option<u32> {
-        None
-    }
-
-    /// The service time the server last reported measuring itself (busy
-    /// time per completed call), if this transport hears such reports:
-    /// what a gateway's admission judges the node's capacity by.
-    fn reported_service_time(&self) -> Option<Nanos> {
-        None
-    }
-}
-
-impl<T: Transport + ?Sized> Transport for Arc<T> {
-    fn call(
-        &self,
-        method: &'static MethodInfo,
-        args: Bytes,
-        options: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        (**self).call(method, args, options)
-    }
-
-    fn call_json_text(
-        &self,
-        method: &'static MethodInfo,
-        args: Bytes,
-        options: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        (**self).call_json_text(method, args, options)
-    }
-
-    fn abandon_calls(&self, cause: &str) {
-        (**self).abandon_calls(cause)
-    }
-
-    fn abandons_at_once(&self) -> bool {
-        (**self).abandons_at_once()
-    }
-
-    fn reported_load(&self) -> Option<u32> {
-        (**self).reported_load()
-    }
-
-    fn reported_service_time(&self) -> Option<Nanos> {
-        (**self).reported_service_time()
-    }
-}
-
-impl<T: Transport + ?Sized> Transport for &T {
-    fn call(
-        &self,
-        method: &'static MethodInfo,
-        args: Bytes,
-        options: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        (**self).call(method, args, options)
-    }
-
-    fn call_json_text(
-        &self,
-        method: &'static MethodInfo,
-        args: Bytes,
-        options: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        (**self).call_json_text(method, args, options)
-    }
-
-    fn abandon_calls(&self, cause: &str) {
-        (**self).abandon_calls(cause)
-    }
-
-    fn abandons_at_once(&self) -> bool {
-        (**self).abandons_at_once()
-    }
-
-    fn reported_load(&self) -> Option<u32> {
-        (**self).reported_load()
-    }
-
-    fn reported_service_time(&self) -> Option<Nanos> {
-        (**self).reported_service_time()
-    }
 }
 
 /// Not a public API: what the generated code calls. Kept here so the macro's

@@ -23,7 +23,9 @@ use crate::semantics::{CallSpec, ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, MethodInfo, ServiceDescription, Transport};
 use crate::wire::{MAX_PAYLOAD_BYTES, decode_payload};
 
+mod answer;
 mod link;
+mod readbuf;
 
 use link::{Dial, Link, Reply};
 
@@ -251,9 +253,7 @@ impl TcpClient {
                 ),
             });
         }
-        let (tx, rx) = oneshot::channel();
-        self.link.start_call(spec, args, options.timeout, tx);
-        self.answer(rx).await
+        self.link.call(spec, args, options.timeout).await
     }
 
     /// The answer the link gives on `rx`; none means the driver ended with
