@@ -3,6 +3,7 @@
 //! both ebb and tonic load.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -11,6 +12,9 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub dir: PathBuf,
+    /// Set when [`generate`] made `dir`: it is removed when the last clone
+    /// drops, so an ended or failed run leaves no keys behind.
+    _owner: Option<Arc<tempfile::TempDir>>,
 }
 
 impl TlsFiles {
@@ -28,15 +32,19 @@ impl TlsFiles {
     pub fn at(dir: &Path) -> TlsFiles {
         TlsFiles {
             dir: dir.to_owned(),
+            _owner: None,
         }
     }
 }
 
 /// Generates a CA and a server certificate it issued into a fresh
-/// directory under the system's temporary directory.
+/// directory under the system's temporary directory, removed with the
+/// returned files.
 pub fn generate() -> anyhow::Result<TlsFiles> {
-    let dir = std::env::temp_dir().join(format!("rpc-bench-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let owner = tempfile::Builder::new()
+        .prefix("rpc-bench-tls-")
+        .tempdir()
+        .context("creating a directory for the TLS files")?;
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -46,7 +54,10 @@ pub fn generate() -> anyhow::Result<TlsFiles> {
     let key = KeyPair::generate()?;
     let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-    let files = TlsFiles { dir };
+    let files = TlsFiles {
+        dir: owner.path().to_owned(),
+        _owner: Some(Arc::new(owner)),
+    };
     for (path, pem) in [
         (files.ca(), ca_cert.pem()),
         (files.cert(), cert.pem()),

@@ -78,8 +78,13 @@ fn arguments_come_from_a_file_or_stdin_even_at_ten_megabytes() {
     let a = node.addr.as_str();
     let msg = "x".repeat(MSG_BYTES);
     let json = format!(r#"{{"msg":"{msg}"}}"#);
-    let path = std::env::temp_dir().join(format!("ebb-call-args-{}.json", std::process::id()));
-    std::fs::write(&path, &json).unwrap();
+    let file = tempfile::Builder::new()
+        .prefix("ebb-call-args-")
+        .suffix(".json")
+        .tempfile()
+        .unwrap();
+    let path = file.path();
+    std::fs::write(path, &json).unwrap();
     let out = call(
         a,
         &[
@@ -89,7 +94,6 @@ fn arguments_come_from_a_file_or_stdin_even_at_ten_megabytes() {
             "60000",
         ],
     );
-    let _ = std::fs::remove_file(&path);
     assert!(
         out.status.success(),
         "{}",

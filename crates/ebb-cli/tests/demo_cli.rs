@@ -6,16 +6,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ebb-demo-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A fresh output directory, removed when the guard drops, even when the test fails.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ebb-demo-test-{name}-"))
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// Runs `ebb demo ARGS --out DIR --plain` and returns its summary.json and stdout.
@@ -98,8 +99,9 @@ fn assert_shared_data_all_answered(v: &Value, ctx: &str) {
 
 #[test]
 fn a_short_demo_writes_a_complete_report() {
-    let out = scratch("short");
-    let (v, stdout) = demo(&out, &SHORT_SHARED_RUN);
+    let tmp = scratch("short");
+    let out = tmp.path();
+    let (v, stdout) = demo(out, &SHORT_SHARED_RUN);
     for key in [
         "requests",
         "ok",
@@ -124,7 +126,7 @@ fn a_short_demo_writes_a_complete_report() {
     );
     let index = std::fs::read_to_string(out.join("index.html")).expect("index.html");
     assert!(index.contains("<svg") && index.contains("summary.json"));
-    let svgs = std::fs::read_dir(&out)
+    let svgs = std::fs::read_dir(out)
         .expect("report dir")
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "svg"))
@@ -153,12 +155,12 @@ fn a_short_demo_writes_a_complete_report() {
     // Not a terminal: the live view falls back to plain lines.
     assert!(stdout.contains("] sent "), "plain progress lines: {stdout}");
     assert!(stdout.contains("report: "), "{stdout}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn the_pool_scales_out_under_load_and_back_in_with_no_call_failed_by_scaling() {
-    let out = scratch("scale");
+    let tmp = scratch("scale");
+    let out = tmp.path();
     // 2 quiet seconds, 6 at 2 erlangs (100/s × 20 ms), then 20 without
     // calls: long enough for the backlog to clear and the rate estimate to
     // decay even on a busy machine. Work that blocks its node without a
@@ -213,7 +215,6 @@ fn the_pool_scales_out_under_load_and_back_in_with_no_call_failed_by_scaling() {
         n(&v, "ok") + n(&v, "overloaded") + n(&v, "deadline_exceeded"),
         "{v}"
     );
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
@@ -223,13 +224,14 @@ fn a_demo_runs_on_container_nodes_as_root() {
         ebb_testkit::skip_or_fail(test, &why);
         return;
     }
-    let out = scratch("container");
+    let tmp = scratch("container");
+    let out = tmp.path();
     let links_before = ebb_links();
     let args: Vec<&str> = ["--kind", "container"]
         .into_iter()
         .chain(SHORT_SHARED_RUN)
         .collect();
-    let (v, stdout) = demo(&out, &args);
+    let (v, stdout) = demo(out, &args);
     assert_eq!(v["kind"], "container", "{v}");
     assert!(n(&v, "requests") > 50, "{v}");
     assert_every_call_counted(&v);
@@ -245,7 +247,6 @@ fn a_demo_runs_on_container_nodes_as_root() {
     // pair) is gone once it has ended.
     let left = links_left_beyond(&links_before);
     assert!(left.is_empty(), "links left behind: {left:?}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Host-side links of ebb's containers and host addresses (`eb<slot>h`,
@@ -296,12 +297,13 @@ fn a_demo_runs_on_vm_nodes_as_root() {
         ebb_testkit::skip_or_fail(test, &why);
         return;
     }
-    let out = scratch("vm");
+    let tmp = scratch("vm");
+    let out = tmp.path();
     // One node (a TCG guest boots in seconds to tens of seconds and takes
     // 256 MiB), a few calls a second with a deadline a TCG guest meets,
     // and enough gets and puts that the seeded mix holds both.
     let (v, stdout) = demo(
-        &out,
+        out,
         &[
             "--kind",
             "vm",
@@ -342,7 +344,6 @@ fn a_demo_runs_on_vm_nodes_as_root() {
     // The guest reaches the origin on the host's loopback through QEMU's
     // user network: its gets and puts were all answered.
     assert_shared_data_all_answered(&v, "");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

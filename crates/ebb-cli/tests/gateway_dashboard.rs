@@ -46,7 +46,11 @@ fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
         let (code, body, _) = up.post("/rpc/Demo/echo", &format!(r#"{{"msg":"{i}"}}"#), &[]);
         assert_eq!(code, 200, "{body}");
     }
-    let profile = std::env::temp_dir().join(format!("ebb-dashboard-{}", std::process::id()));
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-dashboard-")
+        .tempdir()
+        .unwrap();
+    let profile = guard.path();
     let out = Command::new(browser)
         .args([
             "--headless",
@@ -59,7 +63,6 @@ fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
         .arg(format!("http://{}/", up.http))
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -16,8 +16,11 @@ const MIN_CALLS: usize = 40;
 
 #[test]
 fn a_slow_nodes_idempotent_calls_are_hedged_and_the_hedges_win() {
-    let dir = std::env::temp_dir().join(format!("ebb-hedge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-hedge-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let marker = dir.join("slow");
     let script = dir.join("node.sh");
     let ebb = env!("CARGO_BIN_EXE_ebb");
@@ -94,5 +97,4 @@ policy = "none"
     }
     assert_eq!(metric(up.http, "ebb_gateway_hedges_total"), before);
     up.stop();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -228,18 +228,22 @@ fn thread_pool_answers_rpc_and_http_alike() {
 
 #[test]
 fn check_validates_without_starting_and_names_bad_keys() {
-    let dir = std::env::temp_dir();
-    let good = dir.join(format!("ebb-up-check-{}.toml", std::process::id()));
-    std::fs::write(&good, config("process", 2)).unwrap();
-    let out = up_check(&good);
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-up-check-")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap();
+    let good = guard.path();
+    std::fs::write(good, config("process", 2)).unwrap();
+    let out = up_check(good);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
-    std::fs::write(&good, config("pod", 2)).unwrap();
-    let out = up_check(&good);
+    std::fs::write(good, config("pod", 2)).unwrap();
+    let out = up_check(good);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -255,7 +259,6 @@ fn check_validates_without_starting_and_names_bad_keys() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_file(&good);
 }
 
 /// Container nodes need root (namespaces, cgroups) and busybox-static for

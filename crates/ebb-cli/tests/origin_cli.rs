@@ -158,14 +158,16 @@ fn bad_flags_name_the_input_and_what_is_accepted() {
 
 #[test]
 fn a_data_path_that_is_a_file_is_named_as_not_a_directory() {
-    let file = std::env::temp_dir().join(format!("ebb-origin-not-a-dir-{}", std::process::id()));
-    std::fs::write(&file, b"").expect("a scratch file");
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-origin-not-a-dir-")
+        .tempfile()
+        .expect("a scratch file");
+    let file = guard.path();
     let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
         .args(["origin", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&file)
+        .arg(file)
         .output()
         .expect("running ebb");
-    let _ = std::fs::remove_file(&file);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

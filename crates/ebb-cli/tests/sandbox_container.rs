@@ -74,14 +74,17 @@ fn hostname_is_its_own() {
     assert_eq!(host_before, host_after, "the host's hostname changed");
 }
 
-/// A minimal base layer: busybox and a shell link.
-fn tiny_rootfs(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ebb-test-rootfs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// A minimal base layer: busybox and a shell link, removed when the guard drops.
+fn tiny_rootfs(tag: &str) -> tempfile::TempDir {
+    let guard = tempfile::Builder::new()
+        .prefix(&format!("ebb-test-rootfs-{tag}-"))
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
-    dir
+    guard
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -103,8 +106,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn writes_stay_in_the_upper_layer() {
     require_containers!("writes_stay_in_the_upper_layer");
-    let base = tiny_rootfs("upper");
-    let before = files_under(&base);
+    let guard = tiny_rootfs("upper");
+    let base = guard.path();
+    let before = files_under(base);
     let script = "echo hi > /written && echo x > /bin/added && rm /bin/sh && cat /written";
     let out = sandbox(
         &["--net", "none", "--rootfs", base.to_str().unwrap()],
@@ -116,7 +120,7 @@ fn writes_stay_in_the_upper_layer() {
         "stderr: {}",
         text(&out.stderr)
     );
-    assert_eq!(files_under(&base), before, "the base layer changed");
+    assert_eq!(files_under(base), before, "the base layer changed");
     // The upper layer lived on a tmpfs inside the container's own mount
     // namespace: the host never sees it, and it went with the container.
     let scratch: Vec<_> = std::fs::read_dir("/run/ebb/scratch")
@@ -127,7 +131,6 @@ fn writes_stay_in_the_upper_layer() {
         scratch.is_empty(),
         "upper layer visible on the host: {scratch:?}"
     );
-    std::fs::remove_dir_all(&base).unwrap();
 }
 
 #[test]
@@ -232,9 +235,12 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
         );
         return;
     }
-    let addr = std::env::temp_dir().join(format!("ebb-quota-{}", std::process::id()));
-    let _ = std::fs::remove_file(&addr);
-    let mut runner = Command::new(EBB)
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-quota-")
+        .tempdir()
+        .unwrap();
+    let addr = guard.path().join("addr");
+    let runner = Command::new(EBB)
         .args([
             "sandbox",
             "run",
@@ -248,6 +254,7 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
         .arg("--addr-file")
         .arg(&addr)
         .args(["--", "/bin/sleep", "44"])
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut text = String::new();
@@ -270,9 +277,13 @@ fn cpu_quota_and_limits_reach_the_cgroup() {
     // SAFETY: kill with a child's pid and a constant signal.
     // Sent as early as a provider could: the command may still be starting.
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
-    let status = runner.wait().unwrap();
-    let _ = std::fs::remove_file(&addr);
+    let out = runner.wait_with_output().unwrap();
+    let status = out.status;
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "SIGTERM was lost");
+    // Stopped as asked: nothing to report (`ebb up` stops every container
+    // node this way at shutdown).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("killed by signal"), "stderr: {err}");
     assert_eq!((quota.as_str(), period.as_str()), ("50000", "100000"));
     assert_eq!(mem, (48u64 << 20).to_string());
     assert_eq!(pids, "9");

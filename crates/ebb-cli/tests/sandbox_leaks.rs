@@ -48,8 +48,11 @@ fn nothing_leaks_after_exit_or_after_kill_9() {
         ebb_testkit::skip_or_fail("nothing_leaks_after_exit_or_after_kill_9", &why);
         return;
     }
-    let dir = std::env::temp_dir().join(format!("ebb-leak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-leak-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
 
     // Normal exit.
     let addr = dir.join("a");
@@ -120,5 +123,4 @@ fn nothing_leaks_after_exit_or_after_kill_9() {
             .any(|l| l.trim() == "/bin/sleep 43"),
         "the container's process outlived its runner"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -89,8 +89,11 @@ fn bad_input_names_the_flag_and_the_accepted_forms() {
 
 #[test]
 fn sweep_writes_an_svg_with_a_line_per_policy_and_theory() {
-    let dir = std::env::temp_dir().join(format!("ebb-sim-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-sim-cli-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let svg = dir.join("load.svg");
     let out = ebb(&[
         "sim",
@@ -111,7 +114,6 @@ fn sweep_writes_an_svg_with_a_line_per_policy_and_theory() {
     let v = json_of(&out);
     assert_eq!(v["runs"].as_array().unwrap().len(), 6);
     let text = std::fs::read_to_string(&svg).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     // Two panels × (2 policies + 2 theory curves).
     assert_eq!(text.matches("<polyline").count(), 8);
     assert!(text.contains("M/M/4") && text.contains("M/M/1"));
@@ -119,8 +121,11 @@ fn sweep_writes_an_svg_with_a_line_per_policy_and_theory() {
 
 #[test]
 fn scale_adds_the_scaling_fields_and_writes_a_timeline() {
-    let dir = std::env::temp_dir().join(format!("ebb-sim-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-sim-scale-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let counts = dir.join("counts.txt");
     let text: String = [(20, 100), (40, 600), (40, 100)]
         .iter()
@@ -171,7 +176,6 @@ fn scale_adds_the_scaling_fields_and_writes_a_timeline() {
             .starts_with("t,arrivals,completions,drops,booting,ready,draining,queued")
     );
     assert!(lines.count() >= 99, "one row per 1 s tick");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

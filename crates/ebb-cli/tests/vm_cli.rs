@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 #[test]
 fn vm_run_passes_the_guest_command_status_through_the_cli() {
@@ -136,5 +137,80 @@ fn vm_migrate_keeps_an_ebb_node_demo_counter_and_its_address() {
         after,
         before + 1,
         "the node's counter did not survive: {stdout}"
+    );
+}
+
+/// Bound on polling for QEMU to start or exit (10 ms apart).
+const QEMU_POLLS: u32 = 6_000;
+
+/// Command lines of processes that name a path under `tmp` (QEMUs started
+/// by an `ebb` whose TMPDIR is `tmp`).
+fn qemus_using(tmp: &Path) -> Vec<(u32, String)> {
+    let needle = tmp.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            c.contains(&needle).then_some((pid, c))
+        })
+        .collect()
+}
+
+#[test]
+fn vm_migrate_killed_with_sigkill_leaves_no_target_qemu() {
+    let ebb = env!("CARGO_BIN_EXE_ebb");
+    if let Some(why) = common::vm_image_unavailable() {
+        ebb_testkit::skip_or_fail("vm_migrate_killed_with_sigkill_leaves_no_target_qemu", &why);
+        return;
+    }
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-vm-migrate-kill-")
+        .tempdir()
+        .unwrap();
+    let tmp = guard.path();
+    let mut victim = Command::new(ebb)
+        .args(["vm", "migrate"])
+        .env("TMPDIR", tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The target is the QEMU started with `-incoming`; once it runs, the
+    // source is copying (or has copied) its guest to it.
+    let mut target = None;
+    for _ in 0..QEMU_POLLS {
+        target = qemus_using(tmp)
+            .into_iter()
+            .find(|(_, cmd)| cmd.contains("-incoming"));
+        if target.is_some() || victim.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let Some((target_pid, _)) = target else {
+        let _ = victim.kill();
+        let _ = victim.wait();
+        panic!("ebb vm migrate never started a target QEMU");
+    };
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let mut left = qemus_using(tmp);
+    for _ in 0..QEMU_POLLS {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        left = qemus_using(tmp);
+    }
+    for (pid, _) in &left {
+        // SAFETY: kill with a pid read from /proc and a constant signal; a
+        // leftover of a failed run is not left to hold the CPU.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    assert!(
+        left.is_empty(),
+        "QEMU outlived the killed ebb vm migrate (target was {target_pid}): {left:?}"
     );
 }

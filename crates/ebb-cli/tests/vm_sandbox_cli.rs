@@ -6,18 +6,19 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const EBB: &str = env!("CARGO_BIN_EXE_ebb");
 /// Guest RAM for these runs: enough for the initramfs and a shell.
 const MEMORY_MB: &str = "128";
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ebb-vm-sbx-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory, removed when the guard drops, even when the test fails.
+fn scratch_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ebb-vm-sbx-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn run_vm(tmp: &Path, args: &[&str], command: &str) -> (Option<i32>, String, String) {
@@ -44,13 +45,14 @@ fn sandbox_vm_copies_files_in_at_their_path_or_inside_the_rootfs() {
         );
         return;
     }
-    let dir = scratch_dir("files");
+    let guard = scratch_dir("files");
+    let dir = guard.path();
     let token = dir.join("node.token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
     let file = format!("{}:/etc/ebb/node.token", token.display());
     let show = "cat /etc/ebb/node.token; stat -c 'mode=%a' /etc/ebb/node.token; exit 6";
 
-    let (code, out, err) = run_vm(&dir, &["--file", &file], show);
+    let (code, out, err) = run_vm(dir, &["--file", &file], show);
     assert_eq!(code, Some(6), "stdout: {out}\nstderr: {err}");
     assert!(out.contains("s3cret-token"), "{out}");
     assert!(out.contains("mode=400"), "{out}");
@@ -63,8 +65,7 @@ fn sandbox_vm_copies_files_in_at_their_path_or_inside_the_rootfs() {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     let rootfs = root.to_str().unwrap();
-    let (code, out, err) = run_vm(&dir, &["--rootfs", rootfs, "--file", &file], show);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let (code, out, err) = run_vm(dir, &["--rootfs", rootfs, "--file", &file], show);
     assert_eq!(code, Some(6), "stdout: {out}\nstderr: {err}");
     assert!(out.contains("s3cret-token"), "{out}");
     assert!(out.contains("mode=400"), "{out}");
@@ -105,11 +106,12 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
         );
         return;
     }
-    let tmp = scratch_dir("killed");
+    let guard = scratch_dir("killed");
+    let tmp = guard.path();
     let mut victim = Command::new(EBB)
         .args(["sandbox", "run", "--kind", "vm", "--memory-mb", MEMORY_MB])
         .args(["--", "sh", "-c", "echo guest-up; sleep 600"])
-        .env("TMPDIR", &tmp)
+        .env("TMPDIR", tmp)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -123,7 +125,7 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
         .map_while(Result::ok)
         .any(|l| l == "guest-up");
     assert!(up, "the guest never ran the command");
-    let left = owned_by(&tmp, pid);
+    let left = owned_by(tmp, pid);
     assert!(
         left.iter().any(|n| n.ends_with(".cpio")) && left.len() >= 2,
         "a running sandbox has its initramfs and QEMU's directory: {left:?}"
@@ -133,7 +135,7 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
     // Its QEMU follows it (it was tied to its owner), so no guest is left.
     let mut qemu_gone = false;
     for _ in 0..QEMU_EXIT_POLLS {
-        qemu_gone = qemus_using(&tmp).is_empty();
+        qemu_gone = qemus_using(tmp).is_empty();
         if qemu_gone {
             break;
         }
@@ -142,10 +144,10 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
     assert!(
         qemu_gone,
         "QEMU outlived the killed ebb: {:?}",
-        qemus_using(&tmp)
+        qemus_using(tmp)
     );
     assert_eq!(
-        owned_by(&tmp, pid),
+        owned_by(tmp, pid),
         left,
         "SIGKILL gives no destructor a chance: the paths stay until the next run"
     );
@@ -153,7 +155,7 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
     let out = Command::new(EBB)
         .args(["sandbox", "run", "--kind", "vm", "--memory-mb", MEMORY_MB])
         .args(["--", "true"])
-        .env("TMPDIR", &tmp)
+        .env("TMPDIR", tmp)
         .output()
         .unwrap();
     assert!(
@@ -161,12 +163,11 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let after = owned_by(&tmp, pid);
-    let rest: Vec<_> = std::fs::read_dir(&tmp)
+    let after = owned_by(tmp, pid);
+    let rest: Vec<_> = std::fs::read_dir(tmp)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
-    std::fs::remove_dir_all(&tmp).unwrap();
     assert!(
         after.is_empty(),
         "the killed run's paths were left: {after:?}"

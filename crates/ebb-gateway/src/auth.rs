@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The bearer tokens the ingress accepts: the RPC layer's, so HTTP and RPC
@@ -69,10 +71,17 @@ pub enum CallerRefusal {
     TooManyCallers,
 }
 
+/// Keyed by foldhash, seeded at random per process and per table, not
+/// std's SipHash-1-3, which is several times dearer on these small keys
+/// and is hashed twice per request (enter and leave). A hostile peer cannot aim a flood at one bucket: the
+/// keys it has any say in are its own addresses, the seed never leaves the
+/// process (the table is never iterated into a reply), so it cannot tell
+/// which addresses collide; and the table holds at most
+/// [`MAX_TRACKED_CALLERS`] callers, so even a worst case stays bounded.
 #[derive(Debug)]
 struct Table {
     max_per_caller: usize,
-    in_flight: HashMap<Caller, usize>,
+    in_flight: HashMap<Caller, usize, RandomState>,
 }
 
 /// Requests in flight per caller.
@@ -98,7 +107,7 @@ impl CallerBounds {
         CallerBounds {
             table: Arc::new(Mutex::new(Table {
                 max_per_caller,
-                in_flight: HashMap::new(),
+                in_flight: HashMap::default(),
             })),
         }
     }

@@ -1,23 +1,31 @@
 //! The open-loop engine, the one both `ebb load` ([`crate::run`]) and the
-//! demo's trace replay drive. A dedicated thread walks the schedule and
-//! starts each request at its due time on the runtime, whatever happened
-//! to the ones before it; each request's end is reported with its due
-//! time, so its latency runs from when it should have been sent and a
-//! stall anywhere (server, network, this process) shows in the figures
-//! rather than delaying later sends (no coordinated omission).
+//! demo's trace replay drive. A pacer task walks the schedule and starts
+//! each request at its due time, whatever happened to the ones before it;
+//! each request's end is reported with its due time, so its latency runs
+//! from when it should have been sent and a stall anywhere (server,
+//! network, this process) shows in the figures rather than delaying later
+//! sends (no coordinated omission).
+//!
+//! The pacer runs on the runtime that runs the requests and sleeps on a
+//! `timerfd` ([`crate::timer`]) the runtime's event loop watches: each
+//! wake-up starts every arrival then due, as a batch. So a request costs
+//! no thread hand-over and no sleep of its own; when the runtime is busy
+//! with replies, the due arrivals are started as soon as it looks up from
+//! them, and the delay counts in their latency.
 //!
 //! The engine keeps no figures of its own: an [`Observer`] hears of every
 //! request (sent, not sent, ended) and keeps what its caller reports.
 
 use std::future::Future;
+use std::iter::Peekable;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use ebb_core::Nanos;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
+use crate::timer::Timer;
 use crate::{Outcome, Target};
 
 /// Hears of every request the engine is due to send. Times are offsets
@@ -103,9 +111,8 @@ struct Counts {
 /// to `target` at its due time, with at most `max_in_flight` running, until
 /// the schedule ends or `stop` resolves. Returns once nothing more will be
 /// sent; the requests still running keep going (see
-/// [`Driven::in_flight`]). Must be called inside a tokio runtime, which
-/// runs the requests; the schedule runs on its own thread so its timing
-/// does not depend on how busy the runtime is.
+/// [`Driven::in_flight`]). Must be called inside a tokio runtime with I/O
+/// and time enabled, which runs the pacer and the requests.
 pub async fn drive(
     target: Arc<dyn Target>,
     schedule: impl Iterator<Item = Nanos> + Send + 'static,
@@ -114,57 +121,49 @@ pub async fn drive(
     observer: Arc<dyn Observer>,
     stop: impl Future<Output = ()>,
 ) -> Driven {
-    let handle = tokio::runtime::Handle::current();
+    drive_with(
+        Timer::new(),
+        target,
+        schedule,
+        start,
+        max_in_flight,
+        observer,
+        stop,
+    )
+    .await
+}
+
+async fn drive_with(
+    timer: Timer,
+    target: Arc<dyn Target>,
+    schedule: impl Iterator<Item = Nanos> + Send + 'static,
+    start: Instant,
+    max_in_flight: usize,
+    observer: Arc<dyn Observer>,
+    stop: impl Future<Output = ()>,
+) -> Driven {
     let in_flight = Arc::new(InFlight::default());
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let flying = Arc::clone(&in_flight);
-    let max_in_flight = max_in_flight as u64;
-    std::thread::spawn(move || {
-        let mut c = Counts::default();
-        for offset in schedule {
-            let due = start + Duration::from(offset);
-            let wait = due.saturating_duration_since(Instant::now());
-            // The stop channel is the sleep: a stop wakes it at once.
-            let stopped = if wait.is_zero() {
-                !matches!(stop_rx.try_recv(), Err(TryRecvError::Empty))
-            } else {
-                !matches!(stop_rx.recv_timeout(wait), Err(RecvTimeoutError::Timeout))
-            };
-            if stopped {
-                c.stopped = true;
-                break;
-            }
-            c.scheduled += 1;
-            if flying.count() >= max_in_flight {
-                c.not_sent += 1;
-                observer.not_sent(offset);
-                continue;
-            }
-            c.sent += 1;
-            flying.begin();
-            observer.sent(offset);
-            let target = Arc::clone(&target);
-            let observer = Arc::clone(&observer);
-            let flying = Arc::clone(&flying);
-            handle.spawn(async move {
-                let outcome = target.call().await;
-                let at: Nanos = start.elapsed().into();
-                observer.ended(offset, at, outcome);
-                flying.end();
-            });
-        }
-        let _ = done_tx.send(c);
-    });
-    tokio::pin!(done_rx);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let pacer = Pacer {
+        target,
+        observer,
+        in_flight: Arc::clone(&in_flight),
+        start,
+        max_in_flight: max_in_flight as u64,
+        counts: Counts::default(),
+    };
+    // A task of its own, so it runs on a worker thread beside the
+    // requests, wherever the caller polls this future from.
+    let pacing = tokio::spawn(pacer.run(timer, schedule.peekable(), stop_rx));
+    tokio::pin!(pacing);
     let counts = tokio::select! {
-        c = &mut done_rx => c,
+        c = &mut pacing => c,
         () = stop => {
             let _ = stop_tx.send(());
-            done_rx.await
+            pacing.await
         }
     }
-    // The thread always sends before it ends; a default is for a panic in
+    // The pacer always returns its counts; a default is for a panic in
     // an observer, which has then reported nothing more.
     .unwrap_or_default();
     Driven {
@@ -173,6 +172,73 @@ pub async fn drive(
         not_sent: counts.not_sent,
         stopped: counts.stopped,
         in_flight,
+    }
+}
+
+struct Pacer {
+    target: Arc<dyn Target>,
+    observer: Arc<dyn Observer>,
+    in_flight: Arc<InFlight>,
+    start: Instant,
+    max_in_flight: u64,
+    counts: Counts,
+}
+
+impl Pacer {
+    async fn run<S: Iterator<Item = Nanos>>(
+        mut self,
+        mut timer: Timer,
+        mut schedule: Peekable<S>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Counts {
+        loop {
+            // Every arrival due by now, as one batch.
+            let now = Instant::now();
+            while let Some(offset) = schedule.next_if(|o| self.due(*o) <= now) {
+                self.start_one(offset);
+            }
+            let Some(next) = schedule.peek() else {
+                break;
+            };
+            let due = self.due(*next);
+            tokio::select! {
+                biased;
+                // A stop (or its sender gone: the caller gave up) ends the
+                // schedule at once.
+                _ = &mut stop => {
+                    self.counts.stopped = true;
+                    break;
+                }
+                () = timer.until(due) => {}
+            }
+        }
+        self.counts
+    }
+
+    fn due(&self, offset: Nanos) -> Instant {
+        self.start + Duration::from(offset)
+    }
+
+    fn start_one(&mut self, offset: Nanos) {
+        self.counts.scheduled += 1;
+        if self.in_flight.count() >= self.max_in_flight {
+            self.counts.not_sent += 1;
+            self.observer.not_sent(offset);
+            return;
+        }
+        self.counts.sent += 1;
+        self.in_flight.begin();
+        self.observer.sent(offset);
+        let target = Arc::clone(&self.target);
+        let observer = Arc::clone(&self.observer);
+        let in_flight = Arc::clone(&self.in_flight);
+        let start = self.start;
+        tokio::spawn(async move {
+            let outcome = target.call().await;
+            let at: Nanos = start.elapsed().into();
+            observer.ended(offset, at, outcome);
+            in_flight.end();
+        });
     }
 }
 
@@ -203,6 +269,8 @@ mod tests {
         /// A permit per request sent.
         on_sent: Notify,
         sent: Mutex<Vec<Nanos>>,
+        /// Each sent request's due offset and when it was seen sent.
+        sent_at: Mutex<Vec<(Nanos, Instant)>>,
         not_sent: Mutex<Vec<Nanos>>,
         ended: Mutex<Vec<(Nanos, Nanos)>>,
     }
@@ -210,6 +278,10 @@ mod tests {
     impl Observer for Seen {
         fn sent(&self, due: Nanos) {
             self.sent.lock().expect("not poisoned").push(due);
+            self.sent_at
+                .lock()
+                .expect("not poisoned")
+                .push((due, Instant::now()));
             self.on_sent.notify_one();
         }
         fn not_sent(&self, due: Nanos) {
@@ -220,20 +292,22 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_due_request_is_sent_or_counted_and_ends_after_its_due_time() {
+    /// 40 requests 1 ms apart, each held 30 ms, at most 10 in flight: the
+    /// bound is met, and the requests past it are not sent.
+    async fn every_due_request_is_sent_or_counted(timer: Timer) {
+        let precise = timer.is_precise();
         let target = Arc::new(Slow {
             hold: Duration::from_millis(30),
             calls: AtomicU64::new(0),
         });
         let seen = Arc::new(Seen::default());
-        // 40 requests 1 ms apart, each held 30 ms, at most 10 in flight:
-        // the bound is met, and the requests past it are not sent.
         let schedule = (0..40).map(Nanos::from_millis);
-        let d = drive(
+        let start = Instant::now();
+        let d = drive_with(
+            timer,
             target.clone(),
             schedule,
-            Instant::now(),
+            start,
             10,
             seen.clone(),
             std::future::pending(),
@@ -252,6 +326,28 @@ mod tests {
             seen.not_sent.lock().expect("not poisoned").len() as u64,
             d.not_sent
         );
+        // Never sent early: each request was started at or after its due
+        // time (its send is seen after the pacer woke for it).
+        let sent_at = seen.sent_at.lock().expect("not poisoned");
+        assert_eq!(sent_at.len() as u64, d.sent);
+        assert!(
+            sent_at
+                .iter()
+                .all(|(due, at)| start + Duration::from(*due) <= *at),
+            "precise timer: {precise}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_due_request_is_sent_or_counted_and_ends_after_its_due_time() {
+        let timer = Timer::new();
+        assert!(timer.is_precise(), "timerfd is available on Linux");
+        every_due_request_is_sent_or_counted(timer).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_coarse_timer_fallback_paces_the_same_schedule() {
+        every_due_request_is_sent_or_counted(Timer::coarse()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ mod outcome;
 mod report;
 mod rpc;
 mod run;
+mod timer;
 
 pub use arrivals::{ArrivalSpec, Arrivals, MAX_RATE_PER_SEC};
 pub use engine::{Driven, InFlight, Observer, drive};

@@ -42,11 +42,17 @@ pub struct Progress {
     pub outstanding: AtomicU64,
 }
 
-/// The run's observer: the tally, the progress counters, the last end.
+/// The run's observer: the tally and the last end (under one lock, taken
+/// once per ended request), and the progress counters.
 struct Tallied {
-    tally: Mutex<Tally>,
+    ends: Mutex<Ends>,
     progress: Arc<Progress>,
-    last_end: Mutex<Option<Nanos>>,
+}
+
+#[derive(Default)]
+struct Ends {
+    tally: Tally,
+    last: Option<Nanos>,
 }
 
 impl Observer for Tallied {
@@ -71,12 +77,11 @@ impl Observer for Tallied {
         } else {
             p.failed.fetch_add(1, Ordering::Relaxed);
         }
-        self.tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .record(outcome, latency_us);
-        let mut last = self.last_end.lock().unwrap_or_else(PoisonError::into_inner);
-        *last = Some(last.map_or(at, |l| l.max(at)));
+        {
+            let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+            ends.tally.record(outcome, latency_us);
+            ends.last = Some(ends.last.map_or(at, |l| l.max(at)));
+        }
         p.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -104,9 +109,8 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Report {
     let observer = Arc::new(Tallied {
-        tally: Mutex::new(Tally::default()),
+        ends: Mutex::new(Ends::default()),
         progress: Arc::clone(&progress),
-        last_end: Mutex::new(None),
     });
     let start = Instant::now();
     let schedule = Arrivals::new(&config.arrivals, config.duration, config.seed);
@@ -126,23 +130,17 @@ pub async fn run_until(
     let give_up =
         sent_all + Duration::from(config.deadline) + Duration::from_millis(DRAIN_GRACE_MS);
     driven.in_flight.drained(Some(give_up)).await;
-    let last_end = *observer
-        .last_end
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let end = last_end
+    let ends = observer.ends.lock().unwrap_or_else(PoisonError::into_inner);
+    let end = ends
+        .last
         .map_or(sent_all, |at| start + Duration::from(at))
         .max(sent_all);
     let wall_s = end.saturating_duration_since(start).as_secs_f64();
-    let tally = observer
-        .tally
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
     Report::new(
         info,
         progress.scheduled.load(Ordering::Relaxed),
         progress.not_sent.load(Ordering::Relaxed),
-        &tally,
+        &ends.tally,
         wall_s,
     )
 }

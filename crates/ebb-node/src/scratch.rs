@@ -132,9 +132,11 @@ mod tests {
 
     #[test]
     fn a_dead_owners_paths_are_swept_and_a_live_ones_kept() {
-        let tmp = std::env::temp_dir().join(format!("ebb-scratch-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir(&tmp).unwrap();
+        let guard = tempfile::Builder::new()
+            .prefix("ebb-scratch-test-")
+            .tempdir()
+            .unwrap();
+        let tmp = guard.path();
         // A pid that ran and ended: this test reaped it.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
@@ -153,12 +155,11 @@ mod tests {
         let other_kind = tmp.join(format!("ebb-demo-origin-{dead}-x"));
         std::fs::create_dir(&other_kind).unwrap();
 
-        assert_eq!(sweep(&tmp, PREFIX), 2);
+        assert_eq!(sweep(tmp, PREFIX), 2);
         assert!(!dead_dir.exists(), "a dead owner's directory was left");
         assert!(!dead_file.exists(), "a dead owner's initramfs was left");
         assert!(live.exists(), "a live owner's directory was removed");
         assert!(other.exists(), "a path that is no scratch path was removed");
         assert!(other_kind.exists(), "another prefix's path was removed");
-        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

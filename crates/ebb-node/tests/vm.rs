@@ -165,8 +165,11 @@ fn vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs() {
     if prepare("vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs").is_none() {
         return;
     }
-    let root = std::env::temp_dir().join(format!("ebb-vm-rootfs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-vm-rootfs-")
+        .tempdir()
+        .unwrap();
+    let root = guard.path();
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
@@ -178,7 +181,7 @@ fn vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs() {
             cpus: None,
             pids: None,
         },
-        rootfs: Some(root.clone()),
+        rootfs: Some(root.to_path_buf()),
         // Only the rootfs has /etc/marker; ebb's own initramfs has /ebb.
         command: vec![
             "/bin/sh".into(),
@@ -189,7 +192,6 @@ fn vm_sandbox_runs_the_command_chrooted_in_a_given_rootfs() {
     let mut out = Vec::new();
     let outcome = run_sandboxed(&spec, &SandboxOptions::default(), &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
-    std::fs::remove_dir_all(&root).unwrap();
     assert_eq!(outcome, Outcome::Exited(4), "{out}");
     assert!(out.contains("inside the caller's rootfs"), "{out}");
 }
@@ -276,8 +278,11 @@ fn vm_live_migration_preserves_guest_memory_state_and_the_address() {
     else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("ebb-vm-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-vm-test-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let initrd = dir.join("migrate.cpio");
     let cmd: Vec<String> = counter_command()
         .iter()
@@ -320,7 +325,6 @@ fn vm_live_migration_preserves_guest_memory_state_and_the_address() {
         "the source's STOP and the forward's move are both seen"
     );
     drop(dst);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -67,12 +67,42 @@ fn synthetic(label: &str, secs: u32, lag: u32) -> Run {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ebb-report-test-{}-{name}", std::process::id()));
-    if std::env::var_os("EBB_KEEP_REPORT").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
+/// A report directory not yet made, inside a temporary directory that is
+/// removed when this drops, even when the test fails. With `EBB_KEEP_REPORT`
+/// set the report is kept to be looked at, and its path printed.
+struct Scratch {
+    parent: Option<tempfile::TempDir>,
+    dir: PathBuf,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.dir
     }
-    dir
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("EBB_KEEP_REPORT").is_some()
+            && let Some(parent) = self.parent.take()
+        {
+            let kept = parent.keep();
+            eprintln!("report kept in {}", kept.display());
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    let parent = tempfile::Builder::new()
+        .prefix(&format!("ebb-report-test-{name}-"))
+        .tempdir()
+        .expect("temp dir");
+    let dir = parent.path().join("report");
+    Scratch {
+        parent: Some(parent),
+        dir,
+    }
 }
 
 fn svgs(dir: &Path) -> Vec<PathBuf> {
@@ -156,9 +186,6 @@ fn one_run_writes_a_complete_report() {
     assert_eq!(csv.lines().count(), 61, "header + one line per second");
     // Seconds without percentiles leave the cells empty rather than 0.
     assert!(csv.lines().nth(1).expect("first second").ends_with(",,"));
-    if std::env::var_os("EBB_KEEP_REPORT").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
 
 #[test]
@@ -174,9 +201,6 @@ fn the_page_opens_offline() {
     // Charts are inline: four, each a complete svg element.
     assert_eq!(html.matches("<svg").count(), 4);
     assert_eq!(html.matches("</svg>").count(), 4);
-    if std::env::var_os("EBB_KEEP_REPORT").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
 
 #[test]
@@ -213,9 +237,6 @@ fn a_comparison_puts_both_runs_side_by_side() {
     let html = std::fs::read_to_string(&w.index).expect("index");
     assert!(html.contains("Side by side"));
     assert_eq!(html.matches("<svg").count(), 11);
-    if std::env::var_os("EBB_KEEP_REPORT").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
 
 #[test]
@@ -242,8 +263,5 @@ fn an_empty_run_still_draws() {
     for p in svgs(&dir) {
         let text = std::fs::read_to_string(&p).expect("svg");
         roxmltree::Document::parse(&text).expect("XML");
-    }
-    if std::env::var_os("EBB_KEEP_REPORT").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -37,8 +37,11 @@ fn several_gateways_share_the_pool_and_lose_to_one_with_local_views() {
 
 #[test]
 fn count_trace_replays_every_arrival_at_the_asked_load() {
-    let dir = std::env::temp_dir().join(format!("ebb-sim-trace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-sim-trace-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let path = dir.join("counts.txt");
     // 200 intervals alternating 10 and 30 arrivals: 4,000 arrivals.
     let text: String = (0..200)
@@ -49,7 +52,6 @@ fn count_trace_replays_every_arrival_at_the_asked_load() {
     let mut cfg = SimConfig::new(5, 0.5, 1_000_000, 12);
     cfg.arrivals = Arrivals::load(&spec).unwrap();
     let r = run_policy(cfg, "p2c");
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(r.requests, 4_000, "the trace, not --requests, ends the run");
     // Mean rate 20 per trace interval rescaled to 0.5 × 5 = 2.5 per second.
     let expected_secs = 4_000.0 / 2.5;
@@ -134,8 +136,11 @@ fn scale_hook_adds_booting_nodes_and_drains_removed_ones() {
 
 #[test]
 fn evenly_spaced_timestamp_trace_with_fixed_service_never_waits() {
-    let dir = std::env::temp_dir().join(format!("ebb-sim-ts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("ebb-sim-ts-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let path = dir.join("ts.txt");
     let text: String = (0..1000)
         .map(|i| format!("{}\n", f64::from(i) * 0.25))
@@ -147,7 +152,6 @@ fn evenly_spaced_timestamp_trace_with_fixed_service_never_waits() {
     cfg.arrivals = Arrivals::load(&spec).unwrap();
     cfg.service = "det:1".parse().unwrap();
     let r = run_policy(cfg, "rr");
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(r.requests, 1000);
     assert_eq!(r.measured, 900, "warm-up is 10% of the trace");
     assert_eq!(r.mean_wait, 0.0);

@@ -72,7 +72,7 @@ pub struct Args {
     /// Seed of the arrival schedule.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Threads running the requests (the schedule has its own).
+    /// Threads running the schedule and the requests.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Print one JSON object instead of the table (no progress bar).
@@ -153,11 +153,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_outstanding: args.max_outstanding,
     };
     let stopped = std::sync::atomic::AtomicBool::new(false);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // One thread (the default) runs the schedule and the requests on this
+    // thread, with no hand-over between threads at all.
+    let rt = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     let report = rt.block_on(async {
         let target: Arc<dyn Target> = if args.http {
             Arc::new(

@@ -160,6 +160,9 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
         rootfs: a.rootfs,
         command: a.command,
     };
+    // The signal ebb itself was sent and passed on: a command that died of
+    // it was stopped as asked, which is no news to whoever sent it.
+    let mut forwarded = None;
     let outcome = match a.kind {
         Kind::Container => {
             let net = match a.net.unwrap_or(Net::Veth) {
@@ -183,6 +186,7 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
             for note in &report.notes {
                 eprintln!("ebb sandbox: {note}");
             }
+            forwarded = report.forwarded;
             report.outcome
         }
         Kind::Vm => {
@@ -196,6 +200,7 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
     };
     match &outcome {
         Outcome::LimitKilled(why) => eprintln!("ebb sandbox: killed: {why}"),
+        Outcome::Signaled(sig) if forwarded == Some(*sig) => {}
         Outcome::Signaled(sig) => eprintln!("ebb sandbox: command killed by signal {sig}"),
         Outcome::Exited(_) => {}
     }

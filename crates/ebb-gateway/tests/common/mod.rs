@@ -127,10 +127,12 @@ pub async fn add_connected(registry: &Registry, id: NodeId, addr: SocketAddr, cl
     assert!(registry.set_ready(id, Arc::new(client), clock.now()));
 }
 
-/// Polls of [`wait_for`] before it gives up, [`WAIT_POLL`] apart: two
-/// seconds at most, so a broken test fails instead of hanging.
+/// Polls of [`wait_for`] before it gives up, [`WAIT_POLL`] apart (tokio's
+/// timer ticks in milliseconds, so no shorter): twenty seconds at least, so
+/// a broken test fails instead of hanging, and a loaded machine is not
+/// taken for a broken test.
 const WAIT_POLLS: u32 = 20_000;
-const WAIT_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A registry balancing with `policy` (an `ebb_policy::balance::parse`
 /// name), admitting by `admission`, its random choices seeded by `seed`.

@@ -287,13 +287,15 @@ mod tests {
 
     #[test]
     fn flat_keyed_counters_parse() {
-        let dir = std::env::temp_dir().join(format!("ebb-cg-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let guard = tempfile::Builder::new()
+            .prefix("ebb-cg-test-")
+            .tempdir()
+            .unwrap();
+        let dir = guard.path();
         let f = dir.join("memory.events");
         fs::write(&f, "low 0\nhigh 0\nmax 12\noom 1\noom_kill 3\n").unwrap();
         assert_eq!(counter(&f, "oom_kill"), 3);
         assert_eq!(counter(&f, "max"), 12);
         assert_eq!(counter(&f, "absent"), 0);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -28,8 +28,11 @@ pub const FORWARDED: [Signal; 4] = [
 
 static TARGET: AtomicI32 = AtomicI32::new(0);
 static PENDING: AtomicI32 = AtomicI32::new(0);
+/// The last signal this process received and passed on (0: none).
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int) {
+    RECEIVED.store(sig, Ordering::SeqCst);
     let pid = TARGET.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill(2) is async-signal-safe and takes only integers.
@@ -61,6 +64,12 @@ pub fn set_target(pid: i32) {
         // SAFETY: kill(2) takes only integers.
         unsafe { libc::kill(pid, sig) };
     }
+}
+
+/// The last signal this process was sent and passed on, if any: a
+/// command that then died of it was stopped as its caller asked.
+pub fn received() -> Option<i32> {
+    Some(RECEIVED.load(Ordering::SeqCst)).filter(|&s| s > 0)
 }
 
 pub fn clear_target() {

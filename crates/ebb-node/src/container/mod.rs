@@ -69,6 +69,9 @@ pub struct Report {
     pub outcome: Outcome,
     /// Limits hit without ending the container, in words.
     pub notes: Vec<String>,
+    /// A signal the runner was sent and passed on to the command (a
+    /// caller stopping the container), if any.
+    pub forwarded: Option<i32>,
 }
 
 /// Releases the slot on every path out of [`run`], including errors.
@@ -310,5 +313,9 @@ fn explain(
         let p = limits.pids.unwrap_or(0);
         notes.push(format!("pids limit {p} reached: {refused} fork(s) refused"));
     }
-    Ok(Report { outcome, notes })
+    Ok(Report {
+        outcome,
+        notes,
+        forwarded: forward::received(),
+    })
 }

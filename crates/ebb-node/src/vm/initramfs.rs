@@ -305,13 +305,16 @@ mod tests {
 
     #[test]
     fn files_land_at_their_inside_path_or_under_a_rootfs() {
-        let host = std::env::temp_dir().join(format!("ebb-files-archive-{}", std::process::id()));
-        std::fs::write(&host, b"tok").unwrap();
+        let guard = tempfile::Builder::new()
+            .prefix("ebb-files-archive-")
+            .tempfile()
+            .unwrap();
+        let host = guard.path();
+        std::fs::write(host, b"tok").unwrap();
         let f: crate::sandbox::FileIn = format!("{}:/etc/ebb/t", host.display()).parse().unwrap();
         let top = String::from_utf8_lossy(&files_archive(std::slice::from_ref(&f), "").unwrap())
             .into_owned();
         let under = String::from_utf8_lossy(&files_archive(&[f], "rootfs").unwrap()).into_owned();
-        std::fs::remove_file(&host).unwrap();
         assert!(top.contains("etc/ebb/t\0"), "{top:?}");
         assert!(!top.contains("rootfs"), "{top:?}");
         assert!(under.contains("rootfs/etc/ebb/t\0"), "{under:?}");

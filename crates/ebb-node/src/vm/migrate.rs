@@ -102,11 +102,35 @@ pub const SOURCE_EXIT_TIMEOUT_MS: u64 = 10_000;
 /// when the guest had already moved (or was paused for the copy), it is
 /// resumed on `src` (no client traffic reached the target, which had no
 /// forward yet).
+///
+/// The target is started as [`Machine::spawn`] starts it, not tied to the
+/// caller, so a short-lived worker thread may call this; a process killed
+/// by SIGKILL mid-copy then leaves the target running. A caller whose
+/// thread lives as long as the target uses [`live_migrate_owned`].
 pub fn live_migrate(src: &mut Machine) -> Result<(Machine, MigrationReport), VmError> {
+    migrate_to_new_target(src, false)
+}
+
+/// [`live_migrate`] with the target tied to the calling thread's process as
+/// [`Machine::spawn_owned`] ties it: if the process dies, even by SIGKILL
+/// mid-copy, the target QEMU dies too. Only a thread that lives as long as
+/// the target may call this (`ebb vm migrate`'s main thread).
+pub fn live_migrate_owned(src: &mut Machine) -> Result<(Machine, MigrationReport), VmError> {
+    migrate_to_new_target(src, true)
+}
+
+fn migrate_to_new_target(
+    src: &mut Machine,
+    owned: bool,
+) -> Result<(Machine, MigrationReport), VmError> {
     let mut spec = src.spec().clone();
     spec.incoming = Some("defer".into());
     spec.forward_port = false;
-    let mut dst = Machine::spawn(&spec)?;
+    let mut dst = if owned {
+        Machine::spawn_owned(&spec)?
+    } else {
+        Machine::spawn(&spec)?
+    };
     // Port 0 lets the target pick a free port, read back from query-migrate.
     dst.qmp().migrate_incoming("tcp:127.0.0.1:0")?;
     let port = dst
@@ -354,15 +378,18 @@ mod tests {
 
     #[test]
     fn snapshot_directory_manifest_round_trips_and_names_bad_fields() {
-        let dir = std::env::temp_dir().join(format!("ebb-snap-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let guard = tempfile::Builder::new()
+            .prefix("ebb-snap-test-")
+            .tempdir()
+            .unwrap();
+        let dir = guard.path();
         std::fs::write(dir.join("state"), b"0123").unwrap();
         std::fs::write(
             dir.join(MANIFEST),
             "vmlinuz=/k/vmlinuz\ninitrd=/s/initrd.cpio\naccel=tcg\nmemory_mb=256\ncpus=2\n",
         )
         .unwrap();
-        let snap = Snapshot::load(&dir).unwrap();
+        let snap = Snapshot::load(dir).unwrap();
         assert_eq!(snap.size_bytes, 4);
         assert_eq!((snap.spec.memory_mb, snap.spec.cpus), (256, 2));
         assert_eq!(snap.spec.accel, super::super::Accel::Tcg);
@@ -378,9 +405,8 @@ mod tests {
             "vmlinuz=/k\ninitrd=/i\naccel=tcg\nmemory_mb=lots\ncpus=1\n",
         )
         .unwrap();
-        let err = Snapshot::load(&dir).unwrap_err().to_string();
+        let err = Snapshot::load(dir).unwrap_err().to_string();
         assert!(err.contains("memory_mb is not a number"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

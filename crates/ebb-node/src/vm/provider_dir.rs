@@ -57,27 +57,28 @@ mod tests {
 
     #[test]
     fn a_dead_providers_directory_is_swept_and_a_new_one_is_private() {
-        let vm = std::env::temp_dir().join(format!("ebb-provider-dir-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&vm);
-        std::fs::create_dir(&vm).unwrap();
+        let guard = tempfile::Builder::new()
+            .prefix("ebb-provider-dir-test-")
+            .tempdir()
+            .unwrap();
+        let vm = guard.path();
         // A pid that ran and ended: this test reaped it.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        let orphan = vm.as_path().join(format!("{PREFIX}{dead}-7"));
+        let orphan = vm.join(format!("{PREFIX}{dead}-7"));
         std::fs::create_dir(&orphan).unwrap();
         std::fs::write(orphan.join("node.cpio"), b"secret").unwrap();
-        let other = vm.as_path().join("base-1.cpio");
+        let other = vm.join("base-1.cpio");
         std::fs::write(&other, b"kept").unwrap();
 
-        let mine = create(vm.as_path()).unwrap();
+        let mine = create(vm).unwrap();
         assert!(!orphan.exists(), "the dead provider's directory was left");
         assert!(other.exists(), "a file that is no provider's was removed");
         let mode = std::fs::metadata(&mine).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{mine:?}");
         // A live provider's directory (this process's) is kept.
-        assert_eq!(sweep(vm.as_path()), 0);
+        assert_eq!(sweep(vm), 0);
         assert!(mine.exists());
-        std::fs::remove_dir_all(&vm).unwrap();
     }
 }

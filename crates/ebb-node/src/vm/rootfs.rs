@@ -99,13 +99,16 @@ mod tests {
 
     #[test]
     fn tree_is_archived_under_rootfs_with_links_and_a_size_bound() {
-        let dir = std::env::temp_dir().join(format!("ebb-rootfs-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let guard = tempfile::Builder::new()
+            .prefix("ebb-rootfs-test-")
+            .tempdir()
+            .unwrap();
+        let dir = guard.path();
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         std::fs::write(dir.join("etc/marker"), b"inside").unwrap();
         std::os::unix::fs::symlink("marker", dir.join("etc/link")).unwrap();
         let mut out = Vec::new();
-        assert_eq!(append_tree(&mut out, &dir, 1 << 20).unwrap(), 6);
+        assert_eq!(append_tree(&mut out, dir, 1 << 20).unwrap(), 6);
         let text = String::from_utf8_lossy(&out);
         for name in [
             "rootfs/etc\0",
@@ -115,11 +118,10 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name:?} missing");
         }
-        let err = append_tree(&mut Vec::new(), &dir, 3)
+        let err = append_tree(&mut Vec::new(), dir, 3)
             .unwrap_err()
             .to_string();
         assert!(err.contains("raise memory_mb"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

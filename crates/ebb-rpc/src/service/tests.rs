@@ -8,10 +8,12 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::__private::{JsonArgs, decode_args, encode_args};
 use super::*;
+use crate::CallError;
 
 const PARAMS: &[ParamInfo] = &[
     ParamInfo {

@@ -23,9 +23,11 @@ use crate::semantics::{CallSpec, ClientConfig, ClientSession};
 use crate::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceDescription, Transport};
 use crate::wire::{MAX_PAYLOAD_BYTES, decode_payload};
 
+mod answer;
 mod link;
+mod readbuf;
 
-use link::{Dial, Link, Reply, Waiter};
+use link::{Dial, Link, Reply};
 
 /// Describe requests one client may have outstanding; more end at once
 /// with `TooManyOutstanding`.
@@ -251,10 +253,7 @@ impl TcpClient {
                 ),
             });
         }
-        let (tx, rx) = oneshot::channel();
-        self.link
-            .start_call(spec, args, options.timeout, Waiter::Caller(tx));
-        self.answer(rx).await
+        self.link.call(spec, args, options.timeout).await
     }
 
     /// The answer the link gives on `rx`; none means the driver ended with
@@ -290,8 +289,8 @@ impl Transport for TcpClient {
         })
     }
 
-    /// The reply is handed to `sink` by the client's reader: no channel,
-    /// no future, no task woken for it.
+    /// The reply is handed to `sink` by the client's reader: no future,
+    /// no task woken for it.
     fn start_call(
         &self,
         method: &'static MethodInfo,
@@ -308,8 +307,8 @@ impl Transport for TcpClient {
             idempotent: method.idempotent,
             json: false,
         };
-        let waiter = Waiter::Sink(Arc::clone(sink), token);
-        self.link.start_call(spec, args, options.timeout, waiter);
+        self.link
+            .start_with_sink(spec, args, options.timeout, Arc::clone(sink), token);
         Ok(())
     }
 

@@ -15,7 +15,6 @@ pub mod framebuf;
 pub mod frames;
 pub mod outbuf;
 pub mod pool;
-pub mod readbuf;
 pub mod server;
 pub mod stream;
 pub mod tls;

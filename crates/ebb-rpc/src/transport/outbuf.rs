@@ -162,6 +162,29 @@ impl OutBuf {
         Ok(())
     }
 
+    /// Appends bytes with `encode` (which must append whole frames)
+    /// without writing them: they leave with the next [`OutBuf::flush`] or
+    /// [`OutBuf::push_with`]. For a producer that knows more frames follow
+    /// at once, so all of them leave with one system call instead of one
+    /// each (and wake the peer once).
+    pub fn append_with(&self, encode: impl FnOnce(&mut FrameBuf)) -> Result<(), PushError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        let mut pending = self.lock()?;
+        if pending.unwritten() > MAX_PENDING_WRITE_BYTES {
+            return Err(PushError::Full);
+        }
+        encode(&mut pending.buf);
+        Ok(())
+    }
+
+    /// Writes (or hands to the writer) whatever was appended and not yet
+    /// written.
+    pub fn flush(&self) -> Result<(), PushError> {
+        self.push_with(|_| {})
+    }
+
     /// Hands over `batch` (whole frames) and writes or queues it; leaves
     /// `batch` empty. When nothing is pending the two buffers are swapped
     /// instead of copied, so a batch of replies reaches the socket without

@@ -6,15 +6,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 
 /// A scripted QMP server: for each expected command, the lines to send.
-fn fake_qemu(script: Vec<(&'static str, Vec<&'static str>)>) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ebb-qmp-test-{}-{}",
-        std::process::id(),
-        script.len()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("qmp.sock");
-    let _ = std::fs::remove_file(&path);
+/// The socket's directory is removed when the returned guard drops.
+fn fake_qemu(
+    script: Vec<(&'static str, Vec<&'static str>)>,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("ebb-qmp-test-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("qmp.sock");
     let listener = UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {
         let (s, _) = listener.accept().unwrap();
@@ -31,12 +31,12 @@ fn fake_qemu(script: Vec<(&'static str, Vec<&'static str>)>) -> std::path::PathB
             }
         }
     });
-    path
+    (dir, path)
 }
 
 #[test]
 fn negotiates_then_skips_events_and_types_replies_and_errors() {
-    let path = fake_qemu(vec![
+    let (_dir, path) = fake_qemu(vec![
         ("qmp_capabilities", vec![r#"{"return": {}}"#]),
         (
             "query-status",
@@ -99,7 +99,7 @@ fn negotiates_then_skips_events_and_types_replies_and_errors() {
 
 #[test]
 fn hmp_failures_given_as_text_become_errors_and_event_times_are_kept() {
-    let path = fake_qemu(vec![
+    let (_dir, path) = fake_qemu(vec![
         ("qmp_capabilities", vec![r#"{"return": {}}"#]),
         (
             "human-monitor-command",
