@@ -203,9 +203,8 @@ mod tests {
     fn names_and_files_resolve_and_bad_input_is_named() {
         let err = resolve("flashy", &SHAPE, 1).expect_err("unknown name");
         assert!(err.to_string().contains("flashy") && err.to_string().contains("bursty"));
-        let dir = std::env::temp_dir().join(format!("ebb-trace-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("t.txt");
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let file = scratch.path().join("t.txt");
         let t = builtin("step", &SHAPE, 3).expect("built-in");
         std::fs::write(&file, t.to_counts_file()).expect("write");
         let back = resolve(file.to_str().expect("utf-8 path"), &SHAPE, 1).expect("file");
@@ -213,6 +212,5 @@ mod tests {
         std::fs::write(&file, "1\n99999\n").expect("write");
         let err = resolve(file.to_str().expect("utf-8"), &SHAPE, 1).expect_err("too fast");
         assert!(matches!(err, TraceError::TooFast { rate: 99_999, .. }));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -171,8 +171,8 @@ mod tests {
 
     #[test]
     fn a_callers_token_file_holds_exactly_one_token() {
-        let dir = std::env::temp_dir().join(format!("ebb-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let dir = scratch.path();
         let one = dir.join("one");
         std::fs::write(&one, "# mine\nsecret-1\n").expect("write");
         assert_eq!(
@@ -183,6 +183,5 @@ mod tests {
         std::fs::write(&two, "a\nb\n").expect("write");
         let e = read_token_file(&two).expect_err("two tokens");
         assert!(e.to_string().contains("exactly one"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
