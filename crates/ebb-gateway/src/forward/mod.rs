@@ -195,15 +195,19 @@ impl Forwarder {
 
     /// A hedge takes from the retry budget like a retry.
     fn may_hedge(&self, now: Instant) -> bool {
-        let granted = self
-            .budget
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_retry(now);
+        let granted = self.take_from_budget(now);
         if granted {
             self.metrics.hedged();
         }
         granted
+    }
+
+    /// One retry's worth of the shared budget, if there is one left.
+    fn take_from_budget(&self, now: Instant) -> bool {
+        self.budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_retry(now)
     }
 
     /// The attempt on `slot`, and, for an idempotent call still unanswered
@@ -331,11 +335,7 @@ impl Forwarder {
     }
 
     fn may_retry(&self, now: Instant) -> bool {
-        let granted = self
-            .budget
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_retry(now);
+        let granted = self.take_from_budget(now);
         if granted {
             self.registry.count_retry();
             self.metrics.retried();

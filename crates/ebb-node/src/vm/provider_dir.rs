@@ -27,26 +27,7 @@ pub fn create(vm_dir: &Path) -> std::io::Result<PathBuf> {
 /// Removes `provider-PID-N` directories whose PID runs no process;
 /// returns how many.
 pub fn sweep(vm_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(vm_dir) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() && std::fs::remove_dir_all(e.path()).is_ok()
-        {
-            removed += 1;
-        }
-    }
-    removed
+    crate::scratch::sweep(vm_dir, PREFIX)
 }
 
 #[cfg(test)]

@@ -193,18 +193,7 @@ impl Link {
             Err(e) => return Answer::now(self, Err(e)),
         };
         st.waiters.expect(id.0);
-        st.transmit(&self.codec);
-        // A call can end as it starts (no time left, credentials refused).
-        st.deliver(&self.addr);
-        let sooner = match (st.session.poll_timeout(), st.armed) {
-            (Some(due), Some(armed)) => due < armed,
-            (due, None) => due.is_some(),
-            (None, Some(_)) => false,
-        };
-        if sooner || st.conn.is_none() {
-            self.wake.notify_one();
-        }
-        hand_over(st, &mut Vec::new());
+        self.send_started(st);
         Answer::waiting(self, id.0)
     }
 
@@ -233,6 +222,14 @@ impl Link {
             }
         };
         st.waiters.expect_sink(id.0, sink, token);
+        self.send_started(st);
+    }
+
+    /// What follows a call's start, whoever awaits it: its request goes
+    /// out, an outcome it already has is handed over, and the driver is
+    /// woken when the call's timer is due before the one it has armed or
+    /// there is no connection to send on.
+    fn send_started(&self, mut st: MutexGuard<'_, State>) {
         st.transmit(&self.codec);
         // A call can end as it starts (no time left, credentials refused).
         st.deliver(&self.addr);
