@@ -127,6 +127,70 @@ pub async fn add_connected(registry: &Registry, id: NodeId, addr: SocketAddr, cl
     assert!(registry.set_ready(id, Arc::new(client), clock.now()));
 }
 
+/// A service of two methods, one at-most-once and one idempotent, for
+/// tests whose node "a" holds every call ([`hold_node`]).
+pub static HOLD_METHODS: [MethodInfo; 2] = [
+    MethodInfo {
+        service: "Hold",
+        id: 0,
+        name: "hold",
+        idempotent: false,
+        blocking: false,
+        params: &[],
+        returns: "String",
+    },
+    MethodInfo {
+        service: "Hold",
+        id: 1,
+        name: "hold_idempotent",
+        idempotent: true,
+        blocking: false,
+        params: &[],
+        returns: "String",
+    },
+];
+
+/// Far beyond a test's run: a call that ends did not end by its deadline.
+pub const FAR_DEADLINE: Nanos = Nanos::from_secs(120);
+
+/// A node serving [`HOLD_METHODS`]: node "a" holds every call forever; any
+/// other answers with its name.
+pub async fn hold_node(name: &'static str) -> HoldingNode {
+    holding_node(name, &HOLD_METHODS, |name, _| name == "a").await
+}
+
+/// A registry balancing by `jsq` and the forwarder over it, with the clock
+/// both read: what a test of calls over real node connections drives.
+pub struct HoldGateway {
+    pub registry: Registry,
+    pub clock: Clock,
+    pub forwarder: Arc<Forwarder>,
+}
+
+impl HoldGateway {
+    pub fn new() -> Self {
+        let registry = registry("jsq", AdmissionConfig::default(), 1);
+        let clock = Clock::new();
+        let forwarder = forwarder(&registry, clock);
+        Self {
+            registry,
+            clock,
+            forwarder,
+        }
+    }
+
+    /// Makes `node` ready behind the gateway as node `id`, over a real
+    /// connection.
+    pub async fn add(&self, id: u32, node: &HoldingNode) {
+        add_connected(&self.registry, NodeId(id), node.addr, self.clock).await;
+    }
+
+    /// The first node's in-flight count, as the registry sees it.
+    pub fn in_flight(&self) -> u32 {
+        self.registry.status(self.clock.now())[0].in_flight
+    }
+}
+
 /// Polls of [`wait_for`] before it gives up, [`WAIT_POLL`] apart (tokio's
 /// timer ticks in milliseconds, so no shorter): twenty seconds at least, so
 /// a broken test fails instead of hanging, and a loaded machine is not
