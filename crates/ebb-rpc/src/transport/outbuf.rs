@@ -1,32 +1,29 @@
-//! Write coalescing, with the writing done in place when the socket takes
-//! it.
+//! A connection's output: one buffer of encoded frames shared by every
+//! producer, bounded in bytes, with write coalescing, and the waits of a
+//! reader that pauses while its peer does not take its replies.
 //!
-//! Producers append encoded frames to one shared buffer. On plain TCP the
-//! producer then writes them itself, at once, with a non-blocking write: a
-//! reply or a request reaches the kernel without waking another task, which
-//! cost a task switch (and, across threads, a futex call) per batch. Only
-//! when the socket would block (the peer reads slower than we write) is the
-//! rest left to the connection's writer task, which waits until the socket
-//! takes more; meanwhile producers only append, so frames keep their order,
-//! and everything appended leaves with the writer's next write.
-//!
-//! A TLS stream is written only through `&mut` and an async context, so
-//! there the writer task ships everything: it swaps out whatever has
-//! accumulated and writes it with one `write`, many frames per syscall
-//! under load. Two buffers are swapped back and forth, so steady state
-//! allocates nothing. Large payloads stay in their own buffers
-//! ([`FrameBuf`]) and go out with the headers in one vectored write.
+//! Producers append encoded frames; whoever writes them takes whatever has
+//! accumulated at once, so under load many frames leave per system call.
+//! Who writes depends on the stream: on plain TCP the producer itself,
+//! in place, without waking another task (`tcp`); on TLS one writer at a
+//! time, the client's writer task or the server connection's own task
+//! (`tls`). Large payloads stay in their own buffers ([`FrameBuf`]) and go
+//! out with the headers in one vectored write.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
+use super::framebuf::FrameBuf;
 use super::stream::WriteSide;
+
+mod tcp;
+mod tls;
+
+use tcp::write_now;
 
 /// Bytes that may wait in one connection's output buffer; a producer that
 /// would exceed it is told the connection is overloaded instead of growing
@@ -57,6 +54,9 @@ struct Pending {
     /// The socket did not take everything: the writer waits for room and
     /// writes the rest; until it has, producers only append.
     blocked: bool,
+    /// TLS: bytes were handed to the stream that it may hold back until
+    /// flushed.
+    unflushed: bool,
 }
 
 impl Pending {
@@ -95,6 +95,7 @@ impl Default for OutBuf {
                 written: 0,
                 direct: None,
                 blocked: false,
+                unflushed: false,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -139,6 +140,7 @@ impl OutBuf {
                 written,
                 direct,
                 blocked,
+                ..
             } = &mut *pending;
             encode(buf);
             match direct {
@@ -193,6 +195,14 @@ impl OutBuf {
         let pushed = self.push_with(|pending| pending.append(batch));
         batch.clear();
         pushed
+    }
+
+    /// Appends `batch` (whole frames) without writing it, like
+    /// [`OutBuf::append_with`]; leaves `batch` empty.
+    pub fn append_batch(&self, batch: &mut FrameBuf) -> Result<(), PushError> {
+        let appended = self.append_with(|pending| pending.append(batch));
+        batch.clear();
+        appended
     }
 
     /// Stops the writer after it has flushed what is pending.
@@ -259,181 +269,33 @@ impl OutBuf {
             WriteSide::Tcp(sock) => self.drain_direct(Arc::new(sock)).await,
             tls @ WriteSide::Tls(_) => self.drain_swapping(tls).await,
         };
+        self.writer_ended();
+        result
+    }
+
+    /// Marks the buffer closed for good, once its writer has stopped, so
+    /// producers stop at once and every waiter wakes.
+    pub fn writer_ended(&self) {
         self.closed.store(true, Ordering::Release);
         self.drained.notify_waiters();
         self.closing.notify_waiters();
-        result
-    }
-
-    /// Plain TCP: producers write in place; this task writes only what the
-    /// socket would not take at once.
-    async fn drain_direct(&self, sock: Arc<OwnedWriteHalf>) -> io::Result<()> {
-        if let Ok(mut pending) = self.lock() {
-            pending.direct = Some(Arc::clone(&sock));
-            // What was pushed before this task ran is flushed below
-            // before producers write again.
-            pending.blocked = true;
-        }
-        let result = loop {
-            if let Err(e) = self.flush_direct(&sock).await {
-                break Err(e);
-            }
-            if self.is_closed() {
-                break Ok(());
-            }
-            self.wake.notified().await;
-        };
-        // The socket's last owner drops it, which shuts its write side.
-        if let Ok(mut pending) = self.lock() {
-            pending.direct = None;
-        }
-        result
-    }
-
-    /// Writes everything pending, waiting for room as needed, then lets
-    /// producers write in place again.
-    async fn flush_direct(&self, sock: &OwnedWriteHalf) -> io::Result<()> {
-        loop {
-            let all = {
-                let Ok(mut pending) = self.lock() else {
-                    return Ok(());
-                };
-                let Pending {
-                    buf,
-                    written,
-                    blocked,
-                    ..
-                } = &mut *pending;
-                let all = write_now(sock, buf, written, &self.written, self.recycle)?;
-                *blocked = !all;
-                all
-            };
-            if all {
-                self.drained.notify_waiters();
-                return Ok(());
-            }
-            sock.writable().await?;
-        }
-    }
-
-    /// TLS: this task writes everything, swapping the pending buffer out.
-    async fn drain_swapping(&self, mut sock: WriteSide) -> io::Result<()> {
-        let mut spare = FrameBuf::with_capacity(INITIAL_BUF_BYTES);
-        let result = loop {
-            {
-                let Ok(mut pending) = self.lock() else {
-                    break Ok(());
-                };
-                std::mem::swap(&mut pending.buf, &mut spare);
-            }
-            if spare.is_empty() {
-                if self.is_closed() {
-                    break Ok(());
-                }
-                self.wake.notified().await;
-                continue;
-            }
-            if let Err(e) = write_frames(&mut sock, &spare, &self.written).await {
-                break Err(e);
-            }
-            // TLS may hold back records until flushed.
-            if let Err(e) = sock.flush().await {
-                break Err(e);
-            }
-            if self.recycle {
-                spare.clear_recycling();
-            } else {
-                spare.clear();
-            }
-            self.drained.notify_waiters();
-        };
-        let _ = sock.shutdown().await;
-        result
     }
 }
 
-/// Writes as much of `buf` (past its first `written` bytes) as the socket
-/// takes without blocking, adding what it wrote to `counted`. Returns
-/// whether all of it went (then `buf` is cleared, keeping its capacity).
-fn write_now(
-    sock: &OwnedWriteHalf,
-    buf: &mut FrameBuf,
-    written: &mut usize,
-    counted: &AtomicU64,
-    recycle: bool,
-) -> io::Result<bool> {
-    while *written < buf.len() {
-        let wrote = match buf.contiguous() {
-            Some(bytes) => sock.try_write(&bytes[*written..]),
-            None => {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
-                let n = buf.slices_from(*written, &mut slices);
-                sock.try_write_vectored(&slices[..n])
-            }
-        };
-        match wrote {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                *written += n;
-                counted.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    if recycle {
-        buf.clear_recycling();
-    } else {
-        buf.clear();
-    }
-    *written = 0;
-    Ok(true)
-}
-
-/// Writes all of `frames`: with one `write` when they are contiguous, else
-/// with vectored writes of the headers and the shared payloads in place
-/// (a stream without vectored writes, such as TLS, takes one slice per
-/// call, which is still correct).
-async fn write_frames(
-    sock: &mut WriteSide,
-    frames: &FrameBuf,
-    counted: &AtomicU64,
-) -> io::Result<()> {
-    if let Some(bytes) = frames.contiguous() {
-        sock.write_all(bytes).await?;
-        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        return Ok(());
-    }
-    let total = frames.len();
-    let mut written = 0;
-    while written < total {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
-        let n = frames.slices_from(written, &mut slices);
-        match sock.write_vectored(&slices[..n]).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            k => {
-                written += k;
-                counted.fetch_add(k as u64, Ordering::Relaxed);
-            }
-        }
-    }
-    Ok(())
-}
-
+/// A socket pair whose buffers fill after a few frames, and the frames,
+/// for the writers' tests.
 #[cfg(test)]
-mod tests {
+mod testing {
     #![allow(clippy::unwrap_used)]
-    use super::*;
-    use tokio::io::AsyncReadExt;
     use tokio::net::{TcpSocket, TcpStream};
 
     /// Socket buffers this small fill after a few frames, so the writer's
     /// path runs without megabytes of test data.
-    const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
-    const FRAME_BYTES: usize = 1000;
-    const FRAMES: usize = 2000;
+    pub(super) const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
+    pub(super) const FRAME_BYTES: usize = 1000;
+    pub(super) const FRAMES: usize = 2000;
 
-    async fn small_buffered_pair() -> (TcpStream, TcpStream) {
+    pub(super) async fn small_buffered_pair() -> (TcpStream, TcpStream) {
         let listening = TcpSocket::new_v4().unwrap();
         listening
             .set_recv_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
@@ -450,64 +312,7 @@ mod tests {
         (sender, receiver)
     }
 
-    fn frame(i: usize) -> Vec<u8> {
+    pub(super) fn frame(i: usize) -> Vec<u8> {
         vec![u8::try_from(i % 251).unwrap(); FRAME_BYTES]
-    }
-
-    /// Frames written in place, then by the writer while the socket is
-    /// full, then in place again, reach the peer whole and in order.
-    #[tokio::test]
-    async fn frames_keep_their_order_across_writes_in_place_and_by_the_writer() {
-        let (sender, mut receiver) = small_buffered_pair().await;
-        let (_read, write) = crate::transport::stream::tcp(sender);
-        let out = Arc::new(OutBuf::default());
-        let writer = {
-            let out = Arc::clone(&out);
-            tokio::spawn(async move { out.drain_into(write).await })
-        };
-        let state = |out: &OutBuf| {
-            let p = out.pending.lock().unwrap();
-            (p.direct.is_some(), p.blocked)
-        };
-        // Until the writer has started, producers only queue.
-        while state(&out) != (true, false) {
-            tokio::task::yield_now().await;
-        }
-        let mut want = Vec::with_capacity(FRAMES * FRAME_BYTES);
-        let mut i = 0;
-        let mut push = |out: &OutBuf, i: &mut usize| {
-            let f = frame(*i);
-            out.push_with(|b| b.head_mut().extend_from_slice(&f))
-                .unwrap();
-            want.extend_from_slice(&f);
-            *i += 1;
-        };
-        // Nobody reads yet: the socket fills and the writer takes over.
-        while !state(&out).1 {
-            push(&out, &mut i);
-            assert!(i < FRAMES, "the socket never filled");
-        }
-        let blocked_at = i;
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            receiver.read_to_end(&mut got).await.unwrap();
-            got
-        });
-        // While the peer reads, the writer catches up and producers write
-        // in place again.
-        let mut in_place_again = false;
-        while i < FRAMES {
-            push(&out, &mut i);
-            in_place_again |= !state(&out).1;
-            tokio::task::yield_now().await;
-        }
-        assert!(in_place_again, "producers never wrote in place again");
-        assert!(blocked_at > 1, "nothing was written in place first");
-        out.close();
-        writer.await.unwrap().unwrap();
-        let got = reader.await.unwrap();
-        assert_eq!(got.len(), want.len());
-        assert!(got == want, "bytes reordered or corrupted");
-        assert_eq!(out.written(), want.len() as u64);
     }
 }

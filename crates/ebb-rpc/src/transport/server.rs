@@ -33,6 +33,7 @@ mod calls;
 mod conn;
 mod json;
 mod refuse;
+mod replies;
 mod shared;
 
 pub use refuse::MAX_TLS_REFUSALS_IN_FLIGHT;

@@ -12,6 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::io::AsyncReadExt;
 
 use super::calls::{self, Finished, Running};
+use super::replies::Replies;
 use super::shared::Core;
 use super::{READ_CHUNK_BYTES, REPLY_CHUNK_BYTES};
 use crate::semantics::ConnId;
@@ -26,6 +27,8 @@ use crate::wire::ConnErrorKind;
 enum Wake {
     Read(std::io::Result<usize>),
     Done(Finished),
+    /// This task wrote what it owed the socket (TLS), or could not.
+    Wrote(std::io::Result<()>),
     Closed,
 }
 
@@ -37,10 +40,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
 ) {
     let out = Arc::new(OutBuf::for_replies());
     core.lock().outs.insert(conn, Arc::clone(&out));
-    let writer = {
-        let out = Arc::clone(&out);
-        tokio::spawn(async move { out.drain_into(write).await })
-    };
+    let mut replies = Replies::open(&out, write);
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     // This wake-up's replies, written (or queued) whole; reused.
@@ -67,11 +67,13 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
         let wake = tokio::select! {
             biased;
             Some(done) = running.next(), if !running.is_empty() => Wake::Done(done),
+            r = replies.owed() => Wake::Wrote(r),
             r = more => r.map_or(Wake::Closed, Wake::Read),
             () = &mut closed => Wake::Closed,
         };
         match wake {
-            Wake::Closed | Wake::Read(Ok(0) | Err(_)) => break,
+            Wake::Closed | Wake::Read(Ok(0) | Err(_)) | Wake::Wrote(Err(_)) => break,
+            Wake::Wrote(Ok(())) => {}
             Wake::Done(done) => {
                 // Every call that finished by now answers in this batch.
                 let mut next = Some(done);
@@ -106,7 +108,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                                 e.to_string(),
                             );
                             frames::append(&codec, &err, &mut batch);
-                            let _ = out.push_batch(&mut batch);
+                            replies.ship(&mut batch).await;
                             break 'conn;
                         }
                     };
@@ -118,19 +120,14 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                     // Ship a part of a large read, so the client works on
                     // the first replies while the rest run: sending the
                     // whole window at once makes the two ends take turns.
-                    // Plain TCP writes it here and now; a TLS writer is a
-                    // task of its own, which must be let run.
                     if batch.len() >= REPLY_CHUNK_BYTES {
-                        let _ = out.push_batch(&mut batch);
-                        if core.tls.is_some() {
-                            tokio::task::yield_now().await;
-                        }
+                        replies.ship(&mut batch).await;
                     }
                 }
             }
         }
         if !batch.is_empty() {
-            let _ = out.push_batch(&mut batch);
+            replies.ship(&mut batch).await;
         }
     }
     out.close();
@@ -141,11 +138,13 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
     }
     // Admitted calls still run to their end: their outcomes are saved for
     // the client's retry on another connection, and duplicates waiting for
-    // them are answered.
-    while let Some(Finished { key, outcome }) = running.next().await {
-        let (status, payload) = outcome;
-        let now = core.now();
-        core.complete(key, status, payload, now, None);
-    }
-    let _ = writer.await;
+    // them are answered. Meanwhile what is left of the output is written.
+    let calls_end = async {
+        while let Some(Finished { key, outcome }) = running.next().await {
+            let (status, payload) = outcome;
+            let now = core.now();
+            core.complete(key, status, payload, now, None);
+        }
+    };
+    tokio::join!(calls_end, replies.close());
 }
