@@ -1,12 +1,14 @@
 //! The TCP runtimes end to end on loopback, with a hand-written dispatcher so
 //! the transport is tested without the macro: calls ([`calls`]), failing
 //! connections ([`failures`]), misbehaving or excess peers ([`peers`]),
-//! and calls answered later or handed to a sink ([`deferred`]).
+//! calls answered later or handed to a sink ([`deferred`]), and calls
+//! whose callers stopped waiting ([`overdue`]).
 #![allow(clippy::unwrap_used)]
 
 mod calls;
 mod deferred;
 mod failures;
+mod overdue;
 mod peers;
 
 use std::sync::Arc;

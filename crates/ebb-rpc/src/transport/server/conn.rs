@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::io::AsyncReadExt;
 
-use super::calls::{self, Finished, Running};
+use super::calls;
 use super::replies::Replies;
+use super::running::{Finished, RunningCalls};
 use super::shared::Core;
 use super::{READ_CHUNK_BYTES, REPLY_CHUNK_BYTES};
 use crate::semantics::ConnId;
@@ -46,7 +45,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
     // This wake-up's replies, written (or queued) whole; reused.
     let mut batch = FrameBuf::default();
     // Calls that did not finish at their first poll, driven by this task.
-    let mut running: Running<'_> = FuturesUnordered::new();
+    let mut running = RunningCalls::new(core.clock);
     // Registered once: a wake-up per turn of the loop would cost more than
     // the rest of the turn.
     let closed = out.wait_closed();
@@ -66,7 +65,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
         };
         let wake = tokio::select! {
             biased;
-            Some(done) = running.next(), if !running.is_empty() => Wake::Done(done),
+            done = running.next(), if !running.is_empty() => Wake::Done(done),
             r = replies.owed() => Wake::Wrote(r),
             r = more => r.map_or(Wake::Closed, Wake::Read),
             () = &mut closed => Wake::Closed,
@@ -78,8 +77,8 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                 // Every call that finished by now answers in this batch.
                 let mut next = Some(done);
                 while let Some(done) = next {
-                    calls::finish_call(&core, &out, &mut batch, done);
-                    next = calls::ready_now(&mut running).await;
+                    calls::finish_call(&core, Some((&out, &mut batch)), done);
+                    next = running.ready_now().await;
                 }
             }
             Wake::Read(Ok(_)) => {
@@ -140,10 +139,9 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
     // the client's retry on another connection, and duplicates waiting for
     // them are answered. Meanwhile what is left of the output is written.
     let calls_end = async {
-        while let Some(Finished { key, outcome }) = running.next().await {
-            let (status, payload) = outcome;
-            let now = core.now();
-            core.complete(key, status, payload, now, None);
+        while !running.is_empty() {
+            let done = running.next().await;
+            calls::finish_call(&core, None, done);
         }
     };
     tokio::join!(calls_end, replies.close());
