@@ -35,7 +35,7 @@ use ebb_core::{Instant, Nanos, NodeId};
 use ebb_policy::hedge::{HedgeConfig, HedgeDelay};
 use ebb_policy::retry::{RetryBudget, RetryBudgetConfig};
 use ebb_rpc::CallError;
-use ebb_rpc::service::{CallOptions, MethodInfo, Transport};
+use ebb_rpc::service::{CallContext, CallOptions, MethodInfo, Transport};
 
 pub use error::GatewayError;
 
@@ -343,29 +343,46 @@ impl Forwarder {
         granted
     }
 
-    /// Forwards one postcard-encoded call and records its outcome in the
-    /// metrics.
+    /// Forwards one postcard-encoded call that arrives now and records its
+    /// outcome in the metrics.
     pub async fn call(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         timeout: Nanos,
     ) -> Result<Bytes, GatewayError> {
-        self.call_encoded(method, args, Encoding::Postcard, timeout)
+        self.call_encoded(method, args, Encoding::Postcard, timeout, None)
             .await
     }
 
+    /// The gateway's time now: what an ingress notes as a request's
+    /// arrival when no read of a socket brought one.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// When a call whose context is `cx` arrived, on the gateway's clock:
+    /// the server's read of its frame, if it came off a socket.
+    pub fn arrival(&self, cx: &CallContext) -> Option<Instant> {
+        cx.received.map(|at| self.clock.at(at))
+    }
+
     /// [`Forwarder::call`] with arguments encoded as `encoding` says; the
-    /// reply comes back encoded the same way.
+    /// reply comes back encoded the same way. `arrived`: when the ingress
+    /// read the call, if before now; its deadline counts from then, and
+    /// the wait since is the gateway's own delay, which admission judges.
     pub async fn call_encoded(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         encoding: Encoding,
         timeout: Nanos,
+        arrived: Option<Instant>,
     ) -> Result<Bytes, GatewayError> {
-        let arrived = self.clock.now();
-        let result = self.forward(method, args, encoding, timeout, arrived).await;
+        let now = self.clock.now();
+        let arrived = arrived.unwrap_or(now);
+        let span = (arrived, now);
+        let result = self.forward(method, args, encoding, timeout, span).await;
         self.record(method, arrived, &result);
         result
     }
@@ -393,11 +410,12 @@ impl Forwarder {
     /// A new request's checks before its first attempt, and that attempt's
     /// node (or place in the held FIFO): its deadline and what `acquire`
     /// gave, or why it is answered at once.
+    /// `arrived`: when the ingress read it; `now`: this decision.
     fn admit(
         &self,
         bytes: usize,
         timeout: Nanos,
-        arrived: Instant,
+        (arrived, now): (Instant, Instant),
     ) -> Result<(Instant, Acquired), GatewayError> {
         if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::ShuttingDown);
@@ -406,17 +424,14 @@ impl Forwarder {
         self.budget
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .on_request(arrived);
-        if deadline <= arrived {
+            .on_request(now);
+        if deadline <= now {
             return Err(GatewayError::DeadlineExceeded {
                 after: timeout,
                 sent: false,
             });
         }
-        match self
-            .registry
-            .acquire(bytes, deadline, arrived, &[], true, None)
-        {
+        match self.registry.acquire_first(bytes, deadline, arrived, now) {
             Acquired::Refused { why, retry_after } => {
                 Err(GatewayError::Overloaded { why, retry_after })
             }
@@ -430,11 +445,11 @@ impl Forwarder {
         args: Bytes,
         encoding: Encoding,
         timeout: Nanos,
-        arrived: Instant,
+        (arrived, now): (Instant, Instant),
     ) -> Result<Bytes, GatewayError> {
-        let (deadline, first) = self.admit(args.len(), timeout, arrived)?;
+        let (deadline, first) = self.admit(args.len(), timeout, (arrived, now))?;
         let span = (deadline, timeout);
-        self.forward_from(method, &args, encoding, span, Route::from(first), arrived)
+        self.forward_from(method, &args, encoding, span, Route::from(first), now)
             .await
     }
 
