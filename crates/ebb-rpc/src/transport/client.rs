@@ -24,10 +24,14 @@ use crate::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceDescri
 use crate::wire::{MAX_PAYLOAD_BYTES, decode_payload};
 
 mod answer;
+mod conn;
+mod driver;
 mod link;
 mod readbuf;
+mod state;
 
-use link::{Dial, Link, Reply};
+use conn::Dial;
+use link::{Link, Reply};
 
 /// Describe requests one client may have outstanding; more end at once
 /// with `TooManyOutstanding`.
