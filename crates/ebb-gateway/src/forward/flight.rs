@@ -26,7 +26,8 @@ use ebb_core::{Instant, Nanos, NodeId};
 use ebb_rpc::CallError;
 use ebb_rpc::service::{CallContext, CallOptions, CallSink, DeferredReply, MethodInfo, Transport};
 
-use super::{Forwarder, GatewayError, Route};
+use super::retry::Route;
+use super::{Forwarder, GatewayError};
 use crate::registry::{Acquired, Slot, gone_cause};
 use crate::service::Encoding;
 
