@@ -195,6 +195,22 @@ impl TcpClient {
         self.link.reported_service_time()
     }
 
+    /// Holds the requests of the calls started from now on in the
+    /// connection's buffer, until [`TcpClient::release_writes`] writes
+    /// them together: a caller that starts a batch of calls at one instant
+    /// (a load generator's tick) pays one write for the batch instead of
+    /// one per call. Meant to span no await of the caller's: the client's
+    /// own reader may write held requests sooner, never later.
+    pub fn hold_writes(&self) {
+        self.link.hold_writes(true);
+    }
+
+    /// Writes the requests held since [`TcpClient::hold_writes`] and
+    /// writes each further request as its call starts again.
+    pub fn release_writes(&self) {
+        self.link.hold_writes(false);
+    }
+
     /// Asks the server what it serves: its service name, methods with ids,
     /// which are idempotent, and parameter names and types. Lets a caller
     /// that was not built with the service call it with JSON

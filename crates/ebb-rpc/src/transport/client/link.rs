@@ -184,6 +184,16 @@ impl Link {
         }
     }
 
+    /// Holds the requests of calls started from now on (`hold`), or writes
+    /// what was held and stops holding (`!hold`).
+    pub(super) fn hold_writes(&self, hold: bool) {
+        let mut st = self.lock();
+        st.corked = hold;
+        if !hold && let Some(conn) = st.conn.as_ref() {
+            let _ = conn.out.flush();
+        }
+    }
+
     /// The client is dropped: its driver ends.
     pub(super) fn close(&self) {
         self.closing.store(true, Ordering::Release);
