@@ -1,8 +1,9 @@
 //! The TCP runtimes end to end on loopback, with a hand-written dispatcher so
 //! the transport is tested without the macro: calls ([`calls`]), failing
 //! connections ([`failures`]), misbehaving or excess peers ([`peers`]),
-//! calls answered later or handed to a sink ([`deferred`]), and calls
-//! whose callers stopped waiting ([`overdue`]).
+//! calls answered later or handed to a sink ([`deferred`]), the read
+//! instant each call's context carries ([`received`]), and calls whose
+//! callers stopped waiting ([`overdue`]).
 #![allow(clippy::unwrap_used)]
 
 mod calls;
@@ -10,6 +11,7 @@ mod deferred;
 mod failures;
 mod overdue;
 mod peers;
+mod received;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

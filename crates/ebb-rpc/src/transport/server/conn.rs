@@ -26,8 +26,6 @@ use crate::wire::ConnErrorKind;
 enum Wake {
     Read(std::io::Result<usize>),
     Done(Finished),
-    /// This task wrote what it owed the socket (TLS), or could not.
-    Wrote(std::io::Result<()>),
     Closed,
 }
 
@@ -66,13 +64,11 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
         let wake = tokio::select! {
             biased;
             done = running.next(), if !running.is_empty() => Wake::Done(done),
-            r = replies.owed() => Wake::Wrote(r),
             r = more => r.map_or(Wake::Closed, Wake::Read),
             () = &mut closed => Wake::Closed,
         };
         match wake {
-            Wake::Closed | Wake::Read(Ok(0) | Err(_)) | Wake::Wrote(Err(_)) => break,
-            Wake::Wrote(Ok(())) => {}
+            Wake::Closed | Wake::Read(Ok(0) | Err(_)) => break,
             Wake::Done(done) => {
                 // Every call that finished by now answers in this batch.
                 let mut next = Some(done);
@@ -107,7 +103,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                                 e.to_string(),
                             );
                             frames::append(&codec, &err, &mut batch);
-                            replies.ship(&mut batch).await;
+                            replies.ship(&mut batch);
                             break 'conn;
                         }
                     };
@@ -120,13 +116,13 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                     // the first replies while the rest run: sending the
                     // whole window at once makes the two ends take turns.
                     if batch.len() >= REPLY_CHUNK_BYTES {
-                        replies.ship(&mut batch).await;
+                        replies.ship(&mut batch);
                     }
                 }
             }
         }
         if !batch.is_empty() {
-            replies.ship(&mut batch).await;
+            replies.ship(&mut batch);
         }
     }
     out.close();
