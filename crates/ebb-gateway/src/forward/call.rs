@@ -40,7 +40,7 @@ impl Forwarder {
     ) -> Result<Bytes, GatewayError> {
         let arrived = self.clock.now();
         let result = self.forward(method, args, encoding, timeout, arrived).await;
-        self.record(method, arrived, &result);
+        self.record(method, arrived, &result, self.clock.now());
         result
     }
 
