@@ -67,7 +67,7 @@ pub(super) async fn open(
     };
     let out = Arc::new(OutBuf::default());
     let writer = Arc::clone(&out);
-    tokio::spawn(async move { writer.drain_into(write).await });
+    tokio::spawn(async move { writer.drain_in_place(write).await });
     let conn_in = ConnIn {
         read,
         buf: ReadBuf::default(),

@@ -205,9 +205,12 @@ impl Driver {
                         let _ = waiter.send(Ok(d.payload));
                     }
                 }
-                Ok(Some(message)) => {
+                Ok(Some(mut message)) => {
                     if !matches!(message, Message::ConnError(_)) {
                         self.proven = true;
+                    }
+                    if let Message::Reply(reply) = &mut message {
+                        reply.payload = conn.buf.keep(std::mem::take(&mut reply.payload));
                     }
                     st.session.handle_message(message, now);
                 }
