@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
-use ebb_rpc::service::MethodInfo;
+use ebb_rpc::service::{CallContext, MethodInfo};
 
 use super::attempt::Attempt;
 use super::retry::Route;
@@ -17,29 +17,46 @@ use crate::registry::{Acquired, gone_cause};
 use crate::service::Encoding;
 
 impl Forwarder {
-    /// Forwards one postcard-encoded call and records its outcome in the
-    /// metrics.
+    /// Forwards one postcard-encoded call that arrives now and records its
+    /// outcome in the metrics.
     pub async fn call(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         timeout: Nanos,
     ) -> Result<Bytes, GatewayError> {
-        self.call_encoded(method, args, Encoding::Postcard, timeout)
+        self.call_encoded(method, args, Encoding::Postcard, timeout, None)
             .await
     }
 
+    /// The gateway's time now: what an ingress notes as a request's
+    /// arrival when no read of a socket brought one.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// When a call whose context is `cx` arrived, on the gateway's clock:
+    /// the server's read of its frame, if it came off a socket.
+    pub fn arrival(&self, cx: &CallContext) -> Option<Instant> {
+        cx.received.map(|at| self.clock.at(at))
+    }
+
     /// [`Forwarder::call`] with arguments encoded as `encoding` says; the
-    /// reply comes back encoded the same way.
+    /// reply comes back encoded the same way. `arrived`: when the ingress
+    /// read the call, if before now; its deadline counts from then, and
+    /// the wait since is the gateway's own delay, which admission judges.
     pub async fn call_encoded(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         encoding: Encoding,
         timeout: Nanos,
+        arrived: Option<Instant>,
     ) -> Result<Bytes, GatewayError> {
-        let arrived = self.clock.now();
-        let result = self.forward(method, args, encoding, timeout, arrived).await;
+        let now = self.clock.now();
+        let arrived = arrived.unwrap_or(now);
+        let span = (arrived, now);
+        let result = self.forward(method, args, encoding, timeout, span).await;
         self.record(method, arrived, &result);
         result
     }
@@ -50,11 +67,11 @@ impl Forwarder {
         args: Bytes,
         encoding: Encoding,
         timeout: Nanos,
-        arrived: Instant,
+        (arrived, now): (Instant, Instant),
     ) -> Result<Bytes, GatewayError> {
-        let (deadline, first) = self.admit(args.len(), timeout, arrived)?;
+        let (deadline, first) = self.admit(args.len(), timeout, (arrived, now))?;
         let span = (deadline, timeout);
-        self.forward_from(method, &args, encoding, span, Route::from(first), arrived)
+        self.forward_from(method, &args, encoding, span, Route::from(first), now)
             .await
     }
 

@@ -123,11 +123,12 @@ impl Forwarder {
     /// A new request's checks before its first attempt, and that attempt's
     /// node (or place in the held FIFO): its deadline and what `acquire`
     /// gave, or why it is answered at once.
+    /// `arrived`: when the ingress read it; `now`: this decision.
     fn admit(
         &self,
         bytes: usize,
         timeout: Nanos,
-        arrived: Instant,
+        (arrived, now): (Instant, Instant),
     ) -> Result<(Instant, Acquired), GatewayError> {
         if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::ShuttingDown);
@@ -136,17 +137,14 @@ impl Forwarder {
         self.budget
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .on_request(arrived);
-        if deadline <= arrived {
+            .on_request(now);
+        if deadline <= now {
             return Err(GatewayError::DeadlineExceeded {
                 after: timeout,
                 sent: false,
             });
         }
-        match self
-            .registry
-            .acquire(bytes, deadline, arrived, &[], true, None)
-        {
+        match self.registry.acquire_first(bytes, deadline, arrived, now) {
             Acquired::Refused { why, retry_after } => {
                 Err(GatewayError::Overloaded { why, retry_after })
             }

@@ -112,6 +112,10 @@ pub(super) fn admit<D>(
 /// A panicking method must still complete its call, or its duplicates would
 /// wait for it forever; the run is over either way, so unwind safety is not
 /// at stake.
+///
+/// `started` is the read of the socket that brought the call; the service
+/// is told it ([`CallContext::received`]), so a forwarding server can judge
+/// how long the call waited inside it, at no clock read of its own.
 pub(super) fn run_call<'a, D: ServiceDispatch>(
     core: &'a Arc<Core<D>>,
     out: &Arc<OutBuf>,
@@ -121,16 +125,18 @@ pub(super) fn run_call<'a, D: ServiceDispatch>(
     started: ebb_core::Instant,
 ) {
     let key = incoming.key;
+    let read = core.clock.to_tokio(started).into_std();
+    let call_cx = CallContext::new(incoming.deadline).received_at(read);
     if !key.json && core.dispatch.defers(key.method) {
-        return run_deferred(core, incoming);
+        return run_deferred(core, incoming, call_cx);
     }
     let heavy_json = key.json && incoming.payload.len() > MAX_INLINE_JSON_BYTES;
     if heavy_json || core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
-        return run_blocking(core, incoming);
+        return run_blocking(core, incoming, call_cx);
     }
-    let Ok(mut run) =
-        std::panic::catch_unwind(AssertUnwindSafe(|| start_run(core, incoming, true)))
-    else {
+    let Ok(mut run) = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        start_run(core, incoming, true, call_cx)
+    })) else {
         let (status, payload) = panicked();
         return core.complete(key, status, payload, started, Some((out, batch)));
     };
@@ -152,15 +158,10 @@ pub(super) fn run_call<'a, D: ServiceDispatch>(
 /// A call its dispatcher answers later through a [`DeferredReply`]: no
 /// future, no place in the connection's running set. A panic while it
 /// starts drops the reply, which answers the call as panicked.
-fn run_deferred<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
-    let Incoming {
-        key,
-        deadline,
-        payload,
-    } = incoming;
+fn run_deferred<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming, cx: CallContext) {
+    let Incoming { key, payload, .. } = incoming;
     let sink: Arc<dyn ReplySink> = Arc::clone(core) as Arc<dyn ReplySink>;
     let reply = DeferredReply::new(sink, key);
-    let cx = CallContext::new(deadline);
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
         core.dispatch
             .dispatch_deferred(key.method, payload, cx, reply);
@@ -169,12 +170,12 @@ fn run_deferred<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
 
 /// A method marked `#[blocking]`, or a call with large JSON arguments, runs
 /// on a worker thread, off the I/O loop.
-fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming) {
+fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming, cx: CallContext) {
     let key = incoming.key;
     let task_core = Arc::clone(core);
     let job = Box::pin(async move {
-        let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| start_run(&task_core, incoming, false)));
+        let start = || start_run(&task_core, incoming, false, cx);
+        let started = std::panic::catch_unwind(AssertUnwindSafe(start));
         let (status, payload) = match started {
             Ok(mut run) => finish(&mut run).await,
             Err(_) => panicked(),
@@ -193,9 +194,13 @@ type Run<'a> = BoxFuture<'a, Result<bytes::Bytes, DispatchError>>;
 /// Hands the call to the service (binary or JSON); nothing has run yet.
 /// `on_io_loop`: the run is polled by the I/O loop, which a large JSON
 /// reply's conversion must not hold up.
-fn start_run<D: ServiceDispatch>(core: &Core<D>, incoming: Incoming, on_io_loop: bool) -> Run<'_> {
+fn start_run<D: ServiceDispatch>(
+    core: &Core<D>,
+    incoming: Incoming,
+    on_io_loop: bool,
+    cx: CallContext,
+) -> Run<'_> {
     let method = incoming.key.method;
-    let cx = CallContext::new(incoming.deadline);
     if incoming.key.json {
         let workers = on_io_loop.then_some(&core.workers);
         json::dispatch_json(&core.dispatch, workers, method, incoming.payload, cx)
