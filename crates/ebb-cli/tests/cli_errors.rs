@@ -376,3 +376,34 @@ fn a_simulation_setting_out_of_range_is_named_by_its_flag() {
     let e = failure(&["sim", "--nodes", "0", "--requests", "10"], 1);
     assert!(e.contains("--nodes 0: accepted: 1 to 1048576"), "{e}");
 }
+
+#[test]
+fn a_boot_timeout_is_refused_out_of_range_and_for_a_container() {
+    let e = failure(
+        &[
+            "sandbox",
+            "run",
+            "--kind",
+            "vm",
+            "--boot-timeout-ms",
+            "0",
+            "--",
+            "true",
+        ],
+        2,
+    );
+    assert!(e.contains("--boot-timeout-ms") && e.contains("0"), "{e}");
+    let e = failure(&["vm", "boot", "--boot-timeout-ms", "3600001"], 2);
+    assert!(
+        e.contains("--boot-timeout-ms") && e.contains("3600001"),
+        "{e}"
+    );
+    let e = failure(
+        &["sandbox", "run", "--boot-timeout-ms", "90000", "--", "true"],
+        1,
+    );
+    assert!(
+        e.contains("--boot-timeout-ms 90000") && e.contains("--kind vm only"),
+        "{e}"
+    );
+}
