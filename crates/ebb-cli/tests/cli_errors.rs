@@ -407,3 +407,24 @@ fn a_boot_timeout_is_refused_out_of_range_and_for_a_container() {
         "{e}"
     );
 }
+
+/// `ebb demo` takes the same flag with the same range, and refuses it for
+/// a kind that does not boot, before anything starts (no VM is needed).
+#[test]
+fn a_demo_boot_timeout_is_refused_out_of_range_and_for_other_kinds() {
+    let e = failure(&["demo", "--kind", "vm", "--boot-timeout-ms", "0"], 2);
+    assert!(e.contains("--boot-timeout-ms") && e.contains("0"), "{e}");
+    let e = failure(&["demo", "--kind", "vm", "--boot-timeout-ms", "3600001"], 2);
+    assert!(
+        e.contains("--boot-timeout-ms") && e.contains("3600001"),
+        "{e}"
+    );
+    let e = failure(
+        &["demo", "--kind", "thread", "--boot-timeout-ms", "90000"],
+        1,
+    );
+    assert!(
+        e.contains("--boot-timeout-ms 90000") && e.contains("--kind vm only"),
+        "{e}"
+    );
+}

@@ -30,7 +30,7 @@ pub const MAX_BOOT_TIMEOUT_MS: u64 = 3_600_000;
 /// Where a boot timeout is raised, for the errors that report one.
 pub const BOOT_TIMEOUT_HINT: &str = "a cold boot without KVM takes tens of seconds on a loaded \
      host; raise it with `boot_timeout_ms` in `ebb up`'s [pool] section, or --boot-timeout-ms \
-     of `ebb vm boot` and `ebb sandbox run --kind vm`";
+     of `ebb vm boot`, `ebb sandbox run --kind vm` and `ebb demo --kind vm`";
 /// Bounds the provider's node table.
 pub const MAX_VM_NODES: usize = 64;
 
