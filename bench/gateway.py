@@ -227,12 +227,12 @@ policy = "none"
     return http, rpc
 
 
-def load(ebb, target, rate, duration, method, args, deadline_ms, connections, seed, http=True):
+def load(ebb, target, rate, duration, method, args, deadline_ms, connections, seed, http=True, threads=1):
     out = subprocess.run(
         [ebb, "load", "--target", target, *(["--http"] if http else []), "--rate", f"{rate:.1f}",
          "--duration", str(duration), "--method", method, "--args", args,
          "--deadline-ms", str(deadline_ms), "--connections", str(connections),
-         "--seed", str(seed), "--json"],
+         "--threads", str(threads), "--seed", str(seed), "--json"],
         capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"ebb load against {target} failed: {out.stderr}")

@@ -44,6 +44,18 @@ from gateway import Children, STARTUP_TIMEOUT_S, free_port, load, median, metric
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 MSG = json.dumps({"msg": "x" * 64})
+# Offered calls per second one `ebb load` sender thread is given unless
+# --load-threads says otherwise: one thread keeps a schedule of some tens
+# of thousands per second (docs/benchmarks.md, the load generator's cost).
+LOAD_RATE_PER_THREAD = 40_000
+
+
+def load_threads(a, rate):
+    """Sender threads of `ebb load` at `rate`: --load-threads, or one per
+    LOAD_RATE_PER_THREAD offered."""
+    if a.load_threads:
+        return a.load_threads
+    return max(1, -(-int(rate) // LOAD_RATE_PER_THREAD))
 
 
 def cpu_seconds(pid):
@@ -151,13 +163,18 @@ backend be
 
 
 def run(a, target, rate, duration, http, seed, connections):
+    threads = load_threads(a, rate)
+    # At least one connection per sender thread.
+    connections = max(connections, threads)
     if a.load_cpu is None:
-        return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http)
+        return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http,
+                    threads=threads)
     # The load generator inherits this process's CPU set.
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {a.load_cpu})
     try:
-        return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http)
+        return load(a.ebb, target, rate, duration, "Demo.echo", MSG, 2000, connections, seed, http=http,
+                    threads=threads)
     finally:
         os.sched_setaffinity(0, saved)
 
@@ -225,6 +242,9 @@ def main():
                     help="with --sweep: also sweep a gateway with each of these "
                          "admission.max_in_flight_per_caller values (comma-separated), beside the default one")
     ap.add_argument("--load-cpu", type=int, help="pin the load generator to this CPU (default: not pinned)")
+    ap.add_argument("--load-threads", type=int,
+                    help="sender threads of the load generator (`ebb load --threads`; default: one per "
+                         f"{LOAD_RATE_PER_THREAD} calls/s offered)")
     ap.add_argument("--nice", type=lambda v: [int(x) for x in v.split(",") if x], default=[0],
                     help="with --sweep: comma-separated niceness values (-20..19; below 0 needs root); every row "
                          "runs at each, the proxies, their nodes and the load generator alike (default 0)")
@@ -232,6 +252,8 @@ def main():
     a = ap.parse_args()
     if any(not -20 <= n <= 19 for n in a.nice) or (min(a.nice) < 0 and os.geteuid() != 0):
         sys.exit(f"--nice {','.join(map(str, a.nice))}: give values from -20 to 19; below 0 only as root")
+    if a.load_threads is not None and not 1 <= a.load_threads <= 64:
+        sys.exit(f"--load-threads {a.load_threads}: give 1 to 64")
     if not os.access(a.ebb, os.X_OK):
         sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
     children = Children()
@@ -343,6 +365,10 @@ def sweep(a, paths, admin, children):
                       f"{refused_by} | {r['cpu_us_per_call']:.1f} | {1e6 / r['cpu_us_per_call']:.0f} | "
                       f"{r['cpu_s'] / a.duration:.2f} | {waited / a.duration:.2f} | "
                       f"{gen_cpu / a.duration:.2f} |", flush=True)
+                if r.get("generator_behind"):
+                    # Its own delay counts in the row's figures: say so.
+                    print(f"|   | the load generator fell behind ({r['threads']} sender threads): send lag p99 "
+                          f"{r['send_lag_p99_ms']:.2f} ms, max {r['send_lag_max_ms']:.2f} ms |", flush=True)
     set_nice(children, 0)
 
 

@@ -309,3 +309,47 @@ fn a_target_that_is_not_listening_is_named_before_anything_is_sent() {
         assert!(stderr.contains("listening there"), "http={http}: {stderr}");
     }
 }
+
+/// Three sender threads share a trace of 300 arrivals (per-second counts,
+/// so the count is exact, not drawn): together they send every one, each
+/// answered, and the report carries how late the generator sent them.
+#[test]
+fn several_sender_threads_together_send_the_schedule_and_report_their_lag() {
+    let node = node();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let trace = dir.path().join("counts.txt");
+    std::fs::write(&trace, "100\n150\n50\n").expect("the trace is written");
+    let trace = trace.to_str().expect("a UTF-8 path");
+    let r = load(&[
+        "--target",
+        &node.addrs[0],
+        "--trace",
+        trace,
+        "--duration",
+        "3",
+        "--threads",
+        "3",
+        "--connections",
+        "4",
+        "--method",
+        "Demo.echo",
+        "--args",
+        r#"{"msg":"hi"}"#,
+        "--deadline-ms",
+        "30000",
+    ]);
+    assert_counts_add_up(&r);
+    assert_eq!(n(&r, "scheduled"), 300, "{r}");
+    assert_eq!((n(&r, "sent"), n(&r, "ok")), (300, 300), "{r}");
+    assert_eq!(n(&r, "threads"), 3, "{r}");
+    let lag = |f: &str| {
+        r[f].as_f64()
+            .unwrap_or_else(|| panic!("{f} missing in {r}"))
+    };
+    // A send lag is recorded per request sent, so the quantiles exist and
+    // are ordered; whether the generator was behind is said either way.
+    assert!(lag("send_lag_p50_ms") > 0.0, "{r}");
+    assert!(lag("send_lag_p50_ms") <= lag("send_lag_p99_ms"), "{r}");
+    assert!(lag("send_lag_p99_ms") <= lag("send_lag_max_ms"), "{r}");
+    assert!(r["generator_behind"].is_boolean(), "{r}");
+}

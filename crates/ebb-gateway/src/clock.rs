@@ -22,8 +22,22 @@ impl Clock {
         }
     }
 
+    /// A clock whose instants count from `epoch`: a test's way to stand
+    /// at a point well past zero, so instants before its `now` (a request
+    /// read earlier) exist.
+    pub fn since(epoch: std::time::Instant) -> Clock {
+        Clock { epoch }
+    }
+
     pub fn now(&self) -> Instant {
         Instant::from_epoch(Nanos::from(self.epoch.elapsed()))
+    }
+
+    /// `at`, read from the monotonic clock by someone else (the RPC
+    /// server's read of a socket), on this clock's time line: no read of
+    /// the clock. An instant before this clock began counts as its start.
+    pub fn at(&self, at: std::time::Instant) -> Instant {
+        Instant::from_epoch(Nanos::from(at.saturating_duration_since(self.epoch)))
     }
 }
 

@@ -186,10 +186,13 @@ impl JsonBackend for GatewayBackend {
         deadline: Nanos,
     ) -> BoxFuture<'a, Result<Value, HttpError>> {
         Box::pin(async move {
+            // The request reached the gateway: what waits from here on
+            // (learning a service, a busy core) is the gateway's own delay.
+            let arrived = Some(self.0.forwarder.now());
             let served = self.served(service, deadline).await?;
             let forwarder = Arc::clone(&self.0.forwarder);
             RpcIngress::new(forwarder, served, self.0.default_deadline)
-                .call_json(method, args, Some(deadline))
+                .call_json(method, args, Some(deadline), arrived)
                 .await
                 .map_err(http_error)
         })
@@ -217,11 +220,12 @@ impl JsonBackend for GatewayBackend {
         args: Bytes,
         deadline: Nanos,
     ) -> Result<Bytes, HttpError> {
+        let arrived = Some(self.0.forwarder.now());
         let served = self.served(service, deadline).await?;
         let info = served.method(method).map_err(HttpError::from)?;
         self.0
             .forwarder
-            .call_encoded(info, args, Encoding::Json, deadline)
+            .call_encoded(info, args, Encoding::Json, deadline, arrived)
             .await
             .map_err(|e| http_error(JsonCallError::Gateway(e)))
     }

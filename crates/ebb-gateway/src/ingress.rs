@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ebb_core::Nanos;
+use ebb_core::{Instant, Nanos};
 use ebb_rpc::service::{
     BoxFuture, CallContext, DeferredReply, DispatchError, MethodInfo, ServiceCodec,
     ServiceDescription, ServiceDispatch,
@@ -20,7 +20,7 @@ use ebb_rpc::service::{
 use serde_json::Value;
 
 use crate::forward::{Forwarder, GatewayError};
-use crate::service::Served;
+use crate::service::{Encoding, Served};
 
 /// How a JSON call through the gateway can fail: before it was sent
 /// (unknown method, arguments that do not fit) or on its way.
@@ -57,18 +57,20 @@ impl RpcIngress {
     }
 
     /// A call by method name with JSON arguments: the HTTP ingress's path.
+    /// `arrived`: when the ingress took it in, if before now.
     pub async fn call_json(
         &self,
         method: &str,
         args: Value,
         timeout: Option<Nanos>,
+        arrived: Option<Instant>,
     ) -> Result<Value, JsonCallError> {
         let info = self.served.method(method)?;
         let (bytes, encoding) = self.served.encode_json_args(info, args)?;
         let timeout = timeout.unwrap_or(self.default_timeout);
         let reply = self
             .forwarder
-            .call_encoded(info, bytes, encoding, timeout)
+            .call_encoded(info, bytes, encoding, timeout, arrived)
             .await?;
         Ok(self.served.decode_json_reply(info, &reply, encoding)?)
     }
@@ -119,8 +121,12 @@ impl ServiceDispatch for RpcIngress {
     ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         Box::pin(async move {
             let info = self.served.method_by_id(method_id)?;
-            let reply = self.forwarder.call(info, args, cx.timeout).await?;
-            Ok(reply)
+            let arrived = self.forwarder.arrival(&cx);
+            let postcard = Encoding::Postcard;
+            let call = self
+                .forwarder
+                .call_encoded(info, args, postcard, cx.timeout, arrived);
+            Ok(call.await?)
         })
     }
 
@@ -139,7 +145,7 @@ impl ServiceDispatch for RpcIngress {
         reply: DeferredReply,
     ) {
         match self.served.method_by_id(method_id) {
-            Ok(info) => self.forwarder.start(info, args, cx.timeout, reply),
+            Ok(info) => self.forwarder.start(info, args, cx, reply),
             Err(e) => reply.send(Err(e)),
         }
     }
@@ -151,7 +157,7 @@ impl ServiceDispatch for RpcIngress {
     ) -> BoxFuture<'_, Result<Value, DispatchError>> {
         let method = method.to_owned();
         Box::pin(async move {
-            self.call_json(&method, args, None)
+            self.call_json(&method, args, None, None)
                 .await
                 .map_err(JsonCallError::into_dispatch)
         })
@@ -175,7 +181,8 @@ impl ServiceDispatch for RpcIngress {
     ) -> BoxFuture<'_, Result<Value, DispatchError>> {
         Box::pin(async move {
             let info = self.served.method_by_id(method_id)?;
-            self.call_json(info.name, args, Some(cx.timeout))
+            let arrived = self.forwarder.arrival(&cx);
+            self.call_json(info.name, args, Some(cx.timeout), arrived)
                 .await
                 .map_err(JsonCallError::into_dispatch)
         })

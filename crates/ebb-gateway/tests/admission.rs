@@ -16,9 +16,11 @@ use ebb_policy::admission::{AdmissionConfig, ServiceTimeSource};
 use ebb_rpc::CallError;
 use ebb_rpc::service::{BoxFuture, CallOptions, MethodInfo, Transport};
 
-/// A node that reports `service_time` as measured by itself.
+/// A node that reports `service_time` as measured by itself, and
+/// `executing` calls running.
 struct Reporting {
     service_time: Nanos,
+    executing: u32,
 }
 
 impl Transport for Reporting {
@@ -32,7 +34,7 @@ impl Transport for Reporting {
     }
 
     fn reported_load(&self) -> Option<u32> {
-        Some(0)
+        Some(self.executing)
     }
 
     fn reported_service_time(&self) -> Option<Nanos> {
@@ -58,6 +60,7 @@ fn judge(node_says: Nanos, gateway_saw: Nanos, from: ServiceTimeSource) -> Acqui
     for i in 1..=NODES {
         let node = Reporting {
             service_time: node_says,
+            executing: 0,
         };
         add_ready(&registry, NodeId(i), Arc::new(node), T0);
     }
@@ -125,27 +128,40 @@ fn slow_nodes_refuse_at_once_however_fast_the_gateway_saw_them() {
     }
 }
 
-/// One node, one call at a time, the given admission: the node is handed
-/// out once and the slot returned, busy, so later requests are held.
-fn one_busy_node(cfg: AdmissionConfig) -> (Registry, ebb_gateway::registry::Slot) {
-    let registry = registry("jsq", cfg, 9).with_max_in_flight_per_node(1);
+/// Calls the node of [`busy_node`] takes at once.
+const BOUND: u32 = 2;
+
+/// One node taking [`BOUND`] calls at a time, the given admission, the node
+/// handed out to its bound and the slots returned, busy, so later requests
+/// are held. The node says it executes `executing` calls.
+fn busy_node(cfg: AdmissionConfig, executing: u32) -> (Registry, Vec<ebb_gateway::registry::Slot>) {
+    let registry = registry("jsq", cfg, 9).with_max_in_flight_per_node(BOUND);
     let node = Reporting {
         service_time: Nanos::from_millis(1),
+        executing,
     };
     add_ready(&registry, NodeId(1), Arc::new(node), T0);
     registry.set_target(1, Nanos::from_millis(10));
-    let slot = claim_now(registry.acquire(0, T0 + Nanos::from_secs(600), T0, &[], true, None));
-    (registry, slot)
+    let far = T0 + Nanos::from_secs(600);
+    // One call answered: its reply brought the node's figures.
+    let slot = claim_now(registry.acquire(0, far, T0, &[], true, None));
+    registry.release(slot.node, Some(Nanos::from_millis(1)), 0, T0);
+    let slots = (0..BOUND)
+        .map(|_| claim_now(registry.acquire(0, far, T0, &[], true, None)))
+        .collect();
+    (registry, slots)
 }
 
 fn at_ms(ms: u64) -> Instant {
     T0 + Nanos::from_millis(ms)
 }
 
-/// Requests held in the gateway longer than `max_gateway_delay` make it
-/// refuse new ones at once, with `Overloaded` and a retry hint, however
-/// far their deadlines are; the refusal ends when the old one is gone.
-/// With admission off the same request is held.
+/// Requests held in the gateway longer than `max_gateway_delay` while
+/// dispatch is behind (the node says it executes none of the calls the
+/// gateway counts there: their replies are unread) make it refuse new ones
+/// at once, with `Overloaded` and a retry hint, however far their
+/// deadlines are; the refusal ends when the old one is gone. With
+/// admission off the same request is held.
 #[test]
 fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
     let cfg = AdmissionConfig {
@@ -153,9 +169,9 @@ fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
         ..AdmissionConfig::default()
     };
     let far = T0 + Nanos::from_secs(600);
-    let (registry, busy) = one_busy_node(cfg);
+    let (registry, mut busy) = busy_node(cfg, 0);
     let Acquired::Held(first) = registry.acquire(0, far, at_ms(0), &[], true, None) else {
-        panic!("the node is busy: the request should be held");
+        panic!("the node is full: the request should be held");
     };
     let Acquired::Held(second) = registry.acquire(0, far, at_ms(10), &[], true, None) else {
         panic!("10 ms behind is within the bound: held");
@@ -173,9 +189,9 @@ fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
         _ => panic!("the oldest held request waited 25 ms > 20 ms: refuse"),
     }
     assert_eq!(registry.held().0, 2, "the refused one was not held");
-    // The node frees up: the oldest goes to it; the one behind waited
+    // A call ends: the oldest goes to the node; the one behind waited
     // 16 ms at 26 ms, within the bound, so a new request is held again.
-    drop(busy);
+    drop(busy.pop());
     registry.release(NodeId(1), Some(Nanos::from_millis(1)), 0, at_ms(26));
     let mut first = first;
     let handed = first.try_recv();
@@ -190,7 +206,7 @@ fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
         deadline_check: false,
         ..cfg
     };
-    let (registry, _busy) = one_busy_node(off);
+    let (registry, _busy) = busy_node(off, 0);
     let _held = registry.acquire(0, far, at_ms(0), &[], true, None);
     assert!(matches!(
         registry.acquire(0, far, at_ms(500), &[], true, None),
@@ -198,27 +214,28 @@ fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
     ));
 }
 
-/// The gateway's own service-time figure (`service_time_from = "gateway"`,
-/// and the autoscaler's signal) learns from every call, not only from
-/// calls that had their node to themselves, which under load are none: a
-/// call that found n ahead counts its latency over n + 1.
+/// The same held wait before a node that says it executes every call the
+/// gateway sent is the node's, not the gateway's: a new request with time
+/// to spare is held, and one whose deadline the work ahead cannot meet is
+/// refused as `deadline`, never `gateway_behind`.
 #[test]
-fn the_gateways_service_time_moves_under_load() {
-    let (registry, busy) = one_busy_node(AdmissionConfig::default());
-    drop(busy);
-    // Alone: 10 ms per call.
-    registry.release(NodeId(1), Some(Nanos::from_millis(10)), 0, at_ms(10));
-    assert_eq!(registry.tick().service_time, Nanos::from_millis(10));
-    // Then only calls with three ahead, each 8 ms after it was sent: 2 ms
-    // of service each.
+fn a_request_held_for_a_busy_node_is_judged_by_the_work_ahead() {
+    let cfg = AdmissionConfig {
+        max_gateway_delay: Nanos::from_millis(20),
+        ..AdmissionConfig::default()
+    };
     let far = T0 + Nanos::from_secs(600);
-    for i in 0..200 {
-        let slot = claim_now(registry.acquire(0, far, at_ms(20 + i), &[], true, None));
-        registry.release(slot.node, Some(Nanos::from_millis(8)), 3, at_ms(20 + i));
+    let (registry, _busy) = busy_node(cfg, BOUND);
+    let Acquired::Held(_first) = registry.acquire(0, far, at_ms(0), &[], true, None) else {
+        panic!("the node is full: the request should be held");
+    };
+    let Acquired::Held(_second) = registry.acquire(0, far, at_ms(25), &[], true, None) else {
+        panic!("held 25 ms for a busy node is not the gateway's delay: held");
+    };
+    // Two held and two running ahead at 1 ms each: 5 ms with its own.
+    match registry.acquire(0, at_ms(29), at_ms(25), &[], true, None) {
+        Acquired::Refused { why, .. } => assert_eq!(why.rule(), "deadline", "{why}"),
+        _ => panic!("4 ms left for 5 ms of work ahead: refuse"),
     }
-    let s = registry.tick().service_time;
-    assert!(
-        s < Nanos::from_millis(3) && s >= Nanos::from_millis(2),
-        "the figure stayed at the unloaded one: {s}"
-    );
+    assert_eq!(registry.held().0, 2);
 }

@@ -8,13 +8,20 @@
 //!
 //! The pacer runs on the runtime that runs the requests and sleeps on a
 //! `timerfd` ([`crate::timer`]) the runtime's event loop watches: each
-//! wake-up starts every arrival then due, as a batch. So a request costs
-//! no thread hand-over and no sleep of its own; when the runtime is busy
-//! with replies, the due arrivals are started as soon as it looks up from
-//! them, and the delay counts in their latency.
+//! wake-up starts every arrival then due, as a batch. A target with a
+//! [`Starter`] starts each call in place (no task, no future) and is told
+//! when the batch ends, so the batch's requests on one connection leave in
+//! one write; any other target's calls run as tasks. When the runtime is
+//! busy with replies, the due arrivals are started as soon as it looks up
+//! from them, and the delay counts in their latency.
 //!
-//! The engine keeps no figures of its own: an [`Observer`] hears of every
-//! request (sent, not sent, ended) and keeps what its caller reports.
+//! How late each request left (its send lag: when the batch holding it
+//! was written, less its due time) is kept in a histogram, so a run can
+//! tell when the generator itself could not keep the schedule.
+//!
+//! The engine keeps no figures of its own besides that: an [`Observer`]
+//! hears of every request (sent, not sent, ended) and keeps what its caller
+//! reports.
 
 use std::future::Future;
 use std::iter::Peekable;
@@ -23,10 +30,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ebb_core::Nanos;
+use hdrhistogram::Histogram;
 use tokio::sync::{Notify, oneshot};
 
+use crate::report::micros_histogram;
 use crate::timer::Timer;
-use crate::{Outcome, Target};
+use crate::{Ends, Outcome, Starter, Target};
+
+/// Calls started before the pacer flushes them: a pacer far behind its
+/// schedule writes what it has every this many calls rather than holding
+/// an unbounded batch.
+pub const MAX_BATCH_CALLS: usize = 256;
 
 /// Hears of every request the engine is due to send. Times are offsets
 /// from the run's start; a request is named by its due offset.
@@ -95,16 +109,43 @@ pub struct Driven {
     pub not_sent: u64,
     /// The schedule was cut short by the stop signal.
     pub stopped: bool,
+    /// How late each sent request left, µs: from its due time to when the
+    /// batch holding it was written (for a target without a [`Starter`],
+    /// to when its task was started).
+    pub send_lag_us: Histogram<u64>,
     /// The requests still running; each ends at its target's deadline.
     pub in_flight: Arc<InFlight>,
+    /// The target, kept open while its calls run: calls started through a
+    /// [`Starter`] hold no reference to it, and dropping its connections
+    /// would end them all unanswered.
+    _keep_open: Arc<dyn Target>,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for dyn Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Target")
+    }
+}
+
+#[derive(Debug)]
 struct Counts {
     scheduled: u64,
     sent: u64,
     not_sent: u64,
     stopped: bool,
+    send_lag_us: Histogram<u64>,
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts {
+            scheduled: 0,
+            sent: 0,
+            not_sent: 0,
+            stopped: false,
+            send_lag_us: micros_histogram(),
+        }
+    }
 }
 
 /// Sends each request of `schedule` (offsets from `start`, non-decreasing)
@@ -143,14 +184,23 @@ async fn drive_with(
     stop: impl Future<Output = ()>,
 ) -> Driven {
     let in_flight = Arc::new(InFlight::default());
+    let ends = Arc::new(EngineEnds {
+        observer: Arc::clone(&observer),
+        in_flight: Arc::clone(&in_flight),
+        start,
+    });
+    let starter = Arc::clone(&target).starter(Arc::clone(&ends) as Arc<dyn Ends>);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let pacer = Pacer {
-        target,
+        target: Arc::clone(&target),
+        starter,
+        ends,
         observer,
         in_flight: Arc::clone(&in_flight),
         start,
         max_in_flight: max_in_flight as u64,
         counts: Counts::default(),
+        batch: Vec::with_capacity(MAX_BATCH_CALLS),
     };
     // A task of its own, so it runs on a worker thread beside the
     // requests, wherever the caller polls this future from.
@@ -171,17 +221,41 @@ async fn drive_with(
         sent: counts.sent,
         not_sent: counts.not_sent,
         stopped: counts.stopped,
+        send_lag_us: counts.send_lag_us,
         in_flight,
+        _keep_open: target,
+    }
+}
+
+/// Where every request's end goes, however it was started: the observer
+/// hears it with the request's due offset (the token), and the in-flight
+/// count drops.
+struct EngineEnds {
+    observer: Arc<dyn Observer>,
+    in_flight: Arc<InFlight>,
+    start: Instant,
+}
+
+impl Ends for EngineEnds {
+    fn ended(&self, token: u64, outcome: Outcome) {
+        let at: Nanos = self.start.elapsed().into();
+        self.observer.ended(Nanos(token), at, outcome);
+        self.in_flight.end();
     }
 }
 
 struct Pacer {
     target: Arc<dyn Target>,
+    starter: Option<Box<dyn Starter>>,
+    ends: Arc<EngineEnds>,
     observer: Arc<dyn Observer>,
     in_flight: Arc<InFlight>,
     start: Instant,
     max_in_flight: u64,
     counts: Counts,
+    /// The due offsets of the requests started and not yet flushed; at
+    /// most [`MAX_BATCH_CALLS`].
+    batch: Vec<Nanos>,
 }
 
 impl Pacer {
@@ -196,7 +270,11 @@ impl Pacer {
             let now = Instant::now();
             while let Some(offset) = schedule.next_if(|o| self.due(*o) <= now) {
                 self.start_one(offset);
+                if self.batch.len() >= MAX_BATCH_CALLS {
+                    self.flush();
+                }
             }
+            self.flush();
             let Some(next) = schedule.peek() else {
                 break;
             };
@@ -229,16 +307,35 @@ impl Pacer {
         self.counts.sent += 1;
         self.in_flight.begin();
         self.observer.sent(offset);
+        self.batch.push(offset);
+        if let Some(starter) = self.starter.as_mut() {
+            starter.start(offset.as_nanos());
+            return;
+        }
         let target = Arc::clone(&self.target);
-        let observer = Arc::clone(&self.observer);
-        let in_flight = Arc::clone(&self.in_flight);
-        let start = self.start;
+        let ends = Arc::clone(&self.ends);
         tokio::spawn(async move {
             let outcome = target.call().await;
-            let at: Nanos = start.elapsed().into();
-            observer.ended(offset, at, outcome);
-            in_flight.end();
+            ends.ended(offset.as_nanos(), outcome);
         });
+    }
+
+    /// Sends the batch and records how late each of its requests left.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Some(starter) = self.starter.as_mut() {
+            starter.flush();
+        }
+        let sent = Instant::now();
+        for offset in self.batch.drain(..) {
+            let due = self.start + Duration::from(offset);
+            let lag_us = sent.saturating_duration_since(due).as_micros();
+            self.counts
+                .send_lag_us
+                .saturating_record(u64::try_from(lag_us).unwrap_or(u64::MAX).max(1));
+        }
     }
 }
 
@@ -348,6 +445,84 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_coarse_timer_fallback_paces_the_same_schedule() {
         every_due_request_is_sent_or_counted(Timer::coarse()).await;
+    }
+
+    /// Starts calls through a [`Starter`] and ends each at the flush of
+    /// its batch; keeps the size of every batch flushed.
+    #[derive(Default)]
+    struct Batching {
+        batches: Mutex<Vec<usize>>,
+        calls: AtomicU64,
+    }
+
+    struct BatchStarter {
+        target: Arc<Batching>,
+        ends: Arc<dyn Ends>,
+        held: Vec<u64>,
+    }
+
+    impl Target for Batching {
+        fn call(&self) -> BoxFuture<'_, Outcome> {
+            unreachable!("a target with a starter is not called through futures")
+        }
+
+        fn starter(self: Arc<Self>, ends: Arc<dyn Ends>) -> Option<Box<dyn Starter>> {
+            Some(Box::new(BatchStarter {
+                target: self,
+                ends,
+                held: Vec::new(),
+            }))
+        }
+    }
+
+    impl Starter for BatchStarter {
+        fn start(&mut self, token: u64) {
+            self.target.calls.fetch_add(1, Ordering::Relaxed);
+            self.held.push(token);
+        }
+
+        fn flush(&mut self) {
+            self.target
+                .batches
+                .lock()
+                .expect("not poisoned")
+                .push(self.held.len());
+            for token in self.held.drain(..) {
+                self.ends.ended(token, Outcome::Ok);
+            }
+        }
+    }
+
+    /// 600 requests due at once, started 50 ms after they were due: they
+    /// leave in bounded batches, each flushed, and every one's send lag is
+    /// recorded as at least those 50 ms.
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_due_together_leave_in_bounded_batches_and_their_lag_is_kept() {
+        let target = Arc::new(Batching::default());
+        let seen = Arc::new(Seen::default());
+        let start = Instant::now()
+            .checked_sub(Duration::from_millis(50))
+            .expect("the monotonic clock is past 50 ms");
+        let schedule = std::iter::repeat_n(Nanos::ZERO, 600);
+        let d = drive(
+            target.clone(),
+            schedule,
+            start,
+            1_000,
+            seen.clone(),
+            std::future::pending(),
+        )
+        .await;
+        assert!(d.in_flight.drained(None).await);
+        assert_eq!((d.scheduled, d.sent, d.not_sent), (600, 600, 0));
+        assert_eq!(target.calls.load(Ordering::Relaxed), 600);
+        let batches = target.batches.lock().expect("not poisoned").clone();
+        assert_eq!(batches.iter().sum::<usize>(), 600, "{batches:?}");
+        assert!(batches.len() >= 3, "{batches:?}");
+        assert!(batches.iter().all(|b| *b <= MAX_BATCH_CALLS), "{batches:?}");
+        assert_eq!(seen.ended.lock().expect("not poisoned").len(), 600);
+        assert_eq!(d.send_lag_us.len(), 600);
+        assert!(d.send_lag_us.min() >= 50_000, "{}", d.send_lag_us.min());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,12 +17,17 @@ mod run;
 mod timer;
 
 pub use arrivals::{ArrivalSpec, Arrivals, MAX_RATE_PER_SEC};
-pub use engine::{Driven, InFlight, Observer, drive};
+pub use engine::{Driven, InFlight, MAX_BATCH_CALLS, Observer, drive};
 pub use http::{CLIENT_GRACE_MS, HttpTarget, MAX_RESPONSE_BYTES};
 pub use outcome::Outcome;
 pub use report::{MAX_ERROR_LABELS, Report, RunInfo, Tally};
 pub use rpc::RpcTarget;
-pub use run::{DEFAULT_MAX_OUTSTANDING, DRAIN_GRACE_MS, LoadConfig, Progress, run, run_until};
+pub use run::{
+    BEHIND_LAG_P99_MS, Connect, DEFAULT_MAX_OUTSTANDING, DRAIN_GRACE_MS, LoadConfig, MAX_THREADS,
+    Progress, run, run_until,
+};
+
+use std::sync::Arc;
 
 use ebb_rpc::service::BoxFuture;
 
@@ -30,6 +35,31 @@ use ebb_rpc::service::BoxFuture;
 /// Each call must end, at the latest shortly after the run's deadline.
 pub trait Target: Send + Sync + 'static {
     fn call(&self) -> BoxFuture<'_, Outcome>;
+
+    /// A way to start calls without a task and a future each, for a
+    /// target whose transport can hand each call's end to a sink; `None`
+    /// (the default) and the engine runs [`Target::call`]'s futures. The
+    /// engine asks once per run, giving where the calls' ends go.
+    fn starter(self: Arc<Self>, ends: Arc<dyn Ends>) -> Option<Box<dyn Starter>> {
+        let _ = ends;
+        None
+    }
+}
+
+/// Where a call started by a [`Starter`] reports its end: once per started
+/// call, with the token it was started with, by whichever task learns it.
+pub trait Ends: Send + Sync {
+    fn ended(&self, token: u64, outcome: Outcome);
+}
+
+/// Starts calls in batches: the engine starts every call due at one
+/// wake-up, then flushes, so a batch's requests on one connection can
+/// leave in one write.
+pub trait Starter: Send {
+    /// Starts one call; it may be held until [`Starter::flush`].
+    fn start(&mut self, token: u64);
+    /// Sends what was held since the last flush.
+    fn flush(&mut self);
 }
 
 /// Why a run could not start.
@@ -44,4 +74,7 @@ pub enum LoadError {
     Method(String),
     #[error("{0}")]
     Arguments(String),
+    /// A sender thread could not be started or ended without its report.
+    #[error("sender thread {index}: {why}")]
+    Thread { index: usize, why: String },
 }

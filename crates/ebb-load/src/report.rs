@@ -15,6 +15,13 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 /// Distinct labels kept in `errors`; further ones are counted under `more`.
 pub const MAX_ERROR_LABELS: usize = 32;
 
+/// A histogram of microseconds, 1 µs to an hour, 3 significant digits:
+/// latencies and send lags alike.
+pub(crate) fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
+        .expect("constant bounds are valid: 1 <= low, high >= 2 * low, 0..=5 digits")
+}
+
 /// Counts and latencies as requests complete.
 pub struct Tally {
     pub ok: u64,
@@ -36,8 +43,7 @@ impl Default for Tally {
             outcome_unknown: 0,
             other_errors: 0,
             errors: BTreeMap::new(),
-            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
-                .expect("constant bounds are valid: 1 <= low, high >= 2 * low, 0..=5 digits"),
+            latency_us: micros_histogram(),
         }
     }
 }
@@ -73,6 +79,26 @@ impl Tally {
             "more".to_owned()
         };
         *self.errors.entry(label).or_default() += 1;
+    }
+
+    /// Adds `other`'s counts and latencies (another sender thread's);
+    /// labels past [`MAX_ERROR_LABELS`] go under `more`, as in `record`.
+    pub fn merge(&mut self, other: &Tally) {
+        self.ok += other.ok;
+        self.overloaded += other.overloaded;
+        self.deadline_exceeded += other.deadline_exceeded;
+        self.outcome_unknown += other.outcome_unknown;
+        self.other_errors += other.other_errors;
+        for (label, n) in &other.errors {
+            let label = if self.errors.len() < MAX_ERROR_LABELS || self.errors.contains_key(label) {
+                label.clone()
+            } else {
+                "more".to_owned()
+            };
+            *self.errors.entry(label).or_default() += n;
+        }
+        // Same bounds on both sides, so nothing is out of range.
+        let _ = self.latency_us.add(&other.latency_us);
     }
 
     pub fn completed(&self) -> u64 {
@@ -123,6 +149,19 @@ pub struct Report {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
+    /// Sender threads, each with its own runtime and connections.
+    pub threads: usize,
+    /// How late the generator sent requests (from each one's scheduled
+    /// time to when it was written), ms: how far the generator itself fell
+    /// behind. Counted in the latencies above (they run from the scheduled
+    /// time), so a large lag is the generator's, not the target's.
+    pub send_lag_p50_ms: f64,
+    pub send_lag_p99_ms: f64,
+    pub send_lag_max_ms: f64,
+    /// `send_lag_p99_ms` exceeded [`crate::BEHIND_LAG_P99_MS`]: the
+    /// generator did not offer the schedule it reports, and the figures
+    /// above describe it as much as the target.
+    pub generator_behind: bool,
 }
 
 /// The parts of a report that are not measured.
@@ -134,10 +173,30 @@ pub struct RunInfo {
     pub duration_s: f64,
 }
 
+/// What the run measured, merged over its sender threads.
+pub struct Measured<'a> {
+    pub scheduled: u64,
+    pub not_sent: u64,
+    pub tally: &'a Tally,
+    pub send_lag_us: &'a Histogram<u64>,
+    pub wall_s: f64,
+    pub threads: usize,
+}
+
 impl Report {
-    pub fn new(info: RunInfo, scheduled: u64, not_sent: u64, tally: &Tally, wall_s: f64) -> Report {
+    pub fn new(info: RunInfo, m: Measured<'_>) -> Report {
+        let Measured {
+            scheduled,
+            not_sent,
+            tally,
+            send_lag_us,
+            wall_s,
+            threads,
+        } = m;
         let sent = scheduled - not_sent.min(scheduled);
         let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1_000.0;
+        let lag_ms = |q: f64| send_lag_us.value_at_quantile(q) as f64 / 1_000.0;
+        let send_lag_p99_ms = lag_ms(0.99);
         let per_sec = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         Report {
             scheduled,
@@ -159,6 +218,11 @@ impl Report {
             p999_ms: ms(0.999),
             max_ms: tally.latency_us.max() as f64 / 1_000.0,
             mean_ms: tally.latency_us.mean() / 1_000.0,
+            threads,
+            send_lag_p50_ms: lag_ms(0.5),
+            send_lag_p99_ms,
+            send_lag_max_ms: send_lag_us.max() as f64 / 1_000.0,
+            generator_behind: send_lag_p99_ms > crate::BEHIND_LAG_P99_MS,
             target: info.target,
             protocol: info.protocol,
             method: info.method,
@@ -202,6 +266,23 @@ impl Report {
             "  latency of ok calls (ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
             self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms
         );
+        let _ = writeln!(
+            t,
+            "  send lag (ms, {} sender thread{}): p50 {:.3}  p99 {:.3}  max {:.3}",
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+            self.send_lag_p50_ms,
+            self.send_lag_p99_ms,
+            self.send_lag_max_ms
+        );
+        if self.generator_behind {
+            let _ = writeln!(
+                t,
+                "  WARNING: the generator fell behind its schedule (send lag p99 over {} ms): \
+                 these figures are partly its own; try more --threads or a lower rate",
+                crate::BEHIND_LAG_P99_MS
+            );
+        }
         t
     }
 }

@@ -1,19 +1,26 @@
-//! Sending over ebb RPC: `connections` multiplexed `TcpClient`s, used in
-//! turn, each call with the method's own semantics and the run's deadline.
+//! Sending over ebb RPC: `connections` multiplexed `TcpClient`s, each call
+//! with the method's own semantics and the run's deadline.
 //!
 //! A service this build has a codec for is called typed (arguments encoded
-//! once for the run); any other is called through the node's own JSON
-//! adapter, after asking the node to describe itself.
+//! once for the run) and started in place by the engine's batches
+//! ([`Batches`]): the calls of one batch go to one connection, held and
+//! written together, the next batch to the next connection; each reply is
+//! handed to the engine by the client's reader, with no task per call.
+//! Any other service is called through the node's own JSON adapter, after
+//! asking the node to describe itself, one task per call, the connections
+//! used in turn.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use ebb_core::Nanos;
-use ebb_rpc::service::{BoxFuture, CallOptions, MethodInfo, ServiceCodec, Transport};
+use ebb_rpc::CallError;
+use ebb_rpc::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceCodec, Transport};
 use ebb_rpc::transport::TcpClient;
 use serde_json::Value;
 
-use crate::{LoadError, Outcome, Target};
+use crate::{Ends, LoadError, Outcome, Starter, Target};
 
 pub struct RpcTarget {
     clients: Vec<TcpClient>,
@@ -115,6 +122,21 @@ impl RpcTarget {
 }
 
 impl Target for RpcTarget {
+    fn starter(self: Arc<Self>, ends: Arc<dyn Ends>) -> Option<Box<dyn Starter>> {
+        let Call::Typed { method, args } = &self.call else {
+            return None;
+        };
+        let (method, args) = (*method, args.clone());
+        Some(Box::new(Batches {
+            target: self,
+            method,
+            args,
+            sink: Arc::new(ToEnds(ends)),
+            conn: 0,
+            held: 0,
+        }))
+    }
+
     fn call(&self) -> BoxFuture<'_, Outcome> {
         let client = &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
         Box::pin(async move {
@@ -137,5 +159,74 @@ impl Target for RpcTarget {
                 Err(e) => Outcome::from_call_error(e),
             }
         })
+    }
+}
+
+/// Hands the client's outcomes to the engine, classified.
+struct ToEnds(Arc<dyn Ends>);
+
+impl CallSink for ToEnds {
+    fn deliver(&self, token: u64, outcome: Result<Bytes, CallError>) {
+        let outcome = match outcome {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::from_call_error(e),
+        };
+        self.0.ended(token, outcome);
+    }
+}
+
+/// The engine's batches of typed calls: each batch on one connection,
+/// whose requests are held until the batch is flushed.
+struct Batches {
+    target: Arc<RpcTarget>,
+    method: &'static MethodInfo,
+    args: Bytes,
+    sink: Arc<dyn CallSink>,
+    /// The connection this batch goes to.
+    conn: usize,
+    /// Calls started on `conn` since the last flush.
+    held: usize,
+}
+
+impl Starter for Batches {
+    fn start(&mut self, token: u64) {
+        let client = &self.target.clients[self.conn];
+        if self.held == 0 {
+            client.hold_writes();
+        }
+        self.held += 1;
+        let started = client.start_call(
+            self.method,
+            self.args.clone(),
+            self.target.options,
+            &self.sink,
+            token,
+        );
+        if started.is_err() {
+            // Checked against the frame limit when encoded; cannot happen
+            // for arguments that were accepted, but ends the call if so.
+            self.sink.deliver(
+                token,
+                Err(CallError::BadRequest {
+                    message: "arguments too large for a frame".into(),
+                }),
+            );
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.held == 0 {
+            return;
+        }
+        self.target.clients[self.conn].release_writes();
+        self.held = 0;
+        self.conn = (self.conn + 1) % self.target.clients.len();
+    }
+}
+
+impl Drop for Batches {
+    /// Nothing stays held if the engine stops between a start and a flush.
+    fn drop(&mut self) {
+        self.flush();
     }
 }

@@ -114,11 +114,26 @@ pub struct CallContext {
     /// the call itself has no use for it (the caller ends the call by its
     /// own deadline); a forwarding server admits and forwards within it.
     pub timeout: Nanos,
+    /// When the server read the frame that brought the call: the clock read
+    /// its transport makes once per read of the socket anyway, so carrying
+    /// it costs nothing per call. A forwarding server judges its own delay
+    /// from it (how long the call waited inside it before its turn); `None`
+    /// when the call did not come off a socket.
+    pub received: Option<std::time::Instant>,
 }
 
 impl CallContext {
     pub const fn new(timeout: Nanos) -> CallContext {
-        CallContext { timeout }
+        CallContext {
+            timeout,
+            received: None,
+        }
+    }
+
+    /// This context for a call read at `at`.
+    pub const fn received_at(mut self, at: std::time::Instant) -> CallContext {
+        self.received = Some(at);
+        self
     }
 }
 

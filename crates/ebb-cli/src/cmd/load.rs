@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ebb_core::Nanos;
 use ebb_load::{
-    ArrivalSpec, DEFAULT_MAX_OUTSTANDING, HttpTarget, LoadConfig, MAX_RATE_PER_SEC, Progress,
-    RpcTarget, RunInfo, Target,
+    ArrivalSpec, Connect, DEFAULT_MAX_OUTSTANDING, HttpTarget, LoadConfig, MAX_RATE_PER_SEC,
+    MAX_THREADS, Progress, RpcTarget, RunInfo, Target,
 };
 use ebb_sim::trace::{Trace, TraceFormat};
 
@@ -27,14 +27,22 @@ use ebb_sim::trace::{Trace, TraceFormat};
   ebb load --target 127.0.0.1:7000 --rate 2000 --duration 10 --method Demo.work --args '{\"micros\":100}'
   ebb load --target 127.0.0.1:8000 --http --rate 500 --duration 5 --method Demo.echo --args '{\"msg\":\"hi\"}' --json
   ebb load --target 127.0.0.1:7000 --trace counts.txt --duration 60 --method Demo.sleep --args '{\"millis\":5}'
+  ebb load --target 127.0.0.1:7000 --rate 150000 --threads 2 --connections 8 --duration 5 --json
 
 Arrivals come from --rate or from --trace (one of them).
+
+--threads N splits the schedule over N sender threads, each with its own
+runtime and its share of the connections; together they send the requested
+arrival process. The report's send lag (send_lag_p99_ms, send_lag_max_ms)
+says how late the generator itself sent; generator_behind is true when its
+p99 passed 1 ms, and then the figures are partly the generator's own.
 
 A trace file holds one number per line: per-second arrival counts, or arrival
 timestamps in seconds (`#` comments allowed). With --json, one JSON object:
 sent, ok, overloaded, deadline_exceeded, outcome_unknown, other_errors,
 not_sent, achieved_rate, offered_rate, p50_ms, p90_ms, p99_ms, p999_ms,
-max_ms, mean_ms, errors (by kind), and more.")]
+max_ms, mean_ms, errors (by kind), send_lag_p50_ms, send_lag_p99_ms,
+send_lag_max_ms, generator_behind, threads, and more.")]
 #[command(group(clap::ArgGroup::new("arrivals").args(["rate", "trace"]).required(true)))]
 pub struct Args {
     /// Address of a node or gateway: its RPC address, or with --http its HTTP address.
@@ -61,8 +69,9 @@ pub struct Args {
     /// Each request's deadline in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub deadline_ms: u64,
-    /// Connections to open (RPC calls are multiplexed on each; an HTTP/1.1
-    /// connection carries one request at a time).
+    /// Connections to open in all, split over the threads, at least one
+    /// each (RPC calls are multiplexed on each; an HTTP/1.1 connection
+    /// carries one request at a time).
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
     /// Requests sent and not yet ended; arrivals past it are not sent and
@@ -72,7 +81,11 @@ pub struct Args {
     /// Seed of the arrival schedule.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Threads running the schedule and the requests.
+    /// Sender threads, each running its share of the schedule and its
+    /// requests on its own connections. One sends up to some tens of
+    /// thousands of calls per second on a quiet core and is the cheapest
+    /// per call; add threads (and cores) for more, or when the report says
+    /// the generator fell behind (`generator_behind`).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Print one JSON object instead of the table (no progress bar).
@@ -80,9 +93,8 @@ pub struct Args {
     pub json: bool,
 }
 
-/// The most connections or threads accepted.
+/// The most connections accepted.
 const MAX_CONNECTIONS: usize = 4096;
-const MAX_THREADS: usize = 256;
 /// The longest run accepted, in seconds (a day).
 const MAX_DURATION_S: f64 = 86_400.0;
 
@@ -144,56 +156,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(path)) => ArrivalSpec::Trace(Trace::load(path, TraceFormat::Auto)?),
         (None, None) => bail!("give --rate R (requests per second) or --trace FILE"),
     };
-    let deadline = Nanos::from_millis(args.deadline_ms);
     let config = LoadConfig {
         arrivals,
         duration: Nanos::from_secs_f64(args.duration),
-        deadline,
+        deadline: Nanos::from_millis(args.deadline_ms),
         seed: args.seed,
         max_outstanding: args.max_outstanding,
+        threads: args.threads,
+        // Each thread opens its own.
+        connections: args.connections.max(args.threads),
     };
+    let connect = connector(&args, service, method, json);
     let stopped = std::sync::atomic::AtomicBool::new(false);
-    // One thread (the default) runs the schedule and the requests on this
-    // thread, with no hand-over between threads at all.
-    let rt = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    }
-    .context("starting the async runtime")?;
+    // This thread only waits, shows progress and hears Ctrl-C; the
+    // requests run on the sender threads, each on a runtime of its own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let report = rt.block_on(async {
-        let target: Arc<dyn Target> = if args.http {
-            Arc::new(
-                HttpTarget::connect(
-                    &args.target,
-                    args.connections,
-                    service,
-                    method,
-                    &json,
-                    deadline,
-                )
-                .await?,
-            )
-        } else {
-            // A service this build knows is called typed; any other through
-            // the target's description of itself.
-            let (t, c) = (&args.target, args.connections);
-            let target = match ebb_demo::service_codec(service) {
-                Some(codec) => {
-                    RpcTarget::connect(t, c, codec, method, json.clone(), deadline).await?
-                }
-                None => {
-                    RpcTarget::connect_described(t, c, service, method, json.clone(), deadline)
-                        .await?
-                }
-            };
-            Arc::new(target)
-        };
         let info = RunInfo {
             target: args.target.clone(),
             protocol: if args.http { "http" } else { "rpc" },
@@ -208,11 +189,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .context("installing the Ctrl-C handler")?;
         let stop = interrupted(sigint, &stopped);
-        let report = ebb_load::run_until(target, &config, info, progress, stop).await;
+        let report = ebb_load::run_until(connect, &config, info, progress, stop).await;
         if let Some(bar) = bar {
             bar.abort();
         }
-        anyhow::Ok(report)
+        anyhow::Ok(report?)
     })?;
     if args.json {
         super::print_out(&format!("{}\n", serde_json::to_string(&report)?))?;
@@ -230,6 +211,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(super::INTERRUPTED_EXIT);
     }
     Ok(())
+}
+
+/// How each sender thread connects: over HTTP, or over RPC typed for a
+/// service this build knows and through the target's description of
+/// itself for any other.
+fn connector(args: &Args, service: &str, method: &str, json: serde_json::Value) -> Connect {
+    let (addr, http) = (args.target.clone(), args.http);
+    let (service, method) = (service.to_owned(), method.to_owned());
+    let deadline = Nanos::from_millis(args.deadline_ms);
+    Arc::new(move |connections| {
+        let (addr, service, method, json) =
+            (addr.clone(), service.clone(), method.clone(), json.clone());
+        Box::pin(async move {
+            let target: Arc<dyn Target> = if http {
+                Arc::new(
+                    HttpTarget::connect(&addr, connections, &service, &method, &json, deadline)
+                        .await?,
+                )
+            } else {
+                match ebb_demo::service_codec(&service) {
+                    Some(codec) => Arc::new(
+                        RpcTarget::connect(&addr, connections, codec, &method, json, deadline)
+                            .await?,
+                    ),
+                    None => Arc::new(
+                        RpcTarget::connect_described(
+                            &addr,
+                            connections,
+                            &service,
+                            &method,
+                            json,
+                            deadline,
+                        )
+                        .await?,
+                    ),
+                }
+            };
+            Ok(target)
+        })
+    })
 }
 
 /// Resolves on the first Ctrl-C (and sets `stopped`): sending stops, the

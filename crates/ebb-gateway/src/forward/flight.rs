@@ -24,9 +24,10 @@ use std::sync::{Arc, PoisonError};
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_rpc::CallError;
-use ebb_rpc::service::{CallOptions, CallSink, DeferredReply, MethodInfo, Transport};
+use ebb_rpc::service::{CallContext, CallOptions, CallSink, DeferredReply, MethodInfo, Transport};
 
-use super::{Forwarder, GatewayError, Route};
+use super::retry::Route;
+use super::{Forwarder, GatewayError};
 use crate::registry::{Acquired, Slot, gone_cause};
 use crate::service::Encoding;
 
@@ -39,34 +40,43 @@ pub(super) struct Flight {
     node: NodeId,
     /// Calls the node had from the gateway when this one was sent.
     ahead: u32,
+    /// When the ingress read it: its deadline and response time count
+    /// from here.
     arrived: Instant,
+    /// When it was admitted and sent: the node's latency counts from here.
+    sent: Instant,
     timeout: Nanos,
 }
 
 impl Forwarder {
     /// Forwards one postcard-encoded call and answers it through `reply`,
     /// from whichever task learns its outcome. Runs on the ingress
-    /// connection's task (inside the gateway's runtime).
+    /// connection's task (inside the gateway's runtime). `cx`: the caller's
+    /// time left and when the server read the call, whose wait since is
+    /// the gateway's own delay.
     pub fn start(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
-        timeout: Nanos,
+        cx: CallContext,
         reply: DeferredReply,
     ) {
-        let arrived = self.clock.now();
+        let (timeout, now) = (cx.timeout, self.clock.now());
+        let arrived = self.arrival(&cx).unwrap_or(now);
         self.me.get_or_init(|| Arc::downgrade(self));
         self.runtime.get_or_init(tokio::runtime::Handle::current);
         if self.hedge.is_some() && method.idempotent {
             // A hedged call races two attempts: the async path's.
             let this = Arc::clone(self);
             self.spawn(async move {
-                let result = this.call(method, args, timeout).await;
+                let postcard = Encoding::Postcard;
+                let call = this.call_encoded(method, args, postcard, timeout, Some(arrived));
+                let result = call.await;
                 reply.send(result.map_err(Into::into));
             });
             return;
         }
-        let (deadline, first) = match self.admit(args.len(), timeout, arrived) {
+        let (deadline, first) = match self.admit(args.len(), timeout, (arrived, now)) {
             Ok(admitted) => admitted,
             Err(e) => return self.answer(reply, method, arrived, Err(e)),
         };
@@ -77,11 +87,12 @@ impl Forwarder {
             node: NodeId(0),
             ahead: 0,
             arrived,
+            sent: now,
             timeout,
         };
         match first {
             Acquired::Now(slot) => self.launch(slot, flight, deadline),
-            held => self.continue_async(flight, deadline, Route::from(held), arrived),
+            held => self.continue_async(flight, deadline, Route::from(held), now),
         }
     }
 
@@ -91,8 +102,8 @@ impl Forwarder {
     fn launch(self: &Arc<Self>, mut slot: Slot, mut flight: Flight, deadline: Instant) {
         flight.node = slot.node;
         flight.ahead = slot.ahead;
-        let (method, args, arrived) = (flight.method, flight.args.clone(), flight.arrived);
-        let left = deadline.saturating_since(arrived);
+        let (method, args, sent) = (flight.method, flight.args.clone(), flight.sent);
+        let left = deadline.saturating_since(sent);
         let token = self.flights().insert(flight);
         let sink: Arc<dyn CallSink> = Arc::clone(self) as Arc<dyn CallSink>;
         let options = CallOptions::default().with_timeout(left);
@@ -117,7 +128,7 @@ impl Forwarder {
                     return;
                 };
                 let route = Route::from(Acquired::Now(slot));
-                self.continue_async(flight, deadline, route, arrived);
+                self.continue_async(flight, deadline, route, sent);
             }
         }
     }
@@ -190,7 +201,7 @@ impl CallSink for Forwarder {
             return;
         };
         let now = self.clock.now();
-        self.attempt_ended(flight.node, flight.ahead, flight.arrived, &outcome, now);
+        self.attempt_ended(flight.node, flight.ahead, flight.sent, &outcome, now);
         let failure = match outcome {
             Ok(reply) => {
                 return self.answer(flight.reply, flight.method, flight.arrived, Ok(reply));

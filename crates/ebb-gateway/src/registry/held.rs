@@ -2,6 +2,7 @@
 //! as nodes free up or turn ready.
 
 use ebb_core::{Instant, NodeId};
+use ebb_policy::admission::{self, GatewayDelay, NodeCalls};
 use ebb_policy::balance::{Choice, RequestInfo};
 use tokio::sync::oneshot;
 
@@ -9,7 +10,8 @@ use super::{Inner, MAX_HELD_SKIPPED, Registry, Slot};
 
 pub(super) struct HeldRequest {
     pub(super) tx: oneshot::Sender<Slot>,
-    /// When it reached its dispatch decision and was held.
+    /// When it reached its dispatch decision and was held: the start of
+    /// its wait in the FIFO, not its read at the ingress.
     pub(super) arrived: Instant,
     pub(super) bytes: usize,
     pub(super) deadline: Instant,
@@ -29,6 +31,31 @@ impl Inner {
             return Some(front.arrived);
         }
         None
+    }
+
+    /// The gateway's own delay for a request read at `arrived` and
+    /// decided at `now`. Whether the held FIFO waits for the gateway or for
+    /// busy nodes ([`admission::dispatch_behind`]) is asked only when
+    /// something is held: the nodes' reports are not read on the common
+    /// path.
+    pub(super) fn gateway_delay(&mut self, arrived: Instant, now: Instant) -> GatewayDelay {
+        let oldest_held = self.oldest_held(now);
+        let dispatch_behind = oldest_held.is_some() && {
+            let nodes = self
+                .views
+                .iter()
+                .zip(&self.meta)
+                .filter(|(v, _)| v.is_ready());
+            admission::dispatch_behind(nodes.map(|(v, m)| NodeCalls {
+                in_flight: v.in_flight,
+                reported: m.client.as_ref().and_then(|c| c.reported_load()),
+            }))
+        };
+        GatewayDelay {
+            arrived,
+            oldest_held,
+            dispatch_behind,
+        }
     }
 
     pub(super) fn remove_held(&mut self, k: usize) -> Option<HeldRequest> {

@@ -2,7 +2,7 @@
 //! for each call, and what its end tells the registry.
 
 use ebb_core::{Instant, Nanos, NodeId};
-use ebb_policy::admission::{self, AdmissionConfig, Admit, GatewayDelay};
+use ebb_policy::admission::{self, AdmissionConfig, Admit};
 use ebb_policy::balance::{Choice, RequestInfo};
 use tokio::sync::oneshot;
 
@@ -24,16 +24,41 @@ impl Registry {
         first_attempt: bool,
         refused_by: Option<NodeId>,
     ) -> Acquired {
+        let arrived = first_attempt.then_some(now);
+        self.acquire_at(bytes, deadline, now, excluded, arrived, refused_by)
+    }
+
+    /// A new request's first [`Registry::acquire`] at `now`, read by the
+    /// ingress at `arrived`: the wait in between is the gateway's own
+    /// delay, which admission judges.
+    pub fn acquire_first(
+        &self,
+        bytes: usize,
+        deadline: Instant,
+        arrived: Instant,
+        now: Instant,
+    ) -> Acquired {
+        self.acquire_at(bytes, deadline, now, &[], Some(arrived), None)
+    }
+
+    /// [`Registry::acquire`]; `arrived` is set for a request's first
+    /// attempt: when the ingress read it.
+    fn acquire_at(
+        &self,
+        bytes: usize,
+        deadline: Instant,
+        now: Instant,
+        excluded: &[NodeId],
+        arrived: Option<Instant>,
+        refused_by: Option<NodeId>,
+    ) -> Acquired {
         let mut g = self.lock();
         let inner = &mut *g;
-        if first_attempt {
+        if let Some(arrived) = arrived {
             inner.counters.arrivals += 1;
             // A retry was admitted once already; a new request is refused
             // when the gateway is behind.
-            let delay = GatewayDelay {
-                arrived: now,
-                oldest_held: inner.oldest_held(now),
-            };
+            let delay = inner.gateway_delay(arrived, now);
             if let Admit::Refuse { why, retry_after } =
                 admission::admit_delay(&inner.admission, delay, now)
             {

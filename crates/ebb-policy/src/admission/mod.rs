@@ -15,17 +15,19 @@
 //! there are fast ones, and refuse work the nodes could do.
 //!
 //! The estimate sees only the work the gateway has handed on. Requests
-//! that wait inside the gateway itself (behind a saturated ingress, or in
-//! its held FIFO) are not in it; [`admit_delay`] refuses by that delay:
-//! once requests wait longer than `max_gateway_delay` in the gateway
-//! before their dispatch decision, or the oldest held one has, new ones
-//! are refused at once. Refusing is cheaper than forwarding, so the
-//! gateway catches up, and what it does take is fresh enough to meet its
-//! deadline (the idea of CoDel, Nichols and Jacobson 2012: judge a queue by
-//! how long its items wait, not by its length).
+//! that wait inside the gateway itself (behind a saturated ingress, or held
+//! while a node has room the gateway has not used) are not in it;
+//! [`admit_delay`] refuses by that delay: once a request waited longer than
+//! `max_gateway_delay` from its read at the ingress to its dispatch
+//! decision, or, while dispatch is behind ([`dispatch_behind`]), the oldest
+//! held one has, new ones are refused at once. A held FIFO that waits for
+//! busy nodes is the estimate's to judge. Refusing is cheaper than
+//! forwarding, so the gateway catches up, and what it does take is fresh
+//! enough to meet its deadline (the idea of CoDel, Nichols and Jacobson
+//! 2012: judge a queue by how long its items wait, not by its length).
 //!
 //! State: none; the caller passes what it measured. Cost: O(1), O(nodes)
-//! for [`from_nodes`].
+//! for [`from_nodes`] and [`dispatch_behind`].
 
 mod config;
 mod decide;
@@ -37,7 +39,7 @@ pub use config::{
     ServiceTimeSource, UNMEASURED_RETRY_AFTER,
 };
 pub use decide::{Admit, Refusal, admit};
-pub use delay::{GatewayDelay, admit_delay};
+pub use delay::{GatewayDelay, NodeCalls, admit_delay, dispatch_behind};
 pub use load::{Load, NodeLoad, PoolLoad, expected_finish, from_nodes};
 
 #[cfg(test)]

@@ -183,27 +183,45 @@ fn node_reports_add_up_as_capacities() {
     );
 }
 
+/// The wait from a request's read to its dispatch decision is always the
+/// gateway's own: refused past the bound, whatever the nodes are doing.
 #[test]
-fn a_gateway_behind_refuses_by_its_own_delay_or_its_oldest_held() {
+fn a_request_read_long_before_its_decision_is_refused_as_gateway_behind() {
     let cfg = AdmissionConfig {
         max_gateway_delay: Nanos::from_millis(20),
         ..AdmissionConfig::default()
     };
     let now = T0 + Nanos::from_millis(1_000);
-    let at = |ms_ago: u64| T0 + Nanos::from_millis(1_000 - ms_ago);
     let fresh = GatewayDelay {
         arrived: now,
         oldest_held: None,
+        dispatch_behind: false,
     };
     assert_eq!(admit_delay(&cfg, fresh, now), Admit::Accept);
-    let bound = GatewayDelay {
-        arrived: at(20),
-        oldest_held: Some(at(20)),
+    let at_bound = GatewayDelay {
+        arrived: now.saturating_sub(Nanos::from_millis(20)),
+        ..fresh
     };
-    assert_eq!(admit_delay(&cfg, bound, now), Admit::Accept, "at the bound");
-    // This request waited 30 ms before its decision.
+    assert_eq!(
+        admit_delay(&cfg, at_bound, now),
+        Admit::Accept,
+        "at the bound"
+    );
+    let past = GatewayDelay {
+        arrived: now.saturating_sub(Nanos::from_millis(20) + Nanos(1)),
+        ..fresh
+    };
+    assert!(matches!(
+        admit_delay(&cfg, past, now),
+        Admit::Refuse {
+            why: Refusal::GatewayBehind { .. },
+            ..
+        }
+    ));
+    // Read 30 ms ago, with every node busy and nothing held: still the
+    // gateway's own delay.
     let late = GatewayDelay {
-        arrived: at(30),
+        arrived: now.saturating_sub(Nanos::from_millis(30)),
         ..fresh
     };
     assert_eq!(
@@ -216,24 +234,110 @@ fn a_gateway_behind_refuses_by_its_own_delay_or_its_oldest_held() {
             retry_after: Nanos::from_millis(30),
         }
     );
-    // A fresh request behind a held one that waited 50 ms.
-    let stuck = GatewayDelay {
-        oldest_held: Some(at(50)),
-        ..fresh
-    };
-    assert!(matches!(
-        admit_delay(&cfg, stuck, now),
-        Admit::Refuse {
-            why: Refusal::GatewayBehind { delay, .. },
-            ..
-        } if delay == Nanos::from_millis(50)
-    ));
     // Admission off: no refusal for delay.
     let off = AdmissionConfig {
         deadline_check: false,
         ..cfg
     };
-    assert_eq!(admit_delay(&off, stuck, now), Admit::Accept);
+    assert_eq!(admit_delay(&off, late, now), Admit::Accept);
+}
+
+/// The held FIFO's age is the gateway's delay only while dispatch is
+/// behind; a FIFO waiting for busy nodes is left to the work ahead, which
+/// refuses it as `deadline` when the nodes cannot make it.
+#[test]
+fn a_held_wait_is_the_gateways_only_while_dispatch_is_behind() {
+    let cfg = AdmissionConfig {
+        max_gateway_delay: Nanos::from_millis(20),
+        ..AdmissionConfig::default()
+    };
+    let now = T0 + Nanos::from_millis(1_000);
+    let node_bound = GatewayDelay {
+        arrived: now,
+        oldest_held: Some(now.saturating_sub(Nanos::from_millis(50))),
+        dispatch_behind: false,
+    };
+    assert_eq!(
+        admit_delay(&cfg, node_bound, now),
+        Admit::Accept,
+        "held 50 ms for busy nodes: not the gateway's delay"
+    );
+    // The same wait, judged by the work ahead: one node busy for 10 ms a
+    // call, five held ahead, a 30 ms deadline.
+    let busy = load(5, 1, 1, 10);
+    assert!(matches!(
+        admit(&cfg, &busy, 0, now + Nanos::from_millis(30), now, true),
+        Admit::Refuse {
+            why: Refusal::DeadlineUnmeetable { .. },
+            ..
+        }
+    ));
+    let behind = GatewayDelay {
+        dispatch_behind: true,
+        ..node_bound
+    };
+    assert_eq!(
+        admit_delay(&cfg, behind, now),
+        Admit::Refuse {
+            why: Refusal::GatewayBehind {
+                delay: Nanos::from_millis(50),
+                limit: Nanos::from_millis(20),
+            },
+            retry_after: Nanos::from_millis(50),
+        }
+    );
+    let at_bound = GatewayDelay {
+        oldest_held: Some(now.saturating_sub(Nanos::from_millis(20))),
+        ..behind
+    };
+    assert_eq!(
+        admit_delay(&cfg, at_bound, now),
+        Admit::Accept,
+        "at the bound"
+    );
+    let past = GatewayDelay {
+        oldest_held: Some(now.saturating_sub(Nanos::from_millis(20) + Nanos(1))),
+        ..behind
+    };
+    assert!(matches!(
+        admit_delay(&cfg, past, now),
+        Admit::Refuse {
+            why: Refusal::GatewayBehind { .. },
+            ..
+        }
+    ));
+    // Dispatch behind but nothing held: only the request's own wait counts.
+    let empty = GatewayDelay {
+        oldest_held: None,
+        ..behind
+    };
+    assert_eq!(admit_delay(&cfg, empty, now), Admit::Accept);
+}
+
+/// Dispatch is behind when a node reported executing fewer calls than the
+/// gateway counts there, by more than the one the gateway sends in each
+/// slot a read reply frees.
+#[test]
+fn dispatch_is_behind_when_a_node_has_answered_calls_the_gateway_still_counts() {
+    let node = |in_flight, reported| NodeCalls {
+        in_flight,
+        reported,
+    };
+    // Starved: the node runs nothing, the gateway counts 1024 there.
+    assert!(dispatch_behind([node(1_024, Some(0))]));
+    // Busy, steady state: the reply that carried 1023 freed the slot the
+    // gateway refilled.
+    assert!(!dispatch_behind([node(1_024, Some(1_023))]));
+    assert!(!dispatch_behind([node(1_024, Some(1_024))]));
+    // The boundary: two calls answered and not yet read.
+    assert!(dispatch_behind([node(1_024, Some(1_022))]));
+    // Other callers' calls make a node busier than the gateway's count.
+    assert!(!dispatch_behind([node(3, Some(40))]));
+    // A node that never reported is no evidence.
+    assert!(!dispatch_behind([node(1_024, None)]));
+    assert!(!dispatch_behind([]));
+    // One node behind is enough.
+    assert!(dispatch_behind([node(8, Some(8)), node(8, Some(2))]));
 }
 
 #[test]
@@ -323,11 +427,18 @@ fn a_starved_gateway_before_an_idle_node_is_refused_by_its_delay_not_the_work_ah
         admit(&cfg, &starved, 64, deadline, now, true),
         Admit::Accept
     );
-    // The oldest held request waited 25 ms: the gateway is behind.
+    // The oldest held request waited 25 ms while the node had answered
+    // what the gateway still counts there: the gateway is behind.
+    let calls = NodeCalls {
+        in_flight: idle_node.in_flight,
+        reported: Some(idle_node.reported_queue),
+    };
     let behind = GatewayDelay {
         arrived: now,
         oldest_held: Some(now.saturating_sub(Nanos::from_millis(25))),
+        dispatch_behind: dispatch_behind([calls]),
     };
+    assert!(behind.dispatch_behind);
     assert!(matches!(
         admit_delay(&cfg, behind, now),
         Admit::Refuse { why: Refusal::GatewayBehind { delay, .. }, .. }

@@ -169,7 +169,31 @@ pub fn decode_args<T: DeserializeOwned>(
 /// allocation for spare capacity.
 fn to_exact_bytes<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Bytes> {
     let len = postcard::experimental::serialized_size(value)?;
-    postcard::to_extend(value, Vec::with_capacity(len)).map(Bytes::from)
+    postcard::serialize_with_flavor(value, SliceWriter(Vec::with_capacity(len))).map(Bytes::from)
+}
+
+/// Postcard output into a `Vec`, a slice at a time. postcard's own
+/// `to_extend` goes through `Extend<u8>`, which copies byte by byte: a
+/// 16 KiB argument's encoding was several percent of a client's CPU per
+/// call, where one `memcpy` does it.
+struct SliceWriter(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for SliceWriter {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 pub fn encode_args<T: Serialize>(method: &MethodInfo, args: &T) -> Result<Bytes, CallError> {
@@ -295,5 +319,24 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The slice writer's bytes are postcard's own, in a buffer of exactly
+    /// their size, for arguments mixing bytes, strings and integers.
+    #[test]
+    fn arguments_encode_as_postcard_does_into_an_exact_buffer() {
+        // A string goes through `try_extend`, as a byte buffer does.
+        let big = "x".repeat(16 * 1024);
+        let args = (big, vec![1u8, 2, 3], 300u32, -5i64, Some(1u8));
+        let encoded = to_exact_bytes(&args).unwrap();
+        assert_eq!(&encoded[..], &postcard::to_allocvec(&args).unwrap()[..]);
+        let empty: (Vec<u8>,) = (Vec::new(),);
+        assert_eq!(&to_exact_bytes(&empty).unwrap()[..], &[0u8][..]);
     }
 }

@@ -24,10 +24,14 @@ use crate::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceDescri
 use crate::wire::{MAX_PAYLOAD_BYTES, decode_payload};
 
 mod answer;
+mod conn;
+mod driver;
 mod link;
 mod readbuf;
+mod state;
 
-use link::{Dial, Link, Reply};
+use conn::Dial;
+use link::{Link, Reply};
 
 /// Describe requests one client may have outstanding; more end at once
 /// with `TooManyOutstanding`.
@@ -189,6 +193,22 @@ impl TcpClient {
     /// before the first.
     pub fn reported_service_time(&self) -> Option<Nanos> {
         self.link.reported_service_time()
+    }
+
+    /// Holds the requests of the calls started from now on in the
+    /// connection's buffer, until [`TcpClient::release_writes`] writes
+    /// them together: a caller that starts a batch of calls at one instant
+    /// (a load generator's tick) pays one write for the batch instead of
+    /// one per call. Meant to span no await of the caller's: the client's
+    /// own reader may write held requests sooner, never later.
+    pub fn hold_writes(&self) {
+        self.link.hold_writes(true);
+    }
+
+    /// Writes the requests held since [`TcpClient::hold_writes`] and
+    /// writes each further request as its call starts again.
+    pub fn release_writes(&self) {
+        self.link.hold_writes(false);
     }
 
     /// Asks the server what it serves: its service name, methods with ids,

@@ -10,11 +10,15 @@
 //! takes more; meanwhile producers only append, so frames keep their order,
 //! and everything appended leaves with the writer's next write.
 //!
-//! A TLS stream is written only through `&mut` and an async context, so
-//! there the writer task ships everything: it swaps out whatever has
-//! accumulated and writes it with one `write`, many frames per syscall
-//! under load. Two buffers are swapped back and forth, so steady state
-//! allocates nothing. Large payloads stay in their own buffers
+//! A TLS stream is written through `&mut` and an async context. With
+//! [`OutBuf::drain_into`] the writer task ships everything there: it swaps
+//! out whatever has accumulated and writes it with one `write`, many frames
+//! per syscall under load; two buffers are swapped back and forth, so
+//! steady state allocates nothing. With [`OutBuf::drain_in_place`] a TLS
+//! producer writes in place as on plain TCP (`in_place.rs`): rustls takes
+//! the plaintext into its own buffer and writes the records the socket
+//! takes, polled without a waker; the writer task only waits for room when
+//! the socket is full. Large payloads stay in their own buffers
 //! ([`FrameBuf`]) and go out with the headers in one vectored write.
 
 use std::io::{self, IoSlice};
@@ -26,7 +30,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
-use super::stream::WriteSide;
+use super::stream::{TlsWriteHalf, WriteSide};
+
+mod in_place;
 
 /// Bytes that may wait in one connection's output buffer; a producer that
 /// would exceed it is told the connection is overloaded instead of growing
@@ -51,12 +57,38 @@ struct Pending {
     /// Bytes at the front of `buf` already written (after a partial
     /// write in place).
     written: usize,
-    /// The socket, once the writer runs on plain TCP: producers write to
-    /// it themselves.
-    direct: Option<Arc<OwnedWriteHalf>>,
+    /// The socket, once a writer that lets producers write in place runs:
+    /// producers write to it themselves.
+    direct: Option<Direct>,
     /// The socket did not take everything: the writer waits for room and
     /// writes the rest; until it has, producers only append.
     blocked: bool,
+}
+
+/// A socket producers write to in place.
+#[derive(Debug)]
+enum Direct {
+    Tcp(Arc<OwnedWriteHalf>),
+    /// Written under the pending lock; rustls buffers what the socket does
+    /// not take yet.
+    Tls(Box<TlsWriteHalf>),
+}
+
+impl Direct {
+    /// Writes what `buf` holds past `written` without waiting; true if all
+    /// of it reached the socket (see [`write_now`]).
+    fn write_now(
+        &mut self,
+        buf: &mut FrameBuf,
+        written: &mut usize,
+        counted: &AtomicU64,
+        recycle: bool,
+    ) -> io::Result<bool> {
+        match self {
+            Direct::Tcp(sock) => write_now(sock, buf, written, counted, recycle),
+            Direct::Tls(sock) => in_place::write_now(sock, buf, written, counted, recycle),
+        }
+    }
 }
 
 impl Pending {
@@ -147,8 +179,9 @@ impl OutBuf {
                 Some(sock) => {
                     // A write error is the writer's to report: it meets
                     // the same error and closes the buffer.
-                    let all =
-                        write_now(sock, buf, written, &self.written, self.recycle).unwrap_or(false);
+                    let all = sock
+                        .write_now(buf, written, &self.written, self.recycle)
+                        .unwrap_or(false);
                     *blocked = !all;
                     *blocked
                 }
@@ -253,23 +286,40 @@ impl OutBuf {
 
     /// The writer task's body: ships pending bytes until closed or the socket
     /// fails. Marks the buffer closed on exit so producers stop at once,
-    /// and shuts the socket's write side.
+    /// and shuts the socket's write side. Over TLS this task writes
+    /// everything (see [`OutBuf::drain_in_place`] for the alternative).
     pub async fn drain_into(&self, sock: WriteSide) -> io::Result<()> {
         let result = match sock {
             WriteSide::Tcp(sock) => self.drain_direct(Arc::new(sock)).await,
             tls @ WriteSide::Tls(_) => self.drain_swapping(tls).await,
         };
+        self.finish_draining();
+        result
+    }
+
+    /// [`OutBuf::drain_into`], except that over TLS too producers write in
+    /// place and this task only finishes what the socket would not take:
+    /// a caller's request reaches the socket without waking another task.
+    pub async fn drain_in_place(&self, sock: WriteSide) -> io::Result<()> {
+        let result = match sock {
+            WriteSide::Tcp(sock) => self.drain_direct(Arc::new(sock)).await,
+            WriteSide::Tls(sock) => self.drain_tls_in_place(Box::new(sock)).await,
+        };
+        self.finish_draining();
+        result
+    }
+
+    fn finish_draining(&self) {
         self.closed.store(true, Ordering::Release);
         self.drained.notify_waiters();
         self.closing.notify_waiters();
-        result
     }
 
     /// Plain TCP: producers write in place; this task writes only what the
     /// socket would not take at once.
     async fn drain_direct(&self, sock: Arc<OwnedWriteHalf>) -> io::Result<()> {
         if let Ok(mut pending) = self.lock() {
-            pending.direct = Some(Arc::clone(&sock));
+            pending.direct = Some(Direct::Tcp(Arc::clone(&sock)));
             // What was pushed before this task ran is flushed below
             // before producers write again.
             pending.blocked = true;
@@ -424,8 +474,9 @@ async fn write_frames(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncRead, AsyncReadExt};
     use tokio::net::{TcpSocket, TcpStream};
+    use tokio_rustls::rustls;
 
     /// Socket buffers this small fill after a few frames, so the writer's
     /// path runs without megabytes of test data.
@@ -458,12 +509,56 @@ mod tests {
     /// full, then in place again, reach the peer whole and in order.
     #[tokio::test]
     async fn frames_keep_their_order_across_writes_in_place_and_by_the_writer() {
-        let (sender, mut receiver) = small_buffered_pair().await;
+        let (sender, receiver) = small_buffered_pair().await;
         let (_read, write) = crate::transport::stream::tcp(sender);
+        keep_order(write, Box::new(receiver)).await;
+    }
+
+    /// The same over TLS, written in place through rustls: the producers'
+    /// writes and the writer task's finishing of them keep the order, and
+    /// the peer decrypts every byte.
+    #[tokio::test]
+    async fn tls_frames_keep_their_order_across_writes_in_place_and_by_the_writer() {
+        let (sender, receiver) = small_buffered_pair().await;
+        let (server, client) = tls_configs();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let (sent, received) =
+            tokio::join!(connector.connect(name, sender), acceptor.accept(receiver));
+        let (_read, write) = crate::transport::stream::tls(sent.unwrap());
+        keep_order(write, Box::new(received.unwrap())).await;
+    }
+
+    /// A server and a client configuration that trusts it, for
+    /// `localhost`, made for the test.
+    fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        use tokio_rustls::rustls;
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = made.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    async fn keep_order(write: WriteSide, mut receiver: Box<dyn AsyncRead + Unpin + Send>) {
         let out = Arc::new(OutBuf::default());
         let writer = {
             let out = Arc::clone(&out);
-            tokio::spawn(async move { out.drain_into(write).await })
+            tokio::spawn(async move { out.drain_in_place(write).await })
         };
         let state = |out: &OutBuf| {
             let p = out.pending.lock().unwrap();

@@ -24,11 +24,14 @@ pub enum ReadSide {
     Tls(ReadHalf<TlsStream<TcpStream>>),
 }
 
+/// A TLS connection's write side.
+pub type TlsWriteHalf = WriteHalf<TlsStream<TcpStream>>;
+
 /// A connection's write side.
 #[derive(Debug)]
 pub enum WriteSide {
     Tcp(OwnedWriteHalf),
-    Tls(WriteHalf<TlsStream<TcpStream>>),
+    Tls(TlsWriteHalf),
 }
 
 /// Splits a plain TCP connection.

@@ -17,6 +17,16 @@
 //!
 //! The frame being read is completed in place: room is made for all of it,
 //! so a large frame is never moved by the decoder growing the buffer.
+//!
+//! A reply held for long (by a caller that keeps it, or a gateway whose
+//! client reads slowly) keeps its whole buffer alive: a 64-byte reply could
+//! retain 64 KiB. So once the callers are seen retaining buffers (room had
+//! to be made in fresh memory while [`RETAINED_BUFS_BEFORE_COPYING`] set-
+//! aside buffers were all still pinned), replies under
+//! [`MIN_SLICED_REPLY_BYTES`] are copied out ([`ReadBuf::keep`]) until a
+//! buffer is let go of again. A reply that stays a slice is then at least
+//! a sixteenth of the buffer it pins. Callers that drop their replies at
+//! once (a generated stub decodes and drops) never see a copy.
 
 use bytes::BytesMut;
 
@@ -28,6 +38,14 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// [`READ_CHUNK_BYTES`]); one pinned when this many are kept already is
 /// left to be freed by whoever holds its replies.
 pub const MAX_SPARE_READ_BUFS: usize = 8;
+/// Replies under this many bytes are copied out of the read buffer while
+/// callers retain buffers: a slice this small would keep up to sixteen
+/// times its size alive.
+pub const MIN_SLICED_REPLY_BYTES: usize = READ_CHUNK_BYTES / 16;
+/// Set-aside buffers all still pinned when fresh memory is taken that mean
+/// the callers retain replies (rather than not having run yet: the driver
+/// lets them run first).
+pub const RETAINED_BUFS_BEFORE_COPYING: usize = 2;
 
 /// One connection's read buffers.
 #[derive(Debug)]
@@ -41,6 +59,8 @@ pub struct ReadBuf {
     spare: Vec<BytesMut>,
     /// Buffers allocated because every one at hand was pinned.
     allocated: u64,
+    /// Callers are retaining buffers: small replies are copied out.
+    retaining: bool,
 }
 
 impl Default for ReadBuf {
@@ -50,6 +70,7 @@ impl Default for ReadBuf {
             cur_is_chunk: true,
             spare: Vec::new(),
             allocated: 1,
+            retaining: false,
         }
     }
 }
@@ -77,6 +98,17 @@ impl ReadBuf {
         let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         let total = LENGTH_PREFIX_BYTES + len;
         (len <= MAX_FRAME_BYTES && self.cur.len() < total).then_some(total)
+    }
+
+    /// A decoded reply's payload as it should be kept: a slice of the read
+    /// buffer, or a copy of it while callers retain buffers and it is
+    /// small beside one.
+    pub fn keep(&self, payload: bytes::Bytes) -> bytes::Bytes {
+        if self.retaining && payload.len() < MIN_SLICED_REPLY_BYTES {
+            bytes::Bytes::copy_from_slice(&payload)
+        } else {
+            payload
+        }
     }
 
     /// Makes room for the next read, as [`ReadBuf::make_room`] does, if
@@ -116,10 +148,14 @@ impl ReadBuf {
             None
         };
         let mut next = match reusable {
-            Some(i) => self.spare.swap_remove(i),
+            Some(i) => {
+                self.retaining = false;
+                self.spare.swap_remove(i)
+            }
             None if !allocate => return false,
             None => {
                 self.allocated += 1;
+                self.retaining |= fits_chunk && self.spare.len() >= RETAINED_BUFS_BEFORE_COPYING;
                 BytesMut::with_capacity(if fits_chunk {
                     READ_CHUNK_BYTES
                 } else {
@@ -198,6 +234,63 @@ mod tests {
         );
         assert_eq!(rb.allocated(), 2, "nothing new allocated");
         assert_eq!(pinned_second.as_ptr(), second);
+    }
+
+    /// Reads a whole buffer's worth, takes its first `taken` bytes as a
+    /// reply and decodes (drops) the rest: the buffer is then used up.
+    fn read_full(rb: &mut ReadBuf, taken: usize, byte: u8) -> Bytes {
+        let b = rb.bytes();
+        let cap = b.capacity();
+        b.resize(cap, byte);
+        let reply = b.split_to(taken).freeze();
+        drop(b.split());
+        reply
+    }
+
+    /// Replies held for long: once buffers are seen retained, small replies
+    /// are copied out (their buffer is then reused in place), large ones
+    /// stay slices; once a set-aside buffer is let go of, small ones are
+    /// slices again.
+    #[test]
+    fn small_replies_are_copied_out_while_callers_retain_buffers() {
+        let mut rb = ReadBuf::default();
+        let small = 64;
+        // Callers that hold every reply: each buffer stays pinned, and
+        // fresh memory is taken with set-aside buffers all pinned.
+        let mut held = Vec::new();
+        for i in 0..=RETAINED_BUFS_BEFORE_COPYING {
+            let reply = read_full(&mut rb, small, 1);
+            let kept = rb.keep(reply.clone());
+            assert_eq!(kept.as_ptr(), reply.as_ptr(), "a slice before retention");
+            held.push(kept);
+            assert!(!rb.retaining, "not yet after {i} buffers");
+            rb.make_room();
+        }
+        assert!(rb.retaining, "retention was noticed");
+        let allocated = rb.allocated();
+        // Now a small reply is a copy and does not pin its buffer: the next
+        // read reuses it in place.
+        let at = rb.bytes().as_ptr();
+        let reply = read_full(&mut rb, small, 3);
+        let kept = rb.keep(reply);
+        assert_ne!(kept.as_ptr(), at, "copied out");
+        assert_eq!(&kept[..], &[3u8; 64][..]);
+        rb.make_room();
+        assert_eq!(rb.bytes().as_ptr(), at, "reused in place");
+        assert_eq!(rb.allocated(), allocated, "nothing new allocated");
+        assert!(rb.retaining, "copying is what let the buffer go");
+        // A large reply stays a slice even now, and pins its buffer.
+        let big = read_full(&mut rb, MIN_SLICED_REPLY_BYTES, 4);
+        assert_eq!(rb.keep(big.clone()).as_ptr(), big.as_ptr());
+        // The callers let go of the small replies: a set-aside buffer is
+        // reused, and small replies are slices again.
+        held.clear();
+        rb.make_room();
+        assert_eq!(rb.allocated(), allocated, "a set-aside buffer reused");
+        assert!(!rb.retaining, "retention over once a buffer was let go of");
+        let reply = read_full(&mut rb, small, 5);
+        assert_eq!(rb.keep(reply.clone()).as_ptr(), reply.as_ptr());
+        drop(big);
     }
 
     #[test]

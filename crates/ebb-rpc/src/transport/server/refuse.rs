@@ -19,8 +19,9 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Core, TLS_HANDSHAKE_TIMEOUT_MS};
+use super::shared::Core;
 use crate::transport::frames;
+use crate::transport::tls::TLS_HANDSHAKE_TIMEOUT_MS;
 use crate::wire::ConnErrorKind;
 
 /// TLS handshakes a server runs at once only to refuse their connections;

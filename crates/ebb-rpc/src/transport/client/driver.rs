@@ -1,0 +1,349 @@
+//! The link's driver task: it owns the socket's read side, feeds the
+//! session the frames that arrive and its timer expiries (`poll_timeout`
+//! becomes `sleep_until`), delivers the outcomes to the callers waiting
+//! for them, and reconnects. Callers wake it only when it must act sooner
+//! than it planned to.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ebb_core::Clock;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use super::answer::Handed;
+use super::conn::{ConnIn, Dial, open};
+use super::link::{Link, hand_over};
+use super::state::State;
+use super::{MAX_RECONNECT_BACKOFF_MS, RECONNECT_BACKOFF_MS};
+use crate::CallError;
+use crate::wire::Message;
+
+/// Callers one batch of replies must wake before the requests they start
+/// are held and written together.
+const COALESCE_MIN_CALLERS: usize = 2;
+
+pub(super) struct Driver {
+    pub(super) link: Arc<Link>,
+    pub(super) conn: Option<ConnIn>,
+    /// When to try connecting again, while disconnected with calls waiting.
+    pub(super) reconnect_at: Option<Instant>,
+    pub(super) backoff: Duration,
+    /// The current connection has been answered by the server: the next
+    /// break starts the backoff over.
+    pub(super) proven: bool,
+    pub(super) dial: Dial,
+}
+
+enum Event {
+    Wake,
+    Read(std::io::Result<usize>),
+    Timer,
+    Reconnect,
+}
+
+impl Drop for Driver {
+    /// However the driver ends (the client dropped, the runtime shut down),
+    /// its callers learn it now rather than wait forever.
+    fn drop(&mut self) {
+        let mut st = self.link.lock();
+        st.ended = true;
+        st.conn = None;
+        let sinks = st.waiters.release_all();
+        st.describes.clear();
+        drop(st);
+        for (sink, token) in sinks {
+            sink.deliver(token, Err(self.link.shut_down(true)));
+        }
+    }
+}
+
+impl Driver {
+    pub(super) async fn run(mut self) {
+        let link = Arc::clone(&self.link);
+        // One timer for the session's deadlines, moved when they move: a
+        // new `Sleep` per turn of the loop registers and deregisters a
+        // timer entry for every event, while moving an armed one to a
+        // later instant (the usual case) is a single atomic store.
+        let session_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(session_timer);
+        let mut armed: Option<Instant> = None;
+        // Registered once and again only after it fired.
+        let wake = link.wake.notified();
+        tokio::pin!(wake);
+        // The last turn read what had arrived before acting on a due timer.
+        let mut looked = false;
+        // Swapped with the waiters', so handing outcomes over allocates once.
+        let mut spare: Handed = Vec::new();
+        loop {
+            if link.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let (timer, waited_on, woken) = {
+                let mut st = link.lock();
+                let woken = self.pump(&mut st);
+                st.armed = st.session.poll_timeout();
+                let planned = (st.armed, st.waited_on(), woken);
+                hand_over(st, &mut spare);
+                planned
+            };
+            self.coalesce(woken).await;
+            if self.conn.is_none() && self.reconnect_at.is_none() && waited_on {
+                self.reconnect_at = Some(Instant::now());
+            }
+            let timer = timer.map(|t| link.clock.to_tokio(t));
+            if let Some(at) = timer
+                && armed != timer
+            {
+                session_timer.as_mut().reset(at);
+                armed = timer;
+            }
+            let reconnect = self.reconnect_at;
+            let event = match self.conn.as_mut() {
+                Some(conn) => {
+                    if !conn.buf.try_make_room() {
+                        // Every read buffer still holds replies whose
+                        // callers have not run yet: they run first and let
+                        // go, rather than the next read taking new memory.
+                        tokio::task::yield_now().await;
+                        conn.buf.make_room();
+                    }
+                    tokio::select! {
+                        () = &mut wake => Event::Wake,
+                        r = conn.read.read_buf(conn.buf.bytes()) => Event::Read(r),
+                        () = &mut session_timer, if timer.is_some() => Event::Timer,
+                    }
+                }
+                None => tokio::select! {
+                    () = &mut wake => Event::Wake,
+                    () = &mut session_timer, if timer.is_some() => Event::Timer,
+                    _ = sleep_until(reconnect), if reconnect.is_some() => Event::Reconnect,
+                },
+            };
+            match event {
+                Event::Wake => wake.set(link.wake.notified()),
+                Event::Read(Ok(n)) if n > 0 => self.on_bytes(&mut link.lock()),
+                Event::Read(_) => self.disconnect(&mut link.lock()),
+                Event::Timer => {
+                    // A fired timer is re-armed even for the same instant.
+                    armed = None;
+                    // Bytes that arrived by now count before the timers: a
+                    // driver that wakes late on a loaded machine must see
+                    // the reply (or part of it) before it resends the call
+                    // or declares the server silent. Once per timer, so a
+                    // steady stream cannot hold the timers off.
+                    if !std::mem::take(&mut looked) && self.read_ready() {
+                        looked = true;
+                        continue;
+                    }
+                    let mut st = link.lock();
+                    let now = link.clock.now();
+                    if let (Some(conn_in), Some(conn_out)) = (self.conn.as_ref(), st.conn.as_ref())
+                    {
+                        let delivered = conn_out
+                            .out
+                            .written()
+                            .saturating_sub(conn_in.queue.unacknowledged())
+                            .saturating_sub(conn_out.own_bytes);
+                        st.session.handle_written(delivered, now);
+                    }
+                    st.session.handle_timeout(now);
+                }
+                Event::Reconnect => self.reconnect().await,
+            }
+        }
+    }
+
+    /// Reads what has already arrived, without waiting; true if anything
+    /// was read (or the connection broke), so the caller looks again
+    /// before acting on a timer.
+    fn read_ready(&mut self) -> bool {
+        use futures_util::FutureExt;
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        conn.buf.make_room();
+        let read = conn.read.read_buf(conn.buf.bytes()).now_or_never();
+        let link = Arc::clone(&self.link);
+        match read {
+            None => false,
+            Some(Ok(n)) if n > 0 => {
+                self.on_bytes(&mut link.lock());
+                true
+            }
+            Some(_) => {
+                self.disconnect(&mut link.lock());
+                true
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, st: &mut State) {
+        let now = self.link.clock.now();
+        let codec = self.link.codec;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        loop {
+            if conn.buf.incomplete_frame().is_some() {
+                // Part of a large frame: the server is sending. The next
+                // read completes it in place.
+                st.session.handle_progress(now);
+                return;
+            }
+            match codec.decode(conn.buf.bytes()) {
+                Ok(None) => {
+                    if !conn.buf.bytes().is_empty() {
+                        st.session.handle_progress(now);
+                    }
+                    return;
+                }
+                Ok(Some(Message::Description(d))) => {
+                    self.proven = true;
+                    if let Some(waiter) = st.describes.remove(&d.id) {
+                        let _ = waiter.send(Ok(d.payload));
+                    }
+                }
+                Ok(Some(mut message)) => {
+                    if !matches!(message, Message::ConnError(_)) {
+                        self.proven = true;
+                    }
+                    if let Message::Reply(reply) = &mut message {
+                        reply.payload = conn.buf.keep(std::mem::take(&mut reply.payload));
+                    }
+                    st.session.handle_message(message, now);
+                }
+                Err(_) => {
+                    // The stream cannot be trusted past a bad frame.
+                    self.disconnect(st);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves the session's output to the socket and its outcomes to the
+    /// callers, and acts on a request to drop the connection; returns how
+    /// many callers were woken.
+    fn pump(&mut self, st: &mut State) -> usize {
+        let link = &*self.link;
+        st.transmit(&link.codec);
+        if !st.describes.is_empty()
+            && let Some(why) = st.session.refused_credentials()
+        {
+            // The server answers no Describe without accepted credentials;
+            // its refusal of the handshake is the answer.
+            let refused = CallError::Refused {
+                reason: crate::wire::Refusal::Unauthorized,
+                message: why.to_owned(),
+            };
+            for (_, waiter) in st.describes.drain() {
+                let _ = waiter.send(Err(refused.clone()));
+            }
+        }
+        if let Some(load) = st.session.reported_load() {
+            link.load.store(u64::from(load), Ordering::Relaxed);
+        }
+        if let Some(s) = st.session.reported_service_time() {
+            link.service_time.store(s.as_nanos(), Ordering::Relaxed);
+        }
+        let woken = st.deliver(&link.addr);
+        if st.session.poll_close() {
+            st.conn = None;
+            self.conn = None;
+            self.schedule_reconnect();
+        }
+        woken
+    }
+
+    /// Lets the callers one batch of replies woke run before the driver
+    /// goes on, holding the requests they start meanwhile, then writes
+    /// them all at once. Written in place each, a batch of 16 requests
+    /// cost 16 system calls and woke the server up to 16 times (it then
+    /// answered them one by one, each answer a write of its own); against
+    /// a peer that batches, that lost several times over on a loaded
+    /// machine. Only for batches of [`COALESCE_MIN_CALLERS`]: a lone
+    /// caller's request leaves at once. The driver always resumes after
+    /// its yield, so nothing is held longer than that.
+    async fn coalesce(&mut self, woken: usize) {
+        if woken < COALESCE_MIN_CALLERS || self.conn.is_none() {
+            return;
+        }
+        self.link.lock().corked = true;
+        tokio::task::yield_now().await;
+        let mut st = self.link.lock();
+        st.corked = false;
+        if let Some(conn) = st.conn.as_ref() {
+            let _ = conn.out.flush();
+        }
+    }
+
+    fn disconnect(&mut self, st: &mut State) {
+        let now = self.link.clock.now();
+        st.session.handle_disconnect(now);
+        st.conn = None;
+        self.conn = None;
+        self.schedule_reconnect();
+    }
+
+    fn schedule_reconnect(&mut self) {
+        if std::mem::take(&mut self.proven) {
+            self.backoff = Duration::from_millis(RECONNECT_BACKOFF_MS);
+        }
+        if self.reconnect_at.is_none() {
+            self.reconnect_at = Some(Instant::now() + self.backoff);
+        }
+    }
+
+    async fn reconnect(&mut self) {
+        self.reconnect_at = None;
+        if !self.link.lock().waited_on() {
+            // Nobody waits: connect lazily, when the next call starts.
+            return;
+        }
+        let link = Arc::clone(&self.link);
+        link.reconnects.fetch_add(1, Ordering::Relaxed);
+        // Doubled whether or not the attempt connects: only an answer from
+        // the server (`proven`) starts the backoff over.
+        self.backoff = (self.backoff * 2).min(Duration::from_millis(MAX_RECONNECT_BACKOFF_MS));
+        let opened = open(
+            &link.addr,
+            self.dial.tls.as_ref(),
+            self.dial.connect_timeout_ms,
+        )
+        .await;
+        let mut st = link.lock();
+        match opened {
+            Ok((conn_in, conn_out)) => {
+                self.conn = Some(conn_in);
+                st.conn = Some(conn_out);
+                let now = link.clock.now();
+                st.session.handle_connected(now);
+                // The handshake first: a server that requires credentials
+                // answers a Describe only after they were accepted.
+                st.transmit(&link.codec);
+                let ids: Vec<u64> = st.describes.keys().copied().collect();
+                for id in ids {
+                    st.send_describe(&link.codec, id);
+                }
+            }
+            Err(e) => {
+                // Describes have no deadline of their own (their callers
+                // time out), but must not wait for a server that is gone.
+                for (_, waiter) in st.describes.drain() {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+                drop(st);
+                self.schedule_reconnect();
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,92 @@
+//! What a link's callers and its driver share behind the link's lock: the
+//! session, the current connection's output side, the callers waiting and
+//! the describes asked; and the moves both make on it (the session's
+//! messages to the socket, its outcomes to the callers).
+
+use tokio::sync::oneshot;
+
+use super::super::framebuf::FrameBuf;
+use super::super::frames;
+use super::answer::Waiters;
+use super::conn::ConnOut;
+use super::link::Reply;
+use crate::CallError;
+use crate::fast_map::FastMap;
+use crate::semantics::ClientSession;
+use crate::wire::{Describe, FrameCodec, Message};
+
+/// What callers and the driver share, behind the link's lock.
+pub(super) struct State {
+    pub(super) session: ClientSession,
+    /// Set while connected; the driver holds the matching [`ConnIn`] and
+    /// is the only one to set or clear both.
+    pub(super) conn: Option<ConnOut>,
+    /// Callers waiting, by the session's call id.
+    pub(super) waiters: Waiters,
+    /// Describe requests waiting for their answer, by id; resent after a
+    /// reconnect (asking again is harmless).
+    pub(super) describes: FastMap<u64, oneshot::Sender<Reply>>,
+    pub(super) next_describe: u64,
+    /// The session instant the driver's timer is set for: a caller whose
+    /// call needs the driver sooner wakes it.
+    pub(super) armed: Option<ebb_core::Instant>,
+    /// The driver has ended (the client was dropped, or its runtime shut
+    /// down): nothing would read the replies, so calls are refused.
+    pub(super) ended: bool,
+    /// Callers woken by one batch of replies are running: the requests
+    /// they start are appended and leave together when the driver runs
+    /// next, with one write (see `Driver::coalesce`).
+    pub(super) corked: bool,
+}
+
+impl State {
+    /// Moves the session's messages to the connection, written in place.
+    pub(super) fn transmit(&mut self, codec: &FrameCodec) {
+        let State { session, conn, .. } = self;
+        match conn {
+            // A closed writer means the reader sees the failure next; the
+            // session resends what it must after the reconnect.
+            Some(conn) => {
+                let encode = |b: &mut FrameBuf| {
+                    session.drain_transmit(|message| frames::append(codec, message, b));
+                };
+                let _ = if self.corked {
+                    conn.out.append_with(encode)
+                } else {
+                    conn.out.push_with(encode)
+                };
+            }
+            None => session.drain_transmit(|_| {}),
+        }
+    }
+
+    /// Hands every call that ended to its caller; returns how many callers
+    /// were woken.
+    pub(super) fn deliver(&mut self, addr: &str) -> usize {
+        let mut woken = 0;
+        while let Some((id, outcome)) = self.session.poll_event() {
+            let outcome = outcome.map_err(|e| match e {
+                CallError::ConnectionLost { sent, cause } => CallError::ConnectionLost {
+                    sent,
+                    cause: format!("{addr}: {cause}"),
+                },
+                other => other,
+            });
+            woken += usize::from(self.waiters.complete(id.0, outcome));
+        }
+        woken
+    }
+
+    pub(super) fn send_describe(&mut self, codec: &FrameCodec, id: u64) {
+        if let Some(conn) = self.conn.as_mut() {
+            let describe = Message::Describe(Describe { id });
+            let _ = conn.out.push_with(|b| frames::append(codec, &describe, b));
+            conn.own_bytes += describe.encoded_len() as u64;
+        }
+    }
+
+    /// Someone waits for the server: a connection is wanted.
+    pub(super) fn waited_on(&self) -> bool {
+        self.session.outstanding() > 0 || !self.describes.is_empty()
+    }
+}

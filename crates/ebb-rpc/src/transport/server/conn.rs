@@ -1,0 +1,151 @@
+//! One connection's task: reads requests, hands each frame to the session,
+//! runs the calls it admits and writes their replies, a read's replies in
+//! one batch. Reading pauses while the peer does not take its replies. A
+//! bad frame gets a `ConnError` (`BadFrame`) naming the problem and closes
+//! this connection only.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::io::AsyncReadExt;
+
+use super::calls::{self, Finished, Running};
+use super::shared::Core;
+use super::{READ_CHUNK_BYTES, REPLY_CHUNK_BYTES};
+use crate::semantics::ConnId;
+use crate::service::ServiceDispatch;
+use crate::transport::framebuf::FrameBuf;
+use crate::transport::frames;
+use crate::transport::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
+use crate::transport::stream::{ReadSide, WriteSide};
+use crate::wire::ConnErrorKind;
+
+/// What woke a connection's task.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Done(Finished),
+    Closed,
+}
+
+pub(super) async fn serve_connection<D: ServiceDispatch>(
+    mut read: ReadSide,
+    write: WriteSide,
+    core: Arc<Core<D>>,
+    conn: ConnId,
+) {
+    let out = Arc::new(OutBuf::for_replies());
+    core.lock().outs.insert(conn, Arc::clone(&out));
+    let writer = {
+        let out = Arc::clone(&out);
+        tokio::spawn(async move { out.drain_into(write).await })
+    };
+    let codec = core.codec;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // This wake-up's replies, written (or queued) whole; reused.
+    let mut batch = FrameBuf::default();
+    // Calls that did not finish at their first poll, driven by this task.
+    let mut running: Running<'_> = FuturesUnordered::new();
+    // Registered once: a wake-up per turn of the loop would cost more than
+    // the rest of the turn.
+    let closed = out.wait_closed();
+    tokio::pin!(closed);
+    'conn: loop {
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        // Reading pauses while the peer does not take its replies; calls
+        // already running still finish meanwhile.
+        let more = async {
+            out.wait_below(MAX_PENDING_WRITE_BYTES / 2).await;
+            if out.is_closed() {
+                return None;
+            }
+            Some(read.read_buf(&mut buf).await)
+        };
+        let wake = tokio::select! {
+            biased;
+            Some(done) = running.next(), if !running.is_empty() => Wake::Done(done),
+            r = more => r.map_or(Wake::Closed, Wake::Read),
+            () = &mut closed => Wake::Closed,
+        };
+        match wake {
+            Wake::Closed | Wake::Read(Ok(0) | Err(_)) => break,
+            Wake::Done(done) => {
+                // Every call that finished by now answers in this batch.
+                let mut next = Some(done);
+                while let Some(done) = next {
+                    calls::finish_call(&core, &out, &mut batch, done);
+                    next = calls::ready_now(&mut running).await;
+                }
+            }
+            Wake::Read(Ok(_)) => {
+                // One clock read per batch of frames: they arrived together.
+                let now = core.now();
+                let mut whole = false;
+                loop {
+                    let frame = match codec.decode(&mut buf) {
+                        Ok(None) => {
+                            // Only part of a frame: the peer is still
+                            // sending it, which keeps the connection alive.
+                            if !whole && !buf.is_empty() {
+                                core.lock().session.handle_progress(conn, now);
+                            }
+                            break;
+                        }
+                        Ok(Some(f)) => f,
+                        Err(e) => {
+                            // Past a bad length the stream cannot be
+                            // resynchronised, and a bad header names no
+                            // call: say why, then close this connection
+                            // only.
+                            let err = frames::connection_error(
+                                core.incarnation,
+                                ConnErrorKind::BadFrame,
+                                e.to_string(),
+                            );
+                            frames::append(&codec, &err, &mut batch);
+                            let _ = out.push_batch(&mut batch);
+                            break 'conn;
+                        }
+                    };
+                    whole = true;
+                    let Some(incoming) = calls::admit(&core, &mut batch, conn, frame, now) else {
+                        continue;
+                    };
+                    calls::run_call(&core, &out, &mut batch, &mut running, incoming, now);
+                    // Ship a part of a large read, so the client works on
+                    // the first replies while the rest run: sending the
+                    // whole window at once makes the two ends take turns.
+                    // Plain TCP writes it here and now; a TLS writer is a
+                    // task of its own, which must be let run.
+                    if batch.len() >= REPLY_CHUNK_BYTES {
+                        let _ = out.push_batch(&mut batch);
+                        if core.tls.is_some() {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = out.push_batch(&mut batch);
+        }
+    }
+    out.close();
+    {
+        let mut shared = core.lock();
+        shared.session.close_connection(conn);
+        shared.outs.remove(&conn);
+    }
+    // Admitted calls still run to their end: their outcomes are saved for
+    // the client's retry on another connection, and duplicates waiting for
+    // them are answered.
+    while let Some(Finished { key, outcome }) = running.next().await {
+        let (status, payload) = outcome;
+        let now = core.now();
+        core.complete(key, status, payload, now, None);
+    }
+    let _ = writer.await;
+}
