@@ -178,9 +178,38 @@ pub fn paired_ratio(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> Option
     (!rs.is_empty()).then(|| median(&mut rs))
 }
 
+/// The lowest and highest per-repetition ratio `f(a) / f(b)`: on a shared
+/// machine one repetition can fall far from the others (a process waiting
+/// for a CPU), and the median alone hides how far.
+pub fn paired_range(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> Option<(f64, f64)> {
+    a.iter()
+        .zip(b)
+        .filter(|(_, y)| f(y) > 0.0)
+        .map(|(x, y)| f(x) / f(y))
+        .fold(None, |range, r| match range {
+            None => Some((r, r)),
+            Some((lo, hi)) => Some((r.min(lo), r.max(hi))),
+        })
+}
+
 fn ratio(a: Option<&Vec<Sample>>, b: Option<&Vec<Sample>>, f: fn(&Sample) -> f64) -> String {
     match (a, b) {
         (Some(a), Some(b)) => paired_ratio(a, b, f).map_or("–".into(), |r| format!("{r:.2}")),
+        _ => "–".into(),
+    }
+}
+
+/// [`ratio`] followed by the range over repetitions, for calls/s.
+fn ratio_with_range(
+    a: Option<&Vec<Sample>>,
+    b: Option<&Vec<Sample>>,
+    f: fn(&Sample) -> f64,
+) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => match (paired_ratio(a, b, f), paired_range(a, b, f)) {
+            (Some(r), Some((lo, hi))) => format!("{r:.2} ({lo:.2}–{hi:.2})"),
+            _ => "–".into(),
+        },
         _ => "–".into(),
     }
 }
@@ -220,7 +249,7 @@ pub fn markdown(
         let _ = writeln!(md);
         let _ = writeln!(
             md,
-            "| payload | concurrency | calls/s ebb/tarpc | calls/s ebb/tonic | server CPU/call ebb/tarpc | server CPU/call ebb/tonic | p50 ebb/tarpc | p50 ebb/tonic |"
+            "| payload | concurrency | calls/s ebb/tarpc (range over repetitions) | calls/s ebb/tonic (range) | server CPU/call ebb/tarpc | server CPU/call ebb/tonic | p50 ebb/tarpc | p50 ebb/tonic |"
         );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for (&(_, p, c), by_sys) in samples.range((sc, 0, 0)..=(sc, usize::MAX, usize::MAX)) {
@@ -231,8 +260,8 @@ pub fn markdown(
                 md,
                 "| {} | {c} | {} | {} | {} | {} | {} | {} |",
                 size(p),
-                ratio(e, ta, |s| s.calls_per_sec),
-                ratio(e, to, |s| s.calls_per_sec),
+                ratio_with_range(e, ta, |s| s.calls_per_sec),
+                ratio_with_range(e, to, |s| s.calls_per_sec),
                 ratio(e, ta, |s| s.server_cpu_us_per_call),
                 ratio(e, to, |s| s.server_cpu_us_per_call),
                 ratio(e, ta, |s| s.p50_us),
@@ -305,7 +334,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{median, paired_ratio};
+    use super::{median, paired_range, paired_ratio};
     use crate::driver::Sample;
 
     fn at(calls_per_sec: f64) -> Sample {
@@ -328,6 +357,17 @@ mod tests {
         let b = [at(100.0), at(50.0), at(110.0)];
         assert_eq!(paired_ratio(&a, &b, |s| s.calls_per_sec), Some(2.0));
         assert_eq!(paired_ratio(&[], &[], |s| s.calls_per_sec), None);
+    }
+
+    #[test]
+    fn paired_range_shows_the_repetition_that_fell() {
+        // One repetition in which a waited for a CPU: the median hides it,
+        // the range does not.
+        let a = [at(200.0), at(10.0), at(220.0)];
+        let b = [at(100.0), at(100.0), at(110.0)];
+        assert_eq!(paired_ratio(&a, &b, |s| s.calls_per_sec), Some(2.0));
+        assert_eq!(paired_range(&a, &b, |s| s.calls_per_sec), Some((0.1, 2.0)));
+        assert_eq!(paired_range(&[], &[], |s| s.calls_per_sec), None);
     }
 
     #[test]

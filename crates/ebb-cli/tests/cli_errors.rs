@@ -376,3 +376,55 @@ fn a_simulation_setting_out_of_range_is_named_by_its_flag() {
     let e = failure(&["sim", "--nodes", "0", "--requests", "10"], 1);
     assert!(e.contains("--nodes 0: accepted: 1 to 1048576"), "{e}");
 }
+
+#[test]
+fn a_boot_timeout_is_refused_out_of_range_and_for_a_container() {
+    let e = failure(
+        &[
+            "sandbox",
+            "run",
+            "--kind",
+            "vm",
+            "--boot-timeout-ms",
+            "0",
+            "--",
+            "true",
+        ],
+        2,
+    );
+    assert!(e.contains("--boot-timeout-ms") && e.contains("0"), "{e}");
+    let e = failure(&["vm", "boot", "--boot-timeout-ms", "3600001"], 2);
+    assert!(
+        e.contains("--boot-timeout-ms") && e.contains("3600001"),
+        "{e}"
+    );
+    let e = failure(
+        &["sandbox", "run", "--boot-timeout-ms", "90000", "--", "true"],
+        1,
+    );
+    assert!(
+        e.contains("--boot-timeout-ms 90000") && e.contains("--kind vm only"),
+        "{e}"
+    );
+}
+
+/// `ebb demo` takes the same flag with the same range, and refuses it for
+/// a kind that does not boot, before anything starts (no VM is needed).
+#[test]
+fn a_demo_boot_timeout_is_refused_out_of_range_and_for_other_kinds() {
+    let e = failure(&["demo", "--kind", "vm", "--boot-timeout-ms", "0"], 2);
+    assert!(e.contains("--boot-timeout-ms") && e.contains("0"), "{e}");
+    let e = failure(&["demo", "--kind", "vm", "--boot-timeout-ms", "3600001"], 2);
+    assert!(
+        e.contains("--boot-timeout-ms") && e.contains("3600001"),
+        "{e}"
+    );
+    let e = failure(
+        &["demo", "--kind", "thread", "--boot-timeout-ms", "90000"],
+        1,
+    );
+    assert!(
+        e.contains("--boot-timeout-ms 90000") && e.contains("--kind vm only"),
+        "{e}"
+    );
+}

@@ -35,6 +35,14 @@ pub struct Counters {
     pub latencies: LatencySamples,
 }
 
+impl Counters {
+    /// A request answered `response` after it arrived.
+    pub fn record_response(&mut self, response: Nanos) {
+        self.response_sum = self.response_sum.saturating_add(response);
+        self.latencies.push(response);
+    }
+}
+
 /// A bounded bag of latency samples.
 #[derive(Clone, Debug, Default)]
 pub struct LatencySamples(Vec<Nanos>);

@@ -33,6 +33,8 @@ async fn a_started_call_is_answered_by_its_node_and_gives_the_node_back() {
     assert_eq!(gw.in_flight(), 0, "the node's in-flight count given back");
     let counters = gw.registry.tick();
     assert_eq!((counters.arrivals, counters.completions), (1, 1));
+    // Counted with the attempt's end, under the same lock: once.
+    assert_eq!(counters.latencies.len(), 1, "one response time");
 }
 
 #[tokio::test]
@@ -56,7 +58,10 @@ async fn a_started_at_most_once_call_on_a_node_declared_gone_ends_outcome_unknow
     let (outcome, _) = answers.recv().await.unwrap();
     assert_eq!(outcome, Outcome::OutcomeUnknown, "ended by the node's loss");
     assert_eq!(a.holding.load(Ordering::SeqCst), 1, "it ran once");
-    assert_eq!(gw.registry.tick().retries, 0, "never sent elsewhere");
+    let counters = gw.registry.tick();
+    assert_eq!(counters.retries, 0, "never sent elsewhere");
+    // A failure's answer is counted apart from the attempt's end: once.
+    assert_eq!(counters.latencies.len(), 1, "one response time");
 }
 
 #[tokio::test]
@@ -81,7 +86,13 @@ async fn a_started_idempotent_call_on_a_node_declared_gone_goes_to_another_node(
     // The retry runs on the async path, in a task of its own.
     let (outcome, payload) = answers.recv().await.unwrap();
     assert_eq!((outcome, payload), (Outcome::Ok, Bytes::from("b")));
-    assert_eq!(gw.registry.tick().retries, 1, "one retry");
+    let counters = gw.registry.tick();
+    assert_eq!(counters.retries, 1, "one retry");
+    assert_eq!(
+        counters.latencies.len(),
+        1,
+        "one response time, two attempts"
+    );
     assert_eq!(gw.in_flight(), 0, "node b given back");
 }
 

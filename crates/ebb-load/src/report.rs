@@ -276,13 +276,65 @@ impl Report {
             self.send_lag_max_ms
         );
         if self.generator_behind {
-            let _ = writeln!(
+            let _ = write!(
                 t,
-                "  WARNING: the generator fell behind its schedule (send lag p99 over {} ms): \
-                 these figures are partly its own; try more --threads or a lower rate",
+                "  the generator sent late (send lag p99 {:.3} ms, over {} ms): the latencies above\n  \
+                 run from each request's scheduled time and include this lag, so they overstate\n  \
+                 the target's. A lag that stays at a lower --rate is the generator waiting for a\n  \
+                 CPU (a busy machine: free or pin a core); one that grows with --rate is a\n  \
+                 saturated sender thread: add --threads (with cores for them) or lower --rate.\n",
+                self.send_lag_p99_ms,
                 crate::BEHIND_LAG_P99_MS
             );
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_with_lag_us(lag_us: u64) -> Report {
+        let mut tally = Tally::default();
+        tally.record(Outcome::Ok, 300);
+        let mut lag = micros_histogram();
+        lag.saturating_record(lag_us);
+        let info = RunInfo {
+            target: "127.0.0.1:1".into(),
+            protocol: "rpc",
+            method: "Demo.echo".into(),
+            seed: 1,
+            duration_s: 1.0,
+        };
+        Report::new(
+            info,
+            Measured {
+                scheduled: 1,
+                not_sent: 0,
+                tally: &tally,
+                send_lag_us: &lag,
+                wall_s: 1.0,
+                threads: 1,
+            },
+        )
+    }
+
+    /// The note names the measured lag, says the latencies include it, and
+    /// tells the two causes apart by what the user can try.
+    #[test]
+    fn late_generator_note_states_its_lag_and_what_to_do() {
+        let late = report_with_lag_us(5_000);
+        assert!(late.generator_behind);
+        let t = late.table();
+        assert!((late.send_lag_p99_ms - 5.0).abs() < 0.01);
+        let stated = format!("send lag p99 {:.3} ms", late.send_lag_p99_ms);
+        assert!(t.contains(&stated), "{t}");
+        assert!(t.contains("include this lag"), "{t}");
+        assert!(t.contains("--threads") && t.contains("lower --rate"), "{t}");
+
+        let on_time = report_with_lag_us(200);
+        assert!(!on_time.generator_behind);
+        assert!(!on_time.table().contains("sent late"));
     }
 }

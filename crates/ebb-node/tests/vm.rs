@@ -382,7 +382,11 @@ fn vm_node_that_never_serves_is_reported_gone_after_the_boot_timeout() {
         assert!(Instant::now() < deadline, "no Gone event");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(why.contains("not serving within 1000 ms"), "{why}");
+    // It names the setting that ran out and where to raise it.
+    assert!(
+        why.contains("not serving within boot_timeout_ms = 1000 ms") && why.contains("[pool]"),
+        "{why}"
+    );
     assert!(
         p.machine(NodeId(7)).is_none(),
         "a gone node's QEMU is dropped"

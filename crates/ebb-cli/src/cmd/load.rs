@@ -33,9 +33,16 @@ Arrivals come from --rate or from --trace (one of them).
 
 --threads N splits the schedule over N sender threads, each with its own
 runtime and its share of the connections; together they send the requested
-arrival process. The report's send lag (send_lag_p99_ms, send_lag_max_ms)
-says how late the generator itself sent; generator_behind is true when its
-p99 passed 1 ms, and then the figures are partly the generator's own.
+arrival process. One thread is the cheapest per call; raise --threads when
+one thread cannot keep up with --rate and the machine has idle cores.
+
+The report's send lag (send_lag_p50_ms, send_lag_p99_ms, send_lag_max_ms) is
+how late the generator itself sent, from each request's scheduled time. The
+latencies run from that scheduled time too, so they include the lag. When
+the lag's p99 passes 1 ms the report says so (generator_behind in --json):
+if the lag stays at a lower --rate, the generator is waiting for a CPU on a
+busy machine (more threads will not help; free or pin a core); if it grows
+with --rate, one thread is saturated: raise --threads or lower --rate.
 
 A trace file holds one number per line: per-second arrival counts, or arrival
 timestamps in seconds (`#` comments allowed). With --json, one JSON object:
@@ -84,8 +91,8 @@ pub struct Args {
     /// Sender threads, each running its share of the schedule and its
     /// requests on its own connections. One sends up to some tens of
     /// thousands of calls per second on a quiet core and is the cheapest
-    /// per call; add threads (and cores) for more, or when the report says
-    /// the generator fell behind (`generator_behind`).
+    /// per call; raise it (up to 64) when the send lag grows with --rate and
+    /// there are idle cores (see below).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Print one JSON object instead of the table (no progress bar).

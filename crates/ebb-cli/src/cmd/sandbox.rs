@@ -104,6 +104,11 @@ struct RunArgs {
     /// --rootfs, INSIDE is within that root (repeatable).
     #[arg(long = "file", value_name = "HOST:INSIDE")]
     files: Vec<ebb_node::sandbox::FileIn>,
+    /// How long the guest may take to boot and start the command, in ms
+    /// [default: 60000] (VMs only; a cold boot without KVM takes tens of
+    /// seconds on a loaded host).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=ebb_node::vm::provider::MAX_BOOT_TIMEOUT_MS))]
+    boot_timeout_ms: Option<u64>,
     /// Program and its arguments, as seen inside.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -150,6 +155,8 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
     }
     if a.kind == Kind::Vm {
         check_vm_flags(&a)?;
+    } else if let Some(ms) = a.boot_timeout_ms {
+        bail!("--boot-timeout-ms {ms} is for --kind vm only: a container has no boot to wait for");
     }
     let spec = SandboxSpec {
         limits: Limits {
@@ -190,9 +197,11 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
             report.outcome
         }
         Kind::Vm => {
+            let defaults = ebb_node::vm::sandbox::SandboxOptions::default();
             let opts = ebb_node::vm::sandbox::SandboxOptions {
                 files: a.files,
-                ..Default::default()
+                boot_timeout_ms: a.boot_timeout_ms.unwrap_or(defaults.boot_timeout_ms),
+                ..defaults
             };
             ebb_node::vm::run_sandboxed(&spec, &opts, &mut std::io::stdout())
                 .context("virtual machine failed")?
@@ -210,7 +219,8 @@ fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
 /// Refuses, by flag, what a VM sandbox cannot apply, before anything boots.
 fn check_vm_flags(a: &RunArgs) -> anyhow::Result<()> {
     use ebb_node::vm::sandbox::{MAX_CPUS, MIN_MEMORY_MB};
-    const ACCEPTED: &str = "accepted with --kind vm: --memory-mb, --cpus, --rootfs, --file";
+    const ACCEPTED: &str =
+        "accepted with --kind vm: --memory-mb, --cpus, --rootfs, --file, --boot-timeout-ms";
     let container_only = [
         ("--net", a.net.is_some()),
         ("--hostname", a.hostname.is_some()),

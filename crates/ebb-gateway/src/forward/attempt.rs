@@ -12,7 +12,7 @@ use ebb_rpc::service::{CallOptions, MethodInfo, Transport};
 use super::Forwarder;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Slot, gone_cause};
+use crate::registry::{Ended, Registry, Slot, gone_cause};
 use crate::service::Encoding;
 
 /// How long a call on a node just declared gone may take to say whether it
@@ -44,11 +44,13 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let now = self.clock.now();
         let latency = self.answered.then(|| now.saturating_since(self.started));
-        let node = self.node;
-        if self
-            .registry
-            .finish(node, latency, self.ahead, self.health, now)
-        {
+        let ended = Ended {
+            latency,
+            ahead: self.ahead,
+            health: self.health,
+            response: None,
+        };
+        if self.registry.finish(self.node, ended, now) {
             self.metrics.ejected();
         }
     }
@@ -74,23 +76,27 @@ fn health_of(outcome: &Result<Bytes, CallError>) -> Option<bool> {
 impl Forwarder {
     /// What the end of an attempt started at `started` on `node` tells the
     /// registry and the hedge delay: the node's in-flight count given
-    /// back, a latency sample if the node answered, its health.
+    /// back, a latency sample if the node answered, its health, and
+    /// `response`, the time the request took, when this end answers it.
     pub(super) fn attempt_ended(
         &self,
         node: NodeId,
         ahead: u32,
         started: Instant,
         outcome: &Result<Bytes, CallError>,
-        now: Instant,
+        (now, response): (Instant, Option<Nanos>),
     ) {
         if outcome.is_ok() {
-            self.observe_latency(started);
+            self.observe_latency(started, Some(now));
         }
         let latency = answered(outcome).then(|| now.saturating_since(started));
-        if self
-            .registry
-            .finish(node, latency, ahead, health_of(outcome), now)
-        {
+        let ended = Ended {
+            latency,
+            ahead,
+            health: health_of(outcome),
+            response,
+        };
+        if self.registry.finish(node, ended, now) {
             self.metrics.ejected();
         }
     }
@@ -110,10 +116,10 @@ impl Forwarder {
         let this = &*this;
         let mut slot = slot;
         slot.claim();
-        let (node, client, mut gone, ahead) = (
+        let (node, client, gone, ahead) = (
             slot.node,
             slot.client.clone(),
-            slot.gone.clone(),
+            std::sync::Arc::clone(&slot.gone),
             slot.ahead,
         );
         drop(slot);
@@ -147,6 +153,7 @@ impl Forwarder {
             });
             Attempt::Reply(answered.await)
         } else {
+            let mut gone = gone.subscribe();
             let answered = tokio::select! {
                 biased;
                 r = &mut call => Some(r),
@@ -171,7 +178,7 @@ impl Forwarder {
             guard.answered = answered(r);
             guard.health = health_of(r);
             if r.is_ok() {
-                this.observe_latency(now);
+                this.observe_latency(now, None);
             }
         }
         outcome

@@ -57,7 +57,7 @@ impl Forwarder {
         let arrived = arrived.unwrap_or(now);
         let span = (arrived, now);
         let result = self.forward(method, args, encoding, timeout, span).await;
-        self.record(method, arrived, &result);
+        self.record(method, arrived, &result, self.clock.now());
         result
     }
 

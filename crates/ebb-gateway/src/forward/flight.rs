@@ -78,7 +78,7 @@ impl Forwarder {
         }
         let (deadline, first) = match self.admit(args.len(), timeout, (arrived, now)) {
             Ok(admitted) => admitted,
-            Err(e) => return self.answer(reply, method, arrived, Err(e)),
+            Err(e) => return self.answer(reply, method, arrived, Err(e), now),
         };
         let flight = Flight {
             reply,
@@ -157,19 +157,20 @@ impl Forwarder {
             let result = this
                 .forward_from(method, &args, Encoding::Postcard, span, route, now)
                 .await;
-            this.answer(reply, method, arrived, result);
+            this.answer(reply, method, arrived, result, this.clock.now());
         });
     }
 
-    /// Records the outcome and answers the caller.
+    /// Records the outcome, reached at `now`, and answers the caller.
     fn answer(
         &self,
         reply: DeferredReply,
         method: &'static MethodInfo,
         arrived: Instant,
         result: Result<Bytes, GatewayError>,
+        now: Instant,
     ) {
-        self.record(method, arrived, &result);
+        self.record(method, arrived, &result, now);
         reply.send(result.map_err(Into::into));
     }
 
@@ -200,11 +201,18 @@ impl CallSink for Forwarder {
             debug_assert!(false, "an outcome for no call in flight");
             return;
         };
+        // One reading of the clock for the attempt's end and the answer.
         let now = self.clock.now();
-        self.attempt_ended(flight.node, flight.ahead, flight.sent, &outcome, now);
+        let (node, ahead, arrived) = (flight.node, flight.ahead, flight.arrived);
+        let response = now.saturating_since(arrived);
+        // A reply answers the request: the registry counts it with the
+        // attempt's end. A failure may yet be retried.
+        let answers = outcome.is_ok().then_some(response);
+        self.attempt_ended(node, ahead, flight.sent, &outcome, (now, answers));
         let failure = match outcome {
             Ok(reply) => {
-                return self.answer(flight.reply, flight.method, flight.arrived, Ok(reply));
+                self.count_answer(flight.method, response, None);
+                return flight.reply.send(Ok(reply));
             }
             Err(e) => e,
         };
@@ -219,15 +227,16 @@ impl CallSink for Forwarder {
             flight.timeout,
             now,
         ) {
-            Err(e) => self.answer(flight.reply, flight.method, flight.arrived, Err(e)),
+            Err(e) => self.answer(flight.reply, flight.method, arrived, Err(e), now),
             Ok(()) => match self.me.get().and_then(std::sync::Weak::upgrade) {
                 Some(this) => this.continue_async(flight, deadline, route, now),
                 // Only `start` launches, and it sets `me` first.
                 None => self.answer(
                     flight.reply,
                     flight.method,
-                    flight.arrived,
+                    arrived,
                     Err(GatewayError::ShuttingDown),
+                    now,
                 ),
             },
         }

@@ -30,10 +30,12 @@ impl Forwarder {
     }
 
     /// Feeds the hedge delay a call that started at `started` and
-    /// answered now; without hedging, not even the clock is read.
-    pub(super) fn observe_latency(&self, started: Instant) {
+    /// answered at `now` (`None`: now, read only if it is needed): without
+    /// hedging, not even the clock is read.
+    pub(super) fn observe_latency(&self, started: Instant, now: Option<Instant>) {
         if let Some(h) = &self.hedge {
-            let latency = self.clock.now().saturating_since(started);
+            let now = now.unwrap_or_else(|| self.clock.now());
+            let latency = now.saturating_since(started);
             h.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .observe(latency);

@@ -100,22 +100,33 @@ impl Forwarder {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Counts one answered request in the registry and the metrics.
+    /// Counts one request answered at `now` in the registry and the
+    /// metrics.
     fn record(
         &self,
         method: &'static MethodInfo,
         arrived: Instant,
         result: &Result<Bytes, GatewayError>,
+        now: Instant,
     ) {
-        let response = self.clock.now().saturating_since(arrived);
+        let response = now.saturating_since(arrived);
         self.registry.record_response(response);
-        let secs = response.as_secs_f64();
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
-        self.metrics.answered(method, outcome, secs);
-        if let Err(GatewayError::Overloaded { why, .. }) = result {
+        self.count_answer(method, response, result.as_ref().err());
+    }
+
+    /// The metrics' side of [`Forwarder::record`]: alone for an answer
+    /// whose response time the registry took with the attempt's end
+    /// (`Registry::finish`), which spares the call a lock.
+    fn count_answer(
+        &self,
+        method: &'static MethodInfo,
+        response: Nanos,
+        error: Option<&GatewayError>,
+    ) {
+        let outcome = error.map_or("ok", GatewayError::kind);
+        self.metrics
+            .answered(method, outcome, response.as_secs_f64());
+        if let Some(GatewayError::Overloaded { why, .. }) = error {
             self.metrics.refused(why);
         }
     }

@@ -180,7 +180,7 @@ impl Manager {
     /// Whether any node was removed.
     pub(super) fn remove_dead(&mut self, now: Instant) -> bool {
         let suspects = self.registry.suspects();
-        let mut removed = !suspects.is_empty();
+        let removed = !suspects.is_empty();
         for id in suspects {
             let _ = self.provider.stop(id);
             self.gone(id, "stopped answering", now);
@@ -193,12 +193,18 @@ impl Manager {
             .filter(|&(_, started)| now.saturating_since(started) > timeout)
             .map(|(id, _)| id)
             .collect();
-        removed |= !late.is_empty();
+        if late.is_empty() {
+            return removed;
+        }
+        let why = format!(
+            "not ready within pool.boot_timeout_ms = {} ms (raise it in the config's [pool] section)",
+            self.cfg.boot_timeout_ms
+        );
         for id in late {
             let _ = self.provider.stop(id);
-            self.gone(id, "not ready within the boot timeout", now);
+            self.gone(id, &why, now);
         }
-        removed
+        true
     }
 
     pub(super) fn drain(&mut self, id: NodeId, why: &str) {

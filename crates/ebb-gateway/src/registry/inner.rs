@@ -1,6 +1,8 @@
 //! The state behind the registry's lock: lookups, the load admission
 //! judges, and handing a node to a request.
 
+use std::sync::Arc;
+
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_policy::admission::{self, Load, NodeLoad, ServiceTimeSource};
 use ebb_policy::balance::NodeState;
@@ -114,7 +116,7 @@ impl Inner {
         Some(Slot {
             node: self.meta[i].id,
             client,
-            gone: self.meta[i].gone.subscribe(),
+            gone: Arc::clone(&self.meta[i].gone),
             ahead,
             unclaimed: Some((me.clone(), now)),
         })

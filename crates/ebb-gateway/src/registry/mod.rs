@@ -29,7 +29,7 @@ use crate::signals::Counters;
 use held::HeldRequest;
 
 pub use node::{Life, NewNode, NodeMeta, NodeStatus};
-pub use slot::{Acquired, Slot};
+pub use slot::{Acquired, Ended, Slot};
 
 /// How the gateway reaches one node: the `TcpClient` the handshake opened,
 /// or any other transport (tests use in-process ones).

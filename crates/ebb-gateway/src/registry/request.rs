@@ -6,7 +6,7 @@ use ebb_policy::admission::{self, AdmissionConfig, Admit};
 use ebb_policy::balance::{Choice, RequestInfo};
 use tokio::sync::oneshot;
 
-use super::{Acquired, HeldRequest, LATENCY_TAU, Registry, SERVICE_TIME_WEIGHT, Slot};
+use super::{Acquired, Ended, HeldRequest, LATENCY_TAU, Registry, SERVICE_TIME_WEIGHT, Slot};
 
 impl Registry {
     /// Admission, then a node now, a place in the held FIFO, or a refusal.
@@ -149,23 +149,30 @@ impl Registry {
     /// The call sent through `slot` ended; `latency` is set when it was
     /// answered by the node (not cut short by the node's death).
     pub fn release(&self, node: NodeId, latency: Option<Nanos>, ahead: u32, now: Instant) {
-        self.finish(node, latency, ahead, None, now);
+        let ended = Ended {
+            latency,
+            ahead,
+            health: None,
+            response: None,
+        };
+        self.finish(node, ended, now);
     }
 
-    /// [`Registry::release`] and [`Registry::report`] under one lock: what
-    /// ends every forwarded call. `health` is `Some(ok)` when the outcome
-    /// says something about the node's health. True if the node was just
-    /// ejected.
-    pub fn finish(
-        &self,
-        node: NodeId,
-        latency: Option<Nanos>,
-        ahead: u32,
-        health: Option<bool>,
-        now: Instant,
-    ) -> bool {
+    /// [`Registry::release`], [`Registry::report`] and
+    /// [`Registry::record_response`] under one lock: what ends every
+    /// forwarded call. True if the node was just ejected.
+    pub fn finish(&self, node: NodeId, ended: Ended, now: Instant) -> bool {
+        let Ended {
+            latency,
+            ahead,
+            health,
+            response,
+        } = ended;
         let mut g = self.lock();
         let inner = &mut *g;
+        if let Some(response) = response {
+            inner.counters.record_response(response);
+        }
         let ejected = match health {
             Some(ok) => inner.report(node, ok, now).is_some(),
             None => false,
@@ -181,8 +188,8 @@ impl Registry {
         if let Some(l) = latency {
             inner.counters.busy = inner.counters.busy.saturating_add(l);
             inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
-            inner.views[i].ewma_latency =
-                Nanos(inner.meta[i].ewma.estimate(now, LATENCY_TAU) as u64);
+            // Just observed at `now`: the estimate at `now` is the latest.
+            inner.views[i].ewma_latency = Nanos(inner.meta[i].ewma.latest() as u64);
             // A call that found n ahead on its node waited for their
             // services and then its own (a node serving one at a time, as
             // admission's estimate assumes): every call is a sample, not
@@ -216,9 +223,7 @@ impl Registry {
 
     /// A request was answered `response` after it arrived.
     pub fn record_response(&self, response: Nanos) {
-        let mut g = self.lock();
-        g.counters.response_sum = g.counters.response_sum.saturating_add(response);
-        g.counters.latencies.push(response);
+        self.lock().counters.record_response(response);
     }
 
     pub fn count_retry(&self) {

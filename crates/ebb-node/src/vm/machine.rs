@@ -212,6 +212,21 @@ impl Machine {
         Ok(self.started.elapsed())
     }
 
+    /// [`Machine::wait_port_answers`] for a boot: running out of
+    /// `boot_timeout_ms` is a [`VmError::BootTimeout`], which names the
+    /// setting and how to raise it.
+    pub fn wait_booted(&mut self, boot_timeout_ms: u64) -> Result<Duration, VmError> {
+        self.wait_port_answers(Duration::from_millis(boot_timeout_ms))
+            .map_err(|e| match e {
+                VmError::Timeout { ms, console, .. } => VmError::BootTimeout {
+                    what: "serving",
+                    ms,
+                    console,
+                },
+                other => other,
+            })
+    }
+
     /// True once the guest's server accepts connections on the forwarded
     /// port. Before the guest's network is up, user-mode networking holds
     /// host connections open unanswered, which looks like a listening

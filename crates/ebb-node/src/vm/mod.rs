@@ -61,6 +61,17 @@ pub enum VmError {
         ms: u64,
         console: String,
     },
+    /// The guest did not get to serving (or to running a sandboxed
+    /// command) within its boot timeout, the one setting a user raises.
+    #[error(
+        "the guest was not {what} within boot_timeout_ms = {ms} ms; {}; last console lines:\n{console}",
+        provider::BOOT_TIMEOUT_HINT
+    )]
+    BootTimeout {
+        what: &'static str,
+        ms: u64,
+        console: String,
+    },
     #[error("QMP: {0}")]
     Qmp(#[from] qmp::QmpError),
     #[error("migration failed: {0}")]

@@ -21,8 +21,16 @@ use std::time::{Duration, Instant};
 /// Used by `expected_start` before any boot was measured on this host.
 pub const UNMEASURED_TCG_BOOT_MS: u64 = 3_000;
 pub const UNMEASURED_KVM_BOOT_MS: u64 = 500;
-/// A node not answering by then is reported `Gone`.
+/// A node not answering by then is reported `Gone`. A cold boot under
+/// QEMU's TCG (no KVM) takes 12-35 s on a loaded host, so the default
+/// leaves room for that; with KVM it is well under a second.
 pub const DEFAULT_BOOT_TIMEOUT_MS: u64 = 60_000;
+/// The largest boot timeout accepted (an hour): more is a unit mistake.
+pub const MAX_BOOT_TIMEOUT_MS: u64 = 3_600_000;
+/// Where a boot timeout is raised, for the errors that report one.
+pub const BOOT_TIMEOUT_HINT: &str = "a cold boot without KVM takes tens of seconds on a loaded \
+     host; raise it with `boot_timeout_ms` in `ebb up`'s [pool] section, or --boot-timeout-ms \
+     of `ebb vm boot`, `ebb sandbox run --kind vm` and `ebb demo --kind vm`";
 /// Bounds the provider's node table.
 pub const MAX_VM_NODES: usize = 64;
 
@@ -59,6 +67,9 @@ pub struct VmConfig {
     pub node_command: Vec<String>,
     pub memory_mb: u64,
     pub cpus: u32,
+    /// How long a guest may take from launch (or restore) to serving
+    /// before it is reported `Gone`; [`DEFAULT_BOOT_TIMEOUT_MS`] unless
+    /// configured (`pool.boot_timeout_ms`).
     pub boot_timeout_ms: u64,
     /// Host files copied into every guest's root (the node's token and TLS
     /// files), at their paths inside.
@@ -197,7 +208,7 @@ impl VmProvider {
     /// size in bytes.
     pub fn make_snapshot(&mut self) -> Result<u64, VmError> {
         let mut m = Machine::spawn(&self.spec())?;
-        let booted = m.wait_port_answers(Duration::from_millis(self.cfg.boot_timeout_ms))?;
+        let booted = m.wait_booted(self.cfg.boot_timeout_ms)?;
         self.record_cold(booted);
         let snap = save_snapshot(&mut m, &self.dir.join("node.state"))?;
         let size = snap.size_bytes;
@@ -229,7 +240,10 @@ impl VmProvider {
         if node.phase != Phase::Ready && node.launched.elapsed() > timeout {
             return Some(NodeEvent::Gone(
                 id,
-                format!("not serving within {} ms", self.cfg.boot_timeout_ms),
+                format!(
+                    "not serving within boot_timeout_ms = {} ms; {BOOT_TIMEOUT_HINT}",
+                    self.cfg.boot_timeout_ms
+                ),
             ));
         }
         match node.phase {
@@ -415,6 +429,24 @@ mod tests {
         assert!(matches!(e, ProviderError::Unavailable { kind: "vm", .. }));
         let e: ProviderError = VmError::Migration("x".into()).into();
         assert!(matches!(e, ProviderError::Start { kind: "vm", .. }));
+    }
+
+    #[test]
+    fn a_boot_timeout_names_the_setting_its_value_and_where_to_raise_it() {
+        let e = VmError::BootTimeout {
+            what: "serving",
+            ms: 5_000,
+            console: "[ 1.0] still unpacking".into(),
+        }
+        .to_string();
+        for part in [
+            "boot_timeout_ms = 5000 ms",
+            "[pool]",
+            "--boot-timeout-ms",
+            "still unpacking",
+        ] {
+            assert!(e.contains(part), "{part:?} missing in: {e}");
+        }
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub struct SandboxOptions {
     /// when the spec has one), as `ebb sandbox run --file` does for a
     /// container.
     pub files: Vec<FileIn>,
+    /// Bound on the whole run, boot included.
     pub timeout_ms: u64,
+    /// Bound on the boot alone: from launch until the guest starts the
+    /// command (a [`VmError::BootTimeout`] past it).
+    pub boot_timeout_ms: u64,
 }
 
 impl Default for SandboxOptions {
@@ -45,6 +49,7 @@ impl Default for SandboxOptions {
             host_binaries: Vec::new(),
             files: Vec::new(),
             timeout_ms: DEFAULT_RUN_TIMEOUT_MS,
+            boot_timeout_ms: super::provider::DEFAULT_BOOT_TIMEOUT_MS,
         }
     }
 }
@@ -118,7 +123,7 @@ pub fn run_sandboxed(
         forward_port: false,
         incoming: None,
     };
-    let result = run(&machine_spec, opts.timeout_ms, out);
+    let result = run(&machine_spec, opts, out);
     let _ = std::fs::remove_file(&initrd);
     result
 }
@@ -142,10 +147,13 @@ fn compose_with_rootfs(
     Ok(())
 }
 
-fn run(spec: &MachineSpec, timeout_ms: u64, out: &mut dyn Write) -> Result<Outcome, VmError> {
+fn run(spec: &MachineSpec, opts: &SandboxOptions, out: &mut dyn Write) -> Result<Outcome, VmError> {
+    let timeout_ms = opts.timeout_ms;
     // `ebb sandbox run --kind vm` killed must not leave its VM running.
     let mut m = Machine::spawn_owned(spec)?;
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let launched = Instant::now();
+    let deadline = launched + Duration::from_millis(timeout_ms);
+    let booted_by = launched + Duration::from_millis(opts.boot_timeout_ms);
     let mut parser = ConsoleParser::default();
     // Stream the command's output as it appears, until QEMU exits.
     loop {
@@ -157,6 +165,13 @@ fn run(spec: &MachineSpec, timeout_ms: u64, out: &mut dyn Write) -> Result<Outco
         out.flush()?;
         if exited {
             break;
+        }
+        if !parser.started() && Instant::now() >= booted_by {
+            return Err(VmError::BootTimeout {
+                what: "running the command",
+                ms: opts.boot_timeout_ms,
+                console: super::tail_lines(&m.console(), 20),
+            });
         }
         if Instant::now() >= deadline {
             return Err(VmError::Timeout {
@@ -196,6 +211,11 @@ pub struct ConsoleParser {
 }
 
 impl ConsoleParser {
+    /// The guest has booted and started the command.
+    pub fn started(&self) -> bool {
+        self.inside
+    }
+
     /// Takes the whole console so far; returns the new output lines.
     pub fn feed(&mut self, console: &str) -> Vec<String> {
         let complete = match console.rfind('\n') {

@@ -68,6 +68,12 @@ impl PeakEwma {
         self.measured = true;
     }
 
+    /// The estimate as of its last observation, in nanoseconds: what
+    /// [`PeakEwma::estimate`] gives at that instant, without an `exp`.
+    pub fn latest(&self) -> f64 {
+        self.value
+    }
+
     /// The estimate at `now`, in nanoseconds, decayed toward zero.
     pub fn estimate(&self, now: Instant, tau: Nanos) -> f64 {
         self.estimate_toward(now, tau, 0.0)
@@ -248,6 +254,22 @@ mod tests {
         // Without samples it decays toward zero: after 5 τ, below 1%.
         let later = now + Nanos::from_millis(500);
         assert!(e.estimate(later, TAU) < 0.01 * est);
+    }
+
+    #[test]
+    fn the_latest_estimate_is_the_estimate_at_the_last_observation() {
+        let mut e = PeakEwma::default();
+        e.observe(Nanos::from_millis(100), MS, TAU);
+        // Lower than the peak: decayed toward it, through `exp`.
+        let t = MS + Nanos::from_millis(50);
+        e.observe(Nanos::from_millis(10), t, TAU);
+        assert!(e.latest() < 100e6 && e.latest() > 10e6, "{}", e.latest());
+        assert_eq!(e.latest(), e.estimate(t, TAU));
+        // An observation stamped before the last one (clocks read on other
+        // threads) keeps the later stamp: still the estimate then.
+        e.observe(Nanos::from_millis(5), MS, TAU);
+        assert_eq!(e.latest(), e.estimate(MS, TAU));
+        assert_eq!(e.latest(), e.estimate(t, TAU));
     }
 
     #[test]

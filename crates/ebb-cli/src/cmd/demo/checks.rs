@@ -11,6 +11,12 @@ use super::providers::check_privileges;
 /// Every check of `args`, in the order a user would fix them, and the
 /// trace they describe.
 pub(super) fn check(args: &Args) -> anyhow::Result<Trace> {
+    if let (Some(ms), false) = (args.boot_timeout_ms, args.kind == "vm") {
+        bail!(
+            "--boot-timeout-ms {ms} is for --kind vm only: {} nodes have no boot to wait for",
+            args.kind
+        );
+    }
     if args.min_nodes == 0 || args.min_nodes > args.max_nodes {
         bail!(
             "--min-nodes {} and --max-nodes {}: need 1 <= min <= max",

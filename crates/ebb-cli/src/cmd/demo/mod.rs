@@ -44,7 +44,7 @@ shared_data), and the trace as trace.txt (replayable by `ebb sim --arrivals \
 trace:DIR/trace.txt,counts`). Process and thread nodes need no root and no network \
 beyond loopback; container and VM nodes need root.\n\n\
 Examples:\n  ebb demo\n  ebb demo --seconds 20 --out /tmp/r\n  ebb demo --compare            \
-# the same trace with HPA-like and ebb's policy, side by side\n  ebb demo --policy kpa --kind thread\n  sudo ebb demo --kind container   # nodes in containers (root)"
+# the same trace with HPA-like and ebb's policy, side by side\n  ebb demo --policy kpa --kind thread\n  sudo ebb demo --kind container   # nodes in containers (root)\n  sudo ebb demo --kind vm --boot-timeout-ms 120000   # VM nodes, slow boots without KVM"
 )]
 pub struct Args {
     /// Length of the trace in seconds (one arrival count per second).
@@ -122,6 +122,11 @@ pub struct Args {
     /// every get asks the origin).
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     lease_term_ms: u64,
+    /// How long a VM node may take to boot and serve, in ms [default:
+    /// 60000] (--kind vm only; a cold boot without KVM takes tens of
+    /// seconds on a loaded host). A node that misses it is replaced.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=ebb_node::vm::provider::MAX_BOOT_TIMEOUT_MS))]
+    boot_timeout_ms: Option<u64>,
 }
 
 /// An autoscaling policy spec, checked when the command line is parsed
@@ -217,6 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &args.work_mode,
         shared.then_some(origin.addr.as_str()),
         args.lease_term_ms,
+        args.boot_timeout_ms,
     )?;
     let mix = if shared { mix(&args) } else { Vec::new() };
     let cfg = DemoConfig {

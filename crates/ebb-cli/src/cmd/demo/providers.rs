@@ -31,6 +31,7 @@ pub(super) fn providers(
     work_mode: &str,
     origin: Option<&str>,
     lease_term_ms: u64,
+    boot_timeout_ms: Option<u64>,
 ) -> anyhow::Result<(NodeKind, Providers)> {
     let mode = if work_mode == "block" {
         WorkMode::Block
@@ -118,7 +119,7 @@ pub(super) fn providers(
             })
         }
         "vm" => {
-            let mut cfg = VmConfig::ebb_node(ebb_exe()?);
+            let mut cfg = vm_config(ebb_exe()?, boot_timeout_ms);
             let guest_origin = match origin.map(str::parse::<std::net::SocketAddr>) {
                 None => None,
                 Some(Ok(a)) => Some(
@@ -172,4 +173,42 @@ pub(super) fn check_privileges(kind: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A VM node's config: the provider's defaults, with `--boot-timeout-ms`
+/// when it was given.
+fn vm_config(ebb_exe: PathBuf, boot_timeout_ms: Option<u64>) -> VmConfig {
+    let mut cfg = VmConfig::ebb_node(ebb_exe);
+    if let Some(ms) = boot_timeout_ms {
+        cfg.boot_timeout_ms = ms;
+    }
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: super::super::Args,
+    }
+
+    /// `--boot-timeout-ms` reaches the VM nodes' config; without it they
+    /// keep the provider's default.
+    #[test]
+    fn the_boot_timeout_flag_reaches_the_vm_config() {
+        let exe = PathBuf::from("/bin/ebb");
+        let given = Cli::parse_from(["demo", "--kind", "vm", "--boot-timeout-ms", "120000"]);
+        let cfg = vm_config(exe.clone(), given.demo.boot_timeout_ms);
+        assert_eq!(cfg.boot_timeout_ms, 120_000);
+        let default = Cli::parse_from(["demo", "--kind", "vm"]);
+        let cfg = vm_config(exe, default.demo.boot_timeout_ms);
+        assert_eq!(
+            cfg.boot_timeout_ms,
+            ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS
+        );
+    }
 }

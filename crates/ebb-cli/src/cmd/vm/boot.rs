@@ -3,7 +3,7 @@
 //! on this machine.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ebb_node::vm::Machine;
 use ebb_node::vm::migrate::{Snapshot, restore as restore_snapshot};
@@ -23,7 +23,7 @@ pub(super) fn boot(
     booting(&spec, node.boot_timeout_ms);
     // This thread runs the whole command: QEMU dies with it, even by SIGKILL.
     let mut m = Machine::spawn_owned(&spec)?;
-    let took = m.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
+    let took = m.wait_booted(node.boot_timeout_ms)?;
     println!("cold_boot_to_serving_ms: {}", took.as_millis());
     report_machine(&mut m)?;
     if let Some(to) = snapshot_to {

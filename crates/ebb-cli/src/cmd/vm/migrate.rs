@@ -3,7 +3,7 @@
 //! the user's check run before and after to show the node's state survived
 //! the move.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use ebb_node::vm::migrate::live_migrate_owned;
@@ -21,7 +21,7 @@ pub(super) fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()
     // This thread runs the whole command: both QEMUs (source and target)
     // die with it, even by SIGKILL mid-copy.
     let mut src = Machine::spawn_owned(&spec)?;
-    src.wait_port_answers(Duration::from_millis(node.boot_timeout_ms))?;
+    src.wait_booted(node.boot_timeout_ms)?;
     println!("source: {}", addr(&src));
     if let Some(c) = check {
         run_check("before", c, &src)?;

@@ -64,6 +64,12 @@ enum Action {
         /// Kill the VM if the command has not finished by then.
         #[arg(long, default_value_t = DEFAULT_RUN_TIMEOUT_MS)]
         timeout_ms: u64,
+        /// Kill the VM if the guest has not started the command by then, in
+        /// ms (a cold boot without KVM takes tens of seconds on a loaded
+        /// host).
+        #[arg(long, default_value_t = ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS,
+              value_parser = clap::value_parser!(u64).range(1..=ebb_node::vm::provider::MAX_BOOT_TIMEOUT_MS))]
+        boot_timeout_ms: u64,
         /// The program and its arguments, as seen inside the guest.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
@@ -128,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rootfs,
             files,
             timeout_ms,
+            boot_timeout_ms,
             command,
         } => {
             node::check_size(&size)?;
@@ -144,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 host_binaries: include,
                 files,
                 timeout_ms,
+                boot_timeout_ms,
             };
             let outcome = run_sandboxed(&spec, &opts, &mut std::io::stdout())?;
             if let Outcome::LimitKilled(why) = &outcome {

@@ -35,8 +35,10 @@ pub(super) struct NodeArgs {
     /// its host path, for `--command` to run; repeatable.
     #[arg(long = "include", value_name = "PATH")]
     pub(super) include: Vec<PathBuf>,
-    /// How long the node may take to serve.
-    #[arg(long, default_value_t = 60_000)]
+    /// How long the node may take from launch to serving, in ms (a cold
+    /// boot without KVM takes tens of seconds on a loaded host).
+    #[arg(long, default_value_t = ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..=ebb_node::vm::provider::MAX_BOOT_TIMEOUT_MS))]
     pub(super) boot_timeout_ms: u64,
 }
 

@@ -201,7 +201,7 @@ impl Default for Pool {
             initial: 1,
             min: 1,
             max: 16,
-            boot_timeout_ms: 60_000,
+            boot_timeout_ms: ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS,
             max_in_flight_per_node: ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             cost_per_node_second_usd: 0.0,
             memory_mb: None,

@@ -33,11 +33,16 @@ pub(super) struct PoolPlan {
 pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError> {
     let kind = check_kind(p, runs)?;
     check_bounds(p)?;
-    if p.boot_timeout_ms == 0 {
+    let max_boot_ms = ebb_node::vm::provider::MAX_BOOT_TIMEOUT_MS;
+    if !(1..=max_boot_ms).contains(&p.boot_timeout_ms) {
         return Err(bad(
             "pool.boot_timeout_ms",
             p.boot_timeout_ms,
-            "a positive number of milliseconds",
+            format!(
+                "milliseconds from 1 to {max_boot_ms} (default {}; a vm node's cold boot \
+                 without KVM takes tens of seconds on a loaded host)",
+                ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS
+            ),
         ));
     }
     if p.max_in_flight_per_node == 0 {

@@ -320,3 +320,35 @@ fn origin_errors_name_key_value_and_what_is_accepted() {
     let e = with("dir = \"d\"").expect_err("no such key");
     assert!(e.contains("dir") && e.contains("data"), "{e}");
 }
+
+#[test]
+fn the_boot_timeout_is_read_in_milliseconds_and_bounded() {
+    use ebb_node::vm::provider::{DEFAULT_BOOT_TIMEOUT_MS, MAX_BOOT_TIMEOUT_MS};
+    let with = |pool: &str| {
+        parse(&format!(
+            "[service]\nname = \"demo\"\n[pool]\nkind = \"vm\"\n{pool}\n"
+        ))
+    };
+    let c = with("").expect("no boot timeout given");
+    assert_eq!(c.gateway.pool.boot_timeout_ms, DEFAULT_BOOT_TIMEOUT_MS);
+    let c = with("boot_timeout_ms = 120000").expect("two minutes");
+    assert_eq!(c.gateway.pool.boot_timeout_ms, 120_000);
+    for value in ["0".to_owned(), (MAX_BOOT_TIMEOUT_MS + 1).to_string()] {
+        let e = with(&format!("boot_timeout_ms = {value}"))
+            .expect_err("out of range")
+            .to_string();
+        for part in [
+            format!("pool.boot_timeout_ms = {value}"),
+            format!("from 1 to {MAX_BOOT_TIMEOUT_MS}"),
+            "milliseconds".to_owned(),
+        ] {
+            assert!(e.contains(&part), "{part:?} missing in: {e}");
+        }
+    }
+    // A value in other units than a number of milliseconds is a type
+    // error that shows the key.
+    let e = with("boot_timeout_ms = \"60s\"")
+        .expect_err("a string")
+        .to_string();
+    assert!(e.contains("boot_timeout_ms"), "{e}");
+}
