@@ -99,6 +99,13 @@ pub const MAX_IN_FLIGHT_PER_CONN: usize = 1024;
 /// table stays bounded by connections times this.
 pub const MAX_CLIENTS_PER_CONN: usize = 64;
 
+/// Default time a call may go on running past its deadline (as the server
+/// counts it, from when it read the request) before it is cancelled: by
+/// then its caller has been answered, and the work serves nobody. Short,
+/// so an overloaded node stops spending on abandoned calls soon; not zero,
+/// so a call about to finish is not cut off for a tick of the timer.
+pub const OVERDUE_GRACE: Nanos = Nanos::from_millis(100);
+
 /// Default time a new connection has to send its first message (the
 /// handshake ping); a connection silent that long is closed, so sockets
 /// that never speak cannot hold connection slots.

@@ -7,7 +7,8 @@
 //! Both sides write through [`outbuf::OutBuf`]: on plain TCP the task that
 //! produced a frame writes it to the socket itself, and a writer task takes
 //! over (coalescing what queues meanwhile into one write) only when the
-//! socket would block.
+//! socket would block; on TLS one writer at a time writes everything (a
+//! server connection's own task, a client's writer task).
 
 pub mod client;
 pub mod clock;

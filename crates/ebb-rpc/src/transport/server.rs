@@ -33,6 +33,8 @@ mod calls;
 mod conn;
 mod json;
 mod refuse;
+mod replies;
+mod running;
 mod shared;
 
 pub use refuse::MAX_TLS_REFUSALS_IN_FLIGHT;
@@ -182,7 +184,7 @@ impl<D: ServiceDispatch> Server<D> {
     /// gateway exports as metrics of its RPC ingress.
     pub fn stats_reader(
         &self,
-    ) -> impl Fn() -> crate::semantics::ServerStats + Send + Sync + 'static {
+    ) -> impl Fn() -> crate::semantics::ServerStats + Send + Sync + 'static + use<D> {
         let core = Arc::clone(&self.core);
         move || core.lock().session.stats()
     }

@@ -138,6 +138,7 @@ fn server_config() -> ServerConfig {
         handshake_timeout: Nanos::from_millis(50),
         idle_timeout: Nanos::from_millis(200),
         max_in_flight_per_caller: Some(3),
+        overdue_grace: Nanos::from_millis(10),
     }
 }
 

@@ -1,13 +1,15 @@
 //! The TCP runtimes end to end on loopback, with a hand-written dispatcher so
 //! the transport is tested without the macro: calls ([`calls`]), failing
 //! connections ([`failures`]), misbehaving or excess peers ([`peers`]),
-//! calls answered later or handed to a sink ([`deferred`]), and the read
-//! instant each call's context carries ([`received`]).
+//! calls answered later or handed to a sink ([`deferred`]), the read
+//! instant each call's context carries ([`received`]), and calls whose
+//! callers stopped waiting ([`overdue`]).
 #![allow(clippy::unwrap_used)]
 
 mod calls;
 mod deferred;
 mod failures;
+mod overdue;
 mod peers;
 mod received;
 

@@ -3,7 +3,7 @@
 //! the transport needs nothing else to obey a decision.
 
 use bytes::Bytes;
-use ebb_core::{ClientId, Nanos};
+use ebb_core::{ClientId, Instant, Nanos};
 
 use crate::semantics::conns::{Caller, ConnId};
 use crate::wire::{Message, Seq};
@@ -32,6 +32,13 @@ pub struct Incoming {
     pub key: CallKey,
     /// Time the call had left when the client sent it.
     pub deadline: Nanos,
+    /// When its caller stops waiting, counted from when the request was
+    /// read: a call that has not started by then does not start
+    /// ([`super::ServerSession::start_with`]).
+    pub due: Instant,
+    /// When a call still running is cancelled: `due` plus the configured
+    /// `overdue_grace` ([`super::ServerSession::cancel_with`]).
+    pub overdue_at: Instant,
     pub payload: Bytes,
 }
 

@@ -6,7 +6,7 @@ use ebb_core::Nanos;
 use crate::semantics::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_CLIENTS_PER_CONN, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_PEER, MAX_IN_FLIGHT_PER_CONN, MAX_SAVED_REPLY_BYTES_PER_CLIENT,
-    MAX_SAVED_REPLY_BYTES_TOTAL, MAX_SESSIONS_PER_PEER, SESSION_EXPIRY,
+    MAX_SAVED_REPLY_BYTES_TOTAL, MAX_SESSIONS_PER_PEER, OVERDUE_GRACE, SESSION_EXPIRY,
 };
 
 /// Bounds of a server's at-most-once state and of its connections; the
@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// bounds apply (`max_connections_per_peer` × `max_in_flight_per_conn`
     /// per peer).
     pub max_in_flight_per_caller: Option<usize>,
+    /// How long past its deadline a call may still run before it is
+    /// cancelled (see `semantics::server::overdue`).
+    pub overdue_grace: Nanos,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_in_flight_per_caller: None,
+            overdue_grace: OVERDUE_GRACE,
         }
     }
 }

@@ -37,6 +37,7 @@ mod complete;
 mod config;
 mod connections;
 mod handshake;
+mod overdue;
 mod request;
 mod stats;
 

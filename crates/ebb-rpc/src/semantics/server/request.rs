@@ -198,6 +198,8 @@ impl ServerSession {
                 caller: route.caller,
             },
             deadline: req.deadline,
+            due: now + req.deadline,
+            overdue_at: now + req.deadline + self.config.overdue_grace,
             payload: req.payload,
         })
     }

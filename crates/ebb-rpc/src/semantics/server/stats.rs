@@ -13,6 +13,12 @@ pub struct ServerStats {
     /// Duplicates of a running call that waited for it.
     pub waits: u64,
     pub refused_deadline: u64,
+    /// Admitted calls that waited for a worker past their deadline and so
+    /// did not start (refused `DeadlinePassed`, recorded).
+    pub refused_deadline_before_start: u64,
+    /// Calls still running past their deadline plus the grace, cancelled
+    /// (recorded as `OutcomeUnknown`).
+    pub cancelled_overdue: u64,
     pub refused_in_flight: u64,
     pub refused_clients_per_conn: u64,
     pub refused_handshakes: u64,

@@ -9,12 +9,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-
+use super::running::{Ending, Finished, RunningCalls};
 use super::shared::Core;
 use super::{MAX_INLINE_JSON_BYTES, json};
-use crate::semantics::server::CallKey;
 use crate::semantics::{Action, ConnId, Incoming};
 use crate::service::{
     BoxFuture, CallContext, DeferredReply, DispatchError, ReplySink, ServiceDispatch,
@@ -24,64 +21,18 @@ use crate::transport::frames;
 use crate::transport::outbuf::OutBuf;
 use crate::wire::{Message, Outcome};
 
-/// A finished call whose future [`ready_now`] or the connection loop took
-/// from the running set.
-pub(super) struct Finished {
-    pub(super) key: CallKey,
-    pub(super) outcome: (Outcome, bytes::Bytes),
-}
-
-/// The calls of one connection still running after their first poll, polled
-/// by that connection's task: no task (and no allocation for one) per call,
-/// and the replies of the calls one wake-up finishes leave in one write.
-pub(super) type Running<'a> = FuturesUnordered<Pending<'a>>;
-
-/// One started call that did not finish at its first poll.
-pub(super) struct Pending<'a> {
-    key: CallKey,
-    run: Run<'a>,
-}
-
-impl Future for Pending<'_> {
-    type Output = Finished;
-
-    /// A panic in any poll still ends the call, as the method's outcome.
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
-        let run = &mut self.run;
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
-        let outcome = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => frames::outcome_of(result),
-            Err(_) => panicked(),
-        };
-        Poll::Ready(Finished {
-            key: self.key,
-            outcome,
-        })
-    }
-}
-
-/// A call of `running` that has finished by now, if any, without waiting.
-pub(super) async fn ready_now(running: &mut Running<'_>) -> Option<Finished> {
-    std::future::poll_fn(|cx| match running.poll_next_unpin(cx) {
-        Poll::Ready(done) => Poll::Ready(done),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
-}
-
-/// Records a finished call; its reply joins `batch` if it goes to this
-/// connection.
+/// Records a call that ended (ran or was cancelled); its reply joins the
+/// `local` batch if it goes to that connection.
 pub(super) fn finish_call<D>(
     core: &Core<D>,
-    out: &Arc<OutBuf>,
-    batch: &mut FrameBuf,
+    local: Option<(&Arc<OutBuf>, &mut FrameBuf)>,
     done: Finished,
 ) {
-    let Finished { key, outcome } = done;
-    let (status, payload) = outcome;
     let now = core.now();
-    core.complete(key, status, payload, now, Some((out, batch)));
+    match done.ending {
+        Ending::Ran(status, payload) => core.complete(done.key, status, payload, now, local),
+        Ending::Cancelled => core.cancelled(done.key, now, local),
+    }
 }
 
 /// Hands one frame to the session; answers what needs no run and returns
@@ -120,11 +71,11 @@ pub(super) fn run_call<'a, D: ServiceDispatch>(
     core: &'a Arc<Core<D>>,
     out: &Arc<OutBuf>,
     batch: &mut FrameBuf,
-    running: &mut Running<'a>,
+    running: &mut RunningCalls<'a>,
     incoming: Incoming,
     started: ebb_core::Instant,
 ) {
-    let key = incoming.key;
+    let (key, overdue_at) = (incoming.key, incoming.overdue_at);
     let read = core.clock.to_tokio(started).into_std();
     let call_cx = CallContext::new(incoming.deadline).received_at(read);
     if !key.json && core.dispatch.defers(key.method) {
@@ -142,7 +93,7 @@ pub(super) fn run_call<'a, D: ServiceDispatch>(
     };
     let mut cx = Context::from_waker(Waker::noop());
     match std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut cx))) {
-        Ok(Poll::Pending) => running.push(Pending { key, run }),
+        Ok(Poll::Pending) => running.push(key, overdue_at, run),
         // A call that finished at once finished at the batch's time.
         Ok(Poll::Ready(result)) => {
             let (status, payload) = frames::outcome_of(result);
@@ -169,11 +120,16 @@ fn run_deferred<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming, cx:
 }
 
 /// A method marked `#[blocking]`, or a call with large JSON arguments, runs
-/// on a worker thread, off the I/O loop.
+/// on a worker thread, off the I/O loop. One that waited for a worker past
+/// its due does not start (the session records why). Once started it
+/// cannot be cancelled: it holds its thread until it returns.
 fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming, cx: CallContext) {
-    let key = incoming.key;
+    let (key, due) = (incoming.key, incoming.due);
     let task_core = Arc::clone(core);
     let job = Box::pin(async move {
+        if !task_core.may_start(key, due) {
+            return;
+        }
         let start = || start_run(&task_core, incoming, false, cx);
         let started = std::panic::catch_unwind(AssertUnwindSafe(start));
         let (status, payload) = match started {
@@ -189,7 +145,7 @@ fn run_blocking<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming, cx:
     }
 }
 
-type Run<'a> = BoxFuture<'a, Result<bytes::Bytes, DispatchError>>;
+pub(super) type Run<'a> = BoxFuture<'a, Result<bytes::Bytes, DispatchError>>;
 
 /// Hands the call to the service (binary or JSON); nothing has run yet.
 /// `on_io_loop`: the run is polled by the I/O loop, which a large JSON
@@ -221,7 +177,7 @@ async fn finish(run: &mut Run<'_>) -> (Outcome, bytes::Bytes) {
     outcome.map_or_else(panicked, frames::outcome_of)
 }
 
-fn panicked() -> (Outcome, bytes::Bytes) {
+pub(super) fn panicked() -> (Outcome, bytes::Bytes) {
     (
         Outcome::Panicked,
         bytes::Bytes::from_static(b"the method panicked"),

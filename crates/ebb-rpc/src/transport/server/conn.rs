@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::io::AsyncReadExt;
 
-use super::calls::{self, Finished, Running};
+use super::calls;
+use super::replies::Replies;
+use super::running::{Finished, RunningCalls};
 use super::shared::Core;
 use super::{READ_CHUNK_BYTES, REPLY_CHUNK_BYTES};
 use crate::semantics::ConnId;
@@ -37,16 +37,13 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
 ) {
     let out = Arc::new(OutBuf::for_replies());
     core.lock().outs.insert(conn, Arc::clone(&out));
-    let writer = {
-        let out = Arc::clone(&out);
-        tokio::spawn(async move { out.drain_into(write).await })
-    };
+    let mut replies = Replies::open(&out, write);
     let codec = core.codec;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     // This wake-up's replies, written (or queued) whole; reused.
     let mut batch = FrameBuf::default();
     // Calls that did not finish at their first poll, driven by this task.
-    let mut running: Running<'_> = FuturesUnordered::new();
+    let mut running = RunningCalls::new(core.clock);
     // Registered once: a wake-up per turn of the loop would cost more than
     // the rest of the turn.
     let closed = out.wait_closed();
@@ -66,7 +63,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
         };
         let wake = tokio::select! {
             biased;
-            Some(done) = running.next(), if !running.is_empty() => Wake::Done(done),
+            done = running.next(), if !running.is_empty() => Wake::Done(done),
             r = more => r.map_or(Wake::Closed, Wake::Read),
             () = &mut closed => Wake::Closed,
         };
@@ -76,8 +73,8 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                 // Every call that finished by now answers in this batch.
                 let mut next = Some(done);
                 while let Some(done) = next {
-                    calls::finish_call(&core, &out, &mut batch, done);
-                    next = calls::ready_now(&mut running).await;
+                    calls::finish_call(&core, Some((&out, &mut batch)), done);
+                    next = running.ready_now().await;
                 }
             }
             Wake::Read(Ok(_)) => {
@@ -106,7 +103,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                                 e.to_string(),
                             );
                             frames::append(&codec, &err, &mut batch);
-                            let _ = out.push_batch(&mut batch);
+                            replies.ship(&mut batch);
                             break 'conn;
                         }
                     };
@@ -118,19 +115,14 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                     // Ship a part of a large read, so the client works on
                     // the first replies while the rest run: sending the
                     // whole window at once makes the two ends take turns.
-                    // Plain TCP writes it here and now; a TLS writer is a
-                    // task of its own, which must be let run.
                     if batch.len() >= REPLY_CHUNK_BYTES {
-                        let _ = out.push_batch(&mut batch);
-                        if core.tls.is_some() {
-                            tokio::task::yield_now().await;
-                        }
+                        replies.ship(&mut batch);
                     }
                 }
             }
         }
         if !batch.is_empty() {
-            let _ = out.push_batch(&mut batch);
+            replies.ship(&mut batch);
         }
     }
     out.close();
@@ -141,11 +133,12 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
     }
     // Admitted calls still run to their end: their outcomes are saved for
     // the client's retry on another connection, and duplicates waiting for
-    // them are answered.
-    while let Some(Finished { key, outcome }) = running.next().await {
-        let (status, payload) = outcome;
-        let now = core.now();
-        core.complete(key, status, payload, now, None);
-    }
-    let _ = writer.await;
+    // them are answered. Meanwhile what is left of the output is written.
+    let calls_end = async {
+        while !running.is_empty() {
+            let done = running.next().await;
+            calls::finish_call(&core, None, done);
+        }
+    };
+    tokio::join!(calls_end, replies.close());
 }

@@ -98,21 +98,61 @@ impl<D> Core<D> {
         let mut shared = self.lock();
         let Shared { session, outs } = &mut *shared;
         session.complete_with(key, outcome, payload, now, |reply, route| {
-            // No route means the client will ask again on its next
-            // connection and get the saved reply; nothing to do here.
-            let Some(out) = route.and_then(|c| outs.get(&c)) else {
-                return;
-            };
-            match local {
-                Some((here, batch)) if Arc::ptr_eq(here, out) => {
-                    frames::append_reply(&self.codec, reply, batch);
-                }
-                // A closed route is like no route.
-                _ => {
-                    let _ = out.push_with(|b| frames::append_reply(&self.codec, reply, b));
-                }
-            }
+            self.send(outs, reply, route, local);
         });
+    }
+
+    /// Asks the session whether a call that waited for a worker may start
+    /// now; if not, the session has recorded its refusal and its reply is
+    /// sent here.
+    pub(super) fn may_start(&self, key: CallKey, due: ebb_core::Instant) -> bool {
+        let now = self.now();
+        let mut shared = self.lock();
+        let Shared { session, outs } = &mut *shared;
+        let started = session.start_with(key, due, now, |reply, route| {
+            self.send(outs, reply, route, None);
+        });
+        started.is_ok()
+    }
+
+    /// Records a call whose future this connection dropped at its
+    /// `overdue_at`, and sends the recorded answer.
+    pub(super) fn cancelled(
+        &self,
+        key: CallKey,
+        now: ebb_core::Instant,
+        local: Option<(&Arc<OutBuf>, &mut FrameBuf)>,
+    ) {
+        let mut shared = self.lock();
+        let Shared { session, outs } = &mut *shared;
+        session.cancel_with(key, now, |reply, route| {
+            self.send(outs, reply, route, local);
+        });
+    }
+
+    /// Sends `reply` on `route`: into `local`'s batch when that is the
+    /// route's connection, else pushed to the route's output.
+    fn send(
+        &self,
+        outs: &FastMap<ConnId, Arc<OutBuf>>,
+        reply: &crate::wire::Reply,
+        route: Option<ConnId>,
+        local: Option<(&Arc<OutBuf>, &mut FrameBuf)>,
+    ) {
+        // No route means the client will ask again on its next connection
+        // and get the saved reply; nothing to do here.
+        let Some(out) = route.and_then(|c| outs.get(&c)) else {
+            return;
+        };
+        match local {
+            Some((here, batch)) if Arc::ptr_eq(here, out) => {
+                frames::append_reply(&self.codec, reply, batch);
+            }
+            // A closed route is like no route.
+            _ => {
+                let _ = out.push_with(|b| frames::append_reply(&self.codec, reply, b));
+            }
+        }
     }
 }
 
