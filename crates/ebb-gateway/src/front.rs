@@ -26,6 +26,8 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
+use ebb_http::CallBody;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tower_service::Service;
 
@@ -63,43 +65,72 @@ pub struct Front {
     peer: SocketAddr,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Result<Response<CallBody>, Infallible>> + Send>>;
+
+/// Where every call's path starts.
+const CALL_PREFIX: &str = "/rpc/";
 
 /// `(service, method)` of a call the front serves itself: `POST
 /// /rpc/{service}/{method}`, both non-empty, without percent escapes (what
 /// they decode to is the router's to say). `None`: the router's request.
 pub fn plain_call<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a str)> {
-    if method != Method::POST || path.contains('%') {
+    let split = plain_call_split(method, path)?;
+    Some(split_at(path, split))
+}
+
+/// [`plain_call`]'s answer as the index of the `/` between service and
+/// method, found in one pass over the path (every call's path is looked
+/// at, so it is not searched once per question).
+fn plain_call_split(method: &Method, path: &str) -> Option<usize> {
+    if method != Method::POST {
         return None;
     }
-    let (service, method) = path.strip_prefix("/rpc/")?.split_once('/')?;
-    if service.is_empty() || method.is_empty() || method.contains('/') {
+    let rest = path.strip_prefix(CALL_PREFIX)?;
+    let mut slash = None;
+    for (i, b) in rest.bytes().enumerate() {
+        match b {
+            b'%' => return None,
+            b'/' if slash.is_none() => slash = Some(i),
+            b'/' => return None,
+            _ => {}
+        }
+    }
+    let slash = slash?;
+    if slash == 0 || slash + 1 == rest.len() {
         return None;
     }
-    Some((service, method))
+    Some(CALL_PREFIX.len() + slash)
+}
+
+/// The service and method of a path [`plain_call_split`] split at `split`
+/// (an ASCII `/`, so both ends are character boundaries).
+fn split_at(path: &str, split: usize) -> (&str, &str) {
+    let service = path.get(CALL_PREFIX.len()..split).unwrap_or_default();
+    let method = path.get(split + 1..).unwrap_or_default();
+    (service, method)
 }
 
 impl hyper::service::Service<Request<Incoming>> for Front {
-    type Response = Response;
+    type Response = Response<CallBody>;
     type Error = Infallible;
     type Future = Answer;
 
     fn call(&self, mut req: Request<Incoming>) -> Answer {
-        if plain_call(req.method(), req.uri().path()).is_none() {
+        let Some(split) = plain_call_split(req.method(), req.uri().path()) else {
             req.extensions_mut().insert(ConnectInfo(self.peer));
             let mut router = self.router.clone();
-            return Box::pin(async move { router.call(req).await });
-        }
+            return Box::pin(async move { router.call(req).await.map(|r| r.map(Either::Right)) });
+        };
         let (shared, calls, peer) = (Arc::clone(&self.shared), Arc::clone(&self.calls), self.peer);
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            // The same request's path, checked above: it matches again.
-            let (service, method) = plain_call(&parts.method, parts.uri.path()).unwrap_or_default();
+            // The same request's path, split above.
+            let (service, method) = split_at(parts.uri.path(), split);
             let _slot = match admit_caller(&shared, &parts.headers, Some(peer)) {
                 Ok(slot) => slot,
-                Err(refused) => return Ok(refused.into_response()),
+                Err(refused) => return Ok(refused.into_response().map(Either::Right)),
             };
-            Ok(calls.handle(service, method, &parts.headers, body).await)
+            Ok(calls.handle(service, method, parts.headers, body).await)
         })
     }
 }
@@ -113,7 +144,14 @@ mod tests {
     fn only_plain_calls_skip_the_router() {
         let post = Method::POST;
         assert_eq!(plain_call(&post, "/rpc/Demo/echo"), Some(("Demo", "echo")));
+        assert_eq!(plain_call(&post, "/rpc/a/b"), Some(("a", "b")));
+        assert_eq!(plain_call(&post, "/rpc/Dé/mo"), Some(("Dé", "mo")));
         for path in [
+            "/rpc/Demo%2Fecho",
+            "/rpc/Demo/echo%",
+            "/rpc//",
+            "/rpc/",
+            "/rpc",
             "/rpc/Demo/%65cho",
             "/rpc/Demo",
             "/rpc/Demo/",

@@ -28,6 +28,6 @@ pub use config::{
 pub use dispatch_backend::DispatchBackend;
 pub use error::{DEFAULT_RETRY_AFTER_MS, ERROR_KINDS, ErrorBody, HttpError};
 pub use json_errors::{MAX_REWRITTEN_BODY_BYTES, json_errors};
-pub use router::{Calls, RPC_ROUTE, not_found, router, router_over, standalone};
+pub use router::{CallBody, Calls, RPC_ROUTE, not_found, router, router_over, standalone};
 pub use rpc_backend::{Codecs, RpcBackend};
 pub use serve::{BoundedListener, Counted, serve, serve_http1};

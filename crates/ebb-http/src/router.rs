@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
 use ebb_core::Nanos;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -55,23 +55,31 @@ impl<B: JsonBackend> Calls<B> {
     /// Answers one `POST /rpc/{service}/{method}` (the path's two parts
     /// given percent-decoded): its reply as JSON, or its failure as a JSON
     /// error body with the status that fits.
+    ///
+    /// The request's `headers` become the reply's, emptied: hyper keeps a
+    /// written response's header map for the next request on the
+    /// connection, so one map serves all of a connection's calls.
     pub async fn handle<T>(
         &self,
         service: &str,
         method: &str,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         body: T,
-    ) -> Response
+    ) -> Response<CallBody>
     where
         T: HttpBody<Data = Bytes>,
         T::Error: Into<BoxError>,
     {
-        match call(self, service, method, headers, body).await {
-            Ok(reply) => json_response(reply),
-            Err(e) => e.into_response(),
+        match call(self, service, method, &headers, body).await {
+            Ok(reply) => json_response(headers, reply),
+            Err(e) => e.into_response().map(Either::Right),
         }
     }
 }
+
+/// The body of a call's response: a reply in one piece (no boxed body, as
+/// axum's [`Body`] would be), or an error's (or another route's) body.
+pub type CallBody = Either<Full<Bytes>, Body>;
 
 /// The router for `POST /rpc/{Service}/{method}`, to serve alone or merge
 /// into a larger one. It has no fallback of its own (merging two routers
@@ -120,7 +128,10 @@ async fn handle<B: JsonBackend>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    calls.handle(&service, &method, &headers, body).await
+    calls
+        .handle(&service, &method, headers, body)
+        .await
+        .into_response()
 }
 
 async fn call<B: JsonBackend, T>(
@@ -145,23 +156,34 @@ where
         });
     };
     let deadline = deadline(headers, config)?;
-    let body = read_body(headers, body, config.max_body_bytes).await?;
+    let body = read_body(body, config.max_body_bytes).await?;
     let backend = &ingress.backend;
+    let timed = !backend.keeps_deadline();
     if backend.passes_text() {
         let args = checked_object(body)?;
-        within(deadline, backend.call_text(service, method, args, deadline)).await
+        within(
+            timed,
+            deadline,
+            backend.call_text(service, method, args, deadline),
+        )
+        .await
     } else {
         let args = parsed_object(&body)?;
-        let reply = within(deadline, backend.call(service, method, args, deadline)).await?;
-        to_json(&reply)
+        let run = backend.call(service, method, args, deadline);
+        to_json(&within(timed, deadline, run).await?)
     }
 }
 
-/// `run`'s outcome, or `deadline_exceeded` once `deadline` has passed.
+/// `run`'s outcome, or, when `timed`, `deadline_exceeded` once `deadline`
+/// has passed (untimed: the backend keeps the deadline itself).
 async fn within<T>(
+    timed: bool,
     deadline: Nanos,
     run: impl Future<Output = Result<T, HttpError>>,
 ) -> Result<T, HttpError> {
+    if !timed {
+        return run.await;
+    }
     match tokio::time::timeout(Duration::from(deadline), run).await {
         Ok(outcome) => outcome,
         Err(_) => Err(HttpError::DeadlineExceeded {
@@ -178,14 +200,17 @@ pub(crate) fn to_json(reply: &Value) -> Result<Bytes, HttpError> {
         .map_err(|e| HttpError::Internal(format!("writing the reply as JSON: {e}")))
 }
 
-/// 200 with `json` as its body. The one header is a constant, so building
-/// it costs no parsing or copying.
-fn json_response(json: Bytes) -> Response {
-    let mut response = Response::new(Body::from(json));
-    response.headers_mut().insert(
+/// 200 with `json` as its body and `headers`, emptied, as its headers
+/// (they keep their allocation). The one header is a constant, so
+/// building it costs no parsing or copying.
+fn json_response(mut headers: HeaderMap, json: Bytes) -> Response<CallBody> {
+    headers.clear();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    let mut response = Response::new(Either::Left(Full::new(json)));
+    *response.headers_mut() = headers;
     response
 }
 
@@ -201,49 +226,61 @@ fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError
             "header {DEADLINE_HEADER}: {value:?} is not a whole number of milliseconds from 1 to {max}"
         ))
     };
-    let ms: u64 = value
-        .to_str()
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(bad)?;
+    let ms = whole_number(value.as_bytes()).ok_or_else(bad)?;
     if ms == 0 || ms > max {
         return Err(bad());
     }
     Ok(Nanos::from_millis(ms))
 }
 
+/// `text` as a `u64` in decimal, spaces around it allowed: what
+/// `str::trim` and `u64::from_str` accept of a header value (which holds
+/// no other whitespace), read from its bytes in one pass.
+fn whole_number(text: &[u8]) -> Option<u64> {
+    let text = text.trim_ascii();
+    let digits = text.strip_prefix(b"+").unwrap_or(text);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 /// Reads at most `max_bytes` of body. A body that comes in one piece (a
 /// small call's, nearly always) is that piece: neither copied nor listed.
-async fn read_body<T>(headers: &HeaderMap, body: T, max_bytes: usize) -> Result<Bytes, HttpError>
+/// A body whose declared length is over the bound is refused unread (its
+/// size hint: hyper's is the `Content-Length` it parsed, so the header is
+/// not looked up and parsed again).
+async fn read_body<T>(body: T, max_bytes: usize) -> Result<Bytes, HttpError>
 where
     T: HttpBody<Data = Bytes>,
     T::Error: Into<BoxError>,
 {
     let too_large = HttpError::TooLarge { max_bytes };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_bytes as u64) {
+    if body.size_hint().lower() > max_bytes as u64 {
         return Err(too_large);
     }
-    let mut body = std::pin::pin!(Limited::new(body, max_bytes));
+    let mut body = std::pin::pin!(body);
     let mut first = Bytes::new();
     let mut joined: Option<BytesMut> = None;
+    // Counted here rather than by a `Limited` around the body: hyper's
+    // frames are at most what it read at once, so one over the bound
+    // costs no more memory than that read did.
+    let mut read = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large),
-            Err(e) => {
-                return Err(HttpError::BadRequest(format!(
-                    "reading the request body failed: {e}"
-                )));
-            }
-        };
+        let frame = frame.map_err(|e| {
+            HttpError::BadRequest(format!("reading the request body failed: {}", e.into()))
+        })?;
         // Trailers carry no arguments.
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        read = read.saturating_add(data.len());
+        if read > max_bytes {
+            return Err(too_large);
+        }
         if let Some(joined) = joined.as_mut() {
             joined.extend_from_slice(&data);
         } else if first.is_empty() {
@@ -294,14 +331,18 @@ fn checked_object(body: Bytes) -> Result<Bytes, HttpError> {
     if is_blank(&body) {
         return Ok(Bytes::from_static(b"{}"));
     }
-    // Skipping a string does not check its UTF-8; this does, first.
-    let text = std::str::from_utf8(&body).map_err(not_json)?;
-    serde_json::from_str::<IgnoredAny>(text).map_err(not_json)?;
+    // Skipping a string does not check its UTF-8, so a body with a byte
+    // past ASCII is checked first; an ASCII one (most calls') needs not.
+    if body.is_ascii() {
+        serde_json::from_slice::<IgnoredAny>(&body).map_err(not_json)?;
+    } else {
+        let text = std::str::from_utf8(&body).map_err(not_json)?;
+        serde_json::from_str::<IgnoredAny>(text).map_err(not_json)?;
+    }
     // It parsed, so the first byte past JSON whitespace starts the value.
-    match text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .as_bytes()
-        .first()
+    match body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
     {
         Some(b'{') => Ok(body),
         _ => Err(not_an_object()),
@@ -311,6 +352,35 @@ fn checked_object(body: Bytes) -> Result<Bytes, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass reading of a deadline accepts exactly what trimming
+    /// and `u64::from_str` accept, with the same value.
+    #[test]
+    fn whole_number_agrees_with_trim_and_parse() {
+        let cases = [
+            "250",
+            " 250 ",
+            "\t7",
+            "+5",
+            "-5",
+            "",
+            " ",
+            "+",
+            "++5",
+            "5 5",
+            "0",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1e3",
+            "12a",
+            "\u{e9}",
+        ];
+        for case in cases {
+            let expected = case.trim().parse::<u64>().ok();
+            assert_eq!(whole_number(case.as_bytes()), expected, "{case:?}");
+        }
+    }
 
     /// The text path refuses exactly what the parsing path refuses, with
     /// the same kind, and passes the rest on byte for byte.

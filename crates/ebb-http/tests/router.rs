@@ -488,20 +488,18 @@ impl JsonBackend for Forwarding {
         true
     }
 
-    fn call_text<'a>(
+    async fn call_text<'a>(
         &'a self,
         _: &'a str,
         method: &'a str,
         args: bytes::Bytes,
         _: Nanos,
-    ) -> BoxFuture<'a, Result<bytes::Bytes, HttpError>> {
-        Box::pin(async move {
-            self.handed.lock().unwrap().push(args);
-            match failure(method) {
-                Some(e) => Err(e),
-                None => Ok(bytes::Bytes::from_static(b"{\"z\": 1,  \"a\": [2]}")),
-            }
-        })
+    ) -> Result<bytes::Bytes, HttpError> {
+        self.handed.lock().unwrap().push(args);
+        match failure(method) {
+            Some(e) => Err(e),
+            None => Ok(bytes::Bytes::from_static(b"{\"z\": 1,  \"a\": [2]}")),
+        }
     }
 }
 
