@@ -8,39 +8,10 @@ mod common;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use common::{add_ready, claim_now, registry};
+use common::{Silent, add_ready, claim_now, registry};
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_gateway::registry::{Acquired, Registry};
 use ebb_policy::admission::{AdmissionConfig, ServiceTimeSource};
-use ebb_rpc::CallError;
-use ebb_rpc::service::{BoxFuture, CallOptions, MethodInfo, Transport};
-
-/// A node that reports `service_time` as measured by itself, and
-/// `executing` calls running.
-struct Reporting {
-    service_time: Nanos,
-    executing: u32,
-}
-
-impl Transport for Reporting {
-    fn call(
-        &self,
-        _: &'static MethodInfo,
-        _: Bytes,
-        _: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        Box::pin(std::future::pending())
-    }
-
-    fn reported_load(&self) -> Option<u32> {
-        Some(self.executing)
-    }
-
-    fn reported_service_time(&self) -> Option<Nanos> {
-        Some(self.service_time)
-    }
-}
 
 const T0: Instant = Instant::EPOCH;
 const NODES: u32 = 4;
@@ -58,10 +29,7 @@ fn judge(node_says: Nanos, gateway_saw: Nanos, from: ServiceTimeSource) -> Acqui
     };
     let registry = registry("jsq", cfg, 5);
     for i in 1..=NODES {
-        let node = Reporting {
-            service_time: node_says,
-            executing: 0,
-        };
+        let node = Silent::reporting(0, node_says);
         add_ready(&registry, NodeId(i), Arc::new(node), T0);
     }
     registry.set_target(NODES as usize, Nanos::from_millis(10));
@@ -136,10 +104,7 @@ const BOUND: u32 = 2;
 /// are held. The node says it executes `executing` calls.
 fn busy_node(cfg: AdmissionConfig, executing: u32) -> (Registry, Vec<ebb_gateway::registry::Slot>) {
     let registry = registry("jsq", cfg, 9).with_max_in_flight_per_node(BOUND);
-    let node = Reporting {
-        service_time: Nanos::from_millis(1),
-        executing,
-    };
+    let node = Silent::reporting(executing, Nanos::from_millis(1));
     add_ready(&registry, NodeId(1), Arc::new(node), T0);
     registry.set_target(1, Nanos::from_millis(10));
     let far = T0 + Nanos::from_secs(600);

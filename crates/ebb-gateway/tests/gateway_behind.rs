@@ -14,15 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use common::{FAR_DEADLINE, add_ready, claim_now, deferred, forwarder, registry};
+use common::{FAR_DEADLINE, Silent, add_ready, claim_now, deferred, forwarder, registry};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::{Forwarder, GatewayError};
 use ebb_gateway::registry::{Acquired, Registry, Slot};
 use ebb_gateway::service::Encoding;
 use ebb_policy::admission::{AdmissionConfig, Refusal};
-use ebb_rpc::CallError;
-use ebb_rpc::service::{BoxFuture, CallContext, CallOptions, MethodInfo, Transport};
+use ebb_rpc::service::{CallContext, MethodInfo};
 use ebb_rpc::wire::Outcome;
 use tokio::sync::oneshot;
 
@@ -45,31 +44,6 @@ const MAX_GATEWAY_DELAY: Nanos = Nanos::from_secs(1);
 /// How long before its decision the late request was read.
 const LATE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A node whose calls never end and whose reports the test sets: the calls
-/// it says it executes, and 100 ms of service per call.
-struct Reporting {
-    executing: Arc<AtomicU32>,
-}
-
-impl Transport for Reporting {
-    fn call(
-        &self,
-        _: &'static MethodInfo,
-        _: Bytes,
-        _: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        Box::pin(std::future::pending())
-    }
-
-    fn reported_load(&self) -> Option<u32> {
-        Some(self.executing.load(Ordering::SeqCst))
-    }
-
-    fn reported_service_time(&self) -> Option<Nanos> {
-        Some(Nanos::from_millis(100))
-    }
-}
-
 /// One ready node taking [`BOUND`] calls, the forwarder over it, and a
 /// clock that began a minute ago, so that instants [`LATE`] before its
 /// `now` exist.
@@ -91,10 +65,10 @@ impl Gateway {
             .checked_sub(std::time::Duration::from_secs(60))
             .expect("the monotonic clock has run for a minute since boot");
         let clock = Clock::since(began);
-        let executing = Arc::new(AtomicU32::new(0));
-        let node = Reporting {
-            executing: Arc::clone(&executing),
-        };
+        // Its calls never end; it reports 100 ms of service per call and
+        // the calls the test says it executes.
+        let node = Silent::reporting(0, Nanos::from_millis(100));
+        let executing = Arc::clone(&node.executing);
         let now = clock.now();
         add_ready(&registry, NodeId(1), Arc::new(node), now);
         // One call answered: its reply brought the node's figures.

@@ -9,17 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use common::{add_ready, claim_now, registry, wait_for};
+use common::{Silent, add_ready, claim_now, registry, wait_for};
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_gateway::clock::Clock;
 use ebb_gateway::forward::Forwarder;
 use ebb_gateway::registry::{Acquired, Registry, Slot};
 use ebb_policy::admission::AdmissionConfig;
-use ebb_rpc::CallError;
 use ebb_rpc::semantics::server::ServerConfig;
-use ebb_rpc::service::{
-    BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
-};
+use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch};
 use ebb_rpc::transport::{Server, TcpClient};
 use tokio::sync::oneshot;
 
@@ -32,20 +29,6 @@ static METHOD: MethodInfo = MethodInfo {
     params: &[],
     returns: "()",
 };
-
-/// A node the registry tests never call.
-struct Idle;
-
-impl Transport for Idle {
-    fn call(
-        &self,
-        _: &'static MethodInfo,
-        _: Bytes,
-        _: CallOptions,
-    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
-        Box::pin(std::future::pending())
-    }
-}
 
 fn far(now: Instant) -> Instant {
     now + Nanos::from_secs(600)
@@ -65,8 +48,8 @@ fn two_full_nodes(policy: &str) -> (Registry, oneshot::Receiver<Slot>, oneshot::
     let registry = registry(policy, AdmissionConfig::default(), 7).with_max_in_flight_per_node(1);
     let t0 = Instant::EPOCH;
     let (a, b) = (NodeId(1), NodeId(2));
-    add_ready(&registry, a, Arc::new(Idle), t0);
-    add_ready(&registry, b, Arc::new(Idle), t0);
+    add_ready(&registry, a, Arc::new(Silent::idle()), t0);
+    add_ready(&registry, b, Arc::new(Silent::idle()), t0);
     registry.set_target(2, Nanos::from_millis(10));
     let first = claim_now(registry.acquire(0, far(t0), t0, &[], true, None));
     let second = claim_now(registry.acquire(0, far(t0), t0, &[], true, None));

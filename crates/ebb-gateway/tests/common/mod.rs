@@ -1,8 +1,9 @@
 //! What the gateway's integration tests share: a registry of nodes the test
 //! makes itself (no provider behind them), the forwarder over it, a
-//! bounded wait for a condition another task brings about, the smallest
-//! service a real node can serve, and real nodes that hold the calls a
-//! test picks, joined to the registry over real connections.
+//! bounded wait for a condition another task brings about, a node that
+//! never answers and reports what the test sets, the smallest service a
+//! real node can serve, and real nodes that hold the calls a test picks,
+//! joined to the registry over real connections.
 //!
 //! A test file uses it with `mod common;`; each uses only part of it, so
 //! the parts another file needs are not dead code.
@@ -10,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
@@ -21,12 +22,62 @@ use ebb_gateway::registry::{Acquired, NewNode, Registry, Slot};
 use ebb_node::provider::NodeKind;
 use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::retry::RetryBudgetConfig;
+use ebb_rpc::CallError;
 use ebb_rpc::semantics::{CallKey, Caller, ConnId};
 use ebb_rpc::service::{
-    BoxFuture, DeferredReply, DispatchError, MethodInfo, ReplySink, ServiceDispatch, Transport,
+    BoxFuture, CallOptions, DeferredReply, DispatchError, MethodInfo, ReplySink, ServiceDispatch,
+    Transport,
 };
 use ebb_rpc::transport::{Server, TcpClient};
 use ebb_rpc::wire::{Outcome, Seq};
+
+/// A node whose calls never end: registry and admission tests decide from
+/// its reports alone, which the test sets (or none at all).
+pub struct Silent {
+    /// The calls it says it executes, changeable while it is in the pool.
+    pub executing: Arc<AtomicU32>,
+    /// The service time it says it measured; `None`: it reports nothing.
+    service_time: Option<Nanos>,
+}
+
+impl Silent {
+    /// A node that reports nothing.
+    pub fn idle() -> Silent {
+        Silent {
+            executing: Arc::new(AtomicU32::new(0)),
+            service_time: None,
+        }
+    }
+
+    /// A node that reports `executing` calls running and `service_time`
+    /// per call.
+    pub fn reporting(executing: u32, service_time: Nanos) -> Silent {
+        Silent {
+            executing: Arc::new(AtomicU32::new(executing)),
+            service_time: Some(service_time),
+        }
+    }
+}
+
+impl Transport for Silent {
+    fn call(
+        &self,
+        _: &'static MethodInfo,
+        _: Bytes,
+        _: CallOptions,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn reported_load(&self) -> Option<u32> {
+        self.service_time
+            .map(|_| self.executing.load(Ordering::SeqCst))
+    }
+
+    fn reported_service_time(&self) -> Option<Nanos> {
+        self.service_time
+    }
+}
 
 /// [`Plain`]'s one method, `ping`, answered with nothing.
 pub static PLAIN_METHODS: [MethodInfo; 1] = [MethodInfo {
