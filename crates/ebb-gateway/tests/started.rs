@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use common::{FAR_DEADLINE, HOLD_METHODS, HoldGateway, add_ready, deferred, hold_node, wait_for};
+use common::{HOLD_METHODS, HoldGateway, add_ready, hold_node, wait_for};
 use ebb_core::NodeId;
-use ebb_rpc::service::{CallContext, LocalTransport};
+use ebb_rpc::service::LocalTransport;
 use ebb_rpc::wire::Outcome;
 
 #[tokio::test]
@@ -21,13 +21,7 @@ async fn a_started_call_is_answered_by_its_node_and_gives_the_node_back() {
     let b = hold_node("b").await;
     let gw = HoldGateway::new();
     gw.add(1, &b).await;
-    let (reply, mut answers) = deferred(&HOLD_METHODS[0]);
-    gw.forwarder.start(
-        &HOLD_METHODS[0],
-        Bytes::new(),
-        CallContext::new(FAR_DEADLINE),
-        reply,
-    );
+    let mut answers = gw.start(&HOLD_METHODS[0]);
     let (outcome, payload) = answers.recv().await.unwrap();
     assert_eq!((outcome, payload), (Outcome::Ok, Bytes::from("b")));
     assert_eq!(gw.in_flight(), 0, "the node's in-flight count given back");
@@ -42,13 +36,7 @@ async fn a_started_at_most_once_call_on_a_node_declared_gone_ends_outcome_unknow
     let a = hold_node("a").await;
     let gw = HoldGateway::new();
     gw.add(1, &a).await;
-    let (reply, mut answers) = deferred(&HOLD_METHODS[0]);
-    gw.forwarder.start(
-        &HOLD_METHODS[0],
-        Bytes::new(),
-        CallContext::new(FAR_DEADLINE),
-        reply,
-    );
+    let mut answers = gw.start(&HOLD_METHODS[0]);
     wait_for("node a runs the call", || {
         a.holding.load(Ordering::SeqCst) == 1
     })
@@ -70,13 +58,7 @@ async fn a_started_idempotent_call_on_a_node_declared_gone_goes_to_another_node(
     let b = hold_node("b").await;
     let gw = HoldGateway::new();
     gw.add(1, &a).await;
-    let (reply, mut answers) = deferred(&HOLD_METHODS[1]);
-    gw.forwarder.start(
-        &HOLD_METHODS[1],
-        Bytes::new(),
-        CallContext::new(FAR_DEADLINE),
-        reply,
-    );
+    let mut answers = gw.start(&HOLD_METHODS[1]);
     wait_for("node a runs the call", || {
         a.holding.load(Ordering::SeqCst) == 1
     })
@@ -101,13 +83,7 @@ async fn a_started_call_over_a_transport_without_sinks_is_awaited_instead() {
     let gw = HoldGateway::new();
     let client = Arc::new(LocalTransport::new(common::Plain));
     add_ready(&gw.registry, NodeId(1), client, gw.clock.now());
-    let (reply, mut answers) = deferred(&common::PLAIN_METHODS[0]);
-    gw.forwarder.start(
-        &common::PLAIN_METHODS[0],
-        Bytes::new(),
-        CallContext::new(FAR_DEADLINE),
-        reply,
-    );
+    let mut answers = gw.start(&common::PLAIN_METHODS[0]);
     let (outcome, _) = answers.recv().await.unwrap();
     assert_eq!(outcome, Outcome::Ok);
     assert_eq!(gw.in_flight(), 0);
@@ -116,13 +92,7 @@ async fn a_started_call_over_a_transport_without_sinks_is_awaited_instead() {
 #[tokio::test]
 async fn a_started_call_with_no_node_is_refused_unrun() {
     let gw = HoldGateway::new();
-    let (reply, mut answers) = deferred(&HOLD_METHODS[0]);
-    gw.forwarder.start(
-        &HOLD_METHODS[0],
-        Bytes::new(),
-        CallContext::new(FAR_DEADLINE),
-        reply,
-    );
+    let mut answers = gw.start(&HOLD_METHODS[0]);
     let (outcome, _) = answers.recv().await.unwrap();
     assert!(
         matches!(outcome, Outcome::Overloaded { .. }),

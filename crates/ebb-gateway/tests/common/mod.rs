@@ -25,8 +25,8 @@ use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::{CallKey, Caller, ConnId};
 use ebb_rpc::service::{
-    BoxFuture, CallOptions, DeferredReply, DispatchError, MethodInfo, ReplySink, ServiceDispatch,
-    Transport,
+    BoxFuture, CallContext, CallOptions, DeferredReply, DispatchError, MethodInfo, ReplySink,
+    ServiceDispatch, Transport,
 };
 use ebb_rpc::transport::{Server, TcpClient};
 use ebb_rpc::wire::{Outcome, Seq};
@@ -234,6 +234,18 @@ impl HoldGateway {
     /// connection.
     pub async fn add(&self, id: u32, node: &HoldingNode) {
         add_connected(&self.registry, NodeId(id), node.addr, self.clock).await;
+    }
+
+    /// Starts one call of `method` the RPC ingress's way, with a deadline
+    /// far enough never to end it; its answer arrives on what is returned.
+    pub fn start(
+        &self,
+        method: &'static MethodInfo,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<(Outcome, Bytes)> {
+        let (reply, answers) = deferred(method);
+        self.forwarder
+            .start(method, Bytes::new(), CallContext::new(FAR_DEADLINE), reply);
+        answers
     }
 
     /// The first node's in-flight count, as the registry sees it.
