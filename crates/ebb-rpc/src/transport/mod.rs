@@ -17,6 +17,7 @@ pub mod frames;
 pub mod outbuf;
 pub mod pool;
 pub mod server;
+pub mod sockbuf;
 pub mod stream;
 pub mod tls;
 pub mod unacked;

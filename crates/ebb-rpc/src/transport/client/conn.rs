@@ -53,6 +53,7 @@ pub(super) async fn open(
         .map_err(|_| cannot(&format!("no answer within {timeout_ms} ms")))?
         .map_err(|e| cannot(&e))?;
     let _ = stream.set_nodelay(true);
+    super::super::sockbuf::widen(&stream);
     let queue = SocketQueue::of(&stream);
     let (read, write) = match tls {
         None => stream::tcp(stream),
