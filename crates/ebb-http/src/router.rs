@@ -4,7 +4,7 @@
 //! the backend does not answer by the deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -56,6 +56,12 @@ impl<B: JsonBackend> Calls<B> {
     /// given percent-decoded): its reply as JSON, or its failure as a JSON
     /// error body with the status that fits.
     ///
+    /// `arrived`: when the HTTP server handed the request over, its body
+    /// not yet read. The deadline counts from then, so the time the body
+    /// takes to come in is the caller's, and a backend that judges how
+    /// long a request waited is given it rather than reading the clock
+    /// once more.
+    ///
     /// The request's `headers` become the reply's, emptied: hyper keeps a
     /// written response's header map for the next request on the
     /// connection, so one map serves all of a connection's calls.
@@ -65,12 +71,13 @@ impl<B: JsonBackend> Calls<B> {
         method: &str,
         headers: HeaderMap,
         body: T,
+        arrived: Instant,
     ) -> Response<CallBody>
     where
         T: HttpBody<Data = Bytes>,
         T::Error: Into<BoxError>,
     {
-        match call(self, service, method, &headers, body).await {
+        match call(self, service, method, &headers, body, arrived).await {
             Ok(reply) => json_response(headers, reply),
             Err(e) => e.into_response().map(Either::Right),
         }
@@ -122,14 +129,17 @@ async fn method_not_allowed(method: Method) -> Response {
     .into_response()
 }
 
+/// A call through the router. Its arrival is read here, as the handler
+/// starts: the router's own work is done, the body not yet read.
 async fn handle<B: JsonBackend>(
     State(calls): State<Arc<Calls<B>>>,
     Path((service, method)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let arrived = Instant::now();
     calls
-        .handle(&service, &method, headers, body)
+        .handle(&service, &method, headers, body, arrived)
         .await
         .into_response()
 }
@@ -140,6 +150,7 @@ async fn call<B: JsonBackend, T>(
     method: &str,
     headers: &HeaderMap,
     body: T,
+    arrived: Instant,
 ) -> Result<Bytes, HttpError>
 where
     T: HttpBody<Data = Bytes>,
@@ -159,32 +170,31 @@ where
     let body = read_body(body, config.max_body_bytes).await?;
     let backend = &ingress.backend;
     let timed = !backend.keeps_deadline();
+    let ends = (arrived, deadline);
     if backend.passes_text() {
         let args = checked_object(body)?;
-        within(
-            timed,
-            deadline,
-            backend.call_text(service, method, args, deadline),
-        )
-        .await
+        let run = backend.call_text(service, method, args, deadline, arrived);
+        within(timed, ends, run).await
     } else {
         let args = parsed_object(&body)?;
         let run = backend.call(service, method, args, deadline);
-        to_json(&within(timed, deadline, run).await?)
+        to_json(&within(timed, ends, run).await?)
     }
 }
 
 /// `run`'s outcome, or, when `timed`, `deadline_exceeded` once `deadline`
-/// has passed (untimed: the backend keeps the deadline itself).
+/// has passed since `arrived` (untimed: the backend keeps the deadline
+/// itself). The timer is set at that instant, with no read of the clock.
 async fn within<T>(
     timed: bool,
-    deadline: Nanos,
+    (arrived, deadline): (Instant, Nanos),
     run: impl Future<Output = Result<T, HttpError>>,
 ) -> Result<T, HttpError> {
     if !timed {
         return run.await;
     }
-    match tokio::time::timeout(Duration::from(deadline), run).await {
+    let ends = tokio::time::Instant::from_std(arrived) + Duration::from(deadline);
+    match tokio::time::timeout_at(ends, run).await {
         Ok(outcome) => outcome,
         Err(_) => Err(HttpError::DeadlineExceeded {
             deadline,

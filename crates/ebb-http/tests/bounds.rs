@@ -1,18 +1,19 @@
 //! The router's bounds on a call: its body's size, its deadline (the
 //! header, the default, and an answer by it when the backend gives none)
 //! and the requests in flight. One rule per test, in-process through the
-//! router as a tower service.
+//! router as a tower service or through its calls directly.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::{Fake, app, post, send};
 use ebb_core::Nanos;
-use ebb_http::HttpConfig;
+use ebb_http::{Calls, HttpConfig};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -169,4 +170,29 @@ async fn past_the_in_flight_bound_a_request_is_refused_as_overloaded() {
         send(app, post("/rpc/Fake/echo", "{}")).await.0,
         StatusCode::OK
     );
+}
+
+/// The router's own timer (a backend that does not keep the deadline)
+/// counts from the arrival it is given: a call handed over longer ago than
+/// its deadline is answered `deadline_exceeded` at once, by a backend that
+/// never answers, instead of a deadline later. Time is paused: were the
+/// timer set from now, the test's bound would pass first, with no waiting.
+#[tokio::test(start_paused = true)]
+async fn the_routers_timer_counts_from_the_arrival() {
+    let calls = Calls::new(Arc::new(Fake::default()), HttpConfig::default());
+    let deadline = Duration::from_millis(ebb_http::DEFAULT_DEADLINE_MS);
+    // Far enough back that the deadline passed before the call began; the
+    // monotonic clock has run that long since the machine started.
+    let handed_over = Instant::now().checked_sub(deadline * 2).unwrap();
+    let headers = axum::http::HeaderMap::new();
+    let body = axum::body::Body::from("{}");
+    // A timer counting from now would end the call a deadline later, past
+    // this bound.
+    let answer = tokio::time::timeout(
+        deadline / 2,
+        calls.handle("Fake", "hang", headers, body, handed_over),
+    )
+    .await
+    .expect("answered at once, its deadline past");
+    assert_eq!(answer.status(), StatusCode::GATEWAY_TIMEOUT);
 }
