@@ -23,8 +23,8 @@ use tokio::sync::Semaphore;
 use crate::config::{DEADLINE_HEADER, FULL_RETRY_AFTER_MS};
 use crate::{HttpConfig, HttpError, JsonBackend};
 
-/// [`DEADLINE_HEADER`] as a name made once: looking a `&str` up parses it
-/// on every request.
+/// [`DEADLINE_HEADER`] as a name made once: comparing with a `&str`
+/// parses it on every request.
 static DEADLINE_NAME: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
 
 /// Errors a request body may end with.
@@ -174,7 +174,15 @@ where
     if backend.passes_text() {
         let args = checked_object(body)?;
         let run = backend.call_text(service, method, args, deadline, arrived);
-        within(timed, ends, run).await
+        if timed {
+            within(timed, ends, run).await
+        } else {
+            // Awaited here, not through `within`: the call's future (a
+            // forwarding backend's, large) is then not moved into
+            // another future's state and again into its await, two
+            // copies of it per call.
+            run.await
+        }
     } else {
         let args = parsed_object(&body)?;
         let run = backend.call(service, method, args, deadline);
@@ -227,7 +235,7 @@ fn json_response(mut headers: HeaderMap, json: Bytes) -> Response<CallBody> {
 /// The request's deadline: the header if present and in range, else the
 /// configured default.
 fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError> {
-    let Some(value) = headers.get(&DEADLINE_NAME) else {
+    let Some(value) = deadline_value(headers) else {
         return Ok(Nanos::from_millis(config.default_deadline_ms));
     };
     let max = config.max_deadline_ms;
@@ -241,6 +249,17 @@ fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError
         return Err(bad());
     }
     Ok(Nanos::from_millis(ms))
+}
+
+/// The first [`DEADLINE_HEADER`] value, found by walking the few headers
+/// of a request rather than by the map's lookup: hashing the name and
+/// probing costs more than comparing it with each of them (a name the
+/// request did not send differs in its kind or its length, mostly).
+/// Walking is bounded by the headers hyper accepts in one request.
+fn deadline_value(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .iter()
+        .find_map(|(name, value)| (*name == DEADLINE_NAME).then_some(value))
 }
 
 /// `text` as a `u64` in decimal, spaces around it allowed: what
@@ -390,6 +409,29 @@ mod tests {
             let expected = case.trim().parse::<u64>().ok();
             assert_eq!(whole_number(case.as_bytes()), expected, "{case:?}");
         }
+    }
+
+    /// Walking the headers finds what the map's lookup finds: the first
+    /// value of the deadline header among others, repeated or not, or none.
+    #[test]
+    fn deadline_value_agrees_with_the_maps_lookup() {
+        let mut maps = vec![HeaderMap::new()];
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, HeaderValue::from_static("a:1"));
+        m.insert(header::CONTENT_TYPE, HeaderValue::from_static("x"));
+        m.insert("ebb-deadline", HeaderValue::from_static("1"));
+        maps.push(m.clone());
+        m.append(DEADLINE_NAME.clone(), HeaderValue::from_static("40"));
+        m.append(DEADLINE_NAME.clone(), HeaderValue::from_static("50"));
+        m.append("ebb-deadline-msx", HeaderValue::from_static("60"));
+        maps.push(m);
+        for m in &maps {
+            assert_eq!(deadline_value(m), m.get(DEADLINE_HEADER), "{m:?}");
+        }
+        assert_eq!(
+            deadline_value(&maps[2]),
+            Some(&HeaderValue::from_static("40"))
+        );
     }
 
     /// The text path refuses exactly what the parsing path refuses, with
