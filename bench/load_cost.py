@@ -11,6 +11,11 @@ generator's own send lag (builds that report it).
 
     python3 bench/load_cost.py --ebb BEFORE --ebb AFTER --rates 10000,30000,60000 \
         --threads 1 --load-cpu 1 --reps 2
+    python3 bench/load_cost.py --ebb BEFORE --ebb AFTER --http --rates 2000,5000 \
+        --threads 1,2 --reps 3
+
+With --http the generator speaks HTTP/JSON to the node's HTTP address
+(`ebb node --http`) instead of ebb RPC.
 
 A build that does not know an option given here fails its run; run
 older builds with the options they have.
@@ -37,6 +42,8 @@ def perf_load(a, ebb, target, rate, threads):
            "--method", "Demo.echo", "--args", MSG, "--deadline-ms", "2000",
            "--connections", str(max(a.connections, threads)), "--max-outstanding", str(a.max_outstanding),
            "--json"]
+    if a.http:
+        cmd.insert(cmd.index("--json"), "--http")
     if threads != 1:
         cmd[cmd.index("--json"):cmd.index("--json")] = ["--threads", str(threads)]
     if a.load_cpu is not None:
@@ -68,18 +75,23 @@ def main():
     ap.add_argument("--node-cpu", default="0", help="CPU list the node is pinned to")
     ap.add_argument("--node-threads", type=int, default=1)
     ap.add_argument("--load-cpu", help="CPU list the load generator is pinned to (default: not pinned)")
+    ap.add_argument("--http", action="store_true",
+                    help="load the node's HTTP/JSON address (POST /rpc/Demo/echo) instead of its RPC one")
     a = ap.parse_args()
     children = Children()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     try:
-        port = free_port()
+        port, http_port = free_port(), free_port()
         children.start(["taskset", "-c", a.node_cpu, a.ebb[0], "node", "--listen", f"127.0.0.1:{port}",
-                        "--threads", str(a.node_threads)], stdout=subprocess.DEVNULL)
+                        "--http", f"127.0.0.1:{http_port}", "--threads", str(a.node_threads)],
+                       stdout=subprocess.DEVNULL)
         wait_port(port, "ebb node")
-        target = f"127.0.0.1:{port}"
+        wait_port(http_port, "ebb node --http")
+        target = f"127.0.0.1:{http_port if a.http else port}"
         # Warm-up: connections, the node's allocator.
         perf_load(a, a.ebb[0], target, 1000, 1)
-        print(f"load average {open('/proc/loadavg').read().split()[0]}; node on CPU {a.node_cpu} "
+        print(f"load average {open('/proc/loadavg').read().split()[0]}; "
+              f"{'HTTP/JSON' if a.http else 'ebb RPC'} to a node on CPU {a.node_cpu} "
               f"({a.node_threads} thread); load generator "
               f"{'not pinned' if a.load_cpu is None else f'on CPU {a.load_cpu}'}")
         print("| offered/s | threads | build | rep | CPU µs per sent call | context switches per call "

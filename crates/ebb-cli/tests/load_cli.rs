@@ -102,6 +102,9 @@ fn every_call_to_a_healthy_node_succeeds_over_rpc_and_http() {
         assert!(n(&r, "sent") > 0, "{r}");
         assert_eq!(n(&r, "ok"), n(&r, "sent"), "{r}");
         assert_eq!(r["protocol"], if http { "http" } else { "rpc" });
+        // The drawn count is reported beside the rate that was asked for.
+        assert_eq!(r["requested_rate"].as_f64(), Some(300.0), "{r}");
+        assert!(r["offered_rate"].is_number(), "{r}");
         assert!(r["p50_ms"].as_f64().is_some_and(|p| p > 0.0), "{r}");
     }
 }
@@ -312,7 +315,8 @@ fn a_target_that_is_not_listening_is_named_before_anything_is_sent() {
 
 /// Three sender threads share a trace of 300 arrivals (per-second counts,
 /// so the count is exact, not drawn): together they send every one, each
-/// answered, and the report carries how late the generator sent them.
+/// answered, and the report carries how late the generator sent them and
+/// the connections opened over all threads.
 #[test]
 fn several_sender_threads_together_send_the_schedule_and_report_their_lag() {
     let node = node();
@@ -342,6 +346,10 @@ fn several_sender_threads_together_send_the_schedule_and_report_their_lag() {
     assert_eq!(n(&r, "scheduled"), 300, "{r}");
     assert_eq!((n(&r, "sent"), n(&r, "ok")), (300, 300), "{r}");
     assert_eq!(n(&r, "threads"), 3, "{r}");
+    // --connections counts them all: split 2 + 1 + 1 over the threads.
+    assert_eq!(n(&r, "connections"), 4, "{r}");
+    // A trace's arrivals are its own: no Poisson rate was asked for.
+    assert!(r["requested_rate"].is_null(), "{r}");
     let lag = |f: &str| {
         r[f].as_f64()
             .unwrap_or_else(|| panic!("{f} missing in {r}"))

@@ -30,6 +30,17 @@ pub enum ArrivalSpec {
     Trace(Trace),
 }
 
+impl ArrivalSpec {
+    /// The mean rate asked for, per second: a Poisson process's; `None`
+    /// for a trace, whose arrivals are its own.
+    pub fn requested_rate(&self) -> Option<f64> {
+        match self {
+            ArrivalSpec::Poisson { rate_per_sec } => Some(*rate_per_sec),
+            ArrivalSpec::Trace(_) => None,
+        }
+    }
+}
+
 /// The schedule: offsets from the start of the run, non-decreasing, ending
 /// before `duration`.
 pub struct Arrivals {

@@ -138,8 +138,14 @@ pub struct Report {
     pub duration_s: f64,
     /// From the first arrival's time to the last completion.
     pub wall_s: f64,
-    /// `scheduled / duration_s`.
+    /// `scheduled / duration_s`: the rate of the arrivals the schedule
+    /// drew, which for a Poisson process is a random count around
+    /// `requested_rate`, not a shortfall of the generator's (that is
+    /// `not_sent`, and the send lag).
     pub offered_rate: f64,
+    /// The mean rate asked for (`--rate`); `None` (JSON `null`) for a
+    /// trace, whose arrivals are its own.
+    pub requested_rate: Option<f64>,
     /// `ok / wall_s`: successful calls per second.
     pub achieved_rate: f64,
     /// Latency of successful calls, from each request's scheduled send time.
@@ -151,6 +157,8 @@ pub struct Report {
     pub mean_ms: f64,
     /// Sender threads, each with its own runtime and connections.
     pub threads: usize,
+    /// Connections opened at the start, over all sender threads.
+    pub connections: usize,
     /// How late the generator sent requests (from each one's scheduled
     /// time to when it was written), ms: how far the generator itself fell
     /// behind. Counted in the latencies above (they run from the scheduled
@@ -171,6 +179,8 @@ pub struct RunInfo {
     pub method: String,
     pub seed: u64,
     pub duration_s: f64,
+    /// The Poisson rate asked for, per second; `None` for a trace.
+    pub requested_rate: Option<f64>,
 }
 
 /// What the run measured, merged over its sender threads.
@@ -181,6 +191,8 @@ pub struct Measured<'a> {
     pub send_lag_us: &'a Histogram<u64>,
     pub wall_s: f64,
     pub threads: usize,
+    /// Connections opened at the start, summed over the threads.
+    pub connections: usize,
 }
 
 impl Report {
@@ -192,6 +204,7 @@ impl Report {
             send_lag_us,
             wall_s,
             threads,
+            connections,
         } = m;
         let sent = scheduled - not_sent.min(scheduled);
         let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1_000.0;
@@ -210,6 +223,7 @@ impl Report {
             unfinished: sent.saturating_sub(tally.completed()),
             errors: tally.errors.clone(),
             offered_rate: per_sec(scheduled, info.duration_s),
+            requested_rate: info.requested_rate,
             achieved_rate: per_sec(tally.ok, wall_s),
             wall_s,
             p50_ms: ms(0.5),
@@ -219,6 +233,7 @@ impl Report {
             max_ms: tally.latency_us.max() as f64 / 1_000.0,
             mean_ms: tally.latency_us.mean() / 1_000.0,
             threads,
+            connections,
             send_lag_p50_ms: lag_ms(0.5),
             send_lag_p99_ms,
             send_lag_max_ms: send_lag_us.max() as f64 / 1_000.0,
@@ -256,9 +271,13 @@ impl Report {
         for (label, n) in &self.errors {
             let _ = writeln!(t, "    {label:<28} {n:>10}");
         }
+        let drawn = match self.requested_rate {
+            Some(rate) => format!("a Poisson draw at the requested {rate:.0}/s"),
+            None => "the trace's".to_owned(),
+        };
         let _ = writeln!(
             t,
-            "  offered {:.0}/s, achieved (ok) {:.0}/s",
+            "  scheduled arrivals {:.0}/s ({drawn}), achieved (ok) {:.0}/s",
             self.offered_rate, self.achieved_rate
         );
         let _ = writeln!(
@@ -266,14 +285,19 @@ impl Report {
             "  latency of ok calls (ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
             self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms
         );
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         let _ = writeln!(
             t,
-            "  send lag (ms, {} sender thread{}): p50 {:.3}  p99 {:.3}  max {:.3}",
+            "  {} connection{} in all, over {} sender thread{}",
+            self.connections,
+            plural(self.connections),
             self.threads,
-            if self.threads == 1 { "" } else { "s" },
-            self.send_lag_p50_ms,
-            self.send_lag_p99_ms,
-            self.send_lag_max_ms
+            plural(self.threads),
+        );
+        let _ = writeln!(
+            t,
+            "  send lag (ms): p50 {:.3}  p99 {:.3}  max {:.3}",
+            self.send_lag_p50_ms, self.send_lag_p99_ms, self.send_lag_max_ms
         );
         if self.generator_behind {
             let _ = write!(
@@ -295,29 +319,135 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn report_with_lag_us(lag_us: u64) -> Report {
+    /// A run of one second: `scheduled` arrivals, all answered, each sent
+    /// `lag_us` late.
+    fn report(
+        scheduled: u64,
+        lag_us: u64,
+        requested_rate: Option<f64>,
+        threads: usize,
+        connections: usize,
+    ) -> Report {
         let mut tally = Tally::default();
-        tally.record(Outcome::Ok, 300);
         let mut lag = micros_histogram();
-        lag.saturating_record(lag_us);
+        for _ in 0..scheduled {
+            tally.record(Outcome::Ok, 300);
+            lag.saturating_record(lag_us);
+        }
         let info = RunInfo {
             target: "127.0.0.1:1".into(),
             protocol: "rpc",
             method: "Demo.echo".into(),
             seed: 1,
             duration_s: 1.0,
+            requested_rate,
         };
         Report::new(
             info,
             Measured {
-                scheduled: 1,
+                scheduled,
                 not_sent: 0,
                 tally: &tally,
                 send_lag_us: &lag,
                 wall_s: 1.0,
-                threads: 1,
+                threads,
+                connections,
             },
         )
+    }
+
+    fn report_with_lag_us(lag_us: u64) -> Report {
+        report(1, lag_us, Some(1.0), 1, 1)
+    }
+
+    /// 491 arrivals drawn for a requested 500/s: the table calls them
+    /// scheduled arrivals of the Poisson process next to the rate asked
+    /// for, not "offered"; the JSON keeps `offered_rate` and adds
+    /// `requested_rate` (null for a trace).
+    #[test]
+    fn the_drawn_arrival_rate_is_labelled_against_the_requested_rate() {
+        let r = report(491, 200, Some(500.0), 1, 8);
+        let t = r.table();
+        assert!(
+            t.contains("scheduled arrivals 491/s (a Poisson draw at the requested 500/s)"),
+            "{t}"
+        );
+        assert!(!t.contains("offered"), "{t}");
+        let json = serde_json::to_value(&r).expect("a report serializes");
+        assert_eq!(json["offered_rate"], 491.0, "{json}");
+        assert_eq!(json["requested_rate"], 500.0, "{json}");
+
+        let trace = report(491, 200, None, 1, 8);
+        assert!(
+            trace
+                .table()
+                .contains("scheduled arrivals 491/s (the trace's)"),
+            "{}",
+            trace.table()
+        );
+        let json = serde_json::to_value(&trace).expect("a report serializes");
+        assert!(json["requested_rate"].is_null(), "{json}");
+    }
+
+    /// The keys a caller already reads are all still there, beside the new
+    /// ones.
+    #[test]
+    fn the_json_keeps_every_earlier_key() {
+        let json =
+            serde_json::to_value(report(10, 200, Some(10.0), 2, 8)).expect("a report serializes");
+        for key in [
+            "target",
+            "protocol",
+            "method",
+            "seed",
+            "scheduled",
+            "sent",
+            "not_sent",
+            "ok",
+            "overloaded",
+            "deadline_exceeded",
+            "outcome_unknown",
+            "other_errors",
+            "unfinished",
+            "errors",
+            "duration_s",
+            "wall_s",
+            "offered_rate",
+            "achieved_rate",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "p999_ms",
+            "max_ms",
+            "mean_ms",
+            "threads",
+            "send_lag_p50_ms",
+            "send_lag_p99_ms",
+            "send_lag_max_ms",
+            "generator_behind",
+            "requested_rate",
+            "connections",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing in {json}");
+        }
+    }
+
+    /// With several sender threads the table says how many connections
+    /// were opened in all, and over how many threads.
+    #[test]
+    fn the_table_counts_the_connections_over_all_threads() {
+        let r = report(10, 200, Some(10.0), 3, 8);
+        let t = r.table();
+        assert!(
+            t.contains("8 connections in all, over 3 sender threads"),
+            "{t}"
+        );
+        assert_eq!(r.connections, 8);
+        let one = report(10, 200, Some(10.0), 1, 1).table();
+        assert!(
+            one.contains("1 connection in all, over 1 sender thread\n"),
+            "{one}"
+        );
     }
 
     /// The note names the measured lag, says the latencies include it, and

@@ -2,13 +2,13 @@
 //! with the method's own semantics and the run's deadline.
 //!
 //! A service this build has a codec for is called typed (arguments encoded
-//! once for the run) and started in place by the engine's batches
-//! ([`Batches`]): the calls of one batch go to one connection, held and
-//! written together, the next batch to the next connection; each reply is
-//! handed to the engine by the client's reader, with no task per call.
-//! Any other service is called through the node's own JSON adapter, after
-//! asking the node to describe itself, one task per call, the connections
-//! used in turn.
+//! once for the run); any other through the node's own JSON adapter, by
+//! the method id the node gave when asked to describe itself (arguments
+//! serialized once for the run). Either way calls are started in place by
+//! the engine's batches ([`Batches`]): the calls of one batch go to one
+//! connection, held and written together, the next batch to the next
+//! connection; each reply is handed to the engine by the client's reader,
+//! with no task per call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +18,7 @@ use ebb_core::Nanos;
 use ebb_rpc::CallError;
 use ebb_rpc::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceCodec, Transport};
 use ebb_rpc::transport::TcpClient;
+use ebb_rpc::wire::MAX_PAYLOAD_BYTES;
 use serde_json::Value;
 
 use crate::{Ends, LoadError, Outcome, Starter, Target};
@@ -35,11 +36,13 @@ enum Call {
         method: &'static MethodInfo,
         args: Bytes,
     },
-    /// JSON arguments the node's adapter decodes, by the described id.
+    /// JSON arguments the node's adapter decodes, by the described id:
+    /// the object, and its serialization, made once for the run.
     Json {
         id: u16,
         idempotent: bool,
         args: Value,
+        encoded: Bytes,
     },
 }
 
@@ -108,11 +111,20 @@ impl RpcTarget {
                 described.method_names()
             )));
         };
+        let encoded = serde_json::to_vec(&args)
+            .map_err(|e| LoadError::Arguments(format!("--args cannot be serialized: {e}")))?;
+        if encoded.len() > MAX_PAYLOAD_BYTES {
+            return Err(LoadError::Arguments(format!(
+                "--args of {} bytes exceed the {MAX_PAYLOAD_BYTES}-byte frame payload limit",
+                encoded.len()
+            )));
+        }
         Ok(RpcTarget {
             call: Call::Json {
                 id: m.id,
                 idempotent: m.idempotent,
                 args,
+                encoded: Bytes::from(encoded),
             },
             clients,
             next: AtomicUsize::new(0),
@@ -123,10 +135,21 @@ impl RpcTarget {
 
 impl Target for RpcTarget {
     fn starter(self: Arc<Self>, ends: Arc<dyn Ends>) -> Option<Box<dyn Starter>> {
-        let Call::Typed { method, args } = &self.call else {
-            return None;
+        let (method, args) = match &self.call {
+            Call::Typed { method, args } => (Method::Typed(method), args.clone()),
+            Call::Json {
+                id,
+                idempotent,
+                encoded,
+                ..
+            } => (
+                Method::Json {
+                    id: *id,
+                    idempotent: *idempotent,
+                },
+                encoded.clone(),
+            ),
         };
-        let (method, args) = (*method, args.clone());
         Some(Box::new(Batches {
             target: self,
             method,
@@ -149,6 +172,7 @@ impl Target for RpcTarget {
                     id,
                     idempotent,
                     args,
+                    ..
                 } => client
                     .call_json(*id, *idempotent, args, self.options)
                     .await
@@ -175,11 +199,22 @@ impl CallSink for ToEnds {
     }
 }
 
-/// The engine's batches of typed calls: each batch on one connection,
-/// whose requests are held until the batch is flushed.
+/// The method a batch's calls go to, as the client starts it.
+#[derive(Clone, Copy)]
+enum Method {
+    Typed(&'static MethodInfo),
+    /// Through the target's JSON adapter.
+    Json {
+        id: u16,
+        idempotent: bool,
+    },
+}
+
+/// The engine's batches of calls: each batch on one connection, whose
+/// requests are held until the batch is flushed.
 struct Batches {
     target: Arc<RpcTarget>,
-    method: &'static MethodInfo,
+    method: Method,
     args: Bytes,
     sink: Arc<dyn CallSink>,
     /// The connection this batch goes to.
@@ -195,16 +230,17 @@ impl Starter for Batches {
             client.hold_writes();
         }
         self.held += 1;
-        let started = client.start_call(
-            self.method,
-            self.args.clone(),
-            self.target.options,
-            &self.sink,
-            token,
-        );
+        let (args, options) = (self.args.clone(), self.target.options);
+        let started = match self.method {
+            Method::Typed(method) => client.start_call(method, args, options, &self.sink, token),
+            Method::Json { id, idempotent } => {
+                client.start_call_json(id, idempotent, args, options, &self.sink, token)
+            }
+        };
         if started.is_err() {
-            // Checked against the frame limit when encoded; cannot happen
-            // for arguments that were accepted, but ends the call if so.
+            // Checked against the frame limit before the run; cannot
+            // happen for arguments that were accepted, but ends the call
+            // if so.
             self.sink.deliver(
                 token,
                 Err(CallError::BadRequest {

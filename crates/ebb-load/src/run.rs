@@ -136,6 +136,8 @@ struct ThreadReport {
     /// stopped sending.
     last_end: Option<Nanos>,
     sent_all: Nanos,
+    /// Connections the thread opened at its start.
+    connections: usize,
 }
 
 /// The start signal: every thread connected, go at this instant; or one
@@ -263,7 +265,7 @@ fn join(handles: Vec<std::thread::JoinHandle<()>>) {
 fn merge(info: &mut RunInfo, done: Vec<ThreadReport>, threads: usize) -> Report {
     let mut tally = Tally::default();
     let mut send_lag_us = micros_histogram();
-    let (mut scheduled, mut not_sent, mut stopped) = (0, 0, false);
+    let (mut scheduled, mut not_sent, mut stopped, mut connections) = (0, 0, false, 0);
     let (mut sent_all, mut end) = (Nanos::ZERO, Nanos::ZERO);
     for r in &done {
         tally.merge(&r.tally);
@@ -272,6 +274,7 @@ fn merge(info: &mut RunInfo, done: Vec<ThreadReport>, threads: usize) -> Report 
         scheduled += r.scheduled;
         not_sent += r.not_sent;
         stopped |= r.stopped;
+        connections += r.connections;
         sent_all = sent_all.max(r.sent_all);
         end = end.max(r.sent_all).max(r.last_end.unwrap_or(Nanos::ZERO));
     }
@@ -284,6 +287,7 @@ fn merge(info: &mut RunInfo, done: Vec<ThreadReport>, threads: usize) -> Report 
         method: std::mem::take(&mut info.method),
         seed: info.seed,
         duration_s: info.duration_s,
+        requested_rate: info.requested_rate,
     };
     Report::new(
         info,
@@ -294,6 +298,7 @@ fn merge(info: &mut RunInfo, done: Vec<ThreadReport>, threads: usize) -> Report 
             send_lag_us: &send_lag_us,
             wall_s: end.as_secs_f64(),
             threads,
+            connections,
         },
     )
 }
@@ -334,7 +339,8 @@ impl Sender {
     async fn drive(mut self) -> Option<ThreadReport> {
         let cfg = &self.config;
         let (index, of) = (self.index, cfg.threads.clamp(1, MAX_THREADS));
-        let target = match (self.connect)(cfg.part(cfg.connections, index)).await {
+        let connections = cfg.part(cfg.connections, index);
+        let target = match (self.connect)(connections).await {
             Ok(t) => t,
             Err(e) => {
                 let _ = self.ready.send(Err(e)).await;
@@ -383,6 +389,7 @@ impl Sender {
             tally: ends.tally,
             last_end: ends.last,
             sent_all: sent_all.saturating_duration_since(start).into(),
+            connections,
         })
     }
 }

@@ -47,9 +47,11 @@ with --rate, one thread is saturated: raise --threads or lower --rate.
 A trace file holds one number per line: per-second arrival counts, or arrival
 timestamps in seconds (`#` comments allowed). With --json, one JSON object:
 sent, ok, overloaded, deadline_exceeded, outcome_unknown, other_errors,
-not_sent, achieved_rate, offered_rate, p50_ms, p90_ms, p99_ms, p999_ms,
-max_ms, mean_ms, errors (by kind), send_lag_p50_ms, send_lag_p99_ms,
-send_lag_max_ms, generator_behind, threads, and more.")]
+not_sent, achieved_rate, offered_rate (the arrivals drawn: a Poisson count
+around requested_rate, not a shortfall), requested_rate, p50_ms, p90_ms,
+p99_ms, p999_ms, max_ms, mean_ms, errors (by kind), send_lag_p50_ms,
+send_lag_p99_ms, send_lag_max_ms, generator_behind, threads, connections
+(in all), and more.")]
 #[command(group(clap::ArgGroup::new("arrivals").args(["rate", "trace"]).required(true)))]
 pub struct Args {
     /// Address of a node or gateway: its RPC address, or with --http its HTTP address.
@@ -188,6 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             method: args.method.clone(),
             seed: args.seed,
             duration_s: args.duration,
+            requested_rate: config.arrivals.requested_rate(),
         };
         let progress = Arc::new(Progress::default());
         let bar = (!args.json).then(|| progress_bar(Arc::clone(&progress), args.duration));

@@ -259,6 +259,34 @@ impl TcpClient {
             .map_err(|e| CallError::decoding(format!("the JSON reply of method #{method}: {e}")))
     }
 
+    /// [`TcpClient::call_json`] started in place, with the arguments
+    /// already serialized as a JSON object: the reply (JSON) is handed to
+    /// `sink` with `token` by the client's reader, with no future and no
+    /// task per call, as [`Transport::start_call`] does for a typed call.
+    /// Gives the arguments back, sending nothing, when they exceed the
+    /// frame's payload limit.
+    pub fn start_call_json(
+        &self,
+        method: u16,
+        idempotent: bool,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+    ) -> Result<(), Bytes> {
+        if args.len() > MAX_PAYLOAD_BYTES {
+            return Err(args);
+        }
+        let spec = CallSpec {
+            method,
+            idempotent,
+            json: true,
+        };
+        self.link
+            .start_with_sink(spec, args, options.timeout, Arc::clone(sink), token);
+        Ok(())
+    }
+
     async fn call_spec(
         &self,
         spec: CallSpec,

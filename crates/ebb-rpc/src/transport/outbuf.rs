@@ -10,29 +10,28 @@
 //! takes more; meanwhile producers only append, so frames keep their order,
 //! and everything appended leaves with the writer's next write.
 //!
-//! A TLS stream is written through `&mut` and an async context. With
-//! [`OutBuf::drain_into`] the writer task ships everything there: it swaps
-//! out whatever has accumulated and writes it with one `write`, many frames
-//! per syscall under load; two buffers are swapped back and forth, so
-//! steady state allocates nothing. With [`OutBuf::drain_in_place`] a TLS
-//! producer writes in place as on plain TCP (`in_place.rs`): rustls takes
-//! the plaintext into its own buffer and writes the records the socket
-//! takes, polled without a waker; the writer task only waits for room when
-//! the socket is full. Large payloads stay in their own buffers
+//! This module is the buffer, its producers' side and the writer task's
+//! entry points; how bytes reach a socket lives beside it, one way per
+//! module: plain TCP in place (`tcp.rs`), TLS in place (`in_place.rs`:
+//! rustls takes the plaintext into its own buffer and writes the records
+//! the socket takes, polled without a waker), and TLS written by the
+//! writer task alone with two swapped buffers (`swapping.rs`, through
+//! [`OutBuf::drain_into`]). Large payloads stay in their own buffers
 //! ([`FrameBuf`]) and go out with the headers in one vectored write.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
+use super::framebuf::FrameBuf;
 use super::stream::{TlsWriteHalf, WriteSide};
 
 mod in_place;
+mod swapping;
+mod tcp;
 
 /// Bytes that may wait in one connection's output buffer; a producer that
 /// would exceed it is told the connection is overloaded instead of growing
@@ -76,7 +75,7 @@ enum Direct {
 
 impl Direct {
     /// Writes what `buf` holds past `written` without waiting; true if all
-    /// of it reached the socket (see [`write_now`]).
+    /// of it reached the socket (see [`tcp::write_now`]).
     fn write_now(
         &mut self,
         buf: &mut FrameBuf,
@@ -85,7 +84,7 @@ impl Direct {
         recycle: bool,
     ) -> io::Result<bool> {
         match self {
-            Direct::Tcp(sock) => write_now(sock, buf, written, counted, recycle),
+            Direct::Tcp(sock) => tcp::write_now(sock, buf, written, counted, recycle),
             Direct::Tls(sock) => in_place::write_now(sock, buf, written, counted, recycle),
         }
     }
@@ -314,295 +313,7 @@ impl OutBuf {
         self.drained.notify_waiters();
         self.closing.notify_waiters();
     }
-
-    /// Plain TCP: producers write in place; this task writes only what the
-    /// socket would not take at once.
-    async fn drain_direct(&self, sock: Arc<OwnedWriteHalf>) -> io::Result<()> {
-        if let Ok(mut pending) = self.lock() {
-            pending.direct = Some(Direct::Tcp(Arc::clone(&sock)));
-            // What was pushed before this task ran is flushed below
-            // before producers write again.
-            pending.blocked = true;
-        }
-        let result = loop {
-            if let Err(e) = self.flush_direct(&sock).await {
-                break Err(e);
-            }
-            if self.is_closed() {
-                break Ok(());
-            }
-            self.wake.notified().await;
-        };
-        // The socket's last owner drops it, which shuts its write side.
-        if let Ok(mut pending) = self.lock() {
-            pending.direct = None;
-        }
-        result
-    }
-
-    /// Writes everything pending, waiting for room as needed, then lets
-    /// producers write in place again.
-    async fn flush_direct(&self, sock: &OwnedWriteHalf) -> io::Result<()> {
-        loop {
-            let all = {
-                let Ok(mut pending) = self.lock() else {
-                    return Ok(());
-                };
-                let Pending {
-                    buf,
-                    written,
-                    blocked,
-                    ..
-                } = &mut *pending;
-                let all = write_now(sock, buf, written, &self.written, self.recycle)?;
-                *blocked = !all;
-                all
-            };
-            if all {
-                self.drained.notify_waiters();
-                return Ok(());
-            }
-            sock.writable().await?;
-        }
-    }
-
-    /// TLS: this task writes everything, swapping the pending buffer out.
-    async fn drain_swapping(&self, mut sock: WriteSide) -> io::Result<()> {
-        let mut spare = FrameBuf::with_capacity(INITIAL_BUF_BYTES);
-        let result = loop {
-            {
-                let Ok(mut pending) = self.lock() else {
-                    break Ok(());
-                };
-                std::mem::swap(&mut pending.buf, &mut spare);
-            }
-            if spare.is_empty() {
-                if self.is_closed() {
-                    break Ok(());
-                }
-                self.wake.notified().await;
-                continue;
-            }
-            if let Err(e) = write_frames(&mut sock, &spare, &self.written).await {
-                break Err(e);
-            }
-            // TLS may hold back records until flushed.
-            if let Err(e) = sock.flush().await {
-                break Err(e);
-            }
-            if self.recycle {
-                spare.clear_recycling();
-            } else {
-                spare.clear();
-            }
-            self.drained.notify_waiters();
-        };
-        let _ = sock.shutdown().await;
-        result
-    }
-}
-
-/// Writes as much of `buf` (past its first `written` bytes) as the socket
-/// takes without blocking, adding what it wrote to `counted`. Returns
-/// whether all of it went (then `buf` is cleared, keeping its capacity).
-fn write_now(
-    sock: &OwnedWriteHalf,
-    buf: &mut FrameBuf,
-    written: &mut usize,
-    counted: &AtomicU64,
-    recycle: bool,
-) -> io::Result<bool> {
-    while *written < buf.len() {
-        let wrote = match buf.contiguous() {
-            Some(bytes) => sock.try_write(&bytes[*written..]),
-            None => {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
-                let n = buf.slices_from(*written, &mut slices);
-                sock.try_write_vectored(&slices[..n])
-            }
-        };
-        match wrote {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                *written += n;
-                counted.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    if recycle {
-        buf.clear_recycling();
-    } else {
-        buf.clear();
-    }
-    *written = 0;
-    Ok(true)
-}
-
-/// Writes all of `frames`: with one `write` when they are contiguous, else
-/// with vectored writes of the headers and the shared payloads in place
-/// (a stream without vectored writes, such as TLS, takes one slice per
-/// call, which is still correct).
-async fn write_frames(
-    sock: &mut WriteSide,
-    frames: &FrameBuf,
-    counted: &AtomicU64,
-) -> io::Result<()> {
-    if let Some(bytes) = frames.contiguous() {
-        sock.write_all(bytes).await?;
-        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        return Ok(());
-    }
-    let total = frames.len();
-    let mut written = 0;
-    while written < total {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
-        let n = frames.slices_from(written, &mut slices);
-        match sock.write_vectored(&slices[..n]).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            k => {
-                written += k;
-                counted.fetch_add(k as u64, Ordering::Relaxed);
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use tokio::io::{AsyncRead, AsyncReadExt};
-    use tokio::net::{TcpSocket, TcpStream};
-    use tokio_rustls::rustls;
-
-    /// Socket buffers this small fill after a few frames, so the writer's
-    /// path runs without megabytes of test data.
-    const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
-    const FRAME_BYTES: usize = 1000;
-    const FRAMES: usize = 2000;
-
-    async fn small_buffered_pair() -> (TcpStream, TcpStream) {
-        let listening = TcpSocket::new_v4().unwrap();
-        listening
-            .set_recv_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
-            .unwrap();
-        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listening.local_addr().unwrap();
-        let listener = listening.listen(1).unwrap();
-        let sending = TcpSocket::new_v4().unwrap();
-        sending
-            .set_send_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
-            .unwrap();
-        let sender = sending.connect(addr).await.unwrap();
-        let (receiver, _) = listener.accept().await.unwrap();
-        (sender, receiver)
-    }
-
-    fn frame(i: usize) -> Vec<u8> {
-        vec![u8::try_from(i % 251).unwrap(); FRAME_BYTES]
-    }
-
-    /// Frames written in place, then by the writer while the socket is
-    /// full, then in place again, reach the peer whole and in order.
-    #[tokio::test]
-    async fn frames_keep_their_order_across_writes_in_place_and_by_the_writer() {
-        let (sender, receiver) = small_buffered_pair().await;
-        let (_read, write) = crate::transport::stream::tcp(sender);
-        keep_order(write, Box::new(receiver)).await;
-    }
-
-    /// The same over TLS, written in place through rustls: the producers'
-    /// writes and the writer task's finishing of them keep the order, and
-    /// the peer decrypts every byte.
-    #[tokio::test]
-    async fn tls_frames_keep_their_order_across_writes_in_place_and_by_the_writer() {
-        let (sender, receiver) = small_buffered_pair().await;
-        let (server, client) = tls_configs();
-        let acceptor = tokio_rustls::TlsAcceptor::from(server);
-        let connector = tokio_rustls::TlsConnector::from(client);
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let (sent, received) =
-            tokio::join!(connector.connect(name, sender), acceptor.accept(receiver));
-        let (_read, write) = crate::transport::stream::tls(sent.unwrap());
-        keep_order(write, Box::new(received.unwrap())).await;
-    }
-
-    /// A server and a client configuration that trusts it, for
-    /// `localhost`, made for the test.
-    fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-        use tokio_rustls::rustls;
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = made.cert.der().clone();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        (Arc::new(server), Arc::new(client))
-    }
-
-    async fn keep_order(write: WriteSide, mut receiver: Box<dyn AsyncRead + Unpin + Send>) {
-        let out = Arc::new(OutBuf::default());
-        let writer = {
-            let out = Arc::clone(&out);
-            tokio::spawn(async move { out.drain_in_place(write).await })
-        };
-        let state = |out: &OutBuf| {
-            let p = out.pending.lock().unwrap();
-            (p.direct.is_some(), p.blocked)
-        };
-        // Until the writer has started, producers only queue.
-        while state(&out) != (true, false) {
-            tokio::task::yield_now().await;
-        }
-        let mut want = Vec::with_capacity(FRAMES * FRAME_BYTES);
-        let mut i = 0;
-        let mut push = |out: &OutBuf, i: &mut usize| {
-            let f = frame(*i);
-            out.push_with(|b| b.head_mut().extend_from_slice(&f))
-                .unwrap();
-            want.extend_from_slice(&f);
-            *i += 1;
-        };
-        // Nobody reads yet: the socket fills and the writer takes over.
-        while !state(&out).1 {
-            push(&out, &mut i);
-            assert!(i < FRAMES, "the socket never filled");
-        }
-        let blocked_at = i;
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            receiver.read_to_end(&mut got).await.unwrap();
-            got
-        });
-        // While the peer reads, the writer catches up and producers write
-        // in place again.
-        let mut in_place_again = false;
-        while i < FRAMES {
-            push(&out, &mut i);
-            in_place_again |= !state(&out).1;
-            tokio::task::yield_now().await;
-        }
-        assert!(in_place_again, "producers never wrote in place again");
-        assert!(blocked_at > 1, "nothing was written in place first");
-        out.close();
-        writer.await.unwrap().unwrap();
-        let got = reader.await.unwrap();
-        assert_eq!(got.len(), want.len());
-        assert!(got == want, "bytes reordered or corrupted");
-        assert_eq!(out.written(), want.len() as u64);
-    }
-}
+mod tests;
