@@ -611,7 +611,9 @@ def report(rows, a):
         names = dict.fromkeys(r["path"] for r in rows if r["proto"] == proto)
         for name in names:
             lat = [r for r in rows if r["kind"] == "latency" and r["proto"] == proto and r["path"] == name]
-            added = paired(rows, lat, proto, getattr(a, "bases", {}).get(name, "direct"))
+            # The RPC rows have each gateway's own node to compare with.
+            own = getattr(a, "bases", {}).get(name) if proto == "rpc" else None
+            added = paired(rows, lat, proto, own or "direct")
             beyond = paired(rows, lat, proto, FLOOR)
             runs = [r for r in rows if r["kind"] == "cpu" and r["proto"] == proto and r["path"] == name]
             cpu = [r["cpu_us_per_call"] for r in runs]
