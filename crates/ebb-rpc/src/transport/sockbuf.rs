@@ -1,5 +1,5 @@
-//! The kernel's buffers of an RPC connection's socket, set wide enough for
-//! a window of large calls in flight.
+//! The kernel's buffers of a client connection's socket, set wide enough
+//! for a window of large calls in flight.
 //!
 //! Left to autotuning, a connection starts with a 16 KiB send buffer and
 //! a receive window of `tcp_rmem`'s default, and grows them as data flows.
@@ -19,6 +19,10 @@
 //! buffer below what autotuning reaches on its own. The memory is the
 //! kernel's and taken only for data in flight, which the sessions' windows
 //! and [`super::outbuf::MAX_PENDING_WRITE_BYTES`] bound.
+//!
+//! A server's accepted sockets are left as their listener makes them
+//! (they inherit its sizes): whoever creates the listener decides, and a
+//! test that gives it a small send buffer to fill relies on that.
 
 use std::sync::OnceLock;
 

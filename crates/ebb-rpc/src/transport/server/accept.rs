@@ -87,7 +87,6 @@ async fn open_connection<D: ServiceDispatch>(
     conn: ConnId,
 ) {
     let _ = stream.set_nodelay(true);
-    crate::transport::sockbuf::widen(&stream);
     let Some(tls) = core.tls.clone() else {
         let (read, write) = stream::tcp(stream);
         return conn::serve_connection(read, write, core, conn).await;
