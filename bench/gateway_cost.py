@@ -20,10 +20,21 @@ same node:
   callgrind, counters zeroed after a warm-up and dumped after a fixed
   number of calls (no hardware counters are needed).
 
+The RPC rows also run the floor of any hop: `bench/relay`, a byte relay
+on one current-thread tokio runtime (the gateway's runtime with
+`gateway.threads = 1`) that parses and decides nothing, pinned like the
+proxies. What it adds over going direct is what one more hop costs on
+this machine (wake-ups, reads, writes); what the gateway adds beyond it
+is the gateway's own work. `--compare BUILD` runs a second `ebb` build's
+gateway beside the first in the same repetitions, so a change is
+measured against the build before it in one run.
+
 Not a test: run by hand, see docs/benchmarks.md.
 
   cargo build --release -p ebb-cli --bin ebb
+  (cd bench/relay && cargo build --release --locked)
   python3 bench/gateway_cost.py --reps 5
+  python3 bench/gateway_cost.py --ebb AFTER --compare BEFORE --reps 5 --proto rpc
   python3 bench/gateway_cost.py --reps 1 --callgrind
   python3 bench/gateway_cost.py --reps 5 --proto http   # the HTTP/JSON rows only
 """
@@ -40,9 +51,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import Children, STARTUP_TIMEOUT_S, free_port, load, median, metrics, start_node, wait_port  # noqa: E402
+from gateway import (Children, STARTUP_TIMEOUT_S, free_port, get, load, median, metrics, start_node,  # noqa: E402
+                     wait_port)
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# The row of the floor relay (`bench/relay`), which the other RPC rows'
+# added latency is also compared with.
+FLOOR = "floor relay (tokio)"
 MSG = json.dumps({"msg": "x" * 64})
 # Offered calls per second one `ebb load` sender thread is given unless
 # --load-threads says otherwise: one thread keeps a schedule of some tens
@@ -162,6 +177,21 @@ backend be
     return p, f"127.0.0.1:{port}"
 
 
+def node_of(http):
+    """The RPC address of a one-node gateway's node, from its `/status`."""
+    return json.loads(get(http, "/status"))["nodes"][0]["address"]
+
+
+def relay_one(children, relay, node):
+    """`bench/relay` in front of one node's RPC port: the floor of a hop."""
+    p = children.start([relay, "--listen", "127.0.0.1:0", "--upstream", node],
+                       stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("relay listening on "):
+        sys.exit(f"{relay} did not start: {line!r}")
+    return p, line.split()[-1]
+
+
 def run(a, target, rate, duration, http, seed, connections):
     threads = load_threads(a, rate)
     # At least one connection per sender thread.
@@ -186,6 +216,111 @@ def cost_run(a, proc, target, http, seed):
     r["cpu_s"] = cpu
     r["cpu_us_per_call"] = cpu / r["ok"] * 1e6 if r["ok"] else float("nan")
     return r
+
+
+def descendants(pid):
+    """`pid` and every process below it (the gateway's node)."""
+    out = [pid]
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for child in f.read().split():
+                    out += descendants(int(child))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def sched_breakdown(a, paths, children, tmp):
+    """Where a call's time goes, per process and thread, from the
+    scheduler's own trace (`perf sched record`, root): one run per path at
+    the p50 runs' rate, then for every thread that ran for it, its
+    wake-ups per call, the median delay from being woken to running (on an
+    idle virtual machine mostly the halted vCPU's wake-up; on a loaded one
+    the wait for a CPU), and its time on a CPU per wake-up and per call.
+    A hop adds the proxy's two wake-ups per call (the request's read, the
+    reply's read): their delays and run times are what it adds."""
+    if shutil.which("perf") is None or os.geteuid() != 0:
+        sys.exit("--sched needs root and perf (Debian: linux-perf)")
+    print(f"Scheduler trace, 64 B Demo.echo over ebb RPC at {a.latency_rate:.0f}/s for {a.duration:g} s per "
+          f"path; load average {open('/proc/loadavg').read().split()[0]}")
+    print()
+    print("| path | process (thread) | wake-ups per call | sch delay median, us | sch delay p90, us "
+          "| woken to running, us per call | run per wake-up median, us | run per call, us |")
+    print("|---|---|---|---|---|---|---|---|")
+    for proto, name, target, proc in paths:
+        if proto != "rpc":
+            continue
+        data = os.path.join(tmp, "sched.data")
+        # Every started process's pids: the node started first (behind
+        # direct, the relay and HAProxy), a gateway's node under it.
+        known = {pid: "other" for p in children.procs if p.poll() is None for pid in descendants(p.pid)}
+        known[children.procs[0].pid] = "node"
+        if proc is not None:
+            known[proc.pid] = "proxy"
+            for pid in descendants(proc.pid)[1:]:
+                known[pid] = "node"
+        rec = subprocess.Popen(["perf", "sched", "record", "-a", "-o", data], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        # The load generator is this process's child while the run lasts
+        # (other `ebb load` processes on a shared machine are not).
+        loaders, running = set(), threading.Event()
+        running.set()
+
+        def watch():
+            while running.is_set():
+                loaders.update(int(c) for t in os.listdir("/proc/self/task")
+                               for c in open(f"/proc/self/task/{t}/children").read().split())
+                time.sleep(0.05)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        r = run(a, target, a.latency_rate, a.duration, False, 1, a.connections)
+        running.clear()
+        watcher.join()
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
+        out = subprocess.run(["perf", "sched", "timehist", "-i", data], capture_output=True, text=True).stdout
+        threads = {}
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) < 6 or not f[1].startswith("[") or "[" not in f[2]:
+                continue
+            comm, _, ids = f[2].rpartition("[")
+            ids = ids.rstrip("]").split("/")
+            try:
+                tid = int(ids[0])
+                pid = int(ids[-1])
+                delay, ran = float(f[-2]) * 1000, float(f[-1]) * 1000
+            except ValueError:
+                continue
+            threads.setdefault((pid, tid, comm), []).append((delay, ran))
+        calls = max(r["ok"], 1)
+        rows = []
+        for (pid, tid, comm), ev in threads.items():
+            role = known.get(pid)
+            if role is None:
+                # Its sender threads; not perf, also a child here.
+                if pid not in loaders or not comm.startswith("ebb-load"):
+                    continue
+                role = "load generator"
+            if role == "other":
+                continue
+            delays = sorted(d for d, _ in ev)
+            runs = sorted(x for _, x in ev)
+            rows.append((role, comm, tid, len(ev) / calls, delays[len(delays) // 2],
+                         delays[int(len(delays) * 0.9)], sum(delays) / calls, runs[len(runs) // 2],
+                         sum(runs) / calls))
+        for role, comm, tid, per_call, d50, d90, wait, run50, run_call in sorted(rows, key=lambda x: (x[0], -x[3])):
+            if per_call < 0.01:
+                continue
+            print(f"| {name} | {role} ({comm}) | {per_call:.2f} | {d50:.0f} | {d90:.0f} | {wait:.1f} | {run50:.1f} "
+                  f"| {run_call:.1f} |", flush=True)
+        os.remove(data)
 
 
 def callgrind(a, children, tmp):
@@ -246,16 +381,30 @@ def main():
                     help="sender threads of the load generator (`ebb load --threads`; default: one per "
                          f"{LOAD_RATE_PER_THREAD} calls/s offered)")
     ap.add_argument("--nice", type=lambda v: [int(x) for x in v.split(",") if x], default=[0],
-                    help="with --sweep: comma-separated niceness values (-20..19; below 0 needs root); every row "
-                         "runs at each, the proxies, their nodes and the load generator alike (default 0)")
+                    help="niceness (-20..19; below 0 needs root) of the proxies, their nodes and the load "
+                         "generator alike, so that on a shared machine they are not kept waiting by other "
+                         "work; with --sweep comma-separated values, every row runs at each (default 0)")
+    ap.add_argument("--relay", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                    "relay/target/release/relay"),
+                    help="the floor relay's binary (cd bench/relay && cargo build --release --locked)")
+    ap.add_argument("--compare", help="a second ebb binary: its gateway (and node) run beside --ebb's in "
+                    "the same repetitions, as the build before or after a change")
+    ap.add_argument("--sched", action="store_true",
+                    help="only trace the scheduler (perf sched, root) during one p50 run per RPC path: "
+                         "each process's wake-ups per call, wake-up delay and time on a CPU")
     ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
     if any(not -20 <= n <= 19 for n in a.nice) or (min(a.nice) < 0 and os.geteuid() != 0):
         sys.exit(f"--nice {','.join(map(str, a.nice))}: give values from -20 to 19; below 0 only as root")
     if a.load_threads is not None and not 1 <= a.load_threads <= 64:
         sys.exit(f"--load-threads {a.load_threads}: give 1 to 64")
-    if not os.access(a.ebb, os.X_OK):
-        sys.exit(f"--ebb {a.ebb}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+    for flag, path in (("--ebb", a.ebb), ("--compare", a.compare)):
+        if path is not None and not os.access(path, os.X_OK):
+            sys.exit(f"{flag} {path}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
+    rpc_rows = a.proto != "http" and not a.callgrind and not a.sweep
+    if rpc_rows and not os.access(a.relay, os.X_OK):
+        sys.exit(f"--relay {a.relay}: not an executable; build it with "
+                 "(cd bench/relay && cargo build --release --locked)")
     children = Children()
     tmp = tempfile.mkdtemp(prefix="ebb-gateway-cost-")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
@@ -271,29 +420,57 @@ def main():
         bounded = [(b, *ebb_up(children, tmp, os.path.abspath(a.ebb), f"gateway-{b}", a.gateway_threads,
                                caller_bound=b))
                    for b in (a.caller_bounds if a.sweep else [])]
+        other = None
+        if a.compare:
+            other = ebb_up(children, tmp, os.path.abspath(a.compare), "gateway-compare", a.gateway_threads)
         hp, hp_http = haproxy_one(children, tmp, node_http, "http")
         hpt, hp_tcp = haproxy_one(children, tmp, node_rpc, "tcp")
-        for p in (gw, hp, hpt, *(b[1] for b in bounded)):
-            pin(p.pid, a.cpu)
+        rl, rl_rpc = relay_one(children, a.relay, node_rpc) if rpc_rows else (None, None)
+        for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded)):
+            if p:
+                pin(p.pid, a.cpu)
+        # Each gateway runs its own process node: a gateway's added latency
+        # is measured against calls straight to that node, in the same
+        # repetition, so a difference between nodes is not counted as the
+        # gateway's.
+        a.bases = {"ebb gateway": "direct, the gateway's node"}
+        own = [("rpc", "direct, the gateway's node", node_of(gw_http), None)]
+        if other:
+            a.bases[f"ebb gateway, {a.compare}"] = "direct, the --compare gateway's node"
+            own.append(("rpc", "direct, the --compare gateway's node", node_of(other[2]), None))
         paths = [
             ("rpc", "direct", node_rpc, None),
+            *own,
+            *([("rpc", FLOOR, rl_rpc, rl)] if rl else []),
             ("rpc", "haproxy (tcp mode)", hp_tcp, hpt),
             ("rpc", "ebb gateway", gw_rpc, gw),
+            *([("rpc", f"ebb gateway, {a.compare}", other[1], other[0])] if other else []),
             *(("rpc", f"ebb gateway, caller bound {b}", rpc, p) for b, p, rpc, _ in bounded),
             ("http", "direct", node_http, None),
             ("http", "haproxy", hp_http, hp),
             ("http", "ebb gateway", gw_http, gw),
+            *([("http", f"ebb gateway, {a.compare}", other[2], other[0])] if other else []),
         ]
         paths = [p for p in paths if a.proto in ("both", p[0])]
         for proto, _, t, _ in paths:
             run(a, t, 500, 1, proto == "http", 0, a.http_connections if proto == "http" else a.connections)
+        if not a.sweep:
+            # One niceness for every row (the sweep runs each of them).
+            set_nice(children, a.nice[0])
+        if a.sched:
+            sched_breakdown(a, paths, children, tmp)
+            return
         if a.sweep:
             admin = {gw.pid: gw_http, **{p.pid: http for _, p, _, http in bounded}}
+            if other:
+                admin[other[0].pid] = other[2]
             sweep(a, [p for p in paths if p[0] == "rpc" and p[3] is not None], admin, children)
             return
         rows = []
         for rep in range(a.reps):
-            for proto, name, t, proc in paths:
+            # Every other repetition runs the paths in reverse, so a drift
+            # in the machine's load does not favour one path.
+            for proto, name, t, proc in (paths if rep % 2 == 0 else paths[::-1]):
                 waited = runqueue_wait_seconds(proc.pid) if proc is not None else None
                 r = run(a, t, a.latency_rate, a.duration, proto == "http", rep + 1, a.connections)
                 r.update(kind="latency", proto=proto, path=name, rep=rep)
@@ -410,25 +587,34 @@ def refusal_series(key):
     return None
 
 
+def paired(rows, lat, proto, base):
+    """Each of `lat`'s p50s minus `base`'s in the same repetition, in us."""
+    out = []
+    for r in lat:
+        d = [x for x in rows if x["kind"] == "latency" and x["proto"] == proto
+             and x["path"] == base and x["rep"] == r["rep"]]
+        if d:
+            out.append((r["p50_ms"] - d[0]["p50_ms"]) * 1000)
+    return out
+
+
 def report(rows, a):
     lines = [
         f"64 B Demo.echo; medians of {a.reps}; p50 at {a.latency_rate:.0f}/s, CPU at {a.cpu_rate:.0f}/s "
-        f"for {a.duration:g} s; proxies pinned to CPU {a.cpu}, one thread; "
+        f"for {a.duration:g} s; proxies pinned to CPU {a.cpu}, {a.gateway_threads} thread(s); nice {a.nice[0]}; "
         f"load average {open('/proc/loadavg').read().split()[0]}",
         "",
-        "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | proxy waiting for a CPU, us/call (p50 runs) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",
-        "|---|---|---|---|---|---|---|---|",
+        "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | added beyond the floor relay's, us (paired median) | proxy waiting for a CPU, us/call (p50 runs) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for proto in ("rpc", "http"):
         names = dict.fromkeys(r["path"] for r in rows if r["proto"] == proto)
         for name in names:
             lat = [r for r in rows if r["kind"] == "latency" and r["proto"] == proto and r["path"] == name]
-            added = []
-            for r in lat:
-                d = [x for x in rows if x["kind"] == "latency" and x["proto"] == proto
-                     and x["path"] == "direct" and x["rep"] == r["rep"]]
-                if d:
-                    added.append((r["p50_ms"] - d[0]["p50_ms"]) * 1000)
+            # The RPC rows have each gateway's own node to compare with.
+            own = getattr(a, "bases", {}).get(name) if proto == "rpc" else None
+            added = paired(rows, lat, proto, own or "direct")
+            beyond = paired(rows, lat, proto, FLOOR)
             runs = [r for r in rows if r["kind"] == "cpu" and r["proto"] == proto and r["path"] == name]
             cpu = [r["cpu_us_per_call"] for r in runs]
             c = median(cpu)
@@ -437,7 +623,7 @@ def report(rows, a):
             waits = [r["runq_wait_us_per_call"] for r in lat if "runq_wait_us_per_call" in r]
             wait = f"{median(waits):.0f}" if waits else "-"
             lines.append(f"| {proto} | {name} | {median([r['p50_ms'] for r in lat]):.3f} | "
-                         f"{median(added):.0f} | {wait} | {'-' if not cpu else f'{c:.1f}'} | "
+                         f"{median(added):.0f} | {f'{median(beyond):.0f}' if beyond else '-'} | {wait} | {'-' if not cpu else f'{c:.1f}'} | "
                          f"{'-' if not cpu else f'{1e6 / c:.0f}'} | {answered} |")
     return "\n".join(lines)
 

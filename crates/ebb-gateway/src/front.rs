@@ -121,6 +121,9 @@ impl hyper::service::Service<Request<Incoming>> for Front {
             let mut router = self.router.clone();
             return Box::pin(async move { router.call(req).await.map(|r| r.map(Either::Right)) });
         };
+        // The call's arrival: hyper has just read its head, its body is
+        // yet to be read. The one read of the clock for it on the way in.
+        let arrived = std::time::Instant::now();
         let (shared, calls, peer) = (Arc::clone(&self.shared), Arc::clone(&self.calls), self.peer);
         Box::pin(async move {
             let (parts, body) = req.into_parts();
@@ -130,7 +133,9 @@ impl hyper::service::Service<Request<Incoming>> for Front {
                 Ok(slot) => slot,
                 Err(refused) => return Ok(refused.into_response().map(Either::Right)),
             };
-            Ok(calls.handle(service, method, parts.headers, body).await)
+            Ok(calls
+                .handle(service, method, parts.headers, body, arrived)
+                .await)
         })
     }
 }

@@ -219,8 +219,12 @@ impl JsonBackend for GatewayBackend {
         method: &'a str,
         args: Bytes,
         deadline: Nanos,
+        arrived: std::time::Instant,
     ) -> Result<Bytes, HttpError> {
-        let arrived = Some(self.0.forwarder.now());
+        // When hyper handed the request over: its deadline counts from
+        // there, and what waited since (its body, a busy core) is the
+        // gateway's own delay, which admission judges. No read of the clock.
+        let arrived = Some(self.0.clock.at(arrived));
         let served = self.served(service, deadline).await?;
         let info = served.method(method).map_err(HttpError::from)?;
         self.0

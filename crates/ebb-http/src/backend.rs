@@ -13,9 +13,10 @@ use crate::HttpError;
 /// Runs one call given as JSON. The router has already checked that `args`
 /// is a JSON object (an empty body arrives as `{}`) and bounded its size.
 ///
-/// `deadline` is how long the caller will wait, from now; the router ends the
-/// request with `deadline_exceeded` when it passes whether or not the
-/// backend has answered, so a backend need not race its own timer (but
+/// `deadline` is how long the caller will wait, counted from when the HTTP
+/// server handed the request over (before its body was read); the router
+/// ends the request with `deadline_exceeded` when it passes whether or not
+/// the backend has answered, so a backend need not race its own timer (but
 /// should pass the deadline on, so a node does not work for nobody).
 pub trait JsonBackend: Send + Sync + 'static {
     fn call<'a>(
@@ -50,6 +51,12 @@ pub trait JsonBackend: Send + Sync + 'static {
     /// [`JsonBackend::passes_text`] says so; the default parses and calls
     /// [`JsonBackend::call`].
     ///
+    /// `arrived`: when the HTTP server handed the request over, before its
+    /// body was read; `deadline` counts from then. A backend that judges
+    /// how long a request waited (a gateway's admission) takes it as the
+    /// request's arrival rather than reading the clock again once the body
+    /// is in.
+    ///
     /// Its future is the backend's own type, not boxed: this is the call
     /// of a forwarding backend, whose every call it is, and the router's
     /// future holds it in place (one allocation fewer per call).
@@ -59,7 +66,9 @@ pub trait JsonBackend: Send + Sync + 'static {
         method: &'a str,
         args: Bytes,
         deadline: Nanos,
+        arrived: std::time::Instant,
     ) -> impl Future<Output = Result<Bytes, HttpError>> + Send + 'a {
+        let _ = arrived;
         async move {
             let args = serde_json::from_slice(&args)
                 .map_err(|e| HttpError::BadRequest(format!("the body is not valid JSON ({e})")))?;
@@ -94,7 +103,8 @@ impl<B: JsonBackend> JsonBackend for Arc<B> {
         method: &'a str,
         args: Bytes,
         deadline: Nanos,
+        arrived: std::time::Instant,
     ) -> impl Future<Output = Result<Bytes, HttpError>> + Send + 'a {
-        (**self).call_text(service, method, args, deadline)
+        (**self).call_text(service, method, args, deadline, arrived)
     }
 }

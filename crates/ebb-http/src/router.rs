@@ -4,7 +4,7 @@
 //! the backend does not answer by the deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -23,8 +23,8 @@ use tokio::sync::Semaphore;
 use crate::config::{DEADLINE_HEADER, FULL_RETRY_AFTER_MS};
 use crate::{HttpConfig, HttpError, JsonBackend};
 
-/// [`DEADLINE_HEADER`] as a name made once: looking a `&str` up parses it
-/// on every request.
+/// [`DEADLINE_HEADER`] as a name made once: comparing with a `&str`
+/// parses it on every request.
 static DEADLINE_NAME: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
 
 /// Errors a request body may end with.
@@ -56,6 +56,12 @@ impl<B: JsonBackend> Calls<B> {
     /// given percent-decoded): its reply as JSON, or its failure as a JSON
     /// error body with the status that fits.
     ///
+    /// `arrived`: when the HTTP server handed the request over, its body
+    /// not yet read. The deadline counts from then, so the time the body
+    /// takes to come in is the caller's, and a backend that judges how
+    /// long a request waited is given it rather than reading the clock
+    /// once more.
+    ///
     /// The request's `headers` become the reply's, emptied: hyper keeps a
     /// written response's header map for the next request on the
     /// connection, so one map serves all of a connection's calls.
@@ -65,12 +71,13 @@ impl<B: JsonBackend> Calls<B> {
         method: &str,
         headers: HeaderMap,
         body: T,
+        arrived: Instant,
     ) -> Response<CallBody>
     where
         T: HttpBody<Data = Bytes>,
         T::Error: Into<BoxError>,
     {
-        match call(self, service, method, &headers, body).await {
+        match call(self, service, method, &headers, body, arrived).await {
             Ok(reply) => json_response(headers, reply),
             Err(e) => e.into_response().map(Either::Right),
         }
@@ -122,14 +129,17 @@ async fn method_not_allowed(method: Method) -> Response {
     .into_response()
 }
 
+/// A call through the router. Its arrival is read here, as the handler
+/// starts: the router's own work is done, the body not yet read.
 async fn handle<B: JsonBackend>(
     State(calls): State<Arc<Calls<B>>>,
     Path((service, method)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let arrived = Instant::now();
     calls
-        .handle(&service, &method, headers, body)
+        .handle(&service, &method, headers, body, arrived)
         .await
         .into_response()
 }
@@ -140,6 +150,7 @@ async fn call<B: JsonBackend, T>(
     method: &str,
     headers: &HeaderMap,
     body: T,
+    arrived: Instant,
 ) -> Result<Bytes, HttpError>
 where
     T: HttpBody<Data = Bytes>,
@@ -159,32 +170,39 @@ where
     let body = read_body(body, config.max_body_bytes).await?;
     let backend = &ingress.backend;
     let timed = !backend.keeps_deadline();
+    let ends = (arrived, deadline);
     if backend.passes_text() {
         let args = checked_object(body)?;
-        within(
-            timed,
-            deadline,
-            backend.call_text(service, method, args, deadline),
-        )
-        .await
+        let run = backend.call_text(service, method, args, deadline, arrived);
+        if timed {
+            within(timed, ends, run).await
+        } else {
+            // Awaited here, not through `within`: the call's future (a
+            // forwarding backend's, large) is then not moved into
+            // another future's state and again into its await, two
+            // copies of it per call.
+            run.await
+        }
     } else {
         let args = parsed_object(&body)?;
         let run = backend.call(service, method, args, deadline);
-        to_json(&within(timed, deadline, run).await?)
+        to_json(&within(timed, ends, run).await?)
     }
 }
 
 /// `run`'s outcome, or, when `timed`, `deadline_exceeded` once `deadline`
-/// has passed (untimed: the backend keeps the deadline itself).
+/// has passed since `arrived` (untimed: the backend keeps the deadline
+/// itself). The timer is set at that instant, with no read of the clock.
 async fn within<T>(
     timed: bool,
-    deadline: Nanos,
+    (arrived, deadline): (Instant, Nanos),
     run: impl Future<Output = Result<T, HttpError>>,
 ) -> Result<T, HttpError> {
     if !timed {
         return run.await;
     }
-    match tokio::time::timeout(Duration::from(deadline), run).await {
+    let ends = tokio::time::Instant::from_std(arrived) + Duration::from(deadline);
+    match tokio::time::timeout_at(ends, run).await {
         Ok(outcome) => outcome,
         Err(_) => Err(HttpError::DeadlineExceeded {
             deadline,
@@ -217,7 +235,7 @@ fn json_response(mut headers: HeaderMap, json: Bytes) -> Response<CallBody> {
 /// The request's deadline: the header if present and in range, else the
 /// configured default.
 fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError> {
-    let Some(value) = headers.get(&DEADLINE_NAME) else {
+    let Some(value) = deadline_value(headers) else {
         return Ok(Nanos::from_millis(config.default_deadline_ms));
     };
     let max = config.max_deadline_ms;
@@ -231,6 +249,17 @@ fn deadline(headers: &HeaderMap, config: &HttpConfig) -> Result<Nanos, HttpError
         return Err(bad());
     }
     Ok(Nanos::from_millis(ms))
+}
+
+/// The first [`DEADLINE_HEADER`] value, found by walking the few headers
+/// of a request rather than by the map's lookup: hashing the name and
+/// probing costs more than comparing it with each of them (a name the
+/// request did not send differs in its kind or its length, mostly).
+/// Walking is bounded by the headers hyper accepts in one request.
+fn deadline_value(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .iter()
+        .find_map(|(name, value)| (*name == DEADLINE_NAME).then_some(value))
 }
 
 /// `text` as a `u64` in decimal, spaces around it allowed: what
@@ -380,6 +409,29 @@ mod tests {
             let expected = case.trim().parse::<u64>().ok();
             assert_eq!(whole_number(case.as_bytes()), expected, "{case:?}");
         }
+    }
+
+    /// Walking the headers finds what the map's lookup finds: the first
+    /// value of the deadline header among others, repeated or not, or none.
+    #[test]
+    fn deadline_value_agrees_with_the_maps_lookup() {
+        let mut maps = vec![HeaderMap::new()];
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, HeaderValue::from_static("a:1"));
+        m.insert(header::CONTENT_TYPE, HeaderValue::from_static("x"));
+        m.insert("ebb-deadline", HeaderValue::from_static("1"));
+        maps.push(m.clone());
+        m.append(DEADLINE_NAME.clone(), HeaderValue::from_static("40"));
+        m.append(DEADLINE_NAME.clone(), HeaderValue::from_static("50"));
+        m.append("ebb-deadline-msx", HeaderValue::from_static("60"));
+        maps.push(m);
+        for m in &maps {
+            assert_eq!(deadline_value(m), m.get(DEADLINE_HEADER), "{m:?}");
+        }
+        assert_eq!(
+            deadline_value(&maps[2]),
+            Some(&HeaderValue::from_static("40"))
+        );
     }
 
     /// The text path refuses exactly what the parsing path refuses, with

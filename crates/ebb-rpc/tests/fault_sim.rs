@@ -24,11 +24,17 @@
 //! described to), and most such seeds bound each caller's calls
 //! executing over all its clients' connections: the world counts them and
 //! fails the run past the bound, and the totals show callers refused
-//! `CallerInFlight` while other callers were served. Planted-bug tests
-//! show the simulation catches a server that forgets its refusals, one
-//! that applies the handshake timeout to connections past their
-//! handshake, one that bounds a caller per connection, and one that checks
-//! tokens only at the handshake.
+//! `CallerInFlight` while other callers were served. Half the seeds drive
+//! the overdue paths: blocking methods queue for one or two worker threads
+//! and are refused at their start once their due has passed, slow methods
+//! are cancelled past their due plus a short grace; late copies of those
+//! calls must be answered from the server's record and never run again,
+//! and the totals show both paths and both kinds of late copy occurred.
+//! Planted-bug tests show the simulation catches a server that forgets its
+//! refusals, one that applies the handshake timeout to connections past
+//! their handshake, one that bounds a caller per connection, one that
+//! checks tokens only at the handshake, and ones that forget a refusal at
+//! a late start or an overdue cancellation.
 //! `EBB_FAULT_SEEDS=N` runs N seeds (default 1000); `EBB_FAULT_SEED=S`
 //! replays seed S alone.
 #![allow(clippy::unwrap_used)]
@@ -130,6 +136,14 @@ fn no_call_runs_twice_replies_reach_their_own_call_and_every_call_ends_by_its_de
             total.caller_refusals > 0 && total.served_beside_full_caller > 0,
             "callers must have met their bound while other callers were served: {total:?}"
         );
+        assert!(
+            total.refused_before_start > 0 && total.cancelled_overdue > 0,
+            "queued calls must have been refused at their start and running ones cancelled past their due: {total:?}"
+        );
+        assert!(
+            total.refused_copies_answered > 0 && total.cancelled_copies_answered > 0,
+            "late copies of calls ended overdue must have been answered from the record: {total:?}"
+        );
     }
 }
 
@@ -179,5 +193,21 @@ fn a_server_that_times_out_live_connections_as_unhandshaken_is_caught() {
     catches(
         Planted::HandshakeTimeoutWhenIdle,
         "silent past their timeouts",
+    );
+}
+
+#[test]
+fn a_server_that_forgets_a_refusal_at_a_late_start_is_caught() {
+    catches(
+        Planted::UnrecordedStartRefusal,
+        "refused at its start past its due and recorded, yet a late copy was admitted",
+    );
+}
+
+#[test]
+fn a_server_that_forgets_an_overdue_cancellation_is_caught() {
+    catches(
+        Planted::UnrecordedCancellation,
+        "cancelled past its due and recorded, yet a late copy was admitted",
     );
 }

@@ -63,6 +63,16 @@ impl Window {
         old
     }
 
+    /// Forgets `seq`'s entry; returns it.
+    pub fn remove(&mut self, seq: Seq) -> Option<Entry> {
+        let i = self.index(seq)?;
+        let old = self.slots.get_mut(i)?.take();
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
     /// Records a finished call's reply for `seq`; returns what it replaced
     /// and the reply as saved, or the reply back if `seq` is outside the
     /// window.

@@ -29,9 +29,12 @@ use tokio::sync::Notify;
 use super::framebuf::FrameBuf;
 use super::stream::{TlsWriteHalf, WriteSide};
 
+mod close;
 mod in_place;
 mod swapping;
 mod tcp;
+
+pub use close::CLOSE_FLUSH_TIMEOUT_MS;
 
 /// Bytes that may wait in one connection's output buffer; a producer that
 /// would exceed it is told the connection is overloaded instead of growing
@@ -116,6 +119,9 @@ pub struct OutBuf {
     /// reply buffers once written, when nothing else holds them (see
     /// [`OutBuf::for_replies`]).
     recycle: bool,
+    /// Set when the writer gave up on a closed connection's last writes
+    /// (see [`OutBuf::flush_abandoned`]).
+    abandoned: AtomicBool,
 }
 
 impl Default for OutBuf {
@@ -133,6 +139,7 @@ impl Default for OutBuf {
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             recycle: false,
+            abandoned: AtomicBool::new(false),
         }
     }
 }
@@ -227,7 +234,8 @@ impl OutBuf {
         pushed
     }
 
-    /// Stops the writer after it has flushed what is pending.
+    /// Stops the writer after it has flushed what is pending, or
+    /// [`CLOSE_FLUSH_TIMEOUT_MS`] from now if the peer does not take it.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
@@ -284,13 +292,17 @@ impl OutBuf {
     }
 
     /// The writer task's body: ships pending bytes until closed or the socket
-    /// fails. Marks the buffer closed on exit so producers stop at once,
-    /// and shuts the socket's write side. Over TLS this task writes
-    /// everything (see [`OutBuf::drain_in_place`] for the alternative).
+    /// fails, or until [`CLOSE_FLUSH_TIMEOUT_MS`] after the close (`close.rs`).
+    /// Marks the buffer closed on exit so producers stop at once, and shuts
+    /// the socket's write side. Over TLS this task writes everything (see
+    /// [`OutBuf::drain_in_place`] for the alternative).
     pub async fn drain_into(&self, sock: WriteSide) -> io::Result<()> {
         let result = match sock {
-            WriteSide::Tcp(sock) => self.drain_direct(Arc::new(sock)).await,
-            tls @ WriteSide::Tls(_) => self.drain_swapping(tls).await,
+            WriteSide::Tcp(sock) => {
+                self.bounded_by_close(self.drain_direct(Arc::new(sock)))
+                    .await
+            }
+            tls @ WriteSide::Tls(_) => self.bounded_by_close(self.drain_swapping(tls)).await,
         };
         self.finish_draining();
         result
@@ -301,8 +313,14 @@ impl OutBuf {
     /// a caller's request reaches the socket without waking another task.
     pub async fn drain_in_place(&self, sock: WriteSide) -> io::Result<()> {
         let result = match sock {
-            WriteSide::Tcp(sock) => self.drain_direct(Arc::new(sock)).await,
-            WriteSide::Tls(sock) => self.drain_tls_in_place(Box::new(sock)).await,
+            WriteSide::Tcp(sock) => {
+                self.bounded_by_close(self.drain_direct(Arc::new(sock)))
+                    .await
+            }
+            WriteSide::Tls(sock) => {
+                self.bounded_by_close(self.drain_tls_in_place(Box::new(sock)))
+                    .await
+            }
         };
         self.finish_draining();
         result

@@ -87,6 +87,18 @@ pub struct Stats {
     /// Calls that started running while another caller on the same server
     /// was at its bound: one caller full does not block the others.
     pub served_beside_full_caller: u64,
+    /// Blocking calls that waited for a worker past their due and were
+    /// refused at their start, recorded (did not run).
+    pub refused_before_start: u64,
+    /// Calls still running past their due plus the grace, cancelled and
+    /// recorded `OutcomeUnknown`.
+    pub cancelled_overdue: u64,
+    /// Late copies of calls refused at their start, answered the recorded
+    /// refusal (not run).
+    pub refused_copies_answered: u64,
+    /// Late copies of cancelled calls, answered the recorded
+    /// `OutcomeUnknown` (not run again).
+    pub cancelled_copies_answered: u64,
 }
 
 impl Stats {
@@ -126,5 +138,9 @@ impl Stats {
         self.describes_refused += o.describes_refused;
         self.caller_refusals += o.caller_refusals;
         self.served_beside_full_caller += o.served_beside_full_caller;
+        self.refused_before_start += o.refused_before_start;
+        self.cancelled_overdue += o.cancelled_overdue;
+        self.refused_copies_answered += o.refused_copies_answered;
+        self.cancelled_copies_answered += o.cancelled_copies_answered;
     }
 }

@@ -11,16 +11,18 @@ use ebb_core::{ClientId, Instant, Nanos, Rng};
 use ebb_rpc::CallError;
 use ebb_rpc::auth::Tokens;
 use ebb_rpc::semantics::{
-    CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
+    CallId, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
 use ebb_rpc::wire::{ClientSecret, Incarnation, Message, Request, Seq};
 
 use super::{Faults, Stats};
+use overdue::{EndedOverdue, OverdueRun, Running, Workers};
 
 mod callers;
 mod check;
 mod events;
 mod network;
+mod overdue;
 
 pub const SERVERS: usize = 2;
 const METHOD: u16 = 7;
@@ -50,12 +52,13 @@ enum Event {
         epoch: u64,
         frame: Message,
     },
+    /// An admitted call's method returns (`World::running` holds it).
     Complete {
-        s: usize,
-        incarnation: Incarnation,
-        c: usize,
-        key: CallKey,
-        tag: u64,
+        run: u64,
+    },
+    /// A call reaches its `overdue_at`: cancelled if still running.
+    Overdue {
+        run: u64,
     },
     Reset {
         c: usize,
@@ -165,6 +168,16 @@ pub struct World {
     /// Calls executing per (server, caller token), as the world counts
     /// them: started by an `Execute`, ended by a completion the server took.
     executing: BTreeMap<(usize, usize), usize>,
+    /// Set: this run drives the overdue paths.
+    overdue: Option<OverdueRun>,
+    /// Admitted calls not yet ended, by run number.
+    running: BTreeMap<u64, Running>,
+    next_run: u64,
+    /// Worker threads per server, for blocking methods.
+    workers: Vec<Workers>,
+    /// At-most-once calls a server ended overdue, by (server, incarnation,
+    /// client id, seq): how, and the call's tag.
+    ended_overdue: BTreeMap<(usize, Incarnation, ClientId, Seq), (EndedOverdue, u64)>,
     stats: Stats,
 }
 
@@ -179,6 +192,10 @@ pub enum Planted {
     CallerBoundPerConnection,
     /// Requests on a connection without an accepted token are not refused.
     RequestsUncheckedForToken,
+    /// A call refused at its start past its due is answered, not recorded.
+    UnrecordedStartRefusal,
+    /// A call cancelled past its due is answered, not recorded.
+    UnrecordedCancellation,
 }
 
 /// Bearer tokens (callers) of a run whose servers require them.
@@ -271,6 +288,18 @@ impl World {
         } else if bursty {
             server_cfg.max_in_flight_per_conn = 1 + rng.below(2) as usize;
         }
+        // Half the runs drive the overdue paths: blocking methods queue for
+        // one or two worker threads per server, slow methods run past their
+        // due, with a grace short enough to pass within the run. Drawn
+        // from an RNG of their own, so the other runs stay as they were.
+        let mut overdue_rng = Rng::seeded(seed ^ 0x6f76_6572_6475_6500);
+        let overdue = overdue_rng.chance(0.5).then(|| {
+            server_cfg.overdue_grace = Nanos::from_millis(1 + overdue_rng.below(30));
+            OverdueRun {
+                threads: 1 + overdue_rng.below(2) as usize,
+                rng: overdue_rng,
+            }
+        });
         let client_cfg = ClientConfig {
             max_outstanding_calls: 64,
             retransmit_after: Nanos::from_millis(30),
@@ -328,8 +357,14 @@ impl World {
             tokens,
             outsider,
             executing: BTreeMap::new(),
+            overdue,
+            running: BTreeMap::new(),
+            next_run: 0,
+            workers: (0..SERVERS).map(|_| Workers::default()).collect(),
+            ended_overdue: BTreeMap::new(),
             stats: Stats::default(),
         };
+        let bursty = bursty || w.overdue.is_some();
         w.plan(clients, bursty);
         w
     }
@@ -467,9 +502,14 @@ impl World {
             Some(Planted::RequestsUncheckedForToken) => {
                 server.plant_requests_unchecked_for_token();
             }
+            Some(Planted::UnrecordedStartRefusal) => server.plant_unrecorded_start_refusal(),
+            Some(Planted::UnrecordedCancellation) => server.plant_unrecorded_cancellation(),
             None => {}
         }
         self.servers[s] = Some(server);
         self.executing.retain(|&(server, _), _| server != s);
+        // The crashed process's calls and threads are gone with it.
+        self.running.retain(|_, r| r.s != s);
+        self.workers[s] = Workers::default();
     }
 }

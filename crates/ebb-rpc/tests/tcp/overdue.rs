@@ -2,11 +2,14 @@
 //! deadline plus the grace is cancelled (its future dropped) and recorded
 //! `OutcomeUnknown`; a blocking call still queued for a worker at its
 //! deadline does not start and is recorded as refused. Either way a
-//! duplicate gets the recorded answer and nothing runs again. The
-//! cancellation runs on tokio's paused clock, the server's clock seam: the
-//! server's timer fires as soon as the test has nothing left to do. The
-//! queued call runs on real time (its method holds a real worker thread,
-//! which paused time does not wait for), with a deadline of one nanosecond.
+//! duplicate gets the recorded answer and nothing runs again. Both run on
+//! tokio's paused clock, the server's clock seam. The cancellation's timer
+//! fires as soon as the test has nothing left to do. The queued call's
+//! method holds a real worker thread, which paused time does not wait for:
+//! left to advance on its own, the clock would jump ahead whenever the test
+//! waits for that thread. So that test holds a blocking task open (tokio
+//! does not advance a paused clock while one runs) and moves the clock
+//! itself, past the queued call's deadline, while the call waits.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -236,9 +239,32 @@ async fn a_call_running_past_its_deadline_is_cancelled_and_its_duplicate_answere
     );
 }
 
-#[tokio::test]
+/// Holds tokio's paused clock still while it lives: a blocking task keeps
+/// the runtime from advancing time on its own, so only the test moves it.
+struct ClockHeld {
+    release: std::sync::mpsc::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClockHeld {
+    fn now() -> ClockHeld {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let task = tokio::task::spawn_blocking(move || {
+            let _ = released.recv();
+        });
+        ClockHeld { release, task }
+    }
+
+    async fn let_go(self) {
+        drop(self.release);
+        self.task.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_blocking_call_queued_past_its_deadline_does_not_start_and_its_duplicate_is_refused_too()
 {
+    let held = ClockHeld::now();
     let svc = Arc::new(Overdue::default());
     let (release, released) = std::sync::mpsc::channel();
     *svc.release.lock().unwrap() = Some(released);
@@ -248,13 +274,12 @@ async fn a_blocking_call_queued_past_its_deadline_does_not_start_and_its_duplica
     let started = svc.block_started.notified();
     raw.call(1, 1, Nanos::from_secs(3600)).await;
     started.await;
-    // ...so the second, sent with 1 ns left, waits for it. Its due has
-    // passed by the time the worker is free: freeing it takes the test
-    // seeing the call admitted, a channel send, a thread waking and a reply
-    // written, each far longer than a nanosecond of the monotonic clock.
-    let deadline = Nanos(1);
+    // ...so the second waits for it, and its deadline passes meanwhile:
+    // the clock moves only here.
+    let deadline = Nanos::from_millis(50);
     raw.call(2, 1, deadline).await;
     until("the second call admitted", || stats().executed == 2).await;
+    tokio::time::advance(std::time::Duration::from(deadline) * 2).await;
     release.send(()).unwrap();
     let first = raw.reply().await;
     assert_eq!((first.seq, first.outcome), (Seq(1), Outcome::Ok));
@@ -268,4 +293,5 @@ async fn a_blocking_call_queued_past_its_deadline_does_not_start_and_its_duplica
     assert_eq!((again.seq, again.outcome), (Seq(2), refused));
     assert_eq!(stats().saved_replies, 1);
     assert_eq!(svc.blocks_started.load(Ordering::SeqCst), 1);
+    held.let_go().await;
 }

@@ -51,6 +51,14 @@ impl ServerSession {
         self.conns.close(conn);
     }
 
+    /// A closed connection's transport gave up writing its last replies to
+    /// a peer that did not take them: counted here so the one stats record
+    /// shows it beside the other connection ends. The calls were recorded
+    /// already; their clients ask again elsewhere.
+    pub fn count_close_flush_abandoned(&mut self) {
+        self.stats.close_flushes_abandoned += 1;
+    }
+
     /// Bytes of a message not yet whole arrived on `conn`: the peer is
     /// sending, so the connection is not idle. A large request crossing a
     /// slow link takes longer than the idle timeout, and its sender cannot

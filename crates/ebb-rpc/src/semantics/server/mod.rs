@@ -98,6 +98,12 @@ pub struct ServerSession {
     /// Test-only: let requests through on a connection that presented no
     /// accepted token (the bug the fault simulation must catch).
     planted_requests_unchecked_for_token: bool,
+    /// Test-only: answer a call refused at its start past its due without
+    /// recording it (the bug the fault simulation must catch).
+    planted_unrecorded_start_refusal: bool,
+    /// Test-only: answer a call cancelled past its due without recording it
+    /// (the bug the fault simulation must catch).
+    planted_unrecorded_cancellation: bool,
 }
 
 impl ServerSession {
@@ -124,6 +130,8 @@ impl ServerSession {
             planted_handshake_timeout_when_idle: false,
             planted_caller_bound_per_connection: false,
             planted_requests_unchecked_for_token: false,
+            planted_unrecorded_start_refusal: false,
+            planted_unrecorded_cancellation: false,
         }
     }
 
@@ -228,6 +236,23 @@ impl ServerSession {
     #[doc(hidden)]
     pub fn plant_requests_unchecked_for_token(&mut self) {
         self.planted_requests_unchecked_for_token = true;
+    }
+
+    /// Not for production: answers a call that waited past its due and is
+    /// refused at its start without recording the refusal, so a late copy
+    /// runs it after its client may have been told it did not run. The
+    /// fault simulation plants it to show it would catch it.
+    #[doc(hidden)]
+    pub fn plant_unrecorded_start_refusal(&mut self) {
+        self.planted_unrecorded_start_refusal = true;
+    }
+
+    /// Not for production: answers a call cancelled past its due plus the
+    /// grace without recording it, so a late copy runs it a second time.
+    /// The fault simulation plants it to show it would catch it.
+    #[doc(hidden)]
+    pub fn plant_unrecorded_cancellation(&mut self) {
+        self.planted_unrecorded_cancellation = true;
     }
     /// Decides what to do with a message that arrived on `conn`.
     pub fn admit(&mut self, conn: ConnId, message: impl Into<Message>, now: Instant) -> Action {

@@ -26,6 +26,7 @@ use ebb_core::Instant;
 
 use super::{CallKey, ServerSession};
 use crate::semantics::conns::ConnId;
+use crate::semantics::reply_table::Entry;
 use crate::wire::{Outcome, Refusal, Reply};
 
 /// What a call refused at its start is answered with.
@@ -51,6 +52,9 @@ impl ServerSession {
             return Ok(());
         }
         self.stats.refused_deadline_before_start += 1;
+        if self.planted_unrecorded_start_refusal {
+            self.forget_running(key);
+        }
         let why = Outcome::Refused(Refusal::DeadlinePassed);
         let message = Bytes::from_static(NOT_STARTED_BY_DUE);
         Err(self.complete_with(key, why, message, now, send))
@@ -69,7 +73,20 @@ impl ServerSession {
         send: impl FnOnce(&Reply, Option<ConnId>) -> R,
     ) -> R {
         self.stats.cancelled_overdue += 1;
+        if self.planted_unrecorded_cancellation {
+            self.forget_running(key);
+        }
         let message = Bytes::from_static(CANCELLED_OVERDUE);
         self.complete_with(key, Outcome::OutcomeUnknown, message, now, send)
+    }
+
+    /// The planted bugs' forgetting: the call's in-progress marker goes, so
+    /// its completion is answered but not saved.
+    fn forget_running(&mut self, key: CallKey) {
+        if let Some(mut state) = self.table.get_mut(key.client)
+            && state.entries.get(&key.seq) == Some(&Entry::Running)
+        {
+            state.entries.remove(key.seq);
+        }
     }
 }

@@ -46,6 +46,12 @@ pub struct ServerStats {
     pub refused_unauthorized_describes: u64,
     /// New calls refused over their caller's in-flight bound.
     pub refused_caller_in_flight: u64,
+    /// Connections closed with replies still unwritten that their peer
+    /// did not take within the transport's close-flush bound
+    /// (`CLOSE_FLUSH_TIMEOUT_MS`): the rest was dropped, the socket reset.
+    /// Counted for the transport, which owns that timer
+    /// ([`super::ServerSession::count_close_flush_abandoned`]).
+    pub close_flushes_abandoned: u64,
 }
 
 /// Counts a refused new call under its reason.

@@ -140,5 +140,10 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
             calls::finish_call(&core, None, done);
         }
     };
+    // The writes end at most `CLOSE_FLUSH_TIMEOUT_MS` after the close, so a
+    // peer that never reads does not hold this task.
     tokio::join!(calls_end, replies.close());
+    if out.flush_abandoned() {
+        core.lock().session.count_close_flush_abandoned();
+    }
 }

@@ -7,12 +7,13 @@ use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::CallError;
 use ebb_rpc::semantics::ConnRefusal;
-use ebb_rpc::semantics::{Action, Caller, ConnId, LinkState};
+use ebb_rpc::semantics::{Action, CallKey, Caller, ConnId, LinkState};
 use ebb_rpc::transport::frames::connection_error;
 use ebb_rpc::wire::{
     ConnErrorKind, Describe, Message, Outcome, Refusal, decode_payload, encode_payload,
 };
 
+use super::overdue::Running;
 use super::{Event, METHOD, MUTE_PEER, PANIC_EVERY, REPLY_MARK, SERVERS, World, peer_of};
 
 impl World {
@@ -62,7 +63,17 @@ impl World {
                     Message::Request(r) => Some((r.client, r.seq, r.idempotent)),
                     _ => None,
                 };
+                // Kept for a late copy, in runs that make them.
+                let copy = match &frame {
+                    Message::Request(r) if self.overdue.is_some() && !r.idempotent => {
+                        Some(r.clone())
+                    }
+                    _ => None,
+                };
                 let action = server.admit(conn, frame, self.now);
+                if let Some(copy) = &copy {
+                    self.judge_copy(s, incarnation, copy, &action)?;
+                }
                 // The world's own count of a caller's calls first: the
                 // server's invariants could share a bug in its bound.
                 if let Action::Execute(inc) = &action {
@@ -82,32 +93,17 @@ impl World {
                                 "call {tag} of a client without an accepted token ran on server {s}"
                             ));
                         }
-                        self.stats.executions += 1;
-                        *self.executed.entry(tag).or_default() += 1;
-                        if !inc.key.idempotent {
-                            let n = self
-                                .ledger
-                                .entry((inc.key.client, inc.key.seq))
-                                .or_default();
-                            *n += 1;
-                            if *n > 1 || self.executed[&tag] > 1 {
-                                return Err(format!(
-                                    "at-most-once call {tag} (client {}, seq {}) executed twice, now at incarnation {incarnation}",
-                                    inc.key.client, inc.key.seq
-                                ));
-                            }
-                        }
-                        let done = self.now + Nanos(self.rng.below(Nanos::from_millis(5).0));
-                        self.at(
-                            done,
-                            Event::Complete {
-                                s,
-                                incarnation,
-                                c,
-                                key: inc.key,
-                                tag,
-                            },
-                        );
+                        let running = Running {
+                            s,
+                            incarnation,
+                            c,
+                            key: inc.key,
+                            tag,
+                            due: inc.due,
+                            on_worker: false,
+                            request: copy.map(|r| (epoch, r)),
+                        };
+                        self.admitted(running, inc.overdue_at)?;
                     }
                     Action::Reply(f) => {
                         match &f {
@@ -145,13 +141,20 @@ impl World {
                     Action::Drop => self.stats.dropped_below_ack += 1,
                 }
             }
-            Event::Complete {
-                s,
-                incarnation,
-                c,
-                key,
-                tag,
-            } => {
+            Event::Complete { run } => {
+                // Gone: cancelled first, or its server crashed.
+                let Some(r) = self.running.remove(&run) else {
+                    return Ok(());
+                };
+                let Running {
+                    s,
+                    incarnation,
+                    c,
+                    key,
+                    tag,
+                    on_worker,
+                    ..
+                } = r;
                 let Some(server) = self.servers[s].as_mut() else {
                     return Ok(());
                 };
@@ -170,20 +173,21 @@ impl World {
                 let not_kept = server.stats().replies_not_kept;
                 let (reply, route) = server.complete(key, outcome, payload, self.now);
                 server.check()?;
-                if let Caller::Token(i) = key.caller
-                    && let Some(n) = self.executing.get_mut(&(s, i))
-                {
-                    *n -= 1;
-                }
                 if server.stats().replies_not_kept > not_kept {
                     self.stats.replies_not_kept += 1;
                 }
+                self.released(s, &key);
                 // No route, or a route to another connection than the
                 // client's current one: the reply waits for a resend.
                 if route.is_some() && route == self.conns[c][s].server_conn {
                     self.send_to_client(c, s, Message::Reply(reply));
                 }
+                if on_worker {
+                    self.workers[s].busy -= 1;
+                    self.start_workers(s)?;
+                }
             }
+            Event::Overdue { run } => self.overdue(run)?,
             Event::ToClient { c, s, epoch, frame } => {
                 if self.conn_live(c, s, epoch) {
                     if let Message::ConnError(e) = &frame
@@ -291,6 +295,36 @@ impl World {
             Event::Forge { s, c } => self.forge(s, c)?,
         }
         Ok(())
+    }
+
+    /// Run `run` starts: counted, and an at-most-once call checked never
+    /// to run twice, across incarnations too.
+    pub(super) fn ran(&mut self, run: u64) -> Result<(), String> {
+        let r = &self.running[&run];
+        let (tag, key, incarnation) = (r.tag, r.key, r.incarnation);
+        self.stats.executions += 1;
+        *self.executed.entry(tag).or_default() += 1;
+        if !key.idempotent {
+            let n = self.ledger.entry((key.client, key.seq)).or_default();
+            *n += 1;
+            if *n > 1 || self.executed[&tag] > 1 {
+                return Err(format!(
+                    "at-most-once call {tag} (client {}, seq {}) executed twice, now at incarnation {incarnation}",
+                    key.client, key.seq
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A call ended on server `s` (completed, refused at its start or
+    /// cancelled): its caller has one call fewer executing there.
+    pub(super) fn released(&mut self, s: usize, key: &CallKey) {
+        if let Caller::Token(i) = key.caller
+            && let Some(n) = self.executing.get_mut(&(s, i))
+        {
+            *n -= 1;
+        }
     }
 
     /// The server closes what it finds silent; the world checks it closed
