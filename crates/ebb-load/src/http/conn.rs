@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -26,6 +27,10 @@ use tokio::net::TcpStream;
 use super::queue::Queue;
 use super::{MAX_RESPONSE_BYTES, Template};
 use crate::Outcome;
+
+/// Where a connection's give-up timer first points, before its first
+/// call moves it: far enough never to fire first.
+const IDLE_TIMER_S: u64 = 24 * 3_600;
 
 type Io = TokioIo<TcpStream>;
 type Body = Full<Bytes>;
@@ -52,6 +57,13 @@ pub(super) async fn open(addr: &str) -> Result<Link, String> {
 
 /// The connection's task: calls from `queue` until it is closed and empty.
 pub(super) async fn serve(template: Arc<Template>, queue: Arc<Queue>, mut link: Option<Link>) {
+    // One give-up timer for all of the connection's calls, moved to each
+    // call's time. A timer made per call would, after an idle spell with
+    // none pending, wake the runtime's parked thread to say so (an eventfd
+    // write and an extra `epoll_wait` per call); one that stays pending
+    // and is only moved later does not.
+    let give_up = tokio::time::sleep(Duration::from_secs(IDLE_TIMER_S));
+    tokio::pin!(give_up);
     loop {
         let job = match link.as_mut() {
             // Waiting for a call while hyper reads the connection: a close
@@ -69,10 +81,11 @@ pub(super) async fn serve(template: Arc<Template>, queue: Arc<Queue>, mut link: 
         let Some(job) = job else {
             return;
         };
-        let exchange = tokio::time::timeout_at(job.give_up.into(), call(&template, &mut link));
-        let outcome = match exchange.await {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => {
+        give_up.as_mut().reset(job.give_up.into());
+        let outcome = tokio::select! {
+            biased;
+            outcome = call(&template, &mut link) => outcome,
+            () = give_up.as_mut() => {
                 // The connection still carries the unanswered request.
                 link = None;
                 Outcome::DeadlineExceeded
