@@ -15,7 +15,7 @@ use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_rpc::service::{
     BoxFuture, CallContext, DeferredReply, DispatchError, MethodInfo, ServiceCodec,
-    ServiceDescription, ServiceDispatch,
+    ServiceDescription, ServiceDispatch, WriteBatch,
 };
 use serde_json::Value;
 
@@ -146,6 +146,22 @@ impl ServiceDispatch for RpcIngress {
     ) {
         match self.served.method_by_id(method_id) {
             Ok(info) => self.forwarder.start(info, args, cx, reply),
+            Err(e) => reply.send(Err(e)),
+        }
+    }
+
+    /// The calls of one read go to their nodes in one write per node
+    /// connection, flushed by the server once all have started.
+    fn dispatch_deferred_in(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+        writes: &mut WriteBatch,
+    ) {
+        match self.served.method_by_id(method_id) {
+            Ok(info) => self.forwarder.start_in(info, args, cx, reply, writes),
             Err(e) => reply.send(Err(e)),
         }
     }

@@ -29,6 +29,7 @@ use std::pin::Pin;
 use ebb_core::Nanos;
 use serde::Serialize;
 
+pub use crate::transport::WriteBatch;
 pub use codec::{JsonReply, ServiceCodec, call_json, dispatch_json_through};
 pub use deferred::{CallSink, DeferredReply, ReplySink};
 pub use describe::{MethodDescription, ParamDescription, ServiceDescription};

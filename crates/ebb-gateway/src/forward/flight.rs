@@ -24,7 +24,9 @@ use std::sync::{Arc, PoisonError};
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_rpc::CallError;
-use ebb_rpc::service::{CallContext, CallOptions, CallSink, DeferredReply, MethodInfo, Transport};
+use ebb_rpc::service::{
+    CallContext, CallOptions, CallSink, DeferredReply, MethodInfo, Transport, WriteBatch,
+};
 
 use super::retry::Route;
 use super::{Forwarder, GatewayError};
@@ -61,6 +63,32 @@ impl Forwarder {
         cx: CallContext,
         reply: DeferredReply,
     ) {
+        self.start_with(method, args, cx, reply, None);
+    }
+
+    /// [`Forwarder::start`] for one of the calls of one ingress read: the
+    /// request to the node waits in `writes`, which the ingress flushes
+    /// once the read's calls have all started, so they leave in one write
+    /// per node connection.
+    pub fn start_in(
+        self: &Arc<Self>,
+        method: &'static MethodInfo,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+        writes: &mut WriteBatch,
+    ) {
+        self.start_with(method, args, cx, reply, Some(writes));
+    }
+
+    fn start_with(
+        self: &Arc<Self>,
+        method: &'static MethodInfo,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+        writes: Option<&mut WriteBatch>,
+    ) {
         let (timeout, now) = (cx.timeout, self.clock.now());
         let arrived = self.arrival(&cx).unwrap_or(now);
         self.me.get_or_init(|| Arc::downgrade(self));
@@ -91,7 +119,7 @@ impl Forwarder {
             timeout,
         };
         match first {
-            Acquired::Now(slot) => self.launch(slot, flight, deadline),
+            Acquired::Now(slot) => self.launch(slot, flight, deadline, writes),
             held => self.continue_async(flight, deadline, Route::from(held), now),
         }
     }
@@ -99,7 +127,13 @@ impl Forwarder {
     /// Sends `flight` to `slot`'s node, whose transport delivers the
     /// outcome to [`CallSink::deliver`]; one that cannot continues on the
     /// async path with the same slot.
-    fn launch(self: &Arc<Self>, mut slot: Slot, mut flight: Flight, deadline: Instant) {
+    fn launch(
+        self: &Arc<Self>,
+        mut slot: Slot,
+        mut flight: Flight,
+        deadline: Instant,
+        writes: Option<&mut WriteBatch>,
+    ) {
         flight.node = slot.node;
         flight.ahead = slot.ahead;
         let (method, args, sent) = (flight.method, flight.args.clone(), flight.sent);
@@ -107,10 +141,14 @@ impl Forwarder {
         let token = self.flights().insert(flight);
         let sink: Arc<dyn CallSink> = Arc::clone(self) as Arc<dyn CallSink>;
         let options = CallOptions::default().with_timeout(left);
-        match slot
-            .client
-            .start_call(method, args, options, &sink, token as u64)
-        {
+        let client = &slot.client;
+        let started = match writes {
+            Some(writes) => {
+                client.start_call_in(method, args, options, &sink, token as u64, writes)
+            }
+            None => client.start_call(method, args, options, &sink, token as u64),
+        };
+        match started {
             Ok(()) => {
                 // The outcome (perhaps delivered already) releases the node.
                 slot.claim();
@@ -191,9 +229,14 @@ impl Forwarder {
 }
 
 impl CallSink for Forwarder {
-    /// The outcome of a call [`Forwarder::launch`] sent: what the attempt's
-    /// end tells the registry, then the answer, or a retry.
     fn deliver(&self, token: u64, outcome: Result<Bytes, CallError>) {
+        self.deliver_in(token, outcome, &mut WriteBatch::default());
+    }
+
+    /// The outcome of a call [`Forwarder::launch`] sent: what the attempt's
+    /// end tells the registry, then the answer (written with `batch`, the
+    /// other answers of the node's read), or a retry.
+    fn deliver_in(&self, token: u64, outcome: Result<Bytes, CallError>, batch: &mut WriteBatch) {
         let flight = usize::try_from(token)
             .ok()
             .and_then(|t| self.flights().try_remove(t));
@@ -212,7 +255,7 @@ impl CallSink for Forwarder {
         let failure = match outcome {
             Ok(reply) => {
                 self.count_answer(flight.method, response, None);
-                return flight.reply.send(Ok(reply));
+                return flight.reply.send_in(Ok(reply), batch);
             }
             Err(e) => e,
         };

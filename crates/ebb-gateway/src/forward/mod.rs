@@ -31,12 +31,12 @@ mod flight;
 mod hedge;
 mod retry;
 
-use std::sync::{Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use ebb_core::{Instant, Nanos};
 use ebb_policy::hedge::HedgeDelay;
-use ebb_policy::retry::{RetryBudget, RetryBudgetConfig};
+use ebb_policy::retry::RetryBudgetConfig;
 use ebb_rpc::service::MethodInfo;
 
 pub use attempt::ABANDONED_CALL_WAIT_MS;
@@ -52,7 +52,6 @@ pub struct Forwarder {
     registry: Registry,
     clock: Clock,
     metrics: Metrics,
-    budget: Mutex<RetryBudget>,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Set when idempotent calls are hedged: when to send the second copy.
     hedge: Option<Mutex<HedgeDelay>>,
@@ -73,11 +72,13 @@ impl Forwarder {
         metrics: Metrics,
         budget: RetryBudgetConfig,
     ) -> Forwarder {
+        // The budget lives under the registry's lock, which a request's
+        // first acquisition takes anyway.
+        registry.set_retry_budget(budget);
         Forwarder {
             registry,
             clock,
             metrics,
-            budget: Mutex::new(RetryBudget::new(budget)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             hedge: None,
             flights: Mutex::new(slab::Slab::new()),
@@ -145,11 +146,8 @@ impl Forwarder {
             return Err(GatewayError::ShuttingDown);
         }
         let deadline = arrived + timeout;
-        self.budget
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .on_request(now);
         if deadline <= now {
+            self.registry.count_request(now);
             return Err(GatewayError::DeadlineExceeded {
                 after: timeout,
                 sent: false,

@@ -2,8 +2,6 @@
 //! means for the call (`after_failure`, shared by both ways in), and the
 //! retry budget that bounds retries and hedges.
 
-use std::sync::PoisonError;
-
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_rpc::CallError;
 use ebb_rpc::service::MethodInfo;
@@ -44,10 +42,7 @@ impl Route {
 impl Forwarder {
     /// One retry's worth of the shared budget, if there is one left.
     pub(super) fn take_from_budget(&self, now: Instant) -> bool {
-        self.budget
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_retry(now)
+        self.registry.try_retry(now)
     }
 
     fn may_retry(&self, now: Instant) -> bool {

@@ -22,6 +22,7 @@ use ebb_policy::admission::AdmissionConfig;
 use ebb_policy::balance::ewma::PeakEwma;
 use ebb_policy::balance::{Balancer, NodeState, NodeView};
 use ebb_policy::outlier::{OutlierConfig, Outliers};
+use ebb_policy::retry::{RetryBudget, RetryBudgetConfig};
 use ebb_rpc::service::Transport;
 use tokio::sync::watch;
 
@@ -76,6 +77,10 @@ struct Inner {
     outliers: Outliers,
     /// Calls in flight on one node at most; more wait in the held FIFO.
     max_in_flight_per_node: u32,
+    /// Retries (and hedges) allowed against recent requests: a new
+    /// request's deposit is made under the lock its first `acquire` takes
+    /// anyway, rather than under a lock of its own.
+    budget: RetryBudget,
 }
 
 /// Shared by the pool manager, the ingress paths and the admin API.
@@ -106,6 +111,7 @@ impl Registry {
                 target: 0,
                 outliers: Outliers::new(OutlierConfig::default()),
                 max_in_flight_per_node: DEFAULT_MAX_IN_FLIGHT_PER_NODE,
+                budget: RetryBudget::new(RetryBudgetConfig::default()),
             })),
         }
     }
@@ -121,6 +127,11 @@ impl Registry {
     pub fn with_max_in_flight_per_node(self, limit: u32) -> Registry {
         self.lock().max_in_flight_per_node = limit.max(1);
         self
+    }
+
+    /// Bounds retries and hedges by `cfg` from now on (an empty budget).
+    pub fn set_retry_budget(&self, cfg: RetryBudgetConfig) {
+        self.lock().budget = RetryBudget::new(cfg);
     }
 
     /// A call on `node` came back from it: `ok` if it was answered, false

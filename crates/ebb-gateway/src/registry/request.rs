@@ -28,9 +28,21 @@ impl Registry {
         self.acquire_at(bytes, deadline, now, excluded, arrived, refused_by)
     }
 
+    /// A new request that gets no [`Registry::acquire_first`] (its time
+    /// ran out before) still counts toward the retry budget.
+    pub fn count_request(&self, now: Instant) {
+        self.lock().budget.on_request(now);
+    }
+
+    /// One retry's (or hedge's) worth of the retry budget at `now`, if
+    /// there is one left.
+    pub fn try_retry(&self, now: Instant) -> bool {
+        self.lock().budget.try_retry(now)
+    }
+
     /// A new request's first [`Registry::acquire`] at `now`, read by the
     /// ingress at `arrived`: the wait in between is the gateway's own
-    /// delay, which admission judges.
+    /// delay, which admission judges. It counts toward the retry budget.
     pub fn acquire_first(
         &self,
         bytes: usize,
@@ -56,6 +68,7 @@ impl Registry {
         let inner = &mut *g;
         if let Some(arrived) = arrived {
             inner.counters.arrivals += 1;
+            inner.budget.on_request(now);
             // A retry was admitted once already; a new request is refused
             // when the gateway is behind.
             let delay = inner.gateway_delay(arrived, now);

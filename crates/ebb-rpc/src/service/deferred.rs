@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::DispatchError;
 use crate::CallError;
 use crate::semantics::CallKey;
+use crate::transport::WriteBatch;
 use crate::wire::Outcome;
 
 /// What records a deferred call's outcome and sends its reply: the server
@@ -26,6 +27,14 @@ pub trait ReplySink: Send + Sync {
     /// Records call `key`'s outcome in the server session and sends the
     /// reply to the route the session names.
     fn send_reply(&self, key: CallKey, outcome: Outcome, payload: Bytes);
+
+    /// [`ReplySink::send_reply`], except that the reply is only appended to
+    /// its connection's output and leaves with `batch`'s flush, together
+    /// with the other replies `batch` gathered for that connection.
+    fn append_reply(&self, key: CallKey, outcome: Outcome, payload: Bytes, batch: &mut WriteBatch) {
+        let _ = batch;
+        self.send_reply(key, outcome, payload);
+    }
 }
 
 /// The one answer a server owes a call it handed to
@@ -57,6 +66,15 @@ impl DeferredReply {
         if let Some(sink) = self.sink.take() {
             let (outcome, payload) = crate::transport::frames::outcome_of(result);
             sink.send_reply(self.key, outcome, payload);
+        }
+    }
+
+    /// Answers the call as [`DeferredReply::send`] does, but its reply
+    /// leaves with `batch`'s flush.
+    pub fn send_in(mut self, result: Result<Bytes, DispatchError>, batch: &mut WriteBatch) {
+        if let Some(sink) = self.sink.take() {
+            let (outcome, payload) = crate::transport::frames::outcome_of(result);
+            sink.append_reply(self.key, outcome, payload, batch);
         }
     }
 }
@@ -97,4 +115,13 @@ impl std::fmt::Debug for DeferredReply {
 /// never with a lock of the transport held.
 pub trait CallSink: Send + Sync {
     fn deliver(&self, token: u64, outcome: Result<Bytes, CallError>);
+
+    /// [`CallSink::deliver`] for one of several outcomes learnt together
+    /// (the replies of one socket read): replies the sink sends through
+    /// [`DeferredReply::send_in`] with `batch` leave together once the
+    /// deliverer has handed over them all.
+    fn deliver_in(&self, token: u64, outcome: Result<Bytes, CallError>, batch: &mut WriteBatch) {
+        let _ = batch;
+        self.deliver(token, outcome);
+    }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{
     BoxFuture, CallContext, DeferredReply, DispatchError, JsonReply, MethodInfo, ServiceCodec,
-    ServiceDescription,
+    ServiceDescription, WriteBatch,
 };
 
 /// The server side of a service: what a node's RPC server holds and hands
@@ -60,6 +60,22 @@ pub trait ServiceDispatch: Send + Sync + 'static {
             "{}#{method_id}: this service answers no call deferred",
             self.name()
         ))));
+    }
+
+    /// [`ServiceDispatch::dispatch_deferred`] for one of the calls of one
+    /// read: what the dispatcher writes to other connections for it (a
+    /// forwarder's request to a node) may wait in `writes`, which the
+    /// server flushes once the read's calls have all started.
+    fn dispatch_deferred_in(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+        writes: &mut WriteBatch,
+    ) {
+        let _ = writes;
+        self.dispatch_deferred(method_id, args, cx, reply);
     }
 
     /// The service's JSON adapter, if it has one (generated services do):
@@ -193,6 +209,16 @@ impl<D: ServiceDispatch + ?Sized> ServiceDispatch for Arc<D> {
         reply: DeferredReply,
     ) {
         (**self).dispatch_deferred(method_id, args, cx, reply)
+    }
+    fn dispatch_deferred_in(
+        &self,
+        method_id: u16,
+        args: Bytes,
+        cx: CallContext,
+        reply: DeferredReply,
+        writes: &mut WriteBatch,
+    ) {
+        (**self).dispatch_deferred_in(method_id, args, cx, reply, writes)
     }
     fn json_codec(&self) -> Option<&'static dyn ServiceCodec> {
         (**self).json_codec()

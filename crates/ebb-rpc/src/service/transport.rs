@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ebb_core::Nanos;
 
-use super::{BoxFuture, CallOptions, CallSink, MethodInfo};
+use super::{BoxFuture, CallOptions, CallSink, MethodInfo, WriteBatch};
 use crate::CallError;
 
 /// The client side: carries one encoded call to a server and brings back the
@@ -41,6 +41,23 @@ pub trait Transport: Send + Sync {
     ) -> Result<(), Bytes> {
         let _ = (method, options, sink, token);
         Err(args)
+    }
+
+    /// [`Transport::start_call`] for one of several calls started together
+    /// (the calls of one read of a forwarding server's connection): the
+    /// request may wait in `writes`, to leave with the others in one write
+    /// per connection when the starter flushes it.
+    fn start_call_in(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+        writes: &mut WriteBatch,
+    ) -> Result<(), Bytes> {
+        let _ = writes;
+        self.start_call(method, args, options, sink, token)
     }
 
     /// Ends the calls this transport has outstanding, because the caller
@@ -130,6 +147,18 @@ macro_rules! forward_transport {
                 token: u64,
             ) -> Result<(), Bytes> {
                 (**self).start_call(method, args, options, sink, token)
+            }
+
+            fn start_call_in(
+                &self,
+                method: &'static MethodInfo,
+                args: Bytes,
+                options: CallOptions,
+                sink: &Arc<dyn CallSink>,
+                token: u64,
+                writes: &mut WriteBatch,
+            ) -> Result<(), Bytes> {
+                (**self).start_call_in(method, args, options, sink, token, writes)
             }
 
             fn abandon_calls(&self, cause: &str) {

@@ -20,7 +20,9 @@ use super::frames;
 use super::tls::ClientTls;
 use crate::CallError;
 use crate::semantics::{CallSpec, ClientConfig, ClientSession};
-use crate::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceDescription, Transport};
+use crate::service::{
+    BoxFuture, CallOptions, CallSink, MethodInfo, ServiceDescription, Transport, WriteBatch,
+};
 use crate::wire::{MAX_PAYLOAD_BYTES, decode_payload};
 
 mod answer;
@@ -205,6 +207,14 @@ impl TcpClient {
         self.link.hold_writes(true);
     }
 
+    /// Writes to the current connection's socket so far (0 while there
+    /// is none): what tests count batching by.
+    #[cfg(test)]
+    pub(crate) fn writes(&self) -> u64 {
+        let st = self.link.lock();
+        st.conn.as_ref().map_or(0, |c| c.out.writes())
+    }
+
     /// Writes the requests held since [`TcpClient::hold_writes`] and
     /// writes each further request as its call starts again.
     pub fn release_writes(&self) {
@@ -283,7 +293,7 @@ impl TcpClient {
             json: true,
         };
         self.link
-            .start_with_sink(spec, args, options.timeout, Arc::clone(sink), token);
+            .start_with_sink(spec, args, options.timeout, Arc::clone(sink), token, None);
         Ok(())
     }
 
@@ -355,8 +365,34 @@ impl Transport for TcpClient {
             idempotent: method.idempotent,
             json: false,
         };
+        let sink = Arc::clone(sink);
         self.link
-            .start_with_sink(spec, args, options.timeout, Arc::clone(sink), token);
+            .start_with_sink(spec, args, options.timeout, sink, token, None);
+        Ok(())
+    }
+
+    /// [`Transport::start_call`], the request appended to the connection's
+    /// output in `writes` rather than written at once.
+    fn start_call_in(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+        writes: &mut WriteBatch,
+    ) -> Result<(), Bytes> {
+        if args.len() > MAX_PAYLOAD_BYTES {
+            return Err(args);
+        }
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: false,
+        };
+        let sink = Arc::clone(sink);
+        self.link
+            .start_with_sink(spec, args, options.timeout, sink, token, Some(writes));
         Ok(())
     }
 

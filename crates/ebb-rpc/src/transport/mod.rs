@@ -22,11 +22,13 @@ pub mod stream;
 pub mod tls;
 pub mod unacked;
 pub mod workers;
+pub mod write_batch;
 
 pub use client::{Credentials, TcpClient, TcpClientConfig};
 pub use pool::{PoolConfig, PoolError, PooledClient};
 pub use server::Server;
 pub use tls::{ClientTls, ServerTls, TlsError};
+pub use write_batch::WriteBatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

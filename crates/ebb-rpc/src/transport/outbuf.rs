@@ -115,6 +115,10 @@ pub struct OutBuf {
     /// Bytes written to the socket so far, counted as each write returns:
     /// how a client tells a large request still leaving from a lost one.
     written: AtomicU64,
+    /// Times a producer handed bytes to the socket in place (one system
+    /// call each, unless the socket took only part): how batching is
+    /// counted.
+    writes: AtomicU64,
     /// Payloads written from their own buffers go back to the thread's
     /// reply buffers once written, when nothing else holds them (see
     /// [`OutBuf::for_replies`]).
@@ -138,6 +142,7 @@ impl Default for OutBuf {
             closing: Notify::new(),
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             recycle: false,
             abandoned: AtomicBool::new(false),
         }
@@ -183,6 +188,9 @@ impl OutBuf {
                 // The writer is waiting for room and takes these too.
                 Some(_) if *blocked => false,
                 Some(sock) => {
+                    if *written < buf.len() {
+                        self.writes.fetch_add(1, Ordering::Relaxed);
+                    }
                     // A write error is the writer's to report: it meets
                     // the same error and closes the buffer.
                     let all = sock
@@ -249,6 +257,12 @@ impl OutBuf {
     /// Bytes written to the socket so far.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// Writes producers made in place so far (see the field); the writer
+    /// task's, once the socket was full, are not counted.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     fn pending_bytes(&self) -> usize {

@@ -18,6 +18,7 @@ use super::link::{Link, hand_over};
 use super::state::State;
 use super::{MAX_RECONNECT_BACKOFF_MS, RECONNECT_BACKOFF_MS};
 use crate::CallError;
+use crate::service::WriteBatch;
 use crate::wire::Message;
 
 /// Callers one batch of replies must wake before the requests they start
@@ -76,6 +77,9 @@ impl Driver {
         let mut looked = false;
         // Swapped with the waiters', so handing outcomes over allocates once.
         let mut spare: Handed = Vec::new();
+        // The replies sinks send on for the outcomes of one read, written
+        // together once all are handed over (kept, so it allocates once).
+        let mut replies = WriteBatch::default();
         loop {
             if link.closing.load(Ordering::Acquire) {
                 return;
@@ -85,7 +89,7 @@ impl Driver {
                 let woken = self.pump(&mut st);
                 st.armed = st.session.poll_timeout();
                 let planned = (st.armed, st.waited_on(), woken);
-                hand_over(st, &mut spare);
+                hand_over(st, &mut spare, &mut replies);
                 planned
             };
             self.coalesce(woken).await;

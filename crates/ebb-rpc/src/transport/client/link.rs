@@ -30,7 +30,7 @@ use super::state::State;
 use crate::CallError;
 use crate::fast_map::FastMap;
 use crate::semantics::{CallSpec, ClientSession};
-use crate::service::CallSink;
+use crate::service::{CallSink, WriteBatch};
 use crate::wire::FrameCodec;
 
 /// `load`'s cell before any report: a load no server reports.
@@ -83,12 +83,14 @@ impl Link {
             Err(e) => return Answer::now(self, Err(e)),
         };
         st.waiters.expect(id.0);
-        self.send_started(st);
+        st.transmit(&self.codec);
+        self.after_start(st);
         Answer::waiting(self, id.0)
     }
 
     /// Starts a call now; its outcome goes to `sink` with `token`, handed
-    /// over by whoever learns it, outside the lock.
+    /// over by whoever learns it, outside the lock. With `writes` the
+    /// request is appended there, written when its owner flushes it.
     pub(super) fn start_with_sink(
         &self,
         spec: CallSpec,
@@ -96,6 +98,7 @@ impl Link {
         timeout: Nanos,
         sink: Arc<dyn CallSink>,
         token: u64,
+        writes: Option<&mut WriteBatch>,
     ) {
         let now = self.clock.now();
         let mut st = self.lock();
@@ -112,15 +115,18 @@ impl Link {
             }
         };
         st.waiters.expect_sink(id.0, sink, token);
-        self.send_started(st);
+        match writes {
+            Some(writes) if !st.corked => st.transmit_into(&self.codec, writes),
+            _ => st.transmit(&self.codec),
+        }
+        self.after_start(st);
     }
 
-    /// What follows a call's start, whoever awaits it: its request goes
-    /// out, an outcome it already has is handed over, and the driver is
-    /// woken when the call's timer is due before the one it has armed or
-    /// there is no connection to send on.
-    fn send_started(&self, mut st: MutexGuard<'_, State>) {
-        st.transmit(&self.codec);
+    /// What follows a call's start and its request's transmission,
+    /// whoever awaits it: an outcome it already has is handed over, and the
+    /// driver is woken when the call's timer is due before the one it has
+    /// armed or there is no connection to send on.
+    fn after_start(&self, mut st: MutexGuard<'_, State>) {
         // A call can end as it starts (no time left, credentials refused).
         st.deliver(&self.addr);
         let sooner = match (st.session.poll_timeout(), st.armed) {
@@ -131,7 +137,7 @@ impl Link {
         if sooner || st.conn.is_none() {
             self.wake.notify_one();
         }
-        hand_over(st, &mut Vec::new());
+        hand_over(st, &mut Vec::new(), &mut WriteBatch::default());
     }
 
     pub(super) fn with_waiters<T>(&self, f: impl FnOnce(&mut Waiters) -> T) -> T {
@@ -170,7 +176,7 @@ impl Link {
         let mut st = self.lock();
         st.session.abandon_all(cause);
         st.deliver(&self.addr);
-        hand_over(st, &mut Vec::new());
+        hand_over(st, &mut Vec::new(), &mut WriteBatch::default());
     }
 
     pub(super) fn reported_load(&self) -> Option<u32> {
@@ -203,15 +209,31 @@ impl Link {
 
 /// Lets go of the lock, then hands the sinks their outcomes; `spare` is an
 /// empty vector to swap in, so a caller that keeps one allocates none.
-pub(super) fn hand_over(mut st: MutexGuard<'_, State>, spare: &mut Handed) {
+/// The replies the sinks send on through `replies` (a forwarder answering
+/// its own callers) are written once all are handed over: the outcomes of
+/// one read of the server leave in one write per connection they go to. A
+/// lone outcome is delivered plainly: batching it would only cost.
+pub(super) fn hand_over(
+    mut st: MutexGuard<'_, State>,
+    spare: &mut Handed,
+    replies: &mut WriteBatch,
+) {
     if st.waiters.handed.is_empty() {
         return;
     }
     std::mem::swap(&mut st.waiters.handed, spare);
     drop(st);
-    for (sink, token, outcome) in spare.drain(..) {
-        sink.deliver(token, outcome);
+    if spare.len() == 1 {
+        // Alone: nothing to write together with, so no batch to keep.
+        if let Some((sink, token, outcome)) = spare.pop() {
+            sink.deliver(token, outcome);
+        }
+        return;
     }
+    for (sink, token, outcome) in spare.drain(..) {
+        sink.deliver_in(token, outcome, replies);
+    }
+    replies.flush();
 }
 
 /// Connects to `addr` and spawns the driver of the new link; must run

@@ -7,6 +7,7 @@ use tokio::sync::oneshot;
 
 use super::super::framebuf::FrameBuf;
 use super::super::frames;
+use super::super::write_batch::WriteBatch;
 use super::answer::Waiters;
 use super::conn::ConnOut;
 use super::link::Reply;
@@ -56,6 +57,18 @@ impl State {
                     conn.out.push_with(encode)
                 };
             }
+            None => session.drain_transmit(|_| {}),
+        }
+    }
+
+    /// [`State::transmit`], the messages appended to the connection's
+    /// output in `writes`, which its owner flushes.
+    pub(super) fn transmit_into(&mut self, codec: &FrameCodec, writes: &mut WriteBatch) {
+        let State { session, conn, .. } = self;
+        match conn {
+            Some(conn) => writes.append(&conn.out, |b| {
+                session.drain_transmit(|message| frames::append(codec, message, b));
+            }),
             None => session.drain_transmit(|_| {}),
         }
     }

@@ -19,6 +19,7 @@ use crate::service::{
 use crate::transport::framebuf::FrameBuf;
 use crate::transport::frames;
 use crate::transport::outbuf::OutBuf;
+use crate::transport::write_batch::WriteBatch;
 use crate::wire::{Message, Outcome};
 
 /// Records a call that ended (ran or was cancelled); its reply joins the
@@ -67,10 +68,15 @@ pub(super) fn admit<D>(
 /// `started` is the read of the socket that brought the call; the service
 /// is told it ([`CallContext::received`]), so a forwarding server can judge
 /// how long the call waited inside it, at no clock read of its own.
+///
+/// `writes`: where a deferring dispatcher's writes elsewhere for the read's
+/// calls wait (a forwarder's requests to its nodes), flushed by the caller
+/// once the read's calls have all started; `None` for a call alone in its
+/// read, whose writes leave at once.
 pub(super) fn run_call<'a, D: ServiceDispatch>(
     core: &'a Arc<Core<D>>,
-    out: &Arc<OutBuf>,
-    batch: &mut FrameBuf,
+    (out, batch): (&Arc<OutBuf>, &mut FrameBuf),
+    writes: Option<&mut WriteBatch>,
     running: &mut RunningCalls<'a>,
     incoming: Incoming,
     started: ebb_core::Instant,
@@ -79,7 +85,7 @@ pub(super) fn run_call<'a, D: ServiceDispatch>(
     let read = core.clock.to_tokio(started).into_std();
     let call_cx = CallContext::new(incoming.deadline).received_at(read);
     if !key.json && core.dispatch.defers(key.method) {
-        return run_deferred(core, incoming, call_cx);
+        return run_deferred(core, incoming, call_cx, writes);
     }
     let heavy_json = key.json && incoming.payload.len() > MAX_INLINE_JSON_BYTES;
     if heavy_json || core.dispatch.method(key.method).is_some_and(|m| m.blocking) {
@@ -109,13 +115,19 @@ pub(super) fn run_call<'a, D: ServiceDispatch>(
 /// A call its dispatcher answers later through a [`DeferredReply`]: no
 /// future, no place in the connection's running set. A panic while it
 /// starts drops the reply, which answers the call as panicked.
-fn run_deferred<D: ServiceDispatch>(core: &Arc<Core<D>>, incoming: Incoming, cx: CallContext) {
+fn run_deferred<D: ServiceDispatch>(
+    core: &Arc<Core<D>>,
+    incoming: Incoming,
+    cx: CallContext,
+    writes: Option<&mut WriteBatch>,
+) {
     let Incoming { key, payload, .. } = incoming;
     let sink: Arc<dyn ReplySink> = Arc::clone(core) as Arc<dyn ReplySink>;
     let reply = DeferredReply::new(sink, key);
-    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        core.dispatch
-            .dispatch_deferred(key.method, payload, cx, reply);
+    let dispatch = &core.dispatch;
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| match writes {
+        Some(writes) => dispatch.dispatch_deferred_in(key.method, payload, cx, reply, writes),
+        None => dispatch.dispatch_deferred(key.method, payload, cx, reply),
     }));
 }
 

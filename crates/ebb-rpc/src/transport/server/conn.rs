@@ -20,6 +20,7 @@ use crate::transport::framebuf::FrameBuf;
 use crate::transport::frames;
 use crate::transport::outbuf::{MAX_PENDING_WRITE_BYTES, OutBuf};
 use crate::transport::stream::{ReadSide, WriteSide};
+use crate::transport::write_batch::WriteBatch;
 use crate::wire::ConnErrorKind;
 
 /// What woke a connection's task.
@@ -42,6 +43,9 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     // This wake-up's replies, written (or queued) whole; reused.
     let mut batch = FrameBuf::default();
+    // What deferred calls started by a read write elsewhere (a
+    // forwarder's requests), flushed once the read's calls have started.
+    let mut writes = WriteBatch::default();
     // Calls that did not finish at their first poll, driven by this task.
     let mut running = RunningCalls::new(core.clock);
     // Registered once: a wake-up per turn of the loop would cost more than
@@ -111,7 +115,12 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                     let Some(incoming) = calls::admit(&core, &mut batch, conn, frame, now) else {
                         continue;
                     };
-                    calls::run_call(&core, &out, &mut batch, &mut running, incoming, now);
+                    // A frame alone in its read, with nothing gathered
+                    // yet, has nothing to be written together with.
+                    let together = !buf.is_empty() || writes.pending_outputs() > 0;
+                    let here = (&out, &mut batch);
+                    let writes = together.then_some(&mut writes);
+                    calls::run_call(&core, here, writes, &mut running, incoming, now);
                     // Ship a part of a large read, so the client works on
                     // the first replies while the rest run: sending the
                     // whole window at once makes the two ends take turns.
@@ -119,12 +128,14 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                         replies.ship(&mut batch);
                     }
                 }
+                writes.flush();
             }
         }
         if !batch.is_empty() {
             replies.ship(&mut batch);
         }
     }
+    writes.flush();
     out.close();
     {
         let mut shared = core.lock();

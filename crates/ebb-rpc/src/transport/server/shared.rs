@@ -12,7 +12,7 @@ use crate::fast_map::FastMap;
 use crate::semantics::ConnId;
 use crate::semantics::ServerSession;
 use crate::semantics::server::CallKey;
-use crate::service::{ReplySink, ServiceDispatch};
+use crate::service::{ReplySink, ServiceDispatch, WriteBatch};
 use crate::transport::clock::RuntimeClock;
 use crate::transport::framebuf::FrameBuf;
 use crate::transport::frames;
@@ -21,7 +21,7 @@ use crate::transport::tls::ServerTls;
 use crate::transport::workers::Workers;
 use crate::wire::{ConnErrorKind, FrameCodec, Incarnation, Outcome};
 
-use super::refuse;
+use super::{refuse, replies};
 
 /// What all connections share: the semantics, and each open connection's
 /// output, which the session's routes name.
@@ -163,5 +163,20 @@ impl<D: ServiceDispatch> ReplySink for Core<D> {
     fn send_reply(&self, key: CallKey, outcome: Outcome, payload: bytes::Bytes) {
         let now = self.now();
         self.complete(key, outcome, payload, now, None);
+    }
+
+    fn append_reply(
+        &self,
+        key: CallKey,
+        outcome: Outcome,
+        payload: bytes::Bytes,
+        batch: &mut WriteBatch,
+    ) {
+        let now = self.now();
+        let mut shared = self.lock();
+        let Shared { session, outs } = &mut *shared;
+        session.complete_with(key, outcome, payload, now, |reply, route| {
+            replies::append_to_batch(&self.codec, outs, reply, route, batch);
+        });
     }
 }
