@@ -284,17 +284,51 @@ impl TcpClient {
         sink: &Arc<dyn CallSink>,
         token: u64,
     ) -> Result<(), Bytes> {
-        if args.len() > MAX_PAYLOAD_BYTES {
-            return Err(args);
-        }
         let spec = CallSpec {
             method,
             idempotent,
             json: true,
         };
+        self.start_spec(spec, args, options, sink, token, None)
+    }
+
+    /// Starts a call whose outcome goes to `sink`, its request appended to
+    /// `writes` when given, else written at once; gives the arguments back
+    /// unsent when they exceed the frame's payload limit.
+    fn start_spec(
+        &self,
+        spec: CallSpec,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+        writes: Option<&mut WriteBatch>,
+    ) -> Result<(), Bytes> {
+        if args.len() > MAX_PAYLOAD_BYTES {
+            return Err(args);
+        }
+        let sink = Arc::clone(sink);
         self.link
-            .start_with_sink(spec, args, options.timeout, Arc::clone(sink), token, None);
+            .start_with_sink(spec, args, options.timeout, sink, token, writes);
         Ok(())
+    }
+
+    /// A typed (postcard) call of `method` started with [`Self::start_spec`].
+    fn start_sunk(
+        &self,
+        method: &'static MethodInfo,
+        args: Bytes,
+        options: CallOptions,
+        sink: &Arc<dyn CallSink>,
+        token: u64,
+        writes: Option<&mut WriteBatch>,
+    ) -> Result<(), Bytes> {
+        let spec = CallSpec {
+            method: method.id,
+            idempotent: method.idempotent,
+            json: false,
+        };
+        self.start_spec(spec, args, options, sink, token, writes)
     }
 
     async fn call_spec(
@@ -357,18 +391,7 @@ impl Transport for TcpClient {
         sink: &Arc<dyn CallSink>,
         token: u64,
     ) -> Result<(), Bytes> {
-        if args.len() > MAX_PAYLOAD_BYTES {
-            return Err(args);
-        }
-        let spec = CallSpec {
-            method: method.id,
-            idempotent: method.idempotent,
-            json: false,
-        };
-        let sink = Arc::clone(sink);
-        self.link
-            .start_with_sink(spec, args, options.timeout, sink, token, None);
-        Ok(())
+        self.start_sunk(method, args, options, sink, token, None)
     }
 
     /// [`Transport::start_call`], the request appended to the connection's
@@ -382,18 +405,7 @@ impl Transport for TcpClient {
         token: u64,
         writes: &mut WriteBatch,
     ) -> Result<(), Bytes> {
-        if args.len() > MAX_PAYLOAD_BYTES {
-            return Err(args);
-        }
-        let spec = CallSpec {
-            method: method.id,
-            idempotent: method.idempotent,
-            json: false,
-        };
-        let sink = Arc::clone(sink);
-        self.link
-            .start_with_sink(spec, args, options.timeout, sink, token, Some(writes));
-        Ok(())
+        self.start_sunk(method, args, options, sink, token, Some(writes))
     }
 
     /// Ends every call of this client now with `ConnectionLost`, saying
