@@ -101,13 +101,11 @@ def pin(pid, cpu):
                    stdout=subprocess.DEVNULL)
 
 
-def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None, caller_bound=None):
-    """`ebb up` with one process node; returns (process, rpc, http).
-    `caller_bound`: its `admission.max_in_flight_per_caller` (None: the
-    default)."""
-    cfg = os.path.join(tmp, f"{name}.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""[gateway]
+def gateway_config(threads, caller_bound=None):
+    """The `ebb up` config of every gateway these benchmarks measure: one
+    process node, `jsq`, admission on, no autoscaler. `caller_bound`: its
+    `admission.max_in_flight_per_caller` (None: the default)."""
+    return f"""[gateway]
 rpc = "127.0.0.1:0"
 http = "127.0.0.1:0"
 seed = 1
@@ -127,7 +125,14 @@ default_deadline_ms = 2000
 {"" if caller_bound is None else f"max_in_flight_per_caller = {caller_bound}"}
 [autoscale]
 policy = "none"
-""")
+"""
+
+
+def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None, caller_bound=None):
+    """`ebb up` with `gateway_config`; returns (process, rpc, http)."""
+    cfg = os.path.join(tmp, f"{name}.toml")
+    with open(cfg, "w") as f:
+        f.write(gateway_config(threads, caller_bound))
     p = children.start([*wrap, ebb, "up", cfg], stdout=subprocess.PIPE, text=True,
                        env=env, stderr=subprocess.DEVNULL)
     rpc = http = None

@@ -14,35 +14,19 @@ set -e
 EBB=$(readlink -f "$1"); RATE=$2; DUR=$3; CONNS=${4:-8}
 T=$(mktemp -d /tmp/ebb-gateway-syscalls.XXXX)
 trap 'kill $PID 2>/dev/null; rm -rf "$T"' EXIT
-cat > "$T/gw.toml" <<EOF
-[gateway]
-rpc = "127.0.0.1:0"
-http = "127.0.0.1:0"
-seed = 1
-threads = 1
-[service]
-name = "demo"
-[pool]
-kind = "process"
-initial = 1
-min = 1
-max = 1
-[balance]
-policy = "jsq"
-[admission]
-enabled = true
-default_deadline_ms = 2000
-[autoscale]
-policy = "none"
-EOF
+BENCH=$(dirname "$(readlink -f "$0")")
+python3 -c "import sys; sys.path.insert(0, sys.argv[1]); from gateway_cost import gateway_config; \
+print(gateway_config(1), end='')" "$BENCH" > "$T/gw.toml"
 "$EBB" up "$T/gw.toml" > "$T/out" 2>/dev/null &
 PID=$!
 for _ in $(seq 300); do grep -q -- '-> ready' "$T/out" 2>/dev/null && break; sleep 0.1; done
 RPC=$(grep '^gateway listening on' "$T/out" | awk '{print $NF}')
 taskset -a -p -c 0 $PID > /dev/null
 MSG='{"msg":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
-# One sender thread per 40k/s offered, as bench/gateway_cost.py does.
-THREADS=$(( (RATE + 39999) / 40000 ))
+# One sender thread per LOAD_RATE_PER_THREAD offered, as bench/gateway_cost.py does.
+PER_THREAD=$(python3 -c "import sys; sys.path.insert(0, sys.argv[1]); from gateway_cost import LOAD_RATE_PER_THREAD; \
+print(LOAD_RATE_PER_THREAD)" "$BENCH")
+THREADS=$(( (RATE + PER_THREAD - 1) / PER_THREAD ))
 [ "$CONNS" -lt "$THREADS" ] && CONNS=$THREADS
 load() {
   "$EBB" load --target "$RPC" --rate "$1" --duration "$2" --method Demo.echo --args "$MSG" \
