@@ -382,6 +382,9 @@ def main():
                     help="with --sweep: also sweep a gateway with each of these "
                          "admission.max_in_flight_per_caller values (comma-separated), beside the default one")
     ap.add_argument("--load-cpu", type=int, help="pin the load generator to this CPU (default: not pinned)")
+    ap.add_argument("--node-cpu", type=int,
+                    help="pin every node (the direct one and each gateway's) to this CPU, so that with "
+                         "--load-cpu on the same CPU the proxy has its CPU to itself (default: not pinned)")
     ap.add_argument("--load-threads", type=int,
                     help="sender threads of the load generator (`ebb load --threads`; default: one per "
                          f"{LOAD_RATE_PER_THREAD} calls/s offered)")
@@ -431,9 +434,16 @@ def main():
         hp, hp_http = haproxy_one(children, tmp, node_http, "http")
         hpt, hp_tcp = haproxy_one(children, tmp, node_rpc, "tcp")
         rl, rl_rpc = relay_one(children, a.relay, node_rpc) if rpc_rows else (None, None)
-        for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded)):
-            if p:
-                pin(p.pid, a.cpu)
+        proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded)) if p]
+        for p in proxies:
+            pin(p.pid, a.cpu)
+            if a.node_cpu is not None:
+                for node in descendants(p.pid)[1:]:
+                    pin(node, a.node_cpu)
+        if a.node_cpu is not None:
+            for p in children.procs:
+                if p.poll() is None and p not in proxies:
+                    pin(p.pid, a.node_cpu)
         # Each gateway runs its own process node: a gateway's added latency
         # is measured against calls straight to that node, in the same
         # repetition, so a difference between nodes is not counted as the
@@ -515,7 +525,8 @@ def sweep(a, paths, admin, children):
     nodes and the load generator) in the same sweep."""
     print(f"64 B Demo.echo over ebb RPC, {a.duration:g} s per rate, {a.connections} connections; "
           f"proxies pinned to CPU {a.cpu}, one thread; load generator "
-          f"{'not pinned' if a.load_cpu is None else f'pinned to CPU {a.load_cpu}'}; "
+          f"{'not pinned' if a.load_cpu is None else f'pinned to CPU {a.load_cpu}'}; nodes "
+          f"{'not pinned' if a.node_cpu is None else f'pinned to CPU {a.node_cpu}'}; "
           f"load average {open('/proc/loadavg').read().split()[0]}")
     print()
     print("| offered/s | path | nice | answered/s | overloaded / deadline / not sent (load generator) "
