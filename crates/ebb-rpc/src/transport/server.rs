@@ -31,6 +31,7 @@ use shared::{Core, Shared};
 mod accept;
 mod calls;
 mod conn;
+mod early;
 mod json;
 mod refuse;
 mod replies;

@@ -200,6 +200,11 @@ impl ClientSession {
         self.postponed_retransmits
     }
 
+    /// Calls that ended and are not yet polled ([`ClientSession::poll_event`]).
+    pub fn ended(&self) -> usize {
+        self.events.len()
+    }
+
     /// The next call that ended.
     pub fn poll_event(&mut self) -> Option<CallOutcome> {
         self.events.pop_front()

@@ -24,6 +24,26 @@ use crate::wire::Message;
 /// Callers one batch of replies must wake before the requests they start
 /// are held and written together.
 const COALESCE_MIN_CALLERS: usize = 2;
+/// The callers of a read's replies are woken a share at a time, 1/N of
+/// them (at least `MIN_SHARE_CALLERS`), while the server holds fewer calls
+/// than are left to hand over (see [`first_share`]).
+const SHARE_DIVISOR: usize = 4;
+const MIN_SHARE_CALLERS: usize = 2;
+
+/// How many of the `ended` calls' callers to wake before the requests
+/// they start are written: all of them while the server holds at least as
+/// many calls (`outstanding`) as there are to hand over, else a quarter,
+/// whose requests the server runs while the next share's callers run.
+/// Handed over whole, the 16 replies of a window of 16 made the two ends
+/// take turns, each idle (on a quiet machine, asleep) while the other ran
+/// its 16 calls: at 16 outstanding on a multi-thread runtime that lost to
+/// a peer that writes each reply apart.
+fn first_share(ended: usize, outstanding: usize) -> usize {
+    if ended < 2 * MIN_SHARE_CALLERS || outstanding >= ended {
+        return usize::MAX;
+    }
+    (ended / SHARE_DIVISOR).max(MIN_SHARE_CALLERS)
+}
 
 pub(super) struct Driver {
     pub(super) link: Arc<Link>,
@@ -49,11 +69,17 @@ impl Drop for Driver {
     /// its callers learn it now rather than wait forever.
     fn drop(&mut self) {
         let mut st = self.link.lock();
+        // Outcomes already known reach their callers.
+        st.deliver(&self.link.addr, usize::MAX);
+        let handed = std::mem::take(&mut st.waiters.handed);
         st.ended = true;
         st.conn = None;
         let sinks = st.waiters.release_all();
         st.describes.clear();
         drop(st);
+        for (sink, token, outcome) in handed {
+            sink.deliver(token, outcome);
+        }
         for (sink, token) in sinks {
             sink.deliver(token, Err(self.link.shut_down(true)));
         }
@@ -84,15 +110,19 @@ impl Driver {
             if link.closing.load(Ordering::Acquire) {
                 return;
             }
-            let (timer, waited_on, woken) = {
+            let (timer, waited_on, woken, more) = {
                 let mut st = link.lock();
                 let woken = self.pump(&mut st);
                 st.armed = st.session.poll_timeout();
-                let planned = (st.armed, st.waited_on(), woken);
+                let planned = (st.armed, st.waited_on(), woken, st.sharing);
                 hand_over(st, &mut spare, &mut replies);
                 planned
             };
             self.coalesce(woken).await;
+            if more {
+                // The next share of the callers, before anything else.
+                continue;
+            }
             if self.conn.is_none() && self.reconnect_at.is_none() && waited_on {
                 self.reconnect_at = Some(Instant::now());
             }
@@ -228,8 +258,9 @@ impl Driver {
     }
 
     /// Moves the session's output to the socket and its outcomes to the
-    /// callers, and acts on a request to drop the connection; returns how
-    /// many callers were woken.
+    /// callers (the first share of them, see [`first_share`]), and acts on
+    /// a request to drop the connection; returns how many callers were
+    /// woken.
     fn pump(&mut self, st: &mut State) -> usize {
         let link = &*self.link;
         st.transmit(&link.codec);
@@ -252,7 +283,9 @@ impl Driver {
         if let Some(s) = st.session.reported_service_time() {
             link.service_time.store(s.as_nanos(), Ordering::Relaxed);
         }
-        let woken = st.deliver(&link.addr);
+        let share = first_share(st.session.ended(), st.session.outstanding());
+        let woken = st.deliver(&link.addr, share);
+        st.sharing = st.session.ended() > 0;
         if st.session.poll_close() {
             st.conn = None;
             self.conn = None;
@@ -349,5 +382,28 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_share;
+
+    #[test]
+    fn callers_are_woken_a_share_at_a_time_only_while_the_server_runs_short() {
+        // A whole window of 16 ended, nothing left at the server: a
+        // quarter first, then shares until the server holds enough.
+        assert_eq!(first_share(16, 0), 4);
+        assert_eq!(first_share(12, 4), 3);
+        assert_eq!(first_share(9, 7), 2);
+        assert_eq!(first_share(7, 9), usize::MAX);
+        // The server holds as many as there are to hand over: all at once.
+        assert_eq!(first_share(64, 64), usize::MAX);
+        assert_eq!(first_share(100, 28), 25);
+        // Too few to split: all at once, as a lone caller's.
+        assert_eq!(first_share(3, 0), usize::MAX);
+        assert_eq!(first_share(1, 0), usize::MAX);
+        // The smallest split.
+        assert_eq!(first_share(4, 0), 2);
     }
 }

@@ -128,7 +128,11 @@ impl Link {
     /// armed or there is no connection to send on.
     fn after_start(&self, mut st: MutexGuard<'_, State>) {
         // A call can end as it starts (no time left, credentials refused).
-        st.deliver(&self.addr);
+        // While the driver holds a second share of ended calls, it hands
+        // this one over with them, at its next turn.
+        if !st.sharing {
+            st.deliver(&self.addr, usize::MAX);
+        }
         let sooner = match (st.session.poll_timeout(), st.armed) {
             (Some(due), Some(armed)) => due < armed,
             (due, None) => due.is_some(),
@@ -175,7 +179,7 @@ impl Link {
     pub(super) fn abandon(&self, cause: &str) {
         let mut st = self.lock();
         st.session.abandon_all(cause);
-        st.deliver(&self.addr);
+        st.deliver(&self.addr, usize::MAX);
         hand_over(st, &mut Vec::new(), &mut WriteBatch::default());
     }
 
@@ -256,6 +260,7 @@ pub(super) async fn connect(
             armed: None,
             ended: false,
             corked: false,
+            sharing: false,
         }),
         wake: Notify::new(),
         closing: AtomicBool::new(false),

@@ -38,6 +38,11 @@ pub(super) struct State {
     /// they start are appended and leave together when the driver runs
     /// next, with one write (see `Driver::coalesce`).
     pub(super) corked: bool,
+    /// The driver handed over only the first share of the calls that
+    /// ended and hands the rest over at its next turn (see
+    /// `driver::first_share`); callers starting calls meanwhile leave
+    /// them to it.
+    pub(super) sharing: bool,
 }
 
 impl State {
@@ -73,11 +78,13 @@ impl State {
         }
     }
 
-    /// Hands every call that ended to its caller; returns how many callers
-    /// were woken.
-    pub(super) fn deliver(&mut self, addr: &str) -> usize {
+    /// Hands the calls that ended to their callers, until `limit` callers
+    /// were woken (the rest wait in the session); returns how many were.
+    pub(super) fn deliver(&mut self, addr: &str, limit: usize) -> usize {
         let mut woken = 0;
-        while let Some((id, outcome)) = self.session.poll_event() {
+        while woken < limit
+            && let Some((id, outcome)) = self.session.poll_event()
+        {
             let outcome = outcome.map_err(|e| match e {
                 CallError::ConnectionLost { sent, cause } => CallError::ConnectionLost {
                     sent,

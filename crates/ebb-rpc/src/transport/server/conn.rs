@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 
 use super::calls;
+use super::early::EarlyShip;
 use super::replies::Replies;
 use super::running::{Finished, RunningCalls};
 use super::shared::Core;
@@ -85,6 +86,7 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                 // One clock read per batch of frames: they arrived together.
                 let now = core.now();
                 let mut whole = false;
+                let mut early = EarlyShip::new(buf.len());
                 loop {
                     let frame = match codec.decode(&mut buf) {
                         Ok(None) => {
@@ -121,10 +123,12 @@ pub(super) async fn serve_connection<D: ServiceDispatch>(
                     let here = (&out, &mut batch);
                     let writes = together.then_some(&mut writes);
                     calls::run_call(&core, here, writes, &mut running, incoming, now);
-                    // Ship a part of a large read, so the client works on
-                    // the first replies while the rest run: sending the
-                    // whole window at once makes the two ends take turns.
-                    if batch.len() >= REPLY_CHUNK_BYTES {
+                    // Ship a part of a large read, and the first replies of
+                    // a read of many, so the client works on them while
+                    // the rest run: sending the whole window at once makes
+                    // the two ends take turns.
+                    let first_share = early.due(buf.len()) && !batch.is_empty();
+                    if first_share || batch.len() >= REPLY_CHUNK_BYTES {
                         replies.ship(&mut batch);
                     }
                 }
