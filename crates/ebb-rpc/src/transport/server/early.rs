@@ -14,11 +14,14 @@
 /// The first 1/N of a read (in bytes) whose replies leave early.
 const EARLY_SHARE_DIVISOR: usize = 4;
 /// Requests a read must hold on each side of the early write, or it leaves
-/// in one. Two: a read of 16 KiB requests (at most four fit the read
-/// buffer, most reads hold three and part of a fourth) is seldom split;
-/// split after one, it took more CPU per call and gained nothing, its
-/// replies already leaving every `REPLY_CHUNK_BYTES`.
+/// in one.
 const MIN_EARLY_SHIP_FRAMES: usize = 2;
+
+/// Reads larger than this are not split here: their replies already leave
+/// in parts, every `REPLY_CHUNK_BYTES` (and split at 16 KiB, where most
+/// reads hold three or four requests, an early write cost the server CPU
+/// per call and the calls/s it was meant to gain).
+const MAX_EARLY_SHIP_READ_BYTES: usize = super::REPLY_CHUNK_BYTES;
 
 /// One read's progress towards its early write.
 #[derive(Debug)]
@@ -35,7 +38,7 @@ impl EarlyShip {
         EarlyShip {
             read_bytes,
             handled: 0,
-            shipped: false,
+            shipped: read_bytes > MAX_EARLY_SHIP_READ_BYTES,
         }
     }
 
@@ -74,7 +77,7 @@ mod tests {
     fn a_read_of_many_requests_ships_its_first_quarter_once() {
         assert_eq!(ships(16, 123), vec![4]);
         assert_eq!(ships(8, 123), vec![2]);
-        assert_eq!(ships(128, 1100), vec![32]);
+        assert_eq!(ships(48, 1100), vec![12]);
         assert_eq!(ships(4, 16_000), vec![2]);
     }
 
@@ -83,6 +86,12 @@ mod tests {
         assert!(ships(1, 123).is_empty());
         assert!(ships(2, 123).is_empty());
         assert!(ships(3, 123).is_empty());
+    }
+
+    #[test]
+    fn a_read_larger_than_a_reply_chunk_leaves_in_chunks_only() {
+        assert!(ships(128, 1100).is_empty());
+        assert!(ships(5, 16_500).is_empty());
     }
 
     #[test]
