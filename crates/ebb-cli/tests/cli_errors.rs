@@ -553,3 +553,23 @@ fn a_vm_run_refuses_a_zero_timeout_and_a_missing_binary_before_booting() {
         "{e}"
     );
 }
+
+#[test]
+fn a_config_bound_the_gateway_cannot_use_is_refused_naming_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("up.toml");
+    for (section, line, said) in [
+        ("admission", "max_held_bytes = 0", "a positive number of bytes"),
+        (
+            "pool",
+            "cost_per_node_second_usd = 1e300",
+            "a price in dollars from 0 to 1000000",
+        ),
+    ] {
+        let text = format!("[service]\nname = \"demo\"\n[{section}]\n{line}\n");
+        std::fs::write(&config, &text).unwrap();
+        let e = failure(&["up", "--check", config.to_str().unwrap()], 1);
+        let key = format!("{section}.{}", line.split(' ').next().unwrap());
+        assert!(e.contains(&key) && e.contains(said), "{text}: {e}");
+    }
+}
