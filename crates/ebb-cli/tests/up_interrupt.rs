@@ -1,7 +1,8 @@
 //! Ctrl-C at the terminal that runs `ebb up`: the SIGINT reaches every
 //! process of the foreground group, yet a call in flight still finishes
-//! and its reply reaches the caller, because process nodes live in groups
-//! of their own and are drained by the gateway, not killed by the signal.
+//! and its reply reaches the caller, because process nodes (and the origin
+//! store) live in groups of their own and are drained by the gateway, not
+//! killed by the signal.
 #![allow(clippy::unwrap_used)]
 
 mod gateway_common;
@@ -16,13 +17,27 @@ const CALL_MILLIS: u64 = 2_000;
 
 #[test]
 fn a_terminal_ctrl_c_lets_the_call_in_flight_finish_through_ebb_up() {
-    let config = "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
-                  [service]\nname = \"demo\"\n\
-                  [pool]\nkind = \"process\"\ninitial = 1\nmin = 1\nmax = 1\n";
-    let mut up = Up::start_as_terminal_job("interrupt", config);
+    let data = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+         [service]\nname = \"demo\"\n\
+         [pool]\nkind = \"process\"\ninitial = 1\nmin = 1\nmax = 1\n\
+         [origin]\ndata = {:?}\n",
+        data.path().display().to_string()
+    );
+    let mut up = Up::start_as_terminal_job("interrupt", &config);
     up.wait_ready(1);
+    // The node and the origin store `ebb up` started.
     let nodes = up.node_pids();
-    assert_eq!(nodes.len(), 1, "one node process: {nodes:?}");
+    assert_eq!(nodes.len(), 2, "a node and the origin: {nodes:?}");
+    for p in &nodes {
+        assert_eq!(
+            process_group(*p),
+            *p,
+            "child {p} leads a process group of its own, out of reach of the terminal's Ctrl-C"
+        );
+    }
+    assert_eq!(process_group(up.pid()), up.pid());
     let rpc = up.rpc.to_string();
     let call = std::thread::spawn(move || {
         Command::new(env!("CARGO_BIN_EXE_ebb"))
@@ -63,5 +78,13 @@ fn a_terminal_ctrl_c_lets_the_call_in_flight_finish_through_ebb_up() {
     );
     assert!(!lines.iter().any(|l| l.contains("SIGINT")), "{lines:?}");
     let left: Vec<u32> = nodes.into_iter().filter(|p| alive(*p)).collect();
-    assert!(left.is_empty(), "node processes left behind: {left:?}");
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// The process group of `pid`, from /proc (the field after the parent).
+fn process_group(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // pid (comm) state ppid pgrp ...: comm may hold spaces.
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
