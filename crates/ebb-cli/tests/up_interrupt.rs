@@ -88,3 +88,45 @@ fn process_group(pid: u32) -> u32 {
     let (_, rest) = stat.rsplit_once(')').unwrap();
     rest.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
+
+#[test]
+fn a_second_ctrl_c_stops_ebb_up_at_once_and_leaves_no_node() {
+    let config = "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+                  [service]\nname = \"demo\"\n\
+                  [pool]\nkind = \"process\"\ninitial = 1\nmin = 1\nmax = 1\n";
+    let mut up = Up::start_as_terminal_job("interrupt-twice", config);
+    up.wait_ready(1);
+    let nodes = up.node_pids();
+    assert_eq!(nodes.len(), 1, "one node: {nodes:?}");
+    // A call the drain would wait for, longer than the drain's bound: only
+    // the second Ctrl-C ends `ebb up` with status 130.
+    let rpc = up.rpc.to_string();
+    let call = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["call", "--addr", &rpc, "--timeout-ms", "60000"])
+            .args(["Demo.sleep", r#"{"millis":30000}"#])
+            .output()
+            .unwrap()
+    });
+    up.wait_until("the call in flight on the node", |s| {
+        any_node(s, |n| n["in_flight"] == 1)
+    });
+    up.interrupt_group();
+    let mut polls = 0;
+    while !up.output().iter().any(|l| l.starts_with("shutting down")) {
+        polls += 1;
+        assert!(polls < MAX_POLLS, "no shutdown line: {:?}", up.output());
+        std::thread::sleep(POLL_PAUSE);
+    }
+    up.interrupt_group();
+    let status = up.wait_status();
+    assert_eq!(status.code(), Some(130), "{:?}", up.output());
+    let out = call.join().unwrap();
+    assert!(!out.status.success(), "the call in flight was cut short");
+    let mut polls = 0;
+    while nodes.iter().any(|p| alive(*p)) {
+        polls += 1;
+        assert!(polls < MAX_POLLS, "node left behind: {nodes:?}");
+        std::thread::sleep(POLL_PAUSE);
+    }
+}

@@ -135,10 +135,17 @@ impl Up {
     /// Waits for `ebb up` to exit on its own (after a signal sent
     /// elsewhere); panics if it does not, or if it fails.
     pub fn wait_exit(&mut self) -> Vec<String> {
+        let status = self.wait_status();
+        assert!(status.success(), "ebb up exited with {status}");
+        self.output()
+    }
+
+    /// Waits for `ebb up` to exit on its own and returns how it ended;
+    /// panics if it does not.
+    pub fn wait_status(&mut self) -> std::process::ExitStatus {
         for _ in 0..SHUTDOWN_POLLS {
             if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "ebb up exited with {status}");
-                return self.output();
+                return status;
             }
             std::thread::sleep(POLL_PAUSE);
         }
