@@ -435,7 +435,11 @@ fn a_config_value_of_the_wrong_type_says_what_to_write_in_toml() {
     let config = dir.path().join("up.toml");
     for (section, line, said) in [
         ("pool", "initial = -1", "expected a whole number, 0 or more"),
-        ("pool", "max = \"three\"", "expected a whole number, 0 or more"),
+        (
+            "pool",
+            "max = \"three\"",
+            "expected a whole number, 0 or more",
+        ),
         (
             "outlier",
             "consecutive_failures = 99999999999",
@@ -489,8 +493,10 @@ fn call_arguments_that_are_not_json_say_where_they_came_from() {
     // The node is never reached: the arguments are checked first.
     let e = failure(&["call", "--addr", "127.0.0.1:1", "Demo.incr", &at], 1);
     assert!(
-        e.contains(&format!("read from {:?} (given as @FILE)", file.display().to_string()))
-            && e.contains("not valid JSON"),
+        e.contains(&format!(
+            "read from {:?} (given as @FILE)",
+            file.display().to_string()
+        )) && e.contains("not valid JSON"),
         "{e}"
     );
     // Over one frame: refused by size before any connection, not as a
@@ -519,12 +525,12 @@ fn call_arguments_that_are_not_json_say_where_they_came_from() {
 
 #[test]
 fn a_sandbox_limit_out_of_range_names_its_bounds() {
-    let run = |flags: &[&str]| {
+    fn run<'a>(flags: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["sandbox", "run"];
         args.extend_from_slice(flags);
         args.extend_from_slice(&["--", "true"]);
         args
-    };
+    }
     let e = failure(&run(&["--pids", "0"]), 2);
     assert!(e.contains("1..=4194304"), "{e}");
     let e = failure(&run(&["--pids", "18446744073709551615"]), 2);
@@ -543,7 +549,10 @@ fn a_sandbox_limit_out_of_range_names_its_bounds() {
 #[test]
 fn a_vm_run_refuses_a_zero_timeout_and_a_missing_binary_before_booting() {
     let e = failure(&["vm", "run", "--timeout-ms", "0", "--", "true"], 2);
-    assert!(e.contains("--timeout-ms") && e.contains("1..=86400000"), "{e}");
+    assert!(
+        e.contains("--timeout-ms") && e.contains("1..=86400000"),
+        "{e}"
+    );
     let e = failure(
         &["vm", "run", "--include", "/nonexistent/jq", "--", "true"],
         1,
@@ -559,7 +568,11 @@ fn a_config_bound_the_gateway_cannot_use_is_refused_naming_its_range() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("up.toml");
     for (section, line, said) in [
-        ("admission", "max_held_bytes = 0", "a positive number of bytes"),
+        (
+            "admission",
+            "max_held_bytes = 0",
+            "a positive number of bytes",
+        ),
         (
             "pool",
             "cost_per_node_second_usd = 1e300",

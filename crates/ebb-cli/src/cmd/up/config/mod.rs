@@ -39,7 +39,10 @@ const TOML_TERMS: [(&str, &str); 6] = [
     ),
     ("expected f64", "expected a number, e.g. 0.5"),
     ("expected a boolean", "expected true or false"),
-    ("expected a sequence", "expected a list, e.g. [\"a\", \"b\"]"),
+    (
+        "expected a sequence",
+        "expected a list, e.g. [\"a\", \"b\"]",
+    ),
 ];
 
 fn in_toml_terms(message: &str) -> String {

@@ -66,9 +66,7 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
         return Err(bad(
             "pool.cost_per_node_second_usd",
             p.cost_per_node_second_usd,
-            format!(
-                "a price in dollars from 0 to {MAX_COST_PER_NODE_SECOND_USD}, e.g. 0.000012"
-            ),
+            format!("a price in dollars from 0 to {MAX_COST_PER_NODE_SECOND_USD}, e.g. 0.000012"),
         ));
     }
     check_limits(p, kind)?;
