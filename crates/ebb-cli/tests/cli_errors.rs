@@ -586,3 +586,32 @@ fn a_config_bound_the_gateway_cannot_use_is_refused_naming_its_range() {
         assert!(e.contains(&key) && e.contains(said), "{text}: {e}");
     }
 }
+
+#[test]
+fn an_origin_that_cannot_listen_does_not_count_as_a_run() {
+    use std::io::BufRead;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let e = failure(&["origin", "--listen", &addr, "--data", data], 1);
+    assert!(
+        e.contains(&format!("--listen {addr}: cannot listen there")) && !e.contains("incarnation"),
+        "{e}"
+    );
+    // The first start that listens is the store's first run: no leases of
+    // a previous run to wait out.
+    let mut origin = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["origin", "--listen", "127.0.0.1:0", "--data", data])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(origin.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = origin.kill();
+    let _ = origin.wait();
+    assert_eq!(first.trim(), "origin: incarnation 1");
+}
