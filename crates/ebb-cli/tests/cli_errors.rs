@@ -110,6 +110,15 @@ fn a_busy_port_is_named_once() {
         1,
         "the cause is printed once: {e}"
     );
+    let e = failure(
+        &["chaos", "--listen", &addr, "--upstream", "127.0.0.1:1"],
+        1,
+    );
+    assert!(
+        e.contains(&format!("--listen {addr}: cannot listen there")),
+        "the flag is named: {e}"
+    );
+    assert_eq!(e.matches("in use").count(), 1, "{e}");
 }
 
 #[test]
