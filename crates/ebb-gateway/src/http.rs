@@ -295,7 +295,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// Unknown keys are refused: a typo such as `{"targte": 3}` or a key this
+/// version does not know must not look like a pool change that happened.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PoolRequest {
     target: usize,
 }
@@ -304,7 +307,8 @@ async fn set_pool(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Resp
     let req: PoolRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            let msg = format!("expected {{\"target\": N}} with N a whole number: {e}");
+            let msg =
+                format!("expected {{\"target\": N}} with N a whole number and no other key: {e}");
             return HttpError::BadRequest(msg).into_response();
         }
     };
