@@ -70,7 +70,8 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::DispatchBehind => write!(
                 f,
-                "the nodes' room is taken by answers the gateway has not read yet"
+                "requests would wait in the gateway before dispatch: the nodes' room is \
+                 taken by answers it has not read yet"
             ),
         }
     }

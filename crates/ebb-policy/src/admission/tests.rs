@@ -384,8 +384,13 @@ fn every_refusal_names_a_distinct_published_rule() {
     ];
     let rules: Vec<&str> = all.iter().map(Refusal::rule).collect();
     assert_eq!(rules, Refusal::RULES);
-    // The two ways of being behind share one rule: one bound to raise.
+    // The two ways of being behind share one rule (one bound to raise)
+    // and the words a caller's message names it by.
     assert_eq!(Refusal::DispatchBehind.rule(), "gateway_behind");
+    for behind in [all[4], Refusal::DispatchBehind] {
+        let said = behind.to_string();
+        assert!(said.contains("in the gateway before dispatch"), "{said}");
+    }
 }
 
 /// A request that finds no node with room is held while the nodes are
