@@ -44,6 +44,13 @@ pub trait Target: Send + Sync + 'static {
         let _ = ends;
         None
     }
+
+    /// Connection attempts made after the first connections, successful
+    /// or not: how often a connection was lost (closed by the server,
+    /// broken, or dropped by the generator) and opened again.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// Where a call started by a [`Starter`] reports its end: once per started

@@ -159,6 +159,11 @@ pub struct Report {
     pub threads: usize,
     /// Connections opened at the start, over all sender threads.
     pub connections: usize,
+    /// Connection attempts after the start, successful or not, over all
+    /// sender threads: connections closed by the target (an HTTP
+    /// `Connection: close`), broken, or dropped by the generator with an
+    /// unanswered request, and opened again.
+    pub reconnects: u64,
     /// How late the generator sent requests (from each one's scheduled
     /// time to when it was written), ms: how far the generator itself fell
     /// behind. Counted in the latencies above (they run from the scheduled
@@ -193,6 +198,8 @@ pub struct Measured<'a> {
     pub threads: usize,
     /// Connections opened at the start, summed over the threads.
     pub connections: usize,
+    /// Connection attempts after the start, summed over the threads.
+    pub reconnects: u64,
 }
 
 impl Report {
@@ -205,6 +212,7 @@ impl Report {
             wall_s,
             threads,
             connections,
+            reconnects,
         } = m;
         let sent = scheduled - not_sent.min(scheduled);
         let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1_000.0;
@@ -234,6 +242,7 @@ impl Report {
             mean_ms: tally.latency_us.mean() / 1_000.0,
             threads,
             connections,
+            reconnects,
             send_lag_p50_ms: lag_ms(0.5),
             send_lag_p99_ms,
             send_lag_max_ms: send_lag_us.max() as f64 / 1_000.0,
@@ -286,14 +295,22 @@ impl Report {
             self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms
         );
         let plural = |n: usize| if n == 1 { "" } else { "s" };
-        let _ = writeln!(
+        let _ = write!(
             t,
-            "  {} connection{} in all, over {} sender thread{}",
+            "  {} connection{} at the start, over {} sender thread{}",
             self.connections,
             plural(self.connections),
             self.threads,
             plural(self.threads),
         );
+        let _ = match self.reconnects {
+            0 => writeln!(t, "; no reconnects"),
+            n => writeln!(
+                t,
+                "; {n} reconnect{} (a connection closed by the target, broken, or dropped with an unanswered request)",
+                plural(n as usize)
+            ),
+        };
         let _ = writeln!(
             t,
             "  send lag (ms): p50 {:.3}  p99 {:.3}  max {:.3}",
@@ -352,6 +369,7 @@ mod tests {
                 wall_s: 1.0,
                 threads,
                 connections,
+                reconnects: 0,
             },
         )
     }
@@ -427,27 +445,34 @@ mod tests {
             "generator_behind",
             "requested_rate",
             "connections",
+            "reconnects",
         ] {
             assert!(json.get(key).is_some(), "{key} missing in {json}");
         }
     }
 
     /// With several sender threads the table says how many connections
-    /// were opened in all, and over how many threads.
+    /// were opened at the start, over how many threads, and how often one
+    /// was opened again.
     #[test]
-    fn the_table_counts_the_connections_over_all_threads() {
+    fn the_table_counts_the_connections_and_reconnects_over_all_threads() {
         let r = report(10, 200, Some(10.0), 3, 8);
         let t = r.table();
         assert!(
-            t.contains("8 connections in all, over 3 sender threads"),
+            t.contains("8 connections at the start, over 3 sender threads; no reconnects\n"),
             "{t}"
         );
         assert_eq!(r.connections, 8);
-        let one = report(10, 200, Some(10.0), 1, 1).table();
+        let mut one = report(10, 200, Some(10.0), 1, 1);
+        one.reconnects = 992;
+        let t = one.table();
         assert!(
-            one.contains("1 connection in all, over 1 sender thread\n"),
-            "{one}"
+            t.contains("1 connection at the start, over 1 sender thread; 992 reconnects ("),
+            "{t}"
         );
+        let json = serde_json::to_value(&one).expect("a report serializes");
+        assert_eq!(json["reconnects"], 992, "{json}");
+        assert_eq!(json["connections"], 1, "{json}");
     }
 
     /// The note names the measured lag, says the latencies include it, and

@@ -160,6 +160,10 @@ impl Target for RpcTarget {
         }))
     }
 
+    fn reconnects(&self) -> u64 {
+        self.clients.iter().map(TcpClient::reconnect_attempts).sum()
+    }
+
     fn call(&self) -> BoxFuture<'_, Outcome> {
         let client = &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
         Box::pin(async move {

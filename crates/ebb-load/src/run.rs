@@ -138,6 +138,8 @@ struct ThreadReport {
     sent_all: Nanos,
     /// Connections the thread opened at its start.
     connections: usize,
+    /// Connection attempts after the start (its target's reconnects).
+    reconnects: u64,
 }
 
 /// The start signal: every thread connected, go at this instant; or one
@@ -266,6 +268,7 @@ fn merge(info: &mut RunInfo, done: Vec<ThreadReport>, threads: usize) -> Report 
     let mut tally = Tally::default();
     let mut send_lag_us = micros_histogram();
     let (mut scheduled, mut not_sent, mut stopped, mut connections) = (0, 0, false, 0);
+    let mut reconnects = 0;
     let (mut sent_all, mut end) = (Nanos::ZERO, Nanos::ZERO);
     for r in &done {
         tally.merge(&r.tally);
@@ -275,6 +278,7 @@ fn merge(info: &mut RunInfo, done: Vec<ThreadReport>, threads: usize) -> Report 
         not_sent += r.not_sent;
         stopped |= r.stopped;
         connections += r.connections;
+        reconnects += r.reconnects;
         sent_all = sent_all.max(r.sent_all);
         end = end.max(r.sent_all).max(r.last_end.unwrap_or(Nanos::ZERO));
     }
@@ -299,6 +303,7 @@ fn merge(info: &mut RunInfo, done: Vec<ThreadReport>, threads: usize) -> Report 
             wall_s: end.as_secs_f64(),
             threads,
             connections,
+            reconnects,
         },
     )
 }
@@ -348,6 +353,8 @@ impl Sender {
             }
         };
         let _ = self.ready.send(Ok(())).await;
+        // Kept to read its reconnects once its calls have ended.
+        let counted = Arc::clone(&target);
         let start = match self
             .go
             .wait_for(|g| !matches!(g, Go::Wait))
@@ -390,6 +397,7 @@ impl Sender {
             last_end: ends.last,
             sent_all: sent_all.saturating_duration_since(start).into(),
             connections,
+            reconnects: counted.reconnects(),
         })
     }
 }

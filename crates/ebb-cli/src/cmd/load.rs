@@ -51,7 +51,8 @@ not_sent, achieved_rate, offered_rate (the arrivals drawn: a Poisson count
 around requested_rate, not a shortfall), requested_rate, p50_ms, p90_ms,
 p99_ms, p999_ms, max_ms, mean_ms, errors (by kind), send_lag_p50_ms,
 send_lag_p99_ms, send_lag_max_ms, generator_behind, threads, connections
-(in all), and more.")]
+(opened at the start, over all threads), reconnects (connections opened
+again after one closed or broke), and more.")]
 #[command(group(clap::ArgGroup::new("arrivals").args(["rate", "trace"]).required(true)))]
 pub struct Args {
     /// Address of a node or gateway: its RPC address, or with --http its HTTP address.

@@ -1,62 +1,115 @@
 //! One HTTP/1.1 keep-alive connection as one task: it takes the next
-//! waiting call from the queue, writes its request, reads its response to
-//! the end and reports the outcome, one request at a time (HTTP/1.1
-//! without pipelining: at most one request in flight per connection).
+//! waiting call from the queue, writes the run's request bytes, reads the
+//! response to its end and reports the outcome, one request at a time
+//! (no pipelining: at most one request in flight per connection, so a
+//! response can only be that request's).
 //!
-//! The task polls hyper's connection itself, beside the call (and beside
-//! the wait for the next call, so a connection the server closed is seen
-//! at once): the response is read, handed over and classified in one
-//! wake-up of one task, with no task spawned per call and no second task
-//! per connection. A connection that broke, or whose request outlived its
-//! deadline (it still carries that request), is dropped and a new one is
-//! opened for the next call.
+//! While idle the task watches the socket beside the queue, so a
+//! connection the server closed is seen at once and replaced before the
+//! next call rather than failing it. A connection that broke, that the
+//! response said to close, or whose request outlived its deadline (it
+//! still carries that request) is dropped, and a new one is opened for the
+//! next call and counted as a reconnect.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::Shared;
 use super::queue::Queue;
-use super::{MAX_RESPONSE_BYTES, Template};
+use super::response::{Body, parse_head};
 use crate::Outcome;
 
 /// Where a connection's give-up timer first points, before its first
 /// call moves it: far enough never to fire first.
 const IDLE_TIMER_S: u64 = 24 * 3_600;
+/// A connection's read buffer: a response head must fit in it whole, and
+/// so must a chunk's size line.
+pub(super) const READ_BUFFER_BYTES: usize = 16 * 1024;
 
-type Io = TokioIo<TcpStream>;
-type Body = Full<Bytes>;
-
-/// An open connection: the request side and hyper's connection future,
-/// which this task polls.
+/// An open connection and the bytes read from it and not yet used.
 pub(super) struct Link {
-    sender: SendRequest<Body>,
-    conn: Pin<Box<Connection<Io, Body>>>,
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    /// `buf[start..end]` is read and not yet used.
+    start: usize,
+    end: usize,
 }
 
-/// Opens a connection to `addr` and does the HTTP/1.1 handshake.
+/// What a read gave.
+enum Fill {
+    Read,
+    Closed,
+    /// The buffer is full of bytes the parser cannot use yet.
+    Full,
+    Failed,
+}
+
+impl Link {
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.end, "used more than was read");
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Reads more after what is unread, moving that to the front first.
+    async fn fill(&mut self) -> Fill {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.end == self.buf.len() {
+            return Fill::Full;
+        }
+        match self.stream.read(&mut self.buf[self.end..]).await {
+            Ok(0) => Fill::Closed,
+            Ok(n) => {
+                self.end += n;
+                Fill::Read
+            }
+            Err(_) => Fill::Failed,
+        }
+    }
+
+    /// Resolves when an idle connection can no longer carry a request: the
+    /// server closed it, it broke, or it sent bytes nobody asked for.
+    async fn unusable(&mut self) {
+        loop {
+            if self.stream.readable().await.is_err() {
+                return;
+            }
+            let mut probe = [0u8; 1];
+            match self.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Opens a connection to `addr`.
 pub(super) async fn open(addr: &str) -> Result<Link, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
     Ok(Link {
-        sender,
-        conn: Box::pin(conn),
+        stream,
+        buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+        start: 0,
+        end: 0,
     })
 }
 
 /// The connection's task: calls from `queue` until it is closed and empty.
-pub(super) async fn serve(template: Arc<Template>, queue: Arc<Queue>, mut link: Option<Link>) {
+pub(super) async fn serve(shared: Arc<Shared>, queue: Arc<Queue>, mut link: Option<Link>) {
     // One give-up timer for all of the connection's calls, moved to each
     // call's time. A timer made per call would, after an idle spell with
     // none pending, wake the runtime's parked thread to say so (an eventfd
@@ -66,11 +119,9 @@ pub(super) async fn serve(template: Arc<Template>, queue: Arc<Queue>, mut link: 
     tokio::pin!(give_up);
     loop {
         let job = match link.as_mut() {
-            // Waiting for a call while hyper reads the connection: a close
-            // by the server ends the link now, not at the next request.
             Some(l) => tokio::select! {
                 biased;
-                _ = l.conn.as_mut() => {
+                () = l.unusable() => {
                     link = None;
                     continue;
                 }
@@ -84,7 +135,7 @@ pub(super) async fn serve(template: Arc<Template>, queue: Arc<Queue>, mut link: 
         give_up.as_mut().reset(job.give_up.into());
         let outcome = tokio::select! {
             biased;
-            outcome = call(&template, &mut link) => outcome,
+            outcome = call(&shared, &mut link) => outcome,
             () = give_up.as_mut() => {
                 // The connection still carries the unanswered request.
                 link = None;
@@ -95,87 +146,83 @@ pub(super) async fn serve(template: Arc<Template>, queue: Arc<Queue>, mut link: 
     }
 }
 
-/// One request on `link` (opened first if there is none); leaves `link`
-/// empty if the connection cannot carry another.
-async fn call(template: &Template, link: &mut Option<Link>) -> Outcome {
+/// One request on `link` (opened first if there is none, and counted as
+/// a reconnect); leaves `link` empty if the connection cannot carry
+/// another.
+async fn call(shared: &Shared, link: &mut Option<Link>) -> Outcome {
     if link.is_none() {
-        match open(&template.addr).await {
+        shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        match open(&shared.addr).await {
             Ok(l) => *link = Some(l),
             Err(_) => return Outcome::Other("connect_failed".into()),
         }
     }
-    let Some(Link { sender, conn }) = link.as_mut() else {
+    let Some(l) = link.as_mut() else {
         return Outcome::Other("connect_failed".into());
     };
-    let (outcome, reusable) = alongside(conn, exchange(template, sender)).await;
+    let (outcome, reusable) = exchange(&shared.request, l).await;
     if !reusable {
         *link = None;
     }
     outcome
 }
 
-/// Runs `call` while polling `conn` (which does the connection's reads
-/// and writes); says whether the connection is still open after it.
-async fn alongside<F: Future<Output = (Outcome, bool)>>(
-    conn: &mut Pin<Box<Connection<Io, Body>>>,
-    call: F,
-) -> (Outcome, bool) {
-    tokio::pin!(call);
-    let mut open = true;
-    loop {
-        tokio::select! {
-            biased;
-            // The connection first: what it reads is then ready for the
-            // call in the same wake-up.
-            _ = conn.as_mut(), if open => open = false,
-            (outcome, fine) = &mut call => return (outcome, fine && open),
-        }
+/// Writes `request` and reads its response; the flag says whether the
+/// exchange left the connection fit for the next one.
+async fn exchange(request: &[u8], l: &mut Link) -> (Outcome, bool) {
+    // A failed write may have sent part or all of the request.
+    if l.stream.write_all(request).await.is_err() {
+        return (Outcome::OutcomeUnknown, false);
     }
-}
-
-/// Writes the run's request and reads its response; the flag says whether
-/// the exchange left the connection fit for the next one.
-async fn exchange(template: &Template, sender: &mut SendRequest<Body>) -> (Outcome, bool) {
-    if sender.ready().await.is_err() {
-        return (Outcome::Other("connect_failed".into()), false);
-    }
-    let mut request = Request::new(Full::new(template.body.clone()));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = template.uri.clone();
-    *request.headers_mut() = template.headers.clone();
-    let response = match sender.send_request(request).await {
-        Ok(r) => r,
-        // The request may have been written before the connection broke.
-        Err(_) => return (Outcome::OutcomeUnknown, false),
-    };
-    let status = response.status().as_u16();
-    let body = response.into_body();
-    if status == 200 {
-        // Read to its end (so the connection can carry the next request),
-        // not kept.
-        return match drain(body).await {
-            Ok(()) => (Outcome::Ok, true),
-            Err(label) => (Outcome::Other(label.into()), false),
-        };
-    }
-    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
-        Ok(b) => (Outcome::from_http(status, &b.to_bytes()), true),
-        Err(_) => (Outcome::Other("response_unreadable".into()), false),
-    }
-}
-
-/// Reads `body` to its end, holding none of it; longer than
-/// [`MAX_RESPONSE_BYTES`] is an error, as for a gathered body.
-async fn drain(mut body: Incoming) -> Result<(), &'static str> {
-    let mut read = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| "response_unreadable")?;
-        if let Some(data) = frame.data_ref() {
-            read += data.len();
-            if read > MAX_RESPONSE_BYTES {
-                return Err("response_unreadable");
+    let head = loop {
+        match parse_head(l.unread()) {
+            Ok(Some((head, used))) => {
+                l.consume(used);
+                break head;
             }
+            Ok(None) => {}
+            // Written, and no response to tell what became of it.
+            Err(_) => return (Outcome::OutcomeUnknown, false),
+        }
+        match l.fill().await {
+            Fill::Read => {}
+            Fill::Closed | Fill::Full | Fill::Failed => return (Outcome::OutcomeUnknown, false),
+        }
+    };
+    let unreadable = || (Outcome::Other("response_unreadable".into()), false);
+    let Ok(mut body) = Body::new(head.framing) else {
+        return unreadable();
+    };
+    // Only an error body is looked at; a 200's is read and dropped.
+    let keep = head.status != 200;
+    let mut kept = Vec::new();
+    let mut closed = false;
+    loop {
+        match body.feed(l.unread(), keep, &mut kept) {
+            Ok(used) => l.consume(used),
+            Err(_) => return unreadable(),
+        }
+        if body.is_done() {
+            break;
+        }
+        match l.fill().await {
+            Fill::Read => {}
+            Fill::Closed => {
+                if body.at_close().is_err() {
+                    return unreadable();
+                }
+                closed = true;
+                break;
+            }
+            Fill::Full | Fill::Failed => return unreadable(),
         }
     }
-    Ok(())
+    // Bytes past the response answer no request of ours: not reused.
+    let reusable = head.keep_alive && !closed && l.unread().is_empty();
+    let outcome = if keep {
+        Outcome::from_http(head.status, &kept)
+    } else {
+        Outcome::Ok
+    };
+    (outcome, reusable)
 }
