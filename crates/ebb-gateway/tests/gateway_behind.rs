@@ -240,6 +240,61 @@ async fn a_node_bound_held_wait_is_judged_by_the_work_ahead_not_as_gateway_behin
     assert_eq!(gw.refused("deadline"), 1);
 }
 
+/// A node full in the gateway's count that says it executes none of those
+/// calls has answered them; the gateway has not read the replies. A new
+/// request is then refused at once rather than held (it would wait for
+/// the gateway itself, and holding costs a saturated gateway more than a
+/// refusal): nothing joins the held FIFO, the refusal is counted as
+/// `gateway_behind`. The same request finds the FIFO open while the node
+/// says it executes what the gateway counts, and a retry (admitted once
+/// already) is held either way.
+#[tokio::test]
+async fn a_new_request_is_refused_not_held_while_the_nodes_room_waits_on_unread_answers() {
+    let gw = Gateway::new();
+    let _answered_unread = gw.fill(0);
+
+    let (reply, mut answers) = deferred(&METHOD);
+    let cx = CallContext::new(FAR_DEADLINE).received_at(std::time::Instant::now());
+    gw.forwarder.start(&METHOD, Bytes::new(), cx, reply);
+    let (outcome, why) = answers.recv().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Overloaded { .. }),
+        "{outcome:?}: {why:?}"
+    );
+    assert_eq!(gw.refused("gateway_behind"), 1);
+    assert_eq!(gw.registry.held(), (0, 0), "the refused request was held");
+
+    let now = gw.clock.now();
+    match gw
+        .registry
+        .acquire(0, now + FAR_DEADLINE, now, &[], true, None)
+    {
+        Acquired::Refused {
+            why: Refusal::DispatchBehind,
+            ..
+        } => {}
+        _ => panic!("a new request was not refused as dispatch behind"),
+    }
+    // A retry is held: it was admitted once.
+    let retry = gw
+        .registry
+        .acquire(0, now + FAR_DEADLINE, now, &[NodeId(9)], false, None);
+    assert!(matches!(retry, Acquired::Held(_)), "the retry was not held");
+    drop(retry);
+
+    // The node says it executes every call: the wait is the node's.
+    gw.executing.store(BOUND, Ordering::SeqCst);
+    let now = gw.clock.now();
+    let held = gw
+        .registry
+        .acquire(0, now + FAR_DEADLINE, now, &[], true, None);
+    assert!(
+        matches!(held, Acquired::Held(_)),
+        "a request waiting for a busy node was not held"
+    );
+    assert_eq!(gw.registry.held().0, 1);
+}
+
 /// An HTTP request whose head was handed over 5 s ago and whose body
 /// came in only now (a client sending it slowly) waited for its client,
 /// not for the gateway: it is not refused as `gateway_behind`, and it is
