@@ -428,13 +428,19 @@ def main():
         bounded = [(b, *ebb_up(children, tmp, os.path.abspath(a.ebb), f"gateway-{b}", a.gateway_threads,
                                caller_bound=b))
                    for b in (a.caller_bounds if a.sweep else [])]
+        # The same bounds on the --compare build, so a change that matters
+        # only past the default bound is measured against the build before.
+        bounded_compare = [(b, *ebb_up(children, tmp, os.path.abspath(a.compare), f"gateway-compare-{b}",
+                                       a.gateway_threads, caller_bound=b))
+                           for b in (a.caller_bounds if a.sweep and a.compare else [])]
         other = None
         if a.compare:
             other = ebb_up(children, tmp, os.path.abspath(a.compare), "gateway-compare", a.gateway_threads)
         hp, hp_http = haproxy_one(children, tmp, node_http, "http")
         hpt, hp_tcp = haproxy_one(children, tmp, node_rpc, "tcp")
         rl, rl_rpc = relay_one(children, a.relay, node_rpc) if rpc_rows else (None, None)
-        proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded)) if p]
+        proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded + bounded_compare))
+                   if p]
         for p in proxies:
             pin(p.pid, a.cpu)
             if a.node_cpu is not None:
@@ -461,6 +467,7 @@ def main():
             ("rpc", "ebb gateway", gw_rpc, gw),
             *([("rpc", f"ebb gateway, {a.compare}", other[1], other[0])] if other else []),
             *(("rpc", f"ebb gateway, caller bound {b}", rpc, p) for b, p, rpc, _ in bounded),
+            *(("rpc", f"ebb gateway, {a.compare}, caller bound {b}", rpc, p) for b, p, rpc, _ in bounded_compare),
             ("http", "direct", node_http, None),
             ("http", "haproxy", hp_http, hp),
             ("http", "ebb gateway", gw_http, gw),
@@ -476,7 +483,7 @@ def main():
             sched_breakdown(a, paths, children, tmp)
             return
         if a.sweep:
-            admin = {gw.pid: gw_http, **{p.pid: http for _, p, _, http in bounded}}
+            admin = {gw.pid: gw_http, **{p.pid: http for _, p, _, http in bounded + bounded_compare}}
             if other:
                 admin[other[0].pid] = other[2]
             sweep(a, [p for p in paths if p[0] == "rpc" and p[3] is not None], admin, children)

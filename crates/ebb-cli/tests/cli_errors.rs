@@ -110,6 +110,15 @@ fn a_busy_port_is_named_once() {
         1,
         "the cause is printed once: {e}"
     );
+    let e = failure(
+        &["chaos", "--listen", &addr, "--upstream", "127.0.0.1:1"],
+        1,
+    );
+    assert!(
+        e.contains(&format!("--listen {addr}: cannot listen there")),
+        "the flag is named: {e}"
+    );
+    assert_eq!(e.matches("in use").count(), 1, "{e}");
 }
 
 #[test]
@@ -427,4 +436,191 @@ fn a_demo_boot_timeout_is_refused_out_of_range_and_for_other_kinds() {
         e.contains("--boot-timeout-ms 90000") && e.contains("--kind vm only"),
         "{e}"
     );
+}
+
+#[test]
+fn a_config_value_of_the_wrong_type_says_what_to_write_in_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("up.toml");
+    for (section, line, said) in [
+        ("pool", "initial = -1", "expected a whole number, 0 or more"),
+        (
+            "pool",
+            "max = \"three\"",
+            "expected a whole number, 0 or more",
+        ),
+        (
+            "outlier",
+            "consecutive_failures = 99999999999",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("retry", "budget_ratio = \"a lot\"", "expected a number"),
+        ("admission", "enabled = \"yes\"", "expected true or false"),
+        ("service", "command = \"greeter-node\"", "expected a list"),
+    ] {
+        let text = format!("[service]\nname = \"demo\"\n[{section}]\n{line}\n")
+            .replace("[service]\nname = \"demo\"\n[service]\n", "[service]\n");
+        std::fs::write(&config, &text).unwrap();
+        let e = failure(&["up", "--check", config.to_str().unwrap()], 1);
+        assert!(
+            e.contains(line) && e.contains(said),
+            "{text}: the line and what to write: {e}"
+        );
+        assert!(
+            ["usize", "u64", "u32", "f64", "a boolean", "sequence"]
+                .iter()
+                .all(|rust| !e.contains(rust)),
+            "no Rust type names: {e}"
+        );
+    }
+}
+
+#[test]
+fn up_check_names_the_node_program_it_would_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("up.toml");
+    std::fs::write(
+        &config,
+        "[service]\nname = \"demo\"\ncommand = [\"sh\", \"-c\", \"exit 1\"]\n",
+    )
+    .unwrap();
+    let o = ebb(&["up", "--check", config.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(r#"service Demo run by ["sh", "-c", "exit 1"] on process nodes"#),
+        "{out}"
+    );
+}
+
+#[test]
+fn call_arguments_that_are_not_json_say_where_they_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("args.json");
+    std::fs::write(&file, "{key: a}").unwrap();
+    let at = format!("@{}", file.display());
+    // The node is never reached: the arguments are checked first.
+    let e = failure(&["call", "--addr", "127.0.0.1:1", "Demo.incr", &at], 1);
+    assert!(
+        e.contains(&format!(
+            "read from {:?} (given as @FILE)",
+            file.display().to_string()
+        )) && e.contains("not valid JSON"),
+        "{e}"
+    );
+    // Over one frame: refused by size before any connection, not as a
+    // wrong argument.
+    let huge = format!("{{\"msg\":\"{}\"}}", "x".repeat(17 << 20));
+    std::fs::write(&file, &huge).unwrap();
+    let e = failure(&["call", "--addr", "127.0.0.1:1", "Demo.echo", &at], 1);
+    assert!(
+        e.contains(&format!("{} bytes as JSON, over the", huge.len()))
+            && e.contains("one call carries; nothing was sent")
+            && !e.contains("connection"),
+        "{e}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["call", "--addr", "127.0.0.1:1", "Demo.incr", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains(r#"arguments "" read from standard input (given as -) are not valid JSON"#),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_sandbox_limit_out_of_range_names_its_bounds() {
+    fn run<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["sandbox", "run"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "true"]);
+        args
+    }
+    let e = failure(&run(&["--pids", "0"]), 2);
+    assert!(e.contains("1..=4194304"), "{e}");
+    let e = failure(&run(&["--pids", "18446744073709551615"]), 2);
+    assert!(e.contains("1..=4194304"), "{e}");
+    let e = failure(&run(&["--memory-mb", "0"]), 2);
+    assert!(e.contains("4..=16777216"), "{e}");
+    for cpus in ["0", "1e300", "NaN"] {
+        let e = failure(&run(&["--cpus", cpus]), 1);
+        assert!(
+            e.contains("more than 0 and at most 1024") && !e.contains("cgroup"),
+            "--cpus {cpus}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_vm_run_refuses_a_zero_timeout_and_a_missing_binary_before_booting() {
+    let e = failure(&["vm", "run", "--timeout-ms", "0", "--", "true"], 2);
+    assert!(
+        e.contains("--timeout-ms") && e.contains("1..=86400000"),
+        "{e}"
+    );
+    let e = failure(
+        &["vm", "run", "--include", "/nonexistent/jq", "--", "true"],
+        1,
+    );
+    assert!(
+        e.contains("--include /nonexistent/jq: not a file") && !e.contains("initramfs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_config_bound_the_gateway_cannot_use_is_refused_naming_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("up.toml");
+    for (section, line, said) in [
+        (
+            "admission",
+            "max_held_bytes = 0",
+            "a positive number of bytes",
+        ),
+        (
+            "pool",
+            "cost_per_node_second_usd = 1e300",
+            "a price in dollars from 0 to 1000000",
+        ),
+    ] {
+        let text = format!("[service]\nname = \"demo\"\n[{section}]\n{line}\n");
+        std::fs::write(&config, &text).unwrap();
+        let e = failure(&["up", "--check", config.to_str().unwrap()], 1);
+        let key = format!("{section}.{}", line.split(' ').next().unwrap());
+        assert!(e.contains(&key) && e.contains(said), "{text}: {e}");
+    }
+}
+
+#[test]
+fn an_origin_that_cannot_listen_does_not_count_as_a_run() {
+    use std::io::BufRead;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let e = failure(&["origin", "--listen", &addr, "--data", data], 1);
+    assert!(
+        e.contains(&format!("--listen {addr}: cannot listen there")) && !e.contains("incarnation"),
+        "{e}"
+    );
+    // The first start that listens is the store's first run: no leases of
+    // a previous run to wait out.
+    let mut origin = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["origin", "--listen", "127.0.0.1:0", "--data", data])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(origin.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = origin.kill();
+    let _ = origin.wait();
+    assert_eq!(first.trim(), "origin: incarnation 1");
 }

@@ -124,6 +124,19 @@ fn same_answers_and_errors(kind: &str) {
         body["message"].as_str().unwrap().contains("max = 4"),
         "{body}"
     );
+    let (code, body, _) = up.post("/pool", r#"{"target": 2, "extra": 1}"#, &[]);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `extra`"),
+        "{body}"
+    );
 
     // Errors no handler of the gateway writes are JSON too, with a
     // stable kind (and `Allow` on a 405).

@@ -12,13 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use ebb_core::Nanos;
-use ebb_http::{HttpConfig, HttpError, JsonBackend};
+use ebb_http::{HttpConfig, HttpError, JsonBackend, Received};
 use ebb_rpc::service::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::auth::Caller;
-use crate::forward::GatewayError;
+use crate::forward::{Arrival, GatewayError};
 use crate::front::GatewayCalls;
 use crate::ingress::{JsonCallError, RpcIngress};
 use crate::service::{Encoding, Served};
@@ -188,7 +188,7 @@ impl JsonBackend for GatewayBackend {
         Box::pin(async move {
             // The request reached the gateway: what waits from here on
             // (learning a service, a busy core) is the gateway's own delay.
-            let arrived = Some(self.0.forwarder.now());
+            let arrived = Some(Arrival::whole(self.0.forwarder.now()));
             let served = self.served(service, deadline).await?;
             let forwarder = Arc::clone(&self.0.forwarder);
             RpcIngress::new(forwarder, served, self.0.default_deadline)
@@ -219,12 +219,20 @@ impl JsonBackend for GatewayBackend {
         method: &'a str,
         args: Bytes,
         deadline: Nanos,
-        arrived: std::time::Instant,
+        received: Received,
     ) -> Result<Bytes, HttpError> {
-        // When hyper handed the request over: its deadline counts from
-        // there, and what waited since (its body, a busy core) is the
-        // gateway's own delay, which admission judges. No read of the clock.
-        let arrived = Some(self.0.clock.at(arrived));
+        // Its deadline counts from hyper's hand-over of its head; the
+        // gateway's own delay, which admission judges, from when its body
+        // was in: a client's slow body is not the gateway falling behind.
+        // No read of the clock, and for a body that came with its head
+        // (most calls') one conversion.
+        let at = self.0.clock.at(received.head);
+        let complete = if received.body == received.head {
+            at
+        } else {
+            self.0.clock.at(received.body)
+        };
+        let arrived = Some(Arrival { at, complete });
         let served = self.served(service, deadline).await?;
         let info = served.method(method).map_err(HttpError::from)?;
         self.0
@@ -287,7 +295,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// Unknown keys are refused: a typo such as `{"targte": 3}` or a key this
+/// version does not know must not look like a pool change that happened.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PoolRequest {
     target: usize,
 }
@@ -296,7 +307,8 @@ async fn set_pool(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Resp
     let req: PoolRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            let msg = format!("expected {{\"target\": N}} with N a whole number: {e}");
+            let msg =
+                format!("expected {{\"target\": N}} with N a whole number and no other key: {e}");
             return HttpError::BadRequest(msg).into_response();
         }
     };

@@ -12,14 +12,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ebb_core::{Instant, Nanos};
+use ebb_core::Nanos;
 use ebb_rpc::service::{
     BoxFuture, CallContext, DeferredReply, DispatchError, MethodInfo, ServiceCodec,
     ServiceDescription, ServiceDispatch, WriteBatch,
 };
 use serde_json::Value;
 
-use crate::forward::{Forwarder, GatewayError};
+use crate::forward::{Arrival, Forwarder, GatewayError};
 use crate::service::{Encoding, Served};
 
 /// How a JSON call through the gateway can fail: before it was sent
@@ -63,7 +63,7 @@ impl RpcIngress {
         method: &str,
         args: Value,
         timeout: Option<Nanos>,
-        arrived: Option<Instant>,
+        arrived: Option<Arrival>,
     ) -> Result<Value, JsonCallError> {
         let info = self.served.method(method)?;
         let (bytes, encoding) = self.served.encode_json_args(info, args)?;
@@ -121,7 +121,7 @@ impl ServiceDispatch for RpcIngress {
     ) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
         Box::pin(async move {
             let info = self.served.method_by_id(method_id)?;
-            let arrived = self.forwarder.arrival(&cx);
+            let arrived = self.forwarder.arrival(&cx).map(Arrival::whole);
             let postcard = Encoding::Postcard;
             let call = self
                 .forwarder
@@ -197,7 +197,7 @@ impl ServiceDispatch for RpcIngress {
     ) -> BoxFuture<'_, Result<Value, DispatchError>> {
         Box::pin(async move {
             let info = self.served.method_by_id(method_id)?;
-            let arrived = self.forwarder.arrival(&cx);
+            let arrived = self.forwarder.arrival(&cx).map(Arrival::whole);
             self.call_json(info.name, args, Some(cx.timeout), arrived)
                 .await
                 .map_err(JsonCallError::into_dispatch)

@@ -7,11 +7,12 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::{Silent, add_ready, claim_now, registry};
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_gateway::registry::{Acquired, Registry};
-use ebb_policy::admission::{AdmissionConfig, ServiceTimeSource};
+use ebb_policy::admission::{AdmissionConfig, Refusal, ServiceTimeSource};
 
 const T0: Instant = Instant::EPOCH;
 const NODES: u32 = 4;
@@ -103,8 +104,19 @@ const BOUND: u32 = 2;
 /// handed out to its bound and the slots returned, busy, so later requests
 /// are held. The node says it executes `executing` calls.
 fn busy_node(cfg: AdmissionConfig, executing: u32) -> (Registry, Vec<ebb_gateway::registry::Slot>) {
+    let (registry, slots, _) = busy_node_reporting(cfg, executing);
+    (registry, slots)
+}
+
+/// [`busy_node`], and the count of calls the node says it executes, which
+/// the test may change.
+fn busy_node_reporting(
+    cfg: AdmissionConfig,
+    executing: u32,
+) -> (Registry, Vec<ebb_gateway::registry::Slot>, Arc<AtomicU32>) {
     let registry = registry("jsq", cfg, 9).with_max_in_flight_per_node(BOUND);
     let node = Silent::reporting(executing, Nanos::from_millis(1));
+    let reported = Arc::clone(&node.executing);
     add_ready(&registry, NodeId(1), Arc::new(node), T0);
     registry.set_target(1, Nanos::from_millis(10));
     let far = T0 + Nanos::from_secs(600);
@@ -114,7 +126,7 @@ fn busy_node(cfg: AdmissionConfig, executing: u32) -> (Registry, Vec<ebb_gateway
     let slots = (0..BOUND)
         .map(|_| claim_now(registry.acquire(0, far, T0, &[], true, None)))
         .collect();
-    (registry, slots)
+    (registry, slots, reported)
 }
 
 fn at_ms(ms: u64) -> Instant {
@@ -122,11 +134,13 @@ fn at_ms(ms: u64) -> Instant {
 }
 
 /// Requests held in the gateway longer than `max_gateway_delay` while
-/// dispatch is behind (the node says it executes none of the calls the
-/// gateway counts there: their replies are unread) make it refuse new ones
-/// at once, with `Overloaded` and a retry hint, however far their
-/// deadlines are; the refusal ends when the old one is gone. With
-/// admission off the same request is held.
+/// dispatch is behind (the node, busy when they were held, now says it
+/// executes none of the calls the gateway counts there: their replies are
+/// unread) make it refuse new ones at once, with `Overloaded` and a retry
+/// hint, however far their deadlines are; the refusal for their age ends
+/// when the old one is gone, and while dispatch stays behind a new request
+/// is refused rather than held. With admission off the same request is
+/// held.
 #[test]
 fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
     let cfg = AdmissionConfig {
@@ -134,13 +148,15 @@ fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
         ..AdmissionConfig::default()
     };
     let far = T0 + Nanos::from_secs(600);
-    let (registry, mut busy) = busy_node(cfg, 0);
+    let (registry, mut busy, executing) = busy_node_reporting(cfg, BOUND);
     let Acquired::Held(first) = registry.acquire(0, far, at_ms(0), &[], true, None) else {
         panic!("the node is full: the request should be held");
     };
     let Acquired::Held(second) = registry.acquire(0, far, at_ms(10), &[], true, None) else {
         panic!("10 ms behind is within the bound: held");
     };
+    // The node has answered its calls; the gateway has not read them.
+    executing.store(0, Ordering::SeqCst);
     match registry.acquire(0, far, at_ms(25), &[], true, None) {
         Acquired::Refused { why, retry_after } => {
             assert_eq!(why.rule(), "gateway_behind", "{why}");
@@ -155,12 +171,23 @@ fn a_request_held_past_the_delay_bound_makes_new_ones_refused_at_once() {
     }
     assert_eq!(registry.held().0, 2, "the refused one was not held");
     // A call ends: the oldest goes to the node; the one behind waited
-    // 16 ms at 26 ms, within the bound, so a new request is held again.
+    // 16 ms at 26 ms, within the bound, but the node's room still waits
+    // on unread answers: a new request is refused, not held.
     drop(busy.pop());
     registry.release(NodeId(1), Some(Nanos::from_millis(1)), 0, at_ms(26));
     let mut first = first;
     let handed = first.try_recv();
     assert!(handed.is_ok(), "the oldest held request got the node");
+    match registry.acquire(0, far, at_ms(26), &[], true, None) {
+        Acquired::Refused { why, .. } => {
+            assert_eq!(why, Refusal::DispatchBehind);
+            assert_eq!(why.rule(), "gateway_behind");
+        }
+        _ => panic!("held for room the gateway has not read back"),
+    }
+    assert_eq!(registry.held().0, 1, "only the second is held");
+    // The node is busy by its own account again: held.
+    executing.store(BOUND, Ordering::SeqCst);
     let Acquired::Held(_third) = registry.acquire(0, far, at_ms(26), &[], true, None) else {
         panic!("16 ms behind is within the bound: held");
     };

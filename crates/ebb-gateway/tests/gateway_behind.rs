@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::{FAR_DEADLINE, Silent, add_ready, claim_now, deferred, forwarder, registry};
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::clock::Clock;
-use ebb_gateway::forward::{Forwarder, GatewayError};
+use ebb_gateway::forward::{Arrival, Forwarder, GatewayError};
 use ebb_gateway::registry::{Acquired, Registry, Slot};
 use ebb_gateway::service::Encoding;
 use ebb_policy::admission::{AdmissionConfig, Refusal};
@@ -154,9 +154,13 @@ async fn a_request_read_early_and_dispatched_late_is_refused_as_gateway_behind()
 
     let arrived = gw.clock.at(read_late());
     let postcard = Encoding::Postcard;
-    let call =
-        gw.forwarder
-            .call_encoded(&METHOD, Bytes::new(), postcard, FAR_DEADLINE, Some(arrived));
+    let call = gw.forwarder.call_encoded(
+        &METHOD,
+        Bytes::new(),
+        postcard,
+        FAR_DEADLINE,
+        Some(Arrival::whole(arrived)),
+    );
     match call.await {
         Err(GatewayError::Overloaded {
             why: Refusal::GatewayBehind { delay, limit },
@@ -234,4 +238,106 @@ async fn a_node_bound_held_wait_is_judged_by_the_work_ahead_not_as_gateway_behin
         "dispatch behind: the held wait counts"
     );
     assert_eq!(gw.refused("deadline"), 1);
+}
+
+/// A node full in the gateway's count that says it executes none of those
+/// calls has answered them; the gateway has not read the replies. A new
+/// request is then refused at once rather than held (it would wait for
+/// the gateway itself, and holding costs a saturated gateway more than a
+/// refusal): nothing joins the held FIFO, the refusal is counted as
+/// `gateway_behind`. The same request finds the FIFO open while the node
+/// says it executes what the gateway counts, and a retry (admitted once
+/// already) is held either way.
+#[tokio::test]
+async fn a_new_request_is_refused_not_held_while_the_nodes_room_waits_on_unread_answers() {
+    let gw = Gateway::new();
+    let _answered_unread = gw.fill(0);
+
+    let (reply, mut answers) = deferred(&METHOD);
+    let cx = CallContext::new(FAR_DEADLINE).received_at(std::time::Instant::now());
+    gw.forwarder.start(&METHOD, Bytes::new(), cx, reply);
+    let (outcome, why) = answers.recv().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Overloaded { .. }),
+        "{outcome:?}: {why:?}"
+    );
+    assert_eq!(gw.refused("gateway_behind"), 1);
+    assert_eq!(gw.registry.held(), (0, 0), "the refused request was held");
+
+    let now = gw.clock.now();
+    match gw
+        .registry
+        .acquire(0, now + FAR_DEADLINE, now, &[], true, None)
+    {
+        Acquired::Refused {
+            why: Refusal::DispatchBehind,
+            ..
+        } => {}
+        _ => panic!("a new request was not refused as dispatch behind"),
+    }
+    // A retry is held: it was admitted once.
+    let retry = gw
+        .registry
+        .acquire(0, now + FAR_DEADLINE, now, &[NodeId(9)], false, None);
+    assert!(matches!(retry, Acquired::Held(_)), "the retry was not held");
+    drop(retry);
+
+    // The node says it executes every call: the wait is the node's.
+    gw.executing.store(BOUND, Ordering::SeqCst);
+    let now = gw.clock.now();
+    let held = gw
+        .registry
+        .acquire(0, now + FAR_DEADLINE, now, &[], true, None);
+    assert!(
+        matches!(held, Acquired::Held(_)),
+        "a request waiting for a busy node was not held"
+    );
+    assert_eq!(gw.registry.held().0, 1);
+}
+
+/// An HTTP request whose head was handed over 5 s ago and whose body
+/// came in only now (a client sending it slowly) waited for its client,
+/// not for the gateway: it is not refused as `gateway_behind`, and it is
+/// forwarded. Its deadline still counts from the head: with 3 s to wait
+/// it is answered `deadline_exceeded`, unsent, and the node never sees it.
+#[tokio::test]
+async fn a_slow_body_is_the_clients_wait_but_the_deadline_counts_from_the_head() {
+    let gw = Gateway::new();
+    let postcard = Encoding::Postcard;
+    let head = gw.clock.at(read_late());
+    let slow_body = Arrival {
+        at: head,
+        complete: gw.clock.now(),
+    };
+    let forwarder = Arc::clone(&gw.forwarder);
+    let forwarded = tokio::spawn(async move {
+        forwarder
+            .call_encoded(
+                &METHOD,
+                Bytes::new(),
+                postcard,
+                FAR_DEADLINE,
+                Some(slow_body),
+            )
+            .await
+    });
+    common::wait_for("the slow-bodied request reaches the node", || {
+        gw.in_flight() == 1
+    })
+    .await;
+    assert!(!forwarded.is_finished(), "the forwarded call was answered");
+    assert_eq!(gw.refused("gateway_behind"), 0);
+
+    let three_s = Nanos::from_secs(3);
+    let call = gw
+        .forwarder
+        .call_encoded(&METHOD, Bytes::new(), postcard, three_s, Some(slow_body));
+    match call.await {
+        Err(GatewayError::DeadlineExceeded { after, sent }) => {
+            assert_eq!((after, sent), (three_s, false));
+        }
+        other => panic!("a deadline 3 s from a head read 5 s ago did not pass: {other:?}"),
+    }
+    assert_eq!(gw.in_flight(), 1, "the late request reached the node");
+    assert_eq!(gw.refused("gateway_behind"), 0);
 }

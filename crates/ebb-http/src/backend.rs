@@ -10,6 +10,23 @@ use serde_json::Value;
 
 use crate::HttpError;
 
+/// When a call came in, in two instants: an HTTP request is handed over
+/// when its head has been read, and its body may come much later (a
+/// client that sends it slowly, or only once told `100 Continue`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// When the HTTP server handed the request over, its body not yet
+    /// read: the call's deadline counts from here, so a slow body is
+    /// the caller's time.
+    pub head: std::time::Instant,
+    /// When its body was in: a backend that judges its own delay (a
+    /// gateway's admission) counts it from here, since the wait for the
+    /// body was the client's sending, not the server falling behind.
+    /// `head` itself when the body was there at once (no read of the
+    /// clock for it).
+    pub body: std::time::Instant,
+}
+
 /// Runs one call given as JSON. The router has already checked that `args`
 /// is a JSON object (an empty body arrives as `{}`) and bounded its size.
 ///
@@ -51,11 +68,10 @@ pub trait JsonBackend: Send + Sync + 'static {
     /// [`JsonBackend::passes_text`] says so; the default parses and calls
     /// [`JsonBackend::call`].
     ///
-    /// `arrived`: when the HTTP server handed the request over, before its
-    /// body was read; `deadline` counts from then. A backend that judges
-    /// how long a request waited (a gateway's admission) takes it as the
-    /// request's arrival rather than reading the clock again once the body
-    /// is in.
+    /// `received`: when the HTTP server handed the request over
+    /// (`deadline` counts from then) and when its body was in. A backend
+    /// that judges how long a request waited (a gateway's admission) takes
+    /// these rather than reading the clock again.
     ///
     /// Its future is the backend's own type, not boxed: this is the call
     /// of a forwarding backend, whose every call it is, and the router's
@@ -66,9 +82,9 @@ pub trait JsonBackend: Send + Sync + 'static {
         method: &'a str,
         args: Bytes,
         deadline: Nanos,
-        arrived: std::time::Instant,
+        received: Received,
     ) -> impl Future<Output = Result<Bytes, HttpError>> + Send + 'a {
-        let _ = arrived;
+        let _ = received;
         async move {
             let args = serde_json::from_slice(&args)
                 .map_err(|e| HttpError::BadRequest(format!("the body is not valid JSON ({e})")))?;
@@ -103,8 +119,8 @@ impl<B: JsonBackend> JsonBackend for Arc<B> {
         method: &'a str,
         args: Bytes,
         deadline: Nanos,
-        arrived: std::time::Instant,
+        received: Received,
     ) -> impl Future<Output = Result<Bytes, HttpError>> + Send + 'a {
-        (**self).call_text(service, method, args, deadline, arrived)
+        (**self).call_text(service, method, args, deadline, received)
     }
 }

@@ -20,7 +20,7 @@ mod router;
 mod rpc_backend;
 mod serve;
 
-pub use backend::JsonBackend;
+pub use backend::{JsonBackend, Received};
 pub use config::{
     DEADLINE_HEADER, DEFAULT_DEADLINE_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_IN_FLIGHT, FULL_RETRY_AFTER_MS, HttpConfig, MAX_DEADLINE_MS,

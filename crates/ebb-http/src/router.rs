@@ -15,13 +15,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
 use ebb_core::Nanos;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::config::{DEADLINE_HEADER, FULL_RETRY_AFTER_MS};
-use crate::{HttpConfig, HttpError, JsonBackend};
+use crate::{HttpConfig, HttpError, JsonBackend, Received};
 
 /// [`DEADLINE_HEADER`] as a name made once: comparing with a `&str`
 /// parses it on every request.
@@ -167,13 +167,20 @@ where
         });
     };
     let deadline = deadline(headers, config)?;
-    let body = read_body(body, config.max_body_bytes).await?;
+    let (body, waited) = read_body(body, config.max_body_bytes).await?;
     let backend = &ingress.backend;
     let timed = !backend.keeps_deadline();
     let ends = (arrived, deadline);
     if backend.passes_text() {
         let args = checked_object(body)?;
-        let run = backend.call_text(service, method, args, deadline, arrived);
+        // A body that had to be waited for came in just now; one that was
+        // there at once came with the head.
+        let body_in = if waited { Instant::now() } else { arrived };
+        let received = Received {
+            head: arrived,
+            body: body_in,
+        };
+        let run = backend.call_text(service, method, args, deadline, received);
         if timed {
             within(timed, ends, run).await
         } else {
@@ -277,12 +284,15 @@ fn whole_number(text: &[u8]) -> Option<u64> {
     })
 }
 
-/// Reads at most `max_bytes` of body. A body that comes in one piece (a
-/// small call's, nearly always) is that piece: neither copied nor listed.
-/// A body whose declared length is over the bound is refused unread (its
-/// size hint: hyper's is the `Content-Length` it parsed, so the header is
-/// not looked up and parsed again).
-async fn read_body<T>(body: T, max_bytes: usize) -> Result<Bytes, HttpError>
+/// Reads at most `max_bytes` of body, and says whether it had to wait for
+/// any of it (a body that came with its head is read without waiting:
+/// hyper has put it in the body's channel before the request's future is
+/// first polled). A body that comes in one piece (a small call's, nearly
+/// always) is that piece: neither copied nor listed. A body whose
+/// declared length is over the bound is refused unread (its size hint:
+/// hyper's is the `Content-Length` it parsed, so the header is not looked
+/// up and parsed again).
+async fn read_body<T>(body: T, max_bytes: usize) -> Result<(Bytes, bool), HttpError>
 where
     T: HttpBody<Data = Bytes>,
     T::Error: Into<BoxError>,
@@ -298,7 +308,8 @@ where
     // frames are at most what it read at once, so one over the bound
     // costs no more memory than that read did.
     let mut read = 0usize;
-    while let Some(frame) = body.frame().await {
+    let mut waited = false;
+    while let Some(frame) = next_frame(body.as_mut(), &mut waited).await {
         let frame = frame.map_err(|e| {
             HttpError::BadRequest(format!("reading the request body failed: {}", e.into()))
         })?;
@@ -321,7 +332,20 @@ where
             joined = Some(both);
         }
     }
-    Ok(joined.map_or(first, BytesMut::freeze))
+    Ok((joined.map_or(first, BytesMut::freeze), waited))
+}
+
+/// `body`'s next frame; `waited` is set if it was not there at once.
+async fn next_frame<T: HttpBody>(
+    mut body: std::pin::Pin<&mut T>,
+    waited: &mut bool,
+) -> Option<Result<hyper::body::Frame<T::Data>, T::Error>> {
+    std::future::poll_fn(|cx| {
+        let frame = body.as_mut().poll_frame(cx);
+        *waited |= frame.is_pending();
+        frame
+    })
+    .await
 }
 
 /// Whether a body stands for no arguments: empty, or only whitespace.

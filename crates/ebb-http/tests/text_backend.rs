@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::http::{StatusCode, header};
 use common::{failure, post, send};
 use ebb_core::Nanos;
-use ebb_http::{Calls, HttpConfig, HttpError, JsonBackend, router};
+use ebb_http::{Calls, HttpConfig, HttpError, JsonBackend, Received, router};
 use ebb_rpc::service::BoxFuture;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -25,7 +25,7 @@ use tower::ServiceExt;
 #[derive(Default)]
 struct Forwarding {
     handed: Mutex<Vec<bytes::Bytes>>,
-    arrivals: Mutex<Vec<Instant>>,
+    arrivals: Mutex<Vec<Received>>,
 }
 
 impl JsonBackend for Forwarding {
@@ -49,10 +49,10 @@ impl JsonBackend for Forwarding {
         method: &'a str,
         args: bytes::Bytes,
         _: Nanos,
-        arrived: Instant,
+        received: Received,
     ) -> Result<bytes::Bytes, HttpError> {
         self.handed.lock().unwrap().push(args);
-        self.arrivals.lock().unwrap().push(arrived);
+        self.arrivals.lock().unwrap().push(received);
         match failure(method) {
             Some(e) => Err(e),
             None => Ok(bytes::Bytes::from_static(b"{\"z\": 1,  \"a\": [2]}")),
@@ -119,7 +119,8 @@ impl hyper::body::Body for Later {
 
 /// A call's arrival is the instant the server handed it over, not when its
 /// body was in: a text backend is given that instant, though the body came
-/// after the call had started waiting for it.
+/// after the call had started waiting for it, and, apart, when the body
+/// came (read once it was in, so no earlier than its sending).
 #[tokio::test]
 async fn a_text_backend_is_given_the_instant_the_call_was_handed_over() {
     let fwd = Arc::new(Forwarding::default());
@@ -133,7 +134,37 @@ async fn a_text_backend_is_given_the_instant_the_call_was_handed_over() {
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
     assert!(first.is_pending());
     assert!(fwd.arrivals.lock().unwrap().is_empty());
+    let sent = Instant::now();
     tx.send(bytes::Bytes::from_static(b"{}")).unwrap();
     assert_eq!(call.await.status(), StatusCode::OK);
-    assert_eq!(*fwd.arrivals.lock().unwrap(), [handed_over]);
+    let arrivals = fwd.arrivals.lock().unwrap();
+    assert_eq!(arrivals.len(), 1);
+    assert_eq!(arrivals[0].head, handed_over);
+    assert!(
+        arrivals[0].body >= sent,
+        "{:?} before {sent:?}",
+        arrivals[0]
+    );
+}
+
+/// A body that is there when the call is first polled came with its head:
+/// the backend is given the hand-over for both, with no read of the clock.
+#[tokio::test]
+async fn a_body_there_at_once_came_with_the_head() {
+    let fwd = Arc::new(Forwarding::default());
+    let calls = Calls::new(Arc::clone(&fwd), HttpConfig::default());
+    let handed_over = Instant::now()
+        .checked_sub(std::time::Duration::from_secs(1))
+        .expect("the monotonic clock has run for a second");
+    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+    let headers = axum::http::HeaderMap::new();
+    let response = calls
+        .handle("Fake", "echo", headers, body, handed_over)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let received = Received {
+        head: handed_over,
+        body: handed_over,
+    };
+    assert_eq!(*fwd.arrivals.lock().unwrap(), [received]);
 }

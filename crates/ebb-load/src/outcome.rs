@@ -6,6 +6,10 @@ use ebb_http::HttpError;
 use ebb_rpc::CallError;
 use serde_json::Value;
 
+/// The `other_errors` label of a call that never left because the target
+/// could not be connected to, over either protocol.
+pub const CONNECT_FAILED: &str = "connect_failed";
+
 /// The classes the summary counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -35,6 +39,12 @@ impl Outcome {
     }
 
     pub fn from_call_error(e: CallError) -> Outcome {
+        // A call that never left because no connection could be made is
+        // the generator's own failure to reach the target, labelled as the
+        // HTTP sender labels a failed connect, not a lost node.
+        if let CallError::ConnectionLost { sent: false, .. } = e {
+            return Outcome::Other(CONNECT_FAILED.to_owned());
+        }
         let e = HttpError::from(e);
         Outcome::from_kind(e.kind(), e.may_have_run())
     }
@@ -133,6 +143,13 @@ mod tests {
                     cause: "reset".into(),
                 },
                 Outcome::OutcomeUnknown,
+            ),
+            (
+                CallError::ConnectionLost {
+                    sent: false,
+                    cause: "connection refused".into(),
+                },
+                Outcome::Other(CONNECT_FAILED.into()),
             ),
             (
                 CallError::BadRequest {

@@ -104,7 +104,13 @@ impl ProcessProvider {
                 .map(|a| a.replace(FD_PLACEHOLDER, &fd_arg)),
         )
         .stdin(Stdio::null())
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        // A process group of its own: a Ctrl-C at the terminal reaches the
+        // owner alone, which drains the node (its calls in flight finish)
+        // before stopping it. Left in the owner's group, the node would die
+        // of that SIGINT with its calls in flight. `die_with_owner` still
+        // ends it if the owner dies without stopping it.
+        .process_group(0);
         // SAFETY: between fork and exec only async-signal-safe calls run:
         // dup2 and fcntl on descriptors this process owns. `fd` stays open
         // until after spawn returns because `listener` is borrowed.

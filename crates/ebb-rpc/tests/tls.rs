@@ -431,3 +431,111 @@ fn bad_or_missing_files_are_named() {
         "{err}"
     );
 }
+
+/// Socket buffers this small fill after a few replies, so the server's
+/// writer is left holding most of them.
+const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
+
+/// A TLS client configuration trusting `ca`, for a peer that speaks the
+/// wire format itself.
+fn raw_client_config(ca: &Ca) -> Arc<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// The TLS path of the bound on a closed connection's last writes (plain
+/// TCP: `tests/tcp/peers.rs`). A TLS peer sends calls, ends its side
+/// (close_notify, then its socket's write side) and never reads: the
+/// server reads the end, closes the connection and has most of the
+/// replies still to encrypt and write, to a peer that will never take
+/// them. The writer gives up `CLOSE_FLUSH_TIMEOUT_MS` after the close,
+/// counts it, and the socket is closed with a reset, which is what the
+/// peer waits for here. On tokio's paused clock the bound passes as soon
+/// as nothing else is left to do; without it the server waits forever
+/// and the test's far timeout fails it.
+#[tokio::test(start_paused = true)]
+async fn a_closed_tls_connection_gives_up_its_last_replies_to_a_peer_that_never_reads() {
+    use ebb_rpc::transport::outbuf::{CLOSE_FLUSH_TIMEOUT_MS, MAX_PENDING_WRITE_BYTES};
+    use ebb_rpc::wire::{self, Message, Request, Seq};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+    use tokio::net::TcpSocket;
+    const CALLS: u64 = 16;
+    const PAYLOAD_BYTES: usize = 64 * 1024;
+    // Far more than both socket buffers take, and under the half of the
+    // output bound at which the server would stop reading (and so not
+    // see the end).
+    const _: () = assert!(CALLS as usize * PAYLOAD_BYTES < MAX_PENDING_WRITE_BYTES / 2);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let (cert, key) = ca.issue("node", &["127.0.0.1", "localhost"]);
+    let quiet = Nanos::from_secs(24 * 3600);
+    let config = ebb_rpc::semantics::ServerConfig {
+        handshake_timeout: quiet,
+        idle_timeout: quiet,
+        session_expiry: quiet,
+        ..Default::default()
+    };
+    // Accepted sockets take the listener's send buffer size.
+    let listening = TcpSocket::new_v4().unwrap();
+    listening
+        .set_send_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
+        .unwrap();
+    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listening.local_addr().unwrap();
+    let listener = listening.listen(8).unwrap().into_std().unwrap();
+    let svc = Arc::new(Echo::default());
+    let server = Server::from_std(listener, Arc::clone(&svc), config)
+        .unwrap()
+        .with_tls(ServerTls::from_pem_files(&cert, &key, None).unwrap());
+    let stats = server.stats_reader();
+    tokio::spawn(server.run());
+
+    let peer = TcpSocket::new_v4().unwrap();
+    peer.set_recv_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
+        .unwrap();
+    let peer = peer.connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(raw_client_config(&ca));
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut peer = connector.connect(name, peer).await.unwrap();
+    let mut calls = bytes::BytesMut::new();
+    for seq in 1..=CALLS {
+        let frame = Message::Request(Request {
+            client: ebb_core::ClientId(7),
+            seq: Seq(seq),
+            ack_below: Seq(1),
+            incarnation: None,
+            deadline: Nanos::from_secs(60),
+            method: ECHO.id,
+            idempotent: true,
+            json: false,
+            payload: Bytes::from(vec![1u8; PAYLOAD_BYTES]),
+        });
+        wire::encode_message(&frame, &mut calls).unwrap();
+    }
+    peer.write_all(&calls).await.unwrap();
+    peer.shutdown().await.unwrap();
+
+    let far = std::time::Duration::from_secs(3600);
+    assert!(far > std::time::Duration::from_millis(CLOSE_FLUSH_TIMEOUT_MS));
+    let (mut socket, _) = peer.into_inner();
+    let reset = tokio::time::timeout(far, socket.ready(Interest::ERROR)).await;
+    let ready = reset
+        .expect("the server never closed the connection")
+        .unwrap();
+    assert!(ready.is_error(), "{ready:?}");
+    assert_eq!(svc.runs.load(Ordering::SeqCst), CALLS as usize);
+    assert_eq!(stats().close_flushes_abandoned, 1, "{:?}", stats());
+    // The replies never reached the peer whole: what it can still read is
+    // what the small buffers held (encrypted), then the reset.
+    let mut got = Vec::new();
+    let end = socket.read_to_end(&mut got).await;
+    assert!(end.is_err() || got.len() < calls.len(), "{end:?}");
+}

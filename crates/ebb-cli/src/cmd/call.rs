@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use ebb::rpc::CallError;
 use ebb::rpc::service::{CallOptions, ServiceDescription};
 use ebb::rpc::transport::{ClientTls, Credentials, TcpClient, TcpClientConfig};
-use ebb::rpc::wire::Refusal;
+use ebb::rpc::wire::{MAX_PAYLOAD_BYTES, Refusal};
 use ebb_core::Nanos;
 
 /// How much of an unparsable argument an error message quotes.
@@ -75,21 +75,23 @@ fn timeout_millis(s: &str) -> Result<u64, String> {
 }
 
 /// The JSON text of the arguments: given inline, from `@FILE`, or from
-/// standard input for `-`.
-fn argument_text(args: &str) -> anyhow::Result<String> {
+/// standard input for `-`; and where it came from, for an error about it
+/// (empty when inline: the message quotes it).
+fn argument_text(args: &str) -> anyhow::Result<(String, String)> {
     use std::io::Read;
     if args == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading the arguments from standard input")?;
-        return Ok(text);
+        return Ok((text, " read from standard input (given as -)".to_owned()));
     }
     if let Some(path) = args.strip_prefix('@') {
-        return std::fs::read_to_string(path)
-            .with_context(|| format!("reading the arguments from {path:?} (given as @FILE)"));
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the arguments from {path:?} (given as @FILE)"))?;
+        return Ok((text, format!(" read from {path:?} (given as @FILE)")));
     }
-    Ok(args.to_owned())
+    Ok((args.to_owned(), String::new()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -99,15 +101,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.method
         );
     };
-    let text = argument_text(&args.args)?;
+    let (text, source) = argument_text(&args.args)?;
     let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
         // A 10 MB argument quoted back would drown the message.
         let shown: String = text.chars().take(MAX_SHOWN_ARGUMENT_CHARS).collect();
         format!(
-            "arguments {shown:?}{} are not valid JSON; pass an object keyed by parameter name, e.g. '{{\"key\":\"a\"}}'",
+            "arguments {shown:?}{}{source} are not valid JSON; pass an object keyed by parameter name, e.g. '{{\"key\":\"a\"}}'",
             if shown.len() < text.len() { "..." } else { "" }
         )
     })?;
+    // One call carries one frame: say so before connecting, rather than
+    // leave it to a refusal that reads like a wrong argument.
+    let encoded = serde_json::to_vec(&json)
+        .context("encoding the arguments")?
+        .len();
+    if encoded > MAX_PAYLOAD_BYTES {
+        bail!(
+            "arguments{source} are {encoded} bytes as JSON, over the {MAX_PAYLOAD_BYTES} bytes one call carries; nothing was sent"
+        );
+    }
     let tls = match &args.tls_ca {
         Some(ca) => {
             let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());

@@ -53,7 +53,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let proxy = Proxy::bind(&args.listen, &args.upstream, cfg, args.seed).await?;
+        // A busy port names the flag to change, as `ebb node` does.
+        let proxy = Proxy::bind(&args.listen, &args.upstream, cfg, args.seed)
+            .await
+            .map_err(|e| match e {
+                ebb_chaos::ChaosError::Bind { addr, source } => {
+                    anyhow::anyhow!("--listen {addr}: cannot listen there: {source}")
+                }
+                other => other.into(),
+            })?;
         let addr = proxy.local_addr().context("reading the bound address")?;
         super::announce(&format!("chaos listening on {addr}"));
         let stats = proxy.stats();

@@ -1,6 +1,7 @@
 //! `ebb origin`: the origin store served over ebb RPC.
 
 use anyhow::{Context, bail};
+use ebb::rpc::semantics::ServerConfig;
 use ebb::rpc::transport::Server;
 use ebb_core::Nanos;
 use ebb_lease::api::OriginServer;
@@ -104,6 +105,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Bound before the store opens: opening starts a new incarnation, whose
+    // writes then wait out the previous one's leases, so a start that cannot
+    // listen must not count as a run.
+    let listener = std::net::TcpListener::bind(&args.listen)
+        .with_context(|| format!("--listen {}: cannot listen there", args.listen))?;
     rt.block_on(async {
         let (origin, opened) = OriginService::open(&args.data, settings)
             .context("--data: opening the origin store")?;
@@ -118,7 +124,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ),
             None => eprintln!("origin: incarnation {}", opened.incarnation),
         }
-        let server = Server::bind(&args.listen, OriginServer::new(origin)).await?;
+        let server = Server::from_std(
+            listener,
+            OriginServer::new(origin),
+            ServerConfig::default(),
+        )?;
         let addr = server.local_addr().context("reading the bound address")?;
         super::announce(&format!("origin listening on {addr}"));
         server.run().await?;

@@ -9,6 +9,16 @@ use ebb_node::container::{self, ContainerConfig, NetMode};
 use ebb_node::sandbox::{Limits, Outcome, SandboxSpec};
 use std::path::PathBuf;
 
+/// Most MiB `--memory-mb` takes (16 TiB): the limit in bytes must fit the
+/// kernel's signed 64-bit counter, and no machine ebb runs on has more.
+const MAX_MEMORY_MB: u64 = 1 << 24;
+/// Most processes `--pids` takes: Linux's own ceiling on process ids
+/// (`PID_MAX_LIMIT`), beyond which the cgroup refuses the value.
+const MAX_PIDS: u64 = 4_194_304;
+/// Most cores `--cpus` takes for a container, bounding the CFS quota
+/// written to the cgroup.
+const MAX_CONTAINER_CPUS: f64 = 1024.0;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
@@ -67,17 +77,17 @@ struct RunArgs {
     /// Isolation kind.
     #[arg(long, value_enum, default_value = "container")]
     kind: Kind,
-    /// Memory limit in MiB (at least 4; a VM's RAM, at least 64); exceeding
-    /// it kills the sandbox's largest process, and the sandbox only.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(4..))]
+    /// Memory limit in MiB (4 to 16777216; a VM's RAM, at least 64);
+    /// exceeding it kills the sandbox's largest process, and the sandbox only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4..=MAX_MEMORY_MB))]
     memory_mb: Option<u64>,
-    /// CPU quota in cores, e.g. 0.5 or 2 (a VM gets it rounded up to whole
-    /// vCPUs, at most 64).
+    /// CPU quota in cores, more than 0 and at most 1024, e.g. 0.5 or 2 (a VM
+    /// gets it rounded up to whole vCPUs, at most 64).
     #[arg(long, allow_hyphen_values = true)]
     cpus: Option<f64>,
-    /// Most processes and threads alive at once inside (at least 1;
+    /// Most processes and threads alive at once inside (1 to 4194304;
     /// containers only).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_PIDS))]
     pids: Option<u64>,
     /// Directory to use as the read-only base layer instead of the one ebb
     /// builds (the ebb binary, its libraries and a static busybox).
@@ -133,8 +143,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn run_sandbox(a: RunArgs) -> anyhow::Result<i32> {
     if let Some(c) = a.cpus {
-        if !(c.is_finite() && c > 0.0) {
-            bail!("--cpus {c}: expected a positive number of cores, e.g. 0.5 or 2");
+        if !(c.is_finite() && c > 0.0 && c <= MAX_CONTAINER_CPUS) {
+            bail!(
+                "--cpus {c:?}: expected a number of cores more than 0 and at most \
+                 {MAX_CONTAINER_CPUS} (64 for a VM), e.g. 0.5 or 2"
+            );
         }
     }
     if let Some(dir) = &a.rootfs {

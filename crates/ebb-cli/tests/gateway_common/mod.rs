@@ -58,13 +58,30 @@ fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
 impl Up {
     /// Writes `config` to a file and runs `ebb up` on it.
     pub fn start(name: &str, config: &str) -> Up {
+        Up::spawn(name, config, false)
+    }
+
+    /// [`Up::start`] in a process group of its own, as a shell with job
+    /// control runs a foreground command: [`Up::interrupt_group`] then
+    /// stands for a Ctrl-C at the terminal, which reaches every process of
+    /// the group.
+    pub fn start_as_terminal_job(name: &str, config: &str) -> Up {
+        Up::spawn(name, config, true)
+    }
+
+    fn spawn(name: &str, config: &str, own_group: bool) -> Up {
+        use std::os::unix::process::CommandExt;
         let path = std::env::temp_dir().join(format!("ebb-up-{name}-{}.toml", std::process::id()));
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ebb"))
-            .arg("up")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+        cmd.arg("up")
             .arg(&path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        if own_group {
+            cmd.process_group(0);
+        }
+        let mut child = cmd
             .spawn()
             .expect("the ebb binary was built by cargo for this test");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -104,6 +121,35 @@ impl Up {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGINT to the process group `ebb up` leads (see
+    /// [`Up::start_as_terminal_job`]): what a Ctrl-C at its terminal sends.
+    pub fn interrupt_group(&self) {
+        // SAFETY: kill(2) has no memory preconditions; the group is the one
+        // our child leads, and the child has not been waited for.
+        let rc = unsafe { libc::kill(-(self.child.id() as i32), libc::SIGINT) };
+        assert_eq!(rc, 0, "SIGINT delivered to the group");
+    }
+
+    /// Waits for `ebb up` to exit on its own (after a signal sent
+    /// elsewhere); panics if it does not, or if it fails.
+    pub fn wait_exit(&mut self) -> Vec<String> {
+        let status = self.wait_status();
+        assert!(status.success(), "ebb up exited with {status}");
+        self.output()
+    }
+
+    /// Waits for `ebb up` to exit on its own and returns how it ended;
+    /// panics if it does not.
+    pub fn wait_status(&mut self) -> std::process::ExitStatus {
+        for _ in 0..SHUTDOWN_POLLS {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(POLL_PAUSE);
+        }
+        panic!("ebb up did not exit; output {:?}", self.output());
     }
 
     pub fn output(&self) -> Vec<String> {

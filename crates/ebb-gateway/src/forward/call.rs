@@ -12,7 +12,7 @@ use ebb_rpc::service::{CallContext, MethodInfo};
 
 use super::attempt::Attempt;
 use super::retry::Route;
-use super::{Forwarder, GatewayError};
+use super::{Arrival, Forwarder, GatewayError};
 use crate::registry::{Acquired, gone_cause};
 use crate::service::Encoding;
 
@@ -43,21 +43,22 @@ impl Forwarder {
 
     /// [`Forwarder::call`] with arguments encoded as `encoding` says; the
     /// reply comes back encoded the same way. `arrived`: when the ingress
-    /// read the call, if before now; its deadline counts from then, and
-    /// the wait since is the gateway's own delay, which admission judges.
+    /// read the call, if before now; its deadline counts from its start,
+    /// and the wait since its completion is the gateway's own delay, which
+    /// admission judges.
     pub async fn call_encoded(
         self: &Arc<Self>,
         method: &'static MethodInfo,
         args: Bytes,
         encoding: Encoding,
         timeout: Nanos,
-        arrived: Option<Instant>,
+        arrived: Option<Arrival>,
     ) -> Result<Bytes, GatewayError> {
         let now = self.clock.now();
-        let arrived = arrived.unwrap_or(now);
+        let arrived = arrived.unwrap_or(Arrival::whole(now));
         let span = (arrived, now);
         let result = self.forward(method, args, encoding, timeout, span).await;
-        self.record(method, arrived, &result, self.clock.now());
+        self.record(method, arrived.at, &result, self.clock.now());
         result
     }
 
@@ -67,7 +68,7 @@ impl Forwarder {
         args: Bytes,
         encoding: Encoding,
         timeout: Nanos,
-        (arrived, now): (Instant, Instant),
+        (arrived, now): (Arrival, Instant),
     ) -> Result<Bytes, GatewayError> {
         let (deadline, first) = self.admit(args.len(), timeout, (arrived, now))?;
         let span = (deadline, timeout);

@@ -66,13 +66,20 @@ impl GatewayError {
 /// How an RPC caller learns each outcome: one mapping, here.
 impl From<GatewayError> for DispatchError {
     fn from(e: GatewayError) -> DispatchError {
-        let msg = e.to_string();
-        match e {
-            GatewayError::Overloaded { why, retry_after } => DispatchError::Overloaded {
+        if let GatewayError::Overloaded { why, retry_after } = e {
+            // The refusal is the one answer a saturated gateway gives most
+            // often: its message is formatted once.
+            return DispatchError::Overloaded {
                 message: why.to_string(),
                 retry_after,
-            },
-            GatewayError::ShuttingDown => DispatchError::Rejected(msg),
+            };
+        }
+        let msg = e.to_string();
+        match e {
+            // (`Overloaded` is answered above.)
+            GatewayError::Overloaded { .. } | GatewayError::ShuttingDown => {
+                DispatchError::Rejected(msg)
+            }
             GatewayError::DeadlineExceeded { sent: false, .. } => DispatchError::Rejected(msg),
             GatewayError::DeadlineExceeded { sent: true, .. }
             | GatewayError::OutcomeUnknown { .. }

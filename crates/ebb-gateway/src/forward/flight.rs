@@ -29,7 +29,7 @@ use ebb_rpc::service::{
 };
 
 use super::retry::Route;
-use super::{Forwarder, GatewayError};
+use super::{Arrival, Forwarder, GatewayError};
 use crate::registry::{Acquired, Slot, gone_cause};
 use crate::service::Encoding;
 
@@ -98,13 +98,15 @@ impl Forwarder {
             let this = Arc::clone(self);
             self.spawn(async move {
                 let postcard = Encoding::Postcard;
-                let call = this.call_encoded(method, args, postcard, timeout, Some(arrived));
+                let arrival = Some(Arrival::whole(arrived));
+                let call = this.call_encoded(method, args, postcard, timeout, arrival);
                 let result = call.await;
                 reply.send(result.map_err(Into::into));
             });
             return;
         }
-        let (deadline, first) = match self.admit(args.len(), timeout, (arrived, now)) {
+        let whole = Arrival::whole(arrived);
+        let (deadline, first) = match self.admit(args.len(), timeout, (whole, now)) {
             Ok(admitted) => admitted,
             Err(e) => return self.answer(reply, method, arrived, Err(e), now),
         };

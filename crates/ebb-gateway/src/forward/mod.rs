@@ -47,6 +47,25 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::registry::{Acquired, Registry};
 
+/// When a request came in, on the gateway's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    /// When the ingress took it in (the read of its frame, or the HTTP
+    /// server's hand-over of its head): its deadline counts from here.
+    pub at: Instant,
+    /// When all of it was in: the gateway's own delay, which admission
+    /// judges, counts from here. Later than `at` when an HTTP client sent
+    /// its body slowly: that wait was the client's, not the gateway's.
+    pub complete: Instant,
+}
+
+impl Arrival {
+    /// A request that came in whole at `at` (a frame).
+    pub fn whole(at: Instant) -> Arrival {
+        Arrival { at, complete: at }
+    }
+}
+
 /// The request path, shared by the RPC and HTTP ingress.
 pub struct Forwarder {
     registry: Registry,
@@ -135,17 +154,20 @@ impl Forwarder {
     /// A new request's checks before its first attempt, and that attempt's
     /// node (or place in the held FIFO): its deadline and what `acquire`
     /// gave, or why it is answered at once.
-    /// `arrived`: when the ingress read it; `now`: this decision.
+    /// `arrived`: when the ingress read it (its deadline counts from its
+    /// start, the gateway's delay from its completion); `now`: this
+    /// decision.
     fn admit(
         &self,
         bytes: usize,
         timeout: Nanos,
-        (arrived, now): (Instant, Instant),
+        (arrived, now): (Arrival, Instant),
     ) -> Result<(Instant, Acquired), GatewayError> {
         if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::ShuttingDown);
         }
-        let deadline = arrived + timeout;
+        debug_assert!(arrived.at <= arrived.complete);
+        let deadline = arrived.at + timeout;
         if deadline <= now {
             self.registry.count_request(now);
             return Err(GatewayError::DeadlineExceeded {
@@ -153,7 +175,10 @@ impl Forwarder {
                 sent: false,
             });
         }
-        match self.registry.acquire_first(bytes, deadline, arrived, now) {
+        match self
+            .registry
+            .acquire_first(bytes, deadline, arrived.complete, now)
+        {
             Acquired::Refused { why, retry_after } => {
                 Err(GatewayError::Overloaded { why, retry_after })
             }

@@ -40,22 +40,27 @@ impl Inner {
     /// path.
     pub(super) fn gateway_delay(&mut self, arrived: Instant, now: Instant) -> GatewayDelay {
         let oldest_held = self.oldest_held(now);
-        let dispatch_behind = oldest_held.is_some() && {
-            let nodes = self
-                .views
-                .iter()
-                .zip(&self.meta)
-                .filter(|(v, _)| v.is_ready());
-            admission::dispatch_behind(nodes.map(|(v, m)| NodeCalls {
-                in_flight: v.in_flight,
-                reported: m.client.as_ref().and_then(|c| c.reported_load()),
-            }))
-        };
+        let dispatch_behind = oldest_held.is_some() && self.dispatch_behind();
         GatewayDelay {
             arrived,
             oldest_held,
             dispatch_behind,
         }
+    }
+
+    /// Whether a ready node has answered calls the gateway still counts
+    /// in flight there ([`admission::dispatch_behind`]), as its last read
+    /// reply said.
+    pub(super) fn dispatch_behind(&self) -> bool {
+        let nodes = self
+            .views
+            .iter()
+            .zip(&self.meta)
+            .filter(|(v, _)| v.is_ready());
+        admission::dispatch_behind(nodes.map(|(v, m)| NodeCalls {
+            in_flight: v.in_flight,
+            reported: m.client.as_ref().and_then(|c| c.reported_load()),
+        }))
     }
 
     pub(super) fn remove_held(&mut self, k: usize) -> Option<HeldRequest> {

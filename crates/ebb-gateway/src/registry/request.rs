@@ -122,6 +122,18 @@ impl Registry {
                 return Acquired::Now(slot);
             }
         }
+        // A new request is not held for room the gateway itself has not
+        // read back: that wait would be its own, and holding costs a
+        // saturated gateway more than refusing.
+        if arrived.is_some() {
+            let behind = inner.dispatch_behind();
+            if let Admit::Refuse { why, retry_after } =
+                admission::admit_hold(&inner.admission, behind)
+            {
+                inner.counters.refusals += 1;
+                return Acquired::Refused { why, retry_after };
+            }
+        }
         let queue_cfg = AdmissionConfig {
             deadline_check: false,
             ..inner.admission

@@ -22,6 +22,7 @@ use super::Shared;
 use super::queue::Queue;
 use super::response::{Body, parse_head};
 use crate::Outcome;
+use crate::outcome::CONNECT_FAILED;
 
 /// Where a connection's give-up timer first points, before its first
 /// call moves it: far enough never to fire first.
@@ -154,11 +155,11 @@ async fn call(shared: &Shared, link: &mut Option<Link>) -> Outcome {
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
         match open(&shared.addr).await {
             Ok(l) => *link = Some(l),
-            Err(_) => return Outcome::Other("connect_failed".into()),
+            Err(_) => return Outcome::Other(CONNECT_FAILED.into()),
         }
     }
     let Some(l) = link.as_mut() else {
-        return Outcome::Other("connect_failed".into());
+        return Outcome::Other(CONNECT_FAILED.into());
     };
     let (outcome, reusable) = exchange(&shared.request, l).await;
     if !reusable {

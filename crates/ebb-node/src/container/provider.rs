@@ -14,6 +14,7 @@ use ebb_core::{Nanos, NodeId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -162,6 +163,11 @@ impl NodeProvider for ContainerProvider {
         if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
             cmd.stdout(std::process::Stdio::from(err));
         }
+        // A process group of its own, as for a process node: a Ctrl-C at
+        // the terminal reaches the owner alone, which drains the node
+        // before stopping it. Out of the terminal's foreground group it must
+        // not read the terminal (that would stop it), so no stdin.
+        cmd.stdin(std::process::Stdio::null()).process_group(0);
         crate::child::die_with_owner(&mut cmd);
         let started = Instant::now();
         let mut runner = cmd.spawn()?;

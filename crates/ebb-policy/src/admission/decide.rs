@@ -20,6 +20,12 @@ pub enum Refusal {
     NoCapacity,
     /// Requests wait in the gateway itself longer than the bound.
     GatewayBehind { delay: Nanos, limit: Nanos },
+    /// Every node's room is taken by calls it has answered and the gateway
+    /// has not read yet: a request held now would wait for the gateway
+    /// itself ([`admit_hold`](super::admit_hold)). Counted under the same
+    /// rule as [`Refusal::GatewayBehind`]: the same bound to add capacity
+    /// for.
+    DispatchBehind,
 }
 
 impl Refusal {
@@ -41,7 +47,7 @@ impl Refusal {
             Refusal::QueueFull { .. } => 1,
             Refusal::QueueBytesFull { .. } => 2,
             Refusal::NoCapacity => 3,
-            Refusal::GatewayBehind { .. } => 4,
+            Refusal::GatewayBehind { .. } | Refusal::DispatchBehind => 4,
         };
         Refusal::RULES[i]
     }
@@ -61,6 +67,11 @@ impl std::fmt::Display for Refusal {
             Refusal::GatewayBehind { delay, limit } => write!(
                 f,
                 "requests wait {delay} in the gateway before dispatch, over its {limit} bound"
+            ),
+            Refusal::DispatchBehind => write!(
+                f,
+                "requests would wait in the gateway before dispatch: the nodes' room is \
+                 taken by answers it has not read yet"
             ),
         }
     }

@@ -61,6 +61,29 @@ pub fn dispatch_behind(nodes: impl IntoIterator<Item = NodeCalls>) -> bool {
     })
 }
 
+/// Whether a new request that finds no node with room may wait in the held
+/// FIFO. Not while dispatch is behind ([`dispatch_behind`]): the room it
+/// would wait for is taken by answers the gateway has not read, so it
+/// would wait for the gateway itself, and a saturated gateway that holds
+/// work spends more on each held request than on a forwarded one (a
+/// timer, a hand-over, a task of its own) and falls further behind: its
+/// held FIFO ages past the bound, new requests are refused for that, and
+/// goodput is only what it slowly serves of the held ones. Refused at once
+/// it costs the gateway less than a forward, which keeps goodput near its
+/// most past saturation. A FIFO that waits for busy nodes (they
+/// say they execute what the gateway counts) holds as before; a retry
+/// was admitted once already and is not asked.
+pub fn admit_hold(cfg: &AdmissionConfig, dispatch_behind: bool) -> Admit {
+    if !cfg.deadline_check || !dispatch_behind {
+        return Admit::Accept;
+    }
+    Admit::Refuse {
+        why: Refusal::DispatchBehind,
+        // By then the gateway has read what is waiting, or refuses again.
+        retry_after: cfg.max_gateway_delay,
+    }
+}
+
 /// Refuses a request at `now` when the gateway is behind: the request
 /// waited longer than `max_gateway_delay` from its read to this decision,
 /// or, while dispatch is behind ([`GatewayDelay::dispatch_behind`]), the

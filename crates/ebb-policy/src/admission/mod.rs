@@ -39,7 +39,7 @@ pub use config::{
     ServiceTimeSource, UNMEASURED_RETRY_AFTER,
 };
 pub use decide::{Admit, Refusal, admit};
-pub use delay::{GatewayDelay, NodeCalls, admit_delay, dispatch_behind};
+pub use delay::{GatewayDelay, NodeCalls, admit_delay, admit_hold, dispatch_behind};
 pub use load::{Load, NodeLoad, PoolLoad, expected_finish, from_nodes};
 
 #[cfg(test)]

@@ -384,6 +384,34 @@ fn every_refusal_names_a_distinct_published_rule() {
     ];
     let rules: Vec<&str> = all.iter().map(Refusal::rule).collect();
     assert_eq!(rules, Refusal::RULES);
+    // The two ways of being behind share one rule (one bound to raise)
+    // and the words a caller's message names it by.
+    assert_eq!(Refusal::DispatchBehind.rule(), "gateway_behind");
+    for behind in [all[4], Refusal::DispatchBehind] {
+        let said = behind.to_string();
+        assert!(said.contains("in the gateway before dispatch"), "{said}");
+    }
+}
+
+/// A request that finds no node with room is held while the nodes are
+/// what it waits for, and refused at once while the gateway is (dispatch
+/// behind); with admission off it is held either way.
+#[test]
+fn a_request_is_not_held_for_room_the_gateway_has_not_read_back() {
+    let cfg = AdmissionConfig::default();
+    assert_eq!(admit_hold(&cfg, false), Admit::Accept, "busy nodes: held");
+    assert_eq!(
+        admit_hold(&cfg, true),
+        Admit::Refuse {
+            why: Refusal::DispatchBehind,
+            retry_after: cfg.max_gateway_delay,
+        }
+    );
+    let off = AdmissionConfig {
+        deadline_check: false,
+        ..cfg
+    };
+    assert_eq!(admit_hold(&off, true), Admit::Accept);
 }
 
 /// What a gateway starved of CPU in front of an idle node looks like to

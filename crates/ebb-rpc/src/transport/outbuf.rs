@@ -83,13 +83,35 @@ impl Direct {
         &mut self,
         buf: &mut FrameBuf,
         written: &mut usize,
-        counted: &AtomicU64,
+        sent: &Sent,
         recycle: bool,
     ) -> io::Result<bool> {
         match self {
-            Direct::Tcp(sock) => tcp::write_now(sock, buf, written, counted, recycle),
-            Direct::Tls(sock) => in_place::write_now(sock, buf, written, counted, recycle),
+            Direct::Tcp(sock) => tcp::write_now(sock, buf, written, sent, recycle),
+            Direct::Tls(sock) => in_place::write_now(sock, buf, written, sent, recycle),
         }
+    }
+}
+
+/// What has gone to the socket so far, counted as each write returns, by
+/// whoever wrote it: a producer in place or the writer task.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Bytes: how a client tells a large request still leaving from a
+    /// lost one.
+    bytes: AtomicU64,
+    /// Write calls that took bytes: how batching is counted. On plain TCP
+    /// each is one `write` or `writev` system call (one that would block
+    /// took nothing and is not counted); over TLS each hands plaintext to
+    /// rustls, which writes its records with system calls of its own.
+    writes: AtomicU64,
+}
+
+impl Sent {
+    /// Counts one write call that took `n` bytes.
+    fn wrote(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -112,13 +134,7 @@ pub struct OutBuf {
     /// by every write.
     closing: Notify,
     closed: AtomicBool,
-    /// Bytes written to the socket so far, counted as each write returns:
-    /// how a client tells a large request still leaving from a lost one.
-    written: AtomicU64,
-    /// Times a producer handed bytes to the socket in place (one system
-    /// call each, unless the socket took only part): how batching is
-    /// counted.
-    writes: AtomicU64,
+    sent: Sent,
     /// Payloads written from their own buffers go back to the thread's
     /// reply buffers once written, when nothing else holds them (see
     /// [`OutBuf::for_replies`]).
@@ -141,8 +157,7 @@ impl Default for OutBuf {
             drained: Notify::new(),
             closing: Notify::new(),
             closed: AtomicBool::new(false),
-            written: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
+            sent: Sent::default(),
             recycle: false,
             abandoned: AtomicBool::new(false),
         }
@@ -188,13 +203,10 @@ impl OutBuf {
                 // The writer is waiting for room and takes these too.
                 Some(_) if *blocked => false,
                 Some(sock) => {
-                    if *written < buf.len() {
-                        self.writes.fetch_add(1, Ordering::Relaxed);
-                    }
                     // A write error is the writer's to report: it meets
                     // the same error and closes the buffer.
                     let all = sock
-                        .write_now(buf, written, &self.written, self.recycle)
+                        .write_now(buf, written, &self.sent, self.recycle)
                         .unwrap_or(false);
                     *blocked = !all;
                     *blocked
@@ -256,13 +268,16 @@ impl OutBuf {
 
     /// Bytes written to the socket so far.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.sent.bytes.load(Ordering::Relaxed)
     }
 
-    /// Writes producers made in place so far (see the field); the writer
-    /// task's, once the socket was full, are not counted.
+    /// Write calls that took bytes so far, by producers in place and by
+    /// the writer task alike: on plain TCP every `write` or `writev`
+    /// system call the connection made that the kernel took bytes from;
+    /// over TLS every hand-over of plaintext to rustls (whose own system
+    /// calls are not seen here).
     pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
+        self.sent.writes.load(Ordering::Relaxed)
     }
 
     fn pending_bytes(&self) -> usize {

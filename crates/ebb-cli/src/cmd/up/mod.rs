@@ -36,7 +36,7 @@ const CONTAINER_PIDS: u64 = 64;
 /// node and exits.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "CONFIG is TOML; every key is optional except the service. The smallest one,\n  [service]\n  name = \"demo\"\nruns one process node behind a gateway listening on 127.0.0.1:7000 (ebb RPC)\nand 127.0.0.1:8080 (HTTP/JSON, /status, /metrics, the dashboard at /).\nexamples/ebb-up.toml shows every key with its default; docs/gateway.md explains\nthem. A bad key or value is reported with what is accepted.\n\nPrints `gateway listening on ADDR`, `http listening on ADDR` and one line per\nnode state change. Ctrl-C (or SIGTERM) refuses new calls, lets the calls in\nflight finish, stops every node and exits.\n\nExamples:\n  ebb up examples/ebb-up.toml\n  ebb up --check examples/ebb-up.toml\n\nThen:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  curl -X POST localhost:8080/rpc/Demo/incr -d '{\"key\":\"a\"}'\n  curl localhost:8080/status\n  curl -X POST localhost:8080/pool -d '{\"target\": 5}'"
+    after_help = "CONFIG is TOML; every key is optional except the service. The smallest one,\n  [service]\n  name = \"demo\"\nruns one process node behind a gateway listening on 127.0.0.1:7000 (ebb RPC)\nand 127.0.0.1:8080 (HTTP/JSON, /status, /metrics, the dashboard at /).\nexamples/ebb-up.toml shows every key with its default; docs/gateway.md explains\nthem. A bad key or value is reported with what is accepted.\n\nPrints `gateway listening on ADDR`, `http listening on ADDR` and one line per\nnode state change. Ctrl-C (or SIGTERM) refuses new calls, lets the calls in\nflight finish (for at most 10 s), stops every node and exits; a second\nCtrl-C stops the nodes at once and exits with status 130.\n\nExamples:\n  ebb up examples/ebb-up.toml\n  ebb up --check examples/ebb-up.toml\n\nThen:\n  ebb call --addr 127.0.0.1:7000 Demo.incr '{\"key\":\"a\"}'\n  curl -X POST localhost:8080/rpc/Demo/incr -d '{\"key\":\"a\"}'\n  curl localhost:8080/status\n  curl -X POST localhost:8080/pool -d '{\"target\": 5}'"
 )]
 pub struct Args {
     /// The configuration file (TOML).
@@ -88,8 +88,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         check_program(cmd).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     }
     if args.check {
+        // The program matters as much as the service: name it.
+        let program = match &checked.runs {
+            Runs::Builtin => String::new(),
+            Runs::Command(cmd) => format!(" run by {cmd:?}"),
+        };
         println!(
-            "{}: ok: service {} on {} nodes (initial {}, min {}, max {}), balance {}, autoscale {}, rpc {}, http {}",
+            "{}: ok: service {}{program} on {} nodes (initial {}, min {}, max {}), balance {}, autoscale {}, rpc {}, http {}",
             args.config.display(),
             checked.service,
             format!("{:?}", checked.kind).to_lowercase(),
@@ -243,8 +248,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             super::announce(&format!("origin listening on {a}"));
         }
         wait_for_stop().await?;
-        super::announce("shutting down: draining nodes");
-        gateway.shutdown().await;
+        super::announce("shutting down: draining nodes (Ctrl-C again stops them at once)");
+        tokio::select! {
+            () = gateway.shutdown() => {}
+            again = wait_for_stop() => {
+                again?;
+                super::announce("stopping the nodes now: calls still in flight fail");
+                // exit() runs no destructors; every node and the origin
+                // get their death signal (PR_SET_PDEATHSIG) as this
+                // process ends. A container node's host link is swept by
+                // the next container start (`ebb sandbox sweep`).
+                std::process::exit(super::INTERRUPTED_EXIT);
+            }
+        }
         drop(started_origin);
         super::announce("stopped");
         Ok(())

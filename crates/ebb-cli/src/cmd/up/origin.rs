@@ -68,7 +68,11 @@ impl StartedOrigin {
             .arg(plan.holder_timeout_ms.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            // Its own process group, as the nodes have: a Ctrl-C at the
+            // terminal must not end the store while the nodes drain their
+            // calls into it. PR_SET_PDEATHSIG still ends it with `ebb up`.
+            .process_group(0);
         // SAFETY: between fork and exec only prctl runs, which is
         // async-signal-safe and touches no memory of this process.
         unsafe {

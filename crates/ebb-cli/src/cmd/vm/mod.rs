@@ -22,6 +22,9 @@ use ebb_node::vm::sandbox::{DEFAULT_RUN_TIMEOUT_MS, SandboxOptions};
 
 use node::{NodeArgs, Size};
 
+/// Longest `ebb vm run --timeout-ms`: a day.
+const MAX_RUN_TIMEOUT_MS: u64 = 86_400_000;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
@@ -61,8 +64,10 @@ enum Action {
         /// --rootfs, INSIDE is within that root (repeatable).
         #[arg(long = "file", value_name = "HOST:INSIDE")]
         files: Vec<ebb_node::sandbox::FileIn>,
-        /// Kill the VM if the command has not finished by then.
-        #[arg(long, default_value_t = DEFAULT_RUN_TIMEOUT_MS)]
+        /// Kill the VM if the command has not finished by then, in ms (1 to
+        /// 86400000, a day).
+        #[arg(long, default_value_t = DEFAULT_RUN_TIMEOUT_MS,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_RUN_TIMEOUT_MS))]
         timeout_ms: u64,
         /// Kill the VM if the guest has not started the command by then, in
         /// ms (a cold boot without KVM takes tens of seconds on a loaded
@@ -138,6 +143,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             command,
         } => {
             node::check_size(&size)?;
+            // Before a guest boots for nothing.
+            if let Some(p) = include.iter().find(|p| !p.is_file()) {
+                anyhow::bail!(
+                    "--include {}: not a file here; give a host binary to copy into the guest, e.g. /usr/bin/jq",
+                    p.display()
+                );
+            }
             let spec = SandboxSpec {
                 limits: Limits {
                     memory_mb: Some(size.memory_mb),

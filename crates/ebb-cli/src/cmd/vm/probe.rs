@@ -15,7 +15,12 @@ pub(super) fn probe(fresh: bool) -> anyhow::Result<()> {
         image.kernel.vmlinuz.display()
     );
     println!("base initramfs: {}", image.base.display());
-    println!("host TSC kHz (passed to TCG guests): {:?}", host_tsc_khz());
+    match host_tsc_khz() {
+        Some(khz) => println!("host TSC kHz (passed to TCG guests): {khz}"),
+        None => println!(
+            "host TSC kHz: unknown (no `cpu MHz` in /proc/cpuinfo; TCG guests calibrate their clock themselves, which can take long)"
+        ),
+    }
     if fresh {
         let ok = kvm_runs_a_guest(&image.kernel.vmlinuz, &image.base)?;
         println!("kvm runs a guest: {ok}");

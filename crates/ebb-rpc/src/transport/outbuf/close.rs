@@ -3,10 +3,10 @@
 //! that wait forever, holding the connection's task, its socket and up to
 //! `MAX_PENDING_WRITE_BYTES` of replies. So the writer gets
 //! [`CLOSE_FLUSH_TIMEOUT_MS`] from the close; after that what is left is
-//! dropped and the socket closed (reset on plain TCP, so the kernel drops
-//! its copy too). Nothing is lost that the peer could have relied on: a
-//! reply dropped here is still recorded, and a client that asks again on
-//! another connection gets it.
+//! dropped and the socket closed with a reset (plain TCP and TLS alike),
+//! so the kernel drops its copy too. Nothing is lost that the peer could
+//! have relied on: a reply dropped here is still recorded, and a client
+//! that asks again on another connection gets it.
 
 use std::future::Future;
 use std::io;
@@ -53,11 +53,18 @@ impl OutBuf {
         let Ok(mut pending) = self.lock() else {
             return;
         };
-        if let Some(Direct::Tcp(sock)) = &pending.direct {
-            // Closed with a reset: the kernel drops the bytes it still
-            // holds for the peer instead of retrying them for minutes.
-            let stream: &tokio::net::TcpStream = (**sock).as_ref();
-            let _ = stream.set_zero_linger();
+        // Closed with a reset: the kernel drops the bytes it still holds
+        // for the peer instead of retrying them for minutes, and a peer
+        // that does not read learns that the connection ended.
+        match &pending.direct {
+            Some(Direct::Tcp(sock)) => {
+                let stream: &tokio::net::TcpStream = (**sock).as_ref();
+                let _ = stream.set_zero_linger();
+            }
+            Some(Direct::Tls(sock)) => {
+                let _ = sock.reset_on_close();
+            }
+            None => {}
         }
         pending.direct = None;
         if self.recycle {

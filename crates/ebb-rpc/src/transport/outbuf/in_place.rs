@@ -13,14 +13,13 @@
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
 use super::super::stream::TlsWriteHalf;
-use super::{Direct, OutBuf, Pending};
+use super::{Direct, OutBuf, Pending, Sent};
 
 /// Hands what `buf` holds past `written` to rustls and writes its records
 /// as far as the socket takes them, without waiting; true if everything
@@ -30,14 +29,14 @@ pub(super) fn write_now(
     sock: &mut TlsWriteHalf,
     buf: &mut FrameBuf,
     written: &mut usize,
-    counted: &AtomicU64,
+    sent: &Sent,
     recycle: bool,
 ) -> io::Result<bool> {
     poll_write(
         sock,
         buf,
         written,
-        counted,
+        sent,
         recycle,
         &mut Context::from_waker(Waker::noop()),
     )
@@ -57,7 +56,7 @@ fn poll_write(
     sock: &mut TlsWriteHalf,
     buf: &mut FrameBuf,
     written: &mut usize,
-    counted: &AtomicU64,
+    sent: &Sent,
     recycle: bool,
     cx: &mut Context<'_>,
 ) -> io::Result<()> {
@@ -75,7 +74,7 @@ fn poll_write(
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
                 *written += n;
-                counted.fetch_add(n as u64, Ordering::Relaxed);
+                sent.wrote(n);
             }
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => return Err(would_block()),
@@ -138,7 +137,7 @@ impl OutBuf {
         let Some(Direct::Tls(sock)) = direct else {
             return Poll::Ready(Ok(()));
         };
-        match poll_write(sock, buf, written, &self.written, self.recycle, cx) {
+        match poll_write(sock, buf, written, &self.sent, self.recycle, cx) {
             Ok(()) => {
                 *blocked = false;
                 drop(pending);

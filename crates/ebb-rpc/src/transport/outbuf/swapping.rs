@@ -4,13 +4,12 @@
 //! allocates nothing. Producers only append and wake it.
 
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::AsyncWriteExt;
 
 use super::super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
 use super::super::stream::WriteSide;
-use super::{INITIAL_BUF_BYTES, OutBuf};
+use super::{INITIAL_BUF_BYTES, OutBuf, Sent};
 
 impl OutBuf {
     /// TLS: this task writes everything, swapping the pending buffer out.
@@ -30,7 +29,7 @@ impl OutBuf {
                 self.wake.notified().await;
                 continue;
             }
-            if let Err(e) = write_frames(&mut sock, &spare, &self.written).await {
+            if let Err(e) = write_frames(&mut sock, &spare, &self.sent).await {
                 break Err(e);
             }
             // TLS may hold back records until flushed.
@@ -49,32 +48,27 @@ impl OutBuf {
     }
 }
 
-/// Writes all of `frames`: with one `write` when they are contiguous, else
-/// with vectored writes of the headers and the shared payloads in place
-/// (a stream without vectored writes, such as TLS, takes one slice per
-/// call, which is still correct).
-async fn write_frames(
-    sock: &mut WriteSide,
-    frames: &FrameBuf,
-    counted: &AtomicU64,
-) -> io::Result<()> {
-    if let Some(bytes) = frames.contiguous() {
-        sock.write_all(bytes).await?;
-        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        return Ok(());
-    }
+/// Writes all of `frames`, counting each write call in `sent`: plain
+/// writes when they are contiguous, else vectored writes of the headers
+/// and the shared payloads in place (a stream without vectored writes,
+/// such as TLS, takes one slice per call, which is still correct).
+async fn write_frames(sock: &mut WriteSide, frames: &FrameBuf, sent: &Sent) -> io::Result<()> {
     let total = frames.len();
     let mut written = 0;
     while written < total {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
-        let n = frames.slices_from(written, &mut slices);
-        match sock.write_vectored(&slices[..n]).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            k => {
-                written += k;
-                counted.fetch_add(k as u64, Ordering::Relaxed);
+        let wrote = match frames.contiguous() {
+            Some(bytes) => sock.write(&bytes[written..]).await?,
+            None => {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
+                let n = frames.slices_from(written, &mut slices);
+                sock.write_vectored(&slices[..n]).await?
             }
+        };
+        if wrote == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
         }
+        written += wrote;
+        sent.wrote(wrote);
     }
     Ok(())
 }

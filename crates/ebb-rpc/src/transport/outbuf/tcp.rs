@@ -6,12 +6,11 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::super::framebuf::{FrameBuf, MAX_SLICES_PER_WRITE};
-use super::{Direct, OutBuf, Pending};
+use super::{Direct, OutBuf, Pending, Sent};
 
 impl OutBuf {
     /// Plain TCP: producers write in place; this task writes only what the
@@ -53,7 +52,7 @@ impl OutBuf {
                     blocked,
                     ..
                 } = &mut *pending;
-                let all = write_now(sock, buf, written, &self.written, self.recycle)?;
+                let all = write_now(sock, buf, written, &self.sent, self.recycle)?;
                 *blocked = !all;
                 all
             };
@@ -67,13 +66,13 @@ impl OutBuf {
 }
 
 /// Writes as much of `buf` (past its first `written` bytes) as the socket
-/// takes without blocking, adding what it wrote to `counted`. Returns
+/// takes without blocking, counting each write in `sent`. Returns
 /// whether all of it went (then `buf` is cleared, keeping its capacity).
 pub(super) fn write_now(
     sock: &OwnedWriteHalf,
     buf: &mut FrameBuf,
     written: &mut usize,
-    counted: &AtomicU64,
+    sent: &Sent,
     recycle: bool,
 ) -> io::Result<bool> {
     while *written < buf.len() {
@@ -89,7 +88,7 @@ pub(super) fn write_now(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 *written += n;
-                counted.fetch_add(n as u64, Ordering::Relaxed);
+                sent.wrote(n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),

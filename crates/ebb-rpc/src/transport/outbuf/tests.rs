@@ -58,6 +58,71 @@ async fn tls_frames_keep_their_order_across_writes_in_place_and_by_the_writer() 
     keep_order(write, Box::new(received.unwrap())).await;
 }
 
+/// Frames appended while the writer task holds a full socket: far more
+/// bytes than one write can put into a socket with these buffers (at most
+/// its send buffer, one 64 KiB segment over it, and the peer's window).
+const HELD_FRAMES: usize = 256;
+
+/// Every write call that takes bytes is counted, the writer task's as
+/// well as the producers' in place: once the socket is full producers
+/// only append, and what they appended leaves by the writer's writes
+/// when the peer reads: several of them, each counted.
+#[tokio::test]
+async fn the_writer_tasks_writes_are_counted_with_the_producers() {
+    let (sender, mut receiver) = small_buffered_pair().await;
+    let (_read, write) = crate::transport::stream::tcp(sender);
+    let out = Arc::new(OutBuf::default());
+    let writer = {
+        let out = Arc::clone(&out);
+        tokio::spawn(async move { out.drain_in_place(write).await })
+    };
+    let blocked = |out: &OutBuf| {
+        let p = out.pending.lock().unwrap();
+        (p.direct.is_some(), p.blocked)
+    };
+    while blocked(&out) != (true, false) {
+        tokio::task::yield_now().await;
+    }
+    let mut want = Vec::new();
+    let push = |out: &OutBuf, want: &mut Vec<u8>| {
+        let f = frame(want.len() / FRAME_BYTES);
+        out.push_with(|b| b.head_mut().extend_from_slice(&f))
+            .unwrap();
+        want.extend_from_slice(&f);
+    };
+    // Nobody reads: producers write in place until the socket is full.
+    while !blocked(&out).1 {
+        push(&out, &mut want);
+        assert!(want.len() < FRAMES * FRAME_BYTES, "the socket never filled");
+    }
+    let in_place = out.writes();
+    assert!(in_place >= 1, "writes in place were not counted");
+    // Appended only: the writer holds the socket and it has no room.
+    for _ in 0..HELD_FRAMES {
+        push(&out, &mut want);
+    }
+    assert_eq!(out.writes(), in_place, "a write while the socket was full");
+    let left = want.len() as u64 - out.written();
+    assert!(left >= (HELD_FRAMES * FRAME_BYTES) as u64);
+    // The peer reads, the writer task writes the rest; then it closes.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        receiver.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    out.close();
+    writer.await.unwrap().unwrap();
+    let got = reader.await.unwrap();
+    assert!(got == want, "bytes reordered or corrupted");
+    assert_eq!(out.written(), want.len() as u64);
+    let by_writer = out.writes() - in_place;
+    println!("{in_place} writes in place, then {by_writer} by the writer for {left} bytes");
+    assert!(
+        by_writer >= 2,
+        "the writer's writes of the last {left} bytes counted as {by_writer}"
+    );
+}
+
 /// A server and a client configuration that trusts it, for
 /// `localhost`, made for the test.
 fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {

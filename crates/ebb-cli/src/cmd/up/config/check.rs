@@ -179,6 +179,15 @@ fn check_admission(a: &Admission) -> Result<AdmissionPlan, ConfigError> {
             "a positive count",
         ));
     }
+    // Zero bytes would hold nothing but calls without arguments: every
+    // other request arriving while no node is free would be refused.
+    if a.max_held_bytes == 0 {
+        return Err(bad(
+            "admission.max_held_bytes",
+            a.max_held_bytes,
+            "a positive number of bytes, e.g. 67108864 (64 MiB)",
+        ));
+    }
     let service_time_from = match a.service_time_from.as_str() {
         "nodes" => ServiceTimeSource::Nodes,
         "gateway" => ServiceTimeSource::Gateway,

@@ -20,9 +20,33 @@ pub use check::check;
 pub use checked::{Checked, ConfigError, Kind, OriginPlan, OriginSource, Runs, ServiceChoice};
 pub use file::File;
 
-/// Reads and checks `text`. TOML syntax errors and unknown keys come from
-/// the parser with their line and the keys it accepts.
+/// Reads and checks `text`. TOML syntax errors, unknown keys and values of
+/// the wrong type come from the parser with their line and the keys it
+/// accepts.
 pub fn parse(text: &str) -> Result<Checked, String> {
-    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    let file: File = toml::from_str(text).map_err(|e| in_toml_terms(&e.to_string()))?;
     check(file).map_err(|e| e.to_string())
+}
+
+/// serde names the Rust type a key wants (`expected usize`); the reader
+/// wrote TOML, so say what to write instead.
+const TOML_TERMS: [(&str, &str); 6] = [
+    ("expected usize", "expected a whole number, 0 or more"),
+    ("expected u64", "expected a whole number, 0 or more"),
+    (
+        "expected u32",
+        "expected a whole number from 0 to 4294967295",
+    ),
+    ("expected f64", "expected a number, e.g. 0.5"),
+    ("expected a boolean", "expected true or false"),
+    (
+        "expected a sequence",
+        "expected a list, e.g. [\"a\", \"b\"]",
+    ),
+];
+
+fn in_toml_terms(message: &str) -> String {
+    TOML_TERMS
+        .iter()
+        .fold(message.to_owned(), |m, (rust, toml)| m.replace(rust, toml))
 }

@@ -14,6 +14,9 @@ pub const MAX_POOL: usize = ebb_gateway::pool::MAX_POOL_SIZE;
 /// The least memory a container node may be given, MiB (as `ebb sandbox
 /// run --memory-mb` takes it).
 pub const MIN_CONTAINER_MEMORY_MB: u64 = 4;
+/// The highest price per node-second a config may give, in dollars: far
+/// above any machine's, and small enough that its micro-dollars fit a u64.
+pub const MAX_COST_PER_NODE_SECOND_USD: f64 = 1_000_000.0;
 
 /// A checked `[pool]`: the gateway's share of it and what `ebb up` needs
 /// to start nodes.
@@ -55,11 +58,15 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
             ),
         ));
     }
-    if !(p.cost_per_node_second_usd >= 0.0 && p.cost_per_node_second_usd.is_finite()) {
+    // Carried as whole micro-dollars in a u64: a bound keeps the product
+    // exact instead of saturating.
+    if !(p.cost_per_node_second_usd >= 0.0
+        && p.cost_per_node_second_usd <= MAX_COST_PER_NODE_SECOND_USD)
+    {
         return Err(bad(
             "pool.cost_per_node_second_usd",
             p.cost_per_node_second_usd,
-            "a price in dollars, zero or more, e.g. 0.000012",
+            format!("a price in dollars from 0 to {MAX_COST_PER_NODE_SECOND_USD}, e.g. 0.000012"),
         ));
     }
     check_limits(p, kind)?;
