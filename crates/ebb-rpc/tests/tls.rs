@@ -4,6 +4,8 @@
 //! certificate another CA issued, and bad files give errors naming them.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -432,10 +434,6 @@ fn bad_or_missing_files_are_named() {
     );
 }
 
-/// Socket buffers this small fill after a few replies, so the server's
-/// writer is left holding most of them.
-const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
-
 /// A TLS client configuration trusting `ca`, for a peer that speaks the
 /// wire format itself.
 fn raw_client_config(ca: &Ca) -> Arc<tokio_rustls::rustls::ClientConfig> {
@@ -466,7 +464,6 @@ async fn a_closed_tls_connection_gives_up_its_last_replies_to_a_peer_that_never_
     use ebb_rpc::transport::outbuf::{CLOSE_FLUSH_TIMEOUT_MS, MAX_PENDING_WRITE_BYTES};
     use ebb_rpc::wire::{self, Message, Request, Seq};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-    use tokio::net::TcpSocket;
     const CALLS: u64 = 16;
     const PAYLOAD_BYTES: usize = 64 * 1024;
     // Far more than both socket buffers take, and under the half of the
@@ -476,21 +473,8 @@ async fn a_closed_tls_connection_gives_up_its_last_replies_to_a_peer_that_never_
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "main");
     let (cert, key) = ca.issue("node", &["127.0.0.1", "localhost"]);
-    let quiet = Nanos::from_secs(24 * 3600);
-    let config = ebb_rpc::semantics::ServerConfig {
-        handshake_timeout: quiet,
-        idle_timeout: quiet,
-        session_expiry: quiet,
-        ..Default::default()
-    };
-    // Accepted sockets take the listener's send buffer size.
-    let listening = TcpSocket::new_v4().unwrap();
-    listening
-        .set_send_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
-        .unwrap();
-    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listening.local_addr().unwrap();
-    let listener = listening.listen(8).unwrap().into_std().unwrap();
+    let config = common::quiet_server_config();
+    let (addr, listener) = common::small_send_buffer_listener();
     let svc = Arc::new(Echo::default());
     let server = Server::from_std(listener, Arc::clone(&svc), config)
         .unwrap()
@@ -498,10 +482,7 @@ async fn a_closed_tls_connection_gives_up_its_last_replies_to_a_peer_that_never_
     let stats = server.stats_reader();
     tokio::spawn(server.run());
 
-    let peer = TcpSocket::new_v4().unwrap();
-    peer.set_recv_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
-        .unwrap();
-    let peer = peer.connect(addr).await.unwrap();
+    let peer = common::small_recv_buffer_peer(addr).await;
     let connector = tokio_rustls::TlsConnector::from(raw_client_config(&ca));
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut peer = connector.connect(name, peer).await.unwrap();

@@ -131,3 +131,41 @@ pub async fn assert_echo_answers(client: &TcpClient, echo: &'static MethodInfo) 
         .unwrap();
     assert_eq!(&reply[..], b"hi");
 }
+
+/// Socket buffers this small fill after a few replies, so a server's
+/// writer is left holding most of them (the close-flush tests).
+pub const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
+
+/// A server config whose handshake, idle and session timers never fire
+/// during a test, so only the bound under test can end a connection.
+pub fn quiet_server_config() -> ebb_rpc::semantics::ServerConfig {
+    let quiet = ebb_core::Nanos::from_secs(24 * 3600);
+    ebb_rpc::semantics::ServerConfig {
+        handshake_timeout: quiet,
+        idle_timeout: quiet,
+        session_expiry: quiet,
+        ..Default::default()
+    }
+}
+
+/// A loopback listener whose accepted sockets take a
+/// [`SMALL_SOCKET_BUFFER_BYTES`] send buffer (accepted sockets inherit the
+/// listener's size), and its address.
+pub fn small_send_buffer_listener() -> (std::net::SocketAddr, std::net::TcpListener) {
+    let listening = tokio::net::TcpSocket::new_v4().unwrap();
+    listening
+        .set_send_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
+        .unwrap();
+    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listening.local_addr().unwrap();
+    (addr, listening.listen(8).unwrap().into_std().unwrap())
+}
+
+/// A peer socket connected to `addr` with a [`SMALL_SOCKET_BUFFER_BYTES`]
+/// receive buffer, so replies it does not read back up into the server.
+pub async fn small_recv_buffer_peer(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let peer = tokio::net::TcpSocket::new_v4().unwrap();
+    peer.set_recv_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
+        .unwrap();
+    peer.connect(addr).await.unwrap()
+}

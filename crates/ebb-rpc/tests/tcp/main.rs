@@ -6,6 +6,9 @@
 //! callers stopped waiting ([`overdue`]).
 #![allow(clippy::unwrap_used)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod calls;
 mod deferred;
 mod failures;

@@ -182,10 +182,6 @@ async fn a_full_server_turns_a_new_connection_away_at_once_and_its_call_did_not_
     );
 }
 
-/// Socket buffers this small fill after a few replies, so the server's
-/// writer is left holding most of them.
-const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
-
 /// A peer sends calls, closes its sending side and never reads: the
 /// server reads the close, closes the connection and has most of the
 /// replies still to write, to a peer that will never take them. The writer
@@ -198,28 +194,14 @@ const SMALL_SOCKET_BUFFER_BYTES: u32 = 4096;
 async fn a_closed_connection_gives_up_its_last_replies_to_a_peer_that_never_reads() {
     use ebb_rpc::transport::outbuf::{CLOSE_FLUSH_TIMEOUT_MS, MAX_PENDING_WRITE_BYTES};
     use tokio::io::Interest;
-    use tokio::net::TcpSocket;
     const CALLS: u64 = 16;
     const PAYLOAD_BYTES: usize = 64 * 1024;
     // Far more than both socket buffers take, and under the half of the
     // output bound at which the server would stop reading (and so not
     // see the close).
     const _: () = assert!(CALLS as usize * PAYLOAD_BYTES < MAX_PENDING_WRITE_BYTES / 2);
-    let quiet = ebb_core::Nanos::from_secs(24 * 3600);
-    let config = ServerConfig {
-        handshake_timeout: quiet,
-        idle_timeout: quiet,
-        session_expiry: quiet,
-        ..ServerConfig::default()
-    };
-    // Accepted sockets take the listener's send buffer size.
-    let listening = TcpSocket::new_v4().unwrap();
-    listening
-        .set_send_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
-        .unwrap();
-    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listening.local_addr().unwrap();
-    let listener = listening.listen(8).unwrap().into_std().unwrap();
+    let config = common::quiet_server_config();
+    let (addr, listener) = common::small_send_buffer_listener();
     let svc = Arc::new(TestService {
         gather: Barrier::new(GATHER),
         runs: AtomicUsize::new(0),
@@ -228,10 +210,7 @@ async fn a_closed_connection_gives_up_its_last_replies_to_a_peer_that_never_read
     let stats = server.stats_reader();
     tokio::spawn(server.run());
 
-    let peer = TcpSocket::new_v4().unwrap();
-    peer.set_recv_buffer_size(SMALL_SOCKET_BUFFER_BYTES)
-        .unwrap();
-    let mut peer = peer.connect(addr).await.unwrap();
+    let mut peer = common::small_recv_buffer_peer(addr).await;
     let mut calls = bytes::BytesMut::new();
     for seq in 1..=CALLS {
         let frame = request(7, seq, Bytes::from(vec![1u8; PAYLOAD_BYTES]));
