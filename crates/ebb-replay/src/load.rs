@@ -37,7 +37,7 @@ pub fn classify(e: CallError) -> Outcome {
 fn from_load(o: ebb_load::Outcome, latency: Nanos) -> Outcome {
     match o {
         ebb_load::Outcome::Ok => Outcome::Ok { latency },
-        ebb_load::Outcome::Overloaded => Outcome::Overloaded,
+        ebb_load::Outcome::Overloaded { .. } => Outcome::Overloaded,
         ebb_load::Outcome::DeadlineExceeded => Outcome::DeadlineExceeded,
         ebb_load::Outcome::OutcomeUnknown | ebb_load::Outcome::Other(_) => Outcome::Other,
     }
