@@ -34,6 +34,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The failure's label, as `ebb load`'s `errors` and `ebb demo`'s
+    /// `other_errors_by_kind` name it; `None` for a success.
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            Outcome::Ok => None,
+            Outcome::Overloaded { .. } => Some("overloaded"),
+            Outcome::DeadlineExceeded => Some("deadline_exceeded"),
+            Outcome::OutcomeUnknown => Some("outcome_unknown"),
+            Outcome::Other(label) => Some(label),
+        }
+    }
+
     /// From an ebb error kind, its `may_have_run` field and the wait it
     /// asked for.
     pub fn from_kind(

@@ -58,7 +58,7 @@ impl Default for Tally {
 
 impl Tally {
     pub fn record(&mut self, outcome: Outcome, latency_us: u64) {
-        let label = match outcome {
+        match &outcome {
             Outcome::Ok => {
                 self.ok += 1;
                 self.latency_us.saturating_record(latency_us.max(1));
@@ -69,27 +69,13 @@ impl Tally {
                 if let Some(wait) = retry_after {
                     self.retry_after_ms.saturating_record(wait.as_millis());
                 }
-                "overloaded".to_owned()
             }
-            Outcome::DeadlineExceeded => {
-                self.deadline_exceeded += 1;
-                "deadline_exceeded".to_owned()
-            }
-            Outcome::OutcomeUnknown => {
-                self.outcome_unknown += 1;
-                "outcome_unknown".to_owned()
-            }
-            Outcome::Other(label) => {
-                self.other_errors += 1;
-                label
-            }
-        };
-        let label = if self.errors.len() < MAX_ERROR_LABELS || self.errors.contains_key(&label) {
-            label
-        } else {
-            "more".to_owned()
-        };
-        *self.errors.entry(label).or_default() += 1;
+            Outcome::DeadlineExceeded => self.deadline_exceeded += 1,
+            Outcome::OutcomeUnknown => self.outcome_unknown += 1,
+            Outcome::Other(_) => self.other_errors += 1,
+        }
+        let label = outcome.label().unwrap_or_default();
+        count_label(&mut self.errors, label, 1);
     }
 
     /// Adds `other`'s counts and latencies (another sender thread's);
@@ -101,12 +87,7 @@ impl Tally {
         self.outcome_unknown += other.outcome_unknown;
         self.other_errors += other.other_errors;
         for (label, n) in &other.errors {
-            let label = if self.errors.len() < MAX_ERROR_LABELS || self.errors.contains_key(label) {
-                label.clone()
-            } else {
-                "more".to_owned()
-            };
-            *self.errors.entry(label).or_default() += n;
+            count_label(&mut self.errors, label, *n);
         }
         // Same bounds on both sides, so nothing is out of range.
         let _ = self.latency_us.add(&other.latency_us);
@@ -119,6 +100,19 @@ impl Tally {
             + self.deadline_exceeded
             + self.outcome_unknown
             + self.other_errors
+    }
+}
+
+/// Adds `n` under `label`, or under `more` once [`MAX_ERROR_LABELS`]
+/// distinct labels are kept, so one that names something variable cannot
+/// grow the map without bound.
+pub fn count_label(counts: &mut BTreeMap<String, u64>, label: &str, n: u64) {
+    if let Some(c) = counts.get_mut(label) {
+        *c += n;
+    } else if counts.len() < MAX_ERROR_LABELS {
+        counts.insert(label.to_owned(), n);
+    } else {
+        *counts.entry("more".to_owned()).or_default() += n;
     }
 }
 
