@@ -513,7 +513,9 @@ def main():
     ap.add_argument("--connections", type=int, default=8, help="RPC connections of the load generator")
     ap.add_argument("--http-connections", type=int, default=64,
                     help="HTTP connections of the CPU runs (one request at a time on each)")
-    ap.add_argument("--cpu", type=int, default=0, help="the CPU the proxies are pinned to")
+    ap.add_argument("--cpu", type=int, default=0,
+                    help="the CPU the proxies are pinned to; -1: not pinned (with --gateway-threads 2, the "
+                         "gateway's workers spread over the CPUs as `ebb up` runs them by default)")
     ap.add_argument("--gateway-threads", type=int, default=1,
                     help="the gateway's gateway.threads (1: one current-thread runtime)")
     ap.add_argument("--callgrind", action="store_true", help="only count the gateway's instructions per call")
@@ -593,7 +595,8 @@ def main():
         proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded + bounded_compare))
                    if p]
         for p in proxies:
-            pin(p.pid, a.cpu)
+            if a.cpu >= 0:
+                pin(p.pid, a.cpu)
             if a.node_cpu is not None:
                 for node in descendants(p.pid)[1:]:
                     pin(node, a.node_cpu)
