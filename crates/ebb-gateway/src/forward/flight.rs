@@ -263,23 +263,24 @@ impl Forwarder {
             debug_assert!(false, "an outcome for no call in flight");
             return;
         };
-        // One reading of the clock for the attempt's end and the answer.
-        let now = self.clock.now();
         let (node, ahead, arrived) = (flight.node, flight.ahead, flight.arrived);
-        let response = now.saturating_since(arrived);
         if let Ok(reply) = outcome {
             // The reply first: the session records it and it leaves now
-            // (or with the batch). The registry counts the attempt's end
-            // and the request's response time in one lock after it.
+            // (or with the batch). Then one reading of the clock ends the
+            // attempt and the request, which the registry counts in one
+            // lock.
             flight.reply.send_in(Ok(reply), batch);
             if alone {
                 batch.flush();
             }
+            let now = self.clock.now();
+            let response = now.saturating_since(arrived);
             let answered = (now, Some(response));
             self.attempt_ended(node, ahead, flight.sent, &Ok(Bytes::new()), answered);
             return self.count_answer(flight.method, response, None);
         }
         // A failure may yet be retried: the registry learns of it first.
+        let now = self.clock.now();
         self.attempt_ended(node, ahead, flight.sent, &outcome, (now, None));
         let Err(failure) = outcome else {
             return;

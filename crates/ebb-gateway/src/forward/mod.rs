@@ -25,6 +25,7 @@
 //! Both take the same decisions ([`Forwarder::after_failure`]).
 
 mod attempt;
+mod batch;
 mod call;
 mod error;
 mod flight;
@@ -82,6 +83,9 @@ pub struct Forwarder {
     runtime: OnceLock<tokio::runtime::Handle>,
     /// This forwarder, for a delivered outcome that needs a task.
     me: OnceLock<Weak<Forwarder>>,
+    /// The async path's requests of one turn of the runtime, written
+    /// together.
+    turn_writes: std::sync::Arc<batch::TurnWrites>,
 }
 
 impl Forwarder {
@@ -103,6 +107,7 @@ impl Forwarder {
             flights: Mutex::new(slab::Slab::new()),
             runtime: OnceLock::new(),
             me: OnceLock::new(),
+            turn_writes: std::sync::Arc::default(),
         }
     }
 
