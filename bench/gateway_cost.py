@@ -96,6 +96,11 @@ def runqueue_wait_seconds(pid):
     return total / 1e9
 
 
+def pinned(a):
+    """Where the proxies run, for a report's header."""
+    return "not pinned" if a.cpu < 0 else f"pinned to CPU {a.cpu}"
+
+
 def pin(pid, cpu):
     subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True,
                    stdout=subprocess.DEVNULL)
@@ -328,6 +333,154 @@ def sched_breakdown(a, paths, children, tmp):
         os.remove(data)
 
 
+# The system calls whose entries and exits `--legs` traces, and the
+# scheduler's switches of the proxy's threads.
+LEG_EVENTS = ",".join(
+    [f"syscalls:sys_{e}_{c}" for c in ("recvfrom", "read", "sendto", "write", "writev", "epoll_wait",
+                                       "futex") for e in ("enter", "exit")] + ["sched:sched_switch"])
+# A read that found nothing: -EAGAIN as perf prints a syscall's return.
+EAGAIN = 0xfffffffffffffff5
+READS, WRITES = ("recvfrom", "read"), ("sendto", "write", "writev")
+
+
+def socket_peers(pid):
+    """{fd: remote port} of the TCP sockets `pid` holds now."""
+    inodes = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes[link[8:-1]] = int(fd)
+    peers = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    col = line.split()
+                    if col[9] in inodes:
+                        peers[inodes[col[9]]] = int(col[2].rsplit(":", 1)[1], 16)
+        except FileNotFoundError:
+            continue
+    return peers
+
+
+def parse_legs(text, node_fds):
+    """From `perf script` of LEG_EVENTS: for each leg (a read that brought
+    bytes and the first write after it on the same thread; a request leg
+    when it writes to a socket in `node_fds`, else a reply leg), the time
+    from the thread's wake-up (the `epoll_wait` or `futex` it returned
+    from) to the read, from the read to the write, and from the write to
+    the thread's next wait; and the counts of every system call, the reads
+    that found nothing, and the threads' switches off a CPU."""
+    legs = {"request": ([], [], []), "reply": ([], [], [])}
+    counts, state = {}, {}
+    for line in text.splitlines():
+        head, _, rest = line.partition(": ")
+        f = head.split()
+        if len(f) < 4 or not rest:
+            continue
+        try:
+            tid, t = int(f[-3]), float(f[-1]) * 1e6
+        except ValueError:
+            continue
+        event, _, args = rest.strip().partition(": ")
+        st = state.setdefault(tid, {})
+        if event == "sched:sched_switch":
+            if f"prev_pid={tid} " in args:
+                counts["switches"] = counts.get("switches", 0) + 1
+            continue
+        kind, _, name = event.removeprefix("syscalls:sys_").partition("_")
+        if kind == "enter":
+            counts[name] = counts.get(name, 0) + 1
+        if name in ("epoll_wait", "futex"):
+            if kind == "exit":
+                st["woke"] = t
+            elif "wrote" in st:
+                which, wrote = st.pop("wrote")
+                legs[which][2].append(t - wrote)
+        elif name in READS:
+            if kind == "enter" and "woke" in st:
+                st["to_read"] = t - st.pop("woke")
+            elif kind == "exit":
+                ret = int(args.strip(), 16)
+                if ret == EAGAIN:
+                    counts["reads that found nothing"] = counts.get("reads that found nothing", 0) + 1
+                elif 0 < ret < EAGAIN:
+                    st["read"] = t
+        elif name in WRITES:
+            if kind == "enter":
+                fd = int(args.split("fd: ")[1].split(",")[0], 16)
+                st["which"] = "request" if fd in node_fds else "reply"
+                if "read" in st:
+                    leg = legs[st["which"]]
+                    leg[0].append(st.pop("to_read", float("nan")))
+                    leg[1].append(t - st.pop("read"))
+                    st["leg"] = True
+            elif st.pop("leg", False):
+                st["wrote"] = (st["which"], t)
+    return legs, counts
+
+
+def leg_breakdown(a, paths, children, tmp):
+    """Where a proxy spends a call's time between its wake-ups, from its
+    system calls (perf's syscall tracepoints, root): one run per RPC path
+    at the p50 runs' rate. Of each leg (the request read from the caller
+    and written to the node, the reply read from the node and written to
+    the caller): the time from the proxy's wake-up to its read (the
+    runtime's own turn), from the read to the write (the proxy's work on
+    the call: what it adds to the latency beyond the wake-up), and from
+    the write to its next wait (work after the write, which delays the
+    next read only when the peer answers sooner). System calls and
+    switches off a CPU per call say how many hand-offs a call costs."""
+    if shutil.which("perf") is None or os.geteuid() != 0:
+        sys.exit("--legs needs root and perf (Debian: linux-perf)")
+    print(f"Legs of a call, 64 B Demo.echo over ebb RPC at {a.latency_rate:.0f}/s for {a.duration:g} s, "
+          f"{a.connections} connection(s); proxies {pinned(a)}, {a.gateway_threads} gateway thread(s); "
+          f"load average {open('/proc/loadavg').read().split()[0]}")
+    print()
+    print("| path | leg | wake-up to read, us (median) | read to write, us (median, p90) | write to next wait, "
+          "us (median) | system calls per call | switches off a CPU per call |")
+    print("|---|---|---|---|---|---|---|")
+    for proto, name, target, proc in paths:
+        if proto != "rpc" or proc is None:
+            continue
+        node_port = int(a.node_ports[name].rsplit(":", 1)[1])
+        data = os.path.join(tmp, "legs.data")
+        rec = subprocess.Popen(["perf", "record", "-q", "-o", data, "-e", LEG_EVENTS, "-p", str(proc.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        peers = {}
+
+        def snapshot():
+            time.sleep(min(0.5, a.duration / 2))
+            peers.update(socket_peers(proc.pid))
+        watcher = threading.Thread(target=snapshot, daemon=True)
+        watcher.start()
+        r = run(a, target, a.latency_rate, a.duration, False, 1, a.connections)
+        watcher.join()
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
+        text = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
+        os.remove(data)
+        legs, counts = parse_legs(text, {fd for fd, port in peers.items() if port == node_port})
+        calls = max(r["ok"], 1)
+        per_call = ", ".join(f"{k} {v / calls:.2f}" for k, v in sorted(counts.items()) if k != "switches")
+        for which, (to_read, work, after) in legs.items():
+            if not work:
+                continue
+
+            def med(x):
+                x = sorted(v for v in x if v == v)
+                return f"{x[len(x) // 2]:.1f}" if x else "-"
+            p90 = sorted(work)[int(len(work) * 0.9)]
+            print(f"| {name} | {which} ({len(work)}) | {med(to_read)} | {med(work)}, {p90:.1f} | {med(after)} "
+                  f"| {per_call if which == 'request' else ''} "
+                  f"| {counts.get('switches', 0) / calls:.2f} |", flush=True)
+
+
 def callgrind(a, children, tmp):
     out = os.path.join(tmp, "callgrind.out")
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
@@ -366,7 +519,9 @@ def main():
     ap.add_argument("--connections", type=int, default=8, help="RPC connections of the load generator")
     ap.add_argument("--http-connections", type=int, default=64,
                     help="HTTP connections of the CPU runs (one request at a time on each)")
-    ap.add_argument("--cpu", type=int, default=0, help="the CPU the proxies are pinned to")
+    ap.add_argument("--cpu", type=int, default=0,
+                    help="the CPU the proxies are pinned to; -1: not pinned (with --gateway-threads 2, the "
+                         "gateway's workers spread over the CPUs as `ebb up` runs them by default)")
     ap.add_argument("--gateway-threads", type=int, default=1,
                     help="the gateway's gateway.threads (1: one current-thread runtime)")
     ap.add_argument("--callgrind", action="store_true", help="only count the gateway's instructions per call")
@@ -400,6 +555,10 @@ def main():
     ap.add_argument("--sched", action="store_true",
                     help="only trace the scheduler (perf sched, root) during one p50 run per RPC path: "
                          "each process's wake-ups per call, wake-up delay and time on a CPU")
+    ap.add_argument("--legs", action="store_true",
+                    help="only trace each RPC proxy's system calls (perf, root) during one p50 run: per leg of "
+                         "a call, the time from its wake-up to its read, from the read to its write and after; "
+                         "system calls and switches per call (use --connections 1 so calls do not overlap)")
     ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
     if any(not -20 <= n <= 19 for n in a.nice) or (min(a.nice) < 0 and os.geteuid() != 0):
@@ -442,7 +601,8 @@ def main():
         proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded + bounded_compare))
                    if p]
         for p in proxies:
-            pin(p.pid, a.cpu)
+            if a.cpu >= 0:
+                pin(p.pid, a.cpu)
             if a.node_cpu is not None:
                 for node in descendants(p.pid)[1:]:
                     pin(node, a.node_cpu)
@@ -481,6 +641,13 @@ def main():
             set_nice(children, a.nice[0])
         if a.sched:
             sched_breakdown(a, paths, children, tmp)
+            return
+        if a.legs:
+            # Which of each proxy's sockets lead to its node.
+            a.node_ports = {FLOOR: node_rpc, "haproxy (tcp mode)": node_rpc, "ebb gateway": node_of(gw_http)}
+            if other:
+                a.node_ports[f"ebb gateway, {a.compare}"] = node_of(other[2])
+            leg_breakdown(a, paths, children, tmp)
             return
         if a.sweep:
             admin = {gw.pid: gw_http, **{p.pid: http for _, p, _, http in bounded + bounded_compare}}
@@ -531,7 +698,7 @@ def sweep(a, paths, admin, children):
     `--nice` runs every row at each given niceness (of the proxies, their
     nodes and the load generator) in the same sweep."""
     print(f"64 B Demo.echo over ebb RPC, {a.duration:g} s per rate, {a.connections} connections; "
-          f"proxies pinned to CPU {a.cpu}, one thread; load generator "
+          f"proxies {pinned(a)}, one thread; load generator "
           f"{'not pinned' if a.load_cpu is None else f'pinned to CPU {a.load_cpu}'}; nodes "
           f"{'not pinned' if a.node_cpu is None else f'pinned to CPU {a.node_cpu}'}; "
           f"load average {open('/proc/loadavg').read().split()[0]}")
@@ -624,7 +791,7 @@ def paired(rows, lat, proto, base):
 def report(rows, a):
     lines = [
         f"64 B Demo.echo; medians of {a.reps}; p50 at {a.latency_rate:.0f}/s, CPU at {a.cpu_rate:.0f}/s "
-        f"for {a.duration:g} s; proxies pinned to CPU {a.cpu}, {a.gateway_threads} thread(s); nice {a.nice[0]}; "
+        f"for {a.duration:g} s; proxies {pinned(a)}, {a.gateway_threads} thread(s); nice {a.nice[0]}; "
         f"load average {open('/proc/loadavg').read().split()[0]}",
         "",
         "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | added beyond the floor relay's, us (paired median) | proxy waiting for a CPU, us/call (p50 runs) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",

@@ -89,7 +89,9 @@ impl From<crate::store::StoreError> for OriginError {
                 OriginError::VersionMismatch { expected, current }
             }
             S::Corrupt { .. } => OriginError::Corrupt(e.to_string()),
-            S::Io { .. } | S::CreateDir { .. } => OriginError::Storage(e.to_string()),
+            S::Io { .. } | S::InUse { .. } | S::CreateDir { .. } => {
+                OriginError::Storage(e.to_string())
+            }
         }
     }
 }

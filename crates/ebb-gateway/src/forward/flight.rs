@@ -279,14 +279,31 @@ impl Forwarder {
 }
 
 impl CallSink for Forwarder {
+    /// A lone outcome (the only one of its node read): its reply is
+    /// written before the registry and the metrics count the call, so the
+    /// caller does not wait for that bookkeeping.
     fn deliver(&self, token: u64, outcome: Result<Bytes, CallError>) {
-        self.deliver_in(token, outcome, &mut WriteBatch::default());
+        self.end_flight(token, outcome, &mut WriteBatch::default(), true);
     }
 
-    /// The outcome of a call [`Forwarder::launch`] sent: what the attempt's
-    /// end tells the registry, then the answer (written with `batch`, the
-    /// other answers of the node's read), or a retry.
+    /// One of several outcomes of a node read: its reply leaves with
+    /// `batch`, which the deliverer flushes once all are handed over.
     fn deliver_in(&self, token: u64, outcome: Result<Bytes, CallError>, batch: &mut WriteBatch) {
+        self.end_flight(token, outcome, batch, false);
+    }
+}
+
+impl Forwarder {
+    /// The outcome of a call [`Forwarder::launch`] sent: the answer
+    /// (appended to `batch`, written at once when `alone`), what the
+    /// attempt's end tells the registry, or a retry.
+    fn end_flight(
+        &self,
+        token: u64,
+        outcome: Result<Bytes, CallError>,
+        batch: &mut WriteBatch,
+        alone: bool,
+    ) {
         let flight = usize::try_from(token)
             .ok()
             .and_then(|t| self.flights().try_remove(t));
@@ -294,20 +311,27 @@ impl CallSink for Forwarder {
             debug_assert!(false, "an outcome for no call in flight");
             return;
         };
-        // One reading of the clock for the attempt's end and the answer.
-        let now = self.clock.now();
         let (node, ahead, arrived) = (flight.node, flight.ahead, flight.arrived);
-        let response = now.saturating_since(arrived);
-        // A reply answers the request: the registry counts it with the
-        // attempt's end. A failure may yet be retried.
-        let answers = outcome.is_ok().then_some(response);
-        self.attempt_ended(node, ahead, flight.sent, &outcome, (now, answers));
-        let failure = match outcome {
-            Ok(reply) => {
-                self.count_answer(flight.method, response, None);
-                return flight.reply.send_in(Ok(reply), batch);
+        if let Ok(reply) = outcome {
+            // The reply first: the session records it and it leaves now
+            // (or with the batch). Then one reading of the clock ends the
+            // attempt and the request, which the registry counts in one
+            // lock.
+            flight.reply.send_in(Ok(reply), batch);
+            if alone {
+                batch.flush();
             }
-            Err(e) => e,
+            let now = self.clock.now();
+            let response = now.saturating_since(arrived);
+            let answered = (now, Some(response));
+            self.attempt_ended(node, ahead, flight.sent, &Ok(Bytes::new()), answered);
+            return self.count_answer(flight.method, response, None);
+        }
+        // A failure may yet be retried: the registry learns of it first.
+        let now = self.clock.now();
+        self.attempt_ended(node, ahead, flight.sent, &outcome, (now, None));
+        let Err(failure) = outcome else {
+            return;
         };
         let deadline = flight.arrived + flight.timeout;
         let mut route = Route::default();

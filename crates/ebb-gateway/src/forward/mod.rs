@@ -25,6 +25,7 @@
 //! Both take the same decisions ([`Forwarder::after_failure`]).
 
 mod attempt;
+mod batch;
 mod call;
 mod error;
 mod flight;
@@ -85,6 +86,9 @@ pub struct Forwarder {
     /// Set once the timer of the calls parked in the held FIFO runs
     /// (`Forwarder::watch_parked`).
     parked_timer: OnceLock<()>,
+    /// The async path's requests of one turn of the runtime, written
+    /// together.
+    turn_writes: std::sync::Arc<batch::TurnWrites>,
 }
 
 impl Forwarder {
@@ -107,6 +111,7 @@ impl Forwarder {
             runtime: OnceLock::new(),
             me: OnceLock::new(),
             parked_timer: OnceLock::new(),
+            turn_writes: std::sync::Arc::default(),
         }
     }
 

@@ -1,8 +1,14 @@
 //! The gateway's side of the manager thread: setting the target by hand
 //! and shutting down, over a channel the manager also hears its own
 //! handshakes on.
+//!
+//! `POST /pool` reaches `set_target` once per request, so the channel it
+//! feeds is bounded by coalescing: at most one `Wake` waits at a time
+//! (`wake_pending`), however many targets were set while the manager was
+//! busy starting a node. The manager clears the flag before it reads the
+//! target, so the last target set is always acted on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -36,6 +42,8 @@ pub enum PoolError {
 pub struct PoolHandle {
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) target: Arc<AtomicUsize>,
+    /// A `Wake` is queued and not yet taken by the manager.
+    pub(super) wake_pending: Arc<AtomicBool>,
     pub(super) cfg: PoolConfig,
     pub(super) thread: Option<JoinHandle<()>>,
     pub(super) kind: NodeKind,
@@ -61,9 +69,11 @@ impl PoolHandle {
             return Err(PoolError::OutOfBounds { target, min, max });
         }
         self.target.store(target, Ordering::SeqCst);
-        self.tx
-            .send(Command::Wake)
-            .map_err(|_| PoolError::Stopped)?;
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            self.tx
+                .send(Command::Wake)
+                .map_err(|_| PoolError::Stopped)?;
+        }
         Ok(target)
     }
 
@@ -80,5 +90,64 @@ impl PoolHandle {
 impl Drop for PoolHandle {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> (PoolHandle, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel();
+        let cfg = PoolConfig {
+            min: 1,
+            max: 8,
+            ..PoolConfig::default()
+        };
+        let h = PoolHandle {
+            tx,
+            target: Arc::new(AtomicUsize::new(1)),
+            wake_pending: Arc::new(AtomicBool::new(false)),
+            cfg,
+            thread: None,
+            kind: NodeKind::Thread,
+        };
+        (h, rx)
+    }
+
+    fn wakes(rx: &mpsc::Receiver<Command>) -> usize {
+        rx.try_iter().filter(|c| matches!(c, Command::Wake)).count()
+    }
+
+    /// Many targets set while the manager is busy queue one `Wake`, not
+    /// one each; once the manager took it, the next target queues another,
+    /// and the target read is always the last one set.
+    #[test]
+    fn targets_set_while_the_manager_is_busy_queue_one_wake() {
+        let (h, rx) = handle();
+        for i in 0..10_000 {
+            h.set_target(1 + i % 8).expect("within bounds");
+        }
+        h.set_target(5).expect("within bounds");
+        assert_eq!(wakes(&rx), 1, "one wake for 10 001 targets");
+        assert_eq!(h.target(), 5);
+        // The manager takes the wake: it clears the flag, then reads.
+        h.wake_pending.store(false, Ordering::SeqCst);
+        h.set_target(3).expect("within bounds");
+        assert_eq!(
+            wakes(&rx),
+            1,
+            "a target after the wake was taken wakes again"
+        );
+        assert_eq!(h.target(), 3);
+        assert_eq!(
+            h.set_target(9),
+            Err(PoolError::OutOfBounds {
+                target: 9,
+                min: 1,
+                max: 8
+            })
+        );
+        assert_eq!(wakes(&rx), 0, "a refused target wakes nobody");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub(super) struct Manager {
     pub(super) rt: tokio::runtime::Handle,
     pub(super) cfg: PoolConfig,
     pub(super) target: Arc<AtomicUsize>,
+    /// Shared with the handle: cleared here when a `Wake` is taken, before
+    /// the target is read, so a target set after that sends a new one.
+    pub(super) wake_pending: Arc<AtomicBool>,
     pub(super) autoscaler: Option<Scaler>,
     pub(super) on_change: OnChange,
     pub(super) service: ServiceCell,
@@ -70,7 +73,10 @@ impl Manager {
         loop {
             let woken = match rx.recv_timeout(wait) {
                 Err(mpsc::RecvTimeoutError::Timeout) => false,
-                Ok(Command::Wake) => true,
+                Ok(Command::Wake) => {
+                    self.wake_pending.store(false, Ordering::SeqCst);
+                    true
+                }
                 Ok(Command::Handshake(id, done)) => {
                     self.handshake_done(id, done);
                     true

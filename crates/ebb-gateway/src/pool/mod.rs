@@ -20,7 +20,7 @@ mod scale;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, mpsc};
 
 use ebb_core::{Nanos, NodeId};
@@ -107,6 +107,7 @@ pub fn spawn(
     } = hooks;
     let initial = cfg.initial.clamp(cfg.min, cfg.max.min(MAX_POOL_SIZE));
     let target = Arc::new(AtomicUsize::new(initial));
+    let wake_pending = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let kind = provider.kind();
     registry.set_target(initial, provider.expected_start());
@@ -118,6 +119,7 @@ pub fn spawn(
         rt,
         cfg,
         target: Arc::clone(&target),
+        wake_pending: Arc::clone(&wake_pending),
         autoscaler,
         on_change,
         service,
@@ -140,6 +142,7 @@ pub fn spawn(
     Ok(PoolHandle {
         tx,
         target,
+        wake_pending,
         cfg,
         thread: Some(thread),
         kind,

@@ -34,6 +34,10 @@ pub enum StoreError {
         "data file {path} is damaged ({detail}); restore it from a copy or move it away to start empty"
     )]
     Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "data file {path} is already open elsewhere (is another `ebb origin` serving this data directory?); stop that one or give another directory"
+    )]
+    InUse { path: PathBuf },
     #[error("data file {path}: {detail}")]
     Io { path: PathBuf, detail: String },
     #[error("cannot create the data directory {dir}: {detail}")]
@@ -270,6 +274,11 @@ impl Store {
 /// rest (permissions, a full disk, a second process holding the file).
 fn classify(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     let e: redb::Error = e.into();
+    if matches!(e, redb::Error::DatabaseAlreadyOpen) {
+        return StoreError::InUse {
+            path: path.to_path_buf(),
+        };
+    }
     let damaged = match &e {
         redb::Error::Corrupted(_) => true,
         redb::Error::Io(io) => matches!(

@@ -107,3 +107,18 @@ fn a_torn_file_is_reported() {
         other => panic!("a torn file went unreported: {other:?}"),
     }
 }
+
+#[test]
+fn a_data_file_held_by_another_store_is_reported_as_in_use() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = open(&dir);
+    let second = Store::open(dir.path()).expect_err("the file is held by the first store");
+    assert!(
+        matches!(&second, StoreError::InUse { path } if path == &dir.path().join(DATA_FILE)),
+        "{second:?}"
+    );
+    let said = second.to_string();
+    assert!(said.contains("ebb origin"), "{said}");
+    drop(first);
+    open(&dir);
+}

@@ -8,6 +8,9 @@ use super::kpa::{Kpa, KpaConfig};
 use super::queue::{QueueConfig, QueueModel};
 use crate::balance::parse::duration;
 
+/// What a target, a rate or a concurrency accepts, in errors.
+const POSITIVE: &str = "greater than 0";
+
 /// The policy names [`parse`] accepts.
 pub const SCALE_POLICY_NAMES: &[&str] = &["hpa", "kpa", "queue", "none"];
 
@@ -50,11 +53,12 @@ pub fn parse(spec: &str) -> Result<Box<dyn ScalePolicy + Send>, ScaleParseError>
         }
         opts.push((k, v));
     }
-    let number = |k: &str, v: &str, ok: fn(f64) -> bool| {
+    // `range` says what `ok` accepts, so the error names it.
+    let number = |k: &str, v: &str, range: &str, ok: fn(f64) -> bool| {
         v.parse::<f64>()
             .ok()
             .filter(|x| x.is_finite() && ok(*x))
-            .ok_or_else(|| bad(format!("`{k}` needs a number in range, got `{v}`")))
+            .ok_or_else(|| bad(format!("`{k}` needs a number {range}, got `{v}`")))
     };
     let dur = |v: &str| duration(v).map_err(|e| bad(e.clone()));
     let unknown = |k: &str| bad(format!("`{head}` has no option `{k}`"));
@@ -84,13 +88,16 @@ pub fn parse(spec: &str) -> Result<Box<dyn ScalePolicy + Send>, ScaleParseError>
                                 return Err(bad("`p99` needs a target such as p99=100ms".into()));
                             }
                             ("p99", false) => dur(v)?.as_secs_f64(),
-                            _ => number(k, v, |x| x > 0.0)?,
+                            _ => number(k, v, POSITIVE, |x| x > 0.0)?,
                         };
                     }
                     "util" | "inflight" | "queue" | "p99" => {
                         return Err(bad("give one metric: util, inflight, queue or p99".into()));
                     }
-                    "tolerance" => c.tolerance = number(k, v, |x| (0.0..1.0).contains(&x))?,
+                    "tolerance" => {
+                        c.tolerance =
+                            number(k, v, "from 0 to below 1", |x| (0.0..1.0).contains(&x))?
+                    }
                     "sync" => c.sync = dur(v)?,
                     "down" => c.down_window = dur(v)?,
                     _ => return Err(unknown(k)),
@@ -102,10 +109,10 @@ pub fn parse(spec: &str) -> Result<Box<dyn ScalePolicy + Send>, ScaleParseError>
             let mut c = KpaConfig::default();
             for (k, v) in opts {
                 match k {
-                    "target" => c.target = number(k, v, |x| x > 0.0)?,
+                    "target" => c.target = number(k, v, POSITIVE, |x| x > 0.0)?,
                     "stable" => c.stable_window = dur(v)?,
                     "panic" => c.panic_window = dur(v)?,
-                    "threshold" => c.panic_threshold = number(k, v, |x| x >= 1.0)?,
+                    "threshold" => c.panic_threshold = number(k, v, "of 1 or more", |x| x >= 1.0)?,
                     _ => return Err(unknown(k)),
                 }
             }
@@ -120,11 +127,17 @@ pub fn parse(spec: &str) -> Result<Box<dyn ScalePolicy + Send>, ScaleParseError>
             let mut c = QueueConfig::default();
             for (k, v) in opts {
                 match k {
-                    "miss" => c.miss = number(k, v, |x| x > 0.0 && x < 1.0)?,
+                    "miss" => {
+                        c.miss = number(k, v, "between 0 and 1 (neither included)", |x| {
+                            x > 0.0 && x < 1.0
+                        })?
+                    }
                     "objective" => c.objective = Some(dur(v)?),
                     "smooth" => c.smooth = dur(v)?,
                     "down" => c.down_window = dur(v)?,
-                    "value" => c.miss_value_micros = Some(number(k, v, |x| x >= 0.0)?),
+                    "value" => {
+                        c.miss_value_micros = Some(number(k, v, "of 0 or more", |x| x >= 0.0)?)
+                    }
                     "nolookahead" if v.is_empty() => c.lookahead = false,
                     _ => return Err(unknown(k)),
                 }
@@ -191,6 +204,42 @@ mod tests {
             for name in SCALE_POLICY_NAMES {
                 assert!(e.contains(name), "{e}");
             }
+        }
+    }
+
+    /// A number out of range is refused with the range it must be in, not
+    /// only the word "range".
+    #[test]
+    fn an_out_of_range_number_names_the_range_it_must_be_in() {
+        for (spec, range) in [
+            (
+                "hpa:util=0",
+                "`util` needs a number greater than 0, got `0`",
+            ),
+            (
+                "hpa:inflight=-2",
+                "`inflight` needs a number greater than 0",
+            ),
+            (
+                "hpa:tolerance=5",
+                "`tolerance` needs a number from 0 to below 1",
+            ),
+            ("kpa:target=0", "`target` needs a number greater than 0"),
+            (
+                "kpa:threshold=0.5",
+                "`threshold` needs a number of 1 or more",
+            ),
+            (
+                "queue:miss=2",
+                "`miss` needs a number between 0 and 1 (neither included)",
+            ),
+            ("queue:value=-1", "`value` needs a number of 0 or more"),
+        ] {
+            let e = parse(spec)
+                .err()
+                .unwrap_or_else(|| panic!("`{spec}` accepted"))
+                .to_string();
+            assert!(e.contains(range), "{spec}: {e}");
         }
     }
 }

@@ -37,6 +37,14 @@ pub enum TableFull {
     Peer { max_per_peer: usize },
 }
 
+/// How far a session's activity runs ahead of its key in the idle index
+/// before the key is moved: a call moves it at most this often, rather
+/// than on every call (a removal and an insertion in a B-tree). Eviction
+/// reads a session's real `last_active` before it evicts, so the key's lag
+/// changes which sessions count as expired, and which is the longest idle,
+/// not at all.
+pub const IDLE_INDEX_STEP: Nanos = Nanos::from_millis(100);
+
 /// Client sessions, with an index by idle time for eviction. The `HashMap` is
 /// only looked up, never iterated, so runs stay deterministic.
 #[derive(Debug)]
@@ -50,6 +58,8 @@ pub struct ReplyTable {
     max_saved_total: usize,
     clients: FastMap<ClientId, ClientState>,
     per_peer: FastMap<IpAddr, usize>,
+    /// Each session by its `indexed_at`, which lags its `last_active` by
+    /// less than `IDLE_INDEX_STEP`.
     idle: BTreeSet<(Instant, ClientId)>,
 }
 
@@ -123,6 +133,7 @@ impl ReplyTable {
                     floor,
                     ack_below: Seq(0),
                     last_active: now,
+                    indexed_at: now,
                     entries: Window::default(),
                     saved_bytes: 0,
                 },
@@ -138,12 +149,13 @@ impl ReplyTable {
     /// has no session for it (never opened, evicted, or lost in a crash).
     pub fn touch(&mut self, client: ClientId, now: Instant) -> Option<Session<'_>> {
         let state = self.clients.get_mut(&client)?;
-        if state.last_active != now {
-            self.idle.remove(&(state.last_active, client));
-            // Time never runs backwards for a caller, but a stale `now` must
-            // not make a session look older than it is.
-            state.last_active = state.last_active.max(now);
-            self.idle.insert((state.last_active, client));
+        // Time never runs backwards for a caller, but a stale `now` must
+        // not make a session look older than it is.
+        state.last_active = state.last_active.max(now);
+        if state.last_active.saturating_since(state.indexed_at) >= IDLE_INDEX_STEP {
+            self.idle.remove(&(state.indexed_at, client));
+            state.indexed_at = state.last_active;
+            self.idle.insert((state.indexed_at, client));
         }
         Some(Session {
             state,
@@ -180,21 +192,40 @@ impl ReplyTable {
         let full = TableFull::Total {
             max_clients: self.max_clients,
         };
-        let &(since, client) = self.idle.first().ok_or(full)?;
-        if since + self.session_expiry > now {
-            return Err(full);
-        }
-        self.idle.remove(&(since, client));
-        if let Some(state) = self.clients.remove(&client) {
-            self.saved_total -= state.saved_bytes;
-            if let Some(n) = self.per_peer.get_mut(&state.peer) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_peer.remove(&state.peer);
+        // A key that lags its session's activity is moved up to it first,
+        // so the first key that does not lag is the longest idle session:
+        // every other key is at least as late, and no session is older
+        // than its key. Each session is moved at most once here.
+        for _ in 0..=self.idle.len() {
+            let &(since, client) = self.idle.first().ok_or(full)?;
+            let Some(state) = self.clients.get_mut(&client) else {
+                debug_assert!(false, "an idle key of no session");
+                self.idle.remove(&(since, client));
+                continue;
+            };
+            if state.last_active > since {
+                self.idle.remove(&(since, client));
+                state.indexed_at = state.last_active;
+                self.idle.insert((state.indexed_at, client));
+                continue;
+            }
+            if since + self.session_expiry > now {
+                return Err(full);
+            }
+            self.idle.remove(&(since, client));
+            if let Some(state) = self.clients.remove(&client) {
+                self.saved_total -= state.saved_bytes;
+                if let Some(n) = self.per_peer.get_mut(&state.peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_peer.remove(&state.peer);
+                    }
                 }
             }
+            return Ok(());
         }
-        Ok(())
+        debug_assert!(false, "every key was moved, and the first still lags");
+        Err(full)
     }
 
     /// Checks the table's claims: the idle index and the per-peer counts
@@ -209,7 +240,10 @@ impl ReplyTable {
             ));
         }
         for (since, client) in &self.idle {
-            if self.clients.get(client).map(|c| c.last_active) != Some(*since) {
+            let Some(c) = self.clients.get(client) else {
+                return Err(format!("idle index names {client}, which has no session"));
+            };
+            if c.indexed_at != *since || c.last_active < *since {
                 return Err(format!("idle index of {client} is stale"));
             }
         }

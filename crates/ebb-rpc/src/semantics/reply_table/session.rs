@@ -28,6 +28,9 @@ pub struct ClientState {
     /// The highest `ack_below` seen: the client waits for nothing below it.
     pub ack_below: Seq,
     pub last_active: Instant,
+    /// Its key in the table's idle index: at most `last_active`, moved up
+    /// to it only every `IDLE_INDEX_STEP` (see `ReplyTable::touch`).
+    pub(super) indexed_at: Instant,
     /// Calls in `[ack_below, ack_below + MAX_REPLIES_PER_CLIENT)`.
     pub entries: Window,
     /// Payload bytes of the saved replies in `entries`.

@@ -27,6 +27,46 @@ fn full_table_evicts_only_an_expired_session_longest_idle_first() {
     assert_eq!(t.len(), 2);
 }
 
+/// A call within `IDLE_INDEX_STEP` of the last leaves the session's idle
+/// key behind; a key that says expired while the session was active since
+/// is moved up, not evicted, and the longest idle session still goes
+/// first.
+#[test]
+fn a_lagging_idle_key_never_evicts_a_session_active_since() {
+    let step = IDLE_INDEX_STEP;
+    let mut t = ReplyTable::new(2, 4, EXP);
+    t.open(ClientId(1), Seq(1), PEER, at_secs(0)).unwrap();
+    t.open(ClientId(2), Seq(1), PEER, at_secs(1)).unwrap();
+    // Client 1 active again just within the step: its key stays at 0 s.
+    let active = at_secs(0) + Nanos(step.0 - 1);
+    t.touch(ClientId(1), active);
+    assert_eq!(
+        t.get(ClientId(1)).unwrap().indexed_at,
+        at_secs(0),
+        "the key lags"
+    );
+    t.check().unwrap();
+    // At 10 s + half a step client 1's key says expired, its activity
+    // does not: the table is full and nobody is evicted.
+    let now = at_secs(10) + Nanos(step.0 / 2);
+    assert_eq!(
+        t.open(ClientId(3), Seq(1), PEER, now).err(),
+        Some(TableFull::Total { max_clients: 2 })
+    );
+    assert_eq!(
+        t.get(ClientId(1)).unwrap().indexed_at,
+        active,
+        "the key was moved up"
+    );
+    t.check().unwrap();
+    // At 11 s both have expired; client 1 (idle since just under 0.1 s)
+    // is the longest idle, and goes first.
+    t.open(ClientId(3), Seq(1), PEER, at_secs(11)).unwrap();
+    assert!(t.get(ClientId(1)).is_none());
+    assert!(t.get(ClientId(2)).is_some());
+    t.check().unwrap();
+}
+
 #[test]
 fn acknowledge_below_prunes_saved_entries() {
     let mut t = ReplyTable::new(4, 4, EXP);

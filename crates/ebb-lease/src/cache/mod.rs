@@ -7,10 +7,17 @@
 //! runs is reported the same way, so the origin stops waiting for this node
 //! on that key; if the report queue is full the report is dropped and the
 //! origin waits out the term instead (never longer).
+//!
+//! Reads and writes are here; the poller that obeys invalidations is
+//! `poll.rs`, and connecting from a thread of its own is `connect.rs`.
+
+mod connect;
+mod poll;
+
+pub use connect::{connect_in_background, random_holder_id};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use ebb_core::{Clock, Nanos, SystemClock};
 use ebb_policy::lease::{
@@ -30,9 +37,6 @@ pub const MAX_FETCHES_IN_FLIGHT: usize = 4_096;
 pub const MAX_PENDING_RELEASES: usize = 4_096;
 /// Bytes an entry costs beyond its key and value (the lease, moka's own).
 const ENTRY_OVERHEAD_BYTES: usize = 96;
-/// Pause after a failed poll, doubling up to the maximum.
-const POLL_BACKOFF_MIN_MS: u64 = 50;
-const POLL_BACKOFF_MAX_MS: u64 = 1_000;
 
 /// How a node caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,83 +299,6 @@ impl<T: Transport> LeaseCache<T> {
             .await??)
     }
 
-    /// Obeys one invalidation: poison reads in flight, drop the entry,
-    /// queue the acknowledgement.
-    fn invalidate(&self, key: &str, lease_id: u64) {
-        let inner = &self.inner;
-        {
-            let mut fetches = lock(&inner.fetches);
-            fetches.invalidate(&key.to_owned());
-            inner.entries.invalidate(key);
-        }
-        inner.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-        push_release(
-            &inner.releases,
-            &inner.stats,
-            Release {
-                key: key.to_owned(),
-                lease_id,
-            },
-        );
-    }
-
-    /// One poll: hand in releases, obey invalidations. Returns how many
-    /// invalidations it obeyed.
-    pub async fn poll_once(&self) -> Result<usize, CacheError> {
-        let inner = &self.inner;
-        let releases = std::mem::take(&mut *lock(&inner.releases));
-        let reply = inner
-            .origin
-            .poll_invalidations(inner.holder, releases.clone(), inner.settings.poll_wait_ms)
-            .await;
-        let reply = match reply {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                self.requeue(releases);
-                return Err(e.into());
-            }
-            Err(e) => {
-                self.requeue(releases);
-                return Err(e.into());
-            }
-        };
-        inner.stats.polls.fetch_add(1, Ordering::Relaxed);
-        let before = inner.incarnation.swap(reply.incarnation, Ordering::SeqCst);
-        if before != 0 && before != reply.incarnation {
-            // A new origin incarnation forgot every grant: drop everything
-            // (what callbacks need; harmless for finite terms).
-            let mut fetches = lock(&inner.fetches);
-            fetches.clear();
-            inner.entries.invalidate_all();
-        }
-        let n = reply.invalidations.len();
-        for inv in reply.invalidations {
-            self.invalidate(&inv.key, inv.lease_id);
-        }
-        Ok(n)
-    }
-
-    fn requeue(&self, releases: Vec<Release>) {
-        for r in releases {
-            push_release(&self.inner.releases, &self.inner.stats, r);
-        }
-    }
-
-    /// Polls until the task is dropped, backing off while the origin is
-    /// unreachable.
-    pub async fn run_poller(self) {
-        let mut backoff = POLL_BACKOFF_MIN_MS;
-        loop {
-            match self.poll_once().await {
-                Ok(_) => backoff = POLL_BACKOFF_MIN_MS,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                    backoff = (backoff * 2).min(POLL_BACKOFF_MAX_MS);
-                }
-            }
-        }
-    }
-
     /// Entries currently cached (after pending maintenance).
     pub fn len(&self) -> u64 {
         self.inner.entries.run_pending_tasks();
@@ -381,64 +308,4 @@ impl<T: Transport> LeaseCache<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// A holder id for this process: random, so a restarted node (an empty
-/// cache) is a new holder and two nodes never share one.
-pub fn random_holder_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
-/// Connects to the origin at `addr` from a thread of its own (one small
-/// runtime hosting the connection and the invalidation poller), so any
-/// runtime, or none, can use the returned cache.
-pub fn connect_in_background(
-    addr: &str,
-    settings: CacheSettings,
-) -> Result<LeaseCache<ebb_rpc::transport::TcpClient>, CacheError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let addr = addr.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("lease-cache".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = tx.send(Err(CacheError::Start(format!("its runtime: {e}"))));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match ebb_rpc::transport::TcpClient::connect(&addr).await {
-                    Ok(client) => {
-                        let cache = LeaseCache::new(
-                            OriginClient::new(client),
-                            random_holder_id(),
-                            settings,
-                        );
-                        let _ = tx.send(Ok(cache.clone()));
-                        cache.run_poller().await;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(CacheError::Call(e)));
-                    }
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        return Err(CacheError::Start(format!("its thread: {e}")));
-    }
-    rx.recv()
-        .map_err(|_| CacheError::Start("its thread ended before connecting".into()))?
 }
