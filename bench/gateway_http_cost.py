@@ -96,32 +96,35 @@ def descendants(pid):
     return out
 
 
-def sweep(ebb, paths, a):
+def sweep(ebb, paths, nodes, a):
     """Answered/s, latency and CPU of each pinned proxy at each offered rate."""
     print(f"64 B Demo.echo over HTTP/JSON, {a.duration:g} s per rate, {a.connections} connections; "
           f"proxies pinned to CPU {a.cpu}, one thread; nodes and load generator pinned to CPU {a.other_cpu}; "
           f"load average {open('/proc/loadavg').read().split()[0]}")
     print()
     print("| offered/s | path | answered/s | p50 ms | p99 ms | proxy CPU share | CPU us per call "
-          "| load generator CPU share |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| its node's CPU share | load generator CPU share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {a.other_cpu})
     try:
         for rate in [float(x) for x in a.sweep.split(",") if x]:
             for name, target, p in paths:
                 u0, s0 = user_system_seconds(p.pid)
+                n0 = sum(sum(user_system_seconds(n)) for n in nodes[name])
                 gen = os.times()
                 threads = max(1, -(-int(rate) // a.rate_per_thread))
                 r = load(ebb, target, rate, a.duration, "Demo.echo", MSG, 2000, max(a.connections, threads),
                          1, threads=threads)
                 end = os.times()
                 u1, s1 = user_system_seconds(p.pid)
+                node_cpu = sum(sum(user_system_seconds(n)) for n in nodes[name]) - n0
                 cpu = (u1 - u0) + (s1 - s0)
                 gen_cpu = (end.children_user - gen.children_user) + (end.children_system - gen.children_system)
                 per_call = cpu / r["ok"] * 1e6 if r["ok"] else float("nan")
                 print(f"| {rate:.0f} | {name} | {r['achieved_rate']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                      f"{cpu / a.duration:.2f} | {per_call:.1f} | {gen_cpu / a.duration:.2f} |", flush=True)
+                      f"{cpu / a.duration:.2f} | {per_call:.1f} | {node_cpu / a.duration:.2f} | "
+                      f"{gen_cpu / a.duration:.2f} |", flush=True)
     finally:
         os.sched_setaffinity(0, saved)
 
@@ -160,13 +163,17 @@ def main():
             paths.append((f"ebb gateway ({b})", gw_http, gw))
         for _, _, p in paths:
             pin(p.pid, a.cpu)
+        # Each path's node: HAProxy's is the shared `ebb node`, a
+        # gateway's the one its pool started.
+        nodes = {name: [node.pid] if name == "haproxy" else descendants(p.pid) for name, _, p in paths}
         if a.sweep:
-            for pid in [node.pid] + [c for _, _, p in paths for c in descendants(p.pid)]:
-                pin(pid, a.other_cpu)
+            for pids in nodes.values():
+                for pid in pids:
+                    pin(pid, a.other_cpu)
         for _, target, _ in paths:
             load(ebb, target, 500, 1, "Demo.echo", MSG, 2000, a.connections, 0)
         if a.sweep:
-            sweep(ebb, paths, a)
+            sweep(ebb, paths, nodes, a)
             return
         if a.syscalls:
             print("| path | answered | system calls per call |\n|---|---|---|")
