@@ -96,6 +96,11 @@ def runqueue_wait_seconds(pid):
     return total / 1e9
 
 
+def pinned(a):
+    """Where the proxies run, for a report's header."""
+    return "not pinned" if a.cpu < 0 else f"pinned to CPU {a.cpu}"
+
+
 def pin(pid, cpu):
     subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True,
                    stdout=subprocess.DEVNULL)
@@ -433,7 +438,8 @@ def leg_breakdown(a, paths, children, tmp):
     if shutil.which("perf") is None or os.geteuid() != 0:
         sys.exit("--legs needs root and perf (Debian: linux-perf)")
     print(f"Legs of a call, 64 B Demo.echo over ebb RPC at {a.latency_rate:.0f}/s for {a.duration:g} s, "
-          f"{a.connections} connection(s); load average {open('/proc/loadavg').read().split()[0]}")
+          f"{a.connections} connection(s); proxies {pinned(a)}, {a.gateway_threads} gateway thread(s); "
+          f"load average {open('/proc/loadavg').read().split()[0]}")
     print()
     print("| path | leg | wake-up to read, us (median) | read to write, us (median, p90) | write to next wait, "
           "us (median) | system calls per call | switches off a CPU per call |")
@@ -513,7 +519,9 @@ def main():
     ap.add_argument("--connections", type=int, default=8, help="RPC connections of the load generator")
     ap.add_argument("--http-connections", type=int, default=64,
                     help="HTTP connections of the CPU runs (one request at a time on each)")
-    ap.add_argument("--cpu", type=int, default=0, help="the CPU the proxies are pinned to")
+    ap.add_argument("--cpu", type=int, default=0,
+                    help="the CPU the proxies are pinned to; -1: not pinned (with --gateway-threads 2, the "
+                         "gateway's workers spread over the CPUs as `ebb up` runs them by default)")
     ap.add_argument("--gateway-threads", type=int, default=1,
                     help="the gateway's gateway.threads (1: one current-thread runtime)")
     ap.add_argument("--callgrind", action="store_true", help="only count the gateway's instructions per call")
@@ -593,7 +601,8 @@ def main():
         proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded + bounded_compare))
                    if p]
         for p in proxies:
-            pin(p.pid, a.cpu)
+            if a.cpu >= 0:
+                pin(p.pid, a.cpu)
             if a.node_cpu is not None:
                 for node in descendants(p.pid)[1:]:
                     pin(node, a.node_cpu)
@@ -689,7 +698,7 @@ def sweep(a, paths, admin, children):
     `--nice` runs every row at each given niceness (of the proxies, their
     nodes and the load generator) in the same sweep."""
     print(f"64 B Demo.echo over ebb RPC, {a.duration:g} s per rate, {a.connections} connections; "
-          f"proxies pinned to CPU {a.cpu}, one thread; load generator "
+          f"proxies {pinned(a)}, one thread; load generator "
           f"{'not pinned' if a.load_cpu is None else f'pinned to CPU {a.load_cpu}'}; nodes "
           f"{'not pinned' if a.node_cpu is None else f'pinned to CPU {a.node_cpu}'}; "
           f"load average {open('/proc/loadavg').read().split()[0]}")
@@ -782,7 +791,7 @@ def paired(rows, lat, proto, base):
 def report(rows, a):
     lines = [
         f"64 B Demo.echo; medians of {a.reps}; p50 at {a.latency_rate:.0f}/s, CPU at {a.cpu_rate:.0f}/s "
-        f"for {a.duration:g} s; proxies pinned to CPU {a.cpu}, {a.gateway_threads} thread(s); nice {a.nice[0]}; "
+        f"for {a.duration:g} s; proxies {pinned(a)}, {a.gateway_threads} thread(s); nice {a.nice[0]}; "
         f"load average {open('/proc/loadavg').read().split()[0]}",
         "",
         "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | added beyond the floor relay's, us (paired median) | proxy waiting for a CPU, us/call (p50 runs) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",

@@ -15,12 +15,27 @@ Not a test: run by hand, see docs/benchmarks.md.
 
   cargo build --release -p ebb-cli --bin ebb
   python3 bench/gateway_http_cost.py --reps 7 BEFORE_BUILD AFTER_BUILD
+  python3 bench/gateway_http_cost.py --syscalls BEFORE_BUILD AFTER_BUILD   # root, perf
+
+With `--syscalls`, each path instead gets one run of `--duration` under
+perf's system-call tracepoints, and the table gives its system calls per
+answered call by kind: where the system time per call goes.
+
+With `--sweep RATES`, each path is offered each rate in turn, the
+proxies on `--cpu`, their nodes and the load generator pinned to
+`--other-cpu`: where answered/s stops following the offer while the
+proxy's CPU share nears 1, that one core is saturated. If the load
+generator (or the node beside it) saturates the other CPU first, the
+table says so by its CPU share and the offer it did not keep up with.
+
+  python3 bench/gateway_http_cost.py --sweep 10000,20000,30000 --duration 3 BUILD
 """
 
 import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 
@@ -38,6 +53,82 @@ def user_system_seconds(pid):
     return int(fields[11]) / TICKS_PER_S, int(fields[12]) / TICKS_PER_S
 
 
+# The system calls a proxy moves a call's bytes and waits with.
+SYSCALLS = ["read", "recvfrom", "write", "writev", "sendto", "sendmsg", "recvmsg", "epoll_wait",
+            "epoll_ctl", "accept4", "setsockopt", "getsockopt", "clock_gettime", "futex"]
+
+
+def syscalls(ebb, target, pid, a, tmp):
+    """System calls of `pid` per answered call over one run at --rate."""
+    out = os.path.join(tmp, f"perf-{pid}")
+    events = ",".join(f"syscalls:sys_enter_{s}" for s in SYSCALLS)
+    args = [ebb, "load", "--target", target, "--http", "--rate", f"{a.rate:.1f}", "--duration",
+            str(a.duration), "--method", "Demo.echo", "--args", MSG, "--deadline-ms", "2000",
+            "--connections", str(a.connections), "--threads", "1", "--seed", "1", "--json"]
+    r = subprocess.run(["perf", "stat", "-x,", "-o", out, "-e", events, "-p", str(pid), "--", *args],
+                       capture_output=True, text=True, check=True)
+    import json
+    ok = max(json.loads(r.stdout)["ok"], 1)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[2].startswith("syscalls:"):
+                counts[fields[2].split("sys_enter_")[1]] = int(fields[0]) if fields[0].isdigit() else 0
+    return ok, {k: v / ok for k, v in counts.items()}
+
+
+def descendants(pid):
+    """Every process started by `pid`, and by those (a gateway's nodes)."""
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for child in f.read().split():
+                    out.append(int(child))
+                    out.extend(descendants(int(child)))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def sweep(ebb, paths, nodes, a):
+    """Answered/s, latency and CPU of each pinned proxy at each offered rate."""
+    print(f"64 B Demo.echo over HTTP/JSON, {a.duration:g} s per rate, {a.connections} connections; "
+          f"proxies pinned to CPU {a.cpu}, one thread; nodes and load generator pinned to CPU {a.other_cpu}; "
+          f"load average {open('/proc/loadavg').read().split()[0]}")
+    print()
+    print("| offered/s | path | answered/s | p50 ms | p99 ms | proxy CPU share | CPU us per call "
+          "| its node's CPU share | load generator CPU share |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {a.other_cpu})
+    try:
+        for rate in [float(x) for x in a.sweep.split(",") if x]:
+            for name, target, p in paths:
+                u0, s0 = user_system_seconds(p.pid)
+                n0 = sum(sum(user_system_seconds(n)) for n in nodes[name])
+                gen = os.times()
+                threads = max(1, -(-int(rate) // a.rate_per_thread))
+                r = load(ebb, target, rate, a.duration, "Demo.echo", MSG, 2000, max(a.connections, threads),
+                         1, threads=threads)
+                end = os.times()
+                u1, s1 = user_system_seconds(p.pid)
+                node_cpu = sum(sum(user_system_seconds(n)) for n in nodes[name]) - n0
+                cpu = (u1 - u0) + (s1 - s0)
+                gen_cpu = (end.children_user - gen.children_user) + (end.children_system - gen.children_system)
+                per_call = cpu / r["ok"] * 1e6 if r["ok"] else float("nan")
+                print(f"| {rate:.0f} | {name} | {r['achieved_rate']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                      f"{cpu / a.duration:.2f} | {per_call:.1f} | {node_cpu / a.duration:.2f} | "
+                      f"{gen_cpu / a.duration:.2f} |", flush=True)
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("builds", nargs="+", help="ebb executables whose gateways to measure; "
@@ -48,6 +139,13 @@ def main():
     ap.add_argument("--connections", type=int, default=64,
                     help="HTTP keep-alive connections of the load generator")
     ap.add_argument("--cpu", type=int, default=0, help="the CPU the proxies are pinned to")
+    ap.add_argument("--sweep", help="comma-separated offered rates: where each pinned proxy saturates")
+    ap.add_argument("--other-cpu", type=int, default=1,
+                    help="with --sweep: the CPU the nodes and the load generator are pinned to")
+    ap.add_argument("--rate-per-thread", type=int, default=20000,
+                    help="with --sweep: offered calls/s per sender thread of the load generator")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="only count each path's system calls per call (one run each; root, perf)")
     a = ap.parse_args()
     for b in a.builds:
         if not os.access(b, os.X_OK):
@@ -57,6 +155,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ebb-gateway-http-cost-")
     try:
         _, node_http = start_node(children, ebb, 1, "block")
+        node = children.procs[-1]
         hp, hp_http = haproxy_one(children, tmp, node_http, "http")
         paths = [("haproxy", hp_http, hp)]
         for i, b in enumerate(a.builds):
@@ -64,8 +163,25 @@ def main():
             paths.append((f"ebb gateway ({b})", gw_http, gw))
         for _, _, p in paths:
             pin(p.pid, a.cpu)
+        # Each path's node: HAProxy's is the shared `ebb node`, a
+        # gateway's the one its pool started.
+        nodes = {name: [node.pid] if name == "haproxy" else descendants(p.pid) for name, _, p in paths}
+        if a.sweep:
+            for pids in nodes.values():
+                for pid in pids:
+                    pin(pid, a.other_cpu)
         for _, target, _ in paths:
             load(ebb, target, 500, 1, "Demo.echo", MSG, 2000, a.connections, 0)
+        if a.sweep:
+            sweep(ebb, paths, nodes, a)
+            return
+        if a.syscalls:
+            print("| path | answered | system calls per call |\n|---|---|---|")
+            for name, target, p in paths:
+                ok, per = syscalls(ebb, target, p.pid, a, tmp)
+                kinds = ", ".join(f"{k} {v:.2f}" for k, v in per.items() if v >= 0.005)
+                print(f"| {name} | {ok} | {sum(per.values()):.2f}: {kinds} |")
+            return
         runs = {name: [] for name, _, _ in paths}
         for rep in range(a.reps):
             for name, target, p in paths:

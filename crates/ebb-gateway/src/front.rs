@@ -12,14 +12,15 @@
 //! request, a call with an unusual path included, takes the router, so
 //! what it answers stays the router's.
 //!
-//! A [`Front`] is hyper's service itself ([`ebb_http::serve_http1`]), not
-//! a tower one behind `axum::serve`: a request costs no clone of it, no
-//! boxed body and no tower oneshot.
+//! A connection's service is hyper's ([`ebb_http::serve_http1`]), not a
+//! tower one behind `axum::serve`: a request costs no clone of it, no
+//! boxed body and no tower oneshot. Its future is not boxed either: hyper
+//! keeps one place per connection for the request in flight, and the
+//! call's future lives there, with no allocation of its own per request.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -40,32 +41,52 @@ pub type GatewayCalls = Arc<ebb_http::Calls<GatewayBackend>>;
 /// Makes one [`Front`] per accepted connection, knowing its peer.
 #[derive(Clone)]
 pub struct MakeFront {
-    pub shared: Arc<Shared>,
+    /// The pool's state is the calls' backend's ([`GatewayBackend`]), so
+    /// a call takes one reference for both.
     pub calls: GatewayCalls,
     pub router: Router,
 }
 
 impl MakeFront {
-    /// The service of a connection from `peer`.
-    pub fn front(&self, peer: SocketAddr) -> Front {
-        Front {
-            shared: Arc::clone(&self.shared),
+    /// The service of a connection from `peer`: hyper's, over a
+    /// [`Front`], so that its future is the front's own type.
+    pub fn front(
+        &self,
+        peer: SocketAddr,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<CallBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + use<> {
+        let front = Front {
             calls: Arc::clone(&self.calls),
             router: self.router.clone(),
             peer,
-        }
+        };
+        hyper::service::service_fn(move |req| front.answer(req))
     }
 }
 
 /// One connection's service.
 pub struct Front {
-    shared: Arc<Shared>,
     calls: GatewayCalls,
     router: Router,
     peer: SocketAddr,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response<CallBody>, Infallible>> + Send>>;
+/// Where a request goes, decided before its future starts.
+enum Route {
+    /// A plain call (split at `split`), handed over at `arrived`.
+    Call {
+        split: usize,
+        arrived: std::time::Instant,
+        calls: GatewayCalls,
+    },
+    /// Anything else, through the router.
+    Other(Router),
+}
 
 /// Where every call's path starts.
 const CALL_PREFIX: &str = "/rpc/";
@@ -110,35 +131,58 @@ fn split_at(path: &str, split: usize) -> (&str, &str) {
     (service, method)
 }
 
-impl hyper::service::Service<Request<Incoming>> for Front {
-    type Response = Response<CallBody>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn call(&self, mut req: Request<Incoming>) -> Answer {
-        let Some(split) = plain_call_split(req.method(), req.uri().path()) else {
-            req.extensions_mut().insert(ConnectInfo(self.peer));
-            let mut router = self.router.clone();
-            return Box::pin(async move { router.call(req).await.map(|r| r.map(Either::Right)) });
+impl Front {
+    /// Answers one request: a plain call at once, anything else through
+    /// the router.
+    fn answer(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<CallBody>, Infallible>> + Send + use<> {
+        let route = match plain_call_split(req.method(), req.uri().path()) {
+            // The call's arrival: hyper has just read its head, its body
+            // is yet to be read. The one read of the clock for it on the
+            // way in.
+            Some(split) => Route::Call {
+                split,
+                arrived: std::time::Instant::now(),
+                calls: Arc::clone(&self.calls),
+            },
+            None => {
+                req.extensions_mut().insert(ConnectInfo(self.peer));
+                Route::Other(self.router.clone())
+            }
         };
-        // The call's arrival: hyper has just read its head, its body is
-        // yet to be read. The one read of the clock for it on the way in.
-        let arrived = std::time::Instant::now();
-        let (shared, calls, peer) = (Arc::clone(&self.shared), Arc::clone(&self.calls), self.peer);
-        Box::pin(async move {
+        let peer = self.peer;
+        async move {
+            let (split, arrived, calls) = match route {
+                Route::Call {
+                    split,
+                    arrived,
+                    calls,
+                } => (split, arrived, calls),
+                Route::Other(mut router) => {
+                    return router.call(req).await.map(|r| r.map(Either::Right));
+                }
+            };
             let (parts, body) = req.into_parts();
             // The same request's path, split above.
             let (service, method) = split_at(parts.uri.path(), split);
-            let _slot = match admit_caller(&shared, &parts.headers, Some(peer)) {
+            let _slot = match admit_caller(shared(&calls), &parts.headers, Some(peer)) {
                 Ok(slot) => slot,
                 Err(refused) => return Ok(refused.into_response().map(Either::Right)),
             };
             Ok(calls
                 .handle(service, method, parts.headers, body, arrived)
                 .await)
-        })
+        }
     }
 }
+
+/// The gateway's state behind `calls`.
+fn shared(calls: &GatewayCalls) -> &Shared {
+    &calls.backend().0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -347,11 +347,7 @@ impl Gateway {
             admin_listener.is_some(),
         );
         // Calls skip the router; everything else takes it.
-        let front = front::MakeFront {
-            shared: Arc::clone(&shared),
-            calls,
-            router: app,
-        };
+        let front = front::MakeFront { calls, router: app };
         let rpc_shared = Arc::clone(&shared);
         let rpc_max_per_caller = cfg.max_in_flight_per_caller;
         // Each HTTP listener holds at most this many connections, as a node's

@@ -52,6 +52,11 @@ impl<B: JsonBackend> Calls<B> {
         }
     }
 
+    /// What runs the calls.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// Answers one `POST /rpc/{service}/{method}` (the path's two parts
     /// given percent-decoded): its reply as JSON, or its failure as a JSON
     /// error body with the status that fits.

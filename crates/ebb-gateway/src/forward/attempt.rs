@@ -134,6 +134,9 @@ impl Forwarder {
             metrics: &this.metrics,
         };
         let options = CallOptions::default().with_timeout(left);
+        // Its request leaves with those of the other calls started in
+        // this turn of the runtime (`batch.rs`).
+        this.turn_writes.hold(&client);
         let call = match encoding {
             Encoding::Postcard => client.call(method, args, options),
             Encoding::Json => client.call_json_text(method, args, options),

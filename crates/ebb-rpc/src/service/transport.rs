@@ -77,6 +77,15 @@ pub trait Transport: Send + Sync {
         false
     }
 
+    /// Holds the requests of calls started from now on until
+    /// [`Transport::release_writes`], so that calls started together
+    /// leave with one write. A transport that writes nothing of its own
+    /// holds nothing.
+    fn hold_writes(&self) {}
+
+    /// Writes what [`Transport::hold_writes`] held, and holds no more.
+    fn release_writes(&self) {}
+
     /// Like [`Transport::call`], but `args` is JSON text (an object keyed by
     /// parameter name) for the server's JSON adapter, and the reply comes
     /// back as JSON text. Same call semantics. What a forwarder sends when
@@ -167,6 +176,14 @@ macro_rules! forward_transport {
 
             fn abandons_at_once(&self) -> bool {
                 (**self).abandons_at_once()
+            }
+
+            fn hold_writes(&self) {
+                (**self).hold_writes()
+            }
+
+            fn release_writes(&self) {
+                (**self).release_writes()
             }
 
             fn reported_load(&self) -> Option<u32> {

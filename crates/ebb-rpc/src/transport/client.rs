@@ -421,6 +421,14 @@ impl Transport for TcpClient {
         true
     }
 
+    fn hold_writes(&self) {
+        TcpClient::hold_writes(self);
+    }
+
+    fn release_writes(&self) {
+        TcpClient::release_writes(self);
+    }
+
     fn call_json_text(
         &self,
         method: &'static MethodInfo,
