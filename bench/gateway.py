@@ -14,9 +14,12 @@ Not a test: run by hand (as root or not), see docs/benchmarks.md.
 
   cargo build --release -p ebb-cli --bin ebb
   python3 bench/gateway.py --reps 5 --duration 10 --json /tmp/gateway-bench.json
+  python3 bench/gateway.py --ebb AFTER --compare BEFORE --reps 5 --duration 6
 
 `ebb-<policy>` systems run the ebb gateway (`ebb up`) with that balancer
-over its own process nodes, shaped like the proxies' nodes.
+over its own process nodes, shaped like the proxies' nodes. With
+`--compare BEFORE`, each also runs a second time as `ebb-<policy> (before)`
+on that build's gateway and nodes, in the same repetitions.
 """
 
 import argparse
@@ -35,6 +38,8 @@ import time
 SYSTEMS = ["haproxy-leastconn", "haproxy-random2", "nginx-leastconn", "ebb-p2c", "ebb-ewma"]
 # `ebb-<policy>`: the ebb gateway (`ebb up`) with that balancing policy.
 BASELINE = "haproxy-leastconn"
+# Suffix of an ebb system run on the `--compare` build.
+BEFORE = " (before)"
 # Bounds so a broken child cannot hang the run.
 STARTUP_TIMEOUT_S = 30
 MAX_NODES = 32
@@ -164,14 +169,15 @@ http {{
     return f"127.0.0.1:{port}"
 
 
-def ebb_gateway(children, tmp, name, policy, a, work_mode=None, extra=None):
+def ebb_gateway(children, tmp, name, policy, a, work_mode=None, extra=None, ebb=None):
     """`ebb up` with a static pool of process nodes shaped like the others:
     the same node flags, and exactly one node (the first to start: an atomic
     mkdir decides) `--slow-scale`x slower. The gateway starts its own nodes,
     so they are not the very processes the proxies front, but the same
     program with the same flags. `work_mode` overrides `a.work_mode`, and
-    `extra` (TOML) replaces the admission section."""
-    ebb = os.path.abspath(a.ebb)
+    `extra` (TOML) replaces the admission section; `ebb` another build
+    than `a.ebb`."""
+    ebb = os.path.abspath(ebb or a.ebb)
     work_mode = work_mode or a.work_mode
     if extra is None:
         extra = f"""[admission]
@@ -312,12 +318,18 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="proxy threads (nbthread, worker_processes); default: the cores, as many as the gateway's runtime has")
     ap.add_argument("--echo-rate", type=float, default=1000.0, help="rate of the 64 B overhead runs; 0 skips them")
+    ap.add_argument("--compare", help="a second ebb build: each ebb-<policy> system also runs on it, as "
+                    "'ebb-<policy> (before)', in the same repetitions")
     a = ap.parse_args()
     check_pool_args(a)
+    if a.compare is not None and not os.access(a.compare, os.X_OK):
+        sys.exit(f"--compare {a.compare}: not an executable ebb binary")
     systems = [s for s in a.systems.split(",") if s]
     for s in systems:
         if s not in SYSTEMS and not s.startswith("ebb-"):
             sys.exit(f"--systems: unknown {s!r}; known: {', '.join(SYSTEMS)}, or ebb-<any balancer spec>")
+    if a.compare:
+        systems += [f"{s}{BEFORE}" for s in systems if s.startswith("ebb-")]
     for tool in ("haproxy", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian: apt-get install haproxy nginx)")
@@ -345,6 +357,10 @@ def main():
                 targets[s] = haproxy(children, tmp, s, "random(2)", http_nodes, a.threads)
             elif s == "nginx-leastconn":
                 targets[s] = nginx(children, tmp, s, http_nodes, a.threads)
+            elif s.endswith(BEFORE):
+                policy = s[len("ebb-"):-len(BEFORE)]
+                name = s[:-len(BEFORE)] + "-before"
+                targets[s], rpc_targets[s] = ebb_gateway(children, tmp, name, policy, a, ebb=a.compare)
             elif s.startswith("ebb-"):
                 targets[s], rpc_targets[s] = ebb_gateway(children, tmp, s, s[len("ebb-"):], a)
         print(f"{a.nodes} nodes (last {a.slow_scale}x slower), Demo.work {a.work_us} us ({a.work_mode}), "

@@ -72,6 +72,14 @@ fn assert_every_call_counted(v: &Value) {
         n(v, "ok") + n(v, "overloaded") + n(v, "deadline_exceeded") + n(v, "other_errors"),
         "every call ended and was counted: {v}"
     );
+    let kinds = v["other_errors_by_kind"]
+        .as_object()
+        .expect("summary.json has other_errors_by_kind");
+    assert_eq!(
+        kinds.values().filter_map(Value::as_u64).sum::<u64>(),
+        n(v, "other_errors"),
+        "the kinds add up to other_errors: {v}"
+    );
 }
 
 /// The run made gets and puts, every one was answered, and each put was

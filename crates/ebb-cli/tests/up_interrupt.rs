@@ -1,13 +1,14 @@
 //! Ctrl-C at the terminal that runs `ebb up`: the SIGINT reaches every
 //! process of the foreground group, yet a call in flight still finishes
-//! and its reply reaches the caller, because process nodes (and the origin
-//! store) live in groups of their own and are drained by the gateway, not
-//! killed by the signal.
+//! and its reply reaches the caller, because process and VM nodes (and the
+//! origin store) live in groups of their own and are drained by the
+//! gateway, not killed by the signal.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod gateway_common;
 
-use gateway_common::{MAX_POLLS, POLL_PAUSE, Up, alive, any_node};
+use gateway_common::{MAX_POLLS, POLL_PAUSE, Up, alive, any_node, pool_extra};
 use std::process::Command;
 
 /// How long the call in flight holds its node: long enough that the
@@ -38,6 +39,44 @@ fn a_terminal_ctrl_c_lets_the_call_in_flight_finish_through_ebb_up() {
         );
     }
     assert_eq!(process_group(up.pid()), up.pid());
+    call_in_flight_survives_a_terminal_ctrl_c(&mut up, nodes);
+}
+
+/// The same with a VM node: QEMU leads a process group of its own, so the
+/// guest is drained and stopped by `ebb up` rather than ended by the
+/// terminal's SIGINT with the call inside it.
+#[test]
+fn a_terminal_ctrl_c_lets_a_vm_nodes_call_in_flight_finish() {
+    const NAME: &str = "a_terminal_ctrl_c_lets_a_vm_nodes_call_in_flight_finish";
+    if let Some(why) = common::vm_nodes_unavailable() {
+        ebb_testkit::skip_or_fail(NAME, &why);
+        return;
+    }
+    let config = format!(
+        "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+         [service]\nname = \"demo\"\n\
+         [pool]\nkind = \"vm\"\ninitial = 1\nmin = 1\nmax = 1\n{}",
+        pool_extra("vm")
+    );
+    let mut up = Up::start_as_terminal_job("interrupt-vm", &config);
+    up.wait_booted();
+    let nodes = up.node_pids();
+    assert_eq!(nodes.len(), 1, "one QEMU: {nodes:?}");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", nodes[0])).unwrap();
+    assert!(comm.starts_with("qemu"), "the child is QEMU: {comm}");
+    assert_eq!(
+        process_group(nodes[0]),
+        nodes[0],
+        "QEMU leads a process group of its own, out of reach of the terminal's Ctrl-C"
+    );
+    call_in_flight_survives_a_terminal_ctrl_c(&mut up, nodes);
+}
+
+/// Makes a call that holds the one node, sends Ctrl-C to the terminal's
+/// group while it runs, and checks that the call was answered, that the
+/// node was drained and stopped by `ebb up`, and that none of `nodes` is
+/// left.
+fn call_in_flight_survives_a_terminal_ctrl_c(up: &mut Up, nodes: Vec<u32>) {
     let rpc = up.rpc.to_string();
     let call = std::thread::spawn(move || {
         Command::new(env!("CARGO_BIN_EXE_ebb"))

@@ -33,6 +33,11 @@ impl Clock {
         Instant::from_epoch(Nanos::from(self.epoch.elapsed()))
     }
 
+    /// `at` on the monotonic clock, for a timer set to fire then.
+    pub fn to_std(&self, at: Instant) -> std::time::Instant {
+        self.epoch + std::time::Duration::from_nanos(at.since_epoch().as_nanos())
+    }
+
     /// `at`, read from the monotonic clock by someone else (the RPC
     /// server's read of a socket), on this clock's time line: no read of
     /// the clock. An instant before this clock began counts as its start.

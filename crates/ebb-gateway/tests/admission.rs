@@ -64,7 +64,7 @@ fn fast_nodes_behind_a_saturated_gateway_get_the_call() {
     ) {
         Acquired::Now(_) => {}
         Acquired::Refused { why, .. } => panic!("refused work the nodes can do: {why}"),
-        Acquired::Held(_) => panic!("held with nodes free"),
+        Acquired::Held(_) | Acquired::Parked => panic!("held with nodes free"),
     }
     // Judged by the gateway's own timing (`service_time_from = "gateway"`),
     // the same call is refused: what the nodes' reports avoid.

@@ -16,8 +16,9 @@ use ebb_gateway::forward::Forwarder;
 use ebb_gateway::registry::{Acquired, Registry, Slot};
 use ebb_policy::admission::AdmissionConfig;
 use ebb_rpc::semantics::server::ServerConfig;
-use ebb_rpc::service::{BoxFuture, DispatchError, MethodInfo, ServiceDispatch};
+use ebb_rpc::service::{BoxFuture, CallContext, DispatchError, MethodInfo, ServiceDispatch};
 use ebb_rpc::transport::{Server, TcpClient};
+use ebb_rpc::wire::Outcome;
 use tokio::sync::oneshot;
 
 static METHOD: MethodInfo = MethodInfo {
@@ -213,4 +214,63 @@ async fn without_the_bound_the_node_refuses_and_retries_are_spent() {
     for c in calls {
         let _ = c.await.unwrap();
     }
+}
+
+/// Starts one call the RPC ingress's way (`Forwarder::start`) with
+/// `timeout`; its answer arrives on what is returned.
+fn start(s: &Setup, timeout: Nanos) -> tokio::sync::mpsc::UnboundedReceiver<(Outcome, Bytes)> {
+    let (reply, answers) = common::deferred(&METHOD);
+    let cx = CallContext::new(timeout);
+    s.forwarder.start(&METHOD, Bytes::new(), cx, reply);
+    answers
+}
+
+/// The RPC ingress's calls beyond the node's bound are parked in the held
+/// FIFO (no task of their own) and, as the node frees, launched there:
+/// every one is answered, each ran once.
+#[tokio::test]
+async fn started_calls_beyond_a_nodes_bound_are_parked_then_launched() {
+    let s = setup(BOUND, 1).await;
+    let answers: Vec<_> = (0..CALLS)
+        .map(|_| start(&s, Nanos::from_secs(60)))
+        .collect();
+    wait_for("one call runs, the rest are parked", || {
+        s.running.load(Ordering::SeqCst) == 1 && s.registry.held().0 == CALLS - 1
+    })
+    .await;
+    s.gate.send_replace(true);
+    for mut a in answers {
+        let (outcome, why) = a.recv().await.unwrap();
+        assert_eq!(outcome, Outcome::Ok, "{why:?}");
+    }
+    assert_eq!(s.ran.load(Ordering::SeqCst), CALLS, "each ran once");
+    assert_eq!(s.registry.held(), (0, 0));
+    let counters = s.registry.tick();
+    assert_eq!((counters.retries, counters.refusals), (0, 0));
+}
+
+/// A parked call whose deadline passes while the node stays busy is
+/// answered at once, as never sent, by the parked calls' one timer, though
+/// it was parked behind a call with a later deadline (the timer was woken
+/// for it); the other stays held and the node never saw it.
+#[tokio::test]
+async fn a_parked_call_out_of_time_is_answered_unsent_by_the_timer() {
+    let s = setup(BOUND, 1).await;
+    let _running = start(&s, Nanos::from_secs(60));
+    wait_for("the node runs the first call", || {
+        s.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let _far = start(&s, Nanos::from_secs(60));
+    let mut near = start(&s, Nanos::from_millis(50));
+    let (outcome, why) = near.recv().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Refused(_)),
+        "{outcome:?}: {why:?}"
+    );
+    let why = String::from_utf8_lossy(&why);
+    assert!(why.contains("deadline"), "{why}");
+    assert_eq!(s.registry.held().0, 1, "the far call is still held");
+    assert_eq!(s.running.load(Ordering::SeqCst), 1, "nothing else was sent");
+    s.gate.send_replace(true);
 }

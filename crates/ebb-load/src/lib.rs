@@ -20,7 +20,7 @@ pub use arrivals::{ArrivalSpec, Arrivals, MAX_RATE_PER_SEC};
 pub use engine::{Driven, InFlight, MAX_BATCH_CALLS, Observer, drive};
 pub use http::{CLIENT_GRACE_MS, HttpTarget, MAX_RESPONSE_BYTES};
 pub use outcome::Outcome;
-pub use report::{MAX_ERROR_LABELS, Report, RunInfo, Tally};
+pub use report::{MAX_ERROR_LABELS, Report, RunInfo, Tally, count_label};
 pub use rpc::RpcTarget;
 pub use run::{
     BEHIND_LAG_P99_MS, Connect, DEFAULT_MAX_OUTSTANDING, DRAIN_GRACE_MS, LoadConfig, MAX_THREADS,

@@ -14,6 +14,9 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 const SIGNIFICANT_DIGITS: u8 = 3;
 /// Distinct labels kept in `errors`; further ones are counted under `more`.
 pub const MAX_ERROR_LABELS: usize = 32;
+/// Longest wait a refusal's retry-after is recorded at, ms (a day); longer
+/// ones count as this.
+const MAX_RETRY_AFTER_MS: u64 = 86_400_000;
 
 /// A histogram of microseconds, 1 µs to an hour, 3 significant digits:
 /// latencies and send lags alike.
@@ -32,6 +35,9 @@ pub struct Tally {
     pub errors: BTreeMap<String, u64>,
     /// Latency of `ok` calls, µs, from the scheduled send time.
     pub latency_us: Histogram<u64>,
+    /// The waits `overloaded` answers asked for before a retry, ms, of
+    /// those that named one (exact to 2047 ms, within 0.1 % above).
+    pub retry_after_ms: Histogram<u64>,
 }
 
 impl Default for Tally {
@@ -44,41 +50,32 @@ impl Default for Tally {
             other_errors: 0,
             errors: BTreeMap::new(),
             latency_us: micros_histogram(),
+            retry_after_ms: Histogram::new_with_bounds(1, MAX_RETRY_AFTER_MS, SIGNIFICANT_DIGITS)
+                .expect("constant bounds are valid: 1 <= low, high >= 2 * low, 0..=5 digits"),
         }
     }
 }
 
 impl Tally {
     pub fn record(&mut self, outcome: Outcome, latency_us: u64) {
-        let label = match outcome {
+        match &outcome {
             Outcome::Ok => {
                 self.ok += 1;
                 self.latency_us.saturating_record(latency_us.max(1));
                 return;
             }
-            Outcome::Overloaded => {
+            Outcome::Overloaded { retry_after } => {
                 self.overloaded += 1;
-                "overloaded".to_owned()
+                if let Some(wait) = retry_after {
+                    self.retry_after_ms.saturating_record(wait.as_millis());
+                }
             }
-            Outcome::DeadlineExceeded => {
-                self.deadline_exceeded += 1;
-                "deadline_exceeded".to_owned()
-            }
-            Outcome::OutcomeUnknown => {
-                self.outcome_unknown += 1;
-                "outcome_unknown".to_owned()
-            }
-            Outcome::Other(label) => {
-                self.other_errors += 1;
-                label
-            }
-        };
-        let label = if self.errors.len() < MAX_ERROR_LABELS || self.errors.contains_key(&label) {
-            label
-        } else {
-            "more".to_owned()
-        };
-        *self.errors.entry(label).or_default() += 1;
+            Outcome::DeadlineExceeded => self.deadline_exceeded += 1,
+            Outcome::OutcomeUnknown => self.outcome_unknown += 1,
+            Outcome::Other(_) => self.other_errors += 1,
+        }
+        let label = outcome.label().unwrap_or_default();
+        count_label(&mut self.errors, label, 1);
     }
 
     /// Adds `other`'s counts and latencies (another sender thread's);
@@ -90,15 +87,11 @@ impl Tally {
         self.outcome_unknown += other.outcome_unknown;
         self.other_errors += other.other_errors;
         for (label, n) in &other.errors {
-            let label = if self.errors.len() < MAX_ERROR_LABELS || self.errors.contains_key(label) {
-                label.clone()
-            } else {
-                "more".to_owned()
-            };
-            *self.errors.entry(label).or_default() += n;
+            count_label(&mut self.errors, label, *n);
         }
         // Same bounds on both sides, so nothing is out of range.
         let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.retry_after_ms.add(&other.retry_after_ms);
     }
 
     pub fn completed(&self) -> u64 {
@@ -107,6 +100,19 @@ impl Tally {
             + self.deadline_exceeded
             + self.outcome_unknown
             + self.other_errors
+    }
+}
+
+/// Adds `n` under `label`, or under `more` once [`MAX_ERROR_LABELS`]
+/// distinct labels are kept, so one that names something variable cannot
+/// grow the map without bound.
+pub fn count_label(counts: &mut BTreeMap<String, u64>, label: &str, n: u64) {
+    if let Some(c) = counts.get_mut(label) {
+        *c += n;
+    } else if counts.len() < MAX_ERROR_LABELS {
+        counts.insert(label.to_owned(), n);
+    } else {
+        *counts.entry("more".to_owned()).or_default() += n;
     }
 }
 
@@ -171,6 +177,13 @@ pub struct Report {
     pub send_lag_p50_ms: f64,
     pub send_lag_p99_ms: f64,
     pub send_lag_max_ms: f64,
+    /// `overloaded` answers that named a wait before a retry (ebb's
+    /// `retry_after_ms`, a `Retry-After` of seconds, an RPC refusal's);
+    /// the median and longest of those waits, ms (`null` when none did).
+    /// Reported only: the schedule never slows down for them.
+    pub retry_after_named: u64,
+    pub retry_after_p50_ms: Option<f64>,
+    pub retry_after_max_ms: Option<f64>,
     /// `send_lag_p99_ms` exceeded [`crate::BEHIND_LAG_P99_MS`]: the
     /// generator did not offer the schedule it reports, and the figures
     /// above describe it as much as the target.
@@ -219,6 +232,9 @@ impl Report {
         let lag_ms = |q: f64| send_lag_us.value_at_quantile(q) as f64 / 1_000.0;
         let send_lag_p99_ms = lag_ms(0.99);
         let per_sec = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let waits = &tally.retry_after_ms;
+        let named = waits.len();
+        let wait_ms = |v: u64| (named > 0).then_some(v as f64);
         Report {
             scheduled,
             sent,
@@ -246,6 +262,9 @@ impl Report {
             send_lag_p50_ms: lag_ms(0.5),
             send_lag_p99_ms,
             send_lag_max_ms: send_lag_us.max() as f64 / 1_000.0,
+            retry_after_named: named,
+            retry_after_p50_ms: wait_ms(waits.value_at_quantile(0.5)),
+            retry_after_max_ms: wait_ms(waits.max()),
             generator_behind: send_lag_p99_ms > crate::BEHIND_LAG_P99_MS,
             target: info.target,
             protocol: info.protocol,
@@ -311,6 +330,14 @@ impl Report {
                 plural(n as usize)
             ),
         };
+        if let (Some(p50), Some(max)) = (self.retry_after_p50_ms, self.retry_after_max_ms) {
+            let _ = writeln!(
+                t,
+                "  retry-after asked by {} of {} overloaded answers (ms): median {p50:.0}  max {max:.0}\n  \
+                 (reported only: the schedule does not slow down for it)",
+                self.retry_after_named, self.overloaded
+            );
+        }
         let _ = writeln!(
             t,
             "  send lag (ms): p50 {:.3}  p99 {:.3}  max {:.3}",
@@ -446,6 +473,9 @@ mod tests {
             "requested_rate",
             "connections",
             "reconnects",
+            "retry_after_named",
+            "retry_after_p50_ms",
+            "retry_after_max_ms",
         ] {
             assert!(json.get(key).is_some(), "{key} missing in {json}");
         }
@@ -473,6 +503,64 @@ mod tests {
         let json = serde_json::to_value(&one).expect("a report serializes");
         assert_eq!(json["reconnects"], 992, "{json}");
         assert_eq!(json["connections"], 1, "{json}");
+    }
+
+    /// Overloaded answers that named a wait (over two sender threads'
+    /// tallies) are summed up as the median and the longest asked, in the
+    /// table and the JSON; one that named none is counted as overloaded and
+    /// left out of them; a run without any reports `null` and no line.
+    #[test]
+    fn the_waits_overloaded_answers_asked_for_are_reported() {
+        let wait = |ms| Outcome::Overloaded {
+            retry_after: Some(ebb_core::Nanos::from_millis(ms)),
+        };
+        let mut one = Tally::default();
+        one.record(wait(250), 0);
+        one.record(wait(250), 0);
+        one.record(Outcome::Overloaded { retry_after: None }, 0);
+        let mut two = Tally::default();
+        two.record(wait(2_000), 0);
+        one.merge(&two);
+        let mut lag = micros_histogram();
+        lag.saturating_record(100);
+        let info = RunInfo {
+            target: "127.0.0.1:1".into(),
+            protocol: "http",
+            method: "Demo.echo".into(),
+            seed: 1,
+            duration_s: 1.0,
+            requested_rate: Some(4.0),
+        };
+        let r = Report::new(
+            info,
+            Measured {
+                scheduled: 4,
+                not_sent: 0,
+                tally: &one,
+                send_lag_us: &lag,
+                wall_s: 1.0,
+                threads: 2,
+                connections: 2,
+                reconnects: 0,
+            },
+        );
+        assert_eq!((r.overloaded, r.retry_after_named), (4, 3));
+        assert_eq!(r.retry_after_p50_ms, Some(250.0));
+        assert_eq!(r.retry_after_max_ms, Some(2_000.0));
+        let t = r.table();
+        assert!(
+            t.contains("retry-after asked by 3 of 4 overloaded answers (ms): median 250  max 2000"),
+            "{t}"
+        );
+        assert!(t.contains("does not slow down"), "{t}");
+        let json = serde_json::to_value(&r).expect("a report serializes");
+        assert_eq!(json["retry_after_max_ms"], 2_000.0, "{json}");
+
+        let none = report(3, 200, Some(3.0), 1, 1);
+        assert_eq!(none.retry_after_named, 0);
+        assert!(!none.table().contains("retry-after"));
+        let json = serde_json::to_value(&none).expect("a report serializes");
+        assert!(json["retry_after_p50_ms"].is_null(), "{json}");
     }
 
     /// The note names the measured lag, says the latencies include it, and

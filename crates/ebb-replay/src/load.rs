@@ -21,6 +21,8 @@ use ebb_rpc::CallError;
 use crate::record::{Outcome, Recorder};
 use crate::trace::Trace;
 
+/// The kind of a send refused at [`MAX_OUTSTANDING_CALLS`].
+pub const NOT_SENT: &str = "not_sent";
 /// Calls outstanding at most; a send past it is counted as a client-side
 /// failure (`other`) rather than queued, so memory stays bounded.
 pub const MAX_OUTSTANDING_CALLS: usize = 20_000;
@@ -37,9 +39,11 @@ pub fn classify(e: CallError) -> Outcome {
 fn from_load(o: ebb_load::Outcome, latency: Nanos) -> Outcome {
     match o {
         ebb_load::Outcome::Ok => Outcome::Ok { latency },
-        ebb_load::Outcome::Overloaded => Outcome::Overloaded,
+        ebb_load::Outcome::Overloaded { .. } => Outcome::Overloaded,
         ebb_load::Outcome::DeadlineExceeded => Outcome::DeadlineExceeded,
-        ebb_load::Outcome::OutcomeUnknown | ebb_load::Outcome::Other(_) => Outcome::Other,
+        other @ (ebb_load::Outcome::OutcomeUnknown | ebb_load::Outcome::Other(_)) => {
+            Outcome::Other(other.label().unwrap_or_default().to_owned())
+        }
     }
 }
 
@@ -72,7 +76,8 @@ impl Observer for Recording {
     fn not_sent(&self, due: Nanos) {
         let mut r = lock(&self.0);
         r.sent(due);
-        r.ended(due, Outcome::Other);
+        // Named as `ebb load` names the count of such arrivals.
+        r.ended(due, Outcome::Other(NOT_SENT.to_owned()));
     }
 
     fn ended(&self, due: Nanos, at: Nanos, outcome: ebb_load::Outcome) {
@@ -152,7 +157,14 @@ mod tests {
                 sent: true,
                 cause: "x".into(),
             }),
-            Outcome::Other
+            Outcome::Other("outcome_unknown".into())
+        );
+        assert_eq!(
+            classify(CallError::ConnectionLost {
+                sent: false,
+                cause: "refused".into(),
+            }),
+            Outcome::Other("connect_failed".into())
         );
     }
 

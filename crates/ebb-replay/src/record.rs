@@ -5,6 +5,8 @@
 //! here, so the record is tested without a clock. Arrivals are counted in
 //! the second they were sent, outcomes in the second they ended.
 
+use std::collections::BTreeMap;
+
 use ebb_core::Nanos;
 use ebb_report::{Latency, Run, RunInfo, Sample, ScaleEvent, Summary};
 use hdrhistogram::Histogram;
@@ -20,7 +22,7 @@ pub const MAX_LATENCY_MICROS: u64 = 600_000_000;
 const OPEN_SECS: usize = 2;
 
 /// How one call ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Ok {
         latency: Nanos,
@@ -29,8 +31,9 @@ pub enum Outcome {
     Overloaded,
     /// Its deadline passed before an answer.
     DeadlineExceeded,
-    /// Anything else (connection lost, outcome unknown, a remote error).
-    Other,
+    /// Anything else (connection lost, outcome unknown, a remote error),
+    /// by its kind in `ebb load`'s vocabulary ([`ebb_load::Outcome::label`]).
+    Other(String),
 }
 
 /// Nodes by state at one moment.
@@ -76,6 +79,9 @@ pub struct Recorder {
     whole: Histogram<u64>,
     events: Vec<ScaleEvent>,
     events_dropped: u64,
+    /// `Other` outcomes by kind over the whole run, bounded as `ebb load`
+    /// bounds its labels ([`ebb_load::MAX_ERROR_LABELS`]).
+    other_kinds: BTreeMap<String, u64>,
     nodes: Nodes,
     last_event: Option<ScaleEvent>,
     now: Nanos,
@@ -92,6 +98,7 @@ impl Recorder {
                 .expect("bounds are valid constants"),
             events: Vec::new(),
             events_dropped: 0,
+            other_kinds: BTreeMap::new(),
             nodes: Nodes::default(),
             last_event: None,
             now: Nanos::ZERO,
@@ -141,7 +148,10 @@ impl Recorder {
             }
             Outcome::Overloaded => b.sample.overloaded += 1,
             Outcome::DeadlineExceeded => b.sample.deadline_exceeded += 1,
-            Outcome::Other => b.sample.other_errors += 1,
+            Outcome::Other(kind) => {
+                b.sample.other_errors += 1;
+                ebb_load::count_label(&mut self.other_kinds, &kind, 1);
+            }
         }
     }
 
@@ -223,6 +233,7 @@ impl Recorder {
         };
         let mut summary = Summary::from_series(info, &samples, &self.events, latency);
         summary.scale_actions += self.events_dropped;
+        summary.other_errors_by_kind = self.other_kinds;
         Run {
             label: label.to_string(),
             samples,
@@ -287,6 +298,29 @@ mod tests {
         assert_eq!(run.samples[1].p50_ms, None, "no successes in second 1");
         assert_eq!(run.summary.requests, 100);
         assert!((run.summary.p50_ms - 10.0).abs() < 0.1);
+    }
+
+    /// Other failures keep their kind into the summary, and add up to
+    /// `other_errors`.
+    #[test]
+    fn other_failures_are_counted_by_kind() {
+        let mut r = Recorder::new(ms(100));
+        for (i, kind) in ["connect_failed", "outcome_unknown", "connect_failed"]
+            .into_iter()
+            .enumerate()
+        {
+            r.sent(ms(10 * i as u64));
+            r.ended(ms(10 * i as u64 + 5), Outcome::Other(kind.into()));
+        }
+        let run = r.finish("x", &RunInfo::default());
+        assert_eq!(run.summary.other_errors, 3);
+        let kinds: Vec<(&str, u64)> = run
+            .summary
+            .other_errors_by_kind
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(kinds, [("connect_failed", 2), ("outcome_unknown", 1)]);
     }
 
     #[test]

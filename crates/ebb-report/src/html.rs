@@ -91,7 +91,7 @@ fn summary_table(h: &mut String, runs: &[&Run]) {
     }
     h.push_str("</tr>");
     type Field = (&'static str, fn(&Run) -> String);
-    let rows: [Field; 15] = [
+    let rows: [Field; 17] = [
         ("policy", |r| r.summary.policy.clone()),
         ("node kind", |r| r.summary.kind.clone()),
         ("trace", |r| r.summary.trace.clone()),
@@ -104,6 +104,12 @@ fn summary_table(h: &mut String, runs: &[&Run]) {
         ("overloaded", |r| r.summary.overloaded.to_string()),
         ("deadline exceeded", |r| {
             r.summary.deadline_exceeded.to_string()
+        }),
+        ("other errors", |r| r.summary.other_errors.to_string()),
+        ("other errors by kind", |r| {
+            let kinds = &r.summary.other_errors_by_kind;
+            let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            list.join(", ")
         }),
         ("objective misses", |r| {
             format!("{:.2}%", 100.0 * r.summary.slo_miss_fraction)

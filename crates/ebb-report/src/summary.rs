@@ -5,6 +5,8 @@
 //! run cannot be recovered from per-second ones, so the caller measures them
 //! ([`Latency`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::series::{Sample, ScaleEvent};
@@ -34,6 +36,13 @@ pub struct Summary {
     pub overloaded: u64,
     pub deadline_exceeded: u64,
     pub other_errors: u64,
+    /// `other_errors` by kind, with `ebb load`'s labels: an ebb error kind
+    /// (`unknown_method`, `node_lost` when the call provably never ran ...),
+    /// `outcome_unknown`, `connect_failed`, `http_<status>`, or `not_sent`
+    /// (the generator's own outstanding bound). Bounded like `ebb load`'s
+    /// `errors`: past its label bound the rest count under `more`.
+    #[serde(default)]
+    pub other_errors_by_kind: BTreeMap<String, u64>,
     /// Misses (slow, refused, timed out, failed) over requests; 0 if none.
     pub slo_miss_fraction: f64,
     pub p50_ms: f64,
@@ -118,6 +127,8 @@ impl Summary {
             overloaded: sum(|s| s.overloaded),
             deadline_exceeded: sum(|s| s.deadline_exceeded),
             other_errors: sum(|s| s.other_errors),
+            // Kinds are counted over the run, not per second: the caller's.
+            other_errors_by_kind: BTreeMap::new(),
             slo_miss_fraction: if requests > 0 {
                 (misses as f64 / requests as f64).min(1.0)
             } else {

@@ -188,6 +188,42 @@ fn one_run_writes_a_complete_report() {
     assert!(csv.lines().nth(1).expect("first second").ends_with(",,"));
 }
 
+/// Failures other than overload and deadlines are broken down by kind in
+/// summary.json (top level and per run) and in the page's table, beside
+/// the total they add up to.
+#[test]
+fn other_errors_are_broken_down_by_kind() {
+    let dir = scratch("kinds");
+    let mut run = synthetic("queue", 10, 2);
+    run.summary.other_errors = 5;
+    run.summary.other_errors_by_kind.extend([
+        ("connect_failed".to_owned(), 3),
+        ("outcome_unknown".to_owned(), 2),
+    ]);
+    let w = write_report(&dir, "kinds", std::slice::from_ref(&run)).expect("report written");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&w.summary).expect("summary")).expect("JSON");
+    assert_eq!(v["other_errors"], 5, "{v}");
+    assert_eq!(v["other_errors_by_kind"]["connect_failed"], 3, "{v}");
+    assert_eq!(
+        v["runs"][0]["other_errors_by_kind"]["outcome_unknown"], 2,
+        "{v}"
+    );
+    let html = std::fs::read_to_string(&w.index).expect("index");
+    assert!(
+        html.contains("<td>other errors by kind</td><td>connect_failed 3, outcome_unknown 2</td>"),
+        "{html}"
+    );
+    // A summary written before the breakdown existed still reads.
+    let mut old = v.clone();
+    if let serde_json::Value::Object(m) = &mut old {
+        m.remove("other_errors_by_kind");
+        m.remove("runs");
+    }
+    let read: Summary = serde_json::from_value(old).expect("an older summary reads");
+    assert!(read.other_errors_by_kind.is_empty());
+}
+
 #[test]
 fn the_page_opens_offline() {
     let dir = scratch("offline");

@@ -52,7 +52,15 @@ around requested_rate, not a shortfall), requested_rate, p50_ms, p90_ms,
 p99_ms, p999_ms, max_ms, mean_ms, errors (by kind), send_lag_p50_ms,
 send_lag_p99_ms, send_lag_max_ms, generator_behind, threads, connections
 (opened at the start, over all threads), reconnects (connections opened
-again after one closed or broke), and more.")]
+again after one closed or broke), retry_after_named, retry_after_p50_ms and
+retry_after_max_ms (see below), and more.
+
+An overloaded answer may name how long to wait before a retry (ebb's
+retry_after_ms, an HTTP Retry-After in seconds, an ebb RPC refusal's wait).
+The report counts the answers that named one and gives the median and the
+longest wait asked. The generator does not wait: it is open-loop, and a
+schedule that slowed down when the target asked would offer less than
+--rate and hide the very overload it measures.")]
 #[command(group(clap::ArgGroup::new("arrivals").args(["rate", "trace"]).required(true)))]
 pub struct Args {
     /// Address of a node or gateway: its RPC address, or with --http its HTTP address.

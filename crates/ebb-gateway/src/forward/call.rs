@@ -70,7 +70,7 @@ impl Forwarder {
         timeout: Nanos,
         (arrived, now): (Arrival, Instant),
     ) -> Result<Bytes, GatewayError> {
-        let (deadline, first) = self.admit(args.len(), timeout, (arrived, now))?;
+        let (deadline, first) = self.admit(args.len(), timeout, (arrived, now), None)?;
         let span = (deadline, timeout);
         self.forward_from(method, &args, encoding, span, Route::from(first), now)
             .await
@@ -119,7 +119,14 @@ impl Forwarder {
                         _ => GatewayError::Overloaded { why, retry_after },
                     });
                 }
+                // Only `Forwarder::start` parks a call, and it takes it
+                // back whole: not on this path.
+                Acquired::Parked => {
+                    debug_assert!(false, "a parked call on the async path");
+                    return Err(GatewayError::ShuttingDown);
+                }
                 Acquired::Held(rx) => {
+                    self.metrics.held();
                     match tokio::time::timeout(std::time::Duration::from(left), rx).await {
                         Ok(Ok(slot)) => (slot, self.clock.now()),
                         // The registry dropped the request (its deadline

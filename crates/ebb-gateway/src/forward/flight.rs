@@ -13,10 +13,13 @@
 //! future, no channel, no place in a set of running futures, and no task
 //! is woken to pass the reply on.
 //!
-//! Only the common case runs so: a first attempt that gets a node at once,
-//! not hedged, over a transport that starts calls this way. A call held for
-//! a node, a hedged one, or a retry after a failure continues on the async
-//! path (`Forwarder::forward_from`) in a task of its own, taking the same
+//! Only the common case runs so: a first attempt, not hedged, over a
+//! transport that starts calls this way. One that must wait for a node is
+//! parked in the held FIFO whole, with no task or timer of its own, and
+//! launched the same way when a node is handed to it ([`HeldSink`]); one
+//! timer for all parked calls answers those whose deadline passes there. A
+//! hedged call, or a retry after a failure, continues on the async path
+//! (`Forwarder::forward_from`) in a task of its own, taking the same
 //! decisions ([`Forwarder::after_failure`]).
 
 use std::sync::{Arc, PoisonError};
@@ -30,7 +33,7 @@ use ebb_rpc::service::{
 
 use super::retry::Route;
 use super::{Arrival, Forwarder, GatewayError};
-use crate::registry::{Acquired, Slot, gone_cause};
+use crate::registry::{Acquired, HeldSink, ParkedCall, Slot, gone_cause};
 use crate::service::Encoding;
 
 /// One call on its node, waiting for the outcome.
@@ -91,7 +94,11 @@ impl Forwarder {
     ) {
         let (timeout, now) = (cx.timeout, self.clock.now());
         let arrived = self.arrival(&cx).unwrap_or(now);
-        self.me.get_or_init(|| Arc::downgrade(self));
+        self.me.get_or_init(|| {
+            let sink: std::sync::Weak<dyn HeldSink> = Arc::downgrade(self) as _;
+            self.registry.set_held_sink(sink);
+            Arc::downgrade(self)
+        });
         self.runtime.get_or_init(tokio::runtime::Handle::current);
         if self.hedge.is_some() && method.idempotent {
             // A hedged call races two attempts: the async path's.
@@ -106,11 +113,8 @@ impl Forwarder {
             return;
         }
         let whole = Arrival::whole(arrived);
-        let (deadline, first) = match self.admit(args.len(), timeout, (whole, now)) {
-            Ok(admitted) => admitted,
-            Err(e) => return self.answer(reply, method, arrived, Err(e), now),
-        };
-        let flight = Flight {
+        let bytes = args.len();
+        let mut flight = Some(Flight {
             reply,
             method,
             args,
@@ -119,11 +123,55 @@ impl Forwarder {
             arrived,
             sent: now,
             timeout,
-        };
-        match first {
-            Acquired::Now(slot) => self.launch(slot, flight, deadline, writes),
-            held => self.continue_async(flight, deadline, Route::from(held), now),
+        });
+        // Boxed only if it must wait.
+        let mut park = || flight.take().map(|f| Box::new(f) as ParkedCall);
+        let admitted = self.admit(bytes, timeout, (whole, now), Some(&mut park));
+        if let Ok((_, Acquired::Parked)) = admitted {
+            self.metrics.held();
+            return self.watch_parked();
         }
+        let Some(flight) = flight else {
+            debug_assert!(false, "a call taken to park was not parked");
+            return;
+        };
+        match admitted {
+            Ok((deadline, Acquired::Now(slot))) => self.launch(slot, flight, deadline, writes),
+            Ok((deadline, held)) => self.continue_async(flight, deadline, Route::from(held), now),
+            Err(e) => self.answer(flight.reply, method, arrived, Err(e), now),
+        }
+    }
+
+    /// Starts, once, the one timer of the calls parked in the held FIFO:
+    /// it sleeps until the earliest deadline among them, answers those
+    /// out of time ([`HeldSink::expired`]), and sleeps again; a call parked
+    /// with an earlier deadline wakes it. Without a task or timer per held
+    /// call, no held call waits past its deadline in the gateway.
+    fn watch_parked(self: &Arc<Self>) {
+        self.parked_timer.get_or_init(|| {
+            let me = Arc::downgrade(self);
+            let registry = self.registry.clone();
+            let wake = registry.held_timer_wake();
+            let clock = self.clock;
+            self.spawn(async move {
+                loop {
+                    let next = registry.expire_parked(clock.now());
+                    if me.strong_count() == 0 {
+                        return;
+                    }
+                    match next {
+                        Some(at) => {
+                            let at = tokio::time::Instant::from_std(clock.to_std(at));
+                            tokio::select! {
+                                () = tokio::time::sleep_until(at) => {}
+                                () = wake.notified() => {}
+                            }
+                        }
+                        None => wake.notified().await,
+                    }
+                }
+            });
+        });
     }
 
     /// Sends `flight` to `slot`'s node, whose transport delivers the
@@ -309,5 +357,44 @@ impl Forwarder {
                 ),
             },
         }
+    }
+}
+
+impl HeldSink for Forwarder {
+    /// A parked call got a node: it is sent as a call that got one at
+    /// once is, its node's latency timed from now.
+    fn launch(&self, slot: Slot, call: ParkedCall) {
+        let Ok(flight) = call.downcast::<Flight>() else {
+            debug_assert!(false, "only flights are parked");
+            return;
+        };
+        let mut flight = *flight;
+        flight.sent = self.clock.now();
+        let deadline = flight.arrived + flight.timeout;
+        match self.me.get().and_then(std::sync::Weak::upgrade) {
+            Some(this) => this.launch(slot, flight, deadline, None),
+            // Parked only by `start`, which sets `me` first.
+            None => {
+                let now = flight.sent;
+                let (method, arrived) = (flight.method, flight.arrived);
+                let e = Err(GatewayError::ShuttingDown);
+                self.answer(flight.reply, method, arrived, e, now);
+            }
+        }
+    }
+
+    /// A parked call's deadline passed in the held FIFO: it was never
+    /// sent, as a held future's is not.
+    fn expired(&self, call: ParkedCall) {
+        let Ok(flight) = call.downcast::<Flight>() else {
+            debug_assert!(false, "only flights are parked");
+            return;
+        };
+        let e = GatewayError::DeadlineExceeded {
+            after: flight.timeout,
+            sent: false,
+        };
+        let now = self.clock.now();
+        self.answer(flight.reply, flight.method, flight.arrived, Err(e), now);
     }
 }

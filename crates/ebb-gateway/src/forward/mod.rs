@@ -46,7 +46,7 @@ pub use retry::MAX_ATTEMPTS;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::registry::{Acquired, Registry};
+use crate::registry::{Acquired, ParkedCall, Registry};
 
 /// When a request came in, on the gateway's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +83,9 @@ pub struct Forwarder {
     runtime: OnceLock<tokio::runtime::Handle>,
     /// This forwarder, for a delivered outcome that needs a task.
     me: OnceLock<Weak<Forwarder>>,
+    /// Set once the timer of the calls parked in the held FIFO runs
+    /// (`Forwarder::watch_parked`).
+    parked_timer: OnceLock<()>,
     /// The async path's requests of one turn of the runtime, written
     /// together.
     turn_writes: std::sync::Arc<batch::TurnWrites>,
@@ -107,6 +110,7 @@ impl Forwarder {
             flights: Mutex::new(slab::Slab::new()),
             runtime: OnceLock::new(),
             me: OnceLock::new(),
+            parked_timer: OnceLock::new(),
             turn_writes: std::sync::Arc::default(),
         }
     }
@@ -161,12 +165,14 @@ impl Forwarder {
     /// gave, or why it is answered at once.
     /// `arrived`: when the ingress read it (its deadline counts from its
     /// start, the gateway's delay from its completion); `now`: this
-    /// decision.
+    /// decision. `park`: makes the call to park in the held FIFO, should
+    /// it wait there ([`Registry::acquire_parked`]).
     fn admit(
         &self,
         bytes: usize,
         timeout: Nanos,
         (arrived, now): (Arrival, Instant),
+        park: Option<&mut dyn FnMut() -> Option<ParkedCall>>,
     ) -> Result<(Instant, Acquired), GatewayError> {
         if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::ShuttingDown);
@@ -180,10 +186,16 @@ impl Forwarder {
                 sent: false,
             });
         }
-        match self
-            .registry
-            .acquire_first(bytes, deadline, arrived.complete, now)
-        {
+        let acquired = match park {
+            Some(park) => {
+                let at = (arrived.complete, now);
+                self.registry.acquire_parked(bytes, deadline, at, park)
+            }
+            None => self
+                .registry
+                .acquire_first(bytes, deadline, arrived.complete, now),
+        };
+        match acquired {
             Acquired::Refused { why, retry_after } => {
                 Err(GatewayError::Overloaded { why, retry_after })
             }

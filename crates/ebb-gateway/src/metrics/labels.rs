@@ -63,6 +63,53 @@ impl PerIngress {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DuplicateLabel {
+    pub(super) outcome: &'static str,
+}
+
+/// A client's retransmits of at-most-once calls that the RPC ingress's
+/// session absorbed, by what became of each, copied from the session's
+/// counts when scraped. Every label value exists from the start.
+#[derive(Clone)]
+pub(super) struct Duplicates {
+    /// Answered from the saved reply of the completed call.
+    saved_reply: Counter,
+    /// Joined the call still running: answered when it ends.
+    joined: Counter,
+    /// Below the client's forgotten floor: answered `OutcomeUnknown`.
+    too_old: Counter,
+}
+
+impl Duplicates {
+    pub(super) fn register(r: &mut PromRegistry) -> Duplicates {
+        let family = Family::<DuplicateLabel, Counter>::default();
+        let make = |outcome| family.get_or_create(&DuplicateLabel { outcome }).clone();
+        let d = Duplicates {
+            saved_reply: make("saved_reply"),
+            joined: make("joined"),
+            too_old: make("too_old"),
+        };
+        r.register(
+            "duplicates",
+            "Retransmitted at-most-once calls the RPC ingress did not run again, by outcome \
+             (saved_reply: answered from the completed call's saved reply; joined: answered \
+             when the running call ends; too_old: below the client's forgotten window, \
+             answered outcome unknown)",
+            family,
+        );
+        d
+    }
+
+    /// The RPC session's own running totals.
+    pub(super) fn set(&self, stats: &ebb_rpc::semantics::ServerStats) {
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.saved_reply.inner().store(stats.saved_replies, relaxed);
+        self.joined.inner().store(stats.waits, relaxed);
+        self.too_old.inner().store(stats.too_old, relaxed);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct NodeLabels {
     pub(super) state: String,
     pub(super) kind: String,

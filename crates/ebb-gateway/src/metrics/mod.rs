@@ -16,7 +16,9 @@ use prometheus_client::registry::Registry as PromRegistry;
 
 use crate::registry::{Life, NodeStatus};
 use by_method::{MethodMetrics, latency_histogram};
-use labels::{DirectionLabel, HistogramFamily, MethodOutcome, NodeLabels, PerIngress, RuleLabel};
+use labels::{
+    DirectionLabel, Duplicates, HistogramFamily, MethodOutcome, NodeLabels, PerIngress, RuleLabel,
+};
 
 /// The gateway's metrics. Cheap to clone (every metric is an `Arc`).
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct Metrics {
     hedge_wins: Counter,
     unauthenticated: PerIngress,
     caller_refusals: PerIngress,
+    duplicates: Duplicates,
+    held_total: Counter,
     held: Gauge,
     held_bytes: Gauge,
     in_flight: Gauge,
@@ -109,6 +113,13 @@ impl Metrics {
             "caller_refusals",
             "Requests refused because their caller had its bound in flight, by ingress",
         );
+        let duplicates = Duplicates::register(&mut r);
+        let held_total = Counter::default();
+        r.register(
+            "held",
+            "Requests that waited in the held FIFO for a node",
+            held_total.clone(),
+        );
         let held = Gauge::default();
         r.register("held_requests", "Requests waiting for a node", held.clone());
         let held_bytes = Gauge::default();
@@ -154,6 +165,8 @@ impl Metrics {
             hedge_wins,
             unauthenticated,
             caller_refusals,
+            duplicates,
+            held_total,
             held,
             held_bytes,
             in_flight,
@@ -174,6 +187,11 @@ impl Metrics {
         }
     }
 
+    /// A request waits in the held FIFO for a node.
+    pub fn held(&self) {
+        self.held_total.inc();
+    }
+
     pub fn ejected(&self) {
         self.ejections.inc();
     }
@@ -188,11 +206,13 @@ impl Metrics {
         self.caller_refusals.http.inc();
     }
 
-    /// The RPC ingress's refusals as its server session counted them.
+    /// The RPC ingress's refusals and absorbed duplicates as its server
+    /// session counted them.
     pub fn rpc_refusals(&self, stats: &ebb_rpc::semantics::ServerStats) {
         self.unauthenticated
             .set_rpc(stats.refused_unauthorized_handshakes + stats.refused_unauthorized_requests);
         self.caller_refusals.set_rpc(stats.refused_caller_in_flight);
+        self.duplicates.set(stats);
     }
 
     pub fn hedged(&self) {

@@ -76,3 +76,27 @@ fn refusals_are_counted_by_the_rule_that_refused() {
     let deadline = r#"ebb_gateway_admission_refusals_total{rule="deadline"}"#;
     assert!(line(&text, deadline).ends_with(" 0"), "{text}");
 }
+
+/// The duplicates the RPC session absorbed show under their three stable
+/// outcome labels, zeros included, as the session's running totals.
+#[test]
+fn duplicates_show_by_outcome_from_the_sessions_counts() {
+    let m = Metrics::new();
+    let zero = m.render(&[], (0, 0), 0).unwrap_or_default();
+    for outcome in ["saved_reply", "joined", "too_old"] {
+        let series = format!("ebb_gateway_duplicates_total{{outcome=\"{outcome}\"}} 0");
+        assert!(zero.lines().any(|l| l == series), "{series} in\n{zero}");
+    }
+    let stats = ebb_rpc::semantics::ServerStats {
+        saved_replies: 3,
+        waits: 2,
+        too_old: 1,
+        ..Default::default()
+    };
+    m.rpc_refusals(&stats);
+    let text = m.render(&[], (0, 0), 0).unwrap_or_default();
+    for (outcome, n) in [("saved_reply", 3), ("joined", 2), ("too_old", 1)] {
+        let series = format!("ebb_gateway_duplicates_total{{outcome=\"{outcome}\"}} {n}");
+        assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+    }
+}

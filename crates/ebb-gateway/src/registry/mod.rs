@@ -15,7 +15,7 @@ mod request;
 mod slot;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_policy::admission::AdmissionConfig;
@@ -27,8 +27,9 @@ use ebb_rpc::service::Transport;
 use tokio::sync::watch;
 
 use crate::signals::Counters;
-use held::HeldRequest;
+use held::{HeldRequest, Parked, Waiter};
 
+pub use held::{HeldSink, ParkedCall};
 pub use node::{Life, NewNode, NodeMeta, NodeStatus};
 pub use slot::{Acquired, Ended, Slot};
 
@@ -64,6 +65,11 @@ struct Inner {
     rng: Rng,
     held: VecDeque<HeldRequest>,
     held_bytes: usize,
+    /// The next held request's place number ([`HeldRequest::seq`]).
+    held_seq: u64,
+    /// The calls parked in `held`: their deadlines, their timer, their
+    /// sink.
+    parked: Parked,
     admission: AdmissionConfig,
     /// Mean service time as the gateway times its calls: each latency
     /// divided by the calls it found ahead on its node, plus one.
@@ -104,6 +110,8 @@ impl Registry {
                 rng: Rng::seeded(seed),
                 held: VecDeque::new(),
                 held_bytes: 0,
+                held_seq: 0,
+                parked: Parked::default(),
                 admission,
                 service_time: 0.0,
                 counters: Counters::default(),
@@ -144,6 +152,42 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every critical section leaves `Inner` consistent.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` under the lock, then tells the held sink what `f` left
+    /// it: parked calls handed a node, parked calls out of time. Used by
+    /// every critical section that moves the held FIFO.
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let (r, out, sink) = {
+            let mut g = self.lock();
+            let r = f(&mut g);
+            if g.parked.out.is_empty() {
+                return r;
+            }
+            let out = std::mem::take(&mut g.parked.out);
+            let sink = g.parked.sink.as_ref().and_then(Weak::upgrade);
+            (r, out, sink)
+        };
+        out.deliver(sink);
+        r
+    }
+
+    /// Where calls parked in the held FIFO ([`Registry::acquire_parked`])
+    /// are launched and answered.
+    pub fn set_held_sink(&self, sink: Weak<dyn HeldSink>) {
+        self.lock().parked.sink = Some(sink);
+    }
+
+    /// What wakes the parked calls' timer ([`Registry::expire_parked`])
+    /// for a deadline earlier than the one it sleeps until.
+    pub fn held_timer_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.lock().parked.wake)
+    }
+
+    /// Answers the parked calls whose deadline passed by `now`, through
+    /// the sink; the next deadline to call again at, if any is held.
+    pub fn expire_parked(&self, now: Instant) -> Option<Instant> {
+        self.with(|inner| inner.expire_parked(now))
     }
 
     pub fn policy_name(&self) -> String {
@@ -188,24 +232,33 @@ impl Registry {
 
     /// The handshake succeeded: the node takes work from now on.
     pub fn set_ready(&self, id: NodeId, client: NodeClient, now: Instant) -> bool {
-        let mut g = self.lock();
-        let Some(i) = g.index(id) else { return false };
-        if g.meta[i].life != Life::Booting {
+        self.with(|inner| inner.set_ready(id, client, self, now))
+    }
+}
+
+impl Inner {
+    fn set_ready(&mut self, id: NodeId, client: NodeClient, me: &Registry, now: Instant) -> bool {
+        let Some(i) = self.index(id) else {
+            return false;
+        };
+        if self.meta[i].life != Life::Booting {
             return false;
         }
-        g.meta[i].client = Some(client);
-        g.meta[i].life = Life::Ready;
-        g.views[i].state = NodeState::Ready;
-        let inner = &mut *g;
+        self.meta[i].client = Some(client);
+        self.meta[i].life = Life::Ready;
+        self.views[i].state = NodeState::Ready;
+        let inner = self;
         inner.balancer.on_nodes_changed(&inner.views);
         // A node that turns ready is idle: it may pull held work.
         if inner.balancer.on_idle(&inner.views, i, now) {
-            inner.hand_oldest_to(i, self, now);
+            inner.hand_oldest_to(i, me, now);
         }
-        inner.drain_held(self, now);
+        inner.drain_held(me, now);
         true
     }
+}
 
+impl Registry {
     /// Stops sending the node new work; it finishes what it has.
     pub fn set_draining(&self, id: NodeId) -> bool {
         let mut g = self.lock();
@@ -225,8 +278,7 @@ impl Registry {
     /// call started on it as this happened sees the `gone` flag, set
     /// first, and abandons them itself (`Forwarder::attempt`).
     pub fn set_gone(&self, id: NodeId, reason: &str, now: Instant) -> Option<Life> {
-        let (was, client) = {
-            let mut g = self.lock();
+        let (was, client) = self.with(|g| {
             let i = g.index(id)?;
             g.views.remove(i);
             let mut meta = g.meta.remove(i);
@@ -240,11 +292,10 @@ impl Registry {
                 g.gone.pop_front();
             }
             g.gone.push_back(meta);
-            let inner = &mut *g;
-            inner.balancer.on_nodes_changed(&inner.views);
-            inner.drain_held(self, now);
-            (was, client)
-        };
+            g.balancer.on_nodes_changed(&g.views);
+            g.drain_held(self, now);
+            Some((was, client))
+        })?;
         // Outside the lock: the transport hands each caller its outcome.
         if let Some(client) = client {
             client.abandon_calls(&gone_cause(id));
@@ -290,19 +341,30 @@ impl Registry {
     /// given up) and probes ejected nodes whose time is up. The pool
     /// manager calls it every tick.
     pub fn maintain(&self, now: Instant) {
-        let mut g = self.lock();
-        let inner = &mut *g;
-        let before = inner.held.len();
+        self.with(|inner| inner.maintain(self, now));
+    }
+}
+
+impl Inner {
+    fn maintain(&mut self, me: &Registry, now: Instant) {
+        let inner = self;
         let mut freed = 0;
-        inner.held.retain(|h| {
-            let keep = h.deadline > now && !h.tx.is_closed();
-            if !keep {
-                freed += h.bytes;
+        let expired = &mut inner.parked.out.expired;
+        // Kept in order, the dead ones taken out whole (a parked call is
+        // answered once the lock is released): one pass.
+        let before = inner.held.len();
+        for h in std::mem::take(&mut inner.held) {
+            if h.deadline > now && !h.waiter.is_closed() {
+                inner.held.push_back(h);
+                continue;
             }
-            keep
-        });
-        inner.held_bytes -= freed;
+            freed += h.bytes;
+            if let Waiter::Parked(call) = h.waiter {
+                expired.push(call);
+            }
+        }
         debug_assert!(inner.held.len() <= before);
+        inner.held_bytes -= freed;
         let mut returned = false;
         for i in 0..inner.views.len() {
             // Idle nodes report through their pongs.
@@ -318,10 +380,12 @@ impl Registry {
         }
         if returned {
             inner.balancer.on_nodes_changed(&inner.views);
-            inner.drain_held(self, now);
+            inner.drain_held(me, now);
         }
     }
+}
 
+impl Registry {
     /// The counters since the last call, with the current state.
     pub fn tick(&self) -> Counters {
         let mut g = self.lock();

@@ -6,7 +6,14 @@ use ebb_policy::admission::{self, AdmissionConfig, Admit};
 use ebb_policy::balance::{Choice, RequestInfo};
 use tokio::sync::oneshot;
 
-use super::{Acquired, Ended, HeldRequest, LATENCY_TAU, Registry, SERVICE_TIME_WEIGHT, Slot};
+use super::{
+    Acquired, Ended, HeldRequest, Inner, LATENCY_TAU, ParkedCall, Registry, SERVICE_TIME_WEIGHT,
+    Slot, Waiter,
+};
+
+/// What makes a call to park in the held FIFO, should it wait there
+/// ([`Registry::acquire_parked`]); `None`: it waits on a channel.
+type Park<'a> = Option<&'a mut dyn FnMut() -> Option<ParkedCall>>;
 
 impl Registry {
     /// Admission, then a node now, a place in the held FIFO, or a refusal.
@@ -25,7 +32,7 @@ impl Registry {
         refused_by: Option<NodeId>,
     ) -> Acquired {
         let arrived = first_attempt.then_some(now);
-        self.acquire_at(bytes, deadline, now, excluded, arrived, refused_by)
+        self.acquire_at(bytes, deadline, now, excluded, arrived, refused_by, None)
     }
 
     /// A new request that gets no [`Registry::acquire_first`] (its time
@@ -50,11 +57,29 @@ impl Registry {
         arrived: Instant,
         now: Instant,
     ) -> Acquired {
-        self.acquire_at(bytes, deadline, now, &[], Some(arrived), None)
+        self.acquire_at(bytes, deadline, now, &[], Some(arrived), None, None)
+    }
+
+    /// [`Registry::acquire_first`] for a call that, if it must wait, is
+    /// parked in the held FIFO whole (`park` makes it: only a call that
+    /// waits is boxed), with no task and no timer of its own
+    /// ([`Acquired::Parked`]). The held sink ([`Registry::set_held_sink`])
+    /// later launches it on the node handed to it, or answers it when its
+    /// deadline passes.
+    pub fn acquire_parked(
+        &self,
+        bytes: usize,
+        deadline: Instant,
+        (arrived, now): (Instant, Instant),
+        park: &mut dyn FnMut() -> Option<ParkedCall>,
+    ) -> Acquired {
+        self.acquire_at(bytes, deadline, now, &[], Some(arrived), None, Some(park))
     }
 
     /// [`Registry::acquire`]; `arrived` is set for a request's first
-    /// attempt: when the ingress read it.
+    /// attempt: when the ingress read it. `park`: makes the call to park,
+    /// rather than wait for on a channel, if it must wait.
+    #[allow(clippy::too_many_arguments)]
     fn acquire_at(
         &self,
         bytes: usize,
@@ -63,9 +88,32 @@ impl Registry {
         excluded: &[NodeId],
         arrived: Option<Instant>,
         refused_by: Option<NodeId>,
+        park: Park<'_>,
     ) -> Acquired {
-        let mut g = self.lock();
-        let inner = &mut *g;
+        self.with(|inner| {
+            inner.acquire(
+                bytes,
+                deadline,
+                now,
+                excluded,
+                (arrived, refused_by, park),
+                self,
+            )
+        })
+    }
+}
+
+impl Inner {
+    fn acquire(
+        &mut self,
+        bytes: usize,
+        deadline: Instant,
+        now: Instant,
+        excluded: &[NodeId],
+        (arrived, refused_by, park): (Option<Instant>, Option<NodeId>, Park<'_>),
+        me: &Registry,
+    ) -> Acquired {
+        let inner = self;
         if let Some(arrived) = arrived {
             inner.counters.arrivals += 1;
             inner.budget.on_request(now);
@@ -101,7 +149,7 @@ impl Registry {
         if !wait_for_room {
             match inner.balancer.pick(&inner.views, req, now, &mut inner.rng) {
                 Choice::Node(i) if inner.may_take(i, excluded) => {
-                    if let Some(slot) = inner.take(i, self, now) {
+                    if let Some(slot) = inner.take(i, me, now) {
                         return Acquired::Now(slot);
                     }
                 }
@@ -117,7 +165,7 @@ impl Registry {
             let avoid = refused_by.filter(|_| wait_for_room);
             if let Some(slot) = inner
                 .other_node(excluded, avoid)
-                .and_then(|i| inner.take(i, self, now))
+                .and_then(|i| inner.take(i, me, now))
             {
                 return Acquired::Now(slot);
             }
@@ -144,18 +192,29 @@ impl Registry {
             inner.counters.refusals += 1;
             return Acquired::Refused { why, retry_after };
         }
-        let (tx, rx) = oneshot::channel();
-        inner.held.push_back(HeldRequest {
-            tx,
+        let (waiter, acquired) = match park.and_then(|make| make()) {
+            Some(call) => (Waiter::Parked(call), Acquired::Parked),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                (Waiter::Task(tx), Acquired::Held(rx))
+            }
+        };
+        let wake = inner.push_held(HeldRequest {
+            seq: 0,
+            waiter,
             arrived: now,
             bytes,
             deadline,
             excluded: excluded.to_vec(),
         });
-        inner.held_bytes += bytes;
-        Acquired::Held(rx)
+        if wake {
+            inner.parked.wake.notify_one();
+        }
+        acquired
     }
+}
 
+impl Registry {
     /// A ready node other than `excluded`, now, for a hedge: no admission
     /// check, no place in the held FIFO (a hedge that cannot go at once is
     /// not worth sending). The balancer's pick if it is allowed, else the
@@ -193,48 +252,48 @@ impl Registry {
             health,
             response,
         } = ended;
-        let mut g = self.lock();
-        let inner = &mut *g;
-        if let Some(response) = response {
-            inner.counters.record_response(response);
-        }
-        let ejected = match health {
-            Some(ok) => inner.report(node, ok, now).is_some(),
-            None => false,
-        };
-        inner.counters.completions += 1;
-        let Some(i) = inner.index(node) else {
-            return ejected;
-        };
-        debug_assert!(inner.views[i].in_flight > 0);
-        inner.views[i].in_flight = inner.views[i].in_flight.saturating_sub(1);
-        // The reply carried the node's load; the transport kept it.
-        inner.refresh_reported(i);
-        if let Some(l) = latency {
-            inner.counters.busy = inner.counters.busy.saturating_add(l);
-            inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
-            // Just observed at `now`: the estimate at `now` is the latest.
-            inner.views[i].ewma_latency = Nanos(inner.meta[i].ewma.latest() as u64);
-            // A call that found n ahead on its node waited for their
-            // services and then its own (a node serving one at a time, as
-            // admission's estimate assumes): every call is a sample, not
-            // only those that were alone, which under load are none.
-            let x = l.as_nanos() as f64 / (f64::from(ahead) + 1.0);
-            inner.service_time = if inner.service_time == 0.0 {
-                x
-            } else {
-                inner.service_time + (x - inner.service_time) * SERVICE_TIME_WEIGHT
+        self.with(|inner| {
+            if let Some(response) = response {
+                inner.counters.record_response(response);
+            }
+            let ejected = match health {
+                Some(ok) => inner.report(node, ok, now).is_some(),
+                None => false,
             };
-            inner.balancer.on_complete(&inner.views, i, l, now);
-        }
-        if inner.views[i].in_flight == 0
-            && inner.views[i].is_ready()
-            && inner.balancer.on_idle(&inner.views, i, now)
-        {
-            inner.hand_oldest_to(i, self, now);
-        }
-        inner.drain_held(self, now);
-        ejected
+            inner.counters.completions += 1;
+            let Some(i) = inner.index(node) else {
+                return ejected;
+            };
+            debug_assert!(inner.views[i].in_flight > 0);
+            inner.views[i].in_flight = inner.views[i].in_flight.saturating_sub(1);
+            // The reply carried the node's load; the transport kept it.
+            inner.refresh_reported(i);
+            if let Some(l) = latency {
+                inner.counters.busy = inner.counters.busy.saturating_add(l);
+                inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
+                // Just observed at `now`: the estimate at `now` is the latest.
+                inner.views[i].ewma_latency = Nanos(inner.meta[i].ewma.latest() as u64);
+                // A call that found n ahead on its node waited for their
+                // services and then its own (a node serving one at a time, as
+                // admission's estimate assumes): every call is a sample, not
+                // only those that were alone, which under load are none.
+                let x = l.as_nanos() as f64 / (f64::from(ahead) + 1.0);
+                inner.service_time = if inner.service_time == 0.0 {
+                    x
+                } else {
+                    inner.service_time + (x - inner.service_time) * SERVICE_TIME_WEIGHT
+                };
+                inner.balancer.on_complete(&inner.views, i, l, now);
+            }
+            if inner.views[i].in_flight == 0
+                && inner.views[i].is_ready()
+                && inner.balancer.on_idle(&inner.views, i, now)
+            {
+                inner.hand_oldest_to(i, self, now);
+            }
+            inner.drain_held(self, now);
+            ejected
+        })
     }
 
     /// A call failed in a way that says the node is dead (unresponsive, or

@@ -63,6 +63,9 @@ pub enum Acquired {
     Now(Slot),
     /// Held in the FIFO; a node will be handed over through the receiver.
     Held(oneshot::Receiver<Slot>),
+    /// Parked in the FIFO ([`Registry::acquire_parked`]): the held sink
+    /// will be handed the node, or told the deadline passed.
+    Parked,
     Refused {
         why: Refusal,
         retry_after: Nanos,

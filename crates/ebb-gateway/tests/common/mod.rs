@@ -317,6 +317,7 @@ pub fn claim_now(acquired: Acquired) -> Slot {
             slot
         }
         Acquired::Held(_) => panic!("expected a node at once, the request was held"),
+        Acquired::Parked => panic!("expected a node at once, the request was parked"),
         Acquired::Refused { why, .. } => panic!("expected a node at once, refused: {why}"),
     }
 }

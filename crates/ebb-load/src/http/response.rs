@@ -8,6 +8,8 @@
 //! (no pipelining), so what the head says about the connection
 //! ([`Head::keep_alive`]) decides whether it carries the next request.
 
+use ebb_core::Nanos;
+
 use crate::MAX_RESPONSE_BYTES;
 
 /// Header lines a response may have; more is a malformed response.
@@ -31,6 +33,9 @@ pub(super) struct Head {
     pub(super) framing: Framing,
     /// The connection may carry another request after this response.
     pub(super) keep_alive: bool,
+    /// `Retry-After` in delta-seconds; `None` when absent or given as an
+    /// HTTP date (which would tie the figure to the two clocks' offset).
+    pub(super) retry_after: Option<Nanos>,
 }
 
 /// Why a head cannot be read; the request's fate is then unknown.
@@ -86,6 +91,7 @@ fn head_of(status: u16, version: u8, headers: &[httparse::Header<'_>]) -> Result
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let (mut close, mut keep) = (false, false);
+    let mut retry_after = None;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             for part in h.value.split(|&b| b == b',') {
@@ -110,6 +116,8 @@ fn head_of(status: u16, version: u8, headers: &[httparse::Header<'_>]) -> Result
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep |= token.eq_ignore_ascii_case(b"keep-alive");
             }
+        } else if h.name.eq_ignore_ascii_case("retry-after") {
+            retry_after = delta_seconds(h.value);
         }
     }
     let framing = match (status, chunked, length) {
@@ -129,7 +137,21 @@ fn head_of(status: u16, version: u8, headers: &[httparse::Header<'_>]) -> Result
         status,
         framing,
         keep_alive,
+        retry_after,
     })
+}
+
+/// A `Retry-After` of whole seconds (RFC 9110 `delay-seconds`).
+fn delta_seconds(value: &[u8]) -> Option<Nanos> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Too many digits for a u64 is a wait longer than any run: saturate.
+    let secs = std::str::from_utf8(digits)
+        .ok()
+        .map(|s| s.parse::<u64>().unwrap_or(u64::MAX))?;
+    Some(Nanos::from_secs(secs))
 }
 
 /// Where a body's reading stands.
@@ -316,10 +338,34 @@ mod tests {
             Head {
                 status: 503,
                 framing: Framing::Length(24),
-                keep_alive: true
+                keep_alive: true,
+                retry_after: Some(Nanos::from_secs(1)),
             }
         );
         assert_eq!(&text[used..], "{\"error\":\"overloaded\"}xx");
+    }
+
+    /// Whole seconds are read; an HTTP date or garbage is no figure.
+    #[test]
+    fn retry_after_is_read_in_delta_seconds_only() {
+        let after = |v: &str| {
+            head(&format!(
+                "HTTP/1.1 429 Too Many\r\nretry-after: {v}\r\ncontent-length: 0\r\n\r\n"
+            ))
+            .0
+            .retry_after
+        };
+        assert_eq!(after("7"), Some(Nanos::from_secs(7)));
+        assert_eq!(after(" 0 "), Some(Nanos::ZERO));
+        assert_eq!(after("99999999999999999999999"), Some(Nanos::MAX));
+        assert_eq!(after("Fri, 31 Dec 1999 23:59:59 GMT"), None);
+        assert_eq!(after("-1"), None);
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .0
+                .retry_after,
+            None
+        );
     }
 
     #[test]

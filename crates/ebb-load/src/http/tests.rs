@@ -239,7 +239,12 @@ async fn a_gateways_answers_land_in_their_classes_on_kept_connections() {
     tokio::spawn(ebb_http::serve(listener, router, 64));
     let cases = [
         ("echo", Outcome::Ok),
-        ("overloaded", Outcome::Overloaded),
+        (
+            "overloaded",
+            Outcome::Overloaded {
+                retry_after: Some(Nanos::from_millis(1_500)),
+            },
+        ),
         ("deadline_exceeded", Outcome::DeadlineExceeded),
         ("node_lost", Outcome::OutcomeUnknown),
         ("node_lost_unsent", Outcome::Other("node_lost".into())),
@@ -253,15 +258,18 @@ async fn a_gateways_answers_land_in_their_classes_on_kept_connections() {
     }
 }
 
-/// A proxy's 429 with `Retry-After` and an HTML page: `overloaded`, and
-/// the connection carries the next call.
+/// A proxy's 429 with `Retry-After` and an HTML page: `overloaded` with
+/// the wait it named, and the connection carries the next call.
 #[tokio::test(flavor = "current_thread")]
 async fn a_proxys_429_with_retry_after_is_overloaded() {
     const PAGE: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-type: text/html\r\ncontent-length: 18\r\n\r\n<h1>slow down</h1>";
     let (addr, accepted) = scripted(Script::Answer(PAGE)).await;
     let target = target(&addr, 1, "echo", Nanos::from_secs(30)).await;
     let ends = run(&target, 10, 3).await;
-    assert!(ends.iter().all(|o| *o == Outcome::Overloaded), "{ends:?}");
+    let asked = Outcome::Overloaded {
+        retry_after: Some(Nanos::from_secs(2)),
+    };
+    assert!(ends.iter().all(|o| *o == asked), "{ends:?}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 

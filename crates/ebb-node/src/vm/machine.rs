@@ -7,6 +7,7 @@ use super::qmp::QmpClient;
 use super::{Accel, GUEST_PORT, VmError, tail_lines};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -67,6 +68,15 @@ impl Machine {
     /// [`crate::child::die_with_owner`]), so only a thread that lives as
     /// long as the machine may call it; a migration target started from a
     /// short-lived worker thread uses [`Machine::spawn`].
+    ///
+    /// QEMU also leads a process group of its own, as process and
+    /// container nodes do: a Ctrl-C at the terminal reaches the owner
+    /// alone, so `ebb up` drains a VM node (its calls in flight finish)
+    /// before stopping it, instead of the guest dying of the SIGINT with
+    /// those calls. An owner that does not catch SIGINT (`ebb vm run`)
+    /// dies of it, and the parent-death signal then stops the guest.
+    /// [`Machine::spawn`]'s QEMU, which has no parent-death signal, stays
+    /// in the owner's group so that a Ctrl-C still ends it.
     pub fn spawn_owned(spec: &MachineSpec) -> Result<Self, VmError> {
         Self::spawn_tied(spec, true)
     }
@@ -107,6 +117,7 @@ impl Machine {
             .stderr(std::fs::File::create(dir.join("qemu.err"))?);
         if owned {
             crate::child::die_with_owner(&mut cmd);
+            cmd.process_group(0);
         }
         let mut child = cmd
             .spawn()

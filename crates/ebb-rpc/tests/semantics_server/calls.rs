@@ -22,6 +22,9 @@ fn new_at_most_once_call_executes_once_and_duplicates_get_the_saved_reply() {
         s.admit(CONN, req(1, 1, INC, false), t(Nanos(4))),
         Action::Reply(Message::Reply(reply))
     );
+    // Each duplicate counted by what became of it.
+    let st = s.stats();
+    assert_eq!((st.executed, st.waits, st.saved_replies), (1, 1, 1));
 }
 
 #[test]
@@ -85,6 +88,7 @@ fn seq_below_the_session_floor_is_refused_outcome_unknown() {
         status_of(s.admit(CONN, req(9, 1, INC, false), t(Nanos(1)))),
         Outcome::OutcomeUnknown
     );
+    assert_eq!(s.stats().too_old, 1, "counted as a duplicate too old");
     assert!(matches!(
         s.admit(CONN, req(10, 1, INC, false), t(Nanos(1))),
         Action::Execute(_)

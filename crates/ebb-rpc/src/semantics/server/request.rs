@@ -124,6 +124,7 @@ impl ServerSession {
             );
         };
         if req.seq < state.floor {
+            self.stats.too_old += 1;
             return reply(
                 Outcome::OutcomeUnknown,
                 "call predates this client session; it may have run in a forgotten one",

@@ -12,6 +12,10 @@ pub struct ServerStats {
     pub saved_replies: u64,
     /// Duplicates of a running call that waited for it.
     pub waits: u64,
+    /// Requests below their client session's floor: a retransmit of a
+    /// call whose record was already forgotten, answered `OutcomeUnknown`
+    /// (it may have run) and never run again.
+    pub too_old: u64,
     pub refused_deadline: u64,
     /// Admitted calls that waited for a worker past their deadline and so
     /// did not start (refused `DeadlinePassed`, recorded).
