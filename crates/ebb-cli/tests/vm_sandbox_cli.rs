@@ -177,3 +177,72 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
         "the second run left paths behind: {rest:?}"
     );
 }
+
+/// The process group of `pid`, from /proc (the field after the parent).
+fn process_group(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // pid (comm) state ppid pgrp ...: comm may hold spaces.
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// A terminal's Ctrl-C on `ebb vm run`: QEMU is out of the terminal's
+/// process group (so `ebb up` can drain VM nodes), yet the guest still
+/// stops, because `ebb vm run` dies of the SIGINT and QEMU follows its
+/// owner.
+#[test]
+fn a_terminal_ctrl_c_on_ebb_vm_run_stops_its_guest() {
+    use std::os::unix::process::CommandExt;
+    if let Some(why) = common::vm_image_unavailable() {
+        ebb_testkit::skip_or_fail("a_terminal_ctrl_c_on_ebb_vm_run_stops_its_guest", &why);
+        return;
+    }
+    let guard = scratch_dir("ctrl-c");
+    let tmp = guard.path();
+    // Its own group stands for the terminal's foreground job.
+    let mut run = Command::new(EBB)
+        .args(["vm", "run", "--memory-mb", MEMORY_MB])
+        .args(["--", "sh", "-c", "echo guest-up; sleep 600"])
+        .env("TMPDIR", tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let up = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l == "guest-up");
+    assert!(up, "the guest never ran the command");
+    let qemus = qemus_using(tmp);
+    assert_eq!(qemus.len(), 1, "one QEMU: {qemus:?}");
+    assert_eq!(
+        process_group(qemus[0]),
+        qemus[0],
+        "QEMU leads a process group of its own"
+    );
+    // SAFETY: kill(2) has no memory preconditions; the group is the one our
+    // child leads, and the child has not been waited for.
+    let rc = unsafe { libc::kill(-(pid as i32), libc::SIGINT) };
+    assert_eq!(rc, 0, "SIGINT delivered to the group");
+    let status = run.wait().unwrap();
+    assert!(
+        !status.success(),
+        "ebb vm run ended by the Ctrl-C: {status}"
+    );
+    let mut qemu_gone = false;
+    for _ in 0..QEMU_EXIT_POLLS {
+        qemu_gone = qemus_using(tmp).is_empty();
+        if qemu_gone {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        qemu_gone,
+        "the guest outlived the Ctrl-C: {:?}",
+        qemus_using(tmp)
+    );
+}
