@@ -41,6 +41,16 @@ from gateway import STARTUP_TIMEOUT_S, Children, load, median, metrics  # noqa: 
 from gateway_cost import cpu_seconds, pin  # noqa: E402
 
 MSG = json.dumps({"msg": "x" * 64})
+
+
+def call_of(a):
+    """The method and arguments each call sends: a 64 B echo, or with
+    `--work-us` a `Demo.work` that holds the node that long, so that with a
+    bound of one call per node most calls find it busy (about the node's
+    utilization: rate x work)."""
+    if a.work_us:
+        return "Demo.work", json.dumps({"micros": a.work_us})
+    return "Demo.echo", MSG
 DEADLINE_MS = 2000
 # The default bound of calls in flight per node (an ebb node's bound per
 # connection): with it, no call of this load waits.
@@ -106,7 +116,7 @@ def held_total(http):
 def measure(a, ebb, proc, rpc, http, rate, duration, seed):
     held_before = held_total(http)
     before = cpu_seconds(proc.pid)
-    r = load(ebb, rpc, rate, duration, "Demo.echo", MSG, DEADLINE_MS, a.connections, seed, http=False)
+    r = load(ebb, rpc, rate, duration, *call_of(a), DEADLINE_MS, a.connections, seed, http=False)
     r["cpu_s"] = cpu_seconds(proc.pid) - before
     r["cpu_us_per_call"] = r["cpu_s"] / r["ok"] * 1e6 if r["ok"] else float("nan")
     held_after = held_total(http)
@@ -121,7 +131,7 @@ def callgrind_one(a, children, tmp, ebb, name, window):
     load(ebb, rpc, 200, 2, "Demo.echo", MSG, DEADLINE_MS, a.connections, 0, http=False)
     held_before = held_total(http)
     subprocess.run(["callgrind_control", "--zero", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
-    r = load(ebb, rpc, a.callgrind_rate, a.callgrind_calls / a.callgrind_rate, "Demo.echo", MSG,
+    r = load(ebb, rpc, a.callgrind_rate, a.callgrind_calls / a.callgrind_rate, *call_of(a),
              DEADLINE_MS, a.connections, 1, http=False)
     subprocess.run(["callgrind_control", "--dump", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
     held_after = held_total(http)
@@ -135,7 +145,8 @@ def callgrind_one(a, children, tmp, ebb, name, window):
     p.wait(timeout=60)
     held = None if held_before is None else held_after - held_before
     return {"ok": r["ok"], "ir": ir, "ir_per_call": ir / r["ok"] if ir and r["ok"] else float("nan"),
-            "held": held}
+            "held": held, "sent": r["sent"], "overloaded": r["overloaded"],
+            "deadline_exceeded": r["deadline_exceeded"]}
 
 
 def held_share(rows):
@@ -154,6 +165,8 @@ def main():
     ap.add_argument("--window", type=int, default=1,
                     help="the held runs' pool.max_in_flight_per_node (1: a call waits whenever another is out)")
     ap.add_argument("--connections", type=int, default=8, help="RPC connections of the load generator")
+    ap.add_argument("--work-us", type=int, default=0,
+                    help="call Demo.work for this many microseconds instead of a 64 B Demo.echo (0)")
     ap.add_argument("--cpu", type=int, default=0, help="the CPU the gateway is pinned to")
     ap.add_argument("--callgrind", action="store_true", help="count instructions per call instead")
     ap.add_argument("--callgrind-calls", type=int, default=2000)
@@ -178,8 +191,9 @@ def main():
                     r = callgrind_one(a, children, tmp, ebb, f"{b}-{m}", window)
                     r.update(build=b, mode=m)
                     rows.append(r)
-                    print(f"{b:<7} {m:<10} {r['ir_per_call']:.0f} instructions/call, held {r['held']}",
-                          file=sys.stderr)
+                    print(f"{b:<7} {m:<10} {r['ir_per_call']:.0f} instructions/call, held {r['held']}, "
+                          f"ok {r['ok']} of {r['sent']}, overloaded {r['overloaded']}, "
+                          f"deadline exceeded {r['deadline_exceeded']}", file=sys.stderr)
             print(f"\nInstructions per answered call (callgrind, {a.callgrind_calls} calls at "
                   f"{a.callgrind_rate:g}/s, held runs: max_in_flight_per_node = {a.window})\n")
             print("| build | forwarded | held | held / forwarded | calls held |")
