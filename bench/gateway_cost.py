@@ -140,6 +140,12 @@ def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None, caller_bound=No
         f.write(gateway_config(threads, caller_bound))
     p = children.start([*wrap, ebb, "up", cfg], stdout=subprocess.PIPE, text=True,
                        env=env, stderr=subprocess.DEVNULL)
+    return p, *up_addresses(p, name, wrap)
+
+
+def up_addresses(p, name, wrap=()):
+    """Reads a starting `ebb up`'s standard output until its node is ready;
+    returns its (rpc, http) addresses and keeps draining the rest."""
     rpc = http = None
     ready = False
     deadline = time.monotonic() + STARTUP_TIMEOUT_S * (10 if wrap else 1)
@@ -156,7 +162,7 @@ def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None, caller_bound=No
     if not ready:
         sys.exit(f"{name}: no node ready")
     threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-    return p, rpc, http
+    return rpc, http
 
 
 def haproxy_one(children, tmp, node, mode):

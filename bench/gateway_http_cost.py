@@ -41,7 +41,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gateway import Children, load, start_node  # noqa: E402
-from gateway_cost import MSG, ebb_up, haproxy_one, pin  # noqa: E402
+from gateway_cost import MSG, descendants, ebb_up, haproxy_one, pin  # noqa: E402
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -76,24 +76,6 @@ def syscalls(ebb, target, pid, a, tmp):
             if len(fields) > 2 and fields[2].startswith("syscalls:"):
                 counts[fields[2].split("sys_enter_")[1]] = int(fields[0]) if fields[0].isdigit() else 0
     return ok, {k: v / ok for k, v in counts.items()}
-
-
-def descendants(pid):
-    """Every process started by `pid`, and by those (a gateway's nodes)."""
-    out = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                for child in f.read().split():
-                    out.append(int(child))
-                    out.extend(descendants(int(child)))
-        except FileNotFoundError:
-            continue
-    return out
 
 
 def sweep(ebb, paths, nodes, a):
@@ -165,7 +147,7 @@ def main():
             pin(p.pid, a.cpu)
         # Each path's node: HAProxy's is the shared `ebb node`, a
         # gateway's the one its pool started.
-        nodes = {name: [node.pid] if name == "haproxy" else descendants(p.pid) for name, _, p in paths}
+        nodes = {name: [node.pid] if name == "haproxy" else descendants(p.pid)[1:] for name, _, p in paths}
         if a.sweep:
             for pids in nodes.values():
                 for pid in pids:

@@ -33,12 +33,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import STARTUP_TIMEOUT_S, Children, load, median, metrics  # noqa: E402
-from gateway_cost import cpu_seconds, pin  # noqa: E402
+from gateway import Children, load, median, metrics  # noqa: E402
+from gateway_cost import cpu_seconds, pin, up_addresses  # noqa: E402
 
 MSG = json.dumps({"msg": "x" * 64})
 
@@ -88,23 +86,7 @@ def up(children, tmp, ebb, name, window, wrap=()):
         f.write(config(window))
     p = children.start([*wrap, os.path.abspath(ebb), "up", path], stdout=subprocess.PIPE, text=True,
                        stderr=subprocess.DEVNULL)
-    rpc = http = None
-    ready = False
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S * (10 if wrap else 1)
-    while not (rpc and http and ready) and time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            sys.exit(f"{name}: ebb up exited before its node was ready")
-        if line.startswith("gateway listening on "):
-            rpc = line.split()[-1]
-        if line.startswith("http listening on "):
-            http = line.split()[-1]
-        if "-> ready" in line:
-            ready = True
-    if not ready:
-        sys.exit(f"{name}: no node ready")
-    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-    return p, rpc, http
+    return p, *up_addresses(p, name, wrap)
 
 
 def held_total(http):

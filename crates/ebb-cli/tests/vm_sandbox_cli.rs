@@ -97,6 +97,18 @@ fn qemus_using(tmp: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Whether every QEMU using `tmp` exits within [`QEMU_EXIT_POLLS`]: a
+/// guest ends a moment after its owner, not with it.
+fn no_qemu_left(tmp: &Path) -> bool {
+    for _ in 0..QEMU_EXIT_POLLS {
+        if qemus_using(tmp).is_empty() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 #[test]
 fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
     if let Some(why) = common::vm_image_unavailable() {
@@ -133,14 +145,7 @@ fn scratch_files_of_an_ebb_killed_with_sigkill_are_removed_by_the_next() {
     victim.kill().unwrap();
     victim.wait().unwrap();
     // Its QEMU follows it (it was tied to its owner), so no guest is left.
-    let mut qemu_gone = false;
-    for _ in 0..QEMU_EXIT_POLLS {
-        qemu_gone = qemus_using(tmp).is_empty();
-        if qemu_gone {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let qemu_gone = no_qemu_left(tmp);
     assert!(
         qemu_gone,
         "QEMU outlived the killed ebb: {:?}",
@@ -232,14 +237,7 @@ fn a_terminal_ctrl_c_on_ebb_vm_run_stops_its_guest() {
         !status.success(),
         "ebb vm run ended by the Ctrl-C: {status}"
     );
-    let mut qemu_gone = false;
-    for _ in 0..QEMU_EXIT_POLLS {
-        qemu_gone = qemus_using(tmp).is_empty();
-        if qemu_gone {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let qemu_gone = no_qemu_left(tmp);
     assert!(
         qemu_gone,
         "the guest outlived the Ctrl-C: {:?}",
