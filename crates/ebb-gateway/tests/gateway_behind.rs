@@ -125,6 +125,19 @@ impl Gateway {
     }
 }
 
+/// Starts a new request with a far deadline, read by the ingress at
+/// `read_at`, and checks that it is answered `Overloaded` at once.
+async fn refused_at_once(gw: &Gateway, read_at: std::time::Instant) {
+    let (reply, mut answers) = deferred(&METHOD);
+    let cx = CallContext::new(FAR_DEADLINE).received_at(read_at);
+    gw.forwarder.start(&METHOD, Bytes::new(), cx, reply);
+    let (outcome, why) = answers.recv().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Overloaded { .. }),
+        "{outcome:?}: {why:?}"
+    );
+}
+
 /// An instant [`LATE`] ago on the monotonic clock: when the server read a
 /// frame that waited since.
 fn read_late() -> std::time::Instant {
@@ -141,14 +154,7 @@ fn read_late() -> std::time::Instant {
 #[tokio::test]
 async fn a_request_read_early_and_dispatched_late_is_refused_as_gateway_behind() {
     let gw = Gateway::new();
-    let (reply, mut answers) = deferred(&METHOD);
-    let cx = CallContext::new(FAR_DEADLINE).received_at(read_late());
-    gw.forwarder.start(&METHOD, Bytes::new(), cx, reply);
-    let (outcome, why) = answers.recv().await.unwrap();
-    assert!(
-        matches!(outcome, Outcome::Overloaded { .. }),
-        "{outcome:?}: {why:?}"
-    );
+    refused_at_once(&gw, read_late()).await;
     assert_eq!(gw.refused("gateway_behind"), 1);
     assert_eq!(gw.in_flight(), 0, "a refused request reached the node");
 
@@ -224,14 +230,7 @@ async fn a_node_bound_held_wait_is_judged_by_the_work_ahead_not_as_gateway_behin
 
     // The node has answered both calls; the gateway has read neither reply.
     gw.executing.store(0, Ordering::SeqCst);
-    let (reply, mut answers) = deferred(&METHOD);
-    let cx = CallContext::new(FAR_DEADLINE).received_at(std::time::Instant::now());
-    gw.forwarder.start(&METHOD, Bytes::new(), cx, reply);
-    let (outcome, why) = answers.recv().await.unwrap();
-    assert!(
-        matches!(outcome, Outcome::Overloaded { .. }),
-        "{outcome:?}: {why:?}"
-    );
+    refused_at_once(&gw, std::time::Instant::now()).await;
     assert_eq!(
         gw.refused("gateway_behind"),
         1,
@@ -253,14 +252,7 @@ async fn a_new_request_is_refused_not_held_while_the_nodes_room_waits_on_unread_
     let gw = Gateway::new();
     let _answered_unread = gw.fill(0);
 
-    let (reply, mut answers) = deferred(&METHOD);
-    let cx = CallContext::new(FAR_DEADLINE).received_at(std::time::Instant::now());
-    gw.forwarder.start(&METHOD, Bytes::new(), cx, reply);
-    let (outcome, why) = answers.recv().await.unwrap();
-    assert!(
-        matches!(outcome, Outcome::Overloaded { .. }),
-        "{outcome:?}: {why:?}"
-    );
+    refused_at_once(&gw, std::time::Instant::now()).await;
     assert_eq!(gw.refused("gateway_behind"), 1);
     assert_eq!(gw.registry.held(), (0, 0), "the refused request was held");
 
