@@ -8,7 +8,8 @@
 //! method may still await timers and sockets; while it waits, its worker
 //! waits with it (that is what "blocking" means). `threads` workers run at
 //! most `threads` blocking calls at once: this is the node's CPU capacity,
-//! the setting "scale up" raises.
+//! the setting "scale up" raises, and [`Workers::resize`] changes it while
+//! the server runs.
 //!
 //! The threads start with the first blocking call, so a server whose
 //! service has no blocking method starts none, and end when the server and
@@ -18,10 +19,15 @@
 //! completed, so their number is bounded by the session's in-flight bounds
 //! (`MAX_CONNECTIONS` × `MAX_IN_FLIGHT_PER_CONN`); this queue adds no bound
 //! of its own and refuses nothing.
+//!
+//! Invariant: a worker takes a job only while the live workers are at most
+//! the target, so after a shrink no more than the new target start jobs;
+//! a worker over the target leaves only between jobs, so a shrink never
+//! drops or re-runs a queued job and lets running ones finish.
 
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::runtime::Handle;
 
@@ -29,7 +35,7 @@ use crate::service::BoxFuture;
 
 /// The most worker threads one server starts; a larger request is cut to
 /// this. Far above any core count a node is given, it only stops a typo
-/// from asking for a million threads.
+/// (or a resize asked over the wire) from asking for a million threads.
 pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// One blocking call, already wrapped so that it records its own outcome.
@@ -41,25 +47,87 @@ pub fn default_threads() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
-/// A lazily started pool of `threads` worker threads.
+/// A lazily started pool of worker threads whose number may change while
+/// it serves.
 #[derive(Debug)]
 pub struct Workers {
-    threads: NonZeroUsize,
-    queue: OnceLock<Sender<Job>>,
+    pool: Arc<Pool>,
+    /// The server's runtime, known from the first job on: threads started
+    /// by a later grow run their jobs on it too.
+    runtime: OnceLock<Handle>,
+}
+
+/// What the workers and the server share.
+#[derive(Debug, Default)]
+struct Pool {
+    state: Mutex<State>,
+    /// A job was queued, the target fell, or the server is gone.
+    work: Condvar,
+    /// A worker left (for [`Workers::wait_live`]).
+    left: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// Workers wanted, at most [`MAX_WORKER_THREADS`].
+    target: usize,
+    /// Worker threads running (busy or idle).
+    live: usize,
+    /// Threads started over the pool's life, to name them.
+    started: usize,
+    /// The server is gone: workers finish the queue and leave.
+    closed: bool,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("jobs", &self.jobs.len())
+            .field("target", &self.target)
+            .field("live", &self.live)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Workers {
     /// A pool of `threads` workers, at most [`MAX_WORKER_THREADS`].
     pub fn new(threads: NonZeroUsize) -> Workers {
-        let most = NonZeroUsize::new(MAX_WORKER_THREADS).expect("the constant is not zero");
+        let pool = Pool::default();
+        pool.lock().target = bounded(threads).get();
         Workers {
-            threads: threads.min(most),
-            queue: OnceLock::new(),
+            pool: Arc::new(pool),
+            runtime: OnceLock::new(),
         }
     }
 
+    /// The target: how many blocking calls may run at once.
     pub fn threads(&self) -> NonZeroUsize {
-        self.threads
+        NonZeroUsize::new(self.pool.lock().target).expect("the target is never zero")
+    }
+
+    /// Worker threads running now: after a shrink, more than the target
+    /// until the surplus finishes its jobs; fewer before the first job.
+    pub fn live(&self) -> usize {
+        self.pool.lock().live
+    }
+
+    /// Sets the number of workers to `threads` (cut to
+    /// [`MAX_WORKER_THREADS`]) and returns the number now in force. A grow
+    /// starts the new threads at once if the pool has started; a shrink
+    /// lets running jobs finish and idle workers leave.
+    pub fn resize(&self, threads: NonZeroUsize) -> NonZeroUsize {
+        let threads = bounded(threads);
+        let mut state = self.pool.lock();
+        state.target = threads.get();
+        if let Some(runtime) = self.runtime.get() {
+            self.pool.spawn_missing(&mut state, runtime);
+        }
+        drop(state);
+        // Idle workers over the target see it and leave.
+        self.pool.work.notify_all();
+        threads
     }
 
     /// Hands `job` to a free worker, or queues it until one is free.
@@ -67,66 +135,101 @@ impl Workers {
     /// may use. Returns the job if no worker thread could be started, so
     /// the caller can run it itself rather than lose the call.
     pub fn run(&self, runtime: &Handle, job: Job) -> Result<(), Job> {
-        let queue = self.queue.get_or_init(|| self.start(runtime));
-        queue.send(job).map_err(|refused| refused.0)
+        let runtime = self.runtime.get_or_init(|| runtime.clone());
+        let mut state = self.pool.lock();
+        self.pool.spawn_missing(&mut state, runtime);
+        if state.live == 0 {
+            return Err(job);
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.pool.work.notify_one();
+        Ok(())
     }
 
-    /// Starts the threads. A thread that cannot be started is skipped; if
-    /// none starts, the receiver is dropped with them and every send fails,
-    /// which [`Workers::run`] reports to its caller.
-    fn start(&self, runtime: &Handle) -> Sender<Job> {
-        let (send, receive) = channel::<Job>();
-        let receive = Arc::new(Mutex::new(receive));
-        for i in 0..self.threads.get() {
-            let receive = Arc::clone(&receive);
-            let runtime = runtime.clone();
-            let _ = std::thread::Builder::new()
-                .name(format!("ebb-worker-{i}"))
-                .spawn(move || work(&receive, &runtime));
-        }
-        send
+    /// Waits until exactly `live` workers run (a shrink has taken effect),
+    /// or `timeout` passed; returns whether it happened. For tests and
+    /// benchmarks that must see the threads really went.
+    pub fn wait_live(&self, live: usize, timeout: std::time::Duration) -> bool {
+        let state = self.pool.lock();
+        let (state, _) = self
+            .pool
+            .left
+            .wait_timeout_while(state, timeout, |s| s.live != live)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.live == live
     }
 }
 
-/// A worker's loop: take the next job, run it to completion, repeat until
-/// the server is gone.
-fn work(jobs: &Mutex<Receiver<Job>>, runtime: &Handle) {
-    loop {
-        let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(job) = next else {
-            return;
-        };
-        runtime.block_on(job);
+impl Drop for Workers {
+    /// Workers finish what is queued, then leave.
+    fn drop(&mut self) {
+        self.pool.lock().closed = true;
+        self.pool.work.notify_all();
     }
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts threads until `target` run. A thread that cannot be started
+    /// is skipped (the next job tries again); with none running,
+    /// [`Workers::run`] hands the job back.
+    fn spawn_missing(self: &Arc<Self>, state: &mut State, runtime: &Handle) {
+        while state.live < state.target {
+            let pool = Arc::clone(self);
+            let runtime = runtime.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ebb-worker-{}", state.started))
+                .spawn(move || pool.work(&runtime));
+            if spawned.is_err() {
+                return;
+            }
+            state.live += 1;
+            state.started += 1;
+        }
+    }
+
+    /// A worker's loop: take the next job, run it to completion, repeat
+    /// until the pool has more workers than it wants or the server is gone
+    /// with nothing queued.
+    fn work(&self, runtime: &Handle) {
+        let mut state = self.lock();
+        loop {
+            if state.live > state.target {
+                break;
+            }
+            if let Some(job) = state.jobs.pop_front() {
+                drop(state);
+                runtime.block_on(job);
+                state = self.lock();
+                continue;
+            }
+            if state.closed {
+                break;
+            }
+            state = self
+                .work
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.live -= 1;
+        let more = !state.jobs.is_empty();
+        drop(state);
+        // A job's wake-up may have reached this worker as it left.
+        if more {
+            self.work.notify_one();
+        }
+        self.left.notify_all();
+    }
+}
+
+fn bounded(threads: NonZeroUsize) -> NonZeroUsize {
+    let most = NonZeroUsize::new(MAX_WORKER_THREADS).expect("the constant is not zero");
+    threads.min(most)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Barrier;
-
-    #[test]
-    fn runs_as_many_jobs_at_once_as_it_has_threads() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let workers = Workers::new(NonZeroUsize::new(3).expect("3 > 0"));
-        // Three jobs and this thread meet at the barrier: that can only
-        // happen if the three jobs run at the same time on three threads.
-        let met = Arc::new(Barrier::new(4));
-        let (done, finished) = channel();
-        for _ in 0..3 {
-            let (met, done) = (Arc::clone(&met), done.clone());
-            let job: Job = Box::pin(async move {
-                met.wait();
-                let _ = done.send(());
-            });
-            assert!(workers.run(rt.handle(), job).is_ok());
-        }
-        met.wait();
-        for _ in 0..3 {
-            finished.recv().expect("every job finishes");
-        }
-    }
-}
+mod tests;
