@@ -141,7 +141,7 @@ fn serve<D: ServiceDispatch + Send + 'static>(
     };
     let why = rt.block_on(async {
         let mut server = match Server::from_std(listener, dispatch, config) {
-            Ok(s) => s,
+            Ok(s) => s.resizable(),
             Err(e) => return e.to_string(),
         };
         if let Some(tokens) = access.tokens {

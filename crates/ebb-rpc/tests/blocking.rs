@@ -206,3 +206,61 @@ async fn large_json_arguments_are_converted_off_the_io_loop() {
     svc.gate.open();
     assert_eq!(json.await.unwrap().unwrap(), args);
 }
+
+/// How long a resize may take to be answered on loopback; only a failing
+/// test waits it out.
+const RESIZE_TIMEOUT: ebb_core::Nanos = ebb_core::Nanos::from_secs(10);
+
+fn capacity(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap()
+}
+
+/// A resizable server with one worker: asked for three, it answers three
+/// and then runs three blocking calls at once; asked for one again, one.
+#[tokio::test]
+async fn a_resize_changes_how_many_blocking_calls_run_at_once() {
+    let (started, mut starts) = mpsc::unbounded_channel();
+    let svc = Arc::new(Hold {
+        started,
+        gate: Gate::default(),
+        running: AtomicUsize::new(0),
+        most_running: AtomicUsize::new(0),
+    });
+    let addr = serve_on_one_thread(Arc::clone(&svc), |server| {
+        server.with_threads(NonZeroUsize::MIN).resizable()
+    });
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let took = client.resize(capacity(3), RESIZE_TIMEOUT).await.unwrap();
+    assert_eq!(took, Some(capacity(3)));
+    let holds = spawn_holds(&client, 3);
+    for _ in 0..3 {
+        next_start(&mut starts).await;
+    }
+    // Three started and none can finish before the gate opens.
+    assert_eq!(svc.running.load(Ordering::SeqCst), 3);
+    release(&svc, holds).await;
+    assert_eq!(svc.most_running.load(Ordering::SeqCst), 3);
+
+    // Back to one: a fresh gate, three calls, never two at once.
+    let took = client.resize(capacity(1), RESIZE_TIMEOUT).await.unwrap();
+    assert_eq!(took, Some(capacity(1)));
+    svc.gate.close();
+    svc.most_running.store(0, Ordering::SeqCst);
+    let holds = spawn_holds(&client, 3);
+    next_start(&mut starts).await;
+    assert_echo_answers(&client, &METHODS[0]).await;
+    release(&svc, holds).await;
+    assert_eq!(svc.most_running.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_resize_says_so_and_keeps_its_workers() {
+    let (addr, svc, mut starts) = spawn_server(1);
+    let client = Arc::new(TcpClient::connect(&addr).await.unwrap());
+    let took = client.resize(capacity(4), RESIZE_TIMEOUT).await.unwrap();
+    assert_eq!(took, None);
+    let holds = spawn_holds(&client, 2);
+    next_start(&mut starts).await;
+    release(&svc, holds).await;
+    assert_eq!(svc.most_running.load(Ordering::SeqCst), 1);
+}

@@ -211,7 +211,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("--http {http}: cannot listen there"))?;
         let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default())
             .await?
-            .with_threads(threads);
+            .with_threads(threads)
+            .resizable();
         let server = match tls {
             Some(tls) => server.with_tls(tls),
             None => server,

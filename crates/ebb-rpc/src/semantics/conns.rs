@@ -233,6 +233,13 @@ impl Conns {
         self.routes.insert(client, id);
     }
 
+    /// `id` proved some client id (a handshake showed its secret).
+    pub fn proven_any(&self, id: ConnId) -> bool {
+        self.conns
+            .get(&id)
+            .is_some_and(|c| c.clients.iter().any(|(_, proven)| *proven))
+    }
+
     pub fn route_of(&self, client: ClientId) -> Option<ConnId> {
         self.routes.get(&client).copied()
     }

@@ -38,6 +38,9 @@ use link::{Link, Reply};
 /// Describe requests one client may have outstanding; more end at once
 /// with `TooManyOutstanding`.
 pub const MAX_PENDING_DESCRIBES: usize = 16;
+/// Resize requests one client may have outstanding; more end at once with
+/// `TooManyOutstanding`. A caller resizes one server now and then.
+pub const MAX_PENDING_RESIZES: usize = 4;
 /// How long one connection attempt may take before it counts as failed,
 /// unless configured otherwise (`TcpClientConfig::connect_timeout_ms`).
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
@@ -244,6 +247,31 @@ impl TcpClient {
                 self.link.addr
             ))
         })
+    }
+
+    /// Asks the server to run at most `capacity` blocking calls at once
+    /// from now on (scale up or down in place) and returns the capacity it
+    /// applied, or `None` when the server does not resize. Sent only on a
+    /// live connection and never resent: a connection lost before the
+    /// answer ends it `ConnectionLost` (a server that predates `Resize`
+    /// closes the connection on it), and a server that does not accept the
+    /// connection's credentials leaves it unanswered, so it ends by
+    /// `timeout`. Send it before calls, or to a server that answered one:
+    /// a lost connection costs the calls on it.
+    pub async fn resize(
+        &self,
+        capacity: std::num::NonZeroU32,
+        timeout: Nanos,
+    ) -> Result<Option<std::num::NonZeroU32>, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let waited = tokio::time::timeout(Duration::from(timeout), async {
+            self.link.resize(capacity, tx);
+            rx.await.unwrap_or_else(|_| Err(self.link.shut_down(true)))
+        });
+        waited.await.map_err(|_| CallError::DeadlineExceeded {
+            elapsed: timeout,
+            sent: true,
+        })?
     }
 
     /// Calls method `method` (an id from [`TcpClient::describe`]) with

@@ -163,6 +163,19 @@ impl<D: ServiceDispatch> Server<D> {
         self
     }
 
+    /// Lets a client whose handshake was accepted set the number of worker
+    /// threads while the server runs (a `Resize`: the node scaled up or
+    /// down in place), up to [`workers::MAX_WORKER_THREADS`]. A node
+    /// serves so (`ebb::node`); without it a `Resize` is answered that this
+    /// server does not resize.
+    pub fn resizable(self) -> Server<D> {
+        let most = u32::try_from(workers::MAX_WORKER_THREADS)
+            .ok()
+            .and_then(std::num::NonZeroU32::new);
+        self.core.lock().session.set_resize_up_to(most);
+        self
+    }
+
     /// The worker threads for blocking methods (see [`Server::with_threads`]).
     pub fn threads(&self) -> std::num::NonZeroUsize {
         self.core.workers.threads()

@@ -3,7 +3,7 @@
 //! one fixed header (and which sentinels stand for "none") is the codec's
 //! business alone.
 
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use bytes::Bytes;
 use ebb_core::{ClientId, Nanos};
@@ -320,6 +320,27 @@ pub struct Description {
     pub payload: Bytes,
 }
 
+/// Client to server: run at most `capacity` blocking calls at once from
+/// now on (a node scaled up or down in place). A server answers it only on
+/// a connection whose credentials it accepted; it never runs a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resize {
+    /// Echoed in the answer, to match it.
+    pub id: u64,
+    pub capacity: NonZeroU32,
+}
+
+/// Server to client: the answer to a `Resize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resized {
+    pub id: u64,
+    pub incarnation: Incarnation,
+    /// The capacity now in force (the server may cut what was asked to its
+    /// bound); `None`: this server does not resize, its capacity is as it
+    /// was.
+    pub capacity: Option<NonZeroU32>,
+}
+
 /// Everything that crosses the wire. Closed: a kind not listed here does
 /// not decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,6 +352,8 @@ pub enum Message {
     ConnError(ConnError),
     Describe(Describe),
     Description(Description),
+    Resize(Resize),
+    Resized(Resized),
 }
 
 impl Message {
@@ -343,7 +366,7 @@ impl Message {
             Message::ConnError(m) => m.message.len(),
             Message::Description(m) => m.payload.len(),
             Message::Ping(p) => super::secret::CLIENT_SECRET_BYTES + p.token.len(),
-            Message::Describe(_) => 0,
+            Message::Describe(_) | Message::Resize(_) | Message::Resized(_) => 0,
         }
     }
 
@@ -363,4 +386,14 @@ macro_rules! message_from {
     )*};
 }
 
-message_from!(Request, Reply, Ping, Pong, ConnError, Describe, Description);
+message_from!(
+    Request,
+    Reply,
+    Ping,
+    Pong,
+    ConnError,
+    Describe,
+    Description,
+    Resize,
+    Resized
+);

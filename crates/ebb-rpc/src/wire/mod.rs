@@ -20,7 +20,7 @@ mod secret;
 pub use codec::{FrameCodec, decode_message, encode_message};
 pub use message::{
     ConnError, ConnErrorKind, Describe, Description, Incarnation, Message, Outcome, Ping, Pong,
-    Refusal, Reply, Request, Seq,
+    Refusal, Reply, Request, Resize, Resized, Seq,
 };
 pub use payload::{decode_payload, encode_payload};
 pub use secret::{CLIENT_SECRET_BYTES, ClientSecret};
@@ -32,7 +32,10 @@ pub use secret::{CLIENT_SECRET_BYTES, ClientSecret};
 /// a ping carries the client's secret (which proves its id) and an optional
 /// bearer token. Version 4: replies that are not refusals carry the
 /// server's measured service time in the deadline field (version 3
-/// required it zero).
+/// required it zero). `Resize` and `Resized` (kinds 8 and 9) were added
+/// within version 4: a peer that predates them refuses the frame as an
+/// unknown kind and closes the connection, so a client sends one only
+/// before it sends calls, or to a peer that answered one.
 pub const WIRE_VERSION: u8 = 4;
 
 /// The longest bearer token a ping may carry, in bytes.
@@ -61,7 +64,7 @@ pub enum WireError {
     #[error("unknown wire version {0} (this build speaks version {WIRE_VERSION})")]
     UnknownVersion(u8),
     #[error(
-        "unknown frame kind {0} (known: 1 request, 2 reply, 3 ping, 4 pong, 5 connection error, 6 describe, 7 description)"
+        "unknown frame kind {0} (known: 1 request, 2 reply, 3 ping, 4 pong, 5 connection error, 6 describe, 7 description, 8 resize, 9 resized)"
     )]
     UnknownKind(u8),
     #[error("unknown status {status} for a {kind} frame")]

@@ -83,6 +83,11 @@ impl Gate {
         self.opened.notify_all();
     }
 
+    /// Shuts the gate again, for the calls that come next.
+    pub fn close(&self) {
+        *self.open.lock().unwrap() = false;
+    }
+
     /// Blocks the calling thread until [`Gate::open`].
     pub fn wait(&self) {
         let open = self.open.lock().unwrap();

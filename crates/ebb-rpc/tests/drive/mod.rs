@@ -243,7 +243,7 @@ impl World {
                     self.clients[c].handle_message(m, self.now);
                 }
             }
-            Action::Wait | Action::Drop => {}
+            Action::Wait | Action::Drop | Action::Resize(_) => {}
         }
     }
 

@@ -278,3 +278,71 @@ fn a_server_requiring_a_token_describes_itself_only_to_an_authorized_connection(
     ));
     s.check().unwrap();
 }
+
+fn resize(s: &mut ServerSession, id: u64, capacity: u32, now: Instant) -> Action {
+    let capacity = std::num::NonZeroU32::new(capacity).unwrap();
+    s.admit(CONN, ebb_rpc::wire::Resize { id, capacity }, now)
+}
+
+#[test]
+fn a_resize_is_answered_only_on_a_connection_whose_credentials_were_accepted() {
+    let mut s = server();
+    s.set_tokens(Some(tokens("alpha\n")));
+    s.set_resize_up_to(std::num::NonZeroU32::new(8));
+    // Before any handshake, and after one with a wrong token: no answer.
+    assert_eq!(resize(&mut s, 1, 2, t(Nanos(1))), Action::Drop);
+    let p = Ping {
+        token: Bytes::from_static(b"beta"),
+        ..ping(1)
+    };
+    assert_eq!(
+        pong_of(&mut s, p, t(Nanos(2))).refused,
+        Some(Refusal::Unauthorized)
+    );
+    assert_eq!(resize(&mut s, 2, 2, t(Nanos(3))), Action::Drop);
+    assert_eq!(s.stats().refused_unauthorized_resizes, 2);
+    assert_eq!(s.stats().resizes, 0);
+    // After an accepted token: the resize to apply, cut to the bound.
+    assert_eq!(
+        pong_of(&mut s, ping_with_token(b"alpha"), t(Nanos(4))).refused,
+        None
+    );
+    match resize(&mut s, 3, 50, t(Nanos(5))) {
+        Action::Resize(r) => {
+            assert_eq!((r.id, r.capacity.map(|c| c.get())), (3, Some(8)));
+        }
+        other => panic!("an authorized connection may resize, got {other:?}"),
+    }
+    assert_eq!(s.stats().resizes, 1);
+    // Nothing ran and no session was touched beyond the handshake's.
+    assert_eq!(s.stats().executed, 0);
+    s.check().unwrap();
+}
+
+#[test]
+fn without_tokens_a_resize_needs_a_proven_client_id() {
+    let mut s = server();
+    s.set_resize_up_to(std::num::NonZeroU32::new(8));
+    assert_eq!(resize(&mut s, 1, 2, t(Nanos(1))), Action::Drop);
+    let forged = forged_ping(1);
+    assert!(pong_of(&mut s, forged, t(Nanos(2))).refused.is_some());
+    assert_eq!(resize(&mut s, 2, 2, t(Nanos(3))), Action::Drop);
+    assert_eq!(s.stats().refused_unauthorized_resizes, 2);
+    assert_eq!(pong_of(&mut s, ping(1), t(Nanos(4))).refused, None);
+    assert!(matches!(
+        resize(&mut s, 3, 2, t(Nanos(5))),
+        Action::Resize(_)
+    ));
+    s.check().unwrap();
+}
+
+#[test]
+fn a_server_that_does_not_resize_answers_so_without_changing_anything() {
+    let mut s = server();
+    assert_eq!(pong_of(&mut s, ping(1), t(Nanos(1))).refused, None);
+    match resize(&mut s, 7, 4, t(Nanos(2))) {
+        Action::Reply(Message::Resized(r)) => assert_eq!((r.id, r.capacity), (7, None)),
+        other => panic!("a server that does not resize says so, got {other:?}"),
+    }
+    s.check().unwrap();
+}

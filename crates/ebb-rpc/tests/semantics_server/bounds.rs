@@ -112,7 +112,7 @@ fn exchange(
         match server.admit(conn, m, now) {
             Action::Reply(answer) => client.handle_message(answer, now),
             Action::Execute(incoming) => run.push(incoming),
-            Action::Wait | Action::Drop => {}
+            Action::Wait | Action::Drop | Action::Resize(_) => {}
         }
     }
     run

@@ -14,7 +14,7 @@ use ebb_core::{ClientId, Nanos};
 use ebb_rpc::wire::{
     CLIENT_SECRET_BYTES, ClientSecret, ConnError, ConnErrorKind, Describe, Description, FrameCodec,
     HEADER_BYTES, Incarnation, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, MAX_TOKEN_BYTES, Message,
-    Outcome, Ping, Pong, Refusal, Reply, Request, Seq, WIRE_VERSION, WireError,
+    Outcome, Ping, Pong, Refusal, Reply, Request, Resize, Resized, Seq, WIRE_VERSION, WireError,
     decode_message as decode_frame, encode_message as encode_frame,
 };
 use proptest::prelude::*;

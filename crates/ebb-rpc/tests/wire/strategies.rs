@@ -162,5 +162,18 @@ pub(super) fn frame() -> impl Strategy<Value = Message> {
                 payload,
             })
         }),
+        (any::<u64>(), 1u32..).prop_map(|(id, c)| {
+            Message::Resize(Resize {
+                id,
+                capacity: std::num::NonZeroU32::new(c).unwrap(),
+            })
+        }),
+        (any::<u64>(), incarnation(), any::<u32>()).prop_map(|(id, incarnation, c)| {
+            Message::Resized(Resized {
+                id,
+                incarnation,
+                capacity: std::num::NonZeroU32::new(c),
+            })
+        }),
     ]
 }

@@ -91,7 +91,9 @@ where
     let tls = args.tls.as_ref().map(server_tls).transpose()?;
     let tokens = server_tokens(args)?;
     let server = bind(&args.listen, dispatch, config).await?;
-    let server = server.with_threads(args.threads());
+    // A gateway whose handshake the node accepted may resize its workers
+    // (scale up in place).
+    let server = server.with_threads(args.threads()).resizable();
     let server = match tls {
         Some(tls) => server.with_tls(tls),
         None => server,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 
 use crate::semantics::conns::{Caller, ConnId};
-use crate::wire::{Message, Seq};
+use crate::wire::{Message, Resized, Seq};
 
 /// Names one call for [`ServerSession::complete`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +50,9 @@ pub enum Action {
     /// Send this back on the connection the message came from; nothing
     /// runs.
     Reply(Message),
+    /// Set the workers to this message's capacity, then send it back with
+    /// the capacity the workers took; nothing runs.
+    Resize(Resized),
     /// A duplicate of a running call: its reply goes out on completion.
     Wait,
     /// Nothing to do (a reply-kind frame, a closed connection, or a call the

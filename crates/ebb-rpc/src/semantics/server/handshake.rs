@@ -1,6 +1,7 @@
-//! The handshake (a ping proving its client id and presenting a token) and
-//! `Describe`: the two messages that gate what a connection may do later,
-//! kept together so the proof and token checks are read in one place.
+//! The handshake (a ping proving its client id and presenting a token),
+//! `Describe` and `Resize`: the messages that gate what a connection may do
+//! later or ask of the server itself, kept together so the proof and token
+//! checks are read in one place.
 
 use bytes::Bytes;
 use ebb_core::Instant;
@@ -8,7 +9,7 @@ use ebb_core::Instant;
 use super::{Action, ServerSession};
 use crate::semantics::conns::ConnId;
 use crate::semantics::reply_table::TableFull;
-use crate::wire::{Description, Message, Ping, Pong, Refusal};
+use crate::wire::{Description, Message, Ping, Pong, Refusal, Resize, Resized};
 
 impl ServerSession {
     /// A description names every method and its parameter types: on a
@@ -27,6 +28,31 @@ impl ServerSession {
             incarnation: self.incarnation,
             payload: self.description.clone(),
         }))
+    }
+
+    /// A resize changes what the server spends, so only a connection whose
+    /// handshake was accepted may ask: it presented an accepted bearer
+    /// token where one is required, and proved a client id. Anything else
+    /// is left unanswered, as a refused `Describe` is. It runs no method:
+    /// the transport sets its workers to the capacity decided here (what
+    /// was asked, cut to the server's bound) and answers with what they
+    /// took.
+    pub(super) fn handle_resize(&mut self, conn: ConnId, resize: Resize) -> Action {
+        let token_ok = self.tokens.is_none() || self.conns.token(conn).is_some();
+        if !token_ok || !self.conns.proven_any(conn) {
+            self.stats.refused_unauthorized_resizes += 1;
+            return Action::Drop;
+        }
+        self.stats.resizes += 1;
+        let resized = Resized {
+            id: resize.id,
+            incarnation: self.incarnation,
+            capacity: self.resize_up_to.map(|most| resize.capacity.min(most)),
+        };
+        match resized.capacity {
+            Some(_) => Action::Resize(resized),
+            None => Action::Reply(Message::Resized(resized)),
+        }
     }
 
     /// The ping is the session handshake and heartbeat: it proves the

@@ -42,6 +42,7 @@ mod request;
 mod stats;
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 
 use bytes::Bytes;
 use ebb_core::{ClientId, Instant};
@@ -82,6 +83,9 @@ pub struct ServerSession {
     description: Bytes,
     /// Bearer tokens a connection must present; `None`: none required.
     tokens: Option<Tokens>,
+    /// The most workers a `Resize` may ask for; `None`: this server does
+    /// not resize and answers so.
+    resize_up_to: Option<NonZeroU32>,
     /// Calls executing per caller, when `max_in_flight_per_caller` is set;
     /// callers with none are removed, so it holds at most `executing`
     /// entries.
@@ -125,6 +129,7 @@ impl ServerSession {
             stats: ServerStats::default(),
             description: Bytes::new(),
             tokens: None,
+            resize_up_to: None,
             callers: FastMap::default(),
             planted_unrecorded_refusal: false,
             planted_handshake_timeout_when_idle: false,
@@ -146,6 +151,13 @@ impl ServerSession {
     /// description (`None`: no token required).
     pub fn set_tokens(&mut self, tokens: Option<Tokens>) {
         self.tokens = tokens;
+    }
+
+    /// Lets an authorized connection resize the server's workers, up to
+    /// `up_to` (`None`: a `Resize` is answered that this server does not
+    /// resize, the default).
+    pub fn set_resize_up_to(&mut self, up_to: Option<NonZeroU32>) {
+        self.resize_up_to = up_to;
     }
 
     pub fn incarnation(&self) -> Incarnation {
@@ -271,10 +283,12 @@ impl ServerSession {
             }
             Message::Ping(ping) => Action::Reply(Message::Pong(self.handle_ping(conn, &ping, now))),
             Message::Describe(d) => self.handle_describe(conn, d.id),
+            Message::Resize(r) => self.handle_resize(conn, r),
             Message::Reply(_)
             | Message::Pong(_)
             | Message::ConnError(_)
-            | Message::Description(_) => Action::Drop,
+            | Message::Description(_)
+            | Message::Resized(_) => Action::Drop,
         };
         self.debug_check();
         action

@@ -48,6 +48,13 @@ pub struct ServerStats {
     /// Describe requests on a connection that presented no accepted bearer
     /// token, on a server that requires one: left unanswered.
     pub refused_unauthorized_describes: u64,
+    /// Resize requests on a connection whose credentials were not accepted
+    /// (no accepted bearer token where one is required, or no proven client
+    /// id): left unanswered, nothing changed.
+    pub refused_unauthorized_resizes: u64,
+    /// Resize requests answered (applied, or answered that this server does
+    /// not resize).
+    pub resizes: u64,
     /// New calls refused over their caller's in-flight bound.
     pub refused_caller_in_flight: u64,
     /// Connections closed with replies still unwritten that their peer

@@ -76,6 +76,7 @@ impl Drop for Driver {
         st.conn = None;
         let sinks = st.waiters.release_all();
         st.describes.clear();
+        st.resizes.clear();
         drop(st);
         for (sink, token, outcome) in handed {
             sink.deliver(token, outcome);
@@ -239,6 +240,12 @@ impl Driver {
                         let _ = waiter.send(Ok(d.payload));
                     }
                 }
+                Ok(Some(Message::Resized(r))) => {
+                    self.proven = true;
+                    if let Some((_, waiter)) = st.resizes.remove(&r.id) {
+                        let _ = waiter.send(Ok(r.capacity));
+                    }
+                }
                 Ok(Some(mut message)) => {
                     if !matches!(message, Message::ConnError(_)) {
                         self.proven = true;
@@ -277,6 +284,14 @@ impl Driver {
                 let _ = waiter.send(Err(refused.clone()));
             }
         }
+        if !st.resizes.is_empty()
+            && let Some(why) = st.session.refused_credentials()
+        {
+            st.fail_resizes(&CallError::Refused {
+                reason: crate::wire::Refusal::Unauthorized,
+                message: why.to_owned(),
+            });
+        }
         if let Some(load) = st.session.reported_load() {
             link.load.store(u64::from(load), Ordering::Relaxed);
         }
@@ -287,6 +302,7 @@ impl Driver {
         let woken = st.deliver(&link.addr, share);
         st.sharing = st.session.ended() > 0;
         if st.session.poll_close() {
+            lose_resizes(&link.addr, st);
             st.conn = None;
             self.conn = None;
             self.schedule_reconnect();
@@ -319,6 +335,7 @@ impl Driver {
     fn disconnect(&mut self, st: &mut State) {
         let now = self.link.clock.now();
         st.session.handle_disconnect(now);
+        lose_resizes(&self.link.addr, st);
         st.conn = None;
         self.conn = None;
         self.schedule_reconnect();
@@ -364,6 +381,10 @@ impl Driver {
                 for id in ids {
                     st.send_describe(&link.codec, id);
                 }
+                let asked: Vec<_> = st.resizes.iter().map(|(id, (c, _))| (*id, *c)).collect();
+                for (id, capacity) in asked {
+                    st.send_resize(&link.codec, id, capacity);
+                }
             }
             Err(e) => {
                 // Describes have no deadline of their own (their callers
@@ -371,6 +392,7 @@ impl Driver {
                 for (_, waiter) in st.describes.drain() {
                     let _ = waiter.send(Err(e.clone()));
                 }
+                st.fail_resizes(&e);
                 drop(st);
                 self.schedule_reconnect();
             }
@@ -383,6 +405,16 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// A connection ended before its resizes were answered: they end
+/// `ConnectionLost`, never resent, since a server that predates `Resize`
+/// closes the connection on it, and would again.
+fn lose_resizes(addr: &str, st: &mut State) {
+    st.fail_resizes(&CallError::ConnectionLost {
+        sent: true,
+        cause: format!("{addr}: the connection closed before the resize was answered"),
+    });
 }
 
 #[cfg(test)]

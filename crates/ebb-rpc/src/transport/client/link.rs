@@ -21,12 +21,12 @@ use ebb_core::{Clock, Nanos};
 use tokio::sync::{Notify, oneshot};
 
 use super::super::clock::RuntimeClock;
-use super::MAX_PENDING_DESCRIBES;
 use super::RECONNECT_BACKOFF_MS;
 use super::answer::{Answer, Handed, Waiters};
 use super::conn::{Dial, open};
 use super::driver::Driver;
 use super::state::State;
+use super::{MAX_PENDING_DESCRIBES, MAX_PENDING_RESIZES};
 use crate::CallError;
 use crate::fast_map::FastMap;
 use crate::semantics::{CallSpec, ClientSession};
@@ -37,6 +37,10 @@ use crate::wire::FrameCodec;
 const NO_LOAD_REPORTED: u64 = u64::MAX;
 
 pub(super) type Reply = Result<Bytes, CallError>;
+
+/// The answer to a `Resize`: the capacity applied, `None` if the server
+/// does not resize.
+pub(super) type ResizeReply = Result<Option<std::num::NonZeroU32>, CallError>;
 
 /// The connection state and what the client reads of it without the lock.
 pub(super) struct Link {
@@ -175,6 +179,36 @@ impl Link {
         }
     }
 
+    /// Asks the server to resize to `capacity`; the answer comes on `reply`.
+    /// Sent now if connected, else with the next connection's handshake.
+    pub(super) fn resize(
+        &self,
+        capacity: std::num::NonZeroU32,
+        reply: oneshot::Sender<ResizeReply>,
+    ) {
+        let mut st = self.lock();
+        if st.ended {
+            let _ = reply.send(Err(self.shut_down(false)));
+            return;
+        }
+        if st.resizes.len() >= MAX_PENDING_RESIZES {
+            let _ = reply.send(Err(CallError::TooManyOutstanding {
+                limit: MAX_PENDING_RESIZES,
+            }));
+            return;
+        }
+        st.next_describe += 1;
+        let id = st.next_describe;
+        st.resizes.insert(id, (capacity, reply));
+        // The handshake first: the server answers a resize only on a
+        // connection whose credentials it accepted.
+        st.transmit(&self.codec);
+        st.send_resize(&self.codec, id, capacity);
+        if st.conn.is_none() {
+            self.wake.notify_one();
+        }
+    }
+
     /// Ends every call now: the server is known to be gone.
     pub(super) fn abandon(&self, cause: &str) {
         let mut st = self.lock();
@@ -257,6 +291,7 @@ pub(super) async fn connect(
             waiters: Waiters::default(),
             describes: FastMap::default(),
             next_describe: 0,
+            resizes: FastMap::default(),
             armed: None,
             ended: false,
             corked: false,

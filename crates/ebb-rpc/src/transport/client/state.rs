@@ -10,11 +10,11 @@ use super::super::frames;
 use super::super::write_batch::WriteBatch;
 use super::answer::Waiters;
 use super::conn::ConnOut;
-use super::link::Reply;
+use super::link::{Reply, ResizeReply};
 use crate::CallError;
 use crate::fast_map::FastMap;
 use crate::semantics::ClientSession;
-use crate::wire::{Describe, FrameCodec, Message};
+use crate::wire::{Describe, FrameCodec, Message, Resize};
 
 /// What callers and the driver share, behind the link's lock.
 pub(super) struct State {
@@ -27,7 +27,12 @@ pub(super) struct State {
     /// Describe requests waiting for their answer, by id; resent after a
     /// reconnect (asking again is harmless).
     pub(super) describes: FastMap<u64, oneshot::Sender<Reply>>,
+    /// Ids of describes and resizes alike.
     pub(super) next_describe: u64,
+    /// Resize requests waiting for their answer, by id, with the capacity
+    /// asked: sent with the next connection if asked while there was none,
+    /// never resent after one is lost (they end `ConnectionLost`).
+    pub(super) resizes: FastMap<u64, (std::num::NonZeroU32, oneshot::Sender<ResizeReply>)>,
     /// The session instant the driver's timer is set for: a caller whose
     /// call needs the driver sooner wakes it.
     pub(super) armed: Option<ebb_core::Instant>,
@@ -105,8 +110,28 @@ impl State {
         }
     }
 
+    pub(super) fn send_resize(
+        &mut self,
+        codec: &FrameCodec,
+        id: u64,
+        capacity: std::num::NonZeroU32,
+    ) {
+        if let Some(conn) = self.conn.as_mut() {
+            let resize = Message::Resize(Resize { id, capacity });
+            let _ = conn.out.push_with(|b| frames::append(codec, &resize, b));
+            conn.own_bytes += resize.encoded_len() as u64;
+        }
+    }
+
+    /// Ends every resize waiting with `error`.
+    pub(super) fn fail_resizes(&mut self, error: &CallError) {
+        for (_, (_, waiter)) in self.resizes.drain() {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
     /// Someone waits for the server: a connection is wanted.
     pub(super) fn waited_on(&self) -> bool {
-        self.session.outstanding() > 0 || !self.describes.is_empty()
+        self.session.outstanding() > 0 || !self.describes.is_empty() || !self.resizes.is_empty()
     }
 }

@@ -52,6 +52,21 @@ pub(super) fn admit<D>(
             frames::append(&core.codec, &reply, batch);
             None
         }
+        Action::Resize(mut resized) => {
+            resized.capacity = resized.capacity.map(|asked| {
+                let threads = usize::try_from(asked.get())
+                    .ok()
+                    .and_then(std::num::NonZeroUsize::new)
+                    .unwrap_or(std::num::NonZeroUsize::MIN);
+                let took = core.workers.resize(threads).get();
+                u32::try_from(took)
+                    .ok()
+                    .and_then(std::num::NonZeroU32::new)
+                    .unwrap_or(asked)
+            });
+            frames::append(&core.codec, &Message::Resized(resized), batch);
+            None
+        }
         Action::Wait | Action::Drop => None,
     }
 }

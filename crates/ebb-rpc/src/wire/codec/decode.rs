@@ -2,18 +2,20 @@
 //! kind does not use unless it is zero, so a decoded message re-encodes to
 //! exactly the bytes it came from.
 
+use std::num::NonZeroU32;
+
 use bytes::Bytes;
 use ebb_core::{ClientId, Nanos};
 
 use super::header::{
     FLAG_IDEMPOTENT, FLAG_JSON, Header, KIND_CONN_ERROR, KIND_DESCRIBE, KIND_DESCRIPTION,
-    KIND_PING, KIND_PONG, KIND_REPLY, KIND_REQUEST, STATUS_APP_ERROR, STATUS_BAD_REQUEST,
-    STATUS_OK, STATUS_OUTCOME_UNKNOWN, STATUS_OVERLOADED, STATUS_PANICKED, STATUS_REFUSED,
-    STATUS_UNKNOWN_METHOD,
+    KIND_PING, KIND_PONG, KIND_REPLY, KIND_REQUEST, KIND_RESIZE, KIND_RESIZED, STATUS_APP_ERROR,
+    STATUS_BAD_REQUEST, STATUS_OK, STATUS_OUTCOME_UNKNOWN, STATUS_OVERLOADED, STATUS_PANICKED,
+    STATUS_REFUSED, STATUS_UNKNOWN_METHOD,
 };
 use crate::wire::message::{
     ConnError, ConnErrorKind, Describe, Description, Incarnation, Message, Outcome, Ping, Pong,
-    Refusal, Reply, Request, Seq,
+    Refusal, Reply, Request, Resize, Resized, Seq,
 };
 use crate::wire::secret::{CLIENT_SECRET_BYTES, ClientSecret};
 use crate::wire::{MAX_TOKEN_BYTES, WireError};
@@ -89,6 +91,8 @@ pub(super) fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError
         KIND_CONN_ERROR => "connection error",
         KIND_DESCRIBE => "describe",
         KIND_DESCRIPTION => "description",
+        KIND_RESIZE => "resize",
+        KIND_RESIZED => "resized",
         other => return Err(WireError::UnknownKind(other)),
     };
     let c = Check { kind, h };
@@ -211,6 +215,37 @@ pub(super) fn to_message(h: Header, payload: Bytes) -> Result<Message, WireError
             c.zero("method", h.method.into())?;
             c.zero("payload", payload.len() as u128)?;
             Message::Describe(Describe { id: h.seq })
+        }
+        KIND_RESIZE | KIND_RESIZED => {
+            c.flags(0)?;
+            c.zero("status", h.status.into())?;
+            c.zero("client", h.client)?;
+            c.zero("deadline", h.deadline.into())?;
+            c.zero("method", h.method.into())?;
+            c.zero("payload", payload.len() as u128)?;
+            let capacity = u32::try_from(h.ack_below).ok().map(NonZeroU32::new).ok_or(
+                WireError::FieldOutOfRange {
+                    kind: c.kind,
+                    field: "capacity",
+                },
+            )?;
+            if h.kind == KIND_RESIZE {
+                c.zero("incarnation", h.incarnation.into())?;
+                let capacity = capacity.ok_or(WireError::FieldOutOfRange {
+                    kind: c.kind,
+                    field: "capacity",
+                })?;
+                Message::Resize(Resize {
+                    id: h.seq,
+                    capacity,
+                })
+            } else {
+                Message::Resized(Resized {
+                    id: h.seq,
+                    incarnation: c.incarnation()?,
+                    capacity,
+                })
+            }
         }
         _ => {
             c.flags(0)?;

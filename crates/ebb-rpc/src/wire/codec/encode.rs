@@ -5,9 +5,9 @@ use bytes::Bytes;
 
 use super::header::{
     FLAG_IDEMPOTENT, FLAG_JSON, Header, KIND_CONN_ERROR, KIND_DESCRIBE, KIND_DESCRIPTION,
-    KIND_PING, KIND_PONG, KIND_REPLY, KIND_REQUEST, STATUS_APP_ERROR, STATUS_BAD_REQUEST,
-    STATUS_OK, STATUS_OUTCOME_UNKNOWN, STATUS_OVERLOADED, STATUS_PANICKED, STATUS_REFUSED,
-    STATUS_UNKNOWN_METHOD,
+    KIND_PING, KIND_PONG, KIND_REPLY, KIND_REQUEST, KIND_RESIZE, KIND_RESIZED, STATUS_APP_ERROR,
+    STATUS_BAD_REQUEST, STATUS_OK, STATUS_OUTCOME_UNKNOWN, STATUS_OVERLOADED, STATUS_PANICKED,
+    STATUS_REFUSED, STATUS_UNKNOWN_METHOD,
 };
 use crate::wire::message::{Incarnation, Message, Outcome, Refusal, Reply};
 use crate::wire::secret::ClientSecret;
@@ -95,6 +95,25 @@ pub(super) fn lay_out(m: &Message) -> (Header, Option<ClientSecret>, &Bytes) {
                 ..Header::default()
             },
             &d.payload,
+        ),
+        Message::Resize(r) => (
+            Header {
+                kind: KIND_RESIZE,
+                seq: r.id,
+                ack_below: u64::from(r.capacity.get()),
+                ..Header::default()
+            },
+            &EMPTY,
+        ),
+        Message::Resized(r) => (
+            Header {
+                kind: KIND_RESIZED,
+                seq: r.id,
+                ack_below: r.capacity.map_or(0, |c| u64::from(c.get())),
+                incarnation: r.incarnation.get(),
+                ..Header::default()
+            },
+            &EMPTY,
         ),
     };
     (h, None, payload)

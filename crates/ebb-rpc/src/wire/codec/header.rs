@@ -15,6 +15,8 @@ pub(super) const KIND_PONG: u8 = 4;
 pub(super) const KIND_CONN_ERROR: u8 = 5;
 pub(super) const KIND_DESCRIBE: u8 = 6;
 pub(super) const KIND_DESCRIPTION: u8 = 7;
+pub(super) const KIND_RESIZE: u8 = 8;
+pub(super) const KIND_RESIZED: u8 = 9;
 
 /// Header flag of requests and replies: the method is idempotent.
 pub(super) const FLAG_IDEMPOTENT: u8 = 0b0000_0001;

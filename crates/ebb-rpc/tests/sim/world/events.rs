@@ -139,6 +139,8 @@ impl World {
                     }
                     Action::Wait => self.stats.waits += 1,
                     Action::Drop => self.stats.dropped_below_ack += 1,
+                    // The simulated clients send no resize.
+                    Action::Resize(_) => {}
                 }
             }
             Event::Complete { run } => {
