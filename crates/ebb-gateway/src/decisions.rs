@@ -51,6 +51,8 @@ pub struct SignalValues {
     pub ready: u32,
     pub booting: u32,
     pub draining: u32,
+    /// The capacity in force per ready node when it was made.
+    pub capacity_per_node: u32,
     pub boot_time_ms: u64,
     pub objective_ms: Option<u64>,
 }
@@ -71,6 +73,7 @@ impl SignalValues {
             ready: s.nodes.ready,
             booting: s.nodes.booting,
             draining: s.nodes.draining,
+            capacity_per_node: s.capacity_per_node,
             boot_time_ms: s.boot_time.as_millis(),
             objective_ms: s.objective.map(|o| o.as_millis()),
         }
@@ -93,6 +96,9 @@ pub struct DecisionRecord {
     pub target_nodes: u32,
     /// The target after the pool's min/max.
     pub applied_nodes: u32,
+    /// The capacity per node it set (within `max_capacity_per_node`);
+    /// `None`: it left capacity alone (scale out only, or by hand).
+    pub capacity_per_node: Option<u32>,
     pub direction: Direction,
     /// The policy's reason (`up`, `down-stabilised`, `objective`, ...).
     pub reason: String,
@@ -119,6 +125,7 @@ impl DecisionRecord {
             current_nodes: current,
             target_nodes: decision.target_nodes,
             applied_nodes,
+            capacity_per_node: None,
             direction,
             reason: decision.reason.to_string(),
             inputs: decision
@@ -128,6 +135,14 @@ impl DecisionRecord {
                 .collect(),
             signals: SignalValues::of(signals),
         }
+    }
+}
+
+impl DecisionRecord {
+    /// The record with the capacity per node the decision set.
+    pub fn with_capacity(mut self, capacity: Option<u32>) -> DecisionRecord {
+        self.capacity_per_node = capacity;
+        self
     }
 }
 

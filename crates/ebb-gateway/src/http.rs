@@ -301,19 +301,27 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 #[serde(deny_unknown_fields)]
 struct PoolRequest {
     target: usize,
+    /// Blocking calls each node runs at once (scale up); absent: as it is.
+    #[serde(default)]
+    capacity: Option<u32>,
 }
 
 async fn set_pool(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let req: PoolRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            let msg =
-                format!("expected {{\"target\": N}} with N a whole number and no other key: {e}");
+            let msg = format!(
+                "expected {{\"target\": N}} or {{\"target\": N, \"capacity\": C}} with whole numbers and no other key: {e}"
+            );
             return HttpError::BadRequest(msg).into_response();
         }
     };
-    match s.set_target(req.target) {
-        Ok(t) => Json(json!({ "target": t })).into_response(),
+    match s
+        .set_pool(req.target, req.capacity)
+        .map(|t| (t, req.capacity))
+    {
+        Ok((t, None)) => Json(json!({ "target": t })).into_response(),
+        Ok((t, Some(c))) => Json(json!({ "target": t, "capacity": c })).into_response(),
         Err(e) => (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": "bad_request", "message": e.to_string() })),

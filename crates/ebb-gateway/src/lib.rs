@@ -157,6 +157,17 @@ impl Shared {
         self.pool().set_target(target)
     }
 
+    /// Sets every node's capacity by hand (scale up or down in place).
+    pub fn set_capacity(&self, capacity: u32) -> Result<u32, PoolError> {
+        self.pool().set_capacity(capacity)
+    }
+
+    /// `POST /pool`: the target and, if given, the capacity per node, both
+    /// checked before either changes.
+    pub fn set_pool(&self, target: usize, capacity: Option<u32>) -> Result<usize, PoolError> {
+        self.pool().set_pool(target, capacity)
+    }
+
     /// The ingress, once the pool's service is known (a learned one is
     /// known when the first node has described it); waits at most `wait`.
     pub async fn ingress_within(&self, wait: Nanos) -> Option<ingress::RpcIngress> {
@@ -182,6 +193,8 @@ impl Shared {
                 "target": pool.target(),
                 "min": cfg.min,
                 "max": cfg.max,
+                "capacity_per_node": pool.capacity(),
+                "max_capacity_per_node": cfg.max_capacity_per_node,
                 "cost_per_node_sec_micros": cfg.cost_per_node_sec_micros,
             },
             "policies": {

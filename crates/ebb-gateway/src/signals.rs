@@ -90,7 +90,7 @@ pub fn to_signals(mut c: Counters, tick: Nanos, nodes: NodeCounts, ctx: &TickCon
         p50,
         p99,
         nodes,
-        capacity_per_node: 1,
+        capacity_per_node: ctx.capacity_per_node,
         boot_time: ctx.boot_time,
         cost_per_node_sec_micros: ctx.cost_per_node_sec_micros,
         objective: ctx.objective,
@@ -105,6 +105,9 @@ pub struct TickContext {
     pub cost_per_node_sec_micros: u64,
     pub objective: Option<Nanos>,
     pub limits: Limits,
+    /// The capacity in force on the ready nodes (1 where the pool does not
+    /// scale up).
+    pub capacity_per_node: u32,
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub struct Metrics {
     in_flight: Gauge,
     nodes: Family<NodeLabels, Gauge>,
     target: Gauge,
+    /// The ready nodes' capacities summed (scale up raises it as scale
+    /// out does).
+    capacity: Gauge,
     decisions: Family<DirectionLabel, Counter>,
     desired: Gauge,
     registry: std::sync::Arc<PromRegistry>,
@@ -138,6 +141,12 @@ impl Metrics {
         r.register("nodes", "Nodes by state and kind", nodes.clone());
         let target = Gauge::default();
         r.register("pool_target", "The pool size aimed at", target.clone());
+        let capacity = Gauge::default();
+        r.register(
+            "pool_capacity",
+            "Blocking calls the ready nodes run at once, their capacities summed",
+            capacity.clone(),
+        );
         let decisions = Family::<DirectionLabel, Counter>::default();
         for d in crate::decisions::Direction::ALL {
             let _ = decisions.get_or_create(&DirectionLabel {
@@ -172,6 +181,7 @@ impl Metrics {
             in_flight,
             nodes,
             target,
+            capacity,
             decisions,
             desired,
             registry: std::sync::Arc::new(r),
@@ -248,6 +258,9 @@ impl Metrics {
         self.held.set(held.0 as i64);
         self.held_bytes.set(held.1 as i64);
         self.target.set(target as i64);
+        let ready = nodes.iter().filter(|n| n.state == Life::Ready);
+        self.capacity
+            .set(ready.map(|n| i64::from(n.capacity)).sum());
         let live = nodes.iter().filter(|n| n.state != Life::Gone);
         self.in_flight
             .set(live.clone().map(|n| i64::from(n.in_flight)).sum());

@@ -26,6 +26,15 @@ pub const MAX_CONCURRENT_HANDSHAKES: usize = 16;
 /// (a command, a handshake's end, a call in flight) brings `tick_ms` back.
 pub const MAX_IDLE_TICK_MS: u64 = 100;
 
+/// The largest capacity one node may be given (blocking calls at once:
+/// its worker threads, and a container's CPU quota in `cpus` units), so a
+/// policy or a hand-set value cannot ask a node for a thousand threads.
+pub const MAX_CAPACITY_PER_NODE: u32 = 64;
+/// How long a node may take to answer a resize before it is tried again at
+/// a later tick (at a handshake: before the node is taken as one that does
+/// not resize).
+pub const RESIZE_TIMEOUT_MS: u64 = 2_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
     pub initial: usize,
@@ -47,6 +56,10 @@ pub struct PoolConfig {
     /// How long a node that accepted the handshake's connection may take
     /// to describe its service before the handshake is tried again.
     pub describe_timeout_ms: u64,
+    /// Scale up: the largest capacity (blocking calls at once) a node may
+    /// be given, at most [`MAX_CAPACITY_PER_NODE`]. 1: scale out only, and
+    /// no node is ever asked to resize.
+    pub max_capacity_per_node: u32,
 }
 
 impl Default for PoolConfig {
@@ -62,6 +75,7 @@ impl Default for PoolConfig {
             scale_tick_ms: 1_000,
             max_in_flight_per_node: crate::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             describe_timeout_ms: DESCRIBE_TIMEOUT_MS,
+            max_capacity_per_node: 1,
         }
     }
 }

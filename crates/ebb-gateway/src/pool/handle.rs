@@ -8,7 +8,7 @@
 //! busy starting a node. The manager clears the flag before it reads the
 //! target, so the last target set is always acted on.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -24,6 +24,8 @@ pub(super) enum Command {
     Shutdown,
     /// A node's handshake ended on the runtime: act on it now.
     Handshake(NodeId, Handshake),
+    /// A node answered a resize (or did not, in time).
+    Resized(NodeId, super::capacity::Resizing),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,6 +36,10 @@ pub enum PoolError {
         min: usize,
         max: usize,
     },
+    #[error(
+        "capacity {capacity} is outside 1..={max} (pool.max_capacity_per_node; 1 = scale out only)"
+    )]
+    CapacityOutOfBounds { capacity: u32, max: u32 },
     #[error("the pool manager has stopped")]
     Stopped,
 }
@@ -42,6 +48,9 @@ pub enum PoolError {
 pub struct PoolHandle {
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) target: Arc<AtomicUsize>,
+    /// The capacity every ready node is to have (set by hand or by the
+    /// autoscaler; the manager resizes the nodes to it).
+    pub(super) capacity: Arc<AtomicU32>,
     /// A `Wake` is queued and not yet taken by the manager.
     pub(super) wake_pending: Arc<AtomicBool>,
     pub(super) cfg: PoolConfig,
@@ -54,6 +63,51 @@ impl PoolHandle {
         self.target.load(Ordering::SeqCst)
     }
 
+    /// The capacity per node aimed at; what is in force is each node's.
+    pub fn capacity(&self) -> u32 {
+        self.capacity.load(Ordering::SeqCst)
+    }
+
+    /// Sets every node's capacity by hand, within
+    /// `1..=max_capacity_per_node`; the manager resizes the ready nodes at
+    /// once (an autoscaler that decides capacities overrides it at its next
+    /// decision, as it does a hand-set target).
+    pub fn set_capacity(&self, capacity: u32) -> Result<u32, PoolError> {
+        self.check_capacity(capacity)?;
+        self.capacity.store(capacity, Ordering::SeqCst);
+        self.wake()?;
+        Ok(capacity)
+    }
+
+    /// Sets the target and, if given, the capacity, both checked before
+    /// either changes.
+    pub fn set_pool(&self, target: usize, capacity: Option<u32>) -> Result<usize, PoolError> {
+        if let Some(c) = capacity {
+            self.check_capacity(c)?;
+        }
+        self.check_target(target)?;
+        if let Some(c) = capacity {
+            self.capacity.store(c, Ordering::SeqCst);
+        }
+        self.set_target(target)
+    }
+
+    fn check_capacity(&self, capacity: u32) -> Result<(), PoolError> {
+        let max = self.cfg.max_capacity_per_node;
+        if capacity == 0 || capacity > max {
+            return Err(PoolError::CapacityOutOfBounds { capacity, max });
+        }
+        Ok(())
+    }
+
+    fn check_target(&self, target: usize) -> Result<(), PoolError> {
+        let (min, max) = (self.cfg.min, self.cfg.max);
+        if target < min || target > max {
+            return Err(PoolError::OutOfBounds { target, min, max });
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &PoolConfig {
         &self.cfg
     }
@@ -64,17 +118,20 @@ impl PoolHandle {
 
     /// Sets the pool size by hand; the next tick starts or drains nodes.
     pub fn set_target(&self, target: usize) -> Result<usize, PoolError> {
-        let (min, max) = (self.cfg.min, self.cfg.max);
-        if target < min || target > max {
-            return Err(PoolError::OutOfBounds { target, min, max });
-        }
+        self.check_target(target)?;
         self.target.store(target, Ordering::SeqCst);
+        self.wake()?;
+        Ok(target)
+    }
+
+    /// Queues a `Wake` unless one waits already.
+    fn wake(&self) -> Result<(), PoolError> {
         if !self.wake_pending.swap(true, Ordering::SeqCst) {
             self.tx
                 .send(Command::Wake)
                 .map_err(|_| PoolError::Stopped)?;
         }
-        Ok(target)
+        Ok(())
     }
 
     /// Drains every node, waits for them to end (bounded by the shutdown
@@ -107,6 +164,7 @@ mod tests {
         let h = PoolHandle {
             tx,
             target: Arc::new(AtomicUsize::new(1)),
+            capacity: Arc::new(AtomicU32::new(1)),
             wake_pending: Arc::new(AtomicBool::new(false)),
             cfg,
             thread: None,

@@ -1,13 +1,17 @@
 //! The handshake with a node that says it is ready: connect (the
-//! connection its calls will use) and `Describe`, on the gateway's runtime
-//! so a slow node holds up neither the manager's tick nor other nodes.
+//! connection its calls will use), `Describe`, and where the pool scales
+//! up, a first `Resize` to the pool's capacity (before any call goes to the
+//! node, see `capacity.rs`), on the gateway's runtime so a slow node holds
+//! up neither the manager's tick nor other nodes.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ebb_core::{Nanos, NodeId};
 use ebb_rpc::transport::{Credentials, TcpClient, TcpClientConfig};
 
+use super::capacity;
 use super::handle::Command;
 use super::manager::Manager;
 use super::{MAX_CONCURRENT_HANDSHAKES, START_BACKOFF_MS};
@@ -15,8 +19,13 @@ use crate::registry::Life;
 
 /// How a handshake with a node that said it is ready ended.
 pub(super) enum Handshake {
-    /// Connected (the connection its calls will use) and described.
-    Described(TcpClient, ebb_rpc::service::ServiceDescription),
+    /// Connected (the connection its calls will use) and described, with
+    /// the capacity the node took if it was asked and resizes.
+    Described(
+        TcpClient,
+        ebb_rpc::service::ServiceDescription,
+        Option<NonZeroU32>,
+    ),
     /// The node refuses what the gateway presents: it would refuse every
     /// call, so trying again cannot help.
     Unauthorized(String),
@@ -29,6 +38,7 @@ pub(super) async fn handshake(
     addr: SocketAddr,
     credentials: Credentials,
     describe: Nanos,
+    capacity: Option<NonZeroU32>,
 ) -> Handshake {
     let connected =
         TcpClient::connect_as(&addr.to_string(), TcpClientConfig::default(), credentials).await;
@@ -36,7 +46,15 @@ pub(super) async fn handshake(
         return Handshake::Failed;
     };
     match client.describe(describe).await {
-        Ok(d) => Handshake::Described(client, d),
+        Ok(d) => {
+            // Any failure leaves the node at capacity 1: it does not resize
+            // (or predates resizing), and serves as it is.
+            let took = match capacity {
+                Some(c) => capacity::resize(&client, c).await.ok().flatten(),
+                None => None,
+            };
+            Handshake::Described(client, d, took)
+        }
         Err(ebb_rpc::CallError::Refused {
             reason: ebb_rpc::wire::Refusal::Unauthorized,
             message,
@@ -61,12 +79,15 @@ impl Manager {
             .take(room)
             .collect();
         let describe = Nanos::from_millis(self.cfg.describe_timeout_ms);
+        // Nodes are asked to resize only where the pool scales up.
+        let capacity = (self.cfg.max_capacity_per_node > 1)
+            .then(|| capacity::asked(self.capacity.load(std::sync::atomic::Ordering::SeqCst)));
         for (id, addr) in start {
             self.handshaking.insert(id);
             let reports = self.reports.clone();
             let credentials = self.node_credentials.clone();
             self.rt.spawn(async move {
-                let done = handshake(addr, credentials, describe).await;
+                let done = handshake(addr, credentials, describe, capacity).await;
                 // The manager has ended (shutdown): the connection closes.
                 let _ = reports.send(Command::Handshake(id, done));
             });
@@ -84,8 +105,8 @@ impl Manager {
             return;
         }
         let now = self.clock.now();
-        let (client, description) = match done {
-            Handshake::Described(client, description) => (client, description),
+        let (client, description, took) = match done {
+            Handshake::Described(client, description, took) => (client, description, took),
             Handshake::Unauthorized(message) => {
                 self.awaiting_handshake.remove(&id);
                 let _ = self.provider.stop(id);
@@ -106,9 +127,14 @@ impl Manager {
             self.gone(id, &format!("refused at the handshake: {why}"), now);
             return;
         }
-        if self.registry.set_ready(id, Arc::new(client), now) {
+        let client = Arc::new(client);
+        if self.registry.set_ready(id, Arc::clone(&client) as _, now) {
             self.backoff = Nanos::from_millis(START_BACKOFF_MS);
             self.change(id, Some(Life::Booting), Life::Ready, None);
+            if let Some(took) = took {
+                self.resizable.insert(id, client);
+                self.set_capacity(id, took.get());
+            }
         }
     }
 }

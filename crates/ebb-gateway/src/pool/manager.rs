@@ -4,13 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_node::provider::{NodeEvent, NodeProvider};
-use ebb_rpc::transport::Credentials;
+use ebb_rpc::transport::{Credentials, TcpClient};
 
 use super::handle::Command;
 use super::{MAX_IDLE_TICK_MS, MAX_START_BACKOFF_MS, NodeChange, OnChange, PoolConfig, Scaler};
@@ -39,6 +39,14 @@ pub(super) struct Manager {
     pub(super) rt: tokio::runtime::Handle,
     pub(super) cfg: PoolConfig,
     pub(super) target: Arc<AtomicUsize>,
+    /// The capacity every ready node is to have (shared with the handle).
+    pub(super) capacity: Arc<AtomicU32>,
+    /// Nodes that answered a resize with the capacity they took, and the
+    /// connection to ask them again on; a node that does not resize is not
+    /// here and keeps capacity 1.
+    pub(super) resizable: HashMap<NodeId, Arc<TcpClient>>,
+    /// Of those, the ones with a resize on the runtime (one per node).
+    pub(super) resizing: HashSet<NodeId>,
     /// Shared with the handle: cleared here when a `Wake` is taken, before
     /// the target is read, so a target set after that sends a new one.
     pub(super) wake_pending: Arc<AtomicBool>,
@@ -81,6 +89,10 @@ impl Manager {
                     self.handshake_done(id, done);
                     true
                 }
+                Ok(Command::Resized(id, done)) => {
+                    self.resize_done(id, done);
+                    true
+                }
                 // The manager holds a sender itself (`reports`), so only
                 // the handle's `Shutdown` ends it.
                 Ok(Command::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -109,8 +121,10 @@ impl Manager {
             }
             self.autoscale(now);
             self.reconcile(now);
+            self.resize_nodes();
             let quiet = self.awaiting_handshake.is_empty()
                 && self.handshaking.is_empty()
+                && self.resizing.is_empty()
                 && self.stopping.is_empty()
                 && self.registry.quiet(self.target.load(Ordering::SeqCst));
             wait = next_wait(wait, tick, woken || changed || died || !quiet);
@@ -139,6 +153,7 @@ impl Manager {
             from,
             to,
             reason,
+            capacity: None,
         });
     }
 

@@ -12,6 +12,7 @@
 //! It runs on its own thread because providers block (a container or VM
 //! start does real work) and must not stall the request path.
 
+mod capacity;
 mod config;
 mod handle;
 mod handshake;
@@ -20,7 +21,7 @@ mod scale;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, mpsc};
 
 use ebb_core::{Nanos, NodeId};
@@ -35,13 +36,14 @@ use crate::service::ServiceCell;
 use manager::Manager;
 
 pub use config::{
-    DESCRIBE_TIMEOUT_MS, MAX_CONCURRENT_HANDSHAKES, MAX_IDLE_TICK_MS, MAX_POOL_SIZE,
-    MAX_START_BACKOFF_MS, MAX_STARTS_PER_TICK, PoolConfig, START_BACKOFF_MS,
+    DESCRIBE_TIMEOUT_MS, MAX_CAPACITY_PER_NODE, MAX_CONCURRENT_HANDSHAKES, MAX_IDLE_TICK_MS,
+    MAX_POOL_SIZE, MAX_START_BACKOFF_MS, MAX_STARTS_PER_TICK, PoolConfig, RESIZE_TIMEOUT_MS,
+    START_BACKOFF_MS,
 };
 pub use handle::{PoolError, PoolHandle};
 pub use scale::Scaler;
 
-/// One node's change of state, as `ebb up` prints it.
+/// One node's change of state, or of capacity, as `ebb up` prints it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeChange {
     pub id: NodeId,
@@ -50,6 +52,9 @@ pub struct NodeChange {
     pub from: Option<Life>,
     pub to: Life,
     pub reason: Option<String>,
+    /// A ready node's capacity changed (scale up or down in place), from
+    /// the first to the second; its life did not (`from` is `to`).
+    pub capacity: Option<(u32, u32)>,
 }
 
 impl std::fmt::Display for NodeChange {
@@ -61,6 +66,9 @@ impl std::fmt::Display for NodeChange {
             self.kind.as_str(),
             self.addr
         )?;
+        if let Some((from, to)) = self.capacity {
+            return write!(f, "capacity {from} -> {to}");
+        }
         if let Some(from) = self.from {
             write!(f, "{} -> ", from.as_str())?;
         }
@@ -107,6 +115,7 @@ pub fn spawn(
     } = hooks;
     let initial = cfg.initial.clamp(cfg.min, cfg.max.min(MAX_POOL_SIZE));
     let target = Arc::new(AtomicUsize::new(initial));
+    let capacity = Arc::new(AtomicU32::new(1));
     let wake_pending = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let kind = provider.kind();
@@ -119,6 +128,9 @@ pub fn spawn(
         rt,
         cfg,
         target: Arc::clone(&target),
+        capacity: Arc::clone(&capacity),
+        resizable: HashMap::new(),
+        resizing: HashSet::new(),
         wake_pending: Arc::clone(&wake_pending),
         autoscaler,
         on_change,
@@ -142,6 +154,7 @@ pub fn spawn(
     Ok(PoolHandle {
         tx,
         target,
+        capacity,
         wake_pending,
         cfg,
         thread: Some(thread),

@@ -9,7 +9,7 @@ use ebb_core::{Instant, Nanos, NodeId, Rng};
 use ebb_policy::scale::{Limits, NodeCounts, ScalePolicy};
 
 use super::manager::Manager;
-use super::{MAX_POOL_SIZE, MAX_STARTS_PER_TICK, NodeChange};
+use super::{MAX_CAPACITY_PER_NODE, MAX_POOL_SIZE, MAX_STARTS_PER_TICK, NodeChange};
 use crate::clock::unix_ms;
 use crate::decisions::DecisionRecord;
 use crate::registry::{Life, NewNode};
@@ -51,13 +51,25 @@ impl Manager {
             limits: Limits {
                 min_nodes: self.cfg.min as u32,
                 max_nodes: max as u32,
-                max_capacity_per_node: 1,
+                max_capacity_per_node: self
+                    .cfg
+                    .max_capacity_per_node
+                    .clamp(1, MAX_CAPACITY_PER_NODE),
             },
+            capacity_per_node: self.registry.capacity_in_force(),
         };
         let signals = to_signals(counters, interval, nodes, &ctx);
         let decision = scaler.policy.decide(&signals, now, &mut scaler.rng);
         let t = (decision.target_nodes as usize).clamp(self.cfg.min, max);
-        let record = DecisionRecord::new(unix_ms(), &signals, &decision, t as u32);
+        // A policy that decides no capacity leaves it as it is (by hand).
+        let capacity = decision
+            .capacity_per_node
+            .map(|c| c.clamp(1, ctx.limits.max_capacity_per_node));
+        if let Some(c) = capacity {
+            self.capacity.store(c, Ordering::SeqCst);
+        }
+        let record =
+            DecisionRecord::new(unix_ms(), &signals, &decision, t as u32).with_capacity(capacity);
         self.metrics.decided(record.direction, record.applied_nodes);
         self.decisions.record(record);
         let before = self.target.swap(t, Ordering::SeqCst);
@@ -111,6 +123,7 @@ impl Manager {
                         from: None,
                         to: Life::Gone,
                         reason: Some(format!("start failed: {e}")),
+                        capacity: None,
                     });
                     self.back_off(now);
                     return;

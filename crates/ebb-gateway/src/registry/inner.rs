@@ -35,7 +35,14 @@ impl Inner {
     }
 
     pub(super) fn load(&self, now: Instant) -> Load {
-        let ready = self.views.iter().filter(|v| v.is_ready()).count();
+        // Each ready node serves as many at once as its capacity.
+        let ready = self
+            .views
+            .iter()
+            .zip(&self.meta)
+            .filter(|(v, _)| v.is_ready())
+            .map(|(_, m)| m.capacity as usize)
+            .sum();
         let booting = self.meta.iter().filter(|m| m.life == Life::Booting);
         let mut capacity_at = booting
             .map(|m| (m.started_at + self.expected_boot).max(now))

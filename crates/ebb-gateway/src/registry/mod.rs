@@ -225,6 +225,7 @@ impl Registry {
             reason: None,
             suspect: false,
             reported_service_time: None,
+            capacity: 1,
         });
         let inner = &mut *g;
         inner.balancer.on_nodes_changed(&inner.views);
@@ -337,6 +338,35 @@ impl Registry {
             .collect()
     }
 
+    /// Nodes with their life and the capacity in force on each.
+    pub fn capacities(&self) -> Vec<(NodeId, Life, u32)> {
+        let g = self.lock();
+        g.meta.iter().map(|m| (m.id, m.life, m.capacity)).collect()
+    }
+
+    /// The capacity in force on the ready nodes, as an autoscaler reads
+    /// it: the smallest (1 with none ready), so a node that cannot grow
+    /// keeps the policy from counting capacity it does not have.
+    pub fn capacity_in_force(&self) -> u32 {
+        let g = self.lock();
+        g.meta
+            .iter()
+            .filter(|m| m.life == Life::Ready)
+            .map(|m| m.capacity)
+            .min()
+            .unwrap_or(1)
+    }
+
+    /// Node `id` now runs `capacity` blocking calls at once; returns the
+    /// capacity before if it changed. Admission counts it from now on.
+    pub fn set_capacity(&self, id: NodeId, capacity: u32) -> Option<u32> {
+        let capacity = capacity.max(1);
+        let mut g = self.lock();
+        let i = g.index(id)?;
+        let before = std::mem::replace(&mut g.meta[i].capacity, capacity);
+        (before != capacity).then_some(before)
+    }
+
     /// Drops held requests whose deadline has passed (their callers have
     /// given up) and probes ejected nodes whose time is up. The pool
     /// manager calls it every tick.
@@ -415,6 +445,7 @@ impl Registry {
                 reported_service_time_ms: m
                     .reported_service_time
                     .map(|s| s.as_nanos() as f64 / 1e6),
+                capacity: m.capacity,
                 ewma_latency_ms: m.ewma.estimate(now, LATENCY_TAU) / 1e6,
                 cost_per_sec_micros: v.map_or(0, |v| v.cost_per_sec_micros),
                 started_at_unix_ms: m.started_unix_ms,

@@ -53,6 +53,9 @@ pub struct NodeMeta {
     pub suspect: bool,
     /// The service time the node last reported measuring itself.
     pub(super) reported_service_time: Option<Nanos>,
+    /// Blocking calls the node runs at once, as it last said (1 until it
+    /// answers a resize).
+    pub(super) capacity: u32,
 }
 
 /// A node just started, as the pool manager registers it.
@@ -78,6 +81,9 @@ pub struct NodeStatus {
     /// The service time the node last reported measuring itself (busy time
     /// per completed call): what admission judges its capacity by.
     pub reported_service_time_ms: Option<f64>,
+    /// Blocking calls it runs at once (its worker threads), as it last
+    /// said: scale up raises it.
+    pub capacity: u32,
     pub ewma_latency_ms: f64,
     pub cost_per_sec_micros: u64,
     pub started_at_unix_ms: u64,

@@ -269,7 +269,11 @@ impl Registry {
             // The reply carried the node's load; the transport kept it.
             inner.refresh_reported(i);
             if let Some(l) = latency {
-                inner.counters.busy = inner.counters.busy.saturating_add(l);
+                // Node time: a call on a node that runs c at once holds a
+                // c-th of it, so busy time per call is the node's service
+                // time at its capacity, as the autoscaler reads it.
+                let share = Nanos(l.as_nanos() / u64::from(inner.meta[i].capacity.max(1)));
+                inner.counters.busy = inner.counters.busy.saturating_add(share);
                 inner.meta[i].ewma.observe(l, now, LATENCY_TAU);
                 // Just observed at `now`: the estimate at `now` is the latest.
                 inner.views[i].ewma_latency = Nanos(inner.meta[i].ewma.latest() as u64);

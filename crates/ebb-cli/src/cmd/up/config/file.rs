@@ -165,6 +165,10 @@ pub struct Pool {
     pub boot_timeout_ms: u64,
     /// Calls the gateway has in flight on one node at most.
     pub max_in_flight_per_node: u32,
+    /// Scale up: the most blocking calls one node may be given to run at
+    /// once (its worker threads; a container's CPU quota in `cpus` units).
+    /// 1: scale out only.
+    pub max_capacity_per_node: u32,
     /// Price of one node for one second, in US dollars.
     pub cost_per_node_second_usd: f64,
     /// Per-node limits for container and vm nodes.
@@ -203,6 +207,7 @@ impl Default for Pool {
             max: 16,
             boot_timeout_ms: ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS,
             max_in_flight_per_node: ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
+            max_capacity_per_node: ebb_gateway::PoolConfig::default().max_capacity_per_node,
             cost_per_node_second_usd: 0.0,
             memory_mb: None,
             cpus: None,

@@ -58,6 +58,16 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
             ),
         ));
     }
+    if !(1..=ebb_gateway::pool::MAX_CAPACITY_PER_NODE).contains(&p.max_capacity_per_node) {
+        return Err(bad(
+            "pool.max_capacity_per_node",
+            p.max_capacity_per_node,
+            format!(
+                "1 (scale out only) to {}: the most blocking calls one node runs at once",
+                ebb_gateway::pool::MAX_CAPACITY_PER_NODE
+            ),
+        ));
+    }
     // Carried as whole micro-dollars in a u64: a bound keeps the product
     // exact instead of saturating.
     if !(p.cost_per_node_second_usd >= 0.0
@@ -89,6 +99,7 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
             boot_timeout_ms: p.boot_timeout_ms,
             cost_per_node_sec_micros: (p.cost_per_node_second_usd * 1e6).round() as u64,
             max_in_flight_per_node: p.max_in_flight_per_node,
+            max_capacity_per_node: p.max_capacity_per_node,
             ..PoolConfig::default()
         },
         memory_mb: p.memory_mb,

@@ -57,6 +57,36 @@ fn pool_bounds_are_checked_against_each_other() {
 }
 
 #[test]
+fn the_capacity_per_node_is_bounded_and_defaults_to_scale_out_only() {
+    let with = |line: &str| {
+        parse(&format!(
+            "[service]\nname = \"demo\"\n[pool]\nkind = \"process\"\n{line}\n"
+        ))
+    };
+    assert_eq!(
+        with("").expect("valid").gateway.pool.max_capacity_per_node,
+        1
+    );
+    assert_eq!(
+        with("max_capacity_per_node = 8")
+            .expect("valid")
+            .gateway
+            .pool
+            .max_capacity_per_node,
+        8
+    );
+    for bad in ["0", "65"] {
+        let e = with(&format!("max_capacity_per_node = {bad}")).expect_err("out of range");
+        assert!(
+            e.contains("pool.max_capacity_per_node")
+                && e.contains(bad)
+                && e.contains("1 (scale out only) to 64"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn node_limits_are_checked_against_the_kind() {
     let with = |pool: &str| parse(&format!("[service]\nname = \"demo\"\n[pool]\n{pool}\n"));
     let c = with("kind = \"container\"\nmemory_mb = 64\ncpus = 0.5").expect("valid limits");
