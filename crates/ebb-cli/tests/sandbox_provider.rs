@@ -162,3 +162,40 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
         "the other container keeps serving"
     );
 }
+
+/// Scale up of a container node: its CPU quota follows its capacity,
+/// capacity × the configured `cpus`, read back from its cgroup.
+#[test]
+fn resizing_a_container_node_rewrites_its_cpu_quota() {
+    if skipped("resizing_a_container_node_rewrites_its_cpu_quota") {
+        return;
+    }
+    let mut p = ContainerProvider::new(ContainerProviderConfig {
+        limits: Limits {
+            memory_mb: Some(64),
+            cpus: Some(0.5),
+            pids: Some(32),
+        },
+        ..provider(&["/bin/httpd", "-f", "-p", "{port}", "-h", "/"], 8080).config()
+    });
+    let id = NodeId(9);
+    p.start(id).unwrap();
+    assert_eq!(
+        poll_until(&mut p, |e| matches!(e, NodeEvent::Ready(_))),
+        NodeEvent::Ready(id)
+    );
+    assert_eq!(p.cpu_quota(id).unwrap(), Some(0.5), "the quota at start");
+    p.resize(id, 3).unwrap();
+    assert_eq!(
+        p.cpu_quota(id).unwrap(),
+        Some(1.5),
+        "capacity 3 × 0.5 cores"
+    );
+    p.resize(id, 1).unwrap();
+    assert_eq!(p.cpu_quota(id).unwrap(), Some(0.5), "back to capacity 1");
+    assert!(matches!(
+        p.resize(NodeId(99), 2),
+        Err(ebb_node::provider::ProviderError::UnknownNode(_))
+    ));
+    p.stop(id).unwrap();
+}

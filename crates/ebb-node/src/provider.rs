@@ -48,6 +48,8 @@ pub enum ProviderError {
     Start { kind: &'static str, reason: String },
     #[error("no node {0} is known to this provider")]
     UnknownNode(NodeId),
+    #[error("resizing node {id} failed: {reason}")]
+    Resize { id: NodeId, reason: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -71,4 +73,13 @@ pub trait NodeProvider: Send {
 
     /// Drains the events that happened since the last call.
     fn poll_events(&mut self) -> Vec<NodeEvent>;
+
+    /// Scale up: node `id` now runs `capacity` blocking calls at once (the
+    /// gateway resized its worker threads). A provider that bounds a node's
+    /// resources grows or shrinks them to match (a container's CPU quota
+    /// becomes `capacity` × its `cpus`); the others have nothing to do.
+    fn resize(&mut self, id: NodeId, capacity: u32) -> Result<(), ProviderError> {
+        let _ = (id, capacity);
+        Ok(())
+    }
 }

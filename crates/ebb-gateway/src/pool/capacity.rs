@@ -88,11 +88,20 @@ impl Manager {
         }
     }
 
-    /// Records `capacity` in force on node `id` and says so if it changed.
-    pub(super) fn set_capacity(&self, id: NodeId, capacity: u32) {
+    /// Records `capacity` in force on node `id`, has the provider match
+    /// the node's resources to it (a container's CPU quota), and says so if
+    /// it changed.
+    pub(super) fn set_capacity(&mut self, id: NodeId, capacity: u32) {
         let Some(before) = self.registry.set_capacity(id, capacity) else {
             return;
         };
+        // The node serves at its new capacity either way; a quota left as
+        // it was only bounds it lower, and the line says why.
+        let reason = self
+            .provider
+            .resize(id, capacity)
+            .err()
+            .map(|e| format!("its resources were left as they were: {e}"));
         let Some(&addr) = self.addrs.get(&id) else {
             return;
         };
@@ -102,7 +111,7 @@ impl Manager {
             addr,
             from: Some(Life::Ready),
             to: Life::Ready,
-            reason: None,
+            reason,
             capacity: Some((before, capacity)),
         });
     }

@@ -67,7 +67,11 @@ impl std::fmt::Display for NodeChange {
             self.addr
         )?;
         if let Some((from, to)) = self.capacity {
-            return write!(f, "capacity {from} -> {to}");
+            write!(f, "capacity {from} -> {to}")?;
+            if let Some(r) = &self.reason {
+                write!(f, " ({r})")?;
+            }
+            return Ok(());
         }
         if let Some(from) = self.from {
             write!(f, "{} -> ", from.as_str())?;

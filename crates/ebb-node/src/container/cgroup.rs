@@ -162,13 +162,7 @@ impl Cgroup {
             }
         }
         if let Some(cpus) = limits.cpus {
-            let quota = ((cpus * CFS_PERIOD_US as f64) as u64).max(MIN_CFS_QUOTA_US);
-            if self.v2 {
-                write(&cpu.join("cpu.max"), &format!("{quota} {CFS_PERIOD_US}"))?;
-            } else {
-                write(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
-                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
-            }
+            write_cpu_quota(self.v2, cpu, cpus)?;
         }
         if let Some(p) = limits.pids {
             write(&self.pids.join("pids.max"), &p.to_string())?;
@@ -206,6 +200,77 @@ impl Cgroup {
 }
 
 /// Reads `key N` from a flat-keyed cgroup file; 0 when absent.
+/// Writes a CPU quota of `cpus` cores into the cgroup directory `cpu`.
+fn write_cpu_quota(v2: bool, cpu: &Path, cpus: f64) -> Result<(), ContainerError> {
+    let quota = ((cpus * CFS_PERIOD_US as f64) as u64).max(MIN_CFS_QUOTA_US);
+    if v2 {
+        write(&cpu.join("cpu.max"), &format!("{quota} {CFS_PERIOD_US}"))
+    } else {
+        write(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+        write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())
+    }
+}
+
+/// The directory of the cgroup whose CPU controller holds process `pid`,
+/// from `/proc/PID/cgroup`: its v2 line (`0::/path`) or the v1 line whose
+/// controllers include `cpu`, under that hierarchy's mount.
+fn cpu_dir_of(h: &Hierarchy, pid: u32) -> Result<(bool, PathBuf), ContainerError> {
+    let path = format!("/proc/{pid}/cgroup");
+    let text = fs::read_to_string(&path).map_err(io_err(format!("reading {path}")))?;
+    let (v2, root) = match h {
+        Hierarchy::V2(root) => (true, root),
+        Hierarchy::V1 { cpu, .. } => (false, cpu),
+    };
+    let found = text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, dir) = (parts.next()?, parts.next()?, parts.next()?);
+        let ours = if v2 {
+            id == "0" && controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "cpu")
+        };
+        ours.then(|| root.join(dir.trim_start_matches('/')))
+    });
+    match found {
+        Some(dir) => Ok((v2, dir)),
+        None => Err(ContainerError::NoCgroup(format!(
+            "process {pid} is in no cgroup of the CPU controller ({path})"
+        ))),
+    }
+}
+
+/// Sets the CPU quota of the cgroup process `pid` is in (a container's
+/// init) to `cpus` cores: a container node scaled up or down in place.
+pub fn set_cpu_quota_of(pid: u32, cpus: f64) -> Result<(), ContainerError> {
+    let (v2, dir) = cpu_dir_of(&detect()?, pid)?;
+    write_cpu_quota(v2, &dir, cpus)
+}
+
+/// The CPU quota, in cores, of the cgroup process `pid` is in; `None`
+/// when it has none.
+pub fn cpu_quota_of(pid: u32) -> Result<Option<f64>, ContainerError> {
+    let (v2, dir) = cpu_dir_of(&detect()?, pid)?;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))
+    };
+    let (quota, period) = if v2 {
+        let max = read("cpu.max")?;
+        let mut parts = max.split_whitespace();
+        (
+            parts.next().unwrap_or("max").to_owned(),
+            parts.next().unwrap_or("100000").to_owned(),
+        )
+    } else {
+        (read("cpu.cfs_quota_us")?, read("cpu.cfs_period_us")?)
+    };
+    let (Ok(quota), Ok(period)) = (quota.trim().parse::<i64>(), period.trim().parse::<i64>())
+    else {
+        return Ok(None);
+    };
+    Ok((quota > 0 && period > 0).then(|| quota as f64 / period as f64))
+}
+
 fn counter(path: &Path, key: &str) -> u64 {
     fs::read_to_string(path)
         .unwrap_or_default()

@@ -26,7 +26,9 @@ mod rootfs;
 mod seccomp;
 mod state;
 
-pub use cgroup::{Hierarchy as CgroupHierarchy, detect as detect_cgroups};
+pub use cgroup::{
+    Hierarchy as CgroupHierarchy, cpu_quota_of, detect as detect_cgroups, set_cpu_quota_of,
+};
 pub use error::ContainerError;
 pub use host_addr::HostAddr;
 pub use net::{Addrs, NetMode};

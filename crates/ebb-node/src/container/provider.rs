@@ -73,6 +73,40 @@ impl ContainerProvider {
         }
     }
 
+    /// What the provider was made with.
+    pub fn config(&self) -> ContainerProviderConfig {
+        self.cfg.clone()
+    }
+
+    /// The CPU quota of node `id`'s container, in cores (`None`: none).
+    pub fn cpu_quota(&self, id: NodeId) -> Result<Option<f64>, ProviderError> {
+        let init = self.init_pid(id)?;
+        super::cgroup::cpu_quota_of(init).map_err(|e| ProviderError::Resize {
+            id,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The host pid of node `id`'s container init: its runner's child (the
+    /// runner is single-threaded and forks nothing else that lives on).
+    fn init_pid(&self, id: NodeId) -> Result<u32, ProviderError> {
+        let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
+        let runner = node.runner.id();
+        let path = format!("/proc/{runner}/task/{runner}/children");
+        let children = std::fs::read_to_string(&path).map_err(|e| ProviderError::Resize {
+            id,
+            reason: format!("reading {path}: {e}"),
+        })?;
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| ProviderError::Resize {
+                id,
+                reason: format!("its runner (pid {runner}) has no container running"),
+            })
+    }
+
     fn start_err(reason: impl Into<String>) -> ProviderError {
         ProviderError::Start {
             kind: "container",
@@ -203,6 +237,21 @@ impl NodeProvider for ContainerProvider {
         // The runner forwards SIGTERM to the server and then cleans up.
         crate::child::terminate(&node.runner);
         Ok(())
+    }
+
+    /// Rewrites the node's CPU quota to `capacity` × the configured `cpus`
+    /// (nothing without `cpus`: the node is not bounded).
+    fn resize(&mut self, id: NodeId, capacity: u32) -> Result<(), ProviderError> {
+        let Some(cpus) = self.cfg.limits.cpus else {
+            return Ok(());
+        };
+        let init = self.init_pid(id)?;
+        super::cgroup::set_cpu_quota_of(init, cpus * f64::from(capacity.max(1))).map_err(|e| {
+            ProviderError::Resize {
+                id,
+                reason: e.to_string(),
+            }
+        })
     }
 
     fn poll_events(&mut self) -> Vec<NodeEvent> {
