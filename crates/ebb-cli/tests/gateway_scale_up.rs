@@ -68,6 +68,18 @@ fn wait_for_workers(pid: u32, pred: impl Fn(&[char]) -> bool) -> Vec<char> {
     seen
 }
 
+/// Waits for `ebb up` to print a line `pred` holds for: the line follows
+/// the registry's change, which `/status` may show first.
+fn wait_for_line(up: &Up, pred: impl Fn(&str) -> bool) {
+    for _ in 0..MAX_POLLS {
+        if up.output().iter().any(|l| pred(l)) {
+            return;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    panic!("no such line printed: {:?}", up.output());
+}
+
 fn node_capacity(status: &serde_json::Value) -> Option<u64> {
     let live = live_nodes(status);
     (live.len() == 1 && live[0]["state"] == "ready")
@@ -112,11 +124,7 @@ fn capacity_set_by_hand_resizes_the_running_node() {
         (200, &serde_json::json!({"target": 1, "capacity": 3}))
     );
     up.wait_until("the node at capacity 3", |s| node_capacity(s) == Some(3));
-    assert!(
-        up.output().iter().any(|l| l.ends_with("capacity 1 -> 3")),
-        "ebb up says so: {:?}",
-        up.output()
-    );
+    wait_for_line(&up, |l| l.ends_with("capacity 1 -> 3"));
     assert_eq!(
         gateway_common::metric(up.http, "ebb_gateway_pool_capacity"),
         3
@@ -212,13 +220,7 @@ fn the_queue_policy_scales_up_a_full_pool_under_load_and_back_down() {
     up.wait_until("the node back at capacity 1", |s| {
         node_capacity(s) == Some(1)
     });
-    assert!(
-        up.output()
-            .iter()
-            .any(|l| l.contains("capacity ") && l.ends_with(" -> 1")),
-        "{:?}",
-        up.output()
-    );
+    wait_for_line(&up, |l| l.contains("capacity ") && l.ends_with(" -> 1"));
     drop(client);
     up.stop();
 }
