@@ -29,12 +29,23 @@ is the gateway's own work. `--compare BUILD` runs a second `ebb` build's
 gateway beside the first in the same repetitions, so a change is
 measured against the build before it in one run.
 
+`--busy-poll-us N[,M...]` adds rows that trade a core for latency: the
+`--ebb` build's gateway with `gateway.busy_poll_us = N` (it polls instead
+of sleeping until no request came or went for N us, then sleeps), one per
+window, and
+HAProxy `mode tcp` with `busy-polling` in its global section (it never
+sleeps: it is stopped with SIGSTOP outside its own runs, so that it does
+not take the pinned CPU from the other rows). Each row then also says the
+proxy's CPU share during its p50 runs, and the report's header what every
+proxy burned while idle.
+
 Not a test: run by hand, see docs/benchmarks.md.
 
   cargo build --release -p ebb-cli --bin ebb
   (cd bench/relay && cargo build --release --locked)
   python3 bench/gateway_cost.py --reps 5
   python3 bench/gateway_cost.py --ebb AFTER --compare BEFORE --reps 5 --proto rpc
+  python3 bench/gateway_cost.py --reps 5 --proto rpc --busy-poll-us 200,2000 --nice -20
   python3 bench/gateway_cost.py --reps 1 --callgrind
   python3 bench/gateway_cost.py --reps 5 --proto http   # the HTTP/JSON rows only
 """
@@ -106,15 +117,17 @@ def pin(pid, cpu):
                    stdout=subprocess.DEVNULL)
 
 
-def gateway_config(threads, caller_bound=None):
+def gateway_config(threads, caller_bound=None, busy_poll_us=0):
     """The `ebb up` config of every gateway these benchmarks measure: one
     process node, `jsq`, admission on, no autoscaler. `caller_bound`: its
-    `admission.max_in_flight_per_caller` (None: the default)."""
+    `admission.max_in_flight_per_caller` (None: the default);
+    `busy_poll_us`: its `gateway.busy_poll_us` (0: off, the default)."""
     return f"""[gateway]
 rpc = "127.0.0.1:0"
 http = "127.0.0.1:0"
 seed = 1
 threads = {threads}
+{f"busy_poll_us = {busy_poll_us}" if busy_poll_us else ""}
 [service]
 name = "demo"
 [pool]
@@ -133,11 +146,11 @@ policy = "none"
 """
 
 
-def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None, caller_bound=None):
+def ebb_up(children, tmp, ebb, name, threads, wrap=(), env=None, caller_bound=None, busy_poll_us=0):
     """`ebb up` with `gateway_config`; returns (process, rpc, http)."""
     cfg = os.path.join(tmp, f"{name}.toml")
     with open(cfg, "w") as f:
-        f.write(gateway_config(threads, caller_bound))
+        f.write(gateway_config(threads, caller_bound, busy_poll_us))
     p = children.start([*wrap, ebb, "up", cfg], stdout=subprocess.PIPE, text=True,
                        env=env, stderr=subprocess.DEVNULL)
     return p, *up_addresses(p, name, wrap)
@@ -165,13 +178,15 @@ def up_addresses(p, name, wrap=()):
     return rpc, http
 
 
-def haproxy_one(children, tmp, node, mode):
+def haproxy_one(children, tmp, node, mode, busy=False):
     """HAProxy with one thread in front of one node: `mode http` for the
     HTTP rows, `mode tcp` (bytes passed through, nothing parsed) as the
-    floor of any proxy hop for the ebb RPC rows."""
+    floor of any proxy hop for the ebb RPC rows. `busy`: with
+    `busy-polling` (its poller never sleeps)."""
     port = free_port()
     cfg = f"""global
   nbthread 1
+{"  busy-polling" if busy else ""}
   maxconn 8000
 defaults
   mode {mode}
@@ -185,7 +200,7 @@ frontend fe
 backend be
   server n0 {node}
 """
-    path = os.path.join(tmp, f"haproxy-{mode}.cfg")
+    path = os.path.join(tmp, f"haproxy-{mode}{'-busy' if busy else ''}.cfg")
     with open(path, "w") as f:
         f.write(cfg)
     p = children.start(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL)
@@ -196,6 +211,43 @@ backend be
 def node_of(http):
     """The RPC address of a one-node gateway's node, from its `/status`."""
     return json.loads(get(http, "/status"))["nodes"][0]["address"]
+
+
+# Proxies that spin even when idle (HAProxy's `busy-polling`): stopped
+# (SIGSTOP) except while they are measured, so that they do not take the
+# CPU the others are pinned to.
+PAUSED = set()
+
+
+class measuring:
+    """Runs the `with` body with `proc` running (resumed if it is one of
+    PAUSED, stopped again after)."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def __enter__(self):
+        if self.proc is not None and self.proc.pid in PAUSED:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def __exit__(self, *_):
+        if self.proc is not None and self.proc.pid in PAUSED:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+
+def idle_cpu(a, proxies):
+    """Each proxy's CPU share over `a.duration` s with no calls (the paused
+    ones resumed for it): what it burns while idle."""
+    for p in proxies:
+        if p.pid in PAUSED:
+            os.kill(p.pid, signal.SIGCONT)
+    before = {p.pid: cpu_seconds(p.pid) for p in proxies}
+    time.sleep(a.duration)
+    shares = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / a.duration for p in proxies}
+    for p in proxies:
+        if p.pid in PAUSED:
+            os.kill(p.pid, signal.SIGSTOP)
+    return shares
 
 
 def relay_one(children, relay, node):
@@ -295,7 +347,8 @@ def sched_breakdown(a, paths, children, tmp):
                 time.sleep(0.05)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        r = run(a, target, a.latency_rate, a.duration, False, 1, a.connections)
+        with measuring(proc):
+            r = run(a, target, a.latency_rate, a.duration, False, 1, a.connections)
         running.clear()
         watcher.join()
         rec.send_signal(signal.SIGINT)
@@ -465,7 +518,8 @@ def leg_breakdown(a, paths, children, tmp):
             peers.update(socket_peers(proc.pid))
         watcher = threading.Thread(target=snapshot, daemon=True)
         watcher.start()
-        r = run(a, target, a.latency_rate, a.duration, False, 1, a.connections)
+        with measuring(proc):
+            r = run(a, target, a.latency_rate, a.duration, False, 1, a.connections)
         watcher.join()
         rec.send_signal(signal.SIGINT)
         rec.wait()
@@ -565,6 +619,9 @@ def main():
                     help="only trace each RPC proxy's system calls (perf, root) during one p50 run: per leg of "
                          "a call, the time from its wake-up to its read, from the read to its write and after; "
                          "system calls and switches per call (use --connections 1 so calls do not overlap)")
+    ap.add_argument("--busy-poll-us", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                    help="comma-separated windows: also run the --ebb gateway with gateway.busy_poll_us = each, "
+                         "and HAProxy (tcp mode) with busy-polling, as rows of their own (RPC only)")
     ap.add_argument("--json", help="write every run here")
     a = ap.parse_args()
     if any(not -20 <= n <= 19 for n in a.nice) or (min(a.nice) < 0 and os.geteuid() != 0):
@@ -575,6 +632,9 @@ def main():
         if path is not None and not os.access(path, os.X_OK):
             sys.exit(f"{flag} {path}: not an executable; build it with cargo build --release -p ebb-cli --bin ebb")
     rpc_rows = a.proto != "http" and not a.callgrind and not a.sweep
+    if a.busy_poll_us and (not rpc_rows or a.gateway_threads != 1 or min(a.busy_poll_us) <= 0):
+        sys.exit(f"--busy-poll-us {','.join(map(str, a.busy_poll_us))}: positive windows, only for the RPC rows (--proto rpc or both, no --sweep or "
+                 "--callgrind) with --gateway-threads 1")
     if rpc_rows and not os.access(a.relay, os.X_OK):
         sys.exit(f"--relay {a.relay}: not an executable; build it with "
                  "(cd bench/relay && cargo build --release --locked)")
@@ -601,10 +661,25 @@ def main():
         other = None
         if a.compare:
             other = ebb_up(children, tmp, os.path.abspath(a.compare), "gateway-compare", a.gateway_threads)
+        # Per window: its row's name, the base of its added latency (its
+        # own node) and its gateway.
+        # With --compare, the other build's too.
+        builds = [("", a.ebb), *([(f", {a.compare}", a.compare)] if a.compare else [])]
+        busy_gws = [(f"ebb gateway, busy-poll {us} us{which}", f"direct, the busy-poll {us} us{which} gateway's node",
+                     ebb_up(children, tmp, os.path.abspath(ebb), f"gateway-busy-{us}-{i}", a.gateway_threads,
+                            busy_poll_us=us))
+                    for us in a.busy_poll_us for i, (which, ebb) in enumerate(builds)]
+        busy_hp = None
+        if a.busy_poll_us:
+            busy_hp = haproxy_one(children, tmp, node_rpc, "tcp", busy=True)
+            PAUSED.add(busy_hp[0].pid)
+            os.kill(busy_hp[0].pid, signal.SIGSTOP)
+        busy_hp_name = "haproxy (tcp mode), busy-polling"
         hp, hp_http = haproxy_one(children, tmp, node_http, "http")
         hpt, hp_tcp = haproxy_one(children, tmp, node_rpc, "tcp")
         rl, rl_rpc = relay_one(children, a.relay, node_rpc) if rpc_rows else (None, None)
-        proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(b[1] for b in bounded + bounded_compare))
+        proxies = [p for p in (gw, hp, hpt, rl, other and other[0], *(g[0] for _, _, g in busy_gws), busy_hp and busy_hp[0],
+                               *(b[1] for b in bounded + bounded_compare))
                    if p]
         for p in proxies:
             if a.cpu >= 0:
@@ -625,12 +700,17 @@ def main():
         if other:
             a.bases[f"ebb gateway, {a.compare}"] = "direct, the --compare gateway's node"
             own.append(("rpc", "direct, the --compare gateway's node", node_of(other[2]), None))
+        for name, base, g in busy_gws:
+            a.bases[name] = base
+            own.append(("rpc", base, node_of(g[2]), None))
         paths = [
             ("rpc", "direct", node_rpc, None),
             *own,
             *([("rpc", FLOOR, rl_rpc, rl)] if rl else []),
             ("rpc", "haproxy (tcp mode)", hp_tcp, hpt),
+            *([("rpc", busy_hp_name, busy_hp[1], busy_hp[0])] if busy_hp else []),
             ("rpc", "ebb gateway", gw_rpc, gw),
+            *(("rpc", name, g[1], g[0]) for name, _, g in busy_gws),
             *([("rpc", f"ebb gateway, {a.compare}", other[1], other[0])] if other else []),
             *(("rpc", f"ebb gateway, caller bound {b}", rpc, p) for b, p, rpc, _ in bounded),
             *(("rpc", f"ebb gateway, {a.compare}, caller bound {b}", rpc, p) for b, p, rpc, _ in bounded_compare),
@@ -640,8 +720,9 @@ def main():
             *([("http", f"ebb gateway, {a.compare}", other[2], other[0])] if other else []),
         ]
         paths = [p for p in paths if a.proto in ("both", p[0])]
-        for proto, _, t, _ in paths:
-            run(a, t, 500, 1, proto == "http", 0, a.http_connections if proto == "http" else a.connections)
+        for proto, _, t, proc in paths:
+            with measuring(proc):
+                run(a, t, 500, 1, proto == "http", 0, a.http_connections if proto == "http" else a.connections)
         if not a.sweep:
             # One niceness for every row (the sweep runs each of them).
             set_nice(children, a.nice[0])
@@ -653,6 +734,10 @@ def main():
             a.node_ports = {FLOOR: node_rpc, "haproxy (tcp mode)": node_rpc, "ebb gateway": node_of(gw_http)}
             if other:
                 a.node_ports[f"ebb gateway, {a.compare}"] = node_of(other[2])
+            for name, _, g in busy_gws:
+                a.node_ports[name] = node_of(g[2])
+            if busy_hp:
+                a.node_ports[busy_hp_name] = node_rpc
             leg_breakdown(a, paths, children, tmp)
             return
         if a.sweep:
@@ -661,19 +746,27 @@ def main():
                 admin[other[0].pid] = other[2]
             sweep(a, [p for p in paths if p[0] == "rpc" and p[3] is not None], admin, children)
             return
+        named = [(name, proc) for proto, name, _, proc in paths if proc is not None]
+        shares = idle_cpu(a, [proc for _, proc in named])
+        a.idle = ", ".join(f"{name} {shares[proc.pid]:.2f}" for name, proc in dict(named).items()
+                           if proc.pid in shares)
         rows = []
         for rep in range(a.reps):
             # Every other repetition runs the paths in reverse, so a drift
             # in the machine's load does not favour one path.
             for proto, name, t, proc in (paths if rep % 2 == 0 else paths[::-1]):
                 waited = runqueue_wait_seconds(proc.pid) if proc is not None else None
-                r = run(a, t, a.latency_rate, a.duration, proto == "http", rep + 1, a.connections)
+                burned = cpu_seconds(proc.pid) if proc is not None else None
+                with measuring(proc):
+                    r = run(a, t, a.latency_rate, a.duration, proto == "http", rep + 1, a.connections)
                 r.update(kind="latency", proto=proto, path=name, rep=rep)
                 if proc is not None and r["ok"]:
                     r["runq_wait_us_per_call"] = (runqueue_wait_seconds(proc.pid) - waited) / r["ok"] * 1e6
+                    r["cpu_share"] = (cpu_seconds(proc.pid) - burned) / a.duration
                 rows.append(r)
                 if proc is not None:
-                    c = cost_run(a, proc, t, proto == "http", rep + 1)
+                    with measuring(proc):
+                        c = cost_run(a, proc, t, proto == "http", rep + 1)
                     c.update(kind="cpu", proto=proto, path=name, rep=rep)
                     rows.append(c)
                     print(f"rep {rep} {proto} {name}: p50 {r['p50_ms']:.3f} ms; "
@@ -684,6 +777,11 @@ def main():
             with open(a.json, "w") as f:
                 json.dump({"args": vars(a), "rows": rows}, f, indent=1)
     finally:
+        for pid in PAUSED:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         children.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -799,9 +897,11 @@ def report(rows, a):
         f"64 B Demo.echo; medians of {a.reps}; p50 at {a.latency_rate:.0f}/s, CPU at {a.cpu_rate:.0f}/s "
         f"for {a.duration:g} s; proxies {pinned(a)}, {a.gateway_threads} thread(s); nice {a.nice[0]}; "
         f"load average {open('/proc/loadavg').read().split()[0]}",
+        *([f"CPU share of each proxy idle for {a.duration:g} s before the runs: {a.idle}"]
+          if getattr(a, "idle", None) else []),
         "",
-        "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | added beyond the floor relay's, us (paired median) | proxy waiting for a CPU, us/call (p50 runs) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| protocol | path | p50 ms | p50 added vs direct, us (paired median) | added beyond the floor relay's, us (paired median) | proxy waiting for a CPU, us/call (p50 runs) | proxy CPU share (p50 runs) | proxy CPU us/call | calls per proxy CPU-second | CPU runs: answered/s, refused |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for proto in ("rpc", "http"):
         names = dict.fromkeys(r["path"] for r in rows if r["proto"] == proto)
@@ -818,8 +918,10 @@ def report(rows, a):
                         f"{sum(r['sent'] - r['ok'] for r in runs)}") if runs else "-"
             waits = [r["runq_wait_us_per_call"] for r in lat if "runq_wait_us_per_call" in r]
             wait = f"{median(waits):.0f}" if waits else "-"
+            burned = [r["cpu_share"] for r in lat if "cpu_share" in r]
+            share = f"{median(burned):.2f}" if burned else "-"
             lines.append(f"| {proto} | {name} | {median([r['p50_ms'] for r in lat]):.3f} | "
-                         f"{median(added):.0f} | {f'{median(beyond):.0f}' if beyond else '-'} | {wait} | {'-' if not cpu else f'{c:.1f}'} | "
+                         f"{median(added):.0f} | {f'{median(beyond):.0f}' if beyond else '-'} | {wait} | {share} | {'-' if not cpu else f'{c:.1f}'} | "
                          f"{'-' if not cpu else f'{1e6 / c:.0f}'} | {answered} |")
     return "\n".join(lines)
 

@@ -15,11 +15,14 @@
 //!   for `/status`, `/metrics` and the dashboard.
 //! - [`service`]: the service the pool serves, built in or learned from the
 //!   nodes' `Describe`.
+//! - [`busy_poll`]: the opt-in spinner that keeps a one-thread runtime
+//!   polling instead of sleeping while requests come and go.
 //!
 //! The gateway contains no policy: balancing, admission and the retry
 //! budget are `ebb-policy` code, fed with what the gateway measures.
 
 pub mod auth;
+pub mod busy_poll;
 pub mod clock;
 pub mod decisions;
 pub mod forward;
@@ -83,6 +86,10 @@ pub struct GatewayConfig {
     /// What the gateway presents to its nodes: the bearer token (and TLS)
     /// that nodes started with `--token-file` (or a certificate) require.
     pub node_credentials: ebb_rpc::transport::Credentials,
+    /// Busy polling: after each request in or out, the runtime polls
+    /// instead of sleeping until none came or went for this long (a core
+    /// kept busy meanwhile); zero: off. Needs a current-thread runtime.
+    pub busy_poll: Nanos,
 }
 
 /// Default of [`GatewayConfig::max_in_flight_per_caller`].
@@ -107,6 +114,7 @@ impl Default for GatewayConfig {
             tokens: None,
             max_in_flight_per_caller: DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
             node_credentials: ebb_rpc::transport::Credentials::default(),
+            busy_poll: Nanos::ZERO,
         }
     }
 }
@@ -124,6 +132,10 @@ pub enum StartError {
     },
     #[error("cannot start the pool manager: {0}")]
     Pool(std::io::Error),
+    /// On a multi-thread runtime another worker sleeps on the driver and
+    /// takes the wake-ups busy polling is meant to spare.
+    #[error("busy polling needs a current-thread runtime (one gateway thread)")]
+    BusyPollNeedsOneThread,
 }
 
 /// What the HTTP handlers share.
@@ -272,6 +284,13 @@ impl Gateway {
         autoscaler: Option<Scaler>,
         on_change: pool::OnChange,
     ) -> Result<Gateway, StartError> {
+        let busy = cfg.busy_poll > Nanos::ZERO;
+        if busy
+            && tokio::runtime::Handle::current().runtime_flavor()
+                != tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return Err(StartError::BusyPollNeedsOneThread);
+        }
         let balancer = balance::parse(&cfg.balance)?;
         let registry = registry::Registry::new(balancer, cfg.admission, cfg.seed)
             .with_outliers(cfg.outlier)
@@ -285,6 +304,14 @@ impl Gateway {
             forwarder = forwarder.with_hedging(h);
         }
         let forwarder = Arc::new(forwarder);
+        let spinner = busy.then(|| {
+            busy_poll::spin(
+                cfg.busy_poll,
+                forwarder.activity().clone(),
+                clock,
+                forwarder.metrics().busy_poll().clone(),
+            )
+        });
         let service = service::ServiceCell::new(service.into());
         let rpc_err = |source| {
             StartError::Rpc(ebb_rpc::transport::TransportError::Bind {
@@ -390,6 +417,9 @@ impl Gateway {
                 ebb_http::serve_http1(bounded, move |peer| front.front(peer)).await;
             }),
         ];
+        if let Some(spinner) = spinner {
+            tasks.push(tokio::spawn(spinner));
+        }
         if let (Some(listener), Some(admin)) = (admin_listener, admin_app) {
             tasks.push(tokio::spawn(async move {
                 let _ = ebb_http::serve(listener, admin, max_http_connections).await;

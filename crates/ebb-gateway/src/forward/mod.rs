@@ -89,6 +89,8 @@ pub struct Forwarder {
     /// The async path's requests of one turn of the runtime, written
     /// together.
     turn_writes: std::sync::Arc<batch::TurnWrites>,
+    /// Every request taken in and answered, for the busy-polling spinner.
+    activity: crate::busy_poll::Activity,
 }
 
 impl Forwarder {
@@ -112,6 +114,7 @@ impl Forwarder {
             me: OnceLock::new(),
             parked_timer: OnceLock::new(),
             turn_writes: std::sync::Arc::default(),
+            activity: crate::busy_poll::Activity::default(),
         }
     }
 
@@ -121,6 +124,11 @@ impl Forwarder {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Requests coming and going, which keep a busy-polling gateway awake.
+    pub fn activity(&self) -> &crate::busy_poll::Activity {
+        &self.activity
     }
 
     /// New calls are refused from now on; calls already taken finish.
@@ -152,6 +160,7 @@ impl Forwarder {
         response: Nanos,
         error: Option<&GatewayError>,
     ) {
+        self.activity.event();
         let outcome = error.map_or("ok", GatewayError::kind);
         self.metrics
             .answered(method, outcome, response.as_secs_f64());
@@ -174,6 +183,7 @@ impl Forwarder {
         (arrived, now): (Arrival, Instant),
         park: Option<&mut dyn FnMut() -> Option<ParkedCall>>,
     ) -> Result<(Instant, Acquired), GatewayError> {
+        self.activity.event();
         if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::ShuttingDown);
         }

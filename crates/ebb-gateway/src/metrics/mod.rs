@@ -47,6 +47,7 @@ pub struct Metrics {
     capacity: Gauge,
     decisions: Family<DirectionLabel, Counter>,
     desired: Gauge,
+    busy_poll: crate::busy_poll::Counters,
     registry: std::sync::Arc<PromRegistry>,
     /// By method id; see [`Metrics::answered`].
     by_method: Arc<RwLock<Vec<Option<MethodMetrics>>>>,
@@ -164,6 +165,7 @@ impl Metrics {
             "The pool size the autoscaler's last decision wanted, within min and max",
             desired.clone(),
         );
+        let busy_poll = crate::busy_poll::Counters::register(&mut r);
         Metrics {
             requests,
             latency,
@@ -184,9 +186,15 @@ impl Metrics {
             capacity,
             decisions,
             desired,
+            busy_poll,
             registry: std::sync::Arc::new(r),
             by_method: Arc::default(),
         }
+    }
+
+    /// The busy-polling spinner's counters (`ebb_gateway_busy_poll_*`).
+    pub fn busy_poll(&self) -> &crate::busy_poll::Counters {
+        &self.busy_poll
     }
 
     /// A request refused by admission, counted under the rule that did.

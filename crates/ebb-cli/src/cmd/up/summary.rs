@@ -76,4 +76,11 @@ pub(super) fn print(config: &Path, checked: &Checked) {
             o.epsilon_ms
         );
     }
+    let busy = checked.gateway.busy_poll;
+    if busy > ebb_core::Nanos::ZERO {
+        println!(
+            "the gateway busy-polls: its thread polls instead of sleeping until no request came or went for {} us (a core kept busy meanwhile)",
+            busy.as_micros()
+        );
+    }
 }

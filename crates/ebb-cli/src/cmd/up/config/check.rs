@@ -10,6 +10,7 @@ use std::num::NonZeroUsize;
 
 use ebb_core::Nanos;
 use ebb_gateway::GatewayConfig;
+use ebb_gateway::busy_poll::MAX_BUSY_POLL_US;
 use ebb_policy::admission::{AdmissionConfig, ServiceTimeSource};
 use ebb_policy::hedge::{HedgeConfig, MAX_WINDOW};
 use ebb_policy::outlier::OutlierConfig;
@@ -31,6 +32,7 @@ pub const MAX_GATEWAY_THREADS: usize = 256;
 /// Checks every section; the first bad key is reported.
 pub fn check(file: File) -> Result<Checked, ConfigError> {
     let threads = check_gateway(&file.gateway)?;
+    let busy_poll = check_busy_poll(&file.gateway, threads)?;
     let (service, runs) = check_service(&file.service)?;
     let pool = check_pool(&file.pool, &runs)?;
     check_balance(&file.balance)?;
@@ -62,6 +64,7 @@ pub fn check(file: File) -> Result<Checked, ConfigError> {
         admin_addr: file.gateway.admin,
         tokens,
         max_in_flight_per_caller: admission.max_in_flight_per_caller,
+        busy_poll,
     };
     Ok(Checked {
         gateway,
@@ -102,6 +105,31 @@ fn check_gateway(g: &Gateway) -> Result<NonZeroUsize, ConfigError> {
                 )
             }),
     }
+}
+
+/// `gateway.busy_poll_us`: bounded, and only with one thread (on more,
+/// another worker sleeps on the I/O and takes the wake-ups anyway).
+fn check_busy_poll(g: &Gateway, threads: NonZeroUsize) -> Result<Nanos, ConfigError> {
+    let us = g.busy_poll_us;
+    if us > MAX_BUSY_POLL_US {
+        return Err(bad(
+            "gateway.busy_poll_us",
+            us,
+            format!(
+                "microseconds from 0 (off, the default) to {MAX_BUSY_POLL_US}: a core kept busy polling for up to this long after the last request"
+            ),
+        ));
+    }
+    if us > 0 && threads.get() != 1 {
+        return Err(bad(
+            "gateway.busy_poll_us",
+            us,
+            format!(
+                "0 with gateway.threads = {threads}: busy polling needs gateway.threads = 1 (one thread that polls instead of sleeping)"
+            ),
+        ));
+    }
+    Ok(Nanos::from_micros(us))
 }
 
 /// `[service]`: a service this build knows by name, a user's node program,

@@ -134,6 +134,9 @@ pub struct Gateway {
     /// Threads that run the ingresses and node connections; default one
     /// per core.
     pub threads: Option<usize>,
+    /// Microseconds the runtime keeps polling after the last request in or
+    /// out instead of sleeping; 0: off.
+    pub busy_poll_us: u64,
 }
 
 impl Default for Gateway {
@@ -144,6 +147,7 @@ impl Default for Gateway {
             seed: None,
             admin: None,
             threads: None,
+            busy_poll_us: 0,
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::origin::{DEFAULT_EPSILON_MS, DEFAULT_LEASE_TERM_MS, DEFAULT_ORIGIN_LISTEN};
 use super::*;
+use ebb_core::Nanos;
 use ebb_policy::lease::LeaseTerm;
 
 const EXAMPLE: &str = include_str!("../../../../../../examples/ebb-up.toml");
@@ -175,6 +176,34 @@ fn gateway_threads_default_to_the_cores_and_are_bounded() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn busy_poll_is_off_by_default_bounded_and_needs_one_thread() {
+    let c = parse("[service]\nname = \"demo\"\n").expect("defaults");
+    assert_eq!(c.gateway.busy_poll, Nanos::ZERO, "off by default");
+    let c = parse("[gateway]\nthreads = 1\nbusy_poll_us = 200\n[service]\nname = \"demo\"\n")
+        .expect("one thread, 200 us");
+    assert_eq!(c.gateway.busy_poll, Nanos::from_micros(200));
+    let c = parse("[gateway]\nthreads = 2\nbusy_poll_us = 0\n[service]\nname = \"demo\"\n")
+        .expect("off with any thread count");
+    assert_eq!(c.gateway.busy_poll, Nanos::ZERO);
+    let e = parse("[gateway]\nthreads = 1\nbusy_poll_us = 1000001\n[service]\nname = \"demo\"\n")
+        .expect_err("over a second");
+    assert!(
+        e.contains("gateway.busy_poll_us = 1000001")
+            && e.contains("0 (off, the default) to 1000000"),
+        "{e}"
+    );
+    let e = parse("[gateway]\nthreads = 2\nbusy_poll_us = 50\n[service]\nname = \"demo\"\n")
+        .expect_err("two threads");
+    assert!(
+        e.contains("gateway.busy_poll_us = 50") && e.contains("gateway.threads = 1"),
+        "{e}"
+    );
+    let e =
+        parse("[gateway]\nbusy_poll_us = -1\n[service]\nname = \"demo\"\n").expect_err("negative");
+    assert!(e.contains("busy_poll_us"), "{e}");
 }
 
 #[test]
