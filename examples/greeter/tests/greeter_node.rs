@@ -44,6 +44,28 @@ fn the_node_binary_serves_on_listen() {
     assert_eq!(hello_and_sign_twice(&node.addr), (1, 2));
 }
 
+/// A user's node serves through `ebb::node`, so a gateway may resize it in
+/// place (scale up) like `ebb node`: it answers with the capacity applied.
+#[test]
+fn the_node_binary_takes_a_resize() {
+    let node = Proc::start(NODE, &["--listen", "127.0.0.1:0", "--threads", "1"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let took = rt.block_on(async {
+        let client = TcpClient::connect(&node.addr).await.unwrap();
+        let three = std::num::NonZeroU32::new(3).unwrap();
+        client
+            .resize(three, ebb_core::Nanos::from_secs(10))
+            .await
+            .unwrap()
+    });
+    assert_eq!(took.map(|c| c.get()), Some(3));
+    // It serves on as before.
+    assert_eq!(hello_and_sign_twice(&node.addr), (1, 2));
+}
+
 #[test]
 fn a_process_provider_runs_the_node_binary_on_an_inherited_socket() {
     let mut provider = ProcessProvider::new(ProcessProviderConfig {
