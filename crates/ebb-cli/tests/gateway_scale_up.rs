@@ -3,12 +3,16 @@
 //! threads), by hand (`POST /pool`) and by the `queue` policy under load,
 //! and the node really runs that many `Demo.work` calls at once.
 //!
+//! A container node's CPU quota follows its capacity (capacity × `cpus`),
+//! read back from its cgroup, as root.
+//!
 //! Evidence comes from the node process itself: its `ebb-worker` threads
 //! in `/proc/PID/task`, and how many of them are runnable at one instant
 //! (`Demo.work` spins, so a thread running one is runnable throughout), not
 //! from timing.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod gateway_common;
 
 use std::sync::Arc;
@@ -223,4 +227,47 @@ fn the_queue_policy_scales_up_a_full_pool_under_load_and_back_down() {
     wait_for_line(&up, |l| l.contains("capacity ") && l.ends_with(" -> 1"));
     drop(client);
     up.stop();
+}
+
+/// A container node scaled up by hand: its CPU quota becomes capacity ×
+/// `pool.cpus`, and back.
+fn the_quota_follows_the_capacity(kind: &str) {
+    let up = Up::start(
+        "scale-up-container",
+        &format!(
+            "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+             [service]\nname = \"demo\"\n\
+             [pool]\nkind = \"{kind}\"\ninitial = 1\nmin = 1\nmax = 1\ncpus = 0.5\n\
+             max_capacity_per_node = 4\n"
+        ),
+    );
+    up.wait_until("the node at capacity 1", |s| node_capacity(s) == Some(1));
+    // The runner's one child is the container's init, in its cgroup.
+    let runner = *up.node_pids().first().expect("one container runner");
+    let init = *gateway_common::children_of(runner)
+        .first()
+        .expect("the runner's container");
+    let quota = || ebb_node::container::cpu_quota_of(init).unwrap();
+    assert_eq!(quota(), Some(0.5), "the quota at start");
+
+    let (code, _, _) = up.post("/pool", r#"{"target": 1, "capacity": 3}"#, &[]);
+    assert_eq!(code, 200);
+    up.wait_until("the node at capacity 3", |s| node_capacity(s) == Some(3));
+    wait_for_line(&up, |l| l.ends_with("capacity 1 -> 3"));
+    assert_eq!(quota(), Some(1.5), "capacity 3 × 0.5 cores");
+
+    let (code, _, _) = up.post("/pool", r#"{"target": 1, "capacity": 1}"#, &[]);
+    assert_eq!(code, 200);
+    wait_for_line(&up, |l| l.ends_with("capacity 3 -> 1"));
+    assert_eq!(quota(), Some(0.5), "back to capacity 1");
+    up.stop();
+}
+
+#[test]
+fn a_container_nodes_cpu_quota_follows_its_capacity_as_root() {
+    common::on_kind(
+        "container",
+        "a_container_nodes_cpu_quota_follows_its_capacity_as_root",
+        the_quota_follows_the_capacity,
+    );
 }
