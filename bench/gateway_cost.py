@@ -250,6 +250,19 @@ def idle_cpu(a, proxies):
     return shares
 
 
+def polls(ebb, tmp):
+    """Whether the `ebb` build knows `gateway.busy_poll_us` (a build before
+    it runs only its rows without busy polling)."""
+    cfg = os.path.join(tmp, "busy-check.toml")
+    with open(cfg, "w") as f:
+        f.write(gateway_config(1, busy_poll_us=1))
+    known = subprocess.run([ebb, "up", "--check", cfg], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL).returncode == 0
+    if not known:
+        print(f"{ebb}: no gateway.busy_poll_us; its gateway runs without busy polling only", file=sys.stderr)
+    return known
+
+
 def relay_one(children, relay, node):
     """`bench/relay` in front of one node's RPC port: the floor of a hop."""
     p = children.start([relay, "--listen", "127.0.0.1:0", "--upstream", node],
@@ -663,8 +676,9 @@ def main():
             other = ebb_up(children, tmp, os.path.abspath(a.compare), "gateway-compare", a.gateway_threads)
         # Per window: its row's name, the base of its added latency (its
         # own node) and its gateway.
-        # With --compare, the other build's too.
-        builds = [("", a.ebb), *([(f", {a.compare}", a.compare)] if a.compare else [])]
+        # With --compare, the other build's too, if it has busy polling.
+        builds = [("", a.ebb), *([(f", {a.compare}", a.compare)]
+                                 if a.compare and a.busy_poll_us and polls(a.compare, tmp) else [])]
         busy_gws = [(f"ebb gateway, busy-poll {us} us{which}", f"direct, the busy-poll {us} us{which} gateway's node",
                      ebb_up(children, tmp, os.path.abspath(ebb), f"gateway-busy-{us}-{i}", a.gateway_threads,
                             busy_poll_us=us))
