@@ -336,6 +336,11 @@ where
             both.extend_from_slice(&data);
             joined = Some(both);
         }
+        // A body whose length was given is over once that much came (the
+        // contract of `is_end_stream`): no poll to hear it end.
+        if body.is_end_stream() {
+            break;
+        }
     }
     Ok((joined.map_or(first, BytesMut::freeze), waited))
 }
