@@ -19,7 +19,9 @@ Not a test: run by hand, see docs/benchmarks.md.
 
 With `--syscalls`, each path instead gets one run of `--duration` under
 perf's system-call tracepoints, and the table gives its system calls per
-answered call by kind: where the system time per call goes.
+answered call by kind: where the system time per call goes; the
+`epoll_wait`s that only look for events (timeout 0) are also counted
+apart.
 
 With `--sweep RATES`, each path is offered each rate in turn, the
 proxies on `--cpu`, their nodes and the load generator pinned to
@@ -29,6 +31,15 @@ generator (or the node beside it) saturates the other CPU first, the
 table says so by its CPU share and the offer it did not keep up with.
 
   python3 bench/gateway_http_cost.py --sweep 10000,20000,30000 --duration 3 BUILD
+
+With `--pin-others`, the nodes and the load generator are pinned to
+`--other-cpu` in the CPU-per-call runs too. Without it the scheduler
+places them: often on the proxy's own CPU, where each answer the proxy
+writes wakes the load generator into preempting it, so a path's figure
+also says where its peers happened to run (in one run HAProxy's node
+shared its CPU while the gateway's node ran on the other).
+
+  python3 bench/gateway_http_cost.py --reps 5 --pin-others BEFORE AFTER
 """
 
 import argparse
@@ -65,7 +76,11 @@ def syscalls(ebb, target, pid, a, tmp):
     args = [ebb, "load", "--target", target, "--http", "--rate", f"{a.rate:.1f}", "--duration",
             str(a.duration), "--method", "Demo.echo", "--args", MSG, "--deadline-ms", "2000",
             "--connections", str(a.connections), "--threads", "1", "--seed", "1", "--json"]
-    r = subprocess.run(["perf", "stat", "-x,", "-o", out, "-e", events, "-p", str(pid), "--", *args],
+    # The same tracepoint again, filtered: the `epoll_wait`s that only
+    # look (timeout 0), a runtime's check for events before running
+    # deferred tasks, apart from those it may sleep in.
+    looks = ["-e", "syscalls:sys_enter_epoll_wait", "--filter", "timeout == 0"]
+    r = subprocess.run(["perf", "stat", "-x,", "-o", out, "-e", events, *looks, "-p", str(pid), "--", *args],
                        capture_output=True, text=True, check=True)
     import json
     ok = max(json.loads(r.stdout)["ok"], 1)
@@ -74,7 +89,10 @@ def syscalls(ebb, target, pid, a, tmp):
         for line in f:
             fields = line.strip().split(",")
             if len(fields) > 2 and fields[2].startswith("syscalls:"):
-                counts[fields[2].split("sys_enter_")[1]] = int(fields[0]) if fields[0].isdigit() else 0
+                name = fields[2].split("sys_enter_")[1]
+                # The filtered count comes last, under the same name.
+                name = "epoll_wait(timeout 0)" if name in counts and name == "epoll_wait" else name
+                counts[name] = int(fields[0]) if fields[0].isdigit() else 0
     return ok, {k: v / ok for k, v in counts.items()}
 
 
@@ -123,7 +141,9 @@ def main():
     ap.add_argument("--cpu", type=int, default=0, help="the CPU the proxies are pinned to")
     ap.add_argument("--sweep", help="comma-separated offered rates: where each pinned proxy saturates")
     ap.add_argument("--other-cpu", type=int, default=1,
-                    help="with --sweep: the CPU the nodes and the load generator are pinned to")
+                    help="with --sweep or --pin-others: the CPU the nodes and the load generator are pinned to")
+    ap.add_argument("--pin-others", action="store_true",
+                    help="pin the nodes and the load generator to --other-cpu in the CPU-per-call runs as well")
     ap.add_argument("--rate-per-thread", type=int, default=20000,
                     help="with --sweep: offered calls/s per sender thread of the load generator")
     ap.add_argument("--syscalls", action="store_true",
@@ -148,7 +168,7 @@ def main():
         # Each path's node: HAProxy's is the shared `ebb node`, a
         # gateway's the one its pool started.
         nodes = {name: [node.pid] if name == "haproxy" else descendants(p.pid)[1:] for name, _, p in paths}
-        if a.sweep:
+        if a.sweep or a.pin_others:
             for pids in nodes.values():
                 for pid in pids:
                     pin(pid, a.other_cpu)
@@ -157,12 +177,16 @@ def main():
         if a.sweep:
             sweep(ebb, paths, nodes, a)
             return
+        if a.pin_others:
+            # The load generator inherits this process's CPUs.
+            os.sched_setaffinity(0, {a.other_cpu})
         if a.syscalls:
             print("| path | answered | system calls per call |\n|---|---|---|")
             for name, target, p in paths:
                 ok, per = syscalls(ebb, target, p.pid, a, tmp)
                 kinds = ", ".join(f"{k} {v:.2f}" for k, v in per.items() if v >= 0.005)
-                print(f"| {name} | {ok} | {sum(per.values()):.2f}: {kinds} |")
+                total = sum(v for k, v in per.items() if k != "epoll_wait(timeout 0)")
+                print(f"| {name} | {ok} | {total:.2f}: {kinds} |")
             return
         runs = {name: [] for name, _, _ in paths}
         for rep in range(a.reps):
@@ -185,7 +209,8 @@ def report(runs, a):
     lines = [
         f"64 B Demo.echo over HTTP/JSON at {a.rate:.0f}/s for {a.duration:g} s per measurement, "
         f"{a.connections} connections, medians of {a.reps}; proxies pinned to CPU {a.cpu}, one thread; "
-        f"load average {open('/proc/loadavg').read().split()[0]}",
+        + (f"nodes and load generator pinned to CPU {a.other_cpu}; " if a.pin_others else "")
+        + f"load average {open('/proc/loadavg').read().split()[0]}",
         "",
         "| path | user us/call | system us/call | CPU us/call | / HAProxy (median of per-repetition ratios) | answered |",
         "|---|---|---|---|---|---|",
