@@ -22,7 +22,10 @@ pub const ABANDONED_CALL_WAIT_MS: u64 = 100;
 
 /// What one attempt on one node came to.
 pub(super) enum Attempt {
-    Reply(Result<Bytes, CallError>),
+    /// The node's outcome, and when the attempt had it: the one reading
+    /// of the clock at a call's end, shared by the node's bookkeeping and
+    /// the call's record (its response time).
+    Reply(Result<Bytes, CallError>, Instant),
     NodeGone,
 }
 
@@ -38,11 +41,14 @@ struct InFlight<'a> {
     answered: bool,
     /// What the outcome says about the node's health, if anything.
     health: Option<bool>,
+    /// When the attempt had its outcome; unset, the clock is read (a
+    /// caller that gave up dropped the attempt).
+    ended: Option<Instant>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let now = self.clock.now();
+        let now = self.ended.unwrap_or_else(|| self.clock.now());
         let latency = self.answered.then(|| now.saturating_since(self.started));
         let ended = Ended {
             latency,
@@ -131,6 +137,7 @@ impl Forwarder {
             started: now,
             answered: false,
             health: None,
+            ended: None,
             metrics: &this.metrics,
         };
         let options = CallOptions::default().with_timeout(left);
@@ -154,7 +161,7 @@ impl Forwarder {
                 }
                 polled => polled,
             });
-            Attempt::Reply(answered.await)
+            Some(answered.await)
         } else {
             let mut gone = gone.subscribe();
             let answered = tokio::select! {
@@ -163,27 +170,27 @@ impl Forwarder {
                 _ = gone.wait_for(|g| *g) => None,
             };
             match answered {
-                Some(r) => Attempt::Reply(r),
+                Some(r) => Some(r),
                 None => {
                     // The node is gone: its transport ends the calls it
                     // holds, saying which never left (those did not run
                     // and may go to another node, at-most-once or not).
                     client.abandon_calls(&gone_cause(node));
                     let wait = std::time::Duration::from_millis(ABANDONED_CALL_WAIT_MS);
-                    match tokio::time::timeout(wait, &mut call).await {
-                        Ok(r) => Attempt::Reply(r),
-                        Err(_) => Attempt::NodeGone,
-                    }
+                    tokio::time::timeout(wait, &mut call).await.ok()
                 }
             }
         };
-        if let Attempt::Reply(r) = &outcome {
-            guard.answered = answered(r);
-            guard.health = health_of(r);
-            if r.is_ok() {
-                this.observe_latency(now, None);
-            }
+        let Some(r) = outcome else {
+            return Attempt::NodeGone;
+        };
+        let ended = this.clock.now();
+        guard.ended = Some(ended);
+        guard.answered = answered(&r);
+        guard.health = health_of(&r);
+        if r.is_ok() {
+            this.observe_latency(now, Some(ended));
         }
-        outcome
+        Attempt::Reply(r, ended)
     }
 }

@@ -57,8 +57,11 @@ impl Forwarder {
         let now = self.clock.now();
         let arrived = arrived.unwrap_or(Arrival::whole(now));
         let span = (arrived, now);
-        let result = self.forward(method, args, encoding, timeout, span).await;
-        self.record(method, arrived.at, &result, self.clock.now());
+        let (result, ended) = match self.forward(method, args, encoding, timeout, span).await {
+            Ok((reply, ended)) => (Ok(reply), ended),
+            Err(e) => (Err(e), self.clock.now()),
+        };
+        self.record(method, arrived.at, &result, ended);
         result
     }
 
@@ -69,7 +72,7 @@ impl Forwarder {
         encoding: Encoding,
         timeout: Nanos,
         (arrived, now): (Arrival, Instant),
-    ) -> Result<Bytes, GatewayError> {
+    ) -> Result<(Bytes, Instant), GatewayError> {
         let (deadline, first) = self.admit(args.len(), timeout, (arrived, now), None)?;
         let span = (deadline, timeout);
         self.forward_from(method, &args, encoding, span, Route::from(first), now)
@@ -77,7 +80,8 @@ impl Forwarder {
     }
 
     /// The attempts of one call from where it stands (`route`) until one
-    /// answers or the call fails. `span`: its deadline and timeout.
+    /// answers (the reply, and when it came) or the call fails. `span`:
+    /// its deadline and timeout.
     pub(super) async fn forward_from(
         self: &Arc<Self>,
         method: &'static MethodInfo,
@@ -86,7 +90,7 @@ impl Forwarder {
         (deadline, timeout): (Instant, Nanos),
         mut route: Route,
         mut now: Instant,
-    ) -> Result<Bytes, GatewayError> {
+    ) -> Result<(Bytes, Instant), GatewayError> {
         loop {
             let Some(left) = deadline.checked_since(now).filter(|l| *l > Nanos::ZERO) else {
                 return Err(GatewayError::DeadlineExceeded {
@@ -151,8 +155,8 @@ impl Forwarder {
                 )
                 .await;
             let failure = match attempt {
-                Attempt::Reply(Ok(reply)) => return Ok(reply),
-                Attempt::Reply(Err(e)) => e,
+                Attempt::Reply(Ok(reply), ended) => return Ok((reply, ended)),
+                Attempt::Reply(Err(e), _) => e,
                 Attempt::NodeGone => CallError::ConnectionLost {
                     sent: true,
                     cause: gone_cause(node),

@@ -245,7 +245,11 @@ impl Forwarder {
             let result = this
                 .forward_from(method, &args, Encoding::Postcard, span, route, now)
                 .await;
-            this.answer(reply, method, arrived, result, this.clock.now());
+            let (result, ended) = match result {
+                Ok((reply, ended)) => (Ok(reply), ended),
+                Err(e) => (Err(e), this.clock.now()),
+            };
+            this.answer(reply, method, arrived, result, ended);
         });
     }
 

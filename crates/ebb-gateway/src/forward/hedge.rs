@@ -144,7 +144,7 @@ impl Forwarder {
         } else {
             (second_node, first_node, first)
         };
-        if matches!(done, Attempt::Reply(Ok(_))) {
+        if matches!(done, Attempt::Reply(Ok(_), _)) {
             if winner == second_node {
                 self.metrics.hedge_won();
             }
