@@ -271,3 +271,17 @@ fn a_container_nodes_cpu_quota_follows_its_capacity_as_root() {
         the_quota_follows_the_capacity,
     );
 }
+
+#[test]
+fn up_check_says_the_nodes_scale_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("up.toml");
+    std::fs::write(&cfg, config("demo", "")).unwrap();
+    let out = gateway_common::up_check(&cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("nodes scale up in place to at most 4 blocking calls at once each"),
+        "{text}"
+    );
+}

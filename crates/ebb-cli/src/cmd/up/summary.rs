@@ -26,6 +26,12 @@ pub(super) fn print(config: &Path, checked: &Checked) {
         checked.gateway.rpc_addr,
         checked.gateway.http_addr,
     );
+    let most = checked.gateway.pool.max_capacity_per_node;
+    if most > 1 {
+        println!(
+            "nodes scale up in place to at most {most} blocking calls at once each (pool.max_capacity_per_node)"
+        );
+    }
     if let Some(t) = &checked.node_tokens {
         let copied = match checked.kind {
             Kind::Thread | Kind::Process => String::new(),
