@@ -66,6 +66,41 @@ fn every_call_ends_by_its_deadline() {
     );
 }
 
+/// A driver woken late reads the server's cancellation of an overdue call
+/// (`OutcomeUnknown`, sent a grace after the deadline) before it fires the
+/// deadline's timer: the call still ends `DeadlineExceeded`, as it does
+/// when the timer comes first. A restart's `OutcomeUnknown` before the
+/// deadline keeps its own error.
+#[test]
+fn a_cancellation_read_before_the_deadline_timer_ends_the_call_past_its_deadline() {
+    let mut s = ready();
+    let deadline = t(Nanos::from_millis(50));
+    let id = s
+        .start_call(1, false, Bytes::new(), deadline, Instant::EPOCH)
+        .unwrap();
+    let f = drain(&mut s);
+    assert!(s.poll_timeout().unwrap() <= deadline);
+    // The cancellation arrives at the deadline plus the server's grace; no
+    // `handle_timeout` has run since the deadline passed.
+    let late = t(Nanos::from_millis(150));
+    s.handle_message(
+        reply(&f[0], INC, Outcome::OutcomeUnknown, b"cancelled"),
+        late,
+    );
+    assert_eq!(
+        s.poll_event(),
+        Some((
+            id,
+            Err(CallError::DeadlineExceeded {
+                elapsed: Nanos::from_millis(50),
+                sent: true
+            })
+        ))
+    );
+    s.handle_timeout(late);
+    assert_eq!(s.poll_event(), None, "the call ended once");
+}
+
 #[test]
 fn a_call_still_disconnected_at_its_deadline_ends_connection_lost() {
     let mut s = ready();

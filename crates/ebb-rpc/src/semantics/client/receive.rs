@@ -150,7 +150,21 @@ impl ClientSession {
         }
         let call = entry.remove();
         let seq = reply.seq;
-        let result = CallError::from_reply(&reply, call.sent_to).map(|()| reply.payload);
+        let result =
+            if reply.outcome == crate::wire::Outcome::OutcomeUnknown && now >= call.deadline {
+                // Read at or past the deadline, "may have run" is the server's
+                // word for that deadline (it cancels a call still running past
+                // it): the call ends as its own timer would have ended it. A
+                // driver woken late on a loaded machine reads what arrived
+                // before it fires its timers, so which of the two it saw first
+                // must not decide the answer.
+                Err(CallError::DeadlineExceeded {
+                    elapsed: call.deadline.saturating_since(call.started),
+                    sent: true,
+                })
+            } else {
+                CallError::from_reply(&reply, call.sent_to).map(|()| reply.payload)
+            };
         self.forget(seq, &call);
         self.events.push_back((CallId(seq.0), result));
     }
