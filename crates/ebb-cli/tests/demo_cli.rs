@@ -278,9 +278,12 @@ fn ebb_links() -> Vec<String> {
 
 /// The ebb links not in `before`, once none is left or after a bounded
 /// wait: the kernel deletes a container's pair asynchronously after its
-/// namespace dies, so a pair may outlive its container by a moment.
+/// namespace dies (in a work queue, after RCU grace periods), so a pair
+/// may outlive its container by a moment, and by seconds on a loaded
+/// machine. The bound (a minute) only caps a pair that is really left;
+/// the wait ends as soon as none is.
 fn links_left_beyond(before: &[String]) -> Vec<String> {
-    const POLLS: u32 = 400;
+    const POLLS: u32 = 2_400;
     const PAUSE_MS: u64 = 25;
     let new = || -> Vec<String> {
         ebb_links()

@@ -33,6 +33,10 @@ fn ctrl_c_stops_sending_and_still_reports_what_was_sent() {
             "Demo.incr",
             "--args",
             r#"{"key":"load"}"#,
+            // Far past any stall of a loaded machine: every call sent is
+            // to end `ok`, not by `ebb load`'s default second.
+            "--deadline-ms",
+            "30000",
             "--json",
         ])
         .stdout(Stdio::piped())

@@ -145,15 +145,28 @@ fn frozen_holder_run(origin_bug: Option<&str>) -> (Duration, Duration, usize) {
     freeze(&c.nodes[2]);
     let invoked = Instant::now();
     let writer = rt.block_on(demo(&c.nodes[0].addr, call_ms));
-    let write = rt.spawn(async move {
+    let mut write = rt.spawn(async move {
         let v = writer.write("k".into(), "v2".into()).await;
         (v, invoked.elapsed())
     });
-    // The scenario: the holder stays frozen this long, then resumes.
-    std::thread::sleep(Duration::from_millis(FROZEN_MS));
+    // The scenario: the holder stays frozen FROZEN_MS, then resumes; a
+    // write that ends sooner resumes it at once. With a bug planted that
+    // lets the write skip the holders, the holder stays frozen until the
+    // write ends (up to its deadline), so the write ends first however
+    // slowly a loaded machine runs it.
+    let hold = Duration::from_millis(if origin_bug.is_some() {
+        call_ms
+    } else {
+        FROZEN_MS
+    });
+    let early = rt.block_on(async { tokio::time::timeout(hold, &mut write).await.ok() });
     let resumed = invoked.elapsed();
     signal(&c.nodes[2], libc::SIGCONT);
-    let (v, completed) = rt.block_on(write).expect("write task");
+    let (v, completed) = match early {
+        Some(ended) => ended,
+        None => rt.block_on(write),
+    }
+    .expect("write task");
     v.expect("the write call completes")
         .expect("the write is applied");
     let stale = rt.block_on(async {

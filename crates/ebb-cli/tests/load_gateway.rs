@@ -83,7 +83,9 @@ fn every_gateway_answer_lands_in_its_class() {
 
     // A healthy pool, one request at a time (so none waits behind another
     // and the held bound refuses none): everything answered, on the one
-    // connection of the start.
+    // connection of the start. The deadline is the config's default, far
+    // past any stall of a loaded machine (`ebb load`'s own default, a
+    // second, is not).
     let r = report(load(
         &up,
         1,
@@ -94,6 +96,8 @@ fn every_gateway_answer_lands_in_its_class() {
             "0.5",
             "--method",
             "Demo.echo",
+            "--deadline-ms",
+            "30000",
         ],
     ));
     assert!(n(&r, "sent") > 0, "{r}");
