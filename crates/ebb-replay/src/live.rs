@@ -35,18 +35,35 @@ fn last_scaling(s: &Snapshot) -> String {
     }
 }
 
-/// The panel: four lines about the latest complete second and the totals.
-pub fn panel(s: &Snapshot) -> String {
+/// The first line of the panel: the latest complete second's calls, or,
+/// before one is complete, that nothing is measured yet (a rate of 0/s
+/// then would read as a load generator sending nothing).
+fn calls_line(s: &Snapshot) -> String {
     let l = &s.last;
+    if s.seconds_complete == 0 {
+        return format!(
+            "calls     {} sent so far, rates from the end of the first second",
+            s.total_sent
+        );
+    }
     format!(
-        "calls     {:>5}/s sent  {:>5}/s ok      p50 {:>9}  p99 {:>9}\n\
-         nodes     {:>3} ready  {:>3} booting  {:>3} draining\n\
-         failures  {:>4}/s refused  {:>4}/s deadline  {:>4}/s slow   (total {} refused, {} deadline, {} other)\n\
-         scaling   {}",
+        "calls     {:>5}/s sent  {:>5}/s ok      p50 {:>9}  p99 {:>9}",
         l.offered,
         l.ok,
         ms(l.p50_ms),
         ms(l.p99_ms),
+    )
+}
+
+/// The panel: four lines about the latest complete second and the totals.
+pub fn panel(s: &Snapshot) -> String {
+    let l = &s.last;
+    format!(
+        "{}\n\
+         nodes     {:>3} ready  {:>3} booting  {:>3} draining\n\
+         failures  {:>4}/s refused  {:>4}/s deadline  {:>4}/s slow   (total {} refused, {} deadline, {} other)\n\
+         scaling   {}",
+        calls_line(s),
         s.nodes.ready,
         s.nodes.booting,
         s.nodes.draining,
@@ -123,7 +140,9 @@ impl Live {
                 bar.set_message(panel(s));
             }
             Mode::Plain { next_at } => {
-                if s.elapsed_secs >= *next_at {
+                // A log line is a record of a measured second: none is
+                // written before the first second is complete.
+                if s.seconds_complete > 0 && s.elapsed_secs >= *next_at {
                     println!("{}", plain_line(s));
                     let _ = std::io::stdout().flush();
                     *next_at = s.elapsed_secs + PLAIN_EVERY_SECS;
@@ -163,6 +182,7 @@ mod tests {
                 p99_ms: None,
                 ..Sample::default()
             },
+            seconds_complete: 11,
             nodes: Nodes {
                 booting: 1,
                 ready: 3,
@@ -202,5 +222,33 @@ mod tests {
         assert_eq!(plain_line(&s).lines().count(), 1);
         let none = Snapshot::default();
         assert!(plain_line(&none).contains("last scaling: none yet"));
+    }
+
+    #[test]
+    fn no_rate_is_shown_before_the_first_second_is_complete() {
+        let early = Snapshot {
+            elapsed_secs: 0.4,
+            seconds_complete: 0,
+            total_sent: 37,
+            ..Snapshot::default()
+        };
+        let text = panel(&early);
+        assert!(!text.contains("0/s sent"), "{text}");
+        assert!(text.contains("37 sent so far"), "{text}");
+        let mut live = Live::with_terminal("t", 10, false);
+        live.update(&early);
+        let Mode::Plain { next_at } = live.mode else {
+            panic!("not a terminal: plain lines")
+        };
+        assert_eq!(next_at, 0.0, "no line was written for the early sample");
+        live.update(&snap());
+        let Mode::Plain { next_at } = live.mode else {
+            panic!("not a terminal: plain lines")
+        };
+        assert_eq!(
+            next_at,
+            12.0 + PLAIN_EVERY_SECS,
+            "a complete second is written"
+        );
     }
 }

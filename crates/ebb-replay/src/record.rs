@@ -62,6 +62,8 @@ fn histogram() -> Histogram<u64> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub elapsed_secs: f64,
+    /// Seconds closed so far; until one is, `last` holds nothing measured.
+    pub seconds_complete: usize,
     pub last: Sample,
     pub total_sent: u64,
     pub total_ok: u64,
@@ -198,6 +200,7 @@ impl Recorder {
         let sum = |f: fn(&Sample) -> u64| self.buckets.iter().map(|b| f(&b.sample)).sum::<u64>();
         Snapshot {
             elapsed_secs: now.as_secs_f64(),
+            seconds_complete: self.closed_below,
             last,
             total_sent: sum(|s| s.offered),
             total_ok: sum(|s| s.ok),
