@@ -117,11 +117,12 @@ def pin(pid, cpu):
                    stdout=subprocess.DEVNULL)
 
 
-def gateway_config(threads, caller_bound=None, busy_poll_us=0):
+def gateway_config(threads, caller_bound=None, busy_poll_us=0, node_window=None):
     """The `ebb up` config of every gateway these benchmarks measure: one
     process node, `jsq`, admission on, no autoscaler. `caller_bound`: its
     `admission.max_in_flight_per_caller` (None: the default);
-    `busy_poll_us`: its `gateway.busy_poll_us` (0: off, the default)."""
+    `busy_poll_us`: its `gateway.busy_poll_us` (0: off, the default);
+    `node_window`: its `pool.max_in_flight_per_node` (None: the default)."""
     return f"""[gateway]
 rpc = "127.0.0.1:0"
 http = "127.0.0.1:0"
@@ -135,6 +136,7 @@ kind = "process"
 initial = 1
 min = 1
 max = 1
+{"" if node_window is None else f"max_in_flight_per_node = {node_window}"}
 [balance]
 policy = "jsq"
 [admission]

@@ -36,7 +36,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gateway import Children, load, median, metrics  # noqa: E402
-from gateway_cost import cpu_seconds, pin, up_addresses  # noqa: E402
+from gateway_cost import cpu_seconds, gateway_config, pin, up_addresses  # noqa: E402
 
 MSG = json.dumps({"msg": "x" * 64})
 
@@ -49,41 +49,19 @@ def call_of(a):
     if a.work_us:
         return "Demo.work", json.dumps({"micros": a.work_us})
     return "Demo.echo", MSG
+# Each call's deadline, as `gateway_config`'s admission default.
 DEADLINE_MS = 2000
 # The default bound of calls in flight per node (an ebb node's bound per
 # connection): with it, no call of this load waits.
 FORWARD_WINDOW = None
 
 
-def config(window):
-    bound = "" if window is None else f"max_in_flight_per_node = {window}\n"
-    return f"""[gateway]
-rpc = "127.0.0.1:0"
-http = "127.0.0.1:0"
-seed = 1
-threads = 1
-[service]
-name = "demo"
-[pool]
-kind = "process"
-initial = 1
-min = 1
-max = 1
-{bound}[balance]
-policy = "jsq"
-[admission]
-enabled = true
-default_deadline_ms = {DEADLINE_MS}
-[autoscale]
-policy = "none"
-"""
-
-
 def up(children, tmp, ebb, name, window, wrap=()):
-    """`ebb up` with `config(window)`; returns (process, rpc, http)."""
+    """`ebb up` with `gateway_config` on one gateway thread, `window` its
+    bound of calls in flight per node; returns (process, rpc, http)."""
     path = os.path.join(tmp, f"{name}.toml")
     with open(path, "w") as f:
-        f.write(config(window))
+        f.write(gateway_config(1, node_window=window))
     p = children.start([*wrap, os.path.abspath(ebb), "up", path], stdout=subprocess.PIPE, text=True,
                        stderr=subprocess.DEVNULL)
     return p, *up_addresses(p, name, wrap)
