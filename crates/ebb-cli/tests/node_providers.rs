@@ -153,6 +153,30 @@ fn a_process_that_exits_before_serving_is_gone_not_ready() {
     }
 }
 
+/// A process node's stdout is kept, not shown: a node that ends has its
+/// last lines quoted in its `Gone` reason.
+#[test]
+fn a_process_node_that_ends_is_gone_with_its_last_output() {
+    let mut p = ProcessProvider::new(ProcessProviderConfig {
+        program: PathBuf::from("/bin/sh"),
+        args: ["-c", "echo starting; echo cannot serve: no config; exit 2"]
+            .map(String::from)
+            .to_vec(),
+    });
+    let n = p.start(NodeId(1)).unwrap();
+    match wait_for(&mut p, &mut Vec::new(), |_| true) {
+        NodeEvent::Gone(id, why) => {
+            assert_eq!(id, n.id);
+            assert!(why.contains("exit status: 2"), "{why}");
+            assert!(
+                why.contains("starting | cannot serve: no config"),
+                "the node's last lines: {why}"
+            );
+        }
+        other => panic!("expected Gone, got {other:?}"),
+    }
+}
+
 #[test]
 fn provider_drop_stops_process_nodes() {
     let mut p = process_provider();

@@ -83,6 +83,32 @@ fn provider_serves_busybox_httpd_over_the_veth() {
     assert!(matches!(gone, NodeEvent::Gone(g, _) if g == id));
 }
 
+/// A container node's stdout is kept, not shown on the caller's stderr:
+/// a node that fails has its last lines quoted in its `Gone` reason, those
+/// printed before it was ready left out. This one serves one connection
+/// (the readiness probe's), then fails.
+#[test]
+fn a_container_node_that_ends_is_gone_with_its_last_output() {
+    if skipped("a_container_node_that_ends_is_gone_with_its_last_output") {
+        return;
+    }
+    let script = "echo starting on {port}; nc -l -p {port} >/dev/null; \
+                  echo lost my config; echo cannot serve; exit 3";
+    let mut p = provider(&["/bin/sh", "-c", script], 8080);
+    let id = NodeId(9);
+    p.start(id).unwrap();
+    let gone = poll_until(&mut p, |e| matches!(e, NodeEvent::Gone(..)));
+    let NodeEvent::Gone(g, why) = gone else {
+        unreachable!("polled for Gone")
+    };
+    assert_eq!(g, id);
+    assert!(why.contains("container ended"), "{why}");
+    assert!(
+        why.ends_with("its last output: lost my config | cannot serve"),
+        "the node's last lines, not its start-up ones: {why}"
+    );
+}
+
 #[test]
 fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
     if skipped("dropping_the_provider_stops_even_a_server_that_ignores_sigterm") {
@@ -154,6 +180,12 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
     let gone = poll_until(&mut p, |e| matches!(e, NodeEvent::Gone(..)));
     assert!(
         matches!(gone, NodeEvent::Gone(g, _) if g == a.id),
+        "{gone:?}"
+    );
+    // Stopped on request, it ends quietly: its `node listening on` stays
+    // in the pipe it went to.
+    assert!(
+        matches!(&gone, NodeEvent::Gone(_, why) if !why.contains("output")),
         "{gone:?}"
     );
     assert_eq!(

@@ -12,15 +12,15 @@
 //! connecting; instead the child prints a line containing
 //! [`READY_MARKER`] on stdout once it serves, as `ebb node` does.
 
+use crate::child::OutputTail;
 use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_core::{Nanos, NodeId};
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The descriptor the child finds its listening socket on (the first one
@@ -34,9 +34,6 @@ pub const READY_MARKER: &str = "listening on";
 pub const MAX_PROCESS_NODES: usize = 256;
 /// Start time assumed before any start was observed.
 const INITIAL_EXPECTED_START_MS: u64 = 10;
-/// Bound on the stdout a node may print before it is ready; a server that
-/// prints this much without the marker never will.
-const MAX_READY_OUTPUT_BYTES: usize = 16 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct ProcessProviderConfig {
@@ -59,8 +56,8 @@ impl ProcessProviderConfig {
 
 struct Running {
     child: Child,
-    stdout: ChildStdout,
-    seen: Vec<u8>,
+    /// Its stdout: the ready line first, then kept to explain its end.
+    output: OutputTail,
     started: Instant,
     ready: bool,
 }
@@ -133,38 +130,6 @@ impl ProcessProvider {
     }
 }
 
-/// Reads what `out` has without blocking; `Ok(false)` at end of file.
-fn read_available(out: &mut ChildStdout, seen: &mut Vec<u8>) -> std::io::Result<bool> {
-    let mut buf = [0u8; 1024];
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) => return Ok(false),
-            Ok(n) => {
-                // Only the bytes before readiness matter; keep a bounded tail.
-                seen.extend_from_slice(&buf[..n]);
-                if seen.len() > MAX_READY_OUTPUT_BYTES {
-                    let cut = seen.len() - MAX_READY_OUTPUT_BYTES;
-                    seen.drain(..cut);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn set_nonblocking(out: &ChildStdout) -> std::io::Result<()> {
-    let fd = out.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own, with no pointers involved.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 impl NodeProvider for ProcessProvider {
     fn kind(&self) -> NodeKind {
         NodeKind::Process
@@ -198,17 +163,19 @@ impl NodeProvider for ProcessProvider {
                 return Err(Self::start_err("the child's stdout was not captured"));
             }
         };
-        if let Err(e) = set_nonblocking(&stdout) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e.into());
-        }
+        let output = match OutputTail::new(stdout) {
+            Ok(output) => output,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.into());
+            }
+        };
         self.nodes.insert(
             id,
             Running {
                 child,
-                stdout,
-                seen: Vec::new(),
+                output,
                 started,
                 ready: false,
             },
@@ -221,8 +188,12 @@ impl NodeProvider for ProcessProvider {
     }
 
     fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
-        let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(ProviderError::UnknownNode(id))?;
         crate::child::terminate(&node.child);
+        node.output.stopping();
         Ok(())
     }
 
@@ -230,16 +201,23 @@ impl NodeProvider for ProcessProvider {
         let mut events = Vec::new();
         let mut gone = Vec::new();
         for (id, node) in &mut self.nodes {
-            // Always drain stdout, so a chatty node never blocks on a full pipe.
-            let open = read_available(&mut node.stdout, &mut node.seen);
-            if !node.ready && String::from_utf8_lossy(&node.seen).contains(READY_MARKER) {
+            // Always drain stdout, so a chatty node never blocks on a full
+            // pipe. A server that prints a whole tail without the marker
+            // never will: only the tail is searched.
+            let open = node.output.drain();
+            if !node.ready && node.output.text().contains(READY_MARKER) {
                 node.ready = true;
-                node.seen = Vec::new();
+                node.output.clear();
                 self.expected = Nanos::from(node.started.elapsed());
                 events.push(NodeEvent::Ready(*id));
             }
             match node.child.try_wait() {
-                Ok(Some(status)) => gone.push((*id, format!("process ended: {status}"))),
+                Ok(Some(status)) => {
+                    // Whatever it wrote before it ended is in the pipe.
+                    let _ = node.output.drain();
+                    let why = node.output.explain(format!("process ended: {status}"));
+                    gone.push((*id, why));
+                }
                 Err(e) => gone.push((*id, format!("lost track of the process: {e}"))),
                 Ok(None) => {
                     if let Err(e) = open {

@@ -13,7 +13,6 @@ use crate::sandbox::Limits;
 use ebb_core::{Nanos, NodeId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -51,6 +50,8 @@ pub struct ContainerProviderConfig {
 
 struct Running {
     runner: Child,
+    /// The runner's stdout, which carries the node's: kept, not shown.
+    output: crate::child::OutputTail,
     addr: SocketAddr,
     started: Instant,
     ready: bool,
@@ -114,7 +115,11 @@ impl ContainerProvider {
         }
     }
 
-    fn wait_addr(path: &Path, runner: &mut Child) -> Result<IpAddr, ProviderError> {
+    fn wait_addr(
+        path: &Path,
+        runner: &mut Child,
+        output: &mut crate::child::OutputTail,
+    ) -> Result<IpAddr, ProviderError> {
         let deadline = Instant::now() + Duration::from_millis(ADDR_WAIT_MS);
         while Instant::now() < deadline {
             if let Ok(text) = std::fs::read_to_string(path) {
@@ -122,10 +127,12 @@ impl ContainerProvider {
                     return Ok(ip);
                 }
             }
+            let _ = output.drain();
             if let Ok(Some(status)) = runner.try_wait() {
-                return Err(Self::start_err(format!(
-                    "the container runner exited early: {status}"
-                )));
+                let _ = output.drain();
+                return Err(Self::start_err(
+                    output.explain(format!("the container runner exited early: {status}")),
+                ));
             }
             std::thread::sleep(Duration::from_millis(ADDR_POLL_MS));
         }
@@ -190,13 +197,13 @@ impl NodeProvider for ContainerProvider {
                 .iter()
                 .map(|a| a.replace(PORT_PLACEHOLDER, &port)),
         );
-        // The node's own output goes to this process's stderr, where it
-        // helps diagnose a node, and stays off its stdout, which carries the
-        // lines a caller reads (`ebb up`'s `gateway listening on ADDR`): a
-        // node's `node listening on 0.0.0.0:PORT` there would read as ours.
-        if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
-            cmd.stdout(std::process::Stdio::from(err));
-        }
+        // The node's stdout is captured, as a process node's is: its
+        // `node listening on 0.0.0.0:PORT` would read as the caller's own
+        // lines on stdout (`ebb up`'s `gateway listening on ADDR`) and
+        // clutter the one line per node change on stderr. Its last lines
+        // explain a node that ends; its stderr, like a process node's,
+        // is the caller's.
+        cmd.stdout(std::process::Stdio::piped());
         // A process group of its own, as for a process node: a Ctrl-C at
         // the terminal reaches the owner alone, which drains the node
         // before stopping it. Out of the terminal's foreground group it must
@@ -205,9 +212,18 @@ impl NodeProvider for ContainerProvider {
         crate::child::die_with_owner(&mut cmd);
         let started = Instant::now();
         let mut runner = cmd.spawn()?;
-        let ip = Self::wait_addr(&addr_file, &mut runner);
+        let output = runner
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("the runner's stdout was not captured"))
+            .and_then(crate::child::OutputTail::new)
+            .map_err(ProviderError::from);
+        let ip = output.and_then(|mut output| {
+            let ip = Self::wait_addr(&addr_file, &mut runner, &mut output)?;
+            Ok((ip, output))
+        });
         let _ = std::fs::remove_file(&addr_file);
-        let ip = match ip {
+        let (ip, output) = match ip {
             Ok(ip) => ip,
             Err(e) => {
                 let _ = runner.kill();
@@ -220,6 +236,7 @@ impl NodeProvider for ContainerProvider {
             id,
             Running {
                 runner,
+                output,
                 addr,
                 started,
                 ready: false,
@@ -233,9 +250,13 @@ impl NodeProvider for ContainerProvider {
     }
 
     fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
-        let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(ProviderError::UnknownNode(id))?;
         // The runner forwards SIGTERM to the server and then cleans up.
         crate::child::terminate(&node.runner);
+        node.output.stopping();
         Ok(())
     }
 
@@ -257,13 +278,27 @@ impl NodeProvider for ContainerProvider {
     fn poll_events(&mut self) -> Vec<NodeEvent> {
         let mut gone = Vec::new();
         for (id, node) in &mut self.nodes {
+            let open = node.output.drain();
             match node.runner.try_wait() {
-                Ok(Some(status)) => gone.push((*id, format!("container ended: {status}"))),
+                Ok(Some(status)) => {
+                    // Whatever it wrote before it ended is in the pipe.
+                    let _ = node.output.drain();
+                    let why = node.output.explain(format!("container ended: {status}"));
+                    gone.push((*id, why));
+                }
                 Err(e) => gone.push((*id, format!("lost track of the container: {e}"))),
+                Ok(None) if open.is_err() => {
+                    if let Err(e) = open {
+                        gone.push((*id, format!("reading its output failed: {e}")));
+                    }
+                }
                 Ok(None) if !node.ready => {
                     let probe = Duration::from_millis(PROBE_TIMEOUT_MS);
                     if TcpStream::connect_timeout(&node.addr, probe).is_ok() {
                         node.ready = true;
+                        // Its start-up lines (`node listening on ...`) tell
+                        // nothing about a later end, as for a process node.
+                        node.output.clear();
                         self.expected = Nanos::from(node.started.elapsed());
                         self.events.push(NodeEvent::Ready(*id));
                     }

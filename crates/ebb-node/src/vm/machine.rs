@@ -57,34 +57,22 @@ pub struct Machine {
 impl Machine {
     /// Starts QEMU and connects to its QMP socket. The guest may still be
     /// booting when this returns.
-    pub fn spawn(spec: &MachineSpec) -> Result<Self, VmError> {
-        Self::spawn_tied(spec, false)
-    }
-
-    /// Like [`Machine::spawn`], and QEMU gets SIGTERM (and shuts the guest
-    /// down) when the calling thread's process dies, even by SIGKILL, when
-    /// `Drop` cannot run: a node never outlives the `ebb up` that started
-    /// it. The kernel ties this to the calling *thread* (see
-    /// [`crate::child::die_with_owner`]), so only a thread that lives as
-    /// long as the machine may call it; a migration target started from a
-    /// short-lived worker thread uses [`Machine::spawn`].
     ///
-    /// QEMU also leads a process group of its own, as process and
+    /// Every QEMU ebb starts (a node, the accelerator probe, a snapshot
+    /// template, a migration target) is tied to this process, whichever
+    /// thread starts it ([`crate::child::spawn_tied_to_process`]): it gets
+    /// SIGTERM (and shuts the guest down) when the process dies, even by
+    /// SIGKILL, when `Drop` cannot run, so no VM outlives the `ebb` that
+    /// started it. And it leads a process group of its own, as process and
     /// container nodes do: a Ctrl-C at the terminal reaches the owner
     /// alone, so `ebb up` drains a VM node (its calls in flight finish)
     /// before stopping it, instead of the guest dying of the SIGINT with
     /// those calls. An owner that does not catch SIGINT (`ebb vm run`)
     /// dies of it, and the parent-death signal then stops the guest.
-    /// [`Machine::spawn`]'s QEMU, which has no parent-death signal, stays
-    /// in the owner's group so that a Ctrl-C still ends it.
-    pub fn spawn_owned(spec: &MachineSpec) -> Result<Self, VmError> {
-        Self::spawn_tied(spec, true)
-    }
-
-    fn spawn_tied(spec: &MachineSpec, owned: bool) -> Result<Self, VmError> {
+    pub fn spawn(spec: &MachineSpec) -> Result<Self, VmError> {
         let mut attempt = 1;
         loop {
-            match Self::spawn_once(spec, owned) {
+            match Self::spawn_once(spec) {
                 // Another process took the port between our probe and QEMU's bind.
                 Err(VmError::QemuExited { console, .. })
                     if attempt < SPAWN_ATTEMPTS && console.contains("host forwarding") =>
@@ -96,7 +84,7 @@ impl Machine {
         }
     }
 
-    fn spawn_once(spec: &MachineSpec, owned: bool) -> Result<Self, VmError> {
+    fn spawn_once(spec: &MachineSpec) -> Result<Self, VmError> {
         let started = Instant::now();
         let dir = super::SCRATCH.path("m", "");
         std::fs::create_dir_all(&dir)?;
@@ -114,13 +102,9 @@ impl Machine {
         cmd.args(qemu_args(spec, &dir, host_port))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("qemu.err"))?);
-        if owned {
-            crate::child::die_with_owner(&mut cmd);
-            cmd.process_group(0);
-        }
-        let mut child = cmd
-            .spawn()
+            .stderr(std::fs::File::create(dir.join("qemu.err"))?)
+            .process_group(0);
+        let mut child = crate::child::spawn_tied_to_process(cmd)
             .map_err(|e| VmError::NoQemu(format!("{QEMU}: {e}")))?;
         let qmp = match connect_qmp(&mut child, &dir) {
             Ok(q) => q,

@@ -65,10 +65,9 @@ pub fn save_snapshot(m: &mut Machine, path: &Path) -> Result<Snapshot, VmError> 
 
 /// Starts a new QEMU from `snap` with its own port forward and lets it run.
 /// Readiness (the port answering) is the caller's to wait for. QEMU is
-/// tied to the calling thread's process as [`Machine::spawn_owned`] ties
-/// it, so only a thread that lives as long as the machine may call this.
+/// tied to this process as [`Machine::spawn`] ties every QEMU.
 pub fn restore(snap: &Snapshot) -> Result<Machine, VmError> {
-    let mut m = Machine::spawn_owned(&snap.restore_spec()?)?;
+    let mut m = Machine::spawn(&snap.restore_spec()?)?;
     wait_incoming_then_run(&mut m)?;
     Ok(m)
 }
@@ -103,34 +102,15 @@ pub const SOURCE_EXIT_TIMEOUT_MS: u64 = 10_000;
 /// resumed on `src` (no client traffic reached the target, which had no
 /// forward yet).
 ///
-/// The target is started as [`Machine::spawn`] starts it, not tied to the
-/// caller, so a short-lived worker thread may call this; a process killed
-/// by SIGKILL mid-copy then leaves the target running. A caller whose
-/// thread lives as long as the target uses [`live_migrate_owned`].
+/// The target is started as [`Machine::spawn`] starts every QEMU: tied to
+/// this process, not to the calling thread, so a short-lived worker
+/// thread may call this and a process killed by SIGKILL mid-copy still
+/// leaves no target running.
 pub fn live_migrate(src: &mut Machine) -> Result<(Machine, MigrationReport), VmError> {
-    migrate_to_new_target(src, false)
-}
-
-/// [`live_migrate`] with the target tied to the calling thread's process as
-/// [`Machine::spawn_owned`] ties it: if the process dies, even by SIGKILL
-/// mid-copy, the target QEMU dies too. Only a thread that lives as long as
-/// the target may call this (`ebb vm migrate`'s main thread).
-pub fn live_migrate_owned(src: &mut Machine) -> Result<(Machine, MigrationReport), VmError> {
-    migrate_to_new_target(src, true)
-}
-
-fn migrate_to_new_target(
-    src: &mut Machine,
-    owned: bool,
-) -> Result<(Machine, MigrationReport), VmError> {
     let mut spec = src.spec().clone();
     spec.incoming = Some("defer".into());
     spec.forward_port = false;
-    let mut dst = if owned {
-        Machine::spawn_owned(&spec)?
-    } else {
-        Machine::spawn(&spec)?
-    };
+    let mut dst = Machine::spawn(&spec)?;
     // Port 0 lets the target pick a free port, read back from query-migrate.
     dst.qmp().migrate_incoming("tcp:127.0.0.1:0")?;
     let port = dst

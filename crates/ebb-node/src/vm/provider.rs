@@ -315,14 +315,10 @@ impl NodeProvider for VmProvider {
         let (machine, phase, from_snapshot) = match &self.snapshot {
             Some(snap) => {
                 let spec = snap.restore_spec().map_err(fail)?;
-                (
-                    Machine::spawn_owned(&spec).map_err(fail)?,
-                    Phase::Restoring,
-                    true,
-                )
+                (Machine::spawn(&spec).map_err(fail)?, Phase::Restoring, true)
             }
             None => (
-                Machine::spawn_owned(&self.spec()).map_err(fail)?,
+                Machine::spawn(&self.spec()).map_err(fail)?,
                 Phase::Booting,
                 false,
             ),

@@ -150,7 +150,7 @@ fn compose_with_rootfs(
 fn run(spec: &MachineSpec, opts: &SandboxOptions, out: &mut dyn Write) -> Result<Outcome, VmError> {
     let timeout_ms = opts.timeout_ms;
     // `ebb sandbox run --kind vm` killed must not leave its VM running.
-    let mut m = Machine::spawn_owned(spec)?;
+    let mut m = Machine::spawn(spec)?;
     let launched = Instant::now();
     let deadline = launched + Duration::from_millis(timeout_ms);
     let booted_by = launched + Duration::from_millis(opts.boot_timeout_ms);

@@ -21,8 +21,8 @@ pub(super) fn boot(
     let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
     booting(&spec, node.boot_timeout_ms);
-    // This thread runs the whole command: QEMU dies with it, even by SIGKILL.
-    let mut m = Machine::spawn_owned(&spec)?;
+    // QEMU dies with this process, even by SIGKILL.
+    let mut m = Machine::spawn(&spec)?;
     let took = m.wait_booted(node.boot_timeout_ms)?;
     println!("cold_boot_to_serving_ms: {}", took.as_millis());
     report_machine(&mut m)?;

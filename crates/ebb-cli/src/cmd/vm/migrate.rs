@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use ebb_node::vm::migrate::live_migrate_owned;
+use ebb_node::vm::migrate::live_migrate;
 use ebb_node::vm::{Accel, Machine};
 
 use super::node::{NodeArgs, WorkDir, addr, booting, node_spec, show_addr, wait_serving};
@@ -18,9 +18,9 @@ pub(super) fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()
     let spec = node_spec(node, &dir.0)?;
     println!("accelerator: {}", spec.accel.as_str());
     booting(&spec, node.boot_timeout_ms);
-    // This thread runs the whole command: both QEMUs (source and target)
-    // die with it, even by SIGKILL mid-copy.
-    let mut src = Machine::spawn_owned(&spec)?;
+    // Both QEMUs (source and target) die with this process, even by
+    // SIGKILL mid-copy.
+    let mut src = Machine::spawn(&spec)?;
     src.wait_booted(node.boot_timeout_ms)?;
     println!("source: {}", addr(&src));
     if let Some(c) = check {
@@ -28,7 +28,7 @@ pub(super) fn migrate(node: &NodeArgs, check: Option<&str>) -> anyhow::Result<()
     }
     let before = src.host_addr();
     let t0 = Instant::now();
-    let (mut dst, rep) = live_migrate_owned(&mut src)?;
+    let (mut dst, rep) = live_migrate(&mut src)?;
     drop(src);
     wait_serving(&mut dst, node.boot_timeout_ms)?;
     if dst.host_addr() != before {
