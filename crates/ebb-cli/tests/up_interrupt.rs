@@ -13,7 +13,8 @@ use std::process::Command;
 
 /// How long the call in flight holds its node: long enough that the
 /// signal lands while it runs (the test waits until the node has it),
-/// short of the gateway's shutdown grace (10 s).
+/// short of the drain bound (`pool.shutdown_grace_ms`: 10 s by default,
+/// [`gateway_common::VM_SHUTDOWN_GRACE_MS`] for a VM pool).
 const CALL_MILLIS: u64 = 2_000;
 
 #[test]
@@ -57,6 +58,13 @@ fn a_terminal_ctrl_c_lets_a_vm_nodes_call_in_flight_finish() {
          [service]\nname = \"demo\"\n\
          [pool]\nkind = \"vm\"\ninitial = 1\nmin = 1\nmax = 1\n{}",
         pool_extra("vm")
+    );
+    assert!(
+        config.contains(&format!(
+            "shutdown_grace_ms = {}",
+            gateway_common::VM_SHUTDOWN_GRACE_MS
+        )),
+        "the VM pool's drain bound is the generous one: {config}"
     );
     let mut up = Up::start_as_terminal_job("interrupt-vm", &config);
     up.wait_booted();

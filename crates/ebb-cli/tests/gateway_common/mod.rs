@@ -16,8 +16,14 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Status polls while waiting for a condition, and the pause between them.
 pub const MAX_POLLS: u32 = 3_000;
 pub const POLL_PAUSE: Duration = Duration::from_millis(10);
-/// Bound on a clean shutdown after SIGTERM.
-const SHUTDOWN_POLLS: u32 = 3_000;
+/// A VM pool's drain bound (`pool.shutdown_grace_ms`) in these tests.
+/// Generous on purpose: a TCG guest on a loaded machine took longer than
+/// the default 10 s to finish a 2 s call after Ctrl-C; the bound only
+/// caps a hang, and a drain that works ends as soon as its calls do.
+pub const VM_SHUTDOWN_GRACE_MS: u64 = 120_000;
+/// Bound on a clean shutdown after SIGINT or SIGTERM, in polls of at
+/// least [`POLL_PAUSE`]: 30 s past the longest drain bound a test sets.
+const SHUTDOWN_POLLS: u32 = (VM_SHUTDOWN_GRACE_MS / 10 + 3_000) as u32;
 
 /// `ebb up --check CONFIG`, run to its end.
 pub fn up_check(config: &std::path::Path) -> std::process::Output {
@@ -35,10 +41,10 @@ pub const BOOT_WAIT: Duration = Duration::from_secs(600);
 const BOOT_POLL: Duration = Duration::from_millis(100);
 
 /// Extra `[pool]` keys a pool of `kind` needs: a VM's memory, and a boot
-/// timeout a TCG guest meets.
+/// timeout and a drain bound ([`VM_SHUTDOWN_GRACE_MS`]) a TCG guest meets.
 pub fn pool_extra(kind: &str) -> &'static str {
     match kind {
-        "vm" => "memory_mb = 256\nboot_timeout_ms = 300000\n",
+        "vm" => "memory_mb = 256\nboot_timeout_ms = 300000\nshutdown_grace_ms = 120000\n",
         _ => "",
     }
 }

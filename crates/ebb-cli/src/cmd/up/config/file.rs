@@ -167,6 +167,9 @@ pub struct Pool {
     pub min: usize,
     pub max: usize,
     pub boot_timeout_ms: u64,
+    /// How long a shutdown waits for the nodes' calls in flight before it
+    /// stops the nodes with them.
+    pub shutdown_grace_ms: u64,
     /// Calls the gateway has in flight on one node at most.
     pub max_in_flight_per_node: u32,
     /// Scale up: the most blocking calls one node may be given to run at
@@ -210,6 +213,7 @@ impl Default for Pool {
             min: 1,
             max: 16,
             boot_timeout_ms: ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS,
+            shutdown_grace_ms: ebb_gateway::PoolConfig::default().shutdown_grace_ms,
             max_in_flight_per_node: ebb_gateway::registry::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             max_capacity_per_node: ebb_gateway::PoolConfig::default().max_capacity_per_node,
             cost_per_node_second_usd: 0.0,

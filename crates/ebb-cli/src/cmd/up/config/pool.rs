@@ -17,6 +17,9 @@ pub const MIN_CONTAINER_MEMORY_MB: u64 = 4;
 /// The highest price per node-second a config may give, in dollars: far
 /// above any machine's, and small enough that its micro-dollars fit a u64.
 pub const MAX_COST_PER_NODE_SECOND_USD: f64 = 1_000_000.0;
+/// Longest `pool.shutdown_grace_ms`: an hour, past which a shutdown that
+/// waits is a hang.
+pub const MAX_SHUTDOWN_GRACE_MS: u64 = 3_600_000;
 
 /// A checked `[pool]`: the gateway's share of it and what `ebb up` needs
 /// to start nodes.
@@ -45,6 +48,17 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
                 "milliseconds from 1 to {max_boot_ms} (default {}; a vm node's cold boot \
                  without KVM takes tens of seconds on a loaded host)",
                 ebb_node::vm::provider::DEFAULT_BOOT_TIMEOUT_MS
+            ),
+        ));
+    }
+    if !(1..=MAX_SHUTDOWN_GRACE_MS).contains(&p.shutdown_grace_ms) {
+        return Err(bad(
+            "pool.shutdown_grace_ms",
+            p.shutdown_grace_ms,
+            format!(
+                "milliseconds from 1 to {MAX_SHUTDOWN_GRACE_MS} (default {}): how long a \
+                 Ctrl-C waits for calls in flight before it stops their nodes",
+                PoolConfig::default().shutdown_grace_ms
             ),
         ));
     }
@@ -97,6 +111,7 @@ pub(super) fn check_pool(p: &Pool, runs: &Runs) -> Result<PoolPlan, ConfigError>
             min: p.min,
             max: p.max,
             boot_timeout_ms: p.boot_timeout_ms,
+            shutdown_grace_ms: p.shutdown_grace_ms,
             cost_per_node_sec_micros: (p.cost_per_node_second_usd * 1e6).round() as u64,
             max_in_flight_per_node: p.max_in_flight_per_node,
             max_capacity_per_node: p.max_capacity_per_node,

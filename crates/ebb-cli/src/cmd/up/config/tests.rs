@@ -411,3 +411,28 @@ fn the_boot_timeout_is_read_in_milliseconds_and_bounded() {
         .to_string();
     assert!(e.contains("boot_timeout_ms"), "{e}");
 }
+
+#[test]
+fn the_shutdown_grace_is_read_in_milliseconds_and_bounded() {
+    use super::pool::MAX_SHUTDOWN_GRACE_MS;
+    let with = |pool: &str| {
+        parse(&format!(
+            "[service]\nname = \"demo\"\n[pool]\nkind = \"process\"\n{pool}\n"
+        ))
+    };
+    let c = with("").expect("no grace given");
+    assert_eq!(c.gateway.pool.shutdown_grace_ms, 10_000);
+    let c = with("shutdown_grace_ms = 120000").expect("two minutes");
+    assert_eq!(c.gateway.pool.shutdown_grace_ms, 120_000);
+    for value in ["0".to_owned(), (MAX_SHUTDOWN_GRACE_MS + 1).to_string()] {
+        let e = with(&format!("shutdown_grace_ms = {value}"))
+            .expect_err("out of range")
+            .to_string();
+        for part in [
+            format!("pool.shutdown_grace_ms = {value}"),
+            format!("from 1 to {MAX_SHUTDOWN_GRACE_MS}"),
+        ] {
+            assert!(e.contains(&part), "{part:?} missing in: {e}");
+        }
+    }
+}
