@@ -168,12 +168,15 @@ async fn the_callers_deadline_decides(encoding: Encoding) {
     );
     assert!(!waiting.is_finished());
 
-    // The node now has a second of work in flight: a caller with 100 ms is
-    // refused at once, through the door whose default would have taken it.
+    // The node now has a second of work in flight: a caller with half a
+    // second is refused at once, through the door whose default would
+    // have taken it. Half a second, not less: the refusal must reach the
+    // caller before its own timer ends the call, and on a loaded machine
+    // this process may be descheduled for a good part of a short one.
     let caller = TcpClient::connect(&patient_default.to_string())
         .await
         .unwrap();
-    let options = CallOptions::default().with_timeout(Nanos::from_millis(100));
+    let options = CallOptions::default().with_timeout(Nanos::from_millis(500));
     match call(&caller, encoding, options).await {
         Err(CallError::Overloaded {
             ref message,
