@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ebb::rpc::transport::TcpClient;
@@ -26,6 +26,56 @@ const READ_PACE_MS: u64 = 5;
 const TERM_MS: &str = "1000";
 /// A key written once, then only read: its leases outlive origin outages.
 const READ_ONLY_KEY: u64 = KEYS;
+/// Completed reads and writes each phase with the origin up waits for
+/// before it ends: the run is as long as the traffic takes, not a fixed
+/// time a loaded machine may fill with too little of it.
+const READS_PER_PHASE: u64 = 80;
+const WRITES_PER_PHASE: u64 = 40;
+/// How long an outage lasts at least, and at most while no read has been
+/// served from a lease in it: a lease term, past which none can be.
+const OUTAGE_MIN_MS: u64 = 200;
+const OUTAGE_MAX_MS: u64 = 1_000;
+/// Bound on a phase with the origin up: far past what a run takes, only
+/// to turn a run that makes no progress into a failure.
+const PHASE_CAP: Duration = Duration::from_secs(120);
+const PHASE_POLL: Duration = Duration::from_millis(10);
+
+/// What the clients have done so far, for the schedule to wait on.
+#[derive(Default)]
+struct Progress {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    /// Reads invoked at or after `down_since` (a crash, ns since the
+    /// start; 0 while the origin is up) and answered.
+    outage_reads: AtomicU64,
+    down_since: AtomicU64,
+}
+
+impl Progress {
+    /// Waits until `reads` and `writes` more have completed than at the
+    /// call, at most [`PHASE_CAP`].
+    fn wait_for_traffic(&self, reads: u64, writes: u64) {
+        let (r0, w0) = (self.reads(), self.writes());
+        let capped = Instant::now() + PHASE_CAP;
+        while self.reads() < r0 + reads || self.writes() < w0 + writes {
+            assert!(
+                Instant::now() < capped,
+                "no progress: {} reads, {} writes in {PHASE_CAP:?}",
+                self.reads() - r0,
+                self.writes() - w0
+            );
+            std::thread::sleep(PHASE_POLL);
+        }
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}
 
 #[derive(Debug)]
 struct Recorded {
@@ -55,6 +105,7 @@ async fn client_loop(
     client_id: u64,
     start: Instant,
     stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
     read_only: bool,
 ) -> Vec<Recorded> {
     let demo = DemoClient::new(TcpClient::connect(&node).await.expect("the node accepts"));
@@ -85,7 +136,10 @@ async fn client_loop(
             let r = demo.write(format!("k{key}"), value.clone()).await;
             let done = start.elapsed().as_nanos() as u64;
             let (complete, version) = match r {
-                Ok(Ok(v)) => (Some(done), Some(v)),
+                Ok(Ok(v)) => {
+                    progress.writes.fetch_add(1, Ordering::Relaxed);
+                    (Some(done), Some(v))
+                }
                 _ => (None, None), // outcome unknown: may or may not have applied
             };
             out.push(Recorded {
@@ -104,6 +158,11 @@ async fn client_loop(
             let r = demo.read(format!("k{key}")).await;
             let done = start.elapsed().as_nanos() as u64;
             if let Ok(Ok(v)) = r {
+                progress.reads.fetch_add(1, Ordering::Relaxed);
+                let down = progress.down_since.load(Ordering::Relaxed);
+                if down != 0 && invoke >= down {
+                    progress.outage_reads.fetch_add(1, Ordering::Relaxed);
+                }
                 out.push(Recorded {
                     op: Op {
                         key,
@@ -189,34 +248,57 @@ fn lease_protected_reads_and_writes_are_linearizable_through_chaos_and_restarts(
         }
     });
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(Progress::default());
     let tasks: Vec<_> = nodes
         .iter()
         .enumerate()
         .flat_map(|(n, node)| {
             (0..CLIENTS_PER_NODE).map(move |c| (node.addr.clone(), n as u64 * CLIENTS_PER_NODE + c))
         })
-        .map(|(addr, id)| rt.spawn(client_loop(addr, id, start, stop.clone(), false)))
+        .map(|(addr, id)| {
+            rt.spawn(client_loop(
+                addr,
+                id,
+                start,
+                stop.clone(),
+                progress.clone(),
+                false,
+            ))
+        })
         .chain(nodes.iter().enumerate().map(|(n, node)| {
             rt.spawn(client_loop(
                 node.addr.clone(),
                 100 + n as u64,
                 start,
                 stop.clone(),
+                progress.clone(),
                 true,
             ))
         }))
         .collect();
-    // Two origin crashes while the clients run; each down window recorded.
+    // Two origin crashes while the clients run, each after a phase of
+    // traffic; each down window recorded. An outage lasts until a read was
+    // served from a lease in it (or a lease term, after which none can
+    // be), and at least OUTAGE_MIN_MS.
     let mut down = Vec::new();
     for _ in 0..2 {
-        std::thread::sleep(Duration::from_millis(1_500));
+        progress.wait_for_traffic(READS_PER_PHASE, WRITES_PER_PHASE);
         let from = start.elapsed().as_nanos() as u64;
+        let outage_reads = progress.outage_reads.load(Ordering::Relaxed);
+        progress.down_since.store(from, Ordering::Relaxed);
         drop(origin); // SIGKILL
-        std::thread::sleep(Duration::from_millis(200));
+        let killed = Instant::now();
+        std::thread::sleep(Duration::from_millis(OUTAGE_MIN_MS));
+        while progress.outage_reads.load(Ordering::Relaxed) == outage_reads
+            && killed.elapsed() < Duration::from_millis(OUTAGE_MAX_MS)
+        {
+            std::thread::sleep(PHASE_POLL);
+        }
         origin = start_origin(&data, &origin_addr);
         down.push((from, start.elapsed().as_nanos() as u64));
+        progress.down_since.store(0, Ordering::Relaxed);
     }
-    std::thread::sleep(Duration::from_millis(1_500));
+    progress.wait_for_traffic(READS_PER_PHASE, WRITES_PER_PHASE);
     stop.store(true, Ordering::Relaxed);
     let recorded: Vec<Recorded> = rt.block_on(async {
         let mut all = vec![first];
