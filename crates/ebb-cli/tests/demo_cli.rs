@@ -333,6 +333,10 @@ fn a_demo_runs_on_vm_nodes_as_root() {
             "1000",
             "--deadline-ms",
             "10000",
+            // A TCG guest beside others on a loaded machine was seen not
+            // ready within the default minute; the bound only caps a hang.
+            "--boot-timeout-ms",
+            "300000",
             "--min-nodes",
             "1",
             "--max-nodes",

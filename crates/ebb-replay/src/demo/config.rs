@@ -59,11 +59,24 @@ pub struct DemoConfig {
     pub initial_nodes: u32,
     pub min_nodes: u32,
     pub max_nodes: u32,
+    /// How long a node may take to become ready (`--boot-timeout-ms`):
+    /// the pool's bound before it replaces the node, and the run's wait
+    /// for its first node where longer than [`FIRST_NODE_TIMEOUT_MS`]
+    /// (a VM without KVM on a loaded host). `None`: the defaults.
+    pub boot_timeout_ms: Option<u64>,
     pub balance: String,
     pub seed: u64,
     pub out: PathBuf,
     /// Force plain lines (or the panel) instead of deciding by the terminal.
     pub terminal: Option<bool>,
+}
+
+impl DemoConfig {
+    /// How long the run waits for its first node.
+    pub fn first_node_timeout_ms(&self) -> u64 {
+        self.boot_timeout_ms
+            .map_or(FIRST_NODE_TIMEOUT_MS, |b| b.max(FIRST_NODE_TIMEOUT_MS))
+    }
 }
 
 pub use crate::calls::MIX_PER_MILLE;
@@ -91,8 +104,8 @@ pub enum DemoError {
     },
     #[error("cannot prepare the nodes: {0}")]
     Provider(String),
-    #[error("no node became ready within {FIRST_NODE_TIMEOUT_MS} ms")]
-    NoNode,
+    #[error("no node became ready within {0} ms")]
+    NoNode(u64),
     #[error("the call `{service}.{method}`: {source}")]
     Call {
         service: &'static str,

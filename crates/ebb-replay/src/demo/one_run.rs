@@ -16,7 +16,7 @@ use ebb_rpc::service::{CallOptions, MethodInfo};
 use ebb_rpc::transport::{TcpClient, TcpClientConfig};
 use tokio::sync::watch;
 
-use super::config::{CLIENT_CONNECTIONS, DemoConfig, DemoError, FIRST_NODE_TIMEOUT_MS};
+use super::config::{CLIENT_CONNECTIONS, DemoConfig, DemoError};
 use super::sample::Sampler;
 use crate::calls::{DemoCalls, MixTally, Mixed};
 use crate::control::{Logged, NodeTally, SharedLog, State};
@@ -64,6 +64,9 @@ pub(super) async fn run_one(
             initial: cfg.initial_nodes as usize,
             min: cfg.min_nodes as usize,
             max: cfg.max_nodes as usize,
+            boot_timeout_ms: cfg
+                .boot_timeout_ms
+                .unwrap_or(PoolConfig::default().boot_timeout_ms),
             ..PoolConfig::default()
         },
         seed: cfg.seed,
@@ -93,9 +96,13 @@ pub(super) struct Seen {
 }
 
 /// Waits for the pool's first ready node; false if `stop` came first or
-/// none was ready within [`FIRST_NODE_TIMEOUT_MS`].
-async fn wait_for_first_node(tally: &NodeTally, stop: &mut watch::Receiver<bool>) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(FIRST_NODE_TIMEOUT_MS);
+/// none was ready within `timeout_ms` ([`DemoConfig::first_node_timeout_ms`]).
+async fn wait_for_first_node(
+    tally: &NodeTally,
+    stop: &mut watch::Receiver<bool>,
+    timeout_ms: u64,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     loop {
         if tally.counts().ready > 0 {
             return true;
@@ -121,12 +128,13 @@ async fn drive(
     seen: &Seen,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(Run, bool), DemoError> {
-    if !wait_for_first_node(&seen.tally, stop).await {
+    let first_node_ms = cfg.first_node_timeout_ms();
+    if !wait_for_first_node(&seen.tally, stop, first_node_ms).await {
         if *stop.borrow() {
             let run = Recorder::new(cfg.objective).finish(label, info);
             return Ok((run, true));
         }
-        return Err(DemoError::NoNode);
+        return Err(DemoError::NoNode(first_node_ms));
     }
     let clients = connect(&addr, cfg.deadline).await?;
     let (method, args, mixed) = encode_calls(cfg)?;

@@ -245,6 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         initial_nodes: args.min_nodes,
         min_nodes: args.min_nodes,
         max_nodes: args.max_nodes,
+        boot_timeout_ms: args.boot_timeout_ms,
         balance: args.balance,
         seed: args.seed,
         out: args.out,
