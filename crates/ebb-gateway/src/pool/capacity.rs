@@ -21,7 +21,7 @@ use ebb_rpc::transport::TcpClient;
 
 use super::handle::Command;
 use super::manager::Manager;
-use super::{MAX_CAPACITY_PER_NODE, NodeChange, RESIZE_TIMEOUT_MS};
+use super::{MAX_CAPACITY_PER_NODE, RESIZE_TIMEOUT_MS};
 use crate::registry::Life;
 
 /// How a resize asked of a node ended: the capacity it took, `None` if it
@@ -102,17 +102,12 @@ impl Manager {
             .resize(id, capacity)
             .err()
             .map(|e| format!("its resources were left as they were: {e}"));
-        let Some(&addr) = self.addrs.get(&id) else {
-            return;
-        };
-        (self.on_change)(&NodeChange {
+        self.announce(
             id,
-            kind: self.provider.kind(),
-            addr,
-            from: Some(Life::Ready),
-            to: Life::Ready,
+            Some(Life::Ready),
+            Life::Ready,
             reason,
-            capacity: Some((before, capacity)),
-        });
+            Some((before, capacity)),
+        );
     }
 }

@@ -143,6 +143,19 @@ impl Manager {
     }
 
     pub(super) fn change(&self, id: NodeId, from: Option<Life>, to: Life, reason: Option<String>) {
+        self.announce(id, from, to, reason, None);
+    }
+
+    /// Tells the owner (`ebb up`'s line per change) about node `id`: a
+    /// state change, or with `capacity` (before, after) a resize.
+    pub(super) fn announce(
+        &self,
+        id: NodeId,
+        from: Option<Life>,
+        to: Life,
+        reason: Option<String>,
+        capacity: Option<(u32, u32)>,
+    ) {
         let Some(&addr) = self.addrs.get(&id) else {
             return;
         };
@@ -153,7 +166,7 @@ impl Manager {
             from,
             to,
             reason,
-            capacity: None,
+            capacity,
         });
     }
 
