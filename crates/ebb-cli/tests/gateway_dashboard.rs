@@ -32,6 +32,7 @@ fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
         "dashboard",
         "[gateway]\nrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
          [service]\nname = \"demo\"\n[pool]\nkind = \"process\"\ninitial = 2\nmin = 2\nmax = 2\n\
+         max_capacity_per_node = 4\n\
          [balance]\npolicy = \"rr\"\n[autoscale]\npolicy = \"kpa\"\ntick_ms = 100\n",
     );
     up.wait_ready(2);
@@ -41,6 +42,18 @@ fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
         s["scaling"]["recent"]
             .as_array()
             .is_some_and(|r| !r.is_empty())
+    });
+    // Both nodes scaled up by hand: the page shows each one's capacity.
+    let (code, body, _) = up.post("/pool", r#"{"target": 2, "capacity": 3}"#, &[]);
+    assert_eq!(code, 200, "{body}");
+    up.wait_until("both nodes at capacity 3", |s| {
+        s["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["state"] == "ready" && n["capacity"] == 3)
+                .count()
+                == 2
+        })
     });
     for i in 0..CALLS {
         let (code, body, _) = up.post("/rpc/Demo/echo", &format!(r#"{{"msg":"{i}"}}"#), &[]);
@@ -74,6 +87,8 @@ fn the_dashboard_shows_nodes_and_requests_in_a_browser() {
     for id in [1, 2] {
         assert!(dom.contains(&format!(r#"data-node-id="{id}""#)), "{dom}");
     }
+    let scaled_up = dom.matches(r#"data-capacity="3""#).count();
+    assert_eq!(scaled_up, 2, "both nodes shown at capacity 3: {dom}");
     assert!(dom.contains(&format!(r#"id="requests">{CALLS}<"#)), "{dom}");
     assert!(dom.contains("balance rr"), "{dom}");
     assert!(dom.contains(r#"id="desired">2<"#), "{dom}");
