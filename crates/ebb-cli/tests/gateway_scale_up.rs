@@ -41,20 +41,9 @@ fn config(name: &str, autoscale: &str) -> String {
 /// The state letter (`R` runnable, `S` sleeping, ...) of each `ebb-worker`
 /// thread of `pid`.
 fn worker_states(pid: u32) -> Vec<char> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| {
-            let dir = t.ok()?.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            if !comm.starts_with("ebb-worker") {
-                return None;
-            }
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            let (_, rest) = stat.rsplit_once(") ")?;
-            rest.chars().next()
-        })
+    common::worker_stat_fields(pid)
+        .iter()
+        .filter_map(|fields| fields.first()?.chars().next())
         .collect()
 }
 

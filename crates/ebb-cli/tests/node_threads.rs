@@ -23,21 +23,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// CPU clock ticks (user + system) of each thread of `pid` whose name
 /// starts with `ebb-worker`.
 fn worker_ticks(pid: u32) -> Vec<u64> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| {
-            let dir = t.ok()?.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            if !comm.starts_with("ebb-worker") {
-                return None;
-            }
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            // Fields after the parenthesised name; utime and stime are the
-            // 14th and 15th fields of the whole line.
-            let (_, rest) = stat.rsplit_once(") ")?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
+    common::worker_stat_fields(pid)
+        .iter()
+        .filter_map(|fields| {
             let utime: u64 = fields.get(11)?.parse().ok()?;
             let stime: u64 = fields.get(12)?.parse().ok()?;
             Some(utime + stime)

@@ -135,3 +135,25 @@ pub fn quick_detection_client() -> ebb::rpc::transport::TcpClientConfig {
         ..d
     }
 }
+
+/// The `/proc/PID/task/*/stat` fields after the parenthesised name (state
+/// first, utime and stime at 11 and 12) of each thread of `pid` whose name
+/// starts with `ebb-worker`: what a node's worker threads are doing, read
+/// from the kernel rather than timed.
+pub fn worker_stat_fields(pid: u32) -> Vec<Vec<String>> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.starts_with("ebb-worker") {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(") ")?;
+            Some(rest.split_whitespace().map(str::to_owned).collect())
+        })
+        .collect()
+}
