@@ -240,18 +240,25 @@ impl ScalePolicy for QueueModel {
             .max(now, self.cfg.down_window)
             .map_or(wanted, |m| m as u32);
         let current = s.nodes.current();
-        let (target, reason) = if wanted < current && self.service_ticks < SERVICE_SMOOTH_TICKS {
-            // Early ticks see the short requests finish first: the service
-            // estimate is low until it has averaged over several ticks, and
-            // too low an estimate must not shrink the pool.
-            (current, Reason::DownStabilised)
-        } else if wanted >= current {
-            (wanted, Reason::Objective)
-        } else if held > wanted {
-            (held.min(current), Reason::DownStabilised)
-        } else {
-            (wanted, Reason::Objective)
-        };
+        // An idle pool (nothing arrived, waiting or in service) has no call
+        // a low estimate could leave short of a node.
+        let idle = s.arrivals == 0 && s.in_flight() == 0;
+        let (target, reason) =
+            if wanted < current && self.service_ticks < SERVICE_SMOOTH_TICKS && !idle {
+                // Early ticks see the short requests finish first: the service
+                // estimate is low until it has averaged over several ticks, and
+                // too low an estimate must not shrink the pool while calls come.
+                // Once they stop, no more ticks average it: without the idle
+                // exception a burst shorter than those ticks would leave the
+                // pool scaled out for as long as the silence lasts.
+                (current, Reason::DownStabilised)
+            } else if wanted >= current {
+                (wanted, Reason::Objective)
+            } else if held > wanted {
+                (held.min(current), Reason::DownStabilised)
+            } else {
+                (wanted, Reason::Objective)
+            };
         let ready_miss = miss_at(s.nodes.ready.saturating_mul(cap_now), a, objective);
         Decision {
             target_nodes: target,
@@ -396,6 +403,46 @@ mod tests {
         // the fewest servers that keep the queue stable, 21.
         assert_eq!(d.target_nodes, 21);
         assert!(d.target_nodes < strict);
+    }
+
+    #[test]
+    fn a_burst_too_short_to_average_the_service_time_still_scales_back_in() {
+        let mut rng = Rng::seeded(1);
+        let cfg = QueueConfig {
+            down_window: Nanos::from_secs(2),
+            ..QueueConfig::default()
+        };
+        let mut q = QueueModel::new(cfg);
+        // Three ticks of load, fewer than the estimate averages over.
+        let mut d = q.decide(&load(1, 1000), at_secs(0), &mut rng);
+        for t in 1..3 {
+            d = q.decide(&load(d.target_nodes, 1000), at_secs(t), &mut rng);
+        }
+        // While calls still come (a trickle, none completing), the early
+        // estimate may not shrink the pool, however far the rate falls.
+        let mut trickle = load(d.target_nodes, 1);
+        trickle.completions = 0;
+        trickle.busy = Nanos::ZERO;
+        let mut held = 0;
+        for t in 3..20 {
+            let before = d.target_nodes;
+            trickle.nodes.ready = before;
+            d = q.decide(&trickle, at_secs(t), &mut rng);
+            assert!(d.target_nodes >= before, "shrank at {t}: {d:?}");
+            held += usize::from(d.reason == Reason::DownStabilised);
+        }
+        let high = d.target_nodes;
+        assert!(high > 4 && held > 0, "{high}, held {held} times");
+        // Silence: no arrivals, nothing waiting or in service, no
+        // completions. The pool goes back once the down window has passed.
+        let mut silent = load(high, 0);
+        silent.completions = 0;
+        silent.busy = Nanos::ZERO;
+        for t in 20..=40 {
+            silent.nodes.ready = d.target_nodes;
+            d = q.decide(&silent, at_secs(t), &mut rng);
+        }
+        assert_eq!(d.target_nodes, 1, "back to the minimum: {d:?}");
     }
 
     #[test]
