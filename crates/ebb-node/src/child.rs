@@ -243,10 +243,10 @@ mod tests {
         let _ = child.wait();
     }
 
-    #[test]
-    fn a_tail_keeps_the_last_output_and_quotes_its_last_lines() {
+    /// The tail of everything `script` printed, read after it ended.
+    fn tail_of(script: &str) -> OutputTail {
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "for i in 1 2 3 4 5; do echo line $i; done; echo"])
+            .args(["-c", script])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sh runs");
@@ -254,6 +254,12 @@ mod tests {
         child.wait().expect("sh ends");
         // The writer has exited: everything it wrote is in the pipe.
         while tail.drain().expect("readable") {}
+        tail
+    }
+
+    #[test]
+    fn a_tail_keeps_the_last_output_and_quotes_its_last_lines() {
+        let mut tail = tail_of("for i in 1 2 3 4 5; do echo line $i; done; echo");
         assert_eq!(
             tail.explain("ended: exit status: 0".into()),
             "ended: exit status: 0; its last output: line 3 | line 4 | line 5"
@@ -261,14 +267,7 @@ mod tests {
         tail.clear();
         assert_eq!(tail.explain("ended".into()), "ended");
         // A node asked to stop ends quietly, whatever it printed.
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "echo bye"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        let mut tail = OutputTail::new(child.stdout.take().expect("piped")).expect("non-blocking");
-        child.wait().expect("sh ends");
-        while tail.drain().expect("readable") {}
+        let mut tail = tail_of("echo bye");
         tail.stopping();
         assert_eq!(tail.explain("stopped".into()), "stopped");
     }
