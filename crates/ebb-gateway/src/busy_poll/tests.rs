@@ -59,6 +59,17 @@ fn counting_runtime() -> (tokio::runtime::Runtime, Arc<AtomicU64>) {
     (rt, sleeps)
 }
 
+/// Spawns the spinner on the current runtime, sharing `activity` and
+/// `counters` with the test.
+fn start_spinner(window: Nanos, activity: &Activity, counters: &Counters) {
+    tokio::spawn(spin(
+        window,
+        activity.clone(),
+        Clock::new(),
+        counters.clone(),
+    ));
+}
+
 /// A timer on the driver: it fires only if the driver is polled, by a
 /// sleep of the thread or by the spinner's turns.
 async fn a_timer() {
@@ -73,12 +84,7 @@ fn an_idle_spinner_sleeps_and_a_spinning_one_keeps_the_driver_polled_without_sle
     // A window no test run reaches: the spin lasts the whole test.
     let window = Nanos::from_secs(600);
     rt.block_on(async {
-        tokio::spawn(spin(
-            window,
-            activity.clone(),
-            Clock::new(),
-            counters.clone(),
-        ));
+        start_spinner(window, &activity, &counters);
         a_timer().await;
         assert!(sleeps.load(SeqCst) > 0, "idle, the thread slept");
         assert_eq!(counters.spins.get(), 0, "no request, no spin");
@@ -141,12 +147,7 @@ fn a_spin_stops_after_the_window_and_the_next_request_starts_another() {
     let counters = Counters::default();
     let window = Nanos::from_micros(200);
     rt.block_on(async {
-        tokio::spawn(spin(
-            window,
-            activity.clone(),
-            Clock::new(),
-            counters.clone(),
-        ));
+        start_spinner(window, &activity, &counters);
         activity.event();
         let first = until_stopped(&counters, 0.0).await;
         assert_eq!(counters.spins.get(), 1);
