@@ -39,6 +39,15 @@ not take the pinned CPU from the other rows). Each row then also says the
 proxy's CPU share during its p50 runs, and the report's header what every
 proxy burned while idle.
 
+Where the processes run decides much of what a hop adds. By default the
+proxies are pinned to CPU 0 and the load generator and nodes go where the
+scheduler puts them, so a call through a proxy usually wakes a CPU other
+than its sender's twice more than going direct; on a VM whose idle CPUs
+halt at once, those wake-ups outweigh any proxy's work.
+`--cpu C --load-cpu C --node-cpu C` puts everything on one CPU: no wake-up
+crosses CPUs and what a proxy adds is its own work and two context
+switches, the hop's own cost.
+
 Not a test: run by hand, see docs/benchmarks.md.
 
   cargo build --release -p ebb-cli --bin ebb
@@ -46,6 +55,7 @@ Not a test: run by hand, see docs/benchmarks.md.
   python3 bench/gateway_cost.py --reps 5
   python3 bench/gateway_cost.py --ebb AFTER --compare BEFORE --reps 5 --proto rpc
   python3 bench/gateway_cost.py --reps 5 --proto rpc --busy-poll-us 200,2000 --nice -20
+  python3 bench/gateway_cost.py --reps 5 --proto rpc --nice -20 --cpu 1 --load-cpu 1 --node-cpu 1
   python3 bench/gateway_cost.py --reps 1 --callgrind
   python3 bench/gateway_cost.py --reps 5 --proto http   # the HTTP/JSON rows only
 """
