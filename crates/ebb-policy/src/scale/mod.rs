@@ -242,10 +242,24 @@ impl fmt::Display for Decision {
             write!(f, " capacity {c}")?;
         }
         for i in &self.inputs {
-            write!(f, " {}={:.4}", i.name, i.value)?;
+            write!(f, " {}=", i.name)?;
+            significant(f, i.value)?;
         }
         Ok(())
     }
+}
+
+/// Writes `v` to four significant digits (`83.25`, `0.005812`, `1794`), so
+/// a decision's inputs read alike whatever their scale: a rate in the
+/// hundreds and a service time in milliseconds of a second.
+fn significant(f: &mut fmt::Formatter<'_>, v: f64) -> fmt::Result {
+    const DIGITS: i32 = 4;
+    if v == 0.0 || !v.is_finite() {
+        return write!(f, "{v}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (DIGITS - 1 - magnitude).clamp(0, 9) as usize;
+    write!(f, "{v:.decimals$}")
 }
 
 /// An autoscaling policy: pure, called once per control tick.
@@ -289,5 +303,29 @@ pub(crate) mod testutil {
 
     pub fn at_secs(s: u64) -> Instant {
         Instant::from_epoch(Nanos::from_secs(s))
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn inputs_show_four_significant_digits_at_any_scale() {
+        let d = Decision {
+            target_nodes: 2,
+            capacity_per_node: Some(3),
+            reason: Reason::Up,
+            inputs: Vec::new(),
+        }
+        .with("rate", 83.245_7)
+        .with("forecast", 1_794.68)
+        .with("service_s", 0.005_812_3)
+        .with("backlog", 0.0)
+        .with("miss", -0.5);
+        assert_eq!(
+            d.to_string(),
+            "target 2 (up) capacity 3 rate=83.25 forecast=1795 service_s=0.005812 backlog=0 miss=-0.5000"
+        );
     }
 }
