@@ -94,16 +94,20 @@ fn wait_ready(p: &mut VmProvider, id: NodeId) {
     }
 }
 
-fn counter_provider() -> VmProvider {
-    VmProvider::new(VmConfig {
+fn counter_config() -> VmConfig {
+    VmConfig {
         host_binaries: Vec::new(),
         node_command: counter_command(),
         memory_mb: MEMORY_MB,
         cpus: 1,
+        max_capacity: 1,
         boot_timeout_ms: 60_000,
         files: Vec::new(),
-    })
-    .unwrap()
+    }
+}
+
+fn counter_provider() -> VmProvider {
+    VmProvider::new(counter_config()).unwrap()
 }
 
 #[test]
@@ -272,6 +276,48 @@ fn vm_node_boots_and_then_restores_from_a_snapshot_and_serves() {
     assert!(p.stop(NodeId(1)).is_err(), "a stopped node is unknown");
 }
 
+/// A node that may grow to capacity 2 boots with two vCPUs, one online; a
+/// resize to 2 has the guest bring the other online (its own count, from
+/// its console) and doubles its QEMU's quota on the host, and back.
+#[test]
+fn vm_node_resize_brings_vcpus_online_and_its_host_quota_follows() {
+    const NAME: &str = "vm_node_resize_brings_vcpus_online_and_its_host_quota_follows";
+    if prepare(NAME).is_none() {
+        return;
+    }
+    if !ebb_testkit::is_root() {
+        ebb_testkit::skip_or_fail(
+            NAME,
+            "a VM node that scales up needs root (its host cgroup)",
+        );
+        return;
+    }
+    let mut p = VmProvider::new(VmConfig {
+        max_capacity: 2,
+        ..counter_config()
+    })
+    .unwrap();
+    let id = NodeId(1);
+    p.start(id).unwrap();
+    wait_ready(&mut p, id);
+    let vcpus = p.machine(id).unwrap().qmp().query_cpus_fast().unwrap();
+    assert_eq!(vcpus.len(), 2, "the VM has every vCPU it may get");
+    // Capacity 1 at boot, then 2, then 1 again.
+    for (step, want) in [1, 2, 1].into_iter().enumerate() {
+        if step > 0 {
+            p.resize(id, want).unwrap();
+        }
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while p.online_cpus(id) != Some(want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let console = p.machine(id).unwrap().console();
+        assert_eq!(p.online_cpus(id), Some(want), "console:\n{console}");
+        assert_eq!(p.cpu_quota(id).unwrap(), Some(f64::from(want)));
+    }
+    p.stop(id).unwrap();
+}
+
 #[test]
 fn vm_live_migration_preserves_guest_memory_state_and_the_address() {
     let Some(img) = prepare("vm_live_migration_preserves_guest_memory_state_and_the_address")
@@ -295,6 +341,7 @@ fn vm_live_migration_preserves_guest_memory_state_and_the_address() {
         accel: img.accel,
         memory_mb: MEMORY_MB,
         cpus: 1,
+        max_cpus: 1,
         forward_port: true,
         incoming: None,
     };
@@ -342,6 +389,7 @@ fn vm_machine_reports_qemu_failing_to_start_with_its_own_words() {
         accel: ebb_node::vm::Accel::Tcg,
         memory_mb: 64,
         cpus: 1,
+        max_cpus: 1,
         forward_port: true,
         incoming: None,
     };
@@ -364,6 +412,7 @@ fn vm_node_that_never_serves_is_reported_gone_after_the_boot_timeout() {
         node_command: vec!["sleep".into(), "3600".into()],
         memory_mb: MEMORY_MB,
         cpus: 1,
+        max_capacity: 1,
         boot_timeout_ms: 1_000,
         files: Vec::new(),
     })

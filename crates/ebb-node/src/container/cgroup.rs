@@ -300,6 +300,27 @@ fn remove_dir(dir: &Path) {
     }
 }
 
+/// The names of the cgroups ebb made, as listed where the CPU controller
+/// is (every cgroup ebb makes has a directory there).
+pub fn names() -> Vec<String> {
+    let Ok(h) = detect() else {
+        return Vec::new();
+    };
+    let root = match h {
+        Hierarchy::V2(root) => root,
+        Hierarchy::V1 { cpu, .. } => cpu,
+    };
+    fs::read_dir(root.join(EBB_GROUP))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Removes a container's cgroups by name, in whichever hierarchy holds them.
 pub fn remove_stale(name: &str) {
     if let Ok(h) = detect() {

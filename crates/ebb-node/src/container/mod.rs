@@ -14,7 +14,7 @@
 //! root, pivots into it and confines itself; then it runs the command under
 //! a tiny init (see `init`); wait; explain the outcome; release the slot.
 
-mod cgroup;
+pub(crate) mod cgroup;
 mod error;
 mod forward;
 mod host_addr;

@@ -117,6 +117,7 @@ pub fn kvm_runs_a_guest(vmlinuz: &Path, base: &Path) -> Result<bool, VmError> {
         accel: Accel::Kvm,
         memory_mb: PROBE_MEMORY_MB,
         cpus: 1,
+        max_cpus: 1,
         forward_port: false,
         incoming: None,
     };

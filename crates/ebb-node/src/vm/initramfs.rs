@@ -27,11 +27,24 @@ pub const EXIT_MARKER: &str = "EBB-EXIT ";
 pub const OOM_MARKER: &str = "EBB-OOM";
 /// Console line printed once the node's server process was started.
 pub const SERVING_MARKER: &str = "EBB-SERVING";
+/// Console line prefix carrying how many vCPUs the guest has online, from
+/// its own `/proc/cpuinfo`: printed when it serves and after each change.
+pub const CPUS_MARKER: &str = "EBB-CPUS ";
+/// The line a host writes to a node guest's console to have `N` vCPUs
+/// online: `cpus N`.
+pub const CPUS_COMMAND: &str = "cpus";
 
 /// The guest's PID 1. Networking follows QEMU user-mode defaults
 /// (guest 10.0.2.15, gateway 10.0.2.2). No tmpfs goes over `/tmp`: the
 /// initramfs root is already writable RAM, and host binaries included from
 /// `/tmp` must stay visible.
+///
+/// A node's init then reads its console for `cpus N` and brings vCPUs 1 to
+/// N-1 online, the others offline (vCPU 0 always stays). The host's
+/// provider, which is told every resize, writes the line: the node's own
+/// server (ebb's or a user's) needs to know nothing of VMs or of sysfs, and
+/// init is root anyway. The echo is off so the command does not read as
+/// guest output in the log.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
@@ -53,9 +66,25 @@ if [ -x /ebb/run ]; then
   echo "EBB-EXIT $s"
   poweroff -f
 fi
+online_cpus() {
+  for d in /sys/devices/system/cpu/cpu[0-9]*; do
+    [ -e $d/online ] || continue
+    k=${d##*/cpu}
+    if [ $k -lt $1 ]; then v=1; else v=0; fi
+    [ "$(cat $d/online)" = $v ] || echo $v > $d/online
+  done
+  echo "EBB-CPUS $(grep -c ^processor /proc/cpuinfo)"
+}
 if [ -x /ebb/serve ]; then
+  stty -echo 2>/dev/null
   /ebb/serve </dev/null &
   echo EBB-SERVING
+  echo "EBB-CPUS $(grep -c ^processor /proc/cpuinfo)"
+  while read -r verb n; do
+    case "$verb $n" in
+      "cpus "[1-9]|"cpus "[1-9][0-9]) online_cpus $n ;;
+    esac
+  done
 fi
 while true; do sleep 3600; done
 "#;

@@ -1,11 +1,12 @@
-//! One QEMU `microvm` process: its command line, console log, QMP socket and
-//! host port forward. Dropping a [`Machine`] kills QEMU and removes its files,
-//! so no test or provider can leak a VM.
+//! One QEMU `microvm` process: its command line, console (a log, and a
+//! socket into the guest), QMP socket and host port forward. Dropping a
+//! [`Machine`] kills QEMU and removes its files, so no test or provider can
+//! leak a VM.
 
-use super::initramfs::SERVING_MARKER;
+use super::initramfs::{CPUS_COMMAND, CPUS_MARKER, SERVING_MARKER};
 use super::qmp::QmpClient;
 use super::{Accel, GUEST_PORT, VmError, tail_lines};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ const PROBE_READ_MS: u64 = 150;
 const CONSOLE_TAIL_LINES: usize = 15;
 /// The guest's one network device, as named to QEMU's monitor.
 const NETDEV: &str = "n0";
+/// The serial console's QEMU character device.
+const CONSOLE: &str = "con";
+/// Bound on handing one line to the guest's console.
+const CONSOLE_WRITE_MS: u64 = 2_000;
 
 /// What to boot and how; cloned to start a migration target with the same
 /// devices.
@@ -36,7 +41,13 @@ pub struct MachineSpec {
     pub initrd: PathBuf,
     pub accel: Accel,
     pub memory_mb: u64,
+    /// vCPUs online when the guest boots.
     pub cpus: u32,
+    /// vCPUs the machine has (`-smp`; `cpus` when lower): those beyond
+    /// `cpus` stay offline, their QEMU threads asleep, until the guest
+    /// onlines them ([`Machine::set_online_cpus`]). `microvm` cannot
+    /// hot-plug a CPU, so a guest that may grow boots with all it may get.
+    pub max_cpus: u32,
     /// Forward a fresh loopback port to [`GUEST_PORT`]. A migration target
     /// starts without one and takes over its source's port instead.
     pub forward_port: bool,
@@ -176,6 +187,29 @@ impl Machine {
 
     pub fn console(&self) -> String {
         read_lossy(&self.dir.join("console.log"))
+    }
+
+    /// Has the guest bring `n` vCPUs online (at least one, at most
+    /// `max_cpus`) and the rest offline; it says how many it has once done
+    /// ([`Machine::online_cpus`]). The line goes to the guest's init over
+    /// the serial console, the one channel into every guest ebb boots,
+    /// whatever node it runs.
+    pub fn set_online_cpus(&self, n: u32) -> Result<(), VmError> {
+        let n = n.min(self.spec.max_cpus.max(self.spec.cpus)).max(1);
+        let path = self.dir.join("console.sock");
+        let fail = |e: std::io::Error| VmError::Console(format!("{}: {e}", path.display()));
+        let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(fail)?;
+        s.set_write_timeout(Some(Duration::from_millis(CONSOLE_WRITE_MS)))
+            .map_err(fail)?;
+        // Closed at once: while a client is connected QEMU sends it the
+        // console's output too (the log keeps it all the same).
+        s.write_all(format!("{CPUS_COMMAND} {n}\n").as_bytes())
+            .map_err(fail)
+    }
+
+    /// The vCPUs the guest last said it has online, from its console.
+    pub fn online_cpus(&self) -> Option<u32> {
+        online_cpus_in(&self.console())
     }
 
     /// QEMU's resident memory, the per-node memory cost on the host.
@@ -347,6 +381,10 @@ fn connect_qmp(child: &mut Child, dir: &Path) -> Result<QmpClient, VmError> {
 
 fn qemu_args(spec: &MachineSpec, dir: &Path, host_port: Option<u16>) -> Vec<String> {
     let mut cmdline = "console=ttyS0 reboot=t panic=-1 quiet loglevel=1 pci=off".to_owned();
+    let vcpus = spec.max_cpus.max(spec.cpus);
+    if vcpus > spec.cpus {
+        cmdline.push_str(&format!(" maxcpus={}", spec.cpus));
+    }
     if let Some(khz) = spec.accel.tsc_khz_hint() {
         cmdline.push_str(&format!(" tsc_early_khz={khz}"));
     }
@@ -360,7 +398,7 @@ fn qemu_args(spec: &MachineSpec, dir: &Path, host_port: Option<u16>) -> Vec<Stri
         "-m".into(),
         format!("{}M", spec.memory_mb),
         "-smp".into(),
-        spec.cpus.to_string(),
+        vcpus.to_string(),
         "-nodefaults".into(),
         "-no-user-config".into(),
         "-display".into(),
@@ -374,8 +412,15 @@ fn qemu_args(spec: &MachineSpec, dir: &Path, host_port: Option<u16>) -> Vec<Stri
         cmdline,
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        // A socket nobody needs to hold: the log has every byte.
+        "-chardev".into(),
+        format!(
+            "socket,id={CONSOLE},path={},server=on,wait=off,logfile={}",
+            dir.join("console.sock").display(),
+            dir.join("console.log").display()
+        ),
         "-serial".into(),
-        format!("file:{}", dir.join("console.log").display()),
+        format!("chardev:{CONSOLE}"),
         "-netdev".into(),
         netdev,
         "-device".into(),
@@ -429,6 +474,14 @@ pub fn port_answers(addr: SocketAddr) -> bool {
     }
 }
 
+/// The count in the last `EBB-CPUS N` line of `console`.
+fn online_cpus_in(console: &str) -> Option<u32> {
+    console
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(CPUS_MARKER)?.trim().parse().ok())
+}
+
 fn read_lossy(p: &Path) -> String {
     std::fs::read(p)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -443,4 +496,50 @@ fn diagnostics(dir: &Path) -> String {
         s.push_str(&tail_lines(&err, CONSOLE_TAIL_LINES));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cpus: u32, max_cpus: u32) -> MachineSpec {
+        MachineSpec {
+            vmlinuz: "/k".into(),
+            initrd: "/i".into(),
+            accel: Accel::Tcg,
+            memory_mb: 64,
+            cpus,
+            max_cpus,
+            forward_port: false,
+            incoming: None,
+        }
+    }
+
+    fn arg_after(args: &[String], flag: &str) -> String {
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .expect("the flag is there");
+        args[i + 1].clone()
+    }
+
+    #[test]
+    fn a_guest_that_may_grow_boots_all_its_vcpus_with_only_cpus_online() {
+        let args = qemu_args(&spec(1, 4), Path::new("/d"), None);
+        assert_eq!(arg_after(&args, "-smp"), "4");
+        assert!(
+            arg_after(&args, "-append").contains(" maxcpus=1"),
+            "{args:?}"
+        );
+        let args = qemu_args(&spec(2, 2), Path::new("/d"), None);
+        assert_eq!(arg_after(&args, "-smp"), "2");
+        assert!(!arg_after(&args, "-append").contains("maxcpus"), "{args:?}");
+    }
+
+    #[test]
+    fn the_guests_last_word_on_its_cpus_counts() {
+        let console = "EBB-CPUS 1\nEBB-SERVING\nnode listening\r\nEBB-CPUS 3\r\nEBB-CPUS x\n";
+        assert_eq!(online_cpus_in(console), Some(3));
+        assert_eq!(online_cpus_in("EBB-SERVING\n"), None);
+    }
 }

@@ -305,12 +305,13 @@ impl Snapshot {
         snap.spec.initrd = initrd;
         let s = &snap.spec;
         let manifest = format!(
-            "vmlinuz={}\ninitrd={}\naccel={}\nmemory_mb={}\ncpus={}\n",
+            "vmlinuz={}\ninitrd={}\naccel={}\nmemory_mb={}\ncpus={}\nmax_cpus={}\n",
             s.vmlinuz.display(),
             s.initrd.display(),
             s.accel.as_str(),
             s.memory_mb,
-            s.cpus
+            s.cpus,
+            s.max_cpus
         );
         std::fs::write(dir.join(MANIFEST), manifest)?;
         Ok(snap)
@@ -335,6 +336,12 @@ impl Snapshot {
         let accel =
             super::Accel::parse(get("accel")?).ok_or_else(|| bad("accel is not kvm or tcg"))?;
         let state = dir.join("state");
+        let cpus = u32::try_from(num("cpus")?).map_err(|_| bad("cpus out of range"))?;
+        // A snapshot from before `max_cpus` has every vCPU online.
+        let max_cpus = match get("max_cpus") {
+            Ok(_) => u32::try_from(num("max_cpus")?).map_err(|_| bad("max_cpus out of range"))?,
+            Err(_) => cpus,
+        };
         Ok(Snapshot {
             size_bytes: std::fs::metadata(&state)?.len(),
             state,
@@ -343,7 +350,8 @@ impl Snapshot {
                 initrd: get("initrd")?.into(),
                 accel,
                 memory_mb: num("memory_mb")?,
-                cpus: u32::try_from(num("cpus")?).map_err(|_| bad("cpus out of range"))?,
+                cpus,
+                max_cpus,
                 forward_port: true,
                 incoming: None,
             },
@@ -371,7 +379,10 @@ mod tests {
         .unwrap();
         let snap = Snapshot::load(dir).unwrap();
         assert_eq!(snap.size_bytes, 4);
-        assert_eq!((snap.spec.memory_mb, snap.spec.cpus), (256, 2));
+        assert_eq!(
+            (snap.spec.memory_mb, snap.spec.cpus, snap.spec.max_cpus),
+            (256, 2, 2)
+        );
         assert_eq!(snap.spec.accel, super::super::Accel::Tcg);
         let restore = snap.restore_spec().unwrap();
         assert_eq!(

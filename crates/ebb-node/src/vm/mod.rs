@@ -17,7 +17,8 @@
 //! - [`migrate`]: snapshot to a file, restore from it, live migration.
 //! - [`sandbox`]: run one command in a fresh VM and return its exit status;
 //!   [`rootfs`] puts a caller's root file system under it.
-//! - [`provider`]: the `NodeProvider` for VM nodes.
+//! - [`provider`]: the `NodeProvider` for VM nodes; [`quota`] bounds each
+//!   node's QEMU on the host to the vCPUs its guest has online.
 //!
 //! Every temp path a VM needs comes from [`SCRATCH`], so what a killed
 //! `ebb` left is removed by the next one that starts a VM.
@@ -32,6 +33,7 @@ pub mod migrate;
 pub mod provider;
 mod provider_dir;
 pub mod qmp;
+pub mod quota;
 pub mod rootfs;
 pub mod sandbox;
 
@@ -78,6 +80,12 @@ pub enum VmError {
     Migration(String),
     #[error("bad snapshot: {0}")]
     Snapshot(String),
+    /// The host cgroup that bounds a node's QEMU (root is needed).
+    #[error("the VM's host cgroup: {0}")]
+    Cgroup(String),
+    /// The guest's console, which carries a resize into the guest.
+    #[error("the guest's console: {0}")]
+    Console(String),
     #[error("{0} is not supported for VM sandboxes")]
     Unsupported(String),
     #[error(transparent)]
@@ -91,6 +99,11 @@ pub static SCRATCH: crate::scratch::Scratch = crate::scratch::Scratch::new("ebb-
 /// The guest-side port a node listens on; the host reaches it through a
 /// user-mode-network forward from a loopback port chosen per VM.
 pub const GUEST_PORT: u16 = 7000;
+
+/// The most vCPUs a VM is given (`-smp`), however far its node may scale
+/// up: each is a QEMU thread and a slot in the guest's tables, even
+/// offline.
+pub const MAX_GUEST_VCPUS: u32 = 16;
 
 /// Default guest memory when a caller sets no limit.
 pub const DEFAULT_MEMORY_MB: u64 = 256;

@@ -6,12 +6,18 @@
 //! blocks the control loop. Start times are measured per accelerator and
 //! kind (cold, restore), kept in the cache directory across runs, and
 //! `expected_start` reports the figure for how the next node would start.
+//!
+//! Scale up: a node that may grow (`max_capacity` above 1) boots with
+//! every vCPU it may get, `cpus` of them online, and its QEMU in a host
+//! cgroup whose quota is the vCPUs online; `resize` to capacity c sets the
+//! quota to c × `cpus` and has the guest bring that many vCPUs online.
 
 use super::image::VmImage;
 use super::initramfs::{compose, files_archive, overlay_script};
 use super::machine::{Machine, MachineSpec};
 use super::migrate::{MigrationReport, Snapshot, live_migrate, save_snapshot};
-use super::{Accel, DEFAULT_MEMORY_MB, GUEST_PORT, VmError, cache_dir};
+use super::quota::{self, HostQuota};
+use super::{Accel, DEFAULT_MEMORY_MB, GUEST_PORT, MAX_GUEST_VCPUS, VmError, cache_dir};
 use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_core::{Nanos, NodeId};
 use std::collections::HashMap;
@@ -66,7 +72,14 @@ pub struct VmConfig {
     /// The node's server; `{port}` becomes [`GUEST_PORT`].
     pub node_command: Vec<String>,
     pub memory_mb: u64,
+    /// vCPUs per unit of capacity: a node at capacity c has c × `cpus`
+    /// online.
     pub cpus: u32,
+    /// The most capacity a node is resized to (`pool.max_capacity_per_node`):
+    /// its VM has `max_capacity` × `cpus` vCPUs (at most
+    /// [`MAX_GUEST_VCPUS`]), and above 1 its QEMU gets a host cgroup,
+    /// which needs root.
+    pub max_capacity: u32,
     /// How long a guest may take from launch (or restore) to serving
     /// before it is reported `Gone`; [`DEFAULT_BOOT_TIMEOUT_MS`] unless
     /// configured (`pool.boot_timeout_ms`).
@@ -90,6 +103,7 @@ impl VmConfig {
             ],
             memory_mb: DEFAULT_MEMORY_MB,
             cpus: 1,
+            max_capacity: 1,
             boot_timeout_ms: DEFAULT_BOOT_TIMEOUT_MS,
             files: Vec::new(),
         }
@@ -107,6 +121,10 @@ enum Phase {
 
 struct VmNode {
     machine: Machine,
+    /// Dropped after `machine`: QEMU is dead by then.
+    quota: Option<HostQuota>,
+    /// vCPUs the guest was last asked to have online.
+    online: u32,
     phase: Phase,
     from_snapshot: bool,
     launched: Instant,
@@ -187,7 +205,38 @@ impl VmProvider {
         let (dst, report) = live_migrate(&mut node.machine)?;
         // The old QEMU has exited; dropping it removes its files.
         node.machine = dst;
+        if let Some(q) = &node.quota {
+            q.add(node.machine.pid())?;
+        }
         Ok(report)
+    }
+
+    /// The CPU quota of node `id`'s QEMU, in cores (`None`: it has no
+    /// cgroup, being unable to grow).
+    pub fn cpu_quota(&self, id: NodeId) -> Result<Option<f64>, ProviderError> {
+        let node = self.nodes.get(&id).ok_or(ProviderError::UnknownNode(id))?;
+        if node.quota.is_none() {
+            return Ok(None);
+        }
+        quota::get(node.machine.pid()).map_err(|e| resize_err(id, e))
+    }
+
+    /// The vCPUs node `id`'s guest last said it has online.
+    pub fn online_cpus(&self, id: NodeId) -> Option<u32> {
+        self.nodes.get(&id)?.machine.online_cpus()
+    }
+
+    /// Whether nodes may grow past their boot size.
+    fn may_grow(&self) -> bool {
+        self.max_cpus() > self.cfg.cpus
+    }
+
+    fn max_cpus(&self) -> u32 {
+        self.cfg
+            .cpus
+            .saturating_mul(self.cfg.max_capacity.max(1))
+            .min(MAX_GUEST_VCPUS)
+            .max(self.cfg.cpus)
     }
 
     fn spec(&self) -> MachineSpec {
@@ -197,6 +246,7 @@ impl VmProvider {
             accel: self.image.accel,
             memory_mb: self.cfg.memory_mb,
             cpus: self.cfg.cpus,
+            max_cpus: self.max_cpus(),
             forward_port: true,
             incoming: None,
         }
@@ -326,10 +376,18 @@ impl NodeProvider for VmProvider {
         let addr = machine
             .host_addr()
             .ok_or_else(|| fail(VmError::Unsupported("a node without a port".into())))?;
+        // On failure `machine` drops here, killing QEMU.
+        let quota = if self.may_grow() {
+            Some(HostQuota::create(machine.pid(), self.cfg.cpus).map_err(fail)?)
+        } else {
+            None
+        };
         self.nodes.insert(
             id,
             VmNode {
                 machine,
+                quota,
+                online: self.cfg.cpus,
                 phase,
                 from_snapshot,
                 launched,
@@ -352,6 +410,30 @@ impl NodeProvider for VmProvider {
         Ok(())
     }
 
+    /// Capacity c: the quota becomes c × `cpus` cores and the guest brings
+    /// as many vCPUs online (at most the VM's); its server's threads follow
+    /// the gateway's `Resize` on their own.
+    fn resize(&mut self, id: NodeId, capacity: u32) -> Result<(), ProviderError> {
+        let max_cpus = self.max_cpus();
+        let per_unit = self.cfg.cpus;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(ProviderError::UnknownNode(id))?;
+        let online = per_unit.saturating_mul(capacity.max(1)).min(max_cpus);
+        if online == node.online {
+            return Ok(());
+        }
+        if node.quota.is_some() {
+            quota::set(node.machine.pid(), online).map_err(|e| resize_err(id, e))?;
+        }
+        node.machine
+            .set_online_cpus(online)
+            .map_err(|e| resize_err(id, e))?;
+        node.online = online;
+        Ok(())
+    }
+
     fn poll_events(&mut self) -> Vec<NodeEvent> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -370,6 +452,13 @@ impl Drop for VmProvider {
     fn drop(&mut self) {
         self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn resize_err(id: NodeId, e: VmError) -> ProviderError {
+    ProviderError::Resize {
+        id,
+        reason: e.to_string(),
     }
 }
 

@@ -120,6 +120,7 @@ pub fn run_sandboxed(
         accel: image.accel,
         memory_mb,
         cpus,
+        max_cpus: cpus,
         forward_port: false,
         incoming: None,
     };

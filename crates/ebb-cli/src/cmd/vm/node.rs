@@ -78,6 +78,7 @@ pub(super) fn node_spec(node: &NodeArgs, dir: &std::path::Path) -> anyhow::Resul
         accel: image.accel,
         memory_mb: node.size.memory_mb,
         cpus: node.size.cpus,
+        max_cpus: node.size.cpus,
         forward_port: true,
         incoming: None,
     })
