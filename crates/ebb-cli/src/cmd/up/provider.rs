@@ -158,6 +158,8 @@ pub(super) fn provider(
                 cfg.cpus = cpus.ceil().max(1.0) as u32;
             }
             cfg.boot_timeout_ms = c.gateway.pool.boot_timeout_ms;
+            // Each VM boots with the vCPUs its node may scale up to.
+            cfg.max_capacity = c.gateway.pool.max_capacity_per_node;
             Box::new(VmProvider::new(cfg).context("preparing VM nodes")?)
         }
     })
