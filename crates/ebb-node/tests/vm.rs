@@ -278,7 +278,8 @@ fn vm_node_boots_and_then_restores_from_a_snapshot_and_serves() {
 
 /// A node that may grow to capacity 2 boots with two vCPUs, one online; a
 /// resize to 2 has the guest bring the other online (its own count, from
-/// its console) and doubles its QEMU's quota on the host, and back.
+/// its console) and doubles its QEMU's quota on the host; live-migrated,
+/// it keeps the quota, and a resize back to 1 still reaches the guest.
 #[test]
 fn vm_node_resize_brings_vcpus_online_and_its_host_quota_follows() {
     const NAME: &str = "vm_node_resize_brings_vcpus_online_and_its_host_quota_follows";
@@ -302,11 +303,7 @@ fn vm_node_resize_brings_vcpus_online_and_its_host_quota_follows() {
     wait_ready(&mut p, id);
     let vcpus = p.machine(id).unwrap().qmp().query_cpus_fast().unwrap();
     assert_eq!(vcpus.len(), 2, "the VM has every vCPU it may get");
-    // Capacity 1 at boot, then 2, then 1 again.
-    for (step, want) in [1, 2, 1].into_iter().enumerate() {
-        if step > 0 {
-            p.resize(id, want).unwrap();
-        }
+    let follows = |p: &mut VmProvider, want: u32| {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         while p.online_cpus(id) != Some(want) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -314,7 +311,19 @@ fn vm_node_resize_brings_vcpus_online_and_its_host_quota_follows() {
         let console = p.machine(id).unwrap().console();
         assert_eq!(p.online_cpus(id), Some(want), "console:\n{console}");
         assert_eq!(p.cpu_quota(id).unwrap(), Some(f64::from(want)));
-    }
+    };
+    // Capacity 1 at boot, then 2.
+    follows(&mut p, 1);
+    p.resize(id, 2).unwrap();
+    follows(&mut p, 2);
+    // Moved to a new QEMU, the node keeps its quota (the new process
+    // joined the cgroup) and still takes a resize, back to 1.
+    let before = p.machine(id).unwrap().pid();
+    p.migrate(id).unwrap();
+    assert_ne!(p.machine(id).unwrap().pid(), before, "a new QEMU");
+    assert_eq!(p.cpu_quota(id).unwrap(), Some(2.0));
+    p.resize(id, 1).unwrap();
+    follows(&mut p, 1);
     p.stop(id).unwrap();
 }
 
