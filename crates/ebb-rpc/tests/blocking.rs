@@ -264,3 +264,26 @@ async fn a_server_that_does_not_resize_says_so_and_keeps_its_workers() {
     release(&svc, holds).await;
     assert_eq!(svc.most_running.load(Ordering::SeqCst), 1);
 }
+
+/// A resize whose caller stopped waiting holds no place among the pending
+/// ones: a server that leaves resizes unanswered (here one that never
+/// reads) can be asked again and again, each ending by its own timeout,
+/// never refused at once as `TooManyOutstanding`, as a gateway that asks a
+/// slow node again after a timeout needs.
+#[tokio::test]
+async fn resizes_that_timed_out_do_not_fill_the_pending_bound() {
+    use ebb_rpc::transport::client::MAX_PENDING_RESIZES;
+    // The kernel completes the connection; nothing ever reads it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let client = TcpClient::connect(&addr).await.unwrap();
+    for asked in 0..2 * MAX_PENDING_RESIZES {
+        let ended = client
+            .resize(capacity(2), ebb_core::Nanos::from_millis(1))
+            .await;
+        assert!(
+            matches!(ended, Err(ebb_rpc::CallError::DeadlineExceeded { .. })),
+            "resize #{asked} ended {ended:?}, not by its own timeout"
+        );
+    }
+}

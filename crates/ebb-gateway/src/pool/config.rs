@@ -31,9 +31,15 @@ pub const MAX_IDLE_TICK_MS: u64 = 100;
 /// policy or a hand-set value cannot ask a node for a thousand threads.
 pub const MAX_CAPACITY_PER_NODE: u32 = 64;
 /// How long a node may take to answer a resize before it is tried again at
-/// a later tick (at a handshake: before the node is taken as one that does
-/// not resize).
+/// a later tick. A node that did not answer in time (a loaded machine, a VM
+/// under TCG) is still taken as one that resizes, at its handshake too.
 pub const RESIZE_TIMEOUT_MS: u64 = 2_000;
+/// The pause before a node whose resize went unanswered is asked again;
+/// it doubles with each unanswered one in a row, up to
+/// [`MAX_RESIZE_RETRY_MS`], so a node that never answers costs one small
+/// frame that often, not one every tick.
+pub const RESIZE_RETRY_MS: u64 = 500;
+pub const MAX_RESIZE_RETRY_MS: u64 = 30_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {

@@ -20,11 +20,12 @@ use crate::registry::Life;
 /// How a handshake with a node that said it is ready ended.
 pub(super) enum Handshake {
     /// Connected (the connection its calls will use) and described, with
-    /// the capacity the node took if it was asked and resizes.
+    /// how the first resize ended if the node was asked (judged as any
+    /// later one is, `capacity.rs`).
     Described(
         TcpClient,
         ebb_rpc::service::ServiceDescription,
-        Option<NonZeroU32>,
+        Option<capacity::Resizing>,
     ),
     /// The node refuses what the gateway presents: it would refuse every
     /// call, so trying again cannot help.
@@ -47,13 +48,13 @@ pub(super) async fn handshake(
     };
     match client.describe(describe).await {
         Ok(d) => {
-            // Any failure leaves the node at capacity 1: it does not resize
-            // (or predates resizing), and serves as it is.
-            let took = match capacity {
-                Some(c) => capacity::resize(&client, c).await.ok().flatten(),
+            // The node serves whatever the answer: at capacity 1 until one
+            // says otherwise.
+            let resized = match capacity {
+                Some(c) => Some(capacity::resize(&client, c).await),
                 None => None,
             };
-            Handshake::Described(client, d, took)
+            Handshake::Described(client, d, resized)
         }
         Err(ebb_rpc::CallError::Refused {
             reason: ebb_rpc::wire::Refusal::Unauthorized,
@@ -105,8 +106,8 @@ impl Manager {
             return;
         }
         let now = self.clock.now();
-        let (client, description, took) = match done {
-            Handshake::Described(client, description, took) => (client, description, took),
+        let (client, description, resized) = match done {
+            Handshake::Described(client, description, resized) => (client, description, resized),
             Handshake::Unauthorized(message) => {
                 self.awaiting_handshake.remove(&id);
                 let _ = self.provider.stop(id);
@@ -131,9 +132,9 @@ impl Manager {
         if self.registry.set_ready(id, Arc::clone(&client) as _, now) {
             self.backoff = Nanos::from_millis(START_BACKOFF_MS);
             self.change(id, Some(Life::Booting), Life::Ready, None);
-            if let Some(took) = took {
-                self.resizable.insert(id, client);
-                self.set_capacity(id, took.get());
+            if let Some(resized) = resized {
+                self.resizable.insert(id, capacity::Resizable::new(client));
+                self.resize_done(id, resized);
             }
         }
     }

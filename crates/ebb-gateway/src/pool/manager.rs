@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ebb_core::{Instant, Nanos, NodeId};
 use ebb_node::provider::{NodeEvent, NodeProvider};
-use ebb_rpc::transport::{Credentials, TcpClient};
+use ebb_rpc::transport::Credentials;
 
 use super::handle::Command;
 use super::{MAX_IDLE_TICK_MS, MAX_START_BACKOFF_MS, NodeChange, OnChange, PoolConfig, Scaler};
@@ -41,10 +41,9 @@ pub(super) struct Manager {
     pub(super) target: Arc<AtomicUsize>,
     /// The capacity every ready node is to have (shared with the handle).
     pub(super) capacity: Arc<AtomicU32>,
-    /// Nodes that answered a resize with the capacity they took, and the
-    /// connection to ask them again on; a node that does not resize is not
-    /// here and keeps capacity 1.
-    pub(super) resizable: HashMap<NodeId, Arc<TcpClient>>,
+    /// Nodes taken as ones that resize, with the connection to ask them
+    /// on; a node that does not resize is not here and keeps capacity 1.
+    pub(super) resizable: HashMap<NodeId, super::capacity::Resizable>,
     /// Of those, the ones with a resize on the runtime (one per node).
     pub(super) resizing: HashSet<NodeId>,
     /// Shared with the handle: cleared here when a `Wake` is taken, before
@@ -121,7 +120,7 @@ impl Manager {
             }
             self.autoscale(now);
             self.reconcile(now);
-            self.resize_nodes();
+            self.resize_nodes(now);
             let quiet = self.awaiting_handshake.is_empty()
                 && self.handshaking.is_empty()
                 && self.resizing.is_empty()

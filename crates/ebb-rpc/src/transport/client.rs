@@ -39,7 +39,8 @@ use link::{Link, Reply};
 /// with `TooManyOutstanding`.
 pub const MAX_PENDING_DESCRIBES: usize = 16;
 /// Resize requests one client may have outstanding; more end at once with
-/// `TooManyOutstanding`. A caller resizes one server now and then.
+/// `TooManyOutstanding`. A caller resizes one server now and then; one
+/// whose caller gave up waiting (its timeout) no longer counts.
 pub const MAX_PENDING_RESIZES: usize = 4;
 /// How long one connection attempt may take before it counts as failed,
 /// unless configured otherwise (`TcpClientConfig::connect_timeout_ms`).

@@ -191,6 +191,9 @@ impl Link {
             let _ = reply.send(Err(self.shut_down(false)));
             return;
         }
+        // A resize whose caller stopped waiting (its timeout passed) holds
+        // no place: a server that left some unanswered is asked again.
+        st.resizes.retain(|_, (_, waiter)| !waiter.is_closed());
         if st.resizes.len() >= MAX_PENDING_RESIZES {
             let _ = reply.send(Err(CallError::TooManyOutstanding {
                 limit: MAX_PENDING_RESIZES,
