@@ -19,6 +19,7 @@ trap cleanup EXIT
 # Start a process that prints "... listening on ADDR" and echo the address.
 start() {
   local log=$1; shift
+  : >"$log"   # exists before the first look, however late the process starts
   "$@" >"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
