@@ -127,3 +127,75 @@ fn an_http_address_that_is_taken_fails_before_the_node_says_it_listens() {
         "a script waiting for the line would take a failing node for a serving one: {stdout}"
     );
 }
+
+/// How long each `Demo.work` below spins: long enough for all of them to
+/// be seen running at once even on a loaded machine (it spins on wall
+/// time, so the load does not stretch it).
+const WORK_MICROS: u64 = 3_000_000;
+/// Bound on polling the node's threads for the calls to be running.
+const MAX_POLLS: usize = 3_000;
+const POLL_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// `ebb node --http --threads 1` resized to 3 over RPC (what a gateway
+/// does to scale the node up) runs three HTTP `Demo.work` calls at once:
+/// the HTTP side runs its blocking calls on the RPC server's workers, so
+/// it follows the resize. Seen from the kernel: three `ebb-worker` threads
+/// runnable at one instant (`work` spins), not from timing.
+#[test]
+fn the_http_side_follows_a_resize_over_rpc() {
+    let node = common::ebb_listening(
+        &[
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+        ],
+        2,
+    );
+    let (rpc, http) = (node.addrs[0].clone(), node.addrs[1].clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let three = std::num::NonZeroU32::new(3).expect("3 is not zero");
+    let took = rt.block_on(async {
+        let client = ebb::rpc::transport::TcpClient::connect(&rpc)
+            .await
+            .expect("the node accepts RPC");
+        client.resize(three, ebb_core::Nanos::from_secs(30)).await
+    });
+    assert_eq!(took.expect("the node answers the resize"), Some(three));
+    let body = format!(r#"{{"micros":{WORK_MICROS}}}"#);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, body) = (http.clone(), body.clone());
+            // Past any stall: the default deadline (1 s) is shorter than
+            // the call.
+            let deadline = "ebb-deadline-ms: 60000\r\n";
+            std::thread::spawn(move || post_with(&http, "/rpc/Demo/work", deadline, &body))
+        })
+        .collect();
+    let mut running = Vec::new();
+    for _ in 0..MAX_POLLS {
+        running = common::worker_stat_fields(node.pid())
+            .iter()
+            .filter_map(|fields| fields.first().cloned())
+            .collect();
+        if running.iter().filter(|s| *s == "R").count() >= 3 {
+            break;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    assert_eq!(
+        running.iter().filter(|s| *s == "R").count(),
+        3,
+        "three HTTP work calls running at once after the resize to 3; worker states: {running:?}"
+    );
+    for call in calls {
+        let answered = call.join().expect("the caller thread ends");
+        assert_eq!(answered, (200, json!(WORK_MICROS)));
+    }
+}

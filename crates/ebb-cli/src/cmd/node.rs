@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use ebb::node::{DEFAULT_LISTEN, Listen};
 use ebb::rpc::semantics::ServerConfig;
-use ebb::rpc::transport::workers::Workers;
 use ebb_demo::{DemoServer, DemoService, MAX_WORK_SCALE, WorkMode};
 use ebb_http::{DEFAULT_MAX_CONNECTIONS, DispatchBackend, HttpConfig};
 use ebb_policy::lease::LeaseTerm;
@@ -221,10 +220,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the bound HTTP address")?;
         super::announce(&format!("http listening on {http_addr}"));
-        // HTTP calls of `#[blocking]` methods get their own pool of the same
-        // size (the RPC server's is not shared), so a node serving both
-        // protocols at once can run up to twice `--threads` of them.
-        let backend = DispatchBackend::new(demo).with_workers(Workers::new(threads));
+        // HTTP calls of `#[blocking]` methods run on the RPC server's
+        // workers: the node's capacity bounds both protocols together, and
+        // a gateway's `Resize` over RPC changes it for HTTP too.
+        let backend = DispatchBackend::new(demo).with_workers(server.workers());
         let router = ebb_http::standalone(backend, HttpConfig::default());
         tokio::select! {
             served = server.run() => served?,

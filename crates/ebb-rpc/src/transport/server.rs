@@ -181,6 +181,15 @@ impl<D: ServiceDispatch> Server<D> {
         self.core.workers.threads()
     }
 
+    /// A handle to this server's worker threads (after
+    /// [`Server::with_threads`], which replaces them), for another front of
+    /// the same service on the same runtime: the HTTP side of `ebb node
+    /// --http` runs its blocking methods on them, so the node's capacity
+    /// bounds both protocols together and a `Resize` changes it for both.
+    pub fn workers(&self) -> Workers {
+        self.core.workers.clone()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
     }

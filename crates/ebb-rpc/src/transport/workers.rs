@@ -15,6 +15,11 @@
 //! service has no blocking method starts none, and end when the server and
 //! every call it handed over are gone.
 //!
+//! A clone is another handle to the same threads: two fronts of one
+//! service (the RPC server and the HTTP side of `ebb node --http`) that
+//! share them run at most `threads` blocking calls at once between them,
+//! and a resize through either is the other's.
+//!
 //! Invariant: jobs waiting here are calls the session admitted and has not
 //! completed, so their number is bounded by the session's in-flight bounds
 //! (`MAX_CONNECTIONS` × `MAX_IN_FLIGHT_PER_CONN`); this queue adds no bound
@@ -48,12 +53,19 @@ pub fn default_threads() -> NonZeroUsize {
 }
 
 /// A lazily started pool of worker threads whose number may change while
-/// it serves.
-#[derive(Debug)]
+/// it serves. Cloning shares the pool; it closes when the last handle goes.
+#[derive(Clone, Debug)]
 pub struct Workers {
+    handles: Arc<Handles>,
+}
+
+/// What every handle to one pool shares.
+#[derive(Debug)]
+struct Handles {
     pool: Arc<Pool>,
-    /// The server's runtime, known from the first job on: threads started
-    /// by a later grow run their jobs on it too.
+    /// The runtime of the first job, known from then on: threads started
+    /// by a later grow run their jobs on it too, so handles that share a
+    /// pool must hand over jobs from one runtime.
     runtime: OnceLock<Handle>,
 }
 
@@ -97,20 +109,26 @@ impl Workers {
         let pool = Pool::default();
         pool.lock().target = bounded(threads).get();
         Workers {
-            pool: Arc::new(pool),
-            runtime: OnceLock::new(),
+            handles: Arc::new(Handles {
+                pool: Arc::new(pool),
+                runtime: OnceLock::new(),
+            }),
         }
+    }
+
+    fn pool(&self) -> &Arc<Pool> {
+        &self.handles.pool
     }
 
     /// The target: how many blocking calls may run at once.
     pub fn threads(&self) -> NonZeroUsize {
-        NonZeroUsize::new(self.pool.lock().target).expect("the target is never zero")
+        NonZeroUsize::new(self.pool().lock().target).expect("the target is never zero")
     }
 
     /// Worker threads running now: after a shrink, more than the target
     /// until the surplus finishes its jobs; fewer before the first job.
     pub fn live(&self) -> usize {
-        self.pool.lock().live
+        self.pool().lock().live
     }
 
     /// Sets the number of workers to `threads` (cut to
@@ -119,14 +137,14 @@ impl Workers {
     /// lets running jobs finish and idle workers leave.
     pub fn resize(&self, threads: NonZeroUsize) -> NonZeroUsize {
         let threads = bounded(threads);
-        let mut state = self.pool.lock();
+        let mut state = self.pool().lock();
         state.target = threads.get();
-        if let Some(runtime) = self.runtime.get() {
-            self.pool.spawn_missing(&mut state, runtime);
+        if let Some(runtime) = self.handles.runtime.get() {
+            self.pool().spawn_missing(&mut state, runtime);
         }
         drop(state);
         // Idle workers over the target see it and leave.
-        self.pool.work.notify_all();
+        self.pool().work.notify_all();
         threads
     }
 
@@ -135,15 +153,15 @@ impl Workers {
     /// may use. Returns the job if no worker thread could be started, so
     /// the caller can run it itself rather than lose the call.
     pub fn run(&self, runtime: &Handle, job: Job) -> Result<(), Job> {
-        let runtime = self.runtime.get_or_init(|| runtime.clone());
-        let mut state = self.pool.lock();
-        self.pool.spawn_missing(&mut state, runtime);
+        let runtime = self.handles.runtime.get_or_init(|| runtime.clone());
+        let mut state = self.pool().lock();
+        self.pool().spawn_missing(&mut state, runtime);
         if state.live == 0 {
             return Err(job);
         }
         state.jobs.push_back(job);
         drop(state);
-        self.pool.work.notify_one();
+        self.pool().work.notify_one();
         Ok(())
     }
 
@@ -151,9 +169,9 @@ impl Workers {
     /// or `timeout` passed; returns whether it happened. For tests and
     /// benchmarks that must see the threads really went.
     pub fn wait_live(&self, live: usize, timeout: std::time::Duration) -> bool {
-        let state = self.pool.lock();
+        let state = self.pool().lock();
         let (state, _) = self
-            .pool
+            .pool()
             .left
             .wait_timeout_while(state, timeout, |s| s.live != live)
             .unwrap_or_else(PoisonError::into_inner);
@@ -161,8 +179,8 @@ impl Workers {
     }
 }
 
-impl Drop for Workers {
-    /// Workers finish what is queued, then leave.
+impl Drop for Handles {
+    /// The last handle went: workers finish what is queued, then leave.
     fn drop(&mut self) {
         self.pool.lock().closed = true;
         self.pool.work.notify_all();

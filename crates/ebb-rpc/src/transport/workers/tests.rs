@@ -130,3 +130,34 @@ fn a_resize_is_cut_to_the_bound() {
     );
     assert_eq!(workers.live(), 0, "no thread starts before the first job");
 }
+
+/// Two handles share one pool: a resize through one is the other's, jobs
+/// from both count against the same threads, and dropping one closes
+/// nothing while the other serves.
+#[test]
+fn clones_share_the_threads_and_a_resize() {
+    let rt = runtime();
+    let rpc = Workers::new(n(1));
+    let http = rpc.clone();
+    assert_eq!(rpc.resize(n(3)), n(3));
+    assert_eq!(http.threads(), n(3), "the resize is seen through the clone");
+    // Two jobs through one handle and one through the other meet this
+    // thread: three at once on the three shared threads.
+    let met = Arc::new(Barrier::new(4));
+    let release = Arc::new(Barrier::new(4));
+    for handle in [&rpc, &http, &http] {
+        assert!(handle.run(rt.handle(), meeting(&met, &release)).is_ok());
+    }
+    met.wait();
+    assert_eq!(rpc.live(), 3, "one pool of three threads, not two pools");
+    release.wait();
+    drop(rpc);
+    let (done, finished) = channel();
+    let job: Job = Box::pin(async move {
+        let _ = done.send(());
+    });
+    assert!(http.run(rt.handle(), job).is_ok());
+    finished
+        .recv_timeout(LEAVE_TIMEOUT)
+        .expect("the remaining handle's pool still runs jobs");
+}
