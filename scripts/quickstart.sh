@@ -16,7 +16,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Start a process that prints "... listening on ADDR" and echo the address.
+# Start a process that prints "... listening on ADDR" and set $addr to the
+# address. Called directly, not in $(...): a subshell's pids+=() would be
+# lost, and the exit trap would leave the process running.
 start() {
   local log=$1; shift
   : >"$log"   # exists before the first look, however late the process starts
@@ -24,7 +26,7 @@ start() {
   pids+=($!)
   for _ in $(seq 1 100); do
     if addr=$(grep -o 'listening on [^ ]*' "$log" | awk '{print $3}') && [ -n "$addr" ]; then
-      echo "$addr"; return 0
+      return 0
     fi
     sleep 0.05
   done
@@ -32,14 +34,16 @@ start() {
 }
 
 echo "== a node serving the demo service"
-node=$(start "$work/node.log" "$ebb" node --listen 127.0.0.1:0)
+start "$work/node.log" "$ebb" node --listen 127.0.0.1:0
+node=$addr
 echo "node at $node"
 $ebb call --addr "$node" Demo.incr '{"key":"a"}'
 $ebb call --addr "$node" Demo.incr '{"key":"a"}'
 $ebb call --addr "$node" Demo.echo '{"msg":"hello"}'
 
 echo "== the same calls through a proxy that resets 10% of chunks"
-proxy=$(start "$work/chaos.log" "$ebb" chaos --listen 127.0.0.1:0 --upstream "$node" --reset 0.1 --seed 1)
+start "$work/chaos.log" "$ebb" chaos --listen 127.0.0.1:0 --upstream "$node" --reset 0.1 --seed 1
+proxy=$addr
 for _ in 1 2 3; do
   $ebb call --addr "$proxy" Demo.incr '{"key":"a"}' || echo "(the failure above says whether the call may have run)"
 done
