@@ -30,6 +30,13 @@
 //! are cancelled past their due plus a short grace; late copies of those
 //! calls must be answered from the server's record and never run again,
 //! and the totals show both paths and both kinds of late copy occurred.
+//! Half the seeds send resizes through the same faulty network, as a
+//! gateway does on its connections to nodes: within the servers' bound,
+//! past it, to servers that do not resize, before the handshake, from a
+//! client without an accepted token, and `Resized` frames the wrong way;
+//! none may run a method or touch the at-most-once table, an answered one
+//! sets the worker threads the blocking calls queue for, within 1 ..= the
+//! bound, and the totals show each kind happened.
 //! Planted-bug tests show the simulation catches a server that forgets its
 //! refusals, one that applies the handshake timeout to connections past
 //! their handshake, one that bounds a caller per connection, one that
@@ -143,6 +150,14 @@ fn no_call_runs_twice_replies_reach_their_own_call_and_every_call_ends_by_its_de
         assert!(
             total.refused_copies_answered > 0 && total.cancelled_copies_answered > 0,
             "late copies of calls ended overdue must have been answered from the record: {total:?}"
+        );
+        assert!(
+            total.resizes_applied > 0
+                && total.resizes_cut_to_bound > 0
+                && total.resizes_not_resizable > 0
+                && total.resizes_unanswered > 0
+                && total.resized_dropped > 0,
+            "resizes of every kind must have reached servers: {total:?}"
         );
     }
 }

@@ -82,6 +82,42 @@ fn write_progress_is_driven_and_puts_resends_off() {
     );
 }
 
+/// Resizes are driven on proven and unproven connections, within the
+/// server's bound and past it, to a server that resizes and to one that
+/// does not, and `Resized` frames are sent the wrong way: none runs a
+/// method, touches the at-most-once table or leaves the workers outside
+/// 1 ..= the bound (the driver checks each as it goes). Counts every kind
+/// over seeded inputs, so the test fails if a path never ran.
+#[test]
+fn resizes_of_every_kind_happen_and_touch_no_call_or_session() {
+    let mut total = drive::Resizes::default();
+    for seed in 0..FORGERY_INPUTS {
+        let mut rng = Rng::seeded(seed);
+        let bytes: Vec<u8> = (0..FORGERY_INPUT_BYTES)
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        match drive::run(&bytes) {
+            Ok(drive::Seen { resizes: r, .. }) => {
+                total.applied += r.applied;
+                total.cut_to_bound += r.cut_to_bound;
+                total.not_resizable += r.not_resizable;
+                total.unanswered += r.unanswered;
+                total.resized_dropped += r.resized_dropped;
+            }
+            Err(why) => panic!("input seed {seed}: {why}"),
+        }
+    }
+    println!("{FORGERY_INPUTS} inputs: {total:?}");
+    assert!(
+        total.applied > 0
+            && total.cut_to_bound > 0
+            && total.not_resizable > 0
+            && total.unanswered > 0
+            && total.resized_dropped > 0,
+        "every kind of resize must have been driven: {total:?}"
+    );
+}
+
 /// Inputs the cargo-fuzz target `sessions` once crashed on, replayed on
 /// every run. `sessions-91eeb28e.bin`: a forged ping reopened a forgotten
 /// session with a lower floor while one of its calls still ran, so the call

@@ -16,19 +16,31 @@
 //! of its last message, so a copy can be "still leaving" when its resend
 //! falls due), and the server that part of a frame arrived.
 //!
+//! So are resizes, as a gateway sends them: on clients' and strays'
+//! connections, proven or not, within the server's bound and past it, to a
+//! server that resizes and to one that does not, and `Resized` frames sent
+//! the wrong way (to the server) or from nowhere (to a client). A resize
+//! must never run a method or change the at-most-once table or any count
+//! but its own; one on a connection that never proved a client id is left
+//! unanswered; an answered one sets the server's workers (a real
+//! `Workers`, as the transport's) to what was asked cut to the bound, so
+//! their number stays within 1 ..= the bound.
+//!
 //! Shared by the proptest in `tests/session_fuzz.rs` and the cargo-fuzz
 //! target `fuzz/fuzz_targets/sessions.rs`, so both explore the same space.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::{NonZeroU32, NonZeroUsize};
 
 use bytes::Bytes;
 use ebb_core::{ClientId, Instant, Nanos};
 use ebb_rpc::semantics::{
     Action, CallId, CallKey, ClientConfig, ClientSession, ConnId, ServerConfig, ServerSession,
 };
+use ebb_rpc::transport::workers::Workers;
 use ebb_rpc::wire::{
     ClientSecret, ConnError, ConnErrorKind, Incarnation, Message, Outcome, Ping, Pong, Refusal,
-    Reply, Request, Seq,
+    Reply, Request, Resize, Resized, Seq,
 };
 
 const CLIENTS: usize = 2;
@@ -52,10 +64,32 @@ pub struct Forgeries {
     /// refused.
     pub requests_refused: u64,
 }
+/// The most workers the driven server lets a resize ask for.
+const RESIZE_BOUND: u32 = 4;
+/// What resizes ask for, in turn: within the bound, at it, past it, and
+/// the widest the wire carries.
+const ASKED: [u32; 5] = [1, 2, RESIZE_BOUND, RESIZE_BOUND + 1, u32::MAX];
+
+/// What the resizes driven came to, over one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resizes {
+    /// Answered and applied to the workers.
+    pub applied: u64,
+    /// Of those, ones that asked past the bound and were cut to it.
+    pub cut_to_bound: u64,
+    /// Answered that the server does not resize.
+    pub not_resizable: u64,
+    /// Left unanswered: their connection proved no client id.
+    pub unanswered: u64,
+    /// `Resized` frames sent to the server, dropped.
+    pub resized_dropped: u64,
+}
+
 /// What one run drove, for tests that must show the rare paths ran.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     pub forgeries: Forgeries,
+    pub resizes: Resizes,
     /// Write progress reported to a client (`handle_written`).
     pub writes_reported: u64,
     /// Resends the clients put off because the copy before was still being
@@ -103,6 +137,13 @@ struct World {
     writes_reported: u64,
     /// Stray connections and the ids they sent a proving handshake for.
     proofs: std::collections::BTreeSet<(ConnId, ClientId)>,
+    /// The server's worker threads, as the transport keeps them.
+    workers: Workers,
+    /// Whether the server resizes now (it is switched on and off).
+    resizable: bool,
+    /// Resize operations so far: which comes next, and its request id.
+    resize_ops: u64,
+    resizes: Resizes,
 }
 
 /// What a forged message must not change about a session.
@@ -156,9 +197,11 @@ fn client_config() -> ClientConfig {
 impl World {
     fn new() -> World {
         let now = Instant::EPOCH;
+        let mut server = ServerSession::new(Incarnation::at_least_one(7), server_config());
+        server.set_resize_up_to(NonZeroU32::new(RESIZE_BOUND));
         World {
             now,
-            server: ServerSession::new(Incarnation::at_least_one(7), server_config()),
+            server,
             clients: (0..CLIENTS)
                 .map(|c| ClientSession::new(secret(c as u8), client_config(), now))
                 .collect(),
@@ -172,7 +215,144 @@ impl World {
             reports: [0; CLIENTS],
             writes_reported: 0,
             proofs: std::collections::BTreeSet::new(),
+            workers: Workers::new(NonZeroUsize::MIN),
+            resizable: true,
+            resize_ops: 0,
+            resizes: Resizes::default(),
         }
+    }
+
+    /// The next resize operation, chosen in turn with client `c`: no input
+    /// byte is read, so inputs recorded before resizes were driven replay
+    /// their other steps as they did.
+    fn resize_op(&mut self, c: usize) -> Result<(), String> {
+        let n = self.resize_ops;
+        self.resize_ops += 1;
+        let asked = ASKED[(n / 4) as usize % ASKED.len()];
+        let capacity = NonZeroU32::new(asked).expect("ASKED holds no zero");
+        let resize = Resize { id: n, capacity };
+        match n % 4 {
+            0 => {
+                if let Some(conn) = self.conns[c] {
+                    self.admit_resize(conn, resize, false)?;
+                }
+            }
+            1 => {
+                if let Some(&conn) = self.strays.first() {
+                    let never_proved = !self.proofs.iter().any(|&(p, _)| p == conn);
+                    self.admit_resize(conn, resize, never_proved)?;
+                }
+            }
+            2 => {
+                if let Some(conn) = self.conns[c].or(self.strays.first().copied()) {
+                    self.admit_resized(conn, n)?;
+                }
+            }
+            _ => {
+                // The server stops or starts resizing, and a `Resized` from
+                // nowhere reaches a client, which takes it for no reply.
+                self.resizable = !self.resizable;
+                let up_to = NonZeroU32::new(RESIZE_BOUND).filter(|_| self.resizable);
+                self.server.set_resize_up_to(up_to);
+                let stray = Resized {
+                    id: n,
+                    incarnation: Incarnation::at_least_one(7),
+                    capacity: Some(capacity),
+                };
+                self.clients[c].handle_message(Message::Resized(stray), self.now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits `resize` on `conn`; `unproven`: the connection never sent a
+    /// handshake proving an id, so it must be left unanswered.
+    fn admit_resize(&mut self, conn: ConnId, resize: Resize, unproven: bool) -> Result<(), String> {
+        let table = format!("{:?}", self.server.table());
+        let before = self.server.stats();
+        let action = self.server.admit(conn, Message::Resize(resize), self.now);
+        let after = self.server.stats();
+        if format!("{:?}", self.server.table()) != table {
+            return Err(format!("{resize:?} changed the at-most-once table"));
+        }
+        let mut others = after;
+        others.resizes = before.resizes;
+        others.refused_unauthorized_resizes = before.refused_unauthorized_resizes;
+        if others != before {
+            return Err(format!(
+                "{resize:?} changed counts other than its own: {before:?} -> {after:?}"
+            ));
+        }
+        let answered = after.resizes - before.resizes;
+        let refused = after.refused_unauthorized_resizes - before.refused_unauthorized_resizes;
+        let bound = NonZeroU32::new(RESIZE_BOUND).expect("the bound is not zero");
+        let want = resize.capacity.min(bound);
+        match action {
+            Action::Drop if (refused, answered) == (1, 0) => self.resizes.unanswered += 1,
+            Action::Resize(r) if !unproven && self.resizable && (refused, answered) == (0, 1) => {
+                if (r.id, r.capacity, r.incarnation)
+                    != (resize.id, Some(want), self.server.incarnation())
+                {
+                    return Err(format!(
+                        "{resize:?} was answered {r:?}, not {want} by its server"
+                    ));
+                }
+                let threads = usize::try_from(want.get()).expect("the bound fits a usize");
+                let took = self
+                    .workers
+                    .resize(NonZeroUsize::new(threads).expect("not zero"));
+                let most = usize::try_from(RESIZE_BOUND).expect("the bound fits a usize");
+                if took.get() != threads || !(1..=most).contains(&self.workers.threads().get()) {
+                    return Err(format!(
+                        "{resize:?} left {} workers, not {want} within 1..={most}",
+                        self.workers.threads()
+                    ));
+                }
+                self.resizes.applied += 1;
+                if resize.capacity > bound {
+                    self.resizes.cut_to_bound += 1;
+                }
+            }
+            Action::Reply(Message::Resized(r))
+                if !unproven
+                    && !self.resizable
+                    && (refused, answered) == (0, 1)
+                    && r.capacity.is_none()
+                    && r.id == resize.id =>
+            {
+                self.resizes.not_resizable += 1;
+            }
+            other => {
+                return Err(format!(
+                    "{resize:?} on {conn:?} (never proved: {unproven}, resizable: {}) got {other:?}",
+                    self.resizable
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A `Resized` sent to the server (a peer speaking as a server) is
+    /// dropped and changes nothing.
+    fn admit_resized(&mut self, conn: ConnId, id: u64) -> Result<(), String> {
+        let table = format!("{:?}", self.server.table());
+        let before = self.server.stats();
+        let resized = Resized {
+            id,
+            incarnation: Incarnation::at_least_one(7),
+            capacity: NonZeroU32::new(RESIZE_BOUND),
+        };
+        let action = self.server.admit(conn, Message::Resized(resized), self.now);
+        if action != Action::Drop
+            || format!("{:?}", self.server.table()) != table
+            || self.server.stats() != before
+        {
+            return Err(format!(
+                "a Resized sent to the server got {action:?}, or changed it"
+            ));
+        }
+        self.resizes.resized_dropped += 1;
+        Ok(())
     }
 
     /// Admits a message from nowhere on `conn`; a forged one must be
@@ -316,7 +496,7 @@ impl World {
                     self.started.push((c, id));
                 }
             }
-            4 => {}
+            4 => self.resize_op(c)?,
             5 if !self.executing.is_empty() => {
                 let key = self.executing.swap_remove(b.below(self.executing.len()));
                 let outcome = match b.next() % 4 {
@@ -475,6 +655,7 @@ pub fn run(bytes: &[u8]) -> Result<Seen, String> {
     }
     Ok(Seen {
         forgeries: w.forgeries,
+        resizes: w.resizes,
         writes_reported: w.writes_reported,
         retransmits_postponed: w.clients.iter().map(|c| c.postponed_retransmits()).sum(),
     })

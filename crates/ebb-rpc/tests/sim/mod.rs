@@ -99,6 +99,17 @@ pub struct Stats {
     /// Late copies of cancelled calls, answered the recorded
     /// `OutcomeUnknown` (not run again).
     pub cancelled_copies_answered: u64,
+    /// Resizes answered and applied to the server's workers.
+    pub resizes_applied: u64,
+    /// Of those, ones that asked past the server's bound, cut to it.
+    pub resizes_cut_to_bound: u64,
+    /// Resizes answered that the server does not resize.
+    pub resizes_not_resizable: u64,
+    /// Resizes left unanswered: their connection's handshake was not
+    /// accepted (yet, or ever).
+    pub resizes_unanswered: u64,
+    /// `Resized` frames a client sent to a server, dropped.
+    pub resized_dropped: u64,
 }
 
 impl Stats {
@@ -142,5 +153,10 @@ impl Stats {
         self.cancelled_overdue += o.cancelled_overdue;
         self.refused_copies_answered += o.refused_copies_answered;
         self.cancelled_copies_answered += o.cancelled_copies_answered;
+        self.resizes_applied += o.resizes_applied;
+        self.resizes_cut_to_bound += o.resizes_cut_to_bound;
+        self.resizes_not_resizable += o.resizes_not_resizable;
+        self.resizes_unanswered += o.resizes_unanswered;
+        self.resized_dropped += o.resized_dropped;
     }
 }

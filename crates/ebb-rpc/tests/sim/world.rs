@@ -17,12 +17,14 @@ use ebb_rpc::wire::{ClientSecret, Incarnation, Message, Request, Seq};
 
 use super::{Faults, Stats};
 use overdue::{EndedOverdue, OverdueRun, Running, Workers};
+use resize::ResizeRun;
 
 mod callers;
 mod check;
 mod events;
 mod network;
 mod overdue;
+mod resize;
 
 pub const SERVERS: usize = 2;
 const METHOD: u16 = 7;
@@ -101,6 +103,13 @@ enum Event {
         s: usize,
         c: usize,
     },
+    /// Client `c` asks server `s` to resize on its connection, as a
+    /// gateway asks a node; `wrong_way`: it sends a `Resized` instead.
+    Resize {
+        c: usize,
+        s: usize,
+        wrong_way: bool,
+    },
 }
 
 /// What the world knows of one server-side connection, to check the
@@ -170,6 +179,8 @@ pub struct World {
     executing: BTreeMap<(usize, usize), usize>,
     /// Set: this run drives the overdue paths.
     overdue: Option<OverdueRun>,
+    /// Set: this run drives resizes.
+    resizes: Option<ResizeRun>,
     /// Admitted calls not yet ended, by run number.
     running: BTreeMap<u64, Running>,
     next_run: u64,
@@ -358,6 +369,7 @@ impl World {
             outsider,
             executing: BTreeMap::new(),
             overdue,
+            resizes: ResizeRun::draw(seed),
             running: BTreeMap::new(),
             next_run: 0,
             workers: (0..SERVERS).map(|_| Workers::default()).collect(),
@@ -366,6 +378,7 @@ impl World {
         };
         let bursty = bursty || w.overdue.is_some();
         w.plan(clients, bursty);
+        w.plan_resizes(clients);
         w
     }
 
@@ -495,6 +508,7 @@ impl World {
         let mut server = ServerSession::new(incarnation, self.server_cfg);
         server.set_tokens(self.tokens.clone());
         server.set_description(Bytes::from_static(b"sim service"));
+        server.set_resize_up_to(self.resizes.as_ref().and_then(|r| r.bound));
         match self.planted_bug {
             Some(Planted::UnrecordedRefusal) => server.plant_unrecorded_refusal(),
             Some(Planted::HandshakeTimeoutWhenIdle) => server.plant_handshake_timeout_when_idle(),

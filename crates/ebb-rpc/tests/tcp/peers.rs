@@ -234,3 +234,53 @@ async fn a_closed_connection_gives_up_its_last_replies_to_a_peer_that_never_read
     let end = peer.read_to_end(&mut got).await;
     assert!(end.is_err() || got.len() < calls.len(), "{end:?}");
 }
+
+/// A `Resize` whose capacity field is 0, or past `u32`, is a malformed
+/// frame (`docs/wire.md`): the server answers a bad-frame connection error
+/// naming the field and closes that connection only, and its workers keep
+/// their number. A well-formed resize on another connection still applies.
+#[tokio::test]
+async fn a_malformed_resize_closes_its_connection_and_leaves_the_workers() {
+    let svc = Arc::new(TestService {
+        gather: Barrier::new(GATHER),
+        runs: AtomicUsize::new(0),
+    });
+    let two = std::num::NonZeroUsize::new(2).unwrap();
+    let server = Server::bind("127.0.0.1:0", Arc::clone(&svc))
+        .await
+        .unwrap()
+        .with_threads(two)
+        .resizable();
+    let workers = server.workers();
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run());
+    let resize = Message::Resize(wire::Resize {
+        id: 1,
+        capacity: std::num::NonZeroU32::MIN,
+    });
+    for capacity in [0, u64::from(u32::MAX) + 1] {
+        let mut frame = bytes::BytesMut::new();
+        wire::encode_message(&resize, &mut frame).unwrap();
+        // The capacity rides in the `ack_below` field, bytes 32..40.
+        frame[32..40].copy_from_slice(&capacity.to_le_bytes());
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&frame).await.unwrap();
+        let said = server_last_words(s).await;
+        let m = refusal(&said);
+        assert!(m.contains("capacity"), "capacity {capacity}: {m}");
+        assert_eq!(
+            workers.threads(),
+            two,
+            "capacity {capacity} changed the workers"
+        );
+    }
+    let client = TcpClient::connect(&addr).await.unwrap();
+    let three = std::num::NonZeroU32::new(3).unwrap();
+    let took = client
+        .resize(three, ebb_core::Nanos::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(took, Some(three));
+    assert_eq!(workers.threads().get(), 3);
+    assert_eq!(svc.runs.load(Ordering::SeqCst), 0, "no resize ran a method");
+}

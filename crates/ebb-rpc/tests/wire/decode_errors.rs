@@ -1,6 +1,7 @@
 //! The header as documented, and one test per way a frame is refused:
 //! too short, too long, an unknown version, kind, flag or status, a field
-//! its kind does not use, a reply without an incarnation.
+//! its kind does not use, a reply without an incarnation, a resize's
+//! capacity out of its range.
 
 use super::*;
 
@@ -170,4 +171,71 @@ fn a_reply_without_an_incarnation_or_with_an_unknown_refusal_is_refused() {
     let mut buf = encoded(&reply);
     buf[48] = 99; // the refusal code rides in the deadline field
     assert_eq!(decode_frame(&mut buf), Err(WireError::UnknownRefusal(99)));
+}
+
+/// `frame` encoded with its `ack_below` field (a resize's capacity, bytes
+/// 32..40) set to `capacity`, then decoded.
+fn with_capacity(frame: &Frame, capacity: u64) -> Result<Option<Frame>, WireError> {
+    let mut buf = encoded(frame);
+    buf[32..40].copy_from_slice(&capacity.to_le_bytes());
+    decode_frame(&mut buf)
+}
+
+/// A resize asks for 1 ..= `u32::MAX`: 0 and anything wider are refused
+/// as out of range. A resized answer may say 0 (the server does not
+/// resize), not more than `u32`, and must carry the server's incarnation.
+#[test]
+fn a_resize_capacity_outside_its_range_is_refused() {
+    let out_of_range = |kind| {
+        Err(WireError::FieldOutOfRange {
+            kind,
+            field: "capacity",
+        })
+    };
+    let resize = Message::Resize(Resize {
+        id: 3,
+        capacity: std::num::NonZeroU32::MIN,
+    });
+    assert_eq!(with_capacity(&resize, 0), out_of_range("resize"));
+    assert_eq!(
+        with_capacity(&resize, u64::from(u32::MAX) + 1),
+        out_of_range("resize")
+    );
+    let widest = with_capacity(&resize, u64::from(u32::MAX)).unwrap();
+    assert!(
+        matches!(widest, Some(Message::Resize(r)) if r.capacity.get() == u32::MAX),
+        "{widest:?}"
+    );
+    let resized = Message::Resized(Resized {
+        id: 3,
+        incarnation: Incarnation::new(5).unwrap(),
+        capacity: std::num::NonZeroU32::new(2),
+    });
+    let none = with_capacity(&resized, 0).unwrap();
+    assert!(
+        matches!(none, Some(Message::Resized(r)) if r.capacity.is_none()),
+        "{none:?}"
+    );
+    assert_eq!(
+        with_capacity(&resized, u64::from(u32::MAX) + 1),
+        out_of_range("resized")
+    );
+    let mut buf = encoded(&resized);
+    buf[40..48].copy_from_slice(&0u64.to_le_bytes());
+    assert_eq!(
+        decode_frame(&mut buf),
+        Err(WireError::FieldOutOfRange {
+            kind: "resized",
+            field: "incarnation"
+        })
+    );
+    let mut buf = encoded(&resize);
+    buf[40] = 1;
+    assert_eq!(
+        decode_frame(&mut buf),
+        Err(WireError::NonZeroField {
+            kind: "resize",
+            field: "incarnation"
+        })
+    );
 }

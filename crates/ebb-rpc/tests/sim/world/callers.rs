@@ -1,5 +1,5 @@
 //! Who may act for a client: a forger that copies a client's id without
-//! its secret is refused and runs nothing, and each caller (by its token)
+//! its secret is refused, runs nothing and resizes nothing, and each caller (by its token)
 //! keeps within its bound of calls executing on a server.
 
 use bytes::Bytes;
@@ -87,6 +87,19 @@ impl World {
                     return Err(format!(
                         "a forged copy of client {c}'s call {seq} on server {s} got {other:?}"
                     ));
+                }
+            }
+        }
+        if self.resizes.is_some() {
+            // Nor may it resize the server: its connection proved nothing.
+            let resize = ebb_rpc::wire::Resize {
+                id: 0,
+                capacity: std::num::NonZeroU32::MAX,
+            };
+            match server.admit(conn, resize, self.now) {
+                Action::Drop => self.stats.resizes_unanswered += 1,
+                other => {
+                    return Err(format!("a forger's resize on server {s} got {other:?}"));
                 }
             }
         }

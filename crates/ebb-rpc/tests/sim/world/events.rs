@@ -58,6 +58,12 @@ impl World {
                 else {
                     return Ok(());
                 };
+                if matches!(frame, Message::Resize(_) | Message::Resized(_)) {
+                    if let Some(track) = self.tracks.get_mut(&(s, conn)) {
+                        track.last_heard = Some(self.now);
+                    }
+                    return self.resize_reached(c, s, conn, frame);
+                }
                 let incarnation = server.incarnation();
                 let request = match &frame {
                     Message::Request(r) => Some((r.client, r.seq, r.idempotent)),
@@ -139,8 +145,10 @@ impl World {
                     }
                     Action::Wait => self.stats.waits += 1,
                     Action::Drop => self.stats.dropped_below_ack += 1,
-                    // The simulated clients send no resize.
-                    Action::Resize(_) => {}
+                    // Resize frames took the branch above.
+                    Action::Resize(r) => {
+                        return Err(format!("a call's frame on server {s} was answered {r:?}"));
+                    }
                 }
             }
             Event::Complete { run } => {
@@ -295,6 +303,7 @@ impl World {
                 self.tracks.insert((s, id), track);
             }
             Event::Forge { s, c } => self.forge(s, c)?,
+            Event::Resize { c, s, wrong_way } => self.send_resize(c, s, wrong_way),
         }
         Ok(())
     }

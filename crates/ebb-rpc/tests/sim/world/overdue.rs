@@ -58,6 +58,8 @@ pub(super) struct Running {
 pub(super) struct Workers {
     pub(super) busy: usize,
     pub(super) queue: VecDeque<u64>,
+    /// Set by a resize: the threads in force, instead of the run's.
+    pub(super) threads: Option<usize>,
 }
 
 /// How the server ended an at-most-once call overdue, which its late
@@ -129,7 +131,9 @@ impl World {
     /// Free workers of server `s` take queued calls, which start if their
     /// due has not passed; the others are refused, recorded by the server.
     pub(super) fn start_workers(&mut self, s: usize) -> Result<(), String> {
-        let threads = self.overdue.as_ref().map_or(1, |o| o.threads);
+        let threads = self.workers[s]
+            .threads
+            .unwrap_or_else(|| self.overdue.as_ref().map_or(1, |o| o.threads));
         while self.workers[s].busy < threads {
             let Some(run) = self.workers[s].queue.pop_front() else {
                 return Ok(());
