@@ -142,8 +142,10 @@ fn measure<P: NodeProvider>(
         let node = provider.start(id)?;
         wait_ready(provider, id)?;
         ready_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        // A container's address is known once it is ready.
+        let addr = provider.addr(id).unwrap_or(node.addr);
         let reply = rt.block_on(async {
-            let client = TcpClient::connect(&node.addr.to_string()).await?;
+            let client = TcpClient::connect(&addr.to_string()).await?;
             DemoClient::new(client).echo("x".to_owned()).await
         })?;
         served_ms.push(t0.elapsed().as_secs_f64() * 1e3);

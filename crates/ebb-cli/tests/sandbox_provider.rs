@@ -64,15 +64,17 @@ fn provider_serves_busybox_httpd_over_the_veth() {
     let id = NodeId(7);
     let node = p.start(id).unwrap();
     assert!(
-        node.addr.ip().to_string().starts_with("10.213."),
-        "addr {}",
+        node.addr.ip().is_unspecified() && node.addr.port() == 8080,
+        "start returns before the address is known: {}",
         node.addr
     );
     let ready = poll_until(&mut p, |e| matches!(e, NodeEvent::Ready(_)));
     assert_eq!(ready, NodeEvent::Ready(id));
     eprintln!("container node ready after {}", p.expected_start());
+    let addr = p.addr(id).expect("a ready node's address is known");
+    assert!(addr.ip().to_string().starts_with("10.213."), "addr {addr}");
 
-    let mut conn = TcpStream::connect(node.addr).unwrap();
+    let mut conn = TcpStream::connect(addr).unwrap();
     conn.write_all(b"GET /etc/passwd HTTP/1.0\r\n\r\n").unwrap();
     let mut reply = String::new();
     conn.read_to_string(&mut reply).unwrap();
@@ -118,15 +120,15 @@ fn dropping_the_provider_stops_even_a_server_that_ignores_sigterm() {
         &["/bin/sh", "-c", "trap '' TERM; exec httpd -f -p {port}"],
         8081,
     );
-    let node = p.start(NodeId(1)).unwrap();
+    p.start(NodeId(1)).unwrap();
     poll_until(&mut p, |e| matches!(e, NodeEvent::Ready(_)));
+    let addr = p.addr(NodeId(1)).expect("a ready node's address is known");
     drop(p);
     // The runner was killed; its container dies with it (PDEATHSIG), which
     // the kernel carries out asynchronously: poll, bounded.
     let mut serving = true;
     for _ in 0..MAX_POLLS {
-        serving =
-            TcpStream::connect_timeout(&node.addr, std::time::Duration::from_millis(20)).is_ok();
+        serving = TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(20)).is_ok();
         if !serving {
             break;
         }
@@ -153,7 +155,6 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
     let mut p = provider(&["/bin/ebb", "node", "--listen", "0.0.0.0:{port}"], 7000);
     let a = p.start(NodeId(1)).unwrap();
     let b = p.start(NodeId(2)).unwrap();
-    assert_ne!(a.addr, b.addr, "each container has its own address");
     let mut ready = 0;
     for _ in 0..MAX_POLLS {
         ready += p
@@ -167,11 +168,13 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     assert_eq!(ready, 2, "both containers should serve");
+    let (a_addr, b_addr) = (p.addr(a.id).unwrap(), p.addr(b.id).unwrap());
+    assert_ne!(a_addr, b_addr, "each container has its own address");
 
-    assert_eq!(common::incr(a.addr, "k"), 1);
-    assert_eq!(common::incr(a.addr, "k"), 2);
+    assert_eq!(common::incr(a_addr, "k"), 1);
+    assert_eq!(common::incr(a_addr, "k"), 2);
     assert_eq!(
-        common::incr(b.addr, "k"),
+        common::incr(b_addr, "k"),
         1,
         "containers must not share state"
     );
@@ -189,7 +192,7 @@ fn provider_runs_ebb_node_in_containers_that_keep_their_own_state() {
         "{gone:?}"
     );
     assert_eq!(
-        common::incr(b.addr, "k"),
+        common::incr(b_addr, "k"),
         2,
         "the other container keeps serving"
     );

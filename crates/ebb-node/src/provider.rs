@@ -28,6 +28,9 @@ impl NodeKind {
 pub struct StartedNode {
     pub id: NodeId,
     pub kind: NodeKind,
+    /// Its address; where it is learnt only while the node boots (a
+    /// container's, from its runner), the port on the unspecified address
+    /// until [`NodeProvider::addr`] says more.
     pub addr: SocketAddr,
 }
 
@@ -67,6 +70,15 @@ pub trait NodeProvider: Send {
     fn expected_start(&self) -> Nanos;
 
     fn start(&mut self, id: NodeId) -> Result<StartedNode, ProviderError>;
+
+    /// Where node `id` is reached, for a provider that learns it only while
+    /// the node boots (a container's address comes from its runner once the
+    /// network is up): known by the time the node is reported `Ready`.
+    /// `None`: the address `start` returned holds.
+    fn addr(&self, id: NodeId) -> Option<SocketAddr> {
+        let _ = id;
+        None
+    }
 
     /// Asks the node to stop; `Gone` follows through `poll_events`.
     fn stop(&mut self, id: NodeId) -> Result<(), ProviderError>;

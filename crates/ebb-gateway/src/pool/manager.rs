@@ -176,9 +176,16 @@ impl Manager {
         for ev in events {
             match ev {
                 NodeEvent::Ready(id) => {
-                    if let Some(&addr) = self.addrs.get(&id) {
-                        self.awaiting_handshake.insert(id, addr);
+                    let Some(known) = self.addrs.get_mut(&id) else {
+                        continue;
+                    };
+                    // A provider that learns an address while its node
+                    // boots (a container's) knows it by now.
+                    if let Some(addr) = self.provider.addr(id) {
+                        *known = addr;
+                        self.registry.set_addr(id, addr);
                     }
+                    self.awaiting_handshake.insert(id, *known);
                 }
                 NodeEvent::Gone(id, reason) => self.gone(id, &reason, now),
             }

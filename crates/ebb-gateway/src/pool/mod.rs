@@ -9,8 +9,11 @@
 //! node gets nothing new, finishes what it has, then is stopped, so
 //! removing a node fails no request.
 //!
-//! It runs on its own thread because providers block (a container or VM
-//! start does real work) and must not stall the request path.
+//! It runs on its own thread because providers do real work (spawning a
+//! process, a container's runner, QEMU) and must not stall the request
+//! path. A start returns once the node is launched, not once it is up: a
+//! container's address, like any node's readiness, comes later through
+//! the provider's events, so a slow boot holds up no other node.
 
 mod capacity;
 mod config;

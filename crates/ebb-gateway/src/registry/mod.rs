@@ -231,6 +231,15 @@ impl Registry {
         inner.balancer.on_nodes_changed(&inner.views);
     }
 
+    /// Node `id`'s address, learnt while it booted (a container's): the
+    /// one `/status` shows from now on.
+    pub fn set_addr(&self, id: NodeId, addr: std::net::SocketAddr) {
+        let mut g = self.lock();
+        if let Some(i) = g.index(id) {
+            g.meta[i].addr = addr;
+        }
+    }
+
     /// The handshake succeeded: the node takes work from now on.
     pub fn set_ready(&self, id: NodeId, client: NodeClient, now: Instant) -> bool {
         self.with(|inner| inner.set_ready(id, client, self, now))

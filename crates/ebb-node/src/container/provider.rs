@@ -6,13 +6,21 @@
 //! parameter, so any TCP server works: `ebb node --listen 0.0.0.0:{port}`
 //! in production, `busybox httpd` in tests. A node is `Ready` once its port
 //! accepts a TCP connection over the veth.
+//!
+//! `start` returns as soon as the runner is spawned: the node's address
+//! (its veth's, chosen by the runner with its slot) is learnt while it
+//! boots, from the file the runner writes once the container is up, read
+//! by `poll_events` and given by [`NodeProvider::addr`]. So a caller that
+//! starts nodes on its control loop (the gateway's pool manager) never
+//! waits for a container to come up; one that fails to report an address
+//! within `ADDR_WAIT_MS` is killed and reported gone.
 
 use super::state::STATE_ROOT;
 use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use crate::sandbox::Limits;
 use ebb_core::{Nanos, NodeId};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -20,9 +28,11 @@ use std::time::{Duration, Instant};
 
 /// Start time assumed before any boot was observed.
 const INITIAL_EXPECTED_START_MS: u64 = 20;
-/// How long `start` waits for the runner to report the node's address.
-const ADDR_WAIT_MS: u64 = 5_000;
-const ADDR_POLL_MS: u64 = 1;
+/// How long a node's runner may take to report its address after `start`;
+/// past it the node is stopped and reported gone. Nothing waits for it
+/// meanwhile, so it allows a loaded machine's slowest start (seconds),
+/// not only a quiet one's (milliseconds).
+const ADDR_WAIT_MS: u64 = 30_000;
 /// Bound on each readiness probe, so `poll_events` stays quick.
 const PROBE_TIMEOUT_MS: u64 = 20;
 /// Numbers the runners this process starts, for their address files.
@@ -52,9 +62,45 @@ struct Running {
     runner: Child,
     /// The runner's stdout, which carries the node's: kept, not shown.
     output: crate::child::OutputTail,
-    addr: SocketAddr,
+    /// Where the runner reports the node's address, until it has.
+    addr_file: Option<PathBuf>,
+    /// Known once the runner reported it.
+    addr: Option<SocketAddr>,
     started: Instant,
     ready: bool,
+}
+
+impl Running {
+    /// Reads the address the runner reported, if it has; `Err` says why
+    /// the node will never have one.
+    fn learn_addr(&mut self, port: u16) -> Result<(), String> {
+        let Some(path) = &self.addr_file else {
+            return Ok(());
+        };
+        let reported = std::fs::read_to_string(path).ok().and_then(|text| {
+            text.split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+        });
+        if let Some(ip) = reported {
+            let _ = std::fs::remove_file(path);
+            self.addr_file = None;
+            self.addr = Some(SocketAddr::new(ip, port));
+            return Ok(());
+        }
+        if self.started.elapsed() > Duration::from_millis(ADDR_WAIT_MS) {
+            return Err(format!("no address reported within {ADDR_WAIT_MS} ms"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(path) = &self.addr_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 pub struct ContainerProvider {
@@ -106,39 +152,6 @@ impl ContainerProvider {
                 id,
                 reason: format!("its runner (pid {runner}) has no container running"),
             })
-    }
-
-    fn start_err(reason: impl Into<String>) -> ProviderError {
-        ProviderError::Start {
-            kind: "container",
-            reason: reason.into(),
-        }
-    }
-
-    fn wait_addr(
-        path: &Path,
-        runner: &mut Child,
-        output: &mut crate::child::OutputTail,
-    ) -> Result<IpAddr, ProviderError> {
-        let deadline = Instant::now() + Duration::from_millis(ADDR_WAIT_MS);
-        while Instant::now() < deadline {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                if let Some(ip) = text.split_whitespace().next().and_then(|s| s.parse().ok()) {
-                    return Ok(ip);
-                }
-            }
-            let _ = output.drain();
-            if let Ok(Some(status)) = runner.try_wait() {
-                let _ = output.drain();
-                return Err(Self::start_err(
-                    output.explain(format!("the container runner exited early: {status}")),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(ADDR_POLL_MS));
-        }
-        Err(Self::start_err(format!(
-            "no address reported within {ADDR_WAIT_MS} ms"
-        )))
     }
 }
 
@@ -216,37 +229,37 @@ impl NodeProvider for ContainerProvider {
             .stdout
             .take()
             .ok_or_else(|| std::io::Error::other("the runner's stdout was not captured"))
-            .and_then(crate::child::OutputTail::new)
-            .map_err(ProviderError::from);
-        let ip = output.and_then(|mut output| {
-            let ip = Self::wait_addr(&addr_file, &mut runner, &mut output)?;
-            Ok((ip, output))
-        });
-        let _ = std::fs::remove_file(&addr_file);
-        let (ip, output) = match ip {
-            Ok(ip) => ip,
+            .and_then(crate::child::OutputTail::new);
+        let output = match output {
+            Ok(output) => output,
             Err(e) => {
                 let _ = runner.kill();
                 let _ = runner.wait();
-                return Err(e);
+                let _ = std::fs::remove_file(&addr_file);
+                return Err(e.into());
             }
         };
-        let addr = SocketAddr::new(ip, self.cfg.port);
         self.nodes.insert(
             id,
             Running {
                 runner,
                 output,
-                addr,
+                addr_file: Some(addr_file),
+                addr: None,
                 started,
                 ready: false,
             },
         );
+        // The address comes while the node boots (`poll_events`).
         Ok(StartedNode {
             id,
             kind: NodeKind::Container,
-            addr,
+            addr: SocketAddr::new(IpAddr::from(Ipv4Addr::UNSPECIFIED), self.cfg.port),
         })
+    }
+
+    fn addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.nodes.get(&id).and_then(|n| n.addr)
     }
 
     fn stop(&mut self, id: NodeId) -> Result<(), ProviderError> {
@@ -277,14 +290,19 @@ impl NodeProvider for ContainerProvider {
 
     fn poll_events(&mut self) -> Vec<NodeEvent> {
         let mut gone = Vec::new();
+        let port = self.cfg.port;
         for (id, node) in &mut self.nodes {
             let open = node.output.drain();
             match node.runner.try_wait() {
                 Ok(Some(status)) => {
                     // Whatever it wrote before it ended is in the pipe.
                     let _ = node.output.drain();
-                    let why = node.output.explain(format!("container ended: {status}"));
-                    gone.push((*id, why));
+                    let why = if node.addr.is_none() {
+                        format!("the container runner exited early: {status}")
+                    } else {
+                        format!("container ended: {status}")
+                    };
+                    gone.push((*id, node.output.explain(why)));
                 }
                 Err(e) => gone.push((*id, format!("lost track of the container: {e}"))),
                 Ok(None) if open.is_err() => {
@@ -293,8 +311,18 @@ impl NodeProvider for ContainerProvider {
                     }
                 }
                 Ok(None) if !node.ready => {
+                    if let Err(why) = node.learn_addr(port) {
+                        // Killed now: no address, no node to stop later.
+                        let _ = node.runner.kill();
+                        let _ = node.runner.wait();
+                        gone.push((*id, why));
+                        continue;
+                    }
+                    let Some(addr) = node.addr else {
+                        continue;
+                    };
                     let probe = Duration::from_millis(PROBE_TIMEOUT_MS);
-                    if TcpStream::connect_timeout(&node.addr, probe).is_ok() {
+                    if TcpStream::connect_timeout(&addr, probe).is_ok() {
                         node.ready = true;
                         // Its start-up lines (`node listening on ...`) tell
                         // nothing about a later end, as for a process node.
