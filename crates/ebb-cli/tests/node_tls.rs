@@ -104,6 +104,12 @@ fn calls_over_mutual_tls_work_only_with_a_client_certificate() {
         !without.status.success(),
         "a client without a certificate was served"
     );
+    // The error says what the node may be asking for.
+    let told = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        told.contains("it did not run") && told.contains("pass --tls-cert and --tls-key"),
+        "{told}"
+    );
     let plain = ebb(&[
         "call",
         "--addr",
@@ -114,6 +120,11 @@ fn calls_over_mutual_tls_work_only_with_a_client_certificate() {
         r#"{"key":"a"}"#,
     ]);
     assert!(!plain.status.success(), "a plain client was served");
+    let told = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        told.contains("it did not run") && told.contains("pass --tls-ca"),
+        "{told}"
+    );
 
     // Neither refused call ran: the counter moves from 1 to 2.
     let again = incr_with_cert();

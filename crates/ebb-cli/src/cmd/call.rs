@@ -193,6 +193,9 @@ fn find<'a>(
 /// whether the call may have run.
 fn explain(e: CallError, args: &Args) -> anyhow::Error {
     let hint = match &e {
+        CallError::ConnectionLost { sent: false, .. } if args.tls_ca.is_some() => {
+            "is a node listening there with TLS, its certificate issued by the CA in --tls-ca and naming the host of --addr (or --tls-server-name)?"
+        }
         CallError::ConnectionLost { sent: false, .. } => {
             "is `ebb node` (or `ebb up`) listening at that address?"
         }
@@ -222,8 +225,17 @@ fn explain(e: CallError, args: &Args) -> anyhow::Error {
         CallError::DeadlineExceeded { sent: true, .. } => {
             "no reply within --timeout-ms; raise it, or check the state before retrying"
         }
+        // Never sent: no connection finished its handshake. A stopped
+        // node does that, and so does a node that serves TLS to a plain
+        // client, or requires a client certificate the client lacks.
+        CallError::DeadlineExceeded { sent: false, .. } if args.tls_ca.is_none() => {
+            "no connection finished its handshake within --timeout-ms: the node is stopped or too busy, or it serves TLS (then pass --tls-ca)"
+        }
+        CallError::DeadlineExceeded { sent: false, .. } if args.tls_cert.is_none() => {
+            "no connection finished its handshake within --timeout-ms: the node is stopped or too busy, or it requires a client certificate (then pass --tls-cert and --tls-key)"
+        }
         CallError::DeadlineExceeded { sent: false, .. } => {
-            "--timeout-ms passed before the call could be sent"
+            "no connection finished its handshake within --timeout-ms: the node is stopped or too busy, or it refuses --tls-cert (not issued by the CA of its --tls-client-ca?)"
         }
         CallError::ServerUnresponsive { .. } => "the node stopped answering heartbeats",
         CallError::BadRequest { .. } => "check the argument names and types",
