@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ebb_core::Nanos;
 use ebb_rpc::CallError;
 use ebb_rpc::service::{BoxFuture, CallOptions, CallSink, MethodInfo, ServiceCodec, Transport};
-use ebb_rpc::transport::TcpClient;
+use ebb_rpc::transport::{TcpClient, TcpClientConfig};
 use ebb_rpc::wire::MAX_PAYLOAD_BYTES;
 use serde_json::Value;
 
@@ -46,10 +46,22 @@ enum Call {
     },
 }
 
+/// How long one connection attempt may take, in ms: past Linux's first
+/// SYN retransmission (1 s after the SYN) and its second (3 s). A target
+/// that takes its connections late (a busy gateway, or a stopped one)
+/// overflows its accept queue (128 by default) as hundreds of them open,
+/// and the kernel drops the SYNs past it; with the RPC client's default of
+/// 1 s a single dropped SYN failed the whole run before it started.
+const CONNECT_TIMEOUT_MS: u64 = 3_500;
+
 async fn open(addr: &str, connections: usize) -> Result<Vec<TcpClient>, LoadError> {
+    let config = TcpClientConfig {
+        connect_timeout_ms: CONNECT_TIMEOUT_MS,
+        ..TcpClientConfig::default()
+    };
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections.max(1) {
-        let client = TcpClient::connect(addr)
+        let client = TcpClient::connect_with(addr, config)
             .await
             .map_err(|e| LoadError::RpcConnect(e.to_string()))?;
         clients.push(client);
@@ -268,5 +280,68 @@ impl Drop for Batches {
     /// Nothing stays held if the engine stops between a start and a flush.
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// Most connections the test queues to fill a listener's accept queue
+    /// (the kernel caps any backlog at `net.core.somaxconn`, 4096 here).
+    const MAX_QUEUED: usize = 8192;
+    /// Polls for the dropped attempt, 10 ms apart.
+    const MAX_POLLS: usize = 500;
+
+    /// Whether a socket of this machine is in SYN_SENT towards `port` on
+    /// IPv4 loopback: a connection attempt whose SYN has had no answer.
+    fn syn_sent_to(port: u16) -> bool {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp is readable");
+        let remote = format!("0100007F:{port:04X}");
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"02")
+        })
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_first_syn_was_dropped_opens_on_its_retransmission() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+        let addr = listener.local_addr().expect("its address");
+        // Nobody accepts: the queue fills, and a SYN past it is dropped
+        // (an attempt that times out shows the queue full).
+        let mut queued = Vec::new();
+        while let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            queued.push(s);
+            assert!(queued.len() < MAX_QUEUED, "the accept queue never filled");
+        }
+        let target = addr.to_string();
+        let opening = tokio::spawn(async move { open(&target, 1).await });
+        let mut polls = 0;
+        while !syn_sent_to(addr.port()) {
+            polls += 1;
+            assert!(polls < MAX_POLLS, "no attempt waited on the full queue");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Room again before the retransmission, a second after the SYN.
+        listener
+            .set_nonblocking(true)
+            .expect("a nonblocking listener");
+        let mut taken = Vec::new();
+        while let Ok((s, _)) = listener.accept() {
+            taken.push(s);
+        }
+        assert!(
+            taken.len() >= queued.len(),
+            "the queued connections were taken"
+        );
+        let opened = opening.await.expect("the opening task ran");
+        assert!(
+            opened.is_ok(),
+            "one dropped SYN failed the opening: {:?}",
+            opened.err()
+        );
     }
 }
