@@ -125,7 +125,7 @@ fn check_busy_poll(g: &Gateway, threads: NonZeroUsize) -> Result<Nanos, ConfigEr
             "gateway.busy_poll_us",
             us,
             format!(
-                "0 with gateway.threads = {threads}: busy polling needs gateway.threads = 1 (one thread that polls instead of sleeping)"
+                "0 while the gateway runs {threads} threads (gateway.threads, one per core unless set): busy polling needs gateway.threads = 1 (one thread that polls instead of sleeping)"
             ),
         ));
     }
