@@ -62,7 +62,7 @@ pub struct Args {
     /// the same 10 s scale-down window as the default policy).
     #[arg(long, default_value = "hpa:down=10s", requires = "compare", value_parser = scale_spec)]
     baseline: String,
-    /// Node kind: process (default), thread, or, as root, container or vm.
+    /// Node kind: process, thread, or, as root, container or vm.
     #[arg(long, default_value = "process", value_parser = ["process", "thread", "container", "vm"])]
     kind: String,
     /// A built-in trace (bursty, step, steady) or a file of per-second counts.
