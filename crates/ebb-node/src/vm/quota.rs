@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const PREFIX: &str = "vm-";
 static NEXT: AtomicU64 = AtomicU64::new(0);
 static SWEPT: Once = Once::new();
+/// Why a VM node that may grow cannot start without root, and the way out.
+const NEEDS_ROOT: &str = "a VM node that may scale up (pool.max_capacity_per_node above 1) \
+     runs its QEMU in a host cgroup that bounds its CPU, which needs root; run as root, or \
+     keep max_capacity_per_node at 1";
 
 /// One QEMU's cgroup; removed (and anything left in it killed) on drop.
 #[derive(Debug)]
@@ -30,6 +34,10 @@ impl HostQuota {
     /// A fresh cgroup with a quota of `cores`, holding QEMU process `pid`
     /// (every thread it has and will have).
     pub fn create(pid: u32, cores: u32) -> Result<Self, VmError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(VmError::Cgroup(NEEDS_ROOT.into()));
+        }
         SWEPT.call_once(sweep);
         let fail = |e: crate::container::ContainerError| VmError::Cgroup(e.to_string());
         let name = format!(
