@@ -199,7 +199,6 @@ impl Cgroup {
     }
 }
 
-/// Reads `key N` from a flat-keyed cgroup file; 0 when absent.
 /// Writes a CPU quota of `cpus` cores into the cgroup directory `cpu`.
 fn write_cpu_quota(v2: bool, cpu: &Path, cpus: f64) -> Result<(), ContainerError> {
     let quota = ((cpus * CFS_PERIOD_US as f64) as u64).max(MIN_CFS_QUOTA_US);
@@ -271,6 +270,7 @@ pub fn cpu_quota_of(pid: u32) -> Result<Option<f64>, ContainerError> {
     Ok((quota > 0 && period > 0).then(|| quota as f64 / period as f64))
 }
 
+/// Reads `key N` from a flat-keyed cgroup file; 0 when absent.
 fn counter(path: &Path, key: &str) -> u64 {
     fs::read_to_string(path)
         .unwrap_or_default()
