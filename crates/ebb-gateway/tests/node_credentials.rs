@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::Plain;
-use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, ServiceSource};
+use ebb_gateway::{GatewayConfig, Life, NodeChange};
 use ebb_node::thread::ThreadProvider;
 use ebb_rpc::auth::Tokens;
 use ebb_rpc::transport::Credentials;
@@ -26,28 +25,12 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 async fn first_change(credentials: Credentials) -> NodeChange {
     let tokens = Tokens::parse(TOKEN, std::path::Path::new("node.token")).unwrap();
     let provider = ThreadProvider::new(|| Plain).with_tokens(tokens);
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let on_change: ebb_gateway::pool::OnChange = Arc::new(move |c: &NodeChange| {
-        if c.to != Life::Booting {
-            let _ = tx.lock().unwrap().send(c.clone());
-        }
-    });
     let cfg = GatewayConfig {
-        rpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
         node_credentials: credentials,
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::start(
-        cfg,
-        ServiceSource::Describe { expect: None },
-        Box::new(provider),
-        None,
-        on_change,
-    )
-    .await
-    .unwrap();
+    let (gateway, rx) =
+        common::start_watched(cfg, Box::new(provider), |c| c.to != Life::Booting).await;
     let change = tokio::task::spawn_blocking(move || rx.recv_timeout(CHANGE_TIMEOUT))
         .await
         .unwrap()

@@ -6,13 +6,12 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::Plain;
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::pool::PoolConfig;
-use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, ServiceSource};
+use ebb_gateway::{GatewayConfig, Life};
 use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_node::thread::ThreadProvider;
 
@@ -86,14 +85,7 @@ async fn a_node_that_never_describes_itself_holds_up_no_other_node() {
         stalled_ready: false,
         stalled_stopping: false,
     };
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let on_change: ebb_gateway::pool::OnChange = Arc::new(move |c: &NodeChange| {
-        let _ = tx.lock().unwrap().send(c.clone());
-    });
     let cfg = GatewayConfig {
-        rpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
         pool: PoolConfig {
             initial: 2,
             min: 2,
@@ -103,15 +95,7 @@ async fn a_node_that_never_describes_itself_holds_up_no_other_node() {
         },
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::start(
-        cfg,
-        ServiceSource::Describe { expect: None },
-        Box::new(provider),
-        None,
-        on_change,
-    )
-    .await
-    .unwrap();
+    let (gateway, rx) = common::start_watched(cfg, Box::new(provider), |_| true).await;
     let ready = tokio::task::spawn_blocking(move || {
         let mut seen = Vec::new();
         loop {

@@ -14,14 +14,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::Plain;
 use ebb_core::{Nanos, NodeId};
 use ebb_gateway::pool::PoolConfig;
-use ebb_gateway::{Gateway, GatewayConfig, Life, NodeChange, ServiceSource};
+use ebb_gateway::{GatewayConfig, Life};
 use ebb_node::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_node::thread::ThreadProvider;
 
@@ -143,14 +143,7 @@ async fn a_node_whose_first_resize_went_unanswered_still_reaches_the_pools_capac
         real: ThreadProvider::new((|| Plain) as fn() -> Plain),
         relayed: Arc::clone(&relayed),
     };
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let on_change: ebb_gateway::pool::OnChange = Arc::new(move |c: &NodeChange| {
-        let _ = tx.lock().unwrap().send(c.clone());
-    });
     let cfg = GatewayConfig {
-        rpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
         pool: PoolConfig {
             initial: 1,
             min: 1,
@@ -160,15 +153,7 @@ async fn a_node_whose_first_resize_went_unanswered_still_reaches_the_pools_capac
         },
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::start(
-        cfg,
-        ServiceSource::Describe { expect: None },
-        Box::new(provider),
-        None,
-        on_change,
-    )
-    .await
-    .unwrap();
+    let (gateway, rx) = common::start_watched(cfg, Box::new(provider), |_| true).await;
     // Whether the handshake's resize asked for this or for 1, it is the one
     // withheld: only a later resize can bring the node to this capacity.
     gateway.shared().set_capacity(CAPACITY).unwrap();

@@ -3,7 +3,8 @@
 //! bounded wait for a condition another task brings about, a node that
 //! never answers and reports what the test sets, the smallest service a
 //! real node can serve, and real nodes that hold the calls a test picks,
-//! joined to the registry over real connections.
+//! joined to the registry over real connections, and a whole gateway over
+//! a provider with a channel of its pool's node changes.
 //!
 //! A test file uses it with `mod common;`; each uses only part of it, so
 //! the parts another file needs are not dead code.
@@ -363,4 +364,41 @@ pub fn deferred(
         caller: Caller::Token(0),
     };
     (DeferredReply::new(Arc::new(Replies(tx)), key), rx)
+}
+
+/// Starts a gateway over `provider` on loopback ports the system picks,
+/// its service as the nodes describe it, with `cfg`'s other settings; the
+/// receiver gets every node change the pool reports that `keep` passes, so
+/// a test can wait for the ones it is about without sleeping.
+pub async fn start_watched(
+    cfg: ebb_gateway::GatewayConfig,
+    provider: Box<dyn ebb_node::provider::NodeProvider>,
+    keep: fn(&ebb_gateway::NodeChange) -> bool,
+) -> (
+    ebb_gateway::Gateway,
+    std::sync::mpsc::Receiver<ebb_gateway::NodeChange>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let on_change: ebb_gateway::pool::OnChange = Arc::new(move |c: &ebb_gateway::NodeChange| {
+        if keep(c) {
+            // The test stopped listening: nothing left to tell.
+            let _ = tx.lock().unwrap().send(c.clone());
+        }
+    });
+    let cfg = ebb_gateway::GatewayConfig {
+        rpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        ..cfg
+    };
+    let gateway = ebb_gateway::Gateway::start(
+        cfg,
+        ebb_gateway::ServiceSource::Describe { expect: None },
+        provider,
+        None,
+        on_change,
+    )
+    .await
+    .unwrap();
+    (gateway, rx)
 }
