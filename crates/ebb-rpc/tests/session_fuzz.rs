@@ -26,6 +26,18 @@ proptest! {
 const FORGERY_INPUTS: u64 = 256;
 const FORGERY_INPUT_BYTES: usize = 1024;
 
+/// What the driver saw in each seeded input, in seed order; an input whose
+/// run broke an invariant fails the test, naming its seed.
+fn seeded_runs() -> impl Iterator<Item = drive::Seen> {
+    (0..FORGERY_INPUTS).map(|seed| {
+        let mut rng = Rng::seeded(seed);
+        let bytes: Vec<u8> = (0..FORGERY_INPUT_BYTES)
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        drive::run(&bytes).unwrap_or_else(|why| panic!("input seed {seed}: {why}"))
+    })
+}
+
 /// Peers forging other clients' ids (handshakes with a secret that does
 /// not prove the id, at-most-once requests on connections that never
 /// proved it) are refused `Unauthenticated`, and the session they name is
@@ -34,19 +46,10 @@ const FORGERY_INPUT_BYTES: usize = 1024;
 #[test]
 fn forged_resumes_happen_and_are_refused_without_touching_the_session() {
     let mut total = drive::Forgeries::default();
-    for seed in 0..FORGERY_INPUTS {
-        let mut rng = Rng::seeded(seed);
-        let bytes: Vec<u8> = (0..FORGERY_INPUT_BYTES)
-            .map(|_| rng.next_u64() as u8)
-            .collect();
-        match drive::run(&bytes) {
-            Ok(drive::Seen { forgeries: f, .. }) => {
-                total.handshakes_refused += f.handshakes_refused;
-                total.resumes_refused += f.resumes_refused;
-                total.requests_refused += f.requests_refused;
-            }
-            Err(why) => panic!("input seed {seed}: {why}"),
-        }
+    for drive::Seen { forgeries: f, .. } in seeded_runs() {
+        total.handshakes_refused += f.handshakes_refused;
+        total.resumes_refused += f.resumes_refused;
+        total.requests_refused += f.requests_refused;
     }
     println!("{FORGERY_INPUTS} inputs: {total:?}");
     assert!(
@@ -62,18 +65,9 @@ fn forged_resumes_happen_and_are_refused_without_touching_the_session() {
 #[test]
 fn write_progress_is_driven_and_puts_resends_off() {
     let (mut reported, mut postponed) = (0, 0);
-    for seed in 0..FORGERY_INPUTS {
-        let mut rng = Rng::seeded(seed);
-        let bytes: Vec<u8> = (0..FORGERY_INPUT_BYTES)
-            .map(|_| rng.next_u64() as u8)
-            .collect();
-        match drive::run(&bytes) {
-            Ok(seen) => {
-                reported += seen.writes_reported;
-                postponed += seen.retransmits_postponed;
-            }
-            Err(why) => panic!("input seed {seed}: {why}"),
-        }
+    for seen in seeded_runs() {
+        reported += seen.writes_reported;
+        postponed += seen.retransmits_postponed;
     }
     println!("{FORGERY_INPUTS} inputs: {reported} progress reports, {postponed} resends put off");
     assert!(
@@ -91,21 +85,12 @@ fn write_progress_is_driven_and_puts_resends_off() {
 #[test]
 fn resizes_of_every_kind_happen_and_touch_no_call_or_session() {
     let mut total = drive::Resizes::default();
-    for seed in 0..FORGERY_INPUTS {
-        let mut rng = Rng::seeded(seed);
-        let bytes: Vec<u8> = (0..FORGERY_INPUT_BYTES)
-            .map(|_| rng.next_u64() as u8)
-            .collect();
-        match drive::run(&bytes) {
-            Ok(drive::Seen { resizes: r, .. }) => {
-                total.applied += r.applied;
-                total.cut_to_bound += r.cut_to_bound;
-                total.not_resizable += r.not_resizable;
-                total.unanswered += r.unanswered;
-                total.resized_dropped += r.resized_dropped;
-            }
-            Err(why) => panic!("input seed {seed}: {why}"),
-        }
+    for drive::Seen { resizes: r, .. } in seeded_runs() {
+        total.applied += r.applied;
+        total.cut_to_bound += r.cut_to_bound;
+        total.not_resizable += r.not_resizable;
+        total.unanswered += r.unanswered;
+        total.resized_dropped += r.resized_dropped;
     }
     println!("{FORGERY_INPUTS} inputs: {total:?}");
     assert!(
