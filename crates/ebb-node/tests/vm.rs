@@ -279,7 +279,9 @@ fn vm_node_boots_and_then_restores_from_a_snapshot_and_serves() {
 /// A node that may grow to capacity 2 boots with two vCPUs, one online; a
 /// resize to 2 has the guest bring the other online (its own count, from
 /// its console) and doubles its QEMU's quota on the host; live-migrated,
-/// it keeps the quota, and a resize back to 1 still reaches the guest.
+/// it keeps the quota and its known vCPU count (carried over at once, then
+/// said by the guest on the new console), and a resize back to 1 still
+/// reaches the guest.
 #[test]
 fn vm_node_resize_brings_vcpus_online_and_its_host_quota_follows() {
     const NAME: &str = "vm_node_resize_brings_vcpus_online_and_its_host_quota_follows";
@@ -317,11 +319,30 @@ fn vm_node_resize_brings_vcpus_online_and_its_host_quota_follows() {
     p.resize(id, 2).unwrap();
     follows(&mut p, 2);
     // Moved to a new QEMU, the node keeps its quota (the new process
-    // joined the cgroup) and still takes a resize, back to 1.
+    // joined the cgroup) and its vCPU count, and still takes a resize,
+    // back to 1.
     let before = p.machine(id).unwrap().pid();
     p.migrate(id).unwrap();
     assert_ne!(p.machine(id).unwrap().pid(), before, "a new QEMU");
     assert_eq!(p.cpu_quota(id).unwrap(), Some(2.0));
+    // Right after the move the count is known: carried over from the
+    // source if the guest has not yet said it on the new console.
+    let said_yet = p.machine(id).unwrap().console().contains("EBB-CPUS");
+    assert_eq!(p.online_cpus(id), Some(2), "right after the move");
+    eprintln!("{NAME}: guest had answered on the new console when first read: {said_yet}");
+    // Then the guest's own word on the new QEMU's console, which never saw
+    // the boot (so the count is not a line from before the move).
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while !p.machine(id).unwrap().console().contains("EBB-CPUS 2") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let console = p.machine(id).unwrap().console();
+    assert!(console.contains("EBB-CPUS 2"), "target console:\n{console}");
+    assert!(
+        !console.contains("EBB-SERVING"),
+        "target console:\n{console}"
+    );
+    follows(&mut p, 2);
     p.resize(id, 1).unwrap();
     follows(&mut p, 1);
     p.stop(id).unwrap();

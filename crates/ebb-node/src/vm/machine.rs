@@ -63,6 +63,10 @@ pub struct Machine {
     spec: MachineSpec,
     host_port: Option<u16>,
     started: Instant,
+    /// The vCPU count the guest last said on a migration source's console:
+    /// this QEMU's console starts empty, and the guest's vCPUs moved with
+    /// it, so the count stays known until the guest says it here.
+    carried_cpus: Option<u32>,
 }
 
 impl Machine {
@@ -133,6 +137,7 @@ impl Machine {
             spec: spec.clone(),
             host_port,
             started,
+            carried_cpus: None,
         })
     }
 
@@ -207,9 +212,16 @@ impl Machine {
             .map_err(fail)
     }
 
-    /// The vCPUs the guest last said it has online, from its console.
+    /// The vCPUs the guest last said it has online, from its console (or,
+    /// before it said so on this QEMU's, on its migration source's).
     pub fn online_cpus(&self) -> Option<u32> {
-        online_cpus_in(&self.console())
+        online_cpus_in(&self.console()).or(self.carried_cpus)
+    }
+
+    /// Keeps the count `source` last read, for a guest that moved here
+    /// from `source`.
+    pub(super) fn carry_online_cpus_from(&mut self, source: &Machine) {
+        self.carried_cpus = source.online_cpus();
     }
 
     /// QEMU's resident memory, the per-node memory cost on the host.

@@ -162,6 +162,8 @@ pub fn live_migrate(src: &mut Machine) -> Result<(Machine, MigrationReport), VmE
         (Some(stop), Some(fwd)) => fwd.duration_since(stop).ok().map(millis),
         _ => None,
     };
+    // Read before the source quits: its console goes with it.
+    dst.carry_online_cpus_from(src);
     quit_source(src);
     Ok((
         dst,

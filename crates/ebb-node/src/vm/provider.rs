@@ -208,6 +208,12 @@ impl VmProvider {
         if let Some(q) = &node.quota {
             q.add(node.machine.pid())?;
         }
+        // The new QEMU's console is empty: have the guest say its count
+        // there (asking for the count it has changes nothing). Until it
+        // does, `online_cpus` reads the count carried over from the source,
+        // so a failed write here loses nothing; the next resize reports a
+        // console that does not take lines.
+        let _ = node.machine.set_online_cpus(node.online);
         Ok(report)
     }
 
@@ -221,7 +227,8 @@ impl VmProvider {
         quota::get(node.machine.pid()).map_err(|e| resize_err(id, e))
     }
 
-    /// The vCPUs node `id`'s guest last said it has online.
+    /// The vCPUs node `id`'s guest last said it has online; after a
+    /// migration, what it said before the move until it says it again.
     pub fn online_cpus(&self, id: NodeId) -> Option<u32> {
         self.nodes.get(&id)?.machine.online_cpus()
     }
