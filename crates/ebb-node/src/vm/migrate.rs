@@ -93,9 +93,10 @@ pub const SOURCE_EXIT_TIMEOUT_MS: u64 = 10_000;
 /// that did not arrive as written. TCG tracks the pages a running guest
 /// dirties in software, and a store the tracking misses is never resent;
 /// a paused guest writes nothing, so every page arrives as it was. The
-/// price is a pause as long as the copy (about a second here for a node),
-/// which `address_unreachable_ms` reports. KVM tracks dirty pages in the
-/// host kernel and keeps the live copy.
+/// price is a pause as long as the copy (0.4–0.5 s here for a 256 MiB
+/// node under TCG, more on a busy host: docs/isolation.md), which
+/// `address_unreachable_ms` reports. KVM tracks dirty pages in the host
+/// kernel and keeps the live copy.
 ///
 /// On success `src` has exited; drop it. On failure the target is gone and,
 /// when the guest had already moved (or was paused for the copy), it is
