@@ -319,13 +319,13 @@ impl Gateway {
                 source,
             })
         };
-        let rpc_listener = std::net::TcpListener::bind(&cfg.rpc_addr).map_err(rpc_err)?;
+        let rpc_listener = ebb_rpc::transport::listen::bind_std(&cfg.rpc_addr).map_err(rpc_err)?;
         let rpc_addr = rpc_listener.local_addr().map_err(rpc_err)?;
         let http_err = |source| StartError::Http {
             addr: cfg.http_addr.clone(),
             source,
         };
-        let listener = tokio::net::TcpListener::bind(&cfg.http_addr)
+        let listener = ebb_rpc::transport::listen::bind(&cfg.http_addr)
             .await
             .map_err(http_err)?;
         let http_addr = listener.local_addr().map_err(http_err)?;
@@ -336,7 +336,7 @@ impl Gateway {
                     addr: addr.clone(),
                     source,
                 };
-                let l = tokio::net::TcpListener::bind(addr)
+                let l = ebb_rpc::transport::listen::bind(addr)
                     .await
                     .map_err(admin_err)?;
                 let a = l.local_addr().map_err(admin_err)?;

@@ -15,6 +15,7 @@
 use crate::child::OutputTail;
 use crate::provider::{NodeEvent, NodeKind, NodeProvider, ProviderError, StartedNode};
 use ebb_core::{Nanos, NodeId};
+use ebb_rpc::transport::listen;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -149,7 +150,7 @@ impl NodeProvider for ProcessProvider {
             )));
         }
         let started = Instant::now();
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = listen::bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
         let mut child = self.spawn(&listener)?;
         // The child holds its own copy; ours would keep the port open

@@ -17,7 +17,7 @@ use ebb_core::{Nanos, NodeId};
 use ebb_rpc::auth::Tokens;
 use ebb_rpc::semantics::ServerConfig;
 use ebb_rpc::service::ServiceDispatch;
-use ebb_rpc::transport::{Server, ServerTls};
+use ebb_rpc::transport::{Server, ServerTls, listen};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
@@ -188,7 +188,7 @@ where
             )));
         }
         let started = Instant::now();
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = listen::bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
         let dispatch = (self.make)();
         let (stop_tx, stop_rx) = oneshot::channel();

@@ -205,7 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let tls = tls.as_ref().map(ebb::node::server_tls).transpose()?;
         // Bound before the RPC side announces itself: whoever waits for
         // `node listening on` must not see it from a node about to fail.
-        let http_listener = tokio::net::TcpListener::bind(&http)
+        let http_listener = ebb::rpc::transport::listen::bind(&http)
             .await
             .with_context(|| format!("--http {http}: cannot listen there"))?;
         let server = ebb::node::bind(&listen, Arc::clone(&demo), ServerConfig::default())

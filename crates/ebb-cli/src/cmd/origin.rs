@@ -108,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Bound before the store opens: opening starts a new incarnation, whose
     // writes then wait out the previous one's leases, so a start that cannot
     // listen must not count as a run.
-    let listener = std::net::TcpListener::bind(&args.listen)
+    let listener = ebb::rpc::transport::listen::bind_std(&args.listen)
         .with_context(|| format!("--listen {}: cannot listen there", args.listen))?;
     rt.block_on(async {
         let (origin, opened) = OriginService::open(&args.data, settings)

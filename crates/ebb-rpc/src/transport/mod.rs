@@ -14,6 +14,7 @@ pub mod client;
 pub mod clock;
 pub mod framebuf;
 pub mod frames;
+pub mod listen;
 pub mod outbuf;
 pub mod pool;
 pub mod server;

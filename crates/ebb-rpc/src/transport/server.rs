@@ -69,7 +69,8 @@ pub struct Server<D> {
 }
 
 impl<D: ServiceDispatch> Server<D> {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr` (port 0 picks a free port) with an accept queue of
+    /// [`LISTEN_BACKLOG_CONNECTIONS`](super::listen::LISTEN_BACKLOG_CONNECTIONS).
     pub async fn bind(addr: &str, dispatch: D) -> Result<Server<D>, TransportError> {
         Server::bind_with(addr, dispatch, ServerConfig::default()).await
     }
@@ -79,7 +80,7 @@ impl<D: ServiceDispatch> Server<D> {
         dispatch: D,
         config: ServerConfig,
     ) -> Result<Server<D>, TransportError> {
-        let listener = TcpListener::bind(addr)
+        let listener = super::listen::bind(addr)
             .await
             .map_err(|source| TransportError::Bind {
                 addr: addr.to_owned(),
