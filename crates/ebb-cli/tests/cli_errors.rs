@@ -624,3 +624,40 @@ fn an_origin_that_cannot_listen_does_not_count_as_a_run() {
     let _ = origin.wait();
     assert_eq!(first.trim(), "origin: incarnation 1");
 }
+
+#[test]
+fn a_tls_file_that_cannot_be_used_is_named_with_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let signed = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.path().join("node.pem");
+    let key = dir.path().join("node.key");
+    std::fs::write(&cert, signed.cert.pem()).unwrap();
+    std::fs::write(&key, signed.key_pair.serialize_pem()).unwrap();
+    let missing = dir.path().join("missing.pem");
+    let [cert, key, missing] = [&cert, &key, &missing].map(|p| p.to_str().unwrap());
+    for (files, flag) in [
+        (&["--tls-cert", missing, "--tls-key", key][..], "--tls-cert"),
+        (&["--tls-cert", cert, "--tls-key", missing], "--tls-key"),
+        (
+            &[
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+                "--tls-client-ca",
+                missing,
+            ],
+            "--tls-client-ca",
+        ),
+    ] {
+        // Served by `ebb::node` alone, and beside HTTP.
+        for http in [&[][..], &["--http", "127.0.0.1:0"]] {
+            let args = [&["node", "--listen", "127.0.0.1:0"][..], files, http].concat();
+            let e = failure(&args, 1);
+            assert!(
+                e.contains(&format!("{flag}: cannot read")) && times(&e, missing) == 1,
+                "ebb {args:?}: {e}"
+            );
+        }
+    }
+}

@@ -43,8 +43,16 @@ pub enum NodeError {
     LocalAddr(std::io::Error),
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
+    /// A TLS file could not be used; `flag` is the one that named it, and
+    /// the source names the file: a user who gave three files learns
+    /// which flag to fix.
+    #[error("{flag}: {source}")]
+    Tls {
+        flag: &'static str,
+        /// Boxed: a rustls error inside is large, and every `NodeError`
+        /// would carry its size.
+        source: Box<TlsError>,
+    },
     /// The token file is missing, unreadable, empty or malformed; the
     /// message names it.
     #[error("--token-file: {0}")]
@@ -106,9 +114,32 @@ where
     Ok(())
 }
 
-/// Loads a node's TLS files; an error names the file at fault.
-pub fn server_tls(files: &TlsFiles) -> Result<ServerTls, TlsError> {
-    ServerTls::from_pem_files(&files.cert, &files.key, files.client_ca.as_deref())
+/// Loads a node's TLS files; an error names the flag and the file at
+/// fault (`--tls-key: cannot read the private key file node.key: ...`).
+pub fn server_tls(files: &TlsFiles) -> Result<ServerTls, NodeError> {
+    ServerTls::from_pem_files(&files.cert, &files.key, files.client_ca.as_deref()).map_err(
+        |source| NodeError::Tls {
+            flag: tls_flag(files, &source),
+            source: Box::new(source),
+        },
+    )
+}
+
+/// The flag that gave the file `error` is about: the files are told apart
+/// by their paths (one file may hold both certificate and key).
+fn tls_flag(files: &TlsFiles, error: &TlsError) -> &'static str {
+    let path = match error {
+        TlsError::Read { path, .. } | TlsError::Bad { path, .. } => path,
+        TlsError::Mismatch { .. } => return "--tls-cert and --tls-key",
+        TlsError::Config(_) | TlsError::ServerName { .. } => return "--tls-cert",
+    };
+    let is_ca = files.client_ca.as_ref() == Some(path);
+    match (*path == files.cert, *path == files.key, is_ca) {
+        (true, true, _) => "--tls-cert and --tls-key",
+        (false, true, _) => "--tls-key",
+        (false, false, true) => "--tls-client-ca",
+        _ => "--tls-cert",
+    }
 }
 
 /// Loads the bearer tokens of `--token-file`, if given; an error names the
