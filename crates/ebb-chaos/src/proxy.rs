@@ -50,6 +50,39 @@ pub struct Proxy {
     max_connections: usize,
 }
 
+/// Connections the kernel completes and queues before the accept loop takes
+/// them: `TcpListener::bind` gives 128, fewer than a load generator opens
+/// at once through the proxy (SYNs past the queue are dropped and wait a
+/// retransmission), and fewer than [`MAX_CONNECTIONS`].
+const LISTEN_BACKLOG_CONNECTIONS: u32 = 1024;
+
+/// Binds `listen` as `TcpListener::bind` does (each resolved address in
+/// turn, the address reused) with [`LISTEN_BACKLOG_CONNECTIONS`].
+async fn listen_on(listen: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG_CONNECTIONS))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to no address",
+        )
+    }))
+}
+
 impl Proxy {
     /// Binds `listen` (port 0 picks a free port). The upstream is resolved
     /// per connection, so it need not be up yet.
@@ -60,12 +93,10 @@ impl Proxy {
         seed: u64,
     ) -> Result<Proxy, ChaosError> {
         cfg.validate()?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ChaosError::Bind {
-                addr: listen.to_owned(),
-                source,
-            })?;
+        let listener = listen_on(listen).await.map_err(|source| ChaosError::Bind {
+            addr: listen.to_owned(),
+            source,
+        })?;
         Ok(Proxy {
             listener,
             upstream: upstream.to_owned(),

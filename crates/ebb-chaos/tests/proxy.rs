@@ -189,3 +189,29 @@ async fn connections_beyond_the_bound_are_closed_on_accept() {
     }
     assert_eq!(&b, b"y");
 }
+
+/// More connects than `TcpListener::bind`'s backlog of 128 while the proxy
+/// accepts none: each completes in the kernel, queued, not dropped (a
+/// dropped SYN would leave its client waiting a retransmission).
+#[tokio::test]
+async fn a_burst_of_connects_is_queued_before_the_proxy_accepts() {
+    const PENDING: usize = 300;
+    // A bound on each connect, not a speed claim: one the queue had no
+    // room for would wait SYN retransmissions and end here.
+    const CONNECT_BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+    let proxy = Proxy::bind("127.0.0.1:0", "127.0.0.1:9", ChaosConfig::TRANSPARENT, 1)
+        .await
+        .unwrap();
+    let addr = proxy.local_addr().unwrap();
+    let connected = tokio::task::spawn_blocking(move || {
+        (0..PENDING)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, CONNECT_BOUND)
+                    .unwrap_or_else(|e| panic!("connect {i} of {PENDING} not queued: {e}"))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(connected.len(), PENDING);
+}
