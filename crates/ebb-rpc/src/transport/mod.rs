@@ -14,6 +14,8 @@ pub mod client;
 pub mod clock;
 pub mod framebuf;
 pub mod frames;
+#[cfg(test)]
+pub(crate) mod gather;
 pub mod listen;
 pub mod outbuf;
 pub mod pool;

@@ -456,12 +456,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use bytes::Bytes;
-    use tokio::sync::Barrier;
 
     use super::first_share;
-    use crate::service::{
-        BoxFuture, CallOptions, DispatchError, MethodInfo, ServiceDispatch, Transport,
-    };
+    use crate::service::{CallOptions, Transport};
+    use crate::transport::gather::{Gather, METHODS};
     use crate::transport::{Server, TcpClient};
 
     /// Callers whose calls the node answers together.
@@ -469,42 +467,13 @@ mod tests {
     /// Turns of the runtime the callers get to start their first calls.
     const MAX_TURNS: usize = 64;
 
-    static METHODS: [MethodInfo; 1] = [MethodInfo {
-        service: "Test",
-        id: 0,
-        name: "gather",
-        idempotent: false,
-        blocking: false,
-        params: &[],
-        returns: "Vec<u8>",
-    }];
-
-    /// Answers `gather` with its arguments once `CALLERS` calls are
-    /// running, so their replies reach the client together.
-    struct Gather(Barrier);
-
-    impl ServiceDispatch for Gather {
-        fn name(&self) -> &'static str {
-            "Test"
-        }
-        fn methods(&self) -> &'static [MethodInfo] {
-            &METHODS
-        }
-        fn dispatch(&self, _: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-            Box::pin(async move {
-                self.0.wait().await;
-                Ok(args)
-            })
-        }
-    }
-
     /// On a current-thread runtime the driver queues itself behind the
     /// callers a read of replies woke: the calls they start as they wake
     /// leave together. Were it to flush before they ran, each of those
     /// calls would be a write of its own.
     #[tokio::test(flavor = "current_thread")]
     async fn calls_started_by_callers_woken_together_leave_together() {
-        let node = Server::bind("127.0.0.1:0", Gather(Barrier::new(CALLERS)))
+        let node = Server::bind("127.0.0.1:0", Gather::new(CALLERS))
             .await
             .unwrap();
         let addr = node.local_addr().unwrap().to_string();

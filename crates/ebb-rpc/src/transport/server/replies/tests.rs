@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::Barrier;
 
 use crate::CallError;
 use crate::fast_map::FastMap;
@@ -18,42 +17,12 @@ use crate::service::{
     BoxFuture, CallContext, CallOptions, CallSink, DeferredReply, DispatchError, MethodInfo,
     ServiceDispatch, Transport, WriteBatch,
 };
+use crate::transport::gather::{Gather, METHODS};
 use crate::transport::server::shared::Core;
 use crate::transport::{Server, TcpClient};
 
 /// Calls in flight at once, answered together by the node.
 const CALLS: usize = 16;
-
-static METHODS: [MethodInfo; 1] = [MethodInfo {
-    service: "Test",
-    id: 0,
-    name: "gather",
-    idempotent: false,
-    blocking: false,
-    params: &[],
-    returns: "Vec<u8>",
-}];
-
-/// The node: `gather` answers with its arguments once `CALLS` calls are
-/// running, so their replies leave it together.
-struct Node {
-    gather: Barrier,
-}
-
-impl ServiceDispatch for Node {
-    fn name(&self) -> &'static str {
-        "Test"
-    }
-    fn methods(&self) -> &'static [MethodInfo] {
-        &METHODS
-    }
-    fn dispatch(&self, _: u16, args: Bytes) -> BoxFuture<'_, Result<Bytes, DispatchError>> {
-        Box::pin(async move {
-            self.gather.wait().await;
-            Ok(args)
-        })
-    }
-}
 
 /// The forwarder's calls on the node, by token, and how their outcomes
 /// came: in a batch (`deliver_in`) or one by one.
@@ -132,9 +101,7 @@ impl ServiceDispatch for Forward {
 /// A node, a forwarding server in front of it and a caller connected to
 /// that server; the forwarder's node client is returned too.
 async fn forwarding() -> (Arc<Pending>, Arc<TcpClient>, Arc<Core<Forward>>, TcpClient) {
-    let node = Node {
-        gather: Barrier::new(CALLS),
-    };
+    let node = Gather::new(CALLS);
     let node = Server::bind("127.0.0.1:0", node).await.unwrap();
     let node_addr = node.local_addr().unwrap().to_string();
     tokio::spawn(node.run());
